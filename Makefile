@@ -1,0 +1,164 @@
+# miniplaces toolkit.  make [CUDA=auto|0|1] [OPT=-O2] ; make test ; make demo
+# make deps (as root) installs the Debian packages the build and tests need.
+
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+CUDA      ?= auto
+CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCH ?= sm_90
+OPT       ?= -O2
+CC        := $(if $(filter default,$(origin CC)),gcc,$(CC))
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
+
+B := build
+
+DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
+	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
+	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
+	libjpeg-turbo-progs
+
+# ---- what the machine has -------------------------------------------------
+NO_BUILD_GOALS := deps clean distclean
+ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+pkgver = $(shell pkg-config --modversion $(1) 2>/dev/null)
+V_TURBOJPEG := $(call pkgver,libturbojpeg)
+V_PNG       := $(call pkgver,libpng)
+V_LMDB      := $(call pkgver,lmdb)
+V_CJSON     := $(call pkgver,libcjson)
+V_ZLIB      := $(call pkgver,zlib)
+V_CMOCKA    := $(call pkgver,cmocka)
+HAVE_CUDNN  := $(wildcard $(CUDA_HOME)/include/cudnn.h)
+ifeq ($(CUDA),0)
+USE_CUDA :=
+else ifeq ($(CUDA),1)
+USE_CUDA := yes
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc was not found (set NVCC= or CUDA_HOME=))
+endif
+ifeq ($(HAVE_CUDNN),)
+$(error CUDA=1 but cudnn.h was not found under $(CUDA_HOME)/include)
+endif
+else ifeq ($(CUDA),auto)
+USE_CUDA := $(if $(and $(NVCC),$(HAVE_CUDNN)),yes)
+else
+$(error CUDA must be auto, 0 or 1, not "$(CUDA)")
+endif
+ifeq ($(MAKELEVEL),0)
+$(info found: TurboJPEG $(or $(V_TURBOJPEG),MISSING), libpng $(or $(V_PNG),MISSING), LMDB $(or $(V_LMDB),MISSING), cJSON $(or $(V_CJSON),MISSING), zlib $(or $(V_ZLIB),MISSING), cmocka $(or $(V_CMOCKA),MISSING))
+$(info found: nvcc $(or $(NVCC),no), cuDNN $(if $(HAVE_CUDNN),yes,no); CUDA=$(CUDA) -> CUDA backend $(if $(USE_CUDA),built for $(CUDA_ARCH),not built))
+endif
+MISSING := $(strip $(if $(V_TURBOJPEG),,libturbojpeg0-dev) $(if $(V_PNG),,libpng-dev) \
+	$(if $(V_LMDB),,liblmdb-dev) $(if $(V_CJSON),,libcjson-dev) $(if $(V_ZLIB),,zlib1g-dev))
+ifneq ($(MISSING),)
+$(error missing libraries: $(MISSING); run "make deps" as root)
+endif
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
+
+CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -Icommon -Ikernels $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lm -pthread
+NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -Xcompiler -Wall,-Wextra
+
+ifneq ($(USE_CUDA),)
+CFLAGS  += -DMP_HAVE_CUDA
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+endif
+
+# ---- sources --------------------------------------------------------------
+COMMON_SRC  := $(wildcard common/*.c)
+KERNEL_SRC  := $(wildcard kernels/cpu/*.c)
+CUDA_SRC    := $(if $(USE_CUDA),$(wildcard kernels/cuda/*.cu))
+ifneq ($(USE_CUDA),)
+KERNEL_SRC  := $(filter-out kernels/cpu/device_none.c,$(KERNEL_SRC))
+endif
+LIB_OBJ     := $(COMMON_SRC:%.c=$(B)/obj/%.o) $(KERNEL_SRC:%.c=$(B)/obj/%.o) \
+	$(CUDA_SRC:%.cu=$(B)/obj/%.o)
+TOOLS       := $(patsubst tools/%.c,$(B)/bin/%,$(wildcard tools/mp-*.c))
+SCRIPT_BINS := $(patsubst scripts/%.c,$(B)/scripts/%,$(wildcard scripts/*.c))
+UNIT_TESTS  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
+CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
+MAN_PAGES   := $(wildcard man/*.1 man/*.5)
+
+.PHONY: all lib tools scripts test check-tests demo deps install uninstall clean \
+	distclean lint-man FORCE
+
+all: tools scripts
+
+lib: $(B)/libmp.a
+tools: $(TOOLS)
+scripts: $(SCRIPT_BINS)
+
+# A change of flags rebuilds everything that depends on them.
+FLAGS_LINE := $(CC) $(CFLAGS) | $(LDLIBS) | $(NVCC) $(NVFLAGS) | cuda=$(USE_CUDA)
+$(B)/flags.stamp: FORCE
+	@mkdir -p $(B)
+	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
+
+$(B)/obj/%.o: %.c $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/%.o: %.cu $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(B)/libmp.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/bin/%: tools/%.c $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tools
+	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tools/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+
+$(B)/scripts/%: scripts/%.c $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tests
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
+		-o $@ $< $(B)/libmp.a $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+# ---- tests, demo, man -----------------------------------------------------
+# Every test speaks TAP; prove runs them all and prints the closing summary.
+test: all $(UNIT_TESTS)
+	@CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
+		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $(CLI_TESTS)
+
+demo: all
+	bash scripts/demo.sh $(B)/demo
+
+lint-man:
+	mandoc -Tlint -Wwarning $(MAN_PAGES)
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	else echo "deps: installing" $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends $$missing; fi
+
+install: tools
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(PREFIX)/share/man/man5/
+
+uninstall:
+	rm -f $(patsubst $(B)/bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS))
+	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
+	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
+
+clean:
+	rm -rf $(B)
+
+distclean: clean
+
+FORCE:

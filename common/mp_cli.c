@@ -1,0 +1,30 @@
+#include "mp_cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "device.h"
+#include "mp_util.h"
+
+void mp_print_version(void)
+{
+	char dev[256];
+	mp_cuda_probe(dev, sizeof dev);
+	printf("%s %s\nbackends: cpu%s\ncuda: %s\n", mp_progname, MP_VERSION,
+	       mp_cuda_built() ? ", cuda" : "", dev);
+}
+
+int mp_parse_keyword(const char *opt, const char *arg, const char *const *names)
+{
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(arg, names[i]))
+			return i;
+	char all[256] = "";
+	for (int i = 0; names[i]; i++) {
+		if (i)
+			strncat(all, "|", sizeof all - strlen(all) - 1);
+		strncat(all, names[i], sizeof all - strlen(all) - 1);
+	}
+	mp_warnx("%s: \"%s\" is not one of %s", opt, arg, all);
+	return -1;
+}

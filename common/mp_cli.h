@@ -1,0 +1,11 @@
+/* Conventions every program shares: --version text, keyword options. */
+#ifndef MP_CLI_H
+#define MP_CLI_H
+
+/* Prints "PROG VERSION" and the build's backends on stdout. */
+void mp_print_version(void);
+/* Looks arg up in a NULL-terminated list of names; prints
+ * "prog: --opt: "x" is not one of a|b|c" and returns -1 if absent. */
+int mp_parse_keyword(const char *opt, const char *arg, const char *const *names);
+
+#endif

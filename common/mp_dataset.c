@@ -1,0 +1,182 @@
+#include "mp_dataset.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mp_db.h"
+#include "mp_stream.h"
+
+struct mp_source {
+	char *name;
+	mp_meta meta;
+	char *meta_json;
+	size_t meta_len;
+	/* one of the two */
+	mp_db_reader *db;
+	FILE *f;
+	int own_file;
+	mp_stream_reader stream;
+	uint64_t next_index, last_index;
+};
+
+static int load_meta(mp_source *s, const char *json, size_t len, mp_error *e)
+{
+	s->meta_json = malloc(len + 1);
+	if (!s->meta_json)
+		return mp_seterr(e, "out of memory");
+	memcpy(s->meta_json, json, len);
+	s->meta_json[len] = '\0';
+	s->meta_len = len;
+	mp_error me;
+	if (mp_meta_from_json(json, len, &s->meta, &me) < 0)
+		return mp_seterr(e, "%s: %s", s->name, me.msg);
+	return 0;
+}
+
+mp_source *mp_source_open(const char *path, mp_error *e)
+{
+	mp_source *s = calloc(1, sizeof *s);
+	if (!s || !(s->name = strdup(strcmp(path, "-") ? path : "<stdin>"))) {
+		free(s);
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	struct stat st;
+	if (strcmp(path, "-") && stat(path, &st) < 0) {
+		mp_seterr(e, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (strcmp(path, "-") && S_ISDIR(st.st_mode)) {
+		if (!(s->db = mp_db_reader_open(path, e)))
+			goto fail;
+		const char *json;
+		size_t len;
+		if (mp_db_reader_meta(s->db, &json, &len, e) < 0 ||
+		    load_meta(s, json, len, e) < 0)
+			goto fail;
+		if (!s->meta.complete) {
+			mp_seterr(e, "%s: the DB's meta says it is incomplete", path);
+			goto fail;
+		}
+		return s;
+	}
+	if (!strcmp(path, "-")) {
+		s->f = stdin;
+	} else {
+		if (!(s->f = fopen(path, "rb"))) {
+			mp_seterr(e, "%s: %s", path, strerror(errno));
+			goto fail;
+		}
+		s->own_file = 1;
+	}
+	if (mp_stream_reader_open(&s->stream, s->f, s->name, e) < 0)
+		goto fail;
+	uint32_t kind;
+	const uint8_t *p;
+	size_t len;
+	int rc = mp_stream_next(&s->stream, &kind, &p, &len, e);
+	if (rc <= 0)
+		goto fail;
+	if (load_meta(s, (const char *)p, len, e) < 0)
+		goto fail;
+	return s;
+fail:
+	mp_source_close(s);
+	return NULL;
+}
+
+const mp_meta *mp_source_meta(const mp_source *s)
+{
+	return &s->meta;
+}
+
+int mp_source_is_stream(const mp_source *s)
+{
+	return s->db == NULL;
+}
+
+const char *mp_source_meta_json(const mp_source *s, size_t *len)
+{
+	if (len)
+		*len = s->meta_len;
+	return s->meta_json;
+}
+
+const char *mp_source_name(const mp_source *s)
+{
+	return s->name;
+}
+
+uint64_t mp_source_index(const mp_source *s)
+{
+	return s->last_index;
+}
+
+int mp_source_next(mp_source *s, const uint8_t **buf, size_t *len, mp_error *e)
+{
+	if (s->db) {
+		if (s->next_index >= s->meta.macrobatches)
+			return 0;
+		int rc = mp_db_reader_get(s->db, s->next_index, buf, len, e);
+		if (rc == 0)
+			return mp_seterr(e, "%s: macrobatch %llu is missing", s->name,
+					 (unsigned long long)s->next_index);
+		if (rc < 0)
+			return -1;
+		s->last_index = s->next_index++;
+		return 1;
+	}
+	uint32_t kind;
+	const uint8_t *p;
+	size_t n;
+	int rc = mp_stream_next(&s->stream, &kind, &p, &n, e);
+	if (rc <= 0)
+		return rc;
+	if (kind == MP_FRAME_END) {
+		mp_error me;
+		if (mp_meta_apply_end(&s->meta, (const char *)p, n, &me) < 0)
+			return mp_seterr(e, "%s: %s", s->name, me.msg);
+		if (s->meta.macrobatches != s->next_index)
+			return mp_seterr(e, "%s: end frame counts %llu macrobatches, stream held %llu",
+					 s->name, (unsigned long long)s->meta.macrobatches,
+					 (unsigned long long)s->next_index);
+		return 0;
+	}
+	*buf = p;
+	*len = n;
+	s->last_index = s->next_index++;
+	return 1;
+}
+
+int mp_source_get(mp_source *s, uint64_t index, const uint8_t **buf, size_t *len,
+		  mp_error *e)
+{
+	if (!s->db)
+		return mp_seterr(e, "%s: a stream has no random access", s->name);
+	return mp_db_reader_get(s->db, index, buf, len, e);
+}
+
+int mp_source_count_batches(mp_source *s, uint64_t *count, mp_error *e)
+{
+	if (!s->db)
+		return mp_seterr(e, "%s: a stream has no random access", s->name);
+	return mp_db_reader_count_batches(s->db, count, e);
+}
+
+void mp_source_close(mp_source *s)
+{
+	if (!s)
+		return;
+	if (s->db)
+		mp_db_reader_close(s->db);
+	mp_stream_reader_close(&s->stream);
+	if (s->own_file && s->f)
+		fclose(s->f);
+	mp_meta_free(&s->meta);
+	free(s->meta_json);
+	free(s->name);
+	free(s);
+}

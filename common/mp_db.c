@@ -1,0 +1,345 @@
+#include "mp_db.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct mp_db_writer {
+	MDB_env *env;
+	MDB_dbi dbi;
+	uint64_t map_size;
+	unsigned growths;
+	char target[PATH_MAX];
+	char partial[PATH_MAX];
+};
+
+struct mp_db_reader {
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	char path[PATH_MAX];
+};
+
+int mp_db_is_db(const char *path)
+{
+	char f[PATH_MAX];
+	struct stat st;
+	if (snprintf(f, sizeof f, "%s/data.mdb", path) >= (int)sizeof f)
+		return 0;
+	return stat(f, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void batch_key(char *key, size_t n, uint64_t index)
+{
+	snprintf(key, n, "mb/%08llu", (unsigned long long)index);
+}
+
+/* Removes "<base>.partial-<pid>" directories whose writer no longer runs. */
+static void remove_stale_partials(const char *target)
+{
+	char dir_buf[PATH_MAX], base_buf[PATH_MAX];
+	snprintf(dir_buf, sizeof dir_buf, "%s", target);
+	snprintf(base_buf, sizeof base_buf, "%s", target);
+	const char *dir = dirname(dir_buf);
+	const char *base = basename(base_buf);
+	size_t blen = strlen(base);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (strncmp(n, base, blen) || strncmp(n + blen, ".partial-", 9))
+			continue;
+		char *end;
+		long pid = strtol(n + blen + 9, &end, 10);
+		if (*end || pid <= 0)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* its writer may still be running */
+		char p[PATH_MAX];
+		if (snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p)
+			continue;
+		if (mp_db_is_db(p) || access(p, F_OK) == 0) {
+			mp_remove_tree(p);
+			mp_warnx("removed %s, left by an interrupted run", p);
+		}
+	}
+	closedir(d);
+}
+
+#define LMDB_CHECK(call, what)                                                  \
+	do {                                                                    \
+		int rc_ = (call);                                               \
+		if (rc_ != MDB_SUCCESS) {                                       \
+			mp_seterr(e, "%s: %s: %s", w->target, what, mdb_strerror(rc_)); \
+			goto fail;                                              \
+		}                                                               \
+	} while (0)
+
+mp_db_writer *mp_db_writer_open(const char *path, uint64_t map_size, int replace,
+				mp_error *e)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		if (!replace) {
+			mp_seterr(e, "%s: already exists (use --force to replace it)", path);
+			return NULL;
+		}
+		if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
+			mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
+			return NULL;
+		}
+	}
+	mp_db_writer *w = calloc(1, sizeof *w);
+	if (!w) {
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	if (snprintf(w->target, sizeof w->target, "%s", path) >= (int)sizeof w->target ||
+	    snprintf(w->partial, sizeof w->partial, "%s.partial-%ld", path,
+		     (long)getpid()) >= (int)sizeof w->partial) {
+		mp_seterr(e, "%s: path too long", path);
+		free(w);
+		return NULL;
+	}
+	remove_stale_partials(path);
+	mp_remove_tree(w->partial); /* a leftover of an earlier process with our pid */
+	if (mkdir(w->partial, 0755) < 0) {
+		mp_seterr(e, "%s: cannot create: %s", w->partial, strerror(errno));
+		free(w);
+		return NULL;
+	}
+	w->map_size = map_size;
+	MDB_txn *txn = NULL;
+	LMDB_CHECK(mdb_env_create(&w->env), "mdb_env_create");
+	LMDB_CHECK(mdb_env_set_mapsize(w->env, (size_t)map_size), "mdb_env_set_mapsize");
+	/* No per-commit fsync: the environment is synced once before the
+	 * rename, and an interrupted build is thrown away anyway. */
+	LMDB_CHECK(mdb_env_open(w->env, w->partial, MDB_NOSYNC | MDB_NOMETASYNC, 0644),
+		   "mdb_env_open");
+	LMDB_CHECK(mdb_txn_begin(w->env, NULL, 0, &txn), "mdb_txn_begin");
+	LMDB_CHECK(mdb_dbi_open(txn, NULL, 0, &w->dbi), "mdb_dbi_open");
+	LMDB_CHECK(mdb_txn_commit(txn), "mdb_txn_commit");
+	return w;
+fail:
+	if (w->env)
+		mdb_env_close(w->env);
+	mp_remove_tree(w->partial);
+	free(w);
+	return NULL;
+}
+
+/* One put in its own transaction; on MDB_MAP_FULL the map is doubled and
+ * the transaction retried (the caller still holds the bytes). */
+static int put_growing(mp_db_writer *w, const char *key, const void *buf,
+		       size_t len, mp_error *e)
+{
+	for (;;) {
+		MDB_txn *txn;
+		int rc = mdb_txn_begin(w->env, NULL, 0, &txn);
+		if (rc)
+			return mp_seterr(e, "%s: mdb_txn_begin: %s", w->target, mdb_strerror(rc));
+		MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)buf};
+		rc = mdb_put(txn, w->dbi, &k, &v, 0);
+		if (rc == MDB_SUCCESS)
+			rc = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+		if (rc == MDB_SUCCESS)
+			return 0;
+		if (rc != MDB_MAP_FULL)
+			return mp_seterr(e, "%s: writing %s: %s", w->target, key, mdb_strerror(rc));
+		uint64_t grown = w->map_size * 2;
+		while (grown < len * 2 + w->map_size)
+			grown *= 2;
+		rc = mdb_env_set_mapsize(w->env, (size_t)grown);
+		if (rc)
+			return mp_seterr(e, "%s: growing the map to %llu bytes: %s", w->target,
+					 (unsigned long long)grown, mdb_strerror(rc));
+		w->map_size = grown;
+		w->growths++;
+	}
+}
+
+int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
+		     size_t len, mp_error *e)
+{
+	char key[32];
+	batch_key(key, sizeof key, index);
+	return put_growing(w, key, buf, len, e);
+}
+
+static int replace_dir(const char *partial, const char *target, mp_error *e)
+{
+	if (rename(partial, target) == 0)
+		return 0;
+	if (errno != ENOTEMPTY && errno != EEXIST)
+		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
+	/* The target is an earlier DB: swap the two atomically, then remove
+	 * the old one, so the name always holds a complete DB. */
+	if (renameat2(AT_FDCWD, partial, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+		mp_remove_tree(partial);
+		return 0;
+	}
+	char old[PATH_MAX];
+	snprintf(old, sizeof old, "%s.old-%ld", target, (long)getpid());
+	if (rename(target, old) < 0)
+		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
+	if (rename(partial, target) < 0) {
+		int err = errno;
+		rename(old, target);
+		return mp_seterr(e, "%s: rename: %s", target, strerror(err));
+	}
+	mp_remove_tree(old);
+	return 0;
+}
+
+int mp_db_writer_finish(mp_db_writer *w, const char *meta_json, mp_error *e)
+{
+	if (put_growing(w, "meta", meta_json, strlen(meta_json), e) < 0)
+		goto fail;
+	int rc = mdb_env_sync(w->env, 1);
+	if (rc) {
+		mp_seterr(e, "%s: mdb_env_sync: %s", w->target, mdb_strerror(rc));
+		goto fail;
+	}
+	mdb_env_close(w->env);
+	w->env = NULL;
+	if (replace_dir(w->partial, w->target, e) < 0)
+		goto fail;
+	free(w);
+	return 0;
+fail:
+	mp_db_writer_abort(w);
+	return -1;
+}
+
+void mp_db_writer_abort(mp_db_writer *w)
+{
+	if (!w)
+		return;
+	if (w->env)
+		mdb_env_close(w->env);
+	mp_remove_tree(w->partial);
+	free(w);
+}
+
+unsigned mp_db_writer_growths(const mp_db_writer *w)
+{
+	return w->growths;
+}
+
+const char *mp_db_writer_partial(const mp_db_writer *w)
+{
+	return w->partial;
+}
+
+mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
+{
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		mp_seterr(e, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
+		mp_seterr(e, "%s: not a dataset DB (no data.mdb)", path);
+		return NULL;
+	}
+	mp_db_reader *r = calloc(1, sizeof *r);
+	if (!r) {
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	snprintf(r->path, sizeof r->path, "%s", path);
+	int rc;
+	const char *what = "mdb_env_create";
+	if ((rc = mdb_env_create(&r->env)))
+		goto fail;
+	/* A finished DB never changes, so readers need no lock file and work
+	 * on read-only media. */
+	what = "mdb_env_open";
+	if ((rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0)))
+		goto fail;
+	what = "mdb_txn_begin";
+	if ((rc = mdb_txn_begin(r->env, NULL, MDB_RDONLY, &r->txn)))
+		goto fail;
+	what = "mdb_dbi_open";
+	if ((rc = mdb_dbi_open(r->txn, NULL, 0, &r->dbi)))
+		goto fail;
+	return r;
+fail:
+	mp_seterr(e, "%s: %s: %s", path, what, mdb_strerror(rc));
+	mp_db_reader_close(r);
+	return NULL;
+}
+
+int mp_db_reader_meta(mp_db_reader *r, const char **json, size_t *len,
+		      mp_error *e)
+{
+	MDB_val k = {4, "meta"}, v;
+	int rc = mdb_get(r->txn, r->dbi, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return mp_seterr(e, "%s: no meta record (not a finished dataset DB)", r->path);
+	if (rc)
+		return mp_seterr(e, "%s: reading meta: %s", r->path, mdb_strerror(rc));
+	*json = v.mv_data;
+	*len = v.mv_size;
+	return 0;
+}
+
+int mp_db_reader_get(mp_db_reader *r, uint64_t index, const uint8_t **buf,
+		     size_t *len, mp_error *e)
+{
+	char key[32];
+	batch_key(key, sizeof key, index);
+	MDB_val k = {strlen(key), key}, v;
+	int rc = mdb_get(r->txn, r->dbi, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return mp_seterr(e, "%s: reading %s: %s", r->path, key, mdb_strerror(rc));
+	*buf = v.mv_data;
+	*len = v.mv_size;
+	return 1;
+}
+
+int mp_db_reader_count_batches(mp_db_reader *r, uint64_t *count, mp_error *e)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(r->txn, r->dbi, &c);
+	if (rc)
+		return mp_seterr(e, "%s: mdb_cursor_open: %s", r->path, mdb_strerror(rc));
+	uint64_t n = 0;
+	MDB_val k = {3, "mb/"}, v;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == MDB_SUCCESS && k.mv_size >= 3 && !memcmp(k.mv_data, "mb/", 3)) {
+		n++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
+		return mp_seterr(e, "%s: walking keys: %s", r->path, mdb_strerror(rc));
+	*count = n;
+	return 0;
+}
+
+void mp_db_reader_close(mp_db_reader *r)
+{
+	if (!r)
+		return;
+	if (r->txn)
+		mdb_txn_abort(r->txn);
+	if (r->env)
+		mdb_env_close(r->env);
+	free(r);
+}

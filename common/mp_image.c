@@ -1,0 +1,613 @@
+#include "mp_image.h"
+
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <turbojpeg.h>
+
+struct mp_codec {
+	tjhandle dec;
+	tjhandle enc;
+};
+
+const char *mp_encoding_name(int enc)
+{
+	switch (enc) {
+	case MP_ENC_RAW: return "raw";
+	case MP_ENC_JPEG: return "jpeg";
+	case MP_ENC_PNG: return "png";
+	default: return "unknown";
+	}
+}
+
+mp_codec *mp_codec_new(mp_error *e)
+{
+	mp_codec *c = calloc(1, sizeof *c);
+	if (!c) {
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	c->dec = tjInitDecompress();
+	if (!c->dec) {
+		mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void mp_codec_free(mp_codec *c)
+{
+	if (!c)
+		return;
+	if (c->dec)
+		tjDestroy(c->dec);
+	if (c->enc)
+		tjDestroy(c->enc);
+	free(c);
+}
+
+int mp_image_sniff(const uint8_t *buf, size_t len)
+{
+	static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+	if (len >= 3 && buf[0] == 0xff && buf[1] == 0xd8 && buf[2] == 0xff)
+		return MP_ENC_JPEG;
+	if (len >= 8 && !memcmp(buf, png_sig, 8))
+		return MP_ENC_PNG;
+	return -1;
+}
+
+int mp_image_alloc(mp_image *img, int width, int height, mp_error *e)
+{
+	img->width = width;
+	img->height = height;
+	img->channels = 3;
+	img->px = malloc((size_t)width * (size_t)height * 3);
+	if (!img->px)
+		return mp_seterr(e, "out of memory for a %dx%d image", width, height);
+	return 0;
+}
+
+void mp_image_free(mp_image *img)
+{
+	free(img->px);
+	img->px = NULL;
+	img->width = img->height = 0;
+}
+
+static int check_dims(uint64_t w, uint64_t h, uint64_t max_pixels, mp_error *e)
+{
+	if (w == 0 || h == 0)
+		return mp_seterr(e, "image has zero size (%llux%llu)",
+				 (unsigned long long)w, (unsigned long long)h);
+	if (w * h > max_pixels)
+		return mp_seterr(e, "%llux%llu pixels is more than --max-pixels %llu",
+				 (unsigned long long)w, (unsigned long long)h,
+				 (unsigned long long)max_pixels);
+	return 0;
+}
+
+static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
+		       uint64_t max_pixels, mp_image *out, mp_error *e)
+{
+	int w, h, subsamp, colorspace;
+	if (tjDecompressHeader3(c->dec, buf, (unsigned long)len, &w, &h, &subsamp,
+				&colorspace) < 0)
+		return mp_seterr(e, "bad JPEG header: %s", tjGetErrorStr2(c->dec));
+	if (check_dims((uint64_t)w, (uint64_t)h, max_pixels, e) < 0)
+		return -1;
+	int cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+	if (cmyk) {
+		uint8_t *tmp = malloc((size_t)w * (size_t)h * 4);
+		if (!tmp)
+			return mp_seterr(e, "out of memory for a %dx%d image", w, h);
+		if (tjDecompress2(c->dec, buf, (unsigned long)len, tmp, w, 0, h,
+				  TJPF_CMYK, TJFLAG_STOPONWARNING) < 0) {
+			mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
+			free(tmp);
+			return -1;
+		}
+		if (mp_image_alloc(out, w, h, e) < 0) {
+			free(tmp);
+			return -1;
+		}
+		/* Adobe CMYK JPEGs store inverted ink values, so the RGB value is
+		 * the product of the stored (inverted) channel and key. */
+		size_t n = (size_t)w * (size_t)h;
+		for (size_t i = 0; i < n; i++) {
+			unsigned k = tmp[4 * i + 3];
+			for (int ch = 0; ch < 3; ch++)
+				out->px[3 * i + ch] =
+					(uint8_t)((tmp[4 * i + ch] * k + 127) / 255);
+		}
+		free(tmp);
+		return 0;
+	}
+	if (mp_image_alloc(out, w, h, e) < 0)
+		return -1;
+	if (tjDecompress2(c->dec, buf, (unsigned long)len, out->px, w, 0, h,
+			  TJPF_RGB, TJFLAG_STOPONWARNING) < 0) {
+		mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
+		mp_image_free(out);
+		return -1;
+	}
+	return 0;
+}
+
+/* libpng reports errors by longjmp; this carries the message and the input. */
+typedef struct {
+	const uint8_t *buf;
+	size_t len, pos;
+	char msg[256];
+	jmp_buf jmp;
+} png_src;
+
+static void png_on_error(png_structp png, png_const_charp msg)
+{
+	png_src *s = png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", msg);
+	longjmp(s->jmp, 1);
+}
+
+static void png_on_warning(png_structp png, png_const_charp msg)
+{
+	(void)png;
+	(void)msg; /* benign (e.g. an unknown sRGB profile): the pixels are fine */
+}
+
+static void png_read_mem(png_structp png, png_bytep dst, png_size_t n)
+{
+	png_src *s = png_get_io_ptr(png);
+	if (n > s->len - s->pos)
+		png_error(png, "file is truncated");
+	memcpy(dst, s->buf + s->pos, n);
+	s->pos += n;
+}
+
+static int decode_png(const uint8_t *buf, size_t len, uint64_t max_pixels,
+		      mp_image *out, mp_error *e)
+{
+	png_src src = {.buf = buf, .len = len, .pos = 0};
+	png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src,
+						 png_on_error, png_on_warning);
+	if (!png)
+		return mp_seterr(e, "out of memory");
+	png_infop info = png_create_info_struct(png);
+	/* Touched after setjmp, so kept in volatile storage. */
+	png_bytep *volatile rows = NULL;
+	uint8_t *volatile px = NULL;
+	if (!info) {
+		png_destroy_read_struct(&png, NULL, NULL);
+		return mp_seterr(e, "out of memory");
+	}
+	if (setjmp(src.jmp)) {
+		mp_seterr(e, "bad PNG: %s", src.msg);
+		free(rows);
+		free(px);
+		png_destroy_read_struct(&png, &info, NULL);
+		return -1;
+	}
+	png_set_read_fn(png, &src, png_read_mem);
+	png_set_user_limits(png, 1u << 24, 1u << 24);
+	png_read_info(png, info);
+	png_uint_32 w = png_get_image_width(png, info);
+	png_uint_32 h = png_get_image_height(png, info);
+	if (check_dims(w, h, max_pixels, e) < 0) {
+		png_destroy_read_struct(&png, &info, NULL);
+		return -1;
+	}
+	int color = png_get_color_type(png, info);
+	png_set_expand(png); /* palette and low-bit gray to 8 bit, tRNS to alpha */
+	png_set_scale_16(png);
+	if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA)
+		png_set_gray_to_rgb(png);
+	/* Alpha is dropped, as most image tools do when asked for RGB. */
+	png_set_strip_alpha(png);
+	png_set_interlace_handling(png);
+	png_read_update_info(png, info);
+	if (png_get_rowbytes(png, info) != (png_size_t)w * 3)
+		png_error(png, "unexpected row layout after conversion to RGB");
+	px = malloc((size_t)w * h * 3);
+	rows = malloc(sizeof(png_bytep) * h);
+	if (!px || !rows)
+		png_error(png, "out of memory");
+	for (png_uint_32 y = 0; y < h; y++)
+		rows[y] = px + (size_t)y * w * 3;
+	png_read_image(png, rows);
+	png_read_end(png, NULL);
+	png_destroy_read_struct(&png, &info, NULL);
+	free(rows);
+	out->width = (int)w;
+	out->height = (int)h;
+	out->channels = 3;
+	out->px = px;
+	return 0;
+}
+
+int mp_image_decode(mp_codec *c, const uint8_t *buf, size_t len,
+		    uint64_t max_pixels, mp_image *out, mp_error *e)
+{
+	memset(out, 0, sizeof *out);
+	switch (mp_image_sniff(buf, len)) {
+	case MP_ENC_JPEG: return decode_jpeg(c, buf, len, max_pixels, out, e);
+	case MP_ENC_PNG: return decode_png(buf, len, max_pixels, out, e);
+	default:
+		return mp_seterr(e, len ? "not a JPEG or PNG file" : "empty file");
+	}
+}
+
+int mp_image_decode_payload(mp_codec *c, int encoding, const uint8_t *buf,
+			    size_t len, int width, int height, uint64_t max_pixels,
+			    mp_image *out, mp_error *e)
+{
+	memset(out, 0, sizeof *out);
+	if (encoding == MP_ENC_RAW) {
+		if (check_dims((uint64_t)width, (uint64_t)height, max_pixels, e) < 0)
+			return -1;
+		if ((uint64_t)width * (uint64_t)height * 3 != len)
+			return mp_seterr(e, "raw payload of %zu bytes is not %dx%dx3",
+					 len, width, height);
+		if (mp_image_alloc(out, width, height, e) < 0)
+			return -1;
+		memcpy(out->px, buf, len);
+		return 0;
+	}
+	int kind = mp_image_sniff(buf, len);
+	if (kind != encoding)
+		return mp_seterr(e, "payload is not %s data", mp_encoding_name(encoding));
+	if (mp_image_decode(c, buf, len, max_pixels, out, e) < 0)
+		return -1;
+	if (out->width != width || out->height != height) {
+		mp_seterr(e, "payload decodes to %dx%d, record says %dx%d", out->width,
+			  out->height, width, height);
+		mp_image_free(out);
+		return -1;
+	}
+	return 0;
+}
+
+/* Catmull-Rom cubic (a = -0.5), the kernel of the usual "bicubic" resize. */
+static double cubic(double x)
+{
+	const double a = -0.5;
+	x = fabs(x);
+	if (x < 1)
+		return ((a + 2) * x - (a + 3)) * x * x + 1;
+	if (x < 2)
+		return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+	return 0;
+}
+
+typedef struct {
+	int *start, *count;
+	float *w; /* taps weights per output position, taps apart */
+	int taps;
+} resample_plan;
+
+static void plan_free(resample_plan *p)
+{
+	free(p->start);
+	free(p->count);
+	free(p->w);
+}
+
+/* Weights for one axis. When shrinking, the kernel is stretched by the scale
+ * so every input pixel contributes (antialiasing). */
+static int plan_axis(int in, int out, resample_plan *p, mp_error *e)
+{
+	double scale = (double)in / out;
+	double fscale = scale > 1 ? scale : 1;
+	double support = 2.0 * fscale;
+	int taps = (int)ceil(support) * 2 + 1;
+	p->taps = taps;
+	p->start = malloc(sizeof(int) * (size_t)out);
+	p->count = malloc(sizeof(int) * (size_t)out);
+	p->w = malloc(sizeof(float) * (size_t)out * (size_t)taps);
+	if (!p->start || !p->count || !p->w) {
+		plan_free(p);
+		return mp_seterr(e, "out of memory");
+	}
+	for (int i = 0; i < out; i++) {
+		double center = (i + 0.5) * scale;
+		int lo = (int)floor(center - support + 0.5);
+		int hi = (int)floor(center + support + 0.5);
+		if (lo < 0)
+			lo = 0;
+		if (hi > in)
+			hi = in;
+		if (hi - lo > taps)
+			hi = lo + taps;
+		double sum = 0, wt[256];
+		int n = hi - lo;
+		for (int k = 0; k < n; k++) {
+			wt[k] = cubic((lo + k + 0.5 - center) / fscale);
+			sum += wt[k];
+		}
+		for (int k = 0; k < n; k++)
+			p->w[(size_t)i * taps + k] = (float)(sum != 0 ? wt[k] / sum : 0);
+		p->start[i] = lo;
+		p->count[i] = n;
+	}
+	return 0;
+}
+
+static uint8_t clamp_u8(float v)
+{
+	if (v <= 0)
+		return 0;
+	if (v >= 255)
+		return 255;
+	return (uint8_t)(v + 0.5f);
+}
+
+int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
+		    mp_error *e)
+{
+	memset(dst, 0, sizeof *dst);
+	if (width < 1 || height < 1)
+		return mp_seterr(e, "cannot resize to %dx%d", width, height);
+	/* Kernel radius 2 times the shrink factor must fit plan_axis' stack
+	 * table: shrinking by more than 60x is done in two steps. */
+	if (src->width > 60 * width || src->height > 60 * height) {
+		mp_image mid;
+		int mw = src->width > 60 * width ? width * 30 : src->width;
+		int mh = src->height > 60 * height ? height * 30 : src->height;
+		if (mp_image_resize(src, mw, mh, &mid, e) < 0)
+			return -1;
+		int rc = mp_image_resize(&mid, width, height, dst, e);
+		mp_image_free(&mid);
+		return rc;
+	}
+	resample_plan ph = {0}, pv = {0};
+	float *tmp = NULL;
+	if (plan_axis(src->width, width, &ph, e) < 0)
+		return -1;
+	if (plan_axis(src->height, height, &pv, e) < 0) {
+		plan_free(&ph);
+		return -1;
+	}
+	tmp = malloc(sizeof(float) * (size_t)src->height * (size_t)width * 3);
+	if (!tmp || mp_image_alloc(dst, width, height, e) < 0) {
+		free(tmp);
+		plan_free(&ph);
+		plan_free(&pv);
+		return mp_seterr(e, "out of memory resizing to %dx%d", width, height);
+	}
+	/* Horizontal pass into floats, then vertical pass to bytes. */
+	for (int y = 0; y < src->height; y++) {
+		const uint8_t *row = src->px + (size_t)y * src->width * 3;
+		float *o = tmp + (size_t)y * width * 3;
+		for (int x = 0; x < width; x++) {
+			const float *w = ph.w + (size_t)x * ph.taps;
+			const uint8_t *s = row + (size_t)ph.start[x] * 3;
+			float r = 0, g = 0, b = 0;
+			for (int k = 0; k < ph.count[x]; k++) {
+				r += w[k] * s[3 * k];
+				g += w[k] * s[3 * k + 1];
+				b += w[k] * s[3 * k + 2];
+			}
+			o[3 * x] = r;
+			o[3 * x + 1] = g;
+			o[3 * x + 2] = b;
+		}
+	}
+	size_t rowlen = (size_t)width * 3;
+	for (int y = 0; y < height; y++) {
+		const float *w = pv.w + (size_t)y * pv.taps;
+		uint8_t *o = dst->px + (size_t)y * rowlen;
+		for (size_t x = 0; x < rowlen; x++) {
+			const float *s = tmp + (size_t)pv.start[y] * rowlen + x;
+			float v = 0;
+			for (int k = 0; k < pv.count[y]; k++)
+				v += w[k] * s[(size_t)k * rowlen];
+			o[x] = clamp_u8(v);
+		}
+	}
+	free(tmp);
+	plan_free(&ph);
+	plan_free(&pv);
+	return 0;
+}
+
+static int copy_image(const mp_image *src, mp_image *dst, mp_error *e)
+{
+	if (mp_image_alloc(dst, src->width, src->height, e) < 0)
+		return -1;
+	memcpy(dst->px, src->px, (size_t)src->width * src->height * 3);
+	return 0;
+}
+
+static int round_dim(double v)
+{
+	int r = (int)floor(v + 0.5);
+	return r < 1 ? 1 : r;
+}
+
+int mp_image_fit(const mp_image *src, int size, enum mp_fit fit, int pad,
+		 enum mp_fill fill, mp_image *dst, int *changed, mp_error *e)
+{
+	memset(dst, 0, sizeof *dst);
+	*changed = 0;
+	if (src->width == size && src->height == size && pad == 0)
+		return copy_image(src, dst, e);
+	*changed = 1;
+
+	/* First the content: the resized image and where it sits. */
+	int cw = src->width, ch = src->height;
+	switch (fit) {
+	case MP_FIT_STRETCH:
+		cw = ch = size;
+		break;
+	case MP_FIT_CROP: {
+		double s = (double)size / (cw < ch ? cw : ch);
+		int nw = cw < ch ? size : round_dim(cw * s);
+		int nh = cw < ch ? round_dim(ch * s) : size;
+		cw = nw < size ? size : nw;
+		ch = nh < size ? size : nh;
+		break;
+	}
+	case MP_FIT_PAD: {
+		double s = (double)size / (cw > ch ? cw : ch);
+		int nw = cw >= ch ? size : round_dim(cw * s);
+		int nh = cw >= ch ? round_dim(ch * s) : size;
+		cw = nw;
+		ch = nh;
+		break;
+	}
+	}
+	mp_image content = {0};
+	if (cw == src->width && ch == src->height) {
+		content = *src; /* borrowed, not freed */
+	} else if (mp_image_resize(src, cw, ch, &content, e) < 0) {
+		return -1;
+	}
+	/* Crop takes the centre; pad places the content in the centre. */
+	int sx = 0, sy = 0, vw = cw, vh = ch;
+	if (fit == MP_FIT_CROP) {
+		sx = (cw - size) / 2;
+		sy = (ch - size) / 2;
+		vw = vh = size;
+	}
+	int total = size + 2 * pad;
+	int ox = pad + (size - vw) / 2, oy = pad + (size - vh) / 2;
+
+	uint8_t fillc[3] = {0, 0, 0};
+	if (fill == MP_FILL_MEAN) {
+		uint64_t sum[3] = {0, 0, 0};
+		for (int y = 0; y < vh; y++) {
+			const uint8_t *r = content.px + ((size_t)(sy + y) * cw + sx) * 3;
+			for (int x = 0; x < vw * 3; x++)
+				sum[x % 3] += r[x];
+		}
+		uint64_t n = (uint64_t)vw * vh;
+		for (int c = 0; c < 3; c++)
+			fillc[c] = (uint8_t)((sum[c] + n / 2) / n);
+	}
+	if (mp_image_alloc(dst, total, total, e) < 0)
+		goto fail;
+	for (int y = 0; y < total; y++) {
+		uint8_t *o = dst->px + (size_t)y * total * 3;
+		int cy = y - oy;
+		int inside_y = cy >= 0 && cy < vh;
+		if (cy < 0)
+			cy = 0;
+		if (cy >= vh)
+			cy = vh - 1;
+		const uint8_t *r = content.px + ((size_t)(sy + cy) * cw + sx) * 3;
+		for (int x = 0; x < total; x++) {
+			int cx = x - ox;
+			int inside = inside_y && cx >= 0 && cx < vw;
+			if (inside || fill == MP_FILL_EDGE) {
+				if (cx < 0)
+					cx = 0;
+				if (cx >= vw)
+					cx = vw - 1;
+				memcpy(o + 3 * x, r + 3 * cx, 3);
+			} else {
+				memcpy(o + 3 * x, fillc, 3);
+			}
+		}
+	}
+	if (content.px != src->px)
+		mp_image_free(&content);
+	return 0;
+fail:
+	if (content.px != src->px)
+		mp_image_free(&content);
+	return -1;
+}
+
+int mp_image_encode_jpeg(mp_codec *c, const mp_image *img, int quality,
+			 uint8_t **buf, size_t *len, mp_error *e)
+{
+	if (!c->enc && !(c->enc = tjInitCompress()))
+		return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+	unsigned long cap = tjBufSize(img->width, img->height, TJSAMP_444);
+	if (cap == (unsigned long)-1)
+		return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+	unsigned char *out = malloc(cap);
+	if (!out)
+		return mp_seterr(e, "out of memory");
+	unsigned long n = cap;
+	/* 4:4:4 keeps the colour detail of small images. */
+	if (tjCompress2(c->enc, img->px, img->width, 0, img->height, TJPF_RGB, &out,
+			&n, TJSAMP_444, quality, TJFLAG_NOREALLOC) < 0) {
+		free(out);
+		return mp_seterr(e, "JPEG encoding failed: %s", tjGetErrorStr2(c->enc));
+	}
+	*buf = out;
+	*len = n;
+	return 0;
+}
+
+typedef struct {
+	uint8_t *buf;
+	size_t len, cap;
+	int oom;
+	char msg[256];
+	jmp_buf jmp;
+} png_sink;
+
+static void png_sink_error(png_structp png, png_const_charp msg)
+{
+	png_sink *s = png_get_error_ptr(png);
+	snprintf(s->msg, sizeof s->msg, "%s", msg);
+	longjmp(s->jmp, 1);
+}
+
+static void png_write_mem(png_structp png, png_bytep data, png_size_t n)
+{
+	png_sink *s = png_get_io_ptr(png);
+	if (n > s->cap - s->len) {
+		size_t ncap = s->cap ? s->cap * 2 : 4096;
+		while (ncap - s->len < n)
+			ncap *= 2;
+		uint8_t *nb = realloc(s->buf, ncap);
+		if (!nb)
+			png_error(png, "out of memory");
+		s->buf = nb;
+		s->cap = ncap;
+	}
+	memcpy(s->buf + s->len, data, n);
+	s->len += n;
+}
+
+static void png_flush_mem(png_structp png)
+{
+	(void)png;
+}
+
+int mp_image_encode_png(const mp_image *img, int level, uint8_t **buf,
+			size_t *len, mp_error *e)
+{
+	png_sink sink = {0};
+	png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink,
+						  png_sink_error, png_on_warning);
+	if (!png)
+		return mp_seterr(e, "out of memory");
+	png_infop info = png_create_info_struct(png);
+	if (!info) {
+		png_destroy_write_struct(&png, NULL);
+		return mp_seterr(e, "out of memory");
+	}
+	if (setjmp(sink.jmp)) {
+		free(sink.buf);
+		png_destroy_write_struct(&png, &info);
+		return mp_seterr(e, "PNG encoding failed: %s", sink.msg);
+	}
+	png_set_write_fn(png, &sink, png_write_mem, png_flush_mem);
+	png_set_compression_level(png, level);
+	png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8,
+		     PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+		     PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+	png_write_info(png, info);
+	for (int y = 0; y < img->height; y++)
+		png_write_row(png, img->px + (size_t)y * img->width * 3);
+	png_write_end(png, NULL);
+	png_destroy_write_struct(&png, &info);
+	*buf = sink.buf;
+	*len = sink.len;
+	return 0;
+}

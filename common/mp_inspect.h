@@ -1,0 +1,43 @@
+/* Walking a dataset: statistics, full verification, finding one record. */
+#ifndef MP_INSPECT_H
+#define MP_INSPECT_H
+
+#include <stdint.h>
+
+#include "mp_dataset.h"
+#include "mp_image.h"
+#include "mp_macrobatch.h"
+
+typedef struct {
+	uint64_t records, macrobatches;
+	uint64_t *per_class; /* classes entries (labelled sets) */
+	int classes;
+	uint64_t unlabelled;
+	uint64_t encodings[3];
+	uint64_t payload_total, payload_min, payload_max;
+	/* distinct stored sizes, few in practice */
+	struct {
+		uint32_t width, height;
+		uint64_t count;
+	} sizes[16];
+	int nsizes;
+	uint64_t other_sizes;
+} mp_stats;
+
+/* Reads every macrobatch and counts. Stops at the first bad macrobatch. */
+int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e);
+void mp_stats_free(mp_stats *st);
+
+/* Checks every macrobatch, every CRC and decodes every image, calling
+ * report for each failure. Returns the number of failures (0 = good), or
+ * -1 when reading could not go on. */
+typedef void (*mp_verify_report)(void *ctx, const char *msg);
+long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
+	       void *ctx, uint64_t *records_checked);
+
+/* Finds record n. The record points into *hold (a copy of its macrobatch)
+ * which the caller frees. Returns 1 found, 0 past the end, -1 error. */
+int mp_find_record(mp_source *s, uint64_t n, mp_record *rec, uint8_t **hold,
+		   uint64_t *mb_index, mp_error *e);
+
+#endif

@@ -1,0 +1,249 @@
+#include "mp_list.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One logical line: trailing CR/LF and surrounding blanks removed.
+ * Returns 1 for a line with content, 0 for blank or comment. */
+static int clean_line(char *s, size_t *len)
+{
+	size_t n = *len;
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' ||
+			 isspace((unsigned char)s[n - 1])))
+		n--;
+	s[n] = '\0';
+	size_t start = 0;
+	while (start < n && isspace((unsigned char)s[start]))
+		start++;
+	if (start)
+		memmove(s, s + start, n - start + 1);
+	*len = n - start;
+	return *len > 0 && s[0] != '#';
+}
+
+/* Splits "path words  123" into path and an integer label when the last
+ * blank-separated word is an integer. Returns 1 if a label was found,
+ * 0 if not, -1 if the number does not fit. */
+static int split_label(char *s, size_t len, long *label, const char **wordp)
+{
+	size_t i = len;
+	while (i > 0 && !isspace((unsigned char)s[i - 1]))
+		i--;
+	if (i == 0)
+		return 0; /* a single word: a path without label */
+	const char *word = s + i;
+	if (wordp)
+		*wordp = word;
+	const char *p = word;
+	if (*p == '-' || *p == '+')
+		p++;
+	if (!*p)
+		return 0;
+	for (const char *q = p; *q; q++)
+		if (!isdigit((unsigned char)*q))
+			return 0;
+	errno = 0;
+	long v = strtol(word, NULL, 10);
+	if (errno)
+		return -1;
+	*label = v;
+	size_t end = i;
+	while (end > 0 && isspace((unsigned char)s[end - 1]))
+		end--;
+	s[end] = '\0';
+	return 1;
+}
+
+int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
+		 mp_error *e)
+{
+	memset(out, 0, sizeof *out);
+	out->max_label = -1;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	long lineno = 0, first_line = 0;
+	int first_labelled = -1;
+	long maxc = nclasses > 0 ? nclasses : MP_MAX_CLASSES;
+
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		size_t len = (size_t)got;
+		if (memchr(line, '\0', len)) {
+			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
+			goto fail;
+		}
+		if (!clean_line(line, &len))
+			continue;
+		long label = MP_NO_LABEL;
+		const char *word = NULL;
+		int has = split_label(line, len, &label, &word);
+		if (has < 0 || (has && (label < 0 || label >= maxc))) {
+			mp_seterr(e, "%s line %ld: label %s is outside 0..%ld%s", name,
+				  lineno, word, maxc - 1,
+				  nclasses > 0 ? " (the class count)" : "");
+			goto fail;
+		}
+		if (first_labelled < 0) {
+			first_labelled = has;
+			first_line = lineno;
+		} else if (has != first_labelled) {
+			mp_seterr(e, "%s line %ld: %s a label but line %ld %s", name,
+				  lineno, has ? "has" : "has no",
+				  first_line, has ? "has none" : "has one");
+			goto fail;
+		}
+		if (out->count == out->cap) {
+			size_t ncap = out->cap ? out->cap * 2 : 1024;
+			mp_list_entry *ni = realloc(out->items, ncap * sizeof *ni);
+			if (!ni) {
+				mp_seterr(e, "%s: out of memory", name);
+				goto fail;
+			}
+			out->items = ni;
+			out->cap = ncap;
+		}
+		char *path = strdup(line);
+		if (!path) {
+			mp_seterr(e, "%s: out of memory", name);
+			goto fail;
+		}
+		mp_list_entry *it = &out->items[out->count++];
+		it->path = path;
+		it->label = has ? (int)label : MP_NO_LABEL;
+		it->line = lineno;
+		if (has && label > out->max_label)
+			out->max_label = (int)label;
+	}
+	if (ferror(f)) {
+		mp_seterr(e, "%s: read error: %s", name, strerror(errno));
+		goto fail;
+	}
+	free(line);
+	out->labelled = first_labelled == 1;
+	return 0;
+fail:
+	free(line);
+	mp_list_free(out);
+	return -1;
+}
+
+void mp_list_free(mp_list *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->items[i].path);
+	free(l->items);
+	memset(l, 0, sizeof *l);
+}
+
+void mp_list_shuffle(mp_list *l, unsigned long long seed)
+{
+	mp_rng r;
+	mp_rng_seed(&r, seed);
+	for (size_t i = l->count; i > 1; i--) {
+		size_t j = (size_t)mp_rng_below(&r, i);
+		mp_list_entry t = l->items[i - 1];
+		l->items[i - 1] = l->items[j];
+		l->items[j] = t;
+	}
+}
+
+int mp_categories_read(FILE *f, const char *name, char ***names_out,
+		       int *count_out, mp_error *e)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	long lineno = 0;
+	char **names = NULL;
+	long *where = NULL; /* line that defined each class, for messages */
+	long n = 0, ncap = 0;
+
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		size_t len = (size_t)got;
+		if (memchr(line, '\0', len)) {
+			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
+			goto fail;
+		}
+		if (!clean_line(line, &len))
+			continue;
+		long idx;
+		int has = split_label(line, len, &idx, NULL);
+		if (has <= 0) {
+			mp_seterr(e, "%s line %ld: expected \"NAME INDEX\"", name, lineno);
+			goto fail;
+		}
+		if (idx < 0 || idx >= MP_MAX_CLASSES) {
+			mp_seterr(e, "%s line %ld: class index %ld is outside 0..%d",
+				  name, lineno, idx, MP_MAX_CLASSES - 1);
+			goto fail;
+		}
+		if (idx >= ncap) {
+			long nc = ncap ? ncap : 128;
+			while (nc <= idx)
+				nc *= 2;
+			char **nn = realloc(names, (size_t)nc * sizeof *nn);
+			if (!nn)
+				goto oom;
+			names = nn;
+			long *nw = realloc(where, (size_t)nc * sizeof *nw);
+			if (!nw)
+				goto oom;
+			where = nw;
+			for (long i = ncap; i < nc; i++) {
+				names[i] = NULL;
+				where[i] = 0;
+			}
+			ncap = nc;
+		}
+		if (names[idx]) {
+			mp_seterr(e, "%s line %ld: class index %ld already given on line %ld",
+				  name, lineno, idx, where[idx]);
+			goto fail;
+		}
+		names[idx] = strdup(line);
+		if (!names[idx])
+			goto oom;
+		where[idx] = lineno;
+		if (idx + 1 > n)
+			n = idx + 1;
+	}
+	if (ferror(f)) {
+		mp_seterr(e, "%s: read error: %s", name, strerror(errno));
+		goto fail;
+	}
+	if (n == 0) {
+		mp_seterr(e, "%s: no categories", name);
+		goto fail;
+	}
+	for (long i = 0; i < n; i++)
+		if (!names[i]) {
+			mp_seterr(e, "%s: class index %ld is missing (indices must run 0..%ld)",
+				  name, i, n - 1);
+			goto fail;
+		}
+	free(line);
+	free(where);
+	*names_out = names;
+	*count_out = (int)n;
+	return 0;
+oom:
+	mp_seterr(e, "%s: out of memory", name);
+fail:
+	free(line);
+	free(where);
+	mp_categories_free(names, (int)ncap);
+	return -1;
+}
+
+void mp_categories_free(char **names, int count)
+{
+	if (!names)
+		return;
+	for (int i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+}

@@ -1,0 +1,44 @@
+/* Image lists and category files in the Mini-Places development-kit formats:
+ *   train.txt       train/a/abbey/00000001.jpg 0
+ *   test.txt        test/00000001.jpg
+ *   categories.txt  /a/abbey 0
+ * Blank lines and lines starting with '#' are ignored, CRLF endings are
+ * accepted, and a path may contain spaces (the label is the last word). */
+#ifndef MP_LIST_H
+#define MP_LIST_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "mp_util.h"
+
+#define MP_NO_LABEL (-1)
+#define MP_MAX_CLASSES 65536
+
+typedef struct {
+	char *path;
+	int label; /* MP_NO_LABEL in an unlabelled (test) list */
+	long line; /* 1-based line in the list file */
+} mp_list_entry;
+
+typedef struct {
+	mp_list_entry *items;
+	size_t count, cap;
+	int labelled; /* every entry has a label */
+	int max_label;
+} mp_list;
+
+/* Reads a list. nclasses > 0 bounds the labels (an out-of-range label is an
+ * error naming the file and line); nclasses <= 0 accepts 0..MP_MAX_CLASSES-1. */
+int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
+		 mp_error *e);
+void mp_list_free(mp_list *l);
+/* Fisher-Yates shuffle with mp_rng seeded by seed. */
+void mp_list_shuffle(mp_list *l, unsigned long long seed);
+
+/* Reads categories.txt: each class index 0..n-1 exactly once. */
+int mp_categories_read(FILE *f, const char *name, char ***names, int *count,
+		       mp_error *e);
+void mp_categories_free(char **names, int count);
+
+#endif

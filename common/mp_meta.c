@@ -1,0 +1,319 @@
+#include "mp_meta.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void mp_meta_init(mp_meta *m)
+{
+	memset(m, 0, sizeof *m);
+	m->format_version = MP_META_VERSION;
+	m->channels = 3;
+}
+
+void mp_meta_free(mp_meta *m)
+{
+	if (m->class_names) {
+		for (int i = 0; i < m->classes; i++)
+			free(m->class_names[i]);
+		free(m->class_names);
+	}
+	free(m->source_list);
+	memset(m, 0, sizeof *m);
+}
+
+static int add_mean(cJSON *o, const mp_meta *m)
+{
+	if (!m->has_mean)
+		return cJSON_AddNullToObject(o, "mean") ? 0 : -1;
+	cJSON *a = cJSON_AddArrayToObject(o, "mean");
+	if (!a)
+		return -1;
+	for (int c = 0; c < 3; c++) {
+		cJSON *n = cJSON_CreateNumber(m->mean[c]);
+		if (!n)
+			return -1;
+		cJSON_AddItemToArray(a, n);
+	}
+	return 0;
+}
+
+char *mp_meta_to_json(const mp_meta *m, mp_error *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+	if (!o)
+		goto oom;
+	if (!cJSON_AddStringToObject(o, "format", MP_META_FORMAT) ||
+	    !cJSON_AddNumberToObject(o, "format_version", m->format_version) ||
+	    !cJSON_AddBoolToObject(o, "complete", m->complete) ||
+	    !cJSON_AddNumberToObject(o, "records", (double)m->records) ||
+	    !cJSON_AddNumberToObject(o, "macrobatches", (double)m->macrobatches) ||
+	    !cJSON_AddNumberToObject(o, "macrobatch_size", m->macrobatch_size) ||
+	    !cJSON_AddNumberToObject(o, "height", m->height) ||
+	    !cJSON_AddNumberToObject(o, "width", m->width) ||
+	    !cJSON_AddNumberToObject(o, "channels", m->channels) ||
+	    !cJSON_AddNumberToObject(o, "size", m->size) ||
+	    !cJSON_AddStringToObject(o, "fit", m->fit) ||
+	    !cJSON_AddNumberToObject(o, "padding", m->padding) ||
+	    !cJSON_AddStringToObject(o, "pad_fill", m->pad_fill) ||
+	    !cJSON_AddStringToObject(o, "encoding", m->encoding) ||
+	    !cJSON_AddNumberToObject(o, "quality", m->quality) ||
+	    !cJSON_AddStringToObject(o, "pixel_format", "rgb8") || add_mean(o, m) < 0 ||
+	    !cJSON_AddBoolToObject(o, "labelled", m->labelled) ||
+	    !cJSON_AddNumberToObject(o, "classes", m->classes))
+		goto oom;
+	if (m->class_names) {
+		cJSON *a = cJSON_AddArrayToObject(o, "class_names");
+		if (!a)
+			goto oom;
+		for (int i = 0; i < m->classes; i++) {
+			cJSON *s = cJSON_CreateString(m->class_names[i]);
+			if (!s)
+				goto oom;
+			cJSON_AddItemToArray(a, s);
+		}
+	} else if (!cJSON_AddNullToObject(o, "class_names")) {
+		goto oom;
+	}
+	if (!cJSON_AddStringToObject(o, "source_list", m->source_list ? m->source_list : "") ||
+	    !cJSON_AddNumberToObject(o, "skipped", (double)m->skipped) ||
+	    !cJSON_AddStringToObject(o, "created_by", m->created_by))
+		goto oom;
+	text = cJSON_Print(o);
+	if (!text)
+		goto oom;
+	cJSON_Delete(o);
+	return text;
+oom:
+	cJSON_Delete(o);
+	mp_seterr(e, "out of memory building the meta document");
+	return NULL;
+}
+
+/* Field readers: each checks type and range and names the field. */
+static int get_num(const cJSON *o, const char *key, double min, double max,
+		   double *out, mp_error *e)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsNumber(v))
+		return mp_seterr(e, "meta: \"%s\" is missing or not a number", key);
+	double d = v->valuedouble;
+	if (!isfinite(d) || d < min || d > max)
+		return mp_seterr(e, "meta: \"%s\" = %g is outside %g..%g", key, d, min, max);
+	*out = d;
+	return 0;
+}
+
+static int get_int(const cJSON *o, const char *key, long min, long max,
+		   long *out, mp_error *e)
+{
+	double d;
+	if (get_num(o, key, (double)min, (double)max, &d, e) < 0)
+		return -1;
+	if (d != floor(d))
+		return mp_seterr(e, "meta: \"%s\" = %g is not an integer", key, d);
+	*out = (long)d;
+	return 0;
+}
+
+static int get_str(const cJSON *o, const char *key, char *dst, size_t n,
+		   mp_error *e)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsString(v) || strlen(v->valuestring) >= n)
+		return mp_seterr(e, "meta: \"%s\" is missing or not a short string", key);
+	strcpy(dst, v->valuestring);
+	return 0;
+}
+
+static int get_bool(const cJSON *o, const char *key, int *out, mp_error *e)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsBool(v))
+		return mp_seterr(e, "meta: \"%s\" is missing or not true/false", key);
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+static int get_mean(const cJSON *o, mp_meta *m, mp_error *e)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "mean");
+	if (cJSON_IsNull(v)) {
+		m->has_mean = 0;
+		return 0;
+	}
+	if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3)
+		return mp_seterr(e, "meta: \"mean\" is not null or an array of 3 numbers");
+	for (int c = 0; c < 3; c++) {
+		const cJSON *n = cJSON_GetArrayItem(v, c);
+		if (!cJSON_IsNumber(n) || !(n->valuedouble >= 0 && n->valuedouble <= 255))
+			return mp_seterr(e, "meta: \"mean\"[%d] is not a number in 0..255", c);
+		m->mean[c] = n->valuedouble;
+	}
+	m->has_mean = 1;
+	return 0;
+}
+
+int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
+{
+	mp_meta_init(m);
+	cJSON *o = cJSON_ParseWithLength(text, len);
+	long v;
+	double d;
+	if (!o)
+		return mp_seterr(e, "meta: not well-formed JSON");
+	if (!cJSON_IsObject(o)) {
+		mp_seterr(e, "meta: not a JSON object");
+		goto fail;
+	}
+	char fmt[32];
+	if (get_str(o, "format", fmt, sizeof fmt, e) < 0)
+		goto fail;
+	if (strcmp(fmt, MP_META_FORMAT)) {
+		mp_seterr(e, "meta: format \"%s\" is not %s", fmt, MP_META_FORMAT);
+		goto fail;
+	}
+	if (get_int(o, "format_version", 1, 1000, &v, e) < 0)
+		goto fail;
+	if (v != MP_META_VERSION) {
+		mp_seterr(e, "meta: format_version %ld is not supported (expected %d)", v,
+			  MP_META_VERSION);
+		goto fail;
+	}
+	m->format_version = (int)v;
+	if (get_bool(o, "complete", &m->complete, e) < 0)
+		goto fail;
+	if (get_num(o, "records", 0, 1e15, &d, e) < 0)
+		goto fail;
+	m->records = (uint64_t)d;
+	if (get_num(o, "macrobatches", 0, 1e12, &d, e) < 0)
+		goto fail;
+	m->macrobatches = (uint64_t)d;
+	if (get_int(o, "macrobatch_size", 1, 1 << 20, &v, e) < 0)
+		goto fail;
+	m->macrobatch_size = (uint32_t)v;
+	if (get_int(o, "height", 1, 65535, &v, e) < 0)
+		goto fail;
+	m->height = (int)v;
+	if (get_int(o, "width", 1, 65535, &v, e) < 0)
+		goto fail;
+	m->width = (int)v;
+	if (get_int(o, "channels", 3, 3, &v, e) < 0)
+		goto fail;
+	m->channels = (int)v;
+	if (get_int(o, "size", 1, 65535, &v, e) < 0)
+		goto fail;
+	m->size = (int)v;
+	if (get_int(o, "padding", 0, 65535, &v, e) < 0)
+		goto fail;
+	m->padding = (int)v;
+	if (get_int(o, "quality", 0, 100, &v, e) < 0)
+		goto fail;
+	m->quality = (int)v;
+	if (get_str(o, "fit", m->fit, sizeof m->fit, e) < 0 ||
+	    get_str(o, "pad_fill", m->pad_fill, sizeof m->pad_fill, e) < 0 ||
+	    get_str(o, "encoding", m->encoding, sizeof m->encoding, e) < 0 ||
+	    get_mean(o, m, e) < 0 || get_bool(o, "labelled", &m->labelled, e) < 0)
+		goto fail;
+	if (get_int(o, "classes", 0, 65536, &v, e) < 0)
+		goto fail;
+	m->classes = (int)v;
+	const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "class_names");
+	if (cJSON_IsArray(names)) {
+		if (cJSON_GetArraySize(names) != m->classes) {
+			mp_seterr(e, "meta: %d class_names for %d classes",
+				  cJSON_GetArraySize(names), m->classes);
+			goto fail;
+		}
+		m->class_names = calloc((size_t)m->classes + 1, sizeof(char *));
+		if (!m->class_names)
+			goto oom;
+		int i = 0;
+		const cJSON *s;
+		cJSON_ArrayForEach(s, names)
+		{
+			if (!cJSON_IsString(s)) {
+				mp_seterr(e, "meta: class_names[%d] is not a string", i);
+				goto fail;
+			}
+			if (!(m->class_names[i++] = strdup(s->valuestring)))
+				goto oom;
+		}
+	} else if (!cJSON_IsNull(names)) {
+		mp_seterr(e, "meta: \"class_names\" is not null or an array");
+		goto fail;
+	}
+	const cJSON *src = cJSON_GetObjectItemCaseSensitive(o, "source_list");
+	if (!cJSON_IsString(src)) {
+		mp_seterr(e, "meta: \"source_list\" is missing or not a string");
+		goto fail;
+	}
+	if (!(m->source_list = strdup(src->valuestring)))
+		goto oom;
+	if (get_num(o, "skipped", 0, 1e15, &d, e) < 0)
+		goto fail;
+	m->skipped = (uint64_t)d;
+	if (get_str(o, "created_by", m->created_by, sizeof m->created_by, e) < 0)
+		goto fail;
+	if (m->complete && m->records > 0 &&
+	    m->macrobatches != (m->records + m->macrobatch_size - 1) / m->macrobatch_size) {
+		mp_seterr(e, "meta: %llu macrobatches cannot hold %llu records of %u each",
+			  (unsigned long long)m->macrobatches,
+			  (unsigned long long)m->records, m->macrobatch_size);
+		goto fail;
+	}
+	cJSON_Delete(o);
+	return 0;
+oom:
+	mp_seterr(e, "out of memory reading the meta document");
+fail:
+	cJSON_Delete(o);
+	mp_meta_free(m);
+	return -1;
+}
+
+char *mp_meta_end_json(const mp_meta *m, mp_error *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text = NULL;
+	if (!o || !cJSON_AddNumberToObject(o, "records", (double)m->records) ||
+	    !cJSON_AddNumberToObject(o, "macrobatches", (double)m->macrobatches) ||
+	    add_mean(o, m) < 0 ||
+	    !cJSON_AddNumberToObject(o, "skipped", (double)m->skipped) ||
+	    !(text = cJSON_PrintUnformatted(o))) {
+		cJSON_Delete(o);
+		mp_seterr(e, "out of memory building the end frame");
+		return NULL;
+	}
+	cJSON_Delete(o);
+	return text;
+}
+
+int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
+{
+	cJSON *o = cJSON_ParseWithLength(text, len);
+	double d;
+	if (!o || !cJSON_IsObject(o)) {
+		cJSON_Delete(o);
+		return mp_seterr(e, "end frame: not a JSON object");
+	}
+	if (get_num(o, "records", 0, 1e15, &d, e) < 0)
+		goto fail;
+	m->records = (uint64_t)d;
+	if (get_num(o, "macrobatches", 0, 1e12, &d, e) < 0)
+		goto fail;
+	m->macrobatches = (uint64_t)d;
+	if (get_mean(o, m, e) < 0)
+		goto fail;
+	if (get_num(o, "skipped", 0, 1e15, &d, e) < 0)
+		goto fail;
+	m->skipped = (uint64_t)d;
+	m->complete = 1;
+	cJSON_Delete(o);
+	return 0;
+fail:
+	cJSON_Delete(o);
+	return -1;
+}

@@ -1,0 +1,373 @@
+#include "mp_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+const char *mp_progname = "mp";
+
+int mp_seterr(mp_error *e, const char *fmt, ...)
+{
+	if (e) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+void mp_set_progname(const char *argv0)
+{
+	const char *slash = strrchr(argv0, '/');
+	mp_progname = slash ? slash + 1 : argv0;
+}
+
+void mp_warnx(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", mp_progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void mp_errx(int status, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", mp_progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
+void *mp_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		mp_errx(1, "out of memory (%zu bytes)", n);
+	return p;
+}
+
+void *mp_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		mp_errx(1, "out of memory (%zu x %zu bytes)", n, size);
+	return p;
+}
+
+void *mp_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		mp_errx(1, "out of memory (%zu bytes)", n);
+	return q;
+}
+
+char *mp_xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		mp_errx(1, "out of memory");
+	return d;
+}
+
+int mp_parse_long(const char *opt, const char *s, long min, long max, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end != '\0' || v < min || v > max) {
+		mp_warnx("%s: \"%s\" is not a number from %ld to %ld", opt, s, min,
+			 max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int mp_parse_double(const char *opt, const char *s, double min, double max,
+		    double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end != '\0' || !isfinite(v) || v < min ||
+	    v > max) {
+		mp_warnx("%s: \"%s\" is not a number from %g to %g", opt, s, min,
+			 max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
+{
+	const Bytef *p = buf;
+	uLong c = crc;
+	/* zlib takes a uInt length: feed large buffers in pieces. */
+	while (len > 0) {
+		uInt n = len > (1u << 30) ? (1u << 30) : (uInt)len;
+		c = crc32(c, p, n);
+		p += n;
+		len -= n;
+	}
+	return (uint32_t)c;
+}
+
+int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
+		 mp_error *e)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return mp_seterr(e, "%s", strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int err = errno;
+		close(fd);
+		return mp_seterr(e, "%s", strerror(err));
+	}
+	if (S_ISDIR(st.st_mode)) {
+		close(fd);
+		return mp_seterr(e, "is a directory");
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return mp_seterr(e, "not a regular file");
+	}
+	if ((uint64_t)st.st_size > max_bytes) {
+		close(fd);
+		return mp_seterr(e, "file of %lld bytes is larger than the limit of %zu",
+				 (long long)st.st_size, max_bytes);
+	}
+	size_t want = (size_t)st.st_size;
+	uint8_t *b = malloc(want ? want : 1);
+	if (!b) {
+		close(fd);
+		return mp_seterr(e, "out of memory reading %zu bytes", want);
+	}
+	size_t got = 0;
+	while (got < want) {
+		ssize_t n = read(fd, b + got, want - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int err = errno;
+			free(b);
+			close(fd);
+			return mp_seterr(e, "read error: %s", strerror(err));
+		}
+		if (n == 0)
+			break; /* file shrank while we read it */
+		got += (size_t)n;
+	}
+	close(fd);
+	*buf = b;
+	*len = got;
+	return 0;
+}
+
+int mp_write_file_atomic(const char *path, const void *buf, size_t len,
+			 mp_error *e)
+{
+	size_t plen = strlen(path);
+	char *tmp = malloc(plen + 32);
+	if (!tmp)
+		return mp_seterr(e, "%s: out of memory", path);
+	snprintf(tmp, plen + 32, "%s.tmp-%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		mp_seterr(e, "%s: %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	const uint8_t *p = buf;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			mp_seterr(e, "%s: write error: %s", tmp, strerror(errno));
+			goto fail;
+		}
+		done += (size_t)n;
+	}
+	if (fsync(fd) < 0) {
+		mp_seterr(e, "%s: fsync: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		mp_seterr(e, "%s: close: %s", tmp, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		mp_seterr(e, "%s: rename: %s", path, strerror(errno));
+		goto fail;
+	}
+	free(tmp);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	return -1;
+}
+
+int mp_remove_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -1;
+	struct dirent *de;
+	int rc = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char sub[PATH_MAX];
+		if (snprintf(sub, sizeof sub, "%s/%s", path, de->d_name) >=
+		    (int)sizeof sub) {
+			rc = -1;
+			continue;
+		}
+		if (unlink(sub) < 0)
+			rc = -1;
+	}
+	closedir(d);
+	if (rmdir(path) < 0)
+		rc = -1;
+	return rc;
+}
+
+double mp_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void mp_rng_seed(mp_rng *r, uint64_t seed)
+{
+	uint64_t x = seed;
+	for (int i = 0; i < 4; i++)
+		r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+uint64_t mp_rng_next(mp_rng *r)
+{
+	uint64_t *s = r->s;
+	uint64_t result = rotl(s[1] * 5, 7) * 9;
+	uint64_t t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+uint64_t mp_rng_below(mp_rng *r, uint64_t n)
+{
+	if (n <= 1)
+		return 0;
+	/* Rejection sampling keeps the draw unbiased. */
+	uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+	uint64_t v;
+	do
+		v = mp_rng_next(r);
+	while (v >= limit);
+	return v % n;
+}
+
+double mp_rng_uniform(mp_rng *r)
+{
+	return (double)(mp_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quiet)
+{
+	p->enabled = !quiet && isatty(STDERR_FILENO);
+	p->total = total;
+	p->start = mp_now();
+	p->last_draw = 0;
+	p->what = what;
+}
+
+static void fmt_duration(char *buf, size_t n, double s)
+{
+	if (s < 0 || !isfinite(s))
+		snprintf(buf, n, "--:--");
+	else if (s >= 3600)
+		snprintf(buf, n, "%d:%02d:%02d", (int)(s / 3600),
+			 (int)fmod(s / 60, 60), (int)fmod(s, 60));
+	else
+		snprintf(buf, n, "%02d:%02d", (int)(s / 60), (int)fmod(s, 60));
+}
+
+void mp_progress_update(mp_progress *p, uint64_t done, const char *extra)
+{
+	if (!p->enabled)
+		return;
+	double now = mp_now();
+	if (now - p->last_draw < 0.1 && done < p->total)
+		return;
+	p->last_draw = now;
+	double el = now - p->start;
+	double rate = el > 0 ? (double)done / el : 0;
+	char eta[32], elapsed[32];
+	fmt_duration(elapsed, sizeof elapsed, el);
+	if (p->total && rate > 0)
+		fmt_duration(eta, sizeof eta, (double)(p->total - done) / rate);
+	else
+		snprintf(eta, sizeof eta, "--:--");
+	int width = 30;
+	int filled = p->total ? (int)((double)done / (double)p->total * width) : 0;
+	if (filled > width)
+		filled = width;
+	char bar[64];
+	for (int i = 0; i < width; i++)
+		bar[i] = i < filled ? '#' : '.';
+	bar[width] = '\0';
+	fprintf(stderr, "\r%s [%s] %llu/%llu %.0f/s %s ETA %s%s%s\033[K", p->what,
+		bar, (unsigned long long)done, (unsigned long long)p->total, rate,
+		elapsed, eta, extra ? " " : "", extra ? extra : "");
+	fflush(stderr);
+}
+
+void mp_progress_done(mp_progress *p)
+{
+	if (p->enabled) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+	}
+}

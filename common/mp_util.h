@@ -1,0 +1,110 @@
+/* Small shared helpers: errors, checked allocation, number parsing,
+ * little-endian fields, CRC32, files, time, a seeded RNG, a progress bar. */
+#ifndef MP_UTIL_H
+#define MP_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MP_VERSION "0.1.0"
+
+/* Library functions report failures through an mp_error and return -1;
+ * the program decides how to print it and which exit status to use. */
+typedef struct {
+	char msg[1024];
+} mp_error;
+
+int mp_seterr(mp_error *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Program name for messages; set once by each tool's main(). */
+extern const char *mp_progname;
+void mp_set_progname(const char *argv0);
+void mp_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void mp_errx(int status, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+
+void *mp_xmalloc(size_t n);
+void *mp_xcalloc(size_t n, size_t size);
+void *mp_xrealloc(void *p, size_t n);
+char *mp_xstrdup(const char *s);
+
+/* Range-checked option parsing: on failure prints
+ * "prog: --opt: "8o" is not a number from MIN to MAX" and returns -1. */
+int mp_parse_long(const char *opt, const char *s, long min, long max, long *out);
+int mp_parse_double(const char *opt, const char *s, double min, double max,
+		    double *out);
+
+/* Little-endian fixed-width fields. */
+static inline void mp_put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void mp_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void mp_put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t mp_get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t mp_get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+static inline uint64_t mp_get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* zlib's CRC32 over any length. */
+uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
+
+/* Reads a whole regular file of at most max_bytes into a malloc'ed buffer. */
+int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
+		 mp_error *e);
+/* Writes a whole buffer to a file, atomically (temporary name + rename). */
+int mp_write_file_atomic(const char *path, const void *buf, size_t len,
+			 mp_error *e);
+/* Removes a directory tree we created (only plain files inside). */
+int mp_remove_tree(const char *path);
+
+double mp_now(void);
+
+/* Seeded xoshiro256** generator: the same seed gives the same sequence on
+ * every machine. */
+typedef struct {
+	uint64_t s[4];
+} mp_rng;
+void mp_rng_seed(mp_rng *r, uint64_t seed);
+uint64_t mp_rng_next(mp_rng *r);
+uint64_t mp_rng_below(mp_rng *r, uint64_t n); /* uniform in [0, n) */
+double mp_rng_uniform(mp_rng *r);	      /* uniform in [0, 1) */
+
+/* Progress bar on stderr, shown only when stderr is a terminal. */
+typedef struct {
+	int enabled;
+	uint64_t total;
+	double start, last_draw;
+	const char *what;
+} mp_progress;
+void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quiet);
+void mp_progress_update(mp_progress *p, uint64_t done, const char *extra);
+void mp_progress_done(mp_progress *p);
+
+#endif

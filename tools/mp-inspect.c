@@ -1,0 +1,431 @@
+/* mp-inspect: summaries, single records, exported images and verification
+ * of the files the suite writes. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_cli.h"
+#include "mp_dataset.h"
+#include "mp_image.h"
+#include "mp_inspect.h"
+#include "mp_util.h"
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: %s [--json] [--verify | --list | --record N | --extract N -o FILE] DATASET\n"
+		"DATASET is a dataset DB directory, a stream file, or - for a stream on stdin.\n"
+		"Try '%s --help' for the options.\n",
+		mp_progname, mp_progname);
+	exit(2);
+}
+
+static void help(void)
+{
+	printf("usage: %s [options] DATASET\n"
+	       "Summarises a dataset (DB directory, stream file, or - for stdin).\n\n"
+	       "      --verify        check every CRC and decode every image; exit 1 on any failure\n"
+	       "      --list          one line per record: index, name, label, size, encoding, bytes\n"
+	       "      --record N      print the fields of record N (from 0)\n"
+	       "      --extract N     decode record N and write it to -o FILE (.png, .jpg or .ppm)\n"
+	       "  -o, --output FILE   where --extract writes (- for stdout, as PNG)\n"
+	       "      --json          machine-readable output\n"
+	       "      --max-pixels N  refuse to decode larger images (default 67108864)\n"
+	       "  -h, --help          this help\n"
+	       "  -V, --version       version and backends\n",
+	       mp_progname);
+	exit(0);
+}
+
+enum { OPT_VERIFY = 256, OPT_LIST, OPT_RECORD, OPT_EXTRACT, OPT_JSON, OPT_MAX_PIXELS };
+
+static const struct option long_opts[] = {
+	{"verify", no_argument, NULL, OPT_VERIFY},
+	{"list", no_argument, NULL, OPT_LIST},
+	{"record", required_argument, NULL, OPT_RECORD},
+	{"extract", required_argument, NULL, OPT_EXTRACT},
+	{"output", required_argument, NULL, 'o'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+static void print_json(cJSON *o)
+{
+	char *s = cJSON_Print(o);
+	if (!s)
+		mp_errx(1, "out of memory");
+	puts(s);
+	free(s);
+	cJSON_Delete(o);
+}
+
+static cJSON *meta_object(mp_source *src)
+{
+	mp_error e;
+	const mp_meta *m = mp_source_meta(src);
+	char *json = mp_meta_to_json(m, &e);
+	if (!json)
+		mp_errx(1, "%s", e.msg);
+	cJSON *o = cJSON_Parse(json);
+	free(json);
+	if (!o)
+		mp_errx(1, "out of memory");
+	return o;
+}
+
+static const char *class_name(const mp_meta *m, int label)
+{
+	if (label >= 0 && label < m->classes && m->class_names)
+		return m->class_names[label];
+	return NULL;
+}
+
+static int summary(mp_source *src, int json)
+{
+	mp_error e;
+	mp_stats st;
+	if (mp_stats_scan(src, &st, &e) < 0) {
+		mp_stats_free(&st);
+		mp_errx(1, "%s", e.msg);
+	}
+	const mp_meta *m = mp_source_meta(src);
+	const char *kind = mp_source_is_stream(src) ? "stream" : "LMDB";
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "dataset", mp_source_name(src));
+		cJSON_AddStringToObject(o, "container", kind);
+		cJSON_AddItemToObject(o, "meta", meta_object(src));
+		cJSON_AddNumberToObject(o, "records", (double)st.records);
+		cJSON_AddNumberToObject(o, "macrobatches", (double)st.macrobatches);
+		cJSON_AddNumberToObject(o, "unlabelled", (double)st.unlabelled);
+		cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
+		for (int i = 0; i < st.classes; i++)
+			cJSON_AddItemToArray(pc, cJSON_CreateNumber((double)st.per_class[i]));
+		cJSON *enc = cJSON_AddObjectToObject(o, "encodings");
+		for (int i = 0; i < 3; i++)
+			cJSON_AddNumberToObject(enc, mp_encoding_name(i), (double)st.encodings[i]);
+		cJSON *sz = cJSON_AddArrayToObject(o, "sizes");
+		for (int i = 0; i < st.nsizes; i++) {
+			cJSON *s = cJSON_CreateObject();
+			cJSON_AddNumberToObject(s, "width", st.sizes[i].width);
+			cJSON_AddNumberToObject(s, "height", st.sizes[i].height);
+			cJSON_AddNumberToObject(s, "count", (double)st.sizes[i].count);
+			cJSON_AddItemToArray(sz, s);
+		}
+		cJSON *pb = cJSON_AddObjectToObject(o, "payload_bytes");
+		cJSON_AddNumberToObject(pb, "total", (double)st.payload_total);
+		cJSON_AddNumberToObject(pb, "min", (double)st.payload_min);
+		cJSON_AddNumberToObject(pb, "max", (double)st.payload_max);
+		cJSON_AddNumberToObject(pb, "mean", st.records ? (double)st.payload_total / st.records : 0);
+		print_json(o);
+		mp_stats_free(&st);
+		return 0;
+	}
+	printf("dataset:      %s (%s)\n", mp_source_name(src), kind);
+	printf("format:       %s %d, created by %s\n", MP_META_FORMAT, m->format_version,
+	       m->created_by);
+	printf("source list:  %s\n", m->source_list ? m->source_list : "");
+	printf("records:      %llu in %llu macrobatches of up to %u\n",
+	       (unsigned long long)st.records, (unsigned long long)st.macrobatches,
+	       m->macrobatch_size);
+	printf("images:       %dx%dx%d (size %d, fit %s, padding %d, pad fill %s)\n", m->width,
+	       m->height, m->channels, m->size, m->fit, m->padding, m->pad_fill);
+	printf("encoding:     %s (quality %d); stored: jpeg %llu, png %llu, raw %llu\n",
+	       m->encoding, m->quality, (unsigned long long)st.encodings[MP_ENC_JPEG],
+	       (unsigned long long)st.encodings[MP_ENC_PNG],
+	       (unsigned long long)st.encodings[MP_ENC_RAW]);
+	printf("sizes:       ");
+	for (int i = 0; i < st.nsizes; i++)
+		printf(" %ux%u: %llu", st.sizes[i].width, st.sizes[i].height,
+		       (unsigned long long)st.sizes[i].count);
+	if (st.other_sizes)
+		printf(" other: %llu", (unsigned long long)st.other_sizes);
+	printf("\n");
+	printf("bytes:        %.2f MiB stored; per record mean %.0f, min %llu, max %llu\n",
+	       (double)st.payload_total / 1048576.0,
+	       st.records ? (double)st.payload_total / st.records : 0.0,
+	       (unsigned long long)st.payload_min, (unsigned long long)st.payload_max);
+	if (m->has_mean)
+		printf("mean (RGB):   %.4f %.4f %.4f\n", m->mean[0], m->mean[1], m->mean[2]);
+	else
+		printf("mean (RGB):   unknown\n");
+	printf("skipped:      %llu bad inputs when packed\n", (unsigned long long)m->skipped);
+	if (!m->labelled) {
+		printf("labels:       none (%llu unlabelled records)\n",
+		       (unsigned long long)st.unlabelled);
+	} else {
+		printf("classes:      %d\n", m->classes);
+		printf("per class:\n");
+		for (int i = 0; i < st.classes; i++) {
+			const char *n = class_name(m, i);
+			printf("  %5d %8llu%s%s\n", i, (unsigned long long)st.per_class[i],
+			       n ? "  " : "", n ? n : "");
+		}
+	}
+	if (st.records != m->records)
+		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
+			 (unsigned long long)st.records, (unsigned long long)m->records);
+	mp_stats_free(&st);
+	return 0;
+}
+
+static int list_records(mp_source *src, int json)
+{
+	mp_error e;
+	const uint8_t *buf;
+	size_t len;
+	int rc;
+	cJSON *arr = json ? cJSON_CreateArray() : NULL;
+	if (!json)
+		printf("index\tname\tlabel\twidth\theight\tencoding\tbytes\tcrc32\n");
+	while ((rc = mp_source_next(src, &buf, &len, &e)) == 1) {
+		mp_macrobatch mb;
+		if (mp_mb_parse(buf, len, &mb, &e) < 0)
+			mp_errx(1, "%s: macrobatch %llu: %s", mp_source_name(src),
+				(unsigned long long)mp_source_index(src), e.msg);
+		for (uint32_t i = 0; i < mb.count; i++) {
+			const mp_record *r = &mb.records[i];
+			uint32_t crc = mp_crc32(0, r->payload, r->payload_len);
+			unsigned long long n = mb.first_record + i;
+			if (json) {
+				cJSON *o = cJSON_CreateObject();
+				char *name = strndup(r->name, r->name_len);
+				cJSON_AddNumberToObject(o, "index", (double)n);
+				cJSON_AddStringToObject(o, "name", name ? name : "");
+				cJSON_AddNumberToObject(o, "label", r->label);
+				cJSON_AddNumberToObject(o, "width", r->width);
+				cJSON_AddNumberToObject(o, "height", r->height);
+				cJSON_AddStringToObject(o, "encoding", mp_encoding_name(r->encoding));
+				cJSON_AddNumberToObject(o, "bytes", r->payload_len);
+				cJSON_AddNumberToObject(o, "crc32", crc);
+				cJSON_AddItemToArray(arr, o);
+				free(name);
+			} else {
+				printf("%llu\t%.*s\t%d\t%u\t%u\t%s\t%u\t%08x\n", n, (int)r->name_len,
+				       r->name, r->label, r->width, r->height,
+				       mp_encoding_name(r->encoding), r->payload_len, crc);
+			}
+		}
+		mp_mb_free(&mb);
+	}
+	if (rc < 0)
+		mp_errx(1, "%s", e.msg);
+	if (json)
+		print_json(arr);
+	return 0;
+}
+
+static void print_failure(void *ctx, const char *msg)
+{
+	cJSON *arr = ctx;
+	if (arr)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(msg));
+	mp_warnx("%s", msg);
+}
+
+static int verify(mp_source *src, uint64_t max_pixels, int json)
+{
+	cJSON *fails = json ? cJSON_CreateArray() : NULL;
+	uint64_t checked = 0;
+	long failures = mp_verify(src, max_pixels, print_failure, fails, &checked);
+	const mp_meta *m = mp_source_meta(src);
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "dataset", mp_source_name(src));
+		cJSON_AddNumberToObject(o, "records_checked", (double)checked);
+		cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
+		cJSON_AddBoolToObject(o, "ok", failures == 0);
+		cJSON_AddItemToObject(o, "failures", fails);
+		print_json(o);
+	} else if (failures == 0) {
+		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)\n",
+		       mp_source_name(src), (unsigned long long)checked);
+	} else {
+		printf("%s: FAILED: %ld problem%s; %llu records checked\n", mp_source_name(src),
+		       failures < 0 ? 1 : failures, failures == 1 ? "" : "s",
+		       (unsigned long long)checked);
+	}
+	return failures == 0 ? 0 : 1;
+}
+
+static int show_record(mp_source *src, uint64_t n, int json)
+{
+	mp_error e;
+	mp_record r;
+	uint8_t *hold;
+	uint64_t mbi;
+	int rc = mp_find_record(src, n, &r, &hold, &mbi, &e);
+	if (rc < 0)
+		mp_errx(1, "%s", e.msg);
+	if (rc == 0)
+		mp_errx(1, "%s: no record %llu (the dataset holds %llu)", mp_source_name(src),
+			(unsigned long long)n, (unsigned long long)mp_source_meta(src)->records);
+	const mp_meta *m = mp_source_meta(src);
+	const char *cn = class_name(m, r.label);
+	uint32_t crc = mp_crc32(0, r.payload, r.payload_len);
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		char *name = strndup(r.name, r.name_len);
+		cJSON_AddNumberToObject(o, "index", (double)n);
+		cJSON_AddStringToObject(o, "name", name ? name : "");
+		cJSON_AddNumberToObject(o, "label", r.label);
+		if (cn)
+			cJSON_AddStringToObject(o, "class", cn);
+		cJSON_AddNumberToObject(o, "width", r.width);
+		cJSON_AddNumberToObject(o, "height", r.height);
+		cJSON_AddNumberToObject(o, "channels", r.channels);
+		cJSON_AddStringToObject(o, "encoding", mp_encoding_name(r.encoding));
+		cJSON_AddNumberToObject(o, "bytes", r.payload_len);
+		cJSON_AddNumberToObject(o, "crc32", crc);
+		cJSON_AddNumberToObject(o, "macrobatch", (double)mbi);
+		print_json(o);
+		free(name);
+	} else {
+		printf("record:      %llu\n", (unsigned long long)n);
+		printf("name:        %.*s\n", (int)r.name_len, r.name);
+		if (r.label < 0)
+			printf("label:       none\n");
+		else
+			printf("label:       %d%s%s\n", r.label, cn ? " " : "", cn ? cn : "");
+		printf("size:        %ux%ux%u\n", r.width, r.height, r.channels);
+		printf("encoding:    %s\n", mp_encoding_name(r.encoding));
+		printf("bytes:       %u\n", r.payload_len);
+		printf("crc32:       %08x\n", crc);
+		printf("macrobatch:  %llu\n", (unsigned long long)mbi);
+	}
+	free(hold);
+	return 0;
+}
+
+static int write_image(const mp_image *img, const char *path, mp_error *e)
+{
+	const char *dot = strrchr(path, '.');
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int rc;
+	if (dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"))) {
+		mp_codec *c = mp_codec_new(e);
+		if (!c)
+			return -1;
+		rc = mp_image_encode_jpeg(c, img, 95, &buf, &len, e);
+		mp_codec_free(c);
+	} else if (dot && !strcasecmp(dot, ".ppm")) {
+		char head[64];
+		int hl = snprintf(head, sizeof head, "P6\n%d %d\n255\n", img->width, img->height);
+		len = (size_t)hl + (size_t)img->width * img->height * 3;
+		buf = malloc(len);
+		rc = buf ? 0 : mp_seterr(e, "out of memory");
+		if (buf) {
+			memcpy(buf, head, (size_t)hl);
+			memcpy(buf + hl, img->px, len - (size_t)hl);
+		}
+	} else {
+		rc = mp_image_encode_png(img, 6, &buf, &len, e);
+	}
+	if (rc < 0)
+		return -1;
+	if (!strcmp(path, "-")) {
+		rc = fwrite(buf, 1, len, stdout) == len && fflush(stdout) == 0
+			     ? 0 : mp_seterr(e, "<stdout>: write error: %s", strerror(errno));
+	} else {
+		rc = mp_write_file_atomic(path, buf, len, e);
+	}
+	free(buf);
+	return rc;
+}
+
+static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pixels)
+{
+	mp_error e;
+	mp_record r;
+	uint8_t *hold;
+	uint64_t mbi;
+	int rc = mp_find_record(src, n, &r, &hold, &mbi, &e);
+	if (rc < 0)
+		mp_errx(1, "%s", e.msg);
+	if (rc == 0)
+		mp_errx(1, "%s: no record %llu", mp_source_name(src), (unsigned long long)n);
+	mp_codec *c = mp_codec_new(&e);
+	if (!c)
+		mp_errx(1, "%s", e.msg);
+	mp_image img;
+	if (mp_image_decode_payload(c, r.encoding, r.payload, r.payload_len, (int)r.width,
+				    (int)r.height, max_pixels, &img, &e) < 0)
+		mp_errx(1, "%s: record %llu (%.*s): %s", mp_source_name(src),
+			(unsigned long long)n, (int)r.name_len, r.name, e.msg);
+	mp_codec_free(c);
+	free(hold);
+	if (write_image(&img, out, &e) < 0)
+		mp_errx(1, "%s", e.msg);
+	mp_image_free(&img);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	mp_set_progname(argv[0]);
+	int json = 0, do_verify = 0, do_list = 0, c;
+	long record = -1, extract_n = -1, max_pixels = 1L << 26;
+	const char *out = NULL;
+	while ((c = getopt_long(argc, argv, "o:hV", long_opts, NULL)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case OPT_VERIFY: do_verify = 1; break;
+		case OPT_LIST: do_list = 1; break;
+		case OPT_RECORD: bad = mp_parse_long("--record", optarg, 0, LONG_MAX, &record); break;
+		case OPT_EXTRACT:
+			bad = mp_parse_long("--extract", optarg, 0, LONG_MAX, &extract_n);
+			break;
+		case 'o': out = optarg; break;
+		case OPT_JSON: json = 1; break;
+		case OPT_MAX_PIXELS:
+			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &max_pixels);
+			break;
+		case 'h': help(); break;
+		case 'V': mp_print_version(); return 0;
+		default: usage();
+		}
+		if (bad)
+			usage();
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 1) {
+		mp_warnx(argc ? "expected one DATASET" : "missing DATASET");
+		usage();
+	}
+	if (do_verify + do_list + (record >= 0) + (extract_n >= 0) > 1) {
+		mp_warnx("--verify, --list, --record and --extract exclude each other");
+		usage();
+	}
+	if ((extract_n >= 0) != (out != NULL)) {
+		mp_warnx(out ? "-o is for --extract" : "--extract needs -o FILE");
+		usage();
+	}
+	mp_error e;
+	mp_source *src = mp_source_open(argv[0], &e);
+	if (!src)
+		mp_errx(1, "%s", e.msg);
+	int rc;
+	if (do_verify)
+		rc = verify(src, (uint64_t)max_pixels, json);
+	else if (do_list)
+		rc = list_records(src, json);
+	else if (record >= 0)
+		rc = show_record(src, (uint64_t)record, json);
+	else if (extract_n >= 0)
+		rc = extract(src, (uint64_t)extract_n, out, (uint64_t)max_pixels);
+	else
+		rc = summary(src, json);
+	mp_source_close(src);
+	if (fflush(stdout) != 0)
+		mp_errx(1, "<stdout>: write error: %s", strerror(errno));
+	return rc;
+}
