@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +32,11 @@ static int add_mean(cJSON *o, const mp_meta *m)
 	if (!a)
 		return -1;
 	for (int c = 0; c < 3; c++) {
-		cJSON *n = cJSON_CreateNumber(m->mean[c]);
+		/* 17 significant digits: the double reads back bit for bit
+		 * (cJSON's own printing keeps only 15 when they are "close"). */
+		char num[32];
+		snprintf(num, sizeof num, "%.17g", m->mean[c]);
+		cJSON *n = cJSON_CreateRaw(num);
 		if (!n)
 			return -1;
 		cJSON_AddItemToArray(a, n);

@@ -1,0 +1,303 @@
+/* Macrobatch, stream and meta codecs: round trips, and every truncation and
+ * flipped byte is caught before anything is trusted. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_image.h"
+#include "mp_macrobatch.h"
+#include "mp_meta.h"
+#include "mp_stream.h"
+
+/* Three records of different encodings and sizes. */
+static void build_batch(uint8_t **buf, size_t *len)
+{
+	static uint8_t raw[2 * 3 * 3];
+	for (size_t i = 0; i < sizeof raw; i++)
+		raw[i] = (uint8_t)(i * 17);
+	static const uint8_t jpeg[] = {0xff, 0xd8, 0xff, 0xe0, 1, 2, 3};
+	static const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 9};
+	mp_record recs[3] = {
+		{.label = 3, .height = 2, .width = 3, .channels = 3, .encoding = MP_ENC_RAW,
+		 .name = "a/raw.bin", .name_len = 9, .payload = raw, .payload_len = sizeof raw},
+		{.label = 0, .height = 128, .width = 128, .channels = 3, .encoding = MP_ENC_JPEG,
+		 .name = "b c.jpg", .name_len = 7, .payload = jpeg, .payload_len = sizeof jpeg},
+		{.label = -1, .height = 5, .width = 7, .channels = 3, .encoding = MP_ENC_PNG,
+		 .name = "x.png", .name_len = 5, .payload = png, .payload_len = sizeof png},
+	};
+	mp_mb_builder b;
+	mp_error e;
+	mp_mb_builder_init(&b);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(mp_mb_builder_add(&b, &recs[i], &e), 0);
+	assert_int_equal(mp_mb_builder_finish(&b, 2048, buf, len, &e), 0);
+	mp_mb_builder_free(&b);
+}
+
+static void macrobatch_round_trip(void **state)
+{
+	(void)state;
+	uint8_t *buf;
+	size_t len;
+	build_batch(&buf, &len);
+	mp_macrobatch mb;
+	mp_error e;
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), 0);
+	assert_int_equal(mb.count, 3);
+	assert_int_equal(mb.first_record, 2048);
+	assert_int_equal(mb.records[0].label, 3);
+	assert_int_equal(mb.records[0].payload_len, 18);
+	assert_int_equal(mb.records[0].payload[5], 85);
+	assert_memory_equal(mb.records[1].name, "b c.jpg", 7);
+	assert_int_equal(mb.records[1].encoding, MP_ENC_JPEG);
+	assert_int_equal(mb.records[2].label, -1);
+	assert_int_equal(mb.records[2].width, 7);
+	assert_int_equal(mb.records[2].payload[8], 9);
+	mp_mb_free(&mb);
+	free(buf);
+}
+
+static void macrobatch_every_flip_and_cut_is_caught(void **state)
+{
+	(void)state;
+	uint8_t *buf;
+	size_t len;
+	build_batch(&buf, &len);
+	mp_macrobatch mb;
+	mp_error e;
+	for (size_t i = 0; i < len; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			buf[i] ^= (uint8_t)(1 << bit);
+			assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+			buf[i] ^= (uint8_t)(1 << bit);
+		}
+	}
+	for (size_t cut = 0; cut < len; cut++)
+		assert_int_equal(mp_mb_parse(buf, cut, &mb, &e), -1);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), 0);
+	mp_mb_free(&mb);
+	free(buf);
+}
+
+/* Fixes the CRC after a deliberate edit, to reach the structural checks. */
+static void reseal(uint8_t *buf, size_t len)
+{
+	mp_put_u32(buf + len - 4, mp_crc32(0, buf, len - 4));
+}
+
+static void macrobatch_bounds_checked_behind_crc(void **state)
+{
+	(void)state;
+	uint8_t *buf;
+	size_t len;
+	mp_macrobatch mb;
+	mp_error e;
+	build_batch(&buf, &len);
+	/* an item count far beyond the buffer */
+	mp_put_u32(buf + 12, 1000000);
+	reseal(buf, len);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+	free(buf);
+	/* a payload length that overruns */
+	build_batch(&buf, &len);
+	mp_put_u32(buf + MP_MB_HEADER + 2 * MP_MB_ITEM + 28, 0x7fffffff);
+	reseal(buf, len);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+	free(buf);
+	/* a raw payload whose size disagrees with its geometry */
+	build_batch(&buf, &len);
+	mp_put_u32(buf + MP_MB_HEADER + 4, 3);
+	reseal(buf, len);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+	assert_non_null(strstr(e.msg, "item 0"));
+	free(buf);
+	/* overlapping names: item 1 pointing at item 0's name */
+	build_batch(&buf, &len);
+	mp_put_u32(buf + MP_MB_HEADER + MP_MB_ITEM + 16,
+		   mp_get_u32(buf + MP_MB_HEADER + 16));
+	reseal(buf, len);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+	free(buf);
+	/* an unknown encoding */
+	build_batch(&buf, &len);
+	buf[MP_MB_HEADER + 13] = 9;
+	reseal(buf, len);
+	assert_int_equal(mp_mb_parse(buf, len, &mb, &e), -1);
+	free(buf);
+}
+
+static char *stream_bytes(size_t *len, int with_end)
+{
+	char *mem = NULL;
+	FILE *f = open_memstream(&mem, len);
+	mp_error e;
+	uint8_t *mb;
+	size_t mblen;
+	build_batch(&mb, &mblen);
+	assert_int_equal(mp_stream_write_header(f, "mem", &e), 0);
+	assert_int_equal(mp_stream_write_frame(f, "mem", MP_FRAME_META, "{}", 2, &e), 0);
+	assert_int_equal(mp_stream_write_frame(f, "mem", MP_FRAME_MACROBATCH, mb, mblen, &e), 0);
+	if (with_end)
+		assert_int_equal(mp_stream_write_frame(f, "mem", MP_FRAME_END, "{\"x\":1}", 7, &e), 0);
+	fclose(f);
+	free(mb);
+	return mem;
+}
+
+/* Reads a whole stream; returns 0 if it ends cleanly, -1 on error. */
+static int read_stream(const char *buf, size_t len, int *frames, mp_error *e)
+{
+	FILE *f = fmemopen((void *)buf, len, "r");
+	mp_stream_reader r;
+	int rc = mp_stream_reader_open(&r, f, "mem", e);
+	*frames = 0;
+	while (rc == 0) {
+		uint32_t kind;
+		const uint8_t *p;
+		size_t n;
+		int got = mp_stream_next(&r, &kind, &p, &n, e);
+		if (got == 0)
+			break;
+		if (got < 0) {
+			rc = -1;
+			break;
+		}
+		(*frames)++;
+	}
+	mp_stream_reader_close(&r);
+	fclose(f);
+	return rc;
+}
+
+static void stream_round_trip(void **state)
+{
+	(void)state;
+	size_t len;
+	char *s = stream_bytes(&len, 1);
+	int frames;
+	mp_error e;
+	assert_int_equal(read_stream(s, len, &frames, &e), 0);
+	assert_int_equal(frames, 3);
+	free(s);
+}
+
+static void stream_truncation_and_flips(void **state)
+{
+	(void)state;
+	size_t len;
+	char *s = stream_bytes(&len, 1);
+	int frames;
+	mp_error e;
+	for (size_t cut = 0; cut < len; cut++)
+		assert_int_equal(read_stream(s, cut, &frames, &e), -1);
+	for (size_t i = 0; i < len; i++) {
+		s[i] ^= 0x20;
+		assert_int_equal(read_stream(s, len, &frames, &e), -1);
+		s[i] ^= 0x20;
+	}
+	free(s);
+	s = stream_bytes(&len, 0);
+	assert_int_equal(read_stream(s, len, &frames, &e), -1);
+	assert_non_null(strstr(e.msg, "no end frame"));
+	free(s);
+}
+
+static void stream_huge_length_does_not_allocate(void **state)
+{
+	(void)state;
+	/* header + a frame claiming 1 GiB with 10 bytes behind it */
+	uint8_t buf[16 + 8 + 10] = {0};
+	memcpy(buf, MP_STREAM_MAGIC, 8);
+	mp_put_u32(buf + 8, MP_STREAM_VERSION);
+	mp_put_u32(buf + 16, MP_FRAME_META);
+	mp_put_u32(buf + 20, MP_STREAM_MAX_FRAME);
+	int frames;
+	mp_error e;
+	assert_int_equal(read_stream((char *)buf, sizeof buf, &frames, &e), -1);
+	assert_non_null(strstr(e.msg, "truncated"));
+	mp_put_u32(buf + 20, MP_STREAM_MAX_FRAME + 1u);
+	assert_int_equal(read_stream((char *)buf, sizeof buf, &frames, &e), -1);
+	assert_non_null(strstr(e.msg, "exceeds"));
+}
+
+static void meta_round_trip(void **state)
+{
+	(void)state;
+	mp_meta m, r;
+	mp_error e;
+	mp_meta_init(&m);
+	m.complete = 1;
+	m.records = 100000;
+	m.macrobatch_size = 1024;
+	m.macrobatches = 98;
+	m.height = m.width = 136;
+	m.size = 128;
+	m.padding = 4;
+	strcpy(m.fit, "pad");
+	strcpy(m.pad_fill, "edge");
+	strcpy(m.encoding, "keep");
+	m.quality = 95;
+	m.has_mean = 1;
+	m.mean[0] = 117.38123456789012;
+	m.mean[1] = 113.0;
+	m.mean[2] = 104.1 / 3;
+	m.labelled = 1;
+	m.classes = 2;
+	m.class_names = calloc(2, sizeof(char *));
+	m.class_names[0] = strdup("/a/abbey");
+	m.class_names[1] = strdup("/b/bar \"quoted\"");
+	m.source_list = strdup("train.txt");
+	m.skipped = 3;
+	strcpy(m.created_by, "test");
+	char *json = mp_meta_to_json(&m, &e);
+	assert_non_null(json);
+	assert_int_equal(mp_meta_from_json(json, strlen(json), &r, &e), 0);
+	assert_int_equal(r.records, 100000);
+	assert_int_equal(r.height, 136);
+	assert_true(r.mean[0] == m.mean[0]); /* doubles survive exactly */
+	assert_true(r.mean[2] == m.mean[2]);
+	assert_string_equal(r.class_names[1], "/b/bar \"quoted\"");
+	assert_string_equal(r.pad_fill, "edge");
+	assert_int_equal(r.skipped, 3);
+	free(json);
+	mp_meta_free(&r);
+	mp_meta_free(&m);
+}
+
+static void meta_rejects_bad_documents(void **state)
+{
+	(void)state;
+	mp_meta m;
+	mp_error e;
+	const char *bad[] = {
+		"",
+		"{",
+		"[]",
+		"{\"format\":\"other\"}",
+		"{\"format\":\"mp-dataset\",\"format_version\":2}",
+		"{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
+		"\"records\":-5}",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(mp_meta_from_json(bad[i], strlen(bad[i]), &m, &e), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(macrobatch_round_trip),
+		cmocka_unit_test(macrobatch_every_flip_and_cut_is_caught),
+		cmocka_unit_test(macrobatch_bounds_checked_behind_crc),
+		cmocka_unit_test(stream_round_trip),
+		cmocka_unit_test(stream_truncation_and_flips),
+		cmocka_unit_test(stream_huge_length_does_not_allocate),
+		cmocka_unit_test(meta_round_trip),
+		cmocka_unit_test(meta_rejects_bad_documents),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
