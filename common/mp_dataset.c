@@ -121,12 +121,14 @@ int mp_source_next(mp_source *s, const uint8_t **buf, size_t *len, mp_error *e)
 		if (s->next_index >= s->meta.macrobatches)
 			return 0;
 		int rc = mp_db_reader_get(s->db, s->next_index, buf, len, e);
+		/* Move on even after an error, so a caller that reports and
+		 * goes on (mp_verify) reaches the next key. */
+		s->last_index = s->next_index++;
 		if (rc == 0)
 			return mp_seterr(e, "%s: macrobatch %llu is missing", s->name,
-					 (unsigned long long)s->next_index);
+					 (unsigned long long)s->last_index);
 		if (rc < 0)
 			return -1;
-		s->last_index = s->next_index++;
 		return 1;
 	}
 	uint32_t kind;

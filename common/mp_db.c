@@ -86,27 +86,42 @@ static void remove_stale_partials(const char *target)
 		}                                                               \
 	} while (0)
 
-mp_db_writer *mp_db_writer_open(const char *path, uint64_t map_size, int replace,
+mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int replace,
 				mp_error *e)
 {
-	struct stat st;
-	if (stat(path, &st) == 0) {
-		if (!replace) {
-			mp_seterr(e, "%s: already exists (use --force to replace it)", path);
-			return NULL;
-		}
-		if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
-			mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
-			return NULL;
-		}
-	}
 	mp_db_writer *w = calloc(1, sizeof *w);
 	if (!w) {
 		mp_seterr(e, "out of memory");
 		return NULL;
 	}
-	if (snprintf(w->target, sizeof w->target, "%s", path) >= (int)sizeof w->target ||
-	    snprintf(w->partial, sizeof w->partial, "%s.partial-%ld", path,
+	/* "db/" names the directory "db": its partial directory must be built
+	 * beside it, not inside it. */
+	size_t n = strlen(path_arg);
+	if (n >= sizeof w->target) {
+		mp_seterr(e, "%s: path too long", path_arg);
+		free(w);
+		return NULL;
+	}
+	memcpy(w->target, path_arg, n + 1);
+	while (n > 1 && w->target[n - 1] == '/')
+		w->target[--n] = '\0';
+	const char *path = w->target;
+	struct stat st;
+	/* lstat: a symbolic link (even a dangling one) holds the name, and
+	 * rename() could not put a directory in its place. */
+	if (lstat(path, &st) == 0) {
+		if (!replace) {
+			mp_seterr(e, "%s: already exists (use --force to replace it)", path);
+			free(w);
+			return NULL;
+		}
+		if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
+			mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
+			free(w);
+			return NULL;
+		}
+	}
+	if (snprintf(w->partial, sizeof w->partial, "%s.partial-%ld", path,
 		     (long)getpid()) >= (int)sizeof w->partial) {
 		mp_seterr(e, "%s: path too long", path);
 		free(w);

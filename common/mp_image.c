@@ -89,13 +89,27 @@ static int check_dims(uint64_t w, uint64_t h, uint64_t max_pixels, mp_error *e)
 	return 0;
 }
 
+/* TurboJPEG 2.1 leaves a handle whose header could not be read in the
+ * middle of the header, and every later image then fails on it too: after
+ * an error the next image gets a fresh handle. */
+static void reset_decoder(mp_codec *c)
+{
+	tjDestroy(c->dec);
+	c->dec = tjInitDecompress(); /* NULL is retried by the next decode */
+}
+
 static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		       uint64_t max_pixels, mp_image *out, mp_error *e)
 {
 	int w, h, subsamp, colorspace;
+	if (!c->dec && !(c->dec = tjInitDecompress()))
+		return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
 	if (tjDecompressHeader3(c->dec, buf, (unsigned long)len, &w, &h, &subsamp,
-				&colorspace) < 0)
-		return mp_seterr(e, "bad JPEG header: %s", tjGetErrorStr2(c->dec));
+				&colorspace) < 0) {
+		mp_seterr(e, "bad JPEG header: %s", tjGetErrorStr2(c->dec));
+		reset_decoder(c);
+		return -1;
+	}
 	if (check_dims((uint64_t)w, (uint64_t)h, max_pixels, e) < 0)
 		return -1;
 	int cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
@@ -106,6 +120,7 @@ static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		if (tjDecompress2(c->dec, buf, (unsigned long)len, tmp, w, 0, h,
 				  TJPF_CMYK, TJFLAG_STOPONWARNING) < 0) {
 			mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
+			reset_decoder(c);
 			free(tmp);
 			return -1;
 		}
@@ -130,6 +145,7 @@ static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 	if (tjDecompress2(c->dec, buf, (unsigned long)len, out->px, w, 0, h,
 			  TJPF_RGB, TJFLAG_STOPONWARNING) < 0) {
 		mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
+		reset_decoder(c);
 		mp_image_free(out);
 		return -1;
 	}

@@ -90,9 +90,9 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 			first_labelled = has;
 			first_line = lineno;
 		} else if (has != first_labelled) {
-			mp_seterr(e, "%s line %ld: %s a label but line %ld %s", name,
-				  lineno, has ? "has" : "has no",
-				  first_line, has ? "has none" : "has one");
+			mp_seterr(e, "%s line %ld: %s but line %ld %s", name, lineno,
+				  has ? "has a label" : "has no label", first_line,
+				  has ? "has none" : "has one");
 			goto fail;
 		}
 		if (out->count == out->cap) {

@@ -133,9 +133,11 @@ static void print_summary(const mp_pack_report *rep, const mp_list *list,
 	}
 }
 
-static int exit_for_failure(const mp_pack_report *rep)
+/* A signal also interrupts a blocking read or write (EINTR), which then
+ * fails like any other error: the status still says which signal it was. */
+static int exit_for_failure(void)
 {
-	if (rep->interrupted && stop_signal) {
+	if (stop_signal) {
 		mp_warnx("interrupted by signal %d; nothing was written under the output name",
 			 (int)stop_signal);
 		return 128 + stop_signal;
@@ -147,8 +149,10 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 {
 	mp_error e;
 	mp_source *src = mp_source_open("-", &e);
-	if (!src)
-		mp_errx(1, "%s", e.msg);
+	if (!src) {
+		mp_warnx("%s", e.msg);
+		return exit_for_failure();
+	}
 	mp_db_writer *db = mp_db_writer_open(out, map_size, force, &e);
 	if (!db)
 		mp_errx(1, "%s", e.msg);
@@ -158,7 +162,7 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 	mp_source_close(src);
 	if (rc < 0) {
 		mp_warnx("%s", e.msg);
-		return exit_for_failure(&rep);
+		return exit_for_failure();
 	}
 	if (!quiet) {
 		mp_list none = {0};
@@ -170,6 +174,7 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 int main(int argc, char **argv)
 {
 	mp_set_progname(argv[0]);
+	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	const char *root = NULL, *out = NULL, *cats = NULL;
 	long classes = 0, size = 128, pad = 0, quality = 95, macrobatch = 1024;
 	long seed = 1, jobs = sysconf(_SC_NPROCESSORS_ONLN), max_pixels = 1L << 26;
@@ -264,8 +269,10 @@ int main(int argc, char **argv)
 	if (!lf)
 		mp_errx(1, "%s: %s", list_name, strerror(errno));
 	mp_list list;
-	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0)
-		mp_errx(1, "%s", e.msg);
+	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0) {
+		mp_warnx("%s", e.msg);
+		return exit_for_failure();
+	}
 	if (argc)
 		fclose(lf);
 	if (list.count == 0)
@@ -323,7 +330,7 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		if (!rep.interrupted)
 			mp_warnx("%s", e.msg);
-		status = exit_for_failure(&rep);
+		status = exit_for_failure();
 	} else {
 		if (!out && fflush(stdout) != 0)
 			mp_errx(1, "<stdout>: write error: %s", strerror(errno));

@@ -371,6 +371,7 @@ static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pix
 int main(int argc, char **argv)
 {
 	mp_set_progname(argv[0]);
+	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	int json = 0, do_verify = 0, do_list = 0, c;
 	long record = -1, extract_n = -1, max_pixels = 1L << 26;
 	const char *out = NULL;

@@ -8,11 +8,14 @@
           noise       uniform random pixels (seed=N)
           gradient    smooth colour ramps (good for lossy round trips)
           bands       vertical bands: colors=R,G,B/R,G,B/... widths=a,b,...
+          hbands      horizontal bands: colors=... heights=a,b,...
           edges       a distinct colour at each edge, another inside
           gray-jpeg   8-bit grayscale JPEG (value=V)
           cmyk-jpeg   CMYK JPEG (cmyk=C,M,Y,K as PIL holds them)
           gray-png    8-bit grayscale PNG (value=V)
           palette-png palette PNG holding the colours of "bands"
+          la-png      grayscale with alpha PNG (value=V)
+          bit-png     1-bit PNG, a checkerboard (white where x+y is even)
           png16       16-bit grayscale PNG (value=V16)
           rgba-png    RGBA PNG (color=R,G,B alpha=A)
           interlaced  Adam7-interlaced RGB PNG of noise (seed=N)
@@ -27,15 +30,21 @@
     mkimages.py info FILE            "W H MODE"
     mkimages.py pixel FILE X Y       "R G B"
     mkimages.py colors FILE X0 Y0 X1 Y1
-        The distinct colours of the region [X0,X1) x [Y0,Y1), sorted, one
-        "R,G,B" per line.
+        The distinct colours of the region [X0,X1) x [Y0,Y1), sorted, as
+        "R,G,B R,G,B ..." on one line.
+    mkimages.py pnginfo FILE         "BITDEPTH COLORTYPE INTERLACE" from IHDR
     mkimages.py compare A B          "MAXDIFF MEANDIFF" over RGB; exit 1 if
                                       the sizes differ
     mkimages.py crc FILE             "BYTES CRC32" (CRC32 as 8 hex digits)
-    mkimages.py noisearray OUT W H SEED
-        The pixels noise would hold, as raw RGB bytes (for comparisons).
+    mkimages.py pad FILE N MODE OUT
+        What --pad N --pad-fill MODE (zero, edge, mean) should make of FILE,
+        written to OUT as PNG.
+    mkimages.py batch < COMMANDS
+        Runs one command per line of stdin (shell-style words) in one process.
 """
 
+import os
+import shlex
 import struct
 import sys
 import zlib
@@ -174,6 +183,11 @@ def make(args):
         colors = [triple(c) for c in opt["colors"].split("/")]
         widths = [int(x) for x in opt["widths"].split(",")]
         save(Image.fromarray(bands(w, h, colors, widths)), out, quality)
+    elif kind == "hbands":
+        colors = [triple(c) for c in opt["colors"].split("/")]
+        heights = [int(x) for x in opt["heights"].split(",")]
+        a = bands(h, w, colors, heights).transpose(1, 0, 2)
+        save(Image.fromarray(np.ascontiguousarray(a)), out, quality)
     elif kind == "edges":
         save(Image.fromarray(edges(w, h)), out, quality)
     elif kind == "gray-jpeg":
@@ -191,6 +205,13 @@ def make(args):
         img.quantize(colors=len(colors)).save(out, "PNG")
         if Image.open(out).mode != "P":
             die("%s: not a palette PNG" % out)
+    elif kind == "la-png":
+        Image.new("LA", (w, h), (int(opt.get("value", "150")), 20)).save(out, "PNG")
+    elif kind == "bit-png":
+        y, x = np.mgrid[0:h, 0:w]
+        Image.fromarray(((x + y) % 2 == 0)).convert("1").save(out, "PNG")
+        if Image.open(out).mode != "1":
+            die("%s: not a 1-bit PNG" % out)
     elif kind == "png16":
         v = int(opt.get("value", str(257 * 100)))
         a = np.full((h, w), v, dtype=np.uint16)
@@ -221,6 +242,7 @@ def many(args):
     opt = dict(r.split("=", 1) for r in args[4:])
     ext = opt.get("ext", "png")
     labels = int(opt["labels"]) if "labels" in opt else 0
+    os.makedirs(d, exist_ok=True)
     lines = []
     for i in range(n):
         p = "%s/img%04d.%s" % (d, i, ext)
@@ -234,10 +256,28 @@ def rgb(path):
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
 
 
-def main():
-    if len(sys.argv) < 2:
-        die("usage: see the comment at the top")
-    cmd, args = sys.argv[1], sys.argv[2:]
+def padded(args):
+    """What --pad N --pad-fill MODE should make of an image already at size."""
+    a = rgb(args[0]).astype(np.uint8)
+    n, mode = int(args[1]), args[2]
+    if mode == "edge":
+        out = np.pad(a, ((n, n), (n, n), (0, 0)), mode="edge")
+    else:
+        if mode == "zero":
+            fill = (0, 0, 0)
+        elif mode == "mean":
+            count = a.shape[0] * a.shape[1]
+            sums = a.reshape(-1, 3).astype(np.int64).sum(axis=0)
+            fill = tuple(int((s + count // 2) // count) for s in sums)
+        else:
+            die("pad mode %r" % mode)
+        out = np.empty((a.shape[0] + 2 * n, a.shape[1] + 2 * n, 3), np.uint8)
+        out[:, :] = fill
+        out[n:n + a.shape[0], n:n + a.shape[1]] = a
+    Image.fromarray(out).save(args[3], "PNG")
+
+
+def run(cmd, args):
     if cmd == "make":
         make(args)
     elif cmd == "many":
@@ -253,8 +293,7 @@ def main():
         a = rgb(args[0])
         x0, y0, x1, y1 = (int(v) for v in args[1:5])
         region = a[y0:y1, x0:x1].reshape(-1, 3)
-        for c in sorted(set(map(tuple, region.tolist()))):
-            print("%d,%d,%d" % c)
+        print(" ".join("%d,%d,%d" % c for c in sorted(set(map(tuple, region.tolist())))))
     elif cmd == "compare":
         a, b = rgb(args[0]), rgb(args[1])
         if a.shape != b.shape:
@@ -262,14 +301,30 @@ def main():
             sys.exit(1)
         d = np.abs(a - b)
         print(int(d.max()), "%.3f" % d.mean())
+    elif cmd == "pnginfo":
+        data = open(args[0], "rb").read(29)
+        if data[12:16] != b"IHDR":
+            die("%s: not a PNG" % args[0])
+        print(data[24], data[25], data[28])
     elif cmd == "crc":
         data = open(args[0], "rb").read()
         print(len(data), "%08x" % zlib.crc32(data))
-    elif cmd == "noisearray":
-        w, h, seed = int(args[1]), int(args[2]), int(args[3])
-        open(args[0], "wb").write(noise(w, h, seed).tobytes())
+    elif cmd == "pad":
+        padded(args)
+    elif cmd == "batch":
+        # One command per line on stdin: saves a Python start per image.
+        for line in sys.stdin:
+            words = shlex.split(line)
+            if words:
+                run(words[0], words[1:])
     else:
         die("unknown command %r" % cmd)
+
+
+def main():
+    if len(sys.argv) < 2:
+        die("usage: see the comment at the top")
+    run(sys.argv[1], sys.argv[2:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,222 @@
+#!/usr/bin/env bats
+# The output name holds a complete DB or nothing: kills, signals, errors
+# and --force never leave a half-written DB under it.
+
+load helpers
+
+# slow_list: list.txt naming one 384x384 image 600 times, which takes
+# mp-batchwriter -j 1 a few seconds to pack (the tests stop it long before),
+# and short.txt, its first 40 lines.
+slow_list() {
+	mkimg make noise big.png 384 384 seed=3
+	for _ in $(seq 600); do echo big.png; done >list.txt
+	head -n 40 list.txt >short.txt
+}
+
+# start_slow_writer DB ERRFILE: starts mp-batchwriter -j 1 in the background
+# (its pid in $pid) and returns once its partial DB holds a macrobatch.
+start_slow_writer() {
+	# Not through bw(): $! must be the writer's own pid, which names the
+	# partial directory.
+	"$MP_BIN/mp-batchwriter" -j 1 --size 16 --encoding png --macrobatch 8 -o "$1" \
+		list.txt 2>"$2" &
+	pid=$!
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[[ -s "$1.partial-$pid/data.mdb" ]] && sleep 0.3 && return 0
+		sleep 0.05
+	done
+	fail "no $1.partial-$pid/data.mdb after 10 s"
+}
+
+# A writer left running by a failed test is stopped here, by its pid.
+teardown() {
+	if [[ -n "${pid-}" ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		wait "$pid" || true
+	fi
+	return 0
+}
+
+# stop_writer SIGNAL: sends SIGNAL to $pid and sets status to its exit status.
+stop_writer() {
+	kill "-$1" "$pid" || fail "the writer had already finished"
+	status=0
+	wait "$pid" || status=$?
+}
+
+@test "kill -9 mid-write leaves only the partial directory; a rerun removes it and succeeds" {
+	slow_list
+	start_slow_writer db "$BATS_TEST_TMPDIR/err"
+	stop_writer KILL
+	assert_status 137
+	assert_files . big.png list.txt short.txt "db.partial-$pid"
+	# It had written macrobatches: the partial DB holds keys.
+	assert_less 0 "$(mdb_stat "db.partial-$pid" | awk '/Entries:/ { print $2 }')"
+	run --separate-stderr inspect db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: No such file or directory"
+
+	run --separate-stderr bw -j 2 --size 16 --encoding png --macrobatch 8 -o db short.txt
+	assert_status 0
+	assert_equal "$(first_line "$stderr")" "mp-batchwriter: removed ./db.partial-$pid, left by an interrupted run"
+	assert_files . big.png list.txt short.txt db
+	run inspect --verify db
+	assert_status 0
+	assert_equal "$output" "db: OK: 40 records verified (CRCs, layout, every image decoded)"
+}
+
+@test "SIGTERM stops the writer with status 143 and removes the partial directory" {
+	slow_list
+	start_slow_writer db "$BATS_TEST_TMPDIR/err"
+	stop_writer TERM
+	assert_status 143
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+		"mp-batchwriter: interrupted by signal 15; nothing was written under the output name"
+	assert_files . big.png list.txt short.txt
+}
+
+@test "SIGINT stops the writer with status 130 and removes the partial directory" {
+	slow_list
+	start_slow_writer db "$BATS_TEST_TMPDIR/err"
+	stop_writer INT
+	assert_status 130
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+		"mp-batchwriter: interrupted by signal 2; nothing was written under the output name"
+	assert_files . big.png list.txt short.txt
+}
+
+@test "SIGTERM while --input-stream waits for more input: status 143, no DB" {
+	mkimg many img 20 8 8 >list.txt
+	bw -q --size 8 --macrobatch 4 list.txt >out.stream
+	mkfifo pipe
+	# A writer held open (not on fd 3, which is bats' own): the reader
+	# blocks for more instead of seeing the end of the input.
+	exec {fd}<>pipe
+	head -c $(($(stat -c %s out.stream) / 2)) out.stream >&"$fd"
+	"$MP_BIN/mp-batchwriter" --input-stream -o db <pipe {fd}>&- 2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ -d "db.partial-$pid" ]] && break
+		sleep 0.05
+	done
+	[[ -d "db.partial-$pid" ]] || fail "the copy did not start"
+	sleep 0.2
+	stop_writer TERM
+	exec {fd}>&-
+	assert_status 143
+	assert_equal "$(tail -n 1 "$BATS_TEST_TMPDIR/err")" \
+		"mp-batchwriter: interrupted by signal 15; nothing was written under the output name"
+	assert_no_db db
+
+	# Before any byte arrived.
+	exec {fd}<>pipe
+	"$MP_BIN/mp-batchwriter" --input-stream -o db <pipe {fd}>&- 2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	sleep 0.3
+	stop_writer TERM
+	exec {fd}>&-
+	assert_status 143
+	assert_no_db db
+	assert_files . img list.txt out.stream pipe
+}
+
+@test "an error after several macrobatches leaves nothing under the name" {
+	mkimg many img 30 8 8 >list.txt
+	echo missing.png >>list.txt
+	run --separate-stderr bw -j 2 --size 8 --macrobatch 4 -o db list.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: missing.png (list.txt line 31): No such file or directory"
+	assert_files . img list.txt
+}
+
+# ---- --force ----------------------------------------------------------------
+
+two_lists() {
+	mkimg batch <<-'EOF'
+		make solid a.png 8 8 color=1,2,3
+		make solid b.png 8 8 color=4,5,6
+	EOF
+	printf 'a.png 0\n' >one.txt
+	printf 'a.png 0\nb.png 1\n' >two.txt
+}
+
+@test "an existing DB is refused without --force and left intact" {
+	two_lists
+	bw -q --size 8 -o db one.txt
+	before=$(inspect --list db)
+	run --separate-stderr bw -q --size 8 -o db two.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: db: already exists (use --force to replace it)"
+	assert_equal "$(inspect --list db)" "$before"
+	run inspect --verify db
+	assert_status 0
+	assert_files . a.png b.png one.txt two.txt db
+}
+
+@test "--force replaces an existing DB and leaves nothing else behind" {
+	two_lists
+	bw -q --size 8 -o db one.txt
+	run --separate-stderr bw -q --force --size 8 -o db two.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(2, 'two.txt')"
+	bw -q --size 8 one.txt >one.stream
+	bw -q -f --input-stream -o db <one.stream
+	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(1, 'one.txt')"
+	assert_files . a.png b.png one.txt two.txt one.stream db
+}
+
+@test "--force never replaces what is not a dataset DB" {
+	two_lists
+	mkdir notdb
+	echo precious >notdb/file
+	echo precious >afile
+	bw -q --size 8 -o realdb one.txt
+	ln -s realdb link
+	ln -s nowhere dangling
+	for name in notdb afile link dangling; do
+		run --separate-stderr bw -q --force --size 8 -o "$name" two.txt
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: $name: exists and is not a dataset DB; not replacing it"
+		assert_equal "$(compgen -G "$name.partial-*")" ""
+	done
+	run --separate-stderr bw -q --size 8 -o dangling two.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: dangling: already exists (use --force to replace it)"
+	assert_equal "$(cat notdb/file) $(cat afile) $(readlink link) $(readlink dangling)" "precious precious realdb nowhere"
+	assert_equal "$(json_get <(inspect --json realdb) 'd["records"]')" "1"
+	assert_files . a.png b.png one.txt two.txt notdb afile realdb link dangling
+}
+
+# ---- leftovers of other runs ---------------------------------------------------
+
+@test "partial directories of dead writers are removed, those of live ones kept" {
+	two_lists
+	sh -c 'exit 0' &
+	dead=$!
+	wait "$dead"
+	mkdir "db.partial-$dead" "db.partial-$$" "other.partial-$dead"
+	: >"db.partial-$dead/data.mdb"
+	: >"db.partial-$$/data.mdb"
+	run --separate-stderr bw --size 8 -o db one.txt
+	assert_status 0
+	assert_equal "$(first_line "$stderr")" "mp-batchwriter: removed ./db.partial-$dead, left by an interrupted run"
+	# $$ is this test's shell: alive, so its directory may still be in use.
+	assert_files . a.png b.png one.txt two.txt db "db.partial-$$" "other.partial-$dead"
+}
+
+@test "-o DB/ with a trailing slash writes and replaces DB itself" {
+	two_lists
+	run --separate-stderr bw -q --size 8 -o db/ one.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	run --separate-stderr bw -q --size 8 -o db/ two.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: db: already exists (use --force to replace it)"
+	run --separate-stderr bw -q -f --size 8 -o db// two.txt
+	assert_status 0
+	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(2, 'two.txt')"
+	assert_files db data.mdb lock.mdb
+	assert_files . a.png b.png one.txt two.txt db
+}

@@ -1,0 +1,284 @@
+#!/usr/bin/env bats
+# Bad images, bad streams and corrupt DBs: every one is reported with its
+# name (and list line) and stops the run, unless --skip-bad says to count
+# and go on. Nothing is ever left under the output name.
+
+load helpers
+
+# bad_inputs: good.png, good.jpg and one file of each bad kind.
+bad_inputs() {
+	mkimg batch <<-'EOF'
+		make noise good.png 16 16 seed=1
+		make noise good.jpg 16 16 seed=2
+		make noise long.jpg 48 48 seed=3 quality=90
+		make noise long.png 48 48 seed=4
+		make huge-jpeg huge.jpg 16 16 dim=65535
+		make huge-jpeg huge2.jpg 16 16 dim=65500
+		make huge-png huge.png 16 16 dim=65535
+	EOF
+	mkdir adir
+	ln -s nowhere.png dangling.png
+	: >empty.png
+	echo "not an image" >text.jpg
+	# Cut inside the JPEG headers, inside the JPEG scan, inside the PNG data.
+	head -c 160 long.jpg >header-cut.jpg
+	head -c $(($(stat -c %s long.jpg) * 2 / 3)) long.jpg >cut.jpg
+	head -c $(($(stat -c %s long.png) / 2)) long.png >cut.png
+}
+
+# The reason each bad kind is refused with (after "PATH (LIST line N): ").
+declare -gA REASON=(
+	[missing.png]="No such file or directory"
+	[adir]="is a directory"
+	[dangling.png]="No such file or directory"
+	[empty.png]="empty file"
+	[text.jpg]="not a JPEG or PNG file"
+	[header-cut.jpg]="bad JPEG header: Bogus marker length"
+	[cut.jpg]="bad JPEG data: Premature end of JPEG file"
+	[cut.png]="bad PNG: file is truncated"
+	[huge.jpg]="bad JPEG header: Maximum supported image dimension is 65500 pixels"
+	[huge2.jpg]="65500x65500 pixels is more than --max-pixels 67108864"
+	[huge.png]="65535x65535 pixels is more than --max-pixels 67108864"
+)
+declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-cut.jpg cut.jpg
+	cut.png huge.jpg huge2.jpg huge.png)
+
+@test "each kind of bad input stops the run naming path, list line and reason" {
+	bad_inputs
+	for bad in "${BAD_ORDER[@]}"; do
+		printf 'good.png 0\n\n%s 1\ngood.jpg 0\n' "$bad" >list.txt
+		run --separate-stderr bw --size 16 -o db list.txt
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: $bad (list.txt line 3): ${REASON[$bad]}"
+		assert_equal "$output" ""
+		assert_no_db db
+		# The same to a stream: the error, and no end frame.
+		status=0
+		bw --size 16 list.txt >"$BATS_TEST_TMPDIR/out.stream" 2>"$BATS_TEST_TMPDIR/err" || status=$?
+		assert_status 1
+		assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" "mp-batchwriter: $bad (list.txt line 3): ${REASON[$bad]}"
+		run --separate-stderr inspect --verify "$BATS_TEST_TMPDIR/out.stream"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $BATS_TEST_TMPDIR/out.stream: truncated stream: no end frame after 1 frames"
+	done
+	assert_files . "${BAD_ORDER[@]:1}" good.png good.jpg long.jpg long.png list.txt
+}
+
+@test "a huge header is refused before any pixel memory is allocated" {
+	bad_inputs
+	printf 'huge2.jpg\n' >jpeg.txt
+	printf 'huge.png\n' >png.txt
+	# 65500x65500 RGB would be 12 GiB; a 512 MiB address space is plenty
+	# for everything else (the LMDB map would not fit: write streams).
+	for list in jpeg.txt png.txt; do
+		run --separate-stderr bash -c 'ulimit -v 524288 && exec "$1" -j 1 --size 16 "$2" >/dev/null' \
+			sh "$MP_BIN/mp-batchwriter" "$list"
+		assert_status 1
+		bad=$(cat "$list")
+		assert_equal "$stderr" "mp-batchwriter: $bad ($list line 1): ${REASON[$bad]}"
+	done
+}
+
+@test "a bad JPEG does not spoil the JPEGs decoded after it by the same thread" {
+	bad_inputs
+	for bad in header-cut.jpg cut.jpg huge.jpg huge2.jpg text.jpg; do
+		printf '%s 0\ngood.jpg 1\ngood.jpg 2\n' "$bad" >list.txt
+		run --separate-stderr bw -j 1 --skip-bad --size 16 -o "db-$bad" list.txt
+		assert_status 0
+		assert_equal "$(tail -n +2 <<<"$stderr")" "$(printf 'mp-batchwriter: skipped 1 bad inputs:\n  %s (list.txt line 1): %s' "$bad" "${REASON[$bad]}")"
+		assert_equal "$(json_get <(inspect --json "db-$bad") 'd["records"], d["per_class"]')" "(2, [0, 1, 1])"
+	done
+}
+
+@test "--max-pixels sets the limit" {
+	mkimg make noise a.png 32 32
+	echo a.png >list.txt
+	run --separate-stderr bw --max-pixels 1023 --size 8 -o db list.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: a.png (list.txt line 1): 32x32 pixels is more than --max-pixels 1023"
+	assert_no_db db
+	run --separate-stderr bw -q --max-pixels 1024 --size 8 -o db list.txt
+	assert_status 0
+	assert_equal "$(json_get <(inspect --json db) 'd["records"]')" "1"
+}
+
+@test "the first bad input in list order is reported whatever the thread count" {
+	mkimg many img 30 8 8 >list.txt
+	sed -i -e '12s/.*/bad-a.png/' -e '20s/.*/bad-b.png/' list.txt
+	for j in 1 2 4; do
+		run --separate-stderr bw -j "$j" --size 8 -o db list.txt
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: bad-a.png (list.txt line 12): No such file or directory"
+		assert_no_db db
+	done
+}
+
+@test "--skip-bad packs the good images and lists each skipped one" {
+	bad_inputs
+	{
+		echo "good.png 0"
+		for bad in "${BAD_ORDER[@]}"; do echo "$bad 1"; done
+		echo "good.jpg 2"
+	} >list.txt
+	run --separate-stderr bw --skip-bad --size 16 -o db list.txt
+	assert_status 0
+	want="mp-batchwriter: skipped ${#BAD_ORDER[@]} bad inputs:"
+	line=2
+	for bad in "${BAD_ORDER[@]}"; do
+		want+=$'\n'"  $bad (list.txt line $line): ${REASON[$bad]}"
+		line=$((line + 1))
+	done
+	assert_equal "$(tail -n +2 <<<"$stderr")" "$want"
+	assert_equal "$(sed 's/ in [0-9.]* s, [0-9]* images\/s//' <<<"$(first_line "$stderr")")" \
+		"mp-batchwriter: packed 2 records in 1 macrobatches (0.0 MiB; jpeg 1, png 1, raw 0) -> db"
+	assert_equal "$(json_get <(inspect --json db) 'd["meta"]["skipped"], d["records"], d["per_class"]')" "(11, 2, [1, 0, 1])"
+	assert_equal "$(inspect db | grep '^skipped')" "skipped:      11 bad inputs when packed"
+	assert_equal "$(inspect --list db | tail -n +2 | cut -f2,3)" "$(printf 'good.png\t0\ngood.jpg\t2')"
+	# A stream says the same in its end frame.
+	bw -q --skip-bad --size 16 list.txt >out.stream
+	assert_equal "$(json_get <(inspect --json out.stream) 'd["meta"]["skipped"], d["records"]')" "(11, 2)"
+}
+
+@test "--skip-bad with nothing good fails and writes nothing" {
+	: >empty.png
+	printf 'empty.png\nmissing.png\n' >list.txt
+	run --separate-stderr bw --skip-bad --size 16 -o db list.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: list.txt: no records to write"
+	assert_no_db db
+}
+
+# ---- streams ----------------------------------------------------------------
+
+# a_stream: out.stream with 40 records in 5 macrobatches (frames 0..6).
+a_stream() {
+	mkimg many img 40 12 10 labels=4 >list.txt
+	bw -q --size 16 --macrobatch 8 list.txt >out.stream
+}
+
+@test "a truncated stream fails --verify and --input-stream, which leaves no DB" {
+	a_stream
+	size=$(stat -c %s out.stream)
+	head -c $((size / 2)) out.stream >cut.stream
+	run --separate-stderr inspect --verify - <cut.stream
+	assert_status 1
+	assert_contains "$stderr" "mp-inspect: <stdin>: truncated stream: frame "
+	assert_contains "$stderr" " is cut short"
+	assert_contains "$output" "<stdin>: FAILED: 1 problem;"
+	run --separate-stderr bw --input-stream -o db <cut.stream
+	assert_status 1
+	assert_contains "$stderr" "mp-batchwriter: <stdin>: truncated stream: frame "
+	assert_no_db db
+	# Cut right before the end frame: every frame is whole, the end is missing.
+	end_at=$("$PY" -c '
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+pos = last = 16 # after the header; frames: kind, length, payload, CRC
+while pos < len(d):
+    last = pos
+    pos += 12 + struct.unpack("<I", d[pos + 4:pos + 8])[0]
+print(last)' out.stream)
+	head -c "$end_at" out.stream >noend.stream
+	run --separate-stderr inspect --verify noend.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: noend.stream: truncated stream: no end frame after 6 frames"
+	run --separate-stderr bw --input-stream -o db <noend.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: truncated stream: no end frame after 6 frames"
+	assert_no_db db
+}
+
+@test "a stream with one flipped byte fails with a CRC mismatch" {
+	a_stream
+	"$PY" -c '
+import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+d[len(d) // 2] ^= 0x10
+open(sys.argv[2], "wb").write(d)' out.stream flipped.stream
+	run --separate-stderr inspect --verify - <flipped.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: <stdin>: corrupt stream: CRC mismatch in frame 3"
+	run --separate-stderr bw --input-stream -o db <flipped.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: corrupt stream: CRC mismatch in frame 3"
+	assert_no_db db
+	run --separate-stderr inspect --list flipped.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: flipped.stream: corrupt stream: CRC mismatch in frame 3"
+}
+
+@test "empty input and a non-stream are refused by --input-stream" {
+	run --separate-stderr bw --input-stream -o db </dev/null
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: not a dataset stream (bad magic)"
+	assert_no_db db
+	printf 'MPSTREAM\002\000\000\000\000\000\000\000' >v2.stream
+	run --separate-stderr bw --input-stream -o db <v2.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: stream version 2 is not supported (expected 1)"
+	assert_no_db db
+}
+
+# ---- DBs ------------------------------------------------------------------
+
+@test "a corrupt macrobatch in a DB fails --verify naming macrobatch 0" {
+	a_stream
+	bw -q --input-stream -o db <out.stream
+	run inspect --verify db
+	assert_status 0
+	"$PY" -c '
+import lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    v = bytearray(txn.get(b"mb/00000000"))
+    v[len(v) // 2] ^= 0x01
+    txn.put(b"mb/00000000", bytes(v))
+env.close()' db
+	run --separate-stderr inspect --verify db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: macrobatch 0: macrobatch CRC mismatch (corrupt data)"
+	assert_equal "$output" "db: FAILED: 1 problem; 32 records checked"
+	run --separate-stderr inspect --verify --json db
+	assert_status 1
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" \
+		"(False, 32, 40, ['db: macrobatch 0: macrobatch CRC mismatch (corrupt data)'])"
+	run --separate-stderr inspect --record 3 db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: macrobatch 0: macrobatch CRC mismatch (corrupt data)"
+}
+
+@test "a corrupt last macrobatch is one problem, not a record count mismatch too" {
+	mkimg many img 10 8 8 >list.txt
+	bw -q --size 8 --macrobatch 4 -o db list.txt
+	"$PY" -c '
+import lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    v = bytearray(txn.get(b"mb/00000002"))
+    v[40] ^= 0x01
+    txn.put(b"mb/00000002", bytes(v))
+env.close()' db
+	run --separate-stderr inspect --verify db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: macrobatch 2: macrobatch CRC mismatch (corrupt data)"
+	assert_equal "$output" "db: FAILED: 1 problem; 8 records checked"
+}
+
+@test "a DB missing a macrobatch key fails --verify" {
+	mkimg many img 10 8 8 >list.txt
+	bw -q --size 8 --macrobatch 4 -o db list.txt
+	"$PY" -c '
+import lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    txn.delete(b"mb/00000001")
+env.close()' db
+	# Under timeout: a reader that does not move past the missing key
+	# would report it forever.
+	run --separate-stderr timeout 20 "$MP_BIN/mp-inspect" --verify db
+	assert_status 1
+	assert_equal "$stderr" "$(printf '%s\n' "mp-inspect: db: macrobatch 1 is missing" \
+		"mp-inspect: db: 2 macrobatches read, meta says 3" \
+		"mp-inspect: db: 2 macrobatch keys, meta says 3")"
+	assert_equal "$output" "db: FAILED: 3 problems; 6 records checked"
+}

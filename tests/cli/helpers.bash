@@ -1,0 +1,108 @@
+# Shared by the command-line tests (load helpers).
+#
+# make test sets MP_BIN, MP_SCRIPTS and MP_ROOT; when bats is run by hand
+# they default to the build of this checkout.
+
+bats_require_minimum_version 1.5.0
+
+# A test that hangs fails instead of stopping the whole suite.
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-60}
+
+: "${MP_ROOT:=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}"
+: "${MP_BIN:=$MP_ROOT/build/bin}"
+: "${MP_SCRIPTS:=$MP_ROOT/build/scripts}"
+
+# The system Python carries PIL and numpy (python3-pil, python3-numpy); a
+# python3 found first on PATH may not.
+if [[ -x /usr/bin/python3 ]]; then
+	PY=/usr/bin/python3
+else
+	PY=python3
+fi
+MKIMAGES="$BATS_TEST_DIRNAME/mkimages.py"
+
+# Each test works in its own empty directory (bats keeps files of its own
+# in $BATS_TEST_TMPDIR, so a subdirectory can be listed exactly).
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+}
+
+bw() { "$MP_BIN/mp-batchwriter" "$@"; }
+inspect() { "$MP_BIN/mp-inspect" "$@"; }
+mkimg() { "$PY" "$MKIMAGES" "$@"; }
+
+# ---- assertions: each says what it expected when it fails ----------------
+
+fail() {
+	printf '%s\n' "$@" >&2
+	return 1
+}
+
+# assert_equal ACTUAL EXPECTED
+assert_equal() {
+	[[ "$1" == "$2" ]] || fail "expected: $2" "actual:   $1"
+}
+
+# assert_status N: the last `run` exited with N.
+assert_status() {
+	[[ "$status" -eq "$1" ]] ||
+		fail "expected exit status $1, got $status" "output: $output" "stderr: ${stderr-}"
+}
+
+# assert_contains HAYSTACK NEEDLE
+assert_contains() {
+	[[ "$1" == *"$2"* ]] || fail "expected to find: $2" "in: $1"
+}
+
+assert_not_contains() {
+	[[ "$1" != *"$2"* ]] || fail "expected not to find: $2" "in: $1"
+}
+
+# assert_less A B: A < B, as decimal numbers.
+assert_less() {
+	awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }' || fail "expected $1 < $2"
+}
+
+# assert_no_db NAME: nothing under NAME and no NAME.partial-* beside it.
+assert_no_db() {
+	[[ ! -e "$1" && ! -L "$1" ]] || fail "$1 exists: $(ls -la "$1" 2>&1)"
+	local left
+	left=$(compgen -G "$1.partial-*") && fail "left behind: $left"
+	return 0
+}
+
+# assert_files DIR NAME...: DIR holds exactly these names (sorted).
+assert_files() {
+	local dir=$1
+	shift
+	local want got
+	want=$(printf '%s\n' "$@" | LC_ALL=C sort)
+	got=$(cd "$dir" && LC_ALL=C ls -A | LC_ALL=C sort)
+	assert_equal "$got" "$want"
+}
+
+# json_get FILE|- EXPR: evaluates a Python expression on the JSON document d.
+json_get() {
+	local src=$1
+	shift
+	if [[ "$src" == - ]]; then
+		"$PY" -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+	else
+		"$PY" -c 'import json, sys; d = json.load(open(sys.argv[2])); print(eval(sys.argv[1]))' "$1" "$src"
+	fi
+}
+
+# stats_json DATASET: the summary --json without the fields that name the
+# container (dataset path, LMDB or stream).
+stats_json() {
+	inspect --json "$1" | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+del d["dataset"], d["container"]
+print(json.dumps(d, sort_keys=True, indent=1))'
+}
+
+# first_line TEXT
+first_line() {
+	printf '%s\n' "$1" | head -n 1
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env bats
+# mp-inspect: summaries, records, listings, extraction and verification.
+
+load helpers
+
+# small_db: db, 4 raw 8x8 solid images in 3 classes with names, and the
+# same records as out.stream.
+small_db() {
+	mkimg batch <<-'EOF'
+		make solid a.png 8 8 color=10,20,30
+		make solid b.png 8 8 color=20,40,60
+		make solid c.png 8 8 color=30,60,90
+		make solid d.png 8 8 color=40,80,120
+	EOF
+	printf '/a/abbey 0\n/b/beach 1\n/c/canyon 2\n' >categories.txt
+	printf 'a.png 0\nb.png 2\nc.png 2\nd.png 0\n' >train.txt
+	bw -q -c categories.txt --size 8 --encoding raw --macrobatch 3 -o db train.txt
+	bw -q -c categories.txt --size 8 --encoding raw --macrobatch 3 train.txt >out.stream
+}
+
+@test "the summary shows the counts, geometry, mean and per-class counts" {
+	small_db
+	run --separate-stderr inspect db
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_equal "$output" "$(
+		cat <<-'EOF'
+			dataset:      db (LMDB)
+			format:       mp-dataset 1, created by mp-batchwriter 0.1.0
+			source list:  train.txt
+			records:      4 in 2 macrobatches of up to 3
+			images:       8x8x3 (size 8, fit pad, padding 0, pad fill mean)
+			encoding:     raw (quality 95); stored: jpeg 0, png 0, raw 4
+			sizes:        8x8: 4
+			bytes:        0.00 MiB stored; per record mean 192, min 192, max 192
+			mean (RGB):   25.0000 50.0000 75.0000
+			skipped:      0 bad inputs when packed
+			classes:      3
+			per class:
+			      0        2  /a/abbey
+			      1        0  /b/beach
+			      2        2  /c/canyon
+		EOF
+	)"
+	# A stream says the same about itself.
+	run inspect out.stream
+	assert_equal "$(first_line "$output")" "dataset:      out.stream (stream)"
+	assert_equal "$(tail -n +2 <<<"$output")" "$(inspect db | tail -n +2)"
+	run inspect - <out.stream
+	assert_equal "$(first_line "$output")" "dataset:      <stdin> (stream)"
+}
+
+@test "--json has the same counts and parses" {
+	small_db
+	run --separate-stderr inspect --json db
+	assert_status 0
+	assert_equal "$(json_get - 'd["dataset"], d["container"], d["records"], d["macrobatches"], d["unlabelled"], d["per_class"]' <<<"$output")" \
+		"('db', 'LMDB', 4, 2, 0, [2, 0, 2])"
+	assert_equal "$(json_get - 'd["encodings"], d["sizes"], d["payload_bytes"]' <<<"$output")" \
+		"({'raw': 4, 'jpeg': 0, 'png': 0}, [{'width': 8, 'height': 8, 'count': 4}], {'total': 768, 'min': 192, 'max': 192, 'mean': 192})"
+	assert_equal "$(json_get - 'd["meta"]["format"], d["meta"]["complete"], d["meta"]["records"], d["meta"]["macrobatch_size"], d["meta"]["encoding"], d["meta"]["class_names"]' <<<"$output")" \
+		"('mp-dataset', True, 4, 3, 'raw', ['/a/abbey', '/b/beach', '/c/canyon'])"
+	run inspect --json out.stream
+	assert_equal "$(json_get - 'd["container"], d["records"], d["meta"]["complete"]' <<<"$output")" "('stream', 4, True)"
+}
+
+@test "--list and --list --json give one entry per record" {
+	small_db
+	run --separate-stderr inspect --list db
+	assert_status 0
+	assert_equal "$(cut -f1-7 <<<"$output")" "$(printf '%s\n' \
+		"$(printf 'index\tname\tlabel\twidth\theight\tencoding\tbytes')" \
+		"$(printf '0\ta.png\t0\t8\t8\traw\t192')" \
+		"$(printf '1\tb.png\t2\t8\t8\traw\t192')" \
+		"$(printf '2\tc.png\t2\t8\t8\traw\t192')" \
+		"$(printf '3\td.png\t0\t8\t8\traw\t192')")"
+	# The CRC of a raw payload is the CRC of its pixels.
+	want=$("$PY" -c 'import zlib; print("%08x" % zlib.crc32(bytes([30, 60, 90]) * 64))')
+	assert_equal "$(sed -n 4p <<<"$output" | cut -f8)" "$want"
+	run inspect --list --json db
+	assert_equal "$(json_get - '[(r["index"], r["name"], r["label"]) for r in d]' <<<"$output")" \
+		"[(0, 'a.png', 0), (1, 'b.png', 2), (2, 'c.png', 2), (3, 'd.png', 0)]"
+	assert_equal "$(json_get - "d[2]['crc32'] == 0x$want" <<<"$output")" "True"
+}
+
+@test "--record N prints the name, label and class of record N" {
+	small_db
+	run --separate-stderr inspect --record 3 db
+	assert_status 0
+	assert_equal "$(grep -v '^crc32' <<<"$output")" "$(printf '%s\n' 'record:      3' 'name:        d.png' \
+		'label:       0 /a/abbey' 'size:        8x8x3' 'encoding:    raw' 'bytes:       192' 'macrobatch:  1')"
+	assert_equal "$(grep '^crc32' <<<"$output")" "crc32:       $(inspect --list db | awk -F'\t' '$1 == 3 { print $8 }')"
+	run inspect --record 1 out.stream
+	assert_status 0
+	assert_equal "$(sed -n '2,3p' <<<"$output")" "$(printf 'name:        b.png\nlabel:       2 /c/canyon')"
+	run inspect --record 2 --json db
+	assert_equal "$(json_get - 'd["index"], d["name"], d["label"], d["class"], d["macrobatch"], d["width"]' <<<"$output")" \
+		"(2, 'c.png', 2, '/c/canyon', 0, 8)"
+}
+
+@test "--record of an unlabelled record says so; past the end fails" {
+	mkimg make solid a.png 8 8
+	echo a.png >test.txt
+	bw -q --size 8 -o db test.txt
+	run inspect --record 0 db
+	assert_status 0
+	assert_equal "$(sed -n 3p <<<"$output")" "label:       none"
+	run --separate-stderr inspect --record 1 db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: no record 1 (the dataset holds 1)"
+	run --separate-stderr inspect --extract 5 -o out.png db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: no record 5"
+	assert_files . a.png test.txt db
+}
+
+@test "--extract writes PNG, JPEG, PPM or PNG on stdout" {
+	small_db
+	inspect --extract 1 -o one.png db
+	inspect --extract 1 -o one.jpg db
+	inspect --extract 1 -o one.ppm out.stream
+	inspect --extract 1 -o - db >stdout.png
+	run mkimg batch <<-'EOF'
+		info one.png
+		colors one.png 0 0 8 8
+		info one.jpg
+		info one.ppm
+		colors one.ppm 0 0 8 8
+		compare one.png stdout.png
+		compare one.png one.jpg
+	EOF
+	assert_equal "$(head -n 6 <<<"$output")" "$(printf '8 8 RGB\n20,40,60\n8 8 RGB\n8 8 RGB\n20,40,60\n0 0.000')"
+	read -r max mean <<<"$(tail -n 1 <<<"$output")"
+	assert_less "$max" 4
+	assert_equal "$(head -c 2 one.jpg | od -An -tx1 | tr -d ' ')" "ffd8"
+	assert_equal "$(head -c 2 one.ppm)" "P6"
+}
+
+@test "--verify accepts a good DB, stream file and stream on stdin" {
+	small_db
+	run --separate-stderr inspect --verify db
+	assert_status 0
+	assert_equal "$output" "db: OK: 4 records verified (CRCs, layout, every image decoded)"
+	assert_equal "$stderr" ""
+	run inspect --verify out.stream
+	assert_status 0
+	assert_equal "$output" "out.stream: OK: 4 records verified (CRCs, layout, every image decoded)"
+	run inspect --verify - <out.stream
+	assert_status 0
+	assert_equal "$output" "<stdin>: OK: 4 records verified (CRCs, layout, every image decoded)"
+	run inspect --verify --json db
+	assert_status 0
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" "(True, 4, 4, [])"
+}
+
+@test "--verify --max-pixels refuses to decode larger images" {
+	small_db
+	run --separate-stderr inspect --verify --max-pixels 63 db
+	assert_status 1
+	assert_equal "$(first_line "$stderr")" "mp-inspect: db: record 0 (a.png): 8x8 pixels is more than --max-pixels 63"
+	assert_equal "$output" "db: FAILED: 4 problems; 4 records checked"
+	run inspect --verify --max-pixels 64 db
+	assert_status 0
+}
+
+@test "what is not a dataset is refused with a reason" {
+	mkdir empty-dir
+	printf 'hello, world' >text.txt
+	"$PY" -c '
+import lmdb
+env = lmdb.open("unfinished", subdir=True)
+with env.begin(write=True) as txn:
+    txn.put(b"mb/00000000", b"x")
+env.close()'
+	while IFS='|' read -r arg want; do
+		run --separate-stderr inspect "$arg"
+		assert_status 1
+		assert_equal "$stderr" "$want"
+		assert_equal "$output" ""
+	done <<-'EOF'
+		missing|mp-inspect: missing: No such file or directory
+		empty-dir|mp-inspect: empty-dir: not a dataset DB (no data.mdb)
+		text.txt|mp-inspect: text.txt: not a dataset stream (bad magic)
+		unfinished|mp-inspect: unfinished: no meta record (not a finished dataset DB)
+	EOF
+	run --separate-stderr inspect --verify - </dev/null
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: <stdin>: not a dataset stream (bad magic)"
+}
+
+@test "usage errors exit 2 with a reason" {
+	while IFS='|' read -r args want; do
+		# shellcheck disable=SC2086
+		run --separate-stderr inspect $args
+		assert_status 2
+		assert_equal "$output" ""
+		assert_equal "$(first_line "$stderr")" "$want"
+		assert_equal "$(sed -n 2p <<<"$stderr")" \
+			"usage: mp-inspect [--json] [--verify | --list | --record N | --extract N -o FILE] DATASET"
+	done <<-'EOF'
+		|mp-inspect: missing DATASET
+		a b|mp-inspect: expected one DATASET
+		--extract 1 db|mp-inspect: --extract needs -o FILE
+		-o x.png db|mp-inspect: -o is for --extract
+		--list --verify db|mp-inspect: --verify, --list, --record and --extract exclude each other
+		--record x db|mp-inspect: --record: "x" is not a number from 0 to 9223372036854775807
+		--record -1 db|mp-inspect: --record: "-1" is not a number from 0 to 9223372036854775807
+		--max-pixels 0 db|mp-inspect: --max-pixels: "0" is not a number from 1 to 1099511627776
+		--frobnicate db|mp-inspect: unrecognized option '--frobnicate'
+	EOF
+	assert_files .
+}
+
+@test "--version and --help exit 0 on stdout" {
+	run --separate-stderr inspect --version
+	assert_status 0
+	assert_equal "$(first_line "$output")" "mp-inspect 0.1.0"
+	assert_contains "$output" $'\nbackends: cpu'
+	assert_equal "$stderr" ""
+	run --separate-stderr inspect -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: mp-inspect [options] DATASET"
+	for opt in --verify --list --record --extract --output --json --max-pixels --help --version; do
+		assert_contains "$output" "$opt"
+	done
+	assert_equal "$stderr" ""
+}
