@@ -43,7 +43,10 @@ static void batch_key(char *key, size_t n, uint64_t index)
 	snprintf(key, n, "mb/%08llu", (unsigned long long)index);
 }
 
-/* Removes "<base>.partial-<pid>" directories whose writer no longer runs. */
+/* Removes "<base>.partial-<pid>" (a build) and "<base>.old-<pid>" (a
+ * replaced DB) directories whose writer no longer runs. A pid is only
+ * meaningful on this host: writers on other hosts sharing the directory
+ * must use other names. */
 static void remove_stale_partials(const char *target)
 {
 	char dir_buf[PATH_MAX], base_buf[PATH_MAX];
@@ -58,10 +61,17 @@ static void remove_stale_partials(const char *target)
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
-		if (strncmp(n, base, blen) || strncmp(n + blen, ".partial-", 9))
+		size_t tag;
+		if (strncmp(n, base, blen))
+			continue;
+		if (!strncmp(n + blen, ".partial-", 9))
+			tag = 9;
+		else if (!strncmp(n + blen, ".old-", 5))
+			tag = 5;
+		else
 			continue;
 		char *end;
-		long pid = strtol(n + blen + 9, &end, 10);
+		long pid = strtol(n + blen + tag, &end, 10);
 		if (*end || pid <= 0)
 			continue;
 		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
@@ -69,10 +79,8 @@ static void remove_stale_partials(const char *target)
 		char p[PATH_MAX];
 		if (snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p)
 			continue;
-		if (mp_db_is_db(p) || access(p, F_OK) == 0) {
-			mp_remove_tree(p);
+		if (mp_remove_tree(p) == 0)
 			mp_warnx("removed %s, left by an interrupted run", p);
-		}
 	}
 	closedir(d);
 }

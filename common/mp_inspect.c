@@ -98,6 +98,8 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 	const char *name = mp_source_name(s);
 	long failures = 0;
 	uint64_t expected_first = 0, checked = 0, batches = 0;
+	long long short_batch = -1;
+	uint32_t short_count = 0;
 	mp_error e;
 	mp_codec *codec = mp_codec_new(&e);
 	if (!codec) {
@@ -138,6 +140,14 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 			reportf(report, ctx, &failures,
 				"%s: macrobatch %llu holds %u records, more than %u", name,
 				(unsigned long long)idx, mb.count, m->macrobatch_size);
+		/* Only the last macrobatch may be short: readers find record n
+		 * in macrobatch n / macrobatch_size. */
+		if (short_batch >= 0)
+			reportf(report, ctx, &failures,
+				"%s: macrobatch %lld holds %u records, fewer than %u, but is not the last",
+				name, short_batch, short_count, m->macrobatch_size);
+		short_batch = mb.count < m->macrobatch_size ? (long long)idx : -1;
+		short_count = mb.count;
 		for (uint32_t i = 0; i < mb.count; i++) {
 			const mp_record *r = &mb.records[i];
 			uint64_t n = mb.first_record + i;

@@ -84,6 +84,8 @@ char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 	}
 	if (!cJSON_AddStringToObject(o, "source_list", m->source_list ? m->source_list : "") ||
 	    !cJSON_AddNumberToObject(o, "skipped", (double)m->skipped) ||
+	    !(m->shuffled ? cJSON_AddNumberToObject(o, "shuffle_seed", (double)m->shuffle_seed)
+			  : cJSON_AddNullToObject(o, "shuffle_seed")) ||
 	    !cJSON_AddStringToObject(o, "created_by", m->created_by))
 		goto oom;
 	text = cJSON_Print(o);
@@ -123,6 +125,18 @@ static int get_int(const cJSON *o, const char *key, long min, long max,
 	return 0;
 }
 
+/* Counts are stored as JSON numbers: whole and exactly representable. */
+static int get_count(const cJSON *o, const char *key, uint64_t *out, mp_error *e)
+{
+	double d;
+	if (get_num(o, key, 0, 9007199254740992.0, &d, e) < 0)
+		return -1;
+	if (d != floor(d))
+		return mp_seterr(e, "meta: \"%s\" = %g is not an integer", key, d);
+	*out = (uint64_t)d;
+	return 0;
+}
+
 static int get_str(const cJSON *o, const char *key, char *dst, size_t n,
 		   mp_error *e)
 {
@@ -131,6 +145,17 @@ static int get_str(const cJSON *o, const char *key, char *dst, size_t n,
 		return mp_seterr(e, "meta: \"%s\" is missing or not a short string", key);
 	strcpy(dst, v->valuestring);
 	return 0;
+}
+
+static int get_word(const cJSON *o, const char *key, char *dst, size_t n,
+		    const char *const *words, mp_error *e)
+{
+	if (get_str(o, key, dst, n, e) < 0)
+		return -1;
+	for (int i = 0; words[i]; i++)
+		if (!strcmp(dst, words[i]))
+			return 0;
+	return mp_seterr(e, "meta: \"%s\" = \"%s\" is not a known value", key, dst);
 }
 
 static int get_bool(const cJSON *o, const char *key, int *out, mp_error *e)
@@ -166,7 +191,6 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	mp_meta_init(m);
 	cJSON *o = cJSON_ParseWithLength(text, len);
 	long v;
-	double d;
 	if (!o)
 		return mp_seterr(e, "meta: not well-formed JSON");
 	if (!cJSON_IsObject(o)) {
@@ -190,12 +214,9 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	m->format_version = (int)v;
 	if (get_bool(o, "complete", &m->complete, e) < 0)
 		goto fail;
-	if (get_num(o, "records", 0, 1e15, &d, e) < 0)
+	if (get_count(o, "records", &m->records, e) < 0 ||
+	    get_count(o, "macrobatches", &m->macrobatches, e) < 0)
 		goto fail;
-	m->records = (uint64_t)d;
-	if (get_num(o, "macrobatches", 0, 1e12, &d, e) < 0)
-		goto fail;
-	m->macrobatches = (uint64_t)d;
 	if (get_int(o, "macrobatch_size", 1, 1 << 20, &v, e) < 0)
 		goto fail;
 	m->macrobatch_size = (uint32_t)v;
@@ -217,9 +238,12 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	if (get_int(o, "quality", 0, 100, &v, e) < 0)
 		goto fail;
 	m->quality = (int)v;
-	if (get_str(o, "fit", m->fit, sizeof m->fit, e) < 0 ||
-	    get_str(o, "pad_fill", m->pad_fill, sizeof m->pad_fill, e) < 0 ||
-	    get_str(o, "encoding", m->encoding, sizeof m->encoding, e) < 0 ||
+	static const char *const fits[] = {"pad", "crop", "stretch", NULL};
+	static const char *const fills[] = {"mean", "zero", "edge", NULL};
+	static const char *const stores[] = {"keep", "jpeg", "png", "raw", NULL};
+	if (get_word(o, "fit", m->fit, sizeof m->fit, fits, e) < 0 ||
+	    get_word(o, "pad_fill", m->pad_fill, sizeof m->pad_fill, fills, e) < 0 ||
+	    get_word(o, "encoding", m->encoding, sizeof m->encoding, stores, e) < 0 ||
 	    get_mean(o, m, e) < 0 || get_bool(o, "labelled", &m->labelled, e) < 0)
 		goto fail;
 	if (get_int(o, "classes", 0, 65536, &v, e) < 0)
@@ -257,9 +281,19 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	}
 	if (!(m->source_list = strdup(src->valuestring)))
 		goto oom;
-	if (get_num(o, "skipped", 0, 1e15, &d, e) < 0)
+	if (get_count(o, "skipped", &m->skipped, e) < 0)
 		goto fail;
-	m->skipped = (uint64_t)d;
+	const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "shuffle_seed");
+	if (seed && !cJSON_IsNull(seed)) {
+		if (get_count(o, "shuffle_seed", &m->shuffle_seed, e) < 0)
+			goto fail;
+		m->shuffled = 1;
+	}
+	if (m->height != m->size + 2 * m->padding || m->width != m->height) {
+		mp_seterr(e, "meta: %dx%d images do not match size %d with padding %d", m->width,
+			  m->height, m->size, m->padding);
+		goto fail;
+	}
 	if (get_str(o, "created_by", m->created_by, sizeof m->created_by, e) < 0)
 		goto fail;
 	if (m->complete && m->records > 0 &&
@@ -299,22 +333,14 @@ char *mp_meta_end_json(const mp_meta *m, mp_error *e)
 int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
 {
 	cJSON *o = cJSON_ParseWithLength(text, len);
-	double d;
 	if (!o || !cJSON_IsObject(o)) {
 		cJSON_Delete(o);
 		return mp_seterr(e, "end frame: not a JSON object");
 	}
-	if (get_num(o, "records", 0, 1e15, &d, e) < 0)
+	if (get_count(o, "records", &m->records, e) < 0 ||
+	    get_count(o, "macrobatches", &m->macrobatches, e) < 0 || get_mean(o, m, e) < 0 ||
+	    get_count(o, "skipped", &m->skipped, e) < 0)
 		goto fail;
-	m->records = (uint64_t)d;
-	if (get_num(o, "macrobatches", 0, 1e12, &d, e) < 0)
-		goto fail;
-	m->macrobatches = (uint64_t)d;
-	if (get_mean(o, m, e) < 0)
-		goto fail;
-	if (get_num(o, "skipped", 0, 1e15, &d, e) < 0)
-		goto fail;
-	m->skipped = (uint64_t)d;
 	m->complete = 1;
 	cJSON_Delete(o);
 	return 0;

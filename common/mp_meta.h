@@ -30,6 +30,8 @@ typedef struct {
 	char **class_names;   /* classes entries, or NULL */
 	char *source_list;    /* the list file the records came from */
 	uint64_t skipped;     /* bad inputs skipped with --skip-bad */
+	int shuffled;	      /* the list was shuffled with shuffle_seed */
+	uint64_t shuffle_seed;
 	char created_by[64];
 } mp_meta;
 

@@ -27,6 +27,7 @@ const char *mp_store_name(int store)
 typedef struct {
 	int done;
 	int ok;
+	int fatal; /* not the image's fault: never skipped */
 	char *error;
 	uint8_t *payload;
 	size_t payload_len;
@@ -151,8 +152,10 @@ static void *worker(void *arg)
 		slot s = {0};
 		if (codec)
 			process(p->o, codec, &p->list->items[i], &s);
-		else
+		else {
 			s.error = errdup(e.msg);
+			s.fatal = 1;
+		}
 
 		pthread_mutex_lock(&p->mu);
 		s.done = 1;
@@ -266,7 +269,7 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 
 		const mp_list_entry *it = &list->items[i];
 		if (!s.ok) {
-			if (!o->skip_bad) {
+			if (s.fatal || !o->skip_bad) {
 				mp_seterr(e, "%s (%s line %ld): %s", it->path, o->list_name,
 					  it->line, s.error ? s.error : "out of memory");
 				free(s.error);

@@ -25,7 +25,8 @@ int mp_stream_write_frame(FILE *f, const char *name, uint32_t kind,
 			  const void *payload, size_t len, mp_error *e)
 {
 	if (len > MP_STREAM_MAX_FRAME)
-		return mp_seterr(e, "%s: frame of %zu bytes exceeds the stream limit", name, len);
+		return mp_seterr(e, "%s: frame of %zu bytes exceeds the stream limit of %u; "
+				 "use a smaller --macrobatch", name, len, MP_STREAM_MAX_FRAME);
 	uint8_t h[8], t[4];
 	mp_put_u32(h, kind);
 	mp_put_u32(h + 4, (uint32_t)len);

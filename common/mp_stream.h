@@ -33,7 +33,7 @@ typedef struct {
 	size_t cap;
 } mp_stream_reader;
 
-/* Checks the header (the magic may already have been consumed: pass it). */
+/* Reads and checks the 16-byte stream header. */
 int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 			  mp_error *e);
 /* Reads the next frame into r->buf (valid until the next call): 1 frame,

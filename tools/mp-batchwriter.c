@@ -57,7 +57,7 @@ static void help(void)
 	       "      --input-stream     pack a stream read from stdin into -o DB\n"
 	       "  -f, --force            replace an existing DB\n"
 	       "      --map-size BYTES   initial LMDB map size (default 1 GiB; grows)\n"
-	       "  -q, --quiet            no progress bar and no summary\n"
+	       "  -q, --quiet            no progress bar and no summary (skipped inputs are still listed)\n"
 	       "  -h, --help             this help\n"
 	       "  -V, --version          version and backends\n",
 	       mp_progname);
@@ -100,6 +100,14 @@ static const char *const fit_names[] = {"pad", "crop", "stretch", NULL};
 static const char *const fill_names[] = {"mean", "zero", "edge", NULL};
 static const char *const store_names[] = {"keep", "jpeg", "png", "raw", NULL};
 
+static const char *option_name(int c)
+{
+	for (const struct option *o = long_opts; o->name; o++)
+		if (o->val == c)
+			return o->name;
+	return "?";
+}
+
 static void install_signals(void)
 {
 	struct sigaction sa;
@@ -111,8 +119,7 @@ static void install_signals(void)
 	sigaction(SIGHUP, &sa, NULL);
 }
 
-static void print_summary(const mp_pack_report *rep, const mp_list *list,
-			  const char *list_name, const char *dest, double secs)
+static void print_summary(const mp_pack_report *rep, const char *dest, double secs)
 {
 	fprintf(stderr,
 		"%s: packed %llu records in %llu macrobatches (%.1f MiB; jpeg %llu, png %llu, "
@@ -123,6 +130,12 @@ static void print_summary(const mp_pack_report *rep, const mp_list *list,
 		(unsigned long long)rep->stored[MP_ENC_PNG],
 		(unsigned long long)rep->stored[MP_ENC_RAW], secs,
 		secs > 0 ? (double)(rep->records + rep->nskips) / secs : 0.0, dest);
+}
+
+/* Printed even with -q: skipped inputs are never dropped silently. */
+static void print_skips(const mp_pack_report *rep, const mp_list *list,
+			const char *list_name)
+{
 	if (rep->nskips) {
 		fprintf(stderr, "%s: skipped %zu bad inputs:\n", mp_progname, rep->nskips);
 		for (size_t i = 0; i < rep->nskips; i++) {
@@ -135,10 +148,12 @@ static void print_summary(const mp_pack_report *rep, const mp_list *list,
 
 /* A signal also interrupts a blocking read or write (EINTR), which then
  * fails like any other error: the status still says which signal it was. */
-static int exit_for_failure(void)
+static int exit_for_failure(int to_stream)
 {
 	if (stop_signal) {
-		mp_warnx("interrupted by signal %d; nothing was written under the output name",
+		mp_warnx(to_stream ? "interrupted by signal %d; the stream on stdout is incomplete "
+				     "(it has no end frame)"
+				   : "interrupted by signal %d; nothing was written under the output name",
 			 (int)stop_signal);
 		return 128 + stop_signal;
 	}
@@ -150,8 +165,9 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 	mp_error e;
 	mp_source *src = mp_source_open("-", &e);
 	if (!src) {
-		mp_warnx("%s", e.msg);
-		return exit_for_failure();
+		if (!stop_signal)
+			mp_warnx("%s", e.msg);
+		return exit_for_failure(0);
 	}
 	mp_db_writer *db = mp_db_writer_open(out, map_size, force, &e);
 	if (!db)
@@ -161,13 +177,12 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 	int rc = mp_pack_copy(src, db, &stop_signal, quiet, &rep, &e);
 	mp_source_close(src);
 	if (rc < 0) {
-		mp_warnx("%s", e.msg);
-		return exit_for_failure();
+		if (!stop_signal)
+			mp_warnx("%s", e.msg);
+		return exit_for_failure(0);
 	}
-	if (!quiet) {
-		mp_list none = {0};
-		print_summary(&rep, &none, "<stdin>", out, mp_now() - t0);
-	}
+	if (!quiet)
+		print_summary(&rep, out, mp_now() - t0);
 	return 0;
 }
 
@@ -181,10 +196,13 @@ int main(int argc, char **argv)
 	long map_size = (long)MP_DB_DEFAULT_MAP;
 	int fit = MP_FIT_PAD, fill = MP_FILL_MEAN, store = MP_STORE_KEEP;
 	int shuffle = 0, skip_bad = 0, input_stream = 0, force = 0, quiet = 0;
+	const char *packing_opt = NULL; /* an option that only packing uses */
 	int c;
 
 	if (jobs < 1)
 		jobs = 1;
+	if (jobs > 256)
+		jobs = 256;
 	while ((c = getopt_long(argc, argv, "r:o:c:j:fqhV", long_opts, NULL)) != -1) {
 		int bad = 0;
 		switch (c) {
@@ -226,6 +244,8 @@ int main(int argc, char **argv)
 		}
 		if (bad)
 			usage();
+		if (c != 'o' && c != 'f' && c != 'q' && c != OPT_MAP_SIZE && c != OPT_INPUT_STREAM)
+			packing_opt = option_name(c);
 	}
 	argc -= optind;
 	argv += optind;
@@ -242,6 +262,11 @@ int main(int argc, char **argv)
 	if (input_stream) {
 		if (!out || argc) {
 			mp_warnx("--input-stream reads a stream from stdin and needs -o DB and no LIST");
+			usage();
+		}
+		if (packing_opt) {
+			mp_warnx("--%s does not apply to --input-stream, which stores the stream as it is",
+				 packing_opt);
 			usage();
 		}
 		return copy_stream(out, (uint64_t)map_size, force, quiet);
@@ -271,7 +296,7 @@ int main(int argc, char **argv)
 	mp_list list;
 	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0) {
 		mp_warnx("%s", e.msg);
-		return exit_for_failure();
+		return exit_for_failure(0);
 	}
 	if (argc)
 		fclose(lf);
@@ -296,6 +321,8 @@ int main(int argc, char **argv)
 	meta.classes = nclasses;
 	meta.class_names = class_names;
 	meta.source_list = mp_xstrdup(list_name);
+	meta.shuffled = shuffle;
+	meta.shuffle_seed = (uint64_t)seed;
 	snprintf(meta.created_by, sizeof meta.created_by, "mp-batchwriter %s", MP_VERSION);
 
 	mp_pack_options o = {
@@ -330,12 +357,13 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		if (!rep.interrupted)
 			mp_warnx("%s", e.msg);
-		status = exit_for_failure();
+		status = exit_for_failure(out == NULL);
 	} else {
 		if (!out && fflush(stdout) != 0)
 			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
 		if (!quiet)
-			print_summary(&rep, &list, list_name, out ? out : "<stdout>", mp_now() - t0);
+			print_summary(&rep, out ? out : "<stdout>", mp_now() - t0);
+		print_skips(&rep, &list, list_name);
 	}
 	mp_pack_report_free(&rep);
 	mp_meta_free(&meta);

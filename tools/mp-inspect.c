@@ -119,14 +119,19 @@ static int summary(mp_source *src, int json)
 			cJSON_AddNumberToObject(s, "count", (double)st.sizes[i].count);
 			cJSON_AddItemToArray(sz, s);
 		}
+		cJSON_AddNumberToObject(o, "other_sizes", (double)st.other_sizes);
 		cJSON *pb = cJSON_AddObjectToObject(o, "payload_bytes");
 		cJSON_AddNumberToObject(pb, "total", (double)st.payload_total);
 		cJSON_AddNumberToObject(pb, "min", (double)st.payload_min);
 		cJSON_AddNumberToObject(pb, "max", (double)st.payload_max);
 		cJSON_AddNumberToObject(pb, "mean", st.records ? (double)st.payload_total / st.records : 0);
 		print_json(o);
+		int rc = st.records == m->records ? 0 : 1;
+		if (rc)
+			mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
+				 (unsigned long long)st.records, (unsigned long long)m->records);
 		mp_stats_free(&st);
-		return 0;
+		return rc;
 	}
 	printf("dataset:      %s (%s)\n", mp_source_name(src), kind);
 	printf("format:       %s %d, created by %s\n", MP_META_FORMAT, m->format_version,
@@ -169,11 +174,29 @@ static int summary(mp_source *src, int json)
 			       n ? "  " : "", n ? n : "");
 		}
 	}
-	if (st.records != m->records)
+	int rc = 0;
+	if (st.records != m->records) {
 		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
 			 (unsigned long long)st.records, (unsigned long long)m->records);
+		rc = 1;
+	}
 	mp_stats_free(&st);
-	return 0;
+	return rc;
+}
+
+/* Tabs, newlines and backslashes in a name are escaped so that every
+ * record stays one TSV line. */
+static void print_tsv_field(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		switch (s[i]) {
+		case '\t': fputs("\\t", stdout); break;
+		case '\n': fputs("\\n", stdout); break;
+		case '\r': fputs("\\r", stdout); break;
+		case '\\': fputs("\\\\", stdout); break;
+		default: putchar(s[i]);
+		}
+	}
 }
 
 static int list_records(mp_source *src, int json)
@@ -208,8 +231,9 @@ static int list_records(mp_source *src, int json)
 				cJSON_AddItemToArray(arr, o);
 				free(name);
 			} else {
-				printf("%llu\t%.*s\t%d\t%u\t%u\t%s\t%u\t%08x\n", n, (int)r->name_len,
-				       r->name, r->label, r->width, r->height,
+				printf("%llu\t", n);
+				print_tsv_field(r->name, r->name_len);
+				printf("\t%d\t%u\t%u\t%s\t%u\t%08x\n", r->label, r->width, r->height,
 				       mp_encoding_name(r->encoding), r->payload_len, crc);
 			}
 		}
@@ -304,19 +328,34 @@ static int show_record(mp_source *src, uint64_t n, int json)
 	return 0;
 }
 
-static int write_image(const mp_image *img, const char *path, mp_error *e)
+enum { OUT_PNG, OUT_JPEG, OUT_PPM };
+
+/* The image format --extract writes, from the file name; -1 if unknown. */
+static int output_kind(const char *path)
 {
 	const char *dot = strrchr(path, '.');
+	if (!strcmp(path, "-") || (dot && !strcasecmp(dot, ".png")))
+		return OUT_PNG;
+	if (dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg")))
+		return OUT_JPEG;
+	if (dot && !strcasecmp(dot, ".ppm"))
+		return OUT_PPM;
+	return -1;
+}
+
+static int write_image(const mp_image *img, const char *path, mp_error *e)
+{
+	int kind = output_kind(path);
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	int rc;
-	if (dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"))) {
+	if (kind == OUT_JPEG) {
 		mp_codec *c = mp_codec_new(e);
 		if (!c)
 			return -1;
 		rc = mp_image_encode_jpeg(c, img, 95, &buf, &len, e);
 		mp_codec_free(c);
-	} else if (dot && !strcasecmp(dot, ".ppm")) {
+	} else if (kind == OUT_PPM) {
 		char head[64];
 		int hl = snprintf(head, sizeof head, "P6\n%d %d\n255\n", img->width, img->height);
 		len = (size_t)hl + (size_t)img->width * img->height * 3;
@@ -408,6 +447,14 @@ int main(int argc, char **argv)
 	}
 	if ((extract_n >= 0) != (out != NULL)) {
 		mp_warnx(out ? "-o is for --extract" : "--extract needs -o FILE");
+		usage();
+	}
+	if (json && extract_n >= 0) {
+		mp_warnx("--json does not apply to --extract, which writes an image");
+		usage();
+	}
+	if (out && output_kind(out) < 0) {
+		mp_warnx("-o %s: name it .png, .jpg, .jpeg or .ppm (or - for PNG on stdout)", out);
 		usage();
 	}
 	mp_error e;

@@ -282,3 +282,12 @@ env.close()' db
 		"mp-inspect: db: 2 macrobatch keys, meta says 3")"
 	assert_equal "$output" "db: FAILED: 3 problems; 6 records checked"
 }
+
+@test "-q still lists the skipped inputs" {
+	mkimg make solid good.png 8 8
+	printf 'good.png 0\nmissing.png 1\n' >list.txt
+	run --separate-stderr bw -q --skip-bad --size 8 -o db list.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: skipped 1 bad inputs:
+  missing.png (list.txt line 2): No such file or directory"
+}

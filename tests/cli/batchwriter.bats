@@ -296,3 +296,21 @@ names() {
 	assert_equal "$(sed 's/ in [0-9.]* s, [0-9]* images\/s//' <<<"$stderr")" \
 		"mp-batchwriter: packed 3 records in 1 macrobatches (0.0 MiB; jpeg 1, png 2, raw 0) -> s"
 }
+
+@test "--input-stream refuses options that only packing uses" {
+	for opt in "--size 16" "-j 2" "--shuffle" "-r ." "--encoding raw"; do
+		# shellcheck disable=SC2086
+		run --separate-stderr bw --input-stream $opt -o db </dev/null
+		assert_status 2
+		assert_contains "$(first_line "$stderr")" "does not apply to --input-stream"
+		assert_no_db db
+	done
+}
+
+@test "the shuffle seed is recorded in the meta" {
+	mkimg many img 6 8 8 labels=2 >list.txt
+	bw -q --size 8 --shuffle --seed 42 -o shuffled list.txt
+	bw -q --size 8 -o plain list.txt
+	assert_equal "$(json_get <(inspect --json shuffled) 'd["meta"]["shuffle_seed"]')" "42"
+	assert_equal "$(json_get <(inspect --json plain) 'd["meta"]["shuffle_seed"]')" "None"
+}

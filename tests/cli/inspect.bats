@@ -225,3 +225,20 @@ env.close()'
 	done
 	assert_equal "$stderr" ""
 }
+
+@test "--extract refuses an output name whose format it does not write" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 8 -o db list.txt
+	run --separate-stderr inspect --extract 0 -o out.bmp db
+	assert_status 2
+	assert_contains "$(first_line "$stderr")" "-o out.bmp: name it .png, .jpg, .jpeg or .ppm"
+	[[ ! -e out.bmp ]]
+}
+
+@test "--list escapes tabs and newlines in names" {
+	mkimg make solid "a	b.png" 8 8
+	printf 'a\tb.png 0\n' >list.txt
+	bw -q --size 8 -o db list.txt
+	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" 'a\tb.png'
+}

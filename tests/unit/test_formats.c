@@ -287,6 +287,61 @@ static void meta_rejects_bad_documents(void **state)
 		assert_int_equal(mp_meta_from_json(bad[i], strlen(bad[i]), &m, &e), -1);
 }
 
+/* A valid document with one field replaced by text. */
+static int parse_with(const char *field, const char *value, mp_error *e)
+{
+	mp_meta m;
+	mp_meta_init(&m);
+	m.complete = 1;
+	m.records = 10;
+	m.macrobatches = 1;
+	m.macrobatch_size = 16;
+	m.height = m.width = m.size = 8;
+	strcpy(m.fit, "pad");
+	strcpy(m.pad_fill, "mean");
+	strcpy(m.encoding, "raw");
+	m.source_list = strdup("l.txt");
+	char *json = mp_meta_to_json(&m, e);
+	mp_meta_free(&m);
+	assert_non_null(json);
+	if (field) {
+		char key[64];
+		snprintf(key, sizeof key, "\"%s\":\t", field);
+		char *at = strstr(json, key);
+		assert_non_null(at);
+		char *val = at + strlen(key), *end = strpbrk(val, ",\n");
+		char out[4096];
+		snprintf(out, sizeof out, "%.*s%s%s", (int)(val - json), json, value, end);
+		free(json);
+		json = strdup(out);
+	}
+	mp_meta r;
+	int rc = mp_meta_from_json(json, strlen(json), &r, e);
+	if (rc == 0)
+		mp_meta_free(&r);
+	free(json);
+	return rc;
+}
+
+static void meta_checks_words_counts_geometry(void **state)
+{
+	(void)state;
+	mp_error e;
+	assert_int_equal(parse_with(NULL, NULL, &e), 0);
+	assert_int_equal(parse_with("shuffle_seed", "7", &e), 0);
+	assert_int_equal(parse_with("fit", "\"squash\"", &e), -1);
+	assert_non_null(strstr(e.msg, "fit"));
+	assert_int_equal(parse_with("pad_fill", "\"blue\"", &e), -1);
+	assert_int_equal(parse_with("encoding", "\"gif\"", &e), -1);
+	assert_int_equal(parse_with("records", "10.5", &e), -1);
+	assert_non_null(strstr(e.msg, "integer"));
+	assert_int_equal(parse_with("skipped", "-1", &e), -1);
+	assert_int_equal(parse_with("height", "9", &e), -1);
+	assert_int_equal(parse_with("padding", "1", &e), -1);
+	assert_int_equal(parse_with("macrobatches", "2", &e), -1);
+	assert_int_equal(parse_with("shuffle_seed", "\"x\"", &e), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +353,7 @@ int main(void)
 		cmocka_unit_test(stream_huge_length_does_not_allocate),
 		cmocka_unit_test(meta_round_trip),
 		cmocka_unit_test(meta_rejects_bad_documents),
+		cmocka_unit_test(meta_checks_words_counts_geometry),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
