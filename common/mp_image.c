@@ -427,6 +427,25 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 	return 0;
 }
 
+void mp_image_channel_sums(const uint8_t *px, size_t npixels, uint64_t sum[3])
+{
+	/* 48 lanes (16 pixels) of 16-bit partial sums keep the loop free of
+	 * stores and let the compiler vectorise it; lane k holds channel
+	 * k % 3. 257 blocks of 255 at most still fit in 16 bits. */
+	enum { LANES = 48, BLOCKS = 257 };
+	size_t nbytes = npixels * 3, i = 0;
+	while (nbytes - i >= LANES) {
+		uint16_t acc[LANES] = {0};
+		for (size_t b = 0; b < BLOCKS && nbytes - i >= LANES; b++, i += LANES)
+			for (int k = 0; k < LANES; k++)
+				acc[k] = (uint16_t)(acc[k] + px[i + k]);
+		for (int k = 0; k < LANES; k++)
+			sum[k % 3] += acc[k];
+	}
+	for (; i < nbytes; i++)
+		sum[i % 3] += px[i];
+}
+
 static int copy_image(const mp_image *src, mp_image *dst, mp_error *e)
 {
 	if (mp_image_alloc(dst, src->width, src->height, e) < 0)

@@ -54,6 +54,9 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 int mp_image_fit(const mp_image *src, int size, enum mp_fit fit, int pad,
 		 enum mp_fill fill, mp_image *dst, int *changed, mp_error *e);
 
+/* Adds each channel's pixel values of an RGB buffer to sum[0..2]. */
+void mp_image_channel_sums(const uint8_t *px, size_t npixels, uint64_t sum[3]);
+
 /* Encoders return a malloc'ed buffer. */
 int mp_image_encode_jpeg(mp_codec *c, const mp_image *img, int quality,
 			 uint8_t **buf, size_t *len, mp_error *e);
