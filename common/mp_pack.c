@@ -208,7 +208,15 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 	memset(rep, 0, sizeof *rep);
 	pool p = {.o = o, .list = list, .writer_wants = SIZE_MAX};
 	int jobs = o->jobs < 1 ? 1 : o->jobs;
-	p.window = (size_t)jobs * 16 + 16;
+	/* Images finished ahead of the writer wait in a window of slots. It
+	 * must cover the time the writer spends storing a macrobatch, or the
+	 * workers stall then: about 64 MiB of decoded-size images. */
+	size_t side = (size_t)o->size + 2 * (size_t)o->pad;
+	p.window = ((size_t)64 << 20) / (side * side * 3 + 1);
+	if (p.window < (size_t)jobs * 4 + 4)
+		p.window = (size_t)jobs * 4 + 4;
+	if (p.window > 4096)
+		p.window = 4096;
 	p.slots = calloc(p.window, sizeof *p.slots);
 	pthread_t *threads = calloc((size_t)jobs, sizeof *threads);
 	int started = 0, rc = -1;

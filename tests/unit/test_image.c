@@ -213,6 +213,27 @@ static void fit_border_and_passthrough(void **state)
 	mp_image_free(&a);
 }
 
+static void channel_sums_match_a_plain_loop(void **state)
+{
+	(void)state;
+	/* lengths around the 16-pixel blocks and the 257-block fold */
+	size_t lengths[] = {0, 1, 15, 16, 17, 257 * 16, 257 * 16 + 5, 128 * 128, 300001};
+	uint8_t *px = malloc(300001 * 3);
+	assert_non_null(px);
+	for (size_t i = 0; i < 300001 * 3; i++)
+		px[i] = (uint8_t)(i * 2654435761u >> 13);
+	memset(px, 255, 257 * 48); /* saturated blocks: the worst case for 16 bits */
+	for (size_t t = 0; t < sizeof lengths / sizeof lengths[0]; t++) {
+		uint64_t got[3] = {1, 2, 3}, want[3] = {1, 2, 3};
+		mp_image_channel_sums(px, lengths[t], got);
+		for (size_t i = 0; i < lengths[t] * 3; i++)
+			want[i % 3] += px[i];
+		for (int c = 0; c < 3; c++)
+			assert_int_equal(got[c], want[c]);
+	}
+	free(px);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -223,6 +244,7 @@ int main(void)
 		cmocka_unit_test(resize_downscale_antialiases),
 		cmocka_unit_test(fit_pad_crop_stretch),
 		cmocka_unit_test(fit_border_and_passthrough),
+		cmocka_unit_test(channel_sums_match_a_plain_loop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
