@@ -18,7 +18,8 @@ DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
 	libjpeg-turbo-progs
 
 # ---- what the machine has -------------------------------------------------
-NO_BUILD_GOALS := deps clean distclean
+# test and demo install what is missing first, then build in a sub-make.
+NO_BUILD_GOALS := deps clean distclean test demo
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 pkgver = $(shell pkg-config --modversion $(1) 2>/dev/null)
 V_TURBOJPEG := $(call pkgver,libturbojpeg)
@@ -43,7 +44,7 @@ USE_CUDA := $(if $(and $(NVCC),$(HAVE_CUDNN)),yes)
 else
 $(error CUDA must be auto, 0 or 1, not "$(CUDA)")
 endif
-ifeq ($(MAKELEVEL),0)
+ifeq ($(filter-out 0 1,$(MAKELEVEL)),)
 $(info found: TurboJPEG $(or $(V_TURBOJPEG),MISSING), libpng $(or $(V_PNG),MISSING), LMDB $(or $(V_LMDB),MISSING), cJSON $(or $(V_CJSON),MISSING), zlib $(or $(V_ZLIB),MISSING), cmocka $(or $(V_CMOCKA),MISSING))
 $(info found: nvcc $(or $(NVCC),no), cuDNN $(if $(HAVE_CUDNN),yes,no); CUDA=$(CUDA) -> CUDA backend $(if $(USE_CUDA),built for $(CUDA_ARCH),not built))
 endif
@@ -81,7 +82,7 @@ UNIT_TESTS  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
-.PHONY: all lib tools scripts test check-tests demo deps install uninstall clean \
+.PHONY: all lib tools scripts unit-tests test check-tests demo deps install uninstall clean \
 	distclean lint-man FORCE
 
 all: tools scripts
@@ -124,12 +125,19 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
+unit-tests: $(UNIT_TESTS)
+	@:
+
 # Every test speaks TAP; prove runs them all and prints the closing summary.
-test: all $(UNIT_TESTS)
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all unit-tests
 	@CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
 		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $(CLI_TESTS)
 
-demo: all
+demo:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	bash scripts/demo.sh $(B)/demo
 
 lint-man:
@@ -140,6 +148,9 @@ deps:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	done); \
 	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "deps: missing Debian packages:" $$missing; \
+		echo "deps: run 'make deps' as root to install them"; exit 1; \
 	else echo "deps: installing" $$missing; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 			--no-install-recommends $$missing; fi
