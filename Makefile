@@ -15,7 +15,7 @@ B := build
 DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
 	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs
+	libjpeg-turbo-progs python3-torch
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
@@ -58,8 +58,8 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
 
-CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -Icommon -Ikernels $(PKG_CFLAGS)
-LDLIBS  := $(PKG_LIBS) -lm -pthread
+CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lm -pthread -fopenmp
 NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -Xcompiler -Wall,-Wextra
 
 ifneq ($(USE_CUDA),)

@@ -1,0 +1,135 @@
+/* The compute backend interface: tensors whose memory the backend owns, and
+ * the operations of the ResNet, each with its forward and backward pass.
+ *
+ * Every backend (kernels/cpu/ the readable reference, kernels/cuda/ later)
+ * fills one mp_backend_ops table. Callers never touch tensor memory
+ * directly: they upload and download NCHW float32 host arrays, so a device
+ * backend can keep everything on the device and choose its own layout and
+ * precision.
+ *
+ * Conventions, the same for every backend:
+ *  - shapes are (n, c, h, w); a matrix [rows, cols] is (rows, cols, 1, 1);
+ *  - conv weights are (out, in, kh, kw) (PyTorch's OIHW), linear weights
+ *    (out, in, 1, 1);
+ *  - backward passes overwrite their outputs (never accumulate); an output
+ *    pointer may be NULL when that gradient is not needed;
+ *  - every function returns 0, or -1 with a message in the backend's error
+ *    (mp_backend_error) that names the operation and the bad shape.
+ */
+#ifndef MP_BACKEND_H
+#define MP_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mp_backend mp_backend;
+
+typedef struct {
+	int n, c, h, w;
+	float *data; /* backend memory: host memory for the CPU backend */
+} mp_tensor;
+
+static inline size_t mp_tensor_count(const mp_tensor *t)
+{
+	return (size_t)t->n * (size_t)t->c * (size_t)t->h * (size_t)t->w;
+}
+
+/* Batch normalization state for one layer, per channel. */
+typedef struct {
+	mp_tensor *gamma, *beta;		/* parameters */
+	mp_tensor *running_mean, *running_var;	/* updated in training mode */
+	mp_tensor *save_mean, *save_invstd;	/* this batch's, for backward */
+	float eps;
+	/* running = momentum * running + (1 - momentum) * batch (neon's
+	 * sense: 0.9). The running variance takes the unbiased batch
+	 * variance, as PyTorch does; normalization uses the biased one. */
+	float momentum;
+} mp_bn;
+
+typedef struct {
+	const char *name;
+
+	int (*alloc)(mp_backend *be, mp_tensor *t, int n, int c, int h, int w);
+	void (*release)(mp_backend *be, mp_tensor *t);
+	int (*upload)(mp_backend *be, mp_tensor *t, const float *host);
+	int (*download)(mp_backend *be, const mp_tensor *t, float *host);
+	int (*fill)(mp_backend *be, mp_tensor *t, float value);
+
+	/* y = conv(x, w), no bias; y must be (x.n, w.n, oh, ow) with
+	 * oh = (x.h + 2 pad - w.h) / stride + 1, likewise ow. */
+	int (*conv2d_forward)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			      mp_tensor *y, int stride, int pad);
+	int (*conv2d_backward)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
+			       int stride, int pad);
+
+	/* Per-channel batch normalization over (n, h, w). Training mode uses
+	 * the batch statistics, stores them in save_mean/save_invstd and
+	 * updates the running ones; inference mode uses the running ones. */
+	int (*bn_forward_train)(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				mp_tensor *y);
+	int (*bn_forward_infer)(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				mp_tensor *y);
+	int (*bn_backward)(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+			   mp_tensor *dbeta);
+
+	/* y = max(x, 0); the backward pass reads the forward output y. */
+	int (*relu_forward)(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+	int (*relu_backward)(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			     mp_tensor *dx);
+
+	/* y = a + b (same shapes; y may alias a or b). Its backward pass is
+	 * the identity for both inputs, so it has none. */
+	int (*add)(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+
+	/* Option-A shortcut: y[n, c, i, j] = x[n, c, i*stride, j*stride] for
+	 * c < x.c, and 0 for the extra channels x.c <= c < y.c. */
+	int (*shortcut_a_forward)(mp_backend *be, const mp_tensor *x, mp_tensor *y,
+				  int stride);
+	int (*shortcut_a_backward)(mp_backend *be, const mp_tensor *dy, mp_tensor *dx,
+				   int stride);
+
+	/* Global average pooling: y is (n, c, 1, 1). */
+	int (*avgpool_forward)(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+	int (*avgpool_backward)(mp_backend *be, const mp_tensor *dy, mp_tensor *dx);
+
+	/* y = x w^T without bias: x (n, in, 1, 1), w (out, in, 1, 1), y (n, out, 1, 1). */
+	int (*linear_forward)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			      mp_tensor *y);
+	int (*linear_backward)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw);
+
+	/* Mean softmax cross-entropy over the batch, with label smoothing s:
+	 * the target is (1 - s) one-hot + s / classes, as in PyTorch.
+	 * labels are host integers in 0..classes-1. probs (n, classes) keeps
+	 * the softmax for the backward pass and for metrics; *loss is the
+	 * mean loss. The backward pass writes dlogits = (probs - target) / n. */
+	int (*softmax_xent_forward)(mp_backend *be, const mp_tensor *logits,
+				    const int32_t *labels, float smoothing,
+				    mp_tensor *probs, double *loss);
+	int (*softmax_xent_backward)(mp_backend *be, const mp_tensor *probs,
+				     const int32_t *labels, float smoothing,
+				     mp_tensor *dlogits);
+
+	/* SGD with momentum and weight decay, in neon's form:
+	 *   v = momentum v - lr (g + wd w);  w += v
+	 * over count parameter tensors at once. */
+	int (*sgd_step)(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+			mp_tensor *const *v, int count, float lr, float momentum,
+			float wd);
+} mp_backend_ops;
+
+struct mp_backend {
+	const mp_backend_ops *ops;
+	char error[512];
+	int threads; /* CPU threads to use (0: all) */
+	void *impl;  /* backend-private state */
+};
+
+/* The CPU reference backend. */
+mp_backend *mp_backend_cpu_new(int threads);
+void mp_backend_free(mp_backend *be);
+const char *mp_backend_error(const mp_backend *be);
+
+#endif
