@@ -79,6 +79,8 @@ LIB_OBJ     := $(COMMON_SRC:%.c=$(B)/obj/%.o) $(KERNEL_SRC:%.c=$(B)/obj/%.o) \
 TOOLS       := $(patsubst tools/%.c,$(B)/bin/%,$(wildcard tools/mp-*.c))
 SCRIPT_BINS := $(patsubst scripts/%.c,$(B)/scripts/%,$(wildcard scripts/*.c))
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
+ORACLE_BINS := $(patsubst tests/oracle/%.c,$(B)/tests/oracle/%,$(wildcard tests/oracle/*.c))
+ORACLE_TESTS := $(sort $(wildcard tests/oracle/test_*.py))
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
@@ -122,10 +124,14 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
 		-o $@ $< $(B)/libmp.a $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+$(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tests/oracle
+	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tests/oracle/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
-unit-tests: $(UNIT_TESTS)
+unit-tests: $(UNIT_TESTS) $(ORACLE_BINS)
 	@:
 
 # Every test speaks TAP; prove runs them all and prints the closing summary.
@@ -133,7 +139,7 @@ test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
 	@CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
-		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $(CLI_TESTS)
+		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $(ORACLE_TESTS) $(CLI_TESTS)
 
 demo:
 	@$(MAKE) --no-print-directory deps

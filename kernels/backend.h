@@ -118,6 +118,9 @@ typedef struct {
 	int (*sgd_step)(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 			mp_tensor *const *v, int count, float lr, float momentum,
 			float wd);
+
+	/* Frees the backend's own state (handles, pools); may be NULL. */
+	void (*destroy)(mp_backend *be);
 } mp_backend_ops;
 
 struct mp_backend {

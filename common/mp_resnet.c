@@ -1,0 +1,630 @@
+#include "mp_resnet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+	mp_param *w;
+	int cin, cout, k, stride, pad;
+} conv_layer;
+
+typedef struct {
+	mp_param *gamma, *beta, *mean, *var;
+	mp_bn bn;
+	mp_tensor save_mean, save_invstd;
+} bn_layer;
+
+/* Activations of one block for the current batch shape, and their grads. */
+typedef struct {
+	int cin, cout, stride, proj;
+	conv_layer conv1, conv2, sc_conv;
+	bn_layer bn1, bn2, sc_bn;
+	const mp_tensor *x;			/* the input: the previous output */
+	mp_tensor c1, b1, r1, c2, b2, scc, sc, sum, out;
+	mp_tensor g_sum, g_c2, g_r1, g_b1, g_c1, g_scc, g_main, g_side, g_in;
+} block;
+
+struct mp_resnet {
+	mp_resnet_config cfg;
+	mp_backend *be;
+	mp_param *params;
+	int nparams, cap;
+	conv_layer stem_conv;
+	bn_layer stem_bn;
+	block *blocks;
+	int nblocks;
+	mp_param *fc_w;
+	bn_layer fc_bn;
+	/* activations outside the blocks */
+	int n, h, w; /* batch shape the buffers are sized for */
+	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
+	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
+	int32_t *labels;
+	float smoothing;
+	int have_forward, have_loss, train;
+};
+
+void mp_resnet_config_default(mp_resnet_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->depth = 9;
+	c->stages = 4;
+	c->widths[0] = 32;
+	c->widths[1] = 64;
+	c->widths[2] = 128;
+	c->widths[3] = 256;
+	c->stem_kernel = 3;
+	c->stem_stride = 2;
+	c->shortcut = 'A';
+	c->classes = 100;
+	c->fc_bn = 1;
+	c->bn_eps = 1e-3f;
+	c->bn_momentum = 0.9f;
+	c->input_size = 112;
+}
+
+int mp_resnet_config_check(const mp_resnet_config *c, mp_error *e)
+{
+	if (c->depth < 1 || c->depth > 1000)
+		return mp_seterr(e, "depth %d is outside 1..1000", c->depth);
+	if (c->stages < 1 || c->stages > MP_MAX_STAGES)
+		return mp_seterr(e, "%d stages is outside 1..%d", c->stages, MP_MAX_STAGES);
+	for (int s = 0; s < c->stages; s++) {
+		if (c->widths[s] < 1 || c->widths[s] > 65536)
+			return mp_seterr(e, "width %d of stage %d is outside 1..65536",
+					 c->widths[s], s);
+		if (c->shortcut == 'A' && s > 0 && c->widths[s] < c->widths[s - 1])
+			return mp_seterr(e, "shortcut A needs widths that do not shrink "
+					 "(stage %d: %d after %d)", s, c->widths[s], c->widths[s - 1]);
+	}
+	if (c->stem_kernel < 1 || c->stem_kernel > 15 || c->stem_kernel % 2 == 0)
+		return mp_seterr(e, "stem kernel %d is not odd in 1..15", c->stem_kernel);
+	if (c->stem_stride < 1 || c->stem_stride > 8)
+		return mp_seterr(e, "stem stride %d is outside 1..8", c->stem_stride);
+	if (c->shortcut != 'A' && c->shortcut != 'B')
+		return mp_seterr(e, "shortcut must be A or B");
+	if (c->classes < 2 || c->classes > 65536)
+		return mp_seterr(e, "%d classes is outside 2..65536", c->classes);
+	if (!(c->bn_eps > 0 && c->bn_eps < 1))
+		return mp_seterr(e, "BN eps %g is outside (0, 1)", (double)c->bn_eps);
+	if (!(c->bn_momentum >= 0 && c->bn_momentum < 1))
+		return mp_seterr(e, "BN momentum %g is outside [0, 1)", (double)c->bn_momentum);
+	if (c->input_size < 1 || c->input_size > 4096)
+		return mp_seterr(e, "input size %d is outside 1..4096", c->input_size);
+	return 0;
+}
+
+/* ---- parameters --------------------------------------------------------- */
+
+static mp_param *add_param(mp_resnet *net, int kind, int ndim, const int *shape,
+			   mp_error *e, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+static mp_param *add_param(mp_resnet *net, int kind, int ndim, const int *shape,
+			   mp_error *e, const char *fmt, ...)
+{
+	if (net->nparams == net->cap) {
+		/* params are referenced by pointer: the array is sized up front */
+		mp_seterr(e, "internal: parameter table full");
+		return NULL;
+	}
+	mp_param *p = &net->params[net->nparams++];
+	memset(p, 0, sizeof *p);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->name, sizeof p->name, fmt, ap);
+	va_end(ap);
+	p->kind = kind;
+	p->ndim = ndim;
+	int dims[4] = {1, 1, 1, 1};
+	for (int i = 0; i < ndim; i++)
+		dims[i] = p->shape[i] = shape[i];
+	mp_backend *be = net->be;
+	if (be->ops->alloc(be, &p->value, dims[0], dims[1], dims[2], dims[3]) < 0)
+		goto fail;
+	if (kind == MP_PARAM_WEIGHT &&
+	    (be->ops->alloc(be, &p->grad, dims[0], dims[1], dims[2], dims[3]) < 0 ||
+	     be->ops->alloc(be, &p->momentum, dims[0], dims[1], dims[2], dims[3]) < 0 ||
+	     be->ops->fill(be, &p->grad, 0) < 0 || be->ops->fill(be, &p->momentum, 0) < 0))
+		goto fail;
+	return p;
+fail:
+	mp_seterr(e, "%s: %s", p->name, mp_backend_error(be));
+	return NULL;
+}
+
+static int make_conv(mp_resnet *net, conv_layer *l, int cin, int cout, int k, int stride,
+		     mp_error *e, const char *prefix)
+{
+	int shape[4] = {cout, cin, k, k};
+	l->cin = cin;
+	l->cout = cout;
+	l->k = k;
+	l->stride = stride;
+	l->pad = k / 2;
+	l->w = add_param(net, MP_PARAM_WEIGHT, 4, shape, e, "%s.weight", prefix);
+	return l->w ? 0 : -1;
+}
+
+static int make_bn(mp_resnet *net, bn_layer *l, int c, mp_error *e, const char *prefix)
+{
+	int shape[1] = {c};
+	if (!(l->gamma = add_param(net, MP_PARAM_WEIGHT, 1, shape, e, "%s.weight", prefix)) ||
+	    !(l->beta = add_param(net, MP_PARAM_WEIGHT, 1, shape, e, "%s.bias", prefix)) ||
+	    !(l->mean = add_param(net, MP_PARAM_BUFFER, 1, shape, e, "%s.running_mean", prefix)) ||
+	    !(l->var = add_param(net, MP_PARAM_BUFFER, 1, shape, e, "%s.running_var", prefix)))
+		return -1;
+	mp_backend *be = net->be;
+	if (be->ops->alloc(be, &l->save_mean, c, 1, 1, 1) < 0 ||
+	    be->ops->alloc(be, &l->save_invstd, c, 1, 1, 1) < 0)
+		return mp_seterr(e, "%s: %s", prefix, mp_backend_error(be));
+	l->bn.gamma = &l->gamma->value;
+	l->bn.beta = &l->beta->value;
+	l->bn.running_mean = &l->mean->value;
+	l->bn.running_var = &l->var->value;
+	l->bn.save_mean = &l->save_mean;
+	l->bn.save_invstd = &l->save_invstd;
+	l->bn.eps = net->cfg.bn_eps;
+	l->bn.momentum = net->cfg.bn_momentum;
+	return 0;
+}
+
+mp_resnet *mp_resnet_new(const mp_resnet_config *c, mp_backend *be, mp_error *e)
+{
+	if (mp_resnet_config_check(c, e) < 0)
+		return NULL;
+	mp_resnet *net = calloc(1, sizeof *net);
+	if (!net) {
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	net->cfg = *c;
+	net->be = be;
+	net->nblocks = c->stages * c->depth;
+	/* stem 5, per block up to 15, head 5 */
+	net->cap = 5 + 15 * net->nblocks + 5;
+	net->params = calloc((size_t)net->cap, sizeof *net->params);
+	net->blocks = calloc((size_t)net->nblocks, sizeof *net->blocks);
+	if (!net->params || !net->blocks) {
+		mp_seterr(e, "out of memory");
+		goto fail;
+	}
+	if (make_conv(net, &net->stem_conv, 3, c->widths[0], c->stem_kernel, c->stem_stride, e,
+		      "stem.conv") < 0 ||
+	    make_bn(net, &net->stem_bn, c->widths[0], e, "stem.bn") < 0)
+		goto fail;
+	int cin = c->widths[0];
+	for (int s = 0; s < c->stages; s++) {
+		for (int b = 0; b < c->depth; b++) {
+			block *bl = &net->blocks[s * c->depth + b];
+			char pre[64];
+			bl->cin = cin;
+			bl->cout = c->widths[s];
+			bl->stride = (s > 0 && b == 0) ? 2 : 1;
+			bl->proj = c->shortcut == 'B' && (bl->stride != 1 || bl->cin != bl->cout);
+			snprintf(pre, sizeof pre, "stages.%d.blocks.%d", s, b);
+			char n1[96], n2[96], n3[96], n4[96], n5[96], n6[96];
+			snprintf(n1, sizeof n1, "%s.conv1", pre);
+			snprintf(n2, sizeof n2, "%s.bn1", pre);
+			snprintf(n3, sizeof n3, "%s.conv2", pre);
+			snprintf(n4, sizeof n4, "%s.bn2", pre);
+			snprintf(n5, sizeof n5, "%s.shortcut.conv", pre);
+			snprintf(n6, sizeof n6, "%s.shortcut.bn", pre);
+			if (make_conv(net, &bl->conv1, cin, bl->cout, 3, bl->stride, e, n1) < 0 ||
+			    make_bn(net, &bl->bn1, bl->cout, e, n2) < 0 ||
+			    make_conv(net, &bl->conv2, bl->cout, bl->cout, 3, 1, e, n3) < 0 ||
+			    make_bn(net, &bl->bn2, bl->cout, e, n4) < 0)
+				goto fail;
+			if (bl->proj &&
+			    (make_conv(net, &bl->sc_conv, cin, bl->cout, 1, bl->stride, e, n5) < 0 ||
+			     make_bn(net, &bl->sc_bn, bl->cout, e, n6) < 0))
+				goto fail;
+			cin = bl->cout;
+		}
+	}
+	int fshape[2] = {c->classes, cin};
+	if (!(net->fc_w = add_param(net, MP_PARAM_WEIGHT, 2, fshape, e, "fc.weight")))
+		goto fail;
+	if (c->fc_bn && make_bn(net, &net->fc_bn, c->classes, e, "fc_bn") < 0)
+		goto fail;
+	return net;
+fail:
+	mp_resnet_free(net);
+	return NULL;
+}
+
+static void release(mp_backend *be, mp_tensor *t)
+{
+	if (t->data)
+		be->ops->release(be, t);
+	memset(t, 0, sizeof *t);
+}
+
+static void release_bn(mp_backend *be, bn_layer *l)
+{
+	release(be, &l->save_mean);
+	release(be, &l->save_invstd);
+}
+
+static void release_activations(mp_resnet *net)
+{
+	mp_backend *be = net->be;
+	mp_tensor *outer[] = {&net->img, &net->stem_c, &net->stem_b, &net->stem_r, &net->pool,
+			      &net->fc, &net->logits, &net->probs,
+			      &net->g_stem_b, &net->g_stem_c, &net->g_last, &net->g_pool, &net->g_fc,
+			      &net->g_logits};
+	for (size_t i = 0; i < sizeof outer / sizeof outer[0]; i++)
+		release(be, outer[i]);
+	for (int i = 0; net->blocks && i < net->nblocks; i++) {
+		block *b = &net->blocks[i];
+		mp_tensor *t[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->scc, &b->sc,
+				  &b->sum, &b->out, &b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1,
+				  &b->g_c1, &b->g_scc, &b->g_main, &b->g_side, &b->g_in};
+		for (size_t j = 0; j < sizeof t / sizeof t[0]; j++)
+			release(be, t[j]);
+	}
+	net->n = net->h = net->w = 0;
+}
+
+void mp_resnet_free(mp_resnet *net)
+{
+	if (!net)
+		return;
+	mp_backend *be = net->be;
+	release_activations(net);
+	for (int i = 0; i < net->nparams; i++) {
+		release(be, &net->params[i].value);
+		release(be, &net->params[i].grad);
+		release(be, &net->params[i].momentum);
+	}
+	release_bn(be, &net->stem_bn);
+	for (int i = 0; net->blocks && i < net->nblocks; i++) {
+		release_bn(be, &net->blocks[i].bn1);
+		release_bn(be, &net->blocks[i].bn2);
+		release_bn(be, &net->blocks[i].sc_bn);
+	}
+	release_bn(be, &net->fc_bn);
+	free(net->params);
+	free(net->blocks);
+	free(net->labels);
+	free(net);
+}
+
+const mp_resnet_config *mp_resnet_cfg(const mp_resnet *net)
+{
+	return &net->cfg;
+}
+
+int mp_resnet_param_count(const mp_resnet *net)
+{
+	return net->nparams;
+}
+
+mp_param *mp_resnet_param(mp_resnet *net, int i)
+{
+	return i >= 0 && i < net->nparams ? &net->params[i] : NULL;
+}
+
+mp_param *mp_resnet_find(mp_resnet *net, const char *name)
+{
+	for (int i = 0; i < net->nparams; i++)
+		if (!strcmp(net->params[i].name, name))
+			return &net->params[i];
+	return NULL;
+}
+
+uint64_t mp_resnet_num_weights(const mp_resnet *net)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < net->nparams; i++)
+		if (net->params[i].kind == MP_PARAM_WEIGHT)
+			n += mp_tensor_count(&net->params[i].value);
+	return n;
+}
+
+static int conv_out(int in, int k, int stride, int pad)
+{
+	return (in + 2 * pad - k) / stride + 1;
+}
+
+double mp_resnet_flops(const mp_resnet *net, int size)
+{
+	const conv_layer *sc = &net->stem_conv;
+	int h = conv_out(size, sc->k, sc->stride, sc->pad);
+	double f = 2.0 * sc->cout * sc->cin * sc->k * sc->k * (double)h * h;
+	for (int i = 0; i < net->nblocks; i++) {
+		const block *b = &net->blocks[i];
+		int ho = conv_out(h, 3, b->stride, 1);
+		f += 2.0 * b->cout * b->cin * 9 * (double)ho * ho;
+		f += 2.0 * b->cout * b->cout * 9 * (double)ho * ho;
+		if (b->proj)
+			f += 2.0 * b->cout * b->cin * (double)ho * ho;
+		h = ho;
+	}
+	f += 2.0 * net->fc_w->shape[0] * net->fc_w->shape[1];
+	return f;
+}
+
+int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error *e)
+{
+	if (net->be->ops->download(net->be, t, host) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(net->be));
+	return 0;
+}
+
+int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e)
+{
+	if (net->be->ops->upload(net->be, t, host) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(net->be));
+	return 0;
+}
+
+/* ---- initialisation ----------------------------------------------------- */
+
+/* Standard normal by Box-Muller in double, rounded to float: the same
+ * values wherever libm rounds log and cos the same (glibc does). */
+static double gaussian(mp_rng *r)
+{
+	double u1 = 1.0 - mp_rng_uniform(r); /* (0, 1]: log is finite */
+	double u2 = mp_rng_uniform(r);
+	return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+int mp_resnet_init(mp_resnet *net, uint64_t seed, mp_error *e)
+{
+	mp_rng r;
+	mp_rng_seed(&r, seed);
+	mp_backend *be = net->be;
+	for (int i = 0; i < net->nparams; i++) {
+		mp_param *p = &net->params[i];
+		size_t n = mp_tensor_count(&p->value);
+		float *host = malloc(n * sizeof *host);
+		if (!host)
+			return mp_seterr(e, "out of memory");
+		const char *leaf = strrchr(p->name, '.') + 1;
+		if (p->ndim >= 2) {
+			/* conv OIHW or linear [out, in]: fan_in = in * kh * kw */
+			double fan_in = (double)n / p->shape[0];
+			double std = sqrt(2.0 / fan_in);
+			for (size_t j = 0; j < n; j++)
+				host[j] = (float)(gaussian(&r) * std);
+		} else {
+			float v = (!strcmp(leaf, "weight") || !strcmp(leaf, "running_var")) ? 1.0f
+											     : 0.0f;
+			for (size_t j = 0; j < n; j++)
+				host[j] = v;
+		}
+		int rc = be->ops->upload(be, &p->value, host);
+		free(host);
+		if (rc < 0 || (p->kind == MP_PARAM_WEIGHT && be->ops->fill(be, &p->momentum, 0) < 0))
+			return mp_seterr(e, "%s: %s", p->name, mp_backend_error(be));
+	}
+	return 0;
+}
+
+/* ---- forward and backward ------------------------------------------------ */
+
+/* Makes t exactly (n, c, h, w), reallocating only when the shape changes. */
+static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	if (t->data && t->n == n && t->c == c && t->h == h && t->w == w)
+		return 0;
+	release(be, t);
+	return be->ops->alloc(be, t, n, c, h, w);
+}
+
+#define CHECK(call)                                                              \
+	do {                                                                     \
+		if ((call) < 0)                                                  \
+			return mp_seterr(e, "%s", mp_backend_error(be));         \
+	} while (0)
+
+static int size_buffers(mp_resnet *net, int n, int h, int w, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const mp_resnet_config *c = &net->cfg;
+	if (net->n == n && net->h == h && net->w == w)
+		return 0;
+	release_activations(net);
+	const conv_layer *sc = &net->stem_conv;
+	int sh = conv_out(h, sc->k, sc->stride, sc->pad), sw = conv_out(w, sc->k, sc->stride, sc->pad);
+	if (sh < 1 || sw < 1)
+		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
+	CHECK(ensure(be, &net->img, n, 3, h, w));
+	mp_tensor *stem[] = {&net->stem_c, &net->stem_b, &net->stem_r,
+			     &net->g_stem_b, &net->g_stem_c};
+	for (size_t i = 0; i < sizeof stem / sizeof stem[0]; i++)
+		CHECK(ensure(be, stem[i], n, sc->cout, sh, sw));
+	int ch = sh, cw = sw;
+	for (int i = 0; i < net->nblocks; i++) {
+		block *b = &net->blocks[i];
+		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
+		mp_tensor *outs[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->sc, &b->sum,
+				     &b->out, &b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1, &b->g_c1};
+		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
+			CHECK(ensure(be, outs[j], n, b->cout, oh, ow));
+		if (b->proj) {
+			CHECK(ensure(be, &b->scc, n, b->cout, oh, ow));
+			CHECK(ensure(be, &b->g_scc, n, b->cout, oh, ow));
+		}
+		CHECK(ensure(be, &b->g_main, n, b->cin, ch, cw));
+		CHECK(ensure(be, &b->g_side, n, b->cin, ch, cw));
+		CHECK(ensure(be, &b->g_in, n, b->cin, ch, cw));
+		ch = oh;
+		cw = ow;
+	}
+	int last = net->fc_w->shape[1];
+	CHECK(ensure(be, &net->g_last, n, last, ch, cw));
+	CHECK(ensure(be, &net->pool, n, last, 1, 1));
+	CHECK(ensure(be, &net->g_pool, n, last, 1, 1));
+	CHECK(ensure(be, &net->fc, n, c->classes, 1, 1));
+	CHECK(ensure(be, &net->g_fc, n, c->classes, 1, 1));
+	CHECK(ensure(be, &net->logits, n, c->classes, 1, 1));
+	CHECK(ensure(be, &net->g_logits, n, c->classes, 1, 1));
+	CHECK(ensure(be, &net->probs, n, c->classes, 1, 1));
+	free(net->labels);
+	if (!(net->labels = malloc(sizeof(int32_t) * (size_t)n)))
+		return mp_seterr(e, "out of memory");
+	net->n = n;
+	net->h = h;
+	net->w = w;
+	return 0;
+}
+
+static int bn_fwd(mp_backend *be, bn_layer *l, const mp_tensor *x, mp_tensor *y, int train)
+{
+	return train ? be->ops->bn_forward_train(be, x, &l->bn, y)
+		     : be->ops->bn_forward_infer(be, x, &l->bn, y);
+}
+
+int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
+		      int train, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const mp_backend_ops *o = be->ops;
+	net->have_forward = net->have_loss = 0;
+	if (n < 1 || (train && n < 2))
+		return mp_seterr(e, "a %s batch needs at least %d images", train ? "training" : "",
+				 train ? 2 : 1);
+	if (size_buffers(net, n, h, w, e) < 0)
+		return -1;
+	CHECK(o->upload(be, &net->img, images));
+	const conv_layer *sc = &net->stem_conv;
+	CHECK(o->conv2d_forward(be, &net->img, &sc->w->value, &net->stem_c, sc->stride, sc->pad));
+	CHECK(bn_fwd(be, &net->stem_bn, &net->stem_c, &net->stem_b, train));
+	CHECK(o->relu_forward(be, &net->stem_b, &net->stem_r));
+	const mp_tensor *x = &net->stem_r;
+	for (int i = 0; i < net->nblocks; i++) {
+		block *b = &net->blocks[i];
+		b->x = x;
+		CHECK(o->conv2d_forward(be, x, &b->conv1.w->value, &b->c1, b->stride, 1));
+		CHECK(bn_fwd(be, &b->bn1, &b->c1, &b->b1, train));
+		CHECK(o->relu_forward(be, &b->b1, &b->r1));
+		CHECK(o->conv2d_forward(be, &b->r1, &b->conv2.w->value, &b->c2, 1, 1));
+		CHECK(bn_fwd(be, &b->bn2, &b->c2, &b->b2, train));
+		if (b->proj) {
+			CHECK(o->conv2d_forward(be, x, &b->sc_conv.w->value, &b->scc, b->stride, 0));
+			CHECK(bn_fwd(be, &b->sc_bn, &b->scc, &b->sc, train));
+		} else {
+			/* option A, or identity when the shape is unchanged */
+			CHECK(o->shortcut_a_forward(be, x, &b->sc, b->stride));
+		}
+		CHECK(o->add(be, &b->b2, &b->sc, &b->sum));
+		CHECK(o->relu_forward(be, &b->sum, &b->out));
+		x = &b->out;
+	}
+	CHECK(o->avgpool_forward(be, x, &net->pool));
+	CHECK(o->linear_forward(be, &net->pool, &net->fc_w->value, &net->fc));
+	if (net->cfg.fc_bn)
+		CHECK(bn_fwd(be, &net->fc_bn, &net->fc, &net->logits, train));
+	else
+		CHECK(o->shortcut_a_forward(be, &net->fc, &net->logits, 1));
+	net->have_forward = 1;
+	net->train = train;
+	return 0;
+}
+
+int mp_resnet_logits(mp_resnet *net, float *out, mp_error *e)
+{
+	mp_backend *be = net->be;
+	if (!net->have_forward)
+		return mp_seterr(e, "no forward pass to read logits from");
+	CHECK(be->ops->download(be, &net->logits, out));
+	return 0;
+}
+
+int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
+		   double *loss, float *probs, mp_error *e)
+{
+	mp_backend *be = net->be;
+	if (!net->have_forward)
+		return mp_seterr(e, "no forward pass to compute a loss for");
+	memcpy(net->labels, labels, sizeof(int32_t) * (size_t)net->n);
+	net->smoothing = smoothing;
+	CHECK(be->ops->softmax_xent_forward(be, &net->logits, net->labels, smoothing,
+					    &net->probs, loss));
+	if (probs)
+		CHECK(be->ops->download(be, &net->probs, probs));
+	net->have_loss = 1;
+	return 0;
+}
+
+static int bn_bwd(mp_backend *be, bn_layer *l, const mp_tensor *x, const mp_tensor *dy,
+		  mp_tensor *dx)
+{
+	return be->ops->bn_backward(be, x, &l->bn, dy, dx, &l->gamma->grad, &l->beta->grad);
+}
+
+int mp_resnet_backward(mp_resnet *net, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const mp_backend_ops *o = be->ops;
+	if (!net->have_loss || !net->train)
+		return mp_seterr(e, "backward needs a training forward pass and its loss");
+	CHECK(o->softmax_xent_backward(be, &net->probs, net->labels, net->smoothing,
+				       &net->g_logits));
+	if (net->cfg.fc_bn)
+		CHECK(bn_bwd(be, &net->fc_bn, &net->fc, &net->g_logits, &net->g_fc));
+	else
+		CHECK(o->shortcut_a_backward(be, &net->g_logits, &net->g_fc, 1));
+	CHECK(o->linear_backward(be, &net->pool, &net->fc_w->value, &net->g_fc, &net->g_pool,
+				 &net->fc_w->grad));
+	CHECK(o->avgpool_backward(be, &net->g_pool, &net->g_last));
+	const mp_tensor *dout = &net->g_last;
+	for (int i = net->nblocks - 1; i >= 0; i--) {
+		block *b = &net->blocks[i];
+		CHECK(o->relu_backward(be, &b->out, dout, &b->g_sum));
+		CHECK(bn_bwd(be, &b->bn2, &b->c2, &b->g_sum, &b->g_c2));
+		CHECK(o->conv2d_backward(be, &b->r1, &b->conv2.w->value, &b->g_c2, &b->g_r1,
+					 &b->conv2.w->grad, 1, 1));
+		CHECK(o->relu_backward(be, &b->r1, &b->g_r1, &b->g_b1));
+		CHECK(bn_bwd(be, &b->bn1, &b->c1, &b->g_b1, &b->g_c1));
+		CHECK(o->conv2d_backward(be, b->x, &b->conv1.w->value, &b->g_c1, &b->g_main,
+					 &b->conv1.w->grad, b->stride, 1));
+		if (b->proj) {
+			CHECK(bn_bwd(be, &b->sc_bn, &b->scc, &b->g_sum, &b->g_scc));
+			CHECK(o->conv2d_backward(be, b->x, &b->sc_conv.w->value, &b->g_scc,
+						 &b->g_side, &b->sc_conv.w->grad, b->stride, 0));
+		} else {
+			CHECK(o->shortcut_a_backward(be, &b->g_sum, &b->g_side, b->stride));
+		}
+		CHECK(o->add(be, &b->g_main, &b->g_side, &b->g_in));
+		dout = &b->g_in;
+	}
+	CHECK(o->relu_backward(be, &net->stem_r, dout, &net->g_stem_b));
+	CHECK(bn_bwd(be, &net->stem_bn, &net->stem_c, &net->g_stem_b, &net->g_stem_c));
+	const conv_layer *sc = &net->stem_conv;
+	CHECK(o->conv2d_backward(be, &net->img, &sc->w->value, &net->g_stem_c, NULL,
+				 &sc->w->grad, sc->stride, sc->pad));
+	return 0;
+}
+
+int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e)
+{
+	mp_backend *be = net->be;
+	mp_tensor **w = malloc(sizeof *w * (size_t)net->nparams);
+	mp_tensor **g = malloc(sizeof *g * (size_t)net->nparams);
+	mp_tensor **v = malloc(sizeof *v * (size_t)net->nparams);
+	int count = 0, rc = 0;
+	if (!w || !g || !v) {
+		rc = mp_seterr(e, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < net->nparams; i++) {
+		mp_param *p = &net->params[i];
+		if (p->kind != MP_PARAM_WEIGHT)
+			continue;
+		w[count] = &p->value;
+		g[count] = &p->grad;
+		v[count] = &p->momentum;
+		count++;
+	}
+	if (be->ops->sgd_step(be, w, (const mp_tensor *const *)g, v, count, lr, momentum, wd) < 0)
+		rc = mp_seterr(e, "%s", mp_backend_error(be));
+out:
+	free(w);
+	free(g);
+	free(v);
+	return rc;
+}

@@ -1,0 +1,91 @@
+/* The residual network of the Mini-Places2 recipe, on any backend:
+ * configuration, parameters with their public names, Kaiming
+ * initialisation, forward and backward passes, the optimizer step, and
+ * parameter and FLOP counts.
+ *
+ * Graph: stem conv (k x k, stride s) - BN - ReLU; stages of `depth` basic
+ * blocks (conv3x3(stride) - BN - ReLU - conv3x3 - BN, plus the shortcut,
+ * then ReLU), the first block of every stage after the first with stride 2;
+ * global average pooling; fully connected (no bias); BN (optional); softmax.
+ * Shortcut A: parameter-free subsampling plus zero channels; shortcut B: a
+ * 1x1 conv + BN projection where the shape changes, identity elsewhere. */
+#ifndef MP_RESNET_H
+#define MP_RESNET_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "mp_util.h"
+
+#define MP_MAX_STAGES 8
+
+typedef struct {
+	int depth;			/* blocks per stage */
+	int stages;
+	int widths[MP_MAX_STAGES];	/* stage widths; the stem has widths[0] */
+	int stem_kernel, stem_stride;	/* the stem pads kernel / 2 */
+	char shortcut;			/* 'A' or 'B' */
+	int classes;
+	int fc_bn;			/* BN after the fully connected layer */
+	float bn_eps, bn_momentum;	/* momentum in neon's sense (0.9) */
+	int input_size;			/* the size it is trained at */
+	double mean[3];			/* RGB mean on the 0..255 scale */
+} mp_resnet_config;
+
+/* The recipe's values: depth 9, widths 32,64,128,256, 3x3 stride-2 stem,
+ * shortcut A, 100 classes, FC+BN head, eps 1e-3, momentum 0.9, 112 px. */
+void mp_resnet_config_default(mp_resnet_config *c);
+/* Checks ranges and consistency; the message names the bad field. */
+int mp_resnet_config_check(const mp_resnet_config *c, mp_error *e);
+
+enum mp_param_kind {
+	MP_PARAM_WEIGHT,	/* learned, decayed, updated by SGD */
+	MP_PARAM_BUFFER,	/* BN running statistics */
+};
+
+typedef struct {
+	char name[96];		/* PyTorch-style, e.g. stages.0.blocks.1.bn2.weight */
+	int kind;
+	int ndim, shape[4];	/* as PyTorch has it: conv OIHW, linear [out, in], BN [c] */
+	mp_tensor value, grad, momentum; /* grad and momentum for weights only */
+} mp_param;
+
+typedef struct mp_resnet mp_resnet;
+
+mp_resnet *mp_resnet_new(const mp_resnet_config *c, mp_backend *be, mp_error *e);
+void mp_resnet_free(mp_resnet *net);
+const mp_resnet_config *mp_resnet_cfg(const mp_resnet *net);
+
+int mp_resnet_param_count(const mp_resnet *net);	/* number of tensors */
+mp_param *mp_resnet_param(mp_resnet *net, int i);
+mp_param *mp_resnet_find(mp_resnet *net, const char *name);
+/* Learned scalars (weights only, not BN running statistics). */
+uint64_t mp_resnet_num_weights(const mp_resnet *net);
+/* Multiply-accumulates x 2 of one forward pass of one image of size x size. */
+double mp_resnet_flops(const mp_resnet *net, int size);
+
+/* Copies between a tensor of the network and host floats. */
+int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error *e);
+int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e);
+
+/* Kaiming normal (std sqrt(2 / fan_in)) for conv and FC weights, BN gamma 1,
+ * beta 0, running mean 0, variance 1, momentum buffers 0; from a seeded
+ * generator, the same on every machine. */
+int mp_resnet_init(mp_resnet *net, uint64_t seed, mp_error *e);
+
+/* Forward pass of n images (n, 3, h, w) already mean-subtracted, in host
+ * memory. train selects batch statistics (and updates the running ones).
+ * The logits stay on the backend; mp_resnet_logits downloads them. */
+int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
+		      int train, mp_error *e);
+int mp_resnet_logits(mp_resnet *net, float *out, mp_error *e);
+/* Softmax cross-entropy of the last forward pass; probs (n x classes) may
+ * be NULL. */
+int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
+		   double *loss, float *probs, mp_error *e);
+/* Backward pass of the last forward pass and loss: fills every weight's grad. */
+int mp_resnet_backward(mp_resnet *net, mp_error *e);
+/* v = m v - lr (g + wd w); w += v for every weight (BN included). */
+int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e);
+
+#endif

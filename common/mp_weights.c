@@ -1,0 +1,254 @@
+#include "mp_weights.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_WEIGHTS_FILE ((size_t)1 << 34)
+
+static int to_int64_shape(const mp_param *p, int64_t *shape)
+{
+	for (int i = 0; i < p->ndim; i++)
+		shape[i] = p->shape[i];
+	return p->ndim;
+}
+
+int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
+		    int with_momentum, mp_error *e)
+{
+	const mp_resnet_config *c = mp_resnet_cfg(net);
+	int count = mp_resnet_param_count(net), rc = -1;
+	mp_st_builder b;
+	mp_st_builder_init(&b);
+	float **host = calloc((size_t)count * 2, sizeof *host);
+	char widths[256] = "", num[64], mean[128];
+	if (!host)
+		return mp_seterr(e, "out of memory");
+	for (int s = 0; s < c->stages; s++) {
+		snprintf(num, sizeof num, "%s%d", s ? "," : "", c->widths[s]);
+		strncat(widths, num, sizeof widths - strlen(widths) - 1);
+	}
+	snprintf(mean, sizeof mean, "%.17g,%.17g,%.17g", c->mean[0], c->mean[1], c->mean[2]);
+	struct {
+		const char *k;
+		char v[64];
+	} fields[] = {
+		{"format", MP_WEIGHTS_FORMAT}, {"format_version", ""}, {"depth", ""},
+		{"widths", ""}, {"stem_kernel", ""}, {"stem_stride", ""}, {"shortcut", ""},
+		{"classes", ""}, {"fc_bn", ""}, {"bn_eps", ""}, {"bn_momentum", ""},
+		{"input_size", ""},
+	};
+	snprintf(fields[1].v, 64, "%d", MP_WEIGHTS_VERSION);
+	snprintf(fields[2].v, 64, "%d", c->depth);
+	snprintf(fields[4].v, 64, "%d", c->stem_kernel);
+	snprintf(fields[5].v, 64, "%d", c->stem_stride);
+	snprintf(fields[6].v, 64, "%c", c->shortcut);
+	snprintf(fields[7].v, 64, "%d", c->classes);
+	snprintf(fields[8].v, 64, "%d", c->fc_bn ? 1 : 0);
+	snprintf(fields[9].v, 64, "%.9g", (double)c->bn_eps);
+	snprintf(fields[10].v, 64, "%.9g", (double)c->bn_momentum);
+	snprintf(fields[11].v, 64, "%d", c->input_size);
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+		const char *v = i == 3 ? widths : fields[i].v;
+		if (mp_st_builder_meta(&b, fields[i].k, v, e) < 0)
+			goto out;
+	}
+	if (mp_st_builder_meta(&b, "mean", mean, e) < 0)
+		goto out;
+	for (int i = 0; i < n; i++)
+		if (mp_st_builder_meta(&b, extra[i].key, extra[i].value, e) < 0)
+			goto out;
+	for (int pass = 0; pass < (with_momentum ? 2 : 1); pass++) {
+		for (int i = 0; i < count; i++) {
+			mp_param *p = mp_resnet_param(net, i);
+			if (pass == 1 && p->kind != MP_PARAM_WEIGHT)
+				continue;
+			const mp_tensor *t = pass ? &p->momentum : &p->value;
+			size_t nel = mp_tensor_count(t);
+			float *h = malloc(nel * sizeof *h);
+			if (!h) {
+				mp_seterr(e, "out of memory");
+				goto out;
+			}
+			host[pass * count + i] = h;
+			if (mp_resnet_download(net, t, h, e) < 0)
+				goto out;
+			int64_t shape[4];
+			int nd = to_int64_shape(p, shape);
+			char name[128];
+			snprintf(name, sizeof name, "%s%s", pass ? "momentum." : "", p->name);
+			if (mp_st_builder_add(&b, name, MP_ST_F32, shape, nd, h, e) < 0)
+				goto out;
+		}
+	}
+	rc = mp_st_builder_write(&b, path, e);
+out:
+	for (int i = 0; i < count * 2; i++)
+		free(host[i]);
+	free(host);
+	mp_st_builder_free(&b);
+	return rc;
+}
+
+/* Metadata readers: every value is a string in safetensors. */
+static int meta_long(const mp_st_file *f, const char *key, long min, long max, long *out,
+		     mp_error *e)
+{
+	const char *v = mp_st_meta_get(f, key);
+	char *end;
+	if (!v)
+		return mp_seterr(e, "%s: metadata has no \"%s\"", f->path, key);
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno || end == v || *end || x < min || x > max)
+		return mp_seterr(e, "%s: metadata \"%s\" = \"%s\" is not a number from %ld to %ld",
+				 f->path, key, v, min, max);
+	*out = x;
+	return 0;
+}
+
+static int meta_double(const mp_st_file *f, const char *key, double *out, mp_error *e)
+{
+	const char *v = mp_st_meta_get(f, key);
+	char *end;
+	if (!v)
+		return mp_seterr(e, "%s: metadata has no \"%s\"", f->path, key);
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(x))
+		return mp_seterr(e, "%s: metadata \"%s\" = \"%s\" is not a number", f->path, key, v);
+	*out = x;
+	return 0;
+}
+
+int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
+{
+	mp_resnet_config_default(c);
+	const char *fmt = mp_st_meta_get(f, "format");
+	if (!fmt || strcmp(fmt, MP_WEIGHTS_FORMAT))
+		return mp_seterr(e, "%s: not an %s weights file (metadata format is %s%s%s)", f->path,
+				 MP_WEIGHTS_FORMAT, fmt ? "\"" : "", fmt ? fmt : "missing",
+				 fmt ? "\"" : "");
+	long v;
+	double d;
+	if (meta_long(f, "format_version", 1, 1000, &v, e) < 0)
+		return -1;
+	if (v != MP_WEIGHTS_VERSION)
+		return mp_seterr(e, "%s: format_version %ld is not supported (expected %d)",
+				 f->path, v, MP_WEIGHTS_VERSION);
+	if (meta_long(f, "depth", 1, 1000, &v, e) < 0)
+		return -1;
+	c->depth = (int)v;
+	const char *w = mp_st_meta_get(f, "widths");
+	if (!w)
+		return mp_seterr(e, "%s: metadata has no \"widths\"", f->path);
+	c->stages = 0;
+	for (const char *p = w; *p;) {
+		char *end;
+		errno = 0;
+		long x = strtol(p, &end, 10);
+		if (errno || end == p || x < 1 || x > 65536 || c->stages == MP_MAX_STAGES ||
+		    (*end && *end != ','))
+			return mp_seterr(e, "%s: metadata \"widths\" = \"%s\" is not a list of up to "
+					 "%d widths", f->path, w, MP_MAX_STAGES);
+		c->widths[c->stages++] = (int)x;
+		p = *end ? end + 1 : end;
+	}
+	if (meta_long(f, "stem_kernel", 1, 15, &v, e) < 0)
+		return -1;
+	c->stem_kernel = (int)v;
+	if (meta_long(f, "stem_stride", 1, 8, &v, e) < 0)
+		return -1;
+	c->stem_stride = (int)v;
+	const char *sc = mp_st_meta_get(f, "shortcut");
+	if (!sc || (strcmp(sc, "A") && strcmp(sc, "B")))
+		return mp_seterr(e, "%s: metadata \"shortcut\" is not A or B", f->path);
+	c->shortcut = sc[0];
+	if (meta_long(f, "classes", 2, 65536, &v, e) < 0)
+		return -1;
+	c->classes = (int)v;
+	if (meta_long(f, "fc_bn", 0, 1, &v, e) < 0)
+		return -1;
+	c->fc_bn = (int)v;
+	if (meta_double(f, "bn_eps", &d, e) < 0)
+		return -1;
+	c->bn_eps = (float)d;
+	if (meta_double(f, "bn_momentum", &d, e) < 0)
+		return -1;
+	c->bn_momentum = (float)d;
+	if (meta_long(f, "input_size", 1, 4096, &v, e) < 0)
+		return -1;
+	c->input_size = (int)v;
+	const char *mean = mp_st_meta_get(f, "mean");
+	if (!mean || sscanf(mean, "%lf,%lf,%lf", &c->mean[0], &c->mean[1], &c->mean[2]) != 3)
+		return mp_seterr(e, "%s: metadata \"mean\" is not r,g,b", f->path);
+	for (int i = 0; i < 3; i++)
+		if (!(c->mean[i] >= 0 && c->mean[i] <= 255))
+			return mp_seterr(e, "%s: metadata \"mean\" = \"%s\" is outside 0..255",
+					 f->path, mean);
+	mp_error ce;
+	if (mp_resnet_config_check(c, &ce) < 0)
+		return mp_seterr(e, "%s: %s", f->path, ce.msg);
+	return 0;
+}
+
+int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
+			 mp_error *e)
+{
+	int count = mp_resnet_param_count(net);
+	size_t expected = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < count; i++) {
+			mp_param *p = mp_resnet_param(net, i);
+			if (pass == 1 && p->kind != MP_PARAM_WEIGHT)
+				continue;
+			char name[128];
+			snprintf(name, sizeof name, "%s%s", pass ? "momentum." : "", p->name);
+			if (pass == 1 && !mp_st_find(f, name)) {
+				if (want_momentum)
+					return mp_seterr(e, "%s: no tensor named %s (not a checkpoint?)",
+							 f->path, name);
+				continue;
+			}
+			const float *data;
+			if (mp_st_get_f32(f, name, p->shape, p->ndim, &data, e) < 0)
+				return -1;
+			expected++;
+			if (pass == 1 && !want_momentum)
+				continue;
+			if (mp_resnet_upload(net, pass ? &p->momentum : &p->value, data, e) < 0)
+				return -1;
+		}
+	}
+	if (f->ntensors != expected) {
+		/* name the first tensor the network does not have */
+		for (size_t i = 0; i < f->ntensors; i++) {
+			const char *n = f->tensors[i].name;
+			const char *base = strncmp(n, "momentum.", 9) ? n : n + 9;
+			if (!mp_resnet_find(net, base))
+				return mp_seterr(e, "%s: tensor %s is not part of this network", f->path, n);
+		}
+		return mp_seterr(e, "%s: %zu tensors, the network has %zu", f->path, f->ntensors,
+				 expected);
+	}
+	return 0;
+}
+
+mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
+			   mp_error *e)
+{
+	if (mp_st_read(path, MAX_WEIGHTS_FILE, file, e) < 0)
+		return NULL;
+	mp_resnet_config c;
+	if (mp_weights_config(file, &c, e) < 0)
+		return NULL;
+	mp_resnet *net = mp_resnet_new(&c, be, e);
+	if (!net)
+		return NULL;
+	if (mp_weights_load_into(net, file, 0, e) < 0) {
+		mp_resnet_free(net);
+		return NULL;
+	}
+	return net;
+}

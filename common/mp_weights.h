@@ -1,0 +1,38 @@
+/* Weights and checkpoint files: safetensors with the network's tensors
+ * under their public names and the architecture in __metadata__, so that a
+ * weights file alone rebuilds the network (see mp-weights(5)). A checkpoint
+ * adds "momentum.<name>" for every learned tensor and training state in the
+ * metadata. */
+#ifndef MP_WEIGHTS_H
+#define MP_WEIGHTS_H
+
+#include "mp_resnet.h"
+#include "mp_safetensors.h"
+#include "mp_util.h"
+
+#define MP_WEIGHTS_FORMAT "mp-resnet"
+#define MP_WEIGHTS_VERSION 1
+
+typedef struct {
+	const char *key, *value;
+} mp_kv;
+
+/* Writes the network atomically. extra (may be NULL, count n) adds
+ * metadata such as class names or training state; with_momentum makes it
+ * a checkpoint. */
+int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
+		    int with_momentum, mp_error *e);
+
+/* Reads the architecture from a file's metadata, with every field checked. */
+int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e);
+
+/* Copies a file's tensors into net, checking every name and shape against
+ * the architecture; momentum too when the file has it and want_momentum. */
+int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
+			 mp_error *e);
+
+/* Reads path, builds the network it describes on be, and loads it. */
+mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
+			   mp_error *e);
+
+#endif

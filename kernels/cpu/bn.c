@@ -1,0 +1,189 @@
+/* Batch normalization per channel over (n, h, w), as PyTorch's BatchNorm2d
+ * (and BatchNorm1d on (n, c, 1, 1)):
+ *
+ *   training:  mean, var = batch mean and biased batch variance
+ *              xhat = (x - mean) / sqrt(var + eps),  y = gamma xhat + beta
+ *              running = momentum running + (1 - momentum) batch, where the
+ *              batch variance is the unbiased one (var m / (m - 1))
+ *   inference: the same with the running mean and variance
+ *
+ * m = n h w values per channel. Means, variances and the backward sums are
+ * accumulated in double (two passes: the mean, then the squared deviations),
+ * one channel per thread. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cpu.h"
+
+/* A per-channel tensor: any shape with one element per channel
+ * (PyTorch's [c]; (c, 1, 1, 1) or (1, c, 1, 1) here). */
+static int bn_param(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		    int channels)
+{
+	if (mp_cpu_check(be, op, name, t))
+		return -1;
+	if (mp_tensor_count(t) != (size_t)channels)
+		return mp_cpu_fail(be, "%s: %s is %dx%dx%dx%d, expected %d values (one per channel)",
+				   op, name, t->n, t->c, t->h, t->w, channels);
+	return 0;
+}
+
+static int bn_eps(mp_backend *be, const char *op, float eps)
+{
+	if (!(eps >= 0) || isinf(eps))
+		return mp_cpu_fail(be, "%s: eps %g, expected a finite value >= 0", op, (double)eps);
+	return 0;
+}
+
+int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+{
+	static const char op[] = "bn_forward_train";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int N = x->n, C = x->c;
+	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
+	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	if (!(bn->momentum >= 0 && bn->momentum <= 1))
+		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
+	/* the unbiased variance needs two values per channel (PyTorch refuses too) */
+	if (m < 2)
+		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, training needs more than one value per channel",
+				   op, x->n, x->c, x->h, x->w);
+	const double mom = bn->momentum;
+
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+	for (int c = 0; c < C; c++) {
+		double sum = 0;
+		for (int n = 0; n < N; n++) {
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++)
+				sum += xp[i];
+		}
+		const double mean = sum / (double)m;
+		double sq = 0;
+		for (int n = 0; n < N; n++) {
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++) {
+				double d = xp[i] - mean;
+				sq += d * d;
+			}
+		}
+		const double var = sq / (double)m;		/* biased: normalizes */
+		const double var_unbiased = sq / (double)(m - 1); /* for the running average */
+		const double invstd = 1.0 / sqrt(var + bn->eps);
+		const double g = bn->gamma->data[c], b = bn->beta->data[c];
+		for (int n = 0; n < N; n++) {
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			float *yp = y->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++)
+				yp[i] = (float)((xp[i] - mean) * invstd * g + b);
+		}
+		bn->save_mean->data[c] = (float)mean;
+		bn->save_invstd->data[c] = (float)invstd;
+		float *rm = &bn->running_mean->data[c], *rv = &bn->running_var->data[c];
+		*rm = (float)(mom * *rm + (1 - mom) * mean);
+		*rv = (float)(mom * *rv + (1 - mom) * var_unbiased);
+	}
+	return 0;
+}
+
+int mp_cpu_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
+{
+	static const char op[] = "bn_forward_infer";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int N = x->n, C = x->c;
+	const size_t plane = (size_t)x->h * x->w;
+	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+		return -1;
+
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+	for (int c = 0; c < C; c++) {
+		const double mean = bn->running_mean->data[c];
+		const double invstd = 1.0 / sqrt((double)bn->running_var->data[c] + bn->eps);
+		const double g = bn->gamma->data[c], b = bn->beta->data[c];
+		for (int n = 0; n < N; n++) {
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			float *yp = y->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++)
+				yp[i] = (float)((xp[i] - mean) * invstd * g + b);
+		}
+	}
+	return 0;
+}
+
+/* With xhat = (x - save_mean) save_invstd and sums over the channel's m values:
+ *   dbeta  = sum dy
+ *   dgamma = sum dy xhat
+ *   dx     = gamma invstd (dy - dbeta / m - xhat dgamma / m)
+ * (the last two terms are the paths through the batch mean and variance). */
+int mp_cpu_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+		       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+		       mp_tensor *dbeta)
+{
+	static const char op[] = "bn_backward";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int N = x->n, C = x->c;
+	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
+	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
+		return -1;
+	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
+		return -1;
+	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
+	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
+		return -1;
+
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+	for (int c = 0; c < C; c++) {
+		const double mean = bn->save_mean->data[c];
+		const double invstd = bn->save_invstd->data[c];
+		double sum_dy = 0, sum_dy_xhat = 0;
+		for (int n = 0; n < N; n++) {
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			const float *dyp = dy->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++) {
+				sum_dy += dyp[i];
+				sum_dy_xhat += dyp[i] * ((xp[i] - mean) * invstd);
+			}
+		}
+		if (dbeta)
+			dbeta->data[c] = (float)sum_dy;
+		if (dgamma)
+			dgamma->data[c] = (float)sum_dy_xhat;
+		if (dx) {
+			const double scale = bn->gamma->data[c] * invstd;
+			const double mean_dy = sum_dy / (double)m;
+			const double mean_dy_xhat = sum_dy_xhat / (double)m;
+			for (int n = 0; n < N; n++) {
+				const float *xp = x->data + ((size_t)n * C + c) * plane;
+				const float *dyp = dy->data + ((size_t)n * C + c) * plane;
+				float *dxp = dx->data + ((size_t)n * C + c) * plane;
+				for (size_t i = 0; i < plane; i++) {
+					double xhat = (xp[i] - mean) * invstd;
+					dxp[i] = (float)(scale *
+							 (dyp[i] - mean_dy - xhat * mean_dy_xhat));
+				}
+			}
+		}
+	}
+	return 0;
+}

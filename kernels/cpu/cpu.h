@@ -1,0 +1,67 @@
+/* The CPU reference backend: private declarations shared by its files.
+ *
+ * Every operation is a plain loop nest over NCHW float arrays in host
+ * memory, written to be checked against the math. OpenMP splits only
+ * independent outputs between threads (an output channel, an image, a BN
+ * channel), and every output is summed in one fixed order by one thread,
+ * so results are the same bit for bit whatever the thread count. */
+#ifndef MP_CPU_H
+#define MP_CPU_H
+
+#include <stddef.h>
+
+#include "backend.h"
+
+/* Sets be->error from the format and returns -1. */
+int mp_cpu_fail(mp_backend *be, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Threads for an OpenMP region: be->threads, or all when it is 0. */
+int mp_cpu_threads(const mp_backend *be);
+
+/* 0 when t exists, is allocated and has positive sizes; otherwise -1 with
+ * "op: name is ..." in be->error. */
+int mp_cpu_check(mp_backend *be, const char *op, const char *name, const mp_tensor *t);
+
+/* mp_cpu_check, and the shape is exactly n x c x h x w:
+ * "conv2d_forward: y is 4x16x8x8, expected 4x16x7x7". */
+int mp_cpu_expect(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		  int n, int c, int h, int w);
+
+/* The operations (conv.c, bn.c, layers.c). */
+int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			  mp_tensor *y, int stride, int pad);
+int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
+			   int stride, int pad);
+
+int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
+int mp_cpu_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			    mp_tensor *y);
+int mp_cpu_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+		       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+		       mp_tensor *dbeta);
+
+int mp_cpu_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cpu_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			 mp_tensor *dx);
+int mp_cpu_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+int mp_cpu_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride);
+int mp_cpu_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx,
+			       int stride);
+int mp_cpu_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cpu_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx);
+int mp_cpu_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			  mp_tensor *y);
+int mp_cpu_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw);
+int mp_cpu_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
+				const int32_t *labels, float smoothing,
+				mp_tensor *probs, double *loss);
+int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
+				 const int32_t *labels, float smoothing,
+				 mp_tensor *dlogits);
+int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		    mp_tensor *const *v, int count, float lr, float momentum, float wd);
+
+#endif

@@ -1,0 +1,174 @@
+"""The toolkit's residual network in PyTorch, and safetensors without extra
+packages: load a weights file that mp-train writes and use it from PyTorch.
+
+    import mp_resnet
+    net, meta = mp_resnet.load("weights.safetensors")   # eval mode
+    logits = net(images)   # N x 3 x H x W, mean-subtracted, 0..255 scale
+
+The module names follow the file's tensor names (stem.conv.weight,
+stages.S.blocks.B.conv1.weight, fc.weight, fc_bn.running_mean, ...).
+"""
+import json
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16,
+           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+           "U8": np.uint8}
+
+
+def read_safetensors(path):
+    """Returns ({name: numpy array}, metadata dict)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    data = blob[8 + n:]
+    out = {}
+    for name, t in header.items():
+        b, e = t["data_offsets"]
+        arr = np.frombuffer(data[b:e], dtype=_DTYPES[t["dtype"]])
+        out[name] = arr.reshape(t["shape"]).copy()
+    return out, meta
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: {name: numpy array} written in the given order."""
+    names = {np.dtype(v): k for k, v in _DTYPES.items()}
+    header, offset, chunks = {}, 0, []
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        raw = arr.tobytes()
+        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        chunks.append(raw)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+
+
+class ShortcutA(nn.Module):
+    """Parameter-free: subsample by the stride, zero-pad extra channels."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.extra, self.stride = cout - cin, stride
+
+    def forward(self, x):
+        y = x[:, :, ::self.stride, ::self.stride]
+        return F.pad(y, (0, 0, 0, 0, 0, self.extra)) if self.extra else y
+
+
+class Projection(nn.Module):
+    def __init__(self, cin, cout, stride, eps, momentum):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride, shortcut, eps, momentum):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+        if shortcut == "B" and (stride != 1 or cin != cout):
+            self.shortcut = Projection(cin, cout, stride, eps, momentum)
+        else:
+            self.shortcut = ShortcutA(cin, cout, stride)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class Stem(nn.Module):
+    def __init__(self, cout, kernel, stride, eps, momentum):
+        super().__init__()
+        self.conv = nn.Conv2d(3, cout, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class Stage(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+class ResNet(nn.Module):
+    """momentum is the toolkit's (neon's) 0.9; PyTorch's is 1 - that."""
+
+    def __init__(self, depth=9, widths=(32, 64, 128, 256), stem_kernel=3,
+                 stem_stride=2, shortcut="A", classes=100, fc_bn=True,
+                 bn_eps=1e-3, bn_momentum=0.9):
+        super().__init__()
+        m = 1.0 - bn_momentum
+        self.stem = Stem(widths[0], stem_kernel, stem_stride, bn_eps, m)
+        stages, cin = [], widths[0]
+        for s, w in enumerate(widths):
+            blocks = []
+            for b in range(depth):
+                stride = 2 if (s > 0 and b == 0) else 1
+                blocks.append(Block(cin, w, stride, shortcut, bn_eps, m))
+                cin = w
+            stages.append(Stage(blocks))
+        self.stages = nn.ModuleList(stages)
+        self.fc = nn.Linear(cin, classes, bias=False)
+        self.fc_bn = nn.BatchNorm1d(classes, eps=bn_eps, momentum=m) if fc_bn else None
+
+    def forward(self, x):
+        x = self.stem(x)
+        for s in self.stages:
+            x = s(x)
+        x = self.fc(x.mean(dim=(2, 3)))
+        return self.fc_bn(x) if self.fc_bn is not None else x
+
+
+def from_metadata(meta):
+    """Builds the network a weights file's metadata describes."""
+    return ResNet(depth=int(meta["depth"]),
+                  widths=tuple(int(w) for w in meta["widths"].split(",")),
+                  stem_kernel=int(meta["stem_kernel"]),
+                  stem_stride=int(meta["stem_stride"]),
+                  shortcut=meta["shortcut"], classes=int(meta["classes"]),
+                  fc_bn=meta.get("fc_bn", "1") == "1",
+                  bn_eps=float(meta["bn_eps"]),
+                  bn_momentum=float(meta.get("bn_momentum", "0.9")))
+
+
+def load_state(net, tensors, prefix=""):
+    """Copies the file's tensors into net; every parameter must be there."""
+    state = {k: torch.from_numpy(tensors[prefix + k])
+             for k in net.state_dict() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"missing {missing}, unexpected {unexpected}")
+
+
+def load(path):
+    tensors, meta = read_safetensors(path)
+    net = from_metadata(meta)
+    load_state(net, tensors)
+    return net.eval(), meta
