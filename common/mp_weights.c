@@ -14,6 +14,17 @@ static int to_int64_shape(const mp_param *p, int64_t *shape)
 	return p->ndim;
 }
 
+/* The shortest decimal that reads back as the same float ("0.001", not
+ * "0.00100000005"). */
+static void float_text(char *buf, size_t n, float v)
+{
+	for (int digits = 1; digits <= 9; digits++) {
+		snprintf(buf, n, "%.*g", digits, (double)v);
+		if (strtof(buf, NULL) == v)
+			return;
+	}
+}
+
 int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
 		    int with_momentum, mp_error *e)
 {
@@ -46,8 +57,8 @@ int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
 	snprintf(fields[6].v, 64, "%c", c->shortcut);
 	snprintf(fields[7].v, 64, "%d", c->classes);
 	snprintf(fields[8].v, 64, "%d", c->fc_bn ? 1 : 0);
-	snprintf(fields[9].v, 64, "%.9g", (double)c->bn_eps);
-	snprintf(fields[10].v, 64, "%.9g", (double)c->bn_momentum);
+	float_text(fields[9].v, 64, c->bn_eps);
+	float_text(fields[10].v, 64, c->bn_momentum);
 	snprintf(fields[11].v, 64, "%d", c->input_size);
 	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
 		const char *v = i == 3 ? widths : fields[i].v;
@@ -251,4 +262,109 @@ mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 		return NULL;
 	}
 	return net;
+}
+
+/* IEEE half and bfloat16 to double, for statistics of foreign files. */
+static double half_to_double(uint16_t h)
+{
+	int exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+	double sign = (h & 0x8000) ? -1.0 : 1.0;
+	if (exp == 0)
+		return sign * ldexp(mant, -24);
+	if (exp == 31)
+		return mant ? NAN : sign * INFINITY;
+	return sign * ldexp(mant + 1024, exp - 25);
+}
+
+double mp_st_element(const mp_st_tensor *t, uint64_t i)
+{
+	const uint8_t *p = (const uint8_t *)t->data + i * mp_st_dtype_size(t->dtype);
+	switch (t->dtype) {
+	case MP_ST_F64: { double v; memcpy(&v, p, 8); return v; }
+	case MP_ST_F32: { float v; memcpy(&v, p, 4); return v; }
+	case MP_ST_F16: { uint16_t v; memcpy(&v, p, 2); return half_to_double(v); }
+	case MP_ST_BF16: {
+		uint16_t v;
+		memcpy(&v, p, 2);
+		uint32_t bits = (uint32_t)v << 16;
+		float f;
+		memcpy(&f, &bits, 4);
+		return f;
+	}
+	case MP_ST_I64: { int64_t v; memcpy(&v, p, 8); return (double)v; }
+	case MP_ST_I32: { int32_t v; memcpy(&v, p, 4); return v; }
+	case MP_ST_I16: { int16_t v; memcpy(&v, p, 2); return v; }
+	case MP_ST_I8: return (int8_t)p[0];
+	case MP_ST_U8: return p[0];
+	case MP_ST_BOOL: return p[0] != 0;
+	default: return NAN;
+	}
+}
+
+void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	double sum = 0, sq = 0;
+	s->min = INFINITY;
+	s->max = -INFINITY;
+	for (uint64_t i = 0; i < t->numel; i++) {
+		double v = mp_st_element(t, i);
+		if (!isfinite(v)) {
+			s->nonfinite++;
+			continue;
+		}
+		s->count++;
+		sum += v;
+		sq += v * v;
+		if (v < s->min)
+			s->min = v;
+		if (v > s->max)
+			s->max = v;
+	}
+	if (s->count) {
+		s->mean = sum / (double)s->count;
+		double var = sq / (double)s->count - s->mean * s->mean;
+		s->std = var > 0 ? sqrt(var) : 0;
+		s->l2 = sqrt(sq);
+	} else {
+		s->min = s->max = 0;
+	}
+}
+
+int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
+	       double *max_rel)
+{
+	if (a->ndim != b->ndim)
+		return -1;
+	for (int i = 0; i < a->ndim; i++)
+		if (a->shape[i] != b->shape[i])
+			return -1;
+	double d = 0, scale = 0;
+	for (uint64_t i = 0; i < a->numel; i++) {
+		double x = mp_st_element(a, i), y = mp_st_element(b, i);
+		double diff = fabs(x - y);
+		if (isnan(diff))
+			diff = (isnan(x) && isnan(y)) ? 0 : INFINITY;
+		if (diff > d)
+			d = diff;
+		if (fabs(y) > scale)
+			scale = fabs(y);
+	}
+	*max_abs = d;
+	*max_rel = d == 0 ? 0 : (scale > 0 ? d / scale : INFINITY);
+	return 0;
+}
+
+int mp_st_sniff(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	uint8_t h[9];
+	size_t n = fread(h, 1, sizeof h, f);
+	fclose(f);
+	if (n < 9)
+		return 0;
+	uint64_t len = mp_get_u64(h);
+	return len >= 2 && len <= MP_ST_MAX_HEADER && h[8] == '{';
 }

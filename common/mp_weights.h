@@ -35,4 +35,25 @@ int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 			   mp_error *e);
 
+
+
+/* Statistics of one tensor of any dtype, in double. */
+typedef struct {
+	uint64_t count;
+	double mean, std, min, max, l2;
+	uint64_t nonfinite;
+} mp_tensor_stats;
+
+/* Element i of a tensor as a double (every dtype safetensors knows). */
+double mp_st_element(const mp_st_tensor *t, uint64_t i);
+void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s);
+
+/* Largest absolute and relative (to the largest |b|) difference of two
+ * tensors of the same shape; -1 if the shapes differ. */
+int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
+	       double *max_rel);
+
+/* 1 if the bytes at path begin like a safetensors file. */
+int mp_st_sniff(const char *path);
+
 #endif

@@ -13,21 +13,27 @@
 #include "mp_image.h"
 #include "mp_inspect.h"
 #include "mp_util.h"
+#include "mp_weights.h"
 
 static void usage(void)
 {
 	fprintf(stderr,
 		"usage: %s [--json] [--verify | --list | --record N | --extract N -o FILE] DATASET\n"
-		"DATASET is a dataset DB directory, a stream file, or - for a stream on stdin.\n"
+		"       %s [--json] [--verify | --tensors | --dump NAME] WEIGHTS\n"
+		"       %s [--json] [--tol X] --diff WEIGHTS_A WEIGHTS_B\n"
+		"DATASET is a dataset DB directory, a stream file, or - for a stream on stdin;\n"
+		"WEIGHTS a weights or checkpoint file (safetensors).\n"
 		"Try '%s --help' for the options.\n",
-		mp_progname, mp_progname);
+		mp_progname, mp_progname, mp_progname, mp_progname);
 	exit(2);
 }
 
 static void help(void)
 {
-	printf("usage: %s [options] DATASET\n"
-	       "Summarises a dataset (DB directory, stream file, or - for stdin).\n\n"
+	printf("usage: %s [options] DATASET | WEIGHTS\n"
+	       "       %s [--tol X] --diff WEIGHTS_A WEIGHTS_B\n"
+	       "Summarises a dataset (DB directory, stream file, or - for stdin) or a\n"
+	       "weights or checkpoint file (safetensors).\n\n"
 	       "      --verify        check every CRC and decode every image; exit 1 on any failure\n"
 	       "      --list          one line per record: index, name, label, size, encoding, bytes\n"
 	       "      --record N      print the fields of record N (from 0)\n"
@@ -35,16 +41,27 @@ static void help(void)
 	       "  -o, --output FILE   where --extract writes (- for stdout, as PNG)\n"
 	       "      --json          machine-readable output\n"
 	       "      --max-pixels N  refuse to decode larger images (default 67108864)\n"
+	       "      --tensors       weights: name, shape, dtype, mean, std, min, max, L2 norm\n"
+	       "      --dump NAME     weights: the values of one tensor, one per line\n"
+	       "      --diff A B      largest differences per tensor; exit 1 beyond --tol\n"
+	       "      --tol X         relative tolerance of --diff (default 0: identical)\n"
 	       "  -h, --help          this help\n"
 	       "  -V, --version       version and backends\n",
-	       mp_progname);
+	       mp_progname, mp_progname);
 	exit(0);
 }
 
-enum { OPT_VERIFY = 256, OPT_LIST, OPT_RECORD, OPT_EXTRACT, OPT_JSON, OPT_MAX_PIXELS };
+enum {
+	OPT_VERIFY = 256, OPT_LIST, OPT_RECORD, OPT_EXTRACT, OPT_JSON, OPT_MAX_PIXELS,
+	OPT_TENSORS, OPT_DUMP, OPT_DIFF, OPT_TOL,
+};
 
 static const struct option long_opts[] = {
 	{"verify", no_argument, NULL, OPT_VERIFY},
+	{"tensors", no_argument, NULL, OPT_TENSORS},
+	{"dump", required_argument, NULL, OPT_DUMP},
+	{"diff", no_argument, NULL, OPT_DIFF},
+	{"tol", required_argument, NULL, OPT_TOL},
 	{"list", no_argument, NULL, OPT_LIST},
 	{"record", required_argument, NULL, OPT_RECORD},
 	{"extract", required_argument, NULL, OPT_EXTRACT},
@@ -407,11 +424,250 @@ static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pix
 	return 0;
 }
 
+/* ---- weights and checkpoints ------------------------------------------- */
+
+static void read_weights(const char *path, mp_st_file *f)
+{
+	mp_error e;
+	if (mp_st_read(path, (size_t)1 << 34, f, &e) < 0)
+		mp_errx(1, "%s", e.msg);
+}
+
+static void shape_text(const mp_st_tensor *t, char *buf, size_t n)
+{
+	mp_st_shape_str(t->shape, t->ndim, buf, n);
+}
+
+static int weights_summary(const char *path, int json)
+{
+	mp_st_file f;
+	mp_error e;
+	read_weights(path, &f);
+	mp_resnet_config c;
+	int is_resnet = mp_weights_config(&f, &c, &e) == 0;
+	const char *fmt = mp_st_meta_get(&f, "format");
+	if (!is_resnet && fmt && !strcmp(fmt, MP_WEIGHTS_FORMAT))
+		mp_errx(1, "%s", e.msg);
+	uint64_t scalars = 0, momentum = 0;
+	for (size_t i = 0; i < f.ntensors; i++) {
+		scalars += f.tensors[i].numel;
+		if (!strncmp(f.tensors[i].name, "momentum.", 9))
+			momentum++;
+	}
+	mp_backend *be = NULL;
+	mp_resnet *net = NULL;
+	if (is_resnet) {
+		if (!(be = mp_backend_cpu_new(1)) || !(net = mp_resnet_new(&c, be, &e)))
+			mp_errx(1, "%s: %s", path, be ? e.msg : "no CPU backend");
+		if (mp_weights_load_into(net, &f, 0, &e) < 0)
+			mp_errx(1, "%s", e.msg);
+	}
+	double flops = net ? mp_resnet_flops(net, c.input_size) : 0;
+	uint64_t weights = net ? mp_resnet_num_weights(net) : 0;
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "file", path);
+		cJSON_AddStringToObject(o, "kind", !is_resnet ? "safetensors"
+						    : momentum ? "checkpoint" : "weights");
+		cJSON_AddNumberToObject(o, "tensors", (double)f.ntensors);
+		cJSON_AddNumberToObject(o, "scalars", (double)scalars);
+		if (net) {
+			cJSON_AddNumberToObject(o, "parameters", (double)weights);
+			cJSON_AddNumberToObject(o, "flops_per_image", flops);
+		}
+		cJSON_AddBoolToObject(o, "crc32", f.has_crc);
+		cJSON *m = cJSON_AddObjectToObject(o, "metadata");
+		for (size_t i = 0; i < f.nmeta; i++)
+			cJSON_AddStringToObject(m, f.meta[i].key, f.meta[i].value);
+		print_json(o);
+	} else {
+		printf("file:         %s (%s)\n", path,
+		       !is_resnet ? "safetensors" : momentum ? "mp-resnet checkpoint" : "mp-resnet weights");
+		if (net) {
+			printf("network:      ResNet, %d stages of %d blocks, widths", c.stages, c.depth);
+			for (int s = 0; s < c.stages; s++)
+				printf("%s%d", s ? "," : " ", c.widths[s]);
+			printf(", shortcut %c\n", c.shortcut);
+			printf("stem:         %dx%d conv, stride %d\n", c.stem_kernel, c.stem_kernel,
+			       c.stem_stride);
+			printf("head:         global average pool, fc %d%s\n", c.classes,
+			       c.fc_bn ? " + BN" : "");
+			printf("BN:           eps %g, momentum %g\n", (double)c.bn_eps,
+			       (double)c.bn_momentum);
+			printf("input:        %d px, mean %.4f %.4f %.4f\n", c.input_size, c.mean[0],
+			       c.mean[1], c.mean[2]);
+			printf("parameters:   %llu learned (%.2f M)\n", (unsigned long long)weights,
+			       (double)weights / 1e6);
+			printf("FLOPs:        %.3f G per image at %d px (forward, 2 per multiply-add)\n",
+			       flops / 1e9, c.input_size);
+		}
+		printf("tensors:      %zu (%llu scalars)%s\n", f.ntensors, (unsigned long long)scalars,
+		       momentum ? ", with momentum" : "");
+		printf("data CRC:     %s\n", f.has_crc ? "present, verified" : "none");
+		printf("metadata:\n");
+		for (size_t i = 0; i < f.nmeta; i++)
+			printf("  %s: %s\n", f.meta[i].key, f.meta[i].value);
+	}
+	mp_resnet_free(net);
+	mp_backend_free(be);
+	mp_st_free(&f);
+	return 0;
+}
+
+static int weights_tensors(const char *path, int json)
+{
+	mp_st_file f;
+	read_weights(path, &f);
+	cJSON *arr = json ? cJSON_CreateArray() : NULL;
+	if (!json)
+		printf("name\tshape\tdtype\tmean\tstd\tmin\tmax\tl2\n");
+	for (size_t i = 0; i < f.ntensors; i++) {
+		const mp_st_tensor *t = &f.tensors[i];
+		mp_tensor_stats st;
+		char shape[128];
+		mp_st_stats(t, &st);
+		shape_text(t, shape, sizeof shape);
+		if (json) {
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "name", t->name);
+			cJSON *sh = cJSON_AddArrayToObject(o, "shape");
+			for (int d = 0; d < t->ndim; d++)
+				cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+			cJSON_AddStringToObject(o, "dtype", mp_st_dtype_name(t->dtype));
+			cJSON_AddNumberToObject(o, "mean", st.mean);
+			cJSON_AddNumberToObject(o, "std", st.std);
+			cJSON_AddNumberToObject(o, "min", st.min);
+			cJSON_AddNumberToObject(o, "max", st.max);
+			cJSON_AddNumberToObject(o, "l2", st.l2);
+			cJSON_AddNumberToObject(o, "nonfinite", (double)st.nonfinite);
+			cJSON_AddItemToArray(arr, o);
+		} else {
+			printf("%s\t%s\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g%s\n", t->name, shape,
+			       mp_st_dtype_name(t->dtype), st.mean, st.std, st.min, st.max, st.l2,
+			       st.nonfinite ? "\tNON-FINITE" : "");
+		}
+	}
+	if (json)
+		print_json(arr);
+	mp_st_free(&f);
+	return 0;
+}
+
+static int weights_dump(const char *path, const char *name, int json)
+{
+	mp_st_file f;
+	read_weights(path, &f);
+	const mp_st_tensor *t = mp_st_find(&f, name);
+	if (!t)
+		mp_errx(1, "%s: no tensor named %s", path, name);
+	cJSON *arr = json ? cJSON_CreateArray() : NULL;
+	for (uint64_t i = 0; i < t->numel; i++) {
+		double v = mp_st_element(t, i);
+		if (json)
+			cJSON_AddItemToArray(arr, cJSON_CreateNumber(v));
+		else
+			printf("%.9g\n", v);
+	}
+	if (json)
+		print_json(arr);
+	mp_st_free(&f);
+	return 0;
+}
+
+static int weights_diff(const char *a_path, const char *b_path, double tol, int json)
+{
+	mp_st_file a, b;
+	read_weights(a_path, &a);
+	read_weights(b_path, &b);
+	int differ = 0;
+	cJSON *arr = json ? cJSON_CreateArray() : NULL;
+	if (!json)
+		printf("name\tmax_abs\tmax_rel\tverdict\n");
+	for (size_t i = 0; i < a.ntensors; i++) {
+		const mp_st_tensor *ta = &a.tensors[i], *tb = mp_st_find(&b, ta->name);
+		double d = 0, r = 0;
+		const char *verdict;
+		if (!tb)
+			verdict = "only in A";
+		else if (mp_st_diff(ta, tb, &d, &r) < 0)
+			verdict = "shapes differ";
+		else
+			verdict = r <= tol ? (d == 0 ? "same" : "within tol") : "DIFFERENT";
+		int bad = !tb || strcmp(verdict, "shapes differ") == 0 || r > tol;
+		differ |= bad;
+		if (json) {
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "name", ta->name);
+			cJSON_AddNumberToObject(o, "max_abs", d);
+			cJSON_AddNumberToObject(o, "max_rel", r);
+			cJSON_AddStringToObject(o, "verdict", verdict);
+			cJSON_AddItemToArray(arr, o);
+		} else {
+			printf("%s\t%.3g\t%.3g\t%s\n", ta->name, d, r, verdict);
+		}
+	}
+	for (size_t i = 0; i < b.ntensors; i++) {
+		if (mp_st_find(&a, b.tensors[i].name))
+			continue;
+		differ = 1;
+		if (json) {
+			cJSON *o = cJSON_CreateObject();
+			cJSON_AddStringToObject(o, "name", b.tensors[i].name);
+			cJSON_AddStringToObject(o, "verdict", "only in B");
+			cJSON_AddItemToArray(arr, o);
+		} else {
+			printf("%s\t-\t-\tonly in B\n", b.tensors[i].name);
+		}
+	}
+	if (json)
+		print_json(arr);
+	else
+		printf("%s: %s\n", differ ? "DIFFERENT" : "SAME",
+		       differ ? "beyond the tolerance" : "every tensor within the tolerance");
+	mp_st_free(&a);
+	mp_st_free(&b);
+	return differ ? 1 : 0;
+}
+
+/* Reading validates the file; loading into the network it describes checks
+ * every name and shape against the architecture. */
+static int weights_verify(const char *path, int json)
+{
+	mp_st_file f;
+	mp_error e;
+	read_weights(path, &f);
+	mp_resnet_config c;
+	int rc = 0;
+	mp_backend *be = mp_backend_cpu_new(1);
+	mp_resnet *net = NULL;
+	if (!be)
+		mp_errx(1, "no CPU backend");
+	if (mp_weights_config(&f, &c, &e) < 0 || !(net = mp_resnet_new(&c, be, &e)) ||
+	    mp_weights_load_into(net, &f, 0, &e) < 0) {
+		mp_warnx("%s", e.msg);
+		rc = 1;
+	}
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "file", path);
+		cJSON_AddBoolToObject(o, "ok", rc == 0);
+		print_json(o);
+	} else {
+		printf("%s: %s\n", path, rc ? "FAILED" : "OK: header, data CRC, names and shapes");
+	}
+	mp_resnet_free(net);
+	mp_backend_free(be);
+	mp_st_free(&f);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	mp_set_progname(argv[0]);
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
-	int json = 0, do_verify = 0, do_list = 0, c;
+	int json = 0, do_verify = 0, do_list = 0, do_tensors = 0, do_diff = 0, c;
+	const char *dump = NULL;
+	double tol = 0;
 	long record = -1, extract_n = -1, max_pixels = 1L << 26;
 	const char *out = NULL;
 	while ((c = getopt_long(argc, argv, "o:hV", long_opts, NULL)) != -1) {
@@ -425,6 +681,10 @@ int main(int argc, char **argv)
 			break;
 		case 'o': out = optarg; break;
 		case OPT_JSON: json = 1; break;
+		case OPT_TENSORS: do_tensors = 1; break;
+		case OPT_DUMP: dump = optarg; break;
+		case OPT_DIFF: do_diff = 1; break;
+		case OPT_TOL: bad = mp_parse_double("--tol", optarg, 0, 1e300, &tol); break;
 		case OPT_MAX_PIXELS:
 			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &max_pixels);
 			break;
@@ -437,6 +697,36 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
+	int dataset_opts = do_list + (record >= 0) + (extract_n >= 0);
+	if (do_diff) {
+		if (argc != 2 || do_verify || dataset_opts || do_tensors || dump) {
+			mp_warnx("--diff takes two weights files and no other mode");
+			usage();
+		}
+		return weights_diff(argv[0], argv[1], tol, json);
+	}
+	if (do_tensors + (dump != NULL) + do_verify + dataset_opts > 1) {
+		mp_warnx("--verify, --list, --record, --extract, --tensors and --dump exclude each other");
+		usage();
+	}
+	if (argc == 1 && strcmp(argv[0], "-") && mp_st_sniff(argv[0])) {
+		if (dataset_opts || out) {
+			mp_warnx("%s is a weights file: --list, --record and --extract are for datasets",
+				 argv[0]);
+			usage();
+		}
+		int wrc = do_tensors ? weights_tensors(argv[0], json)
+			  : dump     ? weights_dump(argv[0], dump, json)
+			  : do_verify ? weights_verify(argv[0], json)
+				      : weights_summary(argv[0], json);
+		if (fflush(stdout) != 0)
+			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
+		return wrc;
+	}
+	if (do_tensors || dump) {
+		mp_warnx("--tensors and --dump are for weights files");
+		usage();
+	}
 	if (argc != 1) {
 		mp_warnx(argc ? "expected one DATASET" : "missing DATASET");
 		usage();

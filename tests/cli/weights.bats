@@ -1,0 +1,127 @@
+#!/usr/bin/env bats
+# mp-inspect on weights and checkpoint files.
+
+load helpers
+
+init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
+
+@test "a fresh reference network: summary, parameter count as PyTorch counts it, FLOPs" {
+	init 9 32,64,128,256 A 100 1 ref.safetensors
+	run inspect ref.safetensors
+	assert_status 0
+	torch_count=$(PYTHONPATH="$MP_ROOT/scripts" "$PY" -c \
+		'import mp_resnet; print(sum(p.numel() for p in mp_resnet.ResNet().parameters()))')
+	assert_contains "$output" "parameters:   $torch_count learned"
+	assert_contains "$output" "network:      ResNet, 4 stages of 9 blocks, widths 32,64,128,256, shortcut A"
+	assert_contains "$output" "FLOPs:        4.081 G per image at 112 px"
+	assert_contains "$output" "data CRC:     present, verified"
+	assert_equal "$(json_get <(inspect --json ref.safetensors) 'd["kind"], d["tensors"]')" "('weights', 370)"
+}
+
+@test "--tensors lists every tensor with Kaiming statistics for the convs" {
+	init 9 32,64,128,256 A 100 1 ref.safetensors
+	run inspect --tensors ref.safetensors
+	assert_status 0
+	assert_equal "$(wc -l <<<"$output")" "371"
+	assert_equal "$(head -1 <<<"$output")" "$(printf 'name\tshape\tdtype\tmean\tstd\tmin\tmax\tl2')"
+	# conv std is sqrt(2 / fan_in): 3x3x128 inputs -> 0.0417
+	std=$(awk -F'\t' '$1 == "stages.3.blocks.0.conv1.weight" { print $5 }' <<<"$output")
+	assert_less "$(awk -v s="$std" 'BEGIN { d = s - sqrt(2 / 1152); print (d < 0 ? -d : d) }')" 0.001
+	assert_equal "$(awk -F'\t' '$1 == "stem.bn.running_var" { print $2, $4, $5 }' <<<"$output")" "[32] 1 0"
+}
+
+@test "--dump prints one tensor; an unknown name is an error" {
+	init 1 4,8 A 10 5 w.safetensors
+	run inspect --dump fc.weight w.safetensors
+	assert_status 0
+	assert_equal "$(wc -l <<<"$output")" "80"
+	want=$(PYTHONPATH="$MP_ROOT/scripts" "$PY" -c \
+		'import mp_resnet; t, m = mp_resnet.read_safetensors("w.safetensors"); print("%.9g" % t["fc.weight"].flat[7])')
+	assert_equal "$(sed -n 8p <<<"$output")" "$want"
+	run --separate-stderr inspect --dump nope w.safetensors
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: w.safetensors: no tensor named nope"
+}
+
+@test "--diff: identical files pass, different seeds fail, --tol decides" {
+	init 1 4,8 A 10 1 a.safetensors
+	init 1 4,8 A 10 1 b.safetensors
+	init 1 4,8 A 10 2 c.safetensors
+	cmp a.safetensors b.safetensors
+	run inspect --diff a.safetensors b.safetensors
+	assert_status 0
+	assert_equal "$(tail -1 <<<"$output")" "SAME: every tensor within the tolerance"
+	run inspect --diff a.safetensors c.safetensors
+	assert_status 1
+	assert_contains "$output" "$(printf 'stem.bn.weight\t0\t0\tsame')"
+	assert_contains "$(grep '^stem.conv.weight' <<<"$output")" "DIFFERENT"
+	run inspect --tol 10 --diff a.safetensors c.safetensors
+	assert_status 0
+	init 1 4,8 B 10 1 d.safetensors
+	run inspect --diff a.safetensors d.safetensors
+	assert_status 1
+	assert_contains "$output" "only in B"
+}
+
+@test "checkpoints carry momentum and are recognised" {
+	init 1 4,8 B 10 1 ck.safetensors momentum
+	run inspect ck.safetensors
+	assert_status 0
+	assert_contains "$output" "(mp-resnet checkpoint)"
+	assert_contains "$output" "with momentum"
+	assert_contains "$(inspect --tensors ck.safetensors)" "momentum.fc.weight"
+}
+
+@test "--verify: a good file passes; truncated and corrupt files fail naming the file" {
+	init 1 4,8 A 10 1 w.safetensors
+	run inspect --verify w.safetensors
+	assert_status 0
+	assert_equal "$output" "w.safetensors: OK: header, data CRC, names and shapes"
+	size=$(stat -c %s w.safetensors)
+	head -c $((size - 5)) w.safetensors >cut.safetensors
+	run --separate-stderr inspect --verify cut.safetensors
+	assert_status 1
+	assert_contains "$stderr" "cut.safetensors"
+	cp w.safetensors flip.safetensors
+	printf '\x55' | dd of=flip.safetensors bs=1 seek=$((size - 40)) conv=notrunc status=none
+	run --separate-stderr inspect --verify flip.safetensors
+	assert_status 1
+	assert_contains "$stderr" "data CRC mismatch"
+}
+
+@test "a file written from PyTorch loads, and a wrong shape is named" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, torch, mp_resnet
+		torch.manual_seed(3)
+		net = mp_resnet.ResNet(depth=1, widths=(4, 8), classes=10)
+		meta = {"format": "mp-resnet", "format_version": "1", "depth": "1",
+		        "widths": "4,8", "stem_kernel": "3", "stem_stride": "2",
+		        "shortcut": "A", "classes": "10", "fc_bn": "1", "bn_eps": "0.001",
+		        "bn_momentum": "0.9", "input_size": "112", "mean": "120,115,100"}
+		state = {k: v.numpy().astype(np.float32) for k, v in net.state_dict().items()
+		         if not k.endswith("num_batches_tracked")}
+		mp_resnet.write_safetensors("torch.safetensors", state, meta)
+		state["fc.weight"] = np.zeros((10, 9), np.float32)
+		mp_resnet.write_safetensors("bad.safetensors", state, meta)
+	EOF
+	run inspect --verify torch.safetensors
+	assert_status 0
+	assert_contains "$(inspect torch.safetensors)" "data CRC:     none"
+	run --separate-stderr inspect --verify bad.safetensors
+	assert_status 1
+	assert_contains "$stderr" "bad.safetensors: tensor fc.weight has shape [10,9], expected [10,8]"
+}
+
+@test "weights and dataset options do not mix" {
+	init 1 4,8 A 10 1 w.safetensors
+	run --separate-stderr inspect --list w.safetensors
+	assert_status 2
+	assert_contains "$(first_line "$stderr")" "is a weights file"
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 8 -o db list.txt
+	run --separate-stderr inspect --tensors db
+	assert_status 2
+	run --separate-stderr inspect --diff w.safetensors
+	assert_status 2
+}
