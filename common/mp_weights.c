@@ -160,7 +160,7 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 		errno = 0;
 		long x = strtol(p, &end, 10);
 		if (errno || end == p || x < 1 || x > 65536 || c->stages == MP_MAX_STAGES ||
-		    (*end && *end != ','))
+		    (*end && (*end != ',' || !end[1])))
 			return mp_seterr(e, "%s: metadata \"widths\" = \"%s\" is not a list of up to "
 					 "%d widths", f->path, w, MP_MAX_STAGES);
 		c->widths[c->stages++] = (int)x;
@@ -192,7 +192,9 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 		return -1;
 	c->input_size = (int)v;
 	const char *mean = mp_st_meta_get(f, "mean");
-	if (!mean || sscanf(mean, "%lf,%lf,%lf", &c->mean[0], &c->mean[1], &c->mean[2]) != 3)
+	int used = -1;
+	if (!mean || sscanf(mean, "%lf,%lf,%lf%n", &c->mean[0], &c->mean[1], &c->mean[2], &used) != 3 ||
+	    used < 0 || mean[used] != '\0')
 		return mp_seterr(e, "%s: metadata \"mean\" is not r,g,b", f->path);
 	for (int i = 0; i < 3; i++)
 		if (!(c->mean[i] >= 0 && c->mean[i] <= 255))
@@ -209,6 +211,13 @@ int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 {
 	int count = mp_resnet_param_count(net);
 	size_t expected = 0;
+	/* momentum comes whole or not at all: a checkpoint cut short of some
+	 * of it must not pass for a weights file */
+	int has_momentum = 0;
+	for (size_t i = 0; i < f->ntensors; i++)
+		if (!strncmp(f->tensors[i].name, "momentum.", 9))
+			has_momentum = 1;
+	int need_momentum = want_momentum || has_momentum;
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < count; i++) {
 			mp_param *p = mp_resnet_param(net, i);
@@ -217,9 +226,10 @@ int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 			char name[128];
 			snprintf(name, sizeof name, "%s%s", pass ? "momentum." : "", p->name);
 			if (pass == 1 && !mp_st_find(f, name)) {
-				if (want_momentum)
-					return mp_seterr(e, "%s: no tensor named %s (not a checkpoint?)",
-							 f->path, name);
+				if (need_momentum)
+					return mp_seterr(e, "%s: no tensor named %s (%s)", f->path, name,
+							 has_momentum ? "a checkpoint with part of its momentum"
+								      : "not a checkpoint?");
 				continue;
 			}
 			const float *data;
@@ -342,16 +352,18 @@ int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 	double d = 0, scale = 0;
 	for (uint64_t i = 0; i < a->numel; i++) {
 		double x = mp_st_element(a, i), y = mp_st_element(b, i);
-		double diff = fabs(x - y);
+		/* equal values (infinities included) and NaN against NaN agree */
+		double diff = (x == y || (isnan(x) && isnan(y))) ? 0 : fabs(x - y);
 		if (isnan(diff))
-			diff = (isnan(x) && isnan(y)) ? 0 : INFINITY;
+			diff = INFINITY;
 		if (diff > d)
 			d = diff;
 		if (fabs(y) > scale)
 			scale = fabs(y);
 	}
 	*max_abs = d;
-	*max_rel = d == 0 ? 0 : (scale > 0 ? d / scale : INFINITY);
+	double rel = d == 0 ? 0 : (scale > 0 ? d / scale : INFINITY);
+	*max_rel = isnan(rel) ? INFINITY : rel;
 	return 0;
 }
 

@@ -159,12 +159,12 @@ def from_metadata(meta):
 
 def load_state(net, tensors, prefix=""):
     """Copies the file's tensors into net; every parameter must be there."""
-    state = {k: torch.from_numpy(tensors[prefix + k])
-             for k in net.state_dict() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"missing {missing}, unexpected {unexpected}")
+    wanted = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    missing = [k for k in wanted if prefix + k not in tensors]
+    if missing:
+        raise ValueError(f"the file lacks {missing}")
+    net.load_state_dict({k: torch.from_numpy(tensors[prefix + k]) for k in wanted},
+                        strict=False)
 
 
 def load(path):

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_cli.h"
 #include "mp_dataset.h"
@@ -587,23 +588,29 @@ static int weights_diff(const char *a_path, const char *b_path, double tol, int 
 		const mp_st_tensor *ta = &a.tensors[i], *tb = mp_st_find(&b, ta->name);
 		double d = 0, r = 0;
 		const char *verdict;
+		int compared = 0;
 		if (!tb)
 			verdict = "only in A";
 		else if (mp_st_diff(ta, tb, &d, &r) < 0)
 			verdict = "shapes differ";
-		else
+		else {
+			compared = 1;
 			verdict = r <= tol ? (d == 0 ? "same" : "within tol") : "DIFFERENT";
-		int bad = !tb || strcmp(verdict, "shapes differ") == 0 || r > tol;
-		differ |= bad;
+		}
+		differ |= !compared || !(r <= tol);
 		if (json) {
 			cJSON *o = cJSON_CreateObject();
 			cJSON_AddStringToObject(o, "name", ta->name);
-			cJSON_AddNumberToObject(o, "max_abs", d);
-			cJSON_AddNumberToObject(o, "max_rel", r);
+			if (compared) {
+				cJSON_AddNumberToObject(o, "max_abs", d);
+				cJSON_AddNumberToObject(o, "max_rel", r);
+			}
 			cJSON_AddStringToObject(o, "verdict", verdict);
 			cJSON_AddItemToArray(arr, o);
-		} else {
+		} else if (compared) {
 			printf("%s\t%.3g\t%.3g\t%s\n", ta->name, d, r, verdict);
+		} else {
+			printf("%s\t-\t-\t%s\n", ta->name, verdict);
 		}
 	}
 	for (size_t i = 0; i < b.ntensors; i++) {
@@ -635,15 +642,18 @@ static int weights_verify(const char *path, int json)
 {
 	mp_st_file f;
 	mp_error e;
-	read_weights(path, &f);
 	mp_resnet_config c;
-	int rc = 0;
+	int rc = 0, has_crc = 0;
 	mp_backend *be = mp_backend_cpu_new(1);
 	mp_resnet *net = NULL;
 	if (!be)
 		mp_errx(1, "no CPU backend");
-	if (mp_weights_config(&f, &c, &e) < 0 || !(net = mp_resnet_new(&c, be, &e)) ||
-	    mp_weights_load_into(net, &f, 0, &e) < 0) {
+	memset(&f, 0, sizeof f);
+	if (mp_st_read(path, (size_t)1 << 34, &f, &e) < 0) {
+		mp_warnx("%s", e.msg);
+		rc = 1;
+	} else if ((has_crc = f.has_crc, mp_weights_config(&f, &c, &e) < 0) ||
+		   !(net = mp_resnet_new(&c, be, &e)) || mp_weights_load_into(net, &f, 0, &e) < 0) {
 		mp_warnx("%s", e.msg);
 		rc = 1;
 	}
@@ -653,7 +663,9 @@ static int weights_verify(const char *path, int json)
 		cJSON_AddBoolToObject(o, "ok", rc == 0);
 		print_json(o);
 	} else {
-		printf("%s: %s\n", path, rc ? "FAILED" : "OK: header, data CRC, names and shapes");
+		printf("%s: %s\n", path, rc ? "FAILED"
+				   : has_crc ? "OK: header, data CRC, names and shapes"
+					     : "OK: header, names and shapes (the file has no data CRC)");
 	}
 	mp_resnet_free(net);
 	mp_backend_free(be);
@@ -698,8 +710,12 @@ int main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 	int dataset_opts = do_list + (record >= 0) + (extract_n >= 0);
+	if (tol != 0 && !do_diff) {
+		mp_warnx("--tol is for --diff");
+		usage();
+	}
 	if (do_diff) {
-		if (argc != 2 || do_verify || dataset_opts || do_tensors || dump) {
+		if (argc != 2 || do_verify || dataset_opts || do_tensors || dump || out) {
 			mp_warnx("--diff takes two weights files and no other mode");
 			usage();
 		}
@@ -724,6 +740,9 @@ int main(int argc, char **argv)
 		return wrc;
 	}
 	if (do_tensors || dump) {
+		struct stat st;
+		if (argc == 1 && strcmp(argv[0], "-") && stat(argv[0], &st) < 0)
+			mp_errx(1, "%s: %s", argv[0], strerror(errno));
 		mp_warnx("--tensors and --dump are for weights files");
 		usage();
 	}

@@ -125,3 +125,36 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	run --separate-stderr inspect --diff w.safetensors
 	assert_status 2
 }
+
+@test "--diff treats equal infinities as equal and a NaN difference as different" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, mp_resnet
+		a = np.array([1.0, np.inf, -np.inf, 3.0], np.float32)
+		b = a.copy(); b[3] = np.nan
+		mp_resnet.write_safetensors("a.safetensors", {"t": a})
+		mp_resnet.write_safetensors("b.safetensors", {"t": b})
+	EOF
+	run inspect --diff a.safetensors a.safetensors
+	assert_status 0
+	assert_equal "$(sed -n 2p <<<"$output")" "$(printf 't\t0\t0\tsame')"
+	run inspect --tol 1e9 --diff a.safetensors b.safetensors
+	assert_status 1
+	assert_contains "$output" "DIFFERENT"
+}
+
+@test "a checkpoint missing part of its momentum is refused; a missing file is a runtime error" {
+	init 1 4,8 A 10 1 ck.safetensors momentum
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors("ck.safetensors")
+		del t["momentum.fc.weight"]
+		del meta["crc32"]
+		mp_resnet.write_safetensors("part.safetensors", t, meta)
+	EOF
+	run --separate-stderr inspect --verify part.safetensors
+	assert_status 1
+	assert_contains "$stderr" "no tensor named momentum.fc.weight (a checkpoint with part of its momentum)"
+	run --separate-stderr inspect --tensors nothing.safetensors
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: nothing.safetensors: No such file or directory"
+}
