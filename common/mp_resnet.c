@@ -429,7 +429,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, mp_error *e)
 	release_activations(net);
 	const conv_layer *sc = &net->stem_conv;
 	int sh = conv_out(h, sc->k, sc->stride, sc->pad), sw = conv_out(w, sc->k, sc->stride, sc->pad);
-	if (sh < 1 || sw < 1)
+	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
 	CHECK(ensure(be, &net->img, n, 3, h, w));
 	mp_tensor *stem[] = {&net->stem_c, &net->stem_b, &net->stem_r,
@@ -485,8 +485,8 @@ int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 	const mp_backend_ops *o = be->ops;
 	net->have_forward = net->have_loss = 0;
 	if (n < 1 || (train && n < 2))
-		return mp_seterr(e, "a %s batch needs at least %d images", train ? "training" : "",
-				 train ? 2 : 1);
+		return mp_seterr(e, train ? "a training batch needs at least 2 images"
+				      : "a batch needs at least 1 image");
 	if (size_buffers(net, n, h, w, e) < 0)
 		return -1;
 	CHECK(o->upload(be, &net->img, images));

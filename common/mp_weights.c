@@ -247,7 +247,9 @@ int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 		for (size_t i = 0; i < f->ntensors; i++) {
 			const char *n = f->tensors[i].name;
 			const char *base = strncmp(n, "momentum.", 9) ? n : n + 9;
-			if (!mp_resnet_find(net, base))
+			const mp_param *p = mp_resnet_find(net, base);
+			/* momentum exists for learned tensors only */
+			if (!p || (base != n && p->kind != MP_PARAM_WEIGHT))
 				return mp_seterr(e, "%s: tensor %s is not part of this network", f->path, n);
 		}
 		return mp_seterr(e, "%s: %zu tensors, the network has %zu", f->path, f->ntensors,
@@ -262,13 +264,11 @@ mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 	if (mp_st_read(path, MAX_WEIGHTS_FILE, file, e) < 0)
 		return NULL;
 	mp_resnet_config c;
-	if (mp_weights_config(file, &c, e) < 0)
-		return NULL;
-	mp_resnet *net = mp_resnet_new(&c, be, e);
-	if (!net)
-		return NULL;
-	if (mp_weights_load_into(net, file, 0, e) < 0) {
+	mp_resnet *net = NULL;
+	if (mp_weights_config(file, &c, e) < 0 || !(net = mp_resnet_new(&c, be, e)) ||
+	    mp_weights_load_into(net, file, 0, e) < 0) {
 		mp_resnet_free(net);
+		mp_st_free(file); /* on failure *file is empty, as after mp_st_read */
 		return NULL;
 	}
 	return net;

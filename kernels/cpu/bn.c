@@ -59,7 +59,7 @@ int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_te
 				   op, x->n, x->c, x->h, x->w);
 	const double mom = bn->momentum;
 
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {
 		double sum = 0;
 		for (int n = 0; n < N; n++) {
@@ -110,7 +110,7 @@ int mp_cpu_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
 		return -1;
 
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {
 		const double mean = bn->running_mean->data[c];
 		const double invstd = 1.0 / sqrt((double)bn->running_var->data[c] + bn->eps);
@@ -152,7 +152,7 @@ int mp_cpu_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
 		return -1;
 
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {
 		const double mean = bn->save_mean->data[c];
 		const double invstd = bn->save_invstd->data[c];

@@ -69,7 +69,7 @@ int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w
 	if (!scratch)
 		return mp_cpu_fail(be, "%s: out of memory", op);
 
-#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
 	for (int n = 0; n < N; n++) {
 		for (int k = 0; k < K; k++) {
 			double *acc = scratch + (size_t)omp_get_thread_num() * plane;
@@ -131,7 +131,7 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		double *scratch = malloc((size_t)nt * plane * sizeof(double));
 		if (!scratch)
 			return mp_cpu_fail(be, "%s: out of memory", op);
-#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(dy)))
 		for (int n = 0; n < N; n++) {
 			for (int c = 0; c < C; c++) {
 				double *acc = scratch + (size_t)omp_get_thread_num() * plane;
@@ -167,7 +167,7 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	}
 
 	if (dw) {
-#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(dy)))
 		for (int k = 0; k < K; k++) {
 			for (int c = 0; c < C; c++) {
 				float *dwp = dw->data + ((size_t)k * C + c) * KH * KW;

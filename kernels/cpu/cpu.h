@@ -64,4 +64,10 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		    mp_tensor *const *v, int count, float lr, float momentum, float wd);
 
+/* Threads pay only above some work: below it the fork/join costs more
+ * than the loop, and an OpenMP team waiting for a busy core stalls. The
+ * result is the same either way (each output has one writer). */
+#define MP_CPU_MIN_WORK ((size_t)1 << 15)
+#define MP_CPU_WORTH_THREADS(work) ((size_t)(work) >= MP_CPU_MIN_WORK)
+
 #endif

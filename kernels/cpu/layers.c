@@ -22,7 +22,7 @@ int mp_cpu_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 		return -1;
 	const size_t count = mp_tensor_count(x);
 	/* written as "x < 0 ? 0 : x" so that a NaN passes through, as in PyTorch */
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(count))
 	for (size_t i = 0; i < count; i++)
 		y->data[i] = x->data[i] < 0 ? 0.0f : x->data[i];
 	return 0;
@@ -37,7 +37,7 @@ int mp_cpu_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy
 	    same_shape(be, op, "dx", dx, y))
 		return -1;
 	const size_t count = mp_tensor_count(y);
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(count))
 	for (size_t i = 0; i < count; i++)
 		dx->data[i] = y->data[i] > 0 ? dy->data[i] : 0.0f;
 	return 0;
@@ -51,7 +51,7 @@ int mp_cpu_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor
 		return -1;
 	const size_t count = mp_tensor_count(a);
 	/* element i is read before it is written, so y may alias a or b */
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(count))
 	for (size_t i = 0; i < count; i++)
 		y->data[i] = a->data[i] + b->data[i];
 	return 0;
@@ -81,7 +81,7 @@ int mp_cpu_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, 
 	if (shortcut_shape(be, op, "x", x, "y", y, stride))
 		return -1;
 	const int N = x->n, CX = x->c, CY = y->c, H = x->h, W = x->w, OH = y->h, OW = y->w;
-#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
 	for (int n = 0; n < N; n++) {
 		for (int c = 0; c < CY; c++) {
 			float *yp = y->data + ((size_t)n * CY + c) * OH * OW;
@@ -109,7 +109,7 @@ int mp_cpu_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *d
 		return -1;
 	const int N = dx->n, CX = dx->c, CY = dy->c, H = dx->h, W = dx->w;
 	const int OH = dy->h, OW = dy->w;
-#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(dy)))
 	for (int n = 0; n < N; n++) {
 		for (int c = 0; c < CX; c++) {
 			const float *dyp = dy->data + ((size_t)n * CY + c) * OH * OW;
@@ -133,7 +133,7 @@ int mp_cpu_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	if (mp_cpu_check(be, op, "x", x) || mp_cpu_expect(be, op, "y", y, x->n, x->c, 1, 1))
 		return -1;
 	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(planes * plane))
 	for (size_t p = 0; p < planes; p++) {
 		double s = 0;
 		for (size_t i = 0; i < plane; i++)
@@ -150,7 +150,7 @@ int mp_cpu_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 	if (mp_cpu_check(be, op, "dx", dx) || mp_cpu_expect(be, op, "dy", dy, dx->n, dx->c, 1, 1))
 		return -1;
 	const size_t planes = (size_t)dx->n * dx->c, plane = (size_t)dx->h * dx->w;
-#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(planes * plane))
 	for (size_t p = 0; p < planes; p++) {
 		const float g = (float)(dy->data[p] / (double)plane);
 		for (size_t i = 0; i < plane; i++)
@@ -177,7 +177,7 @@ int mp_cpu_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w
 	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
 		return -1;
 	const int N = x->n, IN = x->c, OUT = w->n;
-#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS((size_t)N * IN * OUT))
 	for (int n = 0; n < N; n++) {
 		for (int o = 0; o < OUT; o++) {
 			const float *xp = x->data + (size_t)n * IN;
@@ -203,7 +203,7 @@ int mp_cpu_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	const int N = x->n, IN = x->c, OUT = w->n;
 	const int nt = mp_cpu_threads(be);
 	if (dx) {
-#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS((size_t)N * IN * OUT))
 		for (int n = 0; n < N; n++) {
 			for (int i = 0; i < IN; i++) {
 				double s = 0;
@@ -215,7 +215,7 @@ int mp_cpu_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		}
 	}
 	if (dw) {
-#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS((size_t)N * IN * OUT))
 		for (int o = 0; o < OUT; o++) {
 			for (int i = 0; i < IN; i++) {
 				double s = 0;
@@ -339,7 +339,7 @@ int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const 
 		float *wp = w[t]->data, *vp = v[t]->data;
 		const float *gp = g[t]->data;
 		const size_t n = mp_tensor_count(w[t]);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS(n))
 		for (size_t i = 0; i < n; i++) {
 			const float vi = momentum * vp[i] - lr * (gp[i] + wd * wp[i]);
 			vp[i] = vi;
