@@ -202,7 +202,7 @@ env.close()'
 		a b|mp-inspect: expected one DATASET
 		--extract 1 db|mp-inspect: --extract needs -o FILE
 		-o x.png db|mp-inspect: -o is for --extract
-		--list --verify db|mp-inspect: --verify, --list, --record and --extract exclude each other
+		--list --verify db|mp-inspect: --verify, --list, --record, --extract, --tensors and --dump exclude each other
 		--record x db|mp-inspect: --record: "x" is not a number from 0 to 9223372036854775807
 		--record -1 db|mp-inspect: --record: "-1" is not a number from 0 to 9223372036854775807
 		--max-pixels 0 db|mp-inspect: --max-pixels: "0" is not a number from 1 to 1099511627776
@@ -219,7 +219,7 @@ env.close()'
 	assert_equal "$stderr" ""
 	run --separate-stderr inspect -h
 	assert_status 0
-	assert_equal "$(first_line "$output")" "usage: mp-inspect [options] DATASET"
+	assert_equal "$(first_line "$output")" "usage: mp-inspect [options] DATASET | WEIGHTS"
 	for opt in --verify --list --record --extract --output --json --max-pixels --help --version; do
 		assert_contains "$output" "$opt"
 	done
