@@ -31,7 +31,8 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e);
 int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 			 mp_error *e);
 
-/* Reads path, builds the network it describes on be, and loads it. */
+/* Reads path, builds the network it describes on be, and loads it. On
+ * failure *file is left empty (nothing to free), as after mp_st_read. */
 mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 			   mp_error *e);
 
