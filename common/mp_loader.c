@@ -1,0 +1,346 @@
+#include "mp_loader.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_dataset.h"
+#include "mp_image.h"
+#include "mp_macrobatch.h"
+
+/* A record as stored: its bytes stay in the DB's read-only map. */
+typedef struct {
+	const uint8_t *payload;
+	uint32_t len, width, height;
+	uint8_t encoding;
+	int32_t label;
+	const char *name;
+	uint32_t name_len;
+} rec_ref;
+
+enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE, SLOT_FAILED };
+
+typedef struct {
+	int state, n;
+	float *images;
+	int32_t *labels;
+	uint64_t *ids;
+	mp_error err;
+} slot;
+
+struct mp_loader {
+	mp_loader_opts o;
+	mp_source *src;
+	rec_ref *recs;
+	uint64_t nrec, nbatches, epoch;
+	uint64_t *order;
+	int size;
+	size_t image_floats;
+	slot *slots;
+	pthread_t *threads;
+	int nthreads;
+	pthread_mutex_t mu;
+	pthread_cond_t work, done;
+	int active, quit, busy;
+	uint64_t next_claim, next_take;
+};
+
+static const uint64_t MAX_PIXELS = 1ull << 26;
+
+/* Decodes and transforms batch k of the current order into s; the caller
+ * publishes the result under the lock. */
+static int fill(mp_loader *l, mp_codec *codec, uint64_t k, slot *s)
+{
+	uint64_t first = k * (uint64_t)l->o.batch;
+	uint64_t n = l->nrec - first < (uint64_t)l->o.batch ? l->nrec - first : (uint64_t)l->o.batch;
+	mp_error e;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t id = l->order[first + i];
+		const rec_ref *r = &l->recs[id];
+		mp_image img;
+		float *out = s->images + i * l->image_floats;
+		if (mp_image_decode_payload(codec, r->encoding, r->payload, r->len, (int)r->width,
+					    (int)r->height, MAX_PIXELS, &img, &e) < 0)
+			goto fail;
+		int rc;
+		if (l->o.train) {
+			mp_rng rng;
+			mp_augment_rng(&rng, l->o.seed, l->epoch, id);
+			rc = mp_augment_train(&img, &l->o.aug, &rng, out, NULL, &e);
+		} else {
+			rc = mp_augment_eval(&img, l->size, l->o.mean, out, &e);
+		}
+		mp_image_free(&img);
+		if (rc < 0)
+			goto fail;
+		s->labels[i] = r->label;
+		s->ids[i] = id;
+		continue;
+fail:
+		return mp_seterr(&s->err, "%s: record %llu (%.*s): %s", mp_source_name(l->src),
+				 (unsigned long long)id, (int)r->name_len, r->name, e.msg);
+	}
+	s->n = (int)n;
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	mp_loader *l = arg;
+	mp_error e;
+	mp_codec *codec = mp_codec_new(&e);
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		while (!l->quit && !(l->active && l->next_claim < l->nbatches &&
+				     l->next_claim < l->next_take + (uint64_t)l->o.prefetch))
+			pthread_cond_wait(&l->work, &l->mu);
+		if (l->quit) {
+			pthread_mutex_unlock(&l->mu);
+			break;
+		}
+		uint64_t k = l->next_claim++;
+		slot *s = &l->slots[k % (uint64_t)l->o.prefetch];
+		s->state = SLOT_BUSY;
+		l->busy++;
+		pthread_mutex_unlock(&l->mu);
+
+		int rc;
+		if (codec) {
+			rc = fill(l, codec, k, s);
+		} else {
+			s->err = e;
+			rc = -1;
+		}
+
+		pthread_mutex_lock(&l->mu);
+		s->state = rc == 0 ? SLOT_DONE : SLOT_FAILED;
+		l->busy--;
+		pthread_cond_broadcast(&l->done);
+		pthread_mutex_unlock(&l->mu);
+	}
+	mp_codec_free(codec);
+	return NULL;
+}
+
+static int load_records(mp_loader *l, mp_error *e)
+{
+	const mp_meta *m = mp_source_meta(l->src);
+	if (!(l->recs = calloc(m->records ? m->records : 1, sizeof *l->recs)))
+		return mp_seterr(e, "out of memory");
+	for (uint64_t b = 0; b < m->macrobatches; b++) {
+		const uint8_t *buf;
+		size_t len;
+		int rc = mp_source_get(l->src, b, &buf, &len, e);
+		if (rc == 0)
+			return mp_seterr(e, "%s: macrobatch %llu is missing", mp_source_name(l->src),
+					 (unsigned long long)b);
+		if (rc < 0)
+			return -1;
+		mp_macrobatch mb;
+		mp_error pe;
+		if (mp_mb_parse(buf, len, &mb, &pe) < 0)
+			return mp_seterr(e, "%s: macrobatch %llu: %s", mp_source_name(l->src),
+					 (unsigned long long)b, pe.msg);
+		if (mb.first_record != l->nrec || l->nrec + mb.count > m->records) {
+			mp_mb_free(&mb);
+			return mp_seterr(e, "%s: macrobatch %llu does not follow its predecessor",
+					 mp_source_name(l->src), (unsigned long long)b);
+		}
+		for (uint32_t i = 0; i < mb.count; i++) {
+			const mp_record *r = &mb.records[i];
+			rec_ref *d = &l->recs[l->nrec++];
+			d->payload = r->payload;
+			d->len = r->payload_len;
+			d->width = r->width;
+			d->height = r->height;
+			d->encoding = r->encoding;
+			d->label = r->label;
+			d->name = r->name;
+			d->name_len = r->name_len;
+			if (l->o.train && (r->label < 0 || r->label >= m->classes)) {
+				mp_mb_free(&mb);
+				return mp_seterr(e, "%s: record %llu has label %d, outside 0..%d",
+						 mp_source_name(l->src), (unsigned long long)(l->nrec - 1),
+						 r->label, m->classes - 1);
+			}
+		}
+		mp_mb_free(&mb);
+	}
+	if (l->nrec != m->records)
+		return mp_seterr(e, "%s: %llu records found, the meta says %llu",
+				 mp_source_name(l->src), (unsigned long long)l->nrec,
+				 (unsigned long long)m->records);
+	return 0;
+}
+
+mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e)
+{
+	if (o->batch < 1 || o->threads < 1 || o->threads > 256 || o->prefetch < 1) {
+		mp_seterr(e, "loader: batch, threads and prefetch must be positive");
+		return NULL;
+	}
+	mp_loader *l = calloc(1, sizeof *l);
+	if (!l) {
+		mp_seterr(e, "out of memory");
+		return NULL;
+	}
+	l->o = *o;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->work, NULL);
+	pthread_cond_init(&l->done, NULL);
+	if (!(l->src = mp_source_open(o->path, e)))
+		goto fail;
+	if (mp_source_is_stream(l->src)) {
+		mp_seterr(e, "%s: the loader needs a dataset DB, not a stream", o->path);
+		goto fail;
+	}
+	const mp_meta *m = mp_source_meta(l->src);
+	if (o->train && !m->labelled) {
+		mp_seterr(e, "%s: training needs labels, and this dataset has none", o->path);
+		goto fail;
+	}
+	l->size = o->train ? o->aug.crop : o->eval_size;
+	if (l->size < 1) {
+		mp_seterr(e, "loader: the image size must be positive");
+		goto fail;
+	}
+	if (load_records(l, e) < 0)
+		goto fail;
+	l->nbatches = o->drop_last ? l->nrec / (uint64_t)o->batch
+				   : (l->nrec + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
+	if (l->nbatches == 0) {
+		mp_seterr(e, "%s: %llu records make no batch of %d", o->path,
+			  (unsigned long long)l->nrec, o->batch);
+		goto fail;
+	}
+	l->image_floats = (size_t)3 * l->size * l->size;
+	l->order = malloc(sizeof *l->order * l->nrec);
+	l->slots = calloc((size_t)o->prefetch, sizeof *l->slots);
+	if (!l->order || !l->slots)
+		goto oom;
+	for (int i = 0; i < o->prefetch; i++) {
+		slot *s = &l->slots[i];
+		s->images = malloc(sizeof(float) * l->image_floats * (size_t)o->batch);
+		s->labels = malloc(sizeof(int32_t) * (size_t)o->batch);
+		s->ids = malloc(sizeof(uint64_t) * (size_t)o->batch);
+		if (!s->images || !s->labels || !s->ids)
+			goto oom;
+	}
+	if (!(l->threads = calloc((size_t)o->threads, sizeof *l->threads)))
+		goto oom;
+	for (; l->nthreads < o->threads; l->nthreads++)
+		if (pthread_create(&l->threads[l->nthreads], NULL, worker, l)) {
+			mp_seterr(e, "cannot start a loader thread");
+			goto fail;
+		}
+	return l;
+oom:
+	mp_seterr(e, "out of memory");
+fail:
+	mp_loader_close(l);
+	return NULL;
+}
+
+void mp_loader_close(mp_loader *l)
+{
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->quit = 1;
+	pthread_cond_broadcast(&l->work);
+	pthread_mutex_unlock(&l->mu);
+	for (int i = 0; i < l->nthreads; i++)
+		pthread_join(l->threads[i], NULL);
+	for (int i = 0; l->slots && i < l->o.prefetch; i++) {
+		free(l->slots[i].images);
+		free(l->slots[i].labels);
+		free(l->slots[i].ids);
+	}
+	free(l->slots);
+	free(l->threads);
+	free(l->order);
+	free(l->recs);
+	mp_source_close(l->src);
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->work);
+	pthread_cond_destroy(&l->done);
+	free(l);
+}
+
+uint64_t mp_loader_records(const mp_loader *l)
+{
+	return l->nrec;
+}
+
+uint64_t mp_loader_batches(const mp_loader *l)
+{
+	return l->nbatches;
+}
+
+int mp_loader_size(const mp_loader *l)
+{
+	return l->size;
+}
+
+int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e)
+{
+	(void)e;
+	pthread_mutex_lock(&l->mu);
+	/* Let batches of the previous epoch finish before the order changes. */
+	l->active = 0;
+	while (l->busy)
+		pthread_cond_wait(&l->done, &l->mu);
+	for (int i = 0; i < l->o.prefetch; i++)
+		l->slots[i].state = SLOT_FREE;
+	for (uint64_t i = 0; i < l->nrec; i++)
+		l->order[i] = i;
+	if (l->o.train) {
+		mp_rng r;
+		mp_augment_rng(&r, l->o.seed, epoch, UINT64_MAX);
+		for (uint64_t i = l->nrec; i > 1; i--) {
+			uint64_t j = mp_rng_below(&r, i);
+			uint64_t t = l->order[i - 1];
+			l->order[i - 1] = l->order[j];
+			l->order[j] = t;
+		}
+	}
+	l->epoch = epoch;
+	l->next_claim = l->next_take = 0;
+	l->active = 1;
+	pthread_cond_broadcast(&l->work);
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *records,
+		   int *n, mp_error *e)
+{
+	pthread_mutex_lock(&l->mu);
+	if (!l->active) {
+		pthread_mutex_unlock(&l->mu);
+		return mp_seterr(e, "loader: no epoch started");
+	}
+	if (l->next_take >= l->nbatches) {
+		pthread_mutex_unlock(&l->mu);
+		return 0;
+	}
+	slot *s = &l->slots[l->next_take % (uint64_t)l->o.prefetch];
+	while (s->state != SLOT_DONE && s->state != SLOT_FAILED)
+		pthread_cond_wait(&l->done, &l->mu);
+	int rc = 1;
+	if (s->state == SLOT_FAILED) {
+		*e = s->err;
+		rc = -1;
+	} else {
+		memcpy(images, s->images, sizeof(float) * l->image_floats * (size_t)s->n);
+		memcpy(labels, s->labels, sizeof(int32_t) * (size_t)s->n);
+		if (records)
+			memcpy(records, s->ids, sizeof(uint64_t) * (size_t)s->n);
+		*n = s->n;
+	}
+	s->state = SLOT_FREE;
+	l->next_take++;
+	pthread_cond_broadcast(&l->work);
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}

@@ -1,0 +1,45 @@
+/* The training and evaluation data loader: batches of network input from a
+ * dataset DB. Every epoch shuffles all records from (seed, epoch) in
+ * training mode and keeps their order otherwise; a pool of threads decodes
+ * and transforms whole batches ahead of use into a bounded ring. The
+ * batches are the same for any number of threads; a record that fails to
+ * decode is an error naming it, never a hang. */
+#ifndef MP_LOADER_H
+#define MP_LOADER_H
+
+#include <stdint.h>
+
+#include "mp_augment.h"
+#include "mp_util.h"
+
+typedef struct {
+	const char *path;	/* a dataset DB */
+	int train;		/* augment and shuffle, or the evaluation transform */
+	int batch;
+	int threads;		/* decoding threads (>= 1) */
+	int prefetch;		/* batches decoded ahead (>= 1) */
+	int drop_last;		/* skip a final partial batch */
+	uint64_t seed;
+	mp_augment_train_opts aug; /* training: scales, crop, mean */
+	int eval_size;		/* evaluation: the size images are resized to */
+	double mean[3];		/* evaluation mean */
+} mp_loader_opts;
+
+typedef struct mp_loader mp_loader;
+
+mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e);
+void mp_loader_close(mp_loader *l);
+uint64_t mp_loader_records(const mp_loader *l);
+uint64_t mp_loader_batches(const mp_loader *l); /* per epoch */
+/* Image side of the batches (crop or eval size). */
+int mp_loader_size(const mp_loader *l);
+
+/* Starts an epoch; the previous one may be unfinished. */
+int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e);
+/* The next batch of the epoch: images (n, 3, size, size) and labels, with
+ * n <= batch. Returns 1, 0 at the end of the epoch, -1 on error. records
+ * (may be NULL) receives the dataset index of each image. */
+int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *records,
+		   int *n, mp_error *e);
+
+#endif

@@ -1,0 +1,244 @@
+/* The data loader over a DB whose pixels spell out each record's index. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mp_db.h"
+#include "mp_image.h"
+#include "mp_loader.h"
+#include "mp_macrobatch.h"
+#include "mp_meta.h"
+
+enum { NREC = 50, PER_MB = 16, SIDE = 8, CLASSES = 5 };
+
+static char dir[64];
+
+/* Record i is an 8x8 image of colour (i % 256, i / 256, 7), label i % 5;
+ * record bad (if >= 0) holds a broken PNG. */
+static void write_db(const char *path, int labelled, int bad)
+{
+	mp_error e;
+	mp_db_writer *w = mp_db_writer_open(path, 1 << 20, 1, &e);
+	assert_non_null(w);
+	static uint8_t px[NREC][SIDE * SIDE * 3];
+	static const uint8_t broken[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+	uint64_t mbs = 0;
+	for (int first = 0; first < NREC; first += PER_MB, mbs++) {
+		mp_mb_builder b;
+		mp_mb_builder_init(&b);
+		for (int i = first; i < NREC && i < first + PER_MB; i++) {
+			for (int p = 0; p < SIDE * SIDE; p++) {
+				px[i][3 * p] = (uint8_t)(i % 256);
+				px[i][3 * p + 1] = (uint8_t)(i / 256);
+				px[i][3 * p + 2] = 7;
+			}
+			char name[32];
+			int nl = snprintf(name, sizeof name, "img%02d.png", i);
+			mp_record r = {.label = labelled ? i % CLASSES : -1, .height = SIDE,
+				       .width = SIDE, .channels = 3,
+				       .encoding = i == bad ? MP_ENC_PNG : MP_ENC_RAW,
+				       .name = name, .name_len = (uint32_t)nl,
+				       .payload = i == bad ? broken : px[i],
+				       .payload_len = i == bad ? 8 : SIDE * SIDE * 3};
+			assert_int_equal(mp_mb_builder_add(&b, &r, &e), 0);
+		}
+		uint8_t *buf;
+		size_t len;
+		assert_int_equal(mp_mb_builder_finish(&b, (uint64_t)first, &buf, &len, &e), 0);
+		assert_int_equal(mp_db_writer_put(w, mbs, buf, len, &e), 0);
+		free(buf);
+		mp_mb_builder_free(&b);
+	}
+	mp_meta m;
+	mp_meta_init(&m);
+	m.complete = 1;
+	m.records = NREC;
+	m.macrobatches = mbs;
+	m.macrobatch_size = PER_MB;
+	m.height = m.width = m.size = SIDE;
+	strcpy(m.fit, "pad");
+	strcpy(m.pad_fill, "zero");
+	strcpy(m.encoding, "raw");
+	m.labelled = labelled;
+	m.classes = labelled ? CLASSES : 0;
+	m.source_list = strdup("unit");
+	char *json = mp_meta_to_json(&m, &e);
+	assert_non_null(json);
+	assert_int_equal(mp_db_writer_finish(w, json, &e), 0);
+	free(json);
+	mp_meta_free(&m);
+}
+
+static char good[128], nolabels[128], bad[128];
+
+static int setup(void **state)
+{
+	(void)state;
+	strcpy(dir, "/tmp/mp-test-loader-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(good, sizeof good, "%s/good", dir);
+	snprintf(nolabels, sizeof nolabels, "%s/nolabels", dir);
+	snprintf(bad, sizeof bad, "%s/bad", dir);
+	write_db(good, 1, -1);
+	write_db(nolabels, 0, -1);
+	write_db(bad, 1, 37);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	return system(cmd);
+}
+
+static mp_loader_opts opts(const char *path, int train, int threads)
+{
+	mp_loader_opts o = {.path = path, .train = train, .batch = 16, .threads = threads,
+			    .prefetch = 2, .seed = 42, .eval_size = SIDE};
+	o.aug.scale_min = o.aug.scale_max = o.aug.crop = SIDE;
+	return o;
+}
+
+static void eval_keeps_order_and_pixels(void **state)
+{
+	(void)state;
+	mp_error e;
+	mp_loader_opts o = opts(good, 0, 2);
+	o.mean[2] = 2.5;
+	mp_loader *l = mp_loader_open(&o, &e);
+	assert_non_null(l);
+	assert_int_equal(mp_loader_batches(l), 4);
+	static float img[16 * 3 * SIDE * SIDE];
+	int32_t lab[16];
+	uint64_t ids[16];
+	int n, seen = 0;
+	assert_int_equal(mp_loader_start(l, 0, &e), 0);
+	while (mp_loader_next(l, img, lab, ids, &n, &e) == 1) {
+		for (int i = 0; i < n; i++, seen++) {
+			assert_int_equal(ids[i], seen);
+			assert_int_equal(lab[i], seen % CLASSES);
+			const float *p = img + (size_t)i * 3 * SIDE * SIDE;
+			assert_true(p[5] == (float)seen);                    /* R plane */
+			assert_true(p[SIDE * SIDE + 5] == 0.0f);             /* G plane */
+			assert_true(p[2 * SIDE * SIDE + 63] == 7.0f - 2.5f); /* B minus mean */
+		}
+	}
+	assert_int_equal(seen, NREC);
+	mp_loader_close(l);
+	o.drop_last = 1;
+	l = mp_loader_open(&o, &e);
+	assert_int_equal(mp_loader_batches(l), 3);
+	mp_loader_close(l);
+}
+
+/* One whole epoch's records and images. */
+static void run_epoch(mp_loader *l, uint64_t epoch, uint64_t *ids, float *imgs)
+{
+	mp_error e;
+	int n, at = 0;
+	int32_t lab[16];
+	assert_int_equal(mp_loader_start(l, epoch, &e), 0);
+	while (mp_loader_next(l, imgs + (size_t)at * 3 * SIDE * SIDE, lab, ids + at, &n, &e) == 1) {
+		for (int i = 0; i < n; i++)
+			assert_int_equal(lab[i], (int)(ids[at + i] % CLASSES));
+		at += n;
+	}
+	assert_int_equal(at, NREC);
+}
+
+static void train_shuffles_the_same_for_any_thread_count(void **state)
+{
+	(void)state;
+	mp_error e;
+	static uint64_t ids[3][2][NREC];
+	static float imgs[3][2][NREC * 3 * SIDE * SIDE];
+	for (int t = 0; t < 3; t++) {
+		mp_loader_opts o = opts(good, 1, t + 1);
+		mp_loader *l = mp_loader_open(&o, &e);
+		assert_non_null(l);
+		run_epoch(l, 0, ids[t][0], imgs[t][0]);
+		run_epoch(l, 1, ids[t][1], imgs[t][1]);
+		/* an epoch started again is the same epoch */
+		static uint64_t again[NREC];
+		static float again_img[NREC * 3 * SIDE * SIDE];
+		run_epoch(l, 0, again, again_img);
+		assert_memory_equal(again, ids[t][0], sizeof again);
+		assert_memory_equal(again_img, imgs[t][0], sizeof again_img);
+		mp_loader_close(l);
+	}
+	for (int t = 1; t < 3; t++) {
+		assert_memory_equal(ids[t], ids[0], sizeof ids[0]);
+		assert_memory_equal(imgs[t], imgs[0], sizeof imgs[0]);
+	}
+	/* every record once per epoch, in another order each epoch */
+	int seen[NREC] = {0}, in_order = 1;
+	for (int i = 0; i < NREC; i++) {
+		seen[ids[0][0][i]]++;
+		in_order &= ids[0][0][i] == (uint64_t)i;
+	}
+	for (int i = 0; i < NREC; i++)
+		assert_int_equal(seen[i], 1);
+	assert_false(in_order);
+	assert_memory_not_equal(ids[0][0], ids[0][1], sizeof ids[0][0]);
+}
+
+static void a_bad_record_is_an_error_naming_it(void **state)
+{
+	(void)state;
+	mp_error e;
+	mp_loader_opts o = opts(bad, 0, 2);
+	mp_loader *l = mp_loader_open(&o, &e);
+	assert_non_null(l);
+	static float img[16 * 3 * SIDE * SIDE];
+	int32_t lab[16];
+	int n, rc, batches = 0;
+	assert_int_equal(mp_loader_start(l, 0, &e), 0);
+	while ((rc = mp_loader_next(l, img, lab, NULL, &n, &e)) == 1)
+		batches++;
+	assert_int_equal(rc, -1);
+	assert_int_equal(batches, 2); /* record 37 is in the third batch */
+	assert_non_null(strstr(e.msg, "record 37 (img37.png)"));
+	mp_loader_close(l);
+}
+
+static void refusals(void **state)
+{
+	(void)state;
+	mp_error e;
+	mp_loader_opts o = opts(nolabels, 1, 1);
+	assert_null(mp_loader_open(&o, &e));
+	assert_non_null(strstr(e.msg, "training needs labels"));
+	o = opts(good, 1, 1);
+	o.batch = 0;
+	assert_null(mp_loader_open(&o, &e));
+	o = opts("/nonexistent/db", 0, 1);
+	assert_null(mp_loader_open(&o, &e));
+	o = opts(good, 0, 1);
+	mp_loader *l = mp_loader_open(&o, &e);
+	static float img[16 * 3 * SIDE * SIDE];
+	int32_t lab[16];
+	int n;
+	assert_int_equal(mp_loader_next(l, img, lab, NULL, &n, &e), -1);
+	assert_non_null(strstr(e.msg, "no epoch started"));
+	mp_loader_close(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(eval_keeps_order_and_pixels),
+		cmocka_unit_test(train_shuffles_the_same_for_any_thread_count),
+		cmocka_unit_test(a_bad_record_is_an_error_naming_it),
+		cmocka_unit_test(refusals),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
