@@ -62,6 +62,7 @@
 
 #include "backend.h"
 #include "mp_resnet.h"
+#include "test_support.h"
 
 #define GC_RTOL 2e-2
 #define GC_ATOL 2e-4
@@ -116,22 +117,6 @@ static mp_resnet *new_net(const mp_resnet_config *c, uint64_t seed)
 	return net;
 }
 
-static float *download(mp_resnet *net, const mp_tensor *t)
-{
-	mp_error e;
-	float *h = malloc(mp_tensor_count(t) * sizeof *h);
-	assert_non_null(h);
-	if (mp_resnet_download(net, t, h, &e) < 0)
-		fail_msg("%s", e.msg);
-	return h;
-}
-
-static void upload(mp_resnet *net, mp_tensor *t, const float *h)
-{
-	mp_error e;
-	if (mp_resnet_upload(net, t, h, &e) < 0)
-		fail_msg("%s", e.msg);
-}
 
 static const char *leaf(const mp_param *p)
 {
@@ -182,7 +167,6 @@ static float *logits(mp_resnet *net, int n)
 	return l;
 }
 
-#include "test_root.h"
 
 /* ---- the whole-net gradient check ---------------------------------------- */
 

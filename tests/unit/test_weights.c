@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "mp_resnet.h"
+#include "test_support.h"
 #include "mp_safetensors.h"
 #include "mp_weights.h"
 
@@ -84,22 +85,6 @@ static mp_resnet *new_net(mp_backend *b, const mp_resnet_config *c)
 	return net;
 }
 
-static float *download(mp_resnet *net, const mp_tensor *t)
-{
-	mp_error e;
-	float *h = malloc(mp_tensor_count(t) * sizeof *h);
-	assert_non_null(h);
-	if (mp_resnet_download(net, t, h, &e) < 0)
-		fail_msg("%s", e.msg);
-	return h;
-}
-
-static void upload(mp_resnet *net, mp_tensor *t, const float *h)
-{
-	mp_error e;
-	if (mp_resnet_upload(net, t, h, &e) < 0)
-		fail_msg("%s", e.msg);
-}
 
 /* Every tensor random, running variances positive; momentum buffers too
  * when with_momentum. */
@@ -638,7 +623,6 @@ static const char py_script[] =
 	"    f.write(\"class_names \" + cmeta[\"class_names\"] + \"\\n\")\n"
 	"    f.write(\"shortcut \" + cmeta[\"shortcut\"] + \"\\n\")\n";
 
-#include "test_root.h"
 
 /* Reads a text file of lines "name v1 v2 ..." into a malloc'ed buffer. */
 static char *slurp(const char *path)

@@ -1,7 +1,8 @@
-/* Shared by the unit tests that run the PyTorch side: where the repository
- * is. Include after cmocka.h. */
-#ifndef MP_TEST_ROOT_H
-#define MP_TEST_ROOT_H
+/* Shared by the unit tests of the network: where the repository is (for
+ * the PyTorch side), and host copies of network tensors. Include after
+ * cmocka.h and mp_resnet.h. */
+#ifndef MP_TEST_SUPPORT_H
+#define MP_TEST_SUPPORT_H
 
 #include <limits.h>
 #include <stdio.h>
@@ -38,6 +39,23 @@ static void find_root(char *root, size_t n)
 		return;
 	}
 	fail_msg("cannot find scripts/mp_resnet.py: set MP_ROOT to the repository root");
+}
+
+static float *download(mp_resnet *net, const mp_tensor *t)
+{
+	mp_error e;
+	float *h = malloc(mp_tensor_count(t) * sizeof *h);
+	assert_non_null(h);
+	if (mp_resnet_download(net, t, h, &e) < 0)
+		fail_msg("%s", e.msg);
+	return h;
+}
+
+static void upload(mp_resnet *net, mp_tensor *t, const float *h)
+{
+	mp_error e;
+	if (mp_resnet_upload(net, t, h, &e) < 0)
+		fail_msg("%s", e.msg);
 }
 
 #endif
