@@ -282,9 +282,22 @@ int mp_loader_size(const mp_loader *l)
 	return l->size;
 }
 
+const mp_meta *mp_loader_meta(const mp_loader *l)
+{
+	return mp_source_meta(l->src);
+}
+
 int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e)
 {
-	(void)e;
+	return mp_loader_start_at(l, epoch, 0, e);
+}
+
+int mp_loader_start_at(mp_loader *l, uint64_t epoch, uint64_t first_batch, mp_error *e)
+{
+	if (first_batch > l->nbatches)
+		return mp_seterr(e, "loader: batch %llu of an epoch of %llu",
+				 (unsigned long long)first_batch,
+				 (unsigned long long)l->nbatches);
 	pthread_mutex_lock(&l->mu);
 	/* Let batches of the previous epoch finish before the order changes. */
 	l->active = 0;
@@ -305,7 +318,7 @@ int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e)
 		}
 	}
 	l->epoch = epoch;
-	l->next_claim = l->next_take = 0;
+	l->next_claim = l->next_take = first_batch;
 	l->active = 1;
 	pthread_cond_broadcast(&l->work);
 	pthread_mutex_unlock(&l->mu);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "mp_augment.h"
+#include "mp_meta.h"
 #include "mp_util.h"
 
 typedef struct {
@@ -34,8 +35,15 @@ uint64_t mp_loader_batches(const mp_loader *l); /* per epoch */
 /* Image side of the batches (crop or eval size). */
 int mp_loader_size(const mp_loader *l);
 
+/* The dataset's meta document. */
+const mp_meta *mp_loader_meta(const mp_loader *l);
+
 /* Starts an epoch; the previous one may be unfinished. */
 int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e);
+/* Starts an epoch at batch first_batch, as if the batches before it had
+ * been taken (none of them is decoded): resuming in the middle of an epoch
+ * sees the same batches as an uninterrupted run. */
+int mp_loader_start_at(mp_loader *l, uint64_t epoch, uint64_t first_batch, mp_error *e);
 /* The next batch of the epoch: images (n, 3, size, size) and labels, with
  * n <= batch. Returns 1, 0 at the end of the epoch, -1 on error. records
  * (may be NULL) receives the dataset index of each image. */

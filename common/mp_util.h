@@ -37,6 +37,12 @@ int mp_parse_long(const char *opt, const char *s, long min, long max, long *out)
 int mp_parse_double(const char *opt, const char *s, double min, double max,
 		    double *out);
 
+/* A comma-separated list of min_count to max_count numbers in [min, max]
+ * ("32,64,128"); returns the count, or -1 after a message like
+ * mp_parse_double's. */
+int mp_parse_double_list(const char *opt, const char *s, double min, double max,
+			 double *out, int min_count, int max_count);
+
 /* Little-endian fixed-width fields. */
 static inline void mp_put_u16(uint8_t *p, uint16_t v)
 {

@@ -27,6 +27,10 @@
         Writes N noise images DIR/imgNNNN.EXT and prints a list on stdout
         ("DIR/imgNNNN.EXT LABEL", labels cycling over K classes; no labels
         without labels=).
+    mkimages.py classes DIR N W H K [seed=S]
+        Writes N learnable images DIR/clsNNNN.png of K classes (image i has
+        class i % K: a class colour, its stripes, and noise) and prints the
+        list ("DIR/clsNNNN.png LABEL") on stdout.
     mkimages.py info FILE            "W H MODE"
     mkimages.py pixel FILE X Y       "R G B"
     mkimages.py colors FILE X0 Y0 X1 Y1
@@ -252,6 +256,30 @@ def many(args):
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+PALETTE = [(200, 40, 40), (40, 180, 60), (50, 70, 210), (220, 200, 40),
+           (160, 60, 190), (40, 190, 190), (230, 130, 30), (120, 120, 120)]
+
+
+def classes(args):
+    d, n, w, h, k = args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4])
+    opt = dict(r.split("=", 1) for r in args[5:])
+    rng = np.random.default_rng(int(opt.get("seed", "7")))
+    os.makedirs(d, exist_ok=True)
+    lines = []
+    for i in range(n):
+        label = i % k
+        base = np.array(PALETTE[label % len(PALETTE)], np.float64)
+        a = np.empty((h, w, 3))
+        a[:, :] = base
+        stripes = (np.arange(w) // 2 % 2) if label % 2 else (np.arange(h)[:, None] // 2 % 2)
+        a += 30.0 * stripes[..., None] if label % 2 else 30.0 * stripes[:, :, None]
+        a += rng.uniform(-40, 40, a.shape)
+        p = "%s/cls%04d.png" % (d, i)
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, "PNG")
+        lines.append("%s %d" % (p, label))
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def rgb(path):
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int64)
 
@@ -282,6 +310,8 @@ def run(cmd, args):
         make(args)
     elif cmd == "many":
         many(args)
+    elif cmd == "classes":
+        classes(args)
     elif cmd == "info":
         img = Image.open(args[0])
         print(img.width, img.height, img.mode)

@@ -1,0 +1,14 @@
+/* Classification metrics shared by training and evaluation. Scores are
+ * ranked from the highest down; equal scores rank by class index, lowest
+ * first, so a prediction never depends on sort details. */
+#ifndef MP_METRICS_H
+#define MP_METRICS_H
+
+/* How many classes rank before label: 0 when label is the best guess;
+ * label is among the top k exactly when the rank is below k. */
+int mp_rank_of(const float *scores, int classes, int label);
+
+/* The k best classes, best first (k <= classes). */
+void mp_top_k(const float *scores, int classes, int k, int *out);
+
+#endif

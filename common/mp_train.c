@@ -1,0 +1,905 @@
+#include "mp_train.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mp_backends.h"
+#include "mp_loader.h"
+#include "mp_metrics.h"
+#include "mp_weights.h"
+
+#define LOG_HEADER                                                                   \
+	"kind\tepoch\tstep\tlr\tloss\ttrain_top1_err\ttrain_top5_err\tval_loss\t"   \
+	"val_top1_err\tval_top5_err\timages_per_s\telapsed_s\n"
+
+void mp_train_opts_default(mp_train_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	mp_resnet_config_default(&o->net);
+	o->net.classes = 0;
+	o->scale_min = 128;
+	o->scale_max = 240;
+	o->batch = 128;
+	o->epochs = 80;
+	o->lr = 0.1;
+	o->momentum = 0.9;
+	o->wd = 5e-4;
+	o->schedule.policy = MP_LR_STEP;
+	o->schedule.gamma = 0.1;
+	o->schedule.milestones[0] = 40;
+	o->schedule.milestones[1] = 70;
+	o->schedule.nmilestones = 2;
+	o->eval_every = 1;
+	o->checkpoint_every = 1;
+	o->keep = 3;
+	o->seed = 1;
+	o->loader_threads = 2;
+	o->backend = "cpu";
+	o->log_every = 50;
+}
+
+/* Sums over some steps, for a log row or an epoch. */
+typedef struct {
+	double loss;	/* sum of per-image losses */
+	double images, top1, top5; /* images seen, correct in the top 1 and 5 */
+	double seconds;
+} sums;
+
+typedef struct {
+	const mp_train_opts *o;
+	mp_train_result *r;
+	mp_backend *be;
+	mp_resnet *net;
+	mp_loader *train, *val;
+	FILE *log;
+	char log_path[4096];
+	char *options_json;
+	char **class_names;
+	int classes;
+	long steps_per_epoch;
+	/* where the run stands */
+	int epoch;		/* the epoch in progress, from 0 */
+	long batch;		/* batches done of it */
+	long step;		/* optimizer steps in all */
+	double lr;
+	double elapsed0;	/* seconds trained by earlier sessions */
+	double start;
+	sums epoch_sums, interval;
+	char last_good[4096];	/* the newest checkpoint on disk */
+} trainer;
+
+static double elapsed(const trainer *t)
+{
+	return t->elapsed0 + (mp_now() - t->start);
+}
+
+/* ---- output directory ---------------------------------------------------- */
+
+static int make_dirs(const char *path, mp_error *e)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+		return mp_seterr(e, "%s: path too long", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p != '/' && *p)
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, 0777) < 0 && errno != EEXIST)
+			return mp_seterr(e, "%s: cannot create the directory: %s", buf,
+					 strerror(errno));
+		*p = c;
+		if (!c)
+			break;
+	}
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+		return mp_seterr(e, "%s: not a directory", path);
+	return 0;
+}
+
+/* A probe file shows a read-only place before hours of training, not after. */
+static int check_writable(const char *dir, mp_error *e)
+{
+	char probe[4200];
+	snprintf(probe, sizeof probe, "%s/.mp-train-probe-%ld", dir, (long)getpid());
+	FILE *f = fopen(probe, "w");
+	if (!f)
+		return mp_seterr(e, "%s: cannot write in the output directory: %s", dir,
+				 strerror(errno));
+	fclose(f);
+	unlink(probe);
+	return 0;
+}
+
+/* checkpoint-EEEE.safetensors after EEEE epochs, or
+ * checkpoint-EEEE-BBBBBB.safetensors BBBBBB batches into the next one. */
+static void checkpoint_name(char *buf, size_t n, int epochs, long batch)
+{
+	if (batch)
+		snprintf(buf, n, "checkpoint-%04d-%06ld.safetensors", epochs, batch);
+	else
+		snprintf(buf, n, "checkpoint-%04d.safetensors", epochs);
+}
+
+/* The position a checkpoint file name stands for, or -1 for another file. */
+static int parse_checkpoint_name(const char *name, int *epochs, long *batch)
+{
+	char again[256];
+	int len = 0;
+	*batch = 0;
+	if (sscanf(name, "checkpoint-%d-%ld.safetensors%n", epochs, batch, &len) == 2 &&
+	    !name[len] && *epochs >= 0 && *batch > 0)
+		checkpoint_name(again, sizeof again, *epochs, *batch);
+	else if (*batch = 0, sscanf(name, "checkpoint-%d.safetensors%n", epochs, &len) == 1 &&
+		 !name[len] && *epochs >= 0)
+		checkpoint_name(again, sizeof again, *epochs, 0);
+	else
+		return -1;
+	return strcmp(again, name) ? -1 : 0;
+}
+
+static int previous_run(const char *dir, char *what, size_t n)
+{
+	static const char *const files[] = {"train.log", "weights.safetensors",
+					    "last.safetensors"};
+	char path[4200];
+	struct stat st;
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+		if (lstat(path, &st) == 0) {
+			snprintf(what, n, "%s", files[i]);
+			return 1;
+		}
+	}
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int found = 0;
+	while (d && !found && (de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) == 0) {
+			snprintf(what, n, "%s", de->d_name);
+			found = 1;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Removes the files of a previous run (--force). */
+static void remove_previous_run(const char *dir)
+{
+	static const char *const files[] = {"train.log", "weights.safetensors",
+					    "last.safetensors"};
+	char path[4400];
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+		unlink(path);
+	}
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) == 0) {
+			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Keeps the newest `keep` checkpoints up to the current position; later
+ * ones (left by a run resumed from an earlier point) are overwritten as the
+ * run gets there, and are left alone until then. */
+static void prune_checkpoints(const trainer *t, int epochs, long batch)
+{
+	int keep = t->o->keep;
+	if (keep <= 0)
+		return;
+	DIR *d = opendir(t->o->out_dir);
+	if (!d)
+		return;
+	typedef struct {
+		int epochs;
+		long batch;
+		char name[256];
+	} entry;
+	entry *list = NULL;
+	size_t count = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) < 0 || strlen(de->d_name) >= 256)
+			continue;
+		if (ep > epochs || (ep == epochs && b > batch))
+			continue;
+		if (count == cap) {
+			cap = cap ? cap * 2 : 16;
+			entry *grown = realloc(list, cap * sizeof *list);
+			if (!grown)
+				break;
+			list = grown;
+		}
+		list[count].epochs = ep;
+		list[count].batch = b;
+		snprintf(list[count].name, sizeof list[count].name, "%s", de->d_name);
+		count++;
+	}
+	closedir(d);
+	/* every one older than the keep newest goes */
+	for (size_t i = 0; i < count; i++) {
+		size_t newer = 0;
+		for (size_t j = 0; j < count; j++)
+			if (list[j].epochs > list[i].epochs ||
+			    (list[j].epochs == list[i].epochs && list[j].batch > list[i].batch))
+				newer++;
+		if (newer >= (size_t)keep) {
+			char path[4400];
+			snprintf(path, sizeof path, "%s/%s", t->o->out_dir, list[i].name);
+			unlink(path);
+		}
+	}
+	free(list);
+}
+
+/* last.safetensors: a relative symbolic link, replaced atomically. */
+static int link_last(const trainer *t, const char *name, mp_error *e)
+{
+	char tmp[4200], path[4200];
+	snprintf(path, sizeof path, "%s/last.safetensors", t->o->out_dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+	unlink(tmp);
+	if (symlink(name, tmp) < 0)
+		return mp_seterr(e, "%s: %s", tmp, strerror(errno));
+	if (rename(tmp, path) < 0) {
+		int err = errno;
+		unlink(tmp);
+		return mp_seterr(e, "%s: %s", path, strerror(err));
+	}
+	return 0;
+}
+
+/* ---- checkpoints ----------------------------------------------------------- */
+
+static char *sums_text(const sums *s)
+{
+	char *out = malloc(160);
+	if (out)
+		snprintf(out, 160, "%.17g,%.17g,%.17g,%.17g,%.17g", s->loss, s->images,
+			 s->top1, s->top5, s->seconds);
+	return out;
+}
+
+static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
+{
+	char name[256], path[4400], num[5][64];
+	checkpoint_name(name, sizeof name, epochs, batch);
+	snprintf(path, sizeof path, "%s/%s", t->o->out_dir, name);
+	snprintf(num[0], 64, "%d", epochs);
+	snprintf(num[1], 64, "%ld", batch);
+	snprintf(num[2], 64, "%ld", t->step);
+	snprintf(num[3], 64, "%.17g", t->lr);
+	snprintf(num[4], 64, "%.3f", elapsed(t));
+	sums s = t->epoch_sums;
+	if (!batch)
+		memset(&s, 0, sizeof s);
+	char *sum = sums_text(&s);
+	if (!sum)
+		return mp_seterr(e, "out of memory");
+	mp_kv kv[] = {
+		{MP_TRAIN_KEY_EPOCH, num[0]},	{MP_TRAIN_KEY_BATCH, num[1]},
+		{MP_TRAIN_KEY_STEP, num[2]},	{MP_TRAIN_KEY_LR, num[3]},
+		{MP_TRAIN_KEY_ELAPSED, num[4]}, {MP_TRAIN_KEY_EPOCH_SUMS, sum},
+		{MP_TRAIN_KEY_OPTIONS, t->options_json},
+	};
+	int rc = mp_weights_save(t->net, path, kv, (int)(sizeof kv / sizeof kv[0]), 1, e);
+	free(sum);
+	if (rc < 0)
+		return -1;
+	snprintf(t->last_good, sizeof t->last_good, "%s", path);
+	snprintf(t->r->checkpoint, sizeof t->r->checkpoint, "%s", path);
+	if (link_last(t, name, e) < 0)
+		return -1;
+	prune_checkpoints(t, epochs, batch);
+	return 0;
+}
+
+static char *class_names_json(const trainer *t)
+{
+	if (!t->class_names)
+		return NULL;
+	cJSON *a = cJSON_CreateArray();
+	for (int i = 0; a && i < t->classes; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(t->class_names[i]));
+	char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+	cJSON_Delete(a);
+	return s;
+}
+
+static int write_weights(trainer *t, mp_error *e)
+{
+	char path[4200], epochs[32], steps[32];
+	snprintf(path, sizeof path, "%s/weights.safetensors", t->o->out_dir);
+	snprintf(epochs, sizeof epochs, "%d", t->r->epochs);
+	snprintf(steps, sizeof steps, "%ld", t->step);
+	char *names = class_names_json(t);
+	mp_kv kv[] = {
+		{"created_by", "mp-train " MP_VERSION},
+		{MP_TRAIN_KEY_EPOCH, epochs},
+		{MP_TRAIN_KEY_STEP, steps},
+		{MP_TRAIN_KEY_OPTIONS, t->options_json},
+		{"class_names", names},
+	};
+	int rc = mp_weights_save(t->net, path, kv, names ? 5 : 4, 0, e);
+	free(names);
+	if (rc == 0)
+		snprintf(t->r->weights, sizeof t->r->weights, "%s", path);
+	return rc;
+}
+
+/* The options a run's results depend on, stored in every checkpoint so a
+ * resumed run can say which of them changed. */
+static char *options_to_json(const mp_train_opts *o, const mp_resnet_config *c)
+{
+	cJSON *j = cJSON_CreateObject();
+	if (!j)
+		return NULL;
+	char text[256] = "";
+	cJSON_AddStringToObject(j, "train_db", o->train_db);
+	cJSON_AddNumberToObject(j, "batch", o->batch);
+	cJSON_AddNumberToObject(j, "epochs", o->epochs);
+	cJSON_AddNumberToObject(j, "lr", o->lr);
+	cJSON_AddNumberToObject(j, "momentum", o->momentum);
+	cJSON_AddNumberToObject(j, "wd", o->wd);
+	cJSON_AddNumberToObject(j, "label_smoothing", o->smoothing);
+	cJSON_AddStringToObject(j, "lr_policy",
+				o->schedule.policy == MP_LR_COSINE ? "cosine" : "step");
+	for (int i = 0; i < o->schedule.nmilestones; i++) {
+		size_t used = strlen(text);
+		snprintf(text + used, sizeof text - used, "%s%d", i ? "," : "",
+			 o->schedule.milestones[i]);
+	}
+	cJSON_AddStringToObject(j, "schedule", text);
+	cJSON_AddNumberToObject(j, "gamma", o->schedule.gamma);
+	cJSON_AddNumberToObject(j, "warmup", o->schedule.warmup);
+	cJSON_AddNumberToObject(j, "crop", c->input_size);
+	cJSON_AddNumberToObject(j, "scale_min", o->scale_min);
+	cJSON_AddNumberToObject(j, "scale_max", o->scale_max);
+	snprintf(text, sizeof text, "%.17g,%.17g,%.17g", c->mean[0], c->mean[1], c->mean[2]);
+	cJSON_AddStringToObject(j, "mean", text);
+	snprintf(text, sizeof text, "%llu", (unsigned long long)o->seed);
+	cJSON_AddStringToObject(j, "seed", text);
+	char *s = cJSON_PrintUnformatted(j);
+	cJSON_Delete(j);
+	return s;
+}
+
+/* Warns about every option a resumed run sets differently from the
+ * checkpoint's run: the result can no longer match an uninterrupted run. */
+static void compare_options(const char *path, const char *stored, const char *now)
+{
+	cJSON *a = cJSON_Parse(stored), *b = cJSON_Parse(now);
+	if (!a || !b) {
+		mp_warnx("%s: the training options in the metadata cannot be read; "
+			 "they are not compared", path);
+		goto out;
+	}
+	for (cJSON *x = b->child; x; x = x->next) {
+		if (!strcmp(x->string, "train_db"))
+			continue; /* the same data may have moved */
+		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
+		if (y && cJSON_Compare(x, y, 1))
+			continue;
+		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
+		if (!strcmp(x->string, "epochs"))
+			mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
+				 is ? is : "?");
+		else
+			mp_warnx("warning: %s was %s in %s, now %s: the run will differ from "
+				 "an uninterrupted one", x->string, was ? was : "unset", path,
+				 is ? is : "?");
+		free(was);
+		free(is);
+	}
+out:
+	cJSON_Delete(a);
+	cJSON_Delete(b);
+}
+
+static int arch_equal(const mp_resnet_config *a, const mp_resnet_config *b, char *why,
+		      size_t n)
+{
+	char wa[128] = "", wb[128] = "";
+	for (int s = 0; s < a->stages; s++)
+		snprintf(wa + strlen(wa), sizeof wa - strlen(wa), "%s%d", s ? "," : "",
+			 a->widths[s]);
+	for (int s = 0; s < b->stages; s++)
+		snprintf(wb + strlen(wb), sizeof wb - strlen(wb), "%s%d", s ? "," : "",
+			 b->widths[s]);
+	if (a->depth != b->depth)
+		snprintf(why, n, "depth %d, the options say %d", a->depth, b->depth);
+	else if (strcmp(wa, wb))
+		snprintf(why, n, "widths %s, the options say %s", wa, wb);
+	else if (a->shortcut != b->shortcut)
+		snprintf(why, n, "shortcut %c, the options say %c", a->shortcut, b->shortcut);
+	else if (a->stem_kernel != b->stem_kernel || a->stem_stride != b->stem_stride)
+		snprintf(why, n, "a %dx%d stride-%d stem, the options say %dx%d stride %d",
+			 a->stem_kernel, a->stem_kernel, a->stem_stride, b->stem_kernel,
+			 b->stem_kernel, b->stem_stride);
+	else if (a->classes != b->classes)
+		snprintf(why, n, "%d classes, the training set has %d", a->classes, b->classes);
+	else if (a->input_size != b->input_size)
+		snprintf(why, n, "input size %d, the options say --crop %d", a->input_size,
+			 b->input_size);
+	else if (a->fc_bn != b->fc_bn)
+		snprintf(why, n, "fc_bn %d, the options say %d", a->fc_bn, b->fc_bn);
+	else
+		return 1;
+	return 0;
+}
+
+static int parse_long_meta(const mp_st_file *f, const char *key, long min, long *out,
+			   mp_error *e)
+{
+	const char *v = mp_st_meta_get(f, key);
+	char *end;
+	if (!v)
+		return mp_seterr(e, "%s: no %s in the metadata: not a checkpoint of mp-train",
+				 f->path, key);
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno || end == v || *end || x < min)
+		return mp_seterr(e, "%s: metadata %s is \"%s\"", f->path, key, v);
+	*out = x;
+	return 0;
+}
+
+/* Loads a checkpoint: architecture check, weights, momentum and the
+ * training state. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on error. */
+static int resume_from(trainer *t, const mp_resnet_config *want, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	mp_st_file f;
+	if (mp_st_read(o->resume, (size_t)1 << 34, &f, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	int status = MP_TRAIN_BAD_SETUP;
+	mp_resnet_config have;
+	char why[256];
+	long epochs, batch, step;
+	if (mp_weights_config(&f, &have, e) < 0)
+		goto out;
+	if (!arch_equal(&have, want, why, sizeof why)) {
+		mp_seterr(e, "%s: the checkpoint's network has %s", o->resume, why);
+		goto out;
+	}
+	if (!mp_st_find(&f, "momentum.stem.conv.weight")) {
+		mp_seterr(e, "%s: a weights file without momentum; --resume needs a checkpoint",
+			  o->resume);
+		goto out;
+	}
+	if (parse_long_meta(&f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
+	    parse_long_meta(&f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
+	    parse_long_meta(&f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
+		goto out;
+	if (batch >= t->steps_per_epoch) {
+		mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
+			  o->resume, batch, o->train_db, t->steps_per_epoch, o->batch);
+		goto out;
+	}
+	status = MP_TRAIN_FAILED;
+	if (mp_weights_load_into(t->net, &f, 1, e) < 0)
+		goto out;
+	const char *v;
+	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_ELAPSED)))
+		t->elapsed0 = atof(v);
+	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_LR)))
+		t->lr = atof(v);
+	if (batch && (v = mp_st_meta_get(&f, MP_TRAIN_KEY_EPOCH_SUMS)))
+		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
+		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
+	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_OPTIONS)))
+		compare_options(o->resume, v, t->options_json);
+	t->epoch = (int)epochs;
+	t->batch = batch;
+	t->step = step;
+	snprintf(t->last_good, sizeof t->last_good, "%s", o->resume);
+	status = MP_TRAIN_DONE;
+out:
+	mp_st_free(&f);
+	return status;
+}
+
+/* ---- the log --------------------------------------------------------------- */
+
+static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
+		   const sums *val, mp_error *e)
+{
+	if (!t->log)
+		return 0;
+	char v[3][32];
+	if (val && val->images > 0) {
+		snprintf(v[0], 32, "%.5f", val->loss / val->images);
+		snprintf(v[1], 32, "%.5f", 1 - val->top1 / val->images);
+		snprintf(v[2], 32, "%.5f", 1 - val->top5 / val->images);
+	} else {
+		strcpy(v[0], "-");
+		strcpy(v[1], "-");
+		strcpy(v[2], "-");
+	}
+	double n = s->images > 0 ? s->images : 1;
+	fprintf(t->log, "%s\t%.*f\t%ld\t%.6g\t%.5f\t%.5f\t%.5f\t%s\t%s\t%s\t%.1f\t%.1f\n", kind,
+		strcmp(kind, "epoch") ? 3 : 0, epoch, t->step, t->lr, s->loss / n, 1 - s->top1 / n,
+		1 - s->top5 / n, v[0], v[1], v[2], s->seconds > 0 ? s->images / s->seconds : 0,
+		elapsed(t));
+	if (fflush(t->log) != 0 || ferror(t->log))
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	return 0;
+}
+
+static int open_log(trainer *t, int append, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	if (o->log_path)
+		snprintf(t->log_path, sizeof t->log_path, "%s", o->log_path);
+	else
+		snprintf(t->log_path, sizeof t->log_path, "%s/train.log", o->out_dir);
+	struct stat st;
+	int had = append && stat(t->log_path, &st) == 0 && st.st_size > 0;
+	t->log = fopen(t->log_path, append ? "a" : "w");
+	if (!t->log)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	if (!had)
+		fputs(LOG_HEADER, t->log);
+	if (fflush(t->log) != 0)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	return 0;
+}
+
+/* ---- steps and validation ---------------------------------------------------- */
+
+static void score(const float *probs, const int32_t *labels, int n, int classes, sums *s)
+{
+	for (int i = 0; i < n; i++) {
+		int rank = mp_rank_of(probs + (size_t)i * classes, classes, labels[i]);
+		s->top1 += rank < 1;
+		s->top5 += rank < 5;
+	}
+	s->images += n;
+}
+
+static int check_labels(const trainer *t, const char *db, const int32_t *labels,
+			const uint64_t *ids, int n, mp_error *e)
+{
+	for (int i = 0; i < n; i++)
+		if (labels[i] < 0 || labels[i] >= t->classes)
+			return mp_seterr(e, "%s: record %llu has label %d, outside 0..%d", db,
+					 (unsigned long long)ids[i], labels[i], t->classes - 1);
+	return 0;
+}
+
+static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
+		    float *probs, sums *out, mp_error *e)
+{
+	memset(out, 0, sizeof *out);
+	if (mp_loader_start(t->val, 0, e) < 0)
+		return -1;
+	int size = mp_loader_size(t->val), n, rc;
+	double t0 = mp_now();
+	mp_progress p;
+	mp_progress_init(&p, "validate", mp_loader_records(t->val), t->o->quiet);
+	while ((rc = mp_loader_next(t->val, images, labels, ids, &n, e)) == 1) {
+		double loss;
+		if (check_labels(t, t->o->val_db, labels, ids, n, e) < 0 ||
+		    mp_resnet_forward(t->net, images, n, size, size, 0, e) < 0 ||
+		    mp_resnet_loss(t->net, labels, 0, &loss, probs, e) < 0)
+			return -1;
+		out->loss += loss * n;
+		score(probs, labels, n, t->classes, out);
+		mp_progress_update(&p, (uint64_t)out->images, NULL);
+	}
+	mp_progress_done(&p);
+	out->seconds = mp_now() - t0;
+	return rc;
+}
+
+static void print_epoch(const trainer *t, const sums *s, const sums *val)
+{
+	if (t->o->quiet)
+		return;
+	double n = s->images > 0 ? s->images : 1;
+	printf("epoch %d/%d: lr %.4g, loss %.4f, train error %.2f%% top-1, %.2f%% top-5", t->epoch + 1,
+	       t->o->epochs, t->lr, s->loss / n, 100 * (1 - s->top1 / n), 100 * (1 - s->top5 / n));
+	if (val && val->images > 0)
+		printf("; val loss %.4f, error %.2f%% top-1, %.2f%% top-5", val->loss / val->images,
+		       100 * (1 - val->top1 / val->images), 100 * (1 - val->top5 / val->images));
+	printf("; %.0f images/s, %.0f s\n", s->seconds > 0 ? s->images / s->seconds : 0,
+	       elapsed(t));
+	fflush(stdout);
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	mp_loader_opts lo = {
+		.path = o->train_db, .train = 1, .batch = o->batch,
+		.threads = o->loader_threads, .prefetch = 2 * o->loader_threads + 1,
+		.drop_last = 1, .seed = o->seed,
+		.aug = {.scale_min = o->scale_min, .scale_max = o->scale_max,
+			.crop = cfg->input_size},
+	};
+	/* The mean: --mean, or the training set's. Open once to read the meta. */
+	if (!(t->train = mp_loader_open(&lo, e)))
+		return -1;
+	const mp_meta *m = mp_loader_meta(t->train);
+	if (!o->has_mean) {
+		if (!m->has_mean)
+			return mp_seterr(e, "%s: the dataset has no mean; give --mean R,G,B",
+					 o->train_db);
+		memcpy(cfg->mean, m->mean, sizeof cfg->mean);
+	}
+	memcpy(lo.aug.mean, cfg->mean, sizeof cfg->mean);
+	mp_loader_close(t->train);
+	if (!(t->train = mp_loader_open(&lo, e)))
+		return -1;
+	m = mp_loader_meta(t->train);
+	if (!cfg->classes) {
+		if (m->classes < 1)
+			return mp_seterr(e, "%s: the dataset does not say how many classes it has "
+					    "(pack it with a categories file, or give --classes N)",
+					 o->train_db);
+		cfg->classes = m->classes;
+	} else if (m->classes > 0 && m->classes != cfg->classes) {
+		return mp_seterr(e, "%s: the dataset has %d classes, --classes says %d", o->train_db,
+				 m->classes, cfg->classes);
+	}
+	t->classes = cfg->classes;
+	t->class_names = m->class_names;
+	t->steps_per_epoch = (long)mp_loader_batches(t->train);
+	if (!o->val_db)
+		return 0;
+	mp_loader_opts vo = {
+		.path = o->val_db, .train = 0, .batch = o->batch,
+		.threads = o->loader_threads, .prefetch = 2 * o->loader_threads + 1,
+		.eval_size = cfg->input_size,
+	};
+	memcpy(vo.mean, cfg->mean, sizeof vo.mean);
+	if (!(t->val = mp_loader_open(&vo, e)))
+		return -1;
+	const mp_meta *vm = mp_loader_meta(t->val);
+	if (!vm->labelled)
+		return mp_seterr(e, "%s: the validation set has no labels", o->val_db);
+	if (vm->classes > 0 && vm->classes != t->classes)
+		return mp_seterr(e, "%s: the validation set has %d classes, the training set %d",
+				 o->val_db, vm->classes, t->classes);
+	return 0;
+}
+
+static int setup(trainer *t, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	mp_resnet_config cfg = o->net;
+	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
+		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
+				 o->scale_min, o->scale_max, cfg.input_size),
+		       MP_TRAIN_BAD_SETUP;
+	if (open_loaders(t, &cfg, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	if (mp_resnet_config_check(&cfg, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+
+	char what[256];
+	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
+		return MP_TRAIN_FAILED;
+	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
+		if (!o->force)
+			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
+					    "%s/last.safetensors, or start over with --force",
+					 o->out_dir, what, o->out_dir),
+			       MP_TRAIN_BAD_SETUP;
+		remove_previous_run(o->out_dir);
+	}
+
+	char desc[512];
+	if (!(t->be = mp_backend_open(o->backend, o->threads, desc, sizeof desc, e)))
+		return MP_TRAIN_BAD_SETUP;
+	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
+		return MP_TRAIN_FAILED;
+	if (!(t->options_json = options_to_json(o, &cfg)))
+		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
+	if (o->resume) {
+		int rc = resume_from(t, &cfg, e);
+		if (rc != MP_TRAIN_DONE)
+			return rc;
+	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
+		return MP_TRAIN_FAILED;
+	}
+	if (open_log(t, o->resume != NULL, e) < 0)
+		return MP_TRAIN_FAILED;
+	if (!o->quiet) {
+		double flops = mp_resnet_flops(t->net, cfg.input_size);
+		printf("mp-train: %s; network depth %d, %d stages, %llu weights, %.3g %sFLOP "
+		       "per image at %d px\n",
+		       desc, cfg.depth, cfg.stages,
+		       (unsigned long long)mp_resnet_num_weights(t->net),
+		       flops >= 1e9 ? flops / 1e9 : flops / 1e6, flops >= 1e9 ? "G" : "M",
+		       cfg.input_size);
+		printf("mp-train: %s: %llu images, %ld batches of %d per epoch; %s%s%s\n",
+		       o->train_db, (unsigned long long)mp_loader_records(t->train),
+		       t->steps_per_epoch, o->batch, o->val_db ? "validation on " : "no validation",
+		       o->val_db ? o->val_db : "", "");
+		if (o->resume)
+			printf("mp-train: resuming %s at epoch %d, batch %ld (step %ld)\n",
+			       o->resume, t->epoch + 1, t->batch, t->step);
+		fflush(stdout);
+	}
+	return MP_TRAIN_DONE;
+}
+
+/* ---- the run ------------------------------------------------------------------- */
+
+enum { STOP_NOT, STOP_SIGNAL, STOP_MAX_STEPS };
+
+static int run(trainer *t, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	const mp_resnet_config *cfg = mp_resnet_cfg(t->net);
+	const int size = cfg->input_size, classes = cfg->classes;
+	const size_t per_image = (size_t)3 * size * size;
+	float *images = malloc(sizeof(float) * per_image * (size_t)o->batch);
+	float *probs = malloc(sizeof(float) * (size_t)classes * (size_t)o->batch);
+	int32_t *labels = malloc(sizeof(int32_t) * (size_t)o->batch);
+	uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)o->batch);
+	int status = MP_TRAIN_FAILED;
+	char what[64];
+	sums val = {0};
+	mp_schedule sched = o->schedule;
+	sched.base = o->lr;
+	sched.epochs = o->epochs;
+	if (!images || !probs || !labels || !ids) {
+		mp_seterr(e, "out of memory");
+		goto out;
+	}
+	for (; t->epoch < o->epochs; t->epoch++, t->batch = 0) {
+		if (mp_loader_start_at(t->train, (uint64_t)t->epoch, (uint64_t)t->batch, e) < 0)
+			goto out;
+		if (!t->batch)
+			memset(&t->epoch_sums, 0, sizeof t->epoch_sums);
+		memset(&t->interval, 0, sizeof t->interval);
+		snprintf(what, sizeof what, "epoch %d/%d", t->epoch + 1, o->epochs);
+		mp_progress p;
+		mp_progress_init(&p, what, (uint64_t)t->steps_per_epoch, o->quiet);
+		int stop = 0, n, rc = 0;
+		double tick = mp_now(); /* wall time per step, data loading included */
+		while (!stop && (rc = mp_loader_next(t->train, images, labels, ids, &n, e)) == 1) {
+			double loss;
+			t->lr = mp_schedule_lr(&sched, t->epoch, t->batch, t->steps_per_epoch);
+			if (check_labels(t, o->train_db, labels, ids, n, e) < 0 ||
+			    mp_resnet_forward(t->net, images, n, size, size, 1, e) < 0 ||
+			    mp_resnet_loss(t->net, labels, (float)o->smoothing, &loss, probs, e) < 0)
+				goto out;
+			if (!isfinite(loss)) {
+				mp_progress_done(&p);
+				mp_seterr(e, "step %ld (epoch %d, batch %ld): the loss is %s at lr %g; "
+					     "stopping. %s%s",
+					  t->step + 1, t->epoch + 1, t->batch + 1,
+					  isnan(loss) ? "NaN" : "infinite", t->lr,
+					  t->last_good[0] ? "The last good checkpoint is " : "No checkpoint was written",
+					  t->last_good);
+				goto out;
+			}
+			if (mp_resnet_backward(t->net, e) < 0 ||
+			    mp_resnet_sgd(t->net, (float)t->lr, (float)o->momentum, (float)o->wd, e) < 0)
+				goto out;
+			t->batch++;
+			t->step++;
+			double now = mp_now(), dt = now - tick;
+			tick = now;
+			sums *both[2] = {&t->epoch_sums, &t->interval};
+			for (int k = 0; k < 2; k++) {
+				both[k]->loss += loss * n;
+				score(probs, labels, n, classes, both[k]);
+				both[k]->seconds += dt;
+			}
+			if (o->log_every > 0 && t->step % o->log_every == 0) {
+				if (log_row(t, "step", t->epoch + (double)t->batch / t->steps_per_epoch,
+					    &t->interval, NULL, e) < 0)
+					goto out;
+				memset(&t->interval, 0, sizeof t->interval);
+			}
+			char extra[128];
+			snprintf(extra, sizeof extra, "loss %.4f err %.1f%%",
+				 t->epoch_sums.loss / t->epoch_sums.images,
+				 100 * (1 - t->epoch_sums.top1 / t->epoch_sums.images));
+			mp_progress_update(&p, (uint64_t)t->batch, extra);
+			if (o->stop && *o->stop)
+				stop = STOP_SIGNAL;
+			else if (o->max_steps > 0 && t->step >= o->max_steps)
+				stop = STOP_MAX_STEPS;
+		}
+		mp_progress_done(&p);
+		if (!stop && rc < 0)
+			goto out;
+		int finished = t->batch == t->steps_per_epoch;
+		if (finished || stop == STOP_MAX_STEPS) {
+			/* the end of an epoch, or of a --max-steps run */
+			int last = t->epoch + 1 == o->epochs || stop == STOP_MAX_STEPS;
+			int eval = t->val && stop != STOP_SIGNAL &&
+				   (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
+			if (eval) {
+				if (validate(t, images, labels, ids, probs, &val, e) < 0)
+					goto out;
+				t->r->val_top1 = 1 - val.top1 / val.images;
+				t->r->val_top5 = 1 - val.top5 / val.images;
+			}
+			if (log_row(t, finished ? "epoch" : "end",
+				    t->epoch + (finished ? 1.0 : (double)t->batch / t->steps_per_epoch),
+				    &t->epoch_sums, eval ? &val : NULL, e) < 0)
+				goto out;
+			print_epoch(t, &t->epoch_sums, eval ? &val : NULL);
+		}
+		if (finished)
+			t->r->epochs = t->epoch + 1;
+		if (stop) {
+			int ep = finished ? t->epoch + 1 : t->epoch;
+			long b = finished ? 0 : t->batch;
+			if (write_checkpoint(t, ep, b, e) < 0)
+				goto out;
+			if (stop == STOP_SIGNAL) {
+				status = MP_TRAIN_STOPPED;
+				goto out;
+			}
+			break;
+		}
+		if (finished && (t->epoch + 1 == o->epochs ||
+				 (o->checkpoint_every > 0 && (t->epoch + 1) % o->checkpoint_every == 0)))
+			if (write_checkpoint(t, t->epoch + 1, 0, e) < 0)
+				goto out;
+	}
+	if (write_weights(t, e) < 0)
+		goto out;
+	status = MP_TRAIN_DONE;
+out:
+	t->r->steps = t->step;
+	free(images);
+	free(probs);
+	free(labels);
+	free(ids);
+	return status;
+}
+
+int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
+{
+	trainer t = {.o = o, .r = r, .start = mp_now()};
+	memset(r, 0, sizeof *r);
+	r->val_top1 = r->val_top5 = -1;
+	int status = setup(&t, e);
+	r->epochs = t.epoch;
+	if (status == MP_TRAIN_DONE)
+		status = run(&t, e);
+	r->seconds = elapsed(&t);
+	if (t.log && fclose(t.log) != 0 && status == MP_TRAIN_DONE) {
+		mp_seterr(e, "%s: %s", t.log_path, strerror(errno));
+		status = MP_TRAIN_FAILED;
+	}
+	free(t.options_json);
+	mp_resnet_free(t.net);
+	if (t.be)
+		mp_backend_free(t.be);
+	mp_loader_close(t.train);
+	mp_loader_close(t.val);
+	return status;
+}

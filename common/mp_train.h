@@ -1,0 +1,68 @@
+/* The training job behind mp-train: data, network, optimizer, schedule,
+ * validation, the log, checkpoints and resumption.
+ *
+ * Everything a run draws at random follows from the seed, the epoch and
+ * the record (mp_loader, mp_augment), and the learning rate from the epoch
+ * and step (mp_schedule), so a checkpoint only has to hold the network, the
+ * momentum and a few counters for a resumed run to continue bit for bit. */
+#ifndef MP_TRAIN_H
+#define MP_TRAIN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "mp_resnet.h"
+#include "mp_schedule.h"
+#include "mp_util.h"
+
+/* The training state's metadata keys in a checkpoint (see mp-train(1)). */
+#define MP_TRAIN_KEY_EPOCH "train.epoch"	/* epochs completed */
+#define MP_TRAIN_KEY_BATCH "train.batch"	/* batches done of the next epoch */
+#define MP_TRAIN_KEY_STEP "train.step"		/* optimizer steps in all */
+#define MP_TRAIN_KEY_LR "train.lr"		/* the last step's rate */
+#define MP_TRAIN_KEY_ELAPSED "train.elapsed"	/* seconds trained */
+#define MP_TRAIN_KEY_EPOCH_SUMS "train.epoch_sums" /* the unfinished epoch's metrics */
+#define MP_TRAIN_KEY_OPTIONS "train.options"	/* JSON of the training options */
+
+typedef struct {
+	const char *train_db, *val_db, *out_dir, *log_path, *resume;
+	mp_resnet_config net;	/* classes 0: from the training set; mean from it too */
+	int has_mean;		/* net.mean was given (--mean) */
+	int scale_min, scale_max; /* the crop is net.input_size */
+	int batch, epochs;
+	double lr, momentum, wd, smoothing;
+	mp_schedule schedule;	/* base, epochs filled from lr and epochs */
+	int eval_every, checkpoint_every, keep;
+	uint64_t seed;
+	int threads;		/* compute threads (0: all) */
+	int loader_threads;
+	const char *backend;	/* cpu | cpu-ref | cuda | auto */
+	long max_steps;		/* stop after this many steps in all (0: no limit) */
+	int log_every;		/* a log row every N steps (0: per epoch only) */
+	int quiet;
+	int force;		/* an OUT_DIR with a previous run may be reused */
+	volatile sig_atomic_t *stop; /* set by a signal handler: stop after the step */
+} mp_train_opts;
+
+void mp_train_opts_default(mp_train_opts *o);
+
+enum mp_train_status {
+	MP_TRAIN_DONE = 0,
+	MP_TRAIN_FAILED = 1,	/* a runtime failure: I/O, a bad record, NaN */
+	MP_TRAIN_BAD_SETUP = 2,	/* inputs that do not fit the options */
+	MP_TRAIN_STOPPED = 3,	/* o->stop was set; a checkpoint was written */
+};
+
+typedef struct {
+	char checkpoint[4096];	/* the newest checkpoint written ("" if none) */
+	char weights[4096];	/* the final weights ("" unless done) */
+	long steps;		/* optimizer steps in all */
+	int epochs;		/* epochs completed */
+	double val_top1, val_top5; /* the last validation (negative if none) */
+	double seconds;
+} mp_train_result;
+
+/* Runs the whole job; the messages of failures are in e. */
+int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e);
+
+#endif
