@@ -15,6 +15,22 @@
 #include "mp_metrics.h"
 #include "mp_weights.h"
 
+#define PATH_LEN 4096
+
+/* dir/name into buf (PATH_LEN); -1 if it does not fit. */
+static int join(char *buf, const char *dir, const char *name)
+{
+	int n = snprintf(buf, PATH_LEN, "%s/%s", dir, name);
+	return n < 0 || n >= PATH_LEN ? -1 : 0;
+}
+
+static void copy_path(char *dst, const char *src)
+{
+	size_t n = strnlen(src, PATH_LEN - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 #define LOG_HEADER                                                                   \
 	"kind\tepoch\tstep\tlr\tloss\ttrain_top1_err\ttrain_top5_err\tval_loss\t"   \
 	"val_top1_err\tval_top5_err\timages_per_s\telapsed_s\n"
@@ -59,7 +75,7 @@ typedef struct {
 	mp_resnet *net;
 	mp_loader *train, *val;
 	FILE *log;
-	char log_path[4096];
+	char log_path[PATH_LEN];
 	char *options_json;
 	char **class_names;
 	int classes;
@@ -72,7 +88,7 @@ typedef struct {
 	double elapsed0;	/* seconds trained by earlier sessions */
 	double start;
 	sums epoch_sums, interval;
-	char last_good[4096];	/* the newest checkpoint on disk */
+	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
 } trainer;
 
 static double elapsed(const trainer *t)
@@ -84,7 +100,7 @@ static double elapsed(const trainer *t)
 
 static int make_dirs(const char *path, mp_error *e)
 {
-	char buf[4096];
+	char buf[PATH_LEN];
 	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
 		return mp_seterr(e, "%s: path too long", path);
 	for (char *p = buf + 1;; p++) {
@@ -108,8 +124,11 @@ static int make_dirs(const char *path, mp_error *e)
 /* A probe file shows a read-only place before hours of training, not after. */
 static int check_writable(const char *dir, mp_error *e)
 {
-	char probe[4200];
-	snprintf(probe, sizeof probe, "%s/.mp-train-probe-%ld", dir, (long)getpid());
+	char probe[PATH_LEN];
+	char name[64];
+	snprintf(name, sizeof name, ".mp-train-probe-%ld", (long)getpid());
+	if (join(probe, dir, name) < 0)
+		return mp_seterr(e, "%s: path too long", dir);
 	FILE *f = fopen(probe, "w");
 	if (!f)
 		return mp_seterr(e, "%s: cannot write in the output directory: %s", dir,
@@ -150,11 +169,10 @@ static int previous_run(const char *dir, char *what, size_t n)
 {
 	static const char *const files[] = {"train.log", "weights.safetensors",
 					    "last.safetensors"};
-	char path[4200];
+	char path[PATH_LEN];
 	struct stat st;
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-		if (lstat(path, &st) == 0) {
+		if (join(path, dir, files[i]) == 0 && lstat(path, &st) == 0) {
 			snprintf(what, n, "%s", files[i]);
 			return 1;
 		}
@@ -180,10 +198,10 @@ static void remove_previous_run(const char *dir)
 {
 	static const char *const files[] = {"train.log", "weights.safetensors",
 					    "last.safetensors"};
-	char path[4400];
+	char path[PATH_LEN];
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-		unlink(path);
+		if (join(path, dir, files[i]) == 0)
+			unlink(path);
 	}
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -191,8 +209,8 @@ static void remove_previous_run(const char *dir)
 		int ep;
 		long b;
 		if (parse_checkpoint_name(de->d_name, &ep, &b) == 0) {
-			snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-			unlink(path);
+			if (join(path, dir, de->d_name) == 0)
+				unlink(path);
 		}
 	}
 	if (d)
@@ -246,9 +264,9 @@ static void prune_checkpoints(const trainer *t, int epochs, long batch)
 			    (list[j].epochs == list[i].epochs && list[j].batch > list[i].batch))
 				newer++;
 		if (newer >= (size_t)keep) {
-			char path[4400];
-			snprintf(path, sizeof path, "%s/%s", t->o->out_dir, list[i].name);
-			unlink(path);
+			char path[PATH_LEN];
+			if (join(path, t->o->out_dir, list[i].name) == 0)
+				unlink(path);
 		}
 	}
 	free(list);
@@ -257,9 +275,12 @@ static void prune_checkpoints(const trainer *t, int epochs, long batch)
 /* last.safetensors: a relative symbolic link, replaced atomically. */
 static int link_last(const trainer *t, const char *name, mp_error *e)
 {
-	char tmp[4200], path[4200];
-	snprintf(path, sizeof path, "%s/last.safetensors", t->o->out_dir);
-	snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+	char tmp[PATH_LEN], path[PATH_LEN];
+	char tmpname[64];
+	snprintf(tmpname, sizeof tmpname, "last.safetensors.tmp-%ld", (long)getpid());
+	if (join(path, t->o->out_dir, "last.safetensors") < 0 ||
+	    join(tmp, t->o->out_dir, tmpname) < 0)
+		return mp_seterr(e, "%s: path too long", t->o->out_dir);
 	unlink(tmp);
 	if (symlink(name, tmp) < 0)
 		return mp_seterr(e, "%s: %s", tmp, strerror(errno));
@@ -284,9 +305,10 @@ static char *sums_text(const sums *s)
 
 static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 {
-	char name[256], path[4400], num[5][64];
+	char name[256], path[PATH_LEN], num[5][64];
 	checkpoint_name(name, sizeof name, epochs, batch);
-	snprintf(path, sizeof path, "%s/%s", t->o->out_dir, name);
+	if (join(path, t->o->out_dir, name) < 0)
+		return mp_seterr(e, "%s: path too long", t->o->out_dir);
 	snprintf(num[0], 64, "%d", epochs);
 	snprintf(num[1], 64, "%ld", batch);
 	snprintf(num[2], 64, "%ld", t->step);
@@ -308,8 +330,8 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 	free(sum);
 	if (rc < 0)
 		return -1;
-	snprintf(t->last_good, sizeof t->last_good, "%s", path);
-	snprintf(t->r->checkpoint, sizeof t->r->checkpoint, "%s", path);
+	copy_path(t->last_good, path);
+	copy_path(t->r->checkpoint, path);
 	if (link_last(t, name, e) < 0)
 		return -1;
 	prune_checkpoints(t, epochs, batch);
@@ -330,8 +352,9 @@ static char *class_names_json(const trainer *t)
 
 static int write_weights(trainer *t, mp_error *e)
 {
-	char path[4200], epochs[32], steps[32];
-	snprintf(path, sizeof path, "%s/weights.safetensors", t->o->out_dir);
+	char path[PATH_LEN], epochs[32], steps[32];
+	if (join(path, t->o->out_dir, "weights.safetensors") < 0)
+		return mp_seterr(e, "%s: path too long", t->o->out_dir);
 	snprintf(epochs, sizeof epochs, "%d", t->r->epochs);
 	snprintf(steps, sizeof steps, "%ld", t->step);
 	char *names = class_names_json(t);
@@ -345,7 +368,7 @@ static int write_weights(trainer *t, mp_error *e)
 	int rc = mp_weights_save(t->net, path, kv, names ? 5 : 4, 0, e);
 	free(names);
 	if (rc == 0)
-		snprintf(t->r->weights, sizeof t->r->weights, "%s", path);
+		copy_path(t->r->weights, path);
 	return rc;
 }
 
@@ -514,7 +537,7 @@ static int resume_from(trainer *t, const mp_resnet_config *want, mp_error *e)
 	t->epoch = (int)epochs;
 	t->batch = batch;
 	t->step = step;
-	snprintf(t->last_good, sizeof t->last_good, "%s", o->resume);
+	copy_path(t->last_good, o->resume);
 	status = MP_TRAIN_DONE;
 out:
 	mp_st_free(&f);
@@ -552,9 +575,9 @@ static int open_log(trainer *t, int append, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	if (o->log_path)
-		snprintf(t->log_path, sizeof t->log_path, "%s", o->log_path);
-	else
-		snprintf(t->log_path, sizeof t->log_path, "%s/train.log", o->out_dir);
+		copy_path(t->log_path, o->log_path);
+	else if (join(t->log_path, o->out_dir, "train.log") < 0)
+		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
 	int had = append && stat(t->log_path, &st) == 0 && st.st_size > 0;
 	t->log = fopen(t->log_path, append ? "a" : "w");
@@ -715,7 +738,7 @@ static int setup(trainer *t, mp_error *e)
 
 	char desc[512];
 	if (!(t->be = mp_backend_open(o->backend, o->threads, desc, sizeof desc, e)))
-		return MP_TRAIN_BAD_SETUP;
+		return MP_TRAIN_FAILED;
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;
 	if (!(t->options_json = options_to_json(o, &cfg)))

@@ -351,10 +351,14 @@ int main(int argc, char **argv)
 			memcpy(o.net.mean, mean, sizeof mean);
 	}
 
-	struct sigaction sa = {.sa_handler = on_signal};
+	/* A signal ignored on entry (SIGINT in a shell's background job)
+	 * stays ignored. */
+	struct sigaction sa = {.sa_handler = on_signal}, was;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	int sigs[] = {SIGINT, SIGTERM};
+	for (int i = 0; i < 2; i++)
+		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
 	o.stop = &stop_signal;
 
 	mp_train_result r;

@@ -1,0 +1,306 @@
+#!/usr/bin/env bats
+# mp-train: learning, outputs, the log, exact resumption, signals, NaN,
+# write failures and bad options, on a small generated dataset of 4 classes
+# and a tiny network.
+
+load helpers
+
+train() { "$MP_BIN/mp-train" "$@"; }
+
+# 128 training and 48 validation images of 4 learnable classes, 20x20
+# brought to 16x16; the same data for every test of this file.
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 128 20 20 4 >train.txt
+	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes va 48 20 20 4 seed=9 >val.txt
+	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
+	printf 'a 0\nb 1\nc 2\n' >cats3.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+	head -n 30 val.txt | awk '$2 < 3' >val3.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats3.txt --size 16 -o val3.db val3.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 val.txt >val.stream
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	D=$BATS_FILE_TMPDIR/data
+	# a tiny network, 8 steps per epoch; a rate drop at epoch 3
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	OPTS=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --schedule 3)
+}
+
+# log_col LOG KIND COLUMN: the column's values in rows of one kind.
+log_col() {
+	awk -F'\t' -v kind="$2" -v col="$3" '
+		NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+		$1 == kind { print $c }' "$1"
+}
+
+same_weights() {
+	run inspect --diff "$1" "$2"
+	assert_status 0
+	assert_contains "$output" "SAME: every tensor within the tolerance"
+}
+
+@test "training lowers the loss and learns the classes" {
+	run train "${OPTS[@]}" --epochs 5 -o out
+	assert_status 0
+	assert_contains "$output" "epoch 5/5"
+	assert_contains "$output" "final validation error:"
+	losses=($(log_col out/train.log epoch loss))
+	assert_equal "${#losses[@]}" 5
+	assert_less "${losses[4]}" "$(awk -v a="${losses[0]}" 'BEGIN { print a / 2 }')"
+	# chance is 0.75 top-1 error; the classes are easy
+	assert_less "$(log_col out/train.log epoch val_top1_err | tail -1)" 0.2
+}
+
+@test "the outputs: checkpoints kept, last, weights, a TSV log with a header" {
+	run train "${OPTS[@]}" --epochs 5 --keep 2 --log-every 4 -q -o out
+	assert_status 0
+	assert_equal "$output" ""
+	assert_files out checkpoint-0004.safetensors checkpoint-0005.safetensors \
+		last.safetensors train.log weights.safetensors
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0005.safetensors
+	assert_equal "$(head -1 out/train.log)" "$(printf 'kind\tepoch\tstep\tlr\tloss\ttrain_top1_err\ttrain_top5_err\tval_loss\tval_top1_err\tval_top5_err\timages_per_s\telapsed_s')"
+	# 40 steps: 10 step rows and 5 epoch rows, 12 fields each
+	assert_equal "$(log_col out/train.log step step | tr '\n' ' ')" "4 8 12 16 20 24 28 32 36 40 "
+	assert_equal "$(log_col out/train.log epoch epoch | tr '\n' ' ')" "1 2 3 4 5 "
+	assert_equal "$(awk -F'\t' '{ print NF }' out/train.log | sort -u)" 12
+	# the schedule: 0.1 for epochs 1-3, then 0.01
+	assert_equal "$(log_col out/train.log epoch lr | tr '\n' ' ')" "0.1 0.1 0.1 0.01 0.01 "
+	# the weights load as a network without momentum; checkpoints have it
+	run inspect --verify out/weights.safetensors
+	assert_status 0
+	run inspect --json out/weights.safetensors
+	assert_equal "$(json_get - 'd["kind"]' <<<"$output")" weights
+	assert_equal "$(json_get <(inspect --json out/last.safetensors) 'd["kind"]')" checkpoint
+	meta=$(json_get <(inspect --json out/weights.safetensors) 'd["metadata"]["class_names"]')
+	assert_equal "$meta" '["red","green","blue","yellow"]'
+	run inspect --json out/checkpoint-0004.safetensors
+	assert_equal "$(json_get - 'd["metadata"]["train.epoch"], d["metadata"]["train.batch"], d["metadata"]["train.step"]' <<<"$output")" "('4', '0', '32')"
+}
+
+@test "the weights load in PyTorch and give mp-train's validation error" {
+	train "${OPTS[@]}" --epochs 3 -q -o out
+	want=$(log_col out/train.log epoch val_top1_err | tail -1)
+	# the records as stored, then PIL's bicubic resize to the crop size
+	mkdir rec
+	for i in $(seq 0 47); do inspect --extract "$i" -o "rec/$i.png" "$D/val.db"; done
+	inspect --list "$D/val.db" | awk -F'\t' 'NR > 1 { print $1, $3 }' >labels.txt
+	run "$PY" - "$MP_ROOT/scripts" out/weights.safetensors <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from PIL import Image
+import mp_resnet
+net, meta = mp_resnet.load(sys.argv[2])
+mean = np.array([float(v) for v in meta["mean"].split(",")])
+size = int(meta["input_size"])
+wrong = total = 0
+for line in open("labels.txt"):
+    index, label = line.split()
+    img = Image.open("rec/%s.png" % index).convert("RGB").resize((size, size), Image.BICUBIC)
+    x = (np.asarray(img, np.float64) - mean).transpose(2, 0, 1)[None]
+    with torch.no_grad():
+        wrong += int(net(torch.tensor(x, dtype=torch.float32)).argmax(1).item() != int(label))
+    total += 1
+print("%.5f" % (wrong / total))
+EOF
+	assert_status 0
+	# PIL resamples a little differently: allow two images in 48
+	assert_less "$(awk -v a="$output" -v b="$want" 'BEGIN { d = a - b; print (d < 0 ? -d : d) }')" 0.042
+}
+
+@test "resuming at an epoch boundary ends with the same weights, bit for bit" {
+	train "${OPTS[@]}" --epochs 4 -q -o whole
+	train "${OPTS[@]}" --epochs 4 -q -o parts --max-steps 16
+	assert_files parts checkpoint-0001.safetensors checkpoint-0002.safetensors \
+		last.safetensors train.log weights.safetensors
+	run train "${OPTS[@]}" --epochs 4 -o parts --resume parts/checkpoint-0002.safetensors
+	assert_status 0
+	assert_contains "$output" "resuming parts/checkpoint-0002.safetensors at epoch 3, batch 0 (step 16)"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	same_weights whole/checkpoint-0004.safetensors parts/checkpoint-0004.safetensors
+	# the log goes on where it stopped, with the same numbers
+	assert_equal "$(log_col parts/train.log epoch loss)" "$(log_col whole/train.log epoch loss)"
+}
+
+@test "resuming in the middle of an epoch is exact too, and so is any thread count" {
+	train "${OPTS[@]}" --epochs 3 -q -o whole
+	train "${OPTS[@]}" --epochs 3 -q -o parts --max-steps 11
+	assert_equal "$(readlink parts/last.safetensors)" checkpoint-0001-000003.safetensors
+	train "${OPTS[@]}" --epochs 3 -q -o parts --resume parts/last.safetensors
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	assert_equal "$(log_col parts/train.log epoch train_top1_err)" "$(log_col whole/train.log epoch train_top1_err)"
+	train "${OPTS[@]}" --epochs 3 -q -o one --threads 1 --loader-threads 1
+	train "${OPTS[@]}" --epochs 3 -q -o three --threads 3 --loader-threads 3
+	same_weights whole/weights.safetensors one/weights.safetensors
+	same_weights whole/weights.safetensors three/weights.safetensors
+}
+
+@test "a resumed run takes the architecture from the checkpoint, or refuses a different one" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train -d "$D/train.db" --batch 16 --lr 0.1 --epochs 2 -q -o out --resume out/last.safetensors \
+		--scale-min 12 --scale-max 16
+	assert_status 0
+	assert_equal "$(json_get <(inspect --json out/weights.safetensors) 'd["metadata"]["depth"], d["metadata"]["widths"]')" "('1', '4,8')"
+	run train "${OPTS[@]}" --depth 2 --epochs 3 -o out --resume out/last.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: out/last.safetensors: the checkpoint's network has depth 1, the options say 2"
+	run train "${OPTS[@]}" --epochs 3 -o out --resume out/weights.safetensors
+	assert_status 2
+	assert_contains "$output" "a weights file without momentum; --resume needs a checkpoint"
+	# a different rate is allowed, with a warning
+	run train "${OPTS[@]}" --epochs 3 --lr 0.05 -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_contains "$output" "warning: lr was 0.1 in out/last.safetensors, now 0.05"
+}
+
+# A slower run for the signals to land in the middle of: 32 steps.
+SLOW=(--depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
+	--batch 8 --lr 0.05 --epochs 2 --log-every 1)
+
+# wait_rows LOG N: until the log has N lines (at most 20 s).
+wait_rows() {
+	for _ in $(seq 400); do
+		[[ -f $1 && $(wc -l <"$1") -ge $2 ]] && return 0
+		sleep 0.05
+	done
+	fail "$1 never reached $2 lines"
+}
+
+@test "SIGTERM mid-epoch: a checkpoint, the resume command, exit 143; resuming ends where an uninterrupted run does" {
+	train -d "$D/train.db" "${SLOW[@]}" -q -o whole
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -o parts >out.txt 2>err.txt &
+	pid=$!
+	wait_rows parts/train.log 6
+	kill -TERM $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	err=$(cat err.txt)
+	assert_contains "$err" "mp-train: interrupted by SIGTERM after step"
+	assert_contains "$err" "resume with:"
+	cmd=$(tail -1 err.txt)
+	assert_contains "$cmd" "--resume parts/checkpoint-0000-0000"
+	run inspect --verify parts/last.safetensors
+	assert_status 0
+	eval "$cmd" -q
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
+@test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
+	# a background job of a script starts with SIGINT ignored: restore it
+	"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+		"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
+	pid=$!
+	wait_rows out/train.log 3
+	kill -INT $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 130
+	assert_contains "$(cat err.txt)" "interrupted by SIGINT"
+	[[ -L out/last.safetensors ]]
+	# as a plain background job it ignores SIGINT and finishes
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" --epochs 1 -q -o out2 &
+	pid=$!
+	wait_rows out2/train.log 3
+	kill -INT $pid
+	wait $pid
+	[[ -f out2/weights.safetensors ]]
+}
+
+@test "a NaN loss stops with the step named, keeping the last good checkpoint" {
+	run train "${OPTS[@]}" --epochs 3 --lr 1e9 --schedule none -o out
+	assert_status 1
+	assert_contains "$output" "mp-train: step "
+	assert_contains "$output" "the loss is"
+	assert_contains "$output" "stopping"
+	[[ ! -e out/weights.safetensors ]]
+	# with a good first epoch, the checkpoint survives a later blow-up
+	train "${OPTS[@]}" --epochs 1 -q -o out2
+	run train "${OPTS[@]}" --epochs 3 --lr 1e9 -o out2 --resume out2/checkpoint-0001.safetensors
+	assert_status 1
+	assert_contains "$output" "The last good checkpoint is out2/checkpoint-0001.safetensors"
+	run inspect --verify out2/checkpoint-0001.safetensors
+	assert_status 0
+}
+
+@test "a full disk: a clear error, and earlier checkpoints stay intact" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	cp out/checkpoint-0001.safetensors before.safetensors
+	# files may not grow past 8 KiB (a checkpoint has 16); the signal that would kill us is ignored
+	run bash -c 'trap "" XFSZ; ulimit -f 8; exec "$@"' _ "$MP_BIN/mp-train" "${OPTS[@]}" \
+		--epochs 2 -q -o out --resume out/checkpoint-0001.safetensors
+	assert_status 1
+	assert_contains "$output" "out/checkpoint-0002.safetensors"
+	assert_contains "$output" "File too large"
+	cmp before.safetensors out/checkpoint-0001.safetensors
+	assert_equal "$(ls out | grep -c tmp)" 0
+	run train "${OPTS[@]}" --epochs 1 -q -o out3 --log /dev/full
+	assert_status 1
+	assert_equal "$output" "mp-train: /dev/full: No space left on device"
+}
+
+@test "a read-only output directory is refused before training" {
+	mkdir ro
+	if unshare -m true 2>/dev/null; then
+		run unshare -m bash -c 'mount --bind -o ro ro ro && exec "$@"' _ "$MP_BIN/mp-train" \
+			"${OPTS[@]}" --epochs 1 -o ro
+		assert_status 1
+		assert_equal "$output" "mp-train: ro: cannot write in the output directory: Read-only file system"
+	else
+		skip "no mount namespace here to make a read-only directory"
+	fi
+}
+
+@test "an output directory holding a run is refused without --resume or --force" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: out already holds a run (train.log): continue it with --resume out/last.safetensors, or start over with --force"
+	run train "${OPTS[@]}" --epochs 2 -q --force -o out
+	assert_status 0
+	assert_equal "$(log_col out/train.log epoch epoch | tr '\n' ' ')" "1 2 "
+}
+
+@test "bad options and unfit data exit 2 with one line" {
+	cases=(
+		"--batch x|mp-train: --batch: \"x\" is not a number from 2 to 65536"
+		"--widths 4,,8|mp-train: --widths: \"4,,8\": entry 2 is not a number from 1 to 65536"
+		"--shortcut C|mp-train: --shortcut: \"C\" is not one of A|B"
+		"--lr-policy linear|mp-train: --lr-policy: \"linear\" is not one of step|cosine"
+		"--schedule 70,40|mp-train: --schedule: schedule \"70,40\": epochs must increase"
+		"--backend tpu|mp-train: --backend: \"tpu\" is not one of cpu|cpu-ref|cuda|auto"
+		"--mean 1,2|mp-train: --mean: \"1,2\" has 2 entries, expected 3"
+		"--scale-min 8|mp-train: --scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
+		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
+		"-d $D/val.stream|mp-train: $D/val.stream: the loader needs a dataset DB, not a stream"
+		"--batch 4096|mp-train: $D/train.db: 128 records make no batch of 4096"
+	)
+	for c in "${cases[@]}"; do
+		IFS='|' read -r opts want <<<"$c"
+		run train "${OPTS[@]}" --epochs 1 -o out $opts
+		assert_status 2
+		assert_equal "$output" "$want"
+	done
+	run train -o out
+	assert_status 2
+	assert_contains "$(first_line "$output")" "mp-train: -d TRAIN_DB is required"
+	mkdir w && "$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 1 w/x.safetensors
+	run train -d w/x.safetensors -o out
+	assert_status 2
+	assert_contains "$output" "w/x.safetensors"
+	[[ ! -e out/train.log ]]
+}
+
+@test "--backend cuda without a GPU exits 1 with a clear message; auto says it chose the CPU" {
+	run train "${OPTS[@]}" --epochs 1 -o out --backend cuda
+	assert_status 1
+	assert_contains "$output" "mp-train: --backend cuda: "
+	run train "${OPTS[@]}" --epochs 1 -o out2 --backend auto --max-steps 1
+	assert_status 0
+	assert_contains "$(first_line "$output")" "mp-train: cpu, "
+}
