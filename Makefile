@@ -15,7 +15,7 @@ B := build
 DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
 	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs python3-torch
+	libjpeg-turbo-progs python3-torch libopenblas-dev
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
@@ -28,6 +28,7 @@ V_LMDB      := $(call pkgver,lmdb)
 V_CJSON     := $(call pkgver,libcjson)
 V_ZLIB      := $(call pkgver,zlib)
 V_CMOCKA    := $(call pkgver,cmocka)
+V_OPENBLAS  := $(call pkgver,openblas)
 HAVE_CUDNN  := $(wildcard $(CUDA_HOME)/include/cudnn.h)
 ifeq ($(CUDA),0)
 USE_CUDA :=
@@ -45,18 +46,19 @@ else
 $(error CUDA must be auto, 0 or 1, not "$(CUDA)")
 endif
 ifeq ($(filter-out 0 1,$(MAKELEVEL)),)
-$(info found: TurboJPEG $(or $(V_TURBOJPEG),MISSING), libpng $(or $(V_PNG),MISSING), LMDB $(or $(V_LMDB),MISSING), cJSON $(or $(V_CJSON),MISSING), zlib $(or $(V_ZLIB),MISSING), cmocka $(or $(V_CMOCKA),MISSING))
+$(info found: TurboJPEG $(or $(V_TURBOJPEG),MISSING), libpng $(or $(V_PNG),MISSING), LMDB $(or $(V_LMDB),MISSING), cJSON $(or $(V_CJSON),MISSING), zlib $(or $(V_ZLIB),MISSING), cmocka $(or $(V_CMOCKA),MISSING), OpenBLAS $(or $(V_OPENBLAS),MISSING))
 $(info found: nvcc $(or $(NVCC),no), cuDNN $(if $(HAVE_CUDNN),yes,no); CUDA=$(CUDA) -> CUDA backend $(if $(USE_CUDA),built for $(CUDA_ARCH),not built))
 endif
 MISSING := $(strip $(if $(V_TURBOJPEG),,libturbojpeg0-dev) $(if $(V_PNG),,libpng-dev) \
-	$(if $(V_LMDB),,liblmdb-dev) $(if $(V_CJSON),,libcjson-dev) $(if $(V_ZLIB),,zlib1g-dev))
+	$(if $(V_LMDB),,liblmdb-dev) $(if $(V_CJSON),,libcjson-dev) $(if $(V_ZLIB),,zlib1g-dev) \
+	$(if $(V_OPENBLAS),,libopenblas-dev))
 ifneq ($(MISSING),)
 $(error missing libraries: $(MISSING); run "make deps" as root)
 endif
 endif
 
-PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib 2>/dev/null)
+PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib openblas 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib openblas 2>/dev/null)
 
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -pthread -fopenmp

@@ -9,7 +9,7 @@ const char *const mp_backend_names[] = {"cpu", "cpu-ref", "cuda", "auto", NULL};
 
 static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp_error *e)
 {
-	mp_backend *be = reference ? mp_backend_cpu_new(threads) : mp_backend_cpu_new(threads);
+	mp_backend *be = reference ? mp_backend_cpu_new(threads) : mp_backend_cpu_fast_new(threads);
 	if (!be) {
 		mp_seterr(e, "out of memory");
 		return NULL;

@@ -142,9 +142,45 @@ static const mp_backend_ops cpu_ops = {
 	.sgd_step = mp_cpu_sgd_step,
 };
 
+/* The fast backend: the reference table with the convolutions as im2col +
+ * SGEMM (conv_gemm.c), whose scratch memory is the backend's state, and
+ * faster BN, ReLU and add (the *_fast functions of bn.c and layers.c). */
+static void cpu_fast_destroy(mp_backend *be)
+{
+	mp_cpu_gemm_state_free(be->impl);
+	be->impl = NULL;
+}
+
+static const mp_backend_ops cpu_fast_ops = {
+	.name = "cpu",
+	.alloc = cpu_alloc,
+	.release = cpu_release,
+	.upload = cpu_upload,
+	.download = cpu_download,
+	.fill = cpu_fill,
+	.conv2d_forward = mp_cpu_conv2d_forward_gemm,
+	.conv2d_backward = mp_cpu_conv2d_backward_gemm,
+	.bn_forward_train = mp_cpu_bn_forward_train_fast,
+	.bn_forward_infer = mp_cpu_bn_forward_infer,
+	.bn_backward = mp_cpu_bn_backward_fast,
+	.relu_forward = mp_cpu_relu_forward_fast,
+	.relu_backward = mp_cpu_relu_backward_fast,
+	.add = mp_cpu_add_fast,
+	.shortcut_a_forward = mp_cpu_shortcut_a_forward,
+	.shortcut_a_backward = mp_cpu_shortcut_a_backward,
+	.avgpool_forward = mp_cpu_avgpool_forward,
+	.avgpool_backward = mp_cpu_avgpool_backward,
+	.linear_forward = mp_cpu_linear_forward,
+	.linear_backward = mp_cpu_linear_backward,
+	.softmax_xent_forward = mp_cpu_softmax_xent_forward,
+	.softmax_xent_backward = mp_cpu_softmax_xent_backward,
+	.sgd_step = mp_cpu_sgd_step,
+	.destroy = cpu_fast_destroy,
+};
+
 /* threads: how many OpenMP threads the operations use, 0 for all.
  * Returns NULL with errno set when threads is negative or memory is short. */
-mp_backend *mp_backend_cpu_new(int threads)
+static mp_backend *cpu_new(const mp_backend_ops *ops, int threads)
 {
 	if (threads < 0) {
 		errno = EINVAL;
@@ -153,9 +189,27 @@ mp_backend *mp_backend_cpu_new(int threads)
 	mp_backend *be = calloc(1, sizeof *be);
 	if (!be)
 		return NULL;
-	be->ops = &cpu_ops;
+	be->ops = ops;
 	be->threads = threads;
 	be->impl = NULL;
+	return be;
+}
+
+mp_backend *mp_backend_cpu_new(int threads)
+{
+	return cpu_new(&cpu_ops, threads);
+}
+
+mp_backend *mp_backend_cpu_fast_new(int threads)
+{
+	mp_backend *be = cpu_new(&cpu_fast_ops, threads);
+	if (!be)
+		return NULL;
+	if (!(be->impl = mp_cpu_gemm_state_new())) {
+		free(be);
+		errno = ENOMEM;
+		return NULL;
+	}
 	return be;
 }
 

@@ -15,7 +15,7 @@
 /* The output positions o in [*lo, *hi) whose input tap o*stride - pad + k
  * lies inside 0..in-1; taps outside read the zero padding and add nothing,
  * so the loops skip them instead of testing every position. */
-static void tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi)
+void mp_cpu_tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi)
 {
 	int a = pad - k;		/* need o*stride >= a */
 	int b = in - 1 + pad - k;	/* need o*stride <= b */
@@ -28,7 +28,7 @@ static void tap_range(int k, int stride, int pad, int in, int out, int *lo, int 
 }
 
 /* Checks x, w, stride and pad, and computes the output size. */
-static int conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
+int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
 		      const mp_tensor *w, int stride, int pad, int *oh, int *ow)
 {
 	if (mp_cpu_check(be, op, "x", x) || mp_cpu_check(be, op, "w", w))
@@ -57,7 +57,7 @@ int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w
 {
 	static const char op[] = "conv2d_forward";
 	int oh, ow;
-	if (conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
+	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
 	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow))
 		return -1;
 	const int N = x->n, C = x->c, H = x->h, W = x->w;
@@ -80,10 +80,10 @@ int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w
 				const float *wp = w->data + ((size_t)k * C + c) * KH * KW;
 				for (int i = 0; i < KH; i++) {
 					int oy0, oy1;
-					tap_range(i, stride, pad, H, oh, &oy0, &oy1);
+					mp_cpu_tap_range(i, stride, pad, H, oh, &oy0, &oy1);
 					for (int j = 0; j < KW; j++) {
 						int ox0, ox1;
-						tap_range(j, stride, pad, W, ow, &ox0, &ox1);
+						mp_cpu_tap_range(j, stride, pad, W, ow, &ox0, &ox1);
 						const double wv = wp[i * KW + j];
 						for (int oy = oy0; oy < oy1; oy++) {
 							const float *xrow =
@@ -115,7 +115,7 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 {
 	static const char op[] = "conv2d_backward";
 	int oh, ow;
-	if (conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
+	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
 	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, oh, ow))
 		return -1;
 	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
@@ -142,10 +142,10 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 					const float *wp = w->data + ((size_t)k * C + c) * KH * KW;
 					for (int i = 0; i < KH; i++) {
 						int oy0, oy1;
-						tap_range(i, stride, pad, H, oh, &oy0, &oy1);
+						mp_cpu_tap_range(i, stride, pad, H, oh, &oy0, &oy1);
 						for (int j = 0; j < KW; j++) {
 							int ox0, ox1;
-							tap_range(j, stride, pad, W, ow, &ox0, &ox1);
+							mp_cpu_tap_range(j, stride, pad, W, ow, &ox0, &ox1);
 							const double wv = wp[i * KW + j];
 							for (int oy = oy0; oy < oy1; oy++) {
 								const float *dyrow = dyp + (size_t)oy * ow;
@@ -173,10 +173,10 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 				float *dwp = dw->data + ((size_t)k * C + c) * KH * KW;
 				for (int i = 0; i < KH; i++) {
 					int oy0, oy1;
-					tap_range(i, stride, pad, H, oh, &oy0, &oy1);
+					mp_cpu_tap_range(i, stride, pad, H, oh, &oy0, &oy1);
 					for (int j = 0; j < KW; j++) {
 						int ox0, ox1;
-						tap_range(j, stride, pad, W, ow, &ox0, &ox1);
+						mp_cpu_tap_range(j, stride, pad, W, ow, &ox0, &ox1);
 						double s = 0;
 						for (int n = 0; n < N; n++) {
 							const float *xp = x->data + ((size_t)n * C + c) * plane;

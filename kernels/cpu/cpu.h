@@ -28,12 +28,33 @@ int mp_cpu_check(mp_backend *be, const char *op, const char *name, const mp_tens
 int mp_cpu_expect(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
 		  int n, int c, int h, int w);
 
+/* Shared by the convolutions (conv.c, conv_gemm.c). mp_cpu_conv_shape
+ * checks x, w, stride and pad and computes the output size;
+ * mp_cpu_tap_range gives the output positions o in [*lo, *hi) whose input
+ * tap o*stride - pad + k lies inside 0..in-1. */
+int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
+		      const mp_tensor *w, int stride, int pad, int *oh, int *ow);
+void mp_cpu_tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi);
+
 /* The operations (conv.c, bn.c, layers.c). */
 int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			  mp_tensor *y, int stride, int pad);
 int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
 			   int stride, int pad);
+
+/* The fast convolutions (conv_gemm.c): im2col + OpenBLAS SGEMM, float
+ * accumulation, for the "cpu" fast backend. Their scratch memory lives in
+ * be->impl, made by mp_cpu_gemm_state_new. */
+int mp_cpu_conv2d_forward_gemm(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			       mp_tensor *y, int stride, int pad);
+int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
+				int stride, int pad);
+void *mp_cpu_gemm_state_new(void);
+void mp_cpu_gemm_state_free(void *state);
+/* The kernels OpenBLAS uses ("SkylakeX", "Haswell", ...), for benchmarks. */
+const char *mp_cpu_blas_core(void);
 
 int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
 int mp_cpu_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
@@ -63,6 +84,18 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 				 mp_tensor *dlogits);
 int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		    mp_tensor *const *v, int count, float lr, float momentum, float wd);
+
+/* The fast backend's variants of the small operations (bn.c, layers.c):
+ * the same checks and meaning, fewer passes and vectorizable loops, BN's
+ * element-wise parts in float. */
+int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
+int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+			    mp_tensor *dbeta);
+int mp_cpu_relu_forward_fast(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cpu_relu_backward_fast(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			      mp_tensor *dx);
+int mp_cpu_add_fast(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
 
 /* Threads pay only above some work: below it the fork/join costs more
  * than the loop, and an OpenMP team waiting for a busy core stalls. The

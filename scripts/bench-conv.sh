@@ -1,0 +1,128 @@
+#!/bin/bash
+# bench-conv.sh: time training steps of the reference network (depth 9,
+# widths 32,64,128,256, 112 px; forward, loss, backward, SGD) on the fast
+# CPU backend ("cpu": im2col + OpenBLAS SGEMM), the reference backend
+# ("cpu-ref": plain loops, only at a small batch, it is slow) and PyTorch on
+# the same network (scripts/mp_resnet.py), all with the same thread count,
+# in the same run. Prints images/s and the ratios.
+#
+# usage: bench-conv.sh [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]
+set -euo pipefail
+
+prog=bench-conv.sh
+batch=32
+ref_batch=2
+steps=3
+threads=2
+python=${PYTHON:-/usr/bin/python3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+usage() {
+	echo "usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]" >&2
+	exit 2
+}
+
+help() {
+	cat <<EOF
+usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]
+
+Time STEPS training steps (after one warm-up step) of the reference network at
+112 px on the fast CPU backend (batch BATCH), the reference CPU backend (batch
+REF_BATCH, one step) and PyTorch (batch BATCH), each on THREADS threads.
+Prints images/s and the ratios. BENCH_OPS=1 adds a per-operation breakdown
+for the fast backend.
+
+  -b BATCH      batch for cpu and PyTorch (default 32)
+  -r REF_BATCH  batch for cpu-ref, 0 to skip it (default 2)
+  -s STEPS      timed steps (default 3)
+  -t THREADS    threads (default 2)
+  -h, --help    show this help
+
+Builds build/tests/oracle/bench_step with make first. The machine must be
+otherwise idle: a second busy process halves every number.
+EOF
+}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+number() { # name value lo hi
+	[[ $2 =~ ^[0-9]{1,6}$ ]] && (($2 >= $3 && $2 <= $4)) ||
+		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
+}
+
+if [ "${1:-}" = --help ]; then
+	help
+	exit 0
+fi
+while getopts ":b:r:s:t:h" opt; do
+	case $opt in
+	b) number -b "$OPTARG" 1 4096; batch=$OPTARG ;;
+	r) number -r "$OPTARG" 0 4096; ref_batch=$OPTARG ;;
+	s) number -s "$OPTARG" 1 1000; steps=$OPTARG ;;
+	t) number -t "$OPTARG" 1 1024; threads=$OPTARG ;;
+	h) help; exit 0 ;;
+	*) usage ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $# -eq 0 ] || usage
+
+make -s -C "$root" build/tests/oracle/bench_step >/dev/null || die "make failed"
+bench=$root/build/tests/oracle/bench_step
+
+rate() { # the images/s field of a bench_step line
+	cut -f4 <<<"$1"
+}
+
+echo "$prog: $(nproc) CPUs, $threads threads, 112 px, depth 9, widths 32,64,128,256" >&2
+fast=$(OMP_NUM_THREADS=$threads "$bench" cpu "$batch" "$steps" "$threads") || die "bench_step cpu failed"
+printf '%-8s batch %4d  %8.2f images/s\n' cpu "$batch" "$(rate "$fast")"
+
+ref=
+if [ "$ref_batch" -gt 0 ]; then
+	ref=$(OMP_NUM_THREADS=$threads "$bench" cpu-ref "$ref_batch" 1 "$threads") ||
+		die "bench_step cpu-ref failed"
+	printf '%-8s batch %4d  %8.2f images/s\n' cpu-ref "$ref_batch" "$(rate "$ref")"
+fi
+
+torch=$(cd "$root/scripts" && OMP_NUM_THREADS=$threads "$python" - "$batch" "$steps" "$threads" <<'EOF'
+import sys, time
+import torch
+import torch.nn.functional as F
+import mp_resnet
+
+batch, steps, threads = (int(a) for a in sys.argv[1:4])
+torch.set_num_threads(threads)
+torch.manual_seed(7)
+net = mp_resnet.ResNet().train()
+opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+x = torch.rand(batch, 3, 112, 112) * 255 - 120
+y = torch.randint(0, 100, (batch,))
+
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+
+step()
+t0 = time.perf_counter()
+for _ in range(steps):
+    step()
+dt = (time.perf_counter() - t0) / steps
+print(f"torch\t{batch}\t{threads}\t{batch / dt:.3f}\t{dt:.4f}")
+EOF
+) || die "PyTorch failed"
+printf '%-8s batch %4d  %8.2f images/s  (torch %s)\n' PyTorch "$batch" "$(rate "$torch")" \
+	"$("$python" -c 'import torch; print(torch.__version__)')"
+
+awk -v f="$(rate "$fast")" -v r="${ref:+$(rate "$ref")}" -v t="$(rate "$torch")" 'BEGIN {
+	printf "cpu / PyTorch   %.2f\n", f / t
+	if (r != "") {
+		printf "cpu / cpu-ref   %.1f\n", f / r
+		printf "cpu-ref / PyTorch %.3f\n", r / t
+	}
+}'
