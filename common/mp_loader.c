@@ -157,7 +157,8 @@ static int load_records(mp_loader *l, mp_error *e)
 			d->label = r->label;
 			d->name = r->name;
 			d->name_len = r->name_len;
-			if (l->o.train && (r->label < 0 || r->label >= m->classes)) {
+			if ((l->o.train || (m->labelled && m->classes > 0)) &&
+			    (r->label < 0 || r->label >= m->classes)) {
 				mp_mb_free(&mb);
 				return mp_seterr(e, "%s: record %llu has label %d, outside 0..%d",
 						 mp_source_name(l->src), (unsigned long long)(l->nrec - 1),

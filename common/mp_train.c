@@ -719,6 +719,11 @@ static int setup(trainer *t, mp_error *e)
 		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
 				 o->scale_min, o->scale_max, cfg.input_size),
 		       MP_TRAIN_BAD_SETUP;
+	/* the backend first: its setup may touch the environment, which the
+	 * loader's threads read */
+	char desc[512];
+	if (!(t->be = mp_backend_open(o->backend, o->threads, desc, sizeof desc, e)))
+		return MP_TRAIN_FAILED;
 	if (open_loaders(t, &cfg, e) < 0)
 		return MP_TRAIN_BAD_SETUP;
 	if (mp_resnet_config_check(&cfg, e) < 0)
@@ -727,6 +732,13 @@ static int setup(trainer *t, mp_error *e)
 	char what[256];
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;
+	struct stat st;
+	int log_used = o->log_path && stat(o->log_path, &st) == 0 && S_ISREG(st.st_mode) &&
+		       st.st_size > 0;
+	if (!o->resume && log_used && !o->force)
+		return mp_seterr(e, "%s holds a log already: continue its run with --resume, or "
+				    "start over with --force", o->log_path),
+		       MP_TRAIN_BAD_SETUP;
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
@@ -736,9 +748,6 @@ static int setup(trainer *t, mp_error *e)
 		remove_previous_run(o->out_dir);
 	}
 
-	char desc[512];
-	if (!(t->be = mp_backend_open(o->backend, o->threads, desc, sizeof desc, e)))
-		return MP_TRAIN_FAILED;
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;
 	if (!(t->options_json = options_to_json(o, &cfg)))
@@ -804,7 +813,8 @@ static int run(trainer *t, mp_error *e)
 		memset(&t->interval, 0, sizeof t->interval);
 		snprintf(what, sizeof what, "epoch %d/%d", t->epoch + 1, o->epochs);
 		mp_progress p;
-		mp_progress_init(&p, what, (uint64_t)t->steps_per_epoch, o->quiet);
+		/* counted in images, so the bar's rate is images/s */
+		mp_progress_init(&p, what, (uint64_t)(t->steps_per_epoch * o->batch), o->quiet);
 		int stop = 0, n, rc = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
 		while (!stop && (rc = mp_loader_next(t->train, images, labels, ids, &n, e)) == 1) {
@@ -847,7 +857,7 @@ static int run(trainer *t, mp_error *e)
 			snprintf(extra, sizeof extra, "loss %.4f err %.1f%%",
 				 t->epoch_sums.loss / t->epoch_sums.images,
 				 100 * (1 - t->epoch_sums.top1 / t->epoch_sums.images));
-			mp_progress_update(&p, (uint64_t)t->batch, extra);
+			mp_progress_update(&p, (uint64_t)(t->batch * o->batch), extra);
 			if (o->stop && *o->stop)
 				stop = STOP_SIGNAL;
 			else if (o->max_steps > 0 && t->step >= o->max_steps)

@@ -158,9 +158,10 @@ EOF
 	assert_contains "$output" "warning: lr was 0.1 in out/last.safetensors, now 0.05"
 }
 
-# A slower run for the signals to land in the middle of: 32 steps.
-SLOW=(--depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
-	--batch 8 --lr 0.05 --epochs 2 --log-every 1)
+# A slower run for the signals to land in the middle of: 48 steps of the
+# reference backend, about 2 s.
+SLOW=(--backend cpu-ref --depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
+	--batch 8 --lr 0.05 --epochs 3 --log-every 1)
 
 # wait_rows LOG N: until the log has N lines (at most 20 s).
 wait_rows() {
@@ -264,6 +265,11 @@ wait_rows() {
 	run train "${OPTS[@]}" --epochs 2 -q --force -o out
 	assert_status 0
 	assert_equal "$(log_col out/train.log epoch epoch | tr '\n' ' ')" "1 2 "
+	# a log of its own place is not overwritten either
+	train "${OPTS[@]}" --epochs 1 -q -o out2 --log my.log
+	run train "${OPTS[@]}" --epochs 1 -q -o out3 --log my.log
+	assert_status 2
+	assert_equal "$output" "mp-train: my.log holds a log already: continue its run with --resume, or start over with --force"
 }
 
 @test "bad options and unfit data exit 2 with one line" {
