@@ -1,0 +1,100 @@
+#!/bin/bash
+# peer-train.sh TRAIN_DB VAL_DB WORKDIR [mp-train options...]
+#
+# Trains the same network on the same data with the same options twice,
+# with build/bin/mp-train (WORKDIR/mp-train) and with scripts/torch-train.py
+# (WORKDIR/torch), one after the other and each with --threads equal to the
+# cores, then prints a table from the two logs' last epoch rows: the final
+# validation top-1/top-5 error of each and their difference in points, and
+# the training images/s of each (the mean over the epochs) with the ratio
+# ours / PyTorch.
+#
+# The options are passed to both programs as they are; use those the two
+# share (see torch-train.py --help). --threads is set here. WORKDIR/mp-train
+# and WORKDIR/torch are started over (--force).
+#
+# Environment: MP_BIN (default: build/bin of this checkout), PYTHON
+# (default /usr/bin/python3). Exit status: 0 done, 1 a run failed or left no
+# epoch rows, 2 bad usage.
+set -u
+prog=peer-train.sh
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+MP_BIN=${MP_BIN:-$root/build/bin}
+if [[ -z ${PYTHON:-} ]]; then
+	if [[ -x /usr/bin/python3 ]]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+fi
+die() {
+	printf '%s: %s\n' "$prog" "$1" >&2
+	exit "${2:-1}"
+}
+
+if [[ $# -lt 3 ]]; then
+	echo "usage: $prog TRAIN_DB VAL_DB WORKDIR [mp-train options...]" >&2
+	exit 2
+fi
+train_db=$1 val_db=$2 work=$3
+shift 3
+for a in "$@"; do
+	case $a in
+	-d | -v | -o | --train* | --val* | --output* | --threads* | --resume* | --log | --log=*)
+		die "$a: $prog sets the data, the output, the log and --threads itself" 2
+		;;
+	esac
+done
+[[ -x $MP_BIN/mp-train ]] || die "$MP_BIN/mp-train: not built (run make)"
+cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
+mkdir -p -- "$work" || die "$work: cannot create the directory"
+
+# run NAME COMMAND...: the output goes to WORKDIR/NAME.out as well.
+run() {
+	local name=$1
+	shift
+	echo "== $name: $*"
+	"$@" 2>&1 | tee "$work/$name.out"
+	local rc=${PIPESTATUS[0]}
+	((rc == 0)) || die "$name failed (exit $rc); its output is in $work/$name.out"
+}
+
+# libgomp's spinning workers stall PyTorch's small operations badly when
+# anything else runs on the machine; both runs wait passively instead.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+
+run mp-train "$MP_BIN/mp-train" -d "$train_db" -v "$val_db" -o "$work/mp-train" --force \
+	--threads "$cores" "$@"
+run torch-train "$PYTHON" "$here/torch-train.py" -d "$train_db" -v "$val_db" -o "$work/torch" \
+	--force --threads "$cores" "$@"
+
+# summary LOG: "top1 top5 images_per_s epochs" from the epoch (and end) rows:
+# the last validation and the images/s over all epochs (images / seconds).
+summary() {
+	awk -F'\t' '
+		NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+		$1 == "epoch" || $1 == "end" {
+			n++
+			if ($c["val_top1_err"] != "-") { t1 = $c["val_top1_err"]; t5 = $c["val_top5_err"] }
+			r = $c["images_per_s"]
+			if (r > 0) { inv += 1 / r; nr++ }
+		}
+		END {
+			if (!n) exit 1
+			printf "%s %s %s %d\n", (t1 == "" ? "-" : t1), (t5 == "" ? "-" : t5),
+				(nr ? nr / inv : 0), n
+		}' "$1"
+}
+ours=$(summary "$work/mp-train/train.log") || die "$work/mp-train/train.log: no epoch rows"
+theirs=$(summary "$work/torch/train.log") || die "$work/torch/train.log: no epoch rows"
+
+echo
+awk -v a="$ours" -v b="$theirs" -v cores="$cores" 'BEGIN {
+	split(a, x, " "); split(b, y, " ")
+	printf "%-28s %12s %12s %12s\n", "", "mp-train", "PyTorch", "difference"
+	if (x[1] != "-" && y[1] != "-") {
+		printf "%-28s %11.2f%% %11.2f%% %+9.2f pts\n", "final val top-1 error", 100 * x[1], 100 * y[1], 100 * (x[1] - y[1])
+		printf "%-28s %11.2f%% %11.2f%% %+9.2f pts\n", "final val top-5 error", 100 * x[2], 100 * y[2], 100 * (x[2] - y[2])
+	} else {
+		printf "%-28s %12s %12s\n", "final val error", (x[1] == "-" ? "none" : x[1]), (y[1] == "-" ? "none" : y[1])
+	}
+	printf "%-28s %12.1f %12.1f %11.2fx\n", "train images/s (" cores " threads)", x[3], y[3], (y[3] > 0 ? x[3] / y[3] : 0)
+	printf "%-28s %12d %12d\n", "epochs", x[4], y[4]
+}'
