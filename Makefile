@@ -15,11 +15,11 @@ B := build
 DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
 	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs python3-torch libopenblas-dev
+	libjpeg-turbo-progs python3-torch libopenblas-dev gnuplot-nox
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
-NO_BUILD_GOALS := deps clean distclean test demo
+NO_BUILD_GOALS := deps clean distclean test demo reproduce
 ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 pkgver = $(shell pkg-config --modversion $(1) 2>/dev/null)
 V_TURBOJPEG := $(call pkgver,libturbojpeg)
@@ -86,7 +86,7 @@ ORACLE_TESTS := $(sort $(wildcard tests/oracle/test_*.py))
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
-.PHONY: all lib tools scripts unit-tests test check-tests demo deps install uninstall clean \
+.PHONY: all lib tools scripts unit-tests test check-tests demo reproduce deps install uninstall clean \
 	distclean lint-man FORCE
 
 all: tools scripts
@@ -147,6 +147,15 @@ demo:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
 	bash scripts/demo.sh $(B)/demo
+
+# The whole recipe on the real dataset (see scripts/reproduce.sh):
+#   make reproduce MINIPLACES=DIR [REPRO_DIR=build/reproduce] [REPRO_OPTS="--epochs 1"]
+REPRO_DIR ?= $(B)/reproduce
+reproduce:
+	@test -n "$(MINIPLACES)" || { echo "usage: make reproduce MINIPLACES=DIR [REPRO_DIR=DIR] [REPRO_OPTS=\"mp-train options\"]" >&2; exit 2; }
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	bash scripts/reproduce.sh "$(MINIPLACES)" "$(REPRO_DIR)" $(REPRO_OPTS)
 
 lint-man:
 	mandoc -Tlint -Wwarning $(MAN_PAGES)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bats
+# The reproduction path (scripts/reproduce.sh, make reproduce) on a fake
+# development kit: images/ and the four lists, tiny generated images.
+
+load helpers
+
+# kit DIR: images/{train,val,test}/ and train.txt, val.txt, test.txt (no
+# labels), categories.txt, as the Mini-Places development kit lays them out.
+kit() {
+	mkdir -p "$1/images"
+	(
+		cd "$1/images"
+		mkimg classes train 64 24 24 4 >../train.txt
+		mkimg classes val 24 24 24 4 seed=3 >../val.txt
+		mkimg classes test 10 24 24 4 seed=5 | cut -d' ' -f1 >../test.txt
+	)
+	printf '/a/abbey 0\n/b/beach 1\n/c/canyon 2\n/d/desert 3\n' >"$1/categories.txt"
+}
+
+TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-max 24
+	--batch 16 --epochs 2 --log-every 2)
+
+@test "reproduce.sh packs, trains and plots on a kit, and resumes or keeps on a second run" {
+	kit mp
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	assert_contains "$output" "== pack train, val and test"
+	assert_contains "$output" "final validation error:"
+	for db in train val test; do
+		run inspect --verify "work/$db.db"
+		assert_status 0
+	done
+	assert_equal "$(json_get <(inspect --json work/test.db) 'd["records"], d["meta"]["labelled"]')" "(10, False)"
+	run inspect --verify work/run/weights.safetensors
+	assert_status 0
+	[[ -s work/run/train.png ]]
+	# a second run keeps the DBs and the finished training
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	assert_contains "$output" "work/train.db exists; kept"
+	assert_contains "$output" "training is done"
+}
+
+@test "reproduce.sh resumes a stopped run, and takes lists from data/ as the kit has them" {
+	kit mp
+	mkdir mp/data && mv mp/*.txt mp/data/
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}" --max-steps 5
+	assert_status 0
+	assert_equal "$(readlink work/run/last.safetensors)" checkpoint-0001-000001.safetensors
+	rm work/run/weights.safetensors
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	assert_contains "$output" "resuming work/run/last.safetensors at epoch 2, batch 1 (step 5)"
+	assert_equal "$(readlink work/run/last.safetensors)" checkpoint-0002.safetensors
+}
+
+@test "reproduce.sh refuses a directory that is not a kit, and make reproduce wants MINIPLACES" {
+	mkdir notakit
+	run bash "$MP_ROOT/scripts/reproduce.sh" notakit work
+	assert_status 1
+	assert_equal "$output" "reproduce.sh: notakit/images: no such directory (expected the development kit's layout)"
+	mkdir -p half/images && touch half/train.txt
+	run bash "$MP_ROOT/scripts/reproduce.sh" half work
+	assert_status 1
+	assert_equal "$output" "reproduce.sh: half: no val.txt (looked in half and half/data)"
+	run make -s -C "$MP_ROOT" reproduce
+	assert_status 2
+	assert_contains "$output" "usage: make reproduce MINIPLACES=DIR"
+	run make -n -C "$MP_ROOT" reproduce MINIPLACES=/k REPRO_DIR=/w REPRO_OPTS="--epochs 1"
+	assert_contains "$output" 'bash scripts/reproduce.sh "/k" "/w" --epochs 1'
+}
