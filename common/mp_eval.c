@@ -1,0 +1,702 @@
+#include "mp_eval.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mp_augment.h"
+#include "mp_backends.h"
+#include "mp_dataset.h"
+#include "mp_image.h"
+#include "mp_list.h"
+#include "mp_macrobatch.h"
+#include "mp_metrics.h"
+#include "mp_weights.h"
+
+#define MAX_PIXELS (1ull << 26)
+#define MAX_FILE_BYTES ((size_t)256 << 20)
+
+void mp_eval_opts_default(mp_eval_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->crops = MP_CROPS_FULL;
+	o->combine = MP_COMBINE_PROB;
+	o->topk = 5;
+	o->batch = 64;
+	o->backend = "cpu";
+}
+
+/* ---- reading records in order, from a DB, a stream or a list ---------------- */
+
+typedef struct {
+	char *name;
+	int label;		/* -1: none */
+	int encoding, width, height;
+	uint8_t *bytes;		/* owned copy of the payload or file */
+	size_t len;
+	uint64_t index;		/* position in the input, from 0 */
+	long line;		/* list line, or 0 */
+} item;
+
+typedef struct {
+	int is_list;
+	/* dataset */
+	mp_source *src;
+	mp_macrobatch mb;
+	int have_mb;
+	uint32_t pos;
+	/* list */
+	mp_list list;
+	size_t next;
+	const char *list_name, *root;
+	uint64_t count;
+} reader;
+
+static void item_clear(item *it)
+{
+	free(it->name);
+	free(it->bytes);
+	memset(it, 0, sizeof *it);
+}
+
+static int reader_next(reader *r, item *it, mp_error *e)
+{
+	item_clear(it);
+	it->index = r->count;
+	if (r->is_list) {
+		if (r->next >= r->list.count)
+			return 0;
+		const mp_list_entry *en = &r->list.items[r->next++];
+		char path[4096];
+		int n = snprintf(path, sizeof path, "%s%s%s", r->root ? r->root : "",
+				 r->root ? "/" : "", en->path);
+		if (n < 0 || n >= (int)sizeof path)
+			return mp_seterr(e, "%s line %ld: path too long", r->list_name, en->line);
+		mp_error fe;
+		if (mp_read_file(path, MAX_FILE_BYTES, &it->bytes, &it->len, &fe) < 0)
+			return mp_seterr(e, "%s (%s line %ld): %s", path, r->list_name, en->line,
+					 fe.msg);
+		it->encoding = mp_image_sniff(it->bytes, it->len);
+		if (it->encoding < 0)
+			return mp_seterr(e, "%s (%s line %ld): not a JPEG or PNG file", path,
+					 r->list_name, en->line);
+		it->name = mp_xstrdup(en->path);
+		it->label = en->label;
+		it->line = en->line;
+		r->count++;
+		return 1;
+	}
+	while (!r->have_mb || r->pos >= r->mb.count) {
+		if (r->have_mb) {
+			mp_mb_free(&r->mb);
+			r->have_mb = 0;
+		}
+		const uint8_t *buf;
+		size_t len;
+		int rc = mp_source_next(r->src, &buf, &len, e);
+		if (rc <= 0)
+			return rc;
+		mp_error pe;
+		if (mp_mb_parse(buf, len, &r->mb, &pe) < 0)
+			return mp_seterr(e, "%s: macrobatch %llu: %s", mp_source_name(r->src),
+					 (unsigned long long)mp_source_index(r->src), pe.msg);
+		r->have_mb = 1;
+		r->pos = 0;
+	}
+	const mp_record *rec = &r->mb.records[r->pos++];
+	it->name = mp_xmalloc(rec->name_len + 1);
+	memcpy(it->name, rec->name, rec->name_len);
+	it->name[rec->name_len] = '\0';
+	it->label = rec->label;
+	it->encoding = rec->encoding;
+	it->width = (int)rec->width;
+	it->height = (int)rec->height;
+	it->bytes = mp_xmalloc(rec->payload_len ? rec->payload_len : 1);
+	memcpy(it->bytes, rec->payload, rec->payload_len);
+	it->len = rec->payload_len;
+	r->count++;
+	return 1;
+}
+
+static int reader_open(reader *r, const mp_eval_opts *o, int classes, mp_error *e)
+{
+	memset(r, 0, sizeof *r);
+	if (o->list) {
+		r->is_list = 1;
+		r->list_name = o->list;
+		r->root = o->root;
+		FILE *f = strcmp(o->list, "-") ? fopen(o->list, "r") : stdin;
+		if (!f)
+			return mp_seterr(e, "%s: %s", o->list, strerror(errno));
+		int rc = mp_list_read(f, o->list, classes, &r->list, e);
+		if (f != stdin)
+			fclose(f);
+		return rc;
+	}
+	r->src = mp_source_open(o->data, e);
+	return r->src ? 0 : -1;
+}
+
+static void reader_close(reader *r)
+{
+	if (r->have_mb)
+		mp_mb_free(&r->mb);
+	mp_source_close(r->src);
+	if (r->is_list)
+		mp_list_free(&r->list);
+}
+
+static int reader_labelled(const reader *r)
+{
+	return r->is_list ? r->list.labelled : mp_source_meta(r->src)->labelled;
+}
+
+static const char *reader_name(const reader *r)
+{
+	return r->is_list ? r->list_name : mp_source_name(r->src);
+}
+
+/* ---- views ----------------------------------------------------------------- */
+
+typedef struct {
+	int x, y, size, flip;
+} view;
+
+/* The views of one scale s for a network trained at c pixels. */
+static int make_views(int s, int c, int crops, int flip, view *v)
+{
+	int n = 0;
+	if (crops == MP_CROPS_FULL) {
+		v[n++] = (view){0, 0, s, 0};
+	} else {
+		int m = (s - c) / 2;
+		if (crops == MP_CROPS_CENTER) {
+			v[n++] = (view){m, m, c, 0};
+		} else {
+			v[n++] = (view){0, 0, c, 0};
+			v[n++] = (view){s - c, 0, c, 0};
+			v[n++] = (view){0, s - c, c, 0};
+			v[n++] = (view){s - c, s - c, c, 0};
+			v[n++] = (view){m, m, c, 0};
+		}
+		if (crops == MP_CROPS_10)
+			flip = 1;
+	}
+	if (flip)
+		for (int i = 0, k = n; i < k; i++) {
+			v[n] = v[i];
+			v[n++].flip = 1;
+		}
+	return n;
+}
+
+/* Cuts view v out of an s x s CHW image. */
+static void cut_view(const float *base, int s, const view *v, float *out)
+{
+	for (int ch = 0; ch < 3; ch++)
+		for (int y = 0; y < v->size; y++) {
+			const float *row = base + ((size_t)ch * s + v->y + y) * s + v->x;
+			float *dst = out + ((size_t)ch * v->size + y) * v->size;
+			if (v->flip)
+				for (int x = 0; x < v->size; x++)
+					dst[x] = row[v->size - 1 - x];
+			else
+				memcpy(dst, row, sizeof(float) * (size_t)v->size);
+		}
+}
+
+static int dump_view(const char *dir, uint64_t image, int scale, int k, const float *px,
+		     int size, const double mean[3], mp_error *e)
+{
+	mp_image img;
+	if (mp_image_alloc(&img, size, size, e) < 0)
+		return -1;
+	for (int y = 0; y < size; y++)
+		for (int x = 0; x < size; x++)
+			for (int ch = 0; ch < 3; ch++) {
+				double v = px[((size_t)ch * size + y) * size + x] + mean[ch];
+				v = v < 0 ? 0 : v > 255 ? 255 : v;
+				img.px[((size_t)y * size + x) * 3 + ch] = (uint8_t)lrint(v);
+			}
+	uint8_t *buf;
+	size_t len;
+	char path[4096];
+	int rc = -1;
+	if (snprintf(path, sizeof path, "%s/%06llu-s%d-v%d.png", dir, (unsigned long long)image,
+		     scale, k) >= (int)sizeof path) {
+		mp_seterr(e, "%s: path too long", dir);
+	} else if (mp_image_encode_png(&img, 6, &buf, &len, e) == 0) {
+		rc = mp_write_file_atomic(path, buf, len, e);
+		free(buf);
+	}
+	mp_image_free(&img);
+	return rc;
+}
+
+/* ---- numbers --------------------------------------------------------------------- */
+
+static void softmax(const double *x, int n, double *out)
+{
+	double m = x[0], sum = 0;
+	for (int i = 1; i < n; i++)
+		if (x[i] > m)
+			m = x[i];
+	for (int i = 0; i < n; i++)
+		sum += out[i] = exp(x[i] - m);
+	for (int i = 0; i < n; i++)
+		out[i] /= sum;
+}
+
+/* mp_rank_of on doubles: the probabilities stay in double to the end. */
+static int rank_of(const double *p, int classes, int label)
+{
+	int rank = 0;
+	for (int j = 0; j < classes; j++)
+		if (j != label && (p[j] > p[label] || (p[j] == p[label] && j < label)))
+			rank++;
+	return rank;
+}
+
+/* The k best classes, best first; equal probabilities rank by index. */
+static void top_k(const double *p, int classes, int k, int *out)
+{
+	int n = 0;
+	for (int j = 0; j < classes; j++) {
+		if (n == k && !(p[j] > p[out[k - 1]]))
+			continue;
+		int i = n < k ? n++ : k - 1;
+		while (i > 0 && p[j] > p[out[i - 1]]) {
+			out[i] = out[i - 1];
+			i--;
+		}
+		out[i] = j;
+	}
+}
+
+/* ---- the run --------------------------------------------------------------------- */
+
+typedef struct {
+	char *name;
+	int labels[16];
+} submission_row;
+
+static int cmp_rows(const void *a, const void *b)
+{
+	return strcmp(((const submission_row *)a)->name, ((const submission_row *)b)->name);
+}
+
+static FILE *open_out(const char *path, mp_error *e)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
+	if (!f)
+		mp_seterr(e, "%s: %s", path, strerror(errno));
+	return f;
+}
+
+static int close_out(FILE *f, const char *path, mp_error *e)
+{
+	if (!f)
+		return 0;
+	int bad = ferror(f) | (fflush(f) != 0);
+	int err = errno;
+	if (f != stdout && fclose(f) != 0 && !bad) {
+		bad = 1;
+		err = errno;
+	}
+	return bad ? mp_seterr(e, "%s: %s", path, strerror(err ? err : EIO)) : 0;
+}
+
+typedef struct {
+	const mp_eval_opts *o;
+	mp_eval_result *r;
+	mp_backend *be;
+	mp_resnet *net;
+	mp_st_file file;
+	reader rd;
+	int classes, size, nthreads, k;
+	double mean[3];
+	char **class_names;
+	/* per scale, then combined: counts of correct answers */
+	double correct1[MP_EVAL_MAX_SCALES + 1], correctk[MP_EVAL_MAX_SCALES + 1];
+	uint64_t *class_images, *class_correct1, *class_correctk, *confusion;
+	FILE *probs, *per_class, *confusion_f;
+	submission_row *rows;
+	size_t nrows, caprows;
+} evaluator;
+
+static void class_names_from_weights(evaluator *ev)
+{
+	const char *v = mp_st_meta_get(&ev->file, "class_names");
+	cJSON *a = v ? cJSON_Parse(v) : NULL;
+	if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == ev->classes) {
+		ev->class_names = mp_xcalloc((size_t)ev->classes, sizeof *ev->class_names);
+		for (int i = 0; i < ev->classes; i++) {
+			cJSON *s = cJSON_GetArrayItem(a, i);
+			ev->class_names[i] = mp_xstrdup(cJSON_IsString(s) ? s->valuestring : "");
+		}
+	}
+	cJSON_Delete(a);
+}
+
+static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_error *e)
+{
+	const mp_eval_opts *o = ev->o;
+	const int C = ev->classes, c = ev->size, S = ev->r->nscales;
+	int labelled = ev->r->labelled;
+	mp_image *imgs = mp_xcalloc((size_t)n, sizeof *imgs);
+	mp_error *errs = mp_xcalloc((size_t)n, sizeof *errs);
+	int *failed = mp_xcalloc((size_t)n, sizeof *failed);
+	int rc = -1, maxs = 0;
+	for (int si = 0; si < S; si++)
+		if (ev->r->scale[si].size > maxs)
+			maxs = ev->r->scale[si].size;
+	float *base = NULL, *vbuf = NULL, *logits = NULL;
+	double *acc = NULL, *pscale = NULL, *comb = NULL, *tmp = NULL;
+
+	/* labels first: a wrong one is reported before any work */
+	for (int i = 0; labelled && i < n; i++)
+		if (items[i].label < 0 || items[i].label >= C) {
+			mp_seterr(e, "%s: record %llu (%s) has label %d, outside 0..%d",
+				  reader_name(&ev->rd), (unsigned long long)items[i].index,
+				  items[i].name, items[i].label, C - 1);
+			goto out;
+		}
+#pragma omp parallel for num_threads(ev->nthreads) schedule(dynamic)
+	for (int i = 0; i < n; i++) {
+		mp_codec *cd = codecs[omp_get_thread_num()];
+		if (mp_image_decode_payload(cd, items[i].encoding, items[i].bytes, items[i].len,
+					    items[i].width, items[i].height, MAX_PIXELS, &imgs[i],
+					    &errs[i]) < 0)
+			failed[i] = 1;
+	}
+	for (int i = 0; i < n; i++)
+		if (failed[i]) {
+			if (items[i].line)
+				mp_seterr(e, "%s (%s line %ld): %s", items[i].name, reader_name(&ev->rd),
+					  items[i].line, errs[i].msg);
+			else
+				mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
+					  (unsigned long long)items[i].index, items[i].name, errs[i].msg);
+			goto out;
+		}
+
+	base = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
+	vbuf = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
+	logits = malloc(sizeof(float) * (size_t)C * (size_t)n);
+	acc = calloc((size_t)C * (size_t)n, sizeof *acc);
+	pscale = malloc(sizeof(double) * (size_t)C * (size_t)n);
+	comb = calloc((size_t)C * (size_t)n, sizeof *comb);
+	tmp = malloc(sizeof(double) * (size_t)C);
+	if (!base || !vbuf || !logits || !acc || !pscale || !comb || !tmp) {
+		mp_seterr(e, "out of memory");
+		goto out;
+	}
+	for (int si = 0; si < S; si++) {
+		const int s = ev->r->scale[si].size;
+		const size_t plane = 3 * (size_t)s * s;
+		view views[20];
+		int nv = make_views(s, c, o->crops, o->flip, views);
+#pragma omp parallel for num_threads(ev->nthreads)
+		for (int i = 0; i < n; i++)
+			if (mp_augment_eval(&imgs[i], s, ev->mean, base + i * plane, &errs[i]) < 0)
+				failed[i] = 1;
+		for (int i = 0; i < n; i++)
+			if (failed[i]) {
+				*e = errs[i];
+				goto out;
+			}
+		memset(acc, 0, sizeof(double) * (size_t)C * (size_t)n);
+		for (int v = 0; v < nv; v++) {
+			const int vs = views[v].size;
+			const size_t vplane = 3 * (size_t)vs * vs;
+#pragma omp parallel for num_threads(ev->nthreads)
+			for (int i = 0; i < n; i++)
+				cut_view(base + i * plane, s, &views[v], vbuf + i * vplane);
+			for (int i = 0; o->dump_views && i < n; i++)
+				if (items[i].index < (uint64_t)o->dump_count &&
+				    dump_view(o->dump_views, items[i].index, s, v, vbuf + i * vplane, vs,
+					      ev->mean, e) < 0)
+					goto out;
+			if (mp_resnet_forward(ev->net, vbuf, n, vs, vs, 0, e) < 0 ||
+			    mp_resnet_logits(ev->net, logits, e) < 0)
+				goto out;
+			for (int i = 0; i < n; i++) {
+				double *a = acc + (size_t)i * C;
+				for (int j = 0; j < C; j++)
+					tmp[j] = logits[(size_t)i * C + j];
+				if (o->combine == MP_COMBINE_PROB)
+					softmax(tmp, C, tmp);
+				for (int j = 0; j < C; j++)
+					a[j] += tmp[j];
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			double *a = acc + (size_t)i * C, *p = pscale + (size_t)i * C;
+			for (int j = 0; j < C; j++)
+				a[j] /= nv;
+			/* the scale's probabilities; logits combine as logits */
+			if (o->combine == MP_COMBINE_PROB)
+				memcpy(p, a, sizeof(double) * (size_t)C);
+			else
+				softmax(a, C, p);
+			for (int j = 0; j < C; j++)
+				comb[(size_t)i * C + j] += a[j] / S;
+			if (labelled) {
+				int rank = rank_of(p, C, items[i].label);
+				ev->correct1[si] += rank < 1;
+				ev->correctk[si] += rank < ev->k;
+			}
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		double *p = comb + (size_t)i * C;
+		if (o->combine == MP_COMBINE_LOGIT)
+			softmax(p, C, p);
+		int best[16];
+		top_k(p, C, ev->k, best);
+		if (labelled) {
+			int y = items[i].label, rank = rank_of(p, C, y);
+			ev->correct1[S] += rank < 1;
+			ev->correctk[S] += rank < ev->k;
+			ev->class_images[y]++;
+			ev->class_correct1[y] += rank < 1;
+			ev->class_correctk[y] += rank < ev->k;
+			ev->confusion[(size_t)y * C + best[0]]++;
+		}
+		if (ev->probs) {
+			fprintf(ev->probs, "%s\t", items[i].name);
+			if (labelled)
+				fprintf(ev->probs, "%d", items[i].label);
+			else
+				fputc('-', ev->probs);
+			for (int j = 0; j < C; j++)
+				fprintf(ev->probs, "\t%.6g", p[j]);
+			fputc('\n', ev->probs);
+		}
+		if (o->submission_path) {
+			if (ev->nrows == ev->caprows) {
+				ev->caprows = ev->caprows ? 2 * ev->caprows : 1024;
+				ev->rows = mp_xrealloc(ev->rows, ev->caprows * sizeof *ev->rows);
+			}
+			submission_row *row = &ev->rows[ev->nrows++];
+			row->name = mp_xstrdup(items[i].name);
+			memcpy(row->labels, best, sizeof best);
+		}
+	}
+	ev->r->images += (uint64_t)n;
+	rc = 0;
+out:
+	for (int i = 0; i < n; i++)
+		mp_image_free(&imgs[i]);
+	free(imgs);
+	free(errs);
+	free(failed);
+	free(base);
+	free(vbuf);
+	free(logits);
+	free(acc);
+	free(pscale);
+	free(comb);
+	free(tmp);
+	return rc;
+}
+
+static int write_tables(evaluator *ev, mp_error *e)
+{
+	const mp_eval_opts *o = ev->o;
+	const int C = ev->classes;
+	if (o->submission_path) {
+		qsort(ev->rows, ev->nrows, sizeof *ev->rows, cmp_rows);
+		FILE *f = open_out(o->submission_path, e);
+		if (!f)
+			return -1;
+		for (size_t i = 0; i < ev->nrows; i++) {
+			fputs(ev->rows[i].name, f);
+			for (int j = 0; j < ev->k; j++)
+				fprintf(f, " %d", ev->rows[i].labels[j]);
+			fputc('\n', f);
+		}
+		if (close_out(f, o->submission_path, e) < 0)
+			return -1;
+	}
+	if (!ev->r->labelled)
+		return 0;
+	if (o->per_class_path) {
+		FILE *f = open_out(o->per_class_path, e);
+		if (!f)
+			return -1;
+		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
+		for (int y = 0; y < C; y++) {
+			uint64_t m = ev->class_images[y];
+			fprintf(f, "%d\t%s\t%llu\t", y, ev->class_names ? ev->class_names[y] : "-",
+				(unsigned long long)m);
+			if (m)
+				fprintf(f, "%.5f\t%.5f\n", 1 - (double)ev->class_correct1[y] / m,
+					1 - (double)ev->class_correctk[y] / m);
+			else
+				fputs("-\t-\n", f);
+		}
+		if (close_out(f, o->per_class_path, e) < 0)
+			return -1;
+	}
+	if (o->confusion_path) {
+		FILE *f = open_out(o->confusion_path, e);
+		if (!f)
+			return -1;
+		fputs("label\\predicted", f);
+		for (int j = 0; j < C; j++)
+			fprintf(f, "\t%d", j);
+		fputc('\n', f);
+		for (int y = 0; y < C; y++) {
+			fprintf(f, "%d", y);
+			for (int j = 0; j < C; j++)
+				fprintf(f, "\t%llu", (unsigned long long)ev->confusion[(size_t)y * C + j]);
+			fputc('\n', f);
+		}
+		if (close_out(f, o->confusion_path, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int setup(evaluator *ev, mp_error *e)
+{
+	const mp_eval_opts *o = ev->o;
+	mp_eval_result *r = ev->r;
+	if (!(ev->be = mp_backend_open(o->backend, o->threads, r->backend, sizeof r->backend, e)))
+		return MP_EVAL_FAILED;
+	if (!(ev->net = mp_weights_load(o->weights, ev->be, &ev->file, e)))
+		return MP_EVAL_FAILED;
+	const mp_resnet_config *cfg = mp_resnet_cfg(ev->net);
+	ev->classes = r->classes = cfg->classes;
+	ev->size = cfg->input_size;
+	memcpy(ev->mean, cfg->mean, sizeof ev->mean);
+	ev->k = o->topk < ev->classes ? o->topk : ev->classes;
+	if (ev->k > 16)
+		return mp_seterr(e, "--topk %d: at most 16", o->topk), MP_EVAL_BAD_USAGE;
+	r->nscales = o->nscales ? o->nscales : 1;
+	for (int i = 0; i < r->nscales; i++) {
+		r->scale[i].size = o->nscales ? o->scales[i] : ev->size;
+		if (o->crops != MP_CROPS_FULL && r->scale[i].size < ev->size)
+			return mp_seterr(e, "scale %d is smaller than the crops of %d pixels the "
+					    "weights were trained at",
+					 r->scale[i].size, ev->size),
+			       MP_EVAL_BAD_USAGE;
+	}
+	view v[20];
+	r->views_per_scale = make_views(r->scale[0].size, ev->size, o->crops, o->flip, v);
+	class_names_from_weights(ev);
+
+	if (reader_open(&ev->rd, o, ev->classes, e) < 0)
+		return MP_EVAL_FAILED;
+	if (!ev->rd.is_list) {
+		const mp_meta *m = mp_source_meta(ev->rd.src);
+		if (m->classes > 0 && m->labelled && m->classes != ev->classes)
+			return mp_seterr(e, "%s has %d classes, the weights %s %d",
+					 mp_source_name(ev->rd.src), m->classes, o->weights,
+					 ev->classes),
+			       MP_EVAL_FAILED;
+	}
+	r->labelled = reader_labelled(&ev->rd);
+	ev->class_images = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
+	ev->class_correct1 = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
+	ev->class_correctk = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
+	ev->confusion = mp_xcalloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t));
+	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
+		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+	if (o->probs_path) {
+		if (!(ev->probs = open_out(o->probs_path, e)))
+			return MP_EVAL_FAILED;
+		fputs("name\tlabel", ev->probs);
+		for (int j = 0; j < ev->classes; j++)
+			fprintf(ev->probs, "\tp%d", j);
+		fputc('\n', ev->probs);
+	}
+	return MP_EVAL_DONE;
+}
+
+int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
+{
+	evaluator ev = {.o = o, .r = r};
+	memset(r, 0, sizeof *r);
+	double t0 = mp_now();
+	ev.nthreads = o->threads ? o->threads : omp_get_max_threads();
+	mp_codec **codecs = mp_xcalloc((size_t)ev.nthreads, sizeof *codecs);
+	item *items = mp_xcalloc((size_t)o->batch, sizeof *items);
+	int status = setup(&ev, e);
+	if (status != MP_EVAL_DONE)
+		goto out;
+	status = MP_EVAL_FAILED;
+	for (int i = 0; i < ev.nthreads; i++)
+		if (!(codecs[i] = mp_codec_new(e)))
+			goto out;
+	mp_progress p;
+	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
+	mp_progress_init(&p, "evaluate", total, o->quiet);
+	for (;;) {
+		int n = 0, rc = 0;
+		while (n < o->batch && (rc = reader_next(&ev.rd, &items[n], e)) == 1)
+			n++;
+		if (rc < 0)
+			goto out;
+		if (n == 0)
+			break;
+		if (process(&ev, items, n, codecs, e) < 0)
+			goto out;
+		mp_progress_update(&p, r->images, NULL);
+		if (rc == 0 && n < o->batch)
+			break;
+	}
+	mp_progress_done(&p);
+	if (r->images == 0) {
+		mp_seterr(e, "%s: no images", reader_name(&ev.rd));
+		goto out;
+	}
+	for (int si = 0; si < r->nscales; si++) {
+		r->scale[si].top1 = 1 - ev.correct1[si] / (double)r->images;
+		r->scale[si].topk = 1 - ev.correctk[si] / (double)r->images;
+	}
+	r->top1 = 1 - ev.correct1[r->nscales] / (double)r->images;
+	r->topk = 1 - ev.correctk[r->nscales] / (double)r->images;
+	if (write_tables(&ev, e) < 0)
+		goto out;
+	if (ev.probs) {
+		FILE *f = ev.probs;
+		ev.probs = NULL;
+		if (close_out(f, o->probs_path, e) < 0)
+			goto out;
+	}
+	status = MP_EVAL_DONE;
+out:
+	r->seconds = mp_now() - t0;
+	if (ev.probs && ev.probs != stdout)
+		fclose(ev.probs);
+	for (int i = 0; i < o->batch; i++)
+		item_clear(&items[i]);
+	free(items);
+	for (int i = 0; i < ev.nthreads; i++)
+		mp_codec_free(codecs[i]);
+	free(codecs);
+	for (size_t i = 0; i < ev.nrows; i++)
+		free(ev.rows[i].name);
+	free(ev.rows);
+	if (ev.class_names)
+		for (int i = 0; i < ev.classes; i++)
+			free(ev.class_names[i]);
+	free(ev.class_names);
+	free(ev.class_images);
+	free(ev.class_correct1);
+	free(ev.class_correctk);
+	free(ev.confusion);
+	reader_close(&ev.rd);
+	mp_resnet_free(ev.net);
+	mp_st_free(&ev.file);
+	if (ev.be)
+		mp_backend_free(ev.be);
+	return status;
+}
