@@ -10,11 +10,12 @@ kit() {
 	mkdir -p "$1/images"
 	(
 		cd "$1/images"
-		mkimg classes train 64 24 24 4 >../train.txt
-		mkimg classes val 24 24 24 4 seed=3 >../val.txt
-		mkimg classes test 10 24 24 4 seed=5 | cut -d' ' -f1 >../test.txt
+		mkimg classes train 72 24 24 6 >../train.txt
+		mkimg classes val 24 24 24 6 seed=3 >../val.txt
+		mkimg classes test 10 24 24 6 seed=5 | cut -d' ' -f1 >../test.txt
 	)
-	printf '/a/abbey 0\n/b/beach 1\n/c/canyon 2\n/d/desert 3\n' >"$1/categories.txt"
+	printf '/a/abbey 0\n/b/beach 1\n/c/canyon 2\n/d/desert 3\n/e/elevator 4\n/f/forest 5\n' \
+		>"$1/categories.txt"
 }
 
 TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-max 24
@@ -34,6 +35,12 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	run inspect --verify work/run/weights.safetensors
 	assert_status 0
 	[[ -s work/run/train.png ]]
+	# the evaluation: one scale, the reference's four, a sorted submission of 5 labels
+	assert_equal "$(json_get work/eval-single.json 'len(d["scales"]), d["images"]')" "(1, 24)"
+	assert_equal "$(json_get work/eval-multiscale.json '[s["size"] for s in d["scales"]]')" "[112, 128, 160, 240]"
+	assert_equal "$(wc -l <work/submission.txt)" 10
+	assert_equal "$(awk '{ print NF }' work/submission.txt | sort -u)" 6
+	assert_equal "$(cut -d' ' -f1 work/submission.txt)" "$(cut -d' ' -f1 work/submission.txt | LC_ALL=C sort)"
 	# a second run keeps the DBs and the finished training
 	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
 	assert_status 0
