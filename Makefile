@@ -6,6 +6,12 @@ DESTDIR   ?=
 CUDA      ?= auto
 CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCH ?= sm_90
+# cuDNN and cuBLAS headers and libraries, when not under CUDA_HOME (the pip
+# packages nvidia-cudnn-*, nvidia-cublas: see scripts/device-check.sh)
+CUDNN_INC ?= $(CUDA_HOME)/include
+CUDNN_LIB ?= $(CUDA_HOME)/lib64
+CUBLAS_INC ?= $(CUDA_HOME)/include
+CUBLAS_LIB ?= $(CUDA_HOME)/lib64
 OPT       ?= -O2
 CC        := $(if $(filter default,$(origin CC)),gcc,$(CC))
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
@@ -29,7 +35,7 @@ V_CJSON     := $(call pkgver,libcjson)
 V_ZLIB      := $(call pkgver,zlib)
 V_CMOCKA    := $(call pkgver,cmocka)
 V_OPENBLAS  := $(call pkgver,openblas)
-HAVE_CUDNN  := $(wildcard $(CUDA_HOME)/include/cudnn.h)
+HAVE_CUDNN  := $(wildcard $(CUDNN_INC)/cudnn.h)
 ifeq ($(CUDA),0)
 USE_CUDA :=
 else ifeq ($(CUDA),1)
@@ -38,7 +44,7 @@ ifeq ($(NVCC),)
 $(error CUDA=1 but nvcc was not found (set NVCC= or CUDA_HOME=))
 endif
 ifeq ($(HAVE_CUDNN),)
-$(error CUDA=1 but cudnn.h was not found under $(CUDA_HOME)/include)
+$(error CUDA=1 but cudnn.h was not found under $(CUDNN_INC) (set CUDNN_INC=))
 endif
 else ifeq ($(CUDA),auto)
 USE_CUDA := $(if $(and $(NVCC),$(HAVE_CUDNN)),yes)
@@ -62,11 +68,14 @@ PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib o
 
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -pthread -fopenmp
-NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -Xcompiler -Wall,-Wextra
+NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcompiler -Wall,-Wextra
 
 ifneq ($(USE_CUDA),)
 CFLAGS  += -DMP_HAVE_CUDA
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+# cudart static; cuDNN and cuBLAS shared, found at run time through the
+# rpath (or LD_LIBRARY_PATH)
+LDLIBS  += -L$(CUDNN_LIB) -L$(CUBLAS_LIB) -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static \
+	-ldl -lrt -lstdc++ -Wl,-rpath,$(CUDNN_LIB) -Wl,-rpath,$(CUBLAS_LIB)
 endif
 
 # ---- sources --------------------------------------------------------------
@@ -83,6 +92,10 @@ SCRIPT_BINS := $(patsubst scripts/%.c,$(B)/scripts/%,$(wildcard scripts/*.c))
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
 ORACLE_BINS := $(patsubst tests/oracle/%.c,$(B)/tests/oracle/%,$(wildcard tests/oracle/*.c))
 ORACLE_TESTS := $(sort $(wildcard tests/oracle/test_*.py))
+# CUDA against CPU (tests/gpu/): built only with the CUDA backend; the
+# test_* programs skip (TAP "1..0 # SKIP") where no device is present, and
+# make test runs them when the last build had CUDA (its flags.stamp)
+GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wildcard tests/gpu/*.c)))
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
@@ -126,6 +139,10 @@ $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
 		-o $@ $< $(B)/libmp.a $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+$(B)/tests/gpu/%: tests/gpu/%.c $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tests/gpu
+	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tests/gpu/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+
 $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/oracle
 	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tests/oracle/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
@@ -133,15 +150,16 @@ $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
-unit-tests: $(UNIT_TESTS) $(ORACLE_BINS)
+unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS)
 	@:
 
 # Every test speaks TAP; prove runs them all and prints the closing summary.
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
-	@CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
-		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $(ORACLE_TESTS) $(CLI_TESTS)
+	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* 2>/dev/null); \
+		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
+		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $$gpu $(ORACLE_TESTS) $(CLI_TESTS)
 
 demo:
 	@$(MAKE) --no-print-directory deps

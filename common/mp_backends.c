@@ -1,6 +1,7 @@
 #include "mp_backends.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "device.h"
@@ -20,6 +21,23 @@ static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp
 	return be;
 }
 
+/* The CUDA backend on device 0, described in desc ("cuda, NVIDIA H200,
+ * sm_90, 139 GiB"); NULL with the reason in why. Only CUDA builds have it. */
+static mp_backend *open_cuda(char *desc, size_t n, char *why, size_t wn)
+{
+#ifdef MP_HAVE_CUDA
+	mp_backend *be = mp_backend_cuda_new(0, why, wn);
+	if (be)
+		snprintf(desc, n, "cuda, %s", why);
+	return be;
+#else
+	(void)desc;
+	(void)n;
+	snprintf(why, wn, "this build has no CUDA backend");
+	return NULL;
+#endif
+}
+
 mp_backend *mp_backend_open(const char *name, int threads, char *desc, size_t n,
 			    mp_error *e)
 {
@@ -27,27 +45,34 @@ mp_backend *mp_backend_open(const char *name, int threads, char *desc, size_t n,
 		return open_cpu(!strcmp(name, "cpu-ref"), threads, desc, n, e);
 	char why[256];
 	int devices = mp_cuda_probe(why, sizeof why);
-	/* The device probe exists; the CUDA operations do not yet, so auto
-	 * always falls back to the CPU and says why. */
+	/* auto: CUDA when built and a device is present, else the CPU with
+	 * the reason in desc */
 	if (!strcmp(name, "auto")) {
+		if (mp_cuda_built() && devices > 0) {
+			mp_backend *be = open_cuda(desc, n, why, sizeof why);
+			if (be)
+				return be;
+		}
 		mp_backend *be = open_cpu(0, threads, desc, n, e);
 		size_t used = strlen(desc);
 		if (be && used < n)
 			snprintf(desc + used, n - used, " (%s)",
-				 !mp_cuda_built() ? "this build has no CUDA backend"
-				 : devices < 1	  ? why
-						  : "CUDA operations are not in this version");
+				 !mp_cuda_built() ? "this build has no CUDA backend" : why);
 		return be;
 	}
 	if (!strcmp(name, "cuda")) {
-		if (!mp_cuda_built())
+		if (!mp_cuda_built()) {
 			mp_seterr(e, "--backend cuda: this build has no CUDA backend (make CUDA=1)");
-		else if (devices < 1)
+			return NULL;
+		}
+		if (devices < 1) {
 			mp_seterr(e, "--backend cuda: %s", why);
-		else
-			mp_seterr(e, "--backend cuda: the CUDA operations are not in this version; "
-				     "use --backend cpu");
-		return NULL;
+			return NULL;
+		}
+		mp_backend *be = open_cuda(desc, n, why, sizeof why);
+		if (!be)
+			mp_seterr(e, "--backend cuda: %s", why);
+		return be;
 	}
 	mp_seterr(e, "--backend: \"%s\" is not one of cpu|cpu-ref|cuda|auto", name);
 	return NULL;

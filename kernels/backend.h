@@ -1,7 +1,7 @@
 /* The compute backend interface: tensors whose memory the backend owns, and
  * the operations of the ResNet, each with its forward and backward pass.
  *
- * Every backend (kernels/cpu/ the readable reference, kernels/cuda/ later)
+ * Every backend (kernels/cpu/ the readable reference, kernels/cuda/ the GPU one)
  * fills one mp_backend_ops table. Callers never touch tensor memory
  * directly: they upload and download NCHW float32 host arrays, so a device
  * backend can keep everything on the device and choose its own layout and
@@ -139,7 +139,20 @@ struct mp_backend {
  * count or no memory. */
 mp_backend *mp_backend_cpu_new(int threads);
 mp_backend *mp_backend_cpu_fast_new(int threads);
+
 void mp_backend_free(mp_backend *be);
 const char *mp_backend_error(const mp_backend *be);
+
+/* The CUDA backend (kernels/cuda/): fp32, NCHW, tensors in the memory of
+ * CUDA device `device`; convolutions by cuDNN, the fully connected layer by
+ * cuBLAS, the rest by its own kernels. It exists only in CUDA builds (make
+ * CUDA=1, or CUDA=auto finding nvcc and cuDNN; MP_HAVE_CUDA is defined
+ * then). Returns NULL with the reason in why ("no CUDA device (...)", or
+ * the failing call); on success why describes the device
+ * ("NVIDIA H200, sm_90, 139 GiB"). The backend serves one calling thread,
+ * the one that created it. */
+#ifdef MP_HAVE_CUDA
+mp_backend *mp_backend_cuda_new(int device, char *why, size_t n);
+#endif
 
 #endif

@@ -1,0 +1,263 @@
+// The CUDA backend: error reporting, tensor memory, the ops table, and
+// mp_backend_cuda_new. See cuda.h for the conventions.
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+// ---- errors ---------------------------------------------------------------
+
+// The name of a call from its text: "cudnnConvolutionForward(s->cudnn, ...)"
+// gives "cudnnConvolutionForward".
+static int call_name(const char *call)
+{
+	const char *p = strchr(call, '(');
+	return p ? (int)(p - call) : (int)strlen(call);
+}
+
+int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e)
+{
+	return mp_cpu_fail(be, "%s: %.*s: %s (%s)", op, call_name(call), call,
+			   cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+int mp_cuda_fail_cudnn(mp_backend *be, const char *op, const char *call, cudnnStatus_t s)
+{
+	return mp_cpu_fail(be, "%s: %.*s: %s", op, call_name(call), call,
+			   cudnnGetErrorString(s));
+}
+
+int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublasStatus_t s)
+{
+	return mp_cpu_fail(be, "%s: %.*s: %s", op, call_name(call), call,
+			   cublasGetStatusName(s));
+}
+
+int mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->scratch_size >= n)
+		return 0;
+	if (s->scratch) {
+		cudaFree(s->scratch); // waits for the kernels that use it
+		s->scratch = NULL;
+		s->scratch_size = 0;
+	}
+	CUDA_CHECK(op, cudaMalloc((void **)&s->scratch, n * sizeof(double)));
+	s->scratch_size = n;
+	return 0;
+}
+
+// ---- memory ----------------------------------------------------------------
+
+static int cuda_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	if (!t)
+		return mp_cpu_fail(be, "alloc: no tensor");
+	t->n = t->c = t->h = t->w = 0;
+	t->data = NULL;
+	if (n < 1 || c < 1 || h < 1 || w < 1)
+		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d has no elements", n, c, h, w);
+	size_t count = (size_t)n * (size_t)c;
+	if (count > SIZE_MAX / sizeof(float) / (size_t)h ||
+	    count * (size_t)h > SIZE_MAX / sizeof(float) / (size_t)w)
+		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d is too large", n, c, h, w);
+	count *= (size_t)h * (size_t)w;
+	float *p = NULL;
+	cudaError_t e = cudaMalloc((void **)&p, count * sizeof(float));
+	if (e != cudaSuccess)
+		return mp_cpu_fail(be, "alloc: %dx%dx%dx%d: cudaMalloc: %s (%s)", n, c, h, w,
+				   cudaGetErrorName(e), cudaGetErrorString(e));
+	t->n = n;
+	t->c = c;
+	t->h = h;
+	t->w = w;
+	t->data = p;
+	return 0;
+}
+
+static void cuda_release(mp_backend *be, mp_tensor *t)
+{
+	(void)be;
+	if (!t)
+		return;
+	if (t->data)
+		cudaFree(t->data); // nothing to report to: release cannot fail
+	t->data = NULL;
+	t->n = t->c = t->h = t->w = 0;
+}
+
+static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
+{
+	static const char op[] = "upload";
+	if (mp_cpu_check(be, op, "tensor", t))
+		return -1;
+	if (!host)
+		return mp_cpu_fail(be, "upload: no host array");
+	CUDA_CHECK(op, cudaMemcpy(t->data, host, mp_tensor_count(t) * sizeof(float),
+				  cudaMemcpyHostToDevice));
+	return 0;
+}
+
+static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
+{
+	static const char op[] = "download";
+	if (mp_cpu_check(be, op, "tensor", t))
+		return -1;
+	if (!host)
+		return mp_cpu_fail(be, "download: no host array");
+	CUDA_CHECK(op, cudaMemcpy(host, t->data, mp_tensor_count(t) * sizeof(float),
+				  cudaMemcpyDeviceToHost));
+	return 0;
+}
+
+// ---- the backend -------------------------------------------------------------
+
+static void cuda_destroy(mp_backend *be)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (!s)
+		return;
+	mp_cuda_conv_free(s);
+	mp_cuda_layers_free(s);
+	if (s->scratch)
+		cudaFree(s->scratch);
+	free(s->host_rows);
+	if (s->labels)
+		cudaFree(s->labels);
+	if (s->xdesc)
+		cudnnDestroyTensorDescriptor(s->xdesc);
+	if (s->ydesc)
+		cudnnDestroyTensorDescriptor(s->ydesc);
+	if (s->wdesc)
+		cudnnDestroyFilterDescriptor(s->wdesc);
+	if (s->convdesc)
+		cudnnDestroyConvolutionDescriptor(s->convdesc);
+	if (s->cublas)
+		cublasDestroy(s->cublas);
+	if (s->cudnn)
+		cudnnDestroy(s->cudnn);
+	free(s);
+	be->impl = NULL;
+}
+
+static mp_backend_ops make_ops(void)
+{
+	mp_backend_ops o;
+	memset(&o, 0, sizeof o);
+	o.name = "cuda";
+	o.alloc = cuda_alloc;
+	o.release = cuda_release;
+	o.upload = cuda_upload;
+	o.download = cuda_download;
+	o.fill = mp_cuda_fill;
+	o.conv2d_forward = mp_cuda_conv2d_forward;
+	o.conv2d_backward = mp_cuda_conv2d_backward;
+	o.bn_forward_train = mp_cuda_bn_forward_train;
+	o.bn_forward_infer = mp_cuda_bn_forward_infer;
+	o.bn_backward = mp_cuda_bn_backward;
+	o.relu_forward = mp_cuda_relu_forward;
+	o.relu_backward = mp_cuda_relu_backward;
+	o.add = mp_cuda_add;
+	o.shortcut_a_forward = mp_cuda_shortcut_a_forward;
+	o.shortcut_a_backward = mp_cuda_shortcut_a_backward;
+	o.avgpool_forward = mp_cuda_avgpool_forward;
+	o.avgpool_backward = mp_cuda_avgpool_backward;
+	o.linear_forward = mp_cuda_linear_forward;
+	o.linear_backward = mp_cuda_linear_backward;
+	o.softmax_xent_forward = mp_cuda_softmax_xent_forward;
+	o.softmax_xent_backward = mp_cuda_softmax_xent_backward;
+	o.sgd_step = mp_cuda_sgd_step;
+	o.destroy = cuda_destroy;
+	return o;
+}
+
+static const mp_backend_ops cuda_ops = make_ops();
+
+// Creation fails with a reason, so these write into why instead of be->error.
+#define NEW_CUDA(call)                                                               \
+	do {                                                                         \
+		cudaError_t e_ = (call);                                             \
+		if (e_ != cudaSuccess) {                                             \
+			snprintf(why, n, "%.*s: %s (%s)", call_name(#call), #call,   \
+				 cudaGetErrorName(e_), cudaGetErrorString(e_));      \
+			goto fail;                                                   \
+		}                                                                    \
+	} while (0)
+#define NEW_CUDNN(call)                                                              \
+	do {                                                                         \
+		cudnnStatus_t s_ = (call);                                           \
+		if (s_ != CUDNN_STATUS_SUCCESS) {                                    \
+			snprintf(why, n, "%.*s: %s", call_name(#call), #call,        \
+				 cudnnGetErrorString(s_));                           \
+			goto fail;                                                   \
+		}                                                                    \
+	} while (0)
+#define NEW_CUBLAS(call)                                                             \
+	do {                                                                         \
+		cublasStatus_t s_ = (call);                                          \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                                   \
+			snprintf(why, n, "%.*s: %s", call_name(#call), #call,        \
+				 cublasGetStatusName(s_));                           \
+			goto fail;                                                   \
+		}                                                                    \
+	} while (0)
+
+extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
+{
+	char dummy[8];
+	if (!why || n == 0) {
+		why = dummy;
+		n = sizeof dummy;
+	}
+	why[0] = '\0';
+	mp_backend *be = NULL;
+	mp_cuda_state *s = NULL;
+	int count = 0;
+	cudaDeviceProp prop;
+	cudaError_t e = cudaGetDeviceCount(&count);
+	if (e != cudaSuccess || count == 0) {
+		snprintf(why, n, "no CUDA device (%s)",
+			 e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+		return NULL;
+	}
+	if (device < 0 || device >= count) {
+		snprintf(why, n, "no CUDA device %d (%d found)", device, count);
+		return NULL;
+	}
+	be = (mp_backend *)calloc(1, sizeof *be);
+	s = (mp_cuda_state *)calloc(1, sizeof *s);
+	if (!be || !s) {
+		snprintf(why, n, "out of memory");
+		goto fail;
+	}
+	be->ops = &cuda_ops;
+	be->impl = s;
+	s->device = device;
+	NEW_CUDA(cudaSetDevice(device));
+	NEW_CUDA(cudaGetDeviceProperties(&prop, device));
+	NEW_CUDNN(cudnnCreate(&s->cudnn));
+	NEW_CUBLAS(cublasCreate(&s->cublas));
+	// plain fp32 arithmetic (no TF32), so results match the CPU reference
+	NEW_CUBLAS(cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH));
+	NEW_CUDNN(cudnnCreateTensorDescriptor(&s->xdesc));
+	NEW_CUDNN(cudnnCreateTensorDescriptor(&s->ydesc));
+	NEW_CUDNN(cudnnCreateFilterDescriptor(&s->wdesc));
+	NEW_CUDNN(cudnnCreateConvolutionDescriptor(&s->convdesc));
+	// On success why describes the device, for the caller's messages.
+	snprintf(why, n, "%s, sm_%d%d, %.0f GiB", prop.name, prop.major, prop.minor,
+		 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+	return be;
+fail:
+	if (be) {
+		if (be->impl)
+			cuda_destroy(be);
+		free(be);
+	} else {
+		free(s);
+	}
+	return NULL;
+}

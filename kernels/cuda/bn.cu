@@ -1,0 +1,350 @@
+// Batch normalization per channel over (n, h, w), the CPU reference's
+// meaning (kernels/cpu/bn.c): the biased batch variance normalizes, the
+// unbiased one enters the running variance, running = momentum running +
+// (1 - momentum) batch (neon's sense of momentum).
+//
+// Reductions in double and in a fixed order, so that results repeat bit
+// for bit: the m = n h w values of a channel are cut into S slices of
+// whole images (S depends on the shape only); block (s, c) sums its slice
+// with a fixed thread-to-element assignment and a tree in shared memory,
+// then one thread per channel adds the S partial sums in order. Two passes
+// as in the reference: the mean, then the squared deviations from it.
+#include <limits.h>
+#include <math.h>
+
+#include "cuda.h"
+
+#define BN_THREADS 256
+
+// Slices per channel: enough blocks to fill the GPU when channels are few.
+static int bn_slices(int n, int c)
+{
+	int s = 1024 / c;
+	if (s < 1)
+		s = 1;
+	if (s > n)
+		s = n;
+	return s;
+}
+
+// Block (s, c): over the images of slice s, sums
+//   mode 0: x                     (a: -)
+//   mode 1: (x - mean)^2          (mean[c] in a)
+//   mode 2: dy, dy (x - mean) invstd  (save_mean, save_invstd in f0, f1)
+// into part[(c S + s) 2 + 0/1].
+__global__ void bn_partial_kernel(const float *__restrict__ x, const float *__restrict__ dy,
+				  int N, int C, int plane, int S, int mode,
+				  const double *__restrict__ a, const float *__restrict__ f0,
+				  const float *__restrict__ f1, double *__restrict__ part)
+{
+	__shared__ double sh0[BN_THREADS], sh1[BN_THREADS];
+	const int c = blockIdx.y, s = blockIdx.x;
+	const int n0 = (int)((long long)N * s / S), n1 = (int)((long long)N * (s + 1) / S);
+	// a slice of a channel has fewer than 2^31 values (checked by the
+	// launcher), so the index arithmetic is 32-bit
+	const unsigned count = (unsigned)(n1 - n0) * (unsigned)plane;
+	double acc0 = 0, acc1 = 0;
+	double mean = 0, invstd = 0;
+	if (mode == 1)
+		mean = a[c];
+	else if (mode == 2) {
+		mean = f0[c];
+		invstd = f1[c];
+	}
+	for (unsigned i = threadIdx.x; i < count; i += blockDim.x) {
+		const size_t n = n0 + i / (unsigned)plane, j = i % (unsigned)plane;
+		const size_t idx = (n * C + c) * plane + j;
+		const double v = x[idx];
+		if (mode == 0) {
+			acc0 += v;
+		} else if (mode == 1) {
+			const double d = v - mean;
+			acc0 += d * d;
+		} else {
+			const double g = dy[idx];
+			acc0 += g;
+			acc1 += g * ((v - mean) * invstd);
+		}
+	}
+	sh0[threadIdx.x] = acc0;
+	sh1[threadIdx.x] = acc1;
+	__syncthreads();
+	for (int k = blockDim.x / 2; k > 0; k /= 2) {
+		if ((int)threadIdx.x < k) {
+			sh0[threadIdx.x] += sh0[threadIdx.x + k];
+			sh1[threadIdx.x] += sh1[threadIdx.x + k];
+		}
+		__syncthreads();
+	}
+	if (threadIdx.x == 0) {
+		part[((size_t)c * S + s) * 2] = sh0[0];
+		part[((size_t)c * S + s) * 2 + 1] = sh1[0];
+	}
+}
+
+// One thread per channel: sum the partials in order.
+__device__ static void bn_sum(const double *part, int c, int S, double *s0, double *s1)
+{
+	double a = 0, b = 0;
+	for (int s = 0; s < S; s++) {
+		a += part[((size_t)c * S + s) * 2];
+		b += part[((size_t)c * S + s) * 2 + 1];
+	}
+	*s0 = a;
+	*s1 = b;
+}
+
+__global__ void bn_mean_kernel(const double *part, int C, int S, double m, double *mean)
+{
+	const int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	double s0, s1;
+	bn_sum(part, c, S, &s0, &s1);
+	mean[c] = s0 / m;
+}
+
+// The variance, invstd, the saved and running statistics; stat[c] and
+// stat[C + c] get the mean and invstd (double) for the normalization.
+__global__ void bn_var_kernel(const double *part, int C, int S, double m, double eps,
+			      double mom, double *stat, float *save_mean, float *save_invstd,
+			      float *running_mean, float *running_var)
+{
+	const int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	double sq, unused;
+	bn_sum(part, c, S, &sq, &unused);
+	const double mean = stat[c];
+	const double var = sq / m, var_unbiased = sq / (m - 1);
+	const double invstd = 1.0 / sqrt(var + eps);
+	stat[C + c] = invstd;
+	save_mean[c] = (float)mean;
+	save_invstd[c] = (float)invstd;
+	running_mean[c] = (float)(mom * running_mean[c] + (1 - mom) * mean);
+	running_var[c] = (float)(mom * running_var[c] + (1 - mom) * var_unbiased);
+}
+
+// y = (x - mean) invstd gamma + beta, in double as the reference.
+template <typename I>
+__global__ void bn_apply_kernel(const float *__restrict__ x, float *__restrict__ y,
+				size_t count, int C, int plane, const double *__restrict__ stat,
+				const float *__restrict__ gamma, const float *__restrict__ beta)
+{
+	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
+	     i += (I)gridDim.x * blockDim.x) {
+		const int c = (int)((i / (I)plane) % (I)C);
+		y[i] = (float)((x[i] - stat[c]) * stat[C + c] * (double)gamma[c] + beta[c]);
+	}
+}
+
+template <typename I>
+__global__ void bn_infer_kernel(const float *__restrict__ x, float *__restrict__ y,
+				size_t count, int C, int plane, float eps,
+				const float *__restrict__ rmean, const float *__restrict__ rvar,
+				const float *__restrict__ gamma, const float *__restrict__ beta)
+{
+	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
+	     i += (I)gridDim.x * blockDim.x) {
+		const int c = (int)((i / (I)plane) % (I)C);
+		const double invstd = 1.0 / sqrt((double)rvar[c] + eps);
+		y[i] = (float)((x[i] - (double)rmean[c]) * invstd * (double)gamma[c] + beta[c]);
+	}
+}
+
+// sums[c], sums[C + c] = sum dy, sum dy xhat; dbeta, dgamma when wanted.
+__global__ void bn_grad_kernel(const double *part, int C, int S, double *sums, float *dgamma,
+			       float *dbeta)
+{
+	const int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	double s0, s1;
+	bn_sum(part, c, S, &s0, &s1);
+	sums[c] = s0;
+	sums[C + c] = s1;
+	if (dbeta)
+		dbeta[c] = (float)s0;
+	if (dgamma)
+		dgamma[c] = (float)s1;
+}
+
+// dx = gamma invstd (dy - sum_dy / m - xhat sum_dy_xhat / m)
+template <typename I>
+__global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restrict__ dy,
+			     float *__restrict__ dx, size_t count, int C, int plane, double m,
+			     const double *__restrict__ sums, const float *__restrict__ gamma,
+			     const float *__restrict__ save_mean,
+			     const float *__restrict__ save_invstd)
+{
+	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
+	     i += (I)gridDim.x * blockDim.x) {
+		const int c = (int)((i / (I)plane) % (I)C);
+		const double mean = save_mean[c], invstd = save_invstd[c];
+		const double xhat = (x[i] - mean) * invstd;
+		dx[i] = (float)((double)gamma[c] * invstd *
+				(dy[i] - sums[c] / m - xhat * (sums[C + c] / m)));
+	}
+}
+
+// ---- host side: checks as in kernels/cpu/bn.c ------------------------------
+
+static int bn_param(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		    int channels)
+{
+	if (mp_cpu_check(be, op, name, t))
+		return -1;
+	if (mp_tensor_count(t) != (size_t)channels)
+		return mp_cpu_fail(be, "%s: %s is %dx%dx%dx%d, expected %d values (one per channel)",
+				   op, name, t->n, t->c, t->h, t->w, channels);
+	return 0;
+}
+
+static int bn_eps(mp_backend *be, const char *op, float eps)
+{
+	if (!(eps >= 0) || isinf(eps))
+		return mp_cpu_fail(be, "%s: eps %g, expected a finite value >= 0", op, (double)eps);
+	return 0;
+}
+
+// The partial sums' grid: S x C blocks (C at most 65535, a grid's y
+// limit), each slice fewer than 2^31 values (the index stays clear of
+// unsigned wrap-around).
+static int bn_grid_ok(mp_backend *be, const char *op, const mp_tensor *x, int S)
+{
+	if (x->c > 65535)
+		return mp_cpu_fail(be, "%s: x has %d channels, more than this backend's 65535", op,
+				   x->c);
+	const size_t slice = ((size_t)x->n + S - 1) / S * (size_t)x->h * x->w;
+	if (slice > UINT_MAX / 2 || (size_t)x->h * x->w > INT_MAX)
+		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, too large for this backend", op, x->n,
+				   x->c, x->h, x->w);
+	return 0;
+}
+
+static unsigned per_channel_grid(int C)
+{
+	return (unsigned)((C + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS);
+}
+
+int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+{
+	static const char op[] = "bn_forward_train";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int N = x->n, C = x->c, plane = x->h * x->w;
+	const size_t m = (size_t)N * plane;
+	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	if (!(bn->momentum >= 0 && bn->momentum <= 1))
+		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
+	if (m < 2)
+		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, training needs more than one value per channel",
+				   op, x->n, x->c, x->h, x->w);
+	const int S = bn_slices(N, C);
+	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
+		return -1;
+	double *part = mp_cuda(be)->scratch, *stat = part + (size_t)C * S * 2;
+	const dim3 grid(S, C);
+	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, N, C, plane, S, 0, NULL, NULL,
+						NULL, part);
+	LAUNCH_CHECK(op, "bn_partial_kernel");
+	bn_mean_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(part, C, S, (double)m, stat);
+	LAUNCH_CHECK(op, "bn_mean_kernel");
+	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, N, C, plane, S, 1, stat, NULL,
+						NULL, part);
+	LAUNCH_CHECK(op, "bn_partial_kernel");
+	bn_var_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
+		part, C, S, (double)m, (double)bn->eps, (double)bn->momentum, stat,
+		bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
+		bn->running_var->data);
+	LAUNCH_CHECK(op, "bn_var_kernel");
+	const size_t count = mp_tensor_count(x);
+	if (count <= UINT_MAX / 2)
+		bn_apply_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data);
+	else
+		bn_apply_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data);
+	LAUNCH_CHECK(op, "bn_apply_kernel");
+	return 0;
+}
+
+int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
+{
+	static const char op[] = "bn_forward_infer";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int C = x->c, plane = x->h * x->w;
+	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	const size_t count = mp_tensor_count(x);
+	if (count <= UINT_MAX / 2)
+		bn_infer_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			bn->running_var->data, bn->gamma->data, bn->beta->data);
+	else
+		bn_infer_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			bn->running_var->data, bn->gamma->data, bn->beta->data);
+	LAUNCH_CHECK(op, "bn_infer_kernel");
+	return 0;
+}
+
+int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta)
+{
+	static const char op[] = "bn_backward";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int N = x->n, C = x->c, plane = x->h * x->w;
+	const size_t m = (size_t)N * plane;
+	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
+		return -1;
+	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
+		return -1;
+	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
+	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
+		return -1;
+	const int S = bn_slices(N, C);
+	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
+		return -1;
+	double *part = mp_cuda(be)->scratch, *sums = part + (size_t)C * S * 2;
+	bn_partial_kernel<<<dim3(S, C), BN_THREADS>>>(x->data, dy->data, N, C, plane, S, 2, NULL,
+						      bn->save_mean->data,
+						      bn->save_invstd->data, part);
+	LAUNCH_CHECK(op, "bn_partial_kernel");
+	bn_grad_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
+		part, C, S, sums, dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
+	LAUNCH_CHECK(op, "bn_grad_kernel");
+	if (dx) {
+		const size_t count = mp_tensor_count(x);
+		if (count <= UINT_MAX / 2)
+			bn_dx_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+				x->data, dy->data, dx->data, count, C, plane, (double)m, sums,
+				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
+		else
+			bn_dx_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+				x->data, dy->data, dx->data, count, C, plane, (double)m, sums,
+				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
+		LAUNCH_CHECK(op, "bn_dx_kernel");
+	}
+	return 0;
+}

@@ -1,0 +1,166 @@
+/* The CUDA backend: private declarations shared by its files (C++, nvcc).
+ *
+ * fp32, NCHW, every tensor in device memory (mp_tensor.data is a device
+ * pointer). Everything runs on the legacy default stream, so a
+ * cudaMemcpy (upload, download, the loss) waits for the work before it
+ * and no other synchronization is needed. Convolutions are cuDNN's
+ * (classic descriptor API), the fully connected layer cuBLAS's, the rest
+ * our own kernels (bn.cu, layers.cu).
+ *
+ * Shapes are checked on the host with the CPU backend's helpers
+ * (mp_cpu_check, mp_cpu_expect, mp_cpu_conv_shape), so both backends
+ * reject a bad shape with the same message. A failing CUDA, cuDNN or
+ * cuBLAS call sets be->error to "op: call: status", e.g.
+ * "conv2d_forward: cudnnConvolutionForward: CUDNN_STATUS_BAD_PARAM". */
+#ifndef MP_CUDA_H
+#define MP_CUDA_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+#include "cpu/cpu.h"
+}
+
+/* The algorithms chosen for one convolution shape, found once. */
+struct mp_cuda_conv_algo {
+	int key[9]; /* x n,c,h,w; w n,h,w; stride; pad */
+	int have_fwd, have_bwd_data, have_bwd_filter;
+	cudnnConvolutionFwdAlgo_t fwd;
+	cudnnConvolutionBwdDataAlgo_t bwd_data;
+	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+	size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+};
+
+/* One SGD block: elements [begin, end) of tensor t. */
+struct mp_cuda_sgd_block {
+	int t;
+	size_t begin, end;
+};
+
+struct mp_cuda_state {
+	int device;
+	cudnnHandle_t cudnn;
+	cublasHandle_t cublas;
+	cudnnTensorDescriptor_t xdesc, ydesc;
+	cudnnFilterDescriptor_t wdesc;
+	cudnnConvolutionDescriptor_t convdesc;
+
+	void *ws; /* the convolutions' workspace, grown as needed */
+	size_t ws_size;
+
+	struct mp_cuda_conv_algo *algos; /* the cache, searched linearly */
+	int nalgos, algos_cap;
+
+	double *scratch; /* BN statistics, per-row losses */
+	size_t scratch_size; /* in doubles */
+	double *host_rows;   /* the per-row losses on the host */
+	size_t host_rows_size;
+	int32_t *labels; /* device copy of the labels */
+	size_t labels_size;
+
+	/* SGD: the pointer set of the last call (host copies) and its device
+	 * tables; reused while the set is the same. */
+	int sgd_count;
+	float **sgd_host; /* 3 * count pointers: w, g, v */
+	size_t *sgd_sizes;
+	float **sgd_dev_ptrs; /* device: 3 * count pointers */
+	struct mp_cuda_sgd_block *sgd_dev_blocks;
+	int sgd_nblocks;
+};
+
+static inline mp_cuda_state *mp_cuda(mp_backend *be)
+{
+	return (mp_cuda_state *)be->impl;
+}
+
+/* Set be->error to "op: call: status" and return -1; call is the text of
+ * the failing call, cut at its first '('. */
+int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e);
+int mp_cuda_fail_cudnn(mp_backend *be, const char *op, const char *call, cudnnStatus_t s);
+int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublasStatus_t s);
+
+#define CUDA_CHECK(op, call)                                                      \
+	do {                                                                      \
+		cudaError_t e_ = (call);                                          \
+		if (e_ != cudaSuccess)                                            \
+			return mp_cuda_fail_cuda(be, op, #call, e_);              \
+	} while (0)
+#define CUDNN_CHECK(op, call)                                                     \
+	do {                                                                      \
+		cudnnStatus_t s_ = (call);                                        \
+		if (s_ != CUDNN_STATUS_SUCCESS)                                   \
+			return mp_cuda_fail_cudnn(be, op, #call, s_);             \
+	} while (0)
+#define CUBLAS_CHECK(op, call)                                                    \
+	do {                                                                      \
+		cublasStatus_t s_ = (call);                                       \
+		if (s_ != CUBLAS_STATUS_SUCCESS)                                  \
+			return mp_cuda_fail_cublas(be, op, #call, s_);            \
+	} while (0)
+/* After a kernel launch: a bad launch configuration shows at once, a
+ * fault in the kernel at a later call. */
+#define LAUNCH_CHECK(op, kernel)                                                  \
+	do {                                                                      \
+		cudaError_t e_ = cudaGetLastError();                              \
+		if (e_ != cudaSuccess)                                            \
+			return mp_cuda_fail_cuda(be, op, kernel, e_);             \
+	} while (0)
+
+/* Threads per block of the element-wise kernels, and the grid for count
+ * elements (grid-stride loops cover the rest). */
+#define MP_CUDA_THREADS 256
+static inline unsigned mp_cuda_grid(size_t count)
+{
+	size_t b = (count + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS;
+	if (b > 65535u * 8u)
+		b = 65535u * 8u;
+	return b ? (unsigned)b : 1u;
+}
+
+/* Grows the double scratch buffer to at least n doubles. */
+int mp_cuda_scratch(mp_backend *be, const char *op, size_t n);
+
+/* The operations (conv.cu, bn.cu, layers.cu), the meanings of backend.h. */
+int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			   mp_tensor *y, int stride, int pad);
+int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
+			    int pad);
+void mp_cuda_conv_free(mp_cuda_state *s);
+
+int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
+int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     mp_tensor *y);
+int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+			mp_tensor *dbeta);
+
+int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value);
+int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cuda_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			  mp_tensor *dx);
+int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride);
+int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx,
+				int stride);
+int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx);
+int mp_cuda_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			   mp_tensor *y);
+int mp_cuda_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw);
+int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
+				 const int32_t *labels, float smoothing, mp_tensor *probs,
+				 double *loss);
+int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
+				  const int32_t *labels, float smoothing, mp_tensor *dlogits);
+int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		     mp_tensor *const *v, int count, float lr, float momentum, float wd);
+void mp_cuda_layers_free(mp_cuda_state *s);
+
+#endif

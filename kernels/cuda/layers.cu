@@ -1,0 +1,546 @@
+// The small layers on the GPU: fill, ReLU, add, the option-A shortcut,
+// global average pooling, the fully connected layer (cuBLAS), softmax
+// cross-entropy and the SGD step. The meanings, checks and messages are
+// those of kernels/cpu/layers.c; reductions are summed in double in the
+// reference's order where it is cheap to (pooling, the loss).
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+
+#define GRID_STRIDE(i, count)                                                         \
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (count);  \
+	     i += (size_t)gridDim.x * blockDim.x)
+
+static int same_shape(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		      const mp_tensor *like)
+{
+	return mp_cpu_expect(be, op, name, t, like->n, like->c, like->h, like->w);
+}
+
+// ---- fill, ReLU, add -----------------------------------------------------------
+
+__global__ void fill_kernel(float *y, size_t count, float v)
+{
+	GRID_STRIDE(i, count)
+	y[i] = v;
+}
+
+int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value)
+{
+	static const char op[] = "fill";
+	if (mp_cpu_check(be, op, "tensor", t))
+		return -1;
+	const size_t count = mp_tensor_count(t);
+	fill_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(t->data, count, value);
+	LAUNCH_CHECK(op, "fill_kernel");
+	return 0;
+}
+
+// "x < 0 ? 0 : x" lets a NaN through, as the reference and PyTorch do.
+__global__ void relu_kernel(const float *__restrict__ x, float *__restrict__ y, size_t count)
+{
+	GRID_STRIDE(i, count)
+	y[i] = x[i] < 0 ? 0.0f : x[i];
+}
+
+__global__ void relu_backward_kernel(const float *__restrict__ y, const float *__restrict__ dy,
+				     float *__restrict__ dx, size_t count)
+{
+	GRID_STRIDE(i, count)
+	dx[i] = y[i] > 0 ? dy[i] : 0.0f;
+}
+
+// y may alias a or b: no __restrict__ here.
+__global__ void add_kernel(const float *a, const float *b, float *y, size_t count)
+{
+	GRID_STRIDE(i, count)
+	y[i] = a[i] + b[i];
+}
+
+int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
+{
+	static const char op[] = "relu_forward";
+	if (mp_cpu_check(be, op, "x", x) || same_shape(be, op, "y", y, x))
+		return -1;
+	const size_t count = mp_tensor_count(x);
+	relu_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(x->data, y->data, count);
+	LAUNCH_CHECK(op, "relu_kernel");
+	return 0;
+}
+
+int mp_cuda_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			  mp_tensor *dx)
+{
+	static const char op[] = "relu_backward";
+	if (mp_cpu_check(be, op, "y", y) || same_shape(be, op, "dy", dy, y) ||
+	    same_shape(be, op, "dx", dx, y))
+		return -1;
+	const size_t count = mp_tensor_count(y);
+	relu_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(y->data, dy->data,
+								       dx->data, count);
+	LAUNCH_CHECK(op, "relu_backward_kernel");
+	return 0;
+}
+
+int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y)
+{
+	static const char op[] = "add";
+	if (mp_cpu_check(be, op, "a", a) || same_shape(be, op, "b", b, a) ||
+	    same_shape(be, op, "y", y, a))
+		return -1;
+	const size_t count = mp_tensor_count(a);
+	add_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(a->data, b->data, y->data, count);
+	LAUNCH_CHECK(op, "add_kernel");
+	return 0;
+}
+
+// ---- option-A shortcut ---------------------------------------------------------
+
+static int shortcut_shape(mp_backend *be, const char *op, const char *xname,
+			  const mp_tensor *x, const char *yname, const mp_tensor *y, int stride)
+{
+	if (stride < 1)
+		return mp_cpu_fail(be, "%s: stride %d, expected 1 or more", op, stride);
+	if (mp_cpu_check(be, op, xname, x) || mp_cpu_check(be, op, yname, y))
+		return -1;
+	if (y->c < x->c)
+		return mp_cpu_fail(be, "%s: %s has %d channels, fewer than %s's %d", op, yname,
+				   y->c, xname, x->c);
+	return mp_cpu_expect(be, op, yname, y, x->n, y->c, (x->h - 1) / stride + 1,
+			     (x->w - 1) / stride + 1);
+}
+
+// One thread per element of y: a sample of x, or 0 in the extra channels.
+// I: the index type, unsigned when the tensor has fewer than 2^31 elements
+// (cheaper division), else size_t.
+template <typename I>
+__global__ void shortcut_kernel(const float *__restrict__ x, float *__restrict__ y,
+				size_t count, int CX, int CY, int H, int W, int OH, int OW,
+				int stride)
+{
+	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
+	     i += (I)gridDim.x * blockDim.x) {
+		const I q = i / (I)OW, p = q / (I)OH;
+		const int j = (int)(i - q * (I)OW), r = (int)(q - p * (I)OH);
+		const int c = (int)(p % (I)CY);
+		const size_t n = p / (I)CY;
+		y[i] = c < CX ? x[((n * CX + c) * H + (size_t)r * stride) * W + (size_t)j * stride]
+			      : 0.0f;
+	}
+}
+
+// One thread per element of dx: dy at the sampled positions, 0 elsewhere;
+// the extra channels' gradient is dropped.
+template <typename I>
+__global__ void shortcut_backward_kernel(const float *__restrict__ dy, float *__restrict__ dx,
+					 size_t count, int CX, int CY, int H, int W, int OH,
+					 int OW, int stride)
+{
+	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
+	     i += (I)gridDim.x * blockDim.x) {
+		const I q = i / (I)W, p = q / (I)H;
+		const int j = (int)(i - q * (I)W), r = (int)(q - p * (I)H);
+		const int c = (int)(p % (I)CX);
+		const size_t n = p / (I)CX;
+		dx[i] = (r % stride == 0 && j % stride == 0)
+				? dy[((n * CY + c) * OH + r / stride) * OW + j / stride]
+				: 0.0f;
+	}
+}
+
+int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride)
+{
+	static const char op[] = "shortcut_a_forward";
+	if (shortcut_shape(be, op, "x", x, "y", y, stride))
+		return -1;
+	const size_t count = mp_tensor_count(y);
+	if (count <= UINT_MAX / 2)
+		shortcut_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+	else
+		shortcut_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+	LAUNCH_CHECK(op, "shortcut_kernel");
+	return 0;
+}
+
+int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx, int stride)
+{
+	static const char op[] = "shortcut_a_backward";
+	if (shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
+		return -1;
+	const size_t count = mp_tensor_count(dx);
+	if (count <= UINT_MAX / 2)
+		shortcut_backward_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w, stride);
+	else
+		shortcut_backward_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+			dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w, stride);
+	LAUNCH_CHECK(op, "shortcut_backward_kernel");
+	return 0;
+}
+
+// ---- global average pooling ------------------------------------------------------
+
+// One thread per plane, summed in double in order, as the reference.
+__global__ void avgpool_kernel(const float *__restrict__ x, float *__restrict__ y,
+			       size_t planes, size_t plane)
+{
+	GRID_STRIDE(p, planes)
+	{
+		double s = 0;
+		for (size_t i = 0; i < plane; i++)
+			s += x[p * plane + i];
+		y[p] = (float)(s / (double)plane);
+	}
+}
+
+__global__ void avgpool_backward_kernel(const float *__restrict__ dy, float *__restrict__ dx,
+					size_t count, size_t plane)
+{
+	GRID_STRIDE(i, count)
+	dx[i] = (float)(dy[i / plane] / (double)plane);
+}
+
+int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
+{
+	static const char op[] = "avgpool_forward";
+	if (mp_cpu_check(be, op, "x", x) || mp_cpu_expect(be, op, "y", y, x->n, x->c, 1, 1))
+		return -1;
+	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
+	avgpool_kernel<<<mp_cuda_grid(planes), MP_CUDA_THREADS>>>(x->data, y->data, planes,
+								  plane);
+	LAUNCH_CHECK(op, "avgpool_kernel");
+	return 0;
+}
+
+int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
+{
+	static const char op[] = "avgpool_backward";
+	if (mp_cpu_check(be, op, "dx", dx) || mp_cpu_expect(be, op, "dy", dy, dx->n, dx->c, 1, 1))
+		return -1;
+	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
+	avgpool_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(dy->data, dx->data,
+									  count, plane);
+	LAUNCH_CHECK(op, "avgpool_backward_kernel");
+	return 0;
+}
+
+// ---- fully connected, no bias (cuBLAS) ----------------------------------------------
+//
+// cuBLAS is column-major: a row-major [r, c] array is its transpose,
+// a column-major c x r matrix with leading dimension c. With X = x^T
+// (IN x N), W = w^T (IN x OUT), DY = dy^T (OUT x N):
+//   y  = x w^T    ->  y^T  = W^T X         (OUT x N)
+//   dx = dy w     ->  dx^T = W DY          (IN x N)
+//   dw = dy^T x   ->  dw^T = X DY^T        (IN x OUT)
+
+static int linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w)
+{
+	if (mp_cpu_check(be, op, "x", x) || mp_cpu_check(be, op, "w", w))
+		return -1;
+	return mp_cpu_expect(be, op, "x", x, x->n, x->c, 1, 1) ||
+	       mp_cpu_expect(be, op, "w", w, w->n, x->c, 1, 1);
+}
+
+int mp_cuda_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w, mp_tensor *y)
+{
+	static const char op[] = "linear_forward";
+	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
+		return -1;
+	const int N = x->n, IN = x->c, OUT = w->n;
+	const float one = 1.0f, zero = 0.0f;
+	CUBLAS_CHECK(op, cublasSgemm(mp_cuda(be)->cublas, CUBLAS_OP_T, CUBLAS_OP_N, OUT, N, IN,
+				     &one, w->data, IN, x->data, IN, &zero, y->data, OUT));
+	return 0;
+}
+
+int mp_cuda_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw)
+{
+	static const char op[] = "linear_backward";
+	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
+		return -1;
+	if ((dx && same_shape(be, op, "dx", dx, x)) || (dw && same_shape(be, op, "dw", dw, w)))
+		return -1;
+	const int N = x->n, IN = x->c, OUT = w->n;
+	const float one = 1.0f, zero = 0.0f;
+	cublasHandle_t h = mp_cuda(be)->cublas;
+	if (dx)
+		CUBLAS_CHECK(op, cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, IN, N, OUT, &one,
+					     w->data, IN, dy->data, OUT, &zero, dx->data, IN));
+	if (dw)
+		CUBLAS_CHECK(op, cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, IN, OUT, N, &one,
+					     x->data, IN, dy->data, OUT, &zero, dw->data, IN));
+	return 0;
+}
+
+// ---- softmax cross-entropy -----------------------------------------------------------
+
+static int xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		     const int32_t *labels, float smoothing)
+{
+	if (mp_cpu_check(be, op, name, t) || mp_cpu_expect(be, op, name, t, t->n, t->c, 1, 1))
+		return -1;
+	if (!labels)
+		return mp_cpu_fail(be, "%s: no labels", op);
+	if (!(smoothing >= 0 && smoothing <= 1))
+		return mp_cpu_fail(be, "%s: smoothing %g, expected 0 to 1", op, (double)smoothing);
+	for (int n = 0; n < t->n; n++)
+		if (labels[n] < 0 || labels[n] >= t->c)
+			return mp_cpu_fail(be, "%s: labels[%d] is %ld, expected 0..%d", op, n,
+					   (long)labels[n], t->c - 1);
+	return 0;
+}
+
+// The labels are host integers: copy them to the device buffer.
+static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int n)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->labels_size < (size_t)n) {
+		if (s->labels)
+			cudaFree(s->labels);
+		s->labels = NULL;
+		s->labels_size = 0;
+		CUDA_CHECK(op, cudaMalloc((void **)&s->labels, (size_t)n * sizeof(int32_t)));
+		s->labels_size = (size_t)n;
+	}
+	CUDA_CHECK(op, cudaMemcpy(s->labels, labels, (size_t)n * sizeof(int32_t),
+				  cudaMemcpyHostToDevice));
+	return 0;
+}
+
+__device__ static double xent_target(int k, int label, int classes, double s)
+{
+	return (k == label ? 1 - s : 0) + s / classes;
+}
+
+// One thread per row, in the reference's order and precision; the rows'
+// losses go to row_loss and are summed on the host in order.
+__global__ void xent_kernel(const float *__restrict__ logits, const int32_t *__restrict__ labels,
+			    float smoothing, float *__restrict__ probs, double *__restrict__ row_loss,
+			    int N, int K)
+{
+	const int n = blockIdx.x * blockDim.x + threadIdx.x;
+	if (n >= N)
+		return;
+	const float *z = logits + (size_t)n * K;
+	float *p = probs + (size_t)n * K;
+	double zmax = z[0];
+	for (int k = 1; k < K; k++)
+		if (z[k] > zmax)
+			zmax = z[k];
+	double sum = 0;
+	for (int k = 0; k < K; k++)
+		sum += exp(z[k] - zmax);
+	const double lse = log(sum);
+	double row = 0;
+	for (int k = 0; k < K; k++) {
+		const double logp = z[k] - zmax - lse;
+		p[k] = (float)exp(logp);
+		row -= xent_target(k, labels[n], K, smoothing) * logp;
+	}
+	row_loss[n] = row;
+}
+
+__global__ void xent_backward_kernel(const float *__restrict__ probs,
+				     const int32_t *__restrict__ labels, float smoothing,
+				     float *__restrict__ dlogits, int N, int K)
+{
+	GRID_STRIDE(i, (size_t)N * K)
+	{
+		const int n = (int)(i / K), k = (int)(i % K);
+		dlogits[i] = (float)((probs[i] - xent_target(k, labels[n], K, smoothing)) / N);
+	}
+}
+
+int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
+				 const int32_t *labels, float smoothing, mp_tensor *probs,
+				 double *loss)
+{
+	static const char op[] = "softmax_xent_forward";
+	if (xent_args(be, op, "logits", logits, labels, smoothing) ||
+	    same_shape(be, op, "probs", probs, logits))
+		return -1;
+	if (!loss)
+		return mp_cpu_fail(be, "%s: no loss output", op);
+	const int N = logits->n, K = logits->c;
+	mp_cuda_state *s = mp_cuda(be);
+	if (put_labels(be, op, labels, N) || mp_cuda_scratch(be, op, (size_t)N))
+		return -1;
+	if (s->host_rows_size < (size_t)N) {
+		double *h = (double *)realloc(s->host_rows, (size_t)N * sizeof *h);
+		if (!h)
+			return mp_cpu_fail(be, "%s: out of memory", op);
+		s->host_rows = h;
+		s->host_rows_size = (size_t)N;
+	}
+	xent_kernel<<<(N + 127) / 128, 128>>>(logits->data, s->labels, smoothing, probs->data,
+					       s->scratch, N, K);
+	LAUNCH_CHECK(op, "xent_kernel");
+	CUDA_CHECK(op, cudaMemcpy(s->host_rows, s->scratch, (size_t)N * sizeof(double),
+				  cudaMemcpyDeviceToHost));
+	double total = 0;
+	for (int n = 0; n < N; n++)
+		total += s->host_rows[n];
+	*loss = total / N;
+	return 0;
+}
+
+int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
+				  const int32_t *labels, float smoothing, mp_tensor *dlogits)
+{
+	static const char op[] = "softmax_xent_backward";
+	if (xent_args(be, op, "probs", probs, labels, smoothing) ||
+	    same_shape(be, op, "dlogits", dlogits, probs))
+		return -1;
+	const int N = probs->n, K = probs->c;
+	if (put_labels(be, op, labels, N))
+		return -1;
+	xent_backward_kernel<<<mp_cuda_grid((size_t)N * K), MP_CUDA_THREADS>>>(
+		probs->data, mp_cuda(be)->labels, smoothing, dlogits->data, N, K);
+	LAUNCH_CHECK(op, "xent_backward_kernel");
+	return 0;
+}
+
+// ---- SGD ---------------------------------------------------------------------------------
+//
+// Every parameter tensor in one launch: a table of blocks, each a range of
+// one tensor's elements, and the tensors' w, g, v pointers, both in device
+// memory. They are built for a set of pointers and kept while the caller
+// passes the same set (a network does, step after step).
+
+#define SGD_CHUNK ((size_t)MP_CUDA_THREADS * 8)
+
+// neon's update in float with explicit roundings (no fused multiply-add),
+// the same operations in the same order as the CPU reference:
+//   v = momentum v - lr (g + wd w);  w = w + v
+__global__ void sgd_kernel(float *const *__restrict__ ptrs,
+			   const mp_cuda_sgd_block *__restrict__ blocks, int count, float lr,
+			   float momentum, float wd)
+{
+	const mp_cuda_sgd_block b = blocks[blockIdx.x];
+	float *w = ptrs[b.t], *v = ptrs[2 * count + b.t];
+	const float *g = ptrs[count + b.t];
+	for (size_t i = b.begin + threadIdx.x; i < b.end; i += blockDim.x) {
+		const float wi = w[i];
+		const float decayed = __fadd_rn(g[i], __fmul_rn(wd, wi));
+		const float vi = __fsub_rn(__fmul_rn(momentum, v[i]), __fmul_rn(lr, decayed));
+		v[i] = vi;
+		w[i] = __fadd_rn(wi, vi);
+	}
+}
+
+void mp_cuda_layers_free(mp_cuda_state *s)
+{
+	free(s->sgd_host);
+	free(s->sgd_sizes);
+	if (s->sgd_dev_ptrs)
+		cudaFree(s->sgd_dev_ptrs);
+	if (s->sgd_dev_blocks)
+		cudaFree(s->sgd_dev_blocks);
+	s->sgd_host = NULL;
+	s->sgd_sizes = NULL;
+	s->sgd_dev_ptrs = NULL;
+	s->sgd_dev_blocks = NULL;
+	s->sgd_count = s->sgd_nblocks = 0;
+}
+
+// Is the cached table the one for these tensors?
+static int sgd_cached(const mp_cuda_state *s, mp_tensor *const *w, const mp_tensor *const *g,
+		      mp_tensor *const *v, int count)
+{
+	if (!s->sgd_host || s->sgd_count != count)
+		return 0;
+	for (int t = 0; t < count; t++)
+		if (s->sgd_host[t] != w[t]->data || s->sgd_host[count + t] != g[t]->data ||
+		    s->sgd_host[2 * count + t] != v[t]->data ||
+		    s->sgd_sizes[t] != mp_tensor_count(w[t]))
+			return 0;
+	return 1;
+}
+
+static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
+		     const mp_tensor *const *g, mp_tensor *const *v, int count)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	mp_cuda_layers_free(s);
+	size_t nblocks = 0;
+	for (int t = 0; t < count; t++)
+		nblocks += (mp_tensor_count(w[t]) + SGD_CHUNK - 1) / SGD_CHUNK;
+	if (nblocks > 0x7fffffff)
+		return mp_cpu_fail(be, "%s: too many parameters", op);
+	float **host = (float **)malloc(3 * (size_t)count * sizeof *host);
+	size_t *sizes = (size_t *)malloc((size_t)count * sizeof *sizes);
+	mp_cuda_sgd_block *blocks = (mp_cuda_sgd_block *)malloc(nblocks * sizeof *blocks);
+	if (!host || !sizes || !blocks) {
+		free(host);
+		free(sizes);
+		free(blocks);
+		return mp_cpu_fail(be, "%s: out of memory", op);
+	}
+	size_t b = 0;
+	for (int t = 0; t < count; t++) {
+		host[t] = w[t]->data;
+		host[count + t] = g[t]->data;
+		host[2 * count + t] = v[t]->data;
+		sizes[t] = mp_tensor_count(w[t]);
+		for (size_t i = 0; i < sizes[t]; i += SGD_CHUNK) {
+			blocks[b].t = t;
+			blocks[b].begin = i;
+			blocks[b].end = i + SGD_CHUNK < sizes[t] ? i + SGD_CHUNK : sizes[t];
+			b++;
+		}
+	}
+	s->sgd_host = host;
+	s->sgd_sizes = sizes;
+	s->sgd_count = count;
+	s->sgd_nblocks = (int)nblocks;
+	cudaError_t e = cudaMalloc((void **)&s->sgd_dev_ptrs, 3 * (size_t)count * sizeof *host);
+	if (e == cudaSuccess)
+		e = cudaMalloc((void **)&s->sgd_dev_blocks, nblocks * sizeof *blocks);
+	if (e == cudaSuccess)
+		e = cudaMemcpy(s->sgd_dev_ptrs, host, 3 * (size_t)count * sizeof *host,
+			       cudaMemcpyHostToDevice);
+	if (e == cudaSuccess)
+		e = cudaMemcpy(s->sgd_dev_blocks, blocks, nblocks * sizeof *blocks,
+			       cudaMemcpyHostToDevice);
+	free(blocks);
+	if (e != cudaSuccess) {
+		mp_cuda_layers_free(s);
+		return mp_cuda_fail_cuda(be, op, "cudaMalloc/cudaMemcpy (SGD tables)", e);
+	}
+	return 0;
+}
+
+int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		     mp_tensor *const *v, int count, float lr, float momentum, float wd)
+{
+	static const char op[] = "sgd_step";
+	if (count < 0)
+		return mp_cpu_fail(be, "%s: count %d, expected 0 or more", op, count);
+	if (count > 0 && (!w || !g || !v))
+		return mp_cpu_fail(be, "%s: missing tensor list", op);
+	for (int t = 0; t < count; t++) {
+		char wn[32], gn[32], vn[32];
+		snprintf(wn, sizeof wn, "w[%d]", t);
+		snprintf(gn, sizeof gn, "g[%d]", t);
+		snprintf(vn, sizeof vn, "v[%d]", t);
+		if (mp_cpu_check(be, op, wn, w[t]) || same_shape(be, op, gn, g[t], w[t]) ||
+		    same_shape(be, op, vn, v[t], w[t]))
+			return -1;
+	}
+	if (count == 0)
+		return 0;
+	mp_cuda_state *s = mp_cuda(be);
+	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
+		return -1;
+	sgd_kernel<<<s->sgd_nblocks, MP_CUDA_THREADS>>>(s->sgd_dev_ptrs, s->sgd_dev_blocks, count,
+							lr, momentum, wd);
+	LAUNCH_CHECK(op, "sgd_kernel");
+	return 0;
+}

@@ -1,0 +1,486 @@
+#!/usr/bin/env bash
+# The one command to run on a GPU machine (one H200, no network, PyTorch
+# with CUDA pip packages under its python3):
+#
+#   bash scripts/device-check.sh [--cpu-smoke] [RESULTS_DIR]
+#
+# Stages, each with a time limit, each logged to RESULTS_DIR/<stage>.log;
+# a failing stage does not stop the others:
+#   env         the GPU (nvidia-smi), nvcc, python3 and torch
+#   discover    nvcc, CUDA_HOME, cuDNN and cuBLAS headers and libraries
+#               (CUDA_HOME first, then the pip packages under site-packages)
+#   build       make CUDA=1 CUDA_ARCH=sm_90 all + the tests/gpu programs,
+#               with what was found; when that fails (the GPU machine may
+#               lack the full build's Debian libraries), a minimal build of
+#               what the GPU stages need (build/min/), with small stand-ins
+#               for zlib's crc32 and OpenBLAS's sgemm where absent; the
+#               build stage still counts as failed then
+#   version     build/bin/mp-train --version (full build only)
+#   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
+#   bench-ours  our training step of the reference network (depth 9,
+#               112 px, batch 128, shortcut A, fp32) on the GPU
+#   bench-torch PyTorch (scripts/mp_resnet.py's ResNet) on the same
+#               network and batch, bf16 autocast + channels_last, eager
+#               and torch.compile
+# then RESULTS_DIR/summary.txt: each stage's status and time, images/s,
+# the ratio ours / PyTorch, and MFU = 3 x forward FLOPs x images/s
+# against 989 TFLOP/s (the H100/H200 SXM dense bf16 datasheet figure;
+# our step is fp32, so its MFU against a bf16 peak says how far fp32 is
+# from what the chip could do, not how well fp32 is used).
+#
+# Without a GPU (e.g. the CI machine) it still runs: the build goes as far
+# as the toolchain allows, the GPU stages are SKIPPED with the reason, and
+# --cpu-smoke runs both benchmarks on the CPU at a tiny size, to check the
+# benchmark code paths only (those numbers mean nothing).
+#
+# DEVICE_CHECK_FORCE_MIN=1 skips make for the minimal build, and
+# DEVICE_CHECK_SHIMS=1 makes that use the stand-ins: to test the fallback.
+#
+# Exit status: 0 when no stage failed (skips are not failures), 1 otherwise,
+# 2 on a usage error. The whole script keeps within about 8 minutes.
+set -u
+
+usage() {
+	echo "usage: device-check.sh [--cpu-smoke] [RESULTS_DIR]" >&2
+	exit 2
+}
+
+SMOKE=0
+RESULTS=
+for a in "$@"; do
+	case $a in
+	--cpu-smoke) SMOKE=1 ;;
+	-h | --help) usage ;;
+	-*) echo "device-check.sh: unknown option $a" >&2; usage ;;
+	*) [ -z "$RESULTS" ] || usage; RESULTS=$a ;;
+	esac
+done
+RESULTS=${RESULTS:-./device-check-results}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$RESULTS" || exit 1
+RESULTS=$(cd "$RESULTS" && pwd)
+cd "$ROOT" || exit 1
+
+START=$(date +%s)
+BUDGET=${DEVICE_CHECK_BUDGET:-450} # seconds for all stages: 7.5 minutes
+PEAK_TFLOPS=989
+# the python with torch: $PYTHON, python3 on PATH, then known places
+PY=
+for p in ${PYTHON:-} python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+	if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' >/dev/null 2>&1; then
+		PY=$p
+		break
+	fi
+done
+PY=${PY:-${PYTHON:-python3}}
+JOBS=$(nproc 2>/dev/null || echo 4)
+SUMMARY=$RESULTS/summary.txt
+: >"$RESULTS/stages.tsv"
+FAILED=0
+
+say() { echo "device-check: $*" | tee -a "$RESULTS/device-check.log" >&2; }
+
+# The time a stage may take: its own limit, cut to what is left of the
+# budget (at least 5 seconds, so that a late stage still reports).
+limit() {
+	local want=$1 left=$((BUDGET - ($(date +%s) - START)))
+	[ "$left" -lt 5 ] && left=5
+	[ "$want" -lt "$left" ] && echo "$want" || echo "$left"
+}
+
+# record STAGE STATUS SECONDS NOTE
+record() {
+	printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS/stages.tsv"
+	say "$1: $2 (${3}s) $4"
+	[ "$2" = FAIL ] && FAILED=1
+	return 0
+}
+
+# run STAGE LIMIT CMD...: runs CMD with a time limit, output to STAGE.log;
+# returns its status (124 on a timeout) and sets ELAPSED.
+run() {
+	local stage=$1 lim t0 rc
+	lim=$(limit "$2")
+	shift 2
+	t0=$(date +%s)
+	{
+		echo "\$ $*"
+		echo "# limit ${lim}s, started $(date -u +%FT%TZ)"
+	} >>"$RESULTS/$stage.log"
+	timeout -k 5 "$lim" "$@" >>"$RESULTS/$stage.log" 2>&1
+	rc=$?
+	ELAPSED=$(($(date +%s) - t0))
+	[ "$rc" -eq 124 ] && echo "# TIMED OUT after ${lim}s" >>"$RESULTS/$stage.log"
+	echo "# exit status $rc" >>"$RESULTS/$stage.log"
+	return "$rc"
+}
+
+# ---- env ----------------------------------------------------------------
+GPU=0
+GPU_WHY="nvidia-smi not found"
+{
+	echo "date: $(date -u +%FT%TZ)"
+	echo "host: $(uname -a)"
+	echo "git: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)"
+} >"$RESULTS/env.log"
+if command -v nvidia-smi >/dev/null 2>&1; then
+	if run env 20 nvidia-smi; then
+		if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+			GPU=1
+			GPU_WHY=$(nvidia-smi -L | head -1)
+		else
+			GPU_WHY="nvidia-smi lists no GPU"
+		fi
+	else
+		GPU_WHY="nvidia-smi failed (no driver?)"
+	fi
+fi
+run env 60 "$PY" -c 'import sys, torch; print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+TORCH_OK=$?
+record env "$([ $GPU = 1 ] && echo ok || echo SKIP)" 0 "$GPU_WHY; torch $([ $TORCH_OK = 0 ] && echo found || echo 'NOT importable')"
+
+# ---- discover -------------------------------------------------------------
+# nvcc: PATH, /usr/local/cuda, then the pip package nvidia-cuda-nvcc.
+SITES=$("$PY" -c 'import site, sys; print("\n".join(p for p in site.getsitepackages() + [site.getusersitepackages()] + sys.path if p.endswith("-packages")))' 2>/dev/null | sort -u)
+find_in_sites() { # NAME: the first file called NAME under SITES' nvidia/ dirs
+	local s f
+	for s in $SITES; do
+		[ -d "$s/nvidia" ] || continue
+		f=$(find "$s/nvidia" -name "$1" 2>/dev/null | sort | head -1)
+		[ -n "$f" ] && { echo "$f"; return 0; }
+	done
+	return 1
+}
+NVCC=$(command -v nvcc 2>/dev/null || true)
+[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
+[ -z "$NVCC" ] && NVCC=$(find_in_sites nvcc || true)
+CUDA_HOME_FOUND=${CUDA_HOME:-}
+[ -z "$CUDA_HOME_FOUND" ] && [ -n "$NVCC" ] && CUDA_HOME_FOUND=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+# a header's dir and a library's dir: CUDA_HOME's, else the pip package's
+LIBLINKS=$ROOT/build/device-libs
+find_inc() { # HEADER
+	if [ -f "$CUDA_HOME_FOUND/include/$1" ]; then echo "$CUDA_HOME_FOUND/include"; return 0; fi
+	local f
+	f=$(find_in_sites "$1") && dirname "$f"
+}
+find_lib() { # NAME (libcudnn): a dir with NAME.so; pip ships NAME.so.N only,
+	# so link NAME.so to it in build/device-libs
+	local d f
+	for d in "$CUDA_HOME_FOUND/lib64" "$CUDA_HOME_FOUND/lib"; do
+		[ -e "$d/$1.so" ] && { echo "$d"; return 0; }
+	done
+	f=$(find_in_sites "$1.so*") || return 1
+	mkdir -p "$LIBLINKS"
+	ln -sf "$f" "$LIBLINKS/$1.so"
+	echo "$LIBLINKS"
+}
+CUDNN_INC=$(find_inc cudnn.h || true)
+CUDNN_LIB=$(find_lib libcudnn || true)
+CUBLAS_INC=$(find_inc cublas_v2.h || true)
+CUBLAS_LIB=$(find_lib libcublas || true)
+# pip's libcudnn.so.9 loads its engine libraries from its own dir, and
+# libcublas.so needs libcublasLt: put the real dirs on the loader's path
+for name in libcudnn libcublas libcublasLt; do
+	f=$(readlink -f "$CUDNN_LIB/$name.so" 2>/dev/null || true)
+	[ -n "$f" ] || f=$(readlink -f "$CUBLAS_LIB/$name.so" 2>/dev/null || true)
+	[ -n "$f" ] && [ -e "$f" ] && LD_LIBRARY_PATH=$(dirname "$f")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
+[ -n "$(find_in_sites 'libcublasLt.so*' || true)" ] && [ ! -e "$CUBLAS_LIB/libcublasLt.so" ] &&
+	LD_LIBRARY_PATH=$(dirname "$(find_in_sites 'libcublasLt.so*')")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+{
+	echo "nvcc:       ${NVCC:-NOT FOUND}"
+	[ -n "$NVCC" ] && "$NVCC" --version
+	echo "CUDA_HOME:  ${CUDA_HOME_FOUND:-NOT FOUND}"
+	echo "cudart_static: $(ls "$CUDA_HOME_FOUND"/lib64/libcudart_static.a 2>/dev/null || echo NOT FOUND)"
+	echo "CUDNN_INC:  ${CUDNN_INC:-NOT FOUND}"
+	echo "CUDNN_LIB:  ${CUDNN_LIB:-NOT FOUND}"
+	echo "CUBLAS_INC: ${CUBLAS_INC:-NOT FOUND}"
+	echo "CUBLAS_LIB: ${CUBLAS_LIB:-NOT FOUND}"
+	echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
+	echo "site-packages: $SITES"
+} >"$RESULTS/discover.log" 2>&1
+if [ -n "$NVCC" ] && [ -n "$CUDNN_INC" ] && [ -n "$CUDNN_LIB" ] && [ -n "$CUBLAS_LIB" ]; then
+	record discover ok 0 "nvcc $NVCC; cuDNN $CUDNN_INC"
+	HAVE_TOOLS=1
+else
+	record discover FAIL 0 "missing: $([ -z "$NVCC" ] && echo 'nvcc ')$([ -z "$CUDNN_INC" ] && echo 'cudnn.h ')$([ -z "$CUDNN_LIB" ] && echo 'libcudnn ')$([ -z "$CUBLAS_LIB" ] && echo 'libcublas')"
+	HAVE_TOOLS=0
+fi
+
+# ---- build ------------------------------------------------------------------
+BIN=$ROOT/build
+MAKEVARS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME_FOUND" "CUDNN_INC=$CUDNN_INC"
+	"CUDNN_LIB=$CUDNN_LIB" "CUBLAS_INC=${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" "CUBLAS_LIB=$CUBLAS_LIB")
+
+# The sources the GPU stages need, built without the Debian libraries of the
+# full build: the CPU reference, the CUDA backend, the network, tests/gpu.
+build_min() {
+	local out=$ROOT/build/min shim=$ROOT/build/min/shim f o objs=()
+	mkdir -p "$out/obj" "$out/tests/gpu" "$shim"
+	if [ -n "${DEVICE_CHECK_SHIMS:-}" ] || ! echo '#include <zlib.h>' | gcc -E -x c - >/dev/null 2>&1; then
+		echo "# no zlib.h: a bitwise crc32 stands in"
+		cat >"$shim/zlib.h" <<'EOF'
+/* device-check.sh's stand-in: zlib's crc32 only (CRC-32, IEEE). */
+typedef unsigned char Bytef;
+typedef unsigned long uLong;
+typedef unsigned int uInt;
+static inline uLong crc32(uLong crc, const Bytef *p, uInt n)
+{
+	unsigned long c = crc ^ 0xffffffffUL;
+	while (n--) {
+		c ^= *p++;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0xedb88320UL : c >> 1;
+	}
+	return c ^ 0xffffffffUL;
+}
+EOF
+	fi
+	if [ -n "${DEVICE_CHECK_SHIMS:-}" ] || ! echo '#include <cblas.h>' | gcc -E -x c - >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' | gcc -x c - -lopenblas -o /dev/null >/dev/null 2>&1; then
+		echo "# no OpenBLAS: a plain-loop sgemm stands in (the fast CPU backend is slow; tests compare against cpu-ref)"
+		BLASLIB=
+		cat >"$shim/cblas.h" <<'EOF'
+/* device-check.sh's stand-in: the row-major sgemm conv_gemm.c uses. */
+enum CBLAS_ORDER { CblasRowMajor = 101, CblasColMajor = 102 };
+enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112 };
+static inline void cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta,
+			       enum CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+			       const float *a, int lda, const float *b, int ldb, float beta,
+			       float *c, int ldc)
+{
+	(void)o;
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < n; j++) {
+			float s = 0;
+			for (int p = 0; p < k; p++)
+				s += (ta == CblasNoTrans ? a[i * lda + p] : a[p * lda + i]) *
+				     (tb == CblasNoTrans ? b[p * ldb + j] : b[j * ldb + p]);
+			c[i * ldc + j] = alpha * s + (beta == 0 ? 0 : beta * c[i * ldc + j]);
+		}
+}
+static inline char *openblas_get_corename(void) { return (char *)"stand-in"; }
+static inline void openblas_set_num_threads(int n) { (void)n; }
+EOF
+	else
+		BLASLIB=-lopenblas
+	fi
+	local cflags=(-std=c11 -O2 -Wall -D_GNU_SOURCE -pthread -fopenmp -DMP_HAVE_CUDA -I"$shim" -Icommon -Ikernels)
+	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c kernels/cpu/backend_cpu.c \
+		kernels/cpu/conv.c kernels/cpu/conv_gemm.c kernels/cpu/bn.c kernels/cpu/layers.c; do
+		o=$out/obj/$(basename "$f" .c).o
+		gcc "${cflags[@]}" -c "$f" -o "$o" || return 1
+		objs+=("$o")
+	done
+	for f in kernels/cuda/*.cu; do
+		o=$out/obj/$(basename "$f" .cu).cu.o
+		"$NVCC" -O2 -arch=sm_90 -Ikernels -I"$CUDNN_INC" -I"${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" -c "$f" -o "$o" || return 1
+		objs+=("$o")
+	done
+	for f in tests/gpu/*.c; do
+		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" $BLASLIB \
+			-L"$CUDNN_LIB" -L"$CUBLAS_LIB" -L"$CUDA_HOME_FOUND/lib64" -lcudnn -lcublas \
+			-lcudart_static -ldl -lrt -lstdc++ -lm -Wl,-rpath,"$CUDNN_LIB" \
+			-Wl,-rpath,"$CUBLAS_LIB" || return 1
+	done
+}
+
+BUILT=none
+GPU_TARGETS=$(for f in tests/gpu/*.c; do echo "build/tests/gpu/$(basename "$f" .c)"; done)
+if [ "$HAVE_TOOLS" = 1 ]; then
+	# the programs and the GPU ones (not the cmocka unit tests: make test's business)
+	# DEVICE_CHECK_FORCE_MIN=1 (and DEVICE_CHECK_SHIMS=1) test the fallback
+	if [ -z "${DEVICE_CHECK_FORCE_MIN:-}" ] &&
+		run build 240 make -j"$JOBS" "${MAKEVARS[@]}" all $GPU_TARGETS; then
+		BUILT=full
+		record build ok "$ELAPSED" "make CUDA=1 CUDA_ARCH=sm_90"
+	else
+		grep -q 'missing libraries' "$RESULTS/build.log" &&
+			say "build: the full build lacks Debian libraries (see build.log)"
+		say "build: the full build failed; building the GPU stages' part alone (build/min/)"
+		export ROOT NVCC CUDNN_INC CUDNN_LIB CUBLAS_INC CUBLAS_LIB CUDA_HOME_FOUND DEVICE_CHECK_SHIMS
+		if run build-min 200 bash -c "$(declare -f build_min); build_min"; then
+			BUILT=min
+			BIN=$ROOT/build/min
+			if [ -n "${DEVICE_CHECK_FORCE_MIN:-}" ]; then
+				record build SKIP "$ELAPSED" "DEVICE_CHECK_FORCE_MIN: no make; the minimal build worked (build-min.log)"
+			else
+				record build FAIL "$ELAPSED" "make failed (see build.log); the minimal build worked (build-min.log)"
+			fi
+		else
+			record build FAIL "$ELAPSED" "make failed (build.log), the minimal build too (build-min.log)"
+		fi
+	fi
+else
+	record build FAIL 0 "nothing to build with (see discover.log)"
+fi
+
+# ---- version ------------------------------------------------------------------
+if [ "$BUILT" = full ]; then
+	if run version 15 build/bin/mp-train --version; then
+		record version ok "$ELAPSED" "$(grep -v '^[#$]' "$RESULTS/version.log" | tr '\n' ' ')"
+	else
+		record version FAIL "$ELAPSED" "see version.log"
+	fi
+else
+	record version SKIP 0 "no full build"
+fi
+
+# ---- gpu-tests ----------------------------------------------------------------
+if [ "$BUILT" = none ]; then
+	record gpu-tests FAIL 0 "not built"
+else
+	for t in "$BIN"/tests/gpu/test_*; do
+		[ -x "$t" ] || continue
+		name=$(basename "$t")
+		log=$RESULTS/gpu-$name.log
+		if run "gpu-$name" 120 "$t"; then
+			if grep -q '^1\.\.0 # SKIP' "$log"; then
+				record "gpu-$name" SKIP "$ELAPSED" "$(grep -m1 '^1\.\.0 # SKIP' "$log" | sed 's/^1\.\.0 # SKIP //')"
+			else
+				record "gpu-$name" ok "$ELAPSED" "$(grep -m1 '^# [0-9]* of [0-9]* failed' "$log")"
+			fi
+		else
+			record "gpu-$name" FAIL "$ELAPSED" "$(grep -c '^not ok' "$log") not ok; see gpu-$name.log"
+		fi
+	done
+fi
+
+# ---- benchmarks ------------------------------------------------------------------
+# ours: bench_step's line is backend, batch, size, images/s, s/step,
+# forward GFLOP/image, training TFLOP/s
+OURS=
+if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
+	if run bench-ours 60 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3; then
+		OURS=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours.log" | tail -1)
+		record bench-ours ok "$ELAPSED" "$(echo "$OURS" | cut -f4) images/s"
+	else
+		record bench-ours FAIL "$ELAPSED" "see bench-ours.log"
+	fi
+elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
+	if run bench-ours 90 "$BIN/tests/gpu/bench_step" cpu 4 1 32 1; then
+		OURS=$(awk -F'\t' '$1 == "cpu"' "$RESULTS/bench-ours.log" | tail -1)
+		record bench-ours ok "$ELAPSED" "CPU SMOKE (code path only): $(echo "$OURS" | cut -f4) images/s"
+	else
+		record bench-ours FAIL "$ELAPSED" "see bench-ours.log"
+	fi
+else
+	record bench-ours SKIP 0 "no GPU ($GPU_WHY)"
+fi
+
+# PyTorch: the same network and batch, bf16 autocast, channels_last; images
+# copied from host memory every step as ours are.
+cat >"$RESULTS/torch_bench.py" <<'EOF'
+import argparse, json, os, sys, time
+import torch
+import torch.nn.functional as F
+sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+import mp_resnet
+
+p = argparse.ArgumentParser()
+p.add_argument("root")
+p.add_argument("--device", default="cuda")
+p.add_argument("--batch", type=int, default=128)
+p.add_argument("--size", type=int, default=112)
+p.add_argument("--steps", type=int, default=20)
+p.add_argument("--warmup", type=int, default=3)
+p.add_argument("--compile", action="store_true")
+a = p.parse_args()
+dev = torch.device(a.device)
+torch.manual_seed(0)
+net = mp_resnet.ResNet().to(dev).to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+model = net
+if a.compile:
+    if not hasattr(torch, "compile"):
+        print("SKIP torch.compile is not in torch %s" % torch.__version__)
+        sys.exit(3)
+    model = torch.compile(net)
+x_host = torch.randn(a.batch, 3, a.size, a.size) * 60
+if dev.type == "cuda":
+    x_host = x_host.pin_memory()
+y = torch.randint(0, 100, (a.batch,), device=dev)
+
+def step():
+    x = x_host.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+t = time.time()
+for _ in range(a.warmup):
+    step()
+sync()
+warm = time.time() - t
+t = time.time()
+for _ in range(a.steps):
+    step()
+sync()
+dt = (time.time() - t) / a.steps
+print(json.dumps({"torch": torch.__version__, "device": a.device, "compile": a.compile,
+                  "batch": a.batch, "size": a.size, "warmup_s": round(warm, 2),
+                  "images_per_s": a.batch / dt, "s_per_step": dt}))
+EOF
+declare -A TORCH
+torch_bench() { # STAGE LIMIT ARGS...
+	local stage=$1 lim=$2 rc
+	shift 2
+	run "$stage" "$lim" env PYTHONUNBUFFERED=1 "$PY" "$RESULTS/torch_bench.py" "$ROOT" "$@"
+	rc=$?
+	if [ $rc = 0 ]; then
+		TORCH[$stage]=$("$PY" -c 'import json,sys; print("%.1f" % json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["images_per_s"])' "$RESULTS/$stage.log")
+		record "$stage" ok "$ELAPSED" "${TORCH[$stage]} images/s$([ "$GPU" = 1 ] || echo ' (CPU SMOKE: code path only)')"
+	elif [ $rc = 3 ]; then
+		record "$stage" SKIP "$ELAPSED" "$(grep -m1 '^SKIP' "$RESULTS/$stage.log" | sed 's/^SKIP //')"
+	else
+		record "$stage" FAIL "$ELAPSED" "see $stage.log"
+	fi
+}
+if [ "$TORCH_OK" != 0 ]; then
+	record bench-torch SKIP 0 "torch is not importable"
+elif [ "$GPU" = 1 ]; then
+	torch_bench bench-torch-eager 60 --device cuda
+	torch_bench bench-torch-compile 150 --device cuda --compile
+elif [ "$SMOKE" = 1 ]; then
+	torch_bench bench-torch-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1
+	torch_bench bench-torch-compile 120 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --compile
+else
+	record bench-torch SKIP 0 "no GPU ($GPU_WHY); --cpu-smoke runs it on the CPU"
+fi
+
+# ---- summary ------------------------------------------------------------------------
+{
+	echo "device-check $(date -u +%FT%TZ), $(($(date +%s) - START)) s; $GPU_WHY"
+	echo
+	printf '%-34s %-6s %6s  %s\n' stage status s note
+	while IFS=$'\t' read -r s st sec note; do
+		printf '%-34s %-6s %6s  %s\n' "$s" "$st" "$sec" "$note"
+	done <"$RESULTS/stages.tsv"
+	if [ -n "$OURS" ]; then
+		echo
+		[ "$GPU" = 1 ] || echo "CPU SMOKE: these numbers check the code path only; they mean nothing"
+		IFS=$'\t' read -r be batch size ips _ gflop _ <<<"$OURS"
+		printf 'network: reference (depth 9, shortcut A), batch %s, %s px; forward %.3f GFLOP/image, training = 3 x forward\n' "$batch" "$size" "$gflop"
+		printf '%-30s %12s %10s %10s %8s\n' run images/s TFLOP/s MFU ours/it
+		mfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * 3 * g * i / 1000 / p }'; }
+		tfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", 3 * g * i / 1000 }'; }
+		printf '%-30s %12s %10s %10s %8s\n' "ours ($be, fp32)" "$ips" "$(tfl "$ips")" "$(mfu "$ips")" -
+		for k in bench-torch-eager bench-torch-compile; do
+			v=${TORCH[$k]:-}
+			[ -n "$v" ] || continue
+			printf '%-30s %12s %10s %10s %8s\n' "PyTorch ${k#bench-torch-} (bf16, NHWC)" "$v" "$(tfl "$v")" "$(mfu "$v")" \
+				"$(awk -v a="$ips" -v b="$v" 'BEGIN { printf "%.3f", a / b }')"
+		done
+		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
+	fi
+	echo
+	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"
+} >"$SUMMARY"
+cat "$SUMMARY"
+exit $FAILED

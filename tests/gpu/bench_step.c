@@ -1,0 +1,113 @@
+/* Times training steps of the reference network (mp_resnet_config_default:
+ * depth 9, widths 32,64,128,256, shortcut A, 112 px) on any backend by
+ * name (cpu, cpu-ref, cuda, auto): forward in training mode, loss,
+ * backward, SGD, on random mean-subtracted images uploaded every step, as
+ * mp-train does. WARMUP untimed steps (cuDNN chooses its algorithms in the
+ * first), then STEPS timed ones, ended by a download that waits for the
+ * device. Prints one line:
+ *   backend <tab> batch <tab> size <tab> images/s <tab> s/step <tab>
+ *   forward GFLOP/image <tab> training TFLOP/s (3 x forward)
+ * For scripts/device-check.sh; not a test.
+ *
+ * usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP]] */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "mp_backends.h"
+#include "mp_resnet.h"
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, int size,
+		mp_error *e)
+{
+	double loss;
+	if (mp_resnet_forward(net, x, n, size, size, 1, e) < 0 ||
+	    mp_resnet_loss(net, labels, 0.0f, &loss, NULL, e) < 0 ||
+	    mp_resnet_backward(net, e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, e) < 0)
+		return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4 || argc > 6) {
+		fprintf(stderr, "usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP]]\n");
+		return 2;
+	}
+	mp_resnet_config c;
+	mp_resnet_config_default(&c);
+	const char *name = argv[1];
+	const int n = atoi(argv[2]), steps = atoi(argv[3]);
+	const int size = argc >= 5 ? atoi(argv[4]) : c.input_size;
+	const int warmup = argc >= 6 ? atoi(argv[5]) : 2;
+	if (n < 2 || steps < 1 || size < 8 || warmup < 0) {
+		fprintf(stderr, "bench_step: bad batch, steps, size or warm-up count\n");
+		return 2;
+	}
+	mp_error e;
+	char desc[512];
+	mp_backend *be = mp_backend_open(name, 0, desc, sizeof desc, &e);
+	if (!be) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
+	fprintf(stderr, "bench_step: backend %s\n", desc);
+	mp_resnet *net = mp_resnet_new(&c, be, &e);
+	if (!net || mp_resnet_init(net, 1, &e) < 0) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
+	const size_t count = (size_t)n * 3 * size * size;
+	float *x = malloc(count * sizeof *x);
+	int32_t *labels = malloc((size_t)n * sizeof *labels);
+	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
+	if (!x || !labels || !probe) {
+		fprintf(stderr, "bench_step: out of memory\n");
+		return 1;
+	}
+	mp_rng rng;
+	mp_rng_seed(&rng, 7);
+	for (size_t i = 0; i < count; i++)
+		x[i] = (float)(255.0 * mp_rng_uniform(&rng) - 120.0);
+	for (int i = 0; i < n; i++)
+		labels[i] = (int32_t)mp_rng_below(&rng, (uint64_t)c.classes);
+
+	const double tw = now();
+	for (int s = 0; s < warmup; s++)
+		if (step(net, x, labels, n, size, &e) < 0) {
+			fprintf(stderr, "bench_step: %s\n", e.msg);
+			return 1;
+		}
+	fprintf(stderr, "bench_step: %d warm-up steps in %.2f s\n", warmup, now() - tw);
+	const double t0 = now();
+	for (int s = 0; s < steps; s++)
+		if (step(net, x, labels, n, size, &e) < 0) {
+			fprintf(stderr, "bench_step: %s\n", e.msg);
+			return 1;
+		}
+	/* the SGD step may still run on a device: wait for it */
+	if (mp_resnet_download(net, &mp_resnet_param(net, 0)->value, probe, &e) < 0) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
+	const double dt = (now() - t0) / steps;
+	const double fwd = mp_resnet_flops(net, size);
+	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\n", name, n, size, n / dt, dt, fwd / 1e9,
+	       3.0 * fwd * n / dt / 1e12);
+	mp_resnet_free(net);
+	mp_backend_free(be);
+	free(x);
+	free(labels);
+	free(probe);
+	return 0;
+}

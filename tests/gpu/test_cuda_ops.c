@@ -1,0 +1,939 @@
+/* The CUDA backend against the CPU reference backend (TAP by hand, so it
+ * needs no cmocka on the GPU machine): every operation, forward and
+ * backward, and the SGD step, on the same random inputs of several shapes
+ * (stride-2 convolutions, 1x1 projections, odd sizes); the shape-error
+ * messages; a whole training step of a small mp_resnet (logits, loss,
+ * every gradient, the updated weights, momentum and BN running
+ * statistics), with shortcut A and B; that two GPU runs from the same
+ * weights give the same bits; and a 20-step training run on learnable
+ * data whose loss falls on the GPU as it does on the CPU.
+ *
+ * Tolerance: RTOL (1e-3) of the largest |ref| of each tensor. The CUDA
+ * convolutions run in fp32 without TF32 (CUDNN_FMA_MATH), so the expected
+ * error is float rounding (about 1e-6 to 1e-5 relative); the margin
+ * allows for cuDNN's different summation orders. Each check prints its
+ * measured error as a TAP comment.
+ *
+ * Without a CUDA device it prints "1..0 # SKIP no CUDA device (...)" and
+ * exits 0: prove reports it as skipped, never as passed.
+ *
+ * usage: test_cuda_ops [--harness-check]
+ *   --harness-check runs every comparison with the fast CPU backend in
+ *   the place of CUDA: it checks this program's own logic on a machine
+ *   without a GPU, and says nothing about the CUDA backend. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "device.h"
+#include "mp_resnet.h"
+
+#define RTOL 1e-3
+
+static mp_backend *ref, *dev; /* CPU reference, device under test */
+static mp_rng rng;
+static int tests, failures;
+static int cur_failed; /* the current test has failed a check */
+static const char *dev_name = "cuda";
+
+/* ---- TAP -------------------------------------------------------------- */
+
+static void begin(void)
+{
+	cur_failed = 0;
+}
+
+static void end(const char *name)
+{
+	tests++;
+	if (cur_failed)
+		failures++;
+	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
+	fflush(stdout);
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("# FAIL: ");
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	cur_failed = 1;
+}
+
+/* Fails the test when rc < 0, with the backend's message. */
+static int ok_rc(int rc, mp_backend *be, const char *what)
+{
+	if (rc < 0) {
+		fail("%s on %s: %s", what, be == ref ? "cpu-ref" : dev_name, mp_backend_error(be));
+		return 0;
+	}
+	return 1;
+}
+
+/* ---- tensor pairs: the same values on both backends ---------------------- */
+
+typedef struct {
+	mp_tensor r, d;
+} pair;
+
+static float *random_array(size_t n, double lo, double hi)
+{
+	float *a = malloc(n * sizeof *a);
+	if (!a) {
+		fprintf(stderr, "test_cuda_ops: out of memory\n");
+		exit(1);
+	}
+	for (size_t i = 0; i < n; i++)
+		a[i] = (float)(lo + (hi - lo) * mp_rng_uniform(&rng));
+	return a;
+}
+
+static int palloc(pair *p, int n, int c, int h, int w)
+{
+	memset(p, 0, sizeof *p);
+	return ok_rc(ref->ops->alloc(ref, &p->r, n, c, h, w), ref, "alloc") &&
+	       ok_rc(dev->ops->alloc(dev, &p->d, n, c, h, w), dev, "alloc");
+}
+
+static int pput(pair *p, const float *h)
+{
+	return ok_rc(ref->ops->upload(ref, &p->r, h), ref, "upload") &&
+	       ok_rc(dev->ops->upload(dev, &p->d, h), dev, "upload");
+}
+
+/* Allocates both and fills them with the same uniform values in [lo, hi). */
+static int prandom(pair *p, int n, int c, int h, int w, double lo, double hi)
+{
+	if (!palloc(p, n, c, h, w))
+		return 0;
+	float *a = random_array(mp_tensor_count(&p->r), lo, hi);
+	int ok = pput(p, a);
+	free(a);
+	return ok;
+}
+
+static void pfree(pair *p)
+{
+	if (p->r.data)
+		ref->ops->release(ref, &p->r);
+	if (p->d.data)
+		dev->ops->release(dev, &p->d);
+}
+
+static float *fetch(mp_backend *be, const mp_tensor *t)
+{
+	float *h = malloc(mp_tensor_count(t) * sizeof *h);
+	if (!h) {
+		fprintf(stderr, "test_cuda_ops: out of memory\n");
+		exit(1);
+	}
+	if (be->ops->download(be, t, h) < 0) {
+		fail("download: %s", mp_backend_error(be));
+		memset(h, 0, mp_tensor_count(t) * sizeof *h);
+	}
+	return h;
+}
+
+/* max |a - b| / max |ref|, NaN counting as an infinite error */
+static double rel_err(const float *a, const float *ref_, size_t n)
+{
+	double e = 0, m = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)a[i] - ref_[i]);
+		if (!(d <= e))
+			e = isnan(d) ? INFINITY : d;
+		if (fabs(ref_[i]) > m)
+			m = fabs(ref_[i]);
+	}
+	return m > 0 ? e / m : e;
+}
+
+static double worst; /* the largest error of all checks, for the summary */
+
+/* Compares a device tensor with its reference: within RTOL of max |ref|. */
+static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
+{
+	if (mp_tensor_count(r) != mp_tensor_count(d)) {
+		fail("%s: %zu values on cpu-ref, %zu on %s", what, mp_tensor_count(r),
+		     mp_tensor_count(d), dev_name);
+		return;
+	}
+	float *a = fetch(ref, r), *b = fetch(dev, d);
+	double e = rel_err(b, a, mp_tensor_count(r));
+	printf("#   %-44s rel err %.2e\n", what, e);
+	if (e > worst)
+		worst = e;
+	if (!(e <= RTOL))
+		fail("%s: relative error %.3e > %.0e", what, e, RTOL);
+	free(a);
+	free(b);
+}
+
+static void pcompare(const char *what, const pair *p)
+{
+	compare(what, &p->r, &p->d);
+}
+
+/* ---- memory, fill -------------------------------------------------------- */
+
+static void test_memory(void)
+{
+	begin();
+	pair p;
+	if (prandom(&p, 3, 5, 7, 9, -4, 4)) {
+		pcompare("upload/download 3x5x7x9", &p);
+		if (ok_rc(ref->ops->fill(ref, &p.r, 1.5f), ref, "fill") &&
+		    ok_rc(dev->ops->fill(dev, &p.d, 1.5f), dev, "fill"))
+			pcompare("fill 1.5", &p);
+	}
+	pfree(&p);
+	end("memory round trip and fill");
+}
+
+/* ---- convolution ----------------------------------------------------------- */
+
+typedef struct {
+	int n, c, h, w, k, kh, kw, stride, pad;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+	{2, 3, 9, 9, 8, 3, 3, 1, 1},	  /* stem-like */
+	{3, 5, 11, 7, 6, 3, 3, 2, 1},	  /* odd sizes, stride 2 */
+	{4, 16, 8, 8, 32, 1, 1, 2, 0},	  /* 1x1 projection, stride 2 */
+	{2, 8, 13, 13, 8, 3, 3, 1, 1},	  /* odd, identity block */
+	{2, 3, 17, 17, 4, 5, 5, 2, 2},	  /* 5x5 */
+	{1, 4, 6, 6, 4, 3, 3, 3, 0},	  /* stride 3, no pad */
+	{4, 32, 14, 14, 64, 3, 3, 2, 1},  /* a stage transition */
+	{8, 64, 7, 7, 64, 3, 3, 1, 1},	  /* the last stage's size */
+	{2, 7, 5, 9, 3, 1, 1, 1, 0},	  /* 1x1, stride 1 */
+};
+
+static int conv_out(int in, int k, int s, int p)
+{
+	return (in + 2 * p - k) / s + 1;
+}
+
+static void test_conv(const conv_case *g)
+{
+	char name[160], what[200];
+	snprintf(name, sizeof name, "conv2d x %dx%dx%dx%d w %dx%dx%dx%d stride %d pad %d", g->n,
+		 g->c, g->h, g->w, g->k, g->c, g->kh, g->kw, g->stride, g->pad);
+	begin();
+	const int oh = conv_out(g->h, g->kh, g->stride, g->pad);
+	const int ow = conv_out(g->w, g->kw, g->stride, g->pad);
+	pair x, w, y, dy, dx, dw;
+	memset(&y, 0, sizeof y);
+	memset(&dx, 0, sizeof dx);
+	memset(&dw, 0, sizeof dw);
+	memset(&dy, 0, sizeof dy);
+	const double ws = sqrt(2.0 / (g->c * g->kh * g->kw));
+	if (prandom(&x, g->n, g->c, g->h, g->w, -1, 1) &&
+	    prandom(&w, g->k, g->c, g->kh, g->kw, -ws, ws) && palloc(&y, g->n, g->k, oh, ow) &&
+	    prandom(&dy, g->n, g->k, oh, ow, -1, 1) && palloc(&dx, g->n, g->c, g->h, g->w) &&
+	    palloc(&dw, g->k, g->c, g->kh, g->kw)) {
+		if (ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, g->stride, g->pad), ref,
+			  "conv2d_forward") &&
+		    ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, g->stride, g->pad), dev,
+			  "conv2d_forward")) {
+			snprintf(what, sizeof what, "y");
+			pcompare(what, &y);
+		}
+		if (ok_rc(ref->ops->conv2d_backward(ref, &x.r, &w.r, &dy.r, &dx.r, &dw.r,
+						     g->stride, g->pad),
+			  ref, "conv2d_backward") &&
+		    ok_rc(dev->ops->conv2d_backward(dev, &x.d, &w.d, &dy.d, &dx.d, &dw.d,
+						     g->stride, g->pad),
+			  dev, "conv2d_backward")) {
+			pcompare("dx", &dx);
+			pcompare("dw", &dw);
+		}
+		/* one gradient at a time: the other may be NULL */
+		dev->ops->fill(dev, &dw.d, 7.0f);
+		if (ok_rc(dev->ops->conv2d_backward(dev, &x.d, &w.d, &dy.d, NULL, &dw.d, g->stride,
+						     g->pad),
+			  dev, "conv2d_backward (dx NULL)"))
+			pcompare("dw (dx NULL)", &dw);
+		dev->ops->fill(dev, &dx.d, 7.0f);
+		if (ok_rc(dev->ops->conv2d_backward(dev, &x.d, &w.d, &dy.d, &dx.d, NULL, g->stride,
+						     g->pad),
+			  dev, "conv2d_backward (dw NULL)"))
+			pcompare("dx (dw NULL)", &dx);
+	}
+	pfree(&x);
+	pfree(&w);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	pfree(&dw);
+	end(name);
+}
+
+/* ---- batch normalization ------------------------------------------------------ */
+
+typedef struct {
+	pair gamma, beta, rmean, rvar, smean, sinvstd;
+	mp_bn r, d;
+} bn_pair;
+
+static int bn_make(bn_pair *b, int c)
+{
+	memset(b, 0, sizeof *b);
+	if (!(prandom(&b->gamma, c, 1, 1, 1, 0.5, 1.5) && prandom(&b->beta, c, 1, 1, 1, -0.5, 0.5) &&
+	      prandom(&b->rmean, c, 1, 1, 1, -0.2, 0.2) && prandom(&b->rvar, c, 1, 1, 1, 0.5, 2) &&
+	      palloc(&b->smean, c, 1, 1, 1) && palloc(&b->sinvstd, c, 1, 1, 1)))
+		return 0;
+	b->r = (mp_bn){&b->gamma.r, &b->beta.r, &b->rmean.r, &b->rvar.r,
+		       &b->smean.r, &b->sinvstd.r, 1e-3f, 0.9f};
+	b->d = (mp_bn){&b->gamma.d, &b->beta.d, &b->rmean.d, &b->rvar.d,
+		       &b->smean.d, &b->sinvstd.d, 1e-3f, 0.9f};
+	return 1;
+}
+
+static void bn_free(bn_pair *b)
+{
+	pfree(&b->gamma);
+	pfree(&b->beta);
+	pfree(&b->rmean);
+	pfree(&b->rvar);
+	pfree(&b->smean);
+	pfree(&b->sinvstd);
+}
+
+static void test_bn(int n, int c, int h, int w)
+{
+	char name[128];
+	snprintf(name, sizeof name, "batch norm %dx%dx%dx%d: train, infer, backward", n, c, h, w);
+	begin();
+	bn_pair b;
+	pair x, y, dy, dx, dg, db;
+	memset(&x, 0, sizeof x);
+	y = dy = dx = dg = db = x;
+	if (bn_make(&b, c) && prandom(&x, n, c, h, w, 1, 5) && palloc(&y, n, c, h, w) &&
+	    prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) && palloc(&dg, c, 1, 1, 1) &&
+	    palloc(&db, c, 1, 1, 1)) {
+		if (ok_rc(ref->ops->bn_forward_train(ref, &x.r, &b.r, &y.r), ref, "bn_forward_train") &&
+		    ok_rc(dev->ops->bn_forward_train(dev, &x.d, &b.d, &y.d), dev, "bn_forward_train")) {
+			pcompare("train y", &y);
+			pcompare("save_mean", &b.smean);
+			pcompare("save_invstd", &b.sinvstd);
+			pcompare("running_mean", &b.rmean);
+			pcompare("running_var", &b.rvar);
+		}
+		if (ok_rc(ref->ops->bn_backward(ref, &x.r, &b.r, &dy.r, &dx.r, &dg.r, &db.r), ref,
+			  "bn_backward") &&
+		    ok_rc(dev->ops->bn_backward(dev, &x.d, &b.d, &dy.d, &dx.d, &dg.d, &db.d), dev,
+			  "bn_backward")) {
+			pcompare("dx", &dx);
+			pcompare("dgamma", &dg);
+			pcompare("dbeta", &db);
+		}
+		dev->ops->fill(dev, &dg.d, 7.0f);
+		if (ok_rc(dev->ops->bn_backward(dev, &x.d, &b.d, &dy.d, NULL, &dg.d, NULL), dev,
+			  "bn_backward (dx, dbeta NULL)"))
+			pcompare("dgamma (dx, dbeta NULL)", &dg);
+		if (ok_rc(ref->ops->bn_forward_infer(ref, &x.r, &b.r, &y.r), ref, "bn_forward_infer") &&
+		    ok_rc(dev->ops->bn_forward_infer(dev, &x.d, &b.d, &y.d), dev, "bn_forward_infer"))
+			pcompare("infer y", &y);
+	}
+	bn_free(&b);
+	pfree(&x);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	pfree(&dg);
+	pfree(&db);
+	end(name);
+}
+
+/* ---- ReLU, add, shortcut, pooling, linear ----------------------------------------- */
+
+static void test_relu_add(int n, int c, int h, int w)
+{
+	char name[96];
+	snprintf(name, sizeof name, "relu and add %dx%dx%dx%d", n, c, h, w);
+	begin();
+	pair x, y, dy, dx, b;
+	memset(&x, 0, sizeof x);
+	y = dy = dx = b = x;
+	if (prandom(&x, n, c, h, w, -1, 1) && palloc(&y, n, c, h, w) &&
+	    prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) &&
+	    prandom(&b, n, c, h, w, -1, 1)) {
+		if (ok_rc(ref->ops->relu_forward(ref, &x.r, &y.r), ref, "relu_forward") &&
+		    ok_rc(dev->ops->relu_forward(dev, &x.d, &y.d), dev, "relu_forward"))
+			pcompare("relu y", &y);
+		if (ok_rc(ref->ops->relu_backward(ref, &y.r, &dy.r, &dx.r), ref, "relu_backward") &&
+		    ok_rc(dev->ops->relu_backward(dev, &y.d, &dy.d, &dx.d), dev, "relu_backward"))
+			pcompare("relu dx", &dx);
+		if (ok_rc(ref->ops->add(ref, &x.r, &b.r, &y.r), ref, "add") &&
+		    ok_rc(dev->ops->add(dev, &x.d, &b.d, &y.d), dev, "add"))
+			pcompare("add y", &y);
+		/* y aliasing a */
+		if (ok_rc(ref->ops->add(ref, &x.r, &b.r, &x.r), ref, "add") &&
+		    ok_rc(dev->ops->add(dev, &x.d, &b.d, &x.d), dev, "add"))
+			pcompare("add in place", &x);
+	}
+	pfree(&x);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	pfree(&b);
+	end(name);
+}
+
+static void test_shortcut(int n, int cx, int h, int w, int cy, int stride)
+{
+	char name[128];
+	snprintf(name, sizeof name, "shortcut A %dx%dx%dx%d -> %d channels, stride %d", n, cx, h,
+		 w, cy, stride);
+	begin();
+	const int oh = (h - 1) / stride + 1, ow = (w - 1) / stride + 1;
+	pair x, y, dy, dx;
+	memset(&x, 0, sizeof x);
+	y = dy = dx = x;
+	if (prandom(&x, n, cx, h, w, -1, 1) && palloc(&y, n, cy, oh, ow) &&
+	    prandom(&dy, n, cy, oh, ow, -1, 1) && palloc(&dx, n, cx, h, w)) {
+		if (ok_rc(ref->ops->shortcut_a_forward(ref, &x.r, &y.r, stride), ref, "shortcut fwd") &&
+		    ok_rc(dev->ops->shortcut_a_forward(dev, &x.d, &y.d, stride), dev, "shortcut fwd"))
+			pcompare("y", &y);
+		if (ok_rc(ref->ops->shortcut_a_backward(ref, &dy.r, &dx.r, stride), ref,
+			  "shortcut bwd") &&
+		    ok_rc(dev->ops->shortcut_a_backward(dev, &dy.d, &dx.d, stride), dev,
+			  "shortcut bwd"))
+			pcompare("dx", &dx);
+	}
+	pfree(&x);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	end(name);
+}
+
+static void test_avgpool(int n, int c, int h, int w)
+{
+	char name[96];
+	snprintf(name, sizeof name, "global average pooling %dx%dx%dx%d", n, c, h, w);
+	begin();
+	pair x, y, dy, dx;
+	memset(&x, 0, sizeof x);
+	y = dy = dx = x;
+	if (prandom(&x, n, c, h, w, -1, 3) && palloc(&y, n, c, 1, 1) &&
+	    prandom(&dy, n, c, 1, 1, -1, 1) && palloc(&dx, n, c, h, w)) {
+		if (ok_rc(ref->ops->avgpool_forward(ref, &x.r, &y.r), ref, "avgpool_forward") &&
+		    ok_rc(dev->ops->avgpool_forward(dev, &x.d, &y.d), dev, "avgpool_forward"))
+			pcompare("y", &y);
+		if (ok_rc(ref->ops->avgpool_backward(ref, &dy.r, &dx.r), ref, "avgpool_backward") &&
+		    ok_rc(dev->ops->avgpool_backward(dev, &dy.d, &dx.d), dev, "avgpool_backward"))
+			pcompare("dx", &dx);
+	}
+	pfree(&x);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	end(name);
+}
+
+static void test_linear(int n, int in, int out)
+{
+	char name[96];
+	snprintf(name, sizeof name, "linear %dx%d -> %d", n, in, out);
+	begin();
+	pair x, w, y, dy, dx, dw;
+	memset(&x, 0, sizeof x);
+	w = y = dy = dx = dw = x;
+	if (prandom(&x, n, in, 1, 1, -1, 1) && prandom(&w, out, in, 1, 1, -0.3, 0.3) &&
+	    palloc(&y, n, out, 1, 1) && prandom(&dy, n, out, 1, 1, -1, 1) &&
+	    palloc(&dx, n, in, 1, 1) && palloc(&dw, out, in, 1, 1)) {
+		if (ok_rc(ref->ops->linear_forward(ref, &x.r, &w.r, &y.r), ref, "linear_forward") &&
+		    ok_rc(dev->ops->linear_forward(dev, &x.d, &w.d, &y.d), dev, "linear_forward"))
+			pcompare("y", &y);
+		if (ok_rc(ref->ops->linear_backward(ref, &x.r, &w.r, &dy.r, &dx.r, &dw.r), ref,
+			  "linear_backward") &&
+		    ok_rc(dev->ops->linear_backward(dev, &x.d, &w.d, &dy.d, &dx.d, &dw.d), dev,
+			  "linear_backward")) {
+			pcompare("dx", &dx);
+			pcompare("dw", &dw);
+		}
+		dev->ops->fill(dev, &dw.d, 7.0f);
+		if (ok_rc(dev->ops->linear_backward(dev, &x.d, &w.d, &dy.d, NULL, &dw.d), dev,
+			  "linear_backward (dx NULL)"))
+			pcompare("dw (dx NULL)", &dw);
+	}
+	pfree(&x);
+	pfree(&w);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	pfree(&dw);
+	end(name);
+}
+
+/* ---- softmax cross-entropy ------------------------------------------------------------ */
+
+static void test_xent(int n, int k, float smoothing)
+{
+	char name[96];
+	snprintf(name, sizeof name, "softmax cross-entropy %dx%d, smoothing %g", n, k,
+		 (double)smoothing);
+	begin();
+	pair z, p, dz;
+	memset(&z, 0, sizeof z);
+	p = dz = z;
+	int32_t *labels = malloc((size_t)n * sizeof *labels);
+	for (int i = 0; i < n; i++)
+		labels[i] = (int32_t)mp_rng_below(&rng, (uint64_t)k);
+	double lr = 0, ld = 0;
+	if (prandom(&z, n, k, 1, 1, -6, 6) && palloc(&p, n, k, 1, 1) && palloc(&dz, n, k, 1, 1)) {
+		if (ok_rc(ref->ops->softmax_xent_forward(ref, &z.r, labels, smoothing, &p.r, &lr),
+			  ref, "softmax_xent_forward") &&
+		    ok_rc(dev->ops->softmax_xent_forward(dev, &z.d, labels, smoothing, &p.d, &ld),
+			  dev, "softmax_xent_forward")) {
+			pcompare("probs", &p);
+			double e = fabs(ld - lr) / fabs(lr);
+			printf("#   %-44s rel err %.2e (%.6f vs %.6f)\n", "loss", e, ld, lr);
+			if (!(e <= RTOL))
+				fail("loss %.6f, reference %.6f", ld, lr);
+		}
+		if (ok_rc(ref->ops->softmax_xent_backward(ref, &p.r, labels, smoothing, &dz.r), ref,
+			  "softmax_xent_backward") &&
+		    ok_rc(dev->ops->softmax_xent_backward(dev, &p.d, labels, smoothing, &dz.d), dev,
+			  "softmax_xent_backward"))
+			pcompare("dlogits", &dz);
+	}
+	free(labels);
+	pfree(&z);
+	pfree(&p);
+	pfree(&dz);
+	end(name);
+}
+
+/* ---- SGD ------------------------------------------------------------------------------ */
+
+static void test_sgd(void)
+{
+	begin();
+	enum { T = 4 };
+	static const int shapes[T][4] = {{8, 3, 3, 3}, {16, 1, 1, 1}, {100, 64, 1, 1}, {5, 7, 3, 1}};
+	pair w[T], g[T], v[T];
+	memset(w, 0, sizeof w);
+	memset(g, 0, sizeof g);
+	memset(v, 0, sizeof v);
+	int ok = 1;
+	for (int t = 0; t < T && ok; t++) {
+		const int *s = shapes[t];
+		ok = prandom(&w[t], s[0], s[1], s[2], s[3], -1, 1) &&
+		     prandom(&g[t], s[0], s[1], s[2], s[3], -1, 1) &&
+		     prandom(&v[t], s[0], s[1], s[2], s[3], -0.1, 0.1);
+	}
+	mp_tensor *wr[T], *wd[T], *vr[T], *vd[T];
+	const mp_tensor *gr[T], *gd[T];
+	for (int t = 0; t < T; t++) {
+		wr[t] = &w[t].r;
+		wd[t] = &w[t].d;
+		gr[t] = &g[t].r;
+		gd[t] = &g[t].d;
+		vr[t] = &v[t].r;
+		vd[t] = &v[t].d;
+	}
+	/* three steps with all tensors (the second and third reuse the
+	 * device's tables), then one with a different set */
+	for (int step = 0; ok && step < 4; step++) {
+		const int count = step < 3 ? T : T - 1;
+		mp_tensor **wr2 = step < 3 ? wr : wr + 1, **wd2 = step < 3 ? wd : wd + 1;
+		mp_tensor **vr2 = step < 3 ? vr : vr + 1, **vd2 = step < 3 ? vd : vd + 1;
+		const mp_tensor **gr2 = step < 3 ? gr : gr + 1, **gd2 = step < 3 ? gd : gd + 1;
+		ok = ok_rc(ref->ops->sgd_step(ref, wr2, gr2, vr2, count, 0.1f, 0.9f, 5e-4f), ref,
+			   "sgd_step") &&
+		     ok_rc(dev->ops->sgd_step(dev, wd2, gd2, vd2, count, 0.1f, 0.9f, 5e-4f), dev,
+			   "sgd_step");
+	}
+	if (ok)
+		for (int t = 0; t < T; t++) {
+			char what[32];
+			snprintf(what, sizeof what, "w[%d]", t);
+			pcompare(what, &w[t]);
+			snprintf(what, sizeof what, "v[%d]", t);
+			pcompare(what, &v[t]);
+		}
+	for (int t = 0; t < T; t++) {
+		pfree(&w[t]);
+		pfree(&g[t]);
+		pfree(&v[t]);
+	}
+	end("sgd_step: 4 tensors in one call, 4 calls (tables cached, then rebuilt)");
+}
+
+/* ---- shape errors: the same message from both backends ----------------------------------- */
+
+static void same_error(const char *what, int rc_ref, int rc_dev)
+{
+	if (rc_ref >= 0 || rc_dev >= 0) {
+		fail("%s: accepted (cpu-ref rc %d, %s rc %d)", what, rc_ref, dev_name, rc_dev);
+		return;
+	}
+	printf("#   %s: %s\n", what, mp_backend_error(dev));
+	if (strcmp(mp_backend_error(ref), mp_backend_error(dev)))
+		fail("%s: cpu-ref says \"%s\", %s says \"%s\"", what, mp_backend_error(ref), dev_name,
+		     mp_backend_error(dev));
+}
+
+static void test_errors(void)
+{
+	begin();
+	pair x, w, y, a, lg, pr;
+	memset(&x, 0, sizeof x);
+	w = y = a = lg = pr = x;
+	if (prandom(&x, 2, 3, 8, 8, -1, 1) && prandom(&w, 4, 3, 3, 3, -1, 1) &&
+	    palloc(&y, 2, 4, 7, 7) && prandom(&a, 2, 4, 8, 8, -1, 1) &&
+	    prandom(&lg, 2, 5, 1, 1, -1, 1) && palloc(&pr, 2, 5, 1, 1)) {
+		same_error("conv2d_forward, wrong y",
+			   ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 1, 1),
+			   dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1));
+		same_error("conv2d_forward, stride 0",
+			   ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 0, 1),
+			   dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 0, 1));
+		same_error("conv2d_backward, wrong dy",
+			   ref->ops->conv2d_backward(ref, &x.r, &w.r, &y.r, NULL, NULL, 1, 1),
+			   dev->ops->conv2d_backward(dev, &x.d, &w.d, &y.d, NULL, NULL, 1, 1));
+		same_error("add, different shapes", ref->ops->add(ref, &x.r, &a.r, &x.r),
+			   dev->ops->add(dev, &x.d, &a.d, &x.d));
+		same_error("relu_forward, wrong y", ref->ops->relu_forward(ref, &x.r, &a.r),
+			   dev->ops->relu_forward(dev, &x.d, &a.d));
+		same_error("avgpool_forward, wrong y", ref->ops->avgpool_forward(ref, &x.r, &y.r),
+			   dev->ops->avgpool_forward(dev, &x.d, &y.d));
+		same_error("linear_forward, not a matrix",
+			   ref->ops->linear_forward(ref, &x.r, &w.r, &y.r),
+			   dev->ops->linear_forward(dev, &x.d, &w.d, &y.d));
+		same_error("shortcut_a_forward, fewer channels",
+			   ref->ops->shortcut_a_forward(ref, &a.r, &x.r, 1),
+			   dev->ops->shortcut_a_forward(dev, &a.d, &x.d, 1));
+		const int32_t bad[2] = {1, 5};
+		double loss;
+		same_error("softmax_xent_forward, label out of range",
+			   ref->ops->softmax_xent_forward(ref, &lg.r, bad, 0, &pr.r, &loss),
+			   dev->ops->softmax_xent_forward(dev, &lg.d, bad, 0, &pr.d, &loss));
+		bn_pair b;
+		if (bn_make(&b, 3)) {
+			same_error("bn_forward_train, gamma for 3 channels, x has 4",
+				   ref->ops->bn_forward_train(ref, &a.r, &b.r, &a.r),
+				   dev->ops->bn_forward_train(dev, &a.d, &b.d, &a.d));
+		}
+		bn_free(&b);
+		mp_tensor *wr[1] = {&w.r}, *wd[1] = {&w.d}, *vr[1] = {&x.r}, *vd[1] = {&x.d};
+		const mp_tensor *gr[1] = {&w.r}, *gd[1] = {&w.d};
+		same_error("sgd_step, v of another shape",
+			   ref->ops->sgd_step(ref, wr, gr, vr, 1, 0.1f, 0.9f, 0),
+			   dev->ops->sgd_step(dev, wd, gd, vd, 1, 0.1f, 0.9f, 0));
+	}
+	pfree(&x);
+	pfree(&w);
+	pfree(&y);
+	pfree(&a);
+	pfree(&lg);
+	pfree(&pr);
+	end("shape errors: the CPU backend's messages");
+}
+
+/* ---- a whole network ----------------------------------------------------------------------- */
+
+static void small_config(mp_resnet_config *c, char shortcut)
+{
+	mp_resnet_config_default(c);
+	c->depth = 1;
+	c->stages = 3;
+	c->widths[0] = 8;
+	c->widths[1] = 16;
+	c->widths[2] = 32;
+	c->stem_stride = 1;
+	c->shortcut = shortcut;
+	c->classes = 10;
+	c->input_size = 15; /* odd: 15 -> 8 -> 4 */
+}
+
+static mp_resnet *make_net(const mp_resnet_config *c, mp_backend *be, uint64_t seed)
+{
+	mp_error e;
+	mp_resnet *net = mp_resnet_new(c, be, &e);
+	if (!net || mp_resnet_init(net, seed, &e) < 0) {
+		fail("mp_resnet on %s: %s", be == ref ? "cpu-ref" : dev_name, e.msg);
+		mp_resnet_free(net);
+		return NULL;
+	}
+	return net;
+}
+
+/* Host images for n images of class labels[i]: a class-dependent mean per
+ * channel plus noise, so that a few steps can learn them. */
+static float *make_images(int n, int size, int classes, int32_t *labels, double noise)
+{
+	float *x = malloc((size_t)n * 3 * size * size * sizeof *x);
+	if (!x)
+		exit(1);
+	for (int i = 0; i < n; i++) {
+		labels[i] = (int32_t)mp_rng_below(&rng, (uint64_t)classes);
+		for (int c = 0; c < 3; c++) {
+			const double mean = 40.0 * sin(1.7 * labels[i] + 2.1 * c);
+			for (int p = 0; p < size * size; p++) {
+				const double tilt = (p % size < size / 2 ? 1 : -1) * 10.0 *
+						    cos(0.9 * labels[i] + c);
+				x[((size_t)i * 3 + c) * size * size + p] =
+					(float)(mean + tilt + noise * (mp_rng_uniform(&rng) - 0.5));
+			}
+		}
+	}
+	return x;
+}
+
+static int net_step(mp_resnet *net, mp_backend *be, const float *x, const int32_t *labels,
+		    int n, int size, double *loss)
+{
+	mp_error e;
+	if (mp_resnet_forward(net, x, n, size, size, 1, &e) < 0 ||
+	    mp_resnet_loss(net, labels, 0.1f, loss, NULL, &e) < 0 ||
+	    mp_resnet_backward(net, &e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, &e) < 0) {
+		fail("training step on %s: %s", be == ref ? "cpu-ref" : dev_name, e.msg);
+		return 0;
+	}
+	return 1;
+}
+
+static void test_network(char shortcut)
+{
+	char name[96];
+	snprintf(name, sizeof name, "small resnet, shortcut %c: one training step, then inference",
+		 shortcut);
+	begin();
+	mp_resnet_config c;
+	small_config(&c, shortcut);
+	mp_resnet *nr = make_net(&c, ref, 11), *nd = make_net(&c, dev, 11);
+	const int n = 6, size = c.input_size;
+	int32_t labels[6];
+	float *x = make_images(n, size, c.classes, labels, 60);
+	mp_error e;
+	double lr = 0, ld = 0;
+	if (nr && nd) {
+		int ok = mp_resnet_forward(nr, x, n, size, size, 1, &e) >= 0 &&
+			 mp_resnet_forward(nd, x, n, size, size, 1, &e) >= 0;
+		float lgr[6 * 10], lgd[6 * 10];
+		ok = ok && mp_resnet_logits(nr, lgr, &e) >= 0 && mp_resnet_logits(nd, lgd, &e) >= 0;
+		ok = ok && mp_resnet_loss(nr, labels, 0.1f, &lr, NULL, &e) >= 0 &&
+		     mp_resnet_loss(nd, labels, 0.1f, &ld, NULL, &e) >= 0;
+		ok = ok && mp_resnet_backward(nr, &e) >= 0 && mp_resnet_backward(nd, &e) >= 0;
+		if (!ok)
+			fail("forward/loss/backward: %s", e.msg);
+		else {
+			double err = rel_err(lgd, lgr, (size_t)n * c.classes);
+			printf("#   %-44s rel err %.2e\n", "logits", err);
+			if (!(err <= RTOL))
+				fail("logits: relative error %.3e", err);
+			err = fabs(ld - lr) / fabs(lr);
+			printf("#   %-44s rel err %.2e (%.6f vs %.6f)\n", "loss", err, ld, lr);
+			if (!(err <= RTOL))
+				fail("loss %.6f, reference %.6f", ld, lr);
+			const int np = mp_resnet_param_count(nr);
+			for (int i = 0; i < np; i++) {
+				mp_param *pr = mp_resnet_param(nr, i), *pd = mp_resnet_param(nd, i);
+				if (pr->kind != MP_PARAM_WEIGHT)
+					continue;
+				char what[128];
+				snprintf(what, sizeof what, "grad %s", pr->name);
+				compare(what, &pr->grad, &pd->grad);
+			}
+			if (mp_resnet_sgd(nr, 0.1f, 0.9f, 5e-4f, &e) < 0 ||
+			    mp_resnet_sgd(nd, 0.1f, 0.9f, 5e-4f, &e) < 0)
+				fail("sgd: %s", e.msg);
+			for (int i = 0; i < np; i++) {
+				mp_param *pr = mp_resnet_param(nr, i), *pd = mp_resnet_param(nd, i);
+				char what[128];
+				snprintf(what, sizeof what, "updated %s", pr->name);
+				compare(what, &pr->value, &pd->value);
+				if (pr->kind == MP_PARAM_WEIGHT) {
+					snprintf(what, sizeof what, "momentum %s", pr->name);
+					compare(what, &pr->momentum, &pd->momentum);
+				}
+			}
+			/* inference with the running statistics, on the updated net */
+			if (mp_resnet_forward(nr, x, n, size, size, 0, &e) < 0 ||
+			    mp_resnet_forward(nd, x, n, size, size, 0, &e) < 0 ||
+			    mp_resnet_logits(nr, lgr, &e) < 0 || mp_resnet_logits(nd, lgd, &e) < 0)
+				fail("inference: %s", e.msg);
+			else {
+				err = rel_err(lgd, lgr, (size_t)n * c.classes);
+				printf("#   %-44s rel err %.2e\n", "inference logits", err);
+				if (!(err <= RTOL))
+					fail("inference logits: relative error %.3e", err);
+			}
+		}
+	}
+	free(x);
+	mp_resnet_free(nr);
+	mp_resnet_free(nd);
+	end(name);
+}
+
+/* Two device nets from the same weights, three steps on the same data: the
+ * same bits (the backward convolutions use deterministic algorithms). */
+static void test_reproducible(void)
+{
+	begin();
+	mp_resnet_config c;
+	small_config(&c, 'B');
+	mp_resnet *a = make_net(&c, dev, 5), *b = make_net(&c, dev, 5);
+	const int n = 8, size = c.input_size;
+	int32_t labels[8];
+	float *x = make_images(n, size, c.classes, labels, 60);
+	if (a && b) {
+		double la, lb;
+		int ok = 1;
+		for (int s = 0; s < 3 && ok; s++)
+			ok = net_step(a, dev, x, labels, n, size, &la) &&
+			     net_step(b, dev, x, labels, n, size, &lb);
+		int differ = 0;
+		for (int i = 0; ok && i < mp_resnet_param_count(a); i++) {
+			mp_param *pa = mp_resnet_param(a, i), *pb = mp_resnet_param(b, i);
+			float *ha = fetch(dev, &pa->value), *hb = fetch(dev, &pb->value);
+			if (memcmp(ha, hb, mp_tensor_count(&pa->value) * sizeof *ha)) {
+				fail("%s differs between two runs", pa->name);
+				differ++;
+			}
+			free(ha);
+			free(hb);
+		}
+		if (ok)
+			printf("#   %d of %d tensors differ after 3 steps\n", differ,
+			       mp_resnet_param_count(a));
+	}
+	free(x);
+	mp_resnet_free(a);
+	mp_resnet_free(b);
+	end("two device runs from the same weights give the same bits");
+}
+
+/* 20 steps on learnable data on the device and on the CPU: both losses
+ * fall, and they fall alike. */
+static void test_training(void)
+{
+	begin();
+	mp_resnet_config c;
+	small_config(&c, 'A');
+	mp_resnet *nr = make_net(&c, ref, 3), *nd = make_net(&c, dev, 3);
+	enum { STEPS = 20, N = 16 };
+	const int size = c.input_size;
+	double lr[STEPS], ld[STEPS];
+	int ok = nr && nd;
+	for (int s = 0; s < STEPS && ok; s++) {
+		int32_t labels[N];
+		float *x = make_images(N, size, c.classes, labels, 60);
+		ok = net_step(nr, ref, x, labels, N, size, &lr[s]) &&
+		     net_step(nd, dev, x, labels, N, size, &ld[s]);
+		free(x);
+	}
+	if (ok) {
+		printf("#   step  cpu-ref loss  %s loss\n", dev_name);
+		for (int s = 0; s < STEPS; s++)
+			printf("#   %4d  %12.5f  %9.5f\n", s + 1, lr[s], ld[s]);
+		/* the mean of the last 5 against the first */
+		double tr = 0, td = 0;
+		for (int s = STEPS - 5; s < STEPS; s++) {
+			tr += lr[s] / 5;
+			td += ld[s] / 5;
+		}
+		if (!(tr < 0.6 * lr[0]))
+			fail("cpu-ref: the loss went from %.4f to %.4f (last 5 steps' mean); the data are not learnable enough",
+			     lr[0], tr);
+		if (!(td < 0.6 * ld[0]))
+			fail("%s: the loss went from %.4f to %.4f (last 5 steps' mean)", dev_name, ld[0],
+			     td);
+		if (!(fabs(td - tr) <= 0.1 * lr[0]))
+			fail("the last 5 steps' mean loss is %.4f on %s, %.4f on cpu-ref", td, dev_name,
+			     tr);
+	}
+	mp_resnet_free(nr);
+	mp_resnet_free(nd);
+	end("20 training steps on learnable data: the loss falls as on the CPU");
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	int harness = argc == 2 && !strcmp(argv[1], "--harness-check");
+	if (argc > 2 || (argc == 2 && !harness)) {
+		fprintf(stderr, "usage: test_cuda_ops [--harness-check]\n");
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	char why[512];
+	if (harness) {
+		dev = mp_backend_cpu_fast_new(0);
+		dev_name = "cpu";
+		printf("# --harness-check: the fast CPU backend stands in for CUDA; this checks the test program, not the CUDA backend\n");
+	} else {
+#ifdef MP_HAVE_CUDA
+		int devices = mp_cuda_probe(why, sizeof why);
+		if (devices < 1) {
+			printf("1..0 # SKIP %s\n", why);
+			return 0;
+		}
+		printf("# %s\n", why);
+		dev = mp_backend_cuda_new(0, why, sizeof why);
+		if (!dev) {
+			printf("1..1\nnot ok 1 - open the CUDA backend: %s\n", why);
+			return 1;
+		}
+		printf("# cuda backend on %s\n", why);
+#else
+		printf("1..0 # SKIP this build has no CUDA backend\n");
+		return 0;
+#endif
+	}
+	ref = mp_backend_cpu_new(0);
+	if (!ref || !dev) {
+		printf("1..1\nnot ok 1 - create the backends: out of memory\n");
+		return 1;
+	}
+	mp_rng_seed(&rng, 20240917);
+
+	test_memory();
+	for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+		test_conv(&conv_cases[i]);
+	test_bn(4, 8, 5, 5);
+	test_bn(3, 16, 7, 9);
+	test_bn(16, 100, 1, 1);
+	test_bn(2, 3, 1, 1);
+	test_bn(64, 4, 3, 3);
+	test_relu_add(2, 3, 5, 7);
+	test_relu_add(4, 16, 13, 13);
+	test_shortcut(2, 4, 7, 7, 8, 2);
+	test_shortcut(2, 4, 6, 6, 4, 1);
+	test_shortcut(3, 3, 9, 8, 5, 3);
+	test_shortcut(4, 10, 1, 1, 10, 1);
+	test_avgpool(2, 5, 7, 7);
+	test_avgpool(3, 4, 1, 1);
+	test_avgpool(2, 3, 13, 11);
+	test_linear(5, 37, 11);
+	test_linear(128, 256, 100);
+	test_linear(1, 3, 2);
+	test_xent(7, 10, 0.0f);
+	test_xent(128, 100, 0.1f);
+	test_sgd();
+	test_errors();
+	test_network('A');
+	test_network('B');
+	test_reproducible();
+	test_training();
+
+	printf("1..%d\n", tests);
+	printf("# %d of %d failed; largest relative error %.2e (limit %.0e)\n", failures, tests,
+	       worst, RTOL);
+	mp_backend_free(dev);
+	mp_backend_free(ref);
+	return failures ? 1 : 0;
+}
