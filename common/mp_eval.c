@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_augment.h"
 #include "mp_backends.h"
@@ -27,7 +28,7 @@ void mp_eval_opts_default(mp_eval_opts *o)
 	o->crops = MP_CROPS_FULL;
 	o->combine = MP_COMBINE_PROB;
 	o->topk = 5;
-	o->batch = 64;
+	o->batch = 16;
 	o->backend = "cpu";
 }
 
@@ -36,7 +37,8 @@ void mp_eval_opts_default(mp_eval_opts *o)
 typedef struct {
 	char *name;
 	int label;		/* -1: none */
-	int encoding, width, height;
+	int encoding, width, height; /* a record's; a file's are those it decodes to */
+	int is_file;		/* read from a list: bytes are the whole file */
 	uint8_t *bytes;		/* owned copy of the payload or file */
 	size_t len;
 	uint64_t index;		/* position in the input, from 0 */
@@ -88,6 +90,7 @@ static int reader_next(reader *r, item *it, mp_error *e)
 		it->name = mp_xstrdup(en->path);
 		it->label = en->label;
 		it->line = en->line;
+		it->is_file = 1;
 		r->count++;
 		return 1;
 	}
@@ -290,32 +293,86 @@ static int cmp_rows(const void *a, const void *b)
 	return strcmp(((const submission_row *)a)->name, ((const submission_row *)b)->name);
 }
 
-static FILE *open_out(const char *path, mp_error *e)
+/* An output file is written under a temporary name beside it and renamed
+ * into place when complete, so that a failed run leaves no partial file
+ * under the name asked for. "-" is standard output; a path that exists and
+ * is not a regular file (/dev/null, a FIFO) is written in place. */
+typedef struct {
+	const char *path;
+	char *tmp;		/* NULL when written in place */
+	FILE *f;
+} outfile;
+
+static int out_open(outfile *of, const char *path, mp_error *e)
 {
-	FILE *f = strcmp(path, "-") ? fopen(path, "w") : stdout;
-	if (!f)
-		mp_seterr(e, "%s: %s", path, strerror(errno));
-	return f;
+	struct stat st;
+	memset(of, 0, sizeof *of);
+	of->path = path;
+	if (!strcmp(path, "-")) {
+		of->f = stdout;
+		return 0;
+	}
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (!(of->f = fopen(path, "w")))
+			return mp_seterr(e, "%s: %s", path, strerror(errno));
+		return 0;
+	}
+	size_t n = strlen(path) + 40;
+	of->tmp = mp_xmalloc(n);
+	snprintf(of->tmp, n, "%s.partial-%ld", path, (long)getpid());
+	if (!(of->f = fopen(of->tmp, "w"))) {
+		int err = errno;
+		free(of->tmp);
+		of->tmp = NULL;
+		return mp_seterr(e, "%s: %s", path, strerror(err));
+	}
+	return 0;
 }
 
-static int close_out(FILE *f, const char *path, mp_error *e)
+/* Flushes, closes and renames into place; on failure the file is gone. */
+static int out_commit(outfile *of, mp_error *e)
 {
-	if (!f)
+	if (!of->f)
 		return 0;
-	int bad = ferror(f) | (fflush(f) != 0);
-	int err = errno;
-	if (f != stdout && fclose(f) != 0 && !bad) {
+	int bad = ferror(of->f) | (fflush(of->f) != 0);
+	int err = bad ? (errno ? errno : EIO) : 0;
+	if (of->f != stdout && fclose(of->f) != 0 && !bad) {
 		bad = 1;
 		err = errno;
 	}
-	return bad ? mp_seterr(e, "%s: %s", path, strerror(err ? err : EIO)) : 0;
+	of->f = NULL;
+	if (!bad && of->tmp && rename(of->tmp, of->path) != 0) {
+		bad = 1;
+		err = errno;
+	}
+	if (bad && of->tmp)
+		unlink(of->tmp);
+	free(of->tmp);
+	of->tmp = NULL;
+	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;
+}
+
+/* After a failure: closes and removes the temporary file. */
+static void out_abort(outfile *of)
+{
+	if (of->f && of->f != stdout)
+		fclose(of->f);
+	if (of->tmp)
+		unlink(of->tmp);
+	free(of->tmp);
+	memset(of, 0, sizeof *of);
 }
 
 typedef struct {
 	const mp_eval_opts *o;
 	mp_eval_result *r;
 	mp_backend *be;
-	mp_resnet *net;
+	mp_resnet *net;		/* the first view size's */
+	/* One network per view size: a network sizes its buffers for the last
+	 * input it saw, so alternating sizes on one would reallocate them for
+	 * every pass. */
+	mp_resnet *nets[MP_EVAL_MAX_SCALES];
+	int net_size[MP_EVAL_MAX_SCALES], nnets;
 	mp_st_file file;
 	reader rd;
 	int classes, size, nthreads, k;
@@ -324,7 +381,7 @@ typedef struct {
 	/* per scale, then combined: counts of correct answers */
 	double correct1[MP_EVAL_MAX_SCALES + 1], correctk[MP_EVAL_MAX_SCALES + 1];
 	uint64_t *class_images, *class_correct1, *class_correctk, *confusion;
-	FILE *probs, *per_class, *confusion_f;
+	outfile probs;
 	submission_row *rows;
 	size_t nrows, caprows;
 } evaluator;
@@ -341,6 +398,28 @@ static void class_names_from_weights(evaluator *ev)
 		}
 	}
 	cJSON_Delete(a);
+}
+
+/* The network for views of size x size pixels, made on first use. */
+static mp_resnet *net_for(evaluator *ev, int size, mp_error *e)
+{
+	for (int i = 0; i < ev->nnets; i++)
+		if (ev->net_size[i] == size)
+			return ev->nets[i];
+	if (ev->nnets == MP_EVAL_MAX_SCALES) {
+		mp_seterr(e, "more than %d view sizes", MP_EVAL_MAX_SCALES);
+		return NULL;
+	}
+	mp_resnet *net = ev->nnets == 0 ? ev->net : mp_resnet_new(mp_resnet_cfg(ev->net), ev->be, e);
+	if (!net)
+		return NULL;
+	if (ev->nnets > 0 && mp_weights_load_into(net, &ev->file, 0, e) < 0) {
+		mp_resnet_free(net);
+		return NULL;
+	}
+	ev->net_size[ev->nnets] = size;
+	ev->nets[ev->nnets++] = net;
+	return net;
 }
 
 static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_error *e)
@@ -369,15 +448,20 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 #pragma omp parallel for num_threads(ev->nthreads) schedule(dynamic)
 	for (int i = 0; i < n; i++) {
 		mp_codec *cd = codecs[omp_get_thread_num()];
-		if (mp_image_decode_payload(cd, items[i].encoding, items[i].bytes, items[i].len,
-					    items[i].width, items[i].height, MAX_PIXELS, &imgs[i],
-					    &errs[i]) < 0)
+		int rc = items[i].is_file
+			? mp_image_decode(cd, items[i].bytes, items[i].len, MAX_PIXELS, &imgs[i],
+					  &errs[i])
+			: mp_image_decode_payload(cd, items[i].encoding, items[i].bytes,
+						  items[i].len, items[i].width, items[i].height,
+						  MAX_PIXELS, &imgs[i], &errs[i]);
+		if (rc < 0)
 			failed[i] = 1;
 	}
 	for (int i = 0; i < n; i++)
 		if (failed[i]) {
-			if (items[i].line)
-				mp_seterr(e, "%s (%s line %ld): %s", items[i].name, reader_name(&ev->rd),
+			if (items[i].is_file)
+				mp_seterr(e, "%s%s%s (%s line %ld): %s", ev->rd.root ? ev->rd.root : "",
+					  ev->rd.root ? "/" : "", items[i].name, reader_name(&ev->rd),
 					  items[i].line, errs[i].msg);
 			else
 				mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
@@ -422,8 +506,9 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 				    dump_view(o->dump_views, items[i].index, s, v, vbuf + i * vplane, vs,
 					      ev->mean, e) < 0)
 					goto out;
-			if (mp_resnet_forward(ev->net, vbuf, n, vs, vs, 0, e) < 0 ||
-			    mp_resnet_logits(ev->net, logits, e) < 0)
+			mp_resnet *net = net_for(ev, vs, e);
+			if (!net || mp_resnet_forward(net, vbuf, n, vs, vs, 0, e) < 0 ||
+			    mp_resnet_logits(net, logits, e) < 0)
 				goto out;
 			for (int i = 0; i < n; i++) {
 				double *a = acc + (size_t)i * C;
@@ -468,15 +553,16 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 			ev->class_correctk[y] += rank < ev->k;
 			ev->confusion[(size_t)y * C + best[0]]++;
 		}
-		if (ev->probs) {
-			fprintf(ev->probs, "%s\t", items[i].name);
+		if (ev->probs.f) {
+			FILE *f = ev->probs.f;
+			fprintf(f, "%s\t", items[i].name);
 			if (labelled)
-				fprintf(ev->probs, "%d", items[i].label);
+				fprintf(f, "%d", items[i].label);
 			else
-				fputc('-', ev->probs);
+				fputc('-', f);
 			for (int j = 0; j < C; j++)
-				fprintf(ev->probs, "\t%.6g", p[j]);
-			fputc('\n', ev->probs);
+				fprintf(f, "\t%.9g", p[j]);
+			fputc('\n', f);
 		}
 		if (o->submission_path) {
 			if (ev->nrows == ev->caprows) {
@@ -512,24 +598,26 @@ static int write_tables(evaluator *ev, mp_error *e)
 	const int C = ev->classes;
 	if (o->submission_path) {
 		qsort(ev->rows, ev->nrows, sizeof *ev->rows, cmp_rows);
-		FILE *f = open_out(o->submission_path, e);
-		if (!f)
+		outfile of;
+		if (out_open(&of, o->submission_path, e) < 0)
 			return -1;
+		FILE *f = of.f;
 		for (size_t i = 0; i < ev->nrows; i++) {
 			fputs(ev->rows[i].name, f);
 			for (int j = 0; j < ev->k; j++)
 				fprintf(f, " %d", ev->rows[i].labels[j]);
 			fputc('\n', f);
 		}
-		if (close_out(f, o->submission_path, e) < 0)
+		if (out_commit(&of, e) < 0)
 			return -1;
 	}
 	if (!ev->r->labelled)
 		return 0;
 	if (o->per_class_path) {
-		FILE *f = open_out(o->per_class_path, e);
-		if (!f)
+		outfile of;
+		if (out_open(&of, o->per_class_path, e) < 0)
 			return -1;
+		FILE *f = of.f;
 		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
 		for (int y = 0; y < C; y++) {
 			uint64_t m = ev->class_images[y];
@@ -541,13 +629,14 @@ static int write_tables(evaluator *ev, mp_error *e)
 			else
 				fputs("-\t-\n", f);
 		}
-		if (close_out(f, o->per_class_path, e) < 0)
+		if (out_commit(&of, e) < 0)
 			return -1;
 	}
 	if (o->confusion_path) {
-		FILE *f = open_out(o->confusion_path, e);
-		if (!f)
+		outfile of;
+		if (out_open(&of, o->confusion_path, e) < 0)
 			return -1;
+		FILE *f = of.f;
 		fputs("label\\predicted", f);
 		for (int j = 0; j < C; j++)
 			fprintf(f, "\t%d", j);
@@ -558,7 +647,7 @@ static int write_tables(evaluator *ev, mp_error *e)
 				fprintf(f, "\t%llu", (unsigned long long)ev->confusion[(size_t)y * C + j]);
 			fputc('\n', f);
 		}
-		if (close_out(f, o->confusion_path, e) < 0)
+		if (out_commit(&of, e) < 0)
 			return -1;
 	}
 	return 0;
@@ -603,6 +692,10 @@ static int setup(evaluator *ev, mp_error *e)
 			       MP_EVAL_FAILED;
 	}
 	r->labelled = reader_labelled(&ev->rd);
+	if (!r->labelled && (o->per_class_path || o->confusion_path))
+		return mp_seterr(e, "%s has no labels: %s needs them", reader_name(&ev->rd),
+				 o->per_class_path ? "--per-class" : "--confusion"),
+		       MP_EVAL_FAILED;
 	ev->class_images = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->class_correct1 = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->class_correctk = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
@@ -610,12 +703,12 @@ static int setup(evaluator *ev, mp_error *e)
 	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
 		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
 	if (o->probs_path) {
-		if (!(ev->probs = open_out(o->probs_path, e)))
+		if (out_open(&ev->probs, o->probs_path, e) < 0)
 			return MP_EVAL_FAILED;
-		fputs("name\tlabel", ev->probs);
+		fputs("name\tlabel", ev->probs.f);
 		for (int j = 0; j < ev->classes; j++)
-			fprintf(ev->probs, "\tp%d", j);
-		fputc('\n', ev->probs);
+			fprintf(ev->probs.f, "\tp%d", j);
+		fputc('\n', ev->probs.f);
 	}
 	return MP_EVAL_DONE;
 }
@@ -665,17 +758,12 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	r->topk = 1 - ev.correctk[r->nscales] / (double)r->images;
 	if (write_tables(&ev, e) < 0)
 		goto out;
-	if (ev.probs) {
-		FILE *f = ev.probs;
-		ev.probs = NULL;
-		if (close_out(f, o->probs_path, e) < 0)
-			goto out;
-	}
+	if (out_commit(&ev.probs, e) < 0)
+		goto out;
 	status = MP_EVAL_DONE;
 out:
 	r->seconds = mp_now() - t0;
-	if (ev.probs && ev.probs != stdout)
-		fclose(ev.probs);
+	out_abort(&ev.probs);
 	for (int i = 0; i < o->batch; i++)
 		item_clear(&items[i]);
 	free(items);
@@ -694,6 +782,8 @@ out:
 	free(ev.class_correctk);
 	free(ev.confusion);
 	reader_close(&ev.rd);
+	for (int i = 1; i < ev.nnets; i++) /* nets[0] is ev.net */
+		mp_resnet_free(ev.nets[i]);
 	mp_resnet_free(ev.net);
 	mp_st_free(&ev.file);
 	if (ev.be)

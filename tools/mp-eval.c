@@ -44,7 +44,7 @@ static void help(void)
 	       "      --combine HOW     prob (mean of the softmax outputs) or logit; default prob\n"
 	       "      --topk K          the second error measure and the labels per submission\n"
 	       "                        line (default 5)\n"
-	       "      --batch N         images per forward pass (default 64)\n"
+	       "      --batch N         images per forward pass (default 16)\n"
 	       "      --threads N       threads (default: all cores)\n"
 	       "      --backend NAME    cpu, cpu-ref, cuda or auto (default cpu)\n"
 	       "      --json            the results as JSON on stdout\n"
@@ -112,7 +112,9 @@ static void print_table(const mp_eval_opts *o, const mp_eval_result *r)
 		return;
 	}
 	int k = o->topk < r->classes ? o->topk : r->classes;
-	printf("%-10s %10s %10s\n", "scale", "top-1 err", k == 5 ? "top-5 err" : "top-k err");
+	char head[32];
+	snprintf(head, sizeof head, "top-%d err", k);
+	printf("%-10s %10s %10s\n", "scale", "top-1 err", head);
 	for (int i = 0; i < r->nscales; i++)
 		printf("%-10d %9.2f%% %9.2f%%\n", r->scale[i].size, 100 * r->scale[i].top1,
 		       100 * r->scale[i].topk);

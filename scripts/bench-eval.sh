@@ -1,0 +1,166 @@
+#!/bin/bash
+# bench-eval.sh: mp-eval's images/s on the CPU for the reference network
+# (depth 9, widths 32,64,128,256, trained at 112 px; random weights from
+# tests/oracle/resnet_init), single scale and the reference's 4-scale
+# multiscale (112,128,160,240), against PyTorch evaluating the same network
+# (scripts/mp_resnet.py, eval mode, no_grad) with the same thread count, on
+# the same generated 128x128 JPEGs, in the same run. Both sides time the
+# whole job: read, decode, resize, subtract the mean, forward, softmax,
+# combine. Prints images/s and the ratios.
+#
+# usage: bench-eval.sh [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]
+set -euo pipefail
+
+prog=bench-eval.sh
+count=128
+batch=16
+threads=2
+keep=0
+python=${PYTHON:-/usr/bin/python3}
+
+usage() {
+	echo "usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]" >&2
+	exit 2
+}
+
+help() {
+	cat <<EOF
+usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]
+
+Generate COUNT synthetic 128x128 JPEGs (gen-bench-images.py), pack them into
+a DB as they are, make random weights for the reference network, and time
+mp-eval (single scale, then --multiscale) and PyTorch doing the same work
+on the same images, each on THREADS threads with batches of BATCH.
+Prints images/s and the ratios mp-eval / PyTorch.
+
+  -n COUNT    images (default 128)
+  -b BATCH    images per forward pass, both sides (default 16)
+  -t THREADS  threads, both sides (default 2)
+  -k          keep the temporary work directory
+  -h, --help  show this help
+
+WORKDIR defaults to a new temporary directory, removed at exit unless -k.
+The machine must be otherwise idle: a second busy process halves every
+number.
+EOF
+}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+number() { # name value lo hi
+	[[ $2 =~ ^[0-9]{1,7}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
+		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
+}
+
+if [ "${1:-}" = --help ]; then
+	help
+	exit 0
+fi
+while getopts ":n:b:t:kh" opt; do
+	case $opt in
+	n) number -n "$OPTARG" 1 1000000; count=$((10#$OPTARG)) ;;
+	b) number -b "$OPTARG" 1 4096; batch=$((10#$OPTARG)) ;;
+	t) number -t "$OPTARG" 1 1024; threads=$((10#$OPTARG)) ;;
+	k) keep=1 ;;
+	h) help; exit 0 ;;
+	*) usage ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $# -le 1 ] || usage
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ -x "$python" ] || die "$python is missing (set PYTHON)"
+make -s -C "$root" build/bin/mp-eval build/bin/mp-batchwriter build/tests/oracle/resnet_init \
+	>/dev/null || die "make failed"
+bin=$root/build/bin
+
+if [ $# -eq 1 ]; then
+	work=$1
+	mkdir -p "$work" || die "$work: cannot create directory"
+else
+	work=$(mktemp -d "${TMPDIR:-/tmp}/bench-eval.XXXXXX")
+	if [ $keep -eq 1 ]; then
+		echo "$prog: keeping $work" >&2
+	else
+		trap 'rm -rf "$work"' EXIT
+	fi
+fi
+
+images=$work/images
+if [ -f "$images/train.txt" ] && [ "$(wc -l <"$images/train.txt")" -eq "$count" ]; then
+	echo "$prog: reusing the $count images in $images" >&2
+else
+	rm -rf "$images"
+	"$python" "$root/scripts/gen-bench-images.py" "$images" "$count" >&2 ||
+		die "gen-bench-images.py failed"
+fi
+rm -rf "$work/bench.db"
+"$bin/mp-batchwriter" -q -r "$images" -c "$images/categories.txt" -o "$work/bench.db" \
+	"$images/train.txt" || die "mp-batchwriter failed"
+"$root/build/tests/oracle/resnet_init" 9 32,64,128,256 A 100 1 "$work/weights.safetensors" \
+	>/dev/null || die "resnet_init failed"
+
+echo "$prog: $(nproc) CPUs, $threads threads, batch $batch, $count images of 128x128," \
+	"depth 9, widths 32,64,128,256" >&2
+
+# ours SCALE_OPTIONS...: mp-eval's images/s over the whole run (wall clock)
+ours() {
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$bin/mp-eval" -q -m "$work/weights.safetensors" --threads "$threads" --batch "$batch" \
+		"$@" "$work/bench.db" || die "mp-eval $* failed"
+	t1=$(date +%s.%N)
+	awk -v n="$count" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", n / (b - a) }'
+}
+
+# PyTorch: the same job, from the JPEG files (PIL decode, PIL bicubic
+# resize, as mp-eval resizes), in batches, eval mode. Prints one rate per
+# argument: a comma-separated list of scales.
+torch_rates() {
+	(cd "$root/scripts" && OMP_NUM_THREADS=$threads "$python" - "$work" "$batch" "$threads" "$@" <<'EOF'
+import sys, time
+import numpy as np
+import torch
+from PIL import Image
+import mp_resnet
+
+work, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+net, meta = mp_resnet.load(work + "/weights.safetensors")
+mean = np.array([float(v) for v in meta["mean"].split(",")], np.float32)
+paths = [work + "/images/" + l.split()[0] for l in open(work + "/images/train.txt")]
+
+def run(scales):
+    t0 = time.perf_counter()
+    for b in range(0, len(paths), batch):
+        imgs = [Image.open(p).convert("RGB") for p in paths[b:b + batch]]
+        prob = 0
+        for s in scales:
+            x = np.stack([np.asarray(im.resize((s, s), Image.BICUBIC), np.float32) - mean
+                          for im in imgs]).transpose(0, 3, 1, 2)
+            with torch.no_grad():
+                prob = prob + torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x))).double(), 1)
+        prob = prob / len(scales)
+        prob.argsort(1, descending=True)[:, :5]
+    return len(paths) / (time.perf_counter() - t0)
+
+with torch.no_grad():  # warm-up, untimed
+    net(torch.zeros(2, 3, 112, 112))
+print(" ".join("%.2f" % run([int(s) for s in arg.split(",")]) for arg in sys.argv[4:]))
+EOF
+	) || die "PyTorch failed"
+}
+
+single=$(ours)
+multi=$(ours --multiscale)
+read -r t_single t_multi <<<"$(torch_rates 112 112,128,160,240)"
+torch_version=$("$python" -c 'import torch; print(torch.__version__)')
+
+printf '%-28s %10s %10s %8s\n' "" mp-eval PyTorch ratio
+awk -v a="$single" -v b="$t_single" 'BEGIN { printf "%-28s %10.2f %10.2f %8.2f\n", "single scale (112), img/s", a, b, a / b }'
+awk -v a="$multi" -v b="$t_multi" 'BEGIN { printf "%-28s %10.2f %10.2f %8.2f\n", "multiscale (4 scales), img/s", a, b, a / b }'
+echo "PyTorch $torch_version; goal: mp-eval / PyTorch >= 1.5"
