@@ -773,7 +773,11 @@ static int setup(trainer *t, mp_error *e)
 		       o->train_db, (unsigned long long)mp_loader_records(t->train),
 		       t->steps_per_epoch, o->batch, o->val_db ? "validation on " : "no validation",
 		       o->val_db ? o->val_db : "", "");
-		if (o->resume)
+		if (o->resume && t->epoch >= o->epochs)
+			printf("mp-train: %s has done %d of %d epochs: nothing to train (a larger "
+			       "--epochs goes on)\n",
+			       o->resume, t->epoch, o->epochs);
+		else if (o->resume)
 			printf("mp-train: resuming %s at epoch %d, batch %ld (step %ld)\n",
 			       o->resume, t->epoch + 1, t->batch, t->step);
 		fflush(stdout);

@@ -125,6 +125,11 @@ EOF
 	same_weights whole/checkpoint-0004.safetensors parts/checkpoint-0004.safetensors
 	# the log goes on where it stopped, with the same numbers
 	assert_equal "$(log_col parts/train.log epoch loss)" "$(log_col whole/train.log epoch loss)"
+	# a finished run has nothing left to train, and says so
+	run train "${OPTS[@]}" --epochs 4 -o parts --resume parts/checkpoint-0004.safetensors
+	assert_status 0
+	assert_contains "$output" "has done 4 of 4 epochs: nothing to train"
+	same_weights whole/weights.safetensors parts/weights.safetensors
 }
 
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
