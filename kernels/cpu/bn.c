@@ -35,15 +35,17 @@ static int bn_eps(mp_backend *be, const char *op, float eps)
 	return 0;
 }
 
-int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+/* The argument checks of the three BN operations, shared by every backend
+ * so that a bad call reads the same everywhere. */
+int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			  const mp_tensor *y)
 {
 	static const char op[] = "bn_forward_train";
 	if (mp_cpu_check(be, op, "x", x))
 		return -1;
 	if (!bn)
 		return mp_cpu_fail(be, "%s: no BN state", op);
-	const int N = x->n, C = x->c;
-	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
+	const int C = x->c;
 	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
 	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
 	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
@@ -54,9 +56,58 @@ int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_te
 	if (!(bn->momentum >= 0 && bn->momentum <= 1))
 		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
 	/* the unbiased variance needs two values per channel (PyTorch refuses too) */
-	if (m < 2)
+	if ((size_t)x->n * x->h * x->w < 2)
 		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, training needs more than one value per channel",
 				   op, x->n, x->c, x->h, x->w);
+	return 0;
+}
+
+int mp_cpu_bn_check_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			  const mp_tensor *y)
+{
+	static const char op[] = "bn_forward_infer";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int C = x->c;
+	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	return 0;
+}
+
+int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     const mp_tensor *dy, const mp_tensor *dx, const mp_tensor *dgamma,
+			     const mp_tensor *dbeta)
+{
+	static const char op[] = "bn_backward";
+	if (mp_cpu_check(be, op, "x", x))
+		return -1;
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	const int C = x->c;
+	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
+	    bn_param(be, op, "gamma", bn->gamma, C) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
+		return -1;
+	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
+		return -1;
+	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
+	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
+		return -1;
+	return 0;
+}
+
+int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+{
+	if (mp_cpu_bn_check_train(be, x, bn, y))
+		return -1;
+	const int N = x->n, C = x->c;
+	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
 	const double mom = bn->momentum;
 
 #pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
@@ -97,18 +148,10 @@ int mp_cpu_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_te
 
 int mp_cpu_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
 {
-	static const char op[] = "bn_forward_infer";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_infer(be, x, bn, y))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
-		return -1;
 
 #pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {
@@ -134,23 +177,10 @@ int mp_cpu_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 		       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 		       mp_tensor *dbeta)
 {
-	static const char op[] = "bn_backward";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
-	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
-	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
-		return -1;
 
 #pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {
@@ -230,25 +260,10 @@ static void bn_sums(const float *x, int N, size_t stride, size_t plane, double *
 
 int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
 {
-	static const char op[] = "bn_forward_train";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_train(be, x, bn, y))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C) || bn_eps(be, op, bn->eps))
-		return -1;
-	if (!(bn->momentum >= 0 && bn->momentum <= 1))
-		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
-	if (m < 2)
-		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, training needs more than one value per channel",
-				   op, x->n, x->c, x->h, x->w);
 	const double mom = bn->momentum;
 
 #pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
@@ -313,23 +328,10 @@ int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 			    mp_tensor *dbeta)
 {
-	static const char op[] = "bn_backward";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
-	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
-	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
-		return -1;
 
 #pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int c = 0; c < C; c++) {

@@ -36,6 +36,18 @@ int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
 		      const mp_tensor *w, int stride, int pad, int *oh, int *ow);
 void mp_cpu_tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi);
 
+/* Argument checks of BN and SGD, shared by every backend (bn.c, layers.c):
+ * 0, or -1 with the message in be->error. */
+int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			  const mp_tensor *y);
+int mp_cpu_bn_check_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			  const mp_tensor *y);
+int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     const mp_tensor *dy, const mp_tensor *dx, const mp_tensor *dgamma,
+			     const mp_tensor *dbeta);
+int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		     mp_tensor *const *v, int count);
+
 /* The operations (conv.c, bn.c, layers.c). */
 int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			  mp_tensor *y, int stride, int pad);

@@ -314,11 +314,10 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 
 /* ---- SGD ----------------------------------------------------------------------- */
 
-/* neon's update, in float, in this order for every element:
- *   v = momentum v - lr (g + wd w);  w = w + v
- * All shapes are checked before any tensor changes. */
-int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		    mp_tensor *const *v, int count, float lr, float momentum, float wd)
+/* Every tensor present and each g and v shaped as its w, before any
+ * tensor changes. */
+int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		     mp_tensor *const *v, int count)
 {
 	static const char op[] = "sgd_step";
 	if (count < 0)
@@ -334,6 +333,17 @@ int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const 
 		    same_shape(be, op, vn, v[t], w[t]))
 			return -1;
 	}
+	return 0;
+}
+
+/* neon's update, in float, in this order for every element:
+ *   v = momentum v - lr (g + wd w);  w = w + v
+ * All shapes are checked before any tensor changes. */
+int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
+		    mp_tensor *const *v, int count, float lr, float momentum, float wd)
+{
+	if (mp_cpu_sgd_check(be, w, g, v, count))
+		return -1;
 	const int nt = mp_cpu_threads(be);
 	for (int t = 0; t < count; t++) {
 		float *wp = w[t]->data, *vp = v[t]->data;

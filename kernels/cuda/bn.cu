@@ -187,25 +187,7 @@ __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restric
 	}
 }
 
-// ---- host side: checks as in kernels/cpu/bn.c ------------------------------
-
-static int bn_param(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
-		    int channels)
-{
-	if (mp_cpu_check(be, op, name, t))
-		return -1;
-	if (mp_tensor_count(t) != (size_t)channels)
-		return mp_cpu_fail(be, "%s: %s is %dx%dx%dx%d, expected %d values (one per channel)",
-				   op, name, t->n, t->c, t->h, t->w, channels);
-	return 0;
-}
-
-static int bn_eps(mp_backend *be, const char *op, float eps)
-{
-	if (!(eps >= 0) || isinf(eps))
-		return mp_cpu_fail(be, "%s: eps %g, expected a finite value >= 0", op, (double)eps);
-	return 0;
-}
+// ---- host side ----------------------------------------------------------------
 
 // The partial sums' grid: S x C blocks (C at most 65535, a grid's y
 // limit), each slice fewer than 2^31 values (the index stays clear of
@@ -230,24 +212,10 @@ static unsigned per_channel_grid(int C)
 int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
 {
 	static const char op[] = "bn_forward_train";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_train(be, x, bn, y))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C) || bn_eps(be, op, bn->eps))
-		return -1;
-	if (!(bn->momentum >= 0 && bn->momentum <= 1))
-		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
-	if (m < 2)
-		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, training needs more than one value per channel",
-				   op, x->n, x->c, x->h, x->w);
 	const int S = bn_slices(N, C);
 	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
 		return -1;
@@ -280,16 +248,9 @@ int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_t
 int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
 {
 	static const char op[] = "bn_forward_infer";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_infer(be, x, bn, y))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int C = x->c, plane = x->h * x->w;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
-		return -1;
 	const size_t count = mp_tensor_count(x);
 	if (count <= UINT_MAX / 2)
 		bn_infer_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
@@ -307,22 +268,10 @@ int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta)
 {
 	static const char op[] = "bn_backward";
-	if (mp_cpu_check(be, op, "x", x))
+	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
 		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
-	if (mp_cpu_expect(be, op, "dy", dy, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if ((dgamma && bn_param(be, op, "dgamma", dgamma, C)) ||
-	    (dbeta && bn_param(be, op, "dbeta", dbeta, C)))
-		return -1;
 	const int S = bn_slices(N, C);
 	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
 		return -1;

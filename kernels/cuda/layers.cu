@@ -521,20 +521,9 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 		     mp_tensor *const *v, int count, float lr, float momentum, float wd)
 {
 	static const char op[] = "sgd_step";
-	if (count < 0)
-		return mp_cpu_fail(be, "%s: count %d, expected 0 or more", op, count);
-	if (count > 0 && (!w || !g || !v))
-		return mp_cpu_fail(be, "%s: missing tensor list", op);
-	for (int t = 0; t < count; t++) {
-		char wn[32], gn[32], vn[32];
-		snprintf(wn, sizeof wn, "w[%d]", t);
-		snprintf(gn, sizeof gn, "g[%d]", t);
-		snprintf(vn, sizeof vn, "v[%d]", t);
-		if (mp_cpu_check(be, op, wn, w[t]) || same_shape(be, op, gn, g[t], w[t]) ||
-		    same_shape(be, op, vn, v[t], w[t]))
-			return -1;
-	}
-	if (count == 0)
+	if (mp_cpu_sgd_check(be, w, g, v, count))
+		return -1;
+	if (count <= 0) /* negative counts were refused above */
 		return 0;
 	mp_cuda_state *s = mp_cuda(be);
 	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
