@@ -9,6 +9,7 @@
 #define MP_CPU_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backend.h"
 
@@ -47,6 +48,15 @@ int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 			     const mp_tensor *dbeta);
 int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		     mp_tensor *const *v, int count);
+
+/* Shape checks of the option-A shortcut (y may have more channels than x
+ * and is x subsampled by stride), the linear layer and the loss (labels in
+ * range, smoothing in [0, 1]), shared likewise (layers.c). */
+int mp_cpu_shortcut_shape(mp_backend *be, const char *op, const char *xname,
+			  const mp_tensor *x, const char *yname, const mp_tensor *y, int stride);
+int mp_cpu_linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w);
+int mp_cpu_xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+		     const int32_t *labels, float smoothing);
 
 /* The operations (conv.c, bn.c, layers.c). */
 int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,

@@ -61,7 +61,7 @@ int mp_cpu_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor
 
 /* Checks the pair (x, y) of a shortcut, where y may have more channels than
  * x and is x subsampled by stride: ceil(h / stride) rows, as x[:, :, ::s, ::s]. */
-static int shortcut_shape(mp_backend *be, const char *op, const char *xname,
+int mp_cpu_shortcut_shape(mp_backend *be, const char *op, const char *xname,
 			  const mp_tensor *x, const char *yname, const mp_tensor *y, int stride)
 {
 	if (stride < 1)
@@ -78,7 +78,7 @@ static int shortcut_shape(mp_backend *be, const char *op, const char *xname,
 int mp_cpu_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride)
 {
 	static const char op[] = "shortcut_a_forward";
-	if (shortcut_shape(be, op, "x", x, "y", y, stride))
+	if (mp_cpu_shortcut_shape(be, op, "x", x, "y", y, stride))
 		return -1;
 	const int N = x->n, CX = x->c, CY = y->c, H = x->h, W = x->w, OH = y->h, OW = y->w;
 #pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
@@ -105,7 +105,7 @@ int mp_cpu_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *d
 			       int stride)
 {
 	static const char op[] = "shortcut_a_backward";
-	if (shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
+	if (mp_cpu_shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
 		return -1;
 	const int N = dx->n, CX = dx->c, CY = dy->c, H = dx->h, W = dx->w;
 	const int OH = dy->h, OW = dy->w;
@@ -161,7 +161,7 @@ int mp_cpu_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 
 /* ---- fully connected, no bias ---------------------------------------------- */
 
-static int linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w)
+int mp_cpu_linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w)
 {
 	if (mp_cpu_check(be, op, "x", x) || mp_cpu_check(be, op, "w", w))
 		return -1;
@@ -174,7 +174,7 @@ int mp_cpu_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w
 			  mp_tensor *y)
 {
 	static const char op[] = "linear_forward";
-	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
+	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
 		return -1;
 	const int N = x->n, IN = x->c, OUT = w->n;
 #pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS((size_t)N * IN * OUT))
@@ -196,7 +196,7 @@ int mp_cpu_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 			   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw)
 {
 	static const char op[] = "linear_backward";
-	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
+	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
 		return -1;
 	if ((dx && same_shape(be, op, "dx", dx, x)) || (dw && same_shape(be, op, "dw", dw, w)))
 		return -1;
@@ -232,7 +232,7 @@ int mp_cpu_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 /* ---- softmax cross-entropy --------------------------------------------------- */
 
 /* Checks the (n, classes, 1, 1) tensor, the labels and the smoothing. */
-static int xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
+int mp_cpu_xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
 		     const int32_t *labels, float smoothing)
 {
 	if (mp_cpu_check(be, op, name, t) || mp_cpu_expect(be, op, name, t, t->n, t->c, 1, 1))
@@ -264,7 +264,7 @@ int mp_cpu_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 				mp_tensor *probs, double *loss)
 {
 	static const char op[] = "softmax_xent_forward";
-	if (xent_args(be, op, "logits", logits, labels, smoothing) ||
+	if (mp_cpu_xent_args(be, op, "logits", logits, labels, smoothing) ||
 	    same_shape(be, op, "probs", probs, logits))
 		return -1;
 	if (!loss)
@@ -299,7 +299,7 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 				 mp_tensor *dlogits)
 {
 	static const char op[] = "softmax_xent_backward";
-	if (xent_args(be, op, "probs", probs, labels, smoothing) ||
+	if (mp_cpu_xent_args(be, op, "probs", probs, labels, smoothing) ||
 	    same_shape(be, op, "dlogits", dlogits, probs))
 		return -1;
 	const int N = probs->n, K = probs->c;

@@ -100,20 +100,6 @@ int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tenso
 
 // ---- option-A shortcut ---------------------------------------------------------
 
-static int shortcut_shape(mp_backend *be, const char *op, const char *xname,
-			  const mp_tensor *x, const char *yname, const mp_tensor *y, int stride)
-{
-	if (stride < 1)
-		return mp_cpu_fail(be, "%s: stride %d, expected 1 or more", op, stride);
-	if (mp_cpu_check(be, op, xname, x) || mp_cpu_check(be, op, yname, y))
-		return -1;
-	if (y->c < x->c)
-		return mp_cpu_fail(be, "%s: %s has %d channels, fewer than %s's %d", op, yname,
-				   y->c, xname, x->c);
-	return mp_cpu_expect(be, op, yname, y, x->n, y->c, (x->h - 1) / stride + 1,
-			     (x->w - 1) / stride + 1);
-}
-
 // One thread per element of y: a sample of x, or 0 in the extra channels.
 // I: the index type, unsigned when the tensor has fewer than 2^31 elements
 // (cheaper division), else size_t.
@@ -155,7 +141,7 @@ __global__ void shortcut_backward_kernel(const float *__restrict__ dy, float *__
 int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride)
 {
 	static const char op[] = "shortcut_a_forward";
-	if (shortcut_shape(be, op, "x", x, "y", y, stride))
+	if (mp_cpu_shortcut_shape(be, op, "x", x, "y", y, stride))
 		return -1;
 	const size_t count = mp_tensor_count(y);
 	if (count <= UINT_MAX / 2)
@@ -171,7 +157,7 @@ int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y,
 int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx, int stride)
 {
 	static const char op[] = "shortcut_a_backward";
-	if (shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
+	if (mp_cpu_shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
 		return -1;
 	const size_t count = mp_tensor_count(dx);
 	if (count <= UINT_MAX / 2)
@@ -239,18 +225,10 @@ int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 //   dx = dy w     ->  dx^T = W DY          (IN x N)
 //   dw = dy^T x   ->  dw^T = X DY^T        (IN x OUT)
 
-static int linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w)
-{
-	if (mp_cpu_check(be, op, "x", x) || mp_cpu_check(be, op, "w", w))
-		return -1;
-	return mp_cpu_expect(be, op, "x", x, x->n, x->c, 1, 1) ||
-	       mp_cpu_expect(be, op, "w", w, w->n, x->c, 1, 1);
-}
-
 int mp_cuda_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w, mp_tensor *y)
 {
 	static const char op[] = "linear_forward";
-	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
+	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
 		return -1;
 	const int N = x->n, IN = x->c, OUT = w->n;
 	const float one = 1.0f, zero = 0.0f;
@@ -263,7 +241,7 @@ int mp_cuda_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw)
 {
 	static const char op[] = "linear_backward";
-	if (linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
+	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
 		return -1;
 	if ((dx && same_shape(be, op, "dx", dx, x)) || (dw && same_shape(be, op, "dw", dw, w)))
 		return -1;
@@ -280,22 +258,6 @@ int mp_cuda_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 }
 
 // ---- softmax cross-entropy -----------------------------------------------------------
-
-static int xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
-		     const int32_t *labels, float smoothing)
-{
-	if (mp_cpu_check(be, op, name, t) || mp_cpu_expect(be, op, name, t, t->n, t->c, 1, 1))
-		return -1;
-	if (!labels)
-		return mp_cpu_fail(be, "%s: no labels", op);
-	if (!(smoothing >= 0 && smoothing <= 1))
-		return mp_cpu_fail(be, "%s: smoothing %g, expected 0 to 1", op, (double)smoothing);
-	for (int n = 0; n < t->n; n++)
-		if (labels[n] < 0 || labels[n] >= t->c)
-			return mp_cpu_fail(be, "%s: labels[%d] is %ld, expected 0..%d", op, n,
-					   (long)labels[n], t->c - 1);
-	return 0;
-}
 
 // The labels are host integers: copy them to the device buffer.
 static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int n)
@@ -363,7 +325,7 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 				 double *loss)
 {
 	static const char op[] = "softmax_xent_forward";
-	if (xent_args(be, op, "logits", logits, labels, smoothing) ||
+	if (mp_cpu_xent_args(be, op, "logits", logits, labels, smoothing) ||
 	    same_shape(be, op, "probs", probs, logits))
 		return -1;
 	if (!loss)
@@ -395,7 +357,7 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 				  const int32_t *labels, float smoothing, mp_tensor *dlogits)
 {
 	static const char op[] = "softmax_xent_backward";
-	if (xent_args(be, op, "probs", probs, labels, smoothing) ||
+	if (mp_cpu_xent_args(be, op, "probs", probs, labels, smoothing) ||
 	    same_shape(be, op, "dlogits", dlogits, probs))
 		return -1;
 	const int N = probs->n, K = probs->c;
