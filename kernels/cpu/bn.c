@@ -37,10 +37,11 @@ static int bn_eps(mp_backend *be, const char *op, float eps)
 
 /* The argument checks of the three BN operations, shared by every backend
  * so that a bad call reads the same everywhere. */
-int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
-			  const mp_tensor *y)
+/* What both forward passes need: y shaped as x, the parameters, the running
+ * statistics and eps. */
+static int bn_check_forward(mp_backend *be, const char *op, const mp_tensor *x,
+			    const mp_bn *bn, const mp_tensor *y)
 {
-	static const char op[] = "bn_forward_train";
 	if (mp_cpu_check(be, op, "x", x))
 		return -1;
 	if (!bn)
@@ -49,9 +50,18 @@ int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
 	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
 	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) ||
-	    bn_param(be, op, "save_mean", bn->save_mean, C) ||
-	    bn_param(be, op, "save_invstd", bn->save_invstd, C) || bn_eps(be, op, bn->eps))
+	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	return 0;
+}
+
+int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			  const mp_tensor *y)
+{
+	static const char op[] = "bn_forward_train";
+	if (bn_check_forward(be, op, x, bn, y) ||
+	    bn_param(be, op, "save_mean", bn->save_mean, x->c) ||
+	    bn_param(be, op, "save_invstd", bn->save_invstd, x->c))
 		return -1;
 	if (!(bn->momentum >= 0 && bn->momentum <= 1))
 		return mp_cpu_fail(be, "%s: momentum %g, expected 0 to 1", op, (double)bn->momentum);
@@ -65,18 +75,7 @@ int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 int mp_cpu_bn_check_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			  const mp_tensor *y)
 {
-	static const char op[] = "bn_forward_infer";
-	if (mp_cpu_check(be, op, "x", x))
-		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
-	const int C = x->c;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
-		return -1;
-	return 0;
+	return bn_check_forward(be, "bn_forward_infer", x, bn, y);
 }
 
 int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
