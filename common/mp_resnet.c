@@ -39,6 +39,11 @@ struct mp_resnet {
 	bn_layer fc_bn;
 	/* activations outside the blocks */
 	int n, h, w; /* batch shape the buffers are sized for */
+	int have_grads; /* the gradient buffers exist for that shape (first backward) */
+	/* Evaluation keeps no layer's output for a backward pass: the blocks
+	 * of a stage take turns with five buffers of the stage's shape. */
+	int lean;
+	mp_tensor slots[MP_MAX_STAGES][5];
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
 	int32_t *labels;
@@ -264,7 +269,11 @@ static void release_activations(mp_resnet *net)
 		for (size_t j = 0; j < sizeof t / sizeof t[0]; j++)
 			release(be, t[j]);
 	}
+	for (int st = 0; st < MP_MAX_STAGES; st++)
+		for (int k = 0; k < 5; k++)
+			release(be, &net->slots[st][k]);
 	net->n = net->h = net->w = 0;
+	net->have_grads = net->lean = 0;
 }
 
 void mp_resnet_free(mp_resnet *net)
@@ -420,11 +429,13 @@ static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 			return mp_seterr(e, "%s", mp_backend_error(be));         \
 	} while (0)
 
-static int size_buffers(mp_resnet *net, int n, int h, int w, mp_error *e)
+/* Activations for a batch of n images of h x w: what a forward pass and the
+ * loss need. A new shape releases every buffer, gradients included. */
+static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error *e)
 {
 	mp_backend *be = net->be;
 	const mp_resnet_config *c = &net->cfg;
-	if (net->n == n && net->h == h && net->w == w)
+	if (net->n == n && net->h == h && net->w == w && net->lean == lean)
 		return 0;
 	release_activations(net);
 	const conv_layer *sc = &net->stem_conv;
@@ -432,36 +443,41 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, mp_error *e)
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
 	CHECK(ensure(be, &net->img, n, 3, h, w));
-	mp_tensor *stem[] = {&net->stem_c, &net->stem_b, &net->stem_r,
-			     &net->g_stem_b, &net->g_stem_c};
+	int ch = sh, cw = sw;
+	if (lean) {
+		/* the stem's outputs have the first stage's shape and use its slots */
+		for (int i = 0; i < net->nblocks; i++) {
+			block *b = &net->blocks[i];
+			ch = conv_out(ch, 3, b->stride, 1);
+			cw = conv_out(cw, 3, b->stride, 1);
+			if (!net->slots[i / c->depth][0].data)
+				for (int k = 0; k < 5; k++)
+					CHECK(ensure(be, &net->slots[i / c->depth][k], n, b->cout, ch, cw));
+		}
+		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
+			return mp_seterr(e, "the stem's output and the first stage differ in shape");
+		goto head;
+	}
+	mp_tensor *stem[] = {&net->stem_c, &net->stem_b, &net->stem_r};
 	for (size_t i = 0; i < sizeof stem / sizeof stem[0]; i++)
 		CHECK(ensure(be, stem[i], n, sc->cout, sh, sw));
-	int ch = sh, cw = sw;
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
 		mp_tensor *outs[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->sc, &b->sum,
-				     &b->out, &b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1, &b->g_c1};
+				     &b->out};
 		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
 			CHECK(ensure(be, outs[j], n, b->cout, oh, ow));
-		if (b->proj) {
+		if (b->proj)
 			CHECK(ensure(be, &b->scc, n, b->cout, oh, ow));
-			CHECK(ensure(be, &b->g_scc, n, b->cout, oh, ow));
-		}
-		CHECK(ensure(be, &b->g_main, n, b->cin, ch, cw));
-		CHECK(ensure(be, &b->g_side, n, b->cin, ch, cw));
-		CHECK(ensure(be, &b->g_in, n, b->cin, ch, cw));
 		ch = oh;
 		cw = ow;
 	}
+head:;
 	int last = net->fc_w->shape[1];
-	CHECK(ensure(be, &net->g_last, n, last, ch, cw));
 	CHECK(ensure(be, &net->pool, n, last, 1, 1));
-	CHECK(ensure(be, &net->g_pool, n, last, 1, 1));
 	CHECK(ensure(be, &net->fc, n, c->classes, 1, 1));
-	CHECK(ensure(be, &net->g_fc, n, c->classes, 1, 1));
 	CHECK(ensure(be, &net->logits, n, c->classes, 1, 1));
-	CHECK(ensure(be, &net->g_logits, n, c->classes, 1, 1));
 	CHECK(ensure(be, &net->probs, n, c->classes, 1, 1));
 	free(net->labels);
 	if (!(net->labels = malloc(sizeof(int32_t) * (size_t)n)))
@@ -469,6 +485,38 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, mp_error *e)
 	net->n = n;
 	net->h = h;
 	net->w = w;
+	net->lean = lean;
+	return 0;
+}
+
+/* The gradients of the activations, made by the first backward pass at a
+ * shape: evaluation never needs them. */
+static int size_grads(mp_resnet *net, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const int n = net->n;
+	if (net->have_grads)
+		return 0;
+	CHECK(ensure(be, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+	CHECK(ensure(be, &net->g_stem_c, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+	for (int i = 0; i < net->nblocks; i++) {
+		block *b = &net->blocks[i];
+		const mp_tensor *in = b->x, *o = &b->out;
+		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1, &b->g_c1};
+		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
+			CHECK(ensure(be, outs[j], n, o->c, o->h, o->w));
+		if (b->proj)
+			CHECK(ensure(be, &b->g_scc, n, o->c, o->h, o->w));
+		CHECK(ensure(be, &b->g_main, n, in->c, in->h, in->w));
+		CHECK(ensure(be, &b->g_side, n, in->c, in->h, in->w));
+		CHECK(ensure(be, &b->g_in, n, in->c, in->h, in->w));
+	}
+	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
+	CHECK(ensure(be, &net->g_last, n, last->c, last->h, last->w));
+	CHECK(ensure(be, &net->g_pool, n, net->pool.c, 1, 1));
+	CHECK(ensure(be, &net->g_fc, n, net->fc.c, 1, 1));
+	CHECK(ensure(be, &net->g_logits, n, net->logits.c, 1, 1));
+	net->have_grads = 1;
 	return 0;
 }
 
@@ -487,32 +535,51 @@ int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 	if (n < 1 || (train && n < 2))
 		return mp_seterr(e, train ? "a training batch needs at least 2 images"
 				      : "a batch needs at least 1 image");
-	if (size_buffers(net, n, h, w, e) < 0)
+	const int lean = !train;
+	if (size_buffers(net, n, h, w, lean, e) < 0)
 		return -1;
 	CHECK(o->upload(be, &net->img, images));
 	const conv_layer *sc = &net->stem_conv;
-	CHECK(o->conv2d_forward(be, &net->img, &sc->w->value, &net->stem_c, sc->stride, sc->pad));
-	CHECK(bn_fwd(be, &net->stem_bn, &net->stem_c, &net->stem_b, train));
-	CHECK(o->relu_forward(be, &net->stem_b, &net->stem_r));
-	const mp_tensor *x = &net->stem_r;
+	/* Evaluation: slots 0-2 hold a block's intermediates, 3 and 4 the
+	 * outputs of alternate blocks, so that an input outlives its block. */
+	mp_tensor *stem_c = &net->stem_c, *stem_b = &net->stem_b, *stem_r = &net->stem_r;
+	if (lean) {
+		stem_c = &net->slots[0][0];
+		stem_b = &net->slots[0][1];
+		stem_r = &net->slots[0][4];
+	}
+	CHECK(o->conv2d_forward(be, &net->img, &sc->w->value, stem_c, sc->stride, sc->pad));
+	CHECK(bn_fwd(be, &net->stem_bn, stem_c, stem_b, train));
+	CHECK(o->relu_forward(be, stem_b, stem_r));
+	const mp_tensor *x = stem_r;
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
+		mp_tensor *c1 = &b->c1, *b1 = &b->b1, *r1 = &b->r1, *c2 = &b->c2, *b2 = &b->b2,
+			  *scc = &b->scc, *sct = &b->sc, *sum = &b->sum, *out = &b->out;
+		if (lean) {
+			mp_tensor *t = net->slots[i / net->cfg.depth];
+			c1 = r1 = b2 = sum = &t[0];
+			b1 = c2 = &t[1];
+			scc = &t[1];
+			sct = b->proj ? &t[2] : &t[1];
+			out = (x == &t[3]) ? &t[4] : &t[3];
+		}
 		b->x = x;
-		CHECK(o->conv2d_forward(be, x, &b->conv1.w->value, &b->c1, b->stride, 1));
-		CHECK(bn_fwd(be, &b->bn1, &b->c1, &b->b1, train));
-		CHECK(o->relu_forward(be, &b->b1, &b->r1));
-		CHECK(o->conv2d_forward(be, &b->r1, &b->conv2.w->value, &b->c2, 1, 1));
-		CHECK(bn_fwd(be, &b->bn2, &b->c2, &b->b2, train));
+		CHECK(o->conv2d_forward(be, x, &b->conv1.w->value, c1, b->stride, 1));
+		CHECK(bn_fwd(be, &b->bn1, c1, b1, train));
+		CHECK(o->relu_forward(be, b1, r1));
+		CHECK(o->conv2d_forward(be, r1, &b->conv2.w->value, c2, 1, 1));
+		CHECK(bn_fwd(be, &b->bn2, c2, b2, train));
 		if (b->proj) {
-			CHECK(o->conv2d_forward(be, x, &b->sc_conv.w->value, &b->scc, b->stride, 0));
-			CHECK(bn_fwd(be, &b->sc_bn, &b->scc, &b->sc, train));
+			CHECK(o->conv2d_forward(be, x, &b->sc_conv.w->value, scc, b->stride, 0));
+			CHECK(bn_fwd(be, &b->sc_bn, scc, sct, train));
 		} else {
 			/* option A, or identity when the shape is unchanged */
-			CHECK(o->shortcut_a_forward(be, x, &b->sc, b->stride));
+			CHECK(o->shortcut_a_forward(be, x, sct, b->stride));
 		}
-		CHECK(o->add(be, &b->b2, &b->sc, &b->sum));
-		CHECK(o->relu_forward(be, &b->sum, &b->out));
-		x = &b->out;
+		CHECK(o->add(be, b2, sct, sum));
+		CHECK(o->relu_forward(be, sum, out));
+		x = out;
 	}
 	CHECK(o->avgpool_forward(be, x, &net->pool));
 	CHECK(o->linear_forward(be, &net->pool, &net->fc_w->value, &net->fc));
@@ -562,6 +629,8 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 	const mp_backend_ops *o = be->ops;
 	if (!net->have_loss || !net->train)
 		return mp_seterr(e, "backward needs a training forward pass and its loss");
+	if (size_grads(net, e) < 0)
+		return -1;
 	CHECK(o->softmax_xent_backward(be, &net->probs, net->labels, net->smoothing,
 				       &net->g_logits));
 	if (net->cfg.fc_bn)
