@@ -323,6 +323,31 @@ static void bn_back_sums(const float *x, const float *dy, int N, size_t stride, 
 	*sum_dy_xc = b;
 }
 
+/* Inference as one multiply-add per value, y = x s + t with the channel's
+ * s = gamma / sqrt(var + eps) and t = beta - mean s, in float. */
+int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				 mp_tensor *y)
+{
+	if (mp_cpu_bn_check_infer(be, x, bn, y))
+		return -1;
+	const int N = x->n, C = x->c;
+	const size_t plane = (size_t)x->h * x->w;
+
+#pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
+	for (int n = 0; n < N; n++)
+		for (int c = 0; c < C; c++) {
+			const double invstd = 1.0 / sqrt((double)bn->running_var->data[c] + bn->eps);
+			const float sc = (float)(bn->gamma->data[c] * invstd);
+			const float sh = (float)(bn->beta->data[c] - bn->running_mean->data[c] * invstd *
+								     bn->gamma->data[c]);
+			const float *xp = x->data + ((size_t)n * C + c) * plane;
+			float *yp = y->data + ((size_t)n * C + c) * plane;
+			for (size_t i = 0; i < plane; i++)
+				yp[i] = xp[i] * sc + sh;
+		}
+	return 0;
+}
+
 int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 			    mp_tensor *dbeta)

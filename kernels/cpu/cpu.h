@@ -111,6 +111,8 @@ int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const 
  * the same checks and meaning, fewer passes and vectorizable loops, BN's
  * element-wise parts in float. */
 int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
+int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				 mp_tensor *y);
 int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 			    mp_tensor *dbeta);

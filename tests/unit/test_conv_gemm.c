@@ -429,6 +429,26 @@ static void whole_net(void **state)
 		}
 		print_message("# net shortcut %c: largest gradient error %.1e (%s)\n", c.shortcut,
 			      worst, worst_name);
+		/* evaluation (running statistics, shared buffers) agrees too, and
+		 * the training buffers come back for another step */
+		float *ea = malloc((size_t)N * c.classes * sizeof(float));
+		float *eb = malloc((size_t)N * c.classes * sizeof(float));
+		mp_error e;
+		assert_non_null(ea), assert_non_null(eb);
+		if (mp_resnet_forward(a.net, x, N, SIZE, SIZE, 0, &e) ||
+		    mp_resnet_logits(a.net, ea, &e) ||
+		    mp_resnet_forward(b.net, x, N, SIZE, SIZE, 0, &e) ||
+		    mp_resnet_logits(b.net, eb, &e))
+			fail_msg("%s", e.msg);
+		const double ee = rel_err(eb, ea, (size_t)N * c.classes);
+		print_message("# net shortcut %c: evaluation logits %.1e\n", c.shortcut, ee);
+		assert_true(ee <= NET_RTOL);
+		double again;
+		if (mp_resnet_forward(a.net, x, N, SIZE, SIZE, 1, &e) ||
+		    mp_resnet_loss(a.net, labels, 0.1f, &again, NULL, &e) ||
+		    mp_resnet_backward(a.net, &e))
+			fail_msg("%s", e.msg);
+		free(ea), free(eb);
 		/* the whole fast table gives the same bits for any thread count */
 		static const int threads[] = {1, 2, 3};
 		for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
