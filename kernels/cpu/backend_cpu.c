@@ -48,7 +48,8 @@ int mp_cpu_expect(mp_backend *be, const char *op, const char *name, const mp_ten
 
 /* ---- memory -------------------------------------------------------------- */
 
-static int cpu_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+int mp_cpu_alloc_count(mp_backend *be, mp_tensor *t, int n, int c, int h, int w,
+		       size_t *count)
 {
 	if (!t)
 		return mp_cpu_fail(be, "alloc: no tensor");
@@ -58,11 +59,19 @@ static int cpu_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d has no elements", n, c, h, w);
 	/* the dims are positive ints, so the product of two fits in size_t;
 	 * check the rest step by step against the byte count */
-	size_t count = (size_t)n * (size_t)c;
-	if (count > SIZE_MAX / sizeof(float) / (size_t)h ||
-	    count * (size_t)h > SIZE_MAX / sizeof(float) / (size_t)w)
+	size_t k = (size_t)n * (size_t)c;
+	if (k > SIZE_MAX / sizeof(float) / (size_t)h ||
+	    k * (size_t)h > SIZE_MAX / sizeof(float) / (size_t)w)
 		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d is too large", n, c, h, w);
-	count *= (size_t)h * (size_t)w;
+	*count = k * (size_t)h * (size_t)w;
+	return 0;
+}
+
+static int cpu_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	size_t count;
+	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
+		return -1;
 	float *p = malloc(count * sizeof(float));
 	if (!p)
 		return mp_cpu_fail(be, "alloc: %dx%dx%dx%d: out of memory", n, c, h, w);

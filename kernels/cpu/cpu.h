@@ -37,6 +37,11 @@ int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
 		      const mp_tensor *w, int stride, int pad, int *oh, int *ow);
 void mp_cpu_tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi);
 
+/* alloc's checks, shared by every backend: t emptied, the shape positive
+ * and its byte count within size_t; *count is its number of elements. */
+int mp_cpu_alloc_count(mp_backend *be, mp_tensor *t, int n, int c, int h, int w,
+		       size_t *count);
+
 /* Argument checks of BN and SGD, shared by every backend (bn.c, layers.c):
  * 0, or -1 with the message in be->error. */
 int mp_cpu_bn_check_train(mp_backend *be, const mp_tensor *x, const mp_bn *bn,

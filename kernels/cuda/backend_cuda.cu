@@ -55,17 +55,9 @@ int mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
 
 static int cuda_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 {
-	if (!t)
-		return mp_cpu_fail(be, "alloc: no tensor");
-	t->n = t->c = t->h = t->w = 0;
-	t->data = NULL;
-	if (n < 1 || c < 1 || h < 1 || w < 1)
-		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d has no elements", n, c, h, w);
-	size_t count = (size_t)n * (size_t)c;
-	if (count > SIZE_MAX / sizeof(float) / (size_t)h ||
-	    count * (size_t)h > SIZE_MAX / sizeof(float) / (size_t)w)
-		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d is too large", n, c, h, w);
-	count *= (size_t)h * (size_t)w;
+	size_t count;
+	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
+		return -1;
 	float *p = NULL;
 	cudaError_t e = cudaMalloc((void **)&p, count * sizeof(float));
 	if (e != cudaSuccess)
