@@ -8,6 +8,7 @@
 typedef struct {
 	mp_param *w;
 	int cin, cout, k, stride, pad;
+	mp_tensor prep; /* inference form with its BN (conv_bn_prepare), or empty */
 } conv_layer;
 
 typedef struct {
@@ -49,6 +50,10 @@ struct mp_resnet {
 	int32_t *labels;
 	float smoothing;
 	int have_forward, have_loss, train;
+	/* The convolutions' inference forms are current: cleared by every
+	 * change of a parameter or running statistic (upload, init, SGD, a
+	 * training forward pass). */
+	int prepared;
 };
 
 void mp_resnet_config_default(mp_resnet_config *c)
@@ -288,7 +293,11 @@ void mp_resnet_free(mp_resnet *net)
 		release(be, &net->params[i].momentum);
 	}
 	release_bn(be, &net->stem_bn);
+	release(be, &net->stem_conv.prep);
 	for (int i = 0; net->blocks && i < net->nblocks; i++) {
+		release(be, &net->blocks[i].conv1.prep);
+		release(be, &net->blocks[i].conv2.prep);
+		release(be, &net->blocks[i].sc_conv.prep);
 		release_bn(be, &net->blocks[i].bn1);
 		release_bn(be, &net->blocks[i].bn2);
 		release_bn(be, &net->blocks[i].sc_bn);
@@ -364,6 +373,7 @@ int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error
 
 int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e)
 {
+	net->prepared = 0;
 	if (net->be->ops->upload(net->be, t, host) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(net->be));
 	return 0;
@@ -385,6 +395,7 @@ int mp_resnet_init(mp_resnet *net, uint64_t seed, mp_error *e)
 	mp_rng r;
 	mp_rng_seed(&r, seed);
 	mp_backend *be = net->be;
+	net->prepared = 0;
 	for (int i = 0; i < net->nparams; i++) {
 		mp_param *p = &net->params[i];
 		size_t n = mp_tensor_count(&p->value);
@@ -526,19 +537,69 @@ static int bn_fwd(mp_backend *be, bn_layer *l, const mp_tensor *x, mp_tensor *y,
 		     : be->ops->bn_forward_infer(be, x, &l->bn, y);
 }
 
-int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
-		      int train, mp_error *e)
+/* Evaluation when the backend has conv_bn_forward_infer: every
+ * convolution with its BN, and the block's residual and ReLU, in one
+ * call. Slot 0 holds a block's first output, slot 1 (or 2) its shortcut,
+ * slots 3 and 4 the outputs of alternate blocks. */
+static int prepare(mp_resnet *net, conv_layer *l, const bn_layer *b, mp_error *e)
+{
+	mp_backend *be = net->be;
+	CHECK(be->ops->conv_bn_prepare(be, &l->w->value, &b->bn, l->stride, l->pad, &l->prep));
+	return 0;
+}
+
+static int forward_fused(mp_resnet *net, mp_error *e)
 {
 	mp_backend *be = net->be;
 	const mp_backend_ops *o = be->ops;
-	net->have_forward = net->have_loss = 0;
-	if (n < 1 || (train && n < 2))
-		return mp_seterr(e, train ? "a training batch needs at least 2 images"
-				      : "a batch needs at least 1 image");
+	if (!net->prepared) {
+		if (prepare(net, &net->stem_conv, &net->stem_bn, e))
+			return -1;
+		for (int i = 0; i < net->nblocks; i++) {
+			block *b = &net->blocks[i];
+			if (prepare(net, &b->conv1, &b->bn1, e) || prepare(net, &b->conv2, &b->bn2, e) ||
+			    (b->proj && prepare(net, &b->sc_conv, &b->sc_bn, e)))
+				return -1;
+		}
+		net->prepared = 1;
+	}
+	const conv_layer *sc = &net->stem_conv;
+	mp_tensor *stem = &net->slots[0][4];
+	CHECK(o->conv_bn_forward_infer(be, &net->img, &sc->w->value, &sc->prep, NULL, 1, stem,
+				       sc->stride, sc->pad));
+	const mp_tensor *x = stem;
+	for (int i = 0; i < net->nblocks; i++) {
+		block *b = &net->blocks[i];
+		mp_tensor *t = net->slots[i / net->cfg.depth];
+		mp_tensor *out = (x == &t[3]) ? &t[4] : &t[3];
+		const mp_tensor *res = x;
+		b->x = x;
+		CHECK(o->conv_bn_forward_infer(be, x, &b->conv1.w->value, &b->conv1.prep, NULL, 1,
+					       &t[0], b->conv1.stride, b->conv1.pad));
+		if (b->proj) {
+			CHECK(o->conv_bn_forward_infer(be, x, &b->sc_conv.w->value, &b->sc_conv.prep,
+						       NULL, 0, &t[1], b->sc_conv.stride,
+						       b->sc_conv.pad));
+			res = &t[1];
+		} else if (x->c != out->c || x->h != out->h || x->w != out->w) {
+			CHECK(o->shortcut_a_forward(be, x, &t[1], b->stride));
+			res = &t[1];
+		}
+		CHECK(o->conv_bn_forward_infer(be, &t[0], &b->conv2.w->value, &b->conv2.prep, res, 1,
+					       out, b->conv2.stride, b->conv2.pad));
+		x = out;
+	}
+	CHECK(o->avgpool_forward(be, x, &net->pool));
+	return 0;
+}
+
+/* The layers up to the pooling one by one: training, or evaluation on a
+ * backend without conv_bn_forward_infer. */
+static int forward_layers(mp_resnet *net, int train, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const mp_backend_ops *o = be->ops;
 	const int lean = !train;
-	if (size_buffers(net, n, h, w, lean, e) < 0)
-		return -1;
-	CHECK(o->upload(be, &net->img, images));
 	const conv_layer *sc = &net->stem_conv;
 	/* Evaluation: slots 0-2 hold a block's intermediates, 3 and 4 the
 	 * outputs of alternate blocks, so that an input outlives its block. */
@@ -582,6 +643,26 @@ int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 		x = out;
 	}
 	CHECK(o->avgpool_forward(be, x, &net->pool));
+	return 0;
+}
+
+int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
+		      int train, mp_error *e)
+{
+	mp_backend *be = net->be;
+	const mp_backend_ops *o = be->ops;
+	net->have_forward = net->have_loss = 0;
+	if (n < 1 || (train && n < 2))
+		return mp_seterr(e, train ? "a training batch needs at least 2 images"
+				      : "a batch needs at least 1 image");
+	const int lean = !train;
+	if (train)
+		net->prepared = 0; /* the running statistics move */
+	if (size_buffers(net, n, h, w, lean, e) < 0)
+		return -1;
+	CHECK(o->upload(be, &net->img, images));
+	if (lean && o->conv_bn_forward_infer ? forward_fused(net, e) : forward_layers(net, train, e))
+		return -1;
 	CHECK(o->linear_forward(be, &net->pool, &net->fc_w->value, &net->fc));
 	if (net->cfg.fc_bn)
 		CHECK(bn_fwd(be, &net->fc_bn, &net->fc, &net->logits, train));
@@ -672,6 +753,7 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e)
 {
 	mp_backend *be = net->be;
+	net->prepared = 0;
 	mp_tensor **w = malloc(sizeof *w * (size_t)net->nparams);
 	mp_tensor **g = malloc(sizeof *g * (size_t)net->nparams);
 	mp_tensor **v = malloc(sizeof *v * (size_t)net->nparams);

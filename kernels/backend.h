@@ -119,6 +119,26 @@ typedef struct {
 			mp_tensor *const *v, int count, float lr, float momentum,
 			float wd);
 
+	/* Inference only: one convolution with its BN (running statistics),
+	 * an optional residual and an optional ReLU,
+	 *   y = relu?(bn_infer(conv(x, w)) + res?)
+	 * in two steps. conv_bn_prepare makes prep, the backend's own form of
+	 * w with bn folded in, for this stride and pad (it allocates prep,
+	 * releasing what prep held); the caller keeps it while w and bn stay
+	 * unchanged and releases it with release. conv_bn_forward_infer then
+	 * computes y from x, w and prep: res NULL for none, or shaped as y;
+	 * relu 0 or 1; y shares memory with neither x nor res. The result may
+	 * round differently from the separate operations (the BN scale folded
+	 * into w, a faster convolution algorithm) but agrees to about 1e-5
+	 * relative. Optional, both or neither: NULL in a backend without
+	 * them, and callers then use conv2d_forward, bn_forward_infer, add
+	 * and relu_forward. */
+	int (*conv_bn_prepare)(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stride,
+			       int pad, mp_tensor *prep);
+	int (*conv_bn_forward_infer)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				     const mp_tensor *prep, const mp_tensor *res, int relu,
+				     mp_tensor *y, int stride, int pad);
+
 	/* Frees the backend's own state (handles, pools); may be NULL. */
 	void (*destroy)(mp_backend *be);
 } mp_backend_ops;

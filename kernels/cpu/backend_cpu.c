@@ -149,6 +149,8 @@ static const mp_backend_ops cpu_ops = {
 	.softmax_xent_forward = mp_cpu_softmax_xent_forward,
 	.softmax_xent_backward = mp_cpu_softmax_xent_backward,
 	.sgd_step = mp_cpu_sgd_step,
+	.conv_bn_prepare = mp_cpu_conv_bn_prepare,
+	.conv_bn_forward_infer = mp_cpu_conv_bn_forward_infer,
 };
 
 /* The fast backend: the reference table with the convolutions as im2col +
@@ -184,6 +186,8 @@ static const mp_backend_ops cpu_fast_ops = {
 	.softmax_xent_forward = mp_cpu_softmax_xent_forward,
 	.softmax_xent_backward = mp_cpu_softmax_xent_backward,
 	.sgd_step = mp_cpu_sgd_step,
+	.conv_bn_prepare = mp_cpu_conv_bn_prepare_fast,
+	.conv_bn_forward_infer = mp_cpu_conv_bn_forward_infer_fast,
 	.destroy = cpu_fast_destroy,
 };
 

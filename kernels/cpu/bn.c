@@ -39,18 +39,23 @@ static int bn_eps(mp_backend *be, const char *op, float eps)
  * so that a bad call reads the same everywhere. */
 /* What both forward passes need: y shaped as x, the parameters, the running
  * statistics and eps. */
+int mp_cpu_bn_check_running(mp_backend *be, const char *op, const mp_bn *bn, int C)
+{
+	if (!bn)
+		return mp_cpu_fail(be, "%s: no BN state", op);
+	if (bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
+	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
+	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+		return -1;
+	return 0;
+}
+
 static int bn_check_forward(mp_backend *be, const char *op, const mp_tensor *x,
 			    const mp_bn *bn, const mp_tensor *y)
 {
-	if (mp_cpu_check(be, op, "x", x))
-		return -1;
-	if (!bn)
-		return mp_cpu_fail(be, "%s: no BN state", op);
-	const int C = x->c;
-	if (mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
-	    bn_param(be, op, "gamma", bn->gamma, C) || bn_param(be, op, "beta", bn->beta, C) ||
-	    bn_param(be, op, "running_mean", bn->running_mean, C) ||
-	    bn_param(be, op, "running_var", bn->running_var, C) || bn_eps(be, op, bn->eps))
+	if (mp_cpu_check(be, op, "x", x) ||
+	    mp_cpu_expect(be, op, "y", y, x->n, x->c, x->h, x->w) ||
+	    mp_cpu_bn_check_running(be, op, bn, x->c))
 		return -1;
 	return 0;
 }
@@ -325,6 +330,13 @@ static void bn_back_sums(const float *x, const float *dy, int N, size_t stride, 
 
 /* Inference as one multiply-add per value, y = x s + t with the channel's
  * s = gamma / sqrt(var + eps) and t = beta - mean s, in float. */
+void mp_cpu_bn_fold(const mp_bn *bn, int c, float *scale, float *shift)
+{
+	const double invstd = 1.0 / sqrt((double)bn->running_var->data[c] + bn->eps);
+	*scale = (float)(bn->gamma->data[c] * invstd);
+	*shift = (float)(bn->beta->data[c] - bn->running_mean->data[c] * invstd * bn->gamma->data[c]);
+}
+
 int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 				 mp_tensor *y)
 {
@@ -336,10 +348,8 @@ int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn
 #pragma omp parallel for collapse(2) num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
 	for (int n = 0; n < N; n++)
 		for (int c = 0; c < C; c++) {
-			const double invstd = 1.0 / sqrt((double)bn->running_var->data[c] + bn->eps);
-			const float sc = (float)(bn->gamma->data[c] * invstd);
-			const float sh = (float)(bn->beta->data[c] - bn->running_mean->data[c] * invstd *
-								     bn->gamma->data[c]);
+			float sc, sh;
+			mp_cpu_bn_fold(bn, c, &sc, &sh);
 			const float *xp = x->data + ((size_t)n * C + c) * plane;
 			float *yp = y->data + ((size_t)n * C + c) * plane;
 			for (size_t i = 0; i < plane; i++)

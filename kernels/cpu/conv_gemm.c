@@ -128,7 +128,7 @@ static int grow(float **p, size_t *have, size_t need)
 }
 
 /* nt thread blocks of per_thread floats and part floats of partial sums. */
-static int reserve(mp_backend *be, const char *op, int nt, size_t per_thread, size_t part)
+int mp_cpu_scratch(mp_backend *be, const char *op, int nt, size_t per_thread, size_t part)
 {
 	gemm_state *st = be->impl;
 	if (!st)
@@ -155,6 +155,16 @@ static int reserve(mp_backend *be, const char *op, int nt, size_t per_thread, si
 	if (grow(&st->part, &st->part_size, part))
 		return mp_cpu_fail(be, "%s: out of memory for %zu scratch floats", op, part);
 	return 0;
+}
+
+float *mp_cpu_scratch_thread(mp_backend *be, int thread)
+{
+	return ((gemm_state *)be->impl)->slot[thread];
+}
+
+float *mp_cpu_scratch_shared(mp_backend *be)
+{
+	return ((gemm_state *)be->impl)->part;
 }
 
 /* Images per product for planes of P outputs: a power of two, so that a
@@ -299,7 +309,7 @@ int mp_cpu_conv2d_forward_gemm(mp_backend *be, const mp_tensor *x, const mp_tens
 	const size_t col_size = g.direct && g.G == 1 ? 0 :
 				(size_t)g.R * (g.G == 1 ? (size_t)g.rows * ow : (size_t)g.G * g.P);
 	const size_t out_size = g.G == 1 ? 0 : (size_t)g.K * g.G * g.P;
-	if (reserve(be, op, nt, col_size + out_size, 0))
+	if (mp_cpu_scratch(be, op, nt, col_size + out_size, 0))
 		return -1;
 	gemm_state *st = be->impl;
 	const size_t xsize = (size_t)g.C * g.H * g.W, ysize = (size_t)g.K * g.P;
@@ -363,7 +373,7 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 				(size_t)g.R * (g.G == 1 ? (size_t)g.rows * ow : (size_t)g.G * g.P);
 	const size_t dyg_size = g.G == 1 ? 0 : (size_t)g.K * g.G * g.P;
 	const size_t part_size = dw && g.groups > 1 ? (size_t)g.groups * wsize : 0;
-	if (reserve(be, op, nt, col_size + dyg_size, part_size))
+	if (mp_cpu_scratch(be, op, nt, col_size + dyg_size, part_size))
 		return -1;
 	gemm_state *st = be->impl;
 	const size_t xsize = (size_t)g.C * g.H * g.W, ysize = (size_t)g.K * g.P;

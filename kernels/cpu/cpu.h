@@ -51,6 +51,12 @@ int mp_cpu_bn_check_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			     const mp_tensor *dy, const mp_tensor *dx, const mp_tensor *dgamma,
 			     const mp_tensor *dbeta);
+/* The BN parameters and running statistics an inference pass over
+ * `channels` channels reads, and eps. */
+int mp_cpu_bn_check_running(mp_backend *be, const char *op, const mp_bn *bn, int channels);
+/* BN inference as y = x scale + shift for channel c, the float factors
+ * every CPU inference path uses. */
+void mp_cpu_bn_fold(const mp_bn *bn, int c, float *scale, float *shift);
 int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		     mp_tensor *const *v, int count);
 
@@ -79,6 +85,12 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 				const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
 				int stride, int pad);
 void *mp_cpu_gemm_state_new(void);
+/* The fast backend's scratch memory (conv_gemm.c): mp_cpu_scratch makes
+ * nt per-thread blocks of per_thread floats and one shared block of shared
+ * floats (0, or -1 with be->error set); the blocks' contents are undefined. */
+int mp_cpu_scratch(mp_backend *be, const char *op, int nt, size_t per_thread, size_t shared);
+float *mp_cpu_scratch_thread(mp_backend *be, int thread);
+float *mp_cpu_scratch_shared(mp_backend *be);
 void mp_cpu_gemm_state_free(void *state);
 /* The kernels OpenBLAS uses ("SkylakeX", "Haswell", ...), for benchmarks. */
 const char *mp_cpu_blas_core(void);
@@ -125,6 +137,25 @@ int mp_cpu_relu_forward_fast(mp_backend *be, const mp_tensor *x, mp_tensor *y);
 int mp_cpu_relu_backward_fast(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
 			      mp_tensor *dx);
 int mp_cpu_add_fast(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+
+/* conv_bn_prepare and conv_bn_forward_infer (conv_infer.c): the reference
+ * (conv.c's loops, then BN, residual and ReLU in one pass) and the fast
+ * one (Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions, im2col + SGEMM
+ * for the others). */
+int mp_cpu_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stride,
+			   int pad, mp_tensor *prep);
+int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				 const mp_tensor *prep, const mp_tensor *res, int relu,
+				 mp_tensor *y, int stride, int pad);
+int mp_cpu_conv_bn_prepare_fast(mp_backend *be, const mp_tensor *w, const mp_bn *bn,
+				int stride, int pad, mp_tensor *prep);
+int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				      const mp_tensor *prep, const mp_tensor *res, int relu,
+				      mp_tensor *y, int stride, int pad);
+/* 0: the Winograd tiles move through the portable loops even where AVX-512
+ * exists (they give the same bits), so that tests reach both; 1 (the
+ * default): AVX-512 where the CPU has it. Not thread-safe. */
+void mp_cpu_allow_simd_tiles(int allow);
 
 /* Threads pay only above some work: below it the fork/join costs more
  * than the loop, and an OpenMP team waiting for a busy core stalls. The

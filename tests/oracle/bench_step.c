@@ -5,6 +5,7 @@
  *   backend <tab> batch <tab> threads <tab> images/s <tab> seconds/step
  * For scripts/bench-conv.sh; not a test. With BENCH_OPS set in the
  * environment, also the time per step of each kind of operation on stderr.
+ * With BENCH_EVAL set, a step is an evaluation forward pass instead.
  *
  * usage: bench_step cpu|cpu-ref BATCH STEPS THREADS [SIZE] */
 #include <stdint.h>
@@ -25,9 +26,10 @@ static double now(void)
 }
 
 /* Per-operation times: the backend's table with timed wrappers. */
-enum { T_CONV_F, T_CONV_B, T_BN_F, T_BN_B, T_RELU_F, T_RELU_B, T_ADD, T_SGD, T_COUNT };
+enum { T_CONV_F, T_CONV_B, T_BN_F, T_BN_B, T_RELU_F, T_RELU_B, T_ADD, T_SGD, T_CONV_BN, T_COUNT };
 static const char *const t_name[T_COUNT] = {"conv fwd", "conv bwd", "bn fwd", "bn bwd",
-					    "relu fwd", "relu bwd", "add", "sgd"};
+					    "relu fwd", "relu bwd", "add", "sgd", "conv+bn"};
+static int eval_only;
 static double t_sum[T_COUNT];
 static mp_backend_ops timed;
 static const mp_backend_ops *inner;
@@ -84,6 +86,12 @@ static int t_sgd(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 	TIMED(T_SGD, inner->sgd_step(be, w, g, v, count, lr, m, wd));
 }
 
+static int t_conv_bn(mp_backend *be, const mp_tensor *x, const mp_tensor *w, const mp_tensor *prep,
+		     const mp_tensor *res, int relu, mp_tensor *y, int s, int p)
+{
+	TIMED(T_CONV_BN, inner->conv_bn_forward_infer(be, x, w, prep, res, relu, y, s, p));
+}
+
 static void time_ops(mp_backend *be)
 {
 	inner = be->ops;
@@ -96,6 +104,8 @@ static void time_ops(mp_backend *be)
 	timed.relu_backward = t_relu_b;
 	timed.add = t_add;
 	timed.sgd_step = t_sgd;
+	if (inner->conv_bn_forward_infer)
+		timed.conv_bn_forward_infer = t_conv_bn;
 	be->ops = &timed;
 }
 
@@ -103,6 +113,8 @@ static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, in
 		mp_error *e)
 {
 	double loss;
+	if (eval_only)
+		return mp_resnet_forward(net, x, n, size, size, 0, e);
 	if (mp_resnet_forward(net, x, n, size, size, 1, e) < 0 ||
 	    mp_resnet_loss(net, labels, 0.0f, &loss, NULL, e) < 0 ||
 	    mp_resnet_backward(net, e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, e) < 0)
@@ -135,6 +147,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const int verbose = getenv("BENCH_OPS") != NULL;
+	eval_only = getenv("BENCH_EVAL") != NULL;
 	if (be && verbose)
 		time_ops(be);
 	mp_error e;
