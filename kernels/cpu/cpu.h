@@ -152,9 +152,20 @@ int mp_cpu_conv_bn_prepare_fast(mp_backend *be, const mp_tensor *w, const mp_bn 
 int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 				      const mp_tensor *prep, const mp_tensor *res, int relu,
 				      mp_tensor *y, int stride, int pad);
-/* 0: the Winograd tiles move through the portable loops even where AVX-512
- * exists (they give the same bits), so that tests reach both; 1 (the
- * default): AVX-512 where the CPU has it. Not thread-safe. */
+
+/* Winograd F(4x4, 3x3) (winograd.c). mp_cpu_winograd_weights: u[36][K][C]
+ * from 3x3 weights w (K x C x 3 x 3), scaled by scale[k], on `threads` threads. mp_cpu_winograd_pays:
+ * whether an H x W plane gains by it. mp_cpu_winograd_conv: y =
+ * relu?(conv(x, w) scale + shift + res?) for a 3x3, stride-1, pad-1
+ * convolution of K outputs, from u; arguments already checked. */
+void mp_cpu_winograd_weights(const float *w, const float *scale, int K, int C, float *u,
+			     int threads);
+int mp_cpu_winograd_pays(int H, int W);
+int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, const float *u,
+			 const float *shift, int K, const mp_tensor *res, int relu, mp_tensor *y);
+/* 0: the Winograd transforms run as the portable loops even where AVX-512
+ * exists, so that tests reach both; 1 (the default): AVX-512 where the CPU
+ * has it. Not thread-safe. */
 void mp_cpu_allow_simd_tiles(int allow);
 
 /* Threads pay only above some work: below it the fork/join costs more

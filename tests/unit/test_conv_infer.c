@@ -7,9 +7,9 @@
  * F(4x4, 3x3) with planes whose tiles fit exactly, leave a partial last
  * tile, span one or several chunks of 16 tiles, planes too small for
  * Winograd, blocks that span images, and the im2col path (stride 2, 1x1,
- * the stem); with and without residual and ReLU; the tiles moved by
- * AVX-512 and by the portable loops (the same bits); the same bits for 1,
- * 2 and 3 threads; the errors; a whole network's evaluation.
+ * the stem); with and without residual and ReLU; the AVX-512 transforms
+ * and the portable ones; the same bits for 1, 2 and 3 threads; the
+ * errors; a whole network's evaluation.
  *
  * Tolerance. Winograd F(4x4, 3x3) in float loses a few more bits than a
  * direct sum: the transforms multiply by up to 8 (A) and 5 (B) before
@@ -175,21 +175,21 @@ static void matches_reference(void **state)
 			float *p = fused(fast, &l, with_res, relu);
 			mp_cpu_allow_simd_tiles(1);
 			const size_t n = mp_tensor_count(&l.y);
-			const double er = rel_err(r, want, n), ef = rel_err(f, want, n);
+			const double er = rel_err(r, want, n), ef = rel_err(f, want, n),
+				     ep = rel_err(p, want, n);
 			if (v == 3)
 				print_message("# %dx%-2dx%2dx%-2d k%-2d %dx%d s%d p%d: reference %.1e, "
-					      "fast %.1e\n", s.n, s.c, s.h, s.w, s.k, s.kh, s.kw,
-					      s.stride, s.pad, er, ef);
+					      "fast %.1e, portable %.1e\n", s.n, s.c, s.h, s.w, s.k,
+					      s.kh, s.kw, s.stride, s.pad, er, ef, ep);
 			assert_true(er <= RTOL);
 			assert_true(ef <= RTOL);
-			/* the portable loops only move values: the same bits */
-			assert_memory_equal(p, f, n * sizeof *f);
+			assert_true(ep <= RTOL);
 			/* the ReLU leaves no negative value, and without it some remain */
 			int negative = 0;
 			for (size_t j = 0; j < n; j++)
 				negative |= f[j] < 0;
 			assert_int_equal(negative, !relu);
-			worst = fmax(worst, ef);
+			worst = fmax(worst, fmax(ef, ep));
 			free(want), free(r), free(f), free(p);
 		}
 		layer_free(&l);

@@ -1,0 +1,532 @@
+/* Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, 2015) for the
+ * fast backend's inference convolutions (conv_infer.c): a 3x3, stride-1,
+ * pad-1 convolution as
+ *
+ *   y tile (4x4) = A^T [sum_c (G g_kc G^T) (.) (B^T d_c B)] A
+ *
+ * where d_c is the tile's 6x6 input patch of channel c and (.) multiplies
+ * element-wise. The sum over channels is 36 matrix products (one per
+ * element p of the 6x6 transformed tile) of the transformed weights
+ * u[p] (K x C) by the transformed inputs v[p] (C x tiles): 36 C K
+ * multiply-adds per tile instead of 144 C K, 4 times fewer. The
+ * transforms have small integer coefficients (G: quarters, sixths), so
+ * the result stays within a few 1e-6 relative of the direct sum.
+ *
+ * Same bits for any thread count: the tiles are taken in blocks of whole
+ * tile rows whose size depends only on the shapes, and in each block
+ * every channel's transform, every product and every output channel's
+ * transform is done by one thread with the order of every sum fixed;
+ * which thread takes which changes nothing. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cpu.h"
+
+/* Transformed inputs and products of one block: about this many bytes,
+ * so that they stay in the threads' L2 caches between the steps. */
+#define BLOCK_BYTES (3u << 20)
+
+/* The portable transforms' loops vectorize best for the machine they run on. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* u[p][k][c] = scale[k] (G g_kc G^T)[p], p = 6 a + b, with
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+ *      1/24 -1/12 1/6; 0 0 1], in double before the one rounding. */
+static const double G[6][3] = {
+	{1.0 / 4, 0, 0},		 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+	{-1.0 / 6, 1.0 / 6, -1.0 / 6},	 {1.0 / 24, 1.0 / 12, 1.0 / 6},
+	{1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1},
+};
+
+/* One output channel: w its C x 3 x 3 weights, u its row of u[0][k]
+ * (the other elements kc floats apart); 16 input channels at a time, so
+ * that the sums vectorize. */
+VECTOR_CLONES
+static void weights_row(const float *w, double scale, int C, size_t kc, float *u)
+{
+	enum { B = 16 };
+	for (int c0 = 0; c0 < C; c0 += B) {
+		const int n = C - c0 < B ? C - c0 : B;
+		double g[9][B], t[6][3][B]; /* g, then G g */
+		for (int i = 0; i < 9; i++)
+			for (int c = 0; c < n; c++)
+				g[i][c] = w[(size_t)(c0 + c) * 9 + i];
+		for (int a = 0; a < 6; a++)
+			for (int j = 0; j < 3; j++)
+#pragma omp simd
+				for (int c = 0; c < n; c++)
+					t[a][j][c] = G[a][0] * g[j][c] + G[a][1] * g[3 + j][c] +
+						     G[a][2] * g[6 + j][c];
+		for (int a = 0; a < 6; a++)
+			for (int b = 0; b < 6; b++) {
+				float *ub = u + (size_t)(6 * a + b) * kc + c0;
+#pragma omp simd
+				for (int c = 0; c < n; c++)
+					ub[c] = (float)((t[a][0][c] * G[b][0] + t[a][1][c] * G[b][1] +
+							 t[a][2][c] * G[b][2]) * scale);
+			}
+	}
+}
+
+void mp_cpu_winograd_weights(const float *w, const float *scale, int K, int C, float *u,
+			     int threads)
+{
+	const size_t kc = (size_t)K * C;
+#pragma omp parallel for num_threads(threads) schedule(static) if (MP_CPU_WORTH_THREADS(kc))
+	for (int k = 0; k < K; k++)
+		weights_row(w + (size_t)k * C * 9, scale[k], C, kc, u + (size_t)k * C);
+}
+
+typedef struct {
+	int N, C, H, W, K;
+	int th, tw;	 /* tile rows and columns of an image */
+	int rows;	 /* tile rows per block */
+	int blocks;	 /* blocks over all N th tile rows */
+	size_t cap;	 /* tiles a block holds at most: rows tw */
+} wino_geom;
+
+/* 36 th tw products per (k, c) instead of 9 H W: worth it when at most
+ * half (the planes of the reference network all are; a 5x5 one is not). */
+int mp_cpu_winograd_pays(int H, int W)
+{
+	const long long th = (H + 3) / 4, tw = (W + 3) / 4;
+	return 36 * th * tw * 2 <= 9LL * H * W;
+}
+
+/* In place on six rows of n floats, 'stride' apart: z = B^T z, with
+ * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+ *        0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
+VECTOR_CLONES
+static void input_step(float *z, size_t stride, int n)
+{
+	float *restrict z0 = z, *restrict z1 = z0 + stride, *restrict z2 = z1 + stride,
+		       *restrict z3 = z2 + stride, *restrict z4 = z3 + stride,
+		       *restrict z5 = z4 + stride;
+#pragma omp simd
+	for (int i = 0; i < n; i++) {
+		const float d0 = z0[i], d1 = z1[i], d2 = z2[i], d3 = z3[i], d4 = z4[i], d5 = z5[i];
+		z0[i] = 4 * d0 - 5 * d2 + d4;
+		z1[i] = -4 * (d1 + d2) + d3 + d4;
+		z2[i] = 4 * (d1 - d2) - d3 + d4;
+		z3[i] = -2 * (d1 - d3) - d2 + d4;
+		z4[i] = 2 * (d1 - d3) - d2 + d4;
+		z5[i] = 4 * d1 - 5 * d3 + d5;
+	}
+}
+
+/* In place on six rows of n floats, 'stride' apart: the first four become
+ * A^T z, with A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
+VECTOR_CLONES
+static void output_step(float *z, size_t stride, int n)
+{
+	float *restrict z0 = z, *restrict z1 = z0 + stride, *restrict z2 = z1 + stride,
+		       *restrict z3 = z2 + stride, *restrict z4 = z3 + stride,
+		       *restrict z5 = z4 + stride;
+#pragma omp simd
+	for (int i = 0; i < n; i++) {
+		const float p12 = z1[i] + z2[i], n12 = z1[i] - z2[i];
+		const float p34 = z3[i] + z4[i], n34 = z3[i] - z4[i];
+		const float m0 = z0[i], m5 = z5[i];
+		z0[i] = m0 + p12 + p34;
+		z1[i] = n12 + 2 * n34;
+		z2[i] = p12 + 4 * p34;
+		z3[i] = n12 + 8 * n34 + m5;
+	}
+}
+
+/* ---- the portable transforms ----
+ *
+ * Column b of tile tx is image column 4 tx + b - 1 (zero outside the
+ * row). A tile row's outputs go through a line, line[4 tx + j] = output
+ * column j of tile tx, which holds whole chunks of 16 tiles
+ * (64 * chunks + 8 floats) so that the AVX-512 version can write it a
+ * vector at a time. */
+
+static int chunks_of(int n)
+{
+	return (n + 15) / 16;
+}
+
+static size_t line_floats(int tw)
+{
+	return 64 * (size_t)chunks_of(tw) + 8;
+}
+
+/* The transformed input of channel c for the tile rows r0..r1-1 (global:
+ * r = n th + ty): v[p][c][t], t the tile's index in the block, p = 6 a + b
+ * the element of B^T d B. Each tile's 6x6 patch (image rows
+ * 4 ty - 1 .. 4 ty + 4, columns 4 tx - 1 .. 4 tx + 4, zero outside) is
+ * first gathered into v, then transformed in place over all the block's
+ * tiles at once. */
+static void transform_input(const wino_geom *g, const float *x, int c, int r0, int r1,
+			    float *v)
+{
+	const int H = g->H, W = g->W, tw = g->tw, tiles = (r1 - r0) * tw;
+	const size_t ct = (size_t)g->C * g->cap;
+	float *vc = v + (size_t)c * g->cap;
+	for (int r = r0; r < r1; r++) {
+		const int n = r / g->th, ty = r % g->th;
+		const float *xc = x + ((size_t)n * g->C + c) * H * W;
+		float *vt = vc + (size_t)(r - r0) * tw;
+		for (int a = 0; a < 6; a++) {
+			const int iy = 4 * ty - 1 + a;
+			for (int b = 0; b < 6; b++) {
+				float *vb = vt + (size_t)(6 * a + b) * ct;
+				for (int tx = 0; tx < tw; tx++) {
+					const int ix = 4 * tx + b - 1;
+					vb[tx] = iy >= 0 && iy < H && ix >= 0 && ix < W
+							 ? xc[(size_t)iy * W + ix] : 0.0f;
+				}
+			}
+		}
+	}
+	/* B^T over the patch rows, then B over its columns */
+	for (int b = 0; b < 6; b++)
+		input_step(vc + (size_t)b * ct, 6 * ct, tiles);
+	for (int a = 0; a < 6; a++)
+		input_step(vc + (size_t)(6 * a) * ct, ct, tiles);
+}
+
+/* In place, output channel k of the block: A^T M A, o[i][j] at p = 6 i + j. */
+static void output_transform(const wino_geom *g, float *m, int k, int tiles)
+{
+	const size_t kt = (size_t)g->K * g->cap;
+	float *mk = m + (size_t)k * g->cap;
+	/* A^T over the rows (rows 0-3 of each column b), then A over the
+	 * columns of those rows */
+	for (int b = 0; b < 6; b++)
+		output_step(mk + (size_t)b * kt, 6 * kt, tiles);
+	for (int i = 0; i < 4; i++)
+		output_step(mk + (size_t)(6 * i) * kt, kt, tiles);
+}
+
+/* line[4 tx + j] = o[j * kt + tx], j = 0..3, tx < tw */
+static void scatter_tiles_plain(const float *o, size_t kt, int tw, float *line)
+{
+	for (int j = 0; j < 4; j++) {
+		const float *oj = o + (size_t)j * kt;
+		for (int tx = 0; tx < tw; tx++)
+			line[4 * tx + j] = oj[tx];
+	}
+}
+
+/* ---- the AVX-512 transforms ----
+ *
+ * The same transforms, 16 tiles at a time whatever the plane's width (the
+ * 16 may span tile rows and images): each tile's patch element is fetched
+ * by a masked gather at a per-block offset, the 6x6 transform is done in
+ * registers, and every transformed value is stored once. The output
+ * transform likewise reads each product once. */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512 1
+
+/* Per block: each tile's offset off[t] = n C H W + (4 ty - 1) W + 4 tx - 1
+ * (its patch's first element in channel 0), and for each chunk of 16
+ * tiles which of them have patch row a (row_ok[a][chunk]) and patch
+ * column b (col_ok[b][chunk]) inside the image. */
+typedef struct {
+	int32_t *off;
+	uint32_t *row_ok, *col_ok;
+} tile_table;
+
+static size_t table_floats(size_t cap)
+{
+	return cap + 16 + 12 * (size_t)chunks_of((int)cap);
+}
+
+static void table_fill(const wino_geom *g, int r0, int r1, tile_table *tt)
+{
+	const int tw = g->tw, tiles = (r1 - r0) * tw, chunks = chunks_of(tiles);
+	memset(tt->row_ok, 0, 6 * (size_t)chunks * sizeof *tt->row_ok);
+	memset(tt->col_ok, 0, 6 * (size_t)chunks * sizeof *tt->col_ok);
+	for (int t = 0; t < tiles; t++) {
+		const int r = r0 + t / tw, tx = t % tw, n = r / g->th, ty = r % g->th;
+		tt->off[t] = (int32_t)((long long)n * g->C * g->H * g->W +
+				       (long long)(4 * ty - 1) * g->W + 4 * tx - 1);
+		const uint32_t bit = 1u << (t % 16);
+		for (int a = 0; a < 6; a++) {
+			const int iy = 4 * ty - 1 + a, ix = 4 * tx - 1 + a;
+			if (iy >= 0 && iy < g->H)
+				tt->row_ok[a * chunks + t / 16] |= bit;
+			if (ix >= 0 && ix < g->W)
+				tt->col_ok[a * chunks + t / 16] |= bit;
+		}
+	}
+	for (int t = tiles; t < 16 * chunks; t++)
+		tt->off[t] = 0;
+}
+
+/* z = B^T d over six vectors */
+__attribute__((target("avx512f"))) static inline void bt6(const __m512 d[6], __m512 z[6])
+{
+	const __m512 two = _mm512_set1_ps(2), four = _mm512_set1_ps(4),
+		     five = _mm512_set1_ps(5);
+	const __m512 d12 = _mm512_add_ps(d[1], d[2]), e12 = _mm512_sub_ps(d[1], d[2]);
+	const __m512 e13 = _mm512_sub_ps(d[1], d[3]);
+	const __m512 d4m2 = _mm512_sub_ps(d[4], d[2]), d4m3 = _mm512_sub_ps(d[4], d[3]);
+	z[0] = _mm512_fnmadd_ps(five, d[2], _mm512_fmadd_ps(four, d[0], d[4]));
+	z[1] = _mm512_fnmadd_ps(four, d12, _mm512_add_ps(d[3], d[4]));
+	z[2] = _mm512_fmadd_ps(four, e12, d4m3);
+	z[3] = _mm512_fnmadd_ps(two, e13, d4m2);
+	z[4] = _mm512_fmadd_ps(two, e13, d4m2);
+	z[5] = _mm512_fnmadd_ps(five, d[3], _mm512_fmadd_ps(four, d[1], d[5]));
+}
+
+/* o = A^T z over six vectors (four results) */
+__attribute__((target("avx512f"))) static inline void at6(const __m512 z[6], __m512 o[4])
+{
+	const __m512 p12 = _mm512_add_ps(z[1], z[2]), n12 = _mm512_sub_ps(z[1], z[2]);
+	const __m512 p34 = _mm512_add_ps(z[3], z[4]), n34 = _mm512_sub_ps(z[3], z[4]);
+	o[0] = _mm512_add_ps(_mm512_add_ps(z[0], p12), p34);
+	o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2), n34, n12);
+	o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4), p34, p12);
+	o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8), n34, n12), z[5]);
+}
+
+__attribute__((target("avx512f"))) static void transform_input_avx512(
+	const wino_geom *g, const float *x, int c, int tiles, const tile_table *tt, float *v)
+{
+	const size_t ct = (size_t)g->C * g->cap;
+	const int chunks = chunks_of(tiles);
+	const float *xc = x + (size_t)c * g->H * g->W;
+	float *vc = v + (size_t)c * g->cap;
+	for (int ch = 0; ch < chunks; ch++) {
+		const int t0 = 16 * ch;
+		const __mmask16 live = tiles - t0 >= 16 ? 0xffff : (__mmask16)((1u << (tiles - t0)) - 1);
+		const __m512i base = _mm512_loadu_si512(tt->off + t0);
+		__m512 s[6][6]; /* B^T d: s[a][b] */
+		for (int b = 0; b < 6; b++) {
+			__m512 d[6], z[6];
+			for (int a = 0; a < 6; a++) {
+				const __mmask16 m = (__mmask16)(tt->row_ok[a * chunks + ch] &
+								tt->col_ok[b * chunks + ch]);
+				const __m512i at = _mm512_add_epi32(base, _mm512_set1_epi32(a * g->W + b));
+				d[a] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, at, xc, 4);
+			}
+			bt6(d, z);
+			for (int a = 0; a < 6; a++)
+				s[a][b] = z[a];
+		}
+		for (int a = 0; a < 6; a++) {
+			__m512 z[6];
+			bt6(s[a], z);
+			for (int b = 0; b < 6; b++)
+				_mm512_mask_storeu_ps(vc + (size_t)(6 * a + b) * ct + t0, live, z[b]);
+		}
+	}
+}
+
+__attribute__((target("avx512f"))) static void output_transform_avx512(const wino_geom *g,
+									float *m, int k, int tiles)
+{
+	const size_t kt = (size_t)g->K * g->cap;
+	float *mk = m + (size_t)k * g->cap;
+	for (int t0 = 0; t0 < tiles; t0 += 16) {
+		const __mmask16 live = tiles - t0 >= 16 ? 0xffff : (__mmask16)((1u << (tiles - t0)) - 1);
+		__m512 s[4][6]; /* A^T M: s[i][b] */
+		for (int b = 0; b < 6; b++) {
+			__m512 z[6], o[4];
+			for (int a = 0; a < 6; a++)
+				z[a] = _mm512_maskz_loadu_ps(live, mk + (size_t)(6 * a + b) * kt + t0);
+			at6(z, o);
+			for (int i = 0; i < 4; i++)
+				s[i][b] = o[i];
+		}
+		for (int i = 0; i < 4; i++) {
+			__m512 o[4];
+			at6(s[i], o);
+			for (int j = 0; j < 4; j++)
+				_mm512_mask_storeu_ps(mk + (size_t)(6 * i + j) * kt + t0, live, o[j]);
+		}
+	}
+}
+
+__attribute__((target("avx512f"))) static void scatter_tiles_avx512(const float *o, size_t kt,
+								    int tw, float *line)
+{
+	/* pairs (o0, o1) and (o2, o3) interleaved as floats, then the pairs
+	 * interleaved as doubles */
+	const __m512i lo2 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+	const __m512i hi2 = _mm512_add_epi32(lo2, _mm512_set1_epi32(8));
+	const __m512i lo4 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+	const __m512i hi4 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+	for (int tx = 0; tx < tw; tx += 16) {
+		const __mmask16 m = tw - tx >= 16 ? 0xffff : (__mmask16)((1u << (tw - tx)) - 1);
+		const __m512 o0 = _mm512_maskz_loadu_ps(m, o + tx);
+		const __m512 o1 = _mm512_maskz_loadu_ps(m, o + kt + tx);
+		const __m512 o2 = _mm512_maskz_loadu_ps(m, o + 2 * kt + tx);
+		const __m512 o3 = _mm512_maskz_loadu_ps(m, o + 3 * kt + tx);
+		const __m512d a_lo = _mm512_castps_pd(_mm512_permutex2var_ps(o0, lo2, o1));
+		const __m512d a_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o0, hi2, o1));
+		const __m512d b_lo = _mm512_castps_pd(_mm512_permutex2var_ps(o2, lo2, o3));
+		const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o2, hi2, o3));
+		float *l = line + 4 * tx;
+		_mm512_storeu_pd((double *)l, _mm512_permutex2var_pd(a_lo, lo4, b_lo));
+		_mm512_storeu_pd((double *)(l + 16), _mm512_permutex2var_pd(a_lo, hi4, b_lo));
+		_mm512_storeu_pd((double *)(l + 32), _mm512_permutex2var_pd(a_hi, lo4, b_hi));
+		_mm512_storeu_pd((double *)(l + 48), _mm512_permutex2var_pd(a_hi, hi4, b_hi));
+	}
+}
+#endif
+
+static int allow_simd = 1;
+
+void mp_cpu_allow_simd_tiles(int allow)
+{
+	allow_simd = allow;
+}
+
+/* Whether the AVX-512 transforms run: the CPU has AVX-512, they are
+ * allowed, and every offset of x fits the gathers' 32-bit indices. */
+static int use_avx512(const mp_tensor *x)
+{
+#ifdef HAVE_AVX512
+	static int have = -1;
+	if (have < 0) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("avx512f") != 0;
+	}
+	return have && allow_simd && mp_tensor_count(x) < ((size_t)1 << 31) - 16;
+#else
+	(void)x;
+	return 0;
+#endif
+}
+
+/* y = relu?(line + shift + res?) over n values */
+VECTOR_CLONES
+static void finish_row(const float *line, float shift, const float *res, int relu, float *y,
+		       int n)
+{
+	if (res) {
+#pragma omp simd
+		for (int i = 0; i < n; i++) {
+			const float val = line[i] + shift + res[i];
+			y[i] = relu && val < 0 ? 0.0f : val;
+		}
+	} else {
+#pragma omp simd
+		for (int i = 0; i < n; i++) {
+			const float val = line[i] + shift;
+			y[i] = relu && val < 0 ? 0.0f : val;
+		}
+	}
+}
+
+/* y of channel k for the tile rows r0..r1-1 from the transformed
+ * products o[i][j] = m[6 i + j][k][t]: + shift (+ res) (ReLU), the parts
+ * of the 4x4 tiles inside the image. line: line_floats. */
+static void write_output(const wino_geom *g, const float *m, int k, float shift,
+			 const float *res, int relu, int r0, int r1, float *y, float *line,
+			 int avx512)
+{
+	const int H = g->H, W = g->W, tw = g->tw, K = g->K;
+	const size_t kt = (size_t)K * g->cap;
+	const float *mk = m + (size_t)k * g->cap;
+	for (int r = r0; r < r1; r++) {
+		const int n = r / g->th, ty = r % g->th;
+		const size_t plane = ((size_t)n * K + k) * H * W;
+		const float *mt = mk + (size_t)(r - r0) * tw;
+		for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
+			const size_t at = plane + (size_t)(4 * ty + i) * W;
+#ifdef HAVE_AVX512
+			if (avx512)
+				scatter_tiles_avx512(mt + (size_t)(6 * i) * kt, kt, tw, line);
+			else
+#endif
+				scatter_tiles_plain(mt + (size_t)(6 * i) * kt, kt, tw, line);
+			finish_row(line, shift, res ? res + at : NULL, relu, y + at, W);
+		}
+	}
+	(void)avx512;
+}
+
+/* Winograd over blocks of tile rows, one block at a time, each in three
+ * steps split between the threads: the input transform by channel, the
+ * 36 products by element, the output transform by output channel. So
+ * every thread reads only its share of the transformed weights, which
+ * then pass through the cache once per block. A block holds about
+ * BLOCK_BYTES of transformed inputs and products, or more when the
+ * weights are the larger (the deep stages' small planes): at least
+ * K C / (C + K) tiles, so that the weights are read no more often than
+ * the block's own data. */
+int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, const float *u,
+			 const float *shift, int K, const mp_tensor *res, int relu, mp_tensor *y)
+{
+	wino_geom g = {.N = x->n, .C = x->c, .H = x->h, .W = x->w, .K = K};
+	g.th = (g.H + 3) / 4;
+	g.tw = (g.W + 3) / 4;
+	const size_t per_tile = 36 * sizeof(float) * ((size_t)g.C + g.K);
+	size_t want = BLOCK_BYTES / per_tile;
+	const size_t for_weights = (size_t)g.K * g.C / ((size_t)g.C + g.K);
+	if (want < for_weights)
+		want = for_weights;
+	const size_t total_rows = (size_t)g.N * g.th;
+	const size_t rows = (want + g.tw - 1) / g.tw;
+	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
+	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
+	g.cap = (size_t)g.rows * g.tw;
+
+	const int nt = mp_cpu_threads(be);
+	const size_t v_size = 36 * (size_t)g.C * g.cap, m_size = 36 * (size_t)g.K * g.cap;
+	const int avx512 = use_avx512(x);
+	const size_t t_size = avx512 ? table_floats(g.cap) : 0;
+	if (mp_cpu_scratch(be, op, nt, line_floats(g.tw), v_size + m_size + t_size))
+		return -1;
+	const size_t kc = (size_t)g.K * g.C;
+	float *v = mp_cpu_scratch_shared(be), *m = v + v_size;
+#ifdef HAVE_AVX512
+	tile_table tt = {.off = (int32_t *)(m + m_size)};
+	tt.row_ok = (uint32_t *)(tt.off + g.cap + 16);
+	tt.col_ok = tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);
+#endif
+	const float *xd = x->data, *rd = res ? res->data : NULL;
+	float *yd = y->data;
+#pragma omp parallel num_threads(nt) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
+	{
+		float *line = mp_cpu_scratch_thread(be, omp_get_thread_num());
+		for (int blk = 0; blk < g.blocks; blk++) {
+			const int r0 = blk * g.rows;
+			const int r1 = r0 + g.rows < (int)total_rows ? r0 + g.rows : (int)total_rows;
+			const int tiles = (r1 - r0) * g.tw;
+#ifdef HAVE_AVX512
+			if (avx512) {
+#pragma omp single
+				table_fill(&g, r0, r1, &tt);
+#pragma omp for schedule(static)
+				for (int c = 0; c < g.C; c++)
+					transform_input_avx512(&g, xd, c, tiles, &tt, v);
+			} else
+#endif
+			{
+#pragma omp for schedule(static)
+				for (int c = 0; c < g.C; c++)
+					transform_input(&g, xd, c, r0, r1, v);
+			}
+#pragma omp for schedule(static)
+			for (int p = 0; p < 36; p++)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.K, tiles, g.C,
+					    1.0f, u + p * kc, g.C, v + p * (size_t)g.C * g.cap,
+					    (int)g.cap, 0.0f, m + p * (size_t)g.K * g.cap, (int)g.cap);
+#pragma omp for schedule(static)
+			for (int k = 0; k < g.K; k++) {
+#ifdef HAVE_AVX512
+				if (avx512)
+					output_transform_avx512(&g, m, k, tiles);
+				else
+#endif
+					output_transform(&g, m, k, tiles);
+				write_output(&g, m, k, shift[k], rd, relu, r0, r1, yd, line, avx512);
+			}
+		}
+	}
+	return 0;
+}
