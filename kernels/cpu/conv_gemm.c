@@ -120,7 +120,8 @@ static int grow(float **p, size_t *have, size_t need)
 		return 0;
 	free(*p);
 	*have = 0;
-	*p = malloc((need ? need : 1) * sizeof(float));
+	/* whole cache lines, so that vector stores do not straddle two */
+	*p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64 + 64);
 	if (!*p)
 		return -1;
 	*have = need;

@@ -89,6 +89,8 @@ typedef struct {
 	int rows;	 /* tile rows per block */
 	int blocks;	 /* blocks over all N th tile rows */
 	size_t cap;	 /* tiles a block holds at most: rows tw */
+	size_t ld;	 /* floats between the rows v[p][c] (and m[p][k]): cap
+			  * rounded up to whole cache lines */
 } wino_geom;
 
 /* 36 th tw products per (k, c) instead of 9 H W: worth it when at most
@@ -145,7 +147,7 @@ static void output_step(float *z, size_t stride, int n)
  * Column b of tile tx is image column 4 tx + b - 1 (zero outside the
  * row). A tile row's outputs go through a line, line[4 tx + j] = output
  * column j of tile tx, which holds whole chunks of 16 tiles
- * (64 * chunks + 8 floats) so that the AVX-512 version can write it a
+ * (64 * chunks + 16 floats) so that the AVX-512 version can write it a
  * vector at a time. */
 
 static int chunks_of(int n)
@@ -155,7 +157,7 @@ static int chunks_of(int n)
 
 static size_t line_floats(int tw)
 {
-	return 64 * (size_t)chunks_of(tw) + 8;
+	return 64 * (size_t)chunks_of(tw) + 16;
 }
 
 /* The transformed input of channel c for the tile rows r0..r1-1 (global:
@@ -168,8 +170,8 @@ static void transform_input(const wino_geom *g, const float *x, int c, int r0, i
 			    float *v)
 {
 	const int H = g->H, W = g->W, tw = g->tw, tiles = (r1 - r0) * tw;
-	const size_t ct = (size_t)g->C * g->cap;
-	float *vc = v + (size_t)c * g->cap;
+	const size_t ct = (size_t)g->C * g->ld;
+	float *vc = v + (size_t)c * g->ld;
 	for (int r = r0; r < r1; r++) {
 		const int n = r / g->th, ty = r % g->th;
 		const float *xc = x + ((size_t)n * g->C + c) * H * W;
@@ -196,8 +198,8 @@ static void transform_input(const wino_geom *g, const float *x, int c, int r0, i
 /* In place, output channel k of the block: A^T M A, o[i][j] at p = 6 i + j. */
 static void output_transform(const wino_geom *g, float *m, int k, int tiles)
 {
-	const size_t kt = (size_t)g->K * g->cap;
-	float *mk = m + (size_t)k * g->cap;
+	const size_t kt = (size_t)g->K * g->ld;
+	float *mk = m + (size_t)k * g->ld;
 	/* A^T over the rows (rows 0-3 of each column b), then A over the
 	 * columns of those rows */
 	for (int b = 0; b < 6; b++)
@@ -294,10 +296,10 @@ __attribute__((target("avx512f"))) static inline void at6(const __m512 z[6], __m
 __attribute__((target("avx512f"))) static void transform_input_avx512(
 	const wino_geom *g, const float *x, int c, int tiles, const tile_table *tt, float *v)
 {
-	const size_t ct = (size_t)g->C * g->cap;
+	const size_t ct = (size_t)g->C * g->ld;
 	const int chunks = chunks_of(tiles);
 	const float *xc = x + (size_t)c * g->H * g->W;
-	float *vc = v + (size_t)c * g->cap;
+	float *vc = v + (size_t)c * g->ld;
 	for (int ch = 0; ch < chunks; ch++) {
 		const int t0 = 16 * ch;
 		const __mmask16 live = tiles - t0 >= 16 ? 0xffff : (__mmask16)((1u << (tiles - t0)) - 1);
@@ -324,11 +326,88 @@ __attribute__((target("avx512f"))) static void transform_input_avx512(
 	}
 }
 
+/* Lanes i of a 16-float vector with 0 <= at + i < n. */
+static inline __mmask16 lanes_inside(int at, int n)
+{
+	const int lo = at < 0 ? -at : 0, hi = n - at < 16 ? n - at : 16;
+	if (hi <= lo)
+		return 0;
+	return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* Elements q, q + 4, ..., q + 60 of the 64 floats r[0..3]. */
+__attribute__((target("avx512f"))) static inline __m512 every_fourth(const __m512 r[4], int q)
+{
+	const __m512i idx = _mm512_add_epi32(
+		_mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28),
+		_mm512_set1_epi32(q));
+	const __m512 lo = _mm512_permutex2var_ps(r[0], idx, r[1]);
+	const __m512 hi = _mm512_permutex2var_ps(r[2], idx, r[3]);
+	return _mm512_shuffle_f32x4(lo, hi, 0x44);
+}
+
+/* For planes at least 8 tiles wide: 16 tiles of one tile row at a time,
+ * each patch row read with plain (masked) loads and split into the six
+ * columns by permutes, cheaper than gathers. */
+__attribute__((target("avx512f"))) static void transform_input_rows_avx512(
+	const wino_geom *g, const float *x, int c, int r0, int r1, float *v)
+{
+	const int H = g->H, W = g->W, tw = g->tw;
+	const size_t ct = (size_t)g->C * g->ld;
+	float *vc = v + (size_t)c * g->ld;
+	for (int r = r0; r < r1; r++) {
+		const int n = r / g->th, ty = r % g->th;
+		const float *xc = x + ((size_t)n * g->C + c) * H * W;
+		for (int tx0 = 0; tx0 < tw; tx0 += 16) {
+			const __mmask16 live = tw - tx0 >= 16 ? 0xffff
+							      : (__mmask16)((1u << (tw - tx0)) - 1);
+			__m512 d[6][6]; /* d[b][a]: patch element (a, b) of the 16 tiles */
+			for (int a = 0; a < 6; a++) {
+				const int iy = 4 * ty - 1 + a;
+				if (iy < 0 || iy >= H) {
+					for (int b = 0; b < 6; b++)
+						d[b][a] = _mm512_setzero_ps();
+					continue;
+				}
+				/* the 80 floats from column 4 tx0 - 1 on, and the same
+				 * four tiles' columns later */
+				const float *row = xc + (size_t)iy * W;
+				__m512 w[5], later[4];
+				for (int i = 0; i < 5; i++) {
+					const int at = 4 * tx0 - 1 + 16 * i;
+					w[i] = _mm512_maskz_loadu_ps(lanes_inside(at, W), row + at);
+				}
+				for (int i = 0; i < 4; i++)
+					later[i] = _mm512_castsi512_ps(_mm512_alignr_epi32(
+						_mm512_castps_si512(w[i + 1]), _mm512_castps_si512(w[i]), 4));
+				for (int b = 0; b < 4; b++)
+					d[b][a] = every_fourth(w, b);
+				d[4][a] = every_fourth(later, 0);
+				d[5][a] = every_fourth(later, 1);
+			}
+			__m512 s[6][6]; /* B^T d: s[a][b] */
+			for (int b = 0; b < 6; b++) {
+				__m512 z[6];
+				bt6(d[b], z);
+				for (int a = 0; a < 6; a++)
+					s[a][b] = z[a];
+			}
+			float *vt = vc + (size_t)(r - r0) * tw + tx0;
+			for (int a = 0; a < 6; a++) {
+				__m512 z[6];
+				bt6(s[a], z);
+				for (int b = 0; b < 6; b++)
+					_mm512_mask_storeu_ps(vt + (size_t)(6 * a + b) * ct, live, z[b]);
+			}
+		}
+	}
+}
+
 __attribute__((target("avx512f"))) static void output_transform_avx512(const wino_geom *g,
 									float *m, int k, int tiles)
 {
-	const size_t kt = (size_t)g->K * g->cap;
-	float *mk = m + (size_t)k * g->cap;
+	const size_t kt = (size_t)g->K * g->ld;
+	float *mk = m + (size_t)k * g->ld;
 	for (int t0 = 0; t0 < tiles; t0 += 16) {
 		const __mmask16 live = tiles - t0 >= 16 ? 0xffff : (__mmask16)((1u << (tiles - t0)) - 1);
 		__m512 s[4][6]; /* A^T M: s[i][b] */
@@ -429,8 +508,8 @@ static void write_output(const wino_geom *g, const float *m, int k, float shift,
 			 int avx512)
 {
 	const int H = g->H, W = g->W, tw = g->tw, K = g->K;
-	const size_t kt = (size_t)K * g->cap;
-	const float *mk = m + (size_t)k * g->cap;
+	const size_t kt = (size_t)K * g->ld;
+	const float *mk = m + (size_t)k * g->ld;
 	for (int r = r0; r < r1; r++) {
 		const int n = r / g->th, ty = r % g->th;
 		const size_t plane = ((size_t)n * K + k) * H * W;
@@ -449,15 +528,79 @@ static void write_output(const wino_geom *g, const float *m, int k, float shift,
 	(void)avx512;
 }
 
-/* Winograd over blocks of tile rows, one block at a time, each in three
- * steps split between the threads: the input transform by channel, the
- * 36 products by element, the output transform by output channel. So
- * every thread reads only its share of the transformed weights, which
- * then pass through the cache once per block. A block holds about
- * BLOCK_BYTES of transformed inputs and products, or more when the
- * weights are the larger (the deep stages' small planes): at least
- * K C / (C + K) tiles, so that the weights are read no more often than
- * the block's own data. */
+/* One block's work, over ranges so that either one thread does all of it
+ * or the threads share each step. */
+typedef struct {
+	const wino_geom *g;
+	const float *x, *u, *shift, *res;
+	float *y;
+	int relu, avx512;
+} wino_job;
+
+/* the tile rows r0..r1-1 of a block */
+typedef struct {
+	int r0, r1, tiles;
+	float *v, *m, *line;
+#ifdef HAVE_AVX512
+	tile_table tt;
+#endif
+} wino_block;
+
+static void input_channels(const wino_job *j, const wino_block *b, int c0, int c1)
+{
+	const wino_geom *g = j->g;
+	for (int c = c0; c < c1; c++) {
+#ifdef HAVE_AVX512
+		if (j->avx512 && g->tw >= 8) {
+			transform_input_rows_avx512(g, j->x, c, b->r0, b->r1, b->v);
+			continue;
+		}
+		if (j->avx512) {
+			transform_input_avx512(g, j->x, c, b->tiles, &b->tt, b->v);
+			continue;
+		}
+#endif
+		transform_input(g, j->x, c, b->r0, b->r1, b->v);
+	}
+}
+
+static void products(const wino_job *j, const wino_block *b, int p0, int p1)
+{
+	const wino_geom *g = j->g;
+	const size_t kc = (size_t)g->K * g->C;
+	for (int p = p0; p < p1; p++)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->K, b->tiles, g->C, 1.0f,
+			    j->u + p * kc, g->C, b->v + p * (size_t)g->C * g->ld, (int)g->ld, 0.0f,
+			    b->m + p * (size_t)g->K * g->ld, (int)g->ld);
+}
+
+static void output_channels(const wino_job *j, const wino_block *b, int k0, int k1)
+{
+	const wino_geom *g = j->g;
+	for (int k = k0; k < k1; k++) {
+#ifdef HAVE_AVX512
+		if (j->avx512)
+			output_transform_avx512(g, b->m, k, b->tiles);
+		else
+#endif
+			output_transform(g, b->m, k, b->tiles);
+		write_output(g, b->m, k, j->shift[k], j->res, j->relu, b->r0, b->r1, j->y, b->line,
+			     j->avx512);
+	}
+}
+
+/* Winograd over blocks of tile rows. Where the transformed weights are
+ * small next to a block's data (the early stages' large planes), each
+ * thread takes whole blocks, so that a block's transformed inputs and
+ * products stay in that thread's cache; a block then holds about
+ * BLOCK_BYTES of them. Otherwise (the deep stages' small planes and
+ * large weights) the blocks are taken one at a time, each step split
+ * between the threads: the input transform by channel, the 36 products
+ * by element, the output transform by output channel, so that every
+ * thread reads only its share of the weights; such a block holds about
+ * twice BLOCK_BYTES, and at least K C / (C + K) tiles, so that the
+ * weights are read no more often than the block's own data. Either way
+ * the blocks depend only on the shapes. */
 int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, const float *u,
 			 const float *shift, int K, const mp_tensor *res, int relu, mp_tensor *y)
 {
@@ -465,68 +608,83 @@ int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, con
 	g.th = (g.H + 3) / 4;
 	g.tw = (g.W + 3) / 4;
 	const size_t per_tile = 36 * sizeof(float) * ((size_t)g.C + g.K);
-	size_t want = BLOCK_BYTES / per_tile;
+	const size_t weight_bytes = 36 * sizeof(float) * (size_t)g.K * g.C;
+	const int own = weight_bytes * 4 <= BLOCK_BYTES;
+	size_t want = (own ? BLOCK_BYTES / 3 : 2 * BLOCK_BYTES) / per_tile;
 	const size_t for_weights = (size_t)g.K * g.C / ((size_t)g.C + g.K);
-	if (want < for_weights)
+	if (!own && want < for_weights)
 		want = for_weights;
 	const size_t total_rows = (size_t)g.N * g.th;
 	const size_t rows = (want + g.tw - 1) / g.tw;
 	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
 	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
 	g.cap = (size_t)g.rows * g.tw;
+	g.ld = (g.cap + 15) / 16 * 16;
 
 	const int nt = mp_cpu_threads(be);
-	const size_t v_size = 36 * (size_t)g.C * g.cap, m_size = 36 * (size_t)g.K * g.cap;
-	const int avx512 = use_avx512(x);
-	const size_t t_size = avx512 ? table_floats(g.cap) : 0;
-	if (mp_cpu_scratch(be, op, nt, line_floats(g.tw), v_size + m_size + t_size))
+	const wino_job job = {.g = &g, .x = x->data, .u = u, .shift = shift,
+			      .res = res ? res->data : NULL, .y = y->data, .relu = relu,
+			      .avx512 = use_avx512(x)};
+	const size_t v_size = 36 * (size_t)g.C * g.ld, m_size = 36 * (size_t)g.K * g.ld;
+	const size_t t_size = job.avx512 ? table_floats(g.cap) : 0;
+	const size_t block_size = v_size + m_size + t_size;
+	if (mp_cpu_scratch(be, op, nt, line_floats(g.tw) + (own ? block_size : 0),
+			   own ? 0 : block_size))
 		return -1;
-	const size_t kc = (size_t)g.K * g.C;
-	float *v = mp_cpu_scratch_shared(be), *m = v + v_size;
+	/* a block's buffers: the thread's own, or the shared ones */
 #ifdef HAVE_AVX512
-	tile_table tt = {.off = (int32_t *)(m + m_size)};
-	tt.row_ok = (uint32_t *)(tt.off + g.cap + 16);
-	tt.col_ok = tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);
+#define TABLE_AT(b, at)                                                              \
+	do {                                                                         \
+		(b).tt.off = (int32_t *)(at);                                        \
+		(b).tt.row_ok = (uint32_t *)((b).tt.off + g.cap + 16);               \
+		(b).tt.col_ok = (b).tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);   \
+	} while (0)
+#else
+#define TABLE_AT(b, at) (void)(at)
 #endif
-	const float *xd = x->data, *rd = res ? res->data : NULL;
-	float *yd = y->data;
 #pragma omp parallel num_threads(nt) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
 	{
-		float *line = mp_cpu_scratch_thread(be, omp_get_thread_num());
-		for (int blk = 0; blk < g.blocks; blk++) {
-			const int r0 = blk * g.rows;
-			const int r1 = r0 + g.rows < (int)total_rows ? r0 + g.rows : (int)total_rows;
-			const int tiles = (r1 - r0) * g.tw;
+		wino_block b;
+		b.line = mp_cpu_scratch_thread(be, omp_get_thread_num());
+		b.v = own ? b.line + line_floats(g.tw) : mp_cpu_scratch_shared(be);
+		b.m = b.v + v_size;
+		TABLE_AT(b, b.m + m_size);
+		if (own) {
+#pragma omp for schedule(dynamic, 1)
+			for (int blk = 0; blk < g.blocks; blk++) {
+				b.r0 = blk * g.rows;
+				b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
+				b.tiles = (b.r1 - b.r0) * g.tw;
 #ifdef HAVE_AVX512
-			if (avx512) {
-#pragma omp single
-				table_fill(&g, r0, r1, &tt);
-#pragma omp for schedule(static)
-				for (int c = 0; c < g.C; c++)
-					transform_input_avx512(&g, xd, c, tiles, &tt, v);
-			} else
+				if (job.avx512 && g.tw < 8)
+					table_fill(&g, b.r0, b.r1, &b.tt);
 #endif
-			{
-#pragma omp for schedule(static)
-				for (int c = 0; c < g.C; c++)
-					transform_input(&g, xd, c, r0, r1, v);
+				input_channels(&job, &b, 0, g.C);
+				products(&job, &b, 0, 36);
+				output_channels(&job, &b, 0, g.K);
 			}
-#pragma omp for schedule(static)
-			for (int p = 0; p < 36; p++)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.K, tiles, g.C,
-					    1.0f, u + p * kc, g.C, v + p * (size_t)g.C * g.cap,
-					    (int)g.cap, 0.0f, m + p * (size_t)g.K * g.cap, (int)g.cap);
-#pragma omp for schedule(static)
-			for (int k = 0; k < g.K; k++) {
+		} else {
+			for (int blk = 0; blk < g.blocks; blk++) {
+				b.r0 = blk * g.rows;
+				b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
+				b.tiles = (b.r1 - b.r0) * g.tw;
 #ifdef HAVE_AVX512
-				if (avx512)
-					output_transform_avx512(&g, m, k, tiles);
-				else
+#pragma omp single
+				if (job.avx512 && g.tw < 8)
+					table_fill(&g, b.r0, b.r1, &b.tt);
 #endif
-					output_transform(&g, m, k, tiles);
-				write_output(&g, m, k, shift[k], rd, relu, r0, r1, yd, line, avx512);
+#pragma omp for schedule(static)
+				for (int c = 0; c < g.C; c++)
+					input_channels(&job, &b, c, c + 1);
+#pragma omp for schedule(static)
+				for (int p = 0; p < 36; p++)
+					products(&job, &b, p, p + 1);
+#pragma omp for schedule(static)
+				for (int k = 0; k < g.K; k++)
+					output_channels(&job, &b, k, k + 1);
 			}
 		}
 	}
+#undef TABLE_AT
 	return 0;
 }
