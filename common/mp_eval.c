@@ -367,12 +367,10 @@ typedef struct {
 	const mp_eval_opts *o;
 	mp_eval_result *r;
 	mp_backend *be;
-	mp_resnet *net;		/* the first view size's */
-	/* One network per view size: a network sizes its buffers for the last
-	 * input it saw, so alternating sizes on one would reallocate them for
-	 * every pass. */
-	mp_resnet *nets[MP_EVAL_MAX_SCALES];
-	int net_size[MP_EVAL_MAX_SCALES], nnets;
+	/* one network for every view size: evaluation reshapes its buffers
+	 * in place when they are large enough, so alternating sizes
+	 * reallocate nothing after the largest has been seen */
+	mp_resnet *net;
 	mp_st_file file;
 	reader rd;
 	int classes, size, nthreads, k;
@@ -398,28 +396,6 @@ static void class_names_from_weights(evaluator *ev)
 		}
 	}
 	cJSON_Delete(a);
-}
-
-/* The network for views of size x size pixels, made on first use. */
-static mp_resnet *net_for(evaluator *ev, int size, mp_error *e)
-{
-	for (int i = 0; i < ev->nnets; i++)
-		if (ev->net_size[i] == size)
-			return ev->nets[i];
-	if (ev->nnets == MP_EVAL_MAX_SCALES) {
-		mp_seterr(e, "more than %d view sizes", MP_EVAL_MAX_SCALES);
-		return NULL;
-	}
-	mp_resnet *net = ev->nnets == 0 ? ev->net : mp_resnet_new(mp_resnet_cfg(ev->net), ev->be, e);
-	if (!net)
-		return NULL;
-	if (ev->nnets > 0 && mp_weights_load_into(net, &ev->file, 0, e) < 0) {
-		mp_resnet_free(net);
-		return NULL;
-	}
-	ev->net_size[ev->nnets] = size;
-	ev->nets[ev->nnets++] = net;
-	return net;
 }
 
 static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_error *e)
@@ -506,9 +482,8 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 				    dump_view(o->dump_views, items[i].index, s, v, vbuf + i * vplane, vs,
 					      ev->mean, e) < 0)
 					goto out;
-			mp_resnet *net = net_for(ev, vs, e);
-			if (!net || mp_resnet_forward(net, vbuf, n, vs, vs, 0, e) < 0 ||
-			    mp_resnet_logits(net, logits, e) < 0)
+			if (mp_resnet_forward(ev->net, vbuf, n, vs, vs, 0, e) < 0 ||
+			    mp_resnet_logits(ev->net, logits, e) < 0)
 				goto out;
 			for (int i = 0; i < n; i++) {
 				double *a = acc + (size_t)i * C;
@@ -782,8 +757,6 @@ out:
 	free(ev.class_correctk);
 	free(ev.confusion);
 	reader_close(&ev.rd);
-	for (int i = 1; i < ev.nnets; i++) /* nets[0] is ev.net */
-		mp_resnet_free(ev.nets[i]);
 	mp_resnet_free(ev.net);
 	mp_st_free(&ev.file);
 	if (ev.be)

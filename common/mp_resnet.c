@@ -45,6 +45,9 @@ struct mp_resnet {
 	 * of a stage take turns with five buffers of the stage's shape. */
 	int lean;
 	mp_tensor slots[MP_MAX_STAGES][5];
+	/* elements allocated for each slot: another image size reshapes a
+	 * slot in place when it fits (evaluation at several scales) */
+	size_t slot_cap[MP_MAX_STAGES][5];
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
 	int32_t *labels;
@@ -131,12 +134,9 @@ static mp_param *add_param(mp_resnet *net, int kind, int ndim, const int *shape,
 	for (int i = 0; i < ndim; i++)
 		dims[i] = p->shape[i] = shape[i];
 	mp_backend *be = net->be;
+	/* the gradient and momentum come with the first need (train_state):
+	 * evaluation never has them */
 	if (be->ops->alloc(be, &p->value, dims[0], dims[1], dims[2], dims[3]) < 0)
-		goto fail;
-	if (kind == MP_PARAM_WEIGHT &&
-	    (be->ops->alloc(be, &p->grad, dims[0], dims[1], dims[2], dims[3]) < 0 ||
-	     be->ops->alloc(be, &p->momentum, dims[0], dims[1], dims[2], dims[3]) < 0 ||
-	     be->ops->fill(be, &p->grad, 0) < 0 || be->ops->fill(be, &p->momentum, 0) < 0))
 		goto fail;
 	return p;
 fail:
@@ -275,8 +275,10 @@ static void release_activations(mp_resnet *net)
 			release(be, t[j]);
 	}
 	for (int st = 0; st < MP_MAX_STAGES; st++)
-		for (int k = 0; k < 5; k++)
+		for (int k = 0; k < 5; k++) {
 			release(be, &net->slots[st][k]);
+			net->slot_cap[st][k] = 0;
+		}
 	net->n = net->h = net->w = 0;
 	net->have_grads = net->lean = 0;
 }
@@ -364,8 +366,31 @@ double mp_resnet_flops(const mp_resnet *net, int size)
 	return f;
 }
 
+int mp_resnet_train_state(mp_resnet *net, mp_error *e)
+{
+	mp_backend *be = net->be;
+	for (int i = 0; i < net->nparams; i++) {
+		mp_param *p = &net->params[i];
+		if (p->kind != MP_PARAM_WEIGHT || p->grad.data)
+			continue;
+		const mp_tensor *v = &p->value;
+		if (be->ops->alloc(be, &p->grad, v->n, v->c, v->h, v->w) < 0 ||
+		    be->ops->alloc(be, &p->momentum, v->n, v->c, v->h, v->w) < 0 ||
+		    be->ops->fill(be, &p->grad, 0) < 0 || be->ops->fill(be, &p->momentum, 0) < 0) {
+			mp_seterr(e, "%s: %s", p->name, mp_backend_error(be));
+			release(be, &p->grad);
+			release(be, &p->momentum);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error *e)
 {
+	if (!t->data)
+		return mp_seterr(e, "no such buffer yet (gradients and momentum come with "
+				    "mp_resnet_train_state)");
 	if (net->be->ops->download(net->be, t, host) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(net->be));
 	return 0;
@@ -374,6 +399,8 @@ int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error
 int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e)
 {
 	net->prepared = 0;
+	if (!t->data && mp_resnet_train_state(net, e) < 0)
+		return -1;
 	if (net->be->ops->upload(net->be, t, host) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(net->be));
 	return 0;
@@ -396,6 +423,8 @@ int mp_resnet_init(mp_resnet *net, uint64_t seed, mp_error *e)
 	mp_rng_seed(&r, seed);
 	mp_backend *be = net->be;
 	net->prepared = 0;
+	if (mp_resnet_train_state(net, e) < 0)
+		return -1;
 	for (int i = 0; i < net->nparams; i++) {
 		mp_param *p = &net->params[i];
 		size_t n = mp_tensor_count(&p->value);
@@ -440,15 +469,36 @@ static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 			return mp_seterr(e, "%s", mp_backend_error(be));         \
 	} while (0)
 
+/* t shaped (n, c, h, w) in memory that holds *cap elements, reallocated
+ * only when they do not fit (the backends allow a tensor's shape to
+ * shrink in place). */
+static int fit(mp_backend *be, mp_tensor *t, size_t *cap, int n, int c, int h, int w)
+{
+	const size_t count = (size_t)n * c * h * w;
+	if (t->data && count <= *cap) {
+		t->n = n, t->c = c, t->h = h, t->w = w;
+		return 0;
+	}
+	release(be, t);
+	*cap = 0;
+	if (be->ops->alloc(be, t, n, c, h, w) < 0)
+		return -1;
+	*cap = count;
+	return 0;
+}
+
 /* Activations for a batch of n images of h x w: what a forward pass and the
- * loss need. A new shape releases every buffer, gradients included. */
+ * loss need. A new shape releases every buffer, gradients included, except
+ * between evaluations, whose five buffers a stage are reshaped in place
+ * when they are large enough. */
 static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error *e)
 {
 	mp_backend *be = net->be;
 	const mp_resnet_config *c = &net->cfg;
 	if (net->n == n && net->h == h && net->w == w && net->lean == lean)
 		return 0;
-	release_activations(net);
+	if (!(lean && net->lean))
+		release_activations(net);
 	const conv_layer *sc = &net->stem_conv;
 	int sh = conv_out(h, sc->k, sc->stride, sc->pad), sw = conv_out(w, sc->k, sc->stride, sc->pad);
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
@@ -459,11 +509,13 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 		/* the stem's outputs have the first stage's shape and use its slots */
 		for (int i = 0; i < net->nblocks; i++) {
 			block *b = &net->blocks[i];
+			const int st = i / c->depth;
 			ch = conv_out(ch, 3, b->stride, 1);
 			cw = conv_out(cw, 3, b->stride, 1);
-			if (!net->slots[i / c->depth][0].data)
+			if (i % c->depth == 0)
 				for (int k = 0; k < 5; k++)
-					CHECK(ensure(be, &net->slots[i / c->depth][k], n, b->cout, ch, cw));
+					CHECK(fit(be, &net->slots[st][k], &net->slot_cap[st][k], n, b->cout,
+						  ch, cw));
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
 			return mp_seterr(e, "the stem's output and the first stage differ in shape");
@@ -710,7 +762,7 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 	const mp_backend_ops *o = be->ops;
 	if (!net->have_loss || !net->train)
 		return mp_seterr(e, "backward needs a training forward pass and its loss");
-	if (size_grads(net, e) < 0)
+	if (mp_resnet_train_state(net, e) < 0 || size_grads(net, e) < 0)
 		return -1;
 	CHECK(o->softmax_xent_backward(be, &net->probs, net->labels, net->smoothing,
 				       &net->g_logits));
@@ -754,6 +806,8 @@ int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *
 {
 	mp_backend *be = net->be;
 	net->prepared = 0;
+	if (mp_resnet_train_state(net, e) < 0)
+		return -1;
 	mp_tensor **w = malloc(sizeof *w * (size_t)net->nparams);
 	mp_tensor **g = malloc(sizeof *g * (size_t)net->nparams);
 	mp_tensor **v = malloc(sizeof *v * (size_t)net->nparams);

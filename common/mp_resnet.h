@@ -64,6 +64,11 @@ uint64_t mp_resnet_num_weights(const mp_resnet *net);
 /* Multiply-accumulates x 2 of one forward pass of one image of size x size. */
 double mp_resnet_flops(const mp_resnet *net, int size);
 
+/* The parameters' gradient and momentum buffers (zero), made here if they
+ * do not exist yet: a new network has only the values; training (backward,
+ * SGD, init) and an upload into them make them on first need. */
+int mp_resnet_train_state(mp_resnet *net, mp_error *e);
+
 /* Copies between a tensor of the network and host floats. */
 int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error *e);
 int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e);

@@ -70,6 +70,8 @@ int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
 	for (int i = 0; i < n; i++)
 		if (mp_st_builder_meta(&b, extra[i].key, extra[i].value, e) < 0)
 			goto out;
+	if (with_momentum && mp_resnet_train_state(net, e) < 0)
+		goto out;
 	for (int pass = 0; pass < (with_momentum ? 2 : 1); pass++) {
 		for (int i = 0; i < count; i++) {
 			mp_param *p = mp_resnet_param(net, i);

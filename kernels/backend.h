@@ -11,6 +11,9 @@
  *  - shapes are (n, c, h, w); a matrix [rows, cols] is (rows, cols, 1, 1);
  *  - conv weights are (out, in, kh, kw) (PyTorch's OIHW), linear weights
  *    (out, in, 1, 1);
+ *  - a caller may give an allocated tensor a new shape of no more
+ *    elements than it was allocated with (its memory is reused, its
+ *    contents undefined); release frees it whatever its shape;
  *  - backward passes overwrite their outputs (never accumulate); an output
  *    pointer may be NULL when that gradient is not needed;
  *  - every function returns 0, or -1 with a message in the backend's error

@@ -344,12 +344,17 @@ static void checkpoint_momentum(void **state)
 	mp_resnet_free(back);
 	mp_st_free(&f);
 
-	/* without: the values load, the momentum stays zero */
+	/* without: the values load, and the momentum is made only when
+	 * training needs it, zero */
 	back = mp_weights_load(ckpt, be, &f, &e);
 	if (!back)
 		fail_msg("%s", e.msg);
 	assert_nets_equal(net, back, 0);
 	mp_param *p = mp_resnet_find(back, "stages.2.blocks.0.conv1.weight");
+	assert_null(p->momentum.data);
+	float none;
+	assert_int_equal(mp_resnet_download(back, &p->momentum, &none, &e), -1);
+	assert_int_equal(mp_resnet_train_state(back, &e), 0);
 	float *v = download(back, &p->momentum);
 	for (size_t i = 0; i < mp_tensor_count(&p->momentum); i++)
 		assert_true(v[i] == 0.0f);
