@@ -65,6 +65,7 @@ typedef struct {
  * that another build links and keeps its own choice). */
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
 extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static void blas_setup(void)
 {
@@ -84,8 +85,13 @@ static void blas_setup(void)
 		}
 	}
 	/* OpenBLAS's own threads would split the products by the thread
-	 * count; OpenMP parallelism over images replaces them. */
+	 * count; OpenMP parallelism over images replaces them. Its pthreads
+	 * build has started them already, and they keep polling with
+	 * sched_yield, taking CPU time from the OpenMP threads: stop them
+	 * (exported by that build; with one thread it never restarts them). */
 	openblas_set_num_threads(1);
+	if (blas_thread_shutdown_)
+		blas_thread_shutdown_();
 }
 
 void *mp_cpu_gemm_state_new(void)
