@@ -67,26 +67,35 @@ PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib
 PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib openblas 2>/dev/null)
 
 CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS)
-LDLIBS  := $(PKG_LIBS) -lm -pthread -fopenmp
+# --as-needed: a program records only the libraries it uses (the CUDA ones
+# only where it can open the CUDA backend)
+LDLIBS  := -Wl,--as-needed $(PKG_LIBS) -lm -pthread -fopenmp
 NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcompiler -Wall,-Wextra
 
+# The CUDA backend is a module (kernels/cuda/module.h) that the programs open
+# on first use: they link only its loader, and export their symbols for it.
+CUDA_MODULE := $(B)/lib/miniplaces/libmp-cuda.so
+CUDA_MODULE_INSTALLED := $(PREFIX)/lib/miniplaces/libmp-cuda.so
 ifneq ($(USE_CUDA),)
-CFLAGS  += -DMP_HAVE_CUDA
+CFLAGS  += -DMP_HAVE_CUDA -DMP_CUDA_MODULE='"$(abspath $(CUDA_MODULE))"' \
+	-DMP_CUDA_MODULE_INSTALLED='"$(CUDA_MODULE_INSTALLED)"'
+LDLIBS  += -ldl -rdynamic
+NVFLAGS += -Xcompiler -fPIC -DMP_CUDA_MODULE_BUILD
 # cudart static; cuDNN and cuBLAS shared, found at run time through the
 # rpath (or LD_LIBRARY_PATH)
-LDLIBS  += -L$(CUDNN_LIB) -L$(CUBLAS_LIB) -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static \
-	-ldl -lrt -lstdc++ -Wl,-rpath,$(CUDNN_LIB) -Wl,-rpath,$(CUBLAS_LIB)
+CUDA_LIBS := -L$(CUDNN_LIB) -L$(CUBLAS_LIB) -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static \
+	-ldl -lrt -lstdc++ -lm -Wl,-rpath,$(CUDNN_LIB) -Wl,-rpath,$(CUBLAS_LIB)
 endif
 
 # ---- sources --------------------------------------------------------------
 COMMON_SRC  := $(wildcard common/*.c)
 KERNEL_SRC  := $(wildcard kernels/cpu/*.c)
 CUDA_SRC    := $(if $(USE_CUDA),$(wildcard kernels/cuda/*.cu))
+CUDA_OBJ    := $(CUDA_SRC:%.cu=$(B)/obj/%.o)
 ifneq ($(USE_CUDA),)
-KERNEL_SRC  := $(filter-out kernels/cpu/device_none.c,$(KERNEL_SRC))
+KERNEL_SRC  := $(filter-out kernels/cpu/device_none.c,$(KERNEL_SRC)) kernels/cuda/loader.c
 endif
-LIB_OBJ     := $(COMMON_SRC:%.c=$(B)/obj/%.o) $(KERNEL_SRC:%.c=$(B)/obj/%.o) \
-	$(CUDA_SRC:%.cu=$(B)/obj/%.o)
+LIB_OBJ     := $(COMMON_SRC:%.c=$(B)/obj/%.o) $(KERNEL_SRC:%.c=$(B)/obj/%.o)
 TOOLS       := $(patsubst tools/%.c,$(B)/bin/%,$(wildcard tools/mp-*.c))
 SCRIPT_BINS := $(patsubst scripts/%.c,$(B)/scripts/%,$(wildcard scripts/*.c))
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -105,7 +114,7 @@ MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 all: tools scripts
 
 lib: $(B)/libmp.a
-tools: $(TOOLS)
+tools: $(TOOLS) $(if $(USE_CUDA),$(CUDA_MODULE))
 scripts: $(SCRIPT_BINS)
 
 # A change of flags rebuilds everything that depends on them.
@@ -125,6 +134,10 @@ $(B)/obj/%.o: %.cu $(B)/flags.stamp
 $(B)/libmp.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(CUDA_MODULE): $(CUDA_OBJ) $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $(CUDA_OBJ) $(CUDA_LIBS)
 
 $(B)/bin/%: tools/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tools
@@ -150,7 +163,7 @@ $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
-unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS)
+unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(if $(USE_CUDA),$(CUDA_MODULE))
 	@:
 
 # Every test speaks TAP; prove runs them all and prints the closing summary.
@@ -194,11 +207,14 @@ install: tools
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	$(if $(USE_CUDA),install -d $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) && \
+		install -m 755 $(CUDA_MODULE) $(DESTDIR)$(CUDA_MODULE_INSTALLED))
 	for m in $(wildcard man/*.1); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
 	for m in $(wildcard man/*.5); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/; done
 
 uninstall:
 	rm -f $(patsubst $(B)/bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS))
+	rm -f $(DESTDIR)$(CUDA_MODULE_INSTALLED)
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
 

@@ -216,9 +216,10 @@ MAKEVARS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME_FOUND" "CUDN
 # The sources the GPU stages need, built without the Debian libraries of the
 # full build: the CPU reference, the CUDA backend, the network, tests/gpu.
 build_min() {
-	local out=$ROOT/build/min shim=$ROOT/build/min/shim f o objs=()
+	local out=$ROOT/build/min shim=$ROOT/build/min/shim f o objs=() zlib=-lz
 	mkdir -p "$out/obj" "$out/tests/gpu" "$shim"
 	if [ -n "${DEVICE_CHECK_SHIMS:-}" ] || ! echo '#include <zlib.h>' | gcc -E -x c - >/dev/null 2>&1; then
+		zlib=
 		echo "# no zlib.h: a bitwise crc32 stands in"
 		cat >"$shim/zlib.h" <<'EOF'
 /* device-check.sh's stand-in: zlib's crc32 only (CRC-32, IEEE). */
@@ -266,8 +267,9 @@ EOF
 		BLASLIB=-lopenblas
 	fi
 	local cflags=(-std=c11 -O2 -Wall -D_GNU_SOURCE -pthread -fopenmp -DMP_HAVE_CUDA -I"$shim" -Icommon -Ikernels)
-	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c kernels/cpu/backend_cpu.c \
-		kernels/cpu/conv.c kernels/cpu/conv_gemm.c kernels/cpu/bn.c kernels/cpu/layers.c; do
+	# the CUDA backend linked in directly (no module: see kernels/cuda/module.h)
+	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c \
+		$(ls kernels/cpu/*.c | grep -v device_none); do
 		o=$out/obj/$(basename "$f" .c).o
 		gcc "${cflags[@]}" -c "$f" -o "$o" || return 1
 		objs+=("$o")
@@ -278,7 +280,7 @@ EOF
 		objs+=("$o")
 	done
 	for f in tests/gpu/*.c; do
-		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" $BLASLIB \
+		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" $BLASLIB $zlib \
 			-L"$CUDNN_LIB" -L"$CUBLAS_LIB" -L"$CUDA_HOME_FOUND/lib64" -lcudnn -lcublas \
 			-lcudart_static -ldl -lrt -lstdc++ -lm -Wl,-rpath,"$CUDNN_LIB" \
 			-Wl,-rpath,"$CUBLAS_LIB" || return 1

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "module.h" // before cuda.h: the entry point's name
 #include "cuda.h"
 
 // ---- errors ---------------------------------------------------------------

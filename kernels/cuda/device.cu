@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 
+#include "module.h" // before device.h: the entry points' names
+
 extern "C" {
 #include "device.h"
 }
