@@ -15,6 +15,8 @@
  * 3x3 stride-1 pad-1 convolution on a plane large enough to gain by it,
  * and otherwise the im2col + SGEMM convolution, then the rest in one pass
  * over y. Both give the same bits for any thread count. */
+#include <omp.h>
+
 #include "cpu.h"
 
 static int winograd_shape(const mp_tensor *w, int stride, int pad)
@@ -126,6 +128,82 @@ int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_te
 	return 0;
 }
 
+/* A convolution with few terms per output (C KH KW <= SMALL_TERMS: the
+ * 3-channel stem), for which a matrix product is too thin to pay: one
+ * output row at a time, its columns gathered once (terms x ow floats, in
+ * the L1 cache), then each output channel summed over them in vectors of
+ * columns, and the BN, residual and ReLU applied on the way out. Every
+ * output is summed by one thread in the order of the terms. */
+#define SMALL_TERMS 64
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void small_row(const float *x, const float *w, const float *scale, const float *shift,
+		      const float *res, int relu, int C, int H, int W, int K, int KH, int KW,
+		      int stride, int pad, int oy, int ow, size_t plane, float *cols, float *y)
+{
+	const int R = C * KH * KW;
+	for (int c = 0; c < C; c++)
+		for (int i = 0; i < KH; i++) {
+			const int iy = oy * stride - pad + i;
+			for (int j = 0; j < KW; j++) {
+				float *col = cols + (size_t)((c * KH + i) * KW + j) * ow;
+				for (int ox = 0; ox < ow; ox++) {
+					const int ix = ox * stride - pad + j;
+					col[ox] = iy >= 0 && iy < H && ix >= 0 && ix < W
+							  ? x[((size_t)c * H + iy) * W + ix] : 0.0f;
+				}
+			}
+		}
+	for (int k = 0; k < K; k++) {
+		float *yr = y + (size_t)k * plane + (size_t)oy * ow;
+		const float *rr = res ? res + (size_t)k * plane + (size_t)oy * ow : NULL;
+		const float *wk = w + (size_t)k * R;
+		for (int ox0 = 0; ox0 < ow; ox0 += 64) {
+			const int n = ow - ox0 < 64 ? ow - ox0 : 64;
+			float acc[64];
+#pragma omp simd
+			for (int o = 0; o < n; o++)
+				acc[o] = 0;
+			for (int r = 0; r < R; r++) {
+				const float wr = wk[r], *col = cols + (size_t)r * ow + ox0;
+#pragma omp simd
+				for (int o = 0; o < n; o++)
+					acc[o] += wr * col[o];
+			}
+#pragma omp simd
+			for (int o = 0; o < n; o++) {
+				float v = acc[o] * scale[k] + shift[k];
+				if (rr)
+					v += rr[ox0 + o];
+				yr[ox0 + o] = relu && v < 0 ? 0.0f : v;
+			}
+		}
+	}
+}
+
+static int small_conv(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
+		      const float *scale, const float *shift, const mp_tensor *res, int relu,
+		      mp_tensor *y, int stride, int pad)
+{
+	const int N = x->n, C = x->c, H = x->h, W = x->w, K = w->n, oh = y->h, ow = y->w;
+	const int nt = mp_cpu_threads(be);
+	const size_t terms = (size_t)C * w->h * w->w;
+	if (mp_cpu_scratch(be, op, nt, terms * (size_t)ow, 0))
+		return -1;
+	const size_t plane = (size_t)oh * ow;
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
+	for (int n = 0; n < N; n++)
+		for (int oy = 0; oy < oh; oy++)
+			small_row(x->data + (size_t)n * C * H * W, w->data, scale, shift,
+				  res ? res->data + (size_t)n * K * plane : NULL, relu, C, H, W, K,
+				  w->h, w->w, stride, pad, oy, ow, plane,
+				  mp_cpu_scratch_thread(be, omp_get_thread_num()),
+				  y->data + (size_t)n * K * plane);
+	return 0;
+}
+
 int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 				      const mp_tensor *prep, const mp_tensor *res, int relu,
 				      mp_tensor *y, int stride, int pad)
@@ -137,6 +215,8 @@ int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const 
 	const float *scale = prep->data, *shift = scale + w->n;
 	if (wino && mp_cpu_winograd_pays(x->h, x->w))
 		return mp_cpu_winograd_conv(be, op, x, shift + w->n, shift, w->n, res, relu, y);
+	if ((size_t)x->c * w->h * w->w <= SMALL_TERMS)
+		return small_conv(be, op, x, w, scale, shift, res, relu, y, stride, pad);
 	if (mp_cpu_conv2d_forward_gemm(be, x, w, y, stride, pad))
 		return -1;
 	finish(be, scale, shift, res, relu, y);
