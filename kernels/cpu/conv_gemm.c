@@ -126,8 +126,7 @@ static int grow(float **p, size_t *have, size_t need)
 		return 0;
 	free(*p);
 	*have = 0;
-	/* whole cache lines, so that vector stores do not straddle two */
-	*p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64 + 64);
+	*p = mp_cpu_alloc_floats(need);
 	if (!*p)
 		return -1;
 	*have = need;

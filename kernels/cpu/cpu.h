@@ -17,6 +17,10 @@
 int mp_cpu_fail(mp_backend *be, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* count floats for tensors and scratch, 64-byte aligned (large blocks in
+ * huge pages where the kernel offers them); free() releases them. */
+float *mp_cpu_alloc_floats(size_t count);
+
 /* Threads for an OpenMP region: be->threads, or all when it is 0. */
 int mp_cpu_threads(const mp_backend *be);
 
