@@ -428,8 +428,14 @@ __attribute__((target("avx512f"))) static void output_transform_avx512(const win
 	}
 }
 
-__attribute__((target("avx512f"))) static void scatter_tiles_avx512(const float *o, size_t kt,
-								    int tw, float *line)
+/* One output row from the transformed products o[j * kt + tx] (output
+ * column 4 tx + j): + shift (+ res) (ReLU), the W columns inside the
+ * image, 16 tiles (64 columns) at a time: the four columns of each tile
+ * interleaved by permutes, then finished and stored under a mask. */
+__attribute__((target("avx512f"))) static void write_row_avx512(const float *o, size_t kt,
+								int tw, int W, float shift,
+								const float *res, int relu,
+								float *y)
 {
 	/* pairs (o0, o1) and (o2, o3) interleaved as floats, then the pairs
 	 * interleaved as doubles */
@@ -437,6 +443,7 @@ __attribute__((target("avx512f"))) static void scatter_tiles_avx512(const float 
 	const __m512i hi2 = _mm512_add_epi32(lo2, _mm512_set1_epi32(8));
 	const __m512i lo4 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
 	const __m512i hi4 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+	const __m512 sh = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
 	for (int tx = 0; tx < tw; tx += 16) {
 		const __mmask16 m = tw - tx >= 16 ? 0xffff : (__mmask16)((1u << (tw - tx)) - 1);
 		const __m512 o0 = _mm512_maskz_loadu_ps(m, o + tx);
@@ -447,11 +454,25 @@ __attribute__((target("avx512f"))) static void scatter_tiles_avx512(const float 
 		const __m512d a_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o0, hi2, o1));
 		const __m512d b_lo = _mm512_castps_pd(_mm512_permutex2var_ps(o2, lo2, o3));
 		const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o2, hi2, o3));
-		float *l = line + 4 * tx;
-		_mm512_storeu_pd((double *)l, _mm512_permutex2var_pd(a_lo, lo4, b_lo));
-		_mm512_storeu_pd((double *)(l + 16), _mm512_permutex2var_pd(a_lo, hi4, b_lo));
-		_mm512_storeu_pd((double *)(l + 32), _mm512_permutex2var_pd(a_hi, lo4, b_hi));
-		_mm512_storeu_pd((double *)(l + 48), _mm512_permutex2var_pd(a_hi, hi4, b_hi));
+		const __m512 cols[4] = {
+			_mm512_castpd_ps(_mm512_permutex2var_pd(a_lo, lo4, b_lo)),
+			_mm512_castpd_ps(_mm512_permutex2var_pd(a_lo, hi4, b_lo)),
+			_mm512_castpd_ps(_mm512_permutex2var_pd(a_hi, lo4, b_hi)),
+			_mm512_castpd_ps(_mm512_permutex2var_pd(a_hi, hi4, b_hi)),
+		};
+		for (int q = 0; q < 4; q++) {
+			const int at = 4 * tx + 16 * q;
+			const __mmask16 inside = W - at >= 16 ? 0xffff
+					       : W - at <= 0 ? 0 : (__mmask16)((1u << (W - at)) - 1);
+			if (!inside)
+				break;
+			__m512 v = _mm512_add_ps(cols[q], sh);
+			if (res)
+				v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(inside, res + at));
+			if (relu) /* zero first: a NaN stays NaN */
+				v = _mm512_max_ps(zero, v);
+			_mm512_mask_storeu_ps(y + at, inside, v);
+		}
 	}
 }
 #endif
@@ -517,11 +538,13 @@ static void write_output(const wino_geom *g, const float *m, int k, float shift,
 		for (int i = 0; i < 4 && 4 * ty + i < H; i++) {
 			const size_t at = plane + (size_t)(4 * ty + i) * W;
 #ifdef HAVE_AVX512
-			if (avx512)
-				scatter_tiles_avx512(mt + (size_t)(6 * i) * kt, kt, tw, line);
-			else
+			if (avx512) {
+				write_row_avx512(mt + (size_t)(6 * i) * kt, kt, tw, W, shift,
+						 res ? res + at : NULL, relu, y + at);
+				continue;
+			}
 #endif
-				scatter_tiles_plain(mt + (size_t)(6 * i) * kt, kt, tw, line);
+			scatter_tiles_plain(mt + (size_t)(6 * i) * kt, kt, tw, line);
 			finish_row(line, shift, res ? res + at : NULL, relu, y + at, W);
 		}
 	}
