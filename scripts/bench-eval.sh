@@ -11,26 +11,29 @@
 # pass (its one-time set-up) before: the ratio against that is the
 # conservative one. The PyTorch column with its weights load (module
 # construction and loading the file, timed apart) is printed too. Prints
-# images/s and the ratios.
+# images/s and the ratios; with -r, the medians of that many rounds, the
+# two sides taking turns (on a shared machine the numbers move by a fifth
+# from one minute to the next).
 #
-# usage: bench-eval.sh [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]
+# usage: bench-eval.sh [-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]
 set -euo pipefail
 
 prog=bench-eval.sh
 count=128
 batch=16
 threads=2
+rounds=1
 keep=0
 python=${PYTHON:-/usr/bin/python3}
 
 usage() {
-	echo "usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]" >&2
+	echo "usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]" >&2
 	exit 2
 }
 
 help() {
 	cat <<EOF
-usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-k] [WORKDIR]
+usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]
 
 Generate COUNT synthetic 128x128 JPEGs (gen-bench-images.py), pack them into
 a DB as they are, make random weights for the reference network, and time
@@ -41,6 +44,8 @@ Prints images/s and the ratios mp-eval / PyTorch.
   -n COUNT    images (default 128)
   -b BATCH    images per forward pass, both sides (default 16)
   -t THREADS  threads, both sides (default 2)
+  -r ROUNDS   measure ROUNDS times, the sides taking turns, and print the
+              medians (default 1)
   -k          keep the temporary work directory
   -h, --help  show this help
 
@@ -64,11 +69,12 @@ if [ "${1:-}" = --help ]; then
 	help
 	exit 0
 fi
-while getopts ":n:b:t:kh" opt; do
+while getopts ":n:b:t:r:kh" opt; do
 	case $opt in
 	n) number -n "$OPTARG" 1 1000000; count=$((10#$OPTARG)) ;;
 	b) number -b "$OPTARG" 1 4096; batch=$((10#$OPTARG)) ;;
 	t) number -t "$OPTARG" 1 1024; threads=$((10#$OPTARG)) ;;
+	r) number -r "$OPTARG" 1 99; rounds=$((10#$OPTARG)) ;;
 	k) keep=1 ;;
 	h) help; exit 0 ;;
 	*) usage ;;
@@ -164,9 +170,19 @@ EOF
 	) || die "PyTorch failed"
 }
 
-single=$(ours)
-multi=$(ours --multiscale)
-read -r t_single t_multi t_load <<<"$(torch_rates 112 112,128,160,240)"
+# median of its arguments
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+all_single=() all_multi=() all_ts=() all_tm=() all_tl=()
+for ((round = 1; round <= rounds; round++)); do
+	((rounds == 1)) || echo "$prog: round $round of $rounds" >&2
+	all_single+=("$(ours)")
+	all_multi+=("$(ours --multiscale)")
+	read -r ts tm tl <<<"$(torch_rates 112 112,128,160,240)"
+	all_ts+=("$ts") all_tm+=("$tm") all_tl+=("$tl")
+done
+single=$(median "${all_single[@]}") multi=$(median "${all_multi[@]}")
+t_single=$(median "${all_ts[@]}") t_multi=$(median "${all_tm[@]}") t_load=$(median "${all_tl[@]}")
+((rounds == 1)) || echo "$prog: medians of $rounds rounds; mp-eval single ${all_single[*]}, PyTorch ${all_ts[*]}; multiscale ${all_multi[*]}, PyTorch ${all_tm[*]}" >&2
 torch_version=$("$python" -c 'import torch; print(torch.__version__)')
 
 # rate r over n images with the load time added
