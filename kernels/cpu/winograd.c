@@ -146,9 +146,7 @@ static void output_step(float *z, size_t stride, int n)
  *
  * Column b of tile tx is image column 4 tx + b - 1 (zero outside the
  * row). A tile row's outputs go through a line, line[4 tx + j] = output
- * column j of tile tx, which holds whole chunks of 16 tiles
- * (64 * chunks + 16 floats) so that the AVX-512 version can write it a
- * vector at a time. */
+ * column j of tile tx (4 tw floats, rounded up to whole cache lines). */
 
 static int chunks_of(int n)
 {
@@ -157,7 +155,7 @@ static int chunks_of(int n)
 
 static size_t line_floats(int tw)
 {
-	return 64 * (size_t)chunks_of(tw) + 16;
+	return 64 * (size_t)chunks_of(tw);
 }
 
 /* The transformed input of channel c for the tile rows r0..r1-1 (global:
@@ -220,11 +218,12 @@ static void scatter_tiles_plain(const float *o, size_t kt, int tw, float *line)
 
 /* ---- the AVX-512 transforms ----
  *
- * The same transforms, 16 tiles at a time whatever the plane's width (the
- * 16 may span tile rows and images): each tile's patch element is fetched
- * by a masked gather at a per-block offset, the 6x6 transform is done in
- * registers, and every transformed value is stored once. The output
- * transform likewise reads each product once. */
+ * The same transforms, 16 tiles at a time, the 6x6 transform done in
+ * registers and every transformed value stored once. A plane at least 8
+ * tiles wide is read row by row, by loads and permutes; a narrower one by
+ * masked gathers at per-block offsets, so that the 16 tiles may span tile
+ * rows and images. The output transform likewise reads each product once,
+ * and each output row is interleaved, finished and stored in registers. */
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
