@@ -357,6 +357,18 @@ __attribute__((target("avx512f"))) static void transform_input_rows_avx512(
 	for (int r = r0; r < r1; r++) {
 		const int n = r / g->th, ty = r % g->th;
 		const float *xc = x + ((size_t)n * g->C + c) * H * W;
+		/* ask for the next tile row's four new image rows now: the
+		 * hardware does not guess the jumps between planes in time */
+		const int rn = r + 1 < r1 ? r + 1 : r0, cn = r + 1 < r1 ? c : c + 1;
+		if (cn < g->C) {
+			const int nn = rn / g->th, tyn = rn % g->th;
+			const float *xn = x + ((size_t)nn * g->C + cn) * H * W;
+			for (int iy = (rn == r0 ? 4 * tyn - 1 : 4 * tyn + 1); iy < 4 * tyn + 5; iy++)
+				if (iy >= 0 && iy < H)
+					for (int at = 0; at < W; at += 16)
+						_mm_prefetch((const char *)(xn + (size_t)iy * W + at),
+							     _MM_HINT_T0);
+		}
 		for (int tx0 = 0; tx0 < tw; tx0 += 16) {
 			const __mmask16 live = tw - tx0 >= 16 ? 0xffff
 							      : (__mmask16)((1u << (tw - tx0)) - 1);
