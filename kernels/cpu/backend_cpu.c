@@ -68,23 +68,24 @@ int mp_cpu_alloc_count(mp_backend *be, mp_tensor *t, int n, int c, int h, int w,
 	return 0;
 }
 
-/* Large blocks in 2 MiB pages where the kernel has them on request
- * (transparent huge pages in "madvise" mode): a fraction of the page
- * faults when the block is first written, and of the TLB misses when the
- * kernels stride through it. Small ones come from malloc. Either way
+/* Large blocks start on a 2 MiB boundary and their whole 2 MiB pages are
+ * offered to the kernel as huge pages (transparent huge pages in
+ * "madvise" mode): a fraction of the page faults when the block is first
+ * written, and of the TLB misses when the kernels stride through it. The
+ * tail stays in small pages, so that nothing beyond the block becomes
+ * resident. Small blocks are only aligned to cache lines. Either way
  * free() releases them. */
 #define HUGE_PAGE ((size_t)2 << 20)
 
 float *mp_cpu_alloc_floats(size_t count)
 {
 	const size_t bytes = (count ? count : 1) * sizeof(float);
-	if (bytes < HUGE_PAGE)
-		return aligned_alloc(64, (bytes + 63) / 64 * 64);
-	const size_t whole = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-	float *p = aligned_alloc(HUGE_PAGE, whole);
+	void *p = NULL;
+	if (posix_memalign(&p, bytes < HUGE_PAGE ? 64 : HUGE_PAGE, bytes) != 0)
+		return NULL;
 #ifdef MADV_HUGEPAGE
-	if (p)
-		madvise(p, whole, MADV_HUGEPAGE); /* a hint: failing changes nothing */
+	if (bytes >= HUGE_PAGE) /* a hint: failing changes nothing */
+		madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
 #endif
 	return p;
 }
