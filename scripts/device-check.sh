@@ -267,18 +267,26 @@ EOF
 		BLASLIB=-lopenblas
 	fi
 	local cflags=(-std=c11 -O2 -Wall -D_GNU_SOURCE -pthread -fopenmp -DMP_HAVE_CUDA -I"$shim" -Icommon -Ikernels)
-	# the CUDA backend linked in directly (no module: see kernels/cuda/module.h)
+	# every object at once (nvcc is the slow part), then the links; the
+	# CUDA backend linked in directly (no module: see kernels/cuda/module.h)
+	local pids=() bad=0 p
 	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c \
 		$(ls kernels/cpu/*.c | grep -v device_none); do
 		o=$out/obj/$(basename "$f" .c).o
-		gcc "${cflags[@]}" -c "$f" -o "$o" || return 1
+		gcc "${cflags[@]}" -c "$f" -o "$o" &
+		pids+=($!)
 		objs+=("$o")
 	done
 	for f in kernels/cuda/*.cu; do
 		o=$out/obj/$(basename "$f" .cu).cu.o
-		"$NVCC" -O2 -arch=sm_90 -Ikernels -I"$CUDNN_INC" -I"${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" -c "$f" -o "$o" || return 1
+		"$NVCC" -O2 -arch=sm_90 -Ikernels -I"$CUDNN_INC" -I"${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" -c "$f" -o "$o" &
+		pids+=($!)
 		objs+=("$o")
 	done
+	for p in "${pids[@]}"; do
+		wait "$p" || bad=1
+	done
+	[ "$bad" = 0 ] || return 1
 	for f in tests/gpu/*.c; do
 		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" $BLASLIB $zlib \
 			-L"$CUDNN_LIB" -L"$CUBLAS_LIB" -L"$CUDA_HOME_FOUND/lib64" -lcudnn -lcublas \
@@ -297,7 +305,7 @@ if [ "$HAVE_TOOLS" = 1 ]; then
 		BUILT=full
 		record build ok "$ELAPSED" "make CUDA=1 CUDA_ARCH=sm_90"
 	else
-		grep -q 'missing libraries' "$RESULTS/build.log" &&
+		grep -qs 'missing libraries' "$RESULTS/build.log" &&
 			say "build: the full build lacks Debian libraries (see build.log)"
 		say "build: the full build failed; building the GPU stages' part alone (build/min/)"
 		export ROOT NVCC CUDNN_INC CUDNN_LIB CUBLAS_INC CUBLAS_LIB CUDA_HOME_FOUND DEVICE_CHECK_SHIMS
@@ -387,7 +395,12 @@ p.add_argument("--size", type=int, default=112)
 p.add_argument("--steps", type=int, default=20)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--compile", action="store_true")
+p.add_argument("--fp32", action="store_true", help="plain fp32 (no autocast, no TF32), as ours")
+p.add_argument("--profile", action="store_true", help="print the GPU time per kernel")
 a = p.parse_args()
+if a.fp32:
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 dev = torch.device(a.device)
 torch.manual_seed(0)
 net = mp_resnet.ResNet().to(dev).to(memory_format=torch.channels_last)
@@ -405,7 +418,7 @@ y = torch.randint(0, 100, (a.batch,), device=dev)
 
 def step():
     x = x_host.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(dev.type, dtype=torch.bfloat16):
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not a.fp32):
         loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -425,6 +438,13 @@ for _ in range(a.steps):
     step()
 sync()
 dt = (time.time() - t) / a.steps
+if a.profile:
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        sync()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
 print(json.dumps({"torch": torch.__version__, "device": a.device, "compile": a.compile,
                   "batch": a.batch, "size": a.size, "warmup_s": round(warm, 2),
                   "images_per_s": a.batch / dt, "s_per_step": dt}))
@@ -449,6 +469,8 @@ if [ "$TORCH_OK" != 0 ]; then
 elif [ "$GPU" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cuda
 	torch_bench bench-torch-compile 150 --device cuda --compile
+	torch_bench bench-torch-fp32 60 --device cuda --fp32
+	torch_bench profile-torch 60 --device cuda --steps 5 --profile
 elif [ "$SMOKE" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1
 	torch_bench bench-torch-compile 120 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --compile
@@ -473,10 +495,10 @@ fi
 		mfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * 3 * g * i / 1000 / p }'; }
 		tfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", 3 * g * i / 1000 }'; }
 		printf '%-30s %12s %10s %10s %8s\n' "ours ($be, fp32)" "$ips" "$(tfl "$ips")" "$(mfu "$ips")" -
-		for k in bench-torch-eager bench-torch-compile; do
+		for k in bench-torch-eager bench-torch-compile bench-torch-fp32; do
 			v=${TORCH[$k]:-}
 			[ -n "$v" ] || continue
-			printf '%-30s %12s %10s %10s %8s\n' "PyTorch ${k#bench-torch-} (bf16, NHWC)" "$v" "$(tfl "$v")" "$(mfu "$v")" \
+			printf '%-30s %12s %10s %10s %8s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
 				"$(awk -v a="$ips" -v b="$v" 'BEGIN { printf "%.3f", a / b }')"
 		done
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
