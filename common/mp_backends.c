@@ -7,6 +7,7 @@
 #include "device.h"
 
 const char *const mp_backend_names[] = {"cpu", "cpu-ref", "cuda", "auto", NULL};
+const char *const mp_precision_names[] = {"auto", "fp32", "bf16", NULL};
 
 static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp_error *e)
 {
@@ -38,8 +39,58 @@ static mp_backend *open_cuda(char *desc, size_t n, char *why, size_t wn)
 #endif
 }
 
-mp_backend *mp_backend_open(const char *name, int threads, char *desc, size_t n,
-			    mp_error *e)
+/* Sets be's precision by name and adds it to desc; frees be on failure. */
+static mp_backend *set_precision(mp_backend *be, const char *precision, char *desc, size_t n,
+				 mp_error *e)
+{
+	if (!be)
+		return NULL;
+	if (!precision)
+		precision = "auto";
+	int bf16 = 0;
+	if (!strcmp(precision, "bf16")) {
+		if (!be->ops->set_precision) {
+			mp_seterr(e, "--precision bf16: the %s backend computes in fp32 only "
+				     "(bf16 needs --backend cuda)", be->ops->name);
+			mp_backend_free(be);
+			return NULL;
+		}
+		if (be->ops->set_precision(be, MP_PRECISION_BF16) < 0) {
+			mp_seterr(e, "--precision bf16: %s", mp_backend_error(be));
+			mp_backend_free(be);
+			return NULL;
+		}
+		bf16 = 1;
+	} else if (!strcmp(precision, "auto")) {
+		/* bf16 where the backend and device have it; fp32 is the
+		 * backend's starting precision otherwise */
+		bf16 = be->ops->set_precision && be->ops->set_precision(be, MP_PRECISION_BF16) == 0;
+	} else if (!strcmp(precision, "fp32")) {
+		if (be->ops->set_precision && be->ops->set_precision(be, MP_PRECISION_FP32) < 0) {
+			mp_seterr(e, "--precision fp32: %s", mp_backend_error(be));
+			mp_backend_free(be);
+			return NULL;
+		}
+	} else {
+		mp_seterr(e, "--precision: \"%s\" is not one of auto|fp32|bf16", precision);
+		mp_backend_free(be);
+		return NULL;
+	}
+	/* after the description, before a parenthesized note of auto's */
+	char note[256] = "";
+	char *paren = strstr(desc, " (");
+	if (paren) {
+		snprintf(note, sizeof note, "%s", paren);
+		*paren = '\0';
+	}
+	size_t used = strlen(desc);
+	if (used < n)
+		snprintf(desc + used, n - used, ", %s%s", bf16 ? "bf16" : "fp32", note);
+	return be;
+}
+
+static mp_backend *open_backend(const char *name, int threads, char *desc, size_t n,
+				mp_error *e)
 {
 	if (!strcmp(name, "cpu") || !strcmp(name, "cpu-ref"))
 		return open_cpu(!strcmp(name, "cpu-ref"), threads, desc, n, e);
@@ -76,4 +127,12 @@ mp_backend *mp_backend_open(const char *name, int threads, char *desc, size_t n,
 	}
 	mp_seterr(e, "--backend: \"%s\" is not one of cpu|cpu-ref|cuda|auto", name);
 	return NULL;
+}
+
+mp_backend *mp_backend_open(const char *name, int threads, const char *precision, char *desc,
+			    size_t n, mp_error *e)
+{
+	if (n)
+		desc[0] = '\0';
+	return set_precision(open_backend(name, threads, desc, n, e), precision, desc, n, e);
 }

@@ -9,11 +9,16 @@
 #include "backend.h"
 #include "mp_util.h"
 
-extern const char *const mp_backend_names[]; /* NULL-terminated */
+extern const char *const mp_backend_names[];	/* NULL-terminated */
+extern const char *const mp_precision_names[]; /* auto, fp32, bf16; NULL-terminated */
 
-/* Opens the backend called name with threads CPU threads (0: all) and
- * describes what it chose in desc ("cpu, 2 threads"). */
-mp_backend *mp_backend_open(const char *name, int threads, char *desc, size_t n,
-			    mp_error *e);
+/* Opens the backend called name with threads CPU threads (0: all) in the
+ * precision called precision, as the --precision option means it: fp32;
+ * bf16 (tensor-core convolutions, a backend that has them: CUDA on
+ * compute capability 8.0 or later, else an error); auto or NULL (bf16
+ * where the backend has it, else fp32). Describes what it chose in desc
+ * ("cpu, 2 threads, fp32", "cuda, NVIDIA H200, sm_90, 139 GiB, bf16"). */
+mp_backend *mp_backend_open(const char *name, int threads, const char *precision, char *desc,
+			    size_t n, mp_error *e);
 
 #endif

@@ -30,6 +30,7 @@ void mp_eval_opts_default(mp_eval_opts *o)
 	o->topk = 5;
 	o->batch = 16;
 	o->backend = "cpu";
+	o->precision = "auto";
 }
 
 /* ---- reading records in order, from a DB, a stream or a list ---------------- */
@@ -632,7 +633,7 @@ static int setup(evaluator *ev, mp_error *e)
 {
 	const mp_eval_opts *o = ev->o;
 	mp_eval_result *r = ev->r;
-	if (!(ev->be = mp_backend_open(o->backend, o->threads, r->backend, sizeof r->backend, e)))
+	if (!(ev->be = mp_backend_open(o->backend, o->threads, o->precision, r->backend, sizeof r->backend, e)))
 		return MP_EVAL_FAILED;
 	if (!(ev->net = mp_weights_load(o->weights, ev->be, &ev->file, e)))
 		return MP_EVAL_FAILED;

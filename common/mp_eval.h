@@ -34,6 +34,7 @@ typedef struct {
 	int batch;		/* images per forward pass */
 	int threads;		/* 0: all cores */
 	const char *backend;
+	const char *precision; /* auto | fp32 | bf16 (mp_backend_open) */
 	const char *probs_path, *submission_path, *per_class_path, *confusion_path;
 	const char *dump_views;	/* directory for PNGs of the first views */
 	int dump_count;		/* images whose views are dumped */

@@ -58,6 +58,7 @@ void mp_train_opts_default(mp_train_opts *o)
 	o->seed = 1;
 	o->loader_threads = 2;
 	o->backend = "cpu";
+	o->precision = "auto";
 	o->log_every = 50;
 }
 
@@ -722,7 +723,7 @@ static int setup(trainer *t, mp_error *e)
 	/* the backend first: its setup may touch the environment, which the
 	 * loader's threads read */
 	char desc[512];
-	if (!(t->be = mp_backend_open(o->backend, o->threads, desc, sizeof desc, e)))
+	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
 		return MP_TRAIN_FAILED;
 	if (open_loaders(t, &cfg, e) < 0)
 		return MP_TRAIN_BAD_SETUP;

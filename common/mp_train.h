@@ -37,6 +37,7 @@ typedef struct {
 	int threads;		/* compute threads (0: all) */
 	int loader_threads;
 	const char *backend;	/* cpu | cpu-ref | cuda | auto */
+	const char *precision;	/* auto | fp32 | bf16 (mp_backend_open) */
 	long max_steps;		/* stop after this many steps in all (0: no limit) */
 	int log_every;		/* a log row every N steps (0: per epoch only) */
 	int quiet;

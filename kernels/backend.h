@@ -27,6 +27,16 @@
 
 typedef struct mp_backend mp_backend;
 
+/* The arithmetic of a backend's convolutions (set_precision). */
+enum {
+	MP_PRECISION_FP32 = 0, /* float throughout (the default) */
+	/* the convolutions' operands rounded to bfloat16 and multiplied on
+	 * tensor cores with float accumulation; every tensor, BN statistic
+	 * and parameter stays float, so it changes results by rounding
+	 * only (about 1e-2 relative), never the interface */
+	MP_PRECISION_BF16 = 1,
+};
+
 typedef struct {
 	int n, c, h, w;
 	float *data; /* backend memory: host memory for the CPU backend */
@@ -141,6 +151,11 @@ typedef struct {
 	int (*conv_bn_forward_infer)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 				     const mp_tensor *prep, const mp_tensor *res, int relu,
 				     mp_tensor *y, int stride, int pad);
+
+	/* Chooses MP_PRECISION_FP32 or _BF16 for the operations that
+	 * follow. NULL in a backend that computes in fp32 only; -1 when this
+	 * device cannot (bf16 on a GPU without bf16 tensor cores). */
+	int (*set_precision)(mp_backend *be, int precision);
 
 	/* Frees the backend's own state (handles, pools); may be NULL. */
 	void (*destroy)(mp_backend *be);

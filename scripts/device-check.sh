@@ -2,7 +2,7 @@
 # The one command to run on a GPU machine (one H200, no network, PyTorch
 # with CUDA pip packages under its python3):
 #
-#   bash scripts/device-check.sh [--cpu-smoke] [RESULTS_DIR]
+#   bash scripts/device-check.sh [--cpu-smoke] [--quick] [RESULTS_DIR]
 #
 # Stages, each with a time limit, each logged to RESULTS_DIR/<stage>.log;
 # a failing stage does not stop the others:
@@ -17,16 +17,22 @@
 #               build stage still counts as failed then
 #   version     build/bin/mp-train --version (full build only)
 #   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
-#   bench-ours  our training step of the reference network (depth 9,
-#               112 px, batch 128, shortcut A, fp32) on the GPU
-#   bench-torch PyTorch (scripts/mp_resnet.py's ResNet) on the same
-#               network and batch, bf16 autocast + channels_last, eager
-#               and torch.compile
+#   bench-ours-bf16, bench-ours-fp32
+#               our training step of the reference network (depth 9,
+#               112 px, batch 128, shortcut A) on the GPU in each
+#               precision; then again with BENCH_OPS=1 (-ops.log: the time
+#               per kind of operation, each waited for)
+#   bench-torch-eager, -compile, -fp32, profile-torch
+#               PyTorch (scripts/mp_resnet.py's ResNet) on the same
+#               network and batch: bf16 autocast + channels_last, eager
+#               and torch.compile; plain fp32 without TF32 (our fp32's
+#               peer); a kernel-time profile of the eager bf16 step
 # then RESULTS_DIR/summary.txt: each stage's status and time, images/s,
-# the ratio ours / PyTorch, and MFU = 3 x forward FLOPs x images/s
-# against 989 TFLOP/s (the H100/H200 SXM dense bf16 datasheet figure;
-# our step is fp32, so its MFU against a bf16 peak says how far fp32 is
-# from what the chip could do, not how well fp32 is used).
+# the ratios ours / PyTorch, and MFU = 3 x forward FLOPs x images/s
+# against 989 TFLOP/s (the H100/H200 SXM dense bf16 datasheet figure).
+#
+# --quick leaves out torch.compile and the profile (two of the three
+# minutes): for checking a change, not for the figures.
 #
 # Without a GPU (e.g. the CI machine) it still runs: the build goes as far
 # as the toolchain allows, the GPU stages are SKIPPED with the reason, and
@@ -41,15 +47,17 @@
 set -u
 
 usage() {
-	echo "usage: device-check.sh [--cpu-smoke] [RESULTS_DIR]" >&2
+	echo "usage: device-check.sh [--cpu-smoke] [--quick] [RESULTS_DIR]" >&2
 	exit 2
 }
 
 SMOKE=0
+QUICK=0
 RESULTS=
 for a in "$@"; do
 	case $a in
 	--cpu-smoke) SMOKE=1 ;;
+	--quick) QUICK=1 ;;
 	-h | --help) usage ;;
 	-*) echo "device-check.sh: unknown option $a" >&2; usage ;;
 	*) [ -z "$RESULTS" ] || usage; RESULTS=$a ;;
@@ -358,22 +366,27 @@ fi
 
 # ---- benchmarks ------------------------------------------------------------------
 # ours: bench_step's line is backend, batch, size, images/s, s/step,
-# forward GFLOP/image, training TFLOP/s
-OURS=
+# forward GFLOP/image, training TFLOP/s, precision. Each precision twice:
+# plainly (the figure), then with BENCH_OPS=1 (the time per operation,
+# each waited for: where the time goes, in bench-ours-*-ops.log).
+declare -A OURS
+ours_bench() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
+	local prec=$1 stage=bench-ours-$1 line
+	if run "$stage" 60 "$BIN/tests/gpu/bench_step" "$2" "$3" "$4" "$5" "$6" "$prec"; then
+		line=$(awk -F'\t' -v b="$2" '$1 == b' "$RESULTS/$stage.log" | tail -1)
+		OURS[$prec]=$line
+		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
+		run "$stage-ops" 60 env BENCH_OPS=1 "$BIN/tests/gpu/bench_step" "$2" "$3" 5 "$5" 1 "$prec" ||
+			say "$stage-ops: failed (see $stage-ops.log)"
+	else
+		record "$stage" FAIL "$ELAPSED" "see $stage.log"
+	fi
+}
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
-	if run bench-ours 60 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3; then
-		OURS=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours.log" | tail -1)
-		record bench-ours ok "$ELAPSED" "$(echo "$OURS" | cut -f4) images/s"
-	else
-		record bench-ours FAIL "$ELAPSED" "see bench-ours.log"
-	fi
+	ours_bench bf16 cuda 128 20 112 3
+	ours_bench fp32 cuda 128 20 112 3
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
-	if run bench-ours 90 "$BIN/tests/gpu/bench_step" cpu 4 1 32 1; then
-		OURS=$(awk -F'\t' '$1 == "cpu"' "$RESULTS/bench-ours.log" | tail -1)
-		record bench-ours ok "$ELAPSED" "CPU SMOKE (code path only): $(echo "$OURS" | cut -f4) images/s"
-	else
-		record bench-ours FAIL "$ELAPSED" "see bench-ours.log"
-	fi
+	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
 else
 	record bench-ours SKIP 0 "no GPU ($GPU_WHY)"
 fi
@@ -468,12 +481,13 @@ if [ "$TORCH_OK" != 0 ]; then
 	record bench-torch SKIP 0 "torch is not importable"
 elif [ "$GPU" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cuda
-	torch_bench bench-torch-compile 150 --device cuda --compile
+	[ "$QUICK" = 1 ] || torch_bench bench-torch-compile 150 --device cuda --compile
 	torch_bench bench-torch-fp32 60 --device cuda --fp32
-	torch_bench profile-torch 60 --device cuda --steps 5 --profile
+	[ "$QUICK" = 1 ] || torch_bench profile-torch 60 --device cuda --steps 5 --profile
 elif [ "$SMOKE" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1
-	torch_bench bench-torch-compile 120 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --compile
+	[ "$QUICK" = 1 ] ||
+		torch_bench bench-torch-compile 120 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --compile
 else
 	record bench-torch SKIP 0 "no GPU ($GPU_WHY); --cpu-smoke runs it on the CPU"
 fi
@@ -486,22 +500,33 @@ fi
 	while IFS=$'\t' read -r s st sec note; do
 		printf '%-34s %-6s %6s  %s\n' "$s" "$st" "$sec" "$note"
 	done <"$RESULTS/stages.tsv"
-	if [ -n "$OURS" ]; then
+	ref_line=${OURS[bf16]:-${OURS[fp32]:-}}
+	if [ -n "$ref_line" ]; then
 		echo
 		[ "$GPU" = 1 ] || echo "CPU SMOKE: these numbers check the code path only; they mean nothing"
-		IFS=$'\t' read -r be batch size ips _ gflop _ <<<"$OURS"
+		IFS=$'\t' read -r _ batch size _ _ gflop _ <<<"$ref_line"
 		printf 'network: reference (depth 9, shortcut A), batch %s, %s px; forward %.3f GFLOP/image, training = 3 x forward\n' "$batch" "$size" "$gflop"
-		printf '%-30s %12s %10s %10s %8s\n' run images/s TFLOP/s MFU ours/it
 		mfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * 3 * g * i / 1000 / p }'; }
 		tfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", 3 * g * i / 1000 }'; }
-		printf '%-30s %12s %10s %10s %8s\n' "ours ($be, fp32)" "$ips" "$(tfl "$ips")" "$(mfu "$ips")" -
+		ratio() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }' || echo -; }
+		ips_of() { echo "${OURS[$1]:-}" | cut -f4; }
+		printf '%-30s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
+		for prec in bf16 fp32; do
+			[ -n "${OURS[$prec]:-}" ] || continue
+			v=$(ips_of "$prec")
+			printf '%-30s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[$prec]}" | cut -f1), $prec)" "$v" "$(tfl "$v")" "$(mfu "$v")" - -
+		done
+		best=
 		for k in bench-torch-eager bench-torch-compile bench-torch-fp32; do
 			v=${TORCH[$k]:-}
 			[ -n "$v" ] || continue
-			printf '%-30s %12s %10s %10s %8s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
-				"$(awk -v a="$ips" -v b="$v" 'BEGIN { printf "%.3f", a / b }')"
+			[ $k != bench-torch-fp32 ] && { [ -z "$best" ] || awk -v a="$v" -v b="$best" 'BEGIN { exit !(a > b) }'; } && best=$v
+			printf '%-30s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
+				"$(ratio "$(ips_of bf16)" "$v")" "$(ratio "$(ips_of fp32)" "$v")"
 		done
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
+		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
+			echo "ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
 	fi
 	echo
 	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"

@@ -47,6 +47,8 @@ static void help(void)
 	       "      --batch N         images per forward pass (default 16)\n"
 	       "      --threads N       threads (default: all cores)\n"
 	       "      --backend NAME    cpu, cpu-ref, cuda or auto (default cpu)\n"
+	       "      --precision NAME  fp32, bf16 (GPU tensor cores) or auto (default:\n"
+	       "                        bf16 where the backend has it, else fp32)\n"
 	       "      --json            the results as JSON on stdout\n"
 	       "      --probs FILE      TSV: name, label, one probability per class\n"
 	       "      --submission FILE one line per image, sorted: NAME L1 .. Lk\n"
@@ -63,7 +65,7 @@ static void help(void)
 
 enum {
 	OPT_LIST = 256, OPT_SCALES, OPT_MULTISCALE, OPT_CROPS, OPT_FLIP, OPT_COMBINE, OPT_TOPK,
-	OPT_BATCH, OPT_THREADS, OPT_BACKEND, OPT_JSON, OPT_PROBS, OPT_SUBMISSION,
+	OPT_BATCH, OPT_THREADS, OPT_BACKEND, OPT_PRECISION, OPT_JSON, OPT_PROBS, OPT_SUBMISSION,
 	OPT_PER_CLASS, OPT_CONFUSION, OPT_DUMP_VIEWS, OPT_DUMP_COUNT,
 };
 
@@ -81,6 +83,7 @@ static const struct option long_opts[] = {
 	{"batch", required_argument, NULL, OPT_BATCH},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"precision", required_argument, NULL, OPT_PRECISION},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"probs", required_argument, NULL, OPT_PROBS},
 	{"submission", required_argument, NULL, OPT_SUBMISSION},
@@ -220,6 +223,10 @@ int main(int argc, char **argv)
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;
 			o.backend = optarg;
+			break;
+		case OPT_PRECISION:
+			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;
+			o.precision = optarg;
 			break;
 		case OPT_JSON: json = 1; break;
 		case OPT_PROBS: o.probs_path = optarg; break;

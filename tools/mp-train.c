@@ -63,6 +63,8 @@ static void help(void)
 	       "      --keep N            checkpoints kept (default 3; 0: all)\n"
 	       "      --seed N            initialisation, data order, augmentation (default 1)\n"
 	       "      --backend NAME      cpu, cpu-ref, cuda or auto (default cpu)\n"
+	       "      --precision NAME    fp32, bf16 (GPU tensor cores) or auto (default:\n"
+	       "                          bf16 where the backend has it, else fp32)\n"
 	       "      --threads N         compute threads (default: all cores)\n"
 	       "      --loader-threads N  decoding threads (default 2)\n"
 	       "      --max-steps N       stop after N steps in all, as at the end (smoke runs)\n"
@@ -80,7 +82,7 @@ enum {
 	OPT_NO_FC_BN, OPT_CLASSES, OPT_CROP, OPT_SCALE_MIN, OPT_SCALE_MAX, OPT_MEAN,
 	OPT_BATCH, OPT_EPOCHS, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SMOOTHING, OPT_POLICY,
 	OPT_SCHEDULE, OPT_GAMMA, OPT_WARMUP, OPT_RESUME, OPT_FORCE, OPT_EVAL_EVERY,
-	OPT_CKPT_EVERY, OPT_KEEP, OPT_SEED, OPT_BACKEND, OPT_THREADS, OPT_LOADER_THREADS,
+	OPT_CKPT_EVERY, OPT_KEEP, OPT_SEED, OPT_BACKEND, OPT_PRECISION, OPT_THREADS, OPT_LOADER_THREADS,
 	OPT_MAX_STEPS, OPT_LOG, OPT_LOG_EVERY,
 };
 
@@ -116,6 +118,7 @@ static const struct option long_opts[] = {
 	{"keep", required_argument, NULL, OPT_KEEP},
 	{"seed", required_argument, NULL, OPT_SEED},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"precision", required_argument, NULL, OPT_PRECISION},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"loader-threads", required_argument, NULL, OPT_LOADER_THREADS},
 	{"max-steps", required_argument, NULL, OPT_MAX_STEPS},
@@ -298,6 +301,10 @@ int main(int argc, char **argv)
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;
 			o.backend = optarg;
+			break;
+		case OPT_PRECISION:
+			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;
+			o.precision = optarg;
 			break;
 		case OPT_THREADS: bad = parse_int("--threads", optarg, 1, 1024, &o.threads); break;
 		case OPT_LOADER_THREADS:

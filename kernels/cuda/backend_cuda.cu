@@ -37,6 +37,24 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 			   cublasGetStatusName(s));
 }
 
+int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
+{
+	if (bytes <= b->size)
+		return 0;
+	mp_cuda_buffer_free(b); // cudaFree waits for the work that uses it
+	CUDA_CHECK(op, cudaMalloc(&b->p, bytes));
+	b->size = bytes;
+	return 0;
+}
+
+void mp_cuda_buffer_free(struct mp_cuda_buffer *b)
+{
+	if (b->p)
+		cudaFree(b->p);
+	b->p = NULL;
+	b->size = 0;
+}
+
 int mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
 {
 	mp_cuda_state *s = mp_cuda(be);
@@ -107,6 +125,21 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 	return 0;
 }
 
+// ---- precision -----------------------------------------------------------------
+
+// bf16 needs the tensor cores of compute capability 8.0 (Ampere) or later.
+static int cuda_set_precision(mp_backend *be, int precision)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (precision == MP_PRECISION_BF16 && s->cc_major < 8)
+		return mp_cpu_fail(be, "bf16 needs a GPU of compute capability 8.0 or later; "
+				   "device %d is sm_%d%d", s->device, s->cc_major, s->cc_minor);
+	if (precision != MP_PRECISION_FP32 && precision != MP_PRECISION_BF16)
+		return mp_cpu_fail(be, "set_precision: unknown precision %d", precision);
+	s->precision = precision;
+	return 0;
+}
+
 // ---- the backend -------------------------------------------------------------
 
 static void cuda_destroy(mp_backend *be)
@@ -164,6 +197,7 @@ static mp_backend_ops make_ops(void)
 	o.softmax_xent_forward = mp_cuda_softmax_xent_forward;
 	o.softmax_xent_backward = mp_cuda_softmax_xent_backward;
 	o.sgd_step = mp_cuda_sgd_step;
+	o.set_precision = cuda_set_precision;
 	o.destroy = cuda_destroy;
 	return o;
 }
@@ -232,6 +266,9 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	s->device = device;
 	NEW_CUDA(cudaSetDevice(device));
 	NEW_CUDA(cudaGetDeviceProperties(&prop, device));
+	s->cc_major = prop.major;
+	s->cc_minor = prop.minor;
+	s->precision = MP_PRECISION_FP32;
 	NEW_CUDNN(cudnnCreate(&s->cudnn));
 	NEW_CUBLAS(cublasCreate(&s->cublas));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference

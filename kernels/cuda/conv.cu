@@ -1,18 +1,32 @@
 // 2-D convolution without bias through cuDNN's classic descriptor API,
-// fp32 NCHW, OIHW weights, cross-correlation as PyTorch and the CPU
-// reference define it.
+// OIHW weights, cross-correlation as PyTorch and the CPU reference define
+// it, in the backend's precision (set_precision):
 //
-// Arithmetic: the descriptor asks for CUDNN_FMA_MATH, which rules out
-// TF32 tensor-core kernels (cuDNN's default math allows them for fp32 on
-// Ampere and later), so results stay within float rounding of the CPU
-// reference.
+// fp32: NCHW float operands. The descriptor asks for CUDNN_FMA_MATH,
+// which rules out TF32 tensor-core kernels (cuDNN's default math allows
+// them for fp32 on Ampere and later), so results stay within float
+// rounding of the CPU reference.
 //
-// Algorithms: chosen once per shape by cuDNN's heuristics
+// bf16: the operands are rounded to bfloat16 and laid out NHWC (weights
+// KRSC) in the state's buffers, one pass each (a tiled transpose), and
+// cuDNN multiplies them on tensor cores with float accumulation
+// (CUDNN_TENSOR_OP_MATH, compute type float); its bf16 NHWC result is
+// turned back into the float NCHW tensor the caller gave. Every tensor
+// the caller sees stays float: bf16 changes rounding, not the interface.
+// The weights are converted at every call, so an SGD step between two
+// calls is always seen.
+//
+// Algorithms: chosen once per shape and precision by cuDNN's heuristics
 // (cudnnGet*Algorithm_v7, not the timing cudnnFind*, so that the same
 // shape gets the same algorithm in every run) and cached. The backward
-// passes take only algorithms cuDNN reports deterministic (BWD_DATA_ALGO_1
-// and BWD_FILTER_ALGO_1 are), so a training run on one GPU repeats
-// bit for bit. The workspace grows to the largest need seen.
+// passes take algorithms cuDNN reports deterministic (BWD_DATA_ALGO_1
+// and BWD_FILTER_ALGO_1 are), so a training run on one GPU repeats bit
+// for bit; in bf16 a nondeterministic one is taken only where cuDNN
+// offers no deterministic one, and a shape for which cuDNN has no bf16
+// algorithm at all runs in fp32. The workspace grows to the largest need
+// seen.
+#include <cuda_bf16.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +35,98 @@
 // Algorithms that would need more workspace than this are passed over.
 static const size_t WS_LIMIT = (size_t)2 << 30;
 
-static void conv_key(int key[9], const mp_tensor *x, const mp_tensor *w, int stride, int pad)
+// ---- layout and precision conversions -----------------------------------------
+//
+// One image (or one filter) is a [C][P] float matrix in NCHW (P = h w
+// pixels); NHWC is its transpose [P][C]. 32 x 32 tiles through shared
+// memory keep both the reads and the writes coalesced. Grid: (P tiles,
+// C tiles, images); block 32 x 8.
+
+#define TILE 32
+#define TILE_ROWS 8
+
+__global__ void nchw_to_nhwc_bf16_kernel(const float *__restrict__ x,
+					 __nv_bfloat16 *__restrict__ y, int C, int P)
+{
+	__shared__ float tile[TILE][TILE + 1];
+	const size_t image = (size_t)blockIdx.z * C * P;
+	const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int c = c0 + i, p = p0 + threadIdx.x;
+		if (c < C && p < P)
+			tile[i][threadIdx.x] = x[image + (size_t)c * P + p];
+	}
+	__syncthreads();
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int p = p0 + i, c = c0 + threadIdx.x;
+		if (p < P && c < C)
+			y[image + (size_t)p * C + c] = __float2bfloat16_rn(tile[threadIdx.x][i]);
+	}
+}
+
+__global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
+					 float *__restrict__ y, int C, int P)
+{
+	__shared__ float tile[TILE][TILE + 1];
+	const size_t image = (size_t)blockIdx.z * C * P;
+	const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int p = p0 + i, c = c0 + threadIdx.x;
+		if (p < P && c < C)
+			tile[i][threadIdx.x] = __bfloat162float(x[image + (size_t)p * C + c]);
+	}
+	__syncthreads();
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int c = c0 + i, p = p0 + threadIdx.x;
+		if (c < C && p < P)
+			y[image + (size_t)c * P + p] = tile[threadIdx.x][i];
+	}
+}
+
+// The grid for images of C x P; 0 when it exceeds CUDA's grid limits.
+static int transpose_grid(int images, int C, int P, dim3 *grid)
+{
+	const long long gx = ((long long)P + TILE - 1) / TILE, gy = (C + TILE - 1) / TILE;
+	if (images < 1 || images > 65535 || gy > 65535 || gx > INT_MAX)
+		return 0;
+	*grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)images);
+	return 1;
+}
+
+// t (float NCHW, or a filter as K images of C x (kh kw)) into buf as bf16
+// NHWC (KRSC).
+static int to_bf16(mp_backend *be, const char *op, const mp_tensor *t, struct mp_cuda_buffer *buf)
+{
+	dim3 grid;
+	if (!transpose_grid(t->n, t->c, t->h * t->w, &grid))
+		return mp_cpu_fail(be, "%s: %dx%dx%dx%d is too large for bf16 (at most 65535 images)",
+				   op, t->n, t->c, t->h, t->w);
+	if (mp_cuda_grow(be, op, buf, mp_tensor_count(t) * sizeof(__nv_bfloat16)))
+		return -1;
+	nchw_to_nhwc_bf16_kernel<<<grid, dim3(TILE, TILE_ROWS)>>>(
+		t->data, (__nv_bfloat16 *)buf->p, t->c, t->h * t->w);
+	LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
+	return 0;
+}
+
+// buf (bf16 NHWC, as t's shape) into t (float NCHW).
+static int from_bf16(mp_backend *be, const char *op, const struct mp_cuda_buffer *buf,
+		     mp_tensor *t)
+{
+	dim3 grid;
+	if (!transpose_grid(t->n, t->c, t->h * t->w, &grid))
+		return mp_cpu_fail(be, "%s: %dx%dx%dx%d is too large for bf16 (at most 65535 images)",
+				   op, t->n, t->c, t->h, t->w);
+	nhwc_bf16_to_nchw_kernel<<<grid, dim3(TILE, TILE_ROWS)>>>(
+		(const __nv_bfloat16 *)buf->p, t->data, t->c, t->h * t->w);
+	LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+	return 0;
+}
+
+// ---- algorithms -------------------------------------------------------------------
+
+static void conv_key(int key[10], const mp_tensor *x, const mp_tensor *w, int stride, int pad,
+		     int bf16)
 {
 	key[0] = x->n;
 	key[1] = x->c;
@@ -32,9 +137,10 @@ static void conv_key(int key[9], const mp_tensor *x, const mp_tensor *w, int str
 	key[6] = w->w;
 	key[7] = stride;
 	key[8] = pad;
+	key[9] = bf16;
 }
 
-static mp_cuda_conv_algo *find_algo(mp_backend *be, const char *op, const int key[9])
+static mp_cuda_conv_algo *find_algo(mp_backend *be, const char *op, const int key[10])
 {
 	mp_cuda_state *s = mp_cuda(be);
 	for (int i = 0; i < s->nalgos; i++)
@@ -57,28 +163,32 @@ static mp_cuda_conv_algo *find_algo(mp_backend *be, const char *op, const int ke
 	return a;
 }
 
-// Describes x, w, y and the convolution in the state's descriptors, and
-// checks that cuDNN computes the output size we do.
+// Describes x, w, y and the convolution in the state's descriptors (float
+// NCHW, or bf16 NHWC with float compute), and checks that cuDNN computes
+// the output size we do.
 static int describe(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
-		    const mp_tensor *y, int stride, int pad)
+		    const mp_tensor *y, int stride, int pad, int bf16)
 {
 	mp_cuda_state *s = mp_cuda(be);
-	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->xdesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-						   x->n, x->c, x->h, x->w));
-	CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(s->wdesc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-						   w->n, w->c, w->h, w->w));
+	const cudnnTensorFormat_t format = bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+	const cudnnDataType_t type = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->xdesc, format, type, x->n, x->c, x->h,
+						   x->w));
+	CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(s->wdesc, type, format, w->n, w->c, w->h,
+						   w->w));
 	CUDNN_CHECK(op, cudnnSetConvolution2dDescriptor(s->convdesc, pad, pad, stride, stride, 1,
 							1, CUDNN_CROSS_CORRELATION,
 							CUDNN_DATA_FLOAT));
-	CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, CUDNN_FMA_MATH));
+	CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, bf16 ? CUDNN_TENSOR_OP_MATH
+								      : CUDNN_FMA_MATH));
 	int on, oc, oh, ow;
 	CUDNN_CHECK(op, cudnnGetConvolution2dForwardOutputDim(s->convdesc, s->xdesc, s->wdesc,
 							      &on, &oc, &oh, &ow));
 	if (on != y->n || oc != y->c || oh != y->h || ow != y->w)
 		return mp_cpu_fail(be, "%s: cuDNN computes an output of %dx%dx%dx%d, expected %dx%dx%dx%d",
 				   op, on, oc, oh, ow, y->n, y->c, y->h, y->w);
-	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->ydesc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-						   y->n, y->c, y->h, y->w));
+	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->ydesc, format, type, y->n, y->c, y->h,
+						   y->w));
 	return 0;
 }
 
@@ -87,81 +197,187 @@ static int is_tensor_op(cudnnMathType_t m)
 	return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
-// The first usable algorithm of cuDNN's ranked list: it succeeded, uses no
-// tensor-op math, fits the workspace limit, and (when deterministic is
-// set) is deterministic. -1 when none is.
+// The first usable algorithm of cuDNN's ranked list: it succeeded, fits
+// the workspace limit, in fp32 uses no tensor-op math, and (when
+// deterministic is set) is deterministic. -1 when none is.
 template <typename Perf>
-static int pick(const Perf *perf, int count, int deterministic)
+static int pick_one(const Perf *perf, int count, int bf16, int deterministic)
 {
 	for (int i = 0; i < count; i++)
-		if (perf[i].status == CUDNN_STATUS_SUCCESS && !is_tensor_op(perf[i].mathType) &&
+		if (perf[i].status == CUDNN_STATUS_SUCCESS && (bf16 || !is_tensor_op(perf[i].mathType)) &&
 		    perf[i].memory <= WS_LIMIT &&
 		    (!deterministic || perf[i].determinism == CUDNN_DETERMINISTIC))
 			return i;
 	return -1;
 }
 
-static int grow_workspace(mp_backend *be, const char *op, size_t need)
+// Deterministic for a backward pass (want_deterministic), except that bf16
+// settles for a nondeterministic one where cuDNN has no other.
+template <typename Perf>
+static int pick(const Perf *perf, int count, int bf16, int want_deterministic)
 {
-	mp_cuda_state *s = mp_cuda(be);
-	if (need <= s->ws_size)
-		return 0;
-	if (s->ws) {
-		cudaFree(s->ws); // waits for the work that uses it
-		s->ws = NULL;
-		s->ws_size = 0;
-	}
-	CUDA_CHECK(op, cudaMalloc(&s->ws, need));
-	s->ws_size = need;
-	return 0;
+	int i = pick_one(perf, count, bf16, want_deterministic);
+	if (i < 0 && bf16 && want_deterministic)
+		i = pick_one(perf, count, bf16, 0);
+	return i;
 }
 
-int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
-			   mp_tensor *y, int stride, int pad)
+// The math type to run an algorithm with: the one cuDNN ranked it under in
+// bf16; always FMA in fp32 (the default math would allow TF32).
+static cudnnMathType_t math_for(int bf16, cudnnMathType_t ranked)
 {
-	static const char op[] = "conv2d_forward";
-	int oh, ow;
-	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
-	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow) ||
-	    describe(be, op, x, w, y, stride, pad))
-		return -1;
+	return bf16 ? ranked : CUDNN_FMA_MATH;
+}
+
+// ---- choosing -----------------------------------------------------------------------
+
+enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4 };
+
+// Chooses the algorithms of entry a for the directions in want, with the
+// descriptors describing its shape and precision. 0 when done; 1 when
+// cuDNN offers bf16 no algorithm for one of them (the caller falls back
+// to fp32); -1 on an error.
+static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want, int bf16,
+		  const mp_tensor *x, const mp_tensor *w)
+{
 	mp_cuda_state *s = mp_cuda(be);
-	int key[9];
-	conv_key(key, x, w, stride, pad);
-	mp_cuda_conv_algo *a = find_algo(be, op, key);
-	if (!a)
-		return -1;
-	if (!a->have_fwd) {
+	const char *none = NULL;
+	if ((want & FWD) && !a->have_fwd) {
 		cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		int got = 0;
 		CUDNN_CHECK(op, cudnnGetConvolutionForwardAlgorithm_v7(
 					s->cudnn, s->xdesc, s->wdesc, s->convdesc, s->ydesc,
 					CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
-		int i = pick(perf, got, 0);
-		if (i < 0)
-			return mp_cpu_fail(be, "%s: cuDNN offers no fp32 algorithm for x %dx%dx%dx%d, w %dx%dx%dx%d",
-					   op, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
-		a->fwd = perf[i].algo;
-		CUDNN_CHECK(op, cudnnGetConvolutionForwardWorkspaceSize(s->cudnn, s->xdesc, s->wdesc,
-									s->convdesc, s->ydesc,
-									a->fwd, &a->fwd_ws));
-		a->have_fwd = 1;
+		int i = pick(perf, got, bf16, 0);
+		if (i < 0) {
+			none = "y";
+		} else {
+			a->fwd = perf[i].algo;
+			a->fwd_math = math_for(bf16, perf[i].mathType);
+			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->fwd_math));
+			CUDNN_CHECK(op, cudnnGetConvolutionForwardWorkspaceSize(
+						s->cudnn, s->xdesc, s->wdesc, s->convdesc, s->ydesc,
+						a->fwd, &a->fwd_ws));
+			a->have_fwd = 1;
+		}
 	}
-	if (grow_workspace(be, op, a->fwd_ws))
+	if (!none && (want & BWD_DATA) && !a->have_bwd_data) {
+		cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+		int got = 0;
+		CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(
+					s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
+					CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
+		int i = pick(perf, got, bf16, 1);
+		if (i < 0) {
+			none = "deterministic dx";
+		} else {
+			a->bwd_data = perf[i].algo;
+			a->bwd_data_math = math_for(bf16, perf[i].mathType);
+			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
+			CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataWorkspaceSize(
+						s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
+						a->bwd_data, &a->bwd_data_ws));
+			a->have_bwd_data = 1;
+		}
+	}
+	if (!none && (want & BWD_FILTER) && !a->have_bwd_filter) {
+		cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+		int got = 0;
+		CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+					s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
+					CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
+		int i = pick(perf, got, bf16, 1);
+		if (i < 0) {
+			none = "deterministic dw";
+		} else {
+			a->bwd_filter = perf[i].algo;
+			a->bwd_filter_math = math_for(bf16, perf[i].mathType);
+			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));
+			CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterWorkspaceSize(
+						s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
+						a->bwd_filter, &a->bwd_filter_ws));
+			a->have_bwd_filter = 1;
+		}
+	}
+	if (!none)
+		return 0;
+	if (bf16) {
+		a->fp32_only = 1;
+		return 1;
+	}
+	return mp_cpu_fail(be, "%s: cuDNN offers no %s fp32 algorithm for x %dx%dx%dx%d, w %dx%dx%dx%d",
+			   op, none, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
+}
+
+// The algorithm entry for this convolution in the backend's precision,
+// with the descriptors set for it; *bf16 says whether it runs in bf16 (a
+// shape cuDNN cannot do in bf16 runs in fp32). NULL on an error.
+static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *x,
+			       const mp_tensor *w, const mp_tensor *y, int stride, int pad,
+			       int want, int *bf16)
+{
+	*bf16 = mp_cuda(be)->precision == MP_PRECISION_BF16;
+	for (;;) {
+		int key[10];
+		conv_key(key, x, w, stride, pad, *bf16);
+		mp_cuda_conv_algo *a = find_algo(be, op, key);
+		if (!a)
+			return NULL;
+		if (!a->fp32_only) {
+			if (describe(be, op, x, w, y, stride, pad, *bf16))
+				return NULL;
+			const int r = choose(be, op, a, want, *bf16, x, w);
+			if (r < 0)
+				return NULL;
+			if (r == 0)
+				return a;
+		}
+		*bf16 = 0; // the same shape in fp32 (choose fails rather than return 1 then)
+	}
+}
+
+// ---- forward ------------------------------------------------------------------------
+
+int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			   mp_tensor *y, int stride, int pad)
+{
+	static const char op[] = "conv2d_forward";
+	mp_cuda_state *s = mp_cuda(be);
+	int oh, ow, bf16;
+	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
+	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow))
+		return -1;
+	mp_cuda_conv_algo *a = plan(be, op, x, w, y, stride, pad, FWD, &bf16);
+	if (!a)
+		return -1;
+	CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->fwd_math));
+	if (mp_cuda_grow(be, op, &s->ws, a->fwd_ws))
 		return -1;
 	const float one = 1.0f, zero = 0.0f;
-	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x->data, s->wdesc,
-						w->data, s->convdesc, a->fwd, s->ws, s->ws_size,
-						&zero, s->ydesc, y->data));
-	return 0;
+	if (!bf16) {
+		CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x->data, s->wdesc,
+							w->data, s->convdesc, a->fwd, s->ws.p,
+							s->ws.size, &zero, s->ydesc, y->data));
+		return 0;
+	}
+	if (to_bf16(be, op, x, &s->bf_x) || to_bf16(be, op, w, &s->bf_w) ||
+	    mp_cuda_grow(be, op, &s->bf_y, mp_tensor_count(y) * sizeof(__nv_bfloat16)))
+		return -1;
+	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, s->bf_x.p, s->wdesc,
+						s->bf_w.p, s->convdesc, a->fwd, s->ws.p,
+						s->ws.size, &zero, s->ydesc, s->bf_y.p));
+	return from_bf16(be, op, &s->bf_y, y);
 }
+
+// ---- backward -----------------------------------------------------------------------
 
 int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
 			    int pad)
 {
 	static const char op[] = "conv2d_backward";
-	int oh, ow;
+	mp_cuda_state *s = mp_cuda(be);
+	int oh, ow, bf16;
 	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
 	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, oh, ow))
 		return -1;
@@ -171,73 +387,67 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 		return -1;
 	if (!dx && !dw)
 		return 0;
-	if (describe(be, op, x, w, dy, stride, pad))
-		return -1;
-	mp_cuda_state *s = mp_cuda(be);
-	int key[9];
-	conv_key(key, x, w, stride, pad);
-	mp_cuda_conv_algo *a = find_algo(be, op, key);
+	mp_cuda_conv_algo *a = plan(be, op, x, w, dy, stride, pad,
+				    (dx ? BWD_DATA : 0) | (dw ? BWD_FILTER : 0), &bf16);
 	if (!a)
 		return -1;
 	const float one = 1.0f, zero = 0.0f;
+	// bf16: dy into bf_y; dx is made in bf_x from bf_w, then x goes into
+	// bf_x and dw is made in bf_w (one stream: each step waits for the one
+	// before, so the buffers can be reused in turn)
+	if (bf16 && to_bf16(be, op, dy, &s->bf_y))
+		return -1;
 	if (dx) {
-		if (!a->have_bwd_data) {
-			cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-			int got = 0;
-			CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(
-						s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
-						CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
-			int i = pick(perf, got, 1);
-			if (i < 0)
-				return mp_cpu_fail(be, "%s: cuDNN offers no deterministic fp32 algorithm for dx of x %dx%dx%dx%d, w %dx%dx%dx%d",
-						   op, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
-			a->bwd_data = perf[i].algo;
-			CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataWorkspaceSize(
-						s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
-						a->bwd_data, &a->bwd_data_ws));
-			a->have_bwd_data = 1;
-		}
-		if (grow_workspace(be, op, a->bwd_data_ws))
+		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
+		if (mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
-		CUDNN_CHECK(op, cudnnConvolutionBackwardData(s->cudnn, &one, s->wdesc, w->data,
-							     s->ydesc, dy->data, s->convdesc,
-							     a->bwd_data, s->ws, s->ws_size, &zero,
-							     s->xdesc, dx->data));
+		if (!bf16) {
+			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
+						s->cudnn, &one, s->wdesc, w->data, s->ydesc, dy->data,
+						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
+						s->xdesc, dx->data));
+		} else {
+			if (to_bf16(be, op, w, &s->bf_w) ||
+			    mp_cuda_grow(be, op, &s->bf_x, mp_tensor_count(dx) * sizeof(__nv_bfloat16)))
+				return -1;
+			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
+						s->cudnn, &one, s->wdesc, s->bf_w.p, s->ydesc, s->bf_y.p,
+						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
+						s->xdesc, s->bf_x.p));
+			if (from_bf16(be, op, &s->bf_x, dx))
+				return -1;
+		}
 	}
 	if (dw) {
-		if (!a->have_bwd_filter) {
-			cudnnConvolutionBwdFilterAlgoPerf_t
-				perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-			int got = 0;
-			CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-						s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
-						CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
-			int i = pick(perf, got, 1);
-			if (i < 0)
-				return mp_cpu_fail(be, "%s: cuDNN offers no deterministic fp32 algorithm for dw of x %dx%dx%dx%d, w %dx%dx%dx%d",
-						   op, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
-			a->bwd_filter = perf[i].algo;
-			CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterWorkspaceSize(
-						s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
-						a->bwd_filter, &a->bwd_filter_ws));
-			a->have_bwd_filter = 1;
-		}
-		if (grow_workspace(be, op, a->bwd_filter_ws))
+		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));
+		if (mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
-		CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(s->cudnn, &one, s->xdesc, x->data,
-							       s->ydesc, dy->data, s->convdesc,
-							       a->bwd_filter, s->ws, s->ws_size,
-							       &zero, s->wdesc, dw->data));
+		if (!bf16) {
+			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
+						s->cudnn, &one, s->xdesc, x->data, s->ydesc, dy->data,
+						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
+						s->wdesc, dw->data));
+		} else {
+			if (to_bf16(be, op, x, &s->bf_x) ||
+			    mp_cuda_grow(be, op, &s->bf_w, mp_tensor_count(dw) * sizeof(__nv_bfloat16)))
+				return -1;
+			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
+						s->cudnn, &one, s->xdesc, s->bf_x.p, s->ydesc, s->bf_y.p,
+						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
+						s->wdesc, s->bf_w.p));
+			if (from_bf16(be, op, &s->bf_w, dw))
+				return -1;
+		}
 	}
 	return 0;
 }
 
 void mp_cuda_conv_free(mp_cuda_state *s)
 {
-	if (s->ws)
-		cudaFree(s->ws);
-	s->ws = NULL;
-	s->ws_size = 0;
+	mp_cuda_buffer_free(&s->ws);
+	mp_cuda_buffer_free(&s->bf_x);
+	mp_cuda_buffer_free(&s->bf_y);
+	mp_cuda_buffer_free(&s->bf_w);
 	free(s->algos);
 	s->algos = NULL;
 	s->nalgos = s->algos_cap = 0;

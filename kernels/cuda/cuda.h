@@ -26,14 +26,23 @@ extern "C" {
 #include "cpu/cpu.h"
 }
 
-/* The algorithms chosen for one convolution shape, found once. */
+/* The algorithms chosen for one convolution shape and precision, found
+ * once; with the math type each was chosen for. */
 struct mp_cuda_conv_algo {
-	int key[9]; /* x n,c,h,w; w n,h,w; stride; pad */
+	int key[10]; /* x n,c,h,w; w n,h,w; stride; pad; bf16 */
 	int have_fwd, have_bwd_data, have_bwd_filter;
+	int fp32_only; /* bf16 entry: cuDNN has no bf16 algorithm, run fp32 */
 	cudnnConvolutionFwdAlgo_t fwd;
 	cudnnConvolutionBwdDataAlgo_t bwd_data;
 	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+	cudnnMathType_t fwd_math, bwd_data_math, bwd_filter_math;
 	size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+};
+
+/* A device buffer that grows to the largest need seen. */
+struct mp_cuda_buffer {
+	void *p;
+	size_t size; /* bytes */
 };
 
 /* One SGD block: elements [begin, end) of tensor t. */
@@ -44,14 +53,18 @@ struct mp_cuda_sgd_block {
 
 struct mp_cuda_state {
 	int device;
+	int cc_major, cc_minor; /* compute capability */
+	int precision;		/* MP_PRECISION_* */
 	cudnnHandle_t cudnn;
 	cublasHandle_t cublas;
 	cudnnTensorDescriptor_t xdesc, ydesc;
 	cudnnFilterDescriptor_t wdesc;
 	cudnnConvolutionDescriptor_t convdesc;
 
-	void *ws; /* the convolutions' workspace, grown as needed */
-	size_t ws_size;
+	struct mp_cuda_buffer ws; /* the convolutions' workspace */
+	/* bf16 copies of a convolution's operands in NHWC (KRSC for
+	 * weights): its input or dx, its output or dy, its weights or dw */
+	struct mp_cuda_buffer bf_x, bf_y, bf_w;
 
 	struct mp_cuda_conv_algo *algos; /* the cache, searched linearly */
 	int nalgos, algos_cap;
@@ -121,6 +134,10 @@ static inline unsigned mp_cuda_grid(size_t count)
 		b = 65535u * 8u;
 	return b ? (unsigned)b : 1u;
 }
+
+/* Grows b to at least bytes (its contents are lost when it moves). */
+int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes);
+void mp_cuda_buffer_free(struct mp_cuda_buffer *b);
 
 /* Grows the double scratch buffer to at least n doubles. */
 int mp_cuda_scratch(mp_backend *be, const char *op, size_t n);

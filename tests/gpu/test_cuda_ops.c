@@ -14,6 +14,12 @@
  * allows for cuDNN's different summation orders. Each check prints its
  * measured error as a TAP comment.
  *
+ * Then the same convolutions, network steps, reproducibility and
+ * training run again in bf16 (set_precision), within RTOL_BF16 (2e-2):
+ * bf16 keeps 8 bits of mantissa, so each rounded operand is off by up to
+ * 2^-9 relative and a sum of many such products by less. Where the
+ * device has no bf16 these print as skipped.
+ *
  * Without a CUDA device it prints "1..0 # SKIP no CUDA device (...)" and
  * exits 0: prove reports it as skipped, never as passed.
  *
@@ -33,6 +39,10 @@
 #include "mp_resnet.h"
 
 #define RTOL 1e-3
+#define RTOL_BF16 2e-2
+
+static double rtol = RTOL; /* the tolerance of the current precision */
+static const char *prefix = ""; /* "bf16: " in the bf16 pass */
 
 static mp_backend *ref, *dev; /* CPU reference, device under test */
 static mp_rng rng;
@@ -52,7 +62,7 @@ static void end(const char *name)
 	tests++;
 	if (cur_failed)
 		failures++;
-	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
+	printf("%s %d - %s%s\n", cur_failed ? "not ok" : "ok", tests, prefix, name);
 	fflush(stdout);
 }
 
@@ -158,7 +168,7 @@ static double rel_err(const float *a, const float *ref_, size_t n)
 
 static double worst; /* the largest error of all checks, for the summary */
 
-/* Compares a device tensor with its reference: within RTOL of max |ref|. */
+/* Compares a device tensor with its reference: within rtol of max |ref|. */
 static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
 {
 	if (mp_tensor_count(r) != mp_tensor_count(d)) {
@@ -171,8 +181,8 @@ static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
 	printf("#   %-44s rel err %.2e\n", what, e);
 	if (e > worst)
 		worst = e;
-	if (!(e <= RTOL))
-		fail("%s: relative error %.3e > %.0e", what, e, RTOL);
+	if (!(e <= rtol))
+		fail("%s: relative error %.3e > %.0e", what, e, rtol);
 	free(a);
 	free(b);
 }
@@ -731,11 +741,11 @@ static void test_network(char shortcut)
 		else {
 			double err = rel_err(lgd, lgr, (size_t)n * c.classes);
 			printf("#   %-44s rel err %.2e\n", "logits", err);
-			if (!(err <= RTOL))
+			if (!(err <= rtol))
 				fail("logits: relative error %.3e", err);
 			err = fabs(ld - lr) / fabs(lr);
 			printf("#   %-44s rel err %.2e (%.6f vs %.6f)\n", "loss", err, ld, lr);
-			if (!(err <= RTOL))
+			if (!(err <= rtol))
 				fail("loss %.6f, reference %.6f", ld, lr);
 			const int np = mp_resnet_param_count(nr);
 			for (int i = 0; i < np; i++) {
@@ -767,7 +777,7 @@ static void test_network(char shortcut)
 			else {
 				err = rel_err(lgd, lgr, (size_t)n * c.classes);
 				printf("#   %-44s rel err %.2e\n", "inference logits", err);
-				if (!(err <= RTOL))
+				if (!(err <= rtol))
 					fail("inference logits: relative error %.3e", err);
 			}
 		}
@@ -929,10 +939,31 @@ int main(int argc, char **argv)
 	test_network('B');
 	test_reproducible();
 	test_training();
+	const double worst_fp32 = worst;
+
+	/* bf16: the convolutions on tensor cores, everything else as before */
+	worst = 0;
+	if (!dev->ops->set_precision || dev->ops->set_precision(dev, MP_PRECISION_BF16) < 0) {
+		printf("ok %d - bf16 # SKIP %s\n", ++tests,
+		       dev->ops->set_precision ? mp_backend_error(dev)
+					       : "this backend computes in fp32 only");
+	} else {
+		rtol = RTOL_BF16;
+		prefix = "bf16: ";
+		for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+			test_conv(&conv_cases[i]);
+		test_network('A');
+		test_network('B');
+		test_reproducible();
+		test_training();
+	}
 
 	printf("1..%d\n", tests);
-	printf("# %d of %d failed; largest relative error %.2e (limit %.0e)\n", failures, tests,
-	       worst, RTOL);
+	printf("# %d of %d failed; largest relative error %.2e (limit %.0e)", failures, tests,
+	       worst_fp32, RTOL);
+	if (rtol == RTOL_BF16)
+		printf(", in bf16 %.2e (limit %.0e)", worst, RTOL_BF16);
+	printf("\n");
 	mp_backend_free(dev);
 	mp_backend_free(ref);
 	return failures ? 1 : 0;
