@@ -454,6 +454,13 @@ int mp_resnet_init(mp_resnet *net, uint64_t seed, mp_error *e)
 
 /* ---- forward and backward ------------------------------------------------ */
 
+/* Does block b keep its input's shape (an identity shortcut, which needs
+ * no copy)? */
+static int identity(const block *b)
+{
+	return !b->proj && b->stride == 1 && b->cin == b->cout;
+}
+
 /* Makes t exactly (n, c, h, w), reallocating only when the shape changes. */
 static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 {
@@ -527,10 +534,11 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
-		mp_tensor *outs[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->sc, &b->sum,
-				     &b->out};
+		mp_tensor *outs[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->sum, &b->out};
 		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
 			CHECK(ensure(be, outs[j], n, b->cout, oh, ow));
+		if (!identity(b))
+			CHECK(ensure(be, &b->sc, n, b->cout, oh, ow));
 		if (b->proj)
 			CHECK(ensure(be, &b->scc, n, b->cout, oh, ow));
 		ch = oh;
@@ -571,7 +579,8 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		if (b->proj)
 			CHECK(ensure(be, &b->g_scc, n, o->c, o->h, o->w));
 		CHECK(ensure(be, &b->g_main, n, in->c, in->h, in->w));
-		CHECK(ensure(be, &b->g_side, n, in->c, in->h, in->w));
+		if (!identity(b))
+			CHECK(ensure(be, &b->g_side, n, in->c, in->h, in->w));
 		CHECK(ensure(be, &b->g_in, n, in->c, in->h, in->w));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
@@ -683,14 +692,16 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 		CHECK(o->relu_forward(be, b1, r1));
 		CHECK(o->conv2d_forward(be, r1, &b->conv2.w->value, c2, 1, 1));
 		CHECK(bn_fwd(be, &b->bn2, c2, b2, train));
+		const mp_tensor *res = x; /* identity: the block's input itself */
 		if (b->proj) {
 			CHECK(o->conv2d_forward(be, x, &b->sc_conv.w->value, scc, b->stride, 0));
 			CHECK(bn_fwd(be, &b->sc_bn, scc, sct, train));
-		} else {
-			/* option A, or identity when the shape is unchanged */
+			res = sct;
+		} else if (!identity(b)) {
 			CHECK(o->shortcut_a_forward(be, x, sct, b->stride));
+			res = sct;
 		}
-		CHECK(o->add(be, b2, sct, sum));
+		CHECK(o->add(be, b2, res, sum));
 		CHECK(o->relu_forward(be, sum, out));
 		x = out;
 	}
@@ -788,10 +799,10 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 			CHECK(bn_bwd(be, &b->sc_bn, &b->scc, &b->g_sum, &b->g_scc));
 			CHECK(o->conv2d_backward(be, b->x, &b->sc_conv.w->value, &b->g_scc,
 						 &b->g_side, &b->sc_conv.w->grad, b->stride, 0));
-		} else {
+		} else if (!identity(b)) {
 			CHECK(o->shortcut_a_backward(be, &b->g_sum, &b->g_side, b->stride));
 		}
-		CHECK(o->add(be, &b->g_main, &b->g_side, &b->g_in));
+		CHECK(o->add(be, &b->g_main, identity(b) ? &b->g_sum : &b->g_side, &b->g_in));
 		dout = &b->g_in;
 	}
 	CHECK(o->relu_backward(be, &net->stem_r, dout, &net->g_stem_b));

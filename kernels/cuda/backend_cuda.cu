@@ -204,6 +204,38 @@ static mp_backend_ops make_ops(void)
 
 static const mp_backend_ops cuda_ops = make_ops();
 
+// A variable that is unset or empty means its default; any other value
+// than those named is an error, so that a typo does not go unnoticed.
+static int env_choice(const char *name, const char *a, const char *b, int *out, char *why,
+		      size_t n)
+{
+	const char *v = getenv(name);
+	if (!v || !*v)
+		return 0;
+	if (!strcmp(v, a))
+		*out = 0;
+	else if (!strcmp(v, b))
+		*out = 1;
+	else {
+		snprintf(why, n, "%s=%s: expected %s or %s", name, v, a, b);
+		return -1;
+	}
+	return 0;
+}
+
+static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
+{
+	s->timed_search = 0;
+	s->deterministic = 1;
+	s->log_choices = 0;
+	return env_choice("MP_CUDNN_SEARCH", "heuristic", "timed", &s->timed_search, why, n) ||
+			       env_choice("MP_CUDNN_DETERMINISTIC", "0", "1", &s->deterministic, why,
+					  n) ||
+			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n)
+		       ? -1
+		       : 0;
+}
+
 // Creation fails with a reason, so these write into why instead of be->error.
 #define NEW_CUDA(call)                                                               \
 	do {                                                                         \
@@ -269,6 +301,8 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	s->cc_major = prop.major;
 	s->cc_minor = prop.minor;
 	s->precision = MP_PRECISION_FP32;
+	if (read_choice_env(s, why, n) < 0)
+		goto fail;
 	NEW_CUDNN(cudnnCreate(&s->cudnn));
 	NEW_CUBLAS(cublasCreate(&s->cublas));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference

@@ -27,6 +27,7 @@
 // seen.
 #include <cuda_bf16.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -231,6 +232,61 @@ static cudnnMathType_t math_for(int bf16, cudnnMathType_t ranked)
 
 // ---- choosing -----------------------------------------------------------------------
 
+// cuDNN's ranked list for one direction: its heuristics (the default), or
+// every algorithm timed on this shape (MP_CUDNN_SEARCH=timed; cuDNN
+// allocates its own memory for that, once per shape).
+static cudnnStatus_t rank_fwd(mp_cuda_state *s, int *got,
+			      cudnnConvolutionFwdAlgoPerf_t *perf)
+{
+	const int n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+	return s->timed_search
+		       ? cudnnFindConvolutionForwardAlgorithm(s->cudnn, s->xdesc, s->wdesc,
+							      s->convdesc, s->ydesc, n, got, perf)
+		       : cudnnGetConvolutionForwardAlgorithm_v7(s->cudnn, s->xdesc, s->wdesc,
+								s->convdesc, s->ydesc, n, got, perf);
+}
+
+static cudnnStatus_t rank_bwd_data(mp_cuda_state *s, int *got,
+				   cudnnConvolutionBwdDataAlgoPerf_t *perf)
+{
+	const int n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+	return s->timed_search
+		       ? cudnnFindConvolutionBackwardDataAlgorithm(s->cudnn, s->wdesc, s->ydesc,
+								   s->convdesc, s->xdesc, n, got,
+								   perf)
+		       : cudnnGetConvolutionBackwardDataAlgorithm_v7(s->cudnn, s->wdesc, s->ydesc,
+								     s->convdesc, s->xdesc, n, got,
+								     perf);
+}
+
+static cudnnStatus_t rank_bwd_filter(mp_cuda_state *s, int *got,
+				     cudnnConvolutionBwdFilterAlgoPerf_t *perf)
+{
+	const int n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+	return s->timed_search
+		       ? cudnnFindConvolutionBackwardFilterAlgorithm(s->cudnn, s->xdesc, s->ydesc,
+								     s->convdesc, s->wdesc, n, got,
+								     perf)
+		       : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+				 s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc, n, got, perf);
+}
+
+// MP_CUDNN_LOG: one line on stderr per choice.
+template <typename Perf>
+static void log_choice(const mp_cuda_state *s, const char *dir, const mp_tensor *x,
+		       const mp_tensor *w, int stride, int pad, int bf16, const Perf *p)
+{
+	if (!s->log_choices)
+		return;
+	fprintf(stderr,
+		"mp-cuda: conv x %dx%dx%dx%d w %dx%dx%dx%d stride %d pad %d %s %s: algorithm %d, "
+		"%s math, %s, %.1f MiB workspace, %s %.3f ms\n",
+		x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w, stride, pad, bf16 ? "bf16" : "fp32",
+		dir, (int)p->algo, is_tensor_op(p->mathType) ? "tensor-op" : "FMA/default",
+		p->determinism == CUDNN_DETERMINISTIC ? "deterministic" : "nondeterministic",
+		(double)p->memory / (1 << 20), s->timed_search ? "timed" : "estimated", p->time);
+}
+
 enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4 };
 
 // Chooses the algorithms of entry a for the directions in want, with the
@@ -245,13 +301,12 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if ((want & FWD) && !a->have_fwd) {
 		cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, cudnnGetConvolutionForwardAlgorithm_v7(
-					s->cudnn, s->xdesc, s->wdesc, s->convdesc, s->ydesc,
-					CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+		CUDNN_CHECK(op, rank_fwd(s, &got, perf));
 		int i = pick(perf, got, bf16, 0);
 		if (i < 0) {
 			none = "y";
 		} else {
+			log_choice(s, "y", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->fwd = perf[i].algo;
 			a->fwd_math = math_for(bf16, perf[i].mathType);
 			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->fwd_math));
@@ -264,13 +319,12 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if (!none && (want & BWD_DATA) && !a->have_bwd_data) {
 		cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(
-					s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
-					CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
-		int i = pick(perf, got, bf16, 1);
+		CUDNN_CHECK(op, rank_bwd_data(s, &got, perf));
+		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dx";
 		} else {
+			log_choice(s, "dx", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_data = perf[i].algo;
 			a->bwd_data_math = math_for(bf16, perf[i].mathType);
 			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
@@ -283,13 +337,12 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if (!none && (want & BWD_FILTER) && !a->have_bwd_filter) {
 		cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-					s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
-					CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
-		int i = pick(perf, got, bf16, 1);
+		CUDNN_CHECK(op, rank_bwd_filter(s, &got, perf));
+		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dw";
 		} else {
+			log_choice(s, "dw", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_filter = perf[i].algo;
 			a->bwd_filter_math = math_for(bf16, perf[i].mathType);
 			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));

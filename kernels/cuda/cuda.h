@@ -55,6 +55,9 @@ struct mp_cuda_state {
 	int device;
 	int cc_major, cc_minor; /* compute capability */
 	int precision;		/* MP_PRECISION_* */
+	/* the convolutions' algorithm choice (environment, read at creation):
+	 * MP_CUDNN_SEARCH=timed, MP_CUDNN_DETERMINISTIC=0, MP_CUDNN_LOG=1 */
+	int timed_search, deterministic, log_choices;
 	cudnnHandle_t cudnn;
 	cublasHandle_t cublas;
 	cudnnTensorDescriptor_t xdesc, ydesc;
