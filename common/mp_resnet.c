@@ -461,6 +461,13 @@ static int identity(const block *b)
 	return !b->proj && b->stride == 1 && b->cin == b->cout;
 }
 
+/* Does this pass use the backend's fused BN + residual + ReLU (training,
+ * where the backend has it)? */
+static int fused_training(const mp_resnet *net, int train)
+{
+	return train && net->be->ops->bn_relu_forward_train && net->be->ops->bn_relu_backward;
+}
+
 /* Makes t exactly (n, c, h, w), reallocating only when the shape changes. */
 static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 {
@@ -528,14 +535,17 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 			return mp_seterr(e, "the stem's output and the first stage differ in shape");
 		goto head;
 	}
-	mp_tensor *stem[] = {&net->stem_c, &net->stem_b, &net->stem_r};
-	for (size_t i = 0; i < sizeof stem / sizeof stem[0]; i++)
-		CHECK(ensure(be, stem[i], n, sc->cout, sh, sw));
+	/* fused training keeps no BN outputs and sums */
+	const int fused = fused_training(net, !lean);
+	CHECK(ensure(be, &net->stem_c, n, sc->cout, sh, sw));
+	CHECK(ensure(be, &net->stem_r, n, sc->cout, sh, sw));
+	if (!fused)
+		CHECK(ensure(be, &net->stem_b, n, sc->cout, sh, sw));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
-		mp_tensor *outs[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->sum, &b->out};
-		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
+		mp_tensor *outs[] = {&b->c1, &b->r1, &b->c2, &b->out, &b->b1, &b->b2, &b->sum};
+		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
 			CHECK(ensure(be, outs[j], n, b->cout, oh, ow));
 		if (!identity(b))
 			CHECK(ensure(be, &b->sc, n, b->cout, oh, ow));
@@ -568,13 +578,15 @@ static int size_grads(mp_resnet *net, mp_error *e)
 	const int n = net->n;
 	if (net->have_grads)
 		return 0;
-	CHECK(ensure(be, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+	const int fused = fused_training(net, 1);
+	if (!fused)
+		CHECK(ensure(be, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
 	CHECK(ensure(be, &net->g_stem_c, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
-		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1, &b->g_c1};
-		for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++)
+		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_c1, &b->g_b1};
+		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
 			CHECK(ensure(be, outs[j], n, o->c, o->h, o->w));
 		if (b->proj)
 			CHECK(ensure(be, &b->g_scc, n, o->c, o->h, o->w));
@@ -670,9 +682,16 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 		stem_b = &net->slots[0][1];
 		stem_r = &net->slots[0][4];
 	}
+	/* training on a backend with the fused BN + residual + ReLU keeps
+	 * only each BN's input and the ReLU's output */
+	const int fused = fused_training(net, train);
 	CHECK(o->conv2d_forward(be, &net->img, &sc->w->value, stem_c, sc->stride, sc->pad));
-	CHECK(bn_fwd(be, &net->stem_bn, stem_c, stem_b, train));
-	CHECK(o->relu_forward(be, stem_b, stem_r));
+	if (fused) {
+		CHECK(o->bn_relu_forward_train(be, stem_c, &net->stem_bn.bn, NULL, stem_r));
+	} else {
+		CHECK(bn_fwd(be, &net->stem_bn, stem_c, stem_b, train));
+		CHECK(o->relu_forward(be, stem_b, stem_r));
+	}
 	const mp_tensor *x = stem_r;
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
@@ -688,10 +707,15 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 		}
 		b->x = x;
 		CHECK(o->conv2d_forward(be, x, &b->conv1.w->value, c1, b->stride, 1));
-		CHECK(bn_fwd(be, &b->bn1, c1, b1, train));
-		CHECK(o->relu_forward(be, b1, r1));
+		if (fused) {
+			CHECK(o->bn_relu_forward_train(be, c1, &b->bn1.bn, NULL, r1));
+		} else {
+			CHECK(bn_fwd(be, &b->bn1, c1, b1, train));
+			CHECK(o->relu_forward(be, b1, r1));
+		}
 		CHECK(o->conv2d_forward(be, r1, &b->conv2.w->value, c2, 1, 1));
-		CHECK(bn_fwd(be, &b->bn2, c2, b2, train));
+		if (!fused) /* before the shortcut: in evaluation sct reuses c2's slot */
+			CHECK(bn_fwd(be, &b->bn2, c2, b2, train));
 		const mp_tensor *res = x; /* identity: the block's input itself */
 		if (b->proj) {
 			CHECK(o->conv2d_forward(be, x, &b->sc_conv.w->value, scc, b->stride, 0));
@@ -701,8 +725,12 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 			CHECK(o->shortcut_a_forward(be, x, sct, b->stride));
 			res = sct;
 		}
-		CHECK(o->add(be, b2, res, sum));
-		CHECK(o->relu_forward(be, sum, out));
+		if (fused) {
+			CHECK(o->bn_relu_forward_train(be, c2, &b->bn2.bn, res, out));
+		} else {
+			CHECK(o->add(be, b2, res, sum));
+			CHECK(o->relu_forward(be, sum, out));
+		}
 		x = out;
 	}
 	CHECK(o->avgpool_forward(be, x, &net->pool));
@@ -767,6 +795,13 @@ static int bn_bwd(mp_backend *be, bn_layer *l, const mp_tensor *x, const mp_tens
 	return be->ops->bn_backward(be, x, &l->bn, dy, dx, &l->gamma->grad, &l->beta->grad);
 }
 
+static int bn_relu_bwd(mp_backend *be, bn_layer *l, const mp_tensor *x, const mp_tensor *y,
+		       const mp_tensor *dy, mp_tensor *dx, mp_tensor *dres)
+{
+	return be->ops->bn_relu_backward(be, x, &l->bn, y, dy, dx, &l->gamma->grad,
+					 &l->beta->grad, dres);
+}
+
 int mp_resnet_backward(mp_resnet *net, mp_error *e)
 {
 	mp_backend *be = net->be;
@@ -785,14 +820,23 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 				 &net->fc_w->grad));
 	CHECK(o->avgpool_backward(be, &net->g_pool, &net->g_last));
 	const mp_tensor *dout = &net->g_last;
+	const int fused = fused_training(net, 1);
 	for (int i = net->nblocks - 1; i >= 0; i--) {
 		block *b = &net->blocks[i];
-		CHECK(o->relu_backward(be, &b->out, dout, &b->g_sum));
-		CHECK(bn_bwd(be, &b->bn2, &b->c2, &b->g_sum, &b->g_c2));
+		if (fused) {
+			CHECK(bn_relu_bwd(be, &b->bn2, &b->c2, &b->out, dout, &b->g_c2, &b->g_sum));
+		} else {
+			CHECK(o->relu_backward(be, &b->out, dout, &b->g_sum));
+			CHECK(bn_bwd(be, &b->bn2, &b->c2, &b->g_sum, &b->g_c2));
+		}
 		CHECK(o->conv2d_backward(be, &b->r1, &b->conv2.w->value, &b->g_c2, &b->g_r1,
 					 &b->conv2.w->grad, 1, 1));
-		CHECK(o->relu_backward(be, &b->r1, &b->g_r1, &b->g_b1));
-		CHECK(bn_bwd(be, &b->bn1, &b->c1, &b->g_b1, &b->g_c1));
+		if (fused) {
+			CHECK(bn_relu_bwd(be, &b->bn1, &b->c1, &b->r1, &b->g_r1, &b->g_c1, NULL));
+		} else {
+			CHECK(o->relu_backward(be, &b->r1, &b->g_r1, &b->g_b1));
+			CHECK(bn_bwd(be, &b->bn1, &b->c1, &b->g_b1, &b->g_c1));
+		}
 		CHECK(o->conv2d_backward(be, b->x, &b->conv1.w->value, &b->g_c1, &b->g_main,
 					 &b->conv1.w->grad, b->stride, 1));
 		if (b->proj) {
@@ -805,8 +849,13 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 		CHECK(o->add(be, &b->g_main, identity(b) ? &b->g_sum : &b->g_side, &b->g_in));
 		dout = &b->g_in;
 	}
-	CHECK(o->relu_backward(be, &net->stem_r, dout, &net->g_stem_b));
-	CHECK(bn_bwd(be, &net->stem_bn, &net->stem_c, &net->g_stem_b, &net->g_stem_c));
+	if (fused) {
+		CHECK(bn_relu_bwd(be, &net->stem_bn, &net->stem_c, &net->stem_r, dout,
+				  &net->g_stem_c, NULL));
+	} else {
+		CHECK(o->relu_backward(be, &net->stem_r, dout, &net->g_stem_b));
+		CHECK(bn_bwd(be, &net->stem_bn, &net->stem_c, &net->g_stem_b, &net->g_stem_c));
+	}
 	const conv_layer *sc = &net->stem_conv;
 	CHECK(o->conv2d_backward(be, &net->img, &sc->w->value, &net->g_stem_c, NULL,
 				 &sc->w->grad, sc->stride, sc->pad));

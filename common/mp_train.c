@@ -796,7 +796,9 @@ static int run(trainer *t, mp_error *e)
 	const mp_resnet_config *cfg = mp_resnet_cfg(t->net);
 	const int size = cfg->input_size, classes = cfg->classes;
 	const size_t per_image = (size_t)3 * size * size;
-	float *images = malloc(sizeof(float) * per_image * (size_t)o->batch);
+	/* the batch the loader fills and the backend uploads: in page-locked
+	 * memory on a GPU, which copies from it without a staging copy */
+	float *images = mp_backend_host_alloc(t->be, sizeof(float) * per_image * (size_t)o->batch);
 	float *probs = malloc(sizeof(float) * (size_t)classes * (size_t)o->batch);
 	int32_t *labels = malloc(sizeof(int32_t) * (size_t)o->batch);
 	uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)o->batch);
@@ -912,7 +914,7 @@ static int run(trainer *t, mp_error *e)
 	status = MP_TRAIN_DONE;
 out:
 	t->r->steps = t->step;
-	free(images);
+	mp_backend_host_free(t->be, images);
 	free(probs);
 	free(labels);
 	free(ids);

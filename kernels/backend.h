@@ -152,6 +152,30 @@ typedef struct {
 				     const mp_tensor *prep, const mp_tensor *res, int relu,
 				     mp_tensor *y, int stride, int pad);
 
+	/* Training only: BN with the residual and ReLU that follow it, in
+	 * one pass over the data,
+	 *   y = relu(bn_train(x) + res?)
+	 * res NULL for none, else shaped as x; the statistics as
+	 * bn_forward_train's. The backward pass reads the output y instead
+	 * of the intermediate sums: with g = dy where y > 0, else 0, it
+	 * writes bn_backward's dx, dgamma and dbeta of g, and g itself into
+	 * dres unless NULL (the residual's gradient). Rounds as the separate
+	 * operations do. Optional, both or neither: callers fall back on
+	 * bn_forward_train, add, relu_forward, relu_backward and bn_backward
+	 * (and then keep the intermediates these need). */
+	int (*bn_relu_forward_train)(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				     const mp_tensor *res, mp_tensor *y);
+	int (*bn_relu_backward)(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+				mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
+
+	/* Host memory that upload and download copy fastest (page-locked
+	 * for a GPU: no staging copy by the driver), for the batches a
+	 * caller uploads every step; NULL when out of memory. Optional, both
+	 * or neither: mp_backend_host_alloc falls back on malloc. */
+	void *(*host_alloc)(mp_backend *be, size_t bytes);
+	void (*host_free)(mp_backend *be, void *p);
+
 	/* Chooses MP_PRECISION_FP32 or _BF16 for the operations that
 	 * follow. NULL in a backend that computes in fp32 only; -1 when this
 	 * device cannot (bf16 on a GPU without bf16 tensor cores). */
@@ -179,6 +203,10 @@ mp_backend *mp_backend_cpu_new(int threads);
 mp_backend *mp_backend_cpu_fast_new(int threads);
 
 void mp_backend_free(mp_backend *be);
+
+/* be's host_alloc and host_free, or malloc and free where it has none. */
+void *mp_backend_host_alloc(mp_backend *be, size_t bytes);
+void mp_backend_host_free(mp_backend *be, void *p);
 const char *mp_backend_error(const mp_backend *be);
 
 /* The CUDA backend (kernels/cuda/): fp32, NCHW, tensors in the memory of

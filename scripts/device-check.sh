@@ -22,6 +22,11 @@
 #               112 px, batch 128, shortcut A) on the GPU in each
 #               precision; then again with BENCH_OPS=1 (-ops.log: the time
 #               per kind of operation, each waited for)
+#   bench-ours-bf16-heuristic, -timed, -timed-nondet
+#               bf16 again with cuDNN's algorithms chosen by its
+#               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
+#               timing among nondeterministic ones too; each logs its
+#               choices (MP_CUDNN_LOG=1)
 #   bench-torch-eager, -compile, -fp32, profile-torch
 #               PyTorch (scripts/mp_resnet.py's ResNet) on the same
 #               network and batch: bf16 autocast + channels_last, eager
@@ -382,9 +387,25 @@ ours_bench() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
 }
+# the convolution algorithms' choice (kernels/cuda/conv.cu): what cuDNN's
+# heuristics chose (logged), and the step with timed choices, deterministic
+# and not
+ours_variant() { # STAGE ENV...
+	local stage=$1 line
+	shift
+	if run "$stage" 60 env "$@" MP_CUDNN_LOG=1 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3 bf16; then
+		line=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/$stage.log" | tail -1)
+		record "$stage" ok "$ELAPSED" "$* : $(echo "$line" | cut -f4) images/s"
+	else
+		record "$stage" FAIL "$ELAPSED" "see $stage.log"
+	fi
+}
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench bf16 cuda 128 20 112 3
 	ours_bench fp32 cuda 128 20 112 3
+	ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
+	ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
+	ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed MP_CUDNN_DETERMINISTIC=0
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
 else

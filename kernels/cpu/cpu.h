@@ -55,6 +55,13 @@ int mp_cpu_bn_check_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 int mp_cpu_bn_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			     const mp_tensor *dy, const mp_tensor *dx, const mp_tensor *dgamma,
 			     const mp_tensor *dbeta);
+/* bn_relu_forward_train's and bn_relu_backward's checks (bn_relu.c). */
+int mp_cpu_bn_relu_check_forward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				 const mp_tensor *res, const mp_tensor *y);
+int mp_cpu_bn_relu_check_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				  const mp_tensor *y, const mp_tensor *dy, const mp_tensor *dx,
+				  const mp_tensor *dgamma, const mp_tensor *dbeta,
+				  const mp_tensor *dres);
 /* The BN parameters and running statistics an inference pass over
  * `channels` channels reads, and eps. */
 int mp_cpu_bn_check_running(mp_backend *be, const char *op, const mp_bn *bn, int channels);
@@ -110,6 +117,13 @@ int mp_cpu_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
 int mp_cpu_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
 			 mp_tensor *dx);
 int mp_cpu_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+/* The reference's fused BN + residual + ReLU: the separate operations in
+ * turn (bn_relu.c). */
+int mp_cpu_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				 const mp_tensor *res, mp_tensor *y);
+int mp_cpu_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			    const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+			    mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
 int mp_cpu_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride);
 int mp_cpu_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx,
 			       int stride);

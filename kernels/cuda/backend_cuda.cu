@@ -125,6 +125,20 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 	return 0;
 }
 
+// Page-locked host memory: copies from it need no staging by the driver.
+static void *cuda_host_alloc(mp_backend *be, size_t bytes)
+{
+	(void)be;
+	void *p = NULL;
+	return cudaMallocHost(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
+}
+
+static void cuda_host_free(mp_backend *be, void *p)
+{
+	(void)be;
+	cudaFreeHost(p);
+}
+
 // ---- precision -----------------------------------------------------------------
 
 // bf16 needs the tensor cores of compute capability 8.0 (Ampere) or later.
@@ -197,6 +211,10 @@ static mp_backend_ops make_ops(void)
 	o.softmax_xent_forward = mp_cuda_softmax_xent_forward;
 	o.softmax_xent_backward = mp_cuda_softmax_xent_backward;
 	o.sgd_step = mp_cuda_sgd_step;
+	o.bn_relu_forward_train = mp_cuda_bn_relu_forward_train;
+	o.bn_relu_backward = mp_cuda_bn_relu_backward;
+	o.host_alloc = cuda_host_alloc;
+	o.host_free = cuda_host_free;
 	o.set_precision = cuda_set_precision;
 	o.destroy = cuda_destroy;
 	return o;

@@ -30,10 +30,12 @@ static int bn_slices(int n, int c)
 // Block (s, c): over the images of slice s, sums
 //   mode 0: x                     (a: -)
 //   mode 1: (x - mean)^2          (mean[c] in a)
-//   mode 2: dy, dy (x - mean) invstd  (save_mean, save_invstd in f0, f1)
-// into part[(c S + s) 2 + 0/1].
+//   mode 2: g, g (x - mean) invstd  (save_mean, save_invstd in f0, f1)
+// into part[(c S + s) 2 + 0/1], where g = dy, or with relu_y (a fused
+// ReLU's output) g = dy where relu_y > 0, else 0.
 __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__restrict__ dy,
-				  int N, int C, int plane, int S, int mode,
+				  const float *__restrict__ relu_y, int N, int C, int plane,
+				  int S, int mode,
 				  const double *__restrict__ a, const float *__restrict__ f0,
 				  const float *__restrict__ f1, double *__restrict__ part)
 {
@@ -61,7 +63,7 @@ __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__re
 			const double d = v - mean;
 			acc0 += d * d;
 		} else {
-			const double g = dy[idx];
+			const double g = relu_y && !(relu_y[idx] > 0) ? 0.0 : (double)dy[idx];
 			acc0 += g;
 			acc1 += g * ((v - mean) * invstd);
 		}
@@ -125,16 +127,23 @@ __global__ void bn_var_kernel(const double *part, int C, int S, double m, double
 	running_var[c] = (float)(mom * running_var[c] + (1 - mom) * var_unbiased);
 }
 
-// y = (x - mean) invstd gamma + beta, in double as the reference.
+// y = (x - mean) invstd gamma + beta, in double as the reference; then,
+// fused, y = relu(y + res) in float as the separate add and ReLU round.
 template <typename I>
 __global__ void bn_apply_kernel(const float *__restrict__ x, float *__restrict__ y,
 				size_t count, int C, int plane, const double *__restrict__ stat,
-				const float *__restrict__ gamma, const float *__restrict__ beta)
+				const float *__restrict__ gamma, const float *__restrict__ beta,
+				const float *__restrict__ res, int relu)
 {
 	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
 	     i += (I)gridDim.x * blockDim.x) {
 		const int c = (int)((i / (I)plane) % (I)C);
-		y[i] = (float)((x[i] - stat[c]) * stat[C + c] * (double)gamma[c] + beta[c]);
+		float v = (float)((x[i] - stat[c]) * stat[C + c] * (double)gamma[c] + beta[c]);
+		if (res)
+			v = __fadd_rn(v, res[i]);
+		if (relu)
+			v = v < 0 ? 0.0f : v;
+		y[i] = v;
 	}
 }
 
@@ -169,21 +178,29 @@ __global__ void bn_grad_kernel(const double *part, int C, int S, double *sums, f
 		dgamma[c] = (float)s1;
 }
 
-// dx = gamma invstd (dy - sum_dy / m - xhat sum_dy_xhat / m)
+// dx = gamma invstd (g - sum_g / m - xhat sum_g_xhat / m), g as in
+// bn_partial_kernel; dres = g when wanted (a fused residual's gradient),
+// dx when not NULL.
 template <typename I>
 __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restrict__ dy,
-			     float *__restrict__ dx, size_t count, int C, int plane, double m,
+			     const float *__restrict__ relu_y, float *__restrict__ dx,
+			     float *__restrict__ dres, size_t count, int C, int plane, double m,
 			     const double *__restrict__ sums, const float *__restrict__ gamma,
 			     const float *__restrict__ save_mean,
 			     const float *__restrict__ save_invstd)
 {
 	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
 	     i += (I)gridDim.x * blockDim.x) {
+		const float g = relu_y && !(relu_y[i] > 0) ? 0.0f : dy[i];
+		if (dres)
+			dres[i] = g;
+		if (!dx)
+			continue;
 		const int c = (int)((i / (I)plane) % (I)C);
 		const double mean = save_mean[c], invstd = save_invstd[c];
 		const double xhat = (x[i] - mean) * invstd;
 		dx[i] = (float)((double)gamma[c] * invstd *
-				(dy[i] - sums[c] / m - xhat * (sums[C + c] / m)));
+				(g - sums[c] / m - xhat * (sums[C + c] / m)));
 	}
 }
 
@@ -209,11 +226,11 @@ static unsigned per_channel_grid(int C)
 	return (unsigned)((C + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS);
 }
 
-int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+// Training forward: the statistics, then y = bn(x), or fused relu(bn(x)
+// + res) when relu is set.
+static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
+		    const mp_tensor *res, int relu, mp_tensor *y)
 {
-	static const char op[] = "bn_forward_train";
-	if (mp_cpu_bn_check_train(be, x, bn, y))
-		return -1;
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
 	const int S = bn_slices(N, C);
@@ -221,12 +238,12 @@ int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_t
 		return -1;
 	double *part = mp_cuda(be)->scratch, *stat = part + (size_t)C * S * 2;
 	const dim3 grid(S, C);
-	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, N, C, plane, S, 0, NULL, NULL,
+	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, NULL, N, C, plane, S, 0, NULL, NULL,
 						NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	bn_mean_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(part, C, S, (double)m, stat);
 	LAUNCH_CHECK(op, "bn_mean_kernel");
-	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, N, C, plane, S, 1, stat, NULL,
+	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, NULL, N, C, plane, S, 1, stat, NULL,
 						NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	bn_var_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
@@ -235,14 +252,32 @@ int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_t
 		bn->running_var->data);
 	LAUNCH_CHECK(op, "bn_var_kernel");
 	const size_t count = mp_tensor_count(x);
+	const float *r = res ? res->data : NULL;
 	if (count <= UINT_MAX / 2)
 		bn_apply_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data);
+			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data, r,
+			relu);
 	else
 		bn_apply_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data);
+			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data, r,
+			relu);
 	LAUNCH_CHECK(op, "bn_apply_kernel");
 	return 0;
+}
+
+int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+{
+	if (mp_cpu_bn_check_train(be, x, bn, y))
+		return -1;
+	return bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
+}
+
+int mp_cuda_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				  const mp_tensor *res, mp_tensor *y)
+{
+	if (mp_cpu_bn_relu_check_forward(be, x, bn, res, y))
+		return -1;
+	return bn_train(be, "bn_relu_forward_train", x, bn, res, 1, y);
 }
 
 int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
@@ -264,36 +299,55 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 	return 0;
 }
 
-int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
-			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta)
+// Backward of bn (relu_y NULL), or of a fused relu(bn(x) + res) whose
+// output was relu_y; dres gets the masked gradient when not NULL.
+static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_bn *bn,
+		   const mp_tensor *relu_y, const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+		   mp_tensor *dbeta, mp_tensor *dres)
 {
-	static const char op[] = "bn_backward";
-	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
-		return -1;
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
 	const int S = bn_slices(N, C);
 	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
 		return -1;
 	double *part = mp_cuda(be)->scratch, *sums = part + (size_t)C * S * 2;
-	bn_partial_kernel<<<dim3(S, C), BN_THREADS>>>(x->data, dy->data, N, C, plane, S, 2, NULL,
-						      bn->save_mean->data,
+	const float *ry = relu_y ? relu_y->data : NULL;
+	bn_partial_kernel<<<dim3(S, C), BN_THREADS>>>(x->data, dy->data, ry, N, C, plane, S, 2,
+						      NULL, bn->save_mean->data,
 						      bn->save_invstd->data, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	bn_grad_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
 		part, C, S, sums, dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
 	LAUNCH_CHECK(op, "bn_grad_kernel");
-	if (dx) {
+	if (dx || dres) {
 		const size_t count = mp_tensor_count(x);
+		float *dxp = dx ? dx->data : NULL, *drp = dres ? dres->data : NULL;
 		if (count <= UINT_MAX / 2)
 			bn_dx_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-				x->data, dy->data, dx->data, count, C, plane, (double)m, sums,
+				x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
 				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		else
 			bn_dx_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-				x->data, dy->data, dx->data, count, C, plane, (double)m, sums,
+				x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
 				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		LAUNCH_CHECK(op, "bn_dx_kernel");
 	}
 	return 0;
+}
+
+int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta)
+{
+	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
+		return -1;
+	return bn_back(be, "bn_backward", x, bn, NULL, dy, dx, dgamma, dbeta, NULL);
+}
+
+int mp_cuda_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+			     mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres)
+{
+	if (mp_cpu_bn_relu_check_backward(be, x, bn, y, dy, dx, dgamma, dbeta, dres))
+		return -1;
+	return bn_back(be, "bn_relu_backward", x, bn, y, dy, dx, dgamma, dbeta, dres);
 }

@@ -159,6 +159,11 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 			mp_tensor *dbeta);
+int mp_cuda_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				  const mp_tensor *res, mp_tensor *y);
+int mp_cuda_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+			     mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
 
 int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value);
 int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);

@@ -207,7 +207,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const size_t count = (size_t)n * 3 * size * size;
-	float *x = malloc(count * sizeof *x);
+	float *x = mp_backend_host_alloc(be, count * sizeof *x); /* as mp-train's batches */
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
 	if (!x || !labels || !probe) {
@@ -250,8 +250,8 @@ int main(int argc, char **argv)
 	mp_resnet_free(net);
 	if (by_op)
 		inner->release(be, &probe_one);
+	mp_backend_host_free(be, x);
 	mp_backend_free(be);
-	free(x);
 	free(labels);
 	free(probe);
 	return 0;

@@ -473,6 +473,65 @@ static void test_bn(int n, int c, int h, int w)
 	end(name);
 }
 
+/* BN with the residual and ReLU fused (training), against the reference's
+ * definition: with and without a residual, with and without dres. */
+static void test_bn_relu(int n, int c, int h, int w, int with_res)
+{
+	char name[160];
+	snprintf(name, sizeof name, "fused BN%s + ReLU %dx%dx%dx%d: forward, backward",
+		 with_res ? " + residual" : "", n, c, h, w);
+	begin();
+	if (!dev->ops->bn_relu_forward_train || !ref->ops->bn_relu_forward_train) {
+		printf("ok %d - %s # SKIP no fused BN + ReLU here\n", ++tests, name);
+		return;
+	}
+	bn_pair b;
+	pair x, res, y, dy, dx, dg, db, dres;
+	memset(&x, 0, sizeof x);
+	res = y = dy = dx = dg = db = dres = x;
+	/* x centred on 0 so that the ReLU cuts about half of the values */
+	if (bn_make(&b, c) && prandom(&x, n, c, h, w, -2, 2) && prandom(&res, n, c, h, w, -1, 1) &&
+	    palloc(&y, n, c, h, w) && prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) &&
+	    palloc(&dg, c, 1, 1, 1) && palloc(&db, c, 1, 1, 1) && palloc(&dres, n, c, h, w)) {
+		const mp_tensor *rr = with_res ? &res.r : NULL, *rd = with_res ? &res.d : NULL;
+		if (ok_rc(ref->ops->bn_relu_forward_train(ref, &x.r, &b.r, rr, &y.r), ref,
+			  "bn_relu_forward_train") &&
+		    ok_rc(dev->ops->bn_relu_forward_train(dev, &x.d, &b.d, rd, &y.d), dev,
+			  "bn_relu_forward_train")) {
+			pcompare("y", &y);
+			pcompare("save_mean", &b.smean);
+			pcompare("save_invstd", &b.sinvstd);
+			pcompare("running_var", &b.rvar);
+		}
+		if (ok_rc(ref->ops->bn_relu_backward(ref, &x.r, &b.r, &y.r, &dy.r, &dx.r, &dg.r, &db.r,
+						     &dres.r),
+			  ref, "bn_relu_backward") &&
+		    ok_rc(dev->ops->bn_relu_backward(dev, &x.d, &b.d, &y.d, &dy.d, &dx.d, &dg.d, &db.d,
+						     &dres.d),
+			  dev, "bn_relu_backward")) {
+			pcompare("dx", &dx);
+			pcompare("dgamma", &dg);
+			pcompare("dbeta", &db);
+			pcompare("dres", &dres);
+		}
+		dev->ops->fill(dev, &dx.d, 7.0f);
+		if (ok_rc(dev->ops->bn_relu_backward(dev, &x.d, &b.d, &y.d, &dy.d, &dx.d, NULL, NULL,
+						     NULL),
+			  dev, "bn_relu_backward (dres NULL)"))
+			pcompare("dx (dres NULL)", &dx);
+	}
+	bn_free(&b);
+	pfree(&x);
+	pfree(&res);
+	pfree(&y);
+	pfree(&dy);
+	pfree(&dx);
+	pfree(&dg);
+	pfree(&db);
+	pfree(&dres);
+	end(name);
+}
+
 /* ---- ReLU, add, shortcut, pooling, linear ----------------------------------------- */
 
 static void test_relu_add(int n, int c, int h, int w)
@@ -1029,6 +1088,9 @@ int main(int argc, char **argv)
 	test_bn(16, 100, 1, 1);
 	test_bn(2, 3, 1, 1);
 	test_bn(64, 4, 3, 3);
+	test_bn_relu(4, 8, 5, 5, 0);
+	test_bn_relu(3, 16, 7, 9, 1);
+	test_bn_relu(16, 100, 1, 1, 1);
 	test_relu_add(2, 3, 5, 7);
 	test_relu_add(4, 16, 13, 13);
 	test_shortcut(2, 4, 7, 7, 8, 2);
