@@ -20,8 +20,9 @@
 #   bench-ours-bf16, bench-ours-fp32
 #               our training step of the reference network (depth 9,
 #               112 px, batch 128, shortcut A) on the GPU in each
-#               precision; then again with BENCH_OPS=1 (-ops.log: the time
-#               per kind of operation, each waited for)
+#               precision; then again with BENCH_OPS=1 and
+#               MP_CUDA_PROFILE=1 (-ops.log: the time per kind of
+#               operation, and per convolution shape, each waited for)
 #   bench-ours-bf16-heuristic, -timed, -timed-nondet
 #               bf16 again with cuDNN's algorithms chosen by its
 #               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
@@ -36,8 +37,9 @@
 # the ratios ours / PyTorch, and MFU = 3 x forward FLOPs x images/s
 # against 989 TFLOP/s (the H100/H200 SXM dense bf16 datasheet figure).
 #
-# --quick leaves out torch.compile and the profile (two of the three
-# minutes): for checking a change, not for the figures.
+# --quick leaves out torch.compile, the profile and the algorithm
+# variants (two of the three minutes): for checking a change, not for
+# the figures.
 #
 # Without a GPU (e.g. the CI machine) it still runs: the build goes as far
 # as the toolchain allows, the GPU stages are SKIPPED with the reason, and
@@ -381,7 +383,7 @@ ours_bench() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 		line=$(awk -F'\t' -v b="$2" '$1 == b' "$RESULTS/$stage.log" | tail -1)
 		OURS[$prec]=$line
 		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
-		run "$stage-ops" 60 env BENCH_OPS=1 "$BIN/tests/gpu/bench_step" "$2" "$3" 5 "$5" 1 "$prec" ||
+		run "$stage-ops" 60 env BENCH_OPS=1 MP_CUDA_PROFILE=1 "$BIN/tests/gpu/bench_step" "$2" "$3" 5 "$5" 1 "$prec" ||
 			say "$stage-ops: failed (see $stage-ops.log)"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
@@ -403,9 +405,11 @@ ours_variant() { # STAGE ENV...
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench bf16 cuda 128 20 112 3
 	ours_bench fp32 cuda 128 20 112 3
-	ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
-	ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
-	ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed MP_CUDNN_DETERMINISTIC=0
+	if [ "$QUICK" = 0 ]; then
+		ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
+		ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
+		ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed MP_CUDNN_DETERMINISTIC=0
+	fi
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
 else

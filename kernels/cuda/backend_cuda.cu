@@ -161,6 +161,12 @@ static void cuda_destroy(mp_backend *be)
 	mp_cuda_state *s = mp_cuda(be);
 	if (!s)
 		return;
+	if (s->profile)
+		mp_cuda_conv_report(s);
+	if (s->ev_start)
+		cudaEventDestroy(s->ev_start);
+	if (s->ev_stop)
+		cudaEventDestroy(s->ev_stop);
 	mp_cuda_conv_free(s);
 	mp_cuda_layers_free(s);
 	if (s->scratch)
@@ -249,7 +255,8 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 	return env_choice("MP_CUDNN_SEARCH", "heuristic", "timed", &s->timed_search, why, n) ||
 			       env_choice("MP_CUDNN_DETERMINISTIC", "0", "1", &s->deterministic, why,
 					  n) ||
-			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n)
+			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n) ||
+			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n)
 		       ? -1
 		       : 0;
 }
@@ -321,6 +328,10 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	s->precision = MP_PRECISION_FP32;
 	if (read_choice_env(s, why, n) < 0)
 		goto fail;
+	if (s->profile) {
+		NEW_CUDA(cudaEventCreate(&s->ev_start));
+		NEW_CUDA(cudaEventCreate(&s->ev_stop));
+	}
 	NEW_CUDNN(cudnnCreate(&s->cudnn));
 	NEW_CUBLAS(cublasCreate(&s->cublas));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference

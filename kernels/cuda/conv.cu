@@ -230,6 +230,57 @@ static cudnnMathType_t math_for(int bf16, cudnnMathType_t ranked)
 	return bf16 ? ranked : CUDNN_FMA_MATH;
 }
 
+// ---- MP_CUDA_PROFILE ------------------------------------------------------------------
+//
+// Each timed section waits for the GPU, so a profiled run is slower; the
+// table says where a convolution's time goes, not how fast a step is.
+
+enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
+
+static void prof_begin(mp_cuda_state *s)
+{
+	if (s->profile)
+		cudaEventRecord(s->ev_start);
+}
+
+static void prof_end(mp_cuda_state *s, double *acc)
+{
+	if (!s->profile)
+		return;
+	float ms = 0;
+	cudaEventRecord(s->ev_stop);
+	if (cudaEventSynchronize(s->ev_stop) == cudaSuccess &&
+	    cudaEventElapsedTime(&ms, s->ev_start, s->ev_stop) == cudaSuccess)
+		*acc += ms;
+}
+
+void mp_cuda_conv_report(const mp_cuda_state *s)
+{
+	static const char *const dir[3] = {"y", "dx", "dw"};
+	double total_cudnn = 0, total_convert = 0;
+	fprintf(stderr, "mp-cuda: convolution GPU time (MP_CUDA_PROFILE), milliseconds per call\n");
+	fprintf(stderr, "  %-46s %-4s %-3s %8s %10s %10s\n", "shape", "prec", "dir", "calls",
+		"cuDNN", "bf16 conv");
+	for (int i = 0; i < s->nalgos; i++) {
+		const mp_cuda_conv_algo *a = &s->algos[i];
+		const int *k = a->key;
+		for (int d = 0; d < 3; d++) {
+			if (!a->calls[d])
+				continue;
+			char shape[96];
+			snprintf(shape, sizeof shape, "x %dx%dx%dx%d w %dx%dx%dx%d s%d p%d", k[0], k[1],
+				 k[2], k[3], k[4], k[1], k[5], k[6], k[7], k[8]);
+			fprintf(stderr, "  %-46s %-4s %-3s %8ld %10.4f %10.4f\n", shape,
+				k[9] ? "bf16" : "fp32", dir[d], a->calls[d], a->ms_cudnn[d] / a->calls[d],
+				a->ms_convert[d] / a->calls[d]);
+			total_cudnn += a->ms_cudnn[d];
+			total_convert += a->ms_convert[d];
+		}
+	}
+	fprintf(stderr, "  total: cuDNN %.2f ms, bf16 conversions %.2f ms\n", total_cudnn,
+		total_convert);
+}
+
 // ---- choosing -----------------------------------------------------------------------
 
 // cuDNN's ranked list for one direction: its heuristics (the default), or
@@ -408,18 +459,30 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		return -1;
 	const float one = 1.0f, zero = 0.0f;
 	if (!bf16) {
+		a->calls[DIR_FWD]++;
+		prof_begin(s);
 		CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x->data, s->wdesc,
 							w->data, s->convdesc, a->fwd, s->ws.p,
 							s->ws.size, &zero, s->ydesc, y->data));
+		prof_end(s, &a->ms_cudnn[DIR_FWD]);
 		return 0;
 	}
+	a->calls[DIR_FWD]++;
+	prof_begin(s);
 	if (to_bf16(be, op, x, &s->bf_x) || to_bf16(be, op, w, &s->bf_w) ||
 	    mp_cuda_grow(be, op, &s->bf_y, mp_tensor_count(y) * sizeof(__nv_bfloat16)))
 		return -1;
+	prof_end(s, &a->ms_convert[DIR_FWD]);
+	prof_begin(s);
 	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, s->bf_x.p, s->wdesc,
 						s->bf_w.p, s->convdesc, a->fwd, s->ws.p,
 						s->ws.size, &zero, s->ydesc, s->bf_y.p));
-	return from_bf16(be, op, &s->bf_y, y);
+	prof_end(s, &a->ms_cudnn[DIR_FWD]);
+	prof_begin(s);
+	if (from_bf16(be, op, &s->bf_y, y))
+		return -1;
+	prof_end(s, &a->ms_convert[DIR_FWD]);
+	return 0;
 }
 
 // ---- backward -----------------------------------------------------------------------
@@ -448,48 +511,69 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 	// bf16: dy into bf_y; dx is made in bf_x from bf_w, then x goes into
 	// bf_x and dw is made in bf_w (one stream: each step waits for the one
 	// before, so the buffers can be reused in turn)
+	// (dy's conversion is counted with dx's, or dw's when dx is not wanted)
+	prof_begin(s);
 	if (bf16 && to_bf16(be, op, dy, &s->bf_y))
 		return -1;
+	prof_end(s, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]);
 	if (dx) {
+		a->calls[DIR_BWD_DATA]++;
 		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
 		if (mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
 		if (!bf16) {
+			prof_begin(s);
 			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
 						s->cudnn, &one, s->wdesc, w->data, s->ydesc, dy->data,
 						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
 						s->xdesc, dx->data));
+			prof_end(s, &a->ms_cudnn[DIR_BWD_DATA]);
 		} else {
+			prof_begin(s);
 			if (to_bf16(be, op, w, &s->bf_w) ||
 			    mp_cuda_grow(be, op, &s->bf_x, mp_tensor_count(dx) * sizeof(__nv_bfloat16)))
 				return -1;
+			prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
+			prof_begin(s);
 			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
 						s->cudnn, &one, s->wdesc, s->bf_w.p, s->ydesc, s->bf_y.p,
 						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
 						s->xdesc, s->bf_x.p));
+			prof_end(s, &a->ms_cudnn[DIR_BWD_DATA]);
+			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_x, dx))
 				return -1;
+			prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 		}
 	}
 	if (dw) {
+		a->calls[DIR_BWD_FILTER]++;
 		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));
 		if (mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
 		if (!bf16) {
+			prof_begin(s);
 			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
 						s->cudnn, &one, s->xdesc, x->data, s->ydesc, dy->data,
 						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
 						s->wdesc, dw->data));
+			prof_end(s, &a->ms_cudnn[DIR_BWD_FILTER]);
 		} else {
+			prof_begin(s);
 			if (to_bf16(be, op, x, &s->bf_x) ||
 			    mp_cuda_grow(be, op, &s->bf_w, mp_tensor_count(dw) * sizeof(__nv_bfloat16)))
 				return -1;
+			prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
+			prof_begin(s);
 			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
 						s->cudnn, &one, s->xdesc, s->bf_x.p, s->ydesc, s->bf_y.p,
 						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
 						s->wdesc, s->bf_w.p));
+			prof_end(s, &a->ms_cudnn[DIR_BWD_FILTER]);
+			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_w, dw))
 				return -1;
+			prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
 		}
 	}
 	return 0;

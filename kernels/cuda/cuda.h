@@ -32,6 +32,10 @@ struct mp_cuda_conv_algo {
 	int key[10]; /* x n,c,h,w; w n,h,w; stride; pad; bf16 */
 	int have_fwd, have_bwd_data, have_bwd_filter;
 	int fp32_only; /* bf16 entry: cuDNN has no bf16 algorithm, run fp32 */
+	/* MP_CUDA_PROFILE: GPU milliseconds and calls of each direction's
+	 * cuDNN call and of its bf16 conversions */
+	double ms_cudnn[3], ms_convert[3];
+	long calls[3];
 	cudnnConvolutionFwdAlgo_t fwd;
 	cudnnConvolutionBwdDataAlgo_t bwd_data;
 	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -58,6 +62,8 @@ struct mp_cuda_state {
 	/* the convolutions' algorithm choice (environment, read at creation):
 	 * MP_CUDNN_SEARCH=timed, MP_CUDNN_DETERMINISTIC=0, MP_CUDNN_LOG=1 */
 	int timed_search, deterministic, log_choices;
+	int profile; /* MP_CUDA_PROFILE=1: time the convolutions, print at the end */
+	cudaEvent_t ev_start, ev_stop;
 	cudnnHandle_t cudnn;
 	cublasHandle_t cublas;
 	cudnnTensorDescriptor_t xdesc, ydesc;
@@ -152,6 +158,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
 			    int pad);
 void mp_cuda_conv_free(mp_cuda_state *s);
+/* MP_CUDA_PROFILE's table of convolution times, on stderr. */
+void mp_cuda_conv_report(const mp_cuda_state *s);
 
 int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y);
 int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn,

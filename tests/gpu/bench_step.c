@@ -21,11 +21,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "backend.h"
 #include "mp_backends.h"
 #include "mp_resnet.h"
+
+/* this process's CPU seconds (all threads): against the wall time it says
+ * whether the host keeps the device waiting */
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+	       (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
 
 static double now(void)
 {
@@ -38,14 +49,15 @@ static double now(void)
 
 enum {
 	T_CONV_F, T_CONV_B, T_BN_F, T_BN_I, T_BN_B, T_RELU_F, T_RELU_B, T_ADD, T_SC_F, T_SC_B,
-	T_POOL_F, T_POOL_B, T_LIN_F, T_LIN_B, T_XENT_F, T_XENT_B, T_SGD, T_COPY, T_COUNT
+	T_POOL_F, T_POOL_B, T_LIN_F, T_LIN_B, T_XENT_F, T_XENT_B, T_SGD, T_COPY, T_BNR_F, T_BNR_B,
+	T_COUNT
 };
 static const char *const op_names[T_COUNT] = {
 	"conv2d_forward", "conv2d_backward", "bn_forward_train", "bn_forward_infer",
 	"bn_backward", "relu_forward", "relu_backward", "add", "shortcut_a_forward",
 	"shortcut_a_backward", "avgpool_forward", "avgpool_backward", "linear_forward",
 	"linear_backward", "softmax_xent_forward", "softmax_xent_backward", "sgd_step",
-	"upload/download/fill"};
+	"upload/download/fill", "bn_relu_forward_train", "bn_relu_backward"};
 static double op_time[T_COUNT];
 static long op_calls[T_COUNT];
 static const mp_backend_ops *inner;
@@ -114,6 +126,16 @@ static int w_sgd(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 	TIMED(T_SGD, sgd_step(be, w, g, v, count, lr, m, wd));
 }
 
+static int w_bnr_f(mp_backend *be, const mp_tensor *x, mp_bn *bn, const mp_tensor *res, mp_tensor *y)
+{
+	TIMED(T_BNR_F, bn_relu_forward_train(be, x, bn, res, y));
+}
+static int w_bnr_b(mp_backend *be, const mp_tensor *x, const mp_bn *bn, const mp_tensor *y,
+		   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dg, mp_tensor *db, mp_tensor *dres)
+{
+	TIMED(T_BNR_B, bn_relu_backward(be, x, bn, y, dy, dx, dg, db, dres));
+}
+
 static mp_backend_ops timed_ops;
 
 /* Routes be's operations through the timers above. */
@@ -141,6 +163,10 @@ static int time_ops(mp_backend *be)
 	timed_ops.softmax_xent_forward = w_xent_f;
 	timed_ops.softmax_xent_backward = w_xent_b;
 	timed_ops.sgd_step = w_sgd;
+	if (inner->bn_relu_forward_train) {
+		timed_ops.bn_relu_forward_train = w_bnr_f;
+		timed_ops.bn_relu_backward = w_bnr_b;
+	}
 	be->ops = &timed_ops;
 	return inner->alloc(be, &probe_one, 1, 1, 1, 1);
 }
@@ -230,7 +256,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "bench_step: %d warm-up steps in %.2f s\n", warmup, now() - tw);
 	memset(op_time, 0, sizeof op_time);
 	memset(op_calls, 0, sizeof op_calls);
-	const double t0 = now();
+	const double t0 = now(), c0 = cpu_seconds();
 	for (int s = 0; s < steps; s++)
 		if (step(net, x, labels, n, size, &e) < 0) {
 			fprintf(stderr, "bench_step: %s\n", e.msg);
@@ -242,6 +268,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const double dt = (now() - t0) / steps;
+	fprintf(stderr, "bench_step: %.2f ms/step wall, %.2f ms/step of CPU time\n", 1e3 * dt,
+		1e3 * (cpu_seconds() - c0) / steps);
 	const double fwd = mp_resnet_flops(net, size);
 	if (by_op)
 		report_ops(steps);
