@@ -23,6 +23,8 @@
 #               precision; then again with BENCH_OPS=1 and
 #               MP_CUDA_PROFILE=1 (-ops.log: the time per kind of
 #               operation, and per convolution shape, each waited for)
+#   bench-ours-bf16-b256, bench-torch-eager-b256
+#               both at batch 256: whether a step is bound by the host
 #   bench-ours-bf16-heuristic, -timed, -timed-nondet
 #               bf16 again with cuDNN's algorithms chosen by its
 #               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
@@ -405,6 +407,13 @@ ours_variant() { # STAGE ENV...
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench bf16 cuda 128 20 112 3
 	ours_bench fp32 cuda 128 20 112 3
+	# batch 256: a step bound by the host's launches gains per image, one
+	# bound by the GPU does not
+	if run bench-ours-bf16-b256 60 "$BIN/tests/gpu/bench_step" cuda 256 10 112 2 bf16; then
+		record bench-ours-bf16-b256 ok "$ELAPSED" "batch 256: $(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours-bf16-b256.log" | tail -1 | cut -f4) images/s"
+	else
+		record bench-ours-bf16-b256 FAIL "$ELAPSED" "see bench-ours-bf16-b256.log"
+	fi
 	if [ "$QUICK" = 0 ]; then
 		ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
 		ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
@@ -508,6 +517,7 @@ elif [ "$GPU" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cuda
 	[ "$QUICK" = 1 ] || torch_bench bench-torch-compile 150 --device cuda --compile
 	torch_bench bench-torch-fp32 60 --device cuda --fp32
+	torch_bench bench-torch-eager-b256 60 --device cuda --batch 256 --steps 10
 	[ "$QUICK" = 1 ] || torch_bench profile-torch 60 --device cuda --steps 5 --profile
 elif [ "$SMOKE" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1

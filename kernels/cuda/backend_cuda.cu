@@ -174,14 +174,6 @@ static void cuda_destroy(mp_backend *be)
 	free(s->host_rows);
 	if (s->labels)
 		cudaFree(s->labels);
-	if (s->xdesc)
-		cudnnDestroyTensorDescriptor(s->xdesc);
-	if (s->ydesc)
-		cudnnDestroyTensorDescriptor(s->ydesc);
-	if (s->wdesc)
-		cudnnDestroyFilterDescriptor(s->wdesc);
-	if (s->convdesc)
-		cudnnDestroyConvolutionDescriptor(s->convdesc);
 	if (s->cublas)
 		cublasDestroy(s->cublas);
 	if (s->cudnn)
@@ -336,10 +328,6 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	NEW_CUBLAS(cublasCreate(&s->cublas));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference
 	NEW_CUBLAS(cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH));
-	NEW_CUDNN(cudnnCreateTensorDescriptor(&s->xdesc));
-	NEW_CUDNN(cudnnCreateTensorDescriptor(&s->ydesc));
-	NEW_CUDNN(cudnnCreateFilterDescriptor(&s->wdesc));
-	NEW_CUDNN(cudnnCreateConvolutionDescriptor(&s->convdesc));
 	// On success why describes the device, for the caller's messages.
 	snprintf(why, n, "%s, sm_%d%d, %.0f GiB", prop.name, prop.major, prop.minor,
 		 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda.h"
 
@@ -164,32 +165,60 @@ static mp_cuda_conv_algo *find_algo(mp_backend *be, const char *op, const int ke
 	return a;
 }
 
-// Describes x, w, y and the convolution in the state's descriptors (float
-// NCHW, or bf16 NHWC with float compute), and checks that cuDNN computes
-// the output size we do.
-static int describe(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
-		    const mp_tensor *y, int stride, int pad, int bf16)
+// Describes x, w, y and the convolution in entry a's descriptors (float
+// NCHW, or bf16 NHWC with float compute), made on its first use, and
+// checks that cuDNN computes the output size we do; the state's current
+// descriptors are then a's.
+static int describe(mp_backend *be, const char *op, mp_cuda_conv_algo *a, const mp_tensor *x,
+		    const mp_tensor *w, const mp_tensor *y, int stride, int pad, int bf16)
 {
 	mp_cuda_state *s = mp_cuda(be);
-	const cudnnTensorFormat_t format = bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-	const cudnnDataType_t type = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
-	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->xdesc, format, type, x->n, x->c, x->h,
-						   x->w));
-	CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(s->wdesc, type, format, w->n, w->c, w->h,
-						   w->w));
-	CUDNN_CHECK(op, cudnnSetConvolution2dDescriptor(s->convdesc, pad, pad, stride, stride, 1,
-							1, CUDNN_CROSS_CORRELATION,
-							CUDNN_DATA_FLOAT));
-	CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, bf16 ? CUDNN_TENSOR_OP_MATH
-								      : CUDNN_FMA_MATH));
-	int on, oc, oh, ow;
-	CUDNN_CHECK(op, cudnnGetConvolution2dForwardOutputDim(s->convdesc, s->xdesc, s->wdesc,
-							      &on, &oc, &oh, &ow));
-	if (on != y->n || oc != y->c || oh != y->h || ow != y->w)
-		return mp_cpu_fail(be, "%s: cuDNN computes an output of %dx%dx%dx%d, expected %dx%dx%dx%d",
-				   op, on, oc, oh, ow, y->n, y->c, y->h, y->w);
-	CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(s->ydesc, format, type, y->n, y->c, y->h,
-						   y->w));
+	if (!a->described) {
+		if (!a->xdesc)
+			CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&a->xdesc));
+		if (!a->ydesc)
+			CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&a->ydesc));
+		if (!a->wdesc)
+			CUDNN_CHECK(op, cudnnCreateFilterDescriptor(&a->wdesc));
+		if (!a->convdesc)
+			CUDNN_CHECK(op, cudnnCreateConvolutionDescriptor(&a->convdesc));
+		const cudnnTensorFormat_t format = bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+		const cudnnDataType_t type = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+		CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(a->xdesc, format, type, x->n, x->c, x->h,
+							   x->w));
+		CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(a->wdesc, type, format, w->n, w->c, w->h,
+							   w->w));
+		CUDNN_CHECK(op, cudnnSetConvolution2dDescriptor(a->convdesc, pad, pad, stride,
+								stride, 1, 1,
+								CUDNN_CROSS_CORRELATION,
+								CUDNN_DATA_FLOAT));
+		a->math = bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+		CUDNN_CHECK(op, cudnnSetConvolutionMathType(a->convdesc, a->math));
+		int on, oc, oh, ow;
+		CUDNN_CHECK(op, cudnnGetConvolution2dForwardOutputDim(a->convdesc, a->xdesc, a->wdesc,
+								      &on, &oc, &oh, &ow));
+		if (on != y->n || oc != y->c || oh != y->h || ow != y->w)
+			return mp_cpu_fail(be, "%s: cuDNN computes an output of %dx%dx%dx%d, expected %dx%dx%dx%d",
+					   op, on, oc, oh, ow, y->n, y->c, y->h, y->w);
+		CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(a->ydesc, format, type, y->n, y->c, y->h,
+							   y->w));
+		a->described = 1;
+	}
+	s->xdesc = a->xdesc;
+	s->ydesc = a->ydesc;
+	s->wdesc = a->wdesc;
+	s->convdesc = a->convdesc;
+	return 0;
+}
+
+// Gives the current convolution descriptor math type m (a no-op when it
+// has it already).
+static int set_math(mp_backend *be, const char *op, mp_cuda_conv_algo *a, cudnnMathType_t m)
+{
+	if (a->math != m) {
+		CUDNN_CHECK(op, cudnnSetConvolutionMathType(a->convdesc, m));
+		a->math = m;
+	}
 	return 0;
 }
 
@@ -237,16 +266,29 @@ static cudnnMathType_t math_for(int bf16, cudnnMathType_t ranked)
 
 enum { DIR_FWD, DIR_BWD_DATA, DIR_BWD_FILTER };
 
-static void prof_begin(mp_cuda_state *s)
+static double host_ms(void)
 {
-	if (s->profile)
-		cudaEventRecord(s->ev_start);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-static void prof_end(mp_cuda_state *s, double *acc)
+static void prof_begin(mp_cuda_state *s)
 {
 	if (!s->profile)
 		return;
+	cudaEventRecord(s->ev_start);
+	s->prof_host_start = host_ms();
+}
+
+// Adds the GPU time since prof_begin to *acc, and to *host (when not NULL)
+// the host time the calls in between took to return.
+static void prof_end_host(mp_cuda_state *s, double *acc, double *host)
+{
+	if (!s->profile)
+		return;
+	if (host)
+		*host += host_ms() - s->prof_host_start;
 	float ms = 0;
 	cudaEventRecord(s->ev_stop);
 	if (cudaEventSynchronize(s->ev_stop) == cudaSuccess &&
@@ -254,13 +296,18 @@ static void prof_end(mp_cuda_state *s, double *acc)
 		*acc += ms;
 }
 
+static void prof_end(mp_cuda_state *s, double *acc)
+{
+	prof_end_host(s, acc, NULL);
+}
+
 void mp_cuda_conv_report(const mp_cuda_state *s)
 {
 	static const char *const dir[3] = {"y", "dx", "dw"};
-	double total_cudnn = 0, total_convert = 0;
+	double total_cudnn = 0, total_convert = 0, total_host = 0;
 	fprintf(stderr, "mp-cuda: convolution GPU time (MP_CUDA_PROFILE), milliseconds per call\n");
-	fprintf(stderr, "  %-46s %-4s %-3s %8s %10s %10s\n", "shape", "prec", "dir", "calls",
-		"cuDNN", "bf16 conv");
+	fprintf(stderr, "  %-46s %-4s %-3s %8s %10s %10s %10s\n", "shape", "prec", "dir", "calls",
+		"cuDNN", "its host", "bf16 conv");
 	for (int i = 0; i < s->nalgos; i++) {
 		const mp_cuda_conv_algo *a = &s->algos[i];
 		const int *k = a->key;
@@ -270,15 +317,18 @@ void mp_cuda_conv_report(const mp_cuda_state *s)
 			char shape[96];
 			snprintf(shape, sizeof shape, "x %dx%dx%dx%d w %dx%dx%dx%d s%d p%d", k[0], k[1],
 				 k[2], k[3], k[4], k[1], k[5], k[6], k[7], k[8]);
-			fprintf(stderr, "  %-46s %-4s %-3s %8ld %10.4f %10.4f\n", shape,
+			fprintf(stderr, "  %-46s %-4s %-3s %8ld %10.4f %10.4f %10.4f\n", shape,
 				k[9] ? "bf16" : "fp32", dir[d], a->calls[d], a->ms_cudnn[d] / a->calls[d],
-				a->ms_convert[d] / a->calls[d]);
+				a->ms_host[d] / a->calls[d], a->ms_convert[d] / a->calls[d]);
 			total_cudnn += a->ms_cudnn[d];
+			total_host += a->ms_host[d];
 			total_convert += a->ms_convert[d];
 		}
 	}
-	fprintf(stderr, "  total: cuDNN %.2f ms, bf16 conversions %.2f ms\n", total_cudnn,
-		total_convert);
+	fprintf(stderr, "  total: cuDNN %.2f ms (of which %.2f ms until its calls returned), "
+		"bf16 conversions %.2f ms\n", total_cudnn, total_host, total_convert);
+	fprintf(stderr, "  (\"its host\": the host time cuDNN's call took to return, GPU idle "
+		"meanwhile in this profile)\n");
 }
 
 // ---- choosing -----------------------------------------------------------------------
@@ -360,7 +410,8 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 			log_choice(s, "y", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->fwd = perf[i].algo;
 			a->fwd_math = math_for(bf16, perf[i].mathType);
-			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->fwd_math));
+			if (set_math(be, op, a, a->fwd_math))
+				return -1;
 			CUDNN_CHECK(op, cudnnGetConvolutionForwardWorkspaceSize(
 						s->cudnn, s->xdesc, s->wdesc, s->convdesc, s->ydesc,
 						a->fwd, &a->fwd_ws));
@@ -378,7 +429,8 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 			log_choice(s, "dx", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_data = perf[i].algo;
 			a->bwd_data_math = math_for(bf16, perf[i].mathType);
-			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
+			if (set_math(be, op, a, a->bwd_data_math))
+				return -1;
 			CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataWorkspaceSize(
 						s->cudnn, s->wdesc, s->ydesc, s->convdesc, s->xdesc,
 						a->bwd_data, &a->bwd_data_ws));
@@ -396,7 +448,8 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 			log_choice(s, "dw", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_filter = perf[i].algo;
 			a->bwd_filter_math = math_for(bf16, perf[i].mathType);
-			CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));
+			if (set_math(be, op, a, a->bwd_filter_math))
+				return -1;
 			CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterWorkspaceSize(
 						s->cudnn, s->xdesc, s->ydesc, s->convdesc, s->wdesc,
 						a->bwd_filter, &a->bwd_filter_ws));
@@ -428,7 +481,7 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 		if (!a)
 			return NULL;
 		if (!a->fp32_only) {
-			if (describe(be, op, x, w, y, stride, pad, *bf16))
+			if (describe(be, op, a, x, w, y, stride, pad, *bf16))
 				return NULL;
 			const int r = choose(be, op, a, want, *bf16, x, w);
 			if (r < 0)
@@ -454,8 +507,7 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	mp_cuda_conv_algo *a = plan(be, op, x, w, y, stride, pad, FWD, &bf16);
 	if (!a)
 		return -1;
-	CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->fwd_math));
-	if (mp_cuda_grow(be, op, &s->ws, a->fwd_ws))
+	if (set_math(be, op, a, a->fwd_math) || mp_cuda_grow(be, op, &s->ws, a->fwd_ws))
 		return -1;
 	const float one = 1.0f, zero = 0.0f;
 	if (!bf16) {
@@ -464,7 +516,7 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x->data, s->wdesc,
 							w->data, s->convdesc, a->fwd, s->ws.p,
 							s->ws.size, &zero, s->ydesc, y->data));
-		prof_end(s, &a->ms_cudnn[DIR_FWD]);
+		prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
 		return 0;
 	}
 	a->calls[DIR_FWD]++;
@@ -477,7 +529,7 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, s->bf_x.p, s->wdesc,
 						s->bf_w.p, s->convdesc, a->fwd, s->ws.p,
 						s->ws.size, &zero, s->ydesc, s->bf_y.p));
-	prof_end(s, &a->ms_cudnn[DIR_FWD]);
+	prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
 	prof_begin(s);
 	if (from_bf16(be, op, &s->bf_y, y))
 		return -1;
@@ -518,8 +570,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 	prof_end(s, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]);
 	if (dx) {
 		a->calls[DIR_BWD_DATA]++;
-		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_data_math));
-		if (mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
+		if (set_math(be, op, a, a->bwd_data_math) ||
+		    mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
 		if (!bf16) {
 			prof_begin(s);
@@ -527,7 +579,7 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 						s->cudnn, &one, s->wdesc, w->data, s->ydesc, dy->data,
 						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
 						s->xdesc, dx->data));
-			prof_end(s, &a->ms_cudnn[DIR_BWD_DATA]);
+			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
 		} else {
 			prof_begin(s);
 			if (to_bf16(be, op, w, &s->bf_w) ||
@@ -539,7 +591,7 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 						s->cudnn, &one, s->wdesc, s->bf_w.p, s->ydesc, s->bf_y.p,
 						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
 						s->xdesc, s->bf_x.p));
-			prof_end(s, &a->ms_cudnn[DIR_BWD_DATA]);
+			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
 			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_x, dx))
 				return -1;
@@ -548,8 +600,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 	}
 	if (dw) {
 		a->calls[DIR_BWD_FILTER]++;
-		CUDNN_CHECK(op, cudnnSetConvolutionMathType(s->convdesc, a->bwd_filter_math));
-		if (mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
+		if (set_math(be, op, a, a->bwd_filter_math) ||
+		    mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
 		if (!bf16) {
 			prof_begin(s);
@@ -557,7 +609,7 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 						s->cudnn, &one, s->xdesc, x->data, s->ydesc, dy->data,
 						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
 						s->wdesc, dw->data));
-			prof_end(s, &a->ms_cudnn[DIR_BWD_FILTER]);
+			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
 		} else {
 			prof_begin(s);
 			if (to_bf16(be, op, x, &s->bf_x) ||
@@ -569,7 +621,7 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 						s->cudnn, &one, s->xdesc, s->bf_x.p, s->ydesc, s->bf_y.p,
 						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
 						s->wdesc, s->bf_w.p));
-			prof_end(s, &a->ms_cudnn[DIR_BWD_FILTER]);
+			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
 			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_w, dw))
 				return -1;
@@ -581,6 +633,20 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 
 void mp_cuda_conv_free(mp_cuda_state *s)
 {
+	for (int i = 0; i < s->nalgos; i++) {
+		mp_cuda_conv_algo *a = &s->algos[i];
+		if (a->xdesc)
+			cudnnDestroyTensorDescriptor(a->xdesc);
+		if (a->ydesc)
+			cudnnDestroyTensorDescriptor(a->ydesc);
+		if (a->wdesc)
+			cudnnDestroyFilterDescriptor(a->wdesc);
+		if (a->convdesc)
+			cudnnDestroyConvolutionDescriptor(a->convdesc);
+	}
+	s->xdesc = s->ydesc = NULL;
+	s->wdesc = NULL;
+	s->convdesc = NULL;
 	mp_cuda_buffer_free(&s->ws);
 	mp_cuda_buffer_free(&s->bf_x);
 	mp_cuda_buffer_free(&s->bf_y);

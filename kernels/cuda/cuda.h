@@ -34,8 +34,15 @@ struct mp_cuda_conv_algo {
 	int fp32_only; /* bf16 entry: cuDNN has no bf16 algorithm, run fp32 */
 	/* MP_CUDA_PROFILE: GPU milliseconds and calls of each direction's
 	 * cuDNN call and of its bf16 conversions */
-	double ms_cudnn[3], ms_convert[3];
+	double ms_cudnn[3], ms_convert[3], ms_host[3];
 	long calls[3];
+	/* this shape's descriptors, made once: set again at every call, the
+	 * legacy API spends host time re-reading them */
+	int described;
+	cudnnTensorDescriptor_t xdesc, ydesc;
+	cudnnFilterDescriptor_t wdesc;
+	cudnnConvolutionDescriptor_t convdesc;
+	cudnnMathType_t math; /* the math type convdesc holds now */
 	cudnnConvolutionFwdAlgo_t fwd;
 	cudnnConvolutionBwdDataAlgo_t bwd_data;
 	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -64,8 +71,10 @@ struct mp_cuda_state {
 	int timed_search, deterministic, log_choices;
 	int profile; /* MP_CUDA_PROFILE=1: time the convolutions, print at the end */
 	cudaEvent_t ev_start, ev_stop;
+	double prof_host_start; /* host milliseconds at the section's start */
 	cudnnHandle_t cudnn;
 	cublasHandle_t cublas;
+	/* the current convolution's descriptors (its mp_cuda_conv_algo's) */
 	cudnnTensorDescriptor_t xdesc, ydesc;
 	cudnnFilterDescriptor_t wdesc;
 	cudnnConvolutionDescriptor_t convdesc;
