@@ -25,10 +25,11 @@
 #               operation, and per convolution shape, each waited for)
 #   bench-ours-bf16-b256, bench-torch-eager-b256
 #               both at batch 256: whether a step is bound by the host
-#   bench-ours-bf16-heuristic, -timed, -timed-nondet
+#   bench-ours-bf16-heuristic, -timed, -timed-nondet, -legacy-stream
 #               bf16 again with cuDNN's algorithms chosen by its
 #               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
-#               timing among nondeterministic ones too; each logs its
+#               timing among nondeterministic ones too; then on the legacy
+#               default stream (MP_CUDA_STREAM=legacy); each logs its
 #               choices (MP_CUDNN_LOG=1)
 #   bench-torch-eager, -compile, -fp32, profile-torch
 #               PyTorch (scripts/mp_resnet.py's ResNet) on the same
@@ -418,6 +419,7 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 		ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
 		ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
 		ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed MP_CUDNN_DETERMINISTIC=0
+		ours_variant bench-ours-bf16-legacy-stream MP_CUDA_STREAM=legacy
 	fi
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
@@ -562,6 +564,10 @@ fi
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
 		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
+		b256=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
+		t256=${TORCH[bench-torch-eager-b256]:-}
+		[ -n "$b256" ] && [ -n "$t256" ] &&
+			echo "batch 256, bf16: ours $b256, PyTorch eager $t256 images/s: $(ratio "$b256" "$t256")"
 	fi
 	echo
 	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"

@@ -108,8 +108,11 @@ static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
 		return -1;
 	if (!host)
 		return mp_cpu_fail(be, "upload: no host array");
-	CUDA_CHECK(op, cudaMemcpy(t->data, host, mp_tensor_count(t) * sizeof(float),
-				  cudaMemcpyHostToDevice));
+	mp_cuda_state *s = mp_cuda(be);
+	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
+				       cudaMemcpyHostToDevice, s->stream));
+	// the host array is the caller's again when upload returns
+	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	return 0;
 }
 
@@ -120,8 +123,10 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 		return -1;
 	if (!host)
 		return mp_cpu_fail(be, "download: no host array");
-	CUDA_CHECK(op, cudaMemcpy(host, t->data, mp_tensor_count(t) * sizeof(float),
-				  cudaMemcpyDeviceToHost));
+	mp_cuda_state *s = mp_cuda(be);
+	CUDA_CHECK(op, cudaMemcpyAsync(host, t->data, mp_tensor_count(t) * sizeof(float),
+				       cudaMemcpyDeviceToHost, s->stream));
+	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	return 0;
 }
 
@@ -178,6 +183,8 @@ static void cuda_destroy(mp_backend *be)
 		cublasDestroy(s->cublas);
 	if (s->cudnn)
 		cudnnDestroy(s->cudnn);
+	if (s->stream)
+		cudaStreamDestroy(s->stream);
 	free(s);
 	be->impl = NULL;
 }
@@ -248,7 +255,8 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 			       env_choice("MP_CUDNN_DETERMINISTIC", "0", "1", &s->deterministic, why,
 					  n) ||
 			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n) ||
-			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n)
+			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n) ||
+			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n)
 		       ? -1
 		       : 0;
 }
@@ -324,8 +332,14 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 		NEW_CUDA(cudaEventCreate(&s->ev_start));
 		NEW_CUDA(cudaEventCreate(&s->ev_stop));
 	}
+	// every operation runs on the backend's own stream (MP_CUDA_STREAM=legacy:
+	// the legacy default stream, which synchronizes with all others)
+	if (!s->legacy_stream)
+		NEW_CUDA(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
 	NEW_CUDNN(cudnnCreate(&s->cudnn));
+	NEW_CUDNN(cudnnSetStream(s->cudnn, s->stream));
 	NEW_CUBLAS(cublasCreate(&s->cublas));
+	NEW_CUBLAS(cublasSetStream(s->cublas, s->stream));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference
 	NEW_CUBLAS(cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH));
 	// On success why describes the device, for the caller's messages.

@@ -238,15 +238,16 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 		return -1;
 	double *part = mp_cuda(be)->scratch, *stat = part + (size_t)C * S * 2;
 	const dim3 grid(S, C);
-	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, NULL, N, C, plane, S, 0, NULL, NULL,
-						NULL, part);
+	bn_partial_kernel<<<grid, BN_THREADS, 0, MP_STREAM(be)>>>(
+			x->data, NULL, NULL, N, C, plane, S, 0, NULL, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_mean_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(part, C, S, (double)m, stat);
+	bn_mean_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			part, C, S, (double)m, stat);
 	LAUNCH_CHECK(op, "bn_mean_kernel");
-	bn_partial_kernel<<<grid, BN_THREADS>>>(x->data, NULL, NULL, N, C, plane, S, 1, stat, NULL,
-						NULL, part);
+	bn_partial_kernel<<<grid, BN_THREADS, 0, MP_STREAM(be)>>>(
+			x->data, NULL, NULL, N, C, plane, S, 1, stat, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_var_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
+	bn_var_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 		part, C, S, (double)m, (double)bn->eps, (double)bn->momentum, stat,
 		bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
 		bn->running_var->data);
@@ -254,11 +255,11 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 	const size_t count = mp_tensor_count(x);
 	const float *r = res ? res->data : NULL;
 	if (count <= UINT_MAX / 2)
-		bn_apply_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data, r,
-			relu);
+		bn_apply_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				x->data, y->data, count, C, plane, stat, bn->gamma->data,
+				bn->beta->data, r, relu);
 	else
-		bn_apply_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+		bn_apply_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data, r,
 			relu);
 	LAUNCH_CHECK(op, "bn_apply_kernel");
@@ -288,11 +289,11 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 	const int C = x->c, plane = x->h * x->w;
 	const size_t count = mp_tensor_count(x);
 	if (count <= UINT_MAX / 2)
-		bn_infer_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
-			bn->running_var->data, bn->gamma->data, bn->beta->data);
+		bn_infer_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+				bn->running_var->data, bn->gamma->data, bn->beta->data);
 	else
-		bn_infer_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+		bn_infer_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
 			bn->running_var->data, bn->gamma->data, bn->beta->data);
 	LAUNCH_CHECK(op, "bn_infer_kernel");
@@ -312,24 +313,26 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 		return -1;
 	double *part = mp_cuda(be)->scratch, *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
-	bn_partial_kernel<<<dim3(S, C), BN_THREADS>>>(x->data, dy->data, ry, N, C, plane, S, 2,
-						      NULL, bn->save_mean->data,
-						      bn->save_invstd->data, part);
+	bn_partial_kernel<<<dim3(S, C), BN_THREADS, 0, MP_STREAM(be)>>>(
+			x->data, dy->data, ry, N, C, plane, S, 2, NULL, bn->save_mean->data,
+			bn->save_invstd->data, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_grad_kernel<<<per_channel_grid(C), MP_CUDA_THREADS>>>(
+	bn_grad_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 		part, C, S, sums, dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
 	LAUNCH_CHECK(op, "bn_grad_kernel");
 	if (dx || dres) {
 		const size_t count = mp_tensor_count(x);
 		float *dxp = dx ? dx->data : NULL, *drp = dres ? dres->data : NULL;
 		if (count <= UINT_MAX / 2)
-			bn_dx_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-				x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
-				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
+			bn_dx_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+					x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m,
+					sums, bn->gamma->data, bn->save_mean->data,
+					bn->save_invstd->data);
 		else
-			bn_dx_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-				x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
-				bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
+			bn_dx_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+					x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m,
+					sums, bn->gamma->data, bn->save_mean->data,
+					bn->save_invstd->data);
 		LAUNCH_CHECK(op, "bn_dx_kernel");
 	}
 	return 0;

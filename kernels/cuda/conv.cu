@@ -105,7 +105,7 @@ static int to_bf16(mp_backend *be, const char *op, const mp_tensor *t, struct mp
 				   op, t->n, t->c, t->h, t->w);
 	if (mp_cuda_grow(be, op, buf, mp_tensor_count(t) * sizeof(__nv_bfloat16)))
 		return -1;
-	nchw_to_nhwc_bf16_kernel<<<grid, dim3(TILE, TILE_ROWS)>>>(
+	nchw_to_nhwc_bf16_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
 		t->data, (__nv_bfloat16 *)buf->p, t->c, t->h * t->w);
 	LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
 	return 0;
@@ -119,7 +119,7 @@ static int from_bf16(mp_backend *be, const char *op, const struct mp_cuda_buffer
 	if (!transpose_grid(t->n, t->c, t->h * t->w, &grid))
 		return mp_cpu_fail(be, "%s: %dx%dx%dx%d is too large for bf16 (at most 65535 images)",
 				   op, t->n, t->c, t->h, t->w);
-	nhwc_bf16_to_nchw_kernel<<<grid, dim3(TILE, TILE_ROWS)>>>(
+	nhwc_bf16_to_nchw_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
 		(const __nv_bfloat16 *)buf->p, t->data, t->c, t->h * t->w);
 	LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
 	return 0;
@@ -277,7 +277,7 @@ static void prof_begin(mp_cuda_state *s)
 {
 	if (!s->profile)
 		return;
-	cudaEventRecord(s->ev_start);
+	cudaEventRecord(s->ev_start, s->stream);
 	s->prof_host_start = host_ms();
 }
 
@@ -290,7 +290,7 @@ static void prof_end_host(mp_cuda_state *s, double *acc, double *host)
 	if (host)
 		*host += host_ms() - s->prof_host_start;
 	float ms = 0;
-	cudaEventRecord(s->ev_stop);
+	cudaEventRecord(s->ev_stop, s->stream);
 	if (cudaEventSynchronize(s->ev_stop) == cudaSuccess &&
 	    cudaEventElapsedTime(&ms, s->ev_start, s->ev_stop) == cudaSuccess)
 		*acc += ms;

@@ -70,6 +70,8 @@ struct mp_cuda_state {
 	 * MP_CUDNN_SEARCH=timed, MP_CUDNN_DETERMINISTIC=0, MP_CUDNN_LOG=1 */
 	int timed_search, deterministic, log_choices;
 	int profile; /* MP_CUDA_PROFILE=1: time the convolutions, print at the end */
+	int legacy_stream; /* MP_CUDA_STREAM=legacy */
+	cudaStream_t stream; /* every operation's; 0 (legacy) when legacy_stream */
 	cudaEvent_t ev_start, ev_stop;
 	double prof_host_start; /* host milliseconds at the section's start */
 	cudnnHandle_t cudnn;
@@ -141,6 +143,9 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 		if (e_ != cudaSuccess)                                            \
 			return mp_cuda_fail_cuda(be, op, kernel, e_);             \
 	} while (0)
+
+/* The stream every operation of backend be runs on. */
+#define MP_STREAM(be) (mp_cuda(be)->stream)
 
 /* Threads per block of the element-wise kernels, and the grid for count
  * elements (grid-stride loops cover the rest). */

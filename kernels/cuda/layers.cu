@@ -35,7 +35,8 @@ int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value)
 	if (mp_cpu_check(be, op, "tensor", t))
 		return -1;
 	const size_t count = mp_tensor_count(t);
-	fill_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(t->data, count, value);
+	fill_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			t->data, count, value);
 	LAUNCH_CHECK(op, "fill_kernel");
 	return 0;
 }
@@ -67,7 +68,8 @@ int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	if (mp_cpu_check(be, op, "x", x) || same_shape(be, op, "y", y, x))
 		return -1;
 	const size_t count = mp_tensor_count(x);
-	relu_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(x->data, y->data, count);
+	relu_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			x->data, y->data, count);
 	LAUNCH_CHECK(op, "relu_kernel");
 	return 0;
 }
@@ -80,8 +82,8 @@ int mp_cuda_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *d
 	    same_shape(be, op, "dx", dx, y))
 		return -1;
 	const size_t count = mp_tensor_count(y);
-	relu_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(y->data, dy->data,
-								       dx->data, count);
+	relu_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			y->data, dy->data, dx->data, count);
 	LAUNCH_CHECK(op, "relu_backward_kernel");
 	return 0;
 }
@@ -93,7 +95,8 @@ int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tenso
 	    same_shape(be, op, "y", y, a))
 		return -1;
 	const size_t count = mp_tensor_count(a);
-	add_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(a->data, b->data, y->data, count);
+	add_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			a->data, b->data, y->data, count);
 	LAUNCH_CHECK(op, "add_kernel");
 	return 0;
 }
@@ -145,10 +148,11 @@ int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y,
 		return -1;
 	const size_t count = mp_tensor_count(y);
 	if (count <= UINT_MAX / 2)
-		shortcut_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+		shortcut_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w,
+				stride);
 	else
-		shortcut_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
+		shortcut_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
 	LAUNCH_CHECK(op, "shortcut_kernel");
 	return 0;
@@ -161,11 +165,13 @@ int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *
 		return -1;
 	const size_t count = mp_tensor_count(dx);
 	if (count <= UINT_MAX / 2)
-		shortcut_backward_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w, stride);
+		shortcut_backward_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
+				stride);
 	else
-		shortcut_backward_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(
-			dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w, stride);
+		shortcut_backward_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
+				stride);
 	LAUNCH_CHECK(op, "shortcut_backward_kernel");
 	return 0;
 }
@@ -198,8 +204,8 @@ int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	if (mp_cpu_check(be, op, "x", x) || mp_cpu_expect(be, op, "y", y, x->n, x->c, 1, 1))
 		return -1;
 	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
-	avgpool_kernel<<<mp_cuda_grid(planes), MP_CUDA_THREADS>>>(x->data, y->data, planes,
-								  plane);
+	avgpool_kernel<<<mp_cuda_grid(planes), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			x->data, y->data, planes, plane);
 	LAUNCH_CHECK(op, "avgpool_kernel");
 	return 0;
 }
@@ -210,8 +216,8 @@ int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 	if (mp_cpu_check(be, op, "dx", dx) || mp_cpu_expect(be, op, "dy", dy, dx->n, dx->c, 1, 1))
 		return -1;
 	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
-	avgpool_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS>>>(dy->data, dx->data,
-									  count, plane);
+	avgpool_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+			dy->data, dx->data, count, plane);
 	LAUNCH_CHECK(op, "avgpool_backward_kernel");
 	return 0;
 }
@@ -271,8 +277,10 @@ static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int
 		CUDA_CHECK(op, cudaMalloc((void **)&s->labels, (size_t)n * sizeof(int32_t)));
 		s->labels_size = (size_t)n;
 	}
-	CUDA_CHECK(op, cudaMemcpy(s->labels, labels, (size_t)n * sizeof(int32_t),
-				  cudaMemcpyHostToDevice));
+	CUDA_CHECK(op, cudaMemcpyAsync(s->labels, labels, (size_t)n * sizeof(int32_t),
+				       cudaMemcpyHostToDevice, s->stream));
+	// the host array is the caller's: wait until it has been read
+	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	return 0;
 }
 
@@ -341,11 +349,12 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 		s->host_rows = h;
 		s->host_rows_size = (size_t)N;
 	}
-	xent_kernel<<<(N + 127) / 128, 128>>>(logits->data, s->labels, smoothing, probs->data,
-					       s->scratch, N, K);
+	xent_kernel<<<(N + 127) / 128, 128, 0, MP_STREAM(be)>>>(
+			logits->data, s->labels, smoothing, probs->data, s->scratch, N, K);
 	LAUNCH_CHECK(op, "xent_kernel");
-	CUDA_CHECK(op, cudaMemcpy(s->host_rows, s->scratch, (size_t)N * sizeof(double),
-				  cudaMemcpyDeviceToHost));
+	CUDA_CHECK(op, cudaMemcpyAsync(s->host_rows, s->scratch, (size_t)N * sizeof(double),
+				       cudaMemcpyDeviceToHost, s->stream));
+	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	double total = 0;
 	for (int n = 0; n < N; n++)
 		total += s->host_rows[n];
@@ -363,7 +372,7 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 	const int N = probs->n, K = probs->c;
 	if (put_labels(be, op, labels, N))
 		return -1;
-	xent_backward_kernel<<<mp_cuda_grid((size_t)N * K), MP_CUDA_THREADS>>>(
+	xent_backward_kernel<<<mp_cuda_grid((size_t)N * K), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 		probs->data, mp_cuda(be)->labels, smoothing, dlogits->data, N, K);
 	LAUNCH_CHECK(op, "xent_backward_kernel");
 	return 0;
@@ -466,11 +475,13 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 	if (e == cudaSuccess)
 		e = cudaMalloc((void **)&s->sgd_dev_blocks, nblocks * sizeof *blocks);
 	if (e == cudaSuccess)
-		e = cudaMemcpy(s->sgd_dev_ptrs, host, 3 * (size_t)count * sizeof *host,
-			       cudaMemcpyHostToDevice);
+		e = cudaMemcpyAsync(s->sgd_dev_ptrs, host, 3 * (size_t)count * sizeof *host,
+				    cudaMemcpyHostToDevice, s->stream);
 	if (e == cudaSuccess)
-		e = cudaMemcpy(s->sgd_dev_blocks, blocks, nblocks * sizeof *blocks,
-			       cudaMemcpyHostToDevice);
+		e = cudaMemcpyAsync(s->sgd_dev_blocks, blocks, nblocks * sizeof *blocks,
+				    cudaMemcpyHostToDevice, s->stream);
+	if (e == cudaSuccess) /* blocks is freed next */
+		e = cudaStreamSynchronize(s->stream);
 	free(blocks);
 	if (e != cudaSuccess) {
 		mp_cuda_layers_free(s);
@@ -490,8 +501,8 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 	mp_cuda_state *s = mp_cuda(be);
 	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
 		return -1;
-	sgd_kernel<<<s->sgd_nblocks, MP_CUDA_THREADS>>>(s->sgd_dev_ptrs, s->sgd_dev_blocks, count,
-							lr, momentum, wd);
+	sgd_kernel<<<s->sgd_nblocks, MP_CUDA_THREADS, 0, s->stream>>>(
+		s->sgd_dev_ptrs, s->sgd_dev_blocks, count, lr, momentum, wd);
 	LAUNCH_CHECK(op, "sgd_kernel");
 	return 0;
 }
