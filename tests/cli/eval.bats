@@ -404,7 +404,8 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 @test "bad options exit 2 with a message; --backend cuda exits 1 with the reason, auto says why it chose the CPU" {
 	W=(-m "$D/rand.safetensors")
 	for args in "--crops 7" "--topk 0" "--topk 17" "--scales 0" "--scales 16,x" "--scales 16.5" \
-		"--combine mean" "--batch 0" "--threads 0" "--backend gpu" "--dump-count 0" "--bogus"; do
+		"--combine mean" "--batch 0" "--threads 0" "--backend gpu" "--precision fp16" \
+		"--dump-count 0" "--bogus"; do
 		run ev "${W[@]}" $args "$D/val.db"
 		assert_status 2
 		assert_contains "$output" "mp-eval: "
@@ -433,9 +434,18 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 		assert_contains "$output" "; cpu, "
 		assert_contains "$output" " ("
 	fi
+	# bf16 needs the CUDA backend; fp32 is named in the summary
+	run ev "${W[@]}" --precision bf16 "$D/val.db"
+	assert_status 1
+	assert_contains "$output" "mp-eval: --precision bf16: the cpu backend computes in fp32 only"
+	run ev "${W[@]}" --precision fp32 "$D/val.db"
+	assert_status 0
+	assert_contains "$output" "; cpu, "
+	assert_contains "$output" ", fp32"
 	run ev --help
 	assert_status 0
 	assert_contains "$output" "--multiscale"
+	assert_contains "$output" "--precision"
 	run ev --version
 	assert_status 0
 }

@@ -285,6 +285,7 @@ wait_rows() {
 		"--lr-policy linear|mp-train: --lr-policy: \"linear\" is not one of step|cosine"
 		"--schedule 70,40|mp-train: --schedule: schedule \"70,40\": epochs must increase"
 		"--backend tpu|mp-train: --backend: \"tpu\" is not one of cpu|cpu-ref|cuda|auto"
+		"--precision fp16|mp-train: --precision: \"fp16\" is not one of auto|fp32|bf16"
 		"--mean 1,2|mp-train: --mean: \"1,2\" has 2 entries, expected 3"
 		"--scale-min 8|mp-train: --scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
 		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
@@ -305,6 +306,22 @@ wait_rows() {
 	assert_status 2
 	assert_contains "$output" "w/x.safetensors"
 	[[ ! -e out/train.log ]]
+}
+
+@test "--precision: bf16 on a CPU backend exits 1 with the reason; fp32 and auto name the precision" {
+	run train "${OPTS[@]}" --epochs 1 -o out --precision bf16
+	assert_status 1
+	assert_contains "$output" "mp-train: --precision bf16: the cpu backend computes in fp32 only (bf16 needs --backend cuda)"
+	[[ ! -e out/weights.safetensors ]]
+	run train "${OPTS[@]}" --epochs 1 -o out2 --backend cpu-ref --precision bf16
+	assert_status 1
+	assert_contains "$output" "the cpu backend computes in fp32 only"
+	for p in fp32 auto; do
+		run train "${OPTS[@]}" --epochs 1 -o "out-$p" --precision "$p" --max-steps 1
+		assert_status 0
+		assert_contains "$(first_line "$output")" "mp-train: cpu, "
+		assert_contains "$(first_line "$output")" ", fp32"
+	done
 }
 
 @test "--backend cuda without a GPU exits 1 with a clear message; auto says it chose the CPU" {

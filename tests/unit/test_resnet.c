@@ -893,6 +893,72 @@ static void config_check_messages(void **state)
 	assert_string_equal(e.msg, "stem kernel 4 is not odd in 1..15");
 }
 
+/* One training step (forward, loss, backward, SGD) of net on x; the loss. */
+static double train_step(mp_resnet *net, const float *x, const int32_t *labels, int n, int size)
+{
+	mp_error e;
+	double loss;
+	if (mp_resnet_forward(net, x, n, size, size, 1, &e) < 0 ||
+	    mp_resnet_loss(net, labels, 0.1f, &loss, NULL, &e) < 0 ||
+	    mp_resnet_backward(net, &e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, &e) < 0)
+		fail_msg("training step: %s", e.msg);
+	return loss;
+}
+
+/* The reference backend has the fused BN + residual + ReLU; the network
+ * uses them in training. Without them (the same backend, the fused
+ * operations taken out) two steps give the same bits: every parameter,
+ * gradient, momentum and running statistic, and the loss. */
+static void fused_training_matches_separate_ops(void **state)
+{
+	(void)state;
+	assert_non_null(be->ops->bn_relu_forward_train);
+	mp_backend *plain = mp_backend_cpu_new(0);
+	assert_non_null(plain);
+	mp_backend_ops separate = *plain->ops;
+	separate.bn_relu_forward_train = NULL;
+	separate.bn_relu_backward = NULL;
+	plain->ops = &separate;
+	enum { N = 3, S = 20 };
+	for (char sc = 'A'; sc <= 'B'; sc++) {
+		mp_resnet_config c;
+		small_config(&c, 4, 8, 8, 12, sc, 10, 1);
+		c.depth = 2; /* identity blocks as well as stage transitions */
+		mp_error e;
+		mp_resnet *fused = new_net(&c, 21), *sep = mp_resnet_new(&c, plain, &e);
+		assert_non_null(sep);
+		assert_int_equal(mp_resnet_init(sep, 21, &e), 0);
+		float *x = random_array((size_t)N * 3 * S * S, -2, 2);
+		int32_t labels[N] = {1, 7, 3};
+		for (int step = 0; step < 2; step++) {
+			double lf = train_step(fused, x, labels, N, S);
+			double ls = train_step(sep, x, labels, N, S);
+			assert_true(lf == ls);
+		}
+		for (int i = 0; i < mp_resnet_param_count(fused); i++) {
+			mp_param *pf = mp_resnet_param(fused, i), *ps = mp_resnet_param(sep, i);
+			const size_t count = mp_tensor_count(&pf->value);
+			float *a = download(fused, &pf->value), *b = download(sep, &ps->value);
+			if (memcmp(a, b, count * sizeof *a))
+				fail_msg("shortcut %c: %s differs", sc, pf->name);
+			free(a);
+			free(b);
+			if (pf->kind == MP_PARAM_WEIGHT) {
+				a = download(fused, &pf->grad);
+				b = download(sep, &ps->grad);
+				if (memcmp(a, b, count * sizeof *a))
+					fail_msg("shortcut %c: the gradient of %s differs", sc, pf->name);
+				free(a);
+				free(b);
+			}
+		}
+		free(x);
+		mp_resnet_free(fused);
+		mp_resnet_free(sep);
+	}
+	mp_backend_free(plain);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -920,6 +986,7 @@ int main(void)
 		cmocka_unit_test(forward_refuses_bad_input),
 		cmocka_unit_test(inference_uses_running_stats),
 		cmocka_unit_test(config_check_messages),
+		cmocka_unit_test(fused_training_matches_separate_ops),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
