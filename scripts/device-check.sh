@@ -23,6 +23,9 @@
 #               precision; then again with BENCH_OPS=1 and
 #               MP_CUDA_PROFILE=1 (-ops.log: the time per kind of
 #               operation, and per convolution shape, each waited for)
+#   gpu-test_cuda_ops-graph-api, bench-ours-bf16-graph-api(-ops)
+#               the tests and the bf16 step with the convolutions through
+#               cuDNN's graph API (MP_CUDNN_API=graph)
 #   bench-ours-bf16-b256, bench-torch-eager-b256
 #               both at batch 256: whether a step is bound by the host
 #   bench-ours-bf16-heuristic, -timed, -timed-nondet, -legacy-stream
@@ -374,6 +377,16 @@ else
 	done
 fi
 
+# the CUDA tests again with the convolutions through cuDNN's graph API
+if [ "$BUILT" != none ] && [ "$GPU" = 1 ] && [ -x "$BIN/tests/gpu/test_cuda_ops" ]; then
+	log=$RESULTS/gpu-test_cuda_ops-graph-api.log
+	if run gpu-test_cuda_ops-graph-api 120 env MP_CUDNN_API=graph "$BIN/tests/gpu/test_cuda_ops"; then
+		record gpu-test_cuda_ops-graph-api ok "$ELAPSED" "MP_CUDNN_API=graph: $(grep -m1 '^# [0-9]* of [0-9]* failed' "$log")"
+	else
+		record gpu-test_cuda_ops-graph-api FAIL "$ELAPSED" "MP_CUDNN_API=graph: $(grep -c '^not ok' "$log") not ok; see $(basename "$log")"
+	fi
+fi
+
 # ---- benchmarks ------------------------------------------------------------------
 # ours: bench_step's line is backend, batch, size, images/s, s/step,
 # forward GFLOP/image, training TFLOP/s, precision. Each precision twice:
@@ -415,6 +428,9 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	else
 		record bench-ours-bf16-b256 FAIL "$ELAPSED" "see bench-ours-bf16-b256.log"
 	fi
+	ours_variant bench-ours-bf16-graph-api MP_CUDNN_API=graph
+	run bench-ours-bf16-graph-api-ops 60 env MP_CUDNN_API=graph BENCH_OPS=1 MP_CUDA_PROFILE=1 \
+		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-graph-api-ops: failed"
 	if [ "$QUICK" = 0 ]; then
 		ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
 		ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed

@@ -256,7 +256,8 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 					  n) ||
 			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n) ||
 			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n) ||
-			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n)
+			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n) ||
+			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n)
 		       ? -1
 		       : 0;
 }

@@ -215,7 +215,7 @@ static int describe(mp_backend *be, const char *op, mp_cuda_conv_algo *a, const 
 // has it already).
 static int set_math(mp_backend *be, const char *op, mp_cuda_conv_algo *a, cudnnMathType_t m)
 {
-	if (a->math != m) {
+	if (a->math != m && !mp_cuda(be)->graph_api) {
 		CUDNN_CHECK(op, cudnnSetConvolutionMathType(a->convdesc, m));
 		a->math = m;
 	}
@@ -466,6 +466,36 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 			   op, none, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
 }
 
+// choose's counterpart for MP_CUDNN_API=graph: the directions' execution
+// plans, the same protocol.
+static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want,
+			const mp_tensor *x, const mp_tensor *w, const mp_tensor *y, int stride,
+			int pad, int bf16)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	static const char *const names[3] = {"y", "dx", "dw"};
+	size_t *ws[3] = {&a->fwd_ws, &a->bwd_data_ws, &a->bwd_filter_ws};
+	for (int d = 0; d < 3; d++) {
+		if (!(want & (1 << d)) || a->gplan[d])
+			continue;
+		const int r = mp_cuda_graph_plan(be, op, a, d, x, w, y, stride, pad, bf16);
+		if (r < 0)
+			return -1;
+		if (r == 1) {
+			a->fp32_only = 1;
+			return 1;
+		}
+		*ws[d] = a->gws[d];
+		if (s->log_choices)
+			fprintf(stderr,
+				"mp-cuda: conv x %dx%dx%dx%d w %dx%dx%dx%d stride %d pad %d %s %s: "
+				"graph API plan, %.1f MiB workspace\n",
+				x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w, stride, pad,
+				bf16 ? "bf16" : "fp32", names[d], (double)a->gws[d] / (1 << 20));
+	}
+	return 0;
+}
+
 // The algorithm entry for this convolution in the backend's precision,
 // with the descriptors set for it; *bf16 says whether it runs in bf16 (a
 // shape cuDNN cannot do in bf16 runs in fp32). NULL on an error.
@@ -481,9 +511,14 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 		if (!a)
 			return NULL;
 		if (!a->fp32_only) {
-			if (describe(be, op, a, x, w, y, stride, pad, *bf16))
-				return NULL;
-			const int r = choose(be, op, a, want, *bf16, x, w);
+			int r;
+			if (mp_cuda(be)->graph_api) {
+				r = graph_choose(be, op, a, want, x, w, y, stride, pad, *bf16);
+			} else {
+				if (describe(be, op, a, x, w, y, stride, pad, *bf16))
+					return NULL;
+				r = choose(be, op, a, want, *bf16, x, w);
+			}
 			if (r < 0)
 				return NULL;
 			if (r == 0)
@@ -491,6 +526,50 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 		}
 		*bf16 = 0; // the same shape in fp32 (choose fails rather than return 1 then)
 	}
+}
+
+// ---- running them ---------------------------------------------------------------------
+//
+// On device pointers to x, w and y (or dx, dw, dy), with the current
+// descriptors (legacy) or entry a's plans (graph API), alpha 1, beta 0.
+
+static int run_fwd(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, void *x, void *w,
+		   void *y)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->graph_api)
+		return mp_cuda_graph_exec(be, op, a, DIR_FWD, x, w, y);
+	const float one = 1.0f, zero = 0.0f;
+	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x, s->wdesc, w,
+						s->convdesc, a->fwd, s->ws.p, s->ws.size, &zero,
+						s->ydesc, y));
+	return 0;
+}
+
+static int run_bwd_data(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, void *dx,
+			void *w, void *dy)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->graph_api)
+		return mp_cuda_graph_exec(be, op, a, DIR_BWD_DATA, dx, w, dy);
+	const float one = 1.0f, zero = 0.0f;
+	CUDNN_CHECK(op, cudnnConvolutionBackwardData(s->cudnn, &one, s->wdesc, w, s->ydesc, dy,
+						     s->convdesc, a->bwd_data, s->ws.p,
+						     s->ws.size, &zero, s->xdesc, dx));
+	return 0;
+}
+
+static int run_bwd_filter(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, void *x,
+			  void *dw, void *dy)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->graph_api)
+		return mp_cuda_graph_exec(be, op, a, DIR_BWD_FILTER, x, dw, dy);
+	const float one = 1.0f, zero = 0.0f;
+	CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(s->cudnn, &one, s->xdesc, x, s->ydesc, dy,
+						       s->convdesc, a->bwd_filter, s->ws.p,
+						       s->ws.size, &zero, s->wdesc, dw));
+	return 0;
 }
 
 // ---- forward ------------------------------------------------------------------------
@@ -509,13 +588,11 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		return -1;
 	if (set_math(be, op, a, a->fwd_math) || mp_cuda_grow(be, op, &s->ws, a->fwd_ws))
 		return -1;
-	const float one = 1.0f, zero = 0.0f;
 	if (!bf16) {
 		a->calls[DIR_FWD]++;
 		prof_begin(s);
-		CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, x->data, s->wdesc,
-							w->data, s->convdesc, a->fwd, s->ws.p,
-							s->ws.size, &zero, s->ydesc, y->data));
+		if (run_fwd(be, op, a, x->data, w->data, y->data))
+			return -1;
 		prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
 		return 0;
 	}
@@ -526,9 +603,8 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		return -1;
 	prof_end(s, &a->ms_convert[DIR_FWD]);
 	prof_begin(s);
-	CUDNN_CHECK(op, cudnnConvolutionForward(s->cudnn, &one, s->xdesc, s->bf_x.p, s->wdesc,
-						s->bf_w.p, s->convdesc, a->fwd, s->ws.p,
-						s->ws.size, &zero, s->ydesc, s->bf_y.p));
+	if (run_fwd(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
+		return -1;
 	prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
 	prof_begin(s);
 	if (from_bf16(be, op, &s->bf_y, y))
@@ -559,7 +635,6 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 				    (dx ? BWD_DATA : 0) | (dw ? BWD_FILTER : 0), &bf16);
 	if (!a)
 		return -1;
-	const float one = 1.0f, zero = 0.0f;
 	// bf16: dy into bf_y; dx is made in bf_x from bf_w, then x goes into
 	// bf_x and dw is made in bf_w (one stream: each step waits for the one
 	// before, so the buffers can be reused in turn)
@@ -575,10 +650,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 			return -1;
 		if (!bf16) {
 			prof_begin(s);
-			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
-						s->cudnn, &one, s->wdesc, w->data, s->ydesc, dy->data,
-						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
-						s->xdesc, dx->data));
+			if (run_bwd_data(be, op, a, dx->data, w->data, dy->data))
+				return -1;
 			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
 		} else {
 			prof_begin(s);
@@ -587,10 +660,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 				return -1;
 			prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 			prof_begin(s);
-			CUDNN_CHECK(op, cudnnConvolutionBackwardData(
-						s->cudnn, &one, s->wdesc, s->bf_w.p, s->ydesc, s->bf_y.p,
-						s->convdesc, a->bwd_data, s->ws.p, s->ws.size, &zero,
-						s->xdesc, s->bf_x.p));
+			if (run_bwd_data(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
+				return -1;
 			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
 			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_x, dx))
@@ -605,10 +676,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 			return -1;
 		if (!bf16) {
 			prof_begin(s);
-			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
-						s->cudnn, &one, s->xdesc, x->data, s->ydesc, dy->data,
-						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
-						s->wdesc, dw->data));
+			if (run_bwd_filter(be, op, a, x->data, dw->data, dy->data))
+				return -1;
 			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
 		} else {
 			prof_begin(s);
@@ -617,10 +686,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 				return -1;
 			prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
 			prof_begin(s);
-			CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(
-						s->cudnn, &one, s->xdesc, s->bf_x.p, s->ydesc, s->bf_y.p,
-						s->convdesc, a->bwd_filter, s->ws.p, s->ws.size, &zero,
-						s->wdesc, s->bf_w.p));
+			if (run_bwd_filter(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
+				return -1;
 			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
 			prof_begin(s);
 			if (from_bf16(be, op, &s->bf_w, dw))
@@ -635,6 +702,7 @@ void mp_cuda_conv_free(mp_cuda_state *s)
 {
 	for (int i = 0; i < s->nalgos; i++) {
 		mp_cuda_conv_algo *a = &s->algos[i];
+		mp_cuda_graph_free(a);
 		if (a->xdesc)
 			cudnnDestroyTensorDescriptor(a->xdesc);
 		if (a->ydesc)

@@ -43,6 +43,11 @@ struct mp_cuda_conv_algo {
 	cudnnFilterDescriptor_t wdesc;
 	cudnnConvolutionDescriptor_t convdesc;
 	cudnnMathType_t math; /* the math type convdesc holds now */
+	/* MP_CUDNN_API=graph: each direction's execution plan
+	 * (cudnnBackendDescriptor_t) and its workspace bytes */
+	void *gplan[3];
+	size_t gws[3];
+	void *gkeep[3][8]; /* the descriptors each plan was made from, kept with it */
 	cudnnConvolutionFwdAlgo_t fwd;
 	cudnnConvolutionBwdDataAlgo_t bwd_data;
 	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -71,6 +76,7 @@ struct mp_cuda_state {
 	int timed_search, deterministic, log_choices;
 	int profile; /* MP_CUDA_PROFILE=1: time the convolutions, print at the end */
 	int legacy_stream; /* MP_CUDA_STREAM=legacy */
+	int graph_api;	   /* MP_CUDNN_API=graph: conv_graph.cu's plans */
 	cudaStream_t stream; /* every operation's; 0 (legacy) when legacy_stream */
 	cudaEvent_t ev_start, ev_stop;
 	double prof_host_start; /* host milliseconds at the section's start */
@@ -172,6 +178,17 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
 			    int pad);
 void mp_cuda_conv_free(mp_cuda_state *s);
+/* cuDNN's graph API (conv_graph.cu): entry a's execution plan for a
+ * direction (0 forward, 1 dx, 2 dw), made once: 0, 1 when bf16 has no
+ * engine for it, -1 on an error; running it on device pointers to its
+ * x-, w- and y-shaped operands; freeing an entry's plans. */
+int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int dir,
+		       const mp_tensor *x, const mp_tensor *w, const mp_tensor *y, int stride,
+		       int pad, int bf16);
+int mp_cuda_graph_exec(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, int dir,
+		       void *x, void *w, void *y);
+void mp_cuda_graph_free(mp_cuda_conv_algo *a);
+
 /* MP_CUDA_PROFILE's table of convolution times, on stderr. */
 void mp_cuda_conv_report(const mp_cuda_state *s);
 
