@@ -16,6 +16,8 @@
 #               for zlib's crc32 and OpenBLAS's sgemm where absent; the
 #               build stage still counts as failed then
 #   version     build/bin/mp-train --version (full build only)
+#   train-gpu   mp-batchwriter, then mp-train and mp-eval --backend cuda
+#               on 4096 synthetic JPEGs (full build only)
 #   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
 #   bench-ours-bf16, bench-ours-fp32
 #               our training step of the reference network (depth 9,
@@ -51,6 +53,11 @@
 # as the toolchain allows, the GPU stages are SKIPPED with the reason, and
 # --cpu-smoke runs both benchmarks on the CPU at a tiny size, to check the
 # benchmark code paths only (those numbers mean nothing).
+#
+# The GPU machine lacks TurboJPEG, LMDB and cJSON, which the full build
+# (the programs) needs: scripts/device-deps.sh copies them from this
+# machine into build/device-deps; a device call that carries that folder
+# gets the full build, else the minimal one.
 #
 # DEVICE_CHECK_FORCE_MIN=1 skips make for the minimal build, and
 # DEVICE_CHECK_SHIMS=1 makes that use the stand-ins: to test the fallback.
@@ -208,6 +215,14 @@ for name in libcudnn libcublas libcublasLt; do
 done
 [ -n "$(find_in_sites 'libcublasLt.so*' || true)" ] && [ ! -e "$CUBLAS_LIB/libcublasLt.so" ] &&
 	LD_LIBRARY_PATH=$(dirname "$(find_in_sites 'libcublasLt.so*')")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# the full build's libraries that the GPU machine lacks, when
+# scripts/device-deps.sh put them in build/device-deps here and the device
+# call carried that folder
+DEPS=$ROOT/build/device-deps
+if [ -d "$DEPS/lib/pkgconfig" ]; then
+	export PKG_CONFIG_PATH=$DEPS/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+	LD_LIBRARY_PATH=$DEPS/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 {
 	echo "nvcc:       ${NVCC:-NOT FOUND}"
@@ -219,6 +234,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 	echo "CUBLAS_INC: ${CUBLAS_INC:-NOT FOUND}"
 	echo "CUBLAS_LIB: ${CUBLAS_LIB:-NOT FOUND}"
 	echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
+	echo "device-deps: $([ -d "$DEPS/lib/pkgconfig" ] && echo "$DEPS" || echo 'none (scripts/device-deps.sh, then carry build/device-deps)')"
 	echo "site-packages: $SITES"
 } >"$RESULTS/discover.log" 2>&1
 if [ -n "$NVCC" ] && [ -n "$CUDNN_INC" ] && [ -n "$CUDNN_LIB" ] && [ -n "$CUBLAS_LIB" ]; then
@@ -443,6 +459,36 @@ else
 	record bench-ours SKIP 0 "no GPU ($GPU_WHY)"
 fi
 
+# ---- the programs on the GPU ------------------------------------------------------------
+# mp-batchwriter, mp-train and mp-eval themselves (full build only): 4096
+# synthetic JPEGs of 16 classes, two epochs of the reference recipe on the
+# GPU with the loader's JPEG decoding and augmentation included, then
+# evaluation; the lines with images/s go to the summary.
+E2E=
+if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
+	work=$(mktemp -d)
+	e2e() {
+		set -e
+		"$PY" scripts/gen-bench-images.py "$work/img" 4096 --classes 16 -j "$JOBS"
+		build/bin/mp-batchwriter -q -r "$work/img" -c "$work/img/categories.txt" \
+			-o "$work/train.db" "$work/img/train.txt"
+		build/bin/mp-train -d "$work/train.db" -v "$work/train.db" -o "$work/out" \
+			--backend cuda --epochs 2 --loader-threads "$((JOBS > 2 ? JOBS - 2 : 1))"
+		build/bin/mp-eval -m "$work/out/weights.safetensors" --backend cuda "$work/train.db"
+	}
+	export -f e2e
+	export PY JOBS work
+	if run train-gpu 150 bash -c e2e; then
+		E2E=$(grep -E 'images/s' "$RESULTS/train-gpu.log" | tail -3 | tr '\n' ' ')
+		record train-gpu ok "$ELAPSED" "mp-train and mp-eval --backend cuda ran"
+	else
+		record train-gpu FAIL "$ELAPSED" "see train-gpu.log"
+	fi
+	rm -rf "$work"
+else
+	record train-gpu SKIP 0 "needs the full build (scripts/device-deps.sh) and a GPU"
+fi
+
 # PyTorch: the same network and batch, bf16 autocast, channels_last; images
 # copied from host memory every step as ours are.
 cat >"$RESULTS/torch_bench.py" <<'EOF'
@@ -585,6 +631,7 @@ fi
 		[ -n "$b256" ] && [ -n "$t256" ] &&
 			echo "batch 256, bf16: ours $b256, PyTorch eager $t256 images/s: $(ratio "$b256" "$t256")"
 	fi
+	[ -n "$E2E" ] && { echo; echo "mp-train / mp-eval on the GPU: $E2E"; }
 	echo
 	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"
 } >"$SUMMARY"

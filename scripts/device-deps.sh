@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Copies the libraries the full build needs and a GPU machine may lack
+# (TurboJPEG, LMDB, cJSON: headers, shared libraries, pkg-config files with
+# a relocatable prefix) from this machine into DIR (default
+# build/device-deps), so that scripts/device-check.sh can build and run the
+# programs themselves there:
+#
+#   bash scripts/device-deps.sh            # here, once
+#   device run with carry ["build/device-deps"]:
+#     bash scripts/device-check.sh "$OUT"  # finds build/device-deps
+#
+# The libraries are this machine's (x86-64, glibc of Debian 12); a newer
+# glibc there runs them.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$ROOT/build/device-deps}
+mkdir -p "$OUT/include/cjson" "$OUT/lib/pkgconfig"
+OUT=$(cd "$OUT" && pwd)
+
+copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
+	local name=$1 libdir pc lib real h
+	shift
+	pc=$(pkg-config --variable=pcfiledir "$name")/$name.pc
+	libdir=$(pkg-config --variable=libdir "$name")
+	[ -f "$pc" ] || { echo "device-deps.sh: no $name.pc (install its -dev package)" >&2; exit 1; }
+	for h in "$@"; do
+		cp "/usr/include/$h" "$OUT/include/$h"
+	done
+	# the .so the linker uses and the soname the programs load
+	lib=$(sed -n 's/^Libs:.*-l\([A-Za-z0-9_]*\).*/\1/p' "$pc" | head -1)
+	real=$(readlink -f "$libdir/lib$lib.so")
+	cp "$real" "$OUT/lib/"
+	soname=$(objdump -p "$real" | awk '$1 == "SONAME" {print $2}')
+	ln -sf "$(basename "$real")" "$OUT/lib/$soname"
+	ln -sf "$(basename "$real")" "$OUT/lib/lib$lib.so"
+	# prefix relative to the .pc file, so that the folder can move
+	{
+		printf '%s\n' 'prefix=${pcfiledir}/../..' 'exec_prefix=${prefix}' \
+			'libdir=${prefix}/lib' 'includedir=${prefix}/include'
+		grep -v -e '^prefix=' -e '^exec_prefix=' -e '^libdir=' -e '^includedir=' "$pc"
+	} >"$OUT/lib/pkgconfig/$name.pc"
+	echo "device-deps.sh: $name $(pkg-config --modversion "$name"): $(basename "$real")"
+}
+
+copy_lib libturbojpeg turbojpeg.h
+copy_lib lmdb lmdb.h
+copy_lib libcjson cjson/cJSON.h
+du -sh "$OUT" | awk '{print "device-deps.sh: " $1 " in '"$OUT"'"}'
