@@ -2,10 +2,11 @@
 # The one command to run on a GPU machine (one H200, no network, PyTorch
 # with CUDA pip packages under its python3):
 #
-#   bash scripts/device-check.sh [--cpu-smoke] [--quick] [RESULTS_DIR]
+#   bash scripts/device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]
 #
-# Stages, each with a time limit, each logged to RESULTS_DIR/<stage>.log;
-# a failing stage does not stop the others:
+# Stages, each with a time limit, each logged to logs/<stage>.log, packed
+# at the end into RESULTS_DIR/logs.tar.gz (--keep-logs leaves the folder
+# too); a failing stage does not stop the others:
 #   env         the GPU (nvidia-smi), nvcc, python3 and torch
 #   discover    nvcc, CUDA_HOME, cuDNN and cuBLAS headers and libraries
 #               (CUDA_HOME first, then the pip packages under site-packages)
@@ -67,17 +68,19 @@
 set -u
 
 usage() {
-	echo "usage: device-check.sh [--cpu-smoke] [--quick] [RESULTS_DIR]" >&2
+	echo "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]" >&2
 	exit 2
 }
 
 SMOKE=0
 QUICK=0
+KEEP_LOGS=0
 RESULTS=
 for a in "$@"; do
 	case $a in
 	--cpu-smoke) SMOKE=1 ;;
 	--quick) QUICK=1 ;;
+	--keep-logs) KEEP_LOGS=1 ;;
 	-h | --help) usage ;;
 	-*) echo "device-check.sh: unknown option $a" >&2; usage ;;
 	*) [ -z "$RESULTS" ] || usage; RESULTS=$a ;;
@@ -103,6 +106,9 @@ done
 PY=${PY:-${PYTHON:-python3}}
 JOBS=$(nproc 2>/dev/null || echo 4)
 SUMMARY=$RESULTS/summary.txt
+LOGS=$RESULTS/logs # each stage's log; packed into logs.tar.gz at the end
+rm -rf "$LOGS" "$RESULTS/logs.tar.gz"
+mkdir -p "$LOGS" || exit 1
 : >"$RESULTS/stages.tsv"
 FAILED=0
 
@@ -134,12 +140,12 @@ run() {
 	{
 		echo "\$ $*"
 		echo "# limit ${lim}s, started $(date -u +%FT%TZ)"
-	} >>"$RESULTS/$stage.log"
-	timeout -k 5 "$lim" "$@" >>"$RESULTS/$stage.log" 2>&1
+	} >>"$LOGS/$stage.log"
+	timeout -k 5 "$lim" "$@" >>"$LOGS/$stage.log" 2>&1
 	rc=$?
 	ELAPSED=$(($(date +%s) - t0))
-	[ "$rc" -eq 124 ] && echo "# TIMED OUT after ${lim}s" >>"$RESULTS/$stage.log"
-	echo "# exit status $rc" >>"$RESULTS/$stage.log"
+	[ "$rc" -eq 124 ] && echo "# TIMED OUT after ${lim}s" >>"$LOGS/$stage.log"
+	echo "# exit status $rc" >>"$LOGS/$stage.log"
 	return "$rc"
 }
 
@@ -150,7 +156,7 @@ GPU_WHY="nvidia-smi not found"
 	echo "date: $(date -u +%FT%TZ)"
 	echo "host: $(uname -a)"
 	echo "git: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)"
-} >"$RESULTS/env.log"
+} >"$LOGS/env.log"
 if command -v nvidia-smi >/dev/null 2>&1; then
 	if run env 20 nvidia-smi; then
 		if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
@@ -236,7 +242,7 @@ export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 	echo "LD_LIBRARY_PATH: $LD_LIBRARY_PATH"
 	echo "device-deps: $([ -d "$DEPS/lib/pkgconfig" ] && echo "$DEPS" || echo 'none (scripts/device-deps.sh, then carry build/device-deps)')"
 	echo "site-packages: $SITES"
-} >"$RESULTS/discover.log" 2>&1
+} >"$LOGS/discover.log" 2>&1
 if [ -n "$NVCC" ] && [ -n "$CUDNN_INC" ] && [ -n "$CUDNN_LIB" ] && [ -n "$CUBLAS_LIB" ]; then
 	record discover ok 0 "nvcc $NVCC; cuDNN $CUDNN_INC"
 	HAVE_TOOLS=1
@@ -342,7 +348,7 @@ if [ "$HAVE_TOOLS" = 1 ]; then
 		BUILT=full
 		record build ok "$ELAPSED" "make CUDA=1 CUDA_ARCH=sm_90"
 	else
-		grep -qs 'missing libraries' "$RESULTS/build.log" &&
+		grep -qs 'missing libraries' "$LOGS/build.log" &&
 			say "build: the full build lacks Debian libraries (see build.log)"
 		say "build: the full build failed; building the GPU stages' part alone (build/min/)"
 		export ROOT NVCC CUDNN_INC CUDNN_LIB CUBLAS_INC CUBLAS_LIB CUDA_HOME_FOUND DEVICE_CHECK_SHIMS
@@ -365,7 +371,7 @@ fi
 # ---- version ------------------------------------------------------------------
 if [ "$BUILT" = full ]; then
 	if run version 15 build/bin/mp-train --version; then
-		record version ok "$ELAPSED" "$(grep -v '^[#$]' "$RESULTS/version.log" | tr '\n' ' ')"
+		record version ok "$ELAPSED" "$(grep -v '^[#$]' "$LOGS/version.log" | tr '\n' ' ')"
 	else
 		record version FAIL "$ELAPSED" "see version.log"
 	fi
@@ -380,7 +386,7 @@ else
 	for t in "$BIN"/tests/gpu/test_*; do
 		[ -x "$t" ] || continue
 		name=$(basename "$t")
-		log=$RESULTS/gpu-$name.log
+		log=$LOGS/gpu-$name.log
 		if run "gpu-$name" 120 "$t"; then
 			if grep -q '^1\.\.0 # SKIP' "$log"; then
 				record "gpu-$name" SKIP "$ELAPSED" "$(grep -m1 '^1\.\.0 # SKIP' "$log" | sed 's/^1\.\.0 # SKIP //')"
@@ -395,7 +401,7 @@ fi
 
 # the CUDA tests again with the convolutions through cuDNN's graph API
 if [ "$BUILT" != none ] && [ "$GPU" = 1 ] && [ -x "$BIN/tests/gpu/test_cuda_ops" ]; then
-	log=$RESULTS/gpu-test_cuda_ops-graph-api.log
+	log=$LOGS/gpu-test_cuda_ops-graph-api.log
 	if run gpu-test_cuda_ops-graph-api 120 env MP_CUDNN_API=graph "$BIN/tests/gpu/test_cuda_ops"; then
 		record gpu-test_cuda_ops-graph-api ok "$ELAPSED" "MP_CUDNN_API=graph: $(grep -m1 '^# [0-9]* of [0-9]* failed' "$log")"
 	else
@@ -412,7 +418,7 @@ declare -A OURS
 ours_bench() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 	local prec=$1 stage=bench-ours-$1 line
 	if run "$stage" 60 "$BIN/tests/gpu/bench_step" "$2" "$3" "$4" "$5" "$6" "$prec"; then
-		line=$(awk -F'\t' -v b="$2" '$1 == b' "$RESULTS/$stage.log" | tail -1)
+		line=$(awk -F'\t' -v b="$2" '$1 == b' "$LOGS/$stage.log" | tail -1)
 		OURS[$prec]=$line
 		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
 		run "$stage-ops" 60 env BENCH_OPS=1 MP_CUDA_PROFILE=1 "$BIN/tests/gpu/bench_step" "$2" "$3" 5 "$5" 1 "$prec" ||
@@ -428,7 +434,7 @@ ours_variant() { # STAGE ENV...
 	local stage=$1 line
 	shift
 	if run "$stage" 60 env "$@" MP_CUDNN_LOG=1 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3 bf16; then
-		line=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/$stage.log" | tail -1)
+		line=$(awk -F'\t' '$1 == "cuda"' "$LOGS/$stage.log" | tail -1)
 		record "$stage" ok "$ELAPSED" "$* : $(echo "$line" | cut -f4) images/s"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
@@ -440,7 +446,7 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	# batch 256: a step bound by the host's launches gains per image, one
 	# bound by the GPU does not
 	if run bench-ours-bf16-b256 60 "$BIN/tests/gpu/bench_step" cuda 256 10 112 2 bf16; then
-		record bench-ours-bf16-b256 ok "$ELAPSED" "batch 256: $(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours-bf16-b256.log" | tail -1 | cut -f4) images/s"
+		record bench-ours-bf16-b256 ok "$ELAPSED" "batch 256: $(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" | tail -1 | cut -f4) images/s"
 	else
 		record bench-ours-bf16-b256 FAIL "$ELAPSED" "see bench-ours-bf16-b256.log"
 	fi
@@ -479,7 +485,7 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 	export -f e2e
 	export PY JOBS work
 	if run train-gpu 150 bash -c e2e; then
-		E2E=$(grep -E 'images/s' "$RESULTS/train-gpu.log" | tail -3 | tr '\n' ' ')
+		E2E=$(grep -E 'images/s' "$LOGS/train-gpu.log" | tail -3 | tr '\n' ' ')
 		record train-gpu ok "$ELAPSED" "mp-train and mp-eval --backend cuda ran"
 	else
 		record train-gpu FAIL "$ELAPSED" "see train-gpu.log"
@@ -491,7 +497,7 @@ fi
 
 # PyTorch: the same network and batch, bf16 autocast, channels_last; images
 # copied from host memory every step as ours are.
-cat >"$RESULTS/torch_bench.py" <<'EOF'
+cat >"$LOGS/torch_bench.py" <<'EOF'
 import argparse, json, os, sys, time
 import torch
 import torch.nn.functional as F
@@ -564,13 +570,13 @@ declare -A TORCH
 torch_bench() { # STAGE LIMIT ARGS...
 	local stage=$1 lim=$2 rc
 	shift 2
-	run "$stage" "$lim" env PYTHONUNBUFFERED=1 "$PY" "$RESULTS/torch_bench.py" "$ROOT" "$@"
+	run "$stage" "$lim" env PYTHONUNBUFFERED=1 "$PY" "$LOGS/torch_bench.py" "$ROOT" "$@"
 	rc=$?
 	if [ $rc = 0 ]; then
-		TORCH[$stage]=$("$PY" -c 'import json,sys; print("%.1f" % json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["images_per_s"])' "$RESULTS/$stage.log")
+		TORCH[$stage]=$("$PY" -c 'import json,sys; print("%.1f" % json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])["images_per_s"])' "$LOGS/$stage.log")
 		record "$stage" ok "$ELAPSED" "${TORCH[$stage]} images/s$([ "$GPU" = 1 ] || echo ' (CPU SMOKE: code path only)')"
 	elif [ $rc = 3 ]; then
-		record "$stage" SKIP "$ELAPSED" "$(grep -m1 '^SKIP' "$RESULTS/$stage.log" | sed 's/^SKIP //')"
+		record "$stage" SKIP "$ELAPSED" "$(grep -m1 '^SKIP' "$LOGS/$stage.log" | sed 's/^SKIP //')"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
@@ -626,14 +632,20 @@ fi
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
 		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
-		b256=$(awk -F'\t' '$1 == "cuda"' "$RESULTS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
+		b256=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&
 			echo "batch 256, bf16: ours $b256, PyTorch eager $t256 images/s: $(ratio "$b256" "$t256")"
 	fi
 	[ -n "$E2E" ] && { echo; echo "mp-train / mp-eval on the GPU: $E2E"; }
 	echo
+	echo "stage logs: logs.tar.gz (logs/STAGE.log)"
 	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"
 } >"$SUMMARY"
+# RESULTS_DIR keeps a few files: the summary, the stage table, this
+# script's messages and the stage logs packed (--keep-logs: unpacked too)
+if tar czf "$RESULTS/logs.tar.gz" -C "$RESULTS" logs; then
+	[ "$KEEP_LOGS" = 1 ] || rm -rf "$LOGS"
+fi
 cat "$SUMMARY"
 exit $FAILED
