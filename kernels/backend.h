@@ -209,9 +209,11 @@ void *mp_backend_host_alloc(mp_backend *be, size_t bytes);
 void mp_backend_host_free(mp_backend *be, void *p);
 const char *mp_backend_error(const mp_backend *be);
 
-/* The CUDA backend (kernels/cuda/): fp32, NCHW, tensors in the memory of
- * CUDA device `device`; convolutions by cuDNN, the fully connected layer by
- * cuBLAS, the rest by its own kernels. It exists only in CUDA builds (make
+/* The CUDA backend (kernels/cuda/): float NCHW tensors in the memory of
+ * CUDA device `device`, fp32 until set_precision asks for bf16;
+ * convolutions by cuDNN, the fully connected layer by cuBLAS, the rest by
+ * its own kernels, the fused BN + residual + ReLU included; host_alloc
+ * gives page-locked memory. It exists only in CUDA builds (make
  * CUDA=1, or CUDA=auto finding nvcc and cuDNN; MP_HAVE_CUDA is defined
  * then). Returns NULL with the reason in why ("no CUDA device (...)", or
  * the failing call); on success why describes the device

@@ -24,7 +24,10 @@
 // for bit; in bf16 a nondeterministic one is taken only where cuDNN
 // offers no deterministic one, and a shape for which cuDNN has no bf16
 // algorithm at all runs in fp32. The workspace grows to the largest need
-// seen.
+// seen. The environment can change the choice (MP_CUDNN_SEARCH=timed,
+// MP_CUDNN_DETERMINISTIC=0), show it (MP_CUDNN_LOG=1), time each call
+// (MP_CUDA_PROFILE=1) and use the graph API's plans (MP_CUDNN_API=graph,
+// conv_graph.cu); the backend reads it when it is made.
 #include <cuda_bf16.h>
 #include <limits.h>
 #include <stdio.h>

@@ -1,11 +1,14 @@
 /* The CUDA backend: private declarations shared by its files (C++, nvcc).
  *
- * fp32, NCHW, every tensor in device memory (mp_tensor.data is a device
- * pointer). Everything runs on the legacy default stream, so a
- * cudaMemcpy (upload, download, the loss) waits for the work before it
- * and no other synchronization is needed. Convolutions are cuDNN's
- * (classic descriptor API), the fully connected layer cuBLAS's, the rest
- * our own kernels (bn.cu, layers.cu).
+ * Every tensor is float NCHW in device memory (mp_tensor.data is a device
+ * pointer); in bf16 the convolutions alone work on bf16 NHWC copies of
+ * their operands (conv.cu). Everything runs on the backend's own
+ * non-blocking stream (cuDNN's and cuBLAS's handles are set to it), in
+ * order, so the operations need no synchronization between them; copies
+ * to and from the host (upload, download, the labels, the loss) wait for
+ * that stream before they return. Convolutions are cuDNN's (the classic
+ * descriptor API, or its graph API: conv_graph.cu), the fully connected
+ * layer cuBLAS's, the rest our own kernels (bn.cu, layers.cu).
  *
  * Shapes are checked on the host with the CPU backend's helpers
  * (mp_cpu_check, mp_cpu_expect, mp_cpu_conv_shape), so both backends
