@@ -55,19 +55,11 @@ void mp_cuda_buffer_free(struct mp_cuda_buffer *b)
 	b->size = 0;
 }
 
-int mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
+double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
 {
 	mp_cuda_state *s = mp_cuda(be);
-	if (s->scratch_size >= n)
-		return 0;
-	if (s->scratch) {
-		cudaFree(s->scratch); // waits for the kernels that use it
-		s->scratch = NULL;
-		s->scratch_size = 0;
-	}
-	CUDA_CHECK(op, cudaMalloc((void **)&s->scratch, n * sizeof(double)));
-	s->scratch_size = n;
-	return 0;
+	return mp_cuda_grow(be, op, &s->scratch, n * sizeof(double)) ? NULL
+								      : (double *)s->scratch.p;
 }
 
 // ---- memory ----------------------------------------------------------------
@@ -174,8 +166,7 @@ static void cuda_destroy(mp_backend *be)
 		cudaEventDestroy(s->ev_stop);
 	mp_cuda_conv_free(s);
 	mp_cuda_layers_free(s);
-	if (s->scratch)
-		cudaFree(s->scratch);
+	mp_cuda_buffer_free(&s->scratch);
 	free(s->host_rows);
 	if (s->labels)
 		cudaFree(s->labels);

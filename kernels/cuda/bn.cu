@@ -234,9 +234,12 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
 	const int S = bn_slices(N, C);
-	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
+	double *part = bn_grid_ok(be, op, x, S)
+			       ? NULL
+			       : mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2);
+	if (!part)
 		return -1;
-	double *part = mp_cuda(be)->scratch, *stat = part + (size_t)C * S * 2;
+	double *stat = part + (size_t)C * S * 2;
 	const dim3 grid(S, C);
 	bn_partial_kernel<<<grid, BN_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, NULL, NULL, N, C, plane, S, 0, NULL, NULL, NULL, part);
@@ -309,9 +312,12 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 	const int N = x->n, C = x->c, plane = x->h * x->w;
 	const size_t m = (size_t)N * plane;
 	const int S = bn_slices(N, C);
-	if (bn_grid_ok(be, op, x, S) || mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2))
+	double *part = bn_grid_ok(be, op, x, S)
+			       ? NULL
+			       : mp_cuda_scratch(be, op, (size_t)C * S * 2 + (size_t)C * 2);
+	if (!part)
 		return -1;
-	double *part = mp_cuda(be)->scratch, *sums = part + (size_t)C * S * 2;
+	double *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
 	bn_partial_kernel<<<dim3(S, C), BN_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, dy->data, ry, N, C, plane, S, 2, NULL, bn->save_mean->data,

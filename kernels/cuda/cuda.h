@@ -98,8 +98,7 @@ struct mp_cuda_state {
 	struct mp_cuda_conv_algo *algos; /* the cache, searched linearly */
 	int nalgos, algos_cap;
 
-	double *scratch; /* BN statistics, per-row losses */
-	size_t scratch_size; /* in doubles */
+	struct mp_cuda_buffer scratch; /* doubles: BN statistics, per-row losses */
 	double *host_rows;   /* the per-row losses on the host */
 	size_t host_rows_size;
 	int32_t *labels; /* device copy of the labels */
@@ -171,8 +170,8 @@ static inline unsigned mp_cuda_grid(size_t count)
 int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes);
 void mp_cuda_buffer_free(struct mp_cuda_buffer *b);
 
-/* Grows the double scratch buffer to at least n doubles. */
-int mp_cuda_scratch(mp_backend *be, const char *op, size_t n);
+/* The scratch buffer, grown to at least n doubles; NULL on an error. */
+double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n);
 
 /* The operations (conv.cu, bn.cu, layers.cu), the meanings of backend.h. */
 int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,

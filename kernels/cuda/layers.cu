@@ -340,7 +340,8 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 		return mp_cpu_fail(be, "%s: no loss output", op);
 	const int N = logits->n, K = logits->c;
 	mp_cuda_state *s = mp_cuda(be);
-	if (put_labels(be, op, labels, N) || mp_cuda_scratch(be, op, (size_t)N))
+	double *rows = put_labels(be, op, labels, N) ? NULL : mp_cuda_scratch(be, op, (size_t)N);
+	if (!rows)
 		return -1;
 	if (s->host_rows_size < (size_t)N) {
 		double *h = (double *)realloc(s->host_rows, (size_t)N * sizeof *h);
@@ -350,9 +351,9 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 		s->host_rows_size = (size_t)N;
 	}
 	xent_kernel<<<(N + 127) / 128, 128, 0, MP_STREAM(be)>>>(
-			logits->data, s->labels, smoothing, probs->data, s->scratch, N, K);
+			logits->data, s->labels, smoothing, probs->data, rows, N, K);
 	LAUNCH_CHECK(op, "xent_kernel");
-	CUDA_CHECK(op, cudaMemcpyAsync(s->host_rows, s->scratch, (size_t)N * sizeof(double),
+	CUDA_CHECK(op, cudaMemcpyAsync(s->host_rows, rows, (size_t)N * sizeof(double),
 				       cudaMemcpyDeviceToHost, s->stream));
 	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	double total = 0;
