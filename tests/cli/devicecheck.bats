@@ -1,0 +1,70 @@
+#!/usr/bin/env bats
+# scripts/device-check.sh as far as a machine without a GPU takes it: its
+# arguments; the minimal build of the GPU stages' part (the one a GPU
+# machine without the full build's libraries gets); the GPU stages
+# reported skipped with the reason, never passed; both benchmarks' code
+# paths on the CPU (--cpu-smoke); the summary and the packed stage logs.
+# And scripts/device-deps.sh, whose folder makes the full build work.
+
+# the minimal build compiles the CUDA backend with nvcc
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-240}
+load helpers
+
+DC=$MP_ROOT/scripts/device-check.sh
+
+have_nvcc() {
+	command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]
+}
+
+@test "device-check: a bad option or a second folder exits 2 with the usage" {
+	run bash "$DC" --bogus
+	assert_status 2
+	assert_contains "$output" "device-check.sh: unknown option --bogus"
+	assert_contains "$output" "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
+	run bash "$DC" one two
+	assert_status 2
+	assert_contains "$output" "usage: device-check.sh"
+	[[ ! -e one && ! -e two ]]
+}
+
+@test "device-check without a GPU: the minimal build, GPU stages skipped, the CPU smoke run, packed logs" {
+	have_nvcc || skip "no nvcc on this machine"
+	if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+		skip "a GPU is present: run the check itself"
+	fi
+	run env DEVICE_CHECK_FORCE_MIN=1 PYTHON="$PY" bash "$DC" --cpu-smoke --quick res
+	assert_status 0
+	summary=$(cat res/summary.txt)
+	assert_contains "$summary" "overall: no stage failed"
+	grep -Eq '^build +SKIP .*the minimal build worked' res/summary.txt
+	grep -Eq '^gpu-test_cuda_ops +SKIP +[0-9]+ +no CUDA device' res/summary.txt
+	grep -Eq '^bench-ours-fp32 +ok .*CPU SMOKE \(code path only\): [0-9.]+ images/s' res/summary.txt
+	grep -Eq '^bench-torch-eager +ok .*images/s' res/summary.txt
+	grep -Eq '^train-gpu +SKIP' res/summary.txt
+	assert_contains "$summary" "CPU SMOKE: these numbers check the code path only"
+	# a few files; the stage logs packed
+	[[ -f res/logs.tar.gz && ! -e res/logs ]]
+	(($(ls res | wc -l) <= 5))
+	tar tzf res/logs.tar.gz >list
+	grep -qx 'logs/build-min.log' list
+	grep -qx 'logs/bench-ours-fp32-ops.log' list
+	# the per-operation times were printed
+	tar xzf res/logs.tar.gz logs/bench-ours-fp32-ops.log
+	grep -q 'time per step by operation' logs/bench-ours-fp32-ops.log
+	grep -Eq '^ +conv2d_backward +[0-9.]+ ms' logs/bench-ours-fp32-ops.log
+}
+
+@test "device-deps: the three libraries with relocatable pkg-config files" {
+	run bash "$MP_ROOT/scripts/device-deps.sh" deps
+	assert_status 0
+	for lib in libturbojpeg lmdb libcjson; do
+		[[ -f deps/lib/pkgconfig/$lib.pc ]]
+	done
+	[[ -f deps/include/turbojpeg.h && -f deps/include/lmdb.h && -f deps/include/cjson/cJSON.h ]]
+	mv deps moved
+	run env PKG_CONFIG_LIBDIR="$PWD/moved/lib/pkgconfig" pkg-config --cflags --libs lmdb libcjson libturbojpeg
+	assert_status 0
+	assert_contains "$output" "-I$PWD/moved/lib/pkgconfig/../../include"
+	assert_contains "$output" "-llmdb"
+	[[ -e moved/lib/liblmdb.so && -e moved/lib/libturbojpeg.so.0 && -e moved/lib/libcjson.so.1 ]]
+}
