@@ -37,14 +37,21 @@
 #               timing among nondeterministic ones too; then on the legacy
 #               default stream (MP_CUDA_STREAM=legacy); each logs its
 #               choices (MP_CUDNN_LOG=1)
+#   bench-ours-eval-bf16, bench-ours-eval-fp32
+#               evaluation: the inference forward pass and the logits'
+#               download, as mp-eval's
 #   bench-torch-eager, -compile, -fp32, profile-torch
 #               PyTorch (scripts/mp_resnet.py's ResNet) on the same
 #               network and batch: bf16 autocast + channels_last, eager
 #               and torch.compile; plain fp32 without TF32 (our fp32's
 #               peer); a kernel-time profile of the eager bf16 step
+#   bench-torch-eval-eager, -eval-compile
+#               PyTorch's evaluation: eval mode, inference_mode, the
+#               logits copied to the host every step
 # then RESULTS_DIR/summary.txt: each stage's status and time, images/s,
 # the ratios ours / PyTorch, and MFU = 3 x forward FLOPs x images/s
-# against 989 TFLOP/s (the H100/H200 SXM dense bf16 datasheet figure).
+# (1 x for evaluation) against 989 TFLOP/s (the H100/H200 SXM dense bf16
+# datasheet figure).
 #
 # --quick leaves out torch.compile, the profile and the algorithm
 # variants (two of the three minutes): for checking a change, not for
@@ -440,9 +447,23 @@ ours_variant() { # STAGE ENV...
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
 }
+# evaluation: the inference forward pass and the logits' download, as
+# mp-eval's (BN folded into the convolutions, no activations kept)
+ours_eval() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
+	local stage=bench-ours-eval-$1 line
+	if run "$stage" 60 "$BIN/tests/gpu/bench_step" "$2" "$3" "$4" "$5" "$6" "$1" eval; then
+		line=$(awk -F'\t' -v b="$2" '$1 == b' "$LOGS/$stage.log" | tail -1)
+		OURS[eval-$1]=$line
+		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
+	else
+		record "$stage" FAIL "$ELAPSED" "see $stage.log"
+	fi
+}
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench bf16 cuda 128 20 112 3
 	ours_bench fp32 cuda 128 20 112 3
+	ours_eval bf16 cuda 128 20 112 3
+	ours_eval fp32 cuda 128 20 112 3
 	# batch 256: a step bound by the host's launches gains per image, one
 	# bound by the GPU does not
 	if run bench-ours-bf16-b256 60 "$BIN/tests/gpu/bench_step" cuda 256 10 112 2 bf16; then
@@ -461,6 +482,7 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	fi
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
+	ours_eval fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
 else
 	record bench-ours SKIP 0 "no GPU ($GPU_WHY)"
 fi
@@ -514,6 +536,8 @@ p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--compile", action="store_true")
 p.add_argument("--fp32", action="store_true", help="plain fp32 (no autocast, no TF32), as ours")
 p.add_argument("--profile", action="store_true", help="print the GPU time per kernel")
+p.add_argument("--eval", action="store_true",
+               help="inference: eval mode, no gradients, the logits copied to the host every step")
 a = p.parse_args()
 if a.fp32:
     torch.backends.cudnn.allow_tf32 = False
@@ -533,8 +557,17 @@ if dev.type == "cuda":
     x_host = x_host.pin_memory()
 y = torch.randint(0, 100, (a.batch,), device=dev)
 
+if a.eval:
+    net.eval()
+
 def step():
     x = x_host.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    if a.eval: # as mp-eval: the logits go to the host for the top-5
+        with torch.inference_mode(), \
+             torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not a.fp32):
+            logits = model(x)
+        logits.float().cpu()
+        return
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not a.fp32):
         loss = F.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
@@ -563,6 +596,7 @@ if a.profile:
         sync()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
 print(json.dumps({"torch": torch.__version__, "device": a.device, "compile": a.compile,
+                  "mode": "eval" if a.eval else "train",
                   "batch": a.batch, "size": a.size, "warmup_s": round(warm, 2),
                   "images_per_s": a.batch / dt, "s_per_step": dt}))
 EOF
@@ -588,9 +622,12 @@ elif [ "$GPU" = 1 ]; then
 	[ "$QUICK" = 1 ] || torch_bench bench-torch-compile 150 --device cuda --compile
 	torch_bench bench-torch-fp32 60 --device cuda --fp32
 	torch_bench bench-torch-eager-b256 60 --device cuda --batch 256 --steps 10
+	torch_bench bench-torch-eval-eager 60 --device cuda --eval
+	[ "$QUICK" = 1 ] || torch_bench bench-torch-eval-compile 150 --device cuda --eval --compile
 	[ "$QUICK" = 1 ] || torch_bench profile-torch 60 --device cuda --steps 5 --profile
 elif [ "$SMOKE" = 1 ]; then
 	torch_bench bench-torch-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1
+	torch_bench bench-torch-eval-eager 60 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --eval
 	[ "$QUICK" = 1 ] ||
 		torch_bench bench-torch-compile 120 --device cpu --batch 4 --size 32 --steps 1 --warmup 1 --compile
 else
@@ -632,6 +669,29 @@ fi
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
 		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
+		# evaluation: one forward pass an image
+		emfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * g * i / 1000 / p }'; }
+		etfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", g * i / 1000 }'; }
+		if [ -n "${OURS[eval-bf16]:-}${OURS[eval-fp32]:-}" ]; then
+			echo
+			echo "evaluation (inference forward pass + the logits to the host; TFLOP/s and MFU of 1 x forward):"
+			printf '%-30s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
+			for prec in bf16 fp32; do
+				[ -n "${OURS[eval-$prec]:-}" ] || continue
+				v=$(ips_of "eval-$prec")
+				printf '%-30s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[eval-$prec]}" | cut -f1), $prec)" "$v" "$(etfl "$v")" "$(emfu "$v")" - -
+			done
+			ebest=
+			for k in bench-torch-eval-eager bench-torch-eval-compile; do
+				v=${TORCH[$k]:-}
+				[ -n "$v" ] || continue
+				{ [ -z "$ebest" ] || awk -v a="$v" -v b="$ebest" 'BEGIN { exit !(a > b) }'; } && ebest=$v
+				printf '%-30s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-eval-} (bf16, NHWC)" "$v" "$(etfl "$v")" "$(emfu "$v")" \
+					"$(ratio "$(ips_of eval-bf16)" "$v")" "$(ratio "$(ips_of eval-fp32)" "$v")"
+			done
+			[ -n "$ebest" ] && [ -n "$(ips_of eval-bf16)" ] &&
+				echo "evaluation, ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of eval-bf16)" "$ebest")"
+		fi
 		b256=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&

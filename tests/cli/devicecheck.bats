@@ -40,6 +40,11 @@ have_nvcc() {
 	grep -Eq '^gpu-test_cuda_ops +SKIP +[0-9]+ +no CUDA device' res/summary.txt
 	grep -Eq '^bench-ours-fp32 +ok .*CPU SMOKE \(code path only\): [0-9.]+ images/s' res/summary.txt
 	grep -Eq '^bench-torch-eager +ok .*images/s' res/summary.txt
+	# evaluation, ours and PyTorch's, with its own table and ratio
+	grep -Eq '^bench-ours-eval-fp32 +ok .*CPU SMOKE \(code path only\): [0-9.]+ images/s' res/summary.txt
+	grep -Eq '^bench-torch-eval-eager +ok .*images/s' res/summary.txt
+	grep -Eq '^PyTorch eager \(bf16, NHWC\) +[0-9.]+ +[0-9.]+ +[0-9.]+% +- +[0-9.]+$' \
+		<(sed -n '/^evaluation (inference/,$p' res/summary.txt)
 	grep -Eq '^train-gpu +SKIP' res/summary.txt
 	assert_contains "$summary" "CPU SMOKE: these numbers check the code path only"
 	# a few files; the stage logs packed

@@ -1,17 +1,18 @@
-/* Times training steps of the reference network (mp_resnet_config_default:
- * depth 9, widths 32,64,128,256, shortcut A, 112 px) on any backend by
- * name (cpu, cpu-ref, cuda, auto): forward in training mode, loss,
- * backward, SGD, on random mean-subtracted images uploaded every step, as
- * mp-train does. WARMUP untimed steps (cuDNN chooses its algorithms in the
- * first), then STEPS timed ones, ended by a download that waits for the
- * device. Prints one line:
+/* Times steps of the reference network (mp_resnet_config_default: depth
+ * 9, widths 32,64,128,256, shortcut A, 112 px) on any backend by name
+ * (cpu, cpu-ref, cuda, auto), on random mean-subtracted images uploaded
+ * every step, as mp-train and mp-eval do. MODE train (the default): forward
+ * in training mode, loss, backward, SGD; MODE eval: the inference forward
+ * pass and the logits' download, as mp-eval's. WARMUP untimed steps (cuDNN
+ * chooses its algorithms in the first), then STEPS timed ones, ended by a
+ * download that waits for the device. Prints one line:
  *   backend <tab> batch <tab> size <tab> images/s <tab> s/step <tab>
- *   forward GFLOP/image <tab> training TFLOP/s (3 x forward)
+ *   forward GFLOP/image <tab> TFLOP/s (training: 3 x forward) <tab>
+ *   precision <tab> mode
  * For scripts/device-check.sh; not a test.
  *
- * usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP [PRECISION]]]
- * PRECISION: auto (default), fp32 or bf16, as --precision; it is the
- * line's eighth field.
+ * usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP [PRECISION [MODE]]]]
+ * PRECISION: auto (default), fp32 or bf16, as --precision.
  *
  * BENCH_OPS=1 also prints, on stderr, the time of each kind of
  * operation per timed step: every operation is followed by a wait for
@@ -40,9 +41,14 @@ static double cpu_seconds(void)
 }
 
 static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, int size,
-		mp_error *e)
+		int eval, float *logits, mp_error *e)
 {
 	double loss;
+	if (eval)
+		return mp_resnet_forward(net, x, n, size, size, 0, e) < 0 ||
+				       mp_resnet_logits(net, logits, e) < 0
+			       ? -1
+			       : 0;
 	if (mp_resnet_forward(net, x, n, size, size, 1, e) < 0 ||
 	    mp_resnet_loss(net, labels, 0.0f, &loss, NULL, e) < 0 ||
 	    mp_resnet_backward(net, e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, e) < 0)
@@ -52,8 +58,9 @@ static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, in
 
 int main(int argc, char **argv)
 {
-	if (argc < 4 || argc > 7) {
-		fprintf(stderr, "usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP [PRECISION]]]\n");
+	if (argc < 4 || argc > 8) {
+		fprintf(stderr, "usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP [PRECISION "
+				"[MODE]]]]\n");
 		return 2;
 	}
 	mp_resnet_config c;
@@ -63,6 +70,12 @@ int main(int argc, char **argv)
 	const int size = argc >= 5 ? atoi(argv[4]) : c.input_size;
 	const int warmup = argc >= 6 ? atoi(argv[5]) : 2;
 	const char *precision = argc >= 7 ? argv[6] : "auto";
+	const char *mode = argc >= 8 ? argv[7] : "train";
+	const int eval = !strcmp(mode, "eval");
+	if (!eval && strcmp(mode, "train")) {
+		fprintf(stderr, "bench_step: MODE is train or eval, not '%s'\n", mode);
+		return 2;
+	}
 	const char *ops_env = getenv("BENCH_OPS");
 	const int by_op = ops_env && *ops_env && strcmp(ops_env, "0");
 	if (n < 2 || steps < 1 || size < 8 || warmup < 0) {
@@ -90,7 +103,8 @@ int main(int argc, char **argv)
 	float *x = mp_backend_host_alloc(be, count * sizeof *x); /* as mp-train's batches */
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
-	if (!x || !labels || !probe) {
+	float *logits = malloc((size_t)n * c.classes * sizeof *logits);
+	if (!x || !labels || !probe || !logits) {
 		fprintf(stderr, "bench_step: out of memory\n");
 		return 1;
 	}
@@ -103,7 +117,7 @@ int main(int argc, char **argv)
 
 	const double tw = op_timer_now();
 	for (int s = 0; s < warmup; s++)
-		if (step(net, x, labels, n, size, &e) < 0) {
+		if (step(net, x, labels, n, size, eval, logits, &e) < 0) {
 			fprintf(stderr, "bench_step: %s\n", e.msg);
 			return 1;
 		}
@@ -111,7 +125,7 @@ int main(int argc, char **argv)
 	op_timer_reset();
 	const double t0 = op_timer_now(), c0 = cpu_seconds();
 	for (int s = 0; s < steps; s++)
-		if (step(net, x, labels, n, size, &e) < 0) {
+		if (step(net, x, labels, n, size, eval, logits, &e) < 0) {
 			fprintf(stderr, "bench_step: %s\n", e.msg);
 			return 1;
 		}
@@ -126,8 +140,9 @@ int main(int argc, char **argv)
 	const double fwd = mp_resnet_flops(net, size);
 	if (by_op)
 		op_timer_report(steps);
-	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\t%s\n", name, n, size, n / dt, dt, fwd / 1e9,
-	       3.0 * fwd * n / dt / 1e12, strstr(desc, ", bf16") ? "bf16" : "fp32");
+	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\t%s\t%s\n", name, n, size, n / dt, dt,
+	       fwd / 1e9, (eval ? 1.0 : 3.0) * fwd * n / dt / 1e12,
+	       strstr(desc, ", bf16") ? "bf16" : "fp32", mode);
 	mp_resnet_free(net);
 	if (by_op)
 		op_timer_release(be);
@@ -135,5 +150,6 @@ int main(int argc, char **argv)
 	mp_backend_free(be);
 	free(labels);
 	free(probe);
+	free(logits);
 	return 0;
 }
