@@ -17,6 +17,34 @@ typedef struct {
 	mp_tensor save_mean, save_invstd;
 } bn_layer;
 
+/* What a recorded training step is fixed to: a step with another key is
+ * recorded anew. */
+typedef struct {
+	int n, h, w;
+	float smoothing, momentum, wd;
+	unsigned long layout;
+	const float *images;
+} step_key;
+
+/* The training step as one backend graph (graph_begin ... graph_end),
+ * with the host memory it reads and writes (from host_alloc). */
+typedef struct {
+	void *graph;		/* the recording, or NULL */
+	step_key key;		/* what it was recorded for */
+	step_key last_plain;	/* the last step run op by op: recording needs one */
+	int have_last_plain;
+	int off;		/* recording failed (or switched off): op by op */
+	long recorded, launched;
+	float *images;		/* the input batch: mp_resnet_input */
+	size_t images_cap;	/* floats */
+	float *probs;		/* n x classes */
+	size_t probs_cap;
+	struct step_scalars {
+		double loss;	/* written by the step */
+		float lr;	/* read by the step */
+	} *scalars;
+} step_graph;
+
 /* Activations of one block for the current batch shape, and their grads. */
 typedef struct {
 	int cin, cout, stride, proj;
@@ -50,9 +78,15 @@ struct mp_resnet {
 	size_t slot_cap[MP_MAX_STAGES][5];
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
-	int32_t *labels;
+	int32_t *labels; /* from host_alloc: a recorded step reads them */
 	float smoothing;
 	int have_forward, have_loss, train;
+	mp_tensor lr; /* SGD's rate, (1, 1, 1, 1) */
+	/* Bumped by every (re)allocation of an activation, gradient or
+	 * momentum buffer: a recorded step uses the buffers it was recorded
+	 * with. */
+	unsigned long layout;
+	step_graph graph;
 	/* The convolutions' inference forms are current: cleared by every
 	 * change of a parameter or running statistic (upload, init, SGD, a
 	 * training forward pass). */
@@ -281,6 +315,22 @@ static void release_activations(mp_resnet *net)
 		}
 	net->n = net->h = net->w = 0;
 	net->have_grads = net->lean = 0;
+	net->layout++;
+}
+
+static void release_graph(mp_resnet *net)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	if (g->graph)
+		be->ops->graph_free(be, g->graph);
+	g->graph = NULL;
+	mp_backend_host_free(be, g->images);
+	mp_backend_host_free(be, g->probs);
+	mp_backend_host_free(be, g->scalars);
+	g->images = g->probs = NULL;
+	g->scalars = NULL;
+	g->images_cap = g->probs_cap = 0;
 }
 
 void mp_resnet_free(mp_resnet *net)
@@ -305,9 +355,11 @@ void mp_resnet_free(mp_resnet *net)
 		release_bn(be, &net->blocks[i].sc_bn);
 	}
 	release_bn(be, &net->fc_bn);
+	release(be, &net->lr);
+	release_graph(net);
 	free(net->params);
 	free(net->blocks);
-	free(net->labels);
+	mp_backend_host_free(be, net->labels);
 	free(net);
 }
 
@@ -373,6 +425,7 @@ int mp_resnet_train_state(mp_resnet *net, mp_error *e)
 		mp_param *p = &net->params[i];
 		if (p->kind != MP_PARAM_WEIGHT || p->grad.data)
 			continue;
+		net->layout++;
 		const mp_tensor *v = &p->value;
 		if (be->ops->alloc(be, &p->grad, v->n, v->c, v->h, v->w) < 0 ||
 		    be->ops->alloc(be, &p->momentum, v->n, v->c, v->h, v->w) < 0 ||
@@ -560,13 +613,14 @@ head:;
 	CHECK(ensure(be, &net->fc, n, c->classes, 1, 1));
 	CHECK(ensure(be, &net->logits, n, c->classes, 1, 1));
 	CHECK(ensure(be, &net->probs, n, c->classes, 1, 1));
-	free(net->labels);
-	if (!(net->labels = malloc(sizeof(int32_t) * (size_t)n)))
+	mp_backend_host_free(be, net->labels);
+	if (!(net->labels = mp_backend_host_alloc(be, sizeof(int32_t) * (size_t)n)))
 		return mp_seterr(e, "out of memory");
 	net->n = n;
 	net->h = h;
 	net->w = w;
 	net->lean = lean;
+	net->layout++;
 	return 0;
 }
 
@@ -601,6 +655,7 @@ static int size_grads(mp_resnet *net, mp_error *e)
 	CHECK(ensure(be, &net->g_fc, n, net->fc.c, 1, 1));
 	CHECK(ensure(be, &net->g_logits, n, net->logits.c, 1, 1));
 	net->have_grads = 1;
+	net->layout++;
 	return 0;
 }
 
@@ -773,13 +828,11 @@ int mp_resnet_logits(mp_resnet *net, float *out, mp_error *e)
 	return 0;
 }
 
-int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
-		   double *loss, float *probs, mp_error *e)
+/* The loss of net->labels (already there). */
+static int loss_of_labels(mp_resnet *net, float smoothing, double *loss, float *probs,
+			  mp_error *e)
 {
 	mp_backend *be = net->be;
-	if (!net->have_forward)
-		return mp_seterr(e, "no forward pass to compute a loss for");
-	memcpy(net->labels, labels, sizeof(int32_t) * (size_t)net->n);
 	net->smoothing = smoothing;
 	CHECK(be->ops->softmax_xent_forward(be, &net->logits, net->labels, smoothing,
 					    &net->probs, loss));
@@ -787,6 +840,15 @@ int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
 		CHECK(be->ops->download(be, &net->probs, probs));
 	net->have_loss = 1;
 	return 0;
+}
+
+int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
+		   double *loss, float *probs, mp_error *e)
+{
+	if (!net->have_forward)
+		return mp_seterr(e, "no forward pass to compute a loss for");
+	memcpy(net->labels, labels, sizeof(int32_t) * (size_t)net->n);
+	return loss_of_labels(net, smoothing, loss, probs, e);
 }
 
 static int bn_bwd(mp_backend *be, bn_layer *l, const mp_tensor *x, const mp_tensor *dy,
@@ -862,12 +924,17 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 	return 0;
 }
 
-int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e)
+/* The SGD step with the rate read from host memory *lr: when recording,
+ * from there at every run of the graph. */
+static int sgd_from(mp_resnet *net, const float *lr, float momentum, float wd, mp_error *e)
 {
 	mp_backend *be = net->be;
 	net->prepared = 0;
 	if (mp_resnet_train_state(net, e) < 0)
 		return -1;
+	if (!net->lr.data)
+		CHECK(be->ops->alloc(be, &net->lr, 1, 1, 1, 1));
+	CHECK(be->ops->upload(be, &net->lr, lr));
 	mp_tensor **w = malloc(sizeof *w * (size_t)net->nparams);
 	mp_tensor **g = malloc(sizeof *g * (size_t)net->nparams);
 	mp_tensor **v = malloc(sizeof *v * (size_t)net->nparams);
@@ -885,11 +952,184 @@ int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *
 		v[count] = &p->momentum;
 		count++;
 	}
-	if (be->ops->sgd_step(be, w, (const mp_tensor *const *)g, v, count, lr, momentum, wd) < 0)
+	if (be->ops->sgd_step(be, w, (const mp_tensor *const *)g, v, count, &net->lr, momentum,
+			      wd) < 0)
 		rc = mp_seterr(e, "%s", mp_backend_error(be));
 out:
 	free(w);
 	free(g);
 	free(v);
 	return rc;
+}
+
+int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e)
+{
+	return sgd_from(net, &lr, momentum, wd, e);
+}
+
+/* ---- the training step, recorded as a graph where the backend can ------------ */
+
+float *mp_resnet_input(mp_resnet *net, int n, int h, int w, mp_error *e)
+{
+	step_graph *g = &net->graph;
+	if (n < 1 || h < 1 || w < 1) {
+		mp_seterr(e, "no input buffer for %d images of %dx%d", n, w, h);
+		return NULL;
+	}
+	const size_t count = (size_t)n * 3 * h * w;
+	if (count > g->images_cap) {
+		mp_backend_host_free(net->be, g->images);
+		g->images_cap = 0;
+		if (!(g->images = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
+			mp_seterr(e, "out of memory (an input batch of %zu floats)", count);
+			return NULL;
+		}
+		g->images_cap = count;
+	}
+	return g->images;
+}
+
+void mp_resnet_use_graphs(mp_resnet *net, int on)
+{
+	net->graph.off = !on;
+	if (!on && net->graph.graph) {
+		net->be->ops->graph_free(net->be, net->graph.graph);
+		net->graph.graph = NULL;
+	}
+}
+
+void mp_resnet_graph_counts(const mp_resnet *net, long *recorded, long *launched)
+{
+	*recorded = net->graph.recorded;
+	*launched = net->graph.launched;
+}
+
+static int have_graphs(const mp_resnet *net)
+{
+	const mp_backend_ops *o = net->be->ops;
+	return o->graph_begin && o->graph_end && o->graph_launch && o->graph_free;
+}
+
+static int same_key(const step_key *a, const step_key *b)
+{
+	return a->n == b->n && a->h == b->h && a->w == b->w && a->smoothing == b->smoothing &&
+	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout &&
+	       a->images == b->images;
+}
+
+/* The four calls, op by op. */
+static int plain_step(mp_resnet *net, const float *images, const int32_t *labels, int n, int h,
+		      int w, float smoothing, float lr, float momentum, float wd, double *loss,
+		      float *probs, mp_error *e)
+{
+	if (mp_resnet_forward(net, images, n, h, w, 1, e) < 0 ||
+	    mp_resnet_loss(net, labels, smoothing, loss, probs, e) < 0 ||
+	    mp_resnet_backward(net, e) < 0 || sgd_from(net, &lr, momentum, wd, e) < 0)
+		return -1;
+	return 0;
+}
+
+/* Records the step with the graph's host memory: images, net->labels,
+ * the rate and the loss in g->scalars, the probabilities in g->probs.
+ * Nothing runs. 0, or -1 with the reason in e (the step can still run op
+ * by op). */
+static int record_step(mp_resnet *net, const step_key *k, mp_error *e)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	const size_t nprobs = (size_t)k->n * net->cfg.classes;
+	if (!g->scalars && !(g->scalars = mp_backend_host_alloc(be, sizeof *g->scalars)))
+		return mp_seterr(e, "out of memory");
+	if (nprobs > g->probs_cap) {
+		mp_backend_host_free(be, g->probs);
+		g->probs_cap = 0;
+		if (!(g->probs = mp_backend_host_alloc(be, nprobs * sizeof(float))))
+			return mp_seterr(e, "out of memory");
+		g->probs_cap = nprobs;
+	}
+	if (be->ops->graph_begin(be) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(be));
+	int rc = mp_resnet_forward(net, k->images, k->n, k->h, k->w, 1, e);
+	if (rc == 0)
+		rc = loss_of_labels(net, k->smoothing, &g->scalars->loss, g->probs, e);
+	if (rc == 0)
+		rc = mp_resnet_backward(net, e);
+	if (rc == 0)
+		rc = sgd_from(net, &g->scalars->lr, k->momentum, k->wd, e);
+	void *graph = NULL;
+	/* graph_end ends the recording whatever happened in it */
+	if (be->ops->graph_end(be, &graph) < 0 && rc == 0)
+		rc = mp_seterr(e, "%s", mp_backend_error(be));
+	if (rc < 0 || net->layout != k->layout) {
+		be->ops->graph_free(be, graph);
+		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
+	}
+	g->graph = graph;
+	g->key = *k;
+	g->recorded++;
+	return 0;
+}
+
+int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *labels, int n,
+			 int h, int w, float smoothing, float lr, float momentum, float wd,
+			 double *loss, float *probs, mp_error *e)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	if (!have_graphs(net) || g->off)
+		return plain_step(net, images, labels, n, h, w, smoothing, lr, momentum, wd, loss,
+				  probs, e);
+	/* a recorded step does not check its labels as the loss does */
+	for (int i = 0; i < n; i++)
+		if (labels[i] < 0 || labels[i] >= net->cfg.classes)
+			return mp_seterr(e, "labels[%d] is %d, expected 0..%d", i, (int)labels[i],
+					 net->cfg.classes - 1);
+	/* a recorded step reads its batch from the input buffer */
+	float *input = mp_resnet_input(net, n, h, w, e);
+	if (!input)
+		return -1;
+	if (images != input)
+		memcpy(input, images, (size_t)n * 3 * h * w * sizeof(float));
+	step_key k = {n, h, w, smoothing, momentum, wd, net->layout, input};
+	if (g->graph && !same_key(&g->key, &k)) {
+		be->ops->graph_free(be, g->graph);
+		g->graph = NULL;
+	}
+	if (!g->graph && g->have_last_plain && same_key(&g->last_plain, &k) && n == net->n) {
+		mp_error why;
+		if (record_step(net, &k, &why) < 0) {
+			/* op by op from now on, which works wherever recording does not */
+			mp_warnx("the training step is not recorded as a graph (%s): each operation "
+				 "is launched on its own",
+				 why.msg);
+			g->off = 1;
+		}
+	}
+	if (g->graph) {
+		memcpy(net->labels, labels, sizeof(int32_t) * (size_t)n);
+		g->scalars->lr = lr;
+		int rc = be->ops->graph_launch(be, g->graph);
+		if (rc < 0)
+			return mp_seterr(e, "%s", mp_backend_error(be));
+		if (rc == 0) {
+			g->launched++;
+			*loss = g->scalars->loss;
+			if (probs)
+				memcpy(probs, g->probs, (size_t)n * net->cfg.classes * sizeof(float));
+			/* the state the four calls leave */
+			net->have_forward = net->have_loss = net->train = 1;
+			net->smoothing = smoothing;
+			net->prepared = 0;
+			return 0;
+		}
+		/* the backend replaced memory the graph uses: record anew */
+		be->ops->graph_free(be, g->graph);
+		g->graph = NULL;
+	}
+	if (plain_step(net, input, labels, n, h, w, smoothing, lr, momentum, wd, loss, probs, e) < 0)
+		return -1;
+	g->last_plain = k;
+	g->last_plain.layout = net->layout; /* the step may have made buffers */
+	g->have_last_plain = 1;
+	return 0;
 }

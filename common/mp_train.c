@@ -795,10 +795,10 @@ static int run(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	const mp_resnet_config *cfg = mp_resnet_cfg(t->net);
 	const int size = cfg->input_size, classes = cfg->classes;
-	const size_t per_image = (size_t)3 * size * size;
-	/* the batch the loader fills and the backend uploads: in page-locked
-	 * memory on a GPU, which copies from it without a staging copy */
-	float *images = mp_backend_host_alloc(t->be, sizeof(float) * per_image * (size_t)o->batch);
+	/* the batch the loader fills and the backend uploads: the network's
+	 * input buffer, which a recorded step reads without a copy
+	 * (page-locked on a GPU, copied from without staging) */
+	float *images = mp_resnet_input(t->net, o->batch, size, size, e);
 	float *probs = malloc(sizeof(float) * (size_t)classes * (size_t)o->batch);
 	int32_t *labels = malloc(sizeof(int32_t) * (size_t)o->batch);
 	uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)o->batch);
@@ -828,9 +828,12 @@ static int run(trainer *t, mp_error *e)
 			double loss;
 			t->lr = mp_schedule_lr(&sched, t->epoch, t->batch, t->steps_per_epoch);
 			if (check_labels(t, o->train_db, labels, ids, n, e) < 0 ||
-			    mp_resnet_forward(t->net, images, n, size, size, 1, e) < 0 ||
-			    mp_resnet_loss(t->net, labels, (float)o->smoothing, &loss, probs, e) < 0)
+			    mp_resnet_train_step(t->net, images, labels, n, size, size,
+						 (float)o->smoothing, (float)t->lr, (float)o->momentum,
+						 (float)o->wd, &loss, probs, e) < 0)
 				goto out;
+			/* the update has been made; the weights are not saved from here
+			 * on, the last checkpoint stays the last good one */
 			if (!isfinite(loss)) {
 				mp_progress_done(&p);
 				mp_seterr(e, "step %ld (epoch %d, batch %ld): the loss is %s at lr %g; "
@@ -841,9 +844,6 @@ static int run(trainer *t, mp_error *e)
 					  t->last_good);
 				goto out;
 			}
-			if (mp_resnet_backward(t->net, e) < 0 ||
-			    mp_resnet_sgd(t->net, (float)t->lr, (float)o->momentum, (float)o->wd, e) < 0)
-				goto out;
 			t->batch++;
 			t->step++;
 			double now = mp_now(), dt = now - tick;
@@ -914,7 +914,7 @@ static int run(trainer *t, mp_error *e)
 	status = MP_TRAIN_DONE;
 out:
 	t->r->steps = t->step;
-	mp_backend_host_free(t->be, images);
+	/* images belongs to the network */
 	free(probs);
 	free(labels);
 	free(ids);

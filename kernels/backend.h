@@ -127,9 +127,11 @@ typedef struct {
 
 	/* SGD with momentum and weight decay, in neon's form:
 	 *   v = momentum v - lr (g + wd w);  w += v
-	 * over count parameter tensors at once. */
+	 * over count parameter tensors at once. The rate is a (1, 1, 1, 1)
+	 * tensor, read when the step runs: a recorded step (graph_begin)
+	 * takes each run's rate from it. */
 	int (*sgd_step)(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-			mp_tensor *const *v, int count, float lr, float momentum,
+			mp_tensor *const *v, int count, const mp_tensor *lr, float momentum,
 			float wd);
 
 	/* Inference only: one convolution with its BN (running statistics),
@@ -180,6 +182,33 @@ typedef struct {
 	 * follow. NULL in a backend that computes in fp32 only; -1 when this
 	 * device cannot (bf16 on a GPU without bf16 tensor cores). */
 	int (*set_precision)(mp_backend *be, int precision);
+
+	/* Recorded sequences of operations (a CUDA graph), run again as one
+	 * unit: launching a whole training step costs the host one call
+	 * instead of one per operation. Optional, all four or none.
+	 *
+	 * graph_begin starts a recording: the operations called after it,
+	 * until graph_end, are recorded and not run (their outputs hold
+	 * nothing yet). While recording:
+	 *  - the host memory given to upload, download and softmax_xent's
+	 *    labels and loss is read or written when the graph runs, not at
+	 *    the call: it must come from host_alloc and outlive the graph;
+	 *  - every other argument, scalars included, is fixed in the graph
+	 *    (sgd_step's rate is a tensor, so it can change between runs);
+	 *  - alloc, release and set_precision must not be called, and the
+	 *    operations must have run once at these shapes before, so that
+	 *    the backend has what they need (algorithms, workspace);
+	 *  - an operation that fails ends the recording: graph_end then
+	 *    returns -1 with that operation's message.
+	 * graph_end gives the recording in *graph (not run). graph_launch
+	 * runs it and returns when it is done: 0; 1 when it did not run
+	 * because memory of the backend's own that it uses has been replaced
+	 * since (its scratch grew for another operation): record it anew;
+	 * -1 on an error. graph_free releases it (NULL is fine). */
+	int (*graph_begin)(mp_backend *be);
+	int (*graph_end)(mp_backend *be, void **graph);
+	int (*graph_launch)(mp_backend *be, void *graph);
+	void (*graph_free)(mp_backend *be, void *graph);
 
 	/* Frees the backend's own state (handles, pools); may be NULL. */
 	void (*destroy)(mp_backend *be);

@@ -26,6 +26,9 @@
 #               precision; then again with BENCH_OPS=1 and
 #               MP_CUDA_PROFILE=1 (-ops.log: the time per kind of
 #               operation, and per convolution shape, each waited for)
+#   bench-ours-bf16-no-graph
+#               the bf16 step op by op (MP_CUDA_GRAPH=0) instead of as one
+#               CUDA graph: what the graph gains
 #   gpu-test_cuda_ops-graph-api, bench-ours-bf16-graph-api(-ops)
 #               the tests and the bf16 step with the convolutions through
 #               cuDNN's graph API (MP_CUDNN_API=graph)
@@ -427,12 +430,18 @@ ours_bench() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 	if run "$stage" 60 "$BIN/tests/gpu/bench_step" "$2" "$3" "$4" "$5" "$6" "$prec"; then
 		line=$(awk -F'\t' -v b="$2" '$1 == b' "$LOGS/$stage.log" | tail -1)
 		OURS[$prec]=$line
-		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
+		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s; $(graph_use "$LOGS/$stage.log")"
 		run "$stage-ops" 60 env BENCH_OPS=1 MP_CUDA_PROFILE=1 "$BIN/tests/gpu/bench_step" "$2" "$3" 5 "$5" 1 "$prec" ||
 			say "$stage-ops: failed (see $stage-ops.log)"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
+}
+# how many steps ran as one CUDA graph (bench_step's line on stderr)
+graph_use() { # LOG
+	local l
+	l=$(grep -m1 'recorded as a graph' "$1" | sed -E 's/.*graph ([0-9]+) time\(s\), launched as one ([0-9]+) time\(s\).*/graph: recorded \1, launched \2/')
+	echo "${l:-graph: -}"
 }
 # the convolution algorithms' choice (kernels/cuda/conv.cu): what cuDNN's
 # heuristics chose (logged), and the step with timed choices, deterministic
@@ -442,7 +451,7 @@ ours_variant() { # STAGE ENV...
 	shift
 	if run "$stage" 60 env "$@" MP_CUDNN_LOG=1 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3 bf16; then
 		line=$(awk -F'\t' '$1 == "cuda"' "$LOGS/$stage.log" | tail -1)
-		record "$stage" ok "$ELAPSED" "$* : $(echo "$line" | cut -f4) images/s"
+		record "$stage" ok "$ELAPSED" "$* : $(echo "$line" | cut -f4) images/s; $(graph_use "$LOGS/$stage.log")"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
@@ -471,6 +480,8 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	else
 		record bench-ours-bf16-b256 FAIL "$ELAPSED" "see bench-ours-bf16-b256.log"
 	fi
+	# the step op by op, as before it was recorded as a CUDA graph
+	ours_variant bench-ours-bf16-no-graph MP_CUDA_GRAPH=0
 	ours_variant bench-ours-bf16-graph-api MP_CUDNN_API=graph
 	run bench-ours-bf16-graph-api-ops 60 env MP_CUDNN_API=graph BENCH_OPS=1 MP_CUDA_PROFILE=1 \
 		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-graph-api-ops: failed"
@@ -692,6 +703,9 @@ fi
 			[ -n "$ebest" ] && [ -n "$(ips_of eval-bf16)" ] &&
 				echo "evaluation, ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of eval-bf16)" "$ebest")"
 		fi
+		nog=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-no-graph.log" 2>/dev/null | tail -1 | cut -f4)
+		[ -n "$nog" ] && [ -n "$(ips_of bf16)" ] &&
+			echo "ours bf16 as one CUDA graph / op by op (MP_CUDA_GRAPH=0): $(ips_of bf16) / $nog images/s: $(ratio "$(ips_of bf16)" "$nog")"
 		b256=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&

@@ -97,7 +97,7 @@ static int w_xent_b(mp_backend *be, const mp_tensor *p, const int32_t *l, float 
 	TIMED(T_XENT_B, softmax_xent_backward(be, p, l, sm, d));
 }
 static int w_sgd(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		 mp_tensor *const *v, int count, float lr, float m, float wd)
+		 mp_tensor *const *v, int count, const mp_tensor *lr, float m, float wd)
 {
 	TIMED(T_SGD, sgd_step(be, w, g, v, count, lr, m, wd));
 }
@@ -152,6 +152,11 @@ static int op_timer_install(mp_backend *be, int wait)
 	}
 	if (inner->conv_bn_forward_infer)
 		timed_ops.conv_bn_forward_infer = w_conv_bn;
+	/* each operation is timed on its own, so none is recorded in a graph */
+	timed_ops.graph_begin = NULL;
+	timed_ops.graph_end = NULL;
+	timed_ops.graph_launch = NULL;
+	timed_ops.graph_free = NULL;
 	be->ops = &timed_ops;
 	return wait ? inner->alloc(be, &probe_one, 1, 1, 1, 1) : 0;
 }

@@ -69,7 +69,7 @@ int mp_cpu_bn_check_running(mp_backend *be, const char *op, const mp_bn *bn, int
  * every CPU inference path uses. */
 void mp_cpu_bn_fold(const mp_bn *bn, int c, float *scale, float *shift);
 int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		     mp_tensor *const *v, int count);
+		     mp_tensor *const *v, int count, const mp_tensor *lr);
 
 /* Shape checks of the option-A shortcut (y may have more channels than x
  * and is x subsampled by stride), the linear layer and the loss (labels in
@@ -140,7 +140,8 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 				 const int32_t *labels, float smoothing,
 				 mp_tensor *dlogits);
 int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		    mp_tensor *const *v, int count, float lr, float momentum, float wd);
+		    mp_tensor *const *v, int count, const mp_tensor *lr, float momentum,
+		    float wd);
 
 /* The fast backend's variants of the small operations (bn.c, layers.c):
  * the same checks and meaning, fewer passes and vectorizable loops, BN's

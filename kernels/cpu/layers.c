@@ -314,14 +314,19 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 
 /* ---- SGD ----------------------------------------------------------------------- */
 
-/* Every tensor present and each g and v shaped as its w, before any
- * tensor changes. */
+/* Every tensor present, each g and v shaped as its w, and the rate one
+ * value, before any tensor changes. */
 int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		     mp_tensor *const *v, int count)
+		     mp_tensor *const *v, int count, const mp_tensor *lr)
 {
 	static const char op[] = "sgd_step";
 	if (count < 0)
 		return mp_cpu_fail(be, "%s: count %d, expected 0 or more", op, count);
+	if (mp_cpu_check(be, op, "lr", lr))
+		return -1;
+	if (mp_tensor_count(lr) != 1)
+		return mp_cpu_fail(be, "%s: lr is %dx%dx%dx%d, expected 1x1x1x1", op, lr->n, lr->c,
+				   lr->h, lr->w);
 	if (count > 0 && (!w || !g || !v))
 		return mp_cpu_fail(be, "%s: missing tensor list", op);
 	for (int t = 0; t < count; t++) {
@@ -340,10 +345,12 @@ int mp_cpu_sgd_check(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
  *   v = momentum v - lr (g + wd w);  w = w + v
  * All shapes are checked before any tensor changes. */
 int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		    mp_tensor *const *v, int count, float lr, float momentum, float wd)
+		    mp_tensor *const *v, int count, const mp_tensor *lr_t, float momentum,
+		    float wd)
 {
-	if (mp_cpu_sgd_check(be, w, g, v, count))
+	if (mp_cpu_sgd_check(be, w, g, v, count, lr_t))
 		return -1;
+	const float lr = lr_t->data[0];
 	const int nt = mp_cpu_threads(be);
 	for (int t = 0; t < count; t++) {
 		float *wp = w[t]->data, *vp = v[t]->data;

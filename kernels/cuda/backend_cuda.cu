@@ -37,13 +37,32 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 			   cublasGetStatusName(s));
 }
 
+int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what)
+{
+	if (mp_cuda(be)->recording)
+		return mp_cpu_fail(be, "%s: %s while recording a graph (the operations must run "
+				   "once at these shapes first)", op, what);
+	return 0;
+}
+
 int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
 {
 	if (bytes <= b->size)
 		return 0;
+	if (mp_cuda_not_recording(be, op, "device memory to grow"))
+		return -1;
 	mp_cuda_buffer_free(b); // cudaFree waits for the work that uses it
+	mp_cuda(be)->mem_gen++;
 	CUDA_CHECK(op, cudaMalloc(&b->p, bytes));
 	b->size = bytes;
+	return 0;
+}
+
+int mp_cuda_wait(mp_backend *be, const char *op)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (!s->recording)
+		CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
 	return 0;
 }
 
@@ -104,8 +123,7 @@ static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
 	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyHostToDevice, s->stream));
 	// the host array is the caller's again when upload returns
-	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
-	return 0;
+	return mp_cuda_wait(be, op);
 }
 
 static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
@@ -118,8 +136,7 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 	mp_cuda_state *s = mp_cuda(be);
 	CUDA_CHECK(op, cudaMemcpyAsync(host, t->data, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyDeviceToHost, s->stream));
-	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
-	return 0;
+	return mp_cuda_wait(be, op);
 }
 
 // Page-locked host memory: copies from it need no staging by the driver.
@@ -151,6 +168,95 @@ static int cuda_set_precision(mp_backend *be, int precision)
 	return 0;
 }
 
+#define MP_CUBLAS_WORKSPACE ((size_t)32 << 20)
+
+// ---- graphs ------------------------------------------------------------------------
+// A recording is a capture of the backend's stream: every kernel, cuDNN and
+// cuBLAS call and copy becomes a node; launching the instantiated graph
+// costs the host one call for the whole step.
+
+struct mp_cuda_graph {
+	cudaGraph_t graph;
+	cudaGraphExec_t exec;
+	unsigned long mem_gen; // the backend's memory it was recorded with
+};
+
+static int cuda_graph_begin(mp_backend *be)
+{
+	static const char op[] = "graph_begin";
+	mp_cuda_state *s = mp_cuda(be);
+	if (s->recording)
+		return mp_cpu_fail(be, "%s: already recording", op);
+	// thread-local: a call of this thread that is unsafe in a capture
+	// (cudaMalloc, a synchronization) fails instead of breaking it silently
+	CUDA_CHECK(op, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
+	s->recording = 1;
+	s->rec_gen = s->mem_gen;
+	return 0;
+}
+
+static int cuda_graph_end(mp_backend *be, void **out)
+{
+	static const char op[] = "graph_end";
+	mp_cuda_state *s = mp_cuda(be);
+	*out = NULL;
+	if (!s->recording)
+		return mp_cpu_fail(be, "%s: not recording", op);
+	s->recording = 0;
+	cudaGraph_t graph = NULL;
+	cudaError_t e = cudaStreamEndCapture(s->stream, &graph);
+	if (e != cudaSuccess) {
+		(void)cudaGetLastError(); // a broken capture is not the context's error
+		if (graph)
+			cudaGraphDestroy(graph);
+		return mp_cuda_fail_cuda(be, op, "cudaStreamEndCapture", e);
+	}
+	if (s->mem_gen != s->rec_gen) {
+		cudaGraphDestroy(graph);
+		return mp_cpu_fail(be, "%s: device memory moved while recording", op);
+	}
+	mp_cuda_graph *g = (mp_cuda_graph *)calloc(1, sizeof *g);
+	if (!g) {
+		cudaGraphDestroy(graph);
+		return mp_cpu_fail(be, "%s: out of memory", op);
+	}
+	e = cudaGraphInstantiate(&g->exec, graph, 0);
+	if (e != cudaSuccess) {
+		cudaGraphDestroy(graph);
+		free(g);
+		return mp_cuda_fail_cuda(be, op, "cudaGraphInstantiate", e);
+	}
+	g->graph = graph;
+	g->mem_gen = s->rec_gen;
+	*out = g;
+	return 0;
+}
+
+static int cuda_graph_launch(mp_backend *be, void *graph)
+{
+	static const char op[] = "graph_launch";
+	mp_cuda_state *s = mp_cuda(be);
+	mp_cuda_graph *g = (mp_cuda_graph *)graph;
+	if (!g)
+		return mp_cpu_fail(be, "%s: no graph", op);
+	if (g->mem_gen != s->mem_gen)
+		return 1; // it would use memory since freed: record anew
+	CUDA_CHECK(op, cudaGraphLaunch(g->exec, s->stream));
+	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
+	return 0;
+}
+
+static void cuda_graph_free(mp_backend *be, void *graph)
+{
+	(void)be;
+	mp_cuda_graph *g = (mp_cuda_graph *)graph;
+	if (!g)
+		return;
+	cudaGraphExecDestroy(g->exec); // nothing to report to: freeing cannot fail
+	cudaGraphDestroy(g->graph);
+	free(g);
+}
+
 // ---- the backend -------------------------------------------------------------
 
 static void cuda_destroy(mp_backend *be)
@@ -167,11 +273,12 @@ static void cuda_destroy(mp_backend *be)
 	mp_cuda_conv_free(s);
 	mp_cuda_layers_free(s);
 	mp_cuda_buffer_free(&s->scratch);
-	free(s->host_rows);
 	if (s->labels)
 		cudaFree(s->labels);
 	if (s->cublas)
 		cublasDestroy(s->cublas);
+	if (s->cublas_ws)
+		cudaFree(s->cublas_ws);
 	if (s->cudnn)
 		cudnnDestroy(s->cudnn);
 	if (s->stream)
@@ -180,7 +287,7 @@ static void cuda_destroy(mp_backend *be)
 	be->impl = NULL;
 }
 
-static mp_backend_ops make_ops(void)
+static mp_backend_ops make_ops(int graphs)
 {
 	mp_backend_ops o;
 	memset(&o, 0, sizeof o);
@@ -213,10 +320,19 @@ static mp_backend_ops make_ops(void)
 	o.host_free = cuda_host_free;
 	o.set_precision = cuda_set_precision;
 	o.destroy = cuda_destroy;
+	if (graphs) {
+		o.graph_begin = cuda_graph_begin;
+		o.graph_end = cuda_graph_end;
+		o.graph_launch = cuda_graph_launch;
+		o.graph_free = cuda_graph_free;
+	}
 	return o;
 }
 
-static const mp_backend_ops cuda_ops = make_ops();
+// with graphs, and without (MP_CUDA_GRAPH=0, the legacy stream, which
+// cannot be captured, or MP_CUDA_PROFILE, which waits for every call)
+static const mp_backend_ops cuda_ops = make_ops(1);
+static const mp_backend_ops cuda_ops_no_graphs = make_ops(0);
 
 // A variable that is unset or empty means its default; any other value
 // than those named is an error, so that a typo does not go unnoticed.
@@ -242,13 +358,15 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 	s->timed_search = 0;
 	s->deterministic = 1;
 	s->log_choices = 0;
+	s->graphs = 1;
 	return env_choice("MP_CUDNN_SEARCH", "heuristic", "timed", &s->timed_search, why, n) ||
 			       env_choice("MP_CUDNN_DETERMINISTIC", "0", "1", &s->deterministic, why,
 					  n) ||
 			       env_choice("MP_CUDNN_LOG", "0", "1", &s->log_choices, why, n) ||
 			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n) ||
 			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n) ||
-			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n)
+			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n) ||
+			       env_choice("MP_CUDA_GRAPH", "0", "1", &s->graphs, why, n)
 		       ? -1
 		       : 0;
 }
@@ -320,6 +438,8 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	s->precision = MP_PRECISION_FP32;
 	if (read_choice_env(s, why, n) < 0)
 		goto fail;
+	if (!s->graphs || s->legacy_stream || s->profile)
+		be->ops = &cuda_ops_no_graphs;
 	if (s->profile) {
 		NEW_CUDA(cudaEventCreate(&s->ev_start));
 		NEW_CUDA(cudaEventCreate(&s->ev_stop));
@@ -334,6 +454,10 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	NEW_CUBLAS(cublasSetStream(s->cublas, s->stream));
 	// plain fp32 arithmetic (no TF32), so results match the CPU reference
 	NEW_CUBLAS(cublasSetMathMode(s->cublas, CUBLAS_DEFAULT_MATH));
+	// a workspace of its own, so that cuBLAS allocates nothing while a
+	// graph is recorded (32 MiB: its recommendation for sm_90)
+	NEW_CUDA(cudaMalloc(&s->cublas_ws, MP_CUBLAS_WORKSPACE));
+	NEW_CUBLAS(cublasSetWorkspace(s->cublas, s->cublas_ws, MP_CUBLAS_WORKSPACE));
 	// On success why describes the device, for the caller's messages.
 	snprintf(why, n, "%s, sm_%d%d, %.0f GiB", prop.name, prop.major, prop.minor,
 		 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));

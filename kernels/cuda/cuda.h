@@ -6,7 +6,9 @@
  * non-blocking stream (cuDNN's and cuBLAS's handles are set to it), in
  * order, so the operations need no synchronization between them; copies
  * to and from the host (upload, download, the labels, the loss) wait for
- * that stream before they return. Convolutions are cuDNN's (the classic
+ * that stream before they return (mp_cuda_wait), except while a graph is
+ * recorded (graph_begin: the stream is captured, nothing runs, and the
+ * copies become the graph's, from and to page-locked memory). Convolutions are cuDNN's (the classic
  * descriptor API, or its graph API: conv_graph.cu), the fully connected
  * layer cuBLAS's, the rest our own kernels (bn.cu, layers.cu).
  *
@@ -80,6 +82,13 @@ struct mp_cuda_state {
 	int profile; /* MP_CUDA_PROFILE=1: time the convolutions, print at the end */
 	int legacy_stream; /* MP_CUDA_STREAM=legacy */
 	int graph_api;	   /* MP_CUDNN_API=graph: conv_graph.cu's plans */
+	int graphs;	   /* MP_CUDA_GRAPH=1 (the default): graph_* operations */
+	int recording;	   /* between graph_begin and graph_end */
+	/* Bumped whenever device memory of the backend's own that an
+	 * operation uses (workspace, scratch, bf16 copies, labels, SGD
+	 * tables) is replaced: a graph recorded before is stale. */
+	unsigned long mem_gen, rec_gen;
+	void *cublas_ws; /* cuBLAS's workspace, fixed: it must not allocate in a capture */
 	cudaStream_t stream; /* every operation's; 0 (legacy) when legacy_stream */
 	cudaEvent_t ev_start, ev_stop;
 	double prof_host_start; /* host milliseconds at the section's start */
@@ -99,8 +108,6 @@ struct mp_cuda_state {
 	int nalgos, algos_cap;
 
 	struct mp_cuda_buffer scratch; /* doubles: BN statistics, per-row losses */
-	double *host_rows;   /* the per-row losses on the host */
-	size_t host_rows_size;
 	int32_t *labels; /* device copy of the labels */
 	size_t labels_size;
 
@@ -166,8 +173,14 @@ static inline unsigned mp_cuda_grid(size_t count)
 	return b ? (unsigned)b : 1u;
 }
 
-/* Grows b to at least bytes (its contents are lost when it moves). */
+/* Grows b to at least bytes (its contents are lost when it moves); an
+ * error while recording a graph, which must not see memory move. */
 int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes);
+/* Waits for the stream (a host copy's memory is the caller's again), or
+ * nothing while recording. */
+int mp_cuda_wait(mp_backend *be, const char *op);
+/* -1 with "op: what while recording a graph" when recording. */
+int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what);
 void mp_cuda_buffer_free(struct mp_cuda_buffer *b);
 
 /* The scratch buffer, grown to at least n doubles; NULL on an error. */
@@ -226,7 +239,7 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 				  const int32_t *labels, float smoothing, mp_tensor *dlogits);
 int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		     mp_tensor *const *v, int count, float lr, float momentum, float wd);
+		     mp_tensor *const *v, int count, const mp_tensor *lr, float momentum, float wd);
 void mp_cuda_layers_free(mp_cuda_state *s);
 
 #endif

@@ -270,6 +270,9 @@ static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int
 {
 	mp_cuda_state *s = mp_cuda(be);
 	if (s->labels_size < (size_t)n) {
+		if (mp_cuda_not_recording(be, op, "the labels' buffer to grow"))
+			return -1;
+		s->mem_gen++;
 		if (s->labels)
 			cudaFree(s->labels);
 		s->labels = NULL;
@@ -280,8 +283,7 @@ static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int
 	CUDA_CHECK(op, cudaMemcpyAsync(s->labels, labels, (size_t)n * sizeof(int32_t),
 				       cudaMemcpyHostToDevice, s->stream));
 	// the host array is the caller's: wait until it has been read
-	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
-	return 0;
+	return mp_cuda_wait(be, op);
 }
 
 __device__ static double xent_target(int k, int label, int classes, double s)
@@ -290,7 +292,7 @@ __device__ static double xent_target(int k, int label, int classes, double s)
 }
 
 // One thread per row, in the reference's order and precision; the rows'
-// losses go to row_loss and are summed on the host in order.
+// losses go to row_loss, summed by sum_rows_kernel.
 __global__ void xent_kernel(const float *__restrict__ logits, const int32_t *__restrict__ labels,
 			    float smoothing, float *__restrict__ probs, double *__restrict__ row_loss,
 			    int N, int K)
@@ -317,6 +319,18 @@ __global__ void xent_kernel(const float *__restrict__ logits, const int32_t *__r
 	row_loss[n] = row;
 }
 
+// The mean of the rows' losses, added in order by one thread as the
+// reference does (the same bits), on the device so that a recorded step
+// needs no host arithmetic: its result is copied out as it is.
+__global__ void sum_rows_kernel(const double *__restrict__ row_loss, int N,
+				double *__restrict__ mean)
+{
+	double total = 0;
+	for (int n = 0; n < N; n++)
+		total += row_loss[n];
+	*mean = total / N;
+}
+
 __global__ void xent_backward_kernel(const float *__restrict__ probs,
 				     const int32_t *__restrict__ labels, float smoothing,
 				     float *__restrict__ dlogits, int N, int K)
@@ -340,27 +354,19 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 		return mp_cpu_fail(be, "%s: no loss output", op);
 	const int N = logits->n, K = logits->c;
 	mp_cuda_state *s = mp_cuda(be);
-	double *rows = put_labels(be, op, labels, N) ? NULL : mp_cuda_scratch(be, op, (size_t)N);
+	// the rows' losses, then their mean
+	double *rows = put_labels(be, op, labels, N) ? NULL
+						     : mp_cuda_scratch(be, op, (size_t)N + 1);
 	if (!rows)
 		return -1;
-	if (s->host_rows_size < (size_t)N) {
-		double *h = (double *)realloc(s->host_rows, (size_t)N * sizeof *h);
-		if (!h)
-			return mp_cpu_fail(be, "%s: out of memory", op);
-		s->host_rows = h;
-		s->host_rows_size = (size_t)N;
-	}
 	xent_kernel<<<(N + 127) / 128, 128, 0, MP_STREAM(be)>>>(
 			logits->data, s->labels, smoothing, probs->data, rows, N, K);
 	LAUNCH_CHECK(op, "xent_kernel");
-	CUDA_CHECK(op, cudaMemcpyAsync(s->host_rows, rows, (size_t)N * sizeof(double),
-				       cudaMemcpyDeviceToHost, s->stream));
-	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
-	double total = 0;
-	for (int n = 0; n < N; n++)
-		total += s->host_rows[n];
-	*loss = total / N;
-	return 0;
+	sum_rows_kernel<<<1, 1, 0, MP_STREAM(be)>>>(rows, N, rows + N);
+	LAUNCH_CHECK(op, "sum_rows_kernel");
+	CUDA_CHECK(op, cudaMemcpyAsync(loss, rows + N, sizeof(double), cudaMemcpyDeviceToHost,
+				       s->stream));
+	return mp_cuda_wait(be, op);
 }
 
 int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
@@ -392,10 +398,11 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 // the same operations in the same order as the CPU reference:
 //   v = momentum v - lr (g + wd w);  w = w + v
 __global__ void sgd_kernel(float *const *__restrict__ ptrs,
-			   const mp_cuda_sgd_block *__restrict__ blocks, int count, float lr,
-			   float momentum, float wd)
+			   const mp_cuda_sgd_block *__restrict__ blocks, int count,
+			   const float *__restrict__ lr_p, float momentum, float wd)
 {
 	const mp_cuda_sgd_block b = blocks[blockIdx.x];
+	const float lr = *lr_p; // in device memory: a recorded step reads each run's
 	float *w = ptrs[b.t], *v = ptrs[2 * count + b.t];
 	const float *g = ptrs[count + b.t];
 	for (size_t i = b.begin + threadIdx.x; i < b.end; i += blockDim.x) {
@@ -440,6 +447,9 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 		     const mp_tensor *const *g, mp_tensor *const *v, int count)
 {
 	mp_cuda_state *s = mp_cuda(be);
+	if (mp_cuda_not_recording(be, op, "new SGD tables"))
+		return -1;
+	s->mem_gen++;
 	mp_cuda_layers_free(s);
 	size_t nblocks = 0;
 	for (int t = 0; t < count; t++)
@@ -492,10 +502,10 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 }
 
 int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
-		     mp_tensor *const *v, int count, float lr, float momentum, float wd)
+		     mp_tensor *const *v, int count, const mp_tensor *lr, float momentum, float wd)
 {
 	static const char op[] = "sgd_step";
-	if (mp_cpu_sgd_check(be, w, g, v, count))
+	if (mp_cpu_sgd_check(be, w, g, v, count, lr))
 		return -1;
 	if (count <= 0) /* negative counts were refused above */
 		return 0;
@@ -503,7 +513,7 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
 		return -1;
 	sgd_kernel<<<s->sgd_nblocks, MP_CUDA_THREADS, 0, s->stream>>>(
-		s->sgd_dev_ptrs, s->sgd_dev_blocks, count, lr, momentum, wd);
+		s->sgd_dev_ptrs, s->sgd_dev_blocks, count, lr->data, momentum, wd);
 	LAUNCH_CHECK(op, "sgd_kernel");
 	return 0;
 }

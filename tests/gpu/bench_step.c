@@ -40,6 +40,8 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
+/* As mp-train's step (probabilities for its metrics included) and
+ * mp-eval's batch. */
 static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, int size,
 		int eval, float *logits, mp_error *e)
 {
@@ -49,11 +51,8 @@ static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, in
 				       mp_resnet_logits(net, logits, e) < 0
 			       ? -1
 			       : 0;
-	if (mp_resnet_forward(net, x, n, size, size, 1, e) < 0 ||
-	    mp_resnet_loss(net, labels, 0.0f, &loss, NULL, e) < 0 ||
-	    mp_resnet_backward(net, e) < 0 || mp_resnet_sgd(net, 0.1f, 0.9f, 5e-4f, e) < 0)
-		return -1;
-	return 0;
+	return mp_resnet_train_step(net, x, labels, n, size, size, 0.0f, 0.1f, 0.9f, 5e-4f, &loss,
+				    logits, e);
 }
 
 int main(int argc, char **argv)
@@ -100,7 +99,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const size_t count = (size_t)n * 3 * size * size;
-	float *x = mp_backend_host_alloc(be, count * sizeof *x); /* as mp-train's batches */
+	float *x = mp_resnet_input(net, n, size, size, &e); /* as mp-train's batches */
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
 	float *logits = malloc((size_t)n * c.classes * sizeof *logits);
@@ -138,6 +137,12 @@ int main(int argc, char **argv)
 	fprintf(stderr, "bench_step: %.2f ms/step wall, %.2f ms/step of CPU time\n", 1e3 * dt,
 		1e3 * (cpu_seconds() - c0) / steps);
 	const double fwd = mp_resnet_flops(net, size);
+	long recorded, launched;
+	mp_resnet_graph_counts(net, &recorded, &launched);
+	if (!eval)
+		fprintf(stderr, "bench_step: training steps recorded as a graph %ld time(s), launched "
+				"as one %ld time(s)\n",
+			recorded, launched);
 	if (by_op)
 		op_timer_report(steps);
 	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\t%s\t%s\n", name, n, size, n / dt, dt,
@@ -146,7 +151,6 @@ int main(int argc, char **argv)
 	mp_resnet_free(net);
 	if (by_op)
 		op_timer_release(be);
-	mp_backend_host_free(be, x);
 	mp_backend_free(be);
 	free(labels);
 	free(probe);

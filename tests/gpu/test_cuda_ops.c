@@ -5,8 +5,10 @@
  * messages; a whole training step of a small mp_resnet (logits, loss,
  * every gradient, the updated weights, momentum and BN running
  * statistics), with shortcut A and B; that two GPU runs from the same
- * weights give the same bits; and a 20-step training run on learnable
- * data whose loss falls on the GPU as it does on the CPU.
+ * weights give the same bits; that the training step recorded as a CUDA
+ * graph (mp_resnet_train_step) gives the same bits as op by op, and is
+ * recorded again after an inference pass; and a 20-step training run on
+ * learnable data whose loss falls on the GPU as it does on the CPU.
  *
  * Tolerance: RTOL (1e-3) of the largest |ref| of each tensor. The CUDA
  * convolutions run in fp32 without TF32 (CUDNN_FMA_MATH), so the expected
@@ -32,8 +34,9 @@
  *
  * usage: test_cuda_ops [--harness-check]
  *   --harness-check runs every comparison with the fast CPU backend in
- *   the place of CUDA: it checks this program's own logic on a machine
- *   without a GPU, and says nothing about the CUDA backend. */
+ *   the place of CUDA (with tests/graph_recorder.h's graphs): it checks
+ *   this program's own logic on a machine without a GPU, and says nothing
+ *   about the CUDA backend. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -44,6 +47,7 @@
 #include "backend.h"
 #include "device.h"
 #include "mp_resnet.h"
+#include "../graph_recorder.h"
 
 #define RTOL 1e-3
 #define RTOL_BF16 2e-2
@@ -700,11 +704,11 @@ static void test_sgd(void)
 	begin();
 	enum { T = 4 };
 	static const int shapes[T][4] = {{8, 3, 3, 3}, {16, 1, 1, 1}, {100, 64, 1, 1}, {5, 7, 3, 1}};
-	pair w[T], g[T], v[T];
+	pair w[T], g[T], v[T], lr;
 	memset(w, 0, sizeof w);
 	memset(g, 0, sizeof g);
 	memset(v, 0, sizeof v);
-	int ok = 1;
+	int ok = palloc(&lr, 1, 1, 1, 1);
 	for (int t = 0; t < T && ok; t++) {
 		const int *s = shapes[t];
 		ok = prandom(&w[t], s[0], s[1], s[2], s[3], -1, 1) &&
@@ -722,15 +726,19 @@ static void test_sgd(void)
 		vd[t] = &v[t].d;
 	}
 	/* three steps with all tensors (the second and third reuse the
-	 * device's tables), then one with a different set */
+	 * device's tables), then one with a different set; each with its
+	 * own rate, read from the tensor when the step runs */
 	for (int step = 0; ok && step < 4; step++) {
+		const float rate = 0.1f * (float)(step + 1);
+		ok = ok_rc(ref->ops->fill(ref, &lr.r, rate), ref, "fill") &&
+		     ok_rc(dev->ops->fill(dev, &lr.d, rate), dev, "fill");
 		const int count = step < 3 ? T : T - 1;
 		mp_tensor **wr2 = step < 3 ? wr : wr + 1, **wd2 = step < 3 ? wd : wd + 1;
 		mp_tensor **vr2 = step < 3 ? vr : vr + 1, **vd2 = step < 3 ? vd : vd + 1;
 		const mp_tensor **gr2 = step < 3 ? gr : gr + 1, **gd2 = step < 3 ? gd : gd + 1;
-		ok = ok_rc(ref->ops->sgd_step(ref, wr2, gr2, vr2, count, 0.1f, 0.9f, 5e-4f), ref,
-			   "sgd_step") &&
-		     ok_rc(dev->ops->sgd_step(dev, wd2, gd2, vd2, count, 0.1f, 0.9f, 5e-4f), dev,
+		ok = ok && ok_rc(ref->ops->sgd_step(ref, wr2, gr2, vr2, count, &lr.r, 0.9f, 5e-4f),
+				 ref, "sgd_step") &&
+		     ok_rc(dev->ops->sgd_step(dev, wd2, gd2, vd2, count, &lr.d, 0.9f, 5e-4f), dev,
 			   "sgd_step");
 	}
 	if (ok)
@@ -746,7 +754,8 @@ static void test_sgd(void)
 		pfree(&g[t]);
 		pfree(&v[t]);
 	}
-	end("sgd_step: 4 tensors in one call, 4 calls (tables cached, then rebuilt)");
+	pfree(&lr);
+	end("sgd_step: 4 tensors in one call, 4 calls with 4 rates (tables cached, then rebuilt)");
 }
 
 /* ---- shape errors: the same message from both backends ----------------------------------- */
@@ -807,9 +816,16 @@ static void test_errors(void)
 		bn_free(&b);
 		mp_tensor *wr[1] = {&w.r}, *wd[1] = {&w.d}, *vr[1] = {&x.r}, *vd[1] = {&x.d};
 		const mp_tensor *gr[1] = {&w.r}, *gd[1] = {&w.d};
-		same_error("sgd_step, v of another shape",
-			   ref->ops->sgd_step(ref, wr, gr, vr, 1, 0.1f, 0.9f, 0),
-			   dev->ops->sgd_step(dev, wd, gd, vd, 1, 0.1f, 0.9f, 0));
+		pair one;
+		if (prandom(&one, 1, 1, 1, 1, 0.1, 0.2))
+			same_error("sgd_step, v of another shape",
+				   ref->ops->sgd_step(ref, wr, gr, vr, 1, &one.r, 0.9f, 0),
+				   dev->ops->sgd_step(dev, wd, gd, vd, 1, &one.d, 0.9f, 0));
+		pfree(&one);
+		mp_tensor *wr1[1] = {&w.r}, *wd1[1] = {&w.d};
+		same_error("sgd_step, a rate of 10 values",
+			   ref->ops->sgd_step(ref, wr1, gr, wr1, 1, &pr.r, 0.9f, 0),
+			   dev->ops->sgd_step(dev, wd1, gd, wd1, 1, &pr.d, 0.9f, 0));
 	}
 	pfree(&x);
 	pfree(&w);
@@ -995,6 +1011,102 @@ static void test_reproducible(void)
 	end("two device runs from the same weights give the same bits");
 }
 
+/* The training step recorded as a graph (mp_resnet_train_step): a net
+ * stepped six times with it (the first op by op, the second recorded, the
+ * rest launched) and the same net stepped six times op by op on the same
+ * data and rates give the same bits: loss, probabilities, every parameter
+ * and momentum. Then an inference pass (new buffers) and two more steps:
+ * recorded again. The nets run one after the other, since the device's
+ * SGD tables follow the last net stepped. */
+static void test_graph_step(void)
+{
+	enum { STEPS = 6, N = 8 };
+	char name[96];
+	snprintf(name, sizeof name, "training step as a graph: %d steps, the same bits as op by op",
+		 STEPS);
+	if (!dev->ops->graph_begin) {
+		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+		return;
+	}
+	begin();
+	mp_resnet_config c;
+	small_config(&c, 'B');
+	mp_resnet *g = make_net(&c, dev, 9), *p = make_net(&c, dev, 9);
+	const int size = c.input_size;
+	const float rates[STEPS] = {0.1f, 0.05f, 0.2f, 0.01f, 0.1f, 0.03f};
+	int32_t labels[STEPS][N];
+	float *x[STEPS], pg[N * 10], pp[N * 10];
+	double lg[STEPS], lp;
+	mp_error e;
+	for (int s = 0; s < STEPS; s++)
+		x[s] = make_images(N, size, c.classes, labels[s], 60);
+	int ok = g && p;
+	float *probs_g = malloc((size_t)STEPS * N * 10 * sizeof *probs_g);
+	for (int s = 0; ok && s < STEPS; s++) {
+		float *in = mp_resnet_input(g, N, size, size, &e);
+		ok = in != NULL;
+		if (ok) {
+			memcpy(in, x[s], (size_t)N * 3 * size * size * sizeof *in);
+			ok = mp_resnet_train_step(g, in, labels[s], N, size, size, 0.1f, rates[s], 0.9f,
+						  5e-4f, &lg[s], probs_g + (size_t)s * N * 10, &e) >= 0;
+		}
+		if (!ok)
+			fail("train_step (graph) %d: %s", s + 1, e.msg);
+	}
+	long recorded, launched;
+	if (g)
+		mp_resnet_graph_counts(g, &recorded, &launched);
+	if (ok && (recorded != 1 || launched != STEPS - 1))
+		fail("recorded %ld, launched %ld; expected 1 and %d", recorded, launched, STEPS - 1);
+	if (p)
+		mp_resnet_use_graphs(p, 0);
+	for (int s = 0; ok && s < STEPS; s++) {
+		ok = mp_resnet_train_step(p, x[s], labels[s], N, size, size, 0.1f, rates[s], 0.9f,
+					  5e-4f, &lp, pp, &e) >= 0;
+		if (!ok)
+			fail("train_step (op by op) %d: %s", s + 1, e.msg);
+		else if (lp != lg[s] || memcmp(pp, probs_g + (size_t)s * N * 10, sizeof pp))
+			fail("step %d: loss %.9g (graph) against %.9g, or the probabilities, differ", s + 1,
+			     lg[s], lp);
+	}
+	for (int i = 0; ok && i < mp_resnet_param_count(g); i++) {
+		mp_param *a = mp_resnet_param(g, i), *b = mp_resnet_param(p, i);
+		const mp_tensor *ta[2] = {&a->value, &a->momentum}, *tb[2] = {&b->value, &b->momentum};
+		for (int k = 0; k < (a->kind == MP_PARAM_WEIGHT ? 2 : 1); k++) {
+			float *ha = fetch(dev, ta[k]), *hb = fetch(dev, tb[k]);
+			if (memcmp(ha, hb, mp_tensor_count(ta[k]) * sizeof *ha))
+				fail("%s (%s) differs", a->name, k ? "momentum" : "value");
+			free(ha);
+			free(hb);
+		}
+	}
+	/* an inference pass reallocates the buffers: stepped op by op once,
+	 * then recorded anew */
+	if (ok && (mp_resnet_forward(g, x[0], N, size, size, 0, &e) < 0 ||
+		   mp_resnet_logits(g, pg, &e) < 0))
+		fail("inference: %s", e.msg);
+	for (int s = 0; ok && s < 3; s++)
+		if (mp_resnet_train_step(g, x[s], labels[s], N, size, size, 0.1f, 0.1f, 0.9f, 5e-4f,
+					 &lp, NULL, &e) < 0) {
+			fail("train_step after inference: %s", e.msg);
+			ok = 0;
+		}
+	if (ok) {
+		mp_resnet_graph_counts(g, &recorded, &launched);
+		printf("#   after an inference pass and 3 steps: recorded %ld, launched %ld\n",
+		       recorded, launched);
+		if (recorded != 2 || launched != STEPS + 1)
+			fail("recorded %ld, launched %ld; expected 2 and %d", recorded, launched,
+			     STEPS + 1);
+	}
+	for (int s = 0; s < STEPS; s++)
+		free(x[s]);
+	free(probs_g);
+	mp_resnet_free(g);
+	mp_resnet_free(p);
+	end(name);
+}
+
 /* 20 steps on learnable data on the device and on the CPU: both losses
  * fall, and they fall alike. */
 static void test_training(void)
@@ -1054,6 +1166,9 @@ int main(int argc, char **argv)
 		dev = mp_backend_cpu_fast_new(0);
 		dev_name = "cpu";
 		printf("# --harness-check: the fast CPU backend stands in for CUDA; this checks the test program, not the CUDA backend\n");
+		/* with graphs: tests/graph_recorder.h's */
+		if (dev)
+			recorder_install(dev);
 	} else {
 #ifdef MP_HAVE_CUDA
 		int devices = mp_cuda_probe(why, sizeof why);
@@ -1110,6 +1225,7 @@ int main(int argc, char **argv)
 	test_network('A');
 	test_network('B');
 	test_reproducible();
+	test_graph_step();
 	test_training();
 	const double worst_fp32 = worst;
 
@@ -1139,6 +1255,7 @@ int main(int argc, char **argv)
 		test_network('B');
 		ref_rounds_bf16(0);
 		test_reproducible();
+		test_graph_step();
 		test_training();
 	}
 

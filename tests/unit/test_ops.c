@@ -850,7 +850,9 @@ static void sgd_values(void **state)
 	const float g0[] = {0.1f, 0.2f, -0.3f, 0.0f, 5.0f, -0.01f};
 	const float v0[] = {0.0f, 0.05f, -0.1f, 1.0f, 0.3f, -0.2f};
 	const float lr = 0.1f, mom = 0.9f, wd = 5e-4f;
-	mp_tensor w[2], g[2], v[2];
+	mp_tensor w[2], g[2], v[2], lr_t;
+	talloc(&lr_t, 1, 1, 1, 1);
+	tput(&lr_t, &lr);
 	/* two tensors of 4 and 2 elements */
 	const int sizes[2] = {4, 2};
 	for (int t = 0, off = 0; t < 2; off += sizes[t], t++) {
@@ -868,7 +870,7 @@ static void sgd_values(void **state)
 	memcpy(ew, w0, sizeof ew);
 	memcpy(ev, v0, sizeof ev);
 	for (int step = 0; step < 2; step++) {
-		assert_int_equal(be->ops->sgd_step(be, wl, gl, vl, 2, lr, mom, wd), 0);
+		assert_int_equal(be->ops->sgd_step(be, wl, gl, vl, 2, &lr_t, mom, wd), 0);
 		for (int i = 0; i < 6; i++) {
 			ev[i] = mom * ev[i] - lr * (g0[i] + wd * ew[i]);
 			ew[i] = ew[i] + ev[i];
@@ -886,7 +888,19 @@ static void sgd_values(void **state)
 			assert_true(fabs(got_w[0] - 0.98995) < 1e-7);
 		}
 	}
-	assert_int_equal(be->ops->sgd_step(be, wl, gl, vl, 0, lr, mom, wd), 0);
+	assert_int_equal(be->ops->sgd_step(be, wl, gl, vl, 0, &lr_t, mom, wd), 0);
+	/* the rate is read when the step runs: a new value, a new step */
+	const float lr2 = 0.5f;
+	tput(&lr_t, &lr2);
+	assert_int_equal(be->ops->sgd_step(be, wl, gl, vl, 2, &lr_t, mom, wd), 0);
+	for (int i = 0; i < 6; i++) {
+		ev[i] = mom * ev[i] - lr2 * (g0[i] + wd * ew[i]);
+		ew[i] = ew[i] + ev[i];
+	}
+	tget(&w[0], got_w);
+	tget(&w[1], got_w + 4);
+	assert_memory_equal(got_w, ew, sizeof ew);
+	trelease(&lr_t);
 	for (int t = 0; t < 2; t++) {
 		trelease(&w[t]);
 		trelease(&g[t]);
@@ -1016,10 +1030,20 @@ static void shape_errors(void **state)
 	tget(&fw, before);
 	mp_tensor *wl[] = {&fw, &fw}, *vl[] = {&fy, &fy};
 	const mp_tensor *gl[] = {&fw, &fy};
-	expect_error(o->sgd_step(be, wl, gl, vl, 2, 0.1f, 0.9f, 0), "sgd_step",
+	mp_tensor lr;
+	talloc(&lr, 1, 1, 1, 1);
+	assert_int_equal(o->fill(be, &lr, 0.1f), 0);
+	expect_error(o->sgd_step(be, wl, gl, vl, 2, &lr, 0.9f, 0), "sgd_step",
 		     "sgd_step: v[0] is 4x5x1x1, expected 5x10x1x1");
+	/* the rate is one value */
+	mp_tensor *wl1[] = {&fw}, *vl1[] = {&fw};
+	const mp_tensor *gl1[] = {&fw};
+	expect_error(o->sgd_step(be, wl1, gl1, vl1, 1, &fy, 0.9f, 0), "sgd_step",
+		     "sgd_step: lr is 4x5x1x1, expected 1x1x1x1");
+	expect_error(o->sgd_step(be, wl1, gl1, vl1, 1, NULL, 0.9f, 0), "sgd_step", NULL);
 	tget(&fw, after);
 	assert_memory_equal(before, after, sizeof before);
+	trelease(&lr);
 
 	trelease(&fx);
 	trelease(&fw);
@@ -1111,7 +1135,11 @@ static float *run_all(size_t *len)
 	KEEP(&fy);
 	mp_tensor *wl[] = {&fw}, *vl[] = {&fv};
 	const mp_tensor *gl[] = {&fdw};
-	assert_int_equal(o->sgd_step(be, wl, gl, vl, 1, 0.1f, 0.9f, 5e-4f), 0);
+	mp_tensor lr;
+	talloc(&lr, 1, 1, 1, 1);
+	assert_int_equal(o->fill(be, &lr, 0.1f), 0);
+	assert_int_equal(o->sgd_step(be, wl, gl, vl, 1, &lr, 0.9f, 5e-4f), 0);
+	trelease(&lr);
 	KEEP(&fw);
 	KEEP(&fv);
 #undef KEEP

@@ -1,0 +1,341 @@
+/* The training step recorded as a backend graph (mp_resnet_train_step and
+ * the graph_begin/end/launch/free operations), on the CPU: the CPU
+ * backends have no graphs, so the reference backend is wrapped in
+ * tests/graph_recorder.h's recorder, which keeps the interface's rules.
+ *
+ * Checked: a network stepped through mp_resnet_train_step on the recorder
+ * gives the same bits (loss, probabilities, every parameter, gradient,
+ * momentum and running statistic) as the same network stepped with
+ * mp_resnet_forward + _loss + _backward + _sgd on the plain backend, while
+ * the rate changes every step, the labels and images change, an
+ * evaluation pass reallocates the buffers, the batch size changes, a
+ * launch is stale, recording fails (a warning, then op by op), and the
+ * images come from elsewhere than mp_resnet_input; and that the graph is
+ * really used (recordings and launches counted). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "mp_resnet.h"
+#include "../graph_recorder.h"
+
+/* ---- the tests ----------------------------------------------------------------------- */
+
+static mp_rng rng;
+
+enum { N = 3, S = 20, CLASSES = 10 };
+
+typedef struct {
+	mp_backend *be;
+	mp_resnet *net;
+} side;
+
+static void small_config(mp_resnet_config *c, char shortcut)
+{
+	mp_resnet_config_default(c);
+	c->depth = 2; /* identity blocks as well as stage transitions */
+	c->widths[0] = 4;
+	c->widths[1] = 8;
+	c->widths[2] = 8;
+	c->widths[3] = 12;
+	c->shortcut = shortcut;
+	c->classes = CLASSES;
+	c->input_size = S;
+}
+
+/* The same network (seed 5) on the recorder and on the plain reference
+ * backend. */
+static void make_pair(char shortcut, side *graph, side *plain)
+{
+	mp_resnet_config c;
+	small_config(&c, shortcut);
+	mp_error e;
+	graph->be = mp_backend_cpu_new(0);
+	plain->be = mp_backend_cpu_new(0);
+	assert_non_null(graph->be);
+	assert_non_null(plain->be);
+	recorder_install(graph->be);
+	graph->net = mp_resnet_new(&c, graph->be, &e);
+	plain->net = mp_resnet_new(&c, plain->be, &e);
+	assert_non_null(graph->net);
+	assert_non_null(plain->net);
+	assert_int_equal(mp_resnet_init(graph->net, 5, &e), 0);
+	assert_int_equal(mp_resnet_init(plain->net, 5, &e), 0);
+}
+
+static void free_pair(side *graph, side *plain)
+{
+	mp_resnet_free(graph->net);
+	mp_resnet_free(plain->net);
+	mp_backend_free(graph->be);
+	mp_backend_free(plain->be);
+}
+
+static void random_batch(float *x, int32_t *labels, int n)
+{
+	for (size_t i = 0; i < (size_t)n * 3 * S * S; i++)
+		x[i] = (float)(4 * mp_rng_uniform(&rng) - 2);
+	for (int i = 0; i < n; i++)
+		labels[i] = (int32_t)mp_rng_below(&rng, CLASSES);
+}
+
+/* One step of both: through mp_resnet_train_step (images in its input
+ * buffer unless elsewhere is set) and through the four calls; the same
+ * loss and probabilities, to the bit. */
+static void step_both(side *graph, side *plain, int n, float lr, int elsewhere)
+{
+	mp_error e;
+	float *x = elsewhere ? malloc((size_t)n * 3 * S * S * sizeof *x)
+			     : mp_resnet_input(graph->net, n, S, S, &e);
+	assert_non_null(x);
+	int32_t labels[8];
+	random_batch(x, labels, n);
+	float pg[8 * CLASSES], pp[8 * CLASSES];
+	double lg, lp;
+	if (mp_resnet_train_step(graph->net, x, labels, n, S, S, 0.1f, lr, 0.9f, 5e-4f, &lg, pg,
+				 &e) < 0)
+		fail_msg("train_step: %s", e.msg);
+	if (mp_resnet_forward(plain->net, x, n, S, S, 1, &e) < 0 ||
+	    mp_resnet_loss(plain->net, labels, 0.1f, &lp, pp, &e) < 0 ||
+	    mp_resnet_backward(plain->net, &e) < 0 || mp_resnet_sgd(plain->net, lr, 0.9f, 5e-4f, &e) < 0)
+		fail_msg("four calls: %s", e.msg);
+	if (lg != lp)
+		fail_msg("loss %.17g against %.17g", lg, lp);
+	assert_memory_equal(pg, pp, (size_t)n * CLASSES * sizeof *pg);
+	if (elsewhere)
+		free(x);
+}
+
+static float *download(mp_resnet *net, const mp_tensor *t)
+{
+	float *h = malloc(mp_tensor_count(t) * sizeof *h);
+	mp_error e;
+	assert_non_null(h);
+	if (mp_resnet_download(net, t, h, &e) < 0)
+		fail_msg("download: %s", e.msg);
+	return h;
+}
+
+/* Every parameter, running statistic, gradient and momentum the same. */
+static void same_state(side *graph, side *plain)
+{
+	for (int i = 0; i < mp_resnet_param_count(graph->net); i++) {
+		mp_param *a = mp_resnet_param(graph->net, i), *b = mp_resnet_param(plain->net, i);
+		const mp_tensor *ta[3] = {&a->value, &a->grad, &a->momentum};
+		const mp_tensor *tb[3] = {&b->value, &b->grad, &b->momentum};
+		for (int k = 0; k < (a->kind == MP_PARAM_WEIGHT ? 3 : 1); k++) {
+			float *x = download(graph->net, ta[k]), *y = download(plain->net, tb[k]);
+			if (memcmp(x, y, mp_tensor_count(ta[k]) * sizeof *x))
+				fail_msg("%s (%s) differs", a->name,
+					 k == 0 ? "value" : k == 1 ? "gradient" : "momentum");
+			free(x);
+			free(y);
+		}
+	}
+}
+
+static void counts(const side *graph, long recorded, long launched)
+{
+	long r, l;
+	mp_resnet_graph_counts(graph->net, &r, &l);
+	if (r != recorded || l != launched)
+		fail_msg("recorded %ld, launched %ld; expected %ld and %ld", r, l, recorded,
+			 launched);
+	assert_int_equal(rec.launches, launched);
+}
+
+/* The first step runs op by op, the second is recorded and launched, the
+ * rest launched; each with its own rate, labels and images. */
+static void recorded_step_same_bits(void **state)
+{
+	(void)state;
+	for (char sc = 'A'; sc <= 'B'; sc++) {
+		side g, p;
+		make_pair(sc, &g, &p);
+		const float rates[6] = {0.1f, 0.05f, 0.2f, 0.01f, 0.1f, 0.0f};
+		for (int s = 0; s < 6; s++)
+			step_both(&g, &p, N, rates[s], 0);
+		counts(&g, 1, 5);
+		same_state(&g, &p);
+		free_pair(&g, &p);
+	}
+}
+
+/* An evaluation pass reallocates the buffers and another batch size
+ * reshapes them: each is a new layout, stepped once op by op and then
+ * recorded again. */
+static void rerecorded_after_eval_and_new_batch(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	step_both(&g, &p, N, 0.1f, 0);
+	step_both(&g, &p, N, 0.1f, 0);
+	counts(&g, 1, 1);
+	mp_error e;
+	float *x = malloc((size_t)N * 3 * S * S * sizeof *x), lg[N * CLASSES], lp[N * CLASSES];
+	int32_t labels[N];
+	random_batch(x, labels, N);
+	assert_int_equal(mp_resnet_forward(g.net, x, N, S, S, 0, &e), 0);
+	assert_int_equal(mp_resnet_forward(p.net, x, N, S, S, 0, &e), 0);
+	assert_int_equal(mp_resnet_logits(g.net, lg, &e), 0);
+	assert_int_equal(mp_resnet_logits(p.net, lp, &e), 0);
+	assert_memory_equal(lg, lp, sizeof lg);
+	free(x);
+	step_both(&g, &p, N, 0.05f, 0); /* op by op */
+	counts(&g, 1, 1);
+	step_both(&g, &p, N, 0.05f, 0); /* recorded */
+	step_both(&g, &p, N, 0.05f, 0);
+	counts(&g, 2, 3);
+	step_both(&g, &p, 5, 0.02f, 0); /* a batch of 5: op by op, then recorded */
+	step_both(&g, &p, 5, 0.02f, 0);
+	step_both(&g, &p, N, 0.02f, 0); /* back to 3 */
+	step_both(&g, &p, N, 0.02f, 0);
+	counts(&g, 4, 5);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+}
+
+/* A launch the backend reports stale (its memory replaced) runs the step
+ * op by op, and the next is recorded anew. */
+static void stale_graph_rerecorded(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('B', &g, &p);
+	step_both(&g, &p, N, 0.1f, 0);
+	step_both(&g, &p, N, 0.1f, 0);
+	rec.stale_next = 1;
+	step_both(&g, &p, N, 0.1f, 0);
+	counts(&g, 1, 1);
+	step_both(&g, &p, N, 0.1f, 0);
+	counts(&g, 2, 2);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+}
+
+/* Recording that fails leaves a warning and steps op by op, with the same
+ * results; images from elsewhere are copied into the input buffer. */
+static void failed_recording_and_foreign_images(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	rec.fail_begin = 1;
+	for (int s = 0; s < 4; s++)
+		step_both(&g, &p, N, 0.1f, s & 1);
+	counts(&g, 0, 0);
+	assert_int_equal(rec.begins, 1); /* tried once, then never again */
+	same_state(&g, &p);
+	free_pair(&g, &p);
+
+	make_pair('A', &g, &p);
+	for (int s = 0; s < 4; s++)
+		step_both(&g, &p, N, 0.1f, 1);
+	counts(&g, 1, 3);
+	same_state(&g, &p);
+	mp_resnet_use_graphs(g.net, 0);
+	step_both(&g, &p, N, 0.1f, 0);
+	counts(&g, 1, 3);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+}
+
+/* The recorder holds the interface's rules: host memory from elsewhere,
+ * or an allocation, ends a recording with the reason. */
+static void recorder_rules(void **state)
+{
+	(void)state;
+	mp_backend *be = mp_backend_cpu_new(0);
+	assert_non_null(be);
+	recorder_install(be);
+	mp_tensor t;
+	assert_int_equal(be->ops->alloc(be, &t, 1, 1, 1, 2), 0);
+	float stack[2] = {1, 2};
+	void *graph;
+	assert_int_equal(be->ops->graph_begin(be), 0);
+	assert_int_equal(be->ops->upload(be, &t, stack), -1);
+	assert_int_equal(be->ops->graph_end(be, &graph), -1);
+	assert_null(graph);
+	assert_string_equal(mp_backend_error(be),
+			    "upload: host memory not from host_alloc while recording");
+	mp_tensor u;
+	assert_int_equal(be->ops->graph_begin(be), 0);
+	assert_int_equal(be->ops->alloc(be, &u, 1, 1, 1, 1), -1);
+	assert_int_equal(be->ops->graph_end(be, &graph), -1);
+	assert_string_equal(mp_backend_error(be), "alloc while recording");
+	/* and a recording runs nothing until launched, then at every launch */
+	float *h = be->ops->host_alloc(be, 2 * sizeof *h);
+	assert_non_null(h);
+	assert_int_equal(be->ops->fill(be, &t, 0), 0);
+	h[0] = 3, h[1] = 4;
+	assert_int_equal(be->ops->graph_begin(be), 0);
+	assert_int_equal(be->ops->upload(be, &t, h), 0);
+	assert_int_equal(be->ops->graph_end(be, &graph), 0);
+	float got[2];
+	assert_int_equal(be->ops->download(be, &t, got), 0);
+	assert_true(got[0] == 0 && got[1] == 0);
+	assert_int_equal(be->ops->graph_launch(be, graph), 0);
+	assert_int_equal(be->ops->download(be, &t, got), 0);
+	assert_true(got[0] == 3 && got[1] == 4);
+	h[0] = 5;
+	assert_int_equal(be->ops->graph_launch(be, graph), 0);
+	assert_int_equal(be->ops->download(be, &t, got), 0);
+	assert_true(got[0] == 5);
+	be->ops->graph_free(be, graph);
+	be->ops->host_free(be, h);
+	be->ops->release(be, &t);
+	mp_backend_free(be);
+}
+
+/* mp_resnet_train_step checks the labels itself (a recorded step does
+ * not), on any backend. */
+static void train_step_refuses_bad_labels(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	mp_error e;
+	float *x = mp_resnet_input(g.net, N, S, S, &e);
+	int32_t labels[N];
+	double loss;
+	for (int s = 0; s < 3; s++) {
+		random_batch(x, labels, N);
+		labels[1] = s == 2 ? CLASSES : 1;
+		int rc = mp_resnet_train_step(g.net, x, labels, N, S, S, 0, 0.1f, 0.9f, 0, &loss, NULL,
+					      &e);
+		if (s < 2)
+			assert_int_equal(rc, 0);
+		else {
+			assert_int_equal(rc, -1);
+			assert_string_equal(e.msg, "labels[1] is 10, expected 0..9");
+		}
+	}
+	free_pair(&g, &p);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	mp_rng_seed(&rng, 0x6a4f);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(recorded_step_same_bits),
+		cmocka_unit_test(rerecorded_after_eval_and_new_batch),
+		cmocka_unit_test(stale_graph_rerecorded),
+		cmocka_unit_test(failed_recording_and_foreign_images),
+		cmocka_unit_test(recorder_rules),
+		cmocka_unit_test(train_step_refuses_bad_labels),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
