@@ -17,33 +17,44 @@ typedef struct {
 	mp_tensor save_mean, save_invstd;
 } bn_layer;
 
-/* What a recorded training step is fixed to: a step with another key is
- * recorded anew. */
+/* What a recorded training step is fixed to besides its input buffer: a
+ * step of another shape is recorded anew, after one step op by op. */
 typedef struct {
 	int n, h, w;
 	float smoothing, momentum, wd;
 	unsigned long layout;
-	const float *images;
-} step_key;
+} step_shape;
 
-/* The training step as one backend graph (graph_begin ... graph_end),
- * with the host memory it reads and writes (from host_alloc). */
+#define STEP_RECORDINGS 4 /* kept at once: one per input slot, and spares */
+
+/* The training step as backend graphs (graph_begin ... graph_end), with
+ * the host memory they read and write (from host_alloc), and the step
+ * started by mp_resnet_train_start and not yet finished. */
 typedef struct {
-	void *graph;		/* the recording, or NULL */
-	step_key key;		/* what it was recorded for */
-	step_key last_plain;	/* the last step run op by op: recording needs one */
+	struct {
+		void *graph;	/* NULL: an empty entry */
+		step_shape shape;
+		const float *images; /* the input slot it reads */
+		unsigned long used;  /* for replacing the least recently used */
+	} rec[STEP_RECORDINGS];
+	unsigned long tick;
+	step_shape last_plain;	/* the last step run op by op: recording needs one */
 	int have_last_plain;
 	int off;		/* recording failed (or switched off): op by op */
 	long recorded, launched;
-	float *images;		/* the input batch: mp_resnet_input */
-	size_t images_cap;	/* floats */
-	float *probs;		/* n x classes */
+	float *inputs[MP_RESNET_INPUT_SLOTS]; /* mp_resnet_input */
+	size_t input_cap[MP_RESNET_INPUT_SLOTS]; /* floats */
+	float *probs;		/* n x classes, written by the step */
 	size_t probs_cap;
 	struct step_scalars {
 		double loss;	/* written by the step */
 		float lr;	/* read by the step */
 	} *scalars;
+	int pending;		/* STEP_NONE, STEP_DONE or STEP_LAUNCHED */
+	int pending_n;
 } step_graph;
+
+enum { STEP_NONE, STEP_DONE, STEP_LAUNCHED };
 
 /* Activations of one block for the current batch shape, and their grads. */
 typedef struct {
@@ -318,19 +329,34 @@ static void release_activations(mp_resnet *net)
 	net->layout++;
 }
 
+static void free_recordings(mp_resnet *net)
+{
+	step_graph *g = &net->graph;
+	for (int i = 0; i < STEP_RECORDINGS; i++)
+		if (g->rec[i].graph) {
+			net->be->ops->graph_free(net->be, g->rec[i].graph);
+			g->rec[i].graph = NULL;
+		}
+}
+
 static void release_graph(mp_resnet *net)
 {
 	mp_backend *be = net->be;
 	step_graph *g = &net->graph;
-	if (g->graph)
-		be->ops->graph_free(be, g->graph);
-	g->graph = NULL;
-	mp_backend_host_free(be, g->images);
+	if (g->pending == STEP_LAUNCHED)
+		be->ops->graph_wait(be); /* it writes host memory freed next */
+	g->pending = STEP_NONE;
+	free_recordings(net);
+	for (int i = 0; i < MP_RESNET_INPUT_SLOTS; i++) {
+		mp_backend_host_free(be, g->inputs[i]);
+		g->inputs[i] = NULL;
+		g->input_cap[i] = 0;
+	}
 	mp_backend_host_free(be, g->probs);
 	mp_backend_host_free(be, g->scalars);
-	g->images = g->probs = NULL;
+	g->probs = NULL;
 	g->scalars = NULL;
-	g->images_cap = g->probs_cap = 0;
+	g->probs_cap = 0;
 }
 
 void mp_resnet_free(mp_resnet *net)
@@ -969,33 +995,41 @@ int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *
 
 /* ---- the training step, recorded as a graph where the backend can ------------ */
 
-float *mp_resnet_input(mp_resnet *net, int n, int h, int w, mp_error *e)
+float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e)
 {
 	step_graph *g = &net->graph;
-	if (n < 1 || h < 1 || w < 1) {
-		mp_seterr(e, "no input buffer for %d images of %dx%d", n, w, h);
+	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || n < 1 || h < 1 || w < 1) {
+		mp_seterr(e, "no input buffer %d for %d images of %dx%d", slot, n, w, h);
 		return NULL;
 	}
 	const size_t count = (size_t)n * 3 * h * w;
-	if (count > g->images_cap) {
-		mp_backend_host_free(net->be, g->images);
-		g->images_cap = 0;
-		if (!(g->images = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
+	if (count > g->input_cap[slot]) {
+		if (g->pending == STEP_LAUNCHED && g->inputs[slot]) {
+			mp_seterr(e, "input buffer %d cannot grow while a step runs", slot);
+			return NULL;
+		}
+		/* recordings reading the old buffer go with it */
+		for (int i = 0; i < STEP_RECORDINGS; i++)
+			if (g->rec[i].graph && g->rec[i].images == g->inputs[slot]) {
+				net->be->ops->graph_free(net->be, g->rec[i].graph);
+				g->rec[i].graph = NULL;
+			}
+		mp_backend_host_free(net->be, g->inputs[slot]);
+		g->input_cap[slot] = 0;
+		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
 			mp_seterr(e, "out of memory (an input batch of %zu floats)", count);
 			return NULL;
 		}
-		g->images_cap = count;
+		g->input_cap[slot] = count;
 	}
-	return g->images;
+	return g->inputs[slot];
 }
 
 void mp_resnet_use_graphs(mp_resnet *net, int on)
 {
 	net->graph.off = !on;
-	if (!on && net->graph.graph) {
-		net->be->ops->graph_free(net->be, net->graph.graph);
-		net->graph.graph = NULL;
-	}
+	if (!on && net->graph.pending != STEP_LAUNCHED)
+		free_recordings(net);
 }
 
 void mp_resnet_graph_counts(const mp_resnet *net, long *recorded, long *launched)
@@ -1007,49 +1041,52 @@ void mp_resnet_graph_counts(const mp_resnet *net, long *recorded, long *launched
 static int have_graphs(const mp_resnet *net)
 {
 	const mp_backend_ops *o = net->be->ops;
-	return o->graph_begin && o->graph_end && o->graph_launch && o->graph_free;
+	return o->graph_begin && o->graph_end && o->graph_launch && o->graph_wait && o->graph_free;
 }
 
-static int same_key(const step_key *a, const step_key *b)
+static int same_shape(const step_shape *a, const step_shape *b)
 {
 	return a->n == b->n && a->h == b->h && a->w == b->w && a->smoothing == b->smoothing &&
-	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout &&
-	       a->images == b->images;
+	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout;
 }
 
-/* The four calls, op by op. */
+/* The four calls, op by op, the results into g->scalars and g->probs. */
 static int plain_step(mp_resnet *net, const float *images, const int32_t *labels, int n, int h,
-		      int w, float smoothing, float lr, float momentum, float wd, double *loss,
-		      float *probs, mp_error *e)
+		      int w, float smoothing, float lr, float momentum, float wd, mp_error *e)
 {
+	step_graph *g = &net->graph;
 	if (mp_resnet_forward(net, images, n, h, w, 1, e) < 0 ||
-	    mp_resnet_loss(net, labels, smoothing, loss, probs, e) < 0 ||
+	    mp_resnet_loss(net, labels, smoothing, &g->scalars->loss, g->probs, e) < 0 ||
 	    mp_resnet_backward(net, e) < 0 || sgd_from(net, &lr, momentum, wd, e) < 0)
 		return -1;
 	return 0;
 }
 
-/* Records the step with the graph's host memory: images, net->labels,
- * the rate and the loss in g->scalars, the probabilities in g->probs.
- * Nothing runs. 0, or -1 with the reason in e (the step can still run op
- * by op). */
-static int record_step(mp_resnet *net, const step_key *k, mp_error *e)
+/* Records the step reading images (an input slot), net->labels and the
+ * rate in g->scalars, writing the loss there and the probabilities to
+ * g->probs, into a free (or the least recently used) entry. Nothing runs.
+ * The entry's index, or -1 with the reason in e (the step can still run
+ * op by op). */
+static int record_step(mp_resnet *net, const step_shape *k, const float *images, mp_error *e)
 {
 	mp_backend *be = net->be;
 	step_graph *g = &net->graph;
-	const size_t nprobs = (size_t)k->n * net->cfg.classes;
-	if (!g->scalars && !(g->scalars = mp_backend_host_alloc(be, sizeof *g->scalars)))
-		return mp_seterr(e, "out of memory");
-	if (nprobs > g->probs_cap) {
-		mp_backend_host_free(be, g->probs);
-		g->probs_cap = 0;
-		if (!(g->probs = mp_backend_host_alloc(be, nprobs * sizeof(float))))
-			return mp_seterr(e, "out of memory");
-		g->probs_cap = nprobs;
+	int slot = 0;
+	for (int i = 0; i < STEP_RECORDINGS; i++) {
+		if (!g->rec[i].graph) {
+			slot = i;
+			break;
+		}
+		if (g->rec[i].used < g->rec[slot].used)
+			slot = i;
+	}
+	if (g->rec[slot].graph) {
+		be->ops->graph_free(be, g->rec[slot].graph);
+		g->rec[slot].graph = NULL;
 	}
 	if (be->ops->graph_begin(be) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(be));
-	int rc = mp_resnet_forward(net, k->images, k->n, k->h, k->w, 1, e);
+	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 1, e);
 	if (rc == 0)
 		rc = loss_of_labels(net, k->smoothing, &g->scalars->loss, g->probs, e);
 	if (rc == 0)
@@ -1064,40 +1101,69 @@ static int record_step(mp_resnet *net, const step_key *k, mp_error *e)
 		be->ops->graph_free(be, graph);
 		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
 	}
-	g->graph = graph;
-	g->key = *k;
+	g->rec[slot].graph = graph;
+	g->rec[slot].shape = *k;
+	g->rec[slot].images = images;
 	g->recorded++;
-	return 0;
+	return slot;
 }
 
-int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *labels, int n,
-			 int h, int w, float smoothing, float lr, float momentum, float wd,
-			 double *loss, float *probs, mp_error *e)
+static int find_recording(const step_graph *g, const step_shape *k, const float *images)
+{
+	for (int i = 0; i < STEP_RECORDINGS; i++)
+		if (g->rec[i].graph && g->rec[i].images == images && same_shape(&g->rec[i].shape, k))
+			return i;
+	return -1;
+}
+
+int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *labels, int n,
+			  int h, int w, float smoothing, float lr, float momentum, float wd,
+			  mp_error *e)
 {
 	mp_backend *be = net->be;
 	step_graph *g = &net->graph;
-	if (!have_graphs(net) || g->off)
-		return plain_step(net, images, labels, n, h, w, smoothing, lr, momentum, wd, loss,
-				  probs, e);
+	if (g->pending)
+		return mp_seterr(e, "a training step was started and not finished");
+	if (n < 2)
+		return mp_seterr(e, "a training batch needs at least 2 images");
 	/* a recorded step does not check its labels as the loss does */
 	for (int i = 0; i < n; i++)
 		if (labels[i] < 0 || labels[i] >= net->cfg.classes)
 			return mp_seterr(e, "labels[%d] is %d, expected 0..%d", i, (int)labels[i],
 					 net->cfg.classes - 1);
-	/* a recorded step reads its batch from the input buffer */
-	float *input = mp_resnet_input(net, n, h, w, e);
-	if (!input)
-		return -1;
-	if (images != input)
-		memcpy(input, images, (size_t)n * 3 * h * w * sizeof(float));
-	step_key k = {n, h, w, smoothing, momentum, wd, net->layout, input};
-	if (g->graph && !same_key(&g->key, &k)) {
-		be->ops->graph_free(be, g->graph);
-		g->graph = NULL;
+	/* the step's results, in memory a graph can write */
+	const size_t nprobs = (size_t)n * net->cfg.classes;
+	if (!g->scalars && !(g->scalars = mp_backend_host_alloc(be, sizeof *g->scalars)))
+		return mp_seterr(e, "out of memory");
+	if (nprobs > g->probs_cap) {
+		free_recordings(net); /* they write the old buffer */
+		mp_backend_host_free(be, g->probs);
+		g->probs_cap = 0;
+		if (!(g->probs = mp_backend_host_alloc(be, nprobs * sizeof(float))))
+			return mp_seterr(e, "out of memory");
+		g->probs_cap = nprobs;
 	}
-	if (!g->graph && g->have_last_plain && same_key(&g->last_plain, &k) && n == net->n) {
+	g->pending_n = n;
+	if (!have_graphs(net) || g->off) {
+		if (plain_step(net, images, labels, n, h, w, smoothing, lr, momentum, wd, e) < 0)
+			return -1;
+		g->pending = STEP_DONE;
+		return 0;
+	}
+	/* a recorded step reads its batch from an input slot */
+	const float *input = images;
+	if (images != g->inputs[0] && images != g->inputs[1]) {
+		float *slot = mp_resnet_input(net, 0, n, h, w, e);
+		if (!slot)
+			return -1;
+		memcpy(slot, images, (size_t)n * 3 * h * w * sizeof(float));
+		input = slot;
+	}
+	step_shape k = {n, h, w, smoothing, momentum, wd, net->layout};
+	int r = find_recording(g, &k, input);
+	if (r < 0 && g->have_last_plain && same_shape(&g->last_plain, &k) && n == net->n) {
 		mp_error why;
-		if (record_step(net, &k, &why) < 0) {
+		if ((r = record_step(net, &k, input, &why)) < 0) {
 			/* op by op from now on, which works wherever recording does not */
 			mp_warnx("the training step is not recorded as a graph (%s): each operation "
 				 "is launched on its own",
@@ -1105,31 +1171,56 @@ int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *lab
 			g->off = 1;
 		}
 	}
-	if (g->graph) {
+	if (r >= 0) {
 		memcpy(net->labels, labels, sizeof(int32_t) * (size_t)n);
 		g->scalars->lr = lr;
-		int rc = be->ops->graph_launch(be, g->graph);
+		int rc = be->ops->graph_launch(be, g->rec[r].graph);
 		if (rc < 0)
 			return mp_seterr(e, "%s", mp_backend_error(be));
 		if (rc == 0) {
+			g->rec[r].used = ++g->tick;
 			g->launched++;
-			*loss = g->scalars->loss;
-			if (probs)
-				memcpy(probs, g->probs, (size_t)n * net->cfg.classes * sizeof(float));
+			g->pending = STEP_LAUNCHED;
 			/* the state the four calls leave */
 			net->have_forward = net->have_loss = net->train = 1;
 			net->smoothing = smoothing;
 			net->prepared = 0;
 			return 0;
 		}
-		/* the backend replaced memory the graph uses: record anew */
-		be->ops->graph_free(be, g->graph);
-		g->graph = NULL;
+		/* the backend replaced memory the recordings use: record anew */
+		free_recordings(net);
 	}
-	if (plain_step(net, input, labels, n, h, w, smoothing, lr, momentum, wd, loss, probs, e) < 0)
+	if (plain_step(net, input, labels, n, h, w, smoothing, lr, momentum, wd, e) < 0)
 		return -1;
 	g->last_plain = k;
 	g->last_plain.layout = net->layout; /* the step may have made buffers */
 	g->have_last_plain = 1;
+	g->pending = STEP_DONE;
 	return 0;
+}
+
+int mp_resnet_train_finish(mp_resnet *net, double *loss, float *probs, mp_error *e)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	const int pending = g->pending;
+	if (!pending)
+		return mp_seterr(e, "no training step to finish");
+	g->pending = STEP_NONE;
+	if (pending == STEP_LAUNCHED && be->ops->graph_wait(be) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(be));
+	*loss = g->scalars->loss;
+	if (probs)
+		memcpy(probs, g->probs, (size_t)g->pending_n * net->cfg.classes * sizeof(float));
+	return 0;
+}
+
+int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *labels, int n,
+			 int h, int w, float smoothing, float lr, float momentum, float wd,
+			 double *loss, float *probs, mp_error *e)
+{
+	if (mp_resnet_train_start(net, images, labels, n, h, w, smoothing, lr, momentum, wd, e) <
+	    0)
+		return -1;
+	return mp_resnet_train_finish(net, loss, probs, e);
 }

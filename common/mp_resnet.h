@@ -94,23 +94,35 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e);
 int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e);
 
 /* One training step: mp_resnet_forward (training mode), mp_resnet_loss,
- * mp_resnet_backward and mp_resnet_sgd, with the same results to the bit.
- * On a backend with graphs (the CUDA one) the step is recorded once its
- * shapes are fixed (the second step of a shape, and again after anything
- * that reallocates the network's buffers, such as an evaluation pass) and
- * then launched with one call: the backend's operations are no longer
- * launched one by one. The step's batch is read from mp_resnet_input's
- * buffer: images given elsewhere are copied there first. If recording
- * fails, a warning says why and the steps run op by op. The labels must
- * be in 0..classes-1. probs may be NULL. */
+ * mp_resnet_backward and mp_resnet_sgd, with the same results to the bit,
+ * in two halves. On a backend with graphs (the CUDA one) the step is
+ * recorded once its shapes are fixed (the second step of a shape and input
+ * slot, and again after anything that reallocates the network's buffers,
+ * such as an evaluation pass) and then launched with one call, which
+ * returns while the device runs it: the caller can load the next batch
+ * into the other input slot meanwhile. mp_resnet_train_finish waits for
+ * it and gives its loss and probabilities (probs may be NULL). One step at
+ * a time: start, finish, start...
+ *
+ * The batch is read from an input slot (mp_resnet_input): images given
+ * elsewhere are copied into slot 0 first. The labels are copied at the
+ * start, and must be in 0..classes-1. If recording fails, a warning says
+ * why and the steps run op by op (start then does the whole step). */
+int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *labels, int n,
+			  int h, int w, float smoothing, float lr, float momentum, float wd,
+			  mp_error *e);
+int mp_resnet_train_finish(mp_resnet *net, double *loss, float *probs, mp_error *e);
+/* Both halves at once. */
 int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *labels, int n,
 			 int h, int w, float smoothing, float lr, float momentum, float wd,
 			 double *loss, float *probs, mp_error *e);
-/* The host buffer for a batch of n images (n, 3, h, w) that
- * mp_resnet_train_step reads without a copy (page-locked on a GPU); valid
- * until a call for a larger batch or mp_resnet_free. NULL when out of
- * memory. */
-float *mp_resnet_input(mp_resnet *net, int n, int h, int w, mp_error *e);
+/* Input slot `slot` (0 or 1): host memory for a batch of n images (n, 3,
+ * h, w) that mp_resnet_train_start reads without a copy (page-locked on a
+ * GPU). While a step started from one slot runs, the other can be filled.
+ * Valid until a call for a larger batch in that slot, or mp_resnet_free.
+ * NULL when out of memory. */
+#define MP_RESNET_INPUT_SLOTS 2
+float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
 /* Graphs on (the default, where the backend has them) or off. */
 void mp_resnet_use_graphs(mp_resnet *net, int on);
 /* How many steps were recorded and launched as graphs. */

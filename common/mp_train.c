@@ -795,23 +795,28 @@ static int run(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	const mp_resnet_config *cfg = mp_resnet_cfg(t->net);
 	const int size = cfg->input_size, classes = cfg->classes;
-	/* the batch the loader fills and the backend uploads: the network's
-	 * input buffer, which a recorded step reads without a copy
-	 * (page-locked on a GPU, copied from without staging) */
-	float *images = mp_resnet_input(t->net, o->batch, size, size, e);
+	/* the batches the loader fills and the backend uploads: the network's
+	 * two input slots, which a recorded step reads without a copy
+	 * (page-locked on a GPU, copied from without staging); the loader
+	 * fills one while the device runs a step from the other */
+	float *slot[2] = {mp_resnet_input(t->net, 0, o->batch, size, size, e),
+			  mp_resnet_input(t->net, 1, o->batch, size, size, e)};
+	float *images = slot[0];
 	float *probs = malloc(sizeof(float) * (size_t)classes * (size_t)o->batch);
-	int32_t *labels = malloc(sizeof(int32_t) * (size_t)o->batch);
-	uint64_t *ids = malloc(sizeof(uint64_t) * (size_t)o->batch);
+	int32_t *labels = malloc(sizeof(int32_t) * 2 * (size_t)o->batch);
+	uint64_t *ids = malloc(sizeof(uint64_t) * 2 * (size_t)o->batch);
 	int status = MP_TRAIN_FAILED;
 	char what[64];
 	sums val = {0};
 	mp_schedule sched = o->schedule;
 	sched.base = o->lr;
 	sched.epochs = o->epochs;
-	if (!images || !probs || !labels || !ids) {
+	if (!slot[0] || !slot[1] || !probs || !labels || !ids) {
 		mp_seterr(e, "out of memory");
 		goto out;
 	}
+	int32_t *lab[2] = {labels, labels + o->batch};
+	uint64_t *idv[2] = {ids, ids + o->batch};
 	for (; t->epoch < o->epochs; t->epoch++, t->batch = 0) {
 		if (mp_loader_start_at(t->train, (uint64_t)t->epoch, (uint64_t)t->batch, e) < 0)
 			goto out;
@@ -822,16 +827,29 @@ static int run(trainer *t, mp_error *e)
 		mp_progress p;
 		/* counted in images, so the bar's rate is images/s */
 		mp_progress_init(&p, what, (uint64_t)(t->steps_per_epoch * o->batch), o->quiet);
-		int stop = 0, n, rc = 0;
+		int stop = 0, n = 0, rc = 0, cur = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
-		while (!stop && (rc = mp_loader_next(t->train, images, labels, ids, &n, e)) == 1) {
+		rc = mp_loader_next(t->train, slot[cur], lab[cur], idv[cur], &n, e);
+		while (!stop && rc == 1) {
 			double loss;
 			t->lr = mp_schedule_lr(&sched, t->epoch, t->batch, t->steps_per_epoch);
-			if (check_labels(t, o->train_db, labels, ids, n, e) < 0 ||
-			    mp_resnet_train_step(t->net, images, labels, n, size, size,
-						 (float)o->smoothing, (float)t->lr, (float)o->momentum,
-						 (float)o->wd, &loss, probs, e) < 0)
+			if (check_labels(t, o->train_db, lab[cur], idv[cur], n, e) < 0 ||
+			    mp_resnet_train_start(t->net, slot[cur], lab[cur], n, size, size,
+						  (float)o->smoothing, (float)t->lr,
+						  (float)o->momentum, (float)o->wd, e) < 0)
 				goto out;
+			/* the next batch loads into the other slot while the device
+			 * runs this step (where it is a graph; on the CPU the step
+			 * has run already) */
+			int n_next = 0, rc_next = 0;
+			if (!(o->max_steps > 0 && t->step + 1 >= o->max_steps) && !(o->stop && *o->stop))
+				rc_next = mp_loader_next(t->train, slot[1 - cur], lab[1 - cur],
+							 idv[1 - cur], &n_next, e);
+			mp_error step_e;
+			if (mp_resnet_train_finish(t->net, &loss, probs, &step_e) < 0) {
+				*e = step_e;
+				goto out;
+			}
 			/* the update has been made; the weights are not saved from here
 			 * on, the last checkpoint stays the last good one */
 			if (!isfinite(loss)) {
@@ -851,7 +869,7 @@ static int run(trainer *t, mp_error *e)
 			sums *both[2] = {&t->epoch_sums, &t->interval};
 			for (int k = 0; k < 2; k++) {
 				both[k]->loss += loss * n;
-				score(probs, labels, n, classes, both[k]);
+				score(probs, lab[cur], n, classes, both[k]);
 				both[k]->seconds += dt;
 			}
 			if (o->log_every > 0 && t->step % o->log_every == 0) {
@@ -869,6 +887,9 @@ static int run(trainer *t, mp_error *e)
 				stop = STOP_SIGNAL;
 			else if (o->max_steps > 0 && t->step >= o->max_steps)
 				stop = STOP_MAX_STEPS;
+			cur = 1 - cur;
+			n = n_next;
+			rc = rc_next; /* a loader error ends the loop below, as before */
 		}
 		mp_progress_done(&p);
 		if (!stop && rc < 0)

@@ -185,7 +185,7 @@ typedef struct {
 
 	/* Recorded sequences of operations (a CUDA graph), run again as one
 	 * unit: launching a whole training step costs the host one call
-	 * instead of one per operation. Optional, all four or none.
+	 * instead of one per operation.
 	 *
 	 * graph_begin starts a recording: the operations called after it,
 	 * until graph_end, are recorded and not run (their outputs hold
@@ -201,13 +201,18 @@ typedef struct {
 	 *  - an operation that fails ends the recording: graph_end then
 	 *    returns -1 with that operation's message.
 	 * graph_end gives the recording in *graph (not run). graph_launch
-	 * runs it and returns when it is done: 0; 1 when it did not run
+	 * queues a run of it and returns: 0; 1 when it did not queue it
 	 * because memory of the backend's own that it uses has been replaced
 	 * since (its scratch grew for another operation): record it anew;
-	 * -1 on an error. graph_free releases it (NULL is fine). */
+	 * -1 on an error. The run reads and writes its host memory after
+	 * graph_launch returns: the caller leaves that memory alone until
+	 * graph_wait, which waits for every run queued (operations called
+	 * meanwhile run after them, in order). graph_free releases a graph
+	 * that is not running (NULL is fine). Optional, all five or none. */
 	int (*graph_begin)(mp_backend *be);
 	int (*graph_end)(mp_backend *be, void **graph);
 	int (*graph_launch)(mp_backend *be, void *graph);
+	int (*graph_wait)(mp_backend *be);
 	void (*graph_free)(mp_backend *be, void *graph);
 
 	/* Frees the backend's own state (handles, pools); may be NULL. */

@@ -2,11 +2,15 @@
  * the graph operations of kernels/backend.h (graph_begin, graph_end,
  * graph_launch, graph_free) to a backend that has none, with the
  * interface's rules. Between graph_begin and graph_end every operation is
- * stored with its arguments instead of run; graph_launch runs the stored
- * list in order. Like a CUDA graph it keeps host pointers as addresses and
- * reads or writes them at each launch, and it enforces what a real graph
- * would only get wrong silently: host memory not from host_alloc,
- * alloc/release while recording, an operation it cannot record. Hooks
+ * stored with its arguments instead of run; graph_launch queues the
+ * stored list, which runs at graph_wait or before the next operation, as
+ * a device stream would order it: the host's writes between launch and
+ * wait are seen by the run, as they would be on a GPU, so a caller that
+ * touches the run's memory too early gets wrong results here too. Like a
+ * CUDA graph it keeps host pointers as addresses and reads or writes them
+ * when it runs, and it enforces what a real graph would only get wrong
+ * silently: host memory not from host_alloc, alloc/release while
+ * recording, an operation it cannot record. Hooks
  * make a launch report stale memory (rec.stale_next) and graph_begin fail
  * (rec.fail_begin); rec.launches and rec.begins count.
  *
@@ -51,6 +55,8 @@ static struct {
 		size_t n;
 	} host[64];
 	int nhost;
+	const recording *queued[8]; /* launched, not yet run */
+	int nqueued;
 	/* test hooks */
 	int fail_begin, stale_next;
 	long launches, begins;
@@ -98,10 +104,15 @@ static int host_ok(mp_backend *be, const char *op, const void *p, size_t bytes)
 	return 0;
 }
 
+static int flush(mp_backend *be);
+
+/* Recording: store the call. Else run what is queued first, in order. */
 #define RECORD(kind, ...)                                                      \
 	do {                                                                   \
 		if (rec.recording)                                             \
 			return store(be, (call){.op = (kind), __VA_ARGS__});   \
+		if (flush(be) < 0)                                             \
+			return -1;                                             \
 	} while (0)
 
 static int r_upload(mp_backend *be, mp_tensor *t, const float *h)
@@ -232,6 +243,8 @@ static int r_sgd(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		}
 		return 0;
 	}
+	if (flush(be) < 0)
+		return -1;
 	return rec.inner->sgd_step(be, w, g, v, count, lr, m, wd);
 }
 static int r_bnr_f(mp_backend *be, const mp_tensor *x, mp_bn *bn, const mp_tensor *res,
@@ -251,12 +264,16 @@ static int r_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 {
 	if (rec.recording)
 		return refuse(be, "alloc while recording");
+	if (flush(be) < 0)
+		return -1;
 	return rec.inner->alloc(be, t, n, c, h, w);
 }
 static void r_release(mp_backend *be, mp_tensor *t)
 {
 	if (rec.recording)
 		refuse(be, "release while recording");
+	else
+		flush(be);
 	rec.inner->release(be, t);
 }
 static int r_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int s, int p,
@@ -264,6 +281,8 @@ static int r_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn
 {
 	if (rec.recording)
 		return refuse(be, "conv_bn_prepare cannot be recorded");
+	if (flush(be) < 0)
+		return -1;
 	return rec.inner->conv_bn_prepare(be, w, bn, s, p, prep);
 }
 static int r_conv_bn(mp_backend *be, const mp_tensor *x, const mp_tensor *w, const mp_tensor *prep,
@@ -271,6 +290,8 @@ static int r_conv_bn(mp_backend *be, const mp_tensor *x, const mp_tensor *w, con
 {
 	if (rec.recording)
 		return refuse(be, "conv_bn_forward_infer cannot be recorded");
+	if (flush(be) < 0)
+		return -1;
 	return rec.inner->conv_bn_forward_infer(be, x, w, prep, res, relu, y, s, p);
 }
 
@@ -387,23 +408,48 @@ static int replay(mp_backend *be, const call *c)
 	return -1;
 }
 
+/* Runs the queued recordings, in order. */
+static int flush(mp_backend *be)
+{
+	const int n = rec.nqueued;
+	rec.nqueued = 0;
+	for (int q = 0; q < n; q++)
+		for (int i = 0; i < rec.queued[q]->n; i++)
+			if (replay(be, &rec.queued[q]->calls[i]) < 0)
+				return -1;
+	return 0;
+}
+
 static int r_graph_launch(mp_backend *be, void *graph)
 {
 	if (rec.stale_next) {
 		rec.stale_next = 0;
 		return 1;
 	}
-	const recording *r = graph;
-	for (int i = 0; i < r->n; i++)
-		if (replay(be, &r->calls[i]) < 0)
-			return -1;
+	if (rec.recording)
+		return refuse(be, "graph_launch while recording");
+	if (rec.nqueued == (int)(sizeof rec.queued / sizeof rec.queued[0]) && flush(be) < 0)
+		return -1;
+	rec.queued[rec.nqueued++] = graph;
 	rec.launches++;
 	return 0;
+}
+
+static int r_graph_wait(mp_backend *be)
+{
+	return flush(be);
 }
 
 static void r_graph_free(mp_backend *be, void *graph)
 {
 	(void)be;
+	for (int q = 0; q < rec.nqueued; q++)
+		if (rec.queued[q] == graph) {
+			/* a caller error that a GPU would not report */
+			fprintf(stderr, "graph_recorder: graph_free of a graph launched and not "
+					"waited for\n");
+			abort();
+		}
 	if (graph)
 		drop(graph);
 }
@@ -446,6 +492,7 @@ static void recorder_install(mp_backend *be)
 	o->graph_begin = r_graph_begin;
 	o->graph_end = r_graph_end;
 	o->graph_launch = r_graph_launch;
+	o->graph_wait = r_graph_wait;
 	o->graph_free = r_graph_free;
 	be->ops = o;
 }

@@ -156,6 +156,7 @@ static int op_timer_install(mp_backend *be, int wait)
 	timed_ops.graph_begin = NULL;
 	timed_ops.graph_end = NULL;
 	timed_ops.graph_launch = NULL;
+	timed_ops.graph_wait = NULL;
 	timed_ops.graph_free = NULL;
 	be->ops = &timed_ops;
 	return wait ? inner->alloc(be, &probe_one, 1, 1, 1, 1) : 0;

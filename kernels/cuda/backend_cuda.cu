@@ -241,8 +241,14 @@ static int cuda_graph_launch(mp_backend *be, void *graph)
 		return mp_cpu_fail(be, "%s: no graph", op);
 	if (g->mem_gen != s->mem_gen)
 		return 1; // it would use memory since freed: record anew
+	// queued: the host goes on (loads the next batch) while it runs
 	CUDA_CHECK(op, cudaGraphLaunch(g->exec, s->stream));
-	CUDA_CHECK(op, cudaStreamSynchronize(s->stream));
+	return 0;
+}
+
+static int cuda_graph_wait(mp_backend *be)
+{
+	CUDA_CHECK("graph_wait", cudaStreamSynchronize(mp_cuda(be)->stream));
 	return 0;
 }
 
@@ -324,6 +330,7 @@ static mp_backend_ops make_ops(int graphs)
 		o.graph_begin = cuda_graph_begin;
 		o.graph_end = cuda_graph_end;
 		o.graph_launch = cuda_graph_launch;
+		o.graph_wait = cuda_graph_wait;
 		o.graph_free = cuda_graph_free;
 	}
 	return o;

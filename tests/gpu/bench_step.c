@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const size_t count = (size_t)n * 3 * size * size;
-	float *x = mp_resnet_input(net, n, size, size, &e); /* as mp-train's batches */
+	float *x = mp_resnet_input(net, 0, n, size, size, &e); /* as mp-train's batches */
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
 	float *logits = malloc((size_t)n * c.classes * sizeof *logits);

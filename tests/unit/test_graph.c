@@ -10,8 +10,9 @@
  * the rate changes every step, the labels and images change, an
  * evaluation pass reallocates the buffers, the batch size changes, a
  * launch is stale, recording fails (a warning, then op by op), and the
- * images come from elsewhere than mp_resnet_input; and that the graph is
- * really used (recordings and launches counted). */
+ * images come from elsewhere than mp_resnet_input; started and finished
+ * in halves with the next batch loaded in between, as mp-train runs it;
+ * and that the graph is really used (recordings and launches counted). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,7 +93,7 @@ static void step_both(side *graph, side *plain, int n, float lr, int elsewhere)
 {
 	mp_error e;
 	float *x = elsewhere ? malloc((size_t)n * 3 * S * S * sizeof *x)
-			     : mp_resnet_input(graph->net, n, S, S, &e);
+			     : mp_resnet_input(graph->net, 0, n, S, S, &e);
 	assert_non_null(x);
 	int32_t labels[8];
 	random_batch(x, labels, n);
@@ -247,6 +248,62 @@ static void failed_recording_and_foreign_images(void **state)
 	free_pair(&g, &p);
 }
 
+/* As mp-train runs it: each step started from one input slot, the next
+ * batch loaded into the other slot and the caller's labels reused while it
+ * runs (the recorder runs a launched graph only at graph_wait, so a step
+ * that read any of these late would see them changed), then finished. Two
+ * recordings, one per slot; the same bits as the four calls. And one step
+ * at a time. */
+static void pipelined_steps(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('B', &g, &p);
+	mp_error e;
+	float *in[2] = {mp_resnet_input(g.net, 0, N, S, S, &e), mp_resnet_input(g.net, 1, N, S, S, &e)};
+	assert_non_null(in[0]);
+	assert_non_null(in[1]);
+	const size_t batch = (size_t)N * 3 * S * S;
+	float *x = malloc(batch * sizeof *x), pg[N * CLASSES], pp[N * CLASSES];
+	assert_non_null(x);
+	int32_t lab[N], cur[N];
+	random_batch(in[0], lab, N);
+	const float rates[6] = {0.1f, 0.05f, 0.2f, 0.01f, 0.1f, 0.0f};
+	for (int s = 0; s < 6; s++) {
+		memcpy(cur, lab, sizeof cur);
+		memcpy(x, in[s % 2], batch * sizeof *x);
+		if (mp_resnet_train_start(g.net, in[s % 2], lab, N, S, S, 0.1f, rates[s], 0.9f, 5e-4f,
+					  &e) < 0)
+			fail_msg("start %d: %s", s + 1, e.msg);
+		random_batch(in[(s + 1) % 2], lab, N); /* while it runs */
+		double lg, lp;
+		if (mp_resnet_train_finish(g.net, &lg, pg, &e) < 0)
+			fail_msg("finish %d: %s", s + 1, e.msg);
+		if (mp_resnet_forward(p.net, x, N, S, S, 1, &e) < 0 ||
+		    mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e) < 0 ||
+		    mp_resnet_backward(p.net, &e) < 0 ||
+		    mp_resnet_sgd(p.net, rates[s], 0.9f, 5e-4f, &e) < 0)
+			fail_msg("four calls: %s", e.msg);
+		if (lg != lp)
+			fail_msg("step %d: loss %.17g against %.17g", s + 1, lg, lp);
+		assert_memory_equal(pg, pp, sizeof pg);
+	}
+	counts(&g, 2, 5);
+	same_state(&g, &p);
+
+	double loss;
+	assert_int_equal(mp_resnet_train_start(g.net, in[0], lab, N, S, S, 0, 0.1f, 0.9f, 0, &e), 0);
+	assert_int_equal(mp_resnet_train_start(g.net, in[1], lab, N, S, S, 0, 0.1f, 0.9f, 0, &e), -1);
+	assert_string_equal(e.msg, "a training step was started and not finished");
+	assert_int_equal(mp_resnet_train_finish(g.net, &loss, NULL, &e), 0);
+	assert_int_equal(mp_resnet_train_finish(g.net, &loss, NULL, &e), -1);
+	assert_string_equal(e.msg, "no training step to finish");
+	/* freeing the network waits for a step still running */
+	assert_int_equal(mp_resnet_train_start(g.net, in[1], lab, N, S, S, 0, 0.1f, 0.9f, 0, &e), 0);
+	free(x);
+	free_pair(&g, &p);
+}
+
 /* The recorder holds the interface's rules: host memory from elsewhere,
  * or an allocation, ends a recording with the reason. */
 static void recorder_rules(void **state)
@@ -302,7 +359,7 @@ static void train_step_refuses_bad_labels(void **state)
 	side g, p;
 	make_pair('A', &g, &p);
 	mp_error e;
-	float *x = mp_resnet_input(g.net, N, S, S, &e);
+	float *x = mp_resnet_input(g.net, 0, N, S, S, &e);
 	int32_t labels[N];
 	double loss;
 	for (int s = 0; s < 3; s++) {
@@ -334,6 +391,7 @@ int main(void)
 		cmocka_unit_test(rerecorded_after_eval_and_new_batch),
 		cmocka_unit_test(stale_graph_rerecorded),
 		cmocka_unit_test(failed_recording_and_foreign_images),
+		cmocka_unit_test(pipelined_steps),
 		cmocka_unit_test(recorder_rules),
 		cmocka_unit_test(train_step_refuses_bad_labels),
 	};
