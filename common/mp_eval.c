@@ -447,7 +447,9 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 		}
 
 	base = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
-	vbuf = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
+	/* the views go straight into the network's input slot, which a
+	 * recorded pass reads (page-locked on a GPU) */
+	vbuf = mp_resnet_input(ev->net, 0, n, maxs, maxs, e);
 	logits = malloc(sizeof(float) * (size_t)C * (size_t)n);
 	acc = calloc((size_t)C * (size_t)n, sizeof *acc);
 	pscale = malloc(sizeof(double) * (size_t)C * (size_t)n);
@@ -483,8 +485,7 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 				    dump_view(o->dump_views, items[i].index, s, v, vbuf + i * vplane, vs,
 					      ev->mean, e) < 0)
 					goto out;
-			if (mp_resnet_forward(ev->net, vbuf, n, vs, vs, 0, e) < 0 ||
-			    mp_resnet_logits(ev->net, logits, e) < 0)
+			if (mp_resnet_predict(ev->net, vbuf, n, vs, vs, logits, e) < 0)
 				goto out;
 			for (int i = 0; i < n; i++) {
 				double *a = acc + (size_t)i * C;
@@ -559,7 +560,7 @@ out:
 	free(errs);
 	free(failed);
 	free(base);
-	free(vbuf);
+	/* vbuf is the network's */
 	free(logits);
 	free(acc);
 	free(pscale);

@@ -56,6 +56,24 @@ typedef struct {
 
 enum { STEP_NONE, STEP_DONE, STEP_LAUNCHED };
 
+/* The inference forward pass and the logits' download as one graph
+ * (mp_resnet_predict), for one shape at a time. */
+typedef struct {
+	int n, h, w;
+	unsigned long layout, prep_gen;
+} predict_shape;
+
+typedef struct {
+	void *graph;
+	predict_shape shape;
+	const float *images;
+	predict_shape last_plain;
+	int have_last_plain;
+	float *logits; /* n x classes, written by the graph */
+	size_t logits_cap;
+	long recorded, launched;
+} predict_graph;
+
 /* Activations of one block for the current batch shape, and their grads. */
 typedef struct {
 	int cin, cout, stride, proj;
@@ -97,7 +115,9 @@ struct mp_resnet {
 	 * momentum buffer: a recorded step uses the buffers it was recorded
 	 * with. */
 	unsigned long layout;
+	unsigned long prep_gen; /* bumped by every preparation of the inference forms */
 	step_graph graph;
+	predict_graph pgraph;
 	/* The convolutions' inference forms are current: cleared by every
 	 * change of a parameter or running statistic (upload, init, SGD, a
 	 * training forward pass). */
@@ -357,6 +377,13 @@ static void release_graph(mp_resnet *net)
 	g->probs = NULL;
 	g->scalars = NULL;
 	g->probs_cap = 0;
+	predict_graph *pg = &net->pgraph;
+	if (pg->graph)
+		be->ops->graph_free(be, pg->graph);
+	pg->graph = NULL;
+	mp_backend_host_free(be, pg->logits);
+	pg->logits = NULL;
+	pg->logits_cap = 0;
 }
 
 void mp_resnet_free(mp_resnet *net)
@@ -716,6 +743,7 @@ static int forward_fused(mp_resnet *net, mp_error *e)
 				return -1;
 		}
 		net->prepared = 1;
+		net->prep_gen++; /* new inference forms: a recorded pass used the old */
 	}
 	const conv_layer *sc = &net->stem_conv;
 	mp_tensor *stem = &net->slots[0][4];
@@ -1028,14 +1056,18 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 void mp_resnet_use_graphs(mp_resnet *net, int on)
 {
 	net->graph.off = !on;
-	if (!on && net->graph.pending != STEP_LAUNCHED)
+	if (!on && net->graph.pending != STEP_LAUNCHED) {
 		free_recordings(net);
+		if (net->pgraph.graph)
+			net->be->ops->graph_free(net->be, net->pgraph.graph);
+		net->pgraph.graph = NULL;
+	}
 }
 
-void mp_resnet_graph_counts(const mp_resnet *net, long *recorded, long *launched)
+void mp_resnet_graph_counts(const mp_resnet *net, int train, long *recorded, long *launched)
 {
-	*recorded = net->graph.recorded;
-	*launched = net->graph.launched;
+	*recorded = train ? net->graph.recorded : net->pgraph.recorded;
+	*launched = train ? net->graph.launched : net->pgraph.launched;
 }
 
 static int have_graphs(const mp_resnet *net)
@@ -1223,4 +1255,113 @@ int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *lab
 	    0)
 		return -1;
 	return mp_resnet_train_finish(net, loss, probs, e);
+}
+
+/* ---- inference, recorded as a graph where the backend can ------------------------- */
+
+static int same_predict_shape(const predict_shape *a, const predict_shape *b)
+{
+	return a->n == b->n && a->h == b->h && a->w == b->w && a->layout == b->layout &&
+	       a->prep_gen == b->prep_gen;
+}
+
+/* Records the inference pass reading images (an input slot) and writing
+ * the logits to pg->logits. Nothing runs. 0, or -1 with the reason in e. */
+static int record_predict(mp_resnet *net, const predict_shape *k, const float *images,
+			  mp_error *e)
+{
+	mp_backend *be = net->be;
+	predict_graph *pg = &net->pgraph;
+	if (be->ops->graph_begin(be) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(be));
+	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 0, e);
+	if (rc == 0 && be->ops->download(be, &net->logits, pg->logits) < 0)
+		rc = mp_seterr(e, "%s", mp_backend_error(be));
+	void *graph = NULL;
+	if (be->ops->graph_end(be, &graph) < 0 && rc == 0)
+		rc = mp_seterr(e, "%s", mp_backend_error(be));
+	if (rc < 0 || net->layout != k->layout || net->prep_gen != k->prep_gen) {
+		be->ops->graph_free(be, graph);
+		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
+	}
+	pg->graph = graph;
+	pg->shape = *k;
+	pg->images = images;
+	pg->recorded++;
+	return 0;
+}
+
+int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, float *logits,
+		      mp_error *e)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	predict_graph *pg = &net->pgraph;
+	if (g->pending)
+		return mp_seterr(e, "a training step was started and not finished");
+	if (!have_graphs(net) || g->off || !be->ops->conv_bn_forward_infer) {
+		if (mp_resnet_forward(net, images, n, h, w, 0, e) < 0)
+			return -1;
+		return mp_resnet_logits(net, logits, e);
+	}
+	if (n < 1)
+		return mp_seterr(e, "a batch needs at least 1 image");
+	const size_t nlogits = (size_t)n * net->cfg.classes;
+	if (nlogits > pg->logits_cap) {
+		if (pg->graph)
+			be->ops->graph_free(be, pg->graph); /* it writes the old buffer */
+		pg->graph = NULL;
+		mp_backend_host_free(be, pg->logits);
+		pg->logits_cap = 0;
+		if (!(pg->logits = mp_backend_host_alloc(be, nlogits * sizeof(float))))
+			return mp_seterr(e, "out of memory");
+		pg->logits_cap = nlogits;
+	}
+	/* a recorded pass reads its batch from an input slot */
+	const float *input = images;
+	if (images != g->inputs[0] && images != g->inputs[1]) {
+		float *slot = mp_resnet_input(net, 0, n, h, w, e);
+		if (!slot)
+			return -1;
+		memcpy(slot, images, (size_t)n * 3 * h * w * sizeof(float));
+		input = slot;
+	}
+	predict_shape k = {n, h, w, net->layout, net->prep_gen};
+	/* a pass that has to prepare the inference forms runs op by op */
+	const int ready = net->prepared && net->lean && net->n == n;
+	if (pg->graph && !(ready && pg->images == input && same_predict_shape(&pg->shape, &k))) {
+		be->ops->graph_free(be, pg->graph);
+		pg->graph = NULL;
+	}
+	if (!pg->graph && ready && pg->have_last_plain && same_predict_shape(&pg->last_plain, &k)) {
+		mp_error why;
+		if (record_predict(net, &k, input, &why) < 0) {
+			mp_warnx("the inference pass is not recorded as a graph (%s): each operation "
+				 "is launched on its own",
+				 why.msg);
+			g->off = 1;
+		}
+	}
+	if (pg->graph) {
+		int rc = be->ops->graph_launch(be, pg->graph);
+		if (rc == 0 && be->ops->graph_wait(be) < 0)
+			rc = -1;
+		if (rc < 0)
+			return mp_seterr(e, "%s", mp_backend_error(be));
+		if (rc == 0) {
+			pg->launched++;
+			memcpy(logits, pg->logits, nlogits * sizeof(float));
+			/* the state mp_resnet_forward leaves */
+			net->have_forward = 1;
+			net->have_loss = net->train = 0;
+			return 0;
+		}
+		be->ops->graph_free(be, pg->graph); /* stale: record anew */
+		pg->graph = NULL;
+	}
+	if (mp_resnet_forward(net, input, n, h, w, 0, e) < 0 || mp_resnet_logits(net, logits, e) < 0)
+		return -1;
+	pg->last_plain = (predict_shape){n, h, w, net->layout, net->prep_gen};
+	pg->have_last_plain = 1;
+	return 0;
 }

@@ -123,9 +123,19 @@ int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *lab
  * NULL when out of memory. */
 #define MP_RESNET_INPUT_SLOTS 2
 float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
+/* mp_resnet_forward in inference mode and mp_resnet_logits, with the same
+ * results to the bit. On a backend with graphs and the fused inference
+ * convolutions (CUDA), a pass is recorded at the second pass of a shape
+ * (one shape at a time, so not between the alternating sizes of a
+ * multiscale evaluation), and again after the weights or buffers change,
+ * then launched with one call. The images are read from an input slot as
+ * mp_resnet_train_start's are (copied into slot 0 from elsewhere). */
+int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, float *logits,
+		      mp_error *e);
 /* Graphs on (the default, where the backend has them) or off. */
 void mp_resnet_use_graphs(mp_resnet *net, int on);
-/* How many steps were recorded and launched as graphs. */
-void mp_resnet_graph_counts(const mp_resnet *net, long *recorded, long *launched);
+/* How many training steps (train 1) or inference passes (train 0) were
+ * recorded and launched as graphs. */
+void mp_resnet_graph_counts(const mp_resnet *net, int train, long *recorded, long *launched);
 
 #endif

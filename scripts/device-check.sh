@@ -40,9 +40,9 @@
 #               timing among nondeterministic ones too; then on the legacy
 #               default stream (MP_CUDA_STREAM=legacy); each logs its
 #               choices (MP_CUDNN_LOG=1)
-#   bench-ours-eval-bf16, bench-ours-eval-fp32
+#   bench-ours-eval-bf16, bench-ours-eval-fp32, bench-ours-eval-bf16-no-graph
 #               evaluation: the inference forward pass and the logits'
-#               download, as mp-eval's
+#               download, as mp-eval's (a CUDA graph, and op by op)
 #   bench-torch-eager, -compile, -fp32, profile-torch
 #               PyTorch (scripts/mp_resnet.py's ResNet) on the same
 #               network and batch: bf16 autocast + channels_last, eager
@@ -463,7 +463,7 @@ ours_eval() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 	if run "$stage" 60 "$BIN/tests/gpu/bench_step" "$2" "$3" "$4" "$5" "$6" "$1" eval; then
 		line=$(awk -F'\t' -v b="$2" '$1 == b' "$LOGS/$stage.log" | tail -1)
 		OURS[eval-$1]=$line
-		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s"
+		record "$stage" ok "$ELAPSED" "${7:-}$(echo "$line" | cut -f4) images/s; $(graph_use "$LOGS/$stage.log")"
 	else
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
@@ -473,6 +473,11 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cuda 128 20 112 3
 	ours_eval bf16 cuda 128 20 112 3
 	ours_eval fp32 cuda 128 20 112 3
+	if run bench-ours-eval-bf16-no-graph 60 env MP_CUDA_GRAPH=0 "$BIN/tests/gpu/bench_step" cuda 128 20 112 3 bf16 eval; then
+		record bench-ours-eval-bf16-no-graph ok "$ELAPSED" "MP_CUDA_GRAPH=0: $(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-eval-bf16-no-graph.log" | tail -1 | cut -f4) images/s"
+	else
+		record bench-ours-eval-bf16-no-graph FAIL "$ELAPSED" "see bench-ours-eval-bf16-no-graph.log"
+	fi
 	# batch 256: a step bound by the host's launches gains per image, one
 	# bound by the GPU does not
 	if run bench-ours-bf16-b256 60 "$BIN/tests/gpu/bench_step" cuda 256 10 112 2 bf16; then

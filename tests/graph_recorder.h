@@ -28,7 +28,7 @@
 enum {
 	R_UPLOAD, R_DOWNLOAD, R_FILL, R_CONV_F, R_CONV_B, R_BN_F, R_BN_I, R_BN_B, R_RELU_F,
 	R_RELU_B, R_ADD, R_SC_F, R_SC_B, R_POOL_F, R_POOL_B, R_LIN_F, R_LIN_B, R_XENT_F,
-	R_XENT_B, R_SGD, R_BNR_F, R_BNR_B,
+	R_XENT_B, R_SGD, R_BNR_F, R_BNR_B, R_CONV_BN,
 };
 
 typedef struct {
@@ -288,10 +288,7 @@ static int r_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn
 static int r_conv_bn(mp_backend *be, const mp_tensor *x, const mp_tensor *w, const mp_tensor *prep,
 		     const mp_tensor *res, int relu, mp_tensor *y, int s, int p)
 {
-	if (rec.recording)
-		return refuse(be, "conv_bn_forward_infer cannot be recorded");
-	if (flush(be) < 0)
-		return -1;
+	RECORD(R_CONV_BN, .p = {x, w, prep, res, y}, .i = {relu, s, p});
 	return rec.inner->conv_bn_forward_infer(be, x, w, prep, res, relu, y, s, p);
 }
 
@@ -400,6 +397,9 @@ static int replay(mp_backend *be, const call *c)
 	}
 	case R_BNR_F:
 		return o->bn_relu_forward_train(be, p[0], (mp_bn *)p[1], p[2], (mp_tensor *)p[3]);
+	case R_CONV_BN:
+		return o->conv_bn_forward_infer(be, p[0], p[1], p[2], p[3], c->i[0], (mp_tensor *)p[4],
+						c->i[1], c->i[2]);
 	case R_BNR_B:
 		return o->bn_relu_backward(be, p[0], p[1], p[2], p[3], (mp_tensor *)p[4],
 					   (mp_tensor *)p[5], (mp_tensor *)p[6], (mp_tensor *)p[7]);

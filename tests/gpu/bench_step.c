@@ -2,8 +2,10 @@
  * 9, widths 32,64,128,256, shortcut A, 112 px) on any backend by name
  * (cpu, cpu-ref, cuda, auto), on random mean-subtracted images uploaded
  * every step, as mp-train and mp-eval do. MODE train (the default): forward
- * in training mode, loss, backward, SGD; MODE eval: the inference forward
- * pass and the logits' download, as mp-eval's. WARMUP untimed steps (cuDNN
+ * in training mode, loss, backward, SGD (mp_resnet_train_step); MODE
+ * eval: the inference forward pass and the logits' download, as mp-eval's
+ * (mp_resnet_predict). Either is a CUDA graph after its first step where
+ * the backend has graphs. WARMUP untimed steps (cuDNN
  * chooses its algorithms in the first), then STEPS timed ones, ended by a
  * download that waits for the device. Prints one line:
  *   backend <tab> batch <tab> size <tab> images/s <tab> s/step <tab>
@@ -47,10 +49,7 @@ static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, in
 {
 	double loss;
 	if (eval)
-		return mp_resnet_forward(net, x, n, size, size, 0, e) < 0 ||
-				       mp_resnet_logits(net, logits, e) < 0
-			       ? -1
-			       : 0;
+		return mp_resnet_predict(net, x, n, size, size, logits, e);
 	return mp_resnet_train_step(net, x, labels, n, size, size, 0.0f, 0.1f, 0.9f, 5e-4f, &loss,
 				    logits, e);
 }
@@ -138,11 +137,10 @@ int main(int argc, char **argv)
 		1e3 * (cpu_seconds() - c0) / steps);
 	const double fwd = mp_resnet_flops(net, size);
 	long recorded, launched;
-	mp_resnet_graph_counts(net, &recorded, &launched);
-	if (!eval)
-		fprintf(stderr, "bench_step: training steps recorded as a graph %ld time(s), launched "
-				"as one %ld time(s)\n",
-			recorded, launched);
+	mp_resnet_graph_counts(net, !eval, &recorded, &launched);
+	fprintf(stderr, "bench_step: %s recorded as a graph %ld time(s), launched as one %ld "
+			"time(s)\n",
+		eval ? "inference passes" : "training steps", recorded, launched);
 	if (by_op)
 		op_timer_report(steps);
 	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\t%s\t%s\n", name, n, size, n / dt, dt,

@@ -7,8 +7,10 @@
  * statistics), with shortcut A and B; that two GPU runs from the same
  * weights give the same bits; that the training step recorded as a CUDA
  * graph (mp_resnet_train_step) gives the same bits as op by op, and is
- * recorded again after an inference pass; and a 20-step training run on
- * learnable data whose loss falls on the GPU as it does on the CPU.
+ * recorded again after an inference pass; that the inference pass
+ * recorded as a graph (mp_resnet_predict) gives the same logits; and a
+ * 20-step training run on learnable data whose loss falls on the GPU as
+ * it does on the CPU.
  *
  * Tolerance: RTOL (1e-3) of the largest |ref| of each tensor. The CUDA
  * convolutions run in fp32 without TF32 (CUDNN_FMA_MATH), so the expected
@@ -1068,7 +1070,7 @@ static void test_graph_step(void)
 	}
 	long recorded, launched;
 	if (g)
-		mp_resnet_graph_counts(g, &recorded, &launched);
+		mp_resnet_graph_counts(g, 1, &recorded, &launched);
 	if (ok && (recorded != 2 || launched != STEPS - 1))
 		fail("recorded %ld, launched %ld; expected 2 and %d", recorded, launched, STEPS - 1);
 	if (p)
@@ -1105,7 +1107,7 @@ static void test_graph_step(void)
 			ok = 0;
 		}
 	if (ok) {
-		mp_resnet_graph_counts(g, &recorded, &launched);
+		mp_resnet_graph_counts(g, 1, &recorded, &launched);
 		printf("#   after an inference pass and 3 steps: recorded %ld, launched %ld\n",
 		       recorded, launched);
 		if (recorded != 3 || launched != STEPS + 1)
@@ -1115,6 +1117,58 @@ static void test_graph_step(void)
 	for (int s = 0; s < STEPS; s++)
 		free(x[s]);
 	free(probs_g);
+	mp_resnet_free(g);
+	mp_resnet_free(p);
+	end(name);
+}
+
+/* The inference pass recorded as a graph (mp_resnet_predict, as mp-eval
+ * runs it): four passes (the first op by op, the second recorded, all but
+ * the first launched) give the same logits, to the bit, as forward + logits of the
+ * same net op by op. */
+static void test_predict_graph(void)
+{
+	enum { PASSES = 4, N = 8 };
+	const char *name = "inference pass as a graph: the same logits as op by op";
+	if (!dev->ops->graph_begin) {
+		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+		return;
+	}
+	begin();
+	mp_resnet_config c;
+	small_config(&c, 'B');
+	mp_resnet *g = make_net(&c, dev, 13), *p = make_net(&c, dev, 13);
+	const int size = c.input_size;
+	int32_t labels[N];
+	float *x[PASSES], lg[PASSES][N * 10], lp[N * 10];
+	for (int i = 0; i < PASSES; i++)
+		x[i] = make_images(N, size, c.classes, labels, 60);
+	mp_error e;
+	int ok = g && p;
+	for (int i = 0; ok && i < PASSES; i++)
+		if (mp_resnet_predict(g, x[i], N, size, size, lg[i], &e) < 0) {
+			fail("predict %d: %s", i + 1, e.msg);
+			ok = 0;
+		}
+	long recorded = 0, launched = 0;
+	if (ok) {
+		mp_resnet_graph_counts(g, 0, &recorded, &launched);
+		if (recorded != 1 || launched != PASSES - 1)
+			fail("recorded %ld, launched %ld; expected 1 and %d", recorded, launched,
+			     PASSES - 1);
+	}
+	for (int i = 0; ok && i < PASSES; i++) {
+		if (mp_resnet_forward(p, x[i], N, size, size, 0, &e) < 0 ||
+		    mp_resnet_logits(p, lp, &e) < 0) {
+			fail("forward %d: %s", i + 1, e.msg);
+			ok = 0;
+		} else if (memcmp(lp, lg[i], sizeof lp)) {
+			fail("pass %d: the logits differ (largest relative difference %.2e)", i + 1,
+			     rel_err(lg[i], lp, (size_t)N * 10));
+		}
+	}
+	for (int i = 0; i < PASSES; i++)
+		free(x[i]);
 	mp_resnet_free(g);
 	mp_resnet_free(p);
 	end(name);
@@ -1239,6 +1293,7 @@ int main(int argc, char **argv)
 	test_network('B');
 	test_reproducible();
 	test_graph_step();
+	test_predict_graph();
 	test_training();
 	const double worst_fp32 = worst;
 
@@ -1269,6 +1324,7 @@ int main(int argc, char **argv)
 		ref_rounds_bf16(0);
 		test_reproducible();
 		test_graph_step();
+		test_predict_graph();
 		test_training();
 	}
 

@@ -12,7 +12,9 @@
  * launch is stale, recording fails (a warning, then op by op), and the
  * images come from elsewhere than mp_resnet_input; started and finished
  * in halves with the next batch loaded in between, as mp-train runs it;
- * and that the graph is really used (recordings and launches counted). */
+ * inference passes (mp_resnet_predict) with the logits of forward +
+ * logits, through weight changes and alternating sizes; and that the
+ * graphs are really used (recordings and launches counted). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,7 +146,7 @@ static void same_state(side *graph, side *plain)
 static void counts(const side *graph, long recorded, long launched)
 {
 	long r, l;
-	mp_resnet_graph_counts(graph->net, &r, &l);
+	mp_resnet_graph_counts(graph->net, 1, &r, &l);
 	if (r != recorded || l != launched)
 		fail_msg("recorded %ld, launched %ld; expected %ld and %ld", r, l, recorded,
 			 launched);
@@ -304,6 +306,58 @@ static void pipelined_steps(void **state)
 	free_pair(&g, &p);
 }
 
+/* One inference pass of both: mp_resnet_predict on the recorder, forward +
+ * logits on the plain backend, size x size images; the same logits. */
+static void predict_both(side *graph, side *plain, int size)
+{
+	mp_error e;
+	const size_t count = (size_t)N * 3 * size * size;
+	float *x = malloc(count * sizeof *x), lg[N * CLASSES], lp[N * CLASSES];
+	assert_non_null(x);
+	for (size_t i = 0; i < count; i++)
+		x[i] = (float)(4 * mp_rng_uniform(&rng) - 2);
+	if (mp_resnet_predict(graph->net, x, N, size, size, lg, &e) < 0)
+		fail_msg("predict: %s", e.msg);
+	if (mp_resnet_forward(plain->net, x, N, size, size, 0, &e) < 0 ||
+	    mp_resnet_logits(plain->net, lp, &e) < 0)
+		fail_msg("forward: %s", e.msg);
+	assert_memory_equal(lg, lp, sizeof lg);
+	free(x);
+}
+
+static void predict_counts(const side *graph, long recorded, long launched)
+{
+	long r, l;
+	mp_resnet_graph_counts(graph->net, 0, &r, &l);
+	if (r != recorded || l != launched)
+		fail_msg("inference: recorded %ld, launched %ld; expected %ld and %ld", r, l, recorded,
+			 launched);
+}
+
+/* Inference passes as graphs: recorded at the second pass, launched after;
+ * recorded anew after a training step (new weights, new buffers); passes
+ * of alternating sizes (multiscale) run op by op. Always the logits of
+ * forward + logits. */
+static void predict_recorded(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	for (int i = 0; i < 4; i++)
+		predict_both(&g, &p, S);
+	predict_counts(&g, 1, 3);
+	step_both(&g, &p, N, 0.1f, 0);
+	predict_both(&g, &p, S); /* prepares the new weights: op by op */
+	predict_both(&g, &p, S);
+	predict_both(&g, &p, S);
+	predict_counts(&g, 2, 5);
+	for (int i = 0; i < 4; i++)
+		predict_both(&g, &p, i % 2 ? S : S + 4);
+	predict_counts(&g, 2, 5);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+}
+
 /* The recorder holds the interface's rules: host memory from elsewhere,
  * or an allocation, ends a recording with the reason. */
 static void recorder_rules(void **state)
@@ -392,6 +446,7 @@ int main(void)
 		cmocka_unit_test(stale_graph_rerecorded),
 		cmocka_unit_test(failed_recording_and_foreign_images),
 		cmocka_unit_test(pipelined_steps),
+		cmocka_unit_test(predict_recorded),
 		cmocka_unit_test(recorder_rules),
 		cmocka_unit_test(train_step_refuses_bad_labels),
 	};
