@@ -56,20 +56,29 @@ typedef struct {
 
 enum { STEP_NONE, STEP_DONE, STEP_LAUNCHED };
 
-/* The inference forward pass and the logits' download as one graph
- * (mp_resnet_predict), for one shape at a time. */
+/* The inference forward pass and the logits' download as graphs
+ * (mp_resnet_predict), one per shape: the view sizes of a multiscale
+ * evaluation take turns in the same buffers, reshaped in place. */
 typedef struct {
 	int n, h, w;
 	unsigned long layout, prep_gen;
 } predict_shape;
 
+#define PREDICT_RECORDINGS 8
+
 typedef struct {
-	void *graph;
-	predict_shape shape;
-	const float *images;
-	predict_shape last_plain;
-	int have_last_plain;
-	float *logits; /* n x classes, written by the graph */
+	struct {
+		void *graph;
+		predict_shape shape;
+		const float *images;
+		unsigned long used;
+	} rec[PREDICT_RECORDINGS];
+	unsigned long tick;
+	/* shapes that ran op by op with these buffers and weights: recording
+	 * needs one */
+	predict_shape warm[PREDICT_RECORDINGS];
+	int nwarm, warm_next;
+	float *logits; /* n x classes, written by the graphs */
 	size_t logits_cap;
 	long recorded, launched;
 } predict_graph;
@@ -108,6 +117,8 @@ struct mp_resnet {
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
 	int32_t *labels; /* from host_alloc: a recorded step reads them */
+	size_t labels_cap;
+	size_t img_cap; /* elements img's memory holds */
 	float smoothing;
 	int have_forward, have_loss, train;
 	mp_tensor lr; /* SGD's rate, (1, 1, 1, 1) */
@@ -344,11 +355,13 @@ static void release_activations(mp_resnet *net)
 			release(be, &net->slots[st][k]);
 			net->slot_cap[st][k] = 0;
 		}
+	net->img_cap = 0;
 	net->n = net->h = net->w = 0;
 	net->have_grads = net->lean = 0;
 	net->layout++;
 }
 
+/* The training steps' recordings and the inference passes'. */
 static void free_recordings(mp_resnet *net)
 {
 	step_graph *g = &net->graph;
@@ -356,6 +369,12 @@ static void free_recordings(mp_resnet *net)
 		if (g->rec[i].graph) {
 			net->be->ops->graph_free(net->be, g->rec[i].graph);
 			g->rec[i].graph = NULL;
+		}
+	predict_graph *pg = &net->pgraph;
+	for (int i = 0; i < PREDICT_RECORDINGS; i++)
+		if (pg->rec[i].graph) {
+			net->be->ops->graph_free(net->be, pg->rec[i].graph);
+			pg->rec[i].graph = NULL;
 		}
 }
 
@@ -378,9 +397,6 @@ static void release_graph(mp_resnet *net)
 	g->scalars = NULL;
 	g->probs_cap = 0;
 	predict_graph *pg = &net->pgraph;
-	if (pg->graph)
-		be->ops->graph_free(be, pg->graph);
-	pg->graph = NULL;
 	mp_backend_host_free(be, pg->logits);
 	pg->logits = NULL;
 	pg->logits_cap = 0;
@@ -575,12 +591,13 @@ static int fused_training(const mp_resnet *net, int train)
 }
 
 /* Makes t exactly (n, c, h, w), reallocating only when the shape changes. */
-static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+static int ensure(mp_resnet *net, mp_tensor *t, int n, int c, int h, int w)
 {
 	if (t->data && t->n == n && t->c == c && t->h == h && t->w == w)
 		return 0;
-	release(be, t);
-	return be->ops->alloc(be, t, n, c, h, w);
+	release(net->be, t);
+	net->layout++;
+	return net->be->ops->alloc(net->be, t, n, c, h, w);
 }
 
 #define CHECK(call)                                                              \
@@ -592,14 +609,16 @@ static int ensure(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 /* t shaped (n, c, h, w) in memory that holds *cap elements, reallocated
  * only when they do not fit (the backends allow a tensor's shape to
  * shrink in place). */
-static int fit(mp_backend *be, mp_tensor *t, size_t *cap, int n, int c, int h, int w)
+static int fit(mp_resnet *net, mp_tensor *t, size_t *cap, int n, int c, int h, int w)
 {
+	mp_backend *be = net->be;
 	const size_t count = (size_t)n * c * h * w;
 	if (t->data && count <= *cap) {
 		t->n = n, t->c = c, t->h = h, t->w = w;
 		return 0;
 	}
 	release(be, t);
+	net->layout++;
 	*cap = 0;
 	if (be->ops->alloc(be, t, n, c, h, w) < 0)
 		return -1;
@@ -623,7 +642,8 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	int sh = conv_out(h, sc->k, sc->stride, sc->pad), sw = conv_out(w, sc->k, sc->stride, sc->pad);
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
-	CHECK(ensure(be, &net->img, n, 3, h, w));
+	/* reshaped in place where it fits, as the evaluation slots */
+	CHECK(fit(net, &net->img, &net->img_cap, n, 3, h, w));
 	int ch = sh, cw = sw;
 	if (lean) {
 		/* the stem's outputs have the first stage's shape and use its slots */
@@ -634,7 +654,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 			cw = conv_out(cw, 3, b->stride, 1);
 			if (i % c->depth == 0)
 				for (int k = 0; k < 5; k++)
-					CHECK(fit(be, &net->slots[st][k], &net->slot_cap[st][k], n, b->cout,
+					CHECK(fit(net, &net->slots[st][k], &net->slot_cap[st][k], n, b->cout,
 						  ch, cw));
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
@@ -643,37 +663,41 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	}
 	/* fused training keeps no BN outputs and sums */
 	const int fused = fused_training(net, !lean);
-	CHECK(ensure(be, &net->stem_c, n, sc->cout, sh, sw));
-	CHECK(ensure(be, &net->stem_r, n, sc->cout, sh, sw));
+	CHECK(ensure(net, &net->stem_c, n, sc->cout, sh, sw));
+	CHECK(ensure(net, &net->stem_r, n, sc->cout, sh, sw));
 	if (!fused)
-		CHECK(ensure(be, &net->stem_b, n, sc->cout, sh, sw));
+		CHECK(ensure(net, &net->stem_b, n, sc->cout, sh, sw));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
 		mp_tensor *outs[] = {&b->c1, &b->r1, &b->c2, &b->out, &b->b1, &b->b2, &b->sum};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(be, outs[j], n, b->cout, oh, ow));
+			CHECK(ensure(net, outs[j], n, b->cout, oh, ow));
 		if (!identity(b))
-			CHECK(ensure(be, &b->sc, n, b->cout, oh, ow));
+			CHECK(ensure(net, &b->sc, n, b->cout, oh, ow));
 		if (b->proj)
-			CHECK(ensure(be, &b->scc, n, b->cout, oh, ow));
+			CHECK(ensure(net, &b->scc, n, b->cout, oh, ow));
 		ch = oh;
 		cw = ow;
 	}
 head:;
 	int last = net->fc_w->shape[1];
-	CHECK(ensure(be, &net->pool, n, last, 1, 1));
-	CHECK(ensure(be, &net->fc, n, c->classes, 1, 1));
-	CHECK(ensure(be, &net->logits, n, c->classes, 1, 1));
-	CHECK(ensure(be, &net->probs, n, c->classes, 1, 1));
-	mp_backend_host_free(be, net->labels);
-	if (!(net->labels = mp_backend_host_alloc(be, sizeof(int32_t) * (size_t)n)))
-		return mp_seterr(e, "out of memory");
+	CHECK(ensure(net, &net->pool, n, last, 1, 1));
+	CHECK(ensure(net, &net->fc, n, c->classes, 1, 1));
+	CHECK(ensure(net, &net->logits, n, c->classes, 1, 1));
+	CHECK(ensure(net, &net->probs, n, c->classes, 1, 1));
+	if ((size_t)n > net->labels_cap) {
+		mp_backend_host_free(be, net->labels);
+		net->labels_cap = 0;
+		net->layout++;
+		if (!(net->labels = mp_backend_host_alloc(be, sizeof(int32_t) * (size_t)n)))
+			return mp_seterr(e, "out of memory");
+		net->labels_cap = (size_t)n;
+	}
 	net->n = n;
 	net->h = h;
 	net->w = w;
 	net->lean = lean;
-	net->layout++;
 	return 0;
 }
 
@@ -687,28 +711,27 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		return 0;
 	const int fused = fused_training(net, 1);
 	if (!fused)
-		CHECK(ensure(be, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
-	CHECK(ensure(be, &net->g_stem_c, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+		CHECK(ensure(net, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+	CHECK(ensure(net, &net->g_stem_c, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
 		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_c1, &b->g_b1};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(be, outs[j], n, o->c, o->h, o->w));
+			CHECK(ensure(net, outs[j], n, o->c, o->h, o->w));
 		if (b->proj)
-			CHECK(ensure(be, &b->g_scc, n, o->c, o->h, o->w));
-		CHECK(ensure(be, &b->g_main, n, in->c, in->h, in->w));
+			CHECK(ensure(net, &b->g_scc, n, o->c, o->h, o->w));
+		CHECK(ensure(net, &b->g_main, n, in->c, in->h, in->w));
 		if (!identity(b))
-			CHECK(ensure(be, &b->g_side, n, in->c, in->h, in->w));
-		CHECK(ensure(be, &b->g_in, n, in->c, in->h, in->w));
+			CHECK(ensure(net, &b->g_side, n, in->c, in->h, in->w));
+		CHECK(ensure(net, &b->g_in, n, in->c, in->h, in->w));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
-	CHECK(ensure(be, &net->g_last, n, last->c, last->h, last->w));
-	CHECK(ensure(be, &net->g_pool, n, net->pool.c, 1, 1));
-	CHECK(ensure(be, &net->g_fc, n, net->fc.c, 1, 1));
-	CHECK(ensure(be, &net->g_logits, n, net->logits.c, 1, 1));
+	CHECK(ensure(net, &net->g_last, n, last->c, last->h, last->w));
+	CHECK(ensure(net, &net->g_pool, n, net->pool.c, 1, 1));
+	CHECK(ensure(net, &net->g_fc, n, net->fc.c, 1, 1));
+	CHECK(ensure(net, &net->g_logits, n, net->logits.c, 1, 1));
 	net->have_grads = 1;
-	net->layout++;
 	return 0;
 }
 
@@ -1056,12 +1079,8 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 void mp_resnet_use_graphs(mp_resnet *net, int on)
 {
 	net->graph.off = !on;
-	if (!on && net->graph.pending != STEP_LAUNCHED) {
+	if (!on && net->graph.pending != STEP_LAUNCHED)
 		free_recordings(net);
-		if (net->pgraph.graph)
-			net->be->ops->graph_free(net->be, net->pgraph.graph);
-		net->pgraph.graph = NULL;
-	}
 }
 
 void mp_resnet_graph_counts(const mp_resnet *net, int train, long *recorded, long *launched)
@@ -1266,12 +1285,26 @@ static int same_predict_shape(const predict_shape *a, const predict_shape *b)
 }
 
 /* Records the inference pass reading images (an input slot) and writing
- * the logits to pg->logits. Nothing runs. 0, or -1 with the reason in e. */
+ * the logits to pg->logits, into a free (or the least recently used)
+ * entry. Nothing runs. The entry, or -1 with the reason in e. */
 static int record_predict(mp_resnet *net, const predict_shape *k, const float *images,
 			  mp_error *e)
 {
 	mp_backend *be = net->be;
 	predict_graph *pg = &net->pgraph;
+	int r = 0;
+	for (int i = 0; i < PREDICT_RECORDINGS; i++) {
+		if (!pg->rec[i].graph) {
+			r = i;
+			break;
+		}
+		if (pg->rec[i].used < pg->rec[r].used)
+			r = i;
+	}
+	if (pg->rec[r].graph) {
+		be->ops->graph_free(be, pg->rec[r].graph);
+		pg->rec[r].graph = NULL;
+	}
 	if (be->ops->graph_begin(be) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(be));
 	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 0, e);
@@ -1284,11 +1317,11 @@ static int record_predict(mp_resnet *net, const predict_shape *k, const float *i
 		be->ops->graph_free(be, graph);
 		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
 	}
-	pg->graph = graph;
-	pg->shape = *k;
-	pg->images = images;
+	pg->rec[r].graph = graph;
+	pg->rec[r].shape = *k;
+	pg->rec[r].images = images;
 	pg->recorded++;
-	return 0;
+	return r;
 }
 
 int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, float *logits,
@@ -1308,9 +1341,11 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		return mp_seterr(e, "a batch needs at least 1 image");
 	const size_t nlogits = (size_t)n * net->cfg.classes;
 	if (nlogits > pg->logits_cap) {
-		if (pg->graph)
-			be->ops->graph_free(be, pg->graph); /* it writes the old buffer */
-		pg->graph = NULL;
+		for (int i = 0; i < PREDICT_RECORDINGS; i++) /* they write the old buffer */
+			if (pg->rec[i].graph) {
+				be->ops->graph_free(be, pg->rec[i].graph);
+				pg->rec[i].graph = NULL;
+			}
 		mp_backend_host_free(be, pg->logits);
 		pg->logits_cap = 0;
 		if (!(pg->logits = mp_backend_host_alloc(be, nlogits * sizeof(float))))
@@ -1326,29 +1361,37 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		memcpy(slot, images, (size_t)n * 3 * h * w * sizeof(float));
 		input = slot;
 	}
+	/* the buffers shaped for this pass, in place where they fit (a
+	 * recording of this shape then still holds), as the pass would */
+	if (size_buffers(net, n, h, w, 1, e) < 0)
+		return -1;
 	predict_shape k = {n, h, w, net->layout, net->prep_gen};
+	int r = -1;
 	/* a pass that has to prepare the inference forms runs op by op */
-	const int ready = net->prepared && net->lean && net->n == n;
-	if (pg->graph && !(ready && pg->images == input && same_predict_shape(&pg->shape, &k))) {
-		be->ops->graph_free(be, pg->graph);
-		pg->graph = NULL;
-	}
-	if (!pg->graph && ready && pg->have_last_plain && same_predict_shape(&pg->last_plain, &k)) {
+	if (net->prepared) {
+		for (int i = 0; i < PREDICT_RECORDINGS && r < 0; i++)
+			if (pg->rec[i].graph && pg->rec[i].images == input &&
+			    same_predict_shape(&pg->rec[i].shape, &k))
+				r = i;
+		int warm = 0;
+		for (int i = 0; i < pg->nwarm; i++)
+			warm |= same_predict_shape(&pg->warm[i], &k);
 		mp_error why;
-		if (record_predict(net, &k, input, &why) < 0) {
+		if (r < 0 && warm && (r = record_predict(net, &k, input, &why)) < 0) {
 			mp_warnx("the inference pass is not recorded as a graph (%s): each operation "
 				 "is launched on its own",
 				 why.msg);
 			g->off = 1;
 		}
 	}
-	if (pg->graph) {
-		int rc = be->ops->graph_launch(be, pg->graph);
+	if (r >= 0) {
+		int rc = be->ops->graph_launch(be, pg->rec[r].graph);
 		if (rc == 0 && be->ops->graph_wait(be) < 0)
 			rc = -1;
 		if (rc < 0)
 			return mp_seterr(e, "%s", mp_backend_error(be));
 		if (rc == 0) {
+			pg->rec[r].used = ++pg->tick;
 			pg->launched++;
 			memcpy(logits, pg->logits, nlogits * sizeof(float));
 			/* the state mp_resnet_forward leaves */
@@ -1356,12 +1399,13 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 			net->have_loss = net->train = 0;
 			return 0;
 		}
-		be->ops->graph_free(be, pg->graph); /* stale: record anew */
-		pg->graph = NULL;
+		free_recordings(net); /* stale: record anew */
 	}
 	if (mp_resnet_forward(net, input, n, h, w, 0, e) < 0 || mp_resnet_logits(net, logits, e) < 0)
 		return -1;
-	pg->last_plain = (predict_shape){n, h, w, net->layout, net->prep_gen};
-	pg->have_last_plain = 1;
+	pg->warm[pg->warm_next] = (predict_shape){n, h, w, net->layout, net->prep_gen};
+	pg->warm_next = (pg->warm_next + 1) % PREDICT_RECORDINGS;
+	if (pg->nwarm < PREDICT_RECORDINGS)
+		pg->nwarm++;
 	return 0;
 }

@@ -126,9 +126,9 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 /* mp_resnet_forward in inference mode and mp_resnet_logits, with the same
  * results to the bit. On a backend with graphs and the fused inference
  * convolutions (CUDA), a pass is recorded at the second pass of a shape
- * (one shape at a time, so not between the alternating sizes of a
- * multiscale evaluation), and again after the weights or buffers change,
- * then launched with one call. The images are read from an input slot as
+ * (up to eight shapes kept: the view sizes of a multiscale evaluation),
+ * and again after the weights or buffers change, then launched with one
+ * call. The images are read from an input slot as
  * mp_resnet_train_start's are (copied into slot 0 from elsewhere). */
 int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, float *logits,
 		      mp_error *e);

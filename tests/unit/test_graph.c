@@ -336,8 +336,9 @@ static void predict_counts(const side *graph, long recorded, long launched)
 
 /* Inference passes as graphs: recorded at the second pass, launched after;
  * recorded anew after a training step (new weights, new buffers); passes
- * of alternating sizes (multiscale) run op by op. Always the logits of
- * forward + logits. */
+ * of alternating sizes (multiscale) each recorded once their buffers
+ * stop growing, then launched in turn. Always the logits of forward +
+ * logits. */
 static void predict_recorded(void **state)
 {
 	(void)state;
@@ -351,9 +352,11 @@ static void predict_recorded(void **state)
 	predict_both(&g, &p, S);
 	predict_both(&g, &p, S);
 	predict_counts(&g, 2, 5);
-	for (int i = 0; i < 4; i++)
+	/* S + 4 grows the buffers (S's recording goes), S then fits in them:
+	 * both op by op once, then recorded, then launched */
+	for (int i = 0; i < 8; i++)
 		predict_both(&g, &p, i % 2 ? S : S + 4);
-	predict_counts(&g, 2, 5);
+	predict_counts(&g, 4, 11);
 	same_state(&g, &p);
 	free_pair(&g, &p);
 }
