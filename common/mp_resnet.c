@@ -1332,7 +1332,7 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 	predict_graph *pg = &net->pgraph;
 	if (g->pending)
 		return mp_seterr(e, "a training step was started and not finished");
-	if (!have_graphs(net) || g->off || !be->ops->conv_bn_forward_infer) {
+	if (!have_graphs(net) || g->off) {
 		if (mp_resnet_forward(net, images, n, h, w, 0, e) < 0)
 			return -1;
 		return mp_resnet_logits(net, logits, e);
@@ -1367,8 +1367,9 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		return -1;
 	predict_shape k = {n, h, w, net->layout, net->prep_gen};
 	int r = -1;
-	/* a pass that has to prepare the inference forms runs op by op */
-	if (net->prepared) {
+	/* a pass that has to prepare the inference forms (a backend with
+	 * conv_bn_forward_infer) runs op by op */
+	if (net->prepared || !be->ops->conv_bn_forward_infer) {
 		for (int i = 0; i < PREDICT_RECORDINGS && r < 0; i++)
 			if (pg->rec[i].graph && pg->rec[i].images == input &&
 			    same_predict_shape(&pg->rec[i].shape, &k))

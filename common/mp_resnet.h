@@ -124,8 +124,7 @@ int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *lab
 #define MP_RESNET_INPUT_SLOTS 2
 float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
 /* mp_resnet_forward in inference mode and mp_resnet_logits, with the same
- * results to the bit. On a backend with graphs and the fused inference
- * convolutions (CUDA), a pass is recorded at the second pass of a shape
+ * results to the bit. On a backend with graphs (CUDA) a pass is recorded at the second pass of a shape
  * (up to eight shapes kept: the view sizes of a multiscale evaluation),
  * and again after the weights or buffers change, then launched with one
  * call. The images are read from an input slot as

@@ -52,9 +52,21 @@ static void small_config(mp_resnet_config *c, char shortcut)
 	c->input_size = S;
 }
 
+/* The reference backend without the fused inference convolutions (as the
+ * CUDA backend), for both sides. */
+static mp_backend_ops unfused_graph, unfused_plain;
+
+static void unfuse(mp_backend *be, mp_backend_ops *table)
+{
+	*table = *be->ops;
+	table->conv_bn_prepare = NULL;
+	table->conv_bn_forward_infer = NULL;
+	be->ops = table;
+}
+
 /* The same network (seed 5) on the recorder and on the plain reference
- * backend. */
-static void make_pair(char shortcut, side *graph, side *plain)
+ * backend; unfused: both without conv_bn_forward_infer. */
+static void make_pair_with(char shortcut, int unfused, side *graph, side *plain)
 {
 	mp_resnet_config c;
 	small_config(&c, shortcut);
@@ -63,6 +75,10 @@ static void make_pair(char shortcut, side *graph, side *plain)
 	plain->be = mp_backend_cpu_new(0);
 	assert_non_null(graph->be);
 	assert_non_null(plain->be);
+	if (unfused) {
+		unfuse(graph->be, &unfused_graph);
+		unfuse(plain->be, &unfused_plain);
+	}
 	recorder_install(graph->be);
 	graph->net = mp_resnet_new(&c, graph->be, &e);
 	plain->net = mp_resnet_new(&c, plain->be, &e);
@@ -70,6 +86,11 @@ static void make_pair(char shortcut, side *graph, side *plain)
 	assert_non_null(plain->net);
 	assert_int_equal(mp_resnet_init(graph->net, 5, &e), 0);
 	assert_int_equal(mp_resnet_init(plain->net, 5, &e), 0);
+}
+
+static void make_pair(char shortcut, side *graph, side *plain)
+{
+	make_pair_with(shortcut, 0, graph, plain);
 }
 
 static void free_pair(side *graph, side *plain)
@@ -342,23 +363,28 @@ static void predict_counts(const side *graph, long recorded, long launched)
 static void predict_recorded(void **state)
 {
 	(void)state;
-	side g, p;
-	make_pair('A', &g, &p);
-	for (int i = 0; i < 4; i++)
+	/* with the fused inference convolutions (whose preparation cannot be
+	 * recorded) and without them, as on the CUDA backend */
+	for (int unfused = 0; unfused < 2; unfused++) {
+		side g, p;
+		make_pair_with('A', unfused, &g, &p);
+		assert_int_equal(g.be->ops->conv_bn_forward_infer == NULL, unfused);
+		for (int i = 0; i < 4; i++)
+			predict_both(&g, &p, S);
+		predict_counts(&g, 1, 3);
+		step_both(&g, &p, N, 0.1f, 0);
+		predict_both(&g, &p, S); /* new buffers (and weights to prepare) */
 		predict_both(&g, &p, S);
-	predict_counts(&g, 1, 3);
-	step_both(&g, &p, N, 0.1f, 0);
-	predict_both(&g, &p, S); /* prepares the new weights: op by op */
-	predict_both(&g, &p, S);
-	predict_both(&g, &p, S);
-	predict_counts(&g, 2, 5);
-	/* S + 4 grows the buffers (S's recording goes), S then fits in them:
-	 * both op by op once, then recorded, then launched */
-	for (int i = 0; i < 8; i++)
-		predict_both(&g, &p, i % 2 ? S : S + 4);
-	predict_counts(&g, 4, 11);
-	same_state(&g, &p);
-	free_pair(&g, &p);
+		predict_both(&g, &p, S);
+		predict_counts(&g, 2, 5);
+		/* S + 4 grows the buffers (S's recording goes), S then fits in
+		 * them: both op by op once, then recorded, then launched */
+		for (int i = 0; i < 8; i++)
+			predict_both(&g, &p, i % 2 ? S : S + 4);
+		predict_counts(&g, 4, 11);
+		same_state(&g, &p);
+		free_pair(&g, &p);
+	}
 }
 
 /* The recorder holds the interface's rules: host memory from elsewhere,
