@@ -1065,6 +1065,12 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 				net->be->ops->graph_free(net->be, g->rec[i].graph);
 				g->rec[i].graph = NULL;
 			}
+		predict_graph *pg = &net->pgraph;
+		for (int i = 0; i < PREDICT_RECORDINGS; i++)
+			if (pg->rec[i].graph && pg->rec[i].images == g->inputs[slot]) {
+				net->be->ops->graph_free(net->be, pg->rec[i].graph);
+				pg->rec[i].graph = NULL;
+			}
 		mp_backend_host_free(net->be, g->inputs[slot]);
 		g->input_cap[slot] = 0;
 		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
