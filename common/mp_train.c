@@ -795,6 +795,7 @@ static int run(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	const mp_resnet_config *cfg = mp_resnet_cfg(t->net);
 	const int size = cfg->input_size, classes = cfg->classes;
+	const long first_step = t->step;
 	/* the batches the loader fills and the backend uploads: the network's
 	 * two input slots, which a recorded step reads without a copy
 	 * (page-locked on a GPU, copied from without staging); the loader
@@ -932,6 +933,11 @@ static int run(trainer *t, mp_error *e)
 	}
 	if (write_weights(t, e) < 0)
 		goto out;
+	long recorded, launched;
+	mp_resnet_graph_counts(t->net, 1, &recorded, &launched);
+	if (!o->quiet && recorded > 0)
+		printf("mp-train: %ld of this run's %ld steps ran as one graph each (%ld recordings)\n",
+		       launched, t->step - first_step, recorded);
 	status = MP_TRAIN_DONE;
 out:
 	t->r->steps = t->step;
