@@ -361,21 +361,27 @@ static void release_activations(mp_resnet *net)
 	net->layout++;
 }
 
-/* The training steps' recordings and the inference passes'. */
-static void free_recordings(mp_resnet *net)
+/* Frees the recordings, the training steps' and the inference passes',
+ * that read the input buffer images, or all of them when images is NULL. */
+static void free_recordings_of(mp_resnet *net, const float *images)
 {
 	step_graph *g = &net->graph;
 	for (int i = 0; i < STEP_RECORDINGS; i++)
-		if (g->rec[i].graph) {
+		if (g->rec[i].graph && (!images || g->rec[i].images == images)) {
 			net->be->ops->graph_free(net->be, g->rec[i].graph);
 			g->rec[i].graph = NULL;
 		}
 	predict_graph *pg = &net->pgraph;
 	for (int i = 0; i < PREDICT_RECORDINGS; i++)
-		if (pg->rec[i].graph) {
+		if (pg->rec[i].graph && (!images || pg->rec[i].images == images)) {
 			net->be->ops->graph_free(net->be, pg->rec[i].graph);
 			pg->rec[i].graph = NULL;
 		}
+}
+
+static void free_recordings(mp_resnet *net)
+{
+	free_recordings_of(net, NULL);
 }
 
 static void release_graph(mp_resnet *net)
@@ -1059,18 +1065,8 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 			mp_seterr(e, "input buffer %d cannot grow while a step runs", slot);
 			return NULL;
 		}
-		/* recordings reading the old buffer go with it */
-		for (int i = 0; i < STEP_RECORDINGS; i++)
-			if (g->rec[i].graph && g->rec[i].images == g->inputs[slot]) {
-				net->be->ops->graph_free(net->be, g->rec[i].graph);
-				g->rec[i].graph = NULL;
-			}
-		predict_graph *pg = &net->pgraph;
-		for (int i = 0; i < PREDICT_RECORDINGS; i++)
-			if (pg->rec[i].graph && pg->rec[i].images == g->inputs[slot]) {
-				net->be->ops->graph_free(net->be, pg->rec[i].graph);
-				pg->rec[i].graph = NULL;
-			}
+		if (g->inputs[slot]) /* recordings reading the old buffer go with it */
+			free_recordings_of(net, g->inputs[slot]);
 		mp_backend_host_free(net->be, g->inputs[slot]);
 		g->input_cap[slot] = 0;
 		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
