@@ -25,18 +25,21 @@ typedef struct {
 	unsigned long layout;
 } step_shape;
 
+/* A kept recording: the graph, the input slot it reads, when last used. */
+typedef struct {
+	void *graph; /* NULL: an empty entry */
+	const float *images;
+	unsigned long used;
+} recording;
+
 #define STEP_RECORDINGS 4 /* kept at once: one per input slot, and spares */
 
 /* The training step as backend graphs (graph_begin ... graph_end), with
  * the host memory they read and write (from host_alloc), and the step
  * started by mp_resnet_train_start and not yet finished. */
 typedef struct {
-	struct {
-		void *graph;	/* NULL: an empty entry */
-		step_shape shape;
-		const float *images; /* the input slot it reads */
-		unsigned long used;  /* for replacing the least recently used */
-	} rec[STEP_RECORDINGS];
+	recording rec[STEP_RECORDINGS];
+	step_shape shape[STEP_RECORDINGS]; /* what each was recorded for */
 	unsigned long tick;
 	step_shape last_plain;	/* the last step run op by op: recording needs one */
 	int have_last_plain;
@@ -67,12 +70,8 @@ typedef struct {
 #define PREDICT_RECORDINGS 8
 
 typedef struct {
-	struct {
-		void *graph;
-		predict_shape shape;
-		const float *images;
-		unsigned long used;
-	} rec[PREDICT_RECORDINGS];
+	recording rec[PREDICT_RECORDINGS];
+	predict_shape shape[PREDICT_RECORDINGS];
 	unsigned long tick;
 	/* shapes that ran op by op with these buffers and weights: recording
 	 * needs one */
@@ -361,22 +360,39 @@ static void release_activations(mp_resnet *net)
 	net->layout++;
 }
 
+/* Frees the count entries of rec that read images, or all when NULL. */
+static void drop_recordings(mp_backend *be, recording *rec, int count, const float *images)
+{
+	for (int i = 0; i < count; i++)
+		if (rec[i].graph && (!images || rec[i].images == images)) {
+			be->ops->graph_free(be, rec[i].graph);
+			rec[i].graph = NULL;
+		}
+}
+
+/* An entry of rec to record into: a free one, else the least recently
+ * used, whose graph goes. */
+static int free_entry(mp_backend *be, recording *rec, int count)
+{
+	int r = 0;
+	for (int i = 0; i < count; i++) {
+		if (!rec[i].graph) {
+			r = i;
+			break;
+		}
+		if (rec[i].used < rec[r].used)
+			r = i;
+	}
+	drop_recordings(be, rec + r, 1, NULL);
+	return r;
+}
+
 /* Frees the recordings, the training steps' and the inference passes',
  * that read the input buffer images, or all of them when images is NULL. */
 static void free_recordings_of(mp_resnet *net, const float *images)
 {
-	step_graph *g = &net->graph;
-	for (int i = 0; i < STEP_RECORDINGS; i++)
-		if (g->rec[i].graph && (!images || g->rec[i].images == images)) {
-			net->be->ops->graph_free(net->be, g->rec[i].graph);
-			g->rec[i].graph = NULL;
-		}
-	predict_graph *pg = &net->pgraph;
-	for (int i = 0; i < PREDICT_RECORDINGS; i++)
-		if (pg->rec[i].graph && (!images || pg->rec[i].images == images)) {
-			net->be->ops->graph_free(net->be, pg->rec[i].graph);
-			pg->rec[i].graph = NULL;
-		}
+	drop_recordings(net->be, net->graph.rec, STEP_RECORDINGS, images);
+	drop_recordings(net->be, net->pgraph.rec, PREDICT_RECORDINGS, images);
 }
 
 static void free_recordings(mp_resnet *net)
@@ -1124,19 +1140,7 @@ static int record_step(mp_resnet *net, const step_shape *k, const float *images,
 {
 	mp_backend *be = net->be;
 	step_graph *g = &net->graph;
-	int slot = 0;
-	for (int i = 0; i < STEP_RECORDINGS; i++) {
-		if (!g->rec[i].graph) {
-			slot = i;
-			break;
-		}
-		if (g->rec[i].used < g->rec[slot].used)
-			slot = i;
-	}
-	if (g->rec[slot].graph) {
-		be->ops->graph_free(be, g->rec[slot].graph);
-		g->rec[slot].graph = NULL;
-	}
+	const int r = free_entry(be, g->rec, STEP_RECORDINGS);
 	if (be->ops->graph_begin(be) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(be));
 	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 1, e);
@@ -1154,17 +1158,17 @@ static int record_step(mp_resnet *net, const step_shape *k, const float *images,
 		be->ops->graph_free(be, graph);
 		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
 	}
-	g->rec[slot].graph = graph;
-	g->rec[slot].shape = *k;
-	g->rec[slot].images = images;
+	g->rec[r].graph = graph;
+	g->rec[r].images = images;
+	g->shape[r] = *k;
 	g->recorded++;
-	return slot;
+	return r;
 }
 
 static int find_recording(const step_graph *g, const step_shape *k, const float *images)
 {
 	for (int i = 0; i < STEP_RECORDINGS; i++)
-		if (g->rec[i].graph && g->rec[i].images == images && same_shape(&g->rec[i].shape, k))
+		if (g->rec[i].graph && g->rec[i].images == images && same_shape(&g->shape[i], k))
 			return i;
 	return -1;
 }
@@ -1294,19 +1298,7 @@ static int record_predict(mp_resnet *net, const predict_shape *k, const float *i
 {
 	mp_backend *be = net->be;
 	predict_graph *pg = &net->pgraph;
-	int r = 0;
-	for (int i = 0; i < PREDICT_RECORDINGS; i++) {
-		if (!pg->rec[i].graph) {
-			r = i;
-			break;
-		}
-		if (pg->rec[i].used < pg->rec[r].used)
-			r = i;
-	}
-	if (pg->rec[r].graph) {
-		be->ops->graph_free(be, pg->rec[r].graph);
-		pg->rec[r].graph = NULL;
-	}
+	const int r = free_entry(be, pg->rec, PREDICT_RECORDINGS);
 	if (be->ops->graph_begin(be) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(be));
 	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 0, e);
@@ -1320,8 +1312,8 @@ static int record_predict(mp_resnet *net, const predict_shape *k, const float *i
 		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
 	}
 	pg->rec[r].graph = graph;
-	pg->rec[r].shape = *k;
 	pg->rec[r].images = images;
+	pg->shape[r] = *k;
 	pg->recorded++;
 	return r;
 }
@@ -1343,11 +1335,8 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		return mp_seterr(e, "a batch needs at least 1 image");
 	const size_t nlogits = (size_t)n * net->cfg.classes;
 	if (nlogits > pg->logits_cap) {
-		for (int i = 0; i < PREDICT_RECORDINGS; i++) /* they write the old buffer */
-			if (pg->rec[i].graph) {
-				be->ops->graph_free(be, pg->rec[i].graph);
-				pg->rec[i].graph = NULL;
-			}
+		/* they write the old buffer */
+		drop_recordings(be, pg->rec, PREDICT_RECORDINGS, NULL);
 		mp_backend_host_free(be, pg->logits);
 		pg->logits_cap = 0;
 		if (!(pg->logits = mp_backend_host_alloc(be, nlogits * sizeof(float))))
@@ -1374,7 +1363,7 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 	if (net->prepared || !be->ops->conv_bn_forward_infer) {
 		for (int i = 0; i < PREDICT_RECORDINGS && r < 0; i++)
 			if (pg->rec[i].graph && pg->rec[i].images == input &&
-			    same_predict_shape(&pg->rec[i].shape, &k))
+			    same_predict_shape(&pg->shape[i], &k))
 				r = i;
 		int warm = 0;
 		for (int i = 0; i < pg->nwarm; i++)
