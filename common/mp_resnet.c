@@ -1131,6 +1131,28 @@ static int plain_step(mp_resnet *net, const float *images, const int32_t *labels
 	return 0;
 }
 
+/* Ends a recording whose operations returned rc (graph_end ends it
+ * whatever happened in it) and keeps it in entry, reading images; a
+ * recording during which buffers moved is dropped. 0, or -1 with the
+ * reason in e (an operation's, if one failed). */
+static int end_recording(mp_resnet *net, int rc, int moved, recording *entry,
+			 const float *images, mp_error *e)
+{
+	mp_backend *be = net->be;
+	void *graph = NULL;
+	if (be->ops->graph_end(be, &graph) < 0 && rc == 0)
+		rc = mp_seterr(e, "%s", mp_backend_error(be));
+	if (rc == 0 && moved)
+		rc = mp_seterr(e, "buffers were allocated while recording");
+	if (rc < 0) {
+		be->ops->graph_free(be, graph);
+		return -1;
+	}
+	entry->graph = graph;
+	entry->images = images;
+	return 0;
+}
+
 /* Records the step reading images (an input slot), net->labels and the
  * rate in g->scalars, writing the loss there and the probabilities to
  * g->probs, into a free (or the least recently used) entry. Nothing runs.
@@ -1150,16 +1172,8 @@ static int record_step(mp_resnet *net, const step_shape *k, const float *images,
 		rc = mp_resnet_backward(net, e);
 	if (rc == 0)
 		rc = sgd_from(net, &g->scalars->lr, k->momentum, k->wd, e);
-	void *graph = NULL;
-	/* graph_end ends the recording whatever happened in it */
-	if (be->ops->graph_end(be, &graph) < 0 && rc == 0)
-		rc = mp_seterr(e, "%s", mp_backend_error(be));
-	if (rc < 0 || net->layout != k->layout) {
-		be->ops->graph_free(be, graph);
-		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
-	}
-	g->rec[r].graph = graph;
-	g->rec[r].images = images;
+	if (end_recording(net, rc, net->layout != k->layout, &g->rec[r], images, e) < 0)
+		return -1;
 	g->shape[r] = *k;
 	g->recorded++;
 	return r;
@@ -1304,15 +1318,9 @@ static int record_predict(mp_resnet *net, const predict_shape *k, const float *i
 	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 0, e);
 	if (rc == 0 && be->ops->download(be, &net->logits, pg->logits) < 0)
 		rc = mp_seterr(e, "%s", mp_backend_error(be));
-	void *graph = NULL;
-	if (be->ops->graph_end(be, &graph) < 0 && rc == 0)
-		rc = mp_seterr(e, "%s", mp_backend_error(be));
-	if (rc < 0 || net->layout != k->layout || net->prep_gen != k->prep_gen) {
-		be->ops->graph_free(be, graph);
-		return rc < 0 ? -1 : mp_seterr(e, "buffers were allocated while recording");
-	}
-	pg->rec[r].graph = graph;
-	pg->rec[r].images = images;
+	const int moved = net->layout != k->layout || net->prep_gen != k->prep_gen;
+	if (end_recording(net, rc, moved, &pg->rec[r], images, e) < 0)
+		return -1;
 	pg->shape[r] = *k;
 	pg->recorded++;
 	return r;
