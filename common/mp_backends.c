@@ -83,9 +83,19 @@ static mp_backend *set_precision(mp_backend *be, const char *precision, char *de
 		snprintf(note, sizeof note, "%s", paren);
 		*paren = '\0';
 	}
+	/* whether alloc_act stores activations in bf16 (MP_CUDA_ACTIVATIONS) */
+	int bf16_act = 0;
+	if (bf16 && be->ops->alloc_act) {
+		mp_tensor probe = {0};
+		if (be->ops->alloc_act(be, &probe, 1, 8, 1, 1) == 0) {
+			bf16_act = probe.storage != 0;
+			be->ops->release(be, &probe);
+		}
+	}
 	size_t used = strlen(desc);
 	if (used < n)
-		snprintf(desc + used, n - used, ", %s%s", bf16 ? "bf16" : "fp32", note);
+		snprintf(desc + used, n - used, ", %s%s%s", bf16 ? "bf16" : "fp32",
+			 bf16_act ? ", activations in bf16" : "", note);
 	return be;
 }
 

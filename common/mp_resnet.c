@@ -612,14 +612,17 @@ static int fused_training(const mp_resnet *net, int train)
 	return train && net->be->ops->bn_relu_forward_train && net->be->ops->bn_relu_backward;
 }
 
-/* Makes t exactly (n, c, h, w), reallocating only when the shape changes. */
-static int ensure(mp_resnet *net, mp_tensor *t, int n, int c, int h, int w)
+/* Makes t exactly (n, c, h, w), reallocating only when the shape changes;
+ * act: t holds activations or their gradients (alloc_act), else it is a
+ * plain tensor (the head's, which linear and the loss take). */
+static int ensure(mp_resnet *net, mp_tensor *t, int act, int n, int c, int h, int w)
 {
 	if (t->data && t->n == n && t->c == c && t->h == h && t->w == w)
 		return 0;
 	release(net->be, t);
 	net->layout++;
-	return net->be->ops->alloc(net->be, t, n, c, h, w);
+	return act ? mp_backend_alloc_act(net->be, t, n, c, h, w)
+		   : net->be->ops->alloc(net->be, t, n, c, h, w);
 }
 
 #define CHECK(call)                                                              \
@@ -631,7 +634,8 @@ static int ensure(mp_resnet *net, mp_tensor *t, int n, int c, int h, int w)
 /* t shaped (n, c, h, w) in memory that holds *cap elements, reallocated
  * only when they do not fit (the backends allow a tensor's shape to
  * shrink in place). */
-static int fit(mp_resnet *net, mp_tensor *t, size_t *cap, int n, int c, int h, int w)
+static int fit(mp_resnet *net, mp_tensor *t, size_t *cap, int act, int n, int c, int h,
+	       int w)
 {
 	mp_backend *be = net->be;
 	const size_t count = (size_t)n * c * h * w;
@@ -642,7 +646,7 @@ static int fit(mp_resnet *net, mp_tensor *t, size_t *cap, int n, int c, int h, i
 	release(be, t);
 	net->layout++;
 	*cap = 0;
-	if (be->ops->alloc(be, t, n, c, h, w) < 0)
+	if ((act ? mp_backend_alloc_act(be, t, n, c, h, w) : be->ops->alloc(be, t, n, c, h, w)) < 0)
 		return -1;
 	*cap = count;
 	return 0;
@@ -665,7 +669,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
 	/* reshaped in place where it fits, as the evaluation slots */
-	CHECK(fit(net, &net->img, &net->img_cap, n, 3, h, w));
+	CHECK(fit(net, &net->img, &net->img_cap, 0, n, 3, h, w));
 	int ch = sh, cw = sw;
 	if (lean) {
 		/* the stem's outputs have the first stage's shape and use its slots */
@@ -676,7 +680,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 			cw = conv_out(cw, 3, b->stride, 1);
 			if (i % c->depth == 0)
 				for (int k = 0; k < 5; k++)
-					CHECK(fit(net, &net->slots[st][k], &net->slot_cap[st][k], n, b->cout,
+					CHECK(fit(net, &net->slots[st][k], &net->slot_cap[st][k], 1, n, b->cout,
 						  ch, cw));
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
@@ -685,29 +689,29 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	}
 	/* fused training keeps no BN outputs and sums */
 	const int fused = fused_training(net, !lean);
-	CHECK(ensure(net, &net->stem_c, n, sc->cout, sh, sw));
-	CHECK(ensure(net, &net->stem_r, n, sc->cout, sh, sw));
+	CHECK(ensure(net, &net->stem_c, 1, n, sc->cout, sh, sw));
+	CHECK(ensure(net, &net->stem_r, 1, n, sc->cout, sh, sw));
 	if (!fused)
-		CHECK(ensure(net, &net->stem_b, n, sc->cout, sh, sw));
+		CHECK(ensure(net, &net->stem_b, 1, n, sc->cout, sh, sw));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
 		mp_tensor *outs[] = {&b->c1, &b->r1, &b->c2, &b->out, &b->b1, &b->b2, &b->sum};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(net, outs[j], n, b->cout, oh, ow));
+			CHECK(ensure(net, outs[j], 1, n, b->cout, oh, ow));
 		if (!identity(b))
-			CHECK(ensure(net, &b->sc, n, b->cout, oh, ow));
+			CHECK(ensure(net, &b->sc, 1, n, b->cout, oh, ow));
 		if (b->proj)
-			CHECK(ensure(net, &b->scc, n, b->cout, oh, ow));
+			CHECK(ensure(net, &b->scc, 1, n, b->cout, oh, ow));
 		ch = oh;
 		cw = ow;
 	}
 head:;
 	int last = net->fc_w->shape[1];
-	CHECK(ensure(net, &net->pool, n, last, 1, 1));
-	CHECK(ensure(net, &net->fc, n, c->classes, 1, 1));
-	CHECK(ensure(net, &net->logits, n, c->classes, 1, 1));
-	CHECK(ensure(net, &net->probs, n, c->classes, 1, 1));
+	CHECK(ensure(net, &net->pool, 0, n, last, 1, 1));
+	CHECK(ensure(net, &net->fc, 0, n, c->classes, 1, 1));
+	CHECK(ensure(net, &net->logits, 0, n, c->classes, 1, 1));
+	CHECK(ensure(net, &net->probs, 0, n, c->classes, 1, 1));
 	if ((size_t)n > net->labels_cap) {
 		mp_backend_host_free(be, net->labels);
 		net->labels_cap = 0;
@@ -733,26 +737,26 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		return 0;
 	const int fused = fused_training(net, 1);
 	if (!fused)
-		CHECK(ensure(net, &net->g_stem_b, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
-	CHECK(ensure(net, &net->g_stem_c, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+		CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+	CHECK(ensure(net, &net->g_stem_c, 1, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
 		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_c1, &b->g_b1};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(net, outs[j], n, o->c, o->h, o->w));
+			CHECK(ensure(net, outs[j], 1, n, o->c, o->h, o->w));
 		if (b->proj)
-			CHECK(ensure(net, &b->g_scc, n, o->c, o->h, o->w));
-		CHECK(ensure(net, &b->g_main, n, in->c, in->h, in->w));
+			CHECK(ensure(net, &b->g_scc, 1, n, o->c, o->h, o->w));
+		CHECK(ensure(net, &b->g_main, 1, n, in->c, in->h, in->w));
 		if (!identity(b))
-			CHECK(ensure(net, &b->g_side, n, in->c, in->h, in->w));
-		CHECK(ensure(net, &b->g_in, n, in->c, in->h, in->w));
+			CHECK(ensure(net, &b->g_side, 1, n, in->c, in->h, in->w));
+		CHECK(ensure(net, &b->g_in, 1, n, in->c, in->h, in->w));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
-	CHECK(ensure(net, &net->g_last, n, last->c, last->h, last->w));
-	CHECK(ensure(net, &net->g_pool, n, net->pool.c, 1, 1));
-	CHECK(ensure(net, &net->g_fc, n, net->fc.c, 1, 1));
-	CHECK(ensure(net, &net->g_logits, n, net->logits.c, 1, 1));
+	CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w));
+	CHECK(ensure(net, &net->g_pool, 0, n, net->pool.c, 1, 1));
+	CHECK(ensure(net, &net->g_fc, 0, n, net->fc.c, 1, 1));
+	CHECK(ensure(net, &net->g_logits, 0, n, net->logits.c, 1, 1));
 	net->have_grads = 1;
 	return 0;
 }

@@ -31,15 +31,19 @@ typedef struct mp_backend mp_backend;
 enum {
 	MP_PRECISION_FP32 = 0, /* float throughout (the default) */
 	/* the convolutions' operands rounded to bfloat16 and multiplied on
-	 * tensor cores with float accumulation; every tensor, BN statistic
-	 * and parameter stays float, so it changes results by rounding
-	 * only (about 1e-2 relative), never the interface */
+	 * tensor cores with float accumulation; BN statistics and
+	 * parameters stay float, and so does every tensor but those of
+	 * alloc_act, which a backend may store in bf16: it changes results
+	 * by rounding only (about 1e-2 relative), never the interface */
 	MP_PRECISION_BF16 = 1,
 };
 
 typedef struct {
 	int n, c, h, w;
 	float *data; /* backend memory: host memory for the CPU backend */
+	/* how the backend stores data: 0, float NCHW, unless alloc_act chose
+	 * another form; callers copy it with the tensor and never set it */
+	int storage;
 } mp_tensor;
 
 static inline size_t mp_tensor_count(const mp_tensor *t)
@@ -64,6 +68,19 @@ typedef struct {
 
 	int (*alloc)(mp_backend *be, mp_tensor *t, int n, int c, int h, int w);
 	void (*release)(mp_backend *be, mp_tensor *t);
+	/* As alloc, for activations and their gradients: the tensors that
+	 * conv2d, bn, relu, add, shortcut_a and avgpool's x and dx pass
+	 * between layers. The backend may store them in a form of its own
+	 * (bf16 NHWC on a GPU in bf16: half the memory traffic), which
+	 * rounds them to that precision; upload, download, fill and reshaping
+	 * work as for any tensor. The caller's rule: in one call, the
+	 * activation operands (conv2d's x, y, dy, dx; bn's and bn_relu's x, y,
+	 * res, dy, dx, dres; relu's, add's and shortcut_a's tensors;
+	 * avgpool's x and dx) come all from alloc_act or all from alloc,
+	 * except conv2d's x, which may be a plain input (the images);
+	 * weights, linear, softmax_xent and sgd_step never take them.
+	 * Optional: mp_backend_alloc_act falls back on alloc. */
+	int (*alloc_act)(mp_backend *be, mp_tensor *t, int n, int c, int h, int w);
 	int (*upload)(mp_backend *be, mp_tensor *t, const float *host);
 	int (*download)(mp_backend *be, const mp_tensor *t, float *host);
 	int (*fill)(mp_backend *be, mp_tensor *t, float value);
@@ -237,6 +254,9 @@ mp_backend *mp_backend_cpu_new(int threads);
 mp_backend *mp_backend_cpu_fast_new(int threads);
 
 void mp_backend_free(mp_backend *be);
+
+/* be's alloc_act, or alloc where it has none. */
+int mp_backend_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int w);
 
 /* be's host_alloc and host_free, or malloc and free where it has none. */
 void *mp_backend_host_alloc(mp_backend *be, size_t bytes);

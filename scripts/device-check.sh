@@ -26,6 +26,11 @@
 #               precision; then again with BENCH_OPS=1 and
 #               MP_CUDA_PROFILE=1 (-ops.log: the time per kind of
 #               operation, and per convolution shape, each waited for)
+#   bench-ours-bf16-act, -act-ops, bench-ours-eval-bf16-act, bench-ours-bf16-act-b256
+#               bf16 with the activations stored in bf16 NHWC
+#               (MP_CUDA_ACTIVATIONS=bf16: no conversion around the
+#               convolutions, half the bytes in every other pass):
+#               training, its time per operation, evaluation, batch 256
 #   bench-ours-bf16-no-graph
 #               the bf16 step op by op (MP_CUDA_GRAPH=0) instead of as one
 #               CUDA graph: what the graph gains
@@ -484,8 +489,24 @@ ours_eval() { # PRECISION BACKEND BATCH STEPS SIZE WARMUP [SMOKE-NOTE]
 		record "$stage" FAIL "$ELAPSED" "see $stage.log"
 	fi
 }
+# bf16 with the activations stored in bf16 NHWC (MP_CUDA_ACTIVATIONS=bf16)
+ours_act() { # STAGE MODE BATCH
+	local stage=$1 line
+	if run "$stage" 60 env MP_CUDA_ACTIVATIONS=bf16 "$BIN/tests/gpu/bench_step" cuda "$3" 20 112 3 bf16 "$2"; then
+		line=$(awk -F'\t' '$1 == "cuda"' "$LOGS/$stage.log" | tail -1)
+		OURS[$stage]=$line
+		record "$stage" ok "$ELAPSED" "MP_CUDA_ACTIVATIONS=bf16, $2, batch $3: $(echo "$line" | cut -f4) images/s; $(graph_use "$LOGS/$stage.log")"
+	else
+		record "$stage" FAIL "$ELAPSED" "see $stage.log"
+	fi
+}
 if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench bf16 cuda 128 20 112 3
+	ours_act bench-ours-bf16-act train 128
+	run bench-ours-bf16-act-ops 60 env MP_CUDA_ACTIVATIONS=bf16 BENCH_OPS=1 MP_CUDA_PROFILE=1 \
+		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-act-ops: failed"
+	ours_act bench-ours-eval-bf16-act eval 128
+	ours_act bench-ours-bf16-act-b256 train 256
 	ours_bench fp32 cuda 128 20 112 3
 	ours_eval bf16 cuda 128 20 112 3
 	ours_eval fp32 cuda 128 20 112 3
@@ -716,6 +737,11 @@ fi
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
 		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
+		act=$(ips_of bench-ours-bf16-act)
+		if [ -n "$act" ]; then
+			echo "ours bf16, activations in bf16 (MP_CUDA_ACTIVATIONS=bf16): $act images/s, $(tfl "$act") TFLOP/s, MFU $(mfu "$act"); / float activations: $(ratio "$act" "$(ips_of bf16)")"
+			[ -n "$best" ] && echo "ours bf16 with bf16 activations / PyTorch's best bf16 configuration: $(ratio "$act" "$best") (goal 1.3)"
+		fi
 		# evaluation: one forward pass an image
 		emfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * g * i / 1000 / p }'; }
 		etfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", g * i / 1000 }'; }
@@ -738,6 +764,9 @@ fi
 			done
 			[ -n "$ebest" ] && [ -n "$(ips_of eval-bf16)" ] &&
 				echo "evaluation, ours bf16 / PyTorch's best bf16 configuration: $(ratio "$(ips_of eval-bf16)" "$ebest")"
+			eact=$(ips_of bench-ours-eval-bf16-act)
+			[ -n "$eact" ] && [ -n "$ebest" ] &&
+				echo "evaluation, ours bf16 with bf16 activations: $eact images/s; / PyTorch's best: $(ratio "$eact" "$ebest")"
 		fi
 		nog=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-no-graph.log" 2>/dev/null | tail -1 | cut -f4)
 		[ -n "$nog" ] && [ -n "$(ips_of bf16)" ] &&
@@ -746,6 +775,9 @@ fi
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&
 			echo "batch 256, bf16: ours $b256, PyTorch eager $t256 images/s: $(ratio "$b256" "$t256")"
+		a256=$(ips_of bench-ours-bf16-act-b256)
+		[ -n "$a256" ] && [ -n "$t256" ] &&
+			echo "batch 256, bf16 activations: ours $a256, PyTorch eager $t256 images/s: $(ratio "$a256" "$t256")"
 	fi
 	[ -n "$E2E" ] && { echo; echo "mp-train / mp-eval on the GPU: $E2E"; }
 	echo

@@ -260,13 +260,22 @@ static int r_bnr_b(mp_backend *be, const mp_tensor *x, const mp_bn *bn, const mp
 	return rec.inner->bn_relu_backward(be, x, bn, y, dy, dx, dg, db, dres);
 }
 
-static int r_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+static int r_alloc_with(int (*alloc)(mp_backend *, mp_tensor *, int, int, int, int),
+			mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
 {
 	if (rec.recording)
 		return refuse(be, "alloc while recording");
 	if (flush(be) < 0)
 		return -1;
-	return rec.inner->alloc(be, t, n, c, h, w);
+	return alloc(be, t, n, c, h, w);
+}
+static int r_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	return r_alloc_with(rec.inner->alloc, be, t, n, c, h, w);
+}
+static int r_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	return r_alloc_with(rec.inner->alloc_act, be, t, n, c, h, w);
 }
 static void r_release(mp_backend *be, mp_tensor *t)
 {
@@ -462,6 +471,7 @@ static void recorder_install(mp_backend *be)
 	rec.ops = *be->ops;
 	mp_backend_ops *o = &rec.ops;
 	o->alloc = r_alloc;
+	o->alloc_act = rec.inner->alloc_act ? r_alloc_act : NULL;
 	o->release = r_release;
 	o->upload = r_upload;
 	o->download = r_download;

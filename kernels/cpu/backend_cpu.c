@@ -56,6 +56,7 @@ int mp_cpu_alloc_count(mp_backend *be, mp_tensor *t, int n, int c, int h, int w,
 		return mp_cpu_fail(be, "alloc: no tensor");
 	t->n = t->c = t->h = t->w = 0;
 	t->data = NULL;
+	t->storage = 0;
 	if (n < 1 || c < 1 || h < 1 || w < 1)
 		return mp_cpu_fail(be, "alloc: shape %dx%dx%dx%d has no elements", n, c, h, w);
 	/* the dims are positive ints, so the product of two fits in size_t;
@@ -113,7 +114,7 @@ static void cpu_release(mp_backend *be, mp_tensor *t)
 		return;
 	free(t->data);
 	t->data = NULL;
-	t->n = t->c = t->h = t->w = 0;
+	t->n = t->c = t->h = t->w = t->storage = 0;
 }
 
 static int cpu_upload(mp_backend *be, mp_tensor *t, const float *host)
@@ -263,6 +264,13 @@ void mp_backend_free(mp_backend *be)
 	if (be->ops && be->ops->destroy)
 		be->ops->destroy(be);
 	free(be);
+}
+
+int mp_backend_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	if (be->ops->alloc_act)
+		return be->ops->alloc_act(be, t, n, c, h, w);
+	return be->ops->alloc(be, t, n, c, h, w);
 }
 
 void *mp_backend_host_alloc(mp_backend *be, size_t bytes)

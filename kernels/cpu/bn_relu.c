@@ -51,7 +51,7 @@ int mp_cpu_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 {
 	if (mp_cpu_bn_relu_check_backward(be, x, bn, y, dy, dx, dgamma, dbeta, dres))
 		return -1;
-	mp_tensor tmp = {0, 0, 0, 0, NULL};
+	mp_tensor tmp = {0};
 	mp_tensor *g = dres;
 	if (!g) {
 		size_t count = mp_tensor_count(x);

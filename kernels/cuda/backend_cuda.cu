@@ -9,6 +9,8 @@
 #include "module.h" // before cuda.h: the entry point's name
 #include "cuda.h"
 
+#include <cuda_bf16.h>
+
 // ---- errors ---------------------------------------------------------------
 
 // The name of a call from its text: "cudnnConvolutionForward(s->cudnn, ...)"
@@ -83,22 +85,41 @@ double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
 
 // ---- memory ----------------------------------------------------------------
 
-static int cuda_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+// n x c x h x w values of value_bytes each, stored as storage says.
+static int device_alloc(mp_backend *be, const char *op, mp_tensor *t, int n, int c, int h, int w,
+			size_t value_bytes, int storage)
 {
 	size_t count;
 	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
 		return -1;
-	float *p = NULL;
-	cudaError_t e = cudaMalloc((void **)&p, count * sizeof(float));
+	void *p = NULL;
+	cudaError_t e = cudaMalloc(&p, count * value_bytes);
 	if (e != cudaSuccess)
-		return mp_cpu_fail(be, "alloc: %dx%dx%dx%d: cudaMalloc: %s (%s)", n, c, h, w,
+		return mp_cpu_fail(be, "%s: %dx%dx%dx%d: cudaMalloc: %s (%s)", op, n, c, h, w,
 				   cudaGetErrorName(e), cudaGetErrorString(e));
 	t->n = n;
 	t->c = c;
 	t->h = h;
 	t->w = w;
-	t->data = p;
+	t->data = (float *)p; // bf16 values when storage says so: only nhwc.cu and conv.cu read them
+	t->storage = storage;
 	return 0;
+}
+
+static int cuda_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	return device_alloc(be, "alloc", t, n, c, h, w, sizeof(float), 0);
+}
+
+// Activations in bf16 NHWC when the backend runs in bf16 and
+// MP_CUDA_ACTIVATIONS=bf16 asks for it (nhwc.cu); float NCHW otherwise.
+static int cuda_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	if (!s->act_bf16 || s->precision != MP_PRECISION_BF16)
+		return cuda_alloc(be, t, n, c, h, w);
+	return device_alloc(be, "alloc_act", t, n, c, h, w, sizeof(__nv_bfloat16),
+			    MP_CUDA_BF16_NHWC);
 }
 
 static void cuda_release(mp_backend *be, mp_tensor *t)
@@ -109,7 +130,7 @@ static void cuda_release(mp_backend *be, mp_tensor *t)
 	if (t->data)
 		cudaFree(t->data); // nothing to report to: release cannot fail
 	t->data = NULL;
-	t->n = t->c = t->h = t->w = 0;
+	t->n = t->c = t->h = t->w = t->storage = 0;
 }
 
 static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
@@ -119,6 +140,8 @@ static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
 		return -1;
 	if (!host)
 		return mp_cpu_fail(be, "upload: no host array");
+	if (mp_cuda_is_bf16(t))
+		return mp_cuda_nhwc_upload(be, t, host);
 	mp_cuda_state *s = mp_cuda(be);
 	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyHostToDevice, s->stream));
@@ -133,6 +156,8 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 		return -1;
 	if (!host)
 		return mp_cpu_fail(be, "download: no host array");
+	if (mp_cuda_is_bf16(t))
+		return mp_cuda_nhwc_download(be, t, host);
 	mp_cuda_state *s = mp_cuda(be);
 	CUDA_CHECK(op, cudaMemcpyAsync(host, t->data, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyDeviceToHost, s->stream));
@@ -279,6 +304,7 @@ static void cuda_destroy(mp_backend *be)
 	mp_cuda_conv_free(s);
 	mp_cuda_layers_free(s);
 	mp_cuda_buffer_free(&s->scratch);
+	mp_cuda_buffer_free(&s->stage);
 	if (s->labels)
 		cudaFree(s->labels);
 	if (s->cublas)
@@ -300,6 +326,7 @@ static mp_backend_ops make_ops(int graphs)
 	o.name = "cuda";
 	o.alloc = cuda_alloc;
 	o.release = cuda_release;
+	o.alloc_act = cuda_alloc_act;
 	o.upload = cuda_upload;
 	o.download = cuda_download;
 	o.fill = mp_cuda_fill;
@@ -373,7 +400,8 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 			       env_choice("MP_CUDA_PROFILE", "0", "1", &s->profile, why, n) ||
 			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n) ||
 			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n) ||
-			       env_choice("MP_CUDA_GRAPH", "0", "1", &s->graphs, why, n)
+			       env_choice("MP_CUDA_GRAPH", "0", "1", &s->graphs, why, n) ||
+			       env_choice("MP_CUDA_ACTIVATIONS", "float", "bf16", &s->act_bf16, why, n)
 		       ? -1
 		       : 0;
 }

@@ -273,6 +273,9 @@ int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_t
 {
 	if (mp_cpu_bn_check_train(be, x, bn, y))
 		return -1;
+	const int k = mp_cuda_act_storage(be, "bn_forward_train", x, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
 	return bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
 }
 
@@ -281,6 +284,9 @@ int mp_cuda_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
 {
 	if (mp_cpu_bn_relu_check_forward(be, x, bn, res, y))
 		return -1;
+	const int k = mp_cuda_act_storage(be, "bn_relu_forward_train", x, res, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_bn_train(be, "bn_relu_forward_train", x, bn, res, 1, y);
 	return bn_train(be, "bn_relu_forward_train", x, bn, res, 1, y);
 }
 
@@ -289,6 +295,9 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 	static const char op[] = "bn_forward_infer";
 	if (mp_cpu_bn_check_infer(be, x, bn, y))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, x, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_bn_infer(be, x, bn, y);
 	const int C = x->c, plane = x->h * x->w;
 	const size_t count = mp_tensor_count(x);
 	if (count <= UINT_MAX / 2)
@@ -349,6 +358,11 @@ int mp_cuda_bn_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 {
 	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
 		return -1;
+	const int k = mp_cuda_act_storage(be, "bn_backward", x, dy, dx);
+	if (k)
+		return k < 0 ? -1
+			     : mp_cuda_nhwc_bn_backward(be, "bn_backward", x, bn, NULL, dy, dx,
+							dgamma, dbeta, NULL);
 	return bn_back(be, "bn_backward", x, bn, NULL, dy, dx, dgamma, dbeta, NULL);
 }
 
@@ -358,5 +372,10 @@ int mp_cuda_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 {
 	if (mp_cpu_bn_relu_check_backward(be, x, bn, y, dy, dx, dgamma, dbeta, dres))
 		return -1;
+	const int k = mp_cuda_act_storage(be, "bn_relu_backward", x, y, dy, dx, dres);
+	if (k)
+		return k < 0 ? -1
+			     : mp_cuda_nhwc_bn_backward(be, "bn_relu_backward", x, bn, y, dy, dx,
+							dgamma, dbeta, dres);
 	return bn_back(be, "bn_relu_backward", x, bn, y, dy, dx, dgamma, dbeta, dres);
 }

@@ -98,34 +98,68 @@ static int transpose_grid(int images, int C, int P, dim3 *grid)
 	return 1;
 }
 
-// t (float NCHW, or a filter as K images of C x (kh kw)) into buf as bf16
-// NHWC (KRSC).
-static int to_bf16(mp_backend *be, const char *op, const mp_tensor *t, struct mp_cuda_buffer *buf)
+// Converts n images of c x plane values: float NCHW src into bf16 NHWC
+// dst (to_bf16), or bf16 NHWC src into float NCHW dst.
+int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
+		    int to_bf16, void *dst)
 {
 	dim3 grid;
-	if (!transpose_grid(t->n, t->c, t->h * t->w, &grid))
-		return mp_cpu_fail(be, "%s: %dx%dx%dx%d is too large for bf16 (at most 65535 images)",
-				   op, t->n, t->c, t->h, t->w);
-	if (mp_cuda_grow(be, op, buf, mp_tensor_count(t) * sizeof(__nv_bfloat16)))
-		return -1;
-	nchw_to_nhwc_bf16_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
-		t->data, (__nv_bfloat16 *)buf->p, t->c, t->h * t->w);
-	LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
+	if (!transpose_grid(n, c, plane, &grid))
+		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most 65535)",
+				   op, n, c, plane);
+	if (to_bf16) {
+		nchw_to_nhwc_bf16_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
+			(const float *)src, (__nv_bfloat16 *)dst, c, plane);
+		LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
+	} else {
+		nhwc_bf16_to_nchw_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
+			(const __nv_bfloat16 *)src, (float *)dst, c, plane);
+		LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+	}
 	return 0;
 }
 
-// buf (bf16 NHWC, as t's shape) into t (float NCHW).
-static int from_bf16(mp_backend *be, const char *op, const struct mp_cuda_buffer *buf,
-		     mp_tensor *t)
+// A convolution's operand in the form its algorithm takes (bf16 NHWC, or
+// float NCHW): the tensor's own memory when it is stored so (a float
+// weight in fp32, an activation of alloc_act in bf16), else a converted
+// copy in buf. Weights are (K, C, kh, kw) images, so KRSC in bf16.
+static int operand_in(mp_backend *be, const char *op, const mp_tensor *t, int bf16,
+		      struct mp_cuda_buffer *buf, void **p)
 {
-	dim3 grid;
-	if (!transpose_grid(t->n, t->c, t->h * t->w, &grid))
-		return mp_cpu_fail(be, "%s: %dx%dx%dx%d is too large for bf16 (at most 65535 images)",
-				   op, t->n, t->c, t->h, t->w);
-	nhwc_bf16_to_nchw_kernel<<<grid, dim3(TILE, TILE_ROWS), 0, MP_STREAM(be)>>>(
-		(const __nv_bfloat16 *)buf->p, t->data, t->c, t->h * t->w);
-	LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+	if (mp_cuda_is_bf16(t) == bf16) {
+		*p = t->data;
+		return 0;
+	}
+	const size_t bytes = mp_tensor_count(t) * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float));
+	if (mp_cuda_grow(be, op, buf, bytes) ||
+	    mp_cuda_convert(be, op, t->n, t->c, t->h * t->w, t->data, bf16, buf->p))
+		return -1;
+	*p = buf->p;
 	return 0;
+}
+
+// Where a result goes: t's own memory when it is stored in the algorithm's
+// form, else buf, which operand_out_done then converts into t.
+static int operand_out(mp_backend *be, const char *op, const mp_tensor *t, int bf16,
+		       struct mp_cuda_buffer *buf, void **p)
+{
+	if (mp_cuda_is_bf16(t) == bf16) {
+		*p = t->data;
+		return 0;
+	}
+	const size_t bytes = mp_tensor_count(t) * (bf16 ? sizeof(__nv_bfloat16) : sizeof(float));
+	if (mp_cuda_grow(be, op, buf, bytes))
+		return -1;
+	*p = buf->p;
+	return 0;
+}
+
+static int operand_out_done(mp_backend *be, const char *op, mp_tensor *t, int bf16,
+			    const struct mp_cuda_buffer *buf)
+{
+	if (mp_cuda_is_bf16(t) == bf16)
+		return 0;
+	return mp_cuda_convert(be, op, t->n, t->c, t->h * t->w, buf->p, !bf16, t->data);
 }
 
 // ---- algorithms -------------------------------------------------------------------
@@ -506,7 +540,9 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 			       const mp_tensor *w, const mp_tensor *y, int stride, int pad,
 			       int want, int *bf16)
 {
-	*bf16 = mp_cuda(be)->precision == MP_PRECISION_BF16;
+	// bf16 in bf16 precision, or with activations stored in bf16
+	*bf16 = mp_cuda(be)->precision == MP_PRECISION_BF16 || mp_cuda_is_bf16(x) ||
+		mp_cuda_is_bf16(y);
 	for (;;) {
 		int key[10];
 		conv_key(key, x, w, stride, pad, *bf16);
@@ -586,31 +622,26 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
 	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow))
 		return -1;
+	if (mp_cuda_float_only(be, op, w))
+		return -1;
 	mp_cuda_conv_algo *a = plan(be, op, x, w, y, stride, pad, FWD, &bf16);
 	if (!a)
 		return -1;
 	if (set_math(be, op, a, a->fwd_math) || mp_cuda_grow(be, op, &s->ws, a->fwd_ws))
 		return -1;
-	if (!bf16) {
-		a->calls[DIR_FWD]++;
-		prof_begin(s);
-		if (run_fwd(be, op, a, x->data, w->data, y->data))
-			return -1;
-		prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
-		return 0;
-	}
+	void *xp, *wp, *yp;
 	a->calls[DIR_FWD]++;
 	prof_begin(s);
-	if (to_bf16(be, op, x, &s->bf_x) || to_bf16(be, op, w, &s->bf_w) ||
-	    mp_cuda_grow(be, op, &s->bf_y, mp_tensor_count(y) * sizeof(__nv_bfloat16)))
+	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) || operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
+	    operand_out(be, op, y, bf16, &s->bf_y, &yp))
 		return -1;
 	prof_end(s, &a->ms_convert[DIR_FWD]);
 	prof_begin(s);
-	if (run_fwd(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
+	if (run_fwd(be, op, a, xp, wp, yp))
 		return -1;
 	prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
 	prof_begin(s);
-	if (from_bf16(be, op, &s->bf_y, y))
+	if (operand_out_done(be, op, y, bf16, &s->bf_y))
 		return -1;
 	prof_end(s, &a->ms_convert[DIR_FWD]);
 	return 0;
@@ -632,18 +663,21 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 		return -1;
 	if (dw && mp_cpu_expect(be, op, "dw", dw, w->n, w->c, w->h, w->w))
 		return -1;
+	if (mp_cuda_float_only(be, op, w, dw) || mp_cuda_act_storage(be, op, dy, dx) < 0)
+		return -1;
 	if (!dx && !dw)
 		return 0;
 	mp_cuda_conv_algo *a = plan(be, op, x, w, dy, stride, pad,
 				    (dx ? BWD_DATA : 0) | (dw ? BWD_FILTER : 0), &bf16);
 	if (!a)
 		return -1;
-	// bf16: dy into bf_y; dx is made in bf_x from bf_w, then x goes into
-	// bf_x and dw is made in bf_w (one stream: each step waits for the one
-	// before, so the buffers can be reused in turn)
+	// dy, in the algorithm's form, stays in bf_y; dx is made in bf_x from
+	// bf_w, then x goes into bf_x and dw is made in bf_w (one stream: each
+	// step waits for the one before, so the buffers can be reused in turn).
 	// (dy's conversion is counted with dx's, or dw's when dx is not wanted)
+	void *dyp, *p, *wp;
 	prof_begin(s);
-	if (bf16 && to_bf16(be, op, dy, &s->bf_y))
+	if (operand_in(be, op, dy, bf16, &s->bf_y, &dyp))
 		return -1;
 	prof_end(s, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]);
 	if (dx) {
@@ -651,52 +685,38 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 		if (set_math(be, op, a, a->bwd_data_math) ||
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
-		if (!bf16) {
-			prof_begin(s);
-			if (run_bwd_data(be, op, a, dx->data, w->data, dy->data))
-				return -1;
-			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
-		} else {
-			prof_begin(s);
-			if (to_bf16(be, op, w, &s->bf_w) ||
-			    mp_cuda_grow(be, op, &s->bf_x, mp_tensor_count(dx) * sizeof(__nv_bfloat16)))
-				return -1;
-			prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
-			prof_begin(s);
-			if (run_bwd_data(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
-				return -1;
-			prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
-			prof_begin(s);
-			if (from_bf16(be, op, &s->bf_x, dx))
-				return -1;
-			prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
-		}
+		prof_begin(s);
+		if (operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
+		    operand_out(be, op, dx, bf16, &s->bf_x, &p))
+			return -1;
+		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
+		prof_begin(s);
+		if (run_bwd_data(be, op, a, p, wp, dyp))
+			return -1;
+		prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
+		prof_begin(s);
+		if (operand_out_done(be, op, dx, bf16, &s->bf_x))
+			return -1;
+		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 	}
 	if (dw) {
 		a->calls[DIR_BWD_FILTER]++;
 		if (set_math(be, op, a, a->bwd_filter_math) ||
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
-		if (!bf16) {
-			prof_begin(s);
-			if (run_bwd_filter(be, op, a, x->data, dw->data, dy->data))
-				return -1;
-			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
-		} else {
-			prof_begin(s);
-			if (to_bf16(be, op, x, &s->bf_x) ||
-			    mp_cuda_grow(be, op, &s->bf_w, mp_tensor_count(dw) * sizeof(__nv_bfloat16)))
-				return -1;
-			prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
-			prof_begin(s);
-			if (run_bwd_filter(be, op, a, s->bf_x.p, s->bf_w.p, s->bf_y.p))
-				return -1;
-			prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
-			prof_begin(s);
-			if (from_bf16(be, op, &s->bf_w, dw))
-				return -1;
-			prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
-		}
+		prof_begin(s);
+		if (operand_in(be, op, x, bf16, &s->bf_x, &p) ||
+		    operand_out(be, op, dw, bf16, &s->bf_w, &wp))
+			return -1;
+		prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
+		prof_begin(s);
+		if (run_bwd_filter(be, op, a, p, wp, dyp))
+			return -1;
+		prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
+		prof_begin(s);
+		if (operand_out_done(be, op, dw, bf16, &s->bf_w))
+			return -1;
+		prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
 	}
 	return 0;
 }

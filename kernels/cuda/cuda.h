@@ -31,6 +31,16 @@ extern "C" {
 #include "cpu/cpu.h"
 }
 
+/* mp_tensor.storage of a tensor from alloc_act in bf16 with
+ * MP_CUDA_ACTIVATIONS=bf16: bf16 NHWC, count * 2 bytes (nhwc.cu); every
+ * other tensor is float NCHW (storage 0). */
+#define MP_CUDA_BF16_NHWC 1
+
+static inline int mp_cuda_is_bf16(const mp_tensor *t)
+{
+	return t && t->storage == MP_CUDA_BF16_NHWC;
+}
+
 /* The algorithms chosen for one convolution shape and precision, found
  * once; with the math type each was chosen for. */
 struct mp_cuda_conv_algo {
@@ -84,6 +94,8 @@ struct mp_cuda_state {
 	int graph_api;	   /* MP_CUDNN_API=graph: conv_graph.cu's plans */
 	int graphs;	   /* MP_CUDA_GRAPH=1 (the default): graph_* operations */
 	int recording;	   /* between graph_begin and graph_end */
+	int act_bf16;	   /* MP_CUDA_ACTIVATIONS=bf16: alloc_act stores bf16 NHWC in bf16 */
+	struct mp_cuda_buffer stage; /* float NCHW copies of bf16 tensors for upload, download */
 	/* Bumped whenever device memory of the backend's own that an
 	 * operation uses (workspace, scratch, bf16 copies, labels, SGD
 	 * tables) is replaced: a graph recorded before is stale. */
@@ -182,6 +194,45 @@ int mp_cuda_wait(mp_backend *be, const char *op);
 /* -1 with "op: what while recording a graph" when recording. */
 int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what);
 void mp_cuda_buffer_free(struct mp_cuda_buffer *b);
+
+/* n images of c x plane values: float NCHW src into bf16 NHWC dst
+ * (to_bf16), or the reverse (conv.cu). */
+int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
+		    int to_bf16, void *dst);
+
+/* The activations an operation takes (NULL ones skipped) are all bf16
+ * NHWC (1) or all float (0); -1, naming op, when they mix. */
+int mp_cuda_act_storage(mp_backend *be, const char *op, const mp_tensor *a, const mp_tensor *b,
+			const mp_tensor *c = NULL, const mp_tensor *d = NULL,
+			const mp_tensor *e = NULL);
+/* -1, naming op, when one of the tensors (NULL ones skipped) is stored in
+ * bf16: weights and the head's tensors are float only. */
+int mp_cuda_float_only(mp_backend *be, const char *op, const mp_tensor *a,
+		       const mp_tensor *b = NULL, const mp_tensor *c = NULL,
+		       const mp_tensor *d = NULL, const mp_tensor *e = NULL);
+
+/* The bf16 NHWC forms of the operations (nhwc.cu), for tensors from
+ * alloc_act in bf16; shapes checked by the callers, which dispatch here. */
+int mp_cuda_nhwc_upload(mp_backend *be, mp_tensor *t, const float *host);
+int mp_cuda_nhwc_download(mp_backend *be, const mp_tensor *t, float *host);
+int mp_cuda_nhwc_fill(mp_backend *be, mp_tensor *t, float value);
+int mp_cuda_nhwc_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cuda_nhwc_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			       mp_tensor *dx);
+int mp_cuda_nhwc_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y);
+int mp_cuda_nhwc_shortcut_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride);
+int mp_cuda_nhwc_shortcut_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx,
+				   int stride);
+int mp_cuda_nhwc_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
+int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx);
+/* BN in training mode, y = bn(x), or relu(bn(x) + res?) when relu */
+int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
+			  const mp_tensor *res, int relu, mp_tensor *y);
+int mp_cuda_nhwc_bn_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y);
+/* BN's backward pass; relu_y the fused ReLU's output or NULL; dres too */
+int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
+			     const mp_bn *bn, const mp_tensor *relu_y, const mp_tensor *dy,
+			     mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
 
 /* The scratch buffer, grown to at least n doubles; NULL on an error. */
 double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n);

@@ -34,6 +34,8 @@ int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value)
 	static const char op[] = "fill";
 	if (mp_cpu_check(be, op, "tensor", t))
 		return -1;
+	if (mp_cuda_is_bf16(t))
+		return mp_cuda_nhwc_fill(be, t, value);
 	const size_t count = mp_tensor_count(t);
 	fill_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			t->data, count, value);
@@ -67,6 +69,9 @@ int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	static const char op[] = "relu_forward";
 	if (mp_cpu_check(be, op, "x", x) || same_shape(be, op, "y", y, x))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, x, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_relu_forward(be, x, y);
 	const size_t count = mp_tensor_count(x);
 	relu_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, y->data, count);
@@ -81,6 +86,9 @@ int mp_cuda_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *d
 	if (mp_cpu_check(be, op, "y", y) || same_shape(be, op, "dy", dy, y) ||
 	    same_shape(be, op, "dx", dx, y))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, y, dy, dx);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_relu_backward(be, y, dy, dx);
 	const size_t count = mp_tensor_count(y);
 	relu_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			y->data, dy->data, dx->data, count);
@@ -94,6 +102,9 @@ int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tenso
 	if (mp_cpu_check(be, op, "a", a) || same_shape(be, op, "b", b, a) ||
 	    same_shape(be, op, "y", y, a))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, a, b, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_add(be, a, b, y);
 	const size_t count = mp_tensor_count(a);
 	add_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			a->data, b->data, y->data, count);
@@ -146,6 +157,9 @@ int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y,
 	static const char op[] = "shortcut_a_forward";
 	if (mp_cpu_shortcut_shape(be, op, "x", x, "y", y, stride))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, x, y);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_forward(be, x, y, stride);
 	const size_t count = mp_tensor_count(y);
 	if (count <= UINT_MAX / 2)
 		shortcut_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
@@ -163,6 +177,9 @@ int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *
 	static const char op[] = "shortcut_a_backward";
 	if (mp_cpu_shortcut_shape(be, op, "dx", dx, "dy", dy, stride))
 		return -1;
+	const int k = mp_cuda_act_storage(be, op, dy, dx);
+	if (k)
+		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_backward(be, dy, dx, stride);
 	const size_t count = mp_tensor_count(dx);
 	if (count <= UINT_MAX / 2)
 		shortcut_backward_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
@@ -201,8 +218,11 @@ __global__ void avgpool_backward_kernel(const float *__restrict__ dy, float *__r
 int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 {
 	static const char op[] = "avgpool_forward";
-	if (mp_cpu_check(be, op, "x", x) || mp_cpu_expect(be, op, "y", y, x->n, x->c, 1, 1))
+	if (mp_cpu_check(be, op, "x", x) || mp_cpu_expect(be, op, "y", y, x->n, x->c, 1, 1) ||
+	    mp_cuda_float_only(be, op, y))
 		return -1;
+	if (mp_cuda_is_bf16(x))
+		return mp_cuda_nhwc_avgpool_forward(be, x, y);
 	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
 	avgpool_kernel<<<mp_cuda_grid(planes), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			x->data, y->data, planes, plane);
@@ -213,8 +233,11 @@ int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 {
 	static const char op[] = "avgpool_backward";
-	if (mp_cpu_check(be, op, "dx", dx) || mp_cpu_expect(be, op, "dy", dy, dx->n, dx->c, 1, 1))
+	if (mp_cpu_check(be, op, "dx", dx) || mp_cpu_expect(be, op, "dy", dy, dx->n, dx->c, 1, 1) ||
+	    mp_cuda_float_only(be, op, dy))
 		return -1;
+	if (mp_cuda_is_bf16(dx))
+		return mp_cuda_nhwc_avgpool_backward(be, dy, dx);
 	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
 	avgpool_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 			dy->data, dx->data, count, plane);
@@ -234,7 +257,8 @@ int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 int mp_cuda_linear_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w, mp_tensor *y)
 {
 	static const char op[] = "linear_forward";
-	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1))
+	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "y", y, x->n, w->n, 1, 1) ||
+	    mp_cuda_float_only(be, op, x, w, y))
 		return -1;
 	const int N = x->n, IN = x->c, OUT = w->n;
 	const float one = 1.0f, zero = 0.0f;
@@ -250,6 +274,8 @@ int mp_cuda_linear_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 	if (mp_cpu_linear_shape(be, op, x, w) || mp_cpu_expect(be, op, "dy", dy, x->n, w->n, 1, 1))
 		return -1;
 	if ((dx && same_shape(be, op, "dx", dx, x)) || (dw && same_shape(be, op, "dw", dw, w)))
+		return -1;
+	if (mp_cuda_float_only(be, op, x, w, dy, dx, dw))
 		return -1;
 	const int N = x->n, IN = x->c, OUT = w->n;
 	const float one = 1.0f, zero = 0.0f;
@@ -348,7 +374,7 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 {
 	static const char op[] = "softmax_xent_forward";
 	if (mp_cpu_xent_args(be, op, "logits", logits, labels, smoothing) ||
-	    same_shape(be, op, "probs", probs, logits))
+	    same_shape(be, op, "probs", probs, logits) || mp_cuda_float_only(be, op, logits, probs))
 		return -1;
 	if (!loss)
 		return mp_cpu_fail(be, "%s: no loss output", op);
@@ -374,7 +400,8 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 {
 	static const char op[] = "softmax_xent_backward";
 	if (mp_cpu_xent_args(be, op, "probs", probs, labels, smoothing) ||
-	    same_shape(be, op, "dlogits", dlogits, probs))
+	    same_shape(be, op, "dlogits", dlogits, probs) ||
+	    mp_cuda_float_only(be, op, probs, dlogits))
 		return -1;
 	const int N = probs->n, K = probs->c;
 	if (put_labels(be, op, labels, N))

@@ -73,3 +73,15 @@ have_nvcc() {
 	assert_contains "$output" "-llmdb"
 	[[ -e moved/lib/liblmdb.so && -e moved/lib/libturbojpeg.so.0 && -e moved/lib/libcjson.so.1 ]]
 }
+
+@test "test_cuda_ops --harness-check: its own logic on the CPU stand-in, the bf16-storage pass too" {
+	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	[[ -x $bin ]] || skip "this build has no CUDA backend"
+	run "$bin" --harness-check
+	assert_status 0
+	assert_contains "$output" "this checks the test program, not the CUDA backend"
+	grep -Eq '^ok [0-9]+ - bf16 storage \(stand-in\): small resnet, shortcut A' <<<"$output"
+	grep -Eq '^ok [0-9]+ - bf16 storage \(stand-in\): batch norm 4x8x5x5' <<<"$output"
+	grep -Eq '^# 0 of [0-9]+ failed' <<<"$output"
+	! grep -q '^not ok' <<<"$output"
+}

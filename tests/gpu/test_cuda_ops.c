@@ -31,6 +31,15 @@
  * compares with plain fp32: the loss must fall alike. Where the device
  * has no bf16 these print as skipped.
  *
+ * Then a third pass, "bf16 storage": a backend opened with
+ * MP_CUDA_ACTIVATIONS=bf16 keeps the tensors of alloc_act in bf16 NHWC.
+ * Every operation that takes activations (from alloc_act; plain images
+ * into the stem-like convolution), the network steps, reproducibility,
+ * the graphs and the training run again, against the reference with its
+ * convolutions' operands and every stored activation rounded to bf16
+ * (tests/act_checker.h, which also fails any call that mixes activation
+ * and plain tensors), within RTOL_BF16.
+ *
  * Without a CUDA device it prints "1..0 # SKIP no CUDA device (...)" and
  * exits 0: prove reports it as skipped, never as passed.
  *
@@ -50,6 +59,7 @@
 #include "device.h"
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
+#include "../act_checker.h"
 
 #define RTOL 1e-3
 #define RTOL_BF16 2e-2
@@ -126,21 +136,46 @@ static int palloc(pair *p, int n, int c, int h, int w)
 	       ok_rc(dev->ops->alloc(dev, &p->d, n, c, h, w), dev, "alloc");
 }
 
+/* In the bf16-storage pass (act_mode), the activation operands come from
+ * alloc_act: bf16 NHWC on the device, rounded to bf16 by the reference's
+ * act_checker.h; elsewhere as palloc. */
+static int act_mode;
+
+static int palloc_a(pair *p, int n, int c, int h, int w)
+{
+	if (!act_mode)
+		return palloc(p, n, c, h, w);
+	memset(p, 0, sizeof *p);
+	return ok_rc(mp_backend_alloc_act(ref, &p->r, n, c, h, w), ref, "alloc_act") &&
+	       ok_rc(mp_backend_alloc_act(dev, &p->d, n, c, h, w), dev, "alloc_act");
+}
+
 static int pput(pair *p, const float *h)
 {
 	return ok_rc(ref->ops->upload(ref, &p->r, h), ref, "upload") &&
 	       ok_rc(dev->ops->upload(dev, &p->d, h), dev, "upload");
 }
 
-/* Allocates both and fills them with the same uniform values in [lo, hi). */
-static int prandom(pair *p, int n, int c, int h, int w, double lo, double hi)
+/* Fills both with the same uniform values in [lo, hi); allocated: the
+ * result of palloc or palloc_a. */
+static int pfill_random(int allocated, pair *p, double lo, double hi)
 {
-	if (!palloc(p, n, c, h, w))
+	if (!allocated)
 		return 0;
 	float *a = random_array(mp_tensor_count(&p->r), lo, hi);
 	int ok = pput(p, a);
 	free(a);
 	return ok;
+}
+
+static int prandom(pair *p, int n, int c, int h, int w, double lo, double hi)
+{
+	return pfill_random(palloc(p, n, c, h, w), p, lo, hi);
+}
+
+static int prandom_a(pair *p, int n, int c, int h, int w, double lo, double hi)
+{
+	return pfill_random(palloc_a(p, n, c, h, w), p, lo, hi);
 }
 
 static void pfree(pair *p)
@@ -207,19 +242,6 @@ static void pcompare(const char *what, const pair *p)
 
 /* ---- the reference with bf16 roundings ------------------------------------- */
 
-/* float to the nearest bfloat16 (ties to even), as __float2bfloat16_rn
- * does for finite values */
-static float bf16_round(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, sizeof u);
-	if ((u & 0x7f800000u) != 0x7f800000u)
-		u += 0x7fffu + ((u >> 16) & 1u);
-	u &= 0xffff0000u;
-	memcpy(&f, &u, sizeof f);
-	return f;
-}
-
 /* cpu-ref's own operations, and the same with its convolutions rounded as
  * in bf16; under --harness-check the stand-in device's too */
 static const mp_backend_ops *ref_plain, *dev_plain;
@@ -235,7 +257,7 @@ static int round_in_place(mp_backend *be, mp_tensor *t)
 {
 	float *h = fetch(be, t);
 	for (size_t i = 0; i < mp_tensor_count(t); i++)
-		h[i] = bf16_round(h[i]);
+		h[i] = act_bf16(h[i]);
 	int rc = plain(be)->upload(be, t, h);
 	free(h);
 	return rc;
@@ -314,7 +336,9 @@ static void test_memory(void)
 {
 	begin();
 	pair p;
-	if (prandom(&p, 3, 5, 7, 9, -4, 4)) {
+	if (prandom_a(&p, 3, 5, 7, 9, -4, 4)) {
+		if (act_mode && !p.d.storage)
+			fail("alloc_act gave a float tensor: activations are not stored in bf16");
 		pcompare("upload/download 3x5x7x9", &p);
 		if (ok_rc(ref->ops->fill(ref, &p.r, 1.5f), ref, "fill") &&
 		    ok_rc(dev->ops->fill(dev, &p.d, 1.5f), dev, "fill"))
@@ -361,9 +385,12 @@ static void test_conv(const conv_case *g)
 	memset(&dw, 0, sizeof dw);
 	memset(&dy, 0, sizeof dy);
 	const double ws = sqrt(2.0 / (g->c * g->kh * g->kw));
-	if (prandom(&x, g->n, g->c, g->h, g->w, -1, 1) &&
-	    prandom(&w, g->k, g->c, g->kh, g->kw, -ws, ws) && palloc(&y, g->n, g->k, oh, ow) &&
-	    prandom(&dy, g->n, g->k, oh, ow, -1, 1) && palloc(&dx, g->n, g->c, g->h, g->w) &&
+	/* in the bf16-storage pass the stem-like case takes plain images */
+	const int plain_x = g == &conv_cases[0];
+	if ((plain_x ? prandom(&x, g->n, g->c, g->h, g->w, -1, 1)
+		     : prandom_a(&x, g->n, g->c, g->h, g->w, -1, 1)) &&
+	    prandom(&w, g->k, g->c, g->kh, g->kw, -ws, ws) && palloc_a(&y, g->n, g->k, oh, ow) &&
+	    prandom_a(&dy, g->n, g->k, oh, ow, -1, 1) && palloc_a(&dx, g->n, g->c, g->h, g->w) &&
 	    palloc(&dw, g->k, g->c, g->kh, g->kw)) {
 		if (ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, g->stride, g->pad), ref,
 			  "conv2d_forward") &&
@@ -442,9 +469,9 @@ static void test_bn(int n, int c, int h, int w)
 	pair x, y, dy, dx, dg, db;
 	memset(&x, 0, sizeof x);
 	y = dy = dx = dg = db = x;
-	if (bn_make(&b, c) && prandom(&x, n, c, h, w, 1, 5) && palloc(&y, n, c, h, w) &&
-	    prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) && palloc(&dg, c, 1, 1, 1) &&
-	    palloc(&db, c, 1, 1, 1)) {
+	if (bn_make(&b, c) && prandom_a(&x, n, c, h, w, 1, 5) && palloc_a(&y, n, c, h, w) &&
+	    prandom_a(&dy, n, c, h, w, -1, 1) && palloc_a(&dx, n, c, h, w) &&
+	    palloc(&dg, c, 1, 1, 1) && palloc(&db, c, 1, 1, 1)) {
 		if (ok_rc(ref->ops->bn_forward_train(ref, &x.r, &b.r, &y.r), ref, "bn_forward_train") &&
 		    ok_rc(dev->ops->bn_forward_train(dev, &x.d, &b.d, &y.d), dev, "bn_forward_train")) {
 			pcompare("train y", &y);
@@ -496,9 +523,10 @@ static void test_bn_relu(int n, int c, int h, int w, int with_res)
 	memset(&x, 0, sizeof x);
 	res = y = dy = dx = dg = db = dres = x;
 	/* x centred on 0 so that the ReLU cuts about half of the values */
-	if (bn_make(&b, c) && prandom(&x, n, c, h, w, -2, 2) && prandom(&res, n, c, h, w, -1, 1) &&
-	    palloc(&y, n, c, h, w) && prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) &&
-	    palloc(&dg, c, 1, 1, 1) && palloc(&db, c, 1, 1, 1) && palloc(&dres, n, c, h, w)) {
+	if (bn_make(&b, c) && prandom_a(&x, n, c, h, w, -2, 2) &&
+	    prandom_a(&res, n, c, h, w, -1, 1) && palloc_a(&y, n, c, h, w) &&
+	    prandom_a(&dy, n, c, h, w, -1, 1) && palloc_a(&dx, n, c, h, w) &&
+	    palloc(&dg, c, 1, 1, 1) && palloc(&db, c, 1, 1, 1) && palloc_a(&dres, n, c, h, w)) {
 		const mp_tensor *rr = with_res ? &res.r : NULL, *rd = with_res ? &res.d : NULL;
 		if (ok_rc(ref->ops->bn_relu_forward_train(ref, &x.r, &b.r, rr, &y.r), ref,
 			  "bn_relu_forward_train") &&
@@ -548,9 +576,9 @@ static void test_relu_add(int n, int c, int h, int w)
 	pair x, y, dy, dx, b;
 	memset(&x, 0, sizeof x);
 	y = dy = dx = b = x;
-	if (prandom(&x, n, c, h, w, -1, 1) && palloc(&y, n, c, h, w) &&
-	    prandom(&dy, n, c, h, w, -1, 1) && palloc(&dx, n, c, h, w) &&
-	    prandom(&b, n, c, h, w, -1, 1)) {
+	if (prandom_a(&x, n, c, h, w, -1, 1) && palloc_a(&y, n, c, h, w) &&
+	    prandom_a(&dy, n, c, h, w, -1, 1) && palloc_a(&dx, n, c, h, w) &&
+	    prandom_a(&b, n, c, h, w, -1, 1)) {
 		if (ok_rc(ref->ops->relu_forward(ref, &x.r, &y.r), ref, "relu_forward") &&
 		    ok_rc(dev->ops->relu_forward(dev, &x.d, &y.d), dev, "relu_forward"))
 			pcompare("relu y", &y);
@@ -583,8 +611,8 @@ static void test_shortcut(int n, int cx, int h, int w, int cy, int stride)
 	pair x, y, dy, dx;
 	memset(&x, 0, sizeof x);
 	y = dy = dx = x;
-	if (prandom(&x, n, cx, h, w, -1, 1) && palloc(&y, n, cy, oh, ow) &&
-	    prandom(&dy, n, cy, oh, ow, -1, 1) && palloc(&dx, n, cx, h, w)) {
+	if (prandom_a(&x, n, cx, h, w, -1, 1) && palloc_a(&y, n, cy, oh, ow) &&
+	    prandom_a(&dy, n, cy, oh, ow, -1, 1) && palloc_a(&dx, n, cx, h, w)) {
 		if (ok_rc(ref->ops->shortcut_a_forward(ref, &x.r, &y.r, stride), ref, "shortcut fwd") &&
 		    ok_rc(dev->ops->shortcut_a_forward(dev, &x.d, &y.d, stride), dev, "shortcut fwd"))
 			pcompare("y", &y);
@@ -609,8 +637,8 @@ static void test_avgpool(int n, int c, int h, int w)
 	pair x, y, dy, dx;
 	memset(&x, 0, sizeof x);
 	y = dy = dx = x;
-	if (prandom(&x, n, c, h, w, -1, 3) && palloc(&y, n, c, 1, 1) &&
-	    prandom(&dy, n, c, 1, 1, -1, 1) && palloc(&dx, n, c, h, w)) {
+	if (prandom_a(&x, n, c, h, w, -1, 3) && palloc(&y, n, c, 1, 1) &&
+	    prandom(&dy, n, c, 1, 1, -1, 1) && palloc_a(&dx, n, c, h, w)) {
 		if (ok_rc(ref->ops->avgpool_forward(ref, &x.r, &y.r), ref, "avgpool_forward") &&
 		    ok_rc(dev->ops->avgpool_forward(dev, &x.d, &y.d), dev, "avgpool_forward"))
 			pcompare("y", &y);
@@ -1220,6 +1248,102 @@ static void test_training(void)
 
 /* ---- main ------------------------------------------------------------------------------------ */
 
+/* The operations that take activations, on the shapes above. */
+static void activation_ops(void)
+{
+	test_memory();
+	for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+		test_conv(&conv_cases[i]);
+	test_bn(4, 8, 5, 5);
+	test_bn(3, 16, 7, 9);
+	test_bn(16, 100, 1, 1);
+	test_bn(2, 3, 1, 1);
+	test_bn(64, 4, 3, 3);
+	test_bn_relu(4, 8, 5, 5, 0);
+	test_bn_relu(3, 16, 7, 9, 1);
+	test_bn_relu(16, 100, 1, 1, 1);
+	test_bn_relu(2, 12, 9, 9, 1);
+	test_relu_add(2, 3, 5, 7);
+	test_relu_add(4, 16, 13, 13);
+	test_shortcut(2, 4, 7, 7, 8, 2);
+	test_shortcut(2, 4, 6, 6, 4, 1);
+	test_shortcut(3, 3, 9, 8, 5, 3);
+	test_shortcut(4, 10, 1, 1, 10, 1);
+	test_shortcut(2, 16, 8, 8, 32, 2);
+	test_avgpool(2, 5, 7, 7);
+	test_avgpool(3, 4, 1, 1);
+	test_avgpool(2, 3, 13, 11);
+	test_avgpool(2, 16, 13, 11);
+}
+
+/* bf16 storage: the activations from alloc_act stored in bf16 NHWC on the
+ * device (MP_CUDA_ACTIVATIONS=bf16), against the reference with its
+ * convolutions' operands and every stored activation rounded to bf16
+ * (tests/act_checker.h, which also checks that mp_resnet keeps the
+ * interface's rule for them). Under --harness-check the stand-in rounds
+ * alike. */
+static void storage_pass(int harness)
+{
+	mp_backend *saved = dev;
+	if (harness) {
+		act_install(dev, 1);
+		prefix = "bf16 storage (stand-in): ";
+	} else {
+#ifdef MP_HAVE_CUDA
+		char why[512];
+		const char *was = getenv("MP_CUDA_ACTIVATIONS");
+		char *old = was ? strdup(was) : NULL;
+		setenv("MP_CUDA_ACTIVATIONS", "bf16", 1);
+		mp_backend *d = mp_backend_cuda_new(0, why, sizeof why);
+		if (old) {
+			setenv("MP_CUDA_ACTIVATIONS", old, 1);
+			free(old);
+		} else {
+			unsetenv("MP_CUDA_ACTIVATIONS");
+		}
+		if (!d || d->ops->set_precision(d, MP_PRECISION_BF16) < 0) {
+			begin();
+			fail("open a CUDA backend storing activations in bf16: %s",
+			     d ? mp_backend_error(d) : why);
+			end("bf16 storage");
+			mp_backend_free(d);
+			return;
+		}
+		dev = d;
+		prefix = "bf16 storage: ";
+#else
+		return;
+#endif
+	}
+	act_mode = 1;
+	rtol = RTOL_BF16;
+	ref_rounds_bf16(1);
+	act_install(ref, 1);
+	/* rounded where the device stores: the fused BN + residual + ReLU
+	 * rounds its output once, the separate operations at each step, so
+	 * the reference takes the device's path */
+	if (!dev->ops->bn_relu_forward_train) {
+		act_of(ref)->ops.bn_relu_forward_train = NULL;
+		act_of(ref)->ops.bn_relu_backward = NULL;
+	}
+	activation_ops();
+	test_network('A');
+	test_network('B');
+	act_remove(ref);
+	ref_rounds_bf16(0);
+	act_mode = 0;
+	if (harness) {
+		act_remove(dev);
+	} else {
+		test_reproducible();
+		test_graph_step();
+		test_predict_graph();
+		test_training();
+		mp_backend_free(dev);
+	}
+	dev = saved;
+}
+
 int main(int argc, char **argv)
 {
 	int harness = argc == 2 && !strcmp(argv[1], "--harness-check");
@@ -1262,26 +1386,7 @@ int main(int argc, char **argv)
 	}
 	mp_rng_seed(&rng, 20240917);
 
-	test_memory();
-	for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
-		test_conv(&conv_cases[i]);
-	test_bn(4, 8, 5, 5);
-	test_bn(3, 16, 7, 9);
-	test_bn(16, 100, 1, 1);
-	test_bn(2, 3, 1, 1);
-	test_bn(64, 4, 3, 3);
-	test_bn_relu(4, 8, 5, 5, 0);
-	test_bn_relu(3, 16, 7, 9, 1);
-	test_bn_relu(16, 100, 1, 1, 1);
-	test_relu_add(2, 3, 5, 7);
-	test_relu_add(4, 16, 13, 13);
-	test_shortcut(2, 4, 7, 7, 8, 2);
-	test_shortcut(2, 4, 6, 6, 4, 1);
-	test_shortcut(3, 3, 9, 8, 5, 3);
-	test_shortcut(4, 10, 1, 1, 10, 1);
-	test_avgpool(2, 5, 7, 7);
-	test_avgpool(3, 4, 1, 1);
-	test_avgpool(2, 3, 13, 11);
+	activation_ops();
 	test_linear(5, 37, 11);
 	test_linear(128, 256, 100);
 	test_linear(1, 3, 2);
@@ -1308,6 +1413,7 @@ int main(int argc, char **argv)
 		ref_rounds_bf16(1);
 		test_network('A');
 		ref_rounds_bf16(0);
+		storage_pass(1);
 	} else if (!dev->ops->set_precision ||
 		   dev->ops->set_precision(dev, MP_PRECISION_BF16) < 0) {
 		printf("ok %d - bf16 # SKIP %s\n", ++tests,
@@ -1326,6 +1432,7 @@ int main(int argc, char **argv)
 		test_graph_step();
 		test_predict_graph();
 		test_training();
+		storage_pass(0);
 	}
 
 	printf("1..%d\n", tests);

@@ -1,0 +1,675 @@
+// Activations stored in bf16 NHWC (MP_CUDA_BF16_NHWC): the forms of the
+// operations for tensors from alloc_act when the backend runs in bf16 with
+// MP_CUDA_ACTIVATIONS=bf16. cuDNN's bf16 convolutions read and write them
+// as they are, so no conversion pass surrounds a convolution, and every
+// other pass moves 2 bytes a value instead of 4.
+//
+// Arithmetic in float (sums in double), rounded to bf16 once, where each
+// value is stored: the CPU reference computes the same in float and the
+// tests round its stored activations alike. BN's statistics and
+// parameters stay float; its sums per channel come from a fixed grid of
+// blocks added in a fixed order, so results repeat bit for bit.
+//
+// An index i of an NHWC tensor is ((n H + h) W + w) C + c: the channel is
+// i % C, and a pixel's C values are contiguous. When C is a multiple of 8
+// and the pointers are 16-byte aligned (cudaMalloc's are), the element-wise
+// kernels move 8 values (16 bytes) a thread.
+#include <cuda_bf16.h>
+#include <limits.h>
+#include <stdint.h>
+
+#include "cuda.h"
+
+typedef __nv_bfloat16 bf16;
+
+// ---- storage checks ---------------------------------------------------------------
+
+int mp_cuda_act_storage(mp_backend *be, const char *op, const mp_tensor *a, const mp_tensor *b,
+			const mp_tensor *c, const mp_tensor *d, const mp_tensor *e)
+{
+	const mp_tensor *t[] = {a, b, c, d, e};
+	int kind = -1;
+	for (int i = 0; i < 5; i++) {
+		if (!t[i])
+			continue;
+		const int k = mp_cuda_is_bf16(t[i]);
+		if (kind >= 0 && k != kind)
+			return mp_cpu_fail(be, "%s: its activations mix bf16 tensors (from alloc_act) "
+					   "and float ones", op);
+		kind = k;
+	}
+	return kind < 0 ? 0 : kind;
+}
+
+int mp_cuda_float_only(mp_backend *be, const char *op, const mp_tensor *a, const mp_tensor *b,
+		       const mp_tensor *c, const mp_tensor *d, const mp_tensor *e)
+{
+	const mp_tensor *t[] = {a, b, c, d, e};
+	for (int i = 0; i < 5; i++)
+		if (mp_cuda_is_bf16(t[i]))
+			return mp_cpu_fail(be, "%s: takes float tensors, and one is stored in bf16 "
+					   "(from alloc_act)", op);
+	return 0;
+}
+
+// ---- vectors of V values ------------------------------------------------------------
+
+template <int V> __device__ static inline void load(const bf16 *p, float *v)
+{
+	if (V == 8) {
+		const uint4 u = *reinterpret_cast<const uint4 *>(p);
+		const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			const float2 f = __bfloat1622float2(h[k]);
+			v[2 * k] = f.x;
+			v[2 * k + 1] = f.y;
+		}
+	} else {
+#pragma unroll
+		for (int k = 0; k < V; k++)
+			v[k] = __bfloat162float(p[k]);
+	}
+}
+
+template <int V> __device__ static inline void store(bf16 *p, const float *v)
+{
+	if (V == 8) {
+		uint4 u;
+		__nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+		for (int k = 0; k < 4; k++)
+			h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+		*reinterpret_cast<uint4 *>(p) = u;
+	} else {
+#pragma unroll
+		for (int k = 0; k < V; k++)
+			p[k] = __float2bfloat16_rn(v[k]);
+	}
+}
+
+static int aligned16(const void *p)
+{
+	return p == NULL || ((uintptr_t)p & 15) == 0;
+}
+
+// 8 values a thread when every vector stays within one pixel's channels
+// and every pointer allows 16-byte accesses.
+static int vec8(int C, const void *a, const void *b, const void *c, const void *d = NULL,
+		const void *e = NULL)
+{
+	return C % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(c) && aligned16(d) &&
+	       aligned16(e);
+}
+
+// Vectors of V values: vectors = count / V, a grid-stride loop.
+#define VEC_LOOP(i, vectors)                                                          \
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (vectors);  \
+	     i += (size_t)gridDim.x * blockDim.x)
+
+static unsigned grid_for(size_t vectors)
+{
+	return mp_cuda_grid(vectors);
+}
+
+// ---- upload, download, fill --------------------------------------------------------------
+
+// Through the stage buffer, float NCHW on the device, converted there.
+int mp_cuda_nhwc_upload(mp_backend *be, mp_tensor *t, const float *host)
+{
+	static const char op[] = "upload";
+	mp_cuda_state *s = mp_cuda(be);
+	const size_t count = mp_tensor_count(t);
+	if (mp_cuda_grow(be, op, &s->stage, count * sizeof(float)))
+		return -1;
+	CUDA_CHECK(op, cudaMemcpyAsync(s->stage.p, host, count * sizeof(float),
+				       cudaMemcpyHostToDevice, s->stream));
+	if (mp_cuda_convert(be, op, t->n, t->c, t->h * t->w, s->stage.p, 1, t->data))
+		return -1;
+	return mp_cuda_wait(be, op);
+}
+
+int mp_cuda_nhwc_download(mp_backend *be, const mp_tensor *t, float *host)
+{
+	static const char op[] = "download";
+	mp_cuda_state *s = mp_cuda(be);
+	const size_t count = mp_tensor_count(t);
+	if (mp_cuda_grow(be, op, &s->stage, count * sizeof(float)) ||
+	    mp_cuda_convert(be, op, t->n, t->c, t->h * t->w, t->data, 0, s->stage.p))
+		return -1;
+	CUDA_CHECK(op, cudaMemcpyAsync(host, s->stage.p, count * sizeof(float),
+				       cudaMemcpyDeviceToHost, s->stream));
+	return mp_cuda_wait(be, op);
+}
+
+__global__ void fill_bf16_kernel(bf16 *y, size_t count, float v)
+{
+	const bf16 b = __float2bfloat16_rn(v);
+	VEC_LOOP(i, count)
+	y[i] = b;
+}
+
+int mp_cuda_nhwc_fill(mp_backend *be, mp_tensor *t, float value)
+{
+	const size_t count = mp_tensor_count(t);
+	fill_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>((bf16 *)t->data,
+										 count, value);
+	LAUNCH_CHECK("fill", "fill_bf16_kernel");
+	return 0;
+}
+
+// ---- ReLU, add ------------------------------------------------------------------------
+
+// "x < 0 ? 0 : x" lets a NaN through, as the reference does.
+template <int V>
+__global__ void relu_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y, size_t vectors)
+{
+	VEC_LOOP(i, vectors)
+	{
+		float v[V];
+		load<V>(x + i * V, v);
+#pragma unroll
+		for (int k = 0; k < V; k++)
+			v[k] = v[k] < 0 ? 0.0f : v[k];
+		store<V>(y + i * V, v);
+	}
+}
+
+template <int V>
+__global__ void relu_backward_bf16_kernel(const bf16 *__restrict__ y, const bf16 *__restrict__ dy,
+					  bf16 *__restrict__ dx, size_t vectors)
+{
+	VEC_LOOP(i, vectors)
+	{
+		float a[V], g[V];
+		load<V>(y + i * V, a);
+		load<V>(dy + i * V, g);
+#pragma unroll
+		for (int k = 0; k < V; k++)
+			g[k] = a[k] > 0 ? g[k] : 0.0f;
+		store<V>(dx + i * V, g);
+	}
+}
+
+// y may alias a or b: no __restrict__ here. The sum in float, rounded once.
+template <int V> __global__ void add_bf16_kernel(const bf16 *a, const bf16 *b, bf16 *y, size_t vectors)
+{
+	VEC_LOOP(i, vectors)
+	{
+		float u[V], v[V];
+		load<V>(a + i * V, u);
+		load<V>(b + i * V, v);
+#pragma unroll
+		for (int k = 0; k < V; k++)
+			u[k] = __fadd_rn(u[k], v[k]);
+		store<V>(y + i * V, u);
+	}
+}
+
+int mp_cuda_nhwc_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
+{
+	const size_t count = mp_tensor_count(x);
+	const bf16 *xp = (const bf16 *)x->data;
+	bf16 *yp = (bf16 *)y->data;
+	if (vec8(x->c, xp, yp, NULL))
+		relu_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, yp, count / 8);
+	else
+		relu_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(xp, yp,
+										     count);
+	LAUNCH_CHECK("relu_forward", "relu_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
+			       mp_tensor *dx)
+{
+	const size_t count = mp_tensor_count(y);
+	const bf16 *yp = (const bf16 *)y->data, *dyp = (const bf16 *)dy->data;
+	bf16 *dxp = (bf16 *)dx->data;
+	if (vec8(y->c, yp, dyp, dxp))
+		relu_backward_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				yp, dyp, dxp, count / 8);
+	else
+		relu_backward_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				yp, dyp, dxp, count);
+	LAUNCH_CHECK("relu_backward", "relu_backward_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tensor *y)
+{
+	const size_t count = mp_tensor_count(a);
+	const bf16 *ap = (const bf16 *)a->data, *bp = (const bf16 *)b->data;
+	bf16 *yp = (bf16 *)y->data;
+	if (vec8(a->c, ap, bp, yp))
+		add_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				ap, bp, yp, count / 8);
+	else
+		add_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(ap, bp, yp,
+										   count);
+	LAUNCH_CHECK("add", "add_bf16_kernel");
+	return 0;
+}
+
+// ---- option-A shortcut --------------------------------------------------------------------
+
+// One thread per value of y (N, OH, OW, CY): x's value at the sampled
+// pixel, or 0 in the extra channels.
+__global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
+				     size_t count, int CX, int CY, int H, int W, int OH, int OW,
+				     int stride)
+{
+	const bf16 zero = __float2bfloat16_rn(0.0f);
+	VEC_LOOP(i, count)
+	{
+		const int c = (int)(i % (size_t)CY);
+		const size_t pix = i / (size_t)CY;
+		const int j = (int)(pix % (size_t)OW);
+		const size_t q = pix / (size_t)OW;
+		const int r = (int)(q % (size_t)OH);
+		const size_t n = q / (size_t)OH;
+		y[i] = c < CX ? x[((n * H + (size_t)r * stride) * W + (size_t)j * stride) * CX + c]
+			      : zero;
+	}
+}
+
+// One thread per value of dx (N, H, W, CX): dy at the sampled pixels, 0
+// elsewhere; the extra channels' gradient is dropped.
+__global__ void shortcut_backward_bf16_kernel(const bf16 *__restrict__ dy, bf16 *__restrict__ dx,
+					      size_t count, int CX, int CY, int H, int W, int OH,
+					      int OW, int stride)
+{
+	const bf16 zero = __float2bfloat16_rn(0.0f);
+	VEC_LOOP(i, count)
+	{
+		const int c = (int)(i % (size_t)CX);
+		const size_t pix = i / (size_t)CX;
+		const int j = (int)(pix % (size_t)W);
+		const size_t q = pix / (size_t)W;
+		const int r = (int)(q % (size_t)H);
+		const size_t n = q / (size_t)H;
+		dx[i] = (r % stride == 0 && j % stride == 0)
+				? dy[((n * OH + r / stride) * OW + j / stride) * CY + c]
+				: zero;
+	}
+}
+
+int mp_cuda_nhwc_shortcut_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride)
+{
+	const size_t count = mp_tensor_count(y);
+	shortcut_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		(const bf16 *)x->data, (bf16 *)y->data, count, x->c, y->c, x->h, x->w, y->h, y->w,
+		stride);
+	LAUNCH_CHECK("shortcut_a_forward", "shortcut_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_shortcut_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx, int stride)
+{
+	const size_t count = mp_tensor_count(dx);
+	shortcut_backward_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		(const bf16 *)dy->data, (bf16 *)dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h,
+		dy->w, stride);
+	LAUNCH_CHECK("shortcut_a_backward", "shortcut_backward_bf16_kernel");
+	return 0;
+}
+
+// ---- global average pooling ------------------------------------------------------------------
+
+// One thread per (n, c), neighbours on neighbouring channels (coalesced);
+// the plane summed in double in order, as the reference. y is float.
+__global__ void avgpool_bf16_kernel(const bf16 *__restrict__ x, float *__restrict__ y,
+				    size_t planes, int C, size_t plane)
+{
+	VEC_LOOP(p, planes)
+	{
+		const size_t n = p / (size_t)C, c = p % (size_t)C;
+		const bf16 *xp = x + n * plane * C + c;
+		double s = 0;
+		for (size_t i = 0; i < plane; i++)
+			s += __bfloat162float(xp[i * C]);
+		y[p] = (float)(s / (double)plane);
+	}
+}
+
+__global__ void avgpool_backward_bf16_kernel(const float *__restrict__ dy, bf16 *__restrict__ dx,
+					     size_t count, int C, size_t plane)
+{
+	VEC_LOOP(i, count)
+	{
+		const size_t c = i % (size_t)C, n = i / ((size_t)C * plane);
+		dx[i] = __float2bfloat16_rn((float)(dy[n * C + c] / (double)plane));
+	}
+}
+
+int mp_cuda_nhwc_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
+{
+	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
+	avgpool_bf16_kernel<<<grid_for(planes), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		(const bf16 *)x->data, y->data, planes, x->c, plane);
+	LAUNCH_CHECK("avgpool_forward", "avgpool_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
+{
+	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
+	avgpool_backward_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		dy->data, (bf16 *)dx->data, count, dx->c, plane);
+	LAUNCH_CHECK("avgpool_backward", "avgpool_backward_bf16_kernel");
+	return 0;
+}
+
+// ---- batch normalization ------------------------------------------------------------------
+//
+// The tensor is R = n h w rows of C channels. Block (b, g) sums rows
+// [R b / B, R (b + 1) / B) of the 32 channels 32 g .. 32 g + 31: thread
+// (tx, ty) takes channel 32 g + tx and every 8th row from ty, then the 8
+// partial sums of a channel are added in order of ty. One thread per
+// channel then adds the B blocks' sums in order. B depends on the shape
+// only, so the sums repeat bit for bit.
+//
+// Forward: the sums of x and x^2 in double (one pass; double leaves the
+// variance's cancellation far below float's rounding), then scale =
+// gamma invstd and shift = beta - mean scale per channel, and y = x scale
+// + shift (+ res, ReLU) in float. Backward, with g = dy (masked where the
+// fused ReLU's output is not positive): the sums of g and g x, from
+// which sum g xhat = invstd (sum g x - mean sum g); then dx = A g + B x
+// + D per channel, the reference's gamma invstd (g - sum g / m - xhat
+// sum g xhat / m) regrouped.
+
+#define BN_LANES 32
+#define BN_ROWS 8
+
+static int bn_blocks(size_t rows, int groups)
+{
+	size_t b = (rows + 255) / 256;
+	const size_t most = (size_t)(2048 / groups > 0 ? 2048 / groups : 1);
+	if (b > most)
+		b = most;
+	return b ? (int)b : 1;
+}
+
+// mode 0: x (s0 = sum x, s1 = sum x^2); mode 1: g, with x, dy, relu_y
+// (s0 = sum g, s1 = sum g x). part: [2][C][B].
+__global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__restrict__ dy,
+				    const bf16 *__restrict__ relu_y, size_t R, int C, int B,
+				    int mode, double *__restrict__ part)
+{
+	__shared__ double sh0[BN_ROWS][BN_LANES], sh1[BN_ROWS][BN_LANES];
+	const int tx = threadIdx.x, ty = threadIdx.y;
+	const int c = blockIdx.y * BN_LANES + tx, b = blockIdx.x;
+	const size_t r0 = R * b / B, r1 = R * (b + 1) / B;
+	double s0 = 0, s1 = 0;
+	if (c < C) {
+		for (size_t r = r0 + ty; r < r1; r += BN_ROWS) {
+			const size_t i = r * C + c;
+			const double v = __bfloat162float(x[i]);
+			if (mode == 0) {
+				s0 += v;
+				s1 += v * v;
+			} else {
+				const double g = relu_y && !(__bfloat162float(relu_y[i]) > 0)
+							 ? 0.0
+							 : (double)__bfloat162float(dy[i]);
+				s0 += g;
+				s1 += g * v;
+			}
+		}
+	}
+	sh0[ty][tx] = s0;
+	sh1[ty][tx] = s1;
+	__syncthreads();
+	if (ty == 0 && c < C) {
+		double a = 0, d = 0;
+		for (int k = 0; k < BN_ROWS; k++) {
+			a += sh0[k][tx];
+			d += sh1[k][tx];
+		}
+		part[(size_t)c * B + b] = a;
+		part[((size_t)C + c) * B + b] = d;
+	}
+}
+
+// One thread per channel: the statistics, the saved and running ones, and
+// coef[c], coef[C + c] = scale, shift.
+__global__ void bn_stats_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
+				     double eps, double mom, const float *__restrict__ gamma,
+				     const float *__restrict__ beta, float *save_mean,
+				     float *save_invstd, float *running_mean, float *running_var,
+				     float *__restrict__ coef)
+{
+	const int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	double s = 0, sq = 0;
+	for (int b = 0; b < B; b++) {
+		s += part[(size_t)c * B + b];
+		sq += part[((size_t)C + c) * B + b];
+	}
+	const double mean = s / m;
+	double var = sq / m - mean * mean;
+	if (var < 0)
+		var = 0;
+	const double invstd = 1.0 / sqrt(var + eps);
+	save_mean[c] = (float)mean;
+	save_invstd[c] = (float)invstd;
+	running_mean[c] = (float)(mom * running_mean[c] + (1 - mom) * mean);
+	running_var[c] = (float)(mom * running_var[c] + (1 - mom) * (var * m / (m - 1)));
+	const double scale = (double)gamma[c] * invstd;
+	coef[c] = (float)scale;
+	coef[C + c] = (float)((double)beta[c] - mean * scale);
+}
+
+// y = x scale + shift, then relu(y + res) when relu; coef as above.
+template <int V>
+__global__ void bn_apply_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
+				     size_t vectors, int C, const float *__restrict__ coef,
+				     const bf16 *__restrict__ res, int relu)
+{
+	VEC_LOOP(i, vectors)
+	{
+		const int c0 = (int)((i * V) % (size_t)C);
+		float v[V], r[V];
+		load<V>(x + i * V, v);
+		if (res)
+			load<V>(res + i * V, r);
+#pragma unroll
+		for (int k = 0; k < V; k++) {
+			float u = fmaf(v[k], coef[c0 + k], coef[C + c0 + k]);
+			if (res)
+				u = __fadd_rn(u, r[k]);
+			if (relu)
+				u = u < 0 ? 0.0f : u;
+			v[k] = u;
+		}
+		store<V>(y + i * V, v);
+	}
+}
+
+// Inference: y = (x - running mean) gamma / sqrt(running var + eps) + beta.
+template <int V>
+__global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
+				     size_t vectors, int C, float eps,
+				     const float *__restrict__ rmean, const float *__restrict__ rvar,
+				     const float *__restrict__ gamma, const float *__restrict__ beta)
+{
+	VEC_LOOP(i, vectors)
+	{
+		const int c0 = (int)((i * V) % (size_t)C);
+		float v[V];
+		load<V>(x + i * V, v);
+#pragma unroll
+		for (int k = 0; k < V; k++) {
+			const int c = c0 + k;
+			const float invstd = (float)(1.0 / sqrt((double)rvar[c] + eps));
+			v[k] = (v[k] - rmean[c]) * invstd * gamma[c] + beta[c];
+		}
+		store<V>(y + i * V, v);
+	}
+}
+
+// One thread per channel: dgamma, dbeta, and coef[c], [C + c], [2C + c] =
+// A, B, D of dx = A g + B x + D.
+__global__ void bn_grad_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
+				    const float *__restrict__ gamma,
+				    const float *__restrict__ save_mean,
+				    const float *__restrict__ save_invstd, float *dgamma, float *dbeta,
+				    float *__restrict__ coef)
+{
+	const int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	double sg = 0, sgx = 0;
+	for (int b = 0; b < B; b++) {
+		sg += part[(size_t)c * B + b];
+		sgx += part[((size_t)C + c) * B + b];
+	}
+	const double mean = save_mean[c], invstd = save_invstd[c];
+	const double sgxhat = invstd * (sgx - mean * sg);
+	if (dbeta)
+		dbeta[c] = (float)sg;
+	if (dgamma)
+		dgamma[c] = (float)sgxhat;
+	const double a = (double)gamma[c] * invstd, k2 = sgxhat / m * invstd;
+	coef[c] = (float)a;
+	coef[C + c] = (float)(-a * k2);
+	coef[2 * C + c] = (float)(a * (k2 * mean - sg / m));
+}
+
+// g = dy, masked by relu_y; dres = g when wanted; dx = A g + B x + D.
+template <int V>
+__global__ void bn_dx_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__restrict__ dy,
+				  const bf16 *__restrict__ relu_y, bf16 *__restrict__ dx,
+				  bf16 *__restrict__ dres, size_t vectors, int C,
+				  const float *__restrict__ coef)
+{
+	VEC_LOOP(i, vectors)
+	{
+		const int c0 = (int)((i * V) % (size_t)C);
+		float g[V], v[V];
+		load<V>(dy + i * V, g);
+		if (relu_y) {
+			load<V>(relu_y + i * V, v);
+#pragma unroll
+			for (int k = 0; k < V; k++)
+				g[k] = v[k] > 0 ? g[k] : 0.0f;
+		}
+		if (dres)
+			store<V>(dres + i * V, g);
+		if (!dx)
+			continue;
+		load<V>(x + i * V, v);
+#pragma unroll
+		for (int k = 0; k < V; k++) {
+			const int c = c0 + k;
+			v[k] = fmaf(coef[c], g[k], fmaf(coef[C + c], v[k], coef[2 * C + c]));
+		}
+		store<V>(dx + i * V, v);
+	}
+}
+
+// The block sums' grid, and scratch for part (2 C B doubles) and coef
+// (3 C floats, in C + 1 doubles' room... rounded up): NULL on an error.
+static double *bn_scratch(mp_backend *be, const char *op, const mp_tensor *x, int *B, dim3 *grid)
+{
+	const int C = x->c;
+	const size_t R = (size_t)x->n * x->h * x->w;
+	const int groups = (C + BN_LANES - 1) / BN_LANES;
+	if (groups > 65535) {
+		mp_cpu_fail(be, "%s: x has %d channels, more than this backend's %d", op, C,
+			    65535 * BN_LANES);
+		return NULL;
+	}
+	*B = bn_blocks(R, groups);
+	*grid = dim3((unsigned)*B, (unsigned)groups);
+	return mp_cuda_scratch(be, op, (size_t)2 * C * *B + ((size_t)3 * C + 1) / 2);
+}
+
+static unsigned per_channel(int C)
+{
+	return (unsigned)((C + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS);
+}
+
+int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
+			  const mp_tensor *res, int relu, mp_tensor *y)
+{
+	const int C = x->c;
+	const size_t R = (size_t)x->n * x->h * x->w, count = mp_tensor_count(x);
+	int B;
+	dim3 grid;
+	double *part = bn_scratch(be, op, x, &B, &grid);
+	if (!part)
+		return -1;
+	float *coef = (float *)(part + (size_t)2 * C * B);
+	const bf16 *xp = (const bf16 *)x->data, *rp = res ? (const bf16 *)res->data : NULL;
+	bf16 *yp = (bf16 *)y->data;
+	bn_sums_bf16_kernel<<<grid, dim3(BN_LANES, BN_ROWS), 0, MP_STREAM(be)>>>(
+		xp, NULL, NULL, R, C, B, 0, part);
+	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
+	bn_stats_bf16_kernel<<<per_channel(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		part, C, B, (double)R, (double)bn->eps, (double)bn->momentum, bn->gamma->data,
+		bn->beta->data, bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
+		bn->running_var->data, coef);
+	LAUNCH_CHECK(op, "bn_stats_bf16_kernel");
+	if (vec8(C, xp, yp, rp))
+		bn_apply_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, yp, count / 8, C, coef, rp, relu);
+	else
+		bn_apply_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, yp, count, C, coef, rp, relu);
+	LAUNCH_CHECK(op, "bn_apply_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_bn_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y)
+{
+	const size_t count = mp_tensor_count(x);
+	const bf16 *xp = (const bf16 *)x->data;
+	bf16 *yp = (bf16 *)y->data;
+	if (vec8(x->c, xp, yp, NULL))
+		bn_infer_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, yp, count / 8, x->c, bn->eps, bn->running_mean->data,
+				bn->running_var->data, bn->gamma->data, bn->beta->data);
+	else
+		bn_infer_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, yp, count, x->c, bn->eps, bn->running_mean->data,
+				bn->running_var->data, bn->gamma->data, bn->beta->data);
+	LAUNCH_CHECK("bn_forward_infer", "bn_infer_bf16_kernel");
+	return 0;
+}
+
+int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
+			     const mp_bn *bn, const mp_tensor *relu_y, const mp_tensor *dy,
+			     mp_tensor *dx, mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres)
+{
+	const int C = x->c;
+	const size_t R = (size_t)x->n * x->h * x->w, count = mp_tensor_count(x);
+	int B;
+	dim3 grid;
+	double *part = bn_scratch(be, op, x, &B, &grid);
+	if (!part)
+		return -1;
+	float *coef = (float *)(part + (size_t)2 * C * B);
+	const bf16 *xp = (const bf16 *)x->data, *dyp = (const bf16 *)dy->data;
+	const bf16 *ry = relu_y ? (const bf16 *)relu_y->data : NULL;
+	bn_sums_bf16_kernel<<<grid, dim3(BN_LANES, BN_ROWS), 0, MP_STREAM(be)>>>(
+		xp, dyp, ry, R, C, B, 1, part);
+	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
+	bn_grad_bf16_kernel<<<per_channel(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+		part, C, B, (double)R, bn->gamma->data, bn->save_mean->data, bn->save_invstd->data,
+		dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL, coef);
+	LAUNCH_CHECK(op, "bn_grad_bf16_kernel");
+	if (!dx && !dres)
+		return 0;
+	bf16 *dxp = dx ? (bf16 *)dx->data : NULL, *drp = dres ? (bf16 *)dres->data : NULL;
+	if (vec8(C, xp, dyp, ry, dxp, drp))
+		bn_dx_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, dyp, ry, dxp, drp, count / 8, C, coef);
+	else
+		bn_dx_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
+				xp, dyp, ry, dxp, drp, count, C, coef);
+	LAUNCH_CHECK(op, "bn_dx_bf16_kernel");
+	return 0;
+}
