@@ -266,8 +266,9 @@ const char *mp_backend_error(const mp_backend *be);
 /* The CUDA backend (kernels/cuda/): float NCHW tensors in the memory of
  * CUDA device `device`, fp32 until set_precision asks for bf16;
  * convolutions by cuDNN, the fully connected layer by cuBLAS, the rest by
- * its own kernels, the fused BN + residual + ReLU included; host_alloc
- * gives page-locked memory. It exists only in CUDA builds (make
+ * its own kernels, the fused BN + residual + ReLU and inference
+ * convolution included; with MP_CUDA_ACTIVATIONS=bf16 in bf16, alloc_act
+ * stores bf16 NHWC; host_alloc gives page-locked memory. It exists only in CUDA builds (make
  * CUDA=1, or CUDA=auto finding nvcc and cuDNN; MP_HAVE_CUDA is defined
  * then). Returns NULL with the reason in why ("no CUDA device (...)", or
  * the failing call); on success why describes the device

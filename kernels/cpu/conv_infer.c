@@ -30,9 +30,9 @@ static size_t prep_count(const mp_tensor *w, int wino)
 	return 2 * (size_t)w->n + (wino ? 36 * (size_t)w->n * w->c : 0);
 }
 
-static int check(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
-		 const mp_tensor *prep, size_t want, const mp_tensor *res, const mp_tensor *y,
-		 int stride, int pad)
+int mp_cpu_conv_bn_check(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
+			 const mp_tensor *prep, size_t want, const mp_tensor *res,
+			 const mp_tensor *y, int stride, int pad)
 {
 	int oh, ow;
 	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
@@ -75,10 +75,9 @@ static void finish(mp_backend *be, const float *scale, const float *shift, const
 
 /* ---- the operations ---- */
 
-static int prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stride, int pad,
-		   mp_tensor *prep, int wino)
+int mp_cpu_conv_bn_prepare_alloc(mp_backend *be, const char *op, const mp_tensor *w,
+				 const mp_bn *bn, int stride, int pad, mp_tensor *prep, size_t count)
 {
-	static const char op[] = "conv_bn_prepare";
 	if (mp_cpu_check(be, op, "w", w) || mp_cpu_bn_check_running(be, op, bn, w->n))
 		return -1;
 	if (stride < 1 || pad < 0)
@@ -86,13 +85,19 @@ static int prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stri
 				   "a pad of 0 or more", op, stride, pad);
 	if (!prep)
 		return mp_cpu_fail(be, "%s: prep is missing", op);
-	const size_t count = prep_count(w, wino);
 	if (count > (size_t)0x7fffffff)
 		return mp_cpu_fail(be, "%s: w %dx%dx%dx%d is too large", op, w->n, w->c, w->h,
 				   w->w);
 	if (prep->data)
 		be->ops->release(be, prep);
-	if (be->ops->alloc(be, prep, 1, 1, 1, (int)count))
+	return be->ops->alloc(be, prep, 1, 1, 1, (int)count);
+}
+
+static int prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stride, int pad,
+		   mp_tensor *prep, int wino)
+{
+	if (mp_cpu_conv_bn_prepare_alloc(be, "conv_bn_prepare", w, bn, stride, pad, prep,
+					 w ? prep_count(w, wino) : 0))
 		return -1;
 	float *scale = prep->data, *shift = scale + w->n;
 	for (int k = 0; k < w->n; k++)
@@ -120,8 +125,8 @@ int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_te
 				 const mp_tensor *prep, const mp_tensor *res, int relu,
 				 mp_tensor *y, int stride, int pad)
 {
-	if (check(be, "conv_bn_forward_infer", x, w, prep, w ? prep_count(w, 0) : 0, res, y,
-		  stride, pad) ||
+	if (mp_cpu_conv_bn_check(be, "conv_bn_forward_infer", x, w, prep,
+				 w ? prep_count(w, 0) : 0, res, y, stride, pad) ||
 	    mp_cpu_conv2d_forward(be, x, w, y, stride, pad))
 		return -1;
 	finish(be, prep->data, prep->data + w->n, res, relu, y);
@@ -210,7 +215,7 @@ int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const 
 {
 	static const char op[] = "conv_bn_forward_infer";
 	const int wino = w && winograd_shape(w, stride, pad);
-	if (check(be, op, x, w, prep, w ? prep_count(w, wino) : 0, res, y, stride, pad))
+	if (mp_cpu_conv_bn_check(be, op, x, w, prep, w ? prep_count(w, wino) : 0, res, y, stride, pad))
 		return -1;
 	const float *scale = prep->data, *shift = scale + w->n;
 	if (wino && mp_cpu_winograd_pays(x->h, x->w))

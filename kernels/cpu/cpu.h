@@ -166,6 +166,14 @@ int mp_cpu_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, 
 int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 				 const mp_tensor *prep, const mp_tensor *res, int relu,
 				 mp_tensor *y, int stride, int pad);
+/* Their argument checks, for every backend's: prepare's (a prepared form
+ * of count floats, which it releases if it holds one, then allocates),
+ * and forward_infer's (prep of want floats). */
+int mp_cpu_conv_bn_prepare_alloc(mp_backend *be, const char *op, const mp_tensor *w,
+				 const mp_bn *bn, int stride, int pad, mp_tensor *prep, size_t count);
+int mp_cpu_conv_bn_check(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
+			 const mp_tensor *prep, size_t want, const mp_tensor *res,
+			 const mp_tensor *y, int stride, int pad);
 int mp_cpu_conv_bn_prepare_fast(mp_backend *be, const mp_tensor *w, const mp_bn *bn,
 				int stride, int pad, mp_tensor *prep);
 int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_tensor *w,

@@ -347,6 +347,8 @@ static mp_backend_ops make_ops(int graphs)
 	o.softmax_xent_forward = mp_cuda_softmax_xent_forward;
 	o.softmax_xent_backward = mp_cuda_softmax_xent_backward;
 	o.sgd_step = mp_cuda_sgd_step;
+	o.conv_bn_prepare = mp_cuda_conv_bn_prepare;
+	o.conv_bn_forward_infer = mp_cuda_conv_bn_forward_infer;
 	o.bn_relu_forward_train = mp_cuda_bn_relu_forward_train;
 	o.bn_relu_backward = mp_cuda_bn_relu_backward;
 	o.host_alloc = cuda_host_alloc;

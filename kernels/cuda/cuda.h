@@ -1,8 +1,10 @@
 /* The CUDA backend: private declarations shared by its files (C++, nvcc).
  *
  * Every tensor is float NCHW in device memory (mp_tensor.data is a device
- * pointer); in bf16 the convolutions alone work on bf16 NHWC copies of
- * their operands (conv.cu). Everything runs on the backend's own
+ * pointer), except those of alloc_act in bf16 with
+ * MP_CUDA_ACTIVATIONS=bf16, which are bf16 NHWC (nhwc.cu); in bf16 the
+ * convolutions work on bf16 NHWC operands, converted copies of the float
+ * ones (conv.cu). Everything runs on the backend's own
  * non-blocking stream (cuDNN's and cuBLAS's handles are set to it), in
  * order, so the operations need no synchronization between them; copies
  * to and from the host (upload, download, the labels, the loss) wait for
@@ -228,6 +230,10 @@ int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor
 /* BN in training mode, y = bn(x), or relu(bn(x) + res?) when relu */
 int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
 			  const mp_tensor *res, int relu, mp_tensor *y);
+/* y = x coef[c] + coef[C + c] per channel, then relu(y + res?) when relu;
+ * y may be x */
+int mp_cuda_nhwc_scale_shift(mp_backend *be, const char *op, const mp_tensor *x,
+			     const float *coef, const mp_tensor *res, int relu, mp_tensor *y);
 int mp_cuda_nhwc_bn_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y);
 /* BN's backward pass; relu_y the fused ReLU's output or NULL; dres too */
 int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
@@ -269,6 +275,13 @@ int mp_cuda_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
 int mp_cuda_bn_relu_backward(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			     const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
 			     mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
+
+/* The fused inference convolution (conv_bn.cu). */
+int mp_cuda_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int stride,
+			    int pad, mp_tensor *prep);
+int mp_cuda_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				  const mp_tensor *prep, const mp_tensor *res, int relu,
+				  mp_tensor *y, int stride, int pad);
 
 int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value);
 int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);

@@ -462,11 +462,12 @@ __global__ void bn_stats_bf16_kernel(const double *__restrict__ part, int C, int
 	coef[C + c] = (float)((double)beta[c] - mean * scale);
 }
 
-// y = x scale + shift, then relu(y + res) when relu; coef as above.
+// y = x scale + shift, then relu(y + res) when relu; coef as above. y may
+// be x (conv_bn.cu's final pass): no __restrict__ on them.
 template <int V>
-__global__ void bn_apply_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
-				     size_t vectors, int C, const float *__restrict__ coef,
-				     const bf16 *__restrict__ res, int relu)
+__global__ void bn_apply_bf16_kernel(const bf16 *x, bf16 *y, size_t vectors, int C,
+				     const float *__restrict__ coef, const bf16 *__restrict__ res,
+				     int relu)
 {
 	VEC_LOOP(i, vectors)
 	{
@@ -596,23 +597,31 @@ int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp
 			  const mp_tensor *res, int relu, mp_tensor *y)
 {
 	const int C = x->c;
-	const size_t R = (size_t)x->n * x->h * x->w, count = mp_tensor_count(x);
+	const size_t R = (size_t)x->n * x->h * x->w;
 	int B;
 	dim3 grid;
 	double *part = bn_scratch(be, op, x, &B, &grid);
 	if (!part)
 		return -1;
 	float *coef = (float *)(part + (size_t)2 * C * B);
-	const bf16 *xp = (const bf16 *)x->data, *rp = res ? (const bf16 *)res->data : NULL;
-	bf16 *yp = (bf16 *)y->data;
 	bn_sums_bf16_kernel<<<grid, dim3(BN_LANES, BN_ROWS), 0, MP_STREAM(be)>>>(
-		xp, NULL, NULL, R, C, B, 0, part);
+		(const bf16 *)x->data, NULL, NULL, R, C, B, 0, part);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
 	bn_stats_bf16_kernel<<<per_channel(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 		part, C, B, (double)R, (double)bn->eps, (double)bn->momentum, bn->gamma->data,
 		bn->beta->data, bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
 		bn->running_var->data, coef);
 	LAUNCH_CHECK(op, "bn_stats_bf16_kernel");
+	return mp_cuda_nhwc_scale_shift(be, op, x, coef, res, relu, y);
+}
+
+int mp_cuda_nhwc_scale_shift(mp_backend *be, const char *op, const mp_tensor *x,
+			     const float *coef, const mp_tensor *res, int relu, mp_tensor *y)
+{
+	const int C = x->c;
+	const size_t count = mp_tensor_count(x);
+	const bf16 *xp = (const bf16 *)x->data, *rp = res ? (const bf16 *)res->data : NULL;
+	bf16 *yp = (bf16 *)y->data;
 	if (vec8(C, xp, yp, rp))
 		bn_apply_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
 				xp, yp, count / 8, C, coef, rp, relu);

@@ -1,7 +1,8 @@
 /* The CUDA backend against the CPU reference backend (TAP by hand, so it
  * needs no cmocka on the GPU machine): every operation, forward and
  * backward, and the SGD step, on the same random inputs of several shapes
- * (stride-2 convolutions, 1x1 projections, odd sizes); the shape-error
+ * (stride-2 convolutions, 1x1 projections, odd sizes), the fused
+ * inference convolution against the separate operations; the shape-error
  * messages; a whole training step of a small mp_resnet (logits, loss,
  * every gradient, the updated weights, momentum and BN running
  * statistics), with shortcut A and B; that two GPU runs from the same
@@ -564,6 +565,70 @@ static void test_bn_relu(int n, int c, int h, int w, int with_res)
 	pfree(&db);
 	pfree(&dres);
 	end(name);
+}
+
+/* The fused inference convolution (conv_bn_prepare, conv_bn_forward_infer)
+ * against the reference's separate operations: conv2d_forward,
+ * bn_forward_infer, add, relu_forward. */
+static void test_conv_bn(const conv_case *g, int with_res, int relu)
+{
+	char name[192];
+	snprintf(name, sizeof name, "fused inference conv + BN%s%s, x %dx%dx%dx%d w %dx%dx%dx%d "
+		 "stride %d pad %d", with_res ? " + residual" : "", relu ? " + ReLU" : "", g->n,
+		 g->c, g->h, g->w, g->k, g->c, g->kh, g->kw, g->stride, g->pad);
+	if (!dev->ops->conv_bn_prepare) {
+		printf("ok %d - %s%s # SKIP %s has no fused inference convolution here\n", ++tests,
+		       prefix, name, dev_name);
+		return;
+	}
+	begin();
+	const int oh = conv_out(g->h, g->kh, g->stride, g->pad);
+	const int ow = conv_out(g->w, g->kw, g->stride, g->pad);
+	bn_pair b;
+	pair x, w, y, t, res;
+	memset(&x, 0, sizeof x);
+	w = y = t = res = x;
+	mp_tensor prep = {0};
+	const double ws = sqrt(2.0 / (g->c * g->kh * g->kw));
+	const int plain_x = g == &conv_cases[0]; /* the images: plain */
+	if (bn_make(&b, g->k) &&
+	    (plain_x ? prandom(&x, g->n, g->c, g->h, g->w, -1, 1)
+		     : prandom_a(&x, g->n, g->c, g->h, g->w, -1, 1)) &&
+	    prandom(&w, g->k, g->c, g->kh, g->kw, -ws, ws) && palloc_a(&y, g->n, g->k, oh, ow) &&
+	    palloc_a(&t, g->n, g->k, oh, ow) && prandom_a(&res, g->n, g->k, oh, ow, -1, 1)) {
+		int ok = ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &t.r, g->stride, g->pad),
+			       ref, "conv2d_forward") &&
+			 ok_rc(ref->ops->bn_forward_infer(ref, &t.r, &b.r, &y.r), ref,
+			       "bn_forward_infer") &&
+			 (!with_res || ok_rc(ref->ops->add(ref, &y.r, &res.r, &y.r), ref, "add")) &&
+			 (!relu || ok_rc(ref->ops->relu_forward(ref, &y.r, &y.r), ref, "relu_forward"));
+		ok = ok && ok_rc(dev->ops->conv_bn_prepare(dev, &w.d, &b.d, g->stride, g->pad, &prep),
+				 dev, "conv_bn_prepare") &&
+		     ok_rc(dev->ops->conv_bn_forward_infer(dev, &x.d, &w.d, &prep,
+							  with_res ? &res.d : NULL, relu, &y.d,
+							  g->stride, g->pad),
+			   dev, "conv_bn_forward_infer");
+		if (ok)
+			pcompare("y", &y);
+	}
+	if (prep.data)
+		dev->ops->release(dev, &prep);
+	bn_free(&b);
+	pfree(&x);
+	pfree(&w);
+	pfree(&y);
+	pfree(&t);
+	pfree(&res);
+	end(name);
+}
+
+static void conv_bn_cases(void)
+{
+	test_conv_bn(&conv_cases[0], 0, 1); /* the stem */
+	test_conv_bn(&conv_cases[3], 1, 1); /* a block's second convolution */
+	test_conv_bn(&conv_cases[2], 0, 0); /* a projection */
+	test_conv_bn(&conv_cases[6], 0, 1); /* a stage transition */
+	test_conv_bn(&conv_cases[1], 1, 0); /* odd sizes, stride 2 */
 }
 
 /* ---- ReLU, add, shortcut, pooling, linear ----------------------------------------- */
@@ -1254,6 +1319,7 @@ static void activation_ops(void)
 	test_memory();
 	for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
 		test_conv(&conv_cases[i]);
+	conv_bn_cases();
 	test_bn(4, 8, 5, 5);
 	test_bn(3, 16, 7, 9);
 	test_bn(16, 100, 1, 1);
@@ -1424,6 +1490,7 @@ int main(int argc, char **argv)
 		prefix = "bf16: ";
 		for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
 			test_conv(&conv_cases[i]);
+		conv_bn_cases();
 		ref_rounds_bf16(1);
 		test_network('A');
 		test_network('B');
