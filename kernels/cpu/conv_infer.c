@@ -215,7 +215,8 @@ int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const 
 {
 	static const char op[] = "conv_bn_forward_infer";
 	const int wino = w && winograd_shape(w, stride, pad);
-	if (mp_cpu_conv_bn_check(be, op, x, w, prep, w ? prep_count(w, wino) : 0, res, y, stride, pad))
+	if (mp_cpu_conv_bn_check(be, op, x, w, prep, w ? prep_count(w, wino) : 0, res, y, stride,
+				 pad))
 		return -1;
 	const float *scale = prep->data, *shift = scale + w->n;
 	if (wino && mp_cpu_winograd_pays(x->h, x->w))
