@@ -155,7 +155,7 @@ static void resnet_keeps_the_rule(void **state)
 	for (int fast = 0; fast < 2; fast++)
 		for (int v = 0; v < 3; v++) {
 			/* fused BN + ReLU and inference convolutions, neither, or
-			 * the CUDA backend's set (fused BN + ReLU only) */
+			 * the fused BN + ReLU only */
 			const int no_bn_relu = v == 1, no_conv_bn = v >= 1;
 			same_bits_under_rule(fast, no_bn_relu, no_conv_bn, 'A');
 			same_bits_under_rule(fast, no_bn_relu, no_conv_bn, 'B');

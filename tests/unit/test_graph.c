@@ -52,8 +52,8 @@ static void small_config(mp_resnet_config *c, char shortcut)
 	c->input_size = S;
 }
 
-/* The reference backend without the fused inference convolutions (as the
- * CUDA backend), for both sides. */
+/* The reference backend without the fused inference convolutions (as a
+ * backend that lacks them), for both sides. */
 static mp_backend_ops unfused_graph, unfused_plain;
 
 static void unfuse(mp_backend *be, mp_backend_ops *table)
@@ -364,7 +364,7 @@ static void predict_recorded(void **state)
 {
 	(void)state;
 	/* with the fused inference convolutions (whose preparation cannot be
-	 * recorded) and without them, as on the CUDA backend */
+	 * recorded) and without them, as on a backend that lacks them */
 	for (int unfused = 0; unfused < 2; unfused++) {
 		side g, p;
 		make_pair_with('A', unfused, &g, &p);
