@@ -143,9 +143,9 @@ $(B)/bin/%: tools/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tools
 	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tools/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
-$(B)/scripts/%: scripts/%.c $(B)/flags.stamp
+$(B)/scripts/%: scripts/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests

@@ -54,16 +54,17 @@ int mp_augment_train(const mp_image *src, const mp_augment_train_opts *o, mp_rng
 	d.x = (int)mp_rng_below(r, (uint64_t)(d.width - o->crop + 1));
 	d.y = (int)mp_rng_below(r, (uint64_t)(d.height - o->crop + 1));
 	d.flip = (int)(mp_rng_next(r) >> 63);
-	mp_image scaled;
-	const mp_image *use = src;
-	if (d.width != src->width || d.height != src->height) {
-		if (mp_image_resize(src, d.width, d.height, &scaled, e) < 0)
+	if (d.width == src->width && d.height == src->height) {
+		to_chw(src, d.x, d.y, o->crop, o->crop, d.flip, o->mean, out);
+	} else {
+		/* only the crop of the scaled image is computed */
+		mp_image crop;
+		if (mp_image_resize_region(src, d.width, d.height, d.x, d.y, o->crop, o->crop, &crop,
+					   e) < 0)
 			return -1;
-		use = &scaled;
+		to_chw(&crop, 0, 0, o->crop, o->crop, d.flip, o->mean, out);
+		mp_image_free(&crop);
 	}
-	to_chw(use, d.x, d.y, o->crop, o->crop, d.flip, o->mean, out);
-	if (use != src)
-		mp_image_free(&scaled);
 	if (draw)
 		*draw = d;
 	return 0;

@@ -312,23 +312,26 @@ static void plan_free(resample_plan *p)
 	free(p->w);
 }
 
-/* Weights for one axis. When shrinking, the kernel is stretched by the scale
- * so every input pixel contributes (antialiasing). */
-static int plan_axis(int in, int out, resample_plan *p, mp_error *e)
+/* Weights for one axis resized from in to out pixels, for the n output
+ * positions from first on (entry j is position first + j). When
+ * shrinking, the kernel is stretched by the scale so every input pixel
+ * contributes (antialiasing). */
+static int plan_axis(int in, int out, int first, int n_out, resample_plan *p, mp_error *e)
 {
 	double scale = (double)in / out;
 	double fscale = scale > 1 ? scale : 1;
 	double support = 2.0 * fscale;
 	int taps = (int)ceil(support) * 2 + 1;
 	p->taps = taps;
-	p->start = malloc(sizeof(int) * (size_t)out);
-	p->count = malloc(sizeof(int) * (size_t)out);
-	p->w = malloc(sizeof(float) * (size_t)out * (size_t)taps);
+	p->start = malloc(sizeof(int) * (size_t)n_out);
+	p->count = malloc(sizeof(int) * (size_t)n_out);
+	p->w = malloc(sizeof(float) * (size_t)n_out * (size_t)taps);
 	if (!p->start || !p->count || !p->w) {
 		plan_free(p);
 		return mp_seterr(e, "out of memory");
 	}
-	for (int i = 0; i < out; i++) {
+	for (int j = 0; j < n_out; j++) {
+		const int i = first + j;
 		double center = (i + 0.5) * scale;
 		int lo = (int)floor(center - support + 0.5);
 		int hi = (int)floor(center + support + 0.5);
@@ -345,9 +348,9 @@ static int plan_axis(int in, int out, resample_plan *p, mp_error *e)
 			sum += wt[k];
 		}
 		for (int k = 0; k < n; k++)
-			p->w[(size_t)i * taps + k] = (float)(sum != 0 ? wt[k] / sum : 0);
-		p->start[i] = lo;
-		p->count[i] = n;
+			p->w[(size_t)j * taps + k] = (float)(sum != 0 ? wt[k] / sum : 0);
+		p->start[j] = lo;
+		p->count[j] = n;
 	}
 	return 0;
 }
@@ -364,9 +367,18 @@ static uint8_t clamp_u8(float v)
 int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 		    mp_error *e)
 {
+	return mp_image_resize_region(src, width, height, 0, 0, width, height, dst, e);
+}
+
+int mp_image_resize_region(const mp_image *src, int width, int height, int x0, int y0, int w,
+			   int h, mp_image *dst, mp_error *e)
+{
 	memset(dst, 0, sizeof *dst);
 	if (width < 1 || height < 1)
 		return mp_seterr(e, "cannot resize to %dx%d", width, height);
+	if (w < 1 || h < 1 || x0 < 0 || y0 < 0 || x0 > width - w || y0 > height - h)
+		return mp_seterr(e, "region %dx%d at (%d, %d) is not inside %dx%d", w, h, x0, y0,
+				 width, height);
 	/* Kernel radius 2 times the shrink factor must fit plan_axis' stack
 	 * table: shrinking by more than 60x is done in two steps. */
 	if (src->width > 60 * width || src->height > 60 * height) {
@@ -375,54 +387,71 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 		int mh = src->height > 60 * height ? height * 30 : src->height;
 		if (mp_image_resize(src, mw, mh, &mid, e) < 0)
 			return -1;
-		int rc = mp_image_resize(&mid, width, height, dst, e);
+		int rc = mp_image_resize_region(&mid, width, height, x0, y0, w, h, dst, e);
 		mp_image_free(&mid);
 		return rc;
 	}
+	/* Only the region's columns and the source rows that its rows read
+	 * are computed, each value with the same taps in the same order as
+	 * the whole image's: the same bytes as resizing, then cropping. */
 	resample_plan ph = {0}, pv = {0};
 	float *tmp = NULL;
-	if (plan_axis(src->width, width, &ph, e) < 0)
+	if (plan_axis(src->width, width, x0, w, &ph, e) < 0)
 		return -1;
-	if (plan_axis(src->height, height, &pv, e) < 0) {
+	if (plan_axis(src->height, height, y0, h, &pv, e) < 0) {
 		plan_free(&ph);
 		return -1;
 	}
-	tmp = malloc(sizeof(float) * (size_t)src->height * (size_t)width * 3);
-	if (!tmp || mp_image_alloc(dst, width, height, e) < 0) {
+	int r0 = pv.start[0], r1 = r0;
+	for (int y = 0; y < h; y++) {
+		if (pv.start[y] < r0)
+			r0 = pv.start[y];
+		if (pv.start[y] + pv.count[y] > r1)
+			r1 = pv.start[y] + pv.count[y];
+	}
+	const size_t rowlen = (size_t)w * 3;
+	/* the source rows' horizontal pass, then one output row's sums */
+	tmp = malloc(sizeof(float) * ((size_t)(r1 > r0 ? r1 - r0 : 1) + 1) * rowlen);
+	if (!tmp || mp_image_alloc(dst, w, h, e) < 0) {
 		free(tmp);
 		plan_free(&ph);
 		plan_free(&pv);
 		return mp_seterr(e, "out of memory resizing to %dx%d", width, height);
 	}
 	/* Horizontal pass into floats, then vertical pass to bytes. */
-	for (int y = 0; y < src->height; y++) {
+	for (int y = r0; y < r1; y++) {
 		const uint8_t *row = src->px + (size_t)y * src->width * 3;
-		float *o = tmp + (size_t)y * width * 3;
-		for (int x = 0; x < width; x++) {
-			const float *w = ph.w + (size_t)x * ph.taps;
+		float *o = tmp + (size_t)(y - r0) * rowlen;
+		for (int x = 0; x < w; x++) {
+			const float *wt = ph.w + (size_t)x * ph.taps;
 			const uint8_t *s = row + (size_t)ph.start[x] * 3;
 			float r = 0, g = 0, b = 0;
 			for (int k = 0; k < ph.count[x]; k++) {
-				r += w[k] * s[3 * k];
-				g += w[k] * s[3 * k + 1];
-				b += w[k] * s[3 * k + 2];
+				r += wt[k] * s[3 * k];
+				g += wt[k] * s[3 * k + 1];
+				b += wt[k] * s[3 * k + 2];
 			}
 			o[3 * x] = r;
 			o[3 * x + 1] = g;
 			o[3 * x + 2] = b;
 		}
 	}
-	size_t rowlen = (size_t)width * 3;
-	for (int y = 0; y < height; y++) {
-		const float *w = pv.w + (size_t)y * pv.taps;
+	/* a row at a time, tap by tap: each value is summed over the taps in
+	 * their order, as one sum would be, and the row vectorizes */
+	float *acc = tmp + (size_t)(r1 > r0 ? r1 - r0 : 1) * rowlen;
+	for (int y = 0; y < h; y++) {
+		const float *wt = pv.w + (size_t)y * pv.taps;
 		uint8_t *o = dst->px + (size_t)y * rowlen;
-		for (size_t x = 0; x < rowlen; x++) {
-			const float *s = tmp + (size_t)pv.start[y] * rowlen + x;
-			float v = 0;
-			for (int k = 0; k < pv.count[y]; k++)
-				v += w[k] * s[(size_t)k * rowlen];
-			o[x] = clamp_u8(v);
+		for (size_t x = 0; x < rowlen; x++)
+			acc[x] = 0;
+		for (int k = 0; k < pv.count[y]; k++) {
+			const float wk = wt[k];
+			const float *s = tmp + (size_t)(pv.start[y] - r0 + k) * rowlen;
+			for (size_t x = 0; x < rowlen; x++)
+				acc[x] += wk * s[x];
 		}
+		for (size_t x = 0; x < rowlen; x++)
+			o[x] = clamp_u8(acc[x]);
 	}
 	free(tmp);
 	plan_free(&ph);

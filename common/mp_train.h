@@ -35,7 +35,7 @@ typedef struct {
 	int eval_every, checkpoint_every, keep;
 	uint64_t seed;
 	int threads;		/* compute threads (0: all) */
-	int loader_threads;
+	int loader_threads;	/* decoding threads (0: 2 on the CPU, all cores but two on a GPU) */
 	const char *backend;	/* cpu | cpu-ref | cuda | auto */
 	const char *precision;	/* auto | fp32 | bf16 (mp_backend_open) */
 	long max_steps;		/* stop after this many steps in all (0: no limit) */

@@ -17,8 +17,9 @@
 #               for zlib's crc32 and OpenBLAS's sgemm where absent; the
 #               build stage still counts as failed then
 #   version     build/bin/mp-train --version (full build only)
-#   train-gpu   mp-batchwriter, then mp-train and mp-eval --backend cuda,
-#               then both again with MP_CUDA_ACTIVATIONS=bf16
+#   train-gpu   mp-batchwriter, the loader's own rate (loader-rate), then
+#               mp-train and mp-eval --backend cuda, then both again with
+#               MP_CUDA_ACTIVATIONS=bf16
 #               on 4096 synthetic JPEGs (full build only)
 #   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
 #   bench-ours-bf16, bench-ours-fp32
@@ -555,6 +556,8 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 		"$PY" scripts/gen-bench-images.py "$work/img" 4096 --classes 16 -j "$JOBS"
 		build/bin/mp-batchwriter -q -r "$work/img" -c "$work/img/categories.txt" \
 			-o "$work/train.db" "$work/img/train.txt"
+		# the loader alone, with mp-train's threads: the rate it can feed
+		build/scripts/loader-rate -t "$((JOBS > 2 ? JOBS - 2 : 1))" -n 40 "$work/train.db"
 		build/bin/mp-train -d "$work/train.db" -v "$work/train.db" -o "$work/out" \
 			--backend cuda --epochs 2 --loader-threads "$((JOBS > 2 ? JOBS - 2 : 1))"
 		build/bin/mp-eval -m "$work/out/weights.safetensors" --backend cuda "$work/train.db"
@@ -569,7 +572,7 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 	export -f e2e
 	export PY JOBS work
 	if run train-gpu 150 bash -c e2e; then
-		E2E=$(grep -E 'images/s|as one graph|activations in bf16' "$LOGS/train-gpu.log" | tail -8 | tr '\n' ' ')
+		E2E=$(grep -E 'images/s|as one graph|activations in bf16' "$LOGS/train-gpu.log" | tail -9 | tr '\n' ' ')
 		record train-gpu ok "$ELAPSED" "mp-train and mp-eval --backend cuda ran; $(grep -m1 -o '[0-9]* of this run.s [0-9]* steps ran as one graph' "$LOGS/train-gpu.log" || echo 'no step ran as a graph')"
 	else
 		record train-gpu FAIL "$ELAPSED" "see train-gpu.log"

@@ -66,7 +66,7 @@ static void help(void)
 	       "      --precision NAME    fp32, bf16 (GPU tensor cores) or auto (default:\n"
 	       "                          bf16 where the backend has it, else fp32)\n"
 	       "      --threads N         compute threads (default: all cores)\n"
-	       "      --loader-threads N  decoding threads (default 2)\n"
+	       "      --loader-threads N  decoding threads (default 2; all cores but two with a GPU)\n"
 	       "      --max-steps N       stop after N steps in all, as at the end (smoke runs)\n"
 	       "      --log FILE          training log (default OUT_DIR/train.log)\n"
 	       "      --log-every N       a log row every N steps (default 50; 0: epochs only)\n"

@@ -151,6 +151,53 @@ static void resize_downscale_antialiases(void **state)
 	mp_image_free(&a);
 }
 
+/* A region of a resize is the same bytes as the whole resize, cropped:
+ * scaled up (the training crops), down, past the two-step shrink, at the
+ * edges and whole; a region outside the image is refused. */
+static void resize_region_is_a_crop(void **state)
+{
+	(void)state;
+	static const struct {
+		int sw, sh, w, h, x0, y0, rw, rh;
+	} cases[] = {
+		{128, 128, 240, 240, 64, 91, 112, 112}, /* the recipe's largest scale */
+		{128, 96, 171, 128, 59, 16, 112, 112},	/* non-square, mid scale */
+		{128, 128, 128, 128, 0, 0, 128, 128},	/* same size, whole */
+		{50, 40, 17, 13, 3, 5, 9, 8},		/* down */
+		{2000, 10, 10, 10, 7, 0, 3, 10},	/* two-step shrink */
+		{31, 17, 97, 60, 96, 59, 1, 1},		/* the last pixel */
+		{31, 17, 97, 60, 0, 0, 97, 60},		/* whole, up */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		mp_image src, full, part;
+		mp_error e;
+		make(&src, cases[i].sw, cases[i].sh, i == 4 ? checker : noise);
+		assert_int_equal(mp_image_resize(&src, cases[i].w, cases[i].h, &full, &e), 0);
+		assert_int_equal(mp_image_resize_region(&src, cases[i].w, cases[i].h, cases[i].x0,
+							cases[i].y0, cases[i].rw, cases[i].rh, &part,
+							&e),
+				 0);
+		assert_int_equal(part.width, cases[i].rw);
+		assert_int_equal(part.height, cases[i].rh);
+		for (int y = 0; y < part.height; y++)
+			assert_memory_equal(part.px + (size_t)y * part.width * 3,
+					    full.px + ((size_t)(cases[i].y0 + y) * full.width +
+						       cases[i].x0) * 3,
+					    (size_t)part.width * 3);
+		mp_image_free(&part);
+		mp_image_free(&full);
+		mp_image_free(&src);
+	}
+	mp_image src, part;
+	mp_error e;
+	make(&src, 20, 20, noise);
+	assert_int_equal(mp_image_resize_region(&src, 40, 40, 30, 0, 11, 5, &part, &e), -1);
+	assert_string_equal(e.msg, "region 11x5 at (30, 0) is not inside 40x40");
+	assert_int_equal(mp_image_resize_region(&src, 40, 40, -1, 0, 5, 5, &part, &e), -1);
+	assert_int_equal(mp_image_resize_region(&src, 40, 40, 0, 0, 0, 5, &part, &e), -1);
+	mp_image_free(&src);
+}
+
 static void fit_pad_crop_stretch(void **state)
 {
 	(void)state;
@@ -242,6 +289,7 @@ int main(void)
 		cmocka_unit_test(decode_refuses),
 		cmocka_unit_test(resize_identity_and_constant),
 		cmocka_unit_test(resize_downscale_antialiases),
+		cmocka_unit_test(resize_region_is_a_crop),
 		cmocka_unit_test(fit_pad_crop_stretch),
 		cmocka_unit_test(fit_border_and_passthrough),
 		cmocka_unit_test(channel_sums_match_a_plain_loop),

@@ -1,0 +1,80 @@
+#!/usr/bin/env bats
+# The loader's benchmark programs: loader-rate (mp-train's training loader
+# alone) and its PyTorch peer loader-rate-torch.py, on a small dataset;
+# their arguments and errors; bench-loader.sh's arguments. mp-train says
+# how many loader threads it uses.
+
+load helpers
+
+# 96 images of 20x20 in 4 classes, packed at 16x16
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 96 20 20 4 >train.txt
+	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
+}
+
+@test "loader-rate: images/s of the training loader, any thread count" {
+	D=$BATS_FILE_TMPDIR/data
+	for t in 1 3; do
+		run "$MP_SCRIPTS/loader-rate" -t $t -b 16 -n 8 -c 12 --scale-min 12 --scale-max 16 "$D/train.db"
+		assert_status 0
+		grep -Eq '^images_per_second [0-9]+\.[0-9]$' <<<"$output"
+		assert_contains "$output" "128 images in"
+		assert_contains "$output" "with $t threads"
+	done
+}
+
+@test "loader-rate: bad arguments exit 2, a bad DB exits 1 naming it" {
+	D=$BATS_FILE_TMPDIR/data
+	run "$MP_SCRIPTS/loader-rate" -t 0 "$D/train.db"
+	assert_status 2
+	assert_contains "$output" "loader-rate: -t 0: expected a positive number"
+	run "$MP_SCRIPTS/loader-rate" -c 200 "$D/train.db"
+	assert_status 2
+	assert_contains "$output" "expected crop <= scale-min <= scale-max"
+	run "$MP_SCRIPTS/loader-rate"
+	assert_status 2
+	assert_contains "$output" "usage: loader-rate"
+	run "$MP_SCRIPTS/loader-rate" -c 12 --scale-min 12 nosuch.db
+	assert_status 1
+	assert_contains "$output" "nosuch.db"
+	run "$MP_SCRIPTS/loader-rate" -b 200 -c 12 --scale-min 12 "$D/train.db"
+	assert_status 1
+	assert_contains "$output" "96 records make no batch of 200"
+}
+
+@test "loader-rate-torch.py: the PyTorch peer's loader, same output" {
+	"$PY" -c 'import torch' 2>/dev/null || skip "no PyTorch here"
+	D=$BATS_FILE_TMPDIR/data
+	run "$PY" "$MP_ROOT/scripts/loader-rate-torch.py" -t 1 -b 16 -n 3 -c 12 "$D/train.db"
+	assert_status 0
+	grep -Eq '^images_per_second [0-9]+\.[0-9]$' <<<"$output"
+	assert_contains "$output" "48 images in"
+	run "$PY" "$MP_ROOT/scripts/loader-rate-torch.py" -t x "$D/train.db"
+	assert_status 2
+}
+
+@test "bench-loader.sh: bad arguments exit 2 with the usage" {
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -n 10
+	assert_status 2
+	assert_contains "$output" "expected 256 or more"
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -t 1,x
+	assert_status 2
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -q
+	assert_status 2
+	assert_contains "$output" "usage: bench-loader.sh"
+}
+
+@test "mp-train says how many loader threads it uses: 2 on the CPU by default" {
+	D=$BATS_FILE_TMPDIR/data
+	net=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	run "$MP_BIN/mp-train" -d "$D/train.db" -o out "${net[@]}" --batch 32 --epochs 1
+	assert_status 0
+	assert_contains "$output" "3 batches of 32 per epoch, 2 loader threads; no validation"
+	run "$MP_BIN/mp-train" -d "$D/train.db" -o out2 "${net[@]}" --batch 32 --epochs 1 \
+		--loader-threads 1
+	assert_status 0
+	assert_contains "$output" "1 loader thread; no validation"
+}
