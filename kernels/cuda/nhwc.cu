@@ -254,6 +254,25 @@ int mp_cuda_nhwc_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_
 
 // ---- option-A shortcut --------------------------------------------------------------------
 
+// The image n, row r, column j and channel c of index i of an NHWC tensor
+// of H x W x C images.
+struct nhwc_pos {
+	size_t n;
+	int r, j, c;
+};
+
+__device__ static inline nhwc_pos nhwc_at(size_t i, int H, int W, int C)
+{
+	nhwc_pos p;
+	p.c = (int)(i % (size_t)C);
+	const size_t pix = i / (size_t)C;
+	p.j = (int)(pix % (size_t)W);
+	const size_t q = pix / (size_t)W;
+	p.r = (int)(q % (size_t)H);
+	p.n = q / (size_t)H;
+	return p;
+}
+
 // One thread per value of y (N, OH, OW, CY): x's value at the sampled
 // pixel, or 0 in the extra channels.
 __global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
@@ -263,14 +282,10 @@ __global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 	const bf16 zero = __float2bfloat16_rn(0.0f);
 	VEC_LOOP(i, count)
 	{
-		const int c = (int)(i % (size_t)CY);
-		const size_t pix = i / (size_t)CY;
-		const int j = (int)(pix % (size_t)OW);
-		const size_t q = pix / (size_t)OW;
-		const int r = (int)(q % (size_t)OH);
-		const size_t n = q / (size_t)OH;
-		y[i] = c < CX ? x[((n * H + (size_t)r * stride) * W + (size_t)j * stride) * CX + c]
-			      : zero;
+		const nhwc_pos p = nhwc_at(i, OH, OW, CY);
+		y[i] = p.c < CX ? x[((p.n * H + (size_t)p.r * stride) * W + (size_t)p.j * stride) * CX +
+				    p.c]
+				: zero;
 	}
 }
 
@@ -283,14 +298,9 @@ __global__ void shortcut_backward_bf16_kernel(const bf16 *__restrict__ dy, bf16 
 	const bf16 zero = __float2bfloat16_rn(0.0f);
 	VEC_LOOP(i, count)
 	{
-		const int c = (int)(i % (size_t)CX);
-		const size_t pix = i / (size_t)CX;
-		const int j = (int)(pix % (size_t)W);
-		const size_t q = pix / (size_t)W;
-		const int r = (int)(q % (size_t)H);
-		const size_t n = q / (size_t)H;
-		dx[i] = (r % stride == 0 && j % stride == 0)
-				? dy[((n * OH + r / stride) * OW + j / stride) * CY + c]
+		const nhwc_pos p = nhwc_at(i, H, W, CX);
+		dx[i] = (p.r % stride == 0 && p.j % stride == 0)
+				? dy[((p.n * OH + p.r / stride) * OW + p.j / stride) * CY + p.c]
 				: zero;
 	}
 }
@@ -432,6 +442,19 @@ __global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__re
 	}
 }
 
+// Channel c's two sums over the B blocks, in order.
+__device__ static inline void bn_block_sums(const double *part, int C, int B, int c, double *s0,
+					    double *s1)
+{
+	double a = 0, b = 0;
+	for (int k = 0; k < B; k++) {
+		a += part[(size_t)c * B + k];
+		b += part[((size_t)C + c) * B + k];
+	}
+	*s0 = a;
+	*s1 = b;
+}
+
 // One thread per channel: the statistics, the saved and running ones, and
 // coef[c], coef[C + c] = scale, shift.
 __global__ void bn_stats_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
@@ -443,11 +466,8 @@ __global__ void bn_stats_bf16_kernel(const double *__restrict__ part, int C, int
 	const int c = blockIdx.x * blockDim.x + threadIdx.x;
 	if (c >= C)
 		return;
-	double s = 0, sq = 0;
-	for (int b = 0; b < B; b++) {
-		s += part[(size_t)c * B + b];
-		sq += part[((size_t)C + c) * B + b];
-	}
+	double s, sq;
+	bn_block_sums(part, C, B, c, &s, &sq);
 	const double mean = s / m;
 	double var = sq / m - mean * mean;
 	if (var < 0)
@@ -522,11 +542,8 @@ __global__ void bn_grad_bf16_kernel(const double *__restrict__ part, int C, int 
 	const int c = blockIdx.x * blockDim.x + threadIdx.x;
 	if (c >= C)
 		return;
-	double sg = 0, sgx = 0;
-	for (int b = 0; b < B; b++) {
-		sg += part[(size_t)c * B + b];
-		sgx += part[((size_t)C + c) * B + b];
-	}
+	double sg, sgx;
+	bn_block_sums(part, C, B, c, &sg, &sgx);
 	const double mean = save_mean[c], invstd = save_invstd[c];
 	const double sgxhat = invstd * (sgx - mean * sg);
 	if (dbeta)
