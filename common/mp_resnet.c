@@ -23,6 +23,7 @@ typedef struct {
 	int n, h, w;
 	float smoothing, momentum, wd;
 	unsigned long layout;
+	int ahead; /* its batch was copied ahead (mp_resnet_input_ready): no upload in it */
 } step_shape;
 
 /* A kept recording: the graph, the input slot it reads, when last used. */
@@ -55,6 +56,13 @@ typedef struct {
 	} *scalars;
 	int pending;		/* STEP_NONE, STEP_DONE or STEP_LAUNCHED */
 	int pending_n;
+	int pending_slot;	/* the input slot the step reads, or -1 */
+	/* mp_resnet_input_ready: slot i's batch copied to the device ahead
+	 * (upload_ahead) into ahead[i]; the next step from that slot reads it
+	 * there instead of uploading the slot, then it counts as used */
+	mp_tensor ahead[MP_RESNET_INPUT_SLOTS];
+	size_t ahead_cap[MP_RESNET_INPUT_SLOTS];
+	int ahead_valid[MP_RESNET_INPUT_SLOTS];
 } step_graph;
 
 enum { STEP_NONE, STEP_DONE, STEP_LAUNCHED };
@@ -114,6 +122,7 @@ struct mp_resnet {
 	 * slot in place when it fits (evaluation at several scales) */
 	size_t slot_cap[MP_MAX_STAGES][5];
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
+	const mp_tensor *in; /* the stem's input in the last forward pass: img, or a batch copied ahead */
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
 	int32_t *labels; /* from host_alloc: a recorded step reads them */
 	size_t labels_cap;
@@ -412,6 +421,9 @@ static void release_graph(mp_resnet *net)
 		mp_backend_host_free(be, g->inputs[i]);
 		g->inputs[i] = NULL;
 		g->input_cap[i] = 0;
+		release(be, &g->ahead[i]);
+		g->ahead_cap[i] = 0;
+		g->ahead_valid[i] = 0;
 	}
 	mp_backend_host_free(be, g->probs);
 	mp_backend_host_free(be, g->scalars);
@@ -796,7 +808,7 @@ static int forward_fused(mp_resnet *net, mp_error *e)
 	}
 	const conv_layer *sc = &net->stem_conv;
 	mp_tensor *stem = &net->slots[0][4];
-	CHECK(o->conv_bn_forward_infer(be, &net->img, &sc->w->value, &sc->prep, NULL, 1, stem,
+	CHECK(o->conv_bn_forward_infer(be, net->in, &sc->w->value, &sc->prep, NULL, 1, stem,
 				       sc->stride, sc->pad));
 	const mp_tensor *x = stem;
 	for (int i = 0; i < net->nblocks; i++) {
@@ -843,7 +855,7 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 	/* training on a backend with the fused BN + residual + ReLU keeps
 	 * only each BN's input and the ReLU's output */
 	const int fused = fused_training(net, train);
-	CHECK(o->conv2d_forward(be, &net->img, &sc->w->value, stem_c, sc->stride, sc->pad));
+	CHECK(o->conv2d_forward(be, net->in, &sc->w->value, stem_c, sc->stride, sc->pad));
 	if (fused) {
 		CHECK(o->bn_relu_forward_train(be, stem_c, &net->stem_bn.bn, NULL, stem_r));
 	} else {
@@ -895,8 +907,10 @@ static int forward_layers(mp_resnet *net, int train, mp_error *e)
 	return 0;
 }
 
-int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
-		      int train, mp_error *e)
+/* mp_resnet_forward, with the images of input slot ahead_slot already on
+ * the device (mp_resnet_input_ready), or uploaded (ahead_slot -1). */
+static int forward_from(mp_resnet *net, const float *images, int n, int h, int w, int train,
+			int ahead_slot, mp_error *e)
 {
 	mp_backend *be = net->be;
 	const mp_backend_ops *o = be->ops;
@@ -909,7 +923,12 @@ int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 		net->prepared = 0; /* the running statistics move */
 	if (size_buffers(net, n, h, w, lean, e) < 0)
 		return -1;
-	CHECK(o->upload(be, &net->img, images));
+	if (ahead_slot >= 0) {
+		net->in = &net->graph.ahead[ahead_slot];
+	} else {
+		CHECK(o->upload(be, &net->img, images));
+		net->in = &net->img;
+	}
 	if (lean && o->conv_bn_forward_infer ? forward_fused(net, e) : forward_layers(net, train, e))
 		return -1;
 	CHECK(o->linear_forward(be, &net->pool, &net->fc_w->value, &net->fc));
@@ -920,6 +939,12 @@ int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 	net->have_forward = 1;
 	net->train = train;
 	return 0;
+}
+
+int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
+		      int train, mp_error *e)
+{
+	return forward_from(net, images, n, h, w, train, -1, e);
 }
 
 int mp_resnet_logits(mp_resnet *net, float *out, mp_error *e)
@@ -1022,7 +1047,7 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 		CHECK(bn_bwd(be, &net->stem_bn, &net->stem_c, &net->g_stem_b, &net->g_stem_c));
 	}
 	const conv_layer *sc = &net->stem_conv;
-	CHECK(o->conv2d_backward(be, &net->img, &sc->w->value, &net->g_stem_c, NULL,
+	CHECK(o->conv2d_backward(be, net->in, &sc->w->value, &net->g_stem_c, NULL,
 				 &sc->w->grad, sc->stride, sc->pad));
 	return 0;
 }
@@ -1080,6 +1105,7 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 		return NULL;
 	}
 	const size_t count = (size_t)n * 3 * h * w;
+	g->ahead_valid[slot] = 0; /* the caller writes it: a copy made ahead is old */
 	if (count > g->input_cap[slot]) {
 		if (g->pending == STEP_LAUNCHED && g->inputs[slot]) {
 			mp_seterr(e, "input buffer %d cannot grow while a step runs", slot);
@@ -1120,15 +1146,17 @@ static int have_graphs(const mp_resnet *net)
 static int same_shape(const step_shape *a, const step_shape *b)
 {
 	return a->n == b->n && a->h == b->h && a->w == b->w && a->smoothing == b->smoothing &&
-	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout;
+	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout &&
+	       a->ahead == b->ahead;
 }
 
 /* The four calls, op by op, the results into g->scalars and g->probs. */
-static int plain_step(mp_resnet *net, const float *images, const int32_t *labels, int n, int h,
-		      int w, float smoothing, float lr, float momentum, float wd, mp_error *e)
+static int plain_step(mp_resnet *net, const float *images, int ahead_slot,
+		      const int32_t *labels, int n, int h, int w, float smoothing, float lr,
+		      float momentum, float wd, mp_error *e)
 {
 	step_graph *g = &net->graph;
-	if (mp_resnet_forward(net, images, n, h, w, 1, e) < 0 ||
+	if (forward_from(net, images, n, h, w, 1, ahead_slot, e) < 0 ||
 	    mp_resnet_loss(net, labels, smoothing, &g->scalars->loss, g->probs, e) < 0 ||
 	    mp_resnet_backward(net, e) < 0 || sgd_from(net, &lr, momentum, wd, e) < 0)
 		return -1;
@@ -1162,14 +1190,15 @@ static int end_recording(mp_resnet *net, int rc, int moved, recording *entry,
  * g->probs, into a free (or the least recently used) entry. Nothing runs.
  * The entry's index, or -1 with the reason in e (the step can still run
  * op by op). */
-static int record_step(mp_resnet *net, const step_shape *k, const float *images, mp_error *e)
+static int record_step(mp_resnet *net, const step_shape *k, const float *images, int ahead_slot,
+		       mp_error *e)
 {
 	mp_backend *be = net->be;
 	step_graph *g = &net->graph;
 	const int r = free_entry(be, g->rec, STEP_RECORDINGS);
 	if (be->ops->graph_begin(be) < 0)
 		return mp_seterr(e, "%s", mp_backend_error(be));
-	int rc = mp_resnet_forward(net, images, k->n, k->h, k->w, 1, e);
+	int rc = forward_from(net, images, k->n, k->h, k->w, 1, ahead_slot, e);
 	if (rc == 0)
 		rc = loss_of_labels(net, k->smoothing, &g->scalars->loss, g->probs, e);
 	if (rc == 0)
@@ -1189,6 +1218,53 @@ static int find_recording(const step_graph *g, const step_shape *k, const float 
 		if (g->rec[i].graph && g->rec[i].images == images && same_shape(&g->shape[i], k))
 			return i;
 	return -1;
+}
+
+/* The input slot images is, or -1. */
+static int slot_of(const step_graph *g, const float *images)
+{
+	for (int i = 0; i < MP_RESNET_INPUT_SLOTS; i++)
+		if (images && images == g->inputs[i])
+			return i;
+	return -1;
+}
+
+/* Is slot's batch of n images of h x w on the device already? */
+static int ahead_ready(const step_graph *g, int slot, int n, int h, int w)
+{
+	const mp_tensor *t = &g->ahead[slot];
+	return g->ahead_valid[slot] && t->n == n && t->c == 3 && t->h == h && t->w == w;
+}
+
+/* A step from input slot (or -1) is under way, as pending says; the copy
+ * ahead it read (ahead, or -1) is used up. */
+static int started(step_graph *g, int pending, int slot, int ahead)
+{
+	g->pending = pending;
+	g->pending_slot = slot;
+	if (ahead >= 0)
+		g->ahead_valid[ahead] = 0;
+	return 0;
+}
+
+int mp_resnet_input_ready(mp_resnet *net, int slot, int n, int h, int w, mp_error *e)
+{
+	mp_backend *be = net->be;
+	step_graph *g = &net->graph;
+	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || n < 1 || h < 1 || w < 1 ||
+	    !g->inputs[slot] || (size_t)n * 3 * h * w > g->input_cap[slot])
+		return mp_seterr(e, "input slot %d holds no batch of %d images of %dx%d "
+				    "(mp_resnet_input makes it)", slot, n, w, h);
+	if (g->pending == STEP_LAUNCHED && g->pending_slot == slot)
+		return mp_seterr(e, "input slot %d is read by the step that runs", slot);
+	g->ahead_valid[slot] = 0;
+	if (!be->ops->upload_ahead)
+		return 0; /* the step uploads it */
+	if (fit(net, &g->ahead[slot], &g->ahead_cap[slot], 0, n, 3, h, w) < 0 ||
+	    be->ops->upload_ahead(be, &g->ahead[slot], g->inputs[slot]) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(be));
+	g->ahead_valid[slot] = 1;
+	return 0;
 }
 
 int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *labels, int n,
@@ -1219,26 +1295,29 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 		g->probs_cap = nprobs;
 	}
 	g->pending_n = n;
+	/* the batch's input slot, and whether it is on the device already */
+	const int slot = slot_of(g, images);
+	const int ahead = slot >= 0 && ahead_ready(g, slot, n, h, w) ? slot : -1;
 	if (!have_graphs(net) || g->off) {
-		if (plain_step(net, images, labels, n, h, w, smoothing, lr, momentum, wd, e) < 0)
+		if (plain_step(net, images, ahead, labels, n, h, w, smoothing, lr, momentum, wd, e) <
+		    0)
 			return -1;
-		g->pending = STEP_DONE;
-		return 0;
+		return started(g, STEP_DONE, slot, ahead);
 	}
 	/* a recorded step reads its batch from an input slot */
 	const float *input = images;
-	if (images != g->inputs[0] && images != g->inputs[1]) {
-		float *slot = mp_resnet_input(net, 0, n, h, w, e);
-		if (!slot)
+	if (slot < 0) {
+		float *in0 = mp_resnet_input(net, 0, n, h, w, e);
+		if (!in0)
 			return -1;
-		memcpy(slot, images, (size_t)n * 3 * h * w * sizeof(float));
-		input = slot;
+		memcpy(in0, images, (size_t)n * 3 * h * w * sizeof(float));
+		input = in0;
 	}
-	step_shape k = {n, h, w, smoothing, momentum, wd, net->layout};
+	step_shape k = {n, h, w, smoothing, momentum, wd, net->layout, ahead >= 0};
 	int r = find_recording(g, &k, input);
 	if (r < 0 && g->have_last_plain && same_shape(&g->last_plain, &k) && n == net->n) {
 		mp_error why;
-		if ((r = record_step(net, &k, input, &why)) < 0) {
+		if ((r = record_step(net, &k, input, ahead, &why)) < 0) {
 			/* op by op from now on, which works wherever recording does not */
 			mp_warnx("the training step is not recorded as a graph (%s): each operation "
 				 "is launched on its own",
@@ -1255,23 +1334,22 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 		if (rc == 0) {
 			g->rec[r].used = ++g->tick;
 			g->launched++;
-			g->pending = STEP_LAUNCHED;
 			/* the state the four calls leave */
 			net->have_forward = net->have_loss = net->train = 1;
 			net->smoothing = smoothing;
 			net->prepared = 0;
-			return 0;
+			net->in = ahead >= 0 ? &g->ahead[ahead] : &net->img;
+			return started(g, STEP_LAUNCHED, slot_of(g, input), ahead);
 		}
 		/* the backend replaced memory the recordings use: record anew */
 		free_recordings(net);
 	}
-	if (plain_step(net, input, labels, n, h, w, smoothing, lr, momentum, wd, e) < 0)
+	if (plain_step(net, input, ahead, labels, n, h, w, smoothing, lr, momentum, wd, e) < 0)
 		return -1;
 	g->last_plain = k;
 	g->last_plain.layout = net->layout; /* the step may have made buffers */
 	g->have_last_plain = 1;
-	g->pending = STEP_DONE;
-	return 0;
+	return started(g, STEP_DONE, slot_of(g, input), ahead);
 }
 
 int mp_resnet_train_finish(mp_resnet *net, double *loss, float *probs, mp_error *e)

@@ -123,6 +123,14 @@ int mp_resnet_train_step(mp_resnet *net, const float *images, const int32_t *lab
  * NULL when out of memory. */
 #define MP_RESNET_INPUT_SLOTS 2
 float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
+/* Says that input slot `slot` holds the next batch (n images of h x w): on
+ * a backend that can (upload_ahead, the CUDA one) its copy to the device
+ * starts now, on a second stream, and overlaps the step that runs; the
+ * next step started from that slot then reads the copy instead of
+ * uploading the slot. Leave the slot unchanged until that step has
+ * finished (mp_resnet_input makes the copy count as old). A no-op on
+ * other backends. Not for the slot of the step that runs. */
+int mp_resnet_input_ready(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
 /* mp_resnet_forward in inference mode and mp_resnet_logits, with the same
  * results to the bit. On a backend with graphs (CUDA) a pass is recorded at the second pass of a shape
  * (up to eight shapes kept: the view sizes of a multiscale evaluation),

@@ -848,6 +848,8 @@ static int run(trainer *t, mp_error *e)
 		int stop = 0, n = 0, rc = 0, cur = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
 		rc = mp_loader_next(t->train, slot[cur], lab[cur], idv[cur], &n, e);
+		if (rc == 1 && mp_resnet_input_ready(t->net, cur, n, size, size, e) < 0)
+			goto out;
 		while (!stop && rc == 1) {
 			double loss;
 			t->lr = mp_schedule_lr(&sched, t->epoch, t->batch, t->steps_per_epoch);
@@ -863,6 +865,10 @@ static int run(trainer *t, mp_error *e)
 			if (!(o->max_steps > 0 && t->step + 1 >= o->max_steps) && !(o->stop && *o->stop))
 				rc_next = mp_loader_next(t->train, slot[1 - cur], lab[1 - cur],
 							 idv[1 - cur], &n_next, e);
+			/* and, on a GPU, its copy to the device starts too */
+			if (rc_next == 1 &&
+			    mp_resnet_input_ready(t->net, 1 - cur, n_next, size, size, e) < 0)
+				goto out;
 			mp_error step_e;
 			if (mp_resnet_train_finish(t->net, &loss, probs, &step_e) < 0) {
 				*e = step_e;

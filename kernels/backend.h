@@ -232,6 +232,15 @@ typedef struct {
 	int (*graph_wait)(mp_backend *be);
 	void (*graph_free)(mp_backend *be, void *graph);
 
+	/* upload on a second queue, so that the copy overlaps the operations
+	 * queued before it (a launched training step); every operation
+	 * called after it runs after the copy. host must come from
+	 * host_alloc and stay unchanged until graph_wait or another call
+	 * that waits (download); t (a plain tensor) must not be an operand
+	 * of an operation still queued. Not while recording. Optional:
+	 * callers use upload where it is NULL. */
+	int (*upload_ahead)(mp_backend *be, mp_tensor *t, const float *host);
+
 	/* Frees the backend's own state (handles, pools); may be NULL. */
 	void (*destroy)(mp_backend *be);
 } mp_backend_ops;

@@ -36,6 +36,9 @@
 #   bench-ours-bf16-no-graph
 #               the bf16 step op by op (MP_CUDA_GRAPH=0) instead of as one
 #               CUDA graph: what the graph gains
+#   bench-ours-bf16-no-ahead
+#               each batch uploaded by its own step (BENCH_AHEAD=0) instead
+#               of copied on the second stream while the step before runs
 #   gpu-test_cuda_ops-graph-api, bench-ours-bf16-graph-api(-ops)
 #               the tests and the bf16 step with the convolutions through
 #               cuDNN's graph API (MP_CUDNN_API=graph)
@@ -526,6 +529,8 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	fi
 	# the step op by op, as before it was recorded as a CUDA graph
 	ours_variant bench-ours-bf16-no-graph MP_CUDA_GRAPH=0
+	# each batch uploaded in its own step, as before the copy ran ahead
+	ours_variant bench-ours-bf16-no-ahead BENCH_AHEAD=0
 	ours_variant bench-ours-bf16-graph-api MP_CUDNN_API=graph
 	run bench-ours-bf16-graph-api-ops 60 env MP_CUDNN_API=graph BENCH_OPS=1 MP_CUDA_PROFILE=1 \
 		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-graph-api-ops: failed"
@@ -782,6 +787,9 @@ fi
 		nog=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-no-graph.log" 2>/dev/null | tail -1 | cut -f4)
 		[ -n "$nog" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 as one CUDA graph / op by op (MP_CUDA_GRAPH=0): $(ips_of bf16) / $nog images/s: $(ratio "$(ips_of bf16)" "$nog")"
+		noa=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-no-ahead.log" 2>/dev/null | tail -1 | cut -f4)
+		[ -n "$noa" ] && [ -n "$(ips_of bf16)" ] &&
+			echo "ours bf16, the batch copied ahead / in its step (BENCH_AHEAD=0): $(ips_of bf16) / $noa images/s: $(ratio "$(ips_of bf16)" "$noa")"
 		b256=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&

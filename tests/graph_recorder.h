@@ -14,6 +14,11 @@
  * make a launch report stale memory (rec.stale_next) and graph_begin fail
  * (rec.fail_begin); rec.launches and rec.begins count.
  *
+ * It gives upload_ahead too, queued as a one-copy graph: the copy runs
+ * after the graphs launched before it, when they run, and reads its host
+ * memory then; a copy into a tensor that a queued graph uses (which on a
+ * GPU would race it) aborts. rec.aheads counts them.
+ *
  * One backend at a time (static state); include once per program. */
 #ifndef MP_GRAPH_RECORDER_H
 #define MP_GRAPH_RECORDER_H
@@ -57,9 +62,13 @@ static struct {
 	int nhost;
 	const recording *queued[8]; /* launched, not yet run */
 	int nqueued;
+	/* upload_ahead's copies, queued as one-call recordings */
+	call ahead_call[4];
+	recording ahead_rec[4];
+	int ahead_next;
 	/* test hooks */
 	int fail_begin, stale_next;
-	long launches, begins;
+	long launches, begins, aheads;
 } rec;
 
 static int refuse(mp_backend *be, const char *fmt, ...)
@@ -449,6 +458,45 @@ static int r_graph_wait(mp_backend *be)
 	return flush(be);
 }
 
+static int queued_uses(const mp_tensor *t)
+{
+	for (int q = 0; q < rec.nqueued; q++)
+		for (int i = 0; i < rec.queued[q]->n; i++)
+			for (int k = 0; k < 9; k++)
+				if (rec.queued[q]->calls[i].p[k] == t)
+					return 1;
+	return 0;
+}
+
+static int r_upload_ahead(mp_backend *be, mp_tensor *t, const float *h)
+{
+	if (rec.recording)
+		return refuse(be, "upload_ahead while recording");
+	if (!from_host_alloc(h, mp_tensor_count(t) * sizeof *h)) {
+		snprintf(be->error, sizeof be->error, "upload_ahead: host memory not from host_alloc");
+		return -1;
+	}
+	if (queued_uses(t)) {
+		fprintf(stderr, "graph_recorder: upload_ahead into a tensor that a queued graph "
+				"uses\n");
+		abort();
+	}
+	const int n = (int)(sizeof rec.ahead_rec / sizeof rec.ahead_rec[0]);
+	recording *r = &rec.ahead_rec[rec.ahead_next];
+	for (int q = 0; q < rec.nqueued; q++)
+		if (rec.queued[q] == r && flush(be) < 0) /* all copies in flight: run them */
+			return -1;
+	if (rec.nqueued == (int)(sizeof rec.queued / sizeof rec.queued[0]) && flush(be) < 0)
+		return -1;
+	rec.ahead_call[rec.ahead_next] = (call){.op = R_UPLOAD, .p = {t, h}};
+	r->calls = &rec.ahead_call[rec.ahead_next];
+	r->n = 1;
+	rec.ahead_next = (rec.ahead_next + 1) % n;
+	rec.queued[rec.nqueued++] = r;
+	rec.aheads++;
+	return 0;
+}
+
 static void r_graph_free(mp_backend *be, void *graph)
 {
 	(void)be;
@@ -470,6 +518,7 @@ static void recorder_install(mp_backend *be)
 	rec.inner = be->ops;
 	rec.ops = *be->ops;
 	mp_backend_ops *o = &rec.ops;
+	o->upload_ahead = r_upload_ahead;
 	o->alloc = r_alloc;
 	o->alloc_act = rec.inner->alloc_act ? r_alloc_act : NULL;
 	o->release = r_release;

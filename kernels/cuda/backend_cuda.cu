@@ -164,6 +164,25 @@ static int cuda_download(mp_backend *be, const mp_tensor *t, float *host)
 	return mp_cuda_wait(be, op);
 }
 
+// On the copy stream, so that it overlaps the step running on the main
+// one; the main stream's later work waits for it (an event).
+static int cuda_upload_ahead(mp_backend *be, mp_tensor *t, const float *host)
+{
+	static const char op[] = "upload_ahead";
+	if (mp_cpu_check(be, op, "tensor", t) ||
+	    mp_cuda_not_recording(be, op, "a copy on the second stream") ||
+	    mp_cuda_float_only(be, op, t))
+		return -1;
+	if (!host)
+		return mp_cpu_fail(be, "%s: no host array", op);
+	mp_cuda_state *s = mp_cuda(be);
+	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
+				       cudaMemcpyHostToDevice, s->copy_stream));
+	CUDA_CHECK(op, cudaEventRecord(s->copy_done, s->copy_stream));
+	CUDA_CHECK(op, cudaStreamWaitEvent(s->stream, s->copy_done, 0));
+	return 0;
+}
+
 // Page-locked host memory: copies from it need no staging by the driver.
 static void *cuda_host_alloc(mp_backend *be, size_t bytes)
 {
@@ -315,6 +334,10 @@ static void cuda_destroy(mp_backend *be)
 		cudnnDestroy(s->cudnn);
 	if (s->stream)
 		cudaStreamDestroy(s->stream);
+	if (s->copy_done)
+		cudaEventDestroy(s->copy_done);
+	if (s->copy_stream)
+		cudaStreamDestroy(s->copy_stream);
 	free(s);
 	be->impl = NULL;
 }
@@ -351,6 +374,7 @@ static mp_backend_ops make_ops(int graphs)
 	o.conv_bn_forward_infer = mp_cuda_conv_bn_forward_infer;
 	o.bn_relu_forward_train = mp_cuda_bn_relu_forward_train;
 	o.bn_relu_backward = mp_cuda_bn_relu_backward;
+	o.upload_ahead = cuda_upload_ahead;
 	o.host_alloc = cuda_host_alloc;
 	o.host_free = cuda_host_free;
 	o.set_precision = cuda_set_precision;
@@ -485,6 +509,9 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	// the legacy default stream, which synchronizes with all others)
 	if (!s->legacy_stream)
 		NEW_CUDA(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking));
+	// the second stream of upload_ahead, which overlaps a running step
+	NEW_CUDA(cudaStreamCreateWithFlags(&s->copy_stream, cudaStreamNonBlocking));
+	NEW_CUDA(cudaEventCreateWithFlags(&s->copy_done, cudaEventDisableTiming));
 	NEW_CUDNN(cudnnCreate(&s->cudnn));
 	NEW_CUDNN(cudnnSetStream(s->cudnn, s->stream));
 	NEW_CUBLAS(cublasCreate(&s->cublas));

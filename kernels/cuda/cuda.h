@@ -104,6 +104,9 @@ struct mp_cuda_state {
 	unsigned long mem_gen, rec_gen;
 	void *cublas_ws; /* cuBLAS's workspace, fixed: it must not allocate in a capture */
 	cudaStream_t stream; /* every operation's; 0 (legacy) when legacy_stream */
+	/* upload_ahead's copies, and the event the main stream waits for */
+	cudaStream_t copy_stream;
+	cudaEvent_t copy_done;
 	cudaEvent_t ev_start, ev_stop;
 	double prof_host_start; /* host milliseconds at the section's start */
 	cudnnHandle_t cudnn;

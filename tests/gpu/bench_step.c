@@ -16,6 +16,10 @@
  * usage: bench_step BACKEND BATCH STEPS [SIZE [WARMUP [PRECISION [MODE]]]]
  * PRECISION: auto (default), fp32 or bf16, as --precision.
  *
+ * Training steps alternate between the two input slots, the next batch's
+ * copy to the device started while a step runs (mp_resnet_input_ready), as
+ * mp-train does; BENCH_AHEAD=0 uploads each batch in its own step instead.
+ *
  * BENCH_OPS=1 also prints, on stderr, the time of each kind of
  * operation per timed step: every operation is followed by a wait for
  * the device (a one-value download), so the step is slower than without
@@ -42,16 +46,31 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
-/* As mp-train's step (probabilities for its metrics included) and
- * mp-eval's batch. */
-static int step(mp_resnet *net, const float *x, const int32_t *labels, int n, int size,
-		int eval, float *logits, mp_error *e)
+/* count steps as mp-train runs them (probabilities for its metrics
+ * included): from the two input slots in turn, the other slot's batch
+ * copied to the device while a step runs (mp_resnet_input_ready), unless
+ * ahead is 0 (each step then uploads its own); or count of mp-eval's
+ * batches. *k counts the steps so far (which slot is next). */
+static int steps_of(mp_resnet *net, float *const x[2], const int32_t *labels, int n, int size,
+		    int eval, int ahead, float *logits, int count, long *k, mp_error *e)
 {
-	double loss;
-	if (eval)
-		return mp_resnet_predict(net, x, n, size, size, logits, e);
-	return mp_resnet_train_step(net, x, labels, n, size, size, 0.0f, 0.1f, 0.9f, 5e-4f, &loss,
-				    logits, e);
+	for (int i = 0; i < count; i++, (*k)++) {
+		if (eval) {
+			if (mp_resnet_predict(net, x[0], n, size, size, logits, e) < 0)
+				return -1;
+			continue;
+		}
+		const int cur = (int)(*k % 2);
+		double loss;
+		if (ahead && *k == 0 && mp_resnet_input_ready(net, cur, n, size, size, e) < 0)
+			return -1;
+		if (mp_resnet_train_start(net, x[cur], labels, n, size, size, 0.0f, 0.1f, 0.9f, 5e-4f,
+					  e) < 0 ||
+		    (ahead && mp_resnet_input_ready(net, 1 - cur, n, size, size, e) < 0) ||
+		    mp_resnet_train_finish(net, &loss, logits, e) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -74,8 +93,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_step: MODE is train or eval, not '%s'\n", mode);
 		return 2;
 	}
-	const char *ops_env = getenv("BENCH_OPS");
+	const char *ops_env = getenv("BENCH_OPS"), *ahead_env = getenv("BENCH_AHEAD");
 	const int by_op = ops_env && *ops_env && strcmp(ops_env, "0");
+	const int ahead = !(ahead_env && !strcmp(ahead_env, "0"));
 	if (n < 2 || steps < 1 || size < 8 || warmup < 0) {
 		fprintf(stderr, "bench_step: bad batch, steps, size or warm-up count\n");
 		return 2;
@@ -98,35 +118,37 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const size_t count = (size_t)n * 3 * size * size;
-	float *x = mp_resnet_input(net, 0, n, size, size, &e); /* as mp-train's batches */
+	/* as mp-train's batches */
+	float *x[2] = {mp_resnet_input(net, 0, n, size, size, &e),
+		       mp_resnet_input(net, 1, n, size, size, &e)};
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
 	float *logits = malloc((size_t)n * c.classes * sizeof *logits);
-	if (!x || !labels || !probe || !logits) {
+	if (!x[0] || !x[1] || !labels || !probe || !logits) {
 		fprintf(stderr, "bench_step: out of memory\n");
 		return 1;
 	}
 	mp_rng rng;
 	mp_rng_seed(&rng, 7);
-	for (size_t i = 0; i < count; i++)
-		x[i] = (float)(255.0 * mp_rng_uniform(&rng) - 120.0);
+	for (int k = 0; k < 2; k++)
+		for (size_t i = 0; i < count; i++)
+			x[k][i] = (float)(255.0 * mp_rng_uniform(&rng) - 120.0);
 	for (int i = 0; i < n; i++)
 		labels[i] = (int32_t)mp_rng_below(&rng, (uint64_t)c.classes);
 
 	const double tw = op_timer_now();
-	for (int s = 0; s < warmup; s++)
-		if (step(net, x, labels, n, size, eval, logits, &e) < 0) {
-			fprintf(stderr, "bench_step: %s\n", e.msg);
-			return 1;
-		}
+	long k = 0;
+	if (steps_of(net, x, labels, n, size, eval, ahead, logits, warmup, &k, &e) < 0) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
 	fprintf(stderr, "bench_step: %d warm-up steps in %.2f s\n", warmup, op_timer_now() - tw);
 	op_timer_reset();
 	const double t0 = op_timer_now(), c0 = cpu_seconds();
-	for (int s = 0; s < steps; s++)
-		if (step(net, x, labels, n, size, eval, logits, &e) < 0) {
-			fprintf(stderr, "bench_step: %s\n", e.msg);
-			return 1;
-		}
+	if (steps_of(net, x, labels, n, size, eval, ahead, logits, steps, &k, &e) < 0) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
 	/* the SGD step may still run on a device: wait for it */
 	if (mp_resnet_download(net, &mp_resnet_param(net, 0)->value, probe, &e) < 0) {
 		fprintf(stderr, "bench_step: %s\n", e.msg);

@@ -327,6 +327,83 @@ static void pipelined_steps(void **state)
 	free_pair(&g, &p);
 }
 
+/* As mp-train runs it on a GPU: after the next batch is loaded into the
+ * other slot, mp_resnet_input_ready starts its copy to the device
+ * (upload_ahead, which the recorder runs after the step before it and
+ * checks for races), and the step from that slot reads the copy instead
+ * of uploading. The same bits as the four calls; the copies really made
+ * and used; the running step's slot refused; a slot asked for again
+ * (mp_resnet_input) and refilled is uploaded, not read from the old copy. */
+static void steps_with_batches_copied_ahead(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	mp_error e;
+	float *in[2] = {mp_resnet_input(g.net, 0, N, S, S, &e), mp_resnet_input(g.net, 1, N, S, S, &e)};
+	assert_non_null(in[0]);
+	assert_non_null(in[1]);
+	const size_t batch = (size_t)N * 3 * S * S;
+	float *x = malloc(batch * sizeof *x), pg[N * CLASSES], pp[N * CLASSES];
+	assert_non_null(x);
+	int32_t lab[N], cur[N];
+	random_batch(in[0], lab, N);
+	assert_int_equal(mp_resnet_input_ready(g.net, 0, N, S, S, &e), 0);
+	for (int s = 0; s < 7; s++) {
+		const int c = s % 2;
+		memcpy(cur, lab, sizeof cur);
+		memcpy(x, in[c], batch * sizeof *x);
+		if (s == 6) { /* asked for again and refilled: the old copy is not used */
+			assert_ptr_equal(mp_resnet_input(g.net, c, N, S, S, &e), in[c]);
+			random_batch(in[c], cur, N);
+			memcpy(x, in[c], batch * sizeof *x);
+		}
+		if (mp_resnet_train_start(g.net, in[c], cur, N, S, S, 0.1f, 0.05f, 0.9f, 5e-4f, &e) < 0)
+			fail_msg("start %d: %s", s + 1, e.msg);
+		if (s >= 3 && s <= 5) { /* launched: its own slot is refused */
+			assert_int_equal(mp_resnet_input_ready(g.net, c, N, S, S, &e), -1);
+			assert_string_equal(e.msg, c ? "input slot 1 is read by the step that runs"
+						    : "input slot 0 is read by the step that runs");
+		}
+		random_batch(in[1 - c], lab, N); /* while it runs */
+		if (s < 6)
+			assert_int_equal(mp_resnet_input_ready(g.net, 1 - c, N, S, S, &e), 0);
+		double lg, lp;
+		if (mp_resnet_train_finish(g.net, &lg, pg, &e) < 0)
+			fail_msg("finish %d: %s", s + 1, e.msg);
+		if (mp_resnet_forward(p.net, x, N, S, S, 1, &e) < 0 ||
+		    mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e) < 0 ||
+		    mp_resnet_backward(p.net, &e) < 0 || mp_resnet_sgd(p.net, 0.05f, 0.9f, 5e-4f, &e) < 0)
+			fail_msg("four calls: %s", e.msg);
+		if (lg != lp)
+			fail_msg("step %d: loss %.17g against %.17g", s + 1, lg, lp);
+		assert_memory_equal(pg, pp, sizeof pg);
+	}
+	/* seven copies ahead; steps 3 to 6 launched (the first two op by op,
+	 * the copies' buffers being new), the seventh, uploaded, op by op */
+	assert_int_equal(rec.aheads, 7);
+	counts(&g, 2, 4);
+	/* slot 1's copy was used by step 6: refilled by hand, it is uploaded */
+	random_batch(in[1], cur, N);
+	memcpy(x, in[1], batch * sizeof *x);
+	double lg, lp;
+	assert_int_equal(mp_resnet_train_step(g.net, in[1], cur, N, S, S, 0.1f, 0.05f, 0.9f, 5e-4f,
+					      &lg, pg, &e), 0);
+	assert_int_equal(mp_resnet_forward(p.net, x, N, S, S, 1, &e), 0);
+	assert_int_equal(mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e), 0);
+	assert_int_equal(mp_resnet_backward(p.net, &e), 0);
+	assert_int_equal(mp_resnet_sgd(p.net, 0.05f, 0.9f, 5e-4f, &e), 0);
+	if (lg != lp)
+		fail_msg("a slot refilled by hand: loss %.17g against %.17g", lg, lp);
+	same_state(&g, &p);
+	assert_int_equal(mp_resnet_input_ready(g.net, 2, N, S, S, &e), -1);
+	assert_string_equal(e.msg, "input slot 2 holds no batch of 3 images of 20x20 "
+				   "(mp_resnet_input makes it)");
+	assert_int_equal(mp_resnet_input_ready(g.net, 0, 99, S, S, &e), -1);
+	free(x);
+	free_pair(&g, &p);
+}
+
 /* One inference pass of both: mp_resnet_predict on the recorder, forward +
  * logits on the plain backend, size x size images; the same logits. */
 static void predict_both(side *graph, side *plain, int size)
@@ -475,6 +552,7 @@ int main(void)
 		cmocka_unit_test(stale_graph_rerecorded),
 		cmocka_unit_test(failed_recording_and_foreign_images),
 		cmocka_unit_test(pipelined_steps),
+		cmocka_unit_test(steps_with_batches_copied_ahead),
 		cmocka_unit_test(predict_recorded),
 		cmocka_unit_test(recorder_rules),
 		cmocka_unit_test(train_step_refuses_bad_labels),
