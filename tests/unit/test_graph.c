@@ -271,6 +271,25 @@ static void failed_recording_and_foreign_images(void **state)
 	free_pair(&g, &p);
 }
 
+/* The step that the graph side ran (loss lg, probabilities pg, rate lr),
+ * run on the plain side with the four calls on images x and labels: the
+ * same bits. */
+static void four_calls_match(side *plain, const float *x, const int32_t *labels, float lr,
+			     double lg, const float *pg, int step)
+{
+	mp_error e;
+	double lp;
+	float pp[N * CLASSES];
+	if (mp_resnet_forward(plain->net, x, N, S, S, 1, &e) < 0 ||
+	    mp_resnet_loss(plain->net, labels, 0.1f, &lp, pp, &e) < 0 ||
+	    mp_resnet_backward(plain->net, &e) < 0 ||
+	    mp_resnet_sgd(plain->net, lr, 0.9f, 5e-4f, &e) < 0)
+		fail_msg("four calls: %s", e.msg);
+	if (lg != lp)
+		fail_msg("step %d: loss %.17g against %.17g", step, lg, lp);
+	assert_memory_equal(pg, pp, sizeof pp);
+}
+
 /* As mp-train runs it: each step started from one input slot, the next
  * batch loaded into the other slot and the caller's labels reused while it
  * runs (the recorder runs a launched graph only at graph_wait, so a step
@@ -287,7 +306,7 @@ static void pipelined_steps(void **state)
 	assert_non_null(in[0]);
 	assert_non_null(in[1]);
 	const size_t batch = (size_t)N * 3 * S * S;
-	float *x = malloc(batch * sizeof *x), pg[N * CLASSES], pp[N * CLASSES];
+	float *x = malloc(batch * sizeof *x), pg[N * CLASSES];
 	assert_non_null(x);
 	int32_t lab[N], cur[N];
 	random_batch(in[0], lab, N);
@@ -299,17 +318,10 @@ static void pipelined_steps(void **state)
 					  &e) < 0)
 			fail_msg("start %d: %s", s + 1, e.msg);
 		random_batch(in[(s + 1) % 2], lab, N); /* while it runs */
-		double lg, lp;
+		double lg;
 		if (mp_resnet_train_finish(g.net, &lg, pg, &e) < 0)
 			fail_msg("finish %d: %s", s + 1, e.msg);
-		if (mp_resnet_forward(p.net, x, N, S, S, 1, &e) < 0 ||
-		    mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e) < 0 ||
-		    mp_resnet_backward(p.net, &e) < 0 ||
-		    mp_resnet_sgd(p.net, rates[s], 0.9f, 5e-4f, &e) < 0)
-			fail_msg("four calls: %s", e.msg);
-		if (lg != lp)
-			fail_msg("step %d: loss %.17g against %.17g", s + 1, lg, lp);
-		assert_memory_equal(pg, pp, sizeof pg);
+		four_calls_match(&p, x, cur, rates[s], lg, pg, s + 1);
 	}
 	counts(&g, 2, 5);
 	same_state(&g, &p);
@@ -344,7 +356,7 @@ static void steps_with_batches_copied_ahead(void **state)
 	assert_non_null(in[0]);
 	assert_non_null(in[1]);
 	const size_t batch = (size_t)N * 3 * S * S;
-	float *x = malloc(batch * sizeof *x), pg[N * CLASSES], pp[N * CLASSES];
+	float *x = malloc(batch * sizeof *x), pg[N * CLASSES];
 	assert_non_null(x);
 	int32_t lab[N], cur[N];
 	random_batch(in[0], lab, N);
@@ -368,16 +380,10 @@ static void steps_with_batches_copied_ahead(void **state)
 		random_batch(in[1 - c], lab, N); /* while it runs */
 		if (s < 6)
 			assert_int_equal(mp_resnet_input_ready(g.net, 1 - c, N, S, S, &e), 0);
-		double lg, lp;
+		double lg;
 		if (mp_resnet_train_finish(g.net, &lg, pg, &e) < 0)
 			fail_msg("finish %d: %s", s + 1, e.msg);
-		if (mp_resnet_forward(p.net, x, N, S, S, 1, &e) < 0 ||
-		    mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e) < 0 ||
-		    mp_resnet_backward(p.net, &e) < 0 || mp_resnet_sgd(p.net, 0.05f, 0.9f, 5e-4f, &e) < 0)
-			fail_msg("four calls: %s", e.msg);
-		if (lg != lp)
-			fail_msg("step %d: loss %.17g against %.17g", s + 1, lg, lp);
-		assert_memory_equal(pg, pp, sizeof pg);
+		four_calls_match(&p, x, cur, 0.05f, lg, pg, s + 1);
 	}
 	/* seven copies ahead; steps 3 to 6 launched (the first two op by op,
 	 * the copies' buffers being new), the seventh, uploaded, op by op */
@@ -386,15 +392,10 @@ static void steps_with_batches_copied_ahead(void **state)
 	/* slot 1's copy was used by step 6: refilled by hand, it is uploaded */
 	random_batch(in[1], cur, N);
 	memcpy(x, in[1], batch * sizeof *x);
-	double lg, lp;
+	double lg;
 	assert_int_equal(mp_resnet_train_step(g.net, in[1], cur, N, S, S, 0.1f, 0.05f, 0.9f, 5e-4f,
 					      &lg, pg, &e), 0);
-	assert_int_equal(mp_resnet_forward(p.net, x, N, S, S, 1, &e), 0);
-	assert_int_equal(mp_resnet_loss(p.net, cur, 0.1f, &lp, pp, &e), 0);
-	assert_int_equal(mp_resnet_backward(p.net, &e), 0);
-	assert_int_equal(mp_resnet_sgd(p.net, 0.05f, 0.9f, 5e-4f, &e), 0);
-	if (lg != lp)
-		fail_msg("a slot refilled by hand: loss %.17g against %.17g", lg, lp);
+	four_calls_match(&p, x, cur, 0.05f, lg, pg, 8);
 	same_state(&g, &p);
 	assert_int_equal(mp_resnet_input_ready(g.net, 2, N, S, S, &e), -1);
 	assert_string_equal(e.msg, "input slot 2 holds no batch of 3 images of 20x20 "
