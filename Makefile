@@ -18,7 +18,7 @@ NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/b
 
 B := build
 
-DEB_PACKAGES := gcc make pkg-config perl libturbojpeg0-dev libpng-dev \
+DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
 	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
 	libjpeg-turbo-progs python3-torch libopenblas-dev gnuplot-nox
@@ -105,6 +105,15 @@ ORACLE_TESTS := $(sort $(wildcard tests/oracle/test_*.py))
 # test_* programs skip (TAP "1..0 # SKIP") where no device is present, and
 # make test runs them when the last build had CUDA (its flags.stamp)
 GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wildcard tests/gpu/*.c)))
+# The CUDA kernels run on the host (tests/emu/): built with the CUDA
+# headers, wherever the CUDA backend is, and run by make test (as the
+# tests/gpu programs, when the last build had CUDA) with or without a device (-fno-strict-aliasing: the kernels read 16 bytes as
+# bf16 pairs, which a host compiler must be told to allow)
+EMU_TESTS   := $(if $(USE_CUDA),$(patsubst tests/emu/%.cpp,$(B)/tests/emu/%,$(wildcard tests/emu/test_*.cpp)))
+EMU_FLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
+	-D_GNU_SOURCE -pthread \
+	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
+	-I$(CUBLAS_INC)
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
@@ -147,6 +156,11 @@ $(B)/scripts/%: scripts/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
+$(B)/tests/emu/%: tests/emu/%.cpp tests/emu/cuda_emu.h $(wildcard kernels/cuda/*.cu kernels/cuda/*.h) \
+		$(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -o $@ $< $(B)/libmp.a $(LDLIBS)
+
 $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
@@ -163,14 +177,14 @@ $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
-unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(if $(USE_CUDA),$(CUDA_MODULE))
+unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUDA),$(CUDA_MODULE))
 	@:
 
 # Every test speaks TAP; prove runs them all and prints the closing summary.
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
-	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* 2>/dev/null); \
+	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* $(B)/tests/emu/test_* 2>/dev/null); \
 		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
 		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $$gpu $(ORACLE_TESTS) $(CLI_TESTS)
 

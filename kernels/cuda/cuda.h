@@ -179,6 +179,17 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 /* The stream every operation of backend be runs on. */
 #define MP_STREAM(be) (mp_cuda(be)->stream)
 
+/* Launches kernel on be's stream. Under MP_CUDA_EMULATE (the CPU tests of
+ * the kernels, tests/emu/) it runs on the host, each block's threads as
+ * fibers, before the call returns. */
+#ifdef MP_CUDA_EMULATE
+#define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
+	mp_emu_launch(grid, block, [&]() { kernel(__VA_ARGS__); })
+#else
+#define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
+	kernel<<<grid, block, 0, MP_STREAM(be)>>>(__VA_ARGS__)
+#endif
+
 /* Threads per block of the element-wise kernels, and the grid for count
  * elements (grid-stride loops cover the rest). */
 #define MP_CUDA_THREADS 256

@@ -34,8 +34,8 @@ int mp_cuda_act_storage(mp_backend *be, const char *op, const mp_tensor *a, cons
 			continue;
 		const int k = mp_cuda_is_bf16(t[i]);
 		if (kind >= 0 && k != kind)
-			return mp_cpu_fail(be, "%s: its activations mix bf16 tensors (from alloc_act) "
-					   "and float ones", op);
+			return mp_cpu_fail(be, "%s: its activations mix bf16 tensors (from "
+					   "alloc_act) and float ones", op);
 		kind = k;
 	}
 	return kind < 0 ? 0 : kind;
@@ -152,8 +152,8 @@ __global__ void fill_bf16_kernel(bf16 *y, size_t count, float v)
 int mp_cuda_nhwc_fill(mp_backend *be, mp_tensor *t, float value)
 {
 	const size_t count = mp_tensor_count(t);
-	fill_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>((bf16 *)t->data,
-										 count, value);
+	MP_LAUNCH(fill_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be, (bf16 *)t->data, count,
+		  value);
 	LAUNCH_CHECK("fill", "fill_bf16_kernel");
 	return 0;
 }
@@ -192,7 +192,8 @@ __global__ void relu_backward_bf16_kernel(const bf16 *__restrict__ y, const bf16
 }
 
 // y may alias a or b: no __restrict__ here. The sum in float, rounded once.
-template <int V> __global__ void add_bf16_kernel(const bf16 *a, const bf16 *b, bf16 *y, size_t vectors)
+template <int V>
+__global__ void add_bf16_kernel(const bf16 *a, const bf16 *b, bf16 *y, size_t vectors)
 {
 	VEC_LOOP(i, vectors)
 	{
@@ -212,11 +213,10 @@ int mp_cuda_nhwc_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	const bf16 *xp = (const bf16 *)x->data;
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(x->c, xp, yp, NULL))
-		relu_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, yp, count / 8);
+		MP_LAUNCH(relu_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, yp,
+			  count / 8);
 	else
-		relu_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(xp, yp,
-										     count);
+		MP_LAUNCH(relu_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, yp, count);
 	LAUNCH_CHECK("relu_forward", "relu_bf16_kernel");
 	return 0;
 }
@@ -228,11 +228,11 @@ int mp_cuda_nhwc_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tens
 	const bf16 *yp = (const bf16 *)y->data, *dyp = (const bf16 *)dy->data;
 	bf16 *dxp = (bf16 *)dx->data;
 	if (vec8(y->c, yp, dyp, dxp))
-		relu_backward_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				yp, dyp, dxp, count / 8);
+		MP_LAUNCH(relu_backward_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be,
+			  yp, dyp, dxp, count / 8);
 	else
-		relu_backward_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				yp, dyp, dxp, count);
+		MP_LAUNCH(relu_backward_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, yp,
+			  dyp, dxp, count);
 	LAUNCH_CHECK("relu_backward", "relu_backward_bf16_kernel");
 	return 0;
 }
@@ -243,11 +243,11 @@ int mp_cuda_nhwc_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_
 	const bf16 *ap = (const bf16 *)a->data, *bp = (const bf16 *)b->data;
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(a->c, ap, bp, yp))
-		add_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				ap, bp, yp, count / 8);
+		MP_LAUNCH(add_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, ap, bp, yp,
+			  count / 8);
 	else
-		add_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(ap, bp, yp,
-										   count);
+		MP_LAUNCH(add_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, ap, bp, yp,
+			  count);
 	LAUNCH_CHECK("add", "add_bf16_kernel");
 	return 0;
 }
@@ -283,9 +283,9 @@ __global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 	VEC_LOOP(i, count)
 	{
 		const nhwc_pos p = nhwc_at(i, OH, OW, CY);
-		y[i] = p.c < CX ? x[((p.n * H + (size_t)p.r * stride) * W + (size_t)p.j * stride) * CX +
-				    p.c]
-				: zero;
+		const size_t row = p.n * H + (size_t)p.r * stride;
+		const size_t from = (row * W + (size_t)p.j * stride) * CX;
+		y[i] = p.c < CX ? x[from + p.c] : zero;
 	}
 }
 
@@ -308,9 +308,8 @@ __global__ void shortcut_backward_bf16_kernel(const bf16 *__restrict__ dy, bf16 
 int mp_cuda_nhwc_shortcut_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y, int stride)
 {
 	const size_t count = mp_tensor_count(y);
-	shortcut_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		(const bf16 *)x->data, (bf16 *)y->data, count, x->c, y->c, x->h, x->w, y->h, y->w,
-		stride);
+	MP_LAUNCH(shortcut_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be, (const bf16 *)x->data,
+		  (bf16 *)y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
 	LAUNCH_CHECK("shortcut_a_forward", "shortcut_bf16_kernel");
 	return 0;
 }
@@ -318,9 +317,9 @@ int mp_cuda_nhwc_shortcut_forward(mp_backend *be, const mp_tensor *x, mp_tensor 
 int mp_cuda_nhwc_shortcut_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx, int stride)
 {
 	const size_t count = mp_tensor_count(dx);
-	shortcut_backward_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		(const bf16 *)dy->data, (bf16 *)dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h,
-		dy->w, stride);
+	MP_LAUNCH(shortcut_backward_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be,
+		  (const bf16 *)dy->data, (bf16 *)dx->data, count, dx->c, dy->c, dx->h, dx->w,
+		  dy->h, dy->w, stride);
 	LAUNCH_CHECK("shortcut_a_backward", "shortcut_backward_bf16_kernel");
 	return 0;
 }
@@ -356,8 +355,8 @@ __global__ void avgpool_backward_bf16_kernel(const float *__restrict__ dy, bf16 
 int mp_cuda_nhwc_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 {
 	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
-	avgpool_bf16_kernel<<<grid_for(planes), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		(const bf16 *)x->data, y->data, planes, x->c, plane);
+	MP_LAUNCH(avgpool_bf16_kernel, grid_for(planes), MP_CUDA_THREADS, be, (const bf16 *)x->data,
+		  y->data, planes, x->c, plane);
 	LAUNCH_CHECK("avgpool_forward", "avgpool_bf16_kernel");
 	return 0;
 }
@@ -365,8 +364,8 @@ int mp_cuda_nhwc_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *
 int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 {
 	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
-	avgpool_backward_bf16_kernel<<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		dy->data, (bf16 *)dx->data, count, dx->c, plane);
+	MP_LAUNCH(avgpool_backward_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be, dy->data,
+		  (bf16 *)dx->data, count, dx->c, plane);
 	LAUNCH_CHECK("avgpool_backward", "avgpool_backward_bf16_kernel");
 	return 0;
 }
@@ -513,8 +512,10 @@ __global__ void bn_apply_bf16_kernel(const bf16 *x, bf16 *y, size_t vectors, int
 template <int V>
 __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
 				     size_t vectors, int C, float eps,
-				     const float *__restrict__ rmean, const float *__restrict__ rvar,
-				     const float *__restrict__ gamma, const float *__restrict__ beta)
+				     const float *__restrict__ rmean,
+				     const float *__restrict__ rvar,
+				     const float *__restrict__ gamma,
+				     const float *__restrict__ beta)
 {
 	VEC_LOOP(i, vectors)
 	{
@@ -536,7 +537,8 @@ __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 __global__ void bn_grad_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
 				    const float *__restrict__ gamma,
 				    const float *__restrict__ save_mean,
-				    const float *__restrict__ save_invstd, float *dgamma, float *dbeta,
+				    const float *__restrict__ save_invstd, float *dgamma,
+				    float *dbeta,
 				    float *__restrict__ coef)
 {
 	const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -621,13 +623,13 @@ int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp
 	if (!part)
 		return -1;
 	float *coef = (float *)(part + (size_t)2 * C * B);
-	bn_sums_bf16_kernel<<<grid, dim3(BN_LANES, BN_ROWS), 0, MP_STREAM(be)>>>(
-		(const bf16 *)x->data, NULL, NULL, R, C, B, 0, part);
+	MP_LAUNCH(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, (const bf16 *)x->data,
+		  NULL, NULL, R, C, B, 0, part);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
-	bn_stats_bf16_kernel<<<per_channel(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		part, C, B, (double)R, (double)bn->eps, (double)bn->momentum, bn->gamma->data,
-		bn->beta->data, bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
-		bn->running_var->data, coef);
+	MP_LAUNCH(bn_stats_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
+		  (double)bn->eps, (double)bn->momentum, bn->gamma->data, bn->beta->data,
+		  bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
+		  bn->running_var->data, coef);
 	LAUNCH_CHECK(op, "bn_stats_bf16_kernel");
 	return mp_cuda_nhwc_scale_shift(be, op, x, coef, res, relu, y);
 }
@@ -640,11 +642,11 @@ int mp_cuda_nhwc_scale_shift(mp_backend *be, const char *op, const mp_tensor *x,
 	const bf16 *xp = (const bf16 *)x->data, *rp = res ? (const bf16 *)res->data : NULL;
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(C, xp, yp, rp))
-		bn_apply_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, yp, count / 8, C, coef, rp, relu);
+		MP_LAUNCH(bn_apply_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, yp,
+			  count / 8, C, coef, rp, relu);
 	else
-		bn_apply_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, yp, count, C, coef, rp, relu);
+		MP_LAUNCH(bn_apply_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, yp,
+			  count, C, coef, rp, relu);
 	LAUNCH_CHECK(op, "bn_apply_bf16_kernel");
 	return 0;
 }
@@ -655,13 +657,13 @@ int mp_cuda_nhwc_bn_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, m
 	const bf16 *xp = (const bf16 *)x->data;
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(x->c, xp, yp, NULL))
-		bn_infer_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, yp, count / 8, x->c, bn->eps, bn->running_mean->data,
-				bn->running_var->data, bn->gamma->data, bn->beta->data);
+		MP_LAUNCH(bn_infer_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, yp,
+			  count / 8, x->c, bn->eps, bn->running_mean->data, bn->running_var->data,
+			  bn->gamma->data, bn->beta->data);
 	else
-		bn_infer_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, yp, count, x->c, bn->eps, bn->running_mean->data,
-				bn->running_var->data, bn->gamma->data, bn->beta->data);
+		MP_LAUNCH(bn_infer_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, yp,
+			  count, x->c, bn->eps, bn->running_mean->data, bn->running_var->data,
+			  bn->gamma->data, bn->beta->data);
 	LAUNCH_CHECK("bn_forward_infer", "bn_infer_bf16_kernel");
 	return 0;
 }
@@ -680,22 +682,22 @@ int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
 	float *coef = (float *)(part + (size_t)2 * C * B);
 	const bf16 *xp = (const bf16 *)x->data, *dyp = (const bf16 *)dy->data;
 	const bf16 *ry = relu_y ? (const bf16 *)relu_y->data : NULL;
-	bn_sums_bf16_kernel<<<grid, dim3(BN_LANES, BN_ROWS), 0, MP_STREAM(be)>>>(
-		xp, dyp, ry, R, C, B, 1, part);
+	MP_LAUNCH(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, xp, dyp, ry, R, C, B, 1,
+		  part);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
-	bn_grad_bf16_kernel<<<per_channel(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		part, C, B, (double)R, bn->gamma->data, bn->save_mean->data, bn->save_invstd->data,
-		dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL, coef);
+	MP_LAUNCH(bn_grad_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
+		  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data,
+		  dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL, coef);
 	LAUNCH_CHECK(op, "bn_grad_bf16_kernel");
 	if (!dx && !dres)
 		return 0;
 	bf16 *dxp = dx ? (bf16 *)dx->data : NULL, *drp = dres ? (bf16 *)dres->data : NULL;
 	if (vec8(C, xp, dyp, ry, dxp, drp))
-		bn_dx_bf16_kernel<8><<<grid_for(count / 8), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, dyp, ry, dxp, drp, count / 8, C, coef);
+		MP_LAUNCH(bn_dx_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, dyp,
+			  ry, dxp, drp, count / 8, C, coef);
 	else
-		bn_dx_bf16_kernel<1><<<grid_for(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				xp, dyp, ry, dxp, drp, count, C, coef);
+		MP_LAUNCH(bn_dx_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, dyp, ry,
+			  dxp, drp, count, C, coef);
 	LAUNCH_CHECK(op, "bn_dx_bf16_kernel");
 	return 0;
 }

@@ -1,0 +1,85 @@
+// Layout and precision conversions between float NCHW and bf16 NHWC, for
+// the convolutions' operands (conv.cu) and the activations stored in bf16
+// (nhwc.cu).
+#include <cuda_bf16.h>
+#include <limits.h>
+
+#include "cuda.h"
+
+// One image (or one filter) is a [C][P] float matrix in NCHW (P = h w
+// pixels); NHWC is its transpose [P][C]. 32 x 32 tiles through shared
+// memory keep both the reads and the writes coalesced. Grid: (P tiles,
+// C tiles, images); block 32 x 8.
+
+#define TILE 32
+#define TILE_ROWS 8
+
+__global__ void nchw_to_nhwc_bf16_kernel(const float *__restrict__ x,
+					 __nv_bfloat16 *__restrict__ y, int C, int P)
+{
+	__shared__ float tile[TILE][TILE + 1];
+	const size_t image = (size_t)blockIdx.z * C * P;
+	const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int c = c0 + i, p = p0 + threadIdx.x;
+		if (c < C && p < P)
+			tile[i][threadIdx.x] = x[image + (size_t)c * P + p];
+	}
+	__syncthreads();
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int p = p0 + i, c = c0 + threadIdx.x;
+		if (p < P && c < C)
+			y[image + (size_t)p * C + c] = __float2bfloat16_rn(tile[threadIdx.x][i]);
+	}
+}
+
+__global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
+					 float *__restrict__ y, int C, int P)
+{
+	__shared__ float tile[TILE][TILE + 1];
+	const size_t image = (size_t)blockIdx.z * C * P;
+	const int p0 = blockIdx.x * TILE, c0 = blockIdx.y * TILE;
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int p = p0 + i, c = c0 + threadIdx.x;
+		if (p < P && c < C)
+			tile[i][threadIdx.x] = __bfloat162float(x[image + (size_t)p * C + c]);
+	}
+	__syncthreads();
+	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
+		const int c = c0 + i, p = p0 + threadIdx.x;
+		if (c < C && p < P)
+			y[image + (size_t)c * P + p] = tile[threadIdx.x][i];
+	}
+}
+
+// The grid for images of C x P; 0 when it exceeds CUDA's grid limits.
+static int transpose_grid(int images, int C, int P, dim3 *grid)
+{
+	const long long gx = ((long long)P + TILE - 1) / TILE, gy = (C + TILE - 1) / TILE;
+	if (images < 1 || images > 65535 || gy > 65535 || gx > INT_MAX)
+		return 0;
+	*grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)images);
+	return 1;
+}
+
+// Converts n images of c x plane values: float NCHW src into bf16 NHWC
+// dst (to_bf16), or bf16 NHWC src into float NCHW dst.
+int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
+		    int to_bf16, void *dst)
+{
+	dim3 grid;
+	if (!transpose_grid(n, c, plane, &grid))
+		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most 65535)",
+				   op, n, c, plane);
+	if (to_bf16) {
+		MP_LAUNCH(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
+			  (const float *)src, (__nv_bfloat16 *)dst, c, plane);
+		LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
+	} else {
+		MP_LAUNCH(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
+			  (const __nv_bfloat16 *)src, (float *)dst, c, plane);
+		LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+	}
+	return 0;
+}
+

@@ -1,0 +1,441 @@
+/* The CUDA backend's kernels for activations stored in bf16 NHWC
+ * (kernels/cuda/nhwc.cu) and its layout conversions (convert.cu), run on
+ * the host by tests/emu/cuda_emu.h, against the CPU reference backend on
+ * the same values rounded to bf16 as the device stores them. This checks
+ * the kernels' index arithmetic, vector paths (8 channels at a time and
+ * one at a time), BN's block sums and formulas, on a machine without a
+ * GPU; tests/gpu/test_cuda_ops checks the same on a GPU.
+ *
+ * Exact where the device and the reference compute the same float values
+ * (conversions, ReLU, add, shortcut, pooling); within ERR_BN of the
+ * largest reference value for BN, whose sums run in another order (and
+ * the rounding to bf16 of a value near a rounding boundary may then go
+ * the other way: one bf16 step, 2^-8 relative).
+ *
+ * TAP on stdout. */
+#include "cuda_emu.h"
+
+#include "../../kernels/cuda/convert.cu"
+#include "../../kernels/cuda/nhwc.cu"
+
+#include <math.h>
+#include <string.h>
+#include <vector>
+
+#define ERR_BN 1e-2
+
+/* ---- what the backend's other files give nhwc.cu, on host memory ---------------- */
+
+static mp_cuda_state state;
+static std::vector<double> scratch_mem;
+
+int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
+{
+	(void)be;
+	(void)op;
+	if (bytes <= b->size)
+		return 0;
+	free(b->p);
+	b->p = malloc(bytes);
+	b->size = b->p ? bytes : 0;
+	return b->p ? 0 : mp_cpu_fail(be, "%s: out of memory", op);
+}
+
+int mp_cuda_wait(mp_backend *be, const char *op)
+{
+	(void)be;
+	(void)op;
+	return 0;
+}
+
+double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
+{
+	(void)be;
+	(void)op;
+	if (scratch_mem.size() < n)
+		scratch_mem.resize(n);
+	return scratch_mem.data();
+}
+
+int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e)
+{
+	return mp_cpu_fail(be, "%s: %s: error %d", op, call, (int)e);
+}
+
+extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
+				       enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+	(void)kind;
+	(void)stream;
+	memcpy(dst, src, count);
+	return cudaSuccess;
+}
+
+extern "C" cudaError_t cudaGetLastError(void)
+{
+	return cudaSuccess;
+}
+
+/* ---- the test harness ---------------------------------------------------------------- */
+
+static mp_backend dev_be, *ref;
+static int tests, failures;
+static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
+
+static double uniform(double lo, double hi)
+{
+	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+	return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static float round_bf16(float f)
+{
+	return __bfloat162float(__float2bfloat16_rn(f));
+}
+
+/* A tensor on both sides: the reference's float NCHW (values rounded to
+ * bf16 as the device holds them) and the device's bf16 NHWC. */
+struct act {
+	mp_tensor r, d;
+};
+
+static void act_make(act *a, int n, int c, int h, int w, double lo, double hi)
+{
+	memset(a, 0, sizeof *a);
+	if (ref->ops->alloc(ref, &a->r, n, c, h, w) < 0) {
+		fprintf(stderr, "%s\n", mp_backend_error(ref));
+		exit(1);
+	}
+	const size_t count = mp_tensor_count(&a->r);
+	a->d = a->r;
+	a->d.data = (float *)calloc(count, sizeof(__nv_bfloat16));
+	a->d.storage = MP_CUDA_BF16_NHWC;
+	std::vector<float> h_(count);
+	for (size_t i = 0; i < count; i++)
+		h_[i] = round_bf16((float)uniform(lo, hi));
+	ref->ops->upload(ref, &a->r, h_.data());
+	mp_cuda_nhwc_upload(&dev_be, &a->d, h_.data());
+}
+
+static void act_free(act *a)
+{
+	ref->ops->release(ref, &a->r);
+	free(a->d.data);
+}
+
+/* The device tensor as float NCHW (through download). */
+static std::vector<float> dev_values(const mp_tensor *d)
+{
+	std::vector<float> v(mp_tensor_count(d));
+	if (mp_cuda_is_bf16(d))
+		mp_cuda_nhwc_download(&dev_be, d, v.data());
+	else
+		memcpy(v.data(), d->data, v.size() * sizeof(float));
+	return v;
+}
+
+static std::vector<float> ref_values(const mp_tensor *r, int round)
+{
+	std::vector<float> v(mp_tensor_count(r));
+	ref->ops->download(ref, r, v.data());
+	if (round)
+		for (float &x : v)
+			x = round_bf16(x);
+	return v;
+}
+
+static int cur_failed;
+
+static void check(const char *what, const std::vector<float> &got, const std::vector<float> &want,
+		  double tol)
+{
+	double e = 0, m = 0;
+	for (size_t i = 0; i < want.size(); i++) {
+		const double d = fabs((double)got[i] - want[i]);
+		if (!(d <= e))
+			e = isnan(d) ? INFINITY : d;
+		m = fabs(want[i]) > m ? fabs(want[i]) : m;
+	}
+	const double rel = m > 0 ? e / m : e;
+	printf("#   %-40s rel err %.2e\n", what, rel);
+	if (!(rel <= tol)) {
+		printf("# FAIL: %s: relative error %.3e > %.0e\n", what, rel, tol);
+		cur_failed = 1;
+	}
+}
+
+static void ok(const char *name)
+{
+	tests++;
+	failures += cur_failed;
+	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
+	cur_failed = 0;
+}
+
+static void must(int rc, mp_backend *be, const char *what)
+{
+	if (rc < 0) {
+		printf("# FAIL: %s: %s\n", what, mp_backend_error(be));
+		cur_failed = 1;
+	}
+}
+
+/* ---- the tests ------------------------------------------------------------------------- */
+
+static void test_conversions(int n, int c, int h, int w)
+{
+	char name[96];
+	snprintf(name, sizeof name, "convert %dx%dx%dx%d float NCHW <-> bf16 NHWC", n, c, h, w);
+	const size_t count = (size_t)n * c * h * w;
+	std::vector<float> x(count), back(count);
+	std::vector<__nv_bfloat16> y(count);
+	for (size_t i = 0; i < count; i++)
+		x[i] = (float)uniform(-3, 3);
+	must(mp_cuda_convert(&dev_be, "test", n, c, h * w, x.data(), 1, y.data()), &dev_be, "to");
+	/* NHWC: value (n, c, p) at (n P + p) C + c, rounded to nearest even */
+	int bad = 0;
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < c; k++)
+			for (int p = 0; p < h * w; p++)
+				bad += __bfloat162float(y[((size_t)i * h * w + p) * c + k]) !=
+				       round_bf16(x[((size_t)i * c + k) * h * w + p]);
+	if (bad) {
+		printf("# FAIL: %d values misplaced or misrounded\n", bad);
+		cur_failed = 1;
+	}
+	must(mp_cuda_convert(&dev_be, "test", n, c, h * w, y.data(), 0, back.data()), &dev_be,
+	     "from");
+	for (float &v : x)
+		v = round_bf16(v);
+	check("round trip", back, x, 0);
+	ok(name);
+}
+
+static void test_elementwise(int n, int c, int h, int w)
+{
+	char name[96];
+	snprintf(name, sizeof name, "relu, relu backward, add, fill %dx%dx%dx%d", n, c, h, w);
+	act x, y, dy, dx, b;
+	act_make(&x, n, c, h, w, -1, 1);
+	act_make(&y, n, c, h, w, 0, 0);
+	act_make(&dy, n, c, h, w, -1, 1);
+	act_make(&dx, n, c, h, w, 0, 0);
+	act_make(&b, n, c, h, w, -1, 1);
+	must(ref->ops->relu_forward(ref, &x.r, &y.r), ref, "relu");
+	must(mp_cuda_nhwc_relu_forward(&dev_be, &x.d, &y.d), &dev_be, "relu");
+	check("relu y", dev_values(&y.d), ref_values(&y.r, 1), 0);
+	must(ref->ops->relu_backward(ref, &y.r, &dy.r, &dx.r), ref, "relu backward");
+	must(mp_cuda_nhwc_relu_backward(&dev_be, &y.d, &dy.d, &dx.d), &dev_be, "relu backward");
+	check("relu dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
+	must(ref->ops->add(ref, &x.r, &b.r, &y.r), ref, "add");
+	must(mp_cuda_nhwc_add(&dev_be, &x.d, &b.d, &y.d), &dev_be, "add");
+	check("add y", dev_values(&y.d), ref_values(&y.r, 1), 0);
+	must(ref->ops->add(ref, &x.r, &b.r, &x.r), ref, "add in place");
+	must(mp_cuda_nhwc_add(&dev_be, &x.d, &b.d, &x.d), &dev_be, "add in place");
+	check("add in place", dev_values(&x.d), ref_values(&x.r, 1), 0);
+	must(ref->ops->fill(ref, &y.r, 1.3f), ref, "fill");
+	must(mp_cuda_nhwc_fill(&dev_be, &y.d, 1.3f), &dev_be, "fill");
+	check("fill 1.3", dev_values(&y.d), ref_values(&y.r, 1), 0);
+	act *all[] = {&x, &y, &dy, &dx, &b};
+	for (act *a : all)
+		act_free(a);
+	ok(name);
+}
+
+static void test_shortcut(int n, int cx, int h, int w, int cy, int stride)
+{
+	char name[96];
+	snprintf(name, sizeof name, "shortcut A %dx%dx%dx%d -> %d channels, stride %d", n, cx, h, w,
+		 cy, stride);
+	const int oh = (h - 1) / stride + 1, ow = (w - 1) / stride + 1;
+	act x, y, dy, dx;
+	act_make(&x, n, cx, h, w, -1, 1);
+	act_make(&y, n, cy, oh, ow, 0, 0);
+	act_make(&dy, n, cy, oh, ow, -1, 1);
+	act_make(&dx, n, cx, h, w, 0, 0);
+	must(ref->ops->shortcut_a_forward(ref, &x.r, &y.r, stride), ref, "shortcut");
+	must(mp_cuda_nhwc_shortcut_forward(&dev_be, &x.d, &y.d, stride), &dev_be, "shortcut");
+	check("y", dev_values(&y.d), ref_values(&y.r, 1), 0);
+	must(ref->ops->shortcut_a_backward(ref, &dy.r, &dx.r, stride), ref, "shortcut backward");
+	must(mp_cuda_nhwc_shortcut_backward(&dev_be, &dy.d, &dx.d, stride), &dev_be,
+	     "shortcut backward");
+	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
+	act *all[] = {&x, &y, &dy, &dx};
+	for (act *a : all)
+		act_free(a);
+	ok(name);
+}
+
+static void test_avgpool(int n, int c, int h, int w)
+{
+	char name[96];
+	snprintf(name, sizeof name, "global average pooling %dx%dx%dx%d", n, c, h, w);
+	act x, dx;
+	act_make(&x, n, c, h, w, -1, 3);
+	act_make(&dx, n, c, h, w, 0, 0);
+	mp_tensor y{}, yd, dy{};
+	ref->ops->alloc(ref, &y, n, c, 1, 1);
+	ref->ops->alloc(ref, &dy, n, c, 1, 1);
+	yd = y;
+	std::vector<float> ydev(mp_tensor_count(&y)), g(mp_tensor_count(&y));
+	yd.data = ydev.data();
+	for (float &v : g)
+		v = (float)uniform(-1, 1);
+	ref->ops->upload(ref, &dy, g.data());
+	mp_tensor dyd = dy;
+	dyd.data = g.data();
+	must(ref->ops->avgpool_forward(ref, &x.r, &y), ref, "avgpool");
+	must(mp_cuda_nhwc_avgpool_forward(&dev_be, &x.d, &yd), &dev_be, "avgpool");
+	check("y (float)", ydev, ref_values(&y, 0), 0);
+	must(ref->ops->avgpool_backward(ref, &dy, &dx.r), ref, "avgpool backward");
+	must(mp_cuda_nhwc_avgpool_backward(&dev_be, &dyd, &dx.d), &dev_be, "avgpool backward");
+	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
+	ref->ops->release(ref, &y);
+	ref->ops->release(ref, &dy);
+	act_free(&x);
+	act_free(&dx);
+	ok(name);
+}
+
+/* BN's parameters and statistics on both sides (float on both). */
+struct bn_side {
+	mp_tensor t[6];
+	mp_bn bn;
+};
+
+static void bn_make(bn_side *r, bn_side *d, int c)
+{
+	static const double lo[6] = {0.5, -0.5, -0.2, 0.5, 0, 0}, hi[6] = {1.5, 0.5, 0.2, 2, 0, 0};
+	memset(r, 0, sizeof *r);
+	memset(d, 0, sizeof *d);
+	for (int k = 0; k < 6; k++) {
+		ref->ops->alloc(ref, &r->t[k], c, 1, 1, 1);
+		std::vector<float> v(c);
+		for (float &x : v)
+			x = (float)uniform(lo[k], hi[k]);
+		ref->ops->upload(ref, &r->t[k], v.data());
+		d->t[k] = r->t[k];
+		d->t[k].data = (float *)malloc(c * sizeof(float));
+		memcpy(d->t[k].data, v.data(), c * sizeof(float));
+	}
+	bn_side *s[2] = {r, d};
+	for (bn_side *b : s)
+		b->bn = mp_bn{&b->t[0], &b->t[1], &b->t[2], &b->t[3], &b->t[4], &b->t[5], 1e-3f, 0.9f};
+}
+
+static void bn_free(bn_side *r, bn_side *d)
+{
+	for (int k = 0; k < 6; k++) {
+		ref->ops->release(ref, &r->t[k]);
+		free(d->t[k].data);
+	}
+}
+
+static std::vector<float> host(const mp_tensor *t)
+{
+	return std::vector<float>(t->data, t->data + mp_tensor_count(t));
+}
+
+static void test_bn(int n, int c, int h, int w, int fused, int with_res)
+{
+	char name[128];
+	snprintf(name, sizeof name, "batch norm%s %dx%dx%dx%d: train, backward, infer",
+		 fused ? (with_res ? " + residual + ReLU" : " + ReLU") : "", n, c, h, w);
+	bn_side br, bd;
+	bn_make(&br, &bd, c);
+	act x, y, dy, dx, res, dres;
+	act_make(&x, n, c, h, w, -2, 3);
+	act_make(&y, n, c, h, w, 0, 0);
+	act_make(&dy, n, c, h, w, -1, 1);
+	act_make(&dx, n, c, h, w, 0, 0);
+	act_make(&res, n, c, h, w, -1, 1);
+	act_make(&dres, n, c, h, w, 0, 0);
+	mp_tensor dg{}, db{}, dgd, dbd;
+	ref->ops->alloc(ref, &dg, c, 1, 1, 1);
+	ref->ops->alloc(ref, &db, c, 1, 1, 1);
+	std::vector<float> dgv(c), dbv(c);
+	dgd = dg;
+	dgd.data = dgv.data();
+	dbd = db;
+	dbd.data = dbv.data();
+	const mp_tensor *rr = with_res ? &res.r : NULL, *rd = with_res ? &res.d : NULL;
+	if (fused) {
+		must(ref->ops->bn_relu_forward_train(ref, &x.r, &br.bn, rr, &y.r), ref, "bn_relu");
+		must(mp_cuda_nhwc_bn_train(&dev_be, "bn", &x.d, &bd.bn, rd, 1, &y.d), &dev_be,
+		     "bn_relu");
+	} else {
+		must(ref->ops->bn_forward_train(ref, &x.r, &br.bn, &y.r), ref, "bn");
+		must(mp_cuda_nhwc_bn_train(&dev_be, "bn", &x.d, &bd.bn, NULL, 0, &y.d), &dev_be,
+		     "bn");
+	}
+	/* the reference's output rounded to bf16, as stored; the device's
+	 * backward reads it rounded, so the reference's must too */
+	std::vector<float> yr = ref_values(&y.r, 1);
+	ref->ops->upload(ref, &y.r, yr.data());
+	check("y", dev_values(&y.d), yr, ERR_BN);
+	check("save_mean", host(&bd.t[4]), ref_values(&br.t[4], 0), 1e-5);
+	check("save_invstd", host(&bd.t[5]), ref_values(&br.t[5], 0), 1e-5);
+	check("running_mean", host(&bd.t[2]), ref_values(&br.t[2], 0), 1e-5);
+	check("running_var", host(&bd.t[3]), ref_values(&br.t[3], 0), 1e-5);
+	if (fused) {
+		must(ref->ops->bn_relu_backward(ref, &x.r, &br.bn, &y.r, &dy.r, &dx.r, &dg, &db,
+						&dres.r),
+		     ref, "bn_relu backward");
+		/* the device reads its own y: give it the reference's, so that
+		 * both mask the same values */
+		mp_cuda_nhwc_upload(&dev_be, &y.d, yr.data());
+		must(mp_cuda_nhwc_bn_backward(&dev_be, "bn", &x.d, &bd.bn, &y.d, &dy.d, &dx.d, &dgd,
+					      &dbd, &dres.d),
+		     &dev_be, "bn_relu backward");
+		check("dres", dev_values(&dres.d), ref_values(&dres.r, 1), 0);
+	} else {
+		must(ref->ops->bn_backward(ref, &x.r, &br.bn, &dy.r, &dx.r, &dg, &db), ref,
+		     "bn backward");
+		must(mp_cuda_nhwc_bn_backward(&dev_be, "bn", &x.d, &bd.bn, NULL, &dy.d, &dx.d, &dgd,
+					      &dbd, NULL),
+		     &dev_be, "bn backward");
+	}
+	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), ERR_BN);
+	check("dgamma", dgv, ref_values(&dg, 0), 1e-4);
+	check("dbeta", dbv, ref_values(&db, 0), 1e-4);
+	must(ref->ops->bn_forward_infer(ref, &x.r, &br.bn, &y.r), ref, "bn infer");
+	must(mp_cuda_nhwc_bn_infer(&dev_be, &x.d, &bd.bn, &y.d), &dev_be, "bn infer");
+	check("infer y", dev_values(&y.d), ref_values(&y.r, 1), ERR_BN);
+	ref->ops->release(ref, &dg);
+	ref->ops->release(ref, &db);
+	act *all[] = {&x, &y, &dy, &dx, &res, &dres};
+	for (act *a : all)
+		act_free(a);
+	bn_free(&br, &bd);
+	ok(name);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	ref = mp_backend_cpu_new(1);
+	if (!ref)
+		return 1;
+	dev_be.impl = &state;
+	state.precision = MP_PRECISION_BF16;
+	printf("# the bf16 NHWC kernels run on the host (tests/emu/cuda_emu.h)\n");
+	test_conversions(2, 5, 7, 9);
+	test_conversions(3, 40, 6, 6);
+	test_elementwise(2, 8, 5, 7);  /* 8 channels a thread */
+	test_elementwise(3, 5, 4, 3);  /* one at a time */
+	test_shortcut(2, 4, 7, 7, 8, 2);
+	test_shortcut(3, 3, 9, 8, 5, 3);
+	test_shortcut(2, 16, 8, 8, 32, 2);
+	test_avgpool(2, 5, 7, 7);
+	test_avgpool(3, 16, 5, 4);
+	test_bn(4, 8, 10, 10, 0, 0);   /* several blocks of rows */
+	test_bn(3, 40, 7, 9, 0, 0);    /* two groups of 32 channels, scalar path */
+	test_bn(4, 8, 10, 10, 1, 0);
+	test_bn(2, 16, 9, 9, 1, 1);
+	test_bn(16, 100, 1, 1, 1, 1);
+	test_bn(64, 4, 3, 3, 1, 1);
+	printf("1..%d\n", tests);
+	printf("# %d of %d failed\n", failures, tests);
+	mp_backend_free(ref);
+	return failures ? 1 : 0;
+}
