@@ -63,9 +63,9 @@ int mp_cuda_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn,
 	    mp_cpu_conv_bn_prepare_alloc(be, op, w, bn, stride, pad, prep, w ? prep_count(w) : 0))
 		return -1;
 	const size_t R = (size_t)w->c * w->h * w->w;
-	conv_bn_fold_kernel<<<mp_cuda_grid(mp_tensor_count(w)), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		w->data, R, w->n, bn->eps, bn->gamma->data, bn->beta->data, bn->running_mean->data,
-		bn->running_var->data, prep->data);
+	MP_LAUNCH(conv_bn_fold_kernel, mp_cuda_grid(mp_tensor_count(w)), MP_CUDA_THREADS, be,
+		  w->data, R, w->n, bn->eps, bn->gamma->data, bn->beta->data,
+		  bn->running_mean->data, bn->running_var->data, prep->data);
 	LAUNCH_CHECK(op, "conv_bn_fold_kernel");
 	return 0;
 }
@@ -91,11 +91,11 @@ int mp_cuda_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_t
 	const int plane = y->h * y->w;
 	const float *r = res ? res->data : NULL;
 	if (count <= 0x7fffffffu)
-		conv_bn_finish_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				y->data, count, y->c, plane, coef + w->n, r, relu);
+		MP_LAUNCH(conv_bn_finish_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  y->data, count, y->c, plane, coef + w->n, r, relu);
 	else
-		conv_bn_finish_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				y->data, count, y->c, plane, coef + w->n, r, relu);
+		MP_LAUNCH(conv_bn_finish_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  y->data, count, y->c, plane, coef + w->n, r, relu);
 	LAUNCH_CHECK(op, "conv_bn_finish_kernel");
 	return 0;
 }

@@ -1,10 +1,13 @@
 /* The CUDA backend's kernels for activations stored in bf16 NHWC
- * (kernels/cuda/nhwc.cu) and its layout conversions (convert.cu), run on
+ * (kernels/cuda/nhwc.cu), its layout conversions (convert.cu) and its fused
+ * inference convolution's own kernels (conv_bn.cu), run on
  * the host by tests/emu/cuda_emu.h, against the CPU reference backend on
  * the same values rounded to bf16 as the device stores them. This checks
  * the kernels' index arithmetic, vector paths (8 channels at a time and
  * one at a time), BN's block sums and formulas, on a machine without a
- * GPU; tests/gpu/test_cuda_ops checks the same on a GPU.
+ * GPU; tests/gpu/test_cuda_ops checks the same on a GPU. The convolution
+ * itself (cuDNN's on a GPU) is the CPU reference's here, its result
+ * rounded to bf16 where the device would store bf16.
  *
  * Exact where the device and the reference compute the same float values
  * (conversions, ReLU, add, shortcut, pooling); within ERR_BN of the
@@ -17,6 +20,7 @@
 
 #include "../../kernels/cuda/convert.cu"
 #include "../../kernels/cuda/nhwc.cu"
+#include "../../kernels/cuda/conv_bn.cu"
 
 #include <math.h>
 #include <string.h>
@@ -79,6 +83,56 @@ extern "C" cudaError_t cudaGetLastError(void)
 /* ---- the test harness ---------------------------------------------------------------- */
 
 static mp_backend dev_be, *ref;
+
+/* The device's plain tensors: float NCHW in host memory. */
+static int emu_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
+{
+	size_t count;
+	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
+		return -1;
+	t->data = (float *)calloc(count, sizeof(float));
+	if (!t->data)
+		return mp_cpu_fail(be, "alloc: out of memory");
+	t->n = n, t->c = c, t->h = h, t->w = w;
+	return 0;
+}
+
+static void emu_release(mp_backend *be, mp_tensor *t)
+{
+	(void)be;
+	free(t->data);
+	*t = mp_tensor{};
+}
+
+static mp_backend_ops emu_ops;
+
+/* conv_bn.cu's convolution: the CPU reference's, on the operands as
+ * float NCHW, its result stored as y is (rounded to bf16 in bf16). */
+int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w, mp_tensor *y,
+			   int stride, int pad)
+{
+	mp_tensor xr{}, wr{}, yr{};
+	std::vector<float> xv(mp_tensor_count(x)), yv(mp_tensor_count(y));
+	if (mp_cuda_is_bf16(x))
+		mp_cuda_nhwc_download(be, x, xv.data());
+	else
+		memcpy(xv.data(), x->data, xv.size() * sizeof(float));
+	int rc = ref->ops->alloc(ref, &xr, x->n, x->c, x->h, x->w) |
+		 ref->ops->alloc(ref, &wr, w->n, w->c, w->h, w->w) |
+		 ref->ops->alloc(ref, &yr, y->n, y->c, y->h, y->w);
+	if (rc == 0)
+		rc = ref->ops->upload(ref, &xr, xv.data()) | ref->ops->upload(ref, &wr, w->data) |
+		     ref->ops->conv2d_forward(ref, &xr, &wr, &yr, stride, pad) |
+		     ref->ops->download(ref, &yr, yv.data());
+	if (rc == 0 && mp_cuda_is_bf16(y))
+		rc = mp_cuda_nhwc_upload(be, y, yv.data());
+	else if (rc == 0)
+		memcpy(y->data, yv.data(), yv.size() * sizeof(float));
+	ref->ops->release(ref, &xr);
+	ref->ops->release(ref, &wr);
+	ref->ops->release(ref, &yr);
+	return rc ? mp_cpu_fail(be, "conv2d_forward (reference): %s", mp_backend_error(ref)) : 0;
+}
 static int tests, failures;
 static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -410,6 +464,65 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res)
 	ok(name);
 }
 
+/* The fused inference convolution against the reference's conv2d_forward,
+ * bn_forward_infer, add and relu_forward; bf16: activations from alloc_act
+ * (x plain images for the stem), else float throughout. */
+static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
+{
+	char name[128];
+	snprintf(name, sizeof name, "fused inference conv + BN%s%s, %s%s", with_res ? " + residual" : "",
+		 relu ? " + ReLU" : "", bf16 ? "bf16 activations" : "float",
+		 plain_x ? ", plain images in" : "");
+	const int N = 2, C = plain_x ? 3 : 8, H = 9, W = 7, K = 16;
+	act x, y, t, res;
+	act_make(&x, N, C, H, W, -1, 1);
+	act_make(&y, N, K, H, W, 0, 0);
+	act_make(&t, N, K, H, W, 0, 0);
+	act_make(&res, N, K, H, W, -1, 1);
+	bn_side br, bd;
+	bn_make(&br, &bd, K);
+	/* the device's operands: bf16 NHWC activations, or float NCHW copies */
+	std::vector<float> xh = ref_values(&x.r, 0), rh = ref_values(&res.r, 0);
+	mp_tensor xd = x.d, yd = y.d, rd = res.d, w{}, wd{}, prep{};
+	std::vector<float> xf(xh), yf(mp_tensor_count(&y.r)), rf(rh);
+	if (!bf16 || plain_x) {
+		xd.data = xf.data();
+		xd.storage = 0;
+	}
+	if (!bf16) {
+		yd.data = yf.data();
+		yd.storage = 0;
+		rd.data = rf.data();
+		rd.storage = 0;
+	}
+	ref->ops->alloc(ref, &w, K, C, 3, 3);
+	std::vector<float> wh(mp_tensor_count(&w));
+	for (float &v : wh)
+		v = (float)uniform(-0.3, 0.3);
+	ref->ops->upload(ref, &w, wh.data());
+	wd = w;
+	wd.data = wh.data();
+	must(ref->ops->conv2d_forward(ref, &x.r, &w, &t.r, 1, 1), ref, "conv");
+	must(ref->ops->bn_forward_infer(ref, &t.r, &br.bn, &y.r), ref, "bn infer");
+	if (with_res)
+		must(ref->ops->add(ref, &y.r, &res.r, &y.r), ref, "add");
+	if (relu)
+		must(ref->ops->relu_forward(ref, &y.r, &y.r), ref, "relu");
+	must(mp_cuda_conv_bn_prepare(&dev_be, &wd, &bd.bn, 1, 1, &prep), &dev_be, "prepare");
+	must(mp_cuda_conv_bn_forward_infer(&dev_be, &xd, &wd, &prep, with_res ? &rd : NULL, relu,
+					   &yd, 1, 1),
+	     &dev_be, "conv_bn_forward_infer");
+	/* bf16: the convolution's result and the final one are each rounded */
+	check("y", dev_values(&yd), ref_values(&y.r, bf16), bf16 ? ERR_BN : 1e-5);
+	emu_release(&dev_be, &prep);
+	ref->ops->release(ref, &w);
+	act *all[] = {&x, &y, &t, &res};
+	for (act *a : all)
+		act_free(a);
+	bn_free(&br, &bd);
+	ok(name);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -417,6 +530,10 @@ int main(void)
 	if (!ref)
 		return 1;
 	dev_be.impl = &state;
+	emu_ops.name = "cuda (on the host)";
+	emu_ops.alloc = emu_alloc;
+	emu_ops.release = emu_release;
+	dev_be.ops = &emu_ops;
 	state.precision = MP_PRECISION_BF16;
 	printf("# the bf16 NHWC kernels run on the host (tests/emu/cuda_emu.h)\n");
 	test_conversions(2, 5, 7, 9);
@@ -434,6 +551,11 @@ int main(void)
 	test_bn(2, 16, 9, 9, 1, 1);
 	test_bn(16, 100, 1, 1, 1, 1);
 	test_bn(64, 4, 3, 3, 1, 1);
+	test_conv_bn(0, 0, 1, 1);
+	test_conv_bn(0, 1, 0, 1);
+	test_conv_bn(1, 1, 0, 1);
+	test_conv_bn(1, 0, 1, 1);
+	test_conv_bn(1, 0, 0, 0);
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed\n", failures, tests);
 	mp_backend_free(ref);
