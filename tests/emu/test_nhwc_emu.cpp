@@ -374,7 +374,8 @@ static void bn_make(bn_side *r, bn_side *d, int c)
 	}
 	bn_side *s[2] = {r, d};
 	for (bn_side *b : s)
-		b->bn = mp_bn{&b->t[0], &b->t[1], &b->t[2], &b->t[3], &b->t[4], &b->t[5], 1e-3f, 0.9f};
+		b->bn = mp_bn{&b->t[0], &b->t[1], &b->t[2], &b->t[3], &b->t[4], &b->t[5], 1e-3f,
+			      0.9f};
 }
 
 static void bn_free(bn_side *r, bn_side *d)
@@ -470,8 +471,8 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res)
 static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 {
 	char name[128];
-	snprintf(name, sizeof name, "fused inference conv + BN%s%s, %s%s", with_res ? " + residual" : "",
-		 relu ? " + ReLU" : "", bf16 ? "bf16 activations" : "float",
+	snprintf(name, sizeof name, "fused inference conv + BN%s%s, %s%s",
+		 with_res ? " + residual" : "", relu ? " + ReLU" : "", bf16 ? "bf16 activations" : "float",
 		 plain_x ? ", plain images in" : "");
 	const int N = 2, C = plain_x ? 3 : 8, H = 9, W = 7, K = 16;
 	act x, y, t, res;
