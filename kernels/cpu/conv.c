@@ -52,6 +52,20 @@ int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
 	return 0;
 }
 
+int mp_cpu_conv_backward_shape(mp_backend *be, const char *op, const mp_tensor *x,
+			       const mp_tensor *w, const mp_tensor *dy, const mp_tensor *dx,
+			       const mp_tensor *dw, int stride, int pad, int *oh, int *ow)
+{
+	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, oh, ow) ||
+	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, *oh, *ow))
+		return -1;
+	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
+		return -1;
+	if (dw && mp_cpu_expect(be, op, "dw", dw, w->n, w->c, w->h, w->w))
+		return -1;
+	return 0;
+}
+
 int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			  mp_tensor *y, int stride, int pad)
 {
@@ -115,12 +129,7 @@ int mp_cpu_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 {
 	static const char op[] = "conv2d_backward";
 	int oh, ow;
-	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
-	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, oh, ow))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if (dw && mp_cpu_expect(be, op, "dw", dw, w->n, w->c, w->h, w->w))
+	if (mp_cpu_conv_backward_shape(be, op, x, w, dy, dx, dw, stride, pad, &oh, &ow))
 		return -1;
 	const int N = x->n, C = x->c, H = x->h, W = x->w;
 	const int K = w->n, KH = w->h, KW = w->w;

@@ -361,12 +361,7 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 	static const char op[] = "conv2d_backward";
 	int oh, ow;
 	conv_geom g;
-	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
-	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, oh, ow))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if (dw && mp_cpu_expect(be, op, "dw", dw, w->n, w->c, w->h, w->w))
+	if (mp_cpu_conv_backward_shape(be, op, x, w, dy, dx, dw, stride, pad, &oh, &ow))
 		return -1;
 	if (geometry(be, op, x, w, stride, pad, oh, ow, &g))
 		return -1;

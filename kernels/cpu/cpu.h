@@ -39,6 +39,11 @@ int mp_cpu_expect(mp_backend *be, const char *op, const char *name, const mp_ten
  * tap o*stride - pad + k lies inside 0..in-1. */
 int mp_cpu_conv_shape(mp_backend *be, const char *op, const mp_tensor *x,
 		      const mp_tensor *w, int stride, int pad, int *oh, int *ow);
+/* conv2d_backward's arguments: mp_cpu_conv_shape, then dy, and dx and dw
+ * where not NULL, shaped for it. */
+int mp_cpu_conv_backward_shape(mp_backend *be, const char *op, const mp_tensor *x,
+			       const mp_tensor *w, const mp_tensor *dy, const mp_tensor *dx,
+			       const mp_tensor *dw, int stride, int pad, int *oh, int *ow);
 void mp_cpu_tap_range(int k, int stride, int pad, int in, int out, int *lo, int *hi);
 
 /* alloc's checks, shared by every backend: t emptied, the shape positive

@@ -241,30 +241,29 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 		return -1;
 	double *stat = part + (size_t)C * S * 2;
 	const dim3 grid(S, C);
-	bn_partial_kernel<<<grid, BN_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, NULL, NULL, N, C, plane, S, 0, NULL, NULL, NULL, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S, 0,
+		  NULL, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_mean_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			part, C, S, (double)m, stat);
+	MP_LAUNCH(bn_mean_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
+		  stat);
 	LAUNCH_CHECK(op, "bn_mean_kernel");
-	bn_partial_kernel<<<grid, BN_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, NULL, NULL, N, C, plane, S, 1, stat, NULL, NULL, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S, 1,
+		  stat, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_var_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		part, C, S, (double)m, (double)bn->eps, (double)bn->momentum, stat,
-		bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
-		bn->running_var->data);
+	MP_LAUNCH(bn_var_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
+		  (double)bn->eps, (double)bn->momentum, stat, bn->save_mean->data,
+		  bn->save_invstd->data, bn->running_mean->data, bn->running_var->data);
 	LAUNCH_CHECK(op, "bn_var_kernel");
 	const size_t count = mp_tensor_count(x);
 	const float *r = res ? res->data : NULL;
 	if (count <= UINT_MAX / 2)
-		bn_apply_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				x->data, y->data, count, C, plane, stat, bn->gamma->data,
-				bn->beta->data, r, relu);
+		MP_LAUNCH(bn_apply_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data,
+			  r, relu);
 	else
-		bn_apply_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data, r,
-			relu);
+		MP_LAUNCH(bn_apply_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data,
+			  r, relu);
 	LAUNCH_CHECK(op, "bn_apply_kernel");
 	return 0;
 }
@@ -301,13 +300,13 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 	const int C = x->c, plane = x->h * x->w;
 	const size_t count = mp_tensor_count(x);
 	if (count <= UINT_MAX / 2)
-		bn_infer_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
-				bn->running_var->data, bn->gamma->data, bn->beta->data);
+		MP_LAUNCH(bn_infer_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			  bn->running_var->data, bn->gamma->data, bn->beta->data);
 	else
-		bn_infer_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
-			bn->running_var->data, bn->gamma->data, bn->beta->data);
+		MP_LAUNCH(bn_infer_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			  bn->running_var->data, bn->gamma->data, bn->beta->data);
 	LAUNCH_CHECK(op, "bn_infer_kernel");
 	return 0;
 }
@@ -328,26 +327,23 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 		return -1;
 	double *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
-	bn_partial_kernel<<<dim3(S, C), BN_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, dy->data, ry, N, C, plane, S, 2, NULL, bn->save_mean->data,
-			bn->save_invstd->data, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(S, C), BN_THREADS, be, x->data, dy->data, ry, N, C, plane,
+		  S, 2, NULL, bn->save_mean->data, bn->save_invstd->data, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
-	bn_grad_kernel<<<per_channel_grid(C), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		part, C, S, sums, dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
+	MP_LAUNCH(bn_grad_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, sums,
+		  dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
 	LAUNCH_CHECK(op, "bn_grad_kernel");
 	if (dx || dres) {
 		const size_t count = mp_tensor_count(x);
 		float *dxp = dx ? dx->data : NULL, *drp = dres ? dres->data : NULL;
 		if (count <= UINT_MAX / 2)
-			bn_dx_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-					x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m,
-					sums, bn->gamma->data, bn->save_mean->data,
-					bn->save_invstd->data);
+			MP_LAUNCH(bn_dx_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+				  x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
+				  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		else
-			bn_dx_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-					x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m,
-					sums, bn->gamma->data, bn->save_mean->data,
-					bn->save_invstd->data);
+			MP_LAUNCH(bn_dx_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+				  x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
+				  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		LAUNCH_CHECK(op, "bn_dx_kernel");
 	}
 	return 0;

@@ -539,11 +539,8 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 {
 	static const char op[] = "conv2d_forward";
 	mp_cuda_state *s = mp_cuda(be);
-	int oh, ow, bf16;
-	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
-	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow))
-		return -1;
-	if (mp_cuda_float_only(be, op, w))
+	int bf16;
+	if (mp_cuda_conv_check_forward(be, op, x, w, y, stride, pad))
 		return -1;
 	mp_cuda_conv_algo *a = plan(be, op, x, w, y, stride, pad, FWD, &bf16);
 	if (!a)
@@ -576,15 +573,8 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 {
 	static const char op[] = "conv2d_backward";
 	mp_cuda_state *s = mp_cuda(be);
-	int oh, ow, bf16;
-	if (mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
-	    mp_cpu_expect(be, op, "dy", dy, x->n, w->n, oh, ow))
-		return -1;
-	if (dx && mp_cpu_expect(be, op, "dx", dx, x->n, x->c, x->h, x->w))
-		return -1;
-	if (dw && mp_cpu_expect(be, op, "dw", dw, w->n, w->c, w->h, w->w))
-		return -1;
-	if (mp_cuda_float_only(be, op, w, dw) || mp_cuda_act_storage(be, op, dy, dx) < 0)
+	int bf16;
+	if (mp_cuda_conv_check_backward(be, op, x, w, dy, dx, dw, stride, pad))
 		return -1;
 	if (!dx && !dw)
 		return 0;

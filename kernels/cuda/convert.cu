@@ -72,11 +72,11 @@ int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, con
 		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most 65535)",
 				   op, n, c, plane);
 	if (to_bf16) {
-		MP_LAUNCH(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
+		MP_LAUNCH_SYNC(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
 			  (const float *)src, (__nv_bfloat16 *)dst, c, plane);
 		LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
 	} else {
-		MP_LAUNCH(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
+		MP_LAUNCH_SYNC(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
 			  (const __nv_bfloat16 *)src, (float *)dst, c, plane);
 		LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
 	}

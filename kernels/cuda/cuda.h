@@ -179,15 +179,20 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 /* The stream every operation of backend be runs on. */
 #define MP_STREAM(be) (mp_cuda(be)->stream)
 
-/* Launches kernel on be's stream. Under MP_CUDA_EMULATE (the CPU tests of
- * the kernels, tests/emu/) it runs on the host, each block's threads as
- * fibers, before the call returns. */
+/* Launches kernel on be's stream; MP_LAUNCH_SYNC for a kernel that calls
+ * __syncthreads. Under MP_CUDA_EMULATE (the CPU tests of the kernels,
+ * tests/emu/) it runs on the host before the call returns: thread after
+ * thread, or for MP_LAUNCH_SYNC a block's threads as fibers that meet at
+ * each barrier. */
 #ifdef MP_CUDA_EMULATE
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
-	mp_emu_launch(grid, block, [&]() { kernel(__VA_ARGS__); })
+	mp_emu_launch(grid, block, 0, [&]() { kernel(__VA_ARGS__); })
+#define MP_LAUNCH_SYNC(kernel, grid, block, be, ...)                              \
+	mp_emu_launch(grid, block, 1, [&]() { kernel(__VA_ARGS__); })
 #else
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
 	kernel<<<grid, block, 0, MP_STREAM(be)>>>(__VA_ARGS__)
+#define MP_LAUNCH_SYNC MP_LAUNCH
 #endif
 
 /* Threads per block of the element-wise kernels, and the grid for count
@@ -296,6 +301,37 @@ int mp_cuda_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn,
 int mp_cuda_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 				  const mp_tensor *prep, const mp_tensor *res, int relu,
 				  mp_tensor *y, int stride, int pad);
+
+/* The operations of conv.cu, bn.cu, layers.cu and conv_bn.cu into o: the
+ * whole table but memory, precision, graphs and destroy, which the
+ * backend (backend_cuda.cu, or tests/emu's stand-in) adds. */
+void mp_cuda_ops_common(mp_backend_ops *o);
+
+/* The convolutions' argument checks (conv.cu's, and its stand-in's in
+ * tests/emu): shapes, float weights, dy and dx stored alike. */
+static inline int mp_cuda_conv_check_forward(mp_backend *be, const char *op, const mp_tensor *x,
+					     const mp_tensor *w, const mp_tensor *y, int stride,
+					     int pad)
+{
+	int oh, ow;
+	return mp_cpu_conv_shape(be, op, x, w, stride, pad, &oh, &ow) ||
+			       mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow) ||
+			       mp_cuda_float_only(be, op, w)
+		       ? -1
+		       : 0;
+}
+static inline int mp_cuda_conv_check_backward(mp_backend *be, const char *op, const mp_tensor *x,
+					      const mp_tensor *w, const mp_tensor *dy,
+					      const mp_tensor *dx, const mp_tensor *dw, int stride,
+					      int pad)
+{
+	int oh, ow;
+	return mp_cpu_conv_backward_shape(be, op, x, w, dy, dx, dw, stride, pad, &oh, &ow) ||
+			       mp_cuda_float_only(be, op, w, dw) ||
+			       mp_cuda_act_storage(be, op, dy, dx) < 0
+		       ? -1
+		       : 0;
+}
 
 int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value);
 int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);

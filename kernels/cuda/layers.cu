@@ -37,8 +37,7 @@ int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value)
 	if (mp_cuda_is_bf16(t))
 		return mp_cuda_nhwc_fill(be, t, value);
 	const size_t count = mp_tensor_count(t);
-	fill_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			t->data, count, value);
+	MP_LAUNCH(fill_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, t->data, count, value);
 	LAUNCH_CHECK(op, "fill_kernel");
 	return 0;
 }
@@ -73,8 +72,7 @@ int mp_cuda_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_relu_forward(be, x, y);
 	const size_t count = mp_tensor_count(x);
-	relu_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, y->data, count);
+	MP_LAUNCH(relu_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, x->data, y->data, count);
 	LAUNCH_CHECK(op, "relu_kernel");
 	return 0;
 }
@@ -90,8 +88,8 @@ int mp_cuda_relu_backward(mp_backend *be, const mp_tensor *y, const mp_tensor *d
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_relu_backward(be, y, dy, dx);
 	const size_t count = mp_tensor_count(y);
-	relu_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			y->data, dy->data, dx->data, count);
+	MP_LAUNCH(relu_backward_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, y->data, dy->data,
+		  dx->data, count);
 	LAUNCH_CHECK(op, "relu_backward_kernel");
 	return 0;
 }
@@ -106,8 +104,8 @@ int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tenso
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_add(be, a, b, y);
 	const size_t count = mp_tensor_count(a);
-	add_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			a->data, b->data, y->data, count);
+	MP_LAUNCH(add_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, a->data, b->data, y->data,
+		  count);
 	LAUNCH_CHECK(op, "add_kernel");
 	return 0;
 }
@@ -162,12 +160,11 @@ int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y,
 		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_forward(be, x, y, stride);
 	const size_t count = mp_tensor_count(y);
 	if (count <= UINT_MAX / 2)
-		shortcut_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w,
-				stride);
+		MP_LAUNCH(shortcut_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
 	else
-		shortcut_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+		MP_LAUNCH(shortcut_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
+			  x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
 	LAUNCH_CHECK(op, "shortcut_kernel");
 	return 0;
 }
@@ -182,13 +179,13 @@ int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *
 		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_backward(be, dy, dx, stride);
 	const size_t count = mp_tensor_count(dx);
 	if (count <= UINT_MAX / 2)
-		shortcut_backward_kernel<unsigned><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
-				stride);
+		MP_LAUNCH(shortcut_backward_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS,
+			  be, dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
+			  stride);
 	else
-		shortcut_backward_kernel<size_t><<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-				dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
-				stride);
+		MP_LAUNCH(shortcut_backward_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS,
+			  be, dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
+			  stride);
 	LAUNCH_CHECK(op, "shortcut_backward_kernel");
 	return 0;
 }
@@ -224,8 +221,8 @@ int mp_cuda_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
 	if (mp_cuda_is_bf16(x))
 		return mp_cuda_nhwc_avgpool_forward(be, x, y);
 	const size_t planes = (size_t)x->n * x->c, plane = (size_t)x->h * x->w;
-	avgpool_kernel<<<mp_cuda_grid(planes), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			x->data, y->data, planes, plane);
+	MP_LAUNCH(avgpool_kernel, mp_cuda_grid(planes), MP_CUDA_THREADS, be, x->data, y->data,
+		  planes, plane);
 	LAUNCH_CHECK(op, "avgpool_kernel");
 	return 0;
 }
@@ -239,8 +236,8 @@ int mp_cuda_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx)
 	if (mp_cuda_is_bf16(dx))
 		return mp_cuda_nhwc_avgpool_backward(be, dy, dx);
 	const size_t count = mp_tensor_count(dx), plane = (size_t)dx->h * dx->w;
-	avgpool_backward_kernel<<<mp_cuda_grid(count), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-			dy->data, dx->data, count, plane);
+	MP_LAUNCH(avgpool_backward_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, dy->data,
+		  dx->data, count, plane);
 	LAUNCH_CHECK(op, "avgpool_backward_kernel");
 	return 0;
 }
@@ -385,10 +382,10 @@ int mp_cuda_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 						     : mp_cuda_scratch(be, op, (size_t)N + 1);
 	if (!rows)
 		return -1;
-	xent_kernel<<<(N + 127) / 128, 128, 0, MP_STREAM(be)>>>(
-			logits->data, s->labels, smoothing, probs->data, rows, N, K);
+	MP_LAUNCH(xent_kernel, (N + 127) / 128, 128, be, logits->data, s->labels, smoothing,
+		  probs->data, rows, N, K);
 	LAUNCH_CHECK(op, "xent_kernel");
-	sum_rows_kernel<<<1, 1, 0, MP_STREAM(be)>>>(rows, N, rows + N);
+	MP_LAUNCH(sum_rows_kernel, 1, 1, be, rows, N, rows + N);
 	LAUNCH_CHECK(op, "sum_rows_kernel");
 	CUDA_CHECK(op, cudaMemcpyAsync(loss, rows + N, sizeof(double), cudaMemcpyDeviceToHost,
 				       s->stream));
@@ -406,8 +403,8 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 	const int N = probs->n, K = probs->c;
 	if (put_labels(be, op, labels, N))
 		return -1;
-	xent_backward_kernel<<<mp_cuda_grid((size_t)N * K), MP_CUDA_THREADS, 0, MP_STREAM(be)>>>(
-		probs->data, mp_cuda(be)->labels, smoothing, dlogits->data, N, K);
+	MP_LAUNCH(xent_backward_kernel, mp_cuda_grid((size_t)N * K), MP_CUDA_THREADS, be,
+		  probs->data, mp_cuda(be)->labels, smoothing, dlogits->data, N, K);
 	LAUNCH_CHECK(op, "xent_backward_kernel");
 	return 0;
 }
@@ -539,8 +536,36 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 	mp_cuda_state *s = mp_cuda(be);
 	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
 		return -1;
-	sgd_kernel<<<s->sgd_nblocks, MP_CUDA_THREADS, 0, s->stream>>>(
-		s->sgd_dev_ptrs, s->sgd_dev_blocks, count, lr->data, momentum, wd);
+	MP_LAUNCH(sgd_kernel, s->sgd_nblocks, MP_CUDA_THREADS, be, s->sgd_dev_ptrs,
+		  s->sgd_dev_blocks, count, lr->data, momentum, wd);
 	LAUNCH_CHECK(op, "sgd_kernel");
 	return 0;
+}
+
+// ---- the operations, for the backend's table ------------------------------------------
+
+void mp_cuda_ops_common(mp_backend_ops *o)
+{
+	o->fill = mp_cuda_fill;
+	o->conv2d_forward = mp_cuda_conv2d_forward;
+	o->conv2d_backward = mp_cuda_conv2d_backward;
+	o->bn_forward_train = mp_cuda_bn_forward_train;
+	o->bn_forward_infer = mp_cuda_bn_forward_infer;
+	o->bn_backward = mp_cuda_bn_backward;
+	o->relu_forward = mp_cuda_relu_forward;
+	o->relu_backward = mp_cuda_relu_backward;
+	o->add = mp_cuda_add;
+	o->shortcut_a_forward = mp_cuda_shortcut_a_forward;
+	o->shortcut_a_backward = mp_cuda_shortcut_a_backward;
+	o->avgpool_forward = mp_cuda_avgpool_forward;
+	o->avgpool_backward = mp_cuda_avgpool_backward;
+	o->linear_forward = mp_cuda_linear_forward;
+	o->linear_backward = mp_cuda_linear_backward;
+	o->softmax_xent_forward = mp_cuda_softmax_xent_forward;
+	o->softmax_xent_backward = mp_cuda_softmax_xent_backward;
+	o->sgd_step = mp_cuda_sgd_step;
+	o->conv_bn_prepare = mp_cuda_conv_bn_prepare;
+	o->conv_bn_forward_infer = mp_cuda_conv_bn_forward_infer;
+	o->bn_relu_forward_train = mp_cuda_bn_relu_forward_train;
+	o->bn_relu_backward = mp_cuda_bn_relu_backward;
 }

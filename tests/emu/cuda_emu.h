@@ -3,10 +3,14 @@
  * C++ translation unit built with g++ and -DMP_CUDA_EMULATE (cuda.h's
  * MP_LAUNCH then calls mp_emu_launch instead of <<<...>>>).
  *
- * A launch runs before it returns: block after block, and within a block
- * each thread as a fiber (ucontext) on this thread, round-robin, so that
- * __syncthreads() lets every thread of the block reach it before any goes
- * on, and __shared__ (made static) is shared by the block's threads.
+ * A launch runs before it returns, block after block. Within a block the
+ * threads run one after the other, or, for a kernel launched with
+ * MP_LAUNCH_SYNC, each as a fiber on this thread (its own stack; a
+ * switch of stacks in a few instructions on x86-64, ucontext elsewhere),
+ * round-robin,
+ * so that __syncthreads() lets every thread of the block reach it before
+ * any goes on; __shared__ (made static) is shared by the block's threads.
+ * A __syncthreads() in a kernel launched without it aborts.
  * threadIdx, blockIdx, blockDim and gridDim are set for the fiber that
  * runs. bfloat16 conversions are CUDA's own host versions (cuda_bf16.h),
  * which round as the device does. What it cannot show: races between
@@ -19,6 +23,7 @@
 #include <functional>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <ucontext.h>
 
 /* before the CUDA headers, which define these only when undefined */
@@ -37,36 +42,131 @@ dim3 blockDim, gridDim;
 int warpSize = 32;
 }
 
+/* the device's round-to-nearest arithmetic, which the host's is */
 static inline float __fadd_rn(float a, float b)
 {
 	return a + b;
+}
+static inline float __fsub_rn(float a, float b)
+{
+	return a - b;
+}
+static inline float __fmul_rn(float a, float b)
+{
+	return a * b;
 }
 
 namespace mp_emu {
 
 enum { STACK = 64 * 1024 };
 
-struct fiber {
-	ucontext_t ctx;
-	uint3 tid;
-	int done;
-};
-
-static ucontext_t scheduler;
-static fiber *fibers;
+static int capacity, current, in_fiber, *done;
+static uint3 *tids;
 static char *stacks;
-static int capacity, current;
 static std::function<void()> body;
 
-static void entry()
+/* The fiber of thread current runs body, marks itself done and goes back. */
+static void run_body_then_return();
+
+#if defined(__x86_64__)
+/* A switch of stacks without a system call (glibc's swapcontext saves the
+ * signal mask each time, which made a barrier kernel 100 times slower):
+ * push the callee-saved registers, save the stack pointer in *from, load
+ * to's, pop its registers and return on its stack. */
+extern "C" void mp_emu_switch(void **from, void *to);
+__asm__(".text\n"
+	".globl mp_emu_switch\n"
+	".type mp_emu_switch,@function\n"
+	"mp_emu_switch:\n"
+	"\tpushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n"
+	"\tmovq %rsp, (%rdi)\n"
+	"\tmovq %rsi, %rsp\n"
+	"\tpopq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n"
+	"\tret\n"
+	".size mp_emu_switch, .-mp_emu_switch\n");
+
+static void *scheduler_sp, **fiber_sp;
+
+static void fiber_entry()
 {
-	body();
-	fibers[current].done = 1;
-	/* uc_link returns to the scheduler */
+	run_body_then_return();
 }
 
-/* Runs f as every thread of every block of the grid. */
-static void launch(dim3 grid, dim3 block, std::function<void()> f)
+/* Thread t's fiber, ready to start at fiber_entry on its own stack: six
+ * zero registers and the return address, the stack aligned as a call's. */
+static void fiber_reset(int t)
+{
+	uintptr_t top = (uintptr_t)(stacks + (size_t)(t + 1) * STACK);
+	top = (top & ~(uintptr_t)15) - 8;
+	void **sp = (void **)top - 7;
+	for (int k = 0; k < 6; k++)
+		sp[k] = NULL;
+	sp[6] = (void *)fiber_entry;
+	fiber_sp[t] = sp;
+}
+
+static void fiber_run(int t)
+{
+	mp_emu_switch(&scheduler_sp, fiber_sp[t]);
+}
+
+static void fiber_yield()
+{
+	mp_emu_switch(&fiber_sp[current], scheduler_sp);
+}
+
+static int fibers_alloc(int n)
+{
+	return (fiber_sp = (void **)calloc((size_t)n, sizeof *fiber_sp)) != NULL;
+}
+#else
+static ucontext_t scheduler, *contexts;
+
+static void fiber_entry()
+{
+	run_body_then_return();
+}
+
+static void fiber_reset(int t)
+{
+	getcontext(&contexts[t]);
+	contexts[t].uc_stack.ss_sp = stacks + (size_t)t * STACK;
+	contexts[t].uc_stack.ss_size = STACK;
+	contexts[t].uc_link = &scheduler;
+	makecontext(&contexts[t], fiber_entry, 0);
+}
+
+static void fiber_run(int t)
+{
+	swapcontext(&scheduler, &contexts[t]);
+}
+
+static void fiber_yield()
+{
+	swapcontext(&contexts[current], &scheduler);
+}
+
+static int fibers_alloc(int n)
+{
+	return (contexts = (ucontext_t *)calloc((size_t)n, sizeof *contexts)) != NULL;
+}
+#endif
+
+static void run_body_then_return()
+{
+	body();
+	done[current] = 1;
+	fiber_yield(); /* never resumed */
+	abort();
+}
+
+static uint3 thread_index(int t, dim3 block)
+{
+	return make_uint3(t % block.x, t / block.x % block.y, t / (block.x * block.y));
+}
+
+/* Runs f as every thread of every block of the grid; sync: as fibers. */
+static void launch(dim3 grid, dim3 block, int sync, std::function<void()> f)
 {
 	const int n = (int)(block.x * block.y * block.z);
 	if (n < 1 || n > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1) {
@@ -74,45 +174,50 @@ static void launch(dim3 grid, dim3 block, std::function<void()> f)
 			grid.x, grid.y, grid.z, block.x, block.y, block.z);
 		abort();
 	}
-	if (n > capacity) {
-		free(fibers);
+	gridDim = grid;
+	blockDim = block;
+	if (sync && n > capacity) {
 		free(stacks);
-		fibers = (fiber *)calloc((size_t)n, sizeof *fibers);
+		free(done);
+		free(tids);
 		stacks = (char *)malloc((size_t)n * STACK);
-		if (!fibers || !stacks) {
+		done = (int *)calloc((size_t)n, sizeof *done);
+		tids = (uint3 *)calloc((size_t)n, sizeof *tids);
+		if (!stacks || !done || !tids || !fibers_alloc(n)) {
 			fprintf(stderr, "cuda_emu: out of memory\n");
 			abort();
 		}
 		capacity = n;
 	}
 	body = f;
-	gridDim = grid;
-	blockDim = block;
 	for (unsigned bz = 0; bz < grid.z; bz++)
 		for (unsigned by = 0; by < grid.y; by++)
 			for (unsigned bx = 0; bx < grid.x; bx++) {
 				blockIdx = make_uint3(bx, by, bz);
+				if (!sync) {
+					for (int t = 0; t < n; t++) {
+						threadIdx = thread_index(t, block);
+						f();
+					}
+					continue;
+				}
 				for (int t = 0; t < n; t++) {
-					fiber *fb = &fibers[t];
-					fb->tid = make_uint3(t % block.x, t / block.x % block.y,
-							     t / (block.x * block.y));
-					fb->done = 0;
-					getcontext(&fb->ctx);
-					fb->ctx.uc_stack.ss_sp = stacks + (size_t)t * STACK;
-					fb->ctx.uc_stack.ss_size = STACK;
-					fb->ctx.uc_link = &scheduler;
-					makecontext(&fb->ctx, entry, 0);
+					tids[t] = thread_index(t, block);
+					done[t] = 0;
+					fiber_reset(t);
 				}
 				/* rounds: each thread runs to its next barrier or its end */
 				for (int left = n; left > 0;) {
 					left = 0;
 					for (int t = 0; t < n; t++) {
-						if (fibers[t].done)
+						if (done[t])
 							continue;
 						current = t;
-						threadIdx = fibers[t].tid;
-						swapcontext(&scheduler, &fibers[t].ctx);
-						left += !fibers[t].done;
+						threadIdx = tids[t];
+						in_fiber = 1;
+						fiber_run(t);
+						in_fiber = 0;
+						left += !done[t];
 					}
 				}
 			}
@@ -120,28 +225,33 @@ static void launch(dim3 grid, dim3 block, std::function<void()> f)
 
 static void syncthreads()
 {
-	swapcontext(&fibers[current].ctx, &scheduler);
+	if (!in_fiber) {
+		fprintf(stderr, "cuda_emu: __syncthreads in a kernel launched with MP_LAUNCH: "
+				"launch it with MP_LAUNCH_SYNC\n");
+		abort();
+	}
+	fiber_yield();
 }
 
 } // namespace mp_emu
 
 #define __syncthreads() mp_emu::syncthreads()
 
-template <typename F> static void mp_emu_launch(dim3 grid, dim3 block, F f)
+template <typename F> static void mp_emu_launch(dim3 grid, dim3 block, int sync, F f)
 {
-	mp_emu::launch(grid, block, std::function<void()>(f));
+	mp_emu::launch(grid, block, sync, std::function<void()>(f));
 }
-template <typename F> static void mp_emu_launch(dim3 grid, unsigned block, F f)
+template <typename F> static void mp_emu_launch(dim3 grid, unsigned block, int sync, F f)
 {
-	mp_emu::launch(grid, dim3(block), std::function<void()>(f));
+	mp_emu::launch(grid, dim3(block), sync, std::function<void()>(f));
 }
-template <typename F> static void mp_emu_launch(unsigned grid, unsigned block, F f)
+template <typename F> static void mp_emu_launch(unsigned grid, unsigned block, int sync, F f)
 {
-	mp_emu::launch(dim3(grid), dim3(block), std::function<void()>(f));
+	mp_emu::launch(dim3(grid), dim3(block), sync, std::function<void()>(f));
 }
-template <typename F> static void mp_emu_launch(unsigned grid, dim3 block, F f)
+template <typename F> static void mp_emu_launch(unsigned grid, dim3 block, int sync, F f)
 {
-	mp_emu::launch(dim3(grid), block, std::function<void()>(f));
+	mp_emu::launch(dim3(grid), block, sync, std::function<void()>(f));
 }
 
 #endif

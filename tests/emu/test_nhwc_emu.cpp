@@ -1,7 +1,7 @@
 /* The CUDA backend's kernels for activations stored in bf16 NHWC
  * (kernels/cuda/nhwc.cu), its layout conversions (convert.cu) and its fused
- * inference convolution's own kernels (conv_bn.cu), run on
- * the host by tests/emu/cuda_emu.h, against the CPU reference backend on
+ * inference convolution's own kernels (conv_bn.cu), run on the host
+ * (tests/emu/emu_backend.cpp, cuda_emu.h), against the CPU reference on
  * the same values rounded to bf16 as the device stores them. This checks
  * the kernels' index arithmetic, vector paths (8 channels at a time and
  * one at a time), BN's block sums and formulas, on a machine without a
@@ -16,123 +16,21 @@
  * the other way: one bf16 step, 2^-8 relative).
  *
  * TAP on stdout. */
-#include "cuda_emu.h"
-
-#include "../../kernels/cuda/convert.cu"
-#include "../../kernels/cuda/nhwc.cu"
-#include "../../kernels/cuda/conv_bn.cu"
-
+#include <cuda_bf16.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <vector>
 
+#include "../../kernels/cuda/cuda.h"
+#include "emu_backend.h"
+
 #define ERR_BN 1e-2
-
-/* ---- what the backend's other files give nhwc.cu, on host memory ---------------- */
-
-static mp_cuda_state state;
-static std::vector<double> scratch_mem;
-
-int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
-{
-	(void)be;
-	(void)op;
-	if (bytes <= b->size)
-		return 0;
-	free(b->p);
-	b->p = malloc(bytes);
-	b->size = b->p ? bytes : 0;
-	return b->p ? 0 : mp_cpu_fail(be, "%s: out of memory", op);
-}
-
-int mp_cuda_wait(mp_backend *be, const char *op)
-{
-	(void)be;
-	(void)op;
-	return 0;
-}
-
-double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
-{
-	(void)be;
-	(void)op;
-	if (scratch_mem.size() < n)
-		scratch_mem.resize(n);
-	return scratch_mem.data();
-}
-
-int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e)
-{
-	return mp_cpu_fail(be, "%s: %s: error %d", op, call, (int)e);
-}
-
-extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
-				       enum cudaMemcpyKind kind, cudaStream_t stream)
-{
-	(void)kind;
-	(void)stream;
-	memcpy(dst, src, count);
-	return cudaSuccess;
-}
-
-extern "C" cudaError_t cudaGetLastError(void)
-{
-	return cudaSuccess;
-}
 
 /* ---- the test harness ---------------------------------------------------------------- */
 
-static mp_backend dev_be, *ref;
-
-/* The device's plain tensors: float NCHW in host memory. */
-static int emu_alloc(mp_backend *be, mp_tensor *t, int n, int c, int h, int w)
-{
-	size_t count;
-	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
-		return -1;
-	t->data = (float *)calloc(count, sizeof(float));
-	if (!t->data)
-		return mp_cpu_fail(be, "alloc: out of memory");
-	t->n = n, t->c = c, t->h = h, t->w = w;
-	return 0;
-}
-
-static void emu_release(mp_backend *be, mp_tensor *t)
-{
-	(void)be;
-	free(t->data);
-	*t = mp_tensor{};
-}
-
-static mp_backend_ops emu_ops;
-
-/* conv_bn.cu's convolution: the CPU reference's, on the operands as
- * float NCHW, its result stored as y is (rounded to bf16 in bf16). */
-int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w, mp_tensor *y,
-			   int stride, int pad)
-{
-	mp_tensor xr{}, wr{}, yr{};
-	std::vector<float> xv(mp_tensor_count(x)), yv(mp_tensor_count(y));
-	if (mp_cuda_is_bf16(x))
-		mp_cuda_nhwc_download(be, x, xv.data());
-	else
-		memcpy(xv.data(), x->data, xv.size() * sizeof(float));
-	int rc = ref->ops->alloc(ref, &xr, x->n, x->c, x->h, x->w) |
-		 ref->ops->alloc(ref, &wr, w->n, w->c, w->h, w->w) |
-		 ref->ops->alloc(ref, &yr, y->n, y->c, y->h, y->w);
-	if (rc == 0)
-		rc = ref->ops->upload(ref, &xr, xv.data()) | ref->ops->upload(ref, &wr, w->data) |
-		     ref->ops->conv2d_forward(ref, &xr, &wr, &yr, stride, pad) |
-		     ref->ops->download(ref, &yr, yv.data());
-	if (rc == 0 && mp_cuda_is_bf16(y))
-		rc = mp_cuda_nhwc_upload(be, y, yv.data());
-	else if (rc == 0)
-		memcpy(y->data, yv.data(), yv.size() * sizeof(float));
-	ref->ops->release(ref, &xr);
-	ref->ops->release(ref, &wr);
-	ref->ops->release(ref, &yr);
-	return rc ? mp_cpu_fail(be, "conv2d_forward (reference): %s", mp_backend_error(ref)) : 0;
-}
+static mp_backend *dev, *ref; /* the CUDA backend's code on the host; the CPU reference */
 static int tests, failures;
 static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -161,20 +59,21 @@ static void act_make(act *a, int n, int c, int h, int w, double lo, double hi)
 		exit(1);
 	}
 	const size_t count = mp_tensor_count(&a->r);
-	a->d = a->r;
-	a->d.data = (float *)calloc(count, sizeof(__nv_bfloat16));
-	a->d.storage = MP_CUDA_BF16_NHWC;
+	if (dev->ops->alloc_act(dev, &a->d, n, c, h, w) < 0 || !mp_cuda_is_bf16(&a->d)) {
+		fprintf(stderr, "alloc_act: %s\n", mp_backend_error(dev));
+		exit(1);
+	}
 	std::vector<float> h_(count);
 	for (size_t i = 0; i < count; i++)
 		h_[i] = round_bf16((float)uniform(lo, hi));
 	ref->ops->upload(ref, &a->r, h_.data());
-	mp_cuda_nhwc_upload(&dev_be, &a->d, h_.data());
+	mp_cuda_nhwc_upload(dev, &a->d, h_.data());
 }
 
 static void act_free(act *a)
 {
 	ref->ops->release(ref, &a->r);
-	free(a->d.data);
+	dev->ops->release(dev, &a->d);
 }
 
 /* The device tensor as float NCHW (through download). */
@@ -182,7 +81,7 @@ static std::vector<float> dev_values(const mp_tensor *d)
 {
 	std::vector<float> v(mp_tensor_count(d));
 	if (mp_cuda_is_bf16(d))
-		mp_cuda_nhwc_download(&dev_be, d, v.data());
+		mp_cuda_nhwc_download(dev, d, v.data());
 	else
 		memcpy(v.data(), d->data, v.size() * sizeof(float));
 	return v;
@@ -245,7 +144,7 @@ static void test_conversions(int n, int c, int h, int w)
 	std::vector<__nv_bfloat16> y(count);
 	for (size_t i = 0; i < count; i++)
 		x[i] = (float)uniform(-3, 3);
-	must(mp_cuda_convert(&dev_be, "test", n, c, h * w, x.data(), 1, y.data()), &dev_be, "to");
+	must(mp_cuda_convert(dev, "test", n, c, h * w, x.data(), 1, y.data()), dev, "to");
 	/* NHWC: value (n, c, p) at (n P + p) C + c, rounded to nearest even */
 	int bad = 0;
 	for (int i = 0; i < n; i++)
@@ -257,7 +156,7 @@ static void test_conversions(int n, int c, int h, int w)
 		printf("# FAIL: %d values misplaced or misrounded\n", bad);
 		cur_failed = 1;
 	}
-	must(mp_cuda_convert(&dev_be, "test", n, c, h * w, y.data(), 0, back.data()), &dev_be,
+	must(mp_cuda_convert(dev, "test", n, c, h * w, y.data(), 0, back.data()), dev,
 	     "from");
 	for (float &v : x)
 		v = round_bf16(v);
@@ -276,19 +175,19 @@ static void test_elementwise(int n, int c, int h, int w)
 	act_make(&dx, n, c, h, w, 0, 0);
 	act_make(&b, n, c, h, w, -1, 1);
 	must(ref->ops->relu_forward(ref, &x.r, &y.r), ref, "relu");
-	must(mp_cuda_nhwc_relu_forward(&dev_be, &x.d, &y.d), &dev_be, "relu");
+	must(mp_cuda_nhwc_relu_forward(dev, &x.d, &y.d), dev, "relu");
 	check("relu y", dev_values(&y.d), ref_values(&y.r, 1), 0);
 	must(ref->ops->relu_backward(ref, &y.r, &dy.r, &dx.r), ref, "relu backward");
-	must(mp_cuda_nhwc_relu_backward(&dev_be, &y.d, &dy.d, &dx.d), &dev_be, "relu backward");
+	must(mp_cuda_nhwc_relu_backward(dev, &y.d, &dy.d, &dx.d), dev, "relu backward");
 	check("relu dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
 	must(ref->ops->add(ref, &x.r, &b.r, &y.r), ref, "add");
-	must(mp_cuda_nhwc_add(&dev_be, &x.d, &b.d, &y.d), &dev_be, "add");
+	must(mp_cuda_nhwc_add(dev, &x.d, &b.d, &y.d), dev, "add");
 	check("add y", dev_values(&y.d), ref_values(&y.r, 1), 0);
 	must(ref->ops->add(ref, &x.r, &b.r, &x.r), ref, "add in place");
-	must(mp_cuda_nhwc_add(&dev_be, &x.d, &b.d, &x.d), &dev_be, "add in place");
+	must(mp_cuda_nhwc_add(dev, &x.d, &b.d, &x.d), dev, "add in place");
 	check("add in place", dev_values(&x.d), ref_values(&x.r, 1), 0);
 	must(ref->ops->fill(ref, &y.r, 1.3f), ref, "fill");
-	must(mp_cuda_nhwc_fill(&dev_be, &y.d, 1.3f), &dev_be, "fill");
+	must(mp_cuda_nhwc_fill(dev, &y.d, 1.3f), dev, "fill");
 	check("fill 1.3", dev_values(&y.d), ref_values(&y.r, 1), 0);
 	act *all[] = {&x, &y, &dy, &dx, &b};
 	for (act *a : all)
@@ -308,10 +207,10 @@ static void test_shortcut(int n, int cx, int h, int w, int cy, int stride)
 	act_make(&dy, n, cy, oh, ow, -1, 1);
 	act_make(&dx, n, cx, h, w, 0, 0);
 	must(ref->ops->shortcut_a_forward(ref, &x.r, &y.r, stride), ref, "shortcut");
-	must(mp_cuda_nhwc_shortcut_forward(&dev_be, &x.d, &y.d, stride), &dev_be, "shortcut");
+	must(mp_cuda_nhwc_shortcut_forward(dev, &x.d, &y.d, stride), dev, "shortcut");
 	check("y", dev_values(&y.d), ref_values(&y.r, 1), 0);
 	must(ref->ops->shortcut_a_backward(ref, &dy.r, &dx.r, stride), ref, "shortcut backward");
-	must(mp_cuda_nhwc_shortcut_backward(&dev_be, &dy.d, &dx.d, stride), &dev_be,
+	must(mp_cuda_nhwc_shortcut_backward(dev, &dy.d, &dx.d, stride), dev,
 	     "shortcut backward");
 	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
 	act *all[] = {&x, &y, &dy, &dx};
@@ -339,10 +238,10 @@ static void test_avgpool(int n, int c, int h, int w)
 	mp_tensor dyd = dy;
 	dyd.data = g.data();
 	must(ref->ops->avgpool_forward(ref, &x.r, &y), ref, "avgpool");
-	must(mp_cuda_nhwc_avgpool_forward(&dev_be, &x.d, &yd), &dev_be, "avgpool");
+	must(mp_cuda_nhwc_avgpool_forward(dev, &x.d, &yd), dev, "avgpool");
 	check("y (float)", ydev, ref_values(&y, 0), 0);
 	must(ref->ops->avgpool_backward(ref, &dy, &dx.r), ref, "avgpool backward");
-	must(mp_cuda_nhwc_avgpool_backward(&dev_be, &dyd, &dx.d), &dev_be, "avgpool backward");
+	must(mp_cuda_nhwc_avgpool_backward(dev, &dyd, &dx.d), dev, "avgpool backward");
 	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
 	ref->ops->release(ref, &y);
 	ref->ops->release(ref, &dy);
@@ -416,11 +315,11 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res)
 	const mp_tensor *rr = with_res ? &res.r : NULL, *rd = with_res ? &res.d : NULL;
 	if (fused) {
 		must(ref->ops->bn_relu_forward_train(ref, &x.r, &br.bn, rr, &y.r), ref, "bn_relu");
-		must(mp_cuda_nhwc_bn_train(&dev_be, "bn", &x.d, &bd.bn, rd, 1, &y.d), &dev_be,
+		must(mp_cuda_nhwc_bn_train(dev, "bn", &x.d, &bd.bn, rd, 1, &y.d), dev,
 		     "bn_relu");
 	} else {
 		must(ref->ops->bn_forward_train(ref, &x.r, &br.bn, &y.r), ref, "bn");
-		must(mp_cuda_nhwc_bn_train(&dev_be, "bn", &x.d, &bd.bn, NULL, 0, &y.d), &dev_be,
+		must(mp_cuda_nhwc_bn_train(dev, "bn", &x.d, &bd.bn, NULL, 0, &y.d), dev,
 		     "bn");
 	}
 	/* the reference's output rounded to bf16, as stored; the device's
@@ -438,23 +337,23 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res)
 		     ref, "bn_relu backward");
 		/* the device reads its own y: give it the reference's, so that
 		 * both mask the same values */
-		mp_cuda_nhwc_upload(&dev_be, &y.d, yr.data());
-		must(mp_cuda_nhwc_bn_backward(&dev_be, "bn", &x.d, &bd.bn, &y.d, &dy.d, &dx.d, &dgd,
+		mp_cuda_nhwc_upload(dev, &y.d, yr.data());
+		must(mp_cuda_nhwc_bn_backward(dev, "bn", &x.d, &bd.bn, &y.d, &dy.d, &dx.d, &dgd,
 					      &dbd, &dres.d),
-		     &dev_be, "bn_relu backward");
+		     dev, "bn_relu backward");
 		check("dres", dev_values(&dres.d), ref_values(&dres.r, 1), 0);
 	} else {
 		must(ref->ops->bn_backward(ref, &x.r, &br.bn, &dy.r, &dx.r, &dg, &db), ref,
 		     "bn backward");
-		must(mp_cuda_nhwc_bn_backward(&dev_be, "bn", &x.d, &bd.bn, NULL, &dy.d, &dx.d, &dgd,
+		must(mp_cuda_nhwc_bn_backward(dev, "bn", &x.d, &bd.bn, NULL, &dy.d, &dx.d, &dgd,
 					      &dbd, NULL),
-		     &dev_be, "bn backward");
+		     dev, "bn backward");
 	}
 	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), ERR_BN);
 	check("dgamma", dgv, ref_values(&dg, 0), 1e-4);
 	check("dbeta", dbv, ref_values(&db, 0), 1e-4);
 	must(ref->ops->bn_forward_infer(ref, &x.r, &br.bn, &y.r), ref, "bn infer");
-	must(mp_cuda_nhwc_bn_infer(&dev_be, &x.d, &bd.bn, &y.d), &dev_be, "bn infer");
+	must(mp_cuda_nhwc_bn_infer(dev, &x.d, &bd.bn, &y.d), dev, "bn infer");
 	check("infer y", dev_values(&y.d), ref_values(&y.r, 1), ERR_BN);
 	ref->ops->release(ref, &dg);
 	ref->ops->release(ref, &db);
@@ -472,7 +371,8 @@ static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 {
 	char name[128];
 	snprintf(name, sizeof name, "fused inference conv + BN%s%s, %s%s",
-		 with_res ? " + residual" : "", relu ? " + ReLU" : "", bf16 ? "bf16 activations" : "float",
+		 with_res ? " + residual" : "", relu ? " + ReLU" : "",
+		 bf16 ? "bf16 activations" : "float",
 		 plain_x ? ", plain images in" : "");
 	const int N = 2, C = plain_x ? 3 : 8, H = 9, W = 7, K = 16;
 	act x, y, t, res;
@@ -509,13 +409,17 @@ static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 		must(ref->ops->add(ref, &y.r, &res.r, &y.r), ref, "add");
 	if (relu)
 		must(ref->ops->relu_forward(ref, &y.r, &y.r), ref, "relu");
-	must(mp_cuda_conv_bn_prepare(&dev_be, &wd, &bd.bn, 1, 1, &prep), &dev_be, "prepare");
-	must(mp_cuda_conv_bn_forward_infer(&dev_be, &xd, &wd, &prep, with_res ? &rd : NULL, relu,
+	/* float: the convolution in fp32 */
+	dev->ops->set_precision(dev, bf16 ? MP_PRECISION_BF16 : MP_PRECISION_FP32);
+	must(mp_cuda_conv_bn_prepare(dev, &wd, &bd.bn, 1, 1, &prep), dev, "prepare");
+	must(mp_cuda_conv_bn_forward_infer(dev, &xd, &wd, &prep, with_res ? &rd : NULL, relu,
 					   &yd, 1, 1),
-	     &dev_be, "conv_bn_forward_infer");
-	/* bf16: the convolution's result and the final one are each rounded */
+	     dev, "conv_bn_forward_infer");
+	/* bf16: the convolution's operands, its result and the final one are
+	 * each rounded */
 	check("y", dev_values(&yd), ref_values(&y.r, bf16), bf16 ? ERR_BN : 1e-5);
-	emu_release(&dev_be, &prep);
+	dev->ops->set_precision(dev, MP_PRECISION_BF16);
+	dev->ops->release(dev, &prep);
 	ref->ops->release(ref, &w);
 	act *all[] = {&x, &y, &t, &res};
 	for (act *a : all)
@@ -530,13 +434,10 @@ int main(void)
 	ref = mp_backend_cpu_new(1);
 	if (!ref)
 		return 1;
-	dev_be.impl = &state;
-	emu_ops.name = "cuda (on the host)";
-	emu_ops.alloc = emu_alloc;
-	emu_ops.release = emu_release;
-	dev_be.ops = &emu_ops;
-	state.precision = MP_PRECISION_BF16;
-	printf("# the bf16 NHWC kernels run on the host (tests/emu/cuda_emu.h)\n");
+	dev = mp_emu_cuda_new(1);
+	if (!dev || dev->ops->set_precision(dev, MP_PRECISION_BF16) < 0)
+		return 1;
+	printf("# the bf16 NHWC kernels run on the host (tests/emu/emu_backend.cpp)\n");
 	test_conversions(2, 5, 7, 9);
 	test_conversions(3, 40, 6, 6);
 	test_elementwise(2, 8, 5, 7);  /* 8 channels a thread */
@@ -560,5 +461,6 @@ int main(void)
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed\n", failures, tests);
 	mp_backend_free(ref);
+	mp_backend_free(dev);
 	return failures ? 1 : 0;
 }

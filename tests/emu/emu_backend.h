@@ -1,0 +1,18 @@
+/* The CUDA backend's code on the host (tests/emu/emu_backend.cpp), for
+ * tests without a GPU: as mp_backend_cuda_new's backend, fp32 until
+ * set_precision asks for bf16; act_bf16 as MP_CUDA_ACTIVATIONS=bf16. No
+ * graphs. NULL when out of memory. */
+#ifndef MP_EMU_BACKEND_H
+#define MP_EMU_BACKEND_H
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+mp_backend *mp_emu_cuda_new(int act_bf16);
+#ifdef __cplusplus
+}
+#endif
+
+#endif
