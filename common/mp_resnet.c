@@ -122,7 +122,8 @@ struct mp_resnet {
 	 * slot in place when it fits (evaluation at several scales) */
 	size_t slot_cap[MP_MAX_STAGES][5];
 	mp_tensor img, stem_c, stem_b, stem_r, pool, fc, logits, probs;
-	const mp_tensor *in; /* the stem's input in the last forward pass: img, or a batch copied ahead */
+	/* the stem's input in the last forward pass: img, or a batch copied ahead */
+	const mp_tensor *in;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
 	int32_t *labels; /* from host_alloc: a recorded step reads them */
 	size_t labels_cap;
@@ -691,9 +692,10 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 			ch = conv_out(ch, 3, b->stride, 1);
 			cw = conv_out(cw, 3, b->stride, 1);
 			if (i % c->depth == 0)
-				for (int k = 0; k < 5; k++)
-					CHECK(fit(net, &net->slots[st][k], &net->slot_cap[st][k], 1, n, b->cout,
-						  ch, cw));
+				for (int k = 0; k < 5; k++) {
+					size_t *cap = &net->slot_cap[st][k];
+					CHECK(fit(net, &net->slots[st][k], cap, 1, n, b->cout, ch, cw));
+				}
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
 			return mp_seterr(e, "the stem's output and the first stage differ in shape");
@@ -749,7 +751,8 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		return 0;
 	const int fused = fused_training(net, 1);
 	if (!fused)
-		CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+		CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h,
+			     net->stem_c.w));
 	CHECK(ensure(net, &net->g_stem_c, 1, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
@@ -1299,8 +1302,8 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 	const int slot = slot_of(g, images);
 	const int ahead = slot >= 0 && ahead_ready(g, slot, n, h, w) ? slot : -1;
 	if (!have_graphs(net) || g->off) {
-		if (plain_step(net, images, ahead, labels, n, h, w, smoothing, lr, momentum, wd, e) <
-		    0)
+		if (plain_step(net, images, ahead, labels, n, h, w, smoothing, lr, momentum, wd,
+			       e) < 0)
 			return -1;
 		return started(g, STEP_DONE, slot, ahead);
 	}

@@ -786,8 +786,8 @@ static int setup(trainer *t, mp_error *e)
 		       flops >= 1e9 ? flops / 1e9 : flops / 1e6, flops >= 1e9 ? "G" : "M",
 		       cfg.input_size);
 		const int lt = loader_threads(t);
-		printf("mp-train: %s: %llu images, %ld batches of %d per epoch, %d loader thread%s; "
-		       "%s%s\n",
+		printf("mp-train: %s: %llu images, %ld batches of %d per epoch, %d loader "
+		       "thread%s; %s%s\n",
 		       o->train_db, (unsigned long long)mp_loader_records(t->train),
 		       t->steps_per_epoch, o->batch, lt, lt == 1 ? "" : "s",
 		       o->val_db ? "validation on " : "no validation", o->val_db ? o->val_db : "");

@@ -59,8 +59,8 @@ int main(int argc, char **argv)
 	if (optind != argc - 1)
 		return usage();
 	if (smin > smax || crop > smin) {
-		fprintf(stderr, "loader-rate: expected crop <= scale-min <= scale-max, got %d, %d, %d\n",
-			crop, smin, smax);
+		fprintf(stderr, "loader-rate: expected crop <= scale-min <= scale-max, got %d, %d, "
+				"%d\n", crop, smin, smax);
 		return 2;
 	}
 	mp_loader_opts o = {

@@ -101,7 +101,8 @@ static int device_alloc(mp_backend *be, const char *op, mp_tensor *t, int n, int
 	t->c = c;
 	t->h = h;
 	t->w = w;
-	t->data = (float *)p; // bf16 values when storage says so: only nhwc.cu and conv.cu read them
+	// bf16 values when storage says so: only nhwc.cu and conv.cu read them
+	t->data = (float *)p;
 	t->storage = storage;
 	return 0;
 }
@@ -406,7 +407,8 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 			       env_choice("MP_CUDA_STREAM", "own", "legacy", &s->legacy_stream, why, n) ||
 			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n) ||
 			       env_choice("MP_CUDA_GRAPH", "0", "1", &s->graphs, why, n) ||
-			       env_choice("MP_CUDA_ACTIVATIONS", "float", "bf16", &s->act_bf16, why, n)
+			       env_choice("MP_CUDA_ACTIVATIONS", "float", "bf16", &s->act_bf16, why,
+					  n)
 		       ? -1
 		       : 0;
 }

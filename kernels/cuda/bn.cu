@@ -241,14 +241,14 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 		return -1;
 	double *stat = part + (size_t)C * S * 2;
 	const dim3 grid(S, C);
-	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S, 0,
-		  NULL, NULL, NULL, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S,
+		  0, NULL, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	MP_LAUNCH(bn_mean_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
 		  stat);
 	LAUNCH_CHECK(op, "bn_mean_kernel");
-	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S, 1,
-		  stat, NULL, NULL, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S,
+		  1, stat, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	MP_LAUNCH(bn_var_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
 		  (double)bn->eps, (double)bn->momentum, stat, bn->save_mean->data,
@@ -274,7 +274,8 @@ int mp_cuda_bn_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_t
 		return -1;
 	const int k = mp_cuda_act_storage(be, "bn_forward_train", x, y);
 	if (k)
-		return k < 0 ? -1 : mp_cuda_nhwc_bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
+		return k < 0 ? -1
+			     : mp_cuda_nhwc_bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
 	return bn_train(be, "bn_forward_train", x, bn, NULL, 0, y);
 }
 
@@ -285,7 +286,9 @@ int mp_cuda_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
 		return -1;
 	const int k = mp_cuda_act_storage(be, "bn_relu_forward_train", x, res, y);
 	if (k)
-		return k < 0 ? -1 : mp_cuda_nhwc_bn_train(be, "bn_relu_forward_train", x, bn, res, 1, y);
+		return k < 0 ? -1
+			     : mp_cuda_nhwc_bn_train(be, "bn_relu_forward_train", x, bn, res, 1,
+						     y);
 	return bn_train(be, "bn_relu_forward_train", x, bn, res, 1, y);
 }
 
@@ -327,8 +330,8 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 		return -1;
 	double *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
-	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(S, C), BN_THREADS, be, x->data, dy->data, ry, N, C, plane,
-		  S, 2, NULL, bn->save_mean->data, bn->save_invstd->data, part);
+	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(S, C), BN_THREADS, be, x->data, dy->data, ry, N, C,
+		  plane, S, 2, NULL, bn->save_mean->data, bn->save_invstd->data, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	MP_LAUNCH(bn_grad_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, sums,
 		  dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);

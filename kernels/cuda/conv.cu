@@ -550,7 +550,8 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	void *xp, *wp, *yp;
 	a->calls[DIR_FWD]++;
 	prof_begin(s);
-	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) || operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
+	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) ||
+	    operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
 	    operand_out(be, op, y, bf16, &s->bf_y, &yp))
 		return -1;
 	prof_end(s, &a->ms_convert[DIR_FWD]);

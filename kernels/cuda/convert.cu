@@ -69,8 +69,8 @@ int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, con
 {
 	dim3 grid;
 	if (!transpose_grid(n, c, plane, &grid))
-		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most 65535)",
-				   op, n, c, plane);
+		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most "
+				   "65535)", op, n, c, plane);
 	if (to_bf16) {
 		MP_LAUNCH_SYNC(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
 			  (const float *)src, (__nv_bfloat16 *)dst, c, plane);

@@ -623,8 +623,8 @@ int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp
 	if (!part)
 		return -1;
 	float *coef = (float *)(part + (size_t)2 * C * B);
-	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, (const bf16 *)x->data,
-		  NULL, NULL, R, C, B, 0, part);
+	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be,
+		  (const bf16 *)x->data, NULL, NULL, R, C, B, 0, part);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
 	MP_LAUNCH(bn_stats_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
 		  (double)bn->eps, (double)bn->momentum, bn->gamma->data, bn->beta->data,
@@ -682,8 +682,8 @@ int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
 	float *coef = (float *)(part + (size_t)2 * C * B);
 	const bf16 *xp = (const bf16 *)x->data, *dyp = (const bf16 *)dy->data;
 	const bf16 *ry = relu_y ? (const bf16 *)relu_y->data : NULL;
-	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, xp, dyp, ry, R, C, B, 1,
-		  part);
+	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, xp, dyp, ry, R, C, B,
+		  1, part);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
 	MP_LAUNCH(bn_grad_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
 		  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data,
