@@ -54,8 +54,8 @@
  * Built with MP_TEST_EMULATED (build/tests/emu/test_cuda_ops_emu) it
  * tests the CUDA backend's own code run on the host instead
  * (tests/emu/emu_backend.cpp): its kernels and operations, cuDNN's
- * convolutions replaced by the CPU reference's rounded alike, without
- * graphs (those tests print as skipped); every make test runs it.
+ * convolutions replaced by the CPU reference's rounded alike, with
+ * tests/graph_recorder.h's graphs in CUDA's; every make test runs it.
  *
  * usage: test_cuda_ops [--harness-check]
  *   --harness-check runs every comparison with the fast CPU backend in
@@ -1401,6 +1401,7 @@ static void storage_pass(int harness)
 			mp_backend_free(d);
 			return;
 		}
+		recorder_install(d); /* graphs, as the harness check's */
 		dev = d;
 		prefix = "bf16 storage: ";
 #elif defined(MP_HAVE_CUDA)
@@ -1483,6 +1484,9 @@ int main(int argc, char **argv)
 		(void)why;
 		dev = mp_emu_cuda_new(0);
 		dev_name = "cuda (emulated)";
+		/* with tests/graph_recorder.h's graphs and copies ahead */
+		if (dev)
+			recorder_install(dev);
 		printf("# the CUDA backend's code on the host (tests/emu/emu_backend.cpp): its kernels "
 		       "and operations; cuDNN, cuBLAS, streams and graphs are not this\n");
 #elif defined(MP_HAVE_CUDA)
