@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ void mp_eval_opts_default(mp_eval_opts *o)
 	o->crops = MP_CROPS_FULL;
 	o->combine = MP_COMBINE_PROB;
 	o->topk = 5;
-	o->batch = 16;
+	o->batch = 0; /* 16 on the CPU, 128 on a GPU */
 	o->backend = "cpu";
 	o->precision = "auto";
 }
@@ -375,6 +376,7 @@ typedef struct {
 	mp_st_file file;
 	reader rd;
 	int classes, size, nthreads, k;
+	int batch;		/* images per pass: --batch, or the backend's default */
 	double mean[3];
 	char **class_names;
 	/* per scale, then combined: counts of correct answers */
@@ -399,12 +401,125 @@ static void class_names_from_weights(evaluator *ev)
 	cJSON_Delete(a);
 }
 
-static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_error *e)
+/* ---- reading and decoding the next batch while this one is evaluated ------ */
+
+/* One batch of records read and decoded, in input order. */
+typedef struct {
+	item *items;
+	mp_image *imgs;
+	int n;
+	int end;		/* the input ended with this batch */
+	int rc;			/* 0, or -1 with the reason in e */
+	mp_error e;
+} batch;
+
+static void batch_init(batch *b, int size)
+{
+	memset(b, 0, sizeof *b);
+	b->items = mp_xcalloc((size_t)size, sizeof *b->items);
+	b->imgs = mp_xcalloc((size_t)size, sizeof *b->imgs);
+}
+
+static void batch_clear(batch *b, int size)
+{
+	for (int i = 0; i < size; i++) {
+		item_clear(&b->items[i]);
+		mp_image_free(&b->imgs[i]);
+	}
+	b->n = 0;
+}
+
+static void batch_free(batch *b, int size)
+{
+	if (!b->items)
+		return;
+	batch_clear(b, size);
+	free(b->items);
+	free(b->imgs);
+}
+
+/* Reads up to ev->batch records and decodes them with ev->nthreads
+ * threads. The only code that touches the reader and the codecs, so it
+ * can run beside process(), which has the network. */
+static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
+{
+	const int C = ev->classes;
+	mp_error *e = &b->e;
+	int n = 0, rc = 0;
+	b->rc = -1;
+	batch_clear(b, ev->batch);
+	mp_error read_err;
+	while (n < ev->batch && (rc = reader_next(&ev->rd, &b->items[n], &read_err)) == 1)
+		n++;
+	b->n = n;
+	b->end = rc == 0;
+	item *items = b->items;
+	/* labels first: a wrong one is reported before any work */
+	for (int i = 0; ev->r->labelled && i < n; i++)
+		if (items[i].label < 0 || items[i].label >= C) {
+			mp_seterr(e, "%s: record %llu (%s) has label %d, outside 0..%d",
+				  reader_name(&ev->rd), (unsigned long long)items[i].index,
+				  items[i].name, items[i].label, C - 1);
+			return;
+		}
+	/* the records before one that could not be read are decoded first,
+	 * so that the first bad one in input order is named */
+	mp_error *errs = mp_xcalloc((size_t)n ? (size_t)n : 1, sizeof *errs);
+	int *failed = mp_xcalloc((size_t)n ? (size_t)n : 1, sizeof *failed);
+#pragma omp parallel for num_threads(ev->nthreads) schedule(dynamic)
+	for (int i = 0; i < n; i++) {
+		mp_codec *cd = codecs[omp_get_thread_num()];
+		int rc = items[i].is_file
+			? mp_image_decode(cd, items[i].bytes, items[i].len, MAX_PIXELS, &b->imgs[i],
+					  &errs[i])
+			: mp_image_decode_payload(cd, items[i].encoding, items[i].bytes,
+						  items[i].len, items[i].width, items[i].height,
+						  MAX_PIXELS, &b->imgs[i], &errs[i]);
+		if (rc < 0)
+			failed[i] = 1;
+	}
+	int i = 0;
+	while (i < n && !failed[i])
+		i++;
+	if (i < n) {
+		if (items[i].is_file)
+			mp_seterr(e, "%s%s%s (%s line %ld): %s", ev->rd.root ? ev->rd.root : "",
+				  ev->rd.root ? "/" : "", items[i].name, reader_name(&ev->rd),
+				  items[i].line, errs[i].msg);
+		else
+			mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
+				  (unsigned long long)items[i].index, items[i].name, errs[i].msg);
+	} else if (rc < 0) {
+		*e = read_err;
+	} else {
+		b->rc = 0;
+	}
+	free(errs);
+	free(failed);
+}
+
+typedef struct {
+	evaluator *ev;
+	batch *b;
+	mp_codec **codecs;
+} prepare_job;
+
+static void *prepare_thread(void *arg)
+{
+	prepare_job *j = arg;
+	prepare(j->ev, j->b, j->codecs);
+	return NULL;
+}
+
+/* ---- evaluating a batch ------------------------------------------------------ */
+
+static int process(evaluator *ev, const batch *b, mp_error *e)
 {
 	const mp_eval_opts *o = ev->o;
-	const int C = ev->classes, c = ev->size, S = ev->r->nscales;
+	const int C = ev->classes, c = ev->size, S = ev->r->nscales, n = b->n;
+	const item *items = b->items;
+	const mp_image *imgs = b->imgs;
 	int labelled = ev->r->labelled;
-	mp_image *imgs = mp_xcalloc((size_t)n, sizeof *imgs);
 	mp_error *errs = mp_xcalloc((size_t)n, sizeof *errs);
 	int *failed = mp_xcalloc((size_t)n, sizeof *failed);
 	int rc = -1, maxs = 0;
@@ -413,38 +528,6 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 			maxs = ev->r->scale[si].size;
 	float *base = NULL, *vbuf = NULL, *logits = NULL;
 	double *acc = NULL, *pscale = NULL, *comb = NULL, *tmp = NULL;
-
-	/* labels first: a wrong one is reported before any work */
-	for (int i = 0; labelled && i < n; i++)
-		if (items[i].label < 0 || items[i].label >= C) {
-			mp_seterr(e, "%s: record %llu (%s) has label %d, outside 0..%d",
-				  reader_name(&ev->rd), (unsigned long long)items[i].index,
-				  items[i].name, items[i].label, C - 1);
-			goto out;
-		}
-#pragma omp parallel for num_threads(ev->nthreads) schedule(dynamic)
-	for (int i = 0; i < n; i++) {
-		mp_codec *cd = codecs[omp_get_thread_num()];
-		int rc = items[i].is_file
-			? mp_image_decode(cd, items[i].bytes, items[i].len, MAX_PIXELS, &imgs[i],
-					  &errs[i])
-			: mp_image_decode_payload(cd, items[i].encoding, items[i].bytes,
-						  items[i].len, items[i].width, items[i].height,
-						  MAX_PIXELS, &imgs[i], &errs[i]);
-		if (rc < 0)
-			failed[i] = 1;
-	}
-	for (int i = 0; i < n; i++)
-		if (failed[i]) {
-			if (items[i].is_file)
-				mp_seterr(e, "%s%s%s (%s line %ld): %s", ev->rd.root ? ev->rd.root : "",
-					  ev->rd.root ? "/" : "", items[i].name, reader_name(&ev->rd),
-					  items[i].line, errs[i].msg);
-			else
-				mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
-					  (unsigned long long)items[i].index, items[i].name, errs[i].msg);
-			goto out;
-		}
 
 	base = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
 	/* the views go straight into the network's input slot, which a
@@ -554,9 +637,6 @@ static int process(evaluator *ev, item *items, int n, mp_codec **codecs, mp_erro
 	ev->r->images += (uint64_t)n;
 	rc = 0;
 out:
-	for (int i = 0; i < n; i++)
-		mp_image_free(&imgs[i]);
-	free(imgs);
 	free(errs);
 	free(failed);
 	free(base);
@@ -642,6 +722,8 @@ static int setup(evaluator *ev, mp_error *e)
 	ev->classes = r->classes = cfg->classes;
 	ev->size = cfg->input_size;
 	memcpy(ev->mean, cfg->mean, sizeof ev->mean);
+	/* a GPU's pass costs little more for 128 images than for 16 */
+	ev->batch = o->batch ? o->batch : strcmp(ev->be->ops->name, "cuda") ? 16 : 128;
 	ev->k = o->topk < ev->classes ? o->topk : ev->classes;
 	if (ev->k > 16)
 		return mp_seterr(e, "--topk %d: at most 16", o->topk), MP_EVAL_BAD_USAGE;
@@ -697,7 +779,7 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	double t0 = mp_now();
 	ev.nthreads = o->threads ? o->threads : omp_get_max_threads();
 	mp_codec **codecs = mp_xcalloc((size_t)ev.nthreads, sizeof *codecs);
-	item *items = mp_xcalloc((size_t)o->batch, sizeof *items);
+	batch slot[2] = {0};
 	int status = setup(&ev, e);
 	if (status != MP_EVAL_DONE)
 		goto out;
@@ -705,22 +787,38 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
 			goto out;
+	batch_init(&slot[0], ev.batch);
+	batch_init(&slot[1], ev.batch);
 	mp_progress p;
 	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
 	mp_progress_init(&p, "evaluate", total, o->quiet);
+	/* the next batch is read and decoded on a thread of its own while the
+	 * network evaluates this one: a GPU would otherwise wait for the
+	 * decoding, and the decoding for the GPU */
+	int cur = 0;
+	prepare(&ev, &slot[cur], codecs);
 	for (;;) {
-		int n = 0, rc = 0;
-		while (n < o->batch && (rc = reader_next(&ev.rd, &items[n], e)) == 1)
-			n++;
+		batch *b = &slot[cur], *next = &slot[!cur];
+		if (b->rc < 0) {
+			*e = b->e;
+			goto out;
+		}
+		if (b->n == 0)
+			break;
+		pthread_t th;
+		prepare_job job = {&ev, next, codecs};
+		int ahead = !b->end && b->n == ev.batch;
+		if (ahead && pthread_create(&th, NULL, prepare_thread, &job) != 0)
+			prepare(&ev, next, codecs), ahead = 0; /* no thread: in turn */
+		int rc = process(&ev, b, e);
+		if (ahead)
+			pthread_join(th, NULL);
 		if (rc < 0)
 			goto out;
-		if (n == 0)
-			break;
-		if (process(&ev, items, n, codecs, e) < 0)
-			goto out;
 		mp_progress_update(&p, r->images, NULL);
-		if (rc == 0 && n < o->batch)
+		if (b->end || b->n < ev.batch)
 			break;
+		cur = !cur;
 	}
 	mp_progress_done(&p);
 	if (r->images == 0) {
@@ -741,9 +839,8 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 out:
 	r->seconds = mp_now() - t0;
 	out_abort(&ev.probs);
-	for (int i = 0; i < o->batch; i++)
-		item_clear(&items[i]);
-	free(items);
+	batch_free(&slot[0], ev.batch);
+	batch_free(&slot[1], ev.batch);
 	for (int i = 0; i < ev.nthreads; i++)
 		mp_codec_free(codecs[i]);
 	free(codecs);

@@ -31,7 +31,7 @@ typedef struct {
 	int flip;
 	int combine;		/* enum mp_eval_combine */
 	int topk;		/* the second error measure and the submission's labels */
-	int batch;		/* images per forward pass */
+	int batch;		/* images per forward pass; 0: the backend's default */
 	int threads;		/* 0: all cores */
 	const char *backend;
 	const char *precision; /* auto | fp32 | bf16 (mp_backend_open) */

@@ -401,6 +401,30 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_files . bad.png bad.txt badimg.txt empty.txt miss.txt noend.stream
 }
 
+@test "a bad image or label in a batch read while the previous one is evaluated: exit 1, the first bad one named, nothing written" {
+	# batches of 4: the 31st image is read and decoded while images 25..28 are evaluated
+	awk 'NR == 31 { $1 = "bad.png" } { print }' "$D/val.txt" >late.txt
+	echo 'not an image' >bad.png
+	ln -s "$D/im" im
+	run ev -m "$D/rand.safetensors" --list late.txt --batch 4 --probs p.tsv --submission s.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: bad.png (late.txt line 31): not a JPEG or PNG file"
+	# a decodable file that is no image of the list's size is fine; a broken
+	# PNG in the same batch as a later missing file: the earlier line is named
+	head -c 60 "$D/im/$(awk 'NR == 2 { sub("im/", "", $1); print $1 }' "$D/val.txt")" >cut.png
+	awk 'NR == 10 { $1 = "cut.png" } NR == 11 { $1 = "gone.png" } { print }' "$D/val.txt" >two.txt
+	run ev -m "$D/rand.safetensors" --list two.txt --batch 8 --probs p.tsv
+	assert_status 1
+	assert_contains "$output" "mp-eval: cut.png (two.txt line 10): "
+	# the stream with a bad label in its first macrobatch, at every batch size
+	for b in 1 3 36; do
+		run ev -m "$D/rand.safetensors" --batch $b --probs p.tsv - <"$D/label9.stream"
+		assert_status 1
+		assert_equal "$output" "mp-eval: <stdin>: record 0 (im/cls0000.png) has label 9, outside 0..5"
+	done
+	assert_files . bad.png cut.png im late.txt two.txt
+}
+
 @test "bad options exit 2 with a message; --backend cuda exits 1 with the reason, auto says why it chose the CPU" {
 	W=(-m "$D/rand.safetensors")
 	for args in "--crops 7" "--topk 0" "--topk 17" "--scales 0" "--scales 16,x" "--scales 16.5" \
