@@ -403,21 +403,38 @@ static void class_names_from_weights(evaluator *ev)
 
 /* ---- reading and decoding the next batch while this one is evaluated ------ */
 
-/* One batch of records read and decoded, in input order. */
+/* One batch of records read, decoded and resized to every scale, in
+ * input order. */
 typedef struct {
 	item *items;
-	mp_image *imgs;
+	mp_image *imgs;		/* decoded; freed once resized */
+	float *base;		/* per scale si, at scale_offset[si]: n CHW images */
+	size_t scale_offset[MP_EVAL_MAX_SCALES];
 	int n;
 	int end;		/* the input ended with this batch */
 	int rc;			/* 0, or -1 with the reason in e */
 	mp_error e;
 } batch;
 
-static void batch_init(batch *b, int size)
+/* 3 s x s floats for every scale s of an image. */
+static size_t floats_per_image(const mp_eval_result *r)
+{
+	size_t f = 0;
+	for (int si = 0; si < r->nscales; si++)
+		f += 3 * (size_t)r->scale[si].size * r->scale[si].size;
+	return f;
+}
+
+static int batch_init(batch *b, int size, const mp_eval_result *r, mp_error *e)
 {
 	memset(b, 0, sizeof *b);
 	b->items = mp_xcalloc((size_t)size, sizeof *b->items);
 	b->imgs = mp_xcalloc((size_t)size, sizeof *b->imgs);
+	b->base = malloc(sizeof(float) * floats_per_image(r) * (size_t)size);
+	if (!b->base)
+		return mp_seterr(e, "out of memory for batches of %d images at %d scales (--batch)",
+				 size, r->nscales);
+	return 0;
 }
 
 static void batch_clear(batch *b, int size)
@@ -436,11 +453,12 @@ static void batch_free(batch *b, int size)
 	batch_clear(b, size);
 	free(b->items);
 	free(b->imgs);
+	free(b->base);
 }
 
-/* Reads up to ev->batch records and decodes them with ev->nthreads
- * threads. The only code that touches the reader and the codecs, so it
- * can run beside process(), which has the network. */
+/* Reads up to ev->batch records, decodes them and resizes them to every
+ * scale with ev->nthreads threads. The only code that touches the reader
+ * and the codecs, so it can run beside process(), which has the network. */
 static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 {
 	const int C = ev->classes;
@@ -494,6 +512,30 @@ static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 	} else {
 		b->rc = 0;
 	}
+	/* every scale of every image: what the network's pass waits for
+	 * is then only cutting the views */
+	const int S = ev->r->nscales;
+	size_t off = 0;
+	for (int si = 0; si < S; si++) {
+		b->scale_offset[si] = off;
+		off += 3 * (size_t)ev->r->scale[si].size * ev->r->scale[si].size * (size_t)n;
+	}
+#pragma omp parallel for num_threads(ev->nthreads) collapse(2) schedule(dynamic)
+	for (int si = 0; si < S; si++)
+		for (int i = 0; i < n; i++) {
+			const int sz = ev->r->scale[si].size;
+			float *out = b->base + b->scale_offset[si] + 3 * (size_t)sz * sz * (size_t)i;
+			if (b->rc == 0 && mp_augment_eval(&b->imgs[i], sz, ev->mean, out,
+							  &errs[i]) < 0)
+				failed[i] = 1; /* out of memory: any one message will do */
+		}
+	for (i = 0; b->rc == 0 && i < n; i++)
+		if (failed[i]) {
+			*e = errs[i];
+			b->rc = -1;
+		}
+	for (i = 0; i < n; i++)
+		mp_image_free(&b->imgs[i]);
 	free(errs);
 	free(failed);
 }
@@ -518,18 +560,14 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 	const mp_eval_opts *o = ev->o;
 	const int C = ev->classes, c = ev->size, S = ev->r->nscales, n = b->n;
 	const item *items = b->items;
-	const mp_image *imgs = b->imgs;
 	int labelled = ev->r->labelled;
-	mp_error *errs = mp_xcalloc((size_t)n, sizeof *errs);
-	int *failed = mp_xcalloc((size_t)n, sizeof *failed);
 	int rc = -1, maxs = 0;
 	for (int si = 0; si < S; si++)
 		if (ev->r->scale[si].size > maxs)
 			maxs = ev->r->scale[si].size;
-	float *base = NULL, *vbuf = NULL, *logits = NULL;
+	float *vbuf = NULL, *logits = NULL;
 	double *acc = NULL, *pscale = NULL, *comb = NULL, *tmp = NULL;
 
-	base = malloc(sizeof(float) * 3 * (size_t)maxs * maxs * (size_t)n);
 	/* the views go straight into the network's input slot, which a
 	 * recorded pass reads (page-locked on a GPU) */
 	vbuf = mp_resnet_input(ev->net, 0, n, maxs, maxs, e);
@@ -538,24 +576,16 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 	pscale = malloc(sizeof(double) * (size_t)C * (size_t)n);
 	comb = calloc((size_t)C * (size_t)n, sizeof *comb);
 	tmp = malloc(sizeof(double) * (size_t)C);
-	if (!base || !vbuf || !logits || !acc || !pscale || !comb || !tmp) {
+	if (!vbuf || !logits || !acc || !pscale || !comb || !tmp) {
 		mp_seterr(e, "out of memory");
 		goto out;
 	}
 	for (int si = 0; si < S; si++) {
 		const int s = ev->r->scale[si].size;
 		const size_t plane = 3 * (size_t)s * s;
+		const float *base = b->base + b->scale_offset[si];
 		view views[20];
 		int nv = make_views(s, c, o->crops, o->flip, views);
-#pragma omp parallel for num_threads(ev->nthreads)
-		for (int i = 0; i < n; i++)
-			if (mp_augment_eval(&imgs[i], s, ev->mean, base + i * plane, &errs[i]) < 0)
-				failed[i] = 1;
-		for (int i = 0; i < n; i++)
-			if (failed[i]) {
-				*e = errs[i];
-				goto out;
-			}
 		memset(acc, 0, sizeof(double) * (size_t)C * (size_t)n);
 		for (int v = 0; v < nv; v++) {
 			const int vs = views[v].size;
@@ -637,9 +667,6 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 	ev->r->images += (uint64_t)n;
 	rc = 0;
 out:
-	free(errs);
-	free(failed);
-	free(base);
 	/* vbuf is the network's */
 	free(logits);
 	free(acc);
@@ -787,8 +814,8 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
 			goto out;
-	batch_init(&slot[0], ev.batch);
-	batch_init(&slot[1], ev.batch);
+	if (batch_init(&slot[0], ev.batch, r, e) < 0 || batch_init(&slot[1], ev.batch, r, e) < 0)
+		goto out;
 	mp_progress p;
 	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
 	mp_progress_init(&p, "evaluate", total, o->quiet);

@@ -577,7 +577,7 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 	export -f e2e
 	export PY JOBS work
 	if run train-gpu 150 bash -c e2e; then
-		E2E=$(grep -E 'images/s|as one graph|activations in bf16' "$LOGS/train-gpu.log" | tail -9 | tr '\n' ' ')
+		E2E=$(grep -E 'images/s|as one graph|activations in bf16' "$LOGS/train-gpu.log" | tail -12 | tr '\n' ' ')
 		record train-gpu ok "$ELAPSED" "mp-train and mp-eval --backend cuda ran; $(grep -m1 -o '[0-9]* of this run.s [0-9]* steps ran as one graph' "$LOGS/train-gpu.log" || echo 'no step ran as a graph')"
 	else
 		record train-gpu FAIL "$ELAPSED" "see train-gpu.log"

@@ -104,12 +104,13 @@ static const char *const combine_names[] = {"prob", "logit", NULL};
 static void print_table(const mp_eval_opts *o, const mp_eval_result *r)
 {
 	printf("mp-eval: %s on %s: %llu images, %d scale%s x %d view%s (crops %s%s, combine %s); "
-	       "%s; %.1f s\n",
+	       "%s; %.1f s, %.0f images/s\n",
 	       o->weights, o->list ? o->list : o->data, (unsigned long long)r->images, r->nscales,
 	       r->nscales == 1 ? "" : "s", r->views_per_scale, r->views_per_scale == 1 ? "" : "s",
 	       crop_names[o->crops == MP_CROPS_FULL ? 0 : o->crops == MP_CROPS_CENTER ? 1
 						 : o->crops == MP_CROPS_5      ? 2 : 3],
-	       o->flip ? ", flip" : "", combine_names[o->combine], r->backend, r->seconds);
+	       o->flip ? ", flip" : "", combine_names[o->combine], r->backend, r->seconds,
+	       r->seconds > 0 ? (double)r->images / r->seconds : 0.0);
 	if (!r->labelled) {
 		printf("no labels: no error to report\n");
 		return;
@@ -156,6 +157,8 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 	}
 	cJSON_AddStringToObject(j, "backend", r->backend);
 	cJSON_AddNumberToObject(j, "seconds", r->seconds);
+	cJSON_AddNumberToObject(j, "images_per_second",
+				r->seconds > 0 ? (double)r->images / r->seconds : 0.0);
 	char *s = cJSON_Print(j);
 	if (s)
 		puts(s);

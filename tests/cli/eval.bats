@@ -117,6 +117,7 @@ EOF
 	assert_equal "$(json_get - '"%.6f %.6f" % (d["scales"][0]["top1_err"], d["scales"][0]["topk_err"])' <<<"$output")" \
 		"0.833333 0.166667"
 	assert_equal "$(json_get - 'd["scales"][0]["size"]' <<<"$output")" 16
+	assert_equal "$(json_get - 'abs(d["images_per_second"] * d["seconds"] - 36) < 1e-6 and d["seconds"] > 0' <<<"$output")" True
 	# every row is softmax(b)
 	run "$PY" -c '
 import math, sys
