@@ -2,6 +2,7 @@
 
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "device.h"
@@ -11,14 +12,21 @@ const char *const mp_precision_names[] = {"auto", "fp32", "bf16", NULL};
 
 static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp_error *e)
 {
+	/* read by the fast backend when it is made */
+	const char *wino = getenv("MP_CPU_WINOGRAD");
+	if (!reference && wino && strcmp(wino, "0") && strcmp(wino, "1")) {
+		mp_seterr(e, "MP_CPU_WINOGRAD=%s: expected 0 or 1", wino);
+		return NULL;
+	}
 	mp_backend *be = reference ? mp_backend_cpu_new(threads) : mp_backend_cpu_fast_new(threads);
 	if (!be) {
 		mp_seterr(e, "out of memory");
 		return NULL;
 	}
-	snprintf(desc, n, "%s, %d thread%s", reference ? "cpu-ref" : "cpu",
+	snprintf(desc, n, "%s, %d thread%s%s", reference ? "cpu-ref" : "cpu",
 		 threads ? threads : omp_get_max_threads(),
-		 (threads ? threads : omp_get_max_threads()) == 1 ? "" : "s");
+		 (threads ? threads : omp_get_max_threads()) == 1 ? "" : "s",
+		 !reference && wino && !strcmp(wino, "0") ? ", no Winograd" : "");
 	return be;
 }
 

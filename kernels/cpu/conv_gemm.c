@@ -11,7 +11,10 @@
  *   backward weight dw   (K x R) = sum_n dy_n col_n^T
  *
  * each an OpenBLAS SGEMM in float. A 1x1 stride-1 unpadded convolution
- * needs no columns: col_n is x_n itself.
+ * needs no columns: col_n is x_n itself. A 3x3 stride-1 pad-1 one whose
+ * plane gains by it (all of the reference network's but the stem and the
+ * downsampling ones) runs its forward pass and dx by Winograd F(4x4, 3x3)
+ * instead (winograd.c), half the time or less; dw stays a product.
  *
  * Blocking. Small planes make thin matrices, so up to MAX_GROUP images
  * share one product: their columns sit side by side (R x G P), and dy is
@@ -52,6 +55,9 @@ typedef struct {
 	int nslots;
 	float *part;
 	size_t part_size;
+	float *weights;		/* a convolution's weights in another form */
+	size_t weights_size;
+	int winograd;		/* 3x3 stride-1 convolutions by Winograd */
 } gemm_state;
 
 /* OpenBLAS 0.3.21 (Debian 12) picks its kernels by CPU model number when
@@ -98,7 +104,18 @@ void *mp_cpu_gemm_state_new(void)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, blas_setup);
-	return calloc(1, sizeof(gemm_state));
+	gemm_state *st = calloc(1, sizeof(gemm_state));
+	if (st) {
+		const char *v = getenv("MP_CPU_WINOGRAD");
+		st->winograd = !v || strcmp(v, "0") != 0;
+	}
+	return st;
+}
+
+int mp_cpu_winograd_on(const mp_backend *be)
+{
+	const gemm_state *st = be->impl;
+	return st && st->winograd;
 }
 
 const char *mp_cpu_blas_core(void)
@@ -116,6 +133,7 @@ void mp_cpu_gemm_state_free(void *state)
 	free(st->slot);
 	free(st->slot_size);
 	free(st->part);
+	free(st->weights);
 	free(st);
 }
 
@@ -171,6 +189,20 @@ float *mp_cpu_scratch_thread(mp_backend *be, int thread)
 float *mp_cpu_scratch_shared(mp_backend *be)
 {
 	return ((gemm_state *)be->impl)->part;
+}
+
+float *mp_cpu_scratch_weights(mp_backend *be, const char *op, size_t count)
+{
+	gemm_state *st = be->impl;
+	if (!st) {
+		mp_cpu_fail(be, "%s: the backend has no scratch state", op);
+		return NULL;
+	}
+	if (grow(&st->weights, &st->weights_size, count)) {
+		mp_cpu_fail(be, "%s: out of memory for %zu scratch floats", op, count);
+		return NULL;
+	}
+	return st->weights;
 }
 
 /* Images per product for planes of P outputs: a power of two, so that a
@@ -310,6 +342,8 @@ int mp_cpu_conv2d_forward_gemm(mp_backend *be, const mp_tensor *x, const mp_tens
 	    mp_cpu_expect(be, op, "y", y, x->n, w->n, oh, ow) ||
 	    geometry(be, op, x, w, stride, pad, oh, ow, &g))
 		return -1;
+	if (mp_cpu_winograd_fits(be, x, w, stride, pad))
+		return mp_cpu_winograd_forward(be, op, x, w, y);
 	const int nt = mp_cpu_threads(be);
 	/* a lone image writes y directly, and a direct one reads x directly */
 	const size_t col_size = g.direct && g.G == 1 ? 0 :
@@ -365,6 +399,11 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 		return -1;
 	if (geometry(be, op, x, w, stride, pad, oh, ow, &g))
 		return -1;
+	if (dx && mp_cpu_winograd_fits(be, x, w, stride, pad)) {
+		if (mp_cpu_winograd_backward_data(be, op, w, dy, dx))
+			return -1;
+		dx = NULL;
+	}
 	if (!dx && !dw)
 		return 0;
 	const int nt = mp_cpu_threads(be);

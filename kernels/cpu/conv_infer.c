@@ -118,7 +118,7 @@ int mp_cpu_conv_bn_prepare_fast(mp_backend *be, const mp_tensor *w, const mp_bn 
 				int stride, int pad, mp_tensor *prep)
 {
 	return prepare(be, w, bn, stride, pad, prep,
-		       w && winograd_shape(w, stride, pad));
+		       w && winograd_shape(w, stride, pad) && mp_cpu_winograd_on(be));
 }
 
 int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
@@ -214,7 +214,7 @@ int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const 
 				      mp_tensor *y, int stride, int pad)
 {
 	static const char op[] = "conv_bn_forward_infer";
-	const int wino = w && winograd_shape(w, stride, pad);
+	const int wino = w && winograd_shape(w, stride, pad) && mp_cpu_winograd_on(be);
 	if (mp_cpu_conv_bn_check(be, op, x, w, prep, w ? prep_count(w, wino) : 0, res, y, stride,
 				 pad))
 		return -1;

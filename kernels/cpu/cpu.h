@@ -101,12 +101,21 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 				const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw,
 				int stride, int pad);
 void *mp_cpu_gemm_state_new(void);
+/* Whether the fast backend uses Winograd at all: yes unless the
+ * environment had MP_CPU_WINOGRAD=0 when it was made (every convolution
+ * a matrix product then, within about 1e-6 of the reference instead of
+ * 6e-6; slower). */
+int mp_cpu_winograd_on(const mp_backend *be);
 /* The fast backend's scratch memory (conv_gemm.c): mp_cpu_scratch makes
  * nt per-thread blocks of per_thread floats and one shared block of shared
  * floats (0, or -1 with be->error set); the blocks' contents are undefined. */
 int mp_cpu_scratch(mp_backend *be, const char *op, int nt, size_t per_thread, size_t shared);
 float *mp_cpu_scratch_thread(mp_backend *be, int thread);
 float *mp_cpu_scratch_shared(mp_backend *be);
+/* A block of count floats for a convolution's weights in another form,
+ * kept apart from the blocks above (NULL, with be->error set, when out of
+ * memory); its contents are undefined. */
+float *mp_cpu_scratch_weights(mp_backend *be, const char *op, size_t count);
 void mp_cpu_gemm_state_free(void *state);
 /* The kernels OpenBLAS uses ("SkylakeX", "Haswell", ...), for benchmarks. */
 const char *mp_cpu_blas_core(void);
@@ -186,7 +195,7 @@ int mp_cpu_conv_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const 
 				      mp_tensor *y, int stride, int pad);
 
 /* Winograd F(4x4, 3x3) (winograd.c). mp_cpu_winograd_weights: u[36][K][C]
- * from 3x3 weights w (K x C x 3 x 3), scaled by scale[k], on `threads` threads. mp_cpu_winograd_pays:
+ * from 3x3 weights w (K x C x 3 x 3), scaled by scale[k] (NULL: 1), on `threads` threads. mp_cpu_winograd_pays:
  * whether an H x W plane gains by it. mp_cpu_winograd_conv: y =
  * relu?(conv(x, w) scale + shift + res?) for a 3x3, stride-1, pad-1
  * convolution of K outputs, from u; arguments already checked. */
@@ -195,6 +204,21 @@ void mp_cpu_winograd_weights(const float *w, const float *scale, int K, int C, f
 int mp_cpu_winograd_pays(int H, int W);
 int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, const float *u,
 			 const float *shift, int K, const mp_tensor *res, int relu, mp_tensor *y);
+/* Training's convolutions by Winograd in the fast backend (conv_gemm.c
+ * calls them): mp_cpu_winograd_fits says whether Winograd is on and x
+ * and w, stride and pad are a 3x3 stride-1 pad-1 convolution whose plane
+ * gains by it;
+ * mp_cpu_winograd_forward computes y = conv(x, w), and
+ * mp_cpu_winograd_backward_data dx from dy (dx is the convolution of dy
+ * with w's kernels turned by 180 degrees, input and output channels
+ * swapped), their weights transformed at each call into
+ * mp_cpu_scratch_weights. Arguments already checked. */
+int mp_cpu_winograd_fits(const mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			 int stride, int pad);
+int mp_cpu_winograd_forward(mp_backend *be, const char *op, const mp_tensor *x,
+			    const mp_tensor *w, mp_tensor *y);
+int mp_cpu_winograd_backward_data(mp_backend *be, const char *op, const mp_tensor *w,
+				  const mp_tensor *dy, mp_tensor *dx);
 /* 0: the Winograd transforms run as the portable loops even where AVX-512
  * exists, so that tests reach both; 1 (the default): AVX-512 where the CPU
  * has it. Not thread-safe. */

@@ -1,5 +1,6 @@
 /* Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray, 2015) for the
- * fast backend's inference convolutions (conv_infer.c): a 3x3, stride-1,
+ * fast backend's inference convolutions (conv_infer.c) and training's
+ * forward passes and input gradients (conv_gemm.c): a 3x3, stride-1,
  * pad-1 convolution as
  *
  *   y tile (4x4) = A^T [sum_c (G g_kc G^T) (.) (B^T d_c B)] A
@@ -80,7 +81,7 @@ void mp_cpu_winograd_weights(const float *w, const float *scale, int K, int C, f
 	const size_t kc = (size_t)K * C;
 #pragma omp parallel for num_threads(threads) schedule(static) if (MP_CPU_WORTH_THREADS(kc))
 	for (int k = 0; k < K; k++)
-		weights_row(w + (size_t)k * C * 9, scale[k], C, kc, u + (size_t)k * C);
+		weights_row(w + (size_t)k * C * 9, scale ? scale[k] : 1.0, C, kc, u + (size_t)k * C);
 }
 
 typedef struct {
@@ -721,4 +722,53 @@ int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, con
 	}
 #undef TABLE_AT
 	return 0;
+}
+
+/* ---- training: the plain convolution and its input gradient ---------------- */
+
+int mp_cpu_winograd_fits(const mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+			 int stride, int pad)
+{
+	return mp_cpu_winograd_on(be) && w->h == 3 && w->w == 3 && stride == 1 && pad == 1 && mp_cpu_winograd_pays(x->h, x->w);
+}
+
+/* The transformed weights u[36][K][C] of w (K x C x 3 x 3) and K zeros
+ * of shift after them, in the backend's weight scratch. */
+static float *transformed(mp_backend *be, const char *op, const float *w, int K, int C)
+{
+	const size_t kc = (size_t)K * C;
+	float *u = mp_cpu_scratch_weights(be, op, 36 * kc + K);
+	if (!u)
+		return NULL;
+	mp_cpu_winograd_weights(w, NULL, K, C, u, mp_cpu_threads(be));
+	memset(u + 36 * kc, 0, (size_t)K * sizeof *u);
+	return u;
+}
+
+int mp_cpu_winograd_forward(mp_backend *be, const char *op, const mp_tensor *x,
+			    const mp_tensor *w, mp_tensor *y)
+{
+	const int K = w->n, C = w->c;
+	const float *u = transformed(be, op, w->data, K, C);
+	return u ? mp_cpu_winograd_conv(be, op, x, u, u + 36 * (size_t)K * C, K, NULL, 0, y) : -1;
+}
+
+/* dx[c] = sum_k dy[k] correlated with w[k][c] turned by 180 degrees (pad 1
+ * on both sides keeps the plane): a forward convolution of dy with the
+ * weights wt[c][k][i][j] = w[k][c][2 - i][2 - j], made next to u. */
+int mp_cpu_winograd_backward_data(mp_backend *be, const char *op, const mp_tensor *w,
+				  const mp_tensor *dy, mp_tensor *dx)
+{
+	const int K = w->n, C = w->c;
+	const size_t kc = (size_t)K * C;
+	float *wt = mp_cpu_scratch_weights(be, op, 36 * kc + C + 9 * kc);
+	if (!wt)
+		return -1;
+	wt += 36 * kc + C;
+	for (int c = 0; c < C; c++)
+		for (int k = 0; k < K; k++)
+			for (int t = 0; t < 9; t++)
+				wt[((size_t)c * K + k) * 9 + t] = w->data[((size_t)k * C + c) * 9 + 8 - t];
+	const float *u = transformed(be, op, wt, C, K);
+	return u ? mp_cpu_winograd_conv(be, op, dy, u, u + 36 * kc, C, NULL, 0, dx) : -1;
 }

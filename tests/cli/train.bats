@@ -324,6 +324,20 @@ wait_rows() {
 	done
 }
 
+@test "MP_CPU_WINOGRAD: 0 turns Winograd off and says so, anything but 0 or 1 exits 1 before training" {
+	MP_CPU_WINOGRAD=0 run train "${OPTS[@]}" --epochs 1 -o off --max-steps 1
+	assert_status 0
+	assert_contains "$(first_line "$output")" "mp-train: cpu, "
+	assert_contains "$(first_line "$output")" ", no Winograd, fp32"
+	MP_CPU_WINOGRAD=1 run train "${OPTS[@]}" --epochs 1 -o on --max-steps 1
+	assert_status 0
+	assert_not_contains "$(first_line "$output")" "Winograd"
+	MP_CPU_WINOGRAD=yes run train "${OPTS[@]}" --epochs 1 -o bad
+	assert_status 1
+	assert_contains "$output" "mp-train: MP_CPU_WINOGRAD=yes: expected 0 or 1"
+	[[ ! -e bad/weights.safetensors ]]
+}
+
 @test "--backend cuda without a GPU exits 1 with a clear message; auto says it chose the CPU" {
 	if [[ "$("$MP_BIN/mp-train" --version)" != *"cuda: no CUDA device"* ]]; then
 		skip "a CUDA device is present (tests/gpu covers it)"
