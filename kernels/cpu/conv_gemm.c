@@ -399,10 +399,11 @@ int mp_cpu_conv2d_backward_gemm(mp_backend *be, const mp_tensor *x, const mp_ten
 		return -1;
 	if (geometry(be, op, x, w, stride, pad, oh, ow, &g))
 		return -1;
-	if (dx && mp_cpu_winograd_fits(be, x, w, stride, pad)) {
-		if (mp_cpu_winograd_backward_data(be, op, w, dy, dx))
+	if (mp_cpu_winograd_fits(be, x, w, stride, pad)) {
+		if ((dx && mp_cpu_winograd_backward_data(be, op, w, dy, dx)) ||
+		    (dw && mp_cpu_winograd_weight_grad(be, op, x, dy, dw)))
 			return -1;
-		dx = NULL;
+		return 0;
 	}
 	if (!dx && !dw)
 		return 0;

@@ -219,6 +219,10 @@ int mp_cpu_winograd_forward(mp_backend *be, const char *op, const mp_tensor *x,
 			    const mp_tensor *w, mp_tensor *y);
 int mp_cpu_winograd_backward_data(mp_backend *be, const char *op, const mp_tensor *w,
 				  const mp_tensor *dy, mp_tensor *dx);
+/* dw of the same convolution from x and dy (G^T dU G, dU summed over
+ * the tiles as 36 products of the transformed dy and x). */
+int mp_cpu_winograd_weight_grad(mp_backend *be, const char *op, const mp_tensor *x,
+				const mp_tensor *dy, mp_tensor *dw);
 /* 0: the Winograd transforms run as the portable loops even where AVX-512
  * exists, so that tests reach both; 1 (the default): AVX-512 where the CPU
  * has it. Not thread-safe. */

@@ -772,3 +772,168 @@ int mp_cpu_winograd_backward_data(mp_backend *be, const char *op, const mp_tenso
 	const float *u = transformed(be, op, wt, C, K);
 	return u ? mp_cpu_winograd_conv(be, op, dy, u, u + 36 * kc, C, NULL, 0, dx) : -1;
 }
+
+/* ---- training: the weight gradient ------------------------------------------ *
+ *
+ * y = A^T [U (.) V] A per tile, U = G g G^T, so the gradient of the loss
+ * with respect to U is, summed over the tiles of every image,
+ *
+ *   dU[p][k][c] = sum_t (A dy_t A^T)[p] V[p][c][t]
+ *
+ * (dy_t the tile's 4x4 outputs' gradient, zero past the plane's edge; V
+ * the forward pass's transformed inputs), 36 matrix products of K x tiles
+ * by tiles x C, and dw = G^T dU G. The blocks of tile rows are taken in
+ * order, each step split between the threads (the input and gradient
+ * transforms by channel, the products by element p, each accumulating its
+ * own dU[p] block after block), so the sums' order depends only on the
+ * shapes. */
+
+/* In place on six rows of n floats, 'stride' apart, of which the first
+ * four hold d: z = A d, A = (A^T)^T, six rows from four. */
+VECTOR_CLONES
+static void grad_step(float *z, size_t stride, int n)
+{
+	float *restrict z0 = z, *restrict z1 = z0 + stride, *restrict z2 = z1 + stride,
+		       *restrict z3 = z2 + stride, *restrict z4 = z3 + stride,
+		       *restrict z5 = z4 + stride;
+#pragma omp simd
+	for (int i = 0; i < n; i++) {
+		const float d0 = z0[i], d1 = z1[i], d2 = z2[i], d3 = z3[i];
+		const float p02 = d0 + d2, p13 = d1 + d3, q02 = d0 + 4 * d2, q13 = 2 * d1 + 8 * d3;
+		z1[i] = p02 + p13;
+		z2[i] = p02 - p13;
+		z3[i] = q02 + q13;
+		z4[i] = q02 - q13;
+		z5[i] = d3;
+	}
+}
+
+/* The transformed output gradient of channel k for the tile rows
+ * r0..r1-1: gd[p][k][t] = (A dy_t A^T)[p], laid out as the products m. */
+static void transform_grad(const wino_geom *g, const float *dy, int k, int r0, int r1, float *gd)
+{
+	const int H = g->H, W = g->W, tw = g->tw, tiles = (r1 - r0) * tw;
+	const size_t kt = (size_t)g->K * g->ld;
+	float *gk = gd + (size_t)k * g->ld;
+	for (int r = r0; r < r1; r++) {
+		const int n = r / g->th, ty = r % g->th;
+		const float *dk = dy + ((size_t)n * g->K + k) * H * W;
+		float *gt = gk + (size_t)(r - r0) * tw;
+		for (int i = 0; i < 4; i++) {
+			const int oy = 4 * ty + i;
+			for (int j = 0; j < 4; j++) {
+				float *gj = gt + (size_t)(6 * i + j) * kt;
+				for (int tx = 0; tx < tw; tx++) {
+					const int ox = 4 * tx + j;
+					gj[tx] = oy < H && ox < W ? dk[(size_t)oy * W + ox] : 0.0f;
+				}
+			}
+		}
+	}
+	/* A over the tile's rows (columns 0-3), then over its columns */
+	for (int j = 0; j < 4; j++)
+		grad_step(gk + (size_t)j * kt, 6 * kt, tiles);
+	for (int a = 0; a < 6; a++)
+		grad_step(gk + (size_t)(6 * a) * kt, kt, tiles);
+}
+
+/* dw[k][c] = G^T dU[.][k][c] G for one output channel k, in double
+ * before the one rounding, 16 input channels at a time so that the sums
+ * vectorize (the transpose of weights_row). */
+VECTOR_CLONES
+static void weight_grad_row(const float *du, size_t kc, int C, float *dw)
+{
+	enum { B = 16 };
+	for (int c0 = 0; c0 < C; c0 += B) {
+		const int n = C - c0 < B ? C - c0 : B;
+		double t[6][3][B]; /* dU G */
+		for (int a = 0; a < 6; a++) {
+			double d[6][B];
+			for (int b = 0; b < 6; b++)
+#pragma omp simd
+				for (int c = 0; c < n; c++)
+					d[b][c] = du[(size_t)(6 * a + b) * kc + c0 + c];
+			for (int j = 0; j < 3; j++)
+#pragma omp simd
+				for (int c = 0; c < n; c++)
+					t[a][j][c] = d[0][c] * G[0][j] + d[1][c] * G[1][j] +
+						     d[2][c] * G[2][j] + d[3][c] * G[3][j] +
+						     d[4][c] * G[4][j] + d[5][c] * G[5][j];
+		}
+		for (int i = 0; i < 3; i++)
+			for (int j = 0; j < 3; j++)
+#pragma omp simd
+				for (int c = 0; c < n; c++)
+					dw[(size_t)(c0 + c) * 9 + 3 * i + j] =
+						(float)(G[0][i] * t[0][j][c] + G[1][i] * t[1][j][c] +
+							G[2][i] * t[2][j][c] + G[3][i] * t[3][j][c] +
+							G[4][i] * t[4][j][c] + G[5][i] * t[5][j][c]);
+	}
+}
+
+static void weight_grad_finish(const float *du, int K, int C, float *dw, int threads)
+{
+	const size_t kc = (size_t)K * C;
+#pragma omp parallel for num_threads(threads) schedule(static) if (MP_CPU_WORTH_THREADS(kc))
+	for (int k = 0; k < K; k++)
+		weight_grad_row(du + (size_t)k * C, kc, C, dw + (size_t)k * C * 9);
+}
+
+int mp_cpu_winograd_weight_grad(mp_backend *be, const char *op, const mp_tensor *x,
+				const mp_tensor *dy, mp_tensor *dw)
+{
+	wino_geom g = {.N = x->n, .C = x->c, .H = x->h, .W = x->w, .K = dy->c};
+	g.th = (g.H + 3) / 4;
+	g.tw = (g.W + 3) / 4;
+	const size_t per_tile = 36 * sizeof(float) * ((size_t)g.C + g.K);
+	const size_t total_rows = (size_t)g.N * g.th;
+	const size_t rows = (2 * BLOCK_BYTES / per_tile + g.tw - 1) / g.tw;
+	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
+	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
+	g.cap = (size_t)g.rows * g.tw;
+	g.ld = (g.cap + 15) / 16 * 16;
+
+	const int nt = mp_cpu_threads(be);
+	const size_t kc = (size_t)g.K * g.C;
+	float *du = mp_cpu_scratch_weights(be, op, 36 * kc);
+	if (!du)
+		return -1;
+	const wino_job job = {.g = &g, .x = x->data, .avx512 = use_avx512(x)};
+	const size_t v_size = 36 * (size_t)g.C * g.ld, gd_size = 36 * (size_t)g.K * g.ld;
+	const size_t t_size = job.avx512 ? table_floats(g.cap) : 0;
+	if (mp_cpu_scratch(be, op, nt, 0, v_size + gd_size + t_size))
+		return -1;
+	wino_block b = {.v = mp_cpu_scratch_shared(be)};
+	float *gd = b.v + v_size;
+#ifdef HAVE_AVX512
+	b.tt.off = (int32_t *)(gd + gd_size);
+	b.tt.row_ok = (uint32_t *)(b.tt.off + g.cap + 16);
+	b.tt.col_ok = b.tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);
+#endif
+	const int threads = MP_CPU_WORTH_THREADS(mp_tensor_count(dy)) ? nt : 1;
+#pragma omp parallel num_threads(threads) firstprivate(b)
+	for (int blk = 0; blk < g.blocks; blk++) {
+		b.r0 = blk * g.rows;
+		b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
+		b.tiles = (b.r1 - b.r0) * g.tw;
+#ifdef HAVE_AVX512
+#pragma omp single
+		if (job.avx512 && g.tw < 8)
+			table_fill(&g, b.r0, b.r1, &b.tt);
+#endif
+#pragma omp for schedule(static) nowait
+		for (int c = 0; c < g.C; c++)
+			input_channels(&job, &b, c, c + 1);
+#pragma omp for schedule(static)
+		for (int k = 0; k < g.K; k++)
+			transform_grad(&g, dy->data, k, b.r0, b.r1, gd);
+#pragma omp for schedule(static)
+		for (int p = 0; p < 36; p++)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.K, g.C, b.tiles, 1.0f,
+				    gd + p * (size_t)g.K * g.ld, (int)g.ld,
+				    b.v + p * (size_t)g.C * g.ld, (int)g.ld, blk ? 1.0f : 0.0f,
+				    du + p * kc, g.C);
+	}
+	weight_grad_finish(du, g.K, g.C, dw->data, nt);
+	return 0;
+}
