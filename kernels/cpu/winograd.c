@@ -624,6 +624,61 @@ static void output_channels(const wino_job *j, const wino_block *b, int k0, int 
 	}
 }
 
+/* The tiles of x (N x C x H x W) for K outputs, in blocks of whole tile
+ * rows holding about want tiles. */
+static wino_geom geometry(const mp_tensor *x, int K, size_t want)
+{
+	wino_geom g = {.N = x->n, .C = x->c, .H = x->h, .W = x->w, .K = K};
+	g.th = (g.H + 3) / 4;
+	g.tw = (g.W + 3) / 4;
+	const size_t total_rows = (size_t)g.N * g.th;
+	const size_t rows = (want + g.tw - 1) / g.tw;
+	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
+	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
+	g.cap = (size_t)g.rows * g.tw;
+	g.ld = (g.cap + 15) / 16 * 16;
+	return g;
+}
+
+/* 36 transformed values for each input and output channel */
+static size_t bytes_per_tile(int C, int K)
+{
+	return 36 * sizeof(float) * ((size_t)C + K);
+}
+
+/* Block blk's tile rows. */
+static void block_rows(const wino_geom *g, int blk, wino_block *b)
+{
+	const int total = g->N * g->th;
+	b->r0 = blk * g->rows;
+	b->r1 = b->r0 + g->rows < total ? b->r0 + g->rows : total;
+	b->tiles = (b->r1 - b->r0) * g->tw;
+}
+
+/* The block's tile table, which the AVX-512 gathers of a narrow plane
+ * read (its memory: table_at). */
+static void block_table(const wino_job *j, wino_block *b)
+{
+#ifdef HAVE_AVX512
+	if (j->avx512 && j->g->tw < 8)
+		table_fill(j->g, b->r0, b->r1, &b->tt);
+#else
+	(void)j, (void)b;
+#endif
+}
+
+/* Points b's tile table at table_floats(g->cap) floats at at. */
+static void table_at(const wino_geom *g, float *at, wino_block *b)
+{
+#ifdef HAVE_AVX512
+	b->tt.off = (int32_t *)at;
+	b->tt.row_ok = (uint32_t *)(b->tt.off + g->cap + 16);
+	b->tt.col_ok = b->tt.row_ok + 6 * (size_t)chunks_of((int)g->cap);
+#else
+	(void)g, (void)at, (void)b;
+#endif
+}
+
 /* Winograd over blocks of tile rows. Where the transformed weights are
  * small next to a block's data (the early stages' large planes), each
  * thread takes whole blocks, so that a block's transformed inputs and
@@ -639,22 +694,14 @@ static void output_channels(const wino_job *j, const wino_block *b, int k0, int 
 int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, const float *u,
 			 const float *shift, int K, const mp_tensor *res, int relu, mp_tensor *y)
 {
-	wino_geom g = {.N = x->n, .C = x->c, .H = x->h, .W = x->w, .K = K};
-	g.th = (g.H + 3) / 4;
-	g.tw = (g.W + 3) / 4;
-	const size_t per_tile = 36 * sizeof(float) * ((size_t)g.C + g.K);
-	const size_t weight_bytes = 36 * sizeof(float) * (size_t)g.K * g.C;
+	const int C = x->c;
+	const size_t weight_bytes = 36 * sizeof(float) * (size_t)K * C;
 	const int own = weight_bytes * 4 <= BLOCK_BYTES;
-	size_t want = (own ? BLOCK_BYTES / 3 : 2 * BLOCK_BYTES) / per_tile;
-	const size_t for_weights = (size_t)g.K * g.C / ((size_t)g.C + g.K);
+	size_t want = (own ? BLOCK_BYTES / 3 : 2 * BLOCK_BYTES) / bytes_per_tile(C, K);
+	const size_t for_weights = (size_t)K * C / ((size_t)C + K);
 	if (!own && want < for_weights)
 		want = for_weights;
-	const size_t total_rows = (size_t)g.N * g.th;
-	const size_t rows = (want + g.tw - 1) / g.tw;
-	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
-	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
-	g.cap = (size_t)g.rows * g.tw;
-	g.ld = (g.cap + 15) / 16 * 16;
+	wino_geom g = geometry(x, K, want);
 
 	const int nt = mp_cpu_threads(be);
 	const wino_job job = {.g = &g, .x = x->data, .u = u, .shift = shift,
@@ -667,47 +714,28 @@ int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, con
 			   own ? 0 : block_size))
 		return -1;
 	/* a block's buffers: the thread's own, or the shared ones */
-#ifdef HAVE_AVX512
-#define TABLE_AT(b, at)                                                              \
-	do {                                                                         \
-		(b).tt.off = (int32_t *)(at);                                        \
-		(b).tt.row_ok = (uint32_t *)((b).tt.off + g.cap + 16);               \
-		(b).tt.col_ok = (b).tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);   \
-	} while (0)
-#else
-#define TABLE_AT(b, at) (void)(at)
-#endif
 #pragma omp parallel num_threads(nt) if (MP_CPU_WORTH_THREADS(mp_tensor_count(y)))
 	{
 		wino_block b;
 		b.line = mp_cpu_scratch_thread(be, omp_get_thread_num());
 		b.v = own ? b.line + line_floats(g.tw) : mp_cpu_scratch_shared(be);
 		b.m = b.v + v_size;
-		TABLE_AT(b, b.m + m_size);
+		table_at(&g, b.m + m_size, &b);
 		if (own) {
 #pragma omp for schedule(dynamic, 1)
 			for (int blk = 0; blk < g.blocks; blk++) {
-				b.r0 = blk * g.rows;
-				b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
-				b.tiles = (b.r1 - b.r0) * g.tw;
-#ifdef HAVE_AVX512
-				if (job.avx512 && g.tw < 8)
-					table_fill(&g, b.r0, b.r1, &b.tt);
-#endif
+				block_rows(&g, blk, &b);
+				block_table(&job, &b);
 				input_channels(&job, &b, 0, g.C);
 				products(&job, &b, 0, 36);
 				output_channels(&job, &b, 0, g.K);
 			}
 		} else {
 			for (int blk = 0; blk < g.blocks; blk++) {
-				b.r0 = blk * g.rows;
-				b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
-				b.tiles = (b.r1 - b.r0) * g.tw;
-#ifdef HAVE_AVX512
+				/* every thread's b, one shared table */
+				block_rows(&g, blk, &b);
 #pragma omp single
-				if (job.avx512 && g.tw < 8)
-					table_fill(&g, b.r0, b.r1, &b.tt);
-#endif
+				block_table(&job, &b);
 #pragma omp for schedule(static)
 				for (int c = 0; c < g.C; c++)
 					input_channels(&job, &b, c, c + 1);
@@ -720,7 +748,6 @@ int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, con
 			}
 		}
 	}
-#undef TABLE_AT
 	return 0;
 }
 
@@ -882,16 +909,7 @@ static void weight_grad_finish(const float *du, int K, int C, float *dw, int thr
 int mp_cpu_winograd_weight_grad(mp_backend *be, const char *op, const mp_tensor *x,
 				const mp_tensor *dy, mp_tensor *dw)
 {
-	wino_geom g = {.N = x->n, .C = x->c, .H = x->h, .W = x->w, .K = dy->c};
-	g.th = (g.H + 3) / 4;
-	g.tw = (g.W + 3) / 4;
-	const size_t per_tile = 36 * sizeof(float) * ((size_t)g.C + g.K);
-	const size_t total_rows = (size_t)g.N * g.th;
-	const size_t rows = (2 * BLOCK_BYTES / per_tile + g.tw - 1) / g.tw;
-	g.rows = (int)(rows < 1 ? 1 : rows > total_rows ? total_rows : rows);
-	g.blocks = (int)((total_rows + g.rows - 1) / g.rows);
-	g.cap = (size_t)g.rows * g.tw;
-	g.ld = (g.cap + 15) / 16 * 16;
+	wino_geom g = geometry(x, dy->c, 2 * BLOCK_BYTES / bytes_per_tile(x->c, dy->c));
 
 	const int nt = mp_cpu_threads(be);
 	const size_t kc = (size_t)g.K * g.C;
@@ -905,22 +923,13 @@ int mp_cpu_winograd_weight_grad(mp_backend *be, const char *op, const mp_tensor 
 		return -1;
 	wino_block b = {.v = mp_cpu_scratch_shared(be)};
 	float *gd = b.v + v_size;
-#ifdef HAVE_AVX512
-	b.tt.off = (int32_t *)(gd + gd_size);
-	b.tt.row_ok = (uint32_t *)(b.tt.off + g.cap + 16);
-	b.tt.col_ok = b.tt.row_ok + 6 * (size_t)chunks_of((int)g.cap);
-#endif
+	table_at(&g, gd + gd_size, &b);
 	const int threads = MP_CPU_WORTH_THREADS(mp_tensor_count(dy)) ? nt : 1;
 #pragma omp parallel num_threads(threads) firstprivate(b)
 	for (int blk = 0; blk < g.blocks; blk++) {
-		b.r0 = blk * g.rows;
-		b.r1 = b.r0 + g.rows < (int)total_rows ? b.r0 + g.rows : (int)total_rows;
-		b.tiles = (b.r1 - b.r0) * g.tw;
-#ifdef HAVE_AVX512
+		block_rows(&g, blk, &b);
 #pragma omp single
-		if (job.avx512 && g.tw < 8)
-			table_fill(&g, b.r0, b.r1, &b.tt);
-#endif
+		block_table(&job, &b);
 #pragma omp for schedule(static) nowait
 		for (int c = 0; c < g.C; c++)
 			input_channels(&job, &b, c, c + 1);
