@@ -756,7 +756,8 @@ int mp_cpu_winograd_conv(mp_backend *be, const char *op, const mp_tensor *x, con
 int mp_cpu_winograd_fits(const mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			 int stride, int pad)
 {
-	return mp_cpu_winograd_on(be) && w->h == 3 && w->w == 3 && stride == 1 && pad == 1 && mp_cpu_winograd_pays(x->h, x->w);
+	return mp_cpu_winograd_on(be) && w->h == 3 && w->w == 3 && stride == 1 && pad == 1 &&
+	       mp_cpu_winograd_pays(x->h, x->w);
 }
 
 /* The transformed weights u[36][K][C] of w (K x C x 3 x 3) and K zeros
