@@ -11,10 +11,11 @@
  * roundings of the terms' size; the 3x3 stride-1 pad-1 ones go through
  * Winograd's transforms, which add a few roundings more.
  * Measured against the largest |ref| of the tensor, the error is at most
- * about 1e-6 for the products and 6e-6 for Winograd over the shapes here
- * (the "#" lines print it); CONV_RTOL 2e-5 leaves a margin of three and
- * still catches any wrong tap, a missed image or a dropped group (errors
- * of order 1e-1). The network check's NET_RTOL 1e-4 has a margin of 7
+ * about 1e-6 for the products and, for Winograd, 6e-6 with OpenBLAS's
+ * AVX-512 kernels and 1.5e-5 with its AVX2 ones at 256 channels
+ * (OPENBLAS_CORETYPE=Haswell; the "#" lines print it); CONV_RTOL 5e-5
+ * leaves a margin of three and still catches any wrong tap, a missed
+ * image or a dropped group (errors of order 1e-1). The network check's NET_RTOL 1e-4 has a margin of 7
  * over the largest error seen (1.3e-5, a BN gradient). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +31,7 @@
 #include "cpu/cpu.h"
 #include "mp_resnet.h"
 
-#define CONV_RTOL 2e-5	/* of the largest |ref| per tensor */
+#define CONV_RTOL 5e-5	/* of the largest |ref| per tensor */
 #define NET_RTOL 1e-4
 
 /* The two CPU backends keep tensors in host memory, so one set of tensors
