@@ -4,9 +4,11 @@
 # CPU backend ("cpu": im2col + OpenBLAS SGEMM), the reference backend
 # ("cpu-ref": plain loops, only at a small batch, it is slow) and PyTorch on
 # the same network (scripts/mp_resnet.py), all with the same thread count,
-# in the same run. Prints images/s and the ratios.
+# in the same run. Prints images/s and the ratios; with -n, the medians of
+# that many rounds, the fast backend and PyTorch taking turns (on a shared
+# machine the numbers move by tens of percent from one minute to the next).
 #
-# usage: bench-conv.sh [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]
+# usage: bench-conv.sh [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]
 set -euo pipefail
 
 prog=bench-conv.sh
@@ -14,17 +16,18 @@ batch=32
 ref_batch=2
 steps=3
 threads=2
+rounds=1
 python=${PYTHON:-/usr/bin/python3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-	echo "usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]" >&2
+	echo "usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]" >&2
 	exit 2
 }
 
 help() {
 	cat <<EOF
-usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS]
+usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]
 
 Time STEPS training steps (after one warm-up step) of the reference network at
 112 px on the fast CPU backend (batch BATCH), the reference CPU backend (batch
@@ -36,6 +39,8 @@ for the fast backend.
   -r REF_BATCH  batch for cpu-ref, 0 to skip it (default 2)
   -s STEPS      timed steps (default 3)
   -t THREADS    threads (default 2)
+  -n ROUNDS     rounds of the fast backend and PyTorch in turn; the medians
+                are printed, each round on standard error (default 1)
   -h, --help    show this help
 
 Builds build/tests/oracle/bench_step with make first. The machine must be
@@ -57,12 +62,13 @@ if [ "${1:-}" = --help ]; then
 	help
 	exit 0
 fi
-while getopts ":b:r:s:t:h" opt; do
+while getopts ":b:r:s:t:n:h" opt; do
 	case $opt in
 	b) number -b "$OPTARG" 1 4096; batch=$OPTARG ;;
 	r) number -r "$OPTARG" 0 4096; ref_batch=$OPTARG ;;
 	s) number -s "$OPTARG" 1 1000; steps=$OPTARG ;;
 	t) number -t "$OPTARG" 1 1024; threads=$OPTARG ;;
+	n) number -n "$OPTARG" 1 50; rounds=$OPTARG ;;
 	h) help; exit 0 ;;
 	*) usage ;;
 	esac
@@ -77,18 +83,7 @@ rate() { # the images/s field of a bench_step line
 	cut -f4 <<<"$1"
 }
 
-echo "$prog: $(nproc) CPUs, $threads threads, 112 px, depth 9, widths 32,64,128,256" >&2
-fast=$(OMP_NUM_THREADS=$threads "$bench" cpu "$batch" "$steps" "$threads") || die "bench_step cpu failed"
-printf '%-8s batch %4d  %8.2f images/s\n' cpu "$batch" "$(rate "$fast")"
-
-ref=
-if [ "$ref_batch" -gt 0 ]; then
-	ref=$(OMP_NUM_THREADS=$threads "$bench" cpu-ref "$ref_batch" 1 "$threads") ||
-		die "bench_step cpu-ref failed"
-	printf '%-8s batch %4d  %8.2f images/s\n' cpu-ref "$ref_batch" "$(rate "$ref")"
-fi
-
-torch=$(cd "$root/scripts" && OMP_NUM_THREADS=$threads "$python" - "$batch" "$steps" "$threads" <<'EOF'
+torch_step=$(cat <<'EOF'
 import sys, time
 import torch
 import torch.nn.functional as F
@@ -115,11 +110,43 @@ for _ in range(steps):
 dt = (time.perf_counter() - t0) / steps
 print(f"torch\t{batch}\t{threads}\t{batch / dt:.3f}\t{dt:.4f}")
 EOF
-) || die "PyTorch failed"
-printf '%-8s batch %4d  %8.2f images/s  (torch %s)\n' PyTorch "$batch" "$(rate "$torch")" \
+)
+
+# the median of the numbers on the command line
+median() {
+	printf '%s\n' "$@" | sort -g |
+		awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+echo "$prog: $(nproc) CPUs, $threads threads, 112 px, depth 9, widths 32,64,128,256" >&2
+fast_rates=() torch_rates=()
+for ((round = 1; round <= rounds; round++)); do
+	line=$(OMP_NUM_THREADS=$threads "$bench" cpu "$batch" "$steps" "$threads") ||
+		die "bench_step cpu failed"
+	fast_rates+=("$(rate "$line")")
+	line=$(cd "$root/scripts" && OMP_NUM_THREADS=$threads "$python" - "$batch" "$steps" \
+		"$threads" <<<"$torch_step") || die "PyTorch failed"
+	torch_rates+=("$(rate "$line")")
+	[ "$rounds" = 1 ] ||
+		echo "$prog: round $round of $rounds: cpu ${fast_rates[-1]}, PyTorch ${torch_rates[-1]} images/s" >&2
+done
+fast=$(median "${fast_rates[@]}")
+torch=$(median "${torch_rates[@]}")
+[ "$rounds" = 1 ] || echo "$prog: medians of $rounds rounds" >&2
+printf '%-8s batch %4d  %8.2f images/s\n' cpu "$batch" "$fast"
+
+ref=
+if [ "$ref_batch" -gt 0 ]; then
+	line=$(OMP_NUM_THREADS=$threads "$bench" cpu-ref "$ref_batch" 1 "$threads") ||
+		die "bench_step cpu-ref failed"
+	ref=$(rate "$line")
+	printf '%-8s batch %4d  %8.2f images/s\n' cpu-ref "$ref_batch" "$ref"
+fi
+
+printf '%-8s batch %4d  %8.2f images/s  (torch %s)\n' PyTorch "$batch" "$torch" \
 	"$("$python" -c 'import torch; print(torch.__version__)')"
 
-awk -v f="$(rate "$fast")" -v r="${ref:+$(rate "$ref")}" -v t="$(rate "$torch")" 'BEGIN {
+awk -v f="$fast" -v r="$ref" -v t="$torch" 'BEGIN {
 	printf "cpu / PyTorch   %.2f\n", f / t
 	if (r != "") {
 		printf "cpu / cpu-ref   %.1f\n", f / r
