@@ -836,10 +836,81 @@ static void grad_step(float *z, size_t stride, int n)
 	}
 }
 
+#ifdef HAVE_AVX512
+/* z = A d over four vectors (six results) */
+__attribute__((target("avx512f"))) static inline void a4(const __m512 d[4], __m512 z[6])
+{
+	const __m512 p02 = _mm512_add_ps(d[0], d[2]), p13 = _mm512_add_ps(d[1], d[3]);
+	const __m512 q02 = _mm512_fmadd_ps(_mm512_set1_ps(4), d[2], d[0]);
+	const __m512 q13 = _mm512_fmadd_ps(_mm512_set1_ps(8), d[3], _mm512_add_ps(d[1], d[1]));
+	z[0] = d[0];
+	z[1] = _mm512_add_ps(p02, p13);
+	z[2] = _mm512_sub_ps(p02, p13);
+	z[3] = _mm512_add_ps(q02, q13);
+	z[4] = _mm512_sub_ps(q02, q13);
+	z[5] = d[3];
+}
+
+/* transform_grad for planes at least 8 tiles wide: 16 tiles of a tile row
+ * at a time, each output row's 64 values read with plain (masked) loads
+ * and split into the tiles' four columns by permutes, the transform in
+ * registers. */
+__attribute__((target("avx512f"))) static void transform_grad_rows_avx512(
+	const wino_geom *g, const float *dy, int k, int r0, int r1, float *gd)
+{
+	const int H = g->H, W = g->W, tw = g->tw;
+	const size_t kt = (size_t)g->K * g->ld;
+	float *gk = gd + (size_t)k * g->ld;
+	for (int r = r0; r < r1; r++) {
+		const int n = r / g->th, ty = r % g->th;
+		const float *dk = dy + ((size_t)n * g->K + k) * H * W;
+		for (int tx0 = 0; tx0 < tw; tx0 += 16) {
+			const __mmask16 live = tw - tx0 >= 16 ? 0xffff
+							      : (__mmask16)((1u << (tw - tx0)) - 1);
+			__m512 d[4][4]; /* d[j][i]: row i, column j of the 16 tiles */
+			for (int i = 0; i < 4; i++) {
+				const int oy = 4 * ty + i;
+				__m512 w[4];
+				for (int q = 0; q < 4; q++) {
+					const int at = 4 * tx0 + 16 * q;
+					w[q] = oy < H ? _mm512_maskz_loadu_ps(lanes_inside(at, W),
+									   dk + (size_t)oy * W + at)
+						      : _mm512_setzero_ps();
+				}
+				for (int j = 0; j < 4; j++)
+					d[j][i] = every_fourth(w, j);
+			}
+			__m512 s[6][4]; /* A d: s[a][j] */
+			for (int j = 0; j < 4; j++) {
+				__m512 z[6];
+				a4(d[j], z);
+				for (int a = 0; a < 6; a++)
+					s[a][j] = z[a];
+			}
+			float *gt = gk + (size_t)(r - r0) * tw + tx0;
+			for (int a = 0; a < 6; a++) {
+				__m512 z[6];
+				a4(s[a], z);
+				for (int b = 0; b < 6; b++)
+					_mm512_mask_storeu_ps(gt + (size_t)(6 * a + b) * kt, live, z[b]);
+			}
+		}
+	}
+}
+#endif
+
 /* The transformed output gradient of channel k for the tile rows
  * r0..r1-1: gd[p][k][t] = (A dy_t A^T)[p], laid out as the products m. */
-static void transform_grad(const wino_geom *g, const float *dy, int k, int r0, int r1, float *gd)
+static void transform_grad(const wino_geom *g, const float *dy, int k, int r0, int r1, float *gd,
+			   int avx512)
 {
+#ifdef HAVE_AVX512
+	if (avx512 && g->tw >= 8) {
+		transform_grad_rows_avx512(g, dy, k, r0, r1, gd);
+		return;
+	}
+#endif
+	(void)avx512;
 	const int H = g->H, W = g->W, tw = g->tw, tiles = (r1 - r0) * tw;
 	const size_t kt = (size_t)g->K * g->ld;
 	float *gk = gd + (size_t)k * g->ld;
@@ -936,7 +1007,7 @@ int mp_cpu_winograd_weight_grad(mp_backend *be, const char *op, const mp_tensor 
 			input_channels(&job, &b, c, c + 1);
 #pragma omp for schedule(static)
 		for (int k = 0; k < g.K; k++)
-			transform_grad(&g, dy->data, k, b.r0, b.r1, gd);
+			transform_grad(&g, dy->data, k, b.r0, b.r1, gd, job.avx512);
 #pragma omp for schedule(static)
 		for (int p = 0; p < 36; p++)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.K, g.C, b.tiles, 1.0f,

@@ -200,6 +200,9 @@ static const conv_cfg shapes[] = {
 	{4, 64, 7, 7, 64, 3, 3, 1, 1},
 	/* the reference network's widest (Winograd's error grows with C) */
 	{2, 256, 7, 7, 256, 3, 3, 1, 1},
+	/* Winograd on a wide plane (two chunks of 16 tiles, the second
+	 * partial) whose last tile row is cut by the edge */
+	{2, 4, 9, 70, 5, 3, 3, 1, 1},
 	/* 3x3 stride 1 on a plane too small for Winograd to pay */
 	{3, 4, 2, 3, 5, 3, 3, 1, 1},
 	/* large planes: bands of output rows, the last one shorter */
