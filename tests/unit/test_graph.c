@@ -290,6 +290,20 @@ static void four_calls_match(side *plain, const float *x, const int32_t *labels,
 	assert_memory_equal(pg, pp, sizeof pp);
 }
 
+/* The network's two input slots of N images in in[0] and in[1], and a
+ * new array of one batch (for the copy that the other side computes on). */
+static float *two_slots(side *g, float *in[2])
+{
+	mp_error e;
+	for (int slot = 0; slot < 2; slot++) {
+		in[slot] = mp_resnet_input(g->net, slot, N, S, S, &e);
+		assert_non_null(in[slot]);
+	}
+	float *x = malloc((size_t)N * 3 * S * S * sizeof *x);
+	assert_non_null(x);
+	return x;
+}
+
 /* As mp-train runs it: each step started from one input slot, the next
  * batch loaded into the other slot and the caller's labels reused while it
  * runs (the recorder runs a launched graph only at graph_wait, so a step
@@ -302,12 +316,9 @@ static void pipelined_steps(void **state)
 	side g, p;
 	make_pair('B', &g, &p);
 	mp_error e;
-	float *in[2] = {mp_resnet_input(g.net, 0, N, S, S, &e), mp_resnet_input(g.net, 1, N, S, S, &e)};
-	assert_non_null(in[0]);
-	assert_non_null(in[1]);
+	float *in[2], pg[N * CLASSES];
 	const size_t batch = (size_t)N * 3 * S * S;
-	float *x = malloc(batch * sizeof *x), pg[N * CLASSES];
-	assert_non_null(x);
+	float *x = two_slots(&g, in);
 	int32_t lab[N], cur[N];
 	random_batch(in[0], lab, N);
 	const float rates[6] = {0.1f, 0.05f, 0.2f, 0.01f, 0.1f, 0.0f};
@@ -352,12 +363,9 @@ static void steps_with_batches_copied_ahead(void **state)
 	side g, p;
 	make_pair('A', &g, &p);
 	mp_error e;
-	float *in[2] = {mp_resnet_input(g.net, 0, N, S, S, &e), mp_resnet_input(g.net, 1, N, S, S, &e)};
-	assert_non_null(in[0]);
-	assert_non_null(in[1]);
+	float *in[2], pg[N * CLASSES];
 	const size_t batch = (size_t)N * 3 * S * S;
-	float *x = malloc(batch * sizeof *x), pg[N * CLASSES];
-	assert_non_null(x);
+	float *x = two_slots(&g, in);
 	int32_t lab[N], cur[N];
 	random_batch(in[0], lab, N);
 	assert_int_equal(mp_resnet_input_ready(g.net, 0, N, S, S, &e), 0);
