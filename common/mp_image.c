@@ -364,6 +364,83 @@ static uint8_t clamp_u8(float v)
 	return (uint8_t)(v + 0.5f);
 }
 
+/* One source row's horizontal pass for the plan's n outputs, which read
+ * its pixels c0 to c1 - 1: out[3 x + c] is the sum over the taps of
+ * weight * pixel, in tap order, as floats. With SSE2 a pixel's three
+ * channels go through one register (the same products and sums, lane by
+ * lane); pixels (4 floats per source pixel read) is scratch, and the last
+ * output's store writes one float past out[3 n]. */
+static void horizontal_pass(const uint8_t *row, int c0, int c1, const resample_plan *p, int n,
+			    float *pixels, float *out)
+{
+#ifdef __SSE2__
+	const __m128i zero = _mm_setzero_si128();
+	pixels -= 4 * (size_t)c0;
+	for (int i = c0; i < c1; i++) {
+		__m128i v = _mm_cvtsi32_si128(row[3 * i] | row[3 * i + 1] << 8 | row[3 * i + 2] << 16);
+		v = _mm_unpacklo_epi16(_mm_unpacklo_epi8(v, zero), zero);
+		_mm_storeu_ps(pixels + 4 * i, _mm_cvtepi32_ps(v));
+	}
+	for (int x = 0; x < n; x++) {
+		const float *wt = p->w + (size_t)x * p->taps;
+		const float *s = pixels + 4 * (size_t)p->start[x];
+		__m128 sum = _mm_setzero_ps();
+		for (int k = 0; k < p->count[x]; k++)
+			sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(wt[k]), _mm_loadu_ps(s + 4 * k)));
+		_mm_storeu_ps(out + 3 * x, sum);
+	}
+#else
+	(void)c0;
+	(void)c1;
+	(void)pixels;
+	for (int x = 0; x < n; x++) {
+		const float *wt = p->w + (size_t)x * p->taps;
+		const uint8_t *s = row + (size_t)p->start[x] * 3;
+		float r = 0, g = 0, b = 0;
+		for (int k = 0; k < p->count[x]; k++) {
+			r += wt[k] * s[3 * k];
+			g += wt[k] * s[3 * k + 1];
+			b += wt[k] * s[3 * k + 2];
+		}
+		out[3 * x] = r;
+		out[3 * x + 1] = g;
+		out[3 * x + 2] = b;
+	}
+#endif
+}
+
+/* One output row: value x is the sum over the taps of weight k times
+ * rows[k * stride + x], in tap order, rounded to a byte. */
+static void vertical_pass(const float *rows, size_t stride, const float *wt, int count, size_t n,
+			  uint8_t *out)
+{
+	size_t x = 0;
+#ifdef __SSE2__
+	/* 16 values at a time; min/max then + 0.5 and truncation give
+	 * clamp_u8's bytes for every finite value */
+	const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(255), half = _mm_set1_ps(0.5f);
+	for (; x + 16 <= n; x += 16) {
+		__m128i q[4];
+		for (int j = 0; j < 4; j++) {
+			__m128 sum = _mm_setzero_ps();
+			for (int k = 0; k < count; k++)
+				sum = _mm_add_ps(sum, _mm_mul_ps(_mm_set1_ps(wt[k]),
+								  _mm_loadu_ps(rows + k * stride + x + 4 * j)));
+			sum = _mm_add_ps(_mm_min_ps(_mm_max_ps(sum, lo), hi), half);
+			q[j] = _mm_cvttps_epi32(sum);
+		}
+		__m128i bytes = _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3]));
+		_mm_storeu_si128((__m128i *)(out + x), bytes);
+	}
+#endif
+	for (; x < n; x++) {
+		float sum = 0;
+		for (int k = 0; k < count; k++)
+			sum += wt[k] * rows[k * stride + x];
+		out[x] = clamp_u8(sum);
+	}
+}
+
 int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 		    mp_error *e)
 {
@@ -409,50 +486,32 @@ int mp_image_resize_region(const mp_image *src, int width, int height, int x0, i
 		if (pv.start[y] + pv.count[y] > r1)
 			r1 = pv.start[y] + pv.count[y];
 	}
+	int c0 = ph.start[0], c1 = c0;
+	for (int x = 0; x < w; x++) {
+		if (ph.start[x] < c0)
+			c0 = ph.start[x];
+		if (ph.start[x] + ph.count[x] > c1)
+			c1 = ph.start[x] + ph.count[x];
+	}
 	const size_t rowlen = (size_t)w * 3;
-	/* the source rows' horizontal pass, then one output row's sums */
-	tmp = malloc(sizeof(float) * ((size_t)(r1 > r0 ? r1 - r0 : 1) + 1) * rowlen);
+	const int nrows = r1 > r0 ? r1 - r0 : 1;
+	/* the source rows' horizontal pass (rowlen floats each, and 4 spare
+	 * for the last pixel's 4-float store), then the columns that one
+	 * source row gives, as floats */
+	tmp = malloc(sizeof(float) * ((size_t)nrows * rowlen + 4 + 4 * (size_t)(c1 - c0 + 1)));
 	if (!tmp || mp_image_alloc(dst, w, h, e) < 0) {
 		free(tmp);
 		plan_free(&ph);
 		plan_free(&pv);
 		return mp_seterr(e, "out of memory resizing to %dx%d", width, height);
 	}
-	/* Horizontal pass into floats, then vertical pass to bytes. */
-	for (int y = r0; y < r1; y++) {
-		const uint8_t *row = src->px + (size_t)y * src->width * 3;
-		float *o = tmp + (size_t)(y - r0) * rowlen;
-		for (int x = 0; x < w; x++) {
-			const float *wt = ph.w + (size_t)x * ph.taps;
-			const uint8_t *s = row + (size_t)ph.start[x] * 3;
-			float r = 0, g = 0, b = 0;
-			for (int k = 0; k < ph.count[x]; k++) {
-				r += wt[k] * s[3 * k];
-				g += wt[k] * s[3 * k + 1];
-				b += wt[k] * s[3 * k + 2];
-			}
-			o[3 * x] = r;
-			o[3 * x + 1] = g;
-			o[3 * x + 2] = b;
-		}
-	}
-	/* a row at a time, tap by tap: each value is summed over the taps in
-	 * their order, as one sum would be, and the row vectorizes */
-	float *acc = tmp + (size_t)(r1 > r0 ? r1 - r0 : 1) * rowlen;
-	for (int y = 0; y < h; y++) {
-		const float *wt = pv.w + (size_t)y * pv.taps;
-		uint8_t *o = dst->px + (size_t)y * rowlen;
-		for (size_t x = 0; x < rowlen; x++)
-			acc[x] = 0;
-		for (int k = 0; k < pv.count[y]; k++) {
-			const float wk = wt[k];
-			const float *s = tmp + (size_t)(pv.start[y] - r0 + k) * rowlen;
-			for (size_t x = 0; x < rowlen; x++)
-				acc[x] += wk * s[x];
-		}
-		for (size_t x = 0; x < rowlen; x++)
-			o[x] = clamp_u8(acc[x]);
-	}
+	float *pixels = tmp + (size_t)nrows * rowlen + 4;
+	for (int y = r0; y < r1; y++)
+		horizontal_pass(src->px + (size_t)y * src->width * 3, c0, c1, &ph, w, pixels,
+				tmp + (size_t)(y - r0) * rowlen);
+	for (int y = 0; y < h; y++)
+		vertical_pass(tmp + (size_t)(pv.start[y] - r0) * rowlen, rowlen, pv.w + (size_t)y * pv.taps,
+			      pv.count[y], rowlen, dst->px + (size_t)y * rowlen);
 	free(tmp);
 	plan_free(&ph);
 	plan_free(&pv);
