@@ -377,6 +377,7 @@ typedef struct {
 	reader rd;
 	int classes, size, nthreads, k;
 	int batch;		/* images per pass: --batch, or the backend's default */
+	int ahead;		/* the next batch is prepared while this one is evaluated */
 	double mean[3];
 	char **class_names;
 	/* per scale, then combined: counts of correct answers */
@@ -751,6 +752,14 @@ static int setup(evaluator *ev, mp_error *e)
 	memcpy(ev->mean, cfg->mean, sizeof ev->mean);
 	/* a GPU's pass costs little more for 128 images than for 16 */
 	ev->batch = o->batch ? o->batch : strcmp(ev->be->ops->name, "cuda") ? 16 : 128;
+	/* Beside a GPU the cores are free to decode the next batch. On the
+	 * CPU the network's threads have them: a second team of threads
+	 * decoding at the same time only makes both wait for each other (a
+	 * run was ten times slower while another program kept one core busy). */
+	const char *ahead = getenv("MP_EVAL_AHEAD");
+	if (ahead && strcmp(ahead, "0") && strcmp(ahead, "1"))
+		return mp_seterr(e, "MP_EVAL_AHEAD=%s: expected 0 or 1", ahead), MP_EVAL_FAILED;
+	ev->ahead = ahead ? !strcmp(ahead, "1") : !!strcmp(ev->be->ops->name, "cpu");
 	ev->k = o->topk < ev->classes ? o->topk : ev->classes;
 	if (ev->k > 16)
 		return mp_seterr(e, "--topk %d: at most 16", o->topk), MP_EVAL_BAD_USAGE;
@@ -819,9 +828,9 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	mp_progress p;
 	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
 	mp_progress_init(&p, "evaluate", total, o->quiet);
-	/* the next batch is read and decoded on a thread of its own while the
-	 * network evaluates this one: a GPU would otherwise wait for the
-	 * decoding, and the decoding for the GPU */
+	/* with ev.ahead, the next batch is read and decoded on a thread of its
+	 * own while the network evaluates this one: a GPU would otherwise wait
+	 * for the decoding, and the decoding for the GPU */
 	int cur = 0;
 	prepare(&ev, &slot[cur], codecs);
 	for (;;) {
@@ -834,14 +843,17 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 			break;
 		pthread_t th;
 		prepare_job job = {&ev, next, codecs};
-		int ahead = !b->end && b->n == ev.batch;
+		const int more = !b->end && b->n == ev.batch;
+		int ahead = ev.ahead && more;
 		if (ahead && pthread_create(&th, NULL, prepare_thread, &job) != 0)
-			prepare(&ev, next, codecs), ahead = 0; /* no thread: in turn */
+			ahead = 0; /* no thread: in turn */
 		int rc = process(&ev, b, e);
 		if (ahead)
 			pthread_join(th, NULL);
 		if (rc < 0)
 			goto out;
+		if (more && !ahead)
+			prepare(&ev, next, codecs);
 		mp_progress_update(&p, r->images, NULL);
 		if (b->end || b->n < ev.batch)
 			break;

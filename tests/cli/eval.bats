@@ -403,27 +403,46 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 }
 
 @test "a bad image or label in a batch read while the previous one is evaluated: exit 1, the first bad one named, nothing written" {
-	# batches of 4: the 31st image is read and decoded while images 25..28 are evaluated
-	awk 'NR == 31 { $1 = "bad.png" } { print }' "$D/val.txt" >late.txt
 	echo 'not an image' >bad.png
 	ln -s "$D/im" im
-	run ev -m "$D/rand.safetensors" --list late.txt --batch 4 --probs p.tsv --submission s.txt
-	assert_status 1
-	assert_equal "$output" "mp-eval: bad.png (late.txt line 31): not a JPEG or PNG file"
-	# a decodable file that is no image of the list's size is fine; a broken
-	# PNG in the same batch as a later missing file: the earlier line is named
+	# batches of 4: the 31st image is read and decoded while images 25..28
+	# are evaluated (MP_EVAL_AHEAD=1, as with a GPU), or after them (0, the
+	# CPU's default): the same message either way
+	awk 'NR == 31 { $1 = "bad.png" } { print }' "$D/val.txt" >late.txt
 	head -c 60 "$D/im/$(awk 'NR == 2 { sub("im/", "", $1); print $1 }' "$D/val.txt")" >cut.png
 	awk 'NR == 10 { $1 = "cut.png" } NR == 11 { $1 = "gone.png" } { print }' "$D/val.txt" >two.txt
-	run ev -m "$D/rand.safetensors" --list two.txt --batch 8 --probs p.tsv
-	assert_status 1
-	assert_contains "$output" "mp-eval: cut.png (two.txt line 10): "
-	# the stream with a bad label in its first macrobatch, at every batch size
-	for b in 1 3 36; do
-		run ev -m "$D/rand.safetensors" --batch $b --probs p.tsv - <"$D/label9.stream"
+	for ahead in 0 1; do
+		export MP_EVAL_AHEAD=$ahead
+		run ev -m "$D/rand.safetensors" --list late.txt --batch 4 --probs p.tsv --submission s.txt
 		assert_status 1
-		assert_equal "$output" "mp-eval: <stdin>: record 0 (im/cls0000.png) has label 9, outside 0..5"
+		assert_equal "$output" "mp-eval: bad.png (late.txt line 31): not a JPEG or PNG file"
+		# a decodable file that is no image of the list's size is fine; a broken
+		# PNG in the same batch as a later missing file: the earlier line is named
+		run ev -m "$D/rand.safetensors" --list two.txt --batch 8 --probs p.tsv
+		assert_status 1
+		assert_contains "$output" "mp-eval: cut.png (two.txt line 10): "
+		# the stream with a bad label in its first macrobatch, at every batch size
+		for b in 1 3 36; do
+			run ev -m "$D/rand.safetensors" --batch $b --probs p.tsv - <"$D/label9.stream"
+			assert_status 1
+			assert_equal "$output" "mp-eval: <stdin>: record 0 (im/cls0000.png) has label 9, outside 0..5"
+		done
 	done
+	unset MP_EVAL_AHEAD
 	assert_files . bad.png cut.png im late.txt two.txt
+}
+
+@test "MP_EVAL_AHEAD: the same outputs with the next batch prepared ahead or in turn; a bad value exits 1" {
+	for ahead in 0 1; do
+		MP_EVAL_AHEAD=$ahead ev -q -m "$D/rand.safetensors" --batch 5 --scales 16,20 --probs p$ahead.tsv \
+			--submission s$ahead.txt --json "$D/val.db" >j$ahead.json
+	done
+	cmp p0.tsv p1.tsv
+	cmp s0.txt s1.txt
+	diff <(grep -v -e seconds -e images_per_second j0.json) <(grep -v -e seconds -e images_per_second j1.json)
+	run env MP_EVAL_AHEAD=2 "$MP_BIN/mp-eval" -m "$D/rand.safetensors" "$D/val.db"
+	assert_status 1
+	assert_equal "$output" "mp-eval: MP_EVAL_AHEAD=2: expected 0 or 1"
 }
 
 @test "bad options exit 2 with a message; --backend cuda exits 1 with the reason, auto says why it chose the CPU" {
