@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <limits.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -808,6 +809,43 @@ static int setup(evaluator *ev, mp_error *e)
 	return MP_EVAL_DONE;
 }
 
+/* An output file is written to a temporary name and renamed over its
+ * path: one that names an input, or another output, would replace it. */
+static int check_outputs(const mp_eval_opts *o, mp_error *e)
+{
+	const struct {
+		const char *what, *path;
+	} outs[] = {{"--probs", o->probs_path},
+		    {"--submission", o->submission_path},
+		    {"--per-class", o->per_class_path},
+		    {"--confusion", o->confusion_path}};
+	char db_data[PATH_MAX], db_lock[PATH_MAX];
+	snprintf(db_data, sizeof db_data, "%s/data.mdb", o->data ? o->data : "");
+	snprintf(db_lock, sizeof db_lock, "%s/lock.mdb", o->data ? o->data : "");
+	const struct {
+		const char *what, *path;
+	} ins[] = {{"the weights (-m)", o->weights},
+		   {"the image list (--list)", o->list},
+		   {"the dataset", o->data},
+		   {"the dataset's data", o->data ? db_data : NULL},
+		   {"the dataset's lock file", o->data ? db_lock : NULL}};
+	const size_t nouts = sizeof outs / sizeof outs[0], nins = sizeof ins / sizeof ins[0];
+	for (size_t i = 0; i < nouts; i++) {
+		if (!outs[i].path || !strcmp(outs[i].path, "-"))
+			continue;
+		for (size_t j = 0; j < nins; j++)
+			if (ins[j].path && strcmp(ins[j].path, "-") && mp_same_file(outs[i].path, ins[j].path))
+				return mp_seterr(e, "%s %s: that is %s, which it would replace", outs[i].what,
+						 outs[i].path, ins[j].what);
+		for (size_t j = 0; j < i; j++)
+			if (outs[j].path && strcmp(outs[j].path, "-") &&
+			    mp_same_file(outs[i].path, outs[j].path))
+				return mp_seterr(e, "%s %s: the same file as %s", outs[i].what,
+						 outs[i].path, outs[j].what);
+	}
+	return 0;
+}
+
 int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 {
 	evaluator ev = {.o = o, .r = r};
@@ -816,7 +854,7 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	ev.nthreads = o->threads ? o->threads : omp_get_max_threads();
 	mp_codec **codecs = mp_xcalloc((size_t)ev.nthreads, sizeof *codecs);
 	batch slot[2] = {0};
-	int status = setup(&ev, e);
+	int status = check_outputs(o, e) < 0 ? MP_EVAL_BAD_USAGE : setup(&ev, e);
 	if (status != MP_EVAL_DONE)
 		goto out;
 	status = MP_EVAL_FAILED;

@@ -258,6 +258,40 @@ fail:
 	return -1;
 }
 
+/* path's directory, made canonical, and its last name, in out */
+static int canonical_path(const char *path, char *out, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], real[PATH_MAX];
+	if (!slash) {
+		strcpy(dir, ".");
+	} else if (slash == path) {
+		strcpy(dir, "/");
+	} else {
+		size_t len = (size_t)(slash - path);
+		if (len >= sizeof dir)
+			return -1;
+		memcpy(dir, path, len);
+		dir[len] = '\0';
+	}
+	if (!realpath(dir, real))
+		return -1;
+	int w = snprintf(out, n, "%s/%s", real, slash ? slash + 1 : path);
+	return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+int mp_same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	int ha = stat(a, &sa) == 0, hb = stat(b, &sb) == 0;
+	if (ha || hb)
+		return ha && hb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+	char ca[PATH_MAX + NAME_MAX + 2], cb[PATH_MAX + NAME_MAX + 2];
+	if (canonical_path(a, ca, sizeof ca) < 0 || canonical_path(b, cb, sizeof cb) < 0)
+		return !strcmp(a, b);
+	return !strcmp(ca, cb);
+}
+
 int mp_remove_tree(const char *path)
 {
 	DIR *d = opendir(path);

@@ -89,6 +89,9 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 			 mp_error *e);
 /* Removes a directory tree we created (only plain files inside). */
 int mp_remove_tree(const char *path);
+/* Whether paths a and b name the same file: the same device and inode
+ * where both exist, else the same directory (after links) and name. */
+int mp_same_file(const char *a, const char *b);
 
 double mp_now(void);
 

@@ -432,6 +432,33 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_files . bad.png cut.png im late.txt two.txt
 }
 
+@test "an output that names an input or another output: exit 2 before anything is read, the input untouched" {
+	cp "$D/rand.safetensors" w.st
+	cp "$D/val.txt" l.txt
+	ln -s "$D/im" im
+	cp -r "$D/val.db" v.db
+	sum=$(cat w.st l.txt v.db/data.mdb | cksum)
+	run ev -q -m w.st --submission w.st "$D/test.db"
+	assert_status 2
+	assert_equal "$output" "mp-eval: --submission w.st: that is the weights (-m), which it would replace"
+	run ev -q -m ./w.st --probs ../"$(basename "$PWD")"/w.st "$D/val.db"
+	assert_status 2
+	run ev -q -m w.st --probs ./l.txt --list l.txt
+	assert_status 2
+	assert_equal "$output" "mp-eval: --probs ./l.txt: that is the image list (--list), which it would replace"
+	run ev -q -m w.st --confusion v.db/data.mdb v.db
+	assert_status 2
+	assert_equal "$output" "mp-eval: --confusion v.db/data.mdb: that is the dataset's data, which it would replace"
+	run ev -q -m w.st --probs out.tsv --per-class ./out.tsv v.db
+	assert_status 2
+	assert_equal "$output" "mp-eval: --per-class ./out.tsv: the same file as --probs"
+	assert_equal "$(cat w.st l.txt v.db/data.mdb | cksum)" "$sum"
+	# distinct outputs are fine
+	run ev -q -m w.st --probs p.tsv --submission s.txt v.db
+	assert_status 0
+	assert_files . im l.txt p.tsv s.txt v.db w.st
+}
+
 @test "MP_EVAL_AHEAD: the same outputs with the next batch prepared ahead or in turn; a bad value exits 1" {
 	for ahead in 0 1; do
 		MP_EVAL_AHEAD=$ahead ev -q -m "$D/rand.safetensors" --batch 5 --scales 16,20 --probs p$ahead.tsv \
