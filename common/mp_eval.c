@@ -482,6 +482,20 @@ static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 				  items[i].name, items[i].label, C - 1);
 			return;
 		}
+	/* a submission line is the name and the labels, space-separated */
+	for (int i = 0; ev->o->submission_path && i < n; i++)
+		if (strpbrk(items[i].name, " \t\n\r")) {
+			if (items[i].is_file)
+				mp_seterr(e, "%s line %ld: \"%s\" has a blank, which a --submission line "
+					  "(the name, then the labels, space-separated) cannot hold",
+					  reader_name(&ev->rd), items[i].line, items[i].name);
+			else
+				mp_seterr(e, "%s: record %llu: \"%s\" has a blank, which a --submission "
+					  "line (the name, then the labels, space-separated) cannot hold",
+					  reader_name(&ev->rd), (unsigned long long)items[i].index,
+					  items[i].name);
+			return;
+		}
 	/* the records before one that could not be read are decoded first,
 	 * so that the first bad one in input order is named */
 	mp_error *errs = mp_xcalloc((size_t)n ? (size_t)n : 1, sizeof *errs);
@@ -647,7 +661,8 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 		}
 		if (ev->probs.f) {
 			FILE *f = ev->probs.f;
-			fprintf(f, "%s\t", items[i].name);
+			mp_put_tsv_field(f, items[i].name, strlen(items[i].name));
+			fputc('\t', f);
 			if (labelled)
 				fprintf(f, "%d", items[i].label);
 			else
@@ -707,8 +722,10 @@ static int write_tables(evaluator *ev, mp_error *e)
 		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
 		for (int y = 0; y < C; y++) {
 			uint64_t m = ev->class_images[y];
-			fprintf(f, "%d\t%s\t%llu\t", y, ev->class_names ? ev->class_names[y] : "-",
-				(unsigned long long)m);
+			const char *name = ev->class_names ? ev->class_names[y] : "-";
+			fprintf(f, "%d\t", y);
+			mp_put_tsv_field(f, name, strlen(name));
+			fprintf(f, "\t%llu\t", (unsigned long long)m);
 			if (m)
 				fprintf(f, "%.5f\t%.5f\n", 1 - (double)ev->class_correct1[y] / m,
 					1 - (double)ev->class_correctk[y] / m);

@@ -292,6 +292,19 @@ int mp_same_file(const char *a, const char *b)
 	return !strcmp(ca, cb);
 }
 
+void mp_put_tsv_field(FILE *f, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		switch (s[i]) {
+		case '\t': fputs("\\t", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\\': fputs("\\\\", f); break;
+		default: putc(s[i], f);
+		}
+	}
+}
+
 int mp_remove_tree(const char *path)
 {
 	DIR *d = opendir(path);

@@ -92,6 +92,9 @@ int mp_remove_tree(const char *path);
 /* Whether paths a and b name the same file: the same device and inode
  * where both exist, else the same directory (after links) and name. */
 int mp_same_file(const char *a, const char *b);
+/* s[0..n) as one field of a tab-separated line: tab, newline, carriage
+ * return and backslash written as \t, \n, \r and \\. */
+void mp_put_tsv_field(FILE *f, const char *s, size_t n);
 
 double mp_now(void);
 

@@ -202,21 +202,6 @@ static int summary(mp_source *src, int json)
 	return rc;
 }
 
-/* Tabs, newlines and backslashes in a name are escaped so that every
- * record stays one TSV line. */
-static void print_tsv_field(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		switch (s[i]) {
-		case '\t': fputs("\\t", stdout); break;
-		case '\n': fputs("\\n", stdout); break;
-		case '\r': fputs("\\r", stdout); break;
-		case '\\': fputs("\\\\", stdout); break;
-		default: putchar(s[i]);
-		}
-	}
-}
-
 static int list_records(mp_source *src, int json)
 {
 	mp_error e;
@@ -250,7 +235,7 @@ static int list_records(mp_source *src, int json)
 				free(name);
 			} else {
 				printf("%llu\t", n);
-				print_tsv_field(r->name, r->name_len);
+				mp_put_tsv_field(stdout, r->name, r->name_len); /* one line per record */
 				printf("\t%d\t%u\t%u\t%s\t%u\t%08x\n", r->label, r->width, r->height,
 				       mp_encoding_name(r->encoding), r->payload_len, crc);
 			}

@@ -459,6 +459,30 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_files . im l.txt p.tsv s.txt v.db w.st
 }
 
+@test "names with blanks: --probs escapes tabs and backslashes, --submission refuses a blank and names the line" {
+	first=$(awk 'NR == 1 { print $1 }' "$D/val.txt")
+	mkdir "a b"
+	cp "$D/$first" "a b/x.png"
+	cp "$D/$first" "$(printf 't\tb.png')"
+	cp "$D/$first" 'c\d.png'
+	printf 't\tb.png 1\nc\\d.png 2\na b/x.png 3\n' >names.txt
+	run ev -q -m "$D/rand.safetensors" --probs - --list names.txt
+	assert_status 0
+	assert_equal "$(printf '%s\n' "$output" | cut -f1,2 | tail -n +2)" "$(printf 't\\tb.png\t1\nc\\\\d.png\t2\na b/x.png\t3')"
+	run ev -q -m "$D/rand.safetensors" --submission s.txt --list names.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: names.txt line 1: \"$(printf 't\tb.png')\" has a blank, which a --submission line (the name, then the labels, space-separated) cannot hold"
+	[ ! -e s.txt ]
+	sed -i 1d names.txt
+	run ev -q -m "$D/rand.safetensors" --submission s.txt --list names.txt
+	assert_status 1
+	assert_contains "$output" "names.txt line 2: \"a b/x.png\" has a blank"
+	sed -i 2d names.txt
+	run ev -q -m "$D/rand.safetensors" --submission s.txt --list names.txt
+	assert_status 0
+	assert_equal "$(cut -d' ' -f1 s.txt)" 'c\d.png'
+}
+
 @test "MP_EVAL_AHEAD: the same outputs with the next batch prepared ahead or in turn; a bad value exits 1" {
 	for ahead in 0 1; do
 		MP_EVAL_AHEAD=$ahead ev -q -m "$D/rand.safetensors" --batch 5 --scales 16,20 --probs p$ahead.tsv \
