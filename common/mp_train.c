@@ -194,15 +194,24 @@ static int previous_run(const char *dir, char *what, size_t n)
 	return found;
 }
 
-/* Removes the files of a previous run (--force). */
-static void remove_previous_run(const char *dir)
+/* Unlinks path unless it is the file keep (the new run's open log). */
+static void remove_unless(const char *path, const struct stat *keep)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && st.st_dev == keep->st_dev && st.st_ino == keep->st_ino)
+		return;
+	unlink(path);
+}
+
+/* Removes the files of a previous run (--force), all but the file keep. */
+static void remove_previous_run(const char *dir, const struct stat *keep)
 {
 	static const char *const files[] = {"train.log", "weights.safetensors",
 					    "last.safetensors"};
 	char path[PATH_LEN];
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		if (join(path, dir, files[i]) == 0)
-			unlink(path);
+			remove_unless(path, keep);
 	}
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -211,7 +220,7 @@ static void remove_previous_run(const char *dir)
 		long b;
 		if (parse_checkpoint_name(de->d_name, &ep, &b) == 0) {
 			if (join(path, dir, de->d_name) == 0)
-				unlink(path);
+				remove_unless(path, keep);
 		}
 	}
 	if (d)
@@ -572,7 +581,13 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 	return 0;
 }
 
-static int open_log(trainer *t, int append, mp_error *e)
+/* Opens the log; with start_over, removes the previous run (--force) too.
+ * The log is the new run's first file and the last thing that can fail at
+ * set-up, so the previous run is removed only once it is open and takes
+ * writes: it is opened without truncating it, and a log of the previous
+ * run (its train.log, or a --log that held rows) is emptied after the
+ * removal. A failed start leaves everything as it was. */
+static int open_log(trainer *t, int append, int start_over, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	if (o->log_path)
@@ -580,14 +595,24 @@ static int open_log(trainer *t, int append, mp_error *e)
 	else if (join(t->log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
-	int had = append && stat(t->log_path, &st) == 0 && st.st_size > 0;
-	t->log = fopen(t->log_path, append ? "a" : "w");
-	if (!t->log)
+	t->log = fopen(t->log_path, "a");
+	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	if (!had)
+	const int old = S_ISREG(st.st_mode) && st.st_size > 0;
+	if (!old) {
 		fputs(LOG_HEADER, t->log);
-	if (fflush(t->log) != 0)
-		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+		if (fflush(t->log) != 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
+	if (start_over)
+		remove_previous_run(o->out_dir, &st);
+	if (!append && old) {
+		if (ftruncate(fileno(t->log), 0) < 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+		fputs(LOG_HEADER, t->log);
+		if (fflush(t->log) != 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
 	return 0;
 }
 
@@ -755,13 +780,14 @@ static int setup(trainer *t, mp_error *e)
 		return mp_seterr(e, "%s holds a log already: continue its run with --resume, or "
 				    "start over with --force", o->log_path),
 		       MP_TRAIN_BAD_SETUP;
+	int start_over = 0;
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
 					    "%s/last.safetensors, or start over with --force",
 					 o->out_dir, what, o->out_dir),
 			       MP_TRAIN_BAD_SETUP;
-		remove_previous_run(o->out_dir);
+		start_over = 1; /* once nothing else can fail: open_log */
 	}
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
@@ -775,7 +801,7 @@ static int setup(trainer *t, mp_error *e)
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
-	if (open_log(t, o->resume != NULL, e) < 0)
+	if (open_log(t, o->resume != NULL, start_over, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);

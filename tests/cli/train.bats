@@ -277,6 +277,51 @@ wait_rows() {
 	assert_equal "$output" "mp-train: my.log holds a log already: continue its run with --resume, or start over with --force"
 }
 
+# snapshot DIR: each name with its checksum, or its target for a link.
+snapshot() {
+	local f
+	(cd "$1" && for f in $(LC_ALL=C ls -A); do
+		if [[ -L $f ]]; then
+			echo "$f -> $(readlink "$f")"
+		else
+			echo "$f $(cksum <"$f")"
+		fi
+	done)
+}
+
+@test "a --force start that fails leaves the previous run as it was" {
+	train "${OPTS[@]}" --epochs 2 -q -o out --log-every 4
+	before=$(snapshot out)
+	[[ -n $before ]]
+	mkdir logdir
+	cases=(
+		"--log /nonexistent/x.log|mp-train: /nonexistent/x.log: No such file or directory"
+		"--log logdir|mp-train: logdir: Is a directory"
+		"--log /dev/full|mp-train: /dev/full: No space left on device"
+		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
+		"--precision bf16|mp-train: --precision bf16: the cpu backend computes in fp32 only (bf16 needs --backend cuda)"
+	)
+	for c in "${cases[@]}"; do
+		IFS='|' read -r opts want <<<"$c"
+		run train "${OPTS[@]}" --epochs 1 -q --force -o out $opts
+		[[ $status -ne 0 ]] || fail "$opts: exit status 0"
+		assert_equal "$output" "$want"
+		assert_equal "$(snapshot out)" "$before"
+	done
+	# a --log that held rows is kept until the new run can start too
+	printf 'old rows\n' >my.log
+	run train "${OPTS[@]}" --epochs 1 -q --force -o out --log my.log --precision bf16
+	assert_status 1
+	assert_equal "$(cat my.log)" "old rows"
+	assert_equal "$(snapshot out)" "$before"
+	# and a start that works replaces them
+	run train "${OPTS[@]}" --epochs 1 -q --force -o out
+	assert_status 0
+	assert_files out checkpoint-0001.safetensors last.safetensors train.log weights.safetensors
+	assert_equal "$(log_col out/train.log epoch epoch)" "1"
+	assert_equal "$(head -1 out/train.log | cut -f1)" "kind"
+}
+
 @test "bad options and unfit data exit 2 with one line" {
 	cases=(
 		"--batch x|mp-train: --batch: \"x\" is not a number from 2 to 65536"
