@@ -90,6 +90,8 @@ typedef struct {
 	double start;
 	sums epoch_sums, interval;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
+	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
+	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
 
 static double elapsed(const trainer *t)
@@ -451,35 +453,51 @@ out:
 	cJSON_Delete(b);
 }
 
-static int arch_equal(const mp_resnet_config *a, const mp_resnet_config *b, char *why,
-		      size_t n)
+static void widths_text(const mp_resnet_config *c, char *buf, size_t n)
 {
-	char wa[128] = "", wb[128] = "";
-	for (int s = 0; s < a->stages; s++)
-		snprintf(wa + strlen(wa), sizeof wa - strlen(wa), "%s%d", s ? "," : "",
-			 a->widths[s]);
-	for (int s = 0; s < b->stages; s++)
-		snprintf(wb + strlen(wb), sizeof wb - strlen(wb), "%s%d", s ? "," : "",
-			 b->widths[s]);
-	if (a->depth != b->depth)
-		snprintf(why, n, "depth %d, the options say %d", a->depth, b->depth);
-	else if (strcmp(wa, wb))
-		snprintf(why, n, "widths %s, the options say %s", wa, wb);
-	else if (a->shortcut != b->shortcut)
-		snprintf(why, n, "shortcut %c, the options say %c", a->shortcut, b->shortcut);
-	else if (a->stem_kernel != b->stem_kernel || a->stem_stride != b->stem_stride)
-		snprintf(why, n, "a %dx%d stride-%d stem, the options say %dx%d stride %d",
-			 a->stem_kernel, a->stem_kernel, a->stem_stride, b->stem_kernel,
-			 b->stem_kernel, b->stem_stride);
-	else if (a->classes != b->classes)
-		snprintf(why, n, "%d classes, the training set has %d", a->classes, b->classes);
-	else if (a->input_size != b->input_size)
-		snprintf(why, n, "input size %d, the options say --crop %d", a->input_size,
-			 b->input_size);
-	else if (a->fc_bn != b->fc_bn)
-		snprintf(why, n, "fc_bn %d, the options say %d", a->fc_bn, b->fc_bn);
-	else
-		return 1;
+	buf[0] = '\0';
+	for (int s = 0; s < c->stages; s++)
+		snprintf(buf + strlen(buf), n - strlen(buf), "%s%d", s ? "," : "", c->widths[s]);
+}
+
+/* --resume: the network is the checkpoint's, and each network option given
+ * must say the same (those not given are not compared). --crop is the size
+ * the run trains at, not part of the network, which global pooling makes
+ * independent of it: one given is used (and compare_options warns if it
+ * differs), else the checkpoint's. The classes and the mean come from the
+ * options or the data, as in a new run; open_loaders fills them. */
+static int net_from_checkpoint(const mp_train_opts *o, const mp_resnet_config *have,
+			       mp_resnet_config *cfg, mp_error *e)
+{
+	const mp_resnet_config *want = &o->net;
+	const unsigned given = o->net_given;
+	char why[320] = "", wa[128], wb[128];
+	widths_text(have, wa, sizeof wa);
+	widths_text(want, wb, sizeof wb);
+	if ((given & MP_TRAIN_NET_DEPTH) && have->depth != want->depth)
+		snprintf(why, sizeof why, "depth %d, the options say %d", have->depth, want->depth);
+	else if ((given & MP_TRAIN_NET_WIDTHS) && strcmp(wa, wb))
+		snprintf(why, sizeof why, "widths %s, the options say %s", wa, wb);
+	else if ((given & MP_TRAIN_NET_SHORTCUT) && have->shortcut != want->shortcut)
+		snprintf(why, sizeof why, "shortcut %c, the options say %c", have->shortcut,
+			 want->shortcut);
+	else if ((given & MP_TRAIN_NET_STEM_KERNEL) && have->stem_kernel != want->stem_kernel)
+		snprintf(why, sizeof why, "a %dx%d stem, the options say %dx%d", have->stem_kernel,
+			 have->stem_kernel, want->stem_kernel, want->stem_kernel);
+	else if ((given & MP_TRAIN_NET_STEM_STRIDE) && have->stem_stride != want->stem_stride)
+		snprintf(why, sizeof why, "stem stride %d, the options say %d", have->stem_stride,
+			 want->stem_stride);
+	else if ((given & MP_TRAIN_NET_FC_BN) && have->fc_bn != want->fc_bn)
+		snprintf(why, sizeof why, "batch normalization after the classifier, the "
+			 "options say --no-fc-bn");
+	if (why[0])
+		return mp_seterr(e, "%s: the checkpoint's network has %s", o->resume, why);
+	*cfg = *have;
+	cfg->classes = want->classes;
+	if (o->has_mean)
+		memcpy(cfg->mean, want->mean, sizeof cfg->mean);
+	if (o->has_crop)
+		cfg->input_size = want->input_size;
 	return 0;
 }
 
@@ -499,59 +517,48 @@ static int parse_long_meta(const mp_st_file *f, const char *key, long min, long 
 	return 0;
 }
 
-/* Loads a checkpoint: architecture check, weights, momentum and the
- * training state. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on error. */
-static int resume_from(trainer *t, const mp_resnet_config *want, mp_error *e)
+/* Loads the checkpoint (t->ckpt, whose network net_from_checkpoint took):
+ * weights, momentum and the training state. cfg is the network as set up,
+ * its classes from the data. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED
+ * on error. */
+static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
-	mp_st_file f;
-	if (mp_st_read(o->resume, (size_t)1 << 34, &f, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
-	int status = MP_TRAIN_BAD_SETUP;
-	mp_resnet_config have;
-	char why[256];
+	const mp_st_file *f = &t->ckpt;
 	long epochs, batch, step;
-	if (mp_weights_config(&f, &have, e) < 0)
-		goto out;
-	if (!arch_equal(&have, want, why, sizeof why)) {
-		mp_seterr(e, "%s: the checkpoint's network has %s", o->resume, why);
-		goto out;
-	}
-	if (!mp_st_find(&f, "momentum.stem.conv.weight")) {
-		mp_seterr(e, "%s: a weights file without momentum; --resume needs a checkpoint",
-			  o->resume);
-		goto out;
-	}
-	if (parse_long_meta(&f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
-	    parse_long_meta(&f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
-	    parse_long_meta(&f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
-		goto out;
-	if (batch >= t->steps_per_epoch) {
-		mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
-			  o->resume, batch, o->train_db, t->steps_per_epoch, o->batch);
-		goto out;
-	}
-	status = MP_TRAIN_FAILED;
-	if (mp_weights_load_into(t->net, &f, 1, e) < 0)
-		goto out;
+	if (t->ckpt_net.classes != cfg->classes)
+		return mp_seterr(e, "%s: the checkpoint's network has %d classes, the training set "
+				    "has %d", o->resume, t->ckpt_net.classes, cfg->classes),
+		       MP_TRAIN_BAD_SETUP;
+	if (!mp_st_find(f, "momentum.stem.conv.weight"))
+		return mp_seterr(e, "%s: a weights file without momentum; --resume needs a "
+				    "checkpoint", o->resume),
+		       MP_TRAIN_BAD_SETUP;
+	if (parse_long_meta(f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	if (batch >= t->steps_per_epoch)
+		return mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
+				 o->resume, batch, o->train_db, t->steps_per_epoch, o->batch),
+		       MP_TRAIN_BAD_SETUP;
+	if (mp_weights_load_into(t->net, f, 1, e) < 0)
+		return MP_TRAIN_FAILED;
 	const char *v;
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_ELAPSED)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_ELAPSED)))
 		t->elapsed0 = atof(v);
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_LR)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_LR)))
 		t->lr = atof(v);
-	if (batch && (v = mp_st_meta_get(&f, MP_TRAIN_KEY_EPOCH_SUMS)))
+	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
 		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_OPTIONS)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
 		compare_options(o->resume, v, t->options_json);
 	t->epoch = (int)epochs;
 	t->batch = batch;
 	t->step = step;
 	copy_path(t->last_good, o->resume);
-	status = MP_TRAIN_DONE;
-out:
-	mp_st_free(&f);
-	return status;
+	return MP_TRAIN_DONE;
 }
 
 /* ---- the log --------------------------------------------------------------- */
@@ -756,6 +763,10 @@ static int setup(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
+	if (o->resume && (mp_st_read(o->resume, (size_t)1 << 34, &t->ckpt, e) < 0 ||
+			  mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
+			  net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0))
+		return MP_TRAIN_BAD_SETUP;
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
 		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
 				 o->scale_min, o->scale_max, cfg.input_size),
@@ -796,6 +807,7 @@ static int setup(trainer *t, mp_error *e)
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
 		int rc = resume_from(t, &cfg, e);
+		mp_st_free(&t->ckpt); /* loaded; not needed from here on */
 		if (rc != MP_TRAIN_DONE)
 			return rc;
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
@@ -1012,6 +1024,7 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 		status = MP_TRAIN_FAILED;
 	}
 	free(t.options_json);
+	mp_st_free(&t.ckpt);
 	mp_resnet_free(t.net);
 	if (t.be)
 		mp_backend_free(t.be);

@@ -163,6 +163,41 @@ EOF
 	assert_contains "$output" "warning: lr was 0.1 in out/last.safetensors, now 0.05"
 }
 
+@test "--resume compares only the network options given; --crop is the training size, not the network" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	RES=(-d "$D/train.db" --batch 16 --lr 0.1 --schedule 3 --scale-min 12 --scale-max 16 --epochs 2 -q
+		-o out --resume out/checkpoint-0001.safetensors)
+	input_size() { json_get <(inspect --json out/weights.safetensors) 'd["metadata"]["input_size"]'; }
+	# --crop alone, the checkpoint's: the rest of the network is the checkpoint's
+	run train "${RES[@]}" --crop 12
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	assert_equal "$(input_size)" 12
+	# --depth alone, the same: --widths and the stem are not compared with their defaults
+	run train "${RES[@]}" --depth 1
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	# no --crop: the checkpoint's input size
+	run train "${RES[@]}"
+	assert_status 0
+	assert_equal "$(input_size)" 12
+	# one that differs is refused, naming both values
+	run train "${RES[@]}" --depth 2
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has depth 1, the options say 2"
+	run train "${RES[@]}" --widths 4,16
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has widths 4,8, the options say 4,16"
+	run train "${RES[@]}" --stem-stride 2
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has stem stride 1, the options say 2"
+	# another crop trains the same network at another size, with a warning
+	run train "${RES[@]}" --crop 10
+	assert_status 0
+	assert_contains "$output" "warning: crop was 12 in out/checkpoint-0001.safetensors, now 10"
+	assert_equal "$(input_size)" 10
+}
+
 # A slower run for the signals to land in the middle of: 48 steps of the
 # reference backend, about 2 s.
 SLOW=(--backend cpu-ref --depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
