@@ -701,6 +701,9 @@ static int loader_threads(const trainer *t)
 	return cores - 2 < 2 ? 2 : cores - 2 > 64 ? 64 : (int)(cores - 2);
 }
 
+/* Returns MP_TRAIN_DONE, MP_TRAIN_BAD_SETUP (data that does not fit the
+ * options) or MP_TRAIN_FAILED (bad data: a corrupt DB, a label out of
+ * range; or a failure of the system). */
 static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -712,61 +715,74 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 		.aug = {.scale_min = o->scale_min, .scale_max = o->scale_max,
 			.crop = cfg->input_size},
 	};
+	int bad_data;
 	/* The mean: --mean, or the training set's. Open once to read the meta. */
-	if (!(t->train = mp_loader_open(&lo, e)))
-		return -1;
+	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *m = mp_loader_meta(t->train);
 	if (!o->has_mean) {
 		if (!m->has_mean)
 			return mp_seterr(e, "%s: the dataset has no mean; give --mean R,G,B",
-					 o->train_db);
+					 o->train_db), MP_TRAIN_BAD_SETUP;
 		memcpy(cfg->mean, m->mean, sizeof cfg->mean);
 	}
 	memcpy(lo.aug.mean, cfg->mean, sizeof cfg->mean);
 	mp_loader_close(t->train);
-	if (!(t->train = mp_loader_open(&lo, e)))
-		return -1;
+	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	m = mp_loader_meta(t->train);
 	if (!cfg->classes) {
 		if (m->classes < 1)
 			return mp_seterr(e, "%s: the dataset does not say how many classes it has "
 					    "(pack it with a categories file, or give --classes N)",
-					 o->train_db);
+					 o->train_db), MP_TRAIN_BAD_SETUP;
 		cfg->classes = m->classes;
 	} else if (m->classes > 0 && m->classes != cfg->classes) {
 		return mp_seterr(e, "%s: the dataset has %d classes, --classes says %d", o->train_db,
-				 m->classes, cfg->classes);
+				 m->classes, cfg->classes), MP_TRAIN_BAD_SETUP;
 	}
 	t->classes = cfg->classes;
 	t->class_names = m->class_names;
 	t->steps_per_epoch = (long)mp_loader_batches(t->train);
 	if (!o->val_db)
-		return 0;
+		return MP_TRAIN_DONE;
 	mp_loader_opts vo = {
 		.path = o->val_db, .train = 0, .batch = o->batch,
 		.threads = threads, .prefetch = 2 * threads + 1,
 		.eval_size = cfg->input_size,
 	};
 	memcpy(vo.mean, cfg->mean, sizeof vo.mean);
-	if (!(t->val = mp_loader_open(&vo, e)))
-		return -1;
+	if (!(t->val = mp_loader_open(&vo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *vm = mp_loader_meta(t->val);
 	if (!vm->labelled)
-		return mp_seterr(e, "%s: the validation set has no labels", o->val_db);
+		return mp_seterr(e, "%s: the validation set has no labels", o->val_db),
+		       MP_TRAIN_BAD_SETUP;
 	if (vm->classes > 0 && vm->classes != t->classes)
 		return mp_seterr(e, "%s: the validation set has %d classes, the training set %d",
-				 o->val_db, vm->classes, t->classes);
-	return 0;
+				 o->val_db, vm->classes, t->classes), MP_TRAIN_BAD_SETUP;
+	return MP_TRAIN_DONE;
+}
+
+/* A checkpoint that is a file we can read, yet fails to read as one, is
+ * damaged: bad data, where a missing one is a usage error. */
+static int readable_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
 static int setup(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
-	if (o->resume && (mp_st_read(o->resume, (size_t)1 << 34, &t->ckpt, e) < 0 ||
-			  mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
-			  net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0))
-		return MP_TRAIN_BAD_SETUP;
+	if (o->resume) {
+		if (mp_st_read(o->resume, (size_t)1 << 34, &t->ckpt, e) < 0)
+			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
+		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0)
+			return MP_TRAIN_BAD_SETUP;
+	}
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
 		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
 				 o->scale_min, o->scale_max, cfg.input_size),
@@ -776,8 +792,9 @@ static int setup(trainer *t, mp_error *e)
 	char desc[512];
 	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
 		return MP_TRAIN_FAILED;
-	if (open_loaders(t, &cfg, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
+	int rc = open_loaders(t, &cfg, e);
+	if (rc != MP_TRAIN_DONE)
+		return rc;
 	if (mp_resnet_config_check(&cfg, e) < 0)
 		return MP_TRAIN_BAD_SETUP;
 
@@ -806,7 +823,7 @@ static int setup(trainer *t, mp_error *e)
 	if (!(t->options_json = options_to_json(o, &cfg)))
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
-		int rc = resume_from(t, &cfg, e);
+		rc = resume_from(t, &cfg, e);
 		mp_st_free(&t->ckpt); /* loaded; not needed from here on */
 		if (rc != MP_TRAIN_DONE)
 			return rc;

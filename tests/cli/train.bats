@@ -388,6 +388,50 @@ snapshot() {
 	[[ ! -e out/train.log ]]
 }
 
+# lmdb_edit DB PYTHON: runs PYTHON with txn, a write transaction on DB, and json.
+lmdb_edit() {
+	"$PY" -c '
+import json, lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    exec(sys.argv[2])
+env.close()' "$1" "$2"
+}
+
+@test "bad data exits 1: a label out of range, a corrupt macrobatch, a damaged checkpoint" {
+	# a meta that says 3 classes over labels 0..3
+	cp -r "$D/train.db" lab.db
+	lmdb_edit lab.db '
+m = json.loads(txn.get(b"meta"))
+m["classes"] = 3
+m["class_names"] = m["class_names"][:3]
+txn.put(b"meta", json.dumps(m).encode())'
+	run train "${OPTS[@]}" --epochs 1 -o out -d lab.db
+	assert_status 1
+	assert_equal "$output" "mp-train: lab.db: record 3 has label 3, outside 0..2"
+	run train "${OPTS[@]}" --epochs 1 -o out -v lab.db
+	assert_status 1
+	assert_equal "$output" "mp-train: lab.db: record 3 has label 3, outside 0..2"
+	cp -r "$D/train.db" crc.db
+	lmdb_edit crc.db '
+v = bytearray(txn.get(b"mb/00000000"))
+v[len(v) // 2] ^= 0x01
+txn.put(b"mb/00000000", bytes(v))'
+	run train "${OPTS[@]}" --epochs 1 -o out -d crc.db
+	assert_status 1
+	assert_equal "$output" "mp-train: crc.db: macrobatch 0: macrobatch CRC mismatch (corrupt data)"
+	[[ ! -e out/train.log ]]
+	# a checkpoint cut short is bad data too; a missing one is a usage error
+	train "${OPTS[@]}" --epochs 1 -q -o run1
+	head -c 10000 run1/checkpoint-0001.safetensors >cut.safetensors
+	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume cut.safetensors
+	assert_status 1
+	assert_contains "$output" "mp-train: cut.safetensors: "
+	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume nothing.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: nothing.safetensors: No such file or directory"
+}
+
 @test "--precision: bf16 on a CPU backend exits 1 with the reason; fp32 and auto name the precision" {
 	run train "${OPTS[@]}" --epochs 1 -o out --precision bf16
 	assert_status 1
