@@ -174,8 +174,12 @@ static int load_records(mp_loader *l, mp_error *e)
 	return 0;
 }
 
-mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e)
+mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e)
 {
+	int ignored;
+	if (!bad_data)
+		bad_data = &ignored;
+	*bad_data = 0;
 	if (o->batch < 1 || o->threads < 1 || o->threads > 256 || o->prefetch < 1) {
 		mp_seterr(e, "loader: batch, threads and prefetch must be positive");
 		return NULL;
@@ -183,6 +187,7 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e)
 	mp_loader *l = calloc(1, sizeof *l);
 	if (!l) {
 		mp_seterr(e, "out of memory");
+		*bad_data = 1;
 		return NULL;
 	}
 	l->o = *o;
@@ -205,8 +210,10 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e)
 		mp_seterr(e, "loader: the image size must be positive");
 		goto fail;
 	}
-	if (load_records(l, e) < 0)
+	if (load_records(l, e) < 0) {
+		*bad_data = 1;
 		goto fail;
+	}
 	l->nbatches = o->drop_last ? l->nrec / (uint64_t)o->batch
 				   : (l->nrec + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
 	if (l->nbatches == 0) {
@@ -232,11 +239,13 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e)
 	for (; l->nthreads < o->threads; l->nthreads++)
 		if (pthread_create(&l->threads[l->nthreads], NULL, worker, l)) {
 			mp_seterr(e, "cannot start a loader thread");
+			*bad_data = 1;
 			goto fail;
 		}
 	return l;
 oom:
 	mp_seterr(e, "out of memory");
+	*bad_data = 1;
 fail:
 	mp_loader_close(l);
 	return NULL;

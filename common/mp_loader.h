@@ -28,7 +28,13 @@ typedef struct {
 
 typedef struct mp_loader mp_loader;
 
-mp_loader *mp_loader_open(const mp_loader_opts *o, mp_error *e);
+/* Opens a dataset DB and reads its record table. On failure, *bad_data (if
+ * bad_data is not NULL) says who is at fault: 1 the data or the system (a
+ * macrobatch missing, corrupt or out of order, records that are not the
+ * meta's count, a label outside 0..classes-1, a read error, no memory), 0
+ * the request (not a dataset DB, a stream, no labels for training, too few
+ * records for one batch). */
+mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e);
 void mp_loader_close(mp_loader *l);
 uint64_t mp_loader_records(const mp_loader *l);
 uint64_t mp_loader_batches(const mp_loader *l); /* per epoch */

@@ -90,6 +90,8 @@ typedef struct {
 	double start;
 	sums epoch_sums, interval;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
+	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
+	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
 
 static double elapsed(const trainer *t)
@@ -194,15 +196,24 @@ static int previous_run(const char *dir, char *what, size_t n)
 	return found;
 }
 
-/* Removes the files of a previous run (--force). */
-static void remove_previous_run(const char *dir)
+/* Unlinks path unless it is the file keep (the new run's open log). */
+static void remove_unless(const char *path, const struct stat *keep)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && st.st_dev == keep->st_dev && st.st_ino == keep->st_ino)
+		return;
+	unlink(path);
+}
+
+/* Removes the files of a previous run (--force), all but the file keep. */
+static void remove_previous_run(const char *dir, const struct stat *keep)
 {
 	static const char *const files[] = {"train.log", "weights.safetensors",
 					    "last.safetensors"};
 	char path[PATH_LEN];
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		if (join(path, dir, files[i]) == 0)
-			unlink(path);
+			remove_unless(path, keep);
 	}
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -211,7 +222,7 @@ static void remove_previous_run(const char *dir)
 		long b;
 		if (parse_checkpoint_name(de->d_name, &ep, &b) == 0) {
 			if (join(path, dir, de->d_name) == 0)
-				unlink(path);
+				remove_unless(path, keep);
 		}
 	}
 	if (d)
@@ -442,35 +453,51 @@ out:
 	cJSON_Delete(b);
 }
 
-static int arch_equal(const mp_resnet_config *a, const mp_resnet_config *b, char *why,
-		      size_t n)
+static void widths_text(const mp_resnet_config *c, char *buf, size_t n)
 {
-	char wa[128] = "", wb[128] = "";
-	for (int s = 0; s < a->stages; s++)
-		snprintf(wa + strlen(wa), sizeof wa - strlen(wa), "%s%d", s ? "," : "",
-			 a->widths[s]);
-	for (int s = 0; s < b->stages; s++)
-		snprintf(wb + strlen(wb), sizeof wb - strlen(wb), "%s%d", s ? "," : "",
-			 b->widths[s]);
-	if (a->depth != b->depth)
-		snprintf(why, n, "depth %d, the options say %d", a->depth, b->depth);
-	else if (strcmp(wa, wb))
-		snprintf(why, n, "widths %s, the options say %s", wa, wb);
-	else if (a->shortcut != b->shortcut)
-		snprintf(why, n, "shortcut %c, the options say %c", a->shortcut, b->shortcut);
-	else if (a->stem_kernel != b->stem_kernel || a->stem_stride != b->stem_stride)
-		snprintf(why, n, "a %dx%d stride-%d stem, the options say %dx%d stride %d",
-			 a->stem_kernel, a->stem_kernel, a->stem_stride, b->stem_kernel,
-			 b->stem_kernel, b->stem_stride);
-	else if (a->classes != b->classes)
-		snprintf(why, n, "%d classes, the training set has %d", a->classes, b->classes);
-	else if (a->input_size != b->input_size)
-		snprintf(why, n, "input size %d, the options say --crop %d", a->input_size,
-			 b->input_size);
-	else if (a->fc_bn != b->fc_bn)
-		snprintf(why, n, "fc_bn %d, the options say %d", a->fc_bn, b->fc_bn);
-	else
-		return 1;
+	buf[0] = '\0';
+	for (int s = 0; s < c->stages; s++)
+		snprintf(buf + strlen(buf), n - strlen(buf), "%s%d", s ? "," : "", c->widths[s]);
+}
+
+/* --resume: the network is the checkpoint's, and each network option given
+ * must say the same (those not given are not compared). --crop is the size
+ * the run trains at, not part of the network, which global pooling makes
+ * independent of it: one given is used (and compare_options warns if it
+ * differs), else the checkpoint's. The classes and the mean come from the
+ * options or the data, as in a new run; open_loaders fills them. */
+static int net_from_checkpoint(const mp_train_opts *o, const mp_resnet_config *have,
+			       mp_resnet_config *cfg, mp_error *e)
+{
+	const mp_resnet_config *want = &o->net;
+	const unsigned given = o->net_given;
+	char why[320] = "", wa[128], wb[128];
+	widths_text(have, wa, sizeof wa);
+	widths_text(want, wb, sizeof wb);
+	if ((given & MP_TRAIN_NET_DEPTH) && have->depth != want->depth)
+		snprintf(why, sizeof why, "depth %d, the options say %d", have->depth, want->depth);
+	else if ((given & MP_TRAIN_NET_WIDTHS) && strcmp(wa, wb))
+		snprintf(why, sizeof why, "widths %s, the options say %s", wa, wb);
+	else if ((given & MP_TRAIN_NET_SHORTCUT) && have->shortcut != want->shortcut)
+		snprintf(why, sizeof why, "shortcut %c, the options say %c", have->shortcut,
+			 want->shortcut);
+	else if ((given & MP_TRAIN_NET_STEM_KERNEL) && have->stem_kernel != want->stem_kernel)
+		snprintf(why, sizeof why, "a %dx%d stem, the options say %dx%d", have->stem_kernel,
+			 have->stem_kernel, want->stem_kernel, want->stem_kernel);
+	else if ((given & MP_TRAIN_NET_STEM_STRIDE) && have->stem_stride != want->stem_stride)
+		snprintf(why, sizeof why, "stem stride %d, the options say %d", have->stem_stride,
+			 want->stem_stride);
+	else if ((given & MP_TRAIN_NET_FC_BN) && have->fc_bn != want->fc_bn)
+		snprintf(why, sizeof why, "batch normalization after the classifier, the "
+			 "options say --no-fc-bn");
+	if (why[0])
+		return mp_seterr(e, "%s: the checkpoint's network has %s", o->resume, why);
+	*cfg = *have;
+	cfg->classes = want->classes;
+	if (o->has_mean)
+		memcpy(cfg->mean, want->mean, sizeof cfg->mean);
+	if (o->has_crop)
+		cfg->input_size = want->input_size;
 	return 0;
 }
 
@@ -490,59 +517,48 @@ static int parse_long_meta(const mp_st_file *f, const char *key, long min, long 
 	return 0;
 }
 
-/* Loads a checkpoint: architecture check, weights, momentum and the
- * training state. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on error. */
-static int resume_from(trainer *t, const mp_resnet_config *want, mp_error *e)
+/* Loads the checkpoint (t->ckpt, whose network net_from_checkpoint took):
+ * weights, momentum and the training state. cfg is the network as set up,
+ * its classes from the data. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED
+ * on error. */
+static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
-	mp_st_file f;
-	if (mp_st_read(o->resume, (size_t)1 << 34, &f, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
-	int status = MP_TRAIN_BAD_SETUP;
-	mp_resnet_config have;
-	char why[256];
+	const mp_st_file *f = &t->ckpt;
 	long epochs, batch, step;
-	if (mp_weights_config(&f, &have, e) < 0)
-		goto out;
-	if (!arch_equal(&have, want, why, sizeof why)) {
-		mp_seterr(e, "%s: the checkpoint's network has %s", o->resume, why);
-		goto out;
-	}
-	if (!mp_st_find(&f, "momentum.stem.conv.weight")) {
-		mp_seterr(e, "%s: a weights file without momentum; --resume needs a checkpoint",
-			  o->resume);
-		goto out;
-	}
-	if (parse_long_meta(&f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
-	    parse_long_meta(&f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
-	    parse_long_meta(&f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
-		goto out;
-	if (batch >= t->steps_per_epoch) {
-		mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
-			  o->resume, batch, o->train_db, t->steps_per_epoch, o->batch);
-		goto out;
-	}
-	status = MP_TRAIN_FAILED;
-	if (mp_weights_load_into(t->net, &f, 1, e) < 0)
-		goto out;
+	if (t->ckpt_net.classes != cfg->classes)
+		return mp_seterr(e, "%s: the checkpoint's network has %d classes, the training set "
+				    "has %d", o->resume, t->ckpt_net.classes, cfg->classes),
+		       MP_TRAIN_BAD_SETUP;
+	if (!mp_st_find(f, "momentum.stem.conv.weight"))
+		return mp_seterr(e, "%s: a weights file without momentum; --resume needs a "
+				    "checkpoint", o->resume),
+		       MP_TRAIN_BAD_SETUP;
+	if (parse_long_meta(f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	if (batch >= t->steps_per_epoch)
+		return mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
+				 o->resume, batch, o->train_db, t->steps_per_epoch, o->batch),
+		       MP_TRAIN_BAD_SETUP;
+	if (mp_weights_load_into(t->net, f, 1, e) < 0)
+		return MP_TRAIN_FAILED;
 	const char *v;
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_ELAPSED)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_ELAPSED)))
 		t->elapsed0 = atof(v);
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_LR)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_LR)))
 		t->lr = atof(v);
-	if (batch && (v = mp_st_meta_get(&f, MP_TRAIN_KEY_EPOCH_SUMS)))
+	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
 		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
-	if ((v = mp_st_meta_get(&f, MP_TRAIN_KEY_OPTIONS)))
+	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
 		compare_options(o->resume, v, t->options_json);
 	t->epoch = (int)epochs;
 	t->batch = batch;
 	t->step = step;
 	copy_path(t->last_good, o->resume);
-	status = MP_TRAIN_DONE;
-out:
-	mp_st_free(&f);
-	return status;
+	return MP_TRAIN_DONE;
 }
 
 /* ---- the log --------------------------------------------------------------- */
@@ -572,7 +588,13 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 	return 0;
 }
 
-static int open_log(trainer *t, int append, mp_error *e)
+/* Opens the log; with start_over, removes the previous run (--force) too.
+ * The log is the new run's first file and the last thing that can fail at
+ * set-up, so the previous run is removed only once it is open and takes
+ * writes: it is opened without truncating it, and a log of the previous
+ * run (its train.log, or a --log that held rows) is emptied after the
+ * removal. A failed start leaves everything as it was. */
+static int open_log(trainer *t, int append, int start_over, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	if (o->log_path)
@@ -580,14 +602,24 @@ static int open_log(trainer *t, int append, mp_error *e)
 	else if (join(t->log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
-	int had = append && stat(t->log_path, &st) == 0 && st.st_size > 0;
-	t->log = fopen(t->log_path, append ? "a" : "w");
-	if (!t->log)
+	t->log = fopen(t->log_path, "a");
+	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	if (!had)
+	const int old = S_ISREG(st.st_mode) && st.st_size > 0;
+	if (!old) {
 		fputs(LOG_HEADER, t->log);
-	if (fflush(t->log) != 0)
-		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+		if (fflush(t->log) != 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
+	if (start_over)
+		remove_previous_run(o->out_dir, &st);
+	if (!append && old) {
+		if (ftruncate(fileno(t->log), 0) < 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+		fputs(LOG_HEADER, t->log);
+		if (fflush(t->log) != 0)
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
 	return 0;
 }
 
@@ -669,6 +701,9 @@ static int loader_threads(const trainer *t)
 	return cores - 2 < 2 ? 2 : cores - 2 > 64 ? 64 : (int)(cores - 2);
 }
 
+/* Returns MP_TRAIN_DONE, MP_TRAIN_BAD_SETUP (data that does not fit the
+ * options) or MP_TRAIN_FAILED (bad data: a corrupt DB, a label out of
+ * range; or a failure of the system). */
 static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -680,57 +715,74 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 		.aug = {.scale_min = o->scale_min, .scale_max = o->scale_max,
 			.crop = cfg->input_size},
 	};
+	int bad_data;
 	/* The mean: --mean, or the training set's. Open once to read the meta. */
-	if (!(t->train = mp_loader_open(&lo, e)))
-		return -1;
+	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *m = mp_loader_meta(t->train);
 	if (!o->has_mean) {
 		if (!m->has_mean)
 			return mp_seterr(e, "%s: the dataset has no mean; give --mean R,G,B",
-					 o->train_db);
+					 o->train_db), MP_TRAIN_BAD_SETUP;
 		memcpy(cfg->mean, m->mean, sizeof cfg->mean);
 	}
 	memcpy(lo.aug.mean, cfg->mean, sizeof cfg->mean);
 	mp_loader_close(t->train);
-	if (!(t->train = mp_loader_open(&lo, e)))
-		return -1;
+	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	m = mp_loader_meta(t->train);
 	if (!cfg->classes) {
 		if (m->classes < 1)
 			return mp_seterr(e, "%s: the dataset does not say how many classes it has "
 					    "(pack it with a categories file, or give --classes N)",
-					 o->train_db);
+					 o->train_db), MP_TRAIN_BAD_SETUP;
 		cfg->classes = m->classes;
 	} else if (m->classes > 0 && m->classes != cfg->classes) {
 		return mp_seterr(e, "%s: the dataset has %d classes, --classes says %d", o->train_db,
-				 m->classes, cfg->classes);
+				 m->classes, cfg->classes), MP_TRAIN_BAD_SETUP;
 	}
 	t->classes = cfg->classes;
 	t->class_names = m->class_names;
 	t->steps_per_epoch = (long)mp_loader_batches(t->train);
 	if (!o->val_db)
-		return 0;
+		return MP_TRAIN_DONE;
 	mp_loader_opts vo = {
 		.path = o->val_db, .train = 0, .batch = o->batch,
 		.threads = threads, .prefetch = 2 * threads + 1,
 		.eval_size = cfg->input_size,
 	};
 	memcpy(vo.mean, cfg->mean, sizeof vo.mean);
-	if (!(t->val = mp_loader_open(&vo, e)))
-		return -1;
+	if (!(t->val = mp_loader_open(&vo, &bad_data, e)))
+		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *vm = mp_loader_meta(t->val);
 	if (!vm->labelled)
-		return mp_seterr(e, "%s: the validation set has no labels", o->val_db);
+		return mp_seterr(e, "%s: the validation set has no labels", o->val_db),
+		       MP_TRAIN_BAD_SETUP;
 	if (vm->classes > 0 && vm->classes != t->classes)
 		return mp_seterr(e, "%s: the validation set has %d classes, the training set %d",
-				 o->val_db, vm->classes, t->classes);
-	return 0;
+				 o->val_db, vm->classes, t->classes), MP_TRAIN_BAD_SETUP;
+	return MP_TRAIN_DONE;
+}
+
+/* A checkpoint that is a file we can read, yet fails to read as one, is
+ * damaged: bad data, where a missing one is a usage error. */
+static int readable_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
 static int setup(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
+	if (o->resume) {
+		if (mp_st_read(o->resume, (size_t)1 << 34, &t->ckpt, e) < 0)
+			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
+		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0)
+			return MP_TRAIN_BAD_SETUP;
+	}
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
 		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
 				 o->scale_min, o->scale_max, cfg.input_size),
@@ -740,8 +792,9 @@ static int setup(trainer *t, mp_error *e)
 	char desc[512];
 	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
 		return MP_TRAIN_FAILED;
-	if (open_loaders(t, &cfg, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
+	int rc = open_loaders(t, &cfg, e);
+	if (rc != MP_TRAIN_DONE)
+		return rc;
 	if (mp_resnet_config_check(&cfg, e) < 0)
 		return MP_TRAIN_BAD_SETUP;
 
@@ -755,13 +808,14 @@ static int setup(trainer *t, mp_error *e)
 		return mp_seterr(e, "%s holds a log already: continue its run with --resume, or "
 				    "start over with --force", o->log_path),
 		       MP_TRAIN_BAD_SETUP;
+	int start_over = 0;
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
 					    "%s/last.safetensors, or start over with --force",
 					 o->out_dir, what, o->out_dir),
 			       MP_TRAIN_BAD_SETUP;
-		remove_previous_run(o->out_dir);
+		start_over = 1; /* once nothing else can fail: open_log */
 	}
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
@@ -769,13 +823,14 @@ static int setup(trainer *t, mp_error *e)
 	if (!(t->options_json = options_to_json(o, &cfg)))
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
-		int rc = resume_from(t, &cfg, e);
+		rc = resume_from(t, &cfg, e);
+		mp_st_free(&t->ckpt); /* loaded; not needed from here on */
 		if (rc != MP_TRAIN_DONE)
 			return rc;
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
-	if (open_log(t, o->resume != NULL, e) < 0)
+	if (open_log(t, o->resume != NULL, start_over, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);
@@ -986,6 +1041,7 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 		status = MP_TRAIN_FAILED;
 	}
 	free(t.options_json);
+	mp_st_free(&t.ckpt);
 	mp_resnet_free(t.net);
 	if (t.be)
 		mp_backend_free(t.be);

@@ -24,10 +24,24 @@
 #define MP_TRAIN_KEY_EPOCH_SUMS "train.epoch_sums" /* the unfinished epoch's metrics */
 #define MP_TRAIN_KEY_OPTIONS "train.options"	/* JSON of the training options */
 
+/* The network options given (mp_train_opts.net_given): with --resume, these
+ * must match the checkpoint's network, and the others come from it. */
+enum {
+	MP_TRAIN_NET_DEPTH = 1 << 0,
+	MP_TRAIN_NET_WIDTHS = 1 << 1,	/* the stages too */
+	MP_TRAIN_NET_SHORTCUT = 1 << 2,
+	MP_TRAIN_NET_STEM_KERNEL = 1 << 3,
+	MP_TRAIN_NET_STEM_STRIDE = 1 << 4,
+	MP_TRAIN_NET_FC_BN = 1 << 5,
+};
+
 typedef struct {
 	const char *train_db, *val_db, *out_dir, *log_path, *resume;
 	mp_resnet_config net;	/* classes 0: from the training set; mean from it too */
+	unsigned net_given;	/* MP_TRAIN_NET_* bits */
 	int has_mean;		/* net.mean was given (--mean) */
+	int has_crop;		/* net.input_size was given (--crop); with --resume,
+				 * the checkpoint's otherwise */
 	int scale_min, scale_max; /* the crop is net.input_size */
 	int batch, epochs;
 	double lr, momentum, wd, smoothing;

@@ -69,7 +69,7 @@ int main(int argc, char **argv)
 		.aug = {.scale_min = smin, .scale_max = smax, .crop = crop},
 	};
 	mp_error e;
-	mp_loader *l = mp_loader_open(&o, &e);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
 	if (!l) {
 		fprintf(stderr, "loader-rate: %s\n", e.msg);
 		return 1;
@@ -78,7 +78,7 @@ int main(int argc, char **argv)
 	if (m->has_mean)
 		memcpy(o.aug.mean, m->mean, sizeof o.aug.mean);
 	mp_loader_close(l);
-	if (!(l = mp_loader_open(&o, &e))) {
+	if (!(l = mp_loader_open(&o, NULL, &e))) {
 		fprintf(stderr, "loader-rate: %s\n", e.msg);
 		return 1;
 	}

@@ -12,7 +12,6 @@
 #include "mp_cli.h"
 #include "mp_train.h"
 #include "mp_util.h"
-#include "mp_weights.h"
 
 static void usage(void)
 {
@@ -31,12 +30,13 @@ static void help(void)
 	       "data\n"
 	       "  -d, --train DB          training set (dataset DB)\n"
 	       "  -v, --val DB            validation set, evaluated every --eval-every epochs\n"
-	       "      --crop N            training crop and input size (default 112)\n"
+	       "      --crop N            training crop and validation size (default 112;\n"
+	       "                          with --resume, the checkpoint's)\n"
 	       "      --scale-min N       shortest side, smallest random scale (default 128)\n"
 	       "      --scale-max N       shortest side, largest random scale (default 240)\n"
 	       "      --mean R,G,B        the mean to subtract (default: the training set's)\n"
 	       "      --classes N         number of classes (default: the training set's)\n"
-	       "network\n"
+	       "network (with --resume, those given must match the checkpoint's)\n"
 	       "      --depth N           residual blocks per stage (default 9)\n"
 	       "      --widths LIST       stage widths (default 32,64,128,256)\n"
 	       "      --shortcut A|B      zero-padding or projection shortcuts (default A)\n"
@@ -205,7 +205,7 @@ int main(int argc, char **argv)
 	mp_set_progname(argv[0]);
 	mp_train_opts o;
 	mp_train_opts_default(&o);
-	int arch_given = 0, c;
+	int c;
 	long v;
 	double list[MP_MAX_STAGES];
 	static const char *const policies[] = {"step", "cosine", NULL};
@@ -223,7 +223,7 @@ int main(int argc, char **argv)
 		case 'V': mp_print_version(); return 0;
 		case OPT_DEPTH:
 			bad = parse_int("--depth", optarg, 1, 1000, &o.net.depth);
-			arch_given = 1;
+			o.net_given |= MP_TRAIN_NET_DEPTH;
 			break;
 		case OPT_WIDTHS:
 			n = mp_parse_double_list("--widths", optarg, 1, 65536, list, 1, MP_MAX_STAGES);
@@ -236,27 +236,30 @@ int main(int argc, char **argv)
 				o.net.widths[i] = (int)list[i];
 			}
 			o.net.stages = n;
-			arch_given = 1;
+			o.net_given |= MP_TRAIN_NET_WIDTHS;
 			break;
 		case OPT_SHORTCUT:
 			n = mp_parse_keyword("--shortcut", optarg, shortcuts);
 			bad = n < 0;
 			o.net.shortcut = n == 1 ? 'B' : 'A';
-			arch_given = 1;
+			o.net_given |= MP_TRAIN_NET_SHORTCUT;
 			break;
 		case OPT_STEM_KERNEL:
 			bad = parse_int("--stem-kernel", optarg, 1, 15, &o.net.stem_kernel);
-			arch_given = 1;
+			o.net_given |= MP_TRAIN_NET_STEM_KERNEL;
 			break;
 		case OPT_STEM_STRIDE:
 			bad = parse_int("--stem-stride", optarg, 1, 8, &o.net.stem_stride);
-			arch_given = 1;
+			o.net_given |= MP_TRAIN_NET_STEM_STRIDE;
 			break;
-		case OPT_NO_FC_BN: o.net.fc_bn = 0; arch_given = 1; break;
+		case OPT_NO_FC_BN:
+			o.net.fc_bn = 0;
+			o.net_given |= MP_TRAIN_NET_FC_BN;
+			break;
 		case OPT_CLASSES: bad = parse_int("--classes", optarg, 1, 1000000, &o.net.classes); break;
 		case OPT_CROP:
 			bad = parse_int("--crop", optarg, 1, 4096, &o.net.input_size);
-			arch_given = 1;
+			o.has_crop = 1;
 			break;
 		case OPT_SCALE_MIN: bad = parse_int("--scale-min", optarg, 1, 65535, &o.scale_min); break;
 		case OPT_SCALE_MAX: bad = parse_int("--scale-max", optarg, 1, 65535, &o.scale_max); break;
@@ -333,29 +336,6 @@ int main(int argc, char **argv)
 	if (mp_schedule_check(&o.schedule, &e) < 0) {
 		mp_warnx("%s", e.msg);
 		return 2;
-	}
-
-	/* Resuming without architecture options takes the checkpoint's. */
-	if (o.resume && !arch_given) {
-		mp_st_file f;
-		mp_resnet_config cfg;
-		if (mp_st_read(o.resume, (size_t)1 << 34, &f, &e) < 0) {
-			mp_warnx("--resume: %s", e.msg);
-			return 2;
-		}
-		int rc = mp_weights_config(&f, &cfg, &e);
-		mp_st_free(&f);
-		if (rc < 0) {
-			mp_warnx("--resume: %s", e.msg);
-			return 2;
-		}
-		double mean[3];
-		memcpy(mean, o.net.mean, sizeof mean);
-		int classes = o.net.classes;
-		o.net = cfg;
-		o.net.classes = classes;
-		if (o.has_mean)
-			memcpy(o.net.mean, mean, sizeof mean);
 	}
 
 	/* A signal ignored on entry (SIGINT in a shell's background job)

@@ -163,6 +163,41 @@ EOF
 	assert_contains "$output" "warning: lr was 0.1 in out/last.safetensors, now 0.05"
 }
 
+@test "--resume compares only the network options given; --crop is the training size, not the network" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	RES=(-d "$D/train.db" --batch 16 --lr 0.1 --schedule 3 --scale-min 12 --scale-max 16 --epochs 2 -q
+		-o out --resume out/checkpoint-0001.safetensors)
+	input_size() { json_get <(inspect --json out/weights.safetensors) 'd["metadata"]["input_size"]'; }
+	# --crop alone, the checkpoint's: the rest of the network is the checkpoint's
+	run train "${RES[@]}" --crop 12
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	assert_equal "$(input_size)" 12
+	# --depth alone, the same: --widths and the stem are not compared with their defaults
+	run train "${RES[@]}" --depth 1
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	# no --crop: the checkpoint's input size
+	run train "${RES[@]}"
+	assert_status 0
+	assert_equal "$(input_size)" 12
+	# one that differs is refused, naming both values
+	run train "${RES[@]}" --depth 2
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has depth 1, the options say 2"
+	run train "${RES[@]}" --widths 4,16
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has widths 4,8, the options say 4,16"
+	run train "${RES[@]}" --stem-stride 2
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has stem stride 1, the options say 2"
+	# another crop trains the same network at another size, with a warning
+	run train "${RES[@]}" --crop 10
+	assert_status 0
+	assert_contains "$output" "warning: crop was 12 in out/checkpoint-0001.safetensors, now 10"
+	assert_equal "$(input_size)" 10
+}
+
 # A slower run for the signals to land in the middle of: 48 steps of the
 # reference backend, about 2 s.
 SLOW=(--backend cpu-ref --depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
@@ -277,6 +312,51 @@ wait_rows() {
 	assert_equal "$output" "mp-train: my.log holds a log already: continue its run with --resume, or start over with --force"
 }
 
+# snapshot DIR: each name with its checksum, or its target for a link.
+snapshot() {
+	local f
+	(cd "$1" && for f in $(LC_ALL=C ls -A); do
+		if [[ -L $f ]]; then
+			echo "$f -> $(readlink "$f")"
+		else
+			echo "$f $(cksum <"$f")"
+		fi
+	done)
+}
+
+@test "a --force start that fails leaves the previous run as it was" {
+	train "${OPTS[@]}" --epochs 2 -q -o out --log-every 4
+	before=$(snapshot out)
+	[[ -n $before ]]
+	mkdir logdir
+	cases=(
+		"--log /nonexistent/x.log|mp-train: /nonexistent/x.log: No such file or directory"
+		"--log logdir|mp-train: logdir: Is a directory"
+		"--log /dev/full|mp-train: /dev/full: No space left on device"
+		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
+		"--precision bf16|mp-train: --precision bf16: the cpu backend computes in fp32 only (bf16 needs --backend cuda)"
+	)
+	for c in "${cases[@]}"; do
+		IFS='|' read -r opts want <<<"$c"
+		run train "${OPTS[@]}" --epochs 1 -q --force -o out $opts
+		[[ $status -ne 0 ]] || fail "$opts: exit status 0"
+		assert_equal "$output" "$want"
+		assert_equal "$(snapshot out)" "$before"
+	done
+	# a --log that held rows is kept until the new run can start too
+	printf 'old rows\n' >my.log
+	run train "${OPTS[@]}" --epochs 1 -q --force -o out --log my.log --precision bf16
+	assert_status 1
+	assert_equal "$(cat my.log)" "old rows"
+	assert_equal "$(snapshot out)" "$before"
+	# and a start that works replaces them
+	run train "${OPTS[@]}" --epochs 1 -q --force -o out
+	assert_status 0
+	assert_files out checkpoint-0001.safetensors last.safetensors train.log weights.safetensors
+	assert_equal "$(log_col out/train.log epoch epoch)" "1"
+	assert_equal "$(head -1 out/train.log | cut -f1)" "kind"
+}
+
 @test "bad options and unfit data exit 2 with one line" {
 	cases=(
 		"--batch x|mp-train: --batch: \"x\" is not a number from 2 to 65536"
@@ -306,6 +386,50 @@ wait_rows() {
 	assert_status 2
 	assert_contains "$output" "w/x.safetensors"
 	[[ ! -e out/train.log ]]
+}
+
+# lmdb_edit DB PYTHON: runs PYTHON with txn, a write transaction on DB, and json.
+lmdb_edit() {
+	"$PY" -c '
+import json, lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    exec(sys.argv[2])
+env.close()' "$1" "$2"
+}
+
+@test "bad data exits 1: a label out of range, a corrupt macrobatch, a damaged checkpoint" {
+	# a meta that says 3 classes over labels 0..3
+	cp -r "$D/train.db" lab.db
+	lmdb_edit lab.db '
+m = json.loads(txn.get(b"meta"))
+m["classes"] = 3
+m["class_names"] = m["class_names"][:3]
+txn.put(b"meta", json.dumps(m).encode())'
+	run train "${OPTS[@]}" --epochs 1 -o out -d lab.db
+	assert_status 1
+	assert_equal "$output" "mp-train: lab.db: record 3 has label 3, outside 0..2"
+	run train "${OPTS[@]}" --epochs 1 -o out -v lab.db
+	assert_status 1
+	assert_equal "$output" "mp-train: lab.db: record 3 has label 3, outside 0..2"
+	cp -r "$D/train.db" crc.db
+	lmdb_edit crc.db '
+v = bytearray(txn.get(b"mb/00000000"))
+v[len(v) // 2] ^= 0x01
+txn.put(b"mb/00000000", bytes(v))'
+	run train "${OPTS[@]}" --epochs 1 -o out -d crc.db
+	assert_status 1
+	assert_equal "$output" "mp-train: crc.db: macrobatch 0: macrobatch CRC mismatch (corrupt data)"
+	[[ ! -e out/train.log ]]
+	# a checkpoint cut short is bad data too; a missing one is a usage error
+	train "${OPTS[@]}" --epochs 1 -q -o run1
+	head -c 10000 run1/checkpoint-0001.safetensors >cut.safetensors
+	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume cut.safetensors
+	assert_status 1
+	assert_contains "$output" "mp-train: cut.safetensors: "
+	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume nothing.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: nothing.safetensors: No such file or directory"
 }
 
 @test "--precision: bf16 on a CPU backend exits 1 with the reason; fp32 and auto name the precision" {

@@ -20,8 +20,8 @@ enum { NREC = 50, PER_MB = 16, SIDE = 8, CLASSES = 5 };
 static char dir[64];
 
 /* Record i is an 8x8 image of colour (i % 256, i / 256, 7), label i % 5;
- * record bad (if >= 0) holds a broken PNG. */
-static void write_db(const char *path, int labelled, int bad)
+ * record bad (if >= 0) holds a broken PNG. The meta says classes classes. */
+static void write_db(const char *path, int labelled, int bad, int classes)
 {
 	mp_error e;
 	mp_db_writer *w = mp_db_writer_open(path, 1 << 20, 1, &e);
@@ -66,7 +66,7 @@ static void write_db(const char *path, int labelled, int bad)
 	strcpy(m.pad_fill, "zero");
 	strcpy(m.encoding, "raw");
 	m.labelled = labelled;
-	m.classes = labelled ? CLASSES : 0;
+	m.classes = labelled ? classes : 0;
 	m.source_list = strdup("unit");
 	char *json = mp_meta_to_json(&m, &e);
 	assert_non_null(json);
@@ -75,7 +75,7 @@ static void write_db(const char *path, int labelled, int bad)
 	mp_meta_free(&m);
 }
 
-static char good[128], nolabels[128], bad[128];
+static char good[128], nolabels[128], bad[128], badlabel[128];
 
 static int setup(void **state)
 {
@@ -86,9 +86,11 @@ static int setup(void **state)
 	snprintf(good, sizeof good, "%s/good", dir);
 	snprintf(nolabels, sizeof nolabels, "%s/nolabels", dir);
 	snprintf(bad, sizeof bad, "%s/bad", dir);
-	write_db(good, 1, -1);
-	write_db(nolabels, 0, -1);
-	write_db(bad, 1, 37);
+	snprintf(badlabel, sizeof badlabel, "%s/badlabel", dir);
+	write_db(good, 1, -1, CLASSES);
+	write_db(nolabels, 0, -1, CLASSES);
+	write_db(bad, 1, 37, CLASSES);
+	write_db(badlabel, 1, -1, CLASSES - 1); /* record 4 has label 4 */
 	return 0;
 }
 
@@ -114,7 +116,7 @@ static void eval_keeps_order_and_pixels(void **state)
 	mp_error e;
 	mp_loader_opts o = opts(good, 0, 2);
 	o.mean[2] = 2.5;
-	mp_loader *l = mp_loader_open(&o, &e);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
 	assert_non_null(l);
 	assert_int_equal(mp_loader_batches(l), 4);
 	static float img[16 * 3 * SIDE * SIDE];
@@ -135,7 +137,7 @@ static void eval_keeps_order_and_pixels(void **state)
 	assert_int_equal(seen, NREC);
 	mp_loader_close(l);
 	o.drop_last = 1;
-	l = mp_loader_open(&o, &e);
+	l = mp_loader_open(&o, NULL, &e);
 	assert_int_equal(mp_loader_batches(l), 3);
 	mp_loader_close(l);
 }
@@ -163,7 +165,7 @@ static void train_shuffles_the_same_for_any_thread_count(void **state)
 	static float imgs[3][2][NREC * 3 * SIDE * SIDE];
 	for (int t = 0; t < 3; t++) {
 		mp_loader_opts o = opts(good, 1, t + 1);
-		mp_loader *l = mp_loader_open(&o, &e);
+		mp_loader *l = mp_loader_open(&o, NULL, &e);
 		assert_non_null(l);
 		run_epoch(l, 0, ids[t][0], imgs[t][0]);
 		run_epoch(l, 1, ids[t][1], imgs[t][1]);
@@ -196,7 +198,7 @@ static void a_bad_record_is_an_error_naming_it(void **state)
 	(void)state;
 	mp_error e;
 	mp_loader_opts o = opts(bad, 0, 2);
-	mp_loader *l = mp_loader_open(&o, &e);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
 	assert_non_null(l);
 	static float img[16 * 3 * SIDE * SIDE];
 	int32_t lab[16];
@@ -210,20 +212,53 @@ static void a_bad_record_is_an_error_naming_it(void **state)
 	mp_loader_close(l);
 }
 
+/* A label outside the meta's classes is the data's fault, said at open. */
+static void a_label_out_of_range_is_bad_data(void **state)
+{
+	(void)state;
+	mp_error e;
+	for (int train = 0; train < 2; train++) {
+		int bad_data = -1;
+		mp_loader_opts o = opts(badlabel, train, 1);
+		assert_null(mp_loader_open(&o, &bad_data, &e));
+		assert_int_equal(bad_data, 1);
+		assert_non_null(strstr(e.msg, "record 4 has label 4, outside 0..3"));
+	}
+	int bad_data = -1;
+	mp_loader_opts o = opts(good, 1, 1);
+	mp_loader *l = mp_loader_open(&o, &bad_data, &e);
+	assert_non_null(l);
+	assert_int_equal(bad_data, 0);
+	mp_loader_close(l);
+}
+
 static void refusals(void **state)
 {
 	(void)state;
 	mp_error e;
+	int bad_data = -1;
 	mp_loader_opts o = opts(nolabels, 1, 1);
-	assert_null(mp_loader_open(&o, &e));
+	assert_null(mp_loader_open(&o, &bad_data, &e));
 	assert_non_null(strstr(e.msg, "training needs labels"));
+	assert_int_equal(bad_data, 0);
 	o = opts(good, 1, 1);
 	o.batch = 0;
-	assert_null(mp_loader_open(&o, &e));
+	bad_data = -1;
+	assert_null(mp_loader_open(&o, &bad_data, &e));
+	assert_int_equal(bad_data, 0);
+	o = opts(good, 1, 1);
+	o.batch = 64;
+	o.drop_last = 1;
+	bad_data = -1;
+	assert_null(mp_loader_open(&o, &bad_data, &e));
+	assert_non_null(strstr(e.msg, "make no batch of 64"));
+	assert_int_equal(bad_data, 0);
 	o = opts("/nonexistent/db", 0, 1);
-	assert_null(mp_loader_open(&o, &e));
+	bad_data = -1;
+	assert_null(mp_loader_open(&o, &bad_data, &e));
+	assert_int_equal(bad_data, 0);
 	o = opts(good, 0, 1);
-	mp_loader *l = mp_loader_open(&o, &e);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
 	static float img[16 * 3 * SIDE * SIDE];
 	int32_t lab[16];
 	int n;
@@ -238,6 +273,7 @@ int main(void)
 		cmocka_unit_test(eval_keeps_order_and_pixels),
 		cmocka_unit_test(train_shuffles_the_same_for_any_thread_count),
 		cmocka_unit_test(a_bad_record_is_an_error_naming_it),
+		cmocka_unit_test(a_label_out_of_range_is_bad_data),
 		cmocka_unit_test(refusals),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
