@@ -355,6 +355,9 @@ int main(int argc, char **argv)
 	int rc = mp_pack_run(&o, &list, &meta, &sink, &rep, &e);
 	int status = 0;
 	if (rc < 0) {
+		/* The entries skipped so far explain a failure such as "no
+		 * records to write" (every entry bad, a wrong -r). */
+		print_skips(&rep, &list, list_name);
 		if (!rep.interrupted)
 			mp_warnx("%s", e.msg);
 		status = exit_for_failure(out == NULL);

@@ -139,13 +139,24 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	assert_equal "$(json_get <(inspect --json out.stream) 'd["meta"]["skipped"], d["records"]')" "(11, 2)"
 }
 
-@test "--skip-bad with nothing good fails and writes nothing" {
+@test "--skip-bad with nothing good fails, writes nothing and lists why" {
 	: >empty.png
 	printf 'empty.png\nmissing.png\n' >list.txt
-	run --separate-stderr bw --skip-bad --size 16 -o db list.txt
-	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: list.txt: no records to write"
-	assert_no_db db
+	want="mp-batchwriter: skipped 2 bad inputs:
+  empty.png (list.txt line 1): empty file
+  missing.png (list.txt line 2): No such file or directory
+mp-batchwriter: list.txt: no records to write"
+	for q in "" -q; do
+		run --separate-stderr bw $q --skip-bad --size 16 -o db list.txt
+		assert_status 1
+		assert_equal "$stderr" "$want"
+		assert_equal "$output" ""
+		assert_no_db db
+		# The same to a stream.
+		run --separate-stderr bw $q --skip-bad --size 16 list.txt
+		assert_status 1
+		assert_equal "$stderr" "$want"
+	done
 }
 
 # ---- streams ----------------------------------------------------------------
