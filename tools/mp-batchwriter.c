@@ -134,14 +134,15 @@ static void print_summary(const mp_pack_report *rep, const char *dest, double se
 
 /* Printed even with -q: skipped inputs are never dropped silently. */
 static void print_skips(const mp_pack_report *rep, const mp_list *list,
-			const char *list_name)
+			const char *list_name, const char *root)
 {
 	if (rep->nskips) {
 		fprintf(stderr, "%s: skipped %zu bad inputs:\n", mp_progname, rep->nskips);
 		for (size_t i = 0; i < rep->nskips; i++) {
 			const mp_list_entry *it = &list->items[rep->skips[i].index];
-			fprintf(stderr, "  %s (%s line %ld): %s\n", it->path, list_name,
-				it->line, rep->skips[i].reason);
+			const char *r = mp_pack_root(root, it->path);
+			fprintf(stderr, "  %s%s%s (%s line %ld): %s\n", r, *r ? "/" : "",
+				it->path, list_name, it->line, rep->skips[i].reason);
 		}
 	}
 }
@@ -357,7 +358,7 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		/* The entries skipped so far explain a failure such as "no
 		 * records to write" (every entry bad, a wrong -r). */
-		print_skips(&rep, &list, list_name);
+		print_skips(&rep, &list, list_name, root);
 		if (!rep.interrupted)
 			mp_warnx("%s", e.msg);
 		status = exit_for_failure(out == NULL);
@@ -366,7 +367,7 @@ int main(int argc, char **argv)
 			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
 		if (!quiet)
 			print_summary(&rep, out ? out : "<stdout>", mp_now() - t0);
-		print_skips(&rep, &list, list_name);
+		print_skips(&rep, &list, list_name, root);
 	}
 	mp_pack_report_free(&rep);
 	mp_meta_free(&meta);

@@ -159,6 +159,34 @@ mp-batchwriter: list.txt: no records to write"
 	done
 }
 
+@test "a bad image is named by the path opened, below -r ROOT" {
+	mkdir img
+	mkimg batch <<-'EOF'
+		make noise img/v1.png 16 16 seed=1
+	EOF
+	: >img/empty.png
+	printf 'img/v1.png 0\n' >good.txt
+	# img/v1.png exists here, but not below the root given
+	run --separate-stderr bw -q --size 16 -r nonexist -o db good.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: nonexist/img/v1.png (good.txt line 1): No such file or directory"
+	assert_no_db db
+	# an absolute path is opened as it is
+	printf '%s/img/missing.png 0\n' "$PWD" >abs.txt
+	run --separate-stderr bw -q --size 16 -r nonexist -o db abs.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: $PWD/img/missing.png (abs.txt line 1): No such file or directory"
+	# the list of skipped entries names the same path
+	printf 'v1.png 0\nempty.png 1\nmissing.png 1\n' >mixed.txt
+	run --separate-stderr bw -q --skip-bad --size 16 -r img -o db mixed.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: skipped 2 bad inputs:
+  img/empty.png (mixed.txt line 2): empty file
+  img/missing.png (mixed.txt line 3): No such file or directory"
+	# while the record keeps the name the list gave it
+	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" "v1.png"
+}
+
 # ---- streams ----------------------------------------------------------------
 
 # a_stream: out.stream with 40 records in 5 macrobatches (frames 0..6).
