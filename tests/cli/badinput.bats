@@ -187,6 +187,29 @@ mp-batchwriter: list.txt: no records to write"
 	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" "v1.png"
 }
 
+@test "a very long path is shortened in the middle; list, line and reason stay" {
+	# one name longer than PATH_MAX, and one under it with long components
+	"$PY" -c "print('img/' + 'x' * 5000 + '.png 0')" >long.txt
+	"$PY" -c "print('img/' + ('y' * 200 + '/') * 9 + 'a.png 0')" >deep.txt
+	for list in long.txt deep.txt; do
+		for root in "" "-r ."; do
+			# shellcheck disable=SC2086
+			run --separate-stderr bw -q --size 16 $root -o db "$list"
+			assert_status 1
+			assert_equal "$(wc -l <<<"$stderr")" 1
+			assert_less "${#stderr}" 1100
+			assert_contains "$stderr" "..."
+		done
+	done
+	assert_contains "$stderr" "mp-batchwriter: ./img/yyyy"
+	[[ "$stderr" == *"yyyy/a.png (deep.txt line 1): No such file or directory" ]] ||
+		fail "unexpected end: $stderr"
+	run --separate-stderr bw -q --size 16 -o db long.txt
+	[[ "$stderr" == "mp-batchwriter: img/xxxx"*"xxxx.png (long.txt line 1): path too long" ]] ||
+		fail "unexpected: $stderr"
+	assert_no_db db
+}
+
 # ---- streams ----------------------------------------------------------------
 
 # a_stream: out.stream with 40 records in 5 macrobatches (frames 0..6).
