@@ -28,3 +28,13 @@ int mp_parse_keyword(const char *opt, const char *arg, const char *const *names)
 	mp_warnx("%s: \"%s\" is not one of %s", opt, arg, all);
 	return -1;
 }
+
+int mp_parse_path(const char *opt, const char *arg, const char **out)
+{
+	if (!*arg) {
+		mp_warnx("%s: the path is empty", opt);
+		return -1;
+	}
+	*out = arg;
+	return 0;
+}

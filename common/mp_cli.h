@@ -8,4 +8,9 @@ void mp_print_version(void);
  * "prog: --opt: "x" is not one of a|b|c" and returns -1 if absent. */
 int mp_parse_keyword(const char *opt, const char *arg, const char *const *names);
 
+/* A path given to an option: an empty one, which would only fail much
+ * later (after the work, at a rename), prints "prog: --opt: the path is
+ * empty" and returns -1; otherwise *out = arg. */
+int mp_parse_path(const char *opt, const char *arg, const char **out);
+
 #endif

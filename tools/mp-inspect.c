@@ -676,7 +676,7 @@ int main(int argc, char **argv)
 		case OPT_EXTRACT:
 			bad = mp_parse_long("--extract", optarg, 0, LONG_MAX, &extract_n);
 			break;
-		case 'o': out = optarg; break;
+		case 'o': bad = mp_parse_path("--output", optarg, &out); break;
 		case OPT_JSON: json = 1; break;
 		case OPT_TENSORS: do_tensors = 1; break;
 		case OPT_DUMP: dump = optarg; break;
