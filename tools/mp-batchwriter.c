@@ -61,7 +61,7 @@ static void help(void)
 	       "  -h, --help             this help\n"
 	       "  -V, --version          version and backends\n",
 	       mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -240,7 +240,7 @@ int main(int argc, char **argv)
 			break;
 		case 'q': quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		default: usage();
 		}
 		if (bad)

@@ -60,7 +60,7 @@ static void help(void)
 	       "  -h, --help            this help\n"
 	       "  -V, --version         version and backends\n",
 	       mp_progname, mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -182,7 +182,7 @@ int main(int argc, char **argv)
 		case 'r': bad = mp_parse_path("--root", optarg, &o.root); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		case OPT_LIST: bad = mp_parse_path("--list", optarg, &o.list); break;
 		case OPT_SCALES:
 			n = mp_parse_double_list("--scales", optarg, 1, 4096, list, 1, MP_EVAL_MAX_SCALES);

@@ -49,7 +49,7 @@ static void help(void)
 	       "  -h, --help          this help\n"
 	       "  -V, --version       version and backends\n",
 	       mp_progname, mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -686,7 +686,7 @@ int main(int argc, char **argv)
 			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &max_pixels);
 			break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		default: usage();
 		}
 		if (bad)

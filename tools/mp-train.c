@@ -74,7 +74,7 @@ static void help(void)
 	       "  -h, --help              this help\n"
 	       "  -V, --version           version and backends\n",
 	       mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -220,7 +220,7 @@ int main(int argc, char **argv)
 		case 'o': bad = mp_parse_path("--output", optarg, &o.out_dir); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		case OPT_DEPTH:
 			bad = parse_int("--depth", optarg, 1, 1000, &o.net.depth);
 			arch_given = 1;

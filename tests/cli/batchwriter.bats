@@ -320,6 +320,19 @@ names() {
 	assert_equal "$stderr" ""
 }
 
+@test "--help and --version exit 1 when stdout cannot be written, in every tool" {
+	[[ -w /dev/full ]] || skip "no /dev/full"
+	for tool in mp-batchwriter mp-train mp-eval mp-inspect; do
+		for opt in --help -h --version -V; do
+			run --separate-stderr "$MP_BIN/$tool" "$opt"
+			assert_status 0
+			run --separate-stderr bash -c '"$1" "$2" >/dev/full' _ "$MP_BIN/$tool" "$opt"
+			assert_status 1
+			assert_equal "$stderr" "$tool: <stdout>: write error: No space left on device"
+		done
+	done
+}
+
 @test "-q prints nothing on success; the summary counts what was stored" {
 	mkimg batch <<-'EOF'
 		make solid a.png 8 8
