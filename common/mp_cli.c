@@ -1,6 +1,8 @@
 #include "mp_cli.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "device.h"
@@ -12,6 +14,27 @@ void mp_print_version(void)
 	mp_cuda_probe(dev, sizeof dev);
 	printf("%s %s\nbackends: cpu%s\ncuda: %s\n", mp_progname, MP_VERSION,
 	       mp_cuda_built() ? ", cuda" : "", dev);
+}
+
+void mp_exit_stdout(int status)
+{
+	/* A write that failed inside printf leaves only the error flag; the
+	 * flush retries what is buffered and usually says why. */
+	errno = 0;
+	int failed = fflush(stdout) != 0 || ferror(stdout);
+	int err = errno;
+	if (fclose(stdout) != 0 && !failed) {
+		failed = 1;
+		err = errno;
+	}
+	if (failed) {
+		if (err)
+			mp_warnx("<stdout>: write error: %s", strerror(err));
+		else
+			mp_warnx("<stdout>: write error");
+		exit(1);
+	}
+	exit(status);
 }
 
 int mp_parse_keyword(const char *opt, const char *arg, const char *const *names)
@@ -27,4 +50,14 @@ int mp_parse_keyword(const char *opt, const char *arg, const char *const *names)
 	}
 	mp_warnx("%s: \"%s\" is not one of %s", opt, arg, all);
 	return -1;
+}
+
+int mp_parse_path(const char *opt, const char *arg, const char **out)
+{
+	if (!*arg) {
+		mp_warnx("%s: the path is empty", opt);
+		return -1;
+	}
+	*out = arg;
+	return 0;
 }

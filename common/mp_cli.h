@@ -4,8 +4,18 @@
 
 /* Prints "PROG VERSION" and the build's backends on stdout. */
 void mp_print_version(void);
+/* Ends a program whose output went to stdout (--help, --version): exits
+ * with status once stdout is written out, or, when it could not be (a full
+ * disk), prints "prog: <stdout>: write error: REASON" and exits 1, as GNU
+ * tools do. */
+void mp_exit_stdout(int status) __attribute__((noreturn));
 /* Looks arg up in a NULL-terminated list of names; prints
  * "prog: --opt: "x" is not one of a|b|c" and returns -1 if absent. */
 int mp_parse_keyword(const char *opt, const char *arg, const char *const *names);
+
+/* A path given to an option: an empty one, which would only fail much
+ * later (after the work, at a rename), prints "prog: --opt: the path is
+ * empty" and returns -1; otherwise *out = arg. */
+int mp_parse_path(const char *opt, const char *arg, const char **out);
 
 #endif

@@ -23,6 +23,11 @@ const char *mp_store_name(int store)
 	}
 }
 
+const char *mp_pack_root(const char *root, const char *path)
+{
+	return root && path[0] != '/' ? root : "";
+}
+
 /* What a worker made of one list entry. */
 typedef struct {
 	int done;
@@ -67,12 +72,9 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 	mp_image img = {0}, fitted = {0};
 	int changed = 0;
 
-	if (o->root && it->path[0] != '/') {
-		if (snprintf(path, sizeof path, "%s/%s", o->root, it->path) >= (int)sizeof path) {
-			mp_seterr(&e, "path too long");
-			goto fail;
-		}
-	} else if (snprintf(path, sizeof path, "%s", it->path) >= (int)sizeof path) {
+	const char *root = mp_pack_root(o->root, it->path);
+	if (snprintf(path, sizeof path, "%s%s%s", root, *root ? "/" : "", it->path) >=
+	    (int)sizeof path) {
 		mp_seterr(&e, "path too long");
 		goto fail;
 	}
@@ -295,10 +297,12 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 		pthread_mutex_unlock(&p.mu);
 
 		const mp_list_entry *it = &list->items[i];
+		const char *root = mp_pack_root(o->root, it->path);
 		if (!s.ok) {
 			if (s.fatal || !o->skip_bad) {
-				mp_seterr(e, "%s (%s line %ld): %s", it->path, o->list_name,
-					  it->line, s.error ? s.error : "out of memory");
+				mp_seterr(e, "%s%s%s (%s line %ld): %s", root, *root ? "/" : "",
+					  it->path, o->list_name, it->line,
+					  s.error ? s.error : "out of memory");
 				free(s.error);
 				goto out;
 			}
@@ -328,8 +332,8 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 		};
 		if (s.payload_len > UINT32_MAX) {
 			free(s.payload);
-			mp_seterr(e, "%s (%s line %ld): stored image is larger than 4 GiB",
-				  it->path, o->list_name, it->line);
+			mp_seterr(e, "%s%s%s (%s line %ld): stored image is larger than 4 GiB",
+				  root, *root ? "/" : "", it->path, o->list_name, it->line);
 			goto out;
 		}
 		int added = mp_mb_builder_add(&b, &r, e);

@@ -14,14 +14,50 @@
 
 const char *mp_progname = "mp";
 
+/* Copies the len bytes of src, too long for dst[cap], without their
+ * middle: the start, "...", and the end, cut between UTF-8 characters. */
+static void cut_middle(char *dst, size_t cap, const char *src, size_t len)
+{
+	static const char dots[] = "...";
+	size_t keep = cap - sizeof dots; /* cap - 1 with the dots and the NUL */
+	size_t head = keep / 4, tail = len - (keep - head);
+	while (head > 0 && ((unsigned char)src[head] & 0xc0) == 0x80)
+		head--;
+	while (tail < len && ((unsigned char)src[tail] & 0xc0) == 0x80)
+		tail++;
+	memcpy(dst, src, head);
+	memcpy(dst + head, dots, sizeof dots - 1);
+	memcpy(dst + head + sizeof dots - 1, src + tail, len - tail + 1);
+}
+
+/* A message that does not fit (a path of thousands of bytes) loses its
+ * middle rather than its end: what follows a path, the list, the line and
+ * the reason, is what the reader needs. e->msg is written last, so an
+ * argument may point into it. */
 int mp_seterr(mp_error *e, const char *fmt, ...)
 {
-	if (e) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-		va_end(ap);
+	if (!e)
+		return -1;
+	char buf[sizeof e->msg];
+	va_list ap, again;
+	va_start(ap, fmt);
+	va_copy(again, ap);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		snprintf(buf, sizeof buf, "(an error message that cannot be formatted)");
+	if (n >= (int)sizeof buf) {
+		char *full = malloc((size_t)n + 1);
+		if (full && vsnprintf(full, (size_t)n + 1, fmt, again) == n) {
+			cut_middle(e->msg, sizeof e->msg, full, (size_t)n);
+			free(full);
+			va_end(again);
+			return -1;
+		}
+		free(full); /* out of memory: the start, as it was cut */
 	}
+	va_end(again);
+	memcpy(e->msg, buf, sizeof buf);
 	return -1;
 }
 

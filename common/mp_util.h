@@ -11,7 +11,9 @@
 #define MP_VERSION "0.1.0"
 
 /* Library functions report failures through an mp_error and return -1;
- * the program decides how to print it and which exit status to use. */
+ * the program decides how to print it and which exit status to use. A
+ * message longer than msg keeps its start and its end around "...", so
+ * that a long path cannot push out the reason after it. */
 typedef struct {
 	char msg[1024];
 } mp_error;

@@ -61,7 +61,7 @@ static void help(void)
 	       "  -h, --help             this help\n"
 	       "  -V, --version          version and backends\n",
 	       mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -134,14 +134,15 @@ static void print_summary(const mp_pack_report *rep, const char *dest, double se
 
 /* Printed even with -q: skipped inputs are never dropped silently. */
 static void print_skips(const mp_pack_report *rep, const mp_list *list,
-			const char *list_name)
+			const char *list_name, const char *root)
 {
 	if (rep->nskips) {
 		fprintf(stderr, "%s: skipped %zu bad inputs:\n", mp_progname, rep->nskips);
 		for (size_t i = 0; i < rep->nskips; i++) {
 			const mp_list_entry *it = &list->items[rep->skips[i].index];
-			fprintf(stderr, "  %s (%s line %ld): %s\n", it->path, list_name,
-				it->line, rep->skips[i].reason);
+			const char *r = mp_pack_root(root, it->path);
+			fprintf(stderr, "  %s%s%s (%s line %ld): %s\n", r, *r ? "/" : "",
+				it->path, list_name, it->line, rep->skips[i].reason);
 		}
 	}
 }
@@ -206,9 +207,9 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "r:o:c:j:fqhV", long_opts, NULL)) != -1) {
 		int bad = 0;
 		switch (c) {
-		case 'r': root = optarg; break;
-		case 'o': out = optarg; break;
-		case 'c': cats = optarg; break;
+		case 'r': bad = mp_parse_path("--root", optarg, &root); break;
+		case 'o': bad = mp_parse_path("--output", optarg, &out); break;
+		case 'c': bad = mp_parse_path("--categories", optarg, &cats); break;
 		case OPT_CLASSES:
 			bad = mp_parse_long("--classes", optarg, 1, MP_MAX_CLASSES, &classes);
 			break;
@@ -239,7 +240,7 @@ int main(int argc, char **argv)
 			break;
 		case 'q': quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		default: usage();
 		}
 		if (bad)
@@ -355,6 +356,9 @@ int main(int argc, char **argv)
 	int rc = mp_pack_run(&o, &list, &meta, &sink, &rep, &e);
 	int status = 0;
 	if (rc < 0) {
+		/* The entries skipped so far explain a failure such as "no
+		 * records to write" (every entry bad, a wrong -r). */
+		print_skips(&rep, &list, list_name, root);
 		if (!rep.interrupted)
 			mp_warnx("%s", e.msg);
 		status = exit_for_failure(out == NULL);
@@ -363,7 +367,7 @@ int main(int argc, char **argv)
 			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
 		if (!quiet)
 			print_summary(&rep, out ? out : "<stdout>", mp_now() - t0);
-		print_skips(&rep, &list, list_name);
+		print_skips(&rep, &list, list_name, root);
 	}
 	mp_pack_report_free(&rep);
 	mp_meta_free(&meta);

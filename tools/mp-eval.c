@@ -60,7 +60,7 @@ static void help(void)
 	       "  -h, --help            this help\n"
 	       "  -V, --version         version and backends\n",
 	       mp_progname, mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -177,13 +177,13 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "m:d:r:qhV", long_opts, NULL)) != -1) {
 		int bad = 0, n;
 		switch (c) {
-		case 'm': o.weights = optarg; break;
-		case 'd': o.data = optarg; break;
-		case 'r': o.root = optarg; break;
+		case 'm': bad = mp_parse_path("--weights", optarg, &o.weights); break;
+		case 'd': bad = mp_parse_path("--data", optarg, &o.data); break;
+		case 'r': bad = mp_parse_path("--root", optarg, &o.root); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
-		case OPT_LIST: o.list = optarg; break;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
+		case OPT_LIST: bad = mp_parse_path("--list", optarg, &o.list); break;
 		case OPT_SCALES:
 			n = mp_parse_double_list("--scales", optarg, 1, 4096, list, 1, MP_EVAL_MAX_SCALES);
 			bad = n < 0;
@@ -232,12 +232,18 @@ int main(int argc, char **argv)
 			o.precision = optarg;
 			break;
 		case OPT_JSON: json = 1; break;
-		case OPT_PROBS: o.probs_path = optarg; break;
-		case OPT_SUBMISSION: o.submission_path = optarg; break;
-		case OPT_PER_CLASS: o.per_class_path = optarg; break;
-		case OPT_CONFUSION: o.confusion_path = optarg; break;
+		case OPT_PROBS: bad = mp_parse_path("--probs", optarg, &o.probs_path); break;
+		case OPT_SUBMISSION:
+			bad = mp_parse_path("--submission", optarg, &o.submission_path);
+			break;
+		case OPT_PER_CLASS:
+			bad = mp_parse_path("--per-class", optarg, &o.per_class_path);
+			break;
+		case OPT_CONFUSION:
+			bad = mp_parse_path("--confusion", optarg, &o.confusion_path);
+			break;
 		case OPT_DUMP_VIEWS:
-			o.dump_views = optarg;
+			bad = mp_parse_path("--dump-views", optarg, &o.dump_views);
 			if (!o.dump_count)
 				o.dump_count = 1;
 			break;

@@ -49,7 +49,7 @@ static void help(void)
 	       "  -h, --help          this help\n"
 	       "  -V, --version       version and backends\n",
 	       mp_progname, mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -676,7 +676,7 @@ int main(int argc, char **argv)
 		case OPT_EXTRACT:
 			bad = mp_parse_long("--extract", optarg, 0, LONG_MAX, &extract_n);
 			break;
-		case 'o': out = optarg; break;
+		case 'o': bad = mp_parse_path("--output", optarg, &out); break;
 		case OPT_JSON: json = 1; break;
 		case OPT_TENSORS: do_tensors = 1; break;
 		case OPT_DUMP: dump = optarg; break;
@@ -686,7 +686,7 @@ int main(int argc, char **argv)
 			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &max_pixels);
 			break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		default: usage();
 		}
 		if (bad)

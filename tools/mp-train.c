@@ -74,7 +74,7 @@ static void help(void)
 	       "  -h, --help              this help\n"
 	       "  -V, --version           version and backends\n",
 	       mp_progname);
-	exit(0);
+	mp_exit_stdout(0);
 }
 
 enum {
@@ -215,12 +215,12 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "d:v:o:qhV", long_opts, NULL)) != -1) {
 		int bad = 0, n;
 		switch (c) {
-		case 'd': o.train_db = optarg; break;
-		case 'v': o.val_db = optarg; break;
-		case 'o': o.out_dir = optarg; break;
+		case 'd': bad = mp_parse_path("--train", optarg, &o.train_db); break;
+		case 'v': bad = mp_parse_path("--val", optarg, &o.val_db); break;
+		case 'o': bad = mp_parse_path("--output", optarg, &o.out_dir); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
-		case 'V': mp_print_version(); return 0;
+		case 'V': mp_print_version(); mp_exit_stdout(0);
 		case OPT_DEPTH:
 			bad = parse_int("--depth", optarg, 1, 1000, &o.net.depth);
 			o.net_given |= MP_TRAIN_NET_DEPTH;
@@ -290,7 +290,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_GAMMA: bad = mp_parse_double("--gamma", optarg, 1e-9, 1, &o.schedule.gamma); break;
 		case OPT_WARMUP: bad = mp_parse_double("--warmup", optarg, 0, 1e6, &o.schedule.warmup); break;
-		case OPT_RESUME: o.resume = optarg; break;
+		case OPT_RESUME: bad = mp_parse_path("--resume", optarg, &o.resume); break;
 		case OPT_FORCE: o.force = 1; break;
 		case OPT_EVAL_EVERY: bad = parse_int("--eval-every", optarg, 0, 1000000, &o.eval_every); break;
 		case OPT_CKPT_EVERY:
@@ -316,7 +316,7 @@ int main(int argc, char **argv)
 		case OPT_MAX_STEPS:
 			bad = mp_parse_long("--max-steps", optarg, 1, 0x7fffffffffffffffL, &o.max_steps);
 			break;
-		case OPT_LOG: o.log_path = optarg; break;
+		case OPT_LOG: bad = mp_parse_path("--log", optarg, &o.log_path); break;
 		case OPT_LOG_EVERY: bad = parse_int("--log-every", optarg, 0, 1000000000, &o.log_every); break;
 		default: usage();
 		}

@@ -139,12 +139,74 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	assert_equal "$(json_get <(inspect --json out.stream) 'd["meta"]["skipped"], d["records"]')" "(11, 2)"
 }
 
-@test "--skip-bad with nothing good fails and writes nothing" {
+@test "--skip-bad with nothing good fails, writes nothing and lists why" {
 	: >empty.png
 	printf 'empty.png\nmissing.png\n' >list.txt
-	run --separate-stderr bw --skip-bad --size 16 -o db list.txt
+	want="mp-batchwriter: skipped 2 bad inputs:
+  empty.png (list.txt line 1): empty file
+  missing.png (list.txt line 2): No such file or directory
+mp-batchwriter: list.txt: no records to write"
+	for q in "" -q; do
+		run --separate-stderr bw $q --skip-bad --size 16 -o db list.txt
+		assert_status 1
+		assert_equal "$stderr" "$want"
+		assert_equal "$output" ""
+		assert_no_db db
+		# The same to a stream.
+		run --separate-stderr bw $q --skip-bad --size 16 list.txt
+		assert_status 1
+		assert_equal "$stderr" "$want"
+	done
+}
+
+@test "a bad image is named by the path opened, below -r ROOT" {
+	mkdir img
+	mkimg batch <<-'EOF'
+		make noise img/v1.png 16 16 seed=1
+	EOF
+	: >img/empty.png
+	printf 'img/v1.png 0\n' >good.txt
+	# img/v1.png exists here, but not below the root given
+	run --separate-stderr bw -q --size 16 -r nonexist -o db good.txt
 	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: list.txt: no records to write"
+	assert_equal "$stderr" "mp-batchwriter: nonexist/img/v1.png (good.txt line 1): No such file or directory"
+	assert_no_db db
+	# an absolute path is opened as it is
+	printf '%s/img/missing.png 0\n' "$PWD" >abs.txt
+	run --separate-stderr bw -q --size 16 -r nonexist -o db abs.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: $PWD/img/missing.png (abs.txt line 1): No such file or directory"
+	# the list of skipped entries names the same path
+	printf 'v1.png 0\nempty.png 1\nmissing.png 1\n' >mixed.txt
+	run --separate-stderr bw -q --skip-bad --size 16 -r img -o db mixed.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: skipped 2 bad inputs:
+  img/empty.png (mixed.txt line 2): empty file
+  img/missing.png (mixed.txt line 3): No such file or directory"
+	# while the record keeps the name the list gave it
+	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" "v1.png"
+}
+
+@test "a very long path is shortened in the middle; list, line and reason stay" {
+	# one name longer than PATH_MAX, and one under it with long components
+	"$PY" -c "print('img/' + 'x' * 5000 + '.png 0')" >long.txt
+	"$PY" -c "print('img/' + ('y' * 200 + '/') * 9 + 'a.png 0')" >deep.txt
+	for list in long.txt deep.txt; do
+		for root in "" "-r ."; do
+			# shellcheck disable=SC2086
+			run --separate-stderr bw -q --size 16 $root -o db "$list"
+			assert_status 1
+			assert_equal "$(wc -l <<<"$stderr")" 1
+			assert_less "${#stderr}" 1100
+			assert_contains "$stderr" "..."
+		done
+	done
+	assert_contains "$stderr" "mp-batchwriter: ./img/yyyy"
+	[[ "$stderr" == *"yyyy/a.png (deep.txt line 1): No such file or directory" ]] ||
+		fail "unexpected end: $stderr"
+	run --separate-stderr bw -q --size 16 -o db long.txt
+	[[ "$stderr" == "mp-batchwriter: img/xxxx"*"xxxx.png (long.txt line 1): path too long" ]] ||
+		fail "unexpected: $stderr"
 	assert_no_db db
 }
 

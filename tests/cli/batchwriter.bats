@@ -263,6 +263,46 @@ names() {
 	assert_files . # nothing was created
 }
 
+@test "an empty path is a usage error in every tool, before any work" {
+	mkimg batch <<-'EOF'
+		make solid a.png 8 8
+	EOF
+	echo "a.png 0" >list.txt
+	# TOOL OPTION LONG-OPTION [arguments that would otherwise do some work]
+	while read -r tool opt long rest; do
+		# -o "" and --output=
+		# shellcheck disable=SC2086
+		run --separate-stderr "$MP_BIN/$tool" "$opt" "" $rest
+		assert_status 2
+		assert_equal "$output" ""
+		assert_equal "$(first_line "$stderr")" "$tool: $long: the path is empty"
+		# shellcheck disable=SC2086
+		run --separate-stderr "$MP_BIN/$tool" "$long=" $rest
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "$tool: $long: the path is empty"
+	done <<-'EOF'
+		mp-batchwriter -o --output --size 8 list.txt
+		mp-batchwriter -r --root --size 8 -o db list.txt
+		mp-batchwriter -c --categories --size 8 -o db list.txt
+		mp-train -o --output -d db
+		mp-train -d --train -o run
+		mp-train -v --val -d db -o run
+		mp-train --resume --resume -d db -o run
+		mp-train --log --log -d db -o run
+		mp-eval -m --weights db
+		mp-eval -d --data -m w
+		mp-eval -r --root -m w --list list.txt
+		mp-eval --list --list -m w
+		mp-eval --probs --probs -m w db
+		mp-eval --submission --submission -m w db
+		mp-eval --per-class --per-class -m w db
+		mp-eval --confusion --confusion -m w db
+		mp-eval --dump-views --dump-views -m w db
+		mp-inspect -o --output --extract 0 db
+	EOF
+	assert_files . a.png list.txt
+}
+
 @test "--version and --help exit 0 on stdout" {
 	run --separate-stderr bw --version
 	assert_status 0
@@ -278,6 +318,19 @@ names() {
 		assert_contains "$output" "$opt"
 	done
 	assert_equal "$stderr" ""
+}
+
+@test "--help and --version exit 1 when stdout cannot be written, in every tool" {
+	[[ -w /dev/full ]] || skip "no /dev/full"
+	for tool in mp-batchwriter mp-train mp-eval mp-inspect; do
+		for opt in --help -h --version -V; do
+			run --separate-stderr "$MP_BIN/$tool" "$opt"
+			assert_status 0
+			run --separate-stderr bash -c '"$1" "$2" >/dev/full' _ "$MP_BIN/$tool" "$opt"
+			assert_status 1
+			assert_equal "$stderr" "$tool: <stdout>: write error: No space left on device"
+		done
+	done
 }
 
 @test "-q prints nothing on success; the summary counts what was stored" {

@@ -1,0 +1,123 @@
+/* Shared helpers: error messages that do not fit their buffer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_util.h"
+
+#define CAP sizeof(((mp_error *)0)->msg)
+
+/* A string of n copies of c. */
+static char *repeat(char c, size_t n)
+{
+	char *s = malloc(n + 1);
+	assert_non_null(s);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+static int ends_with(const char *s, const char *end)
+{
+	size_t n = strlen(s), m = strlen(end);
+	return n >= m && !strcmp(s + n - m, end);
+}
+
+static void short_messages_are_kept_whole(void **state)
+{
+	(void)state;
+	mp_error e;
+	assert_int_equal(mp_seterr(&e, "%s (%s line %d): %s", "a.png", "list.txt", 3, "empty file"),
+			 -1);
+	assert_string_equal(e.msg, "a.png (list.txt line 3): empty file");
+	/* one byte short of the buffer: still whole */
+	char *x = repeat('x', CAP - 1);
+	mp_seterr(&e, "%s", x);
+	assert_string_equal(e.msg, x);
+	free(x);
+	assert_int_equal(mp_seterr(NULL, "nothing"), -1);
+}
+
+static void a_long_path_loses_its_middle_not_the_reason(void **state)
+{
+	(void)state;
+	mp_error e;
+	char *x = repeat('x', 5000);
+	mp_seterr(&e, "img/%s.png (%s line %ld): %s", x, "long.txt", 1L, "path too long");
+	assert_true(strlen(e.msg) <= CAP - 1);
+	assert_true(strlen(e.msg) >= CAP - 4);
+	assert_true(!strncmp(e.msg, "img/xxxx", 8));
+	assert_true(ends_with(e.msg, "xxxx.png (long.txt line 1): path too long"));
+	assert_non_null(strstr(e.msg, "x...x"));
+	free(x);
+
+	/* exactly the buffer's size: one byte too long */
+	x = repeat('y', CAP);
+	mp_seterr(&e, "%s!", x);
+	assert_true(strlen(e.msg) < CAP);
+	assert_true(ends_with(e.msg, "yyy!"));
+	assert_non_null(strstr(e.msg, "y...y"));
+	free(x);
+}
+
+static void an_argument_may_be_the_message_itself(void **state)
+{
+	(void)state;
+	mp_error e;
+	char *x = repeat('z', 3000);
+	mp_seterr(&e, "inner: %s", x);
+	mp_seterr(&e, "outer: %s", e.msg);
+	assert_true(!strncmp(e.msg, "outer: inner: zzz", 17));
+	assert_true(ends_with(e.msg, "zzz"));
+	free(x);
+	mp_seterr(&e, "reason");
+	mp_seterr(&e, "%s: %s", "file", e.msg);
+	assert_string_equal(e.msg, "file: reason");
+}
+
+/* The cut never splits a UTF-8 character: every byte sequence left is
+ * whole. */
+static void the_cut_falls_between_utf8_characters(void **state)
+{
+	(void)state;
+	mp_error e;
+	/* "é" is 2 bytes, "€" 3: try every alignment of the cut */
+	const char *chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+	for (int c = 0; c < 3; c++)
+		for (int shift = 0; shift < 4; shift++) {
+			size_t clen = strlen(chars[c]);
+			char *s = malloc(shift + 1000 * clen + 1);
+			assert_non_null(s);
+			memset(s, 'a', (size_t)shift);
+			for (int i = 0; i < 1000; i++)
+				memcpy(s + shift + i * clen, chars[c], clen);
+			s[shift + 1000 * clen] = '\0';
+			mp_seterr(&e, "%s: reason", s);
+			assert_true(ends_with(e.msg, ": reason"));
+			char *dots = strstr(e.msg, "...");
+			assert_non_null(dots);
+			/* no continuation byte right after the dots, and the
+			 * character before them is whole */
+			assert_true(((unsigned char)dots[3] & 0xc0) != 0x80);
+			size_t before = (size_t)(dots - e.msg);
+			assert_true(before >= (size_t)shift);
+			assert_int_equal((before - (size_t)shift) % clen, 0);
+			free(s);
+		}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(short_messages_are_kept_whole),
+		cmocka_unit_test(a_long_path_loses_its_middle_not_the_reason),
+		cmocka_unit_test(an_argument_may_be_the_message_itself),
+		cmocka_unit_test(the_cut_falls_between_utf8_characters),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
