@@ -78,10 +78,11 @@ static int reader_next(reader *r, item *it, mp_error *e)
 			return 0;
 		const mp_list_entry *en = &r->list.items[r->next++];
 		char path[4096];
-		int n = snprintf(path, sizeof path, "%s%s%s", r->root ? r->root : "",
-				 r->root ? "/" : "", en->path);
+		const char *root = mp_list_root(r->root, en->path);
+		int n = snprintf(path, sizeof path, "%s%s%s", root, *root ? "/" : "", en->path);
 		if (n < 0 || n >= (int)sizeof path)
-			return mp_seterr(e, "%s line %ld: path too long", r->list_name, en->line);
+			return mp_seterr(e, "%s%s%s (%s line %ld): path too long", root,
+					 *root ? "/" : "", en->path, r->list_name, en->line);
 		mp_error fe;
 		if (mp_read_file(path, MAX_FILE_BYTES, &it->bytes, &it->len, &fe) < 0)
 			return mp_seterr(e, "%s (%s line %ld): %s", path, r->list_name, en->line,
@@ -516,11 +517,11 @@ static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 	while (i < n && !failed[i])
 		i++;
 	if (i < n) {
-		if (items[i].is_file)
-			mp_seterr(e, "%s%s%s (%s line %ld): %s", ev->rd.root ? ev->rd.root : "",
-				  ev->rd.root ? "/" : "", items[i].name, reader_name(&ev->rd),
-				  items[i].line, errs[i].msg);
-		else
+		if (items[i].is_file) {
+			const char *root = mp_list_root(ev->rd.root, items[i].name);
+			mp_seterr(e, "%s%s%s (%s line %ld): %s", root, *root ? "/" : "",
+				  items[i].name, reader_name(&ev->rd), items[i].line, errs[i].msg);
+		} else
 			mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
 				  (unsigned long long)items[i].index, items[i].name, errs[i].msg);
 	} else if (rc < 0) {

@@ -247,3 +247,8 @@ void mp_categories_free(char **names, int count)
 		free(names[i]);
 	free(names);
 }
+
+const char *mp_list_root(const char *root, const char *path)
+{
+	return root && path[0] != '/' ? root : "";
+}

@@ -35,6 +35,10 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 void mp_list_free(mp_list *l);
 /* Fisher-Yates shuffle with mp_rng seeded by seed. */
 void mp_list_shuffle(mp_list *l, unsigned long long seed);
+/* The directory a list path is read below: root for a relative path, ""
+ * for an absolute one or without a root. Messages name the file opened:
+ * that, a "/" when it is not empty, and the path. */
+const char *mp_list_root(const char *root, const char *path);
 
 /* Reads categories.txt: each class index 0..n-1 exactly once. */
 int mp_categories_read(FILE *f, const char *name, char ***names, int *count,

@@ -23,11 +23,6 @@ const char *mp_store_name(int store)
 	}
 }
 
-const char *mp_pack_root(const char *root, const char *path)
-{
-	return root && path[0] != '/' ? root : "";
-}
-
 /* What a worker made of one list entry. */
 typedef struct {
 	int done;
@@ -72,7 +67,7 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 	mp_image img = {0}, fitted = {0};
 	int changed = 0;
 
-	const char *root = mp_pack_root(o->root, it->path);
+	const char *root = mp_list_root(o->root, it->path);
 	if (snprintf(path, sizeof path, "%s%s%s", root, *root ? "/" : "", it->path) >=
 	    (int)sizeof path) {
 		mp_seterr(&e, "path too long");
@@ -297,7 +292,7 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 		pthread_mutex_unlock(&p.mu);
 
 		const mp_list_entry *it = &list->items[i];
-		const char *root = mp_pack_root(o->root, it->path);
+		const char *root = mp_list_root(o->root, it->path);
 		if (!s.ok) {
 			if (s.fatal || !o->skip_bad) {
 				mp_seterr(e, "%s%s%s (%s line %ld): %s", root, *root ? "/" : "",

@@ -54,11 +54,6 @@ typedef struct {
 	int interrupted;
 } mp_pack_report;
 
-/* The directory a list path is read below: root for a relative path, ""
- * for an absolute one or without a root. Messages name the file opened,
- * r, a "/" when r is not empty, and the path. */
-const char *mp_pack_root(const char *root, const char *path);
-
 /* meta carries the geometry, classes and source; records, macrobatches,
  * mean and skipped are filled in. On success the sink is finished (the DB
  * renamed into place, or the stream's end frame written). */

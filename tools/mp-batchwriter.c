@@ -140,7 +140,7 @@ static void print_skips(const mp_pack_report *rep, const mp_list *list,
 		fprintf(stderr, "%s: skipped %zu bad inputs:\n", mp_progname, rep->nskips);
 		for (size_t i = 0; i < rep->nskips; i++) {
 			const mp_list_entry *it = &list->items[rep->skips[i].index];
-			const char *r = mp_pack_root(root, it->path);
+			const char *r = mp_list_root(root, it->path);
 			fprintf(stderr, "  %s%s%s (%s line %ld): %s\n", r, *r ? "/" : "",
 				it->path, list_name, it->line, rep->skips[i].reason);
 		}

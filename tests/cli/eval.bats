@@ -483,6 +483,21 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_equal "$(cut -d' ' -f1 s.txt)" 'c\d.png'
 }
 
+@test "-r ROOT: a list's absolute paths are read as they are, as mp-batchwriter does; messages name the file opened" {
+	awk -v d="$D" 'NR <= 3 { print d "/" $1, $2 }' "$D/val.txt" >abs.txt
+	run ev -q -m "$D/rand.safetensors" -r /nonexistent --list abs.txt --probs p.tsv
+	assert_status 0
+	assert_equal "$(wc -l <p.tsv)" 4
+	printf '/nonexistent/x.png 1\nrel.png 1\n' >two.txt
+	run ev -q -m "$D/rand.safetensors" -r /r --list two.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: /nonexistent/x.png (two.txt line 1): No such file or directory"
+	sed -i 1d two.txt
+	run ev -q -m "$D/rand.safetensors" -r /r --list two.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: /r/rel.png (two.txt line 1): No such file or directory"
+}
+
 @test "MP_EVAL_AHEAD: the same outputs with the next batch prepared ahead or in turn; a bad value exits 1" {
 	for ahead in 0 1; do
 		MP_EVAL_AHEAD=$ahead ev -q -m "$D/rand.safetensors" --batch 5 --scales 16,20 --probs p$ahead.tsv \
