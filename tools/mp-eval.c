@@ -299,9 +299,5 @@ int main(int argc, char **argv)
 		print_json(&o, &r);
 	else if (!o.quiet)
 		print_table(&o, &r);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		mp_warnx("stdout: write error");
-		return 1;
-	}
-	return 0;
+	mp_exit_stdout(0);
 }
