@@ -105,6 +105,31 @@ static const char *class_name(const mp_meta *m, int label)
 	return NULL;
 }
 
+/* Problems the summary finds while counting: a warning each, exit 1. */
+static int summary_problems(mp_source *src, const mp_stats *st)
+{
+	const mp_meta *m = mp_source_meta(src);
+	int rc = 0;
+	if (st->records != m->records) {
+		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
+			 (unsigned long long)st->records, (unsigned long long)m->records);
+		rc = 1;
+	}
+	if (st->bad_labels) {
+		char allowed[64];
+		if (m->labelled)
+			snprintf(allowed, sizeof allowed, "a label outside 0..%d", mp_label_max(m));
+		else
+			snprintf(allowed, sizeof allowed, "a label in an unlabelled set");
+		mp_warnx("%s: %llu record%s %s, counted in no class; the first is record %llu (%s) with label %d",
+			 mp_source_name(src), (unsigned long long)st->bad_labels,
+			 st->bad_labels == 1 ? " has" : "s have", allowed,
+			 (unsigned long long)st->first_bad, st->first_bad_name, st->first_bad_label);
+		rc = 1;
+	}
+	return rc;
+}
+
 static int summary(mp_source *src, int json)
 {
 	mp_error e;
@@ -123,6 +148,7 @@ static int summary(mp_source *src, int json)
 		cJSON_AddNumberToObject(o, "records", (double)st.records);
 		cJSON_AddNumberToObject(o, "macrobatches", (double)st.macrobatches);
 		cJSON_AddNumberToObject(o, "unlabelled", (double)st.unlabelled);
+		cJSON_AddNumberToObject(o, "bad_labels", (double)st.bad_labels);
 		cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
 		for (int i = 0; i < st.classes; i++)
 			cJSON_AddItemToArray(pc, cJSON_CreateNumber((double)st.per_class[i]));
@@ -144,10 +170,7 @@ static int summary(mp_source *src, int json)
 		cJSON_AddNumberToObject(pb, "max", (double)st.payload_max);
 		cJSON_AddNumberToObject(pb, "mean", st.records ? (double)st.payload_total / st.records : 0);
 		print_json(o);
-		int rc = st.records == m->records ? 0 : 1;
-		if (rc)
-			mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
-				 (unsigned long long)st.records, (unsigned long long)m->records);
+		int rc = summary_problems(src, &st);
 		mp_stats_free(&st);
 		return rc;
 	}
@@ -192,12 +215,7 @@ static int summary(mp_source *src, int json)
 			       n ? "  " : "", n ? n : "");
 		}
 	}
-	int rc = 0;
-	if (st.records != m->records) {
-		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
-			 (unsigned long long)st.records, (unsigned long long)m->records);
-		rc = 1;
-	}
+	int rc = summary_problems(src, &st);
 	mp_stats_free(&st);
 	return rc;
 }
