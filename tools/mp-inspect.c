@@ -2,12 +2,13 @@
  * of the files the suite writes. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_cli.h"
 #include "mp_dataset.h"
@@ -758,9 +759,15 @@ int main(int argc, char **argv)
 		return wrc;
 	}
 	if (do_tensors || dump) {
-		struct stat st;
-		if (argc == 1 && strcmp(argv[0], "-") && stat(argv[0], &st) < 0)
-			mp_errx(1, "%s: %s", argv[0], strerror(errno));
+		/* A file that cannot be opened is bad input, as in every other
+		 * mode; a readable one that is no weights file is the wrong
+		 * mode. */
+		if (argc == 1 && strcmp(argv[0], "-")) {
+			int fd = open(argv[0], O_RDONLY);
+			if (fd < 0)
+				mp_errx(1, "%s: %s", argv[0], strerror(errno));
+			close(fd);
+		}
 		mp_warnx("--tensors and --dump are for weights files");
 		usage();
 	}
