@@ -40,7 +40,7 @@ static void help(void)
 	       "      --list          one line per record: index, name, label, size, encoding, bytes\n"
 	       "      --record N      print the fields of record N (from 0)\n"
 	       "      --extract N     decode record N and write it to -o FILE (.png, .jpg or .ppm)\n"
-	       "  -o, --output FILE   where --extract writes (- for stdout, as PNG)\n"
+	       "  -o, --output FILE   where --extract writes (- for stdout as PNG, not a terminal)\n"
 	       "      --json          machine-readable output\n"
 	       "      --max-pixels N  refuse to decode larger images (default 67108864)\n"
 	       "      --tensors       weights: name, shape, dtype, mean, std, min, max, L2 norm\n"
@@ -789,6 +789,10 @@ int main(int argc, char **argv)
 	}
 	if (out && output_kind(out) < 0) {
 		mp_warnx("-o %s: name it .png, .jpg, .jpeg or .ppm (or - for PNG on stdout)", out);
+		usage();
+	}
+	if (out && !strcmp(out, "-") && isatty(STDOUT_FILENO)) {
+		mp_warnx("refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout");
 		usage();
 	}
 	mp_error e;

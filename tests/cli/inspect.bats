@@ -276,6 +276,18 @@ env.close()'
 	assert_equal "$stderr" ""
 }
 
+@test "--extract -o - refuses to write PNG to a terminal" {
+	small_db
+	run on_tty "$MP_BIN/mp-inspect" --extract 1 -o - db
+	assert_status 2
+	assert_equal "$(first_line "$output" | tr -d '\r')" \
+		"mp-inspect: refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout"
+	# Redirected, the same command writes the image.
+	run on_tty sh -c '"$1" --extract 1 -o - db >stdout.png' sh "$MP_BIN/mp-inspect"
+	assert_status 0
+	assert_equal "$(head -c 4 stdout.png | od -An -tx1 | tr -d ' ')" "89504e47"
+}
+
 @test "--extract refuses an output name whose format it does not write" {
 	mkimg make solid a.png 8 8
 	echo "a.png 0" >list.txt
