@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct mp_db_writer {
@@ -267,6 +268,98 @@ const char *mp_db_writer_partial(const mp_db_writer *w)
 	return w->partial;
 }
 
+/* The walk below runs in a child process: a read of a page the file
+ * does not hold raises SIGBUS, which the child turns into this status. */
+#define WALK_OK 0
+#define WALK_SHORT 3
+#define WALK_ERROR 4
+
+static void walk_sigbus(int sig)
+{
+	(void)sig;
+	_exit(WALK_SHORT);
+}
+
+/* Touches every page a reader can reach: LMDB reads each branch and leaf
+ * page while walking the keys, and the walk reads the last byte of each
+ * key and value (a cut file lacks a suffix, and a value's overflow pages
+ * are contiguous, so a value whose last byte is there is whole). Any
+ * other fault (SIGSEGV on pages that make no sense) ends the child too. */
+static void walk_pages(mp_db_reader *r)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = walk_sigbus;
+	sigemptyset(&sa.sa_mask);
+	sigset_t bus;
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	if (sigaction(SIGBUS, &sa, NULL) < 0 || sigprocmask(SIG_UNBLOCK, &bus, NULL) < 0)
+		_exit(WALK_ERROR);
+	MDB_cursor *c;
+	if (mdb_cursor_open(r->txn, r->dbi, &c))
+		_exit(WALK_ERROR);
+	MDB_val k, v;
+	volatile uint8_t sink = 0;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (rc == MDB_SUCCESS) {
+		if (k.mv_size)
+			sink ^= ((const uint8_t *)k.mv_data)[k.mv_size - 1];
+		if (v.mv_size)
+			sink ^= ((const uint8_t *)v.mv_data)[v.mv_size - 1];
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	(void)sink;
+	_exit(rc == MDB_NOTFOUND ? WALK_OK : WALK_ERROR);
+}
+
+/* LMDB maps data.mdb and reads pages in place, so a file cut short makes
+ * a reader die of SIGBUS when it reaches a missing page. A file that
+ * holds every page up to the last one the last committed transaction
+ * allocated is whole. A shorter file is not always damaged: pages
+ * allocated and freed within one transaction are never written, and if
+ * they were the last ones the file ends before them (mdb_env_copy clamps
+ * its copy to the file size for this reason). Only such a short file is
+ * walked, in a child, to see whether every reachable page is there. */
+static int check_size(mp_db_reader *r, const char *file, mp_error *e)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	mdb_filehandle_t fd;
+	struct stat st;
+	int rc;
+	if ((rc = mdb_env_info(r->env, &info)) || (rc = mdb_env_stat(r->env, &ms)))
+		return mp_seterr(e, "%s: reading the environment: %s", r->path, mdb_strerror(rc));
+	if ((rc = mdb_env_get_fd(r->env, &fd)))
+		return mp_seterr(e, "%s: mdb_env_get_fd: %s", r->path, mdb_strerror(rc));
+	/* After the meta was read: the file only grows while a writer
+	 * commits, so a later size is never smaller than what it needs. */
+	if (fstat(fd, &st) < 0)
+		return mp_seterr(e, "%s: %s", file, strerror(errno));
+	uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+	uint64_t have = (uint64_t)st.st_size;
+	if (have >= need)
+		return 0;
+	/* LMDB writes whole pages: a partial one is a cut, and its missing
+	 * bytes would read as zeros rather than fault. */
+	if (have % ms.ms_psize)
+		goto short_file;
+	pid_t pid = fork();
+	if (pid < 0)
+		return mp_seterr(e, "%s: fork: %s", r->path, strerror(errno));
+	if (pid == 0)
+		walk_pages(r);
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return mp_seterr(e, "%s: waitpid: %s", r->path, strerror(errno));
+	if (WIFEXITED(status) && WEXITSTATUS(status) == WALK_OK)
+		return 0;
+short_file:
+	return mp_seterr(e, "%s: truncated (%llu bytes; the database needs %llu)", file,
+			 (unsigned long long)have, (unsigned long long)need);
+}
+
 mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 {
 	struct stat st;
@@ -276,6 +369,20 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	}
 	if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
 		mp_seterr(e, "%s: not a dataset DB (no data.mdb)", path);
+		return NULL;
+	}
+	char file[PATH_MAX];
+	if (snprintf(file, sizeof file, "%s/data.mdb", path) >= (int)sizeof file) {
+		mp_seterr(e, "%s: path too long", path);
+		return NULL;
+	}
+	if (stat(file, &st) < 0) {
+		mp_seterr(e, "%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	/* LMDB says "Bad file descriptor" or "not an LMDB file" for these. */
+	if (st.st_size == 0) {
+		mp_seterr(e, "%s: empty file (not an LMDB database)", file);
 		return NULL;
 	}
 	mp_db_reader *r = calloc(1, sizeof *r);
@@ -291,14 +398,26 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	/* A finished DB never changes, so readers need no lock file and work
 	 * on read-only media. */
 	what = "mdb_env_open";
-	if ((rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0)))
-		goto fail;
+	if ((rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0))) {
+		/* A short read of the meta pages is MDB_INVALID too. */
+		if (rc == MDB_INVALID)
+			mp_seterr(e, "%s: not an LMDB file, or truncated (%lld bytes)", file,
+				  (long long)st.st_size);
+		else
+			mp_seterr(e, "%s: mdb_env_open: %s", file, mdb_strerror(rc));
+		mp_db_reader_close(r);
+		return NULL;
+	}
 	what = "mdb_txn_begin";
 	if ((rc = mdb_txn_begin(r->env, NULL, MDB_RDONLY, &r->txn)))
 		goto fail;
 	what = "mdb_dbi_open";
 	if ((rc = mdb_dbi_open(r->txn, NULL, 0, &r->dbi)))
 		goto fail;
+	if (check_size(r, file, e) < 0) {
+		mp_db_reader_close(r);
+		return NULL;
+	}
 	return r;
 fail:
 	mp_seterr(e, "%s: %s: %s", path, what, mdb_strerror(rc));

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_list.h"
+
 static void count_size(mp_stats *st, uint32_t w, uint32_t h)
 {
 	for (int i = 0; i < st->nsizes; i++)
@@ -18,6 +20,32 @@ static void count_size(mp_stats *st, uint32_t w, uint32_t h)
 	} else {
 		st->other_sizes++;
 	}
+}
+
+int mp_label_max(const mp_meta *m)
+{
+	return (m->classes > 0 ? m->classes : MP_MAX_CLASSES) - 1;
+}
+
+int mp_label_allowed(const mp_meta *m, int label)
+{
+	if (!m->labelled)
+		return label == -1;
+	return label >= 0 && label <= mp_label_max(m);
+}
+
+/* A labelled set whose meta says 0 classes has as many as its largest
+ * label + 1 (at most MP_MAX_CLASSES, which mp_label_allowed checked). */
+static int grow_classes(mp_stats *st, int label)
+{
+	int n = label + 1;
+	uint64_t *p = realloc(st->per_class, (size_t)n * sizeof *p);
+	if (!p)
+		return -1;
+	memset(p + st->classes, 0, (size_t)(n - st->classes) * sizeof *p);
+	st->per_class = p;
+	st->classes = n;
+	return 0;
 }
 
 int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
@@ -39,10 +67,25 @@ int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
 					 (unsigned long long)mp_source_index(s), pe.msg);
 		for (uint32_t i = 0; i < mb.count; i++) {
 			const mp_record *r = &mb.records[i];
-			if (r->label < 0)
+			if (!mp_label_allowed(m, r->label)) {
+				if (!st->bad_labels++) {
+					st->first_bad = mb.first_record + i;
+					st->first_bad_label = r->label;
+					st->first_bad_name = strndup(r->name, r->name_len);
+					if (!st->first_bad_name) {
+						mp_mb_free(&mb);
+						return mp_seterr(e, "out of memory");
+					}
+				}
+			} else if (r->label < 0) {
 				st->unlabelled++;
-			else if (r->label < st->classes)
+			} else {
+				if (r->label >= st->classes && grow_classes(st, r->label) < 0) {
+					mp_mb_free(&mb);
+					return mp_seterr(e, "out of memory");
+				}
 				st->per_class[r->label]++;
+			}
 			st->encodings[r->encoding]++;
 			st->payload_total += r->payload_len;
 			if (r->payload_len < st->payload_min)
@@ -63,6 +106,7 @@ int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
 void mp_stats_free(mp_stats *st)
 {
 	free(st->per_class);
+	free(st->first_bad_name);
 	memset(st, 0, sizeof *st);
 }
 
@@ -152,11 +196,11 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 			const mp_record *r = &mb.records[i];
 			uint64_t n = mb.first_record + i;
 			int nl = (int)r->name_len;
-			if (m->labelled && (r->label < 0 || (m->classes > 0 && r->label >= m->classes)))
+			if (m->labelled && !mp_label_allowed(m, r->label))
 				reportf(report, ctx, &failures,
 					"%s: record %llu (%.*s): label %d is outside 0..%d", name,
-					(unsigned long long)n, nl, r->name, r->label, m->classes - 1);
-			if (!m->labelled && r->label != -1)
+					(unsigned long long)n, nl, r->name, r->label, mp_label_max(m));
+			if (!m->labelled && !mp_label_allowed(m, r->label))
 				reportf(report, ctx, &failures,
 					"%s: record %llu (%.*s): has a label in an unlabelled set",
 					name, (unsigned long long)n, nl, r->name);

@@ -11,8 +11,14 @@
 typedef struct {
 	uint64_t records, macrobatches;
 	uint64_t *per_class; /* classes entries (labelled sets) */
-	int classes;
+	int classes;         /* the meta's, or the largest label + 1 when it says 0 */
 	uint64_t unlabelled;
+	/* records whose label the meta does not allow (mp_label_allowed),
+	 * counted in no class; the first of them */
+	uint64_t bad_labels;
+	uint64_t first_bad;
+	int first_bad_label;
+	char *first_bad_name;
 	uint64_t encodings[3];
 	uint64_t payload_total, payload_min, payload_max;
 	/* distinct stored sizes, few in practice */
@@ -23,6 +29,13 @@ typedef struct {
 	int nsizes;
 	uint64_t other_sizes;
 } mp_stats;
+
+/* 1 if a record may carry label in a dataset with this meta: 0 to
+ * classes - 1 (to MP_MAX_CLASSES - 1 when classes is 0) in a labelled
+ * set, -1 in an unlabelled one. */
+int mp_label_allowed(const mp_meta *m, int label);
+/* The highest label a labelled set allows. */
+int mp_label_max(const mp_meta *m);
 
 /* Reads every macrobatch and counts. Stops at the first bad macrobatch. */
 int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e);

@@ -2,12 +2,13 @@
  * of the files the suite writes. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_cli.h"
 #include "mp_dataset.h"
@@ -39,7 +40,7 @@ static void help(void)
 	       "      --list          one line per record: index, name, label, size, encoding, bytes\n"
 	       "      --record N      print the fields of record N (from 0)\n"
 	       "      --extract N     decode record N and write it to -o FILE (.png, .jpg or .ppm)\n"
-	       "  -o, --output FILE   where --extract writes (- for stdout, as PNG)\n"
+	       "  -o, --output FILE   where --extract writes (- for stdout as PNG, not a terminal)\n"
 	       "      --json          machine-readable output\n"
 	       "      --max-pixels N  refuse to decode larger images (default 67108864)\n"
 	       "      --tensors       weights: name, shape, dtype, mean, std, min, max, L2 norm\n"
@@ -105,6 +106,31 @@ static const char *class_name(const mp_meta *m, int label)
 	return NULL;
 }
 
+/* Problems the summary finds while counting: a warning each, exit 1. */
+static int summary_problems(mp_source *src, const mp_stats *st)
+{
+	const mp_meta *m = mp_source_meta(src);
+	int rc = 0;
+	if (st->records != m->records) {
+		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
+			 (unsigned long long)st->records, (unsigned long long)m->records);
+		rc = 1;
+	}
+	if (st->bad_labels) {
+		char allowed[64];
+		if (m->labelled)
+			snprintf(allowed, sizeof allowed, "a label outside 0..%d", mp_label_max(m));
+		else
+			snprintf(allowed, sizeof allowed, "a label in an unlabelled set");
+		mp_warnx("%s: %llu record%s %s, counted in no class; the first is record %llu (%s) with label %d",
+			 mp_source_name(src), (unsigned long long)st->bad_labels,
+			 st->bad_labels == 1 ? " has" : "s have", allowed,
+			 (unsigned long long)st->first_bad, st->first_bad_name, st->first_bad_label);
+		rc = 1;
+	}
+	return rc;
+}
+
 static int summary(mp_source *src, int json)
 {
 	mp_error e;
@@ -123,6 +149,7 @@ static int summary(mp_source *src, int json)
 		cJSON_AddNumberToObject(o, "records", (double)st.records);
 		cJSON_AddNumberToObject(o, "macrobatches", (double)st.macrobatches);
 		cJSON_AddNumberToObject(o, "unlabelled", (double)st.unlabelled);
+		cJSON_AddNumberToObject(o, "bad_labels", (double)st.bad_labels);
 		cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
 		for (int i = 0; i < st.classes; i++)
 			cJSON_AddItemToArray(pc, cJSON_CreateNumber((double)st.per_class[i]));
@@ -144,10 +171,7 @@ static int summary(mp_source *src, int json)
 		cJSON_AddNumberToObject(pb, "max", (double)st.payload_max);
 		cJSON_AddNumberToObject(pb, "mean", st.records ? (double)st.payload_total / st.records : 0);
 		print_json(o);
-		int rc = st.records == m->records ? 0 : 1;
-		if (rc)
-			mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
-				 (unsigned long long)st.records, (unsigned long long)m->records);
+		int rc = summary_problems(src, &st);
 		mp_stats_free(&st);
 		return rc;
 	}
@@ -192,12 +216,7 @@ static int summary(mp_source *src, int json)
 			       n ? "  " : "", n ? n : "");
 		}
 	}
-	int rc = 0;
-	if (st.records != m->records) {
-		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
-			 (unsigned long long)st.records, (unsigned long long)m->records);
-		rc = 1;
-	}
+	int rc = summary_problems(src, &st);
 	mp_stats_free(&st);
 	return rc;
 }
@@ -725,9 +744,15 @@ int main(int argc, char **argv)
 		return wrc;
 	}
 	if (do_tensors || dump) {
-		struct stat st;
-		if (argc == 1 && strcmp(argv[0], "-") && stat(argv[0], &st) < 0)
-			mp_errx(1, "%s: %s", argv[0], strerror(errno));
+		/* A file that cannot be opened is bad input, as in every other
+		 * mode; a readable one that is no weights file is the wrong
+		 * mode. */
+		if (argc == 1 && strcmp(argv[0], "-")) {
+			int fd = open(argv[0], O_RDONLY);
+			if (fd < 0)
+				mp_errx(1, "%s: %s", argv[0], strerror(errno));
+			close(fd);
+		}
 		mp_warnx("--tensors and --dump are for weights files");
 		usage();
 	}
@@ -749,6 +774,10 @@ int main(int argc, char **argv)
 	}
 	if (out && output_kind(out) < 0) {
 		mp_warnx("-o %s: name it .png, .jpg, .jpeg or .ppm (or - for PNG on stdout)", out);
+		usage();
+	}
+	if (out && !strcmp(out, "-") && isatty(STDOUT_FILENO)) {
+		mp_warnx("refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout");
 		usage();
 	}
 	mp_error e;

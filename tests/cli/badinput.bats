@@ -345,6 +345,70 @@ env.close()' db
 	assert_equal "$output" "db: FAILED: 3 problems; 6 records checked"
 }
 
+# cut_db SRC DST BYTES: DST is the DB directory SRC with data.mdb cut to BYTES.
+cut_db() {
+	mkdir "$2" && head -c "$3" "$1/data.mdb" >"$2/data.mdb"
+}
+
+@test "a truncated or empty data.mdb is refused naming the file, not a crash" {
+	a_stream
+	bw -q --input-stream -o db <out.stream
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	size=$(stat -c %s db/data.mdb)
+	cut_db db half.db $((size / 2))
+	cut_db db part.db $((size - 100))
+	cut_db db tiny.db 100
+	cut_db db empty.db 0
+	declare -A want=(
+		[half.db]="half.db/data.mdb: truncated ($((size / 2)) bytes; the database needs $size)"
+		[part.db]="part.db/data.mdb: truncated ($((size - 100)) bytes; the database needs $size)"
+		[tiny.db]="tiny.db/data.mdb: not an LMDB file, or truncated (100 bytes)"
+		[empty.db]="empty.db/data.mdb: empty file (not an LMDB database)"
+	)
+	for d in half.db part.db tiny.db empty.db; do
+		for args in --verify "" "--record 0"; do
+			# shellcheck disable=SC2086
+			run --separate-stderr inspect $args "$d"
+			assert_status 1
+			assert_equal "$stderr" "mp-inspect: ${want[$d]}"
+		done
+		run --separate-stderr "$MP_BIN/mp-eval" -m w.safetensors "$d"
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: ${want[$d]}"
+		# mp-train calls a dataset it cannot open a setup error.
+		run --separate-stderr "$MP_BIN/mp-train" -d "$d" -o out
+		assert_status 2
+		assert_equal "$stderr" "mp-train: ${want[$d]}"
+	done
+}
+
+@test "a data.mdb that ends before its free pages is read like the whole file" {
+	command -v mdb_stat >/dev/null || skip "mdb_stat (lmdb-utils) is not installed"
+	mkimg many img 40 16 16 >list.txt
+	bw -q --size 16 --macrobatch 4 -o db list.txt
+	# LMDB does not write a page allocated and freed within one
+	# transaction, so a good file may end before the last page number;
+	# cutting the free pages off the end makes such a file.
+	keep=$(mdb_stat -efff db | "$PY" -c '
+import re, sys
+t = sys.stdin.read()
+last = int(re.search(r"Number of pages used: (\d+)", t).group(1)) - 1
+psize = int(re.search(r"Page size: (\d+)", t).group(1))
+free = set()
+for m in re.finditer(r"^ +(\d+)(?:\[(\d+)\])?$", t, re.M):
+    free.update(range(int(m.group(1)), int(m.group(1)) + int(m.group(2) or 1)))
+n = last
+while n in free:
+    n -= 1
+assert n < last, "no free page at the end of the file"
+print((n + 1) * psize)')
+	cut_db db short.db "$keep"
+	run --separate-stderr inspect --verify short.db
+	assert_status 0
+	assert_equal "$output" "short.db: OK: 40 records verified (CRCs, layout, every image decoded)"
+	assert_equal "$(inspect short.db | tail -n +2)" "$(inspect db | tail -n +2)"
+}
+
 @test "-q still lists the skipped inputs" {
 	mkimg make solid good.png 8 8
 	printf 'good.png 0\nmissing.png 1\n' >list.txt

@@ -102,6 +102,17 @@ del d["dataset"], d["container"]
 print(json.dumps(d, sort_keys=True, indent=1))'
 }
 
+# on_tty COMMAND...: runs COMMAND with a terminal as its standard input,
+# output and error (a pseudo-terminal from util-linux script(1)); run
+# on_tty ... gives its exit status and its output with CRLF line ends.
+# The test is skipped where script(1) is missing.
+on_tty() {
+	command -v script >/dev/null || skip "script(1) is not installed"
+	local cmd
+	printf -v cmd '%q ' "$@"
+	script -qec "$cmd" /dev/null
+}
+
 # first_line TEXT
 first_line() {
 	printf '%s\n' "$1" | head -n 1

@@ -50,6 +50,56 @@ small_db() {
 	assert_equal "$(first_line "$output")" "dataset:      <stdin> (stream)"
 }
 
+# edit_meta DB PYTHON: runs PYTHON on the meta document m of DB and stores it.
+edit_meta() {
+	"$PY" -c '
+import json, lmdb, sys
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    m = json.loads(txn.get(b"meta"))
+    exec(sys.argv[2])
+    txn.put(b"meta", json.dumps(m).encode())
+env.close()' "$@"
+}
+
+@test "the summary reports records whose label the meta does not allow" {
+	small_db
+	cp -r db two.db
+	edit_meta two.db 'm["classes"] = 2; m["class_names"] = m["class_names"][:2]'
+	run --separate-stderr inspect two.db
+	assert_status 1
+	assert_equal "$(tail -n 3 <<<"$output")" "$(printf '%s\n' 'per class:' \
+		'      0        2  /a/abbey' '      1        0  /b/beach')"
+	assert_equal "$stderr" \
+		"mp-inspect: two.db: 2 records have a label outside 0..1, counted in no class; the first is record 1 (b.png) with label 2"
+	run --separate-stderr inspect --json two.db
+	assert_status 1
+	assert_equal "$(json_get - 'd["records"], d["per_class"], d["bad_labels"]' <<<"$output")" "(4, [2, 0], 2)"
+	assert_equal "$stderr" \
+		"mp-inspect: two.db: 2 records have a label outside 0..1, counted in no class; the first is record 1 (b.png) with label 2"
+	run --separate-stderr inspect --verify two.db
+	assert_status 1
+	assert_equal "$stderr" "$(printf '%s\n' \
+		'mp-inspect: two.db: record 1 (b.png): label 2 is outside 0..1' \
+		'mp-inspect: two.db: record 2 (c.png): label 2 is outside 0..1')"
+	# An unlabelled set whose records carry labels.
+	cp -r db none.db
+	edit_meta none.db 'm["labelled"] = False; m["classes"] = 0; m["class_names"] = None'
+	run --separate-stderr inspect none.db
+	assert_status 1
+	assert_contains "$output" "labels:       none (0 unlabelled records)"
+	assert_equal "$stderr" \
+		"mp-inspect: none.db: 4 records have a label in an unlabelled set, counted in no class; the first is record 0 (a.png) with label 0"
+	# A labelled set of 0 classes has as many as its largest label + 1.
+	cp -r db zero.db
+	edit_meta zero.db 'm["classes"] = 0; m["class_names"] = None'
+	run --separate-stderr inspect --json zero.db
+	assert_status 0
+	assert_equal "$(json_get - 'd["per_class"], d["bad_labels"]' <<<"$output")" "([2, 0, 2], 0)"
+	run inspect --verify zero.db
+	assert_status 0
+}
+
 @test "--json has the same counts and parses" {
 	small_db
 	run --separate-stderr inspect --json db
@@ -224,6 +274,18 @@ env.close()'
 		assert_contains "$output" "$opt"
 	done
 	assert_equal "$stderr" ""
+}
+
+@test "--extract -o - refuses to write PNG to a terminal" {
+	small_db
+	run on_tty "$MP_BIN/mp-inspect" --extract 1 -o - db
+	assert_status 2
+	assert_equal "$(first_line "$output" | tr -d '\r')" \
+		"mp-inspect: refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout"
+	# Redirected, the same command writes the image.
+	run on_tty sh -c '"$1" --extract 1 -o - db >stdout.png' sh "$MP_BIN/mp-inspect"
+	assert_status 0
+	assert_equal "$(head -c 4 stdout.png | od -An -tx1 | tr -d ' ')" "89504e47"
 }
 
 @test "--extract refuses an output name whose format it does not write" {

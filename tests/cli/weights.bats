@@ -158,3 +158,33 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_status 1
 	assert_equal "$stderr" "mp-inspect: nothing.safetensors: No such file or directory"
 }
+
+@test "a file that cannot be opened exits 1 in every mode; a readable non-weights file is a usage error for --tensors" {
+	init 1 4,8 A 10 1 w.safetensors
+	ln -s nowhere dangling.safetensors
+	for f in nothing.safetensors dangling.safetensors; do
+		# F stands for the file.
+		for args in F "--verify F" "--list F" "--record 0 F" "--extract 0 -o x.png F" \
+			"--json F" "--tensors F" "--dump fc.weight F" "--diff w.safetensors F" \
+			"--diff F w.safetensors"; do
+			# shellcheck disable=SC2086
+			run --separate-stderr inspect ${args//F/$f}
+			assert_status 1
+			assert_equal "$stderr" "mp-inspect: $f: No such file or directory"
+		done
+	done
+	if [[ $EUID -ne 0 ]]; then
+		cp w.safetensors locked.safetensors
+		chmod 000 locked.safetensors
+		run --separate-stderr inspect --tensors locked.safetensors
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: locked.safetensors: Permission denied"
+	fi
+	mkdir adir
+	echo hello >text.txt
+	for f in adir text.txt -; do
+		run --separate-stderr inspect --tensors "$f" </dev/null
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "mp-inspect: --tensors and --dump are for weights files"
+	done
+}
