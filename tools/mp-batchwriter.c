@@ -254,6 +254,9 @@ int main(int argc, char **argv)
 		mp_warnx("expected at most one LIST, got %d arguments", argc);
 		usage();
 	}
+	const char *unused;
+	if (argc && mp_parse_path("LIST", argv[0], &unused) < 0)
+		return 2;
 	if (cats && classes) {
 		mp_warnx("give either -c or --classes, not both");
 		usage();

@@ -261,7 +261,8 @@ int main(int argc, char **argv)
 			mp_warnx("unexpected argument \"%s\"", argv[argc - 1]);
 			usage();
 		}
-		o.data = argv[optind];
+		if (mp_parse_path("DATASET", argv[optind], &o.data) < 0)
+			return 2;
 	}
 	if (!o.weights) {
 		mp_warnx("-m WEIGHTS is required");

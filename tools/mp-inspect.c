@@ -713,6 +713,11 @@ int main(int argc, char **argv)
 	}
 	argc -= optind;
 	argv += optind;
+	for (int i = 0; i < argc; i++) {
+		const char *unused;
+		if (mp_parse_path("DATASET or WEIGHTS", argv[i], &unused) < 0)
+			return 2;
+	}
 	int dataset_opts = do_list + (record >= 0) + (extract_n >= 0);
 	if (tol != 0 && !do_diff) {
 		mp_warnx("--tol is for --diff");

@@ -300,6 +300,17 @@ names() {
 		mp-eval --dump-views --dump-views -m w db
 		mp-inspect -o --output --extract 0 db
 	EOF
+	# and an empty path as an argument
+	while IFS='|' read -r tool name rest; do
+		# shellcheck disable=SC2086
+		run --separate-stderr "$MP_BIN/$tool" $rest ""
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "$tool: $name: the path is empty"
+	done <<-'EOF'
+		mp-batchwriter|LIST|--size 8 -o db
+		mp-eval|DATASET|-m w
+		mp-inspect|DATASET or WEIGHTS|--verify
+	EOF
 	assert_files . a.png list.txt
 }
 
@@ -366,4 +377,19 @@ names() {
 	bw -q --size 8 -o plain list.txt
 	assert_equal "$(json_get <(inspect --json shuffled) 'd["meta"]["shuffle_seed"]')" "42"
 	assert_equal "$(json_get <(inspect --json plain) 'd["meta"]["shuffle_seed"]')" "None"
+}
+
+@test "a stream is not written to a terminal" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	run on_tty "$MP_BIN/mp-batchwriter" --size 8 list.txt
+	assert_status 2
+	assert_equal "$(first_line "$output" | tr -d '\r')" \
+		"mp-batchwriter: refusing to write a binary stream to a terminal: give -o DB or redirect stdout"
+	# redirected, the same command writes the stream
+	run on_tty sh -c '"$1" -q --size 8 list.txt >s.stream' sh "$MP_BIN/mp-batchwriter"
+	assert_status 0
+	run "$MP_BIN/mp-inspect" s.stream
+	assert_status 0
+	assert_files . a.png list.txt s.stream
 }
