@@ -670,13 +670,20 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 	return rc;
 }
 
-static void print_epoch(const trainer *t, const sums *s, const sums *val)
+/* The summary of an epoch, or of the part of one that a --max-steps run
+ * ended in (its position then, as the log's end row has it). */
+static void print_epoch(const trainer *t, int finished, const sums *s, const sums *val)
 {
 	if (t->o->quiet)
 		return;
 	double n = s->images > 0 ? s->images : 1;
-	printf("epoch %d/%d: lr %.4g, loss %.4f, train error %.2f%% top-1, %.2f%% top-5", t->epoch + 1,
-	       t->o->epochs, t->lr, s->loss / n, 100 * (1 - s->top1 / n), 100 * (1 - s->top5 / n));
+	if (finished)
+		printf("epoch %d/%d", t->epoch + 1, t->o->epochs);
+	else
+		printf("end at epoch %.3f/%d", t->epoch + (double)t->batch / t->steps_per_epoch,
+		       t->o->epochs);
+	printf(": lr %.4g, loss %.4f, train error %.2f%% top-1, %.2f%% top-5", t->lr, s->loss / n,
+	       100 * (1 - s->top1 / n), 100 * (1 - s->top5 / n));
 	if (val && val->images > 0)
 		printf("; val loss %.4f, error %.2f%% top-1, %.2f%% top-5", val->loss / val->images,
 		       100 * (1 - val->top1 / val->images), 100 * (1 - val->top5 / val->images));
@@ -989,7 +996,7 @@ static int run(trainer *t, mp_error *e)
 				    t->epoch + (finished ? 1.0 : (double)t->batch / t->steps_per_epoch),
 				    &t->epoch_sums, eval ? &val : NULL, e) < 0)
 				goto out;
-			print_epoch(t, &t->epoch_sums, eval ? &val : NULL);
+			print_epoch(t, finished, &t->epoch_sums, eval ? &val : NULL);
 		}
 		if (finished)
 			t->r->epochs = t->epoch + 1;

@@ -134,7 +134,9 @@ EOF
 
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
-	train "${OPTS[@]}" --epochs 3 -q -o parts --max-steps 11
+	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11
+	assert_status 0
+	assert_contains "$output" $'\nend at epoch 1.375/3: lr '
 	assert_equal "$(readlink parts/last.safetensors)" checkpoint-0001-000003.safetensors
 	train "${OPTS[@]}" --epochs 3 -q -o parts --resume parts/last.safetensors
 	same_weights whole/weights.safetensors parts/weights.safetensors
