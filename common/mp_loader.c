@@ -1,6 +1,8 @@
 #include "mp_loader.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,8 +196,14 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e)
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->work, NULL);
 	pthread_cond_init(&l->done, NULL);
-	if (!(l->src = mp_source_open(o->path, e)))
+	if (!(l->src = mp_source_open(o->path, e))) {
+		/* a DB that is there but cannot be opened is damaged */
+		char file[4096];
+		struct stat st;
+		*bad_data = snprintf(file, sizeof file, "%s/data.mdb", o->path) < (int)sizeof file &&
+			    stat(file, &st) == 0 && S_ISREG(st.st_mode);
 		goto fail;
+	}
 	if (mp_source_is_stream(l->src)) {
 		mp_seterr(e, "%s: the loader needs a dataset DB, not a stream", o->path);
 		goto fail;

@@ -31,7 +31,8 @@ typedef struct mp_loader mp_loader;
 /* Opens a dataset DB and reads its record table. On failure, *bad_data (if
  * bad_data is not NULL) says who is at fault: 1 the data or the system (a
  * macrobatch missing, corrupt or out of order, records that are not the
- * meta's count, a label outside 0..classes-1, a read error, no memory), 0
+ * meta's count, a label outside 0..classes-1, a DB whose data.mdb is there
+ * but cannot be opened (cut short, not LMDB), a read error, no memory), 0
  * the request (not a dataset DB, a stream, no labels for training, too few
  * records for one batch). */
 mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e);
