@@ -79,6 +79,13 @@ static int load(void)
 			const char *err = dlerror();
 			snprintf(found_error, sizeof found_error, "%s", err ? err : paths[i]);
 			first_error = found_error;
+			/* A program without the CPU backend (mp-batchwriter)
+			 * lacks the functions the backend calls, but not what
+			 * the device probe needs: loaded lazily, the probe
+			 * still answers, and the backend stays refused. */
+			if (strstr(found_error, "undefined symbol") &&
+			    (h = dlopen(paths[i], RTLD_LAZY | RTLD_LOCAL)))
+				module.probe = (int (*)(char *, size_t))dlsym(h, "mp_cuda_module_probe");
 			break;
 		}
 		module.backend_new = (mp_backend * (*)(int, char *, size_t))
@@ -120,7 +127,7 @@ int mp_cuda_built(void)
 
 int mp_cuda_probe(char *buf, size_t n)
 {
-	if (!load()) {
+	if (!load() && !module.probe) {
 		snprintf(buf, n, "no CUDA device (%s)", module.error);
 		return 0;
 	}

@@ -320,6 +320,10 @@ names() {
 	assert_equal "$(first_line "$output")" "mp-batchwriter 0.1.0"
 	assert_contains "$output" $'\nbackends: cpu'
 	assert_equal "$stderr" ""
+	# every tool says the same of the device, those without a network too
+	for tool in mp-inspect mp-train mp-eval; do
+		assert_equal "$(tail -n 1 <<<"$output")" "$("$MP_BIN/$tool" --version | tail -n 1)"
+	done
 	run --separate-stderr bw --help
 	assert_status 0
 	assert_equal "$(first_line "$output")" "usage: mp-batchwriter [-r ROOT] [-o DB] [-c CATEGORIES] [options] [LIST]"
