@@ -77,8 +77,7 @@ NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcom
 CUDA_MODULE := $(B)/lib/miniplaces/libmp-cuda.so
 CUDA_MODULE_INSTALLED := $(PREFIX)/lib/miniplaces/libmp-cuda.so
 ifneq ($(USE_CUDA),)
-CFLAGS  += -DMP_HAVE_CUDA -DMP_CUDA_MODULE='"$(abspath $(CUDA_MODULE))"' \
-	-DMP_CUDA_MODULE_INSTALLED='"$(CUDA_MODULE_INSTALLED)"'
+CFLAGS  += -DMP_HAVE_CUDA
 LDLIBS  += -ldl -rdynamic
 NVFLAGS += -Xcompiler -fPIC -DMP_CUDA_MODULE_BUILD
 # cudart static; cuDNN and cuBLAS shared, found at run time through the
@@ -136,6 +135,16 @@ $(B)/flags.stamp: FORCE
 $(B)/obj/%.o: %.c $(B)/flags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Where the programs look for the CUDA module: only the module's loader
+# knows, so that installing elsewhere (PREFIX) rebuilds that one object.
+MODULE_PATHS := $(abspath $(CUDA_MODULE)) $(CUDA_MODULE_INSTALLED)
+$(B)/module-paths.stamp: FORCE
+	@mkdir -p $(B)
+	@echo '$(MODULE_PATHS)' | cmp -s - $@ || echo '$(MODULE_PATHS)' > $@
+$(B)/obj/kernels/cuda/loader.o: CFLAGS += -DMP_CUDA_MODULE='"$(abspath $(CUDA_MODULE))"' \
+	-DMP_CUDA_MODULE_INSTALLED='"$(CUDA_MODULE_INSTALLED)"'
+$(B)/obj/kernels/cuda/loader.o: $(B)/module-paths.stamp
 
 $(B)/obj/%.o: %.cu $(B)/flags.stamp
 	@mkdir -p $(dir $@)
@@ -240,6 +249,7 @@ install: tools
 uninstall:
 	rm -f $(patsubst $(B)/bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS))
 	rm -f $(DESTDIR)$(CUDA_MODULE_INSTALLED)
+	-rmdir $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) 2>/dev/null
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
 
