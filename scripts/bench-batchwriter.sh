@@ -13,7 +13,8 @@ runs=5 # the machine is noisy: best of several runs
 keep=0
 python=${PYTHON:-/usr/bin/python3}
 
-usage() {
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
 	echo "usage: $prog [-n COUNT] [-k] [WORKDIR]" >&2
 	exit 2
 }
@@ -40,10 +41,13 @@ die() {
 	exit 1
 }
 
-if [ "${1:-}" = --help ]; then
-	help
-	exit 0
-fi
+for a in "$@"; do # getopts knows no long options
+	case $a in
+	--) break ;;
+	--help) help; exit 0 ;;
+	--?*) usage "unknown option $a" ;;
+	esac
+done
 while getopts ":n:kh" opt; do
 	case $opt in
 	n)
@@ -60,11 +64,12 @@ while getopts ":n:kh" opt; do
 		help
 		exit 0
 		;;
-	*) usage ;;
+	:) usage "-$OPTARG needs a value" ;;
+	*) usage "unknown option -$OPTARG" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -le 1 ] || usage
+[ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bindir=$repo/build/bin

@@ -20,7 +20,8 @@ rounds=1
 python=${PYTHON:-/usr/bin/python3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-usage() {
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
 	echo "usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]" >&2
 	exit 2
 }
@@ -53,29 +54,37 @@ die() {
 	exit 1
 }
 
-number() { # name value lo hi
-	[[ $2 =~ ^[0-9]{1,6}$ ]] && (($2 >= $3 && $2 <= $4)) ||
+number() { # name value lo hi; 10#: "010" is ten, not octal eight
+	[[ $2 =~ ^[0-9]{1,6}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
 		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
 }
 
-if [ "${1:-}" = --help ]; then
-	help
-	exit 0
-fi
+for a in "$@"; do # getopts knows no long options
+	case $a in
+	--) break ;;
+	--help) help; exit 0 ;;
+	--?*) usage "unknown option $a" ;;
+	esac
+done
 while getopts ":b:r:s:t:n:h" opt; do
 	case $opt in
-	b) number -b "$OPTARG" 1 4096; batch=$OPTARG ;;
-	r) number -r "$OPTARG" 0 4096; ref_batch=$OPTARG ;;
-	s) number -s "$OPTARG" 1 1000; steps=$OPTARG ;;
-	t) number -t "$OPTARG" 1 1024; threads=$OPTARG ;;
-	n) number -n "$OPTARG" 1 50; rounds=$OPTARG ;;
+	b) number -b "$OPTARG" 1 4096; batch=$((10#$OPTARG)) ;;
+	r) number -r "$OPTARG" 0 4096; ref_batch=$((10#$OPTARG)) ;;
+	s) number -s "$OPTARG" 1 1000; steps=$((10#$OPTARG)) ;;
+	t) number -t "$OPTARG" 1 1024; threads=$((10#$OPTARG)) ;;
+	n) number -n "$OPTARG" 1 50; rounds=$((10#$OPTARG)) ;;
 	h) help; exit 0 ;;
-	*) usage ;;
+	:) usage "-$OPTARG needs a value" ;;
+	*) usage "unknown option -$OPTARG" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -eq 0 ] || usage
+[ $# -eq 0 ] || usage "unexpected argument \"$1\""
 
+ref_note="cpu-ref batch $ref_batch"
+[ "$ref_batch" -gt 0 ] || ref_note="no cpu-ref"
+echo "$prog: $(nproc) CPUs, $threads threads, batch $batch ($ref_note), $steps steps," \
+	"112 px, depth 9, widths 32,64,128,256" >&2
 make -s -C "$root" build/tests/oracle/bench_step >/dev/null || die "make failed"
 bench=$root/build/tests/oracle/bench_step
 
@@ -118,7 +127,6 @@ median() {
 		awk '{ v[NR] = $1 } END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "$prog: $(nproc) CPUs, $threads threads, 112 px, depth 9, widths 32,64,128,256" >&2
 fast_rates=() torch_rates=()
 for ((round = 1; round <= rounds; round++)); do
 	line=$(OMP_NUM_THREADS=$threads "$bench" cpu "$batch" "$steps" "$threads") ||

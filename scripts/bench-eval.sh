@@ -26,7 +26,8 @@ rounds=1
 keep=0
 python=${PYTHON:-/usr/bin/python3}
 
-usage() {
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
 	echo "usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]" >&2
 	exit 2
 }
@@ -65,10 +66,13 @@ number() { # name value lo hi
 		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
 }
 
-if [ "${1:-}" = --help ]; then
-	help
-	exit 0
-fi
+for a in "$@"; do # getopts knows no long options
+	case $a in
+	--) break ;;
+	--help) help; exit 0 ;;
+	--?*) usage "unknown option $a" ;;
+	esac
+done
 while getopts ":n:b:t:r:kh" opt; do
 	case $opt in
 	n) number -n "$OPTARG" 1 1000000; count=$((10#$OPTARG)) ;;
@@ -77,11 +81,12 @@ while getopts ":n:b:t:r:kh" opt; do
 	r) number -r "$OPTARG" 1 99; rounds=$((10#$OPTARG)) ;;
 	k) keep=1 ;;
 	h) help; exit 0 ;;
-	*) usage ;;
+	:) usage "-$OPTARG needs a value" ;;
+	*) usage "unknown option -$OPTARG" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -le 1 ] || usage
+[ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [ -x "$python" ] || die "$python is missing (set PYTHON)"
@@ -177,7 +182,10 @@ for ((round = 1; round <= rounds; round++)); do
 	((rounds == 1)) || echo "$prog: round $round of $rounds" >&2
 	all_single+=("$(ours)")
 	all_multi+=("$(ours --multiscale)")
-	read -r ts tm tl <<<"$(torch_rates 112 112,128,160,240)"
+	# not read <<<"$(...)": that would hide a failure of torch_rates
+	rates=$(torch_rates 112 112,128,160,240)
+	read -r ts tm tl <<<"$rates"
+	[ -n "${tl:-}" ] || die "PyTorch printed no rates: \"$rates\""
 	all_ts+=("$ts") all_tm+=("$tm") all_tl+=("$tl")
 done
 single=$(median "${all_single[@]}") multi=$(median "${all_multi[@]}")

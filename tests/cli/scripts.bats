@@ -1,0 +1,73 @@
+#!/usr/bin/env bats
+# The scripts' arguments and failure paths, quickly: no benchmark is
+# run to its end here (a failing stand-in for python3 or make stops them
+# early), and no GPU is needed.
+
+load helpers
+
+S=$MP_ROOT/scripts
+
+# fakepy: a python3 that fails on a program read from standard input (the
+# PyTorch halves of the benchmarks) and runs the real one otherwise.
+fakepy() {
+	cat >fakepy <<EOF
+#!/bin/bash
+for a in "\$@"; do
+	[ "\$a" = - ] && { echo "fakepy: no PyTorch here" >&2; exit 3; }
+done
+exec $PY "\$@"
+EOF
+	chmod +x fakepy
+}
+
+# failing_make: a make on PATH that fails at once.
+failing_make() {
+	mkdir -p bin
+	printf '#!/bin/sh\necho "make: not today" >&2\nexit 2\n' >bin/make
+	chmod +x bin/make
+}
+
+@test "bench-eval.sh stops with exit 1 when its PyTorch half fails, printing no table" {
+	fakepy
+	run --separate-stderr env PYTHON="$PWD/fakepy" bash "$S/bench-eval.sh" -n 1 -b 1 -t 1 w
+	assert_status 1
+	assert_equal "$output" ""
+	assert_contains "$stderr" "fakepy: no PyTorch here"
+	assert_contains "$stderr" "bench-eval.sh: PyTorch failed"
+}
+
+@test "bench scripts name a bad option, a missing value or an extra argument, exit 2" {
+	for s in bench-eval.sh bench-conv.sh bench-batchwriter.sh; do
+		run bash "$S/$s" --bogus
+		assert_status 2
+		assert_equal "$(first_line "$output")" "$s: unknown option --bogus"
+		assert_contains "$output" "usage: $s "
+		run bash "$S/$s" -x
+		assert_status 2
+		assert_equal "$(first_line "$output")" "$s: unknown option -x"
+		run bash "$S/$s" -n
+		assert_status 2
+		assert_equal "$(first_line "$output")" "$s: -n needs a value"
+		assert_contains "$output" "usage: $s "
+		run bash "$S/$s" a b
+		assert_status 2
+		assert_contains "$(first_line "$output")" "$s: "
+		assert_contains "$output" "usage: $s "
+		run bash "$S/$s" --help
+		assert_status 0
+		assert_equal "$(first_line "$output")" "$(first_line "$(bash "$S/$s" -h)")"
+	done
+	[[ ! -e a && ! -e b ]]
+}
+
+@test "bench-conv.sh reads numbers as decimal: -n 08 and -b 010 are 8 and 10" {
+	failing_make
+	run --separate-stderr env PATH="$PWD/bin:$PATH" bash "$S/bench-conv.sh" -n 08 -b 010 -r 0
+	assert_status 1
+	assert_contains "$stderr" "CPUs, 2 threads, batch 10 (no cpu-ref), 3 steps"
+	assert_contains "$stderr" "bench-conv.sh: make failed"
+	assert_not_contains "$stderr" "value too great"
+	run bash "$S/bench-conv.sh" -n 51
+	assert_status 2
+	assert_equal "$output" "bench-conv.sh: -n: \"51\" is not a number from 1 to 50"
+}
