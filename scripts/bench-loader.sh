@@ -19,38 +19,106 @@ root=$(cd "$here/.." && pwd)
 bin=${MP_BIN:-$root/build/bin}
 sbin=${MP_SCRIPTS:-$root/build/scripts}
 
-usage() {
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
 	echo "usage: $prog [-n COUNT] [-t THREADS,...] [-k] [WORKDIR]" >&2
 	exit 2
 }
-while getopts "n:t:kh" opt; do
+
+help() {
+	cat <<EOF
+usage: $prog [-n COUNT] [-t THREADS,...] [-k] [WORKDIR]
+
+Generate COUNT synthetic 128x128 JPEGs of 16 classes (gen-bench-images.py),
+pack them into a DB and time mp-train's training loader (loader-rate)
+against the PyTorch peer's (loader-rate-torch.py) on it: the recipe's
+augmentation (scale 128..240, crop 112, flip, mean), batch 128, best of 3
+runs for each thread count. Prints images/s and the ratio.
+
+  -n COUNT        images, 256 to 1000000 (default 2048)
+  -t THREADS,...  loader threads, each 1 to 256 (default 1,2)
+  -k              keep the temporary work directory
+  -h, --help      show this help
+
+WORKDIR defaults to a new temporary directory, removed at exit unless -k.
+A given WORKDIR is kept; images already there for the same COUNT are
+reused, and the DB is packed again.
+EOF
+}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+number() { # name value lo hi
+	[[ $2 =~ ^[0-9]{1,7}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
+		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
+}
+
+for a in "$@"; do # getopts knows no long options
+	case $a in
+	--) break ;;
+	--help) help; exit 0 ;;
+	--?*) usage "unknown option $a" ;;
+	esac
+done
+while getopts ":n:t:kh" opt; do
 	case $opt in
-	n) count=$OPTARG ;;
-	t) threads=$OPTARG ;;
+	n) number -n "$OPTARG" 256 1000000; count=$((10#$OPTARG)) ;;
+	t)
+		[[ $OPTARG =~ ^[0-9]+(,[0-9]+)*$ ]] ||
+			{ echo "$prog: -t: \"$OPTARG\" is not a list of thread counts" >&2; exit 2; }
+		threads=
+		for t in ${OPTARG//,/ }; do
+			number -t "$t" 1 256
+			threads+=${threads:+,}$((10#$t))
+		done
+		;;
 	k) keep=1 ;;
-	*) usage ;;
+	h) help; exit 0 ;;
+	:) usage "-$OPTARG needs a value" ;;
+	*) usage "unknown option -$OPTARG" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -le 1 ] || usage
-[[ $count =~ ^[0-9]+$ ]] && [ "$count" -ge 256 ] || { echo "$prog: -n $count: expected 256 or more" >&2; exit 2; }
-[[ $threads =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "$prog: -t $threads: expected a list of thread counts" >&2; exit 2; }
+[ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
 for t in "$bin/mp-batchwriter" "$sbin/loader-rate"; do
-	[ -x "$t" ] || { echo "$prog: $t is missing: run make first" >&2; exit 1; }
+	[ -x "$t" ] || die "$t is missing: run make first"
 done
-work=${1:-$(mktemp -d)}
-mkdir -p "$work"
-[ "$keep" = 1 ] || [ $# = 1 ] || trap 'rm -rf "$work"' EXIT
+[ -x "$python" ] || die "$python is missing (set PYTHON)"
 
-"$python" "$here/gen-bench-images.py" "$work/img" "$count" --classes 16 -j 2 >&2
-"$bin/mp-batchwriter" -q -r "$work/img" -c "$work/img/categories.txt" -o "$work/train.db" \
-	"$work/img/train.txt"
+if [ $# -eq 1 ]; then
+	work=$1
+	mkdir -p -- "$work" 2>/dev/null || die "$work: cannot create directory"
+else
+	work=$(mktemp -d "${TMPDIR:-/tmp}/bench-loader.XXXXXX")
+	if [ $keep -eq 1 ]; then
+		echo "$prog: keeping $work" >&2
+	else
+		trap 'rm -rf "$work"' EXIT
+	fi
+fi
 
-best() { # CMD...: the best images/s of $runs runs
+img=$work/img
+if [ -f "$img/train.txt" ] && [ "$(wc -l <"$img/train.txt")" -eq "$count" ]; then
+	echo "$prog: reusing the $count images in $img" >&2
+else
+	rm -rf "$img"
+	"$python" "$here/gen-bench-images.py" "$img" "$count" --classes 16 -j 2 >&2 ||
+		die "gen-bench-images.py failed"
+fi
+"$bin/mp-batchwriter" -q -f -r "$img" -c "$img/categories.txt" -o "$work/train.db" \
+	"$img/train.txt" || die "mp-batchwriter failed"
+
+best() { # CMD...: the best images/s of $runs runs; a run that fails shows its errors
 	local b=0 v
 	for _ in $(seq "$runs"); do
-		v=$("$@" 2>/dev/null | awk '$1 == "images_per_second" { print $2 }')
-		[ -n "$v" ] || { echo "$prog: $* failed" >&2; exit 1; }
+		if ! v=$("$@" 2>"$work/stderr" | awk '$1 == "images_per_second" { print $2 }') ||
+			[ -z "$v" ]; then
+			cat "$work/stderr" >&2
+			die "failed: $*"
+		fi
 		b=$(awk -v a="$v" -v b="$b" 'BEGIN { print (a > b) ? a : b }')
 	done
 	echo "$b"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # The loader's benchmark programs: loader-rate (mp-train's training loader
 # alone) and its PyTorch peer loader-rate-torch.py, on a small dataset;
-# their arguments and errors; bench-loader.sh's arguments. mp-train says
+# their arguments and errors; bench-loader.sh's arguments and reruns. mp-train says
 # how many loader threads it uses.
 
 load helpers
@@ -56,15 +56,51 @@ setup_file() {
 	assert_status 2
 }
 
-@test "bench-loader.sh: bad arguments exit 2 with the usage" {
+@test "bench-loader.sh: bad arguments exit 2 with a message, -h prints the help" {
 	run bash "$MP_ROOT/scripts/bench-loader.sh" -n 10
 	assert_status 2
-	assert_contains "$output" "expected 256 or more"
+	assert_equal "$output" 'bench-loader.sh: -n: "10" is not a number from 256 to 1000000'
 	run bash "$MP_ROOT/scripts/bench-loader.sh" -t 1,x
 	assert_status 2
+	assert_equal "$output" 'bench-loader.sh: -t: "1,x" is not a list of thread counts'
+	# a thread count of 0 is refused before any work
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -t 1,0 w
+	assert_status 2
+	assert_equal "$output" 'bench-loader.sh: -t: "0" is not a number from 1 to 256'
+	[[ ! -e w ]]
 	run bash "$MP_ROOT/scripts/bench-loader.sh" -q
 	assert_status 2
+	assert_equal "$(first_line "$output")" "bench-loader.sh: unknown option -q"
 	assert_contains "$output" "usage: bench-loader.sh"
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -t
+	assert_status 2
+	assert_equal "$(first_line "$output")" "bench-loader.sh: -t needs a value"
+	run bash "$MP_ROOT/scripts/bench-loader.sh" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: bench-loader.sh [-n COUNT] [-t THREADS,...] [-k] [WORKDIR]"
+	assert_contains "$output" "-t THREADS,...  loader threads, each 1 to 256"
+}
+
+@test "bench-loader.sh: a second run in one WORKDIR reuses the images; a failing run shows its errors" {
+	# a python3 that runs gen-bench-images.py and fails in the PyTorch loader
+	cat >py <<EOF
+#!/bin/bash
+[[ \$1 == */loader-rate-torch.py ]] && { echo "py: no PyTorch loader here" >&2; exit 1; }
+exec $PY "\$@"
+EOF
+	chmod +x py
+	run --separate-stderr env PYTHON="$PWD/py" bash "$MP_ROOT/scripts/bench-loader.sh" -n 256 -t 1 w
+	assert_status 1
+	assert_contains "$stderr" "gen-bench-images.py: wrote 256 images"
+	assert_contains "$stderr" "py: no PyTorch loader here"
+	assert_contains "$stderr" "bench-loader.sh: failed: $PWD/py "
+	run --separate-stderr env PYTHON="$PWD/py" bash "$MP_ROOT/scripts/bench-loader.sh" -n 256 -t 1 w
+	assert_status 1
+	assert_contains "$stderr" "bench-loader.sh: reusing the 256 images in w/img"
+	assert_not_contains "$stderr" "already exists"
+	assert_contains "$stderr" "py: no PyTorch loader here"
+	run inspect --json w/train.db
+	assert_status 0
 }
 
 @test "mp-train says how many loader threads it uses: 2 on the CPU by default" {
