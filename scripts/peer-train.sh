@@ -10,12 +10,15 @@
 # ours / PyTorch.
 #
 # The options are passed to both programs as they are; use those the two
-# share (see torch-train.py --help). --threads is set here. WORKDIR/mp-train
-# and WORKDIR/torch are started over (--force).
+# share (see torch-train.py --help). The data, the output and --threads are
+# set here; those options, --resume and --log are refused in every
+# spelling (abbreviated, -oX). WORKDIR/mp-train and WORKDIR/torch are
+# started over (--force).
 #
 # Environment: MP_BIN (default: build/bin of this checkout), PYTHON
 # (default /usr/bin/python3). Exit status: 0 done, 1 a run failed or left no
-# epoch rows, 2 bad usage.
+# epoch rows, 2 bad usage (here, or a run that exited 2: options or data
+# that program refuses).
 set -u
 prog=peer-train.sh
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,10 +38,31 @@ if [[ $# -lt 3 ]]; then
 fi
 train_db=$1 val_db=$2 work=$3
 shift 3
+# Refuse every spelling of what is set here (or would make the two runs
+# share a file): both programs take a long option by any unique prefix
+# (--out, --outp=X) and a short one's value attached or after a cluster of
+# flags (-oX, -qo X). A prefix of one of these names is refused even where
+# it is ambiguous (--t).
+set_here=(train val output threads resume log)
+refuse() { # ARG OPTION: ARG sets OPTION
+	local what=" ($2)"
+	[[ ${1%%=*} != "$2" ]] || what=
+	die "$1$what: $prog sets the data, the output, the log and --threads itself, and starts both runs over" 2
+}
 for a in "$@"; do
 	case $a in
-	-d | -v | -o | --train* | --val* | --output* | --threads* | --resume* | --log | --log=*)
-		die "$a: $prog sets the data, the output, the log and --threads itself" 2
+	--) break ;;
+	--?*)
+		name=${a#--}
+		name=${name%%=*}
+		for o in "${set_here[@]}"; do
+			[[ $o == "$name"* ]] && refuse "$a" "--$o"
+		done
+		;;
+	-*[dvo]*)
+		flags=${a#-}
+		flags=${flags%%[dvo]*}
+		refuse "$a" "-${a:${#flags}+1:1}"
 		;;
 	esac
 done
@@ -53,7 +77,8 @@ run() {
 	echo "== $name: $*"
 	"$@" 2>&1 | tee "$work/$name.out"
 	local rc=${PIPESTATUS[0]}
-	((rc == 0)) || die "$name failed (exit $rc); its output is in $work/$name.out"
+	# its usage error (exit 2: options it refuses) is this script's too
+	((rc == 0)) || die "$name failed (exit $rc); its output is in $work/$name.out" $((rc == 2 ? 2 : 1))
 }
 
 # libgomp's spinning workers stall PyTorch's small operations badly when

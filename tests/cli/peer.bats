@@ -267,8 +267,29 @@ EOF
 	row=$(grep "final val top-1 error" <<<"$output")
 	assert_equal "$(awk '{ print NF }' <<<"$row")" 8
 	[[ -f peer/mp-train/weights.safetensors && -f peer/torch/weights.safetensors ]]
-	# a run that fails makes it fail
+	# a run that fails makes it fail; mp-train's usage error is its own
 	run "$PEER" "$D/train.db" "$D/val.db" peer2 "${NET[@]}" --batch 4096
-	assert_status 1
+	assert_status 2
 	assert_contains "$output" "peer-train.sh: mp-train failed (exit 2)"
+}
+
+@test "peer-train.sh refuses the options it sets in every spelling, before running anything" {
+	for a in -d -v -o --train --val --output --out --outp=x --o -ox -qo -qVd -vx \
+		--threads=2 --th --resume --res=x --log --log=x --lo; do
+		run env PYTHON=/bin/false "$PEER" "$D/train.db" "$D/val.db" peer --epochs 1 "$a" x
+		assert_status 2
+		assert_contains "$output" "peer-train.sh: $a"
+		assert_contains "$output" "sets the data, the output, the log and --threads itself"
+		[[ ! -e peer ]]
+	done
+	run env PYTHON=/bin/false "$PEER" "$D/train.db" "$D/val.db" peer --outp=x
+	assert_equal "$output" "peer-train.sh: --outp=x (--output): peer-train.sh sets the data, the output, the log and --threads itself, and starts both runs over"
+	run env PYTHON=/bin/false "$PEER" "$D/train.db" "$D/val.db" peer -qo x
+	assert_contains "$output" "peer-train.sh: -qo (-o): "
+	# mp-train's exit 2 (a DB that is not there) is the script's, and the
+	# PyTorch run does not start
+	run env PYTHON=/bin/false "$PEER" missing.db "$D/val.db" peer --log-every 5
+	assert_status 2
+	assert_contains "$output" "peer-train.sh: mp-train failed (exit 2)"
+	[[ ! -e peer/torch-train.out ]]
 }
