@@ -256,6 +256,29 @@ EOF
 	assert_contains "$output" "plot-log: gnuplot is not installed"
 }
 
+@test "plot-log: -h prints the help, a bad option or a directory OUT exits 2" {
+	run "$PLOT" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: plot-log LOG [OUT.png]"
+	run "$PLOT" --help
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: plot-log LOG [OUT.png]"
+	run "$PLOT" -x "$D/mp-run/train.log"
+	assert_status 2
+	assert_equal "$output" "$(printf 'plot-log: unknown option -x\nusage: plot-log LOG [OUT.png]')"
+	mkdir dir
+	run "$PLOT" "$D/mp-run/train.log" dir
+	assert_status 2
+	assert_equal "$(first_line "$output")" "plot-log: dir: is a directory (OUT is the PNG file to write)"
+	assert_files dir
+	# a log named like an option, after --
+	cp "$D/mp-run/train.log" ./-a.log
+	run "$PLOT" -- -a.log
+	assert_status 0
+	assert_equal "$output" -a.png
+	[[ -s ./-a.png ]]
+}
+
 @test "peer-train.sh trains both and prints both errors, the difference and the speed ratio" {
 	run "$PEER" "$D/train.db" "$D/val.db" peer "${NET[@]}" --batch 16 --epochs 2 \
 		--loader-threads 1 -q
