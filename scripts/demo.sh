@@ -7,8 +7,38 @@
 # error; the log becomes a plot; mp-eval evaluates at one and at three
 # scales and writes a submission file for the unlabelled test set.
 #
-# usage: demo.sh [WORKDIR]   (default build/demo)
+# usage: demo.sh [WORKDIR]   (default build/demo; DEMO_EPOCHS, default 2)
 set -euo pipefail
+
+prog=demo.sh
+
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
+	echo "usage: $prog [WORKDIR]" >&2
+	exit 2
+}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+case ${1:-} in
+-h | --help)
+	cat <<EOF
+usage: $prog [WORKDIR]
+
+The toolkit end to end on Fashion-MNIST (Debian's dataset-fashion-mnist):
+convert it to PNG files and lists, pack, inspect, train a small ResNet on
+the CPU for DEMO_EPOCHS epochs (default 2), plot the log, evaluate, write
+a submission file. WORKDIR defaults to build/demo.
+EOF
+	exit 0
+	;;
+--) shift ;;
+-?*) usage "unknown option $1" ;;
+esac
+[ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/build/demo}
@@ -16,12 +46,12 @@ bin=$here/build/bin
 scripts=$here/build/scripts
 for p in "$bin/mp-batchwriter" "$bin/mp-inspect" "$bin/mp-train" "$bin/mp-eval" \
 	"$scripts/fmnist-convert"; do
-	[ -x "$p" ] || { echo "demo.sh: $p is not built; run make first" >&2; exit 1; }
+	[ -x "$p" ] || die "$p is not built; run make first"
 done
+err=$(mkdir -p -- "$work" 2>&1) || die "$work: cannot create the directory (${err##*: })"
 [ -d /usr/share/datasets/fashion-mnist ] ||
-	{ echo "demo.sh: Fashion-MNIST is missing; run make deps (as root)" >&2; exit 1; }
+	die "Fashion-MNIST is missing; run make deps (as root)"
 
-mkdir -p "$work"
 data=$work/fashion-mnist
 start=$(date +%s.%N)
 step() { printf '\n== %s\n' "$*"; }

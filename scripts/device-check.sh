@@ -105,7 +105,11 @@ for a in "$@"; do
 	--cpu-smoke) SMOKE=1 ;;
 	--quick) QUICK=1 ;;
 	--keep-logs) KEEP_LOGS=1 ;;
-	-h | --help) usage ;;
+	-h | --help)
+		echo "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
+		echo "(the stages, the options and the environment: the comment at the top of $0)"
+		exit 0
+		;;
 	-*) echo "device-check.sh: unknown option $a" >&2; usage ;;
 	*) [ -z "$RESULTS" ] || usage; RESULTS=$a ;;
 	esac

@@ -11,10 +11,43 @@
 #
 # The libraries are this machine's (x86-64, glibc of Debian 12); a newer
 # glibc there runs them.
+#
+# usage: device-deps.sh [DIR]
 set -eu
+prog=device-deps.sh
+
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
+	echo "usage: $prog [DIR]" >&2
+	exit 2
+}
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+
+case ${1:-} in
+-h | --help)
+	cat <<EOF
+usage: $prog [DIR]
+
+Copy TurboJPEG, LMDB and cJSON (headers, shared libraries, pkg-config files
+with a relocatable prefix) from this machine into DIR (default
+build/device-deps), for scripts/device-check.sh's full build on a machine
+that lacks them.
+EOF
+	exit 0
+	;;
+--) shift ;;
+-?*) usage "unknown option $1" ;;
+esac
+[ $# -le 1 ] || usage "one DIR only, not \"$1\" and \"$2\""
+
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/build/device-deps}
-mkdir -p "$OUT/include/cjson" "$OUT/lib/pkgconfig"
+err=$(mkdir -p -- "$OUT/include/cjson" "$OUT/lib/pkgconfig" 2>&1) ||
+	die "$OUT: cannot create the directory (${err##*: })"
 OUT=$(cd "$OUT" && pwd)
 
 copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
@@ -22,7 +55,7 @@ copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
 	shift
 	pc=$(pkg-config --variable=pcfiledir "$name")/$name.pc
 	libdir=$(pkg-config --variable=libdir "$name")
-	[ -f "$pc" ] || { echo "device-deps.sh: no $name.pc (install its -dev package)" >&2; exit 1; }
+	[ -f "$pc" ] || die "no $name.pc (install its -dev package)"
 	for h in "$@"; do
 		cp "/usr/include/$h" "$OUT/include/$h"
 	done
@@ -39,10 +72,10 @@ copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
 			'libdir=${prefix}/lib' 'includedir=${prefix}/include'
 		grep -v -e '^prefix=' -e '^exec_prefix=' -e '^libdir=' -e '^includedir=' "$pc"
 	} >"$OUT/lib/pkgconfig/$name.pc"
-	echo "device-deps.sh: $name $(pkg-config --modversion "$name"): $(basename "$real")"
+	echo "$prog: $name $(pkg-config --modversion "$name"): $(basename "$real")"
 }
 
 copy_lib libturbojpeg turbojpeg.h
 copy_lib lmdb lmdb.h
 copy_lib libcjson cjson/cJSON.h
-du -sh "$OUT" | awk '{print "device-deps.sh: " $1 " in '"$OUT"'"}'
+du -sh "$OUT" | awk -v prog="$prog" -v out="$OUT" '{ print prog ": " $1 " in " out }'

@@ -25,6 +25,32 @@ have_nvcc() {
 	assert_status 2
 	assert_contains "$output" "usage: device-check.sh"
 	[[ ! -e one && ! -e two ]]
+	# the help goes to standard output, exit 0, as the other scripts' does
+	run --separate-stderr bash "$DC" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
+	assert_equal "$stderr" ""
+	[[ ! -e device-check-results ]]
+}
+
+@test "device-deps: -h prints the help, a bad option exits 2, a folder it cannot make is one message" {
+	run --separate-stderr bash "$MP_ROOT/scripts/device-deps.sh" --help
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: device-deps.sh [DIR]"
+	run bash "$MP_ROOT/scripts/device-deps.sh" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: device-deps.sh [DIR]"
+	[[ ! -e -h ]]
+	run bash "$MP_ROOT/scripts/device-deps.sh" --bogus
+	assert_status 2
+	assert_equal "$output" "$(printf 'device-deps.sh: unknown option --bogus\nusage: device-deps.sh [DIR]')"
+	run bash "$MP_ROOT/scripts/device-deps.sh" a b
+	assert_status 2
+	[[ ! -e a && ! -e b ]]
+	touch file
+	run bash "$MP_ROOT/scripts/device-deps.sh" file/deps
+	assert_status 1
+	assert_equal "$output" "device-deps.sh: file/deps: cannot create the directory (Not a directory)"
 }
 
 @test "device-check without a GPU: the minimal build, GPU stages skipped, the CPU smoke run, packed logs" {

@@ -71,3 +71,22 @@ failing_make() {
 	assert_status 2
 	assert_equal "$output" "bench-conv.sh: -n: \"51\" is not a number from 1 to 50"
 }
+
+@test "demo.sh: -h prints the help, a bad option exits 2, a folder it cannot make is one message" {
+	run --separate-stderr bash "$S/demo.sh" --help
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: demo.sh [WORKDIR]"
+	run bash "$S/demo.sh" -h
+	assert_status 0
+	run bash "$S/demo.sh" --bogus
+	assert_status 2
+	assert_equal "$output" "$(printf 'demo.sh: unknown option --bogus\nusage: demo.sh [WORKDIR]')"
+	run bash "$S/demo.sh" a b
+	assert_status 2
+	assert_equal "$(first_line "$output")" 'demo.sh: one WORKDIR only, not "a" and "b"'
+	touch file
+	run bash "$S/demo.sh" file/demo
+	assert_status 1
+	assert_equal "$output" "demo.sh: file/demo: cannot create the directory (Not a directory)"
+	assert_files . file
+}
