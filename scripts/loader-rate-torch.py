@@ -29,7 +29,8 @@ def main(argv):
         die(2, "%s\nusage: loader-rate-torch.py [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP] DB" % e)
     v = {"-t": 2, "-b": 128, "-n": 50, "-c": 112}
     for k, a in opts:
-        if not a.isdigit() or int(a) < 1:
+        # ASCII digits: str.isdigit() also takes "²", which int() refuses
+        if not (a.isascii() and a.isdigit()) or int(a) < 1:
             die(2, "%s %s: expected a positive number" % (k, a))
         v[k] = int(a)
     if len(args) != 1:

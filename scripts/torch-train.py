@@ -36,6 +36,7 @@ What differs:
 import json
 import math
 import os
+import re
 import sys
 import time
 import zlib
@@ -187,20 +188,39 @@ def getopt(argv):
     return got
 
 
+# What C's strtol and strtod take, and nothing more: ASCII digits (Python's
+# int and float also take "1_0", "²" and other Unicode digits, and spaces
+# after), an optional sign, leading blanks; hexadecimal for strtod.
+_C_SPACE = "[ \t\n\v\f\r]*"
+_C_INT = re.compile(_C_SPACE + "[+-]?[0-9]+")
+_C_FLOAT = re.compile(_C_SPACE + "[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
+_C_HEX = re.compile(_C_SPACE + "[+-]?0[xX]([0-9a-fA-F]+[.]?[0-9a-fA-F]*|[.][0-9a-fA-F]+)"
+                    "([pP][+-]?[0-9]+)?")
+
+
+def _c_number(text, integer):
+    """The value of text as mp_parse_long (strtol, base 10) or
+    mp_parse_double (strtod) reads it whole, or None."""
+    if not isinstance(text, str):
+        return None
+    if integer:
+        return int(text.strip()) if _C_INT.fullmatch(text) else None
+    if _C_FLOAT.fullmatch(text):
+        v = float(text.strip())
+    elif _C_HEX.fullmatch(text):
+        v = float.fromhex(text.strip())
+    else:
+        return None
+    return v if math.isfinite(v) else None
+
+
 def _number(opt, text, lo, hi, integer):
     """The strtonum-like check of mp-train's parsers (mp_parse_long/double)."""
-    what = "a number from %s to %s" % (_g(lo), _g(hi))
-    try:
-        v = int(text, 10) if integer else float(text)
-    except (ValueError, TypeError):
-        die(2, "%s: \"%s\" is not %s" % (opt, text, what))
-    if text != text.strip() or not (lo <= v <= hi) or (not integer and not math.isfinite(v)):
-        die(2, "%s: \"%s\" is not %s" % (opt, text, what))
+    v = _c_number(text, integer)
+    if v is None or not (lo <= v <= hi):
+        fmt = "%d" if integer else "%g"   # mp-train's %ld and %g
+        die(2, ("%s: \"%s\" is not a number from " + fmt + " to " + fmt) % (opt, text, lo, hi))
     return v
-
-
-def _g(x):
-    return ("%d" % x) if float(x).is_integer() and abs(x) < 1e15 else ("%g" % x)
 
 
 def _list(opt, text, lo, hi, nmin, nmax):
@@ -210,13 +230,10 @@ def _list(opt, text, lo, hi, nmin, nmax):
             opt, text, len(parts), nmin if nmin == nmax else "%d to %d" % (nmin, nmax)))
     out = []
     for k, p in enumerate(parts):
-        try:
-            v = float(p)
-        except ValueError:
-            v = None
-        if v is None or p != p.strip() or not p or not (lo <= v <= hi):
-            die(2, "%s: \"%s\": entry %d is not a number from %s to %s" % (
-                opt, text, k + 1, _g(lo), _g(hi)))
+        v = _c_number(p, False)
+        if v is None or not (lo <= v <= hi):
+            die(2, "%s: \"%s\": entry %d is not a number from %g to %g" % (
+                opt, text, k + 1, lo, hi))
         out.append(v)
     return out
 
@@ -242,7 +259,9 @@ def parse_options(argv):
     o.scale_min = _number("--scale-min", g["scale-min"], 1, 65535, True)
     o.scale_max = _number("--scale-max", g["scale-max"], 1, 65535, True)
     o.mean = _list("--mean", g["mean"], 0, 255, 3, 3) if g["mean"] is not None else None
-    o.classes = _number("--classes", g["classes"], 1, 1000000, True) if g["classes"] else 0
+    # an empty value is refused, as mp-train does, not taken for the default
+    o.classes = (_number("--classes", g["classes"], 1, 1000000, True)
+                 if g["classes"] is not None else 0)
     o.depth = _number("--depth", g["depth"], 1, 1000, True)
     widths = _list("--widths", g["widths"], 1, 65536, 1, 8)
     for w in widths:
@@ -266,11 +285,11 @@ def parse_options(argv):
     o.warmup = _number("--warmup", g["warmup"], 0, 1e6, False)
     o.force = g["force"]
     o.seed = _number("--seed", g["seed"], 0, 2**63 - 1, True)
-    o.threads = (_number("--threads", g["threads"], 1, 1024, True) if g["threads"]
-                 else os.cpu_count() or 1)
+    o.threads = (_number("--threads", g["threads"], 1, 1024, True)
+                 if g["threads"] is not None else os.cpu_count() or 1)
     o.loader_threads = _number("--loader-threads", g["loader-threads"], 0, 256, True)
     o.max_steps = (_number("--max-steps", g["max-steps"], 1, 2**63 - 1, True)
-                   if g["max-steps"] else 0)
+                   if g["max-steps"] is not None else 0)
     o.log_every = _number("--log-every", g["log-every"], 0, 1000000000, True)
     o.quiet = g["quiet"]
     if not o.train_db or not o.out_dir:
@@ -292,19 +311,25 @@ def parse_options(argv):
 
 
 def parse_milestones(text):
-    """mp_schedule_parse_milestones; "none" for no drops."""
+    """mp_schedule_parse_milestones, entry by entry as strtol reads them;
+    "none" (or nothing) for no drops."""
     if text == "none":
         return []
-    out = []
-    for k, p in enumerate(text.split(",")):
-        if not p.isdigit() or not 1 <= int(p) <= 1000000:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _C_INT.match(text, pos)
+        end = m.end() if m else pos
+        if (not m or not 1 <= int(m.group().strip()) <= 1000000
+                or (end < len(text) and text[end] != ",") or end == len(text) - 1):
             die(2, "--schedule: schedule \"%s\": entry %d is not an epoch from 1 to 1000000"
-                % (text, k + 1))
+                % (text, len(out) + 1))
+        v = int(m.group().strip())
         if len(out) == 16:
             die(2, "--schedule: schedule \"%s\": more than 16 milestones" % text)
-        if out and int(p) <= out[-1]:
+        if out and v <= out[-1]:
             die(2, "--schedule: schedule \"%s\": epochs must increase" % text)
-        out.append(int(p))
+        out.append(v)
+        pos = end + 1 if end < len(text) else end
     return out
 
 

@@ -54,6 +54,9 @@ setup_file() {
 	assert_contains "$output" "48 images in"
 	run "$PY" "$MP_ROOT/scripts/loader-rate-torch.py" -t x "$D/train.db"
 	assert_status 2
+	run "$PY" "$MP_ROOT/scripts/loader-rate-torch.py" -t ² "$D/train.db"
+	assert_status 2
+	assert_equal "$output" "loader-rate-torch.py: -t ²: expected a positive number"
 }
 
 @test "bench-loader.sh: bad arguments exit 2 with a message, -h prints the help" {

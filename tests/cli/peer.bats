@@ -168,6 +168,18 @@ EOF
 		"--schedule 70,40|--schedule: schedule \"70,40\": epochs must increase"
 		"--mean 1,2|--mean: \"1,2\" has 2 entries, expected 3"
 		"--scale-min 8|--scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
+		# only ASCII digits, no underscores, no empty value taken for the default
+		"--schedule ²|--schedule: schedule \"²\": entry 1 is not an epoch from 1 to 1000000"
+		"--schedule 5,|--schedule: schedule \"5,\": entry 1 is not an epoch from 1 to 1000000"
+		"--batch ١٦|--batch: \"١٦\" is not a number from 2 to 65536"
+		"--batch 1_6|--batch: \"1_6\" is not a number from 2 to 65536"
+		"--lr 0_1|--lr: \"0_1\" is not a number from 1e-12 to 1e+12"
+		"--lr inf|--lr: \"inf\" is not a number from 1e-12 to 1e+12"
+		"--mean 1_0,2,3|--mean: \"1_0,2,3\": entry 1 is not a number from 0 to 255"
+		"--threads=|--threads: \"\" is not a number from 1 to 1024"
+		"--max-steps=|--max-steps: \"\" is not a number from 1 to 9223372036854775807"
+		"--classes=|--classes: \"\" is not a number from 1 to 1000000"
+		"--seed -1|--seed: \"-1\" is not a number from 0 to 9223372036854775807"
 	)
 	for c in "${cases[@]}"; do
 		IFS='|' read -r opts want <<<"$c"
@@ -182,6 +194,15 @@ EOF
 	assert_status 2
 	assert_equal "$(first_line "$output")" "torch-train.py: -d TRAIN_DB is required"
 	[[ ! -e out ]]
+	# what strtol and strtod take, both take: a sign, a hexadecimal float,
+	# leading blanks, an empty schedule (the options pass; the DB is missing)
+	for opt in --batch=+16 --lr=0x1p-3 "--schedule=+5, 7" --schedule= "--batch= 16"; do
+		run train -d missing.db -o out --epochs 1 "$opt"
+		assert_contains "$output" "mp-train: missing.db: "
+		run torch_train -d missing.db -o out --epochs 1 "$opt"
+		assert_status 1
+		assert_equal "$output" "torch-train.py: missing.db: no such file or directory"
+	done
 }
 
 @test "the learning rate of every step is mp-train's: step drops, warmup, cosine" {
