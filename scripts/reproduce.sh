@@ -12,18 +12,48 @@
 #
 # Run it again after a stop: packed DBs are kept (after a check) and
 # training resumes from run/last.safetensors. Options after WORKDIR go to
-# mp-train (for a trial: --epochs 1 --max-steps 20).
+# mp-train (for a trial: --epochs 1 --max-steps 20); when the second
+# argument is an option, WORKDIR is the default.
+#
+# Exit status: 0 done (or -h, --help), 1 a kit that is not complete or a
+# step that failed, 2 bad usage.
 set -euo pipefail
 
+prog=reproduce.sh
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$here/build/bin
-die() { echo "reproduce.sh: $*" >&2; exit 1; }
+die() { echo "$prog: $*" >&2; exit 1; }
+usage() { # [MESSAGE]: the message, the usage line, exit 2
+	[ $# -eq 0 ] || echo "$prog: $*" >&2
+	echo "usage: $prog MINIPLACES_DIR [WORKDIR] [mp-train options...]" >&2
+	exit 2
+}
 step() { printf '\n== %s\n' "$*"; }
 
-[ $# -ge 1 ] || die "usage: reproduce.sh MINIPLACES_DIR [WORKDIR] [mp-train options...]"
+case ${1:-} in
+-h | --help)
+	cat <<EOF
+usage: $prog MINIPLACES_DIR [WORKDIR] [mp-train options...]
+
+The whole Mini-Places2 recipe on the development kit MINIPLACES_DIR
+(images/ and train.txt, val.txt, test.txt, categories.txt beside it or in
+data/): pack the three DBs, train (resuming a stopped run), plot the log,
+evaluate at one scale and at four, and write a submission file, all into
+WORKDIR (default build/reproduce). The options go to mp-train.
+EOF
+	exit 0
+	;;
+--) shift ;;
+-?*) usage "unknown option $1 (mp-train's options come after MINIPLACES_DIR)" ;;
+esac
+[ $# -ge 1 ] || usage
 kit=$1
-work=${2:-$here/build/reproduce}
-shift $(($# >= 2 ? 2 : 1))
+shift
+work=$here/build/reproduce
+if [ $# -ge 1 ] && [[ $1 != -?* ]]; then
+	work=${1:-$work}
+	shift
+fi
 for p in mp-batchwriter mp-train mp-inspect; do
 	[ -x "$bin/$p" ] || die "$bin/$p is not built; run make first"
 done
@@ -70,8 +100,9 @@ if [ ! -f "$run/weights.safetensors" ] || [ ${#resume[@]} -gt 0 ]; then
 		"${resume[@]}" "$@"
 fi
 if command -v gnuplot >/dev/null; then
-	"$here/scripts/plot-log" "$run/train.log" "$run/train.png" && echo "plot: $run/train.png" ||
-		echo "reproduce.sh: warning: no plot of the log" >&2
+	# plot-log prints the file's name too
+	"$here/scripts/plot-log" "$run/train.log" "$run/train.png" >/dev/null &&
+		echo "plot: $run/train.png" || echo "$prog: warning: no plot of the log" >&2
 fi
 
 step "evaluate"
@@ -90,4 +121,4 @@ else
 fi
 
 echo
-echo "reproduce.sh finished in $(($(date +%s) - start)) s; results in $work"
+echo "$prog finished in $(($(date +%s) - start)) s; results in $work"

@@ -27,6 +27,11 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_status 0
 	assert_contains "$output" "== pack train, val and test"
 	assert_contains "$output" "final validation error:"
+	# the plot's name once, not also plot-log's own line
+	if command -v gnuplot >/dev/null; then
+		assert_equal "$(grep -c 'train\.png' <<<"$output")" 1
+		assert_contains "$output" "plot: work/run/train.png"
+	fi
 	for db in train val test; do
 		run inspect --verify "work/$db.db"
 		assert_status 0
@@ -75,4 +80,32 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_contains "$output" "usage: make reproduce MINIPLACES=DIR"
 	run make -n -C "$MP_ROOT" reproduce MINIPLACES=/k REPRO_DIR=/w REPRO_OPTS="--epochs 1"
 	assert_contains "$output" 'bash scripts/reproduce.sh "/k" "/w" --epochs 1'
+}
+
+@test "reproduce.sh: -h prints the help, a usage error exits 2" {
+	run --separate-stderr bash "$MP_ROOT/scripts/reproduce.sh" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: reproduce.sh MINIPLACES_DIR [WORKDIR] [mp-train options...]"
+	run bash "$MP_ROOT/scripts/reproduce.sh" --help
+	assert_status 0
+	run bash "$MP_ROOT/scripts/reproduce.sh"
+	assert_status 2
+	assert_equal "$output" "usage: reproduce.sh MINIPLACES_DIR [WORKDIR] [mp-train options...]"
+	run bash "$MP_ROOT/scripts/reproduce.sh" --epochs 1
+	assert_status 2
+	assert_equal "$(first_line "$output")" "reproduce.sh: unknown option --epochs (mp-train's options come after MINIPLACES_DIR)"
+	assert_files .
+}
+
+@test "reproduce.sh: options right after the kit go to mp-train, WORKDIR the default" {
+	kit mp
+	# a checkout of its own, whose build/reproduce is the default WORKDIR
+	mkdir -p tree/scripts tree/build
+	cp "$MP_ROOT/scripts/reproduce.sh" tree/scripts/
+	ln -s "$MP_BIN" tree/build/bin
+	run bash tree/scripts/reproduce.sh mp "${TRIAL[@]}" --max-steps 2
+	assert_status 0
+	assert_contains "$output" "options: ${TRIAL[*]} --max-steps 2"
+	[[ -f tree/build/reproduce/run/weights.safetensors ]]
+	[[ ! -e --depth && ! -e tree/build/--depth ]]
 }
