@@ -8,6 +8,8 @@ per-channel float64 sum, keep the original bytes when no resize was needed
 (otherwise re-encode as JPEG quality 95). Records (name, label, h, w, bytes)
 are grouped into macrobatches, pickled, and stored under keys mb/%08d; a
 final key "meta" holds JSON with the count, the mean and the class count.
+The DB is written in a temporary directory beside DB and renamed to DB when
+complete; a failure leaves nothing. An existing DB is refused.
 
 Single process on purpose: this is what a typical user script looks like.
 """
@@ -17,7 +19,9 @@ import io
 import json
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 
 import lmdb
 import numpy as np
@@ -88,9 +92,36 @@ def load_record(root, name, label, sums):
 
 
 def write_dataset(root, db, list_path, macrobatch):
+    """Writes DB in DB.partial-* beside it, renamed to DB when complete."""
+    if os.path.lexists(db):
+        raise Failure("%s: already exists (remove it first)" % db)
     entries = read_list(list_path)
+    parent = os.path.dirname(db) or "."
+    try:
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(db.rstrip("/")) + ".partial-",
+                               dir=parent)
+    except OSError as e:
+        raise Failure("%s: cannot write in %s: %s" % (db, parent, e.strerror or e))
+    try:
+        mask = os.umask(0)  # mkdtemp's 0700 would outlive the rename
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        meta = write_env(root, tmp, entries, macrobatch)
+        os.rename(tmp, db)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, lmdb.Error):
+            # lmdb names the temporary directory; name the DB instead
+            raise Failure("%s: %s" % (db, str(e).replace(tmp + ": ", "")))
+        if isinstance(e, OSError):
+            raise Failure("%s: %s" % (db, e.strerror or e))
+        raise
+    return meta
+
+
+def write_env(root, path, entries, macrobatch):
     sums = np.zeros(3, dtype=np.float64)
-    env = lmdb.open(db, map_size=1 << 30)
+    env = lmdb.open(path, map_size=1 << 30)
     try:
         batch, nbatches = [], 0
         for i, (name, label) in enumerate(entries):
@@ -122,7 +153,8 @@ def main():
     ap.add_argument("-r", "--root", required=True,
                     help="directory the list's paths are relative to")
     ap.add_argument("-o", "--output", required=True, metavar="DB",
-                    help="LMDB environment (a directory) to write")
+                    help="LMDB environment (a directory) to write; it must "
+                         "not exist")
     ap.add_argument("--macrobatch", type=positive, default=1024,
                     metavar="N", help="records per macrobatch (default 1024)")
     ap.add_argument("list", metavar="LIST")
@@ -132,11 +164,6 @@ def main():
                              args.macrobatch)
     except Failure as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
-        return 1
-    except (lmdb.Error, OSError) as e:
-        print("%s: %s: %s" % (PROG, args.output,
-                               getattr(e, "strerror", None) or e),
-              file=sys.stderr)
         return 1
     print("%s: wrote %d images in %d macrobatches to %s" %
           (PROG, meta["count"], meta["macrobatches"], args.output),

@@ -90,3 +90,32 @@ failing_make() {
 	assert_equal "$output" "demo.sh: file/demo: cannot create the directory (Not a directory)"
 	assert_files . file
 }
+
+@test "py-batchwriter.py writes the DB whole or not at all, and refuses an existing one" {
+	mkimg classes im 6 20 20 3 >list.txt
+	run "$PY" "$S/py-batchwriter.py" -r . -o db list.txt
+	assert_status 0
+	assert_equal "$output" "py-batchwriter.py: wrote 6 images in 1 macrobatches to db"
+	assert_files db data.mdb lock.mdb
+	# a second run into it: refused, the DB as it was
+	sum=$(cksum <db/data.mdb)
+	run "$PY" "$S/py-batchwriter.py" -r . -o db list.txt
+	assert_status 1
+	assert_equal "$output" "py-batchwriter.py: db: already exists (remove it first)"
+	assert_equal "$(cksum <db/data.mdb)" "$sum"
+	# an image that fails after the first ones: nothing under the name, no partial left
+	echo "im/missing.png 0" >>list.txt
+	run "$PY" "$S/py-batchwriter.py" -r . --macrobatch 2 -o db2 list.txt
+	assert_status 1
+	assert_equal "$output" "py-batchwriter.py: ./im/missing.png: No such file or directory"
+	assert_no_db db2
+	# a file in the way, a folder that is not there: named once
+	touch file
+	run "$PY" "$S/py-batchwriter.py" -r . -o file list.txt
+	assert_status 1
+	assert_equal "$output" "py-batchwriter.py: file: already exists (remove it first)"
+	run "$PY" "$S/py-batchwriter.py" -r . -o nodir/db list.txt
+	assert_status 1
+	assert_equal "$output" "py-batchwriter.py: nodir/db: cannot write in nodir: No such file or directory"
+	assert_files . db file im list.txt
+}
