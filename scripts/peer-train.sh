@@ -16,9 +16,9 @@
 # started over (--force).
 #
 # Environment: MP_BIN (default: build/bin of this checkout), PYTHON
-# (default /usr/bin/python3). Exit status: 0 done, 1 a run failed or left no
-# epoch rows, 2 bad usage (here, or a run that exited 2: options or data
-# that program refuses).
+# (default /usr/bin/python3). Exit status: 0 done (or -h, --help), 1 a run
+# failed or left no epoch rows, 2 bad usage (here, or a run that exited 2:
+# options or data that program refuses).
 set -u
 prog=peer-train.sh
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,6 +32,19 @@ die() {
 	exit "${2:-1}"
 }
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+	cat <<EOF
+usage: $prog TRAIN_DB VAL_DB WORKDIR [mp-train options...]
+
+Train the same network with the same options with mp-train
+(WORKDIR/mp-train) and with torch-train.py (WORKDIR/torch), each on all
+the cores, then print both final validation errors, their difference and
+the training speed ratio. Use options the two share (torch-train.py
+--help); the data, the output and --threads are set here, and --resume
+and --log are refused.
+EOF
+	exit 0
+fi
 if [[ $# -lt 3 ]]; then
 	echo "usage: $prog TRAIN_DB VAL_DB WORKDIR [mp-train options...]" >&2
 	exit 2

@@ -318,6 +318,12 @@ EOF
 }
 
 @test "peer-train.sh refuses the options it sets in every spelling, before running anything" {
+	run --separate-stderr "$PEER" -h
+	assert_status 0
+	assert_equal "$(first_line "$output")" "usage: peer-train.sh TRAIN_DB VAL_DB WORKDIR [mp-train options...]"
+	run "$PEER" a b
+	assert_status 2
+	assert_equal "$output" "usage: peer-train.sh TRAIN_DB VAL_DB WORKDIR [mp-train options...]"
 	for a in -d -v -o --train --val --output --out --outp=x --o -ox -qo -qVd -vx \
 		--threads=2 --th --resume --res=x --log --log=x --lo; do
 		run env PYTHON=/bin/false "$PEER" "$D/train.db" "$D/val.db" peer --epochs 1 "$a" x
