@@ -8,16 +8,12 @@
 set -euo pipefail
 
 prog=bench-batchwriter.sh
+usage_args="[-n COUNT] [-k] [WORKDIR]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=3000
 runs=5 # the machine is noisy: best of several runs
 keep=0
 python=${PYTHON:-/usr/bin/python3}
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [-n COUNT] [-k] [WORKDIR]" >&2
-	exit 2
-}
 
 help() {
 	cat <<EOF
@@ -36,18 +32,7 @@ A given WORKDIR is kept; images already there for the same COUNT are reused.
 EOF
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
-for a in "$@"; do # getopts knows no long options
-	case $a in
-	--) break ;;
-	--help) help; exit 0 ;;
-	--?*) usage "unknown option $a" ;;
-	esac
-done
+no_long_options "$@"
 while getopts ":n:kh" opt; do
 	case $opt in
 	n)

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 prog=bench-conv.sh
+usage_args="[-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 batch=32
 ref_batch=2
 steps=3
@@ -19,12 +21,6 @@ threads=2
 rounds=1
 python=${PYTHON:-/usr/bin/python3}
 root=$(cd "$(dirname "$0")/.." && pwd)
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]" >&2
-	exit 2
-}
 
 help() {
 	cat <<EOF
@@ -49,23 +45,7 @@ otherwise idle: a second busy process halves every number.
 EOF
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
-number() { # name value lo hi; 10#: "010" is ten, not octal eight
-	[[ $2 =~ ^[0-9]{1,6}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
-		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
-}
-
-for a in "$@"; do # getopts knows no long options
-	case $a in
-	--) break ;;
-	--help) help; exit 0 ;;
-	--?*) usage "unknown option $a" ;;
-	esac
-done
+no_long_options "$@"
 while getopts ":b:r:s:t:n:h" opt; do
 	case $opt in
 	b) number -b "$OPTARG" 1 4096; batch=$((10#$OPTARG)) ;;

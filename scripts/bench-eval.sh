@@ -19,18 +19,14 @@
 set -euo pipefail
 
 prog=bench-eval.sh
+usage_args="[-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=128
 batch=16
 threads=2
 rounds=1
 keep=0
 python=${PYTHON:-/usr/bin/python3}
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]" >&2
-	exit 2
-}
 
 help() {
 	cat <<EOF
@@ -56,23 +52,7 @@ number.
 EOF
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
-number() { # name value lo hi
-	[[ $2 =~ ^[0-9]{1,7}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
-		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
-}
-
-for a in "$@"; do # getopts knows no long options
-	case $a in
-	--) break ;;
-	--help) help; exit 0 ;;
-	--?*) usage "unknown option $a" ;;
-	esac
-done
+no_long_options "$@"
 while getopts ":n:b:t:r:kh" opt; do
 	case $opt in
 	n) number -n "$OPTARG" 1 1000000; count=$((10#$OPTARG)) ;;

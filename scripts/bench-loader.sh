@@ -9,6 +9,8 @@
 set -euo pipefail
 
 prog=bench-loader.sh
+usage_args="[-n COUNT] [-t THREADS,...] [-k] [WORKDIR]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=2048
 threads=1,2
 runs=3 # the machine is noisy: best of several runs
@@ -18,12 +20,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 bin=${MP_BIN:-$root/build/bin}
 sbin=${MP_SCRIPTS:-$root/build/scripts}
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [-n COUNT] [-t THREADS,...] [-k] [WORKDIR]" >&2
-	exit 2
-}
 
 help() {
 	cat <<EOF
@@ -46,23 +42,7 @@ reused, and the DB is packed again.
 EOF
 }
 
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
-
-number() { # name value lo hi
-	[[ $2 =~ ^[0-9]{1,7}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
-		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
-}
-
-for a in "$@"; do # getopts knows no long options
-	case $a in
-	--) break ;;
-	--help) help; exit 0 ;;
-	--?*) usage "unknown option $a" ;;
-	esac
-done
+no_long_options "$@"
 while getopts ":n:t:kh" opt; do
 	case $opt in
 	n) number -n "$OPTARG" 256 1000000; count=$((10#$OPTARG)) ;;

@@ -11,17 +11,8 @@
 set -euo pipefail
 
 prog=demo.sh
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [WORKDIR]" >&2
-	exit 2
-}
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+usage_args="[WORKDIR]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 case ${1:-} in
 -h | --help)

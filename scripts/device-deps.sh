@@ -15,17 +15,8 @@
 # usage: device-deps.sh [DIR]
 set -eu
 prog=device-deps.sh
-
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog [DIR]" >&2
-	exit 2
-}
-
-die() {
-	echo "$prog: $*" >&2
-	exit 1
-}
+usage_args="[DIR]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 case ${1:-} in
 -h | --help)

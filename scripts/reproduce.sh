@@ -20,14 +20,10 @@
 set -euo pipefail
 
 prog=reproduce.sh
+usage_args="MINIPLACES_DIR [WORKDIR] [mp-train options...]"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$here/build/bin
-die() { echo "$prog: $*" >&2; exit 1; }
-usage() { # [MESSAGE]: the message, the usage line, exit 2
-	[ $# -eq 0 ] || echo "$prog: $*" >&2
-	echo "usage: $prog MINIPLACES_DIR [WORKDIR] [mp-train options...]" >&2
-	exit 2
-}
 step() { printf '\n== %s\n' "$*"; }
 
 case ${1:-} in

@@ -101,7 +101,7 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	kit mp
 	# a checkout of its own, whose build/reproduce is the default WORKDIR
 	mkdir -p tree/scripts tree/build
-	cp "$MP_ROOT/scripts/reproduce.sh" tree/scripts/
+	cp "$MP_ROOT/scripts/reproduce.sh" "$MP_ROOT/scripts/common.sh" tree/scripts/
 	ln -s "$MP_BIN" tree/build/bin
 	run bash tree/scripts/reproduce.sh mp "${TRIAL[@]}" --max-steps 2
 	assert_status 0
