@@ -62,17 +62,7 @@ scriptdir=$repo/build/scripts
 mp=$bindir/mp-batchwriter
 decode=$scriptdir/jpeg-decode-rate
 
-if [ $# -eq 1 ]; then
-	work=$1
-	mkdir -p "$work" || die "$work: cannot create directory"
-else
-	work=$(mktemp -d "${TMPDIR:-/tmp}/bench-batchwriter.XXXXXX")
-	if [ $keep -eq 1 ]; then
-		echo "$prog: keeping $work" >&2
-	else
-		trap 'rm -rf "$work"' EXIT
-	fi
-fi
+workdir "$@"
 
 if [ ! -x "$mp" ] || [ ! -x "$decode" ]; then
 	echo "$prog: building in $repo" >&2
@@ -83,14 +73,7 @@ fi
 
 root=$work/images
 list=$root/train.txt
-if [ -f "$list" ] && [ "$(wc -l <"$list")" -eq "$count" ]; then
-	echo "$prog: reusing the $count images in $root" >&2
-else
-	echo "$prog: generating $count images in $root" >&2
-	rm -rf "$root"
-	"$python" "$repo/scripts/gen-bench-images.py" "$root" "$count" ||
-		die "gen-bench-images.py failed"
-fi
+bench_images "$root" "$count"
 
 # Read every image once so that all timed runs find them in the page cache.
 find "$root" -type f -name '*.jpg' -exec cat {} + >/dev/null

@@ -74,26 +74,9 @@ make -s -C "$root" build/bin/mp-eval build/bin/mp-batchwriter build/tests/oracle
 	>/dev/null || die "make failed"
 bin=$root/build/bin
 
-if [ $# -eq 1 ]; then
-	work=$1
-	mkdir -p "$work" || die "$work: cannot create directory"
-else
-	work=$(mktemp -d "${TMPDIR:-/tmp}/bench-eval.XXXXXX")
-	if [ $keep -eq 1 ]; then
-		echo "$prog: keeping $work" >&2
-	else
-		trap 'rm -rf "$work"' EXIT
-	fi
-fi
-
+workdir "$@"
 images=$work/images
-if [ -f "$images/train.txt" ] && [ "$(wc -l <"$images/train.txt")" -eq "$count" ]; then
-	echo "$prog: reusing the $count images in $images" >&2
-else
-	rm -rf "$images"
-	"$python" "$root/scripts/gen-bench-images.py" "$images" "$count" >&2 ||
-		die "gen-bench-images.py failed"
-fi
+bench_images "$images" "$count"
 rm -rf "$work/bench.db"
 "$bin/mp-batchwriter" -q -r "$images" -c "$images/categories.txt" -o "$work/bench.db" \
 	"$images/train.txt" || die "mp-batchwriter failed"

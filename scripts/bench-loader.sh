@@ -68,26 +68,9 @@ for t in "$bin/mp-batchwriter" "$sbin/loader-rate"; do
 done
 [ -x "$python" ] || die "$python is missing (set PYTHON)"
 
-if [ $# -eq 1 ]; then
-	work=$1
-	mkdir -p -- "$work" 2>/dev/null || die "$work: cannot create directory"
-else
-	work=$(mktemp -d "${TMPDIR:-/tmp}/bench-loader.XXXXXX")
-	if [ $keep -eq 1 ]; then
-		echo "$prog: keeping $work" >&2
-	else
-		trap 'rm -rf "$work"' EXIT
-	fi
-fi
-
+workdir "$@"
 img=$work/img
-if [ -f "$img/train.txt" ] && [ "$(wc -l <"$img/train.txt")" -eq "$count" ]; then
-	echo "$prog: reusing the $count images in $img" >&2
-else
-	rm -rf "$img"
-	"$python" "$here/gen-bench-images.py" "$img" "$count" --classes 16 -j 2 >&2 ||
-		die "gen-bench-images.py failed"
-fi
+bench_images "$img" "$count" --classes 16 -j 2
 "$bin/mp-batchwriter" -q -f -r "$img" -c "$img/categories.txt" -o "$work/train.db" \
 	"$img/train.txt" || die "mp-batchwriter failed"
 

@@ -32,3 +32,34 @@ no_long_options() {
 		esac
 	done
 }
+
+# workdir [DIR]: sets work to DIR, made if missing, or to a new temporary
+# directory named after the script, removed at exit unless keep=1
+workdir() {
+	if [ $# -eq 1 ]; then
+		work=$1
+		mkdir -p -- "$work" 2>/dev/null || die "$work: cannot create directory"
+	else
+		work=$(mktemp -d "${TMPDIR:-/tmp}/${prog%.sh}.XXXXXX")
+		if [ "${keep:-0}" -eq 1 ]; then
+			echo "$prog: keeping $work" >&2
+		else
+			trap 'rm -rf "$work"' EXIT
+		fi
+	fi
+}
+
+# bench_images DIR COUNT [gen-bench-images.py options]: COUNT generated
+# images and their list DIR/train.txt, or those already there
+bench_images() {
+	local dir=$1 count=$2
+	shift 2
+	if [ -f "$dir/train.txt" ] && [ "$(wc -l <"$dir/train.txt")" -eq "$count" ]; then
+		echo "$prog: reusing the $count images in $dir" >&2
+	else
+		echo "$prog: generating $count images in $dir" >&2
+		rm -rf -- "$dir"
+		"$python" "$(dirname "${BASH_SOURCE[0]}")/gen-bench-images.py" "$dir" "$count" "$@" >&2 ||
+			die "gen-bench-images.py failed"
+	fi
+}
