@@ -728,6 +728,19 @@ int main(int argc, char **argv)
 			mp_warnx("--diff takes two weights files and no other mode");
 			usage();
 		}
+		/* as for --tensors: a file that opens but is no weights file
+		 * (a dataset, say) is the wrong request; one that does not open
+		 * is bad input, which weights_diff reports */
+		for (int i = 0; i < 2; i++) {
+			int fd = open(argv[i], O_RDONLY);
+			if (fd < 0)
+				continue;
+			close(fd);
+			if (!mp_st_sniff(argv[i])) {
+				mp_warnx("--diff takes two weights files: %s is not one", argv[i]);
+				usage();
+			}
+		}
 		return weights_diff(argv[0], argv[1], tol, json);
 	}
 	if (do_tensors + (dump != NULL) + do_verify + dataset_opts > 1) {

@@ -124,6 +124,10 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_status 2
 	run --separate-stderr inspect --diff w.safetensors
 	assert_status 2
+	# a dataset given to --diff is the wrong request, as for --tensors
+	run --separate-stderr inspect --diff w.safetensors db
+	assert_status 2
+	assert_equal "$(first_line "$stderr")" "mp-inspect: --diff takes two weights files: db is not one"
 }
 
 @test "--diff treats equal infinities as equal and a NaN difference as different" {
