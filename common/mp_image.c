@@ -355,6 +355,19 @@ static int plan_axis(int in, int out, int first, int n_out, resample_plan *p, mp
 	return 0;
 }
 
+/* The input pixels [lo, hi) that the plan's n outputs read. */
+static void plan_span(const resample_plan *p, int n, int *lo, int *hi)
+{
+	*lo = p->start[0];
+	*hi = *lo;
+	for (int j = 0; j < n; j++) {
+		if (p->start[j] < *lo)
+			*lo = p->start[j];
+		if (p->start[j] + p->count[j] > *hi)
+			*hi = p->start[j] + p->count[j];
+	}
+}
+
 static uint8_t clamp_u8(float v)
 {
 	if (v <= 0)
@@ -479,20 +492,9 @@ int mp_image_resize_region(const mp_image *src, int width, int height, int x0, i
 		plan_free(&ph);
 		return -1;
 	}
-	int r0 = pv.start[0], r1 = r0;
-	for (int y = 0; y < h; y++) {
-		if (pv.start[y] < r0)
-			r0 = pv.start[y];
-		if (pv.start[y] + pv.count[y] > r1)
-			r1 = pv.start[y] + pv.count[y];
-	}
-	int c0 = ph.start[0], c1 = c0;
-	for (int x = 0; x < w; x++) {
-		if (ph.start[x] < c0)
-			c0 = ph.start[x];
-		if (ph.start[x] + ph.count[x] > c1)
-			c1 = ph.start[x] + ph.count[x];
-	}
+	int r0, r1, c0, c1;
+	plan_span(&pv, h, &r0, &r1);
+	plan_span(&ph, w, &c0, &c1);
 	const size_t rowlen = (size_t)w * 3;
 	const int nrows = r1 > r0 ? r1 - r0 : 1;
 	/* the source rows' horizontal pass (rowlen floats each, and 4 spare
