@@ -167,10 +167,11 @@ static void print_quoted(FILE *f, const char *s)
 }
 
 /* The same command line without --resume and --force, then --resume FILE. */
-static void print_resume_command(FILE *f, int argc, char **argv, const char *checkpoint)
+static void print_resume_command(FILE *f, const char *invoked_as, int argc, char **argv,
+				 const char *checkpoint)
 {
 	fputs("  ", f);
-	print_quoted(f, argv[0]);
+	print_quoted(f, invoked_as);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--"))
@@ -203,6 +204,8 @@ static int parse_int(const char *opt, const char *s, long min, long max, int *ou
 int main(int argc, char **argv)
 {
 	mp_set_progname(argv[0]);
+	const char *invoked_as = argv[0]; /* the resume command repeats the path as typed */
+	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	mp_train_opts o;
 	mp_train_opts_default(&o);
 	int c;
@@ -364,7 +367,7 @@ int main(int argc, char **argv)
 				"resume with:\n",
 			mp_progname, stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.steps,
 			r.checkpoint);
-		print_resume_command(stderr, argc, argv, r.checkpoint);
+		print_resume_command(stderr, invoked_as, argc, argv, r.checkpoint);
 		return 128 + stop_signal;
 	case MP_TRAIN_BAD_SETUP:
 		mp_warnx("%s", e.msg);

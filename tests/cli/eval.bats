@@ -527,6 +527,9 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 		assert_status 2
 		assert_contains "$output" "mp-eval: "
 	done
+	# getopt's own messages name the program as ours do, whatever path ran it
+	run ev "${W[@]}" -z "$D/val.db"
+	assert_equal "$(first_line "$output")" "mp-eval: invalid option -- 'z'"
 	run ev "$D/val.db"
 	assert_status 2
 	assert_contains "$output" "-m WEIGHTS is required"

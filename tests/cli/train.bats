@@ -380,6 +380,10 @@ snapshot() {
 		assert_status 2
 		assert_equal "$output" "$want"
 	done
+	# getopt's own messages name the program as ours do, whatever path ran it
+	run train "${OPTS[@]}" -o out --bogus
+	assert_status 2
+	assert_equal "$(first_line "$output")" "mp-train: unrecognized option '--bogus'"
 	run train -o out
 	assert_status 2
 	assert_contains "$(first_line "$output")" "mp-train: -d TRAIN_DB is required"
