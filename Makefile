@@ -109,7 +109,8 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 # tests/gpu programs, when the last build had CUDA) with or without a device (-fno-strict-aliasing: the kernels read 16 bytes as
 # bf16 pairs, which a host compiler must be told to allow)
 EMU_OBJ     := $(B)/obj/tests/emu/emu_backend.o
-EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu)
+EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu \
+	$(B)/tests/emu/test_conv_emu)
 EMU_FLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
 	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
@@ -174,6 +175,13 @@ $(EMU_OBJ): tests/emu/emu_backend.cpp tests/emu/cuda_emu.h tests/emu/emu_backend
 $(B)/tests/emu/test_nhwc_emu: tests/emu/test_nhwc_emu.cpp $(EMU_OBJ) $(B)/libmp.a
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -Itests/emu -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS)
+
+# conv.cu's algorithm choice against a stand-in for cuDNN (no emu_backend.o:
+# it has conv.cu's own entry points)
+$(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
+		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -Itests/emu -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 # test_cuda_ops itself, on the backend's code on the host
 $(B)/tests/emu/test_cuda_ops_emu: tests/gpu/test_cuda_ops.c $(EMU_OBJ) $(B)/libmp.a $(B)/flags.stamp

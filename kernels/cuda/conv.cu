@@ -22,9 +22,11 @@
 // passes take algorithms cuDNN reports deterministic (BWD_DATA_ALGO_1
 // and BWD_FILTER_ALGO_1 are), so a training run on one GPU repeats bit
 // for bit; in bf16 a nondeterministic one is taken only where cuDNN
-// offers no deterministic one, and a shape for which cuDNN has no bf16
-// algorithm at all runs in fp32. The workspace grows to the largest need
-// seen. The environment can change the choice (MP_CUDNN_SEARCH=timed,
+// offers no deterministic one, and a call that needs a direction for
+// which cuDNN has no bf16 algorithm on its shape runs in fp32 (the
+// directions it does not need stay in bf16: every call of a shape runs
+// as the first did, which a recorded step relies on). The workspace
+// grows to the largest need seen. The environment can change the choice (MP_CUDNN_SEARCH=timed,
 // MP_CUDNN_DETERMINISTIC=0), show it (MP_CUDNN_LOG=1), time each call
 // (MP_CUDA_PROFILE=1) and use the graph API's plans (MP_CUDNN_API=graph,
 // conv_graph.cu); the backend reads it when it is made.
@@ -350,13 +352,14 @@ enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4 };
 
 // Chooses the algorithms of entry a for the directions in want, with the
 // descriptors describing its shape and precision. 0 when done; 1 when
-// cuDNN offers bf16 no algorithm for one of them (the caller falls back
-// to fp32); -1 on an error.
+// cuDNN offers bf16 no algorithm for one of them, which joins
+// a->fp32_only (the caller falls back to fp32); -1 on an error.
 static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want, int bf16,
 		  const mp_tensor *x, const mp_tensor *w)
 {
 	mp_cuda_state *s = mp_cuda(be);
 	const char *none = NULL;
+	int none_dir = 0;
 	if ((want & FWD) && !a->have_fwd) {
 		cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		int got = 0;
@@ -364,6 +367,7 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 		int i = pick(perf, got, bf16, 0);
 		if (i < 0) {
 			none = "y";
+			none_dir = FWD;
 		} else {
 			log_choice(s, "y", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->fwd = perf[i].algo;
@@ -383,6 +387,7 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dx";
+			none_dir = BWD_DATA;
 		} else {
 			log_choice(s, "dx", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_data = perf[i].algo;
@@ -402,6 +407,7 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dw";
+			none_dir = BWD_FILTER;
 		} else {
 			log_choice(s, "dw", x, w, a->key[7], a->key[8], bf16, &perf[i]);
 			a->bwd_filter = perf[i].algo;
@@ -417,7 +423,7 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if (!none)
 		return 0;
 	if (bf16) {
-		a->fp32_only = 1;
+		a->fp32_only |= none_dir;
 		return 1;
 	}
 	return mp_cpu_fail(be, "%s: cuDNN offers no %s fp32 algorithm for x %dx%dx%dx%d, w %dx%dx%dx%d",
@@ -440,7 +446,7 @@ static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, in
 		if (r < 0)
 			return -1;
 		if (r == 1) {
-			a->fp32_only = 1;
+			a->fp32_only |= 1 << d; // FWD, BWD_DATA, BWD_FILTER
 			return 1;
 		}
 		*ws[d] = a->gws[d];
@@ -456,7 +462,9 @@ static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, in
 
 // The algorithm entry for this convolution in the backend's precision,
 // with the descriptors set for it; *bf16 says whether it runs in bf16 (a
-// shape cuDNN cannot do in bf16 runs in fp32). NULL on an error.
+// call that needs a direction cuDNN cannot do in bf16 on this shape runs
+// in fp32; the other calls of the shape stay in bf16, so that each runs
+// as it did the first time). NULL on an error.
 static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *x,
 			       const mp_tensor *w, const mp_tensor *y, int stride, int pad,
 			       int want, int *bf16)
@@ -470,7 +478,7 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 		mp_cuda_conv_algo *a = find_algo(be, op, key);
 		if (!a)
 			return NULL;
-		if (!a->fp32_only) {
+		if (!(a->fp32_only & want)) {
 			int r;
 			if (mp_cuda(be)->graph_api) {
 				r = graph_choose(be, op, a, want, x, w, y, stride, pad, *bf16);

@@ -48,7 +48,10 @@ static inline int mp_cuda_is_bf16(const mp_tensor *t)
 struct mp_cuda_conv_algo {
 	int key[10]; /* x n,c,h,w; w n,h,w; stride; pad; bf16 */
 	int have_fwd, have_bwd_data, have_bwd_filter;
-	int fp32_only; /* bf16 entry: cuDNN has no bf16 algorithm, run fp32 */
+	/* bf16 entry: the directions (conv.cu's FWD, BWD_DATA, BWD_FILTER
+	 * bits) for which cuDNN has no bf16 algorithm: a call that needs
+	 * one of them runs in fp32 */
+	int fp32_only;
 	/* MP_CUDA_PROFILE: GPU milliseconds and calls of each direction's
 	 * cuDNN call and of its bf16 conversions */
 	double ms_cudnn[3], ms_convert[3], ms_host[3];
