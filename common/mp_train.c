@@ -326,20 +326,29 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 	snprintf(num[2], 64, "%ld", t->step);
 	snprintf(num[3], 64, "%.17g", t->lr);
 	snprintf(num[4], 64, "%.3f", elapsed(t));
-	sums s = t->epoch_sums;
-	if (!batch)
+	/* the sums of the unfinished epoch, and of its steps since the last
+	 * step row, so that the rows after a resume are those of a run that
+	 * never stopped */
+	sums s = t->epoch_sums, si = t->interval;
+	if (!batch) {
 		memset(&s, 0, sizeof s);
-	char *sum = sums_text(&s);
-	if (!sum)
+		memset(&si, 0, sizeof si);
+	}
+	char *sum = sums_text(&s), *isum = sums_text(&si);
+	if (!sum || !isum) {
+		free(sum);
+		free(isum);
 		return mp_seterr(e, "out of memory");
+	}
 	mp_kv kv[] = {
 		{MP_TRAIN_KEY_EPOCH, num[0]},	{MP_TRAIN_KEY_BATCH, num[1]},
 		{MP_TRAIN_KEY_STEP, num[2]},	{MP_TRAIN_KEY_LR, num[3]},
 		{MP_TRAIN_KEY_ELAPSED, num[4]}, {MP_TRAIN_KEY_EPOCH_SUMS, sum},
-		{MP_TRAIN_KEY_OPTIONS, t->options_json},
+		{MP_TRAIN_KEY_INTERVAL_SUMS, isum}, {MP_TRAIN_KEY_OPTIONS, t->options_json},
 	};
 	int rc = mp_weights_save(t->net, path, kv, (int)(sizeof kv / sizeof kv[0]), 1, e);
 	free(sum);
+	free(isum);
 	if (rc < 0)
 		return -1;
 	copy_path(t->last_good, path);
@@ -552,6 +561,9 @@ static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
 	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
 		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
+	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_INTERVAL_SUMS)))
+		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->interval.loss, &t->interval.images,
+		       &t->interval.top1, &t->interval.top5, &t->interval.seconds);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
 		compare_options(o->resume, v, t->options_json);
 	t->epoch = (int)epochs;
@@ -900,9 +912,10 @@ static int run(trainer *t, mp_error *e)
 	for (; t->epoch < o->epochs; t->epoch++, t->batch = 0) {
 		if (mp_loader_start_at(t->train, (uint64_t)t->epoch, (uint64_t)t->batch, e) < 0)
 			goto out;
-		if (!t->batch)
+		if (!t->batch) {
 			memset(&t->epoch_sums, 0, sizeof t->epoch_sums);
-		memset(&t->interval, 0, sizeof t->interval);
+			memset(&t->interval, 0, sizeof t->interval);
+		}
 		snprintf(what, sizeof what, "epoch %d/%d", t->epoch + 1, o->epochs);
 		mp_progress p;
 		/* counted in images, so the bar's rate is images/s */

@@ -147,6 +147,16 @@ EOF
 	same_weights whole/weights.safetensors three/weights.safetensors
 }
 
+@test "after a resume between two step rows, the log's rows are those of a run that never stopped" {
+	# step rows every 3 steps; stopped at step 10, in the middle of a row's steps
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o whole
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o parts --max-steps 10
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o parts --resume parts/last.safetensors
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	# every row but the end row of the stop, timings left out
+	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+}
+
 @test "a resumed run takes the architecture from the checkpoint, or refuses a different one" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	run train -d "$D/train.db" --batch 16 --lr 0.1 --epochs 2 -q -o out --resume out/last.safetensors \
