@@ -869,6 +869,9 @@ static int setup(trainer *t, mp_error *e)
 			printf("mp-train: %s has done %d of %d epochs: nothing to train (a larger "
 			       "--epochs goes on)\n",
 			       o->resume, t->epoch, o->epochs);
+		else if (o->resume && o->max_steps > 0 && t->step >= o->max_steps)
+			printf("mp-train: %s has done %ld steps, --max-steps %ld: nothing to train\n",
+			       o->resume, t->step, o->max_steps);
 		else if (o->resume)
 			printf("mp-train: resuming %s at epoch %d, batch %ld (step %ld)\n",
 			       o->resume, t->epoch + 1, t->batch, t->step);
@@ -909,7 +912,10 @@ static int run(trainer *t, mp_error *e)
 	}
 	int32_t *lab[2] = {labels, labels + o->batch};
 	uint64_t *idv[2] = {ids, ids + o->batch};
-	for (; t->epoch < o->epochs; t->epoch++, t->batch = 0) {
+	/* a run resumed where its --max-steps ended it has nothing left to
+	 * train, as one that has done its epochs */
+	for (; t->epoch < o->epochs && !(o->max_steps > 0 && t->step >= o->max_steps);
+	     t->epoch++, t->batch = 0) {
 		if (mp_loader_start_at(t->train, (uint64_t)t->epoch, (uint64_t)t->batch, e) < 0)
 			goto out;
 		if (!t->batch) {

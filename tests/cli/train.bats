@@ -157,6 +157,21 @@ EOF
 	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
 }
 
+@test "a run resumed where its --max-steps ended has nothing left to train" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 11
+	cp out/weights.safetensors before.safetensors
+	run train "${OPTS[@]}" --epochs 3 -o out --max-steps 11 --resume out/last.safetensors
+	assert_status 0
+	assert_contains "$output" "out/last.safetensors has done 11 steps, --max-steps 11: nothing to train"
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0001-000003.safetensors
+	assert_equal "$(log_col out/train.log end step)" 11
+	same_weights before.safetensors out/weights.safetensors
+	# a larger one goes on
+	run train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 13 --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$(log_col out/train.log end step | tr '\n' ' ')" "11 13 "
+}
+
 @test "a resumed run takes the architecture from the checkpoint, or refuses a different one" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	run train -d "$D/train.db" --batch 16 --lr 0.1 --epochs 2 -q -o out --resume out/last.safetensors \
