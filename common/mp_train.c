@@ -657,6 +657,11 @@ static int check_labels(const trainer *t, const char *db, const int32_t *labels,
 	return 0;
 }
 
+enum { VALIDATE_STOPPED = 2 };
+
+/* Returns 0, -1 on error, or VALIDATE_STOPPED when a signal came: a pass
+ * over a large validation set can take minutes, more than a job
+ * scheduler waits between its SIGTERM and its SIGKILL. */
 static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		    float *probs, sums *out, mp_error *e)
 {
@@ -676,6 +681,10 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		out->loss += loss * n;
 		score(probs, labels, n, t->classes, out);
 		mp_progress_update(&p, (uint64_t)out->images, NULL);
+		if (t->o->stop && *t->o->stop) {
+			rc = VALIDATE_STOPPED;
+			break;
+		}
 	}
 	mp_progress_done(&p);
 	out->seconds = mp_now() - t0;
@@ -1006,10 +1015,17 @@ static int run(trainer *t, mp_error *e)
 			int eval = t->val && stop != STOP_SIGNAL &&
 				   (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
 			if (eval) {
-				if (validate(t, images, labels, ids, probs, &val, e) < 0)
+				int vr = validate(t, images, labels, ids, probs, &val, e);
+				if (vr < 0)
 					goto out;
-				t->r->val_top1 = 1 - val.top1 / val.images;
-				t->r->val_top5 = 1 - val.top5 / val.images;
+				if (vr == VALIDATE_STOPPED) {
+					/* a signal: the checkpoint now, not after the pass */
+					eval = 0;
+					stop = STOP_SIGNAL;
+				} else {
+					t->r->val_top1 = 1 - val.top1 / val.images;
+					t->r->val_top5 = 1 - val.top5 / val.images;
+				}
 			}
 			if (log_row(t, finished ? "epoch" : "end",
 				    t->epoch + (finished ? 1.0 : (double)t->batch / t->steps_per_epoch),
@@ -1030,10 +1046,19 @@ static int run(trainer *t, mp_error *e)
 			}
 			break;
 		}
-		if (finished && (t->epoch + 1 == o->epochs ||
-				 (o->checkpoint_every > 0 && (t->epoch + 1) % o->checkpoint_every == 0)))
-			if (write_checkpoint(t, t->epoch + 1, 0, e) < 0)
+		int ckpt = finished && (t->epoch + 1 == o->epochs ||
+					(o->checkpoint_every > 0 &&
+					 (t->epoch + 1) % o->checkpoint_every == 0));
+		if (ckpt && write_checkpoint(t, t->epoch + 1, 0, e) < 0)
+			goto out;
+		/* a signal while the epoch's row or checkpoint was written: stop
+		 * here rather than after a step of the next epoch */
+		if (finished && t->epoch + 1 < o->epochs && o->stop && *o->stop) {
+			if (!ckpt && write_checkpoint(t, t->epoch + 1, 0, e) < 0)
 				goto out;
+			status = MP_TRAIN_STOPPED;
+			goto out;
+		}
 	}
 	if (write_weights(t, e) < 0)
 		goto out;

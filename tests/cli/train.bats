@@ -280,6 +280,38 @@ wait_rows() {
 	[[ -f out2/weights.safetensors ]]
 }
 
+@test "a signal during validation stops at the epoch's end: no step of the next epoch" {
+	# a validation set large enough for the pass to take a second or so
+	"$PY" "$MKIMAGES" classes vb 1600 20 20 4 seed=5 >vb.txt
+	bw -q -c "$D/cats.txt" --size 16 -o vb.db vb.txt
+	train -d "$D/train.db" "${SLOW[@]}" -q -o whole
+	"$MP_BIN/mp-train" -d "$D/train.db" -v vb.db "${SLOW[@]}" -q -o parts 2>err.txt &
+	pid=$!
+	# header and 16 step rows: the first epoch's steps are done, its validation runs
+	wait_rows parts/train.log 17
+	kill -TERM $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	assert_contains "$(cat err.txt)" "interrupted by SIGTERM after step 16; checkpoint parts/checkpoint-0001.safetensors"
+	assert_files parts checkpoint-0001.safetensors last.safetensors train.log
+	eval "$(tail -1 err.txt)" -q
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
+@test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
+	pid=$!
+	wait_rows out/train.log 6
+	kill -HUP $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 129
+	assert_contains "$(cat err.txt)" "mp-train: interrupted by SIGHUP after step"
+	run inspect --verify out/last.safetensors
+	assert_status 0
+}
+
 @test "a NaN loss stops with the step named, keeping the last good checkpoint" {
 	run train "${OPTS[@]}" --epochs 3 --lr 1e9 --schedule none -o out
 	assert_status 1
