@@ -792,6 +792,25 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 	return MP_TRAIN_DONE;
 }
 
+/* Whether the file path lies in the directory dir (the same directory,
+ * by device and inode). */
+static int in_dir(const char *path, const char *dir)
+{
+	char parent[PATH_LEN];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		copy_path(parent, ".");
+	else if (slash == path)
+		copy_path(parent, "/");
+	else if ((size_t)(slash - path) < sizeof parent)
+		snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+	else
+		return 0;
+	struct stat a, b;
+	return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 /* A checkpoint that is a file we can read, yet fails to read as one, is
  * damaged: bad data, where a missing one is a usage error. */
 static int readable_file(const char *path)
@@ -837,6 +856,18 @@ static int setup(trainer *t, mp_error *e)
 				    "start over with --force", o->log_path),
 		       MP_TRAIN_BAD_SETUP;
 	int start_over = 0;
+	if (o->resume && !in_dir(o->resume, o->out_dir) &&
+	    previous_run(o->out_dir, what, sizeof what)) {
+		/* another run's checkpoint would overwrite this run's files and
+		 * append to its log */
+		if (!o->force)
+			return mp_seterr(e, "%s already holds a run (%s), and %s is not one of its "
+					    "checkpoints: resume in the checkpoint's directory, or "
+					    "replace this run with --force",
+					 o->out_dir, what, o->resume),
+			       MP_TRAIN_BAD_SETUP;
+		start_over = 1;
+	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
@@ -858,7 +889,7 @@ static int setup(trainer *t, mp_error *e)
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
-	if (open_log(t, o->resume != NULL, start_over, e) < 0)
+	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);

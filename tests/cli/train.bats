@@ -172,6 +172,28 @@ EOF
 	assert_equal "$(log_col out/train.log end step | tr '\n' ' ')" "11 13 "
 }
 
+@test "--resume of another run's checkpoint into a directory that holds a run is refused without --force" {
+	train "${OPTS[@]}" --epochs 2 -q -o a
+	train "${OPTS[@]}" --epochs 4 --seed 7 -q -o b
+	before=$(cd b && cksum * | sort)
+	run train "${OPTS[@]}" --epochs 3 -o b --resume a/last.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: b already holds a run (train.log), and a/last.safetensors is not one of its checkpoints: resume in the checkpoint's directory, or replace this run with --force"
+	assert_equal "$(cd b && cksum * | sort)" "$before"
+	# an empty directory continues from it; --force replaces the run there
+	run train "${OPTS[@]}" --epochs 3 -q -o c --resume a/last.safetensors
+	assert_status 0
+	run train "${OPTS[@]}" --epochs 3 -q -o b --force --resume a/last.safetensors
+	assert_status 0
+	assert_files b checkpoint-0003.safetensors last.safetensors train.log weights.safetensors
+	assert_equal "$(log_col b/train.log epoch epoch)" 3
+	same_weights c/weights.safetensors b/weights.safetensors
+	# the checkpoint's own directory, named another way, is the same run
+	(cd a && train -d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --schedule 3 \
+		--epochs 3 -q -o . --resume last.safetensors)
+	same_weights c/weights.safetensors a/weights.safetensors
+}
+
 @test "a resumed run takes the architecture from the checkpoint, or refuses a different one" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	run train -d "$D/train.db" --batch 16 --lr 0.1 --epochs 2 -q -o out --resume out/last.safetensors \
