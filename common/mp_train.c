@@ -326,20 +326,29 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 	snprintf(num[2], 64, "%ld", t->step);
 	snprintf(num[3], 64, "%.17g", t->lr);
 	snprintf(num[4], 64, "%.3f", elapsed(t));
-	sums s = t->epoch_sums;
-	if (!batch)
+	/* the sums of the unfinished epoch, and of its steps since the last
+	 * step row, so that the rows after a resume are those of a run that
+	 * never stopped */
+	sums s = t->epoch_sums, si = t->interval;
+	if (!batch) {
 		memset(&s, 0, sizeof s);
-	char *sum = sums_text(&s);
-	if (!sum)
+		memset(&si, 0, sizeof si);
+	}
+	char *sum = sums_text(&s), *isum = sums_text(&si);
+	if (!sum || !isum) {
+		free(sum);
+		free(isum);
 		return mp_seterr(e, "out of memory");
+	}
 	mp_kv kv[] = {
 		{MP_TRAIN_KEY_EPOCH, num[0]},	{MP_TRAIN_KEY_BATCH, num[1]},
 		{MP_TRAIN_KEY_STEP, num[2]},	{MP_TRAIN_KEY_LR, num[3]},
 		{MP_TRAIN_KEY_ELAPSED, num[4]}, {MP_TRAIN_KEY_EPOCH_SUMS, sum},
-		{MP_TRAIN_KEY_OPTIONS, t->options_json},
+		{MP_TRAIN_KEY_INTERVAL_SUMS, isum}, {MP_TRAIN_KEY_OPTIONS, t->options_json},
 	};
 	int rc = mp_weights_save(t->net, path, kv, (int)(sizeof kv / sizeof kv[0]), 1, e);
 	free(sum);
+	free(isum);
 	if (rc < 0)
 		return -1;
 	copy_path(t->last_good, path);
@@ -552,6 +561,9 @@ static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
 	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
 		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
+	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_INTERVAL_SUMS)))
+		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->interval.loss, &t->interval.images,
+		       &t->interval.top1, &t->interval.top5, &t->interval.seconds);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
 		compare_options(o->resume, v, t->options_json);
 	t->epoch = (int)epochs;
@@ -645,6 +657,11 @@ static int check_labels(const trainer *t, const char *db, const int32_t *labels,
 	return 0;
 }
 
+enum { VALIDATE_STOPPED = 2 };
+
+/* Returns 0, -1 on error, or VALIDATE_STOPPED when a signal came: a pass
+ * over a large validation set can take minutes, more than a job
+ * scheduler waits between its SIGTERM and its SIGKILL. */
 static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		    float *probs, sums *out, mp_error *e)
 {
@@ -664,6 +681,10 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		out->loss += loss * n;
 		score(probs, labels, n, t->classes, out);
 		mp_progress_update(&p, (uint64_t)out->images, NULL);
+		if (t->o->stop && *t->o->stop) {
+			rc = VALIDATE_STOPPED;
+			break;
+		}
 	}
 	mp_progress_done(&p);
 	out->seconds = mp_now() - t0;
@@ -771,6 +792,25 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 	return MP_TRAIN_DONE;
 }
 
+/* Whether the file path lies in the directory dir (the same directory,
+ * by device and inode). */
+static int in_dir(const char *path, const char *dir)
+{
+	char parent[PATH_LEN];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		copy_path(parent, ".");
+	else if (slash == path)
+		copy_path(parent, "/");
+	else if ((size_t)(slash - path) < sizeof parent)
+		snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+	else
+		return 0;
+	struct stat a, b;
+	return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 /* A checkpoint that is a file we can read, yet fails to read as one, is
  * damaged: bad data, where a missing one is a usage error. */
 static int readable_file(const char *path)
@@ -816,6 +856,18 @@ static int setup(trainer *t, mp_error *e)
 				    "start over with --force", o->log_path),
 		       MP_TRAIN_BAD_SETUP;
 	int start_over = 0;
+	if (o->resume && !in_dir(o->resume, o->out_dir) &&
+	    previous_run(o->out_dir, what, sizeof what)) {
+		/* another run's checkpoint would overwrite this run's files and
+		 * append to its log */
+		if (!o->force)
+			return mp_seterr(e, "%s already holds a run (%s), and %s is not one of its "
+					    "checkpoints: resume in the checkpoint's directory, or "
+					    "replace this run with --force",
+					 o->out_dir, what, o->resume),
+			       MP_TRAIN_BAD_SETUP;
+		start_over = 1;
+	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
@@ -837,7 +889,7 @@ static int setup(trainer *t, mp_error *e)
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
-	if (open_log(t, o->resume != NULL, start_over, e) < 0)
+	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);
@@ -857,6 +909,9 @@ static int setup(trainer *t, mp_error *e)
 			printf("mp-train: %s has done %d of %d epochs: nothing to train (a larger "
 			       "--epochs goes on)\n",
 			       o->resume, t->epoch, o->epochs);
+		else if (o->resume && o->max_steps > 0 && t->step >= o->max_steps)
+			printf("mp-train: %s has done %ld steps, --max-steps %ld: nothing to train\n",
+			       o->resume, t->step, o->max_steps);
 		else if (o->resume)
 			printf("mp-train: resuming %s at epoch %d, batch %ld (step %ld)\n",
 			       o->resume, t->epoch + 1, t->batch, t->step);
@@ -897,12 +952,16 @@ static int run(trainer *t, mp_error *e)
 	}
 	int32_t *lab[2] = {labels, labels + o->batch};
 	uint64_t *idv[2] = {ids, ids + o->batch};
-	for (; t->epoch < o->epochs; t->epoch++, t->batch = 0) {
+	/* a run resumed where its --max-steps ended it has nothing left to
+	 * train, as one that has done its epochs */
+	for (; t->epoch < o->epochs && !(o->max_steps > 0 && t->step >= o->max_steps);
+	     t->epoch++, t->batch = 0) {
 		if (mp_loader_start_at(t->train, (uint64_t)t->epoch, (uint64_t)t->batch, e) < 0)
 			goto out;
-		if (!t->batch)
+		if (!t->batch) {
 			memset(&t->epoch_sums, 0, sizeof t->epoch_sums);
-		memset(&t->interval, 0, sizeof t->interval);
+			memset(&t->interval, 0, sizeof t->interval);
+		}
 		snprintf(what, sizeof what, "epoch %d/%d", t->epoch + 1, o->epochs);
 		mp_progress p;
 		/* counted in images, so the bar's rate is images/s */
@@ -987,10 +1046,17 @@ static int run(trainer *t, mp_error *e)
 			int eval = t->val && stop != STOP_SIGNAL &&
 				   (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
 			if (eval) {
-				if (validate(t, images, labels, ids, probs, &val, e) < 0)
+				int vr = validate(t, images, labels, ids, probs, &val, e);
+				if (vr < 0)
 					goto out;
-				t->r->val_top1 = 1 - val.top1 / val.images;
-				t->r->val_top5 = 1 - val.top5 / val.images;
+				if (vr == VALIDATE_STOPPED) {
+					/* a signal: the checkpoint now, not after the pass */
+					eval = 0;
+					stop = STOP_SIGNAL;
+				} else {
+					t->r->val_top1 = 1 - val.top1 / val.images;
+					t->r->val_top5 = 1 - val.top5 / val.images;
+				}
 			}
 			if (log_row(t, finished ? "epoch" : "end",
 				    t->epoch + (finished ? 1.0 : (double)t->batch / t->steps_per_epoch),
@@ -1011,10 +1077,19 @@ static int run(trainer *t, mp_error *e)
 			}
 			break;
 		}
-		if (finished && (t->epoch + 1 == o->epochs ||
-				 (o->checkpoint_every > 0 && (t->epoch + 1) % o->checkpoint_every == 0)))
-			if (write_checkpoint(t, t->epoch + 1, 0, e) < 0)
+		int ckpt = finished && (t->epoch + 1 == o->epochs ||
+					(o->checkpoint_every > 0 &&
+					 (t->epoch + 1) % o->checkpoint_every == 0));
+		if (ckpt && write_checkpoint(t, t->epoch + 1, 0, e) < 0)
+			goto out;
+		/* a signal while the epoch's row or checkpoint was written: stop
+		 * here rather than after a step of the next epoch */
+		if (finished && t->epoch + 1 < o->epochs && o->stop && *o->stop) {
+			if (!ckpt && write_checkpoint(t, t->epoch + 1, 0, e) < 0)
 				goto out;
+			status = MP_TRAIN_STOPPED;
+			goto out;
+		}
 	}
 	if (write_weights(t, e) < 0)
 		goto out;

@@ -22,6 +22,7 @@
 #define MP_TRAIN_KEY_LR "train.lr"		/* the last step's rate */
 #define MP_TRAIN_KEY_ELAPSED "train.elapsed"	/* seconds trained */
 #define MP_TRAIN_KEY_EPOCH_SUMS "train.epoch_sums" /* the unfinished epoch's metrics */
+#define MP_TRAIN_KEY_INTERVAL_SUMS "train.interval_sums" /* and those since its last row */
 #define MP_TRAIN_KEY_OPTIONS "train.options"	/* JSON of the training options */
 
 /* The network options given (mp_train_opts.net_given): with --resume, these

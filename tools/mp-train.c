@@ -345,8 +345,8 @@ int main(int argc, char **argv)
 	 * stays ignored. */
 	struct sigaction sa = {.sa_handler = on_signal}, was;
 	sigemptyset(&sa.sa_mask);
-	int sigs[] = {SIGINT, SIGTERM};
-	for (int i = 0; i < 2; i++)
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP}; /* SIGHUP: the terminal or ssh session went away */
+	for (int i = 0; i < 3; i++)
 		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
 			sigaction(sigs[i], &sa, NULL);
 	o.stop = &stop_signal;
@@ -365,7 +365,9 @@ int main(int argc, char **argv)
 	case MP_TRAIN_STOPPED:
 		fprintf(stderr, "%s: interrupted by %s after step %ld; checkpoint %s\n"
 				"resume with:\n",
-			mp_progname, stop_signal == SIGINT ? "SIGINT" : "SIGTERM", r.steps,
+			mp_progname,
+			stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGHUP ? "SIGHUP" : "SIGTERM",
+			r.steps,
 			r.checkpoint);
 		print_resume_command(stderr, invoked_as, argc, argv, r.checkpoint);
 		return 128 + stop_signal;

@@ -147,6 +147,53 @@ EOF
 	same_weights whole/weights.safetensors three/weights.safetensors
 }
 
+@test "after a resume between two step rows, the log's rows are those of a run that never stopped" {
+	# step rows every 3 steps; stopped at step 10, in the middle of a row's steps
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o whole
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o parts --max-steps 10
+	train "${OPTS[@]}" --epochs 3 --log-every 3 -q -o parts --resume parts/last.safetensors
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	# every row but the end row of the stop, timings left out
+	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+}
+
+@test "a run resumed where its --max-steps ended has nothing left to train" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 11
+	cp out/weights.safetensors before.safetensors
+	run train "${OPTS[@]}" --epochs 3 -o out --max-steps 11 --resume out/last.safetensors
+	assert_status 0
+	assert_contains "$output" "out/last.safetensors has done 11 steps, --max-steps 11: nothing to train"
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0001-000003.safetensors
+	assert_equal "$(log_col out/train.log end step)" 11
+	same_weights before.safetensors out/weights.safetensors
+	# a larger one goes on
+	run train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 13 --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$(log_col out/train.log end step | tr '\n' ' ')" "11 13 "
+}
+
+@test "--resume of another run's checkpoint into a directory that holds a run is refused without --force" {
+	train "${OPTS[@]}" --epochs 2 -q -o a
+	train "${OPTS[@]}" --epochs 4 --seed 7 -q -o b
+	before=$(cd b && cksum * | sort)
+	run train "${OPTS[@]}" --epochs 3 -o b --resume a/last.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: b already holds a run (train.log), and a/last.safetensors is not one of its checkpoints: resume in the checkpoint's directory, or replace this run with --force"
+	assert_equal "$(cd b && cksum * | sort)" "$before"
+	# an empty directory continues from it; --force replaces the run there
+	run train "${OPTS[@]}" --epochs 3 -q -o c --resume a/last.safetensors
+	assert_status 0
+	run train "${OPTS[@]}" --epochs 3 -q -o b --force --resume a/last.safetensors
+	assert_status 0
+	assert_files b checkpoint-0003.safetensors last.safetensors train.log weights.safetensors
+	assert_equal "$(log_col b/train.log epoch epoch)" 3
+	same_weights c/weights.safetensors b/weights.safetensors
+	# the checkpoint's own directory, named another way, is the same run
+	(cd a && train -d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --schedule 3 \
+		--epochs 3 -q -o . --resume last.safetensors)
+	same_weights c/weights.safetensors a/weights.safetensors
+}
+
 @test "a resumed run takes the architecture from the checkpoint, or refuses a different one" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	run train -d "$D/train.db" --batch 16 --lr 0.1 --epochs 2 -q -o out --resume out/last.safetensors \
@@ -253,6 +300,38 @@ wait_rows() {
 	kill -INT $pid
 	wait $pid
 	[[ -f out2/weights.safetensors ]]
+}
+
+@test "a signal during validation stops at the epoch's end: no step of the next epoch" {
+	# a validation set large enough for the pass to take a second or so
+	"$PY" "$MKIMAGES" classes vb 1600 20 20 4 seed=5 >vb.txt
+	bw -q -c "$D/cats.txt" --size 16 -o vb.db vb.txt
+	train -d "$D/train.db" "${SLOW[@]}" -q -o whole
+	"$MP_BIN/mp-train" -d "$D/train.db" -v vb.db "${SLOW[@]}" -q -o parts 2>err.txt &
+	pid=$!
+	# header and 16 step rows: the first epoch's steps are done, its validation runs
+	wait_rows parts/train.log 17
+	kill -TERM $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	assert_contains "$(cat err.txt)" "interrupted by SIGTERM after step 16; checkpoint parts/checkpoint-0001.safetensors"
+	assert_files parts checkpoint-0001.safetensors last.safetensors train.log
+	eval "$(tail -1 err.txt)" -q
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
+@test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
+	pid=$!
+	wait_rows out/train.log 6
+	kill -HUP $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 129
+	assert_contains "$(cat err.txt)" "mp-train: interrupted by SIGHUP after step"
+	run inspect --verify out/last.safetensors
+	assert_status 0
 }
 
 @test "a NaN loss stops with the step named, keeping the last good checkpoint" {
