@@ -205,13 +205,16 @@ int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
 
 static int replace_dir(const char *partial, const char *target, mp_error *e)
 {
-	if (rename(partial, target) == 0)
+	if (rename(partial, target) == 0) {
+		mp_sync_parent_dir(target);
 		return 0;
+	}
 	if (errno != ENOTEMPTY && errno != EEXIST)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
 	/* The target is an earlier DB: swap the two atomically, then remove
 	 * the old one, so the name always holds a complete DB. */
 	if (renameat2(AT_FDCWD, partial, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+		mp_sync_parent_dir(target);
 		mp_remove_tree(partial);
 		return 0;
 	}
@@ -224,6 +227,7 @@ static int replace_dir(const char *partial, const char *target, mp_error *e)
 		rename(old, target);
 		return mp_seterr(e, "%s: rename: %s", target, strerror(err));
 	}
+	mp_sync_parent_dir(target);
 	mp_remove_tree(old);
 	return 0;
 }

@@ -351,6 +351,8 @@ static int out_commit(outfile *of, mp_error *e)
 	}
 	if (bad && of->tmp)
 		unlink(of->tmp);
+	else if (of->tmp)
+		mp_sync_parent_dir(of->path);
 	free(of->tmp);
 	of->tmp = NULL;
 	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;

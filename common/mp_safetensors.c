@@ -897,6 +897,7 @@ int mp_st_builder_write(const mp_st_builder *b, const char *path, mp_error *e)
 		mp_seterr(e, "%s: rename: %s", path, strerror(errno));
 		goto fail_unlink;
 	}
+	mp_sync_parent_dir(path);
 	free(tmp);
 	free(h);
 	return 0;

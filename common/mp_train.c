@@ -301,6 +301,7 @@ static int link_last(const trainer *t, const char *name, mp_error *e)
 		unlink(tmp);
 		return mp_seterr(e, "%s: %s", path, strerror(err));
 	}
+	mp_sync_parent_dir(path);
 	return 0;
 }
 

@@ -244,6 +244,25 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	return 0;
 }
 
+void mp_sync_parent_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else if ((size_t)(slash - path) < sizeof dir)
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	else
+		return;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)fsync(fd); // some file systems refuse it on a directory: nothing to do then
+	close(fd);
+}
+
 int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 			 mp_error *e)
 {
@@ -284,6 +303,7 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 		mp_seterr(e, "%s: rename: %s", path, strerror(errno));
 		goto fail;
 	}
+	mp_sync_parent_dir(path);
 	free(tmp);
 	return 0;
 fail:

@@ -220,3 +220,29 @@ two_lists() {
 	assert_files db data.mdb lock.mdb
 	assert_files . a.png b.png one.txt two.txt db
 }
+
+# fsyncs_dir TRACE DIR: whether strace's TRACE shows an fsync of DIR itself.
+fsyncs_dir() {
+	grep -q "fsync([0-9]*<$(realpath "$2")>)" "$1"
+}
+
+@test "a finished DB, weights file and evaluation output are renamed in and their directory synced" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	mkimg batch <<-'EOF'
+		make solid a.png 20 20 color=200,10,10
+		make solid b.png 20 20 color=10,200,10
+	EOF
+	for _ in $(seq 8); do printf 'a.png 0\nb.png 1\n'; done >list.txt
+	mkdir out
+	strace -f -y -e trace=fsync -o db.trace "$MP_BIN/mp-batchwriter" -q --size 16 -o out/db list.txt
+	fsyncs_dir db.trace out
+	strace -f -y -e trace=fsync -o train.trace "$MP_BIN/mp-train" -q -d out/db --depth 1 \
+		--widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 --batch 8 \
+		--epochs 1 -o out/run
+	fsyncs_dir train.trace out/run
+	strace -f -y -e trace=fsync -o eval.trace "$MP_BIN/mp-eval" -q \
+		-m out/run/weights.safetensors --probs out/probs.tsv out/db
+	fsyncs_dir eval.trace out
+	# without the directory's fsync the test sees none
+	! fsyncs_dir db.trace "$BATS_TEST_TMPDIR"
+}
