@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,6 +228,35 @@ static void remove_previous_run(const char *dir, const struct stat *keep)
 	}
 	if (d)
 		closedir(d);
+}
+
+/* Removes the temporary files of our writes ("checkpoint-*.safetensors",
+ * "weights.safetensors" or "last.safetensors", then ".tmp-<pid>") that a
+ * run no longer alive left behind: one killed while writing, such as by a
+ * second signal. */
+static void remove_stale_temporaries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		const char *tag = strstr(n, ".safetensors.tmp-");
+		if (!tag || (strncmp(n, "checkpoint-", 11) && strncmp(n, "weights.", 8) &&
+			     strncmp(n, "last.", 5)))
+			continue;
+		char *end;
+		long pid = strtol(tag + 17, &end, 10);
+		if (*end || pid <= 0 || end == tag + 17)
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue; /* its run may still be writing it */
+		char path[PATH_LEN];
+		if (join(path, dir, n) == 0 && unlink(path) == 0)
+			mp_warnx("removed %s, left by an interrupted run", path);
+	}
+	closedir(d);
 }
 
 /* Keeps the newest `keep` checkpoints up to the current position; later
@@ -892,6 +922,7 @@ static int setup(trainer *t, mp_error *e)
 	}
 	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return MP_TRAIN_FAILED;
+	remove_stale_temporaries(o->out_dir);
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);
 		printf("mp-train: %s; network depth %d, %d stages, %llu weights, %.3g %sFLOP "

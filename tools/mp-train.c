@@ -142,8 +142,8 @@ static void on_signal(int sig)
 		return;
 	}
 	stop_signal = sig;
-	static const char msg[] = "\nmp-train: stopping after this step to write a checkpoint "
-				  "(signal again to abort)\n";
+	static const char msg[] = "\nmp-train: stopping at the end of this step (or validation batch) "
+				  "to write a checkpoint (signal again to abort)\n";
 	ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
 	(void)ignored;
 }

@@ -281,6 +281,22 @@ wait_rows() {
 	same_weights whole/weights.safetensors parts/weights.safetensors
 }
 
+@test "a resumed run removes the temporary files a killed run left, and only those" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	sh -c 'exit 0' &
+	dead=$!
+	wait $dead
+	touch "out/checkpoint-0001.safetensors.tmp-$dead" "out/weights.safetensors.tmp-$dead" \
+		"out/weights.safetensors.tmp-$$" "out/mine.safetensors.tmp-$dead"
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_contains "$stderr" "mp-train: removed out/checkpoint-0001.safetensors.tmp-$dead, left by an interrupted run"
+	assert_contains "$stderr" "mp-train: removed out/weights.safetensors.tmp-$dead, left by an interrupted run"
+	# a live process's file and a name that is not ours stay
+	[[ -e "out/weights.safetensors.tmp-$$" && -e "out/mine.safetensors.tmp-$dead" ]]
+	[[ ! -e "out/checkpoint-0001.safetensors.tmp-$dead" ]]
+}
+
 @test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
 	# a background job of a script starts with SIGINT ignored: restore it
 	"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
