@@ -631,6 +631,76 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 	return 0;
 }
 
+/* A resumed run's log ends at the checkpoint: rows after its step (from
+ * a run that went on and then failed, or was resumed from an earlier
+ * checkpoint) would repeat steps. They move, from the first such row
+ * on, to LOG.superseded, and the log is cut there, in place (a reader
+ * following it keeps its place). */
+static int supersede_rows(trainer *t, mp_error *e)
+{
+	struct stat st;
+	if (stat(t->log_path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0; // no log yet, or one that cannot be cut (a pipe, a terminal)
+	FILE *f = fopen(t->log_path, "r");
+	if (!f)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	long cut = -1, rows = 0, offset = 0;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		const char *tab = strchr(line, '\t');
+		const char *step = tab ? strchr(tab + 1, '\t') : NULL;
+		char *end;
+		long v = step ? strtol(step + 1, &end, 10) : -1;
+		if (cut < 0 && offset > 0 && step && end != step + 1 && *end == '\t' && v > t->step)
+			cut = offset;
+		if (cut >= 0)
+			rows++;
+		offset += n;
+	}
+	free(line);
+	if (ferror(f)) {
+		fclose(f);
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
+	if (cut < 0) {
+		fclose(f);
+		return 0;
+	}
+	char side[PATH_LEN];
+	if (snprintf(side, sizeof side, "%s.superseded", t->log_path) >= (int)sizeof side) {
+		fclose(f);
+		return mp_seterr(e, "%s: path too long", t->log_path);
+	}
+	FILE *out = fopen(side, "a");
+	if (!out) {
+		fclose(f);
+		return mp_seterr(e, "%s: %s", side, strerror(errno));
+	}
+	if (ftell(out) == 0)
+		fputs(LOG_HEADER, out);
+	char buf[1 << 16];
+	size_t got;
+	if (fseek(f, cut, SEEK_SET) < 0) {
+		fclose(f);
+		fclose(out);
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	}
+	while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+		fwrite(buf, 1, got, out);
+	const int bad = ferror(f) || fflush(out) != 0 || fsync(fileno(out)) != 0 ||
+			ferror(out);
+	fclose(f);
+	if (fclose(out) != 0 || bad)
+		return mp_seterr(e, "%s: %s", side, strerror(errno ? errno : EIO));
+	if (truncate(t->log_path, cut) < 0)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path, rows,
+		 t->step, side);
+	return 0;
+}
+
 /* Opens the log; with start_over, removes the previous run (--force) too.
  * The log is the new run's first file and the last thing that can fail at
  * set-up, so the previous run is removed only once it is open and takes
@@ -645,6 +715,8 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 	else if (join(t->log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
+	if (append && supersede_rows(t, e) < 0)
+		return -1;
 	t->log = fopen(t->log_path, "a");
 	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));

@@ -366,6 +366,25 @@ wait_rows() {
 	assert_status 0
 }
 
+@test "resuming from an earlier checkpoint moves the log's later rows aside: the log reads as one run" {
+	train "${OPTS[@]}" --epochs 3 --log-every 4 -q -o out
+	cp out/train.log whole.log
+	run --separate-stderr train "${OPTS[@]}" --epochs 3 --log-every 4 -q -o out \
+		--resume out/checkpoint-0001.safetensors
+	assert_status 0
+	assert_equal "$stderr" "mp-train: out/train.log: 6 rows after step 8, the checkpoint's, moved to out/train.log.superseded"
+	# the same rows as the uninterrupted run, timings aside
+	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole.log)"
+	assert_equal "$(cut -f1-10 out/train.log.superseded)" "$(
+		head -1 whole.log | cut -f1-10; awk -F'\t' 'NR > 1 && $3 > 8' whole.log | cut -f1-10)"
+	# a resume at the log's end moves nothing
+	run --separate-stderr train "${OPTS[@]}" --epochs 4 --log-every 4 -q -o out \
+		--resume out/last.safetensors
+	assert_status 0
+	[[ $stderr != *moved* ]]
+	assert_equal "$(wc -l <out/train.log.superseded)" 7
+}
+
 @test "a full disk: a clear error, and earlier checkpoints stay intact" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	cp out/checkpoint-0001.safetensors before.safetensors
