@@ -726,8 +726,12 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 		if (fflush(t->log) != 0)
 			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
 	}
-	if (start_over)
+	if (start_over) {
+		char side[PATH_LEN];
 		remove_previous_run(o->out_dir, &st);
+		if (snprintf(side, sizeof side, "%s.superseded", t->log_path) < (int)sizeof side)
+			unlink(side); // the previous run's rows, moved aside by a resume
+	}
 	if (!append && old) {
 		if (ftruncate(fileno(t->log), 0) < 0)
 			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));

@@ -383,6 +383,9 @@ wait_rows() {
 	assert_status 0
 	[[ $stderr != *moved* ]]
 	assert_equal "$(wc -l <out/train.log.superseded)" 7
+	# --force starts over without them
+	train "${OPTS[@]}" --epochs 1 -q -o out --force
+	[[ ! -e out/train.log.superseded ]]
 }
 
 @test "a full disk: a clear error, and earlier checkpoints stay intact" {
