@@ -225,7 +225,9 @@ EOF
 	# --depth alone, the same: --widths and the stem are not compared with their defaults
 	run train "${RES[@]}" --depth 1
 	assert_status 0
-	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	assert_equal "$(first_line "$output")" "mp-train: note: epochs was 1, now 2"
+	# (the first resume's rows after the checkpoint moved aside, as the second one redoes them)
+	assert_contains "$output" "rows after step 8, the checkpoint's, moved to out/train.log.superseded"
 	# no --crop: the checkpoint's input size
 	run train "${RES[@]}"
 	assert_status 0
