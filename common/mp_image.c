@@ -104,11 +104,16 @@ static void reset_decoder(mp_codec *c)
 static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		       uint64_t max_pixels, mp_image *out, mp_error *e)
 {
-	int w, h, subsamp, colorspace;
+	int w = 0, h = 0, subsamp = 0, colorspace = -1;
 	if (!c->dec && !(c->dec = tjInitDecompress()))
 		return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+	/* TurboJPEG 2.1 fails the header of sampling factors outside its list
+	 * (4:1:0, 1x4, a different factor per chroma component) after it has
+	 * read the size and colour space, and its decoder reads those images
+	 * as libjpeg does: only that failure lets the decode go on. */
 	if (tjDecompressHeader3(c->dec, buf, (unsigned long)len, &w, &h, &subsamp,
-				&colorspace) < 0) {
+				&colorspace) < 0 &&
+	    !(subsamp < 0 && w > 0 && h > 0 && colorspace >= 0)) {
 		mp_seterr(e, "bad JPEG header: %s", tjGetErrorStr2(c->dec));
 		reset_decoder(c);
 		return -1;

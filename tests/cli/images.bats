@@ -258,6 +258,24 @@ pack_each() {
 	assert_less "$max" 3
 }
 
+@test "JPEGs of every chroma sampling decode as PIL decodes them" {
+	command -v cjpeg >/dev/null || skip "cjpeg (libjpeg-turbo-progs) is not installed"
+	# 4:2:2, 4:4:0 and 4:1:1 TurboJPEG names; 4:1:0, 1x4, 3x1 and a
+	# different factor per chroma component it does not. 45 is no
+	# multiple of any MCU.
+	local samples=(2x1 1x2 4x1 4x2 1x4 3x1 2x2,1x2,1x1 1x1,2x2,2x2) i files=()
+	for i in "${!samples[@]}"; do
+		files+=("s$i.jpg")
+		echo "make sampled-jpeg s$i.jpg 45 45 sample=${samples[i]}" >>make.txt
+	done
+	mkimg batch <make.txt
+	assert_equal "${#files[@]}" 8
+	pack_each 45 "${files[@]}"
+	for f in "${files[@]}"; do
+		assert_equal "$f $(mkimg compare "$f" "$f.out.png")" "$f 0 0.000"
+	done
+}
+
 @test "grayscale and gray+alpha PNG decode to equal RGB channels" {
 	mkimg batch <<-'EOF'
 		make gray-png g.png 16 16 value=77
