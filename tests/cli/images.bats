@@ -185,6 +185,24 @@ pack() {
 	assert_equal "$output" "$(printf '10 10 RGB\n0,255,0\n0,0,255 0,255,0 255,0,0\n0,0,0')"
 }
 
+@test "--fit crop of a very wide image computes only the square it keeps" {
+	# 60000x1 scaled to a short side of 128 is 7680000x128 (2.9 GB of
+	# pixels); the 128x128 kept are 48 KiB. Red columns in the middle.
+	mkimg make bands a.png 60000 1 colors=0,0,255/255,0,0/0,0,255 widths=29990,20,29990
+	echo a.png >list.txt
+	# (a stream: the LMDB map would not fit in 512 MiB)
+	run --separate-stderr bash -c 'ulimit -v 524288 && exec "$1" -q -j 1 --fit crop --size 128 --encoding raw "$2" >out.stream' \
+		sh "$MP_BIN/mp-batchwriter" list.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	inspect --extract 0 -o out.png out.stream
+	run mkimg batch <<-'EOF'
+		info out.png
+		colors out.png 0 0 128 128
+	EOF
+	assert_equal "$output" "$(printf '128 128 RGB\n255,0,0')"
+}
+
 @test "--fit stretch fills the square and keeps a solid colour" {
 	mkimg batch <<-'EOF'
 		make solid a.png 20 10 color=30,60,90
