@@ -294,6 +294,22 @@ pack_each() {
 	done
 }
 
+@test "the EXIF orientation is not applied; data after the JPEG end is ignored" {
+	mkimg make exif-jpeg turned.jpg 24 16 orientation=6
+	cp turned.jpg tail.jpg
+	printf 'trailing bytes\0\0\0' >>tail.jpg
+	pack_each 24 turned.jpg tail.jpg
+	assert_equal "$(mkimg compare turned.jpg.out.png tail.jpg.out.png)" "0 0.000"
+	# 24x16 as stored, so the bars of --fit pad are above and below, and
+	# the pixels are those of PIL's Image.open(), which does not turn
+	"$PY" -c 'import sys; from PIL import Image
+a = Image.open(sys.argv[1])
+assert a.getexif()[0x0112] == 6 and a.size == (24, 16)
+b = Image.open(sys.argv[2]).convert("RGB")
+assert len(set(b.crop((0, 0, 24, 4)).getdata())) == 1
+assert list(a.convert("RGB").getdata()) == list(b.crop((0, 4, 24, 20)).getdata())' turned.jpg turned.jpg.out.png
+}
+
 @test "grayscale and gray+alpha PNG decode to equal RGB channels" {
 	mkimg batch <<-'EOF'
 		make gray-png g.png 16 16 value=77

@@ -14,6 +14,8 @@
           cmyk-jpeg   CMYK JPEG (cmyk=C,M,Y,K as PIL holds them)
           sampled-jpeg  a JPEG of "gradient" with the sampling factors of
                       cjpeg -sample (sample=HxV[,HxV...]; needs cjpeg)
+          exif-jpeg   "gradient" as JPEG with an EXIF orientation tag
+                      (orientation=N, default 6: turn 90 degrees clockwise)
           gray-png    8-bit grayscale PNG (value=V)
           palette-png palette PNG holding the colours of "bands"
           la-png      grayscale with alpha PNG (value=V)
@@ -210,6 +212,11 @@ def make(args):
             Image.fromarray(gradient(w, h)).save(ppm.name, "PPM")
             subprocess.run(["cjpeg", "-quality", str(quality), "-sample", opt["sample"],
                             "-outfile", out, ppm.name], check=True)
+    elif kind == "exif-jpeg":
+        exif = Image.Exif()
+        exif[0x0112] = int(opt.get("orientation", "6"))
+        Image.fromarray(gradient(w, h)).save(out, "JPEG", quality=quality,
+                                             exif=exif.tobytes())
     elif kind == "gray-png":
         Image.new("L", (w, h), int(opt.get("value", "77"))).save(out, "PNG")
     elif kind == "palette-png":
