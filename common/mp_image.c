@@ -104,11 +104,16 @@ static void reset_decoder(mp_codec *c)
 static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		       uint64_t max_pixels, mp_image *out, mp_error *e)
 {
-	int w, h, subsamp, colorspace;
+	int w = 0, h = 0, subsamp = 0, colorspace = -1;
 	if (!c->dec && !(c->dec = tjInitDecompress()))
 		return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+	/* TurboJPEG 2.1 fails the header of sampling factors outside its list
+	 * (4:1:0, 1x4, a different factor per chroma component) after it has
+	 * read the size and colour space, and its decoder reads those images
+	 * as libjpeg does: only that failure lets the decode go on. */
 	if (tjDecompressHeader3(c->dec, buf, (unsigned long)len, &w, &h, &subsamp,
-				&colorspace) < 0) {
+				&colorspace) < 0 &&
+	    !(subsamp < 0 && w > 0 && h > 0 && colorspace >= 0)) {
 		mp_seterr(e, "bad JPEG header: %s", tjGetErrorStr2(c->dec));
 		reset_decoder(c);
 		return -1;
@@ -315,8 +320,10 @@ static void plan_free(resample_plan *p)
 /* Weights for one axis resized from in to out pixels, for the n output
  * positions from first on (entry j is position first + j). When
  * shrinking, the kernel is stretched by the scale so every input pixel
- * contributes (antialiasing). */
-static int plan_axis(int in, int out, int first, int n_out, resample_plan *p, mp_error *e)
+ * contributes (antialiasing). out and first may pass INT_MAX: a crop of
+ * a very wide image scaled up computes only n_out positions. */
+static int plan_axis(int in, int64_t out, int64_t first, int n_out, resample_plan *p,
+		     mp_error *e)
 {
 	double scale = (double)in / out;
 	double fscale = scale > 1 ? scale : 1;
@@ -331,7 +338,7 @@ static int plan_axis(int in, int out, int first, int n_out, resample_plan *p, mp
 		return mp_seterr(e, "out of memory");
 	}
 	for (int j = 0; j < n_out; j++) {
-		const int i = first + j;
+		const int64_t i = first + j;
 		double center = (i + 0.5) * scale;
 		int lo = (int)floor(center - support + 0.5);
 		int hi = (int)floor(center + support + 0.5);
@@ -460,21 +467,22 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 	return mp_image_resize_region(src, width, height, 0, 0, width, height, dst, e);
 }
 
-int mp_image_resize_region(const mp_image *src, int width, int height, int x0, int y0, int w,
-			   int h, mp_image *dst, mp_error *e)
+int mp_image_resize_region(const mp_image *src, int64_t width, int64_t height, int64_t x0,
+			   int64_t y0, int w, int h, mp_image *dst, mp_error *e)
 {
 	memset(dst, 0, sizeof *dst);
 	if (width < 1 || height < 1)
-		return mp_seterr(e, "cannot resize to %dx%d", width, height);
+		return mp_seterr(e, "cannot resize to %lldx%lld", (long long)width,
+				 (long long)height);
 	if (w < 1 || h < 1 || x0 < 0 || y0 < 0 || x0 > width - w || y0 > height - h)
-		return mp_seterr(e, "region %dx%d at (%d, %d) is not inside %dx%d", w, h, x0, y0,
-				 width, height);
+		return mp_seterr(e, "region %dx%d at (%lld, %lld) is not inside %lldx%lld", w, h,
+				 (long long)x0, (long long)y0, (long long)width, (long long)height);
 	/* Kernel radius 2 times the shrink factor must fit plan_axis' stack
 	 * table: shrinking by more than 60x is done in two steps. */
 	if (src->width > 60 * width || src->height > 60 * height) {
-		mp_image mid;
-		int mw = src->width > 60 * width ? width * 30 : src->width;
-		int mh = src->height > 60 * height ? height * 30 : src->height;
+		mp_image mid; /* smaller than src on the axes it shrinks */
+		int mw = src->width > 60 * width ? (int)width * 30 : src->width;
+		int mh = src->height > 60 * height ? (int)height * 30 : src->height;
 		if (mp_image_resize(src, mw, mh, &mid, e) < 0)
 			return -1;
 		int rc = mp_image_resize_region(&mid, width, height, x0, y0, w, h, dst, e);
@@ -505,7 +513,7 @@ int mp_image_resize_region(const mp_image *src, int width, int height, int x0, i
 		free(tmp);
 		plan_free(&ph);
 		plan_free(&pv);
-		return mp_seterr(e, "out of memory resizing to %dx%d", width, height);
+		return mp_seterr(e, "out of memory resizing to %dx%d", w, h);
 	}
 	float *pixels = tmp + (size_t)nrows * rowlen + 4;
 	for (int y = r0; y < r1; y++)
@@ -557,9 +565,9 @@ static int copy_image(const mp_image *src, mp_image *dst, mp_error *e)
 	return 0;
 }
 
-static int round_dim(double v)
+static int64_t round_dim(double v)
 {
-	int r = (int)floor(v + 0.5);
+	int64_t r = (int64_t)floor(v + 0.5);
 	return r < 1 ? 1 : r;
 }
 
@@ -572,42 +580,43 @@ int mp_image_fit(const mp_image *src, int size, enum mp_fit fit, int pad,
 		return copy_image(src, dst, e);
 	*changed = 1;
 
-	/* First the content: the resized image and where it sits. */
-	int cw = src->width, ch = src->height;
+	/* First the content: the scaled image, of which crop keeps the
+	 * centre, and where it sits. */
+	int64_t sw = src->width, sh = src->height;
 	switch (fit) {
 	case MP_FIT_STRETCH:
-		cw = ch = size;
+		sw = sh = size;
 		break;
 	case MP_FIT_CROP: {
-		double s = (double)size / (cw < ch ? cw : ch);
-		int nw = cw < ch ? size : round_dim(cw * s);
-		int nh = cw < ch ? round_dim(ch * s) : size;
-		cw = nw < size ? size : nw;
-		ch = nh < size ? size : nh;
+		double s = (double)size / (sw < sh ? sw : sh);
+		int64_t nw = sw < sh ? size : round_dim((double)sw * s);
+		int64_t nh = sw < sh ? round_dim((double)sh * s) : size;
+		sw = nw < size ? size : nw;
+		sh = nh < size ? size : nh;
 		break;
 	}
 	case MP_FIT_PAD: {
-		double s = (double)size / (cw > ch ? cw : ch);
-		int nw = cw >= ch ? size : round_dim(cw * s);
-		int nh = cw >= ch ? round_dim(ch * s) : size;
-		cw = nw;
-		ch = nh;
+		double s = (double)size / (sw > sh ? sw : sh);
+		int64_t nw = sw >= sh ? size : round_dim((double)sw * s);
+		int64_t nh = sw >= sh ? round_dim((double)sh * s) : size;
+		sw = nw;
+		sh = nh;
 		break;
 	}
 	}
+	int vw = fit == MP_FIT_CROP ? size : (int)sw, vh = fit == MP_FIT_CROP ? size : (int)sh;
+	int64_t sx = (sw - vw) / 2, sy = (sh - vh) / 2;
 	mp_image content = {0};
-	if (cw == src->width && ch == src->height) {
+	if (sw == src->width && sh == src->height) {
 		content = *src; /* borrowed, not freed */
-	} else if (mp_image_resize(src, cw, ch, &content, e) < 0) {
-		return -1;
+	} else {
+		/* Only the part kept is computed: the scaled width of a very
+		 * wide image cropped may not even fit in an int. */
+		if (mp_image_resize_region(src, sw, sh, sx, sy, vw, vh, &content, e) < 0)
+			return -1;
+		sx = sy = 0;
 	}
-	/* Crop takes the centre; pad places the content in the centre. */
-	int sx = 0, sy = 0, vw = cw, vh = ch;
-	if (fit == MP_FIT_CROP) {
-		sx = (cw - size) / 2;
-		sy = (ch - size) / 2;
-		vw = vh = size;
-	}
+	const int cw = content.width;
 	int total = size + 2 * pad;
 	int ox = pad + (size - vw) / 2, oy = pad + (size - vh) / 2;
 

@@ -49,9 +49,10 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 		    mp_error *e);
 /* The w x h region at (x0, y0) of src resized to width x height: the same
  * bytes as mp_image_resize then a crop, at the cost of the region (a
- * random crop of a scaled-up image computes only the crop). */
-int mp_image_resize_region(const mp_image *src, int width, int height, int x0, int y0, int w,
-			   int h, mp_image *dst, mp_error *e);
+ * random crop of a scaled-up image computes only the crop). width and
+ * height may pass INT_MAX; w and h may not. */
+int mp_image_resize_region(const mp_image *src, int64_t width, int64_t height, int64_t x0,
+			   int64_t y0, int w, int h, mp_image *dst, mp_error *e);
 
 /* Brings src to size x size by fit, then adds a border of pad pixels on
  * every side; fill says what the padding holds. If no resize or pad is

@@ -23,6 +23,16 @@ static int clean_line(char *s, size_t *len)
 	return *len > 0 && s[0] != '#';
 }
 
+/* Drops the UTF-8 byte order mark that some editors put at the start of
+ * a text file; anywhere else it is part of the text. */
+static void drop_bom(char *s, size_t *len)
+{
+	if (*len >= 3 && !memcmp(s, "\xef\xbb\xbf", 3)) {
+		memmove(s, s + 3, *len - 3 + 1);
+		*len -= 3;
+	}
+}
+
 /* Splits "path words  123" into path and an integer label when the last
  * blank-separated word is an integer. Returns 1 if a label was found,
  * 0 if not, -1 if the number does not fit. */
@@ -75,6 +85,8 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
 			goto fail;
 		}
+		if (lineno == 1)
+			drop_bom(line, &len);
 		if (!clean_line(line, &len))
 			continue;
 		long label = MP_NO_LABEL;
@@ -168,6 +180,8 @@ int mp_categories_read(FILE *f, const char *name, char ***names_out,
 			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
 			goto fail;
 		}
+		if (lineno == 1)
+			drop_bom(line, &len);
 		if (!clean_line(line, &len))
 			continue;
 		long idx;

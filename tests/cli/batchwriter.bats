@@ -51,17 +51,21 @@ names() {
 
 # ---- list files -----------------------------------------------------------
 
-@test "lists accept comments, blank lines, CRLF, leading blanks and paths with spaces" {
+@test "lists accept a UTF-8 BOM, comments, blank lines, CRLF, leading blanks and paths with spaces" {
 	mkdir "my dir"
 	mkimg batch <<-'EOF'
 		make solid "my dir/first image.png" 8 8 color=1,2,3
 		make solid b.png 8 8 color=4,5,6
 		make solid c.png 8 8 color=7,8,9
 	EOF
-	printf '# a comment\r\n\r\n   \r\nmy dir/first image.png 2\r\n  # indented comment\r\n\tb.png\t0\r\nc.png   1  \r\n' >list.txt
+	printf '\xef\xbb\xbf# a comment\r\n\r\n   \r\nmy dir/first image.png 2\r\n  # indented comment\r\n\tb.png\t0\r\nc.png   1  \r\n' >list.txt
 	bw -q --size 8 -o db list.txt
 	run inspect --list db
 	assert_equal "$(cut -f1-3 <<<"$output")" "$(printf 'index\tname\tlabel\n0\tmy dir/first image.png\t2\n1\tb.png\t0\n2\tc.png\t1')"
+	# and a category file saved the same way
+	printf '\xef\xbb\xbf/a/abbey 0\r\n/b/beach 1\r\n/c/canyon 2\r\n' >categories.txt
+	bw -q -c categories.txt --size 8 -o db2 list.txt
+	assert_equal "$(json_get <(inspect --json db2) 'd["meta"]["class_names"]')" "['/a/abbey', '/b/beach', '/c/canyon']"
 }
 
 @test "a label outside -c categories fails naming the list file and line" {

@@ -185,6 +185,24 @@ pack() {
 	assert_equal "$output" "$(printf '10 10 RGB\n0,255,0\n0,0,255 0,255,0 255,0,0\n0,0,0')"
 }
 
+@test "--fit crop of a very wide image computes only the square it keeps" {
+	# 60000x1 scaled to a short side of 128 is 7680000x128 (2.9 GB of
+	# pixels); the 128x128 kept are 48 KiB. Red columns in the middle.
+	mkimg make bands a.png 60000 1 colors=0,0,255/255,0,0/0,0,255 widths=29990,20,29990
+	echo a.png >list.txt
+	# (a stream: the LMDB map would not fit in 512 MiB)
+	run --separate-stderr bash -c 'ulimit -v 524288 && exec "$1" -q -j 1 --fit crop --size 128 --encoding raw "$2" >out.stream' \
+		sh "$MP_BIN/mp-batchwriter" list.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	inspect --extract 0 -o out.png out.stream
+	run mkimg batch <<-'EOF'
+		info out.png
+		colors out.png 0 0 128 128
+	EOF
+	assert_equal "$output" "$(printf '128 128 RGB\n255,0,0')"
+}
+
 @test "--fit stretch fills the square and keeps a solid colour" {
 	mkimg batch <<-'EOF'
 		make solid a.png 20 10 color=30,60,90
@@ -256,6 +274,40 @@ pack_each() {
 	# (255-C)(255-K)/255 per channel: 189.7, 154.4, 119.1
 	read -r max mean <<<"$(tail -n 1 <<<"$output")"
 	assert_less "$max" 3
+}
+
+@test "JPEGs of every chroma sampling decode as PIL decodes them" {
+	command -v cjpeg >/dev/null || skip "cjpeg (libjpeg-turbo-progs) is not installed"
+	# 4:2:2, 4:4:0 and 4:1:1 TurboJPEG names; 4:1:0, 1x4, 3x1 and a
+	# different factor per chroma component it does not. 45 is no
+	# multiple of any MCU.
+	local samples=(2x1 1x2 4x1 4x2 1x4 3x1 2x2,1x2,1x1 1x1,2x2,2x2) i files=()
+	for i in "${!samples[@]}"; do
+		files+=("s$i.jpg")
+		echo "make sampled-jpeg s$i.jpg 45 45 sample=${samples[i]}" >>make.txt
+	done
+	mkimg batch <make.txt
+	assert_equal "${#files[@]}" 8
+	pack_each 45 "${files[@]}"
+	for f in "${files[@]}"; do
+		assert_equal "$f $(mkimg compare "$f" "$f.out.png")" "$f 0 0.000"
+	done
+}
+
+@test "the EXIF orientation is not applied; data after the JPEG end is ignored" {
+	mkimg make exif-jpeg turned.jpg 24 16 orientation=6
+	cp turned.jpg tail.jpg
+	printf 'trailing bytes\0\0\0' >>tail.jpg
+	pack_each 24 turned.jpg tail.jpg
+	assert_equal "$(mkimg compare turned.jpg.out.png tail.jpg.out.png)" "0 0.000"
+	# 24x16 as stored, so the bars of --fit pad are above and below, and
+	# the pixels are those of PIL's Image.open(), which does not turn
+	"$PY" -c 'import sys; from PIL import Image
+a = Image.open(sys.argv[1])
+assert a.getexif()[0x0112] == 6 and a.size == (24, 16)
+b = Image.open(sys.argv[2]).convert("RGB")
+assert len(set(b.crop((0, 0, 24, 4)).getdata())) == 1
+assert list(a.convert("RGB").getdata()) == list(b.crop((0, 4, 24, 20)).getdata())' turned.jpg turned.jpg.out.png
 }
 
 @test "grayscale and gray+alpha PNG decode to equal RGB channels" {

@@ -12,6 +12,10 @@
           edges       a distinct colour at each edge, another inside
           gray-jpeg   8-bit grayscale JPEG (value=V)
           cmyk-jpeg   CMYK JPEG (cmyk=C,M,Y,K as PIL holds them)
+          sampled-jpeg  a JPEG of "gradient" with the sampling factors of
+                      cjpeg -sample (sample=HxV[,HxV...]; needs cjpeg)
+          exif-jpeg   "gradient" as JPEG with an EXIF orientation tag
+                      (orientation=N, default 6: turn 90 degrees clockwise)
           gray-png    8-bit grayscale PNG (value=V)
           palette-png palette PNG holding the colours of "bands"
           la-png      grayscale with alpha PNG (value=V)
@@ -50,7 +54,9 @@
 import os
 import shlex
 import struct
+import subprocess
 import sys
+import tempfile
 import zlib
 
 import numpy as np
@@ -200,6 +206,17 @@ def make(args):
     elif kind == "cmyk-jpeg":
         c = triple(opt.get("cmyk", "0,255,255,0"))
         Image.new("CMYK", (w, h), c).save(out, "JPEG", quality=quality)
+    elif kind == "sampled-jpeg":
+        # PIL writes 4:4:4, 4:2:2 and 4:2:0 only; cjpeg writes any factors.
+        with tempfile.NamedTemporaryFile(suffix=".ppm") as ppm:
+            Image.fromarray(gradient(w, h)).save(ppm.name, "PPM")
+            subprocess.run(["cjpeg", "-quality", str(quality), "-sample", opt["sample"],
+                            "-outfile", out, ppm.name], check=True)
+    elif kind == "exif-jpeg":
+        exif = Image.Exif()
+        exif[0x0112] = int(opt.get("orientation", "6"))
+        Image.fromarray(gradient(w, h)).save(out, "JPEG", quality=quality,
+                                             exif=exif.tobytes())
     elif kind == "gray-png":
         Image.new("L", (w, h), int(opt.get("value", "77"))).save(out, "PNG")
     elif kind == "palette-png":

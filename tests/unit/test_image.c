@@ -235,6 +235,43 @@ static void fit_pad_crop_stretch(void **state)
 	mp_image_free(&a);
 }
 
+/* flat in 8 columns around x = 2^22, black elsewhere */
+static uint8_t middle(int x, int y, int c)
+{
+	return x >= (1 << 22) - 4 && x < (1 << 22) + 4 ? flat(x, y, c) : 0;
+}
+
+static void fit_crop_keeps_the_centre_of_a_very_wide_image(void **state)
+{
+	(void)state;
+	mp_image a, b, full;
+	mp_error e;
+	int changed;
+	/* a crop computes only the square it keeps, with the bytes of a
+	 * whole resize then a crop */
+	make(&a, 300, 7, noise);
+	assert_int_equal(mp_image_fit(&a, 16, MP_FIT_CROP, 0, MP_FILL_ZERO, &b, &changed, &e), 0);
+	assert_int_equal(mp_image_resize(&a, 686, 16, &full, &e), 0); /* 300 x 16 / 7 */
+	for (int y = 0; y < 16; y++)
+		assert_memory_equal(b.px + (size_t)y * 16 * 3, full.px + ((size_t)y * 686 + 335) * 3,
+				    16 * 3);
+	mp_image_free(&full);
+	mp_image_free(&b);
+	mp_image_free(&a);
+	/* 2^23 x 1 cropped to 256: scaled, it is 2^31 pixels wide, and
+	 * the square kept is the middle source pixel's */
+	make(&a, 1 << 23, 1, middle);
+	assert_int_equal(mp_image_fit(&a, 256, MP_FIT_CROP, 0, MP_FILL_ZERO, &b, &changed, &e), 0);
+	assert_int_equal(b.width, 256);
+	assert_int_equal(b.height, 256);
+	for (int c = 0; c < 3; c++) {
+		assert_int_equal(px(&b, 0, 0, c), 50 + c * 60);
+		assert_int_equal(px(&b, 255, 255, c), 50 + c * 60);
+	}
+	mp_image_free(&b);
+	mp_image_free(&a);
+}
+
 static void fit_border_and_passthrough(void **state)
 {
 	(void)state;
@@ -291,6 +328,7 @@ int main(void)
 		cmocka_unit_test(resize_downscale_antialiases),
 		cmocka_unit_test(resize_region_is_a_crop),
 		cmocka_unit_test(fit_pad_crop_stretch),
+		cmocka_unit_test(fit_crop_keeps_the_centre_of_a_very_wide_image),
 		cmocka_unit_test(fit_border_and_passthrough),
 		cmocka_unit_test(channel_sums_match_a_plain_loop),
 	};

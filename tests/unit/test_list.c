@@ -54,6 +54,41 @@ static void comments_blank_crlf_spaces(void **state)
 	fclose(f);
 }
 
+static void utf8_bom_ignored(void **state)
+{
+	(void)state;
+	/* as Windows editors save UTF-8: the BOM starts the first line only */
+	const char *lists[] = {"\xef\xbb\xbf" "a.jpg 1\r\nb.jpg 2\r\n",
+			       "\xef\xbb\xbf" "# comment\na.jpg 1\nb.jpg 2\n"};
+	for (int i = 0; i < 2; i++) {
+		FILE *f = text(lists[i]);
+		mp_list l;
+		mp_error e;
+		assert_int_equal(mp_list_read(f, "l.txt", 0, &l, &e), 0);
+		assert_int_equal(l.count, 2);
+		assert_string_equal(l.items[0].path, "a.jpg");
+		assert_int_equal(l.items[0].label, 1);
+		mp_list_free(&l);
+		fclose(f);
+	}
+	/* elsewhere it is part of the text */
+	FILE *f = text("a.jpg 1\n\xef\xbb\xbf" "b.jpg 2\n");
+	mp_list l;
+	mp_error e;
+	assert_int_equal(mp_list_read(f, "l.txt", 0, &l, &e), 0);
+	assert_string_equal(l.items[1].path, "\xef\xbb\xbf" "b.jpg");
+	mp_list_free(&l);
+	fclose(f);
+	f = text("\xef\xbb\xbf/a/abbey 0\n/b/beach 1\n");
+	char **names;
+	int n;
+	assert_int_equal(mp_categories_read(f, "categories.txt", &names, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(names[0], "/a/abbey");
+	mp_categories_free(names, n);
+	fclose(f);
+}
+
 static void test_list_without_labels(void **state)
 {
 	(void)state;
@@ -194,6 +229,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(train_list),
 		cmocka_unit_test(comments_blank_crlf_spaces),
+		cmocka_unit_test(utf8_bom_ignored),
 		cmocka_unit_test(test_list_without_labels),
 		cmocka_unit_test(label_out_of_range_names_line),
 		cmocka_unit_test(mixed_labels_rejected),
