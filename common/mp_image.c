@@ -101,6 +101,36 @@ static void reset_decoder(mp_codec *c)
 	c->dec = tjInitDecompress(); /* NULL is retried by the next decode */
 }
 
+/* Decodes into dst as pf, stopping at the JPEG library's first warning,
+ * with one exception: stray bytes before the end marker, which the
+ * library reports only once every scan has been read (the pixels are
+ * whole; Pillow and libjpeg's djpeg read such files too, common in
+ * collections gathered from the web). The first warning being that one,
+ * no other came before it, and the image is decoded again past it. */
+static int jpeg_pixels(mp_codec *c, const uint8_t *buf, size_t len, uint8_t *dst, int w,
+		       int h, int pf, mp_error *e)
+{
+	if (tjDecompress2(c->dec, buf, (unsigned long)len, dst, w, 0, h, pf,
+			  TJFLAG_STOPONWARNING) == 0)
+		return 0;
+	const char *msg = tjGetErrorStr2(c->dec);
+	static const char stray[] = " extraneous bytes before marker 0xd9";
+	const size_t n = strlen(msg);
+	if (tjGetErrorCode(c->dec) == TJERR_WARNING && !strncmp(msg, "Corrupt JPEG data: ", 19) &&
+	    n > sizeof stray - 1 && !strcmp(msg + n - (sizeof stray - 1), stray)) {
+		reset_decoder(c);
+		if (!c->dec)
+			return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
+		if (tjDecompress2(c->dec, buf, (unsigned long)len, dst, w, 0, h, pf, 0) == 0 ||
+		    tjGetErrorCode(c->dec) == TJERR_WARNING)
+			return 0;
+		msg = tjGetErrorStr2(c->dec);
+	}
+	mp_seterr(e, "bad JPEG data: %s", msg);
+	reset_decoder(c);
+	return -1;
+}
+
 static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		       uint64_t max_pixels, mp_image *out, mp_error *e)
 {
@@ -125,10 +155,7 @@ static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 		uint8_t *tmp = malloc((size_t)w * (size_t)h * 4);
 		if (!tmp)
 			return mp_seterr(e, "out of memory for a %dx%d image", w, h);
-		if (tjDecompress2(c->dec, buf, (unsigned long)len, tmp, w, 0, h,
-				  TJPF_CMYK, TJFLAG_STOPONWARNING) < 0) {
-			mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
-			reset_decoder(c);
+		if (jpeg_pixels(c, buf, len, tmp, w, h, TJPF_CMYK, e) < 0) {
 			free(tmp);
 			return -1;
 		}
@@ -150,10 +177,7 @@ static int decode_jpeg(mp_codec *c, const uint8_t *buf, size_t len,
 	}
 	if (mp_image_alloc(out, w, h, e) < 0)
 		return -1;
-	if (tjDecompress2(c->dec, buf, (unsigned long)len, out->px, w, 0, h,
-			  TJPF_RGB, TJFLAG_STOPONWARNING) < 0) {
-		mp_seterr(e, "bad JPEG data: %s", tjGetErrorStr2(c->dec));
-		reset_decoder(c);
+	if (jpeg_pixels(c, buf, len, out->px, w, h, TJPF_RGB, e) < 0) {
 		mp_image_free(out);
 		return -1;
 	}

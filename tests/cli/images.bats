@@ -310,6 +310,30 @@ assert len(set(b.crop((0, 0, 24, 4)).getdata())) == 1
 assert list(a.convert("RGB").getdata()) == list(b.crop((0, 4, 24, 20)).getdata())' turned.jpg turned.jpg.out.png
 }
 
+@test "stray bytes before the JPEG end marker are read past, whole pixels; a cut scan is still refused" {
+	# baseline and progressive: the library reports stray bytes only after
+	# the last scan, so the pixels are those of the intact file
+	"$PY" -c 'import sys; import numpy as np; from PIL import Image
+rng = np.random.default_rng(4)
+img = Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+for name, prog in (("base", False), ("prog", True)):
+    img.save(name + ".jpg", quality=90, progressive=prog)
+    b = open(name + ".jpg", "rb").read()
+    assert b.endswith(b"\xff\xd9")
+    open(name + "-stray.jpg", "wb").write(b[:-2] + b"\x00\x01\x02\x03\x04" + b[-2:])
+    # half the scan, then the same stray bytes and the end marker
+    open(name + "-cut.jpg", "wb").write(b[:len(b) // 2] + b"\x00\x01\x02\x03\x04" + b[-2:])'
+	pack_each 48 base.jpg base-stray.jpg prog.jpg prog-stray.jpg
+	assert_equal "$(mkimg compare base.jpg.out.png base-stray.jpg.out.png)" "0 0.000"
+	assert_equal "$(mkimg compare prog.jpg.out.png prog-stray.jpg.out.png)" "0 0.000"
+	for f in base-cut.jpg prog-cut.jpg; do
+		echo "$f" >"$f.txt"
+		run --separate-stderr "$MP_BIN/mp-batchwriter" -q --size 48 -o "$f.db" "$f.txt"
+		assert_status 1
+		assert_contains "$stderr" "$f ($f.txt line 1): bad JPEG data: Corrupt JPEG data: "
+	done
+}
+
 @test "grayscale and gray+alpha PNG decode to equal RGB channels" {
 	mkimg batch <<-'EOF'
 		make gray-png g.png 16 16 value=77
