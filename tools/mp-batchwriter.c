@@ -108,15 +108,18 @@ static const char *option_name(int c)
 	return "?";
 }
 
+/* A signal ignored when we started (nohup, a background job of a script)
+ * stays ignored, as mp-train leaves it. */
 static void install_signals(void)
 {
-	struct sigaction sa;
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa, was;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
 }
 
 static void print_summary(const mp_pack_report *rep, const char *dest, double secs)
