@@ -39,7 +39,8 @@ static void help(void)
 	       "Packs the images of LIST (or stdin) into a dataset: an LMDB DB with -o,\n"
 	       "otherwise a stream on stdout.\n\n"
 	       "  -r, --root DIR         image paths are relative to DIR\n"
-	       "  -o, --output DB        write an LMDB dataset (a directory)\n"
+	       "  -o, --output DB        write an LMDB dataset (a directory); - is the stream\n"
+	       "                         on stdout, as without -o\n"
 	       "  -c, --categories FILE  class names (categories.txt: \"/a/abbey 0\")\n"
 	       "      --classes N        number of classes when there is no -c\n"
 	       "      --size N           bring images to NxN (default 128)\n"
@@ -263,6 +264,15 @@ int main(int argc, char **argv)
 	if (cats && classes) {
 		mp_warnx("give either -c or --classes, not both");
 		usage();
+	}
+	/* "-o -" is stdout, as "-" is in the other tools: without this it
+	 * would make a DB directory named "-" and leave the pipe empty. */
+	if (out && !strcmp(out, "-")) {
+		if (input_stream) {
+			mp_warnx("--input-stream stores the stream in a DB: -o - (stdout) is not one");
+			usage();
+		}
+		out = NULL;
 	}
 	install_signals();
 

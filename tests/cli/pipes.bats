@@ -1,0 +1,75 @@
+#!/usr/bin/env bats
+# The tools in shell pipelines: streams through pipes and files, streams cut
+# short or followed by more bytes, terminals, readers that exit early, and
+# outputs to stdout beside the progress bar on stderr.
+
+load helpers
+
+ev() { "$MP_BIN/mp-eval" "$@"; }
+
+# 40 labelled 16x16 images of 4 classes (val.txt, its stream s.stream),
+# 5000 records of them (rep.txt, rep.db) for outputs larger than a pipe
+# holds, and a tiny network of 4 classes trained at 16 px (w.safetensors).
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$MKIMAGES" classes im 40 16 16 4 >val.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 8 val.txt >s.stream
+	for _ in $(seq 125); do cat val.txt; done >rep.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 64 -o rep.db rep.txt
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 init.safetensors >/dev/null
+	"$PY" - "$MP_ROOT/scripts" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import zlib
+import numpy as np
+import mp_resnet
+t, meta = mp_resnet.read_safetensors("init.safetensors")
+meta["input_size"] = "16"
+crc = 0
+for v in t.values():
+    crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
+meta["crc32"] = "%08x" % (crc & 0xffffffff)
+mp_resnet.write_safetensors("w.safetensors", t, meta)
+EOF
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	D=$BATS_FILE_TMPDIR/data
+	W=$D/w.safetensors
+	cp -r "$D/im" "$D/val.txt" .
+}
+
+# A program left running by a failed test is stopped here, by its pid.
+teardown() {
+	if [[ -n "${pid-}" ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		wait "$pid" || true
+	fi
+	return 0
+}
+
+@test "-o - writes the stream on stdout, the same bytes as no -o, into mp-eval and mp-inspect" {
+	bw -q --size 16 --macrobatch 8 -o - val.txt >dash.stream
+	cmp dash.stream "$D/s.stream"
+	assert_files . im val.txt dash.stream
+	run --separate-stderr bash -c 'set -o pipefail
+		"$1" -q --size 16 --macrobatch 8 -o - val.txt | "$2" -q --json -m "$3" -' \
+		_ "$MP_BIN/mp-batchwriter" "$MP_BIN/mp-eval" "$W"
+	assert_status 0
+	assert_equal "$(json_get - 'd["images"], d["data"]' <<<"$output")" "(40, '-')"
+	run --separate-stderr bash -c 'set -o pipefail
+		"$1" -q --size 16 --macrobatch 8 -o - val.txt | "$2" --verify -' \
+		_ "$MP_BIN/mp-batchwriter" "$MP_BIN/mp-inspect"
+	assert_status 0
+	assert_equal "$output" "<stdin>: OK: 40 records verified (CRCs, layout, every image decoded)"
+	# a stream saved to a file reads back the same
+	assert_equal "$(stats_json dash.stream)" "$(stats_json - <"$D/s.stream")"
+	# --input-stream stores in a DB, which stdout is not
+	run --separate-stderr bw --input-stream -o - <dash.stream
+	assert_status 2
+	assert_equal "$(first_line "$stderr")" \
+		"mp-batchwriter: --input-stream stores the stream in a DB: -o - (stdout) is not one"
+	assert_files . im val.txt dash.stream
+}
