@@ -286,6 +286,11 @@ int main(int argc, char **argv)
 				 packing_opt);
 			usage();
 		}
+		/* a binary stream is never typed: the user forgot the "<" */
+		if (isatty(STDIN_FILENO)) {
+			mp_warnx("refusing to read a binary stream from a terminal: redirect stdin");
+			usage();
+		}
 		return copy_stream(out, (uint64_t)map_size, force, quiet);
 	}
 	if (!out && isatty(STDOUT_FILENO)) {

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mp_backends.h"
 #include "mp_cli.h"
@@ -271,6 +272,11 @@ int main(int argc, char **argv)
 	if (!o.data == !o.list) {
 		mp_warnx(o.list ? "give a dataset or --list, not both"
 				: "a dataset, - (a stream on stdin) or --list is required");
+		usage();
+	}
+	if (o.data && !strcmp(o.data, "-") && isatty(STDIN_FILENO)) {
+		mp_warnx("refusing to read a binary stream from a terminal: redirect stdin "
+			 "or give a file");
 		usage();
 	}
 	if (o.root && !o.list) {

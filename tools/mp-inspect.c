@@ -798,6 +798,11 @@ int main(int argc, char **argv)
 		mp_warnx("refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout");
 		usage();
 	}
+	if (!strcmp(argv[0], "-") && isatty(STDIN_FILENO)) {
+		mp_warnx("refusing to read a binary stream from a terminal: redirect stdin "
+			 "or give a file");
+		usage();
+	}
 	mp_error e;
 	mp_source *src = mp_source_open(argv[0], &e);
 	if (!src)

@@ -73,3 +73,86 @@ teardown() {
 		"mp-batchwriter: --input-stream stores the stream in a DB: -o - (stdout) is not one"
 	assert_files . im val.txt dash.stream
 }
+
+@test "a stream cut anywhere: every reader says truncated, names stdin or the file, exits 1" {
+	local size=$(stat -c %s "$D/s.stream")
+	# frame starts: the meta frame at 16, then each frame after the last
+	local frames
+	frames=$("$PY" -c '
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+off, out = 16, []
+while off < len(b):
+    out.append(off)
+    off += 12 + struct.unpack_from("<I", b, off + 4)[0]
+print(" ".join(map(str, out)))' "$D/s.stream")
+	local -a starts=($frames)
+	local last=${starts[${#starts[@]} - 1]}
+	# in the magic, after it, at the end of the header, in a frame header,
+	# in the meta payload, at a frame boundary, in a macrobatch, before the
+	# end frame, in its header, in its payload, one byte short
+	local cut
+	for cut in 1 7 8 12 16 19 100 "${starts[1]}" $((starts[1] + 5)) $((starts[1] + 500)) \
+		"${starts[2]}" "$last" $((last + 4)) $((last + 20)) $((size - 1)); do
+		head -c "$cut" "$D/s.stream" >cut.stream
+		run --separate-stderr inspect - <cut.stream
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: <stdin>: truncated stream"
+		run --separate-stderr inspect --verify cut.stream
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: cut.stream: truncated stream"
+		assert_not_contains "$output" "OK"
+		run --separate-stderr ev -m "$W" - <cut.stream
+		assert_status 1
+		assert_contains "$stderr" "mp-eval: <stdin>: truncated stream"
+		assert_equal "$output" ""
+		run --separate-stderr bw --input-stream -o db <cut.stream
+		assert_status 1
+		assert_contains "$stderr" "mp-batchwriter: <stdin>: truncated stream"
+		assert_no_db db
+	done
+	# nothing at all, as when the writer upstream failed before its first byte
+	run --separate-stderr ev -m "$W" - </dev/null
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: <stdin>: empty input: no dataset stream"
+	run --separate-stderr bash -c '"$1" -q missing.txt | "$2" -' _ \
+		"$MP_BIN/mp-batchwriter" "$MP_BIN/mp-inspect"
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: missing.txt: No such file or directory
+mp-inspect: <stdin>: empty input: no dataset stream"
+}
+
+@test "bytes after the end frame, or two streams concatenated, are refused by every reader" {
+	cat "$D/s.stream" "$D/s.stream" >two.stream
+	{ cat "$D/s.stream"; echo; } >newline.stream
+	local f msg="corrupt stream: data after the end frame (two streams concatenated?)"
+	for f in two.stream newline.stream; do
+		run --separate-stderr inspect --verify "$f"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $f: $msg"
+		assert_equal "$output" "$f: FAILED: 1 problem; 40 records checked"
+		run --separate-stderr inspect - <"$f"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: <stdin>: $msg"
+		run --separate-stderr ev -q -m "$W" --probs p.tsv - <"$f"
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: <stdin>: $msg"
+		run --separate-stderr bw --input-stream -o db <"$f"
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: <stdin>: $msg"
+	done
+	assert_files . im val.txt two.stream newline.stream
+}
+
+@test "a stream is not read from a terminal: a usage error, before anything is read" {
+	run on_tty "$MP_BIN/mp-inspect" -
+	assert_status 2
+	assert_contains "$output" "mp-inspect: refusing to read a binary stream from a terminal"
+	run on_tty "$MP_BIN/mp-eval" -m "$W" -
+	assert_status 2
+	assert_contains "$output" "mp-eval: refusing to read a binary stream from a terminal"
+	run on_tty "$MP_BIN/mp-batchwriter" --input-stream -o db
+	assert_status 2
+	assert_contains "$output" "mp-batchwriter: refusing to read a binary stream from a terminal"
+	assert_no_db db
+}
