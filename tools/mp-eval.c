@@ -292,9 +292,10 @@ int main(int argc, char **argv)
 		mp_warnx("only one output may go to stdout (-)");
 		return 2;
 	}
-	if (to_stdout)
-		o.quiet = 1;
 
+	/* the outputs' temporary files go with the program: a reader of
+	 * stdout that exits early or a ^C leaves no NAME.partial-PID */
+	mp_tmp_on_signals();
 	mp_eval_result r;
 	mp_error e;
 	int status = mp_eval_run(&o, &r, &e);
@@ -304,7 +305,7 @@ int main(int argc, char **argv)
 	}
 	if (json)
 		print_json(&o, &r);
-	else if (!o.quiet)
+	else if (!o.quiet && !to_stdout) /* an output has stdout; the bar stays on stderr */
 		print_table(&o, &r);
 	mp_exit_stdout(0);
 }

@@ -156,3 +156,71 @@ mp-inspect: <stdin>: empty input: no dataset stream"
 	assert_contains "$output" "mp-batchwriter: refusing to read a binary stream from a terminal"
 	assert_no_db db
 }
+
+@test "a reader that exits early: the writers die of SIGPIPE quietly and leave no temporary file" {
+	local rep=$D/rep.txt
+	run bash -c '"$1" --size 16 --macrobatch 64 -r "$2" "$3" 2>err | head -c 1000 | wc -c
+		echo "${PIPESTATUS[@]}"' _ "$MP_BIN/mp-batchwriter" "$D" "$rep"
+	assert_equal "$output" "1000
+141 0 0"
+	assert_equal "$(cat err)" ""
+	run bash -c '"$1" --list "$2" 2>err | head -n 1; echo "${PIPESTATUS[@]}"' _ \
+		"$MP_BIN/mp-inspect" "$D/rep.db"
+	assert_equal "$output" "$(printf 'index\tname\tlabel\twidth\theight\tencoding\tbytes\tcrc32')
+141 0"
+	assert_equal "$(cat err)" ""
+	rm err
+	# the submission fills the pipe while the other outputs are still
+	# under their temporary names
+	run bash -c '"$1" -m "$2" --submission - --probs p.tsv --per-class pc.tsv "$3" 2>err |
+		head -n 1; echo "${PIPESTATUS[@]}"' _ "$MP_BIN/mp-eval" "$W" "$D/rep.db"
+	assert_equal "$(sed -n 2p <<<"$output")" "141 0"
+	assert_equal "$(cat err)" ""
+	assert_files . im val.txt err
+}
+
+@test "SIGTERM and SIGINT end mp-eval with no temporary output left; an ignored SIGINT stays ignored" {
+	local sig
+	for sig in TERM INT; do
+		"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+			"$MP_BIN/mp-eval" -q -m "$W" --backend cpu-ref --scales 64,96,128 \
+			--probs p.tsv --submission s.txt "$D/rep.db" &
+		pid=$!
+		for ((i = 0; i < 200; i++)); do
+			[[ -e "p.tsv.partial-$pid" ]] && break
+			sleep 0.05
+		done
+		[[ -e "p.tsv.partial-$pid" ]] || fail "no p.tsv.partial-$pid"
+		kill "-$sig" "$pid"
+		status=0
+		wait "$pid" || status=$?
+		assert_status $((128 + $(kill -l "$sig")))
+		assert_files . im val.txt
+	done
+	# a plain background job of a script starts with SIGINT ignored
+	"$MP_BIN/mp-eval" -q -m "$W" --backend cpu-ref --scales 64,96,128 --probs p.tsv "$D/rep.db" &
+	pid=$!
+	sleep 0.5
+	kill -INT "$pid"
+	sleep 0.5
+	kill -0 "$pid" || fail "SIGINT stopped mp-eval that started with it ignored"
+	kill -TERM "$pid"
+	status=0
+	wait "$pid" || status=$?
+	assert_status 143
+	assert_files . im val.txt
+}
+
+@test "mp-eval keeps its progress bar on stderr when an output goes to stdout" {
+	run on_tty bash -c '"$1" -m "$2" --probs - "$3" >p.tsv' _ "$MP_BIN/mp-eval" "$W" "$D/rep.db"
+	assert_status 0
+	assert_contains "$output" "evaluate ["
+	# the table is not printed, and stdout holds the probabilities alone
+	assert_not_contains "$output" "combined"
+	assert_equal "$(wc -l <p.tsv)" 5001
+	assert_equal "$(grep -c -v "$(printf '\t')" p.tsv)" 0
+	# with stderr not a terminal there is no bar
+	run on_tty bash -c '"$1" -m "$2" --probs - "$3" >p.tsv 2>err' _ "$MP_BIN/mp-eval" "$W" "$D/rep.db"
+	assert_status 0
+	assert_equal "$(cat err)" ""
+}
