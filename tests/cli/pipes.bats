@@ -224,3 +224,12 @@ mp-inspect: <stdin>: empty input: no dataset stream"
 	assert_status 0
 	assert_equal "$(cat err)" ""
 }
+
+@test "an output that cannot be written is an error in every mode, --diff included" {
+	run --separate-stderr "$MP_BIN/mp-inspect" --diff "$W" "$W"
+	assert_status 0
+	assert_equal "$(tail -n 1 <<<"$output")" "SAME: every tensor within the tolerance"
+	run --separate-stderr bash -c '"$1" --diff "$2" "$2" >/dev/full' _ "$MP_BIN/mp-inspect" "$W"
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: <stdout>: write error: No space left on device"
+}
