@@ -324,8 +324,11 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	size_t n = strlen(path) + 40;
 	of->tmp = mp_xmalloc(n);
 	snprintf(of->tmp, n, "%s.partial-%ld", path, (long)getpid());
+	/* before it exists, so that no signal can leave it behind */
+	mp_tmp_add(of->tmp);
 	if (!(of->f = fopen(of->tmp, "w"))) {
 		int err = errno;
+		mp_tmp_remove(of->tmp);
 		free(of->tmp);
 		of->tmp = NULL;
 		return mp_seterr(e, "%s: %s", path, strerror(err));
@@ -353,6 +356,8 @@ static int out_commit(outfile *of, mp_error *e)
 		unlink(of->tmp);
 	else if (of->tmp)
 		mp_sync_parent_dir(of->path);
+	if (of->tmp)
+		mp_tmp_remove(of->tmp);
 	free(of->tmp);
 	of->tmp = NULL;
 	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;
@@ -363,8 +368,10 @@ static void out_abort(outfile *of)
 {
 	if (of->f && of->f != stdout)
 		fclose(of->f);
-	if (of->tmp)
+	if (of->tmp) {
 		unlink(of->tmp);
+		mp_tmp_remove(of->tmp);
+	}
 	free(of->tmp);
 	memset(of, 0, sizeof *of);
 }

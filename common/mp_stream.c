@@ -57,6 +57,13 @@ int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 	size_t got = read_some(f, h, sizeof h);
 	if (ferror(f))
 		return mp_seterr(e, "%s: read error: %s", name, strerror(errno));
+	/* An empty input is most often a writer upstream that failed before
+	 * its first byte; a cut inside the magic is a truncation, not a
+	 * different kind of file. */
+	if (got == 0)
+		return mp_seterr(e, "%s: empty input: no dataset stream", name);
+	if (got < 8 && !memcmp(h, MP_STREAM_MAGIC, got))
+		return mp_seterr(e, "%s: truncated stream header", name);
 	if (got < 8 || memcmp(h, MP_STREAM_MAGIC, 8))
 		return mp_seterr(e, "%s: not a dataset stream (bad magic)", name);
 	if (got < sizeof h)
@@ -125,9 +132,18 @@ int mp_stream_next(mp_stream_reader *r, uint32_t *kind, const uint8_t **payload,
 				 r->name);
 	if (r->frames > 0 && k == MP_FRAME_META)
 		return mp_seterr(e, "%s: corrupt stream: a second meta frame", r->name);
-	r->frames++;
-	if (k == MP_FRAME_END)
+	/* The input must end with the end frame: bytes after it would be
+	 * dropped unseen, and two streams concatenated read as the first. */
+	if (k == MP_FRAME_END) {
+		int c = getc(r->f);
+		if (ferror(r->f))
+			return mp_seterr(e, "%s: read error: %s", r->name, strerror(errno));
+		if (c != EOF)
+			return mp_seterr(e, "%s: corrupt stream: data after the end frame "
+					 "(two streams concatenated?)", r->name);
 		r->ended = 1;
+	}
+	r->frames++;
 	*kind = k;
 	*payload = r->buf;
 	*len = n;

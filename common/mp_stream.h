@@ -37,7 +37,8 @@ typedef struct {
 int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 			  mp_error *e);
 /* Reads the next frame into r->buf (valid until the next call): 1 frame,
- * 0 after the end frame, -1 on a truncated or corrupt stream. */
+ * 0 after the end frame, -1 on a truncated or corrupt stream, which
+ * includes one with bytes after its end frame (the input must end there). */
 int mp_stream_next(mp_stream_reader *r, uint32_t *kind, const uint8_t **payload,
 		   size_t *len, mp_error *e);
 void mp_stream_reader_close(mp_stream_reader *r);

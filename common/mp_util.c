@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -261,6 +263,57 @@ void mp_sync_parent_dir(const char *path)
 		return;
 	(void)fsync(fd); // some file systems refuse it on a directory: nothing to do then
 	close(fd);
+}
+
+/* Fixed slots rather than a list: the handler may run on any thread while
+ * another adds or removes, and must not follow pointers being freed. */
+static char tmp_paths[MP_TMP_MAX][PATH_MAX];
+static volatile sig_atomic_t tmp_used[MP_TMP_MAX];
+
+static void tmp_on_signal(int sig)
+{
+	for (int i = 0; i < MP_TMP_MAX; i++)
+		if (tmp_used[i])
+			unlink(tmp_paths[i]);
+	signal(sig, SIG_DFL);
+	raise(sig); /* delivered, and fatal, once the handler returns */
+}
+
+void mp_tmp_on_signals(void)
+{
+	static const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGPIPE};
+	struct sigaction sa, was;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = tmp_on_signal;
+	sigfillset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
+}
+
+int mp_tmp_add(const char *path)
+{
+	size_t n = strlen(path);
+	if (n >= PATH_MAX)
+		return -1;
+	for (int i = 0; i < MP_TMP_MAX; i++)
+		if (!tmp_used[i]) {
+			memcpy(tmp_paths[i], path, n + 1);
+			/* the name is whole before the handler can see it */
+			atomic_signal_fence(memory_order_seq_cst);
+			tmp_used[i] = 1;
+			return 0;
+		}
+	return -1;
+}
+
+void mp_tmp_remove(const char *path)
+{
+	for (int i = 0; i < MP_TMP_MAX; i++)
+		if (tmp_used[i] && !strcmp(tmp_paths[i], path)) {
+			tmp_used[i] = 0;
+			return;
+		}
 }
 
 int mp_write_file_atomic(const char *path, const void *buf, size_t len,

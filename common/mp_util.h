@@ -97,6 +97,17 @@ int mp_remove_tree(const char *path);
 /* Whether paths a and b name the same file: the same device and inode
  * where both exist, else the same directory (after links) and name. */
 int mp_same_file(const char *a, const char *b);
+/* Temporary files that a fatal signal removes. After mp_tmp_on_signals(),
+ * SIGHUP, SIGINT, SIGTERM and SIGPIPE (the reader of a pipe gone) remove
+ * every file registered by mp_tmp_add and then end the program by the same
+ * signal, as if it had not been caught; a signal ignored when the program
+ * started (nohup, a background job) stays ignored. At most MP_TMP_MAX
+ * files at a time: mp_tmp_add returns -1 for one more, or for a path of
+ * PATH_MAX bytes or more, and that file is then not removed. */
+#define MP_TMP_MAX 8
+void mp_tmp_on_signals(void);
+int mp_tmp_add(const char *path);
+void mp_tmp_remove(const char *path);
 /* s[0..n) as one field of a tab-separated line: tab, newline, carriage
  * return and backslash written as \t, \n, \r and \\. */
 void mp_put_tsv_field(FILE *f, const char *s, size_t n);

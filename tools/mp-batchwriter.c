@@ -39,7 +39,8 @@ static void help(void)
 	       "Packs the images of LIST (or stdin) into a dataset: an LMDB DB with -o,\n"
 	       "otherwise a stream on stdout.\n\n"
 	       "  -r, --root DIR         image paths are relative to DIR\n"
-	       "  -o, --output DB        write an LMDB dataset (a directory)\n"
+	       "  -o, --output DB        write an LMDB dataset (a directory); - is the stream\n"
+	       "                         on stdout, as without -o\n"
 	       "  -c, --categories FILE  class names (categories.txt: \"/a/abbey 0\")\n"
 	       "      --classes N        number of classes when there is no -c\n"
 	       "      --size N           bring images to NxN (default 128)\n"
@@ -108,15 +109,18 @@ static const char *option_name(int c)
 	return "?";
 }
 
+/* A signal ignored when we started (nohup, a background job of a script)
+ * stays ignored, as mp-train leaves it. */
 static void install_signals(void)
 {
-	struct sigaction sa;
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa, was;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
 }
 
 static void print_summary(const mp_pack_report *rep, const char *dest, double secs)
@@ -261,6 +265,15 @@ int main(int argc, char **argv)
 		mp_warnx("give either -c or --classes, not both");
 		usage();
 	}
+	/* "-o -" is stdout, as "-" is in the other tools: without this it
+	 * would make a DB directory named "-" and leave the pipe empty. */
+	if (out && !strcmp(out, "-")) {
+		if (input_stream) {
+			mp_warnx("--input-stream stores the stream in a DB: -o - (stdout) is not one");
+			usage();
+		}
+		out = NULL;
+	}
 	install_signals();
 
 	if (input_stream) {
@@ -271,6 +284,11 @@ int main(int argc, char **argv)
 		if (packing_opt) {
 			mp_warnx("--%s does not apply to --input-stream, which stores the stream as it is",
 				 packing_opt);
+			usage();
+		}
+		/* a binary stream is never typed: the user forgot the "<" */
+		if (isatty(STDIN_FILENO)) {
+			mp_warnx("refusing to read a binary stream from a terminal: redirect stdin");
 			usage();
 		}
 		return copy_stream(out, (uint64_t)map_size, force, quiet);

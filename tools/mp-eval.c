@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mp_backends.h"
 #include "mp_cli.h"
@@ -274,6 +275,11 @@ int main(int argc, char **argv)
 				: "a dataset, - (a stream on stdin) or --list is required");
 		usage();
 	}
+	if (o.data && !strcmp(o.data, "-") && isatty(STDIN_FILENO)) {
+		mp_warnx("refusing to read a binary stream from a terminal: redirect stdin "
+			 "or give a file");
+		usage();
+	}
 	if (o.root && !o.list) {
 		mp_warnx("-r ROOT goes with --list");
 		usage();
@@ -287,9 +293,10 @@ int main(int argc, char **argv)
 		mp_warnx("only one output may go to stdout (-)");
 		return 2;
 	}
-	if (to_stdout)
-		o.quiet = 1;
 
+	/* the outputs' temporary files go with the program: a reader of
+	 * stdout that exits early or a ^C leaves no NAME.partial-PID */
+	mp_tmp_on_signals();
 	mp_eval_result r;
 	mp_error e;
 	int status = mp_eval_run(&o, &r, &e);
@@ -299,7 +306,7 @@ int main(int argc, char **argv)
 	}
 	if (json)
 		print_json(&o, &r);
-	else if (!o.quiet)
+	else if (!o.quiet && !to_stdout) /* an output has stdout; the bar stays on stderr */
 		print_table(&o, &r);
 	mp_exit_stdout(0);
 }

@@ -741,7 +741,8 @@ int main(int argc, char **argv)
 				usage();
 			}
 		}
-		return weights_diff(argv[0], argv[1], tol, json);
+		/* the table is the answer: one that did not reach stdout fails */
+		mp_exit_stdout(weights_diff(argv[0], argv[1], tol, json));
 	}
 	if (do_tensors + (dump != NULL) + do_verify + dataset_opts > 1) {
 		mp_warnx("--verify, --list, --record, --extract, --tensors and --dump exclude each other");
@@ -796,6 +797,11 @@ int main(int argc, char **argv)
 	}
 	if (out && !strcmp(out, "-") && isatty(STDOUT_FILENO)) {
 		mp_warnx("refusing to write a binary PNG to a terminal: give -o FILE or redirect stdout");
+		usage();
+	}
+	if (!strcmp(argv[0], "-") && isatty(STDIN_FILENO)) {
+		mp_warnx("refusing to read a binary stream from a terminal: redirect stdin "
+			 "or give a file");
 		usage();
 	}
 	mp_error e;

@@ -13,20 +13,29 @@ slow_list() {
 	head -n 40 list.txt >short.txt
 }
 
-# start_slow_writer DB ERRFILE: starts mp-batchwriter -j 1 in the background
-# (its pid in $pid) and returns once its partial DB holds a macrobatch.
+# start_slow_writer DB ERRFILE [COMMAND...]: starts mp-batchwriter -j 1 in
+# the background (its pid in $pid) and returns once its partial DB holds a
+# macrobatch. A background job of a script starts with SIGINT ignored, and
+# the writer leaves an ignored signal ignored: by default SIGINT is first
+# restored, as a job in the foreground has it; COMMAND (such as nohup)
+# replaces that.
 start_slow_writer() {
-	# Not through bw(): $! must be the writer's own pid, which names the
-	# partial directory.
-	"$MP_BIN/mp-batchwriter" -j 1 --size 16 --encoding png --macrobatch 8 -o "$1" \
-		list.txt 2>"$2" &
+	local db=$1 err=$2
+	shift 2
+	(($#)) || set -- "$PY" -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])'
+	# Not through bw(): $! must be the writer's own pid (exec keeps it),
+	# which names the partial directory.
+	"$@" "$MP_BIN/mp-batchwriter" -j 1 --size 16 --encoding png --macrobatch 8 -o "$db" \
+		list.txt 2>"$err" &
 	pid=$!
 	local i
 	for ((i = 0; i < 200; i++)); do
-		[[ -s "$1.partial-$pid/data.mdb" ]] && sleep 0.3 && return 0
+		[[ -s "$db.partial-$pid/data.mdb" ]] && sleep 0.3 && return 0
 		sleep 0.05
 	done
-	fail "no $1.partial-$pid/data.mdb after 10 s"
+	fail "no $db.partial-$pid/data.mdb after 10 s"
 }
 
 # A writer left running by a failed test is stopped here, by its pid.
@@ -83,6 +92,27 @@ stop_writer() {
 	assert_status 130
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
 		"mp-batchwriter: interrupted by signal 2; nothing was written under the output name"
+	assert_files . big.png list.txt short.txt
+}
+
+@test "a signal ignored on entry stays ignored: a background job and nohup go on" {
+	slow_list
+	# as a plain background job of a script: SIGINT ignored
+	start_slow_writer db "$BATS_TEST_TMPDIR/err" env
+	kill -INT "$pid"
+	sleep 0.5
+	kill -0 "$pid" || fail "SIGINT stopped a writer that started with it ignored"
+	stop_writer TERM
+	assert_status 143
+	assert_no_db db
+	# under nohup: SIGHUP ignored
+	start_slow_writer db "$BATS_TEST_TMPDIR/err" nohup
+	kill -HUP "$pid"
+	sleep 0.5
+	kill -0 "$pid" || fail "SIGHUP stopped a writer run under nohup"
+	stop_writer TERM
+	assert_status 143
+	assert_no_db db
 	assert_files . big.png list.txt short.txt
 }
 

@@ -272,7 +272,7 @@ open(sys.argv[2], "wb").write(d)' out.stream flipped.stream
 @test "empty input and a non-stream are refused by --input-stream" {
 	run --separate-stderr bw --input-stream -o db </dev/null
 	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: <stdin>: not a dataset stream (bad magic)"
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: empty input: no dataset stream"
 	assert_no_db db
 	printf 'MPSTREAM\002\000\000\000\000\000\000\000' >v2.stream
 	run --separate-stderr bw --input-stream -o db <v2.stream

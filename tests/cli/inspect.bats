@@ -235,7 +235,7 @@ env.close()'
 	EOF
 	run --separate-stderr inspect --verify - </dev/null
 	assert_status 1
-	assert_equal "$stderr" "mp-inspect: <stdin>: not a dataset stream (bad magic)"
+	assert_equal "$stderr" "mp-inspect: <stdin>: empty input: no dataset stream"
 }
 
 @test "usage errors exit 2 with a reason" {

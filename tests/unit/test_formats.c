@@ -207,6 +207,51 @@ static void stream_truncation_and_flips(void **state)
 	free(s);
 }
 
+/* An empty input and a cut inside the magic are named as such, not as a
+ * file of another kind. */
+static void stream_empty_and_cut_header(void **state)
+{
+	(void)state;
+	size_t len;
+	char *s = stream_bytes(&len, 1);
+	int frames;
+	mp_error e;
+	assert_int_equal(read_stream(s, 0, &frames, &e), -1);
+	assert_string_equal(e.msg, "mem: empty input: no dataset stream");
+	for (size_t cut = 1; cut < 16; cut++) {
+		assert_int_equal(read_stream(s, cut, &frames, &e), -1);
+		assert_string_equal(e.msg, "mem: truncated stream header");
+	}
+	s[3] = 'x';
+	assert_int_equal(read_stream(s, 5, &frames, &e), -1);
+	assert_string_equal(e.msg, "mem: not a dataset stream (bad magic)");
+	free(s);
+}
+
+/* The input ends with the end frame: a byte after it, or a second stream,
+ * is refused rather than left unread. */
+static void stream_data_after_end(void **state)
+{
+	(void)state;
+	size_t len;
+	char *s = stream_bytes(&len, 1);
+	int frames;
+	mp_error e;
+	char *two = malloc(2 * len);
+	assert_non_null(two);
+	memcpy(two, s, len);
+	memcpy(two + len, s, len);
+	assert_int_equal(read_stream(two, len + 1, &frames, &e), -1);
+	assert_string_equal(e.msg, "mem: corrupt stream: data after the end frame "
+				   "(two streams concatenated?)");
+	assert_int_equal(read_stream(two, 2 * len, &frames, &e), -1);
+	assert_int_equal(frames, 2);
+	assert_int_equal(read_stream(two, len, &frames, &e), 0);
+	assert_int_equal(frames, 3);
+	free(two);
+	free(s);
+}
+
 static void stream_huge_length_does_not_allocate(void **state)
 {
 	(void)state;
@@ -350,6 +395,8 @@ int main(void)
 		cmocka_unit_test(macrobatch_bounds_checked_behind_crc),
 		cmocka_unit_test(stream_round_trip),
 		cmocka_unit_test(stream_truncation_and_flips),
+		cmocka_unit_test(stream_empty_and_cut_header),
+		cmocka_unit_test(stream_data_after_end),
 		cmocka_unit_test(stream_huge_length_does_not_allocate),
 		cmocka_unit_test(meta_round_trip),
 		cmocka_unit_test(meta_rejects_bad_documents),
