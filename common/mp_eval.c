@@ -135,12 +135,13 @@ static int reader_open(reader *r, const mp_eval_opts *o, int classes, mp_error *
 	memset(r, 0, sizeof *r);
 	if (o->list) {
 		r->is_list = 1;
-		r->list_name = o->list;
+		const int from_stdin = !strcmp(o->list, "-");
+		r->list_name = from_stdin ? "<stdin>" : o->list; // as mp-batchwriter names it
 		r->root = o->root;
-		FILE *f = strcmp(o->list, "-") ? fopen(o->list, "r") : stdin;
+		FILE *f = from_stdin ? stdin : fopen(o->list, "r");
 		if (!f)
 			return mp_seterr(e, "%s: %s", o->list, strerror(errno));
-		int rc = mp_list_read(f, o->list, classes, &r->list, e);
+		int rc = mp_list_read(f, r->list_name, classes, &r->list, e);
 		if (f != stdin)
 			fclose(f);
 		return rc;
@@ -313,6 +314,7 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	memset(of, 0, sizeof *of);
 	of->path = path;
 	if (!strcmp(path, "-")) {
+		of->path = "<stdout>"; // the name its messages give it
 		of->f = stdout;
 		return 0;
 	}

@@ -233,3 +233,13 @@ mp-inspect: <stdin>: empty input: no dataset stream"
 	assert_status 1
 	assert_equal "$stderr" "mp-inspect: <stdout>: write error: No space left on device"
 }
+
+@test "mp-eval names standard input and output as the other tools do: <stdin>, <stdout>" {
+	run --separate-stderr bash -c '"$1" -m "$2" --probs - "$3" >/dev/full' _ "$MP_BIN/mp-eval" "$W" "$D/s.stream"
+	assert_status 1
+	assert_contains "$stderr" "mp-eval: <stdout>: No space left on device"
+	printf 'nothere.png 1\n' >bad.txt
+	run --separate-stderr ev -m "$W" --list - <bad.txt
+	assert_status 1
+	assert_contains "$stderr" "(<stdin> line 1)"
+}
