@@ -360,7 +360,9 @@ int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 			diff = INFINITY;
 		if (diff > d)
 			d = diff;
-		if (fabs(y) > scale)
+		/* an infinity in b would make every finite difference relative 0,
+		 * and so pass even --tol 0 */
+		if (isfinite(y) && fabs(y) > scale)
 			scale = fabs(y);
 	}
 	*max_abs = d;

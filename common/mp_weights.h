@@ -49,8 +49,9 @@ typedef struct {
 double mp_st_element(const mp_st_tensor *t, uint64_t i);
 void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s);
 
-/* Largest absolute and relative (to the largest |b|) difference of two
- * tensors of the same shape; -1 if the shapes differ. */
+/* Largest absolute and relative (to the largest finite |b|) difference of
+ * two tensors of the same shape; -1 if the shapes differ. A difference
+ * against a b of no finite non-zero element is relatively infinite. */
 int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 	       double *max_rel);
 

@@ -146,6 +146,20 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_contains "$output" "DIFFERENT"
 }
 
+@test "--diff: an infinity in B does not hide a difference beside it" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, mp_resnet
+		mp_resnet.write_safetensors("a.safetensors", {"t": np.array([np.inf, 1, 4], np.float32)})
+		mp_resnet.write_safetensors("b.safetensors", {"t": np.array([np.inf, 2, 4], np.float32)})
+	EOF
+	run inspect --diff a.safetensors b.safetensors
+	assert_status 1
+	assert_equal "$(sed -n 2p <<<"$output")" "$(printf 't\t1\t0.25\tDIFFERENT')"
+	run inspect --tol 0.25 --diff a.safetensors b.safetensors
+	assert_status 0
+	assert_equal "$(sed -n 2p <<<"$output")" "$(printf 't\t1\t0.25\twithin tol')"
+}
+
 @test "a checkpoint missing part of its momentum is refused; a missing file is a runtime error" {
 	init 1 4,8 A 10 1 ck.safetensors momentum
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'

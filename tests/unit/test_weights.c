@@ -818,6 +818,35 @@ static void pytorch_both_ways(void **state)
 	mp_resnet_free(ours);
 }
 
+/* An F32 tensor of n elements over caller-owned data, as a file read holds. */
+static mp_st_tensor f32_tensor(const float *v, int n)
+{
+	mp_st_tensor t = {.dtype = MP_ST_F32, .ndim = 1, .data = v};
+	t.shape[0] = n;
+	t.numel = (uint64_t)n;
+	t.nbytes = (uint64_t)n * 4;
+	return t;
+}
+
+static void diff_scale_ignores_infinities(void **state)
+{
+	(void)state;
+	const float a[3] = {INFINITY, 1, 5}, b[3] = {INFINITY, 2, 5};
+	mp_st_tensor ta = f32_tensor(a, 3), tb = f32_tensor(b, 3);
+	double d, r;
+	assert_int_equal(mp_st_diff(&ta, &tb, &d, &r), 0);
+	assert_true(d == 1);
+	/* relative to the largest finite |b|, 5, not to the infinity */
+	assert_true(r == 0.2);
+	/* no finite non-zero element to scale by: relatively infinite */
+	const float c[2] = {INFINITY, 0}, e[2] = {INFINITY, 1};
+	mp_st_tensor tc = f32_tensor(c, 2), te = f32_tensor(e, 2);
+	assert_int_equal(mp_st_diff(&te, &tc, &d, &r), 0);
+	assert_true(d == 1 && isinf(r));
+	assert_int_equal(mp_st_diff(&tc, &tc, &d, &r), 0);
+	assert_true(d == 0 && r == 0);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -846,6 +875,7 @@ int main(void)
 		cmocka_unit_test(bad_metadata),
 		cmocka_unit_test(truncated_and_corrupt),
 		cmocka_unit_test(pytorch_both_ways),
+		cmocka_unit_test(diff_scale_ignores_infinities),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
