@@ -42,8 +42,9 @@ def write_safetensors(path, tensors, metadata=None):
     names = {np.dtype(v): k for k, v in _DTYPES.items()}
     header, offset, chunks = {}, 0, []
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        raw = arr.tobytes()
+        # not ascontiguousarray, which makes a scalar's shape [] into [1]
+        arr = np.asarray(arr)
+        raw = arr.tobytes(order="C")
         header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)

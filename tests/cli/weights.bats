@@ -160,6 +160,21 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_equal "$(sed -n 2p <<<"$output")" "$(printf 't\t1\t0.25\twithin tol')"
 }
 
+@test "mp_resnet.write_safetensors keeps a scalar's shape [] and writes row-major bytes" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, mp_resnet
+		f = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+		mp_resnet.write_safetensors("s.safetensors", {"s": np.array(2.5, np.float32), "f": f})
+		t, _ = mp_resnet.read_safetensors("s.safetensors")
+		assert t["s"].shape == () and t["s"] == 2.5, t["s"]
+		assert (t["f"] == f).all()
+	EOF
+	run inspect --tensors s.safetensors
+	assert_status 0
+	assert_equal "$(awk -F'\t' '$1 == "s" { print $2, $4 }' <<<"$output")" "[] 2.5"
+	assert_equal "$(inspect --dump f s.safetensors | tr '\n' ' ')" "0 1 2 3 4 5 "
+}
+
 @test "a checkpoint missing part of its momentum is refused; a missing file is a runtime error" {
 	init 1 4,8 A 10 1 ck.safetensors momentum
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
