@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,6 +440,60 @@ static void read_weights(const char *path, mp_st_file *f)
 		mp_errx(1, "%s", e.msg);
 }
 
+/* The shortest of 15 to 17 significant digits that reads back as v. */
+static void double_text(char *buf, size_t n, double v)
+{
+	for (int digits = 15; digits <= 17; digits++) {
+		snprintf(buf, n, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
+}
+
+/* A JSON number that reads back as exactly v; null when v is not finite.
+ * cJSON prints 15 digits whenever they come within a rounding error of v,
+ * and -0 as "-0", which readers take for the integer 0. */
+static cJSON *json_number(double v)
+{
+	char buf[40];
+	if (!isfinite(v))
+		return cJSON_CreateNull();
+	if (v == 0)
+		return cJSON_CreateRaw(signbit(v) ? "-0.0" : "0");
+	double_text(buf, sizeof buf, v);
+	return cJSON_CreateRaw(buf);
+}
+
+static void add_number(cJSON *o, const char *key, double v)
+{
+	cJSON_AddItemToObject(o, key, json_number(v));
+}
+
+/* Element i of t as text that reads back exactly: integers in full, F64
+ * with up to 17 digits, the narrower floats with 9; -1 for an integer,
+ * 0 for a float. */
+static int element_text(const mp_st_tensor *t, uint64_t i, char *buf, size_t n)
+{
+	switch (t->dtype) {
+	case MP_ST_I64: {
+		int64_t v;
+		memcpy(&v, (const uint8_t *)t->data + i * 8, 8);
+		snprintf(buf, n, "%" PRId64, v);
+		return -1;
+	}
+	case MP_ST_I32: case MP_ST_I16: case MP_ST_I8: case MP_ST_U8: case MP_ST_BOOL:
+		/* exact in a double */
+		snprintf(buf, n, "%.0f", mp_st_element(t, i));
+		return -1;
+	case MP_ST_F64:
+		double_text(buf, n, mp_st_element(t, i));
+		return 0;
+	default:
+		snprintf(buf, n, "%.9g", mp_st_element(t, i));
+		return 0;
+	}
+}
+
 static void shape_text(const mp_st_tensor *t, char *buf, size_t n)
 {
 	mp_st_shape_str(t->shape, t->ndim, buf, n);
@@ -539,11 +595,11 @@ static int weights_tensors(const char *path, int json)
 			for (int d = 0; d < t->ndim; d++)
 				cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
 			cJSON_AddStringToObject(o, "dtype", mp_st_dtype_name(t->dtype));
-			cJSON_AddNumberToObject(o, "mean", st.mean);
-			cJSON_AddNumberToObject(o, "std", st.std);
-			cJSON_AddNumberToObject(o, "min", st.min);
-			cJSON_AddNumberToObject(o, "max", st.max);
-			cJSON_AddNumberToObject(o, "l2", st.l2);
+			add_number(o, "mean", st.mean);
+			add_number(o, "std", st.std);
+			add_number(o, "min", st.min);
+			add_number(o, "max", st.max);
+			add_number(o, "l2", st.l2);
 			cJSON_AddNumberToObject(o, "nonfinite", (double)st.nonfinite);
 			cJSON_AddItemToArray(arr, o);
 		} else {
@@ -567,11 +623,14 @@ static int weights_dump(const char *path, const char *name, int json)
 		mp_errx(1, "%s: no tensor named %s", path, name);
 	cJSON *arr = json ? cJSON_CreateArray() : NULL;
 	for (uint64_t i = 0; i < t->numel; i++) {
-		double v = mp_st_element(t, i);
-		if (json)
-			cJSON_AddItemToArray(arr, cJSON_CreateNumber(v));
+		char text[40];
+		int is_int = element_text(t, i, text, sizeof text) < 0;
+		if (!json)
+			printf("%s\n", text);
+		else if (is_int)
+			cJSON_AddItemToArray(arr, cJSON_CreateRaw(text));
 		else
-			printf("%.9g\n", v);
+			cJSON_AddItemToArray(arr, json_number(mp_st_element(t, i)));
 	}
 	if (json)
 		print_json(arr);
@@ -606,8 +665,8 @@ static int weights_diff(const char *a_path, const char *b_path, double tol, int 
 			cJSON *o = cJSON_CreateObject();
 			cJSON_AddStringToObject(o, "name", ta->name);
 			if (compared) {
-				cJSON_AddNumberToObject(o, "max_abs", d);
-				cJSON_AddNumberToObject(o, "max_rel", r);
+				add_number(o, "max_abs", d);
+				add_number(o, "max_rel", r);
 			}
 			cJSON_AddStringToObject(o, "verdict", verdict);
 			cJSON_AddItemToArray(arr, o);

@@ -175,6 +175,38 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_equal "$(inspect --dump f s.safetensors | tr '\n' ' ')" "0 1 2 3 4 5 "
 }
 
+@test "--dump and --json give back every value exactly: -0, F64, I64" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, mp_resnet
+		mp_resnet.write_safetensors("v.safetensors", {
+		    "f": np.array([-0.0, 0.1, 1e-45, np.nan, 3.4028235e38], np.float32),
+		    "d": np.array([0.1 + 0.2, -0.0, 1 / 3], np.float64),
+		    "i": np.array([2**53 + 1, -2**63, 1234567890123], np.int64)})
+	EOF
+	inspect --json --dump f v.safetensors >f.json
+	inspect --json --dump d v.safetensors >d.json
+	inspect --json --dump i v.safetensors >i.json
+	inspect --dump d v.safetensors >d.txt
+	inspect --dump i v.safetensors >i.txt
+	inspect --json --tensors v.safetensors >t.json
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import json, numpy as np, mp_resnet
+		t, _ = mp_resnet.read_safetensors("v.safetensors")
+		def same(a, b):
+		    assert a.tobytes() == b.tobytes(), (a, b)
+		f = json.load(open("f.json"))
+		same(t["f"][[0, 1, 2, 4]], np.array([f[0], f[1], f[2], f[4]], np.float32))
+		assert f[3] is None
+		same(t["d"], np.array(json.load(open("d.json")), np.float64))
+		same(t["d"], np.array([float(l) for l in open("d.txt")], np.float64))
+		same(t["i"], np.array(json.load(open("i.json")), np.int64))
+		same(t["i"], np.array([int(l) for l in open("i.txt")], np.int64))
+		st = {o["name"]: o for o in json.load(open("t.json"))}
+		assert str(st["f"]["min"]) == "-0.0" or st["f"]["min"] < 0, st["f"]
+		assert np.float32(st["f"]["max"]) == np.float32(3.4028235e38)
+	EOF
+}
+
 @test "a checkpoint missing part of its momentum is refused; a missing file is a runtime error" {
 	init 1 4,8 A 10 1 ck.safetensors momentum
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
