@@ -87,6 +87,14 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	run --separate-stderr inspect --verify flip.safetensors
 	assert_status 1
 	assert_contains "$stderr" "data CRC mismatch"
+	# a damaged length field: still weights, reported as such in every mode
+	cp w.safetensors len.safetensors
+	printf '\xff\xff\xff\x7f' | dd of=len.safetensors bs=1 seek=0 conv=notrunc status=none
+	for mode in --verify --tensors "--dump fc.weight" ""; do
+		run --separate-stderr inspect $mode len.safetensors
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: len.safetensors: header length 2147483647 exceeds the limit of 100000000 bytes"
+	done
 }
 
 @test "a file written from PyTorch loads, and a wrong shape is named" {
