@@ -743,6 +743,7 @@ int main(int argc, char **argv)
 	int json = 0, do_verify = 0, do_list = 0, do_tensors = 0, do_diff = 0, c;
 	const char *dump = NULL;
 	double tol = 0;
+	int tol_given = 0;
 	long record = -1, extract_n = -1, max_pixels = 1L << 26;
 	const char *out = NULL;
 	while ((c = getopt_long(argc, argv, "o:hV", long_opts, NULL)) != -1) {
@@ -759,7 +760,10 @@ int main(int argc, char **argv)
 		case OPT_TENSORS: do_tensors = 1; break;
 		case OPT_DUMP: dump = optarg; break;
 		case OPT_DIFF: do_diff = 1; break;
-		case OPT_TOL: bad = mp_parse_double("--tol", optarg, 0, 1e300, &tol); break;
+		case OPT_TOL:
+			bad = mp_parse_double("--tol", optarg, 0, 1e300, &tol);
+			tol_given = 1;
+			break;
 		case OPT_MAX_PIXELS:
 			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &max_pixels);
 			break;
@@ -778,7 +782,8 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	int dataset_opts = do_list + (record >= 0) + (extract_n >= 0);
-	if (tol != 0 && !do_diff) {
+	/* even --tol 0, the default: it asks for a comparison that is not made */
+	if (tol_given && !do_diff) {
 		mp_warnx("--tol is for --diff");
 		usage();
 	}

@@ -10,6 +10,7 @@
 
 #include "mp_backends.h"
 #include "mp_cli.h"
+#include "mp_list.h"
 #include "mp_train.h"
 #include "mp_util.h"
 
@@ -259,7 +260,9 @@ int main(int argc, char **argv)
 			o.net.fc_bn = 0;
 			o.net_given |= MP_TRAIN_NET_FC_BN;
 			break;
-		case OPT_CLASSES: bad = parse_int("--classes", optarg, 1, 1000000, &o.net.classes); break;
+		case OPT_CLASSES: /* the network's bounds: one class has nothing to tell apart */
+			bad = parse_int("--classes", optarg, 2, MP_MAX_CLASSES, &o.net.classes);
+			break;
 		case OPT_CROP:
 			bad = parse_int("--crop", optarg, 1, 4096, &o.net.input_size);
 			o.has_crop = 1;

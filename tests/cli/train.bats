@@ -513,6 +513,20 @@ snapshot() {
 	[[ ! -e out/train.log ]]
 }
 
+@test "--classes takes the class counts a network can have, 2 to 65536" {
+	for n in 1 65537; do
+		run train "${OPTS[@]}" --epochs 1 -o out --classes $n
+		assert_status 2
+		assert_equal "$output" "mp-train: --classes: \"$n\" is not a number from 2 to 65536"
+	done
+	# in range, it is checked against the data
+	run train "${OPTS[@]}" --epochs 1 -o out --classes 65536
+	assert_status 2
+	assert_equal "$output" "mp-train: $D/train.db: the dataset has 4 classes, --classes says 65536"
+	run train "${OPTS[@]}" --epochs 1 --max-steps 1 -q -o out --classes 4
+	assert_status 0
+}
+
 # lmdb_edit DB PYTHON: runs PYTHON with txn, a write transaction on DB, and json.
 lmdb_edit() {
 	"$PY" -c '

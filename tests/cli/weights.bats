@@ -63,6 +63,17 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_contains "$output" "only in B"
 }
 
+@test "--tol without --diff is a usage error, its default value included" {
+	init 1 4,8 A 10 1 w.safetensors
+	for tol in 0 1e-3; do
+		run --separate-stderr inspect --tol "$tol" w.safetensors
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "mp-inspect: --tol is for --diff"
+	done
+	run inspect --tol 0 --diff w.safetensors w.safetensors
+	assert_status 0
+}
+
 @test "checkpoints carry momentum and are recognised" {
 	init 1 4,8 B 10 1 ck.safetensors momentum
 	run inspect ck.safetensors
