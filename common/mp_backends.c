@@ -13,7 +13,7 @@ const char *const mp_precision_names[] = {"auto", "fp32", "bf16", NULL};
 static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp_error *e)
 {
 	/* read by the fast backend when it is made */
-	const char *wino = getenv("MP_CPU_WINOGRAD");
+	const char *wino = mp_getenv("MP_CPU_WINOGRAD");
 	if (!reference && wino && strcmp(wino, "0") && strcmp(wino, "1")) {
 		mp_seterr(e, "MP_CPU_WINOGRAD=%s: expected 0 or 1", wino);
 		return NULL;

@@ -786,7 +786,7 @@ static int setup(evaluator *ev, mp_error *e)
 	 * CPU the network's threads have them: a second team of threads
 	 * decoding at the same time only makes both wait for each other (a
 	 * run was ten times slower while another program kept one core busy). */
-	const char *ahead = getenv("MP_EVAL_AHEAD");
+	const char *ahead = mp_getenv("MP_EVAL_AHEAD");
 	if (ahead && strcmp(ahead, "0") && strcmp(ahead, "1"))
 		return mp_seterr(e, "MP_EVAL_AHEAD=%s: expected 0 or 1", ahead), MP_EVAL_FAILED;
 	ev->ahead = ahead ? !strcmp(ahead, "1") : !!strcmp(ev->be->ops->name, "cpu");

@@ -246,6 +246,12 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	return 0;
 }
 
+const char *mp_getenv(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : NULL;
+}
+
 void mp_sync_parent_dir(const char *path)
 {
 	const char *slash = strrchr(path, '/');

@@ -86,6 +86,9 @@ uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
 /* Reads a whole regular file of at most max_bytes into a malloc'ed buffer. */
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e);
+/* The environment variable name, or NULL when it is unset or empty (an
+ * empty value means the default, as for the CUDA backend's variables). */
+const char *mp_getenv(const char *name);
 /* Makes a rename into path's directory durable (fsync of the directory):
  * best effort, as the file is already in place and complete. */
 void mp_sync_parent_dir(const char *path);

@@ -516,6 +516,9 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	run env MP_EVAL_AHEAD=2 "$MP_BIN/mp-eval" -m "$D/rand.safetensors" "$D/val.db"
 	assert_status 1
 	assert_equal "$output" "mp-eval: MP_EVAL_AHEAD=2: expected 0 or 1"
+	# empty is the default
+	MP_EVAL_AHEAD= ev -q -m "$D/rand.safetensors" --batch 5 --scales 16,20 --probs pe.tsv "$D/val.db"
+	cmp p0.tsv pe.tsv
 }
 
 @test "bad options exit 2 with a message; --backend cuda exits 1 with the reason, auto says why it chose the CPU" {

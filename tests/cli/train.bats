@@ -599,6 +599,10 @@ txn.put(b"mb/00000000", bytes(v))'
 	assert_status 1
 	assert_contains "$output" "mp-train: MP_CPU_WINOGRAD=yes: expected 0 or 1"
 	[[ ! -e bad/weights.safetensors ]]
+	# empty is the default, as for every variable of the tools
+	MP_CPU_WINOGRAD= run train "${OPTS[@]}" --epochs 1 -o empty --max-steps 1
+	assert_status 0
+	assert_not_contains "$(first_line "$output")" "Winograd"
 }
 
 @test "--backend cuda without a GPU exits 1 with a clear message; auto says it chose the CPU" {
