@@ -102,11 +102,18 @@ static const char *const crop_names[] = {"full", "center", "5", "10", NULL};
 static const int crop_values[] = {MP_CROPS_FULL, MP_CROPS_CENTER, MP_CROPS_5, MP_CROPS_10};
 static const char *const combine_names[] = {"prob", "logit", NULL};
 
+/* What the images were read from, as messages name it. */
+static const char *input_name(const mp_eval_opts *o)
+{
+	const char *in = o->list ? o->list : o->data;
+	return strcmp(in, "-") ? in : "<stdin>";
+}
+
 static void print_table(const mp_eval_opts *o, const mp_eval_result *r)
 {
 	printf("mp-eval: %s on %s: %llu images, %d scale%s x %d view%s (crops %s%s, combine %s); "
 	       "%s; %.1f s, %.0f images/s\n",
-	       o->weights, o->list ? o->list : o->data, (unsigned long long)r->images, r->nscales,
+	       o->weights, input_name(o), (unsigned long long)r->images, r->nscales,
 	       r->nscales == 1 ? "" : "s", r->views_per_scale, r->views_per_scale == 1 ? "" : "s",
 	       crop_names[o->crops == MP_CROPS_FULL ? 0 : o->crops == MP_CROPS_CENTER ? 1
 						 : o->crops == MP_CROPS_5      ? 2 : 3],
@@ -130,7 +137,7 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 {
 	cJSON *j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "weights", o->weights);
-	cJSON_AddStringToObject(j, "data", o->list ? o->list : o->data);
+	cJSON_AddStringToObject(j, "data", input_name(o));
 	cJSON_AddNumberToObject(j, "images", (double)r->images);
 	cJSON_AddBoolToObject(j, "labelled", r->labelled);
 	cJSON_AddNumberToObject(j, "classes", r->classes);

@@ -242,4 +242,8 @@ mp-inspect: <stdin>: empty input: no dataset stream"
 	run --separate-stderr ev -m "$W" --list - <bad.txt
 	assert_status 1
 	assert_contains "$stderr" "(<stdin> line 1)"
+	run --separate-stderr ev -m "$W" - <"$D/s.stream"
+	assert_status 0
+	assert_contains "$(first_line "$output")" " on <stdin>: 40 images"
+	assert_equal "$(ev -q -m "$W" --json - <"$D/s.stream" | json_get - 'd["data"]')" "<stdin>"
 }
