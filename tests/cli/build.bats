@@ -2,7 +2,7 @@
 # The Makefile as users of a C project expect it: the user's CFLAGS, rebuilds
 # that follow headers and flags, a make with nothing to do that says so, a
 # clear stop where CUDA=1 cannot be honoured, install, DESTDIR staging and
-# uninstall. Each test builds in its own copy of the sources.
+# uninstall, sanitizers. Each test builds in its own copy of the sources.
 
 load helpers
 
@@ -146,4 +146,16 @@ built() {
 	assert_status 0
 	(cd src && find . | LC_ALL=C sort) >after
 	assert_equal "$(diff before after)" ""
+}
+
+@test "SAN=address,undefined builds with the sanitizers, and the loader's tests pass under them" {
+	echo 'int main(void) { return 0; }' >t.c
+	gcc -fsanitize=address,undefined t.c -o t 2>/dev/null || skip "gcc cannot link the sanitizers"
+	tree
+	run mk CUDA=0 SAN=address,undefined CFLAGS="-O0 -g" build/tests/test_loader
+	assert_status 0
+	nm src/build/tests/test_loader | grep -q __asan_init || fail "test_loader has no ASan"
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		run src/build/tests/test_loader
+	assert_status 0
 }
