@@ -1,5 +1,8 @@
 # miniplaces toolkit.  make [CUDA=auto|0|1] [OPT=-O2] ; make test ; make demo
 # make deps (as root) installs the Debian packages the build and tests need.
+# The usual variables are the user's: CFLAGS (default "$(OPT) -g"), CPPFLAGS,
+# LDFLAGS, CXXFLAGS, CC, CXX, PREFIX, DESTDIR; the flags the build needs are
+# added to them. SAN=address,undefined builds everything with those sanitizers.
 
 PREFIX    ?= /usr/local
 DESTDIR   ?=
@@ -13,6 +16,11 @@ CUDNN_LIB ?= $(CUDA_HOME)/lib64
 CUBLAS_INC ?= $(CUDA_HOME)/include
 CUBLAS_LIB ?= $(CUDA_HOME)/lib64
 OPT       ?= -O2
+CFLAGS    ?= $(OPT) -g
+CXXFLAGS  ?= $(OPT) -g
+CPPFLAGS  ?=
+LDFLAGS   ?=
+SAN       ?=
 CC        := $(if $(filter default,$(origin CC)),gcc,$(CC))
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
 
@@ -25,8 +33,9 @@ DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
-NO_BUILD_GOALS := deps clean distclean test demo reproduce
-ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+NO_BUILD_GOALS := deps clean distclean test demo reproduce lint-man uninstall
+BUILD_GOALS := $(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all))
+ifneq ($(BUILD_GOALS),)
 pkgver = $(shell pkg-config --modversion $(1) 2>/dev/null)
 V_TURBOJPEG := $(call pkgver,libturbojpeg)
 V_PNG       := $(call pkgver,libpng)
@@ -36,16 +45,13 @@ V_ZLIB      := $(call pkgver,zlib)
 V_CMOCKA    := $(call pkgver,cmocka)
 V_OPENBLAS  := $(call pkgver,openblas)
 HAVE_CUDNN  := $(wildcard $(CUDNN_INC)/cudnn.h)
+# A CUDA=1 that cannot be honoured stops the build, after the "found:" lines
+# have said what is there.
 ifeq ($(CUDA),0)
 USE_CUDA :=
 else ifeq ($(CUDA),1)
 USE_CUDA := yes
-ifeq ($(NVCC),)
-$(error CUDA=1 but nvcc was not found (set NVCC= or CUDA_HOME=))
-endif
-ifeq ($(HAVE_CUDNN),)
-$(error CUDA=1 but cudnn.h was not found under $(CUDNN_INC) (set CUDNN_INC=))
-endif
+CUDA_ERROR := $(if $(NVCC),$(if $(HAVE_CUDNN),,CUDA=1 but cudnn.h was not found under $(CUDNN_INC) (set CUDNN_INC=)),CUDA=1 but nvcc was not found on PATH nor in $(CUDA_HOME)/bin (set NVCC= or CUDA_HOME=))
 else ifeq ($(CUDA),auto)
 USE_CUDA := $(if $(and $(NVCC),$(HAVE_CUDNN)),yes)
 else
@@ -53,7 +59,10 @@ $(error CUDA must be auto, 0 or 1, not "$(CUDA)")
 endif
 ifeq ($(filter-out 0 1,$(MAKELEVEL)),)
 $(info found: TurboJPEG $(or $(V_TURBOJPEG),MISSING), libpng $(or $(V_PNG),MISSING), LMDB $(or $(V_LMDB),MISSING), cJSON $(or $(V_CJSON),MISSING), zlib $(or $(V_ZLIB),MISSING), cmocka $(or $(V_CMOCKA),MISSING), OpenBLAS $(or $(V_OPENBLAS),MISSING))
-$(info found: nvcc $(or $(NVCC),no), cuDNN $(if $(HAVE_CUDNN),yes,no); CUDA=$(CUDA) -> CUDA backend $(if $(USE_CUDA),built for $(CUDA_ARCH),not built))
+$(info found: nvcc $(or $(NVCC),no), cuDNN $(if $(HAVE_CUDNN),yes,no); CUDA=$(CUDA) -> CUDA backend $(if $(CUDA_ERROR),cannot be built,$(if $(USE_CUDA),built for $(CUDA_ARCH),not built)))
+endif
+ifneq ($(CUDA_ERROR),)
+$(error $(CUDA_ERROR))
 endif
 MISSING := $(strip $(if $(V_TURBOJPEG),,libturbojpeg0-dev) $(if $(V_PNG),,libpng-dev) \
 	$(if $(V_LMDB),,liblmdb-dev) $(if $(V_CJSON),,libcjson-dev) $(if $(V_ZLIB),,zlib1g-dev) \
@@ -66,7 +75,11 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags libturbojpeg libpng lmdb libcjson zlib openblas 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib openblas 2>/dev/null)
 
-CFLAGS  := -std=c11 $(OPT) -g -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS)
+# What the build needs comes first, the user's CPPFLAGS and CFLAGS after it
+# (so that CFLAGS=-O0 wins); the rules use MP_CFLAGS.
+SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer)
+MP_CFLAGS := $(strip -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS) \
+	$(CPPFLAGS) $(CFLAGS) $(SANFLAGS))
 # --as-needed: a program records only the libraries it uses (the CUDA ones
 # only where it can open the CUDA backend)
 LDLIBS  := -Wl,--as-needed $(PKG_LIBS) -lm -pthread -fopenmp
@@ -77,7 +90,7 @@ NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcom
 CUDA_MODULE := $(B)/lib/miniplaces/libmp-cuda.so
 CUDA_MODULE_INSTALLED := $(PREFIX)/lib/miniplaces/libmp-cuda.so
 ifneq ($(USE_CUDA),)
-CFLAGS  += -DMP_HAVE_CUDA
+MP_CFLAGS += -DMP_HAVE_CUDA
 LDLIBS  += -ldl -rdynamic
 NVFLAGS += -Xcompiler -fPIC -DMP_CUDA_MODULE_BUILD
 # cudart static; cuDNN and cuBLAS shared, found at run time through the
@@ -111,7 +124,7 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 EMU_OBJ     := $(B)/obj/tests/emu/emu_backend.o
 EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu \
 	$(B)/tests/emu/test_conv_emu)
-EMU_FLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
+EMU_FLAGS   := -std=c++17 $(CPPFLAGS) $(CXXFLAGS) $(SANFLAGS) -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
 	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
 	-I$(CUBLAS_INC)
@@ -119,7 +132,7 @@ CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
 .PHONY: all lib tools scripts unit-tests test check-tests demo reproduce deps install uninstall clean \
-	distclean lint-man FORCE
+	distclean lint-man
 
 all: tools scripts
 
@@ -127,29 +140,49 @@ lib: $(B)/libmp.a
 tools: $(TOOLS) $(if $(USE_CUDA),$(CUDA_MODULE))
 scripts: $(SCRIPT_BINS)
 
-# A change of flags rebuilds everything that depends on them.
-FLAGS_LINE := $(CC) $(CFLAGS) | $(LDLIBS) | $(NVCC) $(NVFLAGS) | cuda=$(USE_CUDA)
-$(B)/flags.stamp: FORCE
-	@mkdir -p $(B)
-	@echo '$(FLAGS_LINE)' | cmp -s - $@ || echo '$(FLAGS_LINE)' > $@
-
-$(B)/obj/%.o: %.c $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
-
+# A change of flags rebuilds everything that depends on them. The stamps
+# are rewritten, when what they hold differs, as the Makefile is read rather
+# than by a rule that always runs: so a make with nothing to do says so, and
+# make -n and make -q tell what would be rebuilt (they write nothing: a
+# stamp that would change is then taken as changed). The rules below only
+# make a stamp that is missing (make clean all).
+FLAGS_LINE := $(CC) $(MP_CFLAGS) $(LDFLAGS) | $(LDLIBS) | $(CXX) $(EMU_FLAGS) | \
+	$(NVCC) $(NVFLAGS) | cuda=$(USE_CUDA)
 # Where the programs look for the CUDA module: only the module's loader
 # knows, so that installing elsewhere (PREFIX) rebuilds that one object.
 MODULE_PATHS := $(abspath $(CUDA_MODULE)) $(CUDA_MODULE_INSTALLED)
-$(B)/module-paths.stamp: FORCE
-	@mkdir -p $(B)
-	@echo '$(MODULE_PATHS)' | cmp -s - $@ || echo '$(MODULE_PATHS)' > $@
-$(B)/obj/kernels/cuda/loader.o: CFLAGS += -DMP_CUDA_MODULE='"$(abspath $(CUDA_MODULE))"' \
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring q,$(firstword -$(MAKEFLAGS)))
+define update_stamp
+ifneq ($$(file <$(1)),$$($(2)))
+ifeq ($$(DRY_RUN),)
+$$(shell mkdir -p $$(B))$$(file >$(1),$$($(2)))
+else
+$(1): .FORCE
+endif
+endif
+endef
+ifneq ($(BUILD_GOALS),)
+$(eval $(call update_stamp,$(B)/flags.stamp,FLAGS_LINE))
+$(eval $(call update_stamp,$(B)/module-paths.stamp,MODULE_PATHS))
+endif
+shquote = '$(subst ','\'',$(1))'
+$(B)/flags.stamp:
+	@mkdir -p $(@D) && printf '%s\n' $(call shquote,$(FLAGS_LINE)) > $@
+$(B)/module-paths.stamp:
+	@mkdir -p $(@D) && printf '%s\n' $(call shquote,$(MODULE_PATHS)) > $@
+.FORCE:
+
+$(B)/obj/%.o: %.c $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(MP_CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/kernels/cuda/loader.o: MP_CFLAGS += -DMP_CUDA_MODULE='"$(abspath $(CUDA_MODULE))"' \
 	-DMP_CUDA_MODULE_INSTALLED='"$(CUDA_MODULE_INSTALLED)"'
 $(B)/obj/kernels/cuda/loader.o: $(B)/module-paths.stamp
 
 $(B)/obj/%.o: %.cu $(B)/flags.stamp
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 $(B)/libmp.a: $(LIB_OBJ)
 	@rm -f $@
@@ -161,46 +194,49 @@ $(CUDA_MODULE): $(CUDA_OBJ) $(B)/flags.stamp
 
 $(B)/bin/%: tools/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tools
-	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tools/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/tools/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 $(B)/scripts/%: scripts/%.c $(B)/libmp.a $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libmp.a $(LDLIBS)
+	@mkdir -p $(dir $@) $(B)/obj/scripts
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/scripts/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 $(EMU_OBJ): tests/emu/emu_backend.cpp tests/emu/cuda_emu.h tests/emu/emu_backend.h \
 		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
 	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -c -o $@ $<
+	$(CXX) $(EMU_FLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/tests/emu/test_nhwc_emu: tests/emu/test_nhwc_emu.cpp $(EMU_OBJ) $(B)/libmp.a
-	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -Itests/emu -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS)
+	@mkdir -p $(dir $@) $(B)/obj/tests/emu
+	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
+		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS)
 
 # conv.cu's algorithm choice against a stand-in for cuDNN (no emu_backend.o:
 # it has conv.cu's own entry points)
 $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/libmp.a $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -Itests/emu -o $@ $< $(B)/libmp.a $(LDLIBS)
+	@mkdir -p $(dir $@) $(B)/obj/tests/emu
+	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
+		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 # test_cuda_ops itself, on the backend's code on the host
 $(B)/tests/emu/test_cuda_ops_emu: tests/gpu/test_cuda_ops.c $(EMU_OBJ) $(B)/libmp.a $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DMP_TEST_EMULATED -Itests/emu -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS) \
+	@mkdir -p $(dir $@) $(B)/obj/tests/emu
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -DMP_TEST_EMULATED -Itests/emu \
+		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS) \
 		-lstdc++
 
 $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests
-	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) $(shell pkg-config --cflags cmocka) -MMD -MP -MF $(B)/obj/tests/$*.d \
 		-o $@ $< $(B)/libmp.a $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 $(B)/tests/gpu/%: tests/gpu/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/gpu
-	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tests/gpu/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/tests/gpu/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/oracle
-	$(CC) $(CFLAGS) -MMD -MP -MF $(B)/obj/tests/oracle/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/tests/oracle/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
@@ -257,7 +293,7 @@ install: tools
 uninstall:
 	rm -f $(patsubst $(B)/bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS))
 	rm -f $(DESTDIR)$(CUDA_MODULE_INSTALLED)
-	-rmdir $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) 2>/dev/null
+	rmdir $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) 2>/dev/null || :
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
 
@@ -266,4 +302,3 @@ clean:
 
 distclean: clean
 
-FORCE:

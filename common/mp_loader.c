@@ -161,10 +161,11 @@ static int load_records(mp_loader *l, mp_error *e)
 			d->name_len = r->name_len;
 			if ((l->o.train || (m->labelled && m->classes > 0)) &&
 			    (r->label < 0 || r->label >= m->classes)) {
+				int label = r->label; /* r lives in mb */
 				mp_mb_free(&mb);
 				return mp_seterr(e, "%s: record %llu has label %d, outside 0..%d",
 						 mp_source_name(l->src), (unsigned long long)(l->nrec - 1),
-						 r->label, m->classes - 1);
+						 label, m->classes - 1);
 			}
 		}
 		mp_mb_free(&mb);
