@@ -260,7 +260,7 @@ def parse_options(argv):
     o.scale_max = _number("--scale-max", g["scale-max"], 1, 65535, True)
     o.mean = _list("--mean", g["mean"], 0, 255, 3, 3) if g["mean"] is not None else None
     # an empty value is refused, as mp-train does, not taken for the default
-    o.classes = (_number("--classes", g["classes"], 1, 1000000, True)
+    o.classes = (_number("--classes", g["classes"], 2, 65536, True)
                  if g["classes"] is not None else 0)
     o.depth = _number("--depth", g["depth"], 1, 1000, True)
     widths = _list("--widths", g["widths"], 1, 65536, 1, 8)

@@ -178,7 +178,7 @@ EOF
 		"--mean 1_0,2,3|--mean: \"1_0,2,3\": entry 1 is not a number from 0 to 255"
 		"--threads=|--threads: \"\" is not a number from 1 to 1024"
 		"--max-steps=|--max-steps: \"\" is not a number from 1 to 9223372036854775807"
-		"--classes=|--classes: \"\" is not a number from 1 to 1000000"
+		"--classes=|--classes: \"\" is not a number from 2 to 65536"
 		"--seed -1|--seed: \"-1\" is not a number from 0 to 9223372036854775807"
 	)
 	for c in "${cases[@]}"; do

@@ -58,7 +58,7 @@ teardown() {
 		"$1" -q --size 16 --macrobatch 8 -o - val.txt | "$2" -q --json -m "$3" -' \
 		_ "$MP_BIN/mp-batchwriter" "$MP_BIN/mp-eval" "$W"
 	assert_status 0
-	assert_equal "$(json_get - 'd["images"], d["data"]' <<<"$output")" "(40, '-')"
+	assert_equal "$(json_get - 'd["images"], d["data"]' <<<"$output")" "(40, '<stdin>')"
 	run --separate-stderr bash -c 'set -o pipefail
 		"$1" -q --size 16 --macrobatch 8 -o - val.txt | "$2" --verify -' \
 		_ "$MP_BIN/mp-batchwriter" "$MP_BIN/mp-inspect"
