@@ -583,6 +583,35 @@ static void *prepare_thread(void *arg)
 
 /* ---- evaluating a batch ------------------------------------------------------ */
 
+/* The first logit of the batch that is not a finite number, as an error that
+ * names its image: NaN compares false against everything, so its image
+ * would rank its label first and count as correct, and a diverged network
+ * would score no error at all. */
+static int check_logits(const evaluator *ev, const batch *b, const float *logits, int scale,
+			int view, mp_error *e)
+{
+	const int C = ev->classes;
+	for (int i = 0; i < b->n; i++)
+		for (int j = 0; j < C; j++) {
+			float z = logits[(size_t)i * C + j];
+			if (isfinite(z))
+				continue;
+			const item *it = &b->items[i];
+			char what[160];
+			snprintf(what, sizeof what, "the network's output for class %d is %s "
+				 "(scale %d, view %d): the weights hold NaN or infinity, or overflow",
+				 j, isnan(z) ? "NaN" : "infinite", scale, view);
+			if (it->is_file) {
+				const char *root = mp_list_root(ev->rd.root, it->name);
+				return mp_seterr(e, "%s%s%s (%s line %ld): %s", root, *root ? "/" : "",
+						 it->name, reader_name(&ev->rd), it->line, what);
+			}
+			return mp_seterr(e, "%s: record %llu (%s): %s", reader_name(&ev->rd),
+					 (unsigned long long)it->index, it->name, what);
+		}
+	return 0;
+}
+
 static int process(evaluator *ev, const batch *b, mp_error *e)
 {
 	const mp_eval_opts *o = ev->o;
@@ -626,7 +655,8 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 				    dump_view(o->dump_views, items[i].index, s, v, vbuf + i * vplane, vs,
 					      ev->mean, e) < 0)
 					goto out;
-			if (mp_resnet_predict(ev->net, vbuf, n, vs, vs, logits, e) < 0)
+			if (mp_resnet_predict(ev->net, vbuf, n, vs, vs, logits, e) < 0 ||
+			    check_logits(ev, b, logits, s, v, e) < 0)
 				goto out;
 			for (int i = 0; i < n; i++) {
 				double *a = acc + (size_t)i * C;

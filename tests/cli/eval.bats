@@ -360,6 +360,33 @@ for l in sorted(open("p.tsv").readlines()[1:]):
 	assert_files .  junk.safetensors
 }
 
+@test "weights that give NaN or infinite logits, as a diverged run leaves them: exit 1, the image named, nothing written" {
+	# a NaN compares false with everything: each image would rank its
+	# label first, and the run report no error at all
+	"$PY" - "$MP_ROOT/scripts" "$D/rand.safetensors" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import zlib
+import numpy as np
+import mp_resnet
+for name, value in (("nan", np.nan), ("inf", np.inf)):
+    t, meta = mp_resnet.read_safetensors(sys.argv[2])
+    t["fc_bn.bias"][2] = value
+    crc = 0
+    for v in t.values():
+        crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
+    meta["crc32"] = "%08x" % (crc & 0xffffffff)
+    mp_resnet.write_safetensors(name + ".safetensors", t, meta)
+EOF
+	run ev -m nan.safetensors --scales 16,24 --probs p.tsv --submission s.txt --per-class c.tsv "$D/val.db"
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/val.db: record 0 (im/cls0000.png): the network's output for class 2 is NaN (scale 16, view 0): the weights hold NaN or infinity, or overflow"
+	run ev -m inf.safetensors --crops 10 --scales 24 --batch 5 --list "$D/val.txt" -r "$D"
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/im/cls0000.png ($D/val.txt line 1): the network's output for class 2 is infinite (scale 24, view 0): the weights hold NaN or infinity, or overflow"
+	assert_files . inf.safetensors nan.safetensors
+}
+
 @test "bad data: a label out of range, a truncated stream, a missing or bad image, no labels for --per-class: exit 1, nothing written" {
 	printf 'im/cls0000.png 0\nim/cls0001.png 7\n' >bad.txt
 	run ev -m "$D/rand.safetensors" --list bad.txt -r "$D"
