@@ -785,6 +785,18 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		    mp_resnet_forward(t->net, images, n, size, size, 0, e) < 0 ||
 		    mp_resnet_loss(t->net, labels, 0, &loss, probs, e) < 0)
 			return -1;
+		/* a NaN output ranks every label first: scored, it would read as
+		 * no error at all */
+		if (!isfinite(loss)) {
+			mp_progress_done(&p);
+			return mp_seterr(e, "validation after step %ld: the loss is %s on %s (the "
+					    "weights or their running statistics hold NaN or infinity); "
+					    "stopping. %s%s",
+					 t->step, isnan(loss) ? "NaN" : "infinite", t->o->val_db,
+					 t->last_good[0] ? "The last good checkpoint is "
+							 : "No checkpoint was written",
+					 t->last_good);
+		}
 		out->loss += loss * n;
 		score(probs, labels, n, t->classes, out);
 		mp_progress_update(&p, (uint64_t)out->images, NULL);

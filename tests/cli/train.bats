@@ -390,6 +390,30 @@ wait_rows() {
 	[[ ! -e out/train.log.superseded ]]
 }
 
+@test "a validation pass whose output is NaN stops the run, never scored as no error" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	# a NaN running mean: training (batch statistics) goes on, evaluation cannot
+	"$PY" - "$MP_ROOT/scripts" out/checkpoint-0001.safetensors out/nan.safetensors <<-'EOF'
+		import sys, zlib
+		import numpy as np
+		sys.path.insert(0, sys.argv[1])
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors(sys.argv[2])
+		t["stem.bn.running_mean"][0] = np.nan
+		crc = 0
+		for v in t.values():
+		    crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
+		meta["crc32"] = "%08x" % (crc & 0xffffffff)
+		mp_resnet.write_safetensors(sys.argv[3], t, meta)
+	EOF
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -o out --resume out/nan.safetensors
+	assert_status 1
+	assert_contains "$stderr" "mp-train: validation after step 16: the loss is NaN on $D/val.db"
+	assert_contains "$stderr" "The last good checkpoint is out/nan.safetensors"
+	[[ ! -e out/checkpoint-0002.safetensors ]]
+	[[ $(log_col out/train.log epoch epoch | tail -1) == 1 ]]
+}
+
 @test "a full disk: a clear error, and earlier checkpoints stay intact" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	cp out/checkpoint-0001.safetensors before.safetensors
