@@ -290,12 +290,16 @@ static void top_k(const double *p, int classes, int k, int *out)
 
 typedef struct {
 	char *name;
+	size_t seq; /* the input order */
 	int labels[16];
 } submission_row;
 
+/* By name, and a name listed twice in input order: qsort is not stable. */
 static int cmp_rows(const void *a, const void *b)
 {
-	return strcmp(((const submission_row *)a)->name, ((const submission_row *)b)->name);
+	const submission_row *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c ? c : (x->seq < y->seq ? -1 : x->seq > y->seq);
 }
 
 /* An output file is written under a temporary name beside it and renamed
@@ -718,7 +722,8 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 				ev->caprows = ev->caprows ? 2 * ev->caprows : 1024;
 				ev->rows = mp_xrealloc(ev->rows, ev->caprows * sizeof *ev->rows);
 			}
-			submission_row *row = &ev->rows[ev->nrows++];
+			submission_row *row = &ev->rows[ev->nrows];
+			row->seq = ev->nrows++;
 			row->name = mp_xstrdup(items[i].name);
 			memcpy(row->labels, best, sizeof best);
 		}
