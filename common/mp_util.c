@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -272,9 +273,11 @@ void mp_sync_parent_dir(const char *path)
 }
 
 /* Fixed slots rather than a list: the handler may run on any thread while
- * another adds or removes, and must not follow pointers being freed. */
+ * another adds or removes, and must not follow pointers being freed. The
+ * lock orders threads that add and remove; the handler never takes it. */
 static char tmp_paths[MP_TMP_MAX][PATH_MAX];
 static volatile sig_atomic_t tmp_used[MP_TMP_MAX];
+static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void tmp_on_signal(int sig)
 {
@@ -302,24 +305,30 @@ int mp_tmp_add(const char *path)
 	size_t n = strlen(path);
 	if (n >= PATH_MAX)
 		return -1;
+	int rc = -1;
+	pthread_mutex_lock(&tmp_lock);
 	for (int i = 0; i < MP_TMP_MAX; i++)
 		if (!tmp_used[i]) {
 			memcpy(tmp_paths[i], path, n + 1);
 			/* the name is whole before the handler can see it */
 			atomic_signal_fence(memory_order_seq_cst);
 			tmp_used[i] = 1;
-			return 0;
+			rc = 0;
+			break;
 		}
-	return -1;
+	pthread_mutex_unlock(&tmp_lock);
+	return rc;
 }
 
 void mp_tmp_remove(const char *path)
 {
+	pthread_mutex_lock(&tmp_lock);
 	for (int i = 0; i < MP_TMP_MAX; i++)
 		if (tmp_used[i] && !strcmp(tmp_paths[i], path)) {
 			tmp_used[i] = 0;
-			return;
+			break;
 		}
+	pthread_mutex_unlock(&tmp_lock);
 }
 
 int mp_write_file_atomic(const char *path, const void *buf, size_t len,
@@ -330,9 +339,14 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 	if (!tmp)
 		return mp_seterr(e, "%s: out of memory", path);
 	snprintf(tmp, plen + 32, "%s.tmp-%ld", path, (long)getpid());
+	/* before it exists, so that a signal (mp_tmp_on_signals) never
+	 * leaves it behind */
+	int listed = mp_tmp_add(tmp) == 0;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		mp_seterr(e, "%s: %s", tmp, strerror(errno));
+		if (listed)
+			mp_tmp_remove(tmp);
 		free(tmp);
 		return -1;
 	}
@@ -362,6 +376,8 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 		mp_seterr(e, "%s: rename: %s", path, strerror(errno));
 		goto fail;
 	}
+	if (listed)
+		mp_tmp_remove(tmp);
 	mp_sync_parent_dir(path);
 	free(tmp);
 	return 0;
@@ -369,6 +385,8 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);
+	if (listed)
+		mp_tmp_remove(tmp);
 	free(tmp);
 	return -1;
 }

@@ -92,7 +92,8 @@ const char *mp_getenv(const char *name);
 /* Makes a rename into path's directory durable (fsync of the directory):
  * best effort, as the file is already in place and complete. */
 void mp_sync_parent_dir(const char *path);
-/* Writes a whole buffer to a file, atomically (temporary name + rename). */
+/* Writes a whole buffer to a file, atomically (temporary name + rename).
+ * The temporary name is registered with mp_tmp_add while it exists. */
 int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 			 mp_error *e);
 /* Removes a directory tree we created (only plain files inside). */
@@ -106,7 +107,8 @@ int mp_same_file(const char *a, const char *b);
  * signal, as if it had not been caught; a signal ignored when the program
  * started (nohup, a background job) stays ignored. At most MP_TMP_MAX
  * files at a time: mp_tmp_add returns -1 for one more, or for a path of
- * PATH_MAX bytes or more, and that file is then not removed. */
+ * PATH_MAX bytes or more, and that file is then not removed. Any thread
+ * may add and remove. */
 #define MP_TMP_MAX 8
 void mp_tmp_on_signals(void);
 int mp_tmp_add(const char *path);

@@ -879,8 +879,11 @@ int main(int argc, char **argv)
 		rc = list_records(src, json);
 	else if (record >= 0)
 		rc = show_record(src, (uint64_t)record, json);
-	else if (extract_n >= 0)
+	else if (extract_n >= 0) {
+		/* a signal while the image is written leaves no FILE.tmp-PID */
+		mp_tmp_on_signals();
 		rc = extract(src, (uint64_t)extract_n, out, (uint64_t)max_pixels);
+	}
 	else
 		rc = summary(src, json);
 	mp_source_close(src);

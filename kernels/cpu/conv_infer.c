@@ -141,7 +141,8 @@ int mp_cpu_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_te
  * output is summed by one thread in the order of the terms. */
 #define SMALL_TERMS 64
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* not under ThreadSanitizer: see VECTOR_CLONES in winograd.c */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 static void small_row(const float *x, const float *w, const float *scale, const float *shift,

@@ -29,8 +29,11 @@
  * so that they stay in the threads' L2 caches between the steps. */
 #define BLOCK_BYTES (3u << 20)
 
-/* The portable transforms' loops vectorize best for the machine they run on. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* The portable transforms' loops vectorize best for the machine they run on.
+ * Not under ThreadSanitizer: the clones' resolver runs while the program is
+ * loaded, before the sanitizer's runtime is set up, and its instrumented
+ * entry crashes every program that links this file. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VECTOR_CLONES

@@ -159,3 +159,18 @@ built() {
 		run src/build/tests/test_loader
 	assert_status 0
 }
+
+@test "SAN=thread builds programs that start, and the loader's tests pass under it" {
+	echo 'int main(void) { return 0; }' >t.c
+	{ gcc -fsanitize=thread t.c -o t && ./t; } 2>/dev/null || skip "gcc cannot link or run ThreadSanitizer"
+	tree
+	run mk CUDA=0 SAN=thread CFLAGS="-O0 -g" build/bin/mp-eval build/tests/test_loader
+	assert_status 0
+	nm src/build/bin/mp-eval | grep -q __tsan_init || fail "mp-eval has no TSan"
+	# the vector kernels' target_clones resolvers run before TSan is set up
+	run src/build/bin/mp-eval --version
+	assert_status 0
+	# one OpenMP thread: libgomp's own synchronisation is invisible to TSan
+	TSAN_OPTIONS=halt_on_error=1 OMP_NUM_THREADS=1 run src/build/tests/test_loader
+	assert_status 0
+}

@@ -1,12 +1,20 @@
-/* Shared helpers: error messages that do not fit their buffer. */
+/* Shared helpers: error messages that do not fit their buffer, temporary
+ * files that a signal removes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mp_util.h"
 
@@ -111,6 +119,57 @@ static void the_cut_falls_between_utf8_characters(void **state)
 		}
 }
 
+/* A signal that ends mp_write_file_atomic half way removes its temporary
+ * file. The temporary name is made a FIFO beforehand, so that the writer
+ * is seen to be inside its write loop (its bytes arrive) when the signal
+ * is sent, and stays there (the FIFO is full). */
+static void a_signal_removes_a_half_written_file(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mp-test-util-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[128], tmp[160];
+	snprintf(path, sizeof path, "%s/out.png", dir);
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(go[1]);
+		mp_tmp_on_signals();
+		char c;
+		if (read(go[0], &c, 1) != 1)
+			_exit(3);
+		static uint8_t buf[1 << 20];
+		mp_error e;
+		mp_write_file_atomic(path, buf, sizeof buf, &e);
+		_exit(4); /* the signal ends it first */
+	}
+	close(go[0]);
+	snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)pid);
+	assert_int_equal(mkfifo(tmp, 0600), 0);
+	int fd = open(tmp, O_RDONLY | O_NONBLOCK);
+	assert_true(fd >= 0);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	struct pollfd pf = {.fd = fd, .events = POLLIN};
+	assert_int_equal(poll(&pf, 1, 10000), 1);
+	char some[16];
+	assert_true(read(fd, some, sizeof some) > 0);
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(fd);
+	close(go[1]);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGTERM);
+	struct stat st;
+	int left = lstat(tmp, &st) == 0;
+	unlink(tmp);
+	assert_int_equal(lstat(path, &st), -1);
+	rmdir(dir);
+	assert_false(left);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -118,6 +177,7 @@ int main(void)
 		cmocka_unit_test(a_long_path_loses_its_middle_not_the_reason),
 		cmocka_unit_test(an_argument_may_be_the_message_itself),
 		cmocka_unit_test(the_cut_falls_between_utf8_characters),
+		cmocka_unit_test(a_signal_removes_a_half_written_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
