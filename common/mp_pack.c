@@ -165,7 +165,10 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&p->mu);
 		s.done = 1;
 		p->slots[i % p->window] = s;
-		if (i >= p->writer_wants)
+		/* the writer waits for a batch of images from writer_wants on, or
+		 * for the one it must write next, whichever comes first: the
+		 * later ones may all be done while that one is still decoding */
+		if (i >= p->writer_wants || (i == p->consumed && p->writer_wants != SIZE_MAX))
 			pthread_cond_signal(&p->ready);
 		pthread_mutex_unlock(&p->mu);
 	}
