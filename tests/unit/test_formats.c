@@ -325,8 +325,8 @@ static void meta_rejects_bad_documents(void **state)
 		"[]",
 		"{\"format\":\"other\"}",
 		"{\"format\":\"mp-dataset\",\"format_version\":2}",
-		"{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
-		"\"records\":-5}",
+		("{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
+		 "\"records\":-5}"),
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_int_equal(mp_meta_from_json(bad[i], strlen(bad[i]), &m, &e), -1);
