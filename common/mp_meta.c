@@ -190,6 +190,8 @@ static int get_mean(const cJSON *o, mp_meta *m, mp_error *e)
 static int check_counts(const char *what, uint64_t records, uint64_t macrobatches,
 			uint32_t macrobatch_size, mp_error *e)
 {
+	if (macrobatch_size == 0) /* an end frame with no meta document read */
+		return mp_seterr(e, "%s: the macrobatch size is not known", what);
 	if (records > 0 && macrobatches != (records + macrobatch_size - 1) / macrobatch_size)
 		return mp_seterr(e, "%s: %llu macrobatches cannot hold %llu records of %u each",
 				 what, (unsigned long long)macrobatches,

@@ -395,6 +395,9 @@ static void meta_end_frame_checks_counts(void **state)
 	mp_meta m;
 	mp_error e;
 	mp_meta_init(&m);
+	static const char good[] = "{\"records\":5,\"macrobatches\":2,\"mean\":[1,2,3],\"skipped\":1}";
+	assert_int_equal(mp_meta_apply_end(&m, good, strlen(good), &e), -1);
+	assert_string_equal(e.msg, "end frame: the macrobatch size is not known");
 	m.macrobatch_size = 3;
 	static const char bad[] = "{\"records\":5,\"macrobatches\":0,\"mean\":[1,2,3],\"skipped\":1}";
 	assert_int_equal(mp_meta_apply_end(&m, bad, strlen(bad), &e), -1);
@@ -403,7 +406,6 @@ static void meta_end_frame_checks_counts(void **state)
 	assert_int_equal(m.records, 0);
 	assert_int_equal(m.skipped, 0);
 	assert_int_equal(m.has_mean, 0);
-	static const char good[] = "{\"records\":5,\"macrobatches\":2,\"mean\":[1,2,3],\"skipped\":1}";
 	assert_int_equal(mp_meta_apply_end(&m, good, strlen(good), &e), 0);
 	assert_int_equal(m.complete, 1);
 	assert_int_equal(m.records, 5);
