@@ -291,7 +291,7 @@ FUZZ_MAX_LEN_stream := 16384
 FUZZ_MAX_LEN_weights := 16384
 FUZZ_OPTS := -rss_limit_mb=2048 -timeout=10
 fuzz_cc_ok = printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
-	$(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null
+	$(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -fopenmp -o /dev/null - 2>/dev/null
 
 fuzz:
 	@$(fuzz_cc_ok) || { echo "fuzz: $(FUZZ_CC) cannot build libFuzzer programs (apt-get install clang)" >&2; exit 1; }
