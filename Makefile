@@ -1,4 +1,5 @@
 # miniplaces toolkit.  make [CUDA=auto|0|1] [OPT=-O2] ; make test ; make demo
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_ONLY="stream meta"] fuzzes the file parsers.
 # make deps (as root) installs the Debian packages the build and tests need.
 # The usual variables are the user's: CFLAGS (default "$(OPT) -g"), CPPFLAGS,
 # LDFLAGS, CXXFLAGS, CC, CXX, PREFIX, DESTDIR; the flags the build needs are
@@ -33,7 +34,7 @@ DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
-NO_BUILD_GOALS := deps clean distclean test demo reproduce lint-man uninstall
+NO_BUILD_GOALS := deps clean distclean test demo reproduce lint-man uninstall fuzz fuzz-check
 BUILD_GOALS := $(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all))
 ifneq ($(BUILD_GOALS),)
 pkgver = $(shell pkg-config --modversion $(1) 2>/dev/null)
@@ -78,7 +79,10 @@ PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib o
 # What the build needs comes first, the user's CPPFLAGS and CFLAGS after it
 # (so that CFLAGS=-O0 wins); the rules use MP_CFLAGS.
 SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer)
-MP_CFLAGS := $(strip -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS) \
+# clang reports each "omp simd" loop it leaves scalar (at -O1, or with the
+# sanitizers): a note about speed, not about the code
+CLANG_WARN := $(if $(BUILD_GOALS),$(if $(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),-Wno-pass-failed))
+MP_CFLAGS := $(strip -std=c11 -Wall -Wextra $(CLANG_WARN) -D_GNU_SOURCE -pthread -fopenmp -Icommon -Ikernels $(PKG_CFLAGS) \
 	$(CPPFLAGS) $(CFLAGS) $(SANFLAGS))
 # --as-needed: a program records only the libraries it uses (the CUDA ones
 # only where it can open the CUDA backend)
@@ -132,7 +136,7 @@ CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
 
 .PHONY: all lib tools scripts unit-tests test check-tests demo reproduce deps install uninstall clean \
-	distclean lint-man
+	distclean lint-man fuzz fuzz-check fuzzers
 
 all: tools scripts
 
@@ -234,6 +238,16 @@ $(B)/tests/gpu/%: tests/gpu/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/gpu
 	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/tests/gpu/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
+# libFuzzer harnesses: built only by the sub-make of fuzz and fuzz-check
+# below, where CC is clang and libmp.a has the fuzzer's instrumentation.
+$(B)/fuzzers/fuzz_%: tests/fuzz/fuzz_%.c $(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/fuzzers
+	$(CC) $(MP_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -MMD -MP -MF $(B)/obj/fuzzers/fuzz_$*.d \
+		-o $@ $< $(B)/libmp.a $(LDLIBS)
+
+fuzzers: $(patsubst tests/fuzz/%.c,$(B)/fuzzers/%,$(wildcard tests/fuzz/fuzz_*.c))
+	@:
+
 $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/oracle
 	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/tests/oracle/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
@@ -248,9 +262,55 @@ unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUD
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
+	@$(MAKE) --no-print-directory fuzz-check
 	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* $(B)/tests/emu/test_* 2>/dev/null); \
 		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
 		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $$gpu $(ORACLE_TESTS) $(CLI_TESTS)
+
+# ---- fuzzing --------------------------------------------------------------
+# One libFuzzer harness per parser of untrusted bytes (tests/fuzz/fuzz_*.c),
+# linked with a libmp.a of its own (build/fuzz) built by clang with ASan and
+# UBSan. tests/fuzz/corpus/NAME holds the seeds and every input that once
+# failed: make test replays them (fuzz-check); make fuzz runs each harness
+# FUZZ_SECONDS, keeping what it finds in build/fuzz/corpus/NAME and a failing
+# input in build/fuzz/crash-NAME-*.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_ONLY    ?= $(FUZZ_NAMES)
+FUZZ_B       := $(B)/fuzz
+FUZZ_MAKE     = $(MAKE) --no-print-directory B=$(FUZZ_B) CC=$(FUZZ_CC) CUDA=0 SAN=address,undefined \
+	CFLAGS='-O1 -g -fsanitize=fuzzer-no-link -fno-sanitize-recover=all'
+# the largest input tried, in bytes: a few times the seeds
+FUZZ_MAX_LEN_image := 16384
+FUZZ_MAX_LEN_list := 4096
+FUZZ_MAX_LEN_macrobatch := 8192
+FUZZ_MAX_LEN_meta := 4096
+FUZZ_MAX_LEN_safetensors := 16384
+FUZZ_MAX_LEN_stream := 16384
+FUZZ_MAX_LEN_weights := 16384
+FUZZ_OPTS := -rss_limit_mb=2048 -timeout=10
+fuzz_cc_ok = printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n' | \
+	$(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -fopenmp -o /dev/null - 2>/dev/null
+
+fuzz:
+	@$(fuzz_cc_ok) || { echo "fuzz: $(FUZZ_CC) cannot build libFuzzer programs (apt-get install clang)" >&2; exit 1; }
+	@$(FUZZ_MAKE) fuzzers
+	@$(foreach t,$(FUZZ_ONLY),mkdir -p $(FUZZ_B)/corpus/$(t) && \
+		echo "fuzz: $(t) for $(FUZZ_SECONDS)s" && \
+		$(FUZZ_B)/fuzzers/fuzz_$(t) $(FUZZ_OPTS) -max_len=$(FUZZ_MAX_LEN_$(t)) \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_B)/crash-$(t)- $(FUZZ_B)/corpus/$(t) tests/fuzz/corpus/$(t) &&) :
+
+# Each harness over its committed corpus once: every input must pass.
+fuzz-check:
+	@if ! $(fuzz_cc_ok); then \
+		echo "fuzz-check: SKIP: $(FUZZ_CC) cannot build libFuzzer programs (apt-get install clang)"; \
+	else $(FUZZ_MAKE) fuzzers >/dev/null && \
+		$(foreach t,$(FUZZ_NAMES),$(FUZZ_B)/fuzzers/fuzz_$(t) $(FUZZ_OPTS) tests/fuzz/corpus/$(t)/* \
+			>$(FUZZ_B)/check-$(t).log 2>&1 && \
+		echo "fuzz-check: $(t): $$(ls tests/fuzz/corpus/$(t) | wc -l) inputs pass" || \
+		{ echo "fuzz-check: $(t) FAILED (see $(FUZZ_B)/check-$(t).log)"; exit 1; } &&) :; fi
 
 demo:
 	@$(MAKE) --no-print-directory deps

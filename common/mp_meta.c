@@ -186,6 +186,19 @@ static int get_mean(const cJSON *o, mp_meta *m, mp_error *e)
 	return 0;
 }
 
+/* Final counts: the records fill every macrobatch but the last. */
+static int check_counts(const char *what, uint64_t records, uint64_t macrobatches,
+			uint32_t macrobatch_size, mp_error *e)
+{
+	if (macrobatch_size == 0) /* an end frame with no meta document read */
+		return mp_seterr(e, "%s: the macrobatch size is not known", what);
+	if (records > 0 && macrobatches != (records + macrobatch_size - 1) / macrobatch_size)
+		return mp_seterr(e, "%s: %llu macrobatches cannot hold %llu records of %u each",
+				 what, (unsigned long long)macrobatches,
+				 (unsigned long long)records, macrobatch_size);
+	return 0;
+}
+
 int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 {
 	mp_meta_init(m);
@@ -296,13 +309,9 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	}
 	if (get_str(o, "created_by", m->created_by, sizeof m->created_by, e) < 0)
 		goto fail;
-	if (m->complete && m->records > 0 &&
-	    m->macrobatches != (m->records + m->macrobatch_size - 1) / m->macrobatch_size) {
-		mp_seterr(e, "meta: %llu macrobatches cannot hold %llu records of %u each",
-			  (unsigned long long)m->macrobatches,
-			  (unsigned long long)m->records, m->macrobatch_size);
+	if (m->complete && check_counts("meta", m->records, m->macrobatches,
+					m->macrobatch_size, e) < 0)
 		goto fail;
-	}
 	cJSON_Delete(o);
 	return 0;
 oom:
@@ -337,10 +346,18 @@ int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
 		cJSON_Delete(o);
 		return mp_seterr(e, "end frame: not a JSON object");
 	}
-	if (get_count(o, "records", &m->records, e) < 0 ||
-	    get_count(o, "macrobatches", &m->macrobatches, e) < 0 || get_mean(o, m, e) < 0 ||
-	    get_count(o, "skipped", &m->skipped, e) < 0)
+	/* read into a copy: a bad end frame leaves m as it was */
+	mp_meta n = *m;
+	if (get_count(o, "records", &n.records, e) < 0 ||
+	    get_count(o, "macrobatches", &n.macrobatches, e) < 0 || get_mean(o, &n, e) < 0 ||
+	    get_count(o, "skipped", &n.skipped, e) < 0 ||
+	    check_counts("end frame", n.records, n.macrobatches, n.macrobatch_size, e) < 0)
 		goto fail;
+	m->records = n.records;
+	m->macrobatches = n.macrobatches;
+	m->has_mean = n.has_mean;
+	memcpy(m->mean, n.mean, sizeof m->mean);
+	m->skipped = n.skipped;
 	m->complete = 1;
 	cJSON_Delete(o);
 	return 0;

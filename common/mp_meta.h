@@ -42,7 +42,9 @@ char *mp_meta_to_json(const mp_meta *m, mp_error *e);
 /* Parses and validates a meta document. */
 int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e);
 
-/* The summary that closes a stream: records, macrobatches, mean, skipped. */
+/* The summary that closes a stream: records, macrobatches, mean, skipped.
+ * mp_meta_apply_end completes a meta read by mp_meta_from_json, checking
+ * the counts against its macrobatch size; on failure m is unchanged. */
 char *mp_meta_end_json(const mp_meta *m, mp_error *e);
 int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e);
 

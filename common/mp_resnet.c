@@ -194,6 +194,27 @@ int mp_resnet_config_check(const mp_resnet_config *c, mp_error *e)
 	return 0;
 }
 
+/* Follows mp_resnet_new: a conv is cout x cin x k x k, a BN four vectors. */
+uint64_t mp_resnet_config_scalars(const mp_resnet_config *c)
+{
+	uint64_t n = (uint64_t)c->widths[0] * 3 * c->stem_kernel * c->stem_kernel +
+		     4 * (uint64_t)c->widths[0];
+	uint64_t cin = (uint64_t)c->widths[0];
+	for (int s = 0; s < c->stages; s++)
+		for (int b = 0; b < c->depth; b++) {
+			uint64_t cout = (uint64_t)c->widths[s];
+			int stride = s > 0 && b == 0 ? 2 : 1;
+			n += cout * cin * 9 + cout * cout * 9 + 8 * cout;
+			if (c->shortcut == 'B' && (stride != 1 || cin != cout))
+				n += cout * cin + 4 * cout;
+			cin = cout;
+		}
+	n += (uint64_t)c->classes * cin;
+	if (c->fc_bn)
+		n += 4 * (uint64_t)c->classes;
+	return n;
+}
+
 /* ---- parameters --------------------------------------------------------- */
 
 static mp_param *add_param(mp_resnet *net, int kind, int ndim, const int *shape,

@@ -37,6 +37,9 @@ typedef struct {
 void mp_resnet_config_default(mp_resnet_config *c);
 /* Checks ranges and consistency; the message names the bad field. */
 int mp_resnet_config_check(const mp_resnet_config *c, mp_error *e);
+/* Scalars in the parameter tensors (weights and BN buffers) of the network
+ * a checked config describes: what mp_resnet_new allocates for them. */
+uint64_t mp_resnet_config_scalars(const mp_resnet_config *c);
 
 enum mp_param_kind {
 	MP_PARAM_WEIGHT,	/* learned, decayed, updated by SGD */

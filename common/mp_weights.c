@@ -1,6 +1,7 @@
 #include "mp_weights.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,8 @@
 #include "mp_stream.h"
 
 #define MAX_WEIGHTS_FILE ((size_t)1 << 34)
+/* what a network may need beyond twice the tensors of the file it comes from */
+#define NET_SLACK ((uint64_t)64 << 20)
 
 static int to_int64_shape(const mp_param *p, int64_t *shape)
 {
@@ -207,6 +210,15 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 	mp_error ce;
 	if (mp_resnet_config_check(c, &ce) < 0)
 		return mp_seterr(e, "%s: %s", f->path, ce.msg);
+	/* The network is built before its tensors are checked (the check then
+	 * names the first tensor that differs), so a few bytes of metadata
+	 * could make that allocate gigabytes: a network far larger than the
+	 * file's tensors is refused first. */
+	uint64_t need = mp_resnet_config_scalars(c) * sizeof(float);
+	if (need > NET_SLACK && need / 2 > f->data_len)
+		return mp_seterr(e, "%s: the network in the metadata has %" PRIu64 " bytes of "
+				 "tensors, far more than the file holds (%" PRIu64 ")", f->path,
+				 need, f->data_len);
 	return 0;
 }
 

@@ -325,8 +325,8 @@ static void meta_rejects_bad_documents(void **state)
 		"[]",
 		"{\"format\":\"other\"}",
 		"{\"format\":\"mp-dataset\",\"format_version\":2}",
-		"{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
-		"\"records\":-5}",
+		("{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
+		 "\"records\":-5}"),
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_int_equal(mp_meta_from_json(bad[i], strlen(bad[i]), &m, &e), -1);
@@ -387,6 +387,34 @@ static void meta_checks_words_counts_geometry(void **state)
 	assert_int_equal(parse_with("shuffle_seed", "\"x\"", &e), -1);
 }
 
+/* The end frame makes the counts final: they must agree as a complete
+ * meta document's do, and a bad end frame changes nothing. */
+static void meta_end_frame_checks_counts(void **state)
+{
+	(void)state;
+	mp_meta m;
+	mp_error e;
+	mp_meta_init(&m);
+	static const char good[] = "{\"records\":5,\"macrobatches\":2,\"mean\":[1,2,3],\"skipped\":1}";
+	assert_int_equal(mp_meta_apply_end(&m, good, strlen(good), &e), -1);
+	assert_string_equal(e.msg, "end frame: the macrobatch size is not known");
+	m.macrobatch_size = 3;
+	static const char bad[] = "{\"records\":5,\"macrobatches\":0,\"mean\":[1,2,3],\"skipped\":1}";
+	assert_int_equal(mp_meta_apply_end(&m, bad, strlen(bad), &e), -1);
+	assert_string_equal(e.msg, "end frame: 0 macrobatches cannot hold 5 records of 3 each");
+	assert_int_equal(m.complete, 0);
+	assert_int_equal(m.records, 0);
+	assert_int_equal(m.skipped, 0);
+	assert_int_equal(m.has_mean, 0);
+	assert_int_equal(mp_meta_apply_end(&m, good, strlen(good), &e), 0);
+	assert_int_equal(m.complete, 1);
+	assert_int_equal(m.records, 5);
+	assert_int_equal(m.macrobatches, 2);
+	assert_int_equal(m.skipped, 1);
+	assert_int_equal(m.has_mean, 1);
+	mp_meta_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -401,6 +429,7 @@ int main(void)
 		cmocka_unit_test(meta_round_trip),
 		cmocka_unit_test(meta_rejects_bad_documents),
 		cmocka_unit_test(meta_checks_words_counts_geometry),
+		cmocka_unit_test(meta_end_frame_checks_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

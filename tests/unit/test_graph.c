@@ -121,7 +121,7 @@ static void step_both(side *graph, side *plain, int n, float lr, int elsewhere)
 	int32_t labels[8];
 	random_batch(x, labels, n);
 	float pg[8 * CLASSES], pp[8 * CLASSES];
-	double lg, lp;
+	double lg, lp = 0; /* clang cannot tell that fail_msg does not return */
 	if (mp_resnet_train_step(graph->net, x, labels, n, S, S, 0.1f, lr, 0.9f, 5e-4f, &lg, pg,
 				 &e) < 0)
 		fail_msg("train_step: %s", e.msg);
@@ -278,7 +278,7 @@ static void four_calls_match(side *plain, const float *x, const int32_t *labels,
 			     double lg, const float *pg, int step)
 {
 	mp_error e;
-	double lp;
+	double lp = 0; /* clang cannot tell that fail_msg does not return */
 	float pp[N * CLASSES];
 	if (mp_resnet_forward(plain->net, x, N, S, S, 1, &e) < 0 ||
 	    mp_resnet_loss(plain->net, labels, 0.1f, &lp, pp, &e) < 0 ||

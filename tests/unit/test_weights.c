@@ -513,6 +513,58 @@ static void bad_metadata(void **state)
 	mp_st_free(&f);
 }
 
+/* mp_resnet_config_scalars counts what mp_resnet_new allocates. */
+static void config_scalars(void **state)
+{
+	(void)state;
+	mp_resnet_config cs[3];
+	small_config(&cs[0], 4, 8, 8, 12, 'A');
+	small_config(&cs[1], 4, 8, 8, 12, 'B');
+	cs[1].depth = 2;
+	cs[1].stem_kernel = 5;
+	mp_resnet_config_default(&cs[2]);
+	cs[2].stages = 2;
+	cs[2].widths[1] = 32;
+	cs[2].fc_bn = 0;
+	for (int k = 0; k < 3; k++) {
+		mp_resnet *net = new_net(be, &cs[k]);
+		uint64_t n = 0;
+		for (int i = 0; i < mp_resnet_param_count(net); i++) {
+			const mp_param *p = mp_resnet_param(net, i);
+			uint64_t m = 1;
+			for (int d = 0; d < p->ndim; d++)
+				m *= (uint64_t)p->shape[d];
+			n += m;
+		}
+		assert_int_equal(mp_resnet_config_scalars(&cs[k]), n);
+		mp_resnet_free(net);
+	}
+}
+
+/* Metadata that describes a network far larger than the file's tensors is
+ * refused before the network is built (it would be terabytes here). */
+static void network_larger_than_file(void **state)
+{
+	(void)state;
+	const char *ref = reference_file(), *bad = tmp_path("bad.safetensors"),
+		   *big = tmp_path("big.safetensors");
+	mp_st_file f;
+	mp_error e;
+	assert_int_equal(mp_st_read(ref, 1 << 26, &f, &e), 0);
+	unsigned long long held = f.data_len;
+	mp_st_free(&f);
+	rewrite(ref, big, &(edit){.key = "depth", .value = "1000"});
+	rewrite(big, bad, &(edit){.key = "widths", .value = "65536,65536,65536,65536"});
+	char msg[256];
+	snprintf(msg, sizeof msg, "the network in the metadata has %llu bytes of tensors, "
+		 "far more than the file holds (%llu)",
+		 4 * (65536ull * 3 * 3 * 3 + 4 * 65536 +		  /* stem */
+		      4000 * (2 * 65536ull * 65536 * 9 + 8 * 65536) + /* blocks */
+		      10 * 65536 + 4 * 10),				  /* head */
+		 held);
+	expect_load_error(bad, msg);
+}
+
 /* A small file: every shorter length fails with a message naming the file
  * and never crashes; every flipped byte of the data section fails the CRC;
  * a flipped byte in the header never crashes. */
@@ -873,6 +925,8 @@ int main(void)
 		cmocka_unit_test(wrong_shapes_and_dtypes),
 		cmocka_unit_test(missing_and_extra_tensors),
 		cmocka_unit_test(bad_metadata),
+		cmocka_unit_test(config_scalars),
+		cmocka_unit_test(network_larger_than_file),
 		cmocka_unit_test(truncated_and_corrupt),
 		cmocka_unit_test(pytorch_both_ways),
 		cmocka_unit_test(diff_scale_ignores_infinities),
