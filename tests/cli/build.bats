@@ -19,6 +19,13 @@ mk() {
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -C src --no-print-directory "$@"
 }
 
+# newer FILE: touches FILE after a pause, so that its time is later than
+# that of objects just built even on a clock that counts in coarse ticks.
+newer() {
+	sleep 0.05
+	touch "$1"
+}
+
 # built: the files the last `run mk -n` would make (its -o arguments).
 built() {
 	grep -o -- '-o [^ ]*' <<<"$output" | cut -d' ' -f2 | LC_ALL=C sort | tr '\n' ' '
@@ -56,18 +63,18 @@ built() {
 	mk CUDA=0 "${objs[@]}" >/dev/null
 	run mk -n CUDA=0 "${objs[@]}"
 	assert_equal "$(built)" ""
-	touch src/common/mp_list.h
+	newer src/common/mp_list.h
 	run mk -n CUDA=0 "${objs[@]}"
 	assert_equal "$(built)" "build/obj/common/mp_list.o "
 	mk CUDA=0 "${objs[@]}" >/dev/null
-	touch src/kernels/cpu/cpu.h
+	newer src/kernels/cpu/cpu.h
 	run mk -n CUDA=0 "${objs[@]}"
 	assert_equal "$(built)" "build/obj/kernels/cpu/bn.o "
-	touch src/kernels/backend.h
+	newer src/kernels/backend.h
 	run mk -n CUDA=0 "${objs[@]}"
 	assert_equal "$(built)" "build/obj/common/mp_backends.o build/obj/kernels/cpu/bn.o "
 	mk CUDA=0 "${objs[@]}" >/dev/null
-	touch src/common/mp_util.h
+	newer src/common/mp_util.h
 	run mk -n CUDA=0 "${objs[@]}"
 	assert_equal "$(built)" \
 		"build/obj/common/mp_backends.o build/obj/common/mp_list.o build/obj/common/mp_util.o "
@@ -80,10 +87,10 @@ built() {
 	tree
 	objs=(build/obj/kernels/cuda/convert.o build/obj/kernels/cuda/device.o)
 	mk CUDA=1 NVCC="$nvcc" "${objs[@]}" >/dev/null
-	touch src/kernels/cuda/cuda.h
+	newer src/kernels/cuda/cuda.h
 	run mk -n CUDA=1 NVCC="$nvcc" "${objs[@]}"
 	assert_equal "$(built)" "build/obj/kernels/cuda/convert.o "
-	touch src/kernels/cuda/module.h
+	newer src/kernels/cuda/module.h
 	run mk -n CUDA=1 NVCC="$nvcc" "${objs[@]}"
 	assert_equal "$(built)" "build/obj/kernels/cuda/convert.o build/obj/kernels/cuda/device.o "
 }
