@@ -3,9 +3,12 @@
 #
 # usage: reproduce.sh MINIPLACES_DIR [WORKDIR] [mp-train options...]
 #
-# MINIPLACES_DIR is the development kit: images/ and the lists train.txt,
-# val.txt, test.txt and categories.txt (beside images/ or in data/). The
-# list paths are relative to images/. WORKDIR (default build/reproduce)
+# MINIPLACES_DIR is the development kit: images/ (or data/images/, where
+# the kit's data.tar.gz was unpacked into data/) and the lists train.txt,
+# val.txt and categories.txt (beside images/, in data/ or in
+# development_kit/data/). The list paths are relative to images/. The kit
+# has no test.txt: without one, the test list is made from the files under
+# images/test/, sorted (test/00000001.jpg ...). WORKDIR (default build/reproduce)
 # receives train.db, val.db, test.db, the run (run/: checkpoints, weights,
 # train.log, train.png) and, once mp-eval is built, the evaluation and the
 # submission file.
@@ -32,8 +35,9 @@ case ${1:-} in
 usage: $prog MINIPLACES_DIR [WORKDIR] [mp-train options...]
 
 The whole Mini-Places2 recipe on the development kit MINIPLACES_DIR
-(images/ and train.txt, val.txt, test.txt, categories.txt beside it or in
-data/): pack the three DBs, train (resuming a stopped run), plot the log,
+(images/ or data/images/; train.txt, val.txt, categories.txt beside
+images/, in data/ or in development_kit/data/; test.txt there too, or else
+made from images/test/): pack the three DBs, train (resuming a stopped run), plot the log,
 evaluate at one scale and at four, and write a submission file, all into
 WORKDIR (default build/reproduce). The options go to mp-train.
 EOF
@@ -54,30 +58,49 @@ for p in mp-batchwriter mp-train mp-inspect; do
 	[ -x "$bin/$p" ] || die "$bin/$p is not built; run make first"
 done
 
-[ -d "$kit/images" ] || die "$kit/images: no such directory (expected the development kit's layout)"
-lists=$kit
-[ -f "$kit/train.txt" ] || lists=$kit/data
-for f in train.txt val.txt test.txt categories.txt; do
-	[ -f "$lists/$f" ] || die "$kit: no $f (looked in $kit and $kit/data)"
+# The kit's image archive unpacks to images/; the GitHub kit keeps it, and
+# its lists, in data/, and the course's tarballs put the lists in
+# development_kit/data/ beside it.
+images=$kit/images
+[ -d "$images" ] || images=$kit/data/images
+[ -d "$images" ] || die "$kit/images: no such directory, nor $kit/data/images (expected the development kit's layout)"
+lists=
+for d in "$kit" "$kit/data" "$kit/development_kit/data"; do
+	[ -f "$d/train.txt" ] && { lists=$d; break; }
+done
+[ -n "$lists" ] || lists=$kit/data
+for f in train.txt val.txt categories.txt; do
+	[ -f "$lists/$f" ] || die "$kit: no $f (looked in $kit, $kit/data and $kit/development_kit/data)"
 done
 mkdir -p "$work"
+# The kit ships no test list: the test images, by name, as the submission
+# wants them (test/00000001.jpg ... in sorted order).
+test_list=$lists/test.txt
+if [ ! -f "$test_list" ]; then
+	[ -d "$images/test" ] || die "$kit: no test.txt, and no $images/test to make one from"
+	test_list=$work/test.txt
+	(cd "$images" && find test -type f |
+		LC_ALL=C sort) >"$test_list.tmp"
+	[ -s "$test_list.tmp" ] || die "$images/test: no images to make the test list from"
+	mv "$test_list.tmp" "$test_list"
+	echo "$kit has no test.txt: $test_list lists the $(wc -l <"$test_list") images of $images/test"
+fi
 start=$(date +%s)
 
-# pack NAME: the DB from the list, unless a complete one is there already
+# pack NAME LIST: the DB from the list, unless a complete one is there already
 pack() {
-	local name=$1 db=$work/$1.db
+	local list=$2 db=$work/$1.db
 	if [ -f "$db/data.mdb" ] && "$bin/mp-inspect" --json "$db" >/dev/null 2>&1; then
 		echo "$db exists; kept (remove it to pack again)"
 		return
 	fi
-	"$bin/mp-batchwriter" -f -r "$kit/images" -c "$lists/categories.txt" -o "$db" \
-		"$lists/$name.txt"
+	"$bin/mp-batchwriter" -f -r "$images" -c "$lists/categories.txt" -o "$db" "$list"
 }
 
 step "pack train, val and test (128x128, as stored)"
-pack train
-pack val
-pack test
+pack train "$lists/train.txt"
+pack val "$lists/val.txt"
+pack test "$test_list"
 
 step "train (the reference recipe${*:+; options: $*})"
 run=$work/run

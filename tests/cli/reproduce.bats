@@ -66,15 +66,42 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_equal "$(readlink work/run/last.safetensors)" checkpoint-0002.safetensors
 }
 
+@test "reproduce.sh finds the kit as published: data/images, the lists in data/, no test.txt" {
+	kit mp
+	# the GitHub kit: data/ holds the lists and the unpacked images/, and
+	# there is no test list; the test images are named by their files
+	mkdir mp/data && mv mp/images mp/train.txt mp/val.txt mp/categories.txt mp/data/
+	rm mp/test.txt
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}" --max-steps 2
+	assert_status 0
+	assert_contains "$output" "mp has no test.txt: work/test.txt lists the 10 images of mp/data/images/test"
+	assert_equal "$(json_get <(inspect --json work/test.db) 'd["records"], d["meta"]["labelled"]')" "(10, False)"
+	assert_equal "$(cut -d' ' -f1 work/submission.txt)" "$(cd mp/data/images && find test -type f | LC_ALL=C sort)"
+	assert_equal "$(awk '{ print NF }' work/submission.txt | sort -u)" 6
+	# the course's tarballs: images/ beside development_kit/data/
+	rm -rf work
+	mkdir -p kit2/development_kit
+	mv mp/data kit2/development_kit/data
+	mv kit2/development_kit/data/images kit2/images
+	run bash "$MP_ROOT/scripts/reproduce.sh" kit2 work "${TRIAL[@]}" --max-steps 2
+	assert_status 0
+	assert_equal "$(wc -l <work/submission.txt)" 10
+	# no test.txt and no images/test: named
+	rm -rf work kit2/images/test
+	run bash "$MP_ROOT/scripts/reproduce.sh" kit2 work "${TRIAL[@]}"
+	assert_status 1
+	assert_equal "$output" "reproduce.sh: kit2: no test.txt, and no kit2/images/test to make one from"
+}
+
 @test "reproduce.sh refuses a directory that is not a kit, and make reproduce wants MINIPLACES" {
 	mkdir notakit
 	run bash "$MP_ROOT/scripts/reproduce.sh" notakit work
 	assert_status 1
-	assert_equal "$output" "reproduce.sh: notakit/images: no such directory (expected the development kit's layout)"
+	assert_equal "$output" "reproduce.sh: notakit/images: no such directory, nor notakit/data/images (expected the development kit's layout)"
 	mkdir -p half/images && touch half/train.txt
 	run bash "$MP_ROOT/scripts/reproduce.sh" half work
 	assert_status 1
-	assert_equal "$output" "reproduce.sh: half: no val.txt (looked in half and half/data)"
+	assert_equal "$output" "reproduce.sh: half: no val.txt (looked in half, half/data and half/development_kit/data)"
 	run make -s -C "$MP_ROOT" reproduce
 	assert_status 2
 	assert_contains "$output" "usage: make reproduce MINIPLACES=DIR"
