@@ -97,8 +97,21 @@ typedef struct {
 	bn_layer bn1, bn2, sc_bn;
 	const mp_tensor *x;			/* the input: the previous output */
 	mp_tensor c1, b1, r1, c2, b2, scc, sc, sum, out;
+	/* gradients: views of the network's grad_pool buffers, not owned */
 	mp_tensor g_sum, g_c2, g_r1, g_b1, g_c1, g_scc, g_main, g_side, g_in;
 } block;
+
+/* A block's activation gradients live only while its backward pass runs,
+ * so blocks of one shape share them: one buffer per role and shape (the
+ * input's gradient in two, alternating, as a block reads the next one's
+ * while it writes its own), not one per block (about half of training's
+ * memory). */
+enum { G_SUM, G_C2, G_R1, G_B1, G_C1, G_SCC, G_MAIN, G_SIDE, G_IN, G_ROLES = G_IN + 2 };
+typedef struct {
+	int c, h, w;
+	mp_tensor t[G_ROLES];
+} grad_pool;
+#define MP_GRAD_POOLS (2 * MP_MAX_STAGES + 2)
 
 struct mp_resnet {
 	mp_resnet_config cfg;
@@ -125,6 +138,8 @@ struct mp_resnet {
 	/* the stem's input in the last forward pass: img, or a batch copied ahead */
 	const mp_tensor *in;
 	mp_tensor g_stem_b, g_stem_c, g_last, g_pool, g_fc, g_logits;
+	grad_pool gpools[MP_GRAD_POOLS];
+	int ngpools;
 	int32_t *labels; /* from host_alloc: a recorded step reads them */
 	size_t labels_cap;
 	size_t img_cap; /* elements img's memory holds */
@@ -375,11 +390,18 @@ static void release_activations(mp_resnet *net)
 	for (int i = 0; net->blocks && i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		mp_tensor *t[] = {&b->c1, &b->b1, &b->r1, &b->c2, &b->b2, &b->scc, &b->sc,
-				  &b->sum, &b->out, &b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1,
-				  &b->g_c1, &b->g_scc, &b->g_main, &b->g_side, &b->g_in};
+				  &b->sum, &b->out};
 		for (size_t j = 0; j < sizeof t / sizeof t[0]; j++)
 			release(be, t[j]);
+		mp_tensor *views[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_b1, &b->g_c1,
+				      &b->g_scc, &b->g_main, &b->g_side, &b->g_in};
+		for (size_t j = 0; j < sizeof views / sizeof views[0]; j++)
+			memset(views[j], 0, sizeof *views[j]);
 	}
+	for (int i = 0; i < net->ngpools; i++)
+		for (int r = 0; r < G_ROLES; r++)
+			release(be, &net->gpools[i].t[r]);
+	net->ngpools = 0;
 	for (int st = 0; st < MP_MAX_STAGES; st++)
 		for (int k = 0; k < 5; k++) {
 			release(be, &net->slots[st][k]);
@@ -762,6 +784,33 @@ head:;
 	return 0;
 }
 
+/* *view: the pool's buffer of this role for gradients shaped like t. */
+static int grad_view(mp_resnet *net, int role, const mp_tensor *t, mp_tensor *view,
+		     mp_error *e)
+{
+	grad_pool *p = NULL;
+	for (int i = 0; i < net->ngpools && !p; i++)
+		if (net->gpools[i].c == t->c && net->gpools[i].h == t->h && net->gpools[i].w == t->w)
+			p = &net->gpools[i];
+	if (!p) {
+		if (net->ngpools == MP_GRAD_POOLS) // a stage's shape, or the stem's: never
+			return mp_seterr(e, "more than %d shapes of gradients", MP_GRAD_POOLS);
+		p = &net->gpools[net->ngpools++];
+		memset(p, 0, sizeof *p);
+		p->c = t->c, p->h = t->h, p->w = t->w;
+	}
+	if (ensure(net, &p->t[role], 1, net->n, t->c, t->h, t->w) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(net->be));
+	*view = p->t[role];
+	return 0;
+}
+
+#define GCHECK(call)                                                             \
+	do {                                                                     \
+		if ((call) < 0)                                                  \
+			return -1;                                               \
+	} while (0)
+
 /* The gradients of the activations, made by the first backward pass at a
  * shape: evaluation never needs them. */
 static int size_grads(mp_resnet *net, mp_error *e)
@@ -778,15 +827,18 @@ static int size_grads(mp_resnet *net, mp_error *e)
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
-		mp_tensor *outs[] = {&b->g_sum, &b->g_c2, &b->g_r1, &b->g_c1, &b->g_b1};
-		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(net, outs[j], 1, n, o->c, o->h, o->w));
+		GCHECK(grad_view(net, G_SUM, o, &b->g_sum, e));
+		GCHECK(grad_view(net, G_C2, o, &b->g_c2, e));
+		GCHECK(grad_view(net, G_R1, o, &b->g_r1, e));
+		GCHECK(grad_view(net, G_C1, o, &b->g_c1, e));
+		if (!fused)
+			GCHECK(grad_view(net, G_B1, o, &b->g_b1, e));
 		if (b->proj)
-			CHECK(ensure(net, &b->g_scc, 1, n, o->c, o->h, o->w));
-		CHECK(ensure(net, &b->g_main, 1, n, in->c, in->h, in->w));
+			GCHECK(grad_view(net, G_SCC, o, &b->g_scc, e));
+		GCHECK(grad_view(net, G_MAIN, in, &b->g_main, e));
 		if (!identity(b))
-			CHECK(ensure(net, &b->g_side, 1, n, in->c, in->h, in->w));
-		CHECK(ensure(net, &b->g_in, 1, n, in->c, in->h, in->w));
+			GCHECK(grad_view(net, G_SIDE, in, &b->g_side, e));
+		GCHECK(grad_view(net, G_IN + (i & 1), in, &b->g_in, e));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
 	CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w));

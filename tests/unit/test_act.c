@@ -162,6 +162,46 @@ static void resnet_keeps_the_rule(void **state)
 		}
 }
 
+/* Activation buffers that one training step of a network of this depth
+ * allocates (counted by the checker's alloc_act). */
+static long train_allocs(int depth, int fused)
+{
+	mp_backend_ops table;
+	mp_backend *be = variant(&table, 0, !fused, 1);
+	act_install(be, 0);
+	mp_resnet_config c;
+	small_config(&c, 'A');
+	c.depth = depth;
+	mp_error e;
+	mp_resnet *net = mp_resnet_new(&c, be, &e);
+	if (!net)
+		fail_msg("mp_resnet_new: %s", e.msg);
+	assert_int_equal(mp_resnet_init(net, 5, &e), 0);
+	float x[N * 3 * S * S], probs[N * CLASSES];
+	int32_t labels[N];
+	random_batch(x, labels, N, S);
+	double loss;
+	if (mp_resnet_train_step(net, x, labels, N, S, S, 0.1f, 0.05f, 0.9f, 5e-4f, &loss, probs,
+				 &e) < 0)
+		fail_msg("depth %d: %s", depth, e.msg);
+	const long allocs = act_of(be)->act_allocs;
+	mp_resnet_free(net);
+	act_remove(be);
+	mp_backend_free(be);
+	return allocs;
+}
+
+/* A block's activation gradients are shared with the blocks of its shape:
+ * a deeper network allocates only its blocks' forward outputs more (4 a
+ * block with the fused BN + ReLU, 7 without), whatever its depth. */
+static void deeper_nets_share_gradient_buffers(void **state)
+{
+	(void)state;
+	const int stages = 4;
+	assert_int_equal(train_allocs(10, 1) - train_allocs(6, 1), 4 * stages * 4);
+	assert_int_equal(train_allocs(10, 0) - train_allocs(6, 0), 4 * stages * 7);
+}
+
 /* The checker itself: mixed calls and activations in plain places fail,
  * naming the operation; the allowed exception (plain images into a
  * convolution whose output is an activation) passes. */
@@ -286,6 +326,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(resnet_keeps_the_rule),
+		cmocka_unit_test(deeper_nets_share_gradient_buffers),
 		cmocka_unit_test(checker_refuses_mixed_calls),
 		cmocka_unit_test(rounding_mode),
 	};
