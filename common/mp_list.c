@@ -66,6 +66,23 @@ static int split_label(char *s, size_t len, long *label, const char **wordp)
 	return 1;
 }
 
+const char *mp_list_label_hint(const char *path)
+{
+	size_t i = strlen(path);
+	while (i > 0 && !isspace((unsigned char)path[i - 1]))
+		i--;
+	if (i == 0)
+		return ""; /* a single word */
+	const char *word = path + i;
+	char *end;
+	errno = 0;
+	(void)strtod(word, &end);
+	if (end == word || *end || !strpbrk(word, ".eE") || strpbrk(word, "xXnN"))
+		return "";
+	return " (its last word is a number, but a label must be a whole number: the "
+	       "line is read as a path without one)";
+}
+
 int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 		 mp_error *e)
 {
@@ -102,9 +119,9 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 			first_labelled = has;
 			first_line = lineno;
 		} else if (has != first_labelled) {
-			mp_seterr(e, "%s line %ld: %s but line %ld %s", name, lineno,
+			mp_seterr(e, "%s line %ld: %s but line %ld %s%s", name, lineno,
 				  has ? "has a label" : "has no label", first_line,
-				  has ? "has none" : "has one");
+				  has ? "has none" : "has one", has ? "" : mp_list_label_hint(line));
 			goto fail;
 		}
 		if (out->count == out->cap) {

@@ -40,6 +40,11 @@ void mp_list_shuffle(mp_list *l, unsigned long long seed);
  * that, a "/" when it is not empty, and the path. */
 const char *mp_list_root(const char *root, const char *path);
 
+/* A hint for a list path that names no file: when its last word reads as
+ * a number but no whole one ("7.0"), it was likely meant as a label, which
+ * the list takes as part of the path. "" otherwise. */
+const char *mp_list_label_hint(const char *path);
+
 /* Reads categories.txt: each class index 0..n-1 exactly once. */
 int mp_categories_read(FILE *f, const char *name, char ***names, int *count,
 		       mp_error *e);

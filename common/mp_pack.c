@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mp_macrobatch.h"
 #include "mp_stream.h"
@@ -73,8 +74,15 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 		mp_seterr(&e, "path too long");
 		goto fail;
 	}
-	if (mp_read_file(path, MAX_FILE_BYTES, &file, &flen, &e) < 0)
+	if (mp_read_file(path, MAX_FILE_BYTES, &file, &flen, &e) < 0) {
+		const char *hint = access(path, F_OK) ? mp_list_label_hint(it->path) : "";
+		if (*hint) {
+			char why[sizeof e.msg];
+			snprintf(why, sizeof why, "%s", e.msg);
+			mp_seterr(&e, "%s%s", why, hint);
+		}
 		goto fail;
+	}
 	int kind = mp_image_sniff(file, flen);
 	if (mp_image_decode(codec, file, flen, o->max_pixels, &img, &e) < 0)
 		goto fail;

@@ -111,6 +111,24 @@ names() {
 	assert_no_db db
 }
 
+@test "a label written as a decimal (7.0) is read as part of the path, and the messages say so" {
+	mkimg make solid a.png 8 8
+	hint=" (its last word is a number, but a label must be a whole number: the line is read as a path without one)"
+	printf 'a.png 1.0\n' >all.txt
+	printf 'a.png 0\na.png 1e0\n' >mixed.txt
+	run --separate-stderr bw --size 8 -o db all.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: a.png 1.0 (all.txt line 1): No such file or directory$hint"
+	run --separate-stderr bw --size 8 -o db mixed.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: mixed.txt line 2: has no label but line 1 has one$hint"
+	# a name whose last word is no number gets no hint
+	printf 'a.png x\n' >word.txt
+	run --separate-stderr bw --size 8 -o db word.txt
+	assert_equal "$stderr" "mp-batchwriter: a.png x (word.txt line 1): No such file or directory"
+	assert_no_db db
+}
+
 @test "a test list without labels packs with label -1 and no classes" {
 	mkimg batch <<-'EOF'
 		make solid a.png 8 8
