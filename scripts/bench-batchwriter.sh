@@ -9,6 +9,7 @@ set -euo pipefail
 
 prog=bench-batchwriter.sh
 usage_args="[-n COUNT] [-k] [WORKDIR]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=3000
 runs=5 # the machine is noisy: best of several runs

@@ -11,8 +11,9 @@
 # usage: bench-conv.sh [-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]
 set -euo pipefail
 
-prog=bench-conv.sh
+prog="bench-conv.sh" # quoted: a name, not $bench minus conv
 usage_args="[-b BATCH] [-r REF_BATCH] [-s STEPS] [-t THREADS] [-n ROUNDS]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 batch=32
 ref_batch=2

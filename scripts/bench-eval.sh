@@ -20,6 +20,7 @@ set -euo pipefail
 
 prog=bench-eval.sh
 usage_args="[-n COUNT] [-b BATCH] [-t THREADS] [-r ROUNDS] [-k] [WORKDIR]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=128
 batch=16

@@ -10,6 +10,7 @@ set -euo pipefail
 
 prog=bench-loader.sh
 usage_args="[-n COUNT] [-t THREADS,...] [-k] [WORKDIR]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count=2048
 threads=1,2
@@ -87,6 +88,8 @@ best() { # CMD...: the best images/s of $runs runs; a run that fails shows its e
 	echo "$b"
 }
 
+# the whole batches of 128 in the DB, twice over
+# shellcheck disable=SC2017 # the division rounds down on purpose
 batches=$((count / 128 * 2))
 [ "$batches" -le 60 ] || batches=60
 printf '%-8s %14s %14s %8s\n' threads mp-train PyTorch ratio

@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # common.sh: what the scripts share, sourced after they set prog (their
 # name) and usage_args (their usage line's arguments).
 
 # [MESSAGE]: the message, the usage line, exit 2
+# shellcheck disable=SC2154 # prog, usage_args: set by the script that sources this
 usage() {
 	[ $# -eq 0 ] || echo "$prog: $*" >&2
 	echo "usage: $prog $usage_args" >&2
@@ -16,8 +18,9 @@ die() {
 # number NAME VALUE LO HI: exit 2 unless VALUE is a decimal number from LO
 # to HI (10#: "010" is ten, not octal eight)
 number() {
-	[[ $2 =~ ^[0-9]{1,9}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) ||
-		{ echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2; exit 2; }
+	[[ $2 =~ ^[0-9]{1,9}$ ]] && ((10#$2 >= $3 && 10#$2 <= $4)) && return
+	echo "$prog: $1: \"$2\" is not a number from $3 to $4" >&2
+	exit 2
 }
 
 # no_long_options "$@": getopts knows no long options; --help prints the
@@ -59,6 +62,7 @@ bench_images() {
 	else
 		echo "$prog: generating $count images in $dir" >&2
 		rm -rf -- "$dir"
+		# shellcheck disable=SC2154 # python: set by the scripts that call this
 		"$python" "$(dirname "${BASH_SOURCE[0]}")/gen-bench-images.py" "$dir" "$count" "$@" >&2 ||
 			die "gen-bench-images.py failed"
 	fi

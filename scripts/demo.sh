@@ -12,6 +12,7 @@ set -euo pipefail
 
 prog=demo.sh
 usage_args="[WORKDIR]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 case ${1:-} in

@@ -16,6 +16,7 @@
 set -eu
 prog=device-deps.sh
 usage_args="[DIR]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 case ${1:-} in
@@ -59,6 +60,7 @@ copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
 	ln -sf "$(basename "$real")" "$OUT/lib/lib$lib.so"
 	# prefix relative to the .pc file, so that the folder can move
 	{
+		# shellcheck disable=SC2016 # pkg-config's own variables, written as they are
 		printf '%s\n' 'prefix=${pcfiledir}/../..' 'exec_prefix=${prefix}' \
 			'libdir=${prefix}/lib' 'includedir=${prefix}/include'
 		grep -v -e '^prefix=' -e '^exec_prefix=' -e '^libdir=' -e '^includedir=' "$pc"

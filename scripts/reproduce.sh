@@ -24,6 +24,7 @@ set -euo pipefail
 
 prog=reproduce.sh
 usage_args="MINIPLACES_DIR [WORKDIR] [mp-train options...]"
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=$here/build/bin
