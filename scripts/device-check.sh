@@ -298,11 +298,12 @@ MAKEVARS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME_FOUND" "CUDN
 
 # The sources the GPU stages need, built without the Debian libraries of the
 # full build: the CPU reference, the CUDA backend, the network, tests/gpu.
+# shellcheck disable=SC2317 # run by bash -c "$(declare -f build_min); build_min"
 build_min() {
-	local out=$ROOT/build/min shim=$ROOT/build/min/shim f o objs=() zlib=-lz
+	local out=$ROOT/build/min shim=$ROOT/build/min/shim f o objs=() zlib=(-lz) blas=(-lopenblas)
 	mkdir -p "$out/obj" "$out/tests/gpu" "$shim"
 	if [ -n "${DEVICE_CHECK_SHIMS:-}" ] || ! echo '#include <zlib.h>' | gcc -E -x c - >/dev/null 2>&1; then
-		zlib=
+		zlib=()
 		echo "# no zlib.h: a bitwise crc32 stands in"
 		cat >"$shim/zlib.h" <<'EOF'
 /* device-check.sh's stand-in: zlib's crc32 only (CRC-32, IEEE). */
@@ -323,7 +324,7 @@ EOF
 	fi
 	if [ -n "${DEVICE_CHECK_SHIMS:-}" ] || ! echo '#include <cblas.h>' | gcc -E -x c - >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' | gcc -x c - -lopenblas -o /dev/null >/dev/null 2>&1; then
 		echo "# no OpenBLAS: a plain-loop sgemm stands in (the fast CPU backend is slow; tests compare against cpu-ref)"
-		BLASLIB=
+		blas=()
 		cat >"$shim/cblas.h" <<'EOF'
 /* device-check.sh's stand-in: the row-major sgemm conv_gemm.c uses. */
 enum CBLAS_ORDER { CblasRowMajor = 101, CblasColMajor = 102 };
@@ -346,15 +347,13 @@ static inline void cblas_sgemm(enum CBLAS_ORDER o, enum CBLAS_TRANSPOSE ta,
 static inline char *openblas_get_corename(void) { return (char *)"stand-in"; }
 static inline void openblas_set_num_threads(int n) { (void)n; }
 EOF
-	else
-		BLASLIB=-lopenblas
 	fi
 	local cflags=(-std=c11 -O2 -Wall -D_GNU_SOURCE -pthread -fopenmp -DMP_HAVE_CUDA -I"$shim" -Icommon -Ikernels)
 	# every object at once (nvcc is the slow part), then the links; the
 	# CUDA backend linked in directly (no module: see kernels/cuda/module.h)
 	local pids=() bad=0 p
-	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c \
-		$(ls kernels/cpu/*.c | grep -v device_none); do
+	for f in common/mp_util.c common/mp_resnet.c common/mp_backends.c kernels/cpu/*.c; do
+		[[ $f == */device_none.c ]] && continue
 		o=$out/obj/$(basename "$f" .c).o
 		gcc "${cflags[@]}" -c "$f" -o "$o" &
 		pids+=($!)
@@ -371,7 +370,7 @@ EOF
 	done
 	[ "$bad" = 0 ] || return 1
 	for f in tests/gpu/*.c; do
-		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" $BLASLIB $zlib \
+		gcc "${cflags[@]}" -o "$out/tests/gpu/$(basename "$f" .c)" "$f" "${objs[@]}" "${blas[@]}" "${zlib[@]}" \
 			-L"$CUDNN_LIB" -L"$CUBLAS_LIB" -L"$CUDA_HOME_FOUND/lib64" -lcudnn -lcublas \
 			-lcudart_static -ldl -lrt -lstdc++ -lm -Wl,-rpath,"$CUDNN_LIB" \
 			-Wl,-rpath,"$CUBLAS_LIB" || return 1
@@ -379,12 +378,15 @@ EOF
 }
 
 BUILT=none
-GPU_TARGETS=$(for f in tests/gpu/*.c; do echo "build/tests/gpu/$(basename "$f" .c)"; done)
+GPU_TARGETS=()
+for f in tests/gpu/*.c; do
+	GPU_TARGETS+=("build/tests/gpu/$(basename "$f" .c)")
+done
 if [ "$HAVE_TOOLS" = 1 ]; then
 	# the programs and the GPU ones (not the cmocka unit tests: make test's business)
 	# DEVICE_CHECK_FORCE_MIN=1 (and DEVICE_CHECK_SHIMS=1) test the fallback
 	if [ -z "${DEVICE_CHECK_FORCE_MIN:-}" ] &&
-		run build 240 make -j"$JOBS" "${MAKEVARS[@]}" all $GPU_TARGETS; then
+		run build 240 make -j"$JOBS" "${MAKEVARS[@]}" all "${GPU_TARGETS[@]}"; then
 		BUILT=full
 		record build ok "$ELAPSED" "make CUDA=1 CUDA_ARCH=sm_90"
 	else
@@ -560,6 +562,7 @@ fi
 E2E=
 if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 	work=$(mktemp -d)
+	# shellcheck disable=SC2317 # run by bash -c e2e (export -f)
 	e2e() {
 		set -e
 		"$PY" scripts/gen-bench-images.py "$work/img" 4096 --classes 16 -j "$JOBS"
