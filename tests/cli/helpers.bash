@@ -24,7 +24,7 @@ MKIMAGES="$BATS_TEST_DIRNAME/mkimages.py"
 # Each test works in its own empty directory (bats keeps files of its own
 # in $BATS_TEST_TMPDIR, so a subdirectory can be listed exactly).
 setup() {
-	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 }
 
 bw() { "$MP_BIN/mp-batchwriter" "$@"; }
@@ -44,6 +44,7 @@ assert_equal() {
 }
 
 # assert_status N: the last `run` exited with N.
+# shellcheck disable=SC2154 # status, output: set by bats' run
 assert_status() {
 	[[ "$status" -eq "$1" ]] ||
 		fail "expected exit status $1, got $status" "output: $output" "stderr: ${stderr-}"
@@ -77,6 +78,7 @@ assert_files() {
 	shift
 	local want got
 	want=$(printf '%s\n' "$@" | LC_ALL=C sort)
+	# shellcheck disable=SC2012 # the tests' own names: no newline in them
 	got=$(cd "$dir" && LC_ALL=C ls -A | LC_ALL=C sort)
 	assert_equal "$got" "$want"
 }
