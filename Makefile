@@ -30,7 +30,7 @@ B := build
 DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
 	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs python3-torch libopenblas-dev gnuplot-nox strace
+	libjpeg-turbo-progs python3-torch libopenblas-dev gnuplot-nox strace shellcheck
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.

@@ -119,3 +119,13 @@ failing_make() {
 	assert_equal "$output" "py-batchwriter.py: nodir/db: cannot write in nodir: No such file or directory"
 	assert_files . db file im list.txt
 }
+
+@test "the shell scripts are clean under shellcheck, every severity" {
+	command -v shellcheck >/dev/null || skip "shellcheck is not installed (Debian: shellcheck)"
+	# -x follows . common.sh; --norc: no .shellcheckrc of the machine's
+	# changes the verdict. The .bats files are left out: their @test
+	# blocks and run's variables make noise of their own.
+	run shellcheck --norc -x "$S"/*.sh "$S/plot-log" "$MP_ROOT"/tests/cli/*.bash
+	assert_status 0
+	assert_equal "$output" ""
+}
