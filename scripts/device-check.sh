@@ -125,7 +125,7 @@ BUDGET=${DEVICE_CHECK_BUDGET:-450} # seconds for all stages: 7.5 minutes
 PEAK_TFLOPS=989
 # the python with torch: $PYTHON, python3 on PATH, then known places
 PY=
-for p in ${PYTHON:-} python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
+for p in ${PYTHON:+"$PYTHON"} python3 /opt/torch/.venv/bin/python3 /usr/bin/python3; do
 	if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' >/dev/null 2>&1; then
 		PY=$p
 		break
@@ -218,11 +218,11 @@ record env "$([ $GPU = 1 ] && echo ok || echo SKIP)" 0 "$GPU_WHY; torch $([ $TOR
 SITES=$("$PY" -c 'import site, sys; print("\n".join(p for p in site.getsitepackages() + [site.getusersitepackages()] + sys.path if p.endswith("-packages")))' 2>/dev/null | sort -u)
 find_in_sites() { # NAME: the first file called NAME under SITES' nvidia/ dirs
 	local s f
-	for s in $SITES; do
-		[ -d "$s/nvidia" ] || continue
+	while IFS= read -r s; do # one path a line: a path may hold blanks
+		{ [ -n "$s" ] && [ -d "$s/nvidia" ]; } || continue
 		f=$(find "$s/nvidia" -name "$1" 2>/dev/null | sort | head -1)
 		[ -n "$f" ] && { echo "$f"; return 0; }
-	done
+	done <<<"$SITES"
 	return 1
 }
 NVCC=$(command -v nvcc 2>/dev/null || true)
