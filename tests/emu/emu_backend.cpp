@@ -99,38 +99,7 @@ int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what)
 	return 0;
 }
 
-int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
-{
-	if (bytes <= b->size)
-		return 0;
-	free(b->p);
-	mp_cuda(be)->mem_gen++;
-	b->p = calloc(bytes, 1);
-	b->size = b->p ? bytes : 0;
-	return b->p ? 0 : mp_cpu_fail(be, "%s: out of memory", op);
-}
-
-int mp_cuda_wait(mp_backend *be, const char *op)
-{
-	(void)be;
-	(void)op;
-	return 0;
-}
-
-void mp_cuda_buffer_free(struct mp_cuda_buffer *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->size = 0;
-}
-
-double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
-{
-	mp_cuda_state *s = mp_cuda(be);
-	if (mp_cuda_grow(be, op, &s->scratch, n * sizeof(double)))
-		return NULL;
-	return (double *)s->scratch.p;
-}
+#include "emu_buffers.h"
 
 /* ---- the convolutions: the CPU reference's, rounded as the device's ------------------- */
 

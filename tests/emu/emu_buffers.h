@@ -1,0 +1,43 @@
+/* The backend's device buffers, on the host: calloc'ed memory that grows
+ * as cuda.h's helpers say (refused while recording, a new generation at
+ * every reallocation). Definitions, not declarations: include it once per
+ * program, in the file that stands in for the backend's host side. */
+#ifndef MP_EMU_BUFFERS_H
+#define MP_EMU_BUFFERS_H
+
+#include <stdlib.h>
+
+int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
+{
+	if (bytes <= b->size)
+		return 0;
+	if (mp_cuda_not_recording(be, op, "device memory to grow"))
+		return -1;
+	free(b->p);
+	mp_cuda(be)->mem_gen++;
+	b->p = calloc(bytes, 1);
+	b->size = b->p ? bytes : 0;
+	return b->p ? 0 : mp_cpu_fail(be, "%s: out of memory", op);
+}
+
+int mp_cuda_wait(mp_backend *be, const char *op)
+{
+	(void)be;
+	(void)op;
+	return 0;
+}
+
+void mp_cuda_buffer_free(struct mp_cuda_buffer *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->size = 0;
+}
+
+double *mp_cuda_scratch(mp_backend *be, const char *op, size_t n)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	return mp_cuda_grow(be, op, &s->scratch, n * sizeof(double)) ? NULL : (double *)s->scratch.p;
+}
+
+#endif
