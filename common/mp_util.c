@@ -288,16 +288,24 @@ static void tmp_on_signal(int sig)
 	raise(sig); /* delivered, and fatal, once the handler returns */
 }
 
-void mp_tmp_on_signals(void)
+void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all)
 {
 	static const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGPIPE};
 	struct sigaction sa, was;
 	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = tmp_on_signal;
-	sigfillset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+	sa.sa_handler = handler;
+	if (block_all)
+		sigfillset(&sa.sa_mask);
+	else
+		sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0] - !pipe; i++)
 		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
 			sigaction(sigs[i], &sa, NULL);
+}
+
+void mp_tmp_on_signals(void)
+{
+	mp_catch_stop_signals(tmp_on_signal, 1, 1);
 }
 
 int mp_tmp_add(const char *path)

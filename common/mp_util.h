@@ -111,6 +111,11 @@ int mp_same_file(const char *a, const char *b);
  * may add and remove. */
 #define MP_TMP_MAX 8
 void mp_tmp_on_signals(void);
+/* Sends SIGHUP, SIGINT and SIGTERM (and SIGPIPE with pipe) to handler,
+ * except those ignored when the program started (nohup, a background job
+ * of a script), which stay ignored; block_all: no other signal interrupts
+ * the handler. */
+void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all);
 int mp_tmp_add(const char *path);
 void mp_tmp_remove(const char *path);
 /* s[0..n) as one field of a tab-separated line: tab, newline, carriage

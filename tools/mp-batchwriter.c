@@ -113,14 +113,7 @@ static const char *option_name(int c)
  * stays ignored, as mp-train leaves it. */
 static void install_signals(void)
 {
-	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-	struct sigaction sa, was;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
-			sigaction(sigs[i], &sa, NULL);
+	mp_catch_stop_signals(on_signal, 0, 0);
 }
 
 static void print_summary(const mp_pack_report *rep, const char *dest, double secs)

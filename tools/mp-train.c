@@ -344,14 +344,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	/* A signal ignored on entry (SIGINT in a shell's background job)
-	 * stays ignored. */
-	struct sigaction sa = {.sa_handler = on_signal}, was;
-	sigemptyset(&sa.sa_mask);
-	int sigs[] = {SIGINT, SIGTERM, SIGHUP}; /* SIGHUP: the terminal or ssh session went away */
-	for (int i = 0; i < 3; i++)
-		if (sigaction(sigs[i], NULL, &was) == 0 && was.sa_handler != SIG_IGN)
-			sigaction(sigs[i], &sa, NULL);
+	/* SIGHUP: the terminal or ssh session went away; a signal ignored
+	 * on entry (SIGINT in a shell's background job) stays ignored */
+	mp_catch_stop_signals(on_signal, 0, 0);
 	o.stop = &stop_signal;
 
 	mp_train_result r;
