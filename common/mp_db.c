@@ -71,11 +71,7 @@ static void remove_stale_partials(const char *target)
 			tag = 5;
 		else
 			continue;
-		char *end;
-		long pid = strtol(n + blen + tag, &end, 10);
-		if (*end || pid <= 0)
-			continue;
-		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		if (!mp_pid_gone(n + blen + tag))
 			continue; /* its writer may still be running */
 		char p[PATH_MAX];
 		if (snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p)

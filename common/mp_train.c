@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,11 +245,7 @@ static void remove_stale_temporaries(const char *dir)
 		if (!tag || (strncmp(n, "checkpoint-", 11) && strncmp(n, "weights.", 8) &&
 			     strncmp(n, "last.", 5)))
 			continue;
-		char *end;
-		long pid = strtol(tag + 17, &end, 10);
-		if (*end || pid <= 0 || end == tag + 17)
-			continue;
-		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		if (!mp_pid_gone(tag + 17))
 			continue; /* its run may still be writing it */
 		char path[PATH_LEN];
 		if (join(path, dir, n) == 0 && unlink(path) == 0)

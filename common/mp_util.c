@@ -253,6 +253,16 @@ const char *mp_getenv(const char *name)
 	return v && *v ? v : NULL;
 }
 
+int mp_pid_gone(const char *digits)
+{
+	char *end;
+	errno = 0;
+	long pid = strtol(digits, &end, 10);
+	if (end == digits || *end || pid <= 0 || errno)
+		return 0;
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
 void mp_sync_parent_dir(const char *path)
 {
 	const char *slash = strrchr(path, '/');

@@ -89,6 +89,9 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 /* The environment variable name, or NULL when it is unset or empty (an
  * empty value means the default, as for the CUDA backend's variables). */
 const char *mp_getenv(const char *name);
+/* Whether digits, the end of a temporary name, is the id of a process
+ * that no longer runs (on this host: a pid names nothing elsewhere). */
+int mp_pid_gone(const char *digits);
 /* Makes a rename into path's directory durable (fsync of the directory):
  * best effort, as the file is already in place and complete. */
 void mp_sync_parent_dir(const char *path);
