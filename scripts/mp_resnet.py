@@ -10,6 +10,7 @@ stages.S.blocks.B.conv1.weight, fc.weight, fc_bn.running_mean, ...).
 """
 import json
 import struct
+import zlib
 
 import numpy as np
 import torch
@@ -35,6 +36,15 @@ def read_safetensors(path):
         arr = np.frombuffer(data[b:e], dtype=_DTYPES[t["dtype"]])
         out[name] = arr.reshape(t["shape"]).copy()
     return out, meta
+
+
+def data_crc32(tensors):
+    """The "crc32" metadata value of tensors, written in this order
+    (mp-weights(5)): the CRC-32 of the data section, as 8 hex digits."""
+    crc = 0
+    for v in tensors.values():
+        crc = zlib.crc32(np.asarray(v).tobytes(order="C"), crc)
+    return "%08x" % (crc & 0xffffffff)
 
 
 def write_safetensors(path, tensors, metadata=None):

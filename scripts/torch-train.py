@@ -39,7 +39,6 @@ import os
 import re
 import sys
 import time
-import zlib
 
 PROG = "torch-train.py"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -512,10 +511,7 @@ def save_weights(net, path, o, mean, classes, epochs, steps, class_names, torch,
     tensors = {k: v.detach().cpu().numpy().astype(np.float32)
                for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     # the CRC of the data section, as the toolkit's writer adds it (mp-weights(5))
-    crc = 0
-    for v in tensors.values():
-        crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
-    meta["crc32"] = "%08x" % (crc & 0xffffffff)
+    meta["crc32"] = mp_resnet.data_crc32(tensors)
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
         mp_resnet.write_safetensors(tmp, tensors, meta)

@@ -30,14 +30,10 @@ setup_file() {
 	"$PY" - "$MP_ROOT/scripts" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
-import zlib
 import numpy as np
 import mp_resnet
 def save(path, t, meta):
-    crc = 0
-    for v in t.values():
-        crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
-    meta["crc32"] = "%08x" % (crc & 0xffffffff)
+    meta["crc32"] = mp_resnet.data_crc32(t)
     mp_resnet.write_safetensors(path, t, meta)
 import torch
 import mp_dataset
@@ -366,16 +362,12 @@ for l in sorted(open("p.tsv").readlines()[1:]):
 	"$PY" - "$MP_ROOT/scripts" "$D/rand.safetensors" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
-import zlib
 import numpy as np
 import mp_resnet
 for name, value in (("nan", np.nan), ("inf", np.inf)):
     t, meta = mp_resnet.read_safetensors(sys.argv[2])
     t["fc_bn.bias"][2] = value
-    crc = 0
-    for v in t.values():
-        crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
-    meta["crc32"] = "%08x" % (crc & 0xffffffff)
+    meta["crc32"] = mp_resnet.data_crc32(t)
     mp_resnet.write_safetensors(name + ".safetensors", t, meta)
 EOF
 	run ev -m nan.safetensors --scales 16,24 --probs p.tsv --submission s.txt --per-class c.tsv "$D/val.db"

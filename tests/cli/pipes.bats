@@ -21,15 +21,10 @@ setup_file() {
 	"$PY" - "$MP_ROOT/scripts" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
-import zlib
-import numpy as np
 import mp_resnet
 t, meta = mp_resnet.read_safetensors("init.safetensors")
 meta["input_size"] = "16"
-crc = 0
-for v in t.values():
-    crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
-meta["crc32"] = "%08x" % (crc & 0xffffffff)
+meta["crc32"] = mp_resnet.data_crc32(t)
 mp_resnet.write_safetensors("w.safetensors", t, meta)
 EOF
 }
