@@ -25,19 +25,6 @@
 
 /* ---- the runtime, cuBLAS, and the backend's own helpers, on the host ---------------- */
 
-extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
-				       enum cudaMemcpyKind kind, cudaStream_t stream)
-{
-	(void)kind;
-	(void)stream;
-	memcpy(dst, src, count);
-	return cudaSuccess;
-}
-
-extern "C" cudaError_t cudaGetLastError(void)
-{
-	return cudaSuccess;
-}
 
 extern "C" cudaError_t cudaMalloc(void **p, size_t size)
 {
@@ -99,7 +86,7 @@ int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what)
 	return 0;
 }
 
-#include "emu_buffers.h"
+#include "emu_host.h"
 
 /* ---- the convolutions: the CPU reference's, rounded as the device's ------------------- */
 

@@ -41,21 +41,8 @@ int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what)
 	return 0;
 }
 
-#include "emu_buffers.h"
+#include "emu_host.h"
 
-extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
-				       enum cudaMemcpyKind kind, cudaStream_t stream)
-{
-	(void)kind;
-	(void)stream;
-	memcpy(dst, src, count);
-	return cudaSuccess;
-}
-
-extern "C" cudaError_t cudaGetLastError(void)
-{
-	return cudaSuccess;
-}
 
 /* MP_CUDA_PROFILE's events: not used here */
 extern "C" cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)

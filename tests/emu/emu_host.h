@@ -1,11 +1,29 @@
-/* The backend's device buffers, on the host: calloc'ed memory that grows
- * as cuda.h's helpers say (refused while recording, a new generation at
- * every reallocation). Definitions, not declarations: include it once per
- * program, in the file that stands in for the backend's host side. */
-#ifndef MP_EMU_BUFFERS_H
-#define MP_EMU_BUFFERS_H
+/* The runtime's copies and error state, and the backend's device buffers,
+ * on the host: memcpy, no error ever pending, and calloc'ed memory that
+ * grows as cuda.h's helpers say (refused while recording, a new
+ * generation at every reallocation). Definitions, not declarations:
+ * include it once per program, in the file that stands in for the
+ * backend's host side. */
+#ifndef MP_EMU_HOST_H
+#define MP_EMU_HOST_H
 
 #include <stdlib.h>
+#include <string.h>
+
+extern "C" cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count,
+				       enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+	(void)kind;
+	(void)stream;
+	memcpy(dst, src, count);
+	return cudaSuccess;
+}
+
+extern "C" cudaError_t cudaGetLastError(void)
+{
+	return cudaSuccess;
+}
+
 
 int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_t bytes)
 {
