@@ -262,10 +262,12 @@ static void bn_sums(const float *x, int N, size_t stride, size_t plane, double *
 	*sumsq = b;
 }
 
-int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+/* y = bn_train(x), then y + res when res, then relu(y) when relu: each
+ * value written once, rounded as the separate operations round it (the
+ * BN in float, the sum in float, the ReLU as relu_forward's). */
+static void bn_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, const mp_tensor *res,
+			  int relu, mp_tensor *y)
 {
-	if (mp_cpu_bn_check_train(be, x, bn, y))
-		return -1;
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
 	const double mom = bn->momentum;
@@ -284,11 +286,27 @@ int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, 
 		const float mf = (float)mean, a = (float)(invstd * bn->gamma->data[c]);
 		const float b = bn->beta->data[c];
 		for (int n = 0; n < N; n++) {
-			const float *restrict xp = x->data + ((size_t)n * C + c) * plane;
-			float *restrict yp = y->data + ((size_t)n * C + c) * plane;
+			const size_t at = ((size_t)n * C + c) * plane;
+			const float *restrict xp = x->data + at;
+			float *restrict yp = y->data + at;
+			if (res) {
+				const float *restrict rp = res->data + at;
 #pragma omp simd
-			for (size_t i = 0; i < plane; i++)
-				yp[i] = (xp[i] - mf) * a + b;
+				for (size_t i = 0; i < plane; i++) {
+					const float v = (xp[i] - mf) * a + b + rp[i];
+					yp[i] = v < 0 ? 0.0f : v;
+				}
+			} else if (relu) {
+#pragma omp simd
+				for (size_t i = 0; i < plane; i++) {
+					const float v = (xp[i] - mf) * a + b;
+					yp[i] = v < 0 ? 0.0f : v;
+				}
+			} else {
+#pragma omp simd
+				for (size_t i = 0; i < plane; i++)
+					yp[i] = (xp[i] - mf) * a + b;
+			}
 		}
 		bn->save_mean->data[c] = (float)mean;
 		bn->save_invstd->data[c] = (float)invstd;
@@ -296,27 +314,73 @@ int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, 
 		*rm = (float)(mom * *rm + (1 - mom) * mean);
 		*rv = (float)(mom * *rv + (1 - mom) * var_unbiased);
 	}
+}
+
+int mp_cpu_bn_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y)
+{
+	if (mp_cpu_bn_check_train(be, x, bn, y))
+		return -1;
+	bn_train_fast(be, x, bn, NULL, 0, y);
 	return 0;
 }
 
-/* sum dy and sum dy (x - mean), over the channel's planes */
-static void bn_back_sums(const float *x, const float *dy, int N, size_t stride, size_t plane,
-			 float mean, double *sum_dy, double *sum_dy_xc)
+/* bn_relu_forward_train: one pass that writes y instead of three (BN, add,
+ * ReLU) that each read and write the whole tensor; the same bits. */
+int mp_cpu_bn_relu_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				      const mp_tensor *res, mp_tensor *y)
+{
+	if (mp_cpu_bn_relu_check_forward(be, x, bn, res, y))
+		return -1;
+	bn_train_fast(be, x, bn, res, 1, y);
+	return 0;
+}
+
+/* Adds dy and dy (x - mean) of len values into the lanes s and q, value i
+ * into lane i % BN_LANES (len a multiple of BN_LANES unless it ends the
+ * plane): the order of bn_back_sums whatever the pieces a plane is cut in. */
+static inline void back_lanes(const float *xp, const float *dyp, size_t len, float mean,
+			      double *restrict s, double *restrict q)
+{
+	size_t i = 0;
+	for (; i + BN_LANES <= len; i += BN_LANES)
+		for (int j = 0; j < BN_LANES; j++) {
+			const double d = dyp[i + j];
+			s[j] += d;
+			q[j] += d * (double)(xp[i + j] - mean);
+		}
+	for (int j = 0; i < len; i++, j++) {
+		const double d = dyp[i];
+		s[j] += d;
+		q[j] += d * (double)(xp[i] - mean);
+	}
+}
+
+/* sum dy and sum dy (x - mean), over the channel's planes; with y, of
+ * g = dy where y > 0, else 0 (relu_backward's g) instead of dy, made a
+ * piece at a time on the stack by a loop that vectorizes (a select in the
+ * sums' loop would be a branch, taken at random) */
+#define BN_PIECE 512
+static void bn_back_sums(const float *x, const float *y, const float *dy, int N,
+			 size_t stride, size_t plane, float mean, double *sum_dy,
+			 double *sum_dy_xc)
 {
 	double s[BN_LANES] = {0}, q[BN_LANES] = {0};
+	float g[BN_PIECE];
 	for (int n = 0; n < N; n++) {
 		const float *xp = x + (size_t)n * stride, *dyp = dy + (size_t)n * stride;
-		size_t i = 0;
-		for (; i + BN_LANES <= plane; i += BN_LANES)
-			for (int j = 0; j < BN_LANES; j++) {
-				const double d = dyp[i + j];
-				s[j] += d;
-				q[j] += d * (double)(xp[i + j] - mean);
+		if (!y) {
+			back_lanes(xp, dyp, plane, mean, s, q);
+			continue;
+		}
+		const float *yp = y + (size_t)n * stride;
+		for (size_t i0 = 0; i0 < plane; i0 += BN_PIECE) {
+			const size_t len = plane - i0 < BN_PIECE ? plane - i0 : BN_PIECE;
+#pragma omp simd
+			for (size_t i = 0; i < len; i++) {
+				const float d = dyp[i0 + i];
+				g[i] = yp[i0 + i] > 0 ? d : 0.0f;
 			}
-		for (int j = 0; i < plane; i++, j++) {
-			const double d = dyp[i];
-			s[j] += d;
-			q[j] += d * (double)(xp[i] - mean);
+			back_lanes(xp + i0, g, len, mean, s, q);
 		}
 	}
 	double a = 0, b = 0;
@@ -358,12 +422,12 @@ int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn
 	return 0;
 }
 
-int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
-			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
-			    mp_tensor *dbeta)
+/* bn_backward, dx possibly dy itself: a channel's sums read all of its dy
+ * before its dx is written, one value at a time, each read first. */
+static void bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			     const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+			     mp_tensor *dbeta)
 {
-	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
-		return -1;
 	const int N = x->n, C = x->c;
 	const size_t plane = (size_t)x->h * x->w, m = (size_t)N * plane;
 
@@ -372,7 +436,7 @@ int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 		const float mean = bn->save_mean->data[c];
 		const double invstd = bn->save_invstd->data[c];
 		double sum_dy, sum_dy_xc;
-		bn_back_sums(x->data + (size_t)c * plane, dy->data + (size_t)c * plane, N,
+		bn_back_sums(x->data + (size_t)c * plane, NULL, dy->data + (size_t)c * plane, N,
 			     (size_t)C * plane, plane, mean, &sum_dy, &sum_dy_xc);
 		const double sum_dy_xhat = sum_dy_xc * invstd;
 		if (dbeta)
@@ -385,14 +449,57 @@ int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			const float s = (float)scale, md = (float)(sum_dy / (double)m);
 			const float k = (float)(invstd * sum_dy_xhat / (double)m);
 			for (int n = 0; n < N; n++) {
-				const float *restrict xp = x->data + ((size_t)n * C + c) * plane;
-				const float *restrict dyp = dy->data + ((size_t)n * C + c) * plane;
-				float *restrict dxp = dx->data + ((size_t)n * C + c) * plane;
+				const float *xp = x->data + ((size_t)n * C + c) * plane;
+				const float *dyp = dy->data + ((size_t)n * C + c) * plane;
+				float *dxp = dx->data + ((size_t)n * C + c) * plane;
 #pragma omp simd
 				for (size_t i = 0; i < plane; i++)
 					dxp[i] = s * (dyp[i] - md - (xp[i] - mean) * k);
 			}
 		}
+	}
+}
+
+int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
+			    mp_tensor *dbeta)
+{
+	if (mp_cpu_bn_check_backward(be, x, bn, dy, dx, dgamma, dbeta))
+		return -1;
+	bn_backward_fast(be, x, bn, dy, dx, dgamma, dbeta);
+	return 0;
+}
+
+/* bn_relu_backward: relu_backward's g written into dres, or else into dx,
+ * where bn_backward then reads it and writes dx over it: no temporary.
+ * (Applying the mask inside bn_backward's two passes instead reads as
+ * much memory, in more streams at once, and measured slower.) Only
+ * dgamma and dbeta wanted: the sums take the mask on the way. */
+int mp_cpu_bn_relu_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				 const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+				 mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres)
+{
+	if (mp_cpu_bn_relu_check_backward(be, x, bn, y, dy, dx, dgamma, dbeta, dres))
+		return -1;
+	mp_tensor *g = dres ? dres : dx;
+	if (g) {
+		if (mp_cpu_relu_backward_fast(be, y, dy, g))
+			return -1;
+		bn_backward_fast(be, x, bn, g, dx, dgamma, dbeta);
+		return 0;
+	}
+	const int C = x->c;
+	const size_t plane = (size_t)x->h * x->w;
+#pragma omp parallel for num_threads(mp_cpu_threads(be)) schedule(static) if (MP_CPU_WORTH_THREADS(mp_tensor_count(x)))
+	for (int c = 0; c < C; c++) {
+		double sum_dy, sum_dy_xc;
+		bn_back_sums(x->data + (size_t)c * plane, y->data + (size_t)c * plane,
+			     dy->data + (size_t)c * plane, x->n, (size_t)C * plane, plane,
+			     bn->save_mean->data[c], &sum_dy, &sum_dy_xc);
+		if (dbeta)
+			dbeta->data[c] = (float)sum_dy;
+		if (dgamma)
+			dgamma->data[c] = (float)(sum_dy_xc * (double)bn->save_invstd->data[c]);
 	}
 	return 0;
 }

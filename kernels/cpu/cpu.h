@@ -166,6 +166,11 @@ int mp_cpu_bn_forward_infer_fast(mp_backend *be, const mp_tensor *x, const mp_bn
 int mp_cpu_bn_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dgamma,
 			    mp_tensor *dbeta);
+int mp_cpu_bn_relu_forward_train_fast(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				      const mp_tensor *res, mp_tensor *y);
+int mp_cpu_bn_relu_backward_fast(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+				 const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+				 mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
 int mp_cpu_relu_forward_fast(mp_backend *be, const mp_tensor *x, mp_tensor *y);
 int mp_cpu_relu_backward_fast(mp_backend *be, const mp_tensor *y, const mp_tensor *dy,
 			      mp_tensor *dx);

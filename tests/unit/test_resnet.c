@@ -905,16 +905,17 @@ static double train_step(mp_resnet *net, const float *x, const int32_t *labels, 
 	return loss;
 }
 
-/* The reference backend has the fused BN + residual + ReLU; the network
- * uses them in training. Without them (the same backend, the fused
- * operations taken out) two steps give the same bits: every parameter,
- * gradient, momentum and running statistic, and the loss. */
-static void fused_training_matches_separate_ops(void **state)
+/* A backend (new_backend(0)) with the fused BN + residual + ReLU; the
+ * network uses them in training. Without them (the same backend, the
+ * fused operations taken out) two steps give the same bits: every
+ * parameter, gradient, momentum and running statistic, and the loss. */
+static void fused_matches_separate(mp_backend *(*new_backend)(int))
 {
-	(void)state;
-	assert_non_null(be->ops->bn_relu_forward_train);
-	mp_backend *plain = mp_backend_cpu_new(0);
+	mp_backend *with = new_backend(0), *plain = new_backend(0);
+	assert_non_null(with);
 	assert_non_null(plain);
+	assert_non_null(with->ops->bn_relu_forward_train);
+	assert_non_null(with->ops->bn_relu_backward);
 	mp_backend_ops separate = *plain->ops;
 	separate.bn_relu_forward_train = NULL;
 	separate.bn_relu_backward = NULL;
@@ -925,8 +926,10 @@ static void fused_training_matches_separate_ops(void **state)
 		small_config(&c, 4, 8, 8, 12, sc, 10, 1);
 		c.depth = 2; /* identity blocks as well as stage transitions */
 		mp_error e;
-		mp_resnet *fused = new_net(&c, 21), *sep = mp_resnet_new(&c, plain, &e);
+		mp_resnet *fused = mp_resnet_new(&c, with, &e), *sep = mp_resnet_new(&c, plain, &e);
+		assert_non_null(fused);
 		assert_non_null(sep);
+		assert_int_equal(mp_resnet_init(fused, 21, &e), 0);
 		assert_int_equal(mp_resnet_init(sep, 21, &e), 0);
 		float *x = random_array((size_t)N * 3 * S * S, -2, 2);
 		int32_t labels[N] = {1, 7, 3};
@@ -956,7 +959,95 @@ static void fused_training_matches_separate_ops(void **state)
 		mp_resnet_free(fused);
 		mp_resnet_free(sep);
 	}
+	mp_backend_free(with);
 	mp_backend_free(plain);
+}
+
+static void fused_training_matches_separate_ops(void **state)
+{
+	(void)state;
+	fused_matches_separate(mp_backend_cpu_new);
+}
+
+/* The fast backend's fused BN + ReLU passes: the same bits as its
+ * separate BN, add and ReLU. */
+static void fast_fused_training_matches_separate_ops(void **state)
+{
+	(void)state;
+	fused_matches_separate(mp_backend_cpu_fast_new);
+}
+
+/* The fast backend's bn_relu_backward with each choice of outputs (dx,
+ * dres, both, neither: dgamma and dbeta only) against its separate
+ * relu_backward and bn_backward, bit for bit; with and without a residual
+ * in the forward pass. */
+static void fast_bn_relu_backward_outputs(void **state)
+{
+	(void)state;
+	mp_backend *fb = mp_backend_cpu_fast_new(0);
+	assert_non_null(fb);
+	const mp_backend_ops *o = fb->ops;
+	assert_non_null(o->bn_relu_forward_train);
+	assert_non_null(o->bn_relu_backward);
+	enum { N = 3, C = 5, H = 7, W = 9 }; /* a plane not a multiple of 8 */
+	const size_t count = (size_t)N * C * H * W;
+	mp_tensor t[13];
+	for (int i = 0; i < 13; i++)
+		assert_int_equal(o->alloc(fb, &t[i], i < 8 ? N : 1, C, i < 8 ? H : 1,
+					  i < 8 ? W : 1), 0);
+	mp_tensor *x = &t[0], *res = &t[1], *y = &t[2], *dy = &t[3], *dx = &t[4],
+		  *dres = &t[5], *rdx = &t[6], *rg = &t[7];
+	mp_bn bn = {.gamma = &t[8], .beta = &t[9], .running_mean = &t[10],
+		    .running_var = &t[11], .save_mean = &t[12], .eps = 1e-5f, .momentum = 0.9f};
+	mp_tensor invstd, dg[2], db[2];
+	assert_int_equal(o->alloc(fb, &invstd, 1, C, 1, 1), 0);
+	bn.save_invstd = &invstd;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(o->alloc(fb, &dg[i], 1, C, 1, 1), 0);
+		assert_int_equal(o->alloc(fb, &db[i], 1, C, 1, 1), 0);
+	}
+	float *h = random_array(count, -2, 3);
+	assert_int_equal(o->upload(fb, x, h), 0);
+	free(h);
+	h = random_array(count, -1, 1);
+	assert_int_equal(o->upload(fb, res, h), 0);
+	free(h);
+	h = random_array(count, -1, 1);
+	assert_int_equal(o->upload(fb, dy, h), 0);
+	free(h);
+	h = random_array(C, 0.5, 1.5);
+	assert_int_equal(o->upload(fb, bn.gamma, h), 0);
+	free(h);
+	assert_int_equal(o->fill(fb, bn.beta, 0.1f), 0);
+	assert_int_equal(o->fill(fb, bn.running_mean, 0), 0);
+	assert_int_equal(o->fill(fb, bn.running_var, 1), 0);
+	for (int with_res = 0; with_res < 2; with_res++) {
+		assert_int_equal(o->bn_relu_forward_train(fb, x, &bn, with_res ? res : NULL, y), 0);
+		/* the meaning: g = relu_backward, then bn_backward of g */
+		assert_int_equal(o->relu_backward(fb, y, dy, rg), 0);
+		assert_int_equal(o->bn_backward(fb, x, &bn, rg, rdx, &dg[0], &db[0]), 0);
+		for (int want = 0; want < 4; want++) {
+			mp_tensor *wdx = want & 1 ? dx : NULL, *wdres = want & 2 ? dres : NULL;
+			assert_int_equal(o->fill(fb, dx, 7), 0);
+			assert_int_equal(o->fill(fb, dres, 7), 0);
+			assert_int_equal(o->bn_relu_backward(fb, x, &bn, y, dy, wdx, &dg[1], &db[1],
+							     wdres), 0);
+			assert_memory_equal(dg[0].data, dg[1].data, C * sizeof(float));
+			assert_memory_equal(db[0].data, db[1].data, C * sizeof(float));
+			if (wdx)
+				assert_memory_equal(rdx->data, dx->data, count * sizeof(float));
+			if (wdres)
+				assert_memory_equal(rg->data, dres->data, count * sizeof(float));
+		}
+	}
+	for (int i = 0; i < 13; i++)
+		o->release(fb, &t[i]);
+	o->release(fb, &invstd);
+	for (int i = 0; i < 2; i++) {
+		o->release(fb, &dg[i]);
+		o->release(fb, &db[i]);
+	}
+	mp_backend_free(fb);
 }
 
 static int setup(void **state)
@@ -987,6 +1078,8 @@ int main(void)
 		cmocka_unit_test(inference_uses_running_stats),
 		cmocka_unit_test(config_check_messages),
 		cmocka_unit_test(fused_training_matches_separate_ops),
+		cmocka_unit_test(fast_fused_training_matches_separate_ops),
+		cmocka_unit_test(fast_bn_relu_backward_outputs),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
