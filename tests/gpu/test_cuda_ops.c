@@ -1480,6 +1480,18 @@ int main(int argc, char **argv)
 		setenv("MP_CPU_WINOGRAD", "0", 1);
 		dev = mp_backend_cpu_fast_new(0);
 		dev_name = "cpu";
+		/* with the separate BN, add and ReLU: the fast backend's fused
+		 * training pass sums in another order than the reference's,
+		 * and the bf16 passes' whole steps amplify that past their
+		 * limits (tens of percent in BN's gradients), which says
+		 * nothing of this program */
+		static mp_backend_ops standin;
+		if (dev) {
+			standin = *dev->ops;
+			standin.bn_relu_forward_train = NULL;
+			standin.bn_relu_backward = NULL;
+			dev->ops = &standin;
+		}
 		printf("# --harness-check: the fast CPU backend stands in for CUDA; this checks the test program, not the CUDA backend\n");
 		/* with graphs: tests/graph_recorder.h's */
 		if (dev)
