@@ -111,3 +111,32 @@ have_nvcc() {
 	grep -Eq '^# 0 of [0-9]+ failed' <<<"$output"
 	! grep -q '^not ok' <<<"$output"
 }
+
+@test "test_cuda_ops --harness-check --fault residual: every whole step fails on a missing gradient path, bf16 too" {
+	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	[[ -x $bin ]] || skip "this build has no CUDA backend"
+	run "$bin" --harness-check --fault residual
+	assert_status 1
+	assert_contains "$output" "--fault residual: the stand-in drops the residual's gradient"
+	# the retry on other images (a ReLU decision close to its boundary) does not hide it
+	assert_contains "$output" "again on other images"
+	for pass in "" "bf16 (stand-in): " "bf16 storage (stand-in): "; do
+		grep -Fq "not ok" <<<"$(grep -F -- "- ${pass}small resnet, shortcut A:" <<<"$output")" ||
+			{ echo "passed: ${pass}small resnet A"; return 1; }
+	done
+	grep -Fq -- "- small resnet, shortcut B:" <<<"$(grep '^not ok' <<<"$output")"
+	grep -Fq -- "- bf16 storage (stand-in): small resnet, shortcut B:" <<<"$(grep '^not ok' <<<"$output")"
+	# the operations that do not take the residual pass as before
+	grep -Eq '^ok [0-9]+ - bf16 storage \(stand-in\): relu and add' <<<"$output"
+}
+
+@test "test_cuda_ops: a wrong argument is a usage error" {
+	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	[[ -x $bin ]] || skip "this build has no CUDA backend"
+	for args in "--fault residual" "--harness-check --fault" "--harness-check --fault other" "--bogus"; do
+		# shellcheck disable=SC2086
+		run "$bin" $args
+		assert_status 2
+		assert_contains "$output" "usage: test_cuda_ops [--harness-check [--fault residual]]"
+	done
+}

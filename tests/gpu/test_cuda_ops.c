@@ -19,18 +19,39 @@
  * allows for cuDNN's different summation orders. Each check prints its
  * measured error as a TAP comment.
  *
+ * A whole step has one more source of difference: a ReLU's input that
+ * lies within float rounding of zero (one in 1e7 of the tensor's scale)
+ * may fall on the other side on the device, and then the gradient through
+ * it is dropped on one side only; where a layer's gradient sums cancel
+ * (BN's backward pass makes them), that moves whole gradients by up to a
+ * percent. The test watches how close the reference's ReLU decisions came
+ * (relu_margin); where a step fails and one came within RELU_MARGIN, the
+ * step runs again on other images (at most three times) and says so.
+ *
  * Then the same convolutions, network steps, reproducibility and
- * training run again in bf16 (set_precision), within RTOL_BF16 (2e-2).
- * Each convolution against the fp32 reference: bf16 keeps 8 bits of
- * mantissa, so each rounded operand is off by up to 2^-9 relative and a
- * sum of many such products by less. The whole training step against
- * the reference with the same roundings (its convolutions' operands and
- * results rounded to bf16, as the device's are): through BN's backward
- * pass, whose sums cancel, the plain fp32 step differs by more than
- * bf16's own error (10-30% of some gradients of a random small network),
- * which would say nothing about the implementation. The training run
- * compares with plain fp32: the loss must fall alike. Where the device
- * has no bf16 these print as skipped.
+ * training run again in bf16 (set_precision). Each operation within
+ * RTOL_BF16 (2e-2) of the fp32 reference: bf16 keeps 8 bits of mantissa,
+ * so each rounded operand is off by up to 2^-9 relative and a sum of many
+ * such products by less. The whole training step against the reference
+ * with the same roundings (its convolutions' operands and results rounded
+ * to bf16, as the device's are), within RTOL_BF16 or STEP_SPREAD times
+ * bf16's own effect, the larger: how far the same step in fp32 lies from
+ * the rounded reference (step_limit). The logits' own effect sets the
+ * limit of the logits, the loss and the running statistics; a gradient's
+ * own, or the median of the step's gradients' where larger (one
+ * gradient's is a noisy measure of it), the limit of that gradient and of
+ * what the update makes of it. bf16 moves a ReLU's inputs by up to 2^-9 of
+ * the values they are made of, so many decisions go the other way (see
+ * above), and a random small network's gradients move by 10-50%: a
+ * device rounding alike differs from the reference in fewer of them. Over
+ * 30 seeds of the host stand-in it came to 58% of the limit; to 92% with
+ * Winograd's convolutions, whose sums stray 6e-6 from the reference's
+ * (the matrix products' 1e-6). A gradient path missing (--fault
+ * residual) goes to 400%. The backward pass is thus checked for what its wiring gets wrong (a
+ * wrong tensor, a missing path), its numbers by each operation's own
+ * test; the forward pass within a few percent. The training run compares
+ * with plain fp32: the loss must fall alike. Where the device has no bf16
+ * these print as skipped.
  *
  * Then a third pass, "bf16 storage": a backend opened with
  * MP_CUDA_ACTIVATIONS=bf16 keeps the tensors of alloc_act in bf16 NHWC.
@@ -40,13 +61,7 @@
  * convolutions' operands and every stored activation rounded to bf16
  * (tests/act_checker.h, which also fails any call that mixes activation
  * and plain tensors): each operation within RTOL_BF16, a whole network's
- * step within RTOL_BF16_STEP. There every stored value is rounded, and a
- * value that lands next to a rounding boundary on one side and across it
- * on the other (float sums in another order: cuDNN's, or BN's) differs by
- * a bf16 step; BN's backward pass, whose sums cancel, makes a few such
- * steps a few percent of a small gradient (8% in one case, on the host
- * emulation, with every operation otherwise agreeing to the bit). A wrong
- * operation is off by far more.
+ * step as in the bf16 pass.
  *
  * Without a CUDA device it prints "1..0 # SKIP no CUDA device (...)" and
  * exits 0: prove reports it as skipped, never as passed.
@@ -57,11 +72,14 @@
  * convolutions replaced by the CPU reference's rounded alike, with
  * tests/graph_recorder.h's graphs in CUDA's; every make test runs it.
  *
- * usage: test_cuda_ops [--harness-check]
+ * usage: test_cuda_ops [--harness-check [--fault residual]]
  *   --harness-check runs every comparison with the fast CPU backend in
  *   the place of CUDA (with tests/graph_recorder.h's graphs): it checks
  *   this program's own logic on a machine without a GPU, and says nothing
- *   about the CUDA backend. */
+ *   about the CUDA backend.
+ *   --fault residual: the stand-in drops the gradient of the blocks'
+ *   residual (bn_relu_backward's dres stays zero), a wrong path that each
+ *   whole step, fp32 and bf16 alike, must fail on. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -80,13 +98,22 @@
 
 #define RTOL 1e-3
 #define RTOL_BF16 2e-2
-/* a whole step with every activation stored in bf16: see storage_pass */
-#define RTOL_BF16_STEP 1e-1
+/* A whole step in bf16: within STEP_SPREAD times bf16's own effect on
+ * the step (step_limit), where that is larger than RTOL_BF16. */
+#define STEP_SPREAD 3.0
+
+/* a ReLU input this close to its boundary (of the tensor's largest) may
+ * fall on the other side on the device: see relu_margin */
+#define RELU_MARGIN 1e-5
 
 static double rtol = RTOL; /* the tolerance of the current precision */
 static const char *prefix = ""; /* "bf16: " in the bf16 pass */
 
 static mp_backend *ref, *dev; /* CPU reference, device under test */
+/* another CPU reference that never rounds: bf16's own effect on a whole
+ * step (step_limit) */
+static mp_backend *ref_fp32;
+static int ref_rounding; /* ref rounds as in bf16 (ref_rounds_bf16) */
 static mp_rng rng;
 static int tests, failures;
 static int cur_failed; /* the current test has failed a check */
@@ -234,10 +261,25 @@ static double rel_err(const float *a, const float *ref_, size_t n)
 	return m > 0 ? e / m : e;
 }
 
-static double worst; /* the largest error of all checks, for the summary */
+static double worst; /* the largest error of all checks within rtol, for the summary */
+static double worst_step; /* the largest of a bf16 step's errors over its limit */
 
-/* Compares a device tensor with its reference: within rtol of max |ref|. */
-static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
+/* The device's values d against the reference's r: within limit (rtol
+ * or a whole bf16 step's, step_limit) of max |r|. */
+static void compare_values(const char *what, const float *r, const float *d, size_t n,
+			   double limit)
+{
+	const double e = rel_err(d, r, n);
+	if (limit == rtol && e > worst)
+		worst = e;
+	if (limit != rtol && e / limit > worst_step)
+		worst_step = e / limit;
+	printf("#   %-44s rel err %.2e\n", what, e);
+	if (!(e <= limit))
+		fail("%s: relative error %.3e > %.2g", what, e, limit);
+}
+
+static void compare_limit(const char *what, const mp_tensor *r, const mp_tensor *d, double limit)
 {
 	if (mp_tensor_count(r) != mp_tensor_count(d)) {
 		fail("%s: %zu values on cpu-ref, %zu on %s", what, mp_tensor_count(r),
@@ -245,14 +287,39 @@ static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
 		return;
 	}
 	float *a = fetch(ref, r), *b = fetch(dev, d);
-	double e = rel_err(b, a, mp_tensor_count(r));
-	printf("#   %-44s rel err %.2e\n", what, e);
-	if (e > worst)
-		worst = e;
-	if (!(e <= rtol))
-		fail("%s: relative error %.3e > %.0e", what, e, rtol);
+	compare_values(what, a, b, mp_tensor_count(r), limit);
 	free(a);
 	free(b);
+}
+
+/* bf16's own effect on values r of a whole step, computed in fp32 as f
+ * (on ref_fp32): rel_err(r, f), printed */
+static double own_effect(const char *what, const float *r, const float *f, size_t n)
+{
+	const double own = rel_err(r, f, n);
+	printf("#   %-44s bf16's own effect %.2e\n", what, own);
+	return own;
+}
+
+static double own_effect_t(const char *what, const mp_tensor *r, const mp_tensor *f)
+{
+	float *a = fetch(ref, r), *b = fetch(ref_fp32, f);
+	const double own = own_effect(what, a, b, mp_tensor_count(r));
+	free(a);
+	free(b);
+	return own;
+}
+
+/* The limit of a whole bf16 step's values on which bf16's own effect is
+ * own: see the comment at the top */
+static double step_limit(double own)
+{
+	return STEP_SPREAD * own > rtol ? STEP_SPREAD * own : rtol;
+}
+
+static void compare(const char *what, const mp_tensor *r, const mp_tensor *d)
+{
+	compare_limit(what, r, d, rtol);
 }
 
 static void pcompare(const char *what, const pair *p)
@@ -348,6 +415,82 @@ static void rounding_ops(mp_backend *be, const mp_backend_ops **saved, mp_backen
 static void ref_rounds_bf16(int on)
 {
 	rounding_ops(ref, &ref_plain, &ref_bf16, on);
+	ref_rounding = on;
+}
+
+/* ---- how close a ReLU decision came to its boundary ------------------------------ */
+
+/* The smallest |v| / max |v| of a ReLU's inputs v (per tensor) in
+ * ref_fp32's forward passes since it was last set to 1. A value that
+ * close to zero may land on the other side on the device, whose float
+ * sums run in another order (about 1e-7 of the tensor's scale in fp32):
+ * then the gradient through it is taken or dropped on one side only, and
+ * where a layer's gradient sums cancel, a whole step's gradients differ
+ * by up to a percent. */
+static double relu_margin = 1;
+static const mp_backend_ops *fp32_plain;
+static mp_backend_ops fp32_spied;
+
+static void note_margin(const float *v, size_t n)
+{
+	double lo = INFINITY, hi = 0;
+	for (size_t i = 0; i < n; i++) {
+		const double a = fabs((double)v[i]);
+		lo = a < lo ? a : lo;
+		hi = a > hi ? a : hi;
+	}
+	if (hi > 0 && lo / hi < relu_margin)
+		relu_margin = lo / hi;
+}
+
+static int spy_relu_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y)
+{
+	note_margin(x->data, mp_tensor_count(x));
+	return fp32_plain->relu_forward(be, x, y);
+}
+
+/* the ReLU's input as the fused op makes it (BN with this batch's
+ * statistics, plus res), from what it saves */
+static int spy_bn_relu_forward_train(mp_backend *be, const mp_tensor *x, mp_bn *bn,
+				     const mp_tensor *res, mp_tensor *y)
+{
+	const int rc = fp32_plain->bn_relu_forward_train(be, x, bn, res, y);
+	if (rc < 0)
+		return rc;
+	const size_t plane = (size_t)x->h * x->w, count = mp_tensor_count(x);
+	float *v = malloc(count * sizeof *v);
+	if (!v)
+		exit(1);
+	for (size_t i = 0; i < count; i++) {
+		const int c = (int)(i / plane % (size_t)x->c);
+		v[i] = (float)(((double)x->data[i] - bn->save_mean->data[c]) *
+				       bn->save_invstd->data[c] * bn->gamma->data[c] +
+			       bn->beta->data[c] + (res ? res->data[i] : 0));
+	}
+	note_margin(v, count);
+	free(v);
+	return 0;
+}
+
+/* without its ReLU, which then follows as relu_forward's: the same bits */
+static int spy_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				     const mp_tensor *prep, const mp_tensor *res, int relu,
+				     mp_tensor *y, int stride, int pad)
+{
+	const int rc = fp32_plain->conv_bn_forward_infer(be, x, w, prep, res, 0, y, stride, pad);
+	return rc < 0 || !relu ? rc : spy_relu_forward(be, y, y);
+}
+
+static void spy_on_relu(mp_backend *be)
+{
+	fp32_plain = be->ops;
+	fp32_spied = *be->ops;
+	fp32_spied.relu_forward = spy_relu_forward;
+	if (fp32_spied.bn_relu_forward_train)
+		fp32_spied.bn_relu_forward_train = spy_bn_relu_forward_train;
+	if (fp32_spied.conv_bn_forward_infer)
+		fp32_spied.conv_bn_forward_infer = spy_conv_bn_forward_infer;
+	be->ops = &fp32_spied;
 }
 
 /* ---- memory, fill -------------------------------------------------------- */
@@ -971,7 +1114,8 @@ static mp_resnet *make_net(const mp_resnet_config *c, mp_backend *be, uint64_t s
 	mp_error e;
 	mp_resnet *net = mp_resnet_new(c, be, &e);
 	if (!net || mp_resnet_init(net, seed, &e) < 0) {
-		fail("mp_resnet on %s: %s", be == ref ? "cpu-ref" : dev_name, e.msg);
+		fail("mp_resnet on %s: %s",
+		     be == ref ? "cpu-ref" : be == ref_fp32 ? "cpu-ref (fp32)" : dev_name, e.msg);
 		mp_resnet_free(net);
 		return NULL;
 	}
@@ -1013,77 +1157,156 @@ static int net_step(mp_resnet *net, mp_backend *be, const float *x, const int32_
 	return 1;
 }
 
-static void test_network(char shortcut)
+static int cmp_double(const void *a, const void *b)
 {
-	char name[96];
-	snprintf(name, sizeof name, "small resnet, shortcut %c: one training step, then inference",
-		 shortcut);
-	begin();
+	const double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* One training step of the small net, then inference, on images of their
+ * own random numbers (image_seed: the same whatever ran before); the
+ * smallest ReLU margin of ref_fp32's passes in *margin. */
+static void network_step(char shortcut, uint64_t image_seed, double *margin)
+{
 	mp_resnet_config c;
 	small_config(&c, shortcut);
 	mp_resnet *nr = make_net(&c, ref, 11), *nd = make_net(&c, dev, 11);
+	/* the same step in fp32, where the reference rounds as in bf16 (and
+	 * for the ReLU margins) */
+	mp_resnet *nf = make_net(&c, ref_fp32, 11);
 	const int n = 6, size = c.input_size;
 	int32_t labels[6];
+	const mp_rng before = rng;
+	mp_rng_seed(&rng, image_seed);
 	float *x = make_images(n, size, c.classes, labels, 60);
+	rng = before;
 	mp_error e;
-	double lr = 0, ld = 0;
-	if (nr && nd) {
+	double lr = 0, ld = 0, lf = 0;
+	relu_margin = 1;
+	if (nr && nd && nf) {
 		int ok = mp_resnet_forward(nr, x, n, size, size, 1, &e) >= 0 &&
-			 mp_resnet_forward(nd, x, n, size, size, 1, &e) >= 0;
-		float lgr[6 * 10], lgd[6 * 10];
-		ok = ok && mp_resnet_logits(nr, lgr, &e) >= 0 && mp_resnet_logits(nd, lgd, &e) >= 0;
+			 mp_resnet_forward(nd, x, n, size, size, 1, &e) >= 0 &&
+			 (!nf || mp_resnet_forward(nf, x, n, size, size, 1, &e) >= 0);
+		float lgr[6 * 10], lgd[6 * 10], lgf[6 * 10];
+		ok = ok && mp_resnet_logits(nr, lgr, &e) >= 0 && mp_resnet_logits(nd, lgd, &e) >= 0 &&
+		     (!nf || mp_resnet_logits(nf, lgf, &e) >= 0);
 		ok = ok && mp_resnet_loss(nr, labels, 0.1f, &lr, NULL, &e) >= 0 &&
-		     mp_resnet_loss(nd, labels, 0.1f, &ld, NULL, &e) >= 0;
-		ok = ok && mp_resnet_backward(nr, &e) >= 0 && mp_resnet_backward(nd, &e) >= 0;
+		     mp_resnet_loss(nd, labels, 0.1f, &ld, NULL, &e) >= 0 &&
+		     (!nf || mp_resnet_loss(nf, labels, 0.1f, &lf, NULL, &e) >= 0);
+		ok = ok && mp_resnet_backward(nr, &e) >= 0 && mp_resnet_backward(nd, &e) >= 0 &&
+		     (!nf || mp_resnet_backward(nf, &e) >= 0);
 		if (!ok)
 			fail("forward/loss/backward: %s", e.msg);
 		else {
-			double err = rel_err(lgd, lgr, (size_t)n * c.classes);
-			printf("#   %-44s rel err %.2e\n", "logits", err);
-			if (!(err <= rtol))
-				fail("logits: relative error %.3e", err);
-			err = fabs(ld - lr) / fabs(lr);
-			printf("#   %-44s rel err %.2e (%.6f vs %.6f)\n", "loss", err, ld, lr);
-			if (!(err <= rtol))
-				fail("loss %.6f, reference %.6f", ld, lr);
+			/* the limits: see the comment at the top */
+			double fwd = rtol, typical = 0;
+			const size_t nl = (size_t)n * c.classes;
+			const float lossr = (float)lr, lossd = (float)ld;
 			const int np = mp_resnet_param_count(nr);
+			double *own = calloc((size_t)np, sizeof *own);
+			double *sorted = calloc((size_t)np, sizeof *sorted);
+			if (!own || !sorted)
+				exit(1);
+			if (ref_rounding) {
+				fwd = step_limit(own_effect("logits", lgr, lgf, nl));
+				int ng = 0;
+				for (int i = 0; i < np; i++) {
+					mp_param *pr = mp_resnet_param(nr, i);
+					if (pr->kind != MP_PARAM_WEIGHT)
+						continue;
+					char what[128];
+					snprintf(what, sizeof what, "grad %s", pr->name);
+					own[i] = own_effect_t(what, &pr->grad,
+							      &mp_resnet_param(nf, i)->grad);
+					sorted[ng++] = own[i];
+				}
+				qsort(sorted, (size_t)ng, sizeof *sorted, cmp_double);
+				typical = ng ? sorted[ng / 2] : 0;
+				printf("#   limits: forward %.2g, backward %.2g (a gradient's own "
+				       "effect, or the median %.2e where larger)\n",
+				       fwd, step_limit(typical), typical);
+			}
+			compare_values("logits", lgr, lgd, nl, fwd);
+			printf("#   loss %.6f, reference %.6f\n", ld, lr);
+			compare_values("loss", &lossr, &lossd, 1, fwd);
 			for (int i = 0; i < np; i++) {
 				mp_param *pr = mp_resnet_param(nr, i), *pd = mp_resnet_param(nd, i);
 				if (pr->kind != MP_PARAM_WEIGHT)
 					continue;
 				char what[128];
 				snprintf(what, sizeof what, "grad %s", pr->name);
-				compare(what, &pr->grad, &pd->grad);
+				compare_limit(what, &pr->grad, &pd->grad,
+					      step_limit(own[i] > typical ? own[i] : typical));
 			}
 			if (mp_resnet_sgd(nr, 0.1f, 0.9f, 5e-4f, &e) < 0 ||
-			    mp_resnet_sgd(nd, 0.1f, 0.9f, 5e-4f, &e) < 0)
+			    mp_resnet_sgd(nd, 0.1f, 0.9f, 5e-4f, &e) < 0 ||
+			    mp_resnet_sgd(nf, 0.1f, 0.9f, 5e-4f, &e) < 0)
 				fail("sgd: %s", e.msg);
 			for (int i = 0; i < np; i++) {
 				mp_param *pr = mp_resnet_param(nr, i), *pd = mp_resnet_param(nd, i);
 				char what[128];
 				snprintf(what, sizeof what, "updated %s", pr->name);
-				compare(what, &pr->value, &pd->value);
+				/* the running statistics come of the forward pass,
+				 * a weight of its gradient */
+				const double limit =
+					pr->kind != MP_PARAM_WEIGHT
+						? fwd
+						: step_limit(own[i] > typical ? own[i] : typical);
+				compare_limit(what, &pr->value, &pd->value, limit);
 				if (pr->kind == MP_PARAM_WEIGHT) {
 					snprintf(what, sizeof what, "momentum %s", pr->name);
-					compare(what, &pr->momentum, &pd->momentum);
+					compare_limit(what, &pr->momentum, &pd->momentum, limit);
 				}
 			}
 			/* inference with the running statistics, on the updated net */
 			if (mp_resnet_forward(nr, x, n, size, size, 0, &e) < 0 ||
 			    mp_resnet_forward(nd, x, n, size, size, 0, &e) < 0 ||
-			    mp_resnet_logits(nr, lgr, &e) < 0 || mp_resnet_logits(nd, lgd, &e) < 0)
+			    mp_resnet_forward(nf, x, n, size, size, 0, &e) < 0 ||
+			    mp_resnet_logits(nr, lgr, &e) < 0 || mp_resnet_logits(nd, lgd, &e) < 0 ||
+			    mp_resnet_logits(nf, lgf, &e) < 0) {
 				fail("inference: %s", e.msg);
-			else {
-				err = rel_err(lgd, lgr, (size_t)n * c.classes);
-				printf("#   %-44s rel err %.2e\n", "inference logits", err);
-				if (!(err <= rtol))
-					fail("inference logits: relative error %.3e", err);
+			} else {
+				/* its weights moved by the update: the larger of the
+				 * logits' own effect and the typical gradient's */
+				double limit = rtol;
+				if (ref_rounding) {
+					const double o = own_effect("inference logits", lgr, lgf, nl);
+					limit = step_limit(o > typical ? o : typical);
+				}
+				compare_values("inference logits", lgr, lgd, nl, limit);
 			}
+			free(own);
+			free(sorted);
 		}
 	}
 	free(x);
 	mp_resnet_free(nr);
 	mp_resnet_free(nd);
+	mp_resnet_free(nf);
+	*margin = relu_margin;
+}
+
+/* A training step of the small net, then inference, against the
+ * reference. Where an fp32 step fails and a ReLU's input came within
+ * RELU_MARGIN of its boundary (see relu_margin), that decision may have
+ * gone the other way: the step runs again on other images, at most
+ * three times, and says so. A wrong operation fails on any images. */
+static void test_network(char shortcut)
+{
+	char name[96];
+	snprintf(name, sizeof name, "small resnet, shortcut %c: one training step, then inference",
+		 shortcut);
+	begin();
+	double margin = 1;
+	for (int attempt = 1;; attempt++) {
+		network_step(shortcut, 1000 * (uint64_t)shortcut + (uint64_t)attempt, &margin);
+		if (!cur_failed || ref_rounding || margin >= RELU_MARGIN || attempt == 3)
+			break;
+		printf("# a ReLU's input within %.1e of its boundary (limit %.0e): the failures "
+		       "above may follow from its other side; again on other images\n",
+		       margin, RELU_MARGIN);
+		cur_failed = 0;
+	}
 	end(name);
 }
 
@@ -1442,7 +1665,6 @@ static void storage_pass(int harness)
 		act_of(ref)->ops.bn_relu_backward = NULL;
 	}
 	activation_ops();
-	rtol = RTOL_BF16_STEP;
 	test_network('A');
 	test_network('B');
 	rtol = RTOL_BF16;
@@ -1463,38 +1685,45 @@ static void storage_pass(int harness)
 	dev = saved;
 }
 
+/* --fault residual: bn_relu_backward without the residual's gradient */
+static const mp_backend_ops *unfaulted;
+static mp_backend_ops faulted;
+
+static int bn_relu_backward_no_residual(mp_backend *be, const mp_tensor *x, const mp_bn *bn,
+					const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
+					mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres)
+{
+	const int rc = unfaulted->bn_relu_backward(be, x, bn, y, dy, dx, dgamma, dbeta, dres);
+	return rc < 0 || !dres ? rc : unfaulted->fill(be, dres, 0.0f);
+}
+
 int main(int argc, char **argv)
 {
-	int harness = argc == 2 && !strcmp(argv[1], "--harness-check");
-	if (argc > 2 || (argc == 2 && !harness)) {
-		fprintf(stderr, "usage: test_cuda_ops [--harness-check]\n");
+	const int harness = argc >= 2 && !strcmp(argv[1], "--harness-check");
+	const int fault = argc == 4 && harness && !strcmp(argv[2], "--fault") &&
+			  !strcmp(argv[3], "residual");
+	if (argc == 3 || argc > 4 || (argc >= 2 && !harness) || (argc == 4 && !fault)) {
+		fprintf(stderr, "usage: test_cuda_ops [--harness-check [--fault residual]]\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	char why[512];
 	if (harness) {
 		/* matrix products only: within about 1e-6 of the reference,
-		 * so that few bf16 roundings go the other way (Winograd's
-		 * 6e-6 turn enough of them to move a whole step's BN
-		 * gradients by tens of percent) */
+		 * as an fp32 convolution's sums in another order are
+		 * (Winograd's 6e-6 bring the bf16 whole steps closer to their
+		 * limits: see the comment at the top) */
 		setenv("MP_CPU_WINOGRAD", "0", 1);
 		dev = mp_backend_cpu_fast_new(0);
 		dev_name = "cpu";
-		/* with the separate BN, add and ReLU, as when the limits were
-		 * set: the fused pass gives the same bits, but its own test
-		 * draws random numbers, so the whole steps that follow get
-		 * other images; on some, bf16 roundings that go the other way
-		 * (the stand-in's sums are not the reference's) are amplified
-		 * by BN's backward pass past the bf16 limits (0 to 29% in a
-		 * gradient, by the seed) */
-		static mp_backend_ops standin;
-		if (dev) {
-			standin = *dev->ops;
-			standin.bn_relu_forward_train = NULL;
-			standin.bn_relu_backward = NULL;
-			dev->ops = &standin;
-		}
 		printf("# --harness-check: the fast CPU backend stands in for CUDA; this checks the test program, not the CUDA backend\n");
+		if (dev && fault) {
+			unfaulted = dev->ops;
+			faulted = *dev->ops;
+			faulted.bn_relu_backward = bn_relu_backward_no_residual;
+			dev->ops = &faulted;
+			printf("# --fault residual: the stand-in drops the residual's gradient\n");
+		}
 		/* with graphs: tests/graph_recorder.h's */
 		if (dev)
 			recorder_install(dev);
@@ -1522,15 +1751,18 @@ int main(int argc, char **argv)
 		}
 		printf("# cuda backend on %s\n", why);
 #else
+		(void)why;
 		printf("1..0 # SKIP this build has no CUDA backend\n");
 		return 0;
 #endif
 	}
 	ref = mp_backend_cpu_new(0);
-	if (!ref || !dev) {
+	ref_fp32 = mp_backend_cpu_new(0);
+	if (!ref || !ref_fp32 || !dev) {
 		printf("1..1\nnot ok 1 - create the backends: out of memory\n");
 		return 1;
 	}
+	spy_on_relu(ref_fp32);
 	mp_rng_seed(&rng, 20240917);
 
 	activation_ops();
@@ -1587,10 +1819,11 @@ int main(int argc, char **argv)
 	printf("# %d of %d failed; largest relative error %.2e (limit %.0e)", failures, tests,
 	       worst_fp32, RTOL);
 	if (rtol == RTOL_BF16)
-		printf(", in bf16 %.2e (limit %.0e; %.0e for whole steps with bf16 activations)",
-		       worst, RTOL_BF16, RTOL_BF16_STEP);
+		printf(", in bf16 %.2e (limit %.0e); in a bf16 whole step at most %.0f%% of its limit",
+		       worst, RTOL_BF16, 100 * worst_step);
 	printf("\n");
 	mp_backend_free(dev);
 	mp_backend_free(ref);
+	mp_backend_free(ref_fp32);
 	return failures ? 1 : 0;
 }
