@@ -107,11 +107,21 @@ static void reset_decoder(mp_codec *c)
  * whole; Pillow and libjpeg's djpeg read such files too, common in
  * collections gathered from the web). The first warning being that one,
  * no other came before it, and the image is decoded again past it. */
+/* More than 500 progressive scans are refused (TurboJPEG's limit): each
+ * scan costs a pass over every block, so a valid JPEG of a few hundred KB
+ * in thousands of scans took 100 s to decode at 8192x8192; the usual
+ * progressive JPEG has about ten. */
+#ifdef TJFLAG_LIMITSCANS
+#define JPEG_FLAGS TJFLAG_LIMITSCANS
+#else
+#define JPEG_FLAGS 0
+#endif
+
 static int jpeg_pixels(mp_codec *c, const uint8_t *buf, size_t len, uint8_t *dst, int w,
 		       int h, int pf, mp_error *e)
 {
 	if (tjDecompress2(c->dec, buf, (unsigned long)len, dst, w, 0, h, pf,
-			  TJFLAG_STOPONWARNING) == 0)
+			  JPEG_FLAGS | TJFLAG_STOPONWARNING) == 0)
 		return 0;
 	const char *msg = tjGetErrorStr2(c->dec);
 	static const char stray[] = " extraneous bytes before marker 0xd9";
@@ -121,7 +131,7 @@ static int jpeg_pixels(mp_codec *c, const uint8_t *buf, size_t len, uint8_t *dst
 		reset_decoder(c);
 		if (!c->dec)
 			return mp_seterr(e, "TurboJPEG: %s", tjGetErrorStr2(NULL));
-		if (tjDecompress2(c->dec, buf, (unsigned long)len, dst, w, 0, h, pf, 0) == 0 ||
+		if (tjDecompress2(c->dec, buf, (unsigned long)len, dst, w, 0, h, pf, JPEG_FLAGS) == 0 ||
 		    tjGetErrorCode(c->dec) == TJERR_WARNING)
 			return 0;
 		msg = tjGetErrorStr2(c->dec);

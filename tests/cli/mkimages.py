@@ -26,6 +26,11 @@
           huge-jpeg   a real JPEG whose SOF0 claims DIMxDIM (dim=, 65535)
           huge-png    a real PNG whose IHDR claims DIMxDIM (dim=, 65535;
                       the chunk CRC is fixed)
+          scans-jpeg  a valid progressive JPEG of flat grey in 1 + 3 * 63 * 14
+                      scans (each AC coefficient of each component alone, by
+                      successive approximation), written by hand: each scan
+                      costs a pass over every block, so a few hundred KB of
+                      it at 8192x8192 take minutes to decode
         quality=Q sets the JPEG quality (default 95).
     mkimages.py many DIR N W H [labels=K] [ext=png|jpg]
         Writes N noise images DIR/imgNNNN.EXT and prints a list on stdout
@@ -171,6 +176,68 @@ def patch_png_ihdr(out, dim):
     open(out, "wb").write(data)
 
 
+def jpeg_segment(marker, payload):
+    return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+class JpegBits:
+    """Entropy-coded bits, MSB first, 0xFF stuffed, padded with ones."""
+    def __init__(self):
+        self.out, self.acc, self.n = bytearray(), 0, 0
+
+    def put(self, v, n):
+        for i in range(n - 1, -1, -1):
+            self.acc = (self.acc << 1) | ((v >> i) & 1)
+            self.n += 1
+            if self.n == 8:
+                self.out.append(self.acc)
+                if self.acc == 0xFF:
+                    self.out.append(0)
+                self.acc, self.n = 0, 0
+
+    def done(self):
+        if self.n:
+            self.put((1 << (8 - self.n)) - 1, 8 - self.n)
+        return bytes(self.out)
+
+
+def write_many_scans_jpeg(out, w, h):
+    blocks = ((w + 7) // 8) * ((h + 7) // 8)
+    data = bytearray(b"\xff\xd8")
+    data += jpeg_segment(0xDB, bytes([0]) + bytes([1] * 64))
+    data += jpeg_segment(0xC2, struct.pack(">BHHB", 8, h, w, 3) +
+                         b"".join(bytes([c + 1, 0x11, 0]) for c in range(3)))
+    # DC table 0: category 0 only, code "0"; AC table 0: EOBn (n << 4),
+    # n = 0..14, 4-bit codes
+    data += jpeg_segment(0xC4, bytes([0x00, 1] + [0] * 15 + [0]))
+    data += jpeg_segment(0xC4, bytes([0x10, 0, 0, 0, 15] + [0] * 12 +
+                                     [n << 4 for n in range(15)]))
+    # the DC scan, interleaved: every block's difference 0
+    data += jpeg_segment(0xDA, bytes([3, 1, 0, 2, 0, 3, 0, 0, 0, 0]))
+    bits = JpegBits()
+    for _ in range(3 * blocks):
+        bits.put(0, 1)
+    data += bits.done()
+    # every AC scan: all blocks zero, as end-of-band runs of up to 32767
+    bits, left = JpegBits(), blocks
+    while left:
+        run = min(left, 32767)
+        n = run.bit_length() - 1
+        bits.put(n, 4)
+        bits.put(run - (1 << n), n)
+        left -= run
+    runs = bits.done()
+    steps = [(0, 13)] + [(a, a - 1) for a in range(13, 0, -1)]
+    for c in range(3):
+        for k in range(1, 64):
+            for ah, al in steps:
+                data += jpeg_segment(0xDA, bytes([1, c + 1, 0, k, k, (ah << 4) | al]))
+                data += runs
+    data += b"\xff\xd9"
+    with open(out, "wb") as f:
+        f.write(data)
+
+
 def make(args):
     if len(args) < 2:
         die("make KIND OUT [W H] [key=value ...]")
@@ -251,6 +318,11 @@ def make(args):
     elif kind == "huge-jpeg":
         save(Image.fromarray(noise(w, h, 3)), out, quality)
         patch_jpeg_sof(out, int(opt.get("dim", "65535")))
+    elif kind == "scans-jpeg":
+        write_many_scans_jpeg(out, w, h)
+        back = np.asarray(Image.open(out).convert("RGB"))
+        if back.shape != (h, w, 3) or int(back.min()) != 128 or int(back.max()) != 128:
+            die("%s: the many-scans JPEG did not read back as flat grey" % out)
     elif kind == "huge-png":
         Image.fromarray(noise(w, h, 3)).save(out, "PNG")
         patch_png_ihdr(out, int(opt.get("dim", "65535")))
