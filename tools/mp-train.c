@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,10 +135,13 @@ static const struct option long_opts[] = {
 /* ---- signals: the first stops after the step, a second one kills ---------- */
 
 static volatile sig_atomic_t stop_signal;
+/* signals caught: counted atomically, since two sent at once can reach
+ * two threads' handlers at once, and only one of them is the first */
+static atomic_int signals_caught;
 
 static void on_signal(int sig)
 {
-	if (stop_signal) {
+	if (atomic_fetch_add(&signals_caught, 1) > 0) {
 		signal(sig, SIG_DFL);
 		raise(sig);
 		return;
