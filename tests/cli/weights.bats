@@ -63,6 +63,21 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_contains "$output" "only in B"
 }
 
+@test "--diff: a tensor not compared (shapes differ, only in A or B) shows - and no numbers in --json" {
+	init 1 4,8 A 10 1 a.safetensors
+	init 1 4,16 B 10 1 b.safetensors
+	run inspect --diff a.safetensors b.safetensors
+	assert_status 1
+	assert_contains "$output" "$(printf 'stages.1.blocks.0.conv1.weight\t-\t-\tshapes differ')"
+	assert_contains "$output" "$(printf 'stages.1.blocks.0.shortcut.conv.weight\t-\t-\tonly in B')"
+	run inspect --diff b.safetensors a.safetensors
+	assert_contains "$output" "$(printf 'stages.1.blocks.0.shortcut.conv.weight\t-\t-\tonly in A')"
+	# the keys of each verdict, as mp-inspect(1) lists them
+	run json_get <(inspect --json --diff a.safetensors b.safetensors) \
+		'sorted(set((o["verdict"], ",".join(sorted(o))) for o in d))'
+	assert_equal "$output" "[('only in B', 'name,verdict'), ('same', 'max_abs,max_rel,name,verdict'), ('shapes differ', 'name,verdict')]"
+}
+
 @test "--tol without --diff is a usage error, its default value included" {
 	init 1 4,8 A 10 1 w.safetensors
 	for tol in 0 1e-3; do
