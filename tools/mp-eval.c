@@ -180,7 +180,7 @@ int main(int argc, char **argv)
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	mp_eval_opts o;
 	mp_eval_opts_default(&o);
-	int c, json = 0;
+	int c, json = 0, dump_count_given = 0;
 	long v;
 	double list[MP_EVAL_MAX_SCALES];
 	while ((c = getopt_long(argc, argv, "m:d:r:qhV", long_opts, NULL)) != -1) {
@@ -259,6 +259,7 @@ int main(int argc, char **argv)
 		case OPT_DUMP_COUNT:
 			bad = mp_parse_long("--dump-count", optarg, 1, 1000000, &v);
 			o.dump_count = (int)v;
+			dump_count_given = 1;
 			break;
 		default: usage();
 		}
@@ -289,6 +290,10 @@ int main(int argc, char **argv)
 	}
 	if (o.root && !o.list) {
 		mp_warnx("-r ROOT goes with --list");
+		usage();
+	}
+	if (dump_count_given && !o.dump_views) {
+		mp_warnx("--dump-count goes with --dump-views");
 		usage();
 	}
 	/* the outputs that share stdout with the table or the JSON */

@@ -562,6 +562,10 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_status 2
 	run ev "${W[@]}" -r "$D" "$D/val.db"
 	assert_status 2
+	assert_contains "$output" "-r ROOT goes with --list"
+	run ev "${W[@]}" --dump-count 3 "$D/val.db"
+	assert_status 2
+	assert_contains "$output" "--dump-count goes with --dump-views"
 	run ev "${W[@]}" --probs - --submission - "$D/val.db"
 	assert_status 2
 	assert_contains "$output" "only one output may go to stdout"
