@@ -341,9 +341,29 @@ static char *sums_text(const sums *s)
 	return out;
 }
 
+/* Every value that is to be written finite, or an error that stops the run:
+ * a step whose loss was finite can still leave NaN or infinity behind (a
+ * running variance that overflowed, an update that did), and a checkpoint
+ * or weights file holding them would pass as a good one. */
+static int check_finite(trainer *t, int with_momentum, mp_error *e)
+{
+	char name[160];
+	int rc = mp_weights_find_nonfinite(t->net, with_momentum, name, sizeof name, e);
+	if (rc <= 0)
+		return rc;
+	return mp_seterr(e, "after step %ld (lr %g): %s holds NaN or infinity, though the loss "
+			    "was finite (the run diverged); stopping, and the weights are not "
+			    "written. %s%s",
+			 t->step, t->lr, name,
+			 t->last_good[0] ? "The last good checkpoint is " : "No checkpoint was written",
+			 t->last_good);
+}
+
 static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 {
 	char name[256], path[PATH_LEN], num[5][64];
+	if (check_finite(t, 1, e) < 0)
+		return -1;
 	checkpoint_name(name, sizeof name, epochs, batch);
 	if (join(path, t->o->out_dir, name) < 0)
 		return mp_seterr(e, "%s: path too long", t->o->out_dir);
@@ -400,6 +420,8 @@ static char *class_names_json(const trainer *t)
 static int write_weights(trainer *t, mp_error *e)
 {
 	char path[PATH_LEN], epochs[32], steps[32];
+	if (check_finite(t, 0, e) < 0)
+		return -1;
 	if (join(path, t->o->out_dir, "weights.safetensors") < 0)
 		return mp_seterr(e, "%s: path too long", t->o->out_dir);
 	snprintf(epochs, sizeof epochs, "%d", t->r->epochs);
@@ -552,15 +574,17 @@ static int parse_long_meta(const mp_st_file *f, const char *key, long min, long 
 	return 0;
 }
 
-/* Loads the checkpoint (t->ckpt, whose network net_from_checkpoint took):
- * weights, momentum and the training state. cfg is the network as set up,
- * its classes from the data. Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED
- * on error. */
-static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
+/* Checks the checkpoint (t->ckpt, whose network net_from_checkpoint took)
+ * against the run as set up, before anything is made on disk: its classes
+ * (cfg's, from the data), its momentum, its position, and that every value
+ * is finite (training cannot go on from NaN or infinity: the checkpoint of
+ * a run that diverged). Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on
+ * error. */
+static int resume_check(trainer *t, const mp_resnet_config *cfg, long *epochs, long *batch,
+			long *step, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
 	const mp_st_file *f = &t->ckpt;
-	long epochs, batch, step;
 	if (t->ckpt_net.classes != cfg->classes)
 		return mp_seterr(e, "%s: the checkpoint's network has %d classes, the training set "
 				    "has %d", o->resume, t->ckpt_net.classes, cfg->classes),
@@ -569,14 +593,32 @@ static int resume_from(trainer *t, const mp_resnet_config *cfg, mp_error *e)
 		return mp_seterr(e, "%s: a weights file without momentum; --resume needs a "
 				    "checkpoint", o->resume),
 		       MP_TRAIN_BAD_SETUP;
-	if (parse_long_meta(f, MP_TRAIN_KEY_EPOCH, 0, &epochs, e) < 0 ||
-	    parse_long_meta(f, MP_TRAIN_KEY_BATCH, 0, &batch, e) < 0 ||
-	    parse_long_meta(f, MP_TRAIN_KEY_STEP, 0, &step, e) < 0)
+	if (parse_long_meta(f, MP_TRAIN_KEY_EPOCH, 0, epochs, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_BATCH, 0, batch, e) < 0 ||
+	    parse_long_meta(f, MP_TRAIN_KEY_STEP, 0, step, e) < 0)
 		return MP_TRAIN_BAD_SETUP;
-	if (batch >= t->steps_per_epoch)
+	if (*batch >= t->steps_per_epoch)
 		return mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
-				 o->resume, batch, o->train_db, t->steps_per_epoch, o->batch),
+				 o->resume, *batch, o->train_db, t->steps_per_epoch, o->batch),
 		       MP_TRAIN_BAD_SETUP;
+	for (size_t i = 0; i < f->ntensors; i++) {
+		mp_tensor_stats st;
+		mp_st_stats(&f->tensors[i], &st);
+		if (st.nonfinite)
+			return mp_seterr(e, "%s: %s holds NaN or infinity: a run cannot go on from "
+					    "it (resume from an earlier checkpoint)",
+					 o->resume, f->tensors[i].name),
+			       MP_TRAIN_FAILED;
+	}
+	return MP_TRAIN_DONE;
+}
+
+/* Loads the checkpoint that resume_check passed: weights, momentum and the
+ * training state at epochs, batch and step. */
+static int resume_from(trainer *t, long epochs, long batch, long step, mp_error *e)
+{
+	const mp_train_opts *o = t->o;
+	const mp_st_file *f = &t->ckpt;
 	if (mp_weights_load_into(t->net, f, 1, e) < 0)
 		return MP_TRAIN_FAILED;
 	const char *v;
@@ -785,7 +827,8 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		if (!isfinite(loss)) {
 			mp_progress_done(&p);
 			return mp_seterr(e, "validation after step %ld: the loss is %s on %s (the "
-					    "weights or their running statistics hold NaN or infinity); "
+					    "weights or their running statistics hold NaN or infinity, or "
+					    "have grown so large that the outputs overflow); "
 					    "stopping. %s%s",
 					 t->step, isnan(loss) ? "NaN" : "infinite", t->o->val_db,
 					 t->last_good[0] ? "The last good checkpoint is "
@@ -958,6 +1001,10 @@ static int setup(trainer *t, mp_error *e)
 		return rc;
 	if (mp_resnet_config_check(&cfg, e) < 0)
 		return MP_TRAIN_BAD_SETUP;
+	long ck_epochs = 0, ck_batch = 0, ck_step = 0;
+	if (o->resume &&
+	    (rc = resume_check(t, &cfg, &ck_epochs, &ck_batch, &ck_step, e)) != MP_TRAIN_DONE)
+		return rc;
 
 	char what[256];
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
@@ -996,7 +1043,7 @@ static int setup(trainer *t, mp_error *e)
 	if (!(t->options_json = options_to_json(o, &cfg)))
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
-		rc = resume_from(t, &cfg, e);
+		rc = resume_from(t, ck_epochs, ck_batch, ck_step, e);
 		mp_st_free(&t->ckpt); /* loaded; not needed from here on */
 		if (rc != MP_TRAIN_DONE)
 			return rc;

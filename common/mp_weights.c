@@ -109,6 +109,46 @@ out:
 	return rc;
 }
 
+int mp_weights_find_nonfinite(mp_resnet *net, int with_momentum, char *name, size_t n,
+			      mp_error *e)
+{
+	int count = mp_resnet_param_count(net), found = 0;
+	float *h = NULL;
+	size_t cap = 0;
+	if (with_momentum && mp_resnet_train_state(net, e) < 0)
+		return -1;
+	for (int pass = 0; pass < (with_momentum ? 2 : 1) && !found; pass++) {
+		for (int i = 0; i < count && !found; i++) {
+			mp_param *p = mp_resnet_param(net, i);
+			if (pass == 1 && p->kind != MP_PARAM_WEIGHT)
+				continue;
+			const mp_tensor *t = pass ? &p->momentum : &p->value;
+			size_t nel = mp_tensor_count(t);
+			if (nel > cap) {
+				float *grown = realloc(h, nel * sizeof *h);
+				if (!grown) {
+					free(h);
+					return mp_seterr(e, "out of memory");
+				}
+				h = grown;
+				cap = nel;
+			}
+			if (mp_resnet_download(net, t, h, e) < 0) {
+				free(h);
+				return -1;
+			}
+			for (size_t j = 0; j < nel; j++)
+				if (!isfinite(h[j])) {
+					snprintf(name, n, "%s%s", pass ? "momentum." : "", p->name);
+					found = 1;
+					break;
+				}
+		}
+	}
+	free(h);
+	return found;
+}
+
 /* Metadata readers: every value is a string in safetensors. */
 static int meta_long(const mp_st_file *f, const char *key, long min, long max, long *out,
 		     mp_error *e)

@@ -23,6 +23,13 @@ typedef struct {
 int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
 		    int with_momentum, mp_error *e);
 
+/* Finds a tensor of net holding NaN or infinity: its values (running
+ * statistics included) and, with_momentum, its momentum buffers. Returns 1
+ * with the tensor's name in name (size n; "momentum.<name>" for a momentum
+ * buffer), 0 when every value is finite, -1 on error. */
+int mp_weights_find_nonfinite(mp_resnet *net, int with_momentum, char *name, size_t n,
+			      mp_error *e);
+
 /* Reads the architecture from a file's metadata, with every field checked. */
 int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e);
 

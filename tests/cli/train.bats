@@ -392,22 +392,14 @@ wait_rows() {
 
 @test "a validation pass whose output is NaN stops the run, never scored as no error" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
-	# a NaN running mean: training (batch statistics) goes on, evaluation cannot
-	"$PY" - "$MP_ROOT/scripts" out/checkpoint-0001.safetensors out/nan.safetensors <<-'EOF'
-		import sys
-		import numpy as np
-		sys.path.insert(0, sys.argv[1])
-		import mp_resnet
-		t, meta = mp_resnet.read_safetensors(sys.argv[2])
-		t["stem.bn.running_mean"][0] = np.nan
-		meta["crc32"] = mp_resnet.data_crc32(t)
-		mp_resnet.write_safetensors(sys.argv[3], t, meta)
-	EOF
-	run --separate-stderr train "${OPTS[@]}" --epochs 2 -o out --resume out/nan.safetensors
+	# one step at a huge rate: the weights stay finite and the training
+	# loss too (batch statistics), but evaluation overflows
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -o out --lr 1e6 --max-steps 9 \
+		--resume out/checkpoint-0001.safetensors
 	assert_status 1
-	assert_contains "$stderr" "mp-train: validation after step 16: the loss is NaN on $D/val.db"
-	assert_contains "$stderr" "The last good checkpoint is out/nan.safetensors"
-	[[ ! -e out/checkpoint-0002.safetensors ]]
+	assert_contains "$stderr" "mp-train: validation after step 9: the loss is NaN on $D/val.db"
+	assert_contains "$stderr" "The last good checkpoint is out/checkpoint-0001.safetensors"
+	[[ ! -e out/checkpoint-0001-000001.safetensors ]]
 	[[ $(log_col out/train.log epoch epoch | tail -1) == 1 ]]
 }
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bats
+# mp-train at the edges of its options and data: a run that diverges with
+# finite losses, checkpoints that cannot be resumed; on the same small
+# data and network as train.bats.
+
+load helpers
+
+train() { "$MP_BIN/mp-train" "$@"; }
+
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 128 20 20 4 >train.txt
+	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes va 48 20 20 4 seed=9 >val.txt
+	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	D=$BATS_FILE_TMPDIR/data
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	OPTS=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --schedule none)
+}
+
+# nonfinite FILE...: the names of the tensors holding NaN or infinity.
+nonfinite() {
+	"$PY" - "$MP_ROOT/scripts" "$@" <<-'EOF'
+		import sys
+		import numpy as np
+		sys.path.insert(0, sys.argv[1])
+		import mp_resnet
+		for f in sys.argv[2:]:
+		    t, _ = mp_resnet.read_safetensors(f)
+		    print(" ".join(k for k, v in sorted(t.items()) if not np.all(np.isfinite(v))))
+	EOF
+}
+
+@test "a run that diverges with finite losses stops before it writes an infinite running variance" {
+	# at rate 10 with weight decay 1 the activations grow until a running
+	# variance overflows while the loss, from batch statistics, stays
+	# finite; validation with an infinite variance is finite too
+	run --separate-stderr train "${OPTS[@]}" --epochs 3 --lr 10 --wd 1 -q -o out
+	assert_status 1
+	assert_equal "$stderr" "mp-train: after step 16 (lr 10): stages.0.blocks.0.bn1.running_var holds NaN or infinity, though the loss was finite (the run diverged); stopping, and the weights are not written. The last good checkpoint is out/checkpoint-0001.safetensors"
+	[[ ! -e out/checkpoint-0002.safetensors && ! -e out/weights.safetensors ]]
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0001.safetensors
+	assert_equal "$(nonfinite out/checkpoint-0001.safetensors)" ""
+	# with no checkpoint before it, none is named
+	run --separate-stderr train "${OPTS[@]}" --epochs 3 --lr 30 --wd 1 -q -o out2
+	assert_status 1
+	assert_contains "$stderr" "mp-train: after step 8 (lr 30): "
+	assert_contains "$stderr" "No checkpoint was written"
+	assert_files out2 train.log
+}
+
+@test "--resume of a checkpoint that holds NaN exits 1 naming the tensor, and makes nothing" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	"$PY" - "$MP_ROOT/scripts" out/checkpoint-0001.safetensors nan.safetensors <<-'EOF'
+		import sys
+		import numpy as np
+		sys.path.insert(0, sys.argv[1])
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors(sys.argv[2])
+		t["momentum.fc.weight"][0, 0] = np.inf
+		meta["crc32"] = mp_resnet.data_crc32(t)
+		mp_resnet.write_safetensors(sys.argv[3], t, meta)
+	EOF
+	run train "${OPTS[@]}" --epochs 2 -q -o new --resume nan.safetensors
+	assert_status 1
+	assert_equal "$output" "mp-train: nan.safetensors: momentum.fc.weight holds NaN or infinity: a run cannot go on from it (resume from an earlier checkpoint)"
+	[[ ! -e new ]]
+}
+
+@test "a refused --resume creates no output directory" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 2 -q -o new --resume out/weights.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: out/weights.safetensors: a weights file without momentum; --resume needs a checkpoint"
+	[[ ! -e new ]]
+	# a checkpoint of 4 classes on data of 2
+	awk '$2 < 2' "$D/train.txt" >two.txt
+	printf 'red 0\ngreen 1\n' >cats2.txt
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c cats2.txt --size 16 -o two.db two.txt
+	run train "${OPTS[@]}" -d two.db -v two.db --epochs 2 -q -o new --resume out/checkpoint-0001.safetensors
+	assert_status 2
+	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has 4 classes, the training set has 2"
+	[[ ! -e new ]]
+}
