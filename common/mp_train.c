@@ -921,10 +921,18 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 			return mp_seterr(e, "%s: the dataset does not say how many classes it has "
 					    "(pack it with a categories file, or give --classes N)",
 					 o->train_db), MP_TRAIN_BAD_SETUP;
+		/* a list whose labels are all 0, packed without a categories
+		 * file, records one class: nothing for a classifier to learn */
+		if (m->classes < 2)
+			return mp_seterr(e, "%s: the dataset has 1 class, and a network needs 2 or "
+					    "more to tell apart (pack it with a categories file, or "
+					    "mp-batchwriter --classes N, that counts them all)",
+					 o->train_db), MP_TRAIN_BAD_SETUP;
 		cfg->classes = m->classes;
 	} else if (m->classes > 0 && m->classes != cfg->classes) {
-		return mp_seterr(e, "%s: the dataset has %d classes, --classes says %d", o->train_db,
-				 m->classes, cfg->classes), MP_TRAIN_BAD_SETUP;
+		return mp_seterr(e, "%s: the dataset has %d class%s, --classes says %d", o->train_db,
+				 m->classes, m->classes == 1 ? "" : "es", cfg->classes),
+		       MP_TRAIN_BAD_SETUP;
 	}
 	t->classes = cfg->classes;
 	t->class_names = m->class_names;
@@ -944,8 +952,9 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 		return mp_seterr(e, "%s: the validation set has no labels", o->val_db),
 		       MP_TRAIN_BAD_SETUP;
 	if (vm->classes > 0 && vm->classes != t->classes)
-		return mp_seterr(e, "%s: the validation set has %d classes, the training set %d",
-				 o->val_db, vm->classes, t->classes), MP_TRAIN_BAD_SETUP;
+		return mp_seterr(e, "%s: the validation set has %d class%s, the training set %d",
+				 o->val_db, vm->classes, vm->classes == 1 ? "" : "es", t->classes),
+		       MP_TRAIN_BAD_SETUP;
 	return MP_TRAIN_DONE;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # mp-train at the edges of its options and data: a run that diverges with
-# finite losses, checkpoints that cannot be resumed; on the same small
-# data and network as train.bats.
+# finite losses, checkpoints that cannot be resumed, a dataset of one
+# class; on the same small data and network as train.bats.
 
 load helpers
 
@@ -15,6 +15,9 @@ setup_file() {
 	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+	# labels all 0 and no categories file: the DB records one class
+	head -n 8 train.txt | awk '{ print $1, 0 }' >one.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 -o one.db one.txt
 }
 
 setup() {
@@ -87,4 +90,17 @@ nonfinite() {
 	assert_status 2
 	assert_equal "$output" "mp-train: out/checkpoint-0001.safetensors: the checkpoint's network has 4 classes, the training set has 2"
 	[[ ! -e new ]]
+}
+
+@test "a training set of one class is refused with its name; so is a validation set of one" {
+	run train "${OPTS[@]}" -d "$D/one.db" -v "$D/one.db" --batch 4 --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: $D/one.db: the dataset has 1 class, and a network needs 2 or more to tell apart (pack it with a categories file, or mp-batchwriter --classes N, that counts them all)"
+	run train "${OPTS[@]}" -d "$D/one.db" --classes 2 --batch 4 --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: $D/one.db: the dataset has 1 class, --classes says 2"
+	run train "${OPTS[@]}" -v "$D/one.db" --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: $D/one.db: the validation set has 1 class, the training set 4"
+	[[ ! -e out ]]
 }
