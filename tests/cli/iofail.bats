@@ -1,0 +1,88 @@
+#!/usr/bin/env bats
+# When the file system fails the tools: a full disk, a read-only or
+# vanished directory, standard output closed, full or a pipe whose reader
+# went away, inputs that are FIFOs. Every failure is a message that names
+# the file and a non-zero exit; nothing the user had is cut short or
+# replaced by a partial file, and no temporary file is left.
+#
+# A full disk is a small tmpfs: the tests that need one skip (and say so)
+# where they are not run as root or the mount fails; each mount is undone
+# in teardown.
+
+load helpers
+
+train() { "$MP_BIN/mp-train" "$@"; }
+ev() { "$MP_BIN/mp-eval" "$@"; }
+
+# 64 labelled 16x16 images of 4 classes (val.txt, val.db, its stream
+# val.stream), 256 records of them (rep.db) for outputs larger than a
+# stdio buffer, and the weights of one epoch of a tiny network (w.safetensors).
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$MKIMAGES" classes im 64 16 16 4 >val.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 8 -o val.db val.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 8 val.txt >val.stream
+	for _ in 1 2 3 4; do cat val.txt; done >rep.txt
+	"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 64 -o rep.db rep.txt
+	"$MP_BIN/mp-train" -q -d val.db --depth 1 --widths 4,8 --stem-stride 1 --crop 12 \
+		--scale-min 12 --scale-max 16 --batch 16 --epochs 1 -o run
+	cp run/weights.safetensors w.safetensors
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
+	D=$BATS_FILE_TMPDIR/data
+	W=$D/w.safetensors
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 --batch 16)
+	MOUNTS=()
+}
+
+teardown() {
+	cd "$BATS_TEST_TMPDIR" || true
+	local m
+	for m in "${MOUNTS[@]}"; do
+		umount "$m" 2>/dev/null || umount -l "$m"
+	done
+	if [[ -n "${pid-}" ]] && kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		wait "$pid" || true
+	fi
+	return 0
+}
+
+# small_fs DIR SIZE: DIR becomes a tmpfs of SIZE (such as 8k), undone in
+# teardown; the test is skipped where that cannot be done.
+small_fs() {
+	((EUID == 0)) || skip "not root: no tmpfs to fill"
+	mkdir -p "$1"
+	mount -t tmpfs -o "size=$2" tmpfs "$1" 2>/dev/null || skip "mount failed: no tmpfs here"
+	MOUNTS+=("$(cd "$1" && pwd)")
+}
+
+# fill DIR: a file that takes every block left on DIR's file system.
+fill() {
+	dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true
+	[[ $(df --output=avail "$1" | tail -1) -eq 0 ]] || fail "$1 is not full"
+}
+
+# ---- standard output -------------------------------------------------------
+
+# ---- inputs ----------------------------------------------------------------
+
+@test "mp-inspect reads a stream from a FIFO or /dev/stdin: nothing is read before the stream reader" {
+	mkfifo fifo
+	cat "$D/val.stream" >fifo &
+	pid=$!
+	run timeout 20 "$MP_BIN/mp-inspect" --verify fifo
+	assert_status 0
+	assert_equal "$output" "fifo: OK: 64 records verified (CRCs, layout, every image decoded)"
+	cat "$D/val.stream" >fifo &
+	pid=$!
+	run timeout 20 "$MP_BIN/mp-inspect" --json fifo
+	assert_status 0
+	assert_equal "$(json_get - 'd["records"]' <<<"$output")" 64
+	run bash -c 'cat "$1" | timeout 20 "$2" --list /dev/stdin | wc -l' _ "$D/val.stream" "$MP_BIN/mp-inspect"
+	assert_status 0
+	assert_equal "$output" 65
+}
