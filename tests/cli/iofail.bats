@@ -68,6 +68,31 @@ fill() {
 
 # ---- standard output -------------------------------------------------------
 
+@test "mp-eval -q and mp-inspect with stdout closed: no error when nothing is written to it" {
+	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-eval" -q -m "$W" --probs p.tsv "$D/val.db"
+	assert_status 0
+	assert_equal "$(wc -l <p.tsv)" 65
+	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-eval" -m "$W" "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: <stdout>: write error: Bad file descriptor"
+	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-inspect" --extract 0 -o x.png "$D/val.db"
+	assert_status 0
+	[[ -s x.png ]]
+}
+
+@test "mp-inspect: an output larger than a buffer that fails on the way is an error, in every mode" {
+	local mode
+	for mode in "--list" "--list --json" "--verify --json" "--json" ""; do
+		# shellcheck disable=SC2086 # the mode's words
+		run --separate-stderr bash -c '"$@" >/dev/full' _ "$MP_BIN/mp-inspect" $mode "$D/rep.db"
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: <stdout>: write error"
+	done
+	run --separate-stderr bash -c '"$@" >/dev/full' _ "$MP_BIN/mp-inspect" --tensors --json "$W"
+	assert_status 1
+	assert_contains "$stderr" "mp-inspect: <stdout>: write error"
+}
+
 # ---- inputs ----------------------------------------------------------------
 
 @test "mp-inspect reads a stream from a FIFO or /dev/stdin: nothing is read before the stream reader" {
