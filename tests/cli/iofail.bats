@@ -68,6 +68,42 @@ fill() {
 
 # ---- standard output -------------------------------------------------------
 
+@test "mp-train: stdout full or closed is an error once the run's files are written; -q does not write it" {
+	run --separate-stderr bash -c '"$@" >/dev/full' _ "$MP_BIN/mp-train" -d "$D/val.db" "${NET[@]}" --epochs 2 -o full
+	assert_status 1
+	assert_equal "$stderr" "mp-train: <stdout>: write error: No space left on device"
+	[[ -f full/weights.safetensors && -f full/checkpoint-0002.safetensors ]]
+	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-train" -d "$D/val.db" "${NET[@]}" --epochs 1 -o closed
+	assert_status 1
+	assert_equal "$stderr" "mp-train: <stdout>: write error: Bad file descriptor"
+	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-train" -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o quiet
+	assert_status 0
+	assert_equal "$stderr" ""
+}
+
+# closed_pipe COMMAND...: runs COMMAND with stdout a pipe whose reader has
+# gone already (as after mp-train | head -1), so that its first write
+# raises SIGPIPE; its exit status is the command's, 128 + N for signal N.
+closed_pipe() {
+	"$PY" -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w)
+sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
+}
+
+@test "mp-train | head -1: SIGPIPE stops the run with a checkpoint and the resume command, exit 141" {
+	run --separate-stderr closed_pipe "$MP_BIN/mp-train" -d "$D/val.db" "${NET[@]}" --epochs 3 -o piped
+	assert_status 141
+	assert_contains "$stderr" "mp-train: interrupted by SIGPIPE (the reader of its output went away) after step 1; checkpoint piped/checkpoint-0000-000001.safetensors"
+	assert_contains "$stderr" "--resume piped/checkpoint-0000-000001.safetensors"
+	assert_files piped checkpoint-0000-000001.safetensors last.safetensors train.log
+	run train -q -d "$D/val.db" "${NET[@]}" --epochs 3 -o piped --resume piped/last.safetensors
+	assert_status 0
+	[[ -f piped/weights.safetensors ]]
+}
+
 @test "mp-eval -q and mp-inspect with stdout closed: no error when nothing is written to it" {
 	run --separate-stderr bash -c '"$@" >&-' _ "$MP_BIN/mp-eval" -q -m "$W" --probs p.tsv "$D/val.db"
 	assert_status 0
