@@ -147,3 +147,21 @@ sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
 	assert_status 0
 	assert_equal "$output" 65
 }
+
+# ---- a full disk -----------------------------------------------------------
+
+@test "mp-train: a log on a full disk ends in a whole row; the resumed run's log reads as one run" {
+	small_fs fs 8k
+	head -c 4096 /dev/zero >fs/fill # the log gets the one block left
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 40 --log-every 1 -o out --log fs/train.log
+	assert_status 1
+	assert_equal "$stderr" "mp-train: fs/train.log: No space left on device"
+	assert_equal "$(tail -c 1 fs/train.log | od -An -c | tr -d ' ')" '\n'
+	assert_equal "$(awk -F'\t' 'NF != 12' fs/train.log)" ""
+	mount -o remount,size=1m fs
+	run train -q -d "$D/val.db" "${NET[@]}" --epochs 40 --log-every 1 -o out --log fs/train.log \
+		--resume out/last.safetensors
+	assert_status 0
+	assert_equal "$(awk -F'\t' 'NF != 12' fs/train.log fs/train.log.superseded)" ""
+	assert_equal "$(awk -F'\t' '$1 == "epoch"' fs/train.log | wc -l)" 40
+}
