@@ -165,3 +165,24 @@ sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
 	assert_equal "$(awk -F'\t' 'NF != 12' fs/train.log fs/train.log.superseded)" ""
 	assert_equal "$(awk -F'\t' '$1 == "epoch"' fs/train.log | wc -l)" 40
 }
+
+@test "mp-eval: an output that fails on a full disk replaces none of an earlier run's files" {
+	small_fs fs 64k
+	small_fs full 8k
+	fill full
+	echo "earlier submission" >fs/sub.txt
+	echo "earlier probs" >fs/p.tsv
+	run --separate-stderr ev -m "$W" --submission fs/sub.txt --probs fs/p.tsv \
+		--per-class full/pc.tsv "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: full/pc.tsv: No space left on device"
+	assert_equal "$(cat fs/sub.txt)" "earlier submission"
+	assert_equal "$(cat fs/p.tsv)" "earlier probs"
+	assert_files fs p.tsv sub.txt
+	assert_files full fill
+	run --separate-stderr ev -m "$W" --confusion fs/c.tsv --submission full/sub.txt "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: full/sub.txt: No space left on device"
+	assert_files fs p.tsv sub.txt
+	assert_files full fill
+}
