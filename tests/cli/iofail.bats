@@ -186,3 +186,27 @@ sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
 	assert_files fs p.tsv sub.txt
 	assert_files full fill
 }
+
+@test "mp-batchwriter: a full disk is named as such; an earlier DB stays whole and nothing is left" {
+	small_fs fs 300k
+	"$PY" "$MKIMAGES" many nz 100 32 32 labels=4 >nz.txt
+	bw -q --size 16 -r "$D" -o fs/old.db "$D/val.txt"
+	run --separate-stderr bw -q --size 32 --encoding raw --macrobatch 8 -o fs/new.db nz.txt
+	assert_status 1
+	assert_contains "$stderr" "mp-batchwriter: fs/new.db: writing mb/"
+	assert_contains "$stderr" ": No space left on device"
+	run --separate-stderr bw -q -f --size 32 --encoding raw --macrobatch 8 -o fs/old.db nz.txt
+	assert_status 1
+	assert_contains "$stderr" ": No space left on device"
+	bw -q --size 32 --encoding raw --macrobatch 8 nz.txt >nz.stream
+	run --separate-stderr bw -q -f --input-stream -o fs/old.db <nz.stream
+	assert_status 1
+	assert_contains "$stderr" ": No space left on device"
+	assert_files fs old.db
+	run inspect --verify fs/old.db
+	assert_status 0
+	assert_contains "$output" "OK: 64 records verified"
+	run --separate-stderr bash -c '"$@" >fs/s.stream' _ "$MP_BIN/mp-batchwriter" -q --size 32 --encoding raw nz.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdout>: write error: No space left on device"
+}
