@@ -90,6 +90,7 @@ typedef struct {
 	double start;
 	sums epoch_sums, interval;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
+	int made_out_dir;		/* the output directory is this run's */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
 	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
@@ -987,9 +988,10 @@ static int setup(trainer *t, mp_error *e)
 		return MP_TRAIN_BAD_SETUP;
 
 	char what[256];
+	struct stat st;
+	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;
-	struct stat st;
 	int log_used = o->log_path && stat(o->log_path, &st) == 0 && S_ISREG(st.st_mode) &&
 		       st.st_size > 0;
 	if (!o->resume && log_used && !o->force)
@@ -1259,6 +1261,8 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 	r->epochs = t.epoch;
 	if (status == MP_TRAIN_DONE)
 		status = run(&t, e);
+	else if (t.made_out_dir)
+		rmdir(o->out_dir); // a start that failed leaves no empty directory of its own
 	r->seconds = elapsed(&t);
 	if (t.log && fclose(t.log) != 0 && status == MP_TRAIN_DONE) {
 		mp_seterr(e, "%s: %s", t.log_path, strerror(errno));

@@ -210,3 +210,41 @@ sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
 	assert_status 1
 	assert_equal "$stderr" "mp-batchwriter: <stdout>: write error: No space left on device"
 }
+
+# ---- read-only and missing directories -------------------------------------
+
+@test "a read-only file system: each tool names the file it could not write; mp-train leaves no directory of its own" {
+	small_fs fs 1m
+	train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o fs/run
+	echo "earlier submission" >fs/sub.txt
+	mount -o remount,ro fs
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o out --log fs/new.log
+	assert_status 1
+	assert_equal "$stderr" "mp-train: fs/new.log: Read-only file system"
+	assert_files . fs
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 2 -o fs/run --resume fs/run/last.safetensors
+	assert_status 1
+	assert_equal "$stderr" "mp-train: fs/run: cannot write in the output directory: Read-only file system"
+	run --separate-stderr ev -q -m "$W" --submission fs/sub.txt "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: fs/sub.txt: Read-only file system"
+	run --separate-stderr bw -q --size 16 -r "$D" -o fs/new.db "$D/val.txt"
+	assert_status 1
+	assert_contains "$stderr" "mp-batchwriter: fs/new.db.partial-"
+	assert_contains "$stderr" ": cannot create: Read-only file system"
+	mount -o remount,rw fs
+	assert_files fs run sub.txt
+	assert_equal "$(cat fs/sub.txt)" "earlier submission"
+	assert_files fs/run checkpoint-0001.safetensors last.safetensors train.log weights.safetensors
+}
+
+@test "mp-train: a log in a directory that does not exist leaves no empty output directory behind" {
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o out --log nodir/x.log
+	assert_status 1
+	assert_equal "$stderr" "mp-train: nodir/x.log: No such file or directory"
+	assert_files .
+	mkdir mine
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o mine --log nodir/x.log
+	assert_status 1
+	assert_files . mine
+}
