@@ -879,6 +879,9 @@ static int setup(evaluator *ev, mp_error *e)
 	ev->confusion = mp_xcalloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t));
 	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
 		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+	struct stat st;
+	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
 	if (o->probs_path) {
 		if (out_open(&ev->probs, o->probs_path, e) < 0)
 			return MP_EVAL_FAILED;

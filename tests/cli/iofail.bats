@@ -248,3 +248,34 @@ sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
 	assert_status 1
 	assert_files . mine
 }
+
+@test "an output directory that is a file: the message names the output asked for, not a temporary name" {
+	touch afile
+	run --separate-stderr ev -q -m "$W" --dump-views afile "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: afile: not a directory"
+	run --separate-stderr inspect --extract 0 -o afile/x.png "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: afile/x.png: Not a directory"
+	run --separate-stderr ev -q -m "$W" --probs afile/p.tsv "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: afile/p.tsv: Not a directory"
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o afile
+	assert_status 1
+	assert_equal "$stderr" "mp-train: afile: not a directory"
+	assert_files . afile
+}
+
+@test "mp-train: checkpoints on a full disk name the checkpoint; the earlier one stays whole, no temporary is left" {
+	small_fs fs 20k
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 2 -o fs/run
+	assert_status 1
+	assert_equal "$stderr" "mp-train: fs/run/checkpoint-0002.safetensors: write error: No space left on device"
+	assert_files fs/run checkpoint-0001.safetensors last.safetensors train.log
+	run inspect --verify fs/run/checkpoint-0001.safetensors
+	assert_status 0
+	mount -o remount,size=1m fs
+	run train -q -d "$D/val.db" "${NET[@]}" --epochs 2 -o fs/run --resume fs/run/last.safetensors
+	assert_status 0
+	assert_equal "$(awk -F'\t' '$1 == "epoch" { print $2 }' fs/run/train.log | tr '\n' ' ')" "1 2 "
+}
