@@ -23,7 +23,9 @@ void mp_exit_stdout(int status)
 	errno = 0;
 	int failed = fflush(stdout) != 0 || ferror(stdout);
 	int err = errno;
-	if (fclose(stdout) != 0 && !failed) {
+	/* A stdout closed by the caller (>&-) that nothing was written to
+	 * is no failure: the close alone says EBADF. */
+	if (fclose(stdout) != 0 && !failed && errno != EBADF) {
 		failed = 1;
 		err = errno;
 	}

@@ -6,8 +6,9 @@
 void mp_print_version(void);
 /* Ends a program whose output went to stdout (--help, --version): exits
  * with status once stdout is written out, or, when it could not be (a full
- * disk), prints "prog: <stdout>: write error: REASON" and exits 1, as GNU
- * tools do. */
+ * disk, a closed descriptor), prints "prog: <stdout>: write error: REASON"
+ * and exits 1, as GNU tools do. A stdout that is closed (>&-) and was
+ * never written to is no error. */
 void mp_exit_stdout(int status) __attribute__((noreturn));
 /* Looks arg up in a NULL-terminated list of names; prints
  * "prog: --opt: "x" is not one of a|b|c" and returns -1 if absent. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,6 +81,18 @@ static void remove_stale_partials(const char *target)
 			mp_warnx("removed %s, left by an interrupted run", p);
 	}
 	closedir(d);
+}
+
+/* LMDB reports a write cut short by a full disk as EIO, "Input/output
+ * error", which reads like a failing device. When the DB's file system
+ * has less room left than the write needed, that is what it was. */
+static const char *db_strerror(const mp_db_writer *w, int rc, size_t len)
+{
+	struct statvfs sv;
+	if (rc == EIO && statvfs(w->partial, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)len + (1u << 20))
+		return strerror(ENOSPC);
+	return mdb_strerror(rc);
 }
 
 #define LMDB_CHECK(call, what)                                                  \
@@ -178,7 +191,8 @@ static int put_growing(mp_db_writer *w, const char *key, const void *buf,
 		if (rc == MDB_SUCCESS)
 			return 0;
 		if (rc != MDB_MAP_FULL)
-			return mp_seterr(e, "%s: writing %s: %s", w->target, key, mdb_strerror(rc));
+			return mp_seterr(e, "%s: writing %s: %s", w->target, key,
+					 db_strerror(w, rc, len));
 		uint64_t grown = w->map_size * 2;
 		while (grown < len * 2 + w->map_size)
 			grown *= 2;
@@ -234,7 +248,7 @@ int mp_db_writer_finish(mp_db_writer *w, const char *meta_json, mp_error *e)
 		goto fail;
 	int rc = mdb_env_sync(w->env, 1);
 	if (rc) {
-		mp_seterr(e, "%s: mdb_env_sync: %s", w->target, mdb_strerror(rc));
+		mp_seterr(e, "%s: mdb_env_sync: %s", w->target, db_strerror(w, rc, 0));
 		goto fail;
 	}
 	mdb_env_close(w->env);

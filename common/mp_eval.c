@@ -343,8 +343,10 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	return 0;
 }
 
-/* Flushes, closes and renames into place; on failure the file is gone. */
-static int out_commit(outfile *of, mp_error *e)
+/* Flushes and closes; on failure the temporary file is gone. The file
+ * is renamed into place by out_rename once every output is written, so
+ * that a failed run replaces none of them (standard output aside). */
+static int out_close(outfile *of, mp_error *e)
 {
 	if (!of->f)
 		return 0;
@@ -355,16 +357,29 @@ static int out_commit(outfile *of, mp_error *e)
 		err = errno;
 	}
 	of->f = NULL;
-	if (!bad && of->tmp && rename(of->tmp, of->path) != 0) {
-		bad = 1;
-		err = errno;
-	}
-	if (bad && of->tmp)
+	if (!bad)
+		return 0;
+	mp_seterr(e, "%s: %s", of->path, strerror(err));
+	if (of->tmp) {
 		unlink(of->tmp);
-	else if (of->tmp)
-		mp_sync_parent_dir(of->path);
-	if (of->tmp)
 		mp_tmp_remove(of->tmp);
+	}
+	free(of->tmp);
+	of->tmp = NULL;
+	return -1;
+}
+
+/* Renames a closed output into place; on failure the file is gone. */
+static int out_rename(outfile *of, mp_error *e)
+{
+	if (!of->tmp)
+		return 0;
+	int bad = rename(of->tmp, of->path) != 0, err = errno;
+	if (bad)
+		unlink(of->tmp);
+	else
+		mp_sync_parent_dir(of->path);
+	mp_tmp_remove(of->tmp);
 	free(of->tmp);
 	of->tmp = NULL;
 	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;
@@ -402,6 +417,7 @@ typedef struct {
 	double correct1[MP_EVAL_MAX_SCALES + 1], correctk[MP_EVAL_MAX_SCALES + 1];
 	uint64_t *class_images, *class_correct1, *class_correctk, *confusion;
 	outfile probs;
+	outfile tables[3]; /* --submission, --per-class, --confusion */
 	submission_row *rows;
 	size_t nrows, caprows;
 } evaluator;
@@ -747,26 +763,26 @@ static int write_tables(evaluator *ev, mp_error *e)
 	const int C = ev->classes;
 	if (o->submission_path) {
 		qsort(ev->rows, ev->nrows, sizeof *ev->rows, cmp_rows);
-		outfile of;
-		if (out_open(&of, o->submission_path, e) < 0)
+		outfile *of = &ev->tables[0];
+		if (out_open(of, o->submission_path, e) < 0)
 			return -1;
-		FILE *f = of.f;
+		FILE *f = of->f;
 		for (size_t i = 0; i < ev->nrows; i++) {
 			fputs(ev->rows[i].name, f);
 			for (int j = 0; j < ev->k; j++)
 				fprintf(f, " %d", ev->rows[i].labels[j]);
 			fputc('\n', f);
 		}
-		if (out_commit(&of, e) < 0)
+		if (out_close(of, e) < 0)
 			return -1;
 	}
 	if (!ev->r->labelled)
 		return 0;
 	if (o->per_class_path) {
-		outfile of;
-		if (out_open(&of, o->per_class_path, e) < 0)
+		outfile *of = &ev->tables[1];
+		if (out_open(of, o->per_class_path, e) < 0)
 			return -1;
-		FILE *f = of.f;
+		FILE *f = of->f;
 		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
 		for (int y = 0; y < C; y++) {
 			uint64_t m = ev->class_images[y];
@@ -780,14 +796,14 @@ static int write_tables(evaluator *ev, mp_error *e)
 			else
 				fputs("-\t-\n", f);
 		}
-		if (out_commit(&of, e) < 0)
+		if (out_close(of, e) < 0)
 			return -1;
 	}
 	if (o->confusion_path) {
-		outfile of;
-		if (out_open(&of, o->confusion_path, e) < 0)
+		outfile *of = &ev->tables[2];
+		if (out_open(of, o->confusion_path, e) < 0)
 			return -1;
-		FILE *f = of.f;
+		FILE *f = of->f;
 		fputs("label\\predicted", f);
 		for (int j = 0; j < C; j++)
 			fprintf(f, "\t%d", j);
@@ -798,7 +814,7 @@ static int write_tables(evaluator *ev, mp_error *e)
 				fprintf(f, "\t%llu", (unsigned long long)ev->confusion[(size_t)y * C + j]);
 			fputc('\n', f);
 		}
-		if (out_commit(&of, e) < 0)
+		if (out_close(of, e) < 0)
 			return -1;
 	}
 	return 0;
@@ -863,6 +879,9 @@ static int setup(evaluator *ev, mp_error *e)
 	ev->confusion = mp_xcalloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t));
 	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
 		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+	struct stat st;
+	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
 	if (o->probs_path) {
 		if (out_open(&ev->probs, o->probs_path, e) < 0)
 			return MP_EVAL_FAILED;
@@ -973,14 +992,20 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	}
 	r->top1 = 1 - ev.correct1[r->nscales] / (double)r->images;
 	r->topk = 1 - ev.correctk[r->nscales] / (double)r->images;
-	if (write_tables(&ev, e) < 0)
+	if (write_tables(&ev, e) < 0 || out_close(&ev.probs, e) < 0)
 		goto out;
-	if (out_commit(&ev.probs, e) < 0)
+	/* every output is complete before any replaces a file of that name */
+	if (out_rename(&ev.probs, e) < 0)
 		goto out;
+	for (int i = 0; i < 3; i++)
+		if (out_rename(&ev.tables[i], e) < 0)
+			goto out;
 	status = MP_EVAL_DONE;
 out:
 	r->seconds = mp_now() - t0;
 	out_abort(&ev.probs);
+	for (int i = 0; i < 3; i++)
+		out_abort(&ev.tables[i]);
 	batch_free(&slot[0], ev.batch);
 	batch_free(&slot[1], ev.batch);
 	for (int i = 0; i < ev.nthreads; i++)

@@ -875,7 +875,7 @@ int mp_st_builder_write(const mp_st_builder *b, const char *path, mp_error *e)
 	}
 	snprintf(tmp, plen + 32, "%s.tmp-%ld", path, (long)getpid());
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-		mp_seterr(e, "%s: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (write_all(fd, h, hlen) < 0)
@@ -884,13 +884,13 @@ int mp_st_builder_write(const mp_st_builder *b, const char *path, mp_error *e)
 		if (write_all(fd, b->tensors[i].data, b->tensors[i].nbytes) < 0)
 			goto write_error;
 	if (fsync(fd) < 0) {
-		mp_seterr(e, "%s: fsync: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: fsync: %s", path, strerror(errno));
 		goto fail_unlink;
 	}
 	int rc = close(fd);
 	fd = -1;
 	if (rc < 0) {
-		mp_seterr(e, "%s: close: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: close: %s", path, strerror(errno));
 		goto fail_unlink;
 	}
 	if (rename(tmp, path) < 0) {
@@ -902,7 +902,7 @@ int mp_st_builder_write(const mp_st_builder *b, const char *path, mp_error *e)
 	free(h);
 	return 0;
 write_error:
-	mp_seterr(e, "%s: write error: %s", tmp, strerror(errno));
+	mp_seterr(e, "%s: write error: %s", path, strerror(errno));
 fail_unlink:
 	if (fd >= 0)
 		close(fd);

@@ -90,6 +90,7 @@ typedef struct {
 	double start;
 	sums epoch_sums, interval;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
+	int made_out_dir;		/* the output directory is this run's */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
 	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
@@ -643,6 +644,31 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
 
 /* ---- the log --------------------------------------------------------------- */
 
+/* Appends text to the log whole or not at all. A write cut short (a full
+ * disk) is taken back, so that the log never ends in half a row that a
+ * resumed run's rows would be glued to. The FILE is only the handle:
+ * nothing waits in its buffer to be written at fclose. */
+static int log_write(trainer *t, const char *text, mp_error *e)
+{
+	int fd = fileno(t->log);
+	struct stat st;
+	off_t before = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : -1;
+	size_t len = strlen(text), done = 0;
+	while (done < len) {
+		ssize_t n = write(fd, text + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : ENOSPC;
+			if (done && before >= 0)
+				(void)!ftruncate(fd, before);
+			return mp_seterr(e, "%s: %s", t->log_path, strerror(err));
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 		   const sums *val, mp_error *e)
 {
@@ -659,13 +685,12 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 		strcpy(v[2], "-");
 	}
 	double n = s->images > 0 ? s->images : 1;
-	fprintf(t->log, "%s\t%.*f\t%ld\t%.6g\t%.5f\t%.5f\t%.5f\t%s\t%s\t%s\t%.1f\t%.1f\n", kind,
-		strcmp(kind, "epoch") ? 3 : 0, epoch, t->step, t->lr, s->loss / n, 1 - s->top1 / n,
-		1 - s->top5 / n, v[0], v[1], v[2], s->seconds > 0 ? s->images / s->seconds : 0,
-		elapsed(t));
-	if (fflush(t->log) != 0 || ferror(t->log))
-		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	return 0;
+	char row[512];
+	snprintf(row, sizeof row, "%s\t%.*f\t%ld\t%.6g\t%.5f\t%.5f\t%.5f\t%s\t%s\t%s\t%.1f\t%.1f\n",
+		 kind, strcmp(kind, "epoch") ? 3 : 0, epoch, t->step, t->lr, s->loss / n,
+		 1 - s->top1 / n, 1 - s->top5 / n, v[0], v[1], v[2],
+		 s->seconds > 0 ? s->images / s->seconds : 0, elapsed(t));
+	return log_write(t, row, e);
 }
 
 /* A resumed run's log ends at the checkpoint: rows after its step (from
@@ -715,7 +740,8 @@ static int supersede_rows(trainer *t, mp_error *e)
 		fclose(f);
 		return mp_seterr(e, "%s: %s", side, strerror(errno));
 	}
-	if (ftell(out) == 0)
+	const long side_before = ftell(out);
+	if (side_before == 0)
 		fputs(LOG_HEADER, out);
 	char buf[1 << 16];
 	size_t got;
@@ -729,8 +755,14 @@ static int supersede_rows(trainer *t, mp_error *e)
 	const int bad = ferror(f) || fflush(out) != 0 || fsync(fileno(out)) != 0 ||
 			ferror(out);
 	fclose(f);
-	if (fclose(out) != 0 || bad)
-		return mp_seterr(e, "%s: %s", side, strerror(errno ? errno : EIO));
+	if (fclose(out) != 0 || bad) {
+		int err = errno ? errno : EIO;
+		/* rows copied in part (a full disk) would be copied again by
+		 * the next try: the file is as it was, the log untouched */
+		if (side_before >= 0)
+			(void)!truncate(side, side_before);
+		return mp_seterr(e, "%s: %s", side, strerror(err));
+	}
 	if (truncate(t->log_path, cut) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
 	mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path, rows,
@@ -758,11 +790,8 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
 	const int old = S_ISREG(st.st_mode) && st.st_size > 0;
-	if (!old) {
-		fputs(LOG_HEADER, t->log);
-		if (fflush(t->log) != 0)
-			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	}
+	if (!old && log_write(t, LOG_HEADER, e) < 0)
+		return -1;
 	if (start_over) {
 		char side[PATH_LEN];
 		remove_previous_run(o->out_dir, &st);
@@ -772,9 +801,8 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 	if (!append && old) {
 		if (ftruncate(fileno(t->log), 0) < 0)
 			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-		fputs(LOG_HEADER, t->log);
-		if (fflush(t->log) != 0)
-			return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+		if (log_write(t, LOG_HEADER, e) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -1016,9 +1044,10 @@ static int setup(trainer *t, mp_error *e)
 		return rc;
 
 	char what[256];
+	struct stat st;
+	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;
-	struct stat st;
 	int log_used = o->log_path && stat(o->log_path, &st) == 0 && S_ISREG(st.st_mode) &&
 		       st.st_size > 0;
 	if (!o->resume && log_used && !o->force)
@@ -1288,6 +1317,8 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 	r->epochs = t.epoch;
 	if (status == MP_TRAIN_DONE)
 		status = run(&t, e);
+	else if (t.made_out_dir)
+		rmdir(o->out_dir); // a start that failed leaves no empty directory of its own
 	r->seconds = elapsed(&t);
 	if (t.log && fclose(t.log) != 0 && status == MP_TRAIN_DONE) {
 		mp_seterr(e, "%s: %s", t.log_path, strerror(errno));

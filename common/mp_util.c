@@ -362,7 +362,7 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 	int listed = mp_tmp_add(tmp) == 0;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
-		mp_seterr(e, "%s: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: %s", path, strerror(errno));
 		if (listed)
 			mp_tmp_remove(tmp);
 		free(tmp);
@@ -375,18 +375,18 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			mp_seterr(e, "%s: write error: %s", tmp, strerror(errno));
+			mp_seterr(e, "%s: write error: %s", path, strerror(errno));
 			goto fail;
 		}
 		done += (size_t)n;
 	}
 	if (fsync(fd) < 0) {
-		mp_seterr(e, "%s: fsync: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: fsync: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (close(fd) < 0) {
 		fd = -1;
-		mp_seterr(e, "%s: close: %s", tmp, strerror(errno));
+		mp_seterr(e, "%s: close: %s", path, strerror(errno));
 		goto fail;
 	}
 	fd = -1;

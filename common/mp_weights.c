@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_stream.h"
 
@@ -427,6 +428,12 @@ int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 
 int mp_st_sniff(const char *path)
 {
+	/* Only a regular file is looked at: the bytes read from a FIFO or a
+	 * pipe (/dev/stdin) would be gone for the stream reader that follows,
+	 * and a weights file is read whole, from a regular file only. */
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return 0;

@@ -62,7 +62,8 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s);
 int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 	       double *max_rel);
 
-/* 1 if the bytes at path begin like a safetensors file. */
+/* 1 if path is a regular file whose bytes begin like a safetensors file
+ * (a FIFO or a pipe is never read: its bytes would be lost). */
 int mp_st_sniff(const char *path);
 
 #endif

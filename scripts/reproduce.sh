@@ -125,12 +125,24 @@ if command -v gnuplot >/dev/null; then
 		echo "plot: $run/train.png" || echo "$prog: warning: no plot of the log" >&2
 fi
 
+# eval_json OUT [mp-eval options...]: the JSON into OUT once it is whole;
+# a failed evaluation (its message is mp-eval's) leaves an earlier OUT as
+# it was and no OUT.tmp
+eval_json() {
+	local out=$1
+	shift
+	if "$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --json "$@" >"$out.tmp"; then
+		mv -f "$out.tmp" "$out"
+	else
+		rm -f "$out.tmp"
+		exit 1
+	fi
+}
+
 step "evaluate"
 if [ -x "$bin/mp-eval" ]; then
-	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --json \
-		>"$work/eval-single.json"
-	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --multiscale --json \
-		>"$work/eval-multiscale.json"
+	eval_json "$work/eval-single.json"
+	eval_json "$work/eval-multiscale.json" --multiscale
 	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --multiscale \
 		--submission "$work/submission.txt"
 	echo "single scale: $work/eval-single.json; multiscale: $work/eval-multiscale.json"

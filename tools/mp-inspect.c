@@ -822,9 +822,8 @@ int main(int argc, char **argv)
 			  : dump     ? weights_dump(argv[0], dump, json)
 			  : do_verify ? weights_verify(argv[0], json)
 				      : weights_summary(argv[0], json);
-		if (fflush(stdout) != 0)
-			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
-		return wrc;
+		/* a failed write may have been an earlier one, its buffer gone */
+		mp_exit_stdout(wrc);
 	}
 	if (do_tensors || dump) {
 		/* A file that cannot be opened is bad input, as in every other
@@ -887,7 +886,5 @@ int main(int argc, char **argv)
 	else
 		rc = summary(src, json);
 	mp_source_close(src);
-	if (fflush(stdout) != 0)
-		mp_errx(1, "<stdout>: write error: %s", strerror(errno));
-	return rc;
+	mp_exit_stdout(rc);
 }

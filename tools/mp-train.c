@@ -141,7 +141,15 @@ static atomic_int signals_caught;
 
 static void on_signal(int sig)
 {
-	if (atomic_fetch_add(&signals_caught, 1) > 0) {
+	/* The reader of stdout (or of a --log pipe) went away: the run stops
+	 * as for SIGTERM, with a checkpoint. Every later write to that pipe
+	 * fails with EPIPE rather than raising the signal again, which would
+	 * end the run at once as a second signal does. */
+	if (sig == SIGPIPE) {
+		signal(SIGPIPE, SIG_IGN);
+		if (atomic_fetch_add(&signals_caught, 1) > 0)
+			return;
+	} else if (atomic_fetch_add(&signals_caught, 1) > 0) {
 		signal(sig, SIG_DFL);
 		raise(sig);
 		return;
@@ -348,9 +356,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	/* SIGHUP: the terminal or ssh session went away; a signal ignored
-	 * on entry (SIGINT in a shell's background job) stays ignored */
-	mp_catch_stop_signals(on_signal, 0, 0);
+	/* SIGHUP: the terminal or ssh session went away; SIGPIPE: the reader
+	 * of stdout did (mp-train | head); a signal ignored on entry (SIGINT
+	 * in a shell's background job) stays ignored */
+	mp_catch_stop_signals(on_signal, 1, 0);
 	o.stop = &stop_signal;
 
 	mp_train_result r;
@@ -363,12 +372,16 @@ int main(int argc, char **argv)
 				       100 * r.val_top1, 100 * r.val_top5);
 			printf("weights: %s (%ld steps, %.0f s)\n", r.weights, r.steps, r.seconds);
 		}
-		return 0;
+		/* stdout that could not be written (a full disk, >&-) fails the
+		 * run, its outputs being written all the same */
+		mp_exit_stdout(0);
 	case MP_TRAIN_STOPPED:
 		fprintf(stderr, "%s: interrupted by %s after step %ld; checkpoint %s\n"
 				"resume with:\n",
 			mp_progname,
-			stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGHUP ? "SIGHUP" : "SIGTERM",
+			stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGHUP ? "SIGHUP"
+			: stop_signal == SIGPIPE ? "SIGPIPE (the reader of its output went away)"
+			: "SIGTERM",
 			r.steps,
 			r.checkpoint);
 		print_resume_command(stderr, invoked_as, argc, argv, r.checkpoint);

@@ -136,3 +136,17 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	[[ -f tree/build/reproduce/run/weights.safetensors ]]
 	[[ ! -e --depth && ! -e tree/build/--depth ]]
 }
+
+@test "reproduce.sh: an evaluation that fails leaves the earlier results as they were" {
+	kit mp
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	cp work/eval-single.json single.before
+	# weights cut short: training is done, the evaluation fails
+	head -c 100 work/run/weights.safetensors >w && cat w >work/run/weights.safetensors
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 1
+	assert_contains "$output" "mp-eval: work/run/weights.safetensors"
+	cmp single.before work/eval-single.json
+	[[ ! -e work/eval-single.json.tmp ]]
+}
