@@ -70,6 +70,19 @@ void mp_set_progname(const char *argv0)
 	mp_progname = slash ? slash + 1 : argv0;
 }
 
+void mp_guard_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		const int got = open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+		if (got >= 0 && got != fd) {
+			dup2(got, fd);
+			close(got);
+		}
+	}
+}
+
 void mp_warnx(const char *fmt, ...)
 {
 	va_list ap;

@@ -24,6 +24,13 @@ int mp_seterr(mp_error *e, const char *fmt, ...)
 /* Program name for messages; set once by each tool's main(). */
 extern const char *mp_progname;
 void mp_set_progname(const char *argv0);
+/* A standard descriptor closed at start (2>&-) would go to the next file
+ * opened, a DB or a checkpoint, and a message for stderr into that file:
+ * each closed one gets /dev/null opened the other way (0 for writing, 1
+ * and 2 for reading), so that later files get other numbers and using
+ * the descriptor still fails with EBADF, as closed. Each tool's first
+ * call. */
+void mp_guard_std_fds(void);
 void mp_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mp_errx(int status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

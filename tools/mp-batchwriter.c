@@ -186,6 +186,7 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 
 int main(int argc, char **argv)
 {
+	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	const char *root = NULL, *out = NULL, *cats = NULL;

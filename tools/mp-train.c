@@ -216,6 +216,7 @@ static int parse_int(const char *opt, const char *s, long min, long max, int *ou
 
 int main(int argc, char **argv)
 {
+	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
 	const char *invoked_as = argv[0]; /* the resume command repeats the path as typed */
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */

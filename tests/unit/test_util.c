@@ -170,6 +170,41 @@ static void a_signal_removes_a_half_written_file(void **state)
 	assert_false(left);
 }
 
+/* In a child: stdin and stderr closed, then guarded: a file opened next
+ * gets neither number, and both still fail as closed ones do. */
+static void closed_std_fds_are_not_reused(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/test_util_fdXXXXXX";
+	int tmp = mkstemp(path);
+	assert_true(tmp >= 0);
+	close(tmp);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(0);
+		close(2);
+		mp_guard_std_fds();
+		int code = 0;
+		const int f = open(path, O_WRONLY);
+		if (f <= 2)
+			code |= 1;
+		char c;
+		if (write(2, "x", 1) != -1 || errno != EBADF)
+			code |= 2;
+		if (read(0, &c, 1) != -1 || errno != EBADF)
+			code |= 4;
+		if (fcntl(1, F_GETFD) < 0) /* open already: left alone */
+			code |= 8;
+		_exit(code);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	unlink(path);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -178,6 +213,7 @@ int main(void)
 		cmocka_unit_test(an_argument_may_be_the_message_itself),
 		cmocka_unit_test(the_cut_falls_between_utf8_characters),
 		cmocka_unit_test(a_signal_removes_a_half_written_file),
+		cmocka_unit_test(closed_std_fds_are_not_reused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
