@@ -56,6 +56,7 @@ while getopts ":n:kh" opt; do
 done
 shift $((OPTIND - 1))
 [ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
+need_python numpy PIL lmdb
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bindir=$repo/build/bin
@@ -70,7 +71,6 @@ if [ ! -x "$mp" ] || [ ! -x "$decode" ]; then
 	(cd "$repo" && make -s) || echo "$prog: warning: make failed" >&2
 fi
 [ -x "$decode" ] || die "$decode is missing (make failed?)"
-[ -x "$python" ] || die "$python is missing (set PYTHON)"
 
 root=$work/images
 list=$root/train.txt

@@ -61,6 +61,7 @@ while getopts ":b:r:s:t:n:h" opt; do
 done
 shift $((OPTIND - 1))
 [ $# -eq 0 ] || usage "unexpected argument \"$1\""
+need_python numpy torch
 
 ref_note="cpu-ref batch $ref_batch"
 [ "$ref_batch" -gt 0 ] || ref_note="no cpu-ref"

@@ -70,7 +70,7 @@ shift $((OPTIND - 1))
 [ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[ -x "$python" ] || die "$python is missing (set PYTHON)"
+need_python numpy PIL torch
 make -s -C "$root" build/bin/mp-eval build/bin/mp-batchwriter build/tests/oracle/resnet_init \
 	>/dev/null || die "make failed"
 bin=$root/build/bin

@@ -67,7 +67,7 @@ shift $((OPTIND - 1))
 for t in "$bin/mp-batchwriter" "$sbin/loader-rate"; do
 	[ -x "$t" ] || die "$t is missing: run make first"
 done
-[ -x "$python" ] || die "$python is missing (set PYTHON)"
+need_python numpy PIL lmdb torch
 
 workdir "$@"
 img=$work/img

@@ -36,11 +36,46 @@ no_long_options() {
 	done
 }
 
+# safe_path PATH: PATH, or ./PATH where it starts with "-", so that the
+# programs it is given to never take it for an option
+safe_path() {
+	case $1 in
+	-*) printf './%s\n' "$1" ;;
+	*) printf '%s\n' "$1" ;;
+	esac
+}
+
+# need_python MODULE...: exit 1, naming the Debian packages to install,
+# unless $python runs and imports every MODULE (checked before any work,
+# not found as a traceback at the end of a long run)
+need_python() {
+	command -v "$python" >/dev/null 2>&1 || die "$python is missing (set PYTHON)"
+	local missing
+	# shellcheck disable=SC2016 # Python's code, not the shell's
+	missing=$("$python" -c '
+import importlib, sys
+for m in sys.argv[1:]:
+    try:
+        importlib.import_module(m)
+    except Exception:
+        print(m)' "$@" 2>/dev/null) || die "$python does not run"
+	[ -z "$missing" ] && return
+	local m mods='' debs=''
+	for m in $missing; do
+		mods+="${mods:+, }$m"
+		case $m in
+		PIL) debs+=" python3-pil" ;;
+		*) debs+=" python3-$m" ;;
+		esac
+	done
+	die "$python cannot import $mods (Debian:$debs)"
+}
+
 # workdir [DIR]: sets work to DIR, made if missing, or to a new temporary
 # directory named after the script, removed at exit unless keep=1
 workdir() {
 	if [ $# -eq 1 ]; then
-		work=$1
+		work=$(safe_path "$1")
 		mkdir -p -- "$work" 2>/dev/null || die "$work: cannot create directory"
 	else
 		work=$(mktemp -d "${TMPDIR:-/tmp}/${prog%.sh}.XXXXXX")

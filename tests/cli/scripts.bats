@@ -20,6 +20,18 @@ EOF
 	chmod +x fakepy
 }
 
+# nomods MODULE...: ./nomods, a python3 for which each MODULE cannot be
+# imported (a stand-in module on its path raises ModuleNotFoundError).
+nomods() {
+	mkdir -p nomod
+	local m
+	for m in "$@"; do
+		printf 'raise ModuleNotFoundError("No module named %s", name="%s")\n' "$m" "$m" >"nomod/$m.py"
+	done
+	printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$PWD/nomod" "$PY" >nomods
+	chmod +x nomods
+}
+
 # failing_make: a make on PATH that fails at once.
 failing_make() {
 	mkdir -p bin
@@ -128,4 +140,26 @@ failing_make() {
 	run shellcheck --norc -x "$S"/*.sh "$S/plot-log" "$MP_ROOT"/tests/cli/*.bash
 	assert_status 0
 	assert_equal "$output" ""
+}
+
+@test "the benchmarks name the Python modules they lack, as Debian packages, before any work" {
+	nomods torch lmdb
+	failing_make
+	for s in bench-eval.sh bench-conv.sh bench-loader.sh; do
+		run --separate-stderr env PYTHON="$PWD/nomods" PATH="$PWD/bin:$PATH" bash "$S/$s" w
+		[[ $s != bench-conv.sh ]] || run --separate-stderr env PYTHON="$PWD/nomods" PATH="$PWD/bin:$PATH" bash "$S/$s"
+		assert_status 1
+		assert_contains "$stderr" "$s: $PWD/nomods cannot import"
+		assert_contains "$stderr" "torch (Debian:"
+		assert_contains "$stderr" "python3-torch)"
+		assert_not_contains "$stderr" "Traceback"
+		assert_not_contains "$stderr" "make: not today"
+	done
+	run --separate-stderr env PYTHON="$PWD/nomods" PATH="$PWD/bin:$PATH" bash "$S/bench-batchwriter.sh" w
+	assert_status 1
+	assert_equal "$stderr" "bench-batchwriter.sh: $PWD/nomods cannot import lmdb (Debian: python3-lmdb)"
+	run --separate-stderr env PYTHON=/no/python3 bash "$S/bench-eval.sh" w
+	assert_status 1
+	assert_equal "$stderr" "bench-eval.sh: /no/python3 is missing (set PYTHON)"
+	assert_files . bin nomod nomods
 }
