@@ -20,10 +20,16 @@ import multiprocessing
 import os
 import sys
 
-import numpy as np
-from PIL import Image
-
 PROG = "gen-bench-images.py"
+
+try:
+    import numpy as np
+    from PIL import Image
+except ImportError as e:
+    # what to install, not a traceback
+    sys.stderr.write("%s: cannot import %s (Debian: python3-numpy python3-pil)\n"
+                     % (PROG, e.name))
+    sys.exit(1)
 SIDE = 128
 QUALITY = 90
 

@@ -15,6 +15,20 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+USAGE = "usage: loader-rate-torch.py [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP] DB"
+HELP = USAGE + """
+
+Time torch-train.py's training data (its Dataset, the recipe's augmentation)
+through a PyTorch DataLoader, without the network.
+
+  -t THREADS  DataLoader worker processes (default 2)
+  -b BATCH    images per batch (default 128)
+  -n BATCHES  timed batches, after one untimed (default 50)
+  -c CROP     crop size (default 112)
+  -h, --help  this help
+
+Prints "images_per_second <float>" on stdout and a summary on stderr.
+"""
 
 
 def die(code, msg):
@@ -24,23 +38,33 @@ def die(code, msg):
 
 def main(argv):
     try:
-        opts, args = getopt.getopt(argv[1:], "t:b:n:c:")
+        opts, args = getopt.getopt(argv[1:], "t:b:n:c:h", ["help"])
     except getopt.GetoptError as e:
-        die(2, "%s\nusage: loader-rate-torch.py [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP] DB" % e)
+        die(2, "%s\n%s" % (e, USAGE))
     v = {"-t": 2, "-b": 128, "-n": 50, "-c": 112}
     for k, a in opts:
+        if k in ("-h", "--help"):
+            sys.stdout.write(HELP)
+            return 0
         # ASCII digits: str.isdigit() also takes "²", which int() refuses
         if not (a.isascii() and a.isdigit()) or int(a) < 1:
             die(2, "%s %s: expected a positive number" % (k, a))
         v[k] = int(a)
     if len(args) != 1:
-        die(2, "usage: loader-rate-torch.py [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP] DB")
+        sys.stderr.write(USAGE + "\n")
+        sys.exit(2)
     sys.path.insert(0, HERE)
     spec = importlib.util.spec_from_file_location("torch_train", os.path.join(HERE, "torch-train.py"))
     tt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tt)
-    import torch
-    import mp_dataset
+    try:
+        import numpy  # noqa: F401 (mp_dataset's, named here when missing)
+        import PIL  # noqa: F401
+        import torch
+        import mp_dataset
+    except ImportError as e:
+        die(1, "cannot import %s (Debian: python3-torch python3-numpy python3-pil python3-lmdb)"
+            % e.name)
     try:
         ds = mp_dataset.Dataset(args[0])
     except (OSError, mp_dataset.DatasetError) as e:

@@ -37,7 +37,15 @@ import struct
 import sys
 import zlib
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    # run as a program: what to install, not a traceback; imported: the
+    # importer's ImportError handling names the module
+    if __name__ != "__main__":
+        raise
+    sys.stderr.write("mp_dataset.py: cannot import numpy (Debian: python3-numpy)\n")
+    sys.exit(1)
 
 try:
     import lmdb
@@ -380,6 +388,11 @@ def _tsv(s):
 
 def main(argv):
     prog = "mp_dataset.py"
+    usage = "usage: %s list DB | extract DB N OUT.png\n" % prog
+    if len(argv) == 2 and argv[1] in ("-h", "--help"):
+        sys.stdout.write(usage + "\nList a dataset DB in mp-inspect --list's format, or write its\n"
+                         "record N, decoded, to OUT.png.\n")
+        return 0
     if len(argv) == 3 and argv[1] == "list":
         try:
             ds = Dataset(argv[2])
@@ -394,7 +407,11 @@ def main(argv):
         sys.stdout.write("\n".join(out) + "\n")
         return 0
     if len(argv) == 5 and argv[1] == "extract":
-        from PIL import Image
+        try:
+            from PIL import Image
+        except ImportError:
+            sys.stderr.write("%s: cannot import PIL (Debian: python3-pil)\n" % prog)
+            return 1
         try:
             ds = Dataset(argv[2])
             n = int(argv[3])
@@ -411,7 +428,9 @@ def main(argv):
             sys.stderr.write("%s: %s: %s\n" % (prog, argv[4], e.strerror or e))
             return 1
         return 0
-    sys.stderr.write("usage: %s list DB | extract DB N OUT.png\n" % prog)
+    if len(argv) > 1 and argv[1].startswith("-"):
+        sys.stderr.write("%s: unknown option %s\n" % (prog, argv[1]))
+    sys.stderr.write(usage)
     return 2
 
 

@@ -23,11 +23,17 @@ import shutil
 import sys
 import tempfile
 
-import lmdb
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 PROG = "py-batchwriter.py"
+
+try:
+    import lmdb
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+except ImportError as e:
+    # what to install, not a traceback
+    sys.stderr.write("%s: cannot import %s (Debian: python3-lmdb python3-numpy python3-pil)\n"
+                     % (PROG, e.name))
+    sys.exit(1)
 SIDE = 128
 
 

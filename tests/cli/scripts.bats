@@ -163,3 +163,36 @@ failing_make() {
 	assert_equal "$stderr" "bench-eval.sh: /no/python3 is missing (set PYTHON)"
 	assert_files . bin nomod nomods
 }
+
+@test "the Python scripts: -h and --help exit 0, a usage error exits 2, a missing module is one line" {
+	for s in loader-rate-torch.py mp_dataset.py; do
+		for h in -h --help; do
+			run --separate-stderr "$PY" "$S/$s" $h
+			assert_status 0
+			assert_equal "$(first_line "$output")" "$(first_line "$("$PY" "$S/$s" 2>&1)")"
+			assert_contains "$output" "usage: $s "
+			assert_equal "$stderr" ""
+		done
+		run --separate-stderr "$PY" "$S/$s" --bogus
+		assert_status 2
+		assert_contains "$stderr" "--bogus"
+	done
+	run "$PY" "$S/loader-rate-torch.py"
+	assert_status 2
+	assert_equal "$output" "usage: loader-rate-torch.py [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP] DB"
+	nomods numpy
+	run ./nomods "$S/gen-bench-images.py" out 2
+	assert_status 1
+	assert_equal "$output" "gen-bench-images.py: cannot import numpy (Debian: python3-numpy python3-pil)"
+	run ./nomods "$S/mp_dataset.py" list x.db
+	assert_status 1
+	assert_equal "$output" "mp_dataset.py: cannot import numpy (Debian: python3-numpy)"
+	run ./nomods "$S/loader-rate-torch.py" x.db
+	assert_status 1
+	assert_contains "$output" "loader-rate-torch.py: cannot import numpy (Debian: python3-torch"
+	nomods lmdb
+	run ./nomods "$S/py-batchwriter.py" -r . -o db list.txt
+	assert_status 1
+	assert_equal "$output" "py-batchwriter.py: cannot import lmdb (Debian: python3-lmdb python3-numpy python3-pil)"
+	assert_files . nomod nomods
+}
