@@ -37,17 +37,26 @@ esac
 [ $# -le 1 ] || usage "one DIR only, not \"$1\" and \"$2\""
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${1:-$ROOT/build/device-deps}
+OUT=$(safe_path "${1:-$ROOT/build/device-deps}")
+command -v pkg-config >/dev/null || die "pkg-config is missing (Debian: pkg-config)"
+# each library's pkg-config name and Debian -dev package, all checked
+# before DIR is made
+LIBS=(libturbojpeg:libturbojpeg0-dev lmdb:liblmdb-dev libcjson:libcjson-dev)
+for l in "${LIBS[@]}"; do
+	pkg-config --exists "${l%%:*}" || die "no ${l%%:*}.pc (Debian: ${l#*:})"
+done
 err=$(mkdir -p -- "$OUT/include/cjson" "$OUT/lib/pkgconfig" 2>&1) ||
 	die "$OUT: cannot create the directory (${err##*: })"
 OUT=$(cd "$OUT" && pwd)
 
-copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
-	local name=$1 libdir pc lib real h
-	shift
-	pc=$(pkg-config --variable=pcfiledir "$name")/$name.pc
+copy_lib() { # PKG-CONFIG-NAME DEBIAN-PACKAGE HEADER... : the library, its headers, its .pc
+	local name=$1 dev=$2 libdir pc lib real h soname
+	shift 2
+	# not pc=$(...)/NAME.pc: under set -e a failing pkg-config would end
+	# the script there, without this message
+	pc=$(pkg-config --variable=pcfiledir "$name" 2>/dev/null) && pc=$pc/$name.pc &&
+		[ -f "$pc" ] || die "no $name.pc (Debian: $dev)"
 	libdir=$(pkg-config --variable=libdir "$name")
-	[ -f "$pc" ] || die "no $name.pc (install its -dev package)"
 	for h in "$@"; do
 		cp "/usr/include/$h" "$OUT/include/$h"
 	done
@@ -68,7 +77,7 @@ copy_lib() { # PKG-CONFIG-NAME HEADER... : the library, its headers, its .pc
 	echo "$prog: $name $(pkg-config --modversion "$name"): $(basename "$real")"
 }
 
-copy_lib libturbojpeg turbojpeg.h
-copy_lib lmdb lmdb.h
-copy_lib libcjson cjson/cJSON.h
+copy_lib libturbojpeg libturbojpeg0-dev turbojpeg.h
+copy_lib lmdb liblmdb-dev lmdb.h
+copy_lib libcjson libcjson-dev cjson/cJSON.h
 du -sh "$OUT" | awk -v prog="$prog" -v out="$OUT" '{ print prog ": " $1 " in " out }'
