@@ -4,6 +4,8 @@
 #
 #   bash scripts/device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]
 #
+# (-- ends the options: a RESULTS_DIR that starts with "-" comes after it)
+#
 # Stages, each with a time limit, each logged to logs/<stage>.log, packed
 # at the end into RESULTS_DIR/logs.tar.gz (--keep-logs leaves the folder
 # too); a failing stage does not stop the others:
@@ -100,8 +102,16 @@ SMOKE=0
 QUICK=0
 KEEP_LOGS=0
 RESULTS=
+opts=1
 for a in "$@"; do
+	# after --, a RESULTS_DIR that starts with "-"
+	if [ $opts = 0 ]; then
+		[ -z "$RESULTS" ] || usage
+		RESULTS=$a
+		continue
+	fi
 	case $a in
+	--) opts=0 ;;
 	--cpu-smoke) SMOKE=1 ;;
 	--quick) QUICK=1 ;;
 	--keep-logs) KEEP_LOGS=1 ;;
@@ -115,9 +125,10 @@ for a in "$@"; do
 	esac
 done
 RESULTS=${RESULTS:-./device-check-results}
+[[ $RESULTS != -* ]] || RESULTS=./$RESULTS
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$RESULTS" || exit 1
-RESULTS=$(cd "$RESULTS" && pwd)
+mkdir -p -- "$RESULTS" || exit 1
+RESULTS=$(cd -- "$RESULTS" && pwd)
 cd "$ROOT" || exit 1
 
 START=$(date +%s)

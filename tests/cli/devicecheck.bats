@@ -33,6 +33,31 @@ have_nvcc() {
 	[[ ! -e device-check-results ]]
 }
 
+@test "device-check: -- ends the options, so that RESULTS_DIR may start with a dash" {
+	# two folders after --: the usage, before anything runs (a whole run
+	# is the test below)
+	run bash "$DC" -- -r -h
+	assert_status 2
+	assert_equal "$output" "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
+	run bash "$DC" --quick -- -r --bogus
+	assert_status 2
+	assert_not_contains "$output" "unknown option"
+	assert_files .
+}
+
+@test "device-deps: a library without its pkg-config file names the Debian package, makes nothing" {
+	mkdir pc
+	run env PKG_CONFIG_LIBDIR="$PWD/pc" PKG_CONFIG_PATH= bash "$MP_ROOT/scripts/device-deps.sh" deps
+	assert_status 1
+	assert_equal "$output" "device-deps.sh: no libturbojpeg.pc (Debian: libturbojpeg0-dev)"
+	assert_files . pc
+	# a DIR that starts with a dash is a folder, not an option
+	pkg-config --exists libturbojpeg lmdb libcjson || skip "the -dev packages are not installed"
+	run bash "$MP_ROOT/scripts/device-deps.sh" -- -deps
+	assert_status 0
+	[[ -f ./-deps/lib/pkgconfig/lmdb.pc && -f ./-deps/include/turbojpeg.h ]]
+}
+
 @test "device-deps: -h prints the help, a bad option exits 2, a folder it cannot make is one message" {
 	run --separate-stderr bash "$MP_ROOT/scripts/device-deps.sh" --help
 	assert_status 0
