@@ -16,8 +16,9 @@
 # started over (--force).
 #
 # Environment: MP_BIN (default: build/bin of this checkout), PYTHON
-# (default /usr/bin/python3). Exit status: 0 done (or -h, --help), 1 a run
-# failed or left no epoch rows, 2 bad usage (here, or a run that exited 2:
+# (default /usr/bin/python3; checked first for torch, numpy, PIL and lmdb).
+# Exit status: 0 done (or -h, --help), 1 a run failed, left no epoch rows
+# or a Python module is missing, 2 bad usage (here, or a run that exited 2:
 # options or data that program refuses).
 set -u
 prog=peer-train.sh
@@ -27,6 +28,9 @@ MP_BIN=${MP_BIN:-$root/build/bin}
 if [[ -z ${PYTHON:-} ]]; then
 	if [[ -x /usr/bin/python3 ]]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
 fi
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$here/common.sh"
+python=$PYTHON
 die() {
 	printf '%s: %s\n' "$prog" "$1" >&2
 	exit "${2:-1}"
@@ -49,7 +53,8 @@ if [[ $# -lt 3 ]]; then
 	echo "usage: $prog TRAIN_DB VAL_DB WORKDIR [mp-train options...]" >&2
 	exit 2
 fi
-train_db=$1 val_db=$2 work=$3
+# a path that starts with "-" is given as ./-X, never taken for an option
+train_db=$(safe_path "$1") val_db=$(safe_path "$2") work=$(safe_path "$3")
 shift 3
 # Refuse every spelling of what is set here (or would make the two runs
 # share a file): both programs take a long option by any unique prefix
@@ -80,6 +85,8 @@ for a in "$@"; do
 	esac
 done
 [[ -x $MP_BIN/mp-train ]] || die "$MP_BIN/mp-train: not built (run make)"
+# torch-train.py's modules, before mp-train's run rather than after it
+need_python numpy PIL lmdb torch
 cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
 mkdir -p -- "$work" || die "$work: cannot create the directory"
 
@@ -89,7 +96,8 @@ run() {
 	shift
 	echo "== $name: $*"
 	"$@" 2>&1 | tee "$work/$name.out"
-	local rc=${PIPESTATUS[0]}
+	local rc=${PIPESTATUS[0]} trc=${PIPESTATUS[1]}
+	((trc == 0)) || die "$work/$name.out: cannot write the output of $name"
 	# its usage error (exit 2: options it refuses) is this script's too
 	((rc == 0)) || die "$name failed (exit $rc); its output is in $work/$name.out" $((rc == 2 ? 2 : 1))
 }

@@ -338,8 +338,25 @@ EOF
 	assert_contains "$output" "peer-train.sh: -qo (-o): "
 	# mp-train's exit 2 (a DB that is not there) is the script's, and the
 	# PyTorch run does not start
-	run env PYTHON=/bin/false "$PEER" missing.db "$D/val.db" peer --log-every 5
+	run "$PEER" missing.db "$D/val.db" peer --log-every 5
 	assert_status 2
 	assert_contains "$output" "peer-train.sh: mp-train failed (exit 2)"
 	[[ ! -e peer/torch-train.out ]]
+}
+
+@test "peer-train.sh: a missing Python module stops it before mp-train runs; a WORKDIR that starts with a dash" {
+	mkdir nomod
+	echo 'raise ModuleNotFoundError("No module named torch", name="torch")' >nomod/torch.py
+	printf '#!/bin/sh\nPYTHONPATH=%s exec %s "$@"\n' "$PWD/nomod" "$PY" >nomods
+	chmod +x nomods
+	run env PYTHON="$PWD/nomods" "$PEER" "$D/train.db" "$D/val.db" peer "${NET[@]}" --batch 16
+	assert_status 1
+	assert_equal "$output" "peer-train.sh: $PWD/nomods cannot import torch (Debian: python3-torch)"
+	[[ ! -e peer ]]
+	# each run's output in WORKDIR/NAME.out, a WORKDIR named -p too
+	run "$PEER" "$D/train.db" "$D/val.db" -p "${NET[@]}" --batch 16 --epochs 1 --max-steps 2 -q
+	assert_status 0
+	assert_contains "$output" "final val top-1 error"
+	[[ -f ./-p/mp-train/weights.safetensors && -f ./-p/torch/weights.safetensors ]]
+	[[ -f ./-p/mp-train.out && -f ./-p/torch-train.out ]]
 }
