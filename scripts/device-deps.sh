@@ -54,8 +54,10 @@ copy_lib() { # PKG-CONFIG-NAME DEBIAN-PACKAGE HEADER... : the library, its heade
 	shift 2
 	# not pc=$(...)/NAME.pc: under set -e a failing pkg-config would end
 	# the script there, without this message
-	pc=$(pkg-config --variable=pcfiledir "$name" 2>/dev/null) && pc=$pc/$name.pc &&
-		[ -f "$pc" ] || die "no $name.pc (Debian: $dev)"
+	if ! pc=$(pkg-config --variable=pcfiledir "$name" 2>/dev/null) || [ ! -f "$pc/$name.pc" ]; then
+		die "no $name.pc (Debian: $dev)"
+	fi
+	pc=$pc/$name.pc
 	libdir=$(pkg-config --variable=libdir "$name")
 	for h in "$@"; do
 		cp "/usr/include/$h" "$OUT/include/$h"
