@@ -31,9 +31,13 @@ EOF
 -?*) usage "unknown option $1" ;;
 esac
 [ $# -le 1 ] || usage "one WORKDIR only, not \"$1\" and \"$2\""
+# checked here, not by mp-train after minutes of converting and packing
+EPOCHS=${DEMO_EPOCHS:-2}
+number DEMO_EPOCHS "$EPOCHS" 1 1000000
+EPOCHS=$((10#$EPOCHS))
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-$here/build/demo}
+work=$(safe_path "${1:-$here/build/demo}")
 bin=$here/build/bin
 scripts=$here/build/scripts
 for p in "$bin/mp-batchwriter" "$bin/mp-inspect" "$bin/mp-train" "$bin/mp-eval" \
@@ -81,7 +85,6 @@ echo "wrote $work/test-0.png"
 # a stride-1 stem, random 28-px crops of images scaled to 28..32 px, and a
 # cosine schedule over 2 epochs, so that the whole demo takes a few minutes
 # on 2 cores. DEMO_EPOCHS changes the number of epochs.
-EPOCHS=${DEMO_EPOCHS:-2}
 step "train a small ResNet on the CPU: $EPOCHS epochs of 60000 images, validation on 5000"
 train_start=$(date +%s.%N)
 "$bin/mp-train" -d "$work/train.db" -v "$work/val.db" -o "$work/run" --force \

@@ -196,3 +196,12 @@ failing_make() {
 	assert_equal "$output" "py-batchwriter.py: cannot import lmdb (Debian: python3-lmdb python3-numpy python3-pil)"
 	assert_files . nomod nomods
 }
+
+@test "demo.sh: a bad DEMO_EPOCHS exits 2 before any work, not after the packing" {
+	for e in x 0 1.5 -1; do
+		run env DEMO_EPOCHS=$e bash "$S/demo.sh" w
+		assert_status 2
+		assert_equal "$output" "demo.sh: DEMO_EPOCHS: \"$e\" is not a number from 1 to 1000000"
+	done
+	assert_files .
+}
