@@ -48,11 +48,12 @@ EOF
 -?*) usage "unknown option $1 (mp-train's options come after MINIPLACES_DIR)" ;;
 esac
 [ $# -ge 1 ] || usage
-kit=$1
+# a path that starts with "-" is given as ./-X, never taken for an option
+kit=$(safe_path "$1")
 shift
 work=$here/build/reproduce
 if [ $# -ge 1 ] && [[ $1 != -?* ]]; then
-	work=${1:-$work}
+	work=$(safe_path "${1:-$work}")
 	shift
 fi
 for p in mp-batchwriter mp-train mp-inspect; do
@@ -73,17 +74,20 @@ done
 for f in train.txt val.txt categories.txt; do
 	[ -f "$lists/$f" ] || die "$kit: no $f (looked in $kit, $kit/data and $kit/development_kit/data)"
 done
-mkdir -p "$work"
+mkdir -p -- "$work"
 # The kit ships no test list: the test images, by name, as the submission
 # wants them (test/00000001.jpg ... in sorted order).
 test_list=$lists/test.txt
 if [ ! -f "$test_list" ]; then
 	[ -d "$images/test" ] || die "$kit: no test.txt, and no $images/test to make one from"
 	test_list=$work/test.txt
+	# whole or not at all: no test.txt.tmp left by a failure or Ctrl-C
+	trap 'rm -f "$test_list.tmp"' EXIT
 	(cd "$images" && find test -type f |
 		LC_ALL=C sort) >"$test_list.tmp"
 	[ -s "$test_list.tmp" ] || die "$images/test: no images to make the test list from"
 	mv "$test_list.tmp" "$test_list"
+	trap - EXIT
 	echo "$kit has no test.txt: $test_list lists the $(wc -l <"$test_list") images of $images/test"
 fi
 start=$(date +%s)

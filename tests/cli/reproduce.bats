@@ -150,3 +150,16 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	cmp single.before work/eval-single.json
 	[[ ! -e work/eval-single.json.tmp ]]
 }
+
+@test "reproduce.sh: a kit named with a leading dash, after --; an empty images/test leaves no list behind" {
+	kit ./-mp
+	rm ./-mp/test.txt
+	run bash "$MP_ROOT/scripts/reproduce.sh" -- -mp work "${TRIAL[@]}" --max-steps 2
+	assert_status 0
+	assert_equal "$(wc -l <work/submission.txt)" 10
+	rm -rf work ./-mp/images/test/*
+	run bash "$MP_ROOT/scripts/reproduce.sh" -- -mp work "${TRIAL[@]}"
+	assert_status 1
+	assert_equal "$output" "reproduce.sh: ./-mp/images/test: no images to make the test list from"
+	assert_files work
+}
