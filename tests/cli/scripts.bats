@@ -205,3 +205,11 @@ failing_make() {
 	done
 	assert_files .
 }
+
+@test "bench-batchwriter.sh: a WORKDIR that starts with a dash, after --, holds the run" {
+	run --separate-stderr bash "$S/bench-batchwriter.sh" -n 1 -- -w
+	assert_status 0
+	assert_contains "$output" "mp-batchwriter -j 1"
+	[[ -f ./-w/images/train.txt && -f ./-w/db/data.mdb ]]
+	assert_files . -w
+}
