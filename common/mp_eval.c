@@ -21,8 +21,8 @@
 #include "mp_metrics.h"
 #include "mp_weights.h"
 
-#define MAX_PIXELS (1ull << 26)
-#define MAX_FILE_BYTES ((size_t)256 << 20)
+/* as mp-batchwriter's, so that a list it packs is a list mp-eval reads */
+#define MAX_FILE_BYTES ((size_t)1 << 30)
 
 void mp_eval_opts_default(mp_eval_opts *o)
 {
@@ -540,7 +540,7 @@ static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 	 * named. */
 	mp_error *errs = mp_xcalloc((size_t)n ? (size_t)n : 1, sizeof *errs);
 	int *failed = mp_xcalloc((size_t)n ? (size_t)n : 1, sizeof *failed);
-	const uint64_t max_pixels = MAX_PIXELS;
+	const uint64_t max_pixels = ev->o->max_pixels ? ev->o->max_pixels : MP_EVAL_MAX_PIXELS;
 #pragma omp parallel for num_threads(ev->nthreads) schedule(dynamic)
 	for (int i = 0; i < n; i++) {
 		mp_codec *cd = codecs[omp_get_thread_num()];

@@ -48,3 +48,33 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	assert_less "$all" $((one + 40000))
 	cmp p1.tsv p12.tsv
 }
+
+@test "--max-pixels: larger images are refused with the file and line named; the limit can be raised" {
+	printf '%s\n' "$D/small.png" "$D/huge.png" >huge.txt
+	run ev -q -m "$D/w.safetensors" --list huge.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/huge.png (huge.txt line 2): 65535x65535 pixels is more than --max-pixels 67108864"
+	echo "$D/small.png 3" >small.txt
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 255
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/small.png (small.txt line 1): 16x16 pixels is more than --max-pixels 255"
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 256 --probs -
+	assert_status 0
+	assert_equal "$(cut -f1,2 <<<"$output" | tail -1)" "$(printf '%s\t3' "$D/small.png")"
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 0
+	assert_status 2
+	assert_equal "$output" 'mp-eval: --max-pixels: "0" is not a number from 1 to 1099511627776'
+}
+
+@test "an image file is read up to 1 GiB, as mp-batchwriter reads it" {
+	truncate -s 300M big.png
+	truncate -s 1025M bigger.png
+	echo big.png >big.txt
+	run ev -q -m "$D/w.safetensors" --list big.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: big.png (big.txt line 1): not a JPEG or PNG file"
+	echo bigger.png >big.txt
+	run ev -q -m "$D/w.safetensors" --list big.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: bigger.png (big.txt line 1): file of 1074790400 bytes is larger than the limit of 1073741824"
+}
