@@ -78,3 +78,21 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	assert_status 1
 	assert_equal "$output" "mp-eval: bigger.png (big.txt line 1): file of 1074790400 bytes is larger than the limit of 1073741824"
 }
+
+@test "the list and a DB of the same images fitted with --fit stretch to the scale and stored as PNG give the same output" {
+	"$PY" "$MKIMAGES" batch <<-EOF
+	make cmyk-jpeg cmyk.jpg 21 13
+	make sampled-jpeg s411.jpg 33 17 sample=4x1
+	make gray-png gray.png 9 9
+	make png16 p16.png 8 8 value=40000
+	make interlaced inter.png 11 13
+	make gradient wide.png 3000 1
+	make noise one.png 1 1
+	EOF
+	ls ./*.jpg ./*.png >l.txt
+	"$MP_BIN/mp-batchwriter" -q --size 20 --fit stretch --encoding png -o l.db l.txt
+	ev -q -m "$D/w.safetensors" --scales 20 --crops center --flip --probs db.tsv --submission db.sub l.db
+	ev -q -m "$D/w.safetensors" --scales 20 --crops center --flip --probs list.tsv --submission list.sub --list l.txt
+	cmp db.tsv list.tsv
+	cmp db.sub list.sub
+}
