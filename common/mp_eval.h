@@ -17,6 +17,7 @@
 #include "mp_util.h"
 
 #define MP_EVAL_MAX_SCALES 16
+#define MP_EVAL_MAX_PIXELS (1ull << 26) /* 8192 x 8192, as mp-batchwriter's */
 
 enum mp_eval_crops { MP_CROPS_FULL = 0, MP_CROPS_CENTER = 1, MP_CROPS_5 = 5, MP_CROPS_10 = 10 };
 enum mp_eval_combine { MP_COMBINE_PROB, MP_COMBINE_LOGIT };
@@ -38,6 +39,7 @@ typedef struct {
 	const char *probs_path, *submission_path, *per_class_path, *confusion_path;
 	const char *dump_views;	/* directory for PNGs of the first views */
 	int dump_count;		/* images whose views are dumped */
+	uint64_t max_pixels;	/* larger images are refused; 0: MP_EVAL_MAX_PIXELS */
 	int quiet;
 } mp_eval_opts;
 

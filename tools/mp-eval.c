@@ -36,6 +36,7 @@ static void help(void)
 	       "  -d, --data DATASET    the dataset, as the operand\n"
 	       "      --list LIST       read the images of an image list instead\n"
 	       "  -r, --root DIR        the directory list paths are relative to\n"
+	       "      --max-pixels N    refuse larger images (default 67108864)\n"
 	       "      --scales LIST     sizes the whole image is resized to, one view each\n"
 	       "                        (default: the size the weights were trained at)\n"
 	       "      --multiscale      --scales 112,128,160,240\n"
@@ -67,7 +68,7 @@ static void help(void)
 enum {
 	OPT_LIST = 256, OPT_SCALES, OPT_MULTISCALE, OPT_CROPS, OPT_FLIP, OPT_COMBINE, OPT_TOPK,
 	OPT_BATCH, OPT_THREADS, OPT_BACKEND, OPT_PRECISION, OPT_JSON, OPT_PROBS, OPT_SUBMISSION,
-	OPT_PER_CLASS, OPT_CONFUSION, OPT_DUMP_VIEWS, OPT_DUMP_COUNT,
+	OPT_PER_CLASS, OPT_CONFUSION, OPT_DUMP_VIEWS, OPT_DUMP_COUNT, OPT_MAX_PIXELS,
 };
 
 static const struct option long_opts[] = {
@@ -75,6 +76,7 @@ static const struct option long_opts[] = {
 	{"data", required_argument, NULL, 'd'},
 	{"list", required_argument, NULL, OPT_LIST},
 	{"root", required_argument, NULL, 'r'},
+	{"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
 	{"scales", required_argument, NULL, OPT_SCALES},
 	{"multiscale", no_argument, NULL, OPT_MULTISCALE},
 	{"crops", required_argument, NULL, OPT_CROPS},
@@ -194,6 +196,10 @@ int main(int argc, char **argv)
 		case 'h': help(); break;
 		case 'V': mp_print_version(); mp_exit_stdout(0);
 		case OPT_LIST: bad = mp_parse_path("--list", optarg, &o.list); break;
+		case OPT_MAX_PIXELS:
+			bad = mp_parse_long("--max-pixels", optarg, 1, 1L << 40, &v);
+			o.max_pixels = (uint64_t)v;
+			break;
 		case OPT_SCALES:
 			n = mp_parse_double_list("--scales", optarg, 1, 4096, list, 1, MP_EVAL_MAX_SCALES);
 			bad = n < 0;

@@ -1,0 +1,98 @@
+#!/usr/bin/env bats
+# mp-eval on the image files of a list, as a folder of downloaded images
+# is evaluated: large photos, the limits on what is read, and agreement
+# with the same images packed into a DB.
+
+load helpers
+
+ev() { "$MP_BIN/mp-eval" "$@"; }
+
+# Random weights of 6 classes trained at 16 px, and a few images.
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 6 7 init.safetensors >/dev/null
+	"$PY" - "$MP_ROOT/scripts" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors("init.safetensors")
+meta["input_size"] = "16"
+meta["crc32"] = mp_resnet.data_crc32(t)
+mp_resnet.write_safetensors("w.safetensors", t, meta)
+EOF
+	"$PY" "$MKIMAGES" batch <<-EOF
+	make gradient photo.jpg 2000 2000
+	make noise small.png 16 16
+	make huge-png huge.png 8 8
+	EOF
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	D=$BATS_FILE_TMPDIR/data
+}
+
+# peak_kb CMD...: the largest resident size of CMD, in KB.
+peak_kb() {
+	"$PY" -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
+}
+
+@test "large photos: a batch holds one decoded image per thread, not one per image of the batch" {
+	for i in $(seq 12); do echo "$D/photo.jpg"; done >photos.txt
+	one=$(peak_kb "$MP_BIN/mp-eval" -q -m "$D/w.safetensors" --list photos.txt --threads 1 --batch 1 --probs p1.tsv)
+	all=$(peak_kb "$MP_BIN/mp-eval" -q -m "$D/w.safetensors" --list photos.txt --threads 1 --batch 12 --probs p12.tsv)
+	# each decoded photo is 12 MB: twelve held at once would add 130 MB
+	assert_less "$all" $((one + 40000))
+	cmp p1.tsv p12.tsv
+}
+
+@test "--max-pixels: larger images are refused with the file and line named; the limit can be raised" {
+	printf '%s\n' "$D/small.png" "$D/huge.png" >huge.txt
+	run ev -q -m "$D/w.safetensors" --list huge.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/huge.png (huge.txt line 2): 65535x65535 pixels is more than --max-pixels 67108864"
+	echo "$D/small.png 3" >small.txt
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 255
+	assert_status 1
+	assert_equal "$output" "mp-eval: $D/small.png (small.txt line 1): 16x16 pixels is more than --max-pixels 255"
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 256 --probs -
+	assert_status 0
+	assert_equal "$(cut -f1,2 <<<"$output" | tail -1)" "$(printf '%s\t3' "$D/small.png")"
+	run ev -q -m "$D/w.safetensors" --list small.txt --max-pixels 0
+	assert_status 2
+	assert_equal "$output" 'mp-eval: --max-pixels: "0" is not a number from 1 to 1099511627776'
+}
+
+@test "an image file is read up to 1 GiB, as mp-batchwriter reads it" {
+	truncate -s 300M big.png
+	truncate -s 1025M bigger.png
+	echo big.png >big.txt
+	run ev -q -m "$D/w.safetensors" --list big.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: big.png (big.txt line 1): not a JPEG or PNG file"
+	echo bigger.png >big.txt
+	run ev -q -m "$D/w.safetensors" --list big.txt
+	assert_status 1
+	assert_equal "$output" "mp-eval: bigger.png (big.txt line 1): file of 1074790400 bytes is larger than the limit of 1073741824"
+}
+
+@test "the list and a DB of the same images fitted with --fit stretch to the scale and stored as PNG give the same output" {
+	"$PY" "$MKIMAGES" batch <<-EOF
+	make cmyk-jpeg cmyk.jpg 21 13
+	make sampled-jpeg s411.jpg 33 17 sample=4x1
+	make gray-png gray.png 9 9
+	make png16 p16.png 8 8 value=40000
+	make interlaced inter.png 11 13
+	make gradient wide.png 3000 1
+	make noise one.png 1 1
+	EOF
+	ls ./*.jpg ./*.png >l.txt
+	"$MP_BIN/mp-batchwriter" -q --size 20 --fit stretch --encoding png -o l.db l.txt
+	ev -q -m "$D/w.safetensors" --scales 20 --crops center --flip --probs db.tsv --submission db.sub l.db
+	ev -q -m "$D/w.safetensors" --scales 20 --crops center --flip --probs list.tsv --submission list.sub --list l.txt
+	cmp db.tsv list.tsv
+	cmp db.sub list.sub
+}
