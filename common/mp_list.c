@@ -33,6 +33,27 @@ static void drop_bom(char *s, size_t *len)
 	}
 }
 
+/* A line the readers refuse before parsing it, with the reason: a NUL
+ * byte (a UTF-16 file, when the first line starts with its byte order
+ * mark), or a carriage return inside it, where a file with old Mac line
+ * ends (CR alone) would otherwise be read as one line whose path is all
+ * of it. NULL for a line to parse. */
+static const char *line_trouble(const char *s, size_t len, long lineno)
+{
+	if (lineno == 1 && len >= 2 &&
+	    (!memcmp(s, "\xff\xfe", 2) || !memcmp(s, "\xfe\xff", 2)))
+		return "starts with a UTF-16 byte order mark: save the file as UTF-8";
+	if (memchr(s, '\0', len))
+		return "contains a NUL byte";
+	const char *cr = memchr(s, '\r', len), *end = s + len;
+	while (cr && cr < end && isspace((unsigned char)*cr))
+		cr++;
+	if (cr && cr < end)
+		return "has a carriage return inside it: are the line ends old Mac's, CR "
+		       "alone? Lines must end with LF or CR LF";
+	return NULL;
+}
+
 /* Splits "path words  123" into path and an integer label when the last
  * blank-separated word is an integer. Returns 1 if a label was found,
  * 0 if not, -1 if the number does not fit. */
@@ -98,8 +119,9 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 	while ((got = getline(&line, &cap, f)) >= 0) {
 		lineno++;
 		size_t len = (size_t)got;
-		if (memchr(line, '\0', len)) {
-			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
+		const char *trouble = line_trouble(line, len, lineno);
+		if (trouble) {
+			mp_seterr(e, "%s line %ld: %s", name, lineno, trouble);
 			goto fail;
 		}
 		if (lineno == 1)
@@ -193,8 +215,9 @@ int mp_categories_read(FILE *f, const char *name, char ***names_out,
 	while ((got = getline(&line, &cap, f)) >= 0) {
 		lineno++;
 		size_t len = (size_t)got;
-		if (memchr(line, '\0', len)) {
-			mp_seterr(e, "%s line %ld: contains a NUL byte", name, lineno);
+		const char *trouble = line_trouble(line, len, lineno);
+		if (trouble) {
+			mp_seterr(e, "%s line %ld: %s", name, lineno, trouble);
 			goto fail;
 		}
 		if (lineno == 1)

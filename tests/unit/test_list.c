@@ -186,6 +186,35 @@ static void shuffle_is_seeded_permutation(void **state)
 	mp_list_free(&c);
 }
 
+static void utf16_and_cr_line_ends_named(void **state)
+{
+	(void)state;
+	static const char utf16[] = "\xff\xfe" "a\0.\0j\0p\0g\0 \0" "1\0\n\0";
+	FILE *f = fmemopen((void *)utf16, sizeof utf16 - 1, "r");
+	mp_list l;
+	mp_error e;
+	assert_int_equal(mp_list_read(f, "u.txt", 10, &l, &e), -1);
+	assert_string_equal(e.msg,
+			    "u.txt line 1: starts with a UTF-16 byte order mark: save the file as UTF-8");
+	fclose(f);
+	f = text("a.jpg 0\rb.jpg 1\rc.jpg 2\r");
+	assert_int_equal(mp_list_read(f, "mac.txt", 10, &l, &e), -1);
+	assert_non_null(strstr(e.msg, "mac.txt line 1: has a carriage return inside it"));
+	fclose(f);
+	char **names;
+	int n;
+	f = text("/a/abbey 0\r/b/bar 1\r");
+	assert_int_equal(mp_categories_read(f, "categories.txt", &names, &n, &e), -1);
+	assert_non_null(strstr(e.msg, "categories.txt line 1: has a carriage return"));
+	fclose(f);
+	/* CR LF, and a CR before the end, are line ends */
+	f = text("a.jpg 0\r\nb.jpg 1\r\r \n");
+	assert_int_equal(mp_list_read(f, "dos.txt", 10, &l, &e), 0);
+	assert_int_equal(l.count, 2);
+	mp_list_free(&l);
+	fclose(f);
+}
+
 static void categories(void **state)
 {
 	(void)state;
@@ -234,6 +263,7 @@ int main(void)
 		cmocka_unit_test(label_out_of_range_names_line),
 		cmocka_unit_test(mixed_labels_rejected),
 		cmocka_unit_test(nul_byte_rejected),
+		cmocka_unit_test(utf16_and_cr_line_ends_named),
 		cmocka_unit_test(shuffle_is_seeded_permutation),
 		cmocka_unit_test(categories),
 		cmocka_unit_test(categories_gaps_and_duplicates),
