@@ -198,14 +198,28 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 #define MP_LAUNCH_SYNC MP_LAUNCH
 #endif
 
+/* The most blocks of a grid-stride kernel's grid (mp_cuda_grid), and of a
+ * grid's y or z dimension (CUDA's limit). Under MP_CUDA_EMULATE they are
+ * variables (tests/emu/cuda_emu.h, whose launches refuse a y or z beyond
+ * the second), which the tests lower to reach on small tensors what only
+ * large ones reach on a device: several elements a thread, a split launch. */
+#ifdef MP_CUDA_EMULATE
+extern "C" unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
+#define MP_CUDA_GRID_MOST mp_emu_grid_most
+#define MP_CUDA_GRID_YZ mp_emu_grid_yz_most
+#else
+#define MP_CUDA_GRID_MOST (65535u * 8u)
+#define MP_CUDA_GRID_YZ 65535u
+#endif
+
 /* Threads per block of the element-wise kernels, and the grid for count
  * elements (grid-stride loops cover the rest). */
 #define MP_CUDA_THREADS 256
 static inline unsigned mp_cuda_grid(size_t count)
 {
 	size_t b = (count + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS;
-	if (b > 65535u * 8u)
-		b = 65535u * 8u;
+	if (b > MP_CUDA_GRID_MOST)
+		b = MP_CUDA_GRID_MOST;
 	return b ? (unsigned)b : 1u;
 }
 

@@ -40,6 +40,10 @@ extern "C" {
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 int warpSize = 32;
+/* kernels/cuda/cuda.h's MP_CUDA_GRID_MOST and MP_CUDA_GRID_YZ: CUDA's
+ * values until a test lowers them; a launch beyond them aborts, as one
+ * beyond CUDA's limits fails on a device */
+unsigned mp_emu_grid_most = 65535u * 8u, mp_emu_grid_yz_most = 65535u;
 }
 
 /* the device's round-to-nearest arithmetic, which the host's is */
@@ -169,7 +173,8 @@ static uint3 thread_index(int t, dim3 block)
 static void launch(dim3 grid, dim3 block, int sync, std::function<void()> f)
 {
 	const int n = (int)(block.x * block.y * block.z);
-	if (n < 1 || n > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1) {
+	if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 ||
+	    grid.x > 0x7fffffffu || grid.y > mp_emu_grid_yz_most || grid.z > mp_emu_grid_yz_most) {
 		fprintf(stderr, "cuda_emu: a launch of %ux%ux%u blocks of %ux%ux%u threads\n",
 			grid.x, grid.y, grid.z, block.x, block.y, block.z);
 		abort();

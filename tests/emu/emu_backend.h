@@ -11,6 +11,9 @@
 extern "C" {
 #endif
 mp_backend *mp_emu_cuda_new(int act_bf16);
+/* kernels/cuda/cuda.h's MP_CUDA_GRID_MOST and MP_CUDA_GRID_YZ on the host
+ * (tests/emu/cuda_emu.h): CUDA's values until a test lowers them */
+extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
 #ifdef __cplusplus
 }
 #endif
