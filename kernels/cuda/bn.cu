@@ -5,7 +5,7 @@
 //
 // Reductions in double and in a fixed order, so that results repeat bit
 // for bit: the m = n h w values of a channel are cut into S slices of
-// whole images (S depends on the shape only); block (s, c) sums its slice
+// whole images (S depends on the shape only); block (c, s) sums its slice
 // with a fixed thread-to-element assignment and a tree in shared memory,
 // then one thread per channel adds the S partial sums in order. Two passes
 // as in the reference: the mean, then the squared deviations from it.
@@ -24,10 +24,10 @@ static int bn_slices(int n, int c)
 		s = 1;
 	if (s > n)
 		s = n;
-	return s;
+	return s > (int)MP_CUDA_GRID_YZ ? (int)MP_CUDA_GRID_YZ : s;
 }
 
-// Block (s, c): over the images of slice s, sums
+// Block (c, s): over the images of slice s, sums
 //   mode 0: x                     (a: -)
 //   mode 1: (x - mean)^2          (mean[c] in a)
 //   mode 2: g, g (x - mean) invstd  (save_mean, save_invstd in f0, f1)
@@ -40,7 +40,7 @@ __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__re
 				  const float *__restrict__ f1, double *__restrict__ part)
 {
 	__shared__ double sh0[BN_THREADS], sh1[BN_THREADS];
-	const int c = blockIdx.y, s = blockIdx.x;
+	const int c = blockIdx.x, s = blockIdx.y;
 	const int n0 = (int)((long long)N * s / S), n1 = (int)((long long)N * (s + 1) / S);
 	// a slice of a channel has fewer than 2^31 values (checked by the
 	// launcher), so the index arithmetic is 32-bit
@@ -206,14 +206,12 @@ __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restric
 
 // ---- host side ----------------------------------------------------------------
 
-// The partial sums' grid: S x C blocks (C at most 65535, a grid's y
-// limit), each slice fewer than 2^31 values (the index stays clear of
+// The partial sums' grid: C x S blocks (channels on x, whose limit is
+// 2^31 - 1: a y of at most 65535 would refuse the 65536 classes of an fc
+// BN), each slice fewer than 2^31 values (the index stays clear of
 // unsigned wrap-around).
 static int bn_grid_ok(mp_backend *be, const char *op, const mp_tensor *x, int S)
 {
-	if (x->c > 65535)
-		return mp_cpu_fail(be, "%s: x has %d channels, more than this backend's 65535", op,
-				   x->c);
 	const size_t slice = ((size_t)x->n + S - 1) / S * (size_t)x->h * x->w;
 	if (slice > UINT_MAX / 2 || (size_t)x->h * x->w > INT_MAX)
 		return mp_cpu_fail(be, "%s: x is %dx%dx%dx%d, too large for this backend", op, x->n,
@@ -240,7 +238,7 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 	if (!part)
 		return -1;
 	double *stat = part + (size_t)C * S * 2;
-	const dim3 grid(S, C);
+	const dim3 grid(C, S);
 	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S,
 		  0, NULL, NULL, NULL, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
@@ -330,7 +328,7 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 		return -1;
 	double *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
-	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(S, C), BN_THREADS, be, x->data, dy->data, ry, N, C,
+	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(C, S), BN_THREADS, be, x->data, dy->data, ry, N, C,
 		  plane, S, 2, NULL, bn->save_mean->data, bn->save_invstd->data, part);
 	LAUNCH_CHECK(op, "bn_partial_kernel");
 	MP_LAUNCH(bn_grad_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, sums,

@@ -52,33 +52,33 @@ __global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
 	}
 }
 
-// The grid for images of C x P; 0 when it exceeds CUDA's grid limits.
-static int transpose_grid(int images, int C, int P, dim3 *grid)
-{
-	const long long gx = ((long long)P + TILE - 1) / TILE, gy = (C + TILE - 1) / TILE;
-	if (images < 1 || images > 65535 || gy > 65535 || gx > INT_MAX)
-		return 0;
-	*grid = dim3((unsigned)gx, (unsigned)gy, (unsigned)images);
-	return 1;
-}
-
 // Converts n images of c x plane values: float NCHW src into bf16 NHWC
-// dst (to_bf16), or bf16 NHWC src into float NCHW dst.
+// dst (to_bf16), or bf16 NHWC src into float NCHW dst. A grid has at most
+// MP_CUDA_GRID_YZ images (its z): a larger batch (mp-train and mp-eval
+// take 65536) goes in several launches.
 int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
 		    int to_bf16, void *dst)
 {
-	dim3 grid;
-	if (!transpose_grid(n, c, plane, &grid))
-		return mp_cpu_fail(be, "%s: %d images of %dx%d are too many for bf16 (at most "
-				   "65535)", op, n, c, plane);
-	if (to_bf16) {
-		MP_LAUNCH_SYNC(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
-			  (const float *)src, (__nv_bfloat16 *)dst, c, plane);
-		LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
-	} else {
-		MP_LAUNCH_SYNC(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
-			  (const __nv_bfloat16 *)src, (float *)dst, c, plane);
-		LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+	const long long gx = ((long long)plane + TILE - 1) / TILE;
+	const long long gy = ((long long)c + TILE - 1) / TILE;
+	if (n < 1 || c < 1 || plane < 1 || gy > MP_CUDA_GRID_YZ || gx > INT_MAX)
+		return mp_cpu_fail(be, "%s: %d images of %dx%d cannot be converted to or from bf16",
+				   op, n, c, plane);
+	const size_t image = (size_t)c * plane;
+	for (int i = 0; i < n; i += (int)MP_CUDA_GRID_YZ) {
+		const int k = n - i < (int)MP_CUDA_GRID_YZ ? n - i : (int)MP_CUDA_GRID_YZ;
+		const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)k);
+		if (to_bf16) {
+			MP_LAUNCH_SYNC(nchw_to_nhwc_bf16_kernel, grid, dim3(TILE, TILE_ROWS), be,
+				  (const float *)src + i * image, (__nv_bfloat16 *)dst + i * image,
+				  c, plane);
+			LAUNCH_CHECK(op, "nchw_to_nhwc_bf16_kernel");
+		} else {
+			MP_LAUNCH_SYNC(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
+				  (const __nv_bfloat16 *)src + i * image, (float *)dst + i * image,
+				  c, plane);
+			LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
+		}
 	}
 	return 0;
 }

@@ -597,9 +597,9 @@ static double *bn_scratch(mp_backend *be, const char *op, const mp_tensor *x, in
 	const int C = x->c;
 	const size_t R = (size_t)x->n * x->h * x->w;
 	const int groups = (C + BN_LANES - 1) / BN_LANES;
-	if (groups > 65535) {
+	if (groups > (int)MP_CUDA_GRID_YZ) {
 		mp_cpu_fail(be, "%s: x has %d channels, more than this backend's %d", op, C,
-			    65535 * BN_LANES);
+			    (int)MP_CUDA_GRID_YZ * BN_LANES);
 		return NULL;
 	}
 	*B = bn_blocks(R, groups);

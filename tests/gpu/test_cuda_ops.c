@@ -1575,6 +1575,42 @@ static void test_training(void)
 	end("20 training steps on learnable data: the loss falls as on the CPU");
 }
 
+/* ---- grids past CUDA's limits ---------------------------------------------------------------- */
+
+/* Shapes whose launches would pass a limit of CUDA's grids, and so take
+ * the code that only large tensors take: BN over 65536 channels (the fc
+ * BN of mp-train's 65536 classes: more channels than a grid's y holds),
+ * 65537 images converted to or from bf16 (a --batch of 65536 or more: more
+ * images than a grid's z holds). Emulated, the limits are lowered instead
+ * (4 blocks in y and z, and 2 blocks for the grid-stride kernels, whose
+ * threads then take several elements each), so that small shapes reach
+ * the same code in the host's time. */
+static void large_grid_ops(void)
+{
+#ifdef MP_TEST_EMULATED
+	mp_emu_grid_yz_most = 4;
+	mp_emu_grid_most = 2;
+	static const conv_case many = {5, 8, 7, 7, 8, 3, 3, 1, 1};
+	test_bn(2, 6, 1, 1);
+	test_bn(5, 8, 3, 3);
+	test_bn_relu(5, 8, 3, 3, 1);
+	test_relu_add(5, 8, 7, 9);
+	test_relu_add(5, 3, 7, 9);
+	test_shortcut(5, 8, 6, 6, 16, 2);
+	test_avgpool(5, 8, 5, 5);
+	test_conv(&many);
+	test_conv_bn(&many, 1, 1);
+	test_xent(600, 3, 0.1f);
+	mp_emu_grid_yz_most = 65535;
+	mp_emu_grid_most = 65535u * 8u;
+#else
+	static const conv_case many = {65537, 3, 2, 2, 4, 1, 1, 1, 0};
+	test_bn(2, 65536, 1, 1);
+	test_relu_add(65537, 1, 1, 1);
+	test_conv(&many);
+#endif
+}
+
 /* ---- main ------------------------------------------------------------------------------------ */
 
 /* The operations that take activations, on the shapes above. */
@@ -1604,6 +1640,7 @@ static void activation_ops(void)
 	test_avgpool(3, 4, 1, 1);
 	test_avgpool(2, 3, 13, 11);
 	test_avgpool(2, 16, 13, 11);
+	large_grid_ops();
 }
 
 /* bf16 storage: the activations from alloc_act stored in bf16 NHWC on the
@@ -1808,6 +1845,7 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
 			test_conv(&conv_cases[i]);
 		conv_bn_cases();
+		large_grid_ops();
 		ref_rounds_bf16(1);
 		test_network('A');
 		test_network('B');
