@@ -2,14 +2,16 @@
  * needs no cmocka on the GPU machine): every operation, forward and
  * backward, and the SGD step, on the same random inputs of several shapes
  * (stride-2 convolutions, 1x1 projections, odd sizes), the fused
- * inference convolution against the separate operations; the shape-error
- * messages; a whole training step of a small mp_resnet (logits, loss,
+ * inference convolution against the separate operations; shapes whose
+ * grids pass CUDA's limits (large_grid_ops); the shape-error messages;
+ * a whole training step of a small mp_resnet (logits, loss,
  * every gradient, the updated weights, momentum and BN running
  * statistics), with shortcut A and B; that two GPU runs from the same
  * weights give the same bits; that the training step recorded as a CUDA
  * graph (mp_resnet_train_step) gives the same bits as op by op, and is
  * recorded again after an inference pass; that the inference pass
- * recorded as a graph (mp_resnet_predict) gives the same logits; and a
+ * recorded as a graph (mp_resnet_predict) gives the same logits, with
+ * several view sizes in turn as a multiscale evaluation has them; and a
  * 20-step training run on learnable data whose loss falls on the GPU as
  * it does on the CPU.
  *
@@ -716,6 +718,12 @@ static void test_bn_relu(int n, int c, int h, int w, int with_res)
 						     NULL),
 			  dev, "bn_relu_backward (dres NULL)"))
 			pcompare("dx (dres NULL)", &dx);
+		/* the residual's gradient alone: dx may be NULL too */
+		dev->ops->fill(dev, &dres.d, 7.0f);
+		if (ok_rc(dev->ops->bn_relu_backward(dev, &x.d, &b.d, &y.d, &dy.d, NULL, NULL, NULL,
+						     &dres.d),
+			  dev, "bn_relu_backward (dx NULL)"))
+			pcompare("dres (dx NULL)", &dres);
 	}
 	bn_free(&b);
 	pfree(&x);
@@ -905,6 +913,10 @@ static void test_linear(int n, int in, int out)
 		if (ok_rc(dev->ops->linear_backward(dev, &x.d, &w.d, &dy.d, NULL, &dw.d), dev,
 			  "linear_backward (dx NULL)"))
 			pcompare("dw (dx NULL)", &dw);
+		dev->ops->fill(dev, &dx.d, 7.0f);
+		if (ok_rc(dev->ops->linear_backward(dev, &x.d, &w.d, &dy.d, &dx.d, NULL), dev,
+			  "linear_backward (dw NULL)"))
+			pcompare("dx (dw NULL)", &dx);
 	}
 	pfree(&x);
 	pfree(&w);
@@ -983,16 +995,35 @@ static void test_sgd(void)
 		vd[t] = &v[t].d;
 	}
 	/* three steps with all tensors (the second and third reuse the
-	 * device's tables), then one with a different set; each with its
-	 * own rate, read from the tensor when the step runs */
-	for (int step = 0; ok && step < 4; step++) {
+	 * device's tables), then one with a different set, then the first
+	 * set's weights with other gradients and momenta (the same shapes:
+	 * the tables must follow every pointer, not the weights' alone), then
+	 * none; each with its own rate, read from the tensor when the step
+	 * runs */
+	pair g2[T], v2[T];
+	memset(g2, 0, sizeof g2);
+	memset(v2, 0, sizeof v2);
+	const mp_tensor *gr3[T], *gd3[T];
+	mp_tensor *vr3[T], *vd3[T];
+	for (int t = 0; t < T && ok; t++) {
+		const int *s = shapes[t];
+		ok = prandom(&g2[t], s[0], s[1], s[2], s[3], -1, 1) &&
+		     prandom(&v2[t], s[0], s[1], s[2], s[3], -0.1, 0.1);
+		gr3[t] = &g2[t].r;
+		gd3[t] = &g2[t].d;
+		vr3[t] = &v2[t].r;
+		vd3[t] = &v2[t].d;
+	}
+	for (int step = 0; ok && step < 6; step++) {
 		const float rate = 0.1f * (float)(step + 1);
 		ok = ok_rc(ref->ops->fill(ref, &lr.r, rate), ref, "fill") &&
 		     ok_rc(dev->ops->fill(dev, &lr.d, rate), dev, "fill");
-		const int count = step < 3 ? T : T - 1;
-		mp_tensor **wr2 = step < 3 ? wr : wr + 1, **wd2 = step < 3 ? wd : wd + 1;
-		mp_tensor **vr2 = step < 3 ? vr : vr + 1, **vd2 = step < 3 ? vd : vd + 1;
-		const mp_tensor **gr2 = step < 3 ? gr : gr + 1, **gd2 = step < 3 ? gd : gd + 1;
+		const int count = step < 3 || step == 4 ? T : step == 3 ? T - 1 : 0;
+		mp_tensor **wr2 = step != 3 ? wr : wr + 1, **wd2 = step != 3 ? wd : wd + 1;
+		mp_tensor **vr2 = step < 3 ? vr : step == 3 ? vr + 1 : vr3;
+		mp_tensor **vd2 = step < 3 ? vd : step == 3 ? vd + 1 : vd3;
+		const mp_tensor **gr2 = step < 3 ? gr : step == 3 ? gr + 1 : gr3;
+		const mp_tensor **gd2 = step < 3 ? gd : step == 3 ? gd + 1 : gd3;
 		ok = ok && ok_rc(ref->ops->sgd_step(ref, wr2, gr2, vr2, count, &lr.r, 0.9f, 5e-4f),
 				 ref, "sgd_step") &&
 		     ok_rc(dev->ops->sgd_step(dev, wd2, gd2, vd2, count, &lr.d, 0.9f, 5e-4f), dev,
@@ -1005,14 +1036,19 @@ static void test_sgd(void)
 			pcompare(what, &w[t]);
 			snprintf(what, sizeof what, "v[%d]", t);
 			pcompare(what, &v[t]);
+			snprintf(what, sizeof what, "other v[%d]", t);
+			pcompare(what, &v2[t]);
 		}
 	for (int t = 0; t < T; t++) {
 		pfree(&w[t]);
 		pfree(&g[t]);
 		pfree(&v[t]);
+		pfree(&g2[t]);
+		pfree(&v2[t]);
 	}
 	pfree(&lr);
-	end("sgd_step: 4 tensors in one call, 4 calls with 4 rates (tables cached, then rebuilt)");
+	end("sgd_step: 4 tensors in one call, 6 calls with 6 rates (tables cached, rebuilt for "
+	    "other tensors, other gradients and momenta, none)");
 }
 
 /* ---- shape errors: the same message from both backends ----------------------------------- */
@@ -1522,6 +1558,57 @@ static void test_predict_graph(void)
 	end(name);
 }
 
+/* A multiscale evaluation's passes (mp-eval --scales): the view sizes in
+ * turn, each pass through mp_resnet_predict (recorded at a size's second
+ * pass, then launched) giving the same logits, to the bit, as forward +
+ * logits op by op. */
+static void test_predict_sizes(void)
+{
+	enum { PASSES = 8, N = 4 };
+	/* the largest first, as mp-eval's passes allocate for it first */
+	static const int sizes[PASSES] = {19, 11, 15, 19, 11, 15, 19, 11};
+	const char *name = "inference passes of 3 view sizes in turn as graphs: the same logits as "
+			   "op by op";
+	if (!dev->ops->graph_begin) {
+		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+		return;
+	}
+	begin();
+	mp_resnet_config c;
+	small_config(&c, 'B');
+	mp_resnet *g = make_net(&c, dev, 17), *p = make_net(&c, dev, 17);
+	int32_t labels[N];
+	float lg[N * 10], lp[N * 10];
+	mp_error e;
+	int ok = g && p;
+	for (int i = 0; ok && i < PASSES; i++) {
+		const int size = sizes[i];
+		float *x = make_images(N, size, c.classes, labels, 60);
+		if (mp_resnet_predict(g, x, N, size, size, lg, &e) < 0 ||
+		    mp_resnet_forward(p, x, N, size, size, 0, &e) < 0 ||
+		    mp_resnet_logits(p, lp, &e) < 0) {
+			fail("pass %d (%dx%d): %s", i + 1, size, size, e.msg);
+			ok = 0;
+		} else if (memcmp(lp, lg, sizeof lp)) {
+			fail("pass %d (%dx%d): the logits differ (largest relative difference %.2e)",
+			     i + 1, size, size, rel_err(lg, lp, (size_t)N * 10));
+		}
+		free(x);
+	}
+	if (ok) {
+		long recorded, launched;
+		mp_resnet_graph_counts(g, 0, &recorded, &launched);
+		printf("#   recorded %ld, launched %ld\n", recorded, launched);
+		/* each size recorded at its second pass, and kept: the last two
+		 * passes launch what was recorded */
+		if (recorded != 3 || launched != 5)
+			fail("recorded %ld, launched %ld; expected 3 and 5", recorded, launched);
+	}
+	mp_resnet_free(g);
+	mp_resnet_free(p);
+	end(name);
+}
+
 /* 20 steps on learnable data on the device and on the CPU: both losses
  * fall, and they fall alike. */
 static void test_training(void)
@@ -1643,6 +1730,41 @@ static void activation_ops(void)
 	large_grid_ops();
 }
 
+/* An activation from alloc_act (bf16 NHWC) and a float tensor given
+ * together to an operation that takes activations, or a bf16 one to an
+ * operation that takes float tensors only: an error that says so, never
+ * bytes read in the wrong layout. */
+static void expect_error(const char *what, int rc, const char *says)
+{
+	printf("#   %s: %s\n", what, rc < 0 ? mp_backend_error(dev) : "accepted");
+	if (rc >= 0 || !strstr(mp_backend_error(dev), says))
+		fail("%s: rc %d, \"%s\"; expected an error that says \"%s\"", what, rc,
+		     rc < 0 ? mp_backend_error(dev) : "", says);
+}
+
+static void test_storage_errors(void)
+{
+	begin();
+	pair a, f, w, y, o;
+	memset(&a, 0, sizeof a);
+	f = w = y = o = a;
+	if (prandom_a(&a, 2, 8, 3, 3, -1, 1) && prandom(&f, 2, 8, 3, 3, -1, 1) &&
+	    prandom_a(&y, 2, 8, 1, 1, -1, 1) && prandom(&w, 4, 8, 1, 1, -1, 1) &&
+	    palloc(&o, 2, 4, 1, 1)) {
+		expect_error("add, a bf16 and b float", dev->ops->add(dev, &a.d, &f.d, &a.d), "mix");
+		expect_error("relu_forward, x float and y bf16",
+			     dev->ops->relu_forward(dev, &f.d, &a.d), "mix");
+		expect_error("linear_forward, x bf16", dev->ops->linear_forward(dev, &y.d, &w.d, &o.d),
+			     "takes float tensors");
+	}
+	pfree(&a);
+	pfree(&f);
+	pfree(&w);
+	pfree(&y);
+	pfree(&o);
+	end("activations in bf16 and float mixed, or bf16 where float is taken: an error");
+}
+
 /* bf16 storage: the activations from alloc_act stored in bf16 NHWC on the
  * device (MP_CUDA_ACTIVATIONS=bf16), against the reference with its
  * convolutions' operands and every stored activation rounded to bf16
@@ -1706,6 +1828,8 @@ static void storage_pass(int harness)
 		act_of(ref)->ops.bn_relu_backward = NULL;
 	}
 	activation_ops();
+	if (!harness)
+		test_storage_errors();
 	test_network('A');
 	test_network('B');
 	rtol = RTOL_BF16;
@@ -1719,6 +1843,7 @@ static void storage_pass(int harness)
 		test_reproducible();
 		test_graph_step();
 		test_predict_graph();
+		test_predict_sizes();
 		test_training();
 		storage_dev = 0;
 		mp_backend_free(dev);
@@ -1819,6 +1944,7 @@ int main(int argc, char **argv)
 	test_reproducible();
 	test_graph_step();
 	test_predict_graph();
+	test_predict_sizes();
 	test_training();
 	const double worst_fp32 = worst;
 
@@ -1853,6 +1979,7 @@ int main(int argc, char **argv)
 		test_reproducible();
 		test_graph_step();
 		test_predict_graph();
+		test_predict_sizes();
 		test_training();
 		storage_pass(0);
 	}
