@@ -45,6 +45,34 @@ static float round_bf16(float f)
 	return __bfloat162float(__float2bfloat16_rn(f));
 }
 
+/* Set: the device's tensors are written and read in NHWC on the host
+ * (the emulated device's memory is the host's) instead of by upload and
+ * download, whose conversion kernels take seconds on the host for a
+ * million values. */
+static int host_layout;
+
+static void nhwc_put(mp_tensor *d, const float *v)
+{
+	const size_t plane = (size_t)d->h * d->w;
+	__nv_bfloat16 *p = (__nv_bfloat16 *)d->data;
+	for (size_t i = 0; i < (size_t)d->n; i++)
+		for (size_t k = 0; k < (size_t)d->c; k++)
+			for (size_t q = 0; q < plane; q++)
+				p[(i * plane + q) * d->c + k] =
+					__float2bfloat16_rn(v[(i * d->c + k) * plane + q]);
+}
+
+static void nhwc_get(const mp_tensor *d, float *v)
+{
+	const size_t plane = (size_t)d->h * d->w;
+	const __nv_bfloat16 *p = (const __nv_bfloat16 *)d->data;
+	for (size_t i = 0; i < (size_t)d->n; i++)
+		for (size_t k = 0; k < (size_t)d->c; k++)
+			for (size_t q = 0; q < plane; q++)
+				v[(i * d->c + k) * plane + q] =
+					__bfloat162float(p[(i * plane + q) * d->c + k]);
+}
+
 /* A tensor on both sides: the reference's float NCHW (values rounded to
  * bf16 as the device holds them) and the device's bf16 NHWC. */
 struct act {
@@ -67,7 +95,10 @@ static void act_make(act *a, int n, int c, int h, int w, double lo, double hi)
 	for (size_t i = 0; i < count; i++)
 		h_[i] = round_bf16((float)uniform(lo, hi));
 	ref->ops->upload(ref, &a->r, h_.data());
-	mp_cuda_nhwc_upload(dev, &a->d, h_.data());
+	if (host_layout)
+		nhwc_put(&a->d, h_.data());
+	else
+		mp_cuda_nhwc_upload(dev, &a->d, h_.data());
 }
 
 static void act_free(act *a)
@@ -80,7 +111,9 @@ static void act_free(act *a)
 static std::vector<float> dev_values(const mp_tensor *d)
 {
 	std::vector<float> v(mp_tensor_count(d));
-	if (mp_cuda_is_bf16(d))
+	if (mp_cuda_is_bf16(d) && host_layout)
+		nhwc_get(d, v.data());
+	else if (mp_cuda_is_bf16(d))
 		mp_cuda_nhwc_download(dev, d, v.data());
 	else
 		memcpy(v.data(), d->data, v.size() * sizeof(float));
@@ -290,15 +323,18 @@ static std::vector<float> host(const mp_tensor *t)
 	return std::vector<float>(t->data, t->data + mp_tensor_count(t));
 }
 
-static void test_bn(int n, int c, int h, int w, int fused, int with_res)
+/* x uniform in [xlo, xhi]: every value the same when they are equal */
+static void test_bn(int n, int c, int h, int w, int fused, int with_res, double xlo = -2,
+		    double xhi = 3)
 {
-	char name[128];
-	snprintf(name, sizeof name, "batch norm%s %dx%dx%dx%d: train, backward, infer",
-		 fused ? (with_res ? " + residual + ReLU" : " + ReLU") : "", n, c, h, w);
+	char name[160];
+	snprintf(name, sizeof name, "batch norm%s %dx%dx%dx%d%s: train, backward, infer",
+		 fused ? (with_res ? " + residual + ReLU" : " + ReLU") : "", n, c, h, w,
+		 xlo == xhi ? ", x constant" : "");
 	bn_side br, bd;
 	bn_make(&br, &bd, c);
 	act x, y, dy, dx, res, dres;
-	act_make(&x, n, c, h, w, -2, 3);
+	act_make(&x, n, c, h, w, xlo, xhi);
 	act_make(&y, n, c, h, w, 0, 0);
 	act_make(&dy, n, c, h, w, -1, 1);
 	act_make(&dx, n, c, h, w, 0, 0);
@@ -337,7 +373,10 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res)
 		     ref, "bn_relu backward");
 		/* the device reads its own y: give it the reference's, so that
 		 * both mask the same values */
-		mp_cuda_nhwc_upload(dev, &y.d, yr.data());
+		if (host_layout)
+			nhwc_put(&y.d, yr.data());
+		else
+			mp_cuda_nhwc_upload(dev, &y.d, yr.data());
 		must(mp_cuda_nhwc_bn_backward(dev, "bn", &x.d, &bd.bn, &y.d, &dy.d, &dx.d, &dgd,
 					      &dbd, &dres.d),
 		     dev, "bn_relu backward");
@@ -453,6 +492,14 @@ int main(void)
 	test_bn(2, 16, 9, 9, 1, 1);
 	test_bn(16, 100, 1, 1, 1, 1);
 	test_bn(64, 4, 3, 3, 1, 1);
+	/* more rows than 2048 blocks of 256 (a batch of 256 images of 64 x 64
+	 * in the first stage): each block takes more */
+	host_layout = 1;
+	test_bn(1, 2, 730, 730, 1, 1);
+	host_layout = 0;
+	/* a channel of one value (a dead ReLU's zeros): no variance */
+	test_bn(4, 8, 5, 5, 0, 0, 0, 0);
+	test_bn(3, 5, 4, 4, 1, 1, 0.75, 0.75);
 	test_conv_bn(0, 0, 1, 1);
 	test_conv_bn(0, 1, 0, 1);
 	test_conv_bn(1, 1, 0, 1);
