@@ -1095,16 +1095,52 @@ static void test_errors(void)
 		same_error("shortcut_a_forward, fewer channels",
 			   ref->ops->shortcut_a_forward(ref, &a.r, &x.r, 1),
 			   dev->ops->shortcut_a_forward(dev, &a.d, &x.d, 1));
-		const int32_t bad[2] = {1, 5};
+		const int32_t bad[2] = {1, 5}, labels_ok[2] = {1, 4};
 		double loss;
 		same_error("softmax_xent_forward, label out of range",
 			   ref->ops->softmax_xent_forward(ref, &lg.r, bad, 0, &pr.r, &loss),
 			   dev->ops->softmax_xent_forward(dev, &lg.d, bad, 0, &pr.d, &loss));
+		same_error("relu_backward, wrong dx", ref->ops->relu_backward(ref, &x.r, &x.r, &a.r),
+			   dev->ops->relu_backward(dev, &x.d, &x.d, &a.d));
+		same_error("avgpool_backward, wrong dy", ref->ops->avgpool_backward(ref, &x.r, &x.r),
+			   dev->ops->avgpool_backward(dev, &x.d, &x.d));
+		same_error("linear_backward, wrong dy",
+			   ref->ops->linear_backward(ref, &lg.r, &pr.r, &lg.r, NULL, NULL),
+			   dev->ops->linear_backward(dev, &lg.d, &pr.d, &lg.d, NULL, NULL));
+		same_error("softmax_xent_forward, no loss output",
+			   ref->ops->softmax_xent_forward(ref, &lg.r, labels_ok, 0, &pr.r, NULL),
+			   dev->ops->softmax_xent_forward(dev, &lg.d, labels_ok, 0, &pr.d, NULL));
+		same_error("softmax_xent_backward, wrong dlogits",
+			   ref->ops->softmax_xent_backward(ref, &pr.r, labels_ok, 0, &x.r),
+			   dev->ops->softmax_xent_backward(dev, &pr.d, labels_ok, 0, &x.d));
 		bn_pair b;
 		if (bn_make(&b, 3)) {
 			same_error("bn_forward_train, gamma for 3 channels, x has 4",
 				   ref->ops->bn_forward_train(ref, &a.r, &b.r, &a.r),
 				   dev->ops->bn_forward_train(dev, &a.d, &b.d, &a.d));
+			same_error("bn_forward_infer, gamma for 3 channels, x has 4",
+				   ref->ops->bn_forward_infer(ref, &a.r, &b.r, &a.r),
+				   dev->ops->bn_forward_infer(dev, &a.d, &b.d, &a.d));
+			same_error("bn_backward, gamma for 3 channels, x has 4",
+				   ref->ops->bn_backward(ref, &a.r, &b.r, &a.r, &a.r, NULL, NULL),
+				   dev->ops->bn_backward(dev, &a.d, &b.d, &a.d, &a.d, NULL, NULL));
+			same_error("bn_relu_forward_train, gamma for 3 channels, x has 4",
+				   ref->ops->bn_relu_forward_train(ref, &a.r, &b.r, NULL, &a.r),
+				   dev->ops->bn_relu_forward_train(dev, &a.d, &b.d, NULL, &a.d));
+			same_error("bn_relu_backward, gamma for 3 channels, x has 4",
+				   ref->ops->bn_relu_backward(ref, &a.r, &b.r, &a.r, &a.r, &a.r, NULL,
+							      NULL, NULL),
+				   dev->ops->bn_relu_backward(dev, &a.d, &b.d, &a.d, &a.d, &a.d, NULL,
+							      NULL, NULL));
+			/* w has 4 filters: BN over 3 channels does not fold into it */
+			mp_tensor pr_ = {0}, pd = {0};
+			same_error("conv_bn_prepare, BN for 3 channels, w has 4 filters",
+				   ref->ops->conv_bn_prepare(ref, &w.r, &b.r, 1, 1, &pr_),
+				   dev->ops->conv_bn_prepare(dev, &w.d, &b.d, 1, 1, &pd));
+			if (pr_.data)
+				ref->ops->release(ref, &pr_);
+			if (pd.data)
+				dev->ops->release(dev, &pd);
 		}
 		bn_free(&b);
 		mp_tensor *wr[1] = {&w.r}, *wd[1] = {&w.d}, *vr[1] = {&x.r}, *vd[1] = {&x.d};
@@ -1687,7 +1723,7 @@ static void large_grid_ops(void)
 	test_avgpool(5, 8, 5, 5);
 	test_conv(&many);
 	test_conv_bn(&many, 1, 1);
-	test_xent(600, 3, 0.1f);
+	test_xent(5, 300, 0.1f);
 	mp_emu_grid_yz_most = 65535;
 	mp_emu_grid_most = 65535u * 8u;
 #else
