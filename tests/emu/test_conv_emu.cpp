@@ -630,24 +630,30 @@ template <typename F> static std::string stderr_of(F f)
 
 /* MP_CUDNN_LOG=1 and MP_CUDA_PROFILE=1: a line per choice; each call's
  * sections timed (1 ms each here: the conversions twice for y, three
- * times for dx, which counts dy's, twice for dw) and the table. */
+ * times for dx, which counts dy's, twice for dw) and the table, where a
+ * shape only run forward (inference) has its y line alone. The graph
+ * API's plans logged alike. */
 static void test_log_profile(mp_backend *be)
 {
 	mp_cuda_state *s = mp_cuda(be);
 	start(be, ONE, MP_PRECISION_BF16);
 	s->log_choices = 1;
 	s->profile = 1;
-	conv_operands o;
+	conv_operands o, f;
 	operands(&o, 8, 8, 8);
+	operands(&f, 16, 6, 6);
 	int rc = 0;
 	std::string log = stderr_of([&]() {
 		rc = conv_step(be, &o) | conv_step(be, &o);
+		rc |= mp_cuda_conv2d_forward(be, &f.x, &f.w, &f.y, 2, 1);
+		/* neither gradient wanted: nothing to run */
+		memset(runs, 0, sizeof runs);
+		rc |= mp_cuda_conv2d_backward(be, &o.x, &o.w, &o.y, NULL, NULL, 2, 1);
+		rc |= runs[1] | runs[2];
 		mp_cuda_conv_report(s);
 	});
-	s->log_choices = s->profile = 0;
 	expect(rc == 0, "steps: %s", mp_backend_error(be));
-	printf("%s", ("# " + log.substr(0, log.find('\n'))).c_str());
-	printf("\n");
+	printf("%s\n", ("# " + log.substr(0, log.find('\n'))).c_str());
 	int lines = 0;
 	for (size_t i = 0; (i = log.find("mp-cuda: conv x 2x8x8x8 w 4x8x3x3 stride 2 pad 1 bf16", i)) !=
 			   std::string::npos;
@@ -656,8 +662,12 @@ static void test_log_profile(mp_backend *be)
 	expect(lines == 3, "%s", "not one log line per direction");
 	expect(log.find("x 2x8x8x8 w 4x8x3x3 s2 p1") != std::string::npos, "%s",
 	       "the profile has no line for the shape");
-	const mp_cuda_conv_algo *a = s->nalgos == 1 ? &s->algos[0] : NULL;
-	expect(a != NULL, "%s", "not one algorithm entry");
+	int fwd_only = 0;
+	for (size_t i = 0; (i = log.find("x 2x16x6x6 w 4x16x3x3 s2 p1", i)) != std::string::npos; i++)
+		fwd_only++;
+	expect(fwd_only == 1, "%s", "the forward-only shape has not one line in the table");
+	const mp_cuda_conv_algo *a = s->nalgos == 2 ? &s->algos[0] : NULL;
+	expect(a != NULL, "%s", "not two algorithm entries");
 	const double convert[3] = {2, 3, 2};
 	for (int d = 0; a && d < 3; d++) {
 		printf("#   direction %d: %ld calls, cuDNN %.0f ms, conversions %.0f ms\n", d,
@@ -665,7 +675,17 @@ static void test_log_profile(mp_backend *be)
 		expect(a->calls[d] == 2 && a->ms_cudnn[d] == 2 && a->ms_convert[d] == 2 * convert[d],
 		       "%s", "calls or times miscounted");
 	}
+	mp_cuda_conv_free(s);
+	s->graph_api = 1;
+	std::string glog = stderr_of([&]() { rc |= conv_step(be, &o); });
+	s->graph_api = 0;
+	s->log_choices = s->profile = 0;
+	int plans = 0;
+	for (size_t i = 0; (i = glog.find("graph API plan", i)) != std::string::npos; i++)
+		plans++;
+	expect(rc == 0 && plans == 3, "%s", "not one graph API log line per direction");
 	operands_free(&o);
+	operands_free(&f);
 	ok("MP_CUDNN_LOG and MP_CUDA_PROFILE: a line per choice, each call timed, the table");
 }
 
