@@ -49,9 +49,9 @@
  * 30 seeds of the host stand-in it came to 58% of the limit; to 92% with
  * Winograd's convolutions, whose sums stray 6e-6 from the reference's
  * (the matrix products' 1e-6). A gradient path missing (--fault
- * residual) goes to 400%. The backward pass is thus checked for what its wiring gets wrong (a
- * wrong tensor, a missing path), its numbers by each operation's own
- * test; the forward pass within a few percent. The training run compares
+ * residual) goes to 400%. The backward pass is thus checked for what its
+ * wiring gets wrong (a wrong tensor, a missing path), its numbers by each
+ * operation's own test; the forward pass within a few percent. The training run compares
  * with plain fp32: the loss must fall alike. Where the device has no bf16
  * these print as skipped.
  *
