@@ -146,6 +146,11 @@ static inline mp_cuda_state *mp_cuda(mp_backend *be)
 	return (mp_cuda_state *)be->impl;
 }
 
+/* "no CUDA device (why)" into buf, for cudaGetDeviceCount's failure e
+ * (or cudaSuccess when it counted none): no driver, a driver too old for
+ * this build's runtime, or the runtime's reason (device.cu). */
+void mp_cuda_no_device(cudaError_t e, char *buf, size_t n);
+
 /* Set be->error to "op: call: status" and return -1; call is the text of
  * the failing call, cut at its first '('. */
 int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e);

@@ -7,6 +7,34 @@
 extern "C" {
 #include "device.h"
 }
+#include "cuda.h"
+
+// Why cudaGetDeviceCount found no usable device (it failed with e, or
+// counted none). Without a driver the runtime says that the driver is
+// "insufficient", as it does for one too old for it: the driver's own
+// version tells the two apart (0: none loads).
+void mp_cuda_no_device(cudaError_t e, char *buf, size_t n)
+{
+	int driver = 0, runtime = 0;
+	if (e == cudaSuccess) {
+		snprintf(buf, n, "no CUDA device (none found)");
+		return;
+	}
+	if (e == cudaErrorInsufficientDriver && cudaDriverGetVersion(&driver) == cudaSuccess &&
+	    cudaRuntimeGetVersion(&runtime) == cudaSuccess) {
+		if (driver == 0)
+			snprintf(buf, n, "no CUDA device (no NVIDIA driver found)");
+		else
+			snprintf(buf, n, "no CUDA device (the NVIDIA driver supports CUDA %d.%d, "
+				 "older than this build's CUDA %d.%d runtime: update the driver)",
+				 driver / 1000, driver % 1000 / 10, runtime / 1000,
+				 runtime % 1000 / 10);
+	} else {
+		snprintf(buf, n, "no CUDA device (%s: %s)", cudaGetErrorName(e),
+			 cudaGetErrorString(e));
+	}
+	(void)cudaGetLastError(); // not an error of the work that may follow
+}
 
 extern "C" int mp_cuda_built(void)
 {
@@ -20,12 +48,12 @@ extern "C" int mp_cuda_probe(char *buf, size_t n)
 	// Without a GPU or driver this fails (cudaErrorInsufficientDriver or
 	// cudaErrorNoDevice): that simply means no CUDA device.
 	if (err != cudaSuccess || count == 0) {
-		snprintf(buf, n, "no CUDA device (%s)",
-			 err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+		mp_cuda_no_device(err, buf, n);
 		return 0;
 	}
 	cudaDeviceProp prop;
 	if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+		(void)cudaGetLastError();
 		snprintf(buf, n, "%d CUDA device(s)", count);
 		return count;
 	}

@@ -632,3 +632,19 @@ txn.put(b"mb/00000000", bytes(v))'
 	assert_status 0
 	assert_contains "$(first_line "$output")" "mp-train: cpu, "
 }
+
+@test "--backend cuda where no NVIDIA driver is installed says so, not that the driver is too old" {
+	local version
+	version=$("$MP_BIN/mp-train" --version)
+	if [[ $version != *"cuda: no CUDA device"* ]]; then
+		skip "no CUDA backend in this build, or a CUDA device is present"
+	fi
+	if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+		skip "an NVIDIA driver library is installed"
+	fi
+	assert_contains "$version" "cuda: no CUDA device (no NVIDIA driver found)"
+	run train "${OPTS[@]}" --epochs 1 -o out --backend cuda
+	assert_status 1
+	assert_contains "$output" "mp-train: --backend cuda: no CUDA device (no NVIDIA driver found)"
+	assert_not_contains "$output" "insufficient"
+}
