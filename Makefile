@@ -87,7 +87,7 @@ MP_CFLAGS := $(strip -std=c11 -Wall -Wextra $(CLANG_WARN) -D_GNU_SOURCE -pthread
 # --as-needed: a program records only the libraries it uses (the CUDA ones
 # only where it can open the CUDA backend)
 LDLIBS  := -Wl,--as-needed $(PKG_LIBS) -lm -pthread -fopenmp
-NVFLAGS := -O2 -arch=$(CUDA_ARCH) -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcompiler -Wall,-Wextra
+NVFLAGS := -O2 -arch=$(CUDA_ARCH) -DMP_CUDA_ARCH=\"$(CUDA_ARCH)\" -Ikernels -I$(CUDNN_INC) -I$(CUBLAS_INC) -Xcompiler -Wall,-Wextra
 
 # The CUDA backend is a module (kernels/cuda/module.h) that the programs open
 # on first use: they link only its loader, and export their symbols for it.

@@ -372,7 +372,7 @@ EOF
 	done
 	for f in kernels/cuda/*.cu; do
 		o=$out/obj/$(basename "$f" .cu).cu.o
-		"$NVCC" -O2 -arch=sm_90 -Ikernels -I"$CUDNN_INC" -I"${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" -c "$f" -o "$o" &
+		"$NVCC" -O2 -arch=sm_90 -DMP_CUDA_ARCH=\"sm_90\" -Ikernels -I"$CUDNN_INC" -I"${CUBLAS_INC:-$CUDA_HOME_FOUND/include}" -c "$f" -o "$o" &
 		pids+=($!)
 		objs+=("$o")
 	done

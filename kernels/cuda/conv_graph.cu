@@ -163,7 +163,7 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 	cudnnBackendDescriptor_t tx = NULL, tw = NULL, ty = NULL, conv = NULL, oper = NULL,
 				 graph = NULL, heur = NULL, plan = NULL;
 	cudnnBackendDescriptor_t *cfgs = NULL;
-	int64_t ncfg = 0, chosen = -1;
+	int64_t ncfg = 0, nmade = 0, chosen = -1; // configs: usable, created
 	int rc = -1;
 	const int dx[4] = {x->n, x->c, x->h, x->w}, dw[4] = {w->n, w->c, w->h, w->w},
 		  dy[4] = {y->n, y->c, y->h, y->w};
@@ -206,9 +206,9 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 			mp_cpu_fail(be, "%s: out of memory", op);
 			goto out;
 		}
-		for (int64_t i = 0; i < ncfg; i++)
+		for (nmade = 0; nmade < ncfg; nmade++)
 			GRAPH_CHECK(op, cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR,
-								     &cfgs[i]));
+								     &cfgs[nmade]));
 		int64_t got = 0;
 		GRAPH_CHECK(op, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
 							 CUDNN_TYPE_BACKEND_DESCRIPTOR, ncfg, &got,
@@ -270,7 +270,8 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 out:
 	if (plan)
 		cudnnBackendDestroyDescriptor(plan);
-	for (int64_t i = 0; cfgs && i < ncfg; i++)
+	// all that were created, also those past the count the heuristics filled
+	for (int64_t i = 0; cfgs && i < nmade; i++)
 		if (cfgs[i])
 			cudnnBackendDestroyDescriptor(cfgs[i]);
 	free(cfgs);
