@@ -9,8 +9,10 @@
  * touches the run's memory too early gets wrong results here too. Like a
  * CUDA graph it keeps host pointers as addresses and reads or writes them
  * when it runs, and it enforces what a real graph would only get wrong
- * silently: host memory not from host_alloc, alloc/release while
- * recording, an operation it cannot record. Hooks
+ * silently: host memory not from host_alloc, alloc/release/set_precision
+ * while recording, an operation it cannot record; a change of precision
+ * makes the graphs recorded before stale (graph_launch returns 1), as the
+ * CUDA backend's are. Hooks
  * make a launch report stale memory (rec.stale_next) and graph_begin fail
  * (rec.fail_begin); rec.launches and rec.begins count.
  *
@@ -47,6 +49,7 @@ typedef struct {
 typedef struct {
 	call *calls;
 	int n;
+	unsigned long gen; /* rec.gen when it was recorded */
 } recording;
 
 static struct {
@@ -66,6 +69,10 @@ static struct {
 	call ahead_call[4];
 	recording ahead_rec[4];
 	int ahead_next;
+	/* bumped by a change of precision, which makes every graph recorded
+	 * before stale (graph_launch returns 1), as the CUDA backend does */
+	unsigned long gen;
+	int precision;
 	/* test hooks */
 	int fail_begin, stale_next;
 	long launches, begins, aheads;
@@ -294,6 +301,19 @@ static void r_release(mp_backend *be, mp_tensor *t)
 		flush(be);
 	rec.inner->release(be, t);
 }
+static int r_set_precision(mp_backend *be, int precision)
+{
+	if (rec.recording)
+		return refuse(be, "set_precision while recording");
+	if (flush(be) < 0)
+		return -1;
+	if (rec.inner->set_precision(be, precision) < 0)
+		return -1;
+	if (precision != rec.precision)
+		rec.gen++;
+	rec.precision = precision;
+	return 0;
+}
 static int r_conv_bn_prepare(mp_backend *be, const mp_tensor *w, const mp_bn *bn, int s, int p,
 			     mp_tensor *prep)
 {
@@ -353,6 +373,7 @@ static int r_graph_begin(mp_backend *be)
 	rec.failed = 0;
 	rec.cur.calls = NULL;
 	rec.cur.n = 0;
+	rec.cur.gen = rec.gen;
 	return 0;
 }
 
@@ -446,6 +467,8 @@ static int r_graph_launch(mp_backend *be, void *graph)
 	}
 	if (rec.recording)
 		return refuse(be, "graph_launch while recording");
+	if (((recording *)graph)->gen != rec.gen)
+		return 1;
 	if (rec.nqueued == (int)(sizeof rec.queued / sizeof rec.queued[0]) && flush(be) < 0)
 		return -1;
 	rec.queued[rec.nqueued++] = graph;
@@ -515,6 +538,7 @@ static void r_graph_free(mp_backend *be, void *graph)
 static void recorder_install(mp_backend *be)
 {
 	memset(&rec, 0, sizeof rec);
+	rec.precision = MP_PRECISION_FP32; /* every backend's at the start */
 	rec.inner = be->ops;
 	rec.ops = *be->ops;
 	mp_backend_ops *o = &rec.ops;
@@ -546,6 +570,7 @@ static void recorder_install(mp_backend *be)
 	o->bn_relu_backward = rec.inner->bn_relu_backward ? r_bnr_b : NULL;
 	o->conv_bn_prepare = rec.inner->conv_bn_prepare ? r_conv_bn_prepare : NULL;
 	o->conv_bn_forward_infer = rec.inner->conv_bn_forward_infer ? r_conv_bn : NULL;
+	o->set_precision = rec.inner->set_precision ? r_set_precision : NULL;
 	o->host_alloc = r_host_alloc;
 	o->host_free = r_host_free;
 	o->graph_begin = r_graph_begin;

@@ -90,13 +90,19 @@ static int device_alloc(mp_backend *be, const char *op, mp_tensor *t, int n, int
 			size_t value_bytes, int storage)
 {
 	size_t count;
+	// the interface forbids it; cudaMalloc would break the capture with
+	// a reason that names no operation
+	if (mp_cuda(be)->recording)
+		return mp_cpu_fail(be, "%s: %dx%dx%dx%d while recording a graph", op, n, c, h, w);
 	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
 		return -1;
 	void *p = NULL;
 	cudaError_t e = cudaMalloc(&p, count * value_bytes);
-	if (e != cudaSuccess)
+	if (e != cudaSuccess) {
+		(void)cudaGetLastError(); // reported here, not by the next kernel's check
 		return mp_cpu_fail(be, "%s: %dx%dx%dx%d: cudaMalloc: %s (%s)", op, n, c, h, w,
 				   cudaGetErrorName(e), cudaGetErrorString(e));
+	}
 	t->n = n;
 	t->c = c;
 	t->h = h;
@@ -125,11 +131,16 @@ static int cuda_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int
 
 static void cuda_release(mp_backend *be, mp_tensor *t)
 {
-	(void)be;
 	if (!t)
 		return;
-	if (t->data)
-		cudaFree(t->data); // nothing to report to: release cannot fail
+	// the interface forbids it; graph_end then fails with this message
+	if (t->data && mp_cuda(be)->recording)
+		mp_cpu_fail(be, "release while recording a graph");
+	// nothing to report to: release cannot fail; a failure (release while
+	// recording, which the interface forbids) must not be reported by the
+	// next kernel launch's check as its own
+	if (t->data && cudaFree(t->data) != cudaSuccess)
+		(void)cudaGetLastError();
 	t->data = NULL;
 	t->n = t->c = t->h = t->w = t->storage = 0;
 }
@@ -189,13 +200,19 @@ static void *cuda_host_alloc(mp_backend *be, size_t bytes)
 {
 	(void)be;
 	void *p = NULL;
-	return cudaMallocHost(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
+	if (cudaMallocHost(&p, bytes ? bytes : 1) == cudaSuccess)
+		return p;
+	// the caller says "out of memory"; the next kernel's check must not
+	// report this failure as its own
+	(void)cudaGetLastError();
+	return NULL;
 }
 
 static void cuda_host_free(mp_backend *be, void *p)
 {
 	(void)be;
-	cudaFreeHost(p);
+	if (p && cudaFreeHost(p) != cudaSuccess)
+		(void)cudaGetLastError();
 }
 
 // ---- precision -----------------------------------------------------------------
@@ -204,11 +221,17 @@ static void cuda_host_free(mp_backend *be, void *p)
 static int cuda_set_precision(mp_backend *be, int precision)
 {
 	mp_cuda_state *s = mp_cuda(be);
+	if (s->recording)
+		return mp_cpu_fail(be, "set_precision while recording a graph");
 	if (precision == MP_PRECISION_BF16 && s->cc_major < 8)
 		return mp_cpu_fail(be, "bf16 needs a GPU of compute capability 8.0 or later; "
 				   "device %d is sm_%d%d", s->device, s->cc_major, s->cc_minor);
 	if (precision != MP_PRECISION_FP32 && precision != MP_PRECISION_BF16)
 		return mp_cpu_fail(be, "set_precision: unknown precision %d", precision);
+	// a graph recorded in the other precision would run in it still:
+	// stale, as after memory moved (graph_launch returns 1)
+	if (precision != s->precision)
+		s->mem_gen++;
 	s->precision = precision;
 	return 0;
 }
@@ -236,6 +259,10 @@ static int cuda_graph_begin(mp_backend *be)
 	// (cudaMalloc, a synchronization) fails instead of breaking it silently
 	CUDA_CHECK(op, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
 	s->recording = 1;
+	// an operation that fails while recording leaves its message here,
+	// and graph_end fails with it (backend.h): the capture itself may
+	// have gone on without the failed operation's work
+	be->error[0] = '\0';
 	s->rec_gen = s->mem_gen;
 	return 0;
 }
@@ -254,7 +281,13 @@ static int cuda_graph_end(mp_backend *be, void **out)
 		(void)cudaGetLastError(); // a broken capture is not the context's error
 		if (graph)
 			cudaGraphDestroy(graph);
+		if (be->error[0])
+			return -1; // the operation that broke the capture says why
 		return mp_cuda_fail_cuda(be, op, "cudaStreamEndCapture", e);
+	}
+	if (be->error[0]) {
+		cudaGraphDestroy(graph);
+		return -1; // with the failed operation's message
 	}
 	if (s->mem_gen != s->rec_gen) {
 		cudaGraphDestroy(graph);
@@ -267,6 +300,8 @@ static int cuda_graph_end(mp_backend *be, void **out)
 	}
 	e = cudaGraphInstantiate(&g->exec, graph, 0);
 	if (e != cudaSuccess) {
+		// the caller goes on op by op: not the next kernel's error
+		(void)cudaGetLastError();
 		cudaGraphDestroy(graph);
 		free(g);
 		return mp_cuda_fail_cuda(be, op, "cudaGraphInstantiate", e);
@@ -284,6 +319,8 @@ static int cuda_graph_launch(mp_backend *be, void *graph)
 	mp_cuda_graph *g = (mp_cuda_graph *)graph;
 	if (!g)
 		return mp_cpu_fail(be, "%s: no graph", op);
+	if (s->recording)
+		return mp_cpu_fail(be, "%s: while recording a graph", op);
 	if (g->mem_gen != s->mem_gen)
 		return 1; // it would use memory since freed: record anew
 	// queued: the host goes on (loads the next batch) while it runs
@@ -315,7 +352,16 @@ static void cuda_destroy(mp_backend *be)
 	mp_cuda_state *s = mp_cuda(be);
 	if (!s)
 		return;
-	if (s->profile)
+	if (s->recording) {
+		// a capture left open (an error path): end it, or the frees
+		// below fail in it and leak
+		cudaGraph_t graph = NULL;
+		if (cudaStreamEndCapture(s->stream, &graph) == cudaSuccess && graph)
+			cudaGraphDestroy(graph);
+		(void)cudaGetLastError();
+		s->recording = 0;
+	}
+	if (s->profile && s->nalgos)
 		mp_cuda_conv_report(s);
 	if (s->ev_start)
 		cudaEventDestroy(s->ev_start);
@@ -413,6 +459,16 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 		       : 0;
 }
 
+// A kernel that does nothing: whether this device can run the build's
+// kernels at all (cudaFuncGetAttributes fails where no image fits it).
+__global__ static void arch_probe(void)
+{
+}
+
+#ifndef MP_CUDA_ARCH
+#define MP_CUDA_ARCH "another architecture"
+#endif
+
 // Creation fails with a reason, so these write into why instead of be->error.
 #define NEW_CUDA(call)                                                               \
 	do {                                                                         \
@@ -456,8 +512,7 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	cudaDeviceProp prop;
 	cudaError_t e = cudaGetDeviceCount(&count);
 	if (e != cudaSuccess || count == 0) {
-		snprintf(why, n, "no CUDA device (%s)",
-			 e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+		mp_cuda_no_device(e, why, n);
 		return NULL;
 	}
 	if (device < 0 || device >= count) {
@@ -477,6 +532,20 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	NEW_CUDA(cudaGetDeviceProperties(&prop, device));
 	s->cc_major = prop.major;
 	s->cc_minor = prop.minor;
+	// the kernels are built for one architecture (make CUDA_ARCH=): on
+	// another device every launch would fail, each naming its kernel
+	{
+		cudaFuncAttributes attr;
+		e = cudaFuncGetAttributes(&attr, arch_probe);
+		if (e != cudaSuccess) {
+			(void)cudaGetLastError();
+			snprintf(why, n, "device %d (%s) is sm_%d%d, and this build's kernels are for "
+				 "%s (%s): rebuild with make CUDA_ARCH=sm_%d%d",
+				 device, prop.name, prop.major, prop.minor, MP_CUDA_ARCH,
+				 cudaGetErrorName(e), prop.major, prop.minor);
+			goto fail;
+		}
+	}
 	s->precision = MP_PRECISION_FP32;
 	if (read_choice_env(s, why, n) < 0)
 		goto fail;

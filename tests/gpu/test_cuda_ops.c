@@ -11,7 +11,9 @@
  * graph (mp_resnet_train_step) gives the same bits as op by op, and is
  * recorded again after an inference pass; that the inference pass
  * recorded as a graph (mp_resnet_predict) gives the same logits, with
- * several view sizes in turn as a multiscale evaluation has them; and a
+ * several view sizes in turn as a multiscale evaluation has them; the
+ * graphs' rules (alloc and set_precision refused while recording, a
+ * change of precision making the graphs recorded before stale); and a
  * 20-step training run on learnable data whose loss falls on the GPU as
  * it does on the CPU.
  *
@@ -1435,6 +1437,93 @@ static void test_reproducible(void)
  * an inference pass (new buffers) and three more steps: recorded again.
  * The nets run one after the other, since the device's SGD tables follow
  * the last net stepped. */
+/* The rules of backend.h's graphs that the backend keeps (and
+ * tests/graph_recorder.h models): alloc and set_precision refused while
+ * recording, graph_end then failing with that message, the backend
+ * working op by op afterwards; a change of precision makes the graphs
+ * recorded before stale (graph_launch returns 1), so that none runs in
+ * the precision it was not recorded for. */
+static void test_graph_rules(void)
+{
+	static const char name[] = "graph rules: alloc and set_precision refused while "
+				   "recording; a change of precision makes graphs stale";
+	if (!dev->ops->graph_begin) {
+		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+		return;
+	}
+	begin();
+	const mp_backend_ops *o = dev->ops;
+	mp_tensor t = {0}, u = {0};
+	void *g = NULL;
+	float *host = mp_backend_host_alloc(dev, 6 * sizeof *host);
+	if (!host) {
+		fail("host_alloc: out of memory");
+		goto out;
+	}
+	if (!ok_rc(o->alloc(dev, &t, 1, 1, 2, 3), dev, "alloc") ||
+	    !ok_rc(o->fill(dev, &t, 1.0f), dev, "fill") ||
+	    !ok_rc(o->graph_begin(dev), dev, "graph_begin"))
+		goto out;
+	const int rc_fill = o->fill(dev, &t, 2.0f);
+	const int rc_alloc = o->alloc(dev, &u, 1, 1, 2, 3);
+	int rc_end = o->graph_end(dev, &g);
+	if (rc_fill < 0)
+		fail("fill while recording: %s", mp_backend_error(dev));
+	if (rc_alloc >= 0)
+		fail("alloc while recording succeeded");
+	if (rc_end >= 0 || g)
+		fail("graph_end after a refused alloc succeeded");
+	else if (!strstr(mp_backend_error(dev), "alloc"))
+		fail("graph_end after a refused alloc: \"%s\" does not name it",
+		     mp_backend_error(dev));
+	o->graph_free(dev, g);
+	g = NULL;
+	if (u.data)
+		o->release(dev, &u);
+	/* the failed recording left nothing behind: op by op works */
+	if (ok_rc(o->fill(dev, &t, 3.0f), dev, "fill after a failed recording") &&
+	    ok_rc(o->download(dev, &t, host), dev, "download after a failed recording"))
+		for (int i = 0; i < 6; i++)
+			if (host[i] != 3.0f) {
+				fail("after a failed recording: value %d is %g, expected 3", i,
+				     (double)host[i]);
+				break;
+			}
+	if (!o->set_precision)
+		goto out;
+	if (!ok_rc(o->graph_begin(dev), dev, "graph_begin"))
+		goto out;
+	const int rc_prec = o->set_precision(dev, MP_PRECISION_FP32);
+	rc_end = o->graph_end(dev, &g);
+	if (rc_prec >= 0)
+		fail("set_precision while recording succeeded");
+	if (rc_end >= 0 || g)
+		fail("graph_end after a refused set_precision succeeded");
+	o->graph_free(dev, g);
+	g = NULL;
+	if (!ok_rc(o->graph_begin(dev), dev, "graph_begin") ||
+	    !ok_rc(o->fill(dev, &t, 4.0f), dev, "fill while recording") ||
+	    !ok_rc(o->graph_end(dev, &g), dev, "graph_end"))
+		goto out;
+	if (o->set_precision(dev, MP_PRECISION_BF16) < 0) {
+		printf("# no bf16 (%s): a change of precision not tried\n", mp_backend_error(dev));
+		goto out;
+	}
+	const int rc_launch = o->graph_launch(dev, g);
+	if (rc_launch == 0)
+		ok_rc(o->graph_wait(dev), dev, "graph_wait");
+	if (rc_launch != 1)
+		fail("graph_launch of an fp32 graph in bf16 returned %d, expected 1 (stale)",
+		     rc_launch);
+	ok_rc(o->set_precision(dev, MP_PRECISION_FP32), dev, "set_precision fp32");
+out:
+	o->graph_free(dev, g);
+	if (t.data)
+		o->release(dev, &t);
+	mp_backend_host_free(dev, host);
+	end(name);
+}
+
 static void test_graph_step(void)
 {
 	enum { STEPS = 6, N = 8 };
@@ -1981,6 +2070,7 @@ int main(int argc, char **argv)
 	test_graph_step();
 	test_predict_graph();
 	test_predict_sizes();
+	test_graph_rules();
 	test_training();
 	const double worst_fp32 = worst;
 
