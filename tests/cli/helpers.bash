@@ -119,3 +119,31 @@ on_tty() {
 first_line() {
 	printf '%s\n' "$1" | head -n 1
 }
+
+# class_data: in the current directory, 128 training and 48 validation
+# images of 4 learnable classes, 20x20 (train.txt, val.txt), their class
+# names (cats.txt) and both packed at 16x16 (train.db, val.db): the data
+# of the training tests.
+class_data() {
+	"$PY" "$MKIMAGES" classes tr 128 20 20 4 >train.txt
+	"$PY" "$MKIMAGES" classes va 48 20 20 4 seed=9 >val.txt
+	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+}
+
+# random_weights CLASSES OUT: random weights of the smallest network (depth
+# 1, widths 4,8, shortcut A, seed 7) of CLASSES classes for 16 px inputs.
+random_weights() {
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A "$1" 7 "$2.init" >/dev/null
+	"$PY" - "$MP_ROOT/scripts" "$2.init" "$2" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+meta["input_size"] = "16"
+meta["crc32"] = mp_resnet.data_crc32(t)
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+	rm -f "$2.init"
+}

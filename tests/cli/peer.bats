@@ -25,11 +25,7 @@ torch_train() { "$PY" "$TORCH" --threads 1 --loader-threads 0 "$@"; }
 setup_file() {
 	local d=$BATS_FILE_TMPDIR/data
 	mkdir -p "$d" && cd "$d"
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 128 20 20 4 >train.txt
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes va 48 20 20 4 seed=9 >val.txt
-	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+	class_data
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 --encoding raw -o val-raw.db val.txt
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 --encoding jpeg --quality 90 \
 		--macrobatch 20 -o val-jpeg.db val.txt

@@ -12,12 +12,8 @@ train() { "$MP_BIN/mp-train" "$@"; }
 setup_file() {
 	local d=$BATS_FILE_TMPDIR/data
 	mkdir -p "$d" && cd "$d"
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 128 20 20 4 >train.txt
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes va 48 20 20 4 seed=9 >val.txt
-	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
+	class_data
 	printf 'a 0\nb 1\nc 2\n' >cats3.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
 	head -n 30 val.txt | awk '$2 < 3' >val3.txt
 	"$MP_BIN/mp-batchwriter" -q -c cats3.txt --size 16 -o val3.db val3.txt
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 val.txt >val.stream

@@ -10,11 +10,7 @@ train() { "$MP_BIN/mp-train" "$@"; }
 setup_file() {
 	local d=$BATS_FILE_TMPDIR/data
 	mkdir -p "$d" && cd "$d"
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes tr 128 20 20 4 >train.txt
-	"$PY" "$BATS_TEST_DIRNAME/mkimages.py" classes va 48 20 20 4 seed=9 >val.txt
-	printf 'red 0\ngreen 1\nblue 2\nyellow 3\n' >cats.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
-	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o val.db val.txt
+	class_data
 	# labels all 0 and no categories file: the DB records one class
 	head -n 8 train.txt | awk '{ print $1, 0 }' >one.txt
 	"$MP_BIN/mp-batchwriter" -q --size 16 -o one.db one.txt

@@ -1426,6 +1426,15 @@ static void test_reproducible(void)
 	end("two device runs from the same weights give the same bits");
 }
 
+/* Prints the test as skipped where the device has no graphs. */
+static int skipped_without_graphs(const char *name)
+{
+	if (dev->ops->graph_begin)
+		return 0;
+	printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+	return 1;
+}
+
 /* The training step recorded as a graph, as mp-train runs it: started
  * from one input slot (mp_resnet_train_start), the next batch written
  * into the other slot, its copy to the device started on the second
@@ -1447,10 +1456,8 @@ static void test_graph_rules(void)
 {
 	static const char name[] = "graph rules: alloc and set_precision refused while "
 				   "recording; a change of precision makes graphs stale";
-	if (!dev->ops->graph_begin) {
-		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+	if (skipped_without_graphs(name))
 		return;
-	}
 	begin();
 	const mp_backend_ops *o = dev->ops;
 	mp_tensor t = {0}, u = {0};
@@ -1530,10 +1537,8 @@ static void test_graph_step(void)
 	char name[96];
 	snprintf(name, sizeof name, "training step as a graph: %d steps, the same bits as op by op",
 		 STEPS);
-	if (!dev->ops->graph_begin) {
-		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+	if (skipped_without_graphs(name))
 		return;
-	}
 	begin();
 	mp_resnet_config c;
 	small_config(&c, 'B');
@@ -1639,10 +1644,8 @@ static void test_predict_graph(void)
 {
 	enum { PASSES = 4, N = 8 };
 	const char *name = "inference pass as a graph: the same logits as op by op";
-	if (!dev->ops->graph_begin) {
-		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+	if (skipped_without_graphs(name))
 		return;
-	}
 	begin();
 	mp_resnet_config c;
 	small_config(&c, 'B');
@@ -1694,10 +1697,8 @@ static void test_predict_sizes(void)
 	static const int sizes[PASSES] = {19, 11, 15, 19, 11, 15, 19, 11};
 	const char *name = "inference passes of 3 view sizes in turn as graphs: the same logits as "
 			   "op by op";
-	if (!dev->ops->graph_begin) {
-		printf("ok %d - %s%s # SKIP %s has no graphs\n", ++tests, prefix, name, dev_name);
+	if (skipped_without_graphs(name))
 		return;
-	}
 	begin();
 	mp_resnet_config c;
 	small_config(&c, 'B');
