@@ -69,6 +69,63 @@ static void item_clear(item *it)
 	memset(it, 0, sizeof *it);
 }
 
+typedef struct {
+	const char *what, *path;
+} named_path;
+
+enum { NOUTPUTS = 4 };
+
+static void output_paths(const mp_eval_opts *o, named_path outs[NOUTPUTS])
+{
+	outs[0] = (named_path){"--probs", o->probs_path};
+	outs[1] = (named_path){"--submission", o->submission_path};
+	outs[2] = (named_path){"--per-class", o->per_class_path};
+	outs[3] = (named_path){"--confusion", o->confusion_path};
+}
+
+/* A listed image's path: the list's root, if any, before it. */
+static int list_path(const reader *r, const mp_list_entry *en, char *path, size_t size,
+		     mp_error *e)
+{
+	const char *root = mp_list_root(r->root, en->path);
+	int n = snprintf(path, size, "%s%s%s", root, *root ? "/" : "", en->path);
+	if (n < 0 || (size_t)n >= size)
+		return mp_seterr(e, "%s%s%s (%s line %ld): path too long", root, *root ? "/" : "",
+				 en->path, r->list_name, en->line);
+	return 0;
+}
+
+/* The same for the images a list names, which only the list knows: the
+ * listed paths are looked up only when an output already exists. */
+static int check_outputs_not_listed(const mp_eval_opts *o, const reader *r, mp_error *e)
+{
+	named_path outs[NOUTPUTS];
+	output_paths(o, outs);
+	struct stat out_st[NOUTPUTS];
+	int existing = 0;
+	for (int i = 0; i < NOUTPUTS; i++) {
+		int exists = outs[i].path && strcmp(outs[i].path, "-") &&
+			     stat(outs[i].path, &out_st[i]) == 0;
+		if (!exists)
+			outs[i].path = NULL;
+		existing += exists;
+	}
+	for (size_t k = 0; existing && k < r->list.count; k++) {
+		const mp_list_entry *en = &r->list.items[k];
+		char path[4096];
+		struct stat st;
+		mp_error pe;
+		if (list_path(r, en, path, sizeof path, &pe) < 0 || stat(path, &st) < 0)
+			continue; // reported when it is read
+		for (int i = 0; i < NOUTPUTS; i++)
+			if (outs[i].path && st.st_dev == out_st[i].st_dev &&
+			    st.st_ino == out_st[i].st_ino)
+				return mp_seterr(e, "%s %s: that is %s line %ld's image, which it would replace",
+						 outs[i].what, outs[i].path, r->list_name, en->line);
+	}
+	return 0;
+}
+
 static int reader_next(reader *r, item *it, mp_error *e)
 {
 	item_clear(it);
@@ -78,11 +135,8 @@ static int reader_next(reader *r, item *it, mp_error *e)
 			return 0;
 		const mp_list_entry *en = &r->list.items[r->next++];
 		char path[4096];
-		const char *root = mp_list_root(r->root, en->path);
-		int n = snprintf(path, sizeof path, "%s%s%s", root, *root ? "/" : "", en->path);
-		if (n < 0 || n >= (int)sizeof path)
-			return mp_seterr(e, "%s%s%s (%s line %ld): path too long", root,
-					 *root ? "/" : "", en->path, r->list_name, en->line);
+		if (list_path(r, en, path, sizeof path, e) < 0)
+			return -1;
 		mp_error fe;
 		if (mp_read_file(path, MAX_FILE_BYTES, &it->bytes, &it->len, &fe) < 0)
 			return mp_seterr(e, "%s (%s line %ld): %s%s", path, r->list_name, en->line,
@@ -853,6 +907,8 @@ static int setup(evaluator *ev, mp_error *e)
 
 	if (reader_open(&ev->rd, o, ev->classes, e) < 0)
 		return MP_EVAL_FAILED;
+	if (ev->rd.is_list && check_outputs_not_listed(o, &ev->rd, e) < 0)
+		return MP_EVAL_BAD_USAGE;
 	if (!ev->rd.is_list) {
 		const mp_meta *m = mp_source_meta(ev->rd.src);
 		if (m->classes > 0 && m->labelled && m->classes != ev->classes)
@@ -890,24 +946,18 @@ static int setup(evaluator *ev, mp_error *e)
  * path: one that names an input, or another output, would replace it. */
 static int check_outputs(const mp_eval_opts *o, mp_error *e)
 {
-	const struct {
-		const char *what, *path;
-	} outs[] = {{"--probs", o->probs_path},
-		    {"--submission", o->submission_path},
-		    {"--per-class", o->per_class_path},
-		    {"--confusion", o->confusion_path}};
+	named_path outs[NOUTPUTS];
+	output_paths(o, outs);
 	char db_data[PATH_MAX], db_lock[PATH_MAX];
 	snprintf(db_data, sizeof db_data, "%s/data.mdb", o->data ? o->data : "");
 	snprintf(db_lock, sizeof db_lock, "%s/lock.mdb", o->data ? o->data : "");
-	const struct {
-		const char *what, *path;
-	} ins[] = {{"the weights (-m)", o->weights},
+	const named_path ins[] = {{"the weights (-m)", o->weights},
 		   {"the image list (--list)", o->list},
 		   {"the dataset", o->data},
 		   {"the dataset's data", o->data ? db_data : NULL},
 		   {"the dataset's lock file", o->data ? db_lock : NULL}};
-	const size_t nouts = sizeof outs / sizeof outs[0], nins = sizeof ins / sizeof ins[0];
-	for (size_t i = 0; i < nouts; i++) {
+	const size_t nins = sizeof ins / sizeof ins[0];
+	for (size_t i = 0; i < NOUTPUTS; i++) {
 		if (!outs[i].path || !strcmp(outs[i].path, "-"))
 			continue;
 		for (size_t j = 0; j < nins; j++)

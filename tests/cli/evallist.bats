@@ -87,3 +87,24 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	cmp db.tsv list.tsv
 	cmp db.sub list.sub
 }
+
+@test "an output that is one of the listed images is refused before anything is written" {
+	cp "$D/small.png" a.png
+	cp "$D/small.png" b.png
+	printf 'a.png\n%s/b.png\n' "$PWD" >two.txt
+	run ev -q -m "$D/w.safetensors" --list two.txt --submission b.png
+	assert_status 2
+	assert_equal "$output" "mp-eval: --submission b.png: that is two.txt line 2's image, which it would replace"
+	cmp "$D/small.png" b.png
+	# through another name of the same file, with the list's root before it
+	mkdir imgs && mv a.png imgs/ && ln -s imgs/a.png link.png
+	echo a.png >root.txt
+	run ev -q -m "$D/w.safetensors" --list root.txt --root imgs --probs link.png
+	assert_status 2
+	assert_equal "$output" "mp-eval: --probs link.png: that is root.txt line 1's image, which it would replace"
+	cmp "$D/small.png" imgs/a.png
+	# an output that does not exist yet is fine
+	run ev -q -m "$D/w.safetensors" --list two.txt --root imgs --submission new.txt
+	assert_status 0
+	assert_equal "$(wc -l <new.txt)" 2
+}
