@@ -68,7 +68,7 @@ workdir "$@"
 
 if [ ! -x "$mp" ] || [ ! -x "$decode" ]; then
 	echo "$prog: building in $repo" >&2
-	(cd "$repo" && make -s) || echo "$prog: warning: make failed" >&2
+	(make_built "$repo") || echo "$prog: warning: make failed" >&2
 fi
 [ -x "$decode" ] || die "$decode is missing (make failed?)"
 

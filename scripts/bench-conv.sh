@@ -41,7 +41,8 @@ for the fast backend.
                 are printed, each round on standard error (default 1)
   -h, --help    show this help
 
-Builds build/tests/oracle/bench_step with make first. The machine must be
+Builds build/tests/oracle/bench_step with make first, with or without the
+CUDA backend as the tree was last built. The machine must be
 otherwise idle: a second busy process halves every number.
 EOF
 }
@@ -67,7 +68,7 @@ ref_note="cpu-ref batch $ref_batch"
 [ "$ref_batch" -gt 0 ] || ref_note="no cpu-ref"
 echo "$prog: $(nproc) CPUs, $threads threads, batch $batch ($ref_note), $steps steps," \
 	"112 px, depth 9, widths 32,64,128,256" >&2
-make -s -C "$root" build/tests/oracle/bench_step >/dev/null || die "make failed"
+make_built "$root" build/tests/oracle/bench_step
 bench=$root/build/tests/oracle/bench_step
 
 rate() { # the images/s field of a bench_step line

@@ -48,7 +48,8 @@ Prints images/s and the ratios mp-eval / PyTorch.
   -h, --help  show this help
 
 WORKDIR defaults to a new temporary directory, removed at exit unless -k.
-The machine must be otherwise idle: a second busy process halves every
+The programs are built with make first, with or without the CUDA backend as
+the tree was last built. The machine must be otherwise idle: a second busy process halves every
 number.
 EOF
 }
@@ -71,8 +72,7 @@ shift $((OPTIND - 1))
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 need_python numpy PIL torch
-make -s -C "$root" build/bin/mp-eval build/bin/mp-batchwriter build/tests/oracle/resnet_init \
-	>/dev/null || die "make failed"
+make_built "$root" build/bin/mp-eval build/bin/mp-batchwriter build/tests/oracle/resnet_init
 bin=$root/build/bin
 
 workdir "$@"

@@ -45,6 +45,20 @@ safe_path() {
 	esac
 }
 
+# make_built ROOT TARGET...: make the TARGETs in ROOT's build tree as that
+# tree was last built with or without the CUDA backend (its flags.stamp):
+# make's default CUDA=auto would otherwise rebuild a CUDA=0 tree with the
+# backend on a machine with nvcc, and measure other programs than the
+# user's; any other flag the user gave make is not known here
+make_built() {
+	local root=$1 cuda=
+	shift
+	if [ -f "$root/build/flags.stamp" ]; then
+		if grep -q '| cuda=yes$' "$root/build/flags.stamp"; then cuda=CUDA=1; else cuda=CUDA=0; fi
+	fi
+	make -s -C "$root" ${cuda:+"$cuda"} "$@" >/dev/null || die "make failed in $root"
+}
+
 # need_python MODULE...: exit 1, naming the Debian packages to install,
 # unless $python runs and imports every MODULE (checked before any work,
 # not found as a traceback at the end of a long run)

@@ -213,3 +213,21 @@ failing_make() {
 	[[ -f ./-w/images/train.txt && -f ./-w/db/data.mdb ]]
 	assert_files . -w
 }
+
+@test "the benchmarks build the tree as it was last built: with or without the CUDA backend" {
+	mkdir -p bin tree/build
+	printf '#!/bin/sh\necho "$*" >>"%s/make.args"\n' "$PWD" >bin/make
+	chmod +x bin/make
+	prog=t
+	# shellcheck source=/dev/null
+	. "$S/common.sh"
+	printf 'gcc ... | cuda=\n' >tree/build/flags.stamp
+	PATH=$PWD/bin:$PATH make_built tree build/bin/mp-eval
+	printf 'gcc ... | nvcc ... | cuda=yes\n' >tree/build/flags.stamp
+	PATH=$PWD/bin:$PATH make_built tree build/tests/oracle/bench_step
+	rm tree/build/flags.stamp
+	PATH=$PWD/bin:$PATH make_built tree
+	assert_equal "$(cat make.args)" "-s -C tree CUDA=0 build/bin/mp-eval
+-s -C tree CUDA=1 build/tests/oracle/bench_step
+-s -C tree"
+}
