@@ -49,8 +49,8 @@ Prints images/s and the ratios mp-eval / PyTorch.
 
 WORKDIR defaults to a new temporary directory, removed at exit unless -k.
 The programs are built with make first, with or without the CUDA backend as
-the tree was last built. The machine must be otherwise idle: a second busy process halves every
-number.
+the tree was last built. The machine must be otherwise idle: a second busy
+process halves every number.
 EOF
 }
 
