@@ -101,9 +101,10 @@ static int int_list(const char *s, int *out, int max)
 	return k;
 }
 
-/* Inference at every size in eval, twice over (the second time into
- * buffers that a larger size has grown): views of the same base images,
- * their logits and, from the second pass, the logits again. */
+/* Inference at every size in eval, twice over: views of the same base
+ * images and their logits, then the logits again of all but the last
+ * image (one image: of it), in buffers that the larger sizes and the
+ * larger batch have grown. */
 static void evaluate(mp_st_builder *b, mp_resnet *net, mp_rng *r, const int *eval, int neval,
 		     int eval_n)
 {
@@ -119,7 +120,7 @@ static void evaluate(mp_st_builder *b, mp_resnet *net, mp_rng *r, const int *eva
 		base[i] = (float)(mp_rng_uniform(r) * 255.0 - 127.5);
 	for (int pass = 0; pass < 2; pass++)
 		for (int v = 0; v < neval; v++) {
-			const int s = eval[v];
+			const int s = eval[v], m = pass && eval_n > 1 ? eval_n - 1 : eval_n;
 			float *x = keep((size_t)eval_n * 3 * s * s * sizeof *x);
 			for (int p = 0; p < eval_n * 3; p++)
 				for (int y = 0; y < s; y++)
@@ -128,9 +129,9 @@ static void evaluate(mp_st_builder *b, mp_resnet *net, mp_rng *r, const int *eva
 							base[((size_t)p * big + (size_t)y * big / s) * big +
 							     (size_t)xx * big / s];
 			float *logits = keep((size_t)eval_n * classes * sizeof *logits);
-			check(mp_resnet_predict(net, x, eval_n, s, s, logits, &e), &e);
+			check(mp_resnet_predict(net, x, m, s, s, logits, &e), &e);
 			char name[64];
-			const int64_t xs[4] = {eval_n, 3, s, s}, ls[2] = {eval_n, classes};
+			const int64_t xs[4] = {eval_n, 3, s, s}, ls[2] = {m, classes};
 			if (!pass) {
 				snprintf(name, sizeof name, "eval_input.%d", s);
 				put(b, name, MP_ST_F32, xs, 4, x);
