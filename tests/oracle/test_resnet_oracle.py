@@ -1,8 +1,16 @@
 #!/usr/bin/python3
-"""The CPU backend against PyTorch on the same tiny network, weights and
-inputs: logits, loss, probabilities, every gradient, the BN running
-statistics and the weights after two SGD steps (neon's update form), for
-shortcut types A and B. Prints TAP; every comparison is a test line."""
+"""Both CPU backends (the reference loops, cpu-ref, and the fast one, cpu)
+against PyTorch on the same small networks, weights and inputs: each SGD
+step's logits, loss, probabilities and every gradient, the weights and BN
+running statistics after each step (neon's update form, weight decay on
+every learned tensor, BN's included), then the inference logits at several
+input sizes and their softmax outputs averaged as a multiscale evaluation
+averages them, and the weights file written at the end loaded into
+PyTorch as it is. The networks cover both shortcuts, depths 1 to 3, one
+to four stages, widths that are not multiples of 4, 8 or 16, the stem's
+kernel and stride, 2 to 1000 classes with and without the BN after the
+fully connected layer, odd batches, and odd feature maps at every stride.
+Prints TAP; every comparison is a test line."""
 import os
 import subprocess
 import sys
@@ -20,6 +28,35 @@ import mp_resnet  # noqa: E402
 
 TOL = 1e-4
 ORACLE = os.path.join(ROOT, "build", "tests", "oracle", "resnet_oracle")
+BACKENDS = ("cpu-ref", "cpu")
+
+# name: resnet_oracle's keys (its defaults: depth 1, widths 4,8,8,12,
+# shortcut A, 3x3 stride-2 stem, 10 classes, fc_bn, batch 4 of 32 px, two
+# steps, evaluation batch 2).
+CASES = {
+    # the tiny network of both shortcuts; 113 px: 57, 29, 15, 8; 5 px:
+    # 3, 2, 1, 1
+    "A": dict(shortcut="A", eval="32,113,5"),
+    "B": dict(shortcut="B", classes=1000, eval="32,24"),
+    # 25 px through a 5x5 stride-1 stem: 25, 13, 7 (Winograd's partial
+    # tiles), identity blocks, no fc_bn, batch 3, three steps, batch 1
+    # evaluated at odd sizes
+    "odd": dict(shortcut="B", depth=2, widths="5,7,13", stem_kernel=5, stem_stride=1,
+                classes=3, fc_bn=0, n=3, size=25, steps=3, eval="25,19,40,97", eval_n=1),
+    # the recipe's shape, narrow: 7x7 stem, 97 px (49, 25, 13, 7), 101
+    # classes, and the multiscale evaluation's four sizes
+    "recipe": dict(shortcut="A", widths="6,10,17,33", stem_kernel=7, classes=101, n=3,
+                   size=97, eval="112,128,160,240"),
+    # widths at and past a 16-float vector, a stride-3 stem, depth 3, two
+    # classes, batch 5
+    "wide": dict(shortcut="B", depth=3, widths="16,33", stem_stride=3, classes=2, n=5,
+                 size=38, eval="38,23", eval_n=3),
+    # one stage, a 1x1 stride-4 stem (pixels it skips), the minimal batch
+    "stem1": dict(widths="8", stem_kernel=1, stem_stride=4, classes=4, n=2, size=30,
+                  eval="30,31,8"),
+}
+DEFAULTS = dict(depth=1, widths="4,8,8,12", shortcut="A", stem_kernel=3, stem_stride=2,
+                classes=10, fc_bn=1, n=4, size=32, steps=2, eval="", eval_n=2)
 
 results = []
 worst = {}
@@ -34,27 +71,56 @@ def rel_err(ours, ref):
     return float(np.abs(ours - ref).max(initial=0.0) / scale)
 
 
-def compare(label, ours, ref, kind):
-    err = rel_err(ours, ref)
-    results.append((err <= TOL, f"{label}: max rel error {err:.3g}"))
-    worst[kind] = max(worst.get(kind, 0.0), err)
+def compare(label, pairs, kind):
+    """One test line for a group of (name, ours, reference) tensors: the
+    largest error and the tensor it is in. label starts "CASE BACKEND"."""
+    err, where = -1.0, ""
+    for name, ours, ref in pairs:
+        e = rel_err(ours, ref)
+        if e > err:
+            err, where = e, name
+    what = f" ({where})" if len(pairs) > 1 else ""
+    results.append((err <= TOL, f"{label}: max rel error {err:.3g}{what}"))
+    key = (label.split()[1], kind)
+    worst[key] = max(worst.get(key, 0.0), err)
 
 
-def run(shortcut):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "oracle.safetensors")
-        subprocess.run([ORACLE, shortcut, out], check=True)
-        t, _ = mp_resnet.read_safetensors(out)
+def torch_net(spec):
+    return mp_resnet.ResNet(depth=spec["depth"],
+                            widths=tuple(int(w) for w in spec["widths"].split(",")),
+                            stem_kernel=spec["stem_kernel"], stem_stride=spec["stem_stride"],
+                            shortcut=spec["shortcut"], classes=spec["classes"],
+                            fc_bn=bool(spec["fc_bn"]), bn_eps=1e-3, bn_momentum=0.9).double()
 
-    torch.manual_seed(0)
-    net = mp_resnet.ResNet(depth=1, widths=(4, 8, 8, 12), shortcut=shortcut,
-                           classes=10, bn_eps=1e-3, bn_momentum=0.9).double()
-    mp_resnet.load_state(net, {k: v.astype(np.float64) for k, v in t.items()}, "init.")
-    net.train()
-    params = dict(net.named_parameters())
-    velocity = {k: torch.zeros_like(v) for k, v in params.items()}
+
+def sizes(spec):
+    return [int(s) for s in spec["eval"].split(",")] if spec["eval"] else []
+
+
+def softmax(z):
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def f64(t, prefix):
+    return {k[len(prefix):]: v.astype(np.float64) for k, v in t.items() if k.startswith(prefix)}
+
+
+def check_backend(case, spec, backend, t, total, weights):
+    """Each step in PyTorch (double) from the state the backend had before
+    it: its weights, running statistics and momenta; the inference after
+    spec["steps"] steps from the weights and running statistics then."""
+    tag = f"{case} {backend}"
     lr, momentum, wd, smoothing = 0.1, 0.9, 5e-4, 0.1
-    for step in range(2):
+    net = torch_net(spec)
+    params = dict(net.named_parameters())
+    for step in range(total):
+        before = "init." if step == 0 else f"step{step}."
+        mp_resnet.load_state(net, f64(t, before))
+        velocity = ({k: torch.zeros_like(p) for k, p in params.items()} if step == 0 else
+                    {k: torch.from_numpy(v) for k, v in f64(t, f"momentum{step}.").items()})
+        net.train()
         x = torch.from_numpy(t[f"input.{step}"].astype(np.float64))
         y = torch.from_numpy(t[f"labels.{step}"].astype(np.int64))
         for p in params.values():
@@ -62,24 +128,93 @@ def run(shortcut):
         logits = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         loss.backward()
+        at = f"{tag} step {step + 1}" + (" after inference" if step == spec["steps"] else "")
         if step == 0:
-            compare(f"{shortcut} logits", t["logits"], logits.detach().numpy(), "logits")
-            compare(f"{shortcut} loss", t["loss"], [loss.item()], "loss")
-            compare(f"{shortcut} probs", t["probs"],
-                    torch.softmax(logits, 1).detach().numpy(), "probs")
-            for k, p in params.items():
-                compare(f"{shortcut} grad {k}", t["grad." + k], p.grad.numpy(), "gradients")
+            compare(f"{at} logits", [("", t["logits.0"], logits.detach().numpy())], "logits")
+        compare(f"{at} loss", [("", t[f"loss.{step}"], [loss.item()])], "loss")
+        compare(f"{at} probs", [("", t[f"probs.{step}"],
+                                 torch.softmax(logits, 1).detach().numpy())], "probs")
+        compare(f"{at} gradients",
+                [(k, t[f"grad{step + 1}.{k}"], p.grad.numpy()) for k, p in params.items()],
+                "gradients")
         with torch.no_grad():
             for k, p in params.items():
                 velocity[k] = momentum * velocity[k] - lr * (p.grad + wd * p)
                 p += velocity[k]
-        state = net.state_dict()
-        for k, v in state.items():
-            if k.endswith("num_batches_tracked"):
+        state = {k: v.numpy() for k, v in net.state_dict().items()
+                 if not k.endswith("num_batches_tracked")}
+        after = f"step{step + 1}."
+        compare(f"{at} running stats",
+                [(k, t[after + k], v) for k, v in state.items() if "running" in k],
+                "running stats")
+        compare(f"{at} weights after SGD",
+                [(k, t[after + k], v) for k, v in state.items() if "running" not in k],
+                "weights after SGD")
+        compare(f"{at} momenta",
+                [(k, t[f"momentum{step + 1}.{k}"], v.numpy()) for k, v in velocity.items()],
+                "weights after SGD")
+    # inference with the weights and running statistics it ran with
+    mp_resnet.load_state(net, f64(t, f"step{spec['steps']}."))
+    net.eval()
+    views = sizes(spec)
+    ref = {}
+    with torch.no_grad():
+        for size in views:
+            ref[size] = net(torch.from_numpy(t[f"eval_input.{size}"].astype(np.float64))).numpy()
+            compare(f"{tag} inference logits at {size} px",
+                    [("", t[f"eval_logits.{size}"], ref[size])], "inference logits")
+            again = t[f"eval_again.{size}"]
+            compare(f"{tag} inference at {size} px again, {len(again)} image(s), after the "
+                    "other sizes", [("", again, ref[size][:len(again)])], "inference logits")
+    if len(views) > 1:
+        ours = np.mean([softmax(t[f"eval_logits.{s}"]) for s in views], axis=0)
+        theirs = np.mean([softmax(ref[s]) for s in views], axis=0)
+        compare(f"{tag} softmax averaged over {','.join(map(str, views))} px",
+                [("", ours, theirs)], "multiscale probs")
+    # the weights file, loaded into PyTorch as it is: the last step's
+    # tensors to the bit, and PyTorch's logits in float from them
+    last = total
+    fnet, _ = mp_resnet.load(weights)
+    fstate = {k: v.numpy() for k, v in fnet.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    same = all(np.array_equal(v, t[f"step{last}.{k}"]) for k, v in fstate.items())
+    results.append((same and len(fstate) == sum(1 for k in t if k.startswith("init.")),
+                    f"{tag} weights file loads into PyTorch: {len(fstate)} tensors, "
+                    f"{'the same bits' if same else 'DIFFERENT values'}"))
+    with torch.no_grad():
+        net.eval()
+        mp_resnet.load_state(net, f64(t, f"step{last}."))
+        x = t["input.0"]
+        z = fnet(torch.from_numpy(x)).double().numpy()
+        ref = net(torch.from_numpy(x.astype(np.float64))).numpy()
+    compare(f"{tag} PyTorch in float on the weights file", [("", z, ref)], "inference logits")
+
+
+def run(case, keys):
+    spec = dict(DEFAULTS, **keys)
+    args = [f"{k}={v}" for k, v in keys.items()]
+    outs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in BACKENDS:
+            out = os.path.join(tmp, f"{backend}.safetensors")
+            weights = os.path.join(tmp, f"{backend}.weights.safetensors")
+            p = subprocess.run([ORACLE, out, weights, f"backend={backend}"] + args)
+            if p.returncode != 0:
+                results.append((False, f"{case} {backend}: resnet_oracle exit {p.returncode}"))
                 continue
-            kind = "running stats" if "running" in k else "weights after SGD"
-            compare(f"{shortcut} step {step + 1} {k}", t[f"step{step + 1}." + k],
-                    v.numpy(), kind)
+            t, meta = mp_resnet.read_safetensors(out)
+            outs[backend] = (t, int(meta["steps"]), weights)
+        if not outs:
+            return
+        # both backends start from the same weights and inputs
+        first = next(iter(outs.values()))[0]
+        for backend, (t, total, weights) in outs.items():
+            shared = [k for k in first if k.startswith(("init.", "input.", "labels.",
+                                                        "eval_input."))]
+            if not all(np.array_equal(t[k], first[k]) for k in shared):
+                results.append((False, f"{case} {backend}: other initial weights or inputs"))
+                continue
+            check_backend(case, spec, backend, t, total, weights)
 
 
 def main():
@@ -87,15 +222,16 @@ def main():
         print("1..1")
         print(f"not ok 1 - {ORACLE} is not built")
         return 1
-    for shortcut in ("A", "B"):
-        run(shortcut)
+    torch.set_num_threads(1)
+    for case, keys in CASES.items():
+        run(case, keys)
     print(f"1..{len(results)}")
     failed = 0
     for i, (ok, msg) in enumerate(results, 1):
         print(f"{'ok' if ok else 'not ok'} {i} - {msg}")
         failed += not ok
-    for kind, err in sorted(worst.items()):
-        print(f"# largest relative error, {kind}: {err:.3g}")
+    for (backend, kind), err in sorted(worst.items()):
+        print(f"# largest relative error, {backend}, {kind}: {err:.3g}")
     return 1 if failed else 0
 
 
