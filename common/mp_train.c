@@ -78,6 +78,7 @@ typedef struct {
 	FILE *log;
 	char log_path[PATH_LEN];
 	char *options_json;
+	char compute[128];	/* the backend's arithmetic (mp_backend_arithmetic) */
 	char **class_names;
 	int classes;
 	long steps_per_epoch;
@@ -443,14 +444,22 @@ static int write_weights(trainer *t, mp_error *e)
 }
 
 /* The options a run's results depend on, stored in every checkpoint so a
- * resumed run can say which of them changed. */
-static char *options_to_json(const mp_train_opts *o, const mp_resnet_config *c)
+ * resumed run can say which of them changed: the training data by its
+ * content too (a path says nothing of what it holds now), and the
+ * backend's arithmetic, whose bits differ from another's. */
+static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 {
+	const mp_train_opts *o = t->o;
 	cJSON *j = cJSON_CreateObject();
 	if (!j)
 		return NULL;
 	char text[256] = "";
 	cJSON_AddStringToObject(j, "train_db", o->train_db);
+	snprintf(text, sizeof text, "%llu records, crc32 %08x",
+		 (unsigned long long)mp_loader_records(t->train), mp_loader_fingerprint(t->train));
+	cJSON_AddStringToObject(j, "train_data", text);
+	cJSON_AddStringToObject(j, "compute", t->compute);
+	text[0] = '\0';
 	cJSON_AddNumberToObject(j, "batch", o->batch);
 	cJSON_AddNumberToObject(j, "epochs", o->epochs);
 	cJSON_AddNumberToObject(j, "lr", o->lr);
@@ -491,8 +500,11 @@ static void compare_options(const char *path, const char *stored, const char *no
 	}
 	for (cJSON *x = b->child; x; x = x->next) {
 		if (!strcmp(x->string, "train_db"))
-			continue; /* the same data may have moved */
+			continue; /* the same data may have moved: train_data says */
 		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
+		/* not recorded by the earlier versions that wrote no such key */
+		if (!y && (!strcmp(x->string, "train_data") || !strcmp(x->string, "compute")))
+			continue;
 		if (y && cJSON_Compare(x, y, 1))
 			continue;
 		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
@@ -1033,6 +1045,7 @@ static int setup(trainer *t, mp_error *e)
 	char desc[512];
 	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
 		return MP_TRAIN_FAILED;
+	mp_backend_arithmetic(desc, t->compute, sizeof t->compute);
 	int rc = open_loaders(t, &cfg, e);
 	if (rc != MP_TRAIN_DONE)
 		return rc;
@@ -1078,7 +1091,7 @@ static int setup(trainer *t, mp_error *e)
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;
-	if (!(t->options_json = options_to_json(o, &cfg)))
+	if (!(t->options_json = options_to_json(t, &cfg)))
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
 		rc = resume_from(t, ck_epochs, ck_batch, ck_step, e);
