@@ -489,7 +489,9 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 }
 
 /* Warns about every option a resumed run sets differently from the
- * checkpoint's run: the result can no longer match an uninterrupted run. */
+ * checkpoint's run: the result can no longer match an uninterrupted run.
+ * Only a note for --epochs under the step policy, whose rates do not
+ * depend on it: a longer run goes on as one that was that long. */
 static void compare_options(const char *path, const char *stored, const char *now)
 {
 	cJSON *a = cJSON_Parse(stored), *b = cJSON_Parse(now);
@@ -498,6 +500,8 @@ static void compare_options(const char *path, const char *stored, const char *no
 			 "they are not compared", path);
 		goto out;
 	}
+	const cJSON *policy = cJSON_GetObjectItemCaseSensitive(b, "lr_policy");
+	const int step_policy = cJSON_IsString(policy) && !strcmp(policy->valuestring, "step");
 	for (cJSON *x = b->child; x; x = x->next) {
 		if (!strcmp(x->string, "train_db"))
 			continue; /* the same data may have moved: train_data says */
@@ -508,7 +512,7 @@ static void compare_options(const char *path, const char *stored, const char *no
 		if (y && cJSON_Compare(x, y, 1))
 			continue;
 		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
-		if (!strcmp(x->string, "epochs"))
+		if (!strcmp(x->string, "epochs") && step_policy)
 			mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
 				 is ? is : "?");
 		else

@@ -275,6 +275,17 @@ EOF
 	assert_equal "$stderr" "mp-train: warning: compute was \"cpu, fp32\" in out/last.safetensors, now \"cpu, no Winograd, fp32\": the run will differ from an uninterrupted one"
 }
 
+@test "a longer --epochs is a note under the step policy, a warning under cosine, whose rates it changes" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 2 -q -o out --resume out/checkpoint-0001.safetensors
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	train "${OPTS[@]}" --lr-policy cosine --epochs 1 -q -o cos
+	run train "${OPTS[@]}" --lr-policy cosine --epochs 2 -q -o cos --resume cos/checkpoint-0001.safetensors
+	assert_status 0
+	assert_equal "$output" "mp-train: warning: epochs was 1 in cos/checkpoint-0001.safetensors, now 2: the run will differ from an uninterrupted one"
+}
+
 # A slower run for the signals to land in the middle of: 48 steps of the
 # reference backend, about 2 s.
 SLOW=(--backend cpu-ref --depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20
