@@ -154,3 +154,30 @@ mp_backend *mp_backend_open(const char *name, int threads, const char *precision
 		desc[0] = '\0';
 	return set_precision(open_backend(name, threads, desc, n, e), precision, desc, n, e);
 }
+
+void mp_backend_arithmetic(const char *desc, char *buf, size_t n)
+{
+	/* desc is "NAME, <details>, [no Winograd, ]PRECISION[, activations in
+	 * bf16][ (auto's note)]", as open_cpu, open_cuda and set_precision
+	 * make it */
+	static const char *const keep[] = {"no Winograd", "fp32", "bf16", "activations in bf16"};
+	if (!n)
+		return;
+	buf[0] = '\0';
+	size_t end = strcspn(desc, "(");
+	while (end > 0 && desc[end - 1] == ' ')
+		end--;
+	size_t used = 0;
+	for (size_t at = 0, first = 1; at < end; first = 0) {
+		size_t len = 0;
+		while (at + len < end && strncmp(desc + at + len, ", ", 2))
+			len++;
+		int wanted = first;
+		for (size_t k = 0; !wanted && k < sizeof keep / sizeof keep[0]; k++)
+			wanted = strlen(keep[k]) == len && !strncmp(desc + at, keep[k], len);
+		if (wanted && used < n)
+			used += (size_t)snprintf(buf + used, n - used, "%s%.*s", first ? "" : ", ",
+						 (int)len, desc + at);
+		at += len + (at + len < end ? 2 : 0);
+	}
+}

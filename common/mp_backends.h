@@ -21,4 +21,10 @@ extern const char *const mp_precision_names[]; /* auto, fp32, bf16; NULL-termina
 mp_backend *mp_backend_open(const char *name, int threads, const char *precision, char *desc,
 			    size_t n, mp_error *e);
 
+/* What in mp_backend_open's description desc decides the results' bits,
+ * into buf: the backend and its arithmetic ("cpu, fp32", "cpu, no
+ * Winograd, fp32", "cpu-ref, fp32", "cuda, bf16"), without the thread
+ * count, the device or auto's note. */
+void mp_backend_arithmetic(const char *desc, char *buf, size_t n);
+
 #endif

@@ -35,6 +35,7 @@ struct mp_loader {
 	mp_source *src;
 	rec_ref *recs;
 	uint64_t nrec, nbatches, epoch;
+	uint32_t fingerprint;
 	uint64_t *order;
 	int size;
 	size_t image_floats;
@@ -159,6 +160,14 @@ static int load_records(mp_loader *l, mp_error *e)
 			d->label = r->label;
 			d->name = r->name;
 			d->name_len = r->name_len;
+			uint8_t head[17];
+			mp_put_u32(head, (uint32_t)r->label);
+			mp_put_u32(head + 4, r->width);
+			mp_put_u32(head + 8, r->height);
+			mp_put_u32(head + 12, r->payload_len);
+			head[16] = r->encoding;
+			l->fingerprint = mp_crc32(l->fingerprint, head, sizeof head);
+			l->fingerprint = mp_crc32(l->fingerprint, r->payload, r->payload_len);
 			if ((l->o.train || (m->labelled && m->classes > 0)) &&
 			    (r->label < 0 || r->label >= m->classes)) {
 				int label = r->label; /* r lives in mb */
@@ -299,6 +308,11 @@ uint64_t mp_loader_batches(const mp_loader *l)
 int mp_loader_size(const mp_loader *l)
 {
 	return l->size;
+}
+
+uint32_t mp_loader_fingerprint(const mp_loader *l)
+{
+	return l->fingerprint;
 }
 
 const mp_meta *mp_loader_meta(const mp_loader *l)

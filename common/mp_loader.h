@@ -42,6 +42,11 @@ uint64_t mp_loader_batches(const mp_loader *l); /* per epoch */
 /* Image side of the batches (crop or eval size). */
 int mp_loader_size(const mp_loader *l);
 
+/* A CRC32 of the records in their stored order (each one's label, size,
+ * encoding and payload): the same for the same data, wherever it lies
+ * and however it was split into macrobatches. */
+uint32_t mp_loader_fingerprint(const mp_loader *l);
+
 /* The dataset's meta document. */
 const mp_meta *mp_loader_meta(const mp_loader *l);
 

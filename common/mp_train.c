@@ -78,6 +78,7 @@ typedef struct {
 	FILE *log;
 	char log_path[PATH_LEN];
 	char *options_json;
+	char compute[128];	/* the backend's arithmetic (mp_backend_arithmetic) */
 	char **class_names;
 	int classes;
 	long steps_per_epoch;
@@ -443,14 +444,22 @@ static int write_weights(trainer *t, mp_error *e)
 }
 
 /* The options a run's results depend on, stored in every checkpoint so a
- * resumed run can say which of them changed. */
-static char *options_to_json(const mp_train_opts *o, const mp_resnet_config *c)
+ * resumed run can say which of them changed: the training data by its
+ * content too (a path says nothing of what it holds now), and the
+ * backend's arithmetic, whose bits differ from another's. */
+static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 {
+	const mp_train_opts *o = t->o;
 	cJSON *j = cJSON_CreateObject();
 	if (!j)
 		return NULL;
 	char text[256] = "";
 	cJSON_AddStringToObject(j, "train_db", o->train_db);
+	snprintf(text, sizeof text, "%llu records, crc32 %08x",
+		 (unsigned long long)mp_loader_records(t->train), mp_loader_fingerprint(t->train));
+	cJSON_AddStringToObject(j, "train_data", text);
+	cJSON_AddStringToObject(j, "compute", t->compute);
+	text[0] = '\0';
 	cJSON_AddNumberToObject(j, "batch", o->batch);
 	cJSON_AddNumberToObject(j, "epochs", o->epochs);
 	cJSON_AddNumberToObject(j, "lr", o->lr);
@@ -480,7 +489,9 @@ static char *options_to_json(const mp_train_opts *o, const mp_resnet_config *c)
 }
 
 /* Warns about every option a resumed run sets differently from the
- * checkpoint's run: the result can no longer match an uninterrupted run. */
+ * checkpoint's run: the result can no longer match an uninterrupted run.
+ * Only a note for --epochs under the step policy, whose rates do not
+ * depend on it: a longer run goes on as one that was that long. */
 static void compare_options(const char *path, const char *stored, const char *now)
 {
 	cJSON *a = cJSON_Parse(stored), *b = cJSON_Parse(now);
@@ -489,14 +500,19 @@ static void compare_options(const char *path, const char *stored, const char *no
 			 "they are not compared", path);
 		goto out;
 	}
+	const cJSON *policy = cJSON_GetObjectItemCaseSensitive(b, "lr_policy");
+	const int step_policy = cJSON_IsString(policy) && !strcmp(policy->valuestring, "step");
 	for (cJSON *x = b->child; x; x = x->next) {
 		if (!strcmp(x->string, "train_db"))
-			continue; /* the same data may have moved */
+			continue; /* the same data may have moved: train_data says */
 		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
+		/* not recorded by the earlier versions that wrote no such key */
+		if (!y && (!strcmp(x->string, "train_data") || !strcmp(x->string, "compute")))
+			continue;
 		if (y && cJSON_Compare(x, y, 1))
 			continue;
 		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
-		if (!strcmp(x->string, "epochs"))
+		if (!strcmp(x->string, "epochs") && step_policy)
 			mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
 				 is ? is : "?");
 		else
@@ -1033,6 +1049,7 @@ static int setup(trainer *t, mp_error *e)
 	char desc[512];
 	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
 		return MP_TRAIN_FAILED;
+	mp_backend_arithmetic(desc, t->compute, sizeof t->compute);
 	int rc = open_loaders(t, &cfg, e);
 	if (rc != MP_TRAIN_DONE)
 		return rc;
@@ -1078,7 +1095,7 @@ static int setup(trainer *t, mp_error *e)
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;
-	if (!(t->options_json = options_to_json(o, &cfg)))
+	if (!(t->options_json = options_to_json(t, &cfg)))
 		return mp_seterr(e, "out of memory"), MP_TRAIN_FAILED;
 	if (o->resume) {
 		rc = resume_from(t, ck_epochs, ck_batch, ck_step, e);

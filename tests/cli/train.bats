@@ -245,6 +245,47 @@ EOF
 	assert_equal "$(input_size)" 10
 }
 
+@test "a resume on other training data, or another backend's arithmetic, is named in a warning" {
+	train "${OPTS[@]}" --epochs 2 -q -o out --max-steps 5
+	RES=("${NET[@]}" --batch 16 --lr 0.1 --schedule 3 --epochs 2 -q -o out --resume out/last.safetensors)
+	# the same records moved and packed in other macrobatches: the same run
+	bw -q -r "$D" -c "$D/cats.txt" --size 16 --macrobatch 10 -o moved.db "$D/train.txt"
+	run --separate-stderr train -d moved.db "${RES[@]}"
+	assert_status 0
+	assert_equal "$stderr" ""
+	train "${OPTS[@]}" --epochs 2 -q -o whole
+	run inspect --diff whole/weights.safetensors out/weights.safetensors
+	assert_status 0
+	# other records (and the mean given, so that it says nothing)
+	head -n 96 "$D/train.txt" >other.txt
+	bw -q -r "$D" -c "$D/cats.txt" --size 16 -o other.db other.txt
+	mean=$(json_get <(inspect --json out/last.safetensors) 'd["metadata"]["mean"]')
+	train "${OPTS[@]}" --mean "$mean" --epochs 2 -q -o o2 --max-steps 5
+	run --separate-stderr train -d other.db --mean "$mean" "${RES[@]/out/o2}"
+	assert_status 0
+	assert_contains "$stderr" "mp-train: warning: train_data was \"128 records, crc32 "
+	assert_contains "$stderr" "in o2/last.safetensors, now \"96 records, crc32 "
+	assert_contains "$stderr" "the run will differ from an uninterrupted one"
+	# the reference loops, or the fast backend without Winograd, round otherwise
+	run --separate-stderr train -d "$D/train.db" "${RES[@]}" --backend cpu-ref
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: compute was \"cpu, fp32\" in out/last.safetensors, now \"cpu-ref, fp32\": the run will differ from an uninterrupted one"
+	run --separate-stderr env MP_CPU_WINOGRAD=0 "$MP_BIN/mp-train" -d "$D/train.db" "${RES[@]}"
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: compute was \"cpu, fp32\" in out/last.safetensors, now \"cpu, no Winograd, fp32\": the run will differ from an uninterrupted one"
+}
+
+@test "a longer --epochs is a note under the step policy, a warning under cosine, whose rates it changes" {
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 2 -q -o out --resume out/checkpoint-0001.safetensors
+	assert_status 0
+	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	train "${OPTS[@]}" --lr-policy cosine --epochs 1 -q -o cos
+	run train "${OPTS[@]}" --lr-policy cosine --epochs 2 -q -o cos --resume cos/checkpoint-0001.safetensors
+	assert_status 0
+	assert_equal "$output" "mp-train: warning: epochs was 1 in cos/checkpoint-0001.safetensors, now 2: the run will differ from an uninterrupted one"
+}
+
 # A slower run for the signals to land in the middle of: 48 steps of the
 # reference backend, about 2 s.
 SLOW=(--backend cpu-ref --depth 2 --widths 8,16 --stem-stride 1 --crop 16 --scale-min 16 --scale-max 20

@@ -18,6 +18,7 @@
 enum { NREC = 50, PER_MB = 16, SIDE = 8, CLASSES = 5 };
 
 static char dir[64];
+static int per_mb = PER_MB; /* records per macrobatch of the next write_db */
 
 /* Record i is an 8x8 image of colour (i % 256, i / 256, 7), label i % 5;
  * record bad (if >= 0) holds a broken PNG. The meta says classes classes. */
@@ -29,10 +30,10 @@ static void write_db(const char *path, int labelled, int bad, int classes)
 	static uint8_t px[NREC][SIDE * SIDE * 3];
 	static const uint8_t broken[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 	uint64_t mbs = 0;
-	for (int first = 0; first < NREC; first += PER_MB, mbs++) {
+	for (int first = 0; first < NREC; first += per_mb, mbs++) {
 		mp_mb_builder b;
 		mp_mb_builder_init(&b);
-		for (int i = first; i < NREC && i < first + PER_MB; i++) {
+		for (int i = first; i < NREC && i < first + per_mb; i++) {
 			for (int p = 0; p < SIDE * SIDE; p++) {
 				px[i][3 * p] = (uint8_t)(i % 256);
 				px[i][3 * p + 1] = (uint8_t)(i / 256);
@@ -60,7 +61,7 @@ static void write_db(const char *path, int labelled, int bad, int classes)
 	m.complete = 1;
 	m.records = NREC;
 	m.macrobatches = mbs;
-	m.macrobatch_size = PER_MB;
+	m.macrobatch_size = (uint32_t)per_mb;
 	m.height = m.width = m.size = SIDE;
 	strcpy(m.fit, "pad");
 	strcpy(m.pad_fill, "zero");
@@ -75,7 +76,7 @@ static void write_db(const char *path, int labelled, int bad, int classes)
 	mp_meta_free(&m);
 }
 
-static char good[128], nolabels[128], bad[128], badlabel[128];
+static char good[128], nolabels[128], bad[128], badlabel[128], split[128];
 
 static int setup(void **state)
 {
@@ -91,6 +92,10 @@ static int setup(void **state)
 	write_db(nolabels, 0, -1, CLASSES);
 	write_db(bad, 1, 37, CLASSES);
 	write_db(badlabel, 1, -1, CLASSES - 1); /* record 4 has label 4 */
+	snprintf(split, sizeof split, "%s/split", dir);
+	per_mb = 7; /* the good records, in other macrobatches */
+	write_db(split, 1, -1, CLASSES);
+	per_mb = PER_MB;
 	return 0;
 }
 
@@ -267,6 +272,37 @@ static void refusals(void **state)
 	mp_loader_close(l);
 }
 
+static uint32_t fingerprint_of(const char *path)
+{
+	mp_error e;
+	mp_loader_opts o = opts(path, 0, 1);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
+	assert_non_null(l);
+	uint32_t f = mp_loader_fingerprint(l);
+	mp_loader_close(l);
+	return f;
+}
+
+/* A resumed run tells other training data from the same data moved or
+ * split into other macrobatches by this fingerprint. */
+static void the_fingerprint_follows_the_records_not_their_packing(void **state)
+{
+	(void)state;
+	const uint32_t f = fingerprint_of(good);
+	assert_int_not_equal(f, 0);
+	assert_int_equal(fingerprint_of(good), f);
+	assert_int_equal(fingerprint_of(split), f);
+	/* the same pixels without their labels are other data */
+	assert_int_not_equal(fingerprint_of(nolabels), f);
+	/* and training mode reads the same records */
+	mp_error e;
+	mp_loader_opts o = opts(good, 1, 3);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
+	assert_non_null(l);
+	assert_int_equal(mp_loader_fingerprint(l), f);
+	mp_loader_close(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -275,6 +311,7 @@ int main(void)
 		cmocka_unit_test(a_bad_record_is_an_error_naming_it),
 		cmocka_unit_test(a_label_out_of_range_is_bad_data),
 		cmocka_unit_test(refusals),
+		cmocka_unit_test(the_fingerprint_follows_the_records_not_their_packing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

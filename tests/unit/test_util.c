@@ -1,5 +1,6 @@
 /* Shared helpers: error messages that do not fit their buffer, temporary
- * files that a signal removes. */
+ * files that a signal removes, the part of a backend's description that
+ * decides its results. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "mp_backends.h"
 #include "mp_util.h"
 
 #define CAP sizeof(((mp_error *)0)->msg)
@@ -205,6 +207,49 @@ static void closed_std_fds_are_not_reused(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void arithmetic_of(const char *desc, const char *want)
+{
+	char buf[128];
+	mp_backend_arithmetic(desc, buf, sizeof buf);
+	assert_string_equal(buf, want);
+}
+
+/* A resumed run compares this with its checkpoint's: the thread count,
+ * the device and auto's note are left out, the rest kept. */
+static void a_backends_arithmetic_leaves_out_threads_and_device(void **state)
+{
+	(void)state;
+	arithmetic_of("cpu, 2 threads, fp32", "cpu, fp32");
+	arithmetic_of("cpu, 1 thread, no Winograd, fp32", "cpu, no Winograd, fp32");
+	arithmetic_of("cpu, 16 threads, fp32 (this build has no CUDA backend)", "cpu, fp32");
+	arithmetic_of("cpu-ref, 3 threads, fp32", "cpu-ref, fp32");
+	arithmetic_of("cuda, NVIDIA H200, sm_90, 140 GiB, bf16", "cuda, bf16");
+	arithmetic_of("cuda, NVIDIA H200, sm_90, 140 GiB, bf16, activations in bf16",
+		      "cuda, bf16, activations in bf16");
+	char small[8];
+	mp_backend_arithmetic("cuda, NVIDIA H200, sm_90, 140 GiB, fp32", small, sizeof small);
+	assert_string_equal(small, "cuda, f");
+	/* the descriptions mp_backend_open makes: any thread count alike */
+	char d1[256], d2[256], a1[128], a2[128];
+	mp_error e;
+	mp_backend *b1 = mp_backend_open("cpu", 1, "auto", d1, sizeof d1, &e);
+	mp_backend *b2 = mp_backend_open("cpu", 3, "fp32", d2, sizeof d2, &e);
+	assert_non_null(b1);
+	assert_non_null(b2);
+	mp_backend_arithmetic(d1, a1, sizeof a1);
+	mp_backend_arithmetic(d2, a2, sizeof a2);
+	assert_string_equal(a1, a2);
+	assert_string_equal(a1, getenv("MP_CPU_WINOGRAD") && !strcmp(getenv("MP_CPU_WINOGRAD"), "0")
+					? "cpu, no Winograd, fp32" : "cpu, fp32");
+	mp_backend_free(b1);
+	mp_backend_free(b2);
+	b1 = mp_backend_open("cpu-ref", 2, "auto", d1, sizeof d1, &e);
+	assert_non_null(b1);
+	mp_backend_arithmetic(d1, a1, sizeof a1);
+	assert_string_equal(a1, "cpu-ref, fp32");
+	mp_backend_free(b1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +259,7 @@ int main(void)
 		cmocka_unit_test(the_cut_falls_between_utf8_characters),
 		cmocka_unit_test(a_signal_removes_a_half_written_file),
 		cmocka_unit_test(closed_std_fds_are_not_reused),
+		cmocka_unit_test(a_backends_arithmetic_leaves_out_threads_and_device),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
