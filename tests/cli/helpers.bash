@@ -115,6 +115,18 @@ on_tty() {
 	script -qec "$cmd" /dev/null
 }
 
+# closed_pipe COMMAND...: runs COMMAND with stdout a pipe whose reader has
+# gone already (as after mp-train | head -1), so that its first write
+# raises SIGPIPE; its exit status is the command's, 128 + N for signal N.
+closed_pipe() {
+	"$PY" -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w)
+sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
+}
+
 # first_line TEXT
 first_line() {
 	printf '%s\n' "$1" | head -n 1

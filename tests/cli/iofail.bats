@@ -81,18 +81,6 @@ fill() {
 	assert_equal "$stderr" ""
 }
 
-# closed_pipe COMMAND...: runs COMMAND with stdout a pipe whose reader has
-# gone already (as after mp-train | head -1), so that its first write
-# raises SIGPIPE; its exit status is the command's, 128 + N for signal N.
-closed_pipe() {
-	"$PY" -c '
-import os, subprocess, sys
-r, w = os.pipe()
-os.close(r)
-p = subprocess.run(sys.argv[1:], stdout=w)
-sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$@"
-}
-
 @test "mp-train | head -1: SIGPIPE stops the run with a checkpoint and the resume command, exit 141" {
 	run --separate-stderr closed_pipe "$MP_BIN/mp-train" -d "$D/val.db" "${NET[@]}" --epochs 3 -o piped
 	assert_status 141
