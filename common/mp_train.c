@@ -90,6 +90,10 @@ typedef struct {
 	double elapsed0;	/* seconds trained by earlier sessions */
 	double start;
 	sums epoch_sums, interval;
+	/* a signal stopped the run before the validation due where it stands
+	 * (the end of an epoch, or of a --max-steps run): epoch_sums are then
+	 * that epoch's, for the row and the summary the validation completes */
+	int val_missed;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
 	int made_out_dir;		/* the output directory is this run's */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
@@ -364,6 +368,7 @@ static int check_finite(trainer *t, int with_momentum, mp_error *e)
 static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 {
 	char name[256], path[PATH_LEN], num[5][64];
+	const char *validated = t->val_missed ? "0" : "1";
 	if (check_finite(t, 1, e) < 0)
 		return -1;
 	checkpoint_name(name, sizeof name, epochs, batch);
@@ -376,10 +381,12 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 	snprintf(num[4], 64, "%.3f", elapsed(t));
 	/* the sums of the unfinished epoch, and of its steps since the last
 	 * step row, so that the rows after a resume are those of a run that
-	 * never stopped */
+	 * never stopped; at an epoch's end, those of the epoch whose
+	 * validation is still to be done */
 	sums s = t->epoch_sums, si = t->interval;
 	if (!batch) {
-		memset(&s, 0, sizeof s);
+		if (!t->val_missed)
+			memset(&s, 0, sizeof s);
 		memset(&si, 0, sizeof si);
 	}
 	char *sum = sums_text(&s), *isum = sums_text(&si);
@@ -393,6 +400,7 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 		{MP_TRAIN_KEY_STEP, num[2]},	{MP_TRAIN_KEY_LR, num[3]},
 		{MP_TRAIN_KEY_ELAPSED, num[4]}, {MP_TRAIN_KEY_EPOCH_SUMS, sum},
 		{MP_TRAIN_KEY_INTERVAL_SUMS, isum}, {MP_TRAIN_KEY_OPTIONS, t->options_json},
+		{MP_TRAIN_KEY_VALIDATED, validated},
 	};
 	int rc = mp_weights_save(t->net, path, kv, (int)(sizeof kv / sizeof kv[0]), 1, e);
 	free(sum);
@@ -618,6 +626,13 @@ static int resume_check(trainer *t, const mp_resnet_config *cfg, long *epochs, l
 		return mp_seterr(e, "%s: %ld batches into an epoch, and an epoch of %s has %ld of %d",
 				 o->resume, *batch, o->train_db, t->steps_per_epoch, o->batch),
 		       MP_TRAIN_BAD_SETUP;
+	/* missing in the checkpoints of earlier versions, which made up no
+	 * validation: as if it had been done */
+	const char *v = mp_st_meta_get(f, MP_TRAIN_KEY_VALIDATED);
+	if (v && strcmp(v, "0") && strcmp(v, "1"))
+		return mp_seterr(e, "%s: metadata %s is \"%s\"", o->resume, MP_TRAIN_KEY_VALIDATED, v),
+		       MP_TRAIN_BAD_SETUP;
+	t->val_missed = v && !strcmp(v, "0");
 	for (size_t i = 0; i < f->ntensors; i++) {
 		mp_tensor_stats st;
 		mp_st_stats(&f->tensors[i], &st);
@@ -643,7 +658,7 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
 		t->elapsed0 = atof(v);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_LR)))
 		t->lr = atof(v);
-	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
+	if ((batch || t->val_missed) && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
 		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
 	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_INTERVAL_SUMS)))
@@ -892,17 +907,19 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 	return rc;
 }
 
-/* The summary of an epoch, or of the part of one that a --max-steps run
- * ended in (its position then, as the log's end row has it). */
-static void print_epoch(const trainer *t, int finished, const sums *s, const sums *val)
+/* The summary of an epoch, at `epochs` epochs done, or of the part of one
+ * that a --max-steps run ended in, `batch` batches into the next (its
+ * position then, as the log's end row has it). */
+static void print_epoch(const trainer *t, int epochs, long batch, const sums *s,
+			const sums *val)
 {
 	if (t->o->quiet)
 		return;
 	double n = s->images > 0 ? s->images : 1;
-	if (finished)
-		printf("epoch %d/%d", t->epoch + 1, t->o->epochs);
+	if (!batch)
+		printf("epoch %d/%d", epochs, t->o->epochs);
 	else
-		printf("end at epoch %.3f/%d", t->epoch + (double)t->batch / t->steps_per_epoch,
+		printf("end at epoch %.3f/%d", epochs + (double)batch / t->steps_per_epoch,
 		       t->o->epochs);
 	printf(": lr %.4g, loss %.4f, train error %.2f%% top-1, %.2f%% top-5", t->lr, s->loss / n,
 	       100 * (1 - s->top1 / n), 100 * (1 - s->top5 / n));
@@ -912,6 +929,64 @@ static void print_epoch(const trainer *t, int finished, const sums *s, const sum
 	printf("; %.0f images/s, %.0f s\n", s->seconds > 0 ? s->images / s->seconds : 0,
 	       elapsed(t));
 	fflush(stdout);
+}
+
+/* Cuts off the log's row for the position a run resumes at when it was
+ * written without the validation that a signal stopped: its last row, of
+ * kind epoch or end at the checkpoint's step (supersede_rows moved any
+ * later ones aside). The row with the validation takes its place, and the
+ * log holds one row per epoch, as that of a run that never stopped does. */
+static int cut_position_row(trainer *t, mp_error *e)
+{
+	struct stat st;
+	if (!t->log || fstat(fileno(t->log), &st) < 0 || !S_ISREG(st.st_mode))
+		return 0; // a pipe, a terminal: a row written there stays
+	FILE *f = fopen(t->log_path, "r");
+	if (!f)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	long offset = 0, last = 0;
+	int own = 0;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		char kind[8];
+		long step;
+		own = offset > 0 && sscanf(line, "%7[a-z]\t%*[^\t]\t%ld", kind, &step) == 2 &&
+		      (!strcmp(kind, "epoch") || !strcmp(kind, "end")) && step == t->step;
+		last = offset;
+		offset += n;
+	}
+	free(line);
+	const int bad = ferror(f);
+	fclose(f);
+	if (bad)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno ? errno : EIO));
+	if (own && ftruncate(fileno(t->log), last) < 0)
+		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	return 0;
+}
+
+/* The validation due where a resumed run starts, which a signal stopped
+ * the checkpoint's run before: done first, then printed and logged as it
+ * would have been at the end of that epoch (or --max-steps run). Returns
+ * 0, -1 on error, or VALIDATE_STOPPED. */
+static int make_up_validation(trainer *t, float *images, int32_t *labels, uint64_t *ids,
+			      float *probs, mp_error *e)
+{
+	sums val;
+	int vr = validate(t, images, labels, ids, probs, &val, e);
+	if (vr != 0)
+		return vr;
+	t->r->val_top1 = 1 - val.top1 / val.images;
+	t->r->val_top5 = 1 - val.top5 / val.images;
+	if (cut_position_row(t, e) < 0 ||
+	    log_row(t, t->batch ? "end" : "epoch",
+		    t->epoch + (double)t->batch / t->steps_per_epoch, &t->epoch_sums, &val, e) < 0)
+		return -1;
+	print_epoch(t, t->epoch, t->batch, &t->epoch_sums, &val);
+	t->val_missed = 0;
+	return 0;
 }
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -1132,6 +1207,14 @@ static int setup(trainer *t, mp_error *e)
 		else if (o->resume)
 			printf("mp-train: resuming %s at epoch %d, batch %ld (step %ld)\n",
 			       o->resume, t->epoch + 1, t->batch, t->step);
+		if (t->val_missed && t->val && t->batch)
+			printf("mp-train: %s: a signal stopped its run before the validation at "
+			       "epoch %.3f: validating first\n",
+			       o->resume, t->epoch + (double)t->batch / t->steps_per_epoch);
+		else if (t->val_missed && t->val)
+			printf("mp-train: %s: a signal stopped its run before the validation of "
+			       "epoch %d: validating first\n",
+			       o->resume, t->epoch);
 		fflush(stdout);
 	}
 	return MP_TRAIN_DONE;
@@ -1169,6 +1252,26 @@ static int run(trainer *t, mp_error *e)
 	}
 	int32_t *lab[2] = {labels, labels + o->batch};
 	uint64_t *idv[2] = {ids, ids + o->batch};
+	/* the validation a signal left undone, without a validation set now:
+	 * nothing to make up, and the checkpoints from here on do not ask */
+	if (t->val_missed && !t->val)
+		t->val_missed = 0;
+	if (t->val_missed) {
+		int vr = make_up_validation(t, images, labels, ids, probs, e);
+		if (vr < 0)
+			goto out;
+		/* a signal during it, or while its row was written, stops the
+		 * run as at the end of an epoch: with the checkpoint of this
+		 * position, and never after a step */
+		const int more = t->epoch < o->epochs &&
+				 !(o->max_steps > 0 && t->step >= o->max_steps);
+		if (vr == VALIDATE_STOPPED || (more && o->stop && *o->stop)) {
+			if (write_checkpoint(t, t->epoch, t->batch, e) < 0)
+				goto out;
+			status = MP_TRAIN_STOPPED;
+			goto out;
+		}
+	}
 	/* a run resumed where its --max-steps ended it has nothing left to
 	 * train, as one that has done its epochs */
 	for (; t->epoch < o->epochs && !(o->max_steps > 0 && t->step >= o->max_steps);
@@ -1260,8 +1363,11 @@ static int run(trainer *t, mp_error *e)
 		if (finished || stop == STOP_MAX_STEPS) {
 			/* the end of an epoch, or of a --max-steps run */
 			int last = t->epoch + 1 == o->epochs || stop == STOP_MAX_STEPS;
-			int eval = t->val && stop != STOP_SIGNAL &&
-				   (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
+			int due = t->val &&
+				  (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
+			/* a signal in the epoch's last step leaves it to the
+			 * resumed run, as one during the pass does */
+			int eval = due && stop != STOP_SIGNAL;
 			if (eval) {
 				int vr = validate(t, images, labels, ids, probs, &val, e);
 				if (vr < 0)
@@ -1275,11 +1381,13 @@ static int run(trainer *t, mp_error *e)
 					t->r->val_top5 = 1 - val.top5 / val.images;
 				}
 			}
+			t->val_missed = due && !eval;
 			if (log_row(t, finished ? "epoch" : "end",
 				    t->epoch + (finished ? 1.0 : (double)t->batch / t->steps_per_epoch),
 				    &t->epoch_sums, eval ? &val : NULL, e) < 0)
 				goto out;
-			print_epoch(t, finished, &t->epoch_sums, eval ? &val : NULL);
+			print_epoch(t, finished ? t->epoch + 1 : t->epoch, finished ? 0 : t->batch,
+				    &t->epoch_sums, eval ? &val : NULL);
 		}
 		if (finished)
 			t->r->epochs = t->epoch + 1;

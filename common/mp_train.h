@@ -24,6 +24,8 @@
 #define MP_TRAIN_KEY_EPOCH_SUMS "train.epoch_sums" /* the unfinished epoch's metrics */
 #define MP_TRAIN_KEY_INTERVAL_SUMS "train.interval_sums" /* and those since its last row */
 #define MP_TRAIN_KEY_OPTIONS "train.options"	/* JSON of the training options */
+#define MP_TRAIN_KEY_VALIDATED "train.validated" /* 0: a signal stopped the run before
+						  * the validation due here (missing: 1) */
 
 /* The network options given (mp_train_opts.net_given): with --resume, these
  * must match the checkpoint's network, and the others come from it. */

@@ -357,7 +357,7 @@ wait_rows() {
 	[[ -f out2/weights.safetensors ]]
 }
 
-@test "a signal during validation stops at the epoch's end: no step of the next epoch" {
+@test "a signal during validation stops at the epoch's end: no step of the next epoch; the resumed run validates it" {
 	# a validation set large enough for the pass to take a second or so
 	"$PY" "$MKIMAGES" classes vb 1600 20 20 4 seed=5 >vb.txt
 	bw -q -c "$D/cats.txt" --size 16 -o vb.db vb.txt
@@ -372,8 +372,73 @@ wait_rows() {
 	assert_equal "$status" 143
 	assert_contains "$(cat err.txt)" "interrupted by SIGTERM after step 16; checkpoint parts/checkpoint-0001.safetensors"
 	assert_files parts checkpoint-0001.safetensors last.safetensors train.log
+	assert_equal "$(log_col parts/train.log epoch val_top1_err)" "-"
 	eval "$(tail -1 err.txt)" -q
 	same_weights whole/weights.safetensors parts/weights.safetensors
+	# the resumed run made the pass up: one row per epoch, each validated
+	assert_equal "$(log_col parts/train.log epoch epoch | tr '\n' ' ')" "1 2 3 "
+	assert_not_contains "$(log_col parts/train.log epoch val_top1_err)" "-"
+}
+
+# result_lines OUTPUT: the lines of an epoch's result and the final
+# validation error, without the rate and the time.
+result_lines() {
+	grep -E '^(epoch |end at |final validation)' <<<"$1" | sed 's/; [0-9]* images\/s, [0-9]* s$//'
+}
+
+# With the whole training set in one batch, the first step ends an epoch;
+# a signal before it (SIGPIPE, raised by the first line of output into a
+# closed pipe) stops the run after that step, before its validation.
+@test "a validation a signal left undone is made up by the resumed run, even with no epoch left" {
+	ONE=("${OPTS[@]}" --batch 128)
+	run train "${ONE[@]}" --epochs 2 -o whole
+	assert_status 0
+	want=$(result_lines "$output")
+	run --separate-stderr closed_pipe "$MP_BIN/mp-train" "${ONE[@]}" --epochs 2 -o parts
+	assert_status 141
+	assert_contains "$stderr" "after step 1; checkpoint parts/checkpoint-0001.safetensors"
+	assert_contains "$(inspect parts/checkpoint-0001.safetensors)" "train.validated: 0"
+	assert_equal "$(log_col parts/train.log epoch val_top1_err)" "-"
+	# a signal during the made-up validation: the checkpoint stays, and so does the log
+	run --separate-stderr closed_pipe "$MP_BIN/mp-train" "${ONE[@]}" --epochs 2 -o parts \
+		--resume parts/checkpoint-0001.safetensors
+	assert_status 141
+	assert_contains "$stderr" "after step 1; checkpoint parts/checkpoint-0001.safetensors"
+	assert_contains "$(inspect parts/checkpoint-0001.safetensors)" "train.validated: 0"
+	assert_equal "$(log_col parts/train.log epoch val_top1_err)" "-"
+	# made up first, printed and logged as in the run that never stopped,
+	# the epoch's row taking the place of the one without it
+	run train "${ONE[@]}" --epochs 2 -o parts --resume parts/last.safetensors
+	assert_status 0
+	assert_contains "$output" "mp-train: parts/last.safetensors: a signal stopped its run before the validation of epoch 1: validating first"
+	assert_equal "$(result_lines "$output")" "$want"
+	assert_equal "$(cut -f1-10 parts/train.log)" "$(cut -f1-10 whole/train.log)"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	# the last epoch's: the run has nothing left to train, yet validates
+	train "${ONE[@]}" --epochs 1 -o one >want.txt
+	run closed_pipe "$MP_BIN/mp-train" "${ONE[@]}" --epochs 1 -o last
+	assert_status 141
+	run train "${ONE[@]}" --epochs 1 -o last --resume last/checkpoint-0001.safetensors
+	assert_status 0
+	assert_contains "$output" "has done 1 of 1 epochs: nothing to train"
+	assert_equal "$(result_lines "$output")" "$(result_lines "$(cat want.txt)")"
+	assert_contains "$output" "final validation error: "
+	assert_equal "$(cut -f1-10 last/train.log)" "$(cut -f1-10 one/train.log)"
+	same_weights one/weights.safetensors last/weights.safetensors
+	# a checkpoint without the key, from an earlier version, counts as validated
+	"$PY" - "$MP_ROOT/scripts" last/checkpoint-0001.safetensors old.safetensors <<-'EOF'
+		import sys
+		sys.path.insert(0, sys.argv[1])
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors(sys.argv[2])
+		del meta["train.validated"]
+		mp_resnet.write_safetensors(sys.argv[3], t, meta)
+	EOF
+	run train "${ONE[@]}" --epochs 1 -o old --resume old.safetensors
+	assert_status 0
+	assert_not_contains "$output" "val loss"
+	assert_not_contains "$output" "final validation error"
+	assert_equal "$(wc -l <old/train.log)" 1
 }
 
 @test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
