@@ -304,3 +304,34 @@ env.close()'
 	bw -q --size 8 -o db list.txt
 	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" 'a\tb.png'
 }
+
+@test "--json is valid UTF-8 JSON whatever bytes names and paths hold" {
+	names=('q"uote.png' 'back\slash.png' $'ctl\x01\x1f.png' $'bad\xff\xfe.png' $'tab\there.png' $'uni\xc3\xa9.png')
+	mkimg make solid a.png 8 8
+	for n in "${names[@]}"; do
+		cp a.png "$n"
+		printf '%s 0\n' "$n"
+	done >list.txt
+	bw -q --size 8 -o $'db\xff' list.txt
+	random_weights 4 $'w\xfe.safetensors'
+	# strict: every byte UTF-8; names and paths give back their bytes
+	check='
+import json, os, sys
+d = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+print(eval(sys.argv[1]))'
+	for mode in "" --list --verify "--record 3"; do
+		# shellcheck disable=SC2086
+		inspect --json $mode $'db\xff' >out.json
+		"$PY" -c "$check" 1 <out.json
+	done
+	assert_equal "$(inspect --json --list $'db\xff' | "$PY" -c "$check" '[os.fsencode(r["name"]) for r in d]')" \
+		"[b'q\"uote.png', b'back\\\\slash.png', b'ctl\\x01\\x1f.png', b'bad\\xff\\xfe.png', b'tab\\there.png', b'uni\\xc3\\xa9.png']"
+	assert_equal "$(inspect --json $'db\xff' | "$PY" -c "$check" 'os.fsencode(d["dataset"])')" "b'db\\xff'"
+	for mode in "" --verify --tensors; do
+		# shellcheck disable=SC2086
+		inspect --json $mode $'w\xfe.safetensors' >out.json
+		"$PY" -c "$check" 1 <out.json
+	done
+	assert_equal "$(inspect --json --verify $'w\xfe.safetensors' | "$PY" -c "$check" 'os.fsencode(d["file"])')" \
+		"b'w\\xfe.safetensors'"
+}
