@@ -6,6 +6,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ struct mp_db_reader {
 	MDB_txn *txn;
 	MDB_dbi dbi;
 	char path[PATH_MAX];
+	char file[PATH_MAX]; /* path/data.mdb, for messages */
 };
 
 int mp_db_is_db(const char *path)
@@ -374,6 +377,91 @@ short_file:
 			 (unsigned long long)have, (unsigned long long)need);
 }
 
+/* LMDB trusts the pages it reads: in a damaged data.mdb a page number or
+ * a node offset can send it outside the file (SIGBUS) or the map
+ * (SIGSEGV). Each LMDB read below runs with these signals caught, and a
+ * fault ends it with an error instead of killing the program. The handler
+ * acts only for a thread inside such a read; any other fault goes on to
+ * the action there was before, and kills as it would have. */
+/* volatile: the stores around a read must not move past it */
+static __thread sigjmp_buf *volatile fault_jmp;
+static struct sigaction fault_old[2];
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+
+static void on_fault(int sig)
+{
+	if (fault_jmp)
+		siglongjmp(*fault_jmp, sig);
+	/* not ours: the faulting access runs again under the old action */
+	sigaction(sig, &fault_old[sig == SIGBUS], NULL);
+}
+
+static void fault_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_fault;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &fault_old[0]);
+	sigaction(SIGBUS, &sa, &fault_old[1]);
+}
+
+#define DB_FAULT_BASE 100000 /* returned as DB_FAULT_BASE + the signal */
+
+/* rc = call, with a fault in it turned into DB_FAULT_BASE + the signal. */
+#define DB_GUARDED(rc, call)                                   \
+	do {                                                   \
+		sigjmp_buf jb_;                                \
+		pthread_once(&fault_once, fault_install);      \
+		int sig_ = sigsetjmp(jb_, 1);                  \
+		if (sig_) {                                    \
+			fault_jmp = NULL;                      \
+			(rc) = DB_FAULT_BASE + sig_;           \
+		} else {                                       \
+			fault_jmp = &jb_;                      \
+			(rc) = (call);                         \
+			fault_jmp = NULL;                      \
+		}                                              \
+	} while (0)
+
+/* Reads a byte of every page of v (the first and the last included), so
+ * that a value whose size or page number is damaged faults here, guarded,
+ * rather than in its reader. */
+static int touch_value(const MDB_val *v)
+{
+	const volatile uint8_t *p = v->mv_data;
+	uint8_t sink = 0;
+	for (size_t i = 0; i < v->mv_size; i += 4096)
+		sink ^= p[i];
+	if (v->mv_size)
+		sink ^= p[v->mv_size - 1];
+	return sink & 0;
+}
+
+/* mdb_get (c NULL) or mdb_cursor_get (c, op), guarded, with the key and
+ * the value touched. */
+static int db_read(mp_db_reader *r, MDB_cursor *c, MDB_cursor_op op, MDB_val *k, MDB_val *v)
+{
+	int rc;
+	DB_GUARDED(rc, c ? mdb_cursor_get(c, k, v, op) : mdb_get(r->txn, r->dbi, k, v));
+	if (rc == MDB_SUCCESS)
+		DB_GUARDED(rc, touch_value(k) | touch_value(v));
+	return rc;
+}
+
+/* The message for an error of db_read. */
+static const char *db_read_error(int rc, char *buf, size_t n)
+{
+	if (rc > DB_FAULT_BASE)
+		snprintf(buf, n, "damaged: a page leads outside the file (%s)",
+			 strsignal(rc - DB_FAULT_BASE));
+	else if (rc == MDB_CORRUPTED)
+		snprintf(buf, n, "damaged: %s", mdb_strerror(rc));
+	else
+		snprintf(buf, n, "%s", mdb_strerror(rc));
+	return buf;
+}
+
 mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 {
 	struct stat st;
@@ -423,18 +511,26 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		return NULL;
 	}
 	what = "mdb_txn_begin";
-	if ((rc = mdb_txn_begin(r->env, NULL, MDB_RDONLY, &r->txn)))
+	DB_GUARDED(rc, mdb_txn_begin(r->env, NULL, MDB_RDONLY, &r->txn));
+	if (rc)
 		goto fail;
 	what = "mdb_dbi_open";
-	if ((rc = mdb_dbi_open(r->txn, NULL, 0, &r->dbi)))
+	DB_GUARDED(rc, mdb_dbi_open(r->txn, NULL, 0, &r->dbi));
+	if (rc)
 		goto fail;
 	if (check_size(r, file, e) < 0) {
 		mp_db_reader_close(r);
 		return NULL;
 	}
+	snprintf(r->file, sizeof r->file, "%s", file);
 	return r;
 fail:
-	mp_seterr(e, "%s: %s: %s", path, what, mdb_strerror(rc));
+	if (rc > DB_FAULT_BASE || rc == MDB_CORRUPTED) {
+		char why[128];
+		mp_seterr(e, "%s: %s: %s", file, what, db_read_error(rc, why, sizeof why));
+	} else {
+		mp_seterr(e, "%s: %s: %s", path, what, mdb_strerror(rc));
+	}
 	mp_db_reader_close(r);
 	return NULL;
 }
@@ -443,11 +539,13 @@ int mp_db_reader_meta(mp_db_reader *r, const char **json, size_t *len,
 		      mp_error *e)
 {
 	MDB_val k = {4, "meta"}, v;
-	int rc = mdb_get(r->txn, r->dbi, &k, &v);
+	char why[128];
+	int rc = db_read(r, NULL, 0, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return mp_seterr(e, "%s: no meta record (not a finished dataset DB)", r->path);
 	if (rc)
-		return mp_seterr(e, "%s: reading meta: %s", r->path, mdb_strerror(rc));
+		return mp_seterr(e, "%s: reading meta: %s", r->file,
+				 db_read_error(rc, why, sizeof why));
 	*json = v.mv_data;
 	*len = v.mv_size;
 	return 0;
@@ -459,11 +557,13 @@ int mp_db_reader_get(mp_db_reader *r, uint64_t index, const uint8_t **buf,
 	char key[32];
 	batch_key(key, sizeof key, index);
 	MDB_val k = {strlen(key), key}, v;
-	int rc = mdb_get(r->txn, r->dbi, &k, &v);
+	char why[128];
+	int rc = db_read(r, NULL, 0, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
-		return mp_seterr(e, "%s: reading %s: %s", r->path, key, mdb_strerror(rc));
+		return mp_seterr(e, "%s: reading %s: %s", r->file, key,
+				 db_read_error(rc, why, sizeof why));
 	*buf = v.mv_data;
 	*len = v.mv_size;
 	return 1;
@@ -477,14 +577,16 @@ int mp_db_reader_count_batches(mp_db_reader *r, uint64_t *count, mp_error *e)
 		return mp_seterr(e, "%s: mdb_cursor_open: %s", r->path, mdb_strerror(rc));
 	uint64_t n = 0;
 	MDB_val k = {3, "mb/"}, v;
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	char why[128];
+	rc = db_read(r, c, MDB_SET_RANGE, &k, &v);
 	while (rc == MDB_SUCCESS && k.mv_size >= 3 && !memcmp(k.mv_data, "mb/", 3)) {
 		n++;
-		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+		rc = db_read(r, c, MDB_NEXT, &k, &v);
 	}
 	mdb_cursor_close(c);
 	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
-		return mp_seterr(e, "%s: walking keys: %s", r->path, mdb_strerror(rc));
+		return mp_seterr(e, "%s: walking keys: %s", r->file,
+				 db_read_error(rc, why, sizeof why));
 	*count = n;
 	return 0;
 }

@@ -199,10 +199,26 @@ static int check_counts(const char *what, uint64_t records, uint64_t macrobatche
 	return 0;
 }
 
+/* One JSON value and nothing after it but white space: a damaged length
+ * that takes in bytes after the document must not pass. */
+static cJSON *parse_whole(const char *text, size_t len)
+{
+	const char *end = NULL;
+	cJSON *o = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+	if (!o)
+		return NULL;
+	for (; end < text + len; end++)
+		if (!strchr(" \t\n\r", *end) || !*end) {
+			cJSON_Delete(o);
+			return NULL;
+		}
+	return o;
+}
+
 int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 {
 	mp_meta_init(m);
-	cJSON *o = cJSON_ParseWithLength(text, len);
+	cJSON *o = parse_whole(text, len);
 	long v;
 	if (!o)
 		return mp_seterr(e, "meta: not well-formed JSON");
@@ -341,7 +357,7 @@ char *mp_meta_end_json(const mp_meta *m, mp_error *e)
 
 int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
 {
-	cJSON *o = cJSON_ParseWithLength(text, len);
+	cJSON *o = parse_whole(text, len);
 	if (!o || !cJSON_IsObject(o)) {
 		cJSON_Delete(o);
 		return mp_seterr(e, "end frame: not a JSON object");

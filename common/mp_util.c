@@ -456,6 +456,65 @@ int mp_same_file(const char *a, const char *b)
 	return !strcmp(ca, cb);
 }
 
+size_t mp_utf8_bad_at(const void *buf, size_t len)
+{
+	const uint8_t *s = buf;
+	size_t i = 0;
+	while (i < len) {
+		uint8_t c = s[i];
+		size_t n;
+		uint32_t cp, min;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			n = 1, cp = c & 0x1f, min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2, cp = c & 0x0f, min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return i;
+		}
+		if (len - i <= n)
+			return i;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return i;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += n + 1;
+	}
+	return len;
+}
+
+char *mp_json_utf8(const char *json)
+{
+	size_t len = strlen(json), bad = 0;
+	for (size_t i = 0, k; i < len; i += k ? k : 1) {
+		k = mp_utf8_bad_at(json + i, len - i);
+		bad += !k;
+	}
+	char *out = malloc(len + 5 * bad + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0, k; i < len;) {
+		k = mp_utf8_bad_at(json + i, len - i);
+		if (k) {
+			memcpy(o, json + i, k);
+			o += k;
+			i += k;
+		} else {
+			/* 6 characters for the byte's 1 */
+			o += sprintf(o, "\\udc%02x", (unsigned char)json[i++]);
+		}
+	}
+	*o = 0;
+	return out;
+}
+
 void mp_put_tsv_field(FILE *f, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

@@ -128,6 +128,16 @@ void mp_tmp_on_signals(void);
 void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all);
 int mp_tmp_add(const char *path);
 void mp_tmp_remove(const char *path);
+/* Offset of the first byte of buf[0..len) that breaks UTF-8 (overlong
+ * forms, surrogates and code points above U+10FFFF included), or len if
+ * there is none. */
+size_t mp_utf8_bad_at(const void *buf, size_t len);
+/* JSON text made valid UTF-8, in a new string (NULL when out of memory):
+ * each byte that breaks UTF-8, which in JSON text can only lie inside a
+ * string (a name or path as the file system has it), becomes the escape
+ * \\udcXX of the byte's value XX (80 to ff), as Python's surrogateescape
+ * has it, so that os.fsencode gives back the bytes. */
+char *mp_json_utf8(const char *json);
 /* s[0..n) as one field of a tab-separated line: tab, newline, carriage
  * return and backslash written as \t, \n, \r and \\. */
 void mp_put_tsv_field(FILE *f, const char *s, size_t n);

@@ -388,14 +388,22 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
 		if (v > s->max)
 			s->max = v;
 	}
-	if (s->count) {
-		s->mean = sum / (double)s->count;
-		double var = sq / (double)s->count - s->mean * s->mean;
-		s->std = var > 0 ? sqrt(var) : 0;
-		s->l2 = sqrt(sq);
-	} else {
+	if (!s->count) {
 		s->min = s->max = 0;
+		return;
 	}
+	s->mean = sum / (double)s->count;
+	s->l2 = sqrt(sq);
+	/* A second pass over the deviations: the mean of the squares less the
+	 * square of the mean cancels to noise when the spread is small beside
+	 * the mean (running variances, a constant tensor). */
+	double dev = 0;
+	for (uint64_t i = 0; i < t->numel; i++) {
+		double v = mp_st_element(t, i);
+		if (isfinite(v))
+			dev += (v - s->mean) * (v - s->mean);
+	}
+	s->std = sqrt(dev / (double)s->count);
 }
 
 int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,

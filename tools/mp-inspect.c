@@ -77,12 +77,14 @@ static const struct option long_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
+/* Names and paths are bytes; the JSON printed is UTF-8 whatever they hold. */
 static void print_json(cJSON *o)
 {
-	char *s = cJSON_Print(o);
-	if (!s)
+	char *s = cJSON_Print(o), *u = s ? mp_json_utf8(s) : NULL;
+	if (!u)
 		mp_errx(1, "out of memory");
-	puts(s);
+	puts(u);
+	free(u);
 	free(s);
 	cJSON_Delete(o);
 }

@@ -304,3 +304,79 @@ env.close()'
 	bw -q --size 8 -o db list.txt
 	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" 'a\tb.png'
 }
+
+@test "--json is valid UTF-8 JSON whatever bytes names and paths hold" {
+	names=('q"uote.png' 'back\slash.png' $'ctl\x01\x1f.png' $'bad\xff\xfe.png' $'tab\there.png' $'uni\xc3\xa9.png')
+	mkimg make solid a.png 8 8
+	for n in "${names[@]}"; do
+		cp a.png "$n"
+		printf '%s 0\n' "$n"
+	done >list.txt
+	bw -q --size 8 -o $'db\xff' list.txt
+	random_weights 4 $'w\xfe.safetensors'
+	# strict: every byte UTF-8; names and paths give back their bytes
+	check='
+import json, os, sys
+d = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+print(eval(sys.argv[1]))'
+	for mode in "" --list --verify "--record 3"; do
+		# shellcheck disable=SC2086
+		inspect --json $mode $'db\xff' >out.json
+		"$PY" -c "$check" 1 <out.json
+	done
+	assert_equal "$(inspect --json --list $'db\xff' | "$PY" -c "$check" '[os.fsencode(r["name"]) for r in d]')" \
+		"[b'q\"uote.png', b'back\\\\slash.png', b'ctl\\x01\\x1f.png', b'bad\\xff\\xfe.png', b'tab\\there.png', b'uni\\xc3\\xa9.png']"
+	assert_equal "$(inspect --json $'db\xff' | "$PY" -c "$check" 'os.fsencode(d["dataset"])')" "b'db\\xff'"
+	for mode in "" --verify --tensors; do
+		# shellcheck disable=SC2086
+		inspect --json $mode $'w\xfe.safetensors' >out.json
+		"$PY" -c "$check" 1 <out.json
+	done
+	assert_equal "$(inspect --json --verify $'w\xfe.safetensors' | "$PY" -c "$check" 'os.fsencode(d["file"])')" \
+		"b'w\\xfe.safetensors'"
+}
+
+@test "--verify reports every damaged byte and every cut of a stream, DB, weights file and checkpoint" {
+	small_db
+	random_weights 4 w.safetensors
+	# a checkpoint: the same network with momentum for each learned tensor
+	"$PY" - "$MP_ROOT/scripts" <<-'END'
+		import sys
+		sys.path.insert(0, sys.argv[1])
+		import numpy as np, mp_resnet
+		t, meta = mp_resnet.read_safetensors("w.safetensors")
+		for k in list(t):
+		    if not k.endswith(("running_mean", "running_var")):
+		        t["momentum." + k] = (np.asarray(t[k]) * 0.01).astype(np.float32)
+		meta["crc32"] = mp_resnet.data_crc32(t)
+		mp_resnet.write_safetensors("c.safetensors", t, meta)
+	END
+	inspect --verify c.safetensors
+	for f in "stream out.stream" "db db" "weights w.safetensors" "weights c.safetensors"; do
+		# shellcheck disable=SC2086
+		"$PY" "$BATS_TEST_DIRNAME/damage.py" "$MP_BIN/mp-inspect" $f
+	done
+}
+
+@test "a data.mdb whose pages lead outside the file is reported, not a crash" {
+	small_db
+	# every node pointer of the leaf page (the page holding the keys) far
+	# past the end of the file: LMDB follows them blindly
+	"$PY" - <<-'END'
+		import struct
+		d = bytearray(open("db/data.mdb", "rb").read())
+		for p in range(2, len(d) // 4096):
+		    page = 4096 * p
+		    flags, lower = struct.unpack_from("<HH", d, page + 10)
+		    if flags == 2:  # P_LEAF
+		        for i in range(16, lower, 2):
+		            struct.pack_into("<H", d, page + i, 0xfff0)
+		open("db/data.mdb", "wb").write(d)
+	END
+	for mode in "" --verify --list "--record 0"; do
+		# shellcheck disable=SC2086
+		run --separate-stderr inspect $mode db
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: db/data.mdb: reading meta: damaged: a page leads outside the file (Bus error)"
+	done
+}

@@ -309,6 +309,24 @@ static void meta_round_trip(void **state)
 	assert_string_equal(r.class_names[1], "/b/bar \"quoted\"");
 	assert_string_equal(r.pad_fill, "edge");
 	assert_int_equal(r.skipped, 3);
+	/* trailing white space is fine; any other byte after the document,
+	 * as a damaged length in a DB would take in, is not */
+	size_t n = strlen(json);
+	char *more = malloc(n + 8);
+	assert_non_null(more);
+	memcpy(more, json, n);
+	memcpy(more + n, " \n\t\r", 4);
+	mp_meta_free(&r);
+	assert_int_equal(mp_meta_from_json(more, n + 4, &r, &e), 0);
+	mp_meta_free(&r);
+	memcpy(more + n, "\n\x01\x02", 3);
+	assert_int_equal(mp_meta_from_json(more, n + 3, &r, &e), -1);
+	assert_string_equal(e.msg, "meta: not well-formed JSON");
+	memcpy(more + n, "\n\0", 2);
+	assert_int_equal(mp_meta_from_json(more, n + 2, &r, &e), -1);
+	memcpy(more + n, "{}", 2);
+	assert_int_equal(mp_meta_from_json(more, n + 2, &r, &e), -1);
+	free(more);
 	free(json);
 	mp_meta_free(&r);
 	mp_meta_free(&m);

@@ -899,6 +899,30 @@ static void diff_scale_ignores_infinities(void **state)
 	assert_true(d == 0 && r == 0);
 }
 
+/* The standard deviation of values whose spread is small beside their
+ * mean: the mean of the squares less the square of the mean cancels to 0
+ * or to noise there. */
+static void stats_small_spread(void **state)
+{
+	(void)state;
+	enum { N = 2000 };
+	static float a[N], c[N];
+	for (int i = 0; i < N; i++) {
+		a[i] = 10000.0f + (float)(i % 2) * 0x1p-10f; /* one float step apart */
+		c[i] = 0.1f;
+	}
+	mp_st_tensor ta = f32_tensor(a, N), tc = f32_tensor(c, N);
+	mp_tensor_stats s;
+	mp_st_stats(&ta, &s);
+	assert_true(s.mean == 10000.0 + 0x1p-11);
+	assert_true(s.std == 0x1p-11);
+	assert_true(s.min == 10000.0 && s.max == 10000.0 + 0x1p-10);
+	/* a constant tensor has no spread at all */
+	mp_st_stats(&tc, &s);
+	assert_true(s.std == 0);
+	assert_true(s.mean == (double)0.1f && s.min == s.mean && s.max == s.mean);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -930,6 +954,7 @@ int main(void)
 		cmocka_unit_test(truncated_and_corrupt),
 		cmocka_unit_test(pytorch_both_ways),
 		cmocka_unit_test(diff_scale_ignores_infinities),
+		cmocka_unit_test(stats_small_spread),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
