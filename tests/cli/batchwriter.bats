@@ -276,7 +276,7 @@ names() {
 		--macrobatch 0|mp-batchwriter: --macrobatch: "0" is not a number from 1 to 1048576
 		--map-size 4096|mp-batchwriter: --map-size: "4096" is not a number from 65536 to 70368744177664
 		--max-pixels -1|mp-batchwriter: --max-pixels: "-1" is not a number from 1 to 1099511627776
-		--seed x|mp-batchwriter: --seed: "x" is not a number from 0 to 9223372036854775807
+		--seed x|mp-batchwriter: --seed: "x" is not a number from 0 to 999999999999999
 		--classes 3 -c cats.txt|mp-batchwriter: give either -c or --classes, not both
 		--bogus|mp-batchwriter: unrecognized option '--bogus'
 		extra.txt|mp-batchwriter: expected at most one LIST, got 2 arguments
@@ -397,12 +397,23 @@ names() {
 	done
 }
 
-@test "the shuffle seed is recorded in the meta" {
+@test "the shuffle seed is recorded in the meta, exactly" {
 	mkimg many img 6 8 8 labels=2 >list.txt
 	bw -q --size 8 --shuffle --seed 42 -o shuffled list.txt
 	bw -q --size 8 -o plain list.txt
 	assert_equal "$(json_get <(inspect --json shuffled) 'd["meta"]["shuffle_seed"]')" "42"
 	assert_equal "$(json_get <(inspect --json plain) 'd["meta"]["shuffle_seed"]')" "None"
+	# The largest seed is recorded exactly and read back; a larger one was
+	# rounded (9007199254740991), or made a meta no reader accepted.
+	bw -q --size 8 --shuffle --seed 999999999999999 -o big list.txt
+	assert_equal "$(json_get <(inspect --json big) 'd["meta"]["shuffle_seed"]')" "999999999999999"
+	for seed in 1000000000000000 9007199254740991 9223372036854775807; do
+		run --separate-stderr bw -q --size 8 --shuffle --seed "$seed" -o bigger list.txt
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" \
+			"mp-batchwriter: --seed: \"$seed\" is not a number from 0 to 999999999999999"
+	done
+	assert_files . img list.txt shuffled plain big
 }
 
 @test "a stream is not written to a terminal" {
