@@ -78,45 +78,10 @@ static int st_err(mp_error *e, const char *path, const char *fmt, ...)
 	return mp_seterr(e, "%s: %s", path, msg);
 }
 
-/* Offset of the first byte that breaks UTF-8 (overlong forms, surrogates
- * and code points above U+10FFFF included), or len if there is none. */
-static size_t utf8_bad_at(const uint8_t *s, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		uint8_t c = s[i];
-		size_t n;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			n = 1, cp = c & 0x1f, min = 0x80;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2, cp = c & 0x0f, min = 0x800;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3, cp = c & 0x07, min = 0x10000;
-		} else {
-			return i;
-		}
-		if (len - i <= n)
-			return i;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return i;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return i;
-		i += n + 1;
-	}
-	return len;
-}
-
 static int utf8_ok(const char *s)
 {
 	size_t n = strlen(s);
-	return utf8_bad_at((const uint8_t *)s, n) == n;
+	return mp_utf8_bad_at((const uint8_t *)s, n) == n;
 }
 
 /* A JSON number that is a whole number from 0 to 2^53. */
@@ -213,7 +178,7 @@ static int check_header_bytes(const mp_st_file *f, const uint8_t *h, size_t n,
 				      "the header has control byte 0x%02x at byte %zu of the file "
 				      "(not well-formed JSON)",
 				      h[i], i + 8);
-	size_t bad = utf8_bad_at(h, n);
+	size_t bad = mp_utf8_bad_at(h, n);
 	if (bad != n)
 		return st_err(e, f->path, "the header is not valid UTF-8 (byte %zu of the file)",
 			      bad + 8);

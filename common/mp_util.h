@@ -93,6 +93,9 @@ uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
 /* Reads a whole regular file of at most max_bytes into a malloc'ed buffer. */
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e);
+/* Offset of the first byte that breaks UTF-8 (overlong forms, surrogates
+ * and code points above U+10FFFF included), or len if there is none. */
+size_t mp_utf8_bad_at(const uint8_t *s, size_t len);
 /* The environment variable name, or NULL when it is unset or empty (an
  * empty value means the default, as for the CUDA backend's variables). */
 const char *mp_getenv(const char *name);

@@ -199,6 +199,24 @@ names() {
 	assert_equal "$(json_get <(inspect --json db) 'd["meta"]["class_names"]')" "['/a/abbey', '/b/beach', '/c/canyon']"
 }
 
+@test "the meta stays UTF-8 JSON: a category file in another encoding is refused, a list name is mended" {
+	mkimg make solid a.png 8 8
+	printf '/c/caf\xe9 0\n/b/bar 1\n' >latin1.txt
+	printf '/c/caf\xc3\xa9 0\n/b/bar 1\n' >utf8.txt
+	printf 'a.png 0\na.png 1\n' >$'l\xe9.txt'
+	run --separate-stderr bw -q -c latin1.txt --size 8 -o db $'l\xe9.txt'
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: latin1.txt line 1: byte 7 (0xe9) is not UTF-8: save the file as UTF-8"
+	assert_no_db db
+	bw -q -c utf8.txt --size 8 -o db $'l\xe9.txt'
+	# the meta as stored, read as strict UTF-8 JSON
+	run "$PY" -c 'import json, lmdb, sys
+m = json.loads(lmdb.open(sys.argv[1], readonly=True, lock=False).begin().get(b"meta"))
+print(ascii(m["class_names"]), ascii(m["source_list"]))' db
+	assert_status 0
+	assert_equal "$output" "['/c/caf\\xe9', '/b/bar'] 'l\\ufffd.txt'"
+}
+
 # ---- outputs --------------------------------------------------------------
 
 @test "without -o the stream goes to stdout redirected to a file" {
