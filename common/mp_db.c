@@ -22,6 +22,7 @@ struct mp_db_writer {
 	MDB_dbi dbi;
 	uint64_t map_size;
 	unsigned growths;
+	int replace; /* -f: an existing DB under target may be replaced */
 	char target[PATH_MAX];
 	char partial[PATH_MAX];
 };
@@ -156,6 +157,7 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		return NULL;
 	}
 	w->map_size = map_size;
+	w->replace = replace;
 	MDB_txn *txn = NULL;
 	LMDB_CHECK(mdb_env_create(&w->env), "mdb_env_create");
 	LMDB_CHECK(mdb_env_set_mapsize(w->env, (size_t)map_size), "mdb_env_set_mapsize");
@@ -216,14 +218,51 @@ int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
 	return put_growing(w, key, buf, len, e);
 }
 
-static int replace_dir(const char *partial, const char *target, mp_error *e)
+/* What lies under target now, checked again at the rename: another run
+ * may have put something there since mp_db_writer_open looked. */
+static int check_target(const mp_db_writer *w, mp_error *e)
 {
+	struct stat st;
+	if (lstat(w->target, &st) < 0)
+		return 0;
+	if (!w->replace)
+		return mp_seterr(e, "%s: appeared while this run worked (another run writing "
+				 "the same name?); not replacing it without --force", w->target);
+	if (!S_ISDIR(st.st_mode) || !mp_db_is_db(w->target))
+		return mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it",
+				 w->target);
+	return 0;
+}
+
+static int replace_dir(const mp_db_writer *w, mp_error *e)
+{
+	const char *partial = w->partial, *target = w->target;
+	if (check_target(w, e) < 0)
+		return -1;
+	/* Without -f the name must still be free: a plain rename() would
+	 * put the DB in place of another run's DB, or of an empty directory,
+	 * made since the check above. */
+	if (!w->replace) {
+		if (renameat2(AT_FDCWD, partial, AT_FDCWD, target, RENAME_NOREPLACE) == 0) {
+			mp_sync_parent_dir(target);
+			return 0;
+		}
+		if (errno == EEXIST)
+			return check_target(w, e) < 0 ? -1
+			       : mp_seterr(e, "%s: rename: %s", target, strerror(EEXIST));
+		if (errno != EINVAL && errno != ENOSYS)
+			return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
+		/* a file system without RENAME_NOREPLACE: the check above must do */
+	}
 	if (rename(partial, target) == 0) {
 		mp_sync_parent_dir(target);
 		return 0;
 	}
 	if (errno != ENOTEMPTY && errno != EEXIST)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
+	if (!w->replace)
+		return check_target(w, e) < 0 ? -1
+		       : mp_seterr(e, "%s: rename: %s", target, strerror(EEXIST));
 	/* The target is an earlier DB: swap the two atomically, then remove
 	 * the old one, so the name always holds a complete DB. */
 	if (renameat2(AT_FDCWD, partial, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
@@ -232,7 +271,8 @@ static int replace_dir(const char *partial, const char *target, mp_error *e)
 		return 0;
 	}
 	char old[PATH_MAX];
-	snprintf(old, sizeof old, "%s.old-%ld", target, (long)getpid());
+	if (snprintf(old, sizeof old, "%s.old-%ld", target, (long)getpid()) >= (int)sizeof old)
+		return mp_seterr(e, "%s: path too long", target);
 	if (rename(target, old) < 0)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
 	if (rename(partial, target) < 0) {
@@ -256,7 +296,7 @@ int mp_db_writer_finish(mp_db_writer *w, const char *meta_json, mp_error *e)
 	}
 	mdb_env_close(w->env);
 	w->env = NULL;
-	if (replace_dir(w->partial, w->target, e) < 0)
+	if (replace_dir(w, e) < 0)
 		goto fail;
 	free(w);
 	return 0;

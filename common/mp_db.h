@@ -23,7 +23,9 @@ mp_db_writer *mp_db_writer_open(const char *path, uint64_t map_size, int replace
 /* Stores macrobatch number index; grows the map when LMDB is full. */
 int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
 		     size_t len, mp_error *e);
-/* Stores the meta document, syncs, and renames into place. Frees w. */
+/* Stores the meta document, syncs, and renames into place, under the rule
+ * of mp_db_writer_open for what the name holds by then (another run may
+ * have written it meanwhile). Frees w. */
 int mp_db_writer_finish(mp_db_writer *w, const char *meta_json, mp_error *e);
 /* Removes the partial environment. Frees w. */
 void mp_db_writer_abort(mp_db_writer *w);

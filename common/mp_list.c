@@ -224,6 +224,13 @@ int mp_categories_read(FILE *f, const char *name, char ***names_out,
 			drop_bom(line, &len);
 		if (!clean_line(line, &len))
 			continue;
+		/* The names go into the meta document, JSON, which is UTF-8. */
+		size_t bad = mp_utf8_bad_at((const uint8_t *)line, len);
+		if (bad < len) {
+			mp_seterr(e, "%s line %ld: byte %zu (0x%02x) is not UTF-8: save the file "
+				  "as UTF-8", name, lineno, bad + 1, (unsigned char)line[bad]);
+			goto fail;
+		}
 		long idx;
 		int has = split_label(line, len, &idx, NULL);
 		if (has <= 0) {

@@ -44,6 +44,34 @@ static int add_mean(cJSON *o, const mp_meta *m)
 	return 0;
 }
 
+/* A JSON string of text that should be UTF-8 but may not be (a file name,
+ * a name from another writer's stream): each byte that breaks UTF-8 becomes U+FFFD, so the document
+ * stays valid JSON for every reader. */
+static cJSON *utf8_string(const char *s)
+{
+	size_t n = strlen(s), bad = mp_utf8_bad_at((const uint8_t *)s, n);
+	if (bad == n)
+		return cJSON_CreateString(s);
+	char *t = malloc(3 * n + 1), *q = t;
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < n;) {
+		size_t ok = mp_utf8_bad_at((const uint8_t *)s + i, n - i);
+		memcpy(q, s + i, ok);
+		q += ok;
+		i += ok;
+		if (i < n) {
+			memcpy(q, "\xef\xbf\xbd", 3);
+			q += 3;
+			i++;
+		}
+	}
+	*q = '\0';
+	cJSON *j = cJSON_CreateString(t);
+	free(t);
+	return j;
+}
+
 char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -74,7 +102,7 @@ char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 		if (!a)
 			goto oom;
 		for (int i = 0; i < m->classes; i++) {
-			cJSON *s = cJSON_CreateString(m->class_names[i]);
+			cJSON *s = utf8_string(m->class_names[i]);
 			if (!s)
 				goto oom;
 			cJSON_AddItemToArray(a, s);
@@ -82,8 +110,11 @@ char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 	} else if (!cJSON_AddNullToObject(o, "class_names")) {
 		goto oom;
 	}
-	if (!cJSON_AddStringToObject(o, "source_list", m->source_list ? m->source_list : "") ||
-	    !cJSON_AddNumberToObject(o, "skipped", (double)m->skipped) ||
+	cJSON *src = utf8_string(m->source_list ? m->source_list : "");
+	if (!src)
+		goto oom;
+	cJSON_AddItemToObject(o, "source_list", src);
+	if (!cJSON_AddNumberToObject(o, "skipped", (double)m->skipped) ||
 	    !(m->shuffled ? cJSON_AddNumberToObject(o, "shuffle_seed", (double)m->shuffle_seed)
 			  : cJSON_AddNullToObject(o, "shuffle_seed")) ||
 	    !cJSON_AddStringToObject(o, "created_by", m->created_by))

@@ -9,6 +9,12 @@
 
 #define MP_META_FORMAT "mp-dataset"
 #define MP_META_VERSION 1
+/* The largest shuffle seed the document holds exactly. Readers take a
+ * JSON number as a double, exact up to 2^53, but cJSON writes 15
+ * significant digits whenever they read back within a relative 2^-52:
+ * 9007199254740991 comes out as 9.00719925474099e+15. Below 10^15 every
+ * integer comes out whole. */
+#define MP_META_MAX_SEED 999999999999999LL
 
 typedef struct {
 	int format_version;

@@ -211,7 +211,9 @@ uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO blocks until a writer comes, which may
+	 * be never, and no signal would end the wait in a worker thread. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return mp_seterr(e, "%s", strerror(errno));
 	struct stat st;
@@ -226,7 +228,11 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		return mp_seterr(e, "not a regular file");
+		return mp_seterr(e, "not a regular file (%s)",
+				 S_ISFIFO(st.st_mode) ? "a FIFO"
+				 : S_ISCHR(st.st_mode) ? "a character device"
+				 : S_ISBLK(st.st_mode) ? "a block device"
+				 : S_ISSOCK(st.st_mode) ? "a socket" : "of an unknown type");
 	}
 	if ((uint64_t)st.st_size > max_bytes) {
 		close(fd);

@@ -1,7 +1,6 @@
 /* mp-batchwriter: packs an image list into a dataset (LMDB DB or stream). */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "mp_db.h"
 #include "mp_list.h"
 #include "mp_macrobatch.h"
+#include "mp_meta.h"
 #include "mp_pack.h"
 #include "mp_util.h"
 
@@ -225,7 +225,9 @@ int main(int argc, char **argv)
 			bad = mp_parse_long("--macrobatch", optarg, 1, MP_MB_MAX_COUNT, &macrobatch);
 			break;
 		case OPT_SHUFFLE: shuffle = 1; break;
-		case OPT_SEED: bad = mp_parse_long("--seed", optarg, 0, LONG_MAX, &seed); break;
+		case OPT_SEED: /* the meta document records it exactly */
+			bad = mp_parse_long("--seed", optarg, 0, MP_META_MAX_SEED, &seed);
+			break;
 		case 'j': bad = mp_parse_long("--jobs", optarg, 1, 256, &jobs); break;
 		case OPT_SKIP_BAD: skip_bad = 1; break;
 		case OPT_MAX_PIXELS:

@@ -219,6 +219,68 @@ two_lists() {
 	assert_files . a.png b.png one.txt two.txt notdb afile realdb link dangling
 }
 
+# ---- a name taken while a run works -----------------------------------------
+
+# held_copy DB [OPTION...]: starts mp-batchwriter --input-stream -o DB in the
+# background (its pid in $pid), fed two.txt's stream through a FIFO (fd $feed; bats keeps fd 3)
+# short of its last byte, and returns once its partial DB is there; the run
+# is then waiting to finish. finish_copy sends that byte and sets status.
+held_copy() {
+	local db=$1
+	shift
+	bw -q --size 8 two.txt >two.stream
+	mkfifo fifo
+	"$MP_BIN/mp-batchwriter" -q --input-stream "$@" -o "$db" <fifo 2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	exec {feed}>fifo
+	head -c "$(($(stat -c %s two.stream) - 1))" two.stream >&"$feed"
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[[ -s "$db.partial-$pid/data.mdb" ]] && return 0
+		sleep 0.05
+	done
+	fail "no $db.partial-$pid/data.mdb after 10 s"
+}
+
+finish_copy() {
+	tail -c 1 two.stream >&"$feed"
+	exec {feed}>&-
+	status=0
+	wait "$pid" || status=$?
+}
+
+@test "two runs writing one name: the one that ends second fails and leaves the first one's DB" {
+	two_lists
+	held_copy db
+	bw -q --size 8 -o db one.txt
+	finish_copy
+	assert_status 1
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+		"mp-batchwriter: db: appeared while this run worked (another run writing the same name?); not replacing it without --force"
+	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(1, 'one.txt')"
+	rm fifo
+	assert_files . a.png b.png one.txt two.txt two.stream db
+}
+
+@test "--force: what appears under the name while the run works is replaced only if it is a DB" {
+	two_lists
+	held_copy db --force
+	mkdir db
+	echo precious >db/file
+	finish_copy
+	assert_status 1
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" "mp-batchwriter: db: exists and is not a dataset DB; not replacing it"
+	assert_equal "$(cat db/file)" precious
+	rm -r fifo db
+	held_copy db --force
+	bw -q --size 8 -o db one.txt
+	finish_copy
+	assert_status 0
+	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(2, 'two.txt')"
+	rm fifo
+	assert_files . a.png b.png one.txt two.txt two.stream db
+}
+
 # ---- leftovers of other runs ---------------------------------------------------
 
 @test "partial directories of dead writers are removed, those of live ones kept" {

@@ -66,6 +66,21 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	assert_files . "${BAD_ORDER[@]:1}" good.png good.jpg long.jpg long.png list.txt
 }
 
+@test "a FIFO or a device in the list is refused at once, not waited on" {
+	mkimg make noise good.png 16 16 seed=1
+	mkfifo fifo.png
+	declare -A why=([fifo.png]="a FIFO" [/dev/null]="a character device")
+	for bad in fifo.png /dev/null; do
+		printf 'good.png 0\n%s 1\n' "$bad" >list.txt
+		# Opening a FIFO without a writer used to wait for ever, SIGTERM
+		# or not: KILL after 10 s.
+		run --separate-stderr timeout -s KILL 10 "$MP_BIN/mp-batchwriter" --size 16 -o db list.txt
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: $bad (list.txt line 2): not a regular file (${why[$bad]})"
+		assert_no_db db
+	done
+}
+
 @test "a huge header is refused before any pixel memory is allocated" {
 	bad_inputs
 	printf 'huge2.jpg\n' >jpeg.txt

@@ -199,6 +199,24 @@ names() {
 	assert_equal "$(json_get <(inspect --json db) 'd["meta"]["class_names"]')" "['/a/abbey', '/b/beach', '/c/canyon']"
 }
 
+@test "the meta stays UTF-8 JSON: a category file in another encoding is refused, a list name is mended" {
+	mkimg make solid a.png 8 8
+	printf '/c/caf\xe9 0\n/b/bar 1\n' >latin1.txt
+	printf '/c/caf\xc3\xa9 0\n/b/bar 1\n' >utf8.txt
+	printf 'a.png 0\na.png 1\n' >$'l\xe9.txt'
+	run --separate-stderr bw -q -c latin1.txt --size 8 -o db $'l\xe9.txt'
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: latin1.txt line 1: byte 7 (0xe9) is not UTF-8: save the file as UTF-8"
+	assert_no_db db
+	bw -q -c utf8.txt --size 8 -o db $'l\xe9.txt'
+	# the meta as stored, read as strict UTF-8 JSON
+	run "$PY" -c 'import json, lmdb, sys
+m = json.loads(lmdb.open(sys.argv[1], readonly=True, lock=False).begin().get(b"meta"))
+print(ascii(m["class_names"]), ascii(m["source_list"]))' db
+	assert_status 0
+	assert_equal "$output" "['/c/caf\\xe9', '/b/bar'] 'l\\ufffd.txt'"
+}
+
 # ---- outputs --------------------------------------------------------------
 
 @test "without -o the stream goes to stdout redirected to a file" {
@@ -276,7 +294,7 @@ names() {
 		--macrobatch 0|mp-batchwriter: --macrobatch: "0" is not a number from 1 to 1048576
 		--map-size 4096|mp-batchwriter: --map-size: "4096" is not a number from 65536 to 70368744177664
 		--max-pixels -1|mp-batchwriter: --max-pixels: "-1" is not a number from 1 to 1099511627776
-		--seed x|mp-batchwriter: --seed: "x" is not a number from 0 to 9223372036854775807
+		--seed x|mp-batchwriter: --seed: "x" is not a number from 0 to 999999999999999
 		--classes 3 -c cats.txt|mp-batchwriter: give either -c or --classes, not both
 		--bogus|mp-batchwriter: unrecognized option '--bogus'
 		extra.txt|mp-batchwriter: expected at most one LIST, got 2 arguments
@@ -397,12 +415,23 @@ names() {
 	done
 }
 
-@test "the shuffle seed is recorded in the meta" {
+@test "the shuffle seed is recorded in the meta, exactly" {
 	mkimg many img 6 8 8 labels=2 >list.txt
 	bw -q --size 8 --shuffle --seed 42 -o shuffled list.txt
 	bw -q --size 8 -o plain list.txt
 	assert_equal "$(json_get <(inspect --json shuffled) 'd["meta"]["shuffle_seed"]')" "42"
 	assert_equal "$(json_get <(inspect --json plain) 'd["meta"]["shuffle_seed"]')" "None"
+	# The largest seed is recorded exactly and read back; a larger one was
+	# rounded (9007199254740991), or made a meta no reader accepted.
+	bw -q --size 8 --shuffle --seed 999999999999999 -o big list.txt
+	assert_equal "$(json_get <(inspect --json big) 'd["meta"]["shuffle_seed"]')" "999999999999999"
+	for seed in 1000000000000000 9007199254740991 9223372036854775807; do
+		run --separate-stderr bw -q --size 8 --shuffle --seed "$seed" -o bigger list.txt
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" \
+			"mp-batchwriter: --seed: \"$seed\" is not a number from 0 to 999999999999999"
+	done
+	assert_files . img list.txt shuffled plain big
 }
 
 @test "a stream is not written to a terminal" {

@@ -1,6 +1,6 @@
 /* Shared helpers: error messages that do not fit their buffer, temporary
- * files that a signal removes, the part of a backend's description that
- * decides its results. */
+ * files that a signal removes, reading a whole file, the part of a
+ * backend's description that decides its results. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -250,6 +250,30 @@ static void a_backends_arithmetic_leaves_out_threads_and_device(void **state)
 	mp_backend_free(b1);
 }
 
+/* A FIFO without a writer is refused, not waited on (the alarm ends a
+ * wait that never would). */
+static void a_fifo_is_not_read(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_util_fifoXXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[64];
+	snprintf(path, sizeof path, "%s/f", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	mp_error e;
+	alarm(10);
+	int rc = mp_read_file(path, 1 << 20, &buf, &len, &e);
+	alarm(0);
+	unlink(path);
+	rmdir(dir);
+	assert_int_equal(rc, -1);
+	assert_string_equal(e.msg, "not a regular file (a FIFO)");
+	assert_int_equal(mp_read_file("/dev/null", 1 << 20, &buf, &len, &e), -1);
+	assert_string_equal(e.msg, "not a regular file (a character device)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -260,6 +284,7 @@ int main(void)
 		cmocka_unit_test(a_signal_removes_a_half_written_file),
 		cmocka_unit_test(closed_std_fds_are_not_reused),
 		cmocka_unit_test(a_backends_arithmetic_leaves_out_threads_and_device),
+		cmocka_unit_test(a_fifo_is_not_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
