@@ -169,9 +169,12 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 	cJSON_AddNumberToObject(j, "seconds", r->seconds);
 	cJSON_AddNumberToObject(j, "images_per_second",
 				r->seconds > 0 ? (double)r->images / r->seconds : 0.0);
-	char *s = cJSON_Print(j);
-	if (s)
-		puts(s);
+	/* paths are bytes; the JSON printed is UTF-8 whatever they hold */
+	char *s = cJSON_Print(j), *u = s ? mp_json_utf8(s) : NULL;
+	if (!u)
+		mp_errx(1, "out of memory");
+	puts(u);
+	free(u);
 	free(s);
 	cJSON_Delete(j);
 }

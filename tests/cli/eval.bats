@@ -595,3 +595,15 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	run ev --version
 	assert_status 0
 }
+
+@test "--json is valid UTF-8 whatever bytes the weights' and the data's paths hold" {
+	cp "$D/const.safetensors" $'w\xfe.safetensors'
+	cp -r "$D/val.db" $'val\xff.db'
+	ev -q -m $'w\xfe.safetensors' --json $'val\xff.db' >out.json
+	run "$PY" -c '
+import json, os, sys
+d = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))
+print(os.fsencode(d["weights"]), os.fsencode(d["data"]))' out.json
+	assert_status 0
+	assert_equal "$output" "b'w\\xfe.safetensors' b'val\\xff.db'"
+}
