@@ -47,6 +47,28 @@ static size_t read_some(FILE *f, void *p, size_t n)
 	return fread(p, 1, n, f);
 }
 
+/* What a file that is no stream most likely is, from its first bytes, for
+ * the message: the files users give by mistake. */
+static const char *kind_hint(const uint8_t *h, size_t n)
+{
+	static const uint8_t lmdb_magic[4] = {0xde, 0xc0, 0xef, 0xbe};
+	if (n >= 2 && h[0] == 0xff && h[1] == 0xd8)
+		return ": a JPEG image, which mp-batchwriter packs into a dataset";
+	if (n >= 8 && !memcmp(h, "\x89PNG\r\n\x1a\n", 8))
+		return ": a PNG image, which mp-batchwriter packs into a dataset";
+	if (n >= 20 && !memcmp(h + 16, lmdb_magic, 4))
+		return ": an LMDB data file; give the dataset's directory";
+	if (n >= 4 && !memcmp(h, lmdb_magic, 4))
+		return ": an LMDB lock file; give the dataset's directory";
+	if (n >= 9 && h[8] == '{' && mp_get_u32(h + 4) == 0)
+		return ": it looks like a safetensors weights file";
+	size_t text = 0;
+	for (size_t i = 0; i < n; i++)
+		text += (h[i] >= 0x20 && h[i] < 0x7f) || h[i] == '\t' || h[i] == '\n' ||
+			h[i] == '\r' || h[i] >= 0x80;
+	return n >= 16 && text == n ? ": text" : ""; // too short to tell from a damaged stream
+}
+
 int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 			  mp_error *e)
 {
@@ -64,8 +86,15 @@ int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 		return mp_seterr(e, "%s: empty input: no dataset stream", name);
 	if (got < 8 && !memcmp(h, MP_STREAM_MAGIC, got))
 		return mp_seterr(e, "%s: truncated stream header", name);
-	if (got < 8 || memcmp(h, MP_STREAM_MAGIC, 8))
-		return mp_seterr(e, "%s: not a dataset stream (bad magic)", name);
+	if (got < 8 || memcmp(h, MP_STREAM_MAGIC, 8)) {
+		/* a few more bytes, for the hint: the read fails either way */
+		uint8_t more[32];
+		memcpy(more, h, got);
+		if (got == sizeof h)
+			got += read_some(f, more + got, sizeof more - got);
+		return mp_seterr(e, "%s: not a dataset stream (bad magic)%s", name,
+				 kind_hint(more, got));
+	}
 	if (got < sizeof h)
 		return mp_seterr(e, "%s: truncated stream header", name);
 	uint32_t version = mp_get_u32(h + 8);

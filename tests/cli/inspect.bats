@@ -215,7 +215,9 @@ env.close()' "$@"
 
 @test "what is not a dataset is refused with a reason" {
 	mkdir empty-dir
-	printf 'hello, world' >text.txt
+	printf 'epoch\tstep\tlr\n1\t50\t0.1\n' >text.txt
+	mkimg make solid a.png 8 8
+	mkimg make solid a.jpg 8 8
 	"$PY" -c '
 import lmdb
 env = lmdb.open("unfinished", subdir=True)
@@ -230,7 +232,10 @@ env.close()'
 	done <<-'EOF'
 		missing|mp-inspect: missing: No such file or directory
 		empty-dir|mp-inspect: empty-dir: not a dataset DB (no data.mdb)
-		text.txt|mp-inspect: text.txt: not a dataset stream (bad magic)
+		text.txt|mp-inspect: text.txt: not a dataset stream (bad magic): text
+		unfinished/data.mdb|mp-inspect: unfinished/data.mdb: not a dataset stream (bad magic): an LMDB data file; give the dataset's directory
+		a.png|mp-inspect: a.png: not a dataset stream (bad magic): a PNG image, which mp-batchwriter packs into a dataset
+		a.jpg|mp-inspect: a.jpg: not a dataset stream (bad magic): a JPEG image, which mp-batchwriter packs into a dataset
 		unfinished|mp-inspect: unfinished: no meta record (not a finished dataset DB)
 	EOF
 	run --separate-stderr inspect --verify - </dev/null
