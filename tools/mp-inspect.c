@@ -305,18 +305,24 @@ static int verify(mp_source *src, uint64_t max_pixels, int json)
 	return failures == 0 ? 0 : 1;
 }
 
-static int show_record(mp_source *src, uint64_t n, int json)
+/* Record n, or exit 1 naming why there is none. */
+static void find_record(mp_source *src, uint64_t n, mp_record *r, uint8_t **hold, uint64_t *mbi)
 {
 	mp_error e;
-	mp_record r;
-	uint8_t *hold;
-	uint64_t mbi;
-	int rc = mp_find_record(src, n, &r, &hold, &mbi, &e);
+	int rc = mp_find_record(src, n, r, hold, mbi, &e);
 	if (rc < 0)
 		mp_errx(1, "%s", e.msg);
 	if (rc == 0)
 		mp_errx(1, "%s: no record %llu (the dataset holds %llu)", mp_source_name(src),
 			(unsigned long long)n, (unsigned long long)mp_source_meta(src)->records);
+}
+
+static int show_record(mp_source *src, uint64_t n, int json)
+{
+	mp_record r;
+	uint8_t *hold;
+	uint64_t mbi;
+	find_record(src, n, &r, &hold, &mbi);
 	const mp_meta *m = mp_source_meta(src);
 	const char *cn = class_name(m, r.label);
 	uint32_t crc = mp_crc32(0, r.payload, r.payload_len);
@@ -412,11 +418,7 @@ static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pix
 	mp_record r;
 	uint8_t *hold;
 	uint64_t mbi;
-	int rc = mp_find_record(src, n, &r, &hold, &mbi, &e);
-	if (rc < 0)
-		mp_errx(1, "%s", e.msg);
-	if (rc == 0)
-		mp_errx(1, "%s: no record %llu", mp_source_name(src), (unsigned long long)n);
+	find_record(src, n, &r, &hold, &mbi);
 	mp_codec *c = mp_codec_new(&e);
 	if (!c)
 		mp_errx(1, "%s", e.msg);

@@ -160,7 +160,7 @@ env.close()' "$@"
 	assert_equal "$stderr" "mp-inspect: db: no record 1 (the dataset holds 1)"
 	run --separate-stderr inspect --extract 5 -o out.png db
 	assert_status 1
-	assert_equal "$stderr" "mp-inspect: db: no record 5"
+	assert_equal "$stderr" "mp-inspect: db: no record 5 (the dataset holds 1)"
 	assert_files . a.png test.txt db
 }
 
