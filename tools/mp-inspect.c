@@ -100,6 +100,10 @@ static cJSON *meta_object(mp_source *src)
 	free(json);
 	if (!o)
 		mp_errx(1, "out of memory");
+	/* the document as read, not the CRC of its rewritten text */
+	cJSON_DeleteItemFromObjectCaseSensitive(o, MP_META_CRC_KEY);
+	cJSON_ReplaceItemInObjectCaseSensitive(o, "format_version",
+					       cJSON_CreateNumber(m->format_version));
 	return o;
 }
 
@@ -292,11 +296,14 @@ static int verify(mp_source *src, uint64_t max_pixels, int json)
 		cJSON_AddNumberToObject(o, "records_checked", (double)checked);
 		cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
 		cJSON_AddBoolToObject(o, "ok", failures == 0);
+		cJSON_AddBoolToObject(o, "meta_crc32", m->has_crc);
 		cJSON_AddItemToObject(o, "failures", fails);
 		print_json(o);
 	} else if (failures == 0) {
-		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)\n",
-		       mp_source_name(src), (unsigned long long)checked);
+		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)%s\n",
+		       mp_source_name(src), (unsigned long long)checked,
+		       m->has_crc ? "" : "; format_version 1: the meta document is not "
+					 "covered by a CRC");
 	} else {
 		printf("%s: FAILED: %ld problem%s; %llu records checked\n", mp_source_name(src),
 		       failures < 0 ? 1 : failures, failures == 1 ? "" : "s",
