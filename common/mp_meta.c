@@ -72,14 +72,62 @@ static cJSON *utf8_string(const char *s)
 	return j;
 }
 
+/* The document's CRC stands first, where a reader finds it without doubt
+ * about which bytes it covers: the text starts with '{', "crc32", ':' and
+ * a string, with only JSON white space around them. Returns the 8 bytes
+ * inside that string (not yet checked for hex digits), or NULL. */
+static const char *crc_digits(const char *text, size_t len)
+{
+	static const char key[] = "\"" MP_META_CRC_KEY "\"";
+	size_t i = 0;
+#define SKIP_WS() while (i < len && strchr(" \t\n\r", text[i]) && text[i]) i++
+	SKIP_WS();
+	if (i >= len || text[i++] != '{')
+		return NULL;
+	SKIP_WS();
+	if (len - i < sizeof key - 1 || memcmp(text + i, key, sizeof key - 1))
+		return NULL;
+	i += sizeof key - 1;
+	SKIP_WS();
+	if (i >= len || text[i++] != ':')
+		return NULL;
+	SKIP_WS();
+#undef SKIP_WS
+	if (i >= len || text[i++] != '"' || len - i < 9)
+		return NULL;
+	return text + i;
+}
+
+/* The CRC of the document with its CRC's 8 digits read as "00000000". */
+static uint32_t doc_crc(const char *text, size_t len, const char *digits)
+{
+	size_t at = (size_t)(digits - text);
+	uint32_t crc = mp_crc32(0, text, at);
+	crc = mp_crc32(crc, "00000000", 8);
+	return mp_crc32(crc, digits + 8, len - at - 8);
+}
+
+int mp_meta_seal(char *text, size_t len, mp_error *e)
+{
+	char *digits = (char *)crc_digits(text, len), crc[9];
+	if (!digits || digits[8] != '"')
+		return mp_seterr(e, "meta: the document does not start with its CRC");
+	snprintf(crc, sizeof crc, "%08x", (unsigned)doc_crc(text, len, digits));
+	memcpy(digits, crc, 8);
+	return 0;
+}
+
 char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 {
 	cJSON *o = cJSON_CreateObject();
 	char *text = NULL;
 	if (!o)
 		goto oom;
-	if (!cJSON_AddStringToObject(o, "format", MP_META_FORMAT) ||
-	    !cJSON_AddNumberToObject(o, "format_version", m->format_version) ||
+	/* the current version whatever m was read from (a stream copied into a
+	 * DB is written anew); the CRC is patched in once the text is done */
+	if (!cJSON_AddStringToObject(o, MP_META_CRC_KEY, "00000000") ||
+	    !cJSON_AddStringToObject(o, "format", MP_META_FORMAT) ||
+	    !cJSON_AddNumberToObject(o, "format_version", MP_META_VERSION) ||
 	    !cJSON_AddBoolToObject(o, "complete", m->complete) ||
 	    !cJSON_AddNumberToObject(o, "records", (double)m->records) ||
 	    !cJSON_AddNumberToObject(o, "macrobatches", (double)m->macrobatches) ||
@@ -123,6 +171,11 @@ char *mp_meta_to_json(const mp_meta *m, mp_error *e)
 	if (!text)
 		goto oom;
 	cJSON_Delete(o);
+	/* cJSON prints the members in the order added: the CRC first */
+	if (mp_meta_seal(text, strlen(text), e) < 0) {
+		free(text);
+		return NULL;
+	}
 	return text;
 oom:
 	cJSON_Delete(o);
@@ -257,6 +310,28 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 		mp_seterr(e, "meta: not a JSON object");
 		goto fail;
 	}
+	/* the CRC before any field: damage is reported as damage */
+	const char *digits = crc_digits(text, len);
+	if (digits) {
+		char want[9];
+		memcpy(want, digits, 8);
+		want[8] = '\0';
+		if (strspn(want, "0123456789abcdef") != 8 || digits[8] != '"') {
+			mp_seterr(e, "meta: \"%s\" is not 8 lowercase hex digits", MP_META_CRC_KEY);
+			goto fail;
+		}
+		uint32_t got = doc_crc(text, len, digits);
+		if (got != (uint32_t)strtoul(want, NULL, 16)) {
+			mp_seterr(e, "meta: CRC mismatch: the document is damaged (crc32 %s in it, "
+				  "%08x computed)", want, (unsigned)got);
+			goto fail;
+		}
+		m->has_crc = 1;
+	} else if (cJSON_GetObjectItemCaseSensitive(o, MP_META_CRC_KEY)) {
+		mp_seterr(e, "meta: \"%s\" is not where it must be: the first member of the "
+			  "document", MP_META_CRC_KEY);
+		goto fail;
+	}
 	char fmt[32];
 	if (get_str(o, "format", fmt, sizeof fmt, e) < 0)
 		goto fail;
@@ -266,9 +341,15 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	}
 	if (get_int(o, "format_version", 1, 1000, &v, e) < 0)
 		goto fail;
-	if (v != MP_META_VERSION) {
-		mp_seterr(e, "meta: format_version %ld is not supported (expected %d)", v,
+	if (v > MP_META_VERSION) {
+		mp_seterr(e, "meta: format_version %ld is not supported (expected 1 to %d)", v,
 			  MP_META_VERSION);
+		goto fail;
+	}
+	/* a damaged key must not pass for a document without a CRC */
+	if (v >= 2 && !m->has_crc) {
+		mp_seterr(e, "meta: \"%s\" is missing or damaged: format_version %ld has it as "
+			  "the first member of the document", MP_META_CRC_KEY, v);
 		goto fail;
 	}
 	m->format_version = (int)v;

@@ -8,7 +8,10 @@
 #include "mp_util.h"
 
 #define MP_META_FORMAT "mp-dataset"
-#define MP_META_VERSION 1
+/* Version 2 adds "crc32", the document's own CRC (mp-dataset(5)), and
+ * requires it; version 1 documents, which no CRC covers, are still read. */
+#define MP_META_VERSION 2
+#define MP_META_CRC_KEY "crc32"
 /* The largest shuffle seed the document holds exactly. Readers take a
  * JSON number as a double, exact up to 2^53, but cJSON writes 15
  * significant digits whenever they read back within a relative 2^-52:
@@ -17,7 +20,8 @@
 #define MP_META_MAX_SEED 999999999999999LL
 
 typedef struct {
-	int format_version;
+	int format_version;   /* as read; a writer writes MP_META_VERSION */
+	int has_crc;	      /* the document read had its CRC, and it matched */
 	int complete;	      /* counts and mean are final (0 in a stream's head) */
 	uint64_t records;     /* records stored */
 	uint64_t macrobatches;
@@ -43,9 +47,15 @@ typedef struct {
 
 void mp_meta_init(mp_meta *m);
 void mp_meta_free(mp_meta *m);
-/* Returns malloc'ed JSON text. */
+/* Returns malloc'ed JSON text of the current version, its CRC first: the
+ * CRC covers the strlen() bytes of the text, all of which are to be stored. */
 char *mp_meta_to_json(const mp_meta *m, mp_error *e);
-/* Parses and validates a meta document. */
+/* Computes and writes in place the CRC of a document of len bytes whose
+ * first member is "crc32" with a string of 8 characters (what
+ * mp_meta_to_json writes; a document edited after it). -1 if it has none. */
+int mp_meta_seal(char *text, size_t len, mp_error *e);
+/* Parses and validates a meta document of len bytes (the CRC, when there is
+ * one, covers exactly these). */
 int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e);
 
 /* The summary that closes a stream: records, macrobatches, mean, skipped.

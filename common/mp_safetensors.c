@@ -323,6 +323,51 @@ static int check_layout(mp_st_file *f, mp_error *e)
 	return rc;
 }
 
+#define HCRC_AT (sizeof MP_ST_HCRC_PREFIX - 1) /* the digits' offset in the header */
+
+static int lower_hex8(const uint8_t *p)
+{
+	for (int i = 0; i < 8; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+/* The CRC of the length field and the header, the header CRC's own digits
+ * read as "00000000" (hlen >= HCRC_AT + 8). */
+static uint32_t header_crc(const uint8_t *base, size_t hlen)
+{
+	uint32_t crc = mp_crc32(0, base, 8 + HCRC_AT);
+	crc = mp_crc32(crc, "00000000", 8);
+	return mp_crc32(crc, base + 8 + HCRC_AT + 8, hlen - HCRC_AT - 8);
+}
+
+/* The header CRC, checked before the JSON is parsed so that damage is
+ * reported as such. It is looked for only where the writer puts it, at a
+ * fixed offset, so that which bytes it covers is never in doubt; a
+ * "header_crc32" anywhere else is refused once the metadata is read. */
+static int check_header_crc(mp_st_file *f, mp_error *e)
+{
+	const uint8_t *h = f->base + 8, *v = h + HCRC_AT;
+	if (f->header_len < HCRC_AT + 9 || memcmp(h, MP_ST_HCRC_PREFIX, HCRC_AT))
+		return 0;
+	if (!lower_hex8(v) || v[8] != '"')
+		return st_err(e, f->path, "metadata \"%s\" is not 8 lowercase hex digits",
+			      MP_ST_HCRC_KEY);
+	char want[9];
+	memcpy(want, v, 8);
+	want[8] = '\0';
+	uint32_t got = header_crc(f->base, (size_t)f->header_len);
+	if (got != (uint32_t)strtoul(want, NULL, 16))
+		return st_err(e, f->path,
+			      "header CRC mismatch: the file is corrupt (header_crc32 %s in the "
+			      "header, %08" PRIx32 " computed)",
+			      want, got);
+	f->has_header_crc = 1;
+	f->header_crc = got;
+	return 0;
+}
+
 static int check_crc(mp_st_file *f, mp_error *e)
 {
 	const char *v = mp_st_meta_get(f, MP_ST_CRC_KEY);
@@ -389,7 +434,7 @@ static int parse_file(mp_st_file *f, mp_error *e)
 	f->header_len = n;
 	f->data = f->base + 8 + n;
 	f->data_len = f->size - 8 - n;
-	if (check_header_bytes(f, f->base + 8, n, e) < 0)
+	if (check_header_bytes(f, f->base + 8, n, e) < 0 || check_header_crc(f, e) < 0)
 		goto fail;
 	/* A NUL-terminated copy: cJSON then cannot read past the header. */
 	if (!(text = malloc(n + 1))) {
@@ -423,6 +468,11 @@ static int parse_file(mp_st_file *f, mp_error *e)
 	}
 	if (metadata && read_metadata(f, metadata, e) < 0)
 		goto fail;
+	if (mp_st_meta_get(f, MP_ST_HCRC_KEY) && !f->has_header_crc) {
+		st_err(e, f->path, "metadata \"%s\" is not where it must be: the first key of "
+		       "__metadata__, at the start of the header", MP_ST_HCRC_KEY);
+		goto fail;
+	}
 	f->tensors = calloc(count ? count : 1, sizeof *f->tensors);
 	f->by_name_ = malloc((count ? count : 1) * sizeof *f->by_name_);
 	if (!f->tensors || !f->by_name_) {
@@ -675,9 +725,8 @@ int mp_st_builder_meta(mp_st_builder *b, const char *key, const char *value,
 {
 	if (!key || !value)
 		return mp_seterr(e, "metadata needs a key and a value");
-	if (!strcmp(key, MP_ST_CRC_KEY))
-		return mp_seterr(e, "metadata key \"%s\" is reserved for the writer",
-				 MP_ST_CRC_KEY);
+	if (!strcmp(key, MP_ST_CRC_KEY) || !strcmp(key, MP_ST_HCRC_KEY))
+		return mp_seterr(e, "metadata key \"%s\" is reserved for the writer", key);
 	if (!utf8_ok(key) || !utf8_ok(value))
 		return mp_seterr(e, "metadata \"%s\": not valid UTF-8", key);
 	for (size_t i = 0; i < b->nmeta; i++)
@@ -727,14 +776,16 @@ static int add_uint(cJSON *arr, uint64_t v)
 
 /* The 8-byte length and the JSON header padded with spaces to a multiple
  * of 8: the data section follows at an aligned offset. "__metadata__" comes
- * first (as the reference writer puts it), "crc32" last in it, then the
- * tensors in the order added. */
+ * first (as the reference writer puts it), "header_crc32" first in it and
+ * "crc32" last, then the tensors in the order added. The header CRC is
+ * written as "00000000", computed over the finished bytes and patched in. */
 static uint8_t *build_header(const mp_st_builder *b, size_t *hlen, mp_error *e)
 {
 	uint8_t *out = NULL;
 	char *json = NULL;
 	cJSON *root = cJSON_CreateObject(), *meta;
-	if (!root || !(meta = cJSON_AddObjectToObject(root, "__metadata__")))
+	if (!root || !(meta = cJSON_AddObjectToObject(root, "__metadata__")) ||
+	    !cJSON_AddStringToObject(meta, MP_ST_HCRC_KEY, "00000000"))
 		goto oom;
 	for (size_t i = 0; i < b->nmeta; i++)
 		if (!cJSON_AddStringToObject(meta, b->meta[i].key, b->meta[i].value))
@@ -775,6 +826,16 @@ static uint8_t *build_header(const mp_st_builder *b, size_t *hlen, mp_error *e)
 	mp_put_u64(out, n + pad);
 	memcpy(out + 8, json, n);
 	memset(out + 8 + n, ' ', pad);
+	/* cJSON prints no white space and keeps the order of insertion */
+	if (memcmp(out + 8, MP_ST_HCRC_PREFIX, HCRC_AT)) {
+		mp_seterr(e, "the safetensors header does not start as it must");
+		free(out);
+		out = NULL;
+		goto fail;
+	}
+	char hcrc[9];
+	snprintf(hcrc, sizeof hcrc, "%08" PRIx32, header_crc(out, n + pad));
+	memcpy(out + 8 + HCRC_AT, hcrc, 8);
 	*hlen = 8 + n + pad;
 	cJSON_free(json);
 	cJSON_Delete(root);

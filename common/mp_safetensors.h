@@ -12,10 +12,17 @@
  *             [begin, end) is relative to the start of this section; the
  *             tensors cover it exactly: no gaps, no overlaps, no trailing bytes
  *
- * The writer adds the metadata entry "crc32": the CRC32 (mp_crc32) of the
- * whole data section as 8 lowercase hex digits. The reader checks it when it
- * is present; files from other writers have none and are accepted without it.
- * The header itself is checked structurally, not by a checksum.
+ * The writer adds two metadata entries, each 8 lowercase hex digits of a
+ * CRC32 (mp_crc32):
+ *   "crc32"         the whole data section; last in __metadata__
+ *   "header_crc32"  bytes 0 to 8 + N (the length field and the header, its
+ *                   padding included) with these 8 digits read as "00000000";
+ *                   it must be the first entry of __metadata__, which must be
+ *                   the first key of the header: the header then begins with
+ *                   the bytes {"__metadata__":{"header_crc32":" (MP_ST_HCRC_PREFIX).
+ * The reader checks each one that is present; files from other writers have
+ * none and are accepted without them. Whether a file must have them is for
+ * its format to say (mp_weights: format_version 2).
  *
  * This code assumes a little-endian host (x86-64, aarch64): tensor bytes are
  * used in place as the host's numbers, with no byte swapping.
@@ -31,8 +38,12 @@
 #define MP_ST_MAX_DIMS 8
 /* A larger header is refused before it is read (as the reference reader does). */
 #define MP_ST_MAX_HEADER 100000000u
-/* The metadata key the writer reserves for the CRC32 of the data section. */
+/* The metadata keys the writer reserves for the CRC32 of the data section
+ * and of the header. */
 #define MP_ST_CRC_KEY "crc32"
+#define MP_ST_HCRC_KEY "header_crc32"
+/* Where the header CRC stands: its 8 digits follow these bytes at offset 8. */
+#define MP_ST_HCRC_PREFIX "{\"__metadata__\":{\"" MP_ST_HCRC_KEY "\":\""
 
 typedef enum {
 	MP_ST_F64,
@@ -92,11 +103,13 @@ typedef struct {
 	mp_st_kv *meta;	       /* in the order of the header, "crc32" included */
 	int has_crc;	       /* the data section's CRC32 was present and checked */
 	uint32_t crc;
+	int has_header_crc;    /* the header's CRC32 was present and checked */
+	uint32_t header_crc;
 	mp_st_tensor **by_name_; /* private: tensors sorted by name */
 } mp_st_file;
 
 /* Reads a whole file of at most max_bytes and validates all of it (header,
- * every tensor entry, the layout of the data section, the CRC32 when
+ * every tensor entry, the layout of the data section, the CRC32s when
  * present) before returning 0. On failure returns -1 with a message that
  * names the file and, where it applies, the tensor; *out is then empty. */
 int mp_st_read(const char *path, size_t max_bytes, mp_st_file *out, mp_error *e);
@@ -140,7 +153,8 @@ int mp_st_builder_add(mp_st_builder *b, const char *name, mp_st_dtype dtype,
 		      const int64_t *shape, int ndim, const void *data, mp_error *e);
 int mp_st_builder_add_f32(mp_st_builder *b, const char *name, const int *shape,
 			  int ndim, const float *data, mp_error *e);
-/* Keys must be unique and not "crc32"; keys and values valid UTF-8. */
+/* Keys must be unique and not "crc32" or "header_crc32"; keys and values
+ * valid UTF-8. */
 int mp_st_builder_meta(mp_st_builder *b, const char *key, const char *value,
 		       mp_error *e);
 /* The whole file in a malloc'ed buffer. */

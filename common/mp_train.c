@@ -1109,7 +1109,7 @@ static int setup(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
 	if (o->resume) {
-		if (mp_st_read(o->resume, (size_t)1 << 34, &t->ckpt, e) < 0)
+		if (mp_weights_read(o->resume, &t->ckpt, e) < 0)
 			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0)

@@ -181,6 +181,36 @@ static int meta_double(const mp_st_file *f, const char *key, double *out, mp_err
 	return 0;
 }
 
+int mp_weights_check_crcs(const mp_st_file *f, mp_error *e)
+{
+	const char *fmt = mp_st_meta_get(f, "format"), *ver = mp_st_meta_get(f, "format_version");
+	char *end;
+	if (!fmt || strcmp(fmt, MP_WEIGHTS_FORMAT) || !ver)
+		return 0;
+	errno = 0;
+	long v = strtol(ver, &end, 10);
+	if (errno || end == ver || *end || v < 2) /* mp_weights_config names a bad one */
+		return 0;
+	if (!f->has_header_crc)
+		return mp_seterr(e, "%s: metadata \"%s\" is missing or damaged: format_version %ld "
+				 "has it as the first key of __metadata__", f->path, MP_ST_HCRC_KEY, v);
+	if (!f->has_crc)
+		return mp_seterr(e, "%s: metadata \"%s\" is missing: format_version %ld has a data "
+				 "CRC", f->path, MP_ST_CRC_KEY, v);
+	return 0;
+}
+
+int mp_weights_read(const char *path, mp_st_file *f, mp_error *e)
+{
+	if (mp_st_read(path, MAX_WEIGHTS_FILE, f, e) < 0)
+		return -1;
+	if (mp_weights_check_crcs(f, e) < 0) {
+		mp_st_free(f);
+		return -1;
+	}
+	return 0;
+}
+
 int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 {
 	mp_resnet_config_default(c);
@@ -193,9 +223,11 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 	double d;
 	if (meta_long(f, "format_version", 1, 1000, &v, e) < 0)
 		return -1;
-	if (v != MP_WEIGHTS_VERSION)
-		return mp_seterr(e, "%s: format_version %ld is not supported (expected %d)",
+	if (v > MP_WEIGHTS_VERSION)
+		return mp_seterr(e, "%s: format_version %ld is not supported (expected 1 to %d)",
 				 f->path, v, MP_WEIGHTS_VERSION);
+	if (mp_weights_check_crcs(f, e) < 0)
+		return -1;
 	if (meta_long(f, "depth", 1, 1000, &v, e) < 0)
 		return -1;
 	c->depth = (int)v;
@@ -318,7 +350,7 @@ int mp_weights_load_into(mp_resnet *net, const mp_st_file *f, int want_momentum,
 mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 			   mp_error *e)
 {
-	if (mp_st_read(path, MAX_WEIGHTS_FILE, file, e) < 0)
+	if (mp_weights_read(path, file, e) < 0)
 		return NULL;
 	mp_resnet_config c;
 	mp_resnet *net = NULL;

@@ -11,7 +11,9 @@
 #include "mp_util.h"
 
 #define MP_WEIGHTS_FORMAT "mp-resnet"
-#define MP_WEIGHTS_VERSION 1
+/* Version 2 adds the header CRC (mp_safetensors.h) and requires it and the
+ * data CRC; version 1 files, whose header no CRC covers, are still read. */
+#define MP_WEIGHTS_VERSION 2
 
 typedef struct {
 	const char *key, *value;
@@ -29,6 +31,15 @@ int mp_weights_save(mp_resnet *net, const char *path, const mp_kv *extra, int n,
  * buffer), 0 when every value is finite, -1 on error. */
 int mp_weights_find_nonfinite(mp_resnet *net, int with_momentum, char *name, size_t n,
 			      mp_error *e);
+
+/* Reads a weights file or checkpoint (mp_st_read) and refuses one whose
+ * format needs CRCs it lacks (mp_weights_check_crcs). */
+int mp_weights_read(const char *path, mp_st_file *f, mp_error *e);
+
+/* An mp-resnet file of format_version 2 or later must carry both CRCs: a
+ * damaged key ("header_crc32" or "crc32") then cannot pass for a file
+ * without a CRC. 0 for other files and for version 1. */
+int mp_weights_check_crcs(const mp_st_file *f, mp_error *e);
 
 /* Reads the architecture from a file's metadata, with every field checked. */
 int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e);

@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import zlib
@@ -152,8 +153,54 @@ def _is_int(v, lo, hi):
     return _is_num(v) and v == int(v) and lo <= v <= hi
 
 
-def check_meta(meta):
-    """The checks of mp-dataset(5) on a meta document; raises ValueError."""
+_META_CRC = re.compile(rb'[ \t\n\r]*\{[ \t\n\r]*"crc32"[ \t\n\r]*:[ \t\n\r]*"')
+
+
+def _meta_crc_at(raw):
+    """Where the 8 characters of the document's CRC start, or None: it is
+    the first member, with only JSON white space around '{' and ':'."""
+    m = _META_CRC.match(raw)
+    return m.end() if m and len(raw) >= m.end() + 9 else None
+
+
+def _meta_crc(raw, at):
+    return "%08x" % (zlib.crc32(raw[:at] + b"00000000" + raw[at + 8:]) & 0xffffffff)
+
+
+def meta_bytes(meta):
+    """A meta document as the toolkit writes it: format_version 2 with its
+    CRC first (mp-dataset(5)), the CRC over exactly the bytes returned."""
+    doc = {"crc32": "00000000"}
+    doc.update((k, v) for k, v in meta.items() if k != "crc32")
+    doc["format_version"] = 2
+    raw = bytearray(json.dumps(doc, indent="\t", ensure_ascii=False).encode("utf-8"))
+    at = _meta_crc_at(bytes(raw))
+    raw[at:at + 8] = _meta_crc(bytes(raw), at).encode()
+    return bytes(raw)
+
+
+def load_meta(raw):
+    """Parses and checks the bytes of a meta document, its CRC included;
+    raises ValueError (JSONDecodeError and UnicodeDecodeError too)."""
+    raw = bytes(raw)
+    meta = json.loads(raw.decode("utf-8"))
+    at = _meta_crc_at(raw)
+    if at is not None:
+        stored = raw[at:at + 8].decode("ascii", "replace")
+        if raw[at + 8:at + 9] != b'"' or not re.fullmatch("[0-9a-f]{8}", stored):
+            raise ValueError("\"crc32\" is not 8 lowercase hex digits")
+        if stored != _meta_crc(raw, at):
+            raise ValueError("CRC mismatch: the document is damaged (crc32 %s in it, %s "
+                             "computed)" % (stored, _meta_crc(raw, at)))
+    elif isinstance(meta, dict) and "crc32" in meta:
+        raise ValueError("\"crc32\" is not where it must be: the first member of the document")
+    check_meta(meta, at is not None)
+    return meta
+
+
+def check_meta(meta, has_crc=False):
+    """The checks of mp-dataset(5) on a parsed meta document; has_crc says
+    its CRC was found and matched (load_meta). Raises ValueError."""
     if not isinstance(meta, dict) or meta.get("format") != "mp-dataset":
         raise ValueError("not an mp-dataset meta document")
     fields = ["format_version", "complete", "records", "macrobatches", "macrobatch_size",
@@ -163,8 +210,12 @@ def check_meta(meta):
     for f in fields:
         if f not in meta:
             raise ValueError("the meta document has no \"%s\"" % f)
-    if meta["format_version"] != 1:
-        raise ValueError("format_version %r, expected 1" % meta["format_version"])
+    if meta["format_version"] not in (1, 2) or isinstance(meta["format_version"], bool):
+        raise ValueError("format_version %r, expected 1 or 2" % meta["format_version"])
+    if meta["format_version"] >= 2 and not has_crc:
+        # a damaged key must not pass for a document without a CRC
+        raise ValueError("\"crc32\" is missing or damaged: format_version %d has it as "
+                         "the first member of the document" % meta["format_version"])
     for f in ("complete", "labelled"):
         if not isinstance(meta[f], bool):
             raise ValueError("\"%s\" is not a boolean" % f)
@@ -257,8 +308,7 @@ class Dataset:
         if raw is None:
             raise DatasetError("%s: not a dataset DB (no meta key)" % path)
         try:
-            meta = json.loads(bytes(raw).decode("utf-8"))
-            check_meta(meta)
+            meta = load_meta(raw)
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError too
             raise DatasetError("%s: bad meta document: %s" % (path, e))
         if not meta["complete"]:

@@ -47,10 +47,28 @@ def data_crc32(tensors):
     return "%08x" % (crc & 0xffffffff)
 
 
-def write_safetensors(path, tensors, metadata=None):
-    """tensors: {name: numpy array} written in the given order."""
+HEADER_CRC_PREFIX = b'{"__metadata__":{"header_crc32":"'
+
+
+def write_safetensors(path, tensors, metadata=None, checksums=True):
+    """tensors: {name: numpy array} written in the given order.
+
+    As the toolkit's writer does (mp-weights(5)): "__metadata__" first and,
+    when there is metadata and checksums, "header_crc32" first in it and
+    "crc32" (the data section's CRC) last, both computed here whatever the
+    dict holds; the header padded with spaces to put the data at a multiple
+    of 8. checksums=False writes the metadata as given, as other writers do.
+    """
     names = {np.dtype(v): k for k, v in _DTYPES.items()}
     header, offset, chunks = {}, 0, []
+    if metadata and checksums:
+        meta = {"header_crc32": "00000000"}
+        meta.update((k, v) for k, v in metadata.items()
+                    if k not in ("header_crc32", "crc32"))
+        meta["crc32"] = data_crc32(tensors)
+        header["__metadata__"] = meta
+    elif metadata:
+        header["__metadata__"] = metadata
     for name, arr in tensors.items():
         # not ascontiguousarray, which makes a scalar's shape [] into [1]
         arr = np.asarray(arr)
@@ -59,11 +77,16 @@ def write_safetensors(path, tensors, metadata=None):
                         "data_offsets": [offset, offset + len(raw)]}
         offset += len(raw)
         chunks.append(raw)
-    if metadata:
-        header["__metadata__"] = metadata
     text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    head = bytearray(struct.pack("<Q", len(text)) + text)
+    if metadata and checksums:
+        # the CRC of the length and the header with "00000000" in its place
+        at = 8 + len(HEADER_CRC_PREFIX)
+        assert head[8:at] == HEADER_CRC_PREFIX
+        head[at:at + 8] = b"%08x" % (zlib.crc32(bytes(head)) & 0xffffffff)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+        f.write(bytes(head) + b"".join(chunks))
 
 
 class ShortcutA(nn.Module):

@@ -496,7 +496,7 @@ def save_weights(net, path, o, mean, classes, epochs, steps, class_names, torch,
     """The metadata of mp_weights_save, in its order, then mp-train's keys."""
     import numpy as np
     meta = {
-        "format": "mp-resnet", "format_version": "1", "depth": str(o.depth),
+        "format": "mp-resnet", "format_version": "2", "depth": str(o.depth),
         "widths": ",".join(str(w) for w in o.widths), "stem_kernel": str(o.stem_kernel),
         "stem_stride": str(o.stem_stride), "shortcut": o.shortcut, "classes": str(classes),
         "fc_bn": "1" if o.fc_bn else "0", "bn_eps": "0.001", "bn_momentum": "0.9",
@@ -510,8 +510,8 @@ def save_weights(net, path, o, mean, classes, epochs, steps, class_names, torch,
                                          ensure_ascii=False)
     tensors = {k: v.detach().cpu().numpy().astype(np.float32)
                for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    # the CRC of the data section, as the toolkit's writer adds it (mp-weights(5))
-    meta["crc32"] = mp_resnet.data_crc32(tensors)
+    # write_safetensors adds the header and data CRCs, as the toolkit's
+    # writer does (mp-weights(5))
     tmp = "%s.tmp-%d" % (path, os.getpid())
     try:
         mp_resnet.write_safetensors(tmp, tensors, meta)

@@ -100,6 +100,10 @@ static cJSON *meta_object(mp_source *src)
 	free(json);
 	if (!o)
 		mp_errx(1, "out of memory");
+	/* the document as read, not the CRC of its rewritten text */
+	cJSON_DeleteItemFromObjectCaseSensitive(o, MP_META_CRC_KEY);
+	cJSON_ReplaceItemInObjectCaseSensitive(o, "format_version",
+					       cJSON_CreateNumber(m->format_version));
 	return o;
 }
 
@@ -292,11 +296,14 @@ static int verify(mp_source *src, uint64_t max_pixels, int json)
 		cJSON_AddNumberToObject(o, "records_checked", (double)checked);
 		cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
 		cJSON_AddBoolToObject(o, "ok", failures == 0);
+		cJSON_AddBoolToObject(o, "meta_crc32", m->has_crc);
 		cJSON_AddItemToObject(o, "failures", fails);
 		print_json(o);
 	} else if (failures == 0) {
-		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)\n",
-		       mp_source_name(src), (unsigned long long)checked);
+		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)%s\n",
+		       mp_source_name(src), (unsigned long long)checked,
+		       m->has_crc ? "" : "; format_version 1: the meta document is not "
+					 "covered by a CRC");
 	} else {
 		printf("%s: FAILED: %ld problem%s; %llu records checked\n", mp_source_name(src),
 		       failures < 0 ? 1 : failures, failures == 1 ? "" : "s",
@@ -440,7 +447,7 @@ static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pix
 static void read_weights(const char *path, mp_st_file *f)
 {
 	mp_error e;
-	if (mp_st_read(path, (size_t)1 << 34, f, &e) < 0)
+	if (mp_weights_read(path, f, &e) < 0)
 		mp_errx(1, "%s", e.msg);
 }
 
@@ -541,6 +548,7 @@ static int weights_summary(const char *path, int json)
 			cJSON_AddNumberToObject(o, "flops_per_image", flops);
 		}
 		cJSON_AddBoolToObject(o, "crc32", f.has_crc);
+		cJSON_AddBoolToObject(o, "header_crc32", f.has_header_crc);
 		cJSON *m = cJSON_AddObjectToObject(o, "metadata");
 		for (size_t i = 0; i < f.nmeta; i++)
 			cJSON_AddStringToObject(m, f.meta[i].key, f.meta[i].value);
@@ -568,6 +576,8 @@ static int weights_summary(const char *path, int json)
 		}
 		printf("tensors:      %zu (%llu scalars)%s\n", f.ntensors, (unsigned long long)scalars,
 		       momentum ? ", with momentum" : "");
+		printf("header CRC:   %s\n", f.has_header_crc ? "present, verified"
+					       : "none (the header and metadata are not covered)");
 		printf("data CRC:     %s\n", f.has_crc ? "present, verified" : "none");
 		printf("metadata:\n");
 		for (size_t i = 0; i < f.nmeta; i++)
@@ -710,29 +720,42 @@ static int weights_verify(const char *path, int json)
 	mp_st_file f;
 	mp_error e;
 	mp_resnet_config c;
-	int rc = 0, has_crc = 0;
+	int rc = 0;
 	mp_backend *be = mp_backend_cpu_new(1);
 	mp_resnet *net = NULL;
 	if (!be)
 		mp_errx(1, "no CPU backend");
 	memset(&f, 0, sizeof f);
-	if (mp_st_read(path, (size_t)1 << 34, &f, &e) < 0) {
+	if (mp_weights_read(path, &f, &e) < 0) {
 		mp_warnx("%s", e.msg);
 		rc = 1;
-	} else if ((has_crc = f.has_crc, mp_weights_config(&f, &c, &e) < 0) ||
-		   !(net = mp_resnet_new(&c, be, &e)) || mp_weights_load_into(net, &f, 0, &e) < 0) {
+	} else if (mp_weights_config(&f, &c, &e) < 0 || !(net = mp_resnet_new(&c, be, &e)) ||
+		   mp_weights_load_into(net, &f, 0, &e) < 0) {
 		mp_warnx("%s", e.msg);
 		rc = 1;
 	}
+	/* What a file without a CRC leaves unchecked is said plainly: damage
+	 * to a version 1 file's metadata (the mean, bn_eps) passes unseen. */
+	const char *note = "";
+	if (!f.has_header_crc && f.has_crc)
+		note = " (format_version 1: the header and metadata are not covered by a CRC)";
+	else if (!f.has_header_crc)
+		note = " (the file has no CRC: neither the header and metadata nor the data "
+		       "are covered)";
+	else if (!f.has_crc)
+		note = " (the file has no data CRC)";
 	if (json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "file", path);
 		cJSON_AddBoolToObject(o, "ok", rc == 0);
+		cJSON_AddBoolToObject(o, "header_crc32", f.has_header_crc);
+		cJSON_AddBoolToObject(o, "crc32", f.has_crc);
 		print_json(o);
+	} else if (rc) {
+		printf("%s: FAILED\n", path);
 	} else {
-		printf("%s: %s\n", path, rc ? "FAILED"
-				   : has_crc ? "OK: header, data CRC, names and shapes"
-					     : "OK: header, names and shapes (the file has no data CRC)");
+		printf("%s: OK: header%s, %snames and shapes%s\n", path,
+		       f.has_header_crc ? " CRC" : "", f.has_crc ? "data CRC, " : "", note);
 	}
 	mp_resnet_free(net);
 	mp_backend_free(be);

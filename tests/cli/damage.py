@@ -9,20 +9,21 @@ KIND says how FILE is laid out, so that every region of it is damaged:
   stream   a dataset stream: the header, each frame's kind, length, CRC
            and payload; in a macrobatch its header, item table, names,
            payloads and CRC
-  weights  a safetensors file: the length field, the header from the
-           first tensor entry on, the data CRC, the tensor data
+  weights  a safetensors file of format_version 2: the length field, the
+           header CRC (its key and value), the metadata (the data CRC's key
+           and value included), the tensor entries, the tensor data
   db       a dataset DB of one leaf page: the bytes of data.mdb that
            LMDB reads (the live meta page's magic, version and root, the
-           leaf page's header, nodes and keys, the macrobatch values)
+           leaf page's header, nodes and keys, the meta document and the
+           macrobatch values)
 
 Each chosen byte is flipped (xor 0xff), and for a stream and a weights
 file the file is also cut at many lengths. Offsets are sampled so that
 each region is hit at its edges and along its length. Regions that the
-formats do not protect are left alone: the metadata values of a weights
-file (mp-weights(5): the header is checked for its structure, not by a
-checksum) and the meta document of a DB, which has no CRC
-(mp-dataset(5)). Prints each copy that was not reported and exits 1 if
-there was one.
+formats do not protect are left alone: none since format_version 2, whose
+header CRC (mp-weights(5)) and meta document CRC (mp-dataset(5)) cover
+the metadata and the meta document. Prints each copy that was not
+reported and exits 1 if there was one.
 """
 
 import json
@@ -70,13 +71,18 @@ def weights_offsets(d):
     n = struct.unpack_from("<Q", d, 0)[0]
     header = d[8:8 + n]
     offs = list(range(8))
-    # from the first tensor entry (after "__metadata__":{...}) to the end
-    # of the header; the CRC's value too
+    # the header CRC's key and value, at the start of the header
+    hcrc = b'{"__metadata__":{"header_crc32":"'
+    assert header.startswith(hcrc)
+    offs += range(8 + 17, 8 + len(hcrc) + 8)
+    # the metadata (the mean, bn_eps, ...), then from the first tensor
+    # entry to the end of the header; the data CRC's key and value too
     first = [k for k in json.loads(header) if k != "__metadata__"][0]
     entries = header.index(json.dumps(first).encode() + b":{")
+    offs += spread(8 + len(hcrc) + 8, 8 + entries, 40)
     offs += spread(8 + entries, 8 + n, 120)
-    crc = header.index(b'"crc32":"') + len(b'"crc32":"')
-    offs += range(8 + crc, 8 + crc + 8)
+    crc = header.index(b'"crc32":"')
+    offs += range(8 + crc, 8 + crc + 17)
     offs += spread(8 + n, len(d), 100)
     return offs
 
@@ -96,10 +102,9 @@ def db_offsets(path):
     offs += range(live + 128, live + 132)  # the main database's root
     root = struct.unpack_from("<Q", d, live + 128)[0] * psize
     # the leaf page: its flags, its end of node pointers (lower) and the
-    # pointers, each node's size, flags, key size and key, and each value
-    # but the meta document (which has no CRC); not the fields LMDB does
-    # not read (a page's own number, pad and upper bound, the high byte of
-    # the flags)
+    # pointers, each node's size, flags, key size and key, and each value,
+    # the meta document's too; not the fields LMDB does not read (a page's
+    # own number, pad and upper bound, the high byte of the flags)
     lower = struct.unpack_from("<H", d, root + 12)[0]
     offs += [root + 10, root + 12, root + 13]
     offs += range(root + 16, root + lower)
@@ -108,8 +113,6 @@ def db_offsets(path):
         lo, hi, flags, ksize = struct.unpack_from("<HHHH", d, node)
         size = lo | hi << 16
         offs += [o for o in range(node, node + 8 + ksize) if o != node + 5]
-        if d[node + 8:node + 8 + ksize] == b"meta":
-            continue
         value = node + 8 + ksize
         if flags & 1:  # F_BIGDATA: the value is on overflow pages
             offs += range(value, value + 8)

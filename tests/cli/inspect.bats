@@ -26,7 +26,7 @@ small_db() {
 	assert_equal "$output" "$(
 		cat <<-'EOF'
 			dataset:      db (LMDB)
-			format:       mp-dataset 1, created by mp-batchwriter 0.1.0
+			format:       mp-dataset 2, created by mp-batchwriter 0.1.0
 			source list:  train.txt
 			records:      4 in 2 macrobatches of up to 3
 			images:       8x8x3 (size 8, fit pad, padding 0, pad fill mean)
@@ -50,16 +50,88 @@ small_db() {
 	assert_equal "$(first_line "$output")" "dataset:      <stdin> (stream)"
 }
 
-# edit_meta DB PYTHON: runs PYTHON on the meta document m of DB and stores it.
+# edit_meta DB PYTHON: runs PYTHON on the meta document m of DB and stores
+# it, with its CRC made anew.
 edit_meta() {
 	"$PY" -c '
 import json, lmdb, sys
+sys.path.insert(0, sys.argv[3])
+import mp_dataset
 env = lmdb.open(sys.argv[1], subdir=True, lock=False)
 with env.begin(write=True) as txn:
     m = json.loads(txn.get(b"meta"))
     exec(sys.argv[2])
-    txn.put(b"meta", json.dumps(m).encode())
-env.close()' "$@"
+    txn.put(b"meta", mp_dataset.meta_bytes(m))
+env.close()' "$@" "$MP_ROOT/scripts"
+}
+
+@test "a meta document of format_version 1 is read and said to be uncovered; a damaged CRC or its key is an error" {
+	small_db
+	# the form format_version 1 had: the same document, no CRC
+	"$PY" - "$MP_ROOT/scripts" <<-'EOF'
+		import json, lmdb, struct, sys, zlib
+		sys.path.insert(0, sys.argv[1])
+		import mp_dataset
+		def old(raw):
+		    m = json.loads(raw)
+		    assert list(m)[0] == "crc32" and m["format_version"] == 2
+		    del m["crc32"]
+		    m["format_version"] = 1
+		    return json.dumps(m, indent="\t").encode()
+		def edit(db, f):
+		    env = lmdb.open(db, subdir=True, lock=False)
+		    with env.begin(write=True) as txn:
+		        txn.put(b"meta", f(bytes(txn.get(b"meta"))))
+		    env.close()
+		for db in ("v1.db", "key.db", "mean.db", "ws.db"):
+		    env = lmdb.open("db", readonly=True, lock=False)
+		    with env.begin() as txn, lmdb.open(db, subdir=True, map_size=1 << 20) as out:
+		        with out.begin(write=True) as w:
+		            for k, v in txn.cursor():
+		                w.put(k, v)
+		    env.close()
+		edit("v1.db", old)
+		edit("key.db", lambda raw: raw.replace(b'"crc32"', b'"crc33"', 1))
+		# a digit of the mean, and (valid JSON, the same values) white space
+		edit("mean.db", lambda raw: raw.replace(b"[25,", b"[24,", 1) if b"[25," in raw
+		     else raw.replace(b"[\n\t\t25,", b"[\n\t\t24,", 1))
+		edit("ws.db", lambda raw: raw.replace(b'"records":\t', b'"records": ', 1))
+		# a stream with the old meta frame (its frame CRC made anew)
+		s = bytearray(open("out.stream", "rb").read())
+		kind, n = struct.unpack_from("<II", s, 16)
+		body = old(bytes(s[24:24 + n]))
+		frame = struct.pack("<II", kind, len(body)) + body
+		s[16:28 + n] = frame + struct.pack("<I", zlib.crc32(frame))
+		open("v1.stream", "wb").write(s)
+		assert mp_dataset.Dataset("v1.db").meta["format_version"] == 1
+		for db, msg in (("key.db", "missing or damaged"), ("mean.db", "CRC mismatch"),
+		                ("ws.db", "CRC mismatch")):
+		    try:
+		        mp_dataset.Dataset(db)
+		        raise SystemExit(db + " was read")
+		    except mp_dataset.DatasetError as e:
+		        assert msg in str(e), e
+	EOF
+	note="; format_version 1: the meta document is not covered by a CRC"
+	run inspect --verify v1.db
+	assert_status 0
+	assert_equal "$output" "v1.db: OK: 4 records verified (CRCs, layout, every image decoded)$note"
+	run inspect --verify v1.stream
+	assert_equal "$output" "v1.stream: OK: 4 records verified (CRCs, layout, every image decoded)$note"
+	assert_equal "$(json_get <(inspect --json v1.db) 'd["meta"]["format_version"], "crc32" in d["meta"]')" "(1, False)"
+	# copied, it is written in the current version, with its CRC
+	bw -q --input-stream -o copy.db <v1.stream
+	run inspect --verify copy.db
+	assert_equal "$output" "copy.db: OK: 4 records verified (CRCs, layout, every image decoded)"
+	assert_equal "$(inspect --json --verify copy.db | json_get - 'd["meta_crc32"]')" "True"
+	run --separate-stderr inspect --verify key.db
+	assert_status 1
+	assert_equal "$stderr" 'mp-inspect: key.db: meta: "crc32" is missing or damaged: format_version 2 has it as the first member of the document'
+	for db in mean.db ws.db; do
+		run --separate-stderr inspect $db
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: $db: meta: CRC mismatch: the document is damaged (crc32 "
+	done
 }
 
 @test "the summary reports records whose label the meta does not allow" {

@@ -425,14 +425,16 @@ result_lines() {
 	assert_contains "$output" "final validation error: "
 	assert_equal "$(cut -f1-10 last/train.log)" "$(cut -f1-10 one/train.log)"
 	same_weights one/weights.safetensors last/weights.safetensors
-	# a checkpoint without the key, from an earlier version, counts as validated
+	# a checkpoint without the key, from an earlier version, counts as
+	# validated (and one of format_version 1, without a header CRC, resumes)
 	"$PY" - "$MP_ROOT/scripts" last/checkpoint-0001.safetensors old.safetensors <<-'EOF'
 		import sys
 		sys.path.insert(0, sys.argv[1])
 		import mp_resnet
 		t, meta = mp_resnet.read_safetensors(sys.argv[2])
-		del meta["train.validated"]
-		mp_resnet.write_safetensors(sys.argv[3], t, meta)
+		del meta["train.validated"], meta["header_crc32"]
+		meta["format_version"] = "1"
+		mp_resnet.write_safetensors(sys.argv[3], t, meta, checksums=False)
 	EOF
 	run train "${ONE[@]}" --epochs 1 -o old --resume old.safetensors
 	assert_status 0
@@ -642,14 +644,17 @@ snapshot() {
 	assert_status 0
 }
 
-# lmdb_edit DB PYTHON: runs PYTHON with txn, a write transaction on DB, and json.
+# lmdb_edit DB PYTHON: runs PYTHON with txn, a write transaction on DB, json
+# and mp_dataset (whose meta_bytes gives a meta document its CRC).
 lmdb_edit() {
 	"$PY" -c '
 import json, lmdb, sys
+sys.path.insert(0, sys.argv[3])
+import mp_dataset
 env = lmdb.open(sys.argv[1], subdir=True, lock=False)
 with env.begin(write=True) as txn:
     exec(sys.argv[2])
-env.close()' "$1" "$2"
+env.close()' "$1" "$2" "$MP_ROOT/scripts"
 }
 
 @test "bad data exits 1: a label out of range, a corrupt macrobatch, a damaged checkpoint" {
@@ -659,7 +664,7 @@ env.close()' "$1" "$2"
 m = json.loads(txn.get(b"meta"))
 m["classes"] = 3
 m["class_names"] = m["class_names"][:3]
-txn.put(b"meta", json.dumps(m).encode())'
+txn.put(b"meta", mp_dataset.meta_bytes(m))'
 	run train "${OPTS[@]}" --epochs 1 -o out -d lab.db
 	assert_status 1
 	assert_equal "$output" "mp-train: lab.db: record 3 has label 3, outside 0..2"
@@ -684,6 +689,22 @@ txn.put(b"mb/00000000", bytes(v))'
 	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume nothing.safetensors
 	assert_status 2
 	assert_equal "$output" "mp-train: nothing.safetensors: No such file or directory"
+	# a damaged CRC key is damage, not a file without a CRC; so is a digit
+	# of a meta document's mean
+	"$PY" -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b"\"header_crc32\"") + 12; b[i] ^= 1; open(sys.argv[2], "wb").write(b)' \
+		run1/checkpoint-0001.safetensors key.safetensors
+	run train "${OPTS[@]}" --epochs 2 -q -o run1 --resume key.safetensors
+	assert_status 1
+	assert_equal "$output" 'mp-train: key.safetensors: metadata "header_crc32" is missing or damaged: format_version 2 has it as the first key of __metadata__'
+	cp -r "$D/train.db" mean.db
+	lmdb_edit mean.db '
+v = bytearray(txn.get(b"meta"))
+v[v.index(b"[", v.index(b"\"mean\"")) + 1] ^= 1
+txn.put(b"meta", bytes(v))'
+	run train "${OPTS[@]}" --epochs 1 -o out -d mean.db
+	assert_status 1
+	assert_contains "$output" "mp-train: mean.db: meta: CRC mismatch: the document is damaged"
 }
 
 @test "--precision: bf16 on a CPU backend exits 1 with the reason; fp32 and auto name the precision" {

@@ -14,8 +14,9 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_contains "$output" "parameters:   $torch_count learned"
 	assert_contains "$output" "network:      ResNet, 4 stages of 9 blocks, widths 32,64,128,256, shortcut A"
 	assert_contains "$output" "FLOPs:        4.081 G per image at 112 px"
+	assert_contains "$output" "header CRC:   present, verified"
 	assert_contains "$output" "data CRC:     present, verified"
-	assert_equal "$(json_get <(inspect --json ref.safetensors) 'd["kind"], d["tensors"]')" "('weights', 370)"
+	assert_equal "$(json_get <(inspect --json ref.safetensors) 'd["kind"], d["tensors"], d["header_crc32"], d["crc32"]')" "('weights', 370, True, True)"
 }
 
 @test "--tensors lists every tensor with Kaiming statistics for the convs" {
@@ -102,7 +103,7 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	init 1 4,8 A 10 1 w.safetensors
 	run inspect --verify w.safetensors
 	assert_status 0
-	assert_equal "$output" "w.safetensors: OK: header, data CRC, names and shapes"
+	assert_equal "$output" "w.safetensors: OK: header CRC, data CRC, names and shapes"
 	size=$(stat -c %s w.safetensors)
 	head -c $((size - 5)) w.safetensors >cut.safetensors
 	run --separate-stderr inspect --verify cut.safetensors
@@ -134,16 +135,70 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 		        "bn_momentum": "0.9", "input_size": "112", "mean": "120,115,100"}
 		state = {k: v.numpy().astype(np.float32) for k, v in net.state_dict().items()
 		         if not k.endswith("num_batches_tracked")}
-		mp_resnet.write_safetensors("torch.safetensors", state, meta)
+		# as safetensors.torch.save_file writes it: no CRC
+		mp_resnet.write_safetensors("torch.safetensors", state, meta, checksums=False)
+		# as the toolkit writes it: version 2 with both CRCs
+		mp_resnet.write_safetensors("torch2.safetensors", state, dict(meta, format_version="2"))
 		state["fc.weight"] = np.zeros((10, 9), np.float32)
 		mp_resnet.write_safetensors("bad.safetensors", state, meta)
 	EOF
 	run inspect --verify torch.safetensors
 	assert_status 0
+	assert_equal "$output" "torch.safetensors: OK: header, names and shapes (the file has no CRC: neither the header and metadata nor the data are covered)"
 	assert_contains "$(inspect torch.safetensors)" "data CRC:     none"
+	run inspect --verify torch2.safetensors
+	assert_equal "$output" "torch2.safetensors: OK: header CRC, data CRC, names and shapes"
+	run inspect --diff torch.safetensors torch2.safetensors
+	assert_status 0
 	run --separate-stderr inspect --verify bad.safetensors
 	assert_status 1
 	assert_contains "$stderr" "bad.safetensors: tensor fc.weight has shape [10,9], expected [10,8]"
+}
+
+@test "format_version 1 files load and --verify says their header is not covered; a damaged CRC key is an error" {
+	init 1 4,8 A 10 1 w.safetensors
+	# the form format_version 1 had: no header CRC, the data CRC last
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors("w.safetensors")
+		assert list(meta)[0] == "header_crc32" and list(meta)[-1] == "crc32"
+		del meta["header_crc32"]
+		mp_resnet.write_safetensors("v2-without.safetensors", t, meta, checksums=False)
+		meta["format_version"] = "1"
+		mp_resnet.write_safetensors("v1.safetensors", t, meta, checksums=False)
+		# what no CRC covers in version 1: a damaged mean passes
+		meta["mean"] = "0" + meta["mean"][1:]
+		mp_resnet.write_safetensors("v1-mean.safetensors", t, meta, checksums=False)
+		blob = bytearray(open("w.safetensors", "rb").read())
+		for key, name in ((b'"header_crc32"', "hkey"), (b'"crc32"', "dkey"), (b'"mean":"', "mean")):
+		    b = bytearray(blob)
+		    b[b.index(key) + len(key) - (0 if name == "mean" else 2)] ^= 1
+		    open(name + ".safetensors", "wb").write(b)
+	EOF
+	run inspect --verify v1.safetensors
+	assert_status 0
+	assert_equal "$output" "v1.safetensors: OK: header, data CRC, names and shapes (format_version 1: the header and metadata are not covered by a CRC)"
+	assert_contains "$(inspect v1.safetensors)" "header CRC:   none (the header and metadata are not covered)"
+	run inspect --diff v1.safetensors w.safetensors
+	assert_status 0
+	assert_equal "$(inspect --tensors v1.safetensors)" "$(inspect --tensors w.safetensors)"
+	run inspect --verify v1-mean.safetensors
+	assert_status 0
+	# version 2 without its header CRC, or with a damaged key, is refused
+	run --separate-stderr inspect --verify v2-without.safetensors
+	assert_status 1
+	assert_equal "$stderr" 'mp-inspect: v2-without.safetensors: metadata "header_crc32" is missing or damaged: format_version 2 has it as the first key of __metadata__'
+	for f in hkey dkey mean; do
+		for mode in --verify --tensors ""; do
+			# shellcheck disable=SC2086
+			run --separate-stderr inspect $mode $f.safetensors
+			assert_status 1
+			assert_contains "$stderr" "mp-inspect: $f.safetensors: "
+		done
+	done
+	assert_contains "$stderr" "header CRC mismatch: the file is corrupt (header_crc32 "
+	run --separate-stderr inspect --verify hkey.safetensors
+	assert_contains "$stderr" 'metadata "header_crc32" is missing or damaged'
 }
 
 @test "weights and dataset options do not mix" {

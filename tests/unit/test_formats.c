@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "mp_image.h"
 #include "mp_macrobatch.h"
@@ -309,17 +310,24 @@ static void meta_round_trip(void **state)
 	assert_string_equal(r.class_names[1], "/b/bar \"quoted\"");
 	assert_string_equal(r.pad_fill, "edge");
 	assert_int_equal(r.skipped, 3);
-	/* trailing white space is fine; any other byte after the document,
-	 * as a damaged length in a DB would take in, is not */
+	assert_int_equal(r.format_version, MP_META_VERSION);
+	assert_true(r.has_crc);
+	assert_int_equal(strncmp(json, "{\n\t\"crc32\":\t\"", 13), 0); /* the CRC first */
+	/* trailing white space is fine once the CRC covers it; any other byte
+	 * after the document, as a damaged length in a DB would take in, is not */
 	size_t n = strlen(json);
 	char *more = malloc(n + 8);
 	assert_non_null(more);
 	memcpy(more, json, n);
 	memcpy(more + n, " \n\t\r", 4);
 	mp_meta_free(&r);
+	assert_int_equal(mp_meta_from_json(more, n + 4, &r, &e), -1);
+	assert_non_null(strstr(e.msg, "meta: CRC mismatch: the document is damaged"));
+	assert_int_equal(mp_meta_seal(more, n + 4, &e), 0);
 	assert_int_equal(mp_meta_from_json(more, n + 4, &r, &e), 0);
 	mp_meta_free(&r);
 	memcpy(more + n, "\n\x01\x02", 3);
+	assert_int_equal(mp_meta_seal(more, n + 3, &e), 0);
 	assert_int_equal(mp_meta_from_json(more, n + 3, &r, &e), -1);
 	assert_string_equal(e.msg, "meta: not well-formed JSON");
 	memcpy(more + n, "\n\0", 2);
@@ -343,6 +351,7 @@ static void meta_rejects_bad_documents(void **state)
 		"[]",
 		"{\"format\":\"other\"}",
 		"{\"format\":\"mp-dataset\",\"format_version\":2}",
+		"{\"format\":\"mp-dataset\",\"format_version\":3}",
 		("{\"format\":\"mp-dataset\",\"format_version\":1,\"complete\":true,"
 		 "\"records\":-5}"),
 	};
@@ -377,6 +386,7 @@ static int parse_with(const char *field, const char *value, mp_error *e)
 		snprintf(out, sizeof out, "%.*s%s%s", (int)(val - json), json, value, end);
 		free(json);
 		json = strdup(out);
+		assert_int_equal(mp_meta_seal(json, strlen(json), e), 0);
 	}
 	mp_meta r;
 	int rc = mp_meta_from_json(json, strlen(json), &r, e);
@@ -403,6 +413,127 @@ static void meta_checks_words_counts_geometry(void **state)
 	assert_int_equal(parse_with("padding", "1", &e), -1);
 	assert_int_equal(parse_with("macrobatches", "2", &e), -1);
 	assert_int_equal(parse_with("shuffle_seed", "\"x\"", &e), -1);
+}
+
+/* A small complete document, as mp_meta_to_json writes it. */
+static char *small_doc(void)
+{
+	mp_meta m;
+	mp_error e;
+	mp_meta_init(&m);
+	m.complete = 1;
+	m.records = 10;
+	m.macrobatches = 1;
+	m.macrobatch_size = 16;
+	m.height = m.width = m.size = 8;
+	m.has_mean = 1;
+	m.mean[0] = 120.5;
+	m.labelled = 1;
+	m.classes = 2;
+	m.class_names = calloc(2, sizeof(char *));
+	m.class_names[0] = strdup("a");
+	m.class_names[1] = strdup("b");
+	strcpy(m.fit, "pad");
+	strcpy(m.pad_fill, "mean");
+	strcpy(m.encoding, "raw");
+	m.source_list = strdup("l.txt");
+	char *json = mp_meta_to_json(&m, &e);
+	mp_meta_free(&m);
+	assert_non_null(json);
+	return json;
+}
+
+/* The document's CRC: every flipped bit is refused (the JSON breaks, or the
+ * CRC does not match, or the key is damaged and version 2 has none); a
+ * version 1 document without it is still read; the CRC stands first. */
+static void meta_crc(void **state)
+{
+	(void)state;
+	mp_meta r;
+	mp_error e;
+	char *json = small_doc();
+	size_t n = strlen(json);
+	for (size_t i = 0; i < n; i++)
+		for (int bit = 0; bit < 8; bit++) {
+			json[i] ^= (char)(1 << bit);
+			if (mp_meta_from_json(json, n, &r, &e) == 0)
+				fail_msg("byte %zu bit %d flipped: accepted", i, bit);
+			json[i] ^= (char)(1 << bit);
+		}
+	assert_int_equal(mp_meta_from_json(json, n, &r, &e), 0);
+	mp_meta_free(&r);
+	/* the key damaged: not a document without a CRC */
+	char *key = strstr(json, "\"crc32\"");
+	assert_ptr_equal(key, json + 3);
+	key[5] = '3';
+	assert_int_equal(mp_meta_from_json(json, n, &r, &e), -1);
+	assert_string_equal(e.msg, "meta: \"crc32\" is missing or damaged: format_version 2 "
+				   "has it as the first member of the document");
+	key[5] = '2';
+	/* not 8 lowercase hex digits */
+	key[10] = 'A';
+	assert_int_equal(mp_meta_from_json(json, n, &r, &e), -1);
+	assert_string_equal(e.msg, "meta: \"crc32\" is not 8 lowercase hex digits");
+	/* the old form: no CRC, format_version 1 */
+	char *end = strchr(key, '\n'), *ver = strstr(json, "\"format_version\":\t2");
+	assert_non_null(end);
+	assert_non_null(ver);
+	ver[strlen("\"format_version\":\t")] = '1';
+	char *old = malloc(n + 1);
+	assert_non_null(old);
+	snprintf(old, n + 1, "{%s", end + 1);
+	assert_int_equal(mp_meta_from_json(old, strlen(old), &r, &e), 0);
+	assert_false(r.has_crc);
+	assert_int_equal(r.format_version, 1);
+	assert_int_equal(r.records, 10);
+	mp_meta_free(&r);
+	/* a CRC anywhere but first is refused, whatever the version */
+	char *moved = malloc(n + 64);
+	assert_non_null(moved);
+	snprintf(moved, n + 64, "{\"format\":\"mp-dataset\",\"crc32\":\"00000000\",%s",
+		 strchr(old, '\n') + 1);
+	assert_int_equal(mp_meta_from_json(moved, strlen(moved), &r, &e), -1);
+	assert_string_equal(e.msg, "meta: \"crc32\" is not where it must be: the first member "
+				   "of the document");
+	/* a version 1 document with the CRC first has it checked */
+	snprintf(moved, n + 64, "{\"crc32\":\"00000000\",%s", old + 1);
+	assert_int_equal(mp_meta_from_json(moved, strlen(moved), &r, &e), -1);
+	assert_non_null(strstr(e.msg, "meta: CRC mismatch"));
+	assert_int_equal(mp_meta_seal(moved, strlen(moved), &e), 0);
+	assert_int_equal(mp_meta_from_json(moved, strlen(moved), &r, &e), 0);
+	assert_true(r.has_crc);
+	assert_int_equal(r.format_version, 1);
+	mp_meta_free(&r);
+	/* a version 1 document is written back as version 2 */
+	char *again = mp_meta_to_json(&(mp_meta){.format_version = 1, .channels = 3,
+						  .macrobatch_size = 1, .height = 1, .width = 1,
+						  .size = 1, .fit = "pad", .pad_fill = "mean",
+						  .encoding = "raw"}, &e);
+	assert_non_null(again);
+	assert_int_equal(mp_meta_from_json(again, strlen(again), &r, &e), 0);
+	assert_int_equal(r.format_version, 2);
+	mp_meta_free(&r);
+	free(again);
+	free(moved);
+	free(old);
+	free(json);
+}
+
+/* The CRC is that of the exact bytes with its digits as "00000000",
+ * computed here by zlib as another implementation would. */
+static void meta_crc_is_zlib_crc32(void **state)
+{
+	(void)state;
+	char *json = small_doc();
+	size_t n = strlen(json);
+	char *digits = strstr(json, "\"crc32\":\t\"") + 10, stored[9];
+	memcpy(stored, digits, 8);
+	stored[8] = '\0';
+	memcpy(digits, "00000000", 8);
+	char want[9];
+	snprintf(want, sizeof want, "%08lx", crc32(0L, (const Bytef *)json, (uInt)n));
+	assert_string_equal(stored, want);
+	free(json);
 }
 
 /* The end frame makes the counts final: they must agree as a complete
@@ -448,6 +579,8 @@ int main(void)
 		cmocka_unit_test(meta_rejects_bad_documents),
 		cmocka_unit_test(meta_checks_words_counts_geometry),
 		cmocka_unit_test(meta_end_frame_checks_counts),
+		cmocka_unit_test(meta_crc),
+		cmocka_unit_test(meta_crc_is_zlib_crc32),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -163,7 +163,7 @@ static void assert_nets_equal(mp_resnet *a, mp_resnet *b, int momentum)
 
 /* A copy of a file with one change: a tensor left out, one added (two
  * floats), one stored as F64, or a metadata value replaced (NULL removes
- * the key; a key the file lacks is added). The CRC is recomputed. */
+ * the key; a key the file lacks is added). The CRCs are recomputed. */
 typedef struct {
 	const char *drop, *add, *as_f64, *key, *value;
 } edit;
@@ -180,7 +180,7 @@ static void rewrite(const char *src, const char *dst, const edit *ed)
 	int key_seen = 0;
 	for (size_t i = 0; i < f.nmeta; i++) {
 		const char *k = f.meta[i].key, *v = f.meta[i].value;
-		if (!strcmp(k, MP_ST_CRC_KEY))
+		if (!strcmp(k, MP_ST_CRC_KEY) || !strcmp(k, MP_ST_HCRC_KEY))
 			continue;
 		if (ed->key && !strcmp(k, ed->key)) {
 			key_seen = 1;
@@ -294,10 +294,11 @@ static void round_trip(void **state)
 		assert_config_equal(&cs[k], mp_resnet_cfg(back));
 		assert_nets_equal(net, back, 0);
 		assert_string_equal(mp_st_meta_get(&f, "format"), MP_WEIGHTS_FORMAT);
-		assert_string_equal(mp_st_meta_get(&f, "format_version"), "1");
+		assert_string_equal(mp_st_meta_get(&f, "format_version"), "2");
 		assert_string_equal(mp_st_meta_get(&f, "class_names"), extra[0].value);
 		assert_string_equal(mp_st_meta_get(&f, "note"), extra[1].value);
 		assert_true(f.has_crc);
+		assert_true(f.has_header_crc);
 		/* a weights file holds exactly the network's tensors, in its order */
 		assert_int_equal(f.ntensors, mp_resnet_param_count(net));
 		for (size_t i = 0; i < f.ntensors; i++)
@@ -459,7 +460,7 @@ static void bad_metadata(void **state)
 	} cases[] = {
 		{"format", "pt", "not an mp-resnet weights file (metadata format is \"pt\")"},
 		{"format", NULL, "not an mp-resnet weights file (metadata format is missing)"},
-		{"format_version", "2", "format_version 2 is not supported (expected 1)"},
+		{"format_version", "3", "format_version 3 is not supported (expected 1 to 2)"},
 		{"format_version", NULL, "metadata has no \"format_version\""},
 		{"depth", NULL, "metadata has no \"depth\""},
 		{"depth", "0", "metadata \"depth\" = \"0\" is not a number from 1 to 1000"},
@@ -566,8 +567,9 @@ static void network_larger_than_file(void **state)
 }
 
 /* A small file: every shorter length fails with a message naming the file
- * and never crashes; every flipped byte of the data section fails the CRC;
- * a flipped byte in the header never crashes. */
+ * and never crashes; every flipped byte of the data section fails the data
+ * CRC, and every flipped byte before it the header CRC (or, in the key
+ * "header_crc32", the rule that version 2 has one). */
 static void truncated_and_corrupt(void **state)
 {
 	(void)state;
@@ -621,15 +623,158 @@ static void truncated_and_corrupt(void **state)
 			    !strstr(e.msg, "data CRC mismatch: the file is corrupt"))
 				fail_msg("byte %zu: \"%s\"", i, e.msg);
 		} else if (r) {
-			loaded++; /* a changed letter in a value the reader does not check */
+			loaded++;
+			print_message("# a flipped byte at %zu of the header loaded\n", i - 8);
 			mp_resnet_free(r);
 			mp_st_free(&f);
 		} else if (strncmp(e.msg, prefix, strlen(prefix))) {
 			fail_msg("byte %zu: \"%s\"", i, e.msg);
 		}
 	}
-	print_message("# %zu-byte file: every truncation and every data flip refused; %zu of %zu "
-		      "header flips still load\n", len, loaded, data);
+	assert_int_equal(loaded, 0);
+	free(buf);
+}
+
+/* ---- the header CRC and format versions -------------------------------------------- */
+
+/* buf (len) with the first from..from+n bytes replaced by repl (m bytes). */
+static uint8_t *splice(const uint8_t *buf, size_t *len, size_t from, size_t n,
+		       const char *repl)
+{
+	size_t m = strlen(repl), out = *len - n + m;
+	uint8_t *b = malloc(out);
+	assert_non_null(b);
+	memcpy(b, buf, from);
+	memcpy(b + from, repl, m);
+	memcpy(b + from + m, buf + from + n, *len - from - n);
+	*len = out;
+	return b;
+}
+
+static void write_bytes(const char *path, const uint8_t *buf, size_t len)
+{
+	FILE *fp = fopen(path, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(buf, 1, len, fp), len);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* The file as a version 1 writer wrote it: the same bytes without the
+ * member "header_crc32", format_version "1", the header padded anew. */
+static uint8_t *old_form(const uint8_t *buf, size_t *len, const char *version)
+{
+	static const char member[] = "\"header_crc32\":\"01234567\",";
+	char ver[64];
+	size_t n = (size_t)mp_get_u64(buf), at = 8 + strlen("{\"__metadata__\":{");
+	assert_memory_equal(buf + at, member, 16);
+	size_t l = *len;
+	uint8_t *a = splice(buf, &l, at, sizeof member - 1, ""), *b, *c;
+	n -= sizeof member - 1;
+	const char *v = memmem(a + 8, n, "\"format_version\":\"2\"", 20);
+	assert_non_null(v);
+	snprintf(ver, sizeof ver, "\"format_version\":\"%s\"", version);
+	b = splice(a, &l, (size_t)((const uint8_t *)v - a), 20, ver);
+	n += strlen(ver) - 20;
+	/* the padding: spaces before the data up to a multiple of 8 */
+	size_t end = 8 + n;
+	while (b[end - 1] == ' ')
+		end--;
+	static const char spaces[] = "       ";
+	size_t pad = (8 - end % 8) % 8;
+	c = splice(b, &l, end, 8 + n - end, spaces + 7 - pad);
+	mp_put_u64(c, end - 8 + pad);
+	free(a);
+	free(b);
+	*len = l;
+	return c;
+}
+
+static void old_version_files_load(void **state)
+{
+	(void)state;
+	const char *ref = reference_file(), *old = tmp_path("v1.safetensors");
+	uint8_t *buf;
+	size_t len;
+	mp_error e;
+	mp_st_file f;
+	assert_int_equal(mp_read_file(ref, 1 << 26, &buf, &len, &e), 0);
+	size_t l1 = len;
+	uint8_t *v1 = old_form(buf, &l1, "1");
+	write_bytes(old, v1, l1);
+	mp_resnet *net = mp_weights_load(old, be, &f, &e);
+	if (!net)
+		fail_msg("%s", e.msg);
+	assert_false(f.has_header_crc);
+	assert_true(f.has_crc);
+	assert_int_equal((8 + f.header_len) % 8, 0);
+	mp_st_free(&f);
+	mp_resnet *ref_net = mp_weights_load(ref, be, &f, &e);
+	assert_non_null(ref_net);
+	assert_nets_equal(net, ref_net, 0);
+	mp_st_free(&f);
+	mp_resnet_free(net);
+	mp_resnet_free(ref_net);
+	/* the same bytes that say version 2 lack what version 2 has */
+	size_t l2 = len;
+	uint8_t *v2 = old_form(buf, &l2, "2");
+	write_bytes(old, v2, l2);
+	expect_load_error(old, "metadata \"header_crc32\" is missing or damaged: format_version 2 "
+			       "has it as the first key of __metadata__");
+	free(v1);
+	free(v2);
+	free(buf);
+}
+
+/* A damaged key name cannot turn a check off: version 2 requires the
+ * header CRC, and the header CRC covers the data CRC's key. In version 1
+ * nothing covers the metadata: a damaged mean loads. */
+static void damaged_crc_keys_are_errors(void **state)
+{
+	(void)state;
+	const char *ref = reference_file(), *bad = tmp_path("key.safetensors");
+	uint8_t *buf;
+	size_t len;
+	mp_error e;
+	mp_st_file f;
+	assert_int_equal(mp_read_file(ref, 1 << 26, &buf, &len, &e), 0);
+	size_t n = (size_t)mp_get_u64(buf);
+	static const char *const needles[] = {"\"header_crc32\"", "\"crc32\"", "\"mean\":\"",
+					      "\"bn_eps\":\"0.00"};
+	/* from the needle's end: "crc33", the mean's first digit, bn_eps 0.01 */
+	static const int back[] = {2, 2, 0, 1};
+	static const char *const msgs[] = {
+		"metadata \"header_crc32\" is missing or damaged: format_version 2 has it as "
+		"the first key of __metadata__",
+		"header CRC mismatch: the file is corrupt (header_crc32 ",
+		"header CRC mismatch: the file is corrupt (header_crc32 ",
+		"header CRC mismatch: the file is corrupt (header_crc32 ",
+	};
+	for (int k = 0; k < 4; k++) {
+		const uint8_t *at = memmem(buf + 8, n, needles[k], strlen(needles[k]));
+		assert_non_null(at);
+		size_t i = (size_t)(at - buf) + strlen(needles[k]) - (size_t)back[k];
+		buf[i] ^= 0x01;
+		write_bytes(bad, buf, len);
+		buf[i] ^= 0x01;
+		mp_resnet *r = mp_weights_load(bad, be, &f, &e);
+		if (r)
+			fail_msg("%s damaged: loaded", needles[k]);
+		if (!strstr(e.msg, msgs[k]) || strncmp(e.msg, bad, strlen(bad)))
+			fail_msg("%s damaged: \"%s\"", needles[k], e.msg);
+	}
+	/* version 1: the same damage to the mean goes unseen */
+	size_t l1 = len;
+	uint8_t *v1 = old_form(buf, &l1, "1");
+	uint8_t *at = memmem(v1 + 8, (size_t)mp_get_u64(v1), "\"mean\":\"", 8);
+	assert_non_null(at);
+	at[8] ^= 0x01;
+	write_bytes(bad, v1, l1);
+	mp_resnet *r = mp_weights_load(bad, be, &f, &e);
+	assert_non_null(r);
+	assert_false(f.has_header_crc);
+	mp_st_free(&f);
+	mp_resnet_free(r);
+	free(v1);
 	free(buf);
 }
 
@@ -665,7 +810,9 @@ static const char py_script[] =
 	"        \"shortcut\": \"A\", \"classes\": \"10\", \"fc_bn\": \"1\", \"bn_eps\": \"0.001\",\n"
 	"        \"bn_momentum\": \"0.9\", \"input_size\": \"112\",\n"
 	"        \"mean\": \"123.675,116.28,103.53\"}\n"
-	"mp_resnet.write_safetensors(d + \"/torch.safetensors\", state, meta)\n"
+	"mp_resnet.write_safetensors(d + \"/torch.safetensors\", state, meta, checksums=False)\n"
+	"meta[\"format_version\"] = \"2\"\n"
+	"mp_resnet.write_safetensors(d + \"/torch2.safetensors\", state, meta)\n"
 	"with torch.no_grad():\n"
 	"    logits = net(x).numpy().ravel()\n"
 	"with open(d + \"/torch.txt\", \"w\") as f:\n"
@@ -813,6 +960,18 @@ static void pytorch_both_ways(void **state)
 	if (!theirs)
 		fail_msg("%s", e.msg);
 	assert_false(f.has_crc); /* another writer's file */
+	assert_false(f.has_header_crc);
+	/* and as mp_resnet.write_safetensors writes version 2, with both CRCs */
+	{
+		mp_st_file f2;
+		mp_resnet *v2 = mp_weights_load(tmp_path("torch2.safetensors"), be, &f2, &e);
+		if (!v2)
+			fail_msg("%s", e.msg);
+		assert_true(f2.has_crc && f2.has_header_crc);
+		assert_nets_equal(v2, theirs, 0);
+		mp_resnet_free(v2);
+		mp_st_free(&f2);
+	}
 	mp_resnet_config want;
 	small_config(&want, 4, 8, 8, 12, 'A');
 	assert_config_equal(&want, mp_resnet_cfg(theirs));
@@ -952,6 +1111,8 @@ int main(void)
 		cmocka_unit_test(config_scalars),
 		cmocka_unit_test(network_larger_than_file),
 		cmocka_unit_test(truncated_and_corrupt),
+		cmocka_unit_test(old_version_files_load),
+		cmocka_unit_test(damaged_crc_keys_are_errors),
 		cmocka_unit_test(pytorch_both_ways),
 		cmocka_unit_test(diff_scale_ignores_infinities),
 		cmocka_unit_test(stats_small_spread),
