@@ -193,7 +193,10 @@ int mp_weights_check_crcs(const mp_st_file *f, mp_error *e)
 		return 0;
 	if (!f->has_header_crc)
 		return mp_seterr(e, "%s: metadata \"%s\" is missing or damaged: format_version %ld "
-				 "has it as the first key of __metadata__", f->path, MP_ST_HCRC_KEY, v);
+				 "has it as the first key of __metadata__ (a file rewritten by other "
+				 "software: set format_version to 1 there, and leave out \"%s\" "
+				 "if the tensors changed)",
+				 f->path, MP_ST_HCRC_KEY, v, MP_ST_CRC_KEY);
 	if (!f->has_crc)
 		return mp_seterr(e, "%s: metadata \"%s\" is missing: format_version %ld has a data "
 				 "CRC", f->path, MP_ST_CRC_KEY, v);

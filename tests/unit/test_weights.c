@@ -719,7 +719,9 @@ static void old_version_files_load(void **state)
 	uint8_t *v2 = old_form(buf, &l2, "2");
 	write_bytes(old, v2, l2);
 	expect_load_error(old, "metadata \"header_crc32\" is missing or damaged: format_version 2 "
-			       "has it as the first key of __metadata__");
+			       "has it as the first key of __metadata__ (a file rewritten by other "
+			       "software: set format_version to 1 there, and leave out \"crc32\" if "
+			       "the tensors changed)");
 	free(v1);
 	free(v2);
 	free(buf);
