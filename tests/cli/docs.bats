@@ -72,3 +72,78 @@ END
  2 0.72 0.32"
 	assert_less 2 "$(awk 'NR == 1 { a = $1 } NR == 2 { print $1 - a }' got)"
 }
+
+# tiny_kit DIR: a Mini-Places development kit in miniature, laid out as the
+# README describes it: data/images/{train/a/abbey,val,test}/*.jpg and the
+# lists in development_kit/data (3 classes; 12 train, 6 val, 3 test images).
+tiny_kit() {
+	"$PY" - "$1" <<'END'
+import os, sys
+from PIL import Image
+kit = sys.argv[1]
+img, lists = kit + "/data/images", kit + "/development_kit/data"
+os.makedirs(lists)
+cats = ["/a/abbey", "/b/beach", "/c/canyon"]
+def jpg(rel, c):
+    os.makedirs(os.path.dirname(img + "/" + rel), exist_ok=True)
+    Image.new("RGB", (24, 20), ((200, 40, 40), (40, 200, 40), (40, 40, 200))[c]).save(img + "/" + rel)
+with open(lists + "/categories.txt", "w") as f:
+    f.writelines(f"{n} {i}\n" for i, n in enumerate(cats))
+with open(lists + "/train.txt", "w") as f:
+    for c, n in enumerate(cats):
+        for i in range(1, 5):
+            jpg(f"train{n}/{i:08d}.jpg", c)
+            f.write(f"train{n}/{i:08d}.jpg {c}\n")
+with open(lists + "/val.txt", "w") as f:
+    for i in range(1, 7):
+        jpg(f"val/{i:08d}.jpg", i % 3)
+        f.write(f"val/{i:08d}.jpg {i % 3}\n")
+for i in range(1, 4):
+    jpg(f"test/{i:08d}.jpg", i % 3)
+END
+}
+
+# readme_block AFTER: the ```sh block of README.md that follows the line
+# holding AFTER.
+readme_block() {
+	awk -v after="$1" 'index($0, after) { on = 1; next }
+		on && /^```sh$/ { inside = 1; next }
+		inside && /^```$/ { exit }
+		inside' "$MP_ROOT/README.md"
+}
+
+@test "README's commands by hand run as written on a kit in miniature, and the log has the columns it lists" {
+	local block kit=$PWD/kit p
+	block=$(readme_block "By hand:")
+	assert_contains "$block" "cd /data/miniplaces"
+	tiny_kit "$kit"
+	# the installed programs; mp-train with a network and a run small enough
+	# for a test (the same options on --resume, as the network must match)
+	mkdir bin
+	for p in mp-batchwriter mp-inspect mp-eval; do
+		printf '#!/bin/sh\nexec "%s" "$@"\n' "$MP_BIN/$p" >"bin/$p"
+	done
+	printf '#!/bin/sh\nexec "%s" "$@" %s\n' "$MP_BIN/mp-train" \
+		"--depth 1 --widths 4,8 --crop 16 --scale-min 16 --scale-max 20 --batch 8 --epochs 1 --threads 1" \
+		>bin/mp-train
+	chmod +x bin/*
+	# the build and the GPU run left out; the kit where the README has it
+	grep -v -e '^make ' -e '--backend cuda' <<<"$block" |
+		sed "s|/data/miniplaces|$kit|" >byhand.sh
+	run bash -c "cd '$MP_ROOT' && PATH='$PWD/bin':\$PATH bash -euo pipefail '$PWD/byhand.sh'"
+	assert_status 0
+	assert_equal "$(cat "$kit/submission.txt" | cut -d ' ' -f 1)" "test/00000001.jpg
+test/00000002.jpg
+test/00000003.jpg"
+	# k is the number of classes when it is below 5
+	assert_equal "$(awk '{ print NF }' "$kit/submission.txt" | sort -u)" 4
+	[ -s "$kit/run1/train.png" ] || fail "no run1/train.png"
+	# the log's columns: as README and mp-train(1) list them
+	local header readme man
+	header=$(head -1 "$kit/run1/train.log" | tr '\t' ' ')
+	readme=$(tr '\n' ' ' <"$MP_ROOT/README.md" | grep -oE 'a TSV log \(`[^`]*`\)' | sed -E 's/.*\(`//; s/`\)$//')
+	man=$(sed -n '/^The log, by default/,/^\.El/p' "$MP_ROOT/man/mp-train.1" |
+		sed -n 's/^\.It Li //p' | sed 's/ , / /g' | tr '\n' ' ' | sed 's/ $//')
+	assert_equal "README: $readme" "README: $header"
+	assert_equal "mp-train.1: $man" "mp-train.1: $header"
+}
