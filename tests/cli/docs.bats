@@ -147,3 +147,97 @@ test/00000003.jpg"
 	assert_equal "README: $readme" "README: $header"
 	assert_equal "mp-train.1: $man" "mp-train.1: $header"
 }
+
+# man_columns PAGE START: the names of the .It Li items of the first list
+# after the line matching START in man/PAGE, one a line ("a , b" is two).
+man_columns() {
+	sed -n "/$2/,/^\.El/p" "$MP_ROOT/man/$1" | sed -n 's/^\.It Li //p' | sed 's/ , /\n/g'
+}
+
+# man_labels PAGE SECTION: the "label:   " starts of the unindented lines of
+# the first literal display in the .Ss SECTION of man/PAGE.
+man_labels() {
+	sed -n "/^\.Ss $2\$/,/^\.Ed/p" "$MP_ROOT/man/$1" | sed -n '/^\.Bd/,/^\.Ed/p' |
+		sed -n -E 's/^([^ .][^:]*: *).*/\1/p'
+}
+
+# man_line PAGE REGEX: the line of man/PAGE's text (rendered on one line a
+# paragraph) that matches REGEX.
+man_line() {
+	mandoc -Tascii -O width=1000 "$MP_ROOT/man/$1" | col -bx | grep -E -- "$2"
+}
+
+# json_keys: the keys of the JSON object on stdin (or of the first object
+# of the array), one a line, in order.
+json_keys() {
+	"$PY" -c 'import json, sys
+d = json.load(sys.stdin)
+print("\n".join(d[0] if isinstance(d, list) else d))'
+}
+
+# assert_keys_documented TEXT JSON: every key of the JSON object (or of
+# the first object of the array) is a word of TEXT.
+assert_keys_documented() {
+	local k keys
+	keys=$(printf '%s' "$2" | json_keys)
+	[ -n "$keys" ] || fail "no keys in: $2"
+	for k in $keys; do
+		grep -qw -- "$k" <<<"$1" || fail "the key $k is not documented in: $1"
+	done
+}
+
+@test "the tables, summaries and JSON keys that the man pages describe are those the programs print" {
+	command -v mandoc >/dev/null || skip "mandoc is not installed"
+	tiny_kit kit
+	local img=kit/data/images lists=kit/development_kit/data w
+	bw -q -r $img -c $lists/categories.txt --size 16 -o train.db $lists/train.txt
+	"$MP_BIN/mp-train" -q -d train.db -o run --depth 1 --widths 4,8 --crop 16 --scale-min 16 \
+		--scale-max 16 --batch 4 --epochs 1 --threads 1
+	w=run/weights.safetensors
+
+	# tab-separated tables: the header line is the man page's list
+	assert_equal "--list: $(inspect --list train.db | head -1 | tr '\t' '\n')" \
+		"--list: $(man_columns mp-inspect.1 '^\.Ss Listing')"
+	assert_equal "--tensors: $(inspect --tensors $w | head -1 | tr '\t' '\n')" \
+		"--tensors: $(man_columns mp-inspect.1 '^\.Ss Tensor statistics')"
+	assert_equal "--diff: $(inspect --diff $w $w | head -1 | tr '\t' '\n')" \
+		"--diff: $(man_columns mp-inspect.1 '^\.Ss Comparing two files')"
+
+	# the summaries' labels, and where their values start
+	assert_equal "$(inspect train.db | sed -n -E 's/^([^ ][^:]*: *).*/\1/p')" \
+		"$(man_labels mp-inspect.1 'Dataset summary')"
+	assert_equal "$(inspect $w | sed -n -E 's/^([^ ][^:]*: *).*/\1/p')" \
+		"$(man_labels mp-inspect.1 'Weights summary')"
+
+	# mp-eval's files, as FILES in mp-eval(1) lists their columns
+	"$MP_BIN/mp-eval" -q -m $w --topk 2 --probs probs.tsv --per-class class.tsv \
+		--confusion conf.tsv train.db
+	assert_contains "$(man_line mp-eval.1 '^ +name, label, p0 ')" \
+		"$(head -1 probs.tsv | cut -f 1-3 | sed 's/\t/, /g')"
+	assert_equal "$(head -1 probs.tsv | awk -F '\t' '{ print NF }')" 5
+	assert_contains "$(man_line mp-eval.1 '^ +class, name, images, ')" \
+		"$(head -1 class.tsv | sed 's/\t/, /g; s/top2_err$/top5_err (topk_err)/')"
+	assert_equal "$(head -1 conf.tsv)" "$(printf 'label\\predicted\t0\t1\t2')"
+
+	# every key of each --json output is in the paragraph that describes it
+	assert_keys_documented "$(man_line mp-eval.1 '^ +--json +an object with')" \
+		"$("$MP_BIN/mp-eval" -q --json -m $w train.db)"
+	assert_keys_documented "$(man_line mp-inspect.1 'With --json, the summary is a JSON object')" \
+		"$(inspect --json train.db)"
+	assert_keys_documented "$(man_line mp-inspect.1 'With --json, the report is an object with dataset')" \
+		"$(inspect --json --verify train.db)"
+	# --list and --tensors: "the same keys" as the columns (and nonfinite)
+	assert_equal "--json --list: $(inspect --json --list train.db | json_keys)" \
+		"--json --list: $(man_columns mp-inspect.1 '^\.Ss Listing')"
+	assert_keys_documented "$(man_line mp-inspect.1 'With --json the fields are an object')" \
+		"$(inspect --json --record 0 train.db)"
+	assert_keys_documented "$(man_line mp-inspect.1 'With --json, the summary is an object with the keys file')" \
+		"$(inspect --json $w)"
+	assert_keys_documented "$(man_line mp-inspect.1 'With --json the report is an object with file')" \
+		"$(inspect --json --verify $w)"
+	assert_equal "--json --tensors: $(inspect --json --tensors $w | json_keys)" \
+		"--json --tensors: $(man_columns mp-inspect.1 '^\.Ss Tensor statistics')
+nonfinite"
+	assert_keys_documented "$(man_line mp-inspect.1 'keys name, max_abs, max_rel and verdict')" \
+		"$(inspect --json --diff $w $w)"
+}
