@@ -218,6 +218,10 @@ assert_keys_documented() {
 	assert_contains "$(man_line mp-eval.1 '^ +class, name, images, ')" \
 		"$(head -1 class.tsv | sed 's/\t/, /g; s/top2_err$/top5_err (topk_err)/')"
 	assert_equal "$(head -1 conf.tsv)" "$(printf 'label\\predicted\t0\t1\t2')"
+	# errors as fractions with five decimals, as mp-eval(1) and mp-train(1) say
+	assert_equal "$(awk -F '\t' 'NR > 1 && ($4 !~ /^[01]\.[0-9][0-9][0-9][0-9][0-9]$/ || $5 !~ /^[01]\.[0-9][0-9][0-9][0-9][0-9]$/)' class.tsv)" ""
+	assert_equal "$(awk -F '\t' 'NR > 1 { for (i = 6; i <= 10; i++) if (i != 8 && $i !~ /^(-|[01]\.[0-9][0-9][0-9][0-9][0-9])$/) print }' \
+		run/train.log)" ""
 
 	# every key of each --json output is in the paragraph that describes it
 	assert_keys_documented "$(man_line mp-eval.1 '^ +--json +an object with')" \
