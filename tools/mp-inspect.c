@@ -22,13 +22,14 @@
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: %s [--json] [--verify | --list | --record N | --extract N -o FILE] DATASET\n"
+		"usage: %s [--json] [--verify | --list | --record N] DATASET\n"
+		"       %s --extract N -o FILE DATASET\n"
 		"       %s [--json] [--verify | --tensors | --dump NAME] WEIGHTS\n"
 		"       %s [--json] [--tol X] --diff WEIGHTS_A WEIGHTS_B\n"
 		"DATASET is a dataset DB directory, a stream file, or - for a stream on stdin;\n"
 		"WEIGHTS a weights or checkpoint file (safetensors).\n"
 		"Try '%s --help' for the options.\n",
-		mp_progname, mp_progname, mp_progname, mp_progname);
+		mp_progname, mp_progname, mp_progname, mp_progname, mp_progname);
 	exit(2);
 }
 

@@ -322,12 +322,15 @@ env.close()'
 		assert_status 2
 		assert_equal "$output" ""
 		assert_equal "$(first_line "$stderr")" "$want"
-		assert_equal "$(sed -n 2p <<<"$stderr")" \
-			"usage: mp-inspect [--json] [--verify | --list | --record N | --extract N -o FILE] DATASET"
+		# --extract on a line of its own: --json does not go with it
+		assert_equal "$(sed -n 2,3p <<<"$stderr")" \
+			"usage: mp-inspect [--json] [--verify | --list | --record N] DATASET
+       mp-inspect --extract N -o FILE DATASET"
 	done <<-'EOF'
 		|mp-inspect: missing DATASET
 		a b|mp-inspect: expected one DATASET
 		--extract 1 db|mp-inspect: --extract needs -o FILE
+		--json --extract 1 -o x.png db|mp-inspect: --json does not apply to --extract, which writes an image
 		-o x.png db|mp-inspect: -o is for --extract
 		--list --verify db|mp-inspect: --verify, --list, --record, --extract, --tensors and --dump exclude each other
 		--record x db|mp-inspect: --record: "x" is not a number from 0 to 9223372036854775807
