@@ -100,3 +100,17 @@ nonfinite() {
 	assert_equal "$output" "mp-train: $D/one.db: the validation set has 1 class, the training set 4"
 	[[ ! -e out ]]
 }
+
+@test "-d or -v naming standard input or a FIFO is refused as a stream before anything is read" {
+	echo "not read" >in.txt
+	run bash -c '{ "$@"; cat; } <in.txt' _ "$MP_BIN/mp-train" "${OPTS[@]}" -d - --epochs 1 -o out
+	assert_equal "$output" $'mp-train: <stdin>: the loader needs a dataset DB, not a stream\nnot read'
+	run bash -c '{ "$@"; cat; } <in.txt' _ "$MP_BIN/mp-train" "${OPTS[@]}" -v - --epochs 1 -o out
+	assert_equal "$output" $'mp-train: <stdin>: the loader needs a dataset DB, not a stream\nnot read'
+	# a FIFO that no one writes: no wait for a writer
+	mkfifo f
+	run timeout 20 "$MP_BIN/mp-train" "${OPTS[@]}" -v f --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: f: the loader needs a dataset DB, not a stream"
+	[[ ! -e out ]]
+}
