@@ -801,6 +801,23 @@ static int supersede_rows(trainer *t, mp_error *e)
 	return 0;
 }
 
+/* Whether path names a file with something in it that is not a training
+ * log: a file of the user's (--log notes.txt, or a train.log of another
+ * program), which neither --force nor --resume may empty or write into. */
+static int foreign_log(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+		return 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0; // open_log says why
+	char line[sizeof LOG_HEADER];
+	const int ours = fgets(line, sizeof line, f) && !strcmp(line, LOG_HEADER);
+	fclose(f);
+	return !ours;
+}
+
 /* Opens the log; with start_over, removes the previous run (--force) too.
  * The log is the new run's first file and the last thing that can fail at
  * set-up, so the previous run is removed only once it is open and takes
@@ -1137,6 +1154,16 @@ static int setup(trainer *t, mp_error *e)
 
 	char what[256];
 	struct stat st;
+	char log_path[PATH_LEN];
+	if (o->log_path)
+		copy_path(log_path, o->log_path);
+	else if (join(log_path, o->out_dir, "train.log") < 0)
+		return mp_seterr(e, "%s: path too long", o->out_dir), MP_TRAIN_BAD_SETUP;
+	if (foreign_log(log_path))
+		return mp_seterr(e, "%s is not a training log (its first line is not the log's "
+				    "header): mp-train does not write into it, even with --force "
+				    "or --resume", log_path),
+		       MP_TRAIN_BAD_SETUP;
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;

@@ -114,3 +114,25 @@ nonfinite() {
 	assert_equal "$output" "mp-train: f: the loader needs a dataset DB, not a stream"
 	[[ ! -e out ]]
 }
+
+@test "a log path that names a file other than a training log is never written, even with --force or --resume" {
+	msg="is not a training log (its first line is not the log's header): mp-train does not write into it, even with --force or --resume"
+	echo "my notes" >notes.txt
+	for force in "" --force; do
+		run train "${OPTS[@]}" --epochs 1 -q -o out --log notes.txt $force
+		assert_status 2
+		assert_equal "$output" "mp-train: notes.txt $msg"
+	done
+	[[ ! -e out ]]
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 2 -q -o out --log notes.txt --resume out/last.safetensors
+	assert_status 2
+	assert_equal "$(cat notes.txt)" "my notes"
+	# another program's train.log in the output directory
+	mkdir other && printf 'epoch,loss\n1,0.5\n' >other/train.log
+	run train "${OPTS[@]}" --epochs 1 -q -o other --force
+	assert_status 2
+	assert_equal "$output" "mp-train: other/train.log $msg"
+	assert_equal "$(cat other/train.log)" $'epoch,loss\n1,0.5'
+	assert_files other train.log
+}
