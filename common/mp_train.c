@@ -77,6 +77,7 @@ typedef struct {
 	mp_loader *train, *val;
 	FILE *log;
 	char log_path[PATH_LEN];
+	int log_stdout;		/* --log -: the log is standard output */
 	char *options_json;
 	char compute[128];	/* the backend's arithmetic (mp_backend_arithmetic) */
 	char **class_names;
@@ -827,23 +828,35 @@ static int foreign_log(const char *path)
 static int open_log(trainer *t, int append, int start_over, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
-	if (o->log_path)
+	/* --log -: standard output, a stream that gets a header of its own
+	 * and is never read back, cut or emptied, whatever it is */
+	t->log_stdout = o->log_path && !strcmp(o->log_path, "-");
+	if (t->log_stdout)
+		copy_path(t->log_path, "<stdout>");
+	else if (o->log_path)
 		copy_path(t->log_path, o->log_path);
 	else if (join(t->log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
-	if (append && supersede_rows(t, e) < 0)
+	if (append && !t->log_stdout && supersede_rows(t, e) < 0)
 		return -1;
-	t->log = fopen(t->log_path, "a");
+	if (t->log_stdout) {
+		const int fd = dup(STDOUT_FILENO);
+		if (fd >= 0 && !(t->log = fdopen(fd, "w")))
+			close(fd);
+	} else {
+		t->log = fopen(t->log_path, "a");
+	}
 	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	const int old = S_ISREG(st.st_mode) && st.st_size > 0;
+	const int old = !t->log_stdout && S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!old && log_write(t, LOG_HEADER, e) < 0)
 		return -1;
 	if (start_over) {
 		char side[PATH_LEN];
 		remove_previous_run(o->out_dir, &st);
-		if (snprintf(side, sizeof side, "%s.superseded", t->log_path) < (int)sizeof side)
+		if (!t->log_stdout &&
+		    snprintf(side, sizeof side, "%s.superseded", t->log_path) < (int)sizeof side)
 			unlink(side); // the previous run's rows, moved aside by a resume
 	}
 	if (!append && old) {
@@ -956,8 +969,8 @@ static void print_epoch(const trainer *t, int epochs, long batch, const sums *s,
 static int cut_position_row(trainer *t, mp_error *e)
 {
 	struct stat st;
-	if (!t->log || fstat(fileno(t->log), &st) < 0 || !S_ISREG(st.st_mode))
-		return 0; // a pipe, a terminal: a row written there stays
+	if (!t->log || t->log_stdout || fstat(fileno(t->log), &st) < 0 || !S_ISREG(st.st_mode))
+		return 0; // a pipe, a terminal, standard output: a row written there stays
 	FILE *f = fopen(t->log_path, "r");
 	if (!f)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
@@ -1159,7 +1172,8 @@ static int setup(trainer *t, mp_error *e)
 		copy_path(log_path, o->log_path);
 	else if (join(log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir), MP_TRAIN_BAD_SETUP;
-	if (foreign_log(log_path))
+	const int log_stdout = o->log_path && !strcmp(o->log_path, "-");
+	if (!log_stdout && foreign_log(log_path))
 		return mp_seterr(e, "%s is not a training log (its first line is not the log's "
 				    "header): mp-train does not write into it, even with --force "
 				    "or --resume", log_path),
@@ -1167,8 +1181,8 @@ static int setup(trainer *t, mp_error *e)
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;
-	int log_used = o->log_path && stat(o->log_path, &st) == 0 && S_ISREG(st.st_mode) &&
-		       st.st_size > 0;
+	int log_used = o->log_path && !log_stdout && stat(o->log_path, &st) == 0 &&
+		       S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!o->resume && log_used && !o->force)
 		return mp_seterr(e, "%s holds a log already: continue its run with --resume, or "
 				    "start over with --force", o->log_path),

@@ -136,3 +136,15 @@ nonfinite() {
 	assert_equal "$(cat other/train.log)" $'epoch,loss\n1,0.5'
 	assert_files other train.log
 }
+
+@test "--log - writes the log on standard output, with its header, and makes no file named -" {
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --log -
+	assert_status 0
+	assert_equal "$(printf '%s\n' "$output" | cut -f 1-3 | tr '\t\n' ' /')" "kind epoch step/epoch 1 8/epoch 2 16/"
+	[[ ! -e - ]]
+	assert_files out checkpoint-0001.safetensors checkpoint-0002.safetensors last.safetensors weights.safetensors
+	# a file it is redirected to is only appended to: never read back, cut or emptied
+	echo "before" >log.txt
+	train "${OPTS[@]}" --epochs 3 -q -o out --log - --resume out/checkpoint-0001.safetensors >>log.txt 2>/dev/null
+	assert_equal "$(cut -f 1-3 log.txt | tr '\t\n' ' /')" "before/kind epoch step/epoch 2 16/epoch 3 24/"
+}
