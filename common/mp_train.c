@@ -1104,6 +1104,16 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 		return mp_seterr(e, "%s: the validation set has %d class%s, the training set %d",
 				 o->val_db, vm->classes, vm->classes == 1 ? "" : "es", t->classes),
 		       MP_TRAIN_BAD_SETUP;
+	/* the same count of other classes, or of the same in another order,
+	 * would score the network against labels that mean something else */
+	for (int i = 0; t->class_names && vm->class_names && vm->classes == t->classes &&
+			i < t->classes; i++)
+		if (strcmp(t->class_names[i], vm->class_names[i]))
+			return mp_seterr(e, "%s: the validation set's class %d is \"%s\", the "
+					    "training set's \"%s\" (pack both with the same "
+					    "categories file)",
+					 o->val_db, i, vm->class_names[i], t->class_names[i]),
+			       MP_TRAIN_BAD_SETUP;
 	return MP_TRAIN_DONE;
 }
 

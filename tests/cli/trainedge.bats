@@ -148,3 +148,12 @@ nonfinite() {
 	train "${OPTS[@]}" --epochs 3 -q -o out --log - --resume out/checkpoint-0001.safetensors >>log.txt 2>/dev/null
 	assert_equal "$(cut -f 1-3 log.txt | tr '\t\n' ' /')" "before/kind epoch step/epoch 2 16/epoch 3 24/"
 }
+
+@test "a validation set whose classes have other names is refused, naming the first that differs" {
+	printf 'green 0\nred 1\nblue 2\nyellow 3\n' >swapped.txt
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c swapped.txt --size 16 -o val.db "$D/val.txt"
+	run train "${OPTS[@]}" -v val.db --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: val.db: the validation set's class 0 is \"green\", the training set's \"red\" (pack both with the same categories file)"
+	[[ ! -e out ]]
+}
