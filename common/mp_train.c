@@ -500,8 +500,9 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 /* Warns about every option a resumed run sets differently from the
  * checkpoint's run: the result can no longer match an uninterrupted run.
  * Only a note for --epochs under the step policy, whose rates do not
- * depend on it: a longer run goes on as one that was that long. */
-static void compare_options(const char *path, const char *stored, const char *now)
+ * depend on it: a longer run goes on as one that was that long; nothing
+ * is wrong, so -q leaves it out. */
+static void compare_options(const char *path, const char *stored, const char *now, int quiet)
 {
 	cJSON *a = cJSON_Parse(stored), *b = cJSON_Parse(now);
 	if (!a || !b) {
@@ -521,13 +522,15 @@ static void compare_options(const char *path, const char *stored, const char *no
 		if (y && cJSON_Compare(x, y, 1))
 			continue;
 		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
-		if (!strcmp(x->string, "epochs") && step_policy)
-			mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
-				 is ? is : "?");
-		else
+		if (!strcmp(x->string, "epochs") && step_policy) {
+			if (!quiet)
+				mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
+					 is ? is : "?");
+		} else {
 			mp_warnx("warning: %s was %s in %s, now %s: the run will differ from "
 				 "an uninterrupted one", x->string, was ? was : "unset", path,
 				 is ? is : "?");
+		}
 		free(was);
 		free(is);
 	}
@@ -666,7 +669,7 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->interval.loss, &t->interval.images,
 		       &t->interval.top1, &t->interval.top5, &t->interval.seconds);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
-		compare_options(o->resume, v, t->options_json);
+		compare_options(o->resume, v, t->options_json, o->quiet);
 	t->epoch = (int)epochs;
 	t->batch = batch;
 	t->step = step;
