@@ -38,8 +38,11 @@ int mp_schedule_check(const mp_schedule *s, mp_error *e)
 		return mp_seterr(e, "gamma %g is outside (0, 1]", s->gamma);
 	if (s->policy == MP_LR_COSINE && s->epochs < 1)
 		return mp_seterr(e, "cosine decay needs a number of epochs");
-	if (!(s->warmup >= 0) || (s->policy == MP_LR_COSINE && s->warmup >= s->epochs))
-		return mp_seterr(e, "warmup of %g epochs does not fit the schedule", s->warmup);
+	if (!(s->warmup >= 0))
+		return mp_seterr(e, "--warmup %g: not a number of epochs", s->warmup);
+	if (s->policy == MP_LR_COSINE && s->warmup >= s->epochs)
+		return mp_seterr(e, "--warmup %g: the cosine decay needs a warmup shorter than "
+				    "--epochs %d", s->warmup, s->epochs);
 	return 0;
 }
 

@@ -296,7 +296,8 @@ def parse_options(argv):
         usage()
     # mp_schedule_check
     if o.policy == "cosine" and o.warmup >= o.epochs:
-        die(2, "warmup of %g epochs does not fit the schedule" % o.warmup)
+        die(2, "--warmup %g: the cosine decay needs a warmup shorter than --epochs %d"
+               % (o.warmup, o.epochs))
     # mp_resnet_config_check, the parts the options decide
     if o.stem_kernel % 2 == 0:
         die(2, "--stem-kernel %d: the stem's kernel must be odd" % o.stem_kernel)

@@ -608,6 +608,7 @@ snapshot() {
 		"--backend tpu|mp-train: --backend: \"tpu\" is not one of cpu|cpu-ref|cuda|auto"
 		"--precision fp16|mp-train: --precision: \"fp16\" is not one of auto|fp32|bf16"
 		"--mean 1,2|mp-train: --mean: \"1,2\" has 2 entries, expected 3"
+		"--lr-policy cosine --warmup 1.5|mp-train: --warmup 1.5: the cosine decay needs a warmup shorter than --epochs 1"
 		"--scale-min 8|mp-train: --scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
 		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
 		"-d $D/val.stream|mp-train: $D/val.stream: the loader needs a dataset DB, not a stream"
