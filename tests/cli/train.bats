@@ -323,6 +323,24 @@ wait_rows() {
 	same_weights whole/weights.safetensors parts/weights.safetensors
 }
 
+@test "the resume command drops --resume and --force in any spelling getopt takes, and keeps every value" {
+	train -d "$D/train.db" "${SLOW[@]}" -q -o parts --max-steps 2
+	# abbreviated, with =, a short cluster whose value follows, a value that looks like an option
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -qo parts --res=parts/none --forc \
+		--res parts/last.safetensors --log --force.log >out.txt 2>err.txt &
+	pid=$!
+	wait_rows ./--force.log 6
+	kill -TERM $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	cmd=$(tail -1 err.txt)
+	assert_equal "${cmd%% --resume *}" "  $MP_BIN/mp-train -d $D/train.db ${SLOW[*]} -qo parts --log --force.log"
+	assert_contains "$cmd" " --resume parts/checkpoint-0000-0000"
+	eval "$cmd"
+	assert_equal "$(tail -n 1 ./--force.log | cut -f 1-3)" $'epoch\t3\t48'
+}
+
 @test "a resumed run removes the temporary files a killed run left, and only those" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
 	sh -c 'exit 0' &
