@@ -20,7 +20,9 @@
 /* dir/name into buf (PATH_LEN); -1 if it does not fit. */
 static int join(char *buf, const char *dir, const char *name)
 {
-	int n = snprintf(buf, PATH_LEN, "%s/%s", dir, name);
+	/* -o out/, as a shell completes it: out/weights.safetensors, not out//... */
+	const size_t len = strlen(dir);
+	int n = snprintf(buf, PATH_LEN, "%s%s%s", dir, len && dir[len - 1] == '/' ? "" : "/", name);
 	return n < 0 || n >= PATH_LEN ? -1 : 0;
 }
 
@@ -1214,10 +1216,13 @@ static int setup(trainer *t, mp_error *e)
 		start_over = 1;
 	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
+		char last[PATH_LEN];
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
-					    "%s/last.safetensors, or start over with --force",
-					 o->out_dir, what, o->out_dir),
+					    "%s, or start over with --force",
+					 o->out_dir, what,
+					 join(last, o->out_dir, "last.safetensors") < 0 ? "last.safetensors"
+											 : last),
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}

@@ -157,3 +157,12 @@ nonfinite() {
 	assert_equal "$output" "mp-train: val.db: the validation set's class 0 is \"green\", the training set's \"red\" (pack both with the same categories file)"
 	[[ ! -e out ]]
 }
+
+@test "-o DIR/, as a shell completes it, names the files DIR/NAME, not DIR//NAME" {
+	run --separate-stderr train "${OPTS[@]}" --epochs 1 -o out/
+	assert_status 0
+	assert_equal "$(tail -n 1 <<<"$output" | sed 's/ (.*//')" "weights: out/weights.safetensors"
+	run train "${OPTS[@]}" --epochs 1 -o out/
+	assert_status 2
+	assert_equal "$output" "mp-train: out/ already holds a run (train.log): continue it with --resume out/last.safetensors, or start over with --force"
+}
