@@ -70,7 +70,7 @@ static void help(void)
 	       "      --threads N         compute threads (default: all cores)\n"
 	       "      --loader-threads N  decoding threads (default 2; all cores but two with a GPU)\n"
 	       "      --max-steps N       stop after N steps in all, as at the end (smoke runs)\n"
-	       "      --log FILE          training log (default OUT_DIR/train.log; - for stdout)\n"
+	       "      --log FILE          training log (default OUT_DIR/train.log; -: stdout)\n"
 	       "      --log-every N       a log row every N steps (default 50; 0: epochs only)\n"
 	       "  -q, --quiet             no progress or summaries\n"
 	       "  -h, --help              this help\n"
