@@ -206,6 +206,16 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e)
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->work, NULL);
 	pthread_cond_init(&l->done, NULL);
+	/* Standard input, a FIFO or a terminal can only hold a stream, which
+	 * the loader refuses anyway: say so before reading, which could wait
+	 * for input for ever (a terminal, a FIFO with no writer). */
+	struct stat pst;
+	if (!strcmp(o->path, "-") ||
+	    (stat(o->path, &pst) == 0 && !S_ISDIR(pst.st_mode) && !S_ISREG(pst.st_mode))) {
+		mp_seterr(e, "%s: the loader needs a dataset DB, not a stream",
+			  strcmp(o->path, "-") ? o->path : "<stdin>");
+		goto fail;
+	}
 	if (!(l->src = mp_source_open(o->path, e))) {
 		/* a DB that is there but cannot be opened is damaged */
 		char file[4096];

@@ -7,13 +7,14 @@
 int mp_schedule_parse_milestones(mp_schedule *s, const char *text, mp_error *e)
 {
 	s->nmilestones = 0;
-	const char *p = text;
-	while (*p) {
+	if (!*text)
+		return 0; // no drop
+	/* an entry follows every comma: "40," is bad at its entry 2 */
+	for (const char *p = text;;) {
 		char *end;
 		errno = 0;
 		long v = strtol(p, &end, 10);
-		if (errno || end == p || v < 1 || v > 1000000 || (*end && *end != ',') ||
-		    (*end == ',' && !end[1]))
+		if (errno || end == p || v < 1 || v > 1000000 || (*end && *end != ','))
 			return mp_seterr(e, "schedule \"%s\": entry %d is not an epoch from 1 to 1000000",
 					 text, s->nmilestones + 1);
 		if (s->nmilestones == MP_MAX_MILESTONES)
@@ -22,7 +23,9 @@ int mp_schedule_parse_milestones(mp_schedule *s, const char *text, mp_error *e)
 		if (s->nmilestones && v <= s->milestones[s->nmilestones - 1])
 			return mp_seterr(e, "schedule \"%s\": epochs must increase", text);
 		s->milestones[s->nmilestones++] = (int)v;
-		p = *end ? end + 1 : end;
+		if (!*end)
+			break;
+		p = end + 1;
 	}
 	return 0;
 }
@@ -35,8 +38,11 @@ int mp_schedule_check(const mp_schedule *s, mp_error *e)
 		return mp_seterr(e, "gamma %g is outside (0, 1]", s->gamma);
 	if (s->policy == MP_LR_COSINE && s->epochs < 1)
 		return mp_seterr(e, "cosine decay needs a number of epochs");
-	if (!(s->warmup >= 0) || (s->policy == MP_LR_COSINE && s->warmup >= s->epochs))
-		return mp_seterr(e, "warmup of %g epochs does not fit the schedule", s->warmup);
+	if (!(s->warmup >= 0))
+		return mp_seterr(e, "--warmup %g: not a number of epochs", s->warmup);
+	if (s->policy == MP_LR_COSINE && s->warmup >= s->epochs)
+		return mp_seterr(e, "--warmup %g: the cosine decay needs a warmup shorter than "
+				    "--epochs %d", s->warmup, s->epochs);
 	return 0;
 }
 

@@ -20,7 +20,9 @@
 /* dir/name into buf (PATH_LEN); -1 if it does not fit. */
 static int join(char *buf, const char *dir, const char *name)
 {
-	int n = snprintf(buf, PATH_LEN, "%s/%s", dir, name);
+	/* -o out/, as a shell completes it: out/weights.safetensors, not out//... */
+	const size_t len = strlen(dir);
+	int n = snprintf(buf, PATH_LEN, "%s%s%s", dir, len && dir[len - 1] == '/' ? "" : "/", name);
 	return n < 0 || n >= PATH_LEN ? -1 : 0;
 }
 
@@ -77,6 +79,7 @@ typedef struct {
 	mp_loader *train, *val;
 	FILE *log;
 	char log_path[PATH_LEN];
+	int log_stdout;		/* --log -: the log is standard output */
 	char *options_json;
 	char compute[128];	/* the backend's arithmetic (mp_backend_arithmetic) */
 	char **class_names;
@@ -499,8 +502,9 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 /* Warns about every option a resumed run sets differently from the
  * checkpoint's run: the result can no longer match an uninterrupted run.
  * Only a note for --epochs under the step policy, whose rates do not
- * depend on it: a longer run goes on as one that was that long. */
-static void compare_options(const char *path, const char *stored, const char *now)
+ * depend on it: a longer run goes on as one that was that long; nothing
+ * is wrong, so -q leaves it out. */
+static void compare_options(const char *path, const char *stored, const char *now, int quiet)
 {
 	cJSON *a = cJSON_Parse(stored), *b = cJSON_Parse(now);
 	if (!a || !b) {
@@ -520,13 +524,15 @@ static void compare_options(const char *path, const char *stored, const char *no
 		if (y && cJSON_Compare(x, y, 1))
 			continue;
 		char *was = y ? cJSON_PrintUnformatted(y) : NULL, *is = cJSON_PrintUnformatted(x);
-		if (!strcmp(x->string, "epochs") && step_policy)
-			mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
-				 is ? is : "?");
-		else
+		if (!strcmp(x->string, "epochs") && step_policy) {
+			if (!quiet)
+				mp_warnx("note: %s was %s, now %s", x->string, was ? was : "unset",
+					 is ? is : "?");
+		} else {
 			mp_warnx("warning: %s was %s in %s, now %s: the run will differ from "
 				 "an uninterrupted one", x->string, was ? was : "unset", path,
 				 is ? is : "?");
+		}
 		free(was);
 		free(is);
 	}
@@ -665,7 +671,7 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
 		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->interval.loss, &t->interval.images,
 		       &t->interval.top1, &t->interval.top5, &t->interval.seconds);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
-		compare_options(o->resume, v, t->options_json);
+		compare_options(o->resume, v, t->options_json, o->quiet);
 	t->epoch = (int)epochs;
 	t->batch = batch;
 	t->step = step;
@@ -801,6 +807,23 @@ static int supersede_rows(trainer *t, mp_error *e)
 	return 0;
 }
 
+/* Whether path names a file with something in it that is not a training
+ * log: a file of the user's (--log notes.txt, or a train.log of another
+ * program), which neither --force nor --resume may empty or write into. */
+static int foreign_log(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+		return 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0; // open_log says why
+	char line[sizeof LOG_HEADER];
+	const int ours = fgets(line, sizeof line, f) && !strcmp(line, LOG_HEADER);
+	fclose(f);
+	return !ours;
+}
+
 /* Opens the log; with start_over, removes the previous run (--force) too.
  * The log is the new run's first file and the last thing that can fail at
  * set-up, so the previous run is removed only once it is open and takes
@@ -810,23 +833,35 @@ static int supersede_rows(trainer *t, mp_error *e)
 static int open_log(trainer *t, int append, int start_over, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
-	if (o->log_path)
+	/* --log -: standard output, a stream that gets a header of its own
+	 * and is never read back, cut or emptied, whatever it is */
+	t->log_stdout = o->log_path && !strcmp(o->log_path, "-");
+	if (t->log_stdout)
+		copy_path(t->log_path, "<stdout>");
+	else if (o->log_path)
 		copy_path(t->log_path, o->log_path);
 	else if (join(t->log_path, o->out_dir, "train.log") < 0)
 		return mp_seterr(e, "%s: path too long", o->out_dir);
 	struct stat st;
-	if (append && supersede_rows(t, e) < 0)
+	if (append && !t->log_stdout && supersede_rows(t, e) < 0)
 		return -1;
-	t->log = fopen(t->log_path, "a");
+	if (t->log_stdout) {
+		const int fd = dup(STDOUT_FILENO);
+		if (fd >= 0 && !(t->log = fdopen(fd, "w")))
+			close(fd);
+	} else {
+		t->log = fopen(t->log_path, "a");
+	}
 	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	const int old = S_ISREG(st.st_mode) && st.st_size > 0;
+	const int old = !t->log_stdout && S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!old && log_write(t, LOG_HEADER, e) < 0)
 		return -1;
 	if (start_over) {
 		char side[PATH_LEN];
 		remove_previous_run(o->out_dir, &st);
-		if (snprintf(side, sizeof side, "%s.superseded", t->log_path) < (int)sizeof side)
+		if (!t->log_stdout &&
+		    snprintf(side, sizeof side, "%s.superseded", t->log_path) < (int)sizeof side)
 			unlink(side); // the previous run's rows, moved aside by a resume
 	}
 	if (!append && old) {
@@ -939,8 +974,8 @@ static void print_epoch(const trainer *t, int epochs, long batch, const sums *s,
 static int cut_position_row(trainer *t, mp_error *e)
 {
 	struct stat st;
-	if (!t->log || fstat(fileno(t->log), &st) < 0 || !S_ISREG(st.st_mode))
-		return 0; // a pipe, a terminal: a row written there stays
+	if (!t->log || t->log_stdout || fstat(fileno(t->log), &st) < 0 || !S_ISREG(st.st_mode))
+		return 0; // a pipe, a terminal, standard output: a row written there stays
 	FILE *f = fopen(t->log_path, "r");
 	if (!f)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
@@ -1074,6 +1109,16 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 		return mp_seterr(e, "%s: the validation set has %d class%s, the training set %d",
 				 o->val_db, vm->classes, vm->classes == 1 ? "" : "es", t->classes),
 		       MP_TRAIN_BAD_SETUP;
+	/* the same count of other classes, or of the same in another order,
+	 * would score the network against labels that mean something else */
+	for (int i = 0; t->class_names && vm->class_names && vm->classes == t->classes &&
+			i < t->classes; i++)
+		if (strcmp(t->class_names[i], vm->class_names[i]))
+			return mp_seterr(e, "%s: the validation set's class %d is \"%s\", the "
+					    "training set's \"%s\" (pack both with the same "
+					    "categories file)",
+					 o->val_db, i, vm->class_names[i], t->class_names[i]),
+			       MP_TRAIN_BAD_SETUP;
 	return MP_TRAIN_DONE;
 }
 
@@ -1137,11 +1182,22 @@ static int setup(trainer *t, mp_error *e)
 
 	char what[256];
 	struct stat st;
+	char log_path[PATH_LEN];
+	if (o->log_path)
+		copy_path(log_path, o->log_path);
+	else if (join(log_path, o->out_dir, "train.log") < 0)
+		return mp_seterr(e, "%s: path too long", o->out_dir), MP_TRAIN_BAD_SETUP;
+	const int log_stdout = o->log_path && !strcmp(o->log_path, "-");
+	if (!log_stdout && foreign_log(log_path))
+		return mp_seterr(e, "%s is not a training log (its first line is not the log's "
+				    "header): mp-train does not write into it, even with --force "
+				    "or --resume", log_path),
+		       MP_TRAIN_BAD_SETUP;
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
 		return MP_TRAIN_FAILED;
-	int log_used = o->log_path && stat(o->log_path, &st) == 0 && S_ISREG(st.st_mode) &&
-		       st.st_size > 0;
+	int log_used = o->log_path && !log_stdout && stat(o->log_path, &st) == 0 &&
+		       S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!o->resume && log_used && !o->force)
 		return mp_seterr(e, "%s holds a log already: continue its run with --resume, or "
 				    "start over with --force", o->log_path),
@@ -1160,10 +1216,13 @@ static int setup(trainer *t, mp_error *e)
 		start_over = 1;
 	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
+		char last[PATH_LEN];
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
-					    "%s/last.safetensors, or start over with --force",
-					 o->out_dir, what, o->out_dir),
+					    "%s, or start over with --force",
+					 o->out_dir, what,
+					 join(last, o->out_dir, "last.safetensors") < 0 ? "last.safetensors"
+											 : last),
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}

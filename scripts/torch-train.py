@@ -296,7 +296,8 @@ def parse_options(argv):
         usage()
     # mp_schedule_check
     if o.policy == "cosine" and o.warmup >= o.epochs:
-        die(2, "warmup of %g epochs does not fit the schedule" % o.warmup)
+        die(2, "--warmup %g: the cosine decay needs a warmup shorter than --epochs %d"
+               % (o.warmup, o.epochs))
     # mp_resnet_config_check, the parts the options decide
     if o.stem_kernel % 2 == 0:
         die(2, "--stem-kernel %d: the stem's kernel must be odd" % o.stem_kernel)
@@ -315,11 +316,11 @@ def parse_milestones(text):
     if text == "none":
         return []
     out, pos = [], 0
-    while pos < len(text):
+    while text:
         m = _C_INT.match(text, pos)
         end = m.end() if m else pos
         if (not m or not 1 <= int(m.group().strip()) <= 1000000
-                or (end < len(text) and text[end] != ",") or end == len(text) - 1):
+                or (end < len(text) and text[end] != ",")):
             die(2, "--schedule: schedule \"%s\": entry %d is not an epoch from 1 to 1000000"
                 % (text, len(out) + 1))
         v = int(m.group().strip())
@@ -328,7 +329,9 @@ def parse_milestones(text):
         if out and v <= out[-1]:
             die(2, "--schedule: schedule \"%s\": epochs must increase" % text)
         out.append(v)
-        pos = end + 1 if end < len(text) else end
+        if end == len(text):
+            break
+        pos = end + 1  # an entry follows every comma: "5," is bad at its entry 2
     return out
 
 

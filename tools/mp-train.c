@@ -70,7 +70,7 @@ static void help(void)
 	       "      --threads N         compute threads (default: all cores)\n"
 	       "      --loader-threads N  decoding threads (default 2; all cores but two with a GPU)\n"
 	       "      --max-steps N       stop after N steps in all, as at the end (smoke runs)\n"
-	       "      --log FILE          training log (default OUT_DIR/train.log)\n"
+	       "      --log FILE          training log (default OUT_DIR/train.log; -: stdout)\n"
 	       "      --log-every N       a log row every N steps (default 50; 0: epochs only)\n"
 	       "  -q, --quiet             no progress or summaries\n"
 	       "  -h, --help              this help\n"
@@ -179,7 +179,26 @@ static void print_quoted(FILE *f, const char *s)
 	fputc('\'', f);
 }
 
-/* The same command line without --resume and --force, then --resume FILE. */
+/* The entry of long_opts that the argument a (--name, --name=VALUE)
+ * stands for, as getopt_long took it: in full, or abbreviated (--res) when
+ * only one option starts so. */
+static const struct option *long_opt_of(const char *a)
+{
+	const size_t n = strcspn(a + 2, "=");
+	const struct option *found = NULL;
+	for (const struct option *p = long_opts; p->name; p++) {
+		if (strncmp(p->name, a + 2, n))
+			continue;
+		if (strlen(p->name) == n)
+			return p;
+		found = found ? NULL : p;
+	}
+	return found;
+}
+
+/* The same command line without --resume and --force, in any spelling
+ * getopt_long takes, then --resume FILE. An option's value is copied as
+ * it is, whatever it looks like. */
 static void print_resume_command(FILE *f, const char *invoked_as, int argc, char **argv,
 				 const char *checkpoint)
 {
@@ -187,18 +206,26 @@ static void print_resume_command(FILE *f, const char *invoked_as, int argc, char
 	print_quoted(f, invoked_as);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
+		int takes_next = 0;
 		if (!strcmp(a, "--"))
 			break;
-		if (!strcmp(a, "--force"))
-			continue;
-		if (!strcmp(a, "--resume")) {
-			i++;
-			continue;
+		if (!strncmp(a, "--", 2)) {
+			const struct option *p = long_opt_of(a);
+			takes_next = p && p->has_arg == required_argument && !strchr(a, '=');
+			if (p && (p->val == OPT_FORCE || p->val == OPT_RESUME)) {
+				i += takes_next;
+				continue;
+			}
+		} else if (a[0] == '-') {
+			/* -qd DB, -dDB: the value follows the first of d, v, o */
+			const size_t k = strcspn(a + 1, "dvo");
+			takes_next = a[1 + k] && !a[2 + k];
 		}
-		if (!strncmp(a, "--resume=", 9))
-			continue;
-		fputc(' ', f);
-		print_quoted(f, a);
+		for (int j = 0; j <= takes_next && i + j < argc; j++) {
+			fputc(' ', f);
+			print_quoted(f, argv[i + j]);
+		}
+		i += takes_next;
 	}
 	fputs(" --resume ", f);
 	print_quoted(f, checkpoint);

@@ -163,10 +163,11 @@ EOF
 		"--lr-policy linear|--lr-policy: \"linear\" is not one of step|cosine"
 		"--schedule 70,40|--schedule: schedule \"70,40\": epochs must increase"
 		"--mean 1,2|--mean: \"1,2\" has 2 entries, expected 3"
+		"--lr-policy cosine --warmup 1.5|--warmup 1.5: the cosine decay needs a warmup shorter than --epochs 1"
 		"--scale-min 8|--scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
 		# only ASCII digits, no underscores, no empty value taken for the default
 		"--schedule ²|--schedule: schedule \"²\": entry 1 is not an epoch from 1 to 1000000"
-		"--schedule 5,|--schedule: schedule \"5,\": entry 1 is not an epoch from 1 to 1000000"
+		"--schedule 5,|--schedule: schedule \"5,\": entry 2 is not an epoch from 1 to 1000000"
 		"--batch ١٦|--batch: \"١٦\" is not a number from 2 to 65536"
 		"--batch 1_6|--batch: \"1_6\" is not a number from 2 to 65536"
 		"--lr 0_1|--lr: \"0_1\" is not a number from 1e-12 to 1e+12"

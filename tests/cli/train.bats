@@ -216,12 +216,11 @@ EOF
 	# --crop alone, the checkpoint's: the rest of the network is the checkpoint's
 	run train "${RES[@]}" --crop 12
 	assert_status 0
-	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	assert_equal "$output" ""
 	assert_equal "$(input_size)" 12
 	# --depth alone, the same: --widths and the stem are not compared with their defaults
 	run train "${RES[@]}" --depth 1
 	assert_status 0
-	assert_equal "$(first_line "$output")" "mp-train: note: epochs was 1, now 2"
 	# (the first resume's rows after the checkpoint moved aside, as the second one redoes them)
 	assert_contains "$output" "rows after step 8, the checkpoint's, moved to out/train.log.superseded"
 	# no --crop: the checkpoint's input size
@@ -277,9 +276,13 @@ EOF
 
 @test "a longer --epochs is a note under the step policy, a warning under cosine, whose rates it changes" {
 	train "${OPTS[@]}" --epochs 1 -q -o out
-	run train "${OPTS[@]}" --epochs 2 -q -o out --resume out/checkpoint-0001.safetensors
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -o out --resume out/checkpoint-0001.safetensors
 	assert_status 0
-	assert_equal "$output" "mp-train: note: epochs was 1, now 2"
+	assert_equal "$stderr" "mp-train: note: epochs was 1, now 2"
+	# nothing is wrong: -q leaves the note out, as it does the summaries
+	run train "${OPTS[@]}" --epochs 3 -q -o out --resume out/checkpoint-0002.safetensors
+	assert_status 0
+	assert_equal "$output" ""
 	train "${OPTS[@]}" --lr-policy cosine --epochs 1 -q -o cos
 	run train "${OPTS[@]}" --lr-policy cosine --epochs 2 -q -o cos --resume cos/checkpoint-0001.safetensors
 	assert_status 0
@@ -318,6 +321,24 @@ wait_rows() {
 	assert_status 0
 	eval "$cmd" -q
 	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
+@test "the resume command drops --resume and --force in any spelling getopt takes, and keeps every value" {
+	train -d "$D/train.db" "${SLOW[@]}" -q -o parts --max-steps 2
+	# abbreviated, with =, a short cluster whose value follows, a value that looks like an option
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -qo parts --res=parts/none --forc \
+		--res parts/last.safetensors --log --force.log >out.txt 2>err.txt &
+	pid=$!
+	wait_rows ./--force.log 6
+	kill -TERM $pid
+	status=0
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	cmd=$(tail -1 err.txt)
+	assert_equal "${cmd%% --resume *}" "  $MP_BIN/mp-train -d $D/train.db ${SLOW[*]} -qo parts --log --force.log"
+	assert_contains "$cmd" " --resume parts/checkpoint-0000-0000"
+	eval "$cmd"
+	assert_equal "$(tail -n 1 ./--force.log | cut -f 1-3)" $'epoch\t3\t48'
 }
 
 @test "a resumed run removes the temporary files a killed run left, and only those" {
@@ -605,6 +626,7 @@ snapshot() {
 		"--backend tpu|mp-train: --backend: \"tpu\" is not one of cpu|cpu-ref|cuda|auto"
 		"--precision fp16|mp-train: --precision: \"fp16\" is not one of auto|fp32|bf16"
 		"--mean 1,2|mp-train: --mean: \"1,2\" has 2 entries, expected 3"
+		"--lr-policy cosine --warmup 1.5|mp-train: --warmup 1.5: the cosine decay needs a warmup shorter than --epochs 1"
 		"--scale-min 8|mp-train: --scale-min 8 and --scale-max 16: need crop 12 <= min <= max"
 		"-v $D/val3.db|mp-train: $D/val3.db: the validation set has 3 classes, the training set 4"
 		"-d $D/val.stream|mp-train: $D/val.stream: the loader needs a dataset DB, not a stream"

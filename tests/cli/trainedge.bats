@@ -100,3 +100,69 @@ nonfinite() {
 	assert_equal "$output" "mp-train: $D/one.db: the validation set has 1 class, the training set 4"
 	[[ ! -e out ]]
 }
+
+@test "-d or -v naming standard input or a FIFO is refused as a stream before anything is read" {
+	echo "not read" >in.txt
+	run bash -c '{ "$@"; cat; } <in.txt' _ "$MP_BIN/mp-train" "${OPTS[@]}" -d - --epochs 1 -o out
+	assert_equal "$output" $'mp-train: <stdin>: the loader needs a dataset DB, not a stream\nnot read'
+	run bash -c '{ "$@"; cat; } <in.txt' _ "$MP_BIN/mp-train" "${OPTS[@]}" -v - --epochs 1 -o out
+	assert_equal "$output" $'mp-train: <stdin>: the loader needs a dataset DB, not a stream\nnot read'
+	# a FIFO that no one writes: no wait for a writer
+	mkfifo f
+	run timeout 20 "$MP_BIN/mp-train" "${OPTS[@]}" -v f --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: f: the loader needs a dataset DB, not a stream"
+	[[ ! -e out ]]
+}
+
+@test "a log path that names a file other than a training log is never written, even with --force or --resume" {
+	msg="is not a training log (its first line is not the log's header): mp-train does not write into it, even with --force or --resume"
+	echo "my notes" >notes.txt
+	for force in "" --force; do
+		run train "${OPTS[@]}" --epochs 1 -q -o out --log notes.txt $force
+		assert_status 2
+		assert_equal "$output" "mp-train: notes.txt $msg"
+	done
+	[[ ! -e out ]]
+	train "${OPTS[@]}" --epochs 1 -q -o out
+	run train "${OPTS[@]}" --epochs 2 -q -o out --log notes.txt --resume out/last.safetensors
+	assert_status 2
+	assert_equal "$(cat notes.txt)" "my notes"
+	# another program's train.log in the output directory
+	mkdir other && printf 'epoch,loss\n1,0.5\n' >other/train.log
+	run train "${OPTS[@]}" --epochs 1 -q -o other --force
+	assert_status 2
+	assert_equal "$output" "mp-train: other/train.log $msg"
+	assert_equal "$(cat other/train.log)" $'epoch,loss\n1,0.5'
+	assert_files other train.log
+}
+
+@test "--log - writes the log on standard output, with its header, and makes no file named -" {
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --log -
+	assert_status 0
+	assert_equal "$(printf '%s\n' "$output" | cut -f 1-3 | tr '\t\n' ' /')" "kind epoch step/epoch 1 8/epoch 2 16/"
+	[[ ! -e - ]]
+	assert_files out checkpoint-0001.safetensors checkpoint-0002.safetensors last.safetensors weights.safetensors
+	# a file it is redirected to is only appended to: never read back, cut or emptied
+	echo "before" >log.txt
+	train "${OPTS[@]}" --epochs 3 -q -o out --log - --resume out/checkpoint-0001.safetensors >>log.txt 2>/dev/null
+	assert_equal "$(cut -f 1-3 log.txt | tr '\t\n' ' /')" "before/kind epoch step/epoch 2 16/epoch 3 24/"
+}
+
+@test "a validation set whose classes have other names is refused, naming the first that differs" {
+	printf 'green 0\nred 1\nblue 2\nyellow 3\n' >swapped.txt
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c swapped.txt --size 16 -o val.db "$D/val.txt"
+	run train "${OPTS[@]}" -v val.db --epochs 1 -o out
+	assert_status 2
+	assert_equal "$output" "mp-train: val.db: the validation set's class 0 is \"green\", the training set's \"red\" (pack both with the same categories file)"
+	[[ ! -e out ]]
+}
+
+@test "-o DIR/, as a shell completes it, names the files DIR/NAME, not DIR//NAME" {
+	run --separate-stderr train "${OPTS[@]}" --epochs 1 -o out/
+	assert_status 0
+	assert_equal "$(tail -n 1 <<<"$output" | sed 's/ (.*//')" "weights: out/weights.safetensors"
+	run train "${OPTS[@]}" --epochs 1 -o out/
+	assert_status 2
+	assert_equal "$output" "mp-train: out/ already holds a run (train.log): continue it with --resume out/last.safetensors, or start over with --force"
+}

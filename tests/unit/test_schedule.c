@@ -66,6 +66,13 @@ static void refusals(void **state)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_int_equal(mp_schedule_parse_milestones(&s, bad[i], &e), -1);
 	assert_non_null(strstr(e.msg, "\"-3\""));
+	/* the entry named is the one at fault: the empty one after a comma */
+	assert_int_equal(mp_schedule_parse_milestones(&s, "40,", &e), -1);
+	assert_string_equal(e.msg, "schedule \"40,\": entry 2 is not an epoch from 1 to 1000000");
+	assert_int_equal(mp_schedule_parse_milestones(&s, ",40", &e), -1);
+	assert_string_equal(e.msg, "schedule \",40\": entry 1 is not an epoch from 1 to 1000000");
+	assert_int_equal(mp_schedule_parse_milestones(&s, "40,70", &e), 0);
+	assert_int_equal(s.nmilestones, 2);
 	assert_int_equal(mp_schedule_parse_milestones(&s, "", &e), 0);
 	assert_int_equal(s.nmilestones, 0);
 	s.gamma = 0;
