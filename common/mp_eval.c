@@ -916,6 +916,18 @@ static int setup(evaluator *ev, mp_error *e)
 					 mp_source_name(ev->rd.src), m->classes, o->weights,
 					 ev->classes),
 			       MP_EVAL_FAILED;
+		/* the same count of other classes, or of the same in another
+		 * order, would score the network against labels that mean
+		 * something else */
+		for (int i = 0; m->labelled && m->class_names && ev->class_names &&
+				m->classes == ev->classes && i < ev->classes; i++)
+			if (*ev->class_names[i] && strcmp(m->class_names[i], ev->class_names[i]))
+				return mp_seterr(e, "%s: its class %d is \"%s\", the weights %s's "
+						    "\"%s\" (pack it with the categories file "
+						    "the network was trained on)",
+						 mp_source_name(ev->rd.src), i, m->class_names[i],
+						 o->weights, ev->class_names[i]),
+				       MP_EVAL_FAILED;
 	}
 	r->labelled = reader_labelled(&ev->rd);
 	if (!r->labelled && (o->per_class_path || o->confusion_path))

@@ -607,3 +607,26 @@ print(os.fsencode(d["weights"]), os.fsencode(d["data"]))' out.json
 	assert_status 0
 	assert_equal "$output" "b'w\\xfe.safetensors' b'val\\xff.db'"
 }
+
+@test "a dataset whose classes have other names than the weights' is refused, naming the first that differs" {
+	for c in 0 1 2 3 4 5; do echo "/c/class$c $c"; done >cats.txt
+	sed 's/class3/other3/' cats.txt >other.txt
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c cats.txt --size 16 -o same.db "$D/val.txt"
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c other.txt --size 16 -o other.db "$D/val.txt"
+	"$PY" - "$MP_ROOT/scripts" "$D/const.safetensors" <<'PYEOF'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+meta["class_names"] = json.dumps(["/c/class%d" % i for i in range(6)])
+for k in ("header_crc32", "crc32"):
+    meta.pop(k, None)
+meta["crc32"] = mp_resnet.data_crc32(t)
+mp_resnet.write_safetensors("named.safetensors", t, meta)
+PYEOF
+	run ev -q -m named.safetensors same.db
+	assert_status 0
+	run ev -q -m named.safetensors other.db
+	assert_status 1
+	assert_equal "$output" 'mp-eval: other.db: its class 3 is "/c/other3", the weights named.safetensors'"'"'s "/c/class3" (pack it with the categories file the network was trained on)'
+}
