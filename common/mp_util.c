@@ -462,6 +462,40 @@ int mp_same_file(const char *a, const char *b)
 	return !strcmp(ca, cb);
 }
 
+int mp_names_stdout(const char *path)
+{
+	if (!strcmp(path, "-"))
+		return 1;
+	struct stat a, b;
+	return stat(path, &a) == 0 && !S_ISCHR(a.st_mode) && fstat(STDOUT_FILENO, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int mp_follow_links(const char *path, char *out, size_t size, mp_error *e)
+{
+	if (strlen(path) >= size)
+		return mp_seterr(e, "%s: path too long", path);
+	strcpy(out, path);
+	for (int hops = 0;; hops++) {
+		struct stat st;
+		if (lstat(out, &st) < 0 || !S_ISLNK(st.st_mode))
+			return 0;
+		if (hops == 40)
+			return mp_seterr(e, "%s: %s", path, strerror(ELOOP));
+		char to[PATH_MAX];
+		ssize_t n = readlink(out, to, sizeof to - 1);
+		if (n < 0)
+			return mp_seterr(e, "%s: %s", path, strerror(errno));
+		to[n] = '\0';
+		/* a relative target is read from the link's directory */
+		const char *slash = strrchr(out, '/');
+		size_t dir = to[0] == '/' || !slash ? 0 : (size_t)(slash - out) + 1;
+		if (dir + (size_t)n >= size)
+			return mp_seterr(e, "%s: path too long", path);
+		memcpy(out + dir, to, (size_t)n + 1);
+	}
+}
+
 size_t mp_utf8_bad_at(const void *buf, size_t len)
 {
 	const uint8_t *s = buf;

@@ -111,6 +111,17 @@ int mp_remove_tree(const char *path);
 /* Whether paths a and b name the same file: the same device and inode
  * where both exist, else the same directory (after links) and name. */
 int mp_same_file(const char *a, const char *b);
+/* Whether path names standard output: "-", or the file descriptor 1 is
+ * open on under another name (/dev/stdout, /dev/fd/1, the file it is
+ * redirected to), unless that is a character device such as /dev/null or
+ * a terminal, which several outputs may share. */
+int mp_names_stdout(const char *path);
+/* path with the symbolic links of its last name followed (a link's target
+ * need not exist), in out: a file written under a temporary name beside
+ * that and renamed over it replaces the file the link names, not the link.
+ * path itself when it is no link. -1 with the reason in e (a loop, a name
+ * too long). */
+int mp_follow_links(const char *path, char *out, size_t size, mp_error *e);
 /* Temporary files that a fatal signal removes. After mp_tmp_on_signals(),
  * SIGHUP, SIGINT, SIGTERM and SIGPIPE (the reader of a pipe gone) remove
  * every file registered by mp_tmp_add and then end the program by the same

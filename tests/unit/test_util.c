@@ -274,6 +274,69 @@ static void a_fifo_is_not_read(void **state)
 	assert_string_equal(e.msg, "not a regular file (a character device)");
 }
 
+/* A chain of links, relative and absolute, to a file that need not exist;
+ * a loop is an error. */
+static void links_are_followed_to_the_file_they_name(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_util_linkXXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char a[64], b[64], sub[64], abs_c[64], loop[64], out[256], want[128];
+	snprintf(a, sizeof a, "%s/a", dir);
+	snprintf(sub, sizeof sub, "%s/sub", dir);
+	snprintf(b, sizeof b, "%s/sub/b", dir);
+	snprintf(abs_c, sizeof abs_c, "%s/c", dir);
+	snprintf(loop, sizeof loop, "%s/loop", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_int_equal(symlink("sub/b", a), 0); /* relative to a's directory */
+	assert_int_equal(symlink(abs_c, b), 0);	  /* absolute, c not there */
+	assert_int_equal(symlink("loop", loop), 0);
+	mp_error e;
+	assert_int_equal(mp_follow_links(a, out, sizeof out, &e), 0);
+	assert_string_equal(out, abs_c);
+	assert_int_equal(mp_follow_links(abs_c, out, sizeof out, &e), 0);
+	assert_string_equal(out, abs_c);
+	assert_int_equal(mp_follow_links("no-such-name", out, sizeof out, &e), 0);
+	assert_string_equal(out, "no-such-name");
+	assert_int_equal(mp_follow_links(loop, out, sizeof out, &e), -1);
+	snprintf(want, sizeof want, "%s: %s", loop, strerror(ELOOP));
+	assert_string_equal(e.msg, want);
+	assert_int_equal(mp_follow_links(a, out, 8, &e), -1);
+	unlink(a);
+	unlink(b);
+	unlink(loop);
+	rmdir(sub);
+	rmdir(dir);
+}
+
+/* Standard output is "-" and the file descriptor 1 is open on, by any
+ * name, unless that is a character device that outputs may share. */
+static void stdout_by_another_name(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/test_util_stdoutXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	int saved = dup(STDOUT_FILENO);
+	fflush(stdout);
+	assert_int_equal(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
+	int file = mp_names_stdout(path), dev = mp_names_stdout("/dev/stdout"),
+	    dash = mp_names_stdout("-"), other = mp_names_stdout("/tmp");
+	int null_fd = open("/dev/null", O_WRONLY);
+	assert_int_equal(dup2(null_fd, STDOUT_FILENO), STDOUT_FILENO);
+	int null = mp_names_stdout("/dev/null");
+	assert_int_equal(dup2(saved, STDOUT_FILENO), STDOUT_FILENO);
+	close(saved);
+	close(null_fd);
+	close(fd);
+	unlink(path);
+	assert_true(file);
+	assert_true(dev);
+	assert_true(dash);
+	assert_false(other);
+	assert_false(null);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +348,8 @@ int main(void)
 		cmocka_unit_test(closed_std_fds_are_not_reused),
 		cmocka_unit_test(a_backends_arithmetic_leaves_out_threads_and_device),
 		cmocka_unit_test(a_fifo_is_not_read),
+		cmocka_unit_test(links_are_followed_to_the_file_they_name),
+		cmocka_unit_test(stdout_by_another_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
