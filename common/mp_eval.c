@@ -359,10 +359,14 @@ static int cmp_rows(const void *a, const void *b)
 
 /* An output file is written under a temporary name beside it and renamed
  * into place when complete, so that a failed run leaves no partial file
- * under the name asked for. "-" is standard output; a path that exists and
- * is not a regular file (/dev/null, a FIFO) is written in place. */
+ * under the name asked for. "-" is standard output, and so is the file it
+ * is open on under another name (/dev/stdout; mp_names_stdout); a path
+ * that exists and is not a regular file (/dev/null, a FIFO) is written in
+ * place; a symbolic link is followed, so that the file it names is
+ * replaced and the link stays. */
 typedef struct {
-	const char *path;
+	const char *path;	/* as given, for messages */
+	char *target;		/* path with its links followed: what is replaced */
 	char *tmp;		/* NULL when written in place */
 	FILE *f;
 } outfile;
@@ -372,7 +376,7 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	struct stat st;
 	memset(of, 0, sizeof *of);
 	of->path = path;
-	if (!strcmp(path, "-")) {
+	if (mp_names_stdout(path)) {
 		of->path = "<stdout>"; // the name its messages give it
 		of->f = stdout;
 		return 0;
@@ -382,9 +386,13 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 			return mp_seterr(e, "%s: %s", path, strerror(errno));
 		return 0;
 	}
-	size_t n = strlen(path) + 40;
+	char target[PATH_MAX];
+	if (mp_follow_links(path, target, sizeof target, e) < 0)
+		return -1;
+	of->target = mp_xstrdup(target);
+	size_t n = strlen(target) + 40;
 	of->tmp = mp_xmalloc(n);
-	snprintf(of->tmp, n, "%s.partial-%ld", path, (long)getpid());
+	snprintf(of->tmp, n, "%s.partial-%ld", target, (long)getpid());
 	/* before it exists, so that no signal can leave it behind */
 	mp_tmp_add(of->tmp);
 	if (!(of->f = fopen(of->tmp, "w"))) {
@@ -395,6 +403,13 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 		return mp_seterr(e, "%s: %s", path, strerror(err));
 	}
 	return 0;
+}
+
+static void out_free(outfile *of)
+{
+	free(of->tmp);
+	free(of->target);
+	of->tmp = of->target = NULL;
 }
 
 /* Flushes and closes; on failure the temporary file is gone. The file
@@ -418,8 +433,7 @@ static int out_close(outfile *of, mp_error *e)
 		unlink(of->tmp);
 		mp_tmp_remove(of->tmp);
 	}
-	free(of->tmp);
-	of->tmp = NULL;
+	out_free(of);
 	return -1;
 }
 
@@ -428,14 +442,13 @@ static int out_rename(outfile *of, mp_error *e)
 {
 	if (!of->tmp)
 		return 0;
-	int bad = rename(of->tmp, of->path) != 0, err = errno;
+	int bad = rename(of->tmp, of->target) != 0, err = errno;
 	if (bad)
 		unlink(of->tmp);
 	else
-		mp_sync_parent_dir(of->path);
+		mp_sync_parent_dir(of->target);
 	mp_tmp_remove(of->tmp);
-	free(of->tmp);
-	of->tmp = NULL;
+	out_free(of);
 	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;
 }
 
@@ -448,7 +461,7 @@ static void out_abort(outfile *of)
 		unlink(of->tmp);
 		mp_tmp_remove(of->tmp);
 	}
-	free(of->tmp);
+	out_free(of);
 	memset(of, 0, sizeof *of);
 }
 
@@ -970,18 +983,31 @@ static int check_outputs(const mp_eval_opts *o, mp_error *e)
 		   {"the dataset's lock file", o->data ? db_lock : NULL}};
 	const size_t nins = sizeof ins / sizeof ins[0];
 	for (size_t i = 0; i < NOUTPUTS; i++) {
-		if (!outs[i].path || !strcmp(outs[i].path, "-"))
+		if (!outs[i].path || mp_names_stdout(outs[i].path))
 			continue;
 		for (size_t j = 0; j < nins; j++)
 			if (ins[j].path && strcmp(ins[j].path, "-") && mp_same_file(outs[i].path, ins[j].path))
 				return mp_seterr(e, "%s %s: that is %s, which it would replace", outs[i].what,
 						 outs[i].path, ins[j].what);
+		/* a character device (/dev/null) replaces nothing: outputs may share it */
+		struct stat st;
+		if (stat(outs[i].path, &st) == 0 && S_ISCHR(st.st_mode))
+			continue;
 		for (size_t j = 0; j < i; j++)
-			if (outs[j].path && strcmp(outs[j].path, "-") &&
+			if (outs[j].path && !mp_names_stdout(outs[j].path) &&
 			    mp_same_file(outs[i].path, outs[j].path))
 				return mp_seterr(e, "%s %s: the same file as %s", outs[i].what,
 						 outs[i].path, outs[j].what);
 	}
+	/* the views' directory: not one the dataset's files live in, nor an output */
+	if (o->dump_views && o->data && strcmp(o->data, "-") && mp_same_file(o->dump_views, o->data))
+		return mp_seterr(e, "--dump-views %s: that is the dataset, which it would write into",
+				 o->dump_views);
+	for (size_t j = 0; o->dump_views && j < NOUTPUTS; j++)
+		if (outs[j].path && !mp_names_stdout(outs[j].path) &&
+		    mp_same_file(o->dump_views, outs[j].path))
+			return mp_seterr(e, "--dump-views %s: the same file as %s", o->dump_views,
+					 outs[j].what);
 	return 0;
 }
 

@@ -310,7 +310,7 @@ int main(int argc, char **argv)
 	const char *outs[] = {o.probs_path, o.submission_path, o.per_class_path, o.confusion_path};
 	int to_stdout = 0;
 	for (int i = 0; i < 4; i++)
-		to_stdout += outs[i] && !strcmp(outs[i], "-");
+		to_stdout += outs[i] && mp_names_stdout(outs[i]);
 	if (to_stdout > 1 || (to_stdout && json)) {
 		mp_warnx("only one output may go to stdout (-)");
 		return 2;
