@@ -824,8 +824,6 @@ static int write_tables(evaluator *ev, mp_error *e)
 	if (o->submission_path) {
 		qsort(ev->rows, ev->nrows, sizeof *ev->rows, cmp_rows);
 		outfile *of = &ev->tables[0];
-		if (out_open(of, o->submission_path, e) < 0)
-			return -1;
 		FILE *f = of->f;
 		for (size_t i = 0; i < ev->nrows; i++) {
 			fputs(ev->rows[i].name, f);
@@ -840,8 +838,6 @@ static int write_tables(evaluator *ev, mp_error *e)
 		return 0;
 	if (o->per_class_path) {
 		outfile *of = &ev->tables[1];
-		if (out_open(of, o->per_class_path, e) < 0)
-			return -1;
 		FILE *f = of->f;
 		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
 		for (int y = 0; y < C; y++) {
@@ -861,8 +857,6 @@ static int write_tables(evaluator *ev, mp_error *e)
 	}
 	if (o->confusion_path) {
 		outfile *of = &ev->tables[2];
-		if (out_open(of, o->confusion_path, e) < 0)
-			return -1;
 		FILE *f = of->f;
 		fputs("label\\predicted", f);
 		for (int j = 0; j < C; j++)
@@ -951,11 +945,9 @@ static int setup(evaluator *ev, mp_error *e)
 	ev->class_correct1 = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->class_correctk = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->confusion = mp_xcalloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t));
-	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
-		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
-	struct stat st;
-	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
+	/* Every output is created (under its temporary name) before any image
+	 * is read: a place that cannot be written is said at once, not after
+	 * the whole evaluation. */
 	if (o->probs_path) {
 		if (out_open(&ev->probs, o->probs_path, e) < 0)
 			return MP_EVAL_FAILED;
@@ -964,6 +956,15 @@ static int setup(evaluator *ev, mp_error *e)
 			fprintf(ev->probs.f, "\tp%d", j);
 		fputc('\n', ev->probs.f);
 	}
+	const char *tables[3] = {o->submission_path, o->per_class_path, o->confusion_path};
+	for (int i = 0; i < 3; i++)
+		if (tables[i] && out_open(&ev->tables[i], tables[i], e) < 0)
+			return MP_EVAL_FAILED;
+	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
+		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+	struct stat st;
+	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
 	return MP_EVAL_DONE;
 }
 

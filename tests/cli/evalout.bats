@@ -1,0 +1,92 @@
+#!/usr/bin/env bats
+# mp-eval's output files as a shell user names them: through symbolic
+# links, as standard output under another name, /dev/null for several,
+# places that cannot be written, and options given twice.
+
+load helpers
+
+ev() { "$MP_BIN/mp-eval" "$@"; }
+
+# 12 labelled 16x16 images of 4 classes as a DB, and random weights.
+setup_file() {
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	"$PY" "$MKIMAGES" classes im 12 16 16 4 >val.txt
+	"$MP_BIN/mp-batchwriter" -q --classes 4 --size 16 -o val.db val.txt
+	random_weights 4 w.st
+}
+
+setup() {
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work"
+	D=$BATS_FILE_TMPDIR/data
+}
+
+@test "an output through a symbolic link replaces the file the link names; the link stays" {
+	mkdir res
+	echo old >res/p.tsv
+	ln -s res/p.tsv p.tsv
+	ln -s "$PWD/res/s.txt" s.txt # to a file not yet there: the link is kept too
+	run ev -q -m "$D/w.st" --probs p.tsv --submission s.txt "$D/val.db"
+	assert_status 0
+	[[ -L p.tsv && -L s.txt ]] || fail "a link was replaced: $(ls -l)"
+	assert_equal "$(head -c 10 res/p.tsv)" "$(printf 'name\tlabel')"
+	assert_equal "$(wc -l <res/s.txt)" 12
+	assert_files res p.tsv s.txt
+}
+
+@test "standard output under another name (/dev/fd/1, the file it is redirected to) is -" {
+	ev -q -m "$D/w.st" --probs - "$D/val.db" >want.tsv
+	for name in /dev/fd/1 /proc/self/fd/1; do
+		# a pipe: the table is not printed after the rows
+		run ev -m "$D/w.st" --probs "$name" "$D/val.db"
+		assert_status 0
+		assert_equal "$output" "$(cat want.tsv)"
+		# a file: written through, not replaced by a file of that name
+		ev -m "$D/w.st" --probs "$name" "$D/val.db" >got.tsv
+		cmp want.tsv got.tsv
+		run ev -m "$D/w.st" --probs "$name" --json "$D/val.db"
+		assert_status 2
+		assert_equal "$output" "mp-eval: only one output may go to stdout (-)"
+	done
+	ev -m "$D/w.st" --submission got.tsv "$D/val.db" >got.tsv
+	assert_equal "$(wc -l <got.tsv)" 12
+	assert_files . got.tsv want.tsv
+}
+
+@test "several outputs to /dev/null are no error" {
+	run ev -m "$D/w.st" --probs /dev/null --submission /dev/null --per-class /dev/null \
+		--confusion /dev/null "$D/val.db"
+	assert_status 0
+	assert_contains "$output" "combined"
+}
+
+@test "an output that cannot be created stops the run before any image is evaluated" {
+	mkdir adir
+	for out in "--submission adir" "--per-class nodir/c.tsv" "--confusion adir"; do
+		run ev -q -m "$D/w.st" --probs p.tsv $out --dump-views views "$D/val.db"
+		assert_status 1
+		assert_equal "$output" "mp-eval: ${out#* }: $([[ $out == *nodir* ]] &&
+			echo 'No such file or directory' || echo 'Is a directory')"
+		assert_files . adir
+	done
+}
+
+@test "--dump-views that names the dataset or an output is refused before anything is read" {
+	cp -r "$D/val.db" v.db
+	run ev -q -m "$D/w.st" --dump-views v.db v.db
+	assert_status 2
+	assert_equal "$output" "mp-eval: --dump-views v.db: that is the dataset, which it would write into"
+	run ev -q -m "$D/w.st" --probs x --dump-views ./x v.db
+	assert_status 2
+	assert_equal "$output" "mp-eval: --dump-views ./x: the same file as --probs"
+	assert_files . v.db
+	assert_files v.db data.mdb lock.mdb
+}
+
+@test "an option given twice takes its last value; --multiscale and --scales replace each other" {
+	run ev -q --json -m "$D/w.st" --multiscale --scales 20 --topk 2 --topk 3 "$D/val.db"
+	assert_status 0
+	assert_equal "$(json_get - '[s["size"] for s in d["scales"]], d["topk"]' <<<"$output")" "([20], 3)"
+	run ev -q --json -m "$D/w.st" --scales 20 --multiscale "$D/val.db"
+	assert_equal "$(json_get - '[s["size"] for s in d["scales"]]' <<<"$output")" "[112, 128, 160, 240]"
+}
