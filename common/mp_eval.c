@@ -510,6 +510,7 @@ static void class_names_from_weights(evaluator *ev)
 typedef struct {
 	item *items;
 	float *base;		/* per scale si, at scale_offset[si]: n CHW images */
+	int cap;		/* images base has room for */
 	size_t scale_offset[MP_EVAL_MAX_SCALES];
 	int n;
 	int end;		/* the input ended with this batch */
@@ -526,14 +527,24 @@ static size_t floats_per_image(const mp_eval_result *r)
 	return f;
 }
 
-static int batch_init(batch *b, int size, const mp_eval_result *r, mp_error *e)
+static void batch_init(batch *b, int size)
 {
 	memset(b, 0, sizeof *b);
 	b->items = mp_xcalloc((size_t)size, sizeof *b->items);
-	b->base = malloc(sizeof(float) * floats_per_image(r) * (size_t)size);
-	if (!b->base)
-		return mp_seterr(e, "out of memory for batches of %d images at %d scales (--batch)",
-				 size, r->nscales);
+}
+
+/* Room for the pixels of n images, taken as the images come: a --batch
+ * larger than the input holds no memory it would never fill. */
+static int batch_reserve(batch *b, int n, const mp_eval_result *r, mp_error *e)
+{
+	if (n <= b->cap)
+		return 0;
+	free(b->base);
+	b->cap = 0;
+	if (!(b->base = malloc(sizeof(float) * floats_per_image(r) * (size_t)n)))
+		return mp_seterr(e, "out of memory for a batch of %d images at %d scale%s (--batch)",
+				 n, r->nscales, r->nscales == 1 ? "" : "s");
+	b->cap = n;
 	return 0;
 }
 
@@ -568,6 +579,8 @@ static void prepare(evaluator *ev, batch *b, mp_codec **codecs)
 		n++;
 	b->n = n;
 	b->end = rc == 0;
+	if (batch_reserve(b, n, ev->r, e) < 0)
+		return;
 	item *items = b->items;
 	/* labels first: a wrong one is reported before any work */
 	for (int i = 0; ev->r->labelled && i < n; i++)
@@ -1027,8 +1040,8 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
 			goto out;
-	if (batch_init(&slot[0], ev.batch, r, e) < 0 || batch_init(&slot[1], ev.batch, r, e) < 0)
-		goto out;
+	batch_init(&slot[0], ev.batch);
+	batch_init(&slot[1], ev.batch);
 	mp_progress p;
 	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
 	mp_progress_init(&p, "evaluate", total, o->quiet);

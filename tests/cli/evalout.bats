@@ -90,3 +90,15 @@ setup() {
 	run ev -q --json -m "$D/w.st" --scales 20 --multiscale "$D/val.db"
 	assert_equal "$(json_get - '[s["size"] for s in d["scales"]]' <<<"$output")" "[112, 128, 160, 240]"
 }
+
+@test "--batch larger than the input takes the memory of the images there are, from a stream too" {
+	head -n 2 "$D/val.txt" | sed "s|^|$D/|" >two.txt
+	"$MP_BIN/mp-batchwriter" -q --classes 4 --size 16 two.txt >two.stream
+	# 65536 images of 3 x 1024 x 1024 floats would be 824 GB
+	run ev -q --json -m "$D/w.st" --batch 65536 --scales 1024 --list two.txt
+	assert_status 0
+	assert_equal "$(json_get - 'd["images"]' <<<"$output")" 2
+	run ev -q --json -m "$D/w.st" --batch 65536 --scales 1024 - <two.stream
+	assert_status 0
+	assert_equal "$(json_get - 'd["images"]' <<<"$output")" 2
+}
