@@ -194,6 +194,34 @@ int mp_parse_double_list(const char *opt, const char *s, double min, double max,
 	return n;
 }
 
+int mp_parse_long_list(const char *opt, const char *s, long min, long max, long *out,
+		       int min_count, int max_count)
+{
+	int n = 0;
+	const char *p = s;
+	for (;;) {
+		char *end;
+		errno = 0;
+		long v = strtol(p, &end, 10);
+		if (errno || end == p || (*end && *end != ',') || v < min || v > max ||
+		    n == max_count) {
+			mp_warnx("%s: \"%s\": entry %d is not a whole number from %ld to %ld%s", opt,
+				 s, n + 1, min, max, n == max_count ? " (too many entries)" : "");
+			return -1;
+		}
+		out[n++] = v;
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	if (n < min_count) {
+		mp_warnx("%s: \"%s\" has %d entr%s, expected %d%s", opt, s, n, n == 1 ? "y" : "ies",
+			 min_count, min_count == max_count ? "" : " or more");
+		return -1;
+	}
+	return n;
+}
+
 uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
 {
 	const Bytef *p = buf;

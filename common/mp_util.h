@@ -51,6 +51,10 @@ int mp_parse_double(const char *opt, const char *s, double min, double max,
  * mp_parse_double's. */
 int mp_parse_double_list(const char *opt, const char *s, double min, double max,
 			 double *out, int min_count, int max_count);
+/* The same for whole numbers, written in decimal as mp_parse_long reads
+ * them ("112,128,160"): no fraction, exponent or hexadecimal. */
+int mp_parse_long_list(const char *opt, const char *s, long min, long max, long *out,
+		       int min_count, int max_count);
 
 /* Little-endian fixed-width fields. */
 static inline void mp_put_u16(uint8_t *p, uint16_t v)

@@ -187,8 +187,7 @@ int main(int argc, char **argv)
 	mp_eval_opts o;
 	mp_eval_opts_default(&o);
 	int c, json = 0, dump_count_given = 0;
-	long v;
-	double list[MP_EVAL_MAX_SCALES];
+	long v, list[MP_EVAL_MAX_SCALES];
 	while ((c = getopt_long(argc, argv, "m:d:r:qhV", long_opts, NULL)) != -1) {
 		int bad = 0, n;
 		switch (c) {
@@ -204,15 +203,10 @@ int main(int argc, char **argv)
 			o.max_pixels = (uint64_t)v;
 			break;
 		case OPT_SCALES:
-			n = mp_parse_double_list("--scales", optarg, 1, 4096, list, 1, MP_EVAL_MAX_SCALES);
+			n = mp_parse_long_list("--scales", optarg, 1, 4096, list, 1, MP_EVAL_MAX_SCALES);
 			bad = n < 0;
-			for (int i = 0; i < n; i++) {
+			for (int i = 0; i < n; i++)
 				o.scales[i] = (int)list[i];
-				if (list[i] != o.scales[i]) {
-					mp_warnx("--scales: \"%s\": %g is not a whole number", optarg, list[i]);
-					bad = 1;
-				}
-			}
 			o.nscales = n > 0 ? n : 0;
 			break;
 		case OPT_MULTISCALE:

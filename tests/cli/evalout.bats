@@ -102,3 +102,12 @@ setup() {
 	assert_status 0
 	assert_equal "$(json_get - 'd["images"]' <<<"$output")" 2
 }
+
+@test "--scales takes whole numbers in decimal only: no hexadecimal, exponent or fraction" {
+	for arg in 0x10 1e1 16.0 16.5 16,x 16,0 ' 16,17,'; do
+		run ev -q -m "$D/w.st" --scales "$arg" "$D/val.db"
+		assert_status 2
+		assert_contains "$output" "--scales: \"$arg\": entry "
+		assert_contains "$output" " is not a whole number from 1 to 4096"
+	done
+}
