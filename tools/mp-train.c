@@ -251,7 +251,7 @@ int main(int argc, char **argv)
 	mp_train_opts_default(&o);
 	int c;
 	long v;
-	double list[MP_MAX_STAGES];
+	long widths[MP_MAX_STAGES];
 	static const char *const policies[] = {"step", "cosine", NULL};
 	static const char *const shortcuts[] = {"A", "B", NULL};
 	mp_error e;
@@ -270,16 +270,11 @@ int main(int argc, char **argv)
 			o.net_given |= MP_TRAIN_NET_DEPTH;
 			break;
 		case OPT_WIDTHS:
-			n = mp_parse_double_list("--widths", optarg, 1, 65536, list, 1, MP_MAX_STAGES);
+			n = mp_parse_long_list("--widths", optarg, 1, 65536, widths, 1, MP_MAX_STAGES);
 			bad = n < 0;
-			for (int i = 0; i < n; i++) {
-				if (list[i] != floor(list[i])) {
-					mp_warnx("--widths: \"%s\": %g is not a whole number", optarg, list[i]);
-					bad = 1;
-				}
-				o.net.widths[i] = (int)list[i];
-			}
-			o.net.stages = n;
+			for (int i = 0; i < n; i++)
+				o.net.widths[i] = (int)widths[i];
+			o.net.stages = n < 0 ? 0 : n;
 			o.net_given |= MP_TRAIN_NET_WIDTHS;
 			break;
 		case OPT_SHORTCUT:

@@ -619,7 +619,9 @@ snapshot() {
 @test "bad options and unfit data exit 2 with one line" {
 	cases=(
 		"--batch x|mp-train: --batch: \"x\" is not a number from 2 to 65536"
-		"--widths 4,,8|mp-train: --widths: \"4,,8\": entry 2 is not a number from 1 to 65536"
+		"--widths 4,,8|mp-train: --widths: \"4,,8\": entry 2 is not a whole number from 1 to 65536"
+		"--widths 4,0x10|mp-train: --widths: \"4,0x10\": entry 2 is not a whole number from 1 to 65536"
+		"--widths 4,8.5|mp-train: --widths: \"4,8.5\": entry 2 is not a whole number from 1 to 65536"
 		"--shortcut C|mp-train: --shortcut: \"C\" is not one of A|B"
 		"--lr-policy linear|mp-train: --lr-policy: \"linear\" is not one of step|cosine"
 		"--schedule 70,40|mp-train: --schedule: schedule \"70,40\": epochs must increase"
