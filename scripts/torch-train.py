@@ -222,17 +222,18 @@ def _number(opt, text, lo, hi, integer):
     return v
 
 
-def _list(opt, text, lo, hi, nmin, nmax):
+def _list(opt, text, lo, hi, nmin, nmax, integer=False):
+    """mp_parse_double_list, or with integer mp_parse_long_list."""
     parts = text.split(",")
     if len(parts) < nmin or len(parts) > nmax:
         die(2, "%s: \"%s\" has %d entries, expected %s" % (
             opt, text, len(parts), nmin if nmin == nmax else "%d to %d" % (nmin, nmax)))
     out = []
     for k, p in enumerate(parts):
-        v = _c_number(p, False)
+        v = _c_number(p, integer)
         if v is None or not (lo <= v <= hi):
-            die(2, "%s: \"%s\": entry %d is not a number from %g to %g" % (
-                opt, text, k + 1, lo, hi))
+            die(2, "%s: \"%s\": entry %d is not a %s from %g to %g" % (
+                opt, text, k + 1, "whole number" if integer else "number", lo, hi))
         out.append(v)
     return out
 
@@ -262,11 +263,7 @@ def parse_options(argv):
     o.classes = (_number("--classes", g["classes"], 2, 65536, True)
                  if g["classes"] is not None else 0)
     o.depth = _number("--depth", g["depth"], 1, 1000, True)
-    widths = _list("--widths", g["widths"], 1, 65536, 1, 8)
-    for w in widths:
-        if w != int(w):
-            die(2, "--widths: \"%s\": %g is not a whole number" % (g["widths"], w))
-    o.widths = tuple(int(w) for w in widths)
+    o.widths = tuple(_list("--widths", g["widths"], 1, 65536, 1, 8, integer=True))
     o.shortcut = _keyword("--shortcut", g["shortcut"], ["A", "B"])
     o.stem_kernel = _number("--stem-kernel", g["stem-kernel"], 1, 15, True)
     o.stem_stride = _number("--stem-stride", g["stem-stride"], 1, 8, True)

@@ -158,7 +158,8 @@ EOF
 @test "bad options exit 2 with mp-train's one-line messages" {
 	cases=(
 		"--batch x|--batch: \"x\" is not a number from 2 to 65536"
-		"--widths 4,,8|--widths: \"4,,8\": entry 2 is not a number from 1 to 65536"
+		"--widths 4,,8|--widths: \"4,,8\": entry 2 is not a whole number from 1 to 65536"
+		"--widths 4,0x10|--widths: \"4,0x10\": entry 2 is not a whole number from 1 to 65536"
 		"--shortcut C|--shortcut: \"C\" is not one of A|B"
 		"--lr-policy linear|--lr-policy: \"linear\" is not one of step|cosine"
 		"--schedule 70,40|--schedule: schedule \"70,40\": epochs must increase"
