@@ -372,6 +372,8 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 		--max-pixels --input-stream --force --map-size --quiet --help --version; do
 		assert_contains "$output" "$opt"
 	done
+	# every line fits a terminal of 80 columns
+	assert_equal "$(awk 'length > 79' <<<"$output")" ""
 	assert_equal "$stderr" ""
 }
 
