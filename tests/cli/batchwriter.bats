@@ -156,6 +156,19 @@ names() {
 	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(1, '<stdin>')"
 }
 
+@test "a stream given as the list (--input-stream forgotten) is named as a stream" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 8 list.txt >s.stream
+	run --separate-stderr bw -q -o db <s.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: a dataset stream, not an image list (mp-batchwriter --input-stream stores one in a DB)"
+	run --separate-stderr bw -q -o db s.stream
+	assert_status 1
+	assert_contains "$stderr" "mp-batchwriter: s.stream: a dataset stream, not an image list"
+	assert_files . a.png list.txt s.stream
+}
+
 @test "-r ROOT prefixes relative paths and leaves absolute ones" {
 	mkdir -p data/train other
 	mkimg batch <<-EOF
