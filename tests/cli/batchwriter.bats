@@ -316,6 +316,15 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	assert_files . # nothing was created
 }
 
+@test "an option given more than once takes its last value, as the man page says" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 16 --size 8 --fit crop --fit stretch --classes 9 --classes 2 -o db -o - list.txt >s.stream
+	assert_equal "$(json_get <(inspect --json s.stream) 'd["meta"]["size"], d["meta"]["fit"], d["meta"]["classes"]')" "(8, 'stretch', 2)"
+	grep -q "An option given more than once takes its last value" "$MP_ROOT/man/mp-batchwriter.1"
+	assert_files . a.png list.txt s.stream
+}
+
 @test "an empty path is a usage error in every tool, before any work" {
 	mkimg batch <<-'EOF'
 		make solid a.png 8 8
