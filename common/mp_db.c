@@ -108,6 +108,18 @@ static const char *db_strerror(const mp_db_writer *w, int rc, size_t len)
 		}                                                               \
 	} while (0)
 
+/* Only a directory that holds a DB is replaced; a symbolic link is never
+ * followed, even to one, and the message says so rather than call the
+ * DB it names something else. */
+static int refuse_target(const char *path, const struct stat *st, mp_error *e)
+{
+	if (S_ISLNK(st->st_mode))
+		return mp_seterr(e, "%s: is a symbolic link; not replacing it", path);
+	if (!S_ISDIR(st->st_mode) || !mp_db_is_db(path))
+		return mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
+	return 0;
+}
+
 mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int replace,
 				mp_error *e)
 {
@@ -137,8 +149,7 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 			free(w);
 			return NULL;
 		}
-		if (!S_ISDIR(st.st_mode) || !mp_db_is_db(path)) {
-			mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
+		if (refuse_target(path, &st, e) < 0) {
 			free(w);
 			return NULL;
 		}
@@ -228,10 +239,7 @@ static int check_target(const mp_db_writer *w, mp_error *e)
 	if (!w->replace)
 		return mp_seterr(e, "%s: appeared while this run worked (another run writing "
 				 "the same name?); not replacing it without --force", w->target);
-	if (!S_ISDIR(st.st_mode) || !mp_db_is_db(w->target))
-		return mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it",
-				 w->target);
-	return 0;
+	return refuse_target(w->target, &st, e);
 }
 
 static int replace_dir(const mp_db_writer *w, mp_error *e)

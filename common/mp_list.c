@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_stream.h"
+
 /* One logical line: trailing CR/LF and surrounding blanks removed.
  * Returns 1 for a line with content, 0 for blank or comment. */
 static int clean_line(char *s, size_t *len)
@@ -119,6 +121,12 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 	while ((got = getline(&line, &cap, f)) >= 0) {
 		lineno++;
 		size_t len = (size_t)got;
+		/* "mp-batchwriter -o DB < STREAM", --input-stream forgotten */
+		if (lineno == 1 && len >= 8 && !memcmp(line, MP_STREAM_MAGIC, 8)) {
+			mp_seterr(e, "%s: a dataset stream, not an image list "
+				  "(mp-batchwriter --input-stream stores one in a DB)", name);
+			goto fail;
+		}
 		const char *trouble = line_trouble(line, len, lineno);
 		if (trouble) {
 			mp_seterr(e, "%s line %ld: %s", name, lineno, trouble);

@@ -58,7 +58,8 @@ static void help(void)
 	       "      --input-stream     pack a stream read from stdin into -o DB\n"
 	       "  -f, --force            replace an existing DB\n"
 	       "      --map-size BYTES   initial LMDB map size (default 1 GiB; grows)\n"
-	       "  -q, --quiet            no progress bar and no summary (skipped inputs are still listed)\n"
+	       "  -q, --quiet            no progress bar and no summary (skipped inputs are\n"
+	       "                         still listed)\n"
 	       "  -h, --help             this help\n"
 	       "  -V, --version          version and backends\n",
 	       mp_progname);

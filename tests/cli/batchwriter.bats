@@ -156,6 +156,19 @@ names() {
 	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(1, '<stdin>')"
 }
 
+@test "a stream given as the list (--input-stream forgotten) is named as a stream" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 8 list.txt >s.stream
+	run --separate-stderr bw -q -o db <s.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: a dataset stream, not an image list (mp-batchwriter --input-stream stores one in a DB)"
+	run --separate-stderr bw -q -o db s.stream
+	assert_status 1
+	assert_contains "$stderr" "mp-batchwriter: s.stream: a dataset stream, not an image list"
+	assert_files . a.png list.txt s.stream
+}
+
 @test "-r ROOT prefixes relative paths and leaves absolute ones" {
 	mkdir -p data/train other
 	mkimg batch <<-EOF
@@ -303,6 +316,15 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	assert_files . # nothing was created
 }
 
+@test "an option given more than once takes its last value, as the man page says" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 16 --size 8 --fit crop --fit stretch --classes 9 --classes 2 -o db -o - list.txt >s.stream
+	assert_equal "$(json_get <(inspect --json s.stream) 'd["meta"]["size"], d["meta"]["fit"], d["meta"]["classes"]')" "(8, 'stretch', 2)"
+	grep -q "An option given more than once takes its last value" "$MP_ROOT/man/mp-batchwriter.1"
+	assert_files . a.png list.txt s.stream
+}
+
 @test "an empty path is a usage error in every tool, before any work" {
 	mkimg batch <<-'EOF'
 		make solid a.png 8 8
@@ -372,6 +394,8 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 		--max-pixels --input-stream --force --map-size --quiet --help --version; do
 		assert_contains "$output" "$opt"
 	done
+	# every line fits a terminal of 80 columns
+	assert_equal "$(awk 'length > 79' <<<"$output")" ""
 	assert_equal "$stderr" ""
 }
 
