@@ -52,6 +52,14 @@ env_documented() {
 	done
 }
 
+@test "every --help fits 79 columns" {
+	for t in mp-batchwriter mp-train mp-eval mp-inspect; do
+		run "$MP_BIN/$t" --help
+		assert_status 0
+		assert_equal "$(awk -v t="$t" 'length > 79 { print t ": " $0 }' <<<"$output")" ""
+	done
+}
+
 @test "mp-train(1)'s example that follows a growing log prints each epoch row as it comes" {
 	local filter
 	filter=$(sed -n 's/^\$ tail -f run2\/train\.log | //p' "$MP_ROOT/man/mp-train.1" | sed 's/\\e/\\/g')
