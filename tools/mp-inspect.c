@@ -820,6 +820,15 @@ int main(int argc, char **argv)
 		mp_warnx("--tol is for --diff");
 		usage();
 	}
+	/* every mode but --diff reads one file: said before what the file is,
+	 * which a second one would make a guess */
+	if (!do_diff && argc != 1) {
+		const char *what = do_tensors || dump ? "WEIGHTS"
+				   : dataset_opts   ? "DATASET"
+						    : "DATASET or WEIGHTS";
+		mp_warnx(argc ? "expected one %s" : "missing %s", what);
+		usage();
+	}
 	if (do_diff) {
 		if (argc != 2 || do_verify || dataset_opts || do_tensors || dump || out) {
 			mp_warnx("--diff takes two weights files and no other mode");
@@ -829,6 +838,11 @@ int main(int argc, char **argv)
 		 * (a dataset, say) is the wrong request; one that does not open
 		 * is bad input, which weights_diff reports */
 		for (int i = 0; i < 2; i++) {
+			if (!strcmp(argv[i], "-")) {
+				mp_warnx("--diff takes two weights files: weights cannot be read "
+					 "from standard input");
+				usage();
+			}
 			int fd = open(argv[i], O_RDONLY);
 			if (fd < 0)
 				continue;
@@ -845,8 +859,12 @@ int main(int argc, char **argv)
 		mp_warnx("--verify, --list, --record, --extract, --tensors and --dump exclude each other");
 		usage();
 	}
-	if (argc == 1 && strcmp(argv[0], "-") && mp_st_sniff(argv[0])) {
-		if (dataset_opts || out) {
+	if (out && extract_n < 0) {
+		mp_warnx("-o is for --extract");
+		usage();
+	}
+	if (strcmp(argv[0], "-") && mp_st_sniff(argv[0])) {
+		if (dataset_opts) {
 			mp_warnx("%s is a weights file: --list, --record and --extract are for datasets",
 				 argv[0]);
 			usage();
@@ -862,7 +880,7 @@ int main(int argc, char **argv)
 		/* A file that cannot be opened is bad input, as in every other
 		 * mode; a readable one that is no weights file is the wrong
 		 * mode. */
-		if (argc == 1 && strcmp(argv[0], "-")) {
+		if (strcmp(argv[0], "-")) {
 			int fd = open(argv[0], O_RDONLY);
 			if (fd < 0)
 				mp_errx(1, "%s: %s", argv[0], strerror(errno));
@@ -871,16 +889,12 @@ int main(int argc, char **argv)
 		mp_warnx("--tensors and --dump are for weights files");
 		usage();
 	}
-	if (argc != 1) {
-		mp_warnx(argc ? "expected one DATASET" : "missing DATASET");
-		usage();
-	}
 	if (do_verify + do_list + (record >= 0) + (extract_n >= 0) > 1) {
 		mp_warnx("--verify, --list, --record and --extract exclude each other");
 		usage();
 	}
-	if ((extract_n >= 0) != (out != NULL)) {
-		mp_warnx(out ? "-o is for --extract" : "--extract needs -o FILE");
+	if (extract_n >= 0 && !out) {
+		mp_warnx("--extract needs -o FILE");
 		usage();
 	}
 	if (json && extract_n >= 0) {

@@ -327,8 +327,10 @@ env.close()'
 			"usage: mp-inspect [--json] [--verify | --list | --record N] DATASET
        mp-inspect --extract N -o FILE DATASET"
 	done <<-'EOF'
-		|mp-inspect: missing DATASET
-		a b|mp-inspect: expected one DATASET
+		|mp-inspect: missing DATASET or WEIGHTS
+		a b|mp-inspect: expected one DATASET or WEIGHTS
+		--list|mp-inspect: missing DATASET
+		--record 0 a b|mp-inspect: expected one DATASET
 		--extract 1 db|mp-inspect: --extract needs -o FILE
 		--json --extract 1 -o x.png db|mp-inspect: --json does not apply to --extract, which writes an image
 		-o x.png db|mp-inspect: -o is for --extract

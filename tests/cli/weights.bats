@@ -219,6 +219,28 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_equal "$(first_line "$stderr")" "mp-inspect: --diff takes two weights files: db is not one"
 }
 
+@test "the modes that read one weights file say so when given two or none; - is no weights file for --diff" {
+	init 1 4,8 A 10 1 w.safetensors
+	cp w.safetensors v.safetensors
+	while IFS='|' read -r args want; do
+		# shellcheck disable=SC2086
+		run --separate-stderr inspect $args
+		assert_status 2
+		assert_equal "$output" ""
+		assert_equal "$(first_line "$stderr")" "$want"
+		assert_contains "$stderr" "usage: mp-inspect"
+	done <<-'EOF'
+		--tensors w.safetensors v.safetensors|mp-inspect: expected one WEIGHTS
+		--dump fc.weight w.safetensors v.safetensors|mp-inspect: expected one WEIGHTS
+		--tensors|mp-inspect: missing WEIGHTS
+		--verify w.safetensors v.safetensors|mp-inspect: expected one DATASET or WEIGHTS
+		w.safetensors v.safetensors|mp-inspect: expected one DATASET or WEIGHTS
+		-o x.png w.safetensors|mp-inspect: -o is for --extract
+		--diff - w.safetensors|mp-inspect: --diff takes two weights files: weights cannot be read from standard input
+		--diff w.safetensors -|mp-inspect: --diff takes two weights files: weights cannot be read from standard input
+	EOF
+}
+
 @test "--diff treats equal infinities as equal and a NaN difference as different" {
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
 		import numpy as np, mp_resnet
