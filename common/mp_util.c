@@ -456,6 +456,38 @@ fail:
 	return -1;
 }
 
+int mp_write_output(const char *path, const void *buf, size_t len, mp_error *e)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return mp_seterr(e, "%s: %s", path, strerror(EISDIR));
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* a device or FIFO has no directory entry of ours to replace */
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return mp_seterr(e, "%s: %s", path, strerror(errno));
+		const uint8_t *p = buf;
+		for (size_t done = 0; done < len;) {
+			ssize_t n = write(fd, p + done, len - done);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				mp_seterr(e, "%s: write error: %s", path, strerror(errno));
+				close(fd);
+				return -1;
+			}
+			done += (size_t)n;
+		}
+		if (close(fd) < 0)
+			return mp_seterr(e, "%s: close: %s", path, strerror(errno));
+		return 0;
+	}
+	char target[PATH_MAX];
+	if (mp_follow_links(path, target, sizeof target, e) < 0)
+		return -1;
+	return mp_write_file_atomic(target, buf, len, e);
+}
+
 /* path's directory, made canonical, and its last name, in out */
 static int canonical_path(const char *path, char *out, size_t n)
 {

@@ -418,7 +418,7 @@ static int write_image(const mp_image *img, const char *path, mp_error *e)
 		rc = fwrite(buf, 1, len, stdout) == len && fflush(stdout) == 0
 			     ? 0 : mp_seterr(e, "<stdout>: write error: %s", strerror(errno));
 	} else {
-		rc = mp_write_file_atomic(path, buf, len, e);
+		rc = mp_write_output(path, buf, len, e);
 	}
 	free(buf);
 	return rc;
@@ -903,6 +903,11 @@ int main(int argc, char **argv)
 	}
 	if (out && output_kind(out) < 0) {
 		mp_warnx("-o %s: name it .png, .jpg, .jpeg or .ppm (or - for PNG on stdout)", out);
+		usage();
+	}
+	/* the rename would put the image where the dataset was */
+	if (out && strcmp(out, "-") && strcmp(argv[0], "-") && mp_same_file(out, argv[0])) {
+		mp_warnx("-o %s: that is the dataset, which it would replace", out);
 		usage();
 	}
 	if (out && !strcmp(out, "-") && isatty(STDOUT_FILENO)) {

@@ -380,6 +380,32 @@ env.close()'
 	[[ ! -e out.bmp ]]
 }
 
+@test "--extract follows a link to the file it names, writes a device in place and refuses the dataset itself" {
+	small_db
+	echo old >target.png
+	ln -s target.png link.png
+	inspect --extract 1 -o link.png db
+	[[ -L link.png ]]
+	assert_equal "$(head -c 4 target.png | od -An -tx1 | tr -d ' ')" "89504e47"
+	ln -s /dev/null null.png
+	inspect --extract 1 -o null.png db
+	[[ -L null.png && -c /dev/null ]]
+	mkdir dir.png
+	run --separate-stderr inspect --extract 1 -o dir.png db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: dir.png: Is a directory"
+	cp out.stream s.png
+	ln -s s.png s-link.png
+	for o in s.png s-link.png; do
+		run --separate-stderr inspect --extract 0 -o "$o" s.png
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "mp-inspect: -o $o: that is the dataset, which it would replace"
+	done
+	cmp s.png out.stream
+	assert_files . categories.txt d.png db dir.png link.png null.png out.stream s-link.png s.png \
+		target.png train.txt a.png b.png c.png
+}
+
 @test "--list escapes tabs and newlines in names" {
 	mkimg make solid "a	b.png" 8 8
 	printf 'a\tb.png 0\n' >list.txt
