@@ -241,6 +241,23 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	EOF
 }
 
+@test "an option given more than once takes its last value, as the man page says" {
+	init 1 4,8 A 10 1 a.safetensors
+	init 1 4,8 A 10 2 b.safetensors
+	assert_equal "$(inspect --dump nope --dump fc.bias a.safetensors)" "$(inspect --dump fc.bias a.safetensors)"
+	run inspect --tol 1e9 --tol 0 --diff a.safetensors b.safetensors
+	assert_status 1
+	mkimg make solid a.png 8 8
+	mkimg make solid b.png 8 8 color=1,2,3
+	printf 'a.png 0\nb.png 1\n' >list.txt
+	bw -q --size 8 -o db list.txt
+	assert_equal "$(inspect --record 0 --record 1 db | sed -n 2p)" "name:        b.png"
+	inspect --extract 0 --extract 1 -o x.png -o y.png db
+	[[ ! -e x.png ]]
+	assert_equal "$(mkimg colors y.png 0 0 8 8)" "1,2,3"
+	grep -q "An option given more than once takes its last value" "$MP_ROOT/man/mp-inspect.1"
+}
+
 @test "--diff treats equal infinities as equal and a NaN difference as different" {
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
 		import numpy as np, mp_resnet
