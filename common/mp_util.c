@@ -166,22 +166,31 @@ int mp_parse_double(const char *opt, const char *s, double min, double max,
 	return 0;
 }
 
-int mp_parse_double_list(const char *opt, const char *s, double min, double max,
-			 double *out, int min_count, int max_count)
+/* The lists of both: entries in [min, max] read by strtod, or with whole
+ * by strtol in decimal, into dout or lout. */
+static int parse_list(const char *opt, const char *s, int whole, double min, double max,
+		      double *dout, long *lout, int min_count, int max_count)
 {
 	int n = 0;
 	const char *p = s;
 	for (;;) {
 		char *end;
 		errno = 0;
-		double v = strtod(p, &end);
+		const double v = whole ? (double)strtol(p, &end, 10) : strtod(p, &end);
 		if (errno || end == p || (*end && *end != ',') || !isfinite(v) || v < min ||
 		    v > max || n == max_count) {
-			mp_warnx("%s: \"%s\": entry %d is not a number from %g to %g%s", opt, s,
-				 n + 1, min, max, n == max_count ? " (too many entries)" : "");
+			char lo[32], hi[32];
+			snprintf(lo, sizeof lo, whole ? "%.0f" : "%g", min);
+			snprintf(hi, sizeof hi, whole ? "%.0f" : "%g", max);
+			mp_warnx("%s: \"%s\": entry %d is not a %s from %s to %s%s", opt, s, n + 1,
+				 whole ? "whole number" : "number", lo, hi,
+				 n == max_count ? " (too many entries)" : "");
 			return -1;
 		}
-		out[n++] = v;
+		if (whole)
+			lout[n++] = (long)v;
+		else
+			dout[n++] = v;
 		if (!*end)
 			break;
 		p = end + 1;
@@ -194,32 +203,16 @@ int mp_parse_double_list(const char *opt, const char *s, double min, double max,
 	return n;
 }
 
+int mp_parse_double_list(const char *opt, const char *s, double min, double max,
+			 double *out, int min_count, int max_count)
+{
+	return parse_list(opt, s, 0, min, max, out, NULL, min_count, max_count);
+}
+
 int mp_parse_long_list(const char *opt, const char *s, long min, long max, long *out,
 		       int min_count, int max_count)
 {
-	int n = 0;
-	const char *p = s;
-	for (;;) {
-		char *end;
-		errno = 0;
-		long v = strtol(p, &end, 10);
-		if (errno || end == p || (*end && *end != ',') || v < min || v > max ||
-		    n == max_count) {
-			mp_warnx("%s: \"%s\": entry %d is not a whole number from %ld to %ld%s", opt,
-				 s, n + 1, min, max, n == max_count ? " (too many entries)" : "");
-			return -1;
-		}
-		out[n++] = v;
-		if (!*end)
-			break;
-		p = end + 1;
-	}
-	if (n < min_count) {
-		mp_warnx("%s: \"%s\" has %d entr%s, expected %d%s", opt, s, n, n == 1 ? "y" : "ies",
-			 min_count, min_count == max_count ? "" : " or more");
-		return -1;
-	}
-	return n;
+	return parse_list(opt, s, 1, (double)min, (double)max, NULL, out, min_count, max_count);
 }
 
 uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
