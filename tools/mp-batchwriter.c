@@ -117,12 +117,14 @@ static void install_signals(void)
 	mp_catch_stop_signals(on_signal, 0, 0);
 }
 
-static void print_summary(const mp_pack_report *rep, const char *dest, double secs)
+/* verb: "packed" from images, "copied" from a stream */
+static void print_summary(const char *verb, const mp_pack_report *rep, const char *dest,
+			  double secs)
 {
 	fprintf(stderr,
-		"%s: packed %llu records in %llu macrobatches (%.1f MiB; jpeg %llu, png %llu, "
+		"%s: %s %llu records in %llu macrobatches (%.1f MiB; jpeg %llu, png %llu, "
 		"raw %llu) in %.1f s, %.0f images/s -> %s\n",
-		mp_progname, (unsigned long long)rep->records,
+		mp_progname, verb, (unsigned long long)rep->records,
 		(unsigned long long)rep->macrobatches, (double)rep->payload_bytes / 1048576.0,
 		(unsigned long long)rep->stored[MP_ENC_JPEG],
 		(unsigned long long)rep->stored[MP_ENC_PNG],
@@ -181,7 +183,7 @@ static int copy_stream(const char *out, uint64_t map_size, int force, int quiet)
 		return exit_for_failure(0);
 	}
 	if (!quiet)
-		print_summary(&rep, out, mp_now() - t0);
+		print_summary("copied", &rep, out, mp_now() - t0);
 	return 0;
 }
 
@@ -384,7 +386,7 @@ int main(int argc, char **argv)
 		if (!out && fflush(stdout) != 0)
 			mp_errx(1, "<stdout>: write error: %s", strerror(errno));
 		if (!quiet)
-			print_summary(&rep, out ? out : "<stdout>", mp_now() - t0);
+			print_summary("packed", &rep, out ? out : "<stdout>", mp_now() - t0);
 		print_skips(&rep, &list, list_name, root);
 	}
 	mp_pack_report_free(&rep);

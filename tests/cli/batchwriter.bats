@@ -260,7 +260,7 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	run --separate-stderr bw --input-stream -o copied <out.stream
 	assert_status 0
 	assert_equal "$(sed 's/ in [0-9.]* s, [0-9]* images\/s//' <<<"$stderr")" \
-		"mp-batchwriter: packed 40 records in 6 macrobatches (0.0 MiB; jpeg 0, png 40, raw 0) -> copied"
+		"mp-batchwriter: copied 40 records in 6 macrobatches (0.0 MiB; jpeg 0, png 40, raw 0) -> copied"
 	assert_equal "$(inspect --list copied)" "$(inspect --list direct)"
 	assert_equal "$(json_get <(inspect --json copied) 'd["meta"]')" "$(json_get <(inspect --json direct) 'd["meta"]')"
 	# Every key and value, the meta document included, is the same.
