@@ -791,7 +791,13 @@ int main(int argc, char **argv)
 		case 'o': bad = mp_parse_path("--output", optarg, &out); break;
 		case OPT_JSON: json = 1; break;
 		case OPT_TENSORS: do_tensors = 1; break;
-		case OPT_DUMP: dump = optarg; break;
+		case OPT_DUMP:
+			if (!*optarg) {
+				mp_warnx("--dump: the tensor name is empty");
+				bad = 1;
+			}
+			dump = optarg;
+			break;
 		case OPT_DIFF: do_diff = 1; break;
 		case OPT_TOL:
 			bad = mp_parse_double("--tol", optarg, 0, 1e300, &tol);

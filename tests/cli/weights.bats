@@ -42,6 +42,9 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	run --separate-stderr inspect --dump nope w.safetensors
 	assert_status 1
 	assert_equal "$stderr" "mp-inspect: w.safetensors: no tensor named nope"
+	run --separate-stderr inspect --dump "" w.safetensors
+	assert_status 2
+	assert_equal "$(head -1 <<<"$stderr")" "mp-inspect: --dump: the tensor name is empty"
 }
 
 @test "--diff: identical files pass, different seeds fail, --tol decides" {
