@@ -1040,8 +1040,10 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
 			goto out;
+	/* a second batch only to prepare one while the other is evaluated */
 	batch_init(&slot[0], ev.batch);
-	batch_init(&slot[1], ev.batch);
+	if (ev.ahead)
+		batch_init(&slot[1], ev.batch);
 	mp_progress p;
 	uint64_t total = ev.rd.is_list ? ev.rd.list.count : mp_source_meta(ev.rd.src)->records;
 	mp_progress_init(&p, "evaluate", total, o->quiet);
@@ -1051,7 +1053,7 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	int cur = 0;
 	prepare(&ev, &slot[cur], codecs);
 	for (;;) {
-		batch *b = &slot[cur], *next = &slot[!cur];
+		batch *b = &slot[cur], *next = ev.ahead ? &slot[!cur] : b;
 		if (b->rc < 0) {
 			*e = b->e;
 			goto out;
@@ -1072,9 +1074,9 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 		if (more && !ahead)
 			prepare(&ev, next, codecs);
 		mp_progress_update(&p, r->images, NULL);
-		if (b->end || b->n < ev.batch)
+		if (!more)
 			break;
-		cur = !cur;
+		cur = next == b ? cur : !cur;
 	}
 	mp_progress_done(&p);
 	if (r->images == 0) {

@@ -40,6 +40,17 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	cmp p1.tsv p12.tsv
 }
 
+@test "a run that prepares each batch after the last holds one batch in memory, not two" {
+	for i in $(seq 48); do echo "$D/small.png"; done >small.txt
+	# each batch is 24 images of 3 x 400 x 400 floats: 46 MB
+	turn=$(MP_EVAL_AHEAD=0 peak_kb "$MP_BIN/mp-eval" -q -m "$D/w.safetensors" --list small.txt \
+		--threads 1 --batch 24 --scales 400 --probs p0.tsv)
+	ahead=$(MP_EVAL_AHEAD=1 peak_kb "$MP_BIN/mp-eval" -q -m "$D/w.safetensors" --list small.txt \
+		--threads 1 --batch 24 --scales 400 --probs p1.tsv)
+	assert_less "$turn" $((ahead - 30000))
+	cmp p0.tsv p1.tsv
+}
+
 @test "--max-pixels: larger images are refused with the file and line named; the limit can be raised" {
 	printf '%s\n' "$D/small.png" "$D/huge.png" >huge.txt
 	run ev -q -m "$D/w.safetensors" --list huge.txt
