@@ -63,3 +63,13 @@ int mp_parse_path(const char *opt, const char *arg, const char **out)
 	*out = arg;
 	return 0;
 }
+
+int mp_parse_dir_path(const char *opt, const char *arg, const char **out)
+{
+	if (!strcmp(arg, "-")) {
+		mp_warnx("%s -: a directory is expected, not standard output "
+			 "(./- names a directory called -)", opt);
+		return -1;
+	}
+	return mp_parse_path(opt, arg, out);
+}

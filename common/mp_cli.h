@@ -18,5 +18,9 @@ int mp_parse_keyword(const char *opt, const char *arg, const char *const *names)
  * later (after the work, at a rename), prints "prog: --opt: the path is
  * empty" and returns -1; otherwise *out = arg. */
 int mp_parse_path(const char *opt, const char *arg, const char **out);
+/* mp_parse_path for a directory the program writes files into: "-",
+ * which names standard input or output everywhere else, is refused too,
+ * rather than made a directory of that name ("./-" makes one). */
+int mp_parse_dir_path(const char *opt, const char *arg, const char **out);
 
 #endif

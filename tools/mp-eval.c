@@ -257,7 +257,7 @@ int main(int argc, char **argv)
 			bad = mp_parse_path("--confusion", optarg, &o.confusion_path);
 			break;
 		case OPT_DUMP_VIEWS:
-			bad = mp_parse_path("--dump-views", optarg, &o.dump_views);
+			bad = mp_parse_dir_path("--dump-views", optarg, &o.dump_views);
 			if (!o.dump_count)
 				o.dump_count = 1;
 			break;

@@ -263,7 +263,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd': bad = mp_parse_path("--train", optarg, &o.train_db); break;
 		case 'v': bad = mp_parse_path("--val", optarg, &o.val_db); break;
-		case 'o': bad = mp_parse_path("--output", optarg, &o.out_dir); break;
+		case 'o': bad = mp_parse_dir_path("--output", optarg, &o.out_dir); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
 		case 'V': mp_print_version(); mp_exit_stdout(0);

@@ -376,6 +376,22 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	assert_files . a.png list.txt
 }
 
+@test "a directory option given - (standard output elsewhere) is a usage error, not a directory named -" {
+	echo "a.png 0" >list.txt
+	while read -r tool opt long rest; do
+		# shellcheck disable=SC2086
+		run --separate-stderr "$MP_BIN/$tool" "$opt" - $rest
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" \
+			"$tool: $long -: a directory is expected, not standard output (./- names a directory called -)"
+	done <<-'EOF'
+		mp-train -o --output -d db
+		mp-train --output --output -d db
+		mp-eval --dump-views --dump-views -m w db
+	EOF
+	assert_files . list.txt
+}
+
 @test "--version and --help exit 0 on stdout" {
 	run --separate-stderr bw --version
 	assert_status 0
