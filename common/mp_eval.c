@@ -360,7 +360,8 @@ static int cmp_rows(const void *a, const void *b)
 /* An output file is written under a temporary name beside it and renamed
  * into place when complete, so that a failed run leaves no partial file
  * under the name asked for. "-" is standard output, and so is the file it
- * is open on under another name (/dev/stdout; mp_names_stdout); a path
+ * is open on under another name (/dev/stdout; mp_names_stdout), and
+ * the file standard error is redirected to is written through it; a path
  * that exists and is not a regular file (/dev/null, a FIFO) is written in
  * place; a symbolic link is followed, so that the file it names is
  * replaced and the link stays. */
@@ -379,6 +380,19 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	if (mp_names_stdout(path)) {
 		of->path = "<stdout>"; // the name its messages give it
 		of->f = stdout;
+		return 0;
+	}
+	/* replaced, the file standard error is redirected to would lose the
+	 * messages before and after: the rows are written among them */
+	if (mp_names_fd(path, STDERR_FILENO)) {
+		/* a stream of its own, buffered, at the offset stderr shares */
+		int fd = dup(STDERR_FILENO);
+		if (fd < 0 || !(of->f = fdopen(fd, "w"))) {
+			int err = errno;
+			if (fd >= 0)
+				close(fd);
+			return mp_seterr(e, "%s: %s", path, strerror(err));
+		}
 		return 0;
 	}
 	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {

@@ -515,13 +515,16 @@ int mp_same_file(const char *a, const char *b)
 	return !strcmp(ca, cb);
 }
 
+int mp_names_fd(const char *path, int fd)
+{
+	struct stat a, b;
+	return stat(path, &a) == 0 && !S_ISCHR(a.st_mode) && fstat(fd, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 int mp_names_stdout(const char *path)
 {
-	if (!strcmp(path, "-"))
-		return 1;
-	struct stat a, b;
-	return stat(path, &a) == 0 && !S_ISCHR(a.st_mode) && fstat(STDOUT_FILENO, &b) == 0 &&
-	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+	return !strcmp(path, "-") || mp_names_fd(path, STDOUT_FILENO);
 }
 
 int mp_follow_links(const char *path, char *out, size_t size, mp_error *e)

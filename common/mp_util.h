@@ -126,6 +126,9 @@ int mp_same_file(const char *a, const char *b);
  * redirected to), unless that is a character device such as /dev/null or
  * a terminal, which several outputs may share. */
 int mp_names_stdout(const char *path);
+/* Whether path names the file that descriptor fd is open on, unless that
+ * is a character device (mp_names_stdout's test, for any descriptor). */
+int mp_names_fd(const char *path, int fd);
 /* path with the symbolic links of its last name followed (a link's target
  * need not exist), in out: a file written under a temporary name beside
  * that and renamed over it replaces the file the link names, not the link.

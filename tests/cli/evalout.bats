@@ -53,6 +53,24 @@ setup() {
 	assert_files . got.tsv want.tsv
 }
 
+@test "standard error under another name, redirected to a file, gets the rows among the messages" {
+	ev -q -m "$D/w.st" --probs - "$D/val.db" >want.tsv
+	for name in /dev/stderr /dev/fd/2; do
+		# what the file held stays, and the rows follow it: it was
+		# replaced by a file of the rows before
+		echo "before" >err.txt
+		ev -q -m "$D/w.st" --probs "$name" "$D/val.db" 2>>err.txt
+		assert_equal "$(head -1 err.txt)" "before"
+		assert_equal "$(tail -n +2 err.txt)" "$(cat want.tsv)"
+	done
+	# a --probs and a --submission both there are two outputs in one file
+	status=0
+	ev -q -m "$D/w.st" --probs /dev/stderr --submission /dev/fd/2 "$D/val.db" 2>err.txt || status=$?
+	assert_equal "$status" 2
+	assert_equal "$(cat err.txt)" "mp-eval: --submission /dev/fd/2: the same file as --probs"
+	assert_files . err.txt want.tsv
+}
+
 @test "several outputs to /dev/null are no error" {
 	run ev -m "$D/w.st" --probs /dev/null --submission /dev/null --per-class /dev/null \
 		--confusion /dev/null "$D/val.db"
