@@ -1419,9 +1419,11 @@ static int run(trainer *t, mp_error *e)
 		if (!stop && rc < 0)
 			goto out;
 		int finished = t->batch == t->steps_per_epoch;
-		if (finished || stop == STOP_MAX_STEPS) {
+		/* a signal in a --max-steps run's last step ends it all the same */
+		const int at_max = o->max_steps > 0 && t->step >= o->max_steps;
+		if (finished || stop == STOP_MAX_STEPS || (stop && at_max)) {
 			/* the end of an epoch, or of a --max-steps run */
-			int last = t->epoch + 1 == o->epochs || stop == STOP_MAX_STEPS;
+			int last = t->epoch + 1 == o->epochs || at_max;
 			int due = t->val &&
 				  (last || (o->eval_every > 0 && (t->epoch + 1) % o->eval_every == 0));
 			/* a signal in the epoch's last step leaves it to the

@@ -464,6 +464,22 @@ result_lines() {
 	assert_equal "$(wc -l <old/train.log)" 1
 }
 
+@test "a signal in a --max-steps run's last step ends it as that run: its end row, then the validation made up" {
+	train "${OPTS[@]}" --max-steps 1 -o whole >want.txt
+	run --separate-stderr closed_pipe "$MP_BIN/mp-train" "${OPTS[@]}" --max-steps 1 -o parts
+	assert_status 141
+	assert_contains "$stderr" "after step 1; checkpoint parts/checkpoint-0000-000001.safetensors"
+	assert_equal "$(log_col parts/train.log end step)" 1
+	assert_equal "$(log_col parts/train.log end val_top1_err)" "-"
+	run train "${OPTS[@]}" --max-steps 1 -o parts --resume parts/last.safetensors
+	assert_status 0
+	assert_contains "$output" "validating first"
+	assert_equal "$(result_lines "$output")" "$(result_lines "$(cat want.txt)")"
+	assert_contains "$output" "final validation error: "
+	assert_equal "$(cut -f1-10 parts/train.log)" "$(cut -f1-10 whole/train.log)"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
 @test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
 	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
 	pid=$!
