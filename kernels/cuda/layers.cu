@@ -506,21 +506,27 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 	s->sgd_sizes = sizes;
 	s->sgd_count = count;
 	s->sgd_nblocks = (int)nblocks;
+	// the failing call is named: the wait also reports an earlier kernel's fault
+	const char *call = "cudaMalloc";
 	cudaError_t e = cudaMalloc((void **)&s->sgd_dev_ptrs, 3 * (size_t)count * sizeof *host);
 	if (e == cudaSuccess)
 		e = cudaMalloc((void **)&s->sgd_dev_blocks, nblocks * sizeof *blocks);
-	if (e == cudaSuccess)
+	if (e == cudaSuccess) {
+		call = "cudaMemcpyAsync";
 		e = cudaMemcpyAsync(s->sgd_dev_ptrs, host, 3 * (size_t)count * sizeof *host,
 				    cudaMemcpyHostToDevice, s->stream);
+	}
 	if (e == cudaSuccess)
 		e = cudaMemcpyAsync(s->sgd_dev_blocks, blocks, nblocks * sizeof *blocks,
 				    cudaMemcpyHostToDevice, s->stream);
-	if (e == cudaSuccess) /* blocks is freed next */
+	if (e == cudaSuccess) { /* blocks is freed next */
+		call = "cudaStreamSynchronize";
 		e = cudaStreamSynchronize(s->stream);
+	}
 	free(blocks);
 	if (e != cudaSuccess) {
 		mp_cuda_layers_free(s);
-		return mp_cuda_fail_cuda(be, op, "cudaMalloc/cudaMemcpy (SGD tables)", e);
+		return mp_cuda_fail_cuda(be, op, call, e);
 	}
 	return 0;
 }

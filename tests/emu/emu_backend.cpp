@@ -38,10 +38,18 @@ extern "C" cudaError_t cudaFree(void *p)
 	return cudaSuccess;
 }
 
+/* what the next cudaStreamSynchronize returns (then cudaSuccess again): a
+ * test's stand-in for an earlier kernel's fault, reported at a wait */
+extern "C" {
+cudaError_t mp_emu_sync_error = cudaSuccess;
+}
+
 extern "C" cudaError_t cudaStreamSynchronize(cudaStream_t stream)
 {
 	(void)stream;
-	return cudaSuccess;
+	const cudaError_t e = mp_emu_sync_error;
+	mp_emu_sync_error = cudaSuccess;
+	return e;
 }
 
 /* C = alpha op(A) op(B) + beta C, column-major, as cuBLAS means it */

@@ -28,6 +28,9 @@
 
 #define ERR_BN 1e-2
 
+/* what the next cudaStreamSynchronize returns (emu_backend.cpp) */
+extern "C" cudaError_t mp_emu_sync_error;
+
 /* ---- the test harness ---------------------------------------------------------------- */
 
 static mp_backend *dev, *ref; /* the CUDA backend's code on the host; the CPU reference */
@@ -467,6 +470,51 @@ static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 	ok(name);
 }
 
+/* A failing call while the SGD step builds its tables (here the wait
+ * after their copies, where an earlier kernel's fault shows) is named in
+ * the message, as every CUDA call's failure is; the next step builds them
+ * anew. */
+static void test_sgd_table_error(void)
+{
+	const char *name = "sgd_step: a failing call of its tables' setup is named";
+	mp_tensor w = {}, g = {}, v = {}, lr = {};
+	const float one = 1.0f;
+	must(dev->ops->alloc(dev, &w, 1, 1, 2, 2), dev, "alloc");
+	must(dev->ops->alloc(dev, &g, 1, 1, 2, 2), dev, "alloc");
+	must(dev->ops->alloc(dev, &v, 1, 1, 2, 2), dev, "alloc");
+	must(dev->ops->alloc(dev, &lr, 1, 1, 1, 1), dev, "alloc");
+	if (!cur_failed) {
+		mp_tensor *wp = &w, *vp = &v;
+		const mp_tensor *gp = &g;
+		must(dev->ops->fill(dev, &w, 1.0f), dev, "fill");
+		must(dev->ops->fill(dev, &g, 0.5f), dev, "fill");
+		must(dev->ops->fill(dev, &v, 0.0f), dev, "fill");
+		must(dev->ops->upload(dev, &lr, &one), dev, "upload");
+		mp_emu_sync_error = cudaErrorLaunchFailure;
+		const int rc = dev->ops->sgd_step(dev, &wp, &gp, &vp, 1, &lr, 0.0f, 0.0f);
+		mp_emu_sync_error = cudaSuccess;
+		printf("#   %s\n", mp_backend_error(dev));
+		if (rc >= 0 || !strstr(mp_backend_error(dev), "sgd_step: cudaStreamSynchronize:")) {
+			printf("# FAIL: expected \"sgd_step: cudaStreamSynchronize: ...\"\n");
+			cur_failed = 1;
+		}
+		must(dev->ops->sgd_step(dev, &wp, &gp, &vp, 1, &lr, 0.0f, 0.0f), dev, "sgd_step");
+		float got[4];
+		must(dev->ops->download(dev, &w, got), dev, "download");
+		for (int i = 0; !cur_failed && i < 4; i++)
+			if (got[i] != 0.5f) {
+				printf("# FAIL: w[%d] is %g after the step, expected 0.5\n", i,
+				       (double)got[i]);
+				cur_failed = 1;
+			}
+	}
+	mp_tensor *all[] = {&w, &g, &v, &lr};
+	for (mp_tensor *t : all)
+		if (t->data)
+			dev->ops->release(dev, t);
+	ok(name);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -505,6 +553,7 @@ int main(void)
 	test_conv_bn(1, 1, 0, 1);
 	test_conv_bn(1, 0, 1, 1);
 	test_conv_bn(1, 0, 0, 0);
+	test_sgd_table_error();
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed\n", failures, tests);
 	mp_backend_free(ref);
