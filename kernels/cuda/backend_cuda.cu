@@ -23,6 +23,9 @@ static int call_name(const char *call)
 
 int mp_cuda_fail_cuda(mp_backend *be, const char *op, const char *call, cudaError_t e)
 {
+	// reported here: a failure that leaves the context usable (a full
+	// device's cudaMalloc) is not the next kernel's error too
+	(void)cudaGetLastError();
 	return mp_cpu_fail(be, "%s: %.*s: %s (%s)", op, call_name(call), call,
 			   cudaGetErrorName(e), cudaGetErrorString(e));
 }
