@@ -10,6 +10,13 @@ void mp_print_version(void);
  * and exits 1, as GNU tools do. A stdout that is closed (>&-) and was
  * never written to is no error. */
 void mp_exit_stdout(int status) __attribute__((noreturn));
+/* Makes OpenMP's waiting threads sleep at once (OMP_WAIT_POLICY=passive)
+ * unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT: libgomp reads
+ * them before main, so the program is started again, from
+ * /proc/self/exe with the same arguments, with the variable set; where
+ * that fails it goes on as it is (under valgrind, which does not follow
+ * an exec by default, set either variable). The first call of main. */
+void mp_wait_passively(char **argv);
 /* Looks arg up in a NULL-terminated list of names; prints
  * "prog: --opt: "x" is not one of a|b|c" and returns -1 if absent. */
 int mp_parse_keyword(const char *opt, const char *arg, const char *const *names);

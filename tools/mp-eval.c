@@ -182,6 +182,7 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 
 int main(int argc, char **argv)
 {
+	mp_wait_passively(argv);
 	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */

@@ -630,3 +630,22 @@ PYEOF
 	assert_status 1
 	assert_equal "$output" 'mp-eval: other.db: its class 3 is "/c/other3", the weights named.safetensors'"'"'s "/c/class3" (pack it with the categories file the network was trained on)'
 }
+
+# spin_count [-u VAR...] [VAR=VALUE...]: the GOMP_SPINCOUNT the OpenMP of the mp-eval
+# that runs reads (libgomp prints its settings as it starts, the program
+# started again printing them once more).
+spin_count() {
+	env "$@" OMP_DISPLAY_ENV=verbose "$MP_BIN/mp-eval" --version 2>&1 >/dev/null |
+		sed -n "s/^ *GOMP_SPINCOUNT = '\([0-9]*\)'$/\1/p" | tail -1
+}
+
+@test "OpenMP's threads wait passively unless OMP_WAIT_POLICY or GOMP_SPINCOUNT says otherwise" {
+	assert_equal "$(spin_count -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT)" 0
+	assert_equal "$(spin_count -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active)" 30000000000
+	assert_equal "$(spin_count -u OMP_WAIT_POLICY GOMP_SPINCOUNT=1234)" 1234
+	# the same results, the arguments passed on whole
+	ev -q -m "$D/rand.safetensors" --scales 16,20 --probs passive.tsv "$D/val.db"
+	OMP_WAIT_POLICY=active ev -q -m "$D/rand.safetensors" --scales 16,20 --probs active.tsv \
+		"$D/val.db"
+	cmp passive.tsv active.tsv
+}
