@@ -407,6 +407,16 @@ result_lines() {
 	grep -E '^(epoch |end at |final validation)' <<<"$1" | sed 's/; [0-9]* images\/s, [0-9]* s$//'
 }
 
+# same_as_whole OUTPUT WANT_OUTPUT_FILE DIR WHOLE_DIR: a resumed run's
+# output and files as those of the run that never stopped, the final
+# validation included.
+same_as_whole() {
+	assert_equal "$(result_lines "$1")" "$(result_lines "$(cat "$2")")"
+	assert_contains "$1" "final validation error: "
+	assert_equal "$(cut -f1-10 "$3/train.log")" "$(cut -f1-10 "$4/train.log")"
+	same_weights "$4/weights.safetensors" "$3/weights.safetensors"
+}
+
 # With the whole training set in one batch, the first step ends an epoch;
 # a signal before it (SIGPIPE, raised by the first line of output into a
 # closed pipe) stops the run after that step, before its validation.
@@ -442,10 +452,7 @@ result_lines() {
 	run train "${ONE[@]}" --epochs 1 -o last --resume last/checkpoint-0001.safetensors
 	assert_status 0
 	assert_contains "$output" "has done 1 of 1 epochs: nothing to train"
-	assert_equal "$(result_lines "$output")" "$(result_lines "$(cat want.txt)")"
-	assert_contains "$output" "final validation error: "
-	assert_equal "$(cut -f1-10 last/train.log)" "$(cut -f1-10 one/train.log)"
-	same_weights one/weights.safetensors last/weights.safetensors
+	same_as_whole "$output" want.txt last one
 	# a checkpoint without the key, from an earlier version, counts as
 	# validated (and one of format_version 1, without a header CRC, resumes)
 	"$PY" - "$MP_ROOT/scripts" last/checkpoint-0001.safetensors old.safetensors <<-'EOF'
@@ -474,10 +481,7 @@ result_lines() {
 	run train "${OPTS[@]}" --max-steps 1 -o parts --resume parts/last.safetensors
 	assert_status 0
 	assert_contains "$output" "validating first"
-	assert_equal "$(result_lines "$output")" "$(result_lines "$(cat want.txt)")"
-	assert_contains "$output" "final validation error: "
-	assert_equal "$(cut -f1-10 parts/train.log)" "$(cut -f1-10 whole/train.log)"
-	same_weights whole/weights.safetensors parts/weights.safetensors
+	same_as_whole "$output" want.txt parts whole
 }
 
 @test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
