@@ -20,3 +20,20 @@ load helpers
 		"mp-eval: --confusion: out of memory for a table of 20000 x 20000 counts (3.0 GiB)"
 	[[ ! -e c.tsv ]] || fail "c.tsv was written"
 }
+
+@test "mp-train opens and reads its training DB once, not once for the mean and again" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	class_data
+	# opening the loader reads every record of the DB: with 1.3 million
+	# images, twice was many seconds (minutes from disk) before the first step
+	strace -f -e trace=open,openat -o train.trace "$MP_BIN/mp-train" -q -d train.db \
+		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
+		--batch 8 --max-steps 1 -o run
+	assert_equal "$(grep -c 'train\.db/data\.mdb"' train.trace)" 1
+	# with --mean the same
+	strace -f -e trace=open,openat -o mean.trace "$MP_BIN/mp-train" -q -d train.db \
+		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
+		--batch 8 --max-steps 1 --mean 1,2,3 -o run2
+	assert_equal "$(grep -c 'train\.db/data\.mdb"' mean.trace)" 1
+}
+
