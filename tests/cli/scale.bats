@@ -37,3 +37,26 @@ load helpers
 	assert_equal "$(grep -c 'train\.db/data\.mdb"' mean.trace)" 1
 }
 
+# peak_kb CMD...: the largest resident size of CMD, in KB, its output dropped.
+peak_kb() {
+	"$PY" -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
+}
+
+@test "mp-inspect --list --json writes a record at a time: memory does not grow with the records" {
+	mkimg make solid a.png 8 8 color=10,20,30
+	yes 'a.png 1' | head -n 1000 >small.txt
+	yes 'a.png 1' | head -n 50000 >large.txt
+	bw -q --classes 2 --size 8 small.txt >small.stream
+	bw -q --classes 2 --size 8 large.txt >large.stream
+	small=$(peak_kb "$MP_BIN/mp-inspect" --list --json small.stream)
+	large=$(peak_kb "$MP_BIN/mp-inspect" --list --json large.stream)
+	# a tree of every record took about 1.4 KB each: 70 MB more here
+	assert_less "$large" $((small + 20000))
+	# still one document: an array of every record
+	inspect --list --json small.stream >small.json
+	"$PY" -c 'import json, sys
+a = json.load(open(sys.argv[1]))
+assert len(a) == 1000 and a[999]["index"] == 999 and a[0]["name"] == "a.png", a[:2]' small.json
+}
