@@ -807,7 +807,8 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 			ev->class_images[y]++;
 			ev->class_correct1[y] += rank < 1;
 			ev->class_correctk[y] += rank < ev->k;
-			ev->confusion[(size_t)y * C + best[0]]++;
+			if (ev->confusion)
+				ev->confusion[(size_t)y * C + best[0]]++;
 		}
 		if (ev->probs.f) {
 			FILE *f = ev->probs.f;
@@ -971,7 +972,15 @@ static int setup(evaluator *ev, mp_error *e)
 	ev->class_images = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->class_correct1 = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
 	ev->class_correctk = mp_xcalloc((size_t)ev->classes, sizeof(uint64_t));
-	ev->confusion = mp_xcalloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t));
+	/* classes x classes counts: only for --confusion, which is the one
+	 * table that grows as the square of the classes (32 GiB at 65536) */
+	if (o->confusion_path && r->labelled &&
+	    !(ev->confusion = calloc((size_t)ev->classes * (size_t)ev->classes, sizeof(uint64_t))))
+		return mp_seterr(e, "--confusion: out of memory for a table of %d x %d counts "
+				    "(%.1f GiB)",
+				 ev->classes, ev->classes,
+				 (double)ev->classes * ev->classes * sizeof(uint64_t) / (1 << 30)),
+		       MP_EVAL_FAILED;
 	/* Every output is created (under its temporary name) before any image
 	 * is read: a place that cannot be written is said at once, not after
 	 * the whole evaluation. */

@@ -330,6 +330,25 @@ const mp_meta *mp_loader_meta(const mp_loader *l)
 	return mp_source_meta(l->src);
 }
 
+/* Lets the batches being decoded finish and stops the epoch: what the
+ * workers read (the order, the options) may then change. Called with
+ * l->mu held. */
+static void quiesce(mp_loader *l)
+{
+	l->active = 0;
+	while (l->busy)
+		pthread_cond_wait(&l->done, &l->mu);
+}
+
+void mp_loader_set_mean(mp_loader *l, const double mean[3])
+{
+	pthread_mutex_lock(&l->mu);
+	quiesce(l);
+	memcpy(l->o.aug.mean, mean, sizeof l->o.aug.mean);
+	memcpy(l->o.mean, mean, sizeof l->o.mean);
+	pthread_mutex_unlock(&l->mu);
+}
+
 int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e)
 {
 	return mp_loader_start_at(l, epoch, 0, e);
@@ -343,9 +362,7 @@ int mp_loader_start_at(mp_loader *l, uint64_t epoch, uint64_t first_batch, mp_er
 				 (unsigned long long)l->nbatches);
 	pthread_mutex_lock(&l->mu);
 	/* Let batches of the previous epoch finish before the order changes. */
-	l->active = 0;
-	while (l->busy)
-		pthread_cond_wait(&l->done, &l->mu);
+	quiesce(l);
 	for (int i = 0; i < l->o.prefetch; i++)
 		l->slots[i].state = SLOT_FREE;
 	for (uint64_t i = 0; i < l->nrec; i++)

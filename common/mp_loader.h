@@ -50,6 +50,12 @@ uint32_t mp_loader_fingerprint(const mp_loader *l);
 /* The dataset's meta document. */
 const mp_meta *mp_loader_meta(const mp_loader *l);
 
+/* Sets the mean the batches have subtracted (aug.mean in training, mean
+ * otherwise), for a caller that takes it from the dataset's meta: the
+ * loader need not be opened, and every record read, a second time. An
+ * epoch under way stops; the next mp_loader_start uses the new mean. */
+void mp_loader_set_mean(mp_loader *l, const double mean[3]);
+
 /* Starts an epoch; the previous one may be unfinished. */
 int mp_loader_start(mp_loader *l, uint64_t epoch, mp_error *e);
 /* Starts an epoch at batch first_batch, as if the batches before it had

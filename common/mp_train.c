@@ -1055,21 +1055,19 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 			.crop = cfg->input_size},
 	};
 	int bad_data;
-	/* The mean: --mean, or the training set's. Open once to read the meta. */
+	/* Opened once: opening reads every record (a table of them, and the
+	 * fingerprint over their bytes), the whole DB. */
 	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
 		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *m = mp_loader_meta(t->train);
+	/* The mean: --mean, or the training set's. */
 	if (!o->has_mean) {
 		if (!m->has_mean)
 			return mp_seterr(e, "%s: the dataset has no mean; give --mean R,G,B",
 					 o->train_db), MP_TRAIN_BAD_SETUP;
 		memcpy(cfg->mean, m->mean, sizeof cfg->mean);
 	}
-	memcpy(lo.aug.mean, cfg->mean, sizeof cfg->mean);
-	mp_loader_close(t->train);
-	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
-		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
-	m = mp_loader_meta(t->train);
+	mp_loader_set_mean(t->train, cfg->mean);
 	if (!cfg->classes) {
 		if (m->classes < 1)
 			return mp_seterr(e, "%s: the dataset does not say how many classes it has "

@@ -147,6 +147,39 @@ static void eval_keeps_order_and_pixels(void **state)
 	mp_loader_close(l);
 }
 
+/* A mean set after opening is the one subtracted, in both modes, as if
+ * it had been given to mp_loader_open. */
+static void a_mean_set_after_opening_is_subtracted(void **state)
+{
+	(void)state;
+	mp_error e;
+	const double mean[3] = {1.5, 0.25, 2.5};
+	static float want[16 * 3 * SIDE * SIDE], got[16 * 3 * SIDE * SIDE];
+	int32_t lab[16];
+	int n, m;
+	for (int train = 0; train < 2; train++) {
+		mp_loader_opts o = opts(good, train, 2);
+		memcpy(o.mean, mean, sizeof o.mean);
+		memcpy(o.aug.mean, mean, sizeof o.aug.mean);
+		mp_loader *l = mp_loader_open(&o, NULL, &e);
+		assert_non_null(l);
+		assert_int_equal(mp_loader_start(l, 3, &e), 0);
+		assert_int_equal(mp_loader_next(l, want, lab, NULL, &n, &e), 1);
+		mp_loader_close(l);
+		o = opts(good, train, 2);
+		l = mp_loader_open(&o, NULL, &e);
+		assert_non_null(l);
+		/* an epoch under way, with the old mean, is stopped */
+		assert_int_equal(mp_loader_start(l, 3, &e), 0);
+		mp_loader_set_mean(l, mean);
+		assert_int_equal(mp_loader_start(l, 3, &e), 0);
+		assert_int_equal(mp_loader_next(l, got, lab, NULL, &m, &e), 1);
+		mp_loader_close(l);
+		assert_int_equal(n, m);
+		assert_memory_equal(got, want, sizeof(float) * 3 * SIDE * SIDE * (size_t)n);
+	}
+}
+
 /* One whole epoch's records and images. */
 static void run_epoch(mp_loader *l, uint64_t epoch, uint64_t *ids, float *imgs)
 {
@@ -307,6 +340,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(eval_keeps_order_and_pixels),
+		cmocka_unit_test(a_mean_set_after_opening_is_subtracted),
 		cmocka_unit_test(train_shuffles_the_same_for_any_thread_count),
 		cmocka_unit_test(a_bad_record_is_an_error_naming_it),
 		cmocka_unit_test(a_label_out_of_range_is_bad_data),

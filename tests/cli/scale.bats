@@ -1,0 +1,62 @@
+#!/usr/bin/env bats
+# Costs that must grow with what is asked for, not with the largest thing
+# the data could need: many classes, many records.
+
+load helpers
+
+@test "mp-eval of a network of 20000 classes needs no classes x classes table without --confusion" {
+	mkimg many im 4 16 16 labels=3 >list.txt
+	random_weights 20000 w.st
+	# the table would be 20000^2 counts of 8 bytes, 3 GiB; 1 GiB of
+	# address space is plenty for the rest
+	run --separate-stderr bash -c 'ulimit -v 1048576 && exec "$@"' _ \
+		"$MP_BIN/mp-eval" -q --threads 1 -m w.st --per-class pc.tsv --list list.txt
+	assert_status 0
+	assert_equal "$(wc -l <pc.tsv)" 20001
+	run --separate-stderr bash -c 'ulimit -v 1048576 && exec "$@"' _ \
+		"$MP_BIN/mp-eval" -q --threads 1 -m w.st --confusion c.tsv --list list.txt
+	assert_status 1
+	assert_equal "$stderr" \
+		"mp-eval: --confusion: out of memory for a table of 20000 x 20000 counts (3.0 GiB)"
+	[[ ! -e c.tsv ]] || fail "c.tsv was written"
+}
+
+@test "mp-train opens and reads its training DB once, not once for the mean and again" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	class_data
+	# opening the loader reads every record of the DB: with 1.3 million
+	# images, twice was many seconds (minutes from disk) before the first step
+	strace -f -e trace=open,openat -o train.trace "$MP_BIN/mp-train" -q -d train.db \
+		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
+		--batch 8 --max-steps 1 -o run
+	assert_equal "$(grep -c 'train\.db/data\.mdb"' train.trace)" 1
+	# with --mean the same
+	strace -f -e trace=open,openat -o mean.trace "$MP_BIN/mp-train" -q -d train.db \
+		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
+		--batch 8 --max-steps 1 --mean 1,2,3 -o run2
+	assert_equal "$(grep -c 'train\.db/data\.mdb"' mean.trace)" 1
+}
+
+# peak_kb CMD...: the largest resident size of CMD, in KB, its output dropped.
+peak_kb() {
+	"$PY" -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
+}
+
+@test "mp-inspect --list --json writes a record at a time: memory does not grow with the records" {
+	mkimg make solid a.png 8 8 color=10,20,30
+	yes 'a.png 1' | head -n 1000 >small.txt
+	yes 'a.png 1' | head -n 50000 >large.txt
+	bw -q --classes 2 --size 8 small.txt >small.stream
+	bw -q --classes 2 --size 8 large.txt >large.stream
+	small=$(peak_kb "$MP_BIN/mp-inspect" --list --json small.stream)
+	large=$(peak_kb "$MP_BIN/mp-inspect" --list --json large.stream)
+	# a tree of every record took about 1.4 KB each: 70 MB more here
+	assert_less "$large" $((small + 20000))
+	# still one document: an array of every record
+	inspect --list --json small.stream >small.json
+	"$PY" -c 'import json, sys
+a = json.load(open(sys.argv[1]))
+assert len(a) == 1000 and a[999]["index"] == 999 and a[0]["name"] == "a.png", a[:2]' small.json
+}
