@@ -317,6 +317,7 @@ int main(int argc, char **argv)
 	mp_list list;
 	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0) {
 		mp_warnx("%s", e.msg);
+		mp_categories_free(class_names, nclasses);
 		return exit_for_failure(0);
 	}
 	if (argc)
