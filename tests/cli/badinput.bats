@@ -88,7 +88,7 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	# 65500x65500 RGB would be 12 GiB; a 512 MiB address space is plenty
 	# for everything else (the LMDB map would not fit: write streams).
 	for list in jpeg.txt png.txt; do
-		run --separate-stderr bash -c 'ulimit -v 524288 && exec "$1" -j 1 --size 16 "$2" >/dev/null' \
+		run --separate-stderr limit_memory 524288 bash -c 'exec "$1" -j 1 --size 16 "$2" >/dev/null' \
 			sh "$MP_BIN/mp-batchwriter" "$list"
 		assert_status 1
 		bad=$(cat "$list")

@@ -115,6 +115,27 @@ on_tty() {
 	script -qec "$cmd" /dev/null
 }
 
+# asan_build: whether the programs were built with AddressSanitizer (make
+# SAN=address).
+asan_build() {
+	nm "$MP_BIN/mp-batchwriter" 2>/dev/null | grep -q __asan_init
+}
+
+# limit_memory KIB COMMAND...: runs COMMAND in an address space of KIB KiB
+# (ulimit -v), where an allocation larger than what is left fails. A
+# program built with AddressSanitizer reserves terabytes of address space
+# for its shadow memory and cannot start under that limit: it gets ASan's
+# own instead, a malloc of more than KIB KiB returning NULL.
+limit_memory() {
+	local kib=$1
+	shift
+	if asan_build; then
+		ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}max_allocation_size_mb=$((kib / 1024)):allocator_may_return_null=1" "$@"
+	else
+		(ulimit -v "$kib" && exec "$@")
+	fi
+}
+
 # closed_pipe COMMAND...: runs COMMAND with stdout a pipe whose reader has
 # gone already (as after mp-train | head -1), so that its first write
 # raises SIGPIPE; its exit status is the command's, 128 + N for signal N.

@@ -191,7 +191,7 @@ pack() {
 	mkimg make bands a.png 60000 1 colors=0,0,255/255,0,0/0,0,255 widths=29990,20,29990
 	echo a.png >list.txt
 	# (a stream: the LMDB map would not fit in 512 MiB)
-	run --separate-stderr bash -c 'ulimit -v 524288 && exec "$1" -q -j 1 --fit crop --size 128 --encoding raw "$2" >out.stream' \
+	run --separate-stderr limit_memory 524288 bash -c 'exec "$1" -q -j 1 --fit crop --size 128 --encoding raw "$2" >out.stream' \
 		sh "$MP_BIN/mp-batchwriter" list.txt
 	assert_status 0
 	assert_equal "$stderr" ""
