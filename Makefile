@@ -3,7 +3,8 @@
 # make deps (as root) installs the Debian packages the build and tests need.
 # The usual variables are the user's: CFLAGS (default "$(OPT) -g"), CPPFLAGS,
 # LDFLAGS, CXXFLAGS, CC, CXX, PREFIX, DESTDIR; the flags the build needs are
-# added to them. SAN=address,undefined builds everything with those sanitizers.
+# added to them. SAN=address,undefined builds everything with those sanitizers,
+# the first report ending the program (ASAN_OPTIONS, UBSAN_OPTIONS as usual).
 
 PREFIX    ?= /usr/local
 DESTDIR   ?=
@@ -78,7 +79,10 @@ PKG_LIBS   := $(shell pkg-config --libs libturbojpeg libpng lmdb libcjson zlib o
 
 # What the build needs comes first, the user's CPPFLAGS and CFLAGS after it
 # (so that CFLAGS=-O0 wins); the rules use MP_CFLAGS.
-SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer)
+# -fno-sanitize-recover: the first report ends the program with a failure,
+# so that a test cannot pass over one (and gcc's UBSan checks leave no
+# path on which it warns of a NULL the check has just ruled out).
+SANFLAGS := $(if $(SAN),-fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer)
 # clang reports each "omp simd" loop it leaves scalar (at -O1, or with the
 # sanitizers): a note about speed, not about the code
 CLANG_WARN := $(if $(BUILD_GOALS),$(if $(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),-Wno-pass-failed))
