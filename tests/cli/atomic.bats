@@ -319,13 +319,10 @@ finish_copy() {
 }
 
 # traced TRACE COMMAND...: COMMAND under strace, its fsyncs written to TRACE.
-# LeakSanitizer cannot run under ptrace, and stops the program of a
-# sanitized build with an error at its exit: leaks are looked for elsewhere.
 traced() {
 	local trace=$1
 	shift
-	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-		strace -f -y -e trace=fsync -o "$trace" "$@"
+	no_leak_check strace -f -y -e trace=fsync -o "$trace" "$@"
 }
 
 # fsyncs_dir TRACE DIR: whether strace's TRACE shows an fsync of DIR itself.

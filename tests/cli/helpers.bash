@@ -136,6 +136,13 @@ limit_memory() {
 	fi
 }
 
+# no_leak_check COMMAND...: COMMAND without LeakSanitizer, for a program of
+# a SAN=address build run under strace: LeakSanitizer cannot work under
+# ptrace, and ends the program with an error at its exit.
+no_leak_check() {
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$@"
+}
+
 # closed_pipe COMMAND...: runs COMMAND with stdout a pipe whose reader has
 # gone already (as after mp-train | head -1), so that its first write
 # raises SIGPIPE; its exit status is the command's, 128 + N for signal N.
