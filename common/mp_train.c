@@ -3,10 +3,12 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,6 +101,7 @@ typedef struct {
 	int val_missed;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
 	int made_out_dir;		/* the output directory is this run's */
+	int out_dir_fd;			/* held with a lock while the run uses it; -1 */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
 	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
@@ -1147,6 +1150,25 @@ static int readable_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
+/* Two runs in one directory would write over each other's checkpoints and
+ * interleave their logs, and a --force would delete the files of the run
+ * still going: the directory is locked for the run (flock, released by the
+ * system however the process ends). */
+static int lock_out_dir(trainer *t, mp_error *e)
+{
+	const char *dir = t->o->out_dir;
+	t->out_dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (t->out_dir_fd < 0)
+		return mp_seterr(e, "%s: %s", dir, strerror(errno));
+	if (flock(t->out_dir_fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK)
+		return mp_seterr(e, "%s: another mp-train is running in it; wait for it to end "
+				    "(or stop it) before resuming or replacing its run", dir);
+	/* a file system without locks: nothing to guard with */
+	return 0;
+}
+
 static int setup(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -1192,7 +1214,8 @@ static int setup(trainer *t, mp_error *e)
 				    "or --resume", log_path),
 		       MP_TRAIN_BAD_SETUP;
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
-	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0)
+	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0 ||
+	    lock_out_dir(t, e) < 0)
 		return MP_TRAIN_FAILED;
 	int log_used = o->log_path && !log_stdout && stat(o->log_path, &st) == 0 &&
 		       S_ISREG(st.st_mode) && st.st_size > 0;
@@ -1494,7 +1517,7 @@ out:
 
 int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 {
-	trainer t = {.o = o, .r = r, .start = mp_now()};
+	trainer t = {.o = o, .r = r, .start = mp_now(), .out_dir_fd = -1};
 	memset(r, 0, sizeof *r);
 	r->val_top1 = r->val_top5 = -1;
 	int status = setup(&t, e);
@@ -1515,5 +1538,7 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 		mp_backend_free(t.be);
 	mp_loader_close(t.train);
 	mp_loader_close(t.val);
+	if (t.out_dir_fd >= 0)
+		close(t.out_dir_fd);
 	return status;
 }

@@ -484,6 +484,29 @@ same_as_whole() {
 	same_as_whole "$output" want.txt parts whole
 }
 
+@test "a directory another mp-train is running in is refused, even with --force or --resume" {
+	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
+	pid=$!
+	for _ in $(seq 200); do
+		[[ -e out/checkpoint-0001.safetensors ]] && break
+		sleep 0.1
+	done
+	busy="mp-train: out: another mp-train is running in it; wait for it to end (or stop it) before resuming or replacing its run"
+	run train -d "$D/train.db" "${SLOW[@]}" -q -o out --force
+	assert_status 1
+	assert_equal "$output" "$busy"
+	run train -d "$D/train.db" "${SLOW[@]}" -q -o out --resume out/checkpoint-0001.safetensors
+	assert_status 1
+	assert_equal "$output" "$busy"
+	kill -TERM $pid
+	wait $pid || true
+	# the stopped run's files are whole: it resumes to the end
+	run train -d "$D/train.db" "${SLOW[@]}" -q -o out --resume out/last.safetensors
+	assert_status 0
+	[[ -f out/weights.safetensors ]] || fail "no weights: $(ls out)"
+	assert_equal "$(log_col out/train.log epoch epoch | tr '\n' ' ')" "1 2 3 "
+}
+
 @test "SIGHUP stops like SIGTERM, with a checkpoint and exit 129" {
 	"$MP_BIN/mp-train" -d "$D/train.db" "${SLOW[@]}" -q -o out 2>err.txt &
 	pid=$!
