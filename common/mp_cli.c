@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -82,6 +83,11 @@ void mp_wait_passively(char **argv)
 	 * one it waits for: evaluation ran 1.5-2x faster passive there, and
 	 * as fast on idle cores. */
 	if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+		return;
+	/* started by naming the dynamic loader (ld.so PROGRAM ...), which the
+	 * kernel then runs without an interpreter: /proc/self/exe is the
+	 * loader, which would take the first argument for the program */
+	if (getauxval(AT_BASE) == 0)
 		return;
 	if (setenv("OMP_WAIT_POLICY", "passive", 1) < 0)
 		return;

@@ -14,7 +14,8 @@ void mp_exit_stdout(int status) __attribute__((noreturn));
  * unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT: libgomp reads
  * them before main, so the program is started again, from
  * /proc/self/exe with the same arguments, with the variable set; where
- * that fails it goes on as it is (under valgrind, which does not follow
+ * that fails, or when the program was started by naming the dynamic
+ * loader, it goes on as it is (under valgrind, which does not follow
  * an exec by default, set either variable). The first call of main. */
 void mp_wait_passively(char **argv);
 /* Looks arg up in a NULL-terminated list of names; prints

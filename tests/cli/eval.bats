@@ -643,6 +643,14 @@ spin_count() {
 	assert_equal "$(spin_count -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT)" 0
 	assert_equal "$(spin_count -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active)" 30000000000
 	assert_equal "$(spin_count -u OMP_WAIT_POLICY GOMP_SPINCOUNT=1234)" 1234
+	# started through the dynamic loader: not started again (the loader
+	# would take --version for the program), so OpenMP's default
+	local ldso
+	ldso=$(ldd "$MP_BIN/mp-eval" | sed -n 's/^[[:space:]]*\(\/[^ ]*ld-linux[^ ]*\) .*/\1/p' | head -1)
+	[[ -x $ldso ]] || fail "no dynamic loader in: $(ldd "$MP_BIN/mp-eval")"
+	run env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$ldso" "$MP_BIN/mp-eval" --version
+	assert_status 0
+	assert_equal "${lines[0]}" "$("$MP_BIN/mp-eval" --version | head -1)"
 	# the same results, the arguments passed on whole
 	ev -q -m "$D/rand.safetensors" --scales 16,20 --probs passive.tsv "$D/val.db"
 	OMP_WAIT_POLICY=active ev -q -m "$D/rand.safetensors" --scales 16,20 --probs active.tsv \
