@@ -255,3 +255,23 @@ nonfinite"
 	assert_keys_documented "$(man_line mp-inspect.1 'keys name, max_abs, max_rel and verdict')" \
 		"$(inspect --json --diff $w $w)"
 }
+
+@test "mp-eval(1)'s example of the reference's multiscale evaluation scores as the reference does" {
+	# the reference (miniplaces_eval.py): each whole image resized to 112,
+	# 128, 160 and 240, one view a scale, the softmax outputs averaged
+	local line opts
+	line=$(sed -n "/^The reference's multiscale evaluation/,/^\\\$ mp-eval /p" "$MP_ROOT/man/mp-eval.1" |
+		tail -n 1)
+	[[ $line == '$ mp-eval -m run/weights.safetensors '*' val.db' ]] ||
+		fail "no example of the reference's multiscale evaluation in mp-eval.1: $line"
+	opts=${line#'$ mp-eval -m run/weights.safetensors '}
+	opts=${opts%' val.db'}
+	"$PY" "$MKIMAGES" classes va 12 20 20 4 seed=9 >val.txt
+	bw -q --size 16 -o val.db val.txt
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	# shellcheck disable=SC2086 # the example's options, as a shell splits them
+	"$MP_BIN/mp-eval" -q -m w.safetensors $opts --probs example.tsv val.db
+	"$MP_BIN/mp-eval" -q -m w.safetensors --scales 112,128,160,240 --crops full \
+		--combine prob --probs reference.tsv val.db
+	cmp example.tsv reference.tsv || fail "the example ($opts) is not the reference's evaluation"
+}
