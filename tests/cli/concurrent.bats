@@ -122,3 +122,39 @@ steps_grow() {
 	assert_status 1
 	assert_equal "$output" "mp-inspect: out/checkpoint-0001.safetensors: No such file or directory"
 }
+
+@test "a log another mp-train is writing is refused, with --force and --resume too; a device is shared" {
+	bg_train "${LONG[@]}" -o a --log shared.log
+	first=$pid
+	wait_for test -e a/checkpoint-0001.safetensors
+	busy="mp-train: shared.log: another mp-train is writing this log; wait for it to end (or stop it), or give this run a log of its own (--log)"
+	run train "${LONG[@]}" --epochs 1 -o b --log shared.log
+	assert_status 1
+	assert_equal "$output" "$busy"
+	run train "${LONG[@]}" --epochs 1 -o b --log shared.log --force
+	assert_status 1
+	assert_equal "$output" "$busy"
+	run train "${LONG[@]}" --epochs 1 -o b --log shared.log --resume a/checkpoint-0001.safetensors
+	assert_status 1
+	assert_equal "$output" "$busy"
+	[[ ! -e b ]] || fail "b made: $(ls -A b)"
+	# the log of a run's own directory, named from another
+	run train "${LONG[@]}" --epochs 1 -o c
+	assert_status 0
+	bg_train "${LONG[@]}" -o d
+	wait_for test -e d/checkpoint-0001.safetensors
+	run train "${LONG[@]}" --epochs 1 -o e --log d/train.log --force
+	assert_status 1
+	assert_equal "$output" "${busy//shared.log/d/train.log}"
+	# /dev/null is no file a run owns
+	run train "${LONG[@]}" --epochs 1 -o f --log /dev/null
+	assert_status 0
+	stop $pid
+	stop $first
+	steps_grow shared.log
+	steps_grow d/train.log
+	# once the run has ended, its log is free
+	run train "${LONG[@]}" --epochs 1 -o b --log shared.log --force
+	assert_status 0
+	assert_equal "$(awk -F'\t' '$1 == "epoch"' shared.log | wc -l)" 1
+}
