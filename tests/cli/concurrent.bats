@@ -158,3 +158,51 @@ steps_grow() {
 	assert_status 0
 	assert_equal "$(awk -F'\t' '$1 == "epoch"' shared.log | wc -l)" 1
 }
+
+@test "plot-log leaves out a last row being written" {
+	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	# the log with the first half of one more row
+	cp "$D/run/train.log" live.log
+	row=$(tail -n 1 live.log)
+	printf '%s' "${row:0:20}" >>live.log
+	whole=$(wc -l <live.log)
+	run --separate-stderr "$MP_ROOT/scripts/plot-log" live.log
+	assert_status 0
+	assert_equal "$output" live.png
+	assert_equal "$stderr" "plot-log: live.log: line $((whole + 1)) is not whole (a row being written?): left out"
+	assert_equal "$(head -c 8 live.png | od -An -tx1 | tr -d ' \n')" 89504e470d0a1a0a
+	# a whole log: no note
+	run --separate-stderr "$MP_ROOT/scripts/plot-log" "$D/run/train.log" whole.png
+	assert_status 0
+	assert_equal "$stderr" ""
+}
+
+@test "plot-log replaces OUT whole: a reader of the old image keeps it; a link's file is replaced" {
+	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	"$MP_ROOT/scripts/plot-log" "$D/run/train.log" a.png
+	head -n 4 "$D/run/train.log" >short.log
+	ln a.png held.png # as a viewer holding the old file open
+	before=$(cksum <a.png)
+	run "$MP_ROOT/scripts/plot-log" short.log a.png
+	assert_status 0
+	assert_equal "$(cksum <held.png)" "$before"
+	[[ $(cksum <a.png) != "$before" ]] || fail "a.png not replaced"
+	ln -s real.png link.png
+	run "$MP_ROOT/scripts/plot-log" short.log link.png
+	assert_status 0
+	[[ -L link.png && -f real.png ]] || fail "$(ls -l)"
+	assert_equal "$(cksum <real.png)" "$(cksum <a.png)"
+	assert_files . a.png held.png link.png real.png short.log
+}
+
+@test "plot-log draws the log of a running mp-train, again and again" {
+	command -v gnuplot >/dev/null || skip "gnuplot is not installed"
+	bg_train "${LONG[@]}" -v "$D/val.db" -o out
+	wait_for lines_at_least out/train.log 3
+	failed=0
+	for _ in $(seq 10); do
+		"$MP_ROOT/scripts/plot-log" out/train.log >/dev/null 2>>err.txt || failed=$((failed + 1))
+	done
+	stop $pid
+	[[ $failed -eq 0 ]] || fail "$failed of 10 plots failed: $(cat err.txt)"
+}
