@@ -102,6 +102,7 @@ typedef struct {
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
 	int made_out_dir;		/* the output directory is this run's */
 	int out_dir_fd;			/* held with a lock while the run uses it; -1 */
+	int log_lock_fd;		/* the log as it was at the start, locked; -1 */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
 	mp_resnet_config ckpt_net; /* and its network */
 } trainer;
@@ -827,6 +828,43 @@ static int foreign_log(const char *path)
 	return !ours;
 }
 
+/* Two runs that share a log (the --log of one names the other's, or one
+ * file outside both directories) would interleave their rows, and the
+ * --force or --resume of one would empty or cut the other's: the log is
+ * locked for the run too. fd, open on the log: 1 locked, 0 not a file
+ * that is locked (a pipe, a terminal, /dev/null, which any number of
+ * writers share; a file system without locks), -1 another run's. */
+static int lock_log(int fd, const char *path, mp_error *e)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 1;
+	if (errno == EWOULDBLOCK)
+		return mp_seterr(e, "%s: another mp-train is writing this log; wait for it to end "
+				    "(or stop it), or give this run a log of its own (--log)", path);
+	return 0;
+}
+
+/* The log that exists at the start, locked before anything else looks at
+ * it (or cuts or empties it); a new one is locked once made (open_log). */
+static int lock_existing_log(trainer *t, const char *path, mp_error *e)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0; // open_log says why
+	const int rc = lock_log(fd, path, e);
+	if (rc == 1)
+		t->log_lock_fd = fd;
+	else
+		close(fd);
+	return rc < 0 ? -1 : 0;
+}
+
 /* Opens the log; with start_over, removes the previous run (--force) too.
  * The log is the new run's first file and the last thing that can fail at
  * set-up, so the previous run is removed only once it is open and takes
@@ -857,6 +895,9 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 	}
 	if (!t->log || fstat(fileno(t->log), &st) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	/* a log made just now: locked before its header is written */
+	if (!t->log_stdout && t->log_lock_fd < 0 && lock_log(fileno(t->log), t->log_path, e) < 0)
+		return -1;
 	const int old = !t->log_stdout && S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!old && log_write(t, LOG_HEADER, e) < 0)
 		return -1;
@@ -1215,7 +1256,7 @@ static int setup(trainer *t, mp_error *e)
 		       MP_TRAIN_BAD_SETUP;
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0 ||
-	    lock_out_dir(t, e) < 0)
+	    lock_out_dir(t, e) < 0 || (!log_stdout && lock_existing_log(t, log_path, e) < 0))
 		return MP_TRAIN_FAILED;
 	int log_used = o->log_path && !log_stdout && stat(o->log_path, &st) == 0 &&
 		       S_ISREG(st.st_mode) && st.st_size > 0;
@@ -1517,7 +1558,7 @@ out:
 
 int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 {
-	trainer t = {.o = o, .r = r, .start = mp_now(), .out_dir_fd = -1};
+	trainer t = {.o = o, .r = r, .start = mp_now(), .out_dir_fd = -1, .log_lock_fd = -1};
 	memset(r, 0, sizeof *r);
 	r->val_top1 = r->val_top5 = -1;
 	int status = setup(&t, e);
@@ -1540,5 +1581,7 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 	mp_loader_close(t.val);
 	if (t.out_dir_fd >= 0)
 		close(t.out_dir_fd);
+	if (t.log_lock_fd >= 0)
+		close(t.log_lock_fd);
 	return status;
 }

@@ -229,12 +229,54 @@ uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
 	return (uint32_t)c;
 }
 
+/* After a call on path failed with ENOENT: whether to call again, as
+ * path is a symbolic link that names another file than when *seen (its
+ * target then, kept in seen) was read. A link replaced while the call
+ * followed it (a training run's last.safetensors, moved on to a newer
+ * checkpoint and the one it named removed) names a file that is there;
+ * a link that names the same missing file twice dangles. Bounded, for a
+ * link that changes without end. */
+static int link_moved(const char *path, char *seen, size_t size, int *tries)
+{
+	char now[PATH_MAX];
+	if (errno != ENOENT || ++*tries > 100)
+		return 0;
+	ssize_t n = readlink(path, now, sizeof now - 1);
+	if (n < 0 || (size_t)n >= size) {
+		errno = ENOENT;
+		return 0;
+	}
+	now[n] = '\0';
+	const int moved = *tries == 1 || strcmp(now, seen);
+	memcpy(seen, now, (size_t)n + 1);
+	errno = ENOENT;
+	return moved;
+}
+
+int mp_open_follow(const char *path, int flags)
+{
+	char seen[PATH_MAX];
+	int tries = 0, fd;
+	while ((fd = open(path, flags)) < 0 && link_moved(path, seen, sizeof seen, &tries))
+		;
+	return fd;
+}
+
+int mp_stat_follow(const char *path, struct stat *st)
+{
+	char seen[PATH_MAX];
+	int tries = 0, rc;
+	while ((rc = stat(path, st)) < 0 && link_moved(path, seen, sizeof seen, &tries))
+		;
+	return rc;
+}
+
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e)
 {
 	/* O_NONBLOCK: opening a FIFO blocks until a writer comes, which may
 	 * be never, and no signal would end the wait in a worker thread. */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	int fd = mp_open_follow(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return mp_seterr(e, "%s", strerror(errno));
 	struct stat st;

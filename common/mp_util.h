@@ -94,7 +94,16 @@ static inline uint64_t mp_get_u64(const uint8_t *p)
 /* zlib's CRC32 over any length. */
 uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
 
-/* Reads a whole regular file of at most max_bytes into a malloc'ed buffer. */
+/* open(2) and stat(2) of a path that may be a symbolic link replaced
+ * while they follow it (last.safetensors of a running mp-train, moved on
+ * to a new checkpoint as the one it named is pruned): a failure with
+ * ENOENT on a link that names another file by then is tried again, with
+ * that file. A link that dangles still fails with ENOENT. */
+struct stat;
+int mp_open_follow(const char *path, int flags);
+int mp_stat_follow(const char *path, struct stat *st);
+/* Reads a whole regular file of at most max_bytes into a malloc'ed buffer
+ * (opened by mp_open_follow). */
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e);
 /* The environment variable name, or NULL when it is unset or empty (an

@@ -1,11 +1,13 @@
 #include "mp_weights.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_stream.h"
 
@@ -475,11 +477,15 @@ int mp_st_sniff(const char *path)
 	 * pipe (/dev/stdin) would be gone for the stream reader that follows,
 	 * and a weights file is read whole, from a regular file only. */
 	struct stat st;
-	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+	if (mp_stat_follow(path, &st) < 0 || !S_ISREG(st.st_mode))
 		return 0;
-	FILE *f = fopen(path, "rb");
-	if (!f)
+	const int fd = mp_open_follow(path, O_RDONLY | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		return 0;
+	}
 	uint8_t h[9];
 	size_t n = fread(h, 1, sizeof h, f);
 	fclose(f);

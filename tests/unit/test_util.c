@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +339,100 @@ static void stdout_by_another_name(void **state)
 	assert_false(null);
 }
 
+/* A thread that moves a link on to new files and removes the one it named,
+ * as mp-train does with last.safetensors and --keep 1. */
+typedef struct {
+	const char *dir;
+	atomic_int stop, moves;
+} mover;
+
+static void *move_link(void *arg)
+{
+	mover *m = arg;
+	char name[64], file[128], old[128] = "", tmp[128], link[128], to[3200];
+	snprintf(tmp, sizeof tmp, "%s/last.tmp", m->dir);
+	snprintf(link, sizeof link, "%s/last", m->dir);
+	for (int i = 1; !atomic_load(&m->stop); i++) {
+		snprintf(name, sizeof name, "file-%06d", i);
+		snprintf(file, sizeof file, "%s/%s", m->dir, name);
+		FILE *f = fopen(file, "w");
+		if (!f || fputs("whole", f) < 0 || fclose(f) != 0)
+			return NULL;
+		/* a long way to the file: the reader is often still on it when
+		 * the file goes, as a reader that lost the processor would be */
+		size_t n = 0;
+		while (n + 5 + sizeof name < sizeof to)
+			n += (size_t)snprintf(to + n, sizeof to - n, "s/../");
+		snprintf(to + n, sizeof to - n, "%s", name);
+		if (symlink(to, tmp) < 0 || rename(tmp, link) < 0)
+			return NULL;
+		if (old[0])
+			unlink(old);
+		memcpy(old, file, sizeof old);
+		atomic_store(&m->moves, i);
+	}
+	return NULL;
+}
+
+/* A link read while it is moved on reads the file it names then; one that
+ * names a missing file fails, at once. */
+static void a_link_moved_on_is_followed_to_its_new_file(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_util_moveXXXXXX";
+	assert_non_null(mkdtemp(dir));
+	mover m = {.dir = dir};
+	atomic_init(&m.stop, 0);
+	atomic_init(&m.moves, 0);
+	char link[128], sub[128];
+	snprintf(link, sizeof link, "%s/last", dir);
+	snprintf(sub, sizeof sub, "%s/s", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, move_link, &m), 0);
+	int failed = 0, reads = 0, sniffs = 0;
+	char why[sizeof ((mp_error *)0)->msg] = "";
+	for (int i = 0; i < 4000; i++) {
+		uint8_t *buf;
+		size_t len;
+		mp_error e;
+		if (mp_read_file(link, 100, &buf, &len, &e) == 0) {
+			reads++;
+			assert_int_equal(len, 5);
+			free(buf);
+		} else if (reads) { /* not before the first link is made */
+			failed++;
+			snprintf(why, sizeof why, "%s", e.msg);
+		}
+		struct stat st;
+		sniffs += mp_stat_follow(link, &st) == 0;
+	}
+	atomic_store(&m.stop, 1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	if (failed)
+		fail_msg("%d of 4000 reads failed (%s), %d moves", failed, why,
+			 atomic_load(&m.moves));
+	assert_true(reads > 0);
+	assert_true(sniffs > 0);
+	/* a link that dangles is an error, as before */
+	char dangling[128];
+	snprintf(dangling, sizeof dangling, "%s/dangling", dir);
+	assert_int_equal(symlink("no-such-file", dangling), 0);
+	uint8_t *buf;
+	size_t len;
+	mp_error e;
+	assert_int_equal(mp_read_file(dangling, 100, &buf, &len, &e), -1);
+	assert_string_equal(e.msg, strerror(ENOENT));
+	struct stat st;
+	assert_int_equal(mp_stat_follow(dangling, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(mp_open_follow(dangling, O_RDONLY), -1);
+	assert_int_equal(errno, ENOENT);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,6 +446,7 @@ int main(void)
 		cmocka_unit_test(a_fifo_is_not_read),
 		cmocka_unit_test(links_are_followed_to_the_file_they_name),
 		cmocka_unit_test(stdout_by_another_name),
+		cmocka_unit_test(a_link_moved_on_is_followed_to_its_new_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
