@@ -491,27 +491,42 @@ fail:
 	return -1;
 }
 
+/* Writes all of buf to fd, path naming it in messages. */
+static int write_all(int fd, const char *path, const void *buf, size_t len, mp_error *e)
+{
+	const uint8_t *p = buf;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write(fd, p + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return mp_seterr(e, "%s: write error: %s", path, strerror(errno));
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 int mp_write_output(const char *path, const void *buf, size_t len, mp_error *e)
 {
 	struct stat st;
 	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
 		return mp_seterr(e, "%s: %s", path, strerror(EISDIR));
+	/* the file standard output or error is redirected to, by another name
+	 * (/dev/stdout, /dev/stderr): replaced, it would lose what the program
+	 * writes there before and after */
+	for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++)
+		if (mp_names_fd(path, fd)) {
+			fflush(fd == STDOUT_FILENO ? stdout : stderr);
+			return write_all(fd, path, buf, len, e);
+		}
 	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
 		/* a device or FIFO has no directory entry of ours to replace */
 		int fd = open(path, O_WRONLY | O_CLOEXEC);
 		if (fd < 0)
 			return mp_seterr(e, "%s: %s", path, strerror(errno));
-		const uint8_t *p = buf;
-		for (size_t done = 0; done < len;) {
-			ssize_t n = write(fd, p + done, len - done);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				mp_seterr(e, "%s: write error: %s", path, strerror(errno));
-				close(fd);
-				return -1;
-			}
-			done += (size_t)n;
+		if (write_all(fd, path, buf, len, e) < 0) {
+			close(fd);
+			return -1;
 		}
 		if (close(fd) < 0)
 			return mp_seterr(e, "%s: close: %s", path, strerror(errno));

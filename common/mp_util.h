@@ -121,9 +121,10 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
 			 mp_error *e);
 /* Writes a whole buffer to an output the user named: a symbolic link is
  * followed, so that the file it names is replaced and the link stays; an
- * existing file that is not a regular one (/dev/null, a FIFO) is written
- * in place; a directory is an error; anything else is written atomically
- * (mp_write_file_atomic). */
+ * existing file that is not a regular one (/dev/null, a FIFO), and the
+ * file standard output or error is open on (/dev/stderr redirected to a
+ * file), are written in place; a directory is an error; anything else is
+ * written atomically (mp_write_file_atomic). */
 int mp_write_output(const char *path, const void *buf, size_t len, mp_error *e);
 /* Removes a directory tree we created (only plain files inside). */
 int mp_remove_tree(const char *path);

@@ -406,6 +406,17 @@ env.close()'
 		target.png train.txt a.png b.png c.png
 }
 
+@test "--extract through a link to standard error redirected to a file writes there, after what the file held" {
+	small_db
+	ln -s /dev/fd/2 err.png
+	echo before >err.txt
+	inspect --extract 1 -o err.png db 2>>err.txt
+	inspect --extract 1 -o want.png db
+	assert_equal "$(head -1 err.txt)" "before"
+	tail -c +8 err.txt >got.png
+	cmp want.png got.png
+}
+
 @test "--list escapes tabs and newlines in names" {
 	mkimg make solid "a	b.png" 8 8
 	printf 'a\tb.png 0\n' >list.txt
