@@ -199,6 +199,8 @@ static int reader_open(reader *r, const mp_eval_opts *o, int classes, mp_error *
 		int rc = mp_list_read(f, r->list_name, classes, &r->list, e);
 		if (f != stdin)
 			fclose(f);
+		if (rc == 0 && mp_list_warn_duplicates(&r->list, r->list_name, "scored") < 0)
+			return mp_seterr(e, "%s: out of memory", r->list_name);
 		return rc;
 	}
 	r->src = mp_source_open(o->data, e);

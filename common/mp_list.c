@@ -197,6 +197,51 @@ void mp_list_free(mp_list *l)
 	memset(l, 0, sizeof *l);
 }
 
+static uint64_t path_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+long mp_list_warn_duplicates(const mp_list *l, const char *name, const char *what)
+{
+	enum { SHOWN = 5 };
+	/* open addressing over entry indices + 1 (0 marks a free slot), at most
+	 * half full, so that a million-line list costs one pass */
+	size_t slots = 2;
+	while (slots < 2 * l->count)
+		slots *= 2;
+	size_t *table = calloc(slots, sizeof *table);
+	if (!table)
+		return -1;
+	long repeats = 0;
+	for (size_t i = 0; i < l->count; i++) {
+		size_t s = (size_t)path_hash(l->items[i].path) & (slots - 1);
+		while (table[s] && strcmp(l->items[table[s] - 1].path, l->items[i].path))
+			s = (s + 1) & (slots - 1);
+		if (!table[s]) {
+			table[s] = i + 1;
+			continue;
+		}
+		const mp_list_entry *first = &l->items[table[s] - 1], *again = &l->items[i];
+		if (++repeats <= SHOWN) {
+			char labels[64] = "";
+			if (first->label != again->label)
+				snprintf(labels, sizeof labels, " (label %d there, %d here)",
+					 first->label, again->label);
+			mp_warnx("%s line %ld: %s is also on line %ld%s; it is %s again", name,
+				 again->line, again->path, first->line, labels, what);
+		}
+	}
+	free(table);
+	if (repeats > SHOWN)
+		mp_warnx("%s: %ld lines repeat a path of an earlier line (%d shown); each is %s as "
+			 "often as it appears", name, repeats, SHOWN, what);
+	return repeats;
+}
+
 void mp_list_shuffle(mp_list *l, unsigned long long seed)
 {
 	mp_rng r;

@@ -33,6 +33,12 @@ typedef struct {
 int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 		 mp_error *e);
 void mp_list_free(mp_list *l);
+/* Warns on stderr of each path the list names more than once (the first
+ * few by line, then how many), comparing paths as written: a list merged
+ * from two would otherwise pack or score those images twice, silently.
+ * what says what happens to each ("packed", "scored"). Returns how many
+ * lines repeat an earlier one; -1 when out of memory (nothing checked). */
+long mp_list_warn_duplicates(const mp_list *l, const char *name, const char *what);
 /* Fisher-Yates shuffle with mp_rng seeded by seed. */
 void mp_list_shuffle(mp_list *l, unsigned long long seed);
 /* The directory a list path is read below: root for a relative path, ""

@@ -326,6 +326,8 @@ int main(int argc, char **argv)
 		mp_errx(1, "%s: the list holds no images", list_name);
 	if (list.labelled && nclasses == 0)
 		nclasses = list.max_label + 1;
+	if (mp_list_warn_duplicates(&list, list_name, "packed") < 0)
+		mp_errx(1, "%s: out of memory", list_name);
 	if (shuffle)
 		mp_list_shuffle(&list, (unsigned long long)seed);
 

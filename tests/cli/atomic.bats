@@ -13,6 +13,11 @@ slow_list() {
 	head -n 40 list.txt >short.txt
 }
 
+# without_repeats FILE: FILE less the warnings about the lists' repeated path.
+without_repeats() {
+	grep -v 'packed again$\|as often as it appears$' "$1"
+}
+
 # start_slow_writer DB ERRFILE [COMMAND...]: starts mp-batchwriter -j 1 in
 # the background (its pid in $pid) and returns once its partial DB holds a
 # macrobatch. A background job of a script starts with SIGINT ignored, and
@@ -68,7 +73,8 @@ stop_writer() {
 
 	run --separate-stderr bw -j 2 --size 16 --encoding png --macrobatch 8 -o db short.txt
 	assert_status 0
-	assert_equal "$(first_line "$stderr")" "mp-batchwriter: removed ./db.partial-$pid, left by an interrupted run"
+	assert_equal "$(without_repeats <(echo "$stderr") | head -n 1)" \
+		"mp-batchwriter: removed ./db.partial-$pid, left by an interrupted run"
 	assert_files . big.png list.txt short.txt db
 	run inspect --verify db
 	assert_status 0
@@ -80,7 +86,7 @@ stop_writer() {
 	start_slow_writer db "$BATS_TEST_TMPDIR/err"
 	stop_writer TERM
 	assert_status 143
-	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+	assert_equal "$(without_repeats "$BATS_TEST_TMPDIR/err")" \
 		"mp-batchwriter: interrupted by signal 15; nothing was written under the output name"
 	assert_files . big.png list.txt short.txt
 }
@@ -90,7 +96,7 @@ stop_writer() {
 	start_slow_writer db "$BATS_TEST_TMPDIR/err"
 	stop_writer INT
 	assert_status 130
-	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+	assert_equal "$(without_repeats "$BATS_TEST_TMPDIR/err")" \
 		"mp-batchwriter: interrupted by signal 2; nothing was written under the output name"
 	assert_files . big.png list.txt short.txt
 }

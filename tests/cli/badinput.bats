@@ -98,8 +98,9 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 
 @test "a bad JPEG does not spoil the JPEGs decoded after it by the same thread" {
 	bad_inputs
+	cp good.jpg good2.jpg
 	for bad in header-cut.jpg cut.jpg huge.jpg huge2.jpg text.jpg; do
-		printf '%s 0\ngood.jpg 1\ngood.jpg 2\n' "$bad" >list.txt
+		printf '%s 0\ngood.jpg 1\ngood2.jpg 2\n' "$bad" >list.txt
 		run --separate-stderr bw -j 1 --skip-bad --size 16 -o "db-$bad" list.txt
 		assert_status 0
 		assert_equal "$(tail -n +2 <<<"$stderr")" "$(printf 'mp-batchwriter: skipped 1 bad inputs:\n  %s (list.txt line 1): %s' "$bad" "${REASON[$bad]}")"

@@ -146,6 +146,35 @@ names() {
 		"(False, 0, 3, [])"
 }
 
+@test "a path on two lines is packed twice with a warning naming both lines, and both labels when they differ" {
+	mkimg batch <<-'EOF'
+		make solid a.png 8 8
+		make solid b.png 8 8
+	EOF
+	printf 'a.png 0\nb.png 1\na.png 0\n# note\nb.png 0\n' >list.txt
+	run --separate-stderr bw -q --size 8 -o db list.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: list.txt line 3: a.png is also on line 1; it is packed again
+mp-batchwriter: list.txt line 5: b.png is also on line 2 (label 1 there, 0 here); it is packed again"
+	assert_equal "$(json_get <(inspect --json db) 'd["records"]')" "4"
+	# past five, a count
+	for i in $(seq 8); do echo "a.png 0"; done >many.txt
+	run --separate-stderr bw -q --size 8 many.txt
+	assert_status 0
+	assert_equal "$(grep -c 'is packed again$' <<<"$stderr")" "5"
+	assert_equal "$(tail -n 1 <<<"$stderr")" \
+		"mp-batchwriter: many.txt: 7 lines repeat a path of an earlier line (5 shown); each is packed as often as it appears"
+	# other spellings of one file are other paths; a shuffled list names the lines as written
+	printf 'a.png 0\n./a.png 0\n' >two.txt
+	run --separate-stderr bw -q --size 8 -o db2 --shuffle two.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	printf 'b.png 0\na.png 0\nb.png 0\na.png 0\n' >four.txt
+	run --separate-stderr bw -q --size 8 -o db3 --shuffle --seed 3 four.txt
+	assert_equal "$stderr" "mp-batchwriter: four.txt line 3: b.png is also on line 1; it is packed again
+mp-batchwriter: four.txt line 4: a.png is also on line 2; it is packed again"
+}
+
 @test "the list is read from stdin when no LIST is given" {
 	mkimg make solid a.png 8 8
 	printf 'a.png 0\nmissing.png 1\n' >list.txt

@@ -119,3 +119,13 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	assert_status 0
 	assert_equal "$(wc -l <new.txt)" 2
 }
+
+@test "a path on two lines of the list is scored twice, with a warning naming both lines" {
+	cp "$D/small.png" a.png
+	cp "$D/small.png" b.png
+	printf 'a.png\nb.png\na.png\n' >three.txt
+	run --separate-stderr ev -q -m "$D/w.safetensors" --scales 16 --crops center --list three.txt --submission sub.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-eval: three.txt line 3: a.png is also on line 1; it is scored again"
+	assert_equal "$(cut -d' ' -f1 sub.txt | sort | tr '\n' ' ')" "a.png a.png b.png "
+}

@@ -149,7 +149,8 @@ mp-inspect: <stdin>: empty input: no dataset stream"
 		echo "${PIPESTATUS[@]}"' _ "$MP_BIN/mp-batchwriter" "$D" "$rep"
 	assert_equal "$output" "1000
 141 0 0"
-	assert_equal "$(cat err)" ""
+	# rep.txt names each image 125 times: only those warnings
+	assert_equal "$(grep -v 'packed again$\|as often as it appears$' err)" ""
 	run bash -c '"$1" --list "$2" 2>err | head -n 1; echo "${PIPESTATUS[@]}"' _ \
 		"$MP_BIN/mp-inspect" "$D/rep.db"
 	assert_equal "$output" "$(printf 'index\tname\tlabel\twidth\theight\tencoding\tbytes\tcrc32')
