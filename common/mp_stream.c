@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int write_all(FILE *f, const char *name, const void *p, size_t n,
 		     mp_error *e)
@@ -47,6 +48,24 @@ static size_t read_some(FILE *f, void *p, size_t n)
 	return fread(p, 1, n, f);
 }
 
+/* Whether the first line of text h names an image file (".jpg", ".jpeg"
+ * or ".png" before a blank or the line's end), as an image list's does. */
+static int names_image(const uint8_t *h, size_t n)
+{
+	static const char *const exts[] = {".jpg", ".jpeg", ".png"};
+	size_t end = 0;
+	while (end < n && h[end] != '\n' && h[end] != '\r')
+		end++;
+	for (size_t i = 0; i < end; i++)
+		for (size_t k = 0; k < sizeof exts / sizeof exts[0]; k++) {
+			size_t len = strlen(exts[k]);
+			if (i + len <= end && !strncasecmp((const char *)h + i, exts[k], len) &&
+			    (i + len == end || h[i + len] == ' ' || h[i + len] == '\t'))
+				return 1;
+		}
+	return 0;
+}
+
 /* What a file that is no stream most likely is, from its first bytes, for
  * the message: the files users give by mistake. */
 static const char *kind_hint(const uint8_t *h, size_t n)
@@ -66,7 +85,11 @@ static const char *kind_hint(const uint8_t *h, size_t n)
 	for (size_t i = 0; i < n; i++)
 		text += (h[i] >= 0x20 && h[i] < 0x7f) || h[i] == '\t' || h[i] == '\n' ||
 			h[i] == '\r' || h[i] >= 0x80;
-	return n >= 16 && text == n ? ": text" : ""; // too short to tell from a damaged stream
+	if (n < 16 || text != n)
+		return ""; // too short to tell from a damaged stream
+	return names_image(h, n) ? ": an image list, which mp-batchwriter packs into a dataset "
+				   "(mp-eval reads one with --list)"
+				 : ": text";
 }
 
 int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
@@ -88,7 +111,7 @@ int mp_stream_reader_open(mp_stream_reader *r, FILE *f, const char *name,
 		return mp_seterr(e, "%s: truncated stream header", name);
 	if (got < 8 || memcmp(h, MP_STREAM_MAGIC, 8)) {
 		/* a few more bytes, for the hint: the read fails either way */
-		uint8_t more[32];
+		uint8_t more[128]; /* a list's first line, whose image name may be long */
 		memcpy(more, h, got);
 		if (got == sizeof h)
 			got += read_some(f, more + got, sizeof more - got);

@@ -372,6 +372,18 @@ static int check_finite(trainer *t, int with_momentum, mp_error *e)
 			 t->last_good);
 }
 
+static char *class_names_json(const trainer *t)
+{
+	if (!t->class_names)
+		return NULL;
+	cJSON *a = cJSON_CreateArray();
+	for (int i = 0; a && i < t->classes; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateString(t->class_names[i]));
+	char *s = a ? cJSON_PrintUnformatted(a) : NULL;
+	cJSON_Delete(a);
+	return s;
+}
+
 static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 {
 	char name[256], path[PATH_LEN], num[5][64];
@@ -402,14 +414,19 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 		free(isum);
 		return mp_seterr(e, "out of memory");
 	}
+	/* the class names too, so that a checkpoint evaluated or inspected
+	 * names the classes as the weights file does */
+	char *names = class_names_json(t);
 	mp_kv kv[] = {
 		{MP_TRAIN_KEY_EPOCH, num[0]},	{MP_TRAIN_KEY_BATCH, num[1]},
 		{MP_TRAIN_KEY_STEP, num[2]},	{MP_TRAIN_KEY_LR, num[3]},
 		{MP_TRAIN_KEY_ELAPSED, num[4]}, {MP_TRAIN_KEY_EPOCH_SUMS, sum},
 		{MP_TRAIN_KEY_INTERVAL_SUMS, isum}, {MP_TRAIN_KEY_OPTIONS, t->options_json},
-		{MP_TRAIN_KEY_VALIDATED, validated},
+		{MP_TRAIN_KEY_VALIDATED, validated}, {"class_names", names},
 	};
-	int rc = mp_weights_save(t->net, path, kv, (int)(sizeof kv / sizeof kv[0]), 1, e);
+	const int nkv = (int)(sizeof kv / sizeof kv[0]) - !names;
+	int rc = mp_weights_save(t->net, path, kv, nkv, 1, e);
+	free(names);
 	free(sum);
 	free(isum);
 	if (rc < 0)
@@ -420,18 +437,6 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 		return -1;
 	prune_checkpoints(t, epochs, batch);
 	return 0;
-}
-
-static char *class_names_json(const trainer *t)
-{
-	if (!t->class_names)
-		return NULL;
-	cJSON *a = cJSON_CreateArray();
-	for (int i = 0; a && i < t->classes; i++)
-		cJSON_AddItemToArray(a, cJSON_CreateString(t->class_names[i]));
-	char *s = a ? cJSON_PrintUnformatted(a) : NULL;
-	cJSON_Delete(a);
-	return s;
 }
 
 static int write_weights(trainer *t, mp_error *e)

@@ -143,10 +143,22 @@ eval_json() {
 	fi
 }
 
+# errors FILE: the combined top-1 and top-k errors of mp-eval's JSON, in %
+errors() {
+	awk '/"combined":/ { on = 1 }
+		on && /"top1_err":/ { gsub(/[^0-9.eE+-]/, "", $2); t1 = $2 }
+		on && /"topk_err":/ { gsub(/[^0-9.eE+-]/, "", $2); tk = $2 }
+		/"topk":/ { gsub(/[^0-9]/, "", $2); k = $2 }
+		END { if (t1 != "" && tk != "") printf "top-1 %.2f%%, top-%d %.2f%%", 100 * t1, k, 100 * tk }' "$1"
+}
+
 step "evaluate"
 if [ -x "$bin/mp-eval" ]; then
 	eval_json "$work/eval-single.json"
 	eval_json "$work/eval-multiscale.json" --multiscale
+	# the figures the recipe is judged by (about 17.5% and 14.6% top-5)
+	echo "validation error, single scale: $(errors "$work/eval-single.json")"
+	echo "validation error, multiscale:   $(errors "$work/eval-multiscale.json")"
 	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --multiscale \
 		--submission "$work/submission.txt"
 	echo "single scale: $work/eval-single.json; multiscale: $work/eval-multiscale.json"

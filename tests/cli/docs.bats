@@ -81,16 +81,18 @@ END
 	assert_less 2 "$(awk 'NR == 1 { a = $1 } NR == 2 { print $1 - a }' got)"
 }
 
-# tiny_kit DIR: a Mini-Places development kit in miniature, laid out as the
-# README describes it: data/images/{train/a/abbey,val,test}/*.jpg and the
-# lists in development_kit/data (3 classes; 12 train, 6 val, 3 test images).
+# tiny_kit DIR [IMAGES LISTS]: a Mini-Places development kit in miniature,
+# laid out as the GitHub kit has it once its images are unpacked into data/:
+# data/images/{train/a/abbey,val,test}/*.jpg and the lists in data/, or
+# with the images and lists in the kit's IMAGES and LISTS (3 classes; 12
+# train, 6 val, 3 test images).
 tiny_kit() {
-	"$PY" - "$1" <<'END'
+	"$PY" - "$1" "${2:-data/images}" "${3:-data}" <<'END'
 import os, sys
 from PIL import Image
 kit = sys.argv[1]
-img, lists = kit + "/data/images", kit + "/development_kit/data"
-os.makedirs(lists)
+img, lists = kit + "/" + sys.argv[2], kit + "/" + sys.argv[3]
+os.makedirs(lists, exist_ok=True)
 cats = ["/a/abbey", "/b/beach", "/c/canyon"]
 def jpg(rel, c):
     os.makedirs(os.path.dirname(img + "/" + rel), exist_ok=True)
@@ -121,7 +123,7 @@ readme_block() {
 }
 
 @test "README's commands by hand run as written on a kit in miniature, and the log has the columns it lists" {
-	local block kit=$PWD/kit p
+	local block kit=$PWD/kit p course
 	block=$(readme_block "By hand:")
 	assert_contains "$block" "cd /data/miniplaces"
 	tiny_kit "$kit"
@@ -142,11 +144,20 @@ readme_block() {
 	grep -v "${skip[@]}" <<<"$block" | sed "s|/data/miniplaces|$kit|" >byhand.sh
 	run bash -c "cd '$MP_ROOT' && PATH='$PWD/bin':\$PATH bash -euo pipefail '$PWD/byhand.sh'"
 	assert_status 0
-	assert_equal "$(cat "$kit/submission.txt" | cut -d ' ' -f 1)" "test/00000001.jpg
+	assert_equal "$(cut -d ' ' -f 1 "$kit/submission.txt")" "test/00000001.jpg
 test/00000002.jpg
 test/00000003.jpg"
 	# k is the number of classes when it is below 5
 	assert_equal "$(awk '{ print NF }' "$kit/submission.txt" | sort -u)" 4
+	# the layout the block's comment gives for the course's tarballs
+	course=$(grep -o "the course's tarballs: .*" <<<"$block" | sed "s/^the course's tarballs: //")
+	[[ $course == img=*' 'lists=* ]] || fail "no layout for the course's tarballs in the block: $course"
+	p=${course%% *}
+	tiny_kit course "${p#img=}" "${course#* lists=}"
+	sed -e "s|$kit|$PWD/course|" -e "s|^img=[^ ]* lists=[^ ]*|$course|" byhand.sh >course.sh
+	run bash -c "cd '$MP_ROOT' && PATH='$PWD/bin':\$PATH bash -euo pipefail '$PWD/course.sh'"
+	assert_status 0
+	assert_equal "$(cut -d ' ' -f 1 course/submission.txt)" "$(cut -d ' ' -f 1 "$kit/submission.txt")"
 	[ -s "$kit/run1/train.png" ] || ! command -v gnuplot >/dev/null || fail "no run1/train.png"
 	# the log's columns: as README and mp-train(1) list them
 	local header readme man
@@ -199,7 +210,7 @@ assert_keys_documented() {
 @test "the tables, summaries and JSON keys that the man pages describe are those the programs print" {
 	command -v mandoc >/dev/null || skip "mandoc is not installed"
 	tiny_kit kit
-	local img=kit/data/images lists=kit/development_kit/data w
+	local img=kit/data/images lists=kit/data w
 	bw -q -r $img -c $lists/categories.txt --size 16 -o train.db $lists/train.txt
 	"$MP_BIN/mp-train" -q -d train.db -o run --depth 1 --widths 4,8 --crop 16 --scale-min 16 \
 		--scale-max 16 --batch 4 --epochs 1 --threads 1

@@ -129,3 +129,10 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	assert_equal "$stderr" "mp-eval: three.txt line 3: a.png is also on line 1; it is scored again"
 	assert_equal "$(cut -d' ' -f1 sub.txt | sort | tr '\n' ' ')" "a.png a.png b.png "
 }
+
+@test "a list given as the dataset is named as a list, and --list said" {
+	printf 'val/00000001.jpg 21\nval/00000002.jpg 3\n' >val.txt
+	run --separate-stderr ev -m "$D/w.safetensors" val.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: val.txt: not a dataset stream (bad magic): an image list, which mp-batchwriter packs into a dataset (mp-eval reads one with --list)"
+}

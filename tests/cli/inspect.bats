@@ -288,6 +288,9 @@ env.close()' "$@" "$MP_ROOT/scripts"
 @test "what is not a dataset is refused with a reason" {
 	mkdir empty-dir
 	printf 'epoch\tstep\tlr\n1\t50\t0.1\n' >text.txt
+	# image lists, the long first name as the kit's train.txt has them
+	printf 'train/s/subway_station/platform/00000001.jpg 90\n' >train.txt
+	printf 'test/00000001.JPEG\n' >test.txt
 	mkimg make solid a.png 8 8
 	mkimg make solid a.jpg 8 8
 	"$PY" -c '
@@ -305,6 +308,8 @@ env.close()'
 		missing|mp-inspect: missing: No such file or directory
 		empty-dir|mp-inspect: empty-dir: not a dataset DB (no data.mdb)
 		text.txt|mp-inspect: text.txt: not a dataset stream (bad magic): text
+		train.txt|mp-inspect: train.txt: not a dataset stream (bad magic): an image list, which mp-batchwriter packs into a dataset (mp-eval reads one with --list)
+		test.txt|mp-inspect: test.txt: not a dataset stream (bad magic): an image list, which mp-batchwriter packs into a dataset (mp-eval reads one with --list)
 		unfinished/data.mdb|mp-inspect: unfinished/data.mdb: not a dataset stream (bad magic): an LMDB data file; give the dataset's directory
 		a.png|mp-inspect: a.png: not a dataset stream (bad magic): a PNG image, which mp-batchwriter packs into a dataset
 		a.jpg|mp-inspect: a.jpg: not a dataset stream (bad magic): a JPEG image, which mp-batchwriter packs into a dataset

@@ -25,6 +25,7 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	kit mp
 	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
 	assert_status 0
+	local said=$output
 	assert_contains "$output" "== pack train, val and test"
 	assert_contains "$output" "final validation error:"
 	# the plot's name once, not also plot-log's own line
@@ -46,6 +47,10 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_equal "$(wc -l <work/submission.txt)" 10
 	assert_equal "$(awk '{ print NF }' work/submission.txt | sort -u)" 6
 	assert_equal "$(cut -d' ' -f1 work/submission.txt)" "$(cut -d' ' -f1 work/submission.txt | LC_ALL=C sort)"
+	# the validation errors said, as the JSON files hold them
+	local f='"top-1 %.2f%%, top-%d %.2f%%" % (100 * d["combined"]["top1_err"], d["topk"], 100 * d["combined"]["topk_err"])'
+	assert_contains "$said" "validation error, single scale: $(json_get work/eval-single.json "$f")"
+	assert_contains "$said" "validation error, multiscale:   $(json_get work/eval-multiscale.json "$f")"
 	# a second run keeps the DBs and the finished training
 	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
 	assert_status 0

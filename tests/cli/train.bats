@@ -76,6 +76,10 @@ same_weights() {
 	assert_equal "$meta" '["red","green","blue","yellow"]'
 	run inspect --json out/checkpoint-0004.safetensors
 	assert_equal "$(json_get - 'd["metadata"]["train.epoch"], d["metadata"]["train.batch"], d["metadata"]["train.step"]' <<<"$output")" "('4', '0', '32')"
+	# a checkpoint names the classes too: mp-eval's per-class file on it
+	assert_equal "$(json_get - 'd["metadata"]["class_names"]' <<<"$output")" "$meta"
+	"$MP_BIN/mp-eval" -q -m out/last.safetensors --per-class classes.tsv "$D/val.db"
+	assert_equal "$(cut -f 2 classes.tsv | tr '\n' ' ')" "name red green blue yellow "
 }
 
 @test "the weights load in PyTorch and give mp-train's validation error" {
