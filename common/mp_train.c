@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,9 @@ typedef struct {
 } sums;
 
 typedef struct {
-	const mp_train_opts *o;
+	const mp_train_opts *o; /* &opts */
+	mp_train_opts opts;	/* the caller's, with --resume those not given the checkpoint's */
+	char options_taken[512]; /* --resume: those options, as the command line gives them */
 	mp_train_result *r;
 	mp_backend *be;
 	mp_resnet *net;
@@ -548,6 +551,118 @@ static void compare_options(const char *path, const char *stored, const char *no
 out:
 	cJSON_Delete(a);
 	cJSON_Delete(b);
+}
+
+/* One stored training option: its key in train.options, its bit in
+ * train_given, its option, and where and within what bounds it goes. */
+typedef struct {
+	const char *key;
+	unsigned bit;
+	const char *option;
+	enum { AS_INT, AS_DOUBLE } kind;
+	size_t offset;
+	double min, max;
+} stored_option;
+
+#define OPT_AT(field) offsetof(mp_train_opts, field)
+static const stored_option stored_options[] = {
+	{"batch", MP_TRAIN_OPT_BATCH, "--batch", AS_INT, OPT_AT(batch), 2, 65536},
+	{"epochs", MP_TRAIN_OPT_EPOCHS, "--epochs", AS_INT, OPT_AT(epochs), 1, 1000000},
+	{"lr", MP_TRAIN_OPT_LR, "--lr", AS_DOUBLE, OPT_AT(lr), 1e-12, 1e12},
+	{"momentum", MP_TRAIN_OPT_MOMENTUM, "--momentum", AS_DOUBLE, OPT_AT(momentum), 0, 0.999999},
+	{"wd", MP_TRAIN_OPT_WD, "--wd", AS_DOUBLE, OPT_AT(wd), 0, 1},
+	{"label_smoothing", MP_TRAIN_OPT_SMOOTHING, "--label-smoothing", AS_DOUBLE,
+	 OPT_AT(smoothing), 0, 0.999},
+	{"gamma", MP_TRAIN_OPT_GAMMA, "--gamma", AS_DOUBLE, OPT_AT(schedule.gamma), 1e-9, 1},
+	{"warmup", MP_TRAIN_OPT_WARMUP, "--warmup", AS_DOUBLE, OPT_AT(schedule.warmup), 0, 1e6},
+	{"scale_min", MP_TRAIN_OPT_SCALE_MIN, "--scale-min", AS_INT, OPT_AT(scale_min), 1, 65535},
+	{"scale_max", MP_TRAIN_OPT_SCALE_MAX, "--scale-max", AS_INT, OPT_AT(scale_max), 1, 65535},
+};
+
+/* --resume: each training option not given is the checkpoint's run's (its
+ * train.options), so that "mp-train -d D -o OUT --resume OUT/last.safetensors"
+ * goes on as the run was started; one given may differ (compare_options
+ * warns). A checkpoint written before a key was stored keeps the default.
+ * taken gets the options taken, as a command line gives them. */
+static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *taken,
+				   size_t taken_size, mp_error *e)
+{
+	const char *text = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS);
+	if (!text)
+		return 0; /* resume_check names what a checkpoint lacks */
+	cJSON *j = cJSON_Parse(text);
+	if (!j)
+		return 0; /* compare_options says they cannot be read */
+	char bad[160] = "";
+	taken[0] = '\0';
+	const unsigned given = o->train_given;
+	for (size_t i = 0; i < sizeof stored_options / sizeof *stored_options && !bad[0]; i++) {
+		const stored_option *so = &stored_options[i];
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, so->key);
+		if ((given & so->bit) || !v)
+			continue;
+		const double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+		if (!(x >= so->min && x <= so->max) || (so->kind == AS_INT && x != floor(x))) {
+			snprintf(bad, sizeof bad, "%s", so->key);
+			break;
+		}
+		char *field = (char *)o + so->offset;
+		if (so->kind == AS_INT)
+			*(int *)field = (int)x;
+		else
+			*(double *)field = x;
+		snprintf(taken + strlen(taken), taken_size - strlen(taken), " %s %.15g", so->option, x);
+	}
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "lr_policy");
+	if (!bad[0] && v && !(given & MP_TRAIN_OPT_POLICY)) {
+		if (cJSON_IsString(v) && !strcmp(v->valuestring, "cosine"))
+			o->schedule.policy = MP_LR_COSINE;
+		else if (cJSON_IsString(v) && !strcmp(v->valuestring, "step"))
+			o->schedule.policy = MP_LR_STEP;
+		else
+			snprintf(bad, sizeof bad, "lr_policy");
+		if (!bad[0])
+			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --lr-policy %s",
+				 v->valuestring);
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "schedule");
+	if (!bad[0] && v && !(given & MP_TRAIN_OPT_SCHEDULE)) {
+		mp_error pe;
+		if (!cJSON_IsString(v))
+			snprintf(bad, sizeof bad, "schedule");
+		else if (!v->valuestring[0])
+			o->schedule.nmilestones = 0;
+		else if (mp_schedule_parse_milestones(&o->schedule, v->valuestring, &pe) < 0)
+			snprintf(bad, sizeof bad, "schedule");
+		if (!bad[0])
+			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --schedule %s",
+				 v->valuestring[0] ? v->valuestring : "none");
+	}
+	v = cJSON_GetObjectItemCaseSensitive(j, "seed");
+	if (!bad[0] && v && !(given & MP_TRAIN_OPT_SEED)) {
+		char *end = NULL;
+		errno = 0;
+		const unsigned long long seed =
+			cJSON_IsString(v) ? strtoull(v->valuestring, &end, 10) : 0;
+		if (!cJSON_IsString(v) || errno || end == v->valuestring || *end ||
+		    seed > 0x7fffffffffffffffull)
+			snprintf(bad, sizeof bad, "seed");
+		else {
+			o->seed = seed;
+			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --seed %s",
+				 v->valuestring);
+		}
+	}
+	cJSON_Delete(j);
+	if (bad[0])
+		return mp_seterr(e, "%s: metadata %s has no valid %s: not a checkpoint of mp-train",
+				 f->path, MP_TRAIN_KEY_OPTIONS, bad);
+	o->schedule.base = o->lr;
+	o->schedule.epochs = o->epochs;
+	if (mp_schedule_check(&o->schedule, e) < 0)
+		return mp_seterr(e, "%s: the run's schedule with the options given: %s", f->path,
+				 e->msg);
+	return 0;
 }
 
 static void widths_text(const mp_resnet_config *c, char *buf, size_t n)
@@ -1223,7 +1338,9 @@ static int setup(trainer *t, mp_error *e)
 		if (mp_weights_read(o->resume, &t->ckpt, e) < 0)
 			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
-		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0)
+		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
+		    options_from_checkpoint(&t->opts, &t->ckpt, t->options_taken,
+					    sizeof t->options_taken, e) < 0)
 			return MP_TRAIN_BAD_SETUP;
 	}
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
@@ -1323,6 +1440,8 @@ static int setup(trainer *t, mp_error *e)
 		       o->train_db, (unsigned long long)mp_loader_records(t->train),
 		       t->steps_per_epoch, o->batch, lt, lt == 1 ? "" : "s",
 		       o->val_db ? "validation on " : "no validation", o->val_db ? o->val_db : "");
+		if (t->options_taken[0])
+			printf("mp-train: options from %s:%s\n", o->resume, t->options_taken);
 		if (o->resume && t->epoch >= o->epochs)
 			printf("mp-train: %s has done %d of %d epochs: nothing to train (a larger "
 			       "--epochs goes on)\n",
@@ -1563,7 +1682,8 @@ out:
 
 int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 {
-	trainer t = {.o = o, .r = r, .start = mp_now(), .out_dir_fd = -1, .log_lock_fd = -1};
+	trainer t = {.opts = *o, .r = r, .start = mp_now(), .out_dir_fd = -1, .log_lock_fd = -1};
+	t.o = &t.opts;
 	memset(r, 0, sizeof *r);
 	r->val_top1 = r->val_top5 = -1;
 	int status = setup(&t, e);

@@ -38,10 +38,30 @@ enum {
 	MP_TRAIN_NET_FC_BN = 1 << 5,
 };
 
+/* The training options given (mp_train_opts.train_given): with --resume,
+ * those not given are the checkpoint's run's (its train.options), so that
+ * a run resumed with no options goes on as it was started. */
+enum {
+	MP_TRAIN_OPT_BATCH = 1 << 0,
+	MP_TRAIN_OPT_EPOCHS = 1 << 1,
+	MP_TRAIN_OPT_LR = 1 << 2,
+	MP_TRAIN_OPT_MOMENTUM = 1 << 3,
+	MP_TRAIN_OPT_WD = 1 << 4,
+	MP_TRAIN_OPT_SMOOTHING = 1 << 5,
+	MP_TRAIN_OPT_POLICY = 1 << 6,
+	MP_TRAIN_OPT_SCHEDULE = 1 << 7,
+	MP_TRAIN_OPT_GAMMA = 1 << 8,
+	MP_TRAIN_OPT_WARMUP = 1 << 9,
+	MP_TRAIN_OPT_SCALE_MIN = 1 << 10,
+	MP_TRAIN_OPT_SCALE_MAX = 1 << 11,
+	MP_TRAIN_OPT_SEED = 1 << 12,
+};
+
 typedef struct {
 	const char *train_db, *val_db, *out_dir, *log_path, *resume;
 	mp_resnet_config net;	/* classes 0: from the training set; mean from it too */
 	unsigned net_given;	/* MP_TRAIN_NET_* bits */
+	unsigned train_given;	/* MP_TRAIN_OPT_* bits */
 	int has_mean;		/* net.mean was given (--mean) */
 	int has_crop;		/* net.input_size was given (--crop); with --resume,
 				 * the checkpoint's otherwise */

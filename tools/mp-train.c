@@ -59,7 +59,8 @@ static void help(void)
 	       "      --warmup EPOCHS     linear warmup, may be fractional (default 0)\n"
 	       "run\n"
 	       "  -o, --output DIR        where checkpoints, weights and the log go\n"
-	       "      --resume FILE       continue from a checkpoint\n"
+	       "      --resume FILE       continue from a checkpoint (the options not given are\n"
+	       "                          its run's)\n"
 	       "      --force             start over in an OUT_DIR that holds a run\n"
 	       "      --eval-every N      validate every N epochs (default 1; 0: at the end)\n"
 	       "      --checkpoint-every N  checkpoint every N epochs (default 1)\n"
@@ -304,24 +305,47 @@ int main(int argc, char **argv)
 			bad = parse_int("--crop", optarg, 1, 4096, &o.net.input_size);
 			o.has_crop = 1;
 			break;
-		case OPT_SCALE_MIN: bad = parse_int("--scale-min", optarg, 1, 65535, &o.scale_min); break;
-		case OPT_SCALE_MAX: bad = parse_int("--scale-max", optarg, 1, 65535, &o.scale_max); break;
+		case OPT_SCALE_MIN:
+			bad = parse_int("--scale-min", optarg, 1, 65535, &o.scale_min);
+			o.train_given |= MP_TRAIN_OPT_SCALE_MIN;
+			break;
+		case OPT_SCALE_MAX:
+			bad = parse_int("--scale-max", optarg, 1, 65535, &o.scale_max);
+			o.train_given |= MP_TRAIN_OPT_SCALE_MAX;
+			break;
 		case OPT_MEAN:
 			bad = mp_parse_double_list("--mean", optarg, 0, 255, o.net.mean, 3, 3) < 0;
 			o.has_mean = 1;
 			break;
-		case OPT_BATCH: bad = parse_int("--batch", optarg, 2, 65536, &o.batch); break;
-		case OPT_EPOCHS: bad = parse_int("--epochs", optarg, 1, 1000000, &o.epochs); break;
-		case OPT_LR: bad = mp_parse_double("--lr", optarg, 1e-12, 1e12, &o.lr); break;
-		case OPT_MOMENTUM: bad = mp_parse_double("--momentum", optarg, 0, 0.999999, &o.momentum); break;
-		case OPT_WD: bad = mp_parse_double("--wd", optarg, 0, 1, &o.wd); break;
+		case OPT_BATCH:
+			bad = parse_int("--batch", optarg, 2, 65536, &o.batch);
+			o.train_given |= MP_TRAIN_OPT_BATCH;
+			break;
+		case OPT_EPOCHS:
+			bad = parse_int("--epochs", optarg, 1, 1000000, &o.epochs);
+			o.train_given |= MP_TRAIN_OPT_EPOCHS;
+			break;
+		case OPT_LR:
+			bad = mp_parse_double("--lr", optarg, 1e-12, 1e12, &o.lr);
+			o.train_given |= MP_TRAIN_OPT_LR;
+			break;
+		case OPT_MOMENTUM:
+			bad = mp_parse_double("--momentum", optarg, 0, 0.999999, &o.momentum);
+			o.train_given |= MP_TRAIN_OPT_MOMENTUM;
+			break;
+		case OPT_WD:
+			bad = mp_parse_double("--wd", optarg, 0, 1, &o.wd);
+			o.train_given |= MP_TRAIN_OPT_WD;
+			break;
 		case OPT_SMOOTHING:
 			bad = mp_parse_double("--label-smoothing", optarg, 0, 0.999, &o.smoothing);
+			o.train_given |= MP_TRAIN_OPT_SMOOTHING;
 			break;
 		case OPT_POLICY:
 			n = mp_parse_keyword("--lr-policy", optarg, policies);
 			bad = n < 0;
 			o.schedule.policy = n == 1 ? MP_LR_COSINE : MP_LR_STEP;
+			o.train_given |= MP_TRAIN_OPT_POLICY;
 			break;
 		case OPT_SCHEDULE:
 			if (!strcmp(optarg, "none")) {
@@ -330,9 +354,16 @@ int main(int argc, char **argv)
 				mp_warnx("--schedule: %s", e.msg);
 				bad = 1;
 			}
+			o.train_given |= MP_TRAIN_OPT_SCHEDULE;
 			break;
-		case OPT_GAMMA: bad = mp_parse_double("--gamma", optarg, 1e-9, 1, &o.schedule.gamma); break;
-		case OPT_WARMUP: bad = mp_parse_double("--warmup", optarg, 0, 1e6, &o.schedule.warmup); break;
+		case OPT_GAMMA:
+			bad = mp_parse_double("--gamma", optarg, 1e-9, 1, &o.schedule.gamma);
+			o.train_given |= MP_TRAIN_OPT_GAMMA;
+			break;
+		case OPT_WARMUP:
+			bad = mp_parse_double("--warmup", optarg, 0, 1e6, &o.schedule.warmup);
+			o.train_given |= MP_TRAIN_OPT_WARMUP;
+			break;
 		case OPT_RESUME: bad = mp_parse_path("--resume", optarg, &o.resume); break;
 		case OPT_FORCE: o.force = 1; break;
 		case OPT_EVAL_EVERY: bad = parse_int("--eval-every", optarg, 0, 1000000, &o.eval_every); break;
@@ -343,6 +374,7 @@ int main(int argc, char **argv)
 		case OPT_SEED:
 			bad = mp_parse_long("--seed", optarg, 0, 0x7fffffffffffffffL, &v);
 			o.seed = (uint64_t)v;
+			o.train_given |= MP_TRAIN_OPT_SEED;
 			break;
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;

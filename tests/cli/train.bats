@@ -132,6 +132,26 @@ EOF
 	same_weights whole/weights.safetensors parts/weights.safetensors
 }
 
+@test "a resume given only the data and the directory goes on with the run's options, and says which" {
+	local run=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.05 --schedule 2
+		--gamma 0.5 --epochs 3 --seed 7 --wd 0.001 --label-smoothing 0.1 --warmup 0.5)
+	train "${run[@]}" -q -o whole
+	train "${run[@]}" -q -o parts --max-steps 11
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --lr-policy step --schedule 2 --seed 7"
+	assert_contains "$output" "--seed 7
+mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	# an option given is used, and compared as before
+	train "${run[@]}" -q -o more --max-steps 11
+	run --separate-stderr train -d "$D/train.db" -o more --resume more/last.safetensors --lr 0.02 -q
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: lr was 0.05 in more/last.safetensors, now 0.02: the run will differ from an uninterrupted one"
+	assert_equal "$(json_get <(inspect --json more/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["seed"]')" "7"
+}
+
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
 	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11
