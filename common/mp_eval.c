@@ -877,8 +877,8 @@ static int write_tables(evaluator *ev, mp_error *e)
 			mp_put_tsv_field(f, name, strlen(name));
 			fprintf(f, "\t%llu\t", (unsigned long long)m);
 			if (m)
-				fprintf(f, "%.5f\t%.5f\n", 1 - (double)ev->class_correct1[y] / m,
-					1 - (double)ev->class_correctk[y] / m);
+				fprintf(f, "%.5f\t%.5f\n", (double)(m - ev->class_correct1[y]) / m,
+					(double)(m - ev->class_correctk[y]) / m);
 			else
 				fputs("-\t-\n", f);
 		}
@@ -1108,12 +1108,15 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 		mp_seterr(e, "%s: no images", reader_name(&ev.rd));
 		goto out;
 	}
+	/* the misses over the images, one rounding: 10 of 50 is 0.2, where
+	 * 1 - 40/50 is 0.19999999999999996 */
+	const double n = (double)r->images;
 	for (int si = 0; si < r->nscales; si++) {
-		r->scale[si].top1 = 1 - ev.correct1[si] / (double)r->images;
-		r->scale[si].topk = 1 - ev.correctk[si] / (double)r->images;
+		r->scale[si].top1 = (n - ev.correct1[si]) / n;
+		r->scale[si].topk = (n - ev.correctk[si]) / n;
 	}
-	r->top1 = 1 - ev.correct1[r->nscales] / (double)r->images;
-	r->topk = 1 - ev.correctk[r->nscales] / (double)r->images;
+	r->top1 = (n - ev.correct1[r->nscales]) / n;
+	r->topk = (n - ev.correctk[r->nscales]) / n;
 	if (write_tables(&ev, e) < 0 || out_close(&ev.probs, e) < 0)
 		goto out;
 	/* every output is complete before any replaces a file of that name */

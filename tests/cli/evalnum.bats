@@ -161,3 +161,21 @@ same() {
 	outputs multi10 -m net112.safetensors --multiscale --crops 10 --list big.txt
 	same multi10 multi10
 }
+
+@test "an error is the misses over the images, rounded once: 1 of 5 is 0.2 in --json, not 1 - 4/5" {
+	cd "$D"
+	# labels from a first run's ranking: four images get their best class,
+	# the fifth the class it ranks last of the six
+	head -n 5 sq.txt | cut -d' ' -f1 >five.txt
+	ev -q -m run/weights.safetensors --list five.txt --scales 16 --crops center \
+		--submission "$OLDPWD/sub.txt"
+	awk 'NR < 5 { print $1, $2; next } {
+		for (c = 0; c < 6; c++) ranked[c] = 0
+		for (i = 2; i <= 6; i++) ranked[$i] = 1
+		for (c = 0; c < 6; c++) if (!ranked[c]) print $1, c }' "$OLDPWD/sub.txt" >"$OLDPWD/five-labelled.txt"
+	ev -q -m run/weights.safetensors --list "$OLDPWD/five-labelled.txt" --scales 16 \
+		--crops center --json >"$OLDPWD/five.json"
+	assert_equal "$(json_get "$OLDPWD/five.json" 'd["combined"]["top1_err"], d["combined"]["topk_err"], d["scales"][0]["top1_err"]')" \
+		"(0.2, 0.2, 0.2)"
+	assert_not_contains "$(cat "$OLDPWD/five.json")" "0.19999"
+}

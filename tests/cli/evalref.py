@@ -223,7 +223,7 @@ def evaluate(a):
     errors = {}
     if labelled:
         def err(probs, n):
-            return 1 - np.mean([y[i] in ranking(probs[i])[:n] for i in range(len(y))])
+            return np.mean([y[i] not in ranking(probs[i])[:n] for i in range(len(y))])
         errors["scales"] = [[s, err(p_scale[si], 1), err(p_scale[si], k)]
                             for si, s in enumerate(scales)]
         errors["combined"] = [err(p, 1), err(p, k)]
@@ -235,8 +235,8 @@ def evaluate(a):
                 f.write("%d\t%s\t%d\t" % (j, tsv_field(names[j]) if names else "-", len(mine)))
                 if mine:
                     f.write("%.5f\t%.5f\n" % (
-                        1 - sum(order[i][0] == j for i in mine) / len(mine),
-                        1 - sum(j in order[i][:k] for i in mine) / len(mine)))
+                        sum(order[i][0] != j for i in mine) / len(mine),
+                        sum(j not in order[i][:k] for i in mine) / len(mine)))
                 else:
                     f.write("-\t-\n")
         conf = np.zeros((C, C), np.int64)
