@@ -18,6 +18,7 @@ typedef struct {
 	int32_t label;
 	const char *name;
 	uint32_t name_len;
+	uint32_t crc;	/* of the payload */
 } rec_ref;
 
 enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE, SLOT_FAILED };
@@ -166,8 +167,11 @@ static int load_records(mp_loader *l, mp_error *e)
 			mp_put_u32(head + 8, r->height);
 			mp_put_u32(head + 12, r->payload_len);
 			head[16] = r->encoding;
+			/* the payload read once: its own CRC (mp_loader_shared) and,
+			 * combined, the fingerprint's */
+			d->crc = mp_crc32(0, r->payload, r->payload_len);
 			l->fingerprint = mp_crc32(l->fingerprint, head, sizeof head);
-			l->fingerprint = mp_crc32(l->fingerprint, r->payload, r->payload_len);
+			l->fingerprint = mp_crc32_combine(l->fingerprint, d->crc, r->payload_len);
 			if ((l->o.train || (m->labelled && m->classes > 0)) &&
 			    (r->label < 0 || r->label >= m->classes)) {
 				int label = r->label; /* r lives in mb */
@@ -323,6 +327,63 @@ int mp_loader_size(const mp_loader *l)
 uint32_t mp_loader_fingerprint(const mp_loader *l)
 {
 	return l->fingerprint;
+}
+
+static int same_record(const rec_ref *x, const rec_ref *y)
+{
+	return x->crc == y->crc && x->len == y->len && x->encoding == y->encoding &&
+	       x->width == y->width && x->height == y->height &&
+	       !memcmp(x->payload, y->payload, x->len);
+}
+
+int64_t mp_loader_shared(const mp_loader *a, const mp_loader *b, mp_loader_same *shown,
+			 int max_shown)
+{
+	/* b's records by CRC, open addressing over indices + 1, at most half
+	 * full; then one pass over a's */
+	size_t slots = 2;
+	while (slots < 2 * b->nrec)
+		slots *= 2;
+	uint64_t *table = calloc(slots, sizeof *table);
+	uint64_t *match = malloc((b->nrec ? b->nrec : 1) * sizeof *match); /* a's index + 1 */
+	if (!table || !match) {
+		free(table);
+		free(match);
+		return -1;
+	}
+	for (uint64_t j = 0; j < b->nrec; j++) {
+		size_t h = (size_t)(b->recs[j].crc * 2654435761u) & (slots - 1);
+		while (table[h])
+			h = (h + 1) & (slots - 1);
+		table[h] = j + 1;
+		match[j] = 0;
+	}
+	for (uint64_t i = 0; i < a->nrec; i++) {
+		const rec_ref *x = &a->recs[i];
+		for (size_t h = (size_t)(x->crc * 2654435761u) & (slots - 1); table[h];
+		     h = (h + 1) & (slots - 1)) {
+			const uint64_t j = table[h] - 1;
+			if (!match[j] && same_record(x, &b->recs[j]))
+				match[j] = i + 1;
+		}
+	}
+	int64_t count = 0;
+	for (uint64_t j = 0; j < b->nrec; j++) {
+		if (!match[j])
+			continue;
+		if (count < max_shown)
+			shown[count] = (mp_loader_same){.a = match[j] - 1, .b = j};
+		count++;
+	}
+	free(table);
+	free(match);
+	return count;
+}
+
+const char *mp_loader_record_name(const mp_loader *l, uint64_t i, int *len)
+{
+	*len = (int)l->recs[i].name_len;
+	return l->recs[i].name;
 }
 
 const mp_meta *mp_loader_meta(const mp_loader *l)

@@ -47,6 +47,20 @@ int mp_loader_size(const mp_loader *l);
  * and however it was split into macrobatches. */
 uint32_t mp_loader_fingerprint(const mp_loader *l);
 
+/* A record of one dataset stored byte for byte as one of another. */
+typedef struct {
+	uint64_t a, b;		/* the record in each */
+} mp_loader_same;
+
+/* The records of b stored exactly as one of a's (the same encoding, size
+ * and payload bytes): validation images that are also training images.
+ * Returns how many of b's there are; the first max_shown pairs (b's
+ * first, in order) go into shown. -1 when out of memory. */
+int64_t mp_loader_shared(const mp_loader *a, const mp_loader *b, mp_loader_same *shown,
+			 int max_shown);
+/* A record's name, for messages. */
+const char *mp_loader_record_name(const mp_loader *l, uint64_t i, int *len);
+
 /* The dataset's meta document. */
 const mp_meta *mp_loader_meta(const mp_loader *l);
 

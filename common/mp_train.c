@@ -1207,6 +1207,43 @@ static int loader_threads(const trainer *t)
 /* Returns MP_TRAIN_DONE, MP_TRAIN_BAD_SETUP (data that does not fit the
  * options) or MP_TRAIN_FAILED (bad data: a corrupt DB, a label out of
  * range; or a failure of the system). */
+/* Validation images that are also training images make the validation
+ * error read lower than on unseen ones, and nothing else shows it: a
+ * warning naming a few, unless the two sets are the same data (-v given
+ * the training set on purpose, to watch the fit). */
+static void warn_shared_records(const trainer *t)
+{
+	enum { SHOWN = 3 };
+	const mp_loader *tr = t->train, *va = t->val;
+	if (mp_loader_records(tr) == mp_loader_records(va) &&
+	    mp_loader_fingerprint(tr) == mp_loader_fingerprint(va))
+		return;
+	mp_loader_same shown[SHOWN];
+	const int64_t n = mp_loader_shared(tr, va, shown, SHOWN);
+	if (n < 0) {
+		mp_warnx("warning: out of memory: the validation set was not checked for "
+			 "training images");
+		return;
+	}
+	if (n == 0)
+		return;
+	char which[1024] = "";
+	for (int i = 0; i < n && i < SHOWN; i++) {
+		int vl, tl;
+		const char *vn = mp_loader_record_name(va, shown[i].b, &vl);
+		const char *tn = mp_loader_record_name(tr, shown[i].a, &tl);
+		size_t used = strlen(which);
+		snprintf(which + used, sizeof which - used, "%srecord %llu (%.*s) is record %llu (%.*s)",
+			 i ? "; " : "", (unsigned long long)shown[i].b, vl > 200 ? 200 : vl, vn,
+			 (unsigned long long)shown[i].a, tl > 200 ? 200 : tl, tn);
+	}
+	mp_warnx("warning: %lld of the %llu validation records in %s are stored exactly as "
+		 "training records in %s (%s%s): the validation error will read lower than on "
+		 "images not trained on",
+		 (long long)n, (unsigned long long)mp_loader_records(va), t->o->val_db,
+		 t->o->train_db, which, n > SHOWN ? "; ..." : "");
+}
+
 static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -1281,6 +1318,7 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 					    "categories file)",
 					 o->val_db, i, vm->class_names[i], t->class_names[i]),
 			       MP_TRAIN_BAD_SETUP;
+	warn_shared_records(t);
 	return MP_TRAIN_DONE;
 }
 

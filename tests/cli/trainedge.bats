@@ -149,6 +149,28 @@ nonfinite() {
 	assert_equal "$(cut -f 1-3 log.txt | tr '\t\n' ' /')" "before/kind epoch step/epoch 2 16/epoch 3 24/"
 }
 
+@test "validation images stored exactly as training images are named in a warning; the training set as -v is not" {
+	cd "$D"
+	# two training images among the validation ones, one of them under another name
+	{ sed -n '5p;9p' train.txt; head -n 10 val.txt; } >"$OLDPWD/mixed.txt"
+	cp "$(sed -n '9p' train.txt | cut -d' ' -f1)" "$OLDPWD/copy.png"
+	sed -i "2s|^[^ ]*|$OLDPWD/copy.png|" "$OLDPWD/mixed.txt"
+	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o "$OLDPWD/mixed.db" "$OLDPWD/mixed.txt"
+	cd "$OLDPWD"
+	local t5 t9
+	t5=$(sed -n '5p' "$D/train.txt" | cut -d' ' -f1)
+	t9=$(sed -n '9p' "$D/train.txt" | cut -d' ' -f1)
+	run --separate-stderr "$MP_BIN/mp-train" -q -d "$D/train.db" -v mixed.db -o out --depth 1 \
+		--widths 4,8 --crop 12 --scale-min 12 --scale-max 16 --batch 16 --epochs 1
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: 2 of the 12 validation records in mixed.db are stored exactly as training records in $D/train.db (record 0 ($t5) is record 4 ($t5); record 1 ($PWD/copy.png) is record 8 ($t9)): the validation error will read lower than on images not trained on"
+	# the training set given as the validation set, to watch the fit: no warning
+	run --separate-stderr "$MP_BIN/mp-train" -q -d "$D/train.db" -v "$D/train.db" -o out2 \
+		--depth 1 --widths 4,8 --crop 12 --scale-min 12 --scale-max 16 --batch 16 --epochs 1
+	assert_status 0
+	assert_equal "$stderr" ""
+}
+
 @test "a validation set whose classes have other names is refused, naming the first that differs" {
 	printf 'green 0\nred 1\nblue 2\nyellow 3\n' >swapped.txt
 	"$MP_BIN/mp-batchwriter" -q -r "$D" -c swapped.txt --size 16 -o val.db "$D/val.txt"
