@@ -45,8 +45,9 @@ mp_source *mp_source_open(const char *path, mp_error *e)
 		return NULL;
 	}
 	struct stat st;
+	char why[600];
 	if (strcmp(path, "-") && stat(path, &st) < 0) {
-		mp_seterr(e, "%s: %s", path, strerror(errno));
+		mp_seterr(e, "%s: %s", path, mp_open_error(path, errno, why, sizeof why));
 		goto fail;
 	}
 	if (strcmp(path, "-") && S_ISDIR(st.st_mode)) {
@@ -67,7 +68,7 @@ mp_source *mp_source_open(const char *path, mp_error *e)
 		s->f = stdin;
 	} else {
 		if (!(s->f = fopen(path, "rb"))) {
-			mp_seterr(e, "%s: %s", path, strerror(errno));
+			mp_seterr(e, "%s: %s", path, mp_open_error(path, errno, why, sizeof why));
 			goto fail;
 		}
 		s->own_file = 1;

@@ -276,14 +276,32 @@ int mp_stat_follow(const char *path, struct stat *st)
 	return rc;
 }
 
+const char *mp_open_error(const char *path, int err, char *buf, size_t size)
+{
+	/* a link whose file is gone (images moved, a dataset copied without
+	 * what its links name): say so, and what it names */
+	char target[512];
+	struct stat lst;
+	ssize_t n;
+	if (err == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode) &&
+	    (n = readlink(path, target, sizeof target - 1)) > 0) {
+		target[n] = '\0';
+		snprintf(buf, size, "a symbolic link to %s, which does not exist", target);
+		return buf;
+	}
+	return strerror(err);
+}
+
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e)
 {
 	/* O_NONBLOCK: opening a FIFO blocks until a writer comes, which may
 	 * be never, and no signal would end the wait in a worker thread. */
 	int fd = mp_open_follow(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return mp_seterr(e, "%s", strerror(errno));
+	if (fd < 0) {
+		char why[600];
+		return mp_seterr(e, "%s", mp_open_error(path, errno, why, sizeof why));
+	}
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int err = errno;

@@ -92,6 +92,9 @@ static inline uint64_t mp_get_u64(const uint8_t *p)
 }
 
 /* zlib's CRC32 over any length. */
+/* Why opening path failed with err: strerror's text, but for a symbolic
+ * link whose file does not exist, that and what the link names (in buf). */
+const char *mp_open_error(const char *path, int err, char *buf, size_t size);
 uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
 /* The CRC32 of a then b, from a's and b's (b's computed from 0) and b's
  * length: zlib's crc32_combine, without reading b again. */

@@ -909,8 +909,10 @@ int main(int argc, char **argv)
 		 * mode. */
 		if (strcmp(argv[0], "-")) {
 			int fd = open(argv[0], O_RDONLY);
+			char why[600];
 			if (fd < 0)
-				mp_errx(1, "%s: %s", argv[0], strerror(errno));
+				mp_errx(1, "%s: %s", argv[0],
+					mp_open_error(argv[0], errno, why, sizeof why));
 			close(fd);
 		}
 		mp_warnx("--tensors and --dump are for weights files");

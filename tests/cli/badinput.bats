@@ -31,7 +31,7 @@ bad_inputs() {
 declare -gA REASON=(
 	[missing.png]="No such file or directory"
 	[adir]="is a directory"
-	[dangling.png]="No such file or directory"
+	[dangling.png]="a symbolic link to nowhere.png, which does not exist"
 	[empty.png]="empty file"
 	[text.jpg]="not a JPEG or PNG file"
 	[header-cut.jpg]="bad JPEG header: Bogus marker length"
