@@ -173,10 +173,10 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&p->mu);
 		s.done = 1;
 		p->slots[i % p->window] = s;
-		/* the writer waits for a batch of images from writer_wants on, or
-		 * for the one it must write next, whichever comes first: the
-		 * later ones may all be done while that one is still decoding */
-		if (i >= p->writer_wants || (i == p->consumed && p->writer_wants != SIZE_MAX))
+		/* Only the image the writer waits for wakes it: waking it for
+		 * the next one it must write made it sleep and wake for nearly
+		 * every image, as it keeps up with the workers. */
+		if (i == p->writer_wants)
 			pthread_cond_signal(&p->ready);
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -270,12 +270,17 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 		slot s;
 		pthread_mutex_lock(&p.mu);
 		/* Sleep until a run of images is ready rather than waking for
-		 * each one; after a wake-up with image i still missing (another
-		 * worker finished a later one), wait for i itself. */
+		 * each one: until image want, half a window ahead, is done. When
+		 * it is done already, or after a wake-up with image i still
+		 * missing (another worker finished a later one), wait for i
+		 * itself. Slot want holds image want: it is less than a window
+		 * ahead of i, the oldest image not yet consumed. */
 		size_t want = i + p.window / 2;
 		if (want >= list->count)
 			want = list->count - 1;
 		while (!p.slots[i % p.window].done && !(o->stop && *o->stop)) {
+			if (p.slots[want % p.window].done)
+				want = i;
 			/* Wake up now and then to notice a signal. */
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
