@@ -188,10 +188,22 @@ fail:
 	return NULL;
 }
 
+/* Starts writing what was committed to the disk, without waiting: the
+ * sync before the rename then waits for the last macrobatches only, not
+ * for the whole DB at once while nothing else runs. A failure shows
+ * there, so this one's is ignored. */
+static void start_writeback(const mp_db_writer *w)
+{
+	int fd;
+	if (mdb_env_get_fd(w->env, &fd) == 0)
+		(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 /* One put in its own transaction; on MDB_MAP_FULL the map is doubled and
- * the transaction retried (the caller still holds the bytes). */
+ * the transaction retried (the caller still holds the bytes). With fill,
+ * buf is ignored and the value is written in place. */
 static int put_growing(mp_db_writer *w, const char *key, const void *buf,
-		       size_t len, mp_error *e)
+		       size_t len, mp_db_fill *fill, void *ctx, mp_error *e)
 {
 	for (;;) {
 		MDB_txn *txn;
@@ -199,13 +211,17 @@ static int put_growing(mp_db_writer *w, const char *key, const void *buf,
 		if (rc)
 			return mp_seterr(e, "%s: mdb_txn_begin: %s", w->target, mdb_strerror(rc));
 		MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)buf};
-		rc = mdb_put(txn, w->dbi, &k, &v, 0);
+		rc = mdb_put(txn, w->dbi, &k, &v, fill ? MDB_RESERVE : 0);
+		if (rc == MDB_SUCCESS && fill)
+			fill(ctx, v.mv_data, len);
 		if (rc == MDB_SUCCESS)
 			rc = mdb_txn_commit(txn);
 		else
 			mdb_txn_abort(txn);
-		if (rc == MDB_SUCCESS)
+		if (rc == MDB_SUCCESS) {
+			start_writeback(w);
 			return 0;
+		}
 		if (rc != MDB_MAP_FULL)
 			return mp_seterr(e, "%s: writing %s: %s", w->target, key,
 					 db_strerror(w, rc, len));
@@ -226,7 +242,15 @@ int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
 {
 	char key[32];
 	batch_key(key, sizeof key, index);
-	return put_growing(w, key, buf, len, e);
+	return put_growing(w, key, buf, len, NULL, NULL, e);
+}
+
+int mp_db_writer_put_fill(mp_db_writer *w, uint64_t index, size_t len, mp_db_fill *fill,
+			  void *ctx, mp_error *e)
+{
+	char key[32];
+	batch_key(key, sizeof key, index);
+	return put_growing(w, key, NULL, len, fill, ctx, e);
 }
 
 /* What lies under target now, checked again at the rename: another run
@@ -295,7 +319,7 @@ static int replace_dir(const mp_db_writer *w, mp_error *e)
 
 int mp_db_writer_finish(mp_db_writer *w, const char *meta_json, mp_error *e)
 {
-	if (put_growing(w, "meta", meta_json, strlen(meta_json), e) < 0)
+	if (put_growing(w, "meta", meta_json, strlen(meta_json), NULL, NULL, e) < 0)
 		goto fail;
 	int rc = mdb_env_sync(w->env, 1);
 	if (rc) {

@@ -23,6 +23,13 @@ mp_db_writer *mp_db_writer_open(const char *path, uint64_t map_size, int replace
 /* Stores macrobatch number index; grows the map when LMDB is full. */
 int mp_db_writer_put(mp_db_writer *w, uint64_t index, const void *buf,
 		     size_t len, mp_error *e);
+/* As mp_db_writer_put, but fill writes the len bytes straight into the
+ * space LMDB reserves for the value, sparing a copy of it. fill may be
+ * called more than once (after the map grew) and must write the same
+ * bytes each time. */
+typedef void mp_db_fill(void *ctx, uint8_t *dst, size_t len);
+int mp_db_writer_put_fill(mp_db_writer *w, uint64_t index, size_t len, mp_db_fill *fill,
+			  void *ctx, mp_error *e);
 /* Stores the meta document, syncs, and renames into place, under the rule
  * of mp_db_writer_open for what the name holds by then (another run may
  * have written it meanwhile). Frees w. */

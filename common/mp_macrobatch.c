@@ -133,33 +133,34 @@ int mp_mb_builder_add(mp_mb_builder *b, const mp_record *r, mp_error *e)
 		b->items = ni;
 		b->cap = nc;
 	}
-	if (grow(&b->names, &b->names_cap, b->names_len + r->name_len) < 0 ||
-	    grow(&b->payloads, &b->payloads_cap, b->payloads_len + r->payload_len) < 0)
+	if (grow(&b->names, &b->names_cap, b->names_len + r->name_len) < 0)
 		return mp_seterr(e, "out of memory");
 	mp_record *it = &b->items[b->count++];
 	*it = *r;
 	it->name = NULL;
-	it->payload = NULL;
 	memcpy(b->names + b->names_len, r->name, r->name_len);
-	memcpy(b->payloads + b->payloads_len, r->payload, r->payload_len);
 	b->names_len += r->name_len;
 	b->payloads_len += r->payload_len;
 	return 0;
 }
 
-int mp_mb_builder_finish(mp_mb_builder *b, uint64_t first_record, uint8_t **out,
-			 size_t *outlen, mp_error *e)
+int mp_mb_builder_size(const mp_mb_builder *b, size_t *len, mp_error *e)
 {
 	uint64_t table = MP_MB_HEADER + (uint64_t)b->count * MP_MB_ITEM;
-	uint64_t total = table + b->names_len + b->payloads_len + 4;
+	uint64_t total = table + b->names_len + (uint64_t)b->payloads_len + 4;
 	if (b->count == 0)
 		return mp_seterr(e, "empty macrobatch");
 	if (total > UINT32_MAX)
 		return mp_seterr(e, "macrobatch of %llu bytes exceeds 4 GiB; use a smaller --macrobatch",
 				 (unsigned long long)total);
-	uint8_t *buf = malloc((size_t)total);
-	if (!buf)
-		return mp_seterr(e, "out of memory");
+	*len = (size_t)total;
+	return 0;
+}
+
+uint32_t mp_mb_builder_write(const mp_mb_builder *b, uint64_t first_record, uint8_t *buf)
+{
+	size_t table = MP_MB_HEADER + (size_t)b->count * MP_MB_ITEM;
+	size_t total = table + b->names_len + b->payloads_len + 4;
 	memcpy(buf, MP_MB_MAGIC, 8);
 	mp_put_u32(buf + 8, MP_MB_VERSION);
 	mp_put_u32(buf + 12, b->count);
@@ -185,12 +186,38 @@ int mp_mb_builder_finish(mp_mb_builder *b, uint64_t first_record, uint8_t **out,
 		poff += r->payload_len;
 	}
 	memcpy(buf + table, b->names, b->names_len);
-	memcpy(buf + table + b->names_len, b->payloads, b->payloads_len);
-	mp_put_u32(buf + total - 4, mp_crc32(0, buf, (size_t)total - 4));
-	*out = buf;
-	*outlen = (size_t)total;
+	uint32_t crc = mp_crc32(0, buf, table + b->names_len);
+	/* Each payload is checksummed right after its copy, while it is
+	 * still in cache. */
+	uint8_t *p = buf + table + b->names_len;
+	for (uint32_t i = 0; i < b->count; i++) {
+		memcpy(p, b->items[i].payload, b->items[i].payload_len);
+		crc = mp_crc32(crc, p, b->items[i].payload_len);
+		p += b->items[i].payload_len;
+	}
+	mp_put_u32(p, crc);
+	return mp_crc32(crc, p, 4);
+}
+
+void mp_mb_builder_reset(mp_mb_builder *b)
+{
 	b->count = 0;
 	b->names_len = b->payloads_len = 0;
+}
+
+int mp_mb_builder_finish(mp_mb_builder *b, uint64_t first_record, uint8_t **out,
+			 size_t *outlen, mp_error *e)
+{
+	size_t total;
+	if (mp_mb_builder_size(b, &total, e) < 0)
+		return -1;
+	uint8_t *buf = malloc(total);
+	if (!buf)
+		return mp_seterr(e, "out of memory");
+	mp_mb_builder_write(b, first_record, buf);
+	*out = buf;
+	*outlen = total;
+	mp_mb_builder_reset(b);
 	return 0;
 }
 
@@ -198,6 +225,5 @@ void mp_mb_builder_free(mp_mb_builder *b)
 {
 	free(b->items);
 	free(b->names);
-	free(b->payloads);
 	memset(b, 0, sizeof *b);
 }

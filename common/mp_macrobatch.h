@@ -47,17 +47,28 @@ typedef struct {
 int mp_mb_parse(const uint8_t *buf, size_t len, mp_macrobatch *mb, mp_error *e);
 void mp_mb_free(mp_macrobatch *mb);
 
-/* Builds a macrobatch by appending records (copied). */
+/* Builds a macrobatch by appending records. Names are copied; payloads
+ * are kept by reference (the writer would otherwise copy every image once
+ * more), so they must stay valid until the macrobatch is written. */
 typedef struct {
 	uint32_t count, cap;
-	mp_record *items; /* name/payload offsets kept in the two buffers */
-	uint8_t *names, *payloads;
-	size_t names_len, names_cap, payloads_len, payloads_cap;
+	mp_record *items; /* payload pointers; names kept in one buffer */
+	uint8_t *names;
+	size_t names_len, names_cap, payloads_len;
 } mp_mb_builder;
 
 void mp_mb_builder_init(mp_mb_builder *b);
 int mp_mb_builder_add(mp_mb_builder *b, const mp_record *r, mp_error *e);
-/* Serializes; the builder is reset for the next macrobatch. */
+/* The serialized size of the records added so far; fails when there are
+ * none or the macrobatch would exceed 4 GiB. */
+int mp_mb_builder_size(const mp_mb_builder *b, size_t *len, mp_error *e);
+/* Serializes into buf, of exactly mp_mb_builder_size bytes, and returns
+ * the CRC32 of all of it (the stream's frame CRC builds on it). The
+ * builder is unchanged: writing again gives the same bytes. */
+uint32_t mp_mb_builder_write(const mp_mb_builder *b, uint64_t first_record, uint8_t *buf);
+/* Empties the builder for the next macrobatch. */
+void mp_mb_builder_reset(mp_mb_builder *b);
+/* Serializes into a new buffer; the builder is reset for the next macrobatch. */
 int mp_mb_builder_finish(mp_mb_builder *b, uint64_t first_record, uint8_t **buf,
 			 size_t *len, mp_error *e);
 void mp_mb_builder_free(mp_mb_builder *b);

@@ -173,10 +173,10 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&p->mu);
 		s.done = 1;
 		p->slots[i % p->window] = s;
-		/* the writer waits for a batch of images from writer_wants on, or
-		 * for the one it must write next, whichever comes first: the
-		 * later ones may all be done while that one is still decoding */
-		if (i >= p->writer_wants || (i == p->consumed && p->writer_wants != SIZE_MAX))
+		/* Only the image the writer waits for wakes it: waking it for
+		 * the next one it must write made it sleep and wake for nearly
+		 * every image, as it keeps up with the workers. */
+		if (i == p->writer_wants)
 			pthread_cond_signal(&p->ready);
 		pthread_mutex_unlock(&p->mu);
 	}
@@ -193,18 +193,54 @@ static int sink_put(mp_pack_sink *sink, uint64_t index, const uint8_t *buf,
 				     MP_FRAME_MACROBATCH, buf, len, e);
 }
 
-static int flush_batch(mp_pack_sink *sink, mp_mb_builder *b, mp_pack_report *rep,
+/* The macrobatch being built: its payloads, the slots' buffers, are
+ * freed once it is stored. */
+typedef struct {
+	mp_mb_builder b;
+	uint8_t **held;
+	uint8_t *stream_buf; /* reused: a fresh buffer per macrobatch costs page faults */
+	size_t stream_cap;
+	uint64_t first_record;
+} batch;
+
+static void release_payloads(batch *bt)
+{
+	for (uint32_t k = 0; k < bt->b.count; k++)
+		free(bt->held[k]);
+	mp_mb_builder_reset(&bt->b);
+}
+
+static void fill_batch(void *ctx, uint8_t *dst, size_t len)
+{
+	(void)len;
+	batch *bt = ctx;
+	mp_mb_builder_write(&bt->b, bt->first_record, dst);
+}
+
+static int flush_batch(mp_pack_sink *sink, batch *bt, mp_pack_report *rep,
 		       mp_error *e)
 {
-	if (b->count == 0)
+	if (bt->b.count == 0)
 		return 0;
-	uint8_t *buf;
 	size_t len;
-	uint64_t first = rep->records - b->count;
-	if (mp_mb_builder_finish(b, first, &buf, &len, e) < 0)
+	bt->first_record = rep->records - bt->b.count;
+	if (mp_mb_builder_size(&bt->b, &len, e) < 0)
 		return -1;
-	int rc = sink_put(sink, rep->macrobatches, buf, len, e);
-	free(buf);
+	int rc;
+	if (sink->db) {
+		rc = mp_db_writer_put_fill(sink->db, rep->macrobatches, len, fill_batch, bt, e);
+	} else {
+		if (len > bt->stream_cap) {
+			free(bt->stream_buf);
+			bt->stream_cap = 0;
+			if (!(bt->stream_buf = malloc(len)))
+				return mp_seterr(e, "out of memory");
+			bt->stream_cap = len;
+		}
+		fill_batch(bt, bt->stream_buf, len);
+		rc = sink_put(sink, rep->macrobatches, bt->stream_buf, len, e);
+	}
+	release_payloads(bt);
 	if (rc == 0)
 		rep->macrobatches++;
 	return rc;
@@ -228,8 +264,9 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 	p.slots = calloc(p.window, sizeof *p.slots);
 	pthread_t *threads = calloc((size_t)jobs, sizeof *threads);
 	int started = 0, rc = -1;
-	mp_mb_builder b;
-	mp_mb_builder_init(&b);
+	batch bt = {0};
+	mp_mb_builder_init(&bt.b);
+	bt.held = malloc(sizeof *bt.held * (o->macrobatch ? o->macrobatch : 1));
 	uint64_t sum[3] = {0, 0, 0};
 	mp_progress prog;
 	mp_progress_init(&prog, "packing", list->count, o->quiet);
@@ -237,7 +274,7 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 	pthread_mutex_init(&p.mu, NULL);
 	pthread_cond_init(&p.space, NULL);
 	pthread_cond_init(&p.ready, NULL);
-	if (!p.slots || !threads) {
+	if (!p.slots || !threads || !bt.held) {
 		mp_seterr(e, "out of memory");
 		goto out;
 	}
@@ -270,12 +307,17 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 		slot s;
 		pthread_mutex_lock(&p.mu);
 		/* Sleep until a run of images is ready rather than waking for
-		 * each one; after a wake-up with image i still missing (another
-		 * worker finished a later one), wait for i itself. */
+		 * each one: until image want, half a window ahead, is done. When
+		 * it is done already, or after a wake-up with image i still
+		 * missing (another worker finished a later one), wait for i
+		 * itself. Slot want holds image want: it is less than a window
+		 * ahead of i, the oldest image not yet consumed. */
 		size_t want = i + p.window / 2;
 		if (want >= list->count)
 			want = list->count - 1;
 		while (!p.slots[i % p.window].done && !(o->stop && *o->stop)) {
+			if (p.slots[want % p.window].done)
+				want = i;
 			/* Wake up now and then to notice a signal. */
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -342,20 +384,21 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 				  root, *root ? "/" : "", it->path, o->list_name, it->line);
 			goto out;
 		}
-		int added = mp_mb_builder_add(&b, &r, e);
-		free(s.payload);
-		if (added < 0)
+		if (mp_mb_builder_add(&bt.b, &r, e) < 0) {
+			free(s.payload);
 			goto out;
+		}
+		bt.held[bt.b.count - 1] = s.payload;
 		for (int c = 0; c < 3; c++)
 			sum[c] += s.sum[c];
 		rep->records++;
 		rep->payload_bytes += s.payload_len;
 		rep->stored[s.encoding]++;
-		if (b.count == o->macrobatch && flush_batch(sink, &b, rep, e) < 0)
+		if (bt.b.count == o->macrobatch && flush_batch(sink, &bt, rep, e) < 0)
 			goto out;
 		mp_progress_update(&prog, i + 1, NULL);
 	}
-	if (flush_batch(sink, &b, rep, e) < 0)
+	if (flush_batch(sink, &bt, rep, e) < 0)
 		goto out;
 	if (rep->records == 0) {
 		mp_seterr(e, "%s: no records to write", o->list_name);
@@ -409,7 +452,10 @@ out:
 	pthread_cond_destroy(&p.ready);
 	free(p.slots);
 	free(threads);
-	mp_mb_builder_free(&b);
+	release_payloads(&bt);
+	mp_mb_builder_free(&bt.b);
+	free(bt.held);
+	free(bt.stream_buf);
 	if (rc < 0 && sink->db) {
 		mp_db_writer_abort(sink->db);
 		sink->db = NULL;

@@ -26,6 +26,17 @@ names() {
 	assert_equal "$(json_get <(inspect --json one) 'd["records"], d["macrobatches"], d["per_class"]')" "(40, 5, [10, 10, 10, 10])"
 }
 
+@test "-j 2: the writer sleeps until a run of images is ready, not once per image" {
+	# It used to be woken for the next image it had to write, which came
+	# one at a time as it kept up: about one sleep per 10 images here.
+	mkimg many img 2000 32 32 labels=4 >list.txt
+	switches=$("$PY" -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw)' \
+		"$MP_BIN/mp-batchwriter" -q -j 2 --size 32 list.txt)
+	[[ $switches -lt 40 ]] || fail "$switches voluntary context switches for 2000 images"
+}
+
 @test "--shuffle --seed gives the same order twice, another seed another order, the same records" {
 	forty_images
 	bw -q --shuffle --seed 7 --size 16 list.txt >a.stream
