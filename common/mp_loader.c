@@ -18,7 +18,6 @@ typedef struct {
 	int32_t label;
 	const char *name;
 	uint32_t name_len;
-	uint32_t crc;	/* of the payload */
 } rec_ref;
 
 enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE, SLOT_FAILED };
@@ -167,11 +166,8 @@ static int load_records(mp_loader *l, mp_error *e)
 			mp_put_u32(head + 8, r->height);
 			mp_put_u32(head + 12, r->payload_len);
 			head[16] = r->encoding;
-			/* the payload read once: its own CRC (mp_loader_shared) and,
-			 * combined, the fingerprint's */
-			d->crc = mp_crc32(0, r->payload, r->payload_len);
 			l->fingerprint = mp_crc32(l->fingerprint, head, sizeof head);
-			l->fingerprint = mp_crc32_combine(l->fingerprint, d->crc, r->payload_len);
+			l->fingerprint = mp_crc32(l->fingerprint, r->payload, r->payload_len);
 			if ((l->o.train || (m->labelled && m->classes > 0)) &&
 			    (r->label < 0 || r->label >= m->classes)) {
 				int label = r->label; /* r lives in mb */
@@ -331,15 +327,37 @@ uint32_t mp_loader_fingerprint(const mp_loader *l)
 
 static int same_record(const rec_ref *x, const rec_ref *y)
 {
-	return x->crc == y->crc && x->len == y->len && x->encoding == y->encoding &&
-	       x->width == y->width && x->height == y->height &&
-	       !memcmp(x->payload, y->payload, x->len);
+	return x->len == y->len && x->encoding == y->encoding && x->width == y->width &&
+	       x->height == y->height && !memcmp(x->payload, y->payload, x->len);
+}
+
+/* A hash of what tells records apart, reading a few bytes of each: the
+ * size, the encoding and 32 bytes from the middle and the end of the
+ * payload, which lie in the compressed data where any two images differ
+ * (their beginnings, a JPEG's or PNG's headers, are often the same).
+ * Equal records hash alike; same_record tells the rest apart. */
+static uint64_t record_key(const rec_ref *r)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	uint8_t head[13];
+	mp_put_u32(head, r->len);
+	mp_put_u32(head + 4, r->width);
+	mp_put_u32(head + 8, r->height);
+	head[12] = r->encoding;
+	for (size_t i = 0; i < sizeof head; i++)
+		h = (h ^ head[i]) * 1099511628211ull;
+	const uint32_t span = r->len < 32 ? r->len : 32;
+	const uint8_t *parts[2] = {r->payload + (r->len - span) / 2, r->payload + r->len - span};
+	for (int p = 0; p < 2; p++)
+		for (uint32_t i = 0; i < span; i++)
+			h = (h ^ parts[p][i]) * 1099511628211ull;
+	return h;
 }
 
 int64_t mp_loader_shared(const mp_loader *a, const mp_loader *b, mp_loader_same *shown,
 			 int max_shown)
 {
-	/* b's records by CRC, open addressing over indices + 1, at most half
+	/* b's records by key, open addressing over indices + 1, at most half
 	 * full; then one pass over a's */
 	size_t slots = 2;
 	while (slots < 2 * b->nrec)
@@ -352,7 +370,7 @@ int64_t mp_loader_shared(const mp_loader *a, const mp_loader *b, mp_loader_same 
 		return -1;
 	}
 	for (uint64_t j = 0; j < b->nrec; j++) {
-		size_t h = (size_t)(b->recs[j].crc * 2654435761u) & (slots - 1);
+		size_t h = (size_t)record_key(&b->recs[j]) & (slots - 1);
 		while (table[h])
 			h = (h + 1) & (slots - 1);
 		table[h] = j + 1;
@@ -360,7 +378,7 @@ int64_t mp_loader_shared(const mp_loader *a, const mp_loader *b, mp_loader_same 
 	}
 	for (uint64_t i = 0; i < a->nrec; i++) {
 		const rec_ref *x = &a->recs[i];
-		for (size_t h = (size_t)(x->crc * 2654435761u) & (slots - 1); table[h];
+		for (size_t h = (size_t)record_key(x) & (slots - 1); table[h];
 		     h = (h + 1) & (slots - 1)) {
 			const uint64_t j = table[h] - 1;
 			if (!match[j] && same_record(x, &b->recs[j]))

@@ -229,11 +229,6 @@ uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len)
 	return (uint32_t)c;
 }
 
-uint32_t mp_crc32_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
-{
-	return (uint32_t)crc32_combine(crc_a, crc_b, (z_off_t)len_b);
-}
-
 /* After a call on path failed with ENOENT: whether to call again, as
  * path is a symbolic link that names another file than when *seen (its
  * target then, kept in seen) was read. A link replaced while the call

@@ -96,9 +96,6 @@ static inline uint64_t mp_get_u64(const uint8_t *p)
  * link whose file does not exist, that and what the link names (in buf). */
 const char *mp_open_error(const char *path, int err, char *buf, size_t size);
 uint32_t mp_crc32(uint32_t crc, const void *buf, size_t len);
-/* The CRC32 of a then b, from a's and b's (b's computed from 0) and b's
- * length: zlib's crc32_combine, without reading b again. */
-uint32_t mp_crc32_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 /* open(2) and stat(2) of a path that may be a symbolic link replaced
  * while they follow it (last.safetensors of a running mp-train, moved on
