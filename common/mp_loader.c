@@ -338,19 +338,18 @@ static int same_record(const rec_ref *x, const rec_ref *y)
  * Equal records hash alike; same_record tells the rest apart. */
 static uint64_t record_key(const rec_ref *r)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-	uint8_t head[13];
-	mp_put_u32(head, r->len);
-	mp_put_u32(head + 4, r->width);
-	mp_put_u32(head + 8, r->height);
-	head[12] = r->encoding;
-	for (size_t i = 0; i < sizeof head; i++)
-		h = (h ^ head[i]) * 1099511628211ull;
+	uint64_t h = ((uint64_t)r->len << 32 | r->width << 16 | r->height) ^
+		     (uint64_t)r->encoding << 60;
 	const uint32_t span = r->len < 32 ? r->len : 32;
 	const uint8_t *parts[2] = {r->payload + (r->len - span) / 2, r->payload + r->len - span};
-	for (int p = 0; p < 2; p++)
-		for (uint32_t i = 0; i < span; i++)
-			h = (h ^ parts[p][i]) * 1099511628211ull;
+	for (int p = 0; p < 2; p++) {
+		uint64_t w[4] = {0, 0, 0, 0};
+		memcpy(w, parts[p], span);
+		for (int i = 0; i < 4; i++) {
+			h = (h ^ w[i]) * 0x9e3779b97f4a7c15ull;
+			h ^= h >> 29;
+		}
+	}
 	return h;
 }
 
