@@ -502,3 +502,14 @@ END
 @test "mp-weights(5)'s examples run as written and print what the page shows" {
 	run_examples mp-weights.5
 }
+
+@test "mp-eval(1)'s example straight from the image files evaluates as the one through a pipe" {
+	local pipe list
+	example_blocks mp-eval.1
+	# the commands, each on one line
+	cat block-*.sh | sed -e ':a' -e '/\\$/N; s/ *\\\n */ /; ta' >commands
+	pipe=$(sed -n 's/^ *\(mp-eval .*\) -$/\1/p' commands)
+	list=$(grep -E '^mp-eval .*--list ' commands)
+	[[ -n $pipe && -n $list ]] || fail "mp-eval.1: the examples through a pipe and from a list are gone" "$(cat commands)"
+	assert_equal "$(sed -E 's/ --list [^ ]+//; s/ -r [^ ]+//' <<<"$list")" "$pipe"
+}
