@@ -81,22 +81,23 @@ END
 	assert_less 2 "$(awk 'NR == 1 { a = $1 } NR == 2 { print $1 - a }' got)"
 }
 
-# tiny_kit DIR [IMAGES LISTS]: a Mini-Places development kit in miniature,
-# laid out as the GitHub kit has it once its images are unpacked into data/:
-# data/images/{train/a/abbey,val,test}/*.jpg and the lists in data/, or
-# with the images and lists in the kit's IMAGES and LISTS (3 classes; 12
-# train, 6 val, 3 test images).
+# tiny_kit DIR [IMAGES LISTS [CLASSES]]: a Mini-Places development kit in
+# miniature, laid out as the GitHub kit has it once its images are unpacked
+# into data/: data/images/{train/a/abbey,val,test}/*.jpg and the lists in
+# data/, or with the images and lists in the kit's IMAGES and LISTS (3
+# classes, or CLASSES up to 5; 4 train images a class, 6 val, 3 test).
 tiny_kit() {
-	"$PY" - "$1" "${2:-data/images}" "${3:-data}" <<'END'
+	"$PY" - "$1" "${2:-data/images}" "${3:-data}" "${4:-3}" <<'END'
 import os, sys
 from PIL import Image
 kit = sys.argv[1]
 img, lists = kit + "/" + sys.argv[2], kit + "/" + sys.argv[3]
 os.makedirs(lists, exist_ok=True)
-cats = ["/a/abbey", "/b/beach", "/c/canyon"]
+cats = ["/a/abbey", "/b/beach", "/c/canyon", "/d/desert", "/f/forest"][:int(sys.argv[4])]
+colours = ((200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (40, 200, 200))
 def jpg(rel, c):
     os.makedirs(os.path.dirname(img + "/" + rel), exist_ok=True)
-    Image.new("RGB", (24, 20), ((200, 40, 40), (40, 200, 40), (40, 40, 200))[c]).save(img + "/" + rel)
+    Image.new("RGB", (24, 20), colours[c]).save(img + "/" + rel)
 with open(lists + "/categories.txt", "w") as f:
     f.writelines(f"{n} {i}\n" for i, n in enumerate(cats))
 with open(lists + "/train.txt", "w") as f:
@@ -106,10 +107,10 @@ with open(lists + "/train.txt", "w") as f:
             f.write(f"train{n}/{i:08d}.jpg {c}\n")
 with open(lists + "/val.txt", "w") as f:
     for i in range(1, 7):
-        jpg(f"val/{i:08d}.jpg", i % 3)
-        f.write(f"val/{i:08d}.jpg {i % 3}\n")
+        jpg(f"val/{i:08d}.jpg", i % len(cats))
+        f.write(f"val/{i:08d}.jpg {i % len(cats)}\n")
 for i in range(1, 4):
-    jpg(f"test/{i:08d}.jpg", i % 3)
+    jpg(f"test/{i:08d}.jpg", i % len(cats))
 END
 }
 
@@ -285,4 +286,230 @@ nonfinite"
 	"$MP_BIN/mp-eval" -q -m w.safetensors --scales 112,128,160,240 --crops full \
 		--combine prob --probs reference.tsv val.db
 	cmp example.tsv reference.tsv || fail "the example ($opts) is not the reference's evaluation"
+}
+
+# ---- the man pages' EXAMPLES, run as written --------------------------------
+
+# example_blocks PAGE [SKIP]: splits the EXAMPLES section of man/PAGE into
+# files in the current directory, one a display (or .Dl line), numbered
+# from 1: block-N.sh, the display's commands (each "$ " line with the
+# lines that continue it, after a "\", "|" or "&&"), without the prompt,
+# each in a group whose output goes to out-N-C for the display's command C;
+# expect-N-C, the output the page shows after command C; block-N.py, a
+# display of Python (one that starts with an import). A display of
+# neither, and a command whose first line matches the regular expression
+# SKIP, are left out. mdoc's \e is a backslash.
+example_blocks() {
+	awk -v skip="${2:-^$}" '
+	function end_cmd() {
+		if (cmd && !skipping) print "} >out-" n "-" cmd " 2>&1" >sh
+	}
+	function end_block() {
+		if (kind == "sh") { end_cmd(); close(sh) }
+		if (kind == "py") close(py)
+		kind = ""; cmd = 0; cont = 0; skipping = 0
+	}
+	function line(s) {
+		gsub(/\\e/, "\\", s)
+		if (kind == "")
+			kind = s ~ /^\$ / ? "sh" : s ~ /^import / ? "py" : "none"
+		if (kind == "py")
+			print s >py
+		if (kind != "sh")
+			return
+		if (cont) {
+			if (!skipping)
+				print s >sh
+		} else if (s ~ /^\$ /) {
+			end_cmd()
+			cmd++
+			s = substr(s, 3)
+			skipping = s ~ skip
+			if (!skipping)
+				print "{\n" s >sh
+		} else {
+			print s >("expect-" n "-" cmd)
+		}
+		cont = s ~ /(\\|\||&&)$/
+	}
+	/^\.Sh / { if (ex) end_block(); ex = $0 == ".Sh EXAMPLES"; next }
+	!ex { next }
+	/^\.Bd -literal/ { n++; sh = "block-" n ".sh"; py = "block-" n ".py"; inside = 1; next }
+	/^\.Ed/ { inside = 0; end_block(); next }
+	/^\.Dl \$ / { n++; sh = "block-" n ".sh"; line(substr($0, 5)); end_block(); next }
+	inside { line($0) }
+	' "$MP_ROOT/man/$1"
+}
+
+# shape: the text on stdin as the man pages show output: blanks and line
+# ends as single spaces (a page breaks a long message over lines), and
+# each number (a run of digits, hex digits and dots holding a digit) as N.
+shape() {
+	tr -s ' \t\n' '   ' | sed -E 's/[0-9a-f.]*[0-9][0-9a-f.]*/N/g; s/^ //; s/ $//'
+}
+
+# example_fixture DIR: what the examples of every page read, in DIR: the
+# kit in miniature (images/ and data/ with its lists, 5 classes, the test
+# list made as mp-batchwriter(1) makes it), train.db and val.db of it,
+# val.stream, weights of a small network trained on it (run/, run1/ and
+# run2/weights.safetensors; a.safetensors, b.safetensors, cpu.safetensors,
+# cuda.safetensors; weights.safetensors with a NaN in fc.weight, for the
+# examples that look for one), small.safetensors (depth 1, widths 4,8,
+# shortcut B, 10 classes, as mp-weights(5) describes it), images of
+# uncertain quality (scraped/, scraped.txt: a good JPEG, a truncated one,
+# a text file, a PNG) and scripts/. Beside DIR: bin/, the programs on
+# PATH (mp-train with a small network added to its options; python3 the
+# one with PIL and torch; ssh, which runs its command here with /data/ as
+# remote/), and remote/, the other machine's /data: the kit as
+# /data/mp/{images,data} and as /data/images, /data/categories.txt,
+# /data/val.txt.
+example_fixture() {
+	local fx=$1 p w
+	tiny_kit "$fx" images data 5
+	(cd "$fx/images" && find test -name '*.jpg' | LC_ALL=C sort) >"$fx/data/test.txt"
+	mkdir bin remote
+	for p in mp-batchwriter mp-inspect mp-eval; do
+		printf '#!/bin/sh\nexec "%s" "$@"\n' "$MP_BIN/$p" >"bin/$p"
+	done
+	printf '#!/bin/sh\nexec "%s" "$@" %s\n' "$MP_BIN/mp-train" \
+		"--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 --batch 4 --threads 1" \
+		>bin/mp-train
+	printf '#!/bin/sh\nexec "%s" "$@"\n' "$PY" >bin/python3
+	# shellcheck disable=SC2016 # the words of the script, expanded when it runs
+	printf '#!/bin/bash\nshift\nset -- "${@/#\\/data\\//%s/}"\nexec bash -c "$*"\n' "$PWD/remote" >bin/ssh
+	chmod +x bin/*
+	ln -s "$fx" remote/mp
+	ln -s "$fx/images" remote/images
+	ln -s "$fx/data/categories.txt" "$fx/data/val.txt" remote/
+
+	(
+		cd "$fx" || exit
+		bw -q -r images -c data/categories.txt -o train.db data/train.txt
+		bw -q -r images -c data/categories.txt -o val.db data/val.txt
+		bw -q -r images -c data/categories.txt data/val.txt >val.stream
+		../bin/mp-train -q -d train.db -o run --epochs 1
+		w=run/weights.safetensors
+		mkdir run1 run2
+		for p in run1/weights run2/weights a b cpu cuda; do
+			cp $w $p.safetensors
+		done
+		"$PY" - "$MP_ROOT/scripts" $w weights.safetensors <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+t["fc.weight"][0, 0] = float("nan")
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+		"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 B 10 7 small.safetensors >/dev/null
+		mkdir -p scraped/a/abbey
+		cp images/val/00000001.jpg scraped/a/abbey/ok.jpg
+		"$PY" "$MKIMAGES" make noise scraped/a/abbey/whole.jpg 64 64
+		head -c 1000 scraped/a/abbey/whole.jpg >scraped/a/abbey/trunc.jpg
+		rm scraped/a/abbey/whole.jpg
+		echo "not an image" >scraped/a/abbey/not.jpg
+		"$PY" "$MKIMAGES" make solid scraped/a/abbey/red.png 20 20
+		printf 'a/abbey/%s 0\n' ok.jpg trunc.jpg not.jpg red.png >scraped.txt
+		ln -s "$MP_ROOT/scripts" scripts
+	)
+}
+
+# run_examples PAGE [SKIP [SED]]: runs the examples of man/PAGE (as
+# example_blocks splits them, SKIP left out, the commands edited by the sed
+# script SED where given) on example_fixture's files, each display in
+# a copy of them without the names it gives -o (it makes those), with
+# bash -e -o pipefail (and waiting for a command it put in the background);
+# a command must succeed and print what the page shows after it, in shape.
+# A Python display runs with torch, scripts/mp_resnet.py, images (a batch
+# of two 16x16 images) and net (the reference network) at hand, and every
+# weights file it leaves must pass mp-inspect --verify.
+run_examples() {
+	local page=$1 sh n out f
+	example_fixture "$PWD/fx"
+	mkdir blocks
+	(cd blocks && example_blocks "$page" "${2-}")
+	[[ -z ${3-} ]] || sed -i -e "$3" blocks/block-*.sh
+	[[ -n $(ls blocks) ]] || fail "no examples found in $page"
+	for sh in blocks/block-*.sh blocks/block-*.py; do
+		[[ -e $sh ]] || continue
+		n=${sh#blocks/block-}
+		n=${n%.*}
+		cp -a fx "b$n"
+		if [[ $sh == *.sh ]]; then
+			# shellcheck disable=SC2013 # the names are single words
+			for out in $(grep -oE -- ' -o [^ ]+' "$sh" | cut -d ' ' -f 3); do
+				rm -rf "b$n/$out"
+			done
+			# shellcheck disable=SC2016 # expanded when the display runs
+			printf '\nfor job in $(jobs -p); do wait "$job"; done\n' >>"$sh"
+			run bash -c "cd b$n && PATH='$PWD/bin':\$PATH bash -e -o pipefail '$PWD/$sh'"
+			[[ $status -eq 0 ]] || fail "$page: this display failed (exit $status):" "$(cat "$sh")" \
+				"its output:" "$(cat "b$n"/out-* 2>/dev/null)"
+			for f in blocks/expect-"$n"-*; do
+				[[ -e $f ]] || continue
+				out=b$n/out-${f#blocks/expect-}
+				assert_equal "$page: $(shape <"$out")" "$page: $(shape <"$f")"
+			done
+		else
+			cat - "$sh" >"b$n/example.py" <<'END'
+import sys
+sys.path.insert(0, "scripts")
+import torch, mp_resnet
+images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+net = mp_resnet.ResNet()
+END
+			run bash -c "cd b$n && '$PY' example.py"
+			[[ $status -eq 0 ]] || fail "$page: this Python failed:" "$(cat "$sh")" "$output"
+			for f in "b$n"/*.safetensors; do
+				run inspect --verify "$f"
+				assert_status 0
+			done
+		fi
+	done
+}
+
+@test "mp-batchwriter(1)'s examples run as written and print what the page shows" {
+	run_examples mp-batchwriter.1
+}
+
+@test "mp-train(1)'s examples run as written" {
+	# the resumed run stops after 2 of 4 epochs: the page's figures agree,
+	# and the kit's 20 images make 5 steps of 4 (the following of a growing
+	# log, which does not end, has a test above)
+	local figures n s b
+	figures=$(sed -n 's/.*Pq \([0-9]*\) images make \([0-9]*\) steps of \([0-9]*\) per epoch.*/\1 \2 \3/p' \
+		"$MP_ROOT/man/mp-train.1")
+	read -r n s b <<<"$figures"
+	[[ -n $b ]] || fail "mp-train.1 no longer counts the steps of an epoch: the pattern is stale"
+	assert_equal "$s steps" "$((n / b)) steps"
+	grep -q -- "--epochs 4 --max-steps $((2 * s))\$" "$MP_ROOT/man/mp-train.1" ||
+		fail "mp-train.1: no run stopped after 2 of 4 epochs of $s steps"
+	run_examples mp-train.1 '^tail -f ' "s/--max-steps $((2 * s))\$/--max-steps 10/"
+}
+
+@test "mp-eval(1)'s examples run as written and print what the page shows" {
+	run_examples mp-eval.1
+}
+
+@test "mp-inspect(1)'s examples run as written" {
+	run_examples mp-inspect.1
+}
+
+@test "mp-dataset(5)'s examples run as written" {
+	run_examples mp-dataset.5
+}
+
+@test "mp-weights(5)'s examples run as written and print what the page shows" {
+	run_examples mp-weights.5
+}
+
+@test "mp-eval(1)'s example straight from the image files evaluates as the one through a pipe" {
+	local pipe list
+	example_blocks mp-eval.1
+	# the commands, each on one line
+	cat block-*.sh | sed -e ':a' -e '/\\$/N; s/ *\\\n */ /; ta' >commands
+	pipe=$(sed -n 's/^ *\(mp-eval .*\) -$/\1/p' commands)
+	list=$(grep -E '^mp-eval .*--list ' commands)
+	[[ -n $pipe && -n $list ]] || fail "mp-eval.1: the examples through a pipe and from a list are gone" "$(cat commands)"
+	assert_equal "$(sed -E 's/ --list [^ ]+//; s/ -r [^ ]+//' <<<"$list")" "$pipe"
 }
