@@ -141,7 +141,7 @@ static int reader_next(reader *r, item *it, mp_error *e)
 		if (mp_read_file(path, MAX_FILE_BYTES, &it->bytes, &it->len, &fe) < 0)
 			return mp_seterr(e, "%s (%s line %ld): %s%s", path, r->list_name, en->line,
 					 fe.msg,
-					 access(path, F_OK) ? mp_list_label_hint(en->path) : "");
+					 mp_list_missing_hint(r->root, en->path, path));
 		it->encoding = mp_image_sniff(it->bytes, it->len);
 		if (it->encoding < 0)
 			return mp_seterr(e, "%s (%s line %ld): not a JPEG or PNG file", path,

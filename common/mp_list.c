@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mp_stream.h"
 
@@ -104,6 +106,19 @@ const char *mp_list_label_hint(const char *path)
 		return "";
 	return " (its last word is a number, but a label must be a whole number: the "
 	       "line is read as a path without one)";
+}
+
+const char *mp_list_missing_hint(const char *root, const char *path, const char *opened)
+{
+	struct stat st;
+	if (access(opened, F_OK) == 0)
+		return "";
+	const char *hint = mp_list_label_hint(path);
+	if (*hint)
+		return hint;
+	if ((!root || !*root) && path[0] != '/' && lstat(opened, &st) < 0)
+		return " (no -r given: the list's paths are read from the current directory)";
+	return "";
 }
 
 int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,

@@ -51,6 +51,13 @@ const char *mp_list_root(const char *root, const char *path);
  * the list takes as part of the path. "" otherwise. */
 const char *mp_list_label_hint(const char *path);
 
+/* The hint for a listed path that names no file (opened: the path as
+ * opened, the root before it): mp_list_label_hint's, or, for a relative
+ * path read without a root (-r) where nothing is found, not even a link,
+ * that the paths are read from the current directory (the kit's lists
+ * name paths below its images directory). "" otherwise. */
+const char *mp_list_missing_hint(const char *root, const char *path, const char *opened);
+
 /* Reads categories.txt: each class index 0..n-1 exactly once. */
 int mp_categories_read(FILE *f, const char *name, char ***names, int *count,
 		       mp_error *e);

@@ -75,7 +75,7 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 		goto fail;
 	}
 	if (mp_read_file(path, MAX_FILE_BYTES, &file, &flen, &e) < 0) {
-		const char *hint = access(path, F_OK) ? mp_list_label_hint(it->path) : "";
+		const char *hint = mp_list_missing_hint(o->root, it->path, path);
 		if (*hint) {
 			char why[sizeof e.msg];
 			snprintf(why, sizeof why, "%s", e.msg);

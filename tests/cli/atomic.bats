@@ -162,7 +162,7 @@ stop_writer() {
 	echo missing.png >>list.txt
 	run --separate-stderr bw -j 2 --size 8 --macrobatch 4 -o db list.txt
 	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: missing.png (list.txt line 31): No such file or directory"
+	assert_equal "$stderr" "mp-batchwriter: missing.png (list.txt line 31): No such file or directory$NO_ROOT"
 	assert_files . img list.txt
 }
 

@@ -29,7 +29,7 @@ bad_inputs() {
 
 # The reason each bad kind is refused with (after "PATH (LIST line N): ").
 declare -gA REASON=(
-	[missing.png]="No such file or directory"
+	[missing.png]="No such file or directory$NO_ROOT"
 	[adir]="is a directory"
 	[dangling.png]="a symbolic link to nowhere.png, which does not exist"
 	[empty.png]="empty file"
@@ -126,7 +126,7 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	for j in 1 2 4; do
 		run --separate-stderr bw -j "$j" --size 8 -o db list.txt
 		assert_status 1
-		assert_equal "$stderr" "mp-batchwriter: bad-a.png (list.txt line 12): No such file or directory"
+		assert_equal "$stderr" "mp-batchwriter: bad-a.png (list.txt line 12): No such file or directory$NO_ROOT"
 		assert_no_db db
 	done
 }
@@ -162,7 +162,7 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	printf 'empty.png\nmissing.png\n' >list.txt
 	want="mp-batchwriter: skipped 2 bad inputs:
   empty.png (list.txt line 1): empty file
-  missing.png (list.txt line 2): No such file or directory
+  missing.png (list.txt line 2): No such file or directory$NO_ROOT
 mp-batchwriter: list.txt: no records to write"
 	for q in "" -q; do
 		run --separate-stderr bw $q --skip-bad --size 16 -o db list.txt
@@ -433,5 +433,5 @@ print((n + 1) * psize)')
 	run --separate-stderr bw -q --skip-bad --size 8 -o db list.txt
 	assert_status 0
 	assert_equal "$stderr" "mp-batchwriter: skipped 1 bad inputs:
-  missing.png (list.txt line 2): No such file or directory"
+  missing.png (list.txt line 2): No such file or directory$NO_ROOT"
 }

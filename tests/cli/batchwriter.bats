@@ -137,7 +137,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw)' \
 	# a name whose last word is no number gets no hint
 	printf 'a.png x\n' >word.txt
 	run --separate-stderr bw --size 8 -o db word.txt
-	assert_equal "$stderr" "mp-batchwriter: a.png x (word.txt line 1): No such file or directory"
+	assert_equal "$stderr" "mp-batchwriter: a.png x (word.txt line 1): No such file or directory$NO_ROOT"
 	assert_no_db db
 }
 
@@ -192,7 +192,7 @@ mp-batchwriter: four.txt line 4: a.png is also on line 2; it is packed again"
 	printf 'a.png 0\nmissing.png 1\n' >list.txt
 	run --separate-stderr bw --size 8 -o db <list.txt
 	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: missing.png (<stdin> line 2): No such file or directory"
+	assert_equal "$stderr" "mp-batchwriter: missing.png (<stdin> line 2): No such file or directory$NO_ROOT"
 	head -n 1 list.txt | bw -q --size 8 -o db
 	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(1, '<stdin>')"
 }
@@ -221,7 +221,7 @@ mp-batchwriter: four.txt line 4: a.png is also on line 2; it is packed again"
 	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" "$(printf 'train/a.png\n%s/other/b.png' "$PWD")"
 	run --separate-stderr bw -q --size 8 -o db2 list.txt
 	assert_status 1
-	assert_equal "$stderr" "mp-batchwriter: train/a.png (list.txt line 1): No such file or directory"
+	assert_equal "$stderr" "mp-batchwriter: train/a.png (list.txt line 1): No such file or directory$NO_ROOT"
 }
 
 @test "a list with only comments fails" {

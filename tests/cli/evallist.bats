@@ -136,3 +136,17 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	assert_status 1
 	assert_equal "$stderr" "mp-eval: val.txt: not a dataset stream (bad magic): an image list, which mp-batchwriter packs into a dataset (mp-eval reads one with --list)"
 }
+
+@test "a missing image read without --root says where relative paths are read from; with it, not" {
+	mkdir imgs && cp "$D/small.png" imgs/a.png
+	echo a.png >l.txt
+	run --separate-stderr ev -q -m "$D/w.safetensors" --list l.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: a.png (l.txt line 1): No such file or directory$NO_ROOT"
+	run --separate-stderr ev -q -m "$D/w.safetensors" --list l.txt -r imgs
+	assert_status 0
+	echo b.png >m.txt
+	run --separate-stderr ev -q -m "$D/w.safetensors" --list m.txt -r imgs
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: imgs/b.png (m.txt line 1): No such file or directory"
+}

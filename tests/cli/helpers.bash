@@ -115,6 +115,10 @@ on_tty() {
 	script -qec "$cmd" /dev/null
 }
 
+# What mp-batchwriter and mp-eval add to the message of a missing image
+# whose relative path was read without -r.
+NO_ROOT=" (no -r given: the list's paths are read from the current directory)"
+
 # asan_build: whether the programs were built with AddressSanitizer (make
 # SAN=address).
 asan_build() {
