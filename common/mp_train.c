@@ -590,9 +590,13 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 	const char *text = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS);
 	if (!text)
 		return 0; /* written before the options were stored: the defaults */
+	/* the options not given would silently be the defaults */
 	cJSON *j = cJSON_Parse(text);
-	if (!j)
-		return 0; /* compare_options says they cannot be read */
+	if (!cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		return mp_seterr(e, "%s: metadata %s is not a JSON object: not a checkpoint of "
+				    "mp-train", f->path, MP_TRAIN_KEY_OPTIONS);
+	}
 	char bad[160] = "";
 	taken[0] = '\0';
 	const unsigned given = o->train_given;

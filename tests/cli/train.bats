@@ -181,6 +181,24 @@ END
 	assert_equal "$stderr" "mp-train: old.safetensors: the run's schedule with the options given: --warmup 90: the cosine decay needs a warmup shorter than --epochs 80"
 }
 
+@test "a resume from a checkpoint whose training options cannot be read is refused, not run with the defaults" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
+	local text
+	for text in '{"batch": 16, "warmup": Infinity}' '[16, 3]' ''; do
+		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$text" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+meta["train.options"] = sys.argv[4]
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+		assert_status 2
+		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
+	done
+}
+
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
 	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11
