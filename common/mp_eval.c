@@ -194,8 +194,10 @@ static int reader_open(reader *r, const mp_eval_opts *o, int classes, mp_error *
 		r->list_name = from_stdin ? "<stdin>" : o->list; // as mp-batchwriter names it
 		r->root = o->root;
 		FILE *f = from_stdin ? stdin : fopen(o->list, "r");
+		char why[600];
 		if (!f)
-			return mp_seterr(e, "%s: %s", o->list, strerror(errno));
+			return mp_seterr(e, "%s: %s", o->list,
+					 mp_open_error(o->list, errno, why, sizeof why));
 		int rc = mp_list_read(f, r->list_name, classes, &r->list, e);
 		if (f != stdin)
 			fclose(f);

@@ -589,10 +589,14 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 {
 	const char *text = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS);
 	if (!text)
-		return 0; /* resume_check names what a checkpoint lacks */
+		return 0; /* written before the options were stored: the defaults */
+	/* the options not given would silently be the defaults */
 	cJSON *j = cJSON_Parse(text);
-	if (!j)
-		return 0; /* compare_options says they cannot be read */
+	if (!cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		return mp_seterr(e, "%s: metadata %s is not a JSON object: not a checkpoint of "
+				    "mp-train", f->path, MP_TRAIN_KEY_OPTIONS);
+	}
 	char bad[160] = "";
 	taken[0] = '\0';
 	const unsigned given = o->train_given;
@@ -657,10 +661,17 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 	if (bad[0])
 		return mp_seterr(e, "%s: metadata %s has no valid %s: not a checkpoint of mp-train",
 				 f->path, MP_TRAIN_KEY_OPTIONS, bad);
+	return 0;
+}
+
+/* The schedule of a resumed run, checked once its options are all known:
+ * the command line cannot check it, not knowing those it did not give. */
+static int resumed_schedule_check(mp_train_opts *o, mp_error *e)
+{
 	o->schedule.base = o->lr;
 	o->schedule.epochs = o->epochs;
 	if (mp_schedule_check(&o->schedule, e) < 0)
-		return mp_seterr(e, "%s: the run's schedule with the options given: %s", f->path,
+		return mp_seterr(e, "%s: the run's schedule with the options given: %s", o->resume,
 				 e->msg);
 	return 0;
 }
@@ -1378,7 +1389,8 @@ static int setup(trainer *t, mp_error *e)
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
 		    options_from_checkpoint(&t->opts, &t->ckpt, t->options_taken,
-					    sizeof t->options_taken, e) < 0)
+					    sizeof t->options_taken, e) < 0 ||
+		    resumed_schedule_check(&t->opts, e) < 0)
 			return MP_TRAIN_BAD_SETUP;
 	}
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)

@@ -302,8 +302,9 @@ int main(int argc, char **argv)
 	int nclasses = (int)classes;
 	if (cats) {
 		FILE *cf = fopen(cats, "r");
+		char why[600];
 		if (!cf)
-			mp_errx(1, "%s: %s", cats, strerror(errno));
+			mp_errx(1, "%s: %s", cats, mp_open_error(cats, errno, why, sizeof why));
 		int rc = mp_categories_read(cf, cats, &class_names, &nclasses, &e);
 		fclose(cf);
 		if (rc < 0)
@@ -312,8 +313,9 @@ int main(int argc, char **argv)
 
 	const char *list_name = argc ? argv[0] : "<stdin>";
 	FILE *lf = argc ? fopen(argv[0], "r") : stdin;
+	char why[600];
 	if (!lf)
-		mp_errx(1, "%s: %s", list_name, strerror(errno));
+		mp_errx(1, "%s: %s", list_name, mp_open_error(list_name, errno, why, sizeof why));
 	mp_list list;
 	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0) {
 		mp_warnx("%s", e.msg);

@@ -408,7 +408,9 @@ int main(int argc, char **argv)
 	}
 	o.schedule.base = o.lr;
 	o.schedule.epochs = o.epochs;
-	if (mp_schedule_check(&o.schedule, &e) < 0) {
+	/* with --resume, the options not given are the checkpoint's: the
+	 * schedule is checked once they are known */
+	if (!o.resume && mp_schedule_check(&o.schedule, &e) < 0) {
 		mp_warnx("%s", e.msg);
 		return 2;
 	}

@@ -205,6 +205,27 @@ mp-batchwriter: list.txt: no records to write"
 	assert_equal "$(inspect --list db | tail -n +2 | cut -f2)" "v1.png"
 }
 
+@test "a list or categories file that is a link to nothing says so, as an image does" {
+	mkimg batch <<-'EOF'
+		make noise v1.png 16 16 seed=1
+	EOF
+	printf 'v1.png 0\n' >good.txt
+	printf 'a 0\n' >cats.txt
+	ln -s moved/list.txt list.txt
+	ln -s moved/cats.txt gone-cats.txt
+	run --separate-stderr bw -q --size 16 -o db list.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: list.txt: a symbolic link to moved/list.txt, which does not exist"
+	run --separate-stderr bw -q --size 16 -c gone-cats.txt -o db good.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: gone-cats.txt: a symbolic link to moved/cats.txt, which does not exist"
+	assert_no_db db
+	random_weights 2 w.safetensors
+	run --separate-stderr "$MP_BIN/mp-eval" -q -m w.safetensors --list list.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: list.txt: a symbolic link to moved/list.txt, which does not exist"
+}
+
 @test "a very long path is shortened in the middle; list, line and reason stay" {
 	# one name longer than PATH_MAX, and one under it with long components
 	"$PY" -c "print('img/' + 'x' * 5000 + '.png 0')" >long.txt

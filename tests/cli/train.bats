@@ -152,6 +152,53 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	assert_equal "$(json_get <(inspect --json more/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["seed"]')" "7"
 }
 
+@test "a resume checks the schedule with the run's options, not the defaults of those not given" {
+	# a warmup longer than the default 80 epochs, in a run of 100
+	train -d "$D/train.db" "${NET[@]}" --batch 16 --lr-policy cosine --warmup 90 --epochs 100 \
+		-q -o long --max-steps 2
+	run --separate-stderr train -d "$D/train.db" -o long --resume long/last.safetensors \
+		--lr-policy cosine --warmup 90 --max-steps 3 -q
+	assert_status 0
+	assert_equal "$stderr" ""
+	# an --epochs given that the checkpoint's warmup does not fit is refused
+	run --separate-stderr train -d "$D/train.db" -o long --resume long/last.safetensors \
+		--epochs 50 --max-steps 4 -q
+	assert_status 2
+	assert_equal "$stderr" "mp-train: long/last.safetensors: the run's schedule with the options given: --warmup 90: the cosine decay needs a warmup shorter than --epochs 50"
+	# a checkpoint that stores no training options: the options given and
+	# the defaults are checked all the same
+	"$PY" - "$MP_ROOT/scripts" long/last.safetensors old.safetensors <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+del meta["train.options"]
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+	run --separate-stderr train -d "$D/train.db" "${NET[@]}" --batch 16 -o long \
+		--resume old.safetensors --lr-policy cosine --warmup 90 --max-steps 4 -q --force
+	assert_status 2
+	assert_equal "$stderr" "mp-train: old.safetensors: the run's schedule with the options given: --warmup 90: the cosine decay needs a warmup shorter than --epochs 80"
+}
+
+@test "a resume from a checkpoint whose training options cannot be read is refused, not run with the defaults" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
+	local text
+	for text in '{"batch": 16, "warmup": Infinity}' '[16, 3]' ''; do
+		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$text" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+meta["train.options"] = sys.argv[4]
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+		assert_status 2
+		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
+	done
+}
+
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
 	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11
