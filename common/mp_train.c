@@ -1393,10 +1393,16 @@ static int setup(trainer *t, mp_error *e)
 		    resumed_schedule_check(&t->opts, e) < 0)
 			return MP_TRAIN_BAD_SETUP;
 	}
-	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min)
-		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max",
-				 o->scale_min, o->scale_max, cfg.input_size),
+	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min) {
+		/* values a resumed run took from the checkpoint: say whose they are */
+		const unsigned scales = MP_TRAIN_OPT_SCALE_MIN | MP_TRAIN_OPT_SCALE_MAX;
+		const int taken = o->resume && (o->train_given & scales) != scales &&
+				  strstr(t->options_taken, "--scale-m");
+		return mp_seterr(e, "--scale-min %d and --scale-max %d: need crop %d <= min <= max%s%s%s",
+				 o->scale_min, o->scale_max, cfg.input_size,
+				 taken ? " (from " : "", taken ? o->resume : "", taken ? ")" : ""),
 		       MP_TRAIN_BAD_SETUP;
+	}
 	/* the backend first: its setup may touch the environment, which the
 	 * loader's threads read */
 	char desc[512];

@@ -150,6 +150,10 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	assert_status 0
 	assert_equal "$stderr" "mp-train: warning: lr was 0.05 in more/last.safetensors, now 0.02: the run will differ from an uninterrupted one"
 	assert_equal "$(json_get <(inspect --json more/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["seed"]')" "7"
+	# a --crop that the run's scales do not fit: the message says whose they are
+	run --separate-stderr train -d "$D/train.db" -o more --resume more/last.safetensors --crop 14 -q
+	assert_status 2
+	assert_equal "$stderr" "mp-train: --scale-min 12 and --scale-max 16: need crop 14 <= min <= max (from more/last.safetensors)"
 }
 
 @test "a resume checks the schedule with the run's options, not the defaults of those not given" {
