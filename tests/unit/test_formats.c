@@ -15,15 +15,15 @@
 #include "mp_meta.h"
 #include "mp_stream.h"
 
-/* Three records of different encodings and sizes. */
-static void build_batch(uint8_t **buf, size_t *len)
+/* Three records of different encodings and sizes, into recs. */
+static void sample_records(mp_record recs[3])
 {
 	static uint8_t raw[2 * 3 * 3];
 	for (size_t i = 0; i < sizeof raw; i++)
 		raw[i] = (uint8_t)(i * 17);
 	static const uint8_t jpeg[] = {0xff, 0xd8, 0xff, 0xe0, 1, 2, 3};
 	static const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 9};
-	mp_record recs[3] = {
+	const mp_record all[3] = {
 		{.label = 3, .height = 2, .width = 3, .channels = 3, .encoding = MP_ENC_RAW,
 		 .name = "a/raw.bin", .name_len = 9, .payload = raw, .payload_len = sizeof raw},
 		{.label = 0, .height = 128, .width = 128, .channels = 3, .encoding = MP_ENC_JPEG,
@@ -31,6 +31,14 @@ static void build_batch(uint8_t **buf, size_t *len)
 		{.label = -1, .height = 5, .width = 7, .channels = 3, .encoding = MP_ENC_PNG,
 		 .name = "x.png", .name_len = 5, .payload = png, .payload_len = sizeof png},
 	};
+	memcpy(recs, all, sizeof all);
+}
+
+/* The three sample records as one macrobatch. */
+static void build_batch(uint8_t **buf, size_t *len)
+{
+	mp_record recs[3];
+	sample_records(recs);
 	mp_mb_builder b;
 	mp_error e;
 	mp_mb_builder_init(&b);
@@ -71,19 +79,8 @@ static void macrobatch_written_in_place(void **state)
 	uint8_t *ref;
 	size_t ref_len;
 	build_batch(&ref, &ref_len);
-	static const uint8_t jpeg[] = {0xff, 0xd8, 0xff, 0xe0, 1, 2, 3};
-	static uint8_t raw[2 * 3 * 3];
-	for (size_t i = 0; i < sizeof raw; i++)
-		raw[i] = (uint8_t)(i * 17);
-	static const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 9};
-	mp_record recs[3] = {
-		{.label = 3, .height = 2, .width = 3, .channels = 3, .encoding = MP_ENC_RAW,
-		 .name = "a/raw.bin", .name_len = 9, .payload = raw, .payload_len = sizeof raw},
-		{.label = 0, .height = 128, .width = 128, .channels = 3, .encoding = MP_ENC_JPEG,
-		 .name = "b c.jpg", .name_len = 7, .payload = jpeg, .payload_len = sizeof jpeg},
-		{.label = -1, .height = 5, .width = 7, .channels = 3, .encoding = MP_ENC_PNG,
-		 .name = "x.png", .name_len = 5, .payload = png, .payload_len = sizeof png},
-	};
+	mp_record recs[3];
+	sample_records(recs);
 	mp_mb_builder b;
 	mp_error e;
 	mp_mb_builder_init(&b);
