@@ -117,6 +117,7 @@ on_tty() {
 
 # What mp-batchwriter and mp-eval add to the message of a missing image
 # whose relative path was read without -r.
+# shellcheck disable=SC2034 # read by the test files that load this one
 NO_ROOT=" (no -r given: the list's paths are read from the current directory)"
 
 # asan_build: whether the programs were built with AddressSanitizer (make
