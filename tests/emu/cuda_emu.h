@@ -13,17 +13,33 @@
  * A __syncthreads() in a kernel launched without it aborts.
  * threadIdx, blockIdx, blockDim and gridDim are set for the fiber that
  * runs. bfloat16 conversions are CUDA's own host versions (cuda_bf16.h),
- * which round as the device does. What it cannot show: races between
- * threads, memory coalescing, speed, and anything of cuDNN or cuBLAS.
+ * which round as the device does.
+ *
+ * Races: a device runs a block's threads, and a grid's blocks, in no
+ * order it promises, so a kernel that reads what another thread of the
+ * same launch writes without a barrier between them gives what its order
+ * happens to give. MP_EMU_ORDER sets the order here: forward (the
+ * default), reverse, or a number, the seed of a shuffle (a stride through
+ * the indices). Blocks, the threads of a block launched without
+ * MP_LAUNCH_SYNC, and each round of fibers between two barriers run in
+ * it. No kernel of the backend uses atomics, so one free of such races
+ * gives the same bits in every order: with MP_EMU_ORDER set, a program
+ * ends by printing, as a TAP comment, a digest of the results it read
+ * back (every copy to the host, and what a test hands to
+ * mp_emu_digest_add), and tests/cli/emuorder.bats compares three orders'.
+ * What it cannot show: a race whose every order gives the same values,
+ * memory coalescing, speed, and anything of cuDNN or cuBLAS.
  *
  * Include once per program. */
 #ifndef MP_CUDA_EMU_H
 #define MP_CUDA_EMU_H
 
+#include <errno.h>
 #include <functional>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <string.h>
 #include <ucontext.h>
 
 /* before the CUDA headers, which define these only when undefined */
@@ -63,6 +79,104 @@ static inline float __fmul_rn(float a, float b)
 namespace mp_emu {
 
 enum { STACK = 64 * 1024 };
+
+/* ---- the order of blocks and threads (MP_EMU_ORDER), and the digest ---- */
+
+enum { FORWARD, REVERSE, SHUFFLE };
+static int order = -1;
+static uint64_t order_seed;
+static const char *order_name;
+static uint64_t digest = 0xcbf29ce484222325ull, digest_bytes; /* FNV-1a */
+
+static void print_digest()
+{
+	printf("# cuda_emu: order %s, %llu bytes of results, digest %016llx\n", order_name,
+	       (unsigned long long)digest_bytes, (unsigned long long)digest);
+	fflush(stdout);
+}
+
+/* Reads MP_EMU_ORDER at the first launch (and again after a test sets
+ * order to -1). */
+static void read_order()
+{
+	static int digest_at_exit;
+	const char *v = getenv("MP_EMU_ORDER");
+	order = FORWARD;
+	order_name = "forward";
+	if (!v || !*v)
+		return;
+	char *end;
+	if (!strcmp(v, "reverse"))
+		order = REVERSE;
+	else if (strcmp(v, "forward")) {
+		errno = 0;
+		order_seed = strtoull(v, &end, 10);
+		if (errno || end == v || *end) {
+			fprintf(stderr, "cuda_emu: MP_EMU_ORDER=%s: not forward, reverse or a "
+					"number\n", v);
+			exit(2);
+		}
+		order = SHUFFLE;
+	}
+	order_name = v;
+	if (!digest_at_exit++)
+		atexit(print_digest);
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		const uint64_t r = a % b;
+		a = b;
+		b = r;
+	}
+	return a;
+}
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	return x ^ (x >> 33);
+}
+
+/* The i-th of n indices in the order; salt varies a shuffle between
+ * blocks and rounds. A shuffle is i -> (a i + b) mod n with a prime to n. */
+struct sequence {
+	uint64_t n, a, b;
+	sequence(uint64_t n_, uint64_t salt) : n(n_), a(1), b(0)
+	{
+		if (order < 0)
+			read_order();
+		if (order != SHUFFLE || n < 2)
+			return;
+		a = mix(order_seed ^ mix(n + salt)) % n;
+		while (gcd(a, n) != 1)
+			a = (a + 1) % n;
+		b = mix(order_seed + salt + 1) % n;
+	}
+	uint64_t operator[](uint64_t i) const
+	{
+		if (order == REVERSE)
+			return n - 1 - i;
+		return (uint64_t)(((unsigned __int128)a * i + b) % n);
+	}
+};
+
+} // namespace mp_emu
+
+/* Adds bytes a program read back from the device to the digest. */
+extern "C" void mp_emu_digest_add(const void *p, size_t n)
+{
+	const unsigned char *c = (const unsigned char *)p;
+	for (size_t i = 0; i < n; i++)
+		mp_emu::digest = (mp_emu::digest ^ c[i]) * 0x100000001b3ull;
+	mp_emu::digest_bytes += n;
+}
+
+namespace mp_emu {
 
 static int capacity, current, in_fiber, *done;
 static uint3 *tids;
@@ -195,37 +309,42 @@ static void launch(dim3 grid, dim3 block, int sync, std::function<void()> f)
 		capacity = n;
 	}
 	body = f;
-	for (unsigned bz = 0; bz < grid.z; bz++)
-		for (unsigned by = 0; by < grid.y; by++)
-			for (unsigned bx = 0; bx < grid.x; bx++) {
-				blockIdx = make_uint3(bx, by, bz);
-				if (!sync) {
-					for (int t = 0; t < n; t++) {
-						threadIdx = thread_index(t, block);
-						f();
-					}
-					continue;
-				}
-				for (int t = 0; t < n; t++) {
-					tids[t] = thread_index(t, block);
-					done[t] = 0;
-					fiber_reset(t);
-				}
-				/* rounds: each thread runs to its next barrier or its end */
-				for (int left = n; left > 0;) {
-					left = 0;
-					for (int t = 0; t < n; t++) {
-						if (done[t])
-							continue;
-						current = t;
-						threadIdx = tids[t];
-						in_fiber = 1;
-						fiber_run(t);
-						in_fiber = 0;
-						left += !done[t];
-					}
-				}
+	const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
+	const sequence block_order(blocks, 0);
+	for (uint64_t i = 0; i < blocks; i++) {
+		const uint64_t b = block_order[i];
+		blockIdx = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
+				      (unsigned)(b / ((uint64_t)grid.x * grid.y)));
+		if (!sync) {
+			const sequence threads(n, b + 1);
+			for (int k = 0; k < n; k++) {
+				threadIdx = thread_index((int)threads[k], block);
+				f();
 			}
+			continue;
+		}
+		for (int t = 0; t < n; t++) {
+			tids[t] = thread_index(t, block);
+			done[t] = 0;
+			fiber_reset(t);
+		}
+		/* rounds: each thread runs to its next barrier or its end */
+		for (int left = n, round = 0; left > 0; round++) {
+			left = 0;
+			const sequence threads(n, (b + 1) * 4099 + (uint64_t)round);
+			for (int k = 0; k < n; k++) {
+				const int t = (int)threads[k];
+				if (done[t])
+					continue;
+				current = t;
+				threadIdx = tids[t];
+				in_fiber = 1;
+				fiber_run(t);
+				in_fiber = 0;
+				left += !done[t];
+			}
+		}
+	}
 }
 
 static void syncthreads()

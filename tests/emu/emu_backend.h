@@ -14,6 +14,9 @@ mp_backend *mp_emu_cuda_new(int act_bf16);
 /* kernels/cuda/cuda.h's MP_CUDA_GRID_MOST and MP_CUDA_GRID_YZ on the host
  * (tests/emu/cuda_emu.h): CUDA's values until a test lowers them */
 extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
+/* adds results read back from the device to the digest printed under
+ * MP_EMU_ORDER (tests/emu/cuda_emu.h); copies to the host add themselves */
+void mp_emu_digest_add(const void *p, size_t n);
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,68 @@
+#!/usr/bin/env bats
+# Races in the CUDA backend's kernels, without a GPU: the emulated tests
+# (tests/emu/) run again with the blocks of every launch, and the threads of
+# every block, in other orders (MP_EMU_ORDER, tests/emu/cuda_emu.h). The
+# kernels use no atomics, so a kernel free of races gives the same bits in
+# every order; one whose threads read what others write without a barrier
+# between gives what its order gives. Each order must pass the tests, and
+# the digests of the results read back must be the same.
+
+# test_cuda_ops_emu takes about 30 s an order on one core
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-240}
+load helpers
+
+EMU=$MP_BIN/../tests/emu
+
+setup() {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" ||
+		skip "this build has no CUDA backend, so no emulated kernels"
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
+}
+
+# in_order PROGRAM ORDER: runs it under the order, which must pass, and
+# prints its digest line without the order's name
+in_order() {
+	local prog=$1 order=$2
+	MP_EMU_ORDER=$order "$EMU/$prog" >"$prog-$order.out" 2>&1 ||
+		fail "$prog with MP_EMU_ORDER=$order failed: $(grep -m3 -E '^(not ok|# FAIL)' "$prog-$order.out")"
+	grep -Eq '^# 0 of [0-9]+ failed' "$prog-$order.out" || fail "$prog: no summary with MP_EMU_ORDER=$order"
+	grep '^# cuda_emu: order ' "$prog-$order.out" | sed 's/^# cuda_emu: order [^,]*, //'
+}
+
+# the three orders in parallel (a test program has the whole machine for a
+# fraction of each), then their digests
+same_in_every_order() {
+	local prog=$1 o pids=()
+	for o in forward reverse 7; do
+		in_order "$prog" "$o" >"digest-$o" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	for o in forward reverse 7; do
+		[[ -s digest-$o ]] || fail "$prog: no digest with MP_EMU_ORDER=$o: $(tail -3 "$prog-$o.out")"
+	done
+	grep -Eq '^[0-9]+ bytes of results, digest [0-9a-f]{16}$' digest-forward || fail "$(cat digest-forward)"
+	[[ $(cut -d' ' -f1 digest-forward) -gt 1000000 ]] || fail "too few results: $(cat digest-forward)"
+	assert_equal "$(cat digest-reverse)" "$(cat digest-forward)"
+	assert_equal "$(cat digest-7)" "$(cat digest-forward)"
+}
+
+@test "the bf16 NHWC kernels give the same bits whatever the order of blocks and threads" {
+	same_in_every_order test_nhwc_emu
+}
+
+@test "every operation and whole training steps on the emulated backend: the same bits in every order" {
+	same_in_every_order test_cuda_ops_emu
+}
+
+@test "MP_EMU_ORDER: a value that is not an order stops the program, naming it" {
+	for v in sideways 7x -1x; do
+		run env MP_EMU_ORDER=$v "$EMU/test_nhwc_emu"
+		assert_status 2
+		assert_contains "$output" "cuda_emu: MP_EMU_ORDER=$v: not forward, reverse or a number"
+	done
+	# empty is the default, and prints no digest
+	run env MP_EMU_ORDER= "$EMU/test_nhwc_emu"
+	assert_status 0
+	assert_not_contains "$output" "cuda_emu: order"
+}

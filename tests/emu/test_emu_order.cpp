@@ -1,0 +1,135 @@
+/* tests/emu/cuda_emu.h's orders (MP_EMU_ORDER): each runs every block of a
+ * grid and every thread of a block exactly once, forward in index order,
+ * reverse backwards, a shuffle in another order for each seed and for each
+ * round between two barriers; a barrier still holds in every order; the
+ * digest depends on the bytes given and on their order. Without this, a
+ * comparison of orders (tests/cli/emuorder.bats) could pass because no
+ * order changed anything.
+ *
+ * TAP on stdout. */
+#include "cuda_emu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+static int tests, failures;
+
+static void ok(int good, const char *what)
+{
+	tests++;
+	failures += !good;
+	printf("%s %d - %s\n", good ? "ok" : "not ok", tests, what);
+}
+
+static void set_order(const char *v)
+{
+	setenv("MP_EMU_ORDER", v, 1);
+	mp_emu::order = -1;
+}
+
+/* the order of a launch's threads and blocks, as they ran */
+static std::vector<int> seen;
+
+__global__ void record_kernel()
+{
+	seen.push_back((int)(blockIdx.x * blockDim.x + threadIdx.x));
+}
+
+/* two rounds: each thread records itself, meets the others, records again */
+__global__ void rounds_kernel(int *wrote)
+{
+	seen.push_back((int)threadIdx.x);
+	wrote[threadIdx.x] = 1;
+	__syncthreads();
+	int all = 1;
+	for (unsigned k = 0; k < blockDim.x; k++)
+		all &= wrote[k];
+	seen.push_back(all ? 1000 + (int)threadIdx.x : -1);
+}
+
+static std::vector<int> run_flat(int blocks, int threads)
+{
+	seen.clear();
+	mp_emu_launch((unsigned)blocks, (unsigned)threads, 0, [&]() { record_kernel(); });
+	return seen;
+}
+
+static int is_permutation(const std::vector<int> &v, int n)
+{
+	std::vector<int> count((size_t)n, 0);
+	if ((int)v.size() != n)
+		return 0;
+	for (int x : v)
+		if (x < 0 || x >= n || count[(size_t)x]++)
+			return 0;
+	return 1;
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	enum { BLOCKS = 7, THREADS = 12, N = BLOCKS * THREADS };
+
+	set_order("forward");
+	std::vector<int> fwd = run_flat(BLOCKS, THREADS);
+	int in_order = 1;
+	for (int i = 0; i < N; i++)
+		in_order &= fwd[(size_t)i] == i;
+	ok(in_order, "forward: blocks and threads in index order");
+
+	set_order("reverse");
+	std::vector<int> rev = run_flat(BLOCKS, THREADS);
+	int backwards = 1;
+	for (int i = 0; i < N; i++)
+		backwards &= rev[(size_t)i] == N - 1 - i;
+	ok(backwards, "reverse: blocks and threads backwards");
+
+	set_order("7");
+	std::vector<int> s7 = run_flat(BLOCKS, THREADS);
+	set_order("8");
+	std::vector<int> s8 = run_flat(BLOCKS, THREADS);
+	ok(is_permutation(s7, N) && is_permutation(s8, N),
+	   "a shuffle runs every block and thread once");
+	ok(s7 != fwd && s7 != rev && s8 != s7, "a shuffle's order is neither forward nor "
+					       "reverse, and another seed gives another");
+	set_order("7");
+	ok(run_flat(BLOCKS, THREADS) == s7, "the same seed gives the same order");
+
+	/* a barrier holds in every order; a shuffle's two rounds differ */
+	const char *orders[] = {"forward", "reverse", "7"};
+	for (const char *o : orders) {
+		set_order(o);
+		seen.clear();
+		std::vector<int> wrote(THREADS, 0);
+		int *w = wrote.data();
+		mp_emu_launch(1u, (unsigned)THREADS, 1, [&]() { rounds_kernel(w); });
+		std::vector<int> first(seen.begin(), seen.begin() + THREADS),
+			second(seen.begin() + THREADS, seen.end());
+		int after = (int)second.size() == THREADS;
+		for (int &x : second) {
+			after &= x >= 1000;
+			x -= 1000;
+		}
+		char what[128];
+		snprintf(what, sizeof what, "%s: every thread reaches the barrier before any "
+					    "passes it", o);
+		ok(is_permutation(first, THREADS) && after && is_permutation(second, THREADS),
+		   what);
+		if (!strcmp(o, "7"))
+			ok(first != second, "a shuffle changes the order between rounds");
+	}
+
+	const uint64_t d0 = mp_emu::digest;
+	const char ab[] = "ab", ba[] = "ba";
+	mp_emu_digest_add(ab, 2);
+	const uint64_t d1 = mp_emu::digest;
+	mp_emu::digest = d0;
+	mp_emu_digest_add(ba, 2);
+	ok(d1 != d0 && mp_emu::digest != d1, "the digest depends on the bytes and their order");
+
+	printf("1..%d\n", tests);
+	printf("# %d of %d failed\n", failures, tests);
+	return failures ? 1 : 0;
+}
