@@ -131,7 +131,7 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 # bf16 pairs, which a host compiler must be told to allow)
 EMU_OBJ     := $(B)/obj/tests/emu/emu_backend.o
 EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu \
-	$(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu_order)
+	$(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
 EMU_FLAGS   := -std=c++17 $(CPPFLAGS) $(CXXFLAGS) $(SANFLAGS) -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
 	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
@@ -226,8 +226,8 @@ $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
-# the emulator's orders of blocks and threads (MP_EMU_ORDER)
-$(B)/tests/emu/test_emu_order: tests/emu/test_emu_order.cpp tests/emu/cuda_emu.h $(B)/flags.stamp
+# the emulator itself: orders of blocks and threads (MP_EMU_ORDER), digest, device memory
+$(B)/tests/emu/test_emu: tests/emu/test_emu.cpp tests/emu/cuda_emu.h $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $<

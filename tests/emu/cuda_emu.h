@@ -27,6 +27,7 @@
  * ends by printing, as a TAP comment, a digest of the results it read
  * back (every copy to the host, and what a test hands to
  * mp_emu_digest_add), and tests/cli/emuorder.bats compares three orders'.
+ * Device memory comes filled with NaN (mp_emu_device_alloc).
  * What it cannot show: a race whose every order gives the same values,
  * memory coalescing, speed, and anything of cuDNN or cuBLAS.
  *
@@ -166,6 +167,19 @@ struct sequence {
 };
 
 } // namespace mp_emu
+
+/* Device memory: cudaMalloc leaves it as it was, so here it comes with
+ * every byte 0xff (NaN as float, bf16 and double; -1 as an integer), and
+ * a kernel that reads what nothing wrote gives NaN, which the tests'
+ * comparisons fail, where zeroed memory would give the zeros such a
+ * kernel may have counted on. NULL when out of memory. */
+extern "C" void *mp_emu_device_alloc(size_t bytes)
+{
+	void *p = malloc(bytes ? bytes : 1);
+	if (p)
+		memset(p, 0xff, bytes ? bytes : 1);
+	return p;
+}
 
 /* Adds bytes a program read back from the device to the digest. */
 extern "C" void mp_emu_digest_add(const void *p, size_t n)

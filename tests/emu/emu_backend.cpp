@@ -1,7 +1,8 @@
 /* The CUDA backend's own code run on the host (tests/emu/cuda_emu.h): its
  * kernels and operations from bn.cu, layers.cu, nhwc.cu, conv_bn.cu and
  * convert.cu as they are, in an ops table built as backend_cuda.cu builds
- * its own, with the device's memory in host memory. What it cannot run
+ * its own, with the device's memory in host memory (filled with NaN, as
+ * cudaMalloc's is with whatever was there before). What it cannot run
  * is replaced: cuDNN's convolutions by the CPU reference's, on operands
  * rounded to bf16 and results rounded to bf16 where the device's bf16
  * algorithm rounds them; cuBLAS's SGEMM by a plain loop in its
@@ -28,7 +29,7 @@
 
 extern "C" cudaError_t cudaMalloc(void **p, size_t size)
 {
-	*p = calloc(size ? size : 1, 1);
+	*p = mp_emu_device_alloc(size);
 	return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 
@@ -213,7 +214,7 @@ static int emu_alloc_bytes(mp_backend *be, const char *op, mp_tensor *t, int n, 
 	size_t count;
 	if (mp_cpu_alloc_count(be, t, n, c, h, w, &count))
 		return -1;
-	t->data = (float *)calloc(count, value_bytes);
+	t->data = (float *)mp_emu_device_alloc(count * value_bytes);
 	if (!t->data)
 		return mp_cpu_fail(be, "%s: %dx%dx%dx%d: out of memory", op, n, c, h, w);
 	t->n = n, t->c = c, t->h = h, t->w = w;

@@ -1,7 +1,8 @@
 /* The runtime's copies and error state, and the backend's device buffers,
- * on the host: memcpy, no error ever pending, and calloc'ed memory that
- * grows as cuda.h's helpers say (refused while recording, a new
- * generation at every reallocation). Definitions, not declarations:
+ * on the host: memcpy, no error ever pending, and memory filled with NaN
+ * (mp_emu_device_alloc) that grows as cuda.h's helpers say (refused while
+ * recording, a new generation at every reallocation). Definitions, not
+ * declarations:
  * include it once per program, in the file that stands in for the
  * backend's host side. */
 #ifndef MP_EMU_HOST_H
@@ -34,7 +35,7 @@ int mp_cuda_grow(mp_backend *be, const char *op, struct mp_cuda_buffer *b, size_
 		return -1;
 	free(b->p);
 	mp_cuda(be)->mem_gen++;
-	b->p = calloc(bytes, 1);
+	b->p = mp_emu_device_alloc(bytes);
 	b->size = b->p ? bytes : 0;
 	return b->p ? 0 : mp_cpu_fail(be, "%s: out of memory", op);
 }

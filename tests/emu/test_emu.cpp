@@ -1,14 +1,17 @@
-/* tests/emu/cuda_emu.h's orders (MP_EMU_ORDER): each runs every block of a
- * grid and every thread of a block exactly once, forward in index order,
- * reverse backwards, a shuffle in another order for each seed and for each
- * round between two barriers; a barrier still holds in every order; the
- * digest depends on the bytes given and on their order. Without this, a
- * comparison of orders (tests/cli/emuorder.bats) could pass because no
- * order changed anything.
+/* tests/emu/cuda_emu.h itself. Its orders (MP_EMU_ORDER): each runs every
+ * block of a grid and every thread of a block exactly once, forward in
+ * index order, reverse backwards, a shuffle in another order for each seed
+ * and for each round between two barriers; a barrier still holds in every
+ * order; the digest depends on the bytes given and on their order (without
+ * this, a comparison of orders, tests/cli/emuorder.bats, could pass
+ * because no order changed anything). Device memory comes as NaN, not
+ * zeros (without this, a kernel that skips writing zeros passes).
  *
  * TAP on stdout. */
 #include "cuda_emu.h"
 
+#include <cuda_bf16.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +131,25 @@ int main(void)
 	mp_emu::digest = d0;
 	mp_emu_digest_add(ba, 2);
 	ok(d1 != d0 && mp_emu::digest != d1, "the digest depends on the bytes and their order");
+
+	const size_t sizes[] = {0, 1, 6, 4096};
+	int nan_everywhere = 1;
+	for (size_t bytes : sizes) {
+		unsigned char *p = (unsigned char *)mp_emu_device_alloc(bytes);
+		nan_everywhere &= p != NULL;
+		for (size_t i = 0; p && i < bytes; i++)
+			nan_everywhere &= p[i] == 0xff;
+		if (p && bytes >= sizeof(double)) {
+			float f;
+			double d;
+			memcpy(&f, p, sizeof f);
+			memcpy(&d, p, sizeof d);
+			nan_everywhere &= isnan(f) && isnan(d) &&
+					  isnan(__bfloat162float(*(const __nv_bfloat16 *)p));
+		}
+		free(p);
+	}
+	ok(nan_everywhere, "device memory comes as NaN in float, bf16 and double");
 
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed\n", failures, tests);
