@@ -226,6 +226,21 @@ $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
+# a CUDA module whose device is emulated on the host (MP_CUDA_MODULE=, for
+# tests/cli/emucuda.bats): the programs' own GPU paths without a GPU
+EMU_MODULE := $(B)/tests/emu/libmp-cuda-emu.so
+$(B)/obj/tests/emu/emu_backend.pic.o: tests/emu/emu_backend.cpp tests/emu/cuda_emu.h \
+		tests/emu/emu_backend.h $(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -fPIC -MMD -MP -c -o $@ $<
+
+$(EMU_MODULE): tests/emu/emu_module.c tests/graph_recorder.h $(B)/obj/tests/emu/emu_backend.pic.o \
+		$(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tests/emu
+	$(CC) $(MP_CFLAGS) -fPIC -shared $(LDFLAGS) -Itests/emu \
+		-MMD -MP -MF $(B)/obj/tests/emu/emu_module.d -o $@ $< \
+		$(B)/obj/tests/emu/emu_backend.pic.o -lstdc++
+
 # the emulator itself: orders of blocks and threads (MP_EMU_ORDER), digest, device memory
 $(B)/tests/emu/test_emu: tests/emu/test_emu.cpp tests/emu/cuda_emu.h $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
@@ -265,7 +280,7 @@ $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- tests, demo, man -----------------------------------------------------
-unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUDA),$(CUDA_MODULE))
+unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUDA),$(CUDA_MODULE) $(EMU_MODULE))
 	@:
 
 # Every test speaks TAP; prove runs them all and prints the closing summary.

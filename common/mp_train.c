@@ -482,6 +482,9 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 		 (unsigned long long)mp_loader_records(t->train), mp_loader_fingerprint(t->train));
 	cJSON_AddStringToObject(j, "train_data", text);
 	cJSON_AddStringToObject(j, "compute", t->compute);
+	/* as asked for (auto, say): a resume without --backend asks the same */
+	cJSON_AddStringToObject(j, "backend", o->backend);
+	cJSON_AddStringToObject(j, "precision", o->precision);
 	text[0] = '\0';
 	cJSON_AddNumberToObject(j, "batch", o->batch);
 	cJSON_AddNumberToObject(j, "epochs", o->epochs);
@@ -529,6 +532,8 @@ static void compare_options(const char *path, const char *stored, const char *no
 	for (cJSON *x = b->child; x; x = x->next) {
 		if (!strcmp(x->string, "train_db"))
 			continue; /* the same data may have moved: train_data says */
+		if (!strcmp(x->string, "backend") || !strcmp(x->string, "precision"))
+			continue; /* what they asked for: compute says what it gave */
 		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
 		/* not recorded by the earlier versions that wrote no such key */
 		if (!y && (!strcmp(x->string, "train_data") || !strcmp(x->string, "compute")))
@@ -641,6 +646,33 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 		if (!bad[0])
 			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --schedule %s",
 				 v->valuestring[0] ? v->valuestring : "none");
+	}
+	/* the backend and precision as the run asked for them, from the
+	 * names the command line takes (which outlive j) */
+	const struct {
+		const char *key, *option;
+		unsigned bit;
+		const char *const *names;
+		const char **field;
+	} named[] = {
+		{"backend", "--backend", MP_TRAIN_OPT_BACKEND, mp_backend_names, &o->backend},
+		{"precision", "--precision", MP_TRAIN_OPT_PRECISION, mp_precision_names,
+		 &o->precision},
+	};
+	for (size_t i = 0; i < sizeof named / sizeof *named && !bad[0]; i++) {
+		v = cJSON_GetObjectItemCaseSensitive(j, named[i].key);
+		if (!v || (given & named[i].bit))
+			continue;
+		const char *const *name = named[i].names;
+		while (*name && !(cJSON_IsString(v) && !strcmp(*name, v->valuestring)))
+			name++;
+		if (!*name) {
+			snprintf(bad, sizeof bad, "%s", named[i].key);
+			break;
+		}
+		*named[i].field = *name;
+		snprintf(taken + strlen(taken), taken_size - strlen(taken), " %s %s",
+			 named[i].option, *name);
 	}
 	v = cJSON_GetObjectItemCaseSensitive(j, "seed");
 	if (!bad[0] && v && !(given & MP_TRAIN_OPT_SEED)) {
@@ -1406,8 +1438,19 @@ static int setup(trainer *t, mp_error *e)
 	/* the backend first: its setup may touch the environment, which the
 	 * loader's threads read */
 	char desc[512];
-	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e)))
+	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e))) {
+		/* a resume that took them from the checkpoint says so */
+		char taken[64] = "";
+		if (o->resume && strstr(t->options_taken, "--backend"))
+			snprintf(taken, sizeof taken, "--backend %s", o->backend);
+		if (o->resume && strstr(t->options_taken, "--precision"))
+			snprintf(taken + strlen(taken), sizeof taken - strlen(taken), "%s--precision %s",
+				 taken[0] ? " " : "", o->precision);
+		if (taken[0])
+			mp_seterr(e, "%s (%s: %s's run's; --backend and --precision choose others, "
+				     "with other arithmetic)", e->msg, taken, o->resume);
 		return MP_TRAIN_FAILED;
+	}
 	mp_backend_arithmetic(desc, t->compute, sizeof t->compute);
 	int rc = open_loaders(t, &cfg, e);
 	if (rc != MP_TRAIN_DONE)

@@ -55,6 +55,8 @@ enum {
 	MP_TRAIN_OPT_SCALE_MIN = 1 << 10,
 	MP_TRAIN_OPT_SCALE_MAX = 1 << 11,
 	MP_TRAIN_OPT_SEED = 1 << 12,
+	MP_TRAIN_OPT_BACKEND = 1 << 13,
+	MP_TRAIN_OPT_PRECISION = 1 << 14,
 };
 
 typedef struct {

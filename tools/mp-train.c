@@ -379,10 +379,12 @@ int main(int argc, char **argv)
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;
 			o.backend = optarg;
+			o.train_given |= MP_TRAIN_OPT_BACKEND;
 			break;
 		case OPT_PRECISION:
 			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;
 			o.precision = optarg;
+			o.train_given |= MP_TRAIN_OPT_PRECISION;
 			break;
 		case OPT_THREADS: bad = parse_int("--threads", optarg, 1, 1024, &o.threads); break;
 		case OPT_LOADER_THREADS:

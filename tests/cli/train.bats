@@ -133,14 +133,18 @@ EOF
 }
 
 @test "a resume given only the data and the directory goes on with the run's options, and says which" {
+	# the backend too: the reference loops' run goes on with them, not
+	# with the default backend's other arithmetic
 	local run=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.05 --schedule 2
-		--gamma 0.5 --epochs 3 --seed 7 --wd 0.001 --label-smoothing 0.1 --warmup 0.5)
+		--gamma 0.5 --epochs 3 --seed 7 --wd 0.001 --label-smoothing 0.1 --warmup 0.5
+		--backend cpu-ref --precision fp32)
 	train "${run[@]}" -q -o whole
 	train "${run[@]}" -q -o parts --max-steps 11
 	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
 	assert_status 0
 	assert_equal "$stderr" ""
-	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --lr-policy step --schedule 2 --seed 7"
+	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --lr-policy step --schedule 2 --backend cpu-ref --precision fp32 --seed 7"
+	assert_contains "$output" "mp-train: cpu-ref, "
 	assert_contains "$output" "--seed 7
 mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	same_weights whole/weights.safetensors parts/weights.safetensors
@@ -200,6 +204,24 @@ END
 		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
 		assert_status 2
 		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
+	done
+	# a value the command line would refuse, named
+	local key value
+	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"'; do
+		read -r key value <<<"$text"
+		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$key" "$value" <<'END'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+options = json.loads(meta["train.options"])
+options[sys.argv[4]] = json.loads(sys.argv[5])
+meta["train.options"] = json.dumps(options)
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+		assert_status 2
+		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options has no valid $key: not a checkpoint of mp-train"
 	done
 }
 
