@@ -509,6 +509,10 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 	cJSON_AddStringToObject(j, "mean", text);
 	snprintf(text, sizeof text, "%llu", (unsigned long long)o->seed);
 	cJSON_AddStringToObject(j, "seed", text);
+	cJSON_AddNumberToObject(j, "eval_every", o->eval_every);
+	cJSON_AddNumberToObject(j, "checkpoint_every", o->checkpoint_every);
+	cJSON_AddNumberToObject(j, "keep", o->keep);
+	cJSON_AddNumberToObject(j, "log_every", o->log_every);
 	char *s = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
 	return s;
@@ -534,6 +538,9 @@ static void compare_options(const char *path, const char *stored, const char *no
 			continue; /* the same data may have moved: train_data says */
 		if (!strcmp(x->string, "backend") || !strcmp(x->string, "precision"))
 			continue; /* what they asked for: compute says what it gave */
+		if (!strcmp(x->string, "eval_every") || !strcmp(x->string, "checkpoint_every") ||
+		    !strcmp(x->string, "keep") || !strcmp(x->string, "log_every"))
+			continue; /* what the run writes, not what it computes */
 		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
 		/* not recorded by the earlier versions that wrote no such key */
 		if (!y && (!strcmp(x->string, "train_data") || !strcmp(x->string, "compute")))
@@ -582,6 +589,11 @@ static const stored_option stored_options[] = {
 	{"warmup", MP_TRAIN_OPT_WARMUP, "--warmup", AS_DOUBLE, OPT_AT(schedule.warmup), 0, 1e6},
 	{"scale_min", MP_TRAIN_OPT_SCALE_MIN, "--scale-min", AS_INT, OPT_AT(scale_min), 1, 65535},
 	{"scale_max", MP_TRAIN_OPT_SCALE_MAX, "--scale-max", AS_INT, OPT_AT(scale_max), 1, 65535},
+	{"eval_every", MP_TRAIN_OPT_EVAL_EVERY, "--eval-every", AS_INT, OPT_AT(eval_every), 0, 1000000},
+	{"checkpoint_every", MP_TRAIN_OPT_CHECKPOINT_EVERY, "--checkpoint-every", AS_INT,
+	 OPT_AT(checkpoint_every), 1, 1000000},
+	{"keep", MP_TRAIN_OPT_KEEP, "--keep", AS_INT, OPT_AT(keep), 0, 1000000},
+	{"log_every", MP_TRAIN_OPT_LOG_EVERY, "--log-every", AS_INT, OPT_AT(log_every), 0, 1000000000},
 };
 
 /* --resume: each training option not given is the checkpoint's run's (its

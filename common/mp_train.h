@@ -57,6 +57,11 @@ enum {
 	MP_TRAIN_OPT_SEED = 1 << 12,
 	MP_TRAIN_OPT_BACKEND = 1 << 13,
 	MP_TRAIN_OPT_PRECISION = 1 << 14,
+	/* what the run writes, not what it computes */
+	MP_TRAIN_OPT_EVAL_EVERY = 1 << 15,
+	MP_TRAIN_OPT_CHECKPOINT_EVERY = 1 << 16,
+	MP_TRAIN_OPT_KEEP = 1 << 17,
+	MP_TRAIN_OPT_LOG_EVERY = 1 << 18,
 };
 
 typedef struct {

@@ -366,11 +366,18 @@ int main(int argc, char **argv)
 			break;
 		case OPT_RESUME: bad = mp_parse_path("--resume", optarg, &o.resume); break;
 		case OPT_FORCE: o.force = 1; break;
-		case OPT_EVAL_EVERY: bad = parse_int("--eval-every", optarg, 0, 1000000, &o.eval_every); break;
+		case OPT_EVAL_EVERY:
+			bad = parse_int("--eval-every", optarg, 0, 1000000, &o.eval_every);
+			o.train_given |= MP_TRAIN_OPT_EVAL_EVERY;
+			break;
 		case OPT_CKPT_EVERY:
 			bad = parse_int("--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);
+			o.train_given |= MP_TRAIN_OPT_CHECKPOINT_EVERY;
 			break;
-		case OPT_KEEP: bad = parse_int("--keep", optarg, 0, 1000000, &o.keep); break;
+		case OPT_KEEP:
+			bad = parse_int("--keep", optarg, 0, 1000000, &o.keep);
+			o.train_given |= MP_TRAIN_OPT_KEEP;
+			break;
 		case OPT_SEED:
 			bad = mp_parse_long("--seed", optarg, 0, 0x7fffffffffffffffL, &v);
 			o.seed = (uint64_t)v;
@@ -394,7 +401,10 @@ int main(int argc, char **argv)
 			bad = mp_parse_long("--max-steps", optarg, 1, 0x7fffffffffffffffL, &o.max_steps);
 			break;
 		case OPT_LOG: bad = mp_parse_path("--log", optarg, &o.log_path); break;
-		case OPT_LOG_EVERY: bad = parse_int("--log-every", optarg, 0, 1000000000, &o.log_every); break;
+		case OPT_LOG_EVERY:
+			bad = parse_int("--log-every", optarg, 0, 1000000000, &o.log_every);
+			o.train_given |= MP_TRAIN_OPT_LOG_EVERY;
+			break;
 		default: usage();
 		}
 		if (bad)

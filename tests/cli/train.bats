@@ -143,7 +143,7 @@ EOF
 	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
 	assert_status 0
 	assert_equal "$stderr" ""
-	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --lr-policy step --schedule 2 --backend cpu-ref --precision fp32 --seed 7"
+	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --eval-every 1 --checkpoint-every 1 --keep 3 --log-every 50 --lr-policy step --schedule 2 --backend cpu-ref --precision fp32 --seed 7"
 	assert_contains "$output" "mp-train: cpu-ref, "
 	assert_contains "$output" "--seed 7
 mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
@@ -158,6 +158,29 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	run --separate-stderr train -d "$D/train.db" -o more --resume more/last.safetensors --crop 14 -q
 	assert_status 2
 	assert_equal "$stderr" "mp-train: --scale-min 12 and --scale-max 16: need crop 14 <= min <= max (from more/last.safetensors)"
+}
+
+@test "a resumed run writes what the run did: its --eval-every, --checkpoint-every, --keep and --log-every" {
+	local writes=(--epochs 4 --eval-every 2 --checkpoint-every 2 --keep 1 --log-every 3)
+	train "${OPTS[@]}" "${writes[@]}" -q -o whole
+	train "${OPTS[@]}" "${writes[@]}" -q -o parts --max-steps 11
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_contains "$output" "--eval-every 2 --checkpoint-every 2 --keep 1 --log-every 3"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	# the same rows (validation every second epoch, a row every 3 steps)
+	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+	# and the same checkpoints kept
+	assert_equal "$(cd parts && ls checkpoint-*)" "$(cd whole && ls checkpoint-*)"
+	# given, they are the option's, without a warning: the weights do not change
+	train "${OPTS[@]}" "${writes[@]}" -q -o more --max-steps 11
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o more \
+		--resume more/last.safetensors --eval-every 1 --keep 0 -q
+	assert_status 0
+	assert_equal "$stderr" ""
+	same_weights whole/weights.safetensors more/weights.safetensors
+	assert_equal "$(log_col more/train.log epoch val_loss | grep -c -v -e -)" 3
 }
 
 @test "a resume checks the schedule with the run's options, not the defaults of those not given" {
@@ -207,7 +230,8 @@ END
 	done
 	# a value the command line would refuse, named
 	local key value
-	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"'; do
+	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"' \
+		'checkpoint_every 0' 'keep -1' 'log_every 0.5'; do
 		read -r key value <<<"$text"
 		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$key" "$value" <<'END'
 import json, sys

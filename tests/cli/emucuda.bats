@@ -1,0 +1,132 @@
+#!/usr/bin/env bats
+# mp-train and mp-eval with --backend cuda, on a device emulated on the host:
+# MP_CUDA_MODULE names tests/emu/emu_module.c's module, the CUDA backend's
+# kernels and operations run on the host (tests/emu/), with graphs and
+# copies ahead from tests/graph_recorder.h. What only a GPU run of the
+# programs reaches runs here: the device's description and precision, the
+# training step recorded and launched as a graph with two input slots and
+# the next batch copied ahead, a cuda run's checkpoints and resume, and
+# mp-eval on the device. cuDNN, cuBLAS, streams and speed are not this.
+
+# the emulated kernels run thread after thread
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-180}
+load helpers
+
+MODULE=$MP_BIN/../tests/emu/libmp-cuda-emu.so
+DEVICE="emulated on the host by tests/emu, sm_90, 0 GiB"
+
+setup_file() {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d"
+	class_data
+}
+
+setup() {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" ||
+		skip "this build has no CUDA backend, so no emulated device"
+	[[ -f $MODULE ]] || fail "$MODULE is missing (make unit-tests builds it)"
+	export MP_CUDA_MODULE=$MODULE
+	D=$BATS_FILE_TMPDIR/data
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	OPTS=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --epochs 2 --log-every 2)
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
+}
+
+train() { "$MP_BIN/mp-train" "$@"; }
+evaluate() { "$MP_BIN/mp-eval" "$@"; }
+
+same_weights() {
+	run inspect --diff "$@"
+	assert_status 0
+	assert_contains "$output" "SAME: every tensor within the tolerance"
+}
+
+# the first and the last epoch row's training loss
+first_last_loss() {
+	awk -F'\t' '$1 == "epoch" { l[++n] = $5 } END { print l[1], l[n] }' "$1"
+}
+
+@test "mp-train --backend cuda: names the device, bf16 by default, the steps as graphs; the loss falls" {
+	run --separate-stderr train "${OPTS[@]}" --backend cuda -o run
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16; network depth 1"
+	# 8 steps an epoch; one recording per input slot, made again after the
+	# validation pass (which reallocates the buffers)
+	assert_contains "$output" "mp-train: 13 of this run's 16 steps ran as one graph each (4 recordings)"
+	read -r first last < <(first_last_loss run/train.log)
+	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "loss $first -> $last"
+	assert_equal "$(json_get <(inspect --json run/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["compute"]')" "cuda, bf16"
+	# --backend auto takes the device and says so
+	run train "${OPTS[@]}" --backend auto --max-steps 1 -o auto
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16;"
+}
+
+@test "in fp32 the device's run follows the CPU's; graphs and copies ahead change no bit" {
+	train "${OPTS[@]}" -q -o cpu
+	train "${OPTS[@]}" -q -o fp32 --backend cuda --precision fp32
+	same_weights --tol 1e-3 cpu/weights.safetensors fp32/weights.safetensors
+	# op by op: the same bits as the graphs, in both precisions
+	MP_CUDA_GRAPH=0 train "${OPTS[@]}" -q -o fp32-ops --backend cuda --precision fp32
+	same_weights fp32/weights.safetensors fp32-ops/weights.safetensors
+	train "${OPTS[@]}" -q -o bf16 --backend cuda
+	run env MP_CUDA_GRAPH=0 "$MP_BIN/mp-train" "${OPTS[@]}" -o bf16-ops --backend cuda
+	assert_status 0
+	assert_not_contains "$output" "graph"
+	same_weights bf16/weights.safetensors bf16-ops/weights.safetensors
+}
+
+@test "activations stored in bf16 (MP_CUDA_ACTIVATIONS=bf16): said, trained, and resumed exactly" {
+	export MP_CUDA_ACTIVATIONS=bf16
+	run train "${OPTS[@]}" --backend cuda -o whole
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16, activations in bf16; network"
+	read -r first last < <(first_last_loss whole/train.log)
+	awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "loss $first -> $last"
+	train "${OPTS[@]}" --backend cuda -q -o parts --max-steps 11
+	train -d "$D/train.db" -v "$D/val.db" -q -o parts --resume parts/last.safetensors
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
+@test "a cuda run resumed with only -d, -v, -o and --resume goes on on the device, bit for bit" {
+	train "${OPTS[@]}" --backend cuda -q -o whole
+	train "${OPTS[@]}" --backend cuda -q -o parts --max-steps 11
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_contains "$output" "--backend cuda --precision auto"
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16;"
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	assert_equal "$(cut -f1-10 parts/train.log | grep -v '^end')" "$(cut -f1-10 whole/train.log)"
+	# where there is no device, the resume says where cuda came from
+	train "${OPTS[@]}" --backend cuda -q -o gone --max-steps 3
+	run --separate-stderr env MP_CUDA_MODULE=/nonexistent "$MP_BIN/mp-train" -d "$D/train.db" \
+		-o gone --resume gone/last.safetensors -q
+	assert_status 1
+	assert_equal "$stderr" "mp-train: --backend cuda: no CUDA device (MP_CUDA_MODULE=/nonexistent: no such file) (--backend cuda --precision auto: gone/last.safetensors's run's; --backend and --precision choose others, with other arithmetic)"
+	# given, the CPU goes on, with the warning of another arithmetic
+	run --separate-stderr train -d "$D/train.db" -o gone --resume gone/last.safetensors -q --backend cpu
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: compute was \"cuda, bf16\" in gone/last.safetensors, now \"cpu, fp32\": the run will differ from an uninterrupted one"
+}
+
+@test "mp-eval --backend cuda: the device named, in fp32 the CPU's errors and probabilities" {
+	train "${OPTS[@]}" -q -o run
+	local w=run/weights.safetensors
+	evaluate -q -m $w --multiscale --scales 12,16 --probs cpu.tsv --json "$D/val.db" >cpu.json
+	run --separate-stderr evaluate -m $w --scales 12,16 --probs fp32.tsv --json \
+		--backend cuda --precision fp32 "$D/val.db"
+	assert_status 0
+	assert_equal "$(json_get <(echo "$output") 'd["backend"]')" "cuda, $DEVICE, fp32"
+	assert_equal "$(json_get <(echo "$output") 'd["combined"]')" "$(json_get cpu.json 'd["combined"]')"
+	paste fp32.tsv cpu.tsv | awk -F'\t' '
+		NR > 1 { n = NF / 2; for (i = 3; i <= n; i++) { d = $i - $(i + n); if (d < 0) d = -d
+			if (d > 1e-5) { print "line " NR ": " $i " vs " $(i + n); exit 1 } } }'
+	# bf16 by default; the list path reads ahead on its own thread
+	run evaluate -m $w --backend cuda --list "$D/val.txt" -r "$D"
+	assert_status 0
+	assert_contains "$output" "cuda, $DEVICE, bf16;"
+	assert_contains "$output" "48 images"
+}
