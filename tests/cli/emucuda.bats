@@ -18,7 +18,7 @@ DEVICE="emulated on the host by tests/emu, sm_90, 0 GiB"
 setup_file() {
 	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
 	local d=$BATS_FILE_TMPDIR/data
-	mkdir -p "$d" && cd "$d"
+	mkdir -p "$d" && cd "$d" || return
 	class_data
 }
 
@@ -40,6 +40,14 @@ same_weights() {
 	run inspect --diff "$@"
 	assert_status 0
 	assert_contains "$output" "SAME: every tensor within the tolerance"
+}
+
+# same_probs A B: two --probs files agree within 1e-5
+same_probs() {
+	[[ $(wc -l <"$1") -gt 1 && $(wc -l <"$1") == $(wc -l <"$2") ]] || fail "$1, $2: lines differ"
+	paste "$1" "$2" | awk -F'\t' '
+		NR > 1 { n = NF / 2; for (i = 3; i <= n; i++) { d = $i - $(i + n); if (d < 0) d = -d
+			if (d > 1e-5) { print "line " NR ": " $i " vs " $(i + n); exit 1 } } }'
 }
 
 # the first and the last epoch row's training loss
@@ -112,6 +120,26 @@ first_last_loss() {
 	assert_equal "$stderr" "mp-train: warning: compute was \"cuda, bf16\" in gone/last.safetensors, now \"cpu, fp32\": the run will differ from an uninterrupted one"
 }
 
+@test "SIGTERM during a cuda run's graphs: a checkpoint after the step in flight; resumed, the same bits" {
+	local slow=("${OPTS[@]}" --epochs 4 --log-every 1 --backend cuda)
+	train "${slow[@]}" -q -o whole
+	"$MP_BIN/mp-train" "${slow[@]}" -o parts >out.txt 2>err.txt &
+	local pid=$! status=0 _
+	for _ in $(seq 600); do
+		[[ -f parts/train.log && $(wc -l <parts/train.log) -ge 6 ]] && break
+		sleep 0.05
+	done
+	kill -TERM $pid
+	wait $pid || status=$?
+	assert_equal "$status" 143
+	assert_contains "$(cat err.txt)" "resume with:"
+	run inspect --verify parts/last.safetensors
+	assert_status 0
+	train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors -q
+	same_weights whole/weights.safetensors parts/weights.safetensors
+	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+}
+
 @test "mp-eval --backend cuda: the device named, in fp32 the CPU's errors and probabilities" {
 	train "${OPTS[@]}" -q -o run
 	local w=run/weights.safetensors
@@ -121,9 +149,12 @@ first_last_loss() {
 	assert_status 0
 	assert_equal "$(json_get <(echo "$output") 'd["backend"]')" "cuda, $DEVICE, fp32"
 	assert_equal "$(json_get <(echo "$output") 'd["combined"]')" "$(json_get cpu.json 'd["combined"]')"
-	paste fp32.tsv cpu.tsv | awk -F'\t' '
-		NR > 1 { n = NF / 2; for (i = 3; i <= n; i++) { d = $i - $(i + n); if (d < 0) d = -d
-			if (d > 1e-5) { print "line " NR ": " $i " vs " $(i + n); exit 1 } } }'
+	same_probs fp32.tsv cpu.tsv
+	# views of several sizes in one pass: corners, center and mirrors
+	evaluate -q -m $w --scales 14 --crops 5 --flip --probs cpu5.tsv "$D/val.db"
+	evaluate -q -m $w --scales 14 --crops 5 --flip --probs fp32-5.tsv --backend cuda \
+		--precision fp32 "$D/val.db"
+	same_probs fp32-5.tsv cpu5.tsv
 	# bf16 by default; the list path reads ahead on its own thread
 	run evaluate -m $w --backend cuda --list "$D/val.txt" -r "$D"
 	assert_status 0
