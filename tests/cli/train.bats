@@ -212,18 +212,29 @@ END
 	assert_equal "$stderr" "mp-train: old.safetensors: the run's schedule with the options given: --warmup 90: the cosine decay needs a warmup shorter than --epochs 80"
 }
 
+# edit_options IN OUT TEXT [KEY]: IN with its train.options TEXT, or with
+# their KEY set to the JSON value TEXT
+edit_options() {
+	"$PY" - "$MP_ROOT/scripts" "$@" <<'END'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+if len(sys.argv) > 5:
+    options = json.loads(meta["train.options"])
+    options[sys.argv[5]] = json.loads(sys.argv[4])
+    meta["train.options"] = json.dumps(options)
+else:
+    meta["train.options"] = sys.argv[4]
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+}
+
 @test "a resume from a checkpoint whose training options cannot be read is refused, not run with the defaults" {
 	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
 	local text
 	for text in '{"batch": 16, "warmup": Infinity}' '[16, 3]' ''; do
-		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$text" <<'END'
-import sys
-sys.path.insert(0, sys.argv[1])
-import mp_resnet
-t, meta = mp_resnet.read_safetensors(sys.argv[2])
-meta["train.options"] = sys.argv[4]
-mp_resnet.write_safetensors(sys.argv[3], t, meta)
-END
+		edit_options out/last.safetensors bad.safetensors "$text"
 		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
 		assert_status 2
 		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
@@ -233,16 +244,7 @@ END
 	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"' \
 		'checkpoint_every 0' 'keep -1' 'log_every 0.5'; do
 		read -r key value <<<"$text"
-		"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$key" "$value" <<'END'
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import mp_resnet
-t, meta = mp_resnet.read_safetensors(sys.argv[2])
-options = json.loads(meta["train.options"])
-options[sys.argv[4]] = json.loads(sys.argv[5])
-meta["train.options"] = json.dumps(options)
-mp_resnet.write_safetensors(sys.argv[3], t, meta)
-END
+		edit_options out/last.safetensors bad.safetensors "$value" "$key"
 		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
 		assert_status 2
 		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options has no valid $key: not a checkpoint of mp-train"
