@@ -1110,15 +1110,13 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 		mp_seterr(e, "%s: no images", reader_name(&ev.rd));
 		goto out;
 	}
-	/* the misses over the images, one rounding: 10 of 50 is 0.2, where
-	 * 1 - 40/50 is 0.19999999999999996 */
 	const double n = (double)r->images;
 	for (int si = 0; si < r->nscales; si++) {
-		r->scale[si].top1 = (n - ev.correct1[si]) / n;
-		r->scale[si].topk = (n - ev.correctk[si]) / n;
+		r->scale[si].top1 = mp_error_rate(ev.correct1[si], n);
+		r->scale[si].topk = mp_error_rate(ev.correctk[si], n);
 	}
-	r->top1 = (n - ev.correct1[r->nscales]) / n;
-	r->topk = (n - ev.correctk[r->nscales]) / n;
+	r->top1 = mp_error_rate(ev.correct1[r->nscales], n);
+	r->topk = mp_error_rate(ev.correctk[r->nscales], n);
 	if (write_tables(&ev, e) < 0 || out_close(&ev.probs, e) < 0)
 		goto out;
 	/* every output is complete before any replaces a file of that name */

@@ -893,8 +893,8 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 	char v[3][32];
 	if (val && val->images > 0) {
 		snprintf(v[0], 32, "%.5f", val->loss / val->images);
-		snprintf(v[1], 32, "%.5f", 1 - val->top1 / val->images);
-		snprintf(v[2], 32, "%.5f", 1 - val->top5 / val->images);
+		snprintf(v[1], 32, "%.5f", mp_error_rate(val->top1, val->images));
+		snprintf(v[2], 32, "%.5f", mp_error_rate(val->top5, val->images));
 	} else {
 		strcpy(v[0], "-");
 		strcpy(v[1], "-");
@@ -904,7 +904,7 @@ static int log_row(trainer *t, const char *kind, double epoch, const sums *s,
 	char row[512];
 	snprintf(row, sizeof row, "%s\t%.*f\t%ld\t%.6g\t%.5f\t%.5f\t%.5f\t%s\t%s\t%s\t%.1f\t%.1f\n",
 		 kind, strcmp(kind, "epoch") ? 3 : 0, epoch, t->step, t->lr, s->loss / n,
-		 1 - s->top1 / n, 1 - s->top5 / n, v[0], v[1], v[2],
+		 mp_error_rate(s->top1, n), mp_error_rate(s->top5, n), v[0], v[1], v[2],
 		 s->seconds > 0 ? s->images / s->seconds : 0, elapsed(t));
 	return log_write(t, row, e);
 }
@@ -1176,10 +1176,11 @@ static void print_epoch(const trainer *t, int epochs, long batch, const sums *s,
 		printf("end at epoch %.3f/%d", epochs + (double)batch / t->steps_per_epoch,
 		       t->o->epochs);
 	printf(": lr %.4g, loss %.4f, train error %.2f%% top-1, %.2f%% top-5", t->lr, s->loss / n,
-	       100 * (1 - s->top1 / n), 100 * (1 - s->top5 / n));
+	       100 * mp_error_rate(s->top1, n), 100 * mp_error_rate(s->top5, n));
 	if (val && val->images > 0)
 		printf("; val loss %.4f, error %.2f%% top-1, %.2f%% top-5", val->loss / val->images,
-		       100 * (1 - val->top1 / val->images), 100 * (1 - val->top5 / val->images));
+		       100 * mp_error_rate(val->top1, val->images),
+		       100 * mp_error_rate(val->top5, val->images));
 	printf("; %.0f images/s, %.0f s\n", s->seconds > 0 ? s->images / s->seconds : 0,
 	       elapsed(t));
 	fflush(stdout);
@@ -1232,8 +1233,8 @@ static int make_up_validation(trainer *t, float *images, int32_t *labels, uint64
 	int vr = validate(t, images, labels, ids, probs, &val, e);
 	if (vr != 0)
 		return vr;
-	t->r->val_top1 = 1 - val.top1 / val.images;
-	t->r->val_top5 = 1 - val.top5 / val.images;
+	t->r->val_top1 = mp_error_rate(val.top1, val.images);
+	t->r->val_top5 = mp_error_rate(val.top5, val.images);
 	if (cut_position_row(t, e) < 0 ||
 	    log_row(t, t->batch ? "end" : "epoch",
 		    t->epoch + (double)t->batch / t->steps_per_epoch, &t->epoch_sums, &val, e) < 0)
@@ -1702,7 +1703,7 @@ static int run(trainer *t, mp_error *e)
 			char extra[128];
 			snprintf(extra, sizeof extra, "loss %.4f err %.1f%%",
 				 t->epoch_sums.loss / t->epoch_sums.images,
-				 100 * (1 - t->epoch_sums.top1 / t->epoch_sums.images));
+				 100 * mp_error_rate(t->epoch_sums.top1, t->epoch_sums.images));
 			mp_progress_update(&p, (uint64_t)(t->batch * o->batch), extra);
 			if (o->stop && *o->stop)
 				stop = STOP_SIGNAL;
@@ -1735,8 +1736,8 @@ static int run(trainer *t, mp_error *e)
 					eval = 0;
 					stop = STOP_SIGNAL;
 				} else {
-					t->r->val_top1 = 1 - val.top1 / val.images;
-					t->r->val_top5 = 1 - val.top5 / val.images;
+					t->r->val_top1 = mp_error_rate(val.top1, val.images);
+					t->r->val_top5 = mp_error_rate(val.top5, val.images);
 				}
 			}
 			t->val_missed = due && !eval;
