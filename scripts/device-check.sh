@@ -24,6 +24,12 @@
 #               MP_CUDA_ACTIVATIONS=bf16
 #               on 4096 synthetic JPEGs (full build only)
 #   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
+#   gpu-programs
+#               tests/cli/emucuda.bats with the real CUDA module instead of
+#               the emulated one: mp-train and mp-eval --backend cuda on
+#               tiny data, graphs against op by op and fp32 against the
+#               CPU, resumes and a SIGTERM bit for bit (full build; bats
+#               from build/device-deps when the machine has none)
 #   bench-ours-bf16, bench-ours-fp32
 #               our training step of the reference network (depth 9,
 #               112 px, batch 128, shortcut A) on the GPU in each
@@ -737,6 +743,31 @@ elif [ "$SMOKE" = 1 ]; then
 			--warmup 1 --compile
 else
 	record bench-torch SKIP 0 "no GPU ($GPU_WHY); --cpu-smoke runs it on the CPU"
+fi
+
+# ---- the programs' own tests on the GPU ---------------------------------------------
+# tests/cli/emucuda.bats, which make test runs on a device emulated on the
+# host, here on the H200 through the real module; last, so that the
+# figures come first when the budget is short
+BATS=$(command -v bats || true)
+[ -z "$BATS" ] && [ -x "$DEPS/bats/bin/bats" ] && BATS=$DEPS/bats/bin/bats
+# shellcheck disable=SC2317 # run by optional
+gpu_programs() {
+	local log=$LOGS/gpu-programs.log
+	if run gpu-programs 150 env MP_TEST_CUDA_MODULE="$ROOT/build/lib/miniplaces/libmp-cuda.so" \
+		MP_TEST_PYTHON="$PY" MP_BIN="$ROOT/build/bin" MP_SCRIPTS="$ROOT/build/scripts" \
+		MP_ROOT="$ROOT" "$BATS" "$ROOT/tests/cli/emucuda.bats"; then
+		record gpu-programs ok "$ELAPSED" "$(grep -c '^ok' "$log") of $(grep -m1 -o '^1\.\.[0-9]*' "$log" | cut -c4-) tests"
+	else
+		record gpu-programs FAIL "$ELAPSED" "$(grep -c '^not ok' "$log") not ok; see gpu-programs.log"
+	fi
+}
+if [ "$BUILT" = full ] && [ "$GPU" = 1 ] && [ -n "$BATS" ]; then
+	optional 60 gpu_programs gpu-programs
+elif [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
+	record gpu-programs SKIP 0 "no bats (scripts/device-deps.sh carries it)"
+else
+	record gpu-programs SKIP 0 "needs the full build (scripts/device-deps.sh) and a GPU"
 fi
 
 # ---- summary ------------------------------------------------------------------------

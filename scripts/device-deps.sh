@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies the libraries the full build needs and a GPU machine may lack
 # (TurboJPEG, LMDB, cJSON: headers, shared libraries, pkg-config files with
-# a relocatable prefix) from this machine into DIR (default
+# a relocatable prefix), and bats for the programs' tests, from this machine
+# into DIR (default
 # build/device-deps), so that scripts/device-check.sh can build and run the
 # programs themselves there:
 #
@@ -25,9 +26,9 @@ case ${1:-} in
 usage: $prog [DIR]
 
 Copy TurboJPEG, LMDB and cJSON (headers, shared libraries, pkg-config files
-with a relocatable prefix) from this machine into DIR (default
-build/device-deps), for scripts/device-check.sh's full build on a machine
-that lacks them.
+with a relocatable prefix), and bats, from this machine into DIR (default
+build/device-deps), for scripts/device-check.sh's full build and the
+programs' tests on a machine that lacks them.
 EOF
 	exit 0
 	;;
@@ -82,4 +83,15 @@ copy_lib() { # PKG-CONFIG-NAME DEBIAN-PACKAGE HEADER... : the library, its heade
 copy_lib libturbojpeg libturbojpeg0-dev turbojpeg.h
 copy_lib lmdb liblmdb-dev lmdb.h
 copy_lib libcjson libcjson-dev cjson/cJSON.h
+# bats (bash scripts, which find their libraries beside themselves), for
+# the programs' own tests on the GPU (tests/cli/emucuda.bats on the device)
+if [ -x /usr/bin/bats ] && [ -d /usr/lib/bats-core ] && [ -d /usr/libexec/bats-core ]; then
+	mkdir -p "$OUT/bats/bin" "$OUT/bats/lib" "$OUT/bats/libexec"
+	cp /usr/bin/bats "$OUT/bats/bin/"
+	cp -r /usr/lib/bats-core "$OUT/bats/lib/"
+	cp -r /usr/libexec/bats-core "$OUT/bats/libexec/"
+	echo "$prog: bats $(bats --version | awk '{print $2}'): bats/bin/bats"
+else
+	echo "$prog: no bats here (Debian: bats): the GPU check will skip the programs' tests"
+fi
 du -sh "$OUT" | awk -v prog="$prog" -v out="$OUT" '{ print prog ": " $1 " in " out }'

@@ -97,6 +97,7 @@ have_nvcc() {
 	grep -Eq '^PyTorch eager \(bf16, NHWC\) +[0-9.]+ +[0-9.]+ +[0-9.]+% +- +[0-9.]+$' \
 		<(sed -n '/^evaluation (inference/,$p' res/summary.txt)
 	grep -Eq '^train-gpu +SKIP' res/summary.txt
+	grep -Eq '^gpu-programs +SKIP +0 +needs the full build' res/summary.txt
 	assert_contains "$summary" "CPU SMOKE: these numbers check the code path only"
 	# a few files; the stage logs packed
 	[[ -f res/logs.tar.gz && ! -e res/logs ]]
@@ -110,7 +111,7 @@ have_nvcc() {
 	grep -Eq '^ +conv2d_backward +[0-9.]+ ms' logs/bench-ours-fp32-ops.log
 }
 
-@test "device-deps: the three libraries with relocatable pkg-config files" {
+@test "device-deps: the three libraries with relocatable pkg-config files, and bats" {
 	run bash "$MP_ROOT/scripts/device-deps.sh" deps
 	assert_status 0
 	for lib in libturbojpeg lmdb libcjson; do
@@ -123,6 +124,11 @@ have_nvcc() {
 	assert_contains "$output" "-I$PWD/moved/lib/pkgconfig/../../include"
 	assert_contains "$output" "-llmdb"
 	[[ -e moved/lib/liblmdb.so && -e moved/lib/libturbojpeg.so.0 && -e moved/lib/libcjson.so.1 ]]
+	# bats, moved too, runs a test file from its copy
+	printf '@test "t" { true; }\n' >t.bats
+	run moved/bats/bin/bats t.bats
+	assert_status 0
+	assert_contains "$output" "ok 1 t"
 }
 
 @test "test_cuda_ops --harness-check: its own logic on the CPU stand-in, the bf16-storage pass too" {

@@ -1,19 +1,20 @@
 #!/usr/bin/env bats
-# mp-train and mp-eval with --backend cuda, on a device emulated on the host:
-# MP_CUDA_MODULE names tests/emu/emu_module.c's module, the CUDA backend's
-# kernels and operations run on the host (tests/emu/), with graphs and
-# copies ahead from tests/graph_recorder.h. What only a GPU run of the
-# programs reaches runs here: the device's description and precision, the
-# training step recorded and launched as a graph with two input slots and
-# the next batch copied ahead, a cuda run's checkpoints and resume, and
-# mp-eval on the device. cuDNN, cuBLAS, streams and speed are not this.
+# mp-train and mp-eval with --backend cuda, by default on a device emulated
+# on the host: MP_CUDA_MODULE names tests/emu/emu_module.c's module, the
+# CUDA backend's kernels and operations run on the host (tests/emu/), with
+# graphs and copies ahead from tests/graph_recorder.h. What only a GPU run
+# of the programs reaches runs here: the device's description and
+# precision, the training step recorded and launched as a graph with two
+# input slots and the next batch copied ahead, a cuda run's checkpoints and
+# resume, and mp-eval on the device. cuDNN, cuBLAS, streams and speed are
+# not this. On a GPU, MP_TEST_CUDA_MODULE=build/lib/miniplaces/libmp-cuda.so
+# runs the same tests on the device (scripts/device-check.sh does).
 
 # the emulated kernels run thread after thread
 BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-180}
 load helpers
 
-MODULE=$MP_BIN/../tests/emu/libmp-cuda-emu.so
-DEVICE="emulated on the host by tests/emu, sm_90, 0 GiB"
+MODULE=${MP_TEST_CUDA_MODULE:-$MP_BIN/../tests/emu/libmp-cuda-emu.so}
 
 setup_file() {
 	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
@@ -27,6 +28,9 @@ setup() {
 		skip "this build has no CUDA backend, so no emulated device"
 	[[ -f $MODULE ]] || fail "$MODULE is missing (make unit-tests builds it)"
 	export MP_CUDA_MODULE=$MODULE
+	# the device as the backend names it: "NAME, sm_XY, N GiB"
+	DEVICE=$("$MP_BIN/mp-train" -V | sed -n 's/^cuda: [0-9]* CUDA device(s); device 0: //p')
+	[[ -n $DEVICE ]] || fail "no CUDA device through $MODULE: $("$MP_BIN/mp-train" -V | tail -1)"
 	D=$BATS_FILE_TMPDIR/data
 	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
 	OPTS=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --epochs 2 --log-every 2)
@@ -121,7 +125,10 @@ first_last_loss() {
 }
 
 @test "SIGTERM during a cuda run's graphs: a checkpoint after the step in flight; resumed, the same bits" {
-	local slow=("${OPTS[@]}" --epochs 4 --log-every 1 --backend cuda)
+	# long enough on a GPU for the signal to come before the end
+	local epochs=4
+	[[ $DEVICE == emulated* ]] || epochs=400
+	local slow=("${OPTS[@]}" --epochs $epochs --log-every 1 --eval-every 0 --backend cuda)
 	train "${slow[@]}" -q -o whole
 	"$MP_BIN/mp-train" "${slow[@]}" -o parts >out.txt 2>err.txt &
 	local pid=$! status=0 _

@@ -13,8 +13,11 @@ BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-60}
 : "${MP_SCRIPTS:=$MP_ROOT/build/scripts}"
 
 # The system Python carries PIL and numpy (python3-pil, python3-numpy); a
-# python3 found first on PATH may not.
-if [[ -x /usr/bin/python3 ]]; then
+# python3 found first on PATH may not. MP_TEST_PYTHON chooses another (a GPU
+# machine's, say).
+if [[ -n ${MP_TEST_PYTHON:-} ]]; then
+	PY=$MP_TEST_PYTHON
+elif [[ -x /usr/bin/python3 ]]; then
 	PY=/usr/bin/python3
 else
 	PY=python3
