@@ -77,7 +77,8 @@ typedef struct {
 typedef struct {
 	const mp_train_opts *o; /* &opts */
 	mp_train_opts opts;	/* the caller's, with --resume those not given the checkpoint's */
-	char options_taken[512]; /* --resume: those options, as the command line gives them */
+	char options_taken[512 + PATH_LEN]; /* --resume: those options, as the command line gives them */
+	char log_taken[PATH_LEN]; /* --resume: the run's --log, when it gave one */
 	mp_train_result *r;
 	mp_backend *be;
 	mp_resnet *net;
@@ -513,6 +514,14 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 	cJSON_AddNumberToObject(j, "checkpoint_every", o->checkpoint_every);
 	cJSON_AddNumberToObject(j, "keep", o->keep);
 	cJSON_AddNumberToObject(j, "log_every", o->log_every);
+	/* a --log given, made absolute, so that a resume from elsewhere finds
+	 * it (the default follows OUT_DIR wherever it moves) */
+	char log[PATH_LEN];
+	if (o->log_path && strcmp(o->log_path, "-") &&
+	    mp_canonical_path(o->log_path, log, sizeof log) == 0)
+		cJSON_AddStringToObject(j, "log", log);
+	else if (o->log_path)
+		cJSON_AddStringToObject(j, "log", o->log_path);
 	char *s = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
 	return s;
@@ -539,7 +548,8 @@ static void compare_options(const char *path, const char *stored, const char *no
 		if (!strcmp(x->string, "backend") || !strcmp(x->string, "precision"))
 			continue; /* what they asked for: compute says what it gave */
 		if (!strcmp(x->string, "eval_every") || !strcmp(x->string, "checkpoint_every") ||
-		    !strcmp(x->string, "keep") || !strcmp(x->string, "log_every"))
+		    !strcmp(x->string, "keep") || !strcmp(x->string, "log_every") ||
+		    !strcmp(x->string, "log"))
 			continue; /* what the run writes, not what it computes */
 		cJSON *y = cJSON_GetObjectItemCaseSensitive(a, x->string);
 		/* not recorded by the earlier versions that wrote no such key */
@@ -602,7 +612,7 @@ static const stored_option stored_options[] = {
  * warns). A checkpoint written before a key was stored keeps the default.
  * taken gets the options taken, as a command line gives them. */
 static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *taken,
-				   size_t taken_size, mp_error *e)
+				   size_t taken_size, char *log, size_t log_size, mp_error *e)
 {
 	const char *text = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS);
 	if (!text)
@@ -685,6 +695,18 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 		*named[i].field = *name;
 		snprintf(taken + strlen(taken), taken_size - strlen(taken), " %s %s",
 			 named[i].option, *name);
+	}
+	/* the run's --log (log is the caller's, which outlives j) */
+	v = cJSON_GetObjectItemCaseSensitive(j, "log");
+	if (!bad[0] && v && !(given & MP_TRAIN_OPT_LOG)) {
+		if (!cJSON_IsString(v) || !v->valuestring[0] ||
+		    strlen(v->valuestring) >= log_size) {
+			snprintf(bad, sizeof bad, "log");
+		} else {
+			snprintf(log, log_size, "%s", v->valuestring);
+			o->log_path = log;
+			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --log %s", log);
+		}
 	}
 	v = cJSON_GetObjectItemCaseSensitive(j, "seed");
 	if (!bad[0] && v && !(given & MP_TRAIN_OPT_SEED)) {
@@ -1434,7 +1456,8 @@ static int setup(trainer *t, mp_error *e)
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
 		    options_from_checkpoint(&t->opts, &t->ckpt, t->options_taken,
-					    sizeof t->options_taken, e) < 0 ||
+					    sizeof t->options_taken, t->log_taken,
+					    sizeof t->log_taken, e) < 0 ||
 		    resumed_schedule_check(&t->opts, e) < 0)
 			return MP_TRAIN_BAD_SETUP;
 	}

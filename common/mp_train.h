@@ -62,6 +62,7 @@ enum {
 	MP_TRAIN_OPT_CHECKPOINT_EVERY = 1 << 16,
 	MP_TRAIN_OPT_KEEP = 1 << 17,
 	MP_TRAIN_OPT_LOG_EVERY = 1 << 18,
+	MP_TRAIN_OPT_LOG = 1 << 19,
 };
 
 typedef struct {

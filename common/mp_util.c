@@ -556,8 +556,7 @@ int mp_write_output(const char *path, const void *buf, size_t len, mp_error *e)
 	return mp_write_file_atomic(target, buf, len, e);
 }
 
-/* path's directory, made canonical, and its last name, in out */
-static int canonical_path(const char *path, char *out, size_t n)
+int mp_canonical_path(const char *path, char *out, size_t n)
 {
 	const char *slash = strrchr(path, '/');
 	char dir[PATH_MAX], real[PATH_MAX];
@@ -585,7 +584,7 @@ int mp_same_file(const char *a, const char *b)
 	if (ha || hb)
 		return ha && hb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 	char ca[PATH_MAX + NAME_MAX + 2], cb[PATH_MAX + NAME_MAX + 2];
-	if (canonical_path(a, ca, sizeof ca) < 0 || canonical_path(b, cb, sizeof cb) < 0)
+	if (mp_canonical_path(a, ca, sizeof ca) < 0 || mp_canonical_path(b, cb, sizeof cb) < 0)
 		return !strcmp(a, b);
 	return !strcmp(ca, cb);
 }

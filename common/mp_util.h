@@ -134,6 +134,11 @@ int mp_remove_tree(const char *path);
 /* Whether paths a and b name the same file: the same device and inode
  * where both exist, else the same directory (after links) and name. */
 int mp_same_file(const char *a, const char *b);
+
+/* path's directory, made canonical (absolute, without links), and its last
+ * name, in out; the file itself need not exist. -1 when the directory does
+ * not exist or out is too short. */
+int mp_canonical_path(const char *path, char *out, size_t n);
 /* Whether path names standard output: "-", or the file descriptor 1 is
  * open on under another name (/dev/stdout, /dev/fd/1, the file it is
  * redirected to), unless that is a character device such as /dev/null or

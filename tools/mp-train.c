@@ -400,7 +400,10 @@ int main(int argc, char **argv)
 		case OPT_MAX_STEPS:
 			bad = mp_parse_long("--max-steps", optarg, 1, 0x7fffffffffffffffL, &o.max_steps);
 			break;
-		case OPT_LOG: bad = mp_parse_path("--log", optarg, &o.log_path); break;
+		case OPT_LOG:
+			bad = mp_parse_path("--log", optarg, &o.log_path);
+			o.train_given |= MP_TRAIN_OPT_LOG;
+			break;
 		case OPT_LOG_EVERY:
 			bad = parse_int("--log-every", optarg, 0, 1000000000, &o.log_every);
 			o.train_given |= MP_TRAIN_OPT_LOG_EVERY;

@@ -160,17 +160,22 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	assert_equal "$stderr" "mp-train: --scale-min 12 and --scale-max 16: need crop 14 <= min <= max (from more/last.safetensors)"
 }
 
-@test "a resumed run writes what the run did: its --eval-every, --checkpoint-every, --keep and --log-every" {
+@test "a resumed run writes what the run did: its --eval-every, --checkpoint-every, --keep, --log-every and --log" {
 	local writes=(--epochs 4 --eval-every 2 --checkpoint-every 2 --keep 1 --log-every 3)
 	train "${OPTS[@]}" "${writes[@]}" -q -o whole
-	train "${OPTS[@]}" "${writes[@]}" -q -o parts --max-steps 11
-	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
+	train "${OPTS[@]}" "${writes[@]}" -q -o parts --max-steps 11 --log parts.tsv
+	# resumed from another directory: the log given as a relative path goes on
+	mkdir elsewhere
+	run --separate-stderr bash -c 'cd elsewhere && "$0" -d "$1/train.db" -v "$1/val.db" -o ../parts \
+		--resume ../parts/last.safetensors' "$MP_BIN/mp-train" "$D"
 	assert_status 0
 	assert_equal "$stderr" ""
 	assert_contains "$output" "--eval-every 2 --checkpoint-every 2 --keep 1 --log-every 3"
+	assert_contains "$output" "--log $PWD/parts.tsv"
 	same_weights whole/weights.safetensors parts/weights.safetensors
 	# the same rows (validation every second epoch, a row every 3 steps)
-	assert_equal "$(grep -v '^end' parts/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+	assert_equal "$(grep -v '^end' parts.tsv | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+	[[ ! -e parts/train.log && ! -e elsewhere/parts.tsv ]]
 	# and the same checkpoints kept
 	assert_equal "$(cd parts && ls checkpoint-*)" "$(cd whole && ls checkpoint-*)"
 	# given, they are the option's, without a warning: the weights do not change
@@ -242,7 +247,7 @@ END
 	# a value the command line would refuse, named
 	local key value
 	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"' \
-		'checkpoint_every 0' 'keep -1' 'log_every 0.5'; do
+		'checkpoint_every 0' 'keep -1' 'log_every 0.5' 'log ""' 'log 7'; do
 		read -r key value <<<"$text"
 		edit_options out/last.safetensors bad.safetensors "$value" "$key"
 		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
