@@ -107,6 +107,22 @@ static mp_backend *set_precision(mp_backend *be, const char *precision, char *de
 	return be;
 }
 
+/* Whether why, the CUDA backend's reason for not opening, is a variable of
+ * the environment set to a value the backend does not take
+ * ("MP_CUDA_GRAPH=yes: expected 0 or 1"): a setting to correct, which auto
+ * must not take for a device it cannot use and go on on the CPU. */
+static int bad_setting(const char *why)
+{
+	const char *eq = strchr(why, '=');
+	char name[64];
+	if (strncmp(why, "MP_", 3) || !eq || (size_t)(eq - why) >= sizeof name)
+		return 0;
+	memcpy(name, why, (size_t)(eq - why));
+	name[eq - why] = '\0';
+	const char *v = getenv(name);
+	return v && !strncmp(eq + 1, v, strlen(v)) && eq[1 + strlen(v)] == ':';
+}
+
 static mp_backend *open_backend(const char *name, int threads, char *desc, size_t n,
 				mp_error *e)
 {
@@ -121,6 +137,10 @@ static mp_backend *open_backend(const char *name, int threads, char *desc, size_
 			mp_backend *be = open_cuda(desc, n, why, sizeof why);
 			if (be)
 				return be;
+			if (bad_setting(why)) {
+				mp_seterr(e, "--backend auto: %s", why);
+				return NULL;
+			}
 		}
 		mp_backend *be = open_cpu(0, threads, desc, n, e);
 		size_t used = strlen(desc);

@@ -161,3 +161,17 @@ first_last_loss() {
 	assert_contains "$output" "cuda, $DEVICE, bf16;"
 	assert_contains "$output" "48 images"
 }
+
+@test "--backend auto with a device: a CUDA variable set to a value the backend does not take exits 1, it does not go on on the CPU" {
+	run --separate-stderr env MP_CUDA_GRAPH=yes "$MP_BIN/mp-eval" -m /nonexistent --backend auto "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: --backend auto: MP_CUDA_GRAPH=yes: expected 0 or 1"
+	run --separate-stderr env MP_CUDA_ACTIVATIONS=bf61 "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto -o run
+	assert_status 1
+	assert_equal "$stderr" "mp-train: --backend auto: MP_CUDA_ACTIVATIONS=bf61: expected float or bf16"
+	[[ ! -e run ]]
+	# empty is the default
+	run env MP_CUDA_GRAPH= "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto --max-steps 1 -o ok
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16;"
+}
