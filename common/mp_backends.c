@@ -47,9 +47,10 @@ static mp_backend *open_cuda(char *desc, size_t n, char *why, size_t wn)
 #endif
 }
 
-/* Sets be's precision by name and adds it to desc; frees be on failure. */
-static mp_backend *set_precision(mp_backend *be, const char *precision, char *desc, size_t n,
-				 mp_error *e)
+/* Sets be's precision by name and adds it to desc; frees be on failure.
+ * name is the --backend asked for, which a refusal names. */
+static mp_backend *set_precision(mp_backend *be, const char *name, const char *precision,
+				 char *desc, size_t n, mp_error *e)
 {
 	if (!be)
 		return NULL;
@@ -58,8 +59,14 @@ static mp_backend *set_precision(mp_backend *be, const char *precision, char *de
 	int bf16 = 0;
 	if (!strcmp(precision, "bf16")) {
 		if (!be->ops->set_precision) {
-			mp_seterr(e, "--precision bf16: the %s backend computes in fp32 only "
-				     "(bf16 needs --backend cuda)", be->ops->name);
+			/* auto's choice says why it is not cuda */
+			const char *why = strstr(desc, " (");
+			if (!strcmp(name, "auto"))
+				mp_seterr(e, "--precision bf16: --backend auto chose %s%s, which "
+					     "computes in fp32 only", be->ops->name, why ? why : "");
+			else
+				mp_seterr(e, "--precision bf16: the %s backend computes in fp32 "
+					     "only (bf16 needs --backend cuda)", name);
 			mp_backend_free(be);
 			return NULL;
 		}
@@ -172,7 +179,7 @@ mp_backend *mp_backend_open(const char *name, int threads, const char *precision
 {
 	if (n)
 		desc[0] = '\0';
-	return set_precision(open_backend(name, threads, desc, n, e), precision, desc, n, e);
+	return set_precision(open_backend(name, threads, desc, n, e), name, precision, desc, n, e);
 }
 
 void mp_backend_arithmetic(const char *desc, char *buf, size_t n)
