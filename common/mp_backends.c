@@ -47,9 +47,10 @@ static mp_backend *open_cuda(char *desc, size_t n, char *why, size_t wn)
 #endif
 }
 
-/* Sets be's precision by name and adds it to desc; frees be on failure. */
-static mp_backend *set_precision(mp_backend *be, const char *precision, char *desc, size_t n,
-				 mp_error *e)
+/* Sets be's precision by name and adds it to desc; frees be on failure.
+ * name is the --backend asked for, which a refusal names. */
+static mp_backend *set_precision(mp_backend *be, const char *name, const char *precision,
+				 char *desc, size_t n, mp_error *e)
 {
 	if (!be)
 		return NULL;
@@ -58,8 +59,14 @@ static mp_backend *set_precision(mp_backend *be, const char *precision, char *de
 	int bf16 = 0;
 	if (!strcmp(precision, "bf16")) {
 		if (!be->ops->set_precision) {
-			mp_seterr(e, "--precision bf16: the %s backend computes in fp32 only "
-				     "(bf16 needs --backend cuda)", be->ops->name);
+			/* auto's choice says why it is not cuda */
+			const char *why = strstr(desc, " (");
+			if (!strcmp(name, "auto"))
+				mp_seterr(e, "--precision bf16: --backend auto chose %s%s, which "
+					     "computes in fp32 only", be->ops->name, why ? why : "");
+			else
+				mp_seterr(e, "--precision bf16: the %s backend computes in fp32 "
+					     "only (bf16 needs --backend cuda)", name);
 			mp_backend_free(be);
 			return NULL;
 		}
@@ -107,6 +114,22 @@ static mp_backend *set_precision(mp_backend *be, const char *precision, char *de
 	return be;
 }
 
+/* Whether why, the CUDA backend's reason for not opening, is a variable of
+ * the environment set to a value the backend does not take
+ * ("MP_CUDA_GRAPH=yes: expected 0 or 1"): a setting to correct, which auto
+ * must not take for a device it cannot use and go on on the CPU. */
+static int bad_setting(const char *why)
+{
+	const char *eq = strchr(why, '=');
+	char name[64];
+	if (strncmp(why, "MP_", 3) || !eq || (size_t)(eq - why) >= sizeof name)
+		return 0;
+	memcpy(name, why, (size_t)(eq - why));
+	name[eq - why] = '\0';
+	const char *v = getenv(name);
+	return v && !strncmp(eq + 1, v, strlen(v)) && eq[1 + strlen(v)] == ':';
+}
+
 static mp_backend *open_backend(const char *name, int threads, char *desc, size_t n,
 				mp_error *e)
 {
@@ -121,6 +144,10 @@ static mp_backend *open_backend(const char *name, int threads, char *desc, size_
 			mp_backend *be = open_cuda(desc, n, why, sizeof why);
 			if (be)
 				return be;
+			if (bad_setting(why)) {
+				mp_seterr(e, "--backend auto: %s", why);
+				return NULL;
+			}
 		}
 		mp_backend *be = open_cpu(0, threads, desc, n, e);
 		size_t used = strlen(desc);
@@ -152,7 +179,7 @@ mp_backend *mp_backend_open(const char *name, int threads, const char *precision
 {
 	if (n)
 		desc[0] = '\0';
-	return set_precision(open_backend(name, threads, desc, n, e), precision, desc, n, e);
+	return set_precision(open_backend(name, threads, desc, n, e), name, precision, desc, n, e);
 }
 
 void mp_backend_arithmetic(const char *desc, char *buf, size_t n)

@@ -168,3 +168,39 @@ first_last_loss() {
 	assert_contains "$output" "cuda, $DEVICE, bf16;"
 	assert_contains "$output" "48 images"
 }
+
+@test "--backend auto with a device: a CUDA variable set to a value the backend does not take exits 1, it does not go on on the CPU" {
+	run --separate-stderr env MP_CUDA_GRAPH=yes "$MP_BIN/mp-eval" -m /nonexistent --backend auto "$D/val.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: --backend auto: MP_CUDA_GRAPH=yes: expected 0 or 1"
+	run --separate-stderr env MP_CUDA_ACTIVATIONS=bf61 "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto -o run
+	assert_status 1
+	assert_equal "$stderr" "mp-train: --backend auto: MP_CUDA_ACTIVATIONS=bf61: expected float or bf16"
+	[[ ! -e run ]]
+	# empty is the default
+	run env MP_CUDA_GRAPH= "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto --max-steps 1 -o ok
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, $DEVICE, bf16;"
+}
+
+@test "batches that do not divide the images: mp-eval's recorded passes and mp-train's validation, the same bits as op by op" {
+	# 48 images in 10s: the last pass of each view size is a new shape
+	# (8 images), after graphs of 10 at three sizes; the outputs as the CPU's
+	train "${OPTS[@]}" -q -o run --max-steps 2
+	local w=run/weights.safetensors v=(--scales 12,16,20 --flip --batch 10)
+	evaluate -q -m $w "${v[@]}" --probs cpu.tsv --submission cpu.sub --per-class cpu.cls \
+		--confusion cpu.conf "$D/val.db"
+	evaluate -q -m $w "${v[@]}" --backend cuda --precision fp32 --probs cuda.tsv \
+		--submission cuda.sub --per-class cuda.cls --confusion cuda.conf "$D/val.db"
+	MP_CUDA_GRAPH=0 evaluate -q -m $w "${v[@]}" --backend cuda --precision fp32 \
+		--probs ops.tsv "$D/val.db"
+	cmp cuda.tsv ops.tsv
+	same_probs cuda.tsv cpu.tsv
+	for f in sub cls conf; do cmp cpu.$f cuda.$f; done
+	# validation in batches of 20, 20 and 8 between epochs of 20s
+	local b20=("${OPTS[@]}" --batch 20 --backend cuda --precision fp32 -q)
+	train "${b20[@]}" -o graphs
+	MP_CUDA_GRAPH=0 train "${b20[@]}" -o ops
+	same_weights graphs/weights.safetensors ops/weights.safetensors
+	assert_equal "$(cut -f1-10 graphs/train.log)" "$(cut -f1-10 ops/train.log)"
+}

@@ -579,7 +579,15 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 		assert_status 0
 		assert_contains "$output" "; cpu, "
 		assert_contains "$output" " ("
+		# bf16 then is refused with auto's reason, not a hint to ask for cuda
+		run --separate-stderr ev "${W[@]}" --backend auto --precision bf16 "$D/val.db"
+		assert_status 1
+		assert_contains "$stderr" "mp-eval: --precision bf16: --backend auto chose cpu ("
+		assert_contains "$stderr" "), which computes in fp32 only"
 	fi
+	run ev "${W[@]}" --backend cpu-ref --precision bf16 "$D/val.db"
+	assert_status 1
+	assert_contains "$output" "mp-eval: --precision bf16: the cpu-ref backend computes in fp32 only"
 	# bf16 needs the CUDA backend; fp32 is named in the summary
 	run ev "${W[@]}" --precision bf16 "$D/val.db"
 	assert_status 1

@@ -909,7 +909,7 @@ txn.put(b"meta", bytes(v))'
 	[[ ! -e out/weights.safetensors ]]
 	run train "${OPTS[@]}" --epochs 1 -o out2 --backend cpu-ref --precision bf16
 	assert_status 1
-	assert_contains "$output" "the cpu backend computes in fp32 only"
+	assert_contains "$output" "the cpu-ref backend computes in fp32 only"
 	for p in fp32 auto; do
 		run train "${OPTS[@]}" --epochs 1 -o "out-$p" --precision "$p" --max-steps 1
 		assert_status 0
