@@ -1278,8 +1278,8 @@ static int loader_threads(const trainer *t)
 		return t->o->loader_threads;
 	if (strcmp(t->be->ops->name, "cuda") != 0)
 		return 2;
-	const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	return cores - 2 < 2 ? 2 : cores - 2 > 64 ? 64 : (int)(cores - 2);
+	const int cores = mp_cpu_count();
+	return cores - 2 < 2 ? 2 : cores - 2 > 64 ? 64 : cores - 2;
 }
 
 /* Returns MP_TRAIN_DONE, MP_TRAIN_BAD_SETUP (data that does not fit the

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -838,4 +839,13 @@ void mp_progress_done(mp_progress *p)
 		fputs("\r\033[K", stderr);
 		fflush(stderr);
 	}
+}
+
+int mp_cpu_count(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	const long online = sysconf(_SC_NPROCESSORS_ONLN);
+	return online > 0 ? (online > INT_MAX ? INT_MAX : (int)online) : 1;
 }

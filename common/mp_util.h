@@ -139,6 +139,10 @@ int mp_same_file(const char *a, const char *b);
  * name, in out; the file itself need not exist. -1 when the directory does
  * not exist or out is too short. */
 int mp_canonical_path(const char *path, char *out, size_t n);
+
+/* The CPUs this process may run on (its affinity: taskset, a container's
+ * cpuset), as nproc counts them; the online ones where that is unknown. */
+int mp_cpu_count(void);
 /* Whether path names standard output: "-", or the file descriptor 1 is
  * open on under another name (/dev/stdout, /dev/fd/1, the file it is
  * redirected to), unless that is a character device such as /dev/null or

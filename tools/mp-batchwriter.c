@@ -52,7 +52,7 @@ static void help(void)
 	       "      --macrobatch N     records per macrobatch (default 1024)\n"
 	       "      --shuffle          shuffle the list first (see --seed)\n"
 	       "      --seed S           shuffle seed (default 1)\n"
-	       "  -j, --jobs N           worker threads (default: CPU count)\n"
+	       "  -j, --jobs N           worker threads (default: the CPUs it may use)\n"
 	       "      --skip-bad         skip unreadable images, count and list them\n"
 	       "      --max-pixels N     refuse larger images (default 67108864)\n"
 	       "      --input-stream     pack a stream read from stdin into -o DB\n"
@@ -194,7 +194,7 @@ int main(int argc, char **argv)
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	const char *root = NULL, *out = NULL, *cats = NULL;
 	long classes = 0, size = 128, pad = 0, quality = 95, macrobatch = 1024;
-	long seed = 1, jobs = sysconf(_SC_NPROCESSORS_ONLN), max_pixels = 1L << 26;
+	long seed = 1, jobs = mp_cpu_count(), max_pixels = 1L << 26;
 	long map_size = (long)MP_DB_DEFAULT_MAP;
 	int fit = MP_FIT_PAD, fill = MP_FILL_MEAN, store = MP_STORE_KEEP;
 	int shuffle = 0, skip_bad = 0, input_stream = 0, force = 0, quiet = 0;

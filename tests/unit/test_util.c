@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -433,6 +434,24 @@ static void a_link_moved_on_is_followed_to_its_new_file(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* the CPUs the process may use, not those online: taskset -c 0 is one */
+static void cpu_count_is_the_affinitys(void **state)
+{
+	(void)state;
+	cpu_set_t all, one;
+	assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+	assert_int_equal(mp_cpu_count(), CPU_COUNT(&all));
+	int first = 0;
+	while (!CPU_ISSET(first, &all))
+		first++;
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+	const int counted = mp_cpu_count();
+	assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+	assert_int_equal(counted, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +466,7 @@ int main(void)
 		cmocka_unit_test(links_are_followed_to_the_file_they_name),
 		cmocka_unit_test(stdout_by_another_name),
 		cmocka_unit_test(a_link_moved_on_is_followed_to_its_new_file),
+		cmocka_unit_test(cpu_count_is_the_affinitys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
