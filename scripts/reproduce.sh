@@ -135,7 +135,8 @@ fi
 eval_json() {
 	local out=$1
 	shift
-	if "$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --json "$@" >"$out.tmp"; then
+	if "$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --backend auto --json "$@" \
+		>"$out.tmp"; then
 		mv -f "$out.tmp" "$out"
 	else
 		rm -f "$out.tmp"
@@ -159,7 +160,7 @@ if [ -x "$bin/mp-eval" ]; then
 	# the figures the recipe is judged by (about 17.5% and 14.6% top-5)
 	echo "validation error, single scale: $(errors "$work/eval-single.json")"
 	echo "validation error, multiscale:   $(errors "$work/eval-multiscale.json")"
-	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --multiscale \
+	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --backend auto --multiscale \
 		--submission "$work/submission.txt"
 	echo "single scale: $work/eval-single.json; multiscale: $work/eval-multiscale.json"
 	echo "submission: $work/submission.txt"

@@ -58,6 +58,19 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_contains "$output" "training is done"
 }
 
+@test "reproduce.sh trains and evaluates on a GPU where there is one (an emulated device here)" {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || skip "this build has no CUDA backend"
+	export MP_CUDA_MODULE=$MP_BIN/../tests/emu/libmp-cuda-emu.so
+	kit mp
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}" --epochs 1
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, emulated on the host"
+	for f in eval-single eval-multiscale; do
+		assert_contains "$(json_get work/$f.json 'd["backend"]')" "cuda, emulated on the host"
+	done
+	assert_equal "$(wc -l <work/submission.txt)" 10
+}
+
 @test "reproduce.sh resumes a stopped run, and takes lists from data/ as the kit has them" {
 	kit mp
 	mkdir mp/data && mv mp/*.txt mp/data/
