@@ -91,6 +91,34 @@ enum {
 	OPT_MAX_STEPS, OPT_LOG, OPT_LOG_EVERY,
 };
 
+/* The options a resumed run takes from the checkpoint's run when they are
+ * not given (mp_train_opts.train_given). */
+static const struct {
+	int opt;
+	unsigned bit;
+} resumable[] = {
+	{OPT_SCALE_MIN, MP_TRAIN_OPT_SCALE_MIN},
+	{OPT_SCALE_MAX, MP_TRAIN_OPT_SCALE_MAX},
+	{OPT_BATCH, MP_TRAIN_OPT_BATCH},
+	{OPT_EPOCHS, MP_TRAIN_OPT_EPOCHS},
+	{OPT_LR, MP_TRAIN_OPT_LR},
+	{OPT_MOMENTUM, MP_TRAIN_OPT_MOMENTUM},
+	{OPT_WD, MP_TRAIN_OPT_WD},
+	{OPT_SMOOTHING, MP_TRAIN_OPT_SMOOTHING},
+	{OPT_POLICY, MP_TRAIN_OPT_POLICY},
+	{OPT_SCHEDULE, MP_TRAIN_OPT_SCHEDULE},
+	{OPT_GAMMA, MP_TRAIN_OPT_GAMMA},
+	{OPT_WARMUP, MP_TRAIN_OPT_WARMUP},
+	{OPT_EVAL_EVERY, MP_TRAIN_OPT_EVAL_EVERY},
+	{OPT_CKPT_EVERY, MP_TRAIN_OPT_CHECKPOINT_EVERY},
+	{OPT_KEEP, MP_TRAIN_OPT_KEEP},
+	{OPT_SEED, MP_TRAIN_OPT_SEED},
+	{OPT_BACKEND, MP_TRAIN_OPT_BACKEND},
+	{OPT_PRECISION, MP_TRAIN_OPT_PRECISION},
+	{OPT_LOG, MP_TRAIN_OPT_LOG},
+	{OPT_LOG_EVERY, MP_TRAIN_OPT_LOG_EVERY},
+};
+
 static const struct option long_opts[] = {
 	{"train", required_argument, NULL, 'd'},
 	{"val", required_argument, NULL, 'v'},
@@ -307,11 +335,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_SCALE_MIN:
 			bad = parse_int("--scale-min", optarg, 1, 65535, &o.scale_min);
-			o.train_given |= MP_TRAIN_OPT_SCALE_MIN;
 			break;
 		case OPT_SCALE_MAX:
 			bad = parse_int("--scale-max", optarg, 1, 65535, &o.scale_max);
-			o.train_given |= MP_TRAIN_OPT_SCALE_MAX;
 			break;
 		case OPT_MEAN:
 			bad = mp_parse_double_list("--mean", optarg, 0, 255, o.net.mean, 3, 3) < 0;
@@ -319,33 +345,26 @@ int main(int argc, char **argv)
 			break;
 		case OPT_BATCH:
 			bad = parse_int("--batch", optarg, 2, 65536, &o.batch);
-			o.train_given |= MP_TRAIN_OPT_BATCH;
 			break;
 		case OPT_EPOCHS:
 			bad = parse_int("--epochs", optarg, 1, 1000000, &o.epochs);
-			o.train_given |= MP_TRAIN_OPT_EPOCHS;
 			break;
 		case OPT_LR:
 			bad = mp_parse_double("--lr", optarg, 1e-12, 1e12, &o.lr);
-			o.train_given |= MP_TRAIN_OPT_LR;
 			break;
 		case OPT_MOMENTUM:
 			bad = mp_parse_double("--momentum", optarg, 0, 0.999999, &o.momentum);
-			o.train_given |= MP_TRAIN_OPT_MOMENTUM;
 			break;
 		case OPT_WD:
 			bad = mp_parse_double("--wd", optarg, 0, 1, &o.wd);
-			o.train_given |= MP_TRAIN_OPT_WD;
 			break;
 		case OPT_SMOOTHING:
 			bad = mp_parse_double("--label-smoothing", optarg, 0, 0.999, &o.smoothing);
-			o.train_given |= MP_TRAIN_OPT_SMOOTHING;
 			break;
 		case OPT_POLICY:
 			n = mp_parse_keyword("--lr-policy", optarg, policies);
 			bad = n < 0;
 			o.schedule.policy = n == 1 ? MP_LR_COSINE : MP_LR_STEP;
-			o.train_given |= MP_TRAIN_OPT_POLICY;
 			break;
 		case OPT_SCHEDULE:
 			if (!strcmp(optarg, "none")) {
@@ -354,44 +373,35 @@ int main(int argc, char **argv)
 				mp_warnx("--schedule: %s", e.msg);
 				bad = 1;
 			}
-			o.train_given |= MP_TRAIN_OPT_SCHEDULE;
 			break;
 		case OPT_GAMMA:
 			bad = mp_parse_double("--gamma", optarg, 1e-9, 1, &o.schedule.gamma);
-			o.train_given |= MP_TRAIN_OPT_GAMMA;
 			break;
 		case OPT_WARMUP:
 			bad = mp_parse_double("--warmup", optarg, 0, 1e6, &o.schedule.warmup);
-			o.train_given |= MP_TRAIN_OPT_WARMUP;
 			break;
 		case OPT_RESUME: bad = mp_parse_path("--resume", optarg, &o.resume); break;
 		case OPT_FORCE: o.force = 1; break;
 		case OPT_EVAL_EVERY:
 			bad = parse_int("--eval-every", optarg, 0, 1000000, &o.eval_every);
-			o.train_given |= MP_TRAIN_OPT_EVAL_EVERY;
 			break;
 		case OPT_CKPT_EVERY:
 			bad = parse_int("--checkpoint-every", optarg, 1, 1000000, &o.checkpoint_every);
-			o.train_given |= MP_TRAIN_OPT_CHECKPOINT_EVERY;
 			break;
 		case OPT_KEEP:
 			bad = parse_int("--keep", optarg, 0, 1000000, &o.keep);
-			o.train_given |= MP_TRAIN_OPT_KEEP;
 			break;
 		case OPT_SEED:
 			bad = mp_parse_long("--seed", optarg, 0, 0x7fffffffffffffffL, &v);
 			o.seed = (uint64_t)v;
-			o.train_given |= MP_TRAIN_OPT_SEED;
 			break;
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;
 			o.backend = optarg;
-			o.train_given |= MP_TRAIN_OPT_BACKEND;
 			break;
 		case OPT_PRECISION:
 			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;
 			o.precision = optarg;
-			o.train_given |= MP_TRAIN_OPT_PRECISION;
 			break;
 		case OPT_THREADS: bad = parse_int("--threads", optarg, 1, 1024, &o.threads); break;
 		case OPT_LOADER_THREADS:
@@ -402,14 +412,15 @@ int main(int argc, char **argv)
 			break;
 		case OPT_LOG:
 			bad = mp_parse_path("--log", optarg, &o.log_path);
-			o.train_given |= MP_TRAIN_OPT_LOG;
 			break;
 		case OPT_LOG_EVERY:
 			bad = parse_int("--log-every", optarg, 0, 1000000000, &o.log_every);
-			o.train_given |= MP_TRAIN_OPT_LOG_EVERY;
 			break;
 		default: usage();
 		}
+		for (size_t i = 0; i < sizeof resumable / sizeof *resumable; i++)
+			if (c == resumable[i].opt)
+				o.train_given |= resumable[i].bit;
 		if (bad)
 			return 2;
 	}
