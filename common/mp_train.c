@@ -610,9 +610,13 @@ static const stored_option stored_options[] = {
  * train.options), so that "mp-train -d D -o OUT --resume OUT/last.safetensors"
  * goes on as the run was started; one given may differ (compare_options
  * warns). A checkpoint written before a key was stored keeps the default.
- * taken gets the options taken, as a command line gives them. */
-static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *taken,
-				   size_t taken_size, char *log, size_t log_size, mp_error *e)
+ * taken gets the options taken, as a command line gives them. own_dir:
+ * OUT_DIR is the checkpoint's directory; a resume into another one (a run
+ * branched off) does not take the run's log file, whose rows after the
+ * checkpoint it would move aside (or, with --force, empty). */
+static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, int own_dir,
+				   char *taken, size_t taken_size, char *log, size_t log_size,
+				   mp_error *e)
 {
 	const char *text = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS);
 	if (!text)
@@ -702,7 +706,7 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, char *
 		if (!cJSON_IsString(v) || !v->valuestring[0] ||
 		    strlen(v->valuestring) >= log_size) {
 			snprintf(bad, sizeof bad, "log");
-		} else {
+		} else if (own_dir || !strcmp(v->valuestring, "-")) {
 			snprintf(log, log_size, "%s", v->valuestring);
 			o->log_path = log;
 			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --log %s", log);
@@ -1455,8 +1459,8 @@ static int setup(trainer *t, mp_error *e)
 			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
-		    options_from_checkpoint(&t->opts, &t->ckpt, t->options_taken,
-					    sizeof t->options_taken, t->log_taken,
+		    options_from_checkpoint(&t->opts, &t->ckpt, in_dir(o->resume, o->out_dir),
+					    t->options_taken, sizeof t->options_taken, t->log_taken,
 					    sizeof t->log_taken, e) < 0 ||
 		    resumed_schedule_check(&t->opts, e) < 0)
 			return MP_TRAIN_BAD_SETUP;

@@ -188,6 +188,52 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	assert_equal "$(log_col more/train.log epoch val_loss | grep -c -v -e -)" 3
 }
 
+@test "a resume into another directory writes its own log: the run's --log stays the run's" {
+	train "${OPTS[@]}" --epochs 2 -q -o a --log a.tsv
+	train "${OPTS[@]}" --epochs 3 -q -o b
+	local before
+	before=$(cksum a.tsv)
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" --epochs 3 -o c \
+		--resume a/checkpoint-0001.safetensors
+	assert_status 0
+	assert_not_contains "$output" " --log "
+	assert_equal "$(log_col c/train.log epoch epoch | tr '\n' ' ')" "2 3 "
+	# --force replaces b's run, not a's log
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" --epochs 3 -q -o b --force \
+		--resume a/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_equal "$(log_col b/train.log epoch epoch)" 3
+	assert_equal "$(cksum a.tsv)" "$before"
+	[[ ! -e a.tsv.superseded ]]
+}
+
+@test "a --log inside OUT_DIR moves with the directory" {
+	train "${OPTS[@]}" --epochs 2 -q -o whole
+	train "${OPTS[@]}" --epochs 2 -q -o parts --max-steps 11 --log parts/train.log
+	mv parts moved
+	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -q -o moved \
+		--resume moved/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	same_weights whole/weights.safetensors moved/weights.safetensors
+	assert_equal "$(grep -v '^end' moved/train.log | cut -f1-10)" "$(cut -f1-10 whole/train.log)"
+}
+
+@test "a resume whose run's --log cannot be opened says the path came from the checkpoint" {
+	mkdir logs
+	train "${OPTS[@]}" --epochs 2 -q -o out --max-steps 3 --log logs/out.tsv
+	mv logs logs-old
+	run --separate-stderr train -d "$D/train.db" -q -o out --resume out/last.safetensors
+	assert_status 1
+	assert_equal "$stderr" "mp-train: $PWD/logs/out.tsv: No such file or directory (the --log of out/last.safetensors's run; --log chooses another)"
+	[[ ! -e logs ]]
+	run --separate-stderr train -d "$D/train.db" -q -o out --resume out/last.safetensors \
+		--log logs-old/out.tsv
+	assert_status 0
+	assert_equal "$(log_col logs-old/out.tsv epoch epoch | tr '\n' ' ')" "1 2 "
+}
+
 @test "a resume checks the schedule with the run's options, not the defaults of those not given" {
 	# a warmup longer than the default 80 epochs, in a run of 100
 	train -d "$D/train.db" "${NET[@]}" --batch 16 --lr-policy cosine --warmup 90 --epochs 100 \
