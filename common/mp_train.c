@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -515,13 +516,17 @@ static char *options_to_json(const trainer *t, const mp_resnet_config *c)
 	cJSON_AddNumberToObject(j, "keep", o->keep);
 	cJSON_AddNumberToObject(j, "log_every", o->log_every);
 	/* a --log given, made absolute, so that a resume from elsewhere finds
-	 * it (the default follows OUT_DIR wherever it moves) */
-	char log[PATH_LEN];
+	 * it; one inside OUT_DIR relative to it, so that it moves with OUT_DIR
+	 * as the default does */
+	char log[PATH_LEN], dir[PATH_MAX];
 	if (o->log_path && strcmp(o->log_path, "-") &&
-	    mp_canonical_path(o->log_path, log, sizeof log) == 0)
-		cJSON_AddStringToObject(j, "log", log);
-	else if (o->log_path)
+	    mp_canonical_path(o->log_path, log, sizeof log) == 0) {
+		const size_t n = realpath(o->out_dir, dir) ? strlen(dir) : 0;
+		const int inside = n > 1 && !strncmp(log, dir, n) && log[n] == '/';
+		cJSON_AddStringToObject(j, "log", inside ? log + n + 1 : log);
+	} else if (o->log_path) {
 		cJSON_AddStringToObject(j, "log", o->log_path);
+	}
 	char *s = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
 	return s;
@@ -707,9 +712,16 @@ static int options_from_checkpoint(mp_train_opts *o, const mp_st_file *f, int ow
 		    strlen(v->valuestring) >= log_size) {
 			snprintf(bad, sizeof bad, "log");
 		} else if (own_dir || !strcmp(v->valuestring, "-")) {
-			snprintf(log, log_size, "%s", v->valuestring);
-			o->log_path = log;
-			snprintf(taken + strlen(taken), taken_size - strlen(taken), " --log %s", log);
+			/* a relative one is inside OUT_DIR */
+			if (v->valuestring[0] == '/' || !strcmp(v->valuestring, "-"))
+				snprintf(log, log_size, "%s", v->valuestring);
+			else if (join(log, o->out_dir, v->valuestring) < 0)
+				snprintf(bad, sizeof bad, "log");
+			if (!bad[0]) {
+				o->log_path = log;
+				snprintf(taken + strlen(taken), taken_size - strlen(taken),
+					 " --log %s", log);
+			}
 		}
 	}
 	v = cJSON_GetObjectItemCaseSensitive(j, "seed");
