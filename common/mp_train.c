@@ -1462,6 +1462,16 @@ static int lock_out_dir(trainer *t, mp_error *e)
 	return 0;
 }
 
+/* A failure of the log a resume took from the checkpoint (its run's
+ * --log) says where the path came from; returns rc. */
+static int taken_log_failed(const trainer *t, int rc, mp_error *e)
+{
+	if (t->o->resume && t->o->log_path == t->log_taken)
+		mp_seterr(e, "%s (the --log of %s's run; --log chooses another)", e->msg,
+			  t->o->resume);
+	return rc;
+}
+
 static int setup(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -1526,11 +1536,13 @@ static int setup(trainer *t, mp_error *e)
 		return mp_seterr(e, "%s is not a training log (its first line is not the log's "
 				    "header): mp-train does not write into it, even with --force "
 				    "or --resume", log_path),
-		       MP_TRAIN_BAD_SETUP;
+		       taken_log_failed(t, MP_TRAIN_BAD_SETUP, e);
 	t->made_out_dir = stat(o->out_dir, &st) < 0;
 	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0 ||
-	    lock_out_dir(t, e) < 0 || (!log_stdout && lock_existing_log(t, log_path, e) < 0))
+	    lock_out_dir(t, e) < 0)
 		return MP_TRAIN_FAILED;
+	if (!log_stdout && lock_existing_log(t, log_path, e) < 0)
+		return taken_log_failed(t, MP_TRAIN_FAILED, e);
 	int log_used = o->log_path && !log_stdout && stat(o->log_path, &st) == 0 &&
 		       S_ISREG(st.st_mode) && st.st_size > 0;
 	if (!o->resume && log_used && !o->force)
@@ -1575,7 +1587,7 @@ static int setup(trainer *t, mp_error *e)
 		return MP_TRAIN_FAILED;
 	}
 	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
-		return MP_TRAIN_FAILED;
+		return taken_log_failed(t, MP_TRAIN_FAILED, e);
 	remove_stale_temporaries(o->out_dir);
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);
