@@ -127,7 +127,13 @@ static int bad_setting(const char *why)
 	memcpy(name, why, (size_t)(eq - why));
 	name[eq - why] = '\0';
 	const char *v = getenv(name);
-	return v && !strncmp(eq + 1, v, strlen(v)) && eq[1 + strlen(v)] == ':';
+	if (!v)
+		return 0;
+	/* a long value cut short with the rest of the reason */
+	const size_t len = strlen(v), shown = strlen(eq + 1);
+	if (len >= shown)
+		return shown > 0 && !strncmp(eq + 1, v, shown);
+	return !strncmp(eq + 1, v, len) && eq[1 + len] == ':';
 }
 
 static mp_backend *open_backend(const char *name, int threads, char *desc, size_t n,

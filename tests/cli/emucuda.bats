@@ -177,6 +177,13 @@ first_last_loss() {
 	assert_status 1
 	assert_equal "$stderr" "mp-train: --backend auto: MP_CUDA_ACTIVATIONS=bf61: expected float or bf16"
 	[[ ! -e run ]]
+	# a value too long for the reason to hold whole
+	local long
+	long=$(printf '%0300d' 1)
+	run --separate-stderr env MP_CUDA_GRAPH="$long" "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto -o run
+	assert_status 1
+	assert_contains "$stderr" "mp-train: --backend auto: MP_CUDA_GRAPH=000"
+	[[ ! -e run ]]
 	# empty is the default
 	run env MP_CUDA_GRAPH= "$MP_BIN/mp-train" "${OPTS[@]}" --backend auto --max-steps 1 -o ok
 	assert_status 0
