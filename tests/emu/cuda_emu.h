@@ -190,6 +190,12 @@ extern "C" void mp_emu_digest_add(const void *p, size_t n)
 	mp_emu::digest_bytes += n;
 }
 
+/* The bytes the digest holds so far. */
+extern "C" unsigned long long mp_emu_digest_bytes(void)
+{
+	return mp_emu::digest_bytes;
+}
+
 namespace mp_emu {
 
 static int capacity, current, in_fiber, *done;

@@ -17,6 +17,7 @@ extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
 /* adds results read back from the device to the digest printed under
  * MP_EMU_ORDER (tests/emu/cuda_emu.h); copies to the host add themselves */
 void mp_emu_digest_add(const void *p, size_t n);
+unsigned long long mp_emu_digest_bytes(void);
 #ifdef __cplusplus
 }
 #endif
