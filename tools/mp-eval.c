@@ -48,7 +48,7 @@ static void help(void)
 	       "      --topk K          the second error measure and the labels per submission\n"
 	       "                        line (default 5)\n"
 	       "      --batch N         images per forward pass (default 16, 128 on a GPU)\n"
-	       "      --threads N       threads (default: all cores)\n"
+	       "      --threads N       threads (default: the cores it may use)\n"
 	       "      --backend NAME    cpu, cpu-ref, cuda or auto (default cpu)\n"
 	       "      --precision NAME  fp32, bf16 (GPU tensor cores) or auto (default:\n"
 	       "                        bf16 where the backend has it, else fp32)\n"
