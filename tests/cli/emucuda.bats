@@ -128,7 +128,9 @@ first_last_loss() {
 	# long enough on a GPU for the signal to come before the end
 	local epochs=4
 	[[ $DEVICE == emulated* ]] || epochs=400
-	local slow=("${OPTS[@]}" --epochs $epochs --log-every 1 --eval-every 0 --backend cuda)
+	# a checkpoint at the end only (and at the signal): 400 would be slow to write
+	local slow=("${OPTS[@]}" --epochs $epochs --log-every 1 --eval-every 0 --backend cuda
+		--checkpoint-every $epochs)
 	train "${slow[@]}" -q -o whole
 	"$MP_BIN/mp-train" "${slow[@]}" -o parts >out.txt 2>err.txt &
 	local pid=$! status=0 _
