@@ -774,7 +774,8 @@ head:;
 		net->labels_cap = 0;
 		net->layout++;
 		if (!(net->labels = mp_backend_host_alloc(be, sizeof(int32_t) * (size_t)n)))
-			return mp_seterr(e, "out of memory");
+			return mp_seterr(e, "out of memory for the labels of a batch of %d images "
+					    "(a smaller batch needs less)", n);
 		net->labels_cap = (size_t)n;
 	}
 	net->n = n;
@@ -1192,7 +1193,9 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 		mp_backend_host_free(net->be, g->inputs[slot]);
 		g->input_cap[slot] = 0;
 		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
-			mp_seterr(e, "out of memory (an input batch of %zu floats)", count);
+			mp_seterr(e, "out of memory for a batch's images (%zu floats, %.0f MiB; a "
+				     "smaller batch needs less)", count,
+				  (double)count * sizeof(float) / (1 << 20));
 			return NULL;
 		}
 		g->input_cap[slot] = count;
@@ -1367,7 +1370,8 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 		mp_backend_host_free(be, g->probs);
 		g->probs_cap = 0;
 		if (!(g->probs = mp_backend_host_alloc(be, nprobs * sizeof(float))))
-			return mp_seterr(e, "out of memory");
+			return mp_seterr(e, "out of memory for the probabilities of a batch of %d "
+					    "images (a smaller batch needs less)", n);
 		g->probs_cap = nprobs;
 	}
 	g->pending_n = n;
@@ -1506,7 +1510,8 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		mp_backend_host_free(be, pg->logits);
 		pg->logits_cap = 0;
 		if (!(pg->logits = mp_backend_host_alloc(be, nlogits * sizeof(float))))
-			return mp_seterr(e, "out of memory");
+			return mp_seterr(e, "out of memory for the logits of a batch of %d images "
+					    "(a smaller batch needs less)", n);
 		pg->logits_cap = nlogits;
 	}
 	/* a recorded pass reads its batch from an input slot */
