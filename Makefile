@@ -131,7 +131,7 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 # bf16 pairs, which a host compiler must be told to allow)
 EMU_OBJ     := $(B)/obj/tests/emu/emu_backend.o
 EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu \
-	$(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
+	$(B)/tests/emu/test_cuda_ops_device $(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
 EMU_FLAGS   := -std=c++17 $(CPPFLAGS) $(CXXFLAGS) $(SANFLAGS) -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
 	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
@@ -226,20 +226,28 @@ $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(B)/libmp.a $(LDLIBS)
 
-# a CUDA module whose device is emulated on the host (MP_CUDA_MODULE=, for
+# the CUDA module as built, on a device emulated on the host (the CUDA
+# runtime, cuDNN and cuBLAS stood in for; MP_CUDA_MODULE=, for
 # tests/cli/emucuda.bats): the programs' own GPU paths without a GPU
 EMU_MODULE := $(B)/tests/emu/libmp-cuda-emu.so
-$(B)/obj/tests/emu/emu_backend.pic.o: tests/emu/emu_backend.cpp tests/emu/cuda_emu.h \
-		tests/emu/emu_backend.h $(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -fPIC -MMD -MP -c -o $@ $<
-
-$(EMU_MODULE): tests/emu/emu_module.c tests/graph_recorder.h $(B)/obj/tests/emu/emu_backend.pic.o \
-		$(B)/flags.stamp
+$(EMU_MODULE): tests/emu/emu_device.cpp tests/emu/cuda_emu.h \
+		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
-	$(CC) $(MP_CFLAGS) -fPIC -shared $(LDFLAGS) -Itests/emu \
-		-MMD -MP -MF $(B)/obj/tests/emu/emu_module.d -o $@ $< \
-		$(B)/obj/tests/emu/emu_backend.pic.o -lstdc++
+	$(CXX) $(EMU_FLAGS) -DMP_CUDA_MODULE_BUILD -fPIC -shared $(LDFLAGS) \
+		-MMD -MP -MF $(B)/obj/tests/emu/emu_device.d -o $@ $<
+
+# test_cuda_ops on that emulated device, the backend linked in (its public names)
+$(B)/obj/tests/emu/emu_device.o: tests/emu/emu_device.cpp tests/emu/cuda_emu.h \
+		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/tests/emu/test_cuda_ops_device: tests/gpu/test_cuda_ops.c $(B)/obj/tests/emu/emu_device.o \
+		$(B)/libmp.a $(B)/flags.stamp
+	@mkdir -p $(dir $@) $(B)/obj/tests/emu
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -DMP_TEST_EMULATED_DEVICE \
+		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< \
+		$(B)/obj/tests/emu/emu_device.o $(B)/libmp.a $(LDLIBS) -lstdc++
 
 # the emulator itself: orders of blocks and threads (MP_EMU_ORDER), digest, device memory
 $(B)/tests/emu/test_emu: tests/emu/test_emu.cpp tests/emu/cuda_emu.h $(B)/flags.stamp

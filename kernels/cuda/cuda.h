@@ -189,14 +189,14 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
 
 /* Launches kernel on be's stream; MP_LAUNCH_SYNC for a kernel that calls
  * __syncthreads. Under MP_CUDA_EMULATE (the CPU tests of the kernels,
- * tests/emu/) it runs on the host before the call returns: thread after
- * thread, or for MP_LAUNCH_SYNC a block's threads as fibers that meet at
- * each barrier. */
+ * tests/emu/) it runs on the host, when its stream runs it
+ * (tests/emu/cuda_emu.h): thread after thread, or for MP_LAUNCH_SYNC a
+ * block's threads as fibers that meet at each barrier. */
 #ifdef MP_CUDA_EMULATE
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
-	mp_emu_launch(grid, block, 0, [&]() { kernel(__VA_ARGS__); })
+	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 0, MP_STREAM(be))(__VA_ARGS__)
 #define MP_LAUNCH_SYNC(kernel, grid, block, be, ...)                              \
-	mp_emu_launch(grid, block, 1, [&]() { kernel(__VA_ARGS__); })
+	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 1, MP_STREAM(be))(__VA_ARGS__)
 #else
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
 	kernel<<<grid, block, 0, MP_STREAM(be)>>>(__VA_ARGS__)

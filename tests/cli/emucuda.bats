@@ -1,13 +1,14 @@
 #!/usr/bin/env bats
 # mp-train and mp-eval with --backend cuda, by default on a device emulated
-# on the host: MP_CUDA_MODULE names tests/emu/emu_module.c's module, the
-# CUDA backend's kernels and operations run on the host (tests/emu/), with
-# graphs and copies ahead from tests/graph_recorder.h. What only a GPU run
-# of the programs reaches runs here: the device's description and
-# precision, the training step recorded and launched as a graph with two
-# input slots and the next batch copied ahead, a cuda run's checkpoints and
-# resume, and mp-eval on the device. cuDNN, cuBLAS, streams and speed are
-# not this. On a GPU, MP_TEST_CUDA_MODULE=build/lib/miniplaces/libmp-cuda.so
+# on the host: MP_CUDA_MODULE names the CUDA module as built, on the
+# runtime, cuDNN and cuBLAS that tests/emu/emu_device.cpp stands in for
+# (streams that run their work when waited for, stream capture and
+# graphs, page-locked memory). What only a GPU run of the programs
+# reaches runs here: the device's description and precision, the
+# training step captured and launched as a CUDA graph with two input
+# slots and the next batch copied ahead on the second stream, a cuda
+# run's checkpoints and resume, and mp-eval on the device. cuDNN's own
+# algorithms and speed are not this. On a GPU, MP_TEST_CUDA_MODULE=build/lib/miniplaces/libmp-cuda.so
 # runs the same tests on the device (scripts/device-check.sh does).
 
 # the emulated kernels run thread after thread

@@ -1,9 +1,10 @@
 /* Runs CUDA kernels on the host, for tests of their logic on a machine
  * without a GPU: include this first, then the kernels' .cu files, in one
  * C++ translation unit built with g++ and -DMP_CUDA_EMULATE (cuda.h's
- * MP_LAUNCH then calls mp_emu_launch instead of <<<...>>>).
+ * MP_LAUNCH then calls mp_emu::launcher_of instead of <<<...>>>).
  *
- * A launch runs before it returns, block after block. Within a block the
+ * A launch runs before it returns, block after block, unless
+ * mp_emu_submit queues it on its stream (emu_device.cpp). Within a block the
  * threads run one after the other, or, for a kernel launched with
  * MP_LAUNCH_SYNC, each as a fiber on this thread (its own stack; a
  * switch of stacks in a few instructions on x86-64, ucontext elsewhere),
@@ -41,6 +42,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <tuple>
 #include <ucontext.h>
 
 /* before the CUDA headers, which define these only when undefined */
@@ -381,21 +383,44 @@ static void syncthreads()
 
 #define __syncthreads() mp_emu::syncthreads()
 
-template <typename F> static void mp_emu_launch(dim3 grid, dim3 block, int sync, F f)
+/* Where a launch's work goes: NULL runs it at once (the kernels' tests);
+ * emu_device.cpp's streams queue it on its stream, or record it in a
+ * graph being captured. */
+static void (*mp_emu_submit)(cudaStream_t stream, std::function<void()> work);
+
+namespace mp_emu {
+
+/* A launch of kernel: its arguments are converted to the kernel's
+ * parameters at the launch, as CUDA does, so that work run later sees
+ * the values of its launch. */
+template <typename... P> struct launcher {
+	void (*kernel)(P...);
+	dim3 grid, block;
+	int sync;
+	cudaStream_t stream;
+	void operator()(P... args) const
+	{
+		void (*k)(P...) = kernel;
+		const dim3 g = grid, b = block;
+		const int s = sync;
+		const std::tuple<typename std::decay<P>::type...> a(args...);
+		std::function<void()> work = [=]() {
+			launch(g, b, s, [&]() { std::apply(k, a); });
+		};
+		if (mp_emu_submit)
+			mp_emu_submit(stream, std::move(work));
+		else
+			work();
+	}
+};
+
+template <typename... P>
+static launcher<P...> launcher_of(void (*kernel)(P...), dim3 grid, dim3 block, int sync,
+				  cudaStream_t stream)
 {
-	mp_emu::launch(grid, block, sync, std::function<void()>(f));
+	return launcher<P...>{kernel, grid, block, sync, stream};
 }
-template <typename F> static void mp_emu_launch(dim3 grid, unsigned block, int sync, F f)
-{
-	mp_emu::launch(grid, dim3(block), sync, std::function<void()>(f));
-}
-template <typename F> static void mp_emu_launch(unsigned grid, unsigned block, int sync, F f)
-{
-	mp_emu::launch(dim3(grid), dim3(block), sync, std::function<void()>(f));
-}
-template <typename F> static void mp_emu_launch(unsigned grid, dim3 block, int sync, F f)
-{
-	mp_emu::launch(dim3(grid), block, sync, std::function<void()>(f));
-}
+
+} // namespace mp_emu
 
 #endif

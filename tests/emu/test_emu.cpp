@@ -55,7 +55,7 @@ __global__ void rounds_kernel(int *wrote)
 static std::vector<int> run_flat(int blocks, int threads)
 {
 	seen.clear();
-	mp_emu_launch((unsigned)blocks, (unsigned)threads, 0, [&]() { record_kernel(); });
+	mp_emu::launcher_of(&record_kernel, dim3((unsigned)blocks), dim3((unsigned)threads), 0, 0)();
 	return seen;
 }
 
@@ -107,7 +107,7 @@ int main(void)
 		seen.clear();
 		std::vector<int> wrote(THREADS, 0);
 		int *w = wrote.data();
-		mp_emu_launch(1u, (unsigned)THREADS, 1, [&]() { rounds_kernel(w); });
+		mp_emu::launcher_of(&rounds_kernel, dim3(1), dim3((unsigned)THREADS), 1, 0)(w);
 		std::vector<int> first(seen.begin(), seen.begin() + THREADS),
 			second(seen.begin() + THREADS, seen.end());
 		int after = (int)second.size() == THREADS;

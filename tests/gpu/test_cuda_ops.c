@@ -75,6 +75,12 @@
  * (tests/emu/emu_backend.cpp): its kernels and operations, cuDNN's
  * convolutions replaced by the CPU reference's rounded alike, with
  * tests/graph_recorder.h's graphs in CUDA's; every make test runs it.
+ * Built with MP_TEST_EMULATED_DEVICE (build/tests/emu/test_cuda_ops_device)
+ * it tests the whole backend as built, its streams, graphs and cuDNN
+ * calls included, on the device that tests/emu/emu_device.cpp emulates
+ * (the CUDA runtime, cuDNN and cuBLAS stood in for); make test runs it
+ * too. Both lower the grid limits for the large shapes' paths and train
+ * in bf16 storage only (the host is slow).
  *
  * usage: test_cuda_ops [--harness-check [--fault residual]]
  *   --harness-check runs every comparison with the fast CPU backend in
@@ -98,6 +104,13 @@
 #include "../act_checker.h"
 #ifdef MP_TEST_EMULATED
 #include "emu_backend.h"
+#endif
+#ifdef MP_TEST_EMULATED_DEVICE
+/* the grid limits of the emulated device (tests/emu/cuda_emu.h) */
+extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
+#endif
+#if defined(MP_TEST_EMULATED) || defined(MP_TEST_EMULATED_DEVICE)
+#define ON_THE_HOST 1
 #endif
 
 #define RTOL 1e-3
@@ -1739,7 +1752,7 @@ static void test_predict_sizes(void)
  * fall, and they fall alike. */
 static void test_training(void)
 {
-#ifdef MP_TEST_EMULATED
+#ifdef ON_THE_HOST
 	/* on the host the float BN's kernels take most of a minute for it:
 	 * the emulated run trains with the activations in bf16 only */
 	if (!storage_dev) {
@@ -1800,7 +1813,7 @@ static void test_training(void)
  * the same code in the host's time. */
 static void large_grid_ops(void)
 {
-#ifdef MP_TEST_EMULATED
+#ifdef ON_THE_HOST
 	mp_emu_grid_yz_most = 4;
 	mp_emu_grid_most = 2;
 	static const conv_case many = {5, 8, 7, 7, 8, 3, 3, 1, 1};
