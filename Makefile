@@ -129,12 +129,12 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 # headers, wherever the CUDA backend is, and run by make test (as the
 # tests/gpu programs, when the last build had CUDA) with or without a device (-fno-strict-aliasing: the kernels read 16 bytes as
 # bf16 pairs, which a host compiler must be told to allow)
-EMU_OBJ     := $(B)/obj/tests/emu/emu_backend.o
-EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_emu \
-	$(B)/tests/emu/test_cuda_ops_device $(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
+EMU_OBJ     := $(B)/obj/tests/emu/emu_device.o
+EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_device \
+	$(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
 EMU_FLAGS   := -std=c++17 $(CPPFLAGS) $(CXXFLAGS) $(SANFLAGS) -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
-	-fopenmp -DMP_CUDA_EMULATE -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
+	-fopenmp -DMP_CUDA_EMULATE -DMP_HAVE_CUDA -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
 	-I$(CUBLAS_INC)
 CLI_TESTS   := $(sort $(wildcard tests/cli/*.bats))
 MAN_PAGES   := $(wildcard man/*.1 man/*.5)
@@ -208,7 +208,9 @@ $(B)/scripts/%: scripts/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/scripts
 	$(CC) $(MP_CFLAGS) $(LDFLAGS) -MMD -MP -MF $(B)/obj/scripts/$*.d -o $@ $< $(B)/libmp.a $(LDLIBS)
 
-$(EMU_OBJ): tests/emu/emu_backend.cpp tests/emu/cuda_emu.h tests/emu/emu_backend.h \
+# the CUDA module's code on an emulated device (tests/emu/emu_device.cpp),
+# linked into the tests with the backend's public names
+$(EMU_OBJ): tests/emu/emu_device.cpp tests/emu/cuda_emu.h tests/emu/emu_device.h \
 		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -MMD -MP -c -o $@ $<
@@ -218,7 +220,7 @@ $(B)/tests/emu/test_nhwc_emu: tests/emu/test_nhwc_emu.cpp $(EMU_OBJ) $(B)/libmp.
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS)
 
-# conv.cu's algorithm choice against a stand-in for cuDNN (no emu_backend.o:
+# conv.cu's algorithm choice against a stand-in for cuDNN (not emu_device.o:
 # it has conv.cu's own entry points)
 $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/libmp.a $(B)/flags.stamp
@@ -230,24 +232,11 @@ $(B)/tests/emu/test_conv_emu: tests/emu/test_conv_emu.cpp tests/emu/cuda_emu.h \
 # runtime, cuDNN and cuBLAS stood in for; MP_CUDA_MODULE=, for
 # tests/cli/emucuda.bats): the programs' own GPU paths without a GPU
 EMU_MODULE := $(B)/tests/emu/libmp-cuda-emu.so
-$(EMU_MODULE): tests/emu/emu_device.cpp tests/emu/cuda_emu.h \
+$(EMU_MODULE): tests/emu/emu_device.cpp tests/emu/cuda_emu.h tests/emu/emu_device.h \
 		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
 	$(CXX) $(EMU_FLAGS) -DMP_CUDA_MODULE_BUILD -fPIC -shared $(LDFLAGS) \
-		-MMD -MP -MF $(B)/obj/tests/emu/emu_device.d -o $@ $<
-
-# test_cuda_ops on that emulated device, the backend linked in (its public names)
-$(B)/obj/tests/emu/emu_device.o: tests/emu/emu_device.cpp tests/emu/cuda_emu.h \
-		$(wildcard kernels/cuda/*.cu kernels/cuda/*.h) $(B)/flags.stamp
-	@mkdir -p $(dir $@)
-	$(CXX) $(EMU_FLAGS) -MMD -MP -c -o $@ $<
-
-$(B)/tests/emu/test_cuda_ops_device: tests/gpu/test_cuda_ops.c $(B)/obj/tests/emu/emu_device.o \
-		$(B)/libmp.a $(B)/flags.stamp
-	@mkdir -p $(dir $@) $(B)/obj/tests/emu
-	$(CC) $(MP_CFLAGS) $(LDFLAGS) -DMP_TEST_EMULATED_DEVICE \
-		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< \
-		$(B)/obj/tests/emu/emu_device.o $(B)/libmp.a $(LDLIBS) -lstdc++
+		-MMD -MP -MF $(B)/obj/tests/emu/emu_device_module.d -o $@ $<
 
 # the emulator itself: orders of blocks and threads (MP_EMU_ORDER), digest, device memory
 $(B)/tests/emu/test_emu: tests/emu/test_emu.cpp tests/emu/cuda_emu.h $(B)/flags.stamp
@@ -255,12 +244,13 @@ $(B)/tests/emu/test_emu: tests/emu/test_emu.cpp tests/emu/cuda_emu.h $(B)/flags.
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $<
 
-# test_cuda_ops itself, on the backend's code on the host
-$(B)/tests/emu/test_cuda_ops_emu: tests/gpu/test_cuda_ops.c $(EMU_OBJ) $(B)/libmp.a $(B)/flags.stamp
+# test_cuda_ops itself, on the emulated device
+$(B)/tests/emu/test_cuda_ops_device: tests/gpu/test_cuda_ops.c $(EMU_OBJ) $(B)/libmp.a \
+		$(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
-	$(CC) $(MP_CFLAGS) $(LDFLAGS) -DMP_TEST_EMULATED -Itests/emu \
-		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS) \
-		-lstdc++
+	$(CC) $(MP_CFLAGS) $(LDFLAGS) -DMP_TEST_EMULATED_DEVICE \
+		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< \
+		$(EMU_OBJ) $(B)/libmp.a $(LDLIBS) -lstdc++
 
 $(B)/tests/%: tests/unit/%.c $(B)/libmp.a $(B)/flags.stamp
 	@mkdir -p $(dir $@) $(B)/obj/tests

@@ -7,7 +7,7 @@
 # between gives what its order gives. Each order must pass the tests, and
 # the digests of the results read back must be the same.
 
-# test_cuda_ops_emu takes about 30 s an order on one core
+# test_cuda_ops_device takes about 40 s an order on one core
 BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-240}
 load helpers
 
@@ -51,8 +51,8 @@ same_in_every_order() {
 	same_in_every_order test_nhwc_emu
 }
 
-@test "every operation and whole training steps on the emulated backend: the same bits in every order" {
-	same_in_every_order test_cuda_ops_emu
+@test "every operation and whole training steps on the emulated device: the same bits in every order" {
+	same_in_every_order test_cuda_ops_device
 }
 
 @test "MP_EMU_ORDER: a value that is not an order stops the program, naming it" {

@@ -31,7 +31,8 @@
  *   to the output's type. The graph API (MP_CUDNN_API=graph) is not
  *   offered: its calls fail with CUDNN_STATUS_NOT_SUPPORTED.
  *
- * Built as a module (tests/emu/libmp-cuda-emu.so) that the programs load
+ * Linked into test_nhwc_emu and test_cuda_ops_device (emu_device.h), and
+ * built as a module (tests/emu/libmp-cuda-emu.so) that the programs load
  * through MP_CUDA_MODULE (tests/cli/emucuda.bats). It says nothing of
  * speed, of cuDNN's own algorithms or of true concurrency: the work of
  * every stream runs on the calling thread, one call at a time (a lock). */
@@ -52,6 +53,8 @@ template <class T> static cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *
 #include "../../kernels/cuda/conv_graph.cu"
 #include "../../kernels/cuda/backend_cuda.cu"
 #include "../../kernels/cuda/device.cu"
+
+#include "emu_device.h"
 
 #include <deque>
 #include <map>
@@ -201,6 +204,8 @@ struct install_submit {
 
 extern "C" {
 
+cudaError_t mp_emu_sync_error = cudaSuccess;
+
 cudaError_t cudaGetLastError(void)
 {
 	const cudaError_t e = last_error;
@@ -226,6 +231,7 @@ const char *cudaGetErrorName(cudaError_t e)
 	case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
 	case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
 	case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+	case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
 	default: return "cudaError";
 	}
 }
@@ -243,6 +249,7 @@ const char *cudaGetErrorString(cudaError_t e)
 	case cudaErrorStreamCaptureImplicit:
 		return "operation would make the legacy stream depend on a capturing blocking "
 		       "stream";
+	case cudaErrorLaunchFailure: return "unspecified launch failure";
 	default: return "an error of the emulated device";
 	}
 }
@@ -468,7 +475,9 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st)
 		return fail(cudaErrorStreamCaptureUnsupported);
 	}
 	run_all(s);
-	return cudaSuccess;
+	const cudaError_t e = mp_emu_sync_error;
+	mp_emu_sync_error = cudaSuccess;
+	return e == cudaSuccess ? e : fail(e);
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode)

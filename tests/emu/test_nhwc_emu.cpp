@@ -1,13 +1,18 @@
 /* The CUDA backend's kernels for activations stored in bf16 NHWC
  * (kernels/cuda/nhwc.cu), its layout conversions (convert.cu) and its fused
  * inference convolution's own kernels (conv_bn.cu), run on the host
- * (tests/emu/emu_backend.cpp, cuda_emu.h), against the CPU reference on
- * the same values rounded to bf16 as the device stores them. This checks
- * the kernels' index arithmetic, vector paths (8 channels at a time and
- * one at a time), BN's block sums and formulas, on a machine without a
- * GPU; tests/gpu/test_cuda_ops checks the same on a GPU. The convolution
- * itself (cuDNN's on a GPU) is the CPU reference's here, its result
- * rounded to bf16 where the device would store bf16.
+ * (the emulated device of tests/emu/emu_device.cpp), against the CPU
+ * reference on the same values rounded to bf16 as the device stores them.
+ * This checks the kernels' index arithmetic, vector paths (8 channels at
+ * a time and one at a time), BN's block sums and formulas, on a machine
+ * without a GPU; tests/gpu/test_cuda_ops checks the same on a GPU. The
+ * convolution itself (cuDNN's on a GPU) is the emulated device's stand-in,
+ * its result rounded to bf16 where the device would store bf16.
+ *
+ * Small operands (BN's parameters, pooled values) are host arrays handed
+ * to the kernels as they are (the emulated device's memory is the
+ * host's); the device's queued work is run (settle) before the host reads
+ * them.
  *
  * Exact where the device and the reference compute the same float values
  * (conversions, ReLU, add, shortcut, pooling); within ERR_BN of the
@@ -24,12 +29,9 @@
 #include <vector>
 
 #include "../../kernels/cuda/cuda.h"
-#include "emu_backend.h"
+#include "emu_device.h"
 
 #define ERR_BN 1e-2
-
-/* what the next cudaStreamSynchronize returns (emu_backend.cpp) */
-extern "C" cudaError_t mp_emu_sync_error;
 
 /* ---- the test harness ---------------------------------------------------------------- */
 
@@ -48,6 +50,19 @@ static float round_bf16(float f)
 	return __bfloat162float(__float2bfloat16_rn(f));
 }
 
+/* Runs the work queued on the emulated device: what the host then reads
+ * in device memory is the kernels' results. */
+static void settle(void)
+{
+	cudaDeviceSynchronize();
+}
+
+template <typename T> static const T &settled(const T &v)
+{
+	settle();
+	return v;
+}
+
 /* Set: the device's tensors are written and read in NHWC on the host
  * (the emulated device's memory is the host's) instead of by upload and
  * download, whose conversion kernels take seconds on the host for a
@@ -58,6 +73,7 @@ static void nhwc_put(mp_tensor *d, const float *v)
 {
 	const size_t plane = (size_t)d->h * d->w;
 	__nv_bfloat16 *p = (__nv_bfloat16 *)d->data;
+	settle();
 	for (size_t i = 0; i < (size_t)d->n; i++)
 		for (size_t k = 0; k < (size_t)d->c; k++)
 			for (size_t q = 0; q < plane; q++)
@@ -69,6 +85,7 @@ static void nhwc_get(const mp_tensor *d, float *v)
 {
 	const size_t plane = (size_t)d->h * d->w;
 	const __nv_bfloat16 *p = (const __nv_bfloat16 *)d->data;
+	settle();
 	for (size_t i = 0; i < (size_t)d->n; i++)
 		for (size_t k = 0; k < (size_t)d->c; k++)
 			for (size_t q = 0; q < plane; q++)
@@ -119,8 +136,8 @@ static std::vector<float> dev_values(const mp_tensor *d)
 	else if (mp_cuda_is_bf16(d))
 		mp_cuda_nhwc_download(dev, d, v.data());
 	else
-		memcpy(v.data(), d->data, v.size() * sizeof(float));
-	if (host_layout || !mp_cuda_is_bf16(d)) /* a download adds itself */
+		dev->ops->download(dev, d, v.data());
+	if (host_layout && mp_cuda_is_bf16(d)) /* a download adds itself */
 		mp_emu_digest_add(v.data(), v.size() * sizeof(float));
 	return v;
 }
@@ -183,6 +200,7 @@ static void test_conversions(int n, int c, int h, int w)
 	for (size_t i = 0; i < count; i++)
 		x[i] = (float)uniform(-3, 3);
 	must(mp_cuda_convert(dev, "test", n, c, h * w, x.data(), 1, y.data()), dev, "to");
+	settle();
 	/* NHWC: value (n, c, p) at (n P + p) C + c, rounded to nearest even */
 	int bad = 0;
 	for (int i = 0; i < n; i++)
@@ -196,6 +214,7 @@ static void test_conversions(int n, int c, int h, int w)
 	}
 	must(mp_cuda_convert(dev, "test", n, c, h * w, y.data(), 0, back.data()), dev,
 	     "from");
+	settle();
 	for (float &v : x)
 		v = round_bf16(v);
 	check("round trip", back, x, 0);
@@ -277,7 +296,7 @@ static void test_avgpool(int n, int c, int h, int w)
 	dyd.data = g.data();
 	must(ref->ops->avgpool_forward(ref, &x.r, &y), ref, "avgpool");
 	must(mp_cuda_nhwc_avgpool_forward(dev, &x.d, &yd), dev, "avgpool");
-	check("y (float)", ydev, ref_values(&y, 0), 0);
+	check("y (float)", settled(ydev), ref_values(&y, 0), 0);
 	must(ref->ops->avgpool_backward(ref, &dy, &dx.r), ref, "avgpool backward");
 	must(mp_cuda_nhwc_avgpool_backward(dev, &dyd, &dx.d), dev, "avgpool backward");
 	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), 0);
@@ -325,6 +344,7 @@ static void bn_free(bn_side *r, bn_side *d)
 
 static std::vector<float> host(const mp_tensor *t)
 {
+	settle();
 	return std::vector<float>(t->data, t->data + mp_tensor_count(t));
 }
 
@@ -394,7 +414,7 @@ static void test_bn(int n, int c, int h, int w, int fused, int with_res, double 
 		     dev, "bn backward");
 	}
 	check("dx", dev_values(&dx.d), ref_values(&dx.r, 1), ERR_BN);
-	check("dgamma", dgv, ref_values(&dg, 0), 1e-4);
+	check("dgamma", settled(dgv), ref_values(&dg, 0), 1e-4);
 	check("dbeta", dbv, ref_values(&db, 0), 1e-4);
 	must(ref->ops->bn_forward_infer(ref, &x.r, &br.bn, &y.r), ref, "bn infer");
 	must(mp_cuda_nhwc_bn_infer(dev, &x.d, &bd.bn, &y.d), dev, "bn infer");
@@ -426,27 +446,29 @@ static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 	act_make(&res, N, K, H, W, -1, 1);
 	bn_side br, bd;
 	bn_make(&br, &bd, K);
-	/* the device's operands: bf16 NHWC activations, or float NCHW copies */
+	/* the device's operands: bf16 NHWC activations, or float NCHW copies
+	 * in device memory (cuDNN's stand-in takes nothing else) */
 	std::vector<float> xh = ref_values(&x.r, 0), rh = ref_values(&res.r, 0);
-	mp_tensor xd = x.d, yd = y.d, rd = res.d, w{}, wd{}, prep{};
-	std::vector<float> xf(xh), yf(mp_tensor_count(&y.r)), rf(rh);
+	mp_tensor xd = x.d, yd = y.d, rd = res.d, w{}, wd{}, prep{}, xf{}, yf{}, rf{};
 	if (!bf16 || plain_x) {
-		xd.data = xf.data();
-		xd.storage = 0;
+		must(dev->ops->alloc(dev, &xf, N, C, H, W), dev, "alloc");
+		must(dev->ops->upload(dev, &xf, xh.data()), dev, "upload");
+		xd = xf;
 	}
 	if (!bf16) {
-		yd.data = yf.data();
-		yd.storage = 0;
-		rd.data = rf.data();
-		rd.storage = 0;
+		must(dev->ops->alloc(dev, &yf, N, K, H, W), dev, "alloc");
+		must(dev->ops->alloc(dev, &rf, N, K, H, W), dev, "alloc");
+		must(dev->ops->upload(dev, &rf, rh.data()), dev, "upload");
+		yd = yf;
+		rd = rf;
 	}
 	ref->ops->alloc(ref, &w, K, C, 3, 3);
 	std::vector<float> wh(mp_tensor_count(&w));
 	for (float &v : wh)
 		v = (float)uniform(-0.3, 0.3);
 	ref->ops->upload(ref, &w, wh.data());
-	wd = w;
-	wd.data = wh.data();
+	must(dev->ops->alloc(dev, &wd, K, C, 3, 3), dev, "alloc");
+	must(dev->ops->upload(dev, &wd, wh.data()), dev, "upload");
 	must(ref->ops->conv2d_forward(ref, &x.r, &w, &t.r, 1, 1), ref, "conv");
 	must(ref->ops->bn_forward_infer(ref, &t.r, &br.bn, &y.r), ref, "bn infer");
 	if (with_res)
@@ -463,7 +485,9 @@ static void test_conv_bn(int bf16, int plain_x, int with_res, int relu)
 	 * each rounded */
 	check("y", dev_values(&yd), ref_values(&y.r, bf16), bf16 ? ERR_BN : 1e-5);
 	dev->ops->set_precision(dev, MP_PRECISION_BF16);
-	dev->ops->release(dev, &prep);
+	mp_tensor *mine[] = {&prep, &wd, &xf, &yf, &rf};
+	for (mp_tensor *m : mine)
+		dev->ops->release(dev, m);
 	ref->ops->release(ref, &w);
 	act *all[] = {&x, &y, &t, &res};
 	for (act *a : all)
@@ -555,10 +579,15 @@ int main(void)
 	ref = mp_backend_cpu_new(1);
 	if (!ref)
 		return 1;
-	dev = mp_emu_cuda_new(1);
-	if (!dev || dev->ops->set_precision(dev, MP_PRECISION_BF16) < 0)
+	/* the CUDA backend on the emulated device, activations in bf16 */
+	char why[512];
+	setenv("MP_CUDA_ACTIVATIONS", "bf16", 1);
+	dev = mp_backend_cuda_new(0, why, sizeof why);
+	if (!dev || dev->ops->set_precision(dev, MP_PRECISION_BF16) < 0) {
+		printf("1..1\nnot ok 1 - open the backend: %s\n", dev ? mp_backend_error(dev) : why);
 		return 1;
-	printf("# the bf16 NHWC kernels run on the host (tests/emu/emu_backend.cpp)\n");
+	}
+	printf("# the bf16 NHWC kernels on %s (tests/emu/emu_device.cpp)\n", why);
 	test_conversions(2, 5, 7, 9);
 	test_conversions(3, 40, 6, 6);
 	test_elementwise(2, 8, 5, 7);  /* 8 channels a thread */

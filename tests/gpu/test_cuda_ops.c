@@ -70,17 +70,13 @@
  * Without a CUDA device it prints "1..0 # SKIP no CUDA device (...)" and
  * exits 0: prove reports it as skipped, never as passed.
  *
- * Built with MP_TEST_EMULATED (build/tests/emu/test_cuda_ops_emu) it
- * tests the CUDA backend's own code run on the host instead
- * (tests/emu/emu_backend.cpp): its kernels and operations, cuDNN's
- * convolutions replaced by the CPU reference's rounded alike, with
- * tests/graph_recorder.h's graphs in CUDA's; every make test runs it.
  * Built with MP_TEST_EMULATED_DEVICE (build/tests/emu/test_cuda_ops_device)
  * it tests the whole backend as built, its streams, graphs and cuDNN
  * calls included, on the device that tests/emu/emu_device.cpp emulates
- * (the CUDA runtime, cuDNN and cuBLAS stood in for); make test runs it
- * too. Both lower the grid limits for the large shapes' paths and train
- * in bf16 storage only (the host is slow).
+ * on the host (the CUDA runtime, cuDNN and cuBLAS stood in for); every
+ * make test runs it. It lowers the grid limits there, so that small
+ * shapes take the large ones' paths, and trains with the activations in
+ * bf16 only (the host is slow).
  *
  * usage: test_cuda_ops [--harness-check [--fault residual]]
  *   --harness-check runs every comparison with the fast CPU backend in
@@ -102,15 +98,8 @@
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
 #include "../act_checker.h"
-#ifdef MP_TEST_EMULATED
-#include "emu_backend.h"
-#endif
 #ifdef MP_TEST_EMULATED_DEVICE
-/* the grid limits of the emulated device (tests/emu/cuda_emu.h) */
-extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
-#endif
-#if defined(MP_TEST_EMULATED) || defined(MP_TEST_EMULATED_DEVICE)
-#define ON_THE_HOST 1
+#include "../emu/emu_device.h"
 #endif
 
 #define RTOL 1e-3
@@ -1752,7 +1741,7 @@ static void test_predict_sizes(void)
  * fall, and they fall alike. */
 static void test_training(void)
 {
-#ifdef ON_THE_HOST
+#ifdef MP_TEST_EMULATED_DEVICE
 	/* on the host the float BN's kernels take most of a minute for it:
 	 * the emulated run trains with the activations in bf16 only */
 	if (!storage_dev) {
@@ -1813,7 +1802,7 @@ static void test_training(void)
  * the same code in the host's time. */
 static void large_grid_ops(void)
 {
-#ifdef ON_THE_HOST
+#ifdef MP_TEST_EMULATED_DEVICE
 	mp_emu_grid_yz_most = 4;
 	mp_emu_grid_most = 2;
 	static const conv_case many = {5, 8, 7, 7, 8, 3, 3, 1, 1};
@@ -1917,19 +1906,7 @@ static void storage_pass(int harness)
 		act_install(dev, 1);
 		prefix = "bf16 storage (stand-in): ";
 	} else {
-#if defined(MP_TEST_EMULATED)
-		mp_backend *d = mp_emu_cuda_new(1);
-		if (!d || d->ops->set_precision(d, MP_PRECISION_BF16) < 0) {
-			begin();
-			fail("open the emulated backend storing activations in bf16");
-			end("bf16 storage");
-			mp_backend_free(d);
-			return;
-		}
-		recorder_install(d); /* graphs, as the harness check's */
-		dev = d;
-		prefix = "bf16 storage: ";
-#elif defined(MP_HAVE_CUDA)
+#if defined(MP_HAVE_CUDA)
 		char why[512];
 		const char *was = getenv("MP_CUDA_ACTIVATIONS");
 		char *old = was ? strdup(was) : NULL;
@@ -2033,16 +2010,7 @@ int main(int argc, char **argv)
 		if (dev)
 			recorder_install(dev);
 	} else {
-#if defined(MP_TEST_EMULATED)
-		(void)why;
-		dev = mp_emu_cuda_new(0);
-		dev_name = "cuda (emulated)";
-		/* with tests/graph_recorder.h's graphs and copies ahead */
-		if (dev)
-			recorder_install(dev);
-		printf("# the CUDA backend's code on the host (tests/emu/emu_backend.cpp): its kernels "
-		       "and operations; cuDNN, cuBLAS, streams and graphs are not this\n");
-#elif defined(MP_HAVE_CUDA)
+#if defined(MP_HAVE_CUDA)
 		int devices = mp_cuda_probe(why, sizeof why);
 		if (devices < 1) {
 			printf("1..0 # SKIP %s\n", why);

@@ -1,16 +1,14 @@
-/* The CUDA backend's code on the host (tests/emu/emu_backend.cpp), for
- * tests without a GPU: as mp_backend_cuda_new's backend, fp32 until
- * set_precision asks for bf16; act_bf16 as MP_CUDA_ACTIVATIONS=bf16. No
- * graphs. NULL when out of memory. */
-#ifndef MP_EMU_BACKEND_H
-#define MP_EMU_BACKEND_H
+/* What tests/emu/emu_device.cpp's emulated device offers the tests that
+ * link it, besides the CUDA backend's own entry points (backend.h). */
+#ifndef MP_EMU_DEVICE_H
+#define MP_EMU_DEVICE_H
 
-#include "backend.h"
+#include <cuda_runtime.h>
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-mp_backend *mp_emu_cuda_new(int act_bf16);
 /* kernels/cuda/cuda.h's MP_CUDA_GRID_MOST and MP_CUDA_GRID_YZ on the host
  * (tests/emu/cuda_emu.h): CUDA's values until a test lowers them */
 extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
@@ -18,6 +16,9 @@ extern unsigned mp_emu_grid_most, mp_emu_grid_yz_most;
  * MP_EMU_ORDER (tests/emu/cuda_emu.h); copies to the host add themselves */
 void mp_emu_digest_add(const void *p, size_t n);
 unsigned long long mp_emu_digest_bytes(void);
+/* what the next cudaStreamSynchronize returns (then cudaSuccess again): a
+ * test's stand-in for an earlier kernel's fault, reported at a wait */
+extern cudaError_t mp_emu_sync_error;
 #ifdef __cplusplus
 }
 #endif
