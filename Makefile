@@ -131,7 +131,7 @@ GPU_BINS    := $(if $(USE_CUDA),$(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wild
 # bf16 pairs, which a host compiler must be told to allow)
 EMU_OBJ     := $(B)/obj/tests/emu/emu_device.o
 EMU_TESTS   := $(if $(USE_CUDA),$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_cuda_ops_device \
-	$(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
+	$(B)/tests/emu/test_emu_device $(B)/tests/emu/test_conv_emu $(B)/tests/emu/test_emu)
 EMU_FLAGS   := -std=c++17 $(CPPFLAGS) $(CXXFLAGS) $(SANFLAGS) -Wall -Wextra -Wno-unknown-pragmas -fno-strict-aliasing \
 	-D_GNU_SOURCE -pthread \
 	-fopenmp -DMP_CUDA_EMULATE -DMP_HAVE_CUDA -Icommon -Ikernels -I$(CUDA_HOME)/include -I$(CUDNN_INC) \
@@ -215,7 +215,10 @@ $(EMU_OBJ): tests/emu/emu_device.cpp tests/emu/cuda_emu.h tests/emu/emu_device.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -MMD -MP -c -o $@ $<
 
-$(B)/tests/emu/test_nhwc_emu: tests/emu/test_nhwc_emu.cpp $(EMU_OBJ) $(B)/libmp.a
+# the tests on the emulated device: its kernels against the CPU reference,
+# and its own rules
+$(B)/tests/emu/test_nhwc_emu $(B)/tests/emu/test_emu_device: $(B)/tests/emu/%: tests/emu/%.cpp \
+		$(EMU_OBJ) $(B)/libmp.a
 	@mkdir -p $(dir $@) $(B)/obj/tests/emu
 	$(CXX) $(EMU_FLAGS) $(LDFLAGS) -Itests/emu \
 		-MMD -MP -MF $(@:$(B)/tests/%=$(B)/obj/tests/%.d) -o $@ $< $(EMU_OBJ) $(B)/libmp.a $(LDLIBS)
