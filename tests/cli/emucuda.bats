@@ -214,3 +214,31 @@ first_last_loss() {
 	same_weights graphs/weights.safetensors ops/weights.safetensors
 	assert_equal "$(cut -f1-10 graphs/train.log)" "$(cut -f1-10 ops/train.log)"
 }
+
+@test "the backend's settings (MP_CUDNN_*, MP_CUDA_STREAM, MP_CUDA_PROFILE): each trains, says what it shows, and changes no result it need not" {
+	local steps=(--backend cuda --max-steps 3 -q)
+	train "${OPTS[@]}" "${steps[@]}" -o plain
+	# what changes only how the work is issued or shown: the same bits
+	local setting
+	for setting in MP_CUDA_STREAM=legacy MP_CUDA_PROFILE=1 MP_CUDNN_LOG=1; do
+		run --separate-stderr env "$setting" "$MP_BIN/mp-train" "${OPTS[@]}" "${steps[@]}" -o "${setting%%=*}"
+		assert_status 0
+		same_weights plain/weights.safetensors "${setting%%=*}"/weights.safetensors
+		case $setting in
+		MP_CUDA_PROFILE=1)
+			assert_contains "$stderr" "total: cuDNN"
+			assert_not_contains "$output" "graph" ;;
+		MP_CUDNN_LOG=1)
+			assert_contains "$stderr" "mp-cuda: conv x 16x3x12x12 w 4x3x3x3 stride 1 pad 1 bf16 y: algorithm" ;;
+		MP_CUDA_STREAM=legacy)
+			assert_equal "$stderr" "" ;;
+		esac
+	done
+	# what may choose other algorithms: within bf16's rounding on a GPU
+	local tol=(--tol 0)
+	[[ $DEVICE == emulated* ]] || tol=(--tol 5e-2)
+	for setting in MP_CUDNN_SEARCH=timed MP_CUDNN_DETERMINISTIC=0; do
+		env "$setting" "$MP_BIN/mp-train" "${OPTS[@]}" "${steps[@]}" -o "${setting%%=*}"
+		same_weights "${tol[@]}" plain/weights.safetensors "${setting%%=*}"/weights.safetensors
+	done
+}
