@@ -20,6 +20,8 @@
  *   cudaMallocHost, a wait, a synchronous copy, cudnnFind*), a use of the
  *   legacy stream, and a copy from or to pageable host memory fail and
  *   invalidate the capture, as on a device, so cudaStreamEndCapture fails.
+ *   Held stricter than a device may hold them: cudaMallocHost and
+ *   cudaEventRecord in a capture (the backend uses neither there).
  * - Device pointers that copies, cuDNN and cuBLAS are given must lie in
  *   memory of cudaMalloc with room for what they touch; cudaFree of
  *   anything else fails.
