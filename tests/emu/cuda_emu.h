@@ -162,8 +162,12 @@ struct sequence {
 	}
 	uint64_t operator[](uint64_t i) const
 	{
+		if (order == FORWARD)
+			return i;
 		if (order == REVERSE)
 			return n - 1 - i;
+		if (n <= UINT32_MAX) /* a, i < 2^32: no overflow, no 128-bit division */
+			return (a * i + b % n) % n;
 		return (uint64_t)(((unsigned __int128)a * i + b) % n);
 	}
 };
