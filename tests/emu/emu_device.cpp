@@ -28,7 +28,8 @@
  * - cuDNN: descriptors hold what they are given; the algorithm queries
  *   offer, per direction, a nondeterministic algorithm first and a
  *   deterministic one after it (backward) with a workspace that the call
- *   must be given; the convolutions compute, in double, on the operands'
+ *   must be given, and none in bf16 for the filter gradient of 3-channel
+ *   inputs (the stem's); the convolutions compute, in double, on the operands'
  *   types and layouts (float or bf16, NCHW or NHWC), and round the result
  *   to the output's type. The graph API (MP_CUDNN_API=graph) is not
  *   offered: its calls fail with CUDNN_STATUS_NOT_SUPPORTED.
@@ -900,6 +901,8 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvol
 		  const operand &x, const operand &w, const operand &y, int algo, void *ws,
 		  size_t ws_bytes, const void *beta)
 {
+	if (dir == DIR_DW && x.type == CUDNN_DATA_BFLOAT16 && x.c == 3)
+		return CUDNN_STATUS_NOT_SUPPORTED; /* none was offered (rank) */
 	const cudnnStatus_t st = check(cv, x, w, y, ws, ws_bytes, workspace_for(x, algo));
 	if (st != CUDNN_STATUS_SUCCESS)
 		return st;
@@ -912,16 +915,20 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvol
 
 /* The ranked list: algorithm 0 (nondeterministic in the backward
  * directions, without workspace), then algorithm 1 (deterministic, with
- * a workspace); in bf16 under tensor-op math, in float under the default. */
+ * a workspace); in bf16 under tensor-op math, in float under the default.
+ * None is offered for bf16 filter gradients of 3-channel inputs (the
+ * stem's images), so that the backend's fallback to fp32 for one
+ * direction of a shape runs in whole steps and graphs. */
 template <typename Perf, typename Algo>
-void rank(const cudnnTensorStruct *x, bool backward, int want, int *got, Perf *perf)
+void rank(const cudnnTensorStruct *x, bool backward, bool filter, int want, int *got, Perf *perf)
 {
 	*got = want < 2 ? want : 2;
 	const operand xo = of_tensor(x, nullptr);
+	const bool none = filter && x->type == CUDNN_DATA_BFLOAT16 && x->c == 3;
 	for (int i = 0; i < *got; i++) {
 		memset(&perf[i], 0, sizeof perf[i]);
 		perf[i].algo = (Algo)i;
-		perf[i].status = CUDNN_STATUS_SUCCESS;
+		perf[i].status = none ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
 		perf[i].time = 1.0f + (float)i;
 		perf[i].memory = workspace_for(xo, i);
 		perf[i].determinism =
@@ -1085,7 +1092,8 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h,
 						     int *got, cudnnConvolutionFwdAlgoPerf_t *perf)
 {
 	(void)h, (void)w, (void)cv, (void)y;
-	rank<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(x, false, want, got, perf);
+	rank<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(x, false, false, want, got,
+								   perf);
 	return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1109,8 +1117,8 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
 	cudnnConvolutionBwdDataAlgoPerf_t *perf)
 {
 	(void)h, (void)w, (void)dy, (void)cv;
-	rank<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(dx, true, want, got,
-									      perf);
+	rank<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(dx, true, false, want,
+									      got, perf);
 	return CUDNN_STATUS_SUCCESS;
 }
 
@@ -1133,8 +1141,8 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
 	cudnnConvolutionBwdFilterAlgoPerf_t *perf)
 {
 	(void)h, (void)dy, (void)cv, (void)dw;
-	rank<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(x, true, want,
-										  got, perf);
+	rank<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(x, true, true,
+										  want, got, perf);
 	return CUDNN_STATUS_SUCCESS;
 }
 
