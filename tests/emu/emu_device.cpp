@@ -312,7 +312,14 @@ cudaError_t cudaDeviceSynchronize(void)
 
 /* ---- memory ---- */
 
-cudaError_t cudaMalloc(void **p, size_t size)
+} // extern "C"
+
+namespace {
+
+/* Memory of the table's kind (device or page-locked), filled with NaN as
+ * cudaMalloc leaves device memory with whatever was there: stale reads
+ * show. */
+cudaError_t alloc_in(std::map<uintptr_t, size_t> &table, void **p, size_t size)
 {
 	LOCKED;
 	*p = NULL;
@@ -321,56 +328,50 @@ cudaError_t cudaMalloc(void **p, size_t size)
 	void *m = mp_emu_device_alloc(size);
 	if (!m)
 		return fail(cudaErrorMemoryAllocation);
-	device_mem[(uintptr_t)m] = size ? size : 1;
+	table[(uintptr_t)m] = size ? size : 1;
 	*p = m;
 	return cudaSuccess;
 }
 
-/* cudaFree waits for the device: work queued may still use the memory */
-cudaError_t cudaFree(void *p)
+/* Freeing waits for the device: work queued may still use the memory. */
+cudaError_t free_in(std::map<uintptr_t, size_t> &table, void *p)
 {
 	LOCKED;
 	if (!p)
 		return cudaSuccess;
 	if (capture_forbids())
 		return fail(cudaErrorStreamCaptureUnsupported);
-	auto it = device_mem.find((uintptr_t)p);
-	if (it == device_mem.end())
+	auto it = table.find((uintptr_t)p);
+	if (it == table.end())
 		return fail(cudaErrorInvalidValue);
 	run_every_stream();
-	device_mem.erase(it);
+	table.erase(it);
 	free(p);
 	return cudaSuccess;
+}
+
+} // namespace
+
+extern "C" {
+
+cudaError_t cudaMalloc(void **p, size_t size)
+{
+	return alloc_in(device_mem, p, size);
+}
+
+cudaError_t cudaFree(void *p)
+{
+	return free_in(device_mem, p);
 }
 
 cudaError_t cudaMallocHost(void **p, size_t size)
 {
-	LOCKED;
-	*p = NULL;
-	if (capture_forbids())
-		return fail(cudaErrorStreamCaptureUnsupported);
-	void *m = mp_emu_device_alloc(size); /* NaN, as a device buffer: stale reads show */
-	if (!m)
-		return fail(cudaErrorMemoryAllocation);
-	pinned_mem[(uintptr_t)m] = size ? size : 1;
-	*p = m;
-	return cudaSuccess;
+	return alloc_in(pinned_mem, p, size);
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
-	LOCKED;
-	if (!p)
-		return cudaSuccess;
-	if (capture_forbids())
-		return fail(cudaErrorStreamCaptureUnsupported);
-	auto it = pinned_mem.find((uintptr_t)p);
-	if (it == pinned_mem.end())
-		return fail(cudaErrorInvalidValue);
-	run_every_stream();
-	pinned_mem.erase(it);
-	free(p);
-	return cudaSuccess;
+	return free_in(pinned_mem, p);
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
@@ -723,15 +724,15 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOper
 struct cudnnContext {
 	cudaStream_t stream = nullptr;
 };
-struct cudnnTensorStruct {
+/* a tensor's or a filter's (k, c, r, s as n, c, h, w) description */
+struct descriptor4 {
 	cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
 	cudnnDataType_t type = CUDNN_DATA_FLOAT;
 	int n = 0, c = 0, h = 0, w = 0;
 };
-struct cudnnFilterStruct {
-	cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
-	cudnnDataType_t type = CUDNN_DATA_FLOAT;
-	int k = 0, c = 0, h = 0, w = 0;
+struct cudnnTensorStruct : descriptor4 {
+};
+struct cudnnFilterStruct : descriptor4 {
 };
 struct cudnnConvolutionStruct {
 	int pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
@@ -777,14 +778,29 @@ struct operand {
 	}
 };
 
-operand of_tensor(const cudnnTensorStruct *d, const void *p)
+operand of_tensor(const descriptor4 *d, const void *p)
 {
 	return operand{(void *)p, d->type, d->format == CUDNN_TENSOR_NHWC, d->n, d->c, d->h, d->w};
 }
 
 operand of_filter(const cudnnFilterStruct *d, const void *p)
 {
-	return operand{(void *)p, d->type, d->format == CUDNN_TENSOR_NHWC, d->k, d->c, d->h, d->w};
+	return of_tensor(d, p);
+}
+
+cudnnStatus_t describe4(descriptor4 *d, cudnnTensorFormat_t format, cudnnDataType_t type, int n,
+			int c, int h, int w)
+{
+	if (n < 1 || c < 1 || h < 1 || w < 1 ||
+	    (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16))
+		return CUDNN_STATUS_BAD_PARAM;
+	d->format = format;
+	d->type = type;
+	d->n = n;
+	d->c = c;
+	d->h = h;
+	d->w = w;
+	return CUDNN_STATUS_SUCCESS;
 }
 
 int out_dim(int in, int pad, int filter, int stride, int dil)
@@ -819,82 +835,61 @@ size_t workspace_for(const operand &x, int algo)
 
 enum { DIR_Y, DIR_DX, DIR_DW };
 
-/* one convolution direction, in double */
+/* f(i, k, oy, ox, c, r, q, iy, ix) for every product of the convolution:
+ * output (i, k, oy, ox) takes input (i, c, iy, ix) times filter tap
+ * (k, c, r, q) */
+template <typename F>
+void for_each_product(const cudnnConvolutionStruct &cv, const operand &x, const operand &w,
+		      const operand &y, F f)
+{
+	for (int i = 0; i < y.n; i++)
+		for (int k = 0; k < y.c; k++)
+			for (int oy = 0; oy < y.h; oy++)
+				for (int ox = 0; ox < y.w; ox++)
+					for (int c = 0; c < x.c; c++)
+						for (int r = 0; r < w.h; r++) {
+							const int iy = oy * cv.stride_h - cv.pad_h + r * cv.dil_h;
+							if (iy < 0 || iy >= x.h)
+								continue;
+							for (int q = 0; q < w.w; q++) {
+								const int ix =
+									ox * cv.stride_w - cv.pad_w + q * cv.dil_w;
+								if (ix >= 0 && ix < x.w)
+									f(i, k, oy, ox, c, r, q, iy, ix);
+							}
+						}
+}
+
+/* one convolution direction, in double: y from x and w, or (y holding dy)
+ * dx into x, or dw into w */
 void convolve(int dir, const cudnnConvolutionStruct cv, const operand x, const operand w,
 	      const operand y, double alpha, double beta)
 {
-	const int ph = cv.pad_h, pw = cv.pad_w, sh = cv.stride_h, sw = cv.stride_w;
-	if (dir == DIR_Y) {
-		for (int i = 0; i < y.n; i++)
-			for (int k = 0; k < y.c; k++)
-				for (int oy = 0; oy < y.h; oy++)
-					for (int ox = 0; ox < y.w; ox++) {
-						double s = 0;
-						for (int c = 0; c < x.c; c++)
-							for (int r = 0; r < w.h; r++) {
-								const int iy = oy * sh - ph + r * cv.dil_h;
-								if (iy < 0 || iy >= x.h)
-									continue;
-								for (int q = 0; q < w.w; q++) {
-									const int ix = ox * sw - pw + q * cv.dil_w;
-									if (ix >= 0 && ix < x.w)
-										s += x.get(i, c, iy, ix) *
-										     w.get(k, c, r, q);
-								}
-							}
-						y.put(i, k, oy, ox, s, alpha, beta);
-					}
-	} else if (dir == DIR_DX) {
-		/* y holds dy, x receives dx */
-		std::vector<double> acc((size_t)x.n * x.c * x.h * x.w, 0.0);
-		auto at = [&](int i, int c, int iy, int ix) -> double & {
-			return acc[(((size_t)i * x.c + c) * x.h + iy) * x.w + ix];
-		};
-		for (int i = 0; i < y.n; i++)
-			for (int k = 0; k < y.c; k++)
-				for (int oy = 0; oy < y.h; oy++)
-					for (int ox = 0; ox < y.w; ox++) {
-						const double g = y.get(i, k, oy, ox);
-						for (int c = 0; c < x.c; c++)
-							for (int r = 0; r < w.h; r++) {
-								const int iy = oy * sh - ph + r * cv.dil_h;
-								if (iy < 0 || iy >= x.h)
-									continue;
-								for (int q = 0; q < w.w; q++) {
-									const int ix = ox * sw - pw + q * cv.dil_w;
-									if (ix >= 0 && ix < x.w)
-										at(i, c, iy, ix) +=
-											g * w.get(k, c, r, q);
-								}
-							}
-					}
-		for (int i = 0; i < x.n; i++)
-			for (int c = 0; c < x.c; c++)
-				for (int iy = 0; iy < x.h; iy++)
-					for (int ix = 0; ix < x.w; ix++)
-						x.put(i, c, iy, ix, at(i, c, iy, ix), alpha, beta);
-	} else {
-		/* w receives dw */
-		for (int k = 0; k < w.n; k++)
-			for (int c = 0; c < w.c; c++)
-				for (int r = 0; r < w.h; r++)
-					for (int q = 0; q < w.w; q++) {
-						double s = 0;
-						for (int i = 0; i < y.n; i++)
-							for (int oy = 0; oy < y.h; oy++) {
-								const int iy = oy * sh - ph + r * cv.dil_h;
-								if (iy < 0 || iy >= x.h)
-									continue;
-								for (int ox = 0; ox < y.w; ox++) {
-									const int ix = ox * sw - pw + q * cv.dil_w;
-									if (ix >= 0 && ix < x.w)
-										s += y.get(i, k, oy, ox) *
-										     x.get(i, c, iy, ix);
-								}
-							}
-						w.put(k, c, r, q, s, alpha, beta);
-					}
-	}
+	const operand &out = dir == DIR_Y ? y : dir == DIR_DX ? x : w;
+	std::vector<double> acc((size_t)out.n * out.c * out.h * out.w, 0.0);
+	auto at = [&](int a, int b, int c, int d) -> double & {
+		return acc[(((size_t)a * out.c + b) * out.h + c) * out.w + d];
+	};
+	if (dir == DIR_Y)
+		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
+						  int iy, int ix) {
+			at(i, k, oy, ox) += x.get(i, c, iy, ix) * w.get(k, c, r, q);
+		});
+	else if (dir == DIR_DX)
+		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
+						  int iy, int ix) {
+			at(i, c, iy, ix) += y.get(i, k, oy, ox) * w.get(k, c, r, q);
+		});
+	else
+		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
+						  int iy, int ix) {
+			at(k, c, r, q) += y.get(i, k, oy, ox) * x.get(i, c, iy, ix);
+		});
+	for (int a = 0; a < out.n; a++)
+		for (int b = 0; b < out.c; b++)
+			for (int c = 0; c < out.h; c++)
+				for (int d = 0; d < out.w; d++)
+					out.put(a, b, c, d, at(a, b, c, d), alpha, beta);
 }
 
 cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvolutionStruct *cv,
@@ -1019,31 +1014,13 @@ cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d)
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format,
 					 cudnnDataType_t type, int n, int c, int h, int w)
 {
-	if (n < 1 || c < 1 || h < 1 || w < 1 ||
-	    (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16))
-		return CUDNN_STATUS_BAD_PARAM;
-	d->format = format;
-	d->type = type;
-	d->n = n;
-	d->c = c;
-	d->h = h;
-	d->w = w;
-	return CUDNN_STATUS_SUCCESS;
+	return describe4(d, format, type, n, c, h, w);
 }
 
 cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type,
 					 cudnnTensorFormat_t format, int k, int c, int h, int w)
 {
-	if (k < 1 || c < 1 || h < 1 || w < 1 ||
-	    (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16))
-		return CUDNN_STATUS_BAD_PARAM;
-	d->format = format;
-	d->type = type;
-	d->k = k;
-	d->c = c;
-	d->h = h;
-	d->w = w;
-	return CUDNN_STATUS_SUCCESS;
+	return describe4(d, format, type, k, c, h, w);
 }
 
 cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int pad_h,
@@ -1078,7 +1055,7 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
 	if (x->c != w->c)
 		return CUDNN_STATUS_BAD_PARAM;
 	*n = x->n;
-	*c = w->k;
+	*c = w->n;
 	*h = out_dim(x->h, d->pad_h, w->h, d->stride_h, d->dil_h);
 	*wo = out_dim(x->w, d->pad_w, w->w, d->stride_w, d->dil_w);
 	return CUDNN_STATUS_SUCCESS;

@@ -50,6 +50,7 @@ int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what)
 }
 
 #include "emu_host.h"
+#include "emu_tap.h"
 
 
 /* MP_CUDA_PROFILE's events: every timed section takes 1 ms */
@@ -417,8 +418,6 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
 
 /* ---- the tests ------------------------------------------------------------------------- */
 
-static int tests, failures, cur_failed;
-
 static void expect(int cond, const char *fmt, const char *what)
 {
 	if (!cond) {
@@ -429,13 +428,6 @@ static void expect(int cond, const char *fmt, const char *what)
 	}
 }
 
-static void ok(const char *name)
-{
-	tests++;
-	failures += cur_failed;
-	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
-	cur_failed = 0;
-}
 
 static void tensor(mp_tensor *t, int n, int c, int h, int w)
 {
@@ -738,10 +730,8 @@ int main(void)
 	test_none(&be);
 	test_log_profile(&be);
 	test_many_shapes(&be);
-	printf("1..%d\n", tests);
-	printf("# %d of %d failed\n", failures, tests);
 	mp_cuda_conv_free(state);
 	mp_cuda_buffer_free(&state->scratch);
 	free(state);
-	return failures ? 1 : 0;
+	return tap_done();
 }

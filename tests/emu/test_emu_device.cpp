@@ -19,10 +19,10 @@
 
 #include "../../kernels/cuda/cuda.h"
 #include "emu_device.h"
+#include "emu_tap.h"
 
 static mp_backend *be;
 static mp_cuda_state *s;
-static int tests, failures, cur_failed;
 
 static void expect(bool cond, const char *what)
 {
@@ -32,27 +32,12 @@ static void expect(bool cond, const char *what)
 	}
 }
 
-static void ok(const char *name)
-{
-	tests++;
-	failures += cur_failed;
-	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
-	cur_failed = 0;
-}
-
-static void must(int rc, const char *what)
-{
-	if (rc < 0) {
-		printf("# FAIL: %s: %s\n", what, mp_backend_error(be));
-		cur_failed = 1;
-	}
-}
 
 /* a float tensor of 4 values on the device */
 static mp_tensor tensor4(void)
 {
 	mp_tensor t{};
-	must(be->ops->alloc(be, &t, 1, 1, 2, 2), "alloc");
+	must(be->ops->alloc(be, &t, 1, 1, 2, 2), be, "alloc");
 	return t;
 }
 
@@ -67,7 +52,7 @@ static bool all(const float *p, float v)
 static void test_queued(void)
 {
 	mp_tensor t = tensor4();
-	must(be->ops->fill(be, &t, 2.0f), "fill");
+	must(be->ops->fill(be, &t, 2.0f), be, "fill");
 	expect(isnan(t.data[0]), "a queued fill has not run before a wait");
 	expect(cudaStreamSynchronize(s->stream) == cudaSuccess, "cudaStreamSynchronize");
 	expect(all(t.data, 2.0f), "the wait ran it");
@@ -82,14 +67,14 @@ static void test_copies(void)
 	std::vector<float> pageable(4, 0.0f);
 	expect(pinned && isnan(pinned[0]), "page-locked memory comes as NaN");
 	/* to page-locked memory: in turn, after the fill */
-	must(be->ops->fill(be, &t, 4.0f), "fill");
+	must(be->ops->fill(be, &t, 4.0f), be, "fill");
 	expect(cudaMemcpyAsync(pinned, t.data, sizeof pageable[0] * 4, cudaMemcpyDeviceToHost,
 			       s->stream) == cudaSuccess, "copy to page-locked memory");
 	expect(isnan(pinned[0]), "a copy to page-locked memory has not run before a wait");
 	cudaStreamSynchronize(s->stream);
 	expect(all(pinned, 4.0f), "after the wait it has");
 	/* to pageable memory: done when the call returns */
-	must(be->ops->fill(be, &t, 6.0f), "fill");
+	must(be->ops->fill(be, &t, 6.0f), be, "fill");
 	expect(cudaMemcpyAsync(pageable.data(), t.data, 4 * sizeof(float), cudaMemcpyDeviceToHost,
 			       s->stream) == cudaSuccess, "copy to pageable memory");
 	expect(all(pageable.data(), 6.0f), "a copy to pageable memory is done at its return");
@@ -120,7 +105,7 @@ static void test_event_order(void)
 	for (int i = 0; i < 4; i++)
 		pinned[i] = 9.0f;
 	/* upload_ahead: the copy on the second stream, the main one waits */
-	must(be->ops->upload_ahead(be, &t, pinned), "upload_ahead");
+	must(be->ops->upload_ahead(be, &t, pinned), be, "upload_ahead");
 	cudaMemcpyAsync(u.data, t.data, 4 * sizeof(float), cudaMemcpyDeviceToDevice, s->stream);
 	cudaStreamSynchronize(s->stream);
 	expect(all(u.data, 9.0f), "the main stream's copy came after the second stream's");
@@ -143,18 +128,18 @@ static void test_graph_replay(void)
 {
 	mp_tensor t = tensor4();
 	void *g = NULL;
-	must(be->ops->fill(be, &t, 1.0f), "fill");
-	must(be->ops->graph_begin(be), "graph_begin");
-	must(be->ops->fill(be, &t, 3.0f), "fill (recorded)");
-	must(be->ops->graph_end(be, &g), "graph_end");
+	must(be->ops->fill(be, &t, 1.0f), be, "fill");
+	must(be->ops->graph_begin(be), be, "graph_begin");
+	must(be->ops->fill(be, &t, 3.0f), be, "fill (recorded)");
+	must(be->ops->graph_end(be, &g), be, "graph_end");
 	cudaStreamSynchronize(s->stream);
 	expect(all(t.data, 1.0f), "a recorded fill does not run");
 	for (int round = 0; round < 2 && g; round++) {
-		must(be->ops->graph_launch(be, g), "graph_launch");
+		must(be->ops->graph_launch(be, g), be, "graph_launch");
 		expect(all(t.data, round ? 5.0f : 1.0f), "a launched graph has not run before a wait");
-		must(be->ops->graph_wait(be), "graph_wait");
+		must(be->ops->graph_wait(be), be, "graph_wait");
 		expect(all(t.data, 3.0f), "the graph ran the fill with its recorded value");
-		must(be->ops->fill(be, &t, 5.0f), "fill");
+		must(be->ops->fill(be, &t, 5.0f), be, "fill");
 		cudaStreamSynchronize(s->stream);
 	}
 	be->ops->graph_free(be, g);
@@ -167,7 +152,7 @@ static void test_graph_replay(void)
 template <typename F> static void in_capture(const char *what, cudaError_t want, F call)
 {
 	char msg[160];
-	must(be->ops->graph_begin(be), "graph_begin");
+	must(be->ops->graph_begin(be), be, "graph_begin");
 	const cudaError_t e = call();
 	void *g = NULL;
 	const int rc = be->ops->graph_end(be, &g);
@@ -315,7 +300,6 @@ int main(void)
 	test_graph_replay();
 	test_capture_rules();
 	test_pointers();
-	printf("1..%d\n# %d of %d failed\n", tests, failures, tests);
 	mp_backend_free(be);
-	return failures ? 1 : 0;
+	return tap_done();
 }

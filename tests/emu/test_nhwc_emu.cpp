@@ -30,13 +30,13 @@
 
 #include "../../kernels/cuda/cuda.h"
 #include "emu_device.h"
+#include "emu_tap.h"
 
 #define ERR_BN 1e-2
 
 /* ---- the test harness ---------------------------------------------------------------- */
 
 static mp_backend *dev, *ref; /* the CUDA backend's code on the host; the CPU reference */
-static int tests, failures;
 static unsigned long long rng_state = 0x9e3779b97f4a7c15ull;
 
 static double uniform(double lo, double hi)
@@ -152,7 +152,6 @@ static std::vector<float> ref_values(const mp_tensor *r, int round)
 	return v;
 }
 
-static int cur_failed;
 
 static void check(const char *what, const std::vector<float> &got, const std::vector<float> &want,
 		  double tol)
@@ -172,21 +171,6 @@ static void check(const char *what, const std::vector<float> &got, const std::ve
 	}
 }
 
-static void ok(const char *name)
-{
-	tests++;
-	failures += cur_failed;
-	printf("%s %d - %s\n", cur_failed ? "not ok" : "ok", tests, name);
-	cur_failed = 0;
-}
-
-static void must(int rc, mp_backend *be, const char *what)
-{
-	if (rc < 0) {
-		printf("# FAIL: %s: %s\n", what, mp_backend_error(be));
-		cur_failed = 1;
-	}
-}
 
 /* ---- the tests ------------------------------------------------------------------------- */
 
@@ -618,9 +602,7 @@ int main(void)
 	test_conv_bn(1, 0, 0, 0);
 	test_sgd_table_error();
 	test_download_digest();
-	printf("1..%d\n", tests);
-	printf("# %d of %d failed\n", failures, tests);
 	mp_backend_free(ref);
 	mp_backend_free(dev);
-	return failures ? 1 : 0;
+	return tap_done();
 }
