@@ -5,7 +5,10 @@
 # kernels use no atomics, so a kernel free of races gives the same bits in
 # every order; one whose threads read what others write without a barrier
 # between gives what its order gives. Each order must pass the tests, and
-# the digests of the results read back must be the same.
+# the digests of the results read back must be the same. One order also
+# runs the two streams' work that no event orders the other way round
+# (MP_EMU_STREAMS=others-first, tests/emu/emu_device.cpp): a copy ahead
+# into memory a queued step still reads then shows.
 
 # test_cuda_ops_device takes about 40 s an order on one core
 BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-240}
@@ -30,11 +33,16 @@ in_order() {
 }
 
 # the three orders in parallel (a test program has the whole machine for a
-# fraction of each), then their digests
+# fraction of each), then their digests; the shuffled one also runs the
+# streams' unordered work the other way round (MP_EMU_STREAMS)
 same_in_every_order() {
 	local prog=$1 o pids=()
 	for o in forward reverse 7; do
-		in_order "$prog" "$o" >"digest-$o" &
+		if [[ $o == 7 ]]; then
+			MP_EMU_STREAMS=others-first in_order "$prog" "$o" >"digest-$o" &
+		else
+			in_order "$prog" "$o" >"digest-$o" &
+		fi
 		pids+=($!)
 	done
 	wait "${pids[@]}"
@@ -53,6 +61,16 @@ same_in_every_order() {
 
 @test "every operation and whole training steps on the emulated device: the same bits in every order" {
 	same_in_every_order test_cuda_ops_device
+}
+
+@test "the emulated device's rules hold with the streams' unordered work either way round" {
+	"$EMU/test_emu_device" >own.out || fail "$(grep -E '^(not ok|# FAIL)' own.out)"
+	MP_EMU_STREAMS=others-first "$EMU/test_emu_device" >others.out ||
+		fail "$(grep -E '^(not ok|# FAIL)' others.out)"
+	assert_contains "$(cat others.out)" "# 0 of 6 failed"
+	run env MP_EMU_STREAMS=sideways "$EMU/test_emu_device"
+	assert_status 2
+	assert_contains "$output" "MP_EMU_STREAMS=sideways: not own or others-first"
 }
 
 @test "MP_EMU_ORDER: a value that is not an order stops the program, naming it" {

@@ -12,7 +12,10 @@
  *   does, so such a read shows. Copies between device memory and pageable
  *   host memory behave as CUDA documents: to the device, the host's bytes
  *   are taken at the call; to the host, the call waits for the stream.
- *   cudaStreamWaitEvent orders two streams as recorded.
+ *   cudaStreamWaitEvent orders two streams as recorded. Work of two
+ *   streams that no event orders runs in either order: by default a wait
+ *   runs only the stream waited for (what the other queued runs later),
+ *   with MP_EMU_STREAMS=others-first the other streams' queued work first.
  * - A stream capture (cudaStreamBeginCapture) records instead of queuing;
  *   the instantiated graph replays the records, with the arguments of the
  *   recorded calls. In thread-local mode a call of the capturing thread
@@ -165,6 +168,44 @@ void run_every_stream()
 	run_all(&legacy);
 	for (CUstream_st *s : streams)
 		run_all(s);
+}
+
+/* MP_EMU_STREAMS=others-first: a wait for one stream first runs every
+ * other stream's queued work, work that a device may run before it or
+ * alongside it when no event orders them (a copy on the second stream
+ * before the step queued earlier on the first); own (the default) runs
+ * only what is waited for. Dependencies hold either way: a stream's
+ * event wait runs the other stream up to its event first. */
+bool others_first()
+{
+	static int mode = -1;
+	if (mode < 0) {
+		const char *v = getenv("MP_EMU_STREAMS");
+		mode = v && !strcmp(v, "others-first");
+		if (v && *v && !mode && strcmp(v, "own")) {
+			fprintf(stderr, "emu_device: MP_EMU_STREAMS=%s: not own or others-first\n", v);
+			exit(2);
+		}
+	}
+	return mode == 1;
+}
+
+/* The host waits for stream s up to its seq-th work. */
+void wait_for(CUstream_st *s, unsigned long seq)
+{
+	if (others_first()) {
+		if (s != &legacy)
+			run_all(&legacy);
+		for (CUstream_st *o : streams)
+			if (o != s)
+				run_all(o);
+	}
+	run_until(s, seq);
+}
+
+void wait_all(CUstream_st *s)
+{
+	wait_for(s, s->submitted);
 }
 
 /* Work for stream s: queued, or recorded when s is captured. */
@@ -416,7 +457,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 		/* to pageable memory the call returns when the copy is done */
 		if (capture_forbids())
 			return fail(cudaErrorStreamCaptureUnsupported);
-		run_all(s);
+		wait_all(s);
 		memcpy(dst, src, n);
 		mp_emu_digest_add(dst, n);
 		return cudaSuccess;
@@ -478,7 +519,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st)
 			capturing->invalid = true;
 		return fail(cudaErrorStreamCaptureUnsupported);
 	}
-	run_all(s);
+	wait_all(s);
 	const cudaError_t e = mp_emu_sync_error;
 	mp_emu_sync_error = cudaSuccess;
 	return e == cudaSuccess ? e : fail(e);
@@ -601,7 +642,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 	if (capture_forbids())
 		return fail(cudaErrorStreamCaptureUnsupported);
 	if (ev->stream)
-		run_until(ev->stream, ev->seq);
+		wait_for(ev->stream, ev->seq);
 	return cudaSuccess;
 }
 
@@ -938,7 +979,7 @@ cudnnStatus_t find_allowed(cudnnHandle_t h)
 {
 	if (capture_forbids())
 		return CUDNN_STATUS_NOT_SUPPORTED;
-	run_all(stream_of(h->stream));
+	wait_all(stream_of(h->stream));
 	return CUDNN_STATUS_SUCCESS;
 }
 
