@@ -34,8 +34,11 @@
  *   must be given, and none in bf16 for the filter gradient of 3-channel
  *   inputs (the stem's); the convolutions compute, in double, on the operands'
  *   types and layouts (float or bf16, NCHW or NHWC), and round the result
- *   to the output's type. The graph API (MP_CUDNN_API=graph) is not
- *   offered: its calls fail with CUDNN_STATUS_NOT_SUPPORTED.
+ *   to the output's type. A nondeterministic algorithm's results differ
+ *   in the last place from call to call, so that one taken where the
+ *   backend promises the same bits shows. The graph API (MP_CUDNN_API=
+ *   graph) has its descriptors, heuristics, plans and variant packs, for
+ *   graphs of one convolution (see its section below).
  *
  * Linked into test_nhwc_emu and test_cuda_ops_device (emu_device.h), and
  * built as a module (tests/emu/libmp-cuda-emu.so) that the programs load
@@ -783,6 +786,8 @@ struct cudnnConvolutionStruct {
 
 namespace {
 
+int legacy_live; /* the tensor, filter and convolution descriptors not yet destroyed */
+
 /* An operand as cuDNN sees it: dims n, c, h, w (a filter's k, c, r, s),
  * laid out NCHW or NHWC (KRSC), float or bf16. */
 struct operand {
@@ -805,17 +810,21 @@ struct operand {
 		return type == CUDNN_DATA_BFLOAT16 ? (double)__bfloat162float(((__nv_bfloat16 *)p)[k])
 						   : (double)((float *)p)[k];
 	}
-	/* v = alpha r + beta v, rounded to the operand's type */
-	void put(int i, int j, int y, int x, double r, double alpha, double beta) const
+	/* v = alpha r + beta v, rounded to float, moved by nudge units in
+	 * the last place, then rounded to the operand's type */
+	void put(int i, int j, int y, int x, double r, double alpha, double beta, int nudge) const
 	{
 		const size_t k = index(i, j, y, x);
 		double v = alpha * r;
 		if (beta != 0)
 			v += beta * get(i, j, y, x);
+		float f = (float)v;
+		if (nudge)
+			f = nextafterf(f, nudge > 0 ? INFINITY : -INFINITY);
 		if (type == CUDNN_DATA_BFLOAT16)
-			((__nv_bfloat16 *)p)[k] = __float2bfloat16_rn((float)v);
+			((__nv_bfloat16 *)p)[k] = __float2bfloat16_rn(f);
 		else
-			((float *)p)[k] = (float)v;
+			((float *)p)[k] = f;
 	}
 };
 
@@ -901,11 +910,46 @@ void for_each_product(const cudnnConvolutionStruct &cv, const operand &x, const 
 						}
 }
 
+/* How an algorithm or engine computes, besides in double: on inputs
+ * rounded to bf16 (an fp32 engine that converts its inputs down), and
+ * with bits that vary from run to run (a nondeterministic one: a quarter
+ * of its outputs, drawn anew at every call, a unit in the last place of a
+ * float off, as reductions in another order leave them). */
+struct conv_numerics {
+	bool down_convert, nondeterministic;
+};
+
+uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* A different draw at every call of every run. */
+uint64_t nondeterministic_draw()
+{
+	static uint64_t calls = mix64((uint64_t)getpid() ^ ((uint64_t)now_ms() << 20));
+	return mix64(++calls);
+}
+
 /* one convolution direction, in double: y from x and w, or (y holding dy)
  * dx into x, or dw into w */
-void convolve(int dir, const cudnnConvolutionStruct cv, const operand x, const operand w,
-	      const operand y, double alpha, double beta)
+void convolve(int dir, const cudnnConvolutionStruct cv, operand x, operand w, operand y,
+	      double alpha, double beta, conv_numerics how)
 {
+	std::vector<float> rounded[2]; /* x's and w's values rounded to bf16 */
+	if (how.down_convert && x.type == CUDNN_DATA_FLOAT) {
+		operand *ins[2] = {dir == DIR_DX ? &y : &x, dir == DIR_DW ? &y : &w};
+		for (int i = 0; i < 2; i++) {
+			const float *v = (const float *)ins[i]->p;
+			rounded[i].resize(ins[i]->bytes() / sizeof(float));
+			for (size_t k = 0; k < rounded[i].size(); k++)
+				rounded[i][k] = __bfloat162float(__float2bfloat16_rn(v[k]));
+			ins[i]->p = rounded[i].data();
+		}
+	}
+	const uint64_t draw = how.nondeterministic ? nondeterministic_draw() : 0;
 	const operand &out = dir == DIR_Y ? y : dir == DIR_DX ? x : w;
 	std::vector<double> acc((size_t)out.n * out.c * out.h * out.w, 0.0);
 	auto at = [&](int a, int b, int c, int d) -> double & {
@@ -926,11 +970,16 @@ void convolve(int dir, const cudnnConvolutionStruct cv, const operand x, const o
 						  int iy, int ix) {
 			at(k, c, r, q) += y.get(i, k, oy, ox) * x.get(i, c, iy, ix);
 		});
+	size_t k = 0;
 	for (int a = 0; a < out.n; a++)
 		for (int b = 0; b < out.c; b++)
 			for (int c = 0; c < out.h; c++)
-				for (int d = 0; d < out.w; d++)
-					out.put(a, b, c, d, at(a, b, c, d), alpha, beta);
+				for (int d = 0; d < out.w; d++, k++) {
+					const uint64_t r = draw ? mix64(draw ^ k) : 0;
+					const int nudge = (r & 3) ? 0 : (r & 4) ? 1 : -1;
+					out.put(a, b, c, d, at(a, b, c, d), alpha, beta,
+						draw ? nudge : 0);
+				}
 }
 
 cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvolutionStruct *cv,
@@ -944,7 +993,8 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvol
 		return st;
 	const double a = *(const float *)alpha, b = *(const float *)beta;
 	const cudnnConvolutionStruct c = *cv; /* the call's descriptors, as a graph keeps them */
-	return submit(h->stream, [=]() { convolve(dir, c, x, w, y, a, b); }) == cudaSuccess
+	const conv_numerics how{false, dir != DIR_Y && algo == 0};
+	return submit(h->stream, [=]() { convolve(dir, c, x, w, y, a, b, how); }) == cudaSuccess
 		       ? CUDNN_STATUS_SUCCESS
 		       : CUDNN_STATUS_EXECUTION_FAILED;
 }
@@ -1018,36 +1068,51 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t st)
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d)
 {
+	LOCKED;
 	*d = new cudnnTensorStruct;
+	legacy_live++;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d)
 {
+	LOCKED;
+	if (d)
+		legacy_live--;
 	delete d;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d)
 {
+	LOCKED;
 	*d = new cudnnFilterStruct;
+	legacy_live++;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d)
 {
+	LOCKED;
+	if (d)
+		legacy_live--;
 	delete d;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d)
 {
+	LOCKED;
 	*d = new cudnnConvolutionStruct;
+	legacy_live++;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d)
 {
+	LOCKED;
+	if (d)
+		legacy_live--;
 	delete d;
 	return CUDNN_STATUS_SUCCESS;
 }
@@ -1247,25 +1312,516 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
 		   (int)algo, ws, ws_bytes, beta);
 }
 
-/* the graph API: not offered */
+} // extern "C"
+
+/* ---- cuDNN's graph API ------------------------------------------------------------------
+ *
+ * Descriptors keep the attributes they are set, of the types cuDNN takes
+ * for them; a finalized one takes no more, and one not finalized answers
+ * no query. What the stand-in supports is what a convolution needs: 4-D
+ * tensors (float or bf16, NCHW or NHWC strides), a cross-correlation, an
+ * operation graph of one convolution in any direction, heuristics, plans,
+ * variant packs. Its engines, in the heuristics' order:
+ *
+ *   fp32: 0 tensor cores, inputs converted down (it computes on inputs
+ *           rounded to bf16, so an fp32 result from it shows);
+ *         1 nondeterministic in the backward directions, no workspace;
+ *         2 deterministic, with a workspace;
+ *   bf16: 0 tensor cores, nondeterministic in the backward directions;
+ *         1 tensor cores, deterministic, with a workspace.
+ *
+ * None of them finalizes a plan for a bf16 filter gradient of a 3-channel
+ * input (the stem's). Finalizing heuristics or a plan while the thread
+ * captures fails (stricter than a device may be: the backend builds its
+ * plans before it records). cudnnBackendExecute checks the variant pack
+ * against the plan's tensors (every unique id, device memory with room
+ * for the tensor, the byte alignment the tensor declared, the plan's
+ * workspace), and that the descriptors the plan was made from still
+ * live, then queues the convolution as the legacy calls do. */
+
+namespace {
+
+struct graph_value {
+	cudnnBackendAttributeType_t type;
+	int64_t count;
+	std::vector<unsigned char> bytes;
+};
+
+struct graph_descriptor {
+	cudnnBackendDescriptorType_t type;
+	bool finalized = false;
+	std::map<int, graph_value> attrs;
+	/* an engine, an engine config or a plan: its operation graph and engine */
+	graph_descriptor *graph = nullptr;
+	int engine = -1;
+	graph_descriptor *op = nullptr; /* an operation graph's convolution */
+	int64_t workspace = 0; /* a plan's */
+};
+
+std::set<graph_descriptor *> graph_live; /* created and not yet destroyed */
+
+size_t element_size(cudnnBackendAttributeType_t t)
+{
+	switch (t) {
+	case CUDNN_TYPE_HANDLE: return sizeof(cudnnHandle_t);
+	case CUDNN_TYPE_DATA_TYPE: return sizeof(cudnnDataType_t);
+	case CUDNN_TYPE_INT64: return sizeof(int64_t);
+	case CUDNN_TYPE_FLOAT: return sizeof(float);
+	case CUDNN_TYPE_DOUBLE: return sizeof(double);
+	case CUDNN_TYPE_VOID_PTR: return sizeof(void *);
+	case CUDNN_TYPE_CONVOLUTION_MODE: return sizeof(cudnnConvolutionMode_t);
+	case CUDNN_TYPE_HEUR_MODE: return sizeof(cudnnBackendHeurMode_t);
+	case CUDNN_TYPE_NUMERICAL_NOTE: return sizeof(cudnnBackendNumericalNote_t);
+	case CUDNN_TYPE_BACKEND_DESCRIPTOR: return sizeof(cudnnBackendDescriptor_t);
+	default: return 0;
+	}
+}
+
+/* The three convolution operations' attributes, as conv_graph.cu names them. */
+struct conv_op_attrs {
+	cudnnBackendDescriptorType_t type;
+	int dir;
+	cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+};
+const conv_op_attrs CONV_OPS[3] = {
+	{CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, DIR_Y,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+	{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, DIR_DX,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA},
+	{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR, DIR_DW,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+	 CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA},
+};
+
+const conv_op_attrs *conv_op_of(cudnnBackendDescriptorType_t t)
+{
+	for (const conv_op_attrs &o : CONV_OPS)
+		if (o.type == t)
+			return &o;
+	return nullptr;
+}
+
+/* The type(s) an attribute of a descriptor of type t takes; false when
+ * the stand-in does not know the attribute for that descriptor. */
+bool attribute_type_ok(cudnnBackendDescriptorType_t t, cudnnBackendAttributeName_t name,
+		       cudnnBackendAttributeType_t type, bool *known)
+{
+	struct rule {
+		cudnnBackendDescriptorType_t t;
+		cudnnBackendAttributeName_t name;
+		cudnnBackendAttributeType_t type;
+	};
+	static const rule rules[] = {
+		{CUDNN_BACKEND_TENSOR_DESCRIPTOR, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE},
+		{CUDNN_BACKEND_TENSOR_DESCRIPTOR, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_TENSOR_DESCRIPTOR, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_TENSOR_DESCRIPTOR, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_TENSOR_DESCRIPTOR, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_CONV_MODE,
+		 CUDNN_TYPE_CONVOLUTION_MODE},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, CUDNN_ATTR_OPERATIONGRAPH_OPS,
+		 CUDNN_TYPE_BACKEND_DESCRIPTOR},
+		{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE},
+		{CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+		 CUDNN_TYPE_BACKEND_DESCRIPTOR},
+		{CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE},
+		{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE},
+		{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+		 CUDNN_TYPE_BACKEND_DESCRIPTOR},
+		{CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64},
+		{CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+		 CUDNN_TYPE_VOID_PTR},
+		{CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR},
+	};
+	*known = true;
+	for (const rule &r : rules)
+		if (r.t == t && r.name == name)
+			return r.type == type;
+	if (const conv_op_attrs *o = conv_op_of(t)) {
+		if (name == o->x || name == o->w || name == o->y || name == o->conv)
+			return type == CUDNN_TYPE_BACKEND_DESCRIPTOR;
+		if (name == o->alpha || name == o->beta)
+			return type == CUDNN_TYPE_FLOAT || type == CUDNN_TYPE_DOUBLE;
+	}
+	*known = false;
+	return false;
+}
+
+graph_descriptor *live(cudnnBackendDescriptor_t d)
+{
+	graph_descriptor *g = (graph_descriptor *)d;
+	return graph_live.count(g) ? g : nullptr;
+}
+
+const graph_value *value_of(const graph_descriptor *g, cudnnBackendAttributeName_t name)
+{
+	auto it = g->attrs.find(name);
+	return it == g->attrs.end() ? nullptr : &it->second;
+}
+
+/* The attribute's int64 values, when it has exactly n of them. */
+bool int64s(const graph_descriptor *g, cudnnBackendAttributeName_t name, int64_t n, int64_t *out)
+{
+	const graph_value *v = value_of(g, name);
+	if (!v || v->type != CUDNN_TYPE_INT64 || v->count != n)
+		return false;
+	memcpy(out, v->bytes.data(), (size_t)n * sizeof *out);
+	return true;
+}
+
+/* The descriptor the attribute names (its first), when it lives, is
+ * finalized and of type t; else null. */
+graph_descriptor *linked(const graph_descriptor *g, cudnnBackendAttributeName_t name,
+			 cudnnBackendDescriptorType_t t)
+{
+	const graph_value *v = value_of(g, name);
+	if (!v || v->count < 1)
+		return nullptr;
+	cudnnBackendDescriptor_t d;
+	memcpy(&d, v->bytes.data(), sizeof d);
+	graph_descriptor *l = live(d);
+	return l && l->finalized && l->type == t ? l : nullptr;
+}
+
+double scalar(const graph_descriptor *g, cudnnBackendAttributeName_t name)
+{
+	const graph_value *v = value_of(g, name);
+	if (v->type == CUDNN_TYPE_DOUBLE) {
+		double d;
+		memcpy(&d, v->bytes.data(), sizeof d);
+		return d;
+	}
+	float f;
+	memcpy(&f, v->bytes.data(), sizeof f);
+	return f;
+}
+
+template <typename T> bool one_value(const graph_descriptor *g, cudnnBackendAttributeName_t name, T *out)
+{
+	const graph_value *v = value_of(g, name);
+	if (!v || v->count != 1 || v->bytes.size() != sizeof(T))
+		return false;
+	memcpy(out, v->bytes.data(), sizeof(T));
+	return true;
+}
+
+/* A finalized tensor as the convolution sees it (no pointer yet). */
+struct graph_tensor {
+	operand o;
+	int64_t uid, align;
+};
+
+cudnnStatus_t tensor_of(const graph_descriptor *g, graph_tensor *t)
+{
+	cudnnDataType_t type;
+	int64_t dims[4], strides[4];
+	if (!one_value(g, CUDNN_ATTR_TENSOR_DATA_TYPE, &type) ||
+	    !one_value(g, CUDNN_ATTR_TENSOR_UNIQUE_ID, &t->uid) ||
+	    !one_value(g, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, &t->align))
+		return CUDNN_STATUS_BAD_PARAM;
+	const graph_value *d = value_of(g, CUDNN_ATTR_TENSOR_DIMENSIONS);
+	if (!d || d->count != 4)
+		return d ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_BAD_PARAM;
+	if (!int64s(g, CUDNN_ATTR_TENSOR_DIMENSIONS, 4, dims) ||
+	    !int64s(g, CUDNN_ATTR_TENSOR_STRIDES, 4, strides))
+		return CUDNN_STATUS_BAD_PARAM;
+	for (int64_t v : dims)
+		if (v < 1 || v > (1 << 30))
+			return CUDNN_STATUS_BAD_PARAM;
+	if (type != CUDNN_DATA_FLOAT && type != CUDNN_DATA_BFLOAT16)
+		return CUDNN_STATUS_NOT_SUPPORTED;
+	if (t->align < 1 || (t->align & (t->align - 1)))
+		return CUDNN_STATUS_BAD_PARAM;
+	const int64_t n = dims[0], c = dims[1], h = dims[2], w = dims[3];
+	(void)n;
+	const int64_t nchw[4] = {c * h * w, h * w, w, 1}, nhwc[4] = {c * h * w, 1, w * c, c};
+	const bool is_nchw = !memcmp(strides, nchw, sizeof nchw),
+		   is_nhwc = !memcmp(strides, nhwc, sizeof nhwc);
+	if (!is_nchw && !is_nhwc)
+		return CUDNN_STATUS_NOT_SUPPORTED; /* packed layouts only, here */
+	t->o = operand{nullptr, type, !is_nchw, (int)dims[0], (int)dims[1], (int)dims[2],
+		       (int)dims[3]};
+	return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t conv_of(const graph_descriptor *g, cudnnConvolutionStruct *cv)
+{
+	cudnnDataType_t comp;
+	cudnnConvolutionMode_t mode;
+	int64_t dims, dil[2], str[2], pre[2], post[2];
+	if (!one_value(g, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, &comp) ||
+	    !one_value(g, CUDNN_ATTR_CONVOLUTION_CONV_MODE, &mode) ||
+	    !one_value(g, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, &dims))
+		return CUDNN_STATUS_BAD_PARAM;
+	if (dims != 2)
+		return CUDNN_STATUS_NOT_SUPPORTED;
+	if (!int64s(g, CUDNN_ATTR_CONVOLUTION_DILATIONS, 2, dil) ||
+	    !int64s(g, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, 2, str) ||
+	    !int64s(g, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, 2, pre) ||
+	    !int64s(g, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, 2, post))
+		return CUDNN_STATUS_BAD_PARAM;
+	if (mode != CUDNN_CROSS_CORRELATION || comp != CUDNN_DATA_FLOAT || pre[0] != post[0] ||
+	    pre[1] != post[1])
+		return CUDNN_STATUS_NOT_SUPPORTED; /* what a network of ours never asks */
+	if (dil[0] < 1 || dil[1] < 1 || str[0] < 1 || str[1] < 1 || pre[0] < 0 || pre[1] < 0)
+		return CUDNN_STATUS_BAD_PARAM;
+	cv->pad_h = (int)pre[0], cv->pad_w = (int)pre[1];
+	cv->stride_h = (int)str[0], cv->stride_w = (int)str[1];
+	cv->dil_h = (int)dil[0], cv->dil_w = (int)dil[1];
+	cv->compute = comp;
+	return CUDNN_STATUS_SUCCESS;
+}
+
+/* A convolution operation, its parts resolved. */
+struct graph_conv {
+	const conv_op_attrs *names;
+	cudnnConvolutionStruct cv;
+	graph_tensor x, w, y;
+	double alpha, beta;
+};
+
+cudnnStatus_t conv_op(const graph_descriptor *op, graph_conv *c)
+{
+	c->names = conv_op_of(op->type);
+	const conv_op_attrs *n = c->names;
+	const graph_descriptor *x = linked(op, n->x, CUDNN_BACKEND_TENSOR_DESCRIPTOR),
+			       *w = linked(op, n->w, CUDNN_BACKEND_TENSOR_DESCRIPTOR),
+			       *y = linked(op, n->y, CUDNN_BACKEND_TENSOR_DESCRIPTOR),
+			       *cv = linked(op, n->conv, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+	if (!x || !w || !y || !cv || !value_of(op, n->alpha) || !value_of(op, n->beta))
+		return CUDNN_STATUS_BAD_PARAM;
+	cudnnStatus_t st;
+	if ((st = tensor_of(x, &c->x)) != CUDNN_STATUS_SUCCESS ||
+	    (st = tensor_of(w, &c->w)) != CUDNN_STATUS_SUCCESS ||
+	    (st = tensor_of(y, &c->y)) != CUDNN_STATUS_SUCCESS ||
+	    (st = conv_of(cv, &c->cv)) != CUDNN_STATUS_SUCCESS)
+		return st;
+	if (c->x.uid == c->w.uid || c->x.uid == c->y.uid || c->w.uid == c->y.uid)
+		return CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES;
+	c->alpha = scalar(op, n->alpha);
+	c->beta = scalar(op, n->beta);
+	const operand &xo = c->x.o, &wo = c->w.o, &yo = c->y.o;
+	if (xo.type != wo.type || xo.type != yo.type || xo.c != wo.c || yo.c != wo.n ||
+	    xo.n != yo.n || yo.h != out_dim(xo.h, c->cv.pad_h, wo.h, c->cv.stride_h, c->cv.dil_h) ||
+	    yo.w != out_dim(xo.w, c->cv.pad_w, wo.w, c->cv.stride_w, c->cv.dil_w))
+		return CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
+	return CUDNN_STATUS_SUCCESS;
+}
+
+/* The engines the heuristics rank for a graph's convolution (see above). */
+struct engine_info {
+	bool tensor_core, down_convert, nondeterministic;
+	size_t workspace;
+	bool supported;
+};
+
+int engine_count(const graph_conv &c)
+{
+	return c.x.o.type == CUDNN_DATA_BFLOAT16 ? 2 : 3;
+}
+
+engine_info engine_of(const graph_conv &c, int e)
+{
+	const bool bf16 = c.x.o.type == CUDNN_DATA_BFLOAT16, backward = c.names->dir != DIR_Y;
+	engine_info i{};
+	i.tensor_core = bf16 || e == 0;
+	i.down_convert = !bf16 && e == 0;
+	i.nondeterministic = backward && (bf16 ? e == 0 : e == 1);
+	i.workspace = e == (bf16 ? 1 : 2) ? workspace_for(c.x.o, 1) : 0;
+	i.supported = !(bf16 && c.names->dir == DIR_DW && c.x.o.c == 3);
+	return i;
+}
+
+/* What finalizing a descriptor of each type checks and works out. */
+cudnnStatus_t finalize(graph_descriptor *g)
+{
+	switch (g->type) {
+	case CUDNN_BACKEND_TENSOR_DESCRIPTOR: {
+		graph_tensor t;
+		return tensor_of(g, &t);
+	}
+	case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR: {
+		cudnnConvolutionStruct cv;
+		return conv_of(g, &cv);
+	}
+	case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR: {
+		const graph_value *ops = value_of(g, CUDNN_ATTR_OPERATIONGRAPH_OPS);
+		cudnnHandle_t h;
+		if (!ops || !one_value(g, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, &h) || !h)
+			return CUDNN_STATUS_BAD_PARAM;
+		if (ops->count != 1)
+			return CUDNN_STATUS_NOT_SUPPORTED; /* one convolution a graph, here */
+		cudnnBackendDescriptor_t d;
+		memcpy(&d, ops->bytes.data(), sizeof d);
+		graph_descriptor *op = live(d);
+		if (!op || !op->finalized || !conv_op_of(op->type))
+			return CUDNN_STATUS_BAD_PARAM;
+		g->op = op;
+		return CUDNN_STATUS_SUCCESS;
+	}
+	case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR: {
+		cudnnBackendHeurMode_t mode;
+		if (!linked(g, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+			    CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR) ||
+		    !one_value(g, CUDNN_ATTR_ENGINEHEUR_MODE, &mode))
+			return CUDNN_STATUS_BAD_PARAM;
+		if (capture_forbids())
+			return CUDNN_STATUS_NOT_SUPPORTED;
+		g->graph = linked(g, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+				  CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+		return CUDNN_STATUS_SUCCESS;
+	}
+	case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
+		cudnnHandle_t h;
+		graph_descriptor *cfg = linked(g, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+					       CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+		if (!cfg || !one_value(g, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, &h) || !h)
+			return CUDNN_STATUS_BAD_PARAM;
+		if (capture_forbids())
+			return CUDNN_STATUS_NOT_SUPPORTED;
+		graph_conv c;
+		if (!live(cfg->graph) || conv_op(cfg->graph->op, &c) != CUDNN_STATUS_SUCCESS)
+			return CUDNN_STATUS_BAD_PARAM;
+		const engine_info e = engine_of(c, cfg->engine);
+		if (!e.supported)
+			return CUDNN_STATUS_NOT_SUPPORTED;
+		g->graph = cfg->graph;
+		g->engine = cfg->engine;
+		g->workspace = (int64_t)e.workspace;
+		return CUDNN_STATUS_SUCCESS;
+	}
+	case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: {
+		const graph_value *ids = value_of(g, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS),
+				  *ptrs = value_of(g, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS);
+		if (!ids || !ptrs || ids->count != ptrs->count ||
+		    !value_of(g, CUDNN_ATTR_VARIANT_PACK_WORKSPACE))
+			return CUDNN_STATUS_BAD_PARAM;
+		return CUDNN_STATUS_SUCCESS;
+	}
+	default:
+		if (conv_op_of(g->type)) {
+			graph_conv c;
+			return conv_op(g, &c);
+		}
+		return CUDNN_STATUS_NOT_SUPPORTED; /* engines and configs come from heuristics */
+	}
+}
+
+/* Fills descriptor out (created, of type t, not finalized) as a result. */
+graph_descriptor *fillable(cudnnBackendDescriptor_t d, cudnnBackendDescriptorType_t t)
+{
+	graph_descriptor *g = live(d);
+	return g && g->type == t && !g->finalized ? g : nullptr;
+}
+
+cudnnStatus_t put_values(cudnnBackendAttributeType_t type, int64_t requested, int64_t *count,
+			 void *values, const void *from, int64_t n)
+{
+	if (requested < 0 || !count || (requested > 0 && !values))
+		return CUDNN_STATUS_BAD_PARAM;
+	*count = n;
+	const int64_t k = requested < n ? requested : n;
+	if (k > 0)
+		memcpy(values, from, (size_t)k * element_size(type));
+	return CUDNN_STATUS_SUCCESS;
+}
+
+/* The uid's pointer in the pack, or null. */
+void *pointer_for(const graph_descriptor *pack, int64_t uid)
+{
+	const graph_value *ids = value_of(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS),
+			  *ptrs = value_of(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS);
+	for (int64_t i = 0; i < ids->count; i++) {
+		int64_t id;
+		memcpy(&id, ids->bytes.data() + i * sizeof id, sizeof id);
+		if (id == uid) {
+			void *p;
+			memcpy(&p, ptrs->bytes.data() + i * sizeof p, sizeof p);
+			return p;
+		}
+	}
+	return nullptr;
+}
+
+/* Whether every descriptor a plan was made from still lives. */
+bool plan_sources_live(const graph_descriptor *plan)
+{
+	const graph_descriptor *cfg = linked(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+					     CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+	const graph_descriptor *graph = plan->graph;
+	if (!cfg || !live((cudnnBackendDescriptor_t)graph) || !live(graph->op))
+		return false;
+	const conv_op_attrs *n = conv_op_of(graph->op->type);
+	return linked(graph->op, n->x, CUDNN_BACKEND_TENSOR_DESCRIPTOR) &&
+	       linked(graph->op, n->w, CUDNN_BACKEND_TENSOR_DESCRIPTOR) &&
+	       linked(graph->op, n->y, CUDNN_BACKEND_TENSOR_DESCRIPTOR) &&
+	       linked(graph->op, n->conv, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+}
+
+/* The operand's pointer from the pack: there, aligned as declared, in
+ * device memory with room for it. */
+cudnnStatus_t bind(const graph_descriptor *pack, graph_tensor *t)
+{
+	t->o.p = pointer_for(pack, t->uid);
+	if (!t->o.p)
+		return CUDNN_STATUS_BAD_PARAM;
+	if ((uintptr_t)t->o.p % (uintptr_t)t->align)
+		return CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER;
+	return is_device(t->o.p, t->o.bytes()) ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
+}
+
+} // namespace
+
+extern "C" {
+
 cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type,
 					   cudnnBackendDescriptor_t *d)
 {
-	(void)type;
-	*d = NULL;
-	return CUDNN_STATUS_NOT_SUPPORTED;
+	LOCKED;
+	if (!d)
+		return CUDNN_STATUS_BAD_PARAM;
+	graph_descriptor *g = new graph_descriptor;
+	g->type = type;
+	graph_live.insert(g);
+	*d = g;
+	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d)
 {
-	(void)d;
+	LOCKED;
+	graph_descriptor *g = live(d);
+	if (!g)
+		return CUDNN_STATUS_BAD_PARAM;
+	graph_live.erase(g);
+	delete g;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t d)
 {
-	(void)d;
-	return CUDNN_STATUS_NOT_SUPPORTED;
+	LOCKED;
+	graph_descriptor *g = live(d);
+	if (!g || g->finalized)
+		return CUDNN_STATUS_BAD_PARAM;
+	const cudnnStatus_t st = finalize(g);
+	g->finalized = st == CUDNN_STATUS_SUCCESS;
+	return st;
 }
 
 cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d,
@@ -1273,8 +1829,30 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d,
 				       cudnnBackendAttributeType_t type, int64_t count,
 				       const void *values)
 {
-	(void)d, (void)name, (void)type, (void)count, (void)values;
-	return CUDNN_STATUS_NOT_SUPPORTED;
+	LOCKED;
+	graph_descriptor *g = live(d);
+	if (!g)
+		return CUDNN_STATUS_BAD_PARAM;
+	if (g->finalized)
+		return CUDNN_STATUS_NOT_INITIALIZED; /* finalized: it takes no more */
+	bool known;
+	if (!attribute_type_ok(g->type, name, type, &known))
+		return known ? CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE : CUDNN_STATUS_NOT_SUPPORTED;
+	if (count < 1 || !values)
+		return CUDNN_STATUS_BAD_PARAM;
+	if (type == CUDNN_TYPE_BACKEND_DESCRIPTOR)
+		for (int64_t i = 0; i < count; i++) {
+			const graph_descriptor *l = live(((const cudnnBackendDescriptor_t *)values)[i]);
+			if (!l)
+				return CUDNN_STATUS_BAD_PARAM;
+			if (!l->finalized)
+				return CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED;
+		}
+	graph_value v{type, count, {}};
+	const unsigned char *b = (const unsigned char *)values;
+	v.bytes.assign(b, b + (size_t)count * element_size(type));
+	g->attrs[name] = std::move(v);
+	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
@@ -1282,15 +1860,125 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
 				       cudnnBackendAttributeType_t type, int64_t requested,
 				       int64_t *count, void *values)
 {
-	(void)d, (void)name, (void)type, (void)requested, (void)count, (void)values;
-	return CUDNN_STATUS_NOT_SUPPORTED;
+	LOCKED;
+	const graph_descriptor *g = live(d);
+	if (!g)
+		return CUDNN_STATUS_BAD_PARAM;
+	if (!g->finalized)
+		return CUDNN_STATUS_NOT_INITIALIZED;
+	if (name == CUDNN_ATTR_ENGINEHEUR_RESULTS && g->type == CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR) {
+		if (type != CUDNN_TYPE_BACKEND_DESCRIPTOR)
+			return CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE;
+		graph_conv c;
+		if (!live(g->graph) || conv_op(g->graph->op, &c) != CUDNN_STATUS_SUCCESS)
+			return CUDNN_STATUS_BAD_PARAM;
+		const int n = engine_count(c);
+		if (requested < 0 || !count || (requested > 0 && !values))
+			return CUDNN_STATUS_BAD_PARAM;
+		for (int64_t i = 0; i < requested && i < n; i++)
+			if (!fillable(((cudnnBackendDescriptor_t *)values)[i],
+				      CUDNN_BACKEND_ENGINECFG_DESCRIPTOR))
+				return CUDNN_STATUS_BAD_PARAM;
+		for (int64_t i = 0; i < requested && i < n; i++) {
+			graph_descriptor *cfg = live(((cudnnBackendDescriptor_t *)values)[i]);
+			cfg->graph = g->graph;
+			cfg->engine = (int)i;
+			cfg->finalized = true;
+		}
+		*count = n;
+		return CUDNN_STATUS_SUCCESS;
+	}
+	if (name == CUDNN_ATTR_ENGINECFG_ENGINE && g->type == CUDNN_BACKEND_ENGINECFG_DESCRIPTOR) {
+		if (type != CUDNN_TYPE_BACKEND_DESCRIPTOR)
+			return CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE;
+		if (requested < 1 || !count || !values)
+			return CUDNN_STATUS_BAD_PARAM;
+		graph_descriptor *e =
+			fillable(*(cudnnBackendDescriptor_t *)values, CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+		if (!e)
+			return CUDNN_STATUS_BAD_PARAM;
+		e->graph = g->graph;
+		e->engine = g->engine;
+		e->finalized = true;
+		*count = 1;
+		return CUDNN_STATUS_SUCCESS;
+	}
+	if (name == CUDNN_ATTR_ENGINE_NUMERICAL_NOTE && g->type == CUDNN_BACKEND_ENGINE_DESCRIPTOR) {
+		if (type != CUDNN_TYPE_NUMERICAL_NOTE)
+			return CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE;
+		graph_conv c;
+		if (!live(g->graph) || conv_op(g->graph->op, &c) != CUDNN_STATUS_SUCCESS)
+			return CUDNN_STATUS_BAD_PARAM;
+		const engine_info e = engine_of(c, g->engine);
+		cudnnBackendNumericalNote_t notes[3];
+		int n = 0;
+		if (e.tensor_core)
+			notes[n++] = CUDNN_NUMERICAL_NOTE_TENSOR_CORE;
+		if (e.down_convert)
+			notes[n++] = CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS;
+		if (e.nondeterministic)
+			notes[n++] = CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC;
+		return put_values(type, requested, count, values, notes, n);
+	}
+	if (name == CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE &&
+	    g->type == CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR) {
+		if (type != CUDNN_TYPE_INT64)
+			return CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE;
+		return put_values(type, requested, count, values, &g->workspace, 1);
+	}
+	const graph_value *v = value_of(g, name);
+	if (!v)
+		return CUDNN_STATUS_NOT_SUPPORTED;
+	if (v->type != type)
+		return CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE;
+	return put_values(type, requested, count, values, v->bytes.data(), v->count);
 }
 
-cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan,
-				  cudnnBackendDescriptor_t pack)
+cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan_d,
+				  cudnnBackendDescriptor_t pack_d)
 {
-	(void)h, (void)plan, (void)pack;
-	return CUDNN_STATUS_NOT_SUPPORTED;
+	LOCKED;
+	const graph_descriptor *plan = live(plan_d), *pack = live(pack_d);
+	cudnnHandle_t plan_handle;
+	if (!plan || !pack || plan->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
+	    pack->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR)
+		return CUDNN_STATUS_BAD_PARAM;
+	if (!plan->finalized || !pack->finalized)
+		return CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED;
+	if (!one_value(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, &plan_handle) || plan_handle != h)
+		return CUDNN_STATUS_BAD_PARAM;
+	if (!plan_sources_live(plan))
+		return CUDNN_STATUS_BAD_PARAM; /* a descriptor it was made from is gone */
+	graph_conv c;
+	cudnnStatus_t st = conv_op(plan->graph->op, &c);
+	if (st == CUDNN_STATUS_SUCCESS)
+		st = bind(pack, &c.x);
+	if (st == CUDNN_STATUS_SUCCESS)
+		st = bind(pack, &c.w);
+	if (st == CUDNN_STATUS_SUCCESS)
+		st = bind(pack, &c.y);
+	if (st != CUDNN_STATUS_SUCCESS)
+		return st;
+	void *ws = nullptr;
+	one_value(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, &ws);
+	if (plan->workspace && !is_device(ws, (size_t)plan->workspace))
+		return CUDNN_STATUS_BAD_PARAM;
+	const engine_info e = engine_of(c, plan->engine);
+	const int dir = c.names->dir;
+	const cudnnConvolutionStruct cv = c.cv;
+	const operand x = c.x.o, w = c.w.o, y = c.y.o;
+	const double alpha = c.alpha, beta = c.beta;
+	const conv_numerics how{e.down_convert, e.nondeterministic};
+	return submit(h->stream, [=]() { convolve(dir, cv, x, w, y, alpha, beta, how); }) ==
+		       cudaSuccess
+		       ? CUDNN_STATUS_SUCCESS
+		       : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+unsigned long mp_emu_cudnn_descriptors(void)
+{
+	LOCKED;
+	return (unsigned long)graph_live.size() + (unsigned long)legacy_live;
 }
 
 } // extern "C"

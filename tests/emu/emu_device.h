@@ -19,6 +19,8 @@ unsigned long long mp_emu_digest_bytes(void);
 /* what the next cudaStreamSynchronize returns (then cudaSuccess again): a
  * test's stand-in for an earlier kernel's fault, reported at a wait */
 extern cudaError_t mp_emu_sync_error;
+/* cuDNN descriptors made and not yet destroyed, legacy and graph API */
+unsigned long mp_emu_cudnn_descriptors(void);
 #ifdef __cplusplus
 }
 #endif

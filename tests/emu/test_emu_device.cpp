@@ -6,7 +6,9 @@
  * graph replays its calls with their arguments; in a capture, a call of
  * the capturing thread that would synchronize or allocate breaks it (and
  * the same call of another thread does not); device pointers are checked;
- * cuDNN's stand-in wants the workspace it asked for. Driven through the
+ * cuDNN's stand-in wants the workspace it asked for, checks the graph
+ * API's descriptors, plans and variant packs, and gives a nondeterministic
+ * algorithm's results other bits at every call. Driven through the
  * CUDA backend (its fill operation, its streams and graphs), as the
  * backend's own calls are.
  *
@@ -291,6 +293,241 @@ static void test_pointers(void)
 	ok("device pointers and cuDNN's workspace are checked");
 }
 
+/* cuDNN's graph API, as conv_graph.cu uses it, and the checks a device's
+ * cuDNN makes: a descriptor answers once finalized and takes nothing
+ * after; attributes have their types; the heuristics' configs carry
+ * their engines' notes; a plan is built outside a capture; execution
+ * wants every tensor's pointer, aligned and in device memory, the
+ * plan's workspace, and the descriptors the plan was made from. */
+typedef cudnnBackendDescriptor_t bdesc;
+
+static bdesc graph_tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+	bdesc d = NULL;
+	const cudnnDataType_t type = CUDNN_DATA_FLOAT;
+	const int64_t dims[4] = {n, c, h, w}, strides[4] = {c * h * w, h * w, w, 1}, align = 16;
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, &d);
+	cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+	cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+	cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+	cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+	cudnnBackendSetAttribute(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align);
+	expect(cudnnBackendFinalize(d) == CUDNN_STATUS_SUCCESS, "a tensor finalizes");
+	return d;
+}
+
+static void test_graph_api(void)
+{
+	/* x 1x2x3x3, w 2x2x3x3, y 1x2x3x3, stride 1, pad 1 */
+	bdesc x = graph_tensor(1, 1, 2, 3, 3), w = graph_tensor(2, 2, 2, 3, 3),
+	      y = graph_tensor(3, 1, 2, 3, 3), conv = NULL, op = NULL, graph = NULL, heur = NULL;
+	int64_t count = 0;
+	int64_t dims[4];
+	expect(cudnnBackendSetAttribute(x, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1,
+					dims) == CUDNN_STATUS_NOT_INITIALIZED,
+	       "a finalized descriptor takes no attribute");
+	expect(cudnnBackendGetAttribute(x, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, &count,
+					dims) == CUDNN_STATUS_SUCCESS &&
+		       count == 4 && dims[1] == 2,
+	       "it answers what it was given");
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &conv);
+	expect(cudnnBackendGetAttribute(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64,
+					1, &count, dims) == CUDNN_STATUS_NOT_INITIALIZED,
+	       "one not finalized answers nothing");
+	const int64_t two = 2, ones[2] = {1, 1};
+	const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+	const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+	expect(cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_FLOAT,
+					1, &two) == CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE,
+	       "an attribute of the wrong type is refused");
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp);
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE,
+				 1, &mode);
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &two);
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, ones);
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, ones);
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, ones);
+	expect(cudnnBackendFinalize(conv) == CUDNN_STATUS_BAD_PARAM,
+	       "a convolution without its post-paddings does not finalize");
+	cudnnBackendSetAttribute(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, ones);
+	expect(cudnnBackendFinalize(conv) == CUDNN_STATUS_SUCCESS, "with them it does");
+	const float one = 1, zero = 0;
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, &op);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT,
+				 1, &one);
+	cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT,
+				 1, &zero);
+	expect(cudnnBackendFinalize(op) == CUDNN_STATUS_SUCCESS, "the forward operation finalizes");
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph);
+	cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+				 1, &op);
+	cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1,
+				 &s->cudnn);
+	expect(cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS, "the graph finalizes");
+	const cudnnBackendHeurMode_t heur_mode = CUDNN_HEUR_MODE_A;
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur);
+	cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
+	cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &heur_mode);
+	expect(cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS, "the heuristics finalize");
+	cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+				 0, &count, NULL);
+	expect(count == 3, "three fp32 engines");
+	bdesc cfgs[3] = {NULL, NULL, NULL};
+	for (bdesc &c : cfgs)
+		cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c);
+	expect(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+					CUDNN_TYPE_BACKEND_DESCRIPTOR, 3, &count,
+					cfgs) == CUDNN_STATUS_SUCCESS,
+	       "the heuristics fill the configs");
+	/* the first converts its inputs down (conv_graph.cu passes it over in fp32) */
+	bdesc engine = NULL;
+	cudnnBackendNumericalNote_t notes[8];
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine);
+	cudnnBackendGetAttribute(cfgs[0], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+				 1, &count, &engine);
+	expect(cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+					CUDNN_TYPE_NUMERICAL_NOTE, 8, &count,
+					notes) == CUDNN_STATUS_SUCCESS &&
+		       count == 2 && notes[1] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS,
+	       "engine 0's notes: tensor cores, inputs converted down");
+	cudnnBackendDestroyDescriptor(engine);
+	/* a plan of engine 2, which wants a workspace; not while capturing */
+	bdesc plan = NULL;
+	cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
+	cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
+				 &s->cudnn);
+	cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+				 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[2]);
+	cudaGraph_t g = NULL;
+	cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal);
+	expect(cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS,
+	       "a plan is not built while the thread captures");
+	expect(cudaStreamEndCapture(s->stream, &g) != cudaSuccess, "and the capture is broken");
+	expect(cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS, "outside a capture it is");
+	int64_t ws_size = 0;
+	cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+				 &count, &ws_size);
+	expect(ws_size > 0, "engine 2 wants a workspace");
+	float *xp = NULL, *wp = NULL, *yp = NULL, *ws = NULL;
+	cudaMalloc((void **)&xp, 18 * sizeof(float));
+	cudaMalloc((void **)&wp, 36 * sizeof(float) + 16);
+	cudaMalloc((void **)&yp, 18 * sizeof(float));
+	cudaMalloc((void **)&ws, (size_t)ws_size);
+	std::vector<float> xh(18), wh(36, 0.0f), yh(18);
+	for (int i = 0; i < 18; i++)
+		xh[i] = (float)i;
+	wh[4] = 1; /* y channel 0 = x channel 0 (the centre tap) */
+	cudaMemcpy(xp, xh.data(), 18 * sizeof(float), cudaMemcpyHostToDevice);
+	cudaMemcpy(wp, wh.data(), 36 * sizeof(float), cudaMemcpyHostToDevice);
+	auto execute = [&](int n, void *wptr, void *work) {
+		bdesc pack = NULL;
+		const int64_t uids[3] = {1, 2, 3};
+		void *ptrs[3] = {xp, wptr, yp};
+		cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+		cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n,
+					 uids);
+		cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+					 CUDNN_TYPE_VOID_PTR, n, ptrs);
+		cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1,
+					 &work);
+		cudnnStatus_t st = cudnnBackendFinalize(pack);
+		if (st == CUDNN_STATUS_SUCCESS)
+			st = cudnnBackendExecute(s->cudnn, plan, pack);
+		cudnnBackendDestroyDescriptor(pack);
+		return st;
+	};
+	expect(execute(2, wp, ws) == CUDNN_STATUS_BAD_PARAM, "a pack without y's pointer is refused");
+	expect(execute(3, (char *)wp + 4, ws) == CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER,
+	       "a pointer off the declared alignment is refused");
+	expect(execute(3, wh.data(), ws) == CUDNN_STATUS_BAD_PARAM, "a host pointer is refused");
+	expect(execute(3, wp, NULL) == CUDNN_STATUS_BAD_PARAM, "a plan's workspace is wanted");
+	expect(execute(3, wp, ws) == CUDNN_STATUS_SUCCESS, "with all it wants, it runs");
+	cudaStreamSynchronize(s->stream);
+	cudaMemcpy(yh.data(), yp, 18 * sizeof(float), cudaMemcpyDeviceToHost);
+	expect(yh[4] == 4 && yh[9 + 4] == 0, "and computes the convolution");
+	cudnnBackendDestroyDescriptor(y);
+	expect(execute(3, wp, ws) == CUDNN_STATUS_BAD_PARAM,
+	       "a plan whose tensor descriptor is destroyed is refused");
+	const unsigned long before = mp_emu_cudnn_descriptors();
+	bdesc left[] = {plan, cfgs[0], cfgs[1], cfgs[2], heur, graph, op, conv, w, x};
+	for (bdesc d : left)
+		cudnnBackendDestroyDescriptor(d);
+	expect(mp_emu_cudnn_descriptors() == before - 10, "the descriptors are counted until destroyed");
+	expect(cudnnBackendDestroyDescriptor(x) == CUDNN_STATUS_BAD_PARAM,
+	       "one destroyed twice is refused");
+	float *bufs[] = {xp, wp, yp, ws};
+	for (float *b : bufs)
+		cudaFree(b);
+	ok("cuDNN's graph API: descriptors, heuristics, plans and their execution are checked");
+}
+
+/* A nondeterministic algorithm gives other bits from call to call (the
+ * legacy backward-filter algorithm 0); a deterministic one the same. */
+static void test_nondeterministic(void)
+{
+	cudnnTensorDescriptor_t x, y;
+	cudnnFilterDescriptor_t w;
+	cudnnConvolutionDescriptor_t c;
+	cudnnCreateTensorDescriptor(&x);
+	cudnnCreateTensorDescriptor(&y);
+	cudnnCreateFilterDescriptor(&w);
+	cudnnCreateConvolutionDescriptor(&c);
+	cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 4, 6, 6);
+	cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 4, 6, 6);
+	cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 4, 4, 3, 3);
+	cudnnSetConvolution2dDescriptor(c, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+					CUDNN_DATA_FLOAT);
+	const size_t nx = 2 * 4 * 6 * 6, nw = 4 * 4 * 3 * 3;
+	std::vector<float> xh(nx), dw[4];
+	for (size_t i = 0; i < nx; i++)
+		xh[i] = (float)sin((double)i);
+	float *xp = NULL, *yp = NULL, *wp = NULL, *ws = NULL;
+	cudaMalloc((void **)&xp, nx * sizeof(float));
+	cudaMalloc((void **)&yp, nx * sizeof(float));
+	cudaMalloc((void **)&wp, nw * sizeof(float));
+	cudaMemcpy(xp, xh.data(), nx * sizeof(float), cudaMemcpyHostToDevice);
+	cudaMemcpy(yp, xh.data(), nx * sizeof(float), cudaMemcpyHostToDevice);
+	size_t need = 0;
+	cudnnGetConvolutionBackwardFilterWorkspaceSize(s->cudnn, x, y, c, w,
+						       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, &need);
+	cudaMalloc((void **)&ws, need);
+	const float one = 1, zero = 0;
+	for (int run = 0; run < 4; run++) {
+		const cudnnConvolutionBwdFilterAlgo_t algo = run < 2 ? CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0
+								      : CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+		expect(cudnnConvolutionBackwardFilter(s->cudnn, &one, x, xp, y, yp, c, algo, ws, need,
+						      &zero, w, wp) == CUDNN_STATUS_SUCCESS,
+		       "the filter gradient runs");
+		cudaStreamSynchronize(s->stream);
+		dw[run].resize(nw);
+		cudaMemcpy(dw[run].data(), wp, nw * sizeof(float), cudaMemcpyDeviceToHost);
+	}
+	expect(dw[0] != dw[1], "algorithm 0 (nondeterministic): other bits the second time");
+	expect(dw[2] == dw[3], "algorithm 1 (deterministic): the same bits");
+	for (size_t i = 0; i < nw; i++)
+		if (fabsf(dw[0][i] - dw[2][i]) > 1e-6f * (1 + fabsf(dw[2][i]))) {
+			expect(false, "the two differ by more than a float's last place");
+			break;
+		}
+	float *bufs[] = {xp, yp, wp, ws};
+	for (float *b : bufs)
+		cudaFree(b);
+	cudnnDestroyTensorDescriptor(x);
+	cudnnDestroyTensorDescriptor(y);
+	cudnnDestroyFilterDescriptor(w);
+	cudnnDestroyConvolutionDescriptor(c);
+	ok("a nondeterministic algorithm's bits vary from call to call, a deterministic one's do not");
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -308,6 +545,8 @@ int main(void)
 	test_graph_replay();
 	test_capture_rules();
 	test_pointers();
+	test_graph_api();
+	test_nondeterministic();
 	mp_backend_free(be);
 	return tap_done();
 }

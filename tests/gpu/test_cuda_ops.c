@@ -2092,6 +2092,21 @@ int main(int argc, char **argv)
 		storage_pass(0);
 	}
 
+	mp_backend_free(dev);
+	mp_backend_free(ref);
+	mp_backend_free(ref_fp32);
+#ifdef MP_TEST_EMULATED_DEVICE
+	{
+		/* the backends gone, so are the descriptors they made (legacy
+		 * and the graph API's plans with what they were made from) */
+		prefix = "";
+		begin();
+		const unsigned long left = mp_emu_cudnn_descriptors();
+		if (left)
+			fail("%lu left", left);
+		end("every cuDNN descriptor the backends made is destroyed with them");
+	}
+#endif
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed; largest relative error %.2e (limit %.0e)", failures, tests,
 	       worst_fp32, RTOL);
@@ -2099,8 +2114,5 @@ int main(int argc, char **argv)
 		printf(", in bf16 %.2e (limit %.0e); in a bf16 whole step at most %.0f%% of its limit",
 		       worst, RTOL_BF16, 100 * worst_step);
 	printf("\n");
-	mp_backend_free(dev);
-	mp_backend_free(ref);
-	mp_backend_free(ref_fp32);
 	return failures ? 1 : 0;
 }
