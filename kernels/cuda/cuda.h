@@ -194,9 +194,9 @@ int mp_cuda_fail_cublas(mp_backend *be, const char *op, const char *call, cublas
  * block's threads as fibers that meet at each barrier. */
 #ifdef MP_CUDA_EMULATE
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
-	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 0, MP_STREAM(be))(__VA_ARGS__)
+	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 0, MP_STREAM(be), #kernel)(__VA_ARGS__)
 #define MP_LAUNCH_SYNC(kernel, grid, block, be, ...)                              \
-	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 1, MP_STREAM(be))(__VA_ARGS__)
+	mp_emu::launcher_of(&kernel, dim3(grid), dim3(block), 1, MP_STREAM(be), #kernel)(__VA_ARGS__)
 #else
 #define MP_LAUNCH(kernel, grid, block, be, ...)                                   \
 	kernel<<<grid, block, 0, MP_STREAM(be)>>>(__VA_ARGS__)

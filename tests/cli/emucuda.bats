@@ -108,6 +108,35 @@ first_last_loss() {
 	same_weights whole/weights.safetensors parts/weights.safetensors
 }
 
+# conversions NODES: the conversion kernels among a graph's nodes, as the
+# emulated device lists them (MP_EMU_GRAPHS=kernels)
+conversions() {
+	awk '/^emu_device: +[0-9]+ (nchw_to_nhwc|nhwc_bf16_to_nchw)/ { n += $2 } END { print n + 0 }' "$1"
+}
+
+@test "MP_EMU_GRAPHS: a recorded step's nodes by kind; with bf16 activations no conversion surrounds an activation" {
+	[[ $DEVICE == emulated* ]] || skip "the emulated device's count (a GPU has none)"
+	local steps=(--backend cuda --max-steps 3 -q)
+	MP_EMU_GRAPHS=kernels train "${OPTS[@]}" "${steps[@]}" -o plain 2>plain.err
+	MP_EMU_GRAPHS=kernels MP_CUDA_ACTIVATIONS=bf16 train "${OPTS[@]}" "${steps[@]}" -o act 2>act.err
+	local f
+	for f in plain.err act.err; do
+		grep -Eq '^emu_device: graph of [0-9]+ nodes: [0-9]+ copy [0-9]+ cuBLAS [0-9]+ cuDNN [0-9]+ kernel$' "$f" ||
+			fail "$f: no node count: $(head -3 "$f")"
+	done
+	# five convolutions: 14 cuDNN calls a step (the stem has no input
+	# gradient), in either form
+	assert_contains "$(cat plain.err)" " 14 cuDNN "
+	assert_contains "$(cat act.err)" " 14 cuDNN "
+	# float activations: around each of the four inner convolutions x, w
+	# (twice), dy and x again go in, y, dx and dw come out; the stem takes
+	# in the image and w and gives y (its filter gradient runs in fp32)
+	assert_equal "$(conversions plain.err)" 35
+	# bf16 activations: only the filters (forward and input gradient),
+	# their gradients, the image, and dy for the stem's fp32 filter gradient
+	assert_equal "$(conversions act.err)" 15
+}
+
 @test "a cuda run resumed with only -d, -v, -o and --resume goes on on the device, bit for bit" {
 	train "${OPTS[@]}" --backend cuda -q -o whole
 	train "${OPTS[@]}" --backend cuda -q -o parts --max-steps 11

@@ -390,7 +390,7 @@ static void syncthreads()
 /* Where a launch's work goes: NULL runs it at once (the kernels' tests);
  * emu_device.cpp's streams queue it on its stream, or record it in a
  * graph being captured. */
-static void (*mp_emu_submit)(cudaStream_t stream, std::function<void()> work);
+static void (*mp_emu_submit)(cudaStream_t stream, std::function<void()> work, const char *name);
 
 namespace mp_emu {
 
@@ -402,6 +402,7 @@ template <typename... P> struct launcher {
 	dim3 grid, block;
 	int sync;
 	cudaStream_t stream;
+	const char *name; /* the kernel's, as MP_LAUNCH wrote it */
 	void operator()(P... args) const
 	{
 		void (*k)(P...) = kernel;
@@ -412,7 +413,7 @@ template <typename... P> struct launcher {
 			launch(g, b, s, [&]() { std::apply(k, a); });
 		};
 		if (mp_emu_submit)
-			mp_emu_submit(stream, std::move(work));
+			mp_emu_submit(stream, std::move(work), name);
 		else
 			work();
 	}
@@ -420,9 +421,9 @@ template <typename... P> struct launcher {
 
 template <typename... P>
 static launcher<P...> launcher_of(void (*kernel)(P...), dim3 grid, dim3 block, int sync,
-				  cudaStream_t stream)
+				  cudaStream_t stream, const char *name = "kernel")
 {
-	return launcher<P...>{kernel, grid, block, sync, stream};
+	return launcher<P...>{kernel, grid, block, sync, stream, name};
 }
 
 } // namespace mp_emu

@@ -40,6 +40,10 @@
  *   graph) has its descriptors, heuristics, plans and variant packs, for
  *   graphs of one convolution (see its section below).
  *
+ * MP_EMU_GRAPHS=1 prints, for every graph instantiated, its nodes by kind
+ * (kernels, cuDNN and cuBLAS calls, copies): what a launch of it would
+ * run on a device; MP_EMU_GRAPHS=kernels also counts each kernel's.
+ *
  * Linked into test_nhwc_emu and test_cuda_ops_device (emu_device.h), and
  * built as a module (tests/emu/libmp-cuda-emu.so) that the programs load
  * through MP_CUDA_MODULE (tests/cli/emucuda.bats). It says nothing of
@@ -71,6 +75,7 @@ template <class T> static cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *
 #include <mutex>
 #include <pthread.h>
 #include <set>
+#include <string>
 #include <unistd.h>
 #include <vector>
 
@@ -80,6 +85,7 @@ typedef std::function<void()> work_fn;
 
 struct CUgraph_st {
 	std::vector<work_fn> nodes;
+	std::vector<const char *> kinds; /* each node's: "kernel", "cuDNN", "copy", ... */
 };
 struct CUgraphExec_st {
 	std::shared_ptr<std::vector<work_fn>> nodes;
@@ -211,14 +217,16 @@ void wait_all(CUstream_st *s)
 	wait_for(s, s->submitted);
 }
 
-/* Work for stream s: queued, or recorded when s is captured. */
-cudaError_t submit(cudaStream_t st, work_fn w)
+/* Work for stream s: queued, or recorded when s is captured (as a node
+ * of that kind). */
+cudaError_t submit(cudaStream_t st, work_fn w, const char *kind)
 {
 	CUstream_st *s = stream_of(st);
 	if (s == &legacy && capture_forbids())
 		return fail(cudaErrorStreamCaptureImplicit);
 	if (s->capture) {
 		s->capture->nodes.push_back(std::move(w));
+		s->capture->kinds.push_back(kind);
 		return cudaSuccess;
 	}
 	s->queue.push_back(std::move(w));
@@ -226,10 +234,10 @@ cudaError_t submit(cudaStream_t st, work_fn w)
 	return cudaSuccess;
 }
 
-void submit_launch(cudaStream_t st, work_fn w)
+void submit_launch(cudaStream_t st, work_fn w, const char *name)
 {
 	LOCKED;
-	(void)submit(st, std::move(w)); /* its error is the launch's (cudaGetLastError) */
+	(void)submit(st, std::move(w), name); /* its error is the launch's (cudaGetLastError) */
 }
 
 double now_ms()
@@ -455,7 +463,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 				(const unsigned char *)src, (const unsigned char *)src + n);
 			return submit(st, [dst, staged]() {
 				memcpy(dst, staged->data(), staged->size());
-			});
+			}, "copy");
 		}
 		/* to pageable memory the call returns when the copy is done */
 		if (capture_forbids())
@@ -469,7 +477,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 		memcpy(dst, src, n);
 		if (kind == cudaMemcpyDeviceToHost)
 			mp_emu_digest_add(dst, n);
-	});
+	}, "copy");
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind)
@@ -571,6 +579,26 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
 	CUgraphExec_st *x = new CUgraphExec_st;
 	x->nodes = std::make_shared<std::vector<work_fn>>(graph->nodes);
 	*exec = x;
+	if (getenv("MP_EMU_GRAPHS")) {
+		/* what a launch of it runs, by kind: the node count a device's
+		 * graph would have */
+		static const std::set<std::string> calls = {"copy", "graph", "event",
+							    "event wait", "cuBLAS", "cuDNN"};
+		std::map<std::string, int> count, kernels;
+		for (const char *k : graph->kinds) {
+			const bool call = calls.count(k);
+			count[call ? k : "kernel"]++;
+			if (!call)
+				kernels[k]++;
+		}
+		fprintf(stderr, "emu_device: graph of %zu nodes:", graph->kinds.size());
+		for (const auto &c : count)
+			fprintf(stderr, " %d %s", c.second, c.first.c_str());
+		fprintf(stderr, "\n");
+		if (!strcmp(getenv("MP_EMU_GRAPHS"), "kernels"))
+			for (const auto &c : kernels)
+				fprintf(stderr, "emu_device:   %5d %s\n", c.second, c.first.c_str());
+	}
 	return cudaSuccess;
 }
 
@@ -583,7 +611,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t st)
 	return submit(st, [nodes]() {
 		for (work_fn &w : *nodes)
 			w();
-	});
+	}, "graph");
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph)
@@ -631,7 +659,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 		s->invalid = true; /* no event nodes here: the backend records none */
 		return fail(cudaErrorStreamCaptureUnsupported);
 	}
-	const cudaError_t e = submit(st, [ev]() { ev->ms = now_ms(); });
+	const cudaError_t e = submit(st, [ev]() { ev->ms = now_ms(); }, "event");
 	if (e != cudaSuccess)
 		return e;
 	ev->stream = s;
@@ -675,7 +703,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned flags)
 	return submit(st, [other, seq]() {
 		if (other == &legacy || streams.count(other))
 			run_until(other, seq);
-	});
+	}, "event wait");
 }
 
 /* ---- cuBLAS ---- */
@@ -757,7 +785,7 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOper
 				float *c = &C[i + (size_t)j * ldc];
 				*c = (float)(al * s + (be != 0 ? be * *c : 0));
 			}
-	});
+	}, "cuBLAS");
 	return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
@@ -994,7 +1022,7 @@ cudnnStatus_t run(cudnnHandle_t h, int dir, const void *alpha, const cudnnConvol
 	const double a = *(const float *)alpha, b = *(const float *)beta;
 	const cudnnConvolutionStruct c = *cv; /* the call's descriptors, as a graph keeps them */
 	const conv_numerics how{false, dir != DIR_Y && algo == 0};
-	return submit(h->stream, [=]() { convolve(dir, c, x, w, y, a, b, how); }) == cudaSuccess
+	return submit(h->stream, [=]() { convolve(dir, c, x, w, y, a, b, how); }, "cuDNN") == cudaSuccess
 		       ? CUDNN_STATUS_SUCCESS
 		       : CUDNN_STATUS_EXECUTION_FAILED;
 }
@@ -1969,7 +1997,7 @@ cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan
 	const operand x = c.x.o, w = c.w.o, y = c.y.o;
 	const double alpha = c.alpha, beta = c.beta;
 	const conv_numerics how{e.down_convert, e.nondeterministic};
-	return submit(h->stream, [=]() { convolve(dir, cv, x, w, y, alpha, beta, how); }) ==
+	return submit(h->stream, [=]() { convolve(dir, cv, x, w, y, alpha, beta, how); }, "cuDNN") ==
 		       cudaSuccess
 		       ? CUDNN_STATUS_SUCCESS
 		       : CUDNN_STATUS_EXECUTION_FAILED;
