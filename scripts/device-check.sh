@@ -52,6 +52,9 @@
 #               cuDNN's graph API (MP_CUDNN_API=graph)
 #   bench-ours-bf16-b256, bench-torch-eager-b256
 #               both at batch 256: whether a step is bound by the host
+#   bench-ours-bf16-act-graph-api, bench-ours-bf16-act-timed
+#               bf16 activations with the graph API's plans, and with
+#               algorithms chosen by timing (when time is left)
 #   bench-ours-bf16-heuristic, -timed, -timed-nondet, -legacy-stream
 #               bf16 again with cuDNN's algorithms chosen by its
 #               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
@@ -561,6 +564,12 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	run bench-ours-bf16-graph-api-ops 60 env MP_CUDNN_API=graph BENCH_OPS=1 MP_CUDA_PROFILE=1 \
 		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-graph-api-ops: failed"
 	if [ "$QUICK" = 0 ]; then
+		# the likeliest best settings together: bf16 activations with the
+		# graph API's plans, and with timed algorithms
+		optional 40 ours_variant bench-ours-bf16-act-graph-api MP_CUDA_ACTIVATIONS=bf16 \
+			MP_CUDNN_API=graph
+		optional 40 ours_variant bench-ours-bf16-act-timed MP_CUDA_ACTIVATIONS=bf16 \
+			MP_CUDNN_SEARCH=timed
 		optional 40 ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
 		optional 40 ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
 		optional 40 ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed \

@@ -142,6 +142,8 @@ static void cuda_release(mp_backend *be, mp_tensor *t)
 	// nothing to report to: release cannot fail; a failure (release while
 	// recording, which the interface forbids) must not be reported by the
 	// next kernel launch's check as its own
+	if (t->data)
+		mp_cuda_params_written(mp_cuda(be), t->data, mp_tensor_count(t) * sizeof(float));
 	if (t->data && cudaFree(t->data) != cudaSuccess)
 		(void)cudaGetLastError();
 	t->data = NULL;
@@ -158,6 +160,7 @@ static int cuda_upload(mp_backend *be, mp_tensor *t, const float *host)
 	if (mp_cuda_is_bf16(t))
 		return mp_cuda_nhwc_upload(be, t, host);
 	mp_cuda_state *s = mp_cuda(be);
+	mp_cuda_params_written(s, t->data, mp_tensor_count(t) * sizeof(float));
 	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyHostToDevice, s->stream));
 	// the host array is the caller's again when upload returns
@@ -191,6 +194,7 @@ static int cuda_upload_ahead(mp_backend *be, mp_tensor *t, const float *host)
 	if (!host)
 		return mp_cpu_fail(be, "%s: no host array", op);
 	mp_cuda_state *s = mp_cuda(be);
+	mp_cuda_params_written(s, t->data, mp_tensor_count(t) * sizeof(float));
 	CUDA_CHECK(op, cudaMemcpyAsync(t->data, host, mp_tensor_count(t) * sizeof(float),
 				       cudaMemcpyHostToDevice, s->copy_stream));
 	CUDA_CHECK(op, cudaEventRecord(s->copy_done, s->copy_stream));

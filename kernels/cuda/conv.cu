@@ -61,6 +61,18 @@ static int operand_in(mp_backend *be, const char *op, const mp_tensor *t, int bf
 	return 0;
 }
 
+// Filter w as the algorithm takes it: in bf16, the SGD step's KRSC copy
+// while it holds w's values (no conversion), else as operand_in gives it.
+static int filter_in(mp_backend *be, const char *op, const mp_tensor *w, int bf16, void **p)
+{
+	const void *kept = bf16 ? mp_cuda_filter_shadow(mp_cuda(be), w) : NULL;
+	if (kept) {
+		*p = (void *)kept;
+		return 0;
+	}
+	return operand_in(be, op, w, bf16, &mp_cuda(be)->bf_w, p);
+}
+
 // Where a result goes: t's own memory when it is stored in the algorithm's
 // form, else buf, which operand_out_done then converts into t.
 static int operand_out(mp_backend *be, const char *op, const mp_tensor *t, int bf16,
@@ -558,8 +570,7 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 	void *xp, *wp, *yp;
 	a->calls[DIR_FWD]++;
 	prof_begin(s);
-	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) ||
-	    operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
+	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) || filter_in(be, op, w, bf16, &wp) ||
 	    operand_out(be, op, y, bf16, &s->bf_y, &yp))
 		return -1;
 	prof_end(s, &a->ms_convert[DIR_FWD]);
@@ -606,8 +617,7 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
 		prof_begin(s);
-		if (operand_in(be, op, w, bf16, &s->bf_w, &wp) ||
-		    operand_out(be, op, dx, bf16, &s->bf_x, &p))
+		if (filter_in(be, op, w, bf16, &wp) || operand_out(be, op, dx, bf16, &s->bf_x, &p))
 			return -1;
 		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 		prof_begin(s);

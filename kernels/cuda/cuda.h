@@ -87,6 +87,14 @@ struct mp_cuda_sgd_block {
 	size_t begin, end;
 };
 
+/* Where SGD writes a parameter tensor's bf16 copy (elements from shadow
+ * on, in KRSC: the form bf16 convolutions take filters in), and the
+ * tensor's channels and taps (c, h * w) that order it. */
+struct mp_cuda_sgd_tensor {
+	size_t shadow;
+	int c, taps;
+};
+
 struct mp_cuda_state {
 	int device;
 	int cc_major, cc_minor; /* compute capability */
@@ -139,6 +147,14 @@ struct mp_cuda_state {
 	float **sgd_dev_ptrs; /* device: 3 * count pointers */
 	struct mp_cuda_sgd_block *sgd_dev_blocks;
 	int sgd_nblocks;
+	/* In bf16, the SGD step also writes each parameter's bf16 KRSC copy
+	 * (sgd_shadow, where sgd_tensors say), which the convolutions then
+	 * take instead of converting the filters at every call, forward and
+	 * backward. Valid from an SGD step on, until a parameter is written
+	 * otherwise (upload, fill, release: mp_cuda_params_written). */
+	struct mp_cuda_sgd_tensor *sgd_tensors, *sgd_dev_tensors;
+	void *sgd_shadow; /* device, __nv_bfloat16; NULL in fp32 */
+	int sgd_shadow_valid;
 };
 
 static inline mp_cuda_state *mp_cuda(mp_backend *be)
@@ -377,5 +393,11 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		     mp_tensor *const *v, int count, const mp_tensor *lr, float momentum, float wd);
 void mp_cuda_layers_free(mp_cuda_state *s);
+/* The SGD step's bf16 KRSC copy of filter w when it holds w's current
+ * values, else NULL (layers.cu). */
+const void *mp_cuda_filter_shadow(const mp_cuda_state *s, const mp_tensor *w);
+/* [p, p + bytes) is about to be written other than by the SGD step: the
+ * parameters' bf16 copies are stale if it holds one of them. */
+void mp_cuda_params_written(mp_cuda_state *s, const void *p, size_t bytes);
 
 #endif

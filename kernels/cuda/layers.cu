@@ -37,6 +37,7 @@ int mp_cuda_fill(mp_backend *be, mp_tensor *t, float value)
 	if (mp_cuda_is_bf16(t))
 		return mp_cuda_nhwc_fill(be, t, value);
 	const size_t count = mp_tensor_count(t);
+	mp_cuda_params_written(mp_cuda(be), t->data, count * sizeof(float));
 	MP_LAUNCH(fill_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, t->data, count, value);
 	LAUNCH_CHECK(op, "fill_kernel");
 	return 0;
@@ -421,20 +422,34 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 // neon's update in float with explicit roundings (no fused multiply-add),
 // the same operations in the same order as the CPU reference:
 //   v = momentum v - lr (g + wd w);  w = w + v
+// With shadow, each new w also goes, rounded to bf16, to its place in the
+// tensor's KRSC copy: element (k, c, rs) of KCRS at (k, rs, c).
 __global__ void sgd_kernel(float *const *__restrict__ ptrs,
 			   const mp_cuda_sgd_block *__restrict__ blocks, int count,
-			   const float *__restrict__ lr_p, float momentum, float wd)
+			   const float *__restrict__ lr_p, float momentum, float wd,
+			   __nv_bfloat16 *__restrict__ shadow,
+			   const mp_cuda_sgd_tensor *__restrict__ tensors)
 {
 	const mp_cuda_sgd_block b = blocks[blockIdx.x];
 	const float lr = *lr_p; // in device memory: a recorded step reads each run's
 	float *w = ptrs[b.t], *v = ptrs[2 * count + b.t];
 	const float *g = ptrs[count + b.t];
+	mp_cuda_sgd_tensor t = {0, 1, 1};
+	if (shadow)
+		t = tensors[b.t];
+	const size_t ctaps = (size_t)t.c * (size_t)t.taps;
 	for (size_t i = b.begin + threadIdx.x; i < b.end; i += blockDim.x) {
 		const float wi = w[i];
 		const float decayed = __fadd_rn(g[i], __fmul_rn(wd, wi));
 		const float vi = __fsub_rn(__fmul_rn(momentum, v[i]), __fmul_rn(lr, decayed));
 		v[i] = vi;
-		w[i] = __fadd_rn(wi, vi);
+		const float wn = __fadd_rn(wi, vi);
+		w[i] = wn;
+		if (shadow) {
+			const size_t k = i / ctaps, r = i % ctaps, c = r / (size_t)t.taps,
+				     rs = r % (size_t)t.taps;
+			shadow[t.shadow + k * ctaps + rs * (size_t)t.c + c] = __float2bfloat16_rn(wn);
+		}
 	}
 }
 
@@ -446,11 +461,48 @@ void mp_cuda_layers_free(mp_cuda_state *s)
 		cudaFree(s->sgd_dev_ptrs);
 	if (s->sgd_dev_blocks)
 		cudaFree(s->sgd_dev_blocks);
+	if (s->sgd_dev_tensors)
+		cudaFree(s->sgd_dev_tensors);
+	if (s->sgd_shadow)
+		cudaFree(s->sgd_shadow);
+	free(s->sgd_tensors);
 	s->sgd_host = NULL;
 	s->sgd_sizes = NULL;
 	s->sgd_dev_ptrs = NULL;
 	s->sgd_dev_blocks = NULL;
+	s->sgd_tensors = s->sgd_dev_tensors = NULL;
+	s->sgd_shadow = NULL;
+	s->sgd_shadow_valid = 0;
 	s->sgd_count = s->sgd_nblocks = 0;
+}
+
+const void *mp_cuda_filter_shadow(const mp_cuda_state *s, const mp_tensor *w)
+{
+	if (!s->sgd_shadow_valid)
+		return NULL;
+	for (int t = 0; t < s->sgd_count; t++)
+		if (s->sgd_host[t] == w->data)
+			return s->sgd_sizes[t] == mp_tensor_count(w) && s->sgd_tensors[t].c == w->c &&
+					       s->sgd_tensors[t].taps == w->h * w->w
+				       ? (const __nv_bfloat16 *)s->sgd_shadow + s->sgd_tensors[t].shadow
+				       : NULL;
+	return NULL;
+}
+
+void mp_cuda_params_written(mp_cuda_state *s, const void *p, size_t bytes)
+{
+	if (!s->sgd_shadow_valid)
+		return;
+	const uintptr_t a = (uintptr_t)p, z = a + bytes;
+	for (int t = 0; t < s->sgd_count; t++) {
+		const uintptr_t w = (uintptr_t)s->sgd_host[t], wz = w + s->sgd_sizes[t] * sizeof(float);
+		if (a < wz && w < z) {
+			s->sgd_shadow_valid = 0;
+			// a graph recorded with the copies would read them stale
+			s->mem_gen++;
+			return;
+		}
+	}
 }
 
 // Is the cached table the one for these tensors?
@@ -459,10 +511,15 @@ static int sgd_cached(const mp_cuda_state *s, mp_tensor *const *w, const mp_tens
 {
 	if (!s->sgd_host || s->sgd_count != count)
 		return 0;
+	// in bf16 with the parameters' bf16 copies, in fp32 without
+	if ((s->precision == MP_PRECISION_BF16) != (s->sgd_shadow != NULL))
+		return 0;
 	for (int t = 0; t < count; t++)
 		if (s->sgd_host[t] != w[t]->data || s->sgd_host[count + t] != g[t]->data ||
 		    s->sgd_host[2 * count + t] != v[t]->data ||
-		    s->sgd_sizes[t] != mp_tensor_count(w[t]))
+		    s->sgd_sizes[t] != mp_tensor_count(w[t]) ||
+		    (s->sgd_tensors && (s->sgd_tensors[t].c != w[t]->c ||
+					s->sgd_tensors[t].taps != w[t]->h * w[t]->w)))
 			return 0;
 	return 1;
 }
@@ -506,16 +563,42 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 	s->sgd_sizes = sizes;
 	s->sgd_count = count;
 	s->sgd_nblocks = (int)nblocks;
+	// bf16 copies of the parameters, for the convolutions: each 16-byte
+	// aligned, as cuDNN's bf16 operands want
+	size_t shadow_elems = 0;
+	mp_cuda_sgd_tensor *tensors = NULL;
+	if (s->precision == MP_PRECISION_BF16) {
+		tensors = (mp_cuda_sgd_tensor *)malloc((size_t)count * sizeof *tensors);
+		if (!tensors) {
+			free(blocks);
+			mp_cuda_layers_free(s);
+			return mp_cpu_fail(be, "%s: out of memory", op);
+		}
+		for (int t = 0; t < count; t++) {
+			tensors[t].shadow = shadow_elems;
+			tensors[t].c = w[t]->c;
+			tensors[t].taps = w[t]->h * w[t]->w;
+			shadow_elems += (sizes[t] + 7) & ~(size_t)7;
+		}
+		s->sgd_tensors = tensors;
+	}
 	// the failing call is named: the wait also reports an earlier kernel's fault
 	const char *call = "cudaMalloc";
 	cudaError_t e = cudaMalloc((void **)&s->sgd_dev_ptrs, 3 * (size_t)count * sizeof *host);
 	if (e == cudaSuccess)
 		e = cudaMalloc((void **)&s->sgd_dev_blocks, nblocks * sizeof *blocks);
+	if (e == cudaSuccess && tensors)
+		e = cudaMalloc((void **)&s->sgd_dev_tensors, (size_t)count * sizeof *tensors);
+	if (e == cudaSuccess && tensors)
+		e = cudaMalloc(&s->sgd_shadow, shadow_elems * sizeof(__nv_bfloat16));
 	if (e == cudaSuccess) {
 		call = "cudaMemcpyAsync";
 		e = cudaMemcpyAsync(s->sgd_dev_ptrs, host, 3 * (size_t)count * sizeof *host,
 				    cudaMemcpyHostToDevice, s->stream);
 	}
+	if (e == cudaSuccess && tensors)
+		e = cudaMemcpyAsync(s->sgd_dev_tensors, tensors, (size_t)count * sizeof *tensors,
+				    cudaMemcpyHostToDevice, s->stream);
 	if (e == cudaSuccess)
 		e = cudaMemcpyAsync(s->sgd_dev_blocks, blocks, nblocks * sizeof *blocks,
 				    cudaMemcpyHostToDevice, s->stream);
@@ -543,8 +626,11 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 	if (!sgd_cached(s, w, g, v, count) && sgd_build(be, op, w, g, v, count))
 		return -1;
 	MP_LAUNCH(sgd_kernel, s->sgd_nblocks, MP_CUDA_THREADS, be, s->sgd_dev_ptrs,
-		  s->sgd_dev_blocks, count, lr->data, momentum, wd);
+		  s->sgd_dev_blocks, count, lr->data, momentum, wd,
+		  (__nv_bfloat16 *)s->sgd_shadow, s->sgd_dev_tensors);
 	LAUNCH_CHECK(op, "sgd_kernel");
+	// the convolutions after it, in stream order, may take the copies
+	s->sgd_shadow_valid = s->sgd_shadow != NULL;
 	return 0;
 }
 

@@ -106,6 +106,13 @@ void mp_cuda_graph_free(mp_cuda_conv_algo *a)
 		a->gplan[d] = NULL;
 }
 
+/* layers.cu's: no SGD step here, so no filters kept in bf16 */
+const void *mp_cuda_filter_shadow(const mp_cuda_state *s, const mp_tensor *w)
+{
+	(void)s, (void)w;
+	return NULL;
+}
+
 /* ---- cuDNN's legacy convolution calls, stood in for ------------------------------------ */
 //
 // Descriptors hold what they were given. The algorithm queries answer one

@@ -598,6 +598,96 @@ static void test_conv(const conv_case *g)
 	end(name);
 }
 
+/* bf16: the SGD step also writes each parameter's bf16 filter copy, which
+ * the convolutions then take instead of converting the filter (a backend
+ * may, kernels/cuda/layers.cu does): the same bits as a conversion, and
+ * never a stale copy after the parameters are written otherwise (upload,
+ * fill) or by the next step. */
+static void test_filter_copies(void)
+{
+	begin();
+	pair x, w, y, dy, dx, g, v, lr;
+	memset(&y, 0, sizeof y);
+	memset(&dx, 0, sizeof dx);
+	memset(&g, 0, sizeof g);
+	memset(&v, 0, sizeof v);
+	memset(&lr, 0, sizeof lr);
+	memset(&dy, 0, sizeof dy);
+	float *y1 = NULL, *dx1 = NULL, *y2 = NULL, *dx2 = NULL, *w_host = NULL, *y3 = NULL;
+	const float zero = 0.0f, rate = 0.1f;
+	if (!(prandom_a(&x, 2, 8, 9, 9, -1, 1) && prandom(&w, 16, 8, 3, 3, -0.2, 0.2) &&
+	      palloc_a(&y, 2, 16, 9, 9) && prandom_a(&dy, 2, 16, 9, 9, -1, 1) &&
+	      palloc_a(&dx, 2, 8, 9, 9) && palloc(&g, 16, 8, 3, 3) && palloc(&v, 16, 8, 3, 3) &&
+	      palloc(&lr, 1, 1, 1, 1)))
+		goto out;
+	mp_tensor *wd_ = &w.d, *vd = &v.d, *wr = &w.r, *vr = &v.r;
+	const mp_tensor *gd = &g.d, *gr = &g.r;
+#define DEV_CONV(yout, dxout)                                                                  \
+	(ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward") &&   \
+	 ok_rc(dev->ops->conv2d_backward(dev, &x.d, &w.d, &dy.d, &dx.d, NULL, 1, 1), dev,         \
+	       "conv2d_backward") &&                                                             \
+	 ((yout) = fetch(dev, &y.d)) && ((dxout) = fetch(dev, &dx.d)))
+	/* the filter converted at the calls */
+	if (!DEV_CONV(y1, dx1))
+		goto out;
+	/* a step that leaves w as it is writes its copy: the same bits */
+	if (!(ok_rc(dev->ops->fill(dev, &g.d, 0), dev, "fill") &&
+	      ok_rc(dev->ops->fill(dev, &v.d, 0), dev, "fill") && pput(&lr, &zero) &&
+	      ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0, 0), dev, "sgd_step") &&
+	      DEV_CONV(y2, dx2)))
+		goto out;
+	if (memcmp(y1, y2, mp_tensor_count(&y.d) * sizeof *y1) ||
+	    memcmp(dx1, dx2, mp_tensor_count(&dx.d) * sizeof *dx1))
+		fail("after an SGD step that kept w, y or dx differ from the converted filter's");
+	/* new values uploaded, then filled: the convolutions take them */
+	if (!pfill_random(1, &w, -0.2, 0.2) ||
+	    !ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 1, 1), ref, "conv2d_forward") ||
+	    !ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward"))
+		goto out;
+	pcompare("y after w was uploaded", &y);
+	/* the copy made again (a step that keeps w), then w filled */
+	if (!ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0, 0), dev, "sgd_step") ||
+	    !ok_rc(ref->ops->fill(ref, &w.r, 0.25f), ref, "fill") ||
+	    !ok_rc(dev->ops->fill(dev, &w.d, 0.25f), dev, "fill") ||
+	    !ok_rc(ref->ops->conv2d_backward(ref, &x.r, &w.r, &dy.r, &dx.r, NULL, 1, 1), ref,
+		   "conv2d_backward") ||
+	    !ok_rc(dev->ops->conv2d_backward(dev, &x.d, &w.d, &dy.d, &dx.d, NULL, 1, 1), dev,
+		   "conv2d_backward"))
+		goto out;
+	pcompare("dx after w was filled", &dx);
+	/* a step that moves w: the copy holds the new values, in the
+	 * filter's layout, as a conversion of them would */
+	if (!pfill_random(1, &w, -0.2, 0.2) || !pfill_random(1, &g, -1, 1) || !pput(&lr, &rate) ||
+	    !ok_rc(ref->ops->fill(ref, &v.r, 0), ref, "fill") ||
+	    !ok_rc(dev->ops->fill(dev, &v.d, 0), dev, "fill") ||
+	    !ok_rc(ref->ops->sgd_step(ref, &wr, &gr, &vr, 1, &lr.r, 0.9f, 1e-4f), ref, "sgd_step") ||
+	    !ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0.9f, 1e-4f), dev, "sgd_step") ||
+	    !ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 1, 1), ref, "conv2d_forward") ||
+	    !ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward"))
+		goto out;
+	pcompare("y after an SGD step", &y);
+	y3 = fetch(dev, &y.d);
+	w_host = fetch(dev, &w.d);
+	free(y1);
+	y1 = NULL;
+	if (ok_rc(dev->ops->upload(dev, &w.d, w_host), dev, "upload") &&
+	    ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward") &&
+	    (y1 = fetch(dev, &y.d)) && memcmp(y1, y3, mp_tensor_count(&y.d) * sizeof *y1))
+		fail("after an SGD step, y differs from the one with the same filter converted");
+#undef DEV_CONV
+out:
+	free(y1);
+	free(dx1);
+	free(y2);
+	free(dx2);
+	free(y3);
+	free(w_host);
+	pair *all[] = {&x, &w, &y, &dy, &dx, &g, &v, &lr};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		pfree(all[i]);
+	end("the SGD step's bf16 filter copies: a conversion's bits, never stale");
+}
+
 /* ---- batch normalization ------------------------------------------------------ */
 
 typedef struct {
@@ -1944,8 +2034,10 @@ static void storage_pass(int harness)
 		act_of(ref)->ops.bn_relu_backward = NULL;
 	}
 	activation_ops();
-	if (!harness)
+	if (!harness) {
 		test_storage_errors();
+		test_filter_copies();
+	}
 	test_network('A');
 	test_network('B');
 	rtol = RTOL_BF16;
@@ -2078,6 +2170,7 @@ int main(int argc, char **argv)
 		prefix = "bf16: ";
 		for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
 			test_conv(&conv_cases[i]);
+		test_filter_copies();
 		conv_bn_cases();
 		large_grid_ops();
 		ref_rounds_bf16(1);
