@@ -377,6 +377,7 @@ static void cuda_destroy(mp_backend *be)
 	mp_cuda_conv_free(s);
 	mp_cuda_layers_free(s);
 	mp_cuda_buffer_free(&s->scratch);
+	mp_cuda_buffer_free(&s->bn_counters);
 	mp_cuda_buffer_free(&s->stage);
 	if (s->labels)
 		cudaFree(s->labels);

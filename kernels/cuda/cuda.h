@@ -136,6 +136,9 @@ struct mp_cuda_state {
 	int nalgos, algos_cap;
 
 	struct mp_cuda_buffer scratch; /* doubles: BN statistics, per-row losses */
+	/* unsigned, one per channel group of a BN's sums: how many of the
+	 * group's blocks have written theirs (nhwc.cu); 0 between launches */
+	struct mp_cuda_buffer bn_counters;
 	int32_t *labels; /* device copy of the labels */
 	size_t labels_size;
 

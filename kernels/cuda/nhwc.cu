@@ -375,9 +375,12 @@ int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor
 // The tensor is R = n h w rows of C channels. Block (b, g) sums rows
 // [R b / B, R (b + 1) / B) of the 32 channels 32 g .. 32 g + 31: thread
 // (tx, ty) takes channel 32 g + tx and every 8th row from ty, then the 8
-// partial sums of a channel are added in order of ty. One thread per
-// channel then adds the B blocks' sums in order. B depends on the shape
-// only, so the sums repeat bit for bit.
+// partial sums of a channel are added in order of ty. The last of group
+// g's B blocks to finish (a counter per group, which it sets back to 0)
+// then adds, one thread per channel, the B blocks' sums in order, and
+// works out the channel's statistics or gradients: one launch, not a
+// second one for them. Which block is last varies; the order of the sums
+// does not (B depends on the shape only), so they repeat bit for bit.
 //
 // Forward: the sums of x and x^2 in double (one pass; double leaves the
 // variance's cancellation far below float's rounding), then scale =
@@ -400,13 +403,80 @@ static int bn_blocks(size_t rows, int groups)
 	return b ? (int)b : 1;
 }
 
+// Channel c's two sums over the B blocks, in order. Read from L2 (__ldcg):
+// the other blocks wrote them, and this block's L1 may hold old lines.
+__device__ static inline void bn_block_sums(const double *part, int C, int B, int c, double *s0,
+					    double *s1)
+{
+	double a = 0, b = 0;
+	for (int k = 0; k < B; k++) {
+		a += __ldcg(part + (size_t)c * B + k);
+		b += __ldcg(part + ((size_t)C + c) * B + k);
+	}
+	*s0 = a;
+	*s1 = b;
+}
+
+// What the last block of a group works out from the sums: the forward
+// pass's statistics (mode 0), or the backward pass's gradients (mode 1).
+struct bn_finish {
+	double m, eps, mom; // rows, epsilon, running momentum
+	const float *gamma, *beta, *mean, *invstd;
+	float *save_mean, *save_invstd, *running_mean, *running_var; // forward
+	float *dgamma, *dbeta;					     // backward
+	float *coef;
+	unsigned *counters; // one per channel group
+};
+
+// Forward, channel c: the statistics, the saved and running ones, and
+// coef[c], coef[C + c] = scale, shift.
+__device__ static void bn_stats_channel(const double *part, int C, int B, int c,
+					const bn_finish &f)
+{
+	double s, sq;
+	bn_block_sums(part, C, B, c, &s, &sq);
+	const double m = f.m, mean = s / m;
+	double var = sq / m - mean * mean;
+	if (var < 0)
+		var = 0;
+	const double invstd = 1.0 / sqrt(var + f.eps);
+	f.save_mean[c] = (float)mean;
+	f.save_invstd[c] = (float)invstd;
+	f.running_mean[c] = (float)(f.mom * f.running_mean[c] + (1 - f.mom) * mean);
+	f.running_var[c] = (float)(f.mom * f.running_var[c] + (1 - f.mom) * (var * m / (m - 1)));
+	const double scale = (double)f.gamma[c] * invstd;
+	f.coef[c] = (float)scale;
+	f.coef[C + c] = (float)((double)f.beta[c] - mean * scale);
+}
+
+// Backward, channel c: dgamma, dbeta, and coef[c], [C + c], [2C + c] = A,
+// B, D of dx = A g + B x + D.
+__device__ static void bn_grad_channel(const double *part, int C, int B, int c,
+				       const bn_finish &f)
+{
+	double sg, sgx;
+	bn_block_sums(part, C, B, c, &sg, &sgx);
+	const double m = f.m, mean = f.mean[c], invstd = f.invstd[c];
+	const double sgxhat = invstd * (sgx - mean * sg);
+	if (f.dbeta)
+		f.dbeta[c] = (float)sg;
+	if (f.dgamma)
+		f.dgamma[c] = (float)sgxhat;
+	const double a = (double)f.gamma[c] * invstd, k2 = sgxhat / m * invstd;
+	f.coef[c] = (float)a;
+	f.coef[C + c] = (float)(-a * k2);
+	f.coef[2 * C + c] = (float)(a * (k2 * mean - sg / m));
+}
+
 // mode 0: x (s0 = sum x, s1 = sum x^2); mode 1: g, with x, dy, relu_y
-// (s0 = sum g, s1 = sum g x). part: [2][C][B].
+// (s0 = sum g, s1 = sum g x). part: [2][C][B]. Then, in the group's last
+// block, bn_stats_channel or bn_grad_channel for its channels.
 __global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__restrict__ dy,
 				    const bf16 *__restrict__ relu_y, size_t R, int C, int B,
-				    int mode, double *__restrict__ part)
+				    int mode, double *__restrict__ part, bn_finish f)
 {
 	__shared__ double sh0[BN_ROWS][BN_LANES], sh1[BN_ROWS][BN_LANES];
+	__shared__ int last;
 	const int tx = threadIdx.x, ty = threadIdx.y;
 	const int c = blockIdx.y * BN_LANES + tx, b = blockIdx.x;
 	const size_t r0 = R * b / B, r1 = R * (b + 1) / B;
@@ -438,47 +508,22 @@ __global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__re
 		}
 		part[(size_t)c * B + b] = a;
 		part[((size_t)C + c) * B + b] = d;
+		__threadfence(); // the sums reach L2 before the count says so
 	}
-}
-
-// Channel c's two sums over the B blocks, in order.
-__device__ static inline void bn_block_sums(const double *part, int C, int B, int c, double *s0,
-					    double *s1)
-{
-	double a = 0, b = 0;
-	for (int k = 0; k < B; k++) {
-		a += part[(size_t)c * B + k];
-		b += part[((size_t)C + c) * B + k];
-	}
-	*s0 = a;
-	*s1 = b;
-}
-
-// One thread per channel: the statistics, the saved and running ones, and
-// coef[c], coef[C + c] = scale, shift.
-__global__ void bn_stats_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
-				     double eps, double mom, const float *__restrict__ gamma,
-				     const float *__restrict__ beta, float *save_mean,
-				     float *save_invstd, float *running_mean, float *running_var,
-				     float *__restrict__ coef)
-{
-	const int c = blockIdx.x * blockDim.x + threadIdx.x;
-	if (c >= C)
+	__syncthreads();
+	if (tx == 0 && ty == 0)
+		last = atomicAdd(&f.counters[blockIdx.y], 1u) == (unsigned)B - 1;
+	__syncthreads();
+	if (!last)
 		return;
-	double s, sq;
-	bn_block_sums(part, C, B, c, &s, &sq);
-	const double mean = s / m;
-	double var = sq / m - mean * mean;
-	if (var < 0)
-		var = 0;
-	const double invstd = 1.0 / sqrt(var + eps);
-	save_mean[c] = (float)mean;
-	save_invstd[c] = (float)invstd;
-	running_mean[c] = (float)(mom * running_mean[c] + (1 - mom) * mean);
-	running_var[c] = (float)(mom * running_var[c] + (1 - mom) * (var * m / (m - 1)));
-	const double scale = (double)gamma[c] * invstd;
-	coef[c] = (float)scale;
-	coef[C + c] = (float)((double)beta[c] - mean * scale);
+	if (ty == 0 && c < C) {
+		if (mode == 0)
+			bn_stats_channel(part, C, B, c, f);
+		else
+			bn_grad_channel(part, C, B, c, f);
+	}
+	if (tx == 0 && ty == 0)
+		f.counters[blockIdx.y] = 0; // for the next launch (and a graph's next run)
 }
 
 // y = x scale + shift, then relu(y + res) when relu; coef as above. y may
@@ -590,6 +635,32 @@ __global__ void bn_dx_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__rest
 	}
 }
 
+__global__ void zero_counters_kernel(unsigned *p, size_t count)
+{
+	VEC_LOOP(i, count)
+	p[i] = 0;
+}
+
+// The groups' counters for bn_sums_bf16_kernel, zeroed when made: NULL on
+// an error.
+static unsigned *bn_counters(mp_backend *be, const char *op, int groups)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	const size_t had = s->bn_counters.size;
+	if (mp_cuda_grow(be, op, &s->bn_counters, (size_t)groups * sizeof(unsigned)))
+		return NULL;
+	if (s->bn_counters.size != had) {
+		MP_LAUNCH(zero_counters_kernel, mp_cuda_grid((size_t)groups), MP_CUDA_THREADS, be,
+			  (unsigned *)s->bn_counters.p, (size_t)groups);
+		const cudaError_t e = cudaGetLastError();
+		if (e != cudaSuccess) {
+			mp_cuda_fail_cuda(be, op, "zero_counters_kernel", e);
+			return NULL;
+		}
+	}
+	return (unsigned *)s->bn_counters.p;
+}
+
 // The block sums' grid, and scratch for part (2 C B doubles) and coef
 // (3 C floats, in C + 1 doubles' room... rounded up): NULL on an error.
 static double *bn_scratch(mp_backend *be, const char *op, const mp_tensor *x, int *B, dim3 *grid)
@@ -607,11 +678,6 @@ static double *bn_scratch(mp_backend *be, const char *op, const mp_tensor *x, in
 	return mp_cuda_scratch(be, op, (size_t)2 * C * *B + ((size_t)3 * C + 1) / 2);
 }
 
-static unsigned per_channel(int C)
-{
-	return (unsigned)((C + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS);
-}
-
 int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
 			  const mp_tensor *res, int relu, mp_tensor *y)
 {
@@ -623,14 +689,22 @@ int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp
 	if (!part)
 		return -1;
 	float *coef = (float *)(part + (size_t)2 * C * B);
+	bn_finish f = {};
+	f.m = (double)R;
+	f.eps = (double)bn->eps;
+	f.mom = (double)bn->momentum;
+	f.gamma = bn->gamma->data;
+	f.beta = bn->beta->data;
+	f.save_mean = bn->save_mean->data;
+	f.save_invstd = bn->save_invstd->data;
+	f.running_mean = bn->running_mean->data;
+	f.running_var = bn->running_var->data;
+	f.coef = coef;
+	if (!(f.counters = bn_counters(be, op, (int)grid.y)))
+		return -1;
 	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be,
-		  (const bf16 *)x->data, NULL, NULL, R, C, B, 0, part);
+		  (const bf16 *)x->data, NULL, NULL, R, C, B, 0, part, f);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
-	MP_LAUNCH(bn_stats_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
-		  (double)bn->eps, (double)bn->momentum, bn->gamma->data, bn->beta->data,
-		  bn->save_mean->data, bn->save_invstd->data, bn->running_mean->data,
-		  bn->running_var->data, coef);
-	LAUNCH_CHECK(op, "bn_stats_bf16_kernel");
 	return mp_cuda_nhwc_scale_shift(be, op, x, coef, res, relu, y);
 }
 
@@ -682,13 +756,19 @@ int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
 	float *coef = (float *)(part + (size_t)2 * C * B);
 	const bf16 *xp = (const bf16 *)x->data, *dyp = (const bf16 *)dy->data;
 	const bf16 *ry = relu_y ? (const bf16 *)relu_y->data : NULL;
+	bn_finish f = {};
+	f.m = (double)R;
+	f.gamma = bn->gamma->data;
+	f.mean = bn->save_mean->data;
+	f.invstd = bn->save_invstd->data;
+	f.dgamma = dgamma ? dgamma->data : NULL;
+	f.dbeta = dbeta ? dbeta->data : NULL;
+	f.coef = coef;
+	if (!(f.counters = bn_counters(be, op, (int)grid.y)))
+		return -1;
 	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, xp, dyp, ry, R, C, B,
-		  1, part);
+		  1, part, f);
 	LAUNCH_CHECK(op, "bn_sums_bf16_kernel");
-	MP_LAUNCH(bn_grad_bf16_kernel, per_channel(C), MP_CUDA_THREADS, be, part, C, B, (double)R,
-		  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data,
-		  dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL, coef);
-	LAUNCH_CHECK(op, "bn_grad_bf16_kernel");
 	if (!dx && !dres)
 		return 0;
 	bf16 *dxp = dx ? (bf16 *)dx->data : NULL, *drp = dres ? (bf16 *)dres->data : NULL;

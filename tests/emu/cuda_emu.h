@@ -23,8 +23,10 @@
  * default), reverse, or a number, the seed of a shuffle (a stride through
  * the indices). Blocks, the threads of a block launched without
  * MP_LAUNCH_SYNC, and each round of fibers between two barriers run in
- * it. No kernel of the backend uses atomics, so one free of such races
- * gives the same bits in every order: with MP_EMU_ORDER set, a program
+ * it. The backend's one atomic (a count of a launch's finished blocks,
+ * after which the last one adds their sums in a fixed order) decides only
+ * which block does that, so a kernel free of such races gives the same
+ * bits in every order: with MP_EMU_ORDER set, a program
  * ends by printing, as a TAP comment, a digest of the results it read
  * back (every copy to the host, and what a test hands to
  * mp_emu_digest_add), and tests/cli/emuorder.bats compares three orders'.
@@ -77,6 +79,22 @@ static inline float __fsub_rn(float a, float b)
 static inline float __fmul_rn(float a, float b)
 {
 	return a * b;
+}
+
+/* One thread runs at a time, so an atomic is a plain read and write, a
+ * fence orders nothing more, and L2 is the memory itself. */
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+	const unsigned old = *p;
+	*p = old + v;
+	return old;
+}
+static inline void __threadfence(void)
+{
+}
+static inline double __ldcg(const double *p)
+{
+	return *p;
 }
 
 namespace mp_emu {
