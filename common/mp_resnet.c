@@ -836,9 +836,12 @@ static int size_grads(mp_resnet *net, mp_error *e)
 			GCHECK(grad_view(net, G_B1, o, &b->g_b1, e));
 		if (b->proj)
 			GCHECK(grad_view(net, G_SCC, o, &b->g_scc, e));
-		GCHECK(grad_view(net, G_MAIN, in, &b->g_main, e));
-		if (!identity(b))
-			GCHECK(grad_view(net, G_SIDE, in, &b->g_side, e));
+		/* without conv2d_backward_add, the two paths' gradients apart */
+		if (!(fused && be->ops->conv2d_backward_add)) {
+			GCHECK(grad_view(net, G_MAIN, in, &b->g_main, e));
+			if (!identity(b))
+				GCHECK(grad_view(net, G_SIDE, in, &b->g_side, e));
+		}
 		GCHECK(grad_view(net, G_IN + (i & 1), in, &b->g_in, e));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
@@ -1088,10 +1091,15 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 	CHECK(o->avgpool_backward(be, &net->g_pool, &net->g_last));
 	const mp_tensor *dout = &net->g_last;
 	const int fused = fused_training(net, 1);
+	/* the skip path's gradient made in g_in, the main path's added to it
+	 * by conv1's backward pass (conv2d_backward_add), not by an add */
+	const int add_in_conv = fused && o->conv2d_backward_add;
 	for (int i = net->nblocks - 1; i >= 0; i--) {
 		block *b = &net->blocks[i];
 		if (fused) {
-			CHECK(bn_relu_bwd(be, &b->bn2, &b->c2, &b->out, dout, &b->g_c2, &b->g_sum));
+			/* an identity block's residual gradient is its skip path's */
+			mp_tensor *dres = add_in_conv && identity(b) ? &b->g_in : &b->g_sum;
+			CHECK(bn_relu_bwd(be, &b->bn2, &b->c2, &b->out, dout, &b->g_c2, dres));
 		} else {
 			CHECK(o->relu_backward(be, &b->out, dout, &b->g_sum));
 			CHECK(bn_bwd(be, &b->bn2, &b->c2, &b->g_sum, &b->g_c2));
@@ -1103,6 +1111,20 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 		} else {
 			CHECK(o->relu_backward(be, &b->r1, &b->g_r1, &b->g_b1));
 			CHECK(bn_bwd(be, &b->bn1, &b->c1, &b->g_b1, &b->g_c1));
+		}
+		if (add_in_conv) {
+			if (b->proj) {
+				CHECK(bn_bwd(be, &b->sc_bn, &b->scc, &b->g_sum, &b->g_scc));
+				CHECK(o->conv2d_backward(be, b->x, &b->sc_conv.w->value, &b->g_scc,
+							 &b->g_in, &b->sc_conv.w->grad, b->stride,
+							 0));
+			} else if (!identity(b)) {
+				CHECK(o->shortcut_a_backward(be, &b->g_sum, &b->g_in, b->stride));
+			}
+			CHECK(o->conv2d_backward_add(be, b->x, &b->conv1.w->value, &b->g_c1,
+						     &b->g_in, &b->conv1.w->grad, b->stride, 1));
+			dout = &b->g_in;
+			continue;
 		}
 		CHECK(o->conv2d_backward(be, b->x, &b->conv1.w->value, &b->g_c1, &b->g_main,
 					 &b->conv1.w->grad, b->stride, 1));

@@ -188,6 +188,17 @@ typedef struct {
 				const mp_tensor *y, const mp_tensor *dy, mp_tensor *dx,
 				mp_tensor *dgamma, mp_tensor *dbeta, mp_tensor *dres);
 
+	/* Training only: conv2d_backward with the input gradient added to
+	 * what dx holds instead of written over it, dx += dconv(dy, w) (dw
+	 * as there; dx not NULL): the block's main path's gradient added to
+	 * its skip path's in the pass that makes it, where a separate add
+	 * would read both and write the sum again. The sum may round once
+	 * where conv2d_backward and add round twice. Optional: callers fall
+	 * back on conv2d_backward and add. */
+	int (*conv2d_backward_add)(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				   const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
+				   int pad);
+
 	/* Host memory that upload and download copy fastest (page-locked
 	 * for a GPU: no staging copy by the driver), for the batches a
 	 * caller uploads every step; NULL when out of memory. Optional, both

@@ -366,6 +366,7 @@ static void act_install(mp_backend *be, int round)
 	o->fill = act_fill;
 	o->conv2d_forward = act_conv_f;
 	o->conv2d_backward = act_conv_b;
+	o->conv2d_backward_add = NULL; /* not checked here: the network adds */
 	o->bn_forward_train = act_bn_f;
 	o->bn_forward_infer = act_bn_i;
 	o->bn_backward = act_bn_b;

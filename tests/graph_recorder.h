@@ -551,6 +551,7 @@ static void recorder_install(mp_backend *be)
 	o->fill = r_fill;
 	o->conv2d_forward = r_conv_f;
 	o->conv2d_backward = r_conv_b;
+	o->conv2d_backward_add = NULL; /* not recorded here: the network adds */
 	o->bn_forward_train = r_bn_f;
 	o->bn_forward_infer = r_bn_i;
 	o->bn_backward = r_bn_b;

@@ -67,6 +67,11 @@ static int w_conv_b(mp_backend *be, const mp_tensor *x, const mp_tensor *w, cons
 {
 	TIMED(T_CONV_B, conv2d_backward(be, x, w, dy, dx, dw, s, p));
 }
+static int w_conv_ba(mp_backend *be, const mp_tensor *x, const mp_tensor *w, const mp_tensor *dy,
+		     mp_tensor *dx, mp_tensor *dw, int s, int p)
+{
+	TIMED(T_CONV_B, conv2d_backward_add(be, x, w, dy, dx, dw, s, p));
+}
 static int w_bn_f(mp_backend *be, const mp_tensor *x, mp_bn *bn, mp_tensor *y) { TIMED(T_BN_F, bn_forward_train(be, x, bn, y)); }
 static int w_bn_i(mp_backend *be, const mp_tensor *x, const mp_bn *bn, mp_tensor *y) { TIMED(T_BN_I, bn_forward_infer(be, x, bn, y)); }
 static int w_bn_b(mp_backend *be, const mp_tensor *x, const mp_bn *bn, const mp_tensor *dy,
@@ -131,6 +136,7 @@ static int op_timer_install(mp_backend *be, int wait)
 	timed_ops.fill = w_fill;
 	timed_ops.conv2d_forward = w_conv_f;
 	timed_ops.conv2d_backward = w_conv_b;
+	timed_ops.conv2d_backward_add = inner->conv2d_backward_add ? w_conv_ba : NULL;
 	timed_ops.bn_forward_train = w_bn_f;
 	timed_ops.bn_forward_infer = w_bn_i;
 	timed_ops.bn_backward = w_bn_b;

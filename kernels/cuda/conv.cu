@@ -360,7 +360,7 @@ static void log_choice(const mp_cuda_state *s, const char *dir, const mp_tensor 
 		(double)p->memory / (1 << 20), s->timed_search ? "timed" : "estimated", p->time);
 }
 
-enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4 };
+enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4, BWD_DATA_ADD = 8 };
 
 // Chooses the algorithms of entry a for the directions in want, with the
 // descriptors describing its shape and precision. 0 when done; 1 when
@@ -449,19 +449,21 @@ static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, in
 			int pad, int bf16)
 {
 	mp_cuda_state *s = mp_cuda(be);
-	static const char *const names[3] = {"y", "dx", "dw"};
-	size_t *ws[3] = {&a->fwd_ws, &a->bwd_data_ws, &a->bwd_filter_ws};
-	for (int d = 0; d < 3; d++) {
+	static const char *const names[4] = {"y", "dx", "dw", "dx added"};
+	for (int d = 0; d < 4; d++) {
 		if (!(want & (1 << d)) || a->gplan[d])
 			continue;
 		const int r = mp_cuda_graph_plan(be, op, a, d, x, w, y, stride, pad, bf16);
 		if (r < 0)
 			return -1;
 		if (r == 1) {
-			a->fp32_only |= 1 << d; // FWD, BWD_DATA, BWD_FILTER
+			a->fp32_only |= 1 << d; // FWD, BWD_DATA, BWD_FILTER, BWD_DATA_ADD
 			return 1;
 		}
-		*ws[d] = a->gws[d];
+		// both dx plans share the direction's workspace
+		size_t *ws = d == 0 ? &a->fwd_ws : d == 2 ? &a->bwd_filter_ws : &a->bwd_data_ws;
+		if (a->gws[d] > *ws)
+			*ws = a->gws[d];
 		if (s->log_choices)
 			fprintf(stderr,
 				"mp-cuda: conv x %dx%dx%dx%d w %dx%dx%dx%d stride %d pad %d %s %s: "
@@ -497,7 +499,9 @@ static mp_cuda_conv_algo *plan(mp_backend *be, const char *op, const mp_tensor *
 			} else {
 				if (describe(be, op, a, x, w, y, stride, pad, *bf16))
 					return NULL;
-				r = choose(be, op, a, want, *bf16, x, w);
+				// the legacy calls add with dx's algorithm (beta 1)
+				r = choose(be, op, a, (want & 7) | (want & BWD_DATA_ADD ? BWD_DATA : 0),
+					   *bf16, x, w);
 			}
 			if (r < 0)
 				return NULL;
@@ -526,16 +530,17 @@ static int run_fwd(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, v
 	return 0;
 }
 
+// add: dx += the gradient (beta 1)
 static int run_bwd_data(mp_backend *be, const char *op, const mp_cuda_conv_algo *a, void *dx,
-			void *w, void *dy)
+			void *w, void *dy, int add)
 {
 	mp_cuda_state *s = mp_cuda(be);
-	if (s->graph_api)
-		return mp_cuda_graph_exec(be, op, a, DIR_BWD_DATA, dx, w, dy);
+	if (s->graph_api) // direction 3: the plan made with beta 1
+		return mp_cuda_graph_exec(be, op, a, add ? 3 : DIR_BWD_DATA, dx, w, dy);
 	const float one = 1.0f, zero = 0.0f;
 	CUDNN_CHECK(op, cudnnConvolutionBackwardData(s->cudnn, &one, s->wdesc, w, s->ydesc, dy,
 						     s->convdesc, a->bwd_data, s->ws.p,
-						     s->ws.size, &zero, s->xdesc, dx));
+						     s->ws.size, add ? &one : &zero, s->xdesc, dx));
 	return 0;
 }
 
@@ -587,19 +592,49 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 
 // ---- backward -----------------------------------------------------------------------
 
+// Where conv2d_backward_add's sum is made: by cuDNN in dx itself (beta
+// 1), when dx is in the algorithm's form; by the conversion back, bf16
+// NHWC added to float NCHW dx; or else (an fp32 algorithm for bf16 dx)
+// the gradient is made apart, in dx's form (dx_part), and added to dx.
+enum { ADD_NONE, ADD_IN_CUDNN, ADD_IN_CONVERSION, ADD_APART };
+
+static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
+		    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride, int pad,
+		    int add);
+
 int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
 			    int pad)
 {
-	static const char op[] = "conv2d_backward";
+	return backward(be, "conv2d_backward", x, w, dy, dx, dw, stride, pad, 0);
+}
+
+int mp_cuda_conv2d_backward_add(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
+				int pad)
+{
+	static const char op[] = "conv2d_backward_add";
+	if (!dx)
+		return mp_cpu_fail(be, "%s: no dx to add to", op);
+	return backward(be, op, x, w, dy, dx, dw, stride, pad, 1);
+}
+
+static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
+		    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride, int pad,
+		    int add)
+{
 	mp_cuda_state *s = mp_cuda(be);
 	int bf16;
 	if (mp_cuda_conv_check_backward(be, op, x, w, dy, dx, dw, stride, pad))
 		return -1;
 	if (!dx && !dw)
 		return 0;
+	// the plan that adds (beta 1) where cuDNN writes dx in dx's own form;
+	// whether it does is known only once the precision is: both, then
 	mp_cuda_conv_algo *a = plan(be, op, x, w, dy, stride, pad,
-				    (dx ? BWD_DATA : 0) | (dw ? BWD_FILTER : 0), &bf16);
+				    (dx ? BWD_DATA : 0) | (dx && add ? BWD_DATA_ADD : 0) |
+					    (dw ? BWD_FILTER : 0),
+				    &bf16);
 	if (!a)
 		return -1;
 	// dy, in the algorithm's form, stays in bf_y; dx is made in bf_x from
@@ -616,17 +651,38 @@ int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor 
 		if (set_math(be, op, a, a->bwd_data_math) ||
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_data_ws))
 			return -1;
+		const int same_form = mp_cuda_is_bf16(dx) == bf16;
+		const int how = !add ? ADD_NONE
+			: same_form ? ADD_IN_CUDNN
+			: bf16 ? ADD_IN_CONVERSION
+			: ADD_APART;
+		// ADD_APART: the gradient into part, shaped and stored as dx
+		mp_tensor part = *dx, *out = dx;
+		if (how == ADD_APART) {
+			const size_t bytes = mp_tensor_count(dx) *
+					     (mp_cuda_is_bf16(dx) ? sizeof(__nv_bfloat16) : sizeof(float));
+			if (mp_cuda_grow(be, op, &s->dx_part, bytes))
+				return -1;
+			part.data = (float *)s->dx_part.p;
+			out = &part;
+		}
 		prof_begin(s);
-		if (filter_in(be, op, w, bf16, &wp) || operand_out(be, op, dx, bf16, &s->bf_x, &p))
+		if (filter_in(be, op, w, bf16, &wp) || operand_out(be, op, out, bf16, &s->bf_x, &p))
 			return -1;
 		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 		prof_begin(s);
-		if (run_bwd_data(be, op, a, p, wp, dyp))
+		if (run_bwd_data(be, op, a, p, wp, dyp, how == ADD_IN_CUDNN))
 			return -1;
 		prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
 		prof_begin(s);
-		if (operand_out_done(be, op, dx, bf16, &s->bf_x))
+		if (how == ADD_IN_CONVERSION) {
+			if (mp_cuda_convert_add(be, op, dx->n, dx->c, dx->h * dx->w, s->bf_x.p,
+						dx->data))
+				return -1;
+		} else if (operand_out_done(be, op, out, bf16, &s->bf_x) ||
+			   (how == ADD_APART && be->ops->add(be, dx, &part, dx))) {
 			return -1;
+		}
 		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
 	}
 	if (dw) {
@@ -672,6 +728,7 @@ void mp_cuda_conv_free(mp_cuda_state *s)
 	mp_cuda_buffer_free(&s->bf_x);
 	mp_cuda_buffer_free(&s->bf_y);
 	mp_cuda_buffer_free(&s->bf_w);
+	mp_cuda_buffer_free(&s->dx_part);
 	free(s->algos);
 	s->algos = NULL;
 	s->nalgos = s->algos_cap = 0;

@@ -167,8 +167,9 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 	int rc = -1;
 	const int dx[4] = {x->n, x->c, x->h, x->w}, dw[4] = {w->n, w->c, w->h, w->w},
 		  dy[4] = {y->n, y->c, y->h, y->w};
-	const float one = 1.0f, zero = 0.0f;
-	const op_names *names = &OPS[dir];
+	// direction 3: dx's plan with beta 1, adding the gradient to dx
+	const float one = 1.0f, beta = dir == 3 ? 1.0f : 0.0f;
+	const op_names *names = &OPS[dir == 3 ? 1 : dir];
 	const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
 	GRAPH_CHECK(op, make_tensor(&tx, UID_X, dx, bf16));
 	GRAPH_CHECK(op, make_tensor(&tw, UID_W, dw, bf16));
@@ -184,7 +185,7 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 	GRAPH_CHECK(op, cudnnBackendSetAttribute(oper, names->conv, CUDNN_TYPE_BACKEND_DESCRIPTOR,
 						 1, &conv));
 	GRAPH_CHECK(op, cudnnBackendSetAttribute(oper, names->alpha, CUDNN_TYPE_FLOAT, 1, &one));
-	GRAPH_CHECK(op, cudnnBackendSetAttribute(oper, names->beta, CUDNN_TYPE_FLOAT, 1, &zero));
+	GRAPH_CHECK(op, cudnnBackendSetAttribute(oper, names->beta, CUDNN_TYPE_FLOAT, 1, &beta));
 	GRAPH_CHECK(op, cudnnBackendFinalize(oper));
 	GRAPH_CHECK(op, cudnnBackendCreateDescriptor(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph));
 	GRAPH_CHECK(op, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS,
@@ -313,7 +314,7 @@ out:
 
 void mp_cuda_graph_free(mp_cuda_conv_algo *a)
 {
-	for (int d = 0; d < 3; d++) {
+	for (int d = 0; d < 4; d++) {
 		if (a->gplan[d]) {
 			cudnnBackendDestroyDescriptor((cudnnBackendDescriptor_t)a->gplan[d]);
 			a->gplan[d] = NULL;

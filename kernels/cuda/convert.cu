@@ -33,8 +33,9 @@ __global__ void nchw_to_nhwc_bf16_kernel(const float *__restrict__ x,
 	}
 }
 
+// y = x in NCHW, or y += x when add
 __global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
-					 float *__restrict__ y, int C, int P)
+					 float *__restrict__ y, int C, int P, int add)
 {
 	__shared__ float tile[TILE][TILE + 1];
 	const size_t image = (size_t)blockIdx.z * C * P;
@@ -47,8 +48,10 @@ __global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
 	__syncthreads();
 	for (int i = threadIdx.y; i < TILE; i += TILE_ROWS) {
 		const int c = c0 + i, p = p0 + threadIdx.x;
-		if (c < C && p < P)
-			y[image + (size_t)c * P + p] = tile[threadIdx.x][i];
+		if (c < C && p < P) {
+			const size_t k = image + (size_t)c * P + p;
+			y[k] = add ? __fadd_rn(y[k], tile[threadIdx.x][i]) : tile[threadIdx.x][i];
+		}
 	}
 }
 
@@ -56,8 +59,8 @@ __global__ void nhwc_bf16_to_nchw_kernel(const __nv_bfloat16 *__restrict__ x,
 // dst (to_bf16), or bf16 NHWC src into float NCHW dst. A grid has at most
 // MP_CUDA_GRID_YZ images (its z): a larger batch (mp-train and mp-eval
 // take 65536) goes in several launches.
-int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
-		    int to_bf16, void *dst)
+static int convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
+		   int to_bf16, void *dst, int add)
 {
 	const long long gx = ((long long)plane + TILE - 1) / TILE;
 	const long long gy = ((long long)c + TILE - 1) / TILE;
@@ -76,10 +79,22 @@ int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, con
 		} else {
 			MP_LAUNCH_SYNC(nhwc_bf16_to_nchw_kernel, grid, dim3(TILE, TILE_ROWS), be,
 				  (const __nv_bfloat16 *)src + i * image, (float *)dst + i * image,
-				  c, plane);
+				  c, plane, add);
 			LAUNCH_CHECK(op, "nhwc_bf16_to_nchw_kernel");
 		}
 	}
 	return 0;
+}
+
+int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
+		    int to_bf16, void *dst)
+{
+	return convert(be, op, n, c, plane, src, to_bf16, dst, 0);
+}
+
+int mp_cuda_convert_add(mp_backend *be, const char *op, int n, int c, int plane,
+			const void *src, float *dst)
+{
+	return convert(be, op, n, c, plane, src, 0, dst, 1);
 }
 

@@ -64,10 +64,11 @@ struct mp_cuda_conv_algo {
 	cudnnConvolutionDescriptor_t convdesc;
 	cudnnMathType_t math; /* the math type convdesc holds now */
 	/* MP_CUDNN_API=graph: each direction's execution plan
-	 * (cudnnBackendDescriptor_t) and its workspace bytes */
-	void *gplan[3];
-	size_t gws[3];
-	void *gkeep[3][8]; /* the descriptors each plan was made from, kept with it */
+	 * (cudnnBackendDescriptor_t) and its workspace bytes; the fourth,
+	 * dx's with beta 1 (conv2d_backward_add) */
+	void *gplan[4];
+	size_t gws[4];
+	void *gkeep[4][8]; /* the descriptors each plan was made from, kept with it */
 	cudnnConvolutionFwdAlgo_t fwd;
 	cudnnConvolutionBwdDataAlgo_t bwd_data;
 	cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -131,6 +132,9 @@ struct mp_cuda_state {
 	/* bf16 copies of a convolution's operands in NHWC (KRSC for
 	 * weights): its input or dx, its output or dy, its weights or dw */
 	struct mp_cuda_buffer bf_x, bf_y, bf_w;
+	/* conv2d_backward_add's input gradient before it is added, where
+	 * cuDNN cannot add it (conv.cu) */
+	struct mp_cuda_buffer dx_part;
 
 	struct mp_cuda_conv_algo *algos; /* the cache, searched linearly */
 	int nalgos, algos_cap;
@@ -258,9 +262,12 @@ int mp_cuda_not_recording(mp_backend *be, const char *op, const char *what);
 void mp_cuda_buffer_free(struct mp_cuda_buffer *b);
 
 /* n images of c x plane values: float NCHW src into bf16 NHWC dst
- * (to_bf16), or the reverse (conv.cu). */
+ * (to_bf16), or the reverse (conv.cu); mp_cuda_convert_add adds bf16
+ * NHWC src to float NCHW dst. */
 int mp_cuda_convert(mp_backend *be, const char *op, int n, int c, int plane, const void *src,
 		    int to_bf16, void *dst);
+int mp_cuda_convert_add(mp_backend *be, const char *op, int n, int c, int plane,
+			const void *src, float *dst);
 
 /* The activations an operation takes (NULL ones skipped) are all bf16
  * NHWC (1) or all float (0); -1, naming op, when they mix. */
@@ -309,9 +316,12 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 int mp_cuda_conv2d_backward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
 			    const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
 			    int pad);
+int mp_cuda_conv2d_backward_add(mp_backend *be, const mp_tensor *x, const mp_tensor *w,
+				const mp_tensor *dy, mp_tensor *dx, mp_tensor *dw, int stride,
+				int pad);
 void mp_cuda_conv_free(mp_cuda_state *s);
 /* cuDNN's graph API (conv_graph.cu): entry a's execution plan for a
- * direction (0 forward, 1 dx, 2 dw), made once: 0, 1 when bf16 has no
+ * direction (0 forward, 1 dx, 2 dw, 3 dx added to dx), made once: 0, 1 when bf16 has no
  * engine for it, -1 on an error; running it on device pointers to its
  * x-, w- and y-shaped operands; freeing an entry's plans. */
 int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int dir,

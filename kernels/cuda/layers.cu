@@ -641,6 +641,7 @@ void mp_cuda_ops_common(mp_backend_ops *o)
 	o->fill = mp_cuda_fill;
 	o->conv2d_forward = mp_cuda_conv2d_forward;
 	o->conv2d_backward = mp_cuda_conv2d_backward;
+	o->conv2d_backward_add = mp_cuda_conv2d_backward_add;
 	o->bn_forward_train = mp_cuda_bn_forward_train;
 	o->bn_forward_infer = mp_cuda_bn_forward_infer;
 	o->bn_backward = mp_cuda_bn_backward;

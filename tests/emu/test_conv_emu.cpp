@@ -97,12 +97,12 @@ int mp_cuda_graph_exec(mp_backend *be, const char *op, const mp_cuda_conv_algo *
 	(void)x, (void)w, (void)y;
 	if (!a->gplan[dir])
 		return mp_cpu_fail(be, "%s: no plan for direction %d", op, dir);
-	ran_in(dir, a->key[9] ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT);
+	ran_in(dir == 3 ? 1 : dir, a->key[9] ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT);
 	return 0;
 }
 void mp_cuda_graph_free(mp_cuda_conv_algo *a)
 {
-	for (int d = 0; d < 3; d++)
+	for (int d = 0; d < 4; d++)
 		a->gplan[d] = NULL;
 }
 

@@ -588,6 +588,24 @@ static void test_conv(const conv_case *g)
 						     g->pad),
 			  dev, "conv2d_backward (dw NULL)"))
 			pcompare("dx (dw NULL)", &dx);
+		/* the input gradient added to what dx holds: the reference's
+		 * conv2d_backward and add */
+		pair base;
+		memset(&base, 0, sizeof base);
+		if (dev->ops->conv2d_backward_add && !plain_x &&
+		    prandom_a(&base, g->n, g->c, g->h, g->w, -1, 1) &&
+		    ok_rc(ref->ops->add(ref, &dx.r, &base.r, &dx.r), ref, "add")) {
+			float *h = fetch(dev, &base.d);
+			if (ok_rc(dev->ops->upload(dev, &dx.d, h), dev, "upload") &&
+			    ok_rc(dev->ops->conv2d_backward_add(dev, &x.d, &w.d, &dy.d, &dx.d, &dw.d,
+								 g->stride, g->pad),
+				  dev, "conv2d_backward_add")) {
+				pcompare("dx (conv2d_backward_add)", &dx);
+				pcompare("dw (conv2d_backward_add)", &dw);
+			}
+			free(h);
+		}
+		pfree(&base);
 	}
 	pfree(&x);
 	pfree(&w);
