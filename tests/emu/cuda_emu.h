@@ -277,6 +277,12 @@ static void fiber_yield()
 	mp_emu_switch(&fiber_sp[current], scheduler_sp);
 }
 
+/* From thread from's fiber straight to thread to's. */
+static void fiber_pass(int from, int to)
+{
+	mp_emu_switch(&fiber_sp[from], fiber_sp[to]);
+}
+
 static int fibers_alloc(int n)
 {
 	return (fiber_sp = (void **)calloc((size_t)n, sizeof *fiber_sp)) != NULL;
@@ -308,17 +314,47 @@ static void fiber_yield()
 	swapcontext(&contexts[current], &scheduler);
 }
 
+static void fiber_pass(int from, int to)
+{
+	swapcontext(&contexts[from], &contexts[to]);
+}
+
 static int fibers_alloc(int n)
 {
 	return (contexts = (ucontext_t *)calloc((size_t)n, sizeof *contexts)) != NULL;
 }
 #endif
 
+/* The round of fibers that runs: the order of its threads, and where in
+ * it the current one is. */
+static const struct sequence *round_order;
+static int round_k;
+
+/* The fiber that stops (at a barrier, or done) hands the thread on to the
+ * round's next unfinished one, or, at the round's end, back to the
+ * scheduler: one switch per thread and round, not two. */
+static void next_in_round()
+{
+	const int from = current;
+	const int n = (int)round_order->n;
+	for (int k = round_k + 1; k < n; k++) {
+		const int t = (int)(*round_order)[(uint64_t)k];
+		if (done[t])
+			continue;
+		round_k = k;
+		current = t;
+		threadIdx = tids[t];
+		fiber_pass(from, t);
+		return;
+	}
+	fiber_yield();
+}
+
 static void run_body_then_return()
 {
 	body();
 	done[current] = 1;
-	fiber_yield(); /* never resumed */
+	next_in_round(); /* never resumed */
 	abort();
 }
 
@@ -372,21 +408,25 @@ static void launch(dim3 grid, dim3 block, int sync, std::function<void()> f)
 			done[t] = 0;
 			fiber_reset(t);
 		}
-		/* rounds: each thread runs to its next barrier or its end */
+		/* rounds: each thread runs to its next barrier or its end, in
+		 * the round's order, each fiber handing on to the next */
 		for (int left = n, round = 0; left > 0; round++) {
-			left = 0;
 			const sequence threads(n, (b + 1) * 4099 + (uint64_t)round);
-			for (int k = 0; k < n; k++) {
-				const int t = (int)threads[k];
-				if (done[t])
-					continue;
-				current = t;
-				threadIdx = tids[t];
-				in_fiber = 1;
-				fiber_run(t);
-				in_fiber = 0;
+			int k = 0;
+			while (k < n && done[threads[(uint64_t)k]])
+				k++;
+			if (k == n)
+				break;
+			round_order = &threads;
+			round_k = k;
+			current = (int)threads[(uint64_t)k];
+			threadIdx = tids[current];
+			in_fiber = 1;
+			fiber_run(current);
+			in_fiber = 0;
+			left = 0;
+			for (int t = 0; t < n; t++)
 				left += !done[t];
-			}
 		}
 	}
 }
@@ -398,7 +438,7 @@ static void syncthreads()
 				"launch it with MP_LAUNCH_SYNC\n");
 		abort();
 	}
-	fiber_yield();
+	next_in_round();
 }
 
 } // namespace mp_emu

@@ -963,41 +963,61 @@ uint64_t nondeterministic_draw()
 
 /* one convolution direction, in double: y from x and w, or (y holding dy)
  * dx into x, or dw into w */
+/* An operand's values in double, NCHW (KCRS), read once, so that the
+ * products below index a plain array; rounded to bf16 first for an
+ * engine that converts its inputs down. */
+struct dense {
+	std::vector<double> v;
+	int c, h, w;
+	dense(const operand &o, bool round_bf16)
+		: v((size_t)o.n * o.c * o.h * o.w), c(o.c), h(o.h), w(o.w)
+	{
+		size_t k = 0;
+		for (int i = 0; i < o.n; i++)
+			for (int j = 0; j < o.c; j++)
+				for (int y = 0; y < o.h; y++)
+					for (int x = 0; x < o.w; x++, k++) {
+						const double d = o.get(i, j, y, x);
+						v[k] = round_bf16 ? (double)__bfloat162float(
+									    __float2bfloat16_rn((float)d))
+								  : d;
+					}
+	}
+	double operator()(int i, int j, int y, int x) const
+	{
+		return v[(((size_t)i * c + j) * h + y) * w + x];
+	}
+};
+
 void convolve(int dir, const cudnnConvolutionStruct cv, operand x, operand w, operand y,
 	      double alpha, double beta, conv_numerics how)
 {
-	std::vector<float> rounded[2]; /* x's and w's values rounded to bf16 */
-	if (how.down_convert && x.type == CUDNN_DATA_FLOAT) {
-		operand *ins[2] = {dir == DIR_DX ? &y : &x, dir == DIR_DW ? &y : &w};
-		for (int i = 0; i < 2; i++) {
-			const float *v = (const float *)ins[i]->p;
-			rounded[i].resize(ins[i]->bytes() / sizeof(float));
-			for (size_t k = 0; k < rounded[i].size(); k++)
-				rounded[i][k] = __bfloat162float(__float2bfloat16_rn(v[k]));
-			ins[i]->p = rounded[i].data();
-		}
-	}
+	const bool down = how.down_convert && x.type == CUDNN_DATA_FLOAT;
 	const uint64_t draw = how.nondeterministic ? nondeterministic_draw() : 0;
 	const operand &out = dir == DIR_Y ? y : dir == DIR_DX ? x : w;
 	std::vector<double> acc((size_t)out.n * out.c * out.h * out.w, 0.0);
 	auto at = [&](int a, int b, int c, int d) -> double & {
 		return acc[(((size_t)a * out.c + b) * out.h + c) * out.w + d];
 	};
-	if (dir == DIR_Y)
+	if (dir == DIR_Y) {
+		const dense X(x, down), W(w, down);
 		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
 						  int iy, int ix) {
-			at(i, k, oy, ox) += x.get(i, c, iy, ix) * w.get(k, c, r, q);
+			at(i, k, oy, ox) += X(i, c, iy, ix) * W(k, c, r, q);
 		});
-	else if (dir == DIR_DX)
+	} else if (dir == DIR_DX) {
+		const dense Y(y, down), W(w, down);
 		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
 						  int iy, int ix) {
-			at(i, c, iy, ix) += y.get(i, k, oy, ox) * w.get(k, c, r, q);
+			at(i, c, iy, ix) += Y(i, k, oy, ox) * W(k, c, r, q);
 		});
-	else
+	} else {
+		const dense Y(y, down), X(x, down);
 		for_each_product(cv, x, w, y, [&](int i, int k, int oy, int ox, int c, int r, int q,
 						  int iy, int ix) {
-			at(k, c, r, q) += y.get(i, k, oy, ox) * x.get(i, c, iy, ix);
+			at(k, c, r, q) += Y(i, k, oy, ox) * X(i, c, iy, ix);
 		});
+	}
 	size_t k = 0;
 	for (int a = 0; a < out.n; a++)
 		for (int b = 0; b < out.c; b++)
