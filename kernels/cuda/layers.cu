@@ -563,8 +563,9 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 	s->sgd_sizes = sizes;
 	s->sgd_count = count;
 	s->sgd_nblocks = (int)nblocks;
-	// bf16 copies of the parameters, for the convolutions: each 16-byte
-	// aligned, as cuDNN's bf16 operands want
+	// bf16 copies of the parameters, for the convolutions: each 256-byte
+	// aligned, as cudaMalloc's memory (a converted filter's) is, so that
+	// cuDNN takes a copy as it takes a conversion
 	size_t shadow_elems = 0;
 	mp_cuda_sgd_tensor *tensors = NULL;
 	if (s->precision == MP_PRECISION_BF16) {
@@ -578,7 +579,7 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 			tensors[t].shadow = shadow_elems;
 			tensors[t].c = w[t]->c;
 			tensors[t].taps = w[t]->h * w[t]->w;
-			shadow_elems += (sizes[t] + 7) & ~(size_t)7;
+			shadow_elems += (sizes[t] + 127) & ~(size_t)127;
 		}
 		s->sgd_tensors = tensors;
 	}
