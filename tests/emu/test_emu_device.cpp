@@ -236,6 +236,33 @@ static void test_capture_rules(void)
 	ok("in a capture, the capturing thread's calls that synchronize or allocate break it");
 }
 
+/* A legacy convolution's descriptors, float NCHW: x and y n x c x h x w,
+ * w c x c x 3 x 3, stride 1, pad 1; destroyed with it. */
+struct legacy_conv {
+	cudnnTensorDescriptor_t x, y;
+	cudnnFilterDescriptor_t w;
+	cudnnConvolutionDescriptor_t c;
+	legacy_conv(int n, int ch, int h, int wd)
+	{
+		cudnnCreateTensorDescriptor(&x);
+		cudnnCreateTensorDescriptor(&y);
+		cudnnCreateFilterDescriptor(&w);
+		cudnnCreateConvolutionDescriptor(&c);
+		cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, ch, h, wd);
+		cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, ch, h, wd);
+		cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, ch, ch, 3, 3);
+		cudnnSetConvolution2dDescriptor(c, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+						CUDNN_DATA_FLOAT);
+	}
+	~legacy_conv()
+	{
+		cudnnDestroyTensorDescriptor(x);
+		cudnnDestroyTensorDescriptor(y);
+		cudnnDestroyFilterDescriptor(w);
+		cudnnDestroyConvolutionDescriptor(c);
+	}
+};
+
 static void test_pointers(void)
 {
 	std::vector<float> host(4, 0.0f);
@@ -250,18 +277,10 @@ static void test_pointers(void)
 	       "a copy past the end of device memory fails");
 	(void)cudaGetLastError();
 	/* cuDNN: the workspace the algorithm asked for */
-	cudnnTensorDescriptor_t x, y;
-	cudnnFilterDescriptor_t w;
-	cudnnConvolutionDescriptor_t c;
-	cudnnCreateTensorDescriptor(&x);
-	cudnnCreateTensorDescriptor(&y);
-	cudnnCreateFilterDescriptor(&w);
-	cudnnCreateConvolutionDescriptor(&c);
-	cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, 2, 3, 3);
-	cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, 2, 3, 3);
-	cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 2, 2, 3, 3);
-	cudnnSetConvolution2dDescriptor(c, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
-					CUDNN_DATA_FLOAT);
+	const legacy_conv descs(1, 2, 3, 3);
+	const cudnnTensorDescriptor_t x = descs.x, y = descs.y;
+	const cudnnFilterDescriptor_t w = descs.w;
+	const cudnnConvolutionDescriptor_t c = descs.c;
 	float *xp = NULL, *yp = NULL, *wp = NULL, *ws = NULL;
 	cudaMalloc((void **)&xp, 18 * sizeof(float));
 	cudaMalloc((void **)&yp, 18 * sizeof(float));
@@ -286,10 +305,6 @@ static void test_pointers(void)
 	for (float *b : bufs)
 		cudaFree(b);
 	cudaFree(d);
-	cudnnDestroyTensorDescriptor(x);
-	cudnnDestroyTensorDescriptor(y);
-	cudnnDestroyFilterDescriptor(w);
-	cudnnDestroyConvolutionDescriptor(c);
 	ok("device pointers and cuDNN's workspace are checked");
 }
 
@@ -474,18 +489,10 @@ static void test_graph_api(void)
  * legacy backward-filter algorithm 0); a deterministic one the same. */
 static void test_nondeterministic(void)
 {
-	cudnnTensorDescriptor_t x, y;
-	cudnnFilterDescriptor_t w;
-	cudnnConvolutionDescriptor_t c;
-	cudnnCreateTensorDescriptor(&x);
-	cudnnCreateTensorDescriptor(&y);
-	cudnnCreateFilterDescriptor(&w);
-	cudnnCreateConvolutionDescriptor(&c);
-	cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 4, 6, 6);
-	cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 2, 4, 6, 6);
-	cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 4, 4, 3, 3);
-	cudnnSetConvolution2dDescriptor(c, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
-					CUDNN_DATA_FLOAT);
+	const legacy_conv descs(2, 4, 6, 6);
+	const cudnnTensorDescriptor_t x = descs.x, y = descs.y;
+	const cudnnFilterDescriptor_t w = descs.w;
+	const cudnnConvolutionDescriptor_t c = descs.c;
 	const size_t nx = 2 * 4 * 6 * 6, nw = 4 * 4 * 3 * 3;
 	std::vector<float> xh(nx), dw[4];
 	for (size_t i = 0; i < nx; i++)
@@ -521,10 +528,6 @@ static void test_nondeterministic(void)
 	float *bufs[] = {xp, yp, wp, ws};
 	for (float *b : bufs)
 		cudaFree(b);
-	cudnnDestroyTensorDescriptor(x);
-	cudnnDestroyTensorDescriptor(y);
-	cudnnDestroyFilterDescriptor(w);
-	cudnnDestroyConvolutionDescriptor(c);
 	ok("a nondeterministic algorithm's bits vary from call to call, a deterministic one's do not");
 }
 
