@@ -453,9 +453,21 @@ static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, in
 	for (int d = 0; d < 4; d++) {
 		if (!(want & (1 << d)) || a->gplan[d])
 			continue;
+		if (d == 3 && a->graph_no_add)
+			continue;
 		const int r = mp_cuda_graph_plan(be, op, a, d, x, w, y, stride, pad, bf16);
 		if (r < 0)
 			return -1;
+		if (r == 1 && d == 3) {
+			a->graph_no_add = 1; // dx made apart and added, in this precision
+			if (s->log_choices)
+				fprintf(stderr,
+					"mp-cuda: conv x %dx%dx%dx%d w %dx%dx%dx%d stride %d pad %d %s "
+					"dx added: no graph API engine adds, made apart\n",
+					x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w, stride, pad,
+					bf16 ? "bf16" : "fp32");
+			continue;
+		}
 		if (r == 1) {
 			a->fp32_only |= 1 << d; // FWD, BWD_DATA, BWD_FILTER, BWD_DATA_ADD
 			return 1;
@@ -594,8 +606,9 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 
 // Where conv2d_backward_add's sum is made: by cuDNN in dx itself (beta
 // 1), when dx is in the algorithm's form; by the conversion back, bf16
-// NHWC added to float NCHW dx; or else (an fp32 algorithm for bf16 dx)
-// the gradient is made apart, in dx's form (dx_part), and added to dx.
+// NHWC added to float NCHW dx; or else (an fp32 algorithm for bf16 dx, or
+// no graph API engine that adds) the gradient is made apart, in dx's
+// form (dx_part), and added to dx.
 enum { ADD_NONE, ADD_IN_CUDNN, ADD_IN_CONVERSION, ADD_APART };
 
 static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w,
@@ -653,8 +666,8 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 			return -1;
 		const int same_form = mp_cuda_is_bf16(dx) == bf16;
 		const int how = !add ? ADD_NONE
-			: same_form ? ADD_IN_CUDNN
-			: bf16 ? ADD_IN_CONVERSION
+			: same_form && !(s->graph_api && a->graph_no_add) ? ADD_IN_CUDNN
+			: bf16 && !same_form ? ADD_IN_CONVERSION
 			: ADD_APART;
 		// ADD_APART: the gradient into part, shaped and stored as dx
 		mp_tensor part = *dx, *out = dx;

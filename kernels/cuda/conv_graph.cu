@@ -243,7 +243,8 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 		}
 	}
 	if (!plan) {
-		rc = bf16 ? 1 : mp_cpu_fail(be, "%s: cuDNN's graph API offers no fp32 engine for x %dx%dx%dx%d, w %dx%dx%dx%d",
+		// dx added (3) has a fallback in either precision (conv.cu)
+		rc = bf16 || dir == 3 ? 1 : mp_cpu_fail(be, "%s: cuDNN's graph API offers no fp32 engine for x %dx%dx%dx%d, w %dx%dx%dx%d",
 					    op, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w);
 		goto out;
 	}

@@ -52,6 +52,9 @@ struct mp_cuda_conv_algo {
 	 * bits) for which cuDNN has no bf16 algorithm: a call that needs
 	 * one of them runs in fp32 */
 	int fp32_only;
+	/* MP_CUDNN_API=graph: no engine adds dx (beta 1) for this shape:
+	 * conv2d_backward_add makes it apart and adds */
+	int graph_no_add;
 	/* MP_CUDA_PROFILE: GPU milliseconds and calls of each direction's
 	 * cuDNN call and of its bf16 conversions */
 	double ms_cudnn[3], ms_convert[3], ms_host[3];

@@ -287,4 +287,14 @@ conversions() {
 			assert_contains "$stderr" "bf16 y: algorithm" ;;
 		esac
 	done
+	# no graph API engine that adds to dx (the emulated device's
+	# MP_EMU_CUDNN_ADD=0): conv2d_backward_add makes the input gradient
+	# apart and adds it; fp32, where dx is in the algorithm's form
+	[[ $DEVICE == emulated* ]] || return 0
+	train "${OPTS[@]}" "${steps[@]}" --precision fp32 -o fp32-legacy
+	run --separate-stderr env MP_CUDNN_API=graph MP_EMU_CUDNN_ADD=0 MP_CUDNN_LOG=1 \
+		"$MP_BIN/mp-train" "${OPTS[@]}" "${steps[@]}" --precision fp32 -o fp32-apart
+	assert_status 0
+	assert_contains "$stderr" "fp32 dx added: no graph API engine adds, made apart"
+	same_weights --tol 1e-3 fp32-legacy/weights.safetensors fp32-apart/weights.safetensors
 }

@@ -1379,7 +1379,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
  *         1 tensor cores, deterministic, with a workspace.
  *
  * None of them finalizes a plan for a bf16 filter gradient of a 3-channel
- * input (the stem's). Finalizing heuristics or a plan while the thread
+ * input (the stem's), nor, under MP_EMU_CUDNN_ADD=0, one with beta 1. Finalizing heuristics or a plan while the thread
  * captures fails (stricter than a device may be: the backend builds its
  * plans before it records). cudnnBackendExecute checks the variant pack
  * against the plan's tensors (every unique id, device memory with room
@@ -1695,6 +1695,14 @@ engine_info engine_of(const graph_conv &c, int e)
 	return i;
 }
 
+/* MP_EMU_CUDNN_ADD=0: no engine takes beta other than 0 (none adds to
+ * its output), so that the backend's way around that runs. */
+bool engines_add()
+{
+	const char *v = getenv("MP_EMU_CUDNN_ADD");
+	return !(v && !strcmp(v, "0"));
+}
+
 /* What finalizing a descriptor of each type checks and works out. */
 cudnnStatus_t finalize(graph_descriptor *g)
 {
@@ -1746,7 +1754,7 @@ cudnnStatus_t finalize(graph_descriptor *g)
 		if (!live(cfg->graph) || conv_op(cfg->graph->op, &c) != CUDNN_STATUS_SUCCESS)
 			return CUDNN_STATUS_BAD_PARAM;
 		const engine_info e = engine_of(c, cfg->engine);
-		if (!e.supported)
+		if (!e.supported || (c.beta != 0 && !engines_add()))
 			return CUDNN_STATUS_NOT_SUPPORTED;
 		g->graph = cfg->graph;
 		g->engine = cfg->engine;
