@@ -577,32 +577,6 @@ __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 	}
 }
 
-// One thread per channel: dgamma, dbeta, and coef[c], [C + c], [2C + c] =
-// A, B, D of dx = A g + B x + D.
-__global__ void bn_grad_bf16_kernel(const double *__restrict__ part, int C, int B, double m,
-				    const float *__restrict__ gamma,
-				    const float *__restrict__ save_mean,
-				    const float *__restrict__ save_invstd, float *dgamma,
-				    float *dbeta,
-				    float *__restrict__ coef)
-{
-	const int c = blockIdx.x * blockDim.x + threadIdx.x;
-	if (c >= C)
-		return;
-	double sg, sgx;
-	bn_block_sums(part, C, B, c, &sg, &sgx);
-	const double mean = save_mean[c], invstd = save_invstd[c];
-	const double sgxhat = invstd * (sgx - mean * sg);
-	if (dbeta)
-		dbeta[c] = (float)sg;
-	if (dgamma)
-		dgamma[c] = (float)sgxhat;
-	const double a = (double)gamma[c] * invstd, k2 = sgxhat / m * invstd;
-	coef[c] = (float)a;
-	coef[C + c] = (float)(-a * k2);
-	coef[2 * C + c] = (float)(a * (k2 * mean - sg / m));
-}
-
 // g = dy, masked by relu_y; dres = g when wanted; dx = A g + B x + D.
 template <int V>
 __global__ void bn_dx_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__restrict__ dy,
