@@ -6,9 +6,16 @@
 // Reductions in double and in a fixed order, so that results repeat bit
 // for bit: the m = n h w values of a channel are cut into S slices of
 // whole images (S depends on the shape only); block (c, s) sums its slice
-// with a fixed thread-to-element assignment and a tree in shared memory,
-// then one thread per channel adds the S partial sums in order. Two passes
-// as in the reference: the mean, then the squared deviations from it.
+// with a fixed thread-to-element assignment and a tree in shared memory.
+// The last of channel c's S blocks to finish (a counter per channel,
+// which it sets back to 0) adds the S partial sums in order and works out
+// the channel's statistics (forward) or gradient sums (backward): one
+// launch, not a second one for them. Which block is last varies; the
+// order of the sums does not, so the bits do not either.
+//
+// Forward: the sums of x and x^2 in one pass (in double, the variance's
+// cancellation stays far below float's rounding), where the reference
+// makes two passes; backward: the sums of g and g xhat.
 #include <limits.h>
 #include <math.h>
 
@@ -27,17 +34,45 @@ static int bn_slices(int n, int c)
 	return s > (int)MP_CUDA_GRID_YZ ? (int)MP_CUDA_GRID_YZ : s;
 }
 
+// What the last block of a channel works out from its sums: the forward
+// pass's statistics (stat[c], stat[C + c] = mean, invstd in double for
+// the normalization; the saved and running ones), or the backward pass's
+// (sums[c], sums[C + c] = sum g, sum g xhat; dbeta, dgamma when wanted).
+struct bn_sums_out {
+	double m, eps, mom;
+	double *stat; // forward: stat; backward: sums
+	float *save_mean, *save_invstd, *running_mean, *running_var;
+	float *dgamma, *dbeta;
+	unsigned *counters; // one per channel
+};
+
+// Channel c's forward statistics from its sums of x and x^2.
+__device__ static void bn_stats(double s, double sq, int C, int c, const bn_sums_out &o)
+{
+	const double m = o.m, mean = s / m;
+	double var = sq / m - mean * mean;
+	if (var < 0)
+		var = 0;
+	const double invstd = 1.0 / sqrt(var + o.eps);
+	o.stat[c] = mean;
+	o.stat[C + c] = invstd;
+	o.save_mean[c] = (float)mean;
+	o.save_invstd[c] = (float)invstd;
+	o.running_mean[c] = (float)(o.mom * o.running_mean[c] + (1 - o.mom) * mean);
+	o.running_var[c] = (float)(o.mom * o.running_var[c] + (1 - o.mom) * (var * m / (m - 1)));
+}
+
 // Block (c, s): over the images of slice s, sums
-//   mode 0: x                     (a: -)
-//   mode 1: (x - mean)^2          (mean[c] in a)
-//   mode 2: g, g (x - mean) invstd  (save_mean, save_invstd in f0, f1)
+//   mode 0: x, x^2
+//   mode 1: g, g (x - mean) invstd  (save_mean, save_invstd in f0, f1)
 // into part[(c S + s) 2 + 0/1], where g = dy, or with relu_y (a fused
-// ReLU's output) g = dy where relu_y > 0, else 0.
-__global__ void bn_partial_kernel(const float *__restrict__ x, const float *__restrict__ dy,
-				  const float *__restrict__ relu_y, int N, int C, int plane,
-				  int S, int mode,
-				  const double *__restrict__ a, const float *__restrict__ f0,
-				  const float *__restrict__ f1, double *__restrict__ part)
+// ReLU's output) g = dy where relu_y > 0, else 0; then, in channel c's
+// last block, what o asks for.
+__global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restrict__ dy,
+			       const float *__restrict__ relu_y, int N, int C, int plane, int S,
+			       int mode, const float *__restrict__ f0,
+			       const float *__restrict__ f1, double *__restrict__ part,
+			       bn_sums_out o)
 {
 	__shared__ double sh0[BN_THREADS], sh1[BN_THREADS];
 	const int c = blockIdx.x, s = blockIdx.y;
@@ -47,9 +82,7 @@ __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__re
 	const unsigned count = (unsigned)(n1 - n0) * (unsigned)plane;
 	double acc0 = 0, acc1 = 0;
 	double mean = 0, invstd = 0;
-	if (mode == 1)
-		mean = a[c];
-	else if (mode == 2) {
+	if (mode == 1) {
 		mean = f0[c];
 		invstd = f1[c];
 	}
@@ -59,9 +92,7 @@ __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__re
 		const double v = x[idx];
 		if (mode == 0) {
 			acc0 += v;
-		} else if (mode == 1) {
-			const double d = v - mean;
-			acc0 += d * d;
+			acc1 += v * v;
 		} else {
 			const double g = relu_y && !(relu_y[idx] > 0) ? 0.0 : (double)dy[idx];
 			acc0 += g;
@@ -78,53 +109,31 @@ __global__ void bn_partial_kernel(const float *__restrict__ x, const float *__re
 		}
 		__syncthreads();
 	}
-	if (threadIdx.x == 0) {
-		part[((size_t)c * S + s) * 2] = sh0[0];
-		part[((size_t)c * S + s) * 2 + 1] = sh1[0];
-	}
-}
-
-// One thread per channel: sum the partials in order.
-__device__ static void bn_sum(const double *part, int c, int S, double *s0, double *s1)
-{
+	if (threadIdx.x != 0)
+		return;
+	part[((size_t)c * S + s) * 2] = sh0[0];
+	part[((size_t)c * S + s) * 2 + 1] = sh1[0];
+	__threadfence(); // the sums reach L2 before the count says so
+	if (atomicAdd(&o.counters[c], 1u) != (unsigned)S - 1)
+		return; // not the last
+	// the other blocks' sums from L2 (__ldcg): this block's L1 may hold
+	// old lines
 	double a = 0, b = 0;
-	for (int s = 0; s < S; s++) {
-		a += part[((size_t)c * S + s) * 2];
-		b += part[((size_t)c * S + s) * 2 + 1];
+	for (int k = 0; k < S; k++) {
+		a += __ldcg(part + ((size_t)c * S + k) * 2);
+		b += __ldcg(part + ((size_t)c * S + k) * 2 + 1);
 	}
-	*s0 = a;
-	*s1 = b;
-}
-
-__global__ void bn_mean_kernel(const double *part, int C, int S, double m, double *mean)
-{
-	const int c = blockIdx.x * blockDim.x + threadIdx.x;
-	if (c >= C)
-		return;
-	double s0, s1;
-	bn_sum(part, c, S, &s0, &s1);
-	mean[c] = s0 / m;
-}
-
-// The variance, invstd, the saved and running statistics; stat[c] and
-// stat[C + c] get the mean and invstd (double) for the normalization.
-__global__ void bn_var_kernel(const double *part, int C, int S, double m, double eps,
-			      double mom, double *stat, float *save_mean, float *save_invstd,
-			      float *running_mean, float *running_var)
-{
-	const int c = blockIdx.x * blockDim.x + threadIdx.x;
-	if (c >= C)
-		return;
-	double sq, unused;
-	bn_sum(part, c, S, &sq, &unused);
-	const double mean = stat[c];
-	const double var = sq / m, var_unbiased = sq / (m - 1);
-	const double invstd = 1.0 / sqrt(var + eps);
-	stat[C + c] = invstd;
-	save_mean[c] = (float)mean;
-	save_invstd[c] = (float)invstd;
-	running_mean[c] = (float)(mom * running_mean[c] + (1 - mom) * mean);
-	running_var[c] = (float)(mom * running_var[c] + (1 - mom) * var_unbiased);
+	if (mode == 0) {
+		bn_stats(a, b, C, c, o);
+	} else {
+		o.stat[c] = a;
+		o.stat[C + c] = b;
+		if (o.dbeta)
+			o.dbeta[c] = (float)a;
+		if (o.dgamma)
+			o.dgamma[c] = (float)b;
+	}
+	o.counters[c] = 0; // for the next launch (and a graph's next run)
 }
 
 // y = (x - mean) invstd gamma + beta, in double as the reference; then,
@@ -161,25 +170,8 @@ __global__ void bn_infer_kernel(const float *__restrict__ x, float *__restrict__
 	}
 }
 
-// sums[c], sums[C + c] = sum dy, sum dy xhat; dbeta, dgamma when wanted.
-__global__ void bn_grad_kernel(const double *part, int C, int S, double *sums, float *dgamma,
-			       float *dbeta)
-{
-	const int c = blockIdx.x * blockDim.x + threadIdx.x;
-	if (c >= C)
-		return;
-	double s0, s1;
-	bn_sum(part, c, S, &s0, &s1);
-	sums[c] = s0;
-	sums[C + c] = s1;
-	if (dbeta)
-		dbeta[c] = (float)s0;
-	if (dgamma)
-		dgamma[c] = (float)s1;
-}
-
 // dx = gamma invstd (g - sum_g / m - xhat sum_g_xhat / m), g as in
-// bn_partial_kernel; dres = g when wanted (a fused residual's gradient),
+// bn_sums_kernel; dres = g when wanted (a fused residual's gradient),
 // dx when not NULL.
 template <typename I>
 __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restrict__ dy,
@@ -219,9 +211,30 @@ static int bn_grid_ok(mp_backend *be, const char *op, const mp_tensor *x, int S)
 	return 0;
 }
 
-static unsigned per_channel_grid(int C)
+__global__ void zero_counters_kernel(unsigned *p, size_t count)
 {
-	return (unsigned)((C + MP_CUDA_THREADS - 1) / MP_CUDA_THREADS);
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count;
+	     i += (size_t)gridDim.x * blockDim.x)
+		p[i] = 0;
+}
+
+unsigned *mp_cuda_bn_counters(mp_backend *be, const char *op, size_t count)
+{
+	mp_cuda_state *s = mp_cuda(be);
+	const size_t had = s->bn_counters.size;
+	if (mp_cuda_grow(be, op, &s->bn_counters, count * sizeof(unsigned)))
+		return NULL;
+	if (s->bn_counters.size != had) {
+		MP_LAUNCH(zero_counters_kernel, mp_cuda_grid(s->bn_counters.size / sizeof(unsigned)),
+			  MP_CUDA_THREADS, be, (unsigned *)s->bn_counters.p,
+			  s->bn_counters.size / sizeof(unsigned));
+		const cudaError_t e = cudaGetLastError();
+		if (e != cudaSuccess) {
+			mp_cuda_fail_cuda(be, op, "zero_counters_kernel", e);
+			return NULL;
+		}
+	}
+	return (unsigned *)s->bn_counters.p;
 }
 
 // Training forward: the statistics, then y = bn(x), or fused relu(bn(x)
@@ -238,20 +251,20 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 	if (!part)
 		return -1;
 	double *stat = part + (size_t)C * S * 2;
-	const dim3 grid(C, S);
-	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S,
-		  0, NULL, NULL, NULL, part);
-	LAUNCH_CHECK(op, "bn_partial_kernel");
-	MP_LAUNCH(bn_mean_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
-		  stat);
-	LAUNCH_CHECK(op, "bn_mean_kernel");
-	MP_LAUNCH_SYNC(bn_partial_kernel, grid, BN_THREADS, be, x->data, NULL, NULL, N, C, plane, S,
-		  1, stat, NULL, NULL, part);
-	LAUNCH_CHECK(op, "bn_partial_kernel");
-	MP_LAUNCH(bn_var_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, (double)m,
-		  (double)bn->eps, (double)bn->momentum, stat, bn->save_mean->data,
-		  bn->save_invstd->data, bn->running_mean->data, bn->running_var->data);
-	LAUNCH_CHECK(op, "bn_var_kernel");
+	bn_sums_out o = {};
+	o.m = (double)m;
+	o.eps = (double)bn->eps;
+	o.mom = (double)bn->momentum;
+	o.stat = stat;
+	o.save_mean = bn->save_mean->data;
+	o.save_invstd = bn->save_invstd->data;
+	o.running_mean = bn->running_mean->data;
+	o.running_var = bn->running_var->data;
+	if (!(o.counters = mp_cuda_bn_counters(be, op, C)))
+		return -1;
+	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, NULL, NULL, N, C, plane,
+		       S, 0, NULL, NULL, part, o);
+	LAUNCH_CHECK(op, "bn_sums_kernel");
 	const size_t count = mp_tensor_count(x);
 	const float *r = res ? res->data : NULL;
 	if (count <= UINT_MAX / 2)
@@ -328,12 +341,15 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 		return -1;
 	double *sums = part + (size_t)C * S * 2;
 	const float *ry = relu_y ? relu_y->data : NULL;
-	MP_LAUNCH_SYNC(bn_partial_kernel, dim3(C, S), BN_THREADS, be, x->data, dy->data, ry, N, C,
-		  plane, S, 2, NULL, bn->save_mean->data, bn->save_invstd->data, part);
-	LAUNCH_CHECK(op, "bn_partial_kernel");
-	MP_LAUNCH(bn_grad_kernel, per_channel_grid(C), MP_CUDA_THREADS, be, part, C, S, sums,
-		  dgamma ? dgamma->data : NULL, dbeta ? dbeta->data : NULL);
-	LAUNCH_CHECK(op, "bn_grad_kernel");
+	bn_sums_out o = {};
+	o.stat = sums;
+	o.dgamma = dgamma ? dgamma->data : NULL;
+	o.dbeta = dbeta ? dbeta->data : NULL;
+	if (!(o.counters = mp_cuda_bn_counters(be, op, C)))
+		return -1;
+	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, dy->data, ry, N, C,
+		       plane, S, 1, bn->save_mean->data, bn->save_invstd->data, part, o);
+	LAUNCH_CHECK(op, "bn_sums_kernel");
 	if (dx || dres) {
 		const size_t count = mp_tensor_count(x);
 		float *dxp = dx ? dx->data : NULL, *drp = dres ? dres->data : NULL;

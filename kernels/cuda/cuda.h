@@ -143,8 +143,9 @@ struct mp_cuda_state {
 	int nalgos, algos_cap;
 
 	struct mp_cuda_buffer scratch; /* doubles: BN statistics, per-row losses */
-	/* unsigned, one per channel group of a BN's sums: how many of the
-	 * group's blocks have written theirs (nhwc.cu); 0 between launches */
+	/* unsigned, one per channel (bn.cu) or channel group (nhwc.cu) of a
+	 * BN's sums: how many of its blocks have written theirs; 0 between
+	 * launches */
 	struct mp_cuda_buffer bn_counters;
 	int32_t *labels; /* device copy of the labels */
 	size_t labels_size;
@@ -297,6 +298,9 @@ int mp_cuda_nhwc_shortcut_backward(mp_backend *be, const mp_tensor *dy, mp_tenso
 				   int stride);
 int mp_cuda_nhwc_avgpool_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y);
 int mp_cuda_nhwc_avgpool_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *dx);
+/* count of the BN sums' counters (bn.cu), zeroed when made: NULL on an
+ * error */
+unsigned *mp_cuda_bn_counters(mp_backend *be, const char *op, size_t count);
 /* BN in training mode, y = bn(x), or relu(bn(x) + res?) when relu */
 int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *bn,
 			  const mp_tensor *res, int relu, mp_tensor *y);

@@ -609,32 +609,6 @@ __global__ void bn_dx_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__rest
 	}
 }
 
-__global__ void zero_counters_kernel(unsigned *p, size_t count)
-{
-	VEC_LOOP(i, count)
-	p[i] = 0;
-}
-
-// The groups' counters for bn_sums_bf16_kernel, zeroed when made: NULL on
-// an error.
-static unsigned *bn_counters(mp_backend *be, const char *op, int groups)
-{
-	mp_cuda_state *s = mp_cuda(be);
-	const size_t had = s->bn_counters.size;
-	if (mp_cuda_grow(be, op, &s->bn_counters, (size_t)groups * sizeof(unsigned)))
-		return NULL;
-	if (s->bn_counters.size != had) {
-		MP_LAUNCH(zero_counters_kernel, mp_cuda_grid((size_t)groups), MP_CUDA_THREADS, be,
-			  (unsigned *)s->bn_counters.p, (size_t)groups);
-		const cudaError_t e = cudaGetLastError();
-		if (e != cudaSuccess) {
-			mp_cuda_fail_cuda(be, op, "zero_counters_kernel", e);
-			return NULL;
-		}
-	}
-	return (unsigned *)s->bn_counters.p;
-}
-
 // The block sums' grid, and scratch for part (2 C B doubles) and coef
 // (3 C floats, in C + 1 doubles' room... rounded up): NULL on an error.
 static double *bn_scratch(mp_backend *be, const char *op, const mp_tensor *x, int *B, dim3 *grid)
@@ -674,7 +648,7 @@ int mp_cuda_nhwc_bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp
 	f.running_mean = bn->running_mean->data;
 	f.running_var = bn->running_var->data;
 	f.coef = coef;
-	if (!(f.counters = bn_counters(be, op, (int)grid.y)))
+	if (!(f.counters = mp_cuda_bn_counters(be, op, grid.y)))
 		return -1;
 	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be,
 		  (const bf16 *)x->data, NULL, NULL, R, C, B, 0, part, f);
@@ -738,7 +712,7 @@ int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
 	f.dgamma = dgamma ? dgamma->data : NULL;
 	f.dbeta = dbeta ? dbeta->data : NULL;
 	f.coef = coef;
-	if (!(f.counters = bn_counters(be, op, (int)grid.y)))
+	if (!(f.counters = mp_cuda_bn_counters(be, op, grid.y)))
 		return -1;
 	MP_LAUNCH_SYNC(bn_sums_bf16_kernel, grid, dim3(BN_LANES, BN_ROWS), be, xp, dyp, ry, R, C, B,
 		  1, part, f);
