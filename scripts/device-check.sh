@@ -47,6 +47,10 @@
 #   bench-ours-bf16-no-ahead
 #               each batch uploaded by its own step (BENCH_AHEAD=0) instead
 #               of copied on the second stream while the step before runs
+#   gpu-test_cuda_ops-savings-off
+#               only where gpu-test_cuda_ops fails: again with
+#               MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0, whether the
+#               savings on the default path are the cause
 #   gpu-test_cuda_ops-graph-api, bench-ours-bf16-graph-api(-ops)
 #               the tests and the bf16 step with the convolutions through
 #               cuDNN's graph API (MP_CUDNN_API=graph)
@@ -55,6 +59,9 @@
 #   bench-ours-bf16-act-graph-api, bench-ours-bf16-act-timed
 #               bf16 activations with the graph API's plans, and with
 #               algorithms chosen by timing (when time is left)
+#   bench-ours-bf16-savings-off
+#               bf16 without the filters' bf16 copies and the residual's
+#               sum made by the convolution: what they gain
 #   bench-ours-bf16-heuristic, -timed, -timed-nondet, -legacy-stream
 #               bf16 again with cuDNN's algorithms chosen by its
 #               heuristics, by timing (MP_CUDNN_SEARCH=timed), and by
@@ -462,6 +469,19 @@ else
 	done
 fi
 
+# where the operations' tests fail: again without the two savings on the
+# default path (the filters' bf16 copies, the residual's sum made by the
+# convolution), to tell whether those are the cause
+if [ "$BUILT" != none ] && [ "$GPU" = 1 ] && grep -q $'^gpu-test_cuda_ops\tFAIL' "$RESULTS/stages.tsv"; then
+	log=$LOGS/gpu-test_cuda_ops-savings-off.log
+	if run gpu-test_cuda_ops-savings-off 120 env MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0 \
+		"$BIN/tests/gpu/test_cuda_ops"; then
+		record gpu-test_cuda_ops-savings-off ok "$ELAPSED" "MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0 pass: $(grep -m1 '^# [0-9]* of [0-9]* failed' "$log")"
+	else
+		record gpu-test_cuda_ops-savings-off FAIL "$ELAPSED" "fails without them too: $(grep -c '^not ok' "$log") not ok; see $(basename "$log")"
+	fi
+fi
+
 # the CUDA tests again with the convolutions through cuDNN's graph API
 if [ "$BUILT" != none ] && [ "$GPU" = 1 ] && [ -x "$BIN/tests/gpu/test_cuda_ops" ]; then
 	log=$LOGS/gpu-test_cuda_ops-graph-api.log
@@ -570,6 +590,9 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 			MP_CUDNN_API=graph
 		optional 40 ours_variant bench-ours-bf16-act-timed MP_CUDA_ACTIVATIONS=bf16 \
 			MP_CUDNN_SEARCH=timed
+		# what the two savings on the default path gain
+		optional 40 ours_variant bench-ours-bf16-savings-off MP_CUDA_KEEP_FILTERS=0 \
+			MP_CUDA_BACKWARD_ADD=0
 		optional 40 ours_variant bench-ours-bf16-heuristic MP_CUDNN_SEARCH=heuristic
 		optional 40 ours_variant bench-ours-bf16-timed MP_CUDNN_SEARCH=timed
 		optional 40 ours_variant bench-ours-bf16-timed-nondet MP_CUDNN_SEARCH=timed \

@@ -447,12 +447,14 @@ static int env_choice(const char *name, const char *a, const char *b, int *out, 
 	return 0;
 }
 
-static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
+static int read_choice_env(mp_cuda_state *s, int *backward_add, char *why, size_t n)
 {
 	s->timed_search = 0;
 	s->deterministic = 1;
 	s->log_choices = 0;
 	s->graphs = 1;
+	s->keep_filters = 1;
+	*backward_add = 1;
 	return env_choice("MP_CUDNN_SEARCH", "heuristic", "timed", &s->timed_search, why, n) ||
 			       env_choice("MP_CUDNN_DETERMINISTIC", "0", "1", &s->deterministic, why,
 					  n) ||
@@ -462,7 +464,9 @@ static int read_choice_env(mp_cuda_state *s, char *why, size_t n)
 			       env_choice("MP_CUDNN_API", "legacy", "graph", &s->graph_api, why, n) ||
 			       env_choice("MP_CUDA_GRAPH", "0", "1", &s->graphs, why, n) ||
 			       env_choice("MP_CUDA_ACTIVATIONS", "float", "bf16", &s->act_bf16, why,
-					  n)
+					  n) ||
+			       env_choice("MP_CUDA_KEEP_FILTERS", "0", "1", &s->keep_filters, why, n) ||
+			       env_choice("MP_CUDA_BACKWARD_ADD", "0", "1", backward_add, why, n)
 		       ? -1
 		       : 0;
 }
@@ -516,7 +520,7 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	why[0] = '\0';
 	mp_backend *be = NULL;
 	mp_cuda_state *s = NULL;
-	int count = 0;
+	int count = 0, backward_add = 1;
 	cudaDeviceProp prop;
 	cudaError_t e = cudaGetDeviceCount(&count);
 	if (e != cudaSuccess || count == 0) {
@@ -555,10 +559,13 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 		}
 	}
 	s->precision = MP_PRECISION_FP32;
-	if (read_choice_env(s, why, n) < 0)
+	if (read_choice_env(s, &backward_add, why, n) < 0)
 		goto fail;
-	if (!s->graphs || s->legacy_stream || s->profile)
-		be->ops = &cuda_ops_no_graphs;
+	s->ops = !s->graphs || s->legacy_stream || s->profile ? cuda_ops_no_graphs : cuda_ops;
+	// without it mp_resnet sums a block's input gradient with an add
+	if (!backward_add)
+		s->ops.conv2d_backward_add = NULL;
+	be->ops = &s->ops;
 	if (s->profile) {
 		NEW_CUDA(cudaEventCreate(&s->ev_start));
 		NEW_CUDA(cudaEventCreate(&s->ev_stop));

@@ -112,6 +112,12 @@ struct mp_cuda_state {
 	int graphs;	   /* MP_CUDA_GRAPH=1 (the default): graph_* operations */
 	int recording;	   /* between graph_begin and graph_end */
 	int act_bf16;	   /* MP_CUDA_ACTIVATIONS=bf16: alloc_act stores bf16 NHWC in bf16 */
+	/* MP_CUDA_KEEP_FILTERS=1 (the default): in bf16, SGD keeps the
+	 * filters' bf16 copies for the convolutions (sgd_shadow) */
+	int keep_filters;
+	/* the operations: the graphs' or not, conv2d_backward_add or not
+	 * (MP_CUDA_BACKWARD_ADD=0); be->ops points here */
+	mp_backend_ops ops;
 	struct mp_cuda_buffer stage; /* float NCHW copies of bf16 tensors for upload, download */
 	/* Bumped whenever device memory of the backend's own that an
 	 * operation uses (workspace, scratch, bf16 copies, labels, SGD

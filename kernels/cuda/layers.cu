@@ -505,14 +505,20 @@ void mp_cuda_params_written(mp_cuda_state *s, const void *p, size_t bytes)
 	}
 }
 
+// Are the filters' bf16 copies kept? In bf16, unless MP_CUDA_KEEP_FILTERS=0.
+static int keeps_filters(const mp_cuda_state *s)
+{
+	return s->precision == MP_PRECISION_BF16 && s->keep_filters;
+}
+
 // Is the cached table the one for these tensors?
 static int sgd_cached(const mp_cuda_state *s, mp_tensor *const *w, const mp_tensor *const *g,
 		      mp_tensor *const *v, int count)
 {
 	if (!s->sgd_host || s->sgd_count != count)
 		return 0;
-	// in bf16 with the parameters' bf16 copies, in fp32 without
-	if ((s->precision == MP_PRECISION_BF16) != (s->sgd_shadow != NULL))
+	// with the parameters' bf16 copies where they are kept, without else
+	if (keeps_filters(s) != (s->sgd_shadow != NULL))
 		return 0;
 	for (int t = 0; t < count; t++)
 		if (s->sgd_host[t] != w[t]->data || s->sgd_host[count + t] != g[t]->data ||
@@ -568,7 +574,7 @@ static int sgd_build(mp_backend *be, const char *op, mp_tensor *const *w,
 	// cuDNN takes a copy as it takes a conversion
 	size_t shadow_elems = 0;
 	mp_cuda_sgd_tensor *tensors = NULL;
-	if (s->precision == MP_PRECISION_BF16) {
+	if (keeps_filters(s)) {
 		tensors = (mp_cuda_sgd_tensor *)malloc((size_t)count * sizeof *tensors);
 		if (!tensors) {
 			free(blocks);

@@ -11,8 +11,9 @@ env_read() {
 
 # env_documented PAGE: the variables of PAGE's ENVIRONMENT section.
 env_documented() {
-	sed -n '/^\.Sh ENVIRONMENT/,/^\.Sh /p' "$MP_ROOT/man/$1" |
-		sed -n 's/^\.It Ev \([A-Z0-9_]*\).*/\1/p' | sort -u
+	# every Ev of an item's head: ".It Ev A , Ev B" documents both
+	sed -n '/^\.Sh ENVIRONMENT/,/^\.Sh /p' "$MP_ROOT/man/$1" | grep '^\.It ' |
+		grep -o 'Ev [A-Z0-9_]*' | cut -c4- | sort -u
 }
 
 @test "every environment variable the programs read is in their man pages' ENVIRONMENT" {

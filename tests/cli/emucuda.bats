@@ -136,6 +136,14 @@ conversions() {
 	# bf16 activations: only the filters' gradients, the image, and dy for
 	# the stem's fp32 filter gradient
 	assert_equal "$(conversions act.err)" 6
+	# the switches that turn both savings off: each filter converted again,
+	# forward and backward (the stem's forward only), and the residual's
+	# input gradient summed by an add at each of the blocks
+	MP_EMU_GRAPHS=kernels MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0 \
+		train "${OPTS[@]}" "${steps[@]}" -o off 2>off.err
+	assert_equal "$(conversions off.err)" $((26 + 4 * 2 + 1))
+	assert_equal "$(awk '$3 == "add_kernel" { print $2 }' off.err)" 2
+	assert_equal "$(grep -c add_kernel plain.err)" 0
 }
 
 @test "a cuda run resumed with only -d, -v, -o and --resume goes on on the device, bit for bit" {
@@ -250,12 +258,16 @@ conversions() {
 	assert_equal "$(cut -f1-10 graphs/train.log)" "$(cut -f1-10 ops/train.log)"
 }
 
-@test "the backend's settings (MP_CUDNN_*, MP_CUDA_STREAM, MP_CUDA_PROFILE): each trains, says what it shows, and changes no result it need not" {
+@test "the backend's settings (MP_CUDNN_*, MP_CUDA_STREAM, MP_CUDA_PROFILE, MP_CUDA_KEEP_FILTERS, MP_CUDA_BACKWARD_ADD): each trains, says what it shows, and changes no result it need not" {
 	local steps=(--backend cuda --max-steps 3 -q)
 	train "${OPTS[@]}" "${steps[@]}" -o plain
 	# what changes only how the work is issued or shown: the same bits
 	local setting
-	for setting in MP_CUDA_STREAM=legacy MP_CUDA_PROFILE=1 MP_CUDNN_LOG=1; do
+	# (the filters' bf16 copies, kept or not, have a conversion's bits; the
+	# residual's input gradient, summed by the conversion back from bf16
+	# or by an add, the same float sum)
+	for setting in MP_CUDA_STREAM=legacy MP_CUDA_PROFILE=1 MP_CUDNN_LOG=1 MP_CUDA_KEEP_FILTERS=0 \
+		MP_CUDA_BACKWARD_ADD=0; do
 		run --separate-stderr env "$setting" "$MP_BIN/mp-train" "${OPTS[@]}" "${steps[@]}" -o "${setting%%=*}"
 		assert_status 0
 		same_weights plain/weights.safetensors "${setting%%=*}"/weights.safetensors
@@ -265,7 +277,7 @@ conversions() {
 			assert_not_contains "$output" "graph" ;;
 		MP_CUDNN_LOG=1)
 			assert_contains "$stderr" "mp-cuda: conv x 16x3x12x12 w 4x3x3x3 stride 1 pad 1 bf16 y: algorithm" ;;
-		MP_CUDA_STREAM=legacy)
+		*)
 			assert_equal "$stderr" "" ;;
 		esac
 	done
