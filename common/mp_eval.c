@@ -745,7 +745,9 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 	pscale = malloc(sizeof(double) * (size_t)C * (size_t)n);
 	comb = calloc((size_t)C * (size_t)n, sizeof *comb);
 	tmp = malloc(sizeof(double) * (size_t)C);
-	if (!vbuf || !logits || !acc || !pscale || !comb || !tmp) {
+	if (!vbuf)
+		goto out; /* e says why */
+	if (!logits || !acc || !pscale || !comb || !tmp) {
 		mp_seterr(e, "out of memory");
 		goto out;
 	}

@@ -775,7 +775,8 @@ head:;
 		net->layout++;
 		if (!(net->labels = mp_backend_host_alloc(be, sizeof(int32_t) * (size_t)n)))
 			return mp_seterr(e, "out of memory for the labels of a batch of %d images "
-					    "(a smaller batch needs less)", n);
+					    "(a smaller batch needs less): %s",
+					 n, mp_backend_error(be));
 		net->labels_cap = (size_t)n;
 	}
 	net->n = n;
@@ -1216,8 +1217,9 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 		g->input_cap[slot] = 0;
 		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
 			mp_seterr(e, "out of memory for a batch's images (%zu floats, %.0f MiB; a "
-				     "smaller batch needs less)", count,
-				  (double)count * sizeof(float) / (1 << 20));
+				     "smaller batch needs less): %s",
+				  count, (double)count * sizeof(float) / (1 << 20),
+				  mp_backend_error(net->be));
 			return NULL;
 		}
 		g->input_cap[slot] = count;
@@ -1386,14 +1388,16 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 	/* the step's results, in memory a graph can write */
 	const size_t nprobs = (size_t)n * net->cfg.classes;
 	if (!g->scalars && !(g->scalars = mp_backend_host_alloc(be, sizeof *g->scalars)))
-		return mp_seterr(e, "out of memory");
+		return mp_seterr(e, "out of memory for the step's results: %s",
+				 mp_backend_error(be));
 	if (nprobs > g->probs_cap) {
 		free_recordings(net); /* they write the old buffer */
 		mp_backend_host_free(be, g->probs);
 		g->probs_cap = 0;
 		if (!(g->probs = mp_backend_host_alloc(be, nprobs * sizeof(float))))
 			return mp_seterr(e, "out of memory for the probabilities of a batch of %d "
-					    "images (a smaller batch needs less)", n);
+					    "images (a smaller batch needs less): %s",
+					 n, mp_backend_error(be));
 		g->probs_cap = nprobs;
 	}
 	g->pending_n = n;
@@ -1533,7 +1537,8 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 		pg->logits_cap = 0;
 		if (!(pg->logits = mp_backend_host_alloc(be, nlogits * sizeof(float))))
 			return mp_seterr(e, "out of memory for the logits of a batch of %d images "
-					    "(a smaller batch needs less)", n);
+					    "(a smaller batch needs less): %s",
+					 n, mp_backend_error(be));
 		pg->logits_cap = nlogits;
 	}
 	/* a recorded pass reads its batch from an input slot */

@@ -1654,7 +1654,9 @@ static int run(trainer *t, mp_error *e)
 	mp_schedule sched = o->schedule;
 	sched.base = o->lr;
 	sched.epochs = o->epochs;
-	if (!slot[0] || !slot[1] || !probs || !labels || !ids) {
+	if (!slot[0] || !slot[1])
+		goto out; /* e says why */
+	if (!probs || !labels || !ids) {
 		mp_seterr(e, "out of memory");
 		goto out;
 	}

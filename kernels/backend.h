@@ -201,8 +201,9 @@ typedef struct {
 
 	/* Host memory that upload and download copy fastest (page-locked
 	 * for a GPU: no staging copy by the driver), for the batches a
-	 * caller uploads every step; NULL when out of memory. Optional, both
-	 * or neither: mp_backend_host_alloc falls back on malloc. */
+	 * caller uploads every step; NULL when out of memory, with the
+	 * reason in the backend's error. Optional, both or neither:
+	 * mp_backend_host_alloc falls back on malloc. */
 	void *(*host_alloc)(mp_backend *be, size_t bytes);
 	void (*host_free)(mp_backend *be, void *p);
 
@@ -278,7 +279,8 @@ void mp_backend_free(mp_backend *be);
 /* be's alloc_act, or alloc where it has none. */
 int mp_backend_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int w);
 
-/* be's host_alloc and host_free, or malloc and free where it has none. */
+/* be's host_alloc and host_free, or malloc and free where it has none;
+ * host_alloc's NULL leaves the reason in be's error. */
 void *mp_backend_host_alloc(mp_backend *be, size_t bytes);
 void mp_backend_host_free(mp_backend *be, void *p);
 const char *mp_backend_error(const mp_backend *be);

@@ -277,9 +277,15 @@ int mp_backend_alloc_act(mp_backend *be, mp_tensor *t, int n, int c, int h, int 
 
 void *mp_backend_host_alloc(mp_backend *be, size_t bytes)
 {
+	void *p;
+	if (be)
+		be->error[0] = '\0'; /* the failure's own reason, or none */
 	if (be && be->ops && be->ops->host_alloc)
 		return be->ops->host_alloc(be, bytes);
-	return malloc(bytes);
+	p = malloc(bytes);
+	if (!p && be)
+		mp_cpu_fail(be, "host_alloc: malloc of %zu bytes failed", bytes);
+	return p;
 }
 
 void mp_backend_host_free(mp_backend *be, void *p)

@@ -205,13 +205,13 @@ static int cuda_upload_ahead(mp_backend *be, mp_tensor *t, const float *host)
 // Page-locked host memory: copies from it need no staging by the driver.
 static void *cuda_host_alloc(mp_backend *be, size_t bytes)
 {
-	(void)be;
 	void *p = NULL;
-	if (cudaMallocHost(&p, bytes ? bytes : 1) == cudaSuccess)
+	const cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+	if (e == cudaSuccess)
 		return p;
-	// the caller says "out of memory"; the next kernel's check must not
-	// report this failure as its own
-	(void)cudaGetLastError();
+	// why, for the caller's message (the reset of the last error keeps
+	// the next kernel's check from reporting this failure as its own)
+	mp_cuda_fail_cuda(be, "host_alloc", "cudaMallocHost", e);
 	return NULL;
 }
 
@@ -549,6 +549,13 @@ extern "C" mp_backend *mp_backend_cuda_new(int device, char *why, size_t n)
 	{
 		cudaFuncAttributes attr;
 		e = cudaFuncGetAttributes(&attr, arch_probe);
+		if (e != cudaSuccess && e != cudaErrorInvalidDeviceFunction &&
+		    e != cudaErrorNoKernelImageForDevice) {
+			(void)cudaGetLastError();
+			snprintf(why, n, "cudaFuncGetAttributes: %s (%s)", cudaGetErrorName(e),
+				 cudaGetErrorString(e));
+			goto fail;
+		}
 		if (e != cudaSuccess) {
 			(void)cudaGetLastError();
 			snprintf(why, n, "device %d (%s) is sm_%d%d, and this build's kernels are for "

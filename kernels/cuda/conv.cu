@@ -307,11 +307,14 @@ void mp_cuda_conv_report(const mp_cuda_state *s)
 
 // cuDNN's ranked list for one direction: its heuristics (the default), or
 // every algorithm timed on this shape (MP_CUDNN_SEARCH=timed; cuDNN
-// allocates its own memory for that, once per shape).
+// allocates its own memory for that, once per shape); *call names the
+// call, for a failure's message.
 static cudnnStatus_t rank_fwd(mp_cuda_state *s, int *got,
-			      cudnnConvolutionFwdAlgoPerf_t *perf)
+			      cudnnConvolutionFwdAlgoPerf_t *perf, const char **call)
 {
 	const int n = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+	*call = s->timed_search ? "cudnnFindConvolutionForwardAlgorithm"
+				: "cudnnGetConvolutionForwardAlgorithm_v7";
 	return s->timed_search
 		       ? cudnnFindConvolutionForwardAlgorithm(s->cudnn, s->xdesc, s->wdesc,
 							      s->convdesc, s->ydesc, n, got, perf)
@@ -320,9 +323,11 @@ static cudnnStatus_t rank_fwd(mp_cuda_state *s, int *got,
 }
 
 static cudnnStatus_t rank_bwd_data(mp_cuda_state *s, int *got,
-				   cudnnConvolutionBwdDataAlgoPerf_t *perf)
+				   cudnnConvolutionBwdDataAlgoPerf_t *perf, const char **call)
 {
 	const int n = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+	*call = s->timed_search ? "cudnnFindConvolutionBackwardDataAlgorithm"
+				: "cudnnGetConvolutionBackwardDataAlgorithm_v7";
 	return s->timed_search
 		       ? cudnnFindConvolutionBackwardDataAlgorithm(s->cudnn, s->wdesc, s->ydesc,
 								   s->convdesc, s->xdesc, n, got,
@@ -333,9 +338,11 @@ static cudnnStatus_t rank_bwd_data(mp_cuda_state *s, int *got,
 }
 
 static cudnnStatus_t rank_bwd_filter(mp_cuda_state *s, int *got,
-				     cudnnConvolutionBwdFilterAlgoPerf_t *perf)
+				     cudnnConvolutionBwdFilterAlgoPerf_t *perf, const char **call)
 {
 	const int n = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+	*call = s->timed_search ? "cudnnFindConvolutionBackwardFilterAlgorithm"
+				: "cudnnGetConvolutionBackwardFilterAlgorithm_v7";
 	return s->timed_search
 		       ? cudnnFindConvolutionBackwardFilterAlgorithm(s->cudnn, s->xdesc, s->ydesc,
 								     s->convdesc, s->wdesc, n, got,
@@ -375,7 +382,10 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if ((want & FWD) && !a->have_fwd) {
 		cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, rank_fwd(s, &got, perf));
+		const char *call;
+		const cudnnStatus_t st = rank_fwd(s, &got, perf, &call);
+		if (st != CUDNN_STATUS_SUCCESS)
+			return mp_cuda_fail_cudnn(be, op, call, st);
 		int i = pick(perf, got, bf16, 0);
 		if (i < 0) {
 			none = "y";
@@ -395,7 +405,10 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if (!none && (want & BWD_DATA) && !a->have_bwd_data) {
 		cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, rank_bwd_data(s, &got, perf));
+		const char *call;
+		const cudnnStatus_t st = rank_bwd_data(s, &got, perf, &call);
+		if (st != CUDNN_STATUS_SUCCESS)
+			return mp_cuda_fail_cudnn(be, op, call, st);
 		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dx";
@@ -415,7 +428,10 @@ static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want
 	if (!none && (want & BWD_FILTER) && !a->have_bwd_filter) {
 		cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
 		int got = 0;
-		CUDNN_CHECK(op, rank_bwd_filter(s, &got, perf));
+		const char *call;
+		const cudnnStatus_t st = rank_bwd_filter(s, &got, perf, &call);
+		if (st != CUDNN_STATUS_SUCCESS)
+			return mp_cuda_fail_cudnn(be, op, call, st);
 		int i = pick(perf, got, bf16, s->deterministic);
 		if (i < 0) {
 			none = "deterministic dw";

@@ -26,19 +26,33 @@
 		}                                                                     \
 	} while (0)
 
+// GRAPH_CHECK for a helper that makes a descriptor: its *call names the
+// cuDNN call that failed.
+#define GRAPH_CHECK_MADE(op, call, name)                                              \
+	do {                                                                          \
+		cudnnStatus_t s_ = (call);                                            \
+		if (s_ != CUDNN_STATUS_SUCCESS) {                                     \
+			mp_cuda_fail_cudnn(be, op, name, s_);                         \
+			goto out;                                                     \
+		}                                                                     \
+	} while (0)
+
 enum { UID_X = 1, UID_W = 2, UID_Y = 3 };
 
 // A finalized tensor descriptor for (n, c, h, w) in NCHW, or in NHWC
-// (bf16; a filter's KRSC is the same layout).
+// (bf16; a filter's KRSC is the same layout); *call: the last call made.
 static cudnnStatus_t make_tensor(cudnnBackendDescriptor_t *d, int64_t uid, const int dims4[4],
-				 int bf16)
+				 int bf16, const char **call)
 {
 	const int64_t n = dims4[0], c = dims4[1], h = dims4[2], w = dims4[3];
 	const int64_t dims[4] = {n, c, h, w};
 	const int64_t nchw[4] = {c * h * w, h * w, w, 1}, nhwc[4] = {c * h * w, 1, w * c, c};
 	const cudnnDataType_t type = bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
 	const int64_t align = 16;
+	*call = "cudnnBackendCreateDescriptor";
 	cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR, d);
+	if (st == CUDNN_STATUS_SUCCESS)
+		*call = "cudnnBackendSetAttribute";
 	if (st == CUDNN_STATUS_SUCCESS)
 		st = cudnnBackendSetAttribute(*d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1,
 					      &type);
@@ -54,17 +68,23 @@ static cudnnStatus_t make_tensor(cudnnBackendDescriptor_t *d, int64_t uid, const
 	if (st == CUDNN_STATUS_SUCCESS)
 		st = cudnnBackendSetAttribute(*d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64,
 					      1, &align);
-	if (st == CUDNN_STATUS_SUCCESS)
+	if (st == CUDNN_STATUS_SUCCESS) {
+		*call = "cudnnBackendFinalize";
 		st = cudnnBackendFinalize(*d);
+	}
 	return st;
 }
 
-static cudnnStatus_t make_conv(cudnnBackendDescriptor_t *d, int stride, int pad)
+static cudnnStatus_t make_conv(cudnnBackendDescriptor_t *d, int stride, int pad,
+			       const char **call)
 {
 	const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
 	const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
 	const int64_t dims = 2, dil[2] = {1, 1}, str[2] = {stride, stride}, pads[2] = {pad, pad};
+	*call = "cudnnBackendCreateDescriptor";
 	cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, d);
+	if (st == CUDNN_STATUS_SUCCESS)
+		*call = "cudnnBackendSetAttribute";
 	if (st == CUDNN_STATUS_SUCCESS)
 		st = cudnnBackendSetAttribute(*d, CUDNN_ATTR_CONVOLUTION_COMP_TYPE,
 					      CUDNN_TYPE_DATA_TYPE, 1, &comp);
@@ -86,8 +106,10 @@ static cudnnStatus_t make_conv(cudnnBackendDescriptor_t *d, int stride, int pad)
 	if (st == CUDNN_STATUS_SUCCESS)
 		st = cudnnBackendSetAttribute(*d, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS,
 					      CUDNN_TYPE_INT64, 2, pads);
-	if (st == CUDNN_STATUS_SUCCESS)
+	if (st == CUDNN_STATUS_SUCCESS) {
+		*call = "cudnnBackendFinalize";
 		st = cudnnBackendFinalize(*d);
+	}
 	return st;
 }
 
@@ -171,10 +193,11 @@ int mp_cuda_graph_plan(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int
 	const float one = 1.0f, beta = dir == 3 ? 1.0f : 0.0f;
 	const op_names *names = &OPS[dir == 3 ? 1 : dir];
 	const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-	GRAPH_CHECK(op, make_tensor(&tx, UID_X, dx, bf16));
-	GRAPH_CHECK(op, make_tensor(&tw, UID_W, dw, bf16));
-	GRAPH_CHECK(op, make_tensor(&ty, UID_Y, dy, bf16));
-	GRAPH_CHECK(op, make_conv(&conv, stride, pad));
+	const char *call = NULL;
+	GRAPH_CHECK_MADE(op, make_tensor(&tx, UID_X, dx, bf16, &call), call);
+	GRAPH_CHECK_MADE(op, make_tensor(&tw, UID_W, dw, bf16, &call), call);
+	GRAPH_CHECK_MADE(op, make_tensor(&ty, UID_Y, dy, bf16, &call), call);
+	GRAPH_CHECK_MADE(op, make_conv(&conv, stride, pad, &call), call);
 	GRAPH_CHECK(op, cudnnBackendCreateDescriptor(names->type, &oper));
 	GRAPH_CHECK(op, cudnnBackendSetAttribute(oper, names->x, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
 						 &tx));

@@ -30,8 +30,8 @@ void mp_cuda_no_device(cudaError_t e, char *buf, size_t n)
 				 driver / 1000, driver % 1000 / 10, runtime / 1000,
 				 runtime % 1000 / 10);
 	} else {
-		snprintf(buf, n, "no CUDA device (%s: %s)", cudaGetErrorName(e),
-			 cudaGetErrorString(e));
+		snprintf(buf, n, "no CUDA device (cudaGetDeviceCount: %s: %s)",
+			 cudaGetErrorName(e), cudaGetErrorString(e));
 	}
 	(void)cudaGetLastError(); // not an error of the work that may follow
 }

@@ -126,6 +126,83 @@ cudaError_t fail(cudaError_t e)
 	return e;
 }
 
+/* MP_EMU_FAIL=NAME[:K]: the K-th call (the first without K) of the CUDA
+ * runtime, cuDNN or cuBLAS function NAME (cuBLAS's without its "_v2"),
+ * or the K-th launch of the kernel NAME (as MP_LAUNCH names it, template
+ * arguments and all), fails: the call returns an error and does nothing;
+ * the kernel does not run, and the launch's error is an unspecified launch
+ * failure. MP_EMU_CALLS=FILE writes each name's count of calls into FILE
+ * at exit, one "NAME<tab>COUNT" a line: what a sweep of MP_EMU_FAIL goes
+ * through (tests/cli/emufail.bats). Calls that only ask (cudaGetLastError
+ * and its kind) are neither counted nor failed. */
+struct call_counts {
+	std::mutex m;
+	std::map<std::string, unsigned long> n;
+	std::string fail_name;
+	unsigned long fail_at = 0; /* 0: none */
+};
+
+void write_call_counts(void);
+
+/* Made at the first call and never destroyed: calls may come from other
+ * objects' destructors at exit. */
+call_counts &calls()
+{
+	static call_counts *c = [] {
+		call_counts *made = new call_counts;
+		const char *v = getenv("MP_EMU_FAIL");
+		if (v && *v) {
+			const char *colon = strrchr(v, ':');
+			char *end = nullptr;
+			made->fail_name.assign(v, colon ? (size_t)(colon - v) : strlen(v));
+			made->fail_at = colon ? strtoul(colon + 1, &end, 10) : 1;
+			if (made->fail_name.empty() || (colon && (*end || !made->fail_at))) {
+				fprintf(stderr, "emu_device: MP_EMU_FAIL=%s: not NAME or NAME:K (K from 1)\n",
+					v);
+				exit(2);
+			}
+		}
+		if (getenv("MP_EMU_CALLS"))
+			atexit(write_call_counts);
+		return made;
+	}();
+	return *c;
+}
+
+void write_call_counts(void)
+{
+	const char *file = getenv("MP_EMU_CALLS");
+	if (!file || !*file)
+		return;
+	FILE *f = fopen(file, "w");
+	if (!f) {
+		fprintf(stderr, "emu_device: MP_EMU_CALLS=%s: %s\n", file, strerror(errno));
+		return;
+	}
+	std::lock_guard<std::mutex> locked(calls().m);
+	for (const auto &c : calls().n)
+		fprintf(f, "%s\t%lu\n", c.first.c_str(), c.second);
+	if (fclose(f))
+		fprintf(stderr, "emu_device: MP_EMU_CALLS=%s: %s\n", file, strerror(errno));
+}
+
+/* Counts a call of fn; whether MP_EMU_FAIL fails this one. */
+bool injected(const char *fn)
+{
+	std::string name(fn);
+	if (name.size() > 3 && !name.compare(name.size() - 3, 3, "_v2"))
+		name.resize(name.size() - 3);
+	call_counts &c = calls();
+	std::lock_guard<std::mutex> locked(c.m);
+	const unsigned long k = ++c.n[name];
+	return c.fail_at && k == c.fail_at && name == c.fail_name;
+}
+#define INJECT(error)                                                             \
+	do {                                                                      \
+		if (injected(__func__))                                           \
+			return (error);                                           \
+	} while (0)
+
 /* Whether [p, p + n) lies in one allocation of the table. */
 bool within(const std::map<uintptr_t, size_t> &table, const void *p, size_t n)
 {
@@ -237,6 +314,10 @@ cudaError_t submit(cudaStream_t st, work_fn w, const char *kind)
 void submit_launch(cudaStream_t st, work_fn w, const char *name)
 {
 	LOCKED;
+	if (injected(name)) {
+		(void)fail(cudaErrorLaunchFailure);
+		return;
+	}
 	(void)submit(st, std::move(w), name); /* its error is the launch's (cudaGetLastError) */
 }
 
@@ -313,17 +394,20 @@ const char *cudaGetErrorString(cudaError_t e)
 
 cudaError_t cudaGetDeviceCount(int *count)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	*count = 1;
 	return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	if (device != 0)
 		return fail(cudaErrorInvalidDevice);
 	memset(prop, 0, sizeof *prop);
@@ -336,6 +420,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, const void *func)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	(void)func;
 	memset(attr, 0, sizeof *attr);
 	return cudaSuccess;
@@ -343,18 +428,21 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *attr, const void *func)
 
 cudaError_t cudaDriverGetVersion(int *v)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	*v = CUDART_VERSION;
 	return cudaSuccess;
 }
 
 cudaError_t cudaRuntimeGetVersion(int *v)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	*v = CUDART_VERSION;
 	return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (capture_forbids())
 		return fail(cudaErrorStreamCaptureUnsupported);
@@ -408,27 +496,32 @@ extern "C" {
 
 cudaError_t cudaMalloc(void **p, size_t size)
 {
+	INJECT(fail(cudaErrorMemoryAllocation));
 	return alloc_in(device_mem, p, size);
 }
 
 cudaError_t cudaFree(void *p)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	return free_in(device_mem, p);
 }
 
 cudaError_t cudaMallocHost(void **p, size_t size)
 {
+	INJECT(fail(cudaErrorMemoryAllocation));
 	return alloc_in(pinned_mem, p, size);
 }
 
 cudaError_t cudaFreeHost(void *p)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	return free_in(pinned_mem, p);
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
 			    cudaStream_t st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (kind == cudaMemcpyDefault)
 		kind = is_device(dst, n) ? (is_device(src, n) ? cudaMemcpyDeviceToDevice
@@ -482,6 +575,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (capture_forbids())
 		return fail(cudaErrorStreamCaptureUnsupported);
@@ -494,6 +588,7 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	(void)flags;
 	CUstream_st *s = new CUstream_st;
@@ -504,11 +599,13 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 
 cudaError_t cudaStreamCreate(cudaStream_t *st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	return cudaStreamCreateWithFlags(st, cudaStreamDefault);
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (!st || !streams.count(st))
 		return fail(cudaErrorInvalidResourceHandle);
@@ -523,6 +620,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t st)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	CUstream_st *s = stream_of(st);
 	if (s->capture || (s == &legacy && capturing)) {
@@ -538,6 +636,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st)
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	(void)mode; /* every mode is held as thread-local, the backend's */
 	if (!st || !streams.count(st))
@@ -560,7 +659,8 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *graph)
 	CUgraph_st *g = st->capture;
 	st->capture = nullptr;
 	capturing = nullptr;
-	if (st->invalid) {
+	/* a failure (MP_EMU_FAIL) ends the capture too, as any does on a device */
+	if (injected(__func__) || st->invalid) {
 		st->invalid = false;
 		delete g;
 		return fail(cudaErrorStreamCaptureInvalidated);
@@ -572,6 +672,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *graph)
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
 				 unsigned long long flags)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	(void)flags;
 	if (!graph)
@@ -604,6 +705,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (!exec)
 		return fail(cudaErrorInvalidValue);
@@ -616,6 +718,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t st)
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	delete graph;
 	return cudaSuccess;
@@ -623,6 +726,7 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph)
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	delete exec;
 	return cudaSuccess;
@@ -632,6 +736,7 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	CUevent_st *e = new CUevent_st;
 	e->timing = !(flags & cudaEventDisableTiming);
@@ -641,11 +746,13 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags)
 
 cudaError_t cudaEventCreate(cudaEvent_t *ev)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	return cudaEventCreateWithFlags(ev, cudaEventDefault);
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	delete ev;
 	return cudaSuccess;
@@ -653,6 +760,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	CUstream_st *s = stream_of(st);
 	if (s->capture) {
@@ -669,6 +777,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 
 cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (capture_forbids())
 		return fail(cudaErrorStreamCaptureUnsupported);
@@ -679,6 +788,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev)
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	if (!a->timing || !b->timing)
 		return fail(cudaErrorInvalidResourceHandle);
@@ -689,6 +799,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 /* st's later work waits for ev's stream up to ev's place */
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned flags)
 {
+	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	(void)flags;
 	CUstream_st *s = stream_of(st);
@@ -719,24 +830,28 @@ extern "C" {
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h)
 {
+	INJECT(CUBLAS_STATUS_ALLOC_FAILED);
 	*h = new cublasContext;
 	return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h)
 {
+	INJECT(CUBLAS_STATUS_INTERNAL_ERROR);
 	delete h;
 	return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t st)
 {
+	INJECT(CUBLAS_STATUS_INTERNAL_ERROR);
 	h->stream = st;
 	return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode)
 {
+	INJECT(CUBLAS_STATUS_INTERNAL_ERROR);
 	(void)h;
 	(void)mode;
 	return CUBLAS_STATUS_SUCCESS;
@@ -744,6 +859,7 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode)
 
 cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *ws, size_t bytes)
 {
+	INJECT(CUBLAS_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	if (bytes && !is_device(ws, bytes))
 		return CUBLAS_STATUS_INVALID_VALUE;
@@ -753,7 +869,14 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *ws, size_t bytes)
 
 const char *cublasGetStatusName(cublasStatus_t s)
 {
-	return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_ERROR";
+	switch (s) {
+	case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+	case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+	case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+	case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+	case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+	default: return "CUBLAS_STATUS_ERROR";
+	}
 }
 
 /* C = alpha op(A) op(B) + beta C, column-major, on the handle's stream;
@@ -762,6 +885,7 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOper
 			      int m, int n, int k, const float *alpha, const float *A, int lda,
 			      const float *B, int ldb, const float *beta, float *C, int ldc)
 {
+	INJECT(CUBLAS_STATUS_EXECUTION_FAILED);
 	LOCKED;
 	const int a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
 	if (m < 0 || n < 0 || k < 0 || !is_device(A, (size_t)lda * a_cols * sizeof(float)) ||
@@ -1092,30 +1216,36 @@ const char *cudnnGetErrorString(cudnnStatus_t s)
 	case CUDNN_STATUS_BAD_PARAM: return "CUDNN_STATUS_BAD_PARAM";
 	case CUDNN_STATUS_NOT_SUPPORTED: return "CUDNN_STATUS_NOT_SUPPORTED";
 	case CUDNN_STATUS_EXECUTION_FAILED: return "CUDNN_STATUS_EXECUTION_FAILED";
+	case CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED:
+		return "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED";
 	default: return "CUDNN_STATUS_INTERNAL_ERROR";
 	}
 }
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t *h)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED);
 	*h = new cudnnContext;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnDestroy(cudnnHandle_t h)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	delete h;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t st)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	h->stream = st;
 	return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED);
 	LOCKED;
 	*d = new cudnnTensorStruct;
 	legacy_live++;
@@ -1124,6 +1254,7 @@ cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d)
 
 cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	if (d)
 		legacy_live--;
@@ -1133,6 +1264,7 @@ cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d)
 
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED);
 	LOCKED;
 	*d = new cudnnFilterStruct;
 	legacy_live++;
@@ -1141,6 +1273,7 @@ cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d)
 
 cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	if (d)
 		legacy_live--;
@@ -1150,6 +1283,7 @@ cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d)
 
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED);
 	LOCKED;
 	*d = new cudnnConvolutionStruct;
 	legacy_live++;
@@ -1158,6 +1292,7 @@ cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d)
 
 cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	if (d)
 		legacy_live--;
@@ -1168,12 +1303,14 @@ cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d)
 cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format,
 					 cudnnDataType_t type, int n, int c, int h, int w)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	return describe4(d, format, type, n, c, h, w);
 }
 
 cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type,
 					 cudnnTensorFormat_t format, int k, int c, int h, int w)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	return describe4(d, format, type, k, c, h, w);
 }
 
@@ -1181,6 +1318,7 @@ cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, in
 					      int pad_w, int u, int v, int dil_h, int dil_w,
 					      cudnnConvolutionMode_t mode, cudnnDataType_t compute)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	/* cross-correlation, as the backend and PyTorch define it */
 	if (u < 1 || v < 1 || dil_h < 1 || dil_w < 1 || pad_h < 0 || pad_w < 0 ||
 	    mode != CUDNN_CROSS_CORRELATION || compute != CUDNN_DATA_FLOAT)
@@ -1197,6 +1335,7 @@ cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, in
 
 cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	d->math = m;
 	return CUDNN_STATUS_SUCCESS;
 }
@@ -1206,6 +1345,7 @@ cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescri
 						    const cudnnFilterDescriptor_t w, int *n, int *c,
 						    int *h, int *wo)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	if (x->c != w->c)
 		return CUDNN_STATUS_BAD_PARAM;
 	*n = x->n;
@@ -1222,6 +1362,7 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t h,
 						     const cudnnTensorDescriptor_t y, int want,
 						     int *got, cudnnConvolutionFwdAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)w, (void)cv, (void)y;
 	rank<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(x, false, false, want, got,
 								   perf);
@@ -1235,6 +1376,7 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t h,
 						   const cudnnTensorDescriptor_t y, int want, int *got,
 						   cudnnConvolutionFwdAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	const cudnnStatus_t s = find_allowed(h);
 	return s != CUDNN_STATUS_SUCCESS
@@ -1247,6 +1389,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
 	const cudnnConvolutionDescriptor_t cv, const cudnnTensorDescriptor_t dx, int want, int *got,
 	cudnnConvolutionBwdDataAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)w, (void)dy, (void)cv;
 	rank<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(dx, true, false, want,
 									      got, perf);
@@ -1258,6 +1401,7 @@ cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(
 	const cudnnConvolutionDescriptor_t cv, const cudnnTensorDescriptor_t dx, int want, int *got,
 	cudnnConvolutionBwdDataAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	const cudnnStatus_t s = find_allowed(h);
 	return s != CUDNN_STATUS_SUCCESS
@@ -1271,6 +1415,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
 	const cudnnConvolutionDescriptor_t cv, const cudnnFilterDescriptor_t dw, int want, int *got,
 	cudnnConvolutionBwdFilterAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)dy, (void)cv, (void)dw;
 	rank<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(x, true, true,
 										  want, got, perf);
@@ -1282,6 +1427,7 @@ cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(
 	const cudnnConvolutionDescriptor_t cv, const cudnnFilterDescriptor_t dw, int want, int *got,
 	cudnnConvolutionBwdFilterAlgoPerf_t *perf)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	const cudnnStatus_t s = find_allowed(h);
 	return s != CUDNN_STATUS_SUCCESS
@@ -1297,6 +1443,7 @@ cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t h,
 						      const cudnnTensorDescriptor_t y,
 						      cudnnConvolutionFwdAlgo_t algo, size_t *bytes)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)w, (void)cv, (void)y;
 	*bytes = workspace_for(of_tensor(x, nullptr), (int)algo);
 	return CUDNN_STATUS_SUCCESS;
@@ -1307,6 +1454,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(
 	const cudnnConvolutionDescriptor_t cv, const cudnnTensorDescriptor_t dx,
 	cudnnConvolutionBwdDataAlgo_t algo, size_t *bytes)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)w, (void)dy, (void)cv;
 	*bytes = workspace_for(of_tensor(dx, nullptr), (int)algo);
 	return CUDNN_STATUS_SUCCESS;
@@ -1317,6 +1465,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(
 	const cudnnConvolutionDescriptor_t cv, const cudnnFilterDescriptor_t dw,
 	cudnnConvolutionBwdFilterAlgo_t algo, size_t *bytes)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	(void)h, (void)dy, (void)cv, (void)dw;
 	*bytes = workspace_for(of_tensor(x, nullptr), (int)algo);
 	return CUDNN_STATUS_SUCCESS;
@@ -1329,6 +1478,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
 				      cudnnConvolutionFwdAlgo_t algo, void *ws, size_t ws_bytes,
 				      const void *beta, const cudnnTensorDescriptor_t yd, void *y)
 {
+	INJECT(CUDNN_STATUS_EXECUTION_FAILED);
 	LOCKED;
 	return run(h, DIR_Y, alpha, cv, of_tensor(xd, x), of_filter(wd, w), of_tensor(yd, y),
 		   (int)algo, ws, ws_bytes, beta);
@@ -1342,6 +1492,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha,
 					   size_t ws_bytes, const void *beta,
 					   const cudnnTensorDescriptor_t dxd, void *dx)
 {
+	INJECT(CUDNN_STATUS_EXECUTION_FAILED);
 	LOCKED;
 	return run(h, DIR_DX, alpha, cv, of_tensor(dxd, dx), of_filter(wd, w), of_tensor(dyd, dy),
 		   (int)algo, ws, ws_bytes, beta);
@@ -1355,6 +1506,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void *alpha,
 					     size_t ws_bytes, const void *beta,
 					     const cudnnFilterDescriptor_t dwd, void *dw)
 {
+	INJECT(CUDNN_STATUS_EXECUTION_FAILED);
 	LOCKED;
 	return run(h, DIR_DW, alpha, cv, of_tensor(xd, x), of_filter(dwd, dw), of_tensor(dyd, dy),
 		   (int)algo, ws, ws_bytes, beta);
@@ -1848,6 +2000,7 @@ extern "C" {
 cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type,
 					   cudnnBackendDescriptor_t *d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED);
 	LOCKED;
 	if (!d)
 		return CUDNN_STATUS_BAD_PARAM;
@@ -1860,6 +2013,7 @@ cudnnStatus_t cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t type,
 
 cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	graph_descriptor *g = live(d);
 	if (!g)
@@ -1871,6 +2025,7 @@ cudnnStatus_t cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t d)
 
 cudnnStatus_t cudnnBackendFinalize(cudnnBackendDescriptor_t d)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	graph_descriptor *g = live(d);
 	if (!g || g->finalized)
@@ -1885,6 +2040,7 @@ cudnnStatus_t cudnnBackendSetAttribute(cudnnBackendDescriptor_t d,
 				       cudnnBackendAttributeType_t type, int64_t count,
 				       const void *values)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	graph_descriptor *g = live(d);
 	if (!g)
@@ -1916,6 +2072,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
 				       cudnnBackendAttributeType_t type, int64_t requested,
 				       int64_t *count, void *values)
 {
+	INJECT(CUDNN_STATUS_INTERNAL_ERROR);
 	LOCKED;
 	const graph_descriptor *g = live(d);
 	if (!g)
@@ -1993,6 +2150,7 @@ cudnnStatus_t cudnnBackendGetAttribute(cudnnBackendDescriptor_t const d,
 cudnnStatus_t cudnnBackendExecute(cudnnHandle_t h, cudnnBackendDescriptor_t plan_d,
 				  cudnnBackendDescriptor_t pack_d)
 {
+	INJECT(CUDNN_STATUS_EXECUTION_FAILED);
 	LOCKED;
 	const graph_descriptor *plan = live(plan_d), *pack = live(pack_d);
 	cudnnHandle_t plan_handle;

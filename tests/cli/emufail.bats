@@ -1,0 +1,147 @@
+#!/usr/bin/env bats
+# Every CUDA runtime, cuDNN and cuBLAS call, and every kernel launch, that
+# mp-train and mp-eval make on the emulated device, made to fail in turn
+# (MP_EMU_FAIL=NAME:K, tests/emu/emu_device.cpp): at its first call and at
+# its last. Each failure must end the program with status 1 and a message
+# that names the call (or the kernel), or, where the program can go on
+# without it (a step not recorded as a graph), say so with the name and go
+# on; never a crash, a hang, or a silent success, but for the calls that
+# only release what is no longer needed (named below).
+
+# the emulated kernels run thread after thread
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-300}
+load helpers
+
+MODULE=$MP_BIN/../tests/emu/libmp-cuda-emu.so
+
+setup_file() {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d" || return
+	class_data
+}
+
+setup() {
+	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" ||
+		skip "this build has no CUDA backend, so no emulated device"
+	[[ -f $MODULE ]] || fail "$MODULE is missing (make unit-tests builds it)"
+	export MP_CUDA_MODULE=$MODULE
+	D=$BATS_FILE_TMPDIR/data
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	TRAIN=("$MP_BIN/mp-train" -d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1
+		--epochs 1 --backend cuda -q)
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
+}
+
+# Calls whose failure may go unreported: they release what the program no
+# longer needs (there is nothing left to do about it), or describe the
+# device for a listing (mp_cuda_probe: the backend asks again, checked,
+# when it is made).
+RELEASES='^(cuda(Free|FreeHost|StreamDestroy|EventDestroy|GraphDestroy|GraphExecDestroy)|cudnn(Destroy|Destroy[A-Za-z]*Descriptor|BackendDestroyDescriptor)|cublasDestroy)$'
+PROBE='^cudaGetDeviceProperties$'
+
+# sweep CALLS OUT CMD...: CMD once for each name of CALLS (NAME<tab>COUNT,
+# from MP_EMU_CALLS) failed at its first call, and at its last, two at a
+# time, each in a directory of its own (CMD's relative paths go there);
+# OUT gets NAME, K, status, whether stderr names it, and stderr's first
+# line, one run a line.
+sweep() {
+	local calls=$1 out=$2
+	shift 2
+	one() { # NAME<tab>K CMD...
+		local name k dir rc named=no
+		IFS=$'\t' read -r name k <<<"$1"
+		shift
+		dir=$(mktemp -d "$PWD/run.XXXXXX")
+		(cd "$dir" && MP_EMU_FAIL="$name:$k" timeout 120 "$@" >stdout 2>stderr)
+		rc=$?
+		# a kernel's name as the backend gives it: without its template
+		grep -qF -- "${name%%<*}" "$dir/stderr" && named=yes
+		printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$k" "$rc" "$named" "$(head -1 "$dir/stderr")"
+		rm -rf "$dir"
+	}
+	export -f one
+	awk -F'\t' '{ print $1 "\t1"; if ($2 > 1) print $1 "\t" $2 }' "$calls" |
+		xargs -d '\n' -P 2 -I{} bash -c 'one "$@"' one {} "$@" >"$out"
+}
+
+# judge OUT: every run of the sweep ended as the header says; prints the
+# ones that did not
+judge() {
+	awk -F'\t' -v releases="$RELEASES" -v probe="$PROBE" '
+		$3 == 1 && $4 == "yes" { next }            # stopped, naming it
+		$3 == 0 && $4 == "yes" { next }            # went on, saying so
+		$3 == 0 && ($1 ~ releases || $1 ~ probe) { next }
+		{ bad = bad "\n" $0 }
+		END { if (bad != "") { print "runs that did not fail well:" bad; exit 1 } }' "$1"
+}
+
+@test "MP_EMU_FAIL: each call and launch of mp-train failed at its first and last call stops it naming the call, or is said and gone round" {
+	MP_EMU_CALLS=$PWD/calls.tsv "${TRAIN[@]}" -o counted
+	# the sweep covers what a run does: the device's setup, cuDNN's
+	# descriptors and choices, copies, graphs, the kernels of every layer
+	local n
+	n=$(wc -l <calls.tsv)
+	((n >= 60)) || fail "only $n names counted: $(cut -f1 calls.tsv | tr '\n' ' ')"
+	for name in cudaMalloc cudaMallocHost cudaMemcpyAsync cudaStreamBeginCapture cudaGraphLaunch \
+		cudnnConvolutionForward cudnnConvolutionBackwardFilter cublasSgemm sgd_kernel bn_sums_kernel; do
+		grep -q "^$name	" calls.tsv || fail "$name not called: $(cut -f1 calls.tsv | tr '\n' ' ')"
+	done
+	sweep calls.tsv sweep.tsv "${TRAIN[@]}" -o out
+	assert_equal "$(wc -l <sweep.tsv)" "$(awk -F'\t' '{ n += $2 > 1 ? 2 : 1 } END { print n }' calls.tsv)"
+	run judge sweep.tsv
+	assert_status 0
+	# what some of them say, in full
+	grep -q $'^cudnnConvolutionForward\t1\t1\tyes\tmp-train: conv2d_forward: cudnnConvolutionForward: CUDNN_STATUS_EXECUTION_FAILED$' sweep.tsv ||
+		fail "$(grep '^cudnnConvolutionForward' sweep.tsv)"
+	grep -q $'^cudaMallocHost\t1\t1\tyes\tmp-train: out of memory for a batch\'s images .*: host_alloc: cudaMallocHost: cudaErrorMemoryAllocation (out of memory)$' sweep.tsv ||
+		fail "$(grep '^cudaMallocHost' sweep.tsv)"
+	grep -q $'^cudnnGetConvolutionForwardAlgorithm_v7\t1\t1\tyes\tmp-train: conv2d_forward: cudnnGetConvolutionForwardAlgorithm_v7: ' sweep.tsv ||
+		fail "$(grep '^cudnnGetConvolutionForwardAlgorithm' sweep.tsv)"
+	grep -q $'^cudaStreamBeginCapture\t1\t0\tyes\tmp-train: the training step is not recorded as a graph (graph_begin: cudaStreamBeginCapture: ' sweep.tsv ||
+		fail "$(grep '^cudaStreamBeginCapture' sweep.tsv)"
+}
+
+@test "MP_EMU_FAIL: mp-eval's calls and launches likewise, cuDNN's graph API's, and the kernels of bf16 activations" {
+	"${TRAIN[@]}" --max-steps 2 -o net
+	MP_EMU_CALLS=$PWD/eval-calls.tsv "$MP_BIN/mp-eval" -q -m net/weights.safetensors --backend cuda \
+		"$D/val.db" >/dev/null
+	grep -q $'^conv_bn_fold_kernel\t' eval-calls.tsv || fail "$(cut -f1 eval-calls.tsv | tr '\n' ' ')"
+	sweep eval-calls.tsv eval-sweep.tsv "$MP_BIN/mp-eval" -q -m "$PWD/net/weights.safetensors" \
+		--backend cuda --probs probs.tsv "$D/val.db"
+	run judge eval-sweep.tsv
+	assert_status 0
+	# the graph API's calls, in a training run that plans with them
+	MP_CUDNN_API=graph MP_EMU_CALLS=$PWD/graph-calls.tsv "${TRAIN[@]}" --max-steps 3 -o counted
+	grep '^cudnnBackend' graph-calls.tsv >backend-calls.tsv
+	assert_equal "$(wc -l <backend-calls.tsv)" 6
+	MP_CUDNN_API=graph sweep backend-calls.tsv graph-sweep.tsv "${TRAIN[@]}" --max-steps 3 -o out
+	run judge graph-sweep.tsv
+	assert_status 0
+	# the kernels of activations stored in bf16 (nhwc.cu)
+	MP_CUDA_ACTIVATIONS=bf16 MP_EMU_CALLS=$PWD/act-calls.tsv "${TRAIN[@]}" --max-steps 3 -o act-counted
+	grep '_bf16_kernel' act-calls.tsv >act-kernels.tsv
+	(($(wc -l <act-kernels.tsv) >= 8)) || fail "$(cut -f1 act-calls.tsv | tr '\n' ' ')"
+	MP_CUDA_ACTIVATIONS=bf16 sweep act-kernels.tsv act-sweep.tsv "${TRAIN[@]}" --max-steps 3 -o out
+	run judge act-sweep.tsv
+	assert_status 0
+}
+
+@test "MP_EMU_FAIL: a capture that fails to end leaves the run op by op, with the same bits" {
+	"${TRAIN[@]}" -o plain
+	run --separate-stderr env MP_EMU_FAIL=cudaStreamEndCapture "${TRAIN[@]}" -o ended
+	assert_status 0
+	assert_contains "$stderr" "mp-train: the training step is not recorded as a graph (graph_end: cudaStreamEndCapture: "
+	run "$MP_BIN/mp-inspect" --diff plain/weights.safetensors ended/weights.safetensors
+	assert_status 0
+	assert_contains "$output" "SAME: every tensor within the tolerance"
+}
+
+@test "MP_EMU_FAIL: a value that is not NAME or NAME:K stops the program, naming it" {
+	local v
+	for v in cudaMalloc: cudaMalloc:0 cudaMalloc:x :3; do
+		run --separate-stderr env MP_EMU_FAIL="$v" "${TRAIN[@]}" -o bad
+		assert_status 2
+		assert_equal "$stderr" "emu_device: MP_EMU_FAIL=$v: not NAME or NAME:K (K from 1)"
+	done
+}
