@@ -369,6 +369,7 @@ static int check_finite(trainer *t, int with_momentum, mp_error *e)
 	int rc = mp_weights_find_nonfinite(t->net, with_momentum, name, sizeof name, e);
 	if (rc <= 0)
 		return rc;
+	t->r->diverged = 1;
 	return mp_seterr(e, "after step %ld (lr %g): %s holds NaN or infinity, though the loss "
 			    "was finite (the run diverged); stopping, and the weights are not "
 			    "written. %s%s",
@@ -1177,6 +1178,7 @@ static int validate(trainer *t, float *images, int32_t *labels, uint64_t *ids,
 		 * no error at all */
 		if (!isfinite(loss)) {
 			mp_progress_done(&p);
+			t->r->diverged = 1;
 			return mp_seterr(e, "validation after step %ld: the loss is %s on %s (the "
 					    "weights or their running statistics hold NaN or infinity, or "
 					    "have grown so large that the outputs overflow); "
@@ -1729,6 +1731,7 @@ static int run(trainer *t, mp_error *e)
 			 * on, the last checkpoint stays the last good one */
 			if (!isfinite(loss)) {
 				mp_progress_done(&p);
+				t->r->diverged = 1;
 				mp_seterr(e, "step %ld (epoch %d, batch %ld): the loss is %s at lr %g; "
 					     "stopping. %s%s",
 					  t->step + 1, t->epoch + 1, t->batch + 1,

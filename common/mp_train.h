@@ -106,6 +106,7 @@ typedef struct {
 	int epochs;		/* epochs completed */
 	double val_top1, val_top5; /* the last validation (negative if none) */
 	double seconds;
+	int diverged;		/* it failed on NaN or infinity: going on would too */
 } mp_train_result;
 
 /* Runs the whole job; the messages of failures are in e. */

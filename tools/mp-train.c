@@ -477,6 +477,15 @@ int main(int argc, char **argv)
 		return 2;
 	default:
 		mp_warnx("%s", e.msg);
+		/* hours of training need not be lost to a device's fault or a
+		 * full disk: what was saved goes on, once the cause is mended
+		 * (a run that diverged would again: its message says where the
+		 * last good checkpoint is) */
+		if (r.checkpoint[0] && !r.diverged) {
+			fprintf(stderr, "%s: the run can go on from its last checkpoint, %s, with:\n",
+				mp_progname, r.checkpoint);
+			print_resume_command(stderr, invoked_as, argc, argv, r.checkpoint);
+		}
 		return 1;
 	}
 }

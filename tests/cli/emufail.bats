@@ -137,6 +137,21 @@ judge() {
 	assert_contains "$output" "SAME: every tensor within the tolerance"
 }
 
+@test "a device failure late in a run: status 1, the command that goes on from the last checkpoint, and that run's bits those of a run that did not fail" {
+	"${TRAIN[@]}" --epochs 3 -o whole
+	# 8 steps an epoch, each after the second a graph's launch: the 15th
+	# launch is in the third epoch, after two checkpoints
+	run --separate-stderr env MP_EMU_FAIL=cudaGraphLaunch:15 "${TRAIN[@]}" --epochs 3 -o failed
+	assert_status 1
+	assert_equal "$stderr" "mp-train: graph_launch: cudaGraphLaunch: cudaErrorLaunchFailure (unspecified launch failure)
+mp-train: the run can go on from its last checkpoint, failed/checkpoint-0002.safetensors, with:
+  ${TRAIN[*]} --epochs 3 -o failed --resume failed/checkpoint-0002.safetensors"
+	"${TRAIN[@]}" --epochs 3 -o failed --resume failed/checkpoint-0002.safetensors
+	run "$MP_BIN/mp-inspect" --diff whole/weights.safetensors failed/weights.safetensors
+	assert_status 0
+	assert_contains "$output" "SAME: every tensor within the tolerance"
+}
+
 @test "MP_EMU_FAIL: a value that is not NAME or NAME:K stops the program, naming it" {
 	local v
 	for v in cudaMalloc: cudaMalloc:0 cudaMalloc:x :3; do

@@ -143,12 +143,16 @@ fill() {
 	head -c 4096 /dev/zero >fs/fill # the log gets the one block left
 	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 40 --log-every 1 -o out --log fs/train.log
 	assert_status 1
-	assert_equal "$stderr" "mp-train: fs/train.log: No space left on device"
+	assert_equal "$(sed -n 1p <<<"$stderr")" "mp-train: fs/train.log: No space left on device"
+	# the command that goes on from the last checkpoint, as it says
+	local ckpt
+	ckpt=$(sed -n 's/^mp-train: the run can go on from its last checkpoint, \(.*\), with:$/\1/p' <<<"$stderr")
+	[[ $ckpt == out/checkpoint-00[0-9][0-9].safetensors ]] || fail "$stderr"
+	assert_equal "$(sed -n 3p <<<"$stderr")" "  $MP_BIN/mp-train -q -d $D/val.db ${NET[*]} --epochs 40 --log-every 1 -o out --log fs/train.log --resume $ckpt"
 	assert_equal "$(tail -c 1 fs/train.log | od -An -c | tr -d ' ')" '\n'
 	assert_equal "$(awk -F'\t' 'NF != 12' fs/train.log)" ""
 	mount -o remount,size=1m fs
-	run train -q -d "$D/val.db" "${NET[@]}" --epochs 40 --log-every 1 -o out --log fs/train.log \
-		--resume out/last.safetensors
+	run eval "$(sed -n 3p <<<"$stderr")"
 	assert_status 0
 	assert_equal "$(awk -F'\t' 'NF != 12' fs/train.log fs/train.log.superseded)" ""
 	assert_equal "$(awk -F'\t' '$1 == "epoch"' fs/train.log | wc -l)" 40
@@ -258,12 +262,14 @@ fill() {
 	small_fs fs 20k
 	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 2 -o fs/run
 	assert_status 1
-	assert_equal "$stderr" "mp-train: fs/run/checkpoint-0002.safetensors: write error: No space left on device"
+	assert_equal "$stderr" "mp-train: fs/run/checkpoint-0002.safetensors: write error: No space left on device
+mp-train: the run can go on from its last checkpoint, fs/run/checkpoint-0001.safetensors, with:
+  $MP_BIN/mp-train -q -d $D/val.db ${NET[*]} --epochs 2 -o fs/run --resume fs/run/checkpoint-0001.safetensors"
 	assert_files fs/run checkpoint-0001.safetensors last.safetensors train.log
 	run inspect --verify fs/run/checkpoint-0001.safetensors
 	assert_status 0
 	mount -o remount,size=1m fs
-	run train -q -d "$D/val.db" "${NET[@]}" --epochs 2 -o fs/run --resume fs/run/last.safetensors
+	run eval "$(sed -n 3p <<<"$stderr")"
 	assert_status 0
 	assert_equal "$(awk -F'\t' '$1 == "epoch" { print $2 }' fs/run/train.log | tr '\n' ' ')" "1 2 "
 }
