@@ -245,32 +245,37 @@ static double host_ms(void)
 	return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-static void prof_begin(mp_cuda_state *s)
+static int prof_begin(mp_backend *be, const char *op)
 {
+	mp_cuda_state *s = mp_cuda(be);
 	if (!s->profile)
-		return;
-	cudaEventRecord(s->ev_start, s->stream);
+		return 0;
+	CUDA_CHECK(op, cudaEventRecord(s->ev_start, s->stream));
 	s->prof_host_start = host_ms();
+	return 0;
 }
 
 // Adds the GPU time since prof_begin to *acc, and to *host (when not NULL)
-// the host time the calls in between took to return.
-static void prof_end_host(mp_cuda_state *s, double *acc, double *host)
+// the host time the calls in between took to return. A failure is the
+// operation's: the wait reports the work's own faults.
+static int prof_end_host(mp_backend *be, const char *op, double *acc, double *host)
 {
+	mp_cuda_state *s = mp_cuda(be);
 	if (!s->profile)
-		return;
+		return 0;
 	if (host)
 		*host += host_ms() - s->prof_host_start;
 	float ms = 0;
-	cudaEventRecord(s->ev_stop, s->stream);
-	if (cudaEventSynchronize(s->ev_stop) == cudaSuccess &&
-	    cudaEventElapsedTime(&ms, s->ev_start, s->ev_stop) == cudaSuccess)
-		*acc += ms;
+	CUDA_CHECK(op, cudaEventRecord(s->ev_stop, s->stream));
+	CUDA_CHECK(op, cudaEventSynchronize(s->ev_stop));
+	CUDA_CHECK(op, cudaEventElapsedTime(&ms, s->ev_start, s->ev_stop));
+	*acc += ms;
+	return 0;
 }
 
-static void prof_end(mp_cuda_state *s, double *acc)
+static int prof_end(mp_backend *be, const char *op, double *acc)
 {
-	prof_end_host(s, acc, NULL);
+	return prof_end_host(be, op, acc, NULL);
 }
 
 void mp_cuda_conv_report(const mp_cuda_state *s)
@@ -602,19 +607,25 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		return -1;
 	void *xp, *wp, *yp;
 	a->calls[DIR_FWD]++;
-	prof_begin(s);
+	if (prof_begin(be, op))
+		return -1;
 	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) || filter_in(be, op, w, bf16, &wp) ||
 	    operand_out(be, op, y, bf16, &s->bf_y, &yp))
 		return -1;
-	prof_end(s, &a->ms_convert[DIR_FWD]);
-	prof_begin(s);
+	if (prof_end(be, op, &a->ms_convert[DIR_FWD]))
+		return -1;
+	if (prof_begin(be, op))
+		return -1;
 	if (run_fwd(be, op, a, xp, wp, yp))
 		return -1;
-	prof_end_host(s, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]);
-	prof_begin(s);
+	if (prof_end_host(be, op, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]))
+		return -1;
+	if (prof_begin(be, op))
+		return -1;
 	if (operand_out_done(be, op, y, bf16, &s->bf_y))
 		return -1;
-	prof_end(s, &a->ms_convert[DIR_FWD]);
+	if (prof_end(be, op, &a->ms_convert[DIR_FWD]))
+		return -1;
 	return 0;
 }
 
@@ -671,10 +682,12 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 	// step waits for the one before, so the buffers can be reused in turn).
 	// (dy's conversion is counted with dx's, or dw's when dx is not wanted)
 	void *dyp, *p, *wp;
-	prof_begin(s);
+	if (prof_begin(be, op))
+		return -1;
 	if (operand_in(be, op, dy, bf16, &s->bf_y, &dyp))
 		return -1;
-	prof_end(s, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]);
+	if (prof_end(be, op, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]))
+		return -1;
 	if (dx) {
 		a->calls[DIR_BWD_DATA]++;
 		if (set_math(be, op, a, a->bwd_data_math) ||
@@ -695,15 +708,21 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 			part.data = (float *)s->dx_part.p;
 			out = &part;
 		}
-		prof_begin(s);
+		if (prof_begin(be, op))
+			return -1;
 		if (filter_in(be, op, w, bf16, &wp) || operand_out(be, op, out, bf16, &s->bf_x, &p))
 			return -1;
-		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
-		prof_begin(s);
+		if (prof_end(be, op, &a->ms_convert[DIR_BWD_DATA]))
+			return -1;
+		if (prof_begin(be, op))
+			return -1;
 		if (run_bwd_data(be, op, a, p, wp, dyp, how == ADD_IN_CUDNN))
 			return -1;
-		prof_end_host(s, &a->ms_cudnn[DIR_BWD_DATA], &a->ms_host[DIR_BWD_DATA]);
-		prof_begin(s);
+		if (prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_DATA],
+				  &a->ms_host[DIR_BWD_DATA]))
+			return -1;
+		if (prof_begin(be, op))
+			return -1;
 		if (how == ADD_IN_CONVERSION) {
 			if (mp_cuda_convert_add(be, op, dx->n, dx->c, dx->h * dx->w, s->bf_x.p,
 						dx->data))
@@ -712,26 +731,34 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 			   (how == ADD_APART && be->ops->add(be, dx, &part, dx))) {
 			return -1;
 		}
-		prof_end(s, &a->ms_convert[DIR_BWD_DATA]);
+		if (prof_end(be, op, &a->ms_convert[DIR_BWD_DATA]))
+			return -1;
 	}
 	if (dw) {
 		a->calls[DIR_BWD_FILTER]++;
 		if (set_math(be, op, a, a->bwd_filter_math) ||
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
-		prof_begin(s);
+		if (prof_begin(be, op))
+			return -1;
 		if (operand_in(be, op, x, bf16, &s->bf_x, &p) ||
 		    operand_out(be, op, dw, bf16, &s->bf_w, &wp))
 			return -1;
-		prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
-		prof_begin(s);
+		if (prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
+			return -1;
+		if (prof_begin(be, op))
+			return -1;
 		if (run_bwd_filter(be, op, a, p, wp, dyp))
 			return -1;
-		prof_end_host(s, &a->ms_cudnn[DIR_BWD_FILTER], &a->ms_host[DIR_BWD_FILTER]);
-		prof_begin(s);
+		if (prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_FILTER],
+				  &a->ms_host[DIR_BWD_FILTER]))
+			return -1;
+		if (prof_begin(be, op))
+			return -1;
 		if (operand_out_done(be, op, dw, bf16, &s->bf_w))
 			return -1;
-		prof_end(s, &a->ms_convert[DIR_BWD_FILTER]);
+		if (prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
+			return -1;
 	}
 	return 0;
 }

@@ -102,7 +102,7 @@ judge() {
 		fail "$(grep '^cudaStreamBeginCapture' sweep.tsv)"
 }
 
-@test "MP_EMU_FAIL: mp-eval's calls and launches likewise, cuDNN's graph API's, and the kernels of bf16 activations" {
+@test "MP_EMU_FAIL: mp-eval's calls and launches likewise, and those that only the backend's settings make" {
 	"${TRAIN[@]}" --max-steps 2 -o net
 	MP_EMU_CALLS=$PWD/eval-calls.tsv "$MP_BIN/mp-eval" -q -m net/weights.safetensors --backend cuda \
 		"$D/val.db" >/dev/null
@@ -111,20 +111,26 @@ judge() {
 		--backend cuda --probs probs.tsv "$D/val.db"
 	run judge eval-sweep.tsv
 	assert_status 0
-	# the graph API's calls, in a training run that plans with them
-	MP_CUDNN_API=graph MP_EMU_CALLS=$PWD/graph-calls.tsv "${TRAIN[@]}" --max-steps 3 -o counted
-	grep '^cudnnBackend' graph-calls.tsv >backend-calls.tsv
-	assert_equal "$(wc -l <backend-calls.tsv)" 6
-	MP_CUDNN_API=graph sweep backend-calls.tsv graph-sweep.tsv "${TRAIN[@]}" --max-steps 3 -o out
-	run judge graph-sweep.tsv
-	assert_status 0
-	# the kernels of activations stored in bf16 (nhwc.cu)
-	MP_CUDA_ACTIVATIONS=bf16 MP_EMU_CALLS=$PWD/act-calls.tsv "${TRAIN[@]}" --max-steps 3 -o act-counted
-	grep '_bf16_kernel' act-calls.tsv >act-kernels.tsv
-	(($(wc -l <act-kernels.tsv) >= 8)) || fail "$(cut -f1 act-calls.tsv | tr '\n' ' ')"
-	MP_CUDA_ACTIVATIONS=bf16 sweep act-kernels.tsv act-sweep.tsv "${TRAIN[@]}" --max-steps 3 -o out
-	run judge act-sweep.tsv
-	assert_status 0
+	# each setting's own calls: those a short run makes with it and not
+	# without (the graph API's, the kernels of bf16 activations, cuDNN's
+	# timed search, the profile's events), failed with the setting
+	MP_EMU_CALLS=$PWD/base-calls.tsv "${TRAIN[@]}" --max-steps 3 -o base
+	local setting at_least f
+	for setting in MP_CUDNN_API=graph:cudnnBackendExecute MP_CUDA_ACTIVATIONS=bf16:bn_sums_bf16_kernel \
+		MP_CUDNN_SEARCH=timed:cudnnFindConvolutionForwardAlgorithm MP_CUDA_PROFILE=1:cudaEventElapsedTime; do
+		at_least=${setting#*:}
+		setting=${setting%:*}
+		f=${setting%%=*} # (awk takes an operand with "=" for an assignment)
+		env "$setting" MP_EMU_CALLS="$PWD/$f.tsv" "${TRAIN[@]}" --max-steps 3 -o "counted-$f"
+		awk -F'\t' 'NR == FNR { base[$1]; next } !($1 in base)' base-calls.tsv "$f.tsv" >"$f.own"
+		grep -q "^$at_least	" "$f.own" || fail "$setting: $(cut -f1 "$f.own" | tr '\n' ' ')"
+		(
+			export "${setting?}"
+			sweep "$f.own" "$f.sweep" "${TRAIN[@]}" --max-steps 3 -o out
+		)
+		run judge "$f.sweep"
+		assert_status 0
+	done
 }
 
 @test "MP_EMU_FAIL: a capture that fails to end leaves the run op by op, with the same bits" {
