@@ -17,25 +17,14 @@ load helpers
 
 MODULE=${MP_TEST_CUDA_MODULE:-$MP_BIN/../tests/emu/libmp-cuda-emu.so}
 
-setup_file() {
-	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
-	local d=$BATS_FILE_TMPDIR/data
-	mkdir -p "$d" && cd "$d" || return
-	class_data
-}
+setup_file() { emu_setup_file; }
 
 setup() {
-	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" ||
-		skip "this build has no CUDA backend, so no emulated device"
-	[[ -f $MODULE ]] || fail "$MODULE is missing (make unit-tests builds it)"
-	export MP_CUDA_MODULE=$MODULE
+	emu_setup "$MODULE"
 	# the device as the backend names it: "NAME, sm_XY, N GiB"
 	DEVICE=$("$MP_BIN/mp-train" -V | sed -n 's/^cuda: [0-9]* CUDA device(s); device 0: //p')
 	[[ -n $DEVICE ]] || fail "no CUDA device through $MODULE: $("$MP_BIN/mp-train" -V | tail -1)"
-	D=$BATS_FILE_TMPDIR/data
-	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
 	OPTS=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1 --epochs 2 --log-every 2)
-	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 }
 
 train() { "$MP_BIN/mp-train" "$@"; }

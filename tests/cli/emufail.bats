@@ -14,23 +14,12 @@ load helpers
 
 MODULE=$MP_BIN/../tests/emu/libmp-cuda-emu.so
 
-setup_file() {
-	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" || return 0
-	local d=$BATS_FILE_TMPDIR/data
-	mkdir -p "$d" && cd "$d" || return
-	class_data
-}
+setup_file() { emu_setup_file; }
 
 setup() {
-	grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp" ||
-		skip "this build has no CUDA backend, so no emulated device"
-	[[ -f $MODULE ]] || fail "$MODULE is missing (make unit-tests builds it)"
-	export MP_CUDA_MODULE=$MODULE
-	D=$BATS_FILE_TMPDIR/data
-	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	emu_setup "$MODULE"
 	TRAIN=("$MP_BIN/mp-train" -d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.1
 		--epochs 1 --backend cuda -q)
-	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 }
 
 # Calls whose failure may go unreported: they release what the program no

@@ -195,3 +195,29 @@ mp_resnet.write_safetensors(sys.argv[3], t, meta)
 END
 	rm -f "$2.init"
 }
+
+# ---- the CUDA module on the emulated device (emucuda.bats, emufail.bats) ----
+
+# has_cuda: whether the last build had the CUDA backend
+has_cuda() { grep -q 'cuda=yes$' "$MP_BIN/../flags.stamp"; }
+
+# emu_setup_file: the files' data (class_data) in BATS_FILE_TMPDIR/data,
+# where the build has CUDA
+emu_setup_file() {
+	has_cuda || return 0
+	local d=$BATS_FILE_TMPDIR/data
+	mkdir -p "$d" && cd "$d" || return
+	class_data
+}
+
+# emu_setup MODULE: skips where the build has no CUDA; else MP_CUDA_MODULE
+# names MODULE, D the data, NET the smallest network, and the test runs in
+# a directory of its own
+emu_setup() {
+	has_cuda || skip "this build has no CUDA backend, so no emulated device"
+	[[ -f $1 ]] || fail "$1 is missing (make unit-tests builds it)"
+	export MP_CUDA_MODULE=$1
+	D=$BATS_FILE_TMPDIR/data
+	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
+	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
+}
