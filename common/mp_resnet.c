@@ -708,6 +708,20 @@ static int fit(mp_resnet *net, mp_tensor *t, size_t *cap, int act, int n, int c,
 	return 0;
 }
 
+/* The message of a failed allocation of a batch's buffers: the backend's
+ * reason, and what the user can do about it. */
+static int batch_buffer_error(const mp_resnet *net, int n, mp_error *e)
+{
+	return mp_seterr(e, "buffers for a batch of %d images: %s (a smaller batch needs less)", n,
+			 mp_backend_error(net->be));
+}
+
+#define BUF_CHECK(call, n)                                                       \
+	do {                                                                     \
+		if ((call) < 0)                                                  \
+			return batch_buffer_error(net, n, e);                    \
+	} while (0)
+
 /* Activations for a batch of n images of h x w: what a forward pass and the
  * loss need. A new shape releases every buffer, gradients included, except
  * between evaluations, whose five buffers a stage are reshaped in place
@@ -725,7 +739,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
 	/* reshaped in place where it fits, as the evaluation slots */
-	CHECK(fit(net, &net->img, &net->img_cap, 0, n, 3, h, w));
+	BUF_CHECK(fit(net, &net->img, &net->img_cap, 0, n, 3, h, w), n);
 	int ch = sh, cw = sw;
 	if (lean) {
 		/* the stem's outputs have the first stage's shape and use its slots */
@@ -737,7 +751,9 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 			if (i % c->depth == 0)
 				for (int k = 0; k < 5; k++) {
 					size_t *cap = &net->slot_cap[st][k];
-					CHECK(fit(net, &net->slots[st][k], cap, 1, n, b->cout, ch, cw));
+					BUF_CHECK(fit(net, &net->slots[st][k], cap, 1, n, b->cout,
+						      ch, cw),
+						  n);
 				}
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
@@ -746,29 +762,29 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	}
 	/* fused training keeps no BN outputs and sums */
 	const int fused = fused_training(net, !lean);
-	CHECK(ensure(net, &net->stem_c, 1, n, sc->cout, sh, sw));
-	CHECK(ensure(net, &net->stem_r, 1, n, sc->cout, sh, sw));
+	BUF_CHECK(ensure(net, &net->stem_c, 1, n, sc->cout, sh, sw), n);
+	BUF_CHECK(ensure(net, &net->stem_r, 1, n, sc->cout, sh, sw), n);
 	if (!fused)
-		CHECK(ensure(net, &net->stem_b, 1, n, sc->cout, sh, sw));
+		BUF_CHECK(ensure(net, &net->stem_b, 1, n, sc->cout, sh, sw), n);
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
 		mp_tensor *outs[] = {&b->c1, &b->r1, &b->c2, &b->out, &b->b1, &b->b2, &b->sum};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			CHECK(ensure(net, outs[j], 1, n, b->cout, oh, ow));
+			BUF_CHECK(ensure(net, outs[j], 1, n, b->cout, oh, ow), n);
 		if (!identity(b))
-			CHECK(ensure(net, &b->sc, 1, n, b->cout, oh, ow));
+			BUF_CHECK(ensure(net, &b->sc, 1, n, b->cout, oh, ow), n);
 		if (b->proj)
-			CHECK(ensure(net, &b->scc, 1, n, b->cout, oh, ow));
+			BUF_CHECK(ensure(net, &b->scc, 1, n, b->cout, oh, ow), n);
 		ch = oh;
 		cw = ow;
 	}
 head:;
 	int last = net->fc_w->shape[1];
-	CHECK(ensure(net, &net->pool, 0, n, last, 1, 1));
-	CHECK(ensure(net, &net->fc, 0, n, c->classes, 1, 1));
-	CHECK(ensure(net, &net->logits, 0, n, c->classes, 1, 1));
-	CHECK(ensure(net, &net->probs, 0, n, c->classes, 1, 1));
+	BUF_CHECK(ensure(net, &net->pool, 0, n, last, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->fc, 0, n, c->classes, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->logits, 0, n, c->classes, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->probs, 0, n, c->classes, 1, 1), n);
 	if ((size_t)n > net->labels_cap) {
 		mp_backend_host_free(be, net->labels);
 		net->labels_cap = 0;
@@ -802,7 +818,7 @@ static int grad_view(mp_resnet *net, int role, const mp_tensor *t, mp_tensor *vi
 		p->c = t->c, p->h = t->h, p->w = t->w;
 	}
 	if (ensure(net, &p->t[role], 1, net->n, t->c, t->h, t->w) < 0)
-		return mp_seterr(e, "%s", mp_backend_error(net->be));
+		return batch_buffer_error(net, net->n, e);
 	*view = p->t[role];
 	return 0;
 }
@@ -823,9 +839,11 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		return 0;
 	const int fused = fused_training(net, 1);
 	if (!fused)
-		CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h,
-			     net->stem_c.w));
-	CHECK(ensure(net, &net->g_stem_c, 1, n, net->stem_c.c, net->stem_c.h, net->stem_c.w));
+		BUF_CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h,
+			     net->stem_c.w), n);
+	BUF_CHECK(ensure(net, &net->g_stem_c, 1, n, net->stem_c.c, net->stem_c.h,
+			 net->stem_c.w),
+		  n);
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
@@ -846,10 +864,10 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		GCHECK(grad_view(net, G_IN + (i & 1), in, &b->g_in, e));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
-	CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w));
-	CHECK(ensure(net, &net->g_pool, 0, n, net->pool.c, 1, 1));
-	CHECK(ensure(net, &net->g_fc, 0, n, net->fc.c, 1, 1));
-	CHECK(ensure(net, &net->g_logits, 0, n, net->logits.c, 1, 1));
+	BUF_CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w), n);
+	BUF_CHECK(ensure(net, &net->g_pool, 0, n, net->pool.c, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->g_fc, 0, n, net->fc.c, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->g_logits, 0, n, net->logits.c, 1, 1), n);
 	net->have_grads = 1;
 	return 0;
 }
@@ -1216,9 +1234,10 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 		mp_backend_host_free(net->be, g->inputs[slot]);
 		g->input_cap[slot] = 0;
 		if (!(g->inputs[slot] = mp_backend_host_alloc(net->be, count * sizeof(float)))) {
-			mp_seterr(e, "out of memory for a batch's images (%zu floats, %.0f MiB; a "
+			const double kib = (double)count * sizeof(float) / 1024;
+			mp_seterr(e, "out of memory for a batch's images (%zu floats, %.0f %s; a "
 				     "smaller batch needs less): %s",
-				  count, (double)count * sizeof(float) / (1 << 20),
+				  count, kib < 1024 ? kib : kib / 1024, kib < 1024 ? "KiB" : "MiB",
 				  mp_backend_error(net->be));
 			return NULL;
 		}
