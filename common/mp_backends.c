@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "mp_util.h"
 
 const char *const mp_backend_names[] = {"cpu", "cpu-ref", "cuda", "auto", NULL};
 const char *const mp_precision_names[] = {"auto", "fp32", "bf16", NULL};
@@ -154,6 +155,10 @@ static mp_backend *open_backend(const char *name, int threads, char *desc, size_
 				mp_seterr(e, "--backend auto: %s", why);
 				return NULL;
 			}
+			/* a device that fails where one that works was expected:
+			 * said on stderr too, as a run on the CPU takes far longer */
+			mp_warnx("--backend auto: a CUDA device is there, but the CUDA backend failed "
+				 "(%s): on the CPU", why);
 		}
 		mp_backend *be = open_cpu(0, threads, desc, n, e);
 		size_t used = strlen(desc);

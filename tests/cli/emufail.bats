@@ -148,6 +148,18 @@ mp-train: the run can go on from its last checkpoint, failed/checkpoint-0002.saf
 	assert_contains "$output" "SAME: every tensor within the tolerance"
 }
 
+@test "--backend auto with a device whose backend fails: a warning naming the call, even with -q, and the CPU" {
+	local AUTO=("${TRAIN[@]/#cuda/auto}")
+	run --separate-stderr env MP_EMU_FAIL=cudnnCreate "${AUTO[@]}" --max-steps 2 -o cpu
+	assert_status 0
+	assert_equal "$stderr" "mp-train: --backend auto: a CUDA device is there, but the CUDA backend failed (cudnnCreate: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED): on the CPU"
+	assert_equal "$(json_get <("$MP_BIN/mp-inspect" --json cpu/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["compute"]')" "cpu, fp32"
+	run --separate-stderr env MP_EMU_FAIL=cudaMalloc "$MP_BIN/mp-eval" -q -m cpu/weights.safetensors \
+		--backend auto "$D/val.db"
+	assert_status 0
+	assert_equal "$stderr" "mp-eval: --backend auto: a CUDA device is there, but the CUDA backend failed (cudaMalloc: cudaErrorMemoryAllocation (out of memory)): on the CPU"
+}
+
 @test "MP_EMU_FAIL: a value that is not NAME or NAME:K stops the program, naming it" {
 	local v
 	for v in cudaMalloc: cudaMalloc:0 cudaMalloc:x :3; do
