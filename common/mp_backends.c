@@ -31,16 +31,20 @@ static mp_backend *open_cpu(int reference, int threads, char *desc, size_t n, mp
 	return be;
 }
 
-/* The CUDA backend on device 0, described in desc ("cuda, NVIDIA H200,
- * sm_90, 139 GiB"); NULL with the reason in why. Only CUDA builds have it. */
-static mp_backend *open_cuda(char *desc, size_t n, char *why, size_t wn)
+/* The CUDA backend on device device, described in desc ("cuda, NVIDIA
+ * H200, sm_90, 139 GiB"; "cuda, device 1: ..." for another than the
+ * first); NULL with the reason in why. Only CUDA builds have it. */
+static mp_backend *open_cuda(int device, char *desc, size_t n, char *why, size_t wn)
 {
 #ifdef MP_HAVE_CUDA
-	mp_backend *be = mp_backend_cuda_new(0, why, wn);
-	if (be)
+	mp_backend *be = mp_backend_cuda_new(device, why, wn);
+	if (be && device)
+		snprintf(desc, n, "cuda, device %d: %s", device, why);
+	else if (be)
 		snprintf(desc, n, "cuda, %s", why);
 	return be;
 #else
+	(void)device;
 	(void)desc;
 	(void)n;
 	snprintf(why, wn, "this build has no CUDA backend");
@@ -137,21 +141,33 @@ static int bad_setting(const char *why)
 	return !strncmp(eq + 1, v, len) && eq[1 + len] == ':';
 }
 
-static mp_backend *open_backend(const char *name, int threads, char *desc, size_t n,
-				mp_error *e)
+int mp_backend_device_fits(const char *name, int device, mp_error *e)
 {
+	if (device >= 0 && (!strcmp(name, "cpu") || !strcmp(name, "cpu-ref")))
+		return mp_seterr(e, "--device %d: the %s backend has no devices (--device is for "
+				    "--backend cuda or auto)", device, name);
+	return 0;
+}
+
+static mp_backend *open_backend(const char *name, int threads, int device, char *desc,
+				size_t n, mp_error *e)
+{
+	if (mp_backend_device_fits(name, device, e) < 0)
+		return NULL;
 	if (!strcmp(name, "cpu") || !strcmp(name, "cpu-ref"))
 		return open_cpu(!strcmp(name, "cpu-ref"), threads, desc, n, e);
-	char why[256];
+	char why[1024];
 	int devices = mp_cuda_probe(why, sizeof why);
 	/* auto: CUDA when built and a device is present, else the CPU with
 	 * the reason in desc */
 	if (!strcmp(name, "auto")) {
 		if (mp_cuda_built() && devices > 0) {
-			mp_backend *be = open_cuda(desc, n, why, sizeof why);
+			mp_backend *be = open_cuda(device < 0 ? 0 : device, desc, n, why, sizeof why);
 			if (be)
 				return be;
-			if (bad_setting(why)) {
+			/* a device asked for by number is not to be traded for
+			 * the CPU, nor is a setting to be corrected */
+			if (device >= 0 || bad_setting(why)) {
 				mp_seterr(e, "--backend auto: %s", why);
 				return NULL;
 			}
@@ -176,7 +192,7 @@ static mp_backend *open_backend(const char *name, int threads, char *desc, size_
 			mp_seterr(e, "--backend cuda: %s", why);
 			return NULL;
 		}
-		mp_backend *be = open_cuda(desc, n, why, sizeof why);
+		mp_backend *be = open_cuda(device < 0 ? 0 : device, desc, n, why, sizeof why);
 		if (!be)
 			mp_seterr(e, "--backend cuda: %s", why);
 		return be;
@@ -185,12 +201,13 @@ static mp_backend *open_backend(const char *name, int threads, char *desc, size_
 	return NULL;
 }
 
-mp_backend *mp_backend_open(const char *name, int threads, const char *precision, char *desc,
-			    size_t n, mp_error *e)
+mp_backend *mp_backend_open(const char *name, int threads, int device, const char *precision,
+			    char *desc, size_t n, mp_error *e)
 {
 	if (n)
 		desc[0] = '\0';
-	return set_precision(open_backend(name, threads, desc, n, e), name, precision, desc, n, e);
+	return set_precision(open_backend(name, threads, device, desc, n, e), name, precision, desc,
+			     n, e);
 }
 
 void mp_backend_arithmetic(const char *desc, char *buf, size_t n)

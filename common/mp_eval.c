@@ -32,6 +32,7 @@ void mp_eval_opts_default(mp_eval_opts *o)
 	o->topk = 5;
 	o->batch = 0; /* 16 on the CPU, 128 on a GPU */
 	o->backend = "cpu";
+	o->device = -1;
 	o->precision = "auto";
 }
 
@@ -912,7 +913,10 @@ static int setup(evaluator *ev, mp_error *e)
 {
 	const mp_eval_opts *o = ev->o;
 	mp_eval_result *r = ev->r;
-	if (!(ev->be = mp_backend_open(o->backend, o->threads, o->precision, r->backend, sizeof r->backend, e)))
+	if (mp_backend_device_fits(o->backend, o->device, e) < 0)
+		return MP_EVAL_BAD_USAGE;
+	if (!(ev->be = mp_backend_open(o->backend, o->threads, o->device, o->precision, r->backend,
+				       sizeof r->backend, e)))
 		return MP_EVAL_FAILED;
 	if (!(ev->net = mp_weights_load(o->weights, ev->be, &ev->file, e)))
 		return MP_EVAL_FAILED;

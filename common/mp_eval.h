@@ -35,6 +35,7 @@ typedef struct {
 	int batch;		/* images per forward pass; 0: the backend's default */
 	int threads;		/* 0: all cores */
 	const char *backend;
+	int device;	       /* the CUDA device (-1: not chosen; mp_backend_open) */
 	const char *precision; /* auto | fp32 | bf16 (mp_backend_open) */
 	const char *probs_path, *submission_path, *per_class_path, *confusion_path;
 	const char *dump_views;	/* directory for PNGs of the first views */

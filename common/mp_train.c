@@ -64,6 +64,7 @@ void mp_train_opts_default(mp_train_opts *o)
 	o->seed = 1;
 	o->loader_threads = 0;
 	o->backend = "cpu";
+	o->device = -1;
 	o->precision = "auto";
 	o->log_every = 50;
 }
@@ -1502,7 +1503,10 @@ static int setup(trainer *t, mp_error *e)
 	/* the backend first: its setup may touch the environment, which the
 	 * loader's threads read */
 	char desc[512];
-	if (!(t->be = mp_backend_open(o->backend, o->threads, o->precision, desc, sizeof desc, e))) {
+	if (mp_backend_device_fits(o->backend, o->device, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	if (!(t->be = mp_backend_open(o->backend, o->threads, o->device, o->precision, desc,
+				       sizeof desc, e))) {
 		/* a resume that took them from the checkpoint says so */
 		char taken[64] = "";
 		if (o->resume && strstr(t->options_taken, "--backend"))

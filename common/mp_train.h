@@ -82,6 +82,7 @@ typedef struct {
 	int threads;		/* compute threads (0: all) */
 	int loader_threads;	/* decoding threads (0: 2 on the CPU, all cores but two on a GPU) */
 	const char *backend;	/* cpu | cpu-ref | cuda | auto */
+	int device;		/* the CUDA device (-1: not chosen; mp_backend_open) */
 	const char *precision;	/* auto | fp32 | bf16 (mp_backend_open) */
 	long max_steps;		/* stop after this many steps in all (0: no limit) */
 	int log_every;		/* a log row every N steps (0: per epoch only) */

@@ -50,6 +50,8 @@ static void help(void)
 	       "      --batch N         images per forward pass (default 16, 128 on a GPU)\n"
 	       "      --threads N       threads (default: the cores it may use)\n"
 	       "      --backend NAME    cpu, cpu-ref, cuda or auto (default cpu)\n"
+	       "      --device N        the CUDA device for cuda and auto (default 0;\n"
+	       "                        mp-eval -V lists them)\n"
 	       "      --precision NAME  fp32, bf16 (GPU tensor cores) or auto (default:\n"
 	       "                        bf16 where the backend has it, else fp32)\n"
 	       "      --json            the results as JSON on stdout\n"
@@ -69,7 +71,7 @@ static void help(void)
 enum {
 	OPT_LIST = 256, OPT_SCALES, OPT_MULTISCALE, OPT_CROPS, OPT_FLIP, OPT_COMBINE, OPT_TOPK,
 	OPT_BATCH, OPT_THREADS, OPT_BACKEND, OPT_PRECISION, OPT_JSON, OPT_PROBS, OPT_SUBMISSION,
-	OPT_PER_CLASS, OPT_CONFUSION, OPT_DUMP_VIEWS, OPT_DUMP_COUNT, OPT_MAX_PIXELS,
+	OPT_PER_CLASS, OPT_CONFUSION, OPT_DUMP_VIEWS, OPT_DUMP_COUNT, OPT_MAX_PIXELS, OPT_DEVICE,
 };
 
 static const struct option long_opts[] = {
@@ -87,6 +89,7 @@ static const struct option long_opts[] = {
 	{"batch", required_argument, NULL, OPT_BATCH},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"device", required_argument, NULL, OPT_DEVICE},
 	{"precision", required_argument, NULL, OPT_PRECISION},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"probs", required_argument, NULL, OPT_PROBS},
@@ -241,6 +244,10 @@ int main(int argc, char **argv)
 		case OPT_BACKEND:
 			bad = mp_parse_keyword("--backend", optarg, mp_backend_names) < 0;
 			o.backend = optarg;
+			break;
+		case OPT_DEVICE:
+			bad = mp_parse_long("--device", optarg, 0, 1023, &v);
+			o.device = (int)v;
 			break;
 		case OPT_PRECISION:
 			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;

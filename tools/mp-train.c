@@ -67,6 +67,8 @@ static void help(void)
 	       "      --keep N            checkpoints kept (default 3; 0: all)\n"
 	       "      --seed N            initialisation, data order, augmentation (default 1)\n"
 	       "      --backend NAME      cpu, cpu-ref, cuda or auto (default cpu)\n"
+	       "      --device N          the CUDA device for cuda and auto (default 0;\n"
+	       "                          mp-train -V lists them)\n"
 	       "      --precision NAME    fp32, bf16 (GPU tensor cores) or auto (default:\n"
 	       "                          bf16 where the backend has it, else fp32)\n"
 	       "      --threads N         CPU backends' compute threads (default: the cores\n"
@@ -89,7 +91,7 @@ enum {
 	OPT_BATCH, OPT_EPOCHS, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SMOOTHING, OPT_POLICY,
 	OPT_SCHEDULE, OPT_GAMMA, OPT_WARMUP, OPT_RESUME, OPT_FORCE, OPT_EVAL_EVERY,
 	OPT_CKPT_EVERY, OPT_KEEP, OPT_SEED, OPT_BACKEND, OPT_PRECISION, OPT_THREADS, OPT_LOADER_THREADS,
-	OPT_MAX_STEPS, OPT_LOG, OPT_LOG_EVERY,
+	OPT_MAX_STEPS, OPT_LOG, OPT_LOG_EVERY, OPT_DEVICE,
 };
 
 /* The options a resumed run takes from the checkpoint's run when they are
@@ -152,6 +154,7 @@ static const struct option long_opts[] = {
 	{"keep", required_argument, NULL, OPT_KEEP},
 	{"seed", required_argument, NULL, OPT_SEED},
 	{"backend", required_argument, NULL, OPT_BACKEND},
+	{"device", required_argument, NULL, OPT_DEVICE},
 	{"precision", required_argument, NULL, OPT_PRECISION},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"loader-threads", required_argument, NULL, OPT_LOADER_THREADS},
@@ -404,6 +407,7 @@ int main(int argc, char **argv)
 			bad = mp_parse_keyword("--precision", optarg, mp_precision_names) < 0;
 			o.precision = optarg;
 			break;
+		case OPT_DEVICE: bad = parse_int("--device", optarg, 0, 1023, &o.device); break;
 		case OPT_THREADS: bad = parse_int("--threads", optarg, 1, 1024, &o.threads); break;
 		case OPT_LOADER_THREADS:
 			bad = parse_int("--loader-threads", optarg, 1, 256, &o.loader_threads);

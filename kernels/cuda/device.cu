@@ -51,14 +51,19 @@ extern "C" int mp_cuda_probe(char *buf, size_t n)
 		mp_cuda_no_device(err, buf, n);
 		return 0;
 	}
-	cudaDeviceProp prop;
-	if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-		(void)cudaGetLastError();
-		snprintf(buf, n, "%d CUDA device(s)", count);
-		return count;
+	// "2 CUDA device(s); device 0: NAME, sm_90, 140 GiB", then a line
+	// "cuda: device 1: ..." for each other device (--device chooses)
+	size_t used = (size_t)snprintf(buf, n, "%d CUDA device(s)", count);
+	for (int d = 0; d < count && used < n; d++) {
+		cudaDeviceProp prop;
+		if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) {
+			(void)cudaGetLastError();
+			break;
+		}
+		used += (size_t)snprintf(buf + used, n - used, "%sdevice %d: %s, sm_%d%d, %.0f GiB",
+					 d ? "\ncuda: " : "; ", d, prop.name, prop.major,
+					 prop.minor,
+					 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
 	}
-	snprintf(buf, n, "%d CUDA device(s); device 0: %s, sm_%d%d, %.0f GiB", count,
-		 prop.name, prop.major, prop.minor,
-		 (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
 	return count;
 }

@@ -204,6 +204,42 @@ conversions() {
 	assert_contains "$output" "48 images"
 }
 
+@test "--device N: -V lists the devices, mp-train and mp-eval name the one chosen and compute the same there; one that is not there, or a CPU backend's, is refused" {
+	[[ $DEVICE == emulated* ]] || skip "two devices of the emulated device's (MP_EMU_DEVICES)"
+	export MP_EMU_DEVICES=2
+	run "$MP_BIN/mp-eval" -V
+	assert_status 0
+	assert_contains "$output" "cuda: 2 CUDA device(s); device 0: $DEVICE
+cuda: device 1: $DEVICE"
+	train "${OPTS[@]}" --backend cuda --max-steps 3 -q -o first
+	run --separate-stderr train "${OPTS[@]}" --backend cuda --device 1 --max-steps 3 -o second
+	assert_status 0
+	assert_contains "$output" "mp-train: cuda, device 1: $DEVICE, bf16; network"
+	same_weights first/weights.safetensors second/weights.safetensors
+	# the device does not change the results: not a setting a resume takes
+	assert_equal "$(json_get <(inspect --json second/weights.safetensors) 'json.loads(d["metadata"]["train.options"])["compute"]')" "cuda, bf16"
+	run --separate-stderr evaluate -m second/weights.safetensors --backend auto --device 1 --json "$D/val.db"
+	assert_status 0
+	assert_equal "$(json_get <(echo "$output") 'd["backend"]')" "cuda, device 1: $DEVICE, bf16"
+	# a device that is not there: refused, with auto as with cuda
+	local b
+	for b in cuda auto; do
+		run --separate-stderr train "${OPTS[@]}" --backend $b --device 2 -o none
+		assert_status 1
+		assert_equal "$stderr" "mp-train: --backend $b: no CUDA device 2 (2 found)"
+	done
+	[[ ! -e none ]]
+	run --separate-stderr evaluate -m second/weights.safetensors --device 1 "$D/val.db"
+	assert_status 2
+	assert_equal "$stderr" "mp-eval: --device 1: the cpu backend has no devices (--device is for --backend cuda or auto)"
+	run --separate-stderr train "${OPTS[@]}" --backend cpu-ref --device 0 -o none
+	assert_status 2
+	assert_equal "$stderr" "mp-train: --device 0: the cpu-ref backend has no devices (--device is for --backend cuda or auto)"
+	run --separate-stderr train "${OPTS[@]}" --backend cuda --device -1 -o none
+	assert_status 2
+	assert_contains "$stderr" "--device"
+}
+
 @test "--backend auto with a device: a CUDA variable set to a value the backend does not take exits 1, it does not go on on the CPU" {
 	run --separate-stderr env MP_CUDA_GRAPH=yes "$MP_BIN/mp-eval" -m /nonexistent --backend auto "$D/val.db"
 	assert_status 1

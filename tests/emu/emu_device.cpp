@@ -392,23 +392,42 @@ const char *cudaGetErrorString(cudaError_t e)
 
 /* ---- the device ---- */
 
+/* MP_EMU_DEVICES=N (1 to 8, 1 by default): that many devices, alike (the
+ * work of each runs as the first's): for the choice of one. */
+static int device_count()
+{
+	static const int n = [] {
+		const char *v = getenv("MP_EMU_DEVICES");
+		if (!v || !*v)
+			return 1;
+		char *end;
+		const long k = strtol(v, &end, 10);
+		if (*end || k < 1 || k > 8) {
+			fprintf(stderr, "emu_device: MP_EMU_DEVICES=%s: not 1 to 8\n", v);
+			exit(2);
+		}
+		return (int)k;
+	}();
+	return n;
+}
+
 cudaError_t cudaGetDeviceCount(int *count)
 {
 	INJECT(fail(cudaErrorLaunchFailure));
-	*count = 1;
+	*count = device_count();
 	return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device)
 {
 	INJECT(fail(cudaErrorLaunchFailure));
-	return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
+	return device >= 0 && device < device_count() ? cudaSuccess : fail(cudaErrorInvalidDevice);
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 {
 	INJECT(fail(cudaErrorLaunchFailure));
-	if (device != 0)
+	if (device < 0 || device >= device_count())
 		return fail(cudaErrorInvalidDevice);
 	memset(prop, 0, sizeof *prop);
 	snprintf(prop->name, sizeof prop->name, "emulated on the host by tests/emu");

@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mp_error e;
 	if (!be) {
 		char desc[256];
-		if (!(be = mp_backend_open("cpu", 1, "fp32", desc, sizeof desc, &e))) {
+		if (!(be = mp_backend_open("cpu", 1, -1, "fp32", desc, sizeof desc, &e))) {
 			fprintf(stderr, "%s\n", e.msg);
 			abort();
 		}

@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 	}
 	mp_error e;
 	char desc[512];
-	mp_backend *be = mp_backend_open(name, 0, precision, desc, sizeof desc, &e);
+	mp_backend *be = mp_backend_open(name, 0, -1, precision, desc, sizeof desc, &e);
 	if (!be) {
 		fprintf(stderr, "bench_step: %s\n", e.msg);
 		return 1;

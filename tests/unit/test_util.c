@@ -235,8 +235,8 @@ static void a_backends_arithmetic_leaves_out_threads_and_device(void **state)
 	/* the descriptions mp_backend_open makes: any thread count alike */
 	char d1[256], d2[256], a1[128], a2[128];
 	mp_error e;
-	mp_backend *b1 = mp_backend_open("cpu", 1, "auto", d1, sizeof d1, &e);
-	mp_backend *b2 = mp_backend_open("cpu", 3, "fp32", d2, sizeof d2, &e);
+	mp_backend *b1 = mp_backend_open("cpu", 1, -1, "auto", d1, sizeof d1, &e);
+	mp_backend *b2 = mp_backend_open("cpu", 3, -1, "fp32", d2, sizeof d2, &e);
 	assert_non_null(b1);
 	assert_non_null(b2);
 	mp_backend_arithmetic(d1, a1, sizeof a1);
@@ -246,7 +246,7 @@ static void a_backends_arithmetic_leaves_out_threads_and_device(void **state)
 					? "cpu, no Winograd, fp32" : "cpu, fp32");
 	mp_backend_free(b1);
 	mp_backend_free(b2);
-	b1 = mp_backend_open("cpu-ref", 2, "auto", d1, sizeof d1, &e);
+	b1 = mp_backend_open("cpu-ref", 2, -1, "auto", d1, sizeof d1, &e);
 	assert_non_null(b1);
 	mp_backend_arithmetic(d1, a1, sizeof a1);
 	assert_string_equal(a1, "cpu-ref, fp32");
