@@ -217,7 +217,9 @@ emu_setup() {
 	has_cuda || skip "this build has no CUDA backend, so no emulated device"
 	[[ -f $1 ]] || fail "$1 is missing (make unit-tests builds it)"
 	export MP_CUDA_MODULE=$1
+	# shellcheck disable=SC2034 # read by the test files
 	D=$BATS_FILE_TMPDIR/data
+	# shellcheck disable=SC2034,SC2054 # read by the test files; 4,8 is one value
 	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
 	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 }
