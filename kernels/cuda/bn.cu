@@ -69,8 +69,8 @@ __device__ static void bn_stats(double s, double sq, int C, int c, const bn_sums
 // ReLU's output) g = dy where relu_y > 0, else 0; then, in channel c's
 // last block, what o asks for.
 __global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restrict__ dy,
-			       const float *__restrict__ relu_y, int N, int C, int plane, int S,
-			       int mode, const float *__restrict__ f0,
+			       const float *__restrict__ relu_y, int N, int C,
+			       mp_cuda_divider plane, int S, int mode, const float *__restrict__ f0,
 			       const float *__restrict__ f1, double *__restrict__ part,
 			       bn_sums_out o)
 {
@@ -79,7 +79,7 @@ __global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restr
 	const int n0 = (int)((long long)N * s / S), n1 = (int)((long long)N * (s + 1) / S);
 	// a slice of a channel has fewer than 2^31 values (checked by the
 	// launcher), so the index arithmetic is 32-bit
-	const unsigned count = (unsigned)(n1 - n0) * (unsigned)plane;
+	const unsigned count = (unsigned)(n1 - n0) * plane.d;
 	double acc0 = 0, acc1 = 0;
 	double mean = 0, invstd = 0;
 	if (mode == 1) {
@@ -87,8 +87,9 @@ __global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restr
 		invstd = f1[c];
 	}
 	for (unsigned i = threadIdx.x; i < count; i += blockDim.x) {
-		const size_t n = n0 + i / (unsigned)plane, j = i % (unsigned)plane;
-		const size_t idx = (n * C + c) * plane + j;
+		const unsigned k = mp_cuda_quot(plane, i); // the slice's k-th image
+		const size_t n = (size_t)n0 + k, j = i - k * plane.d;
+		const size_t idx = (n * C + c) * plane.d + j;
 		const double v = x[idx];
 		if (mode == 0) {
 			acc0 += v;
@@ -140,14 +141,15 @@ __global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restr
 // fused, y = relu(y + res) in float as the separate add and ReLU round.
 template <typename I>
 __global__ void bn_apply_kernel(const float *__restrict__ x, float *__restrict__ y,
-				size_t count, int C, int plane, const double *__restrict__ stat,
+				size_t count, mp_cuda_divider C, mp_cuda_divider plane,
+				const double *__restrict__ stat,
 				const float *__restrict__ gamma, const float *__restrict__ beta,
 				const float *__restrict__ res, int relu)
 {
 	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
 	     i += (I)gridDim.x * blockDim.x) {
-		const int c = (int)((i / (I)plane) % (I)C);
-		float v = (float)((x[i] - stat[c]) * stat[C + c] * (double)gamma[c] + beta[c]);
+		const int c = mp_cuda_channel(i, plane, C);
+		float v = (float)((x[i] - stat[c]) * stat[C.d + c] * (double)gamma[c] + beta[c]);
 		if (res)
 			v = __fadd_rn(v, res[i]);
 		if (relu)
@@ -158,13 +160,13 @@ __global__ void bn_apply_kernel(const float *__restrict__ x, float *__restrict__
 
 template <typename I>
 __global__ void bn_infer_kernel(const float *__restrict__ x, float *__restrict__ y,
-				size_t count, int C, int plane, float eps,
+				size_t count, mp_cuda_divider C, mp_cuda_divider plane, float eps,
 				const float *__restrict__ rmean, const float *__restrict__ rvar,
 				const float *__restrict__ gamma, const float *__restrict__ beta)
 {
 	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
 	     i += (I)gridDim.x * blockDim.x) {
-		const int c = (int)((i / (I)plane) % (I)C);
+		const int c = mp_cuda_channel(i, plane, C);
 		const double invstd = 1.0 / sqrt((double)rvar[c] + eps);
 		y[i] = (float)((x[i] - (double)rmean[c]) * invstd * (double)gamma[c] + beta[c]);
 	}
@@ -176,7 +178,8 @@ __global__ void bn_infer_kernel(const float *__restrict__ x, float *__restrict__
 template <typename I>
 __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restrict__ dy,
 			     const float *__restrict__ relu_y, float *__restrict__ dx,
-			     float *__restrict__ dres, size_t count, int C, int plane, double m,
+			     float *__restrict__ dres, size_t count, mp_cuda_divider C,
+			     mp_cuda_divider plane, double m,
 			     const double *__restrict__ sums, const float *__restrict__ gamma,
 			     const float *__restrict__ save_mean,
 			     const float *__restrict__ save_invstd)
@@ -188,11 +191,11 @@ __global__ void bn_dx_kernel(const float *__restrict__ x, const float *__restric
 			dres[i] = g;
 		if (!dx)
 			continue;
-		const int c = (int)((i / (I)plane) % (I)C);
+		const int c = mp_cuda_channel(i, plane, C);
 		const double mean = save_mean[c], invstd = save_invstd[c];
 		const double xhat = (x[i] - mean) * invstd;
 		dx[i] = (float)((double)gamma[c] * invstd *
-				(g - sums[c] / m - xhat * (sums[C + c] / m)));
+				(g - sums[c] / m - xhat * (sums[C.d + c] / m)));
 	}
 }
 
@@ -262,18 +265,21 @@ static int bn_train(mp_backend *be, const char *op, const mp_tensor *x, mp_bn *b
 	o.running_var = bn->running_var->data;
 	if (!(o.counters = mp_cuda_bn_counters(be, op, C)))
 		return -1;
-	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, NULL, NULL, N, C, plane,
-		       S, 0, NULL, NULL, part, o);
+	// the channel of an element, and its image in a slice, by dividers
+	const mp_cuda_divider cd = mp_cuda_divider_for((unsigned)C),
+			      pd = mp_cuda_divider_for((unsigned)plane);
+	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, NULL, NULL, N, C, pd, S,
+		       0, NULL, NULL, part, o);
 	LAUNCH_CHECK(op, "bn_sums_kernel");
 	const size_t count = mp_tensor_count(x);
 	const float *r = res ? res->data : NULL;
 	if (count <= UINT_MAX / 2)
 		MP_LAUNCH(bn_apply_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data,
+			  x->data, y->data, count, cd, pd, stat, bn->gamma->data, bn->beta->data,
 			  r, relu);
 	else
 		MP_LAUNCH(bn_apply_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, C, plane, stat, bn->gamma->data, bn->beta->data,
+			  x->data, y->data, count, cd, pd, stat, bn->gamma->data, bn->beta->data,
 			  r, relu);
 	LAUNCH_CHECK(op, "bn_apply_kernel");
 	return 0;
@@ -311,15 +317,16 @@ int mp_cuda_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn
 	const int k = mp_cuda_act_storage(be, op, x, y);
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_bn_infer(be, x, bn, y);
-	const int C = x->c, plane = x->h * x->w;
+	const mp_cuda_divider cd = mp_cuda_divider_for((unsigned)x->c),
+			      pd = mp_cuda_divider_for((unsigned)(x->h * x->w));
 	const size_t count = mp_tensor_count(x);
 	if (count <= UINT_MAX / 2)
 		MP_LAUNCH(bn_infer_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			  x->data, y->data, count, cd, pd, bn->eps, bn->running_mean->data,
 			  bn->running_var->data, bn->gamma->data, bn->beta->data);
 	else
 		MP_LAUNCH(bn_infer_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, C, plane, bn->eps, bn->running_mean->data,
+			  x->data, y->data, count, cd, pd, bn->eps, bn->running_mean->data,
 			  bn->running_var->data, bn->gamma->data, bn->beta->data);
 	LAUNCH_CHECK(op, "bn_infer_kernel");
 	return 0;
@@ -347,19 +354,21 @@ static int bn_back(mp_backend *be, const char *op, const mp_tensor *x, const mp_
 	o.dbeta = dbeta ? dbeta->data : NULL;
 	if (!(o.counters = mp_cuda_bn_counters(be, op, C)))
 		return -1;
-	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, dy->data, ry, N, C,
-		       plane, S, 1, bn->save_mean->data, bn->save_invstd->data, part, o);
+	const mp_cuda_divider cd = mp_cuda_divider_for((unsigned)C),
+			      pd = mp_cuda_divider_for((unsigned)plane);
+	MP_LAUNCH_SYNC(bn_sums_kernel, dim3(C, S), BN_THREADS, be, x->data, dy->data, ry, N, C, pd,
+		       S, 1, bn->save_mean->data, bn->save_invstd->data, part, o);
 	LAUNCH_CHECK(op, "bn_sums_kernel");
 	if (dx || dres) {
 		const size_t count = mp_tensor_count(x);
 		float *dxp = dx ? dx->data : NULL, *drp = dres ? dres->data : NULL;
 		if (count <= UINT_MAX / 2)
 			MP_LAUNCH(bn_dx_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-				  x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
+				  x->data, dy->data, ry, dxp, drp, count, cd, pd, (double)m, sums,
 				  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		else
 			MP_LAUNCH(bn_dx_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-				  x->data, dy->data, ry, dxp, drp, count, C, plane, (double)m, sums,
+				  x->data, dy->data, ry, dxp, drp, count, cd, pd, (double)m, sums,
 				  bn->gamma->data, bn->save_mean->data, bn->save_invstd->data);
 		LAUNCH_CHECK(op, "bn_dx_kernel");
 	}

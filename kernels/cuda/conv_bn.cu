@@ -42,12 +42,13 @@ __global__ void conv_bn_fold_kernel(const float *__restrict__ w, size_t R, int K
 
 // y = relu?(y + shift + res?) in place, float NCHW.
 template <typename I>
-__global__ void conv_bn_finish_kernel(float *y, size_t count, int K, int plane,
-				      const float *__restrict__ shift, const float *res, int relu)
+__global__ void conv_bn_finish_kernel(float *y, size_t count, mp_cuda_divider K,
+				      mp_cuda_divider plane, const float *__restrict__ shift,
+				      const float *res, int relu)
 {
 	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
 	     i += (I)gridDim.x * blockDim.x) {
-		const int k = (int)((i / (I)plane) % (I)K);
+		const int k = mp_cuda_channel(i, plane, K);
 		float v = y[i] + shift[k];
 		if (res)
 			v = __fadd_rn(v, res[i]);
@@ -88,14 +89,15 @@ int mp_cuda_conv_bn_forward_infer(mp_backend *be, const mp_tensor *x, const mp_t
 	if (mp_cuda_is_bf16(y))
 		return mp_cuda_nhwc_scale_shift(be, op, y, coef, res, relu, y);
 	const size_t count = mp_tensor_count(y);
-	const int plane = y->h * y->w;
+	const mp_cuda_divider kd = mp_cuda_divider_for((unsigned)y->c),
+			      pd = mp_cuda_divider_for((unsigned)(y->h * y->w));
 	const float *r = res ? res->data : NULL;
 	if (count <= 0x7fffffffu)
 		MP_LAUNCH(conv_bn_finish_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  y->data, count, y->c, plane, coef + w->n, r, relu);
+			  y->data, count, kd, pd, coef + w->n, r, relu);
 	else
 		MP_LAUNCH(conv_bn_finish_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  y->data, count, y->c, plane, coef + w->n, r, relu);
+			  y->data, count, kd, pd, coef + w->n, r, relu);
 	LAUNCH_CHECK(op, "conv_bn_finish_kernel");
 	return 0;
 }

@@ -31,6 +31,7 @@
 extern "C" {
 #include "backend.h"
 #include "cpu/cpu.h"
+#include "divider.h"
 }
 
 /* mp_tensor.storage of a tensor from alloc_act in bf16 with

@@ -10,6 +10,8 @@
  * TAP on stdout. */
 #include "cuda_emu.h"
 
+#include "../../kernels/cuda/divider.h"
+
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
@@ -150,6 +152,44 @@ int main(void)
 		free(p);
 	}
 	ok(nan_everywhere, "device memory comes as NaN in float, bf16 and double");
+
+	/* kernels/cuda/divider.h: the quotient of a multiply and a shift is
+	 * the division's, for every divisor and numerator below 2^31 */
+	{
+		int same = 1;
+		for (unsigned d = 1; d <= 4096 && same; d++) {
+			const mp_cuda_divider v = mp_cuda_divider_for(d);
+			for (unsigned n = 0; n <= 4096; n++)
+				same &= mp_cuda_quot(v, n) == n / d;
+			for (unsigned q = 1; q <= 0x7fffffffu / d && same; q = q * 3 + 1)
+				for (unsigned n = q * d - 1; n <= q * d + 1 && n <= 0x7fffffffu; n++)
+					same &= mp_cuda_quot(v, n) == n / d;
+			same &= mp_cuda_quot(v, 0x7fffffffu) == 0x7fffffffu / d;
+		}
+		uint64_t r = 88172645463325252ull; /* xorshift: divisors of every size */
+		for (int k = 0; k < 1000000 && same; k++) {
+			r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+			const unsigned d = (unsigned)(r >> (33 + (r & 31) % 31)) | 1u;
+			const unsigned n = (unsigned)(r >> 1) & 0x7fffffffu;
+			const mp_cuda_divider v = mp_cuda_divider_for(d & 0x7fffffffu);
+			same &= mp_cuda_quot(v, n) == n / v.d;
+		}
+		for (int s = 0; s < 31 && same; s++)
+			for (unsigned d : {(1u << s) - 1, 1u << s, (1u << s) + 1})
+				if (d >= 1 && d <= 0x7fffffffu)
+					for (unsigned n : {0u, d - 1, d, 0x7ffffffeu, 0x7fffffffu})
+						same &= mp_cuda_quot(mp_cuda_divider_for(d), n) == n / d;
+		ok(same, "divider.h: n / d by a multiply and a shift, for n and d below 2^31");
+		int channels = 1;
+		for (unsigned C = 1; C <= 70; C += 3)
+			for (unsigned plane = 1; plane <= 200; plane += 7) {
+				const mp_cuda_divider cd = mp_cuda_divider_for(C), pd = mp_cuda_divider_for(plane);
+				for (unsigned i = 0; i < 3 * C * plane; i++)
+					channels &= mp_cuda_channel(i, pd, cd) == (int)(i / plane % C) &&
+						    mp_cuda_channel((size_t)i, pd, cd) == (int)(i / plane % C);
+			}
+		ok(channels, "divider.h: an NCHW element's channel");
+	}
 
 	printf("1..%d\n", tests);
 	printf("# %d of %d failed\n", failures, tests);
