@@ -42,6 +42,13 @@ __host__ __device__ static inline unsigned mp_cuda_quot(mp_cuda_divider v, unsig
 	return (t + n) >> v.s;
 }
 
+/* n / v.d for any n: by the multiply below 2^31 (every tensor of a
+ * usual size), by division above. */
+__host__ __device__ static inline size_t mp_cuda_div(mp_cuda_divider v, size_t n)
+{
+	return n <= 0x7fffffffu ? mp_cuda_quot(v, (unsigned)n) : n / v.d;
+}
+
 #ifdef __cplusplus
 /* The channel of element i of an NCHW tensor of C channels of plane
  * values: (i / plane) % C. Where i may pass 2^31 (size_t), by division.

@@ -114,19 +114,15 @@ int mp_cuda_add(mp_backend *be, const mp_tensor *a, const mp_tensor *b, mp_tenso
 // ---- option-A shortcut ---------------------------------------------------------
 
 // One thread per element of y: a sample of x, or 0 in the extra channels.
-// I: the index type, unsigned when the tensor has fewer than 2^31 elements
-// (cheaper division), else size_t.
-template <typename I>
+// The element's position by dividers (divider.h).
 __global__ void shortcut_kernel(const float *__restrict__ x, float *__restrict__ y,
-				size_t count, int CX, int CY, int H, int W, int OH, int OW,
-				int stride)
+				size_t count, int CX, mp_cuda_divider CY, int H, int W,
+				mp_cuda_divider OH, mp_cuda_divider OW, int stride)
 {
-	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
-	     i += (I)gridDim.x * blockDim.x) {
-		const I q = i / (I)OW, p = q / (I)OH;
-		const int j = (int)(i - q * (I)OW), r = (int)(q - p * (I)OH);
-		const int c = (int)(p % (I)CY);
-		const size_t n = p / (I)CY;
+	GRID_STRIDE(i, count)
+	{
+		const size_t q = mp_cuda_div(OW, i), p = mp_cuda_div(OH, q), n = mp_cuda_div(CY, p);
+		const int j = (int)(i - q * OW.d), r = (int)(q - p * OH.d), c = (int)(p - n * CY.d);
 		y[i] = c < CX ? x[((n * CX + c) * H + (size_t)r * stride) * W + (size_t)j * stride]
 			      : 0.0f;
 	}
@@ -134,17 +130,15 @@ __global__ void shortcut_kernel(const float *__restrict__ x, float *__restrict__
 
 // One thread per element of dx: dy at the sampled positions, 0 elsewhere;
 // the extra channels' gradient is dropped.
-template <typename I>
 __global__ void shortcut_backward_kernel(const float *__restrict__ dy, float *__restrict__ dx,
-					 size_t count, int CX, int CY, int H, int W, int OH,
-					 int OW, int stride)
+					 size_t count, mp_cuda_divider CX, int CY,
+					 mp_cuda_divider H, mp_cuda_divider W, int OH, int OW,
+					 int stride)
 {
-	for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)count;
-	     i += (I)gridDim.x * blockDim.x) {
-		const I q = i / (I)W, p = q / (I)H;
-		const int j = (int)(i - q * (I)W), r = (int)(q - p * (I)H);
-		const int c = (int)(p % (I)CX);
-		const size_t n = p / (I)CX;
+	GRID_STRIDE(i, count)
+	{
+		const size_t q = mp_cuda_div(W, i), p = mp_cuda_div(H, q), n = mp_cuda_div(CX, p);
+		const int j = (int)(i - q * W.d), r = (int)(q - p * H.d), c = (int)(p - n * CX.d);
 		dx[i] = (r % stride == 0 && j % stride == 0)
 				? dy[((n * CY + c) * OH + r / stride) * OW + j / stride]
 				: 0.0f;
@@ -160,12 +154,9 @@ int mp_cuda_shortcut_a_forward(mp_backend *be, const mp_tensor *x, mp_tensor *y,
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_forward(be, x, y, stride);
 	const size_t count = mp_tensor_count(y);
-	if (count <= UINT_MAX / 2)
-		MP_LAUNCH(shortcut_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
-	else
-		MP_LAUNCH(shortcut_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS, be,
-			  x->data, y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+	MP_LAUNCH(shortcut_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, x->data, y->data, count,
+		  x->c, mp_cuda_divider_for((unsigned)y->c), x->h, x->w,
+		  mp_cuda_divider_for((unsigned)y->h), mp_cuda_divider_for((unsigned)y->w), stride);
 	LAUNCH_CHECK(op, "shortcut_kernel");
 	return 0;
 }
@@ -179,14 +170,10 @@ int mp_cuda_shortcut_a_backward(mp_backend *be, const mp_tensor *dy, mp_tensor *
 	if (k)
 		return k < 0 ? -1 : mp_cuda_nhwc_shortcut_backward(be, dy, dx, stride);
 	const size_t count = mp_tensor_count(dx);
-	if (count <= UINT_MAX / 2)
-		MP_LAUNCH(shortcut_backward_kernel<unsigned>, mp_cuda_grid(count), MP_CUDA_THREADS,
-			  be, dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
-			  stride);
-	else
-		MP_LAUNCH(shortcut_backward_kernel<size_t>, mp_cuda_grid(count), MP_CUDA_THREADS,
-			  be, dy->data, dx->data, count, dx->c, dy->c, dx->h, dx->w, dy->h, dy->w,
-			  stride);
+	MP_LAUNCH(shortcut_backward_kernel, mp_cuda_grid(count), MP_CUDA_THREADS, be, dy->data,
+		  dx->data, count, mp_cuda_divider_for((unsigned)dx->c), dy->c,
+		  mp_cuda_divider_for((unsigned)dx->h), mp_cuda_divider_for((unsigned)dx->w), dy->h,
+		  dy->w, stride);
 	LAUNCH_CHECK(op, "shortcut_backward_kernel");
 	return 0;
 }

@@ -261,23 +261,23 @@ struct nhwc_pos {
 	int r, j, c;
 };
 
-__device__ static inline nhwc_pos nhwc_at(size_t i, int H, int W, int C)
+__device__ static inline nhwc_pos nhwc_at(size_t i, mp_cuda_divider H, mp_cuda_divider W,
+					 mp_cuda_divider C)
 {
 	nhwc_pos p;
-	p.c = (int)(i % (size_t)C);
-	const size_t pix = i / (size_t)C;
-	p.j = (int)(pix % (size_t)W);
-	const size_t q = pix / (size_t)W;
-	p.r = (int)(q % (size_t)H);
-	p.n = q / (size_t)H;
+	const size_t pix = mp_cuda_div(C, i), q = mp_cuda_div(W, pix);
+	p.c = (int)(i - pix * C.d);
+	p.j = (int)(pix - q * W.d);
+	p.n = mp_cuda_div(H, q);
+	p.r = (int)(q - p.n * H.d);
 	return p;
 }
 
 // One thread per value of y (N, OH, OW, CY): x's value at the sampled
 // pixel, or 0 in the extra channels.
 __global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
-				     size_t count, int CX, int CY, int H, int W, int OH, int OW,
-				     int stride)
+				     size_t count, int CX, mp_cuda_divider CY, int H, int W,
+				     mp_cuda_divider OH, mp_cuda_divider OW, int stride)
 {
 	const bf16 zero = __float2bfloat16_rn(0.0f);
 	VEC_LOOP(i, count)
@@ -292,8 +292,9 @@ __global__ void shortcut_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 // One thread per value of dx (N, H, W, CX): dy at the sampled pixels, 0
 // elsewhere; the extra channels' gradient is dropped.
 __global__ void shortcut_backward_bf16_kernel(const bf16 *__restrict__ dy, bf16 *__restrict__ dx,
-					      size_t count, int CX, int CY, int H, int W, int OH,
-					      int OW, int stride)
+					      size_t count, mp_cuda_divider CX, int CY,
+					      mp_cuda_divider H, mp_cuda_divider W, int OH, int OW,
+					      int stride)
 {
 	const bf16 zero = __float2bfloat16_rn(0.0f);
 	VEC_LOOP(i, count)
@@ -309,7 +310,8 @@ int mp_cuda_nhwc_shortcut_forward(mp_backend *be, const mp_tensor *x, mp_tensor 
 {
 	const size_t count = mp_tensor_count(y);
 	MP_LAUNCH(shortcut_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be, (const bf16 *)x->data,
-		  (bf16 *)y->data, count, x->c, y->c, x->h, x->w, y->h, y->w, stride);
+		  (bf16 *)y->data, count, x->c, mp_cuda_divider_for((unsigned)y->c), x->h, x->w,
+		  mp_cuda_divider_for((unsigned)y->h), mp_cuda_divider_for((unsigned)y->w), stride);
 	LAUNCH_CHECK("shortcut_a_forward", "shortcut_bf16_kernel");
 	return 0;
 }
@@ -318,8 +320,9 @@ int mp_cuda_nhwc_shortcut_backward(mp_backend *be, const mp_tensor *dy, mp_tenso
 {
 	const size_t count = mp_tensor_count(dx);
 	MP_LAUNCH(shortcut_backward_bf16_kernel, grid_for(count), MP_CUDA_THREADS, be,
-		  (const bf16 *)dy->data, (bf16 *)dx->data, count, dx->c, dy->c, dx->h, dx->w,
-		  dy->h, dy->w, stride);
+		  (const bf16 *)dy->data, (bf16 *)dx->data, count,
+		  mp_cuda_divider_for((unsigned)dx->c), dy->c, mp_cuda_divider_for((unsigned)dx->h),
+		  mp_cuda_divider_for((unsigned)dx->w), dy->h, dy->w, stride);
 	LAUNCH_CHECK("shortcut_a_backward", "shortcut_backward_bf16_kernel");
 	return 0;
 }
@@ -529,13 +532,14 @@ __global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__re
 // y = x scale + shift, then relu(y + res) when relu; coef as above. y may
 // be x (conv_bn.cu's final pass): no __restrict__ on them.
 template <int V>
-__global__ void bn_apply_bf16_kernel(const bf16 *x, bf16 *y, size_t vectors, int C,
+__global__ void bn_apply_bf16_kernel(const bf16 *x, bf16 *y, size_t vectors, int C, mp_cuda_divider per_pixel,
 				     const float *__restrict__ coef, const bf16 *__restrict__ res,
 				     int relu)
 {
 	VEC_LOOP(i, vectors)
 	{
-		const int c0 = (int)((i * V) % (size_t)C);
+		// the vector's first channel: vectors lie within one pixel's
+		const int c0 = (int)(i - mp_cuda_div(per_pixel, i) * per_pixel.d) * V;
 		float v[V], r[V];
 		load<V>(x + i * V, v);
 		if (res)
@@ -556,7 +560,7 @@ __global__ void bn_apply_bf16_kernel(const bf16 *x, bf16 *y, size_t vectors, int
 // Inference: y = (x - running mean) gamma / sqrt(running var + eps) + beta.
 template <int V>
 __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restrict__ y,
-				     size_t vectors, int C, float eps,
+				     size_t vectors, mp_cuda_divider per_pixel, float eps,
 				     const float *__restrict__ rmean,
 				     const float *__restrict__ rvar,
 				     const float *__restrict__ gamma,
@@ -564,7 +568,8 @@ __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 {
 	VEC_LOOP(i, vectors)
 	{
-		const int c0 = (int)((i * V) % (size_t)C);
+		// the vector's first channel: vectors lie within one pixel's
+		const int c0 = (int)(i - mp_cuda_div(per_pixel, i) * per_pixel.d) * V;
 		float v[V];
 		load<V>(x + i * V, v);
 #pragma unroll
@@ -581,12 +586,13 @@ __global__ void bn_infer_bf16_kernel(const bf16 *__restrict__ x, bf16 *__restric
 template <int V>
 __global__ void bn_dx_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__restrict__ dy,
 				  const bf16 *__restrict__ relu_y, bf16 *__restrict__ dx,
-				  bf16 *__restrict__ dres, size_t vectors, int C,
+				  bf16 *__restrict__ dres, size_t vectors, int C, mp_cuda_divider per_pixel,
 				  const float *__restrict__ coef)
 {
 	VEC_LOOP(i, vectors)
 	{
-		const int c0 = (int)((i * V) % (size_t)C);
+		// the vector's first channel: vectors lie within one pixel's
+		const int c0 = (int)(i - mp_cuda_div(per_pixel, i) * per_pixel.d) * V;
 		float g[V], v[V];
 		load<V>(dy + i * V, g);
 		if (relu_y) {
@@ -665,10 +671,10 @@ int mp_cuda_nhwc_scale_shift(mp_backend *be, const char *op, const mp_tensor *x,
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(C, xp, yp, rp))
 		MP_LAUNCH(bn_apply_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, yp,
-			  count / 8, C, coef, rp, relu);
+			  count / 8, C, mp_cuda_divider_for((unsigned)C / 8), coef, rp, relu);
 	else
 		MP_LAUNCH(bn_apply_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, yp,
-			  count, C, coef, rp, relu);
+			  count, C, mp_cuda_divider_for((unsigned)C), coef, rp, relu);
 	LAUNCH_CHECK(op, "bn_apply_bf16_kernel");
 	return 0;
 }
@@ -680,11 +686,13 @@ int mp_cuda_nhwc_bn_infer(mp_backend *be, const mp_tensor *x, const mp_bn *bn, m
 	bf16 *yp = (bf16 *)y->data;
 	if (vec8(x->c, xp, yp, NULL))
 		MP_LAUNCH(bn_infer_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, yp,
-			  count / 8, x->c, bn->eps, bn->running_mean->data, bn->running_var->data,
+			  count / 8, mp_cuda_divider_for((unsigned)x->c / 8), bn->eps,
+			  bn->running_mean->data, bn->running_var->data,
 			  bn->gamma->data, bn->beta->data);
 	else
 		MP_LAUNCH(bn_infer_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, yp,
-			  count, x->c, bn->eps, bn->running_mean->data, bn->running_var->data,
+			  count, mp_cuda_divider_for((unsigned)x->c), bn->eps,
+			  bn->running_mean->data, bn->running_var->data,
 			  bn->gamma->data, bn->beta->data);
 	LAUNCH_CHECK("bn_forward_infer", "bn_infer_bf16_kernel");
 	return 0;
@@ -722,10 +730,10 @@ int mp_cuda_nhwc_bn_backward(mp_backend *be, const char *op, const mp_tensor *x,
 	bf16 *dxp = dx ? (bf16 *)dx->data : NULL, *drp = dres ? (bf16 *)dres->data : NULL;
 	if (vec8(C, xp, dyp, ry, dxp, drp))
 		MP_LAUNCH(bn_dx_bf16_kernel<8>, grid_for(count / 8), MP_CUDA_THREADS, be, xp, dyp,
-			  ry, dxp, drp, count / 8, C, coef);
+			  ry, dxp, drp, count / 8, C, mp_cuda_divider_for((unsigned)C / 8), coef);
 	else
 		MP_LAUNCH(bn_dx_bf16_kernel<1>, grid_for(count), MP_CUDA_THREADS, be, xp, dyp, ry,
-			  dxp, drp, count, C, coef);
+			  dxp, drp, count, C, mp_cuda_divider_for((unsigned)C), coef);
 	LAUNCH_CHECK(op, "bn_dx_bf16_kernel");
 	return 0;
 }
