@@ -2126,7 +2126,9 @@ int main(int argc, char **argv)
 			printf("1..0 # SKIP %s\n", why);
 			return 0;
 		}
-		printf("# %s\n", why);
+		/* a line per device: each a TAP comment */
+		for (char *line = strtok(why, "\n"); line; line = strtok(NULL, "\n"))
+			printf("# %s\n", line);
 		dev = mp_backend_cuda_new(0, why, sizeof why);
 		if (!dev) {
 			printf("1..1\nnot ok 1 - open the CUDA backend: %s\n", why);
