@@ -874,6 +874,9 @@ fi
 		noa=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-no-ahead.log" 2>/dev/null | tail -1 | cut -f4)
 		[ -n "$noa" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16, the batch copied ahead / in its step (BENCH_AHEAD=0): $(ips_of bf16) / $noa images/s: $(ratio "$(ips_of bf16)" "$noa")"
+		off=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-savings-off.log" 2>/dev/null | tail -1 | cut -f4)
+		[ -n "$off" ] && [ -n "$(ips_of bf16)" ] &&
+			echo "ours bf16 / without the filters' copies and the residual's sum in the convolution (MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0): $(ips_of bf16) / $off images/s: $(ratio "$(ips_of bf16)" "$off")"
 		b256=$(awk -F'\t' '$1 == "cuda"' "$LOGS/bench-ours-bf16-b256.log" 2>/dev/null | tail -1 | cut -f4)
 		t256=${TORCH[bench-torch-eager-b256]:-}
 		[ -n "$b256" ] && [ -n "$t256" ] &&
