@@ -33,7 +33,8 @@ PROBE='^cudaGetDeviceProperties$'
 # from MP_EMU_CALLS) failed at its first call, and at its last, two at a
 # time, each in a directory of its own (CMD's relative paths go there);
 # OUT gets NAME, K, status, whether stderr names it, and stderr's first
-# line, one run a line.
+# line, one run a line. With STICKY set, every call after the failure
+# fails too.
 sweep() {
 	local calls=$1 out=$2
 	shift 2
@@ -42,7 +43,7 @@ sweep() {
 		IFS=$'\t' read -r name k <<<"$1"
 		shift
 		dir=$(mktemp -d "$PWD/run.XXXXXX")
-		(cd "$dir" && MP_EMU_FAIL="$name:$k" timeout 120 "$@" >stdout 2>stderr)
+		(cd "$dir" && MP_EMU_FAIL="$name:$k${STICKY:+:sticky}" timeout 120 "$@" >stdout 2>stderr)
 		rc=$?
 		# a kernel's name as the backend gives it: without its template
 		grep -qF -- "${name%%<*}" "$dir/stderr" && named=yes
@@ -123,6 +124,21 @@ judge() {
 	done
 }
 
+@test "MP_EMU_FAIL=NAME:1:sticky: after a fault every call fails, as on a device whose context it broke: status 1 naming the fault, never a crash or a hang" {
+	MP_EMU_CALLS=$PWD/calls.tsv "${TRAIN[@]}" --max-steps 3 -o counted
+	awk -F'\t' '{ print $1 "\t1" }' calls.tsv >first.tsv
+	STICKY=1 sweep first.tsv sticky.tsv "${TRAIN[@]}" --max-steps 3 -o out
+	assert_equal "$(wc -l <sticky.tsv)" "$(wc -l <calls.tsv)"
+	# a release's failure, or the probe's, may go unreported; what fails
+	# after it is then what the message names
+	run awk -F'\t' -v releases="$RELEASES" -v probe="$PROBE" '
+		$3 == 1 && $4 == "yes" { next }
+		($1 ~ releases || $1 ~ probe) && ($3 == 0 || $3 == 1) { next }
+		{ bad = bad "\n" $0 }
+		END { if (bad != "") { print "runs that did not fail well:" bad; exit 1 } }' sticky.tsv
+	assert_status 0
+}
+
 @test "MP_EMU_FAIL: a capture that fails to end leaves the run op by op, with the same bits" {
 	"${TRAIN[@]}" -o plain
 	run --separate-stderr env MP_EMU_FAIL=cudaStreamEndCapture "${TRAIN[@]}" -o ended
@@ -162,9 +178,9 @@ mp-train: the run can go on from its last checkpoint, failed/checkpoint-0002.saf
 
 @test "MP_EMU_FAIL: a value that is not NAME or NAME:K stops the program, naming it" {
 	local v
-	for v in cudaMalloc: cudaMalloc:0 cudaMalloc:x :3; do
+	for v in cudaMalloc: cudaMalloc:0 cudaMalloc:x :3 :sticky cudaMalloc:0:sticky; do
 		run --separate-stderr env MP_EMU_FAIL="$v" "${TRAIN[@]}" -o bad
 		assert_status 2
-		assert_equal "$stderr" "emu_device: MP_EMU_FAIL=$v: not NAME or NAME:K (K from 1)"
+		assert_equal "$stderr" "emu_device: MP_EMU_FAIL=$v: not NAME, NAME:K (K from 1), or either with :sticky"
 	done
 }

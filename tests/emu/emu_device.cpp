@@ -131,7 +131,9 @@ cudaError_t fail(cudaError_t e)
  * or the K-th launch of the kernel NAME (as MP_LAUNCH names it, template
  * arguments and all), fails: the call returns an error and does nothing;
  * the kernel does not run, and the launch's error is an unspecified launch
- * failure. MP_EMU_CALLS=FILE writes each name's count of calls into FILE
+ * failure. With ":sticky" after it, every call after that one fails too,
+ * as after a fault that leaves a device's context unusable.
+ * MP_EMU_CALLS=FILE writes each name's count of calls into FILE
  * at exit, one "NAME<tab>COUNT" a line: what a sweep of MP_EMU_FAIL goes
  * through (tests/cli/emufail.bats). Calls that only ask (cudaGetLastError
  * and its kind) are neither counted nor failed. */
@@ -140,6 +142,8 @@ struct call_counts {
 	std::map<std::string, unsigned long> n;
 	std::string fail_name;
 	unsigned long fail_at = 0; /* 0: none */
+	bool sticky = false;	   /* every call after the failure fails too */
+	bool failed = false;
 };
 
 void write_call_counts(void);
@@ -152,12 +156,22 @@ call_counts &calls()
 		call_counts *made = new call_counts;
 		const char *v = getenv("MP_EMU_FAIL");
 		if (v && *v) {
-			const char *colon = strrchr(v, ':');
+			std::string spec(v);
+			const std::string suffix = ":sticky";
+			if (spec.size() > suffix.size() &&
+			    !spec.compare(spec.size() - suffix.size(), suffix.size(), suffix)) {
+				made->sticky = true;
+				spec.resize(spec.size() - suffix.size());
+			}
+			const size_t colon = spec.rfind(':');
 			char *end = nullptr;
-			made->fail_name.assign(v, colon ? (size_t)(colon - v) : strlen(v));
-			made->fail_at = colon ? strtoul(colon + 1, &end, 10) : 1;
-			if (made->fail_name.empty() || (colon && (*end || !made->fail_at))) {
-				fprintf(stderr, "emu_device: MP_EMU_FAIL=%s: not NAME or NAME:K (K from 1)\n",
+			made->fail_name = spec.substr(0, colon);
+			made->fail_at =
+				colon != std::string::npos ? strtoul(spec.c_str() + colon + 1, &end, 10) : 1;
+			if (made->fail_name.empty() ||
+			    (colon != std::string::npos && (*end || !made->fail_at))) {
+				fprintf(stderr, "emu_device: MP_EMU_FAIL=%s: not NAME, NAME:K (K from 1), "
+						"or either with :sticky\n",
 					v);
 				exit(2);
 			}
@@ -195,7 +209,11 @@ bool injected(const char *fn)
 	call_counts &c = calls();
 	std::lock_guard<std::mutex> locked(c.m);
 	const unsigned long k = ++c.n[name];
-	return c.fail_at && k == c.fail_at && name == c.fail_name;
+	if (c.failed && c.sticky)
+		return true;
+	if (c.fail_at && k == c.fail_at && name == c.fail_name)
+		return c.failed = true;
+	return false;
 }
 #define INJECT(error)                                                             \
 	do {                                                                      \
