@@ -607,24 +607,16 @@ int mp_cuda_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *
 		return -1;
 	void *xp, *wp, *yp;
 	a->calls[DIR_FWD]++;
-	if (prof_begin(be, op))
+	// each part timed apart under MP_CUDA_PROFILE (prof_*)
+	if (prof_begin(be, op) || operand_in(be, op, x, bf16, &s->bf_x, &xp) ||
+	    filter_in(be, op, w, bf16, &wp) || operand_out(be, op, y, bf16, &s->bf_y, &yp) ||
+	    prof_end(be, op, &a->ms_convert[DIR_FWD]))
 		return -1;
-	if (operand_in(be, op, x, bf16, &s->bf_x, &xp) || filter_in(be, op, w, bf16, &wp) ||
-	    operand_out(be, op, y, bf16, &s->bf_y, &yp))
+	if (prof_begin(be, op) || run_fwd(be, op, a, xp, wp, yp) ||
+	    prof_end_host(be, op, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]))
 		return -1;
-	if (prof_end(be, op, &a->ms_convert[DIR_FWD]))
-		return -1;
-	if (prof_begin(be, op))
-		return -1;
-	if (run_fwd(be, op, a, xp, wp, yp))
-		return -1;
-	if (prof_end_host(be, op, &a->ms_cudnn[DIR_FWD], &a->ms_host[DIR_FWD]))
-		return -1;
-	if (prof_begin(be, op))
-		return -1;
-	if (operand_out_done(be, op, y, bf16, &s->bf_y))
-		return -1;
-	if (prof_end(be, op, &a->ms_convert[DIR_FWD]))
+	if (prof_begin(be, op) || operand_out_done(be, op, y, bf16, &s->bf_y) ||
+	    prof_end(be, op, &a->ms_convert[DIR_FWD]))
 		return -1;
 	return 0;
 }
@@ -682,11 +674,8 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 	// step waits for the one before, so the buffers can be reused in turn).
 	// (dy's conversion is counted with dx's, or dw's when dx is not wanted)
 	void *dyp, *p, *wp;
-	if (prof_begin(be, op))
-		return -1;
-	if (operand_in(be, op, dy, bf16, &s->bf_y, &dyp))
-		return -1;
-	if (prof_end(be, op, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]))
+	if (prof_begin(be, op) || operand_in(be, op, dy, bf16, &s->bf_y, &dyp) ||
+	    prof_end(be, op, &a->ms_convert[dx ? DIR_BWD_DATA : DIR_BWD_FILTER]))
 		return -1;
 	if (dx) {
 		a->calls[DIR_BWD_DATA]++;
@@ -708,17 +697,12 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 			part.data = (float *)s->dx_part.p;
 			out = &part;
 		}
-		if (prof_begin(be, op))
+		if (prof_begin(be, op) || filter_in(be, op, w, bf16, &wp) ||
+		    operand_out(be, op, out, bf16, &s->bf_x, &p) ||
+		    prof_end(be, op, &a->ms_convert[DIR_BWD_DATA]))
 			return -1;
-		if (filter_in(be, op, w, bf16, &wp) || operand_out(be, op, out, bf16, &s->bf_x, &p))
-			return -1;
-		if (prof_end(be, op, &a->ms_convert[DIR_BWD_DATA]))
-			return -1;
-		if (prof_begin(be, op))
-			return -1;
-		if (run_bwd_data(be, op, a, p, wp, dyp, how == ADD_IN_CUDNN))
-			return -1;
-		if (prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_DATA],
+		if (prof_begin(be, op) || run_bwd_data(be, op, a, p, wp, dyp, how == ADD_IN_CUDNN) ||
+		    prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_DATA],
 				  &a->ms_host[DIR_BWD_DATA]))
 			return -1;
 		if (prof_begin(be, op))
@@ -739,25 +723,16 @@ static int backward(mp_backend *be, const char *op, const mp_tensor *x, const mp
 		if (set_math(be, op, a, a->bwd_filter_math) ||
 		    mp_cuda_grow(be, op, &s->ws, a->bwd_filter_ws))
 			return -1;
-		if (prof_begin(be, op))
+		if (prof_begin(be, op) || operand_in(be, op, x, bf16, &s->bf_x, &p) ||
+		    operand_out(be, op, dw, bf16, &s->bf_w, &wp) ||
+		    prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
 			return -1;
-		if (operand_in(be, op, x, bf16, &s->bf_x, &p) ||
-		    operand_out(be, op, dw, bf16, &s->bf_w, &wp))
-			return -1;
-		if (prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
-			return -1;
-		if (prof_begin(be, op))
-			return -1;
-		if (run_bwd_filter(be, op, a, p, wp, dyp))
-			return -1;
-		if (prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_FILTER],
+		if (prof_begin(be, op) || run_bwd_filter(be, op, a, p, wp, dyp) ||
+		    prof_end_host(be, op, &a->ms_cudnn[DIR_BWD_FILTER],
 				  &a->ms_host[DIR_BWD_FILTER]))
 			return -1;
-		if (prof_begin(be, op))
-			return -1;
-		if (operand_out_done(be, op, dw, bf16, &s->bf_w))
-			return -1;
-		if (prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
+		if (prof_begin(be, op) || operand_out_done(be, op, dw, bf16, &s->bf_w) ||
+		    prof_end(be, op, &a->ms_convert[DIR_BWD_FILTER]))
 			return -1;
 	}
 	return 0;
