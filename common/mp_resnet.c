@@ -716,7 +716,8 @@ static int batch_buffer_error(const mp_resnet *net, int n, mp_error *e)
 			 mp_backend_error(net->be));
 }
 
-#define BUF_CHECK(call, n)                                                       \
+/* CHECK for a batch's buffers (net, n and e in scope) */
+#define BUF_CHECK(call)                                                          \
 	do {                                                                     \
 		if ((call) < 0)                                                  \
 			return batch_buffer_error(net, n, e);                    \
@@ -739,7 +740,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	if (h < 1 || w < 1 || sh < 1 || sw < 1) /* conv_out(0, ...) rounds up to 1 */
 		return mp_seterr(e, "input of %dx%d is too small for the stem", w, h);
 	/* reshaped in place where it fits, as the evaluation slots */
-	BUF_CHECK(fit(net, &net->img, &net->img_cap, 0, n, 3, h, w), n);
+	BUF_CHECK(fit(net, &net->img, &net->img_cap, 0, n, 3, h, w));
 	int ch = sh, cw = sw;
 	if (lean) {
 		/* the stem's outputs have the first stage's shape and use its slots */
@@ -752,8 +753,7 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 				for (int k = 0; k < 5; k++) {
 					size_t *cap = &net->slot_cap[st][k];
 					BUF_CHECK(fit(net, &net->slots[st][k], cap, 1, n, b->cout,
-						      ch, cw),
-						  n);
+						      ch, cw));
 				}
 		}
 		if (net->slots[0][0].h != sh || net->slots[0][0].w != sw)
@@ -762,29 +762,29 @@ static int size_buffers(mp_resnet *net, int n, int h, int w, int lean, mp_error 
 	}
 	/* fused training keeps no BN outputs and sums */
 	const int fused = fused_training(net, !lean);
-	BUF_CHECK(ensure(net, &net->stem_c, 1, n, sc->cout, sh, sw), n);
-	BUF_CHECK(ensure(net, &net->stem_r, 1, n, sc->cout, sh, sw), n);
+	BUF_CHECK(ensure(net, &net->stem_c, 1, n, sc->cout, sh, sw));
+	BUF_CHECK(ensure(net, &net->stem_r, 1, n, sc->cout, sh, sw));
 	if (!fused)
-		BUF_CHECK(ensure(net, &net->stem_b, 1, n, sc->cout, sh, sw), n);
+		BUF_CHECK(ensure(net, &net->stem_b, 1, n, sc->cout, sh, sw));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		int oh = conv_out(ch, 3, b->stride, 1), ow = conv_out(cw, 3, b->stride, 1);
 		mp_tensor *outs[] = {&b->c1, &b->r1, &b->c2, &b->out, &b->b1, &b->b2, &b->sum};
 		for (size_t j = 0; j < (fused ? 4 : sizeof outs / sizeof outs[0]); j++)
-			BUF_CHECK(ensure(net, outs[j], 1, n, b->cout, oh, ow), n);
+			BUF_CHECK(ensure(net, outs[j], 1, n, b->cout, oh, ow));
 		if (!identity(b))
-			BUF_CHECK(ensure(net, &b->sc, 1, n, b->cout, oh, ow), n);
+			BUF_CHECK(ensure(net, &b->sc, 1, n, b->cout, oh, ow));
 		if (b->proj)
-			BUF_CHECK(ensure(net, &b->scc, 1, n, b->cout, oh, ow), n);
+			BUF_CHECK(ensure(net, &b->scc, 1, n, b->cout, oh, ow));
 		ch = oh;
 		cw = ow;
 	}
 head:;
 	int last = net->fc_w->shape[1];
-	BUF_CHECK(ensure(net, &net->pool, 0, n, last, 1, 1), n);
-	BUF_CHECK(ensure(net, &net->fc, 0, n, c->classes, 1, 1), n);
-	BUF_CHECK(ensure(net, &net->logits, 0, n, c->classes, 1, 1), n);
-	BUF_CHECK(ensure(net, &net->probs, 0, n, c->classes, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->pool, 0, n, last, 1, 1));
+	BUF_CHECK(ensure(net, &net->fc, 0, n, c->classes, 1, 1));
+	BUF_CHECK(ensure(net, &net->logits, 0, n, c->classes, 1, 1));
+	BUF_CHECK(ensure(net, &net->probs, 0, n, c->classes, 1, 1));
 	if ((size_t)n > net->labels_cap) {
 		mp_backend_host_free(be, net->labels);
 		net->labels_cap = 0;
@@ -840,10 +840,9 @@ static int size_grads(mp_resnet *net, mp_error *e)
 	const int fused = fused_training(net, 1);
 	if (!fused)
 		BUF_CHECK(ensure(net, &net->g_stem_b, 1, n, net->stem_c.c, net->stem_c.h,
-			     net->stem_c.w), n);
+			     net->stem_c.w));
 	BUF_CHECK(ensure(net, &net->g_stem_c, 1, n, net->stem_c.c, net->stem_c.h,
-			 net->stem_c.w),
-		  n);
+			 net->stem_c.w));
 	for (int i = 0; i < net->nblocks; i++) {
 		block *b = &net->blocks[i];
 		const mp_tensor *in = b->x, *o = &b->out;
@@ -864,10 +863,10 @@ static int size_grads(mp_resnet *net, mp_error *e)
 		GCHECK(grad_view(net, G_IN + (i & 1), in, &b->g_in, e));
 	}
 	const mp_tensor *last = net->nblocks ? &net->blocks[net->nblocks - 1].out : &net->stem_r;
-	BUF_CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w), n);
-	BUF_CHECK(ensure(net, &net->g_pool, 0, n, net->pool.c, 1, 1), n);
-	BUF_CHECK(ensure(net, &net->g_fc, 0, n, net->fc.c, 1, 1), n);
-	BUF_CHECK(ensure(net, &net->g_logits, 0, n, net->logits.c, 1, 1), n);
+	BUF_CHECK(ensure(net, &net->g_last, 1, n, last->c, last->h, last->w));
+	BUF_CHECK(ensure(net, &net->g_pool, 0, n, net->pool.c, 1, 1));
+	BUF_CHECK(ensure(net, &net->g_fc, 0, n, net->fc.c, 1, 1));
+	BUF_CHECK(ensure(net, &net->g_logits, 0, n, net->logits.c, 1, 1));
 	net->have_grads = 1;
 	return 0;
 }
