@@ -83,6 +83,11 @@ static void remove_stale_partials(const char *target)
 			continue;
 		if (mp_remove_tree(p) == 0)
 			mp_warnx("removed %s, left by an interrupted run", p);
+		else if (errno != ENOENT)
+			mp_warnx("%s: left by an interrupted run, but not removed: %s", p,
+				 errno == ELOOP	      ? "it is a symbolic link"
+				 : errno == ENOTEMPTY ? "it holds more than plain files"
+						      : strerror(errno));
 	}
 	closedir(d);
 }
@@ -108,7 +113,29 @@ static const char *db_strerror(const mp_db_writer *w, int rc, size_t len)
 		}                                                               \
 	} while (0)
 
-/* Only a directory that holds a DB is replaced; a symbolic link is never
+/* The first entry of DB directory path that is not one of LMDB's two
+ * files, into name; 0 when there is none. */
+static int db_dir_other(const char *path, char *name, size_t cap)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return 0; /* the rename reports what is wrong */
+	struct dirent *de;
+	int found = 0;
+	while (!found && (de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (strcmp(n, ".") && strcmp(n, "..") && strcmp(n, "data.mdb") &&
+		    strcmp(n, "lock.mdb")) {
+			snprintf(name, cap, "%s", n);
+			found = 1;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* Only a directory that holds a DB, and nothing else, is replaced: what
+ * else the user keeps there would go with it. A symbolic link is never
  * followed, even to one, and the message says so rather than call the
  * DB it names something else. */
 static int refuse_target(const char *path, const struct stat *st, mp_error *e)
@@ -117,7 +144,21 @@ static int refuse_target(const char *path, const struct stat *st, mp_error *e)
 		return mp_seterr(e, "%s: is a symbolic link; not replacing it", path);
 	if (!S_ISDIR(st->st_mode) || !mp_db_is_db(path))
 		return mp_seterr(e, "%s: exists and is not a dataset DB; not replacing it", path);
+	char other[NAME_MAX + 1];
+	if (db_dir_other(path, other, sizeof other))
+		return mp_seterr(e, "%s: holds %s besides the DB's data.mdb and lock.mdb; not "
+				 "replacing it", path, other);
 	return 0;
+}
+
+/* Removes the DB a replacement displaced; says where it stays when that
+ * fails (something was put into it while this run worked). */
+static void remove_replaced(const char *path)
+{
+	if (mp_remove_tree(path) < 0)
+		mp_warnx("%s: the replaced DB could not be removed (%s); it is left there",
+			 path, errno == ENOTEMPTY ? "it holds more than plain files"
+						  : strerror(errno));
 }
 
 mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int replace,
@@ -128,8 +169,8 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		mp_seterr(e, "out of memory");
 		return NULL;
 	}
-	/* "db/" names the directory "db": its partial directory must be built
-	 * beside it, not inside it. */
+	/* "db/" and "db/." name the directory "db": its partial directory
+	 * must be built beside it, not inside it. */
 	size_t n = strlen(path_arg);
 	if (n >= sizeof w->target) {
 		mp_seterr(e, "%s: path too long", path_arg);
@@ -137,8 +178,15 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		return NULL;
 	}
 	memcpy(w->target, path_arg, n + 1);
-	while (n > 1 && w->target[n - 1] == '/')
-		w->target[--n] = '\0';
+	for (;;) {
+		if (n > 1 && w->target[n - 1] == '/')
+			n--;
+		else if (n > 2 && w->target[n - 1] == '.' && w->target[n - 2] == '/')
+			n -= 2;
+		else
+			break;
+		w->target[n] = '\0';
+	}
 	const char *path = w->target;
 	struct stat st;
 	/* lstat: a symbolic link (even a dangling one) holds the name, and
@@ -299,7 +347,7 @@ static int replace_dir(const mp_db_writer *w, mp_error *e)
 	 * the old one, so the name always holds a complete DB. */
 	if (renameat2(AT_FDCWD, partial, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
 		mp_sync_parent_dir(target);
-		mp_remove_tree(partial);
+		remove_replaced(partial);
 		return 0;
 	}
 	char old[PATH_MAX];
@@ -313,7 +361,7 @@ static int replace_dir(const mp_db_writer *w, mp_error *e)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(err));
 	}
 	mp_sync_parent_dir(target);
-	mp_remove_tree(old);
+	remove_replaced(old);
 	return 0;
 }
 

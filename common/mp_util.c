@@ -701,26 +701,55 @@ void mp_put_tsv_field(FILE *f, const char *s, size_t n)
 
 int mp_remove_tree(const char *path)
 {
-	DIR *d = opendir(path);
-	if (!d)
-		return errno == ENOENT ? 0 : -1;
+	/* O_NOFOLLOW: a link under the name is not followed */
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		struct stat st;
+		if (errno == ENOENT)
+			return 0;
+		if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+			errno = ELOOP; /* O_DIRECTORY says ENOTDIR for a link */
+		return -1;
+	}
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
+	/* every entry checked before any is removed: a directory holding
+	 * something we would not have put there stays whole */
 	struct dirent *de;
-	int rc = 0;
 	while ((de = readdir(d)) != NULL) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		char sub[PATH_MAX];
-		if (snprintf(sub, sizeof sub, "%s/%s", path, de->d_name) >=
-		    (int)sizeof sub) {
-			rc = -1;
-			continue;
+		struct stat st;
+		if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode)) {
+			closedir(d);
+			errno = ENOTEMPTY;
+			return -1;
 		}
-		if (unlink(sub) < 0)
+	}
+	rewinddir(d);
+	int rc = 0, err = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (unlinkat(fd, de->d_name, 0) < 0 && errno != ENOENT) {
 			rc = -1;
+			err = errno;
+		}
 	}
 	closedir(d);
-	if (rmdir(path) < 0)
+	if (rmdir(path) < 0) {
+		if (!rc)
+			err = errno;
 		rc = -1;
+	}
+	if (rc)
+		errno = err;
 	return rc;
 }
 

@@ -129,7 +129,10 @@ int mp_write_file_atomic(const char *path, const void *buf, size_t len,
  * file), are written in place; a directory is an error; anything else is
  * written atomically (mp_write_file_atomic). */
 int mp_write_output(const char *path, const void *buf, size_t len, mp_error *e);
-/* Removes a directory tree we created (only plain files inside). */
+/* Removes a directory we created, which holds only plain files. A
+ * symbolic link under path is not followed (-1, ELOOP), and a directory
+ * holding anything else (a subdirectory, a link) is left whole (-1,
+ * ENOTEMPTY). 0 also when path does not exist. */
 int mp_remove_tree(const char *path);
 /* Whether paths a and b name the same file: the same device and inode
  * where both exist, else the same directory (after links) and name. */

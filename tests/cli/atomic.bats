@@ -309,7 +309,41 @@ finish_copy() {
 	assert_files . a.png b.png one.txt two.txt db "db.partial-$$" "other.partial-$dead"
 }
 
-@test "-o DB/ with a trailing slash writes and replaces DB itself" {
+@test "a dead writer's partial name that is a link, or holds more than a DB, is left whole" {
+	two_lists
+	sh -c 'exit 0' &
+	dead=$!
+	wait "$dead"
+	mkdir precious precious/sub "db.partial-$((dead + 1))" "db.partial-$((dead + 1))/sub"
+	echo thesis >precious/file
+	ln -s precious "db.partial-$dead"
+	echo mine >"db.partial-$((dead + 1))/notes"
+	run --separate-stderr bw -q --size 8 -o db one.txt
+	assert_status 0
+	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$dead: left by an interrupted run, but not removed: it is a symbolic link"
+	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$((dead + 1)): left by an interrupted run, but not removed: it holds more than plain files"
+	assert_equal "$(cat precious/file) $(cat "db.partial-$((dead + 1))/notes")" "thesis mine"
+	assert_files precious file sub
+	assert_files "db.partial-$((dead + 1))" notes sub
+}
+
+@test "--force refuses a DB directory that holds more than the DB, and names what" {
+	two_lists
+	bw -q --size 8 -o db one.txt
+	mkdir db/sub
+	run --separate-stderr bw -q -f --size 8 -o db two.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: db: holds sub besides the DB's data.mdb and lock.mdb; not replacing it"
+	rmdir db/sub
+	echo mine >db/notes
+	run --separate-stderr bw -q -f --size 8 -o db two.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: db: holds notes besides the DB's data.mdb and lock.mdb; not replacing it"
+	assert_equal "$(cat db/notes) $(json_get <(inspect --json db) 'd["records"]')" "mine 1"
+	assert_files . a.png b.png one.txt two.txt db
+}
+
+@test "-o DB/ or DB/. writes and replaces DB itself" {
 	two_lists
 	run --separate-stderr bw -q --size 8 -o db/ one.txt
 	assert_status 0
@@ -320,6 +354,10 @@ finish_copy() {
 	run --separate-stderr bw -q -f --size 8 -o db// two.txt
 	assert_status 0
 	assert_equal "$(json_get <(inspect --json db) 'd["records"], d["meta"]["source_list"]')" "(2, 'two.txt')"
+	run --separate-stderr bw -q -f --size 8 -o ./db/. one.txt
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_equal "$(json_get <(inspect --json db) 'd["records"]')" "1"
 	assert_files db data.mdb lock.mdb
 	assert_files . a.png b.png one.txt two.txt db
 }
