@@ -14,7 +14,8 @@ int mp_schedule_parse_milestones(mp_schedule *s, const char *text, mp_error *e)
 		char *end;
 		errno = 0;
 		long v = strtol(p, &end, 10);
-		if (errno || end == p || v < 1 || v > 1000000 || (*end && *end != ','))
+		if (!mp_number_start(p) || errno || end == p || v < 1 || v > 1000000 ||
+		    (*end && *end != ','))
 			return mp_seterr(e, "schedule \"%s\": entry %d is not an epoch from 1 to 1000000",
 					 text, s->nmilestones + 1);
 		if (s->nmilestones == MP_MAX_MILESTONES)

@@ -137,12 +137,21 @@ char *mp_xstrdup(const char *s)
 	return d;
 }
 
+int mp_number_start(const char *p)
+{
+	if (*p == '-' || *p == '+')
+		p++;
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+		return 0; /* strtod's hexadecimal */
+	return (*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9');
+}
+
 int mp_parse_long(const char *opt, const char *s, long min, long max, long *out)
 {
 	char *end;
 	errno = 0;
 	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end != '\0' || v < min || v > max) {
+	if (!mp_number_start(s) || errno || end == s || *end != '\0' || v < min || v > max) {
 		mp_warnx("%s: \"%s\" is not a number from %ld to %ld", opt, s, min,
 			 max);
 		return -1;
@@ -157,8 +166,8 @@ int mp_parse_double(const char *opt, const char *s, double min, double max,
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (errno || end == s || *end != '\0' || !isfinite(v) || v < min ||
-	    v > max) {
+	if (!mp_number_start(s) || errno || end == s || *end != '\0' || !isfinite(v) ||
+	    v < min || v > max) {
 		mp_warnx("%s: \"%s\" is not a number from %g to %g", opt, s, min,
 			 max);
 		return -1;
@@ -178,8 +187,8 @@ static int parse_list(const char *opt, const char *s, int whole, double min, dou
 		char *end;
 		errno = 0;
 		const double v = whole ? (double)strtol(p, &end, 10) : strtod(p, &end);
-		if (errno || end == p || (*end && *end != ',') || !isfinite(v) || v < min ||
-		    v > max || n == max_count) {
+		if (!mp_number_start(p) || errno || end == p || (*end && *end != ',') ||
+		    !isfinite(v) || v < min || v > max || n == max_count) {
 			char lo[32], hi[32];
 			snprintf(lo, sizeof lo, whole ? "%.0f" : "%g", min);
 			snprintf(hi, sizeof hi, whole ? "%.0f" : "%g", max);

@@ -40,6 +40,11 @@ void *mp_xcalloc(size_t n, size_t size);
 void *mp_xrealloc(void *p, size_t n);
 char *mp_xstrdup(const char *s);
 
+/* Whether text p starts as a number is written in decimal: a sign, then
+ * a digit or a point and a digit. strtol and strtod would also skip
+ * leading blanks, and strtod read "0x10" as 16. */
+int mp_number_start(const char *p);
+
 /* Range-checked option parsing: on failure prints
  * "prog: --opt: "8o" is not a number from MIN to MAX" and returns -1. */
 int mp_parse_long(const char *opt, const char *s, long min, long max, long *out);

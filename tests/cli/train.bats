@@ -857,6 +857,20 @@ snapshot() {
 		assert_status 2
 		assert_equal "$output" "$want"
 	done
+	# numbers only as they are written in decimal: strtod and strtol alone
+	# would skip leading blanks and read "0x10" as 16
+	for c in "--lr| 0.1|1e-12 to 1e+12" "--lr|0x10|1e-12 to 1e+12" "--epochs| 1|1 to 1000000"; do
+		IFS='|' read -r opt v range <<<"$c"
+		run train "${OPTS[@]}" -o out "$opt" "$v"
+		assert_status 2
+		assert_equal "$output" "mp-train: $opt: \"$v\" is not a number from $range"
+	done
+	run train "${OPTS[@]}" -o out --widths "4, 8"
+	assert_status 2
+	assert_equal "$output" 'mp-train: --widths: "4, 8": entry 2 is not a whole number from 1 to 65536'
+	run train "${OPTS[@]}" -o out --schedule "1, 2"
+	assert_status 2
+	assert_contains "$output" 'entry 2 is not an epoch'
 	# getopt's own messages name the program as ours do, whatever path ran it
 	run train "${OPTS[@]}" -o out --bogus
 	assert_status 2
