@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,7 @@ typedef struct {
 	FILE *log;
 	char log_path[PATH_LEN];
 	int log_stdout;		/* --log -: the log is standard output */
+	int log_gone;		/* the log is a pipe whose reader went away */
 	char *options_json;
 	char compute[128];	/* the backend's arithmetic (mp_backend_arithmetic) */
 	char **class_names;
@@ -906,6 +908,8 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
  * nothing waits in its buffer to be written at fclose. */
 static int log_write(trainer *t, const char *text, mp_error *e)
 {
+	if (t->log_gone)
+		return 0;
 	int fd = fileno(t->log);
 	struct stat st;
 	off_t before = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : -1;
@@ -914,6 +918,16 @@ static int log_write(trainer *t, const char *text, mp_error *e)
 		ssize_t n = write(fd, text + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EPIPE && t->o->stop) {
+			/* the log's reader went away (mp-train --log - | head):
+			 * the run stops as for SIGPIPE, with a checkpoint, and
+			 * writes no more rows to the pipe, as the signal asks
+			 * even where it is ignored */
+			t->log_gone = 1;
+			if (!*t->o->stop)
+				*t->o->stop = SIGPIPE;
+			return 0;
+		}
 		if (n <= 0) {
 			int err = n < 0 ? errno : ENOSPC;
 			if (done && before >= 0)

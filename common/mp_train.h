@@ -88,7 +88,8 @@ typedef struct {
 	int log_every;		/* a log row every N steps (0: per epoch only) */
 	int quiet;
 	int force;		/* an OUT_DIR with a previous run may be reused */
-	volatile sig_atomic_t *stop; /* set by a signal handler: stop after the step */
+	volatile sig_atomic_t *stop; /* set by a signal handler: stop after the step; set
+				      * to SIGPIPE here when a log pipe's reader goes away */
 } mp_train_opts;
 
 void mp_train_opts_default(mp_train_opts *o);

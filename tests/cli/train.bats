@@ -591,6 +591,24 @@ same_as_whole() {
 	same_weights "$4/weights.safetensors" "$3/weights.safetensors"
 }
 
+@test "--log - into a pipe whose reader went away stops with a checkpoint, as SIGPIPE does" {
+	train "${OPTS[@]}" --epochs 1 -o whole -q
+	# the header is the first write: no row reaches the pipe, and none is
+	# attempted after it
+	run --separate-stderr closed_pipe "$MP_BIN/mp-train" "${OPTS[@]}" --epochs 1 -o parts -q \
+		--log - --log-every 1
+	assert_status 141
+	assert_contains "$stderr" "interrupted by SIGPIPE (the reader of its output went away) after step 1; checkpoint parts/checkpoint-0000-000001.safetensors"
+	# the same where SIGPIPE is ignored and the write fails with EPIPE
+	run --separate-stderr closed_pipe bash -c 'trap "" PIPE; exec "$@"' _ "$MP_BIN/mp-train" \
+		"${OPTS[@]}" --epochs 1 -o ignored -q --log - --log-every 1
+	assert_status 141
+	assert_contains "$stderr" "after step 1; checkpoint ignored/checkpoint-0000-000001.safetensors"
+	run train "${OPTS[@]}" --epochs 1 -o parts -q --resume parts/last.safetensors
+	assert_status 0
+	same_weights whole/weights.safetensors parts/weights.safetensors
+}
+
 # With the whole training set in one batch, the first step ends an epoch;
 # a signal before it (SIGPIPE, raised by the first line of output into a
 # closed pipe) stops the run after that step, before its validation.
