@@ -351,6 +351,48 @@ static int link_last(const trainer *t, const char *name, mp_error *e)
 	return 0;
 }
 
+/* A run resumed from a checkpoint of its directory: last.safetensors
+ * names that one, so that a resume from it goes on from where this run
+ * is. Where others come after it (from a run that went past it), a
+ * warning says that they stay until this run writes its own at their
+ * positions (--keep does not count them until then). */
+static int resumed_checkpoint_last(const trainer *t, mp_error *e)
+{
+	DIR *d = opendir(t->o->out_dir);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	int later = 0, newest_ep = -1;
+	long newest_b = 0;
+	char newest[256] = "";
+	while ((de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) < 0 ||
+		    !(ep > t->epoch || (ep == t->epoch && b > t->batch)))
+			continue;
+		later++;
+		if (ep > newest_ep || (ep == newest_ep && b > newest_b)) {
+			newest_ep = ep;
+			newest_b = b;
+			snprintf(newest, sizeof newest, "%s", de->d_name);
+		}
+	}
+	closedir(d);
+	char name[64], path[PATH_LEN];
+	checkpoint_name(name, sizeof name, t->epoch, t->batch);
+	const int here = join(path, t->o->out_dir, name) == 0 && mp_same_file(path, t->o->resume);
+	if (here && link_last(t, name, e) < 0)
+		return -1;
+	if (!later)
+		return 0;
+	mp_warnx("%s: %d checkpoint%s after this one's step, up to %s, from a run that went past "
+		 "it: each stays until this run writes its own in its place%s",
+		 t->o->out_dir, later, later == 1 ? "" : "s", newest,
+		 here ? "; last.safetensors names the resumed one" : "");
+	return 0;
+}
+
 /* ---- checkpoints ----------------------------------------------------------- */
 
 static char *sums_text(const sums *s)
@@ -979,7 +1021,7 @@ static int supersede_rows(trainer *t, mp_error *e)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	long cut = -1, rows = 0, offset = 0;
+	long cut = -1, rows = 0, offset = 0, last_epoch = -1;
 	while ((n = getline(&line, &cap, f)) > 0) {
 		const char *tab = strchr(line, '\t');
 		const char *step = tab ? strchr(tab + 1, '\t') : NULL;
@@ -987,6 +1029,8 @@ static int supersede_rows(trainer *t, mp_error *e)
 		long v = step ? strtol(step + 1, &end, 10) : -1;
 		if (cut < 0 && offset > 0 && step && end != step + 1 && *end == '\t' && v > t->step)
 			cut = offset;
+		if (cut < 0 && offset > 0 && tab && !strncmp(line, "epoch\t", 6))
+			last_epoch = strtol(tab + 1, NULL, 10);
 		if (cut >= 0)
 			rows++;
 		offset += n;
@@ -998,6 +1042,13 @@ static int supersede_rows(trainer *t, mp_error *e)
 	}
 	if (cut < 0) {
 		fclose(f);
+		/* every epoch's row comes before its checkpoint: a log that ends
+		 * earlier lost rows (the checkpoint is one of a run that went
+		 * past an earlier resume point, whose rows were moved aside) */
+		if (last_epoch >= 0 && last_epoch < t->epoch)
+			mp_warnx("%s: its last epoch row is epoch %ld, and the checkpoint has done %d: "
+				 "the rows between are not in it (see %s.superseded)",
+				 t->log_path, last_epoch, t->epoch, t->log_path);
 		return 0;
 	}
 	char side[PATH_LEN];
@@ -1603,12 +1654,24 @@ static int setup(trainer *t, mp_error *e)
 		mp_st_free(&t->ckpt); /* loaded; not needed from here on */
 		if (rc != MP_TRAIN_DONE)
 			return rc;
+		/* a run cannot end before where it already is: its weights
+		 * would say both */
+		if (t->epoch > o->epochs || (t->epoch == o->epochs && t->batch > 0))
+			return (t->batch ? mp_seterr(e, "--epochs %d: %s is in epoch %d already "
+						     "(batch %ld, step %ld)", o->epochs, o->resume,
+						     t->epoch + 1, t->batch, t->step)
+					 : mp_seterr(e, "--epochs %d: %s has done %d epochs already "
+						     "(step %ld)", o->epochs, o->resume, t->epoch,
+						     t->step)),
+			       MP_TRAIN_BAD_SETUP;
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
 	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return taken_log_failed(t, MP_TRAIN_FAILED, e);
 	remove_stale_temporaries(o->out_dir);
+	if (o->resume && !start_over && resumed_checkpoint_last(t, e) < 0)
+		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
 		double flops = mp_resnet_flops(t->net, cfg.input_size);
 		printf("mp-train: %s; network depth %d, %d stages, %llu weights, %.3g %sFLOP "

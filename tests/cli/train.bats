@@ -734,7 +734,8 @@ same_as_whole() {
 	run --separate-stderr train "${OPTS[@]}" --epochs 3 --log-every 4 -q -o out \
 		--resume out/checkpoint-0001.safetensors
 	assert_status 0
-	assert_equal "$stderr" "mp-train: out/train.log: 6 rows after step 8, the checkpoint's, moved to out/train.log.superseded"
+	assert_equal "$stderr" "mp-train: out/train.log: 6 rows after step 8, the checkpoint's, moved to out/train.log.superseded
+mp-train: out: 2 checkpoints after this one's step, up to checkpoint-0003.safetensors, from a run that went past it: each stays until this run writes its own in its place; last.safetensors names the resumed one"
 	# the same rows as the uninterrupted run, timings aside
 	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole.log)"
 	assert_equal "$(cut -f1-10 out/train.log.superseded)" "$(
@@ -748,6 +749,35 @@ same_as_whole() {
 	# --force starts over without them
 	train "${OPTS[@]}" --epochs 1 -q -o out --force
 	[[ ! -e out/train.log.superseded ]]
+}
+
+@test "a resume from an earlier checkpoint: last.safetensors names it, later ones are named, an --epochs it is past refused" {
+	train "${OPTS[@]}" --epochs 3 -q -o out
+	# nothing to train: the weights, and last.safetensors, are epoch 1's
+	run --separate-stderr train "${OPTS[@]}" --epochs 1 -q -o out \
+		--resume out/checkpoint-0001.safetensors
+	assert_status 0
+	assert_contains "$stderr" "mp-train: out: 2 checkpoints after this one's step, up to checkpoint-0003.safetensors, from a run that went past it"
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0001.safetensors
+	assert_contains "$(inspect out/weights.safetensors)" "train.epoch: 1"
+	# a run cannot end before its checkpoint: its weights would say both
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out \
+		--resume out/checkpoint-0003.safetensors
+	assert_status 2
+	assert_equal "$stderr" "mp-train: --epochs 2: out/checkpoint-0003.safetensors has done 3 epochs already (step 24)"
+	run --separate-stderr train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 12 \
+		--resume out/checkpoint-0001.safetensors
+	assert_status 0
+	run --separate-stderr train "${OPTS[@]}" --epochs 1 -q -o out \
+		--resume out/checkpoint-0001-000004.safetensors
+	assert_status 2
+	assert_equal "$stderr" "mp-train: --epochs 1: out/checkpoint-0001-000004.safetensors is in epoch 2 already (batch 4, step 12)"
+	# one of the later ones resumed: the log lacks the rows between
+	run --separate-stderr train "${OPTS[@]}" --epochs 3 -q -o out \
+		--resume out/checkpoint-0003.safetensors
+	assert_status 0
+	assert_contains "$stderr" "mp-train: out/train.log: its last epoch row is epoch 1, and the checkpoint has done 3: the rows between are not in it (see out/train.log.superseded)"
+	assert_equal "$(readlink out/last.safetensors)" checkpoint-0003.safetensors
 }
 
 @test "a validation pass whose output is NaN stops the run, never scored as no error" {
