@@ -544,6 +544,7 @@ typedef struct {
 	outfile tables[3]; /* --submission, --per-class, --confusion */
 	submission_row *rows;
 	size_t nrows, caprows;
+	int made_views;		/* --dump-views did not exist: made by setup */
 } evaluator;
 
 static void class_names_from_weights(evaluator *ev)
@@ -1051,6 +1052,17 @@ static int setup(evaluator *ev, mp_error *e)
 				 ev->classes, ev->classes,
 				 (double)ev->classes * ev->classes * sizeof(uint64_t) / (1 << 30)),
 		       MP_EVAL_FAILED;
+	/* The views' directory first: an output may be inside it. One made
+	 * here is removed if the start fails (mp_eval_run). */
+	if (o->dump_views) {
+		if (mkdir(o->dump_views, 0777) == 0)
+			ev->made_views = 1;
+		else if (errno != EEXIST)
+			return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+		struct stat st;
+		if (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode))
+			return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
+	}
 	/* Every output is created (under its temporary name) before any image
 	 * is read: a place that cannot be written is said at once, not after
 	 * the whole evaluation. */
@@ -1064,11 +1076,6 @@ static int setup(evaluator *ev, mp_error *e)
 	for (int i = 0; i < 3; i++)
 		if (tables[i] && out_open(&ev->tables[i], tables[i], e) < 0)
 			return MP_EVAL_FAILED;
-	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
-		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
-	struct stat st;
-	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
 	return MP_EVAL_DONE;
 }
 
@@ -1125,8 +1132,14 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	mp_codec **codecs = mp_xcalloc((size_t)ev.nthreads, sizeof *codecs);
 	batch slot[2] = {0};
 	int status = check_outputs(o, e) < 0 ? MP_EVAL_BAD_USAGE : setup(&ev, e);
-	if (status != MP_EVAL_DONE)
+	if (status != MP_EVAL_DONE) {
+		out_abort(&ev.probs); // before the directory an output may be in
+		for (int i = 0; i < 3; i++)
+			out_abort(&ev.tables[i]);
+		if (ev.made_views)
+			rmdir(o->dump_views); // a start that failed leaves no empty directory of its own
 		goto out;
+	}
 	status = MP_EVAL_FAILED;
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
