@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -471,9 +472,23 @@ static int out_rename(outfile *of, mp_error *e)
 	return bad ? mp_seterr(e, "%s: %s", of->path, strerror(err)) : 0;
 }
 
-/* After a failure: closes and removes the temporary file. */
+/* A write to the output failed (a stdio call returned EOF or less than
+ * 0): the run stops at once, naming the file. What its stream still
+ * holds is dropped, so that neither the close nor the exit writes to it
+ * again. */
+static int out_failed(outfile *of, mp_error *e)
+{
+	int err = errno ? errno : EIO;
+	__fpurge(of->f);
+	return mp_seterr(e, "%s: %s", of->path, strerror(err));
+}
+
+/* After a failure: closes and removes the temporary file, without
+ * writing what its stream still holds to a file about to go. */
 static void out_abort(outfile *of)
 {
+	if (of->f && of->tmp)
+		__fpurge(of->f);
 	if (of->f && of->f != stdout)
 		fclose(of->f);
 	if (of->tmp) {
@@ -482,6 +497,29 @@ static void out_abort(outfile *of)
 	}
 	out_free(of);
 	memset(of, 0, sizeof *of);
+}
+
+/* --probs, a row as each image is evaluated; EOF at the first write that
+ * fails, after which nothing more is written to it. */
+static int put_probs_header(FILE *f, int classes)
+{
+	if (fputs("name\tlabel", f) == EOF)
+		return EOF;
+	for (int j = 0; j < classes; j++)
+		if (fprintf(f, "\tp%d", j) < 0)
+			return EOF;
+	return putc('\n', f) == EOF ? EOF : 0;
+}
+
+static int put_probs_row(FILE *f, const item *it, int labelled, const double *p, int classes)
+{
+	if (mp_put_tsv_field(f, it->name, strlen(it->name)) == EOF ||
+	    (labelled ? fprintf(f, "\t%d", it->label) : fputs("\t-", f)) < 0)
+		return EOF;
+	for (int j = 0; j < classes; j++)
+		if (fprintf(f, "\t%.9g", p[j]) < 0)
+			return EOF;
+	return putc('\n', f) == EOF ? EOF : 0;
 }
 
 typedef struct {
@@ -506,6 +544,7 @@ typedef struct {
 	outfile tables[3]; /* --submission, --per-class, --confusion */
 	submission_row *rows;
 	size_t nrows, caprows;
+	int made_views;		/* --dump-views did not exist: made by setup */
 } evaluator;
 
 static void class_names_from_weights(evaluator *ev)
@@ -817,17 +856,9 @@ static int process(evaluator *ev, const batch *b, mp_error *e)
 			if (ev->confusion)
 				ev->confusion[(size_t)y * C + best[0]]++;
 		}
-		if (ev->probs.f) {
-			FILE *f = ev->probs.f;
-			mp_put_tsv_field(f, items[i].name, strlen(items[i].name));
-			fputc('\t', f);
-			if (labelled)
-				fprintf(f, "%d", items[i].label);
-			else
-				fputc('-', f);
-			for (int j = 0; j < C; j++)
-				fprintf(f, "\t%.9g", p[j]);
-			fputc('\n', f);
+		if (ev->probs.f && put_probs_row(ev->probs.f, &items[i], labelled, p, C) == EOF) {
+			out_failed(&ev->probs, e);
+			goto out;
 		}
 		if (o->submission_path) {
 			if (ev->nrows == ev->caprows) {
@@ -852,20 +883,71 @@ out:
 	return rc;
 }
 
+/* The tables, each written whole; EOF at the first write that fails,
+ * after which nothing more is written to it. */
+static int put_submission(const evaluator *ev, FILE *f)
+{
+	for (size_t i = 0; i < ev->nrows; i++) {
+		if (fputs(ev->rows[i].name, f) == EOF)
+			return EOF;
+		for (int j = 0; j < ev->k; j++)
+			if (fprintf(f, " %d", ev->rows[i].labels[j]) < 0)
+				return EOF;
+		if (putc('\n', f) == EOF)
+			return EOF;
+	}
+	return 0;
+}
+
+static int put_per_class(const evaluator *ev, FILE *f)
+{
+	if (fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k) < 0)
+		return EOF;
+	for (int y = 0; y < ev->classes; y++) {
+		uint64_t m = ev->class_images[y];
+		const char *name = ev->class_names ? ev->class_names[y] : "-";
+		if (fprintf(f, "%d\t", y) < 0 || mp_put_tsv_field(f, name, strlen(name)) == EOF ||
+		    fprintf(f, "\t%llu\t", (unsigned long long)m) < 0)
+			return EOF;
+		int rc = m ? fprintf(f, "%.5f\t%.5f\n", (double)(m - ev->class_correct1[y]) / m,
+				     (double)(m - ev->class_correctk[y]) / m)
+			   : fputs("-\t-\n", f);
+		if (rc < 0)
+			return EOF;
+	}
+	return 0;
+}
+
+static int put_confusion(const evaluator *ev, FILE *f)
+{
+	const int C = ev->classes;
+	if (fputs("label\\predicted", f) == EOF)
+		return EOF;
+	for (int j = 0; j < C; j++)
+		if (fprintf(f, "\t%d", j) < 0)
+			return EOF;
+	if (putc('\n', f) == EOF)
+		return EOF;
+	for (int y = 0; y < C; y++) {
+		if (fprintf(f, "%d", y) < 0)
+			return EOF;
+		for (int j = 0; j < C; j++)
+			if (fprintf(f, "\t%llu", (unsigned long long)ev->confusion[(size_t)y * C + j]) < 0)
+				return EOF;
+		if (putc('\n', f) == EOF)
+			return EOF;
+	}
+	return 0;
+}
+
 static int write_tables(evaluator *ev, mp_error *e)
 {
 	const mp_eval_opts *o = ev->o;
-	const int C = ev->classes;
 	if (o->submission_path) {
 		qsort(ev->rows, ev->nrows, sizeof *ev->rows, cmp_rows);
 		outfile *of = &ev->tables[0];
-		FILE *f = of->f;
-		for (size_t i = 0; i < ev->nrows; i++) {
-			fputs(ev->rows[i].name, f);
-			for (int j = 0; j < ev->k; j++)
-				fprintf(f, " %d", ev->rows[i].labels[j]);
-			fputc('\n', f);
-		}
+		if (put_submission(ev, of->f) == EOF)
+			return out_failed(of, e);
 		if (out_close(of, e) < 0)
 			return -1;
 	}
@@ -873,36 +955,15 @@ static int write_tables(evaluator *ev, mp_error *e)
 		return 0;
 	if (o->per_class_path) {
 		outfile *of = &ev->tables[1];
-		FILE *f = of->f;
-		fprintf(f, "class\tname\timages\ttop1_err\ttop%d_err\n", ev->k);
-		for (int y = 0; y < C; y++) {
-			uint64_t m = ev->class_images[y];
-			const char *name = ev->class_names ? ev->class_names[y] : "-";
-			fprintf(f, "%d\t", y);
-			mp_put_tsv_field(f, name, strlen(name));
-			fprintf(f, "\t%llu\t", (unsigned long long)m);
-			if (m)
-				fprintf(f, "%.5f\t%.5f\n", (double)(m - ev->class_correct1[y]) / m,
-					(double)(m - ev->class_correctk[y]) / m);
-			else
-				fputs("-\t-\n", f);
-		}
+		if (put_per_class(ev, of->f) == EOF)
+			return out_failed(of, e);
 		if (out_close(of, e) < 0)
 			return -1;
 	}
 	if (o->confusion_path) {
 		outfile *of = &ev->tables[2];
-		FILE *f = of->f;
-		fputs("label\\predicted", f);
-		for (int j = 0; j < C; j++)
-			fprintf(f, "\t%d", j);
-		fputc('\n', f);
-		for (int y = 0; y < C; y++) {
-			fprintf(f, "%d", y);
-			for (int j = 0; j < C; j++)
-				fprintf(f, "\t%llu", (unsigned long long)ev->confusion[(size_t)y * C + j]);
-			fputc('\n', f);
-		}
+		if (put_confusion(ev, of->f) == EOF)
+			return out_failed(of, e);
 		if (out_close(of, e) < 0)
 			return -1;
 	}
@@ -991,26 +1052,30 @@ static int setup(evaluator *ev, mp_error *e)
 				 ev->classes, ev->classes,
 				 (double)ev->classes * ev->classes * sizeof(uint64_t) / (1 << 30)),
 		       MP_EVAL_FAILED;
+	/* The views' directory first: an output may be inside it. One made
+	 * here is removed if the start fails (mp_eval_run). */
+	if (o->dump_views) {
+		if (mkdir(o->dump_views, 0777) == 0)
+			ev->made_views = 1;
+		else if (errno != EEXIST)
+			return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
+		struct stat st;
+		if (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode))
+			return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
+	}
 	/* Every output is created (under its temporary name) before any image
 	 * is read: a place that cannot be written is said at once, not after
 	 * the whole evaluation. */
 	if (o->probs_path) {
 		if (out_open(&ev->probs, o->probs_path, e) < 0)
 			return MP_EVAL_FAILED;
-		fputs("name\tlabel", ev->probs.f);
-		for (int j = 0; j < ev->classes; j++)
-			fprintf(ev->probs.f, "\tp%d", j);
-		fputc('\n', ev->probs.f);
+		if (put_probs_header(ev->probs.f, ev->classes) == EOF)
+			return out_failed(&ev->probs, e), MP_EVAL_FAILED;
 	}
 	const char *tables[3] = {o->submission_path, o->per_class_path, o->confusion_path};
 	for (int i = 0; i < 3; i++)
 		if (tables[i] && out_open(&ev->tables[i], tables[i], e) < 0)
 			return MP_EVAL_FAILED;
-	if (o->dump_views && mkdir(o->dump_views, 0777) < 0 && errno != EEXIST)
-		return mp_seterr(e, "%s: %s", o->dump_views, strerror(errno)), MP_EVAL_FAILED;
-	struct stat st;
-	if (o->dump_views && (stat(o->dump_views, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return mp_seterr(e, "%s: not a directory", o->dump_views), MP_EVAL_FAILED;
 	return MP_EVAL_DONE;
 }
 
@@ -1067,8 +1132,14 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	mp_codec **codecs = mp_xcalloc((size_t)ev.nthreads, sizeof *codecs);
 	batch slot[2] = {0};
 	int status = check_outputs(o, e) < 0 ? MP_EVAL_BAD_USAGE : setup(&ev, e);
-	if (status != MP_EVAL_DONE)
+	if (status != MP_EVAL_DONE) {
+		out_abort(&ev.probs); // before the directory an output may be in
+		for (int i = 0; i < 3; i++)
+			out_abort(&ev.tables[i]);
+		if (ev.made_views)
+			rmdir(o->dump_views); // a start that failed leaves no empty directory of its own
 		goto out;
+	}
 	status = MP_EVAL_FAILED;
 	for (int i = 0; i < ev.nthreads; i++)
 		if (!(codecs[i] = mp_codec_new(e)))
@@ -1123,7 +1194,8 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	}
 	r->top1 = mp_error_rate(ev.correct1[r->nscales], n);
 	r->topk = mp_error_rate(ev.correctk[r->nscales], n);
-	if (write_tables(&ev, e) < 0 || out_close(&ev.probs, e) < 0)
+	/* --probs is complete: its last rows are written before any table is */
+	if (out_close(&ev.probs, e) < 0 || write_tables(&ev, e) < 0)
 		goto out;
 	/* every output is complete before any replaces a file of that name */
 	if (out_rename(&ev.probs, e) < 0)

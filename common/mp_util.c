@@ -695,17 +695,21 @@ char *mp_json_utf8(const char *json)
 	return out;
 }
 
-void mp_put_tsv_field(FILE *f, const char *s, size_t n)
+int mp_put_tsv_field(FILE *f, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
+		int rc;
 		switch (s[i]) {
-		case '\t': fputs("\\t", f); break;
-		case '\n': fputs("\\n", f); break;
-		case '\r': fputs("\\r", f); break;
-		case '\\': fputs("\\\\", f); break;
-		default: putc(s[i], f);
+		case '\t': rc = fputs("\\t", f); break;
+		case '\n': rc = fputs("\\n", f); break;
+		case '\r': rc = fputs("\\r", f); break;
+		case '\\': rc = fputs("\\\\", f); break;
+		default: rc = putc(s[i], f);
 		}
+		if (rc == EOF)
+			return EOF;
 	}
+	return 0;
 }
 
 int mp_remove_tree(const char *path)

@@ -193,8 +193,9 @@ size_t mp_utf8_bad_at(const void *buf, size_t len);
  * has it, so that os.fsencode gives back the bytes. */
 char *mp_json_utf8(const char *json);
 /* s[0..n) as one field of a tab-separated line: tab, newline, carriage
- * return and backslash written as \t, \n, \r and \\. */
-void mp_put_tsv_field(FILE *f, const char *s, size_t n);
+ * return and backslash written as \t, \n, \r and \\. EOF as soon as a write
+ * fails (nothing more is written), 0 otherwise. */
+int mp_put_tsv_field(FILE *f, const char *s, size_t n);
 
 double mp_now(void);
 

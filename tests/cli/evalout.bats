@@ -89,6 +89,26 @@ setup() {
 	done
 }
 
+@test "--dump-views: the directory it creates may hold the outputs; a start that fails leaves none" {
+	run ev -q -m "$D/w.st" --dump-views dd --submission dd/s.txt --probs dd/p.tsv "$D/val.db"
+	assert_status 0
+	assert_equal "$(wc -l <dd/s.txt)" 12
+	assert_equal "$(wc -l <dd/p.tsv)" 13
+	assert_equal "$(find dd -name '*.png' | wc -l)" 1
+	# an output that cannot be created: the directory made for the views
+	# goes, with the temporary file of the output inside it
+	run ev -q -m "$D/w.st" --dump-views dd2 --submission dd2/s.txt --per-class nodir/pc.tsv "$D/val.db"
+	assert_status 1
+	assert_equal "$output" "mp-eval: nodir/pc.tsv: No such file or directory"
+	assert_files . dd
+	# one that was there stays
+	mkdir mine
+	run ev -q -m "$D/w.st" --dump-views mine --submission mine/s.txt --per-class nodir/pc.tsv "$D/val.db"
+	assert_status 1
+	assert_files . dd mine
+	assert_files mine
+}
+
 @test "--dump-views that names the dataset or an output is refused before anything is read" {
 	cp -r "$D/val.db" v.db
 	run ev -q -m "$D/w.st" --dump-views v.db v.db

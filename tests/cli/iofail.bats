@@ -179,6 +179,51 @@ fill() {
 	assert_files full fill
 }
 
+@test "mp-eval: the first write that fails stops the run at once, naming its file" {
+	small_fs fs 64k
+	echo "earlier probs" >fs/p.tsv
+	echo "earlier submission" >fs/sub.txt
+	fill fs
+	# --probs fails at its first full buffer, a few batches in; the
+	# submission, written at the end, is never begun
+	run --separate-stderr ev -q -m "$W" --probs fs/p.tsv --submission fs/sub.txt \
+		--dump-views views --dump-count 256 "$D/rep.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: fs/p.tsv: No space left on device"
+	# no image after the failing row is evaluated: the views of 256 are not all written
+	local n
+	n=$(find views -name '*.png' | wc -l)
+	((n > 0 && n < 256)) || fail "$n views: the run went on after the write failed"
+	assert_equal "$(cat fs/p.tsv)" "earlier probs"
+	assert_equal "$(cat fs/sub.txt)" "earlier submission"
+	assert_files fs fill p.tsv sub.txt
+}
+
+@test "mp-eval: after a write fails, nothing more is written to any output (strace)" {
+	command -v strace >/dev/null || skip "no strace: the writes cannot be counted"
+	small_fs fs 64k
+	fill fs
+	# each output in turn fails, at the first full buffer (--probs, the
+	# submission of 256 rows) or at its close
+	for out in "--probs fs/p.tsv" "--submission fs/s.txt" "--per-class fs/pc.tsv" \
+		"--confusion fs/c.tsv"; do
+		run --separate-stderr strace -f -qq -e trace=write -o trace \
+			"$MP_BIN/mp-eval" -q -m "$W" --probs p.tsv $out "$D/rep.db"
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: ${out#* }: No space left on device"
+		assert_equal "$(grep -c ENOSPC trace)" 1
+		assert_files fs fill
+		assert_files . fs trace
+	done
+	# and a --probs that fails stops the tables on another disk from being written
+	run --separate-stderr strace -f -qq -e trace=write -o trace \
+		"$MP_BIN/mp-eval" -q -m "$W" --probs fs/p.tsv --submission s.txt --confusion c.tsv "$D/rep.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-eval: fs/p.tsv: No space left on device"
+	assert_equal "$(grep -c ENOSPC trace)" 1
+	assert_files . fs trace
+}
+
 @test "mp-batchwriter: a full disk is named as such; an earlier DB stays whole and nothing is left" {
 	small_fs fs 300k
 	"$PY" "$MKIMAGES" many nz 100 32 32 labels=4 >nz.txt
