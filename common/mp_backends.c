@@ -175,6 +175,11 @@ static mp_backend *open_backend(const char *name, int threads, int device, char 
 			 * said on stderr too, as a run on the CPU takes far longer */
 			mp_warnx("--backend auto: a CUDA device is there, but the CUDA backend failed "
 				 "(%s): on the CPU", why);
+		} else if (device >= 0) {
+			/* nor is a device asked for where there is none */
+			mp_seterr(e, "--backend auto: --device %d: %s", device,
+				  !mp_cuda_built() ? "this build has no CUDA backend" : why);
+			return NULL;
 		}
 		mp_backend *be = open_cpu(0, threads, desc, n, e);
 		size_t used = strlen(desc);

@@ -14,7 +14,7 @@ void mp_print_version(void)
 {
 	char dev[1024];
 	mp_cuda_probe(dev, sizeof dev);
-	printf("%s %s\nbackends: cpu%s\ncuda: %s\n", mp_progname, MP_VERSION,
+	printf("%s %s\nbackends: cpu, cpu-ref%s\ncuda: %s\n", mp_progname, MP_VERSION,
 	       mp_cuda_built() ? ", cuda" : "", dev);
 }
 

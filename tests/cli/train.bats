@@ -1057,6 +1057,14 @@ txn.put(b"meta", bytes(v))'
 	run train "${OPTS[@]}" --epochs 1 -o out2 --backend auto --max-steps 1
 	assert_status 0
 	assert_contains "$(first_line "$output")" "mp-train: cpu, "
+	# but not when a device was asked for by number
+	run --separate-stderr train "${OPTS[@]}" --epochs 1 -o out3 --backend auto --device 0
+	assert_status 1
+	assert_contains "$stderr" "mp-train: --backend auto: --device 0: "
+	[[ ! -e out3 ]]
+	run --separate-stderr "$MP_BIN/mp-eval" -m out2/weights.safetensors --backend auto --device 1 "$D/val.db"
+	assert_status 1
+	assert_contains "$stderr" "mp-eval: --backend auto: --device 1: "
 }
 
 @test "--backend cuda where no NVIDIA driver is installed says so, not that the driver is too old" {
