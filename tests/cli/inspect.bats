@@ -65,6 +65,26 @@ with env.begin(write=True) as txn:
 env.close()' "$@" "$MP_ROOT/scripts"
 }
 
+# edit_frames STREAM OUT PYTHON: runs PYTHON on the frames f of STREAM (a
+# list of [kind, payload], payload a bytearray) and writes them to OUT,
+# each with its CRC made anew.
+edit_frames() {
+	"$PY" -c '
+import struct, sys, zlib
+d = open(sys.argv[1], "rb").read()
+f, pos = [], 16
+while pos < len(d):
+    kind, n = struct.unpack_from("<II", d, pos)
+    f.append([kind, bytearray(d[pos + 8:pos + 8 + n])])
+    pos += 12 + n
+exec(sys.argv[3])
+out = bytearray(d[:16])
+for kind, payload in f:
+    frame = struct.pack("<II", kind, len(payload)) + payload
+    out += frame + struct.pack("<I", zlib.crc32(frame))
+open(sys.argv[2], "wb").write(out)' "$@"
+}
+
 @test "a meta document of format_version 1 is read and said to be uncovered; a damaged CRC or its key is an error" {
 	small_db
 	# the form format_version 1 had: the same document, no CRC
@@ -283,6 +303,52 @@ env.close()' "$@" "$MP_ROOT/scripts"
 	assert_equal "$output" "db: FAILED: 4 problems; 4 records checked"
 	run inspect --verify --max-pixels 64 db
 	assert_status 0
+}
+
+@test "--verify of a dataset whose meta document is bad reports it as one problem, 0 records checked" {
+	small_db
+	# the source list's name changed: the document's own CRC finds it, in
+	# a DB and in a stream's meta frame (whose frame CRC is made anew)
+	cp -r db meta.db
+	"$PY" -c '
+import lmdb
+env = lmdb.open("meta.db", subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    txn.put(b"meta", txn.get(b"meta").replace(b"train.txt", b"train.tzt", 1))
+env.close()'
+	edit_frames out.stream meta.stream 'f[0][1] = f[0][1].replace(b"train.txt", b"train.tzt", 1)'
+	# the meta frame damaged, its frame CRC left as it was
+	"$PY" -c '
+import struct, sys
+d = bytearray(open("out.stream", "rb").read())
+d[24 + struct.unpack_from("<I", d, 20)[0] // 2] ^= 0x01
+open("frame.stream", "wb").write(d)'
+	declare -A why=(
+		[meta.db]="meta: CRC mismatch: the document is damaged"
+		[meta.stream]="meta: CRC mismatch: the document is damaged"
+		[frame.stream]="corrupt stream: CRC mismatch in frame 0"
+	)
+	for d in meta.db meta.stream frame.stream; do
+		run --separate-stderr inspect --verify "$d"
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: $d: ${why[$d]}"
+		assert_equal "$(wc -l <<<"$stderr")" 1
+		assert_equal "$output" "$d: FAILED: 1 problem; 0 records checked"
+		msg=${stderr#mp-inspect: }
+		run --separate-stderr inspect --verify --json "$d"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $msg"
+		assert_equal "$(json_get - 'sorted(d.items())' <<<"$output")" \
+			"[('dataset', '$d'), ('failures', ['$msg']), ('meta_crc32', None), ('ok', False), ('records_checked', 0), ('records_expected', None)]"
+	done
+	run --separate-stderr inspect --verify --json - <meta.stream
+	assert_status 1
+	assert_equal "$(json_get - 'd["dataset"], d["ok"]' <<<"$output")" "('<stdin>', False)"
+	# what does not open is not verified: an error, no report
+	run --separate-stderr inspect --verify --json missing
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: missing: No such file or directory"
+	assert_equal "$output" ""
 }
 
 @test "what is not a dataset is refused with a reason" {
