@@ -335,7 +335,9 @@ static int verify(const char *path, uint64_t max_pixels, int json)
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "dataset", name);
 		cJSON_AddNumberToObject(o, "records_checked", (double)checked);
-		if (m)
+		/* a stream's count is in its end frame: until that is read,
+		 * its meta frame's 0 is no count */
+		if (m && m->complete)
 			cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
 		else
 			cJSON_AddNullToObject(o, "records_expected");

@@ -293,6 +293,35 @@ open(sys.argv[2], "wb").write(out)' "$@"
 	run inspect --verify --json db
 	assert_status 0
 	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" "(True, 4, 4, [])"
+	run inspect --verify --json - <out.stream
+	assert_status 0
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" "(True, 4, 4, [])"
+}
+
+@test "--verify --json of a stream that fails before its end frame does not know the count" {
+	small_db
+	# a byte of the second macrobatch (frame 2), every CRC left as it was
+	"$PY" -c '
+import struct
+d = bytearray(open("out.stream", "rb").read())
+pos = 16
+for _ in range(2):
+    pos += 12 + struct.unpack_from("<I", d, pos + 4)[0]
+d[pos + 8 + 40] ^= 0x01
+open("flip.stream", "wb").write(d)'
+	run --separate-stderr inspect --verify --json flip.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: flip.stream: corrupt stream: CRC mismatch in frame 2"
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["meta_crc32"]' <<<"$output")" \
+		"(False, 3, None, True)"
+	# an end frame whose counts disagree is no count either
+	edit_frames out.stream end.stream '
+import json
+e = json.loads(f[-1][1]); e["macrobatches"] = 3; f[-1][1] = bytearray(json.dumps(e).encode())'
+	run --separate-stderr inspect --verify --json end.stream
+	assert_status 1
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"]' <<<"$output")" \
+		"(False, 4, None)"
 }
 
 @test "--verify --max-pixels refuses to decode larger images" {
