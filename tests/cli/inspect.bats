@@ -324,6 +324,38 @@ e = json.loads(f[-1][1]); e["macrobatches"] = 3; f[-1][1] = bytearray(json.dumps
 		"(False, 4, None)"
 }
 
+@test "counts that disagree with the macrobatch size are said as the rule they break" {
+	small_db
+	# 4 records of 3 per macrobatch: 2 macrobatches, the end frame says 3
+	edit_frames out.stream end.stream '
+import json
+e = json.loads(f[-1][1]); e["macrobatches"] = 3; f[-1][1] = bytearray(json.dumps(e).encode())'
+	msg="end frame: 4 records of 3 per macrobatch make 2 macrobatches, not 3"
+	run --separate-stderr inspect --verify end.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: end.stream: $msg"
+	assert_equal "$output" "end.stream: FAILED: 1 problem; 4 records checked"
+	run --separate-stderr bw --input-stream -o copy.db <end.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: $msg"
+	assert_no_db copy.db
+	# the same in a DB's meta document, and as the Python reader says it
+	cp -r db meta.db
+	edit_meta meta.db 'm["macrobatches"] = 3'
+	run --separate-stderr inspect --verify meta.db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: meta.db: meta: 4 records of 3 per macrobatch make 2 macrobatches, not 3"
+	run "$PY" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_dataset
+try:
+    mp_dataset.Dataset("meta.db")
+except mp_dataset.DatasetError as e:
+    print(e)' "$MP_ROOT/scripts"
+	assert_contains "$output" "4 records of 3 per macrobatch make 2 macrobatches, not 3"
+}
+
 @test "--verify --max-pixels refuses to decode larger images" {
 	small_db
 	run --separate-stderr inspect --verify --max-pixels 63 db
