@@ -490,6 +490,29 @@ env.close()'
 	assert_equal "$stderr" ""
 }
 
+# help_entry OPTION: the text of OPTION's entry in --help, on one line.
+help_entry() {
+	inspect --help | awk -v opt="$1" '
+		$1 ~ /^-/ { on = ($1 == opt || $2 == opt) }
+		on { sub(/^ +/, ""); printf "%s ", $0 }' | sed 's/ $//'
+}
+
+@test "--help names every column --list prints and every file name --extract writes" {
+	small_db
+	local cols names ext
+	cols=$(help_entry --list | sed -n 's/.*one line per record: //p')
+	assert_equal "--list: $cols" "--list: $(inspect --list db | head -n 1 | sed 's/\t/, /g')"
+	names=$(help_entry --extract | grep -oE '\.[a-z]+' | tr '\n' ' ')
+	run --separate-stderr inspect --extract 0 -o x.bmp db
+	assert_status 2
+	assert_equal "--extract: $names" \
+		"--extract: $(first_line "$stderr" | sed 's/.*name it //' | grep -oE '\.[a-z]+' | tr '\n' ' ')"
+	for ext in $names; do
+		inspect --extract 0 -o "x$ext" db
+		[[ -s x$ext ]] || fail "--extract -o x$ext wrote nothing"
+	done
+}
+
 @test "--extract -o - refuses to write PNG to a terminal" {
 	small_db
 	run on_tty "$MP_BIN/mp-inspect" --extract 1 -o - db
