@@ -38,6 +38,13 @@ static int load_meta(mp_source *s, const char *json, size_t len, mp_error *e)
 
 mp_source *mp_source_open(const char *path, mp_error *e)
 {
+	int opened;
+	return mp_source_open_stage(path, &opened, e);
+}
+
+mp_source *mp_source_open_stage(const char *path, int *opened, mp_error *e)
+{
+	*opened = 0;
 	mp_source *s = calloc(1, sizeof *s);
 	if (!s || !(s->name = strdup(strcmp(path, "-") ? path : "<stdin>"))) {
 		free(s);
@@ -51,6 +58,7 @@ mp_source *mp_source_open(const char *path, mp_error *e)
 		goto fail;
 	}
 	if (strcmp(path, "-") && S_ISDIR(st.st_mode)) {
+		*opened = 1;
 		if (!(s->db = mp_db_reader_open(path, e)))
 			goto fail;
 		const char *json;
@@ -73,6 +81,7 @@ mp_source *mp_source_open(const char *path, mp_error *e)
 		}
 		s->own_file = 1;
 	}
+	*opened = 1;
 	if (mp_stream_reader_open(&s->stream, s->f, s->name, e) < 0)
 		goto fail;
 	uint32_t kind;

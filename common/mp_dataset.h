@@ -12,6 +12,12 @@
 typedef struct mp_source mp_source;
 
 mp_source *mp_source_open(const char *path, mp_error *e);
+/* mp_source_open, saying how far it got when it fails: *opened is 0 when
+ * the path could not be opened (it is missing, or not readable), 1 when
+ * what it holds is no good dataset (a stream's header or meta frame, a
+ * DB's data.mdb or meta document), which a verifier counts as a problem
+ * found in the dataset. */
+mp_source *mp_source_open_stage(const char *path, int *opened, mp_error *e);
 /* The meta document. For a stream the counts and mean become final only
  * after mp_source_next has returned 0 (the end frame). */
 const mp_meta *mp_source_meta(const mp_source *s);

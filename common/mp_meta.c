@@ -276,10 +276,14 @@ static int check_counts(const char *what, uint64_t records, uint64_t macrobatche
 {
 	if (macrobatch_size == 0) /* an end frame with no meta document read */
 		return mp_seterr(e, "%s: the macrobatch size is not known", what);
-	if (records > 0 && macrobatches != (records + macrobatch_size - 1) / macrobatch_size)
-		return mp_seterr(e, "%s: %llu macrobatches cannot hold %llu records of %u each",
-				 what, (unsigned long long)macrobatches,
-				 (unsigned long long)records, macrobatch_size);
+	uint64_t need = (records + macrobatch_size - 1) / macrobatch_size;
+	if (records > 0 && macrobatches != need)
+		return mp_seterr(e, "%s: %llu record%s of %u per macrobatch make%s "
+				 "%llu macrobatch%s, not %llu",
+				 what, (unsigned long long)records, records == 1 ? "" : "s",
+				 macrobatch_size, records == 1 ? "s" : "",
+				 (unsigned long long)need, need == 1 ? "" : "es",
+				 (unsigned long long)macrobatches);
 	return 0;
 }
 

@@ -239,10 +239,12 @@ def check_meta(meta, has_crc=False):
         raise ValueError("\"class_names\" is not null or %d strings" % meta["classes"])
     if not isinstance(meta["source_list"], str):
         raise ValueError("\"source_list\" is not a string")
-    if (meta["complete"] and meta["records"] and
-            meta["macrobatches"] != -(-meta["records"] // meta["macrobatch_size"])):
-        raise ValueError("%d macrobatches cannot hold %d records of %d" % (
-            meta["macrobatches"], meta["records"], meta["macrobatch_size"]))
+    records, size = meta["records"], meta["macrobatch_size"]
+    need = -(-records // size)
+    if meta["complete"] and records and meta["macrobatches"] != need:
+        raise ValueError("%d record%s of %d per macrobatch make%s %d macrobatch%s, not %d" % (
+            records, "" if records == 1 else "s", size, "s" if records == 1 else "",
+            need, "" if need == 1 else "es", meta["macrobatches"]))
 
 
 # ---- decoding ---------------------------------------------------------------

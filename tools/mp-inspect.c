@@ -41,11 +41,11 @@ static void help(void)
 	       "weights or checkpoint file (safetensors).\n\n"
 	       "      --verify        check every CRC and decode every image; exit 1 on any\n"
 	       "                      failure\n"
-	       "      --list          one line per record: index, name, label, size,\n"
-	       "                      encoding, bytes\n"
+	       "      --list          one line per record: index, name, label, width,\n"
+	       "                      height, encoding, bytes, crc32\n"
 	       "      --record N      print the fields of record N (from 0)\n"
-	       "      --extract N     decode record N and write it to -o FILE (.png, .jpg\n"
-	       "                      or .ppm)\n"
+	       "      --extract N     decode record N and write it to -o FILE (.png, .jpg,\n"
+	       "                      .jpeg or .ppm)\n"
 	       "  -o, --output FILE   where --extract writes (- for stdout as PNG, not a\n"
 	       "                      terminal)\n"
 	       "      --json          machine-readable output\n"
@@ -310,31 +310,55 @@ static void print_failure(void *ctx, const char *msg)
 	mp_warnx("%s", msg);
 }
 
-static int verify(mp_source *src, uint64_t max_pixels, int json)
+/* A dataset whose header, LMDB file or meta document is bad is verified
+ * as far as that: one problem, no records checked, and the report says
+ * so; only a path that does not open at all is an error without one. */
+static int verify(const char *path, uint64_t max_pixels, int json)
 {
+	mp_error e;
+	int opened;
+	mp_source *src = mp_source_open_stage(path, &opened, &e);
+	if (!src && !opened)
+		mp_errx(1, "%s", e.msg);
 	cJSON *fails = json ? cJSON_CreateArray() : NULL;
 	uint64_t checked = 0;
-	long failures = mp_verify(src, max_pixels, print_failure, fails, &checked);
-	const mp_meta *m = mp_source_meta(src);
+	long failures;
+	if (src) {
+		failures = mp_verify(src, max_pixels, print_failure, fails, &checked);
+	} else {
+		print_failure(fails, e.msg);
+		failures = 1;
+	}
+	const char *name = src ? mp_source_name(src) : strcmp(path, "-") ? path : "<stdin>";
+	const mp_meta *m = src ? mp_source_meta(src) : NULL;
 	if (json) {
 		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "dataset", mp_source_name(src));
+		cJSON_AddStringToObject(o, "dataset", name);
 		cJSON_AddNumberToObject(o, "records_checked", (double)checked);
-		cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
+		/* a stream's count is in its end frame: until that is read,
+		 * its meta frame's 0 is no count */
+		if (m && m->complete)
+			cJSON_AddNumberToObject(o, "records_expected", (double)m->records);
+		else
+			cJSON_AddNullToObject(o, "records_expected");
 		cJSON_AddBoolToObject(o, "ok", failures == 0);
-		cJSON_AddBoolToObject(o, "meta_crc32", m->has_crc);
+		if (m)
+			cJSON_AddBoolToObject(o, "meta_crc32", m->has_crc);
+		else
+			cJSON_AddNullToObject(o, "meta_crc32");
 		cJSON_AddItemToObject(o, "failures", fails);
 		print_json(o);
 	} else if (failures == 0) {
 		printf("%s: OK: %llu records verified (CRCs, layout, every image decoded)%s\n",
-		       mp_source_name(src), (unsigned long long)checked,
+		       name, (unsigned long long)checked,
 		       m->has_crc ? "" : "; format_version 1: the meta document is not "
 					 "covered by a CRC");
 	} else {
-		printf("%s: FAILED: %ld problem%s; %llu records checked\n", mp_source_name(src),
+		printf("%s: FAILED: %ld problem%s; %llu records checked\n", name,
 		       failures < 0 ? 1 : failures, failures == 1 ? "" : "s",
 		       (unsigned long long)checked);
 	}
+	mp_source_close(src);
 	return failures == 0 ? 0 : 1;
 }
 
@@ -948,14 +972,14 @@ int main(int argc, char **argv)
 			 "or give a file");
 		usage();
 	}
+	if (do_verify)
+		mp_exit_stdout(verify(argv[0], (uint64_t)max_pixels, json));
 	mp_error e;
 	mp_source *src = mp_source_open(argv[0], &e);
 	if (!src)
 		mp_errx(1, "%s", e.msg);
 	int rc;
-	if (do_verify)
-		rc = verify(src, (uint64_t)max_pixels, json);
-	else if (do_list)
+	if (do_list)
 		rc = list_records(src, json);
 	else if (record >= 0)
 		rc = show_record(src, (uint64_t)record, json);

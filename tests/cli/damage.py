@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Damages a file one byte at a time and checks that mp-inspect --verify
-reports each damaged copy: exit status 1, the file named on stderr, no
-crash, no hang and no "OK".
+reports each damaged copy: exit status 1, the file named on stderr, a
+report that says FAILED on stdout (never "OK"), no crash and no hang.
 
     damage.py MP_INSPECT KIND FILE
 
@@ -130,7 +130,8 @@ def run(inspect, target, what, failures):
         failures.append("%s: hangs" % what)
         return
     err = p.stderr.decode("utf-8", "replace")
-    if p.returncode != 1 or target not in err or b": OK" in p.stdout:
+    if (p.returncode != 1 or target not in err or b": OK" in p.stdout
+            or not p.stdout.startswith(target.encode() + b": FAILED")):
         failures.append("%s: exit %d, stdout %r, stderr %r"
                         % (what, p.returncode, p.stdout[-100:], err[-200:]))
 

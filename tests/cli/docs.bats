@@ -497,6 +497,30 @@ END
 	run_examples mp-inspect.1
 }
 
+@test "mp-inspect(1)'s -o files that are written in place are ones --extract writes, in place" {
+	command -v mandoc >/dev/null || skip "mandoc is not installed"
+	local line fifo link target
+	line=$(man_line mp-inspect.1 'is not a regular file.* is written in place')
+	read -r fifo link target <<<"$(sed -nE \
+		's/.*\(a FIFO named ([^ ,]+), a link named ([^ ]+) to ([^ )]+)\).*/\1 \2 \3/p' <<<"$line")"
+	[[ -n $fifo && -n $link && -n $target ]] ||
+		fail "mp-inspect.1: the examples of -o files written in place are gone" "$line"
+	mkimg make noise a.png 8 8
+	echo "a.png 0" >list.txt
+	bw -q --size 8 -o db list.txt
+	inspect --extract 0 -o "want.${fifo##*.}" db
+	mkfifo "$fifo"
+	timeout 20 cat "$fifo" >got &
+	inspect --extract 0 -o "$fifo" db
+	wait $!
+	[[ -p $fifo ]] || fail "$fifo is no longer a FIFO"
+	cmp "want.${fifo##*.}" got
+	ln -s "$target" "$link"
+	inspect --extract 0 -o "$link" db
+	[[ -L $link && $(readlink "$link") == "$target" ]] || fail "$link is no longer a link to $target"
+	assert_files . a.png db got list.txt "$fifo" "$link" "want.${fifo##*.}"
+}
+
 @test "mp-dataset(5)'s examples run as written" {
 	run_examples mp-dataset.5
 }

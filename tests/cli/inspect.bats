@@ -65,6 +65,26 @@ with env.begin(write=True) as txn:
 env.close()' "$@" "$MP_ROOT/scripts"
 }
 
+# edit_frames STREAM OUT PYTHON: runs PYTHON on the frames f of STREAM (a
+# list of [kind, payload], payload a bytearray) and writes them to OUT,
+# each with its CRC made anew.
+edit_frames() {
+	"$PY" -c '
+import struct, sys, zlib
+d = open(sys.argv[1], "rb").read()
+f, pos = [], 16
+while pos < len(d):
+    kind, n = struct.unpack_from("<II", d, pos)
+    f.append([kind, bytearray(d[pos + 8:pos + 8 + n])])
+    pos += 12 + n
+exec(sys.argv[3])
+out = bytearray(d[:16])
+for kind, payload in f:
+    frame = struct.pack("<II", kind, len(payload)) + payload
+    out += frame + struct.pack("<I", zlib.crc32(frame))
+open(sys.argv[2], "wb").write(out)' "$@"
+}
+
 @test "a meta document of format_version 1 is read and said to be uncovered; a damaged CRC or its key is an error" {
 	small_db
 	# the form format_version 1 had: the same document, no CRC
@@ -273,6 +293,67 @@ env.close()' "$@" "$MP_ROOT/scripts"
 	run inspect --verify --json db
 	assert_status 0
 	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" "(True, 4, 4, [])"
+	run inspect --verify --json - <out.stream
+	assert_status 0
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["failures"]' <<<"$output")" "(True, 4, 4, [])"
+}
+
+@test "--verify --json of a stream that fails before its end frame does not know the count" {
+	small_db
+	# a byte of the second macrobatch (frame 2), every CRC left as it was
+	"$PY" -c '
+import struct
+d = bytearray(open("out.stream", "rb").read())
+pos = 16
+for _ in range(2):
+    pos += 12 + struct.unpack_from("<I", d, pos + 4)[0]
+d[pos + 8 + 40] ^= 0x01
+open("flip.stream", "wb").write(d)'
+	run --separate-stderr inspect --verify --json flip.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: flip.stream: corrupt stream: CRC mismatch in frame 2"
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"], d["meta_crc32"]' <<<"$output")" \
+		"(False, 3, None, True)"
+	# an end frame whose counts disagree is no count either
+	edit_frames out.stream end.stream '
+import json
+e = json.loads(f[-1][1]); e["macrobatches"] = 3; f[-1][1] = bytearray(json.dumps(e).encode())'
+	run --separate-stderr inspect --verify --json end.stream
+	assert_status 1
+	assert_equal "$(json_get - 'd["ok"], d["records_checked"], d["records_expected"]' <<<"$output")" \
+		"(False, 4, None)"
+}
+
+@test "counts that disagree with the macrobatch size are said as the rule they break" {
+	small_db
+	# 4 records of 3 per macrobatch: 2 macrobatches, the end frame says 3
+	edit_frames out.stream end.stream '
+import json
+e = json.loads(f[-1][1]); e["macrobatches"] = 3; f[-1][1] = bytearray(json.dumps(e).encode())'
+	msg="end frame: 4 records of 3 per macrobatch make 2 macrobatches, not 3"
+	run --separate-stderr inspect --verify end.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: end.stream: $msg"
+	assert_equal "$output" "end.stream: FAILED: 1 problem; 4 records checked"
+	run --separate-stderr bw --input-stream -o copy.db <end.stream
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: <stdin>: $msg"
+	assert_no_db copy.db
+	# the same in a DB's meta document, and as the Python reader says it
+	cp -r db meta.db
+	edit_meta meta.db 'm["macrobatches"] = 3'
+	run --separate-stderr inspect --verify meta.db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: meta.db: meta: 4 records of 3 per macrobatch make 2 macrobatches, not 3"
+	run "$PY" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_dataset
+try:
+    mp_dataset.Dataset("meta.db")
+except mp_dataset.DatasetError as e:
+    print(e)' "$MP_ROOT/scripts"
+	assert_contains "$output" "4 records of 3 per macrobatch make 2 macrobatches, not 3"
 }
 
 @test "--verify --max-pixels refuses to decode larger images" {
@@ -283,6 +364,52 @@ env.close()' "$@" "$MP_ROOT/scripts"
 	assert_equal "$output" "db: FAILED: 4 problems; 4 records checked"
 	run inspect --verify --max-pixels 64 db
 	assert_status 0
+}
+
+@test "--verify of a dataset whose meta document is bad reports it as one problem, 0 records checked" {
+	small_db
+	# the source list's name changed: the document's own CRC finds it, in
+	# a DB and in a stream's meta frame (whose frame CRC is made anew)
+	cp -r db meta.db
+	"$PY" -c '
+import lmdb
+env = lmdb.open("meta.db", subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    txn.put(b"meta", txn.get(b"meta").replace(b"train.txt", b"train.tzt", 1))
+env.close()'
+	edit_frames out.stream meta.stream 'f[0][1] = f[0][1].replace(b"train.txt", b"train.tzt", 1)'
+	# the meta frame damaged, its frame CRC left as it was
+	"$PY" -c '
+import struct, sys
+d = bytearray(open("out.stream", "rb").read())
+d[24 + struct.unpack_from("<I", d, 20)[0] // 2] ^= 0x01
+open("frame.stream", "wb").write(d)'
+	declare -A why=(
+		[meta.db]="meta: CRC mismatch: the document is damaged"
+		[meta.stream]="meta: CRC mismatch: the document is damaged"
+		[frame.stream]="corrupt stream: CRC mismatch in frame 0"
+	)
+	for d in meta.db meta.stream frame.stream; do
+		run --separate-stderr inspect --verify "$d"
+		assert_status 1
+		assert_contains "$stderr" "mp-inspect: $d: ${why[$d]}"
+		assert_equal "$(wc -l <<<"$stderr")" 1
+		assert_equal "$output" "$d: FAILED: 1 problem; 0 records checked"
+		msg=${stderr#mp-inspect: }
+		run --separate-stderr inspect --verify --json "$d"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $msg"
+		assert_equal "$(json_get - 'sorted(d.items())' <<<"$output")" \
+			"[('dataset', '$d'), ('failures', ['$msg']), ('meta_crc32', None), ('ok', False), ('records_checked', 0), ('records_expected', None)]"
+	done
+	run --separate-stderr inspect --verify --json - <meta.stream
+	assert_status 1
+	assert_equal "$(json_get - 'd["dataset"], d["ok"]' <<<"$output")" "('<stdin>', False)"
+	# what does not open is not verified: an error, no report
+	run --separate-stderr inspect --verify --json missing
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: missing: No such file or directory"
+	assert_equal "$output" ""
 }
 
 @test "what is not a dataset is refused with a reason" {
@@ -361,6 +488,29 @@ env.close()'
 		assert_contains "$output" "$opt"
 	done
 	assert_equal "$stderr" ""
+}
+
+# help_entry OPTION: the text of OPTION's entry in --help, on one line.
+help_entry() {
+	inspect --help | awk -v opt="$1" '
+		$1 ~ /^-/ { on = ($1 == opt || $2 == opt) }
+		on { sub(/^ +/, ""); printf "%s ", $0 }' | sed 's/ $//'
+}
+
+@test "--help names every column --list prints and every file name --extract writes" {
+	small_db
+	local cols names ext
+	cols=$(help_entry --list | sed -n 's/.*one line per record: //p')
+	assert_equal "--list: $cols" "--list: $(inspect --list db | head -n 1 | sed 's/\t/, /g')"
+	names=$(help_entry --extract | grep -oE '\.[a-z]+' | tr '\n' ' ')
+	run --separate-stderr inspect --extract 0 -o x.bmp db
+	assert_status 2
+	assert_equal "--extract: $names" \
+		"--extract: $(first_line "$stderr" | sed 's/.*name it //' | grep -oE '\.[a-z]+' | tr '\n' ' ')"
+	for ext in $names; do
+		inspect --extract 0 -o "x$ext" db
+		[[ -s x$ext ]] || fail "--extract -o x$ext wrote nothing"
+	done
 }
 
 @test "--extract -o - refuses to write PNG to a terminal" {

@@ -598,7 +598,10 @@ static void meta_end_frame_checks_counts(void **state)
 	m.macrobatch_size = 3;
 	static const char bad[] = "{\"records\":5,\"macrobatches\":0,\"mean\":[1,2,3],\"skipped\":1}";
 	assert_int_equal(mp_meta_apply_end(&m, bad, strlen(bad), &e), -1);
-	assert_string_equal(e.msg, "end frame: 0 macrobatches cannot hold 5 records of 3 each");
+	assert_string_equal(e.msg, "end frame: 5 records of 3 per macrobatch make 2 macrobatches, not 0");
+	static const char one[] = "{\"records\":1,\"macrobatches\":2,\"mean\":[1,2,3],\"skipped\":1}";
+	assert_int_equal(mp_meta_apply_end(&m, one, strlen(one), &e), -1);
+	assert_string_equal(e.msg, "end frame: 1 record of 3 per macrobatch makes 1 macrobatch, not 2");
 	assert_int_equal(m.complete, 0);
 	assert_int_equal(m.records, 0);
 	assert_int_equal(m.skipped, 0);
