@@ -34,6 +34,23 @@ int mp_label_allowed(const mp_meta *m, int label)
 	return label >= 0 && label <= mp_label_max(m);
 }
 
+int mp_record_fits(const mp_meta *m, const mp_record *r, char *why, size_t n)
+{
+	if (!mp_label_allowed(m, r->label)) {
+		if (m->labelled)
+			snprintf(why, n, "label %d is outside 0..%d", r->label, mp_label_max(m));
+		else
+			snprintf(why, n, "has a label in an unlabelled set");
+		return -1;
+	}
+	if ((int)r->width != m->width || (int)r->height != m->height) {
+		snprintf(why, n, "%ux%u, the dataset says %dx%d", r->width, r->height, m->width,
+			 m->height);
+		return -1;
+	}
+	return 0;
+}
+
 /* A labelled set whose meta says 0 classes has as many as its largest
  * label + 1 (at most MP_MAX_CLASSES, which mp_label_allowed checked). */
 static int grow_classes(mp_stats *st, int label)
@@ -196,19 +213,10 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 			const mp_record *r = &mb.records[i];
 			uint64_t n = mb.first_record + i;
 			int nl = (int)r->name_len;
-			if (m->labelled && !mp_label_allowed(m, r->label))
-				reportf(report, ctx, &failures,
-					"%s: record %llu (%.*s): label %d is outside 0..%d", name,
-					(unsigned long long)n, nl, r->name, r->label, mp_label_max(m));
-			if (!m->labelled && !mp_label_allowed(m, r->label))
-				reportf(report, ctx, &failures,
-					"%s: record %llu (%.*s): has a label in an unlabelled set",
-					name, (unsigned long long)n, nl, r->name);
-			if ((int)r->width != m->width || (int)r->height != m->height)
-				reportf(report, ctx, &failures,
-					"%s: record %llu (%.*s): %ux%u, the dataset says %dx%d", name,
-					(unsigned long long)n, nl, r->name, r->width, r->height,
-					m->width, m->height);
+			char why[128];
+			if (mp_record_fits(m, r, why, sizeof why) < 0)
+				reportf(report, ctx, &failures, "%s: record %llu (%.*s): %s", name,
+					(unsigned long long)n, nl, r->name, why);
 			mp_image img;
 			if (mp_image_decode_payload(codec, r->encoding, r->payload, r->payload_len,
 						    (int)r->width, (int)r->height, max_pixels,

@@ -36,6 +36,10 @@ typedef struct {
 int mp_label_allowed(const mp_meta *m, int label);
 /* The highest label a labelled set allows. */
 int mp_label_max(const mp_meta *m);
+/* 0 if record r fits the dataset m describes (a label it allows, its
+ * width and height), else -1 with the first reason in why ("label 7 is
+ * outside 0..3"). */
+int mp_record_fits(const mp_meta *m, const mp_record *r, char *why, size_t n);
 
 /* Reads every macrobatch and counts. Stops at the first bad macrobatch. */
 int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e);

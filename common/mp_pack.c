@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp_inspect.h"
 #include "mp_macrobatch.h"
 #include "mp_stream.h"
 
@@ -480,6 +481,8 @@ int mp_pack_copy(mp_source *src, mp_db_writer *db, volatile sig_atomic_t *stop,
 	const uint8_t *buf;
 	size_t len;
 	int rc;
+	uint32_t short_count = 0; /* a macrobatch short of the size, and which */
+	uint64_t short_index = 0;
 	while ((rc = mp_source_next(src, &buf, &len, e)) == 1) {
 		if (stop && *stop) {
 			rep->interrupted = 1;
@@ -501,9 +504,37 @@ int mp_pack_copy(mp_source *src, mp_db_writer *db, volatile sig_atomic_t *stop,
 			mp_mb_free(&mb);
 			goto fail;
 		}
+		/* what a reader of the DB would refuse is refused here, before
+		 * it is stored: the images are not decoded (mp-inspect
+		 * --verify does that). Readers find record n in macrobatch
+		 * n / macrobatch_size: only the last may be short. */
+		const mp_meta *m = mp_source_meta(src);
+		if (mb.count > m->macrobatch_size || short_count) {
+			const int over = mb.count > m->macrobatch_size;
+			mp_seterr(e, "%s: macrobatch %llu holds %u records, %s than %u%s",
+				  mp_source_name(src),
+				  (unsigned long long)(over ? mp_source_index(src) : short_index),
+				  over ? mb.count : short_count, over ? "more" : "fewer",
+				  m->macrobatch_size, over ? "" : ", but is not the last");
+			mp_mb_free(&mb);
+			goto fail;
+		}
+		if (mb.count < m->macrobatch_size) {
+			short_count = mb.count;
+			short_index = mp_source_index(src);
+		}
 		for (uint32_t i = 0; i < mb.count; i++) {
-			rep->stored[mb.records[i].encoding]++;
-			rep->payload_bytes += mb.records[i].payload_len;
+			const mp_record *r = &mb.records[i];
+			char why[128];
+			if (mp_record_fits(m, r, why, sizeof why) < 0) {
+				mp_seterr(e, "%s: record %llu (%.*s): %s", mp_source_name(src),
+					  (unsigned long long)(rep->records + i), (int)r->name_len,
+					  r->name, why);
+				mp_mb_free(&mb);
+				goto fail;
+			}
+			rep->stored[r->encoding]++;
+			rep->payload_bytes += r->payload_len;
 		}
 		rep->records += mb.count;
 		mp_mb_free(&mb);
