@@ -187,14 +187,12 @@ def getopt(argv):
     return got
 
 
-# What C's strtol and strtod take, and nothing more: ASCII digits (Python's
+# What mp-train's parsers take, and nothing more: ASCII digits (Python's
 # int and float also take "1_0", "²" and other Unicode digits, and spaces
-# after), an optional sign, leading blanks; hexadecimal for strtod.
-_C_SPACE = "[ \t\n\v\f\r]*"
-_C_INT = re.compile(_C_SPACE + "[+-]?[0-9]+")
-_C_FLOAT = re.compile(_C_SPACE + "[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
-_C_HEX = re.compile(_C_SPACE + "[+-]?0[xX]([0-9a-fA-F]+[.]?[0-9a-fA-F]*|[.][0-9a-fA-F]+)"
-                    "([pP][+-]?[0-9]+)?")
+# around), an optional sign; no leading blank and no hexadecimal, which
+# strtol and strtod alone would take (mp_number_start).
+_C_INT = re.compile("[+-]?[0-9]+")
+_C_FLOAT = re.compile("[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _c_number(text, integer):
@@ -203,13 +201,10 @@ def _c_number(text, integer):
     if not isinstance(text, str):
         return None
     if integer:
-        return int(text.strip()) if _C_INT.fullmatch(text) else None
-    if _C_FLOAT.fullmatch(text):
-        v = float(text.strip())
-    elif _C_HEX.fullmatch(text):
-        v = float.fromhex(text.strip())
-    else:
+        return int(text) if _C_INT.fullmatch(text) else None
+    if not _C_FLOAT.fullmatch(text):
         return None
+    v = float(text)
     return v if math.isfinite(v) else None
 
 

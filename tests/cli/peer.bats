@@ -192,14 +192,27 @@ EOF
 	assert_status 2
 	assert_equal "$(first_line "$output")" "torch-train.py: -d TRAIN_DB is required"
 	[[ ! -e out ]]
-	# what strtol and strtod take, both take: a sign, a hexadecimal float,
-	# leading blanks, an empty schedule (the options pass; the DB is missing)
-	for opt in --batch=+16 --lr=0x1p-3 "--schedule=+5, 7" --schedule= "--batch= 16"; do
+	# both take a sign and an empty schedule (the options pass; the DB is
+	# missing)
+	for opt in --batch=+16 --lr=+.5e+1 --schedule=+5,7 --schedule=; do
 		run train -d missing.db -o out --epochs 1 "$opt"
 		assert_contains "$output" "mp-train: missing.db: "
 		run torch_train -d missing.db -o out --epochs 1 "$opt"
 		assert_status 1
 		assert_equal "$output" "torch-train.py: missing.db: no such file or directory"
+	done
+	# and neither a hexadecimal float nor a leading blank, which strtod
+	# and strtol alone would take
+	for c in "--lr|0x1p-3|--lr: \"0x1p-3\" is not a number from 1e-12 to 1e+12" \
+		"--batch| 16|--batch: \" 16\" is not a number from 2 to 65536" \
+		"--schedule|5, 7|--schedule: schedule \"5, 7\": entry 2 is not an epoch from 1 to 1000000"; do
+		IFS='|' read -r opt v want <<<"$c"
+		run train -d missing.db -o out --epochs 1 "$opt" "$v"
+		assert_status 2
+		assert_equal "$output" "mp-train: $want"
+		run torch_train -d missing.db -o out --epochs 1 "$opt" "$v"
+		assert_status 2
+		assert_equal "$output" "torch-train.py: $want"
 	done
 }
 
