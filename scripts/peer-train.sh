@@ -10,7 +10,9 @@
 # ours / PyTorch.
 #
 # The options are passed to both programs as they are; use those the two
-# share (see torch-train.py --help). The data, the output and --threads are
+# share (see torch-train.py --help): torch-train.py checks them first
+# (--check-options), so that one it refuses stops the script before
+# mp-train's run, not after it. The data, the output and --threads are
 # set here; those options, --resume and --log are refused in every
 # spelling (abbreviated, -oX). WORKDIR/mp-train and WORKDIR/torch are
 # started over (--force).
@@ -106,6 +108,13 @@ run() {
 # anything else runs on the machine; both runs wait passively instead.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
+# an option torch-train.py refuses (one of mp-train's only), before
+# mp-train's run rather than after it
+if ! err=$("$PYTHON" "$here/torch-train.py" -d "$train_db" -v "$val_db" -o "$work/torch" \
+	--force --threads "$cores" --check-options "$@" 2>&1); then
+	printf '%s\n' "$err" >&2
+	die "torch-train.py refuses these options (use those the two share: torch-train.py --help)" 2
+fi
 run mp-train "$MP_BIN/mp-train" -d "$train_db" -v "$val_db" -o "$work/mp-train" --force \
 	--threads "$cores" "$@"
 run torch-train "$PYTHON" "$here/torch-train.py" -d "$train_db" -v "$val_db" -o "$work/torch" \

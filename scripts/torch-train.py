@@ -89,6 +89,7 @@ run
       --max-steps N       stop after N steps in all, as at the end (smoke runs)
       --log-every N       a log row every N steps (default 50; 0: epochs only)
   -q, --quiet             no summaries
+      --check-options     check the options, then exit 0 (before a long run)
   -h, --help              this help
 """
 
@@ -117,7 +118,7 @@ OPTIONS = {
     "schedule": (1, "40,70"), "gamma": (1, "0.1"), "warmup": (1, "0"),
     "force": (0, False), "seed": (1, "1"), "threads": (1, None),
     "loader-threads": (1, "2"), "max-steps": (1, None), "log-every": (1, "50"),
-    "quiet": (0, False), "help": (0, False),
+    "quiet": (0, False), "help": (0, False), "check-options": (0, False),
 }
 SHORT = {"d": "train", "v": "val", "o": "output", "q": "quiet", "h": "help"}
 
@@ -283,6 +284,7 @@ def parse_options(argv):
                    if g["max-steps"] is not None else 0)
     o.log_every = _number("--log-every", g["log-every"], 0, 1000000000, True)
     o.quiet = g["quiet"]
+    o.check_options = g["check-options"]
     if not o.train_db or not o.out_dir:
         warn("-d TRAIN_DB is required" if not o.train_db else "-o OUT_DIR is required")
         usage()
@@ -551,6 +553,8 @@ def score(torch, logits, labels, sums):
 
 def main():
     o = parse_options(sys.argv[1:])
+    if o.check_options:
+        sys.exit(0)
     start = time.monotonic()
     try:
         import numpy as np

@@ -309,6 +309,21 @@ EOF
 	assert_status 0
 	assert_equal "$output" -a.png
 	[[ -s ./-a.png ]]
+	# OUT the log itself, or a link to it: refused, the log intact
+	cp "$D/mp-run/train.log" log.tsv
+	ln -s log.tsv link.png
+	for out in log.tsv ./log.tsv link.png; do
+		run "$PLOT" log.tsv "$out"
+		assert_status 2
+		assert_equal "$(first_line "$output")" "plot-log: $out: is the log itself (OUT is the PNG to write)"
+	done
+	cmp log.tsv "$D/mp-run/train.log"
+	# a name is text in the title, never a command gnuplot runs
+	name="a\`touch ran\`'q_\$(touch ran2)\"b.tsv"
+	cp "$D/mp-run/train.log" "$name"
+	run "$PLOT" "$name" t.png
+	assert_status 0
+	[[ -s t.png && ! -e ran && ! -e ran2 ]]
 }
 
 @test "peer-train.sh trains both and prints both errors, the difference and the speed ratio" {
@@ -353,6 +368,13 @@ EOF
 	assert_status 2
 	assert_contains "$output" "peer-train.sh: mp-train failed (exit 2)"
 	[[ ! -e peer/torch-train.out ]]
+	# an option of mp-train's only: refused before mp-train runs, with
+	# torch-train.py's reason
+	run --separate-stderr "$PEER" "$D/train.db" "$D/val.db" peer2 --epochs 1 --keep 0
+	assert_status 2
+	assert_equal "$(first_line "$stderr")" "torch-train.py: unrecognized option '--keep'"
+	assert_equal "$(tail -n 1 <<<"$stderr")" "peer-train.sh: torch-train.py refuses these options (use those the two share: torch-train.py --help)"
+	[[ ! -e peer2/mp-train ]]
 }
 
 @test "peer-train.sh: a missing Python module stops it before mp-train runs; a WORKDIR that starts with a dash" {
