@@ -36,6 +36,39 @@ no_long_options() {
 	done
 }
 
+# refuse_options REASON "NAME..." ARG...: exit 2 when an ARG sets one of
+# mp-train's long options NAME (-d, -v and -o being --train, --val and
+# --output), saying which and REASON, in every spelling getopt takes: a
+# unique prefix (--out, --outp=X; a prefix of a NAME is refused even where
+# it is ambiguous, --t), a short option's value attached or after a
+# cluster of flags (-oX, -qo X). Stops at "--".
+refuse_options() {
+	local reason=$1 names=$2 a name o flags what
+	shift 2
+	for a in "$@"; do
+		case $a in
+		--) break ;;
+		--?*)
+			name=${a#--}
+			name=${name%%=*}
+			for o in $names; do
+				[[ $o == "$name"* ]] || continue
+				what=" (--$o)"
+				[[ ${a%%=*} != "--$o" ]] || what=
+				echo "$prog: $a$what: $reason" >&2
+				exit 2
+			done
+			;;
+		-*[dvo]*)
+			flags=${a#-}
+			flags=${flags%%[dvo]*}
+			echo "$prog: $a (-${a:${#flags}+1:1}): $reason" >&2
+			exit 2
+			;;
+		esac
+	done
+}
+
 # safe_path PATH: PATH, or ./PATH where it starts with "-", so that the
 # programs it is given to never take it for an option
 safe_path() {

@@ -58,34 +58,10 @@ fi
 # a path that starts with "-" is given as ./-X, never taken for an option
 train_db=$(safe_path "$1") val_db=$(safe_path "$2") work=$(safe_path "$3")
 shift 3
-# Refuse every spelling of what is set here (or would make the two runs
-# share a file): both programs take a long option by any unique prefix
-# (--out, --outp=X) and a short one's value attached or after a cluster of
-# flags (-oX, -qo X). A prefix of one of these names is refused even where
-# it is ambiguous (--t).
-set_here=(train val output threads resume log)
-refuse() { # ARG OPTION: ARG sets OPTION
-	local what=" ($2)"
-	[[ ${1%%=*} != "$2" ]] || what=
-	die "$1$what: $prog sets the data, the output, the log and --threads itself, and starts both runs over" 2
-}
-for a in "$@"; do
-	case $a in
-	--) break ;;
-	--?*)
-		name=${a#--}
-		name=${name%%=*}
-		for o in "${set_here[@]}"; do
-			[[ $o == "$name"* ]] && refuse "$a" "--$o"
-		done
-		;;
-	-*[dvo]*)
-		flags=${a#-}
-		flags=${flags%%[dvo]*}
-		refuse "$a" "-${a:${#flags}+1:1}"
-		;;
-	esac
-done
+# every spelling of what is set here, or would make the two runs share a
+# file
+refuse_options "$prog sets the data, the output, the log and --threads itself, and starts both runs over" \
+	"train val output threads resume log" "$@"
 [[ -x $MP_BIN/mp-train ]] || die "$MP_BIN/mp-train: not built (run make)"
 # torch-train.py's modules, before mp-train's run rather than after it
 need_python numpy PIL lmdb torch

@@ -7,16 +7,17 @@
 # the kit's data.tar.gz was unpacked into data/) and the lists train.txt,
 # val.txt and categories.txt (beside images/, in data/ or in
 # development_kit/data/). The list paths are relative to images/. The kit
-# has no test.txt: without one, the test list is made from the files under
-# images/test/, sorted (test/00000001.jpg ...). WORKDIR (default build/reproduce)
+# has no test.txt: without one, the test list is made from the JPEG and PNG
+# files under images/test/, sorted (test/00000001.jpg ...). WORKDIR (default build/reproduce)
 # receives train.db, val.db, test.db, the run (run/: checkpoints, weights,
 # train.log, train.png) and, once mp-eval is built, the evaluation and the
 # submission file.
 #
 # Run it again after a stop: packed DBs are kept (after a check) and
 # training resumes from run/last.safetensors. Options after WORKDIR go to
-# mp-train (for a trial: --epochs 1 --max-steps 20); when the second
-# argument is an option, WORKDIR is the default.
+# mp-train (for a trial: --epochs 1 --max-steps 20), but for those set
+# here (-d, -v, -o, --log, --resume, --force: refused in any spelling);
+# when the second argument is an option, WORKDIR is the default.
 #
 # Exit status: 0 done (or -h, --help), 1 a kit that is not complete or a
 # step that failed, 2 bad usage.
@@ -40,7 +41,8 @@ The whole Mini-Places2 recipe on the development kit MINIPLACES_DIR
 images/, in data/ or in development_kit/data/; test.txt there too, or else
 made from images/test/): pack the three DBs, train (resuming a stopped run), plot the log,
 evaluate at one scale and at four, and write a submission file, all into
-WORKDIR (default build/reproduce). The options go to mp-train.
+WORKDIR (default build/reproduce). The options go to mp-train; the
+data, the output, the log, --resume and --force are set here.
 EOF
 	exit 0
 	;;
@@ -56,6 +58,10 @@ if [ $# -ge 1 ] && [[ $1 != -?* ]]; then
 	work=$(safe_path "${1:-$work}")
 	shift
 fi
+# what the recipe sets itself: its data, its run (a --log elsewhere would
+# leave the plot without rows), and how it resumes or starts over
+refuse_options "$prog sets the data, the output and the log itself, and resumes or starts over the run in WORKDIR/run" \
+	"train val output resume force log" "$@"
 for p in mp-batchwriter mp-train mp-inspect; do
 	[ -x "$bin/$p" ] || die "$bin/$p is not built; run make first"
 done
@@ -83,7 +89,8 @@ if [ ! -f "$test_list" ]; then
 	test_list=$work/test.txt
 	# whole or not at all: no test.txt.tmp left by a failure or Ctrl-C
 	trap 'rm -f "$test_list.tmp"' EXIT
-	(cd "$images" && find test -type f |
+	# the images only: no .DS_Store or Thumbs.db that a copy brought
+	(cd "$images" && find test -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) |
 		LC_ALL=C sort) >"$test_list.tmp"
 	[ -s "$test_list.tmp" ] || die "$images/test: no images to make the test list from"
 	mv "$test_list.tmp" "$test_list"

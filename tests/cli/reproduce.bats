@@ -90,11 +90,13 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	# there is no test list; the test images are named by their files
 	mkdir mp/data && mv mp/images mp/train.txt mp/val.txt mp/categories.txt mp/data/
 	rm mp/test.txt
+	# what a copy of the images may bring besides them
+	touch mp/data/images/test/Thumbs.db mp/data/images/test/.DS_Store
 	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}" --max-steps 2
 	assert_status 0
 	assert_contains "$output" "mp has no test.txt: work/test.txt lists the 10 images of mp/data/images/test"
 	assert_equal "$(json_get <(inspect --json work/test.db) 'd["records"], d["meta"]["labelled"]')" "(10, False)"
-	assert_equal "$(cut -d' ' -f1 work/submission.txt)" "$(cd mp/data/images && find test -type f | LC_ALL=C sort)"
+	assert_equal "$(cut -d' ' -f1 work/submission.txt)" "$(cd mp/data/images && find test -name '*.png' | LC_ALL=C sort)"
 	assert_equal "$(awk '{ print NF }' work/submission.txt | sort -u)" 6
 	# the course's tarballs: images/ beside development_kit/data/
 	rm -rf work
@@ -139,6 +141,14 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	run bash "$MP_ROOT/scripts/reproduce.sh" --epochs 1
 	assert_status 2
 	assert_equal "$(first_line "$output")" "reproduce.sh: unknown option --epochs (mp-train's options come after MINIPLACES_DIR)"
+	assert_files .
+	# what it sets itself, in any spelling: before any work
+	for a in -o -qoX --outp=x --log --resume --force -d; do
+		run --separate-stderr bash "$MP_ROOT/scripts/reproduce.sh" nokit work --epochs 1 "$a" x
+		assert_status 2
+		assert_contains "$stderr" "reproduce.sh: $a"
+		assert_contains "$stderr" "sets the data, the output and the log itself"
+	done
 	assert_files .
 }
 
