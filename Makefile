@@ -28,10 +28,12 @@ NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/b
 
 B := build
 
-DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
-	liblmdb-dev lmdb-utils zlib1g-dev libcjson-dev libcmocka-dev bats mandoc \
+# what the programs need to build; reproduce wants only these
+BUILD_DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
+	liblmdb-dev zlib1g-dev libcjson-dev libopenblas-dev
+DEB_PACKAGES := $(BUILD_DEB_PACKAGES) lmdb-utils libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs python3-torch libopenblas-dev gnuplot-nox strace shellcheck
+	libjpeg-turbo-progs python3-torch gnuplot-nox strace shellcheck
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.
@@ -348,7 +350,7 @@ demo:
 REPRO_DIR ?= $(B)/reproduce
 reproduce:
 	@test -n "$(MINIPLACES)" || { echo "usage: make reproduce MINIPLACES=DIR [REPRO_DIR=DIR] [REPRO_OPTS=\"mp-train options\"]" >&2; exit 2; }
-	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BUILD_DEB_PACKAGES)"
 	@$(MAKE) --no-print-directory all
 	bash scripts/reproduce.sh "$(MINIPLACES)" "$(REPRO_DIR)" $(REPRO_OPTS)
 
@@ -383,8 +385,13 @@ uninstall:
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
 	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
 
+# build/reproduce holds the reproduction's DBs and run, hours of work that
+# no rebuild makes again: clean keeps it (remove it by hand)
 clean:
-	rm -rf $(B)
+	@if [ -d $(B)/reproduce ]; then \
+		find $(B) -mindepth 1 -maxdepth 1 ! -name reproduce -exec rm -rf {} +; \
+		echo "clean: kept $(B)/reproduce (the reproduction's data and run)"; \
+	else rm -rf $(B); fi
 
 distclean: clean
 

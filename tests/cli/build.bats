@@ -155,6 +155,15 @@ built() {
 	assert_status 0
 	(cd src && find . | LC_ALL=C sort) >after
 	assert_equal "$(diff before after)" ""
+
+	# a reproduction's data and run are not build products: kept
+	mkdir -p src/build/obj src/build/reproduce/run
+	echo weights >src/build/reproduce/run/weights.safetensors
+	run mk clean
+	assert_status 0
+	assert_equal "$output" "clean: kept build/reproduce (the reproduction's data and run)"
+	assert_files src/build reproduce
+	assert_equal "$(cat src/build/reproduce/run/weights.safetensors)" weights
 }
 
 @test "SAN=address,undefined builds with the sanitizers, and the loader's tests pass under them" {
