@@ -369,21 +369,21 @@ deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 			--no-install-recommends $$missing; fi
 
+# The destination quoted throughout: a PREFIX may hold spaces.
+DEST = $(DESTDIR)$(PREFIX)
 install: tools
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	$(if $(USE_CUDA),install -d $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) && \
-		install -m 755 $(CUDA_MODULE) $(DESTDIR)$(CUDA_MODULE_INSTALLED))
-	for m in $(wildcard man/*.1); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done
-	for m in $(wildcard man/*.5); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/; done
+	install -d "$(DEST)/bin" "$(DEST)/share/man/man1" "$(DEST)/share/man/man5"
+	install -m 755 $(TOOLS) "$(DEST)/bin/"
+	$(if $(USE_CUDA),d="$(DESTDIR)$(CUDA_MODULE_INSTALLED)" && install -d "$${d%/*}" && \
+		install -m 755 $(CUDA_MODULE) "$$d")
+	for m in $(wildcard man/*.1); do install -m 644 $$m "$(DEST)/share/man/man1/"; done
+	for m in $(wildcard man/*.5); do install -m 644 $$m "$(DEST)/share/man/man5/"; done
 
 uninstall:
-	rm -f $(patsubst $(B)/bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS))
-	rm -f $(DESTDIR)$(CUDA_MODULE_INSTALLED)
-	rmdir $(DESTDIR)$(dir $(CUDA_MODULE_INSTALLED)) 2>/dev/null || :
-	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(wildcard man/*.1))
-	rm -f $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(wildcard man/*.5))
+	for t in $(notdir $(TOOLS)); do rm -f "$(DEST)/bin/$$t"; done
+	d="$(DESTDIR)$(CUDA_MODULE_INSTALLED)" && rm -f "$$d" && { rmdir "$${d%/*}" 2>/dev/null || :; }
+	for m in $(notdir $(wildcard man/*.1)); do rm -f "$(DEST)/share/man/man1/$$m"; done
+	for m in $(notdir $(wildcard man/*.5)); do rm -f "$(DEST)/share/man/man5/$$m"; done
 
 # build/reproduce holds the reproduction's DBs and run, hours of work that
 # no rebuild makes again: clean keeps it (remove it by hand)

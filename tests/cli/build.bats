@@ -147,6 +147,14 @@ built() {
 	assert_status 0
 	assert_not_contains "$output" "ignored"
 	assert_equal "$(find p -type f)" ""
+	# a PREFIX with a space in it: there and only there
+	run mk CUDA=0 install PREFIX="$PWD/p q"
+	assert_status 0
+	assert_equal "$(cd "p q" && find . -type f | sed 's,^\./,,' | LC_ALL=C sort)" "$want"
+	run mk CUDA=0 uninstall PREFIX="$PWD/p q"
+	assert_status 0
+	assert_equal "$(find "p q" -type f)" ""
+	[[ ! -e "$PWD/p/q" && ! -e q && ! -e src/q ]]
 	run mk CUDA=0 uninstall PREFIX=/usr DESTDIR="$PWD/stage"
 	assert_status 0
 	assert_equal "$(find stage -type f)" ""
