@@ -322,6 +322,7 @@ fuzz_cc_ok = printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) 
 	$(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -fopenmp -o /dev/null - 2>/dev/null
 
 fuzz:
+	@$(if $(filter-out $(FUZZ_NAMES),$(FUZZ_ONLY)),{ echo "fuzz: FUZZ_ONLY: no harness $(filter-out $(FUZZ_NAMES),$(FUZZ_ONLY)) (there are: $(FUZZ_NAMES))" >&2; exit 2; })
 	@$(fuzz_cc_ok) || { echo "fuzz: $(FUZZ_CC) cannot build libFuzzer programs (apt-get install clang)" >&2; exit 1; }
 	@$(FUZZ_MAKE) fuzzers
 	@$(foreach t,$(FUZZ_ONLY),mkdir -p $(FUZZ_B)/corpus/$(t) && \

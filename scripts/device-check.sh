@@ -4,7 +4,8 @@
 #
 #   bash scripts/device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]
 #
-# (-- ends the options: a RESULTS_DIR that starts with "-" comes after it)
+# (-- ends the options: a RESULTS_DIR that starts with "-" comes after it;
+# the default RESULTS_DIR is ./device-check-results)
 #
 # Stages, each with a time limit, each logged to logs/<stage>.log, packed
 # at the end into RESULTS_DIR/logs.tar.gz (--keep-logs leaves the folder
@@ -133,7 +134,8 @@ for a in "$@"; do
 	--keep-logs) KEEP_LOGS=1 ;;
 	-h | --help)
 		echo "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
-		echo "(the stages, the options and the environment: the comment at the top of $0)"
+		echo "(RESULTS_DIR: default ./device-check-results; the stages, the options and the"
+		echo "environment: the comment at the top of $0)"
 		exit 0
 		;;
 	-*) echo "device-check.sh: unknown option $a" >&2; usage ;;

@@ -231,3 +231,15 @@ failing_make() {
 -s -C tree CUDA=1 build/tests/oracle/bench_step
 -s -C tree"
 }
+
+@test "the C helpers under build/scripts: -h and --help print their usage on stdout and exit 0" {
+	local h
+	for h in loader-rate jpeg-decode-rate fmnist-convert; do
+		for o in -h --help; do
+			run --separate-stderr "$MP_SCRIPTS/$h" "$o"
+			assert_status 0
+			assert_contains "$(first_line "$output")" "usage: $h"
+			assert_equal "$stderr" ""
+		done
+	done
+}
