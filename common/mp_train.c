@@ -1764,6 +1764,11 @@ static int run(trainer *t, mp_error *e)
 			status = MP_TRAIN_STOPPED;
 			goto out;
 		}
+		/* with nothing left to train, no later checkpoint would say it
+		 * is done: this position's says so, or every later resume
+		 * from it would validate again */
+		if (!more && write_checkpoint(t, t->epoch, t->batch, e) < 0)
+			goto out;
 	}
 	/* a run resumed where its --max-steps ended it has nothing left to
 	 * train, as one that has done its epochs */

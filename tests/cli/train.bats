@@ -645,6 +645,11 @@ same_as_whole() {
 	assert_status 0
 	assert_contains "$output" "has done 1 of 1 epochs: nothing to train"
 	same_as_whole "$output" want.txt last one
+	# and its checkpoint says so: a resume from it does not validate again
+	assert_contains "$(inspect last/checkpoint-0001.safetensors)" "train.validated: 1"
+	run train "${ONE[@]}" --epochs 1 -o last --resume last/last.safetensors
+	assert_status 0
+	assert_not_contains "$output" "validating first"
 	# a checkpoint without the key, from an earlier version, counts as
 	# validated (and one of format_version 1, without a header CRC, resumes)
 	"$PY" - "$MP_ROOT/scripts" last/checkpoint-0001.safetensors old.safetensors <<-'EOF'
