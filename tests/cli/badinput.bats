@@ -257,41 +257,12 @@ a_stream() {
 	bw -q --size 16 --macrobatch 8 list.txt >out.stream
 }
 
-# restream IN OUT PYTHON: OUT is stream IN with its frames edited by the
-# PYTHON statements, which see frames (a list of [kind, bytearray], the
-# meta frame first), meta (its document, a dict, written back), item(mb, i)
-# (where record i of a macrobatch's payload starts) and fix(mb) (its CRC).
-restream() {
-	"$PY" - "$MP_ROOT/scripts" "$@" <<-'EOF'
-		import struct, sys, zlib
-		sys.path.insert(0, sys.argv[1])
-		import mp_dataset
-		d = open(sys.argv[2], "rb").read()
-		frames, pos = [], 16
-		while pos < len(d):
-		    kind, n = struct.unpack_from("<II", d, pos)
-		    frames.append([kind, bytearray(d[pos + 8:pos + 8 + n])])
-		    pos += 12 + n
-		meta = mp_dataset.load_meta(frames[0][1])
-		item = lambda mb, i: 32 + 32 * i
-		def fix(mb):
-		    mb[-4:] = struct.pack("<I", zlib.crc32(bytes(mb[:-4])))
-		exec(sys.argv[4])
-		frames[0][1] = bytearray(mp_dataset.meta_bytes(meta))
-		out = bytearray(d[:16])
-		for kind, p in frames:
-		    h = struct.pack("<II", kind, len(p))
-		    out += h + p + struct.pack("<I", zlib.crc32(h + p))
-		open(sys.argv[3], "wb").write(out)
-	EOF
-}
-
 @test "--input-stream refuses what a reader of the DB would: a label or size the dataset does not have, a macrobatch out of size" {
 	a_stream
-	restream out.stream label.stream 'mb = frames[2][1]; struct.pack_into("<i", mb, item(mb, 3), 7); fix(mb)'
-	restream out.stream width.stream 'mb = frames[1][1]; struct.pack_into("<I", mb, item(mb, 0) + 8, 15); fix(mb)'
-	restream out.stream small.stream 'meta["macrobatch_size"] = 7'
-	restream out.stream large.stream 'meta["macrobatch_size"] = 9'
+	edit_frames out.stream label.stream 'mb = f[2][1]; struct.pack_into("<i", mb, item(mb, 3), 7); fix(mb)'
+	edit_frames out.stream width.stream 'mb = f[1][1]; struct.pack_into("<I", mb, item(mb, 0) + 8, 15); fix(mb)'
+	edit_frames out.stream small.stream 'm = get_meta(); m["macrobatch_size"] = 7; set_meta(m)'
+	edit_frames out.stream large.stream 'm = get_meta(); m["macrobatch_size"] = 9; set_meta(m)'
 	name() { inspect --record "$1" out.stream | sed -n 's/^ *name: *//p'; }
 	for c in "label|record 11 ($(name 11)): label 7 is outside 0..3" \
 		"width|record 0 ($(name 0)): 15x16, the dataset says 16x16" \

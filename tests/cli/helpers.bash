@@ -223,3 +223,36 @@ emu_setup() {
 	NET=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16)
 	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 }
+
+# edit_frames STREAM OUT PYTHON: runs PYTHON on the frames f of STREAM (a
+# list of [kind, payload], payload a bytearray, the meta frame first) and
+# writes them to OUT, each with its CRC made anew. PYTHON may use
+# get_meta() and set_meta(m) (the meta document as a dict, written back
+# with its own CRC), item(mb, i) (where record i of a macrobatch payload
+# starts) and fix(mb) (the macrobatch's CRC made anew).
+edit_frames() {
+	"$PY" -c '
+import struct, sys, zlib
+sys.path.insert(0, sys.argv[4])
+import mp_dataset
+d = open(sys.argv[1], "rb").read()
+f, pos = [], 16
+while pos < len(d):
+    kind, n = struct.unpack_from("<II", d, pos)
+    f.append([kind, bytearray(d[pos + 8:pos + 8 + n])])
+    pos += 12 + n
+def get_meta():
+    return mp_dataset.load_meta(f[0][1])
+def set_meta(m):
+    f[0][1] = bytearray(mp_dataset.meta_bytes(m))
+def item(mb, i):
+    return 32 + 32 * i
+def fix(mb):
+    mb[-4:] = struct.pack("<I", zlib.crc32(bytes(mb[:-4])))
+exec(sys.argv[3])
+out = bytearray(d[:16])
+for kind, payload in f:
+    frame = struct.pack("<II", kind, len(payload)) + payload
+    out += frame + struct.pack("<I", zlib.crc32(frame))
+open(sys.argv[2], "wb").write(out)' "$@" "$MP_ROOT/scripts"
+}

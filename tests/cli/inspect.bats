@@ -65,26 +65,6 @@ with env.begin(write=True) as txn:
 env.close()' "$@" "$MP_ROOT/scripts"
 }
 
-# edit_frames STREAM OUT PYTHON: runs PYTHON on the frames f of STREAM (a
-# list of [kind, payload], payload a bytearray) and writes them to OUT,
-# each with its CRC made anew.
-edit_frames() {
-	"$PY" -c '
-import struct, sys, zlib
-d = open(sys.argv[1], "rb").read()
-f, pos = [], 16
-while pos < len(d):
-    kind, n = struct.unpack_from("<II", d, pos)
-    f.append([kind, bytearray(d[pos + 8:pos + 8 + n])])
-    pos += 12 + n
-exec(sys.argv[3])
-out = bytearray(d[:16])
-for kind, payload in f:
-    frame = struct.pack("<II", kind, len(payload)) + payload
-    out += frame + struct.pack("<I", zlib.crc32(frame))
-open(sys.argv[2], "wb").write(out)' "$@"
-}
-
 @test "a meta document of format_version 1 is read and said to be uncovered; a damaged CRC or its key is an error" {
 	small_db
 	# the form format_version 1 had: the same document, no CRC
