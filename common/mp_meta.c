@@ -183,41 +183,57 @@ oom:
 	return NULL;
 }
 
-/* Field readers: each checks type and range and names the field. */
-static int get_num(const cJSON *o, const char *key, double min, double max,
-		   double *out, mp_error *e)
+/* A number of the document for a message: whole numbers in full, as
+ * the page gives the ranges, not as 1e+15. */
+static const char *num_text(double d, char *buf, size_t n)
+{
+	if (isfinite(d) && d == floor(d) && fabs(d) < 1e18)
+		snprintf(buf, n, "%.0f", d);
+	else
+		snprintf(buf, n, "%.17g", d);
+	return buf;
+}
+
+/* Field readers: each checks type and range and names the field. Every
+ * number of the document is an integer but the mean, and every bound is
+ * below 2^53, where a double holds each integer exactly. */
+static int get_int64(const cJSON *o, const char *key, int64_t min, int64_t max,
+		     int64_t *out, mp_error *e)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	char num[40];
 	if (!cJSON_IsNumber(v))
 		return mp_seterr(e, "meta: \"%s\" is missing or not a number", key);
 	double d = v->valuedouble;
-	if (!isfinite(d) || d < min || d > max)
-		return mp_seterr(e, "meta: \"%s\" = %g is outside %g..%g", key, d, min, max);
-	*out = d;
+	if (!isfinite(d) || d < (double)min || d > (double)max)
+		return mp_seterr(e, "meta: \"%s\" = %s is outside %lld..%lld", key,
+				 num_text(d, num, sizeof num), (long long)min, (long long)max);
+	if (d != floor(d))
+		return mp_seterr(e, "meta: \"%s\" = %s is not an integer", key,
+				 num_text(d, num, sizeof num));
+	*out = (int64_t)d;
 	return 0;
 }
 
 static int get_int(const cJSON *o, const char *key, long min, long max,
 		   long *out, mp_error *e)
 {
-	double d;
-	if (get_num(o, key, (double)min, (double)max, &d, e) < 0)
+	int64_t v;
+	if (get_int64(o, key, min, max, &v, e) < 0)
 		return -1;
-	if (d != floor(d))
-		return mp_seterr(e, "meta: \"%s\" = %g is not an integer", key, d);
-	*out = (long)d;
+	*out = (long)v;
 	return 0;
 }
 
-/* Counts are stored as JSON numbers: whole and exactly representable. */
-static int get_count(const cJSON *o, const char *key, uint64_t *out, mp_error *e)
+/* Counts (records, skipped: MP_META_MAX_RECORDS; macrobatches:
+ * MP_META_MAX_BATCHES) and the shuffle seed, in the page's ranges. */
+static int get_count(const cJSON *o, const char *key, uint64_t max, uint64_t *out,
+		     mp_error *e)
 {
-	double d;
-	if (get_num(o, key, 0, 9007199254740992.0, &d, e) < 0)
+	int64_t v;
+	if (get_int64(o, key, 0, (int64_t)max, &v, e) < 0)
 		return -1;
-	if (d != floor(d))
-		return mp_seterr(e, "meta: \"%s\" = %g is not an integer", key, d);
-	*out = (uint64_t)d;
+	*out = (uint64_t)v;
 	return 0;
 }
 
@@ -359,8 +375,8 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	m->format_version = (int)v;
 	if (get_bool(o, "complete", &m->complete, e) < 0)
 		goto fail;
-	if (get_count(o, "records", &m->records, e) < 0 ||
-	    get_count(o, "macrobatches", &m->macrobatches, e) < 0)
+	if (get_count(o, "records", MP_META_MAX_RECORDS, &m->records, e) < 0 ||
+	    get_count(o, "macrobatches", MP_META_MAX_BATCHES, &m->macrobatches, e) < 0)
 		goto fail;
 	if (get_int(o, "macrobatch_size", 1, 1 << 20, &v, e) < 0)
 		goto fail;
@@ -426,11 +442,11 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 	}
 	if (!(m->source_list = strdup(src->valuestring)))
 		goto oom;
-	if (get_count(o, "skipped", &m->skipped, e) < 0)
+	if (get_count(o, "skipped", MP_META_MAX_RECORDS, &m->skipped, e) < 0)
 		goto fail;
 	const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "shuffle_seed");
 	if (seed && !cJSON_IsNull(seed)) {
-		if (get_count(o, "shuffle_seed", &m->shuffle_seed, e) < 0)
+		if (get_count(o, "shuffle_seed", MP_META_MAX_SEED, &m->shuffle_seed, e) < 0)
 			goto fail;
 		m->shuffled = 1;
 	}
@@ -480,9 +496,9 @@ int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
 	}
 	/* read into a copy: a bad end frame leaves m as it was */
 	mp_meta n = *m;
-	if (get_count(o, "records", &n.records, e) < 0 ||
-	    get_count(o, "macrobatches", &n.macrobatches, e) < 0 || get_mean(o, &n, e) < 0 ||
-	    get_count(o, "skipped", &n.skipped, e) < 0 ||
+	if (get_count(o, "records", MP_META_MAX_RECORDS, &n.records, e) < 0 ||
+	    get_count(o, "macrobatches", MP_META_MAX_BATCHES, &n.macrobatches, e) < 0 || get_mean(o, &n, e) < 0 ||
+	    get_count(o, "skipped", MP_META_MAX_RECORDS, &n.skipped, e) < 0 ||
 	    check_counts("end frame", n.records, n.macrobatches, n.macrobatch_size, e) < 0)
 		goto fail;
 	m->records = n.records;

@@ -18,6 +18,10 @@
  * 9007199254740991 comes out as 9.00719925474099e+15. Below 10^15 every
  * integer comes out whole. */
 #define MP_META_MAX_SEED 999999999999999LL
+/* The most records (and skipped entries) and macrobatches a document may
+ * give (mp-dataset(5)). */
+#define MP_META_MAX_RECORDS 1000000000000000LL
+#define MP_META_MAX_BATCHES 1000000000000LL
 
 typedef struct {
 	int format_version;   /* as read; a writer writes MP_META_VERSION */

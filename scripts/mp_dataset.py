@@ -59,6 +59,7 @@ MB_HEADER = struct.Struct("<8sIIQII")     # magic version count first total flag
 MB_ITEM = struct.Struct("<iIIBBHIIII")    # label h w channels enc reserved noff nlen poff plen
 MAX_COUNT = 1048576
 MAX_NAME = 4096
+MAX_SEED = 999999999999999   # the largest shuffle_seed (mp-dataset(5))
 
 
 class DatasetError(Exception):
@@ -239,6 +240,10 @@ def check_meta(meta, has_crc=False):
         raise ValueError("\"class_names\" is not null or %d strings" % meta["classes"])
     if not isinstance(meta["source_list"], str):
         raise ValueError("\"source_list\" is not a string")
+    seed = meta["shuffle_seed"]
+    if seed is not None and not _is_int(seed, 0, MAX_SEED):
+        raise ValueError("\"shuffle_seed\" is %r, not null or an integer from 0 to %d" % (
+            seed, MAX_SEED))
     records, size = meta["records"], meta["macrobatch_size"]
     need = -(-records // size)
     if meta["complete"] and records and meta["macrobatches"] != need:

@@ -463,6 +463,34 @@ static void meta_checks_words_counts_geometry(void **state)
 	assert_int_equal(parse_with("shuffle_seed", "\"x\"", &e), -1);
 }
 
+/* The ranges of mp-dataset(5), with the bounds in the message in full. */
+static void meta_ranges_are_the_pages(void **state)
+{
+	(void)state;
+	mp_error e;
+	assert_int_equal(parse_with("skipped", "1000000000000000", &e), 0);
+	assert_int_equal(parse_with("skipped", "1000000000000001", &e), -1);
+	assert_string_equal(e.msg, "meta: \"skipped\" = 1000000000000001 is outside "
+				   "0..1000000000000000");
+	assert_int_equal(parse_with("records", "1000000000000001", &e), -1);
+	assert_string_equal(e.msg, "meta: \"records\" = 1000000000000001 is outside "
+				   "0..1000000000000000");
+	assert_int_equal(parse_with("records", "9007199254740992", &e), -1);
+	assert_int_equal(parse_with("macrobatches", "1000000000001", &e), -1);
+	assert_string_equal(e.msg, "meta: \"macrobatches\" = 1000000000001 is outside "
+				   "0..1000000000000");
+	assert_int_equal(parse_with("shuffle_seed", "999999999999999", &e), 0);
+	assert_int_equal(parse_with("shuffle_seed", "1000000000000000", &e), -1);
+	assert_string_equal(e.msg, "meta: \"shuffle_seed\" = 1000000000000000 is outside "
+				   "0..999999999999999");
+	assert_int_equal(parse_with("macrobatch_size", "1048577", &e), -1);
+	assert_string_equal(e.msg, "meta: \"macrobatch_size\" = 1048577 is outside 1..1048576");
+	assert_int_equal(parse_with("quality", "100.5", &e), -1);
+	assert_string_equal(e.msg, "meta: \"quality\" = 100.5 is outside 0..100");
+	assert_int_equal(parse_with("quality", "1e300", &e), -1);
+	assert_string_equal(e.msg, "meta: \"quality\" = 1.0000000000000001e+300 is outside 0..100");
+}
+
 /* A small complete document, as mp_meta_to_json writes it. */
 static char *small_doc(void)
 {
@@ -630,6 +658,7 @@ int main(void)
 		cmocka_unit_test(meta_round_trip),
 		cmocka_unit_test(meta_rejects_bad_documents),
 		cmocka_unit_test(meta_checks_words_counts_geometry),
+		cmocka_unit_test(meta_ranges_are_the_pages),
 		cmocka_unit_test(meta_end_frame_checks_counts),
 		cmocka_unit_test(meta_crc),
 		cmocka_unit_test(meta_crc_is_zlib_crc32),
