@@ -444,7 +444,13 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 		goto oom;
 	if (get_count(o, "skipped", MP_META_MAX_RECORDS, &m->skipped, e) < 0)
 		goto fail;
+	/* Version 1 documents were written without it at first. */
 	const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "shuffle_seed");
+	if (!seed && m->format_version >= 2) {
+		mp_seterr(e, "meta: \"shuffle_seed\" is missing (null when the list was not "
+			  "shuffled)");
+		goto fail;
+	}
 	if (seed && !cJSON_IsNull(seed)) {
 		if (get_count(o, "shuffle_seed", MP_META_MAX_SEED, &m->shuffle_seed, e) < 0)
 			goto fail;

@@ -209,6 +209,9 @@ def check_meta(meta, has_crc=False):
               "encoding", "quality", "mean", "labelled", "classes", "class_names",
               "source_list", "skipped", "shuffle_seed", "created_by"]
     for f in fields:
+        # version 1 documents were written without shuffle_seed at first
+        if f == "shuffle_seed" and meta.get("format_version") == 1:
+            continue
         if f not in meta:
             raise ValueError("the meta document has no \"%s\"" % f)
     if meta["format_version"] not in (1, 2) or isinstance(meta["format_version"], bool):
@@ -240,7 +243,7 @@ def check_meta(meta, has_crc=False):
         raise ValueError("\"class_names\" is not null or %d strings" % meta["classes"])
     if not isinstance(meta["source_list"], str):
         raise ValueError("\"source_list\" is not a string")
-    seed = meta["shuffle_seed"]
+    seed = meta.get("shuffle_seed")
     if seed is not None and not _is_int(seed, 0, MAX_SEED):
         raise ValueError("\"shuffle_seed\" is %r, not null or an integer from 0 to %d" % (
             seed, MAX_SEED))

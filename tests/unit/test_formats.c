@@ -595,6 +595,36 @@ static void meta_crc(void **state)
 	free(json);
 }
 
+/* shuffle_seed must be there, but in version 1 documents, which were
+ * written without it before it came. */
+static void meta_needs_shuffle_seed_from_version_2(void **state)
+{
+	(void)state;
+	mp_meta r;
+	mp_error e;
+	char *json = small_doc();
+	char *seed = strstr(json, "\t\"shuffle_seed\":\tnull,\n");
+	assert_non_null(seed);
+	memmove(seed, seed + strlen("\t\"shuffle_seed\":\tnull,\n"),
+		strlen(seed + strlen("\t\"shuffle_seed\":\tnull,\n")) + 1);
+	assert_int_equal(mp_meta_seal(json, strlen(json), &e), 0);
+	assert_int_equal(mp_meta_from_json(json, strlen(json), &r, &e), -1);
+	assert_string_equal(e.msg, "meta: \"shuffle_seed\" is missing (null when the list "
+				   "was not shuffled)");
+	/* version 1, without a CRC */
+	char *ver = strstr(json, "\"format_version\":\t2");
+	assert_non_null(ver);
+	ver[strlen("\"format_version\":\t")] = '1';
+	char *old = malloc(strlen(json) + 1);
+	assert_non_null(old);
+	sprintf(old, "{%s", strchr(json + 2, '\n') + 1);
+	assert_int_equal(mp_meta_from_json(old, strlen(old), &r, &e), 0);
+	assert_false(r.shuffled);
+	mp_meta_free(&r);
+	free(old);
+	free(json);
+}
+
 /* The CRC is that of the exact bytes with its digits as "00000000",
  * computed here by zlib as another implementation would. */
 static void meta_crc_is_zlib_crc32(void **state)
@@ -661,6 +691,7 @@ int main(void)
 		cmocka_unit_test(meta_ranges_are_the_pages),
 		cmocka_unit_test(meta_end_frame_checks_counts),
 		cmocka_unit_test(meta_crc),
+		cmocka_unit_test(meta_needs_shuffle_seed_from_version_2),
 		cmocka_unit_test(meta_crc_is_zlib_crc32),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
