@@ -319,6 +319,41 @@ static cJSON *parse_whole(const char *text, size_t len)
 	return o;
 }
 
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A member name given twice in an object, at any depth: readers would
+ * differ on which one counts (cJSON takes the first, Python's json the
+ * last). what names the document for the message. cJSON's nesting limit
+ * bounds the recursion. */
+static int check_duplicates(const cJSON *v, const char *what, mp_error *e)
+{
+	int n = 0, rc = 0;
+	const cJSON *c;
+	for (c = v->child; c; c = c->next) {
+		if (check_duplicates(c, what, e) < 0)
+			return -1;
+		n++;
+	}
+	if (!cJSON_IsObject(v) || n < 2)
+		return 0;
+	const char **names = malloc((size_t)n * sizeof *names);
+	if (!names)
+		return mp_seterr(e, "out of memory reading the %s", what);
+	n = 0;
+	for (c = v->child; c; c = c->next)
+		names[n++] = c->string ? c->string : "";
+	qsort(names, (size_t)n, sizeof *names, cmp_names);
+	for (int i = 1; i < n && !rc; i++)
+		if (!strcmp(names[i - 1], names[i]))
+			rc = mp_seterr(e, "%s: member \"%.64s\" appears more than once", what,
+				       names[i]);
+	free(names);
+	return rc;
+}
+
 int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 {
 	mp_meta_init(m);
@@ -352,6 +387,14 @@ int mp_meta_from_json(const char *text, size_t len, mp_meta *m, mp_error *e)
 			  "document", MP_META_CRC_KEY);
 		goto fail;
 	}
+	size_t bad = mp_utf8_bad_at(text, len);
+	if (bad < len) {
+		mp_seterr(e, "meta: not UTF-8 text (byte 0x%02x at offset %zu)",
+			  (unsigned char)text[bad], bad);
+		goto fail;
+	}
+	if (check_duplicates(o, "meta", e) < 0)
+		goto fail;
 	char fmt[32];
 	if (get_str(o, "format", fmt, sizeof fmt, e) < 0)
 		goto fail;
@@ -499,6 +542,10 @@ int mp_meta_apply_end(mp_meta *m, const char *text, size_t len, mp_error *e)
 	if (!o || !cJSON_IsObject(o)) {
 		cJSON_Delete(o);
 		return mp_seterr(e, "end frame: not a JSON object");
+	}
+	if (check_duplicates(o, "end frame", e) < 0) {
+		cJSON_Delete(o);
+		return -1;
 	}
 	/* read into a copy: a bad end frame leaves m as it was */
 	mp_meta n = *m;

@@ -180,11 +180,26 @@ def meta_bytes(meta):
     return bytes(raw)
 
 
+def _no_duplicates(pairs):
+    """A JSON object whose member names are all different (json.loads
+    would keep the last of two, the toolkit's C reader the first)."""
+    obj = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError("member \"%s\" appears more than once" % k)
+        obj[k] = v
+    return obj
+
+
 def load_meta(raw):
     """Parses and checks the bytes of a meta document, its CRC included;
     raises ValueError (JSONDecodeError and UnicodeDecodeError too)."""
     raw = bytes(raw)
-    meta = json.loads(raw.decode("utf-8"))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError("not UTF-8 text (byte 0x%02x at offset %d)" % (raw[e.start], e.start))
+    meta = json.loads(text, object_pairs_hook=_no_duplicates)
     at = _meta_crc_at(raw)
     if at is not None:
         stored = raw[at:at + 8].decode("ascii", "replace")

@@ -625,6 +625,60 @@ static void meta_needs_shuffle_seed_from_version_2(void **state)
 	free(json);
 }
 
+/* small_doc with text put in before its closing brace, sealed anew. */
+static int parse_extended(const char *more, mp_error *e)
+{
+	char *json = small_doc();
+	char out[8192];
+	char *close = strrchr(json, '}');
+	assert_non_null(close);
+	snprintf(out, sizeof out, "%.*s,%s\n}", (int)(close - json - 1), json, more);
+	free(json);
+	assert_int_equal(mp_meta_seal(out, strlen(out), e), 0);
+	mp_meta r;
+	int rc = mp_meta_from_json(out, strlen(out), &r, e);
+	if (rc == 0)
+		mp_meta_free(&r);
+	return rc;
+}
+
+/* A member given twice is refused, at any depth, the CRC's too; so is
+ * a document that is not UTF-8. */
+static void meta_refuses_duplicates_and_bad_utf8(void **state)
+{
+	(void)state;
+	mp_error e;
+	assert_int_equal(parse_extended("\"zz\": {\"a\": 1, \"b\": [{\"a\": 2}]}", &e), 0);
+	assert_int_equal(parse_extended("\"crc32\": \"00000000\"", &e), -1);
+	assert_string_equal(e.msg, "meta: member \"crc32\" appears more than once");
+	assert_int_equal(parse_extended("\"records\": 3", &e), -1);
+	assert_string_equal(e.msg, "meta: member \"records\" appears more than once");
+	assert_int_equal(parse_extended("\"zz\": [{\"a\": 1, \"b\": 2, \"a\": 1}]", &e), -1);
+	assert_string_equal(e.msg, "meta: member \"a\" appears more than once");
+	/* a byte 0xff in source_list, the CRC made anew */
+	char *json = small_doc();
+	char *src = strstr(json, "l.txt");
+	assert_non_null(src);
+	src[1] = (char)0xff;
+	assert_int_equal(mp_meta_seal(json, strlen(json), &e), 0);
+	mp_meta r;
+	assert_int_equal(mp_meta_from_json(json, strlen(json), &r, &e), -1);
+	char want[64];
+	snprintf(want, sizeof want, "meta: not UTF-8 text (byte 0xff at offset %zu)",
+		 (size_t)(src + 1 - json));
+	assert_string_equal(e.msg, want);
+	free(json);
+	/* the end frame's members too */
+	json = small_doc();
+	assert_int_equal(mp_meta_from_json(json, strlen(json), &r, &e), 0);
+	const char *end = "{\"records\":10,\"macrobatches\":1,\"mean\":null,\"skipped\":0,"
+			  "\"records\":10}";
+	assert_int_equal(mp_meta_apply_end(&r, end, strlen(end), &e), -1);
+	assert_string_equal(e.msg, "end frame: member \"records\" appears more than once");
+	mp_meta_free(&r);
+	free(json);
+}
+
 /* The CRC is that of the exact bytes with its digits as "00000000",
  * computed here by zlib as another implementation would. */
 static void meta_crc_is_zlib_crc32(void **state)
@@ -692,6 +746,7 @@ int main(void)
 		cmocka_unit_test(meta_end_frame_checks_counts),
 		cmocka_unit_test(meta_crc),
 		cmocka_unit_test(meta_needs_shuffle_seed_from_version_2),
+		cmocka_unit_test(meta_refuses_duplicates_and_bad_utf8),
 		cmocka_unit_test(meta_crc_is_zlib_crc32),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
