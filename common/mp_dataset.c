@@ -36,6 +36,30 @@ static int load_meta(mp_source *s, const char *json, size_t len, mp_error *e)
 	return 0;
 }
 
+/* A stream's meta frame leaves what the writer cannot know yet to the
+ * end frame: it is not complete, its counts are 0 and its mean null. */
+static int check_head(const mp_source *s, mp_error *e)
+{
+	const mp_meta *m = &s->meta;
+	static const char why[] = "in a stream's meta frame; the end frame gives it";
+	if (m->complete)
+		return mp_seterr(e, "%s: meta frame: \"complete\" is true; it is false in a "
+				 "stream's meta frame", s->name);
+	const struct {
+		const char *field;
+		uint64_t v;
+	} counts[] = {{"records", m->records},
+		      {"macrobatches", m->macrobatches},
+		      {"skipped", m->skipped}};
+	for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+		if (counts[i].v)
+			return mp_seterr(e, "%s: meta frame: \"%s\" is %llu, not 0 %s", s->name,
+					 counts[i].field, (unsigned long long)counts[i].v, why);
+	if (m->has_mean)
+		return mp_seterr(e, "%s: meta frame: \"mean\" is not null %s", s->name, why);
+	return 0;
+}
+
 mp_source *mp_source_open(const char *path, mp_error *e)
 {
 	int opened;
@@ -90,7 +114,7 @@ mp_source *mp_source_open_stage(const char *path, int *opened, mp_error *e)
 	int rc = mp_stream_next(&s->stream, &kind, &p, &len, e);
 	if (rc <= 0)
 		goto fail;
-	if (load_meta(s, (const char *)p, len, e) < 0)
+	if (load_meta(s, (const char *)p, len, e) < 0 || check_head(s, e) < 0)
 		goto fail;
 	return s;
 fail:

@@ -279,6 +279,25 @@ a_stream() {
 	done
 }
 
+@test "a stream whose meta frame gives what only the end frame may is refused, naming the field" {
+	a_stream
+	for c in 'complete|m["complete"] = True|"complete" is true; it is false in a stream'"'"'s meta frame' \
+		'records|m["records"] = 3|"records" is 3, not 0 in a stream'"'"'s meta frame; the end frame gives it' \
+		'macrobatches|m["macrobatches"] = 1|"macrobatches" is 1, not 0 in a stream'"'"'s meta frame; the end frame gives it' \
+		'skipped|m["skipped"] = 2|"skipped" is 2, not 0 in a stream'"'"'s meta frame; the end frame gives it' \
+		'mean|m["mean"] = [1, 2, 3]|"mean" is not null in a stream'"'"'s meta frame; the end frame gives it'; do
+		IFS='|' read -r f edit want <<<"$c"
+		edit_frames out.stream "$f.stream" "m = get_meta(); $edit; set_meta(m)"
+		run --separate-stderr inspect --verify "$f.stream"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $f.stream: meta frame: $want"
+		run --separate-stderr bw --input-stream -o db <"$f.stream"
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: <stdin>: meta frame: $want"
+		assert_no_db db
+	done
+}
+
 @test "a truncated stream fails --verify and --input-stream, which leaves no DB" {
 	a_stream
 	size=$(stat -c %s out.stream)
