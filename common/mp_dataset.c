@@ -20,6 +20,12 @@ struct mp_source {
 	int own_file;
 	mp_stream_reader stream;
 	uint64_t next_index, last_index;
+	/* a DB's macrobatch keys, walked once: mp_source_next goes through
+	 * these, so a meta that claims more costs one error per run of
+	 * missing indices, not one per index */
+	int indexed;
+	uint64_t *have;
+	size_t nhave, pos;
 };
 
 static int load_meta(mp_source *s, const char *json, size_t len, mp_error *e)
@@ -149,15 +155,40 @@ uint64_t mp_source_index(const mp_source *s)
 	return s->last_index;
 }
 
+uint64_t mp_source_next_index(const mp_source *s)
+{
+	return s->next_index;
+}
+
 int mp_source_next(mp_source *s, const uint8_t **buf, size_t *len, mp_error *e)
 {
 	if (s->db) {
-		if (s->next_index >= s->meta.macrobatches)
+		uint64_t claimed = s->meta.macrobatches;
+		if (s->next_index >= claimed)
 			return 0;
-		int rc = mp_db_reader_get(s->db, s->next_index, buf, len, e);
+		if (!s->indexed) {
+			s->indexed = 1;
+			if (mp_db_reader_batch_indices(s->db, claimed, &s->have, &s->nhave, e) < 0) {
+				s->next_index = claimed; /* nothing more to read */
+				return -1;
+			}
+		}
 		/* Move on even after an error, so a caller that reports and
 		 * goes on (mp_verify) reaches the next key. */
-		s->last_index = s->next_index++;
+		s->last_index = s->next_index;
+		uint64_t next = s->pos < s->nhave ? s->have[s->pos] : claimed;
+		if (next > s->next_index) {
+			s->next_index = next;
+			if (next - s->last_index == 1)
+				return mp_seterr(e, "%s: macrobatch %llu is missing", s->name,
+						 (unsigned long long)s->last_index);
+			return mp_seterr(e, "%s: macrobatches %llu to %llu are missing", s->name,
+					 (unsigned long long)s->last_index,
+					 (unsigned long long)(next - 1));
+		}
+		s->pos++;
+		s->next_index++;
+		int rc = mp_db_reader_get(s->db, s->last_index, buf, len, e);
 		if (rc == 0)
 			return mp_seterr(e, "%s: macrobatch %llu is missing", s->name,
 					 (unsigned long long)s->last_index);
@@ -212,6 +243,7 @@ void mp_source_close(mp_source *s)
 	if (s->own_file && s->f)
 		fclose(s->f);
 	mp_meta_free(&s->meta);
+	free(s->have);
 	free(s->meta_json);
 	free(s->name);
 	free(s);

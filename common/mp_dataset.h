@@ -29,6 +29,10 @@ const char *mp_source_meta_json(const mp_source *s, size_t *len);
 int mp_source_next(mp_source *s, const uint8_t **buf, size_t *len, mp_error *e);
 /* Index of the macrobatch the last mp_source_next returned. */
 uint64_t mp_source_index(const mp_source *s);
+/* The index of the macrobatch mp_source_next reads next: after an error,
+ * minus mp_source_index, the number of macrobatches it stands for (a run
+ * of missing ones in a DB is one error). */
+uint64_t mp_source_next_index(const mp_source *s);
 /* Random access, DB only: 1 found, 0 missing, -1 error. */
 int mp_source_get(mp_source *s, uint64_t index, const uint8_t **buf, size_t *len,
 		  mp_error *e);

@@ -711,6 +711,82 @@ int mp_db_reader_count_batches(mp_db_reader *r, uint64_t *count, mp_error *e)
 	return 0;
 }
 
+/* The index of a key that is a macrobatch's, exactly as batch_key
+ * writes it; -1 for any other key. */
+static int batch_index(const MDB_val *k, uint64_t *index)
+{
+	const char *p = k->mv_data;
+	size_t n = k->mv_size;
+	if (n < 3 + 8 || n > 3 + 20 || memcmp(p, "mb/", 3))
+		return -1;
+	uint64_t v = 0;
+	for (size_t i = 3; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	char key[32];
+	batch_key(key, sizeof key, v);
+	if (strlen(key) != n || memcmp(key, p, n))
+		return -1;
+	*index = v;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int mp_db_reader_batch_indices(mp_db_reader *r, uint64_t limit, uint64_t **out,
+			       size_t *count, mp_error *e)
+{
+	MDB_cursor *c;
+	int rc = mdb_cursor_open(r->txn, r->dbi, &c);
+	if (rc)
+		return mp_seterr(e, "%s: mdb_cursor_open: %s", r->path, mdb_strerror(rc));
+	uint64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	MDB_val k = {3, "mb/"}, d;
+	char why[128];
+	/* the keys only: the values are read, guarded, when they are used */
+	DB_GUARDED(rc, mdb_cursor_get(c, &k, &d, MDB_SET_RANGE));
+	while (rc == MDB_SUCCESS && k.mv_size >= 3 && !memcmp(k.mv_data, "mb/", 3)) {
+		uint64_t index;
+		DB_GUARDED(rc, touch_value(&k));
+		if (rc)
+			break;
+		if (batch_index(&k, &index) == 0 && index < limit) {
+			if (n == cap) {
+				size_t ncap = cap ? 2 * cap : 64;
+				uint64_t *nv = realloc(v, ncap * sizeof *v);
+				if (!nv) {
+					mdb_cursor_close(c);
+					free(v);
+					return mp_seterr(e, "out of memory");
+				}
+				v = nv;
+				cap = ncap;
+			}
+			v[n++] = index;
+		}
+		DB_GUARDED(rc, mdb_cursor_get(c, &k, &d, MDB_NEXT));
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+		free(v);
+		return mp_seterr(e, "%s: walking keys: %s", r->file,
+				 db_read_error(rc, why, sizeof why));
+	}
+	/* the keys sort by index only up to 99999999 (8 digits) */
+	if (n > 1)
+		qsort(v, n, sizeof *v, cmp_u64);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
 void mp_db_reader_close(mp_db_reader *r)
 {
 	if (!r)

@@ -51,6 +51,12 @@ int mp_db_reader_get(mp_db_reader *r, uint64_t index, const uint8_t **buf,
 		     size_t *len, mp_error *e);
 /* Number of keys that look like "mb/..." (for verification). */
 int mp_db_reader_count_batches(mp_db_reader *r, uint64_t *count, mp_error *e);
+/* The indices below limit of the macrobatch keys the DB holds (keys
+ * exactly as the writer makes them), in increasing order, malloc'ed into
+ * *out (NULL when there are none): one walk of the keys, whatever a meta
+ * document claims. */
+int mp_db_reader_batch_indices(mp_db_reader *r, uint64_t limit, uint64_t **out,
+			       size_t *count, mp_error *e);
 void mp_db_reader_close(mp_db_reader *r);
 
 /* 1 if path looks like a dataset DB directory (holds data.mdb). */

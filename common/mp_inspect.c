@@ -141,15 +141,17 @@ static void reportf(mp_verify_report report, void *ctx, long *failures,
 	(*failures)++;
 }
 
-/* The first record after an unreadable macrobatch: it should have held a
- * full macrobatch, or the rest of the records if it was the last one, so
- * the totals do not report it a second time. */
-static uint64_t skip_batch(const mp_meta *m, uint64_t first)
+/* The first record after n unreadable or missing macrobatches: they
+ * should have held full macrobatches, or the rest of the records if the
+ * last one was among them, so the totals do not report them a second
+ * time. */
+static uint64_t skip_batches(const mp_meta *m, uint64_t first, uint64_t n)
 {
-	uint64_t held = m->macrobatch_size;
-	if (m->complete && m->records > first && m->records - first < held)
-		held = m->records - first;
-	return first + held;
+	uint64_t held = n * m->macrobatch_size; /* below 2^40 x 2^20 */
+	uint64_t left = m->records > first ? m->records - first : 0;
+	if (m->complete && left < held)
+		held = left;
+	return held > UINT64_MAX - first ? UINT64_MAX : first + held;
 }
 
 long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
@@ -180,7 +182,8 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 			 * a DB can go on with the next key. */
 			if (mp_source_is_stream(s))
 				break;
-			expected_first = skip_batch(m, expected_first);
+			expected_first = skip_batches(m, expected_first,
+						      mp_source_next_index(s) - mp_source_index(s));
 			continue;
 		}
 		batches++;
@@ -189,7 +192,7 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 		if (mp_mb_parse(buf, len, &mb, &e) < 0) {
 			reportf(report, ctx, &failures, "%s: macrobatch %llu: %s", name,
 				(unsigned long long)idx, e.msg);
-			expected_first = skip_batch(m, expected_first);
+			expected_first = skip_batches(m, expected_first, 1);
 			continue;
 		}
 		if (mb.first_record != expected_first)

@@ -128,6 +128,15 @@ static void *worker(void *arg)
 static int load_records(mp_loader *l, mp_error *e)
 {
 	const mp_meta *m = mp_source_meta(l->src);
+	/* The table is as long as the meta says: first see that the DB holds
+	 * that many macrobatches, so a damaged count cannot make it huge. */
+	uint64_t keys;
+	if (mp_source_count_batches(l->src, &keys, e) < 0)
+		return -1;
+	if (m->macrobatches > keys)
+		return mp_seterr(e, "%s: the meta says %llu macrobatches, the DB holds %llu",
+				 mp_source_name(l->src), (unsigned long long)m->macrobatches,
+				 (unsigned long long)keys);
 	if (!(l->recs = calloc(m->records ? m->records : 1, sizeof *l->recs)))
 		return mp_seterr(e, "out of memory");
 	for (uint64_t b = 0; b < m->macrobatches; b++) {

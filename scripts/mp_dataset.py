@@ -374,6 +374,12 @@ class Dataset:
     def _index(self, txn, verify):
         meta, n = self.meta, self.meta["records"]
         size = meta["macrobatch_size"]
+        # the tables below are as long as the meta says: first see that the
+        # DB holds that many keys, so a damaged count cannot make them huge
+        held = self._env.stat()["entries"]
+        if meta["macrobatches"] > held:
+            raise DatasetError("%s: the meta says %d macrobatches, the DB holds %d keys" % (
+                self.path, meta["macrobatches"], held))
         self.labels = np.empty(n, np.int32)
         self.widths = np.empty(n, np.int32)
         self.heights = np.empty(n, np.int32)

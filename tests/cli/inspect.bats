@@ -336,6 +336,50 @@ except mp_dataset.DatasetError as e:
 	assert_contains "$output" "4 records of 3 per macrobatch make 2 macrobatches, not 3"
 }
 
+@test "a meta document that claims a huge count costs what the DB holds: one problem per run of missing macrobatches" {
+	small_db
+	# 3 x 10^12 records of 3 per macrobatch, and no records in 10^12
+	# macrobatches: the DB holds 2
+	cp -r db huge.db
+	edit_meta huge.db 'm["records"] = 3 * 10**12; m["macrobatches"] = 10**12'
+	cp -r db zero.db
+	edit_meta zero.db 'm["records"] = 0; m["macrobatches"] = 10**12'
+	for c in "huge.db:2999999999998 records found, meta says 3000000000000" \
+		"zero.db:4 records found, meta says 0"; do
+		d=${c%%:*}
+		run --separate-stderr timeout 20 "$MP_BIN/mp-inspect" --verify $d
+		assert_status 1
+		assert_equal "$output" "$d: FAILED: 4 problems; 4 records checked"
+		assert_equal "$stderr" "$(
+			cat <<-EOF
+				mp-inspect: $d: macrobatches 2 to 999999999999 are missing
+				mp-inspect: $d: 2 macrobatches read, meta says 1000000000000
+				mp-inspect: $d: ${c#*:}
+				mp-inspect: $d: 2 macrobatch keys, meta says 1000000000000
+			EOF
+		)"
+		run --separate-stderr timeout 20 "$MP_BIN/mp-inspect" $d
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: $d: macrobatches 2 to 999999999999 are missing"
+		# mp-train's loader counts the keys before it sizes its tables
+		run --separate-stderr timeout 20 "$MP_SCRIPTS/loader-rate" -n 1 $d
+		assert_status 1
+		assert_equal "$stderr" "loader-rate: $d: the meta says 1000000000000 macrobatches, the DB holds 2"
+	done
+	run timeout 20 "$PY" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_dataset
+for d in "huge.db", "zero.db":
+    try:
+        mp_dataset.Dataset(d)
+    except mp_dataset.DatasetError as e:
+        print(e)' "$MP_ROOT/scripts"
+	assert_equal "$output" "$(printf '%s\n' \
+		'huge.db: the meta says 1000000000000 macrobatches, the DB holds 3 keys' \
+		'zero.db: the meta says 1000000000000 macrobatches, the DB holds 3 keys')"
+}
+
 @test "--verify --max-pixels refuses to decode larger images" {
 	small_db
 	run --separate-stderr inspect --verify --max-pixels 63 db
