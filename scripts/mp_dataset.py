@@ -248,6 +248,13 @@ def check_meta(meta, has_crc=False):
     for f, most in (("fit", 15), ("pad_fill", 15), ("encoding", 15), ("created_by", 63)):
         if not isinstance(meta[f], str) or len(meta[f].encode()) > most:
             raise ValueError("\"%s\" is not a string of at most %d bytes" % (f, most))
+    for f, words in (("fit", ("pad", "crop", "stretch")), ("pad_fill", ("mean", "zero", "edge")),
+                     ("encoding", ("keep", "jpeg", "png", "raw"))):
+        if meta[f] not in words:
+            raise ValueError("\"%s\" = %r is not a known value" % (f, meta[f]))
+    if meta["height"] != meta["size"] + 2 * meta["padding"] or meta["width"] != meta["height"]:
+        raise ValueError("%dx%d images do not match size %d with padding %d" % (
+            meta["width"], meta["height"], meta["size"], meta["padding"]))
     mean = meta["mean"]
     if mean is not None and not (isinstance(mean, list) and len(mean) == 3 and
                                  all(_is_num(v) and 0 <= v <= 255 for v in mean)):
