@@ -344,17 +344,20 @@ except mp_dataset.DatasetError as e:
 	edit_meta huge.db 'm["records"] = 3 * 10**12; m["macrobatches"] = 10**12'
 	cp -r db zero.db
 	edit_meta zero.db 'm["records"] = 0; m["macrobatches"] = 10**12'
-	for c in "huge.db:2999999999998 records found, meta says 3000000000000" \
-		"zero.db:4 records found, meta says 0"; do
+	# (the missing ones explain fewer records than the meta says, not more)
+	for c in "huge.db:3:" "zero.db:4:4 records found, meta says 0"; do
 		d=${c%%:*}
+		n=${c#*:}
+		said=${n#*:}
+		n=${n%%:*}
 		run --separate-stderr timeout 20 "$MP_BIN/mp-inspect" --verify $d
 		assert_status 1
-		assert_equal "$output" "$d: FAILED: 4 problems; 4 records checked"
+		assert_equal "$output" "$d: FAILED: $n problems; 4 records checked"
 		assert_equal "$stderr" "$(
-			cat <<-EOF
+			sed '/^$/d' <<-EOF
 				mp-inspect: $d: macrobatches 2 to 999999999999 are missing
 				mp-inspect: $d: 2 macrobatches read, meta says 1000000000000
-				mp-inspect: $d: ${c#*:}
+				${said:+mp-inspect: $d: $said}
 				mp-inspect: $d: 2 macrobatch keys, meta says 1000000000000
 			EOF
 		)"
