@@ -492,12 +492,32 @@ int mp_st_sniff(const char *path)
 			close(fd);
 		return 0;
 	}
-	uint8_t h[9];
+	uint8_t h[72];
 	size_t n = fread(h, 1, sizeof h, f);
 	fclose(f);
+	/* a dataset stream, whatever its name */
+	if (n >= 8 && !memcmp(h, MP_STREAM_MAGIC, 8))
+		return 0;
+	/* By its name: one too short, with an empty header or a header that
+	 * is no JSON object is still a weights file, and the weights reader
+	 * names what is wrong with it. */
+	size_t len = strlen(path), sl = strlen(".safetensors");
+	if (len >= sl && !strcmp(path + len - sl, ".safetensors"))
+		return 1;
 	if (n < 9)
 		return 0;
 	/* Any length: a weights file whose length field is damaged is still
-	 * one, and the weights reader names what is wrong with it. */
-	return h[8] == '{' && memcmp(h, MP_STREAM_MAGIC, 8) != 0;
+	 * one. */
+	if (h[8] == '{')
+		return 1;
+	/* A length that fits the file, then JSON: white space before the
+	 * object, or another value where the object should be. Text, images
+	 * and LMDB files have no such first 8 bytes. */
+	uint64_t hlen = mp_get_u64(h);
+	if (hlen == 0 || hlen > MP_ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8)
+		return 0;
+	size_t i = 8, end = 8 + (hlen < n - 8 ? (size_t)hlen : n - 8);
+	while (i < end && (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
+		i++;
+	return i < end && (h[i] == '{' || h[i] == '[');
 }
