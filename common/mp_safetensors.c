@@ -16,7 +16,7 @@
 #error "mp_safetensors assumes a little-endian host"
 #endif
 
-#define MAX_JSON_INT 9007199254740992.0 /* 2^53: larger doubles skip integers */
+#define MAX_JSON_INT ((uint64_t)1 << 53) /* larger doubles skip integers */
 
 static const struct {
 	const char *name;
@@ -84,16 +84,105 @@ static int utf8_ok(const char *s)
 	return mp_utf8_bad_at(s, n) == n;
 }
 
-/* A JSON number that is a whole number from 0 to 2^53. */
-static int json_uint(const cJSON *v, uint64_t *out)
+/* The text of the header's numbers. cJSON keeps only a double, in which
+ * 10.0, 1e1 and 10 are one value and 2^53 + 1 rounds to 2^53; a size or an
+ * offset is checked in the header's own text instead. */
+typedef struct {
+	const cJSON *node;
+	size_t at, len; /* in the header */
+} num_text;
+
+typedef struct {
+	const char *text; /* the header */
+	num_text *nums;	  /* sorted by node */
+	size_t n;
+} num_texts;
+
+static int cmp_num_node(const void *a, const void *b)
+{
+	const cJSON *x = ((const num_text *)a)->node, *y = ((const num_text *)b)->node;
+	return (x > y) - (x < y);
+}
+
+/* Pairs cJSON's number nodes, met in the order of the text, with the i-th
+ * number of the text: how many it has met, or SIZE_MAX past cap. */
+static size_t pair_nodes(const cJSON *c, num_text *nums, size_t i, size_t cap)
+{
+	for (; c && i != SIZE_MAX; c = c->next) {
+		if (cJSON_IsNumber(c)) {
+			if (i == cap)
+				return SIZE_MAX;
+			nums[i++].node = c;
+		} else if (cJSON_IsArray(c) || cJSON_IsObject(c))
+			i = pair_nodes(c->child, nums, i, cap);
+	}
+	return i;
+}
+
+/* The numbers of text, well-formed JSON that cJSON parsed into root: each
+ * starts outside a string with '-' or a digit and goes on over the
+ * characters cJSON reads as part of it. -1 when out of memory, -2 when
+ * they are not as many as cJSON's (which would be a bug). */
+static int find_numbers(const char *text, const cJSON *root, num_texts *nt)
+{
+	size_t count = 0, n = strlen(text);
+	nt->text = text;
+	nt->nums = NULL;
+	nt->n = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		size_t k = 0;
+		for (size_t i = 0; i < n;) {
+			if (text[i] == '"') {
+				for (i++; i < n && text[i] != '"'; i++)
+					if (text[i] == '\\')
+						i++;
+				i++;
+			} else if (text[i] == '-' || (text[i] >= '0' && text[i] <= '9')) {
+				size_t at = i;
+				while (i < n && strchr("0123456789+-.eE", text[i]))
+					i++;
+				if (pass)
+					nt->nums[k] = (num_text){.at = at, .len = i - at};
+				k++;
+			} else
+				i++;
+		}
+		if (pass == 0) {
+			count = k;
+			if (!(nt->nums = calloc(count ? count : 1, sizeof *nt->nums)))
+				return -1;
+		}
+	}
+	if (pair_nodes(root, nt->nums, 0, count) != count) {
+		free(nt->nums);
+		nt->nums = NULL;
+		return -2;
+	}
+	nt->n = count;
+	qsort(nt->nums, count, sizeof *nt->nums, cmp_num_node);
+	return 0;
+}
+
+/* A JSON number written as a whole number from 0 to 2^53: digits only, no
+ * fraction, exponent, sign or leading zero. */
+static int json_uint(const num_texts *nt, const cJSON *v, uint64_t *out)
 {
 	if (!cJSON_IsNumber(v))
 		return -1;
-	double d = v->valuedouble;
-	if (!(d >= 0 && d <= MAX_JSON_INT) || d != floor(d))
+	num_text key = {.node = v};
+	const num_text *t = bsearch(&key, nt->nums, nt->n, sizeof key, cmp_num_node);
+	if (!t || mp_parse_decimal(nt->text + t->at, t->len, MAX_JSON_INT, out) < 0)
 		return -1;
-	*out = (uint64_t)d;
 	return 0;
+}
+
+/* The text of number v, for a message: at most 40 bytes of it. */
+static int num_len(const num_texts *nt, const cJSON *v, const char **s)
+{
+	num_text key = {.node = v};
+	const num_text *t = bsearch(&key, nt->nums, nt->n, sizeof key, cmp_num_node);
+	*s = t ? nt->text + t->at : "?";
+	return t ? (int)(t->len < 40 ? t->len : 40) : 1;
 }
 
 /* numel and nbytes of a shape; -1 when they overflow 64 bits. */
@@ -209,7 +298,8 @@ static int read_metadata(mp_st_file *f, const cJSON *m, mp_error *e)
 }
 
 /* One tensor entry: types, ranges, and that its bytes fit the data section. */
-static int read_tensor(mp_st_file *f, const cJSON *o, mp_st_tensor *t, mp_error *e)
+static int read_tensor(mp_st_file *f, const cJSON *o, const num_texts *nt, mp_st_tensor *t,
+		       mp_error *e)
 {
 	const char *name = o->string;
 	if (!*name)
@@ -249,12 +339,14 @@ static int read_tensor(mp_st_file *f, const cJSON *o, mp_st_tensor *t, mp_error 
 	cJSON_ArrayForEach(c, sh)
 	{
 		uint64_t d;
-		if (json_uint(c, &d) < 0) {
+		if (json_uint(nt, c, &d) < 0) {
+			const char *s;
+			int n = num_len(nt, c, &s);
 			if (cJSON_IsNumber(c))
 				return st_err(e, f->path,
-					      "tensor %s: shape[%d] = %g is not a whole number "
+					      "tensor %s: shape[%d] = %.*s is not a whole number "
 					      "from 0 to 2^53",
-					      name, t->ndim, c->valuedouble);
+					      name, t->ndim, n, s);
 			return st_err(e, f->path, "tensor %s: shape[%d] is not a number", name,
 				      t->ndim);
 		}
@@ -268,10 +360,21 @@ static int read_tensor(mp_st_file *f, const cJSON *o, mp_st_tensor *t, mp_error 
 			      name, shs);
 	uint64_t b, en;
 	if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 ||
-	    json_uint(cJSON_GetArrayItem(off, 0), &b) < 0 ||
-	    json_uint(cJSON_GetArrayItem(off, 1), &en) < 0)
+	    !cJSON_IsNumber(cJSON_GetArrayItem(off, 0)) ||
+	    !cJSON_IsNumber(cJSON_GetArrayItem(off, 1)))
 		return st_err(e, f->path,
 			      "tensor %s: data_offsets is missing or not two whole numbers", name);
+	for (int i = 0; i < 2; i++) {
+		const cJSON *v = cJSON_GetArrayItem(off, i);
+		if (json_uint(nt, v, i ? &en : &b) < 0) {
+			const char *s;
+			int n = num_len(nt, v, &s);
+			return st_err(e, f->path,
+				      "tensor %s: data_offsets[%d] = %.*s is not a whole number "
+				      "from 0 to 2^53",
+				      name, i, n, s);
+		}
+	}
 	if (b > en)
 		return st_err(e, f->path, "tensor %s: data_offsets [%" PRIu64 ",%" PRIu64
 			      "] end before they begin", name, b, en);
@@ -415,6 +518,7 @@ static int parse_file(mp_st_file *f, mp_error *e)
 {
 	cJSON *root = NULL;
 	char *text = NULL;
+	num_texts nt = {0};
 	if (f->size < 8) {
 		st_err(e, f->path, "%zu bytes is too short for a safetensors file (at least 8)",
 		       f->size);
@@ -454,6 +558,12 @@ static int parse_file(mp_st_file *f, mp_error *e)
 		st_err(e, f->path, "the header is not a JSON object");
 		goto fail;
 	}
+	int found = find_numbers(text, root, &nt);
+	if (found < 0) {
+		st_err(e, f->path, found == -1 ? "out of memory for the header's numbers"
+			: "the header's numbers do not match its text");
+		goto fail;
+	}
 	size_t count = 0;
 	const cJSON *c, *metadata = NULL;
 	cJSON_ArrayForEach(c, root)
@@ -484,13 +594,15 @@ static int parse_file(mp_st_file *f, mp_error *e)
 		if (c == metadata)
 			continue;
 		mp_st_tensor *t = &f->tensors[f->ntensors++];
-		if (read_tensor(f, c, t, e) < 0)
+		if (read_tensor(f, c, &nt, t, e) < 0)
 			goto fail;
 	}
 	cJSON_Delete(root);
 	root = NULL;
 	free(text);
 	text = NULL;
+	free(nt.nums);
+	nt.nums = NULL;
 	/* unique names and keys: sort and compare neighbours */
 	for (size_t i = 0; i < f->ntensors; i++)
 		f->by_name_[i] = &f->tensors[i];
@@ -523,6 +635,7 @@ static int parse_file(mp_st_file *f, mp_error *e)
 fail:
 	cJSON_Delete(root);
 	free(text);
+	free(nt.nums);
 	mp_st_free(f);
 	return -1;
 }
@@ -676,7 +789,7 @@ int mp_st_builder_add(mp_st_builder *b, const char *name, mp_st_dtype dtype,
 		return mp_seterr(e, "tensor %s: %d dimensions (from 0 to %d)", name, ndim,
 				 MP_ST_MAX_DIMS);
 	for (int i = 0; i < ndim; i++)
-		if (shape[i] < 0 || (double)shape[i] > MAX_JSON_INT)
+		if (shape[i] < 0 || (uint64_t)shape[i] > MAX_JSON_INT)
 			return mp_seterr(e, "tensor %s: shape[%d] = %" PRId64 " is out of range",
 					 name, i, shape[i]);
 	for (size_t i = 0; i < b->ntensors; i++)

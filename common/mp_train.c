@@ -856,15 +856,14 @@ static int parse_long_meta(const mp_st_file *f, const char *key, long min, long 
 			   mp_error *e)
 {
 	const char *v = mp_st_meta_get(f, key);
-	char *end;
+	uint64_t x;
 	if (!v)
 		return mp_seterr(e, "%s: no %s in the metadata: not a checkpoint of mp-train",
 				 f->path, key);
-	errno = 0;
-	long x = strtol(v, &end, 10);
-	if (errno || end == v || *end || x < min)
+	/* plain decimal, as written: "+3", " 3" or "03" is a damaged value */
+	if (mp_parse_decimal(v, strlen(v), LONG_MAX, &x) < 0 || x < (uint64_t)min)
 		return mp_seterr(e, "%s: metadata %s is \"%s\"", f->path, key, v);
-	*out = x;
+	*out = (long)x;
 	return 0;
 }
 

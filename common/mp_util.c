@@ -146,6 +146,23 @@ int mp_number_start(const char *p)
 	return (*p >= '0' && *p <= '9') || (*p == '.' && p[1] >= '0' && p[1] <= '9');
 }
 
+int mp_parse_decimal(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+	if (n == 0 || (s[0] == '0' && n > 1))
+		return -1;
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (d > max || v > (max - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
 int mp_parse_long(const char *opt, const char *s, long min, long max, long *out)
 {
 	char *end;

@@ -45,6 +45,11 @@ char *mp_xstrdup(const char *s);
  * leading blanks, and strtod read "0x10" as 16. */
 int mp_number_start(const char *p);
 
+/* A whole number written as a file format writes one: the n bytes at s are
+ * ASCII digits, with no sign, blank or leading zero ("0" itself aside), and
+ * their value is at most max. Returns 0 and sets *out, or -1. */
+int mp_parse_decimal(const char *s, size_t n, uint64_t max, uint64_t *out);
+
 /* Range-checked option parsing: on failure prints
  * "prog: --opt: "8o" is not a number from MIN to MAX" and returns -1. */
 int mp_parse_long(const char *opt, const char *s, long min, long max, long *out);

@@ -152,20 +152,20 @@ int mp_weights_find_nonfinite(mp_resnet *net, int with_momentum, char *name, siz
 	return found;
 }
 
-/* Metadata readers: every value is a string in safetensors. */
+/* Metadata readers: every value is a string in safetensors. Integers are
+ * plain decimal (mp_parse_decimal): "+1", " 1" and "01" are refused, as a
+ * reader that took them would take a damaged value for a good one. */
 static int meta_long(const mp_st_file *f, const char *key, long min, long max, long *out,
 		     mp_error *e)
 {
 	const char *v = mp_st_meta_get(f, key);
-	char *end;
+	uint64_t x;
 	if (!v)
 		return mp_seterr(e, "%s: metadata has no \"%s\"", f->path, key);
-	errno = 0;
-	long x = strtol(v, &end, 10);
-	if (errno || end == v || *end || x < min || x > max)
+	if (mp_parse_decimal(v, strlen(v), (uint64_t)max, &x) < 0 || x < (uint64_t)min)
 		return mp_seterr(e, "%s: metadata \"%s\" = \"%s\" is not a number from %ld to %ld",
 				 f->path, key, v, min, max);
-	*out = x;
+	*out = (long)x;
 	return 0;
 }
 
@@ -186,22 +186,21 @@ static int meta_double(const mp_st_file *f, const char *key, double *out, mp_err
 int mp_weights_check_crcs(const mp_st_file *f, mp_error *e)
 {
 	const char *fmt = mp_st_meta_get(f, "format"), *ver = mp_st_meta_get(f, "format_version");
-	char *end;
+	uint64_t v;
 	if (!fmt || strcmp(fmt, MP_WEIGHTS_FORMAT) || !ver)
 		return 0;
-	errno = 0;
-	long v = strtol(ver, &end, 10);
-	if (errno || end == ver || *end || v < 2) /* mp_weights_config names a bad one */
+	/* mp_weights_config names a bad one */
+	if (mp_parse_decimal(ver, strlen(ver), 1000, &v) < 0 || v < 2)
 		return 0;
 	if (!f->has_header_crc)
 		return mp_seterr(e, "%s: metadata \"%s\" is missing or damaged: format_version %ld "
 				 "has it as the first key of __metadata__ (a file rewritten by other "
 				 "software: set format_version to 1 there, and leave out \"%s\" "
 				 "if the tensors changed)",
-				 f->path, MP_ST_HCRC_KEY, v, MP_ST_CRC_KEY);
+				 f->path, MP_ST_HCRC_KEY, (long)v, MP_ST_CRC_KEY);
 	if (!f->has_crc)
 		return mp_seterr(e, "%s: metadata \"%s\" is missing: format_version %ld has a data "
-				 "CRC", f->path, MP_ST_CRC_KEY, v);
+				 "CRC", f->path, MP_ST_CRC_KEY, (long)v);
 	return 0;
 }
 
@@ -226,11 +225,17 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 				 fmt ? "\"" : "");
 	long v;
 	double d;
-	if (meta_long(f, "format_version", 1, 1000, &v, e) < 0)
-		return -1;
-	if (v > MP_WEIGHTS_VERSION)
-		return mp_seterr(e, "%s: format_version %ld is not supported (expected 1 to %d)",
-				 f->path, v, MP_WEIGHTS_VERSION);
+	/* exactly "1" or "2": "02" is no version a writer wrote */
+	const char *ver = mp_st_meta_get(f, "format_version");
+	uint64_t x;
+	if (!ver)
+		return mp_seterr(e, "%s: metadata has no \"format_version\"", f->path);
+	if (mp_parse_decimal(ver, strlen(ver), UINT64_MAX, &x) < 0)
+		return mp_seterr(e, "%s: metadata \"format_version\" = \"%s\" is not a version "
+				 "(expected 1 to %d)", f->path, ver, MP_WEIGHTS_VERSION);
+	if (x < 1 || x > MP_WEIGHTS_VERSION)
+		return mp_seterr(e, "%s: format_version %s is not supported (expected 1 to %d)",
+				 f->path, ver, MP_WEIGHTS_VERSION);
 	if (mp_weights_check_crcs(f, e) < 0)
 		return -1;
 	if (meta_long(f, "depth", 1, 1000, &v, e) < 0)
@@ -240,16 +245,17 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 	if (!w)
 		return mp_seterr(e, "%s: metadata has no \"widths\"", f->path);
 	c->stages = 0;
-	for (const char *p = w; *p;) {
-		char *end;
-		errno = 0;
-		long x = strtol(p, &end, 10);
-		if (errno || end == p || x < 1 || x > 65536 || c->stages == MP_MAX_STAGES ||
-		    (*end && (*end != ',' || !end[1])))
+	/* "" is no stages, which mp_resnet_config_check names */
+	for (const char *p = w; *p; p++) {
+		size_t n = strcspn(p, ",");
+		if (mp_parse_decimal(p, n, 65536, &x) < 0 || x < 1 || c->stages == MP_MAX_STAGES ||
+		    (p[n] == ',' && !p[n + 1]))
 			return mp_seterr(e, "%s: metadata \"widths\" = \"%s\" is not a list of up to "
 					 "%d widths", f->path, w, MP_MAX_STAGES);
 		c->widths[c->stages++] = (int)x;
-		p = *end ? end + 1 : end;
+		p += n;
+		if (!*p)
+			break;
 	}
 	if (meta_long(f, "stem_kernel", 1, 15, &v, e) < 0)
 		return -1;
@@ -486,12 +492,32 @@ int mp_st_sniff(const char *path)
 			close(fd);
 		return 0;
 	}
-	uint8_t h[9];
+	uint8_t h[72];
 	size_t n = fread(h, 1, sizeof h, f);
 	fclose(f);
+	/* a dataset stream, whatever its name */
+	if (n >= 8 && !memcmp(h, MP_STREAM_MAGIC, 8))
+		return 0;
+	/* By its name: one too short, with an empty header or a header that
+	 * is no JSON object is still a weights file, and the weights reader
+	 * names what is wrong with it. */
+	size_t len = strlen(path), sl = strlen(".safetensors");
+	if (len >= sl && !strcmp(path + len - sl, ".safetensors"))
+		return 1;
 	if (n < 9)
 		return 0;
 	/* Any length: a weights file whose length field is damaged is still
-	 * one, and the weights reader names what is wrong with it. */
-	return h[8] == '{' && memcmp(h, MP_STREAM_MAGIC, 8) != 0;
+	 * one. */
+	if (h[8] == '{')
+		return 1;
+	/* A length that fits the file, then JSON: white space before the
+	 * object, or another value where the object should be. Text, images
+	 * and LMDB files have no such first 8 bytes. */
+	uint64_t hlen = mp_get_u64(h);
+	if (hlen == 0 || hlen > MP_ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8)
+		return 0;
+	size_t i = 8, end = 8 + (hlen < n - 8 ? (size_t)hlen : n - 8);
+	while (i < end && (h[i] == ' ' || h[i] == '\t' || h[i] == '\n' || h[i] == '\r'))
+		i++;
+	return i < end && (h[i] == '{' || h[i] == '[');
 }

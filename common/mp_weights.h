@@ -73,8 +73,14 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s);
 int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 	       double *max_rel);
 
-/* 1 if path is a regular file whose bytes begin like a safetensors file
- * (a FIFO or a pipe is never read: its bytes would be lost). */
+/* 1 if path is likely a weights file, which a tool that reads datasets too
+ * should read as one, so that what is wrong with it is named as a weights
+ * file's fault: a regular file that does not begin with a dataset stream's
+ * magic, and whose name ends in .safetensors or whose bytes begin like a
+ * safetensors file (a length, then a '{'; or a length that fits the file,
+ * then a JSON object or array after white space). 0 for anything else,
+ * and for a FIFO or a pipe, which is never read (its bytes would be
+ * lost). */
 int mp_st_sniff(const char *path);
 
 #endif

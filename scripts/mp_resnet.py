@@ -9,6 +9,7 @@ The module names follow the file's tensor names (stem.conv.weight,
 stages.S.blocks.B.conv1.weight, fc.weight, fc_bn.running_mean, ...).
 """
 import json
+import re
 import struct
 import zlib
 
@@ -179,13 +180,25 @@ class ResNet(nn.Module):
         return self.fc_bn(x) if self.fc_bn is not None else x
 
 
+def _whole(meta, key, many=False):
+    """A metadata integer as mp-weights(5) writes it, or with many a list
+    of them ("4,8"): decimal digits only, no sign, blank or leading zero
+    ("+1", " 1" and "01" are refused, as the C reader refuses them)."""
+    text = meta[key]
+    words = text.split(",") if many else [text]
+    if not all(re.fullmatch(r"0|[1-9][0-9]*", w) for w in words):
+        raise ValueError(f'metadata "{key}" = "{text}" is not '
+                         + ("a list of whole numbers" if many else "a whole number"))
+    return tuple(int(w) for w in words) if many else int(text)
+
+
 def from_metadata(meta):
     """Builds the network a weights file's metadata describes."""
-    return ResNet(depth=int(meta["depth"]),
-                  widths=tuple(int(w) for w in meta["widths"].split(",")),
-                  stem_kernel=int(meta["stem_kernel"]),
-                  stem_stride=int(meta["stem_stride"]),
-                  shortcut=meta["shortcut"], classes=int(meta["classes"]),
+    return ResNet(depth=_whole(meta, "depth"),
+                  widths=_whole(meta, "widths", many=True),
+                  stem_kernel=_whole(meta, "stem_kernel"),
+                  stem_stride=_whole(meta, "stem_stride"),
+                  shortcut=meta["shortcut"], classes=_whole(meta, "classes"),
                   fc_bn=meta.get("fc_bn", "1") == "1",
                   bn_eps=float(meta["bn_eps"]),
                   bn_momentum=float(meta.get("bn_momentum", "0.9")))

@@ -474,6 +474,42 @@ env.close()'
 	assert_equal "$stderr" "mp-inspect: <stdin>: empty input: no dataset stream"
 }
 
+@test "a damaged weights file is named as weights, with its fault: by its name .safetensors, or by a length that fits and JSON" {
+	small_db
+	printf 'abcdefg' >short.safetensors
+	head -c 8 /dev/zero >empty.safetensors
+	printf '\x08\0\0\0\0\0\0\0 {}     ' >space.safetensors
+	printf '\x08\0\0\0\0\0\0\0[]      ' >array.safetensors
+	printf '\x08\0\0\0\0\0\0\0\n\t{}    ' >space.bin
+	cp array.safetensors array.bin
+	local f why mode
+	while IFS='|' read -r f why; do
+		for mode in "" --verify --tensors "--diff $f"; do
+			# shellcheck disable=SC2086
+			run --separate-stderr inspect $mode $f
+			assert_status 1
+			assert_equal "$(first_line "$stderr")" "mp-inspect: $f: $why"
+		done
+	done <<-'EOF'
+		short.safetensors|7 bytes is too short for a safetensors file (at least 8)
+		empty.safetensors|the header is empty
+		space.safetensors|the header does not start with '{'
+		array.safetensors|the header does not start with '{'
+		space.bin|the header does not start with '{'
+		array.bin|the header does not start with '{'
+	EOF
+	# a dataset stream is one whatever its name; a short file of another
+	# name is no weights file
+	cp out.stream stream.safetensors
+	run inspect stream.safetensors
+	assert_status 0
+	assert_equal "$(first_line "$output")" "dataset:      stream.safetensors (stream)"
+	cp short.safetensors short.bin
+	run --separate-stderr inspect short.bin
+	assert_status 1
+	assert_contains "$stderr" "mp-inspect: short.bin: not a dataset stream (bad magic)"
+}
+
 @test "usage errors exit 2 with a reason" {
 	while IFS='|' read -r args want; do
 		# shellcheck disable=SC2086

@@ -302,6 +302,26 @@ END
 	done
 }
 
+@test "a resume from a checkpoint whose position is not a plain decimal number is refused, named" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
+	local key value
+	for key in train.epoch train.batch train.step; do
+		for value in '+0' ' 0' '00' '0 ' '-0' '0x0' ''; do
+			"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$key" "$value" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+meta[sys.argv[4]] = sys.argv[5]
+mp_resnet.write_safetensors(sys.argv[3], t, meta)
+END
+			run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+			assert_status 2
+			assert_equal "$stderr" "mp-train: bad.safetensors: metadata $key is \"$value\""
+		done
+	done
+}
+
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
 	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11

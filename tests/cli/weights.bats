@@ -388,3 +388,37 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 		assert_equal "$(first_line "$stderr")" "mp-inspect: --tensors and --dump are for weights files"
 	done
 }
+
+@test "a metadata integer with a sign, a blank or a leading zero is refused, by mp-inspect and by mp_resnet.load" {
+	init 1 4,8 A 10 1 w.safetensors
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors("w.safetensors")
+		for i, (key, value) in enumerate((("depth", "+1"), ("depth", " 1"), ("depth", "01"),
+		                                  ("widths", "4,08"), ("classes", "10 "),
+		                                  ("format_version", "02"))):
+		    mp_resnet.write_safetensors("bad%d.safetensors" % i, t, dict(meta, **{key: value}))
+		    if key != "format_version":
+		        try:
+		            mp_resnet.load("bad%d.safetensors" % i)
+		        except ValueError as e:
+		            what = "a list of whole numbers" if key == "widths" else "a whole number"
+		            assert str(e) == 'metadata "%s" = "%s" is not %s' % (key, value, what), e
+		        else:
+		            raise AssertionError("mp_resnet.load took %s %r" % (key, value))
+	EOF
+	local k want=(
+		'metadata "depth" = "+1" is not a number from 1 to 1000'
+		'metadata "depth" = " 1" is not a number from 1 to 1000'
+		'metadata "depth" = "01" is not a number from 1 to 1000'
+		'metadata "widths" = "4,08" is not a list of up to 8 widths'
+		'metadata "classes" = "10 " is not a number from 2 to 65536'
+		'metadata "format_version" = "02" is not a version (expected 1 to 2)')
+	for k in "${!want[@]}"; do
+		run --separate-stderr inspect --verify "bad$k.safetensors"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: bad$k.safetensors: ${want[$k]}"
+	done
+	run inspect --verify w.safetensors
+	assert_status 0
+}

@@ -435,6 +435,41 @@ static void a_link_moved_on_is_followed_to_its_new_file(void **state)
 }
 
 /* the CPUs the process may use, not those online: taskset -c 0 is one */
+/* mp_parse_decimal: digits only, no sign, blank or leading zero, up to max
+ * exactly, whatever max is. */
+static void decimal_is_digits_up_to_max(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *s;
+		uint64_t max;
+		int ok;
+		uint64_t v;
+	} cases[] = {
+		{"0", 0, 1, 0}, {"1", 0, 0, 0}, {"9", 8, 0, 0}, {"8", 8, 1, 8},
+		{"10", 9, 0, 0}, {"1000", 1000, 1, 1000}, {"1001", 1000, 0, 0},
+		{"", 10, 0, 0}, {"00", 10, 0, 0}, {"01", 10, 0, 0}, {"+1", 10, 0, 0},
+		{"-1", 10, 0, 0}, {"-0", 10, 0, 0}, {" 1", 10, 0, 0}, {"1 ", 10, 0, 0},
+		{"1.0", 10, 0, 0}, {"1e0", 10, 0, 0}, {"0x1", 10, 0, 0},
+		{"9007199254740992", (uint64_t)1 << 53, 1, (uint64_t)1 << 53},
+		{"9007199254740993", (uint64_t)1 << 53, 0, 0},
+		{"18446744073709551615", UINT64_MAX, 1, UINT64_MAX},
+		{"18446744073709551616", UINT64_MAX, 0, 0},
+		{"99999999999999999999999", UINT64_MAX, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint64_t v = 12345;
+		int rc = mp_parse_decimal(cases[i].s, strlen(cases[i].s), cases[i].max, &v);
+		if (rc != (cases[i].ok ? 0 : -1) || (cases[i].ok && v != cases[i].v))
+			fail_msg("\"%s\" up to %llu: rc %d, value %llu", cases[i].s,
+				 (unsigned long long)cases[i].max, rc, (unsigned long long)v);
+	}
+	/* n bytes, not up to a NUL: the digits of a longer text */
+	uint64_t v;
+	assert_int_equal(mp_parse_decimal("12,34", 2, 100, &v), 0);
+	assert_int_equal(v, 12);
+}
+
 static void cpu_count_is_the_affinitys(void **state)
 {
 	(void)state;
@@ -467,6 +502,7 @@ int main(void)
 		cmocka_unit_test(stdout_by_another_name),
 		cmocka_unit_test(a_link_moved_on_is_followed_to_its_new_file),
 		cmocka_unit_test(cpu_count_is_the_affinitys),
+		cmocka_unit_test(decimal_is_digits_up_to_max),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

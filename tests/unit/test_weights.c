@@ -500,6 +500,36 @@ static void bad_metadata(void **state)
 		{"bn_eps", "x", "metadata \"bn_eps\" = \"x\" is not a number"},
 		{"bn_momentum", "inf", "metadata \"bn_momentum\" = \"inf\" is not a number"},
 		{"input_size", NULL, "metadata has no \"input_size\""},
+		/* integers are plain decimal: the same values with a sign, a blank
+		 * or a leading zero are refused, each with its key and value */
+		{"format_version", "02",
+		 "metadata \"format_version\" = \"02\" is not a version (expected 1 to 2)"},
+		{"format_version", "+2",
+		 "metadata \"format_version\" = \"+2\" is not a version (expected 1 to 2)"},
+		{"format_version", " 2",
+		 "metadata \"format_version\" = \" 2\" is not a version (expected 1 to 2)"},
+		{"format_version", "2.0",
+		 "metadata \"format_version\" = \"2.0\" is not a version (expected 1 to 2)"},
+		{"format_version", "0", "format_version 0 is not supported (expected 1 to 2)"},
+		{"format_version", "18446744073709551617",
+		 "metadata \"format_version\" = \"18446744073709551617\" is not a version "
+		 "(expected 1 to 2)"},
+		{"depth", "+1", "metadata \"depth\" = \"+1\" is not a number from 1 to 1000"},
+		{"depth", " 1", "metadata \"depth\" = \" 1\" is not a number from 1 to 1000"},
+		{"depth", "01", "metadata \"depth\" = \"01\" is not a number from 1 to 1000"},
+		{"depth", "-0", "metadata \"depth\" = \"-0\" is not a number from 1 to 1000"},
+		{"depth", "1e0", "metadata \"depth\" = \"1e0\" is not a number from 1 to 1000"},
+		{"classes", "010", "metadata \"classes\" = \"010\" is not a number from 2 to 65536"},
+		{"stem_kernel", "03", "metadata \"stem_kernel\" = \"03\" is not a number from 1 to 15"},
+		{"stem_stride", "\t2", "metadata \"stem_stride\" = \"\t2\" is not a number from 1 to 8"},
+		{"fc_bn", "+1", "metadata \"fc_bn\" = \"+1\" is not a number from 0 to 1"},
+		{"fc_bn", "00", "metadata \"fc_bn\" = \"00\" is not a number from 0 to 1"},
+		{"input_size", "0112",
+		 "metadata \"input_size\" = \"0112\" is not a number from 1 to 4096"},
+		{"widths", "+4,8,8,12", "metadata \"widths\" = \"+4,8,8,12\" is not a list of up to 8 widths"},
+		{"widths", "4, 8,8,12", "metadata \"widths\" = \"4, 8,8,12\" is not a list of up to 8 widths"},
+		{"widths", "4,08,8,12", "metadata \"widths\" = \"4,08,8,12\" is not a list of up to 8 widths"},
+		{"widths", ",4,8,8,12", "metadata \"widths\" = \",4,8,8,12\" is not a list of up to 8 widths"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		rewrite(ref, bad, &(edit){.key = cases[i].key, .value = cases[i].value});
