@@ -177,7 +177,7 @@ static int meta_double(const mp_st_file *f, const char *key, double *out, mp_err
 		return mp_seterr(e, "%s: metadata has no \"%s\"", f->path, key);
 	errno = 0;
 	double x = strtod(v, &end);
-	if (errno || end == v || *end || !isfinite(x))
+	if (!mp_number_start(v) || errno || end == v || *end || !isfinite(x))
 		return mp_seterr(e, "%s: metadata \"%s\" = \"%s\" is not a number", f->path, key, v);
 	*out = x;
 	return 0;
@@ -284,7 +284,13 @@ int mp_weights_config(const mp_st_file *f, mp_resnet_config *c, mp_error *e)
 	c->input_size = (int)v;
 	const char *mean = mp_st_meta_get(f, "mean");
 	int used = -1;
-	if (!mean || sscanf(mean, "%lf,%lf,%lf%n", &c->mean[0], &c->mean[1], &c->mean[2], &used) != 3 ||
+	/* each of the three written as a number is, in decimal: sscanf
+	 * alone would skip blanks and read hexadecimal, inf and nan */
+	const char *second = mean ? strchr(mean, ',') : NULL;
+	const char *third = second ? strchr(second + 1, ',') : NULL;
+	if (!mean || !third || !mp_number_start(mean) || !mp_number_start(second + 1) ||
+	    !mp_number_start(third + 1) ||
+	    sscanf(mean, "%lf,%lf,%lf%n", &c->mean[0], &c->mean[1], &c->mean[2], &used) != 3 ||
 	    used < 0 || mean[used] != '\0')
 		return mp_seterr(e, "%s: metadata \"mean\" is not r,g,b", f->path);
 	for (int i = 0; i < 3; i++)

@@ -192,6 +192,15 @@ def _whole(meta, key, many=False):
     return tuple(int(w) for w in words) if many else int(text)
 
 
+def _number(meta, key, default=None):
+    """A metadata decimal number, written as the C reader takes it: a sign,
+    digits, a fraction and an exponent; no blank, hexadecimal, inf or nan."""
+    text = meta.get(key, default) if default is not None else meta[key]
+    if not re.fullmatch(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?", text):
+        raise ValueError(f'metadata "{key}" = "{text}" is not a number')
+    return float(text)
+
+
 def from_metadata(meta):
     """Builds the network a weights file's metadata describes."""
     return ResNet(depth=_whole(meta, "depth"),
@@ -200,8 +209,8 @@ def from_metadata(meta):
                   stem_stride=_whole(meta, "stem_stride"),
                   shortcut=meta["shortcut"], classes=_whole(meta, "classes"),
                   fc_bn=meta.get("fc_bn", "1") == "1",
-                  bn_eps=float(meta["bn_eps"]),
-                  bn_momentum=float(meta.get("bn_momentum", "0.9")))
+                  bn_eps=_number(meta, "bn_eps"),
+                  bn_momentum=_number(meta, "bn_momentum", "0.9"))
 
 
 def load_state(net, tensors, prefix=""):

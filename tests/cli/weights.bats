@@ -389,7 +389,7 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	done
 }
 
-@test "a metadata integer with a sign, a blank or a leading zero is refused, by mp-inspect and by mp_resnet.load" {
+@test "a metadata integer with a sign or a leading zero, a number with a blank or in hexadecimal, is refused by mp-inspect and by mp_resnet.load" {
 	init 1 4,8 A 10 1 w.safetensors
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
 		import mp_resnet
@@ -421,4 +421,29 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	done
 	run inspect --verify w.safetensors
 	assert_status 0
+	# decimal values too: no blank, hexadecimal, inf or nan
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import mp_resnet
+		t, meta = mp_resnet.read_safetensors("w.safetensors")
+		for i, (key, value) in enumerate((("bn_eps", " 0.001"), ("bn_eps", "0x1p-10"),
+		                                  ("bn_momentum", "nan"), ("mean", "1,2, 3"))):
+		    mp_resnet.write_safetensors("dec%d.safetensors" % i, t, dict(meta, **{key: value}))
+		    if key != "mean":
+		        try:
+		            mp_resnet.load("dec%d.safetensors" % i)
+		        except ValueError as e:
+		            assert str(e) == 'metadata "%s" = "%s" is not a number' % (key, value), e
+		        else:
+		            raise AssertionError("mp_resnet.load took %s %r" % (key, value))
+	EOF
+	want=(
+		'metadata "bn_eps" = " 0.001" is not a number'
+		'metadata "bn_eps" = "0x1p-10" is not a number'
+		'metadata "bn_momentum" = "nan" is not a number'
+		'metadata "mean" is not r,g,b')
+	for k in "${!want[@]}"; do
+		run --separate-stderr inspect --verify "dec$k.safetensors"
+		assert_status 1
+		assert_equal "$stderr" "mp-inspect: dec$k.safetensors: ${want[$k]}"
+	done
 }
