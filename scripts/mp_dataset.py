@@ -63,7 +63,14 @@ MAX_SEED = 999999999999999   # the largest shuffle_seed (mp-dataset(5))
 
 
 class DatasetError(Exception):
-    """A dataset that cannot be read; the message names it."""
+    """A dataset that cannot be read; the message names it. request: the
+    path names no dataset DB at all (missing, not a directory, no
+    data.mdb), the caller's mistake rather than damaged data, as the
+    loader's bad_data = 0 says (mp-train then exits 2, not 1)."""
+
+    def __init__(self, msg, request=False):
+        super().__init__(msg)
+        self.request = request
 
 
 class Record:
@@ -332,9 +339,9 @@ class Dataset:
         if not os.path.isdir(path):
             raise DatasetError("%s: %s" % (path, "not a dataset DB (not a directory)"
                                            if os.path.exists(path) else
-                                           "no such file or directory"))
+                                           "no such file or directory"), request=True)
         if not os.path.isfile(os.path.join(path, "data.mdb")):
-            raise DatasetError("%s: not a dataset DB (no data.mdb)" % path)
+            raise DatasetError("%s: not a dataset DB (no data.mdb)" % path, request=True)
         txn = self._begin()
         raw = txn.get(b"meta")
         if raw is None:

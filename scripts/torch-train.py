@@ -32,6 +32,11 @@ What differs:
     numbers; --init FILE starts from a weights file instead (for example
     one written by the toolkit's resnet_init oracle for the same seed);
   - arithmetic: PyTorch's convolutions and reductions sum in other orders.
+
+Exit status, as mp-train's: 0 done, 1 damaged data or a failure while
+running, 2 options or data that do not fit (a path that is no dataset DB,
+a training set without labels or of one class, a validation set of other
+classes, too few records for a batch), 130 interrupted.
 """
 import json
 import math
@@ -568,10 +573,10 @@ def main():
         train_ds = mp_dataset.Dataset(o.train_db)
         val_ds = mp_dataset.Dataset(o.val_db) if o.val_db else None
     except mp_dataset.DatasetError as e:
-        die(1, str(e))
+        die(2 if e.request else 1, str(e))
     m = train_ds.meta
     if not m["labelled"]:
-        die(1, "%s: training needs labels, and this dataset has none" % o.train_db)
+        die(2, "%s: training needs labels, and this dataset has none" % o.train_db)
     if o.mean is None:
         if m["mean"] is None:
             die(1, "%s: the dataset has no mean; give --mean R,G,B" % o.train_db)
@@ -586,7 +591,7 @@ def main():
         die(1, "%s: the dataset has %d classes, --classes says %d" % (
             o.train_db, m["classes"], classes))
     if classes < 2:
-        die(1, "%s: %d class: the network needs 2 or more" % (o.train_db, classes))
+        die(2, "%s: %d class: the network needs 2 or more" % (o.train_db, classes))
     for ds in [train_ds] + ([val_ds] if val_ds else []):
         bad = np.nonzero((ds.labels < 0) | (ds.labels >= classes))[0]
         if len(bad):
@@ -595,13 +600,13 @@ def main():
                 ds.path, i, ds.labels[i], classes - 1))
     if val_ds:
         if not val_ds.meta["labelled"]:
-            die(1, "%s: the validation set has no labels" % o.val_db)
+            die(2, "%s: the validation set has no labels" % o.val_db)
         if val_ds.meta["classes"] > 0 and val_ds.meta["classes"] != classes:
-            die(1, "%s: the validation set has %d classes, the training set %d" % (
+            die(2, "%s: the validation set has %d classes, the training set %d" % (
                 o.val_db, val_ds.meta["classes"], classes))
     steps_per_epoch = len(train_ds) // o.batch
     if steps_per_epoch == 0:
-        die(1, "%s: %d records make no batch of %d" % (o.train_db, len(train_ds), o.batch))
+        die(2, "%s: %d records make no batch of %d" % (o.train_db, len(train_ds), o.batch))
 
     try:
         import torch

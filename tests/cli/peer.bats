@@ -150,9 +150,20 @@ EOF
 	assert_status 1
 	assert_equal "$(wc -l <<<"$output")" 1
 	assert_contains "$output" "torch-train.py: png.db: record 3 (va/cls0003.png): cannot decode the png payload"
+	# a path that names no DB at all is the caller's mistake: exit 2, as
+	# mp-train's; a damaged DB above is the data's: exit 1, as mp-train's
 	run torch_train -d "$D/train.txt" -o out3
-	assert_status 1
+	assert_status 2
 	assert_equal "$output" "torch-train.py: $D/train.txt: not a dataset DB (not a directory)"
+	run train -d "$D/train.txt" -o out3
+	assert_status 2
+	mkdir nodb
+	run torch_train -d nodb -o out3
+	assert_status 2
+	run train -d nodb -o out3
+	assert_status 2
+	run train -d crc.db "${NET[@]}" --batch 16 --epochs 1 -q -o out4
+	assert_status 1
 }
 
 @test "bad options exit 2 with mp-train's one-line messages" {
@@ -196,9 +207,10 @@ EOF
 	# missing)
 	for opt in --batch=+16 --lr=+.5e+1 --schedule=+5,7 --schedule=; do
 		run train -d missing.db -o out --epochs 1 "$opt"
+		assert_status 2
 		assert_contains "$output" "mp-train: missing.db: "
 		run torch_train -d missing.db -o out --epochs 1 "$opt"
-		assert_status 1
+		assert_status 2
 		assert_equal "$output" "torch-train.py: missing.db: no such file or directory"
 	done
 	# and neither a hexadecimal float nor a leading blank, which strtod
