@@ -10,6 +10,7 @@
 #include "mp_backends.h"
 #include "mp_cli.h"
 #include "mp_eval.h"
+#include "mp_json.h"
 #include "mp_util.h"
 
 /* The reference's multiscale set. */
@@ -174,12 +175,11 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 	cJSON_AddNumberToObject(j, "images_per_second",
 				r->seconds > 0 ? (double)r->images / r->seconds : 0.0);
 	/* paths are bytes; the JSON printed is UTF-8 whatever they hold */
-	char *s = cJSON_Print(j), *u = s ? mp_json_utf8(s) : NULL;
+	char *u = mp_json_print(j);
 	if (!u)
 		mp_errx(1, "out of memory");
 	puts(u);
 	free(u);
-	free(s);
 	cJSON_Delete(j);
 }
 

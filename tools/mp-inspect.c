@@ -16,6 +16,7 @@
 #include "mp_dataset.h"
 #include "mp_image.h"
 #include "mp_inspect.h"
+#include "mp_json.h"
 #include "mp_util.h"
 #include "mp_weights.h"
 
@@ -85,12 +86,11 @@ static const struct option long_opts[] = {
 /* Names and paths are bytes; the JSON printed is UTF-8 whatever they hold. */
 static void print_json(cJSON *o)
 {
-	char *s = cJSON_Print(o), *u = s ? mp_json_utf8(s) : NULL;
+	char *u = mp_json_print(o);
 	if (!u)
 		mp_errx(1, "out of memory");
 	puts(u);
 	free(u);
-	free(s);
 	cJSON_Delete(o);
 }
 
@@ -242,14 +242,13 @@ static void print_json_element(cJSON *o, int first)
 	cJSON *wrap = cJSON_CreateArray();
 	if (!wrap || !cJSON_AddItemToArray(wrap, o))
 		mp_errx(1, "out of memory");
-	char *s = cJSON_Print(wrap), *u = s ? mp_json_utf8(s) : NULL;
+	char *u = mp_json_print(wrap);
 	if (!u)
 		mp_errx(1, "out of memory");
 	/* "[ELEMENT]": the brackets are the whole array's */
 	u[strlen(u) - 1] = '\0';
 	fputs(first ? u : u + 1, stdout);
 	free(u);
-	free(s);
 	cJSON_Delete(wrap);
 }
 

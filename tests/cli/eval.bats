@@ -176,6 +176,11 @@ EOF
 	assert_less 1 "$distinct"
 	assert_equal "$(json_get - '"%.6f %.6f" % (d["combined"]["top1_err"], d["combined"]["topk_err"])' <<<"$json")" \
 		"$top1 $top5"
+	# each error reads back as the misses divided by the images, exactly,
+	# as the page says (cJSON's own printer stops at 15 digits: 7/48
+	# would read back as another double)
+	assert_equal "$(json_get - 'all(e == round(e * d["images"]) / d["images"] for e in
+		(d["combined"]["top1_err"], d["combined"]["topk_err"], d["scales"][0]["top1_err"]))' <<<"$json")" True
 }
 
 @test "multiscale: the combination is the mean of the single-scale runs' probabilities; logit is the softmax of the mean logits" {

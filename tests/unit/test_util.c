@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "mp_backends.h"
+#include "mp_json.h"
 #include "mp_util.h"
 
 #define CAP sizeof(((mp_error *)0)->msg)
@@ -487,6 +489,40 @@ static void cpu_count_is_the_affinitys(void **state)
 	assert_int_equal(counted, 1);
 }
 
+/* --json reports: each number reads back as the same double (cJSON's own
+ * printer stops at 15 digits where they come close: 9/53 as
+ * 0.169811320754717), whole numbers in digits, non-finite ones null. */
+static void json_numbers_read_back_exactly(void **state)
+{
+	(void)state;
+	const double values[] = {9.0 / 53, 1.0 / 3, 0.2, 16.0 / 147, 11.0 / 13, -0.1, 1e-300,
+				 123456789012345678.0, 3e12, 0, 5, -7, 0.1 + 0.2};
+	const size_t n = sizeof values / sizeof values[0];
+	cJSON *a = cJSON_CreateArray();
+	assert_non_null(a);
+	for (size_t i = 0; i < n; i++)
+		assert_true(cJSON_AddItemToArray(a, cJSON_CreateNumber(values[i])));
+	cJSON *o = cJSON_CreateObject();
+	assert_non_null(o);
+	assert_true(cJSON_AddItemToObject(o, "v", a));
+	assert_non_null(cJSON_AddNumberToObject(o, "inf", INFINITY));
+	char *text = mp_json_print(o);
+	assert_non_null(text);
+	cJSON *back = cJSON_Parse(text);
+	assert_non_null(back);
+	const cJSON *v = cJSON_GetObjectItem(back, "v");
+	assert_int_equal(cJSON_GetArraySize(v), n);
+	for (size_t i = 0; i < n; i++)
+		assert_true(cJSON_GetArrayItem(v, (int)i)->valuedouble == values[i]);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(back, "inf")));
+	assert_non_null(strstr(text, "0.16981132075471697"));
+	assert_non_null(strstr(text, "3000000000000"));
+	assert_null(strstr(text, "e+12"));
+	cJSON_Delete(back);
+	cJSON_Delete(o);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +539,7 @@ int main(void)
 		cmocka_unit_test(a_link_moved_on_is_followed_to_its_new_file),
 		cmocka_unit_test(cpu_count_is_the_affinitys),
 		cmocka_unit_test(decimal_is_digits_up_to_max),
+		cmocka_unit_test(json_numbers_read_back_exactly),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
