@@ -118,9 +118,10 @@ static const char *input_name(const mp_eval_opts *o)
 
 static void print_table(const mp_eval_opts *o, const mp_eval_result *r)
 {
-	printf("mp-eval: %s on %s: %llu images, %d scale%s x %d view%s (crops %s%s, combine %s); "
+	printf("mp-eval: %s on %s: %llu image%s, %d scale%s x %d view%s (crops %s%s, combine %s); "
 	       "%s; %.1f s, %.0f images/s\n",
-	       o->weights, input_name(o), (unsigned long long)r->images, r->nscales,
+	       o->weights, input_name(o), (unsigned long long)r->images, r->images == 1 ? "" : "s",
+	       r->nscales,
 	       r->nscales == 1 ? "" : "s", r->views_per_scale, r->views_per_scale == 1 ? "" : "s",
 	       crop_names[o->crops == MP_CROPS_FULL ? 0 : o->crops == MP_CROPS_CENTER ? 1
 						 : o->crops == MP_CROPS_5      ? 2 : 3],
@@ -212,6 +213,14 @@ int main(int argc, char **argv)
 			bad = n < 0;
 			for (int i = 0; i < n; i++)
 				o.scales[i] = (int)list[i];
+			/* a scale given twice would weigh twice in the combination */
+			for (int i = 1; i < n && !bad; i++)
+				for (int k = 0; k < i && !bad; k++)
+					if (list[k] == list[i]) {
+						mp_warnx("--scales: \"%s\": scale %ld is given twice",
+							 optarg, list[i]);
+						bad = 1;
+					}
 			o.nscales = n > 0 ? n : 0;
 			break;
 		case OPT_MULTISCALE:

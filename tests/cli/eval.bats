@@ -554,6 +554,10 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 		assert_status 2
 		assert_contains "$output" "mp-eval: "
 	done
+	# a scale given twice would weigh twice in the combination
+	run ev "${W[@]}" --scales 16,20,16 "$D/val.db"
+	assert_status 2
+	assert_equal "$(first_line "$output")" 'mp-eval: --scales: "16,20,16": scale 16 is given twice'
 	# getopt's own messages name the program as ours do, whatever path ran it
 	run ev "${W[@]}" -z "$D/val.db"
 	assert_equal "$(first_line "$output")" "mp-eval: invalid option -- 'z'"
