@@ -391,19 +391,23 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 
 @test "a metadata integer with a sign or a leading zero, a number with a blank or in hexadecimal, is refused by mp-inspect and by mp_resnet.load" {
 	init 1 4,8 A 10 1 w.safetensors
+	# each case: the key, its value, and mp_resnet.load's reason (- where
+	# it does not read the key)
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
 		import mp_resnet
 		t, meta = mp_resnet.read_safetensors("w.safetensors")
-		for i, (key, value) in enumerate((("depth", "+1"), ("depth", " 1"), ("depth", "01"),
-		                                  ("widths", "4,08"), ("classes", "10 "),
-		                                  ("format_version", "02"))):
+		for i, (key, value, why) in enumerate((
+		        ("depth", "+1", "a whole number"), ("depth", " 1", "a whole number"),
+		        ("depth", "01", "a whole number"), ("widths", "4,08", "a list of whole numbers"),
+		        ("classes", "10 ", "a whole number"), ("format_version", "02", None),
+		        ("bn_eps", " 0.001", "a number"), ("bn_eps", "0x1p-10", "a number"),
+		        ("bn_momentum", "nan", "a number"), ("mean", "1,2, 3", None))):
 		    mp_resnet.write_safetensors("bad%d.safetensors" % i, t, dict(meta, **{key: value}))
-		    if key != "format_version":
+		    if why:
 		        try:
 		            mp_resnet.load("bad%d.safetensors" % i)
 		        except ValueError as e:
-		            what = "a list of whole numbers" if key == "widths" else "a whole number"
-		            assert str(e) == 'metadata "%s" = "%s" is not %s' % (key, value, what), e
+		            assert str(e) == 'metadata "%s" = "%s" is not %s' % (key, value, why), e
 		        else:
 		            raise AssertionError("mp_resnet.load took %s %r" % (key, value))
 	EOF
@@ -413,7 +417,11 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 		'metadata "depth" = "01" is not a number from 1 to 1000'
 		'metadata "widths" = "4,08" is not a list of up to 8 widths'
 		'metadata "classes" = "10 " is not a number from 2 to 65536'
-		'metadata "format_version" = "02" is not a version (expected 1 to 2)')
+		'metadata "format_version" = "02" is not a version (expected 1 to 2)'
+		'metadata "bn_eps" = " 0.001" is not a number'
+		'metadata "bn_eps" = "0x1p-10" is not a number'
+		'metadata "bn_momentum" = "nan" is not a number'
+		'metadata "mean" is not r,g,b')
 	for k in "${!want[@]}"; do
 		run --separate-stderr inspect --verify "bad$k.safetensors"
 		assert_status 1
@@ -421,29 +429,4 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	done
 	run inspect --verify w.safetensors
 	assert_status 0
-	# decimal values too: no blank, hexadecimal, inf or nan
-	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
-		import mp_resnet
-		t, meta = mp_resnet.read_safetensors("w.safetensors")
-		for i, (key, value) in enumerate((("bn_eps", " 0.001"), ("bn_eps", "0x1p-10"),
-		                                  ("bn_momentum", "nan"), ("mean", "1,2, 3"))):
-		    mp_resnet.write_safetensors("dec%d.safetensors" % i, t, dict(meta, **{key: value}))
-		    if key != "mean":
-		        try:
-		            mp_resnet.load("dec%d.safetensors" % i)
-		        except ValueError as e:
-		            assert str(e) == 'metadata "%s" = "%s" is not a number' % (key, value), e
-		        else:
-		            raise AssertionError("mp_resnet.load took %s %r" % (key, value))
-	EOF
-	want=(
-		'metadata "bn_eps" = " 0.001" is not a number'
-		'metadata "bn_eps" = "0x1p-10" is not a number'
-		'metadata "bn_momentum" = "nan" is not a number'
-		'metadata "mean" is not r,g,b')
-	for k in "${!want[@]}"; do
-		run --separate-stderr inspect --verify "dec$k.safetensors"
-		assert_status 1
-		assert_equal "$stderr" "mp-inspect: dec$k.safetensors: ${want[$k]}"
-	done
 }
