@@ -286,14 +286,19 @@ $(B)/tests/oracle/%: tests/oracle/%.c $(B)/libmp.a $(B)/flags.stamp
 unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUDA),$(CUDA_MODULE) $(EMU_MODULE))
 	@:
 
-# Every test speaks TAP; prove runs them all and prints the closing summary.
+# Every test speaks TAP; prove runs them all, TEST_JOBS files at a time
+# (default: one per core), and prints the closing summary. The longest
+# files start first, so that the run does not end on one of them alone.
+TEST_JOBS  ?= $(shell nproc 2>/dev/null || echo 1)
+SLOW_TESTS := $(filter $(addprefix tests/cli/,train.bats reproduce.bats build.bats emufail.bats),$(CLI_TESTS))
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
 	@$(MAKE) --no-print-directory fuzz-check
 	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* $(B)/tests/emu/test_* 2>/dev/null); \
 		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
-		MP_ROOT=$(CURDIR) prove $(UNIT_TESTS) $$gpu $(ORACLE_TESTS) $(CLI_TESTS)
+		MP_ROOT=$(CURDIR) prove -j $(TEST_JOBS) $(SLOW_TESTS) $(filter-out $(SLOW_TESTS),$(CLI_TESTS)) \
+		$(UNIT_TESTS) $$gpu $(ORACLE_TESTS)
 
 # ---- fuzzing --------------------------------------------------------------
 # One libFuzzer harness per parser of untrusted bytes (tests/fuzz/fuzz_*.c),

@@ -263,61 +263,74 @@ END
 	assert_equal "$stderr" "mp-train: old.safetensors: the run's schedule with the options given: --warmup 90: the cosine decay needs a warmup shorter than --epochs 80"
 }
 
-# edit_options IN OUT TEXT [KEY]: IN with its train.options TEXT, or with
-# their KEY set to the JSON value TEXT
+# edit_options IN [OUT KEY TEXT]...: writes each OUT, IN with its
+# train.options TEXT (KEY empty) or with their KEY set to the JSON value
+# TEXT; all in one Python, whose start (torch's import) is most of the time
 edit_options() {
 	"$PY" - "$MP_ROOT/scripts" "$@" <<'END'
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import mp_resnet
 t, meta = mp_resnet.read_safetensors(sys.argv[2])
-if len(sys.argv) > 5:
-    options = json.loads(meta["train.options"])
-    options[sys.argv[5]] = json.loads(sys.argv[4])
-    meta["train.options"] = json.dumps(options)
-else:
-    meta["train.options"] = sys.argv[4]
-mp_resnet.write_safetensors(sys.argv[3], t, meta)
+edits = sys.argv[3:]
+for out, key, text in zip(edits[0::3], edits[1::3], edits[2::3]):
+    if key:
+        options = json.loads(meta["train.options"])
+        options[key] = json.loads(text)
+        text = json.dumps(options)
+    mp_resnet.write_safetensors(out, t, dict(meta, **{"train.options": text}))
 END
 }
 
 @test "a resume from a checkpoint whose training options cannot be read is refused, not run with the defaults" {
 	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
-	local text
-	for text in '{"batch": 16, "warmup": Infinity}' '[16, 3]' ''; do
-		edit_options out/last.safetensors bad.safetensors "$text"
-		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
-		assert_status 2
-		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
-	done
+	local texts=('{"batch": 16, "warmup": Infinity}' '[16, 3]' '')
 	# a value the command line would refuse, named
-	local key value
-	for text in 'batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"' \
-		'checkpoint_every 0' 'keep -1' 'log_every 0.5' 'log ""' 'log 7'; do
-		read -r key value <<<"$text"
-		edit_options out/last.safetensors bad.safetensors "$value" "$key"
-		run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+	local keyed=('batch 1' 'lr_policy "linear"' 'backend "gpu"' 'precision 16' 'seed "-1"'
+		'checkpoint_every 0' 'keep -1' 'log_every 0.5' 'log ""' 'log 7')
+	local edits=() nth key value # not i: bats' run sets a global i
+	for nth in "${!texts[@]}"; do
+		edits+=("text-$nth.safetensors" "" "${texts[nth]}")
+	done
+	for nth in "${!keyed[@]}"; do
+		read -r key value <<<"${keyed[nth]}"
+		edits+=("key-$nth.safetensors" "$key" "$value")
+	done
+	edit_options out/last.safetensors "${edits[@]}"
+	for nth in "${!texts[@]}"; do
+		run --separate-stderr train -d "$D/train.db" -o out --resume text-$nth.safetensors -q --force
 		assert_status 2
-		assert_equal "$stderr" "mp-train: bad.safetensors: metadata train.options has no valid $key: not a checkpoint of mp-train"
+		assert_equal "$stderr" "mp-train: text-$nth.safetensors: metadata train.options is not a JSON object: not a checkpoint of mp-train"
+	done
+	for nth in "${!keyed[@]}"; do
+		read -r key value <<<"${keyed[nth]}"
+		run --separate-stderr train -d "$D/train.db" -o out --resume key-$nth.safetensors -q --force
+		assert_status 2
+		assert_equal "$stderr" "mp-train: key-$nth.safetensors: metadata train.options has no valid $key: not a checkpoint of mp-train"
 	done
 }
 
 @test "a resume from a checkpoint whose position is not a plain decimal number is refused, named" {
 	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
-	local key value
-	for key in train.epoch train.batch train.step; do
-		for value in '+0' ' 0' '00' '0 ' '-0' '0x0' ''; do
-			"$PY" - "$MP_ROOT/scripts" out/last.safetensors bad.safetensors "$key" "$value" <<'END'
+	local keys=(train.epoch train.batch train.step) values=('+0' ' 0' '00' '0 ' '-0' '0x0' '')
+	local k v
+	# every variant written by one Python (its start, torch's import, is most of the time)
+	"$PY" - "$MP_ROOT/scripts" out/last.safetensors "${#values[@]}" "${keys[@]}" "${values[@]}" <<'END'
 import sys
 sys.path.insert(0, sys.argv[1])
 import mp_resnet
 t, meta = mp_resnet.read_safetensors(sys.argv[2])
-meta[sys.argv[4]] = sys.argv[5]
-mp_resnet.write_safetensors(sys.argv[3], t, meta)
+n = int(sys.argv[3])
+keys, values = sys.argv[4:-n], sys.argv[-n:]
+for k, key in enumerate(keys):
+    for v, value in enumerate(values):
+        mp_resnet.write_safetensors("bad-%d-%d.safetensors" % (k, v), t, dict(meta, **{key: value}))
 END
-			run --separate-stderr train -d "$D/train.db" -o out --resume bad.safetensors -q --force
+	for k in "${!keys[@]}"; do
+		for v in "${!values[@]}"; do
+			run --separate-stderr train -d "$D/train.db" -o out --resume bad-$k-$v.safetensors -q --force
 			assert_status 2
-			assert_equal "$stderr" "mp-train: bad.safetensors: metadata $key is \"$value\""
+			assert_equal "$stderr" "mp-train: bad-$k-$v.safetensors: metadata ${keys[k]} is \"${values[v]}\""
 		done
 	done
 }
