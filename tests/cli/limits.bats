@@ -22,6 +22,11 @@ setup_file() {
 setup() {
 	mkdir -p "$BATS_TEST_TMPDIR/work" && cd "$BATS_TEST_TMPDIR/work" || return
 	D=$BATS_FILE_TMPDIR/data
+	SHARED=
+}
+
+teardown() {
+	[[ -z $SHARED ]] || rm -rf -- "$SHARED"
 }
 
 # as_nobody COMMAND...: COMMAND as user nobody (65534), whose process
@@ -47,6 +52,24 @@ need_nobody() {
 		assert_status 0
 		assert_equal "$stderr" ""
 	done
+}
+
+@test "mp-train: a loader thread that cannot start is named, with the reason; no output is left" {
+	need_nobody
+	# bats' own directories are root's alone: the DB goes where nobody
+	# can read it and write beside it
+	SHARED=$(mktemp -d "${TMPDIR:-/tmp}/mp-limits.XXXXXX")
+	chmod 777 "$SHARED"
+	cp -r "$D/val.db" "$SHARED/"
+	chmod -R a+rX "$SHARED/val.db"
+	# one thread for the network: the process and one loader thread fit
+	# under 2, the second loader thread does not
+	run --separate-stderr as_nobody bash -c 'ulimit -u 2 && exec "$@"' _ "$MP_BIN/mp-train" -q \
+		--threads 1 --loader-threads 2 -d "$SHARED/val.db" -o "$SHARED/run" --depth 1 \
+		--widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 --batch 8 --epochs 1
+	assert_status 1
+	assert_equal "$stderr" "mp-train: cannot start loader thread 2 of 2: Resource temporarily unavailable"
+	[[ ! -e $SHARED/run ]] || fail "left behind: $(ls -A "$SHARED/run")"
 }
 
 @test "an address-space limit (ulimit -v) that fits the work: no hang in OpenBLAS" {
