@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -94,13 +95,22 @@ static void remove_stale_partials(const char *target)
 
 /* LMDB reports a write cut short by a full disk as EIO, "Input/output
  * error", which reads like a failing device. When the DB's file system
- * has less room left than the write needed, that is what it was. */
+ * has less room left than the write needed, that is what it was; and
+ * likewise when the file would have grown past the file size limit
+ * (ulimit -f, with SIGXFSZ ignored or caught). */
 static const char *db_strerror(const mp_db_writer *w, int rc, size_t len)
 {
 	struct statvfs sv;
 	if (rc == EIO && statvfs(w->partial, &sv) == 0 &&
 	    (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)len + (1u << 20))
 		return strerror(ENOSPC);
+	struct rlimit rl;
+	struct stat st;
+	char data[sizeof w->partial + sizeof "/data.mdb"];
+	snprintf(data, sizeof data, "%s/data.mdb", w->partial);
+	if (rc == EIO && getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    stat(data, &st) == 0 && (uint64_t)st.st_size + len > (uint64_t)rl.rlim_cur)
+		return strerror(EFBIG);
 	return mdb_strerror(rc);
 }
 
@@ -211,7 +221,8 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 	remove_stale_partials(path);
 	mp_remove_tree(w->partial); /* a leftover of an earlier process with our pid */
 	if (mkdir(w->partial, 0755) < 0) {
-		mp_seterr(e, "%s: cannot create: %s", w->partial, strerror(errno));
+		/* named as asked for: the partial name is ours, not the user's */
+		mp_seterr(e, "%s: cannot create: %s", path, strerror(errno));
 		free(w);
 		return NULL;
 	}

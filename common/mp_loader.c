@@ -273,12 +273,15 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e)
 	}
 	if (!(l->threads = calloc((size_t)o->threads, sizeof *l->threads)))
 		goto oom;
-	for (; l->nthreads < o->threads; l->nthreads++)
-		if (pthread_create(&l->threads[l->nthreads], NULL, worker, l)) {
-			mp_seterr(e, "cannot start a loader thread");
+	for (; l->nthreads < o->threads; l->nthreads++) {
+		int err = pthread_create(&l->threads[l->nthreads], NULL, worker, l);
+		if (err) {
+			mp_seterr(e, "cannot start loader thread %d of %d: %s", l->nthreads + 1,
+				  o->threads, strerror(err));
 			*bad_data = 1;
 			goto fail;
 		}
+	}
 	return l;
 oom:
 	mp_seterr(e, "out of memory");

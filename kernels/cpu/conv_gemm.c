@@ -39,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/auxv.h>
+#include <unistd.h>
 
 #include "cpu.h"
 
@@ -59,6 +61,46 @@ typedef struct {
 	size_t weights_size;
 	int winograd;		/* 3x3 stride-1 convolutions by Winograd */
 } gemm_state;
+
+/* OpenBLAS's pthreads build starts a thread per core as it loads, before
+ * main, and each thread takes a buffer of tens of MB at once. Where the
+ * thread cannot start (ulimit -u) OpenBLAS ends the program with SIGINT;
+ * where its buffer does not fit (ulimit -v) it asks again forever, and the
+ * program hangs, at the latest in blas_thread_shutdown_ or at exit. The
+ * products below run on one thread anyway, so OpenBLAS must be asked for
+ * one before it loads. An executable's preinit functions run before any
+ * library's constructor, but too early to change the environment that
+ * libc then takes from the kernel: so the program starts itself again with
+ * OPENBLAS_NUM_THREADS=1, as OpenBLAS reads it. This file is linked into
+ * each program that loads OpenBLAS. */
+static void one_blas_thread(int argc, char **argv, char **envp)
+{
+	static char want[] = "OPENBLAS_NUM_THREADS=1";
+	const size_t name_len = sizeof "OPENBLAS_NUM_THREADS=" - 1;
+	(void)argc;
+	size_t n = 0;
+	for (; envp[n]; n++)
+		if (!strcmp(envp[n], want))
+			return;
+	/* started by naming the dynamic loader (ld.so PROGRAM ...):
+	 * /proc/self/exe is the loader, not the program */
+	if (getauxval(AT_BASE) == 0)
+		return;
+	char **env = malloc((n + 2) * sizeof *env);
+	if (!env)
+		return;
+	size_t k = 0;
+	env[k++] = want;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], want, name_len))
+			env[k++] = envp[i];
+	env[k] = NULL;
+	execve("/proc/self/exe", argv, env);
+	/* no /proc: OpenBLAS starts its threads, as it always did */
+	free(env);
+}
+__attribute__((section(".preinit_array"), used))
+static void (*const preinit_one_blas_thread)(int, char **, char **) = one_blas_thread;
 
 /* OpenBLAS 0.3.21 (Debian 12) picks its kernels by CPU model number when
  * it loads, and falls back to its SSE3 "Prescott" kernels on a model it

@@ -30,13 +30,13 @@ env_documented() {
 		"mp-eval.1 lacks: "
 }
 
-@test "every variable of an ENVIRONMENT section is read, by the programs, by OpenMP or by the CUDA runtime" {
+@test "every variable of an ENVIRONMENT section is read, by the programs, by OpenMP, OpenBLAS or the CUDA runtime" {
 	cd "$MP_ROOT"
 	local page read
 	read=$(env_read kernels/cpu/*.c kernels/cuda/*.c kernels/cuda/*.cu common/*.c tools/*.c)
 	for page in mp-train.1 mp-eval.1; do
 		assert_equal "$(comm -13 <(echo "$read") <(env_documented "$page") |
-			grep -v -e '^OMP_' -e '^CUDA_VISIBLE_DEVICES$')" ""
+			grep -v -e '^OMP_' -e '^OPENBLAS_' -e '^CUDA_VISIBLE_DEVICES$')" ""
 	done
 }
 

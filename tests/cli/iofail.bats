@@ -267,12 +267,32 @@ fill() {
 	assert_equal "$stderr" "mp-eval: fs/sub.txt: Read-only file system"
 	run --separate-stderr bw -q --size 16 -r "$D" -o fs/new.db "$D/val.txt"
 	assert_status 1
-	assert_contains "$stderr" "mp-batchwriter: fs/new.db.partial-"
-	assert_contains "$stderr" ": cannot create: Read-only file system"
+	assert_equal "$stderr" "mp-batchwriter: fs/new.db: cannot create: Read-only file system"
 	mount -o remount,rw fs
 	assert_files fs run sub.txt
 	assert_equal "$(cat fs/sub.txt)" "earlier submission"
 	assert_files fs/run checkpoint-0001.safetensors last.safetensors train.log weights.safetensors
+}
+
+@test "mp-batchwriter in a deleted working directory names the DB asked for, not its partial name" {
+	mkdir gone
+	cd gone
+	rmdir ../gone
+	run --separate-stderr bw -q --size 16 -r "$D" -o new.db "$D/val.txt"
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: new.db: cannot create: No such file or directory"
+}
+
+@test "mp-batchwriter: a DB past the file size limit (ulimit -f) is named as such, SIGXFSZ ignored or not; nothing is left" {
+	local ignore
+	for ignore in "" "trap '' XFSZ;"; do
+		run --separate-stderr bash -c "$ignore"' ulimit -f 16 && exec "$@"' _ \
+			"$MP_BIN/mp-batchwriter" -q --size 16 --macrobatch 64 -r "$D" -o new.db "$D/val.txt"
+		assert_status 1
+		# LMDB reports the write cut short as EIO, "Input/output error"
+		assert_equal "$stderr" "mp-batchwriter: new.db: writing mb/00000000: File too large"
+		assert_no_db new.db
+	done
 }
 
 @test "mp-train: a log in a directory that does not exist leaves no empty output directory behind" {
