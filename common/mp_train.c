@@ -1783,6 +1783,7 @@ static int run(trainer *t, mp_error *e)
 		mp_progress p;
 		/* counted in images, so the bar's rate is images/s */
 		mp_progress_init(&p, what, (uint64_t)(t->steps_per_epoch * o->batch), o->quiet);
+		mp_progress_start_at(&p, (uint64_t)(t->batch * o->batch));
 		int stop = 0, n = 0, rc = 0, cur = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
 		rc = mp_loader_next(t->train, slot[cur], lab[cur], idv[cur], &n, e);

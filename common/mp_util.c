@@ -846,9 +846,15 @@ void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quie
 {
 	p->enabled = !quiet && isatty(STDERR_FILENO);
 	p->total = total;
+	p->base = 0;
 	p->start = mp_now();
 	p->last_draw = 0;
 	p->what = what;
+}
+
+void mp_progress_start_at(mp_progress *p, uint64_t done)
+{
+	p->base = done;
 }
 
 static void fmt_duration(char *buf, size_t n, double s)
@@ -871,7 +877,7 @@ void mp_progress_update(mp_progress *p, uint64_t done, const char *extra)
 		return;
 	p->last_draw = now;
 	double el = now - p->start;
-	double rate = el > 0 ? (double)done / el : 0;
+	double rate = el > 0 && done > p->base ? (double)(done - p->base) / el : 0;
 	char eta[32], elapsed[32];
 	fmt_duration(elapsed, sizeof elapsed, el);
 	if (p->total && rate > 0)
