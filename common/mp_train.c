@@ -1590,16 +1590,9 @@ static int setup(trainer *t, mp_error *e)
 		return MP_TRAIN_FAILED;
 	}
 	mp_backend_arithmetic(desc, t->compute, sizeof t->compute);
-	int rc = open_loaders(t, &cfg, e);
-	if (rc != MP_TRAIN_DONE)
-		return rc;
-	if (mp_resnet_config_check(&cfg, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
-	long ck_epochs = 0, ck_batch = 0, ck_step = 0;
-	if (o->resume &&
-	    (rc = resume_check(t, &cfg, &ck_epochs, &ck_batch, &ck_step, e)) != MP_TRAIN_DONE)
-		return rc;
-
+	/* The output and the log first: a run already there, a foreign log or
+	 * a directory that cannot be written is named before the data is read
+	 * whole (seconds for Mini-Places, minutes from a cold disk). */
 	char what[256];
 	struct stat st;
 	char log_path[PATH_LEN];
@@ -1649,6 +1642,16 @@ static int setup(trainer *t, mp_error *e)
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}
+
+	int rc = open_loaders(t, &cfg, e);
+	if (rc != MP_TRAIN_DONE)
+		return rc;
+	if (mp_resnet_config_check(&cfg, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	long ck_epochs = 0, ck_batch = 0, ck_step = 0;
+	if (o->resume &&
+	    (rc = resume_check(t, &cfg, &ck_epochs, &ck_batch, &ck_step, e)) != MP_TRAIN_DONE)
+		return rc;
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;

@@ -57,6 +57,28 @@ load helpers
 	assert_contains "$stderr" "test.db: the validation set has no labels"
 }
 
+@test "mp-train names a run already in -o, or a --log not its own, before it reads the training DB" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	class_data
+	local net=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16
+		--batch 8 --max-steps 1)
+	"$MP_BIN/mp-train" -q -d train.db "${net[@]}" -o run
+	echo notes >notes.txt
+	# the same command again, --resume forgotten: it read the 100,000
+	# training images first (seconds), then said the run was there
+	run --separate-stderr no_leak_check strace -f -e trace=open,openat -o run.trace \
+		"$MP_BIN/mp-train" -q -d train.db -v val.db "${net[@]}" -o run
+	assert_status 2
+	assert_contains "$stderr" "run already holds a run"
+	assert_equal "$(grep -c '\.db/data\.mdb"' run.trace)" 0
+	run --separate-stderr no_leak_check strace -f -e trace=open,openat -o log.trace \
+		"$MP_BIN/mp-train" -q -d train.db "${net[@]}" -o run2 --log notes.txt
+	assert_status 2
+	assert_contains "$stderr" "notes.txt is not a training log"
+	assert_equal "$(grep -c '\.db/data\.mdb"' log.trace)" 0
+	[[ ! -e run2 ]] || fail "run2 was left behind"
+}
+
 # peak_kb CMD...: the largest resident size of CMD, in KB, its output dropped.
 # (AddressSanitizer holds freed memory in a quarantine of up to 256 MB, where
 # it would grow with the records freed: none, to see what the program holds.)
