@@ -214,7 +214,8 @@ uint64_t mp_rng_next(mp_rng *r);
 uint64_t mp_rng_below(mp_rng *r, uint64_t n); /* uniform in [0, n) */
 double mp_rng_uniform(mp_rng *r);	      /* uniform in [0, 1) */
 
-/* Progress bar on stderr, shown only when stderr is a terminal. */
+/* Progress bar on stderr, shown only when stderr is a terminal; a total of
+ * 0 is unknown (a stream): the count and the rate alone. */
 typedef struct {
 	int enabled;
 	uint64_t total, base;
