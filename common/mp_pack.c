@@ -541,7 +541,6 @@ int mp_pack_copy(mp_source *src, mp_db_writer *db, volatile sig_atomic_t *stop,
 		if (mp_db_writer_put(db, rep->macrobatches, buf, len, e) < 0)
 			goto fail;
 		rep->macrobatches++;
-		prog.total = rep->records;
 		mp_progress_update(&prog, rep->records, NULL);
 	}
 	if (rc < 0)

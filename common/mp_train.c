@@ -1417,6 +1417,22 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 			.crop = cfg->input_size},
 	};
 	int bad_data;
+	/* The validation set first: a path mistyped, a stream or a set
+	 * without labels is refused before the training set, ten times
+	 * larger, is read whole (seconds for Mini-Places, minutes from a
+	 * cold disk). Its mean is set once the training set's is known. */
+	if (o->val_db) {
+		mp_loader_opts vo = {
+			.path = o->val_db, .train = 0, .batch = o->batch,
+			.threads = threads, .prefetch = 2 * threads + 1,
+			.eval_size = cfg->input_size,
+		};
+		if (!(t->val = mp_loader_open(&vo, &bad_data, e)))
+			return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+		if (!mp_loader_meta(t->val)->labelled)
+			return mp_seterr(e, "%s: the validation set has no labels", o->val_db),
+			       MP_TRAIN_BAD_SETUP;
+	}
 	/* Opened once: opening reads every record (a table of them, and the
 	 * fingerprint over their bytes), the whole DB. */
 	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
@@ -1451,20 +1467,10 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 	t->classes = cfg->classes;
 	t->class_names = m->class_names;
 	t->steps_per_epoch = (long)mp_loader_batches(t->train);
-	if (!o->val_db)
+	if (!t->val)
 		return MP_TRAIN_DONE;
-	mp_loader_opts vo = {
-		.path = o->val_db, .train = 0, .batch = o->batch,
-		.threads = threads, .prefetch = 2 * threads + 1,
-		.eval_size = cfg->input_size,
-	};
-	memcpy(vo.mean, cfg->mean, sizeof vo.mean);
-	if (!(t->val = mp_loader_open(&vo, &bad_data, e)))
-		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+	mp_loader_set_mean(t->val, cfg->mean);
 	const mp_meta *vm = mp_loader_meta(t->val);
-	if (!vm->labelled)
-		return mp_seterr(e, "%s: the validation set has no labels", o->val_db),
-		       MP_TRAIN_BAD_SETUP;
 	if (vm->classes > 0 && vm->classes != t->classes)
 		return mp_seterr(e, "%s: the validation set has %d class%s, the training set %d",
 				 o->val_db, vm->classes, vm->classes == 1 ? "" : "es", t->classes),
@@ -1584,16 +1590,9 @@ static int setup(trainer *t, mp_error *e)
 		return MP_TRAIN_FAILED;
 	}
 	mp_backend_arithmetic(desc, t->compute, sizeof t->compute);
-	int rc = open_loaders(t, &cfg, e);
-	if (rc != MP_TRAIN_DONE)
-		return rc;
-	if (mp_resnet_config_check(&cfg, e) < 0)
-		return MP_TRAIN_BAD_SETUP;
-	long ck_epochs = 0, ck_batch = 0, ck_step = 0;
-	if (o->resume &&
-	    (rc = resume_check(t, &cfg, &ck_epochs, &ck_batch, &ck_step, e)) != MP_TRAIN_DONE)
-		return rc;
-
+	/* The output and the log first: a run already there, a foreign log or
+	 * a directory that cannot be written is named before the data is read
+	 * whole (seconds for Mini-Places, minutes from a cold disk). */
 	char what[256];
 	struct stat st;
 	char log_path[PATH_LEN];
@@ -1643,6 +1642,16 @@ static int setup(trainer *t, mp_error *e)
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}
+
+	int rc = open_loaders(t, &cfg, e);
+	if (rc != MP_TRAIN_DONE)
+		return rc;
+	if (mp_resnet_config_check(&cfg, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	long ck_epochs = 0, ck_batch = 0, ck_step = 0;
+	if (o->resume &&
+	    (rc = resume_check(t, &cfg, &ck_epochs, &ck_batch, &ck_step, e)) != MP_TRAIN_DONE)
+		return rc;
 
 	if (!(t->net = mp_resnet_new(&cfg, t->be, e)))
 		return MP_TRAIN_FAILED;
@@ -1783,6 +1792,7 @@ static int run(trainer *t, mp_error *e)
 		mp_progress p;
 		/* counted in images, so the bar's rate is images/s */
 		mp_progress_init(&p, what, (uint64_t)(t->steps_per_epoch * o->batch), o->quiet);
+		mp_progress_start_at(&p, (uint64_t)(t->batch * o->batch));
 		int stop = 0, n = 0, rc = 0, cur = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
 		rc = mp_loader_next(t->train, slot[cur], lab[cur], idv[cur], &n, e);

@@ -846,9 +846,15 @@ void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quie
 {
 	p->enabled = !quiet && isatty(STDERR_FILENO);
 	p->total = total;
+	p->base = 0;
 	p->start = mp_now();
 	p->last_draw = 0;
 	p->what = what;
+}
+
+void mp_progress_start_at(mp_progress *p, uint64_t done)
+{
+	p->base = done;
 }
 
 static void fmt_duration(char *buf, size_t n, double s)
@@ -867,19 +873,27 @@ void mp_progress_update(mp_progress *p, uint64_t done, const char *extra)
 	if (!p->enabled)
 		return;
 	double now = mp_now();
-	if (now - p->last_draw < 0.1 && done < p->total)
+	/* a count of unknown total (a stream) is never at its end: it waits
+	 * its turn too, or every batch would redraw the line */
+	if (now - p->last_draw < 0.1 && (!p->total || done < p->total))
 		return;
 	p->last_draw = now;
 	double el = now - p->start;
-	double rate = el > 0 ? (double)done / el : 0;
+	double rate = el > 0 && done > p->base ? (double)(done - p->base) / el : 0;
 	char eta[32], elapsed[32];
 	fmt_duration(elapsed, sizeof elapsed, el);
-	if (p->total && rate > 0)
+	if (!p->total) { /* no bar, no "/0" and no time left */
+		fprintf(stderr, "\r%s %llu %.0f/s %s%s%s\033[K", p->what, (unsigned long long)done,
+			rate, elapsed, extra ? " " : "", extra ? extra : "");
+		fflush(stderr);
+		return;
+	}
+	if (rate > 0)
 		fmt_duration(eta, sizeof eta, (double)(p->total - done) / rate);
 	else
 		snprintf(eta, sizeof eta, "--:--");
 	int width = 30;
-	int filled = p->total ? (int)((double)done / (double)p->total * width) : 0;
+	int filled = (int)((double)done / (double)p->total * width);
 	if (filled > width)
 		filled = width;
 	char bar[64];

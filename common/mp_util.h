@@ -214,14 +214,18 @@ uint64_t mp_rng_next(mp_rng *r);
 uint64_t mp_rng_below(mp_rng *r, uint64_t n); /* uniform in [0, n) */
 double mp_rng_uniform(mp_rng *r);	      /* uniform in [0, 1) */
 
-/* Progress bar on stderr, shown only when stderr is a terminal. */
+/* Progress bar on stderr, shown only when stderr is a terminal; a total of
+ * 0 is unknown (a stream): the count and the rate alone. */
 typedef struct {
 	int enabled;
-	uint64_t total;
+	uint64_t total, base;
 	double start, last_draw;
 	const char *what;
 } mp_progress;
 void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quiet);
+/* The bar starts with done already done (a resumed epoch's batches): they
+ * count in the bar, not in the rate and the time left. */
+void mp_progress_start_at(mp_progress *p, uint64_t done);
 void mp_progress_update(mp_progress *p, uint64_t done, const char *extra);
 void mp_progress_done(mp_progress *p);
 

@@ -38,6 +38,47 @@ load helpers
 	assert_equal "$(grep -c 'train\.db/data\.mdb"' mean.trace)" 1
 }
 
+@test "mp-train refuses a validation set it cannot use before it reads the training DB" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	class_data
+	bw -q --size 16 val.txt >val.stream
+	"$PY" "$MKIMAGES" classes te 8 20 20 4 seed=3 | cut -d' ' -f1 >test.txt
+	bw -q -c cats.txt --size 16 -o test.db test.txt
+	# reading the 100,000 training images first took seconds before a
+	# mistyped -v was named (minutes from a cold disk)
+	for v in missing.db val.stream test.db; do
+		run --separate-stderr no_leak_check strace -f -e trace=open,openat -o v.trace \
+			"$MP_BIN/mp-train" -q -d train.db -v "$v" --depth 1 --widths 4,8 --stem-stride 1 \
+			--crop 12 --scale-min 12 --scale-max 16 --batch 8 --max-steps 1 -o "run-$v"
+		assert_status 2
+		assert_contains "$stderr" "$v"
+		assert_equal "$(grep -c 'train\.db/data\.mdb"' v.trace)" 0
+	done
+	assert_contains "$stderr" "test.db: the validation set has no labels"
+}
+
+@test "mp-train names a run already in -o, or a --log not its own, before it reads the training DB" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	class_data
+	local net=(--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16
+		--batch 8 --max-steps 1)
+	"$MP_BIN/mp-train" -q -d train.db "${net[@]}" -o run
+	echo notes >notes.txt
+	# the same command again, --resume forgotten: it read the 100,000
+	# training images first (seconds), then said the run was there
+	run --separate-stderr no_leak_check strace -f -e trace=open,openat -o run.trace \
+		"$MP_BIN/mp-train" -q -d train.db -v val.db "${net[@]}" -o run
+	assert_status 2
+	assert_contains "$stderr" "run already holds a run"
+	assert_equal "$(grep -c '\.db/data\.mdb"' run.trace)" 0
+	run --separate-stderr no_leak_check strace -f -e trace=open,openat -o log.trace \
+		"$MP_BIN/mp-train" -q -d train.db "${net[@]}" -o run2 --log notes.txt
+	assert_status 2
+	assert_contains "$stderr" "notes.txt is not a training log"
+	assert_equal "$(grep -c '\.db/data\.mdb"' log.trace)" 0
+	[[ ! -e run2 ]] || fail "run2 was left behind"
+}
+
 # peak_kb CMD...: the largest resident size of CMD, in KB, its output dropped.
 # (AddressSanitizer holds freed memory in a quarantine of up to 256 MB, where
 # it would grow with the records freed: none, to see what the program holds.)

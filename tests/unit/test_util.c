@@ -523,6 +523,79 @@ static void json_numbers_read_back_exactly(void **state)
 	free(text);
 }
 
+/* What the bar draws for updates at counts done[0..count-1], one after
+ * the other, stderr a terminal (a pty) meanwhile, the bar started elapsed
+ * seconds ago at base. */
+static void draw_updates(uint64_t base, const uint64_t *done, int count, uint64_t total,
+			 double elapsed, char *out, size_t n)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	assert_true(master >= 0);
+	assert_int_equal(grantpt(master), 0);
+	assert_int_equal(unlockpt(master), 0);
+	int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+	assert_true(slave >= 0);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(slave, STDERR_FILENO) >= 0);
+	mp_progress p;
+	mp_progress_init(&p, "evaluate", total, 0);
+	mp_progress_start_at(&p, base);
+	p.start = mp_now() - elapsed;
+	for (int i = 0; i < count; i++)
+		mp_progress_update(&p, done[i], NULL);
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	close(slave);
+	ssize_t got = read(master, out, n - 1);
+	assert_true(got > 0);
+	out[got] = '\0';
+	close(master);
+}
+
+static void draw_progress(uint64_t base, uint64_t done, uint64_t total, double elapsed,
+			  char *out, size_t n)
+{
+	draw_updates(base, &done, 1, total, elapsed, out, n);
+}
+
+/* A run resumed 700 batches into an epoch: the bar counts those batches
+ * but its rate and time left are this run's, not 89,600 images in the
+ * first seconds (thousands of images/s, a few seconds left, for an epoch
+ * that has minutes to go). */
+static void a_resumed_bar_rates_only_its_own_work(void **state)
+{
+	(void)state;
+	char out[512];
+	draw_progress(0, 1000, 4000, 10, out, sizeof out);
+	assert_non_null(strstr(out, " 1000/4000 100/s "));
+	assert_non_null(strstr(out, "ETA 00:30"));
+	draw_progress(89600, 90600, 99968, 10, out, sizeof out);
+	assert_non_null(strstr(out, " 90600/99968 100/s "));
+	assert_non_null(strstr(out, "ETA 01:33"));
+}
+
+/* A stream's count has no total: no "640/0" beside an empty bar (nor a
+ * full one with no time left), and a draw at most every tenth of a
+ * second, not one per batch of 16 images. */
+static void an_unknown_total_shows_the_count_drawn_now_and_then(void **state)
+{
+	(void)state;
+	char out[512];
+	const uint64_t done[] = {1000, 1016, 1032};
+	draw_updates(0, done, 3, 0, 10, out, sizeof out);
+	assert_non_null(strstr(out, "evaluate 1000 100/s 00:10"));
+	assert_null(strstr(out, "/0"));
+	assert_null(strstr(out, "ETA"));
+	assert_null(strstr(out, "1016"));
+	/* a known total draws its end at once */
+	const uint64_t to_end[] = {1000, 4000};
+	draw_updates(0, to_end, 2, 4000, 10, out, sizeof out);
+	assert_non_null(strstr(out, " 4000/4000 "));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -540,6 +613,8 @@ int main(void)
 		cmocka_unit_test(cpu_count_is_the_affinitys),
 		cmocka_unit_test(decimal_is_digits_up_to_max),
 		cmocka_unit_test(json_numbers_read_back_exactly),
+		cmocka_unit_test(a_resumed_bar_rates_only_its_own_work),
+		cmocka_unit_test(an_unknown_total_shows_the_count_drawn_now_and_then),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
