@@ -311,20 +311,25 @@ finish_copy() {
 
 @test "a dead writer's partial name that is a link, or holds more than a DB, is left whole" {
 	two_lists
+	# two processes that have ended: their PIDs name no live writer (not
+	# $dead + 1, which a process of another test may have)
 	sh -c 'exit 0' &
 	dead=$!
 	wait "$dead"
-	mkdir precious precious/sub "db.partial-$((dead + 1))" "db.partial-$((dead + 1))/sub"
+	sh -c 'exit 0' &
+	dead2=$!
+	wait "$dead2"
+	mkdir precious precious/sub "db.partial-$dead2" "db.partial-$dead2/sub"
 	echo thesis >precious/file
 	ln -s precious "db.partial-$dead"
-	echo mine >"db.partial-$((dead + 1))/notes"
+	echo mine >"db.partial-$dead2/notes"
 	run --separate-stderr bw -q --size 8 -o db one.txt
 	assert_status 0
 	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$dead: left by an interrupted run, but not removed: it is a symbolic link"
-	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$((dead + 1)): left by an interrupted run, but not removed: it holds more than plain files"
-	assert_equal "$(cat precious/file) $(cat "db.partial-$((dead + 1))/notes")" "thesis mine"
+	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$dead2: left by an interrupted run, but not removed: it holds more than plain files"
+	assert_equal "$(cat precious/file) $(cat "db.partial-$dead2/notes")" "thesis mine"
 	assert_files precious file sub
-	assert_files "db.partial-$((dead + 1))" notes sub
+	assert_files "db.partial-$dead2" notes sub
 }
 
 @test "--force refuses a DB directory that holds more than the DB, and names what" {
