@@ -13,8 +13,9 @@
 # train.log, train.png) and, once mp-eval is built, the evaluation and the
 # submission file.
 #
-# Run it again after a stop: packed DBs are kept (after a check) and
-# training resumes from run/last.safetensors. Options after WORKDIR go to
+# Run it again after a stop: packed DBs are kept (after a check),
+# training resumes from run/last.safetensors, and evaluations newer than
+# the weights and their DB are kept. Options after WORKDIR go to
 # mp-train (for a trial: --epochs 1 --max-steps 20), but for those set
 # here (-d, -v, -o, --log, --resume, --force: refused in any spelling);
 # when the second argument is an option, WORKDIR is the default.
@@ -40,7 +41,8 @@ The whole Mini-Places2 recipe on the development kit MINIPLACES_DIR
 (images/ or data/images/; train.txt, val.txt, categories.txt beside
 images/, in data/ or in development_kit/data/; test.txt there too, or else
 made from images/test/): pack the three DBs, train (resuming a stopped run), plot the log,
-evaluate at one scale and at four, and write a submission file, all into
+evaluate at one scale and at four, and write a submission file (keeping
+what an earlier run finished: DBs, training, evaluations), all into
 WORKDIR (default build/reproduce). The options go to mp-train; the
 data, the output, the log, --resume and --force are set here.
 EOF
@@ -136,12 +138,20 @@ if command -v gnuplot >/dev/null; then
 		echo "plot: $run/train.png" || echo "$prog: warning: no plot of the log" >&2
 fi
 
+# done_with OUT DB: whether OUT, written whole by an earlier run, is newer
+# than the weights and the DB it came from (then it says it keeps OUT)
+done_with() {
+	[ -s "$1" ] && [ "$1" -nt "$run/weights.safetensors" ] && [ "$1" -nt "$2/data.mdb" ] || return 1
+	echo "$1 is newer than the weights; kept (remove it to evaluate again)"
+}
+
 # eval_json OUT [mp-eval options...]: the JSON into OUT once it is whole;
 # a failed evaluation (its message is mp-eval's) leaves an earlier OUT as
 # it was and no OUT.tmp
 eval_json() {
 	local out=$1
 	shift
+	done_with "$out" "$work/val.db" && return
 	if "$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/val.db" --backend auto --json "$@" \
 		>"$out.tmp"; then
 		mv -f "$out.tmp" "$out"
@@ -167,8 +177,9 @@ if [ -x "$bin/mp-eval" ]; then
 	# the figures the recipe is judged by (about 17.5% and 14.6% top-5)
 	echo "validation error, single scale: $(errors "$work/eval-single.json")"
 	echo "validation error, multiscale:   $(errors "$work/eval-multiscale.json")"
-	"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --backend auto --multiscale \
-		--submission "$work/submission.txt"
+	done_with "$work/submission.txt" "$work/test.db" ||
+		"$bin/mp-eval" -m "$run/weights.safetensors" -d "$work/test.db" --backend auto --multiscale \
+			--submission "$work/submission.txt"
 	echo "single scale: $work/eval-single.json; multiscale: $work/eval-multiscale.json"
 	echo "submission: $work/submission.txt"
 else

@@ -52,11 +52,26 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	local f='"top-1 %.2f%%, top-%d %.2f%%" % (100 * d["combined"]["top1_err"], d["topk"], 100 * d["combined"]["topk_err"])'
 	assert_contains "$said" "validation error, single scale: $(json_get work/eval-single.json "$f")"
 	assert_contains "$said" "validation error, multiscale:   $(json_get work/eval-multiscale.json "$f")"
-	# a second run keeps the DBs and the finished training
+	# a second run keeps the DBs, the finished training and the evaluations
+	local results=(work/eval-single.json work/eval-multiscale.json work/submission.txt)
+	local before
+	before=$(ls -l --time-style=+%s.%N "${results[@]}")
 	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
 	assert_status 0
 	assert_contains "$output" "work/train.db exists; kept"
 	assert_contains "$output" "training is done"
+	local r
+	for r in "${results[@]}"; do
+		assert_contains "$output" "$r is newer than the weights; kept (remove it to evaluate again)"
+	done
+	assert_contains "$output" "validation error, multiscale:   $(json_get work/eval-multiscale.json "$f")"
+	assert_equal "$(ls -l --time-style=+%s.%N "${results[@]}")" "$before"
+	# weights newer than the results (trained again) are evaluated again
+	touch work/run/weights.safetensors
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	assert_not_contains "$output" "newer than the weights"
+	[[ work/submission.txt -nt work/run/weights.safetensors ]]
 }
 
 @test "reproduce.sh trains and evaluates on a GPU where there is one (an emulated device here)" {
