@@ -631,7 +631,26 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	/* A finished DB never changes, so readers need no lock file and work
 	 * on read-only media. */
 	what = "mdb_env_open";
-	if ((rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0))) {
+	rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0);
+	/* LMDB maps the writer's map size (a GiB or more for any DB), which
+	 * an address-space limit (ulimit -v) may not allow. A map as large as
+	 * the file is all a reader needs; but the larger map stays the first
+	 * choice, since a damaged page's pointer past the file then lands in
+	 * it and faults (reported below) rather than in other memory. LMDB
+	 * rounds the size up to the pages the DB says it has. */
+	if (rc == ENOMEM) {
+		mdb_env_close(r->env);
+		r->env = NULL;
+		what = "mdb_env_create";
+		if ((rc = mdb_env_create(&r->env)))
+			goto fail;
+		what = "mdb_env_set_mapsize";
+		if ((rc = mdb_env_set_mapsize(r->env, (size_t)st.st_size)))
+			goto fail;
+		what = "mdb_env_open";
+		rc = mdb_env_open(r->env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0);
+	}
+	if (rc) {
 		/* A short read of the meta pages is MDB_INVALID too. */
 		if (rc == MDB_INVALID)
 			mp_seterr(e, "%s: not an LMDB file, or truncated (%lld bytes)", file,

@@ -83,3 +83,23 @@ need_nobody() {
 		_ "$MP_BIN/mp-inspect" "$D/val.stream"
 	assert_status 0
 }
+
+@test "a DB is read under an address-space limit smaller than the map it was written with" {
+	asan_build && skip "AddressSanitizer's shadow memory does not fit under ulimit -v"
+	# the writer's map is a GiB or more; readers mapped all of it, and
+	# under ulimit -v said "mdb_env_open: Cannot allocate memory" (they now
+	# map the file alone where the larger map does not fit)
+	local p
+	for p in "mp-inspect --verify" "mp-inspect --json" "mp-eval -q -m $D/run/weights.safetensors"; do
+		# shellcheck disable=SC2086
+		run --separate-stderr bash -c 'ulimit -v 160000 && exec timeout -s KILL 30 "$@"' \
+			_ $MP_BIN/$p "$D/val.db"
+		assert_status 0
+		assert_equal "$stderr" ""
+	done
+	run --separate-stderr bash -c 'ulimit -v 160000 && exec timeout -s KILL 30 "$@"' \
+		_ "$MP_BIN/mp-train" -q -d "$D/val.db" -v "$D/val.db" -o run --depth 1 --widths 4,8 \
+		--stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 --batch 8 --epochs 1 --threads 1 \
+		--loader-threads 1
+	assert_status 0
+}
