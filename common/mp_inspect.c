@@ -155,7 +155,7 @@ static uint64_t skip_batches(const mp_meta *m, uint64_t first, uint64_t n)
 }
 
 long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
-	       void *ctx, uint64_t *records_checked)
+	       void *ctx, uint64_t *records_checked, mp_progress *progress)
 {
 	const mp_meta *m = mp_source_meta(s);
 	const char *name = mp_source_name(s);
@@ -237,6 +237,8 @@ long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
 		}
 		expected_first = mb.first_record + mb.count;
 		mp_mb_free(&mb);
+		if (progress)
+			mp_progress_update(progress, checked, NULL);
 	}
 	if (rc == 0) {
 		const mp_meta *fm = mp_source_meta(s);

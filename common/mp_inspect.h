@@ -46,11 +46,12 @@ int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e);
 void mp_stats_free(mp_stats *st);
 
 /* Checks every macrobatch, every CRC and decodes every image, calling
- * report for each failure. Returns the number of failures (0 = good), or
- * -1 when reading could not go on. */
+ * report for each failure and, after each macrobatch, updating progress
+ * (NULL: none) with the records checked. Returns the number of failures
+ * (0 = good), or -1 when reading could not go on. */
 typedef void (*mp_verify_report)(void *ctx, const char *msg);
 long mp_verify(mp_source *s, uint64_t max_pixels, mp_verify_report report,
-	       void *ctx, uint64_t *records_checked);
+	       void *ctx, uint64_t *records_checked, mp_progress *progress);
 
 /* Finds record n. The record points into *hold (a copy of its macrobatch)
  * which the caller frees. Returns 1 found, 0 past the end, -1 error. */

@@ -393,6 +393,26 @@ for d in "huge.db", "zero.db":
 	assert_status 0
 }
 
+@test "--verify on a terminal: a bar of the records checked, cleared for each failure and at the end" {
+	command -v script >/dev/null || skip "script(1) is not installed"
+	small_db
+	# script(1) gives the program a terminal: stdout and stderr on it
+	run script -qec "'$MP_BIN/mp-inspect' --verify db" /dev/null
+	assert_status 0
+	assert_contains "$output" $'\rverifying [##############################] 4/4 '
+	assert_contains "$output" $'\033[K\r\033[Kdb: OK: 4 records verified'
+	# a stream's count has no total: no bar, no time left
+	run script -qec "'$MP_BIN/mp-inspect' --verify out.stream" /dev/null
+	assert_status 0
+	assert_contains "$output" $'\rverifying 3 '
+	assert_not_contains "$output" "ETA"
+	# every failure starts a line of its own
+	run script -qec "'$MP_BIN/mp-inspect' --verify --max-pixels 63 db" /dev/null
+	assert_status 1
+	assert_equal "$(grep -o 'mp-inspect: db: record' <<<"$output" | wc -l)" 4
+	assert_equal "$(grep -o $'\r\033\[Kmp-inspect: db: record [0-3] ' <<<"$output" | wc -l)" 4
+}
+
 @test "--verify of a dataset whose meta document is bad reports it as one problem, 0 records checked" {
 	small_db
 	# the source list's name changed: the document's own CRC finds it, in

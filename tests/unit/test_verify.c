@@ -84,7 +84,7 @@ static long verify(const char *path, uint64_t *checked)
 	messages[0] = '\0';
 	mp_source *s = mp_source_open(path, &e);
 	assert_non_null(s);
-	long failures = mp_verify(s, 1 << 20, collect, NULL, checked);
+	long failures = mp_verify(s, 1 << 20, collect, NULL, checked, NULL);
 	mp_source_close(s);
 	return failures;
 }
