@@ -1197,12 +1197,16 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	/* --probs is complete: its last rows are written before any table is */
 	if (out_close(&ev.probs, e) < 0 || write_tables(&ev, e) < 0)
 		goto out;
-	/* every output is complete before any replaces a file of that name */
-	if (out_rename(&ev.probs, e) < 0)
+	/* every output is complete before any replaces a file of that name,
+	 * and a ^C waits for the last rename: never some of this run's files
+	 * beside some of an earlier one's */
+	mp_tmp_hold();
+	int renamed = out_rename(&ev.probs, e) == 0;
+	for (int i = 0; i < 3 && renamed; i++)
+		renamed = out_rename(&ev.tables[i], e) == 0;
+	mp_tmp_release();
+	if (!renamed)
 		goto out;
-	for (int i = 0; i < 3; i++)
-		if (out_rename(&ev.tables[i], e) < 0)
-			goto out;
 	status = MP_EVAL_DONE;
 out:
 	r->seconds = mp_now() - t0;

@@ -416,8 +416,17 @@ static char tmp_paths[MP_TMP_MAX][PATH_MAX];
 static volatile sig_atomic_t tmp_used[MP_TMP_MAX];
 static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Set while a set of outputs is renamed into place: a signal then waits
+ * for the last rename, so that it never leaves some files of the run and
+ * some of an earlier one. */
+static volatile sig_atomic_t tmp_held, tmp_pending;
+
 static void tmp_on_signal(int sig)
 {
+	if (tmp_held) {
+		tmp_pending = sig;
+		return;
+	}
 	for (int i = 0; i < MP_TMP_MAX; i++)
 		if (tmp_used[i])
 			unlink(tmp_paths[i]);
@@ -443,6 +452,22 @@ void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all)
 void mp_tmp_on_signals(void)
 {
 	mp_catch_stop_signals(tmp_on_signal, 1, 1);
+}
+
+void mp_tmp_hold(void)
+{
+	tmp_held = 1;
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+void mp_tmp_release(void)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	tmp_held = 0;
+	atomic_signal_fence(memory_order_seq_cst);
+	int sig = tmp_pending;
+	if (sig)
+		tmp_on_signal(sig);
 }
 
 int mp_tmp_add(const char *path)

@@ -187,6 +187,12 @@ void mp_tmp_on_signals(void);
 void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all);
 int mp_tmp_add(const char *path);
 void mp_tmp_remove(const char *path);
+/* Between mp_tmp_hold and mp_tmp_release a signal of mp_tmp_on_signals
+ * waits: several files renamed into place there are all renamed or none
+ * is. mp_tmp_release then acts on a signal that came meanwhile (the
+ * files still registered are removed and the program ends by it). */
+void mp_tmp_hold(void);
+void mp_tmp_release(void);
 /* Offset of the first byte of buf[0..len) that breaks UTF-8 (overlong
  * forms, surrogates and code points above U+10FFFF included), or len if
  * there is none. */

@@ -15,6 +15,20 @@ die() {
 	exit 1
 }
 
+# Numbers are read and written with a decimal point (awk, printf, sort -g,
+# gnuplot, the logs and JSON of the programs) whatever the user's locale:
+# under a decimal comma awk reads "0.25" as 0. LC_NUMERIC=C, the rest of
+# the locale kept; an LC_ALL, which would override it, is spread over the
+# other categories.
+if [ -n "${LC_ALL:-}" ]; then
+	for c in LC_CTYPE LC_COLLATE LC_MESSAGES LC_MONETARY LC_TIME LC_PAPER LC_NAME \
+		LC_ADDRESS LC_TELEPHONE LC_MEASUREMENT LC_IDENTIFICATION; do
+		export "$c=$LC_ALL"
+	done
+	unset LC_ALL c
+fi
+export LC_NUMERIC=C
+
 # number NAME VALUE LO HI: exit 2 unless VALUE is a decimal number from LO
 # to HI (10#: "010" is ten, not octal eight)
 number() {

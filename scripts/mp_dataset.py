@@ -483,6 +483,9 @@ def _tsv(s):
 
 def main(argv):
     prog = "mp_dataset.py"
+    # A record's name is bytes, not always UTF-8: written back as they were
+    # in any locale, as mp-inspect --list does, not a UnicodeEncodeError.
+    sys.stdout.reconfigure(errors="surrogateescape")
     usage = "usage: %s list DB | extract DB N OUT.png\n" % prog
     if len(argv) == 2 and argv[1] in ("-h", "--help"):
         sys.stdout.write(usage + "\nList a dataset DB in mp-inspect --list's format, or write its\n"

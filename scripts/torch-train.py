@@ -557,6 +557,9 @@ def score(torch, logits, labels, sums):
 
 
 def main():
+    # A path given in bytes that are not UTF-8 is printed back as it was, in
+    # any locale, not a UnicodeEncodeError after the training.
+    sys.stdout.reconfigure(errors="surrogateescape")
     o = parse_options(sys.argv[1:])
     if o.check_options:
         sys.exit(0)

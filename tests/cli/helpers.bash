@@ -256,3 +256,11 @@ for kind, payload in f:
     out += frame + struct.pack("<I", zlib.crc32(frame))
 open(sys.argv[2], "wb").write(out)' "$@" "$MP_ROOT/scripts"
 }
+
+# comma_locale: skips the test unless the locale de_DE.UTF-8, whose
+# decimal separator is a comma, is installed (Debian: locales; or
+# localedef -i de_DE -f UTF-8 de_DE.UTF-8).
+comma_locale() {
+	[[ $(LC_ALL=de_DE.UTF-8 locale decimal_point 2>/dev/null) == , ]] ||
+		skip "the locale de_DE.UTF-8 (a decimal comma) is not installed"
+}

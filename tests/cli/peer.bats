@@ -275,6 +275,35 @@ EOF
 	assert_equal "$(head -c 4 steps.png | od -An -tx1 | tr -d ' \n')" 89504e47
 }
 
+@test "plot-log reads the log's numbers with a decimal point under a decimal-comma locale" {
+	comma_locale
+	LC_ALL=C "$PLOT" "$D/mp-run/train.log" c.png
+	# under a comma, awk read "0.25" as 0: every error was drawn as 0
+	run env LC_ALL=de_DE.UTF-8 "$PLOT" "$D/mp-run/train.log" de.png
+	assert_status 0
+	cmp c.png de.png
+	run env -u LC_ALL LC_NUMERIC=de_DE.UTF-8 "$PLOT" "$D/mp-run/train.log" num.png
+	assert_status 0
+	cmp c.png num.png
+}
+
+@test "mp_dataset.py and torch-train.py write a name that is not UTF-8 back as it was under a UTF-8 locale" {
+	comma_locale
+	cp "$D/tr/cls0000.png" $'lat\xe9.png'
+	printf 'lat\xe9.png 0\n' >lat.txt
+	"$MP_BIN/mp-batchwriter" -q -c "$D/cats.txt" --size 16 -o lat.db lat.txt
+	run env LC_ALL=de_DE.UTF-8 "$PY" "$MP_ROOT/scripts/mp_dataset.py" list lat.db
+	assert_status 0
+	assert_equal "${lines[1]}" "$("$MP_BIN/mp-inspect" --list lat.db | sed -n 2p)"
+	# the last line it prints names the weights: a UnicodeEncodeError there
+	# failed the run after the training
+	mkdir $'o\xe9'
+	run env LC_ALL=de_DE.UTF-8 "$PY" "$TORCH" --threads 1 --loader-threads 0 -d "$D/train.db" \
+		"${NET[@]}" --batch 16 --max-steps 1 -o $'o\xe9/run'
+	assert_status 0
+	assert_contains "$output" $'weights: o\xe9/run/weights.safetensors'
+}
+
 @test "plot-log fails cleanly on a file that is not a training log" {
 	run "$PLOT" "$D/train.txt" x.png
 	assert_status 1

@@ -243,3 +243,15 @@ failing_make() {
 		done
 	done
 }
+
+@test "the scripts read and write numbers with a decimal point under a decimal-comma locale" {
+	comma_locale
+	# common.sh, sourced by reproduce.sh, demo.sh, peer-train.sh and the
+	# benchmarks, whose awk turns logs and JSON into figures
+	run env LC_ALL=de_DE.UTF-8 bash -c '. "$1/common.sh"
+		awk '\''BEGIN { x = "0.125"; printf "%.2f ", 100 * x }'\''
+		printf "%.1f %s" 0.5 "$(locale | grep ^LC_CTYPE=)"' _ "$S"
+	assert_status 0
+	# the locale's other categories are kept
+	assert_equal "$output" "12.50 0.5 LC_CTYPE=de_DE.UTF-8"
+}

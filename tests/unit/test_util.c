@@ -177,6 +177,63 @@ static void a_signal_removes_a_half_written_file(void **state)
 	assert_false(left);
 }
 
+/* A signal that comes while outputs are renamed into place (mp-eval's
+ * --probs, --submission, ...) waits for the last rename: the child raises
+ * SIGINT between two renames and still makes the second; the release
+ * then removes what is still registered and ends it by SIGINT. */
+static void a_held_signal_waits_for_the_renames(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mp-test-util-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char a[128], a_tmp[140], b[128], b_tmp[140], left[140];
+	snprintf(a, sizeof a, "%s/a.tsv", dir);
+	snprintf(b, sizeof b, "%s/b.txt", dir);
+	snprintf(a_tmp, sizeof a_tmp, "%s.partial", a);
+	snprintf(b_tmp, sizeof b_tmp, "%s.partial", b);
+	snprintf(left, sizeof left, "%s/other.partial", dir);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		mp_tmp_on_signals();
+		const char *names[] = {a_tmp, b_tmp, left};
+		for (int i = 0; i < 3; i++) {
+			if (mp_tmp_add(names[i]) < 0)
+				_exit(3);
+			int fd = open(names[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+			if (fd < 0)
+				_exit(3);
+			close(fd);
+		}
+		mp_tmp_hold();
+		if (rename(a_tmp, a) < 0)
+			_exit(3);
+		mp_tmp_remove(a_tmp);
+		raise(SIGINT);
+		if (rename(b_tmp, b) < 0)
+			_exit(3);
+		mp_tmp_remove(b_tmp);
+		mp_tmp_release();
+		_exit(4); /* the held signal ends it first */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	struct stat st;
+	int have_a = stat(a, &st) == 0, have_b = stat(b, &st) == 0;
+	int have_left = stat(left, &st) == 0;
+	unlink(a);
+	unlink(b);
+	unlink(left);
+	unlink(a_tmp);
+	unlink(b_tmp);
+	rmdir(dir);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGINT);
+	assert_true(have_a);
+	assert_true(have_b);
+	assert_false(have_left);
+}
+
 /* In a child: stdin and stderr closed, then guarded: a file opened next
  * gets neither number, and both still fail as closed ones do. */
 static void closed_std_fds_are_not_reused(void **state)
@@ -604,6 +661,7 @@ int main(void)
 		cmocka_unit_test(an_argument_may_be_the_message_itself),
 		cmocka_unit_test(the_cut_falls_between_utf8_characters),
 		cmocka_unit_test(a_signal_removes_a_half_written_file),
+		cmocka_unit_test(a_held_signal_waits_for_the_renames),
 		cmocka_unit_test(closed_std_fds_are_not_reused),
 		cmocka_unit_test(a_backends_arithmetic_leaves_out_threads_and_device),
 		cmocka_unit_test(a_fifo_is_not_read),
