@@ -33,7 +33,7 @@ BUILD_DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev 
 	liblmdb-dev zlib1g-dev libcjson-dev libopenblas-dev
 DEB_PACKAGES := $(BUILD_DEB_PACKAGES) lmdb-utils libcmocka-dev bats mandoc \
 	python3 python3-numpy python3-pil python3-lmdb dataset-fashion-mnist \
-	libjpeg-turbo-progs python3-torch gnuplot-nox strace shellcheck
+	libjpeg-turbo-progs python3-torch gnuplot-nox strace shellcheck locales
 
 # ---- what the machine has -------------------------------------------------
 # test and demo install what is missing first, then build in a sub-make.

@@ -257,10 +257,16 @@ for kind, payload in f:
 open(sys.argv[2], "wb").write(out)' "$@" "$MP_ROOT/scripts"
 }
 
-# comma_locale: skips the test unless the locale de_DE.UTF-8, whose
-# decimal separator is a comma, is installed (Debian: locales; or
-# localedef -i de_DE -f UTF-8 de_DE.UTF-8).
+# comma_locale: makes the locale de_DE.UTF-8, whose decimal separator is a
+# comma, usable: the system's, or else compiled for this test alone
+# (LOCPATH) from the sources of Debian's locales package; skips the test
+# where neither can be had.
 comma_locale() {
+	[[ $(LC_ALL=de_DE.UTF-8 locale decimal_point 2>/dev/null) == , ]] && return
+	local dir=$BATS_TEST_TMPDIR/locales
+	mkdir -p "$dir"
+	localedef -i de_DE -f UTF-8 "$dir/de_DE.UTF-8" >/dev/null 2>&1
+	export LOCPATH=$dir
 	[[ $(LC_ALL=de_DE.UTF-8 locale decimal_point 2>/dev/null) == , ]] ||
-		skip "the locale de_DE.UTF-8 (a decimal comma) is not installed"
+		skip "the locale de_DE.UTF-8 (a decimal comma) is neither installed nor can be made (Debian: locales)"
 }
