@@ -287,9 +287,11 @@ unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUD
 	@:
 
 # Every test speaks TAP; prove runs them all, TEST_JOBS files at a time
-# (default: one per core), and prints the closing summary. The longest
-# files start first, so that the run does not end on one of them alone.
-TEST_JOBS  ?= $(shell nproc 2>/dev/null || echo 1)
+# (default: one per core, at most 4: many programs of the tests take every
+# core for OpenMP, and the longest file bounds the run anyway), and prints
+# the closing summary. The longest files start first, so that the run
+# does not end on one of them alone.
+TEST_JOBS  ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$((n < 4 ? n : 4)))
 SLOW_TESTS := $(filter $(addprefix tests/cli/,train.bats reproduce.bats build.bats emufail.bats),$(CLI_TESTS))
 test:
 	@$(MAKE) --no-print-directory deps
