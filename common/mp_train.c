@@ -145,12 +145,14 @@ static int make_dirs(const char *path, mp_error *e)
 	return 0;
 }
 
-/* A probe file shows a read-only place before hours of training, not after. */
+/* A probe file shows a read-only place before hours of training, not after;
+ * one a killed start left is removed by remove_stale_temporaries. */
+#define PROBE_PREFIX ".mp-train-probe-"
 static int check_writable(const char *dir, mp_error *e)
 {
 	char probe[PATH_LEN];
 	char name[64];
-	snprintf(name, sizeof name, ".mp-train-probe-%ld", (long)getpid());
+	snprintf(name, sizeof name, PROBE_PREFIX "%ld", (long)getpid());
 	if (join(probe, dir, name) < 0)
 		return mp_seterr(e, "%s: path too long", dir);
 	FILE *f = fopen(probe, "w");
@@ -251,9 +253,9 @@ static void remove_previous_run(const char *dir, const struct stat *keep)
 }
 
 /* Removes the temporary files of our writes ("checkpoint-*.safetensors",
- * "weights.safetensors" or "last.safetensors", then ".tmp-<pid>") that a
- * run no longer alive left behind: one killed while writing, such as by a
- * second signal. */
+ * "weights.safetensors" or "last.safetensors", then ".tmp-<pid>", and the
+ * probe of check_writable) that a run no longer alive left behind: one
+ * killed while writing, such as by a second signal or SIGKILL. */
 static void remove_stale_temporaries(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -263,11 +265,13 @@ static void remove_stale_temporaries(const char *dir)
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		const char *tag = strstr(n, ".safetensors.tmp-");
+		const char *pid = tag ? tag + 17 : NULL;
 		if (!tag || (strncmp(n, "checkpoint-", 11) && strncmp(n, "weights.", 8) &&
 			     strncmp(n, "last.", 5)))
-			continue;
-		if (!mp_pid_gone(tag + 17))
-			continue; /* its run may still be writing it */
+			pid = strncmp(n, PROBE_PREFIX, strlen(PROBE_PREFIX)) ? NULL
+									    : n + strlen(PROBE_PREFIX);
+		if (!pid || !mp_pid_gone(pid))
+			continue; /* not ours, or its run may still be writing it */
 		char path[PATH_LEN];
 		if (join(path, dir, n) == 0 && unlink(path) == 0)
 			mp_warnx("removed %s, left by an interrupted run", path);

@@ -554,11 +554,14 @@ wait_rows() {
 	dead=$!
 	wait $dead
 	touch "out/checkpoint-0001.safetensors.tmp-$dead" "out/weights.safetensors.tmp-$dead" \
-		"out/weights.safetensors.tmp-$$" "out/mine.safetensors.tmp-$dead"
+		"out/weights.safetensors.tmp-$$" "out/mine.safetensors.tmp-$dead" \
+		"out/.mp-train-probe-$dead"
 	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --resume out/last.safetensors
 	assert_status 0
 	assert_contains "$stderr" "mp-train: removed out/checkpoint-0001.safetensors.tmp-$dead, left by an interrupted run"
 	assert_contains "$stderr" "mp-train: removed out/weights.safetensors.tmp-$dead, left by an interrupted run"
+	# the probe of the directory, made and removed at the start
+	assert_contains "$stderr" "mp-train: removed out/.mp-train-probe-$dead, left by an interrupted run"
 	# a live process's file and a name that is not ours stay
 	[[ -e "out/weights.safetensors.tmp-$$" && -e "out/mine.safetensors.tmp-$dead" ]]
 	[[ ! -e "out/checkpoint-0001.safetensors.tmp-$dead" ]]
