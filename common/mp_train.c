@@ -191,6 +191,32 @@ static int parse_checkpoint_name(const char *name, int *epochs, long *batch)
 	return strcmp(again, name) ? -1 : 0;
 }
 
+/* The name of the checkpoint of dir at the latest position, or 0 for none:
+ * what a resume goes on from where last.safetensors is missing (a run
+ * killed between its first checkpoint and the link to it). */
+static int newest_checkpoint(const char *dir, char *name, size_t n)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	int found = 0, newest_ep = -1;
+	long newest_b = 0;
+	while ((de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) < 0 ||
+		    (found && (ep < newest_ep || (ep == newest_ep && b < newest_b))))
+			continue;
+		found = 1;
+		newest_ep = ep;
+		newest_b = b;
+		snprintf(name, n, "%s", de->d_name);
+	}
+	closedir(d);
+	return found;
+}
+
 static int previous_run(const char *dir, char *what, size_t n)
 {
 	static const char *const files[] = {"train.log", "weights.safetensors",
@@ -388,6 +414,10 @@ static int resumed_checkpoint_last(const trainer *t, mp_error *e)
 	const int here = join(path, t->o->out_dir, name) == 0 && mp_same_file(path, t->o->resume);
 	if (here && link_last(t, name, e) < 0)
 		return -1;
+	/* the removals a kill after the checkpoint cut short; after the
+	 * last one, no later checkpoint of the run would make them */
+	if (here)
+		prune_checkpoints(t, t->epoch, t->batch);
 	if (!later)
 		return 0;
 	mp_warnx("%s: %d checkpoint%s after this one's step, up to %s, from a run that went past "
@@ -1520,6 +1550,28 @@ static int readable_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
+/* A --resume of a last.safetensors that is missing, in a directory that
+ * holds checkpoints (a run killed between its first checkpoint and the
+ * link to it): the message names the newest. */
+static void missing_last_hint(const char *path, mp_error *e)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_LEN], name[256], newest[PATH_LEN];
+	if (strcmp(slash ? slash + 1 : path, "last.safetensors"))
+		return;
+	if (!slash)
+		copy_path(dir, ".");
+	else if ((size_t)(slash - path) < sizeof dir)
+		snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	else
+		return;
+	struct stat st;
+	if (stat(path, &st) == 0 || !newest_checkpoint(dir, name, sizeof name) ||
+	    join(newest, dir, name) < 0)
+		return;
+	mp_seterr(e, "%s; the newest checkpoint there is %s: resume from it", e->msg, newest);
+}
+
 /* Two runs in one directory would write over each other's checkpoints and
  * interleave their logs, and a --force would delete the files of the run
  * still going: the directory is locked for the run (flock, released by the
@@ -1554,8 +1606,12 @@ static int setup(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
 	if (o->resume) {
-		if (mp_weights_read(o->resume, &t->ckpt, e) < 0)
-			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+		if (mp_weights_read(o->resume, &t->ckpt, e) < 0) {
+			if (readable_file(o->resume))
+				return MP_TRAIN_FAILED;
+			missing_last_hint(o->resume, e);
+			return MP_TRAIN_BAD_SETUP;
+		}
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
 		    options_from_checkpoint(&t->opts, &t->ckpt, in_dir(o->resume, o->out_dir),
@@ -1636,13 +1692,22 @@ static int setup(trainer *t, mp_error *e)
 		start_over = 1;
 	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
-		char last[PATH_LEN];
+		char from[PATH_LEN], name[256];
+		/* last.safetensors, or where it is missing the newest checkpoint;
+		 * a run stopped before its first has none to offer */
+		int has = join(from, o->out_dir, "last.safetensors") == 0 &&
+			  stat(from, &st) == 0;
+		if (!has && newest_checkpoint(o->out_dir, name, sizeof name))
+			has = join(from, o->out_dir, name) == 0;
+		if (!o->force && !has)
+			return mp_seterr(e, "%s already holds a run (%s) that has no checkpoint to "
+					    "resume from: start over with --force",
+					 o->out_dir, what),
+			       MP_TRAIN_BAD_SETUP;
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
 					    "%s, or start over with --force",
-					 o->out_dir, what,
-					 join(last, o->out_dir, "last.safetensors") < 0 ? "last.safetensors"
-											 : last),
+					 o->out_dir, what, from),
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}

@@ -567,6 +567,43 @@ wait_rows() {
 	[[ ! -e "out/checkpoint-0001.safetensors.tmp-$dead" ]]
 }
 
+# killed SYSCALL N COMMAND...: COMMAND killed outright (SIGKILL) as it
+# enters its Nth SYSCALL on a path that the array P names (strace -P
+# options; empty: any path), an exact instant; its exit status must be 137
+killed() {
+	local inject=$1 n=$2
+	shift 2
+	local status=0
+	no_leak_check strace -f -qq -o /dev/null "${P[@]}" -e trace="$inject" \
+		-e inject="$inject":signal=KILL:when="$n" "$@" || status=$?
+	assert_equal "$status" 137
+}
+
+@test "SIGKILL between a checkpoint and its link, or its removals: the resume is named, and --keep holds" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	train "${OPTS[@]}" --epochs 2 --keep 1 -q -o whole
+	# the first checkpoint is in place; last.safetensors does not name it yet
+	P=()
+	killed symlink 1 "$MP_BIN/mp-train" "${OPTS[@]}" --epochs 2 --keep 1 -q -o out
+	assert_files out checkpoint-0001.safetensors train.log
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 --keep 1 -q -o out
+	assert_status 2
+	assert_equal "$stderr" "mp-train: out already holds a run (train.log): continue it with --resume out/checkpoint-0001.safetensors, or start over with --force"
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 --keep 1 -q -o out --resume out/last.safetensors
+	assert_status 2
+	assert_equal "$stderr" "mp-train: out/last.safetensors: No such file or directory; the newest checkpoint there is out/checkpoint-0001.safetensors: resume from it"
+	# the last checkpoint is in place and linked; the one before is not removed yet
+	P=(-P out/checkpoint-0001.safetensors)
+	killed unlink 1 "$MP_BIN/mp-train" "${OPTS[@]}" -q -o out --resume out/checkpoint-0001.safetensors
+	assert_files out checkpoint-0001.safetensors checkpoint-0002.safetensors last.safetensors train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_files out checkpoint-0002.safetensors last.safetensors train.log weights.safetensors
+	cmp whole/weights.safetensors out/weights.safetensors
+	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
+}
+
 @test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
 	# a background job of a script starts with SIGINT ignored: restore it
 	"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
