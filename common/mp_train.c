@@ -1054,8 +1054,17 @@ static int supersede_rows(trainer *t, mp_error *e)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	long cut = -1, rows = 0, offset = 0, last_epoch = -1;
+	long cut = -1, rows = 0, offset = 0, last_epoch = -1, half = -1;
 	while ((n = getline(&line, &cap, f)) > 0) {
+		/* a last row without its newline: cut short by a crash of the
+		 * machine, as a killed process writes each row whole */
+		if (line[n - 1] != '\n') {
+			half = offset;
+			if (cut < 0)
+				cut = offset;
+			offset += n;
+			break;
+		}
 		const char *tab = strchr(line, '\t');
 		const char *step = tab ? strchr(tab + 1, '\t') : NULL;
 		char *end;
@@ -1106,6 +1115,8 @@ static int supersede_rows(trainer *t, mp_error *e)
 	}
 	while ((got = fread(buf, 1, sizeof buf, f)) > 0)
 		fwrite(buf, 1, got, out);
+	if (half >= 0)
+		fputc('\n', out); // rows moved later start on a line of their own
 	const int bad = ferror(f) || fflush(out) != 0 || fsync(fileno(out)) != 0 ||
 			ferror(out);
 	fclose(f);
@@ -1119,8 +1130,12 @@ static int supersede_rows(trainer *t, mp_error *e)
 	}
 	if (truncate(t->log_path, cut) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path, rows,
-		 t->step, side);
+	if (half >= 0)
+		mp_warnx("%s: its last row is cut short (the machine stopped as it was written): "
+			 "moved to %s", t->log_path, side);
+	if (rows)
+		mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path,
+			 rows, t->step, side);
 	return 0;
 }
 

@@ -604,6 +604,22 @@ killed() {
 	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
 }
 
+@test "a log whose last row a stopped machine cut short: a resume moves the half row aside, never appends to it" {
+	train "${OPTS[@]}" --epochs 2 --log-every 3 -q -o whole
+	train "${OPTS[@]}" --epochs 2 --log-every 3 -q -o out --max-steps 10
+	# what stays of a row written as the power went: its first 20 bytes
+	local rows half
+	rows=$(head -n -1 out/train.log)
+	half=$(tail -n 1 out/train.log | head -c 20)
+	printf '%s\n%s' "$rows" "$half" >out/train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" "mp-train: out/train.log: its last row is cut short (the machine stopped as it was written): moved to out/train.log.superseded"
+	assert_equal "$(awk -F'\t' '{ print NF }' out/train.log | sort -u)" 12
+	assert_equal "$(tail -n 1 out/train.log.superseded)" "$half"
+	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
+}
+
 @test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
 	# a background job of a script starts with SIGINT ignored: restore it
 	"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
