@@ -510,7 +510,14 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 		{MP_TRAIN_KEY_VALIDATED, validated}, {"class_names", names},
 	};
 	const int nkv = (int)(sizeof kv / sizeof kv[0]) - !names;
-	int rc = mp_weights_save(t->net, path, kv, nkv, 1, e);
+	/* the rows before a checkpoint reach the disk before it does, so that
+	 * a machine that stops leaves no checkpoint whose log lacks them (a
+	 * pipe or terminal has nothing to sync) */
+	int rc = 0;
+	if (t->log && !t->log_stdout && fsync(fileno(t->log)) < 0 && errno != EINVAL)
+		rc = mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	if (rc == 0)
+		rc = mp_weights_save(t->net, path, kv, nkv, 1, e);
 	free(names);
 	free(sum);
 	free(isum);

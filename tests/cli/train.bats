@@ -620,6 +620,17 @@ killed() {
 	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
 }
 
+@test "the log's rows reach the disk before the checkpoint that follows them" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	no_leak_check strace -f -y -e trace=fsync,rename -o trace "$MP_BIN/mp-train" "${OPTS[@]}" \
+		--epochs 1 -q -o out
+	local log ckpt
+	log=$(grep -n "^[0-9]* *fsync([0-9]*<$(realpath out/train.log)>)" trace | head -n 1 | cut -d: -f1)
+	ckpt=$(grep -n 'rename(.*"out/checkpoint-0001.safetensors")' trace | head -n 1 | cut -d: -f1)
+	[[ -n $log && -n $ckpt ]] || fail "no fsync of the log or no rename of the checkpoint in: $(cat trace)"
+	assert_less "$log" "$ckpt"
+}
+
 @test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
 	# a background job of a script starts with SIGINT ignored: restore it
 	"$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
