@@ -413,6 +413,8 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	size_t n = strlen(target) + 40;
 	of->tmp = mp_xmalloc(n);
 	snprintf(of->tmp, n, "%s.partial-%ld", target, (long)getpid());
+	/* those of an earlier run killed outright, which no handler removed */
+	mp_remove_stale_files(target, ".partial-");
 	/* before it exists, so that no signal can leave it behind */
 	mp_tmp_add(of->tmp);
 	if (!(of->f = fopen(of->tmp, "w"))) {
