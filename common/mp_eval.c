@@ -443,6 +443,12 @@ static int out_close(outfile *of, mp_error *e)
 		return 0;
 	int bad = ferror(of->f) | (fflush(of->f) != 0);
 	int err = bad ? (errno ? errno : EIO) : 0;
+	/* on the disk before the rename: a machine that stops after it must
+	 * not leave an empty or short file in place of an earlier whole one */
+	if (!bad && of->tmp && fsync(fileno(of->f)) != 0) {
+		bad = 1;
+		err = errno;
+	}
 	if (of->f != stdout && fclose(of->f) != 0 && !bad) {
 		bad = 1;
 		err = errno;
