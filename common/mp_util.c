@@ -387,7 +387,23 @@ int mp_pid_gone(const char *digits)
 	long pid = strtol(digits, &end, 10);
 	if (end == digits || *end || pid <= 0 || errno)
 		return 0;
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+	if (kill((pid_t)pid, 0) < 0)
+		return errno == ESRCH;
+	/* a process killed but not yet reaped (a zombie) writes nothing more;
+	 * where no init reaps orphans (a container's), it stays one for good */
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "PID (COMM) STATE ...", where COMM may hold parentheses */
+	const char *paren = strrchr(buf, ')');
+	return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
 void mp_remove_stale_files(const char *path, const char *tag)

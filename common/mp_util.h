@@ -123,7 +123,8 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
  * empty value means the default, as for the CUDA backend's variables). */
 const char *mp_getenv(const char *name);
 /* Whether digits, the end of a temporary name, is the id of a process
- * that no longer runs (on this host: a pid names nothing elsewhere). */
+ * that no longer runs, or has ended and is not yet reaped (a zombie), on
+ * this host: a pid names nothing elsewhere. */
 int mp_pid_gone(const char *digits);
 /* Removes the regular files "<path><tag><pid>" beside path (tag
  * ".partial-", ".tmp-") whose process no longer runs: what a writer

@@ -430,3 +430,25 @@ fsyncs_dir() {
 	done
 	assert_files . a.png b.png db list.txt probs.tsv run sub.txt "sub.txt.partial-$$"
 }
+
+@test "the partial DB of a writer killed but not yet reaped (a zombie, as where no init reaps orphans) is removed" {
+	mkimg make solid a.png 20 20 color=200,10,10
+	echo a.png >list.txt
+	# a child that has ended, left unreaped by its parent, which then
+	# becomes mp-batchwriter; the partial DB bears the child's pid
+	run --separate-stderr "$PY" -c '
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+part = "db.partial-%d" % pid
+os.mkdir(part)
+open(part + "/data.mdb", "w").close()
+print(part, flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+' "$MP_BIN/mp-batchwriter" -q --size 16 -o db list.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: removed ./$output, left by an interrupted run"
+	assert_files . a.png db list.txt
+}
