@@ -602,6 +602,11 @@ killed() {
 	assert_files out checkpoint-0002.safetensors last.safetensors train.log weights.safetensors
 	cmp whole/weights.safetensors out/weights.safetensors
 	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
+	# killed in its first epoch: a log, nothing to resume from
+	mkdir first && head -n 1 whole/train.log >first/train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o first
+	assert_status 2
+	assert_equal "$stderr" "mp-train: first already holds a run (train.log) that has no checkpoint to resume from: start over with --force"
 }
 
 @test "a log whose last row a stopped machine cut short: a resume moves the half row aside, never appends to it" {
