@@ -413,6 +413,8 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 	size_t n = strlen(target) + 40;
 	of->tmp = mp_xmalloc(n);
 	snprintf(of->tmp, n, "%s.partial-%ld", target, (long)getpid());
+	/* those of an earlier run killed outright, which no handler removed */
+	mp_remove_stale_files(target, ".partial-");
 	/* before it exists, so that no signal can leave it behind */
 	mp_tmp_add(of->tmp);
 	if (!(of->f = fopen(of->tmp, "w"))) {
@@ -441,6 +443,12 @@ static int out_close(outfile *of, mp_error *e)
 		return 0;
 	int bad = ferror(of->f) | (fflush(of->f) != 0);
 	int err = bad ? (errno ? errno : EIO) : 0;
+	/* on the disk before the rename: a machine that stops after it must
+	 * not leave an empty or short file in place of an earlier whole one */
+	if (!bad && of->tmp && fsync(fileno(of->f)) != 0) {
+		bad = 1;
+		err = errno;
+	}
 	if (of->f != stdout && fclose(of->f) != 0 && !bad) {
 		bad = 1;
 		err = errno;

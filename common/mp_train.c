@@ -145,12 +145,14 @@ static int make_dirs(const char *path, mp_error *e)
 	return 0;
 }
 
-/* A probe file shows a read-only place before hours of training, not after. */
+/* A probe file shows a read-only place before hours of training, not after;
+ * one a killed start left is removed by remove_stale_temporaries. */
+#define PROBE_PREFIX ".mp-train-probe-"
 static int check_writable(const char *dir, mp_error *e)
 {
 	char probe[PATH_LEN];
 	char name[64];
-	snprintf(name, sizeof name, ".mp-train-probe-%ld", (long)getpid());
+	snprintf(name, sizeof name, PROBE_PREFIX "%ld", (long)getpid());
 	if (join(probe, dir, name) < 0)
 		return mp_seterr(e, "%s: path too long", dir);
 	FILE *f = fopen(probe, "w");
@@ -187,6 +189,32 @@ static int parse_checkpoint_name(const char *name, int *epochs, long *batch)
 	else
 		return -1;
 	return strcmp(again, name) ? -1 : 0;
+}
+
+/* The name of the checkpoint of dir at the latest position, or 0 for none:
+ * what a resume goes on from where last.safetensors is missing (a run
+ * killed between its first checkpoint and the link to it). */
+static int newest_checkpoint(const char *dir, char *name, size_t n)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	int found = 0, newest_ep = -1;
+	long newest_b = 0;
+	while ((de = readdir(d))) {
+		int ep;
+		long b;
+		if (parse_checkpoint_name(de->d_name, &ep, &b) < 0 ||
+		    (found && (ep < newest_ep || (ep == newest_ep && b < newest_b))))
+			continue;
+		found = 1;
+		newest_ep = ep;
+		newest_b = b;
+		snprintf(name, n, "%s", de->d_name);
+	}
+	closedir(d);
+	return found;
 }
 
 static int previous_run(const char *dir, char *what, size_t n)
@@ -251,9 +279,9 @@ static void remove_previous_run(const char *dir, const struct stat *keep)
 }
 
 /* Removes the temporary files of our writes ("checkpoint-*.safetensors",
- * "weights.safetensors" or "last.safetensors", then ".tmp-<pid>") that a
- * run no longer alive left behind: one killed while writing, such as by a
- * second signal. */
+ * "weights.safetensors" or "last.safetensors", then ".tmp-<pid>", and the
+ * probe of check_writable) that a run no longer alive left behind: one
+ * killed while writing, such as by a second signal or SIGKILL. */
 static void remove_stale_temporaries(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -263,11 +291,13 @@ static void remove_stale_temporaries(const char *dir)
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		const char *tag = strstr(n, ".safetensors.tmp-");
+		const char *pid = tag ? tag + 17 : NULL;
 		if (!tag || (strncmp(n, "checkpoint-", 11) && strncmp(n, "weights.", 8) &&
 			     strncmp(n, "last.", 5)))
-			continue;
-		if (!mp_pid_gone(tag + 17))
-			continue; /* its run may still be writing it */
+			pid = strncmp(n, PROBE_PREFIX, strlen(PROBE_PREFIX)) ? NULL
+									    : n + strlen(PROBE_PREFIX);
+		if (!pid || !mp_pid_gone(pid))
+			continue; /* not ours, or its run may still be writing it */
 		char path[PATH_LEN];
 		if (join(path, dir, n) == 0 && unlink(path) == 0)
 			mp_warnx("removed %s, left by an interrupted run", path);
@@ -384,6 +414,10 @@ static int resumed_checkpoint_last(const trainer *t, mp_error *e)
 	const int here = join(path, t->o->out_dir, name) == 0 && mp_same_file(path, t->o->resume);
 	if (here && link_last(t, name, e) < 0)
 		return -1;
+	/* the removals a kill after the checkpoint cut short; after the
+	 * last one, no later checkpoint of the run would make them */
+	if (here)
+		prune_checkpoints(t, t->epoch, t->batch);
 	if (!later)
 		return 0;
 	mp_warnx("%s: %d checkpoint%s after this one's step, up to %s, from a run that went past "
@@ -476,7 +510,14 @@ static int write_checkpoint(trainer *t, int epochs, long batch, mp_error *e)
 		{MP_TRAIN_KEY_VALIDATED, validated}, {"class_names", names},
 	};
 	const int nkv = (int)(sizeof kv / sizeof kv[0]) - !names;
-	int rc = mp_weights_save(t->net, path, kv, nkv, 1, e);
+	/* the rows before a checkpoint reach the disk before it does, so that
+	 * a machine that stops leaves no checkpoint whose log lacks them (a
+	 * pipe or terminal has nothing to sync) */
+	int rc = 0;
+	if (t->log && !t->log_stdout && fsync(fileno(t->log)) < 0 && errno != EINVAL)
+		rc = mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
+	if (rc == 0)
+		rc = mp_weights_save(t->net, path, kv, nkv, 1, e);
 	free(names);
 	free(sum);
 	free(isum);
@@ -1020,8 +1061,17 @@ static int supersede_rows(trainer *t, mp_error *e)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	long cut = -1, rows = 0, offset = 0, last_epoch = -1;
+	long cut = -1, rows = 0, offset = 0, last_epoch = -1, half = -1;
 	while ((n = getline(&line, &cap, f)) > 0) {
+		/* a last row without its newline: cut short by a crash of the
+		 * machine, as a killed process writes each row whole */
+		if (line[n - 1] != '\n') {
+			half = offset;
+			if (cut < 0)
+				cut = offset;
+			offset += n;
+			break;
+		}
 		const char *tab = strchr(line, '\t');
 		const char *step = tab ? strchr(tab + 1, '\t') : NULL;
 		char *end;
@@ -1072,6 +1122,8 @@ static int supersede_rows(trainer *t, mp_error *e)
 	}
 	while ((got = fread(buf, 1, sizeof buf, f)) > 0)
 		fwrite(buf, 1, got, out);
+	if (half >= 0)
+		fputc('\n', out); // rows moved later start on a line of their own
 	const int bad = ferror(f) || fflush(out) != 0 || fsync(fileno(out)) != 0 ||
 			ferror(out);
 	fclose(f);
@@ -1085,8 +1137,12 @@ static int supersede_rows(trainer *t, mp_error *e)
 	}
 	if (truncate(t->log_path, cut) < 0)
 		return mp_seterr(e, "%s: %s", t->log_path, strerror(errno));
-	mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path, rows,
-		 t->step, side);
+	if (half >= 0)
+		mp_warnx("%s: its last row is cut short (the machine stopped as it was written): "
+			 "moved to %s", t->log_path, side);
+	if (rows)
+		mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path,
+			 rows, t->step, side);
 	return 0;
 }
 
@@ -1516,6 +1572,28 @@ static int readable_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
 }
 
+/* A --resume of a last.safetensors that is missing, in a directory that
+ * holds checkpoints (a run killed between its first checkpoint and the
+ * link to it): the message names the newest. */
+static void missing_last_hint(const char *path, mp_error *e)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_LEN], name[256], newest[PATH_LEN];
+	if (strcmp(slash ? slash + 1 : path, "last.safetensors"))
+		return;
+	if (!slash)
+		copy_path(dir, ".");
+	else if ((size_t)(slash - path) < sizeof dir)
+		snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	else
+		return;
+	struct stat st;
+	if (stat(path, &st) == 0 || !newest_checkpoint(dir, name, sizeof name) ||
+	    join(newest, dir, name) < 0)
+		return;
+	mp_seterr(e, "%s; the newest checkpoint there is %s: resume from it", e->msg, newest);
+}
+
 /* Two runs in one directory would write over each other's checkpoints and
  * interleave their logs, and a --force would delete the files of the run
  * still going: the directory is locked for the run (flock, released by the
@@ -1550,8 +1628,12 @@ static int setup(trainer *t, mp_error *e)
 	const mp_train_opts *o = t->o;
 	mp_resnet_config cfg = o->net;
 	if (o->resume) {
-		if (mp_weights_read(o->resume, &t->ckpt, e) < 0)
-			return readable_file(o->resume) ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
+		if (mp_weights_read(o->resume, &t->ckpt, e) < 0) {
+			if (readable_file(o->resume))
+				return MP_TRAIN_FAILED;
+			missing_last_hint(o->resume, e);
+			return MP_TRAIN_BAD_SETUP;
+		}
 		if (mp_weights_config(&t->ckpt, &t->ckpt_net, e) < 0 ||
 		    net_from_checkpoint(o, &t->ckpt_net, &cfg, e) < 0 ||
 		    options_from_checkpoint(&t->opts, &t->ckpt, in_dir(o->resume, o->out_dir),
@@ -1632,13 +1714,22 @@ static int setup(trainer *t, mp_error *e)
 		start_over = 1;
 	}
 	if (!o->resume && previous_run(o->out_dir, what, sizeof what)) {
-		char last[PATH_LEN];
+		char from[PATH_LEN], name[256];
+		/* last.safetensors, or where it is missing the newest checkpoint;
+		 * a run stopped before its first has none to offer */
+		int has = join(from, o->out_dir, "last.safetensors") == 0 &&
+			  stat(from, &st) == 0;
+		if (!has && newest_checkpoint(o->out_dir, name, sizeof name))
+			has = join(from, o->out_dir, name) == 0;
+		if (!o->force && !has)
+			return mp_seterr(e, "%s already holds a run (%s) that has no checkpoint to "
+					    "resume from: start over with --force",
+					 o->out_dir, what),
+			       MP_TRAIN_BAD_SETUP;
 		if (!o->force)
 			return mp_seterr(e, "%s already holds a run (%s): continue it with --resume "
 					    "%s, or start over with --force",
-					 o->out_dir, what,
-					 join(last, o->out_dir, "last.safetensors") < 0 ? "last.safetensors"
-											 : last),
+					 o->out_dir, what, from),
 			       MP_TRAIN_BAD_SETUP;
 		start_over = 1; /* once nothing else can fail: open_log */
 	}

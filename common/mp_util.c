@@ -387,7 +387,56 @@ int mp_pid_gone(const char *digits)
 	long pid = strtol(digits, &end, 10);
 	if (end == digits || *end || pid <= 0 || errno)
 		return 0;
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+	if (kill((pid_t)pid, 0) < 0)
+		return errno == ESRCH;
+	/* a process killed but not yet reaped (a zombie) writes nothing more;
+	 * where no init reaps orphans (a container's), it stays one for good */
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "PID (COMM) STATE ...", where COMM may hold parentheses */
+	const char *paren = strrchr(buf, ')');
+	return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+void mp_remove_stale_files(const char *path, const char *tag)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == path)
+		strcpy(dir, "/");
+	else if ((size_t)(slash - path) < sizeof dir)
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	else
+		return;
+	const size_t blen = strlen(base), tlen = strlen(tag);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		char p[PATH_MAX];
+		struct stat st;
+		if (strncmp(n, base, blen) || strncmp(n + blen, tag, tlen) ||
+		    !mp_pid_gone(n + blen + tlen) ||
+		    snprintf(p, sizeof p, "%.*s%s", slash ? (int)(slash - path) + 1 : 0, path, n) >=
+			    (int)sizeof p)
+			continue; /* another file, or its writer may still run */
+		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && unlink(p) == 0)
+			mp_warnx("removed %s, left by an interrupted run", p);
+	}
+	closedir(d);
 }
 
 void mp_sync_parent_dir(const char *path)

@@ -123,8 +123,14 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
  * empty value means the default, as for the CUDA backend's variables). */
 const char *mp_getenv(const char *name);
 /* Whether digits, the end of a temporary name, is the id of a process
- * that no longer runs (on this host: a pid names nothing elsewhere). */
+ * that no longer runs, or has ended and is not yet reaped (a zombie), on
+ * this host: a pid names nothing elsewhere. */
 int mp_pid_gone(const char *digits);
+/* Removes the regular files "<path><tag><pid>" beside path (tag
+ * ".partial-", ".tmp-") whose process no longer runs: what a writer
+ * killed outright left of its temporary files. Each is named in a
+ * warning. */
+void mp_remove_stale_files(const char *path, const char *tag);
 /* Makes a rename into path's directory durable (fsync of the directory):
  * best effort, as the file is already in place and complete. */
 void mp_sync_parent_dir(const char *path);

@@ -14,7 +14,8 @@
 # submission file.
 #
 # Run it again after a stop: packed DBs are kept (after a check),
-# training resumes from run/last.safetensors, and evaluations newer than
+# training resumes from run/last.safetensors (or, where a kill came before
+# the first checkpoint was linked, the newest checkpoint), and evaluations newer than
 # the weights and their DB are kept. Options after WORKDIR go to
 # mp-train (for a trial: --epochs 1 --max-steps 20), but for those set
 # here (-d, -v, -o, --log, --resume, --force: refused in any spelling);
@@ -119,11 +120,33 @@ pack test "$test_list"
 step "train (the reference recipe${*:+; options: $*})"
 run=$work/run
 resume=()
+# newest_checkpoint: the run's checkpoint at the latest position
+# (checkpoint-EEEE[-BBBBBB].safetensors, BBBBBB steps into epoch EEEE+1)
+newest_checkpoint() {
+	local c k
+	for c in "$run"/checkpoint-*.safetensors; do
+		[ -f "$c" ] || continue
+		k=${c##*/checkpoint-}
+		k=${k%.safetensors}
+		[[ $k == *-* ]] || k=$k-0
+		printf '%s %s\n' "$k" "$c"
+	done | LC_ALL=C sort -t- -k1,1n -k2,2n | tail -n 1 | cut -d' ' -f2-
+}
+from=
 if [ -e "$run/last.safetensors" ]; then
-	if [ -f "$run/weights.safetensors" ] && [ ! "$run/last.safetensors" -nt "$run/weights.safetensors" ]; then
+	from=$run/last.safetensors
+else
+	# a run killed between its first checkpoint and the link to it: a
+	# start over (--force) would throw the checkpoint away
+	from=$(newest_checkpoint)
+fi
+if [ -n "$from" ]; then
+	if [ -f "$run/weights.safetensors" ] && [ ! "$from" -nt "$run/weights.safetensors" ]; then
 		echo "$run/weights.safetensors exists: training is done (remove $run to train again)"
 	else
-		resume=(--resume "$run/last.safetensors")
+		[ "$from" = "$run/last.safetensors" ] ||
+			echo "$run/last.safetensors is missing: resuming from the newest checkpoint, $from"
+		resume=(--resume "$from")
 	fi
 fi
 if [ ! -f "$run/weights.safetensors" ] || [ ${#resume[@]} -gt 0 ]; then

@@ -396,6 +396,59 @@ fsyncs_dir() {
 	traced eval.trace "$MP_BIN/mp-eval" -q \
 		-m out/run/weights.safetensors --probs out/probs.tsv out/db
 	fsyncs_dir eval.trace out
+	# and the file itself, before it is renamed in
+	grep -q "fsync([0-9]*<$(realpath out)/probs.tsv.partial-[0-9]*>)" eval.trace
 	# without the directory's fsync the test sees none
 	! fsyncs_dir db.trace "$BATS_TEST_TMPDIR"
+}
+
+@test "mp-eval killed outright as it renames its outputs: the next run removes the files it left" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	mkimg batch <<-'EOF2'
+		make solid a.png 20 20 color=200,10,10
+		make solid b.png 20 20 color=10,200,10
+	EOF2
+	for _ in $(seq 8); do printf 'a.png 0\nb.png 1\n'; done >list.txt
+	bw -q --size 16 -o db list.txt
+	"$MP_BIN/mp-train" -q -d db --depth 1 --widths 4,8 --stem-stride 1 --crop 12 \
+		--scale-min 12 --scale-max 16 --batch 8 --epochs 1 -o run
+	local status=0
+	no_leak_check strace -f -qq -o /dev/null -e trace=rename -e inject=rename:signal=KILL:when=1 \
+		"$MP_BIN/mp-eval" -q -m run/weights.safetensors --probs probs.tsv --submission sub.txt db ||
+		status=$?
+	assert_equal "$status" 137
+	local left
+	left=$(compgen -G '*.partial-*' | sort | tr '\n' ' ')
+	[[ $left == "probs.tsv.partial-"*" sub.txt.partial-"*" " ]] || fail "left: $left"
+	# a live process's file stays
+	touch "sub.txt.partial-$$"
+	run --separate-stderr "$MP_BIN/mp-eval" -q -m run/weights.safetensors --probs probs.tsv \
+		--submission sub.txt db
+	assert_status 0
+	for f in $left; do
+		assert_contains "$stderr" "mp-eval: removed $f, left by an interrupted run"
+	done
+	assert_files . a.png b.png db list.txt probs.tsv run sub.txt "sub.txt.partial-$$"
+}
+
+@test "the partial DB of a writer killed but not yet reaped (a zombie, as where no init reaps orphans) is removed" {
+	mkimg make solid a.png 20 20 color=200,10,10
+	echo a.png >list.txt
+	# a child that has ended, left unreaped by its parent, which then
+	# becomes mp-batchwriter; the partial DB bears the child's pid
+	run --separate-stderr "$PY" -c '
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+part = "db.partial-%d" % pid
+os.mkdir(part)
+open(part + "/data.mdb", "w").close()
+print(part, flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+' "$MP_BIN/mp-batchwriter" -q --size 16 -o db list.txt
+	assert_status 0
+	assert_equal "$stderr" "mp-batchwriter: removed ./$output, left by an interrupted run"
+	assert_files . a.png db list.txt
 }

@@ -100,6 +100,15 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_status 0
 	assert_contains "$output" "resuming work/run/last.safetensors at epoch 2, batch 1 (step 5)"
 	assert_equal "$(readlink work/run/last.safetensors)" checkpoint-0002.safetensors
+	# as a run killed between a checkpoint and the link to it leaves it:
+	# the newest checkpoint, 0001-000001, which is not last by name
+	rm work/run/weights.safetensors work/run/last.safetensors work/run/checkpoint-0002.safetensors
+	[[ -f work/run/checkpoint-0001.safetensors && -f work/run/checkpoint-0001-000001.safetensors ]]
+	run bash "$MP_ROOT/scripts/reproduce.sh" mp work "${TRIAL[@]}"
+	assert_status 0
+	assert_contains "$output" "work/run/last.safetensors is missing: resuming from the newest checkpoint, work/run/checkpoint-0001-000001.safetensors"
+	assert_contains "$output" "resuming work/run/checkpoint-0001-000001.safetensors at epoch 2, batch 1 (step 5)"
+	assert_equal "$(readlink work/run/last.safetensors)" checkpoint-0002.safetensors
 }
 
 @test "reproduce.sh finds the kit as published: data/images, the lists in data/, no test.txt" {

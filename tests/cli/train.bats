@@ -554,14 +554,86 @@ wait_rows() {
 	dead=$!
 	wait $dead
 	touch "out/checkpoint-0001.safetensors.tmp-$dead" "out/weights.safetensors.tmp-$dead" \
-		"out/weights.safetensors.tmp-$$" "out/mine.safetensors.tmp-$dead"
+		"out/weights.safetensors.tmp-$$" "out/mine.safetensors.tmp-$dead" \
+		"out/.mp-train-probe-$dead"
 	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --resume out/last.safetensors
 	assert_status 0
 	assert_contains "$stderr" "mp-train: removed out/checkpoint-0001.safetensors.tmp-$dead, left by an interrupted run"
 	assert_contains "$stderr" "mp-train: removed out/weights.safetensors.tmp-$dead, left by an interrupted run"
+	# the probe of the directory, made and removed at the start
+	assert_contains "$stderr" "mp-train: removed out/.mp-train-probe-$dead, left by an interrupted run"
 	# a live process's file and a name that is not ours stay
 	[[ -e "out/weights.safetensors.tmp-$$" && -e "out/mine.safetensors.tmp-$dead" ]]
 	[[ ! -e "out/checkpoint-0001.safetensors.tmp-$dead" ]]
+}
+
+# killed SYSCALL N COMMAND...: COMMAND killed outright (SIGKILL) as it
+# enters its Nth SYSCALL on a path that the array P names (strace -P
+# options; empty: any path), an exact instant; its exit status must be 137
+killed() {
+	local inject=$1 n=$2
+	shift 2
+	local status=0
+	no_leak_check strace -f -qq -o /dev/null "${P[@]}" -e trace="$inject" \
+		-e inject="$inject":signal=KILL:when="$n" "$@" || status=$?
+	assert_equal "$status" 137
+}
+
+@test "SIGKILL between a checkpoint and its link, or its removals: the resume is named, and --keep holds" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	train "${OPTS[@]}" --epochs 2 --keep 1 -q -o whole
+	# the first checkpoint is in place; last.safetensors does not name it yet
+	P=()
+	killed symlink 1 "$MP_BIN/mp-train" "${OPTS[@]}" --epochs 2 --keep 1 -q -o out
+	assert_files out checkpoint-0001.safetensors train.log
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 --keep 1 -q -o out
+	assert_status 2
+	assert_equal "$stderr" "mp-train: out already holds a run (train.log): continue it with --resume out/checkpoint-0001.safetensors, or start over with --force"
+	run --separate-stderr train "${OPTS[@]}" --epochs 2 --keep 1 -q -o out --resume out/last.safetensors
+	assert_status 2
+	assert_equal "$stderr" "mp-train: out/last.safetensors: No such file or directory; the newest checkpoint there is out/checkpoint-0001.safetensors: resume from it"
+	# the last checkpoint is in place and linked; the one before is not removed yet
+	P=(-P out/checkpoint-0001.safetensors)
+	killed unlink 1 "$MP_BIN/mp-train" "${OPTS[@]}" -q -o out --resume out/checkpoint-0001.safetensors
+	assert_files out checkpoint-0001.safetensors checkpoint-0002.safetensors last.safetensors train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" ""
+	assert_files out checkpoint-0002.safetensors last.safetensors train.log weights.safetensors
+	cmp whole/weights.safetensors out/weights.safetensors
+	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
+	# killed in its first epoch: a log, nothing to resume from
+	mkdir first && head -n 1 whole/train.log >first/train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o first
+	assert_status 2
+	assert_equal "$stderr" "mp-train: first already holds a run (train.log) that has no checkpoint to resume from: start over with --force"
+}
+
+@test "a log whose last row a stopped machine cut short: a resume moves the half row aside, never appends to it" {
+	train "${OPTS[@]}" --epochs 2 --log-every 3 -q -o whole
+	train "${OPTS[@]}" --epochs 2 --log-every 3 -q -o out --max-steps 10
+	# what stays of a row written as the power went: its first 20 bytes
+	local rows half
+	rows=$(head -n -1 out/train.log)
+	half=$(tail -n 1 out/train.log | head -c 20)
+	printf '%s\n%s' "$rows" "$half" >out/train.log
+	run --separate-stderr train "${OPTS[@]}" -q -o out --resume out/last.safetensors
+	assert_status 0
+	assert_equal "$stderr" "mp-train: out/train.log: its last row is cut short (the machine stopped as it was written): moved to out/train.log.superseded"
+	assert_equal "$(awk -F'\t' '{ print NF }' out/train.log | sort -u)" 12
+	assert_equal "$(tail -n 1 out/train.log.superseded)" "$half"
+	assert_equal "$(cut -f1-10 out/train.log)" "$(cut -f1-10 whole/train.log)"
+}
+
+@test "the log's rows reach the disk before the checkpoint that follows them" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	no_leak_check strace -f -y -e trace=fsync,rename -o trace "$MP_BIN/mp-train" "${OPTS[@]}" \
+		--epochs 1 -q -o out
+	local log ckpt
+	log=$(grep -n "^[0-9]* *fsync([0-9]*<$(realpath out/train.log)>)" trace | head -n 1 | cut -d: -f1)
+	ckpt=$(grep -n 'rename(.*"out/checkpoint-0001.safetensors")' trace | head -n 1 | cut -d: -f1)
+	[[ -n $log && -n $ckpt ]] || fail "no fsync of the log or no rename of the checkpoint in: $(cat trace)"
+	assert_less "$log" "$ckpt"
 }
 
 @test "SIGINT exits 130 after writing a checkpoint; ignored on entry, it stays ignored" {
