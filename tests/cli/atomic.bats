@@ -20,7 +20,8 @@ without_repeats() {
 
 # start_slow_writer DB ERRFILE [COMMAND...]: starts mp-batchwriter -j 1 in
 # the background (its pid in $pid) and returns once its partial DB holds a
-# macrobatch. A background job of a script starts with SIGINT ignored, and
+# committed macrobatch (asked of LMDB, not waited for: a busy machine takes
+# longer than any fixed pause). A background job of a script starts with SIGINT ignored, and
 # the writer leaves an ignored signal ignored: by default SIGINT is first
 # restored, as a job in the foreground has it; COMMAND (such as nohup)
 # replaces that.
@@ -36,11 +37,13 @@ os.execv(sys.argv[1], sys.argv[1:])'
 		list.txt 2>"$err" &
 	pid=$!
 	local i
-	for ((i = 0; i < 200; i++)); do
-		[[ -s "$db.partial-$pid/data.mdb" ]] && sleep 0.3 && return 0
+	for ((i = 0; i < 400; i++)); do
+		[[ -s "$db.partial-$pid/data.mdb" ]] &&
+			(($(mdb_stat "$db.partial-$pid" 2>/dev/null | awk '/Entries:/ { print $2 }') > 0)) &&
+			return 0
 		sleep 0.05
 	done
-	fail "no $db.partial-$pid/data.mdb after 10 s"
+	fail "no macrobatch in $db.partial-$pid after 20 s"
 }
 
 # A writer left running by a failed test is stopped here, by its pid.
