@@ -440,6 +440,10 @@ static int out_close(outfile *of, mp_error *e)
 	if (!of->f)
 		return 0;
 	int bad = ferror(of->f) | (fflush(of->f) != 0);
+	/* on the disk before the rename makes it the file: after a crash the
+	 * name would otherwise hold an empty file, not the earlier one */
+	if (!bad && of->tmp && fsync(fileno(of->f)) != 0)
+		bad = 1;
 	int err = bad ? (errno ? errno : EIO) : 0;
 	if (of->f != stdout && fclose(of->f) != 0 && !bad) {
 		bad = 1;

@@ -396,6 +396,8 @@ fsyncs_dir() {
 	traced eval.trace "$MP_BIN/mp-eval" -q \
 		-m out/run/weights.safetensors --probs out/probs.tsv out/db
 	fsyncs_dir eval.trace out
+	# the output itself first, under its temporary name
+	grep -q "fsync([0-9]*<$(realpath out)/probs.tsv.partial-[0-9]*>)" eval.trace
 	# without the directory's fsync the test sees none
 	! fsyncs_dir db.trace "$BATS_TEST_TMPDIR"
 }
