@@ -368,7 +368,11 @@ static int replace_dir(const mp_db_writer *w, mp_error *e)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
 	if (rename(partial, target) < 0) {
 		int err = errno;
-		rename(old, target);
+		/* the next run writing target would take it for an interrupted
+		 * run's leftover */
+		if (rename(old, target) < 0)
+			return mp_seterr(e, "%s: rename: %s; the DB it held is now %s (move it back "
+					 "before another run removes it)", target, strerror(err), old);
 		return mp_seterr(e, "%s: rename: %s", target, strerror(err));
 	}
 	mp_sync_parent_dir(target);

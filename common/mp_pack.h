@@ -43,7 +43,7 @@ typedef struct {
 
 typedef struct {
 	size_t index; /* in the list */
-	char *reason;
+	char *reason; /* NULL when no memory was left for the message */
 } mp_pack_skip;
 
 typedef struct {

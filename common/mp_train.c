@@ -908,12 +908,34 @@ static int parse_long_meta(const mp_st_file *f, const char *key, long min, long 
 	return 0;
 }
 
+/* The n numbers of metadata key, comma-separated, as write_checkpoint
+ * writes them: finite, none negative. A missing key (a checkpoint of an
+ * earlier version) leaves out unchanged. */
+static int parse_numbers_meta(const mp_st_file *f, const char *key, int n, double *out,
+			      mp_error *e)
+{
+	const char *v = mp_st_meta_get(f, key);
+	if (!v)
+		return 0;
+	const char *p = v;
+	for (int i = 0; i < n; i++) {
+		char *end;
+		const double x = strtod(p, &end);
+		if (!mp_number_start(p) || end == p || !isfinite(x) || x < 0 ||
+		    *end != (i == n - 1 ? '\0' : ','))
+			return mp_seterr(e, "%s: metadata %s is \"%s\"", f->path, key, v);
+		out[i] = x;
+		p = end + 1;
+	}
+	return 0;
+}
+
 /* Checks the checkpoint (t->ckpt, whose network net_from_checkpoint took)
  * against the run as set up, before anything is made on disk: its classes
- * (cfg's, from the data), its momentum, its position, and that every value
- * is finite (training cannot go on from NaN or infinity: the checkpoint of
- * a run that diverged). Returns MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on
- * error. */
+ * (cfg's, from the data), its momentum, its position and the sums and rate
+ * there (read into t), and that every value is finite (training cannot go
+ * on from NaN or infinity: the checkpoint of a run that diverged). Returns
+ * MP_TRAIN_BAD_SETUP or MP_TRAIN_FAILED on error. */
 static int resume_check(trainer *t, const mp_resnet_config *cfg, long *epochs, long *batch,
 			long *step, mp_error *e)
 {
@@ -942,6 +964,17 @@ static int resume_check(trainer *t, const mp_resnet_config *cfg, long *epochs, l
 		return mp_seterr(e, "%s: metadata %s is \"%s\"", o->resume, MP_TRAIN_KEY_VALIDATED, v),
 		       MP_TRAIN_BAD_SETUP;
 	t->val_missed = v && !strcmp(v, "0");
+	double sum[5], isum[5];
+	if (parse_numbers_meta(f, MP_TRAIN_KEY_ELAPSED, 1, &t->elapsed0, e) < 0 ||
+	    parse_numbers_meta(f, MP_TRAIN_KEY_LR, 1, &t->lr, e) < 0 ||
+	    parse_numbers_meta(f, MP_TRAIN_KEY_EPOCH_SUMS, 5, sum, e) < 0 ||
+	    parse_numbers_meta(f, MP_TRAIN_KEY_INTERVAL_SUMS, 5, isum, e) < 0)
+		return MP_TRAIN_BAD_SETUP;
+	/* the sums of an epoch in progress, or of one whose validation is due */
+	if ((*batch || t->val_missed) && mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS))
+		t->epoch_sums = (sums){sum[0], sum[1], sum[2], sum[3], sum[4]};
+	if (*batch && mp_st_meta_get(f, MP_TRAIN_KEY_INTERVAL_SUMS))
+		t->interval = (sums){isum[0], isum[1], isum[2], isum[3], isum[4]};
 	for (size_t i = 0; i < f->ntensors; i++) {
 		mp_tensor_stats st;
 		mp_st_stats(&f->tensors[i], &st);
@@ -963,16 +996,6 @@ static int resume_from(trainer *t, long epochs, long batch, long step, mp_error 
 	if (mp_weights_load_into(t->net, f, 1, e) < 0)
 		return MP_TRAIN_FAILED;
 	const char *v;
-	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_ELAPSED)))
-		t->elapsed0 = atof(v);
-	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_LR)))
-		t->lr = atof(v);
-	if ((batch || t->val_missed) && (v = mp_st_meta_get(f, MP_TRAIN_KEY_EPOCH_SUMS)))
-		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->epoch_sums.loss, &t->epoch_sums.images,
-		       &t->epoch_sums.top1, &t->epoch_sums.top5, &t->epoch_sums.seconds);
-	if (batch && (v = mp_st_meta_get(f, MP_TRAIN_KEY_INTERVAL_SUMS)))
-		sscanf(v, "%lf,%lf,%lf,%lf,%lf", &t->interval.loss, &t->interval.images,
-		       &t->interval.top1, &t->interval.top5, &t->interval.seconds);
 	if ((v = mp_st_meta_get(f, MP_TRAIN_KEY_OPTIONS)))
 		compare_options(o->resume, v, t->options_json, o->quiet);
 	t->epoch = (int)epochs;

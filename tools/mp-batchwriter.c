@@ -142,7 +142,8 @@ static void print_skips(const mp_pack_report *rep, const mp_list *list,
 			const mp_list_entry *it = &list->items[rep->skips[i].index];
 			const char *r = mp_list_root(root, it->path);
 			fprintf(stderr, "  %s%s%s (%s line %ld): %s\n", r, *r ? "/" : "",
-				it->path, list_name, it->line, rep->skips[i].reason);
+				it->path, list_name, it->line,
+				rep->skips[i].reason ? rep->skips[i].reason : "out of memory");
 		}
 	}
 }

@@ -248,6 +248,23 @@ fill() {
 	assert_equal "$stderr" "mp-batchwriter: <stdout>: write error: No space left on device"
 }
 
+@test "mp-batchwriter -f: an earlier DB that cannot be put back after a failed replacement is named where it is" {
+	command -v strace >/dev/null || skip "no strace: no rename can be made to fail"
+	[[ $(uname -m) == x86_64 ]] || skip "the rename system calls counted are x86-64's"
+	bw -q --size 16 -r "$D" -o old.db "$D/val.txt"
+	# as on a file system without RENAME_EXCHANGE: rename 1 (the new DB
+	# onto the old) is refused, the old one not being empty; 2 puts the old
+	# one aside; 3 (the new one into place) and 4 (the old one back) fail
+	run --separate-stderr no_leak_check strace -f -qq -o /dev/null \
+		-e inject=renameat2:error=EINVAL -e inject=rename:error=EIO:when=3+ \
+		"$MP_BIN/mp-batchwriter" -q -f --size 16 --macrobatch 8 -r "$D" -o old.db "$D/val.txt"
+	assert_status 1
+	local kept=(old.db.old-*)
+	assert_equal "$stderr" "mp-batchwriter: old.db: rename: Input/output error; the DB it held is now ${kept[0]} (move it back before another run removes it)"
+	run inspect --verify "${kept[0]}"
+	assert_status 0
+}
+
 # ---- read-only and missing directories -------------------------------------
 
 @test "a read-only file system: each tool names the file it could not write; mp-train leaves no directory of its own" {

@@ -335,6 +335,31 @@ END
 	done
 }
 
+@test "a resume from a checkpoint whose rate, time or sums are not numbers is refused, named" {
+	train "${OPTS[@]}" --epochs 3 -q -o out --max-steps 3
+	local keys=(train.lr train.elapsed train.epoch_sums train.interval_sums)
+	local values=('x' '' 'nan' '-1' '1e999' ' 1' '0x1' '1,2,3,4' '1,2,3,4,5,6' '1,2,,4,5' '1,2,3,4,5,')
+	local k v
+	"$PY" - "$MP_ROOT/scripts" out/last.safetensors "${#values[@]}" "${keys[@]}" "${values[@]}" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import mp_resnet
+t, meta = mp_resnet.read_safetensors(sys.argv[2])
+n = int(sys.argv[3])
+keys, values = sys.argv[4:-n], sys.argv[-n:]
+for k, key in enumerate(keys):
+    for v, value in enumerate(values):
+        mp_resnet.write_safetensors("bad-%d-%d.safetensors" % (k, v), t, dict(meta, **{key: value}))
+END
+	for k in "${!keys[@]}"; do
+		for v in "${!values[@]}"; do
+			run --separate-stderr train -d "$D/train.db" -o out --resume bad-$k-$v.safetensors -q --force
+			assert_status 2
+			assert_equal "$stderr" "mp-train: bad-$k-$v.safetensors: metadata ${keys[k]} is \"${values[v]}\""
+		done
+	done
+}
+
 @test "resuming in the middle of an epoch is exact too, and so is any thread count" {
 	train "${OPTS[@]}" --epochs 3 -q -o whole
 	run train "${OPTS[@]}" --epochs 3 -o parts --max-steps 11
