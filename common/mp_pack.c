@@ -69,6 +69,7 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 	mp_image img = {0}, fitted = {0};
 	int changed = 0;
 
+	errno = 0;
 	const char *root = mp_list_root(o->root, it->path);
 	if (snprintf(path, sizeof path, "%s%s%s", root, *root ? "/" : "", it->path) >=
 	    (int)sizeof path) {
@@ -76,12 +77,14 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 		goto fail;
 	}
 	if (mp_read_file(path, MAX_FILE_BYTES, &file, &flen, &e) < 0) {
+		int err = errno;
 		const char *hint = mp_list_missing_hint(o->root, it->path, path);
 		if (*hint) {
 			char why[sizeof e.msg];
 			snprintf(why, sizeof why, "%s", e.msg);
 			mp_seterr(&e, "%s%s", why, hint);
 		}
+		errno = err;
 		goto fail;
 	}
 	int kind = mp_image_sniff(file, flen);
@@ -134,6 +137,10 @@ static void process(const mp_pack_options *o, mp_codec *codec,
 	out->ok = 1;
 	return;
 fail:
+	/* Memory or descriptors running out is the machine's state, not the
+	 * image's: --skip-bad must not drop an image for it. */
+	out->fatal = errno == ENOMEM || errno == EMFILE || errno == ENFILE ||
+		     errno == ENOBUFS;
 	free(file);
 	mp_image_free(&img);
 	mp_image_free(&fitted);

@@ -321,15 +321,21 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	 * be never, and no signal would end the wait in a worker thread. */
 	int fd = mp_open_follow(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
+		int err = errno;
 		char why[600];
-		return mp_seterr(e, "%s", mp_open_error(path, errno, why, sizeof why));
+		mp_seterr(e, "%s", mp_open_error(path, err, why, sizeof why));
+		errno = err;
+		return -1;
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		int err = errno;
 		close(fd);
-		return mp_seterr(e, "%s", strerror(err));
+		mp_seterr(e, "%s", strerror(err));
+		errno = err;
+		return -1;
 	}
+	errno = 0;
 	if (S_ISDIR(st.st_mode)) {
 		close(fd);
 		return mp_seterr(e, "is a directory");
@@ -351,7 +357,9 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	uint8_t *b = malloc(want ? want : 1);
 	if (!b) {
 		close(fd);
-		return mp_seterr(e, "out of memory reading %zu bytes", want);
+		mp_seterr(e, "out of memory reading %zu bytes", want);
+		errno = ENOMEM;
+		return -1;
 	}
 	size_t got = 0;
 	while (got < want) {
@@ -362,7 +370,9 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 			int err = errno;
 			free(b);
 			close(fd);
-			return mp_seterr(e, "read error: %s", strerror(err));
+			mp_seterr(e, "read error: %s", strerror(err));
+			errno = err;
+			return -1;
 		}
 		if (n == 0)
 			break; /* file shrank while we read it */

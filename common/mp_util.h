@@ -116,7 +116,8 @@ struct stat;
 int mp_open_follow(const char *path, int flags);
 int mp_stat_follow(const char *path, struct stat *st);
 /* Reads a whole regular file of at most max_bytes into a malloc'ed buffer
- * (opened by mp_open_follow). */
+ * (opened by mp_open_follow). On failure errno holds the system's cause,
+ * or 0 where the file itself is wrong (a directory, too large). */
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e);
 /* The environment variable name, or NULL when it is unset or empty (an

@@ -157,6 +157,32 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 	assert_equal "$(json_get <(inspect --json out.stream) 'd["meta"]["skipped"], d["records"]')" "(${#BAD_ORDER[@]}, 2)"
 }
 
+@test "--skip-bad does not skip an image for the machine's state: descriptors or memory running out stop the run" {
+	command -v strace >/dev/null || skip "no strace: no open or read can be made to fail"
+	mkimg many img 6 8 8 >list.txt
+	local third
+	third=$(sed -n 3p list.txt)
+	# -P: only the third image's open, or its read, fails (strace first
+	# says the relative path it matches, as the program opens it)
+	for fault in openat:error=EMFILE read:error=ENOMEM; do
+		run --separate-stderr no_leak_check strace -f -qq -o /dev/null -P "$third" \
+			-e inject="$fault" "$MP_BIN/mp-batchwriter" -q -j 2 --skip-bad --size 8 -o db list.txt
+		assert_status 1
+		stderr=$(grep -v '^strace: ' <<<"$stderr")
+		case $fault in
+		openat*) assert_equal "$stderr" "mp-batchwriter: $third (list.txt line 3): Too many open files" ;;
+		*) assert_equal "$stderr" "mp-batchwriter: $third (list.txt line 3): read error: Cannot allocate memory" ;;
+		esac
+		assert_no_db db
+	done
+	# a fault that is the file's own is skipped as before
+	run --separate-stderr no_leak_check strace -f -qq -o /dev/null -P "$third" \
+		-e inject=read:error=EIO "$MP_BIN/mp-batchwriter" -q -j 2 --skip-bad --size 8 -o db list.txt
+	assert_status 0
+	assert_equal "$(grep -v '^strace: ' <<<"$stderr")" "mp-batchwriter: skipped 1 bad inputs:
+  $third (list.txt line 3): read error: Input/output error"
+}
+
 @test "--skip-bad with nothing good fails, writes nothing and lists why" {
 	: >empty.png
 	printf 'empty.png\nmissing.png\n' >list.txt
@@ -494,6 +520,6 @@ print((n + 1) * psize)')
 	printf 'good.png 0\nmissing.png 1\n' >list.txt
 	run --separate-stderr bw -q --skip-bad --size 8 -o db list.txt
 	assert_status 0
-	assert_equal "$stderr" "mp-batchwriter: skipped 1 bad inputs:
+	assert_equal "$(grep -v '^strace: ' <<<"$stderr")" "mp-batchwriter: skipped 1 bad inputs:
   missing.png (list.txt line 2): No such file or directory$NO_ROOT"
 }
