@@ -479,7 +479,7 @@ void mp_pack_report_free(mp_pack_report *rep)
 	memset(rep, 0, sizeof *rep);
 }
 
-int mp_pack_copy(mp_source *src, mp_db_writer *db, volatile sig_atomic_t *stop,
+int mp_pack_copy(mp_source *src, mp_db_writer *db, atomic_int *stop,
 		 int quiet, mp_pack_report *rep, mp_error *e)
 {
 	memset(rep, 0, sizeof *rep);

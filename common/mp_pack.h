@@ -6,6 +6,7 @@
 #define MP_PACK_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -31,7 +32,9 @@ typedef struct {
 	int skip_bad;
 	uint64_t max_pixels;
 	int quiet; /* no progress bar */
-	volatile sig_atomic_t *stop; /* set asynchronously to interrupt */
+	/* set by a signal handler to interrupt: atomic, as the handler may run
+	 * on a worker thread */
+	atomic_int *stop;
 } mp_pack_options;
 
 /* Exactly one of db / stream is set. */
@@ -63,6 +66,6 @@ void mp_pack_report_free(mp_pack_report *rep);
 
 /* Copies a dataset read from src (typically a stream on stdin) into a DB,
  * checking every macrobatch and the closing counts. Finishes or aborts db. */
-int mp_pack_copy(mp_source *src, mp_db_writer *db, volatile sig_atomic_t *stop,
+int mp_pack_copy(mp_source *src, mp_db_writer *db, atomic_int *stop,
 		 int quiet, mp_pack_report *rep, mp_error *e);
 #endif

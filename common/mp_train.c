@@ -1029,8 +1029,8 @@ static int log_write(trainer *t, const char *text, mp_error *e)
 			 * writes no more rows to the pipe, as the signal asks
 			 * even where it is ignored */
 			t->log_gone = 1;
-			if (!*t->o->stop)
-				*t->o->stop = SIGPIPE;
+			int none = 0;
+			atomic_compare_exchange_strong(t->o->stop, &none, SIGPIPE);
 			return 0;
 		}
 		if (n <= 0) {

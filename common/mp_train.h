@@ -9,6 +9,7 @@
 #define MP_TRAIN_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "mp_resnet.h"
@@ -88,8 +89,9 @@ typedef struct {
 	int log_every;		/* a log row every N steps (0: per epoch only) */
 	int quiet;
 	int force;		/* an OUT_DIR with a previous run may be reused */
-	volatile sig_atomic_t *stop; /* set by a signal handler: stop after the step; set
-				      * to SIGPIPE here when a log pipe's reader goes away */
+	/* set by a signal handler (on any thread: atomic): stop after the
+	 * step; set to SIGPIPE here when a log pipe's reader goes away */
+	atomic_int *stop;
 } mp_train_opts;
 
 void mp_train_opts_default(mp_train_opts *o);

@@ -470,27 +470,39 @@ void mp_sync_parent_dir(const char *path)
 
 /* Fixed slots rather than a list: the handler may run on any thread while
  * another adds or removes, and must not follow pointers being freed. The
- * lock orders threads that add and remove; the handler never takes it. */
+ * lock orders threads that add and remove; the handler never takes it.
+ * Atomics, not volatile: the handler that reads them may run on another
+ * thread than the one that writes them (lock-free, so safe in a handler). */
 static char tmp_paths[MP_TMP_MAX][PATH_MAX];
-static volatile sig_atomic_t tmp_used[MP_TMP_MAX];
+static atomic_int tmp_used[MP_TMP_MAX];
 static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler needs lock-free atomics");
 
 /* Set while a set of outputs is renamed into place: a signal then waits
  * for the last rename, so that it never leaves some files of the run and
- * some of an earlier one. */
-static volatile sig_atomic_t tmp_held, tmp_pending;
+ * some of an earlier one. The handler stores tmp_pending, then reads
+ * tmp_held; mp_tmp_hold and mp_tmp_release store tmp_held, then read
+ * tmp_pending: in sequential consistency one of the two sees the other's
+ * store, so a signal on another thread is neither lost at the release nor
+ * left to end the program half way through the renames. */
+static atomic_int tmp_held, tmp_pending;
 
-static void tmp_on_signal(int sig)
+/* Removes the registered files and ends the program by sig. */
+static void tmp_die(int sig)
 {
-	if (tmp_held) {
-		tmp_pending = sig;
-		return;
-	}
 	for (int i = 0; i < MP_TMP_MAX; i++)
-		if (tmp_used[i])
+		if (atomic_load_explicit(&tmp_used[i], memory_order_acquire))
 			unlink(tmp_paths[i]);
 	signal(sig, SIG_DFL);
 	raise(sig); /* delivered, and fatal, once the handler returns */
+}
+
+static void tmp_on_signal(int sig)
+{
+	atomic_store(&tmp_pending, sig);
+	if (atomic_load(&tmp_held))
+		return; /* mp_tmp_release acts on it */
+	tmp_die(sig);
 }
 
 void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all)
@@ -515,18 +527,20 @@ void mp_tmp_on_signals(void)
 
 void mp_tmp_hold(void)
 {
-	tmp_held = 1;
-	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store(&tmp_held, 1);
+	/* a handler on another thread that came before the hold is ending
+	 * the program now: no rename starts */
+	int sig = atomic_load(&tmp_pending);
+	if (sig)
+		tmp_die(sig);
 }
 
 void mp_tmp_release(void)
 {
-	atomic_signal_fence(memory_order_seq_cst);
-	tmp_held = 0;
-	atomic_signal_fence(memory_order_seq_cst);
-	int sig = tmp_pending;
+	atomic_store(&tmp_held, 0);
+	int sig = atomic_load(&tmp_pending);
 	if (sig)
-		tmp_on_signal(sig);
+		tmp_die(sig);
 }
 
 int mp_tmp_add(const char *path)
@@ -537,11 +551,10 @@ int mp_tmp_add(const char *path)
 	int rc = -1;
 	pthread_mutex_lock(&tmp_lock);
 	for (int i = 0; i < MP_TMP_MAX; i++)
-		if (!tmp_used[i]) {
+		if (!atomic_load_explicit(&tmp_used[i], memory_order_relaxed)) {
 			memcpy(tmp_paths[i], path, n + 1);
 			/* the name is whole before the handler can see it */
-			atomic_signal_fence(memory_order_seq_cst);
-			tmp_used[i] = 1;
+			atomic_store_explicit(&tmp_used[i], 1, memory_order_release);
 			rc = 0;
 			break;
 		}
@@ -553,8 +566,9 @@ void mp_tmp_remove(const char *path)
 {
 	pthread_mutex_lock(&tmp_lock);
 	for (int i = 0; i < MP_TMP_MAX; i++)
-		if (tmp_used[i] && !strcmp(tmp_paths[i], path)) {
-			tmp_used[i] = 0;
+		if (atomic_load_explicit(&tmp_used[i], memory_order_relaxed) &&
+		    !strcmp(tmp_paths[i], path)) {
+			atomic_store_explicit(&tmp_used[i], 0, memory_order_relaxed);
 			break;
 		}
 	pthread_mutex_unlock(&tmp_lock);

@@ -197,7 +197,9 @@ void mp_tmp_remove(const char *path);
 /* Between mp_tmp_hold and mp_tmp_release a signal of mp_tmp_on_signals
  * waits: several files renamed into place there are all renamed or none
  * is. mp_tmp_release then acts on a signal that came meanwhile (the
- * files still registered are removed and the program ends by it). */
+ * files still registered are removed and the program ends by it), on
+ * whichever thread its handler ran; mp_tmp_hold on one whose handler,
+ * on another thread, began before the hold. */
 void mp_tmp_hold(void);
 void mp_tmp_release(void);
 /* Offset of the first byte of buf[0..len) that breaks UTF-8 (overlong

@@ -16,7 +16,8 @@
 #include "mp_pack.h"
 #include "mp_util.h"
 
-static volatile sig_atomic_t stop_signal;
+/* atomic: the handler may run on a decoding thread */
+static atomic_int stop_signal;
 
 static void on_signal(int sig)
 {

@@ -169,7 +169,8 @@ static const struct option long_opts[] = {
 
 /* ---- signals: the first stops after the step, a second one kills ---------- */
 
-static volatile sig_atomic_t stop_signal;
+/* atomic: the handler may run on a loader thread */
+static atomic_int stop_signal;
 /* signals caught: counted atomically, since two sent at once can reach
  * two threads' handlers at once, and only one of them is the first */
 static atomic_int signals_caught;

@@ -230,6 +230,49 @@ static std::function<void()> body;
 /* The fiber of thread current runs body, marks itself done and goes back. */
 static void run_body_then_return();
 
+/* Under ThreadSanitizer each fiber is one of its fibers too: a switch of
+ * stacks it is not told of ends the program (a CHECK fails) at the first
+ * kernel launched with MP_LAUNCH_SYNC. The fibers of a thread run one at
+ * a time, so each switch orders them (flags 0). */
+#if defined(__SANITIZE_THREAD__)
+} // namespace mp_emu
+#include <sanitizer/tsan_interface.h>
+namespace mp_emu {
+static void **tsan_fibers, *tsan_scheduler;
+static int tsan_fibers_n;
+static int tsan_fibers_alloc(int n)
+{
+	for (int t = 0; t < tsan_fibers_n; t++)
+		if (tsan_fibers[t])
+			__tsan_destroy_fiber(tsan_fibers[t]);
+	free(tsan_fibers);
+	tsan_fibers_n = 0;
+	if (!(tsan_fibers = (void **)calloc((size_t)n, sizeof *tsan_fibers)))
+		return 0;
+	tsan_fibers_n = n;
+	return 1;
+}
+static void tsan_fiber_new(int t)
+{
+	if (tsan_fibers[t])
+		__tsan_destroy_fiber(tsan_fibers[t]);
+	tsan_fibers[t] = __tsan_create_fiber(0);
+}
+#define TSAN_FIBERS_ALLOC(n) tsan_fibers_alloc(n)
+#define TSAN_FIBER_NEW(t) tsan_fiber_new(t)
+#define TSAN_TO_FIBER(t)                                        \
+	(tsan_scheduler = __tsan_get_current_fiber(),           \
+	 __tsan_switch_to_fiber(tsan_fibers[t], 0))
+#define TSAN_PASS(t) __tsan_switch_to_fiber(tsan_fibers[t], 0)
+#define TSAN_TO_SCHEDULER() __tsan_switch_to_fiber(tsan_scheduler, 0)
+#else
+#define TSAN_FIBERS_ALLOC(n) 1
+#define TSAN_FIBER_NEW(t) ((void)0)
+#define TSAN_TO_FIBER(t) ((void)0)
+#define TSAN_PASS(t) ((void)0)
+#define TSAN_TO_SCHEDULER() ((void)0)
+#endif
+
 #if defined(__x86_64__)
 /* A switch of stacks without a system call (glibc's swapcontext saves the
  * signal mask each time, which made a barrier kernel 100 times slower):
@@ -265,27 +308,33 @@ static void fiber_reset(int t)
 		sp[k] = NULL;
 	sp[6] = (void *)fiber_entry;
 	fiber_sp[t] = sp;
+	TSAN_FIBER_NEW(t);
 }
 
 static void fiber_run(int t)
 {
+	TSAN_TO_FIBER(t);
 	mp_emu_switch(&scheduler_sp, fiber_sp[t]);
 }
 
 static void fiber_yield()
 {
+	TSAN_TO_SCHEDULER();
 	mp_emu_switch(&fiber_sp[current], scheduler_sp);
 }
 
 /* From thread from's fiber straight to thread to's. */
 static void fiber_pass(int from, int to)
 {
+	TSAN_PASS(to);
 	mp_emu_switch(&fiber_sp[from], fiber_sp[to]);
 }
 
 static int fibers_alloc(int n)
 {
-	return (fiber_sp = (void **)calloc((size_t)n, sizeof *fiber_sp)) != NULL;
+	free(fiber_sp);
+	return (fiber_sp = (void **)calloc((size_t)n, sizeof *fiber_sp)) != NULL &&
+	       TSAN_FIBERS_ALLOC(n);
 }
 #else
 static ucontext_t scheduler, *contexts;
@@ -302,26 +351,32 @@ static void fiber_reset(int t)
 	contexts[t].uc_stack.ss_size = STACK;
 	contexts[t].uc_link = &scheduler;
 	makecontext(&contexts[t], fiber_entry, 0);
+	TSAN_FIBER_NEW(t);
 }
 
 static void fiber_run(int t)
 {
+	TSAN_TO_FIBER(t);
 	swapcontext(&scheduler, &contexts[t]);
 }
 
 static void fiber_yield()
 {
+	TSAN_TO_SCHEDULER();
 	swapcontext(&contexts[current], &scheduler);
 }
 
 static void fiber_pass(int from, int to)
 {
+	TSAN_PASS(to);
 	swapcontext(&contexts[from], &contexts[to]);
 }
 
 static int fibers_alloc(int n)
 {
-	return (contexts = (ucontext_t *)calloc((size_t)n, sizeof *contexts)) != NULL;
+	free(contexts);
+	return (contexts = (ucontext_t *)calloc((size_t)n, sizeof *contexts)) != NULL &&
+	       TSAN_FIBERS_ALLOC(n);
 }
 #endif
 
