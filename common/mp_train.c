@@ -1573,14 +1573,7 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 static int in_dir(const char *path, const char *dir)
 {
 	char parent[PATH_LEN];
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		copy_path(parent, ".");
-	else if (slash == path)
-		copy_path(parent, "/");
-	else if ((size_t)(slash - path) < sizeof parent)
-		snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
-	else
+	if (mp_parent_dir(path, parent, sizeof parent) < 0)
 		return 0;
 	struct stat a, b;
 	return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
@@ -1604,14 +1597,9 @@ static void missing_last_hint(const char *path, mp_error *e)
 	char dir[PATH_LEN], name[256], newest[PATH_LEN];
 	if (strcmp(slash ? slash + 1 : path, "last.safetensors"))
 		return;
-	if (!slash)
-		copy_path(dir, ".");
-	else if ((size_t)(slash - path) < sizeof dir)
-		snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-	else
-		return;
 	struct stat st;
-	if (stat(path, &st) == 0 || !newest_checkpoint(dir, name, sizeof name) ||
+	if (mp_parent_dir(path, dir, sizeof dir) < 0 || stat(path, &st) == 0 ||
+	    !newest_checkpoint(dir, name, sizeof name) ||
 	    join(newest, dir, name) < 0)
 		return;
 	mp_seterr(e, "%s; the newest checkpoint there is %s: resume from it", e->msg, newest);

@@ -416,18 +416,25 @@ int mp_pid_gone(const char *digits)
 	return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
+int mp_parent_dir(const char *path, char *dir, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+	const size_t len = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+	if (len >= n)
+		return -1;
+	if (!slash)
+		memcpy(dir, ".", 2);
+	else
+		snprintf(dir, n, "%.*s", (int)len, path);
+	return 0;
+}
+
 void mp_remove_stale_files(const char *path, const char *tag)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
 	const char *base = slash ? slash + 1 : path;
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == path)
-		strcpy(dir, "/");
-	else if ((size_t)(slash - path) < sizeof dir)
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-	else
+	if (mp_parent_dir(path, dir, sizeof dir) < 0)
 		return;
 	const size_t blen = strlen(base), tlen = strlen(tag);
 	DIR *d = opendir(dir);
@@ -451,15 +458,8 @@ void mp_remove_stale_files(const char *path, const char *tag)
 
 void mp_sync_parent_dir(const char *path)
 {
-	const char *slash = strrchr(path, '/');
 	char dir[PATH_MAX];
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == path)
-		strcpy(dir, "/");
-	else if ((size_t)(slash - path) < sizeof dir)
-		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-	else
+	if (mp_parent_dir(path, dir, sizeof dir) < 0)
 		return;
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)

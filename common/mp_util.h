@@ -135,6 +135,9 @@ void mp_remove_stale_files(const char *path, const char *tag);
 /* Makes a rename into path's directory durable (fsync of the directory):
  * best effort, as the file is already in place and complete. */
 void mp_sync_parent_dir(const char *path);
+/* The directory that holds path ("." for a bare name, "/" for one at the
+ * root) into dir of n bytes; -1 if it does not fit. */
+int mp_parent_dir(const char *path, char *dir, size_t n);
 /* Writes a whole buffer to a file, atomically (temporary name + rename).
  * The temporary name is registered with mp_tmp_add while it exists. */
 int mp_write_file_atomic(const char *path, const void *buf, size_t len,

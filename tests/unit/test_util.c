@@ -619,6 +619,24 @@ static void cpu_count_is_the_affinitys(void **state)
 /* --json reports: each number reads back as the same double (cJSON's own
  * printer stops at 15 digits where they come close: 9/53 as
  * 0.169811320754717), whole numbers in digits, non-finite ones null. */
+static void the_parent_of_a_path_is_its_directory(void **state)
+{
+	(void)state;
+	static const char *const cases[][2] = {
+		{"file", "."}, {"dir/file", "dir"}, {"/file", "/"},
+		{"/a/b/c", "/a/b"}, {"a/b/", "a/b"}, {"./x", "."},
+	};
+	char dir[16];
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		assert_int_equal(mp_parent_dir(cases[k][0], dir, sizeof dir), 0);
+		assert_string_equal(dir, cases[k][1]);
+	}
+	/* 15 bytes and the terminator fit; 16 do not */
+	assert_int_equal(mp_parent_dir("abcdefghijklmno/f", dir, sizeof dir), 0);
+	assert_string_equal(dir, "abcdefghijklmno");
+	assert_int_equal(mp_parent_dir("abcdefghijklmnop/f", dir, sizeof dir), -1);
+}
+
 static void json_numbers_read_back_exactly(void **state)
 {
 	(void)state;
@@ -741,6 +759,7 @@ int main(void)
 		cmocka_unit_test(a_link_moved_on_is_followed_to_its_new_file),
 		cmocka_unit_test(cpu_count_is_the_affinitys),
 		cmocka_unit_test(decimal_is_digits_up_to_max),
+		cmocka_unit_test(the_parent_of_a_path_is_its_directory),
 		cmocka_unit_test(json_numbers_read_back_exactly),
 		cmocka_unit_test(a_resumed_bar_rates_only_its_own_work),
 		cmocka_unit_test(an_unknown_total_shows_the_count_drawn_now_and_then),
