@@ -377,6 +377,16 @@ traced() {
 	no_leak_check strace -f -y -e trace=fsync -o "$trace" "$@"
 }
 
+# two_colours: list.txt of 16 entries, 8 each of two 20x20 images of one
+# colour, a.png (class 0) and b.png (class 1).
+two_colours() {
+	mkimg batch <<-'EOF'
+		make solid a.png 20 20 color=200,10,10
+		make solid b.png 20 20 color=10,200,10
+	EOF
+	for _ in $(seq 8); do printf 'a.png 0\nb.png 1\n'; done >list.txt
+}
+
 # fsyncs_dir TRACE DIR: whether strace's TRACE shows an fsync of DIR itself.
 fsyncs_dir() {
 	grep -q "fsync([0-9]*<$(realpath "$2")>)" "$1"
@@ -384,11 +394,7 @@ fsyncs_dir() {
 
 @test "a finished DB, weights file and evaluation output are renamed in and their directory synced" {
 	command -v strace >/dev/null || skip "strace is not installed"
-	mkimg batch <<-'EOF'
-		make solid a.png 20 20 color=200,10,10
-		make solid b.png 20 20 color=10,200,10
-	EOF
-	for _ in $(seq 8); do printf 'a.png 0\nb.png 1\n'; done >list.txt
+	two_colours
 	mkdir out
 	traced db.trace "$MP_BIN/mp-batchwriter" -q --size 16 -o out/db list.txt
 	fsyncs_dir db.trace out
@@ -407,11 +413,7 @@ fsyncs_dir() {
 
 @test "mp-eval killed outright as it renames its outputs: the next run removes the files it left" {
 	command -v strace >/dev/null || skip "strace is not installed"
-	mkimg batch <<-'EOF2'
-		make solid a.png 20 20 color=200,10,10
-		make solid b.png 20 20 color=10,200,10
-	EOF2
-	for _ in $(seq 8); do printf 'a.png 0\nb.png 1\n'; done >list.txt
+	two_colours
 	bw -q --size 16 -o db list.txt
 	"$MP_BIN/mp-train" -q -d db --depth 1 --widths 4,8 --stem-stride 1 --crop 12 \
 		--scale-min 12 --scale-max 16 --batch 8 --epochs 1 -o run
