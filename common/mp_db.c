@@ -93,6 +93,43 @@ static void remove_stale_partials(const char *target)
 	closedir(d);
 }
 
+/* A replacement on a file system without RENAME_EXCHANGE moves the
+ * earlier DB aside ("<target>.old-<pid>") before it renames the new one in;
+ * a writer killed between the two left no DB under the name. The earlier
+ * one goes back, before anything else looks at the name: it was the user's,
+ * and the new one was never in place. */
+static void put_back_moved_aside(const char *target)
+{
+	struct stat st;
+	if (lstat(target, &st) == 0 || errno != ENOENT)
+		return;
+	char dir[PATH_MAX];
+	const char *slash = strrchr(target, '/');
+	const char *base = slash ? slash + 1 : target;
+	const size_t blen = strlen(base);
+	if (mp_parent_dir(target, dir, sizeof dir) < 0)
+		return;
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		char p[PATH_MAX];
+		if (strncmp(n, base, blen) || strncmp(n + blen, ".old-", 5) ||
+		    !mp_pid_gone(n + blen + 5) ||
+		    snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p || !mp_db_is_db(p))
+			continue;
+		if (rename(p, target) == 0) {
+			mp_sync_parent_dir(target);
+			mp_warnx("put %s back as %s: an interrupted run replacing it had moved it aside",
+				 p, target);
+		}
+		break;
+	}
+	closedir(d);
+}
+
 /* LMDB reports a write cut short by a full disk as EIO, "Input/output
  * error", which reads like a failing device. When the DB's file system
  * has less room left than the write needed, that is what it was; and
@@ -198,6 +235,7 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		w->target[n] = '\0';
 	}
 	const char *path = w->target;
+	put_back_moved_aside(path);
 	struct stat st;
 	/* lstat: a symbolic link (even a dangling one) holds the name, and
 	 * rename() could not put a directory in its place. */
@@ -368,11 +406,10 @@ static int replace_dir(const mp_db_writer *w, mp_error *e)
 		return mp_seterr(e, "%s: rename: %s", target, strerror(errno));
 	if (rename(partial, target) < 0) {
 		int err = errno;
-		/* the next run writing target would take it for an interrupted
-		 * run's leftover */
 		if (rename(old, target) < 0)
-			return mp_seterr(e, "%s: rename: %s; the DB it held is now %s (move it back "
-					 "before another run removes it)", target, strerror(err), old);
+			return mp_seterr(e, "%s: rename: %s; the DB it held is now %s (the next "
+					 "run that writes %s puts it back)", target, strerror(err), old,
+					 target);
 		return mp_seterr(e, "%s: rename: %s", target, strerror(err));
 	}
 	mp_sync_parent_dir(target);

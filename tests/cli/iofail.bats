@@ -248,7 +248,7 @@ fill() {
 	assert_equal "$stderr" "mp-batchwriter: <stdout>: write error: No space left on device"
 }
 
-@test "mp-batchwriter -f: an earlier DB that cannot be put back after a failed replacement is named where it is" {
+@test "mp-batchwriter -f: an earlier DB moved aside by a failed or killed replacement is named, and the next run puts it back" {
 	command -v strace >/dev/null || skip "no strace: no rename can be made to fail"
 	[[ $(uname -m) == x86_64 ]] || skip "the rename system calls counted are x86-64's"
 	bw -q --size 16 -r "$D" -o old.db "$D/val.txt"
@@ -260,9 +260,29 @@ fill() {
 		"$MP_BIN/mp-batchwriter" -q -f --size 16 --macrobatch 8 -r "$D" -o old.db "$D/val.txt"
 	assert_status 1
 	local kept=(old.db.old-*)
-	assert_equal "$stderr" "mp-batchwriter: old.db: rename: Input/output error; the DB it held is now ${kept[0]} (move it back before another run removes it)"
+	assert_equal "$stderr" "mp-batchwriter: old.db: rename: Input/output error; the DB it held is now ${kept[0]} (the next run that writes old.db puts it back)"
 	run inspect --verify "${kept[0]}"
 	assert_status 0
+	# the next run puts it back, before it looks at the name
+	put_back() {
+		run --separate-stderr bw -q --size 16 -r "$D" -o old.db "$D/val.txt"
+		assert_status 1
+		assert_equal "$stderr" "mp-batchwriter: put ./$1 back as old.db: an interrupted run replacing it had moved it aside
+mp-batchwriter: old.db: already exists (use --force to replace it)"
+		run inspect --verify old.db
+		assert_status 0
+	}
+	put_back "${kept[0]}"
+	# so does it after a replacement killed between its two renames
+	local status=0
+	no_leak_check strace -f -qq -o /dev/null -e inject=renameat2:error=EINVAL \
+		-e inject=rename:signal=KILL:when=3 \
+		"$MP_BIN/mp-batchwriter" -q -f --size 16 --macrobatch 8 -r "$D" -o old.db "$D/val.txt" ||
+		status=$?
+	assert_equal "$status" 137
+	[[ ! -e old.db ]]
+	kept=(old.db.old-*)
+	put_back "${kept[0]}"
 }
 
 # ---- read-only and missing directories -------------------------------------
