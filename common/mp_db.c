@@ -275,9 +275,13 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		   "mdb_env_open");
 	LMDB_CHECK(mdb_txn_begin(w->env, NULL, 0, &txn), "mdb_txn_begin");
 	LMDB_CHECK(mdb_dbi_open(txn, NULL, 0, &w->dbi), "mdb_dbi_open");
-	LMDB_CHECK(mdb_txn_commit(txn), "mdb_txn_commit");
+	MDB_txn *committing = txn;
+	txn = NULL; /* freed by the commit, whether it succeeds or not */
+	LMDB_CHECK(mdb_txn_commit(committing), "mdb_txn_commit");
 	return w;
 fail:
+	if (txn)
+		mdb_txn_abort(txn); /* the environment closes only without one */
 	if (w->env)
 		mdb_env_close(w->env);
 	mp_remove_tree(w->partial);
