@@ -192,6 +192,11 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+uint64_t mp_pack_raw_batch_bytes(uint64_t n, int side)
+{
+	return MP_MB_HEADER + n * (MP_MB_ITEM + 1 + 3 * (uint64_t)side * (uint64_t)side) + 4;
+}
+
 static int sink_put(mp_pack_sink *sink, uint64_t index, const uint8_t *buf,
 		    size_t len, mp_error *e)
 {
@@ -390,6 +395,29 @@ int mp_pack_run(const mp_pack_options *o, const mp_list *list, mp_meta *meta,
 			free(s.payload);
 			mp_seterr(e, "%s%s%s (%s line %ld): stored image is larger than 4 GiB",
 				  root, *root ? "/" : "", it->path, o->list_name, it->line);
+			goto out;
+		}
+		/* checked as records come, not once --macrobatch of them are
+		 * held: a stream frame holds 1 GiB, a macrobatch 4 GiB */
+		const uint64_t limit = sink->stream ? MP_STREAM_MAX_FRAME : UINT32_MAX;
+		const uint64_t grown = MP_MB_HEADER + (uint64_t)(bt.b.count + 1) * MP_MB_ITEM +
+				       bt.b.names_len + r.name_len + bt.b.payloads_len +
+				       r.payload_len + 4;
+		if (grown > limit) {
+			free(s.payload);
+			if (bt.b.count == 0)
+				mp_seterr(e, "%s%s%s (%s line %ld): its record of %llu bytes is more than "
+					  "%s holds (%llu)%s", root, *root ? "/" : "", it->path,
+					  o->list_name, it->line, (unsigned long long)(grown - MP_MB_HEADER - 4),
+					  sink->stream ? "a stream frame" : "a macrobatch",
+					  (unsigned long long)limit,
+					  sink->stream ? "; write a DB with -o" : "");
+			else
+				mp_seterr(e, "%s%s%s (%s line %ld): with it, macrobatch %llu would take more "
+					  "than the %llu bytes %s holds; use --macrobatch %u or less",
+					  root, *root ? "/" : "", it->path, o->list_name, it->line,
+					  (unsigned long long)rep->macrobatches, (unsigned long long)limit,
+					  sink->stream ? "a stream frame" : "a macrobatch", bt.b.count);
 			goto out;
 		}
 		if (mp_mb_builder_add(&bt.b, &r, e) < 0) {

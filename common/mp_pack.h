@@ -57,6 +57,10 @@ typedef struct {
 	int interrupted;
 } mp_pack_report;
 
+/* What a macrobatch of n raw side x side records takes at least (names
+ * of one byte): --encoding raw fixes the size of every record. */
+uint64_t mp_pack_raw_batch_bytes(uint64_t n, int side);
+
 /* meta carries the geometry, classes and source; records, macrobatches,
  * mean and skipped are filled in. On success the sink is finished (the DB
  * renamed into place, or the stream's end frame written). */

@@ -10,6 +10,7 @@
  *
  * The output is deterministic: the same arguments give the same bytes.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -99,7 +100,9 @@ parse_number(const char *opt, const char *s, long min, long max)
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
+	/* strtol would also skip leading blanks */
+	if (!isdigit((unsigned char)s[*s == '-' || *s == '+']) || *end != '\0' || errno != 0 ||
+	    v < min || v > max) {
 		fprintf(stderr, "%s: %s: \"%s\" is not a number from %ld to %ld\n",
 		    prog, opt, s, min, max);
 		exit(2);

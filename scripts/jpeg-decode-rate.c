@@ -10,6 +10,7 @@
  * IDCT, fancy upsampling) that a data-preparation tool would use, so the
  * rate is an upper bound for any single-threaded writer on this machine.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -70,7 +71,9 @@ parse_number(const char *opt, const char *s, long min, long max)
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || errno != 0 || v < min || v > max) {
+	/* strtol would also skip leading blanks */
+	if (!isdigit((unsigned char)s[*s == '-' || *s == '+']) || *end != '\0' || errno != 0 ||
+	    v < min || v > max) {
 		fprintf(stderr, "%s: %s: \"%s\" is not a number from %ld to %ld\n",
 		    prog, opt, s, min, max);
 		exit(2);

@@ -13,6 +13,7 @@
  * usage: loader-rate [-t THREADS] [-b BATCH] [-n BATCHES] [-c CROP]
  *                    [--scale-min N] [--scale-max N] DB
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,12 +31,14 @@ static int usage(void)
 	return 2;
 }
 
-/* a positive int from optarg, or -1 */
-static int positive(const char *s)
+/* optarg as a decimal number from 1 to max (mp-train's bounds; the
+ * loader's for threads), or -1: strtol alone would take " 5" */
+static int in_range(const char *s, long max)
 {
 	char *end;
+	errno = 0;
 	long v = strtol(s, &end, 10);
-	return *s && !*end && v > 0 && v <= 1 << 20 ? (int)v : -1;
+	return mp_number_start(s) && !errno && !*end && v >= 1 && v <= max ? (int)v : -1;
 }
 
 int main(int argc, char **argv)
@@ -61,9 +64,13 @@ int main(int argc, char **argv)
 			 : c == 'c' ? &crop : c == 'm' ? &smin : c == 'M' ? &smax : NULL;
 		if (!dst)
 			return usage();
-		if ((*dst = positive(optarg)) < 0) {
-			fprintf(stderr, "loader-rate: -%c %s: expected a positive number\n",
-				c == 'm' || c == 'M' ? 's' : c, optarg);
+		const long max = c == 't' ? 256 : c == 'b' ? 65536 : c == 'n' ? 1000000
+			       : c == 'c' ? 4096 : 65535;
+		if ((*dst = in_range(optarg, max)) < 0) {
+			fprintf(stderr, "loader-rate: %s %s: expected a number from 1 to %ld\n",
+				c == 'm' ? "--scale-min" : c == 'M' ? "--scale-max"
+				: c == 't' ? "-t" : c == 'b' ? "-b" : c == 'n' ? "-n" : "-c",
+				optarg, max);
 			return 2;
 		}
 	}

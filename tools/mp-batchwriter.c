@@ -14,6 +14,7 @@
 #include "mp_macrobatch.h"
 #include "mp_meta.h"
 #include "mp_pack.h"
+#include "mp_stream.h"
 #include "mp_util.h"
 
 /* atomic: the handler may run on a decoding thread */
@@ -334,6 +335,33 @@ int main(int argc, char **argv)
 		mp_errx(1, "%s: out of memory", list_name);
 	if (shuffle)
 		mp_list_shuffle(&list, (unsigned long long)seed);
+
+	/* every raw record has the same size: a macrobatch that cannot be
+	 * written is refused now, not after decoding and holding it */
+	if (store == MP_STORE_RAW) {
+		const int side = (int)(size + 2 * pad);
+		const uint64_t limit = out ? UINT32_MAX : MP_STREAM_MAX_FRAME;
+		const char *holder = out ? "a macrobatch" : "a stream frame";
+		const uint64_t n = list.count < (size_t)macrobatch ? list.count : (uint64_t)macrobatch;
+		const uint64_t fit = (limit - mp_pack_raw_batch_bytes(0, side)) /
+				     (mp_pack_raw_batch_bytes(1, side) - mp_pack_raw_batch_bytes(0, side));
+		if (fit == 0) {
+			mp_warnx("--encoding raw: a record of %dx%d pixels takes %llu bytes, more than "
+				 "%s holds (%llu); use a smaller --size or --pad%s", side, side,
+				 (unsigned long long)(3 * (uint64_t)side * side), holder,
+				 (unsigned long long)limit, out ? "" : ", or write a DB with -o");
+		} else if (n > fit) {
+			mp_warnx("--macrobatch %ld: %llu raw records of %dx%d pixels take more than the "
+				 "%llu bytes %s holds; use --macrobatch %llu or less", macrobatch,
+				 (unsigned long long)n, side, side, (unsigned long long)limit, holder,
+				 (unsigned long long)fit);
+		}
+		if (fit == 0 || n > fit) {
+			mp_categories_free(class_names, nclasses);
+			mp_list_free(&list);
+			return 2;
+		}
+	}
 
 	mp_meta meta;
 	mp_meta_init(&meta);

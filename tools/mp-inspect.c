@@ -497,9 +497,13 @@ static int extract(mp_source *src, uint64_t n, const char *out, uint64_t max_pix
 		mp_errx(1, "%s", e.msg);
 	mp_image img;
 	if (mp_image_decode_payload(c, r.encoding, r.payload, r.payload_len, (int)r.width,
-				    (int)r.height, max_pixels, &img, &e) < 0)
-		mp_errx(1, "%s: record %llu (%.*s): %s", mp_source_name(src),
-			(unsigned long long)n, (int)r.name_len, r.name, e.msg);
+				    (int)r.height, max_pixels, &img, &e) < 0) {
+		mp_warnx("%s: record %llu (%.*s): %s", mp_source_name(src),
+			 (unsigned long long)n, (int)r.name_len, r.name, e.msg);
+		mp_codec_free(c);
+		free(hold); /* r.name lies in it */
+		exit(1);
+	}
 	mp_codec_free(c);
 	free(hold);
 	if (write_image(&img, out, &e) < 0)

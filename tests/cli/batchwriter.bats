@@ -357,6 +357,26 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	assert_files . # nothing was created
 }
 
+@test "--encoding raw: a macrobatch too large to write is refused before any image is read" {
+	# the images need not exist: nothing is decoded
+	for ((k = 0; k < 300; k++)); do echo "im$k.png 0"; done >list.txt
+	while IFS='|' read -r args want; do
+		# shellcheck disable=SC2086
+		run --separate-stderr bw --encoding raw $args list.txt
+		assert_status 2
+		assert_equal "$stderr" "$want"
+	done <<-'EOF'
+		--size 16384 --pad 4096 --macrobatch 1|mp-batchwriter: --encoding raw: a record of 24576x24576 pixels takes 1811939328 bytes, more than a stream frame holds (1073741824); use a smaller --size or --pad, or write a DB with -o
+		--size 16384 --macrobatch 2|mp-batchwriter: --macrobatch 2: 2 raw records of 16384x16384 pixels take more than the 1073741824 bytes a stream frame holds; use --macrobatch 1 or less
+		--size 4096 -o db|mp-batchwriter: --macrobatch 1024: 300 raw records of 4096x4096 pixels take more than the 4294967295 bytes a macrobatch holds; use --macrobatch 85 or less
+	EOF
+	# what fits goes on to the images
+	run --separate-stderr bw --encoding raw --size 4096 --macrobatch 85 -o db list.txt
+	assert_status 1
+	assert_contains "$stderr" "im0.png"
+	assert_files . list.txt
+}
+
 @test "an option given more than once takes its last value, as the man page says" {
 	mkimg make solid a.png 8 8
 	echo "a.png 0" >list.txt

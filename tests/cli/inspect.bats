@@ -236,6 +236,14 @@ env.close()' "$@" "$MP_ROOT/scripts"
 	assert_files . a.png test.txt db
 }
 
+@test "--extract --max-pixels refuses to decode a larger image, and says only that" {
+	small_db
+	run --separate-stderr inspect --extract 1 --max-pixels 63 -o x.png db
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: db: record 1 (b.png): 8x8 pixels is more than --max-pixels 63"
+	[[ ! -e x.png ]] || fail "x.png was written"
+}
+
 @test "--extract writes PNG, JPEG, PPM or PNG on stdout" {
 	small_db
 	inspect --extract 1 -o one.png db

@@ -28,9 +28,25 @@ setup_file() {
 
 @test "loader-rate: bad arguments exit 2, a bad DB exits 1 naming it" {
 	D=$BATS_FILE_TMPDIR/data
-	run "$MP_SCRIPTS/loader-rate" -t 0 "$D/train.db"
+	while IFS='|' read -r args want; do
+		# shellcheck disable=SC2086
+		run --separate-stderr "$MP_SCRIPTS/loader-rate" $args "$D/train.db"
+		assert_status 2
+		assert_equal "$stderr" "$want"
+	done <<-'EOF'
+		-t 0|loader-rate: -t 0: expected a number from 1 to 256
+		-t 257|loader-rate: -t 257: expected a number from 1 to 256
+		-t 1048576|loader-rate: -t 1048576: expected a number from 1 to 256
+		-b 65537|loader-rate: -b 65537: expected a number from 1 to 65536
+		-n 1000001|loader-rate: -n 1000001: expected a number from 1 to 1000000
+		-c 4097|loader-rate: -c 4097: expected a number from 1 to 4096
+		--scale-max 65536|loader-rate: --scale-max 65536: expected a number from 1 to 65535
+		--scale-min 0x10|loader-rate: --scale-min 0x10: expected a number from 1 to 65535
+	EOF
+	# strtol would skip the blank
+	run --separate-stderr "$MP_SCRIPTS/loader-rate" -t " 2" "$D/train.db"
 	assert_status 2
-	assert_contains "$output" "loader-rate: -t 0: expected a positive number"
+	assert_equal "$stderr" 'loader-rate: -t  2: expected a number from 1 to 256'
 	run "$MP_SCRIPTS/loader-rate" -c 200 "$D/train.db"
 	assert_status 2
 	assert_contains "$output" "expected crop <= scale-min <= scale-max"

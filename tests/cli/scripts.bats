@@ -244,6 +244,20 @@ failing_make() {
 	done
 }
 
+@test "the C helpers under build/scripts read their numbers in decimal, without blanks" {
+	# HELPER|OPTION|VALUE|first line of stderr
+	while IFS='|' read -r h opt v want; do
+		run --separate-stderr "$MP_SCRIPTS/$h" "$opt" "$v" x y
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "$want"
+	done <<-'EOF'
+		jpeg-decode-rate|-n| 3|jpeg-decode-rate: --repeats: " 3" is not a number from 1 to 100000
+		jpeg-decode-rate|-n|3x|jpeg-decode-rate: --repeats: "3x" is not a number from 1 to 100000
+		fmnist-convert|--train| 5|fmnist-convert: --train: " 5" is not a number from 0 to 60000
+		fmnist-convert|--val|+|fmnist-convert: --val: "+" is not a number from 0 to 10000
+	EOF
+}
+
 @test "the scripts read and write numbers with a decimal point under a decimal-comma locale" {
 	comma_locale
 	# common.sh, sourced by reproduce.sh, demo.sh, peer-train.sh and the
