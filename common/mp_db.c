@@ -542,6 +542,22 @@ static void fault_install(void)
 }
 
 #define DB_FAULT_BASE 100000 /* returned as DB_FAULT_BASE + the signal */
+#define DB_ASSERT 1000       /* in place of a signal: an LMDB assertion */
+
+/* LMDB checks some fields of the pages it reads with assertions, which
+ * abort the program ("Assertion 'root > 1' failed in mdb_page_search()"
+ * for a damaged root page number). Inside a guarded read the failure is
+ * a damaged file like a fault, and its text goes into the message. */
+static __thread char assert_text[100];
+
+static void on_assert(MDB_env *env, const char *msg)
+{
+	(void)env;
+	if (fault_jmp) {
+		snprintf(assert_text, sizeof assert_text, "%s", msg);
+		siglongjmp(*fault_jmp, DB_ASSERT);
+	}
+}
 
 /* rc = call, with a fault in it turned into DB_FAULT_BASE + the signal. */
 #define DB_GUARDED(rc, call)                                   \
@@ -587,7 +603,9 @@ static int db_read(mp_db_reader *r, MDB_cursor *c, MDB_cursor_op op, MDB_val *k,
 /* The message for an error of db_read. */
 static const char *db_read_error(int rc, char *buf, size_t n)
 {
-	if (rc > DB_FAULT_BASE)
+	if (rc == DB_FAULT_BASE + DB_ASSERT)
+		snprintf(buf, n, "damaged: LMDB: %s", assert_text);
+	else if (rc > DB_FAULT_BASE)
 		snprintf(buf, n, "damaged: a page leads outside the file (%s)",
 			 strsignal(rc - DB_FAULT_BASE));
 	else if (rc == MDB_CORRUPTED)
@@ -595,6 +613,64 @@ static const char *db_read_error(int rc, char *buf, size_t n)
 	else
 		snprintf(buf, n, "%s", mdb_strerror(rc));
 	return buf;
+}
+
+/* LMDB takes its page size from the meta pages without checking it: it
+ * finds the second meta page at that offset, and a damaged size of 0
+ * kills the reader (SIGFPE in mdb_env_open), while a wrong one sends
+ * LMDB to the wrong pages. The page size is in the free database's
+ * md_pad field of each meta page (LMDB's own layout: a 16-byte page
+ * header, then magic, version, address, map size, then that field).
+ * Both meta pages must give the same power of two that LMDB could have
+ * written; a second page that is no meta page is left to LMDB. */
+#define META_FLAGS_OFF 10
+#define META_MAGIC_OFF 16
+#define META_PSIZE_OFF 40
+#define META_HEAD 44
+#define LMDB_P_META 0x08
+#define LMDB_MAGIC 0xBEEFC0DEu
+
+static int read_meta_head(int fd, off_t off, uint8_t *h, int *is_meta)
+{
+	ssize_t n = pread(fd, h, META_HEAD, off);
+	if (n < 0)
+		return -1;
+	*is_meta = 0;
+	if (n == META_HEAD) {
+		*is_meta = (mp_get_u16(h + META_FLAGS_OFF) & LMDB_P_META) && mp_get_u32(h + META_MAGIC_OFF) == LMDB_MAGIC;
+	}
+	return 0;
+}
+
+static int check_page_size(const char *file, mp_error *e)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return mp_seterr(e, "%s: %s", file, strerror(errno));
+	uint8_t h[META_HEAD];
+	int is_meta, rc = 0;
+	if (read_meta_head(fd, 0, h, &is_meta) < 0) {
+		rc = mp_seterr(e, "%s: %s", file, strerror(errno));
+		goto out;
+	}
+	if (!is_meta) /* LMDB says what it is not */
+		goto out;
+	uint32_t psize = mp_get_u32(h + META_PSIZE_OFF);
+	if (psize < 512 || psize > 65536 || (psize & (psize - 1))) {
+		rc = mp_seterr(e, "%s: damaged: the first meta page gives a page size of %lu",
+			       file, (unsigned long)psize);
+		goto out;
+	}
+	if (read_meta_head(fd, psize, h, &is_meta) < 0) {
+		rc = mp_seterr(e, "%s: %s", file, strerror(errno));
+		goto out;
+	}
+	if (is_meta && mp_get_u32(h + META_PSIZE_OFF) != psize)
+		rc = mp_seterr(e, "%s: damaged: the meta pages give page sizes %lu and %lu", file,
+			       (unsigned long)psize, (unsigned long)mp_get_u32(h + META_PSIZE_OFF));
+out:
+	close(fd);
+	return rc;
 }
 
 mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
@@ -622,6 +698,8 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		mp_seterr(e, "%s: empty file (not an LMDB database)", file);
 		return NULL;
 	}
+	if (check_page_size(file, e) < 0)
+		return NULL;
 	mp_db_reader *r = calloc(1, sizeof *r);
 	if (!r) {
 		mp_seterr(e, "out of memory");
@@ -630,7 +708,7 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	snprintf(r->path, sizeof r->path, "%s", path);
 	int rc;
 	const char *what = "mdb_env_create";
-	if ((rc = mdb_env_create(&r->env)))
+	if ((rc = mdb_env_create(&r->env)) || (rc = mdb_env_set_assert(r->env, on_assert)))
 		goto fail;
 	/* A finished DB never changes, so readers need no lock file and work
 	 * on read-only media. */
@@ -646,7 +724,8 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		mdb_env_close(r->env);
 		r->env = NULL;
 		what = "mdb_env_create";
-		if ((rc = mdb_env_create(&r->env)))
+		if ((rc = mdb_env_create(&r->env)) ||
+		    (rc = mdb_env_set_assert(r->env, on_assert)))
 			goto fail;
 		what = "mdb_env_set_mapsize";
 		if ((rc = mdb_env_set_mapsize(r->env, (size_t)st.st_size)))

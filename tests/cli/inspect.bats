@@ -737,3 +737,36 @@ print(eval(sys.argv[1]))'
 		assert_equal "$stderr" "mp-inspect: db/data.mdb: reading meta: damaged: a page leads outside the file (Bus error)"
 	done
 }
+
+@test "a data.mdb whose meta page gives a bad page size or root is reported, not a crash" {
+	small_db
+	# LMDB divides by the page size of a meta page and asserts that the
+	# root page number is past the meta pages; each copy damages one of
+	# those fields (meta page layout: a 16-byte page header, the page size
+	# at 40, the main database's root at 128, the transaction id at 144)
+	"$PY" - <<-'END'
+		import os, struct
+		d = open("db/data.mdb", "rb").read()
+		live = max((0, 4096), key=lambda p: struct.unpack_from("<Q", d, p + 144)[0])
+		for name, off, value in [("psize0", 40, 0), ("psize1", 4096 + 40, 0),
+		                         ("psize3", 40, 4095), ("root", live + 128, 1)]:
+		    b = bytearray(d)
+		    struct.pack_into("<I", b, off, value)
+		    os.mkdir(name)
+		    open(name + "/data.mdb", "wb").write(b)
+	END
+	local want=(
+		"psize0/data.mdb: damaged: the first meta page gives a page size of 0"
+		"psize1/data.mdb: damaged: the meta pages give page sizes 4096 and 0"
+		"psize3/data.mdb: damaged: the first meta page gives a page size of 4095"
+		"root/data.mdb: reading meta: damaged: LMDB: mdb.c:*: Assertion 'root > 1' failed in mdb_page_search()"
+	)
+	for w in "${want[@]}"; do
+		for mode in --verify --list; do
+			run --separate-stderr inspect $mode "${w%%/*}"
+			assert_status 1
+			# shellcheck disable=SC2053 # the root's message has a pattern
+			[[ $stderr == "mp-inspect: "$w ]] || fail "$mode ${w%%/*}: $stderr"
+		done
+	done
+}
