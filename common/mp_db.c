@@ -583,6 +583,22 @@ static void fault_install(void)
 }
 
 #define DB_FAULT_BASE 100000 /* returned as DB_FAULT_BASE + the signal */
+#define DB_ASSERT 1000       /* in place of a signal: an LMDB assertion */
+
+/* LMDB checks some fields of the pages it reads with assertions, which
+ * abort the program ("Assertion 'root > 1' failed in mdb_page_search()"
+ * for a damaged root page number). Inside a guarded read the failure is
+ * a damaged file like a fault, and its text goes into the message. */
+static __thread char assert_text[100];
+
+static void on_assert(MDB_env *env, const char *msg)
+{
+	(void)env;
+	if (fault_jmp) {
+		snprintf(assert_text, sizeof assert_text, "%s", msg);
+		siglongjmp(*fault_jmp, DB_ASSERT);
+	}
+}
 
 /* rc = call, with a fault in it turned into DB_FAULT_BASE + the signal. */
 #define DB_GUARDED(rc, call)                                   \
@@ -625,17 +641,105 @@ static int db_read(mp_db_reader *r, MDB_cursor *c, MDB_cursor_op op, MDB_val *k,
 	return rc;
 }
 
+/* Errors that a finished DB, read-only, gives only when damaged: a page
+ * of the wrong type, a page number past the last page, a tree deeper
+ * than LMDB allows. */
+static int is_damage(int rc)
+{
+	return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_CURSOR_FULL;
+}
+
 /* The message for an error of db_read. */
 static const char *db_read_error(int rc, char *buf, size_t n)
 {
-	if (rc > DB_FAULT_BASE)
+	if (rc == DB_FAULT_BASE + DB_ASSERT)
+		snprintf(buf, n, "damaged: LMDB: %s", assert_text);
+	else if (rc > DB_FAULT_BASE)
 		snprintf(buf, n, "damaged: a page leads outside the file (%s)",
 			 strsignal(rc - DB_FAULT_BASE));
-	else if (rc == MDB_CORRUPTED)
+	else if (is_damage(rc))
 		snprintf(buf, n, "damaged: %s", mdb_strerror(rc));
 	else
 		snprintf(buf, n, "%s", mdb_strerror(rc));
 	return buf;
+}
+
+/* A file shorter than its meta page says; with a damaged last page
+ * number LMDB cannot map it. */
+static int too_short(const char *file, uint64_t have, uint64_t need, mp_error *e)
+{
+	return mp_seterr(e, "%s: truncated or damaged (%llu bytes; the meta page says the "
+			 "database needs %llu)", file, (unsigned long long)have,
+			 (unsigned long long)need);
+}
+
+/* LMDB takes its page size from the meta pages without checking it: it
+ * finds the second meta page at that offset, and a damaged size of 0
+ * kills the reader (SIGFPE in mdb_env_open), while a wrong one sends
+ * LMDB to the wrong pages. The page size is in the free database's
+ * md_pad field of each meta page (LMDB's own layout: a 16-byte page
+ * header, then magic, version, address, map size, that field, and after
+ * the two databases the last page number and the transaction number).
+ * Both meta pages must give the same power of two that LMDB could have
+ * written; a second page that is no meta page is left to LMDB. */
+#define META_FLAGS_OFF 10
+#define META_MAGIC_OFF 16
+#define META_PSIZE_OFF 40
+#define META_LAST_PG_OFF 136
+#define META_TXNID_OFF 144
+#define META_HEAD 152
+#define LMDB_P_META 0x08
+#define LMDB_MAGIC 0xBEEFC0DEu
+
+static int read_meta_head(int fd, off_t off, uint8_t *h, int *is_meta)
+{
+	ssize_t n = pread(fd, h, META_HEAD, off);
+	if (n < 0)
+		return -1;
+	*is_meta = n == META_HEAD && (mp_get_u16(h + META_FLAGS_OFF) & LMDB_P_META) &&
+		   mp_get_u32(h + META_MAGIC_OFF) == LMDB_MAGIC;
+	return 0;
+}
+
+/* Checks the page size; *need is the size the file must have by the meta
+ * page LMDB uses (the one of the later transaction), 0 if unknown. */
+static int check_meta_pages(const char *file, uint64_t *need, mp_error *e)
+{
+	*need = 0;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return mp_seterr(e, "%s: %s", file, strerror(errno));
+	uint8_t h[META_HEAD], h1[META_HEAD];
+	int is_meta, rc = 0;
+	if (read_meta_head(fd, 0, h, &is_meta) < 0) {
+		rc = mp_seterr(e, "%s: %s", file, strerror(errno));
+		goto out;
+	}
+	if (!is_meta) /* LMDB says what it is not */
+		goto out;
+	uint32_t psize = mp_get_u32(h + META_PSIZE_OFF);
+	if (psize < 512 || psize > 65536 || (psize & (psize - 1))) {
+		rc = mp_seterr(e, "%s: damaged: the first meta page gives a page size of %lu",
+			       file, (unsigned long)psize);
+		goto out;
+	}
+	if (read_meta_head(fd, psize, h1, &is_meta) < 0) {
+		rc = mp_seterr(e, "%s: %s", file, strerror(errno));
+		goto out;
+	}
+	if (is_meta && mp_get_u32(h1 + META_PSIZE_OFF) != psize) {
+		rc = mp_seterr(e, "%s: damaged: the meta pages give page sizes %lu and %lu", file,
+			       (unsigned long)psize, (unsigned long)mp_get_u32(h1 + META_PSIZE_OFF));
+		goto out;
+	}
+	const uint8_t *live = h;
+	if (is_meta && mp_get_u64(h1 + META_TXNID_OFF) > mp_get_u64(h + META_TXNID_OFF))
+		live = h1;
+	uint64_t last = mp_get_u64(live + META_LAST_PG_OFF);
+	*need = last >= UINT64_MAX / psize ? UINT64_MAX : (last + 1) * psize;
+out:
+	close(fd);
+	return rc;
 }
 
 mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
@@ -663,6 +767,9 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		mp_seterr(e, "%s: empty file (not an LMDB database)", file);
 		return NULL;
 	}
+	uint64_t need;
+	if (check_meta_pages(file, &need, e) < 0)
+		return NULL;
 	mp_db_reader *r = calloc(1, sizeof *r);
 	if (!r) {
 		mp_seterr(e, "out of memory");
@@ -671,7 +778,7 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	snprintf(r->path, sizeof r->path, "%s", path);
 	int rc;
 	const char *what = "mdb_env_create";
-	if ((rc = mdb_env_create(&r->env)))
+	if ((rc = mdb_env_create(&r->env)) || (rc = mdb_env_set_assert(r->env, on_assert)))
 		goto fail;
 	/* A finished DB never changes, so readers need no lock file and work
 	 * on read-only media. */
@@ -687,7 +794,8 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		mdb_env_close(r->env);
 		r->env = NULL;
 		what = "mdb_env_create";
-		if ((rc = mdb_env_create(&r->env)))
+		if ((rc = mdb_env_create(&r->env)) ||
+		    (rc = mdb_env_set_assert(r->env, on_assert)))
 			goto fail;
 		what = "mdb_env_set_mapsize";
 		if ((rc = mdb_env_set_mapsize(r->env, (size_t)st.st_size)))
@@ -700,6 +808,8 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 		if (rc == MDB_INVALID)
 			mp_seterr(e, "%s: not an LMDB file, or truncated (%lld bytes)", file,
 				  (long long)st.st_size);
+		else if (rc == ENOMEM && need > (uint64_t)st.st_size)
+			too_short(file, (uint64_t)st.st_size, need, e);
 		else
 			mp_seterr(e, "%s: mdb_env_open: %s", file, mdb_strerror(rc));
 		mp_db_reader_close(r);
@@ -707,6 +817,12 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	}
 	what = "mdb_txn_begin";
 	DB_GUARDED(rc, mdb_txn_begin(r->env, NULL, MDB_RDONLY, &r->txn));
+	/* a last page number past what the map can hold */
+	if (rc == MDB_MAP_RESIZED && need > (uint64_t)st.st_size) {
+		too_short(file, (uint64_t)st.st_size, need, e);
+		mp_db_reader_close(r);
+		return NULL;
+	}
 	if (rc)
 		goto fail;
 	what = "mdb_dbi_open";
@@ -720,7 +836,7 @@ mp_db_reader *mp_db_reader_open(const char *path, mp_error *e)
 	snprintf(r->file, sizeof r->file, "%s", file);
 	return r;
 fail:
-	if (rc > DB_FAULT_BASE || rc == MDB_CORRUPTED) {
+	if (rc > DB_FAULT_BASE || is_damage(rc)) {
 		char why[128];
 		mp_seterr(e, "%s: %s: %s", file, what, db_read_error(rc, why, sizeof why));
 	} else {

@@ -745,3 +745,41 @@ print(eval(sys.argv[1]))'
 		assert_equal "$stderr" "mp-inspect: db/data.mdb: reading meta: damaged: a page leads outside the file (Bus error)"
 	done
 }
+
+@test "a data.mdb whose meta page gives a bad page size, root or last page is reported, not a crash" {
+	small_db
+	# LMDB divides by the page size of a meta page, asserts that the root
+	# page number is past the meta pages and maps as many pages as the
+	# last page number says; each copy damages one of those fields (meta
+	# page layout: a 16-byte page header, the page size at 40, the main
+	# database's root at 128, the last page number at 136, the
+	# transaction number at 144)
+	"$PY" - <<-'END'
+		import os, struct
+		d = open("db/data.mdb", "rb").read()
+		live = max((0, 4096), key=lambda p: struct.unpack_from("<Q", d, p + 144)[0])
+		for name, off, value in [("psize0", 40, 0), ("psize1", 4096 + 40, 0),
+		                         ("psize3", 40, 4095), ("root", live + 128, 1),
+		                         ("far", live + 128, 1000), ("last", live + 136, 1 << 40)]:
+		    b = bytearray(d)
+		    struct.pack_into("<Q" if value >> 32 else "<I", b, off, value)
+		    os.mkdir(name)
+		    open(name + "/data.mdb", "wb").write(b)
+	END
+	local want=(
+		"psize0/data.mdb: damaged: the first meta page gives a page size of 0"
+		"psize1/data.mdb: damaged: the meta pages give page sizes 4096 and 0"
+		"psize3/data.mdb: damaged: the first meta page gives a page size of 4095"
+		"root/data.mdb: reading meta: damaged: LMDB: mdb.c:*: Assertion 'root > 1' failed in mdb_page_search()"
+		"far/data.mdb: reading meta: damaged: MDB_PAGE_NOTFOUND: Requested page not found"
+		"last/data.mdb: truncated or damaged (*; the meta page says the database needs 4503599627374592)"
+	)
+	for w in "${want[@]}"; do
+		for mode in --verify --list; do
+			run --separate-stderr inspect $mode "${w%%/*}"
+			assert_status 1
+			# shellcheck disable=SC2053 # the root's message has a pattern
+			[[ $stderr == "mp-inspect: "$w ]] || fail "$mode ${w%%/*}: $stderr"
+		done
+	done
+}

@@ -30,12 +30,16 @@ load helpers
 	no_leak_check strace -f -e trace=open,openat -o train.trace "$MP_BIN/mp-train" -q -d train.db \
 		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
 		--batch 8 --max-steps 1 -o run
-	assert_equal "$(grep -c 'train\.db/data\.mdb"' train.trace)" 1
+	# LMDB opens it once (O_RDONLY); before that the reader opens it to
+	# check the two meta pages (O_CLOEXEC, 304 bytes read)
+	assert_equal "$(grep -c 'train\.db/data\.mdb", O_RDONLY)' train.trace)" 1
+	assert_equal "$(grep -c 'train\.db/data\.mdb", O_RDONLY|O_CLOEXEC)' train.trace)" 1
 	# with --mean the same
 	no_leak_check strace -f -e trace=open,openat -o mean.trace "$MP_BIN/mp-train" -q -d train.db \
 		--depth 1 --widths 4,8 --stem-stride 1 --crop 12 --scale-min 12 --scale-max 16 \
 		--batch 8 --max-steps 1 --mean 1,2,3 -o run2
-	assert_equal "$(grep -c 'train\.db/data\.mdb"' mean.trace)" 1
+	assert_equal "$(grep -c 'train\.db/data\.mdb", O_RDONLY)' mean.trace)" 1
+	assert_equal "$(grep -c 'train\.db/data\.mdb", O_RDONLY|O_CLOEXEC)' mean.trace)" 1
 }
 
 @test "mp-train refuses a validation set it cannot use before it reads the training DB" {
