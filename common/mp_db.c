@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -50,47 +49,27 @@ static void batch_key(char *key, size_t n, uint64_t index)
 	snprintf(key, n, "mb/%08llu", (unsigned long long)index);
 }
 
+static int remove_stale_partial(const char *entry, void *arg)
+{
+	(void)arg;
+	if (mp_remove_tree(entry) == 0)
+		mp_warnx("removed %s, left by an interrupted run", entry);
+	else if (errno != ENOENT)
+		mp_warnx("%s: left by an interrupted run, but not removed: %s", entry,
+			 errno == ELOOP	      ? "it is a symbolic link"
+			 : errno == ENOTEMPTY ? "it holds more than plain files"
+					      : strerror(errno));
+	return 0;
+}
+
 /* Removes "<base>.partial-<pid>" (a build) and "<base>.old-<pid>" (a
  * replaced DB) directories whose writer no longer runs. A pid is only
  * meaningful on this host: writers on other hosts sharing the directory
  * must use other names. */
 static void remove_stale_partials(const char *target)
 {
-	char dir_buf[PATH_MAX], base_buf[PATH_MAX];
-	snprintf(dir_buf, sizeof dir_buf, "%s", target);
-	snprintf(base_buf, sizeof base_buf, "%s", target);
-	const char *dir = dirname(dir_buf);
-	const char *base = basename(base_buf);
-	size_t blen = strlen(base);
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		const char *n = de->d_name;
-		size_t tag;
-		if (strncmp(n, base, blen))
-			continue;
-		if (!strncmp(n + blen, ".partial-", 9))
-			tag = 9;
-		else if (!strncmp(n + blen, ".old-", 5))
-			tag = 5;
-		else
-			continue;
-		if (!mp_pid_gone(n + blen + tag))
-			continue; /* its writer may still be running */
-		char p[PATH_MAX];
-		if (snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p)
-			continue;
-		if (mp_remove_tree(p) == 0)
-			mp_warnx("removed %s, left by an interrupted run", p);
-		else if (errno != ENOENT)
-			mp_warnx("%s: left by an interrupted run, but not removed: %s", p,
-				 errno == ELOOP	      ? "it is a symbolic link"
-				 : errno == ENOTEMPTY ? "it holds more than plain files"
-						      : strerror(errno));
-	}
-	closedir(d);
+	mp_each_stale(target, ".partial-", remove_stale_partial, NULL);
+	mp_each_stale(target, ".old-", remove_stale_partial, NULL);
 }
 
 /* A replacement on a file system without RENAME_EXCHANGE moves the
@@ -98,36 +77,24 @@ static void remove_stale_partials(const char *target)
  * a writer killed between the two left no DB under the name. The earlier
  * one goes back, before anything else looks at the name: it was the user's,
  * and the new one was never in place. */
+static int put_back(const char *entry, void *target)
+{
+	if (!mp_db_is_db(entry))
+		return 0;
+	if (rename(entry, target) == 0) {
+		mp_sync_parent_dir(target);
+		mp_warnx("put %s back as %s: an interrupted run replacing it had moved it aside",
+			 entry, (const char *)target);
+	}
+	return 1;
+}
+
 static void put_back_moved_aside(const char *target)
 {
 	struct stat st;
 	if (lstat(target, &st) == 0 || errno != ENOENT)
 		return;
-	char dir[PATH_MAX];
-	const char *slash = strrchr(target, '/');
-	const char *base = slash ? slash + 1 : target;
-	const size_t blen = strlen(base);
-	if (mp_parent_dir(target, dir, sizeof dir) < 0)
-		return;
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		const char *n = de->d_name;
-		char p[PATH_MAX];
-		if (strncmp(n, base, blen) || strncmp(n + blen, ".old-", 5) ||
-		    !mp_pid_gone(n + blen + 5) ||
-		    snprintf(p, sizeof p, "%s/%s", dir, n) >= (int)sizeof p || !mp_db_is_db(p))
-			continue;
-		if (rename(p, target) == 0) {
-			mp_sync_parent_dir(target);
-			mp_warnx("put %s back as %s: an interrupted run replacing it had moved it aside",
-				 p, target);
-		}
-		break;
-	}
-	closedir(d);
+	mp_each_stale(target, ".old-", put_back, (void *)target);
 }
 
 /* LMDB reports a write cut short by a full disk as EIO, "Input/output

@@ -429,7 +429,8 @@ int mp_parent_dir(const char *path, char *dir, size_t n)
 	return 0;
 }
 
-void mp_remove_stale_files(const char *path, const char *tag)
+void mp_each_stale(const char *path, const char *tag,
+		   int (*fn)(const char *entry, void *arg), void *arg)
 {
 	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
@@ -444,16 +445,29 @@ void mp_remove_stale_files(const char *path, const char *tag)
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		char p[PATH_MAX];
-		struct stat st;
 		if (strncmp(n, base, blen) || strncmp(n + blen, tag, tlen) ||
 		    !mp_pid_gone(n + blen + tlen) ||
 		    snprintf(p, sizeof p, "%.*s%s", slash ? (int)(slash - path) + 1 : 0, path, n) >=
 			    (int)sizeof p)
 			continue; /* another file, or its writer may still run */
-		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && unlink(p) == 0)
-			mp_warnx("removed %s, left by an interrupted run", p);
+		if (fn(p, arg))
+			break;
 	}
 	closedir(d);
+}
+
+static int remove_stale_file(const char *entry, void *arg)
+{
+	(void)arg;
+	struct stat st;
+	if (lstat(entry, &st) == 0 && S_ISREG(st.st_mode) && unlink(entry) == 0)
+		mp_warnx("removed %s, left by an interrupted run", entry);
+	return 0;
+}
+
+void mp_remove_stale_files(const char *path, const char *tag)
+{
+	mp_each_stale(path, tag, remove_stale_file, NULL);
 }
 
 void mp_sync_parent_dir(const char *path)

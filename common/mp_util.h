@@ -127,6 +127,11 @@ const char *mp_getenv(const char *name);
  * that no longer runs, or has ended and is not yet reaped (a zombie), on
  * this host: a pid names nothing elsewhere. */
 int mp_pid_gone(const char *digits);
+/* Calls fn for each entry "<path><tag><pid>" beside path whose process
+ * no longer runs, with its name joined to path's directory as path gives
+ * it; stops when fn returns nonzero. */
+void mp_each_stale(const char *path, const char *tag,
+		   int (*fn)(const char *entry, void *arg), void *arg);
 /* Removes the regular files "<path><tag><pid>" beside path (tag
  * ".partial-", ".tmp-") whose process no longer runs: what a writer
  * killed outright left of its temporary files. Each is named in a

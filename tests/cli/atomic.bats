@@ -77,7 +77,7 @@ stop_writer() {
 	run --separate-stderr bw -j 2 --size 16 --encoding png --macrobatch 8 -o db short.txt
 	assert_status 0
 	assert_equal "$(without_repeats <(echo "$stderr") | head -n 1)" \
-		"mp-batchwriter: removed ./db.partial-$pid, left by an interrupted run"
+		"mp-batchwriter: removed db.partial-$pid, left by an interrupted run"
 	assert_files . big.png list.txt short.txt db
 	run inspect --verify db
 	assert_status 0
@@ -307,7 +307,7 @@ finish_copy() {
 	: >"db.partial-$$/data.mdb"
 	run --separate-stderr bw --size 8 -o db one.txt
 	assert_status 0
-	assert_equal "$(first_line "$stderr")" "mp-batchwriter: removed ./db.partial-$dead, left by an interrupted run"
+	assert_equal "$(first_line "$stderr")" "mp-batchwriter: removed db.partial-$dead, left by an interrupted run"
 	# $$ is this test's shell: alive, so its directory may still be in use.
 	assert_files . a.png b.png one.txt two.txt db "db.partial-$$" "other.partial-$dead"
 }
@@ -328,8 +328,8 @@ finish_copy() {
 	echo mine >"db.partial-$dead2/notes"
 	run --separate-stderr bw -q --size 8 -o db one.txt
 	assert_status 0
-	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$dead: left by an interrupted run, but not removed: it is a symbolic link"
-	assert_contains "$stderr" "mp-batchwriter: ./db.partial-$dead2: left by an interrupted run, but not removed: it holds more than plain files"
+	assert_contains "$stderr" "mp-batchwriter: db.partial-$dead: left by an interrupted run, but not removed: it is a symbolic link"
+	assert_contains "$stderr" "mp-batchwriter: db.partial-$dead2: left by an interrupted run, but not removed: it holds more than plain files"
 	assert_equal "$(cat precious/file) $(cat "db.partial-$dead2/notes")" "thesis mine"
 	assert_files precious file sub
 	assert_files "db.partial-$dead2" notes sub
@@ -454,6 +454,6 @@ print(part, flush=True)
 os.execv(sys.argv[1], sys.argv[1:])
 ' "$MP_BIN/mp-batchwriter" -q --size 16 -o db list.txt
 	assert_status 0
-	assert_equal "$stderr" "mp-batchwriter: removed ./$output, left by an interrupted run"
+	assert_equal "$stderr" "mp-batchwriter: removed $output, left by an interrupted run"
 	assert_files . a.png db list.txt
 }

@@ -267,7 +267,7 @@ fill() {
 	put_back() {
 		run --separate-stderr bw -q --size 16 -r "$D" -o old.db "$D/val.txt"
 		assert_status 1
-		assert_equal "$stderr" "mp-batchwriter: put ./$1 back as old.db: an interrupted run replacing it had moved it aside
+		assert_equal "$stderr" "mp-batchwriter: put $1 back as old.db: an interrupted run replacing it had moved it aside
 mp-batchwriter: old.db: already exists (use --force to replace it)"
 		run inspect --verify old.db
 		assert_status 0
