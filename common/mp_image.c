@@ -362,7 +362,7 @@ static int plan_axis(int in, int64_t out, int64_t first, int n_out, resample_pla
 	double scale = (double)in / out;
 	double fscale = scale > 1 ? scale : 1;
 	double support = 2.0 * fscale;
-	int taps = (int)ceil(support) * 2 + 1;
+	int taps = mp_image_resize_taps(in, out);
 	p->taps = taps;
 	p->start = malloc(sizeof(int) * (size_t)n_out);
 	p->count = malloc(sizeof(int) * (size_t)n_out);
@@ -393,6 +393,33 @@ static int plan_axis(int in, int64_t out, int64_t first, int n_out, resample_pla
 		p->start[j] = lo;
 		p->count[j] = n;
 	}
+	return 0;
+}
+
+int mp_image_resize_taps(int in, int64_t out)
+{
+	double scale = (double)in / out;
+	return (int)ceil(2.0 * (scale > 1 ? scale : 1)) * 2 + 1;
+}
+
+int mp_image_resize_axis(int in, int64_t out, int64_t first, int n, int stride, int32_t *start,
+			 int32_t *count, float *weight, mp_error *e)
+{
+	resample_plan p = {0};
+	if (plan_axis(in, out, first, n, &p, e) < 0)
+		return -1;
+	if (p.taps > stride) {
+		plan_free(&p);
+		return mp_seterr(e, "resizing %d pixels to %lld takes %d taps, more than %d", in,
+				 (long long)out, p.taps, stride);
+	}
+	for (int j = 0; j < n; j++) {
+		start[j] = p.start[j];
+		count[j] = p.count[j];
+		memcpy(weight + (size_t)j * stride, p.w + (size_t)j * p.taps,
+		       sizeof(float) * (size_t)p.count[j]);
+	}
+	plan_free(&p);
 	return 0;
 }
 

@@ -54,6 +54,16 @@ int mp_image_resize(const mp_image *src, int width, int height, mp_image *dst,
 int mp_image_resize_region(const mp_image *src, int64_t width, int64_t height, int64_t x0,
 			   int64_t y0, int w, int h, mp_image *dst, mp_error *e);
 
+/* The resize's plan for one axis, for a caller that resamples elsewhere
+ * (a GPU): resizing in pixels to out, output position first + j (j < n)
+ * is the sum over k < count[j] of weight[j * stride + k] times input
+ * pixel start[j] + k, as mp_image_resize_region computes it when it
+ * resizes in one step (no side shrinks more than 60 times). stride must
+ * be at least mp_image_resize_taps(in, out), which never grows with out. */
+int mp_image_resize_taps(int in, int64_t out);
+int mp_image_resize_axis(int in, int64_t out, int64_t first, int n, int stride, int32_t *start,
+			 int32_t *count, float *weight, mp_error *e);
+
 /* Brings src to size x size by fit, then adds a border of pad pixels on
  * every side; fill says what the padding holds. If no resize or pad is
  * needed, *changed is 0 and dst is a copy. */

@@ -253,9 +253,58 @@ typedef struct {
 	 * callers use upload where it is NULL. */
 	int (*upload_ahead)(mp_backend *be, mp_tensor *t, const float *host);
 
+	/* The training set kept decoded in backend memory and augmented
+	 * there (mp-train --augment backend): the loader then sends a plan
+	 * per batch, a few kilobytes, instead of the batch's images.
+	 *
+	 * write_bytes copies bytes of host memory into a plain tensor's
+	 * memory at byte offset (the tensor is a byte store of any shape;
+	 * offset + bytes within its 4 x count bytes). Not while recording.
+	 *
+	 * augment_train writes the training input y (n, 3, crop, crop), a
+	 * plain tensor, from the 8-bit RGB images in pixels (write_bytes),
+	 * as the plan says (MP_AUGMENT_PLAN_* below): plan is copied into
+	 * plan_dev (a plain tensor of at least mp_augment_plan_words(n, crop,
+	 * taps) elements) and read there, so while recording it is host
+	 * memory from host_alloc, read when the graph runs. The bits are
+	 * those of the loader's resize, crop, flip and mean for the same
+	 * draw (common/mp_augment.c). A plan that points outside pixels or
+	 * its image gives -1 where the backend reads it on the host, and
+	 * NaN outputs where it reads it on a device. Optional, both or
+	 * neither. */
+	int (*write_bytes)(mp_backend *be, mp_tensor *t, size_t offset, const void *host,
+			   size_t bytes);
+	int (*augment_train)(mp_backend *be, const mp_tensor *pixels, const int32_t *plan,
+			     int taps, mp_tensor *plan_dev, mp_tensor *y);
+
 	/* Frees the backend's own state (handles, pools); may be NULL. */
 	void (*destroy)(mp_backend *be);
 } mp_backend_ops;
+
+/* An augmentation plan (augment_train): 32-bit words, floats and doubles
+ * stored by their bits (memcpy), little-endian halves for 64-bit values.
+ *   words 0-5  the mean subtracted, R, G, B, as doubles; 6-7 zero;
+ *   then image i's record, MP_AUGMENT_PLAN_IMAGE(crop, taps) words each:
+ *     0-1  its first byte in pixels (low, high); 2 width, 3 height (its
+ *          rows are 3 x width bytes, RGB); 4 flip (0 or 1); 5-7 zero;
+ *     then the columns: start[crop], count[crop], weight[crop][taps];
+ *     then the rows:    start[crop], count[crop], weight[crop][taps].
+ * Output column x reads crop column j = flip ? crop - 1 - x : x. For
+ * output row r and channel c, each source row s = rstart[r] + k (k <
+ * rcount[r]) gives h(s) = the sum over t < ccount[j] of cweight[j][t] x
+ * pixel(s, cstart[j] + t, c); v = the sum over k of rweight[r][k] x
+ * h(s); every product and sum rounded to float (no fused multiply-add),
+ * each sum from 0 in tap order. The byte is 0 if v <= 0, 255 if v >= 255,
+ * else the truncation of v + 0.5f; the output (float)(byte - mean[c]),
+ * the subtraction in double. Counts are 1..taps, starts and their taps
+ * inside the image. */
+#define MP_AUGMENT_PLAN_HEAD 8
+#define MP_AUGMENT_PLAN_IMAGE(crop, taps) (8 + 2 * (size_t)(crop) * (2 + (size_t)(taps)))
+
+static inline size_t mp_augment_plan_words(int n, int crop, int taps)
+{
+	return MP_AUGMENT_PLAN_HEAD + (size_t)n * MP_AUGMENT_PLAN_IMAGE(crop, taps);
+}
 
 struct mp_backend {
 	const mp_backend_ops *ops;

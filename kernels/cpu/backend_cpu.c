@@ -180,6 +180,8 @@ static const mp_backend_ops cpu_ops = {
 	 * (bn.c), one pass over the data where the separate ones take three */
 	.bn_relu_forward_train = mp_cpu_bn_relu_forward_train,
 	.bn_relu_backward = mp_cpu_bn_relu_backward,
+	.write_bytes = mp_cpu_write_bytes,
+	.augment_train = mp_cpu_augment_train,
 };
 
 /* The fast backend: the reference table with the convolutions as im2col +
@@ -219,6 +221,8 @@ static const mp_backend_ops cpu_fast_ops = {
 	.conv_bn_forward_infer = mp_cpu_conv_bn_forward_infer_fast,
 	.bn_relu_forward_train = mp_cpu_bn_relu_forward_train_fast,
 	.bn_relu_backward = mp_cpu_bn_relu_backward_fast,
+	.write_bytes = mp_cpu_write_bytes,
+	.augment_train = mp_cpu_augment_train,
 	.destroy = cpu_fast_destroy,
 };
 

@@ -156,6 +156,12 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 int mp_cpu_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		    mp_tensor *const *v, int count, const mp_tensor *lr, float momentum,
 		    float wd);
+/* augment.c: the decoded training set's bytes and the augmentation from
+ * them, in both CPU backends. */
+int mp_cpu_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *host,
+		       size_t bytes);
+int mp_cpu_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
+			 mp_tensor *plan_dev, mp_tensor *y);
 
 /* The fast backend's variants of the small operations (bn.c, layers.c):
  * the same checks and meaning, fewer passes and vectorizable loops, BN's
