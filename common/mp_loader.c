@@ -1,11 +1,13 @@
 #include "mp_loader.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "mp_dataset.h"
 #include "mp_image.h"
 #include "mp_macrobatch.h"
@@ -25,6 +27,7 @@ enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE, SLOT_FAILED };
 typedef struct {
 	int state, n;
 	float *images;
+	int32_t *plan;	/* instead of images, once the records are kept decoded */
 	int32_t *labels;
 	uint64_t *ids;
 	mp_error err;
@@ -46,9 +49,44 @@ struct mp_loader {
 	pthread_cond_t work, done;
 	int active, quit, busy;
 	uint64_t next_claim, next_take;
+	/* mp_loader_keep_decoded: each record's first byte in the store the
+	 * caller keeps, and the taps of the batches' plans */
+	uint64_t *kept;
+	int taps;
 };
 
 static const uint64_t MAX_PIXELS = 1ull << 26;
+
+/* Batch k's plan into s, for records kept decoded: the draws of fill's
+ * mp_augment_train, from the same generators. */
+static int fill_plan(mp_loader *l, uint64_t k, uint64_t n, slot *s)
+{
+	const uint64_t first = k * (uint64_t)l->o.batch;
+	const int crop = l->o.aug.crop;
+	float *scratch = malloc(sizeof(float) * (size_t)crop * (size_t)l->taps);
+	if (!scratch)
+		return mp_seterr(&s->err, "out of memory");
+	mp_augment_plan_head(s->plan, l->o.aug.mean);
+	for (uint64_t i = 0; i < n; i++) {
+		const uint64_t id = l->order[first + i];
+		const rec_ref *r = &l->recs[id];
+		mp_rng rng;
+		mp_error e;
+		mp_augment_rng(&rng, l->o.seed, l->epoch, id);
+		int32_t *rec = s->plan + MP_AUGMENT_PLAN_HEAD + i * MP_AUGMENT_PLAN_IMAGE(crop, l->taps);
+		if (mp_augment_train_plan((int)r->width, (int)r->height, l->kept[id], &l->o.aug, &rng,
+					  l->taps, rec, scratch, NULL, &e) < 0) {
+			free(scratch);
+			return mp_seterr(&s->err, "%s: record %llu (%.*s): %s", mp_source_name(l->src),
+					 (unsigned long long)id, (int)r->name_len, r->name, e.msg);
+		}
+		s->labels[i] = r->label;
+		s->ids[i] = id;
+	}
+	free(scratch);
+	s->n = (int)n;
+	return 0;
+}
 
 /* Decodes and transforms batch k of the current order into s; the caller
  * publishes the result under the lock. */
@@ -56,6 +94,8 @@ static int fill(mp_loader *l, mp_codec *codec, uint64_t k, slot *s)
 {
 	uint64_t first = k * (uint64_t)l->o.batch;
 	uint64_t n = l->nrec - first < (uint64_t)l->o.batch ? l->nrec - first : (uint64_t)l->o.batch;
+	if (l->kept)
+		return fill_plan(l, k, n, s);
 	mp_error e;
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t id = l->order[first + i];
@@ -303,12 +343,14 @@ void mp_loader_close(mp_loader *l)
 		pthread_join(l->threads[i], NULL);
 	for (int i = 0; l->slots && i < l->o.prefetch; i++) {
 		free(l->slots[i].images);
+		free(l->slots[i].plan);
 		free(l->slots[i].labels);
 		free(l->slots[i].ids);
 	}
 	free(l->slots);
 	free(l->threads);
 	free(l->order);
+	free(l->kept);
 	free(l->recs);
 	mp_source_close(l->src);
 	pthread_mutex_destroy(&l->mu);
@@ -475,8 +517,28 @@ int mp_loader_start_at(mp_loader *l, uint64_t epoch, uint64_t first_batch, mp_er
 	return 0;
 }
 
+/* The next batch's images (or plan, where plan is not NULL) and labels. */
+static int take(mp_loader *l, float *images, int32_t *plan, int32_t *labels, uint64_t *records,
+		int *n, mp_error *e);
+
 int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *records,
 		   int *n, mp_error *e)
+{
+	if (l->kept)
+		return mp_seterr(e, "loader: the records are kept decoded: their batches are plans");
+	return take(l, images, NULL, labels, records, n, e);
+}
+
+int mp_loader_next_plan(mp_loader *l, int32_t *plan, int32_t *labels, uint64_t *records, int *n,
+			mp_error *e)
+{
+	if (!l->kept)
+		return mp_seterr(e, "loader: a plan needs the records kept decoded");
+	return take(l, NULL, plan, labels, records, n, e);
+}
+
+static int take(mp_loader *l, float *images, int32_t *plan, int32_t *labels, uint64_t *records,
+		int *n, mp_error *e)
 {
 	pthread_mutex_lock(&l->mu);
 	if (!l->active) {
@@ -495,7 +557,11 @@ int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *recor
 		*e = s->err;
 		rc = -1;
 	} else {
-		memcpy(images, s->images, sizeof(float) * l->image_floats * (size_t)s->n);
+		if (plan)
+			memcpy(plan, s->plan,
+			       sizeof(int32_t) * mp_augment_plan_words(s->n, l->size, l->taps));
+		else
+			memcpy(images, s->images, sizeof(float) * l->image_floats * (size_t)s->n);
 		memcpy(labels, s->labels, sizeof(int32_t) * (size_t)s->n);
 		if (records)
 			memcpy(records, s->ids, sizeof(uint64_t) * (size_t)s->n);
@@ -506,4 +572,144 @@ int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *recor
 	pthread_cond_broadcast(&l->work);
 	pthread_mutex_unlock(&l->mu);
 	return rc;
+}
+
+/* ---- the records kept decoded ------------------------------------------------------ */
+
+uint64_t mp_loader_decoded_bytes(const mp_loader *l)
+{
+	uint64_t bytes = 0;
+	for (uint64_t i = 0; i < l->nrec; i++)
+		bytes += (uint64_t)l->recs[i].width * l->recs[i].height * 3;
+	return bytes;
+}
+
+int mp_loader_plan_taps(const mp_loader *l, mp_error *e)
+{
+	if (!l->o.train)
+		return mp_seterr(e, "%s: only a training loader makes plans", mp_source_name(l->src));
+	int taps = 1;
+	for (uint64_t i = 0; i < l->nrec; i++) {
+		const rec_ref *r = &l->recs[i];
+		const int t = mp_augment_plan_taps((int)r->width, (int)r->height, &l->o.aug);
+		if (t < 0)
+			return mp_seterr(e, "%s: record %llu (%.*s) is %ux%u, which a scale of %d "
+					 "shrinks more than 60 times: the loader's threads can "
+					 "augment it, the backend cannot",
+					 mp_source_name(l->src), (unsigned long long)i,
+					 (int)r->name_len, r->name, r->width, r->height,
+					 l->o.aug.scale_min);
+		if (t > taps)
+			taps = t;
+	}
+	return taps;
+}
+
+/* The decoded images handed to put() at once, at most (one image may be
+ * larger): large copies, and little memory held. */
+#define KEEP_CHUNK ((uint64_t)64 << 20)
+
+int mp_loader_keep_decoded(mp_loader *l, mp_loader_put put, void *ctx, mp_error *e)
+{
+	if (l->kept)
+		return mp_seterr(e, "%s: the records are kept decoded already", mp_source_name(l->src));
+	const int taps = mp_loader_plan_taps(l, e);
+	if (taps < 0)
+		return -1;
+	const int nt = l->o.threads;
+	uint64_t *kept = malloc(sizeof *kept * (l->nrec ? l->nrec : 1));
+	mp_codec **codecs = calloc((size_t)nt, sizeof *codecs);
+	uint64_t largest = 0;
+	for (uint64_t i = 0; i < l->nrec; i++) {
+		const uint64_t b = (uint64_t)l->recs[i].width * l->recs[i].height * 3;
+		largest = b > largest ? b : largest;
+	}
+	const uint64_t chunk_cap = largest > KEEP_CHUNK ? largest : KEEP_CHUNK;
+	uint8_t *chunk = malloc(chunk_cap);
+	if (!kept || !codecs || !chunk) {
+		free(kept);
+		free(codecs);
+		free(chunk);
+		return mp_seterr(e, "out of memory");
+	}
+	int rc = 0;
+	for (int t = 0; t < nt && rc == 0; t++)
+		if (!(codecs[t] = mp_codec_new(e)))
+			rc = -1;
+	uint64_t offset = 0;
+	for (uint64_t a = 0; a < l->nrec && rc == 0;) {
+		/* records a..b-1 fill this chunk; each one's place in it is known
+		 * from its header, so they decode in any order */
+		uint64_t b = a, used = 0;
+		while (b < l->nrec) {
+			const uint64_t bytes = (uint64_t)l->recs[b].width * l->recs[b].height * 3;
+			if (used + bytes > chunk_cap)
+				break;
+			kept[b++] = offset + used;
+			used += bytes;
+		}
+		uint64_t failed = UINT64_MAX; /* the first record that did not decode */
+		mp_error why;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+		for (uint64_t i = a; i < b; i++) {
+			const rec_ref *r = &l->recs[i];
+			mp_image img;
+			mp_error ie;
+			if (mp_image_decode_payload(codecs[omp_get_thread_num()], r->encoding, r->payload,
+						    r->len, (int)r->width, (int)r->height, MAX_PIXELS,
+						    &img, &ie) < 0) {
+#pragma omp critical(mp_loader_keep)
+				if (i < failed) {
+					failed = i;
+					why = ie;
+				}
+				continue;
+			}
+			memcpy(chunk + (kept[i] - offset), img.px, (size_t)r->width * r->height * 3);
+			mp_image_free(&img);
+		}
+		if (failed != UINT64_MAX) {
+			const rec_ref *r = &l->recs[failed];
+			rc = mp_seterr(e, "%s: record %llu (%.*s): %s", mp_source_name(l->src),
+				       (unsigned long long)failed, (int)r->name_len, r->name, why.msg);
+			break;
+		}
+		if (put(ctx, offset, chunk, (size_t)used, e) < 0)
+			rc = -1;
+		offset += used;
+		a = b;
+	}
+	for (int t = 0; t < nt; t++)
+		mp_codec_free(codecs[t]);
+	free(codecs);
+	free(chunk);
+	if (rc < 0) {
+		free(kept);
+		return -1;
+	}
+	/* the slots hold plans from now on */
+	pthread_mutex_lock(&l->mu);
+	quiesce(l);
+	const size_t words = mp_augment_plan_words(l->o.batch, l->size, taps);
+	for (int i = 0; i < l->o.prefetch && rc == 0; i++) {
+		slot *s = &l->slots[i];
+		s->state = SLOT_FREE;
+		free(s->images);
+		s->images = NULL;
+		if (!(s->plan = malloc(sizeof(int32_t) * words)))
+			rc = mp_seterr(e, "out of memory");
+	}
+	if (rc == 0) {
+		l->kept = kept;
+		l->taps = taps;
+	} else {
+		free(kept);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+int mp_loader_taps(const mp_loader *l)
+{
+	return l->kept ? l->taps : 0;
 }

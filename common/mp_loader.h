@@ -82,4 +82,28 @@ int mp_loader_start_at(mp_loader *l, uint64_t epoch, uint64_t first_batch, mp_er
 int mp_loader_next(mp_loader *l, float *images, int32_t *labels, uint64_t *records,
 		   int *n, mp_error *e);
 
+/* The training set kept decoded elsewhere (mp-train --augment backend):
+ * the batches are then augmentation plans (kernels/backend.h,
+ * augment_train) with the draws mp_loader_next's images would have had.
+ *
+ * mp_loader_decoded_bytes: the bytes of all records decoded (8-bit RGB),
+ * from their headers. mp_loader_plan_taps: the taps the plans need, or -1
+ * with a message naming a record that a plan cannot scale (one that a
+ * scale would shrink more than 60 times). mp_loader_keep_decoded decodes
+ * every record once, with the loader's threads, and hands the bytes to
+ * put in order and in chunks of whole records, as one store of
+ * mp_loader_decoded_bytes bytes (put returns 0, or -1 with a message in
+ * e); an epoch under way stops, and from then on the batches come from
+ * mp_loader_next_plan, whose plan holds mp_augment_plan_words(batch,
+ * size, mp_loader_taps) words. A record that does not decode is an error
+ * naming it, and the loader stays as it was. */
+typedef int (*mp_loader_put)(void *ctx, uint64_t offset, const uint8_t *bytes, size_t len,
+			     mp_error *e);
+uint64_t mp_loader_decoded_bytes(const mp_loader *l);
+int mp_loader_plan_taps(const mp_loader *l, mp_error *e);
+int mp_loader_keep_decoded(mp_loader *l, mp_loader_put put, void *ctx, mp_error *e);
+int mp_loader_taps(const mp_loader *l); /* 0 until kept decoded */
+int mp_loader_next_plan(mp_loader *l, int32_t *plan, int32_t *labels, uint64_t *records, int *n,
+			mp_error *e);
+
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "mp_db.h"
 #include "mp_image.h"
 #include "mp_loader.h"
@@ -336,6 +337,137 @@ static void the_fingerprint_follows_the_records_not_their_packing(void **state)
 	mp_loader_close(l);
 }
 
+/* put() for mp_loader_keep_decoded: the chunks into one host store. */
+typedef struct {
+	uint8_t *store;
+	uint64_t size, next;
+	int chunks, fail_at;
+} keep_sink;
+
+static int keep_put(void *ctx, uint64_t offset, const uint8_t *bytes, size_t len, mp_error *e)
+{
+	keep_sink *k = ctx;
+	if (k->chunks++ == k->fail_at)
+		return mp_seterr(e, "the sink is full");
+	assert_true(offset == k->next && offset + len <= k->size);
+	memcpy(k->store + offset, bytes, len);
+	k->next = offset + len;
+	return 0;
+}
+
+/* Batches kept decoded come as plans that the CPU backend turns into the
+ * images mp_loader_next gives, for any thread count; each record's
+ * colour shows that its pixels are where its plan says. */
+static void plans_of_kept_records_make_the_same_batches(void **state)
+{
+	(void)state;
+	mp_error e;
+	enum { CROP = 6, FLOATS = 3 * CROP * CROP };
+	static float want[2][NREC * FLOATS], got[NREC * FLOATS];
+	uint64_t want_ids[2][NREC], got_ids[NREC];
+	mp_loader_opts o = opts(good, 1, 2);
+	o.aug.crop = CROP;
+	o.aug.scale_min = 6;
+	o.aug.scale_max = 12;
+	o.aug.mean[0] = 10.5;
+	mp_loader *a = mp_loader_open(&o, NULL, &e);
+	assert_non_null(a);
+	for (int ep = 0; ep < 2; ep++) {
+		int n, at = 0;
+		int32_t lab[16];
+		assert_int_equal(mp_loader_start(a, (uint64_t)ep, &e), 0);
+		while (mp_loader_next(a, want[ep] + (size_t)at * FLOATS, lab, want_ids[ep] + at, &n,
+				      &e) == 1)
+			at += n;
+		assert_int_equal(at, NREC);
+	}
+	int32_t plan1[8];
+	int n1;
+	assert_int_equal(mp_loader_next_plan(a, plan1, NULL, NULL, &n1, &e), -1);
+	assert_non_null(strstr(e.msg, "kept decoded"));
+	for (int threads = 1; threads <= 3; threads += 2) {
+		o.threads = threads;
+		mp_loader *b = mp_loader_open(&o, NULL, &e);
+		assert_non_null(b);
+		assert_int_equal(mp_loader_taps(b), 0);
+		keep_sink k = {.size = mp_loader_decoded_bytes(b), .fail_at = -1};
+		assert_true(k.size == (uint64_t)NREC * SIDE * SIDE * 3);
+		k.store = malloc(k.size);
+		assert_int_equal(mp_loader_keep_decoded(b, keep_put, &k, &e), 0);
+		assert_true(k.next == k.size);
+		const int taps = mp_loader_taps(b);
+		assert_true(taps >= 5);
+		mp_backend *be = mp_backend_cpu_new(1);
+		mp_tensor pixels, plan_dev, y;
+		assert_int_equal(be->ops->alloc(be, &pixels, 1, 1, 1, (int)(k.size / 4)), 0);
+		assert_int_equal(be->ops->write_bytes(be, &pixels, 0, k.store, k.size), 0);
+		const size_t words = mp_augment_plan_words(16, CROP, taps);
+		assert_int_equal(be->ops->alloc(be, &plan_dev, 1, 1, 1, (int)words), 0);
+		int32_t *plan = malloc(words * sizeof *plan);
+		for (int ep = 0; ep < 2; ep++) {
+			int n, at = 0;
+			int32_t lab[16];
+			assert_int_equal(mp_loader_start(b, (uint64_t)ep, &e), 0);
+			while (mp_loader_next_plan(b, plan, lab, got_ids + at, &n, &e) == 1) {
+				assert_int_equal(be->ops->alloc(be, &y, n, 3, CROP, CROP), 0);
+				assert_int_equal(be->ops->augment_train(be, &pixels, plan, taps, &plan_dev,
+									&y), 0);
+				memcpy(got + (size_t)at * FLOATS, y.data, sizeof(float) * FLOATS * n);
+				be->ops->release(be, &y);
+				for (int i = 0; i < n; i++)
+					assert_int_equal(lab[i], (int)(got_ids[at + i] % CLASSES));
+				at += n;
+			}
+			assert_int_equal(at, NREC);
+			assert_memory_equal(got_ids, want_ids[ep], sizeof got_ids);
+			assert_memory_equal(got, want[ep], sizeof got);
+		}
+		float img[16 * 3 * SIDE * SIDE];
+		assert_int_equal(mp_loader_start(b, 0, &e), 0);
+		assert_int_equal(mp_loader_next(b, img, NULL, NULL, &n1, &e), -1);
+		assert_non_null(strstr(e.msg, "plans"));
+		free(plan);
+		free(k.store);
+		be->ops->release(be, &pixels);
+		be->ops->release(be, &plan_dev);
+		mp_backend_free(be);
+		mp_loader_close(b);
+	}
+	mp_loader_close(a);
+}
+
+/* A record that does not decode, or a sink that fails, stops the keeping
+ * with a message, and the loader goes on as it was. */
+static void keeping_fails_cleanly(void **state)
+{
+	(void)state;
+	mp_error e;
+	for (int which = 0; which < 2; which++) {
+		mp_loader_opts o = opts(which ? good : bad, 1, 2);
+		mp_loader *l = mp_loader_open(&o, NULL, &e);
+		assert_non_null(l);
+		keep_sink k = {.size = mp_loader_decoded_bytes(l), .fail_at = which ? 0 : -1};
+		k.store = malloc(k.size);
+		assert_int_equal(mp_loader_keep_decoded(l, keep_put, &k, &e), -1);
+		assert_non_null(strstr(e.msg, which ? "the sink is full" : "record 37 (img37.png)"));
+		assert_int_equal(mp_loader_taps(l), 0);
+		static float img[16 * 3 * SIDE * SIDE];
+		int n;
+		assert_int_equal(mp_loader_start(l, 0, &e), 0);
+		/* the broken record may be in the first batch */
+		int32_t lab[16];
+		const int rc = mp_loader_next(l, img, lab, NULL, &n, &e);
+		assert_true(rc == 1 || (!which && rc == -1 && strstr(e.msg, "record 37")));
+		free(k.store);
+		mp_loader_close(l);
+	}
+	/* an evaluation loader makes no plans */
+	mp_loader_opts o = opts(good, 0, 1);
+	mp_loader *l = mp_loader_open(&o, NULL, &e);
+	assert_int_equal(mp_loader_plan_taps(l, &e), -1);
+	mp_loader_close(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +478,8 @@ int main(void)
 		cmocka_unit_test(a_label_out_of_range_is_bad_data),
 		cmocka_unit_test(refusals),
 		cmocka_unit_test(the_fingerprint_follows_the_records_not_their_packing),
+		cmocka_unit_test(plans_of_kept_records_make_the_same_batches),
+		cmocka_unit_test(keeping_fails_cleanly),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
