@@ -1,5 +1,6 @@
 #include "mp_resnet.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ typedef struct {
 	float smoothing, momentum, wd;
 	unsigned long layout;
 	int ahead; /* its batch was copied ahead (mp_resnet_input_ready): no upload in it */
+	int plan;  /* its input slot holds a plan (mp_resnet_train_start_plan) */
 } step_shape;
 
 /* A kept recording: the graph, the input slot it reads, when last used. */
@@ -143,6 +145,13 @@ struct mp_resnet {
 	int32_t *labels; /* from host_alloc: a recorded step reads them */
 	size_t labels_cap;
 	size_t img_cap; /* elements img's memory holds */
+	/* the training set kept decoded (mp_resnet_keep_pixels), and the
+	 * device's copy of a batch's plan; input_is_plan while a step from
+	 * a plan is started */
+	mp_tensor pixels, plan_dev;
+	uint64_t pixel_bytes;
+	size_t plan_cap;
+	int taps, input_is_plan;
 	float smoothing;
 	int have_forward, have_loss, train;
 	mp_tensor lr; /* SGD's rate, (1, 1, 1, 1) */
@@ -503,6 +512,8 @@ void mp_resnet_free(mp_resnet *net)
 	}
 	release_bn(be, &net->fc_bn);
 	release(be, &net->lr);
+	release(be, &net->pixels);
+	release(be, &net->plan_dev);
 	release_graph(net);
 	free(net->params);
 	free(net->blocks);
@@ -1021,7 +1032,18 @@ static int forward_from(mp_resnet *net, const float *images, int n, int h, int w
 		net->prepared = 0; /* the running statistics move */
 	if (size_buffers(net, n, h, w, lean, e) < 0)
 		return -1;
-	if (ahead_slot >= 0) {
+	if (net->input_is_plan) {
+		/* the backend makes the batch from the kept images */
+		if (!train || h != w)
+			return mp_seterr(e, "a plan makes training batches of square crops");
+		const size_t words = mp_augment_plan_words(n, h, net->taps);
+		if (words > INT_MAX)
+			return mp_seterr(e, "the plan of a batch of %d crops of %d is too large", n, h);
+		BUF_CHECK(fit(net, &net->plan_dev, &net->plan_cap, 0, 1, 1, 1, (int)words));
+		CHECK(o->augment_train(be, &net->pixels, (const int32_t *)images, net->taps,
+				       &net->plan_dev, &net->img));
+		net->in = &net->img;
+	} else if (ahead_slot >= 0) {
 		net->in = &net->graph.ahead[ahead_slot];
 	} else {
 		CHECK(o->upload(be, &net->img, images));
@@ -1214,14 +1236,10 @@ int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *
 
 /* ---- the training step, recorded as a graph where the backend can ------------ */
 
-float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e)
+/* Input slot `slot` with room for count floats (or words). */
+static float *input_buffer(mp_resnet *net, int slot, size_t count, mp_error *e)
 {
 	step_graph *g = &net->graph;
-	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || n < 1 || h < 1 || w < 1) {
-		mp_seterr(e, "no input buffer %d for %d images of %dx%d", slot, n, w, h);
-		return NULL;
-	}
-	const size_t count = (size_t)n * 3 * h * w;
 	g->ahead_valid[slot] = 0; /* the caller writes it: a copy made ahead is old */
 	if (count > g->input_cap[slot]) {
 		if (g->pending == STEP_LAUNCHED && g->inputs[slot]) {
@@ -1243,6 +1261,83 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
 		g->input_cap[slot] = count;
 	}
 	return g->inputs[slot];
+}
+
+float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *e)
+{
+	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || n < 1 || h < 1 || w < 1) {
+		mp_seterr(e, "no input buffer %d for %d images of %dx%d", slot, n, w, h);
+		return NULL;
+	}
+	return input_buffer(net, slot, (size_t)n * 3 * h * w, e);
+}
+
+/* ---- the training set kept decoded in backend memory ----------------------------- */
+
+int mp_resnet_keep_pixels(mp_resnet *net, uint64_t bytes, int taps, mp_error *e)
+{
+	mp_backend *be = net->be;
+	if (!be->ops->augment_train || !be->ops->write_bytes)
+		return mp_seterr(e, "the %s backend cannot keep the training set: it has no "
+				    "augment_train", be->ops->name);
+	if (taps < 1 || taps > 4096)
+		return mp_seterr(e, "plans of %d taps: expected 1..4096", taps);
+	if (net->graph.pending == STEP_LAUNCHED)
+		return mp_seterr(e, "the training set cannot move while a step runs");
+	/* rows of 64 KiB: any size a device can hold has a shape of ints */
+	const uint64_t row = 65536, rows = bytes / row + 1;
+	if (rows > INT_MAX)
+		return mp_seterr(e, "%llu bytes of images are too many", (unsigned long long)bytes);
+	free_recordings(net); /* they read the old store */
+	release(be, &net->pixels);
+	net->pixel_bytes = 0;
+	net->taps = 0;
+	if (be->ops->alloc(be, &net->pixels, (int)rows, 1, 1, (int)(row / sizeof(float))) < 0)
+		return mp_seterr(e, "%.1f MB for the decoded training set: %s", bytes / 1e6,
+				 mp_backend_error(be));
+	net->pixel_bytes = bytes;
+	net->taps = taps;
+	return 0;
+}
+
+int mp_resnet_put_pixels(mp_resnet *net, uint64_t offset, const uint8_t *px, size_t len,
+			 mp_error *e)
+{
+	mp_backend *be = net->be;
+	if (!net->taps || offset > net->pixel_bytes || len > net->pixel_bytes - offset)
+		return mp_seterr(e, "%zu bytes at %llu do not fit the kept training set of %llu",
+				 len, (unsigned long long)offset,
+				 (unsigned long long)net->pixel_bytes);
+	if (be->ops->write_bytes(be, &net->pixels, (size_t)offset, px, len) < 0)
+		return mp_seterr(e, "%s", mp_backend_error(be));
+	return 0;
+}
+
+int32_t *mp_resnet_plan(mp_resnet *net, int slot, int n, int crop, mp_error *e)
+{
+	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || n < 1 || crop < 1 || !net->taps) {
+		mp_seterr(e, net->taps ? "no input buffer %d for the plan of %d crops of %d"
+				       : "no training set kept for a plan",
+			  slot, n, crop);
+		return NULL;
+	}
+	/* the memory from host_alloc holds either, as int32 or float words */
+	return (int32_t *)input_buffer(net, slot, mp_augment_plan_words(n, crop, net->taps), e);
+}
+
+int mp_resnet_train_start_plan(mp_resnet *net, int slot, const int32_t *labels, int n, int crop,
+			       float smoothing, float lr, float momentum, float wd, mp_error *e)
+{
+	step_graph *g = &net->graph;
+	if (slot < 0 || slot >= MP_RESNET_INPUT_SLOTS || !net->taps || !g->inputs[slot] ||
+	    mp_augment_plan_words(n, crop, net->taps) > g->input_cap[slot])
+		return mp_seterr(e, "input slot %d holds no plan of %d crops of %d "
+				    "(mp_resnet_plan makes it)", slot, n, crop);
+	net->input_is_plan = 1;
+	int rc = mp_resnet_train_start(net, g->inputs[slot], labels, n, crop, crop, smoothing, lr,
+				       momentum, wd, e);
+	net->input_is_plan = 0;
+	return rc;
 }
 
 void mp_resnet_use_graphs(mp_resnet *net, int on)
@@ -1268,7 +1363,7 @@ static int same_shape(const step_shape *a, const step_shape *b)
 {
 	return a->n == b->n && a->h == b->h && a->w == b->w && a->smoothing == b->smoothing &&
 	       a->momentum == b->momentum && a->wd == b->wd && a->layout == b->layout &&
-	       a->ahead == b->ahead;
+	       a->ahead == b->ahead && a->plan == b->plan;
 }
 
 /* The four calls, op by op, the results into g->scalars and g->probs. */
@@ -1437,7 +1532,7 @@ int mp_resnet_train_start(mp_resnet *net, const float *images, const int32_t *la
 		memcpy(in0, images, (size_t)n * 3 * h * w * sizeof(float));
 		input = in0;
 	}
-	step_shape k = {n, h, w, smoothing, momentum, wd, net->layout, ahead >= 0};
+	step_shape k = {n, h, w, smoothing, momentum, wd, net->layout, ahead >= 0, net->input_is_plan};
 	int r = find_recording(g, &k, input);
 	if (r < 0 && g->have_last_plain && same_shape(&g->last_plain, &k) && n == net->n) {
 		mp_error why;

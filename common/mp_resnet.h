@@ -134,6 +134,21 @@ float *mp_resnet_input(mp_resnet *net, int slot, int n, int h, int w, mp_error *
  * finished (mp_resnet_input makes the copy count as old). A no-op on
  * other backends. Not for the slot of the step that runs. */
 int mp_resnet_input_ready(mp_resnet *net, int slot, int n, int h, int w, mp_error *e);
+/* The training set kept decoded in backend memory (mp-train --augment
+ * backend; the backend needs augment_train): mp_resnet_keep_pixels makes
+ * a store of bytes bytes for plans of up to taps taps (an earlier one
+ * goes), and mp_resnet_put_pixels copies decoded images into it
+ * (mp_loader_keep_decoded's chunks). mp_resnet_plan then gives input slot
+ * `slot` as room for the plan of a batch of n crops (kernels/backend.h;
+ * mp_loader_next_plan writes it), and mp_resnet_train_start_plan starts a
+ * step whose images the backend makes from that plan, with the results
+ * of mp_resnet_train_start given those images, to the bit. */
+int mp_resnet_keep_pixels(mp_resnet *net, uint64_t bytes, int taps, mp_error *e);
+int mp_resnet_put_pixels(mp_resnet *net, uint64_t offset, const uint8_t *px, size_t len,
+			 mp_error *e);
+int32_t *mp_resnet_plan(mp_resnet *net, int slot, int n, int crop, mp_error *e);
+int mp_resnet_train_start_plan(mp_resnet *net, int slot, const int32_t *labels, int n, int crop,
+			       float smoothing, float lr, float momentum, float wd, mp_error *e);
 /* mp_resnet_forward in inference mode and mp_resnet_logits, with the same
  * results to the bit. On a backend with graphs (CUDA) a pass is recorded at the second pass of a shape
  * (up to eight shapes kept: the view sizes of a multiscale evaluation),

@@ -113,6 +113,7 @@ typedef struct {
 	int log_lock_fd;		/* the log as it was at the start, locked; -1 */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
 	mp_resnet_config ckpt_net; /* and its network */
+	double kept_seconds;	/* --augment backend: the time decoding the set took */
 } trainer;
 
 static double elapsed(const trainer *t)
@@ -1444,6 +1445,37 @@ static int loader_threads(const trainer *t)
 	return cores - 2 < 2 ? 2 : cores - 2 > 64 ? 64 : cores - 2;
 }
 
+static int put_pixels(void *net, uint64_t offset, const uint8_t *bytes, size_t len, mp_error *e)
+{
+	return mp_resnet_put_pixels(net, offset, bytes, len, e);
+}
+
+/* --augment backend: every training image decoded once, by the loader's
+ * threads, into the backend's memory; the loader then sends plans. */
+static int keep_training_set(trainer *t, mp_error *e)
+{
+	const double start = mp_now();
+	if (!t->be->ops->augment_train)
+		return mp_seterr(e, "--augment backend: the %s backend cannot augment (use "
+				    "--augment loader)",
+				 t->be->ops->name),
+		       MP_TRAIN_BAD_SETUP;
+	const int taps = mp_loader_plan_taps(t->train, e);
+	if (taps < 0)
+		return MP_TRAIN_BAD_SETUP;
+	const uint64_t bytes = mp_loader_decoded_bytes(t->train);
+	if (mp_resnet_keep_pixels(t->net, bytes, taps, e) < 0) {
+		char why[sizeof e->msg];
+		snprintf(why, sizeof why, "%s", e->msg);
+		return mp_seterr(e, "--augment backend: %s (--augment loader needs none)", why),
+		       MP_TRAIN_FAILED;
+	}
+	if (mp_loader_keep_decoded(t->train, put_pixels, t->net, e) < 0)
+		return MP_TRAIN_FAILED;
+	t->kept_seconds = mp_now() - start;
+	return MP_TRAIN_DONE;
+}
+
 /* Returns MP_TRAIN_DONE, MP_TRAIN_BAD_SETUP (data that does not fit the
  * options) or MP_TRAIN_FAILED (bad data: a corrupt DB, a label out of
  * range; or a failure of the system). */
@@ -1777,6 +1809,8 @@ static int setup(trainer *t, mp_error *e)
 	} else if (mp_resnet_init(t->net, o->seed, e) < 0) {
 		return MP_TRAIN_FAILED;
 	}
+	if (o->augment_backend && (rc = keep_training_set(t, e)) != MP_TRAIN_DONE)
+		return rc;
 	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return taken_log_failed(t, MP_TRAIN_FAILED, e);
 	remove_stale_temporaries(o->out_dir);
@@ -1796,6 +1830,11 @@ static int setup(trainer *t, mp_error *e)
 		       o->train_db, (unsigned long long)mp_loader_records(t->train),
 		       t->steps_per_epoch, o->batch, lt, lt == 1 ? "" : "s",
 		       o->val_db ? "validation on " : "no validation", o->val_db ? o->val_db : "");
+		if (mp_loader_taps(t->train))
+			printf("mp-train: the training set decoded into the %s backend's memory: "
+			       "%.1f MB, augmented there from plans of up to %d taps (%.1f s)\n",
+			       t->be->ops->name, mp_loader_decoded_bytes(t->train) / 1e6,
+			       mp_loader_taps(t->train), t->kept_seconds);
 		if (t->options_taken[0])
 			printf("mp-train: options from %s:%s\n", o->resume, t->options_taken);
 		if (o->resume && t->epoch >= o->epochs)
@@ -1825,6 +1864,15 @@ static int setup(trainer *t, mp_error *e)
 
 enum { STOP_NOT, STOP_SIGNAL, STOP_MAX_STEPS };
 
+/* The next training batch: its images, or its plan where the training set
+ * is kept decoded (mp_loader_next_plan). */
+static int next_batch(trainer *t, void *into, int32_t *labels, uint64_t *ids, int *n, mp_error *e)
+{
+	if (mp_loader_taps(t->train))
+		return mp_loader_next_plan(t->train, into, labels, ids, n, e);
+	return mp_loader_next(t->train, into, labels, ids, n, e);
+}
+
 static int run(trainer *t, mp_error *e)
 {
 	const mp_train_opts *o = t->o;
@@ -1835,8 +1883,16 @@ static int run(trainer *t, mp_error *e)
 	 * two input slots, which a recorded step reads without a copy
 	 * (page-locked on a GPU, copied from without staging); the loader
 	 * fills one while the device runs a step from the other */
+	/* with the training set kept decoded, the slots hold the batches'
+	 * plans, and slot 0 the validation's images too: room for both */
+	const int planned = mp_loader_taps(t->train) > 0;
+	int32_t *plan[2] = {NULL, NULL};
+	for (int k = 0; planned && k < 2; k++)
+		plan[k] = mp_resnet_plan(t->net, k, o->batch, size, e);
 	float *slot[2] = {mp_resnet_input(t->net, 0, o->batch, size, size, e),
 			  mp_resnet_input(t->net, 1, o->batch, size, size, e)};
+	for (int k = 0; planned && k < 2; k++) /* the same memory, held for both now */
+		plan[k] = mp_resnet_plan(t->net, k, o->batch, size, e);
 	float *images = slot[0];
 	float *probs = malloc(sizeof(float) * (size_t)classes * (size_t)o->batch);
 	int32_t *labels = malloc(sizeof(int32_t) * 2 * (size_t)o->batch);
@@ -1847,7 +1903,7 @@ static int run(trainer *t, mp_error *e)
 	mp_schedule sched = o->schedule;
 	sched.base = o->lr;
 	sched.epochs = o->epochs;
-	if (!slot[0] || !slot[1])
+	if (!slot[0] || !slot[1] || (planned && (!plan[0] || !plan[1])))
 		goto out; /* e says why */
 	if (!probs || !labels || !ids) {
 		mp_seterr(e, "out of memory");
@@ -1897,26 +1953,29 @@ static int run(trainer *t, mp_error *e)
 		mp_progress_start_at(&p, (uint64_t)(t->batch * o->batch));
 		int stop = 0, n = 0, rc = 0, cur = 0;
 		double tick = mp_now(); /* wall time per step, data loading included */
-		rc = mp_loader_next(t->train, slot[cur], lab[cur], idv[cur], &n, e);
-		if (rc == 1 && mp_resnet_input_ready(t->net, cur, n, size, size, e) < 0)
+		rc = next_batch(t, planned ? (void *)plan[cur] : slot[cur], lab[cur], idv[cur], &n, e);
+		if (rc == 1 && !planned && mp_resnet_input_ready(t->net, cur, n, size, size, e) < 0)
 			goto out;
 		while (!stop && rc == 1) {
 			double loss;
 			t->lr = mp_schedule_lr(&sched, t->epoch, t->batch, t->steps_per_epoch);
 			if (check_labels(t, o->train_db, lab[cur], idv[cur], n, e) < 0 ||
-			    mp_resnet_train_start(t->net, slot[cur], lab[cur], n, size, size,
-						  (float)o->smoothing, (float)t->lr,
-						  (float)o->momentum, (float)o->wd, e) < 0)
+			    (planned ? mp_resnet_train_start_plan(t->net, cur, lab[cur], n, size,
+								  (float)o->smoothing, (float)t->lr,
+								  (float)o->momentum, (float)o->wd, e)
+				     : mp_resnet_train_start(t->net, slot[cur], lab[cur], n, size, size,
+							     (float)o->smoothing, (float)t->lr,
+							     (float)o->momentum, (float)o->wd, e)) < 0)
 				goto out;
 			/* the next batch loads into the other slot while the device
 			 * runs this step (where it is a graph; on the CPU the step
 			 * has run already) */
 			int n_next = 0, rc_next = 0;
 			if (!(o->max_steps > 0 && t->step + 1 >= o->max_steps) && !(o->stop && *o->stop))
-				rc_next = mp_loader_next(t->train, slot[1 - cur], lab[1 - cur],
-							 idv[1 - cur], &n_next, e);
+				rc_next = next_batch(t, planned ? (void *)plan[1 - cur] : slot[1 - cur],
+						     lab[1 - cur], idv[1 - cur], &n_next, e);
 			/* and, on a GPU, its copy to the device starts too */
-			if (rc_next == 1 &&
+			if (rc_next == 1 && !planned &&
 			    mp_resnet_input_ready(t->net, 1 - cur, n_next, size, size, e) < 0)
 				goto out;
 			mp_error step_e;

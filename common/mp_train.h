@@ -82,6 +82,8 @@ typedef struct {
 	uint64_t seed;
 	int threads;		/* compute threads (0: all) */
 	int loader_threads;	/* decoding threads (0: 2 on the CPU, all cores but two on a GPU) */
+	int augment_backend;	/* --augment backend: the training set decoded once into
+				 * the backend's memory and augmented there */
 	const char *backend;	/* cpu | cpu-ref | cuda | auto */
 	int device;		/* the CUDA device (-1: not chosen; mp_backend_open) */
 	const char *precision;	/* auto | fp32 | bf16 (mp_backend_open) */

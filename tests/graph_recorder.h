@@ -35,7 +35,7 @@
 enum {
 	R_UPLOAD, R_DOWNLOAD, R_FILL, R_CONV_F, R_CONV_B, R_BN_F, R_BN_I, R_BN_B, R_RELU_F,
 	R_RELU_B, R_ADD, R_SC_F, R_SC_B, R_POOL_F, R_POOL_B, R_LIN_F, R_LIN_B, R_XENT_F,
-	R_XENT_B, R_SGD, R_BNR_F, R_BNR_B, R_CONV_BN,
+	R_XENT_B, R_SGD, R_BNR_F, R_BNR_B, R_CONV_BN, R_AUGMENT,
 };
 
 typedef struct {
@@ -137,6 +137,24 @@ static int r_upload(mp_backend *be, mp_tensor *t, const float *h)
 		return -1;
 	RECORD(R_UPLOAD, .p = {t, h});
 	return rec.inner->upload(be, t, h);
+}
+static int r_augment(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
+		     mp_tensor *plan_dev, mp_tensor *y)
+{
+	if (rec.recording && y && taps > 0 &&
+	    host_ok(be, "augment_train", plan,
+		    mp_augment_plan_words(y->n, y->h, taps) * sizeof *plan))
+		return -1;
+	RECORD(R_AUGMENT, .p = {pixels, plan, plan_dev, y}, .i = {taps});
+	return rec.inner->augment_train(be, pixels, plan, taps, plan_dev, y);
+}
+static int r_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *h, size_t n)
+{
+	if (rec.recording)
+		return refuse(be, "write_bytes while recording");
+	if (flush(be) < 0)
+		return -1;
+	return rec.inner->write_bytes(be, t, offset, h, n);
 }
 static int r_download(mp_backend *be, const mp_tensor *t, float *h)
 {
@@ -439,6 +457,9 @@ static int replay(mp_backend *be, const call *c)
 	case R_CONV_BN:
 		return o->conv_bn_forward_infer(be, p[0], p[1], p[2], p[3], c->i[0], (mp_tensor *)p[4],
 						c->i[1], c->i[2]);
+	case R_AUGMENT:
+		return o->augment_train(be, p[0], p[1], c->i[0], (mp_tensor *)p[2],
+					(mp_tensor *)p[3]);
 	case R_BNR_B:
 		return o->bn_relu_backward(be, p[0], p[1], p[2], p[3], (mp_tensor *)p[4],
 					   (mp_tensor *)p[5], (mp_tensor *)p[6], (mp_tensor *)p[7]);
@@ -572,6 +593,8 @@ static void recorder_install(mp_backend *be)
 	o->conv_bn_prepare = rec.inner->conv_bn_prepare ? r_conv_bn_prepare : NULL;
 	o->conv_bn_forward_infer = rec.inner->conv_bn_forward_infer ? r_conv_bn : NULL;
 	o->set_precision = rec.inner->set_precision ? r_set_precision : NULL;
+	o->augment_train = rec.inner->augment_train ? r_augment : NULL;
+	o->write_bytes = rec.inner->write_bytes ? r_write_bytes : NULL;
 	o->host_alloc = r_host_alloc;
 	o->host_free = r_host_free;
 	o->graph_begin = r_graph_begin;

@@ -75,6 +75,10 @@ static void help(void)
 	       "                          it may use)\n"
 	       "      --loader-threads N  decoding threads (default 2; with cuda, the cores it\n"
 	       "                          may use but two)\n"
+	       "      --augment WHERE     loader (default): the loader's threads decode and\n"
+	       "                          augment every batch; backend: the training set is\n"
+	       "                          decoded once into the backend's memory (a GPU's)\n"
+	       "                          and augmented there; the same batches either way\n"
 	       "      --max-steps N       stop after N steps in all, as at the end (smoke runs)\n"
 	       "      --log FILE          training log (default OUT_DIR/train.log; -: stdout)\n"
 	       "      --log-every N       a log row every N steps (default 50; 0: epochs only)\n"
@@ -90,7 +94,7 @@ enum {
 	OPT_NO_FC_BN, OPT_CLASSES, OPT_CROP, OPT_SCALE_MIN, OPT_SCALE_MAX, OPT_MEAN,
 	OPT_BATCH, OPT_EPOCHS, OPT_LR, OPT_MOMENTUM, OPT_WD, OPT_SMOOTHING, OPT_POLICY,
 	OPT_SCHEDULE, OPT_GAMMA, OPT_WARMUP, OPT_RESUME, OPT_FORCE, OPT_EVAL_EVERY,
-	OPT_CKPT_EVERY, OPT_KEEP, OPT_SEED, OPT_BACKEND, OPT_PRECISION, OPT_THREADS, OPT_LOADER_THREADS,
+	OPT_CKPT_EVERY, OPT_KEEP, OPT_SEED, OPT_BACKEND, OPT_PRECISION, OPT_THREADS, OPT_LOADER_THREADS, OPT_AUGMENT,
 	OPT_MAX_STEPS, OPT_LOG, OPT_LOG_EVERY, OPT_DEVICE,
 };
 
@@ -158,6 +162,7 @@ static const struct option long_opts[] = {
 	{"precision", required_argument, NULL, OPT_PRECISION},
 	{"threads", required_argument, NULL, OPT_THREADS},
 	{"loader-threads", required_argument, NULL, OPT_LOADER_THREADS},
+	{"augment", required_argument, NULL, OPT_AUGMENT},
 	{"max-steps", required_argument, NULL, OPT_MAX_STEPS},
 	{"log", required_argument, NULL, OPT_LOG},
 	{"log-every", required_argument, NULL, OPT_LOG_EVERY},
@@ -413,6 +418,13 @@ int main(int argc, char **argv)
 		case OPT_LOADER_THREADS:
 			bad = parse_int("--loader-threads", optarg, 1, 256, &o.loader_threads);
 			break;
+		case OPT_AUGMENT: {
+			static const char *const where[] = {"loader", "backend", NULL};
+			const int k = mp_parse_keyword("--augment", optarg, where);
+			bad = k < 0;
+			o.augment_backend = k == 1;
+			break;
+		}
 		case OPT_MAX_STEPS:
 			bad = mp_parse_long("--max-steps", optarg, 1, 0x7fffffffffffffffL, &o.max_steps);
 			break;

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "mp_augment.h"
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
 
@@ -413,6 +414,99 @@ static void steps_with_batches_copied_ahead(void **state)
 	free_pair(&g, &p);
 }
 
+/* With the training set kept in backend memory, as mp-train --augment
+ * backend runs it: each step's plan is written into one input slot while
+ * the step from the other runs, and the step's images are made by the
+ * backend (augment_train, recorded in the graph and reading the plan when
+ * it runs). The same bits as the four calls given the loader's images of
+ * the same draws; graphs really recorded and launched; the wrong slot or
+ * a plan without a kept set refused. */
+static void steps_from_plans(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	mp_error e;
+	static const int sizes[3][2] = {{24, 24}, {40, 22}, {20, 60}};
+	const mp_augment_train_opts aug = {20, 30, S, {100.5, 90.0, 80.25}};
+	mp_image img[3];
+	uint64_t first[3], bytes = 0;
+	int taps = 1;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(mp_image_alloc(&img[i], sizes[i][0], sizes[i][1], &e), 0);
+		for (size_t k = 0; k < (size_t)sizes[i][0] * sizes[i][1] * 3; k++)
+			img[i].px[k] = (uint8_t)mp_rng_next(&rng);
+		first[i] = bytes;
+		bytes += (uint64_t)sizes[i][0] * sizes[i][1] * 3;
+		const int t = mp_augment_plan_taps(sizes[i][0], sizes[i][1], &aug);
+		taps = t > taps ? t : taps;
+	}
+	assert_null(mp_resnet_plan(g.net, 0, N, S, &e));
+	assert_string_equal(e.msg, "no training set kept for a plan");
+	assert_int_equal(mp_resnet_keep_pixels(g.net, bytes, taps, &e), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(mp_resnet_put_pixels(g.net, first[i], img[i].px,
+						      (size_t)sizes[i][0] * sizes[i][1] * 3, &e), 0);
+	assert_int_equal(mp_resnet_put_pixels(g.net, bytes - 1, img[0].px, 2, &e), -1);
+	int32_t *plan[2];
+	for (int k = 0; k < 2; k++)
+		assert_non_null(plan[k] = mp_resnet_plan(g.net, k, N, S, &e));
+	const size_t batch = (size_t)N * 3 * S * S;
+	float *x[2] = {malloc(batch * sizeof(float)), malloc(batch * sizeof(float))};
+	float *scratch = malloc(sizeof(float) * S * (size_t)taps);
+	int32_t lab[2][N];
+	/* batch b's plan into slot c, and the loader's images of it into x[c] */
+	int serial = 0;
+#define FILL(c)                                                                                \
+	do {                                                                                   \
+		mp_augment_plan_head(plan[c], aug.mean);                                       \
+		for (int i = 0; i < N; i++, serial++) {                                        \
+			const int im = serial % 3;                                             \
+			mp_rng r1, r2;                                                         \
+			mp_augment_rng(&r1, 3, 0, (uint64_t)serial);                           \
+			r2 = r1;                                                               \
+			assert_int_equal(mp_augment_train(&img[im], &aug, &r1,                 \
+							  x[c] + (size_t)i * 3 * S * S, NULL, &e), 0); \
+			assert_int_equal(mp_augment_train_plan(sizes[im][0], sizes[im][1],     \
+							       first[im], &aug, &r2, taps,     \
+							       plan[c] + MP_AUGMENT_PLAN_HEAD + \
+								   (size_t)i *                 \
+									   MP_AUGMENT_PLAN_IMAGE(S, taps), \
+							       scratch, NULL, &e), 0);         \
+			lab[c][i] = (int32_t)mp_rng_below(&rng, CLASSES);                      \
+		}                                                                              \
+	} while (0)
+	FILL(0);
+	float pg[N * CLASSES];
+	for (int s = 0; s < 6; s++) {
+		const int c = s % 2;
+		if (mp_resnet_train_start_plan(g.net, c, lab[c], N, S, 0.1f, 0.05f, 0.9f, 5e-4f, &e) < 0)
+			fail_msg("start %d: %s", s + 1, e.msg);
+		float *cur = x[c];
+		int32_t cur_lab[N];
+		memcpy(cur_lab, lab[c], sizeof cur_lab);
+		FILL(1 - c); /* while it runs */
+		double lg;
+		if (mp_resnet_train_finish(g.net, &lg, pg, &e) < 0)
+			fail_msg("finish %d: %s", s + 1, e.msg);
+		four_calls_match(&p, cur, cur_lab, 0.05f, lg, pg, s + 1);
+	}
+#undef FILL
+	/* the first op by op, then one recording per slot, all five launched */
+	counts(&g, 2, 5);
+	same_state(&g, &p);
+	assert_int_equal(mp_resnet_train_start_plan(g.net, 2, lab[0], N, S, 0, 0.1f, 0.9f, 0, &e), -1);
+	assert_int_equal(mp_resnet_train_start_plan(g.net, 0, lab[0], N + 50, S, 0, 0.1f, 0.9f, 0,
+						    &e), -1);
+	assert_non_null(strstr(e.msg, "holds no plan"));
+	for (int i = 0; i < 3; i++)
+		mp_image_free(&img[i]);
+	free(x[0]);
+	free(x[1]);
+	free(scratch);
+	free_pair(&g, &p);
+}
+
 /* One inference pass of both: mp_resnet_predict on the recorder, forward +
  * logits on the plain backend, size x size images; the same logits. */
 static void predict_both(side *graph, side *plain, int size)
@@ -562,6 +656,7 @@ int main(void)
 		cmocka_unit_test(failed_recording_and_foreign_images),
 		cmocka_unit_test(pipelined_steps),
 		cmocka_unit_test(steps_with_batches_copied_ahead),
+		cmocka_unit_test(steps_from_plans),
 		cmocka_unit_test(predict_recorded),
 		cmocka_unit_test(recorder_rules),
 		cmocka_unit_test(train_step_refuses_bad_labels),
