@@ -1,6 +1,5 @@
 #include "mp_loader.h"
 
-#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -609,6 +608,86 @@ int mp_loader_plan_taps(const mp_loader *l, mp_error *e)
  * larger): large copies, and little memory held. */
 #define KEEP_CHUNK ((uint64_t)64 << 20)
 
+/* Records [next, end) decoded into their places in a chunk by a few threads.
+ * Plain threads, a mutex and an atomic counter rather than OpenMP: the
+ * thread sanitizer sees this synchronisation, and libgomp's it does not. */
+typedef struct {
+	const mp_loader *l;
+	const uint64_t *kept;
+	uint8_t *chunk;
+	uint64_t offset, next, end;
+	pthread_mutex_t mu;
+	uint64_t failed; /* the first record that did not decode */
+	mp_error why;
+} keep_job;
+
+typedef struct {
+	keep_job *job;
+	mp_codec *codec;
+} keep_worker_arg;
+
+static void *keep_worker(void *p)
+{
+	keep_worker_arg *a = p;
+	keep_job *j = a->job;
+	enum { GRAIN = 16 };
+	for (;;) {
+		const uint64_t first = __atomic_fetch_add(&j->next, GRAIN, __ATOMIC_RELAXED);
+		if (first >= j->end)
+			return NULL;
+		const uint64_t last = first + GRAIN < j->end ? first + GRAIN : j->end;
+		for (uint64_t i = first; i < last; i++) {
+			const rec_ref *r = &j->l->recs[i];
+			mp_image img;
+			mp_error ie;
+			if (mp_image_decode_payload(a->codec, r->encoding, r->payload, r->len,
+						    (int)r->width, (int)r->height, MAX_PIXELS,
+						    &img, &ie) < 0) {
+				pthread_mutex_lock(&j->mu);
+				if (i < j->failed) {
+					j->failed = i;
+					j->why = ie;
+				}
+				pthread_mutex_unlock(&j->mu);
+				continue;
+			}
+			memcpy(j->chunk + (j->kept[i] - j->offset), img.px,
+			       (size_t)r->width * r->height * 3);
+			mp_image_free(&img);
+		}
+	}
+}
+
+/* Decodes records a..b-1 with nt threads (the calling one among them);
+ * 0, or -1 with the first record that failed named. */
+static int keep_decode_range(const mp_loader *l, mp_codec **codecs, int nt, const uint64_t *kept,
+			     uint8_t *chunk, uint64_t offset, uint64_t a, uint64_t b, mp_error *e)
+{
+	keep_job job = {.l = l, .kept = kept, .chunk = chunk, .offset = offset,
+			.next = a, .end = b, .failed = UINT64_MAX};
+	pthread_mutex_init(&job.mu, NULL);
+	keep_worker_arg args[nt];
+	pthread_t th[nt];
+	int started = 0;
+	for (int t = 0; t < nt; t++)
+		args[t] = (keep_worker_arg){&job, codecs[t]};
+	/* a thread that does not start leaves its share to the others */
+	for (int t = 1; t < nt; t++) {
+		if (pthread_create(&th[started + 1], NULL, keep_worker, &args[t]) != 0)
+			break;
+		started++;
+	}
+	keep_worker(&args[0]);
+	for (int t = 1; t <= started; t++)
+		pthread_join(th[t], NULL);
+	pthread_mutex_destroy(&job.mu);
+	if (job.failed == UINT64_MAX)
+		return 0;
+	const rec_ref *r = &l->recs[job.failed];
+	return mp_seterr(e, "%s: record %llu (%.*s): %s", mp_source_name(l->src),
+			 (unsigned long long)job.failed, (int)r->name_len, r->name, job.why.msg);
+}
+
 int mp_loader_keep_decoded(mp_loader *l, mp_loader_put put, void *ctx, mp_error *e)
 {
 	if (l->kept)
@@ -648,30 +727,8 @@ int mp_loader_keep_decoded(mp_loader *l, mp_loader_put put, void *ctx, mp_error 
 			kept[b++] = offset + used;
 			used += bytes;
 		}
-		uint64_t failed = UINT64_MAX; /* the first record that did not decode */
-		mp_error why;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
-		for (uint64_t i = a; i < b; i++) {
-			const rec_ref *r = &l->recs[i];
-			mp_image img;
-			mp_error ie;
-			if (mp_image_decode_payload(codecs[omp_get_thread_num()], r->encoding, r->payload,
-						    r->len, (int)r->width, (int)r->height, MAX_PIXELS,
-						    &img, &ie) < 0) {
-#pragma omp critical(mp_loader_keep)
-				if (i < failed) {
-					failed = i;
-					why = ie;
-				}
-				continue;
-			}
-			memcpy(chunk + (kept[i] - offset), img.px, (size_t)r->width * r->height * 3);
-			mp_image_free(&img);
-		}
-		if (failed != UINT64_MAX) {
-			const rec_ref *r = &l->recs[failed];
-			rc = mp_seterr(e, "%s: record %llu (%.*s): %s", mp_source_name(l->src),
-				       (unsigned long long)failed, (int)r->name_len, r->name, why.msg);
+		if (keep_decode_range(l, codecs, nt, kept, chunk, offset, a, b, e) < 0) {
+			rc = -1;
 			break;
 		}
 		if (put(ctx, offset, chunk, (size_t)used, e) < 0)
