@@ -12,7 +12,7 @@
  * recorded (graph_begin: the stream is captured, nothing runs, and the
  * copies become the graph's, from and to page-locked memory). Convolutions are cuDNN's (the classic
  * descriptor API, or its graph API: conv_graph.cu), the fully connected
- * layer cuBLAS's, the rest our own kernels (bn.cu, layers.cu).
+ * layer cuBLAS's, the rest our own kernels (bn.cu, layers.cu, augment.cu).
  *
  * Shapes are checked on the host with the CPU backend's helpers
  * (mp_cpu_check, mp_cpu_expect, mp_cpu_conv_shape), so both backends
@@ -420,6 +420,12 @@ int mp_cuda_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const *g,
 		     mp_tensor *const *v, int count, const mp_tensor *lr, float momentum, float wd);
 void mp_cuda_layers_free(mp_cuda_state *s);
+/* The training set kept decoded on the device, and a batch made from it
+ * by a plan (augment.cu). */
+int mp_cuda_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *host,
+			size_t bytes);
+int mp_cuda_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
+			  mp_tensor *plan_dev, mp_tensor *y);
 /* The SGD step's bf16 KRSC copy of filter w when it holds w's current
  * values, else NULL (layers.cu). */
 const void *mp_cuda_filter_shadow(const mp_cuda_state *s, const mp_tensor *w);

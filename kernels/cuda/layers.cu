@@ -651,6 +651,8 @@ void mp_cuda_ops_common(mp_backend_ops *o)
 	o->softmax_xent_forward = mp_cuda_softmax_xent_forward;
 	o->softmax_xent_backward = mp_cuda_softmax_xent_backward;
 	o->sgd_step = mp_cuda_sgd_step;
+	o->write_bytes = mp_cuda_write_bytes;
+	o->augment_train = mp_cuda_augment_train;
 	o->conv_bn_prepare = mp_cuda_conv_bn_prepare;
 	o->conv_bn_forward_infer = mp_cuda_conv_bn_forward_infer;
 	o->bn_relu_forward_train = mp_cuda_bn_relu_forward_train;

@@ -85,6 +85,38 @@ first_last_loss() {
 	same_weights bf16/weights.safetensors bf16-ops/weights.safetensors
 }
 
+@test "--augment backend on the device: the loader's bits in fp32 and bf16, graphs or not, the batch made inside the step's graph" {
+	local p
+	for p in fp32 bf16; do
+		train "${OPTS[@]}" -q -o $p --backend cuda --precision $p
+		run --separate-stderr train "${OPTS[@]}" -o $p-aug --backend cuda --precision $p --augment backend
+		assert_status 0
+		assert_contains "$output" "mp-train: the training set decoded into the cuda backend's memory: 0.1 MB, augmented there from plans of up to 7 taps ("
+		# one step more than from the loader's batches, whose first one,
+		# not copied ahead, is a shape of its own
+		assert_contains "$output" "mp-train: 14 of this run's 16 steps ran as one graph each (4 recordings)"
+		same_weights $p/weights.safetensors $p-aug/weights.safetensors
+		assert_equal "$(cut -f1-10 $p-aug/train.log)" "$(cut -f1-10 $p/train.log)"
+	done
+	MP_CUDA_GRAPH=0 train "${OPTS[@]}" -q -o ops-aug --backend cuda --augment backend
+	same_weights bf16/weights.safetensors ops-aug/weights.safetensors
+	MP_CUDA_ACTIVATIONS=bf16 train "${OPTS[@]}" -q -o act --backend cuda
+	MP_CUDA_ACTIVATIONS=bf16 train "${OPTS[@]}" -q -o act-aug --backend cuda --augment backend
+	same_weights act/weights.safetensors act-aug/weights.safetensors
+	[[ $DEVICE == emulated* ]] || return 0
+	# the recorded step copies its plan in and makes the batch: a copy
+	# and a kernel more than a step whose batch the loader made (and the
+	# second stream copied in, outside the graph)
+	MP_EMU_GRAPHS=kernels train "${OPTS[@]}" --backend cuda --max-steps 3 -q -o nodes --augment backend 2>aug.err
+	MP_EMU_GRAPHS=kernels train "${OPTS[@]}" --backend cuda --max-steps 3 -q -o nodes2 2>plain.err
+	# copies and kernels of every graph: "COPIES KERNELS" lines
+	local counts='/graph of/ { print $6, $12 }'
+	assert_equal "$(awk "$counts" aug.err | sort -u)" "6 59"
+	assert_equal "$(awk "$counts" plain.err | sort -u)" "5 58"
+	assert_equal "$(awk '$3 == "augment_kernel" { print $2 }' aug.err | sort -u)" 1
+	assert_equal "$(grep -c augment_kernel plain.err)" 0
+}
+
 @test "activations stored in bf16 (MP_CUDA_ACTIVATIONS=bf16): said, trained, and resumed exactly" {
 	export MP_CUDA_ACTIVATIONS=bf16
 	run train "${OPTS[@]}" --backend cuda -o whole

@@ -93,7 +93,7 @@ judge() {
 		fail "$(grep '^cudaStreamBeginCapture' sweep.tsv)"
 }
 
-@test "MP_EMU_FAIL: mp-eval's calls and launches likewise, and those that only the backend's settings make" {
+@test "MP_EMU_FAIL: mp-eval's calls and launches likewise, and those that only the backend's settings and --augment backend make" {
 	"${TRAIN[@]}" --max-steps 2 -o net
 	MP_EMU_CALLS=$PWD/eval-calls.tsv "$MP_BIN/mp-eval" -q -m net/weights.safetensors --backend cuda \
 		"$D/val.db" >/dev/null
@@ -122,6 +122,13 @@ judge() {
 		run judge "$f.sweep"
 		assert_status 0
 	done
+	# and the option's: the batches made on the device (--augment backend)
+	MP_EMU_CALLS=$PWD/augment.tsv "${TRAIN[@]}" --max-steps 3 --augment backend -o counted-augment
+	awk -F'\t' 'NR == FNR { base[$1]; next } !($1 in base)' base-calls.tsv augment.tsv >augment.own
+	grep -q $'^augment_kernel\t' augment.own || fail "--augment backend: $(cut -f1 augment.own | tr '\n' ' ')"
+	sweep augment.own augment.sweep "${TRAIN[@]}" --max-steps 3 --augment backend -o out
+	run judge augment.sweep
+	assert_status 0
 }
 
 @test "MP_EMU_FAIL=NAME:1:sticky: after a fault every call fails, as on a device whose context it broke: status 1 naming the fault, never a crash or a hang" {

@@ -188,3 +188,46 @@ nonfinite() {
 	assert_status 2
 	assert_equal "$output" "mp-train: out/ already holds a run (train.log): continue it with --resume out/last.safetensors, or start over with --force"
 }
+
+@test "--augment backend trains the weights of the loader's batches, bit for bit, and a resume may switch between the two" {
+	train "${OPTS[@]}" --epochs 2 -q -o loader
+	run train "${OPTS[@]}" --epochs 2 --augment backend -o backend
+	assert_status 0
+	assert_contains "$output" "mp-train: the training set decoded into the cpu backend's memory: 0.1 MB, augmented there from plans of up to 7 taps ("
+	run inspect --diff loader/weights.safetensors backend/weights.safetensors
+	assert_status 0
+	# the log's rows but for speed and time
+	assert_equal "$(cut -f1-10 backend/train.log)" "$(cut -f1-10 loader/train.log)"
+	# stopped in the middle of an epoch with one, resumed with the other
+	train "${OPTS[@]}" --epochs 2 --augment backend --max-steps 5 -q -o mixed
+	train -d "$D/train.db" -v "$D/val.db" -o mixed --resume mixed/last.safetensors -q
+	run inspect --diff loader/weights.safetensors mixed/weights.safetensors
+	assert_status 0
+	train "${OPTS[@]}" --epochs 2 --max-steps 11 -q -o mixed2
+	train -d "$D/train.db" -v "$D/val.db" -o mixed2 --resume mixed2/last.safetensors --augment backend -q
+	run inspect --diff loader/weights.safetensors mixed2/weights.safetensors
+	assert_status 0
+	# the reference backend makes the same batches
+	train "${OPTS[@]}" --epochs 1 --backend cpu-ref -q -o ref-loader
+	train "${OPTS[@]}" --epochs 1 --backend cpu-ref --augment backend -q -o ref-backend
+	run inspect --diff ref-loader/weights.safetensors ref-backend/weights.safetensors
+	assert_status 0
+}
+
+@test "--augment takes loader or backend, and refuses images that a plan cannot scale, naming one" {
+	run --separate-stderr train "${OPTS[@]}" --augment gpu -o out
+	assert_status 2
+	assert_contains "$stderr" "--augment"
+	assert_contains "$stderr" "gpu"
+	[[ ! -e out ]]
+	# 800 px images at a scale of 12 shrink more than 60 times
+	head -n 4 "$D/train.txt" >big.txt
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c "$D/cats.txt" --size 800 -o big.db big.txt
+	run --separate-stderr train -d big.db "${NET[@]}" --batch 2 --epochs 1 --augment backend -q -o big
+	assert_status 2
+	assert_contains "$stderr" "big.db: record 0 ("
+	assert_contains "$stderr" "is 800x800, which a scale of 12 shrinks more than 60 times: the loader's threads can augment it, the backend cannot"
+	# the loader can
+	run train -d big.db "${NET[@]}" --batch 2 --epochs 1 -q -o big2
+	assert_status 0
+}

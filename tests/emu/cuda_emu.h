@@ -81,6 +81,20 @@ static inline float __fmul_rn(float a, float b)
 	return a * b;
 }
 
+/* reinterpretations of bits */
+static inline float __int_as_float(int i)
+{
+	float f;
+	memcpy(&f, &i, sizeof f);
+	return f;
+}
+static inline double __longlong_as_double(long long i)
+{
+	double d;
+	memcpy(&d, &i, sizeof d);
+	return d;
+}
+
 /* One thread runs at a time, so an atomic is a plain read and write, a
  * fence orders nothing more, and L2 is the memory itself. */
 static inline unsigned atomicAdd(unsigned *p, unsigned v)

@@ -62,6 +62,7 @@ template <class T> static cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *
 #include "../../kernels/cuda/conv_bn.cu"
 #include "../../kernels/cuda/bn.cu"
 #include "../../kernels/cuda/layers.cu"
+#include "../../kernels/cuda/augment.cu"
 #include "../../kernels/cuda/conv.cu"
 #include "../../kernels/cuda/conv_graph.cu"
 #include "../../kernels/cuda/backend_cuda.cu"

@@ -95,6 +95,7 @@
 
 #include "backend.h"
 #include "device.h"
+#include "mp_augment.h"
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
 #include "../act_checker.h"
@@ -1177,6 +1178,154 @@ static void same_error(const char *what, int rc_ref, int rc_dev)
 		     mp_backend_error(dev));
 }
 
+/* ---- the training augmentation from kept images (augment_train) ------------------ */
+
+/* Draws a plan for n images of the store (image j % nimg), seeded by
+ * epoch, into plan; the taps of the largest need. */
+static void augment_plan(int32_t *plan, int n, const int (*sizes)[2], const uint64_t *first,
+			 int nimg, const mp_augment_train_opts *o, int taps, uint64_t epoch)
+{
+	float *scratch = malloc(sizeof(float) * (size_t)o->crop * taps);
+	mp_error e;
+	mp_augment_plan_head(plan, o->mean);
+	for (int j = 0; j < n; j++) {
+		const int i = j % nimg;
+		mp_rng r;
+		mp_augment_rng(&r, 11, epoch, (uint64_t)j);
+		mp_augment_draw d;
+		int32_t *rec = plan + MP_AUGMENT_PLAN_HEAD + (size_t)j * MP_AUGMENT_PLAN_IMAGE(o->crop, taps);
+		if (mp_augment_train_plan(sizes[i][0], sizes[i][1], first[i], o, &r, taps, rec, scratch,
+					  &d, &e) < 0)
+			fail("plan of image %d: %s", j, e.msg);
+	}
+	free(scratch);
+}
+
+/* The same bits on both backends (the loader's, by the unit tests),
+ * whatever the images' byte alignment; the plan recorded in a graph is
+ * read when the graph runs; a plan outside the store refused (host) or
+ * NaN (device); a write that does not fit refused alike. */
+static void test_augment(const mp_augment_train_opts *o, int n)
+{
+	static const int sizes[][2] = {{97, 61}, {40, 40}, {213, 50}, {31, 29},
+				       {160, 120}, {45, 300}, {400, 380}};
+	enum { NIMG = 7 };
+	const int N = n;
+	const int crop = o->crop;
+	uint64_t first[NIMG], bytes = 0;
+	int taps = 1;
+	for (int i = 0; i < NIMG; i++) {
+		first[i] = bytes;
+		bytes += (uint64_t)sizes[i][0] * sizes[i][1] * 3;
+		const int t = mp_augment_plan_taps(sizes[i][0], sizes[i][1], o);
+		taps = t > taps ? t : taps;
+	}
+	char name[128];
+	snprintf(name, sizeof name, "augment_train: %d crops of %d, short sides %d to %d, plans of "
+		 "%d taps: the same bits", n, crop, o->scale_min, o->scale_max, taps);
+	begin();
+	const size_t words = mp_augment_plan_words(N, crop, taps);
+	const size_t out = (size_t)N * 3 * crop * crop;
+	uint8_t *px = malloc(bytes);
+	for (uint64_t b = 0; b < bytes; b++)
+		px[b] = (uint8_t)mp_rng_next(&rng);
+	int32_t *plan = mp_backend_host_alloc(dev, words * sizeof *plan);
+	pair pixels, plan_dev, y;
+	memset(&pixels, 0, sizeof pixels);
+	plan_dev = y = pixels;
+	float *r = NULL, *d = NULL;
+	void *g = NULL;
+	if (!plan) {
+		fail("host_alloc: %s", mp_backend_error(dev));
+		goto out;
+	}
+	if (!palloc(&pixels, 1, 1, 1, (int)((bytes + 3) / 4)) || !palloc(&plan_dev, 1, 1, 1, (int)words) ||
+	    !palloc(&y, N, 3, crop, crop))
+		goto out;
+	/* the first image in two writes, the second at an odd offset */
+	const size_t half = 1001;
+	if (!ok_rc(ref->ops->write_bytes(ref, &pixels.r, 0, px, bytes), ref, "write_bytes") ||
+	    !ok_rc(dev->ops->write_bytes(dev, &pixels.d, 0, px, half), dev, "write_bytes") ||
+	    !ok_rc(dev->ops->write_bytes(dev, &pixels.d, half, px + half, bytes - half), dev,
+		   "write_bytes"))
+		goto out;
+	const size_t end_ = (bytes + 3) / 4 * 4 - 4;
+	same_error("write_bytes past the end", ref->ops->write_bytes(ref, &pixels.r, end_, px, 5),
+		   dev->ops->write_bytes(dev, &pixels.d, end_, px, 5));
+	augment_plan(plan, N, sizes, first, NIMG, o, taps, 0);
+	if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
+		   "augment_train") ||
+	    !ok_rc(dev->ops->augment_train(dev, &pixels.d, plan, taps, &plan_dev.d, &y.d), dev,
+		   "augment_train"))
+		goto out;
+	r = fetch(ref, &y.r);
+	d = fetch(dev, &y.d);
+	if (memcmp(r, d, out * sizeof *r))
+		fail("the batch differs from cpu-ref's (relative error %.3g)", rel_err(d, r, out));
+	free(r);
+	free(d);
+	r = d = NULL;
+
+	/* recorded, then run with the next epoch's plan in the same memory */
+	if (dev->ops->graph_begin) {
+		if (!ok_rc(dev->ops->graph_begin(dev), dev, "graph_begin"))
+			goto out;
+		const int rc = dev->ops->augment_train(dev, &pixels.d, plan, taps, &plan_dev.d, &y.d);
+		if (!ok_rc(dev->ops->graph_end(dev, &g), dev, "graph_end") ||
+		    !ok_rc(rc, dev, "augment_train while recording"))
+			goto out;
+		augment_plan(plan, N, sizes, first, NIMG, o, taps, 1);
+		if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
+			   "augment_train") ||
+		    !ok_rc(dev->ops->graph_launch(dev, g), dev, "graph_launch") ||
+		    !ok_rc(dev->ops->graph_wait(dev), dev, "graph_wait"))
+			goto out;
+		r = fetch(ref, &y.r);
+		d = fetch(dev, &y.d);
+		if (memcmp(r, d, out * sizeof *r))
+			fail("recorded: the batch of the plan at launch differs from cpu-ref's "
+			     "(relative error %.3g)", rel_err(d, r, out));
+		free(r);
+		free(d);
+		r = d = NULL;
+	}
+
+	/* image 1 set past the store's end: the reference refuses it; a
+	 * device, which reads the plan there, makes its crop NaN and the
+	 * others as before */
+	int32_t *rec = plan + MP_AUGMENT_PLAN_HEAD + MP_AUGMENT_PLAN_IMAGE(crop, taps);
+	rec[0] = (int32_t)(bytes - 10);
+	const int rc_ref = ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r);
+	if (rc_ref >= 0 || !strstr(mp_backend_error(ref), "not inside"))
+		fail("cpu-ref: a plan past the pixels: rc %d, \"%s\"", rc_ref, mp_backend_error(ref));
+	const int rc_dev = dev->ops->augment_train(dev, &pixels.d, plan, taps, &plan_dev.d, &y.d);
+	if (rc_dev < 0 && !strcmp(dev_name, "cuda"))
+		fail("a plan past the pixels: %s", mp_backend_error(dev));
+	if (rc_dev == 0) {
+		rec[0] = (int32_t)first[1];
+		r = fetch(ref, &y.r); /* the good plan's, of the last call that ran */
+		d = fetch(dev, &y.d);
+		const size_t image = (size_t)3 * crop * crop;
+		for (size_t k = 0; k < out; k++)
+			if (k / image == 1 ? !isnan(d[k]) : memcmp(&d[k], &r[k], sizeof *d)) {
+				fail("a plan past the pixels: value %zu is %g, expected %s", k,
+				     (double)d[k], k / image == 1 ? "NaN" : "the good plan's");
+				break;
+			}
+	}
+out:
+	if (g)
+		dev->ops->graph_free(dev, g);
+	free(r);
+	free(d);
+	free(px);
+	mp_backend_host_free(dev, plan);
+	pfree(&pixels);
+	pfree(&plan_dev);
+	pfree(&y);
+	end(name);
+}
+
 static void test_errors(void)
 {
 	begin();
@@ -2156,6 +2305,15 @@ int main(int argc, char **argv)
 	test_linear(1, 3, 2);
 	test_xent(7, 10, 0.0f);
 	test_xent(128, 100, 0.1f);
+	{
+		/* shrinking many times, and upscaling */
+		static const mp_augment_train_opts shrink = {28, 40, 24, {120.5, 115.25, 100.0}};
+		static const mp_augment_train_opts grow = {64, 80, 56, {0, 3.0, 255.0}};
+		static const mp_augment_train_opts recipe = {128, 240, 112, {127.0, 3.0, 255.0}};
+		test_augment(&shrink, 10);
+		test_augment(&grow, 10);
+		test_augment(&recipe, 128);
+	}
 	test_sgd();
 	test_errors();
 	test_network('A');
