@@ -95,7 +95,6 @@
 
 #include "backend.h"
 #include "device.h"
-#include "mp_augment.h"
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
 #include "../act_checker.h"
@@ -1180,49 +1179,78 @@ static void same_error(const char *what, int rc_ref, int rc_dev)
 
 /* ---- the training augmentation from kept images (augment_train) ------------------ */
 
-/* Draws a plan for n images of the store (image j % nimg), seeded by
- * epoch, into plan; the taps of the largest need. */
-static void augment_plan(int32_t *plan, int n, const int (*sizes)[2], const uint64_t *first,
-			 int nimg, const mp_augment_train_opts *o, int taps, uint64_t epoch)
+/* Little-endian words of a 64-bit value, as plans store them. */
+static void plan_u64(int32_t *w, uint64_t v)
 {
-	float *scratch = malloc(sizeof(float) * (size_t)o->crop * taps);
-	mp_error e;
-	mp_augment_plan_head(plan, o->mean);
-	for (int j = 0; j < n; j++) {
-		const int i = j % nimg;
-		mp_rng r;
-		mp_augment_rng(&r, 11, epoch, (uint64_t)j);
-		mp_augment_draw d;
-		int32_t *rec = plan + MP_AUGMENT_PLAN_HEAD + (size_t)j * MP_AUGMENT_PLAN_IMAGE(o->crop, taps);
-		if (mp_augment_train_plan(sizes[i][0], sizes[i][1], first[i], o, &r, taps, rec, scratch,
-					  &d, &e) < 0)
-			fail("plan of image %d: %s", j, e.msg);
-	}
-	free(scratch);
+	w[0] = (int32_t)(uint32_t)v;
+	w[1] = (int32_t)(uint32_t)(v >> 32);
 }
 
-/* The same bits on both backends (the loader's, by the unit tests),
- * whatever the images' byte alignment; the plan recorded in a graph is
+/* One axis of a random plan: for each of crop outputs, 1..taps taps
+ * (at most limit) from a random start inside 0..limit, with weights
+ * that sum to about 1 and may be negative, as a cubic's; so some
+ * outputs clamp at 0 or 255. */
+static void random_axis(int32_t *axis, int crop, int taps, int limit)
+{
+	for (int j = 0; j < crop; j++) {
+		const int most = taps < limit ? taps : limit;
+		const int count = 1 + (int)mp_rng_below(&rng, (uint64_t)most);
+		axis[j] = (int32_t)mp_rng_below(&rng, (uint64_t)(limit - count + 1));
+		axis[crop + j] = count;
+		double w[4096], sum = 0;
+		for (int t = 0; t < count; t++)
+			sum += w[t] = -0.25 + 1.25 * mp_rng_uniform(&rng);
+		for (int t = 0; t < taps; t++) {
+			const float f = t < count ? (float)(w[t] / (sum > 0.05 ? sum : 1)) : 0.0f;
+			memcpy(&axis[2 * crop + (size_t)j * taps + t], &f, sizeof f);
+		}
+	}
+}
+
+/* A random plan for n images of the store (image j % nimg) into plan:
+ * the reference follows any plan within its bounds, and the loader's
+ * plans are the unit tests' (tests/unit/test_augment.c). */
+static void random_plan(int32_t *plan, int n, const int (*sizes)[2], const uint64_t *first,
+			int nimg, int crop, int taps, const double mean[3])
+{
+	memset(plan, 0, MP_AUGMENT_PLAN_HEAD * sizeof *plan);
+	for (int c = 0; c < 3; c++) {
+		uint64_t bits;
+		memcpy(&bits, &mean[c], sizeof bits);
+		plan_u64(plan + 2 * c, bits);
+	}
+	for (int j = 0; j < n; j++) {
+		const int i = j % nimg;
+		int32_t *rec = plan + MP_AUGMENT_PLAN_HEAD + (size_t)j * MP_AUGMENT_PLAN_IMAGE(crop, taps);
+		memset(rec, 0, 8 * sizeof *rec);
+		plan_u64(rec, first[i]);
+		rec[2] = sizes[i][0];
+		rec[3] = sizes[i][1];
+		rec[4] = (int32_t)mp_rng_below(&rng, 2);
+		random_axis(rec + 8, crop, taps, sizes[i][0]);
+		random_axis(rec + 8 + (size_t)crop * (2 + taps), crop, taps, sizes[i][1]);
+	}
+}
+
+/* The same bits on both backends for random plans of crop x crop and
+ * taps, whatever the images' byte alignment; the plan recorded in a graph is
  * read when the graph runs; a plan outside the store refused (host) or
  * NaN (device); a write that does not fit refused alike. */
-static void test_augment(const mp_augment_train_opts *o, int n)
+static void test_augment(int n, int crop, int taps)
 {
 	static const int sizes[][2] = {{97, 61}, {40, 40}, {213, 50}, {31, 29},
 				       {160, 120}, {45, 300}, {400, 380}};
 	enum { NIMG = 7 };
 	const int N = n;
-	const int crop = o->crop;
+	static const double mean[3] = {120.5, 115.25, 100.0};
 	uint64_t first[NIMG], bytes = 0;
-	int taps = 1;
 	for (int i = 0; i < NIMG; i++) {
 		first[i] = bytes;
 		bytes += (uint64_t)sizes[i][0] * sizes[i][1] * 3;
-		const int t = mp_augment_plan_taps(sizes[i][0], sizes[i][1], o);
-		taps = t > taps ? t : taps;
 	}
 	char name[128];
-	snprintf(name, sizeof name, "augment_train: %d crops of %d, short sides %d to %d, plans of "
-		 "%d taps: the same bits", n, crop, o->scale_min, o->scale_max, taps);
+	snprintf(name, sizeof name, "augment_train: %d random plans of %d x %d, up to %d taps: "
+		 "the same bits", n, crop, crop, taps);
 	begin();
 	const size_t words = mp_augment_plan_words(N, crop, taps);
 	const size_t out = (size_t)N * 3 * crop * crop;
@@ -1252,7 +1280,7 @@ static void test_augment(const mp_augment_train_opts *o, int n)
 	const size_t end_ = (bytes + 3) / 4 * 4 - 4;
 	same_error("write_bytes past the end", ref->ops->write_bytes(ref, &pixels.r, end_, px, 5),
 		   dev->ops->write_bytes(dev, &pixels.d, end_, px, 5));
-	augment_plan(plan, N, sizes, first, NIMG, o, taps, 0);
+	random_plan(plan, N, sizes, first, NIMG, crop, taps, mean);
 	if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
 		   "augment_train") ||
 	    !ok_rc(dev->ops->augment_train(dev, &pixels.d, plan, taps, &plan_dev.d, &y.d), dev,
@@ -1274,7 +1302,7 @@ static void test_augment(const mp_augment_train_opts *o, int n)
 		if (!ok_rc(dev->ops->graph_end(dev, &g), dev, "graph_end") ||
 		    !ok_rc(rc, dev, "augment_train while recording"))
 			goto out;
-		augment_plan(plan, N, sizes, first, NIMG, o, taps, 1);
+		random_plan(plan, N, sizes, first, NIMG, crop, taps, mean);
 		if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
 			   "augment_train") ||
 		    !ok_rc(dev->ops->graph_launch(dev, g), dev, "graph_launch") ||
@@ -2305,15 +2333,9 @@ int main(int argc, char **argv)
 	test_linear(1, 3, 2);
 	test_xent(7, 10, 0.0f);
 	test_xent(128, 100, 0.1f);
-	{
-		/* shrinking many times, and upscaling */
-		static const mp_augment_train_opts shrink = {28, 40, 24, {120.5, 115.25, 100.0}};
-		static const mp_augment_train_opts grow = {64, 80, 56, {0, 3.0, 255.0}};
-		static const mp_augment_train_opts recipe = {128, 240, 112, {127.0, 3.0, 255.0}};
-		test_augment(&shrink, 10);
-		test_augment(&grow, 10);
-		test_augment(&recipe, 128);
-	}
+	test_augment(10, 24, 57);
+	test_augment(10, 56, 3);
+	test_augment(128, 112, 8);
 	test_sgd();
 	test_errors();
 	test_network('A');
