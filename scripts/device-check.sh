@@ -21,8 +21,9 @@
 #               build stage still counts as failed then
 #   version     build/bin/mp-train --version (full build only)
 #   train-gpu   mp-batchwriter, the loader's own rate (loader-rate), then
-#               mp-train and mp-eval --backend cuda, then both again with
-#               MP_CUDA_ACTIVATIONS=bf16
+#               mp-train and mp-eval --backend cuda, mp-train again with
+#               --augment backend (the same weights, bit for bit), then
+#               both again with MP_CUDA_ACTIVATIONS=bf16
 #               on 4096 synthetic JPEGs (full build only)
 #   gpu-test_*  build/tests/gpu/test_* (CUDA against the CPU reference)
 #   gpu-programs
@@ -627,6 +628,14 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 		build/bin/mp-train -d "$work/train.db" -v "$work/train.db" -o "$work/out" \
 			--backend cuda --epochs 2 --loader-threads "$((JOBS > 2 ? JOBS - 2 : 1))"
 		build/bin/mp-eval -m "$work/out/weights.safetensors" --backend cuda "$work/train.db"
+		# the batches made on the device from the set kept decoded there:
+		# the same weights, bit for bit, and the rate without the loader
+		build/bin/mp-train -d "$work/train.db" -v "$work/train.db" -o "$work/out-aug" \
+			--backend cuda --epochs 2 --loader-threads "$((JOBS > 2 ? JOBS - 2 : 1))" \
+			--augment backend
+		build/bin/mp-inspect --diff "$work/out/weights.safetensors" \
+			"$work/out-aug/weights.safetensors" >"$work/diff.txt" || { cat "$work/diff.txt"; exit 1; }
+		tail -1 "$work/diff.txt"
 		# again with the activations stored in bf16: one epoch, then a
 		# multiscale evaluation (views of four sizes in the same buffers)
 		MP_CUDA_ACTIVATIONS=bf16 build/bin/mp-train -d "$work/train.db" -v "$work/train.db" \
@@ -638,7 +647,7 @@ if [ "$BUILT" = full ] && [ "$GPU" = 1 ]; then
 	export -f e2e
 	export PY JOBS work
 	if run train-gpu 150 bash -c e2e; then
-		E2E=$(grep -E 'images/s|as one graph|activations in bf16' "$LOGS/train-gpu.log" | tail -12 | tr '\n' ' ')
+		E2E=$(grep -E 'images/s|as one graph|activations in bf16|decoded into|SAME|DIFFERENT' "$LOGS/train-gpu.log" | tail -16 | tr '\n' ' ')
 		record train-gpu ok "$ELAPSED" "mp-train and mp-eval --backend cuda ran; $(grep -m1 -o '[0-9]* of this run.s [0-9]* steps ran as one graph' "$LOGS/train-gpu.log" || echo 'no step ran as a graph')"
 	else
 		record train-gpu FAIL "$ELAPSED" "see train-gpu.log"
