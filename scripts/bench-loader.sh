@@ -3,7 +3,9 @@
 # PyTorch peer's (loader-rate-torch.py: torch-train.py's Dataset through a
 # DataLoader) on the same DB, the recipe's augmentation (scale 128..240,
 # crop 112, flip, mean), batch 128, in the same run: images/s with 1 and 2
-# threads (or -t LIST), best of 3 each, and the ratio.
+# threads (or -t LIST), best of 3 each, and the ratio; and the batches of
+# mp-train --augment backend on the CPU backend (loader-rate --kept: the
+# records decoded once, each batch made from its plan) against the loader.
 #
 # usage: bench-loader.sh [-n COUNT] [-t THREADS,...] [-k] [WORKDIR]
 set -euo pipefail
@@ -30,7 +32,9 @@ Generate COUNT synthetic 128x128 JPEGs of 16 classes (gen-bench-images.py),
 pack them into a DB and time mp-train's training loader (loader-rate)
 against the PyTorch peer's (loader-rate-torch.py) on it: the recipe's
 augmentation (scale 128..240, crop 112, flip, mean), batch 128, best of 3
-runs for each thread count. Prints images/s and the ratio.
+runs for each thread count. Prints images/s and the ratio; then the same
+batches made as mp-train --augment backend makes them, on the CPU backend
+(loader-rate --kept), and their ratio to the loader's.
 
   -n COUNT        images, 256 to 1000000 (default 2048)
   -t THREADS,...  loader threads, each 1 to 256 (default 1,2)
@@ -92,9 +96,12 @@ best() { # CMD...: the best images/s of $runs runs; a run that fails shows its e
 # shellcheck disable=SC2017 # the division rounds down on purpose
 batches=$((count / 128 * 2))
 [ "$batches" -le 60 ] || batches=60
-printf '%-8s %14s %14s %8s\n' threads mp-train PyTorch ratio
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
+printf '%-8s %14s %14s %8s %14s %8s\n' threads mp-train PyTorch ratio kept-cpu kept/mp
 for t in ${threads//,/ }; do
 	ours=$(best "$sbin/loader-rate" -t "$t" -n "$batches" "$work/train.db")
 	peer=$(best "$python" "$here/loader-rate-torch.py" -t "$t" -n "$batches" "$work/train.db")
-	printf '%-8s %14.0f %14.0f %7.2fx\n' "$t" "$ours" "$peer" "$(awk -v a="$ours" -v b="$peer" 'BEGIN { print a / b }')"
+	kept=$(best "$sbin/loader-rate" --kept -t "$t" -n "$batches" "$work/train.db")
+	printf '%-8s %14.0f %14.0f %7.2fx %14.0f %7.2fx\n' "$t" "$ours" "$peer" "$(ratio "$ours" "$peer")" \
+		"$kept" "$(ratio "$kept" "$ours")"
 done

@@ -15,7 +15,7 @@ setup_file() {
 	"$MP_BIN/mp-batchwriter" -q -c cats.txt --size 16 -o train.db train.txt
 }
 
-@test "loader-rate: images/s of the training loader, any thread count" {
+@test "loader-rate: images/s of the training loader, any thread count, and of --augment backend (--kept)" {
 	D=$BATS_FILE_TMPDIR/data
 	for t in 1 3; do
 		run "$MP_SCRIPTS/loader-rate" -t $t -b 16 -n 8 -c 12 --scale-min 12 --scale-max 16 "$D/train.db"
@@ -23,6 +23,12 @@ setup_file() {
 		grep -Eq '^images_per_second [0-9]+\.[0-9]$' <<<"$output"
 		assert_contains "$output" "128 images in"
 		assert_contains "$output" "with $t threads"
+		# mp-train --augment backend's batches, on the CPU backend
+		run "$MP_SCRIPTS/loader-rate" --kept -t $t -b 16 -n 8 -c 12 --scale-min 12 --scale-max 16 "$D/train.db"
+		assert_status 0
+		grep -Eq '^images_per_second [0-9]+\.[0-9]$' <<<"$output"
+		assert_contains "$output" "128 images in"
+		assert_contains "$output" "with $t threads, kept decoded, made by the CPU backend"
 	done
 }
 
