@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
+
+#include "backend.h" /* mp_augment_byte, the rounding the backends share */
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -436,14 +439,6 @@ static void plan_span(const resample_plan *p, int n, int *lo, int *hi)
 	}
 }
 
-static uint8_t clamp_u8(float v)
-{
-	if (v <= 0)
-		return 0;
-	if (v >= 255)
-		return 255;
-	return (uint8_t)(v + 0.5f);
-}
 
 /* One source row's horizontal pass for the plan's n outputs, which read
  * its pixels c0 to c1 - 1: out[3 x + c] is the sum over the taps of
@@ -498,7 +493,7 @@ static void vertical_pass(const float *rows, size_t stride, const float *wt, int
 	size_t x = 0;
 #ifdef __SSE2__
 	/* 16 values at a time; min/max then + 0.5 and truncation give
-	 * clamp_u8's bytes for every finite value */
+	 * mp_augment_byte's bytes for every finite value */
 	const __m128 lo = _mm_setzero_ps(), hi = _mm_set1_ps(255), half = _mm_set1_ps(0.5f);
 	for (; x + 16 <= n; x += 16) {
 		__m128i q[4];
@@ -518,7 +513,7 @@ static void vertical_pass(const float *rows, size_t stride, const float *wt, int
 		float sum = 0;
 		for (int k = 0; k < count; k++)
 			sum += wt[k] * rows[k * stride + x];
-		out[x] = clamp_u8(sum);
+		out[x] = mp_augment_byte(sum);
 	}
 }
 

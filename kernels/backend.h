@@ -306,6 +306,16 @@ static inline size_t mp_augment_plan_words(int n, int crop, int taps)
 	return MP_AUGMENT_PLAN_HEAD + (size_t)n * MP_AUGMENT_PLAN_IMAGE(crop, taps);
 }
 
+/* The byte a resize's sum v rounds to, the loader's and every backend's. */
+static inline uint8_t mp_augment_byte(float v)
+{
+	if (v <= 0)
+		return 0;
+	if (v >= 255)
+		return 255;
+	return (uint8_t)(v + 0.5f);
+}
+
 struct mp_backend {
 	const mp_backend_ops *ops;
 	char error[512];

@@ -8,19 +8,48 @@
 
 #include "cpu.h"
 
-int mp_cpu_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *host,
-		       size_t bytes)
+int mp_cpu_write_bytes_args(mp_backend *be, const char *op, const mp_tensor *t, size_t offset,
+			    const void *host, size_t bytes)
 {
-	if (mp_cpu_check(be, "write_bytes", "tensor", t))
+	if (mp_cpu_check(be, op, "tensor", t))
 		return -1;
 	const size_t room = mp_tensor_count(t) * sizeof(float);
 	if (offset > room || bytes > room - offset)
-		return mp_cpu_fail(be, "write_bytes: %zu bytes at %zu do not fit in %zu", bytes,
-				   offset, room);
+		return mp_cpu_fail(be, "%s: %zu bytes at %zu do not fit in %zu", op, bytes, offset,
+				   room);
 	if (bytes && !host)
-		return mp_cpu_fail(be, "write_bytes: no host memory");
+		return mp_cpu_fail(be, "%s: no host memory", op);
+	return 0;
+}
+
+int mp_cpu_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *host,
+		       size_t bytes)
+{
+	if (mp_cpu_write_bytes_args(be, "write_bytes", t, offset, host, bytes))
+		return -1;
 	if (bytes)
 		memcpy((uint8_t *)t->data + offset, host, bytes);
+	return 0;
+}
+
+int mp_cpu_augment_args(mp_backend *be, const char *op, const mp_tensor *pixels,
+			const int32_t *plan, int taps, const mp_tensor *plan_dev,
+			const mp_tensor *y, size_t *words)
+{
+	if (mp_cpu_check(be, op, "pixels", pixels) || mp_cpu_check(be, op, "plan_dev", plan_dev) ||
+	    mp_cpu_check(be, op, "y", y))
+		return -1;
+	if (!plan)
+		return mp_cpu_fail(be, "%s: no plan", op);
+	if (y->c != 3 || y->h != y->w)
+		return mp_cpu_fail(be, "%s: y is %dx%dx%dx%d, expected n x 3 x crop x crop", op,
+				   y->n, y->c, y->h, y->w);
+	if (taps < 1 || taps > 4096)
+		return mp_cpu_fail(be, "%s: %d taps, expected 1..4096", op, taps);
+	*words = mp_augment_plan_words(y->n, y->h, taps);
+	if (mp_tensor_count(plan_dev) < *words)
+		return mp_cpu_fail(be, "%s: plan_dev holds %zu words, the plan %zu", op,
+				   mp_tensor_count(plan_dev), *words);
 	return 0;
 }
 
@@ -60,35 +89,14 @@ static int axis_ok(const axis_plan *a, int crop, int taps, int limit)
 	return 1;
 }
 
-/* The byte the loader's resize rounds v to. */
-static uint8_t to_byte(float v)
-{
-	if (v <= 0)
-		return 0;
-	if (v >= 255)
-		return 255;
-	return (uint8_t)(v + 0.5f);
-}
-
 int mp_cpu_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
 			 mp_tensor *plan_dev, mp_tensor *y)
 {
 	const char *op = "augment_train";
-	if (mp_cpu_check(be, op, "pixels", pixels) || mp_cpu_check(be, op, "plan_dev", plan_dev) ||
-	    mp_cpu_check(be, op, "y", y))
+	size_t words;
+	if (mp_cpu_augment_args(be, op, pixels, plan, taps, plan_dev, y, &words))
 		return -1;
-	if (!plan)
-		return mp_cpu_fail(be, "%s: no plan", op);
-	if (y->c != 3 || y->h != y->w)
-		return mp_cpu_fail(be, "%s: y is %dx%dx%dx%d, expected n x 3 x crop x crop", op,
-				   y->n, y->c, y->h, y->w);
-	if (taps < 1 || taps > 4096)
-		return mp_cpu_fail(be, "%s: %d taps, expected 1..4096", op, taps);
 	const int n = y->n, crop = y->h;
-	const size_t words = mp_augment_plan_words(n, crop, taps);
-	if (mp_tensor_count(plan_dev) < words)
-		return mp_cpu_fail(be, "%s: plan_dev holds %zu words, the plan %zu", op,
-				   mp_tensor_count(plan_dev), words);
 	/* the copy a device makes, and reads from */
 	memcpy(plan_dev->data, plan, words * sizeof(int32_t));
 	const int32_t *p = (const int32_t *)plan_dev->data;
@@ -146,7 +154,7 @@ int mp_cpu_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t 
 							h += word_float(cw[t]) * (float)src[3 * t];
 						v += word_float(rw[k]) * h;
 					}
-					out[(size_t)c * plane + x] = (float)(to_byte(v) - mean[c]);
+					out[(size_t)c * plane + x] = (float)(mp_augment_byte(v) - mean[c]);
 				}
 			}
 		}

@@ -84,6 +84,13 @@ int mp_cpu_shortcut_shape(mp_backend *be, const char *op, const char *xname,
 int mp_cpu_linear_shape(mp_backend *be, const char *op, const mp_tensor *x, const mp_tensor *w);
 int mp_cpu_xent_args(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
 		     const int32_t *labels, float smoothing);
+/* write_bytes's and augment_train's arguments (augment.c), checked alike
+ * by every backend; mp_cpu_augment_args gives the plan's words. */
+int mp_cpu_write_bytes_args(mp_backend *be, const char *op, const mp_tensor *t, size_t offset,
+			    const void *host, size_t bytes);
+int mp_cpu_augment_args(mp_backend *be, const char *op, const mp_tensor *pixels,
+			const int32_t *plan, int taps, const mp_tensor *plan_dev,
+			const mp_tensor *y, size_t *words);
 
 /* The operations (conv.c, bn.c, layers.c). */
 int mp_cpu_conv2d_forward(mp_backend *be, const mp_tensor *x, const mp_tensor *w,

@@ -12,17 +12,12 @@ int mp_cuda_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void 
 			size_t bytes)
 {
 	static const char op[] = "write_bytes";
-	if (mp_cpu_check(be, op, "tensor", t) || mp_cuda_float_only(be, op, t) ||
+	if (mp_cpu_write_bytes_args(be, op, t, offset, host, bytes) ||
+	    mp_cuda_float_only(be, op, t) ||
 	    mp_cuda_not_recording(be, op, "a copy from pageable memory"))
 		return -1;
-	const size_t room = mp_tensor_count(t) * sizeof(float);
-	if (offset > room || bytes > room - offset)
-		return mp_cpu_fail(be, "%s: %zu bytes at %zu do not fit in %zu", op, bytes, offset,
-				   room);
 	if (!bytes)
 		return 0;
-	if (!host)
-		return mp_cpu_fail(be, "%s: no host memory", op);
 	mp_cuda_state *s = mp_cuda(be);
 	mp_cuda_params_written(s, (uint8_t *)t->data + offset, bytes);
 	CUDA_CHECK(op, cudaMemcpyAsync((uint8_t *)t->data + offset, host, bytes,
@@ -106,21 +101,11 @@ int mp_cuda_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t
 			  mp_tensor *plan_dev, mp_tensor *y)
 {
 	static const char op[] = "augment_train";
-	if (mp_cpu_check(be, op, "pixels", pixels) || mp_cpu_check(be, op, "plan_dev", plan_dev) ||
-	    mp_cpu_check(be, op, "y", y) || mp_cuda_float_only(be, op, pixels, plan_dev, y))
+	size_t words;
+	if (mp_cpu_augment_args(be, op, pixels, plan, taps, plan_dev, y, &words) ||
+	    mp_cuda_float_only(be, op, pixels, plan_dev, y))
 		return -1;
-	if (!plan)
-		return mp_cpu_fail(be, "%s: no plan", op);
-	if (y->c != 3 || y->h != y->w)
-		return mp_cpu_fail(be, "%s: y is %dx%dx%dx%d, expected n x 3 x crop x crop", op,
-				   y->n, y->c, y->h, y->w);
-	if (taps < 1 || taps > 4096)
-		return mp_cpu_fail(be, "%s: %d taps, expected 1..4096", op, taps);
 	const int n = y->n, crop = y->h;
-	const size_t words = mp_augment_plan_words(n, crop, taps);
-	if (mp_tensor_count(plan_dev) < words)
-		return mp_cpu_fail(be, "%s: plan_dev holds %zu words, the plan %zu", op,
-				   mp_tensor_count(plan_dev), words);
 	mp_cuda_state *s = mp_cuda(be);
 	// while recording, a node of the graph: the plan is read at each launch
 	CUDA_CHECK(op, cudaMemcpyAsync(plan_dev->data, plan, words * sizeof(int32_t),
