@@ -49,6 +49,10 @@
 #   bench-ours-bf16-no-ahead
 #               each batch uploaded by its own step (BENCH_AHEAD=0) instead
 #               of copied on the second stream while the step before runs
+#   bench-ours-bf16-augment, -augment-ops
+#               each batch made in the step from a plan (BENCH_AUGMENT=1),
+#               as with mp-train --augment backend; and the augmentation's
+#               share of the step, each operation waited for
 #   gpu-test_cuda_ops-savings-off
 #               only where gpu-test_cuda_ops fails: again with
 #               MP_CUDA_KEEP_FILTERS=0 MP_CUDA_BACKWARD_ADD=0, whether the
@@ -583,6 +587,11 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 	ours_variant bench-ours-bf16-no-graph MP_CUDA_GRAPH=0
 	# each batch uploaded in its own step, as before the copy ran ahead
 	ours_variant bench-ours-bf16-no-ahead BENCH_AHEAD=0
+	# each batch made in the step from a plan, as with mp-train
+	# --augment backend, and what the augmentation's kernel costs there
+	ours_variant bench-ours-bf16-augment BENCH_AUGMENT=1
+	run bench-ours-bf16-augment-ops 60 env BENCH_AUGMENT=1 BENCH_OPS=1 \
+		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-augment-ops: failed"
 	ours_variant bench-ours-bf16-graph-api MP_CUDNN_API=graph
 	run bench-ours-bf16-graph-api-ops 60 env MP_CUDNN_API=graph BENCH_OPS=1 MP_CUDA_PROFILE=1 \
 		"$BIN/tests/gpu/bench_step" cuda 128 5 112 1 bf16 || say "bench-ours-bf16-graph-api-ops: failed"
@@ -605,6 +614,11 @@ if [ "$GPU" = 1 ] && [ "$BUILT" != none ]; then
 elif [ "$SMOKE" = 1 ] && [ "$BUILT" != none ]; then
 	ours_bench fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
 	ours_eval fp32 cpu 4 1 32 1 "CPU SMOKE (code path only): "
+	if run bench-ours-fp32-augment 60 env BENCH_AUGMENT=1 "$BIN/tests/gpu/bench_step" cpu 4 1 32 1 fp32; then
+		record bench-ours-fp32-augment ok "$ELAPSED" "CPU SMOKE (code path only): $(awk -F'\t' '$1 == "cpu" { print $4 }' "$LOGS/bench-ours-fp32-augment.log" | tail -1) images/s"
+	else
+		record bench-ours-fp32-augment FAIL "$ELAPSED" "see bench-ours-fp32-augment.log"
+	fi
 else
 	record bench-ours SKIP 0 "no GPU ($GPU_WHY)"
 fi

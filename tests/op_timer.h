@@ -25,7 +25,7 @@ static double op_timer_now(void)
 enum {
 	T_CONV_F, T_CONV_B, T_BN_F, T_BN_I, T_BN_B, T_RELU_F, T_RELU_B, T_ADD, T_SC_F, T_SC_B,
 	T_POOL_F, T_POOL_B, T_LIN_F, T_LIN_B, T_XENT_F, T_XENT_B, T_SGD, T_COPY, T_BNR_F, T_BNR_B,
-	T_CONV_BN, T_COUNT
+	T_CONV_BN, T_AUGMENT, T_COUNT
 };
 static const char *const op_names[T_COUNT] = {
 	"conv2d_forward", "conv2d_backward", "bn_forward_train", "bn_forward_infer",
@@ -33,7 +33,7 @@ static const char *const op_names[T_COUNT] = {
 	"shortcut_a_backward", "avgpool_forward", "avgpool_backward", "linear_forward",
 	"linear_backward", "softmax_xent_forward", "softmax_xent_backward", "sgd_step",
 	"upload/download/fill", "bn_relu_forward_train", "bn_relu_backward",
-	"conv_bn_forward_infer"};
+	"conv_bn_forward_infer", "augment_train"};
 static double op_time[T_COUNT];
 static long op_calls[T_COUNT];
 static const mp_backend_ops *inner;
@@ -123,6 +123,12 @@ static int w_conv_bn(mp_backend *be, const mp_tensor *x, const mp_tensor *w, con
 	TIMED(T_CONV_BN, conv_bn_forward_infer(be, x, w, prep, res, relu, y, s, p));
 }
 
+static int w_augment(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
+		     mp_tensor *plan_dev, mp_tensor *y)
+{
+	TIMED(T_AUGMENT, augment_train(be, pixels, plan, taps, plan_dev, y));
+}
+
 static mp_backend_ops timed_ops;
 
 /* Routes be's operations through the timers above; 0, or -1 when the
@@ -158,6 +164,8 @@ static int op_timer_install(mp_backend *be, int wait)
 	}
 	if (inner->conv_bn_forward_infer)
 		timed_ops.conv_bn_forward_infer = w_conv_bn;
+	if (inner->augment_train)
+		timed_ops.augment_train = w_augment;
 	/* each operation is timed on its own, so none is recorded in a graph */
 	timed_ops.graph_begin = NULL;
 	timed_ops.graph_end = NULL;

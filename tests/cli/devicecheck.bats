@@ -93,6 +93,7 @@ have_nvcc() {
 	grep -Eq '^bench-torch-eager +ok .*images/s' res/summary.txt
 	# evaluation, ours and PyTorch's, with its own table and ratio
 	grep -Eq '^bench-ours-eval-fp32 +ok .*CPU SMOKE \(code path only\): [0-9.]+ images/s' res/summary.txt
+	grep -Eq '^bench-ours-fp32-augment +ok .*CPU SMOKE \(code path only\): [0-9.]+ images/s' res/summary.txt
 	grep -Eq '^bench-torch-eval-eager +ok .*images/s' res/summary.txt
 	grep -Eq '^PyTorch eager \(bf16, NHWC\) +[0-9.]+ +[0-9.]+ +[0-9.]+% +- +[0-9.]+$' \
 		<(sed -n '/^evaluation (inference/,$p' res/summary.txt)

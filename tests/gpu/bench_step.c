@@ -19,6 +19,10 @@
  * Training steps alternate between the two input slots, the next batch's
  * copy to the device started while a step runs (mp_resnet_input_ready), as
  * mp-train does; BENCH_AHEAD=0 uploads each batch in its own step instead.
+ * BENCH_AUGMENT=1 makes each batch in the step instead, from a plan, as
+ * mp-train --augment backend does: AUG_IMAGES images of 128 x 128 kept
+ * in the backend's memory, crops whose plans read 4 taps an axis (as the
+ * recipe's scale of 128..240 does), the plans made up (random_plan.h).
  *
  * BENCH_OPS=1 also prints, on stderr, the time of each kind of
  * operation per timed step: every operation is followed by a wait for
@@ -35,6 +39,10 @@
 #include "mp_backends.h"
 #include "mp_resnet.h"
 #include "../op_timer.h"
+#include "../random_plan.h"
+
+/* BENCH_AUGMENT: the images kept, their side, and the plans' taps */
+enum { AUG_IMAGES = 512, AUG_SIDE = 128, AUG_TAPS = 4 };
 
 /* this process's CPU seconds (all threads): against the wall time it says
  * whether the host keeps the device waiting */
@@ -52,7 +60,8 @@ static double cpu_seconds(void)
  * ahead is 0 (each step then uploads its own); or count of mp-eval's
  * batches. *k counts the steps so far (which slot is next). */
 static int steps_of(mp_resnet *net, float *const x[2], const int32_t *labels, int n, int size,
-		    int eval, int ahead, float *logits, int count, long *k, mp_error *e)
+		    int eval, int ahead, int planned, float *logits, int count, long *k,
+		    mp_error *e)
 {
 	for (int i = 0; i < count; i++, (*k)++) {
 		if (eval) {
@@ -62,6 +71,13 @@ static int steps_of(mp_resnet *net, float *const x[2], const int32_t *labels, in
 		}
 		const int cur = (int)(*k % 2);
 		double loss;
+		if (planned) {
+			if (mp_resnet_train_start_plan(net, cur, labels, n, size, 0.0f, 0.1f, 0.9f,
+						       5e-4f, e) < 0 ||
+			    mp_resnet_train_finish(net, &loss, logits, e) < 0)
+				return -1;
+			continue;
+		}
 		if (ahead && *k == 0 && mp_resnet_input_ready(net, cur, n, size, size, e) < 0)
 			return -1;
 		if (mp_resnet_train_start(net, x[cur], labels, n, size, size, 0.0f, 0.1f, 0.9f, 5e-4f,
@@ -71,6 +87,36 @@ static int steps_of(mp_resnet *net, float *const x[2], const int32_t *labels, in
 			return -1;
 	}
 	return 0;
+}
+
+/* BENCH_AUGMENT: AUG_IMAGES random images kept in the backend's memory,
+ * and a plan for n crops of size in each input slot. */
+static int keep_images(mp_resnet *net, int n, int size, mp_rng *rng, mp_error *e)
+{
+	const size_t image = (size_t)AUG_SIDE * AUG_SIDE * 3;
+	uint8_t *px = malloc(image * AUG_IMAGES);
+	int sizes[AUG_IMAGES][2];
+	uint64_t first[AUG_IMAGES];
+	if (!px)
+		return mp_seterr(e, "out of memory");
+	for (size_t b = 0; b < image * AUG_IMAGES; b++)
+		px[b] = (uint8_t)mp_rng_next(rng);
+	for (int i = 0; i < AUG_IMAGES; i++) {
+		sizes[i][0] = sizes[i][1] = AUG_SIDE;
+		first[i] = (uint64_t)i * image;
+	}
+	int rc = mp_resnet_keep_pixels(net, image * AUG_IMAGES, AUG_TAPS, e);
+	if (rc == 0)
+		rc = mp_resnet_put_pixels(net, 0, px, image * AUG_IMAGES, e);
+	free(px);
+	static const double mean[3] = {120, 115, 100};
+	for (int k = 0; k < 2 && rc == 0; k++) {
+		int32_t *plan = mp_resnet_plan(net, k, n, size, e);
+		if (!plan)
+			return -1;
+		random_plan(plan, n, sizes, first, AUG_IMAGES, size, AUG_TAPS, 1, mean, rng);
+	}
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -94,8 +140,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *ops_env = getenv("BENCH_OPS"), *ahead_env = getenv("BENCH_AHEAD");
+	const char *aug_env = getenv("BENCH_AUGMENT");
 	const int by_op = ops_env && *ops_env && strcmp(ops_env, "0");
 	const int ahead = !(ahead_env && !strcmp(ahead_env, "0"));
+	const int planned = aug_env && *aug_env && strcmp(aug_env, "0");
+	if (planned && (eval || size > AUG_SIDE)) {
+		fprintf(stderr, "bench_step: BENCH_AUGMENT makes training batches of crops of at "
+				"most %d\n", AUG_SIDE);
+		return 2;
+	}
 	if (n < 2 || steps < 1 || size < 8 || warmup < 0) {
 		fprintf(stderr, "bench_step: bad batch, steps, size or warm-up count\n");
 		return 2;
@@ -118,19 +171,24 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const size_t count = (size_t)n * 3 * size * size;
-	/* as mp-train's batches */
-	float *x[2] = {mp_resnet_input(net, 0, n, size, size, &e),
-		       mp_resnet_input(net, 1, n, size, size, &e)};
+	mp_rng rng;
+	mp_rng_seed(&rng, 7);
+	if (planned && keep_images(net, n, size, &rng, &e) < 0) {
+		fprintf(stderr, "bench_step: %s\n", e.msg);
+		return 1;
+	}
+	/* as mp-train's batches; with BENCH_AUGMENT the slots hold the plans */
+	float *x[2] = {NULL, NULL};
+	for (int k = 0; k < 2 && !planned; k++)
+		x[k] = mp_resnet_input(net, k, n, size, size, &e);
 	int32_t *labels = malloc((size_t)n * sizeof *labels);
 	float *probe = malloc(mp_tensor_count(&mp_resnet_param(net, 0)->value) * sizeof *probe);
 	float *logits = malloc((size_t)n * c.classes * sizeof *logits);
-	if (!x[0] || !x[1] || !labels || !probe || !logits) {
+	if ((!planned && (!x[0] || !x[1])) || !labels || !probe || !logits) {
 		fprintf(stderr, "bench_step: out of memory\n");
 		return 1;
 	}
-	mp_rng rng;
-	mp_rng_seed(&rng, 7);
-	for (int k = 0; k < 2; k++)
+	for (int k = 0; k < 2 && !planned; k++)
 		for (size_t i = 0; i < count; i++)
 			x[k][i] = (float)(255.0 * mp_rng_uniform(&rng) - 120.0);
 	for (int i = 0; i < n; i++)
@@ -138,14 +196,14 @@ int main(int argc, char **argv)
 
 	const double tw = op_timer_now();
 	long k = 0;
-	if (steps_of(net, x, labels, n, size, eval, ahead, logits, warmup, &k, &e) < 0) {
+	if (steps_of(net, x, labels, n, size, eval, ahead, planned, logits, warmup, &k, &e) < 0) {
 		fprintf(stderr, "bench_step: %s\n", e.msg);
 		return 1;
 	}
 	fprintf(stderr, "bench_step: %d warm-up steps in %.2f s\n", warmup, op_timer_now() - tw);
 	op_timer_reset();
 	const double t0 = op_timer_now(), c0 = cpu_seconds();
-	if (steps_of(net, x, labels, n, size, eval, ahead, logits, steps, &k, &e) < 0) {
+	if (steps_of(net, x, labels, n, size, eval, ahead, planned, logits, steps, &k, &e) < 0) {
 		fprintf(stderr, "bench_step: %s\n", e.msg);
 		return 1;
 	}

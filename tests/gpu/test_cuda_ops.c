@@ -97,6 +97,7 @@
 #include "device.h"
 #include "mp_resnet.h"
 #include "../graph_recorder.h"
+#include "../random_plan.h"
 #include "../act_checker.h"
 #ifdef MP_TEST_EMULATED_DEVICE
 #include "../emu/emu_device.h"
@@ -1179,61 +1180,10 @@ static void same_error(const char *what, int rc_ref, int rc_dev)
 
 /* ---- the training augmentation from kept images (augment_train) ------------------ */
 
-/* Little-endian words of a 64-bit value, as plans store them. */
-static void plan_u64(int32_t *w, uint64_t v)
-{
-	w[0] = (int32_t)(uint32_t)v;
-	w[1] = (int32_t)(uint32_t)(v >> 32);
-}
-
-/* One axis of a random plan: for each of crop outputs, 1..taps taps
- * (at most limit) from a random start inside 0..limit, with weights
- * that sum to about 1 and may be negative, as a cubic's; so some
- * outputs clamp at 0 or 255. */
-static void random_axis(int32_t *axis, int crop, int taps, int limit)
-{
-	for (int j = 0; j < crop; j++) {
-		const int most = taps < limit ? taps : limit;
-		const int count = 1 + (int)mp_rng_below(&rng, (uint64_t)most);
-		axis[j] = (int32_t)mp_rng_below(&rng, (uint64_t)(limit - count + 1));
-		axis[crop + j] = count;
-		double w[4096], sum = 0;
-		for (int t = 0; t < count; t++)
-			sum += w[t] = -0.25 + 1.25 * mp_rng_uniform(&rng);
-		for (int t = 0; t < taps; t++) {
-			const float f = t < count ? (float)(w[t] / (sum > 0.05 ? sum : 1)) : 0.0f;
-			memcpy(&axis[2 * crop + (size_t)j * taps + t], &f, sizeof f);
-		}
-	}
-}
-
-/* A random plan for n images of the store (image j % nimg) into plan:
- * the reference follows any plan within its bounds, and the loader's
- * plans are the unit tests' (tests/unit/test_augment.c). */
-static void random_plan(int32_t *plan, int n, const int (*sizes)[2], const uint64_t *first,
-			int nimg, int crop, int taps, const double mean[3])
-{
-	memset(plan, 0, MP_AUGMENT_PLAN_HEAD * sizeof *plan);
-	for (int c = 0; c < 3; c++) {
-		uint64_t bits;
-		memcpy(&bits, &mean[c], sizeof bits);
-		plan_u64(plan + 2 * c, bits);
-	}
-	for (int j = 0; j < n; j++) {
-		const int i = j % nimg;
-		int32_t *rec = plan + MP_AUGMENT_PLAN_HEAD + (size_t)j * MP_AUGMENT_PLAN_IMAGE(crop, taps);
-		memset(rec, 0, 8 * sizeof *rec);
-		plan_u64(rec, first[i]);
-		rec[2] = sizes[i][0];
-		rec[3] = sizes[i][1];
-		rec[4] = (int32_t)mp_rng_below(&rng, 2);
-		random_axis(rec + 8, crop, taps, sizes[i][0]);
-		random_axis(rec + 8 + (size_t)crop * (2 + taps), crop, taps, sizes[i][1]);
-	}
-}
-
 /* The same bits on both backends for random plans of crop x crop and
- * taps, whatever the images' byte alignment; the plan recorded in a graph is
+ * taps (the reference follows any plan within its bounds; the loader's
+ * plans are the unit tests', tests/unit/test_augment.c), whatever the
+ * images' byte alignment; the plan recorded in a graph is
  * read when the graph runs; a plan outside the store refused (host) or
  * NaN (device); a write that does not fit refused alike. */
 static void test_augment(int n, int crop, int taps)
@@ -1280,7 +1230,7 @@ static void test_augment(int n, int crop, int taps)
 	const size_t end_ = (bytes + 3) / 4 * 4 - 4;
 	same_error("write_bytes past the end", ref->ops->write_bytes(ref, &pixels.r, end_, px, 5),
 		   dev->ops->write_bytes(dev, &pixels.d, end_, px, 5));
-	random_plan(plan, N, sizes, first, NIMG, crop, taps, mean);
+	random_plan(plan, N, sizes, first, NIMG, crop, taps, 0, mean, &rng);
 	if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
 		   "augment_train") ||
 	    !ok_rc(dev->ops->augment_train(dev, &pixels.d, plan, taps, &plan_dev.d, &y.d), dev,
@@ -1302,7 +1252,7 @@ static void test_augment(int n, int crop, int taps)
 		if (!ok_rc(dev->ops->graph_end(dev, &g), dev, "graph_end") ||
 		    !ok_rc(rc, dev, "augment_train while recording"))
 			goto out;
-		random_plan(plan, N, sizes, first, NIMG, crop, taps, mean);
+		random_plan(plan, N, sizes, first, NIMG, crop, taps, 0, mean, &rng);
 		if (!ok_rc(ref->ops->augment_train(ref, &pixels.r, plan, taps, &plan_dev.r, &y.r), ref,
 			   "augment_train") ||
 		    !ok_rc(dev->ops->graph_launch(dev, g), dev, "graph_launch") ||
