@@ -222,7 +222,7 @@ static const mp_backend_ops cpu_fast_ops = {
 	.bn_relu_forward_train = mp_cpu_bn_relu_forward_train_fast,
 	.bn_relu_backward = mp_cpu_bn_relu_backward_fast,
 	.write_bytes = mp_cpu_write_bytes,
-	.augment_train = mp_cpu_augment_train,
+	.augment_train = mp_cpu_augment_train_fast,
 	.destroy = cpu_fast_destroy,
 };
 

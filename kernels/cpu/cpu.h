@@ -169,6 +169,8 @@ int mp_cpu_write_bytes(mp_backend *be, mp_tensor *t, size_t offset, const void *
 		       size_t bytes);
 int mp_cpu_augment_train(mp_backend *be, const mp_tensor *pixels, const int32_t *plan, int taps,
 			 mp_tensor *plan_dev, mp_tensor *y);
+int mp_cpu_augment_train_fast(mp_backend *be, const mp_tensor *pixels, const int32_t *plan,
+			      int taps, mp_tensor *plan_dev, mp_tensor *y);
 
 /* The fast backend's variants of the small operations (bn.c, layers.c):
  * the same checks and meaning, fewer passes and vectorizable loops, BN's
