@@ -7,8 +7,9 @@
  * ones (conv.cu). Everything runs on the backend's own
  * non-blocking stream (cuDNN's and cuBLAS's handles are set to it), in
  * order, so the operations need no synchronization between them; copies
- * to and from the host (upload, download, the labels, the loss) wait for
- * that stream before they return (mp_cuda_wait), except while a graph is
+ * to and from the host (upload, download, write_bytes, the labels, a
+ * plan, the loss) wait for that stream before they return (mp_cuda_wait),
+ * except while a graph is
  * recorded (graph_begin: the stream is captured, nothing runs, and the
  * copies become the graph's, from and to page-locked memory). Convolutions are cuDNN's (the classic
  * descriptor API, or its graph API: conv_graph.cu), the fully connected
