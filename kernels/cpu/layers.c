@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "cpu.h"
+#include "xent.h"
 
 static int same_shape(mp_backend *be, const char *op, const char *name, const mp_tensor *t,
 		      const mp_tensor *like)
@@ -248,17 +249,8 @@ int mp_cpu_xent_args(mp_backend *be, const char *op, const char *name, const mp_
 	return 0;
 }
 
-/* The smoothed target of class k for a row whose label is label. */
-static double xent_target(int k, int label, int classes, double s)
-{
-	return (k == label ? 1 - s : 0) + s / classes;
-}
-
-/* Per row, with z the logits and zmax their maximum (subtracted so that exp
- * cannot overflow):
- *   log p_k = z_k - zmax - log sum_j exp(z_j - zmax)
- *   loss    = -sum_k target_k log p_k
- * The mean over the rows is returned in *loss. */
+/* Each row as mp_xent_row (xent.h) defines it; the mean over the rows is
+ * returned in *loss. */
 int mp_cpu_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 				const int32_t *labels, float smoothing,
 				mp_tensor *probs, double *loss)
@@ -271,25 +263,9 @@ int mp_cpu_softmax_xent_forward(mp_backend *be, const mp_tensor *logits,
 		return mp_cpu_fail(be, "%s: no loss output", op);
 	const int N = logits->n, K = logits->c;
 	double total = 0;
-	for (int n = 0; n < N; n++) {
-		const float *z = logits->data + (size_t)n * K;
-		float *p = probs->data + (size_t)n * K;
-		double zmax = z[0];
-		for (int k = 1; k < K; k++)
-			if (z[k] > zmax)
-				zmax = z[k];
-		double sum = 0;
-		for (int k = 0; k < K; k++)
-			sum += exp(z[k] - zmax);
-		const double lse = log(sum);
-		double row = 0;
-		for (int k = 0; k < K; k++) {
-			const double logp = z[k] - zmax - lse;
-			p[k] = (float)exp(logp);
-			row -= xent_target(k, labels[n], K, smoothing) * logp;
-		}
-		total += row;
-	}
+	for (int n = 0; n < N; n++)
+		total += mp_xent_row(logits->data + (size_t)n * K, K, labels[n], smoothing,
+				     probs->data + (size_t)n * K);
 	*loss = total / N;
 	return 0;
 }
@@ -306,8 +282,7 @@ int mp_cpu_softmax_xent_backward(mp_backend *be, const mp_tensor *probs,
 	for (int n = 0; n < N; n++)
 		for (int k = 0; k < K; k++) {
 			const size_t i = (size_t)n * K + k;
-			dlogits->data[i] = (float)((probs->data[i] -
-						    xent_target(k, labels[n], K, smoothing)) / N);
+			dlogits->data[i] = mp_xent_grad(probs->data[i], k, labels[n], K, smoothing, N);
 		}
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda.h"
+#include "xent.h"
 
 #define GRID_STRIDE(i, count)                                                         \
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (count);  \
@@ -297,11 +298,6 @@ static int put_labels(mp_backend *be, const char *op, const int32_t *labels, int
 	return mp_cuda_wait(be, op);
 }
 
-__device__ static double xent_target(int k, int label, int classes, double s)
-{
-	return (k == label ? 1 - s : 0) + s / classes;
-}
-
 // One thread per row, in the reference's order and precision; the rows'
 // losses go to row_loss, summed by sum_rows_kernel.
 __global__ void xent_kernel(const float *__restrict__ logits, const int32_t *__restrict__ labels,
@@ -311,23 +307,8 @@ __global__ void xent_kernel(const float *__restrict__ logits, const int32_t *__r
 	const int n = blockIdx.x * blockDim.x + threadIdx.x;
 	if (n >= N)
 		return;
-	const float *z = logits + (size_t)n * K;
-	float *p = probs + (size_t)n * K;
-	double zmax = z[0];
-	for (int k = 1; k < K; k++)
-		if (z[k] > zmax)
-			zmax = z[k];
-	double sum = 0;
-	for (int k = 0; k < K; k++)
-		sum += exp(z[k] - zmax);
-	const double lse = log(sum);
-	double row = 0;
-	for (int k = 0; k < K; k++) {
-		const double logp = z[k] - zmax - lse;
-		p[k] = (float)exp(logp);
-		row -= xent_target(k, labels[n], K, smoothing) * logp;
-	}
-	row_loss[n] = row;
+	row_loss[n] = mp_xent_row(logits + (size_t)n * K, K, labels[n], smoothing,
+				  probs + (size_t)n * K);
 }
 
 // The mean of the rows' losses, added in order by one thread as the
@@ -349,7 +330,7 @@ __global__ void xent_backward_kernel(const float *__restrict__ probs,
 	GRID_STRIDE(i, (size_t)N * K)
 	{
 		const int n = (int)(i / K), k = (int)(i % K);
-		dlogits[i] = (float)((probs[i] - xent_target(k, labels[n], K, smoothing)) / N);
+		dlogits[i] = mp_xent_grad(probs[i], k, labels[n], K, smoothing, N);
 	}
 }
 
