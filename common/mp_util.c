@@ -982,9 +982,14 @@ static void fmt_duration(char *buf, size_t n, double s)
 
 void mp_progress_update(mp_progress *p, uint64_t done, const char *extra)
 {
+	if (p->enabled)
+		mp_progress_update_at(p, done, extra, mp_now());
+}
+
+void mp_progress_update_at(mp_progress *p, uint64_t done, const char *extra, double now)
+{
 	if (!p->enabled)
 		return;
-	double now = mp_now();
 	/* a count of unknown total (a stream) is never at its end: it waits
 	 * its turn too, or every batch would redraw the line */
 	if (now - p->last_draw < 0.1 && (!p->total || done < p->total))

@@ -250,6 +250,9 @@ void mp_progress_init(mp_progress *p, const char *what, uint64_t total, int quie
  * count in the bar, not in the rate and the time left. */
 void mp_progress_start_at(mp_progress *p, uint64_t done);
 void mp_progress_update(mp_progress *p, uint64_t done, const char *extra);
+/* The same at the time now (mp_now's clock), so that what a bar draws can
+ * be checked without depending on how fast the caller runs. */
+void mp_progress_update_at(mp_progress *p, uint64_t done, const char *extra, double now);
 void mp_progress_done(mp_progress *p);
 
 #endif

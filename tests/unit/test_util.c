@@ -669,8 +669,10 @@ static void json_numbers_read_back_exactly(void **state)
 }
 
 /* What the bar draws for updates at counts done[0..count-1], one after
- * the other, stderr a terminal (a pty) meanwhile, the bar started elapsed
- * seconds ago at base. */
+ * the other a hundredth of a second apart, stderr a terminal (a pty)
+ * meanwhile, the first of them elapsed seconds after the bar started at
+ * base. The times are given, not read, so that a loaded machine draws the
+ * same. */
 static void draw_updates(uint64_t base, const uint64_t *done, int count, uint64_t total,
 			 double elapsed, char *out, size_t n)
 {
@@ -687,9 +689,9 @@ static void draw_updates(uint64_t base, const uint64_t *done, int count, uint64_
 	mp_progress p;
 	mp_progress_init(&p, "evaluate", total, 0);
 	mp_progress_start_at(&p, base);
-	p.start = mp_now() - elapsed;
+	p.start = 1000;
 	for (int i = 0; i < count; i++)
-		mp_progress_update(&p, done[i], NULL);
+		mp_progress_update_at(&p, done[i], NULL, p.start + elapsed + 0.01 * i);
 	fflush(stderr);
 	assert_true(dup2(saved, STDERR_FILENO) >= 0);
 	close(saved);
