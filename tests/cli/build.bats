@@ -4,6 +4,9 @@
 # clear stop where CUDA=1 cannot be honoured, install, DESTDIR staging and
 # uninstall, sanitizers. Each test builds in its own copy of the sources.
 
+# each test builds the whole tree, one job at a time: 20 s on an idle
+# 2-core machine, over 60 s beside other tests on a loaded one
+BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-300}
 load helpers
 
 # tree: a copy of the sources in src/, without the build.
