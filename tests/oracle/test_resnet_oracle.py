@@ -60,6 +60,100 @@ DEFAULTS = dict(depth=1, widths="4,8,8,12", shortcut="A", stem_kernel=3, stem_st
 
 results = []
 worst = {}
+notes = []
+
+# A ReLU input this close to 0, next to the largest input of its call,
+# may land on either side in float, where the reference computes in
+# double: the backend's gradient is then that of one side and the
+# reference's may be the other's, and in these small batches one element
+# moves a gradient by percents (an AVX2 machine's rounding put one at
+# 2.8e-7 on the other side than an AVX-512 machine's did). Such elements
+# are tried both ways, and the reference is the choice closest to the
+# backend's gradients; more than MAX_KINKS of them in a step, the step is
+# compared as computed.
+KINK = 2e-6
+MAX_KINKS = 4
+
+
+class ReluSides:
+    """F.relu for mp_resnet's network: records each call's input, and
+    gives the elements in force (call, flat index) -> passes or not."""
+
+    def __init__(self):
+        self.calls = []
+        self.force = {}
+
+    def __call__(self, x, inplace=False):
+        call = len(self.calls)
+        self.calls.append(x.detach())
+        mask = (x > 0).to(x.dtype)
+        for (c, j), on in self.force.items():
+            if c == call:
+                mask.view(-1)[j] = 1.0 if on else 0.0
+        return x * mask
+
+
+def backward_with(net, sides, x, y, smoothing):
+    """One forward and backward pass with sides as the ReLU."""
+    relu = mp_resnet.F.relu
+    mp_resnet.F.relu = sides
+    try:
+        for p in net.parameters():
+            p.grad = None
+        logits = net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        loss.backward()
+    finally:
+        mp_resnet.F.relu = relu
+    return logits, loss
+
+
+def reference_step(net, x, y, smoothing, ours, at):
+    """The logits and loss of the step, with the gradients in the
+    parameters' .grad: those of the ReLU sides nearest the backend's
+    gradients ours (name -> array) where inputs lie at a kink."""
+    # each pass in training mode moves the running statistics: every
+    # pass after the first starts from where they were, so that the
+    # chosen one moves them once
+    before = {k: v.clone() for k, v in net.named_buffers()}
+
+    def again(force):
+        with torch.no_grad():
+            for k, v in net.named_buffers():
+                v.copy_(before[k])
+        sides = ReluSides()
+        sides.force = force
+        backward_with(net, sides, x, y, smoothing)
+
+    sides = ReluSides()
+    logits, loss = backward_with(net, sides, x, y, smoothing)
+    near = []
+    for c, v in enumerate(sides.calls):
+        a = v.abs().reshape(-1)
+        for j in torch.nonzero(a <= KINK * a.max()).reshape(-1).tolist():
+            near.append((c, j, bool(v.reshape(-1)[j] > 0)))
+    if not near or len(near) > MAX_KINKS:
+        if near:
+            notes.append(f"{at}: {len(near)} ReLU inputs at a kink, compared as computed")
+        return logits, loss
+
+    def distance():
+        return max(rel_err(ours[k], p.grad.numpy()) for k, p in net.named_parameters())
+
+    best, best_err = 0, distance()
+    def sides_of(flips):
+        return {(c, j): side != bool(flips >> i & 1) for i, (c, j, side) in enumerate(near)}
+
+    for flips in range(1, 2 ** len(near)):
+        again(sides_of(flips))
+        err = distance()
+        if err < best_err:
+            best, best_err = flips, err
+    again(sides_of(best))
+    if best:
+        notes.append(f"{at}: {bin(best).count('1')} of {len(near)} ReLU input(s) at a kink "
+                     "taken on the other side")
+    return logits, loss
 
 
 def rel_err(ours, ref):
@@ -123,12 +217,9 @@ def check_backend(case, spec, backend, t, total, weights):
         net.train()
         x = torch.from_numpy(t[f"input.{step}"].astype(np.float64))
         y = torch.from_numpy(t[f"labels.{step}"].astype(np.int64))
-        for p in params.values():
-            p.grad = None
-        logits = net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        loss.backward()
         at = f"{tag} step {step + 1}" + (" after inference" if step == spec["steps"] else "")
+        ours = {k: t[f"grad{step + 1}.{k}"] for k in params}
+        logits, loss = reference_step(net, x, y, smoothing, ours, at)
         if step == 0:
             compare(f"{at} logits", [("", t["logits.0"], logits.detach().numpy())], "logits")
         compare(f"{at} loss", [("", t[f"loss.{step}"], [loss.item()])], "loss")
@@ -232,6 +323,8 @@ def main():
         failed += not ok
     for (backend, kind), err in sorted(worst.items()):
         print(f"# largest relative error, {backend}, {kind}: {err:.3g}")
+    for note in notes:
+        print(f"# {note}")
     return 1 if failed else 0
 
 
