@@ -231,15 +231,35 @@ mp_db_writer *mp_db_writer_open(const char *path_arg, uint64_t map_size, int rep
 		free(w);
 		return NULL;
 	}
-	w->map_size = map_size;
 	w->replace = replace;
 	MDB_txn *txn = NULL;
-	LMDB_CHECK(mdb_env_create(&w->env), "mdb_env_create");
-	LMDB_CHECK(mdb_env_set_mapsize(w->env, (size_t)map_size), "mdb_env_set_mapsize");
-	/* No per-commit fsync: the environment is synced once before the
-	 * rename, and an interrupted build is thrown away anyway. */
-	LMDB_CHECK(mdb_env_open(w->env, w->partial, MDB_NOSYNC | MDB_NOMETASYNC, 0644),
-		   "mdb_env_open");
+	/* The initial map only saves growing it: where an address-space
+	 * limit (ulimit -v, a batch system's) leaves no room for it, a
+	 * smaller one, down to 1 MiB, grows as the DB does. */
+	for (;;) {
+		w->map_size = map_size;
+		LMDB_CHECK(mdb_env_create(&w->env), "mdb_env_create");
+		LMDB_CHECK(mdb_env_set_mapsize(w->env, (size_t)map_size), "mdb_env_set_mapsize");
+		/* No per-commit fsync: the environment is synced once before
+		 * the rename, and an interrupted build is thrown away anyway. */
+		int rc = mdb_env_open(w->env, w->partial, MDB_NOSYNC | MDB_NOMETASYNC, 0644);
+		if (rc == MDB_SUCCESS)
+			break;
+		if (rc != ENOMEM || map_size / 2 < (1u << 20)) {
+			mp_seterr(e, "%s: mdb_env_open: %s%s", w->target, mdb_strerror(rc),
+				  rc == ENOMEM ? " (the address space is limited: ulimit -v?)" : "");
+			goto fail;
+		}
+		/* a failed open leaves the environment to be closed, and its
+		 * files to be started anew */
+		mdb_env_close(w->env);
+		w->env = NULL;
+		if (mp_remove_tree(w->partial) < 0 || mkdir(w->partial, 0755) < 0) {
+			mp_seterr(e, "%s: cannot create: %s", path, strerror(errno));
+			goto fail;
+		}
+		map_size /= 2;
+	}
 	LMDB_CHECK(mdb_txn_begin(w->env, NULL, 0, &txn), "mdb_txn_begin");
 	LMDB_CHECK(mdb_dbi_open(txn, NULL, 0, &w->dbi), "mdb_dbi_open");
 	MDB_txn *committing = txn;
@@ -298,8 +318,10 @@ static int put_growing(mp_db_writer *w, const char *key, const void *buf,
 			grown *= 2;
 		rc = mdb_env_set_mapsize(w->env, (size_t)grown);
 		if (rc)
-			return mp_seterr(e, "%s: growing the map to %llu bytes: %s", w->target,
-					 (unsigned long long)grown, mdb_strerror(rc));
+			return mp_seterr(e, "%s: growing the map to %llu bytes: %s%s", w->target,
+					 (unsigned long long)grown, mdb_strerror(rc),
+					 rc == ENOMEM ? " (the address space is limited: ulimit -v?)"
+						      : "");
 		w->map_size = grown;
 		w->growths++;
 	}

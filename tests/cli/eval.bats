@@ -85,22 +85,6 @@ setup() {
 	D=$BATS_FILE_TMPDIR/data
 }
 
-# probs_max_diff A B: the largest difference of two --probs files'
-# probabilities; fails unless their names and labels agree.
-probs_max_diff() {
-	"$PY" - "$1" "$2" <<'EOF'
-import sys
-a = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-b = [l.rstrip("\n").split("\t") for l in open(sys.argv[2])]
-assert a[0] == b[0] and len(a) == len(b), "headers or lengths differ"
-d = 0.0
-for x, y in zip(a[1:], b[1:]):
-    assert x[:2] == y[:2], (x[:2], y[:2])
-    d = max([d] + [abs(float(p) - float(q)) for p, q in zip(x[2:], y[2:])])
-print("%.3g" % d)
-EOF
-}
-
 @test "known answer: logits that are fc_bn's bias give the errors, probabilities and tables they must" {
 	run ev -m "$D/const.safetensors" --json --probs p.tsv --per-class pc.tsv --confusion cf.tsv \
 		--submission sub.txt "$D/val.db"

@@ -37,7 +37,9 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"
 	all=$(peak_kb "$MP_BIN/mp-eval" -q -m "$D/w.safetensors" --list photos.txt --threads 1 --batch 12 --probs p12.tsv)
 	# each decoded photo is 12 MB: twelve held at once would add 130 MB
 	assert_less "$all" $((one + 40000))
-	cmp p1.tsv p12.tsv
+	# the fast backend's matrix products are blocked by the batch's size:
+	# the same within 1e-5 (mp-eval(1), --batch), not always in every bit
+	assert_less "$(probs_max_diff p1.tsv p12.tsv)" 1e-5
 }
 
 @test "a run that prepares each batch after the last holds one batch in memory, not two" {
