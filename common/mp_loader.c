@@ -293,8 +293,12 @@ mp_loader *mp_loader_open(const mp_loader_opts *o, int *bad_data, mp_error *e)
 	l->nbatches = o->drop_last ? l->nrec / (uint64_t)o->batch
 				   : (l->nrec + (uint64_t)o->batch - 1) / (uint64_t)o->batch;
 	if (l->nbatches == 0) {
-		mp_seterr(e, "%s: %llu records make no batch of %d", o->path,
-			  (unsigned long long)l->nrec, o->batch);
+		if (l->nrec == 0)
+			mp_seterr(e, "%s: the dataset holds no records", o->path);
+		else
+			mp_seterr(e, "%s: %llu record%s make%s no batch of %d", o->path,
+				  (unsigned long long)l->nrec, l->nrec == 1 ? "" : "s",
+				  l->nrec == 1 ? "s" : "", o->batch);
 		goto fail;
 	}
 	l->image_floats = (size_t)3 * l->size * l->size;

@@ -108,7 +108,8 @@ typedef struct {
 	 * that epoch's, for the row and the summary the validation completes */
 	int val_missed;
 	char last_good[PATH_LEN];	/* the newest checkpoint on disk */
-	int made_out_dir;		/* the output directory is this run's */
+	int made_out_dir;		/* the output directory is this run's: the levels
+					 * of its path that it made */
 	int out_dir_fd;			/* held with a lock while the run uses it; -1 */
 	int log_lock_fd;		/* the log as it was at the start, locked; -1 */
 	mp_st_file ckpt;	/* --resume: the checkpoint, read once */
@@ -123,9 +124,32 @@ static double elapsed(const trainer *t)
 
 /* ---- output directory ---------------------------------------------------- */
 
-static int make_dirs(const char *path, mp_error *e)
+/* Removes path and then its parents, levels directories in all, each only
+ * if empty: what make_dirs made, when the start that made them fails. */
+static void remove_made_dirs(const char *path, int levels)
 {
 	char buf[PATH_LEN];
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+		return;
+	for (int i = 0; i < levels; i++) {
+		size_t n = strlen(buf);
+		while (n > 1 && buf[n - 1] == '/')
+			buf[--n] = '\0';
+		if (rmdir(buf) < 0)
+			return;
+		char *slash = strrchr(buf, '/');
+		if (!slash || slash == buf)
+			return;
+		*slash = '\0';
+	}
+}
+
+/* mkdir -p; *made: how many of the path's directories it made, the
+ * deepest among them (none made, on failure). */
+static int make_dirs(const char *path, int *made, mp_error *e)
+{
+	char buf[PATH_LEN];
+	*made = 0;
 	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
 		return mp_seterr(e, "%s: path too long", path);
 	for (char *p = buf + 1;; p++) {
@@ -133,9 +157,18 @@ static int make_dirs(const char *path, mp_error *e)
 			continue;
 		char c = *p;
 		*p = '\0';
-		if (mkdir(buf, 0777) < 0 && errno != EEXIST)
-			return mp_seterr(e, "%s: cannot create the directory: %s", buf,
-					 strerror(errno));
+		if (mkdir(buf, 0777) == 0) {
+			++*made;
+		} else if (errno != EEXIST) {
+			mp_seterr(e, "%s: cannot create the directory: %s", buf, strerror(errno));
+			char *slash = strrchr(buf, '/'); /* the ones made end at the parent */
+			if (slash && slash > buf) {
+				*slash = '\0';
+				remove_made_dirs(buf, *made);
+			}
+			*made = 0;
+			return -1;
+		}
 		*p = c;
 		if (!c)
 			break;
@@ -277,6 +310,31 @@ static void remove_previous_run(const char *dir, const struct stat *keep)
 	}
 	if (d)
 		closedir(d);
+}
+
+/* Whether log names a file that the run writes or removes in out_dir
+ * (a checkpoint, weights.safetensors, last.safetensors, their temporaries,
+ * the probe), which would overwrite or remove the log: a name of theirs
+ * in out_dir, once made. */
+static int log_among_run_files(const char *log, const char *out_dir)
+{
+	char dir[PATH_LEN];
+	const char *slash = strrchr(log, '/');
+	const char *name = slash ? slash + 1 : log;
+	const size_t n = strlen(name), ext = strlen(".safetensors");
+	if (!((n >= ext && !strcmp(name + n - ext, ".safetensors")) ||
+	      strstr(name, ".safetensors.tmp-") ||
+	      !strncmp(name, PROBE_PREFIX, strlen(PROBE_PREFIX))))
+		return 0;
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (snprintf(dir, sizeof dir, "%.*s", (int)(slash - log), log) >= (int)sizeof dir)
+		return 0;
+	if (!dir[0])
+		snprintf(dir, sizeof dir, "/");
+	struct stat a, b;
+	return stat(dir, &a) == 0 && stat(out_dir, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
 }
 
 /* Removes the temporary files of our writes ("checkpoint-*.safetensors",
@@ -846,6 +904,25 @@ static int resumed_schedule_check(mp_train_opts *o, mp_error *e)
 	return 0;
 }
 
+/* x after prefix, in the fewest digits that read back as x, without an
+ * exponent where one is not needed: a value that a command line can give
+ * again exactly, as 140.93 rather than 140.93000000000001, 100 rather
+ * than 1e+02. */
+static void shortest_number(double x, const char *prefix, char *buf, size_t n)
+{
+	int first = 0;
+	for (int digits = 1; digits <= 17; digits++) {
+		snprintf(buf, n, "%s%.*g", prefix, digits, x);
+		if (strtod(buf + strlen(prefix), NULL) != x)
+			continue;
+		if (!strchr(buf + strlen(prefix), 'e'))
+			return;
+		if (!first)
+			first = digits;
+	}
+	snprintf(buf, n, "%s%.*g", prefix, first ? first : 17, x);
+}
+
 static void widths_text(const mp_resnet_config *c, char *buf, size_t n)
 {
 	buf[0] = '\0';
@@ -857,8 +934,11 @@ static void widths_text(const mp_resnet_config *c, char *buf, size_t n)
  * must say the same (those not given are not compared). --crop is the size
  * the run trains at, not part of the network, which global pooling makes
  * independent of it: one given is used (and compare_options warns if it
- * differs), else the checkpoint's. The classes and the mean come from the
- * options or the data, as in a new run; open_loaders fills them. */
+ * differs), else the checkpoint's. So is the mean: a --mean given is used
+ * (compare_options warns if it differs), else the checkpoint's, so that a
+ * run resumed on a training set repacked or extended goes on subtracting
+ * what it was trained with. The classes come from the options or the data,
+ * as in a new run; open_loaders fills them, and resume_check compares. */
 static int net_from_checkpoint(const mp_train_opts *o, const mp_resnet_config *have,
 			       mp_resnet_config *cfg, mp_error *e)
 {
@@ -1165,8 +1245,8 @@ static int supersede_rows(trainer *t, mp_error *e)
 		mp_warnx("%s: its last row is cut short (the machine stopped as it was written): "
 			 "moved to %s", t->log_path, side);
 	if (rows)
-		mp_warnx("%s: %ld rows after step %ld, the checkpoint's, moved to %s", t->log_path,
-			 rows, t->step, side);
+		mp_warnx("%s: %ld row%s after step %ld, the checkpoint's, moved to %s", t->log_path,
+			 rows, rows == 1 ? "" : "s", t->step, side);
 	return 0;
 }
 
@@ -1549,8 +1629,9 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 	if (!(t->train = mp_loader_open(&lo, &bad_data, e)))
 		return bad_data ? MP_TRAIN_FAILED : MP_TRAIN_BAD_SETUP;
 	const mp_meta *m = mp_loader_meta(t->train);
-	/* The mean: --mean, or the training set's. */
-	if (!o->has_mean) {
+	/* The mean: --mean, the checkpoint's (net_from_checkpoint set it), or
+	 * the training set's. */
+	if (!o->has_mean && !o->resume) {
 		if (!m->has_mean)
 			return mp_seterr(e, "%s: the dataset has no mean; give --mean R,G,B",
 					 o->train_db), MP_TRAIN_BAD_SETUP;
@@ -1684,6 +1765,13 @@ static int setup(trainer *t, mp_error *e)
 					    sizeof t->log_taken, e) < 0 ||
 		    resumed_schedule_check(&t->opts, e) < 0)
 			return MP_TRAIN_BAD_SETUP;
+		if (!o->has_mean) {
+			char *taken = t->options_taken;
+			const size_t size = sizeof t->options_taken;
+			for (int c = 0; c < 3; c++)
+				shortest_number(cfg.mean[c], c ? "," : " --mean ",
+						taken + strlen(taken), size - strlen(taken));
+		}
 	}
 	if (o->scale_min < cfg.input_size || o->scale_max < o->scale_min) {
 		/* values a resumed run took from the checkpoint: say whose they are */
@@ -1731,9 +1819,15 @@ static int setup(trainer *t, mp_error *e)
 				    "header): mp-train does not write into it, even with --force "
 				    "or --resume", log_path),
 		       taken_log_failed(t, MP_TRAIN_BAD_SETUP, e);
-	t->made_out_dir = stat(o->out_dir, &st) < 0;
-	if (make_dirs(o->out_dir, e) < 0 || check_writable(o->out_dir, e) < 0 ||
-	    lock_out_dir(t, e) < 0)
+	if (make_dirs(o->out_dir, &t->made_out_dir, e) < 0)
+		return MP_TRAIN_FAILED;
+	/* once out_dir is there to compare with; a failed start removes it */
+	if (!log_stdout && log_among_run_files(log_path, o->out_dir))
+		return mp_seterr(e, "--log %s: a name of the run's own files in %s (its checkpoints, "
+				    "weights and last.safetensors), which would overwrite or remove "
+				    "the log: give the log another name", log_path, o->out_dir),
+		       MP_TRAIN_BAD_SETUP;
+	if (check_writable(o->out_dir, e) < 0 || lock_out_dir(t, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!log_stdout && lock_existing_log(t, log_path, e) < 0)
 		return taken_log_failed(t, MP_TRAIN_FAILED, e);
@@ -1811,6 +1905,10 @@ static int setup(trainer *t, mp_error *e)
 	}
 	if (o->augment_backend && (rc = keep_training_set(t, e)) != MP_TRAIN_DONE)
 		return rc;
+	/* a signal while the data was read: nothing is written yet, and
+	 * nothing need be (a start that fails removes what it made) */
+	if (o->stop && *o->stop)
+		return MP_TRAIN_STOPPED_AT_START;
 	if (open_log(t, o->resume && !start_over, start_over, e) < 0)
 		return taken_log_failed(t, MP_TRAIN_FAILED, e);
 	remove_stale_temporaries(o->out_dir);
@@ -2114,8 +2212,8 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 	r->epochs = t.epoch;
 	if (status == MP_TRAIN_DONE)
 		status = run(&t, e);
-	else if (t.made_out_dir)
-		rmdir(o->out_dir); // a start that failed leaves no empty directory of its own
+	else
+		remove_made_dirs(o->out_dir, t.made_out_dir); // a start that failed leaves no empty directory of its own
 	r->seconds = elapsed(&t);
 	if (t.log && fclose(t.log) != 0 && status == MP_TRAIN_DONE) {
 		mp_seterr(e, "%s: %s", t.log_path, strerror(errno));

@@ -103,6 +103,8 @@ enum mp_train_status {
 	MP_TRAIN_FAILED = 1,	/* a runtime failure: I/O, a bad record, NaN */
 	MP_TRAIN_BAD_SETUP = 2,	/* inputs that do not fit the options */
 	MP_TRAIN_STOPPED = 3,	/* o->stop was set; a checkpoint was written */
+	MP_TRAIN_STOPPED_AT_START = 4, /* o->stop was set before the log was
+					* opened; nothing was written */
 };
 
 typedef struct {

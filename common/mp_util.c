@@ -519,12 +519,13 @@ static void tmp_on_signal(int sig)
 	tmp_die(sig);
 }
 
-void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all)
+void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all, int restart)
 {
 	static const int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGPIPE};
 	struct sigaction sa, was;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = handler;
+	sa.sa_flags = restart ? SA_RESTART : 0;
 	if (block_all)
 		sigfillset(&sa.sa_mask);
 	else
@@ -536,7 +537,7 @@ void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all)
 
 void mp_tmp_on_signals(void)
 {
-	mp_catch_stop_signals(tmp_on_signal, 1, 1);
+	mp_catch_stop_signals(tmp_on_signal, 1, 1, 0);
 }
 
 void mp_tmp_hold(void)

@@ -198,8 +198,10 @@ void mp_tmp_on_signals(void);
 /* Sends SIGHUP, SIGINT and SIGTERM (and SIGPIPE with pipe) to handler,
  * except those ignored when the program started (nohup, a background job
  * of a script), which stay ignored; block_all: no other signal interrupts
- * the handler. */
-void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all);
+ * the handler; restart: a read, write or open that the signal comes
+ * during goes on (SA_RESTART) rather than fail with EINTR, for a program
+ * that stops only when its work reaches a point of its choosing. */
+void mp_catch_stop_signals(void (*handler)(int), int pipe, int block_all, int restart);
 int mp_tmp_add(const char *path);
 void mp_tmp_remove(const char *path);
 /* Between mp_tmp_hold and mp_tmp_release a signal of mp_tmp_on_signals

@@ -116,7 +116,7 @@ static const char *option_name(int c)
  * stays ignored, as mp-train leaves it. */
 static void install_signals(void)
 {
-	mp_catch_stop_signals(on_signal, 0, 0);
+	mp_catch_stop_signals(on_signal, 0, 0, 0);
 }
 
 /* verb: "packed" from images, "copied" from a stream */

@@ -179,6 +179,8 @@ static atomic_int stop_signal;
 /* signals caught: counted atomically, since two sent at once can reach
  * two threads' handlers at once, and only one of them is the first */
 static atomic_int signals_caught;
+/* a progress bar may be drawn on stderr: set before the handler is */
+static int bar_on_stderr;
 
 static void on_signal(int sig)
 {
@@ -198,7 +200,9 @@ static void on_signal(int sig)
 	stop_signal = sig;
 	static const char msg[] = "\nmp-train: stopping at the end of this step (or validation batch) "
 				  "to write a checkpoint (signal again to abort)\n";
-	ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+	/* the newline ends a progress bar's line, where one is drawn */
+	const int skip = !bar_on_stderr;
+	ssize_t ignored = write(STDERR_FILENO, msg + skip, sizeof msg - 1 - skip);
 	(void)ignored;
 }
 
@@ -235,6 +239,13 @@ static const struct option *long_opt_of(const char *a)
 		found = found ? NULL : p;
 	}
 	return found;
+}
+
+/* The signal's name, as the messages give it. */
+static const char *signal_text(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP"
+	       : sig == SIGPIPE ? "SIGPIPE (the reader of its output went away)" : "SIGTERM";
 }
 
 /* The same command line without --resume and --force, in any spelling
@@ -461,8 +472,11 @@ int main(int argc, char **argv)
 
 	/* SIGHUP: the terminal or ssh session went away; SIGPIPE: the reader
 	 * of stdout did (mp-train | head); a signal ignored on entry (SIGINT
-	 * in a shell's background job) stays ignored */
-	mp_catch_stop_signals(on_signal, 1, 0);
+	 * in a shell's background job) stays ignored; the run stops after its
+	 * step, so a read or write the signal comes during (a FIFO's open)
+	 * goes on */
+	bar_on_stderr = !o.quiet && isatty(STDERR_FILENO);
+	mp_catch_stop_signals(on_signal, 1, 0, 1);
 	o.stop = &stop_signal;
 
 	mp_train_result r;
@@ -478,15 +492,16 @@ int main(int argc, char **argv)
 		/* stdout that could not be written (a full disk, >&-) fails the
 		 * run, its outputs being written all the same */
 		mp_exit_stdout(0);
+	case MP_TRAIN_STOPPED_AT_START:
+		fprintf(stderr, "%s: interrupted by %s as the run started, before its log: nothing "
+				"was written%s%s\n",
+			mp_progname, signal_text(stop_signal), o.resume ? "; the run is still at " : "",
+			o.resume ? o.resume : "");
+		return 128 + stop_signal;
 	case MP_TRAIN_STOPPED:
 		fprintf(stderr, "%s: interrupted by %s after step %ld; checkpoint %s\n"
 				"resume with:\n",
-			mp_progname,
-			stop_signal == SIGINT ? "SIGINT" : stop_signal == SIGHUP ? "SIGHUP"
-			: stop_signal == SIGPIPE ? "SIGPIPE (the reader of its output went away)"
-			: "SIGTERM",
-			r.steps,
-			r.checkpoint);
+			mp_progname, signal_text(stop_signal), r.steps, r.checkpoint);
 		print_resume_command(stderr, invoked_as, argc, argv, r.checkpoint);
 		return 128 + stop_signal;
 	case MP_TRAIN_BAD_SETUP:

@@ -341,6 +341,18 @@ mp-batchwriter: old.db: already exists (use --force to replace it)"
 	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o mine --log nodir/x.log
 	assert_status 1
 	assert_files . mine
+	# every level of the path that the start made, and only those
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o mine/a//b/c/ --log nodir/x.log
+	assert_status 1
+	assert_files . mine
+	assert_files mine
+	# a level that cannot be made takes back those made above it
+	local long
+	long=$(printf 'L%.0s' {1..300})
+	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o "mine/a/$long/c"
+	assert_status 1
+	assert_equal "$stderr" "mp-train: mine/a/$long: cannot create the directory: File name too long"
+	assert_files mine
 }
 
 @test "an output directory that is a file: the message names the output asked for, not a temporary name" {

@@ -137,15 +137,15 @@ EOF
 	# with the default backend's other arithmetic
 	local run=(-d "$D/train.db" -v "$D/val.db" "${NET[@]}" --batch 16 --lr 0.05 --schedule 2
 		--gamma 0.5 --epochs 3 --seed 7 --wd 0.001 --label-smoothing 0.1 --warmup 0.5
-		--backend cpu-ref --precision fp32)
+		--backend cpu-ref --precision fp32 --mean 100,110.5,120.25)
 	train "${run[@]}" -q -o whole
 	train "${run[@]}" -q -o parts --max-steps 11
 	run --separate-stderr train -d "$D/train.db" -v "$D/val.db" -o parts --resume parts/last.safetensors
 	assert_status 0
 	assert_equal "$stderr" ""
-	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --eval-every 1 --checkpoint-every 1 --keep 3 --log-every 50 --lr-policy step --schedule 2 --backend cpu-ref --precision fp32 --seed 7"
+	assert_equal "$(grep -e '^mp-train: options from' <<<"$output")" "mp-train: options from parts/last.safetensors: --batch 16 --epochs 3 --lr 0.05 --momentum 0.9 --wd 0.001 --label-smoothing 0.1 --gamma 0.5 --warmup 0.5 --scale-min 12 --scale-max 16 --eval-every 1 --checkpoint-every 1 --keep 3 --log-every 50 --lr-policy step --schedule 2 --backend cpu-ref --precision fp32 --seed 7 --mean 100,110.5,120.25"
 	assert_contains "$output" "mp-train: cpu-ref, "
-	assert_contains "$output" "--seed 7
+	assert_contains "$output" "--mean 100,110.5,120.25
 mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	same_weights whole/weights.safetensors parts/weights.safetensors
 	# an option given is used, and compared as before
@@ -447,7 +447,7 @@ END
 	run train "${RES[@]}" --depth 1
 	assert_status 0
 	# (the first resume's rows after the checkpoint moved aside, as the second one redoes them)
-	assert_contains "$output" "rows after step 8, the checkpoint's, moved to out/train.log.superseded"
+	assert_contains "$output" "1 row after step 8, the checkpoint's, moved to out/train.log.superseded"
 	# no --crop: the checkpoint's input size
 	run train "${RES[@]}"
 	assert_status 0
@@ -673,6 +673,56 @@ killed() {
 	kill -INT $pid
 	wait $pid
 	[[ -f out2/weights.safetensors ]]
+}
+
+@test "a signal as the run starts, before its log, ends it with nothing written; a resume's checkpoint stays" {
+	command -v strace >/dev/null || skip "strace is not installed"
+	train "${OPTS[@]}" --epochs 1 -q -o whole
+	# held for 2 s once it has made (or found) out_dir, before it reads
+	# the data: the signal comes during the start
+	started() {
+		# env execs strace: $! is its pid, and mp-train its child
+		env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq \
+			-o /dev/null -e trace=mkdir,mkdirat -e inject=mkdir,mkdirat:delay_exit=2000000 \
+			"$MP_BIN/mp-train" "$@" 2>err.txt &
+		pid=$!
+		while [[ ! -d out ]]; do sleep 0.02; done
+		kill -TERM "$(pgrep -P $pid)"
+		status=0
+		wait $pid || status=$?
+	}
+	started "${OPTS[@]}" --epochs 1 -q -o out
+	assert_status 143
+	assert_equal "$(tail -n 1 err.txt)" "mp-train: interrupted by SIGTERM as the run started, before its log: nothing was written"
+	[[ ! -e out ]] || fail "left: $(ls -A out)"
+	# so the same command starts it again, without --force
+	train "${OPTS[@]}" --epochs 1 -q -o part --max-steps 3
+	started "${OPTS[@]}" --epochs 1 -q -o out --resume part/last.safetensors
+	assert_status 143
+	assert_equal "$(tail -n 1 err.txt)" "mp-train: interrupted by SIGTERM as the run started, before its log: nothing was written; the run is still at part/last.safetensors"
+	[[ ! -e out ]] || fail "left: $(ls -A out)"
+	run train "${OPTS[@]}" --epochs 1 -q -o out --resume part/last.safetensors
+	assert_status 0
+	same_weights whole/weights.safetensors out/weights.safetensors
+}
+
+@test "a signal while a FIFO log waits for its reader: the open goes on, and the run stops after its step" {
+	train "${OPTS[@]}" --epochs 1 -q -o whole
+	mkfifo log.fifo
+	"$MP_BIN/mp-train" "${OPTS[@]}" --epochs 1 -q -o out --log log.fifo 2>err.txt &
+	pid=$!
+	while [[ ! -d out ]]; do sleep 0.05; done
+	kill -TERM $pid
+	cat log.fifo >log.txt
+	status=0
+	wait $pid || status=$?
+	assert_status 143
+	assert_contains "$(cat err.txt)" "interrupted by SIGTERM after step 1; checkpoint out/checkpoint-0000-000001.safetensors"
+	assert_not_contains "$(cat err.txt)" "Interrupted system call"
+	assert_equal "$(head -n 1 log.txt | cut -f 1-3)" "$(printf 'kind\tepoch\tstep')"
+	run train "${OPTS[@]}" --epochs 1 -q -o out --log out.tsv --resume out/last.safetensors
+	assert_status 0
+	same_weights whole/weights.safetensors out/weights.safetensors
 }
 
 @test "a signal during validation stops at the epoch's end: no step of the next epoch; the resumed run validates it" {

@@ -137,6 +137,24 @@ nonfinite() {
 	assert_files other train.log
 }
 
+@test "a log path that names one of the run's own files in its directory is refused; a start leaves nothing made" {
+	msg="a name of the run's own files in out (its checkpoints, weights and last.safetensors), which would overwrite or remove the log: give the log another name"
+	for log in out/checkpoint-0001.safetensors out//weights.safetensors ./out/last.safetensors; do
+		run train "${OPTS[@]}" --epochs 1 -q -o out --log "$log"
+		assert_status 2
+		assert_equal "$output" "mp-train: --log $log: $msg"
+		[[ ! -e out ]]
+	done
+	mkdir out
+	run train "${OPTS[@]}" --epochs 1 -q -o out --keep 1 --log out/checkpoint-0002.safetensors
+	assert_status 2
+	assert_files out
+	# the same name in another directory is only a name
+	mkdir logs
+	train "${OPTS[@]}" --epochs 2 -q -o out --keep 1 --log logs/checkpoint-0001.safetensors
+	assert_equal "$(wc -l <logs/checkpoint-0001.safetensors)" 3
+}
+
 @test "--log - writes the log on standard output, with its header, and makes no file named -" {
 	run --separate-stderr train "${OPTS[@]}" --epochs 2 -q -o out --log -
 	assert_status 0

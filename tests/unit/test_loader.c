@@ -292,6 +292,36 @@ static void refusals(void **state)
 	assert_null(mp_loader_open(&o, &bad_data, &e));
 	assert_non_null(strstr(e.msg, "make no batch of 64"));
 	assert_int_equal(bad_data, 0);
+	/* a DB of no records, which mp-batchwriter never writes: said so,
+	 * for evaluation as for training */
+	char empty[128];
+	snprintf(empty, sizeof empty, "%s/empty", dir);
+	mp_db_writer *w = mp_db_writer_open(empty, 1 << 20, 1, &e);
+	assert_non_null(w);
+	mp_meta m;
+	mp_meta_init(&m);
+	m.complete = 1;
+	m.macrobatch_size = PER_MB;
+	m.height = m.width = m.size = SIDE;
+	strcpy(m.fit, "pad");
+	strcpy(m.pad_fill, "zero");
+	strcpy(m.encoding, "raw");
+	m.labelled = 1;
+	m.classes = CLASSES;
+	m.source_list = strdup("unit");
+	char *json = mp_meta_to_json(&m, &e);
+	assert_non_null(json);
+	assert_int_equal(mp_db_writer_finish(w, json, &e), 0);
+	free(json);
+	mp_meta_free(&m);
+	for (int train = 0; train < 2; train++) {
+		o = opts(empty, train, 1);
+		o.drop_last = train;
+		bad_data = -1;
+		assert_null(mp_loader_open(&o, &bad_data, &e));
+		assert_non_null(strstr(e.msg, "/empty: the dataset holds no records"));
+		assert_int_equal(bad_data, 0);
+	}
 	o = opts("/nonexistent/db", 0, 1);
 	bad_data = -1;
 	assert_null(mp_loader_open(&o, &bad_data, &e));
