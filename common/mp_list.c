@@ -166,7 +166,9 @@ int mp_list_read(FILE *f, const char *name, int nclasses, mp_list *out,
 		} else if (has != first_labelled) {
 			mp_seterr(e, "%s line %ld: %s but line %ld %s%s", name, lineno,
 				  has ? "has a label" : "has no label", first_line,
-				  has ? "has none" : "has one", has ? "" : mp_list_label_hint(line));
+				  has ? "has none" : "has one",
+				  /* the line without a label may be either */
+				  mp_list_label_hint(has ? out->items[0].path : line));
 			goto fail;
 		}
 		if (out->count == out->cap) {
@@ -269,6 +271,49 @@ void mp_list_shuffle(mp_list *l, unsigned long long seed)
 	}
 }
 
+/* Two classes of one name would be told apart by nobody reading the
+ * results (mp-eval's tables, a submission's names): the later line is
+ * named, with the earlier. Sorted, to find them in n log n. */
+typedef struct {
+	const char *name;
+	long index;
+} named_class;
+
+static int by_name(const void *a, const void *b)
+{
+	const named_class *x = a, *y = b;
+	const int c = strcmp(x->name, y->name);
+	return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+static int duplicate_name(const char *file, char **names, const long *where, long n,
+			  mp_error *e)
+{
+	named_class *order = malloc((size_t)n * sizeof *order);
+	if (!order)
+		return mp_seterr(e, "%s: out of memory", file);
+	for (long i = 0; i < n; i++)
+		order[i] = (named_class){names[i], i};
+	qsort(order, (size_t)n, sizeof *order, by_name);
+	long first = -1, second = -1;
+	for (long i = 1; i < n; i++) {
+		const long a = order[i - 1].index, b = order[i].index;
+		if (strcmp(names[a], names[b]))
+			continue;
+		/* of the pairs, the one whose later line comes first in the file */
+		const long early = where[a] < where[b] ? a : b, late = early == a ? b : a;
+		if (second < 0 || where[late] < where[second]) {
+			first = early;
+			second = late;
+		}
+	}
+	free(order);
+	if (second < 0)
+		return 0;
+	return mp_seterr(e, "%s line %ld: class name \"%s\" is class %ld's already (line %ld)",
+			 file, where[second], names[second], first, where[first]);
+}
+
 int mp_categories_read(FILE *f, const char *name, char ***names_out,
 		       int *count_out, mp_error *e)
 {
@@ -354,6 +399,8 @@ int mp_categories_read(FILE *f, const char *name, char ***names_out,
 				  name, i, n - 1);
 			goto fail;
 		}
+	if (duplicate_name(name, names, where, n, e) < 0)
+		goto fail;
 	free(line);
 	free(where);
 	*names_out = names;

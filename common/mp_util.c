@@ -314,11 +314,28 @@ const char *mp_open_error(const char *path, int err, char *buf, size_t size)
 	return strerror(err);
 }
 
+/* What a file that is neither regular nor a directory is, for a message. */
+static const char *special_file_kind(mode_t mode)
+{
+	return S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ? "a character device"
+	       : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ? "a socket"
+	       : "of an unknown type";
+}
+
 int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 		 mp_error *e)
 {
-	/* O_NONBLOCK: opening a FIFO blocks until a writer comes, which may
-	 * be never, and no signal would end the wait in a worker thread. */
+	/* Not even opened, where its type shows first: opening a FIFO wakes
+	 * a writer waiting on it, which our close then ends with SIGPIPE,
+	 * and opening a device may act on it. */
+	struct stat pre;
+	if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode) && !S_ISDIR(pre.st_mode)) {
+		errno = 0;
+		return mp_seterr(e, "not a regular file (%s)", special_file_kind(pre.st_mode));
+	}
+	/* O_NONBLOCK: a FIFO put in its place since blocks no open until a
+	 * writer comes, which may be never, and no signal would end the wait
+	 * in a worker thread. */
 	int fd = mp_open_follow(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int err = errno;
@@ -342,11 +359,7 @@ int mp_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len,
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		return mp_seterr(e, "not a regular file (%s)",
-				 S_ISFIFO(st.st_mode) ? "a FIFO"
-				 : S_ISCHR(st.st_mode) ? "a character device"
-				 : S_ISBLK(st.st_mode) ? "a block device"
-				 : S_ISSOCK(st.st_mode) ? "a socket" : "of an unknown type");
+		return mp_seterr(e, "not a regular file (%s)", special_file_kind(st.st_mode));
 	}
 	if ((uint64_t)st.st_size > max_bytes) {
 		close(fd);

@@ -198,6 +198,7 @@ int main(int argc, char **argv)
 	const char *root = NULL, *out = NULL, *cats = NULL;
 	long classes = 0, size = 128, pad = 0, quality = 95, macrobatch = 1024;
 	long seed = 1, jobs = mp_cpu_count(), max_pixels = 1L << 26;
+	int macrobatch_given = 0;
 	long map_size = (long)MP_DB_DEFAULT_MAP;
 	int fit = MP_FIT_PAD, fill = MP_FILL_MEAN, store = MP_STORE_KEEP;
 	int shuffle = 0, skip_bad = 0, input_stream = 0, force = 0, quiet = 0;
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
 		case OPT_QUALITY: bad = mp_parse_long("--quality", optarg, 1, 100, &quality); break;
 		case OPT_MACROBATCH:
 			bad = mp_parse_long("--macrobatch", optarg, 1, MP_MB_MAX_COUNT, &macrobatch);
+			macrobatch_given = 1;
 			break;
 		case OPT_SHUFFLE: shuffle = 1; break;
 		case OPT_SEED: /* the meta document records it exactly */
@@ -303,25 +305,37 @@ int main(int argc, char **argv)
 	mp_error e;
 	char **class_names = NULL;
 	int nclasses = (int)classes;
+	/* the open of a FIFO, and its reads, wait for a writer: a signal
+	 * then ends them (EINTR), and the status says which it was */
+	char why[600];
 	if (cats) {
 		FILE *cf = fopen(cats, "r");
-		char why[600];
-		if (!cf)
-			mp_errx(1, "%s: %s", cats, mp_open_error(cats, errno, why, sizeof why));
+		if (!cf) {
+			if (!stop_signal)
+				mp_warnx("%s: %s", cats, mp_open_error(cats, errno, why, sizeof why));
+			return exit_for_failure(0);
+		}
 		int rc = mp_categories_read(cf, cats, &class_names, &nclasses, &e);
 		fclose(cf);
-		if (rc < 0)
-			mp_errx(1, "%s", e.msg);
+		if (rc < 0) {
+			if (!stop_signal)
+				mp_warnx("%s", e.msg);
+			return exit_for_failure(0);
+		}
 	}
 
 	const char *list_name = argc ? argv[0] : "<stdin>";
 	FILE *lf = argc ? fopen(argv[0], "r") : stdin;
-	char why[600];
-	if (!lf)
-		mp_errx(1, "%s: %s", list_name, mp_open_error(list_name, errno, why, sizeof why));
+	if (!lf) {
+		if (!stop_signal)
+			mp_warnx("%s: %s", list_name, mp_open_error(list_name, errno, why, sizeof why));
+		mp_categories_free(class_names, nclasses);
+		return exit_for_failure(0);
+	}
 	mp_list list;
 	if (mp_list_read(lf, list_name, nclasses, &list, &e) < 0) {
-		mp_warnx("%s", e.msg);
+		if (!stop_signal)
+			mp_warnx("%s", e.msg);
 		mp_categories_free(class_names, nclasses);
 		return exit_for_failure(0);
 	}
@@ -351,8 +365,9 @@ int main(int argc, char **argv)
 				 (unsigned long long)(3 * (uint64_t)side * side), holder,
 				 (unsigned long long)limit, out ? "" : ", or write a DB with -o");
 		} else if (n > fit) {
-			mp_warnx("--macrobatch %ld: %llu raw records of %dx%d pixels take more than the "
-				 "%llu bytes %s holds; use --macrobatch %llu or less", macrobatch,
+			mp_warnx("--macrobatch %ld%s: %llu raw records of %dx%d pixels take more than "
+				 "the %llu bytes %s holds; use --macrobatch %llu or less", macrobatch,
+				 macrobatch_given ? "" : " (the default)",
 				 (unsigned long long)n, side, side, (unsigned long long)limit, holder,
 				 (unsigned long long)fit);
 		}

@@ -125,6 +125,44 @@ stop_writer() {
 	assert_files . big.png list.txt short.txt
 }
 
+# wait_blocked PID: until PID waits on a FIFO (its open or a read), as its
+# wchan says; a kernel that hides it gets a pause instead.
+wait_blocked() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[[ $(cat "/proc/$1/wchan" 2>/dev/null) =~ partner|pipe ]] && return 0
+		sleep 0.05
+	done
+}
+
+@test "a signal while the list or categories file, a FIFO, waits for its writer: status 143, no DB" {
+	mkfifo list.fifo cats.fifo
+	# in the open, which waits for a writer
+	for args in "list.fifo" "-c cats.fifo list.fifo"; do
+		# shellcheck disable=SC2086 # two words, on purpose
+		"$MP_BIN/mp-batchwriter" -q -o db $args 2>"$BATS_TEST_TMPDIR/err" &
+		pid=$!
+		wait_blocked $pid
+		stop_writer TERM
+		assert_status 143
+		assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+			"mp-batchwriter: interrupted by signal 15; nothing was written under the output name"
+		assert_no_db db
+	done
+	# in a read, the writer there but slow
+	exec {fd}<>cats.fifo
+	"$MP_BIN/mp-batchwriter" -q -o db -c cats.fifo list.fifo {fd}>&- 2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	wait_blocked $pid
+	stop_writer HUP
+	exec {fd}>&-
+	assert_status 129
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/err")" \
+		"mp-batchwriter: interrupted by signal 1; nothing was written under the output name"
+	assert_no_db db
+	assert_files . list.fifo cats.fifo
+}
+
 @test "SIGTERM while --input-stream waits for more input: status 143, no DB" {
 	mkimg many img 20 8 8 >list.txt
 	bw -q --size 8 --macrobatch 4 list.txt >out.stream

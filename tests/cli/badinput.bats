@@ -79,6 +79,16 @@ declare -ga BAD_ORDER=(missing.png adir dangling.png empty.png text.jpg header-c
 		assert_equal "$stderr" "mp-batchwriter: $bad (list.txt line 2): not a regular file (${why[$bad]})"
 		assert_no_db db
 	done
+	# not even opened: a writer waiting on the FIFO is not let through
+	# (our close would then end it with SIGPIPE)
+	printf 'good.png 0\nfifo.png 1\n' >list.txt
+	(echo data >fifo.png; echo "writer $?" >writer.txt) &
+	local writer=$!
+	run --separate-stderr timeout -s KILL 10 "$MP_BIN/mp-batchwriter" --size 16 -o db list.txt
+	assert_status 1
+	timeout 10 cat fifo.png >/dev/null || fail "the writer got through: $(cat writer.txt)"
+	wait $writer
+	assert_equal "$(cat writer.txt)" "writer 0"
 }
 
 @test "a huge header is refused before any pixel memory is allocated" {

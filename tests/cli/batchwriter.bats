@@ -134,6 +134,11 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_nvcsw)' \
 	run --separate-stderr bw --size 8 -o db mixed.txt
 	assert_status 1
 	assert_equal "$stderr" "mp-batchwriter: mixed.txt line 2: has no label but line 1 has one$hint"
+	# the decimal on the first line, which then has none
+	printf 'a.png 1.0\na.png 1\n' >first.txt
+	run --separate-stderr bw --size 8 -o db first.txt
+	assert_status 1
+	assert_equal "$stderr" "mp-batchwriter: first.txt line 2: has a label but line 1 has none$hint"
 	# a name whose last word is no number gets no hint
 	printf 'a.png x\n' >word.txt
 	run --separate-stderr bw --size 8 -o db word.txt
@@ -368,7 +373,7 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	done <<-'EOF'
 		--size 16384 --pad 4096 --macrobatch 1|mp-batchwriter: --encoding raw: a record of 24576x24576 pixels takes 1811939328 bytes, more than a stream frame holds (1073741824); use a smaller --size or --pad, or write a DB with -o
 		--size 16384 --macrobatch 2|mp-batchwriter: --macrobatch 2: 2 raw records of 16384x16384 pixels take more than the 1073741824 bytes a stream frame holds; use --macrobatch 1 or less
-		--size 4096 -o db|mp-batchwriter: --macrobatch 1024: 300 raw records of 4096x4096 pixels take more than the 4294967295 bytes a macrobatch holds; use --macrobatch 85 or less
+		--size 4096 -o db|mp-batchwriter: --macrobatch 1024 (the default): 300 raw records of 4096x4096 pixels take more than the 4294967295 bytes a macrobatch holds; use --macrobatch 85 or less
 	EOF
 	# what fits goes on to the images
 	run --separate-stderr bw --encoding raw --size 4096 --macrobatch 85 -o db list.txt

@@ -251,6 +251,12 @@ static void categories_gaps_and_duplicates(void **state)
 	f = text("\n# nothing\n");
 	assert_int_equal(mp_categories_read(f, "c.txt", &names, &n, &e), -1);
 	fclose(f);
+	/* one name for two classes: the first line that repeats one is named */
+	f = text("/c/cafe 3\n/a/abbey 0\n/b/bar 1\n/a/abbey 2\n/b/bar 4\n");
+	assert_int_equal(mp_categories_read(f, "c.txt", &names, &n, &e), -1);
+	assert_string_equal(e.msg, "c.txt line 4: class name \"/a/abbey\" is class 0's already "
+				   "(line 2)");
+	fclose(f);
 }
 
 int main(void)
