@@ -163,12 +163,37 @@ static int reader_next(reader *r, item *it, mp_error *e)
 		const uint8_t *buf;
 		size_t len;
 		int rc = mp_source_next(r->src, &buf, &len, e);
-		if (rc <= 0)
+		if (rc < 0)
 			return rc;
+		/* every record, each where it belongs: a count or an order
+		 * the dataset does not say would put the results beside other
+		 * names, or leave records out unseen */
+		const mp_meta *m = mp_source_meta(r->src);
+		if (rc == 0 && m->records != r->count)
+			return mp_source_is_stream(r->src)
+				       ? mp_seterr(e, "%s: end frame counts %llu records, stream held %llu",
+						   mp_source_name(r->src),
+						   (unsigned long long)m->records,
+						   (unsigned long long)r->count)
+				       : mp_seterr(e, "%s: %llu records read, the meta says %llu",
+						   mp_source_name(r->src),
+						   (unsigned long long)r->count,
+						   (unsigned long long)m->records);
+		if (rc == 0)
+			return 0;
 		mp_error pe;
 		if (mp_mb_parse(buf, len, &r->mb, &pe) < 0)
 			return mp_seterr(e, "%s: macrobatch %llu: %s", mp_source_name(r->src),
 					 (unsigned long long)mp_source_index(r->src), pe.msg);
+		if (r->mb.first_record != r->count) {
+			mp_seterr(e, "%s: macrobatch %llu starts at record %llu, and %llu records "
+				     "come before it",
+				  mp_source_name(r->src), (unsigned long long)mp_source_index(r->src),
+				  (unsigned long long)r->mb.first_record,
+				  (unsigned long long)r->count);
+			mp_mb_free(&r->mb);
+			return -1;
+		}
 		r->have_mb = 1;
 		r->pos = 0;
 	}
@@ -1105,10 +1130,14 @@ static int check_outputs(const mp_eval_opts *o, mp_error *e)
 	for (size_t i = 0; i < NOUTPUTS; i++) {
 		if (!outs[i].path || mp_names_stdout(outs[i].path))
 			continue;
-		for (size_t j = 0; j < nins; j++)
-			if (ins[j].path && strcmp(ins[j].path, "-") && mp_same_file(outs[i].path, ins[j].path))
+		for (size_t j = 0; j < nins; j++) {
+			/* an input read from stdin is the file stdin is open on */
+			if (ins[j].path && (strcmp(ins[j].path, "-")
+						    ? mp_same_file(outs[i].path, ins[j].path)
+						    : mp_names_fd(outs[i].path, STDIN_FILENO)))
 				return mp_seterr(e, "%s %s: that is %s, which it would replace", outs[i].what,
 						 outs[i].path, ins[j].what);
+		}
 		/* a character device (/dev/null) replaces nothing: outputs may share it */
 		struct stat st;
 		if (stat(outs[i].path, &st) == 0 && S_ISCHR(st.st_mode))
@@ -1204,6 +1233,11 @@ int mp_eval_run(const mp_eval_opts *o, mp_eval_result *r, mp_error *e)
 	r->topk = mp_error_rate(ev.correctk[r->nscales], n);
 	/* --probs is complete: its last rows are written before any table is */
 	if (out_close(&ev.probs, e) < 0 || write_tables(&ev, e) < 0)
+		goto out;
+	/* the summary before the renames: a stdout that fails (a full disk,
+	 * a reader gone) fails the run with no file of an earlier one replaced */
+	r->seconds = mp_now() - t0;
+	if (o->report && o->report(o, r, e) < 0)
 		goto out;
 	/* every output is complete before any replaces a file of that name,
 	 * and a ^C waits for the last rename: never some of this run's files

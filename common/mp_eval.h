@@ -22,7 +22,9 @@
 enum mp_eval_crops { MP_CROPS_FULL = 0, MP_CROPS_CENTER = 1, MP_CROPS_5 = 5, MP_CROPS_10 = 10 };
 enum mp_eval_combine { MP_COMBINE_PROB, MP_COMBINE_LOGIT };
 
-typedef struct {
+struct mp_eval_result;
+
+typedef struct mp_eval_opts {
 	const char *weights;
 	const char *data;	/* dataset DB, stream file, or "-" for stdin */
 	const char *list, *root; /* or an image list, paths relative to root */
@@ -42,6 +44,10 @@ typedef struct {
 	int dump_count;		/* images whose views are dumped */
 	uint64_t max_pixels;	/* larger images are refused; 0: MP_EVAL_MAX_PIXELS */
 	int quiet;
+	/* Called once every output is written, before any replaces a file of
+	 * its name, with the results (seconds included): the caller's summary
+	 * on stdout, whose failure (-1, e set) then replaces none. NULL: none. */
+	int (*report)(const struct mp_eval_opts *o, const struct mp_eval_result *r, mp_error *e);
 } mp_eval_opts;
 
 void mp_eval_opts_default(mp_eval_opts *o);
@@ -51,7 +57,7 @@ typedef struct {
 	double top1, topk;	/* errors in [0, 1] (labelled data only) */
 } mp_eval_scale;
 
-typedef struct {
+typedef struct mp_eval_result {
 	uint64_t images;
 	int labelled;
 	int classes;

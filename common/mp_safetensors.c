@@ -525,6 +525,14 @@ static int parse_file(mp_st_file *f, mp_error *e)
 		goto fail;
 	}
 	uint64_t n = mp_get_u64(f->base);
+	/* a length that cannot be, and no '{' where the header begins: some
+	 * other file (an image, a dataset stream), said so rather than by
+	 * the number its first bytes make */
+	if ((n > MP_ST_MAX_HEADER || n > f->size - 8) && (f->size == 8 || f->base[8] != '{')) {
+		st_err(e, f->path, "not a safetensors file (its first 8 bytes give a header of %" PRIu64
+		       " bytes, and no '{' begins one)", n);
+		goto fail;
+	}
 	if (n > MP_ST_MAX_HEADER) {
 		st_err(e, f->path, "header length %" PRIu64 " exceeds the limit of %u bytes", n,
 		       MP_ST_MAX_HEADER);

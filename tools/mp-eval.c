@@ -1,6 +1,7 @@
 /* mp-eval: single and multiscale evaluation of trained weights on a
  * dataset, a stream or an image list; errors, probabilities, submissions. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,25 @@ static void print_json(const mp_eval_opts *o, const mp_eval_result *r)
 	cJSON_Delete(j);
 }
 
+/* The summary, as the options ask: the JSON, or the table unless -q or an
+ * output has stdout. */
+static int report_json, report_table;
+
+static int report(const mp_eval_opts *o, const mp_eval_result *r, mp_error *e)
+{
+	if (report_json)
+		print_json(o, r);
+	else if (report_table)
+		print_table(o, r);
+	/* a write that failed inside printf leaves only the error flag; the
+	 * flush retries what is buffered and usually says why */
+	errno = 0;
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return mp_seterr(e, "<stdout>: write error%s%s", errno ? ": " : "",
+				 errno ? strerror(errno) : "");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	mp_wait_passively(argv);
@@ -300,6 +320,11 @@ int main(int argc, char **argv)
 		mp_warnx("-m WEIGHTS is required");
 		usage();
 	}
+	/* read whole, with random access: not from a pipe */
+	if (!strcmp(o.weights, "-")) {
+		mp_warnx("-m -: the weights are read from a file, not from stdin");
+		return 2;
+	}
 	if (!o.data == !o.list) {
 		mp_warnx(o.list ? "give a dataset or --list, not both"
 				: "a dataset, - (a stream on stdin) or --list is required");
@@ -333,14 +358,13 @@ int main(int argc, char **argv)
 	mp_tmp_on_signals();
 	mp_eval_result r;
 	mp_error e;
+	report_json = json;
+	report_table = !o.quiet && !to_stdout; /* an output has stdout; the bar stays on stderr */
+	o.report = report;
 	int status = mp_eval_run(&o, &r, &e);
 	if (status != MP_EVAL_DONE) {
 		mp_warnx("%s", e.msg);
 		return status == MP_EVAL_BAD_USAGE ? 2 : 1;
 	}
-	if (json)
-		print_json(&o, &r);
-	else if (!o.quiet && !to_stdout) /* an output has stdout; the bar stays on stderr */
-		print_table(&o, &r);
 	mp_exit_stdout(0);
 }

@@ -315,6 +315,41 @@ a_stream() {
 	done
 }
 
+@test "mp-eval refuses a dataset that counts other records than it holds, or holds them out of order" {
+	a_stream
+	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	local end='import json; e = json.loads(bytes(f[-1][1])); e["records"] = N; f[-1][1] = bytearray(json.dumps(e).encode())'
+	edit_frames out.stream fewer.stream "${end/N/39}"
+	edit_frames out.stream less.stream "${end/N/33}"
+	edit_frames out.stream swapped.stream 'f[1], f[2] = f[2], f[1]'
+	bw -q --input-stream -o more.db <out.stream
+	"$PY" -c '
+import json, lmdb, sys
+sys.path.insert(0, sys.argv[2])
+import mp_dataset
+env = lmdb.open(sys.argv[1], subdir=True, lock=False)
+with env.begin(write=True) as txn:
+    m = json.loads(txn.get(b"meta"))
+    m["records"] = 39
+    txn.put(b"meta", mp_dataset.meta_bytes(m))
+env.close()' more.db "$MP_ROOT/scripts"
+	for c in "fewer.stream|end frame counts 39 records, stream held 40" \
+		"less.stream|end frame counts 33 records, stream held 40" \
+		"swapped.stream|macrobatch 0 starts at record 8, and 0 records come before it" \
+		"more.db|40 records read, the meta says 39"; do
+		IFS='|' read -r f want <<<"$c"
+		run --separate-stderr "$MP_BIN/mp-eval" -q -m w.safetensors --probs p.tsv "$f"
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: $f: $want"
+		[[ ! -e p.tsv ]] || fail "a partial --probs was left"
+		# as mp-inspect --verify does
+		run inspect --verify "$f"
+		assert_status 1
+	done
+	run "$MP_BIN/mp-eval" -q -m w.safetensors out.stream
+	assert_status 0
+}
+
 @test "a stream whose meta frame gives what only the end frame may is refused, naming the field" {
 	a_stream
 	for c in 'complete|m["complete"] = True|"complete" is true; it is false in a stream'"'"'s meta frame' \

@@ -468,6 +468,23 @@ open("noend.stream", "wb").write(b[:off])' "$D/val.stream"
 	assert_status 2
 	assert_equal "$output" "mp-eval: --per-class ./out.tsv: the same file as --probs"
 	assert_equal "$(cat w.st l.txt v.db/data.mdb | cksum)" "$sum"
+	# an input read from stdin (-) is the file stdin is open on, by any name
+	cp "$D/val.stream" v.stream
+	sum=$(cat v.stream l.txt | cksum)
+	for out in v.stream /dev/stdin; do
+		run bash -c '"$@" <v.stream' _ "$MP_BIN/mp-eval" -q -m w.st --probs "$out" -
+		assert_status 2
+		assert_equal "$output" "mp-eval: --probs $out: that is the dataset, which it would replace"
+	done
+	run bash -c '"$@" <l.txt' _ "$MP_BIN/mp-eval" -q -m w.st --list - --submission l.txt
+	assert_status 2
+	assert_equal "$output" "mp-eval: --submission l.txt: that is the image list (--list), which it would replace"
+	assert_equal "$(cat v.stream l.txt | cksum)" "$sum"
+	# the weights are a file, not stdin
+	run bash -c '"$@" <w.st' _ "$MP_BIN/mp-eval" -q -m - v.stream
+	assert_status 2
+	assert_equal "$output" "mp-eval: -m -: the weights are read from a file, not from stdin"
+	rm v.stream
 	# distinct outputs are fine
 	run ev -q -m w.st --probs p.tsv --submission s.txt v.db
 	assert_status 0

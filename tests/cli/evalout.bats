@@ -149,3 +149,25 @@ setup() {
 		assert_contains "$output" " is not a whole number from 1 to 4096"
 	done
 }
+
+@test "a summary that cannot be written (a full disk, a reader gone) fails the run with no earlier output replaced" {
+	for out in --json ""; do
+		echo old >p.tsv
+		echo old >s.txt
+		# shellcheck disable=SC2086 # none, or one word
+		run --separate-stderr bash -c '"$@" >/dev/full' _ "$MP_BIN/mp-eval" -m "$D/w.st" $out \
+			--probs p.tsv --submission s.txt "$D/val.db"
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: <stdout>: write error: No space left on device"
+		assert_equal "$(cat p.tsv s.txt)" $'old\nold'
+		assert_files . p.tsv s.txt
+	done
+	run --separate-stderr closed_pipe "$MP_BIN/mp-eval" -m "$D/w.st" --probs p.tsv "$D/val.db"
+	assert_status 141
+	assert_equal "$(cat p.tsv)" old
+	assert_files . p.tsv s.txt
+	# written, they are replaced
+	run ev -m "$D/w.st" --probs p.tsv --submission s.txt "$D/val.db"
+	assert_status 0
+	assert_equal "$(wc -l <s.txt)" 12
+}

@@ -763,6 +763,12 @@ static void bad_lengths_give_their_message(void **state)
 	mp_put_u64(buf, UINT64_MAX);
 	assert_int_equal(mp_st_parse(buf, len, "big", &f, &e), -1);
 	assert_non_null(strstr(e.msg, "exceeds the limit"));
+	/* another kind of file: no '{' where a header would begin */
+	buf[8] = 'P';
+	assert_int_equal(mp_st_parse(buf, len, "other", &f, &e), -1);
+	assert_string_equal(e.msg, "other: not a safetensors file (its first 8 bytes give a "
+				   "header of 18446744073709551615 bytes, and no '{' begins one)");
+	buf[8] = '{';
 	assert_int_equal(mp_st_parse(buf, 7, "short", &f, &e), -1);
 	assert_string_equal(e.msg, "short: 7 bytes is too short for a safetensors file "
 				   "(at least 8)");
