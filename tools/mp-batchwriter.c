@@ -198,7 +198,7 @@ int main(int argc, char **argv)
 	const char *root = NULL, *out = NULL, *cats = NULL;
 	long classes = 0, size = 128, pad = 0, quality = 95, macrobatch = 1024;
 	long seed = 1, jobs = mp_cpu_count(), max_pixels = 1L << 26;
-	int macrobatch_given = 0;
+	int macrobatch_given = 0, map_size_given = 0;
 	long map_size = (long)MP_DB_DEFAULT_MAP;
 	int fit = MP_FIT_PAD, fill = MP_FILL_MEAN, store = MP_STORE_KEEP;
 	int shuffle = 0, skip_bad = 0, input_stream = 0, force = 0, quiet = 0;
@@ -245,6 +245,7 @@ int main(int argc, char **argv)
 		case 'f': force = 1; break;
 		case OPT_MAP_SIZE:
 			bad = mp_parse_long("--map-size", optarg, 1L << 16, 1L << 46, &map_size);
+			map_size_given = 1;
 			break;
 		case 'q': quiet = 1; break;
 		case 'h': help(); break;
@@ -299,6 +300,13 @@ int main(int argc, char **argv)
 	}
 	if (!out && isatty(STDOUT_FILENO)) {
 		mp_warnx("refusing to write a binary stream to a terminal: give -o DB or redirect stdout");
+		usage();
+	}
+	/* a stream has no DB to replace or map: a script that asks for one
+	 * meant -o */
+	if (!out && (force || map_size_given)) {
+		mp_warnx("%s goes with -o DB; the stream on stdout has no DB to %s",
+			 force ? "--force" : "--map-size", force ? "replace" : "map");
 		usage();
 	}
 

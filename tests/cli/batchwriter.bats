@@ -521,6 +521,19 @@ print(ascii(m["class_names"]), ascii(m["source_list"]))' db
 	done
 }
 
+@test "--force and --map-size go with -o: a stream has no DB to replace or map" {
+	mkimg make solid a.png 8 8
+	echo "a.png 0" >list.txt
+	for opt in "-f|--force goes with -o DB; the stream on stdout has no DB to replace" \
+		"--map-size 65536|--map-size goes with -o DB; the stream on stdout has no DB to map"; do
+		# shellcheck disable=SC2086
+		run --separate-stderr bw --size 8 ${opt%%|*} list.txt
+		assert_status 2
+		assert_equal "$(first_line "$stderr")" "mp-batchwriter: ${opt#*|}"
+		assert_equal "$output" ""
+	done
+}
+
 @test "the shuffle seed is recorded in the meta, exactly" {
 	mkimg many img 6 8 8 labels=2 >list.txt
 	bw -q --size 8 --shuffle --seed 42 -o shuffled list.txt
