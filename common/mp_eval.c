@@ -449,6 +449,11 @@ static int out_open(outfile *of, const char *path, mp_error *e)
 		of->tmp = NULL;
 		return mp_seterr(e, "%s: %s", path, strerror(err));
 	}
+	/* a file replaced keeps its permissions (one made private stays so);
+	 * a new one has the umask's */
+	struct stat old;
+	if (stat(target, &old) == 0 && S_ISREG(old.st_mode))
+		(void)fchmod(fileno(of->f), old.st_mode & 07777);
 	return 0;
 }
 

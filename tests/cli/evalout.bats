@@ -32,6 +32,12 @@ setup() {
 	assert_equal "$(head -c 10 res/p.tsv)" "$(printf 'name\tlabel')"
 	assert_equal "$(wc -l <res/s.txt)" 12
 	assert_files res p.tsv s.txt
+	# a file replaced keeps its permissions; a new one has the umask's
+	chmod 600 res/p.tsv
+	run bash -c 'umask 022 && exec "$@"' _ "$MP_BIN/mp-eval" -q -m "$D/w.st" --probs p.tsv \
+		--per-class pc.tsv "$D/val.db"
+	assert_status 0
+	assert_equal "$(stat -c %a res/p.tsv) $(stat -c %a pc.tsv)" "600 644"
 }
 
 @test "standard output under another name (/dev/fd/1, the file it is redirected to) is -" {
