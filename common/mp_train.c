@@ -312,29 +312,31 @@ static void remove_previous_run(const char *dir, const struct stat *keep)
 		closedir(d);
 }
 
+/* Whether the file path lies in the directory dir (the same directory,
+ * by device and inode). */
+static int in_dir(const char *path, const char *dir)
+{
+	char parent[PATH_LEN];
+	if (mp_parent_dir(path, parent, sizeof parent) < 0)
+		return 0;
+	struct stat a, b;
+	return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 /* Whether log names a file that the run writes or removes in out_dir
  * (a checkpoint, weights.safetensors, last.safetensors, their temporaries,
  * the probe), which would overwrite or remove the log: a name of theirs
  * in out_dir, once made. */
 static int log_among_run_files(const char *log, const char *out_dir)
 {
-	char dir[PATH_LEN];
 	const char *slash = strrchr(log, '/');
 	const char *name = slash ? slash + 1 : log;
 	const size_t n = strlen(name), ext = strlen(".safetensors");
-	if (!((n >= ext && !strcmp(name + n - ext, ".safetensors")) ||
-	      strstr(name, ".safetensors.tmp-") ||
-	      !strncmp(name, PROBE_PREFIX, strlen(PROBE_PREFIX))))
-		return 0;
-	if (!slash)
-		snprintf(dir, sizeof dir, ".");
-	else if (snprintf(dir, sizeof dir, "%.*s", (int)(slash - log), log) >= (int)sizeof dir)
-		return 0;
-	if (!dir[0])
-		snprintf(dir, sizeof dir, "/");
-	struct stat a, b;
-	return stat(dir, &a) == 0 && stat(out_dir, &b) == 0 && a.st_dev == b.st_dev &&
-	       a.st_ino == b.st_ino;
+	return ((n >= ext && !strcmp(name + n - ext, ".safetensors")) ||
+		strstr(name, ".safetensors.tmp-") ||
+		!strncmp(name, PROBE_PREFIX, strlen(PROBE_PREFIX))) &&
+	       in_dir(log, out_dir);
 }
 
 /* Removes the temporary files of our writes ("checkpoint-*.safetensors",
@@ -1338,6 +1340,12 @@ static int open_log(trainer *t, int append, int start_over, mp_error *e)
 	if (!t->log_stdout && t->log_lock_fd < 0 && lock_log(fileno(t->log), t->log_path, e) < 0)
 		return -1;
 	const int old = !t->log_stdout && S_ISREG(st.st_mode) && st.st_size > 0;
+	/* the run's own log gone (removed, or never copied with the
+	 * directory): the rows go on, and the gap is said */
+	if (append && !old && !t->log_stdout && S_ISREG(st.st_mode) && t->step > 0 &&
+	    in_dir(o->resume, o->out_dir))
+		mp_warnx("warning: %s was missing or empty: it starts again here, without the rows "
+			 "of the run's first %ld steps", t->log_path, t->step);
 	if (!old && log_write(t, LOG_HEADER, e) < 0)
 		return -1;
 	if (start_over) {
@@ -1679,18 +1687,6 @@ static int open_loaders(trainer *t, mp_resnet_config *cfg, mp_error *e)
 			       MP_TRAIN_BAD_SETUP;
 	warn_shared_records(t);
 	return MP_TRAIN_DONE;
-}
-
-/* Whether the file path lies in the directory dir (the same directory,
- * by device and inode). */
-static int in_dir(const char *path, const char *dir)
-{
-	char parent[PATH_LEN];
-	if (mp_parent_dir(path, parent, sizeof parent) < 0)
-		return 0;
-	struct stat a, b;
-	return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
-	       a.st_ino == b.st_ino;
 }
 
 /* A checkpoint that is a file we can read, yet fails to read as one, is

@@ -160,6 +160,19 @@ mp-train: resuming parts/last.safetensors at epoch 2, batch 3 (step 11)"
 	assert_equal "$stderr" "mp-train: --scale-min 12 and --scale-max 16: need crop 14 <= min <= max (from more/last.safetensors)"
 }
 
+@test "a resume whose log is gone says so, and the log starts again; a branch's new log is no gap" {
+	train "${OPTS[@]}" --epochs 2 -q -o out --max-steps 5
+	rm out/train.log
+	run --separate-stderr train -d "$D/train.db" -o out --resume out/last.safetensors -q
+	assert_status 0
+	assert_equal "$stderr" "mp-train: warning: out/train.log was missing or empty: it starts again here, without the rows of the run's first 5 steps"
+	assert_equal "$(log_col out/train.log epoch epoch | tr '\n' ' ')" "1 2 "
+	# resumed into another directory, a branch writes its own log
+	run --separate-stderr train -d "$D/train.db" -o branch --resume out/checkpoint-0001.safetensors -q
+	assert_status 0
+	assert_equal "$stderr" ""
+}
+
 @test "a resumed run writes what the run did: its --eval-every, --checkpoint-every, --keep, --log-every and --log" {
 	local writes=(--epochs 4 --eval-every 2 --checkpoint-every 2 --keep 1 --log-every 3)
 	train "${OPTS[@]}" "${writes[@]}" -q -o whole
