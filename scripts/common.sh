@@ -138,6 +138,8 @@ workdir() {
 	if [ $# -eq 1 ]; then
 		work=$(safe_path "$1")
 		mkdir -p -- "$work" 2>/dev/null || die "$work: cannot create directory"
+		# absolute: the Python parts run from the scripts' directory
+		work=$(CDPATH='' cd -- "$work" && pwd -P) || die "$1: cannot enter the directory"
 	else
 		work=$(mktemp -d "${TMPDIR:-/tmp}/${prog%.sh}.XXXXXX")
 		if [ "${keep:-0}" -eq 1 ]; then
@@ -149,17 +151,24 @@ workdir() {
 }
 
 # bench_images DIR COUNT [gen-bench-images.py options]: COUNT generated
-# images and their list DIR/train.txt, or those already there
+# images and their list DIR/train.txt, or those already there. DIR is
+# replaced only when it is missing or holds images made here before (its
+# .bench-images), never a folder of the user's that happens to be there.
 bench_images() {
 	local dir=$1 count=$2
 	shift 2
-	if [ -f "$dir/train.txt" ] && [ "$(wc -l <"$dir/train.txt")" -eq "$count" ]; then
+	if [ -f "$dir/.bench-images" ] && [ -f "$dir/train.txt" ] &&
+		[ "$(wc -l <"$dir/train.txt")" -eq "$count" ]; then
 		echo "$prog: reusing the $count images in $dir" >&2
-	else
-		echo "$prog: generating $count images in $dir" >&2
-		rm -rf -- "$dir"
-		# shellcheck disable=SC2154 # python: set by the scripts that call this
-		"$python" "$(dirname "${BASH_SOURCE[0]}")/gen-bench-images.py" "$dir" "$count" "$@" >&2 ||
-			die "gen-bench-images.py failed"
+		return
 	fi
+	if [ -e "$dir" ] && [ ! -f "$dir/.bench-images" ]; then
+		die "$dir: exists and does not hold this script's images; remove it or give another WORKDIR"
+	fi
+	echo "$prog: generating $count images in $dir" >&2
+	rm -rf -- "$dir"
+	# shellcheck disable=SC2154 # python: set by the scripts that call this
+	"$python" "$(dirname "${BASH_SOURCE[0]}")/gen-bench-images.py" "$dir" "$count" "$@" >&2 ||
+		die "gen-bench-images.py failed"
+	: >"$dir/.bench-images"
 }

@@ -44,9 +44,9 @@ for p in "$bin/mp-batchwriter" "$bin/mp-inspect" "$bin/mp-train" "$bin/mp-eval" 
 	"$scripts/fmnist-convert"; do
 	[ -x "$p" ] || die "$p is not built; run make first"
 done
-err=$(mkdir -p -- "$work" 2>&1) || die "$work: cannot create the directory (${err##*: })"
 [ -d /usr/share/datasets/fashion-mnist ] ||
 	die "Fashion-MNIST is missing; run make deps (as root)"
+err=$(mkdir -p -- "$work" 2>&1) || die "$work: cannot create the directory (${err##*: })"
 
 data=$work/fashion-mnist
 start=$(date +%s.%N)

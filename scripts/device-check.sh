@@ -169,9 +169,17 @@ PY=${PY:-${PYTHON:-python3}}
 JOBS=$(nproc 2>/dev/null || echo 4)
 SUMMARY=$RESULTS/summary.txt
 LOGS=$RESULTS/logs # each stage's log; packed into logs.tar.gz at the end
+# an earlier check's logs go (its marker says so); a logs/ of the user's
+# in RESULTS_DIR stays, and the check does not run there
+if [ -e "$LOGS" ] && [ ! -e "$LOGS/.device-check" ] && [ -n "$(ls -A "$LOGS" 2>/dev/null)" ]; then
+	echo "device-check: $LOGS: exists and holds no device check's logs; give another RESULTS_DIR" >&2
+	exit 2
+fi
 rm -rf "$LOGS" "$RESULTS/logs.tar.gz"
 mkdir -p "$LOGS" || exit 1
+: >"$LOGS/.device-check"
 : >"$RESULTS/stages.tsv"
+: >"$RESULTS/device-check.log" # this check's messages, not an earlier one's too
 FAILED=0
 
 say() { echo "device-check: $*" | tee -a "$RESULTS/device-check.log" >&2; }

@@ -104,13 +104,17 @@ summary() {
 		$1 == "epoch" || $1 == "end" {
 			n++
 			if ($c["val_top1_err"] != "-") { t1 = $c["val_top1_err"]; t5 = $c["val_top5_err"] }
+			# images / seconds over the run: the rate of each row weighted
+			# by its steps (a last part epoch counts for its part)
+			steps = $c["step"] - last; last = $c["step"]
 			r = $c["images_per_s"]
-			if (r > 0) { inv += 1 / r; nr++ }
+			if (r > 0 && steps > 0) { done += steps; took += steps / r }
+			epochs = $c["epoch"]
 		}
 		END {
 			if (!n) exit 1
-			printf "%s %s %s %d\n", (t1 == "" ? "-" : t1), (t5 == "" ? "-" : t5),
-				(nr ? nr / inv : 0), n
+			printf "%s %s %s %s\n", (t1 == "" ? "-" : t1), (t5 == "" ? "-" : t5),
+				(took ? done / took : 0), epochs
 		}' "$1"
 }
 ours=$(summary "$work/mp-train/train.log") || die "$work/mp-train/train.log: no epoch rows"
@@ -127,5 +131,5 @@ awk -v a="$ours" -v b="$theirs" -v cores="$cores" 'BEGIN {
 		printf "%-28s %12s %12s\n", "final val error", (x[1] == "-" ? "none" : x[1]), (y[1] == "-" ? "none" : y[1])
 	}
 	printf "%-28s %12.1f %12.1f %11.2fx\n", "train images/s (" cores " threads)", x[3], y[3], (y[3] > 0 ? x[3] / y[3] : 0)
-	printf "%-28s %12d %12d\n", "epochs", x[4], y[4]
+	printf "%-28s %12g %12g\n", "epochs", x[4], y[4]
 }'

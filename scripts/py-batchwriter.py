@@ -102,10 +102,11 @@ def write_dataset(root, db, list_path, macrobatch):
     if os.path.lexists(db):
         raise Failure("%s: already exists (remove it first)" % db)
     entries = read_list(list_path)
-    parent = os.path.dirname(db) or "."
+    # "db/" names the directory db, beside which the partial one goes
+    name = db.rstrip("/") or "/"
+    parent = os.path.dirname(name) or "."
     try:
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(db.rstrip("/")) + ".partial-",
-                               dir=parent)
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(name) + ".partial-", dir=parent)
     except OSError as e:
         raise Failure("%s: cannot write in %s: %s" % (db, parent, e.strerror or e))
     try:

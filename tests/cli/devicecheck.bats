@@ -31,6 +31,13 @@ have_nvcc() {
 	assert_equal "$(first_line "$output")" "usage: device-check.sh [--cpu-smoke] [--quick] [--keep-logs] [RESULTS_DIR]"
 	assert_equal "$stderr" ""
 	[[ ! -e device-check-results ]]
+	# a logs/ of the user's in RESULTS_DIR is not the check's to remove
+	mkdir -p mine/logs
+	echo precious >mine/logs/notes.txt
+	run --separate-stderr bash "$DC" mine
+	assert_status 2
+	assert_equal "$stderr" "device-check: $PWD/mine/logs: exists and holds no device check's logs; give another RESULTS_DIR"
+	assert_equal "$(cat mine/logs/notes.txt)" precious
 }
 
 @test "device-check: -- ends the options, so that RESULTS_DIR may start with a dash" {

@@ -121,7 +121,7 @@ EOF
 	assert_contains "$stderr" "bench-loader.sh: failed: $PWD/py "
 	run --separate-stderr env PYTHON="$PWD/py" bash "$MP_ROOT/scripts/bench-loader.sh" -n 256 -t 1 w
 	assert_status 1
-	assert_contains "$stderr" "bench-loader.sh: reusing the 256 images in w/img"
+	assert_contains "$stderr" "bench-loader.sh: reusing the 256 images in $(pwd -P)/w/img"
 	assert_not_contains "$stderr" "already exists"
 	assert_contains "$stderr" "py: no PyTorch loader here"
 	run inspect --json w/train.db

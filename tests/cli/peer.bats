@@ -273,6 +273,11 @@ EOF
 	assert_status 0
 	assert_equal "$output" steps.png
 	assert_equal "$(head -c 4 steps.png | od -An -tx1 | tr -d ' \n')" 89504e47
+	# standard output, into a pipe or a file: the image alone, no name after it
+	"$PLOT" "$D/mp-run/train.log" /dev/stdout | cat >piped.png
+	"$PLOT" "$D/mp-run/train.log" /dev/stdout >redirected.png
+	cmp a.png piped.png
+	cmp a.png redirected.png
 }
 
 @test "plot-log reads the log's numbers with a decimal point under a decimal-comma locale" {
@@ -378,6 +383,14 @@ EOF
 	row=$(grep "final val top-1 error" <<<"$output")
 	assert_equal "$(awk '{ print NF }' <<<"$row")" 8
 	[[ -f peer/mp-train/weights.safetensors && -f peer/torch/weights.safetensors ]]
+	assert_equal "$(grep '^epochs' <<<"$output" | tr -s ' ')" "epochs 2 2"
+	# images/s over the run: the epochs' rates weighted by their steps
+	rate() {
+		awk -F'\t' 'NR > 1 && $1 == "epoch" { s = $3 - last; last = $3; n += s; t += s / $11 }
+			END { printf "%.1f", n / t }' "$1"
+	}
+	assert_equal "$(grep '^train images/s' <<<"$output" | awk '{ print $5, $6 }')" \
+		"$(rate peer/mp-train/train.log) $(rate peer/torch/train.log)"
 	# a run that fails makes it fail; mp-train's usage error is its own
 	run "$PEER" "$D/train.db" "$D/val.db" peer2 "${NET[@]}" --batch 4096
 	assert_status 2

@@ -109,6 +109,12 @@ failing_make() {
 	assert_status 0
 	assert_equal "$output" "py-batchwriter.py: wrote 6 images in 1 macrobatches to db"
 	assert_files db data.mdb lock.mdb
+	# a trailing slash names the same directory
+	mkdir sub
+	head -n 2 list.txt >two.txt
+	run "$PY" "$S/py-batchwriter.py" -r . -o sub/slash.db/ two.txt
+	assert_status 0
+	assert_files sub slash.db
 	# a second run into it: refused, the DB as it was
 	sum=$(cksum <db/data.mdb)
 	run "$PY" "$S/py-batchwriter.py" -r . -o db list.txt
@@ -129,7 +135,7 @@ failing_make() {
 	run "$PY" "$S/py-batchwriter.py" -r . -o nodir/db list.txt
 	assert_status 1
 	assert_equal "$output" "py-batchwriter.py: nodir/db: cannot write in nodir: No such file or directory"
-	assert_files . db file im list.txt
+	assert_files . db file im list.txt sub two.txt
 }
 
 @test "the shell scripts are clean under shellcheck, every severity" {
@@ -212,6 +218,20 @@ failing_make() {
 	assert_contains "$output" "mp-batchwriter -j 1"
 	[[ -f ./-w/images/train.txt && -f ./-w/db/data.mdb ]]
 	assert_files . -w
+}
+
+@test "a benchmark's WORKDIR: relative, it holds the run; a folder of the user's in it is never removed" {
+	mkdir -p w/images
+	echo precious >w/images/mine.txt
+	printf 'a 0\n' >w/images/train.txt
+	run --separate-stderr bash "$S/bench-batchwriter.sh" -n 1 w
+	assert_status 1
+	assert_equal "$stderr" "bench-batchwriter.sh: $(pwd -P)/w/images: exists and does not hold this script's images; remove it or give another WORKDIR"
+	assert_equal "$(cat w/images/mine.txt)" precious
+	rm -r w/images
+	run --separate-stderr bash "$S/bench-batchwriter.sh" -n 1 w
+	assert_status 0
+	[[ -f w/images/.bench-images && -f w/db/data.mdb ]]
 }
 
 @test "the benchmarks build the tree as it was last built: with or without the CUDA backend" {
