@@ -644,7 +644,11 @@ fail:
 	cJSON_Delete(root);
 	free(text);
 	free(nt.nums);
+	/* freed, but a header CRC verified before the failure (a data CRC
+	 * mismatch) is still said: mp-inspect --verify reports it */
+	const int header_checked = f->has_header_crc;
 	mp_st_free(f);
+	f->has_header_crc = header_checked;
 	return -1;
 }
 

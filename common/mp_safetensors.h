@@ -103,7 +103,8 @@ typedef struct {
 	mp_st_kv *meta;	       /* in the order of the header, "crc32" included */
 	int has_crc;	       /* the data section's CRC32 was present and checked */
 	uint32_t crc;
-	int has_header_crc;    /* the header's CRC32 was present and checked */
+	int has_header_crc;    /* the header's CRC32 was present and checked (kept
+			        * by a read that failed after that check) */
 	uint32_t header_crc;
 	mp_st_tensor **by_name_; /* private: tensors sorted by name */
 } mp_st_file;

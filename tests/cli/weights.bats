@@ -117,6 +117,10 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	run --separate-stderr inspect --verify flip.safetensors
 	assert_status 1
 	assert_contains "$stderr" "data CRC mismatch"
+	# the header CRC was present and verified; the data's failed
+	run --separate-stderr inspect --verify --json flip.safetensors
+	assert_status 1
+	assert_equal "$(json_get - 'd["ok"], d["header_crc32"], d["crc32"]' <<<"$output")" "(False, True, False)"
 	# a damaged length field: still weights, reported as such in every mode
 	cp w.safetensors len.safetensors
 	printf '\xff\xff\xff\x7f' | dd of=len.safetensors bs=1 seek=0 conv=notrunc status=none
