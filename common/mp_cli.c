@@ -66,6 +66,16 @@ int mp_parse_path(const char *opt, const char *arg, const char **out)
 	return 0;
 }
 
+int mp_parse_root(const char *opt, char *arg, const char **out)
+{
+	/* "images/" names images: its paths are joined as images/PATH, not
+	 * images//PATH in every message */
+	size_t n = strlen(arg);
+	while (n > 1 && arg[n - 1] == '/')
+		arg[--n] = '\0';
+	return mp_parse_path(opt, arg, out);
+}
+
 int mp_parse_dir_path(const char *opt, const char *arg, const char **out)
 {
 	if (!strcmp(arg, "-")) {

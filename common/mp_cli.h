@@ -30,5 +30,8 @@ int mp_parse_path(const char *opt, const char *arg, const char **out);
  * which names standard input or output everywhere else, is refused too,
  * rather than made a directory of that name ("./-" makes one). */
 int mp_parse_dir_path(const char *opt, const char *arg, const char **out);
+/* A list's root directory (-r): as mp_parse_path, its trailing slashes
+ * dropped (in arg itself). */
+int mp_parse_root(const char *opt, char *arg, const char **out);
 
 #endif

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "r:o:c:j:fqhV", long_opts, NULL)) != -1) {
 		int bad = 0;
 		switch (c) {
-		case 'r': bad = mp_parse_path("--root", optarg, &root); break;
+		case 'r': bad = mp_parse_root("--root", optarg, &root); break;
 		case 'o': bad = mp_parse_path("--output", optarg, &out); break;
 		case 'c': bad = mp_parse_path("--categories", optarg, &cats); break;
 		case OPT_CLASSES:

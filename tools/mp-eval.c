@@ -219,7 +219,7 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'm': bad = mp_parse_path("--weights", optarg, &o.weights); break;
 		case 'd': bad = mp_parse_path("--data", optarg, &o.data); break;
-		case 'r': bad = mp_parse_path("--root", optarg, &o.root); break;
+		case 'r': bad = mp_parse_root("--root", optarg, &o.root); break;
 		case 'q': o.quiet = 1; break;
 		case 'h': help(); break;
 		case 'V': mp_print_version(); mp_exit_stdout(0);

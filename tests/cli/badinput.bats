@@ -225,6 +225,9 @@ mp-batchwriter: list.txt: no records to write"
 	assert_status 1
 	assert_equal "$stderr" "mp-batchwriter: nonexist/img/v1.png (good.txt line 1): No such file or directory"
 	assert_no_db db
+	# a root given with trailing slashes joins with one
+	run --separate-stderr bw -q --size 16 -r nonexist// -o db good.txt
+	assert_equal "$stderr" "mp-batchwriter: nonexist/img/v1.png (good.txt line 1): No such file or directory"
 	# an absolute path is opened as it is
 	printf '%s/img/missing.png 0\n' "$PWD" >abs.txt
 	run --separate-stderr bw -q --size 16 -r nonexist -o db abs.txt
