@@ -1013,6 +1013,27 @@ static int parse_numbers_meta(const mp_st_file *f, const char *key, int n, doubl
 	return 0;
 }
 
+/* The training set's class names against those the checkpoint's weights
+ * hold: the same count under other names (a set repacked with another
+ * categories file) may be a typo mended or labels that now mean other
+ * classes; the weights will hold the training set's, and a warning names
+ * the first that differs. */
+static void warn_renamed_classes(const trainer *t)
+{
+	const char *stored = mp_st_meta_get(&t->ckpt, "class_names");
+	cJSON *a = stored && t->class_names ? cJSON_Parse(stored) : NULL;
+	for (int i = 0; cJSON_IsArray(a) && i < t->classes; i++) {
+		const cJSON *x = cJSON_GetArrayItem(a, i);
+		if (cJSON_IsString(x) && strcmp(x->valuestring, t->class_names[i])) {
+			mp_warnx("warning: %s names class %d \"%s\", %s \"%s\": the weights will "
+				 "hold the training set's names", t->o->resume, i, x->valuestring,
+				 t->o->train_db, t->class_names[i]);
+			break;
+		}
+	}
+	cJSON_Delete(a);
+}
+
 /* Checks the checkpoint (t->ckpt, whose network net_from_checkpoint took)
  * against the run as set up, before anything is made on disk: its classes
  * (cfg's, from the data), its momentum, its position and the sums and rate
@@ -1028,6 +1049,7 @@ static int resume_check(trainer *t, const mp_resnet_config *cfg, long *epochs, l
 		return mp_seterr(e, "%s: the checkpoint's network has %d classes, the training set "
 				    "has %d", o->resume, t->ckpt_net.classes, cfg->classes),
 		       MP_TRAIN_BAD_SETUP;
+	warn_renamed_classes(t);
 	if (!mp_st_find(f, "momentum.stem.conv.weight"))
 		return mp_seterr(e, "%s: a weights file without momentum; --resume needs a "
 				    "checkpoint", o->resume),

@@ -503,6 +503,13 @@ END
 	assert_contains "$stderr" "mp-train: warning: train_data was \"128 records, crc32 "
 	assert_contains "$stderr" "in o2/last.safetensors, now \"96 records, crc32 "
 	assert_contains "$stderr" "the run will differ from an uninterrupted one"
+	# the same records under other class names: the weights take the new
+	# names, and a warning names the first that differs
+	awk '$2 == 2 { $1 = "renamed" } 1' "$D/cats.txt" >renamed.txt
+	bw -q -r "$D" -c renamed.txt --size 16 -o renamed.db "$D/train.txt"
+	run --separate-stderr train -d renamed.db "${RES[@]}"
+	assert_status 0
+	assert_contains "$stderr" "mp-train: warning: out/last.safetensors names class 2 \"$(awk '$2 == 2 { print $1 }' "$D/cats.txt")\", renamed.db \"renamed\": the weights will hold the training set's names"
 	# the reference loops, or the fast backend without Winograd, round otherwise
 	run --separate-stderr train -d "$D/train.db" "${RES[@]}" --backend cpu-ref
 	assert_status 0
