@@ -420,7 +420,9 @@ double mp_st_element(const mp_st_tensor *t, uint64_t i)
 void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
 {
 	memset(s, 0, sizeof *s);
-	double sum = 0, sq = 0;
+	/* long double: the sums of an F64 tensor's squares neither overflow
+	 * (1e200) nor underflow (3e-310) where double's would */
+	long double sum = 0, sq = 0;
 	s->min = INFINITY;
 	s->max = -INFINITY;
 	for (uint64_t i = 0; i < t->numel; i++) {
@@ -431,7 +433,7 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
 		}
 		s->count++;
 		sum += v;
-		sq += v * v;
+		sq += (long double)v * v;
 		if (v < s->min)
 			s->min = v;
 		if (v > s->max)
@@ -441,18 +443,19 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
 		s->min = s->max = 0;
 		return;
 	}
-	s->mean = sum / (double)s->count;
-	s->l2 = sqrt(sq);
+	const long double mean = sum / (long double)s->count;
+	s->mean = (double)mean;
+	s->l2 = (double)sqrtl(sq);
 	/* A second pass over the deviations: the mean of the squares less the
 	 * square of the mean cancels to noise when the spread is small beside
 	 * the mean (running variances, a constant tensor). */
-	double dev = 0;
+	long double dev = 0;
 	for (uint64_t i = 0; i < t->numel; i++) {
 		double v = mp_st_element(t, i);
 		if (isfinite(v))
-			dev += (v - s->mean) * (v - s->mean);
+			dev += ((long double)v - mean) * ((long double)v - mean);
 	}
-	s->std = sqrt(dev / (double)s->count);
+	s->std = (double)sqrtl(dev / (long double)s->count);
 }
 
 int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
@@ -479,6 +482,10 @@ int mp_st_diff(const mp_st_tensor *a, const mp_st_tensor *b, double *max_abs,
 	}
 	*max_abs = d;
 	double rel = d == 0 ? 0 : (scale > 0 ? d / scale : INFINITY);
+	/* a difference that is no difference next to the scale (1e-300 beside
+	 * 1e300) underflows: the smallest one instead, which --tol 0 refuses */
+	if (d > 0 && rel == 0)
+		rel = nextafter(0.0, 1.0);
 	*max_rel = isnan(rel) ? INFINITY : rel;
 	return 0;
 }

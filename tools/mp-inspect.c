@@ -959,7 +959,8 @@ int main(int argc, char **argv)
 					mp_open_error(argv[0], errno, why, sizeof why));
 			close(fd);
 		}
-		mp_warnx("--tensors and --dump are for weights files");
+		mp_warnx("%s is not a weights file: --tensors and --dump are for weights files",
+			 strcmp(argv[0], "-") ? argv[0] : "<stdin>");
 		usage();
 	}
 	if (do_verify + do_list + (record >= 0) + (extract_n >= 0) > 1) {

@@ -295,6 +295,23 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_equal "$(sed -n 2p <<<"$output")" "$(printf 't\t1\t0.25\twithin tol')"
 }
 
+@test "F64 at the ends of its range: --diff sees a difference that underflows, --tensors sums without overflow" {
+	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
+		import numpy as np, mp_resnet
+		mp_resnet.write_safetensors("a.safetensors", {"c": np.array([1e-300, 1e300])})
+		mp_resnet.write_safetensors("b.safetensors", {"c": np.array([2e-300, 1e300])})
+		mp_resnet.write_safetensors("s.safetensors", {"a": np.array([3e-310]),
+			"b": np.array([1e200, -1e200]), "c": np.array([1e308, 1e308])})
+	EOF
+	# 1e-300 beside 1e300 is 1e-600 relative, below any double: not the 0 of "same"
+	run inspect --diff a.safetensors b.safetensors
+	assert_status 1
+	assert_equal "$(sed -n 2p <<<"$output" | cut -f 1,2,4)" "$(printf 'c\t1e-300\tDIFFERENT')"
+	run inspect --tensors s.safetensors
+	assert_status 0
+	assert_equal "$(sed -n '2,4p' <<<"$output" | cut -f 1,4,5,8)" "$(printf 'a\t3e-310\t0\t3e-310\nb\t0\t1e+200\t1.41421e+200\nc\t1e+308\t0\t1.41421e+308')"
+}
+
 @test "mp_resnet.write_safetensors keeps a scalar's shape [] and writes row-major bytes" {
 	PYTHONPATH="$MP_ROOT/scripts" "$PY" - <<-'EOF'
 		import numpy as np, mp_resnet
@@ -389,7 +406,9 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	for f in adir text.txt -; do
 		run --separate-stderr inspect --tensors "$f" </dev/null
 		assert_status 2
-		assert_equal "$(first_line "$stderr")" "mp-inspect: --tensors and --dump are for weights files"
+		name=$f
+		[[ $f == - ]] && name="<stdin>"
+		assert_equal "$(first_line "$stderr")" "mp-inspect: $name is not a weights file: --tensors and --dump are for weights files"
 	done
 }
 
