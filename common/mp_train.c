@@ -2233,10 +2233,20 @@ int mp_train_run(const mp_train_opts *o, mp_train_result *r, mp_error *e)
 	else
 		remove_made_dirs(o->out_dir, t.made_out_dir); // a start that failed leaves no empty directory of its own
 	r->seconds = elapsed(&t);
+	/* a new run that failed before it wrote a row or a checkpoint (a bad
+	 * record in its first step) holds nothing but the log's header: it
+	 * goes with the directory the start made, as after a failed start, so
+	 * that the same command runs again without --force */
+	struct stat st;
+	const int nothing_kept = status == MP_TRAIN_FAILED && !o->resume && !t.last_good[0] &&
+				 t.log && !t.log_stdout && fstat(fileno(t.log), &st) == 0 &&
+				 S_ISREG(st.st_mode) && st.st_size == (off_t)strlen(LOG_HEADER);
 	if (t.log && fclose(t.log) != 0 && status == MP_TRAIN_DONE) {
 		mp_seterr(e, "%s: %s", t.log_path, strerror(errno));
 		status = MP_TRAIN_FAILED;
 	}
+	if (nothing_kept && unlink(t.log_path) == 0)
+		remove_made_dirs(o->out_dir, t.made_out_dir);
 	free(t.options_json);
 	mp_st_free(&t.ckpt);
 	mp_resnet_free(t.net);

@@ -1181,6 +1181,16 @@ txn.put(b"mb/00000000", bytes(v))'
 	assert_status 1
 	assert_equal "$output" "mp-train: crc.db: macrobatch 0: macrobatch CRC mismatch (corrupt data)"
 	[[ ! -e out/train.log ]]
+	# a record whose CRC holds but which does not decode fails in the first
+	# step: the log's header alone goes too, and the same command runs again
+	"$MP_BIN/mp-batchwriter" -q -r "$D" -c "$D/cats.txt" --size 16 --encoding png \
+		"$D/train.txt" >png.stream
+	edit_frames png.stream idat.stream 'mb = f[1][1]; i = bytes(mb).index(b"IDAT"); mb[i + 8] ^= 0xff; fix(mb)'
+	"$MP_BIN/mp-batchwriter" -q --input-stream -o idat.db <idat.stream
+	run train "${OPTS[@]}" --epochs 1 -o new -d idat.db
+	assert_status 1
+	assert_contains "$output" "mp-train: idat.db: record 0 ("
+	[[ ! -e new ]] || fail "left: $(ls -A new)"
 	# a checkpoint cut short is bad data too; a missing one is a usage error
 	train "${OPTS[@]}" --epochs 1 -q -o run1
 	head -c 10000 run1/checkpoint-0001.safetensors >cut.safetensors
