@@ -487,7 +487,8 @@ int main(int argc, char **argv)
 			if (r.val_top1 >= 0)
 				printf("final validation error: %.2f%% top-1, %.2f%% top-5\n",
 				       100 * r.val_top1, 100 * r.val_top5);
-			printf("weights: %s (%ld steps, %.0f s)\n", r.weights, r.steps, r.seconds);
+			printf("weights: %s (%ld step%s, %.0f s)\n", r.weights, r.steps,
+			       r.steps == 1 ? "" : "s", r.seconds);
 		}
 		/* stdout that could not be written (a full disk, >&-) fails the
 		 * run, its outputs being written all the same */

@@ -17,6 +17,12 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_contains "$output" "header CRC:   present, verified"
 	assert_contains "$output" "data CRC:     present, verified"
 	assert_equal "$(json_get <(inspect --json ref.safetensors) 'd["kind"], d["tensors"], d["header_crc32"], d["crc32"]')" "('weights', 370, True, True)"
+	# a small network's in M, not as 0.000 G
+	init 1 4,8 A 10 1 small.safetensors
+	run inspect small.safetensors
+	assert_status 0
+	assert_contains "$output" " M per image at 112 px"
+
 }
 
 @test "--tensors lists every tensor with Kaiming statistics for the convs" {
