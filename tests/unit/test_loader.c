@@ -16,34 +16,12 @@
 #include "mp_macrobatch.h"
 #include "mp_meta.h"
 
+#include "../raw_db_meta.h"
+
 enum { NREC = 50, PER_MB = 16, SIDE = 8, CLASSES = 5 };
 
 static char dir[64];
 static int per_mb = PER_MB; /* records per macrobatch of the next write_db */
-
-/* Writes w's meta document: records in mbs macrobatches of per_mb. */
-static void finish_db(mp_db_writer *w, uint64_t records, uint64_t mbs, int labelled, int classes)
-{
-	mp_error e;
-	mp_meta m;
-	mp_meta_init(&m);
-	m.complete = 1;
-	m.records = records;
-	m.macrobatches = mbs;
-	m.macrobatch_size = (uint32_t)per_mb;
-	m.height = m.width = m.size = SIDE;
-	strcpy(m.fit, "pad");
-	strcpy(m.pad_fill, "zero");
-	strcpy(m.encoding, "raw");
-	m.labelled = labelled;
-	m.classes = labelled ? classes : 0;
-	m.source_list = strdup("unit");
-	char *json = mp_meta_to_json(&m, &e);
-	assert_non_null(json);
-	assert_int_equal(mp_db_writer_finish(w, json, &e), 0);
-	free(json);
-	mp_meta_free(&m);
-}
 
 /* Record i is an 8x8 image of colour (i % 256, i / 256, 7), label i % 5;
  * record bad (if >= 0) holds a broken PNG. The meta says classes classes. */
@@ -81,7 +59,7 @@ static void write_db(const char *path, int labelled, int bad, int classes)
 		free(buf);
 		mp_mb_builder_free(&b);
 	}
-	finish_db(w, NREC, mbs, labelled, classes);
+	finish_raw_db(w, NREC, mbs, (uint32_t)per_mb, SIDE, labelled ? classes : 0);
 }
 
 static char good[128], nolabels[128], bad[128], badlabel[128], split[128];
@@ -305,7 +283,7 @@ static void refusals(void **state)
 	snprintf(empty, sizeof empty, "%s/empty", dir);
 	mp_db_writer *w = mp_db_writer_open(empty, 1 << 20, 1, &e);
 	assert_non_null(w);
-	finish_db(w, 0, 0, 1, CLASSES);
+	finish_raw_db(w, 0, 0, PER_MB, SIDE, CLASSES);
 	for (int train = 0; train < 2; train++) {
 		o = opts(empty, train, 1);
 		o.drop_last = train;

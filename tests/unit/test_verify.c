@@ -18,6 +18,8 @@
 #include "mp_macrobatch.h"
 #include "mp_meta.h"
 
+#include "../raw_db_meta.h"
+
 /* Writes a DB of 1x1 raw records split into macrobatches of the given
  * sizes, with macrobatch_size declared as per_batch. */
 static void write_db(const char *path, const int *sizes, int nbatches,
@@ -49,24 +51,7 @@ static void write_db(const char *path, const int *sizes, int nbatches,
 		mp_mb_builder_free(&mb);
 		first += (uint64_t)sizes[b];
 	}
-	mp_meta m;
-	mp_meta_init(&m);
-	m.complete = 1;
-	m.records = first;
-	m.macrobatches = (uint64_t)nbatches;
-	m.macrobatch_size = per_batch;
-	m.height = m.width = m.size = 1;
-	strcpy(m.fit, "pad");
-	strcpy(m.pad_fill, "zero");
-	strcpy(m.encoding, "raw");
-	m.labelled = 1;
-	m.classes = 2;
-	m.source_list = strdup("unit");
-	char *json = mp_meta_to_json(&m, &e);
-	assert_non_null(json);
-	assert_int_equal(mp_db_writer_finish(w, json, &e), 0);
-	free(json);
-	mp_meta_free(&m);
+	finish_raw_db(w, first, (uint64_t)nbatches, per_batch, 1, 2);
 }
 
 static char messages[4096];
