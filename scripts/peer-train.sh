@@ -113,7 +113,9 @@ summary() {
 		}
 		END {
 			if (!n) exit 1
-			printf "%s %s %s %s\n", (t1 == "" ? "-" : t1), (t5 == "" ? "-" : t5),
+			# the rate in full: rounded here and again by the table, a
+			# last digit could differ from that of the rate rounded once
+			printf "%s %s %.6f %s\n", (t1 == "" ? "-" : t1), (t5 == "" ? "-" : t5),
 				(took ? done / took : 0), epochs
 		}' "$1"
 }
