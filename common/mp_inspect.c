@@ -82,6 +82,11 @@ int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
 		if (mp_mb_parse(buf, len, &mb, &pe) < 0)
 			return mp_seterr(e, "%s: macrobatch %llu: %s", mp_source_name(s),
 					 (unsigned long long)mp_source_index(s), pe.msg);
+		if (mb.first_record != st->records && !st->misplaced++) {
+			st->first_misplaced = st->macrobatches;
+			st->first_misplaced_start = mb.first_record;
+			st->first_misplaced_after = st->records;
+		}
 		for (uint32_t i = 0; i < mb.count; i++) {
 			const mp_record *r = &mb.records[i];
 			if (!mp_label_allowed(m, r->label)) {

@@ -28,6 +28,10 @@ typedef struct {
 	} sizes[16];
 	int nsizes;
 	uint64_t other_sizes;
+	/* macrobatches whose first record is not the count read before
+	 * them (out of order, or numbered wrongly); the first of them */
+	uint64_t misplaced;
+	uint64_t first_misplaced, first_misplaced_start, first_misplaced_after;
 } mp_stats;
 
 /* 1 if a record may carry label in a dataset with this meta: 0 to

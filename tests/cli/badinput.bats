@@ -351,6 +351,22 @@ env.close()' more.db "$MP_ROOT/scripts"
 	done
 	run "$MP_BIN/mp-eval" -q -m w.safetensors out.stream
 	assert_status 0
+	# the summary and --list, whose record numbers then do not hold,
+	# write what they read and say why it is doubtful, exit 1
+	local order='macrobatch 0, which starts at record 8, and 0 records come before it'
+	for c in "swapped.stream|2 macrobatches out of order; the first is $order" \
+		"more.db|40 records read, the meta says 39"; do
+		IFS='|' read -r f want <<<"$c"
+		for opt in "" --list "--list --json" --json; do
+			run --separate-stderr inspect $opt "$f"
+			assert_status 1
+			assert_equal "$stderr" "mp-inspect: $f: $want"
+			[[ -n $output ]] || fail "mp-inspect $opt $f wrote nothing"
+		done
+	done
+	run inspect --list out.stream
+	assert_status 0
+	assert_equal "${#lines[@]}" 41
 }
 
 @test "a stream whose meta frame gives what only the end frame may is refused, naming the field" {
