@@ -439,8 +439,10 @@ void mp_st_stats(const mp_st_tensor *t, mp_tensor_stats *s)
 		if (v > s->max)
 			s->max = v;
 	}
+	/* no finite element (an empty tensor, or all NaN): no mean, spread
+	 * or range to give, which a 0 would pretend there was */
 	if (!s->count) {
-		s->min = s->max = 0;
+		s->mean = s->std = s->min = s->max = NAN;
 		return;
 	}
 	const long double mean = sum / (long double)s->count;

@@ -56,7 +56,8 @@ mp_resnet *mp_weights_load(const char *path, mp_backend *be, mp_st_file *file,
 
 
 
-/* Statistics of one tensor of any dtype, in double. */
+/* Statistics of one tensor of any dtype, in double, over its count
+ * finite elements; with none, mean, std, min and max are NaN and l2 0. */
 typedef struct {
 	uint64_t count;
 	double mean, std, min, max, l2;

@@ -726,9 +726,14 @@ static int weights_tensors(const char *path, int json)
 			cJSON_AddNumberToObject(o, "nonfinite", (double)st.nonfinite);
 			cJSON_AddItemToArray(arr, o);
 		} else {
-			printf("%s\t%s\t%s\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g%s\n", t->name, shape,
-			       mp_st_dtype_name(t->dtype), st.mean, st.std, st.min, st.max, st.l2,
-			       st.nonfinite ? "\tNON-FINITE" : "");
+			printf("%s\t%s\t%s\t", t->name, shape, mp_st_dtype_name(t->dtype));
+			const double v[] = {st.mean, st.std, st.min, st.max};
+			for (int k = 0; k < 4; k++) /* NaN: no finite element */
+				if (isnan(v[k]))
+					fputs("-\t", stdout);
+				else
+					printf("%.6g\t", v[k]);
+			printf("%.6g%s\n", st.l2, st.nonfinite ? "\tNON-FINITE" : "");
 		}
 	}
 	if (json)

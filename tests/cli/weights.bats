@@ -37,6 +37,29 @@ init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
 	assert_equal "$(awk -F'\t' '$1 == "stem.bn.running_var" { print $2, $4, $5 }' <<<"$output")" "[32] 1 0"
 }
 
+@test "--tensors: a tensor with no finite element has no statistics, not zeros" {
+	"$PY" - "$MP_ROOT/scripts" <<'END'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, mp_resnet
+mp_resnet.write_safetensors("odd.safetensors", {
+    "empty": np.zeros((0, 3), np.float32),
+    "nan": np.array([np.nan, np.inf], np.float32),
+    "some": np.array([1, np.nan, 3], np.float32)}, checksums=False)
+END
+	run inspect --tensors odd.safetensors
+	assert_status 0
+	assert_equal "$(sed -n 2,4p <<<"$output")" "$(printf '%s\n' \
+		'empty	[0,3]	F32	-	-	-	-	0' \
+		'nan	[2]	F32	-	-	-	-	0	NON-FINITE' \
+		'some	[3]	F32	2	1	1	3	3.16228	NON-FINITE')"
+	run inspect --json --tensors odd.safetensors
+	assert_status 0
+	assert_equal "$("$PY" -c 'import json, sys
+for t in json.load(sys.stdin): print(t["name"], t["mean"], t["std"], t["min"], t["max"], t["l2"], t["nonfinite"])' <<<"$output")" \
+		"$(printf '%s\n' 'empty None None None None 0 0' 'nan None None None None 0 2' 'some 2 1 1 3 3.1622776601683795 1')"
+}
+
 @test "--dump prints one tensor; an unknown name is an error" {
 	init 1 4,8 A 10 5 w.safetensors
 	run inspect --dump fc.weight w.safetensors

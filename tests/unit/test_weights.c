@@ -1118,6 +1118,14 @@ static void stats_small_spread(void **state)
 	mp_st_stats(&tc, &s);
 	assert_true(s.std == 0);
 	assert_true(s.mean == (double)0.1f && s.min == s.mean && s.max == s.mean);
+	/* no finite element: no statistics, not zeros */
+	const float n[2] = {NAN, INFINITY};
+	mp_st_tensor tn = f32_tensor(n, 2), empty = f32_tensor(n, 0);
+	mp_st_stats(&tn, &s);
+	assert_true(s.count == 0 && s.nonfinite == 2 && s.l2 == 0);
+	assert_true(isnan(s.mean) && isnan(s.std) && isnan(s.min) && isnan(s.max));
+	mp_st_stats(&empty, &s);
+	assert_true(s.count == 0 && s.nonfinite == 0 && s.l2 == 0 && isnan(s.mean));
 }
 
 static int setup(void **state)
