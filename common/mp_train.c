@@ -1933,12 +1933,12 @@ static int setup(trainer *t, mp_error *e)
 	if (o->resume && !start_over && resumed_checkpoint_last(t, e) < 0)
 		return MP_TRAIN_FAILED;
 	if (!o->quiet) {
-		double flops = mp_resnet_flops(t->net, cfg.input_size);
+		const char *prefix;
+		const double flops = mp_giga_or_mega(mp_resnet_flops(t->net, cfg.input_size), &prefix);
 		printf("mp-train: %s; network depth %d, %d stages, %llu weights, %.3g %sFLOP "
 		       "per image at %d px\n",
 		       desc, cfg.depth, cfg.stages,
-		       (unsigned long long)mp_resnet_num_weights(t->net),
-		       flops >= 1e9 ? flops / 1e9 : flops / 1e6, flops >= 1e9 ? "G" : "M",
+		       (unsigned long long)mp_resnet_num_weights(t->net), flops, prefix,
 		       cfg.input_size);
 		const int lt = loader_threads(t);
 		printf("mp-train: %s: %llu images, %ld batches of %d per epoch, %d loader "

@@ -916,6 +916,12 @@ double mp_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double mp_giga_or_mega(double v, const char **prefix)
+{
+	*prefix = v >= 1e9 ? "G" : "M";
+	return v >= 1e9 ? v / 1e9 : v / 1e6;
+}
+
 static uint64_t splitmix64(uint64_t *x)
 {
 	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);

@@ -229,6 +229,11 @@ int mp_put_tsv_field(FILE *f, const char *s, size_t n);
 
 double mp_now(void);
 
+/* A count such as a network's FLOPs in G, or in M below 1e9, where G
+ * would print a small network's as 0.000: v scaled, the prefix in
+ * *prefix. */
+double mp_giga_or_mega(double v, const char **prefix);
+
 /* Seeded xoshiro256** generator: the same seed gives the same sequence on
  * every machine. */
 typedef struct {

@@ -678,10 +678,10 @@ static int weights_summary(const char *path, int json)
 			       c.mean[1], c.mean[2]);
 			printf("parameters:   %llu learned (%.2f M)\n", (unsigned long long)weights,
 			       (double)weights / 1e6);
-			/* a small network's in M, where G would print 0.000 */
+			const char *prefix;
+			const double scaled = mp_giga_or_mega(flops, &prefix);
 			printf("FLOPs:        %.3f %s per image at %d px (forward, 2 per multiply-add)\n",
-			       flops >= 1e9 ? flops / 1e9 : flops / 1e6, flops >= 1e9 ? "G" : "M",
-			       c.input_size);
+			       scaled, prefix, c.input_size);
 		}
 		printf("tensors:      %zu (%llu scalars)%s\n", f.ntensors, (unsigned long long)scalars,
 		       momentum ? ", with momentum" : "");

@@ -45,6 +45,11 @@ same_weights() {
 	assert_status 0
 	assert_contains "$output" "epoch 5/5"
 	assert_contains "$output" "final validation error:"
+	# the network's size as mp-inspect gives it, a small one's in M
+	local flops
+	flops=$(inspect out/weights.safetensors | sed -n 's/^FLOPs: *\([0-9.]*\) M per image at 12 px.*/\1/p')
+	[[ -n $flops ]] || fail "mp-inspect gives no FLOPs in M at 12 px"
+	assert_contains "$output" "$(awk -v f="$flops" 'BEGIN { printf "%.3g MFLOP per image at 12 px", f }')"
 	losses=($(log_col out/train.log epoch loss))
 	assert_equal "${#losses[@]}" 5
 	assert_less "${losses[4]}" "$(awk -v a="${losses[0]}" 'BEGIN { print a / 2 }')"
