@@ -97,6 +97,8 @@ step "the trained weights"
 if command -v gnuplot >/dev/null; then
 	printf 'plot of the log: '
 	"$here/scripts/plot-log" "$work/run/train.log" "$work/run/train.png"
+else
+	echo "plot of the log: none, gnuplot is not installed (Debian: apt-get install gnuplot-nox)"
 fi
 step "evaluate on val: the training scale, then 3 scales with mirror images"
 "$bin/mp-eval" -m "$work/run/weights.safetensors" "$work/val.db"

@@ -159,6 +159,8 @@ if command -v gnuplot >/dev/null; then
 	# plot-log prints the file's name too
 	"$here/scripts/plot-log" "$run/train.log" "$run/train.png" >/dev/null &&
 		echo "plot: $run/train.png" || echo "$prog: warning: no plot of the log" >&2
+else
+	echo "plot: none, gnuplot is not installed (Debian: apt-get install gnuplot-nox)"
 fi
 
 # done_with OUT DB: whether OUT, written whole by an earlier run, is newer
