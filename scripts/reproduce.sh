@@ -19,7 +19,8 @@
 # the weights and their DB are kept. Options after WORKDIR go to
 # mp-train (for a trial: --epochs 1 --max-steps 20), but for those set
 # here (-d, -v, -o, --log, --resume, --force: refused in any spelling);
-# when the second argument is an option, WORKDIR is the default.
+# when the second argument is an option, WORKDIR is the default (a
+# WORKDIR whose name starts with "-" is given as ./-NAME).
 #
 # Exit status: 0 done (or -h, --help), 1 a kit that is not complete or a
 # step that failed, 2 bad usage.
@@ -44,8 +45,10 @@ images/, in data/ or in development_kit/data/; test.txt there too, or else
 made from images/test/): pack the three DBs, train (resuming a stopped run), plot the log,
 evaluate at one scale and at four, and write a submission file (keeping
 what an earlier run finished: DBs, training, evaluations), all into
-WORKDIR (default build/reproduce). The options go to mp-train; the
-data, the output, the log, --resume and --force are set here.
+WORKDIR (default build/reproduce; one whose name starts with - is
+given as ./-NAME, else it is taken for an option). The options go to
+mp-train; the data, the output, the log, --resume and --force are set
+here.
 EOF
 	exit 0
 	;;
