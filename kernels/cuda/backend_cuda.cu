@@ -254,6 +254,7 @@ struct mp_cuda_graph {
 	cudaGraph_t graph;
 	cudaGraphExec_t exec;
 	unsigned long mem_gen; // the backend's memory it was recorded with
+	int writes_copies;     // it holds an SGD step that writes the bf16 filter copies
 };
 
 static int cuda_graph_begin(mp_backend *be)
@@ -266,6 +267,7 @@ static int cuda_graph_begin(mp_backend *be)
 	// (cudaMalloc, a synchronization) fails instead of breaking it silently
 	CUDA_CHECK(op, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
 	s->recording = 1;
+	s->recorded_sgd = 0;
 	// an operation that fails while recording leaves its message here,
 	// and graph_end fails with it (backend.h): the capture itself may
 	// have gone on without the failed operation's work
@@ -315,6 +317,7 @@ static int cuda_graph_end(mp_backend *be, void **out)
 	}
 	g->graph = graph;
 	g->mem_gen = s->rec_gen;
+	g->writes_copies = s->recorded_sgd && s->sgd_shadow;
 	*out = g;
 	return 0;
 }
@@ -332,6 +335,9 @@ static int cuda_graph_launch(mp_backend *be, void *graph)
 		return 1; // it would use memory since freed: record anew
 	// queued: the host goes on (loads the next batch) while it runs
 	CUDA_CHECK(op, cudaGraphLaunch(g->exec, s->stream));
+	// the convolutions after it, in stream order, may take the copies
+	if (g->writes_copies)
+		s->sgd_shadow_valid = 1;
 	return 0;
 }
 

@@ -604,8 +604,12 @@ int mp_cuda_sgd_step(mp_backend *be, mp_tensor *const *w, const mp_tensor *const
 		  s->sgd_dev_blocks, count, lr->data, momentum, wd,
 		  (__nv_bfloat16 *)s->sgd_shadow, s->sgd_dev_tensors);
 	LAUNCH_CHECK(op, "sgd_kernel");
-	// the convolutions after it, in stream order, may take the copies
-	s->sgd_shadow_valid = s->sgd_shadow != NULL;
+	// the convolutions after it, in stream order, may take the copies;
+	// a recorded step writes them only when its graph is launched
+	if (s->recording)
+		s->recorded_sgd = 1;
+	else
+		s->sgd_shadow_valid = s->sgd_shadow != NULL;
 	return 0;
 }
 

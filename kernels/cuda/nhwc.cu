@@ -514,8 +514,12 @@ __global__ void bn_sums_bf16_kernel(const bf16 *__restrict__ x, const bf16 *__re
 		__threadfence(); // the sums reach L2 before the count says so
 	}
 	__syncthreads();
-	if (tx == 0 && ty == 0)
+	if (tx == 0 && ty == 0) {
 		last = atomicAdd(&f.counters[blockIdx.y], 1u) == (unsigned)B - 1;
+		// the other side of the writers' fence: the last block's reads
+		// below come after the count, which other threads of it did not take
+		__threadfence();
+	}
 	__syncthreads();
 	if (!last)
 		return;

@@ -693,6 +693,28 @@ static void test_filter_copies(void)
 	    ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward") &&
 	    (y1 = fetch(dev, &y.d)) && memcmp(y1, y3, mp_tensor_count(&y.d) * sizeof *y1))
 		fail("after an SGD step, y differs from the one with the same filter converted");
+	/* a step recorded but never launched (its graph freed, as after a
+	 * recording that failed) wrote no copy: after new values, the
+	 * convolutions take them, not the copy of the last step that ran */
+	if (dev->ops->graph_begin) {
+		void *graph = NULL;
+		if (!ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0.9f, 1e-4f), dev,
+			   "sgd_step") ||
+		    !pfill_random(1, &w, -0.2, 0.2) ||
+		    !ok_rc(dev->ops->graph_begin(dev), dev, "graph_begin"))
+			goto out;
+		const int rc_step = dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0.9f, 1e-4f);
+		const int rc_end = dev->ops->graph_end(dev, &graph);
+		dev->ops->graph_free(dev, graph);
+		if (!ok_rc(rc_step, dev, "sgd_step while recording") ||
+		    !ok_rc(rc_end, dev, "graph_end") ||
+		    !ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 1, 1), ref,
+			   "conv2d_forward") ||
+		    !ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev,
+			   "conv2d_forward"))
+			goto out;
+		pcompare("y after a step recorded and never launched", &y);
+	}
 #undef DEV_CONV
 out:
 	free(y1);
