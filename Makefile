@@ -17,6 +17,8 @@ CUDNN_INC ?= $(CUDA_HOME)/include
 CUDNN_LIB ?= $(CUDA_HOME)/lib64
 CUBLAS_INC ?= $(CUDA_HOME)/include
 CUBLAS_LIB ?= $(CUDA_HOME)/lib64
+# cudart's static library (a pip nvcc's CUDA_HOME has lib/, not lib64/)
+CUDART_LIB ?= $(CUDA_HOME)/lib64
 OPT       ?= -O2
 CFLAGS    ?= $(OPT) -g
 CXXFLAGS  ?= $(OPT) -g
@@ -105,7 +107,7 @@ LDLIBS  += -ldl -rdynamic
 NVFLAGS += -Xcompiler -fPIC -DMP_CUDA_MODULE_BUILD
 # cudart static; cuDNN and cuBLAS shared, found at run time through the
 # rpath (or LD_LIBRARY_PATH)
-CUDA_LIBS := -L$(CUDNN_LIB) -L$(CUBLAS_LIB) -L$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcudart_static \
+CUDA_LIBS := -L$(CUDNN_LIB) -L$(CUBLAS_LIB) -L$(CUDART_LIB) -lcudnn -lcublas -lcudart_static \
 	-ldl -lrt -lstdc++ -lm -Wl,-rpath,$(CUDNN_LIB) -Wl,-rpath,$(CUBLAS_LIB)
 endif
 

@@ -119,6 +119,46 @@ have_nvcc() {
 	grep -Eq '^ +conv2d_backward +[0-9.]+ ms' logs/bench-ours-fp32-ops.log
 }
 
+@test "device-check: a spent time budget skips the stages, never fails them, and ends at once" {
+	local t0=$SECONDS
+	run env DEVICE_CHECK_BUDGET=0 DEVICE_CHECK_FORCE_MIN=1 PYTHON="$PY" bash "$DC" --cpu-smoke res
+	assert_status 0
+	((SECONDS - t0 < 30)) || fail "took $((SECONDS - t0)) s with no budget"
+	assert_contains "$(cat res/summary.txt)" "overall: no stage failed"
+	grep -Eq '^build +SKIP +0 +the time budget \(0s\) is spent' res/summary.txt
+	grep -Eq '^env +SKIP .*torch not tried \(no time left in the budget\)' res/summary.txt
+	! grep -q $'\tFAIL\t' res/stages.tsv
+}
+
+@test "device-check: stopped midway, it stops the stage at once and keeps its logs, packed, in a few files" {
+	mkdir tmp
+	TMPDIR=$PWD/tmp DEVICE_CHECK_FORCE_MIN=1 PYTHON="$PY" bash "$DC" --cpu-smoke res >out.txt 2>&1 &
+	local pid=$! i
+	for ((i = 0; i < 600; i++)); do
+		grep -q 'building the GPU stages' res/device-check.log 2>/dev/null && break
+		sleep 0.1
+	done
+	sleep 1
+	# as a caller's timeout or kill does: the script only, not its stage
+	local t0=$SECONDS rc=0
+	kill -TERM "$pid"
+	wait "$pid" || rc=$?
+	((SECONDS - t0 < 15)) || fail "it took $((SECONDS - t0)) s to stop"
+	assert_equal "$rc" 143
+	assert_contains "$(cat out.txt)" "device-check: stopped by SIGTERM"
+	tar tzf res/logs.tar.gz >list
+	grep -qx 'logs/env.log' list
+	grep -qx 'logs/discover.log' list
+	tar xzf res/logs.tar.gz logs/build-min.log
+	grep -Eq '^# STOPPED by SIGTERM after [0-9]+s$' logs/build-min.log
+	[[ ! -e res/logs ]]
+	(($(ls res | wc -l) <= 5))
+	# its working folder went with it (nvcc's leftovers are nvcc's), and
+	# so did the stage's commands
+	[[ -z $(find tmp -maxdepth 1 -name 'device-check.*') ]] || fail "left: $(ls tmp)"
+	! pgrep -f "$MP_ROOT/build/min" >/dev/null || fail "the build still runs: $(pgrep -af "$MP_ROOT/build/min")"
+}
+
 @test "device-deps: the three libraries with relocatable pkg-config files, and bats" {
 	run bash "$MP_ROOT/scripts/device-deps.sh" deps
 	assert_status 0
