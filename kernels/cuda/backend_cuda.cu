@@ -255,6 +255,7 @@ struct mp_cuda_graph {
 	cudaGraphExec_t exec;
 	unsigned long mem_gen; // the backend's memory it was recorded with
 	int writes_copies;     // it holds an SGD step that writes the bf16 filter copies
+	int writes_params;     // it writes a parameter other than by SGD
 };
 
 static int cuda_graph_begin(mp_backend *be)
@@ -268,6 +269,7 @@ static int cuda_graph_begin(mp_backend *be)
 	CUDA_CHECK(op, cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal));
 	s->recording = 1;
 	s->recorded_sgd = 0;
+	s->recorded_param_write = 0;
 	// an operation that fails while recording leaves its message here,
 	// and graph_end fails with it (backend.h): the capture itself may
 	// have gone on without the failed operation's work
@@ -317,7 +319,8 @@ static int cuda_graph_end(mp_backend *be, void **out)
 	}
 	g->graph = graph;
 	g->mem_gen = s->rec_gen;
-	g->writes_copies = s->recorded_sgd && s->sgd_shadow;
+	g->writes_params = s->recorded_param_write;
+	g->writes_copies = s->recorded_sgd && s->sgd_shadow && !g->writes_params;
 	*out = g;
 	return 0;
 }
@@ -338,6 +341,11 @@ static int cuda_graph_launch(mp_backend *be, void *graph)
 	// the convolutions after it, in stream order, may take the copies
 	if (g->writes_copies)
 		s->sgd_shadow_valid = 1;
+	// as the op-by-op write would: copies stale, graphs that read them too
+	if (g->writes_params && s->sgd_shadow_valid) {
+		s->sgd_shadow_valid = 0;
+		s->mem_gen++;
+	}
 	return 0;
 }
 

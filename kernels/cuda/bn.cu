@@ -117,6 +117,7 @@ __global__ void bn_sums_kernel(const float *__restrict__ x, const float *__restr
 	__threadfence(); // the sums reach L2 before the count says so
 	if (atomicAdd(&o.counters[c], 1u) != (unsigned)S - 1)
 		return; // not the last
+	__threadfence(); // the other side of the writers' fence: reads after the count
 	// the other blocks' sums from L2 (__ldcg): this block's L1 may hold
 	// old lines
 	double a = 0, b = 0;

@@ -114,6 +114,7 @@ struct mp_cuda_state {
 	int graphs;	   /* MP_CUDA_GRAPH=1 (the default): graph_* operations */
 	int recording;	   /* between graph_begin and graph_end */
 	int recorded_sgd;  /* an SGD step in the recording: its graph writes the filter copies */
+	int recorded_param_write; /* a parameter written otherwise in the recording */
 	int act_bf16;	   /* MP_CUDA_ACTIVATIONS=bf16: alloc_act stores bf16 NHWC in bf16 */
 	/* MP_CUDA_KEEP_FILTERS=1 (the default): in bf16, SGD keeps the
 	 * filters' bf16 copies for the convolutions (sgd_shadow) */

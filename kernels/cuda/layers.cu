@@ -459,12 +459,17 @@ const void *mp_cuda_filter_shadow(const mp_cuda_state *s, const mp_tensor *w)
 
 void mp_cuda_params_written(mp_cuda_state *s, const void *p, size_t bytes)
 {
-	if (!s->sgd_shadow_valid)
+	if (!s->sgd_shadow_valid && !s->recording)
 		return;
 	const uintptr_t a = (uintptr_t)p, z = a + bytes;
 	for (int t = 0; t < s->sgd_count; t++) {
 		const uintptr_t w = (uintptr_t)s->sgd_host[t], wz = w + s->sgd_sizes[t] * sizeof(float);
 		if (a < wz && w < z) {
+			// a recorded write happens at each launch: the launch says so
+			if (s->recording)
+				s->recorded_param_write = 1;
+			if (!s->sgd_shadow_valid)
+				return;
 			s->sgd_shadow_valid = 0;
 			// a graph recorded with the copies would read them stale
 			s->mem_gen++;

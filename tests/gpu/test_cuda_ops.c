@@ -729,6 +729,78 @@ out:
 	end("the SGD step's bf16 filter copies: a conversion's bits, never stale");
 }
 
+/* bf16: a parameter written by a graph (an upload from host_alloc memory,
+ * recorded) makes the SGD step's filter copies stale when the graph runs,
+ * as the write op by op would, even when they were not valid while it was
+ * recorded */
+static void test_filter_copies_graph_write(void)
+{
+	begin();
+	pair x, w, y, g, v, lr;
+	memset(&y, 0, sizeof y);
+	memset(&g, 0, sizeof g);
+	memset(&v, 0, sizeof v);
+	memset(&lr, 0, sizeof lr);
+	const float zero = 0.0f;
+	float *h = NULL;
+	void *graph = NULL;
+	if (!dev->ops->graph_begin)
+		goto out;
+	if (!(prandom(&x, 2, 8, 9, 9, -1, 1) && prandom(&w, 16, 8, 3, 3, -0.2, 0.2) &&
+	      palloc(&y, 2, 16, 9, 9) && palloc(&g, 16, 8, 3, 3) && palloc(&v, 16, 8, 3, 3) &&
+	      palloc(&lr, 1, 1, 1, 1)))
+		goto out;
+	mp_tensor *wd_ = &w.d, *vd = &v.d;
+	const mp_tensor *gd = &g.d;
+	if (!(ok_rc(dev->ops->fill(dev, &g.d, 0), dev, "fill") &&
+	      ok_rc(dev->ops->fill(dev, &v.d, 0), dev, "fill") && pput(&lr, &zero)))
+		goto out;
+	/* the tables made for w, then w uploaded: copies invalid */
+	if (!ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0, 0), dev, "sgd_step") ||
+	    !pfill_random(1, &w, -0.2, 0.2))
+		goto out;
+	const size_t n = mp_tensor_count(&w.d);
+	h = mp_backend_host_alloc(dev, n * sizeof *h);
+	if (!h) {
+		fail("host_alloc: out of memory");
+		goto out;
+	}
+	/* record a graph that uploads w from h */
+	if (!ok_rc(dev->ops->graph_begin(dev), dev, "graph_begin"))
+		goto out;
+	const int rc_up = dev->ops->upload(dev, &w.d, h);
+	const int rc_end = dev->ops->graph_end(dev, &graph);
+	if (!ok_rc(rc_up, dev, "upload while recording") || !ok_rc(rc_end, dev, "graph_end"))
+		goto out;
+	/* an SGD step that keeps w (rate 0) op by op: copies valid, = w */
+	if (!ok_rc(dev->ops->sgd_step(dev, &wd_, &gd, &vd, 1, &lr.d, 0, 0), dev, "sgd_step"))
+		goto out;
+	/* new values through the graph */
+	float *a = random_array(n, -0.2, 0.2);
+	memcpy(h, a, n * sizeof *h);
+	const int ok = ok_rc(ref->ops->upload(ref, &w.r, a), ref, "upload");
+	free(a);
+	if (!ok)
+		goto out;
+	const int rl = dev->ops->graph_launch(dev, graph);
+	if (rl != 0)
+		fail("graph_launch returned %d, expected 0", rl);
+	if (rl != 0 || !ok_rc(dev->ops->graph_wait(dev), dev, "graph_wait"))
+		goto out;
+	if (!ok_rc(ref->ops->conv2d_forward(ref, &x.r, &w.r, &y.r, 1, 1), ref, "conv2d_forward") ||
+	    !ok_rc(dev->ops->conv2d_forward(dev, &x.d, &w.d, &y.d, 1, 1), dev, "conv2d_forward"))
+		goto out;
+	pcompare("y after a graph uploaded w", &y);
+out:
+	if (graph)
+		dev->ops->graph_free(dev, graph);
+	mp_backend_host_free(dev, h);
+	pair *all[] = {&x, &w, &y, &g, &v, &lr};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		pfree(all[i]);
+	end("the bf16 filter copies after a graph wrote a parameter: the new values");
+}
+
 /* ---- batch normalization ------------------------------------------------------ */
 
 typedef struct {
@@ -2204,6 +2276,7 @@ static void storage_pass(int harness)
 	if (!harness) {
 		test_storage_errors();
 		test_filter_copies();
+		test_filter_copies_graph_write();
 	}
 	test_network('A');
 	test_network('B');
@@ -2343,6 +2416,7 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
 			test_conv(&conv_cases[i]);
 		test_filter_copies();
+		test_filter_copies_graph_write();
 		conv_bn_cases();
 		large_grid_ops();
 		ref_rounds_bf16(1);
