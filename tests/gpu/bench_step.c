@@ -6,8 +6,9 @@
  * eval: the inference forward pass and the logits' download, as mp-eval's
  * (mp_resnet_predict). Either is a CUDA graph after its first step where
  * the backend has graphs. WARMUP untimed steps (cuDNN
- * chooses its algorithms in the first), then STEPS timed ones, ended by a
- * download that waits for the device. Prints one line:
+ * chooses its algorithms in the first), more while the last of them
+ * recorded a graph, then STEPS timed ones, ended by a download that waits
+ * for the device. Prints one line:
  *   backend <tab> batch <tab> size <tab> images/s <tab> s/step <tab>
  *   forward GFLOP/image <tab> TFLOP/s (training: 3 x forward) <tab>
  *   precision <tab> mode
@@ -195,12 +196,29 @@ int main(int argc, char **argv)
 		labels[i] = (int32_t)mp_rng_below(&rng, (uint64_t)c.classes);
 
 	const double tw = op_timer_now();
-	long k = 0;
-	if (steps_of(net, x, labels, n, size, eval, ahead, planned, logits, warmup, &k, &e) < 0) {
+	long k = 0, rec_before, recorded, launched;
+	/* then on, one at a time, until a step records no graph: each input
+	 * slot's step is recorded once its shapes are settled, which may take
+	 * more steps than WARMUP, and a recording in the timed steps would
+	 * time the capture */
+	int extra = 0;
+	if (warmup > 0 &&
+	    steps_of(net, x, labels, n, size, eval, ahead, planned, logits, warmup - 1, &k, &e) < 0) {
 		fprintf(stderr, "bench_step: %s\n", e.msg);
 		return 1;
 	}
-	fprintf(stderr, "bench_step: %d warm-up steps in %.2f s\n", warmup, op_timer_now() - tw);
+	for (int last = warmup > 0; last; extra++) {
+		mp_resnet_graph_counts(net, !eval, &rec_before, &launched);
+		if (steps_of(net, x, labels, n, size, eval, ahead, planned, logits, 1, &k, &e) < 0) {
+			fprintf(stderr, "bench_step: %s\n", e.msg);
+			return 1;
+		}
+		mp_resnet_graph_counts(net, !eval, &recorded, &launched);
+		last = recorded != rec_before && extra < 8;
+	}
+	fprintf(stderr, "bench_step: %d warm-up steps (%d more than asked for) in %.2f s\n",
+		warmup + (extra > 0 ? extra - 1 : 0), extra > 0 ? extra - 1 : 0, op_timer_now() - tw);
+	mp_resnet_graph_counts(net, !eval, &rec_before, &launched);
 	op_timer_reset();
 	const double t0 = op_timer_now(), c0 = cpu_seconds();
 	if (steps_of(net, x, labels, n, size, eval, ahead, planned, logits, steps, &k, &e) < 0) {
@@ -216,11 +234,14 @@ int main(int argc, char **argv)
 	fprintf(stderr, "bench_step: %.2f ms/step wall, %.2f ms/step of CPU time\n", 1e3 * dt,
 		1e3 * (cpu_seconds() - c0) / steps);
 	const double fwd = mp_resnet_flops(net, size);
-	long recorded, launched;
 	mp_resnet_graph_counts(net, !eval, &recorded, &launched);
 	fprintf(stderr, "bench_step: %s recorded as a graph %ld time(s), launched as one %ld "
 			"time(s)\n",
 		eval ? "inference passes" : "training steps", recorded, launched);
+	if (recorded != rec_before)
+		fprintf(stderr, "bench_step: warning: %ld graph(s) recorded in the timed steps: "
+				"their capture is in the figure\n",
+			recorded - rec_before);
 	if (by_op)
 		op_timer_report(steps);
 	printf("%s\t%d\t%d\t%.1f\t%.5f\t%.4f\t%.3f\t%s\t%s\n", name, n, size, n / dt, dt,
