@@ -1041,11 +1041,11 @@ fi
 		greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 > b + 0) }'; }
 		ratio() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }' || echo -; }
 		ips_of() { echo "${OURS[$1]:-}" | cut -f4; }
-		printf '%-30s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
+		printf '%-42s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
 		for prec in bf16 fp32; do
 			[ -n "${OURS[$prec]:-}" ] || continue
 			v=$(ips_of "$prec")
-			printf '%-30s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[$prec]}" | cut -f1), $prec)" "$v" "$(tfl "$v")" "$(mfu "$v")" - -
+			printf '%-42s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[$prec]}" | cut -f1), $prec)" "$v" "$(tfl "$v")" "$(mfu "$v")" - -
 		done
 		# PyTorch's best bf16 configuration among those measured; the
 		# ratio line names it, and the ones the check did not measure
@@ -1061,7 +1061,7 @@ fi
 				best=$v
 				best_name=${k#bench-torch-}
 			fi
-			printf '%-30s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
+			printf '%-42s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
 				"$(ratio "$(ips_of bf16)" "$v")" "$(ratio "$(ips_of fp32)" "$v")"
 		done
 		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
@@ -1079,11 +1079,11 @@ fi
 		if [ -n "${OURS[eval-bf16]:-}${OURS[eval-fp32]:-}" ]; then
 			echo
 			echo "evaluation (inference forward pass + the logits to the host; TFLOP/s and MFU of 1 x forward):"
-			printf '%-30s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
+			printf '%-42s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it
 			for prec in bf16 fp32; do
 				[ -n "${OURS[eval-$prec]:-}" ] || continue
 				v=$(ips_of "eval-$prec")
-				printf '%-30s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[eval-$prec]}" | cut -f1), $prec)" "$v" "$(etfl "$v")" "$(emfu "$v")" - -
+				printf '%-42s %12s %10s %10s %10s %10s\n' "ours ($(echo "${OURS[eval-$prec]}" | cut -f1), $prec)" "$v" "$(etfl "$v")" "$(emfu "$v")" - -
 			done
 			ebest='' ebest_name='' emissing=''
 			for k in bench-torch-eval-eager bench-torch-eval-compile bench-torch-eval-compile-ro; do
@@ -1096,7 +1096,7 @@ fi
 					ebest=$v
 					ebest_name=${k#bench-torch-}
 				fi
-				printf '%-30s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-eval-} (bf16, NHWC)" "$v" "$(etfl "$v")" "$(emfu "$v")" \
+				printf '%-42s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-eval-} (bf16, NHWC)" "$v" "$(etfl "$v")" "$(emfu "$v")" \
 					"$(ratio "$(ips_of eval-bf16)" "$v")" "$(ratio "$(ips_of eval-fp32)" "$v")"
 			done
 			[ -n "$ebest" ] && [ -n "$(ips_of eval-bf16)" ] &&
