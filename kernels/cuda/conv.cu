@@ -378,12 +378,26 @@ enum { FWD = 1, BWD_DATA = 2, BWD_FILTER = 4, BWD_DATA_ADD = 8 };
 // descriptors describing its shape and precision. 0 when done; 1 when
 // cuDNN offers bf16 no algorithm for one of them, which joins
 // a->fp32_only (the caller falls back to fp32); -1 on an error.
+// A choice of algorithm or plan is kept for the shape's every later call:
+// made in a recording, where cuDNN's queries and timed searches cannot run
+// as they do outside one, a failure would be kept as "no engine". The
+// operation fails instead, and with it the recording; the caller's
+// operation by operation makes the choice.
+static int choice_not_recorded(mp_backend *be, const char *op)
+{
+	return mp_cuda_not_recording(be, op, "a convolution shape's first choice of algorithm");
+}
+
 static int choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, int want, int bf16,
 		  const mp_tensor *x, const mp_tensor *w)
 {
 	mp_cuda_state *s = mp_cuda(be);
 	const char *none = NULL;
 	int none_dir = 0;
+	if (((want & FWD) && !a->have_fwd) || ((want & BWD_DATA) && !a->have_bwd_data) ||
+	    ((want & BWD_FILTER) && !a->have_bwd_filter))
+		if (choice_not_recorded(be, op))
+			return -1;
 	if ((want & FWD) && !a->have_fwd) {
 		cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
 		int got = 0;
@@ -476,6 +490,8 @@ static int graph_choose(mp_backend *be, const char *op, mp_cuda_conv_algo *a, in
 			continue;
 		if (d == 3 && a->graph_no_add)
 			continue;
+		if (choice_not_recorded(be, op))
+			return -1;
 		const int r = mp_cuda_graph_plan(be, op, a, d, x, w, y, stride, pad, bf16);
 		if (r < 0)
 			return -1;

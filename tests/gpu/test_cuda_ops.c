@@ -1779,14 +1779,16 @@ static int skipped_without_graphs(const char *name)
  * the last net stepped. */
 /* The rules of backend.h's graphs that the backend keeps (and
  * tests/graph_recorder.h models): alloc and set_precision refused while
- * recording, graph_end then failing with that message, the backend
+ * recording (and, in the CUDA backend, a convolution of a shape not run
+ * before), graph_end then failing with that message, the backend
  * working op by op afterwards; a change of precision makes the graphs
  * recorded before stale (graph_launch returns 1), so that none runs in
  * the precision it was not recorded for. */
 static void test_graph_rules(void)
 {
-	static const char name[] = "graph rules: alloc and set_precision refused while "
-				   "recording; a change of precision makes graphs stale";
+	static const char name[] = "graph rules: alloc, set_precision and a convolution's "
+				   "first choice refused while recording; a change of precision "
+				   "makes graphs stale";
 	if (skipped_without_graphs(name))
 		return;
 	begin();
@@ -1827,6 +1829,43 @@ static void test_graph_rules(void)
 				     (double)host[i]);
 				break;
 			}
+	/* a convolution of a shape never run: the CUDA backend refuses to
+	 * choose its algorithm in a recording (a choice is kept for good),
+	 * and makes it op by op, after which the recording works */
+	if (!strcmp(dev_name, "cuda")) {
+		mp_tensor cx = {0}, cw = {0}, cy = {0};
+		if (ok_rc(o->alloc(dev, &cx, 1, 2, 5, 7), dev, "alloc") &&
+		    ok_rc(o->alloc(dev, &cw, 3, 2, 3, 3), dev, "alloc") &&
+		    ok_rc(o->alloc(dev, &cy, 1, 3, 5, 7), dev, "alloc") &&
+		    ok_rc(o->fill(dev, &cx, 1.0f), dev, "fill") &&
+		    ok_rc(o->fill(dev, &cw, 0.5f), dev, "fill") &&
+		    ok_rc(o->graph_begin(dev), dev, "graph_begin")) {
+			const int rc_conv = o->conv2d_forward(dev, &cx, &cw, &cy, 1, 1);
+			rc_end = o->graph_end(dev, &g);
+			if (rc_conv >= 0 || rc_end >= 0 || g)
+				fail("a convolution of a new shape while recording: rc %d, graph_end %d",
+				     rc_conv, rc_end);
+			else if (!strstr(mp_backend_error(dev), "first choice of algorithm"))
+				fail("graph_end after a new convolution shape: \"%s\" does not say why",
+				     mp_backend_error(dev));
+			o->graph_free(dev, g);
+			g = NULL;
+			if (ok_rc(o->conv2d_forward(dev, &cx, &cw, &cy, 1, 1), dev,
+				  "conv2d_forward after the failed recording") &&
+			    ok_rc(o->graph_begin(dev), dev, "graph_begin")) {
+				const int rc_again = o->conv2d_forward(dev, &cx, &cw, &cy, 1, 1);
+				rc_end = o->graph_end(dev, &g);
+				ok_rc(rc_again, dev, "conv2d_forward recorded after it ran once");
+				ok_rc(rc_end, dev, "graph_end");
+				o->graph_free(dev, g);
+				g = NULL;
+			}
+		}
+		mp_tensor *conv_all[] = {&cx, &cw, &cy};
+		for (size_t i = 0; i < 3; i++)
+			if (conv_all[i]->data)
+				o->release(dev, conv_all[i]);
+	}
 	if (!o->set_precision)
 		goto out;
 	if (!ok_rc(o->graph_begin(dev), dev, "graph_begin"))
