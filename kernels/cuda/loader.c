@@ -72,7 +72,15 @@ static int load(void)
 			}
 			continue;
 		}
-		void *h = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
+		/* a name without a slash is the file found above, here: dlopen
+		 * would look for it on the library path instead */
+		char here[PATH_MAX + 3];
+		const char *file = paths[i];
+		if (!strchr(file, '/')) {
+			snprintf(here, sizeof here, "./%s", file);
+			file = here;
+		}
+		void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
 		if (!h) {
 			/* it exists but does not load (cuDNN or cuBLAS missing,
 			 * say): that is the reason to report */
@@ -84,7 +92,7 @@ static int load(void)
 			 * the device probe needs: loaded lazily, the probe
 			 * still answers, and the backend stays refused. */
 			if (strstr(found_error, "undefined symbol") &&
-			    (h = dlopen(paths[i], RTLD_LAZY | RTLD_LOCAL)))
+			    (h = dlopen(file, RTLD_LAZY | RTLD_LOCAL)))
 				module.probe = (int (*)(char *, size_t))dlsym(h, "mp_cuda_module_probe");
 			break;
 		}

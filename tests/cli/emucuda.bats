@@ -236,6 +236,13 @@ conversions() {
 	assert_contains "$output" "48 images"
 }
 
+@test "MP_CUDA_MODULE naming a file in the current directory without a slash loads that file" {
+	cp "$MODULE" mod.so
+	run env MP_CUDA_MODULE=mod.so "$MP_BIN/mp-train" -V
+	assert_status 0
+	assert_contains "$output" "device 0: $DEVICE"
+}
+
 @test "--device N: -V lists the devices, mp-train and mp-eval name the one chosen and compute the same there; one that is not there, or a CPU backend's, is refused" {
 	[[ $DEVICE == emulated* ]] || skip "two devices of the emulated device's (MP_EMU_DEVICES)"
 	export MP_EMU_DEVICES=2
