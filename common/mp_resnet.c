@@ -607,8 +607,19 @@ int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error
 	return 0;
 }
 
+/* A launched step's graph still reads and writes the network's tensors:
+ * the calls that touch them wait for mp_resnet_train_finish. */
+static int step_running(const mp_resnet *net, mp_error *e)
+{
+	if (net->graph.pending == STEP_LAUNCHED)
+		return mp_seterr(e, "a training step is running (mp_resnet_train_finish first)");
+	return 0;
+}
+
 int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e)
 {
+	if (step_running(net, e) < 0)
+		return -1;
 	net->prepared = 0;
 	if (!t->data && mp_resnet_train_state(net, e) < 0)
 		return -1;
@@ -1064,6 +1075,8 @@ static int forward_from(mp_resnet *net, const float *images, int n, int h, int w
 int mp_resnet_forward(mp_resnet *net, const float *images, int n, int h, int w,
 		      int train, mp_error *e)
 {
+	if (step_running(net, e) < 0)
+		return -1;
 	return forward_from(net, images, n, h, w, train, -1, e);
 }
 
@@ -1093,6 +1106,8 @@ static int loss_of_labels(mp_resnet *net, float smoothing, double *loss, float *
 int mp_resnet_loss(mp_resnet *net, const int32_t *labels, float smoothing,
 		   double *loss, float *probs, mp_error *e)
 {
+	if (step_running(net, e) < 0)
+		return -1;
 	if (!net->have_forward)
 		return mp_seterr(e, "no forward pass to compute a loss for");
 	memcpy(net->labels, labels, sizeof(int32_t) * (size_t)net->n);
@@ -1116,6 +1131,8 @@ int mp_resnet_backward(mp_resnet *net, mp_error *e)
 {
 	mp_backend *be = net->be;
 	const mp_backend_ops *o = be->ops;
+	if (step_running(net, e) < 0)
+		return -1;
 	if (!net->have_loss || !net->train)
 		return mp_seterr(e, "backward needs a training forward pass and its loss");
 	if (mp_resnet_train_state(net, e) < 0 || size_grads(net, e) < 0)
@@ -1231,6 +1248,8 @@ out:
 
 int mp_resnet_sgd(mp_resnet *net, float lr, float momentum, float wd, mp_error *e)
 {
+	if (step_running(net, e) < 0)
+		return -1;
 	return sgd_from(net, &lr, momentum, wd, e);
 }
 

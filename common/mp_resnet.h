@@ -72,6 +72,10 @@ double mp_resnet_flops(const mp_resnet *net, int size);
  * SGD, init) and an upload into them make them on first need. */
 int mp_resnet_train_state(mp_resnet *net, mp_error *e);
 
+/* Upload, forward, loss, backward and sgd refuse to run while a step that
+ * mp_resnet_train_start launched is running (its graph still reads and
+ * writes the network's tensors): mp_resnet_train_finish first. */
+
 /* Copies between a tensor of the network and host floats. */
 int mp_resnet_download(mp_resnet *net, const mp_tensor *t, float *host, mp_error *e);
 int mp_resnet_upload(mp_resnet *net, mp_tensor *t, const float *host, mp_error *e);

@@ -339,6 +339,25 @@ static void pipelined_steps(void **state)
 	same_state(&g, &p);
 
 	double loss;
+	/* while a launched step runs, the calls that would race with its
+	 * graph over the network's tensors are refused */
+	assert_int_equal(mp_resnet_train_start(g.net, in[0], lab, N, S, S, 0.1f, 0.05f, 0.9f, 5e-4f,
+						&e), 0);
+	counts(&g, 2, 6);
+	assert_int_equal(mp_resnet_forward(g.net, in[1], N, S, S, 1, &e), -1);
+	assert_string_equal(e.msg, "a training step is running (mp_resnet_train_finish first)");
+	assert_int_equal(mp_resnet_loss(g.net, lab, 0, &loss, NULL, &e), -1);
+	assert_string_equal(e.msg, "a training step is running (mp_resnet_train_finish first)");
+	mp_tensor *w0 = &mp_resnet_param(g.net, 0)->value;
+	float *host = calloc(mp_tensor_count(w0), sizeof *host);
+	assert_non_null(host);
+	assert_int_equal(mp_resnet_upload(g.net, w0, host, &e), -1);
+	assert_string_equal(e.msg, "a training step is running (mp_resnet_train_finish first)");
+	free(host);
+	assert_int_equal(mp_resnet_backward(g.net, &e), -1);
+	assert_int_equal(mp_resnet_sgd(g.net, 0.1f, 0.9f, 0, &e), -1);
+	assert_string_equal(e.msg, "a training step is running (mp_resnet_train_finish first)");
+	assert_int_equal(mp_resnet_train_finish(g.net, &loss, NULL, &e), 0);
 	assert_int_equal(mp_resnet_train_start(g.net, in[0], lab, N, S, S, 0, 0.1f, 0.9f, 0, &e), 0);
 	assert_int_equal(mp_resnet_train_start(g.net, in[1], lab, N, S, S, 0, 0.1f, 0.9f, 0, &e), -1);
 	assert_string_equal(e.msg, "a training step was started and not finished");
