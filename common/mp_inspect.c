@@ -65,6 +65,17 @@ static int grow_classes(mp_stats *st, int label)
 	return 0;
 }
 
+void mp_mb_order_see(mp_mb_order *o, const mp_macrobatch *mb)
+{
+	if (mb->first_record != o->records && !o->misplaced++) {
+		o->first_misplaced = o->macrobatches;
+		o->first_misplaced_start = mb->first_record;
+		o->first_misplaced_after = o->records;
+	}
+	o->records += mb->count;
+	o->macrobatches++;
+}
+
 int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
 {
 	memset(st, 0, sizeof *st);
@@ -82,11 +93,7 @@ int mp_stats_scan(mp_source *s, mp_stats *st, mp_error *e)
 		if (mp_mb_parse(buf, len, &mb, &pe) < 0)
 			return mp_seterr(e, "%s: macrobatch %llu: %s", mp_source_name(s),
 					 (unsigned long long)mp_source_index(s), pe.msg);
-		if (mb.first_record != st->records && !st->misplaced++) {
-			st->first_misplaced = st->macrobatches;
-			st->first_misplaced_start = mb.first_record;
-			st->first_misplaced_after = st->records;
-		}
+		mp_mb_order_see(&st->order, &mb);
 		for (uint32_t i = 0; i < mb.count; i++) {
 			const mp_record *r = &mb.records[i];
 			if (!mp_label_allowed(m, r->label)) {

@@ -8,6 +8,19 @@
 #include "mp_image.h"
 #include "mp_macrobatch.h"
 
+/* Whether each macrobatch starts at the record after those read before
+ * it (record numbers hold only then): the records and macrobatches seen,
+ * how many started elsewhere (out of order, or numbered wrongly) and the
+ * first of them. */
+typedef struct {
+	uint64_t records, macrobatches;
+	uint64_t misplaced;
+	uint64_t first_misplaced, first_misplaced_start, first_misplaced_after;
+} mp_mb_order;
+
+/* Counts macrobatch mb, read after those o has seen. */
+void mp_mb_order_see(mp_mb_order *o, const mp_macrobatch *mb);
+
 typedef struct {
 	uint64_t records, macrobatches;
 	uint64_t *per_class; /* classes entries (labelled sets) */
@@ -28,10 +41,7 @@ typedef struct {
 	} sizes[16];
 	int nsizes;
 	uint64_t other_sizes;
-	/* macrobatches whose first record is not the count read before
-	 * them (out of order, or numbered wrongly); the first of them */
-	uint64_t misplaced;
-	uint64_t first_misplaced, first_misplaced_start, first_misplaced_after;
+	mp_mb_order order;
 } mp_stats;
 
 /* 1 if a record may carry label in a dataset with this meta: 0 to

@@ -121,13 +121,16 @@ static const char *class_name(const mp_meta *m, int label)
 
 /* Record numbers (the summary's and --list's) hold only when each
  * macrobatch starts where the ones before it ended. */
-static void warn_misplaced(mp_source *src, uint64_t n, uint64_t first, uint64_t start,
-			   uint64_t after)
+static int warn_misplaced(mp_source *src, const mp_mb_order *o)
 {
+	if (!o->misplaced)
+		return 0;
 	mp_warnx("%s: %llu macrobatch%s out of order; the first is macrobatch %llu, which "
 		 "starts at record %llu, and %llu records come before it",
-		 mp_source_name(src), (unsigned long long)n, n == 1 ? "" : "es",
-		 (unsigned long long)first, (unsigned long long)start, (unsigned long long)after);
+		 mp_source_name(src), (unsigned long long)o->misplaced, o->misplaced == 1 ? "" : "es",
+		 (unsigned long long)o->first_misplaced, (unsigned long long)o->first_misplaced_start,
+		 (unsigned long long)o->first_misplaced_after);
+	return 1;
 }
 
 /* Problems the summary finds while counting: a warning each, exit 1. */
@@ -152,11 +155,8 @@ static int summary_problems(mp_source *src, const mp_stats *st)
 			 (unsigned long long)st->first_bad, st->first_bad_name, st->first_bad_label);
 		rc = 1;
 	}
-	if (st->misplaced) {
-		warn_misplaced(src, st->misplaced, st->first_misplaced, st->first_misplaced_start,
-			       st->first_misplaced_after);
+	if (warn_misplaced(src, &st->order))
 		rc = 1;
-	}
 	return rc;
 }
 
@@ -274,8 +274,7 @@ static int list_records(mp_source *src, int json)
 	const uint8_t *buf;
 	size_t len;
 	int rc, first = 1;
-	uint64_t records = 0, macrobatches = 0, misplaced = 0;
-	uint64_t first_misplaced = 0, misplaced_start = 0, misplaced_after = 0;
+	mp_mb_order order = {0};
 	if (!json)
 		printf("index\tname\tlabel\twidth\theight\tencoding\tbytes\tcrc32\n");
 	while ((rc = mp_source_next(src, &buf, &len, &e)) == 1) {
@@ -283,13 +282,7 @@ static int list_records(mp_source *src, int json)
 		if (mp_mb_parse(buf, len, &mb, &e) < 0)
 			mp_errx(1, "%s: macrobatch %llu: %s", mp_source_name(src),
 				(unsigned long long)mp_source_index(src), e.msg);
-		if (mb.first_record != records && !misplaced++) {
-			first_misplaced = macrobatches;
-			misplaced_start = mb.first_record;
-			misplaced_after = records;
-		}
-		records += mb.count;
-		macrobatches++;
+		mp_mb_order_see(&order, &mb);
 		for (uint32_t i = 0; i < mb.count; i++) {
 			const mp_record *r = &mb.records[i];
 			uint32_t crc = mp_crc32(0, r->payload, r->payload_len);
@@ -326,16 +319,12 @@ static int list_records(mp_source *src, int json)
 	/* the listing is written; what makes its numbers doubtful follows */
 	int bad = 0;
 	const mp_meta *m = mp_source_meta(src);
-	if (records != m->records) {
+	if (order.records != m->records) {
 		mp_warnx("%s: %llu records read, the meta says %llu", mp_source_name(src),
-			 (unsigned long long)records, (unsigned long long)m->records);
+			 (unsigned long long)order.records, (unsigned long long)m->records);
 		bad = 1;
 	}
-	if (misplaced) {
-		warn_misplaced(src, misplaced, first_misplaced, misplaced_start, misplaced_after);
-		bad = 1;
-	}
-	return bad;
+	return warn_misplaced(src, &order) || bad;
 }
 
 /* --verify's failures: into the JSON report (when asked for) and on
