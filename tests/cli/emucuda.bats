@@ -74,10 +74,15 @@ first_last_loss() {
 	MP_CUDA_GRAPH=0 train "${OPTS[@]}" -q -o fp32-ops --backend cuda --precision fp32
 	same_weights fp32/weights.safetensors fp32-ops/weights.safetensors
 	# the emulated device running the next batch's copy before the step
-	# queued ahead of it (a device may): the same bits (ignored on a GPU)
-	MP_EMU_STREAMS=others-first train "${OPTS[@]}" -q -o fp32-others --backend cuda \
-		--precision fp32
-	same_weights fp32/weights.safetensors fp32-others/weights.safetensors
+	# queued ahead of it (a device may), every call's work at once (a
+	# page-locked buffer written while still read), or at drawn times: the
+	# same bits (ignored on a GPU)
+	local streams
+	for streams in others-first eager random:1 random:2; do
+		MP_EMU_STREAMS=$streams train "${OPTS[@]}" -q -o "fp32-$streams" --backend cuda \
+			--precision fp32
+		same_weights fp32/weights.safetensors "fp32-$streams/weights.safetensors"
+	done
 	train "${OPTS[@]}" -q -o bf16 --backend cuda
 	run env MP_CUDA_GRAPH=0 "$MP_BIN/mp-train" "${OPTS[@]}" -o bf16-ops --backend cuda
 	assert_status 0

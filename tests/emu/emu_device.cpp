@@ -14,8 +14,8 @@
  *   are taken at the call; to the host, the call waits for the stream.
  *   cudaStreamWaitEvent orders two streams as recorded. Work of two
  *   streams that no event orders runs in either order: by default a wait
- *   runs only the stream waited for (what the other queued runs later),
- *   with MP_EMU_STREAMS=others-first the other streams' queued work first.
+ *   runs only the stream waited for (what the other queued runs later);
+ *   MP_EMU_STREAMS chooses other schedules (others-first, eager, random).
  * - A stream capture (cudaStreamBeginCapture) records instead of queuing;
  *   the instantiated graph replays the records, with the arguments of the
  *   recorded calls. In thread-local mode a call of the capturing thread
@@ -70,6 +70,7 @@ template <class T> static cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *
 
 #include "emu_device.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -96,6 +97,7 @@ struct CUstream_st {
 	unsigned long submitted = 0, done = 0;
 	CUgraph_st *capture = nullptr; /* recording into it */
 	bool invalid = false;	       /* its capture was broken */
+	unsigned long made = 0;	       /* its place among the streams made, 0 the legacy one */
 };
 struct CUevent_st {
 	CUstream_st *stream = nullptr;
@@ -253,12 +255,16 @@ bool capture_forbids()
 	return true;
 }
 
+int running_work = 0; /* depth of queued work running now: no progress inside it */
+
 void run_until(CUstream_st *s, unsigned long seq)
 {
 	while (s->done < seq && !s->queue.empty()) {
 		work_fn w = std::move(s->queue.front());
 		s->queue.pop_front();
+		running_work++;
 		w();
+		running_work--;
 		s->done++;
 	}
 }
@@ -275,30 +281,87 @@ void run_every_stream()
 		run_all(s);
 }
 
-/* MP_EMU_STREAMS=others-first: a wait for one stream first runs every
- * other stream's queued work, work that a device may run before it or
- * alongside it when no event orders them (a copy on the second stream
- * before the step queued earlier on the first); own (the default) runs
- * only what is waited for. Dependencies hold either way: a stream's
- * event wait runs the other stream up to its event first. */
-bool others_first()
+/* MP_EMU_STREAMS: when queued work runs, within what events order. A device
+ * runs a stream's work at any time after its call and before the wait that
+ * needs it, and two streams' work that no event orders in either order or
+ * together; each mode holds the backend to one end of that, or to chance:
+ * - own (the default): only at a wait, and only the stream waited for (what
+ *   another stream queued runs later): a read before its wait shows;
+ * - others-first: a wait first runs every other stream's queued work (a
+ *   copy on the second stream before the step queued earlier on the first);
+ * - eager: at its call, as an infinitely fast device would: a page-locked
+ *   input written after the copy that reads it was queued shows, as does
+ *   a page-locked buffer that a copy writes while the host still reads it;
+ * - random:SEED: after each call that queues work, and at each wait, a
+ *   chance-sized part of each stream's queued work, in an order the seed
+ *   draws: an interleaving of the streams that no other mode gives.
+ * Dependencies hold in every mode: a stream's event wait runs the other
+ * stream up to its event first. */
+enum stream_mode { STREAMS_OWN, STREAMS_OTHERS_FIRST, STREAMS_EAGER, STREAMS_RANDOM };
+uint64_t streams_rng;
+
+stream_mode streams_mode()
 {
 	static int mode = -1;
-	if (mode < 0) {
-		const char *v = getenv("MP_EMU_STREAMS");
-		mode = v && !strcmp(v, "others-first");
-		if (v && *v && !mode && strcmp(v, "own")) {
-			fprintf(stderr, "emu_device: MP_EMU_STREAMS=%s: not own or others-first\n", v);
-			exit(2);
-		}
+	if (mode >= 0)
+		return (stream_mode)mode;
+	const char *v = getenv("MP_EMU_STREAMS");
+	char *end = nullptr;
+	if (!v || !*v || !strcmp(v, "own"))
+		mode = STREAMS_OWN;
+	else if (!strcmp(v, "others-first"))
+		mode = STREAMS_OTHERS_FIRST;
+	else if (!strcmp(v, "eager"))
+		mode = STREAMS_EAGER;
+	else if (!strncmp(v, "random:", 7) && v[7] >= '0' && v[7] <= '9' &&
+		 ((void)(errno = 0), streams_rng = strtoull(v + 7, &end, 10), !*end && !errno))
+		mode = STREAMS_RANDOM;
+	else {
+		fprintf(stderr, "emu_device: MP_EMU_STREAMS=%s: not own, others-first, eager or "
+				"random:SEED (SEED a number)\n", v);
+		exit(2);
 	}
-	return mode == 1;
+	if (mode == STREAMS_RANDOM)
+		fprintf(stderr, "emu_device: streams' work in the order of seed %llu\n",
+			(unsigned long long)streams_rng);
+	return (stream_mode)mode;
+}
+
+/* splitmix64: a draw in [0, n] */
+unsigned long draw_upto(unsigned long n)
+{
+	uint64_t z = (streams_rng += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return (unsigned long)(z % ((uint64_t)n + 1));
+}
+
+/* random: a drawn part of each stream's queued work, the streams in a
+ * drawn order; half the time none */
+void random_progress()
+{
+	std::vector<CUstream_st *> all(1, &legacy);
+	all.insert(all.end(), streams.begin(), streams.end());
+	/* from the order they were made, not their addresses: one seed, one schedule */
+	std::sort(all.begin(), all.end(),
+		  [](const CUstream_st *a, const CUstream_st *b) { return a->made < b->made; });
+	for (size_t i = all.size(); i > 1; i--)
+		std::swap(all[i - 1], all[draw_upto(i - 1)]);
+	for (CUstream_st *s : all) {
+		if (s->queue.empty() || !draw_upto(1))
+			continue;
+		run_until(s, s->done + draw_upto(s->queue.size()));
+	}
 }
 
 /* The host waits for stream s up to its seq-th work. */
 void wait_for(CUstream_st *s, unsigned long seq)
 {
-	if (others_first()) {
+	const stream_mode mode = streams_mode();
+	if (mode == STREAMS_RANDOM && !running_work)
+		random_progress();
+	if (mode == STREAMS_OTHERS_FIRST) {
 		if (s != &legacy)
 			run_all(&legacy);
 		for (CUstream_st *o : streams)
@@ -327,6 +390,13 @@ cudaError_t submit(cudaStream_t st, work_fn w, const char *kind)
 	}
 	s->queue.push_back(std::move(w));
 	s->submitted++;
+	if (!running_work) {
+		const stream_mode mode = streams_mode();
+		if (mode == STREAMS_EAGER)
+			run_all(s);
+		else if (mode == STREAMS_RANDOM)
+			random_progress();
+	}
 	return cudaSuccess;
 }
 
@@ -629,7 +699,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 	INJECT(fail(cudaErrorLaunchFailure));
 	LOCKED;
 	(void)flags;
+	static unsigned long made;
 	CUstream_st *s = new CUstream_st;
+	s->made = ++made;
 	streams.insert(s);
 	*st = s;
 	return cudaSuccess;

@@ -52,15 +52,50 @@ static bool all(const float *p, float v)
 	return true;
 }
 
+static bool all_nan(const float *p)
+{
+	for (int i = 0; i < 4; i++)
+		if (!isnan(p[i]))
+			return false;
+	return true;
+}
+
+/* When queued work runs (MP_EMU_STREAMS): only at a wait (own,
+ * others-first), at its call (eager) or at a drawn time (random:SEED). */
+enum schedule_kind { AT_WAIT, EAGER, RANDOM };
+static schedule_kind schedule = AT_WAIT;
+
+/* What a read of work's result before its wait finds, by the schedule:
+ * pending (not run), done (run whole), or under random either. */
+static void expect_before_wait(bool pending, bool done, const char *what)
+{
+	char msg[200];
+	switch (schedule) {
+	case AT_WAIT:
+		snprintf(msg, sizeof msg, "%s has not run before a wait", what);
+		expect(pending, msg);
+		break;
+	case EAGER:
+		snprintf(msg, sizeof msg, "eager: %s ran at its call", what);
+		expect(done, msg);
+		break;
+	case RANDOM:
+		snprintf(msg, sizeof msg, "random: %s ran whole or not at all", what);
+		expect(pending || done, msg);
+		break;
+	}
+}
+
 static void test_queued(void)
 {
 	mp_tensor t = tensor4();
 	must(be->ops->fill(be, &t, 2.0f), be, "fill");
-	expect(isnan(t.data[0]), "a queued fill has not run before a wait");
+	expect_before_wait(all_nan(t.data), all(t.data, 2.0f), "a queued fill");
 	expect(cudaStreamSynchronize(s->stream) == cudaSuccess, "cudaStreamSynchronize");
 	expect(all(t.data, 2.0f), "the wait ran it");
 	be->ops->release(be, &t);
-	ok("a stream's work runs when it is waited for, not before");
+	ok("a stream's work runs by the schedule MP_EMU_STREAMS names, and at the latest when "
+	   "waited for");
 }
 
 static void test_copies(void)
@@ -73,7 +108,7 @@ static void test_copies(void)
 	must(be->ops->fill(be, &t, 4.0f), be, "fill");
 	expect(cudaMemcpyAsync(pinned, t.data, sizeof pageable[0] * 4, cudaMemcpyDeviceToHost,
 			       s->stream) == cudaSuccess, "copy to page-locked memory");
-	expect(isnan(pinned[0]), "a copy to page-locked memory has not run before a wait");
+	expect_before_wait(all_nan(pinned), all(pinned, 4.0f), "a copy to page-locked memory");
 	cudaStreamSynchronize(s->stream);
 	expect(all(pinned, 4.0f), "after the wait it has");
 	/* to pageable memory: done when the call returns */
@@ -95,7 +130,9 @@ static void test_copies(void)
 	for (int i = 0; i < 4; i++)
 		pinned[i] = 8.0f;
 	cudaStreamSynchronize(s->stream);
-	expect(all(t.data, 8.0f), "a copy from page-locked memory reads it when it runs");
+	/* when it runs: the first bytes if at its call */
+	expect_before_wait(all(t.data, 8.0f), all(t.data, 7.0f),
+			   "a copy from page-locked memory (the bytes when it runs)");
 	be->ops->host_free(be, pinned);
 	be->ops->release(be, &t);
 	ok("copies from and to page-locked and pageable memory keep CUDA's timing");
@@ -122,9 +159,13 @@ static void test_event_order(void)
 	cudaMemcpyAsync(t.data, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, s->copy_stream);
 	cudaMemcpyAsync(u.data, t.data, 4 * sizeof(float), cudaMemcpyDeviceToDevice, s->stream);
 	cudaStreamSynchronize(s->stream);
-	expect(all(u.data, others_first ? 10.0f : 9.0f),
-	       others_first ? "others-first: the other stream's copy ran before the waited one's"
-			    : "without an event the other stream's copy had not run");
+	if (schedule == AT_WAIT)
+		expect(all(u.data, others_first ? 10.0f : 9.0f),
+		       others_first ? "others-first: the other stream's copy ran before the waited one's"
+				    : "without an event the other stream's copy had not run");
+	else
+		expect_before_wait(all(u.data, 9.0f), all(u.data, 10.0f),
+				   "the other stream's copy, no event ordering it,");
 	cudaStreamSynchronize(s->copy_stream);
 	expect(all(t.data, 10.0f), "its own wait ran it");
 	be->ops->host_free(be, pinned);
@@ -132,6 +173,33 @@ static void test_event_order(void)
 	be->ops->release(be, &u);
 	ok("a stream runs another's work before what waits for its event; unordered, as "
 	   "MP_EMU_STREAMS says");
+}
+
+/* 64 fills, each read right after its call: which had run. Printed, so
+ * that runs with one seed can be compared (tests/cli/emuorder.bats). */
+static void test_schedule(void)
+{
+	mp_tensor t = tensor4();
+	char ran[65] = {0};
+	int runs = 0;
+	for (int i = 0; i < 64; i++) {
+		must(be->ops->fill(be, &t, (float)i), be, "fill");
+		ran[i] = t.data[0] == (float)i ? '1' : '0';
+		runs += ran[i] == '1';
+	}
+	cudaStreamSynchronize(s->stream);
+	expect(all(t.data, 63.0f), "the wait ran the last fill");
+	printf("# schedule: %s\n", ran);
+	switch (schedule) {
+	case AT_WAIT: expect(runs == 0, "a fill ran before its wait"); break;
+	case EAGER: expect(runs == 64, "eager: a fill had not run at its call"); break;
+	case RANDOM:
+		expect(runs > 0 && runs < 64, "random: every fill, or none, ran at its call");
+		break;
+	}
+	be->ops->release(be, &t);
+	ok("work runs before its wait never (own, others-first), always (eager) or by a draw "
+	   "(random:SEED)");
 }
 
 static void test_graph_replay(void)
@@ -146,7 +214,8 @@ static void test_graph_replay(void)
 	expect(all(t.data, 1.0f), "a recorded fill does not run");
 	for (int round = 0; round < 2 && g; round++) {
 		must(be->ops->graph_launch(be, g), be, "graph_launch");
-		expect(all(t.data, round ? 5.0f : 1.0f), "a launched graph has not run before a wait");
+		expect_before_wait(all(t.data, round ? 5.0f : 1.0f), all(t.data, 3.0f),
+				   "a launched graph");
 		must(be->ops->graph_wait(be), be, "graph_wait");
 		expect(all(t.data, 3.0f), "the graph ran the fill with its recorded value");
 		must(be->ops->fill(be, &t, 5.0f), be, "fill");
@@ -542,9 +611,15 @@ int main(void)
 	}
 	s = mp_cuda(be);
 	printf("# %s\n", why);
+	const char *streams = getenv("MP_EMU_STREAMS");
+	if (streams && !strcmp(streams, "eager"))
+		schedule = EAGER;
+	else if (streams && !strncmp(streams, "random:", 7))
+		schedule = RANDOM;
 	test_queued();
 	test_copies();
 	test_event_order();
+	test_schedule();
 	test_graph_replay();
 	test_capture_rules();
 	test_pointers();
