@@ -90,6 +90,7 @@ typedef struct {
 	float *logits; /* n x classes, written by the graphs */
 	size_t logits_cap;
 	long recorded, launched;
+	int off; /* recording failed (or switched off): op by op; training's are apart */
 } predict_graph;
 
 /* Activations of one block for the current batch shape, and their grads. */
@@ -1361,7 +1362,7 @@ int mp_resnet_train_start_plan(mp_resnet *net, int slot, const int32_t *labels, 
 
 void mp_resnet_use_graphs(mp_resnet *net, int on)
 {
-	net->graph.off = !on;
+	net->graph.off = net->pgraph.off = !on;
 	if (!on && net->graph.pending != STEP_LAUNCHED)
 		free_recordings(net);
 }
@@ -1654,7 +1655,7 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 	predict_graph *pg = &net->pgraph;
 	if (g->pending)
 		return mp_seterr(e, "a training step was started and not finished");
-	if (!have_graphs(net) || g->off) {
+	if (!have_graphs(net) || pg->off) {
 		if (mp_resnet_forward(net, images, n, h, w, 0, e) < 0)
 			return -1;
 		return mp_resnet_logits(net, logits, e);
@@ -1703,7 +1704,7 @@ int mp_resnet_predict(mp_resnet *net, const float *images, int n, int h, int w, 
 			mp_warnx("the inference pass is not recorded as a graph (%s): each operation "
 				 "is launched on its own",
 				 why.msg);
-			g->off = 1;
+			pg->off = 1;
 		}
 	}
 	if (r >= 0) {

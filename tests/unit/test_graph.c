@@ -586,6 +586,43 @@ static void predict_recorded(void **state)
 	}
 }
 
+/* A recording that fails turns off only its own kind: training steps are
+ * still recorded after an inference pass's recording failed, and inference
+ * passes after a training step's. */
+static void failed_recordings_apart(void **state)
+{
+	(void)state;
+	side g, p;
+	make_pair('A', &g, &p);
+	predict_both(&g, &p, S); /* op by op: the shape's first */
+	rec.fail_begin = 1;
+	predict_both(&g, &p, S); /* its recording refused: op by op from now on */
+	rec.fail_begin = 0;
+	predict_both(&g, &p, S);
+	predict_counts(&g, 0, 0);
+	for (int s = 0; s < 4; s++)
+		step_both(&g, &p, N, 0.1f, 1);
+	counts(&g, 1, 3);
+	predict_both(&g, &p, S);
+	predict_both(&g, &p, S);
+	predict_counts(&g, 0, 0);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+
+	make_pair('A', &g, &p);
+	step_both(&g, &p, N, 0.1f, 1);
+	rec.fail_begin = 1;
+	step_both(&g, &p, N, 0.1f, 1);
+	rec.fail_begin = 0;
+	step_both(&g, &p, N, 0.1f, 1);
+	counts(&g, 0, 0);
+	for (int i = 0; i < 3; i++)
+		predict_both(&g, &p, S);
+	predict_counts(&g, 1, 2);
+	same_state(&g, &p);
+	free_pair(&g, &p);
+}
+
 /* The recorder holds the interface's rules: host memory from elsewhere,
  * or an allocation, ends a recording with the reason. */
 static void recorder_rules(void **state)
@@ -677,6 +714,7 @@ int main(void)
 		cmocka_unit_test(steps_with_batches_copied_ahead),
 		cmocka_unit_test(steps_from_plans),
 		cmocka_unit_test(predict_recorded),
+		cmocka_unit_test(failed_recordings_apart),
 		cmocka_unit_test(recorder_rules),
 		cmocka_unit_test(train_step_refuses_bad_labels),
 	};
