@@ -1029,14 +1029,21 @@ fi
 	while IFS=$'\t' read -r s st sec note; do
 		printf '%-34s %-6s %6s  %s\n' "$s" "$st" "$sec" "$note"
 	done <"$RESULTS/stages.tsv"
-	ref_line=${OURS[bf16]:-${OURS[fp32]:-}}
-	if [ -n "$ref_line" ]; then
+	# the FLOP count is ours (bench_step's); PyTorch's figures are shown
+	# without one when none of our benchmarks ran
+	ref_line=${OURS[bf16]:-${OURS[fp32]:-${OURS[eval-bf16]:-${OURS[eval-fp32]:-}}}}
+	if [ -n "$ref_line" ] || [ ${#TORCH[@]} -gt 0 ]; then
 		echo
 		[ "$GPU" = 1 ] || echo "CPU SMOKE: these numbers check the code path only; they mean nothing"
-		IFS=$'\t' read -r _ batch size _ _ gflop _ <<<"$ref_line"
-		printf 'network: reference (depth 9, shortcut A), batch %s, %s px; forward %.3f GFLOP/image, training = 3 x forward\n' "$batch" "$size" "$gflop"
-		mfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * 3 * g * i / 1000 / p }'; }
-		tfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", 3 * g * i / 1000 }'; }
+		gflop=''
+		if [ -n "$ref_line" ]; then
+			IFS=$'\t' read -r _ batch size _ _ gflop _ <<<"$ref_line"
+			printf 'network: reference (depth 9, shortcut A), batch %s, %s px; forward %.3f GFLOP/image, training = 3 x forward\n' "$batch" "$size" "$gflop"
+		else
+			echo "network: reference (depth 9, shortcut A); none of our benchmarks ran, so no FLOP count: TFLOP/s and MFU not given"
+		fi
+		mfu() { [ -n "$gflop" ] && awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * 3 * g * i / 1000 / p }' || echo -; }
+		tfl() { [ -n "$gflop" ] && awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", 3 * g * i / 1000 }' || echo -; }
 		# numbers, never strings, whatever the awk
 		greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 > b + 0) }'; }
 		ratio() { [ -n "$1" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }' || echo -; }
@@ -1074,9 +1081,9 @@ fi
 			[ -n "$best" ] && echo "ours bf16 with bf16 activations / $best_of: $(ratio "$act" "$best") (goal 1.3)"
 		fi
 		# evaluation: one forward pass an image
-		emfu() { awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * g * i / 1000 / p }'; }
-		etfl() { awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", g * i / 1000 }'; }
-		if [ -n "${OURS[eval-bf16]:-}${OURS[eval-fp32]:-}" ]; then
+		emfu() { [ -n "$gflop" ] && awk -v i="$1" -v g="$gflop" -v p="$PEAK_TFLOPS" 'BEGIN { printf "%.2f%%", 100 * g * i / 1000 / p }' || echo -; }
+		etfl() { [ -n "$gflop" ] && awk -v i="$1" -v g="$gflop" 'BEGIN { printf "%.2f", g * i / 1000 }' || echo -; }
+		if [ -n "${OURS[eval-bf16]:-}${OURS[eval-fp32]:-}${TORCH[bench-torch-eval-eager]:-}${TORCH[bench-torch-eval-compile]:-}${TORCH[bench-torch-eval-compile-ro]:-}" ]; then
 			echo
 			echo "evaluation (inference forward pass + the logits to the host; TFLOP/s and MFU of 1 x forward):"
 			printf '%-42s %12s %10s %10s %10s %10s\n' run images/s TFLOP/s MFU bf16/it fp32/it

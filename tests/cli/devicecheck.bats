@@ -119,6 +119,25 @@ have_nvcc() {
 	grep -Eq '^ +conv2d_backward +[0-9.]+ ms' logs/bench-ours-fp32-ops.log
 }
 
+@test "device-check: with our benchmarks failed, PyTorch's figures are still in the summary, without a FLOP count" {
+	have_nvcc || skip "no nvcc on this machine"
+	if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+		skip "a GPU is present: run the check itself"
+	fi
+	# a value bench_step's CPU backend refuses: each of our benchmarks fails
+	run env MP_CPU_WINOGRAD=sideways DEVICE_CHECK_FORCE_MIN=1 PYTHON="$PY" bash "$DC" --cpu-smoke --quick res
+	assert_status 1
+	grep -Eq '^bench-ours-fp32 +FAIL' res/summary.txt
+	grep -Eq '^bench-ours-eval-fp32 +FAIL' res/summary.txt
+	assert_contains "$(cat res/summary.txt)" "network: reference (depth 9, shortcut A); none of our benchmarks ran, so no FLOP count: TFLOP/s and MFU not given"
+	# both tables, PyTorch's rows with images/s and no ratio
+	grep -Eq '^PyTorch eager \(bf16, NHWC\) +[0-9.]+ +- +- +- +-$' \
+		<(sed -n '/^network:/,/^evaluation (inference/p' res/summary.txt)
+	grep -Eq '^PyTorch eager \(bf16, NHWC\) +[0-9.]+ +- +- +- +-$' \
+		<(sed -n '/^evaluation (inference/,$p' res/summary.txt)
+	assert_contains "$(cat res/summary.txt)" "overall: FAILED (see the stage logs)"
+}
+
 @test "device-check: a spent time budget skips the stages, never fails them, and ends at once" {
 	local t0=$SECONDS
 	run env DEVICE_CHECK_BUDGET=0 DEVICE_CHECK_FORCE_MIN=1 PYTHON="$PY" bash "$DC" --cpu-smoke res
