@@ -84,6 +84,11 @@ void mp_guard_std_fds(void)
 	}
 }
 
+void mp_writes_fail_past_size_limit(void)
+{
+	signal(SIGXFSZ, SIG_IGN);
+}
+
 void mp_warnx(const char *fmt, ...)
 {
 	va_list ap;

@@ -31,6 +31,11 @@ void mp_set_progname(const char *argv0);
  * the descriptor still fails with EBADF, as closed. Each tool's first
  * call. */
 void mp_guard_std_fds(void);
+/* A write past the file size limit (ulimit -f) would end the program by
+ * SIGXFSZ, with no message and its temporary files left: ignored, the
+ * write fails with EFBIG ("File too large"), which the writer reports,
+ * naming the file, and cleans up after. Each tool's call at start. */
+void mp_writes_fail_past_size_limit(void);
 void mp_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mp_errx(int status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

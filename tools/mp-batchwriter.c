@@ -194,6 +194,7 @@ int main(int argc, char **argv)
 {
 	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
+	mp_writes_fail_past_size_limit();
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	const char *root = NULL, *out = NULL, *cats = NULL;
 	long classes = 0, size = 128, pad = 0, quality = 95, macrobatch = 1024;

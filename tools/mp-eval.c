@@ -209,6 +209,7 @@ int main(int argc, char **argv)
 	mp_wait_passively(argv);
 	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
+	mp_writes_fail_past_size_limit();
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	mp_eval_opts o;
 	mp_eval_opts_default(&o);

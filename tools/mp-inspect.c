@@ -870,6 +870,7 @@ int main(int argc, char **argv)
 {
 	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
+	mp_writes_fail_past_size_limit();
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	int json = 0, do_verify = 0, do_list = 0, do_tensors = 0, do_diff = 0, c;
 	const char *dump = NULL;

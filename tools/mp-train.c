@@ -297,6 +297,7 @@ int main(int argc, char **argv)
 {
 	mp_guard_std_fds();
 	mp_set_progname(argv[0]);
+	mp_writes_fail_past_size_limit();
 	const char *invoked_as = argv[0]; /* the resume command repeats the path as typed */
 	argv[0] = (char *)mp_progname; /* getopt's messages then name us as ours do */
 	mp_train_opts o;

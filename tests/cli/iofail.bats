@@ -332,6 +332,26 @@ mp-batchwriter: old.db: already exists (use --force to replace it)"
 	done
 }
 
+@test "past the file size limit (ulimit -f), SIGXFSZ not ignored: mp-train, mp-eval and mp-inspect name the file, exit 1 and leave no temporary" {
+	# limited() CMD...: CMD with files limited to 4 KiB, the signal at its default
+	limited() { bash -c 'trap - XFSZ; ulimit -f 4 && exec "$@"' _ "$@"; }
+	run --separate-stderr limited "$MP_BIN/mp-train" -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o out
+	assert_status 1
+	assert_equal "$stderr" "mp-train: out/checkpoint-0001.safetensors: write error: File too large"
+	assert_files out train.log
+	mkdir ev && cd ev
+	for out in --probs --submission; do
+		run --separate-stderr limited "$MP_BIN/mp-eval" -q -m "$W" "$D/rep.db" "$out" out.tsv
+		assert_status 1
+		assert_equal "$stderr" "mp-eval: out.tsv: File too large"
+		assert_files .
+	done
+	run --separate-stderr bash -c 'trap - XFSZ; ulimit -f 4 && exec "$@" >tensors.json' _ \
+		"$MP_BIN/mp-inspect" --list "$D/rep.db"
+	assert_status 1
+	assert_equal "$stderr" "mp-inspect: <stdout>: write error: File too large"
+}
+
 @test "mp-train: a log in a directory that does not exist leaves no empty output directory behind" {
 	run --separate-stderr train -q -d "$D/val.db" "${NET[@]}" --epochs 1 -o out --log nodir/x.log
 	assert_status 1
