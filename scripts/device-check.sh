@@ -1032,7 +1032,7 @@ fi
 	# the FLOP count is ours (bench_step's); PyTorch's figures are shown
 	# without one when none of our benchmarks ran
 	ref_line=${OURS[bf16]:-${OURS[fp32]:-${OURS[eval-bf16]:-${OURS[eval-fp32]:-}}}}
-	if [ -n "$ref_line" ] || [ ${#TORCH[@]} -gt 0 ]; then
+	if [ -n "$ref_line" ] || [ -n "${TORCH[*]:-}" ]; then
 		echo
 		[ "$GPU" = 1 ] || echo "CPU SMOKE: these numbers check the code path only; they mean nothing"
 		gflop=''
@@ -1134,6 +1134,14 @@ fi
 	echo "stage logs: logs.tar.gz (logs/STAGE.log)"
 	echo "overall: $([ $FAILED = 0 ] && echo 'no stage failed' || echo 'FAILED (see the stage logs)')"
 } >"$SUMMARY"
+# An error of this script's own (an unset variable) ends the block above
+# early, and bash goes on: the summary then lacks its last line, and the
+# check fails rather than pass on what it did not report.
+if [ "$(tail -n 1 "$SUMMARY" | cut -c1-8)" != "overall:" ]; then
+	say "summary: cut short by an error in this script (see above)"
+	echo "overall: FAILED (the summary is cut short by an error in device-check.sh)" >>"$SUMMARY"
+	FAILED=1
+fi
 # RESULTS_DIR keeps a few files: the summary, the stage table, this
 # script's messages and the stage logs packed (--keep-logs: unpacked too)
 pack_logs || say "the stage logs could not be packed into $RESULTS/logs.tar.gz"
