@@ -321,9 +321,6 @@ stream_mode streams_mode()
 				"random:SEED (SEED a number)\n", v);
 		exit(2);
 	}
-	if (mode == STREAMS_RANDOM)
-		fprintf(stderr, "emu_device: streams' work in the order of seed %llu\n",
-			(unsigned long long)streams_rng);
 	return (stream_mode)mode;
 }
 
