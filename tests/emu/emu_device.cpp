@@ -340,7 +340,8 @@ void random_progress()
 {
 	std::vector<CUstream_st *> all(1, &legacy);
 	all.insert(all.end(), streams.begin(), streams.end());
-	/* from the order they were made, not their addresses: one seed, one schedule */
+	/* from the order they were made, not their addresses: one seed, one
+	 * schedule (where one thread makes the calls) */
 	std::sort(all.begin(), all.end(),
 		  [](const CUstream_st *a, const CUstream_st *b) { return a->made < b->made; });
 	for (size_t i = all.size(); i > 1; i--)
