@@ -1071,7 +1071,7 @@ fi
 			printf '%-42s %12s %10s %10s %10s %10s\n' "PyTorch ${k#bench-torch-} ($([ $k = bench-torch-fp32 ] && echo 'fp32, no TF32' || echo 'bf16, NHWC'))" "$v" "$(tfl "$v")" "$(mfu "$v")" \
 				"$(ratio "$(ips_of bf16)" "$v")" "$(ratio "$(ips_of fp32)" "$v")"
 		done
-		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM)"
+		echo "MFU against $PEAK_TFLOPS TFLOP/s (dense bf16 datasheet peak of the H100/H200 SXM), the fp32 rows too (fp32 without tensor cores peaks at 67 TFLOP/s there)"
 		best_of="PyTorch's best bf16 configuration measured ($best_name${missing:+; not measured:$missing})"
 		[ -n "$best" ] && [ -n "$(ips_of bf16)" ] &&
 			echo "ours bf16 / $best_of: $(ratio "$(ips_of bf16)" "$best") (goal 1.3)"
