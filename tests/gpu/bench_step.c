@@ -200,7 +200,9 @@ int main(int argc, char **argv)
 	/* then on, one at a time, until a step records no graph: each input
 	 * slot's step is recorded once its shapes are settled, which may take
 	 * more steps than WARMUP, and a recording in the timed steps would
-	 * time the capture */
+	 * time the capture. A shape's first step runs op by op and records
+	 * nothing, so until one has recorded, at least 3 steps (a shape's
+	 * first, and its second from each input slot). */
 	int extra = 0;
 	if (warmup > 0 &&
 	    steps_of(net, x, labels, n, size, eval, ahead, planned, logits, warmup - 1, &k, &e) < 0) {
@@ -214,7 +216,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		mp_resnet_graph_counts(net, !eval, &recorded, &launched);
-		last = recorded != rec_before && extra < 8;
+		last = (recorded != rec_before || (recorded == 0 && warmup + extra < 3)) && extra < 8;
 	}
 	fprintf(stderr, "bench_step: %d warm-up steps (%d more than asked for) in %.2f s\n",
 		warmup + (extra > 0 ? extra - 1 : 0), extra > 0 ? extra - 1 : 0, op_timer_now() - tw);
