@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <png.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -367,18 +368,18 @@ write_file(const char *path, const void *data, size_t len)
 	if (join_path(tmp, sizeof tmp, "%s.tmp", path) != 0)
 		return -1;
 	if ((fp = fopen(tmp, "wb")) == NULL) {
-		fprintf(stderr, "%s: %s: %s\n", prog, tmp, strerror(errno));
+		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
 		return -1;
 	}
 	if (fwrite(data, 1, len, fp) != len) {
 		fprintf(stderr, "%s: %s: write failed: %s\n",
-		    prog, tmp, strerror(errno));
+		    prog, path, strerror(errno));
 		fclose(fp);
 		goto fail;
 	}
 	if (fclose(fp) != 0) {
 		fprintf(stderr, "%s: %s: write failed: %s\n",
-		    prog, tmp, strerror(errno));
+		    prog, path, strerror(errno));
 		goto fail;
 	}
 	if (rename(tmp, path) != 0) {
@@ -495,7 +496,7 @@ list_open(struct list_file *lf, const char *out, const char *name)
 	    join_path(lf->tmp, sizeof lf->tmp, "%s/%s.tmp", out, name) != 0)
 		return -1;
 	if ((lf->fp = fopen(lf->tmp, "w")) == NULL) {
-		fprintf(stderr, "%s: %s: %s\n", prog, lf->tmp, strerror(errno));
+		fprintf(stderr, "%s: %s: %s\n", prog, lf->path, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -515,7 +516,7 @@ list_close(struct list_file *lf)
 	lf->fp = NULL;
 	if (bad) {
 		fprintf(stderr, "%s: %s: write failed: %s\n",
-		    prog, lf->tmp, strerror(errno));
+		    prog, lf->path, strerror(errno));
 		remove(lf->tmp);
 		return -1;
 	}
@@ -671,6 +672,9 @@ main(int argc, char **argv)
 	struct membuf buf = { 0 };
 	int ch, rc = 1;
 
+	/* past the file size limit (ulimit -f) a write fails with EFBIG,
+	 * reported and cleaned up after, instead of SIGXFSZ killing us */
+	signal(SIGXFSZ, SIG_IGN);
 	while ((ch = getopt_long(argc, argv, "s:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 's':

@@ -278,6 +278,18 @@ failing_make() {
 	EOF
 }
 
+@test "fmnist-convert past the file size limit (ulimit -f): the file asked for named, exit 1, no temporary left" {
+	[[ -r /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]] ||
+		skip "no Fashion-MNIST (the Debian package dataset-fashion-mnist)"
+	run --separate-stderr bash -c 'ulimit -f 1 && exec "$@"' _ "$MP_SCRIPTS/fmnist-convert" \
+		--train 100 --val 10 --test 10 fm
+	assert_status 1
+	[[ $stderr =~ ^fmnist-convert:\ fm/[a-z0-9_/.-]*[a-z]:\ write\ failed:\ File\ too\ large$ ]] ||
+		fail "$stderr"
+	assert_not_contains "$stderr" ".tmp"
+	assert_equal "$(find fm -name '*.tmp')" ""
+}
+
 @test "the scripts read and write numbers with a decimal point under a decimal-comma locale" {
 	comma_locale
 	# common.sh, sourced by reproduce.sh, demo.sh, peer-train.sh and the
