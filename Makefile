@@ -29,6 +29,8 @@ CC        := $(if $(filter default,$(origin CC)),gcc,$(CC))
 NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
 
 B := build
+# the build as the scripts and tests are given it (B may be relative)
+BUILD_DIR = $(abspath $(B))
 
 # what the programs need to build; reproduce wants only these
 BUILD_DEB_PACKAGES := gcc g++ make pkg-config perl libturbojpeg0-dev libpng-dev \
@@ -294,14 +296,19 @@ unit-tests: $(UNIT_TESTS) $(ORACLE_BINS) $(GPU_BINS) $(EMU_TESTS) $(if $(USE_CUD
 # the closing summary. The longest files start first, so that the run
 # does not end on one of them alone.
 TEST_JOBS  ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$((n < 4 ? n : 4)))
+# A sanitized build's report must not pass for the status 1 a test
+# expects: it exits 99 (ASan, LeakSanitizer) or 98 (UBSan); what the
+# caller's ASAN_OPTIONS and UBSAN_OPTIONS say comes after, and wins.
+SAN_TEST_ENV := $(if $(SAN),ASAN_OPTIONS="exitcode=99:$$ASAN_OPTIONS" \
+	UBSAN_OPTIONS="exitcode=98:print_stacktrace=1:$$UBSAN_OPTIONS")
 SLOW_TESTS := $(filter $(addprefix tests/cli/,train.bats reproduce.bats build.bats emufail.bats),$(CLI_TESTS))
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all unit-tests
 	@$(MAKE) --no-print-directory fuzz-check
 	@gpu=$$(grep -q 'cuda=yes$$' $(B)/flags.stamp && ls $(B)/tests/gpu/test_* $(B)/tests/emu/test_* 2>/dev/null); \
-		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(CURDIR)/$(B)/bin MP_SCRIPTS=$(CURDIR)/$(B)/scripts \
-		MP_ROOT=$(CURDIR) prove -j $(TEST_JOBS) $(SLOW_TESTS) $(filter-out $(SLOW_TESTS),$(CLI_TESTS)) \
+		CMOCKA_MESSAGE_OUTPUT=TAP MP_BIN=$(BUILD_DIR)/bin MP_SCRIPTS=$(BUILD_DIR)/scripts \
+		MP_ROOT=$(CURDIR) $(SAN_TEST_ENV) prove -j $(TEST_JOBS) $(SLOW_TESTS) $(filter-out $(SLOW_TESTS),$(CLI_TESTS)) \
 		$(UNIT_TESTS) $$gpu $(ORACLE_TESTS)
 
 # ---- fuzzing --------------------------------------------------------------
@@ -353,7 +360,7 @@ fuzz-check:
 demo:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
-	bash scripts/demo.sh $(B)/demo
+	MP_BIN=$(BUILD_DIR)/bin MP_SCRIPTS=$(BUILD_DIR)/scripts bash scripts/demo.sh $(B)/demo
 
 # The whole recipe on the real dataset (see scripts/reproduce.sh):
 #   make reproduce MINIPLACES=DIR [REPRO_DIR=build/reproduce] [REPRO_OPTS="--epochs 1"]
@@ -362,7 +369,7 @@ reproduce:
 	@test -n "$(MINIPLACES)" || { echo "usage: make reproduce MINIPLACES=DIR [REPRO_DIR=DIR] [REPRO_OPTS=\"mp-train options\"]" >&2; exit 2; }
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BUILD_DEB_PACKAGES)"
 	@$(MAKE) --no-print-directory all
-	bash scripts/reproduce.sh "$(MINIPLACES)" "$(REPRO_DIR)" $(REPRO_OPTS)
+	MP_BIN=$(BUILD_DIR)/bin bash scripts/reproduce.sh "$(MINIPLACES)" "$(REPRO_DIR)" $(REPRO_OPTS)
 
 lint-man:
 	mandoc -Tlint -Wwarning $(MAN_PAGES)

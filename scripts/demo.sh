@@ -8,6 +8,9 @@
 # scales and writes a submission file for the unlabelled test set.
 #
 # usage: demo.sh [WORKDIR]   (default build/demo; DEMO_EPOCHS, default 2)
+# MP_BIN and MP_SCRIPTS name the programs' and the helper programs'
+# directories (default: build/bin and build/scripts of this checkout; make
+# demo gives those of its build, B=).
 set -euo pipefail
 
 prog=demo.sh
@@ -23,7 +26,9 @@ usage: $prog [WORKDIR]
 The toolkit end to end on Fashion-MNIST (Debian's dataset-fashion-mnist):
 convert it to PNG files and lists, pack, inspect, train a small ResNet on
 the CPU for DEMO_EPOCHS epochs (default 2), plot the log, evaluate, write
-a submission file. WORKDIR defaults to build/demo.
+a submission file. WORKDIR defaults to build/demo. The programs are those
+of MP_BIN and MP_SCRIPTS (default: build/bin and build/scripts of this
+checkout).
 EOF
 	exit 0
 	;;
@@ -38,8 +43,8 @@ EPOCHS=$((10#$EPOCHS))
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(safe_path "${1:-$here/build/demo}")
-bin=$here/build/bin
-scripts=$here/build/scripts
+bin=${MP_BIN:-$here/build/bin}
+scripts=${MP_SCRIPTS:-$here/build/scripts}
 for p in "$bin/mp-batchwriter" "$bin/mp-inspect" "$bin/mp-train" "$bin/mp-eval" \
 	"$scripts/fmnist-convert"; do
 	[ -x "$p" ] || die "$p is not built; run make first"

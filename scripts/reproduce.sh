@@ -22,6 +22,9 @@
 # when the second argument is an option, WORKDIR is the default (a
 # WORKDIR whose name starts with "-" is given as ./-NAME).
 #
+# Environment: MP_BIN, the programs' directory (default: build/bin of this
+# checkout; make reproduce gives that of its build, B=).
+#
 # Exit status: 0 done (or -h, --help), 1 a kit that is not complete or a
 # step that failed, 2 bad usage.
 set -euo pipefail
@@ -31,7 +34,7 @@ usage_args="MINIPLACES_DIR [WORKDIR] [mp-train options...]"
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=$here/build/bin
+bin=${MP_BIN:-$here/build/bin}
 step() { printf '\n== %s\n' "$*"; }
 
 case ${1:-} in
@@ -48,7 +51,8 @@ what an earlier run finished: DBs, training, evaluations), all into
 WORKDIR (default build/reproduce; one whose name starts with - is
 given as ./-NAME, else it is taken for an option). The options go to
 mp-train; the data, the output, the log, --resume and --force are set
-here.
+here. The programs are those of MP_BIN (default: build/bin of this
+checkout).
 EOF
 	exit 0
 	;;

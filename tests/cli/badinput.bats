@@ -320,7 +320,7 @@ a_stream() {
 
 @test "mp-eval refuses a dataset that counts other records than it holds, or holds them out of order" {
 	a_stream
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
 	local end='import json; e = json.loads(bytes(f[-1][1])); e["records"] = N; f[-1][1] = bytearray(json.dumps(e).encode())'
 	edit_frames out.stream fewer.stream "${end/N/39}"
 	edit_frames out.stream less.stream "${end/N/33}"
@@ -523,7 +523,7 @@ cut_db() {
 @test "a truncated or empty data.mdb is refused naming the file, not a crash" {
 	a_stream
 	bw -q --input-stream -o db <out.stream
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
 	size=$(stat -c %s db/data.mdb)
 	cut_db db half.db $((size / 2))
 	cut_db db part.db $((size - 100))

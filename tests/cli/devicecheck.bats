@@ -199,7 +199,7 @@ have_nvcc() {
 }
 
 @test "test_cuda_ops --harness-check: its own logic on the CPU stand-in, the bf16-storage pass too" {
-	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	bin=$MP_BIN/../tests/gpu/test_cuda_ops
 	[[ -x $bin ]] || skip "this build has no CUDA backend"
 	run "$bin" --harness-check
 	assert_status 0
@@ -211,7 +211,7 @@ have_nvcc() {
 }
 
 @test "test_cuda_ops --harness-check --fault residual: every whole step fails on a missing gradient path, bf16 too" {
-	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	bin=$MP_BIN/../tests/gpu/test_cuda_ops
 	[[ -x $bin ]] || skip "this build has no CUDA backend"
 	run "$bin" --harness-check --fault residual
 	assert_status 1
@@ -229,7 +229,7 @@ have_nvcc() {
 }
 
 @test "test_cuda_ops: a wrong argument is a usage error" {
-	bin=$MP_ROOT/build/tests/gpu/test_cuda_ops
+	bin=$MP_BIN/../tests/gpu/test_cuda_ops
 	[[ -x $bin ]] || skip "this build has no CUDA backend"
 	for args in "--fault residual" "--harness-check --fault" "--harness-check --fault other" "--bogus"; do
 		# shellcheck disable=SC2086

@@ -282,7 +282,7 @@ nonfinite"
 	opts=${opts%' val.db'}
 	"$PY" "$MKIMAGES" classes va 12 20 20 4 seed=9 >val.txt
 	bw -q --size 16 -o val.db val.txt
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 7 w.safetensors >/dev/null
 	# shellcheck disable=SC2086 # the example's options, as a shell splits them
 	"$MP_BIN/mp-eval" -q -m w.safetensors $opts --probs example.tsv val.db
 	"$MP_BIN/mp-eval" -q -m w.safetensors --scales 112,128,160,240 --crops full \
@@ -403,7 +403,7 @@ t, meta = mp_resnet.read_safetensors(sys.argv[2])
 t["fc.weight"][0, 0] = float("nan")
 mp_resnet.write_safetensors(sys.argv[3], t, meta)
 END
-		"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 B 10 7 small.safetensors >/dev/null
+		"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 B 10 7 small.safetensors >/dev/null
 		mkdir -p scraped/a/abbey
 		cp images/val/00000001.jpg scraped/a/abbey/ok.jpg
 		"$PY" "$MKIMAGES" make noise scraped/a/abbey/whole.jpg 64 64

@@ -25,8 +25,8 @@ setup_file() {
 	"$MP_BIN/mp-batchwriter" -q --size 16 --shuffle --seed 3 -o test.db test.txt
 	awk '$2 < 4' val.txt >val4.txt
 	"$MP_BIN/mp-batchwriter" -q --classes 4 --size 16 -o val4.db val4.txt
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 6 7 init.safetensors >/dev/null
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 7 four.safetensors >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 6 7 init.safetensors >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 7 four.safetensors >/dev/null
 	"$PY" - "$MP_ROOT/scripts" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])

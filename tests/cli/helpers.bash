@@ -145,8 +145,9 @@ limit_memory() {
 }
 
 # no_leak_check COMMAND...: COMMAND without LeakSanitizer, for a program of
-# a SAN=address build run under strace: LeakSanitizer cannot work under
-# ptrace, and ends the program with an error at its exit.
+# a SAN=address build run under strace or where no thread can start
+# (ulimit -u): LeakSanitizer's check at the exit cannot work under ptrace,
+# nor without a thread of its own, and ends the program with an error.
 no_leak_check() {
 	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$@"
 }
@@ -183,7 +184,7 @@ class_data() {
 # random_weights CLASSES OUT: random weights of the smallest network (depth
 # 1, widths 4,8, shortcut A, seed 7) of CLASSES classes for 16 px inputs.
 random_weights() {
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A "$1" 7 "$2.init" >/dev/null
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A "$1" 7 "$2.init" >/dev/null
 	"$PY" - "$MP_ROOT/scripts" "$2.init" "$2" <<'END'
 import sys
 sys.path.insert(0, sys.argv[1])

@@ -245,7 +245,7 @@ EOF
 	# batches, crops and flips; only the order of float sums differs. The
 	# cosine rate changes every step, which tells neon's momentum form from
 	# torch.optim.SGD's.
-	"$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 1 init.safetensors
+	"$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 1 init.safetensors
 	same=(-d "$D/train.db" -v "$D/val.db" --depth 1 --widths 4,8 --stem-stride 1 --crop 16
 		--scale-min 16 --scale-max 16 --batch 16 --epochs 2 --log-every 1 --lr-policy cosine -q)
 	train "${same[@]}" -o mp

@@ -170,6 +170,13 @@ TRIAL=(--depth 1 --widths 4,8 --stem-stride 1 --crop 20 --scale-min 20 --scale-m
 	assert_contains "$output" "usage: make reproduce MINIPLACES=DIR"
 	run make -n -C "$MP_ROOT" reproduce MINIPLACES=/k REPRO_DIR=/w REPRO_OPTS="--epochs 1"
 	assert_contains "$output" 'bash scripts/reproduce.sh "/k" "/w" --epochs 1'
+	# the programs of the build that B names; by hand, those of MP_BIN
+	run make -n -C "$MP_ROOT" reproduce MINIPLACES=/k B=/b
+	assert_contains "$output" 'MP_BIN=/b/bin bash scripts/reproduce.sh "/k" "/b/reproduce"'
+	mkdir bin
+	run env MP_BIN="$PWD/bin" bash "$MP_ROOT/scripts/reproduce.sh" half work
+	assert_status 1
+	assert_equal "$output" "reproduce.sh: $PWD/bin/mp-batchwriter is not built; run make first"
 }
 
 @test "reproduce.sh: -h prints the help, a usage error exits 2" {

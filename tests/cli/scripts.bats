@@ -103,6 +103,20 @@ failing_make() {
 	assert_files . file
 }
 
+@test "demo.sh runs the programs that MP_BIN and MP_SCRIPTS name, and make demo those of its build" {
+	mkdir bin
+	run env MP_BIN="$PWD/bin" bash "$S/demo.sh" work
+	assert_status 1
+	assert_equal "$output" "demo.sh: $PWD/bin/mp-batchwriter is not built; run make first"
+	for p in mp-batchwriter mp-inspect mp-train mp-eval; do ln -s "$MP_BIN/$p" bin/$p; done
+	run env MP_BIN="$PWD/bin" MP_SCRIPTS="$PWD/bin" bash "$S/demo.sh" work
+	assert_status 1
+	assert_equal "$output" "demo.sh: $PWD/bin/fmnist-convert is not built; run make first"
+	assert_files . bin
+	run make -n -C "$MP_ROOT" demo B=other
+	assert_contains "$output" "MP_BIN=$MP_ROOT/other/bin MP_SCRIPTS=$MP_ROOT/other/scripts bash scripts/demo.sh other/demo"
+}
+
 @test "py-batchwriter.py writes the DB whole or not at all, and refuses an existing one" {
 	mkimg classes im 6 20 20 3 >list.txt
 	run "$PY" "$S/py-batchwriter.py" -r . -o db list.txt

@@ -1129,7 +1129,7 @@ snapshot() {
 	run train -o out
 	assert_status 2
 	assert_contains "$(first_line "$output")" "mp-train: -d TRAIN_DB is required"
-	mkdir w && "$MP_ROOT/build/tests/oracle/resnet_init" 1 4,8 A 4 1 w/x.safetensors
+	mkdir w && "$MP_BIN/../tests/oracle/resnet_init" 1 4,8 A 4 1 w/x.safetensors
 	run train -d w/x.safetensors -o out
 	assert_status 2
 	assert_contains "$output" "w/x.safetensors"

@@ -3,7 +3,7 @@
 
 load helpers
 
-init() { "$MP_ROOT/build/tests/oracle/resnet_init" "$@"; }
+init() { "$MP_BIN/../tests/oracle/resnet_init" "$@"; }
 
 @test "a fresh reference network: summary, parameter count as PyTorch counts it, FLOPs" {
 	init 9 32,64,128,256 A 100 1 ref.safetensors

@@ -27,7 +27,9 @@ import torch.nn.functional as F  # noqa: E402
 import mp_resnet  # noqa: E402
 
 TOL = 1e-4
-ORACLE = os.path.join(ROOT, "build", "tests", "oracle", "resnet_oracle")
+# the build make test runs (MP_BIN names its programs), else this checkout's
+BUILD = os.path.dirname(os.environ.get("MP_BIN", os.path.join(ROOT, "build", "bin")).rstrip("/"))
+ORACLE = os.path.join(BUILD, "tests", "oracle", "resnet_oracle")
 BACKENDS = ("cpu-ref", "cpu")
 
 # name: resnet_oracle's keys (its defaults: depth 1, widths 4,8,8,12,
